@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every usurp test: the native (x86-64) suite, then the aarch64 suite
+# cross-built and run under qemu-aarch64 user-mode emulation.
+#
+# Run as root on a fresh Debian machine, it installs what it needs first
+# (the aarch64 cross linker and libc, qemu-user-static, the rustup target).
+# USURP_SKIP_AARCH64=1 skips the emulated suite (for a quick local loop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${USURP_SKIP_AARCH64:-}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "missing ${need_apt[*]}: run as root, or install them (apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+if [ -z "${USURP_SKIP_AARCH64:-}" ] && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  echo "== rustup target add aarch64-unknown-linux-gnu"
+  rustup target add aarch64-unknown-linux-gnu
+fi
+
+host=$(rustc -vV | sed -n 's/^host: //p')
+echo "== native suite ($host)"
+cargo test --workspace --release
+
+if [ -z "${USURP_SKIP_AARCH64:-}" ]; then
+  echo "== aarch64 suite under qemu-aarch64"
+  # Emulation is slow; the stress-heavy tests read USURP_TEST_SCALE to shrink.
+  USURP_TEST_SCALE=${USURP_TEST_SCALE:-0.25} \
+    cargo test --workspace --release --target aarch64-unknown-linux-gnu
+fi
+echo "== all suites passed"
