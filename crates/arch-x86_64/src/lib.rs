@@ -13,13 +13,51 @@
 //!   r12–r15, MXCSR and the x87 control word) sit on its own stack, below that
 //!   word. Everything else is caller-saved, so the compiler has already spilled
 //!   whatever it still needs before it called `switch`.
+//! * [`sigctx`]: reading the interrupted PC/SP/FP from a signal's ucontext, and
+//!   [`sigctx::inject_spill`], which rewrites the ucontext so that leaving the
+//!   signal handler "calls" the spill routine — skipping the 128-byte red zone
+//!   that belongs to the interrupted code.
+//! * The spill routine (module `spill`): saves every GPR, RFLAGS and the full
+//!   XSAVE state (XCR0 mask) on the task's stack into a [`SpillFrame`] linked
+//!   into the frame-pointer chain, calls the hook installed with
+//!   [`set_spill_hook`] (which parks the task and returns when it is resumed),
+//!   restores everything and returns to the interrupted PC with RSP exact.
+//! * [`classify`] (module `classify`, portable): decodes the one instruction at
+//!   an interrupted PC with iced-x86 and refuses the points where the
+//!   frame-pointer chain is not exact (prologue, epilogue, tail calls) or where
+//!   a preemption is otherwise unsafe (system calls, undecodable bytes); plus
+//!   [`is_after_call`] for backtrace checks.
+//! * [`with_registers_spilled`] (module `regs`): pushes the callee-saved
+//!   registers and hands the resulting SP to a callback, for a thread that
+//!   scans its own stack conservatively.
 //!
 //! The portable parts (the instruction classifier) compile on every host so
 //! that their tests also run on an aarch64 machine; the assembly only on
 //! x86-64.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod classify;
+pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN};
+
 #[cfg(target_arch = "x86_64")]
 mod switch;
 #[cfg(target_arch = "x86_64")]
 pub use switch::{init_stack, switch, STACK_ALIGN};
+
+#[cfg(target_arch = "x86_64")]
+pub mod sigctx;
+
+#[cfg(target_arch = "x86_64")]
+mod spill;
+#[cfg(target_arch = "x86_64")]
+pub use spill::{
+    set_spill_hook, spill_stack_needed, xsave_mask, xsave_size, SpillFrame, GPR_NAMES, RED_ZONE, SPILL_HOOK_STACK,
+};
+
+#[cfg(target_arch = "x86_64")]
+mod regs;
+#[cfg(target_arch = "x86_64")]
+pub use regs::with_registers_spilled;
+
+#[cfg(test)]
+mod classify_tests;

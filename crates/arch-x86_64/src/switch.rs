@@ -151,7 +151,7 @@ pub unsafe fn init_stack(top: usize, entry: unsafe extern "C" fn(usize, usize) -
         frame.add(4).write(entry as usize as u64); // r12
         frame.add(5).write(0); // rbx
         frame.add(6).write(0); // rbp: ends the frame-pointer chain
-        frame.add(7).write(usurp_x86_64_trampoline as usize as u64);
+        frame.add(7).write(usurp_x86_64_trampoline as *const () as usize as u64);
         frame.add(8).write(0); // a zero "return address" above the trampoline
     }
     sp

@@ -1,0 +1,78 @@
+//! Accessors for the `ucontext_t` a signal handler receives (x86-64 Linux).
+//!
+//! All functions take the handler's third argument as an untyped pointer so
+//! that the ISA-neutral preemption crate can pass it through unchanged. None of
+//! them allocates, locks or panics: the register array is indexed with
+//! constants that are in bounds by construction.
+
+use libc::{c_void, ucontext_t, REG_RBP, REG_RIP, REG_RSP};
+
+use crate::spill::{spill_routine, RED_ZONE};
+
+const RIP: usize = REG_RIP as usize;
+const RSP: usize = REG_RSP as usize;
+const RBP: usize = REG_RBP as usize;
+
+/// The interrupted program counter.
+///
+/// # Safety
+/// `uc` must be the `ucontext_t` pointer passed to an `SA_SIGINFO` handler.
+#[inline]
+pub unsafe fn pc(uc: *const c_void) -> usize {
+    // SAFETY: the caller passes the kernel-provided ucontext.
+    unsafe { (*(uc as *const ucontext_t)).uc_mcontext.gregs[RIP] as usize }
+}
+
+/// The interrupted stack pointer.
+///
+/// # Safety
+/// As for [`pc`].
+#[inline]
+pub unsafe fn sp(uc: *const c_void) -> usize {
+    // SAFETY: the caller passes the kernel-provided ucontext.
+    unsafe { (*(uc as *const ucontext_t)).uc_mcontext.gregs[RSP] as usize }
+}
+
+/// The interrupted frame pointer (RBP).
+///
+/// # Safety
+/// As for [`pc`].
+#[inline]
+pub unsafe fn fp(uc: *const c_void) -> usize {
+    // SAFETY: the caller passes the kernel-provided ucontext.
+    unsafe { (*(uc as *const ucontext_t)).uc_mcontext.gregs[RBP] as usize }
+}
+
+/// Sets the PC at which the interrupted code resumes (used to back a
+/// restartable sequence up to its start before injecting the spill).
+///
+/// # Safety
+/// As for [`pc`]; `new_pc` must be a valid resumption point for the
+/// interrupted register state.
+#[inline]
+pub unsafe fn set_pc(uc: *mut c_void, new_pc: usize) {
+    // SAFETY: the caller passes the kernel-provided ucontext.
+    unsafe { (*(uc as *mut ucontext_t)).uc_mcontext.gregs[RIP] = new_pc as i64 }
+}
+
+/// Rewrites the context so that returning from the handler enters the spill
+/// routine as if the interrupted code had called it with its red zone
+/// skipped: `new_rsp = rsp - 128 - 8`, `[new_rsp] = rip`, `rip = spill`.
+/// The spill routine ends with `ret 128`, which restores RSP exactly.
+///
+/// # Safety
+/// As for [`pc`]; the caller has checked that the interrupted stack has at
+/// least [`crate::spill_stack_needed`] bytes of room below its SP.
+#[inline]
+pub unsafe fn inject_spill(uc: *mut c_void) {
+    // SAFETY: the caller passes the kernel-provided ucontext and guarantees
+    // the stack room, so the word at new_rsp (below the red zone) is ours.
+    unsafe {
+        let g = &mut (*(uc as *mut ucontext_t)).uc_mcontext.gregs;
+        let rsp = g[RSP] as usize;
+        let new_rsp = rsp - RED_ZONE - 8;
+        (new_rsp as *mut usize).write(g[RIP] as usize);
+        g[RIP] = spill_routine() as i64;
+        g[RSP] = new_rsp as i64;
+    }
+}
