@@ -6,13 +6,67 @@
 //!   switch. A suspended context is one word, its stack pointer; the registers
 //!   AAPCS64 makes callee-saved (x19–x28, the frame record x29/x30, d8–d15, and
 //!   FPCR) sit on its own stack below that word.
+//! * Asynchronous preemption (modules `sigctx`, `spill`, `frame`):
+//!   the preemption signal handler reads the interrupted PC/SP/FP with
+//!   [`sigctx::pc`] & co., checks the instruction with [`classify`], and calls
+//!   [`sigctx::inject_spill`]. That changes only SP and PC in the ucontext:
+//!   SP moves below a [`SpillFrame`] that the handler prefills with what only
+//!   the kernel knew (interrupted SP, PC, PSTATE, signal mask, altstack), and
+//!   PC points to the spill routine. The routine stores x0–x30, NZCV, FPSR,
+//!   FPCR and all 128 bits of q0–q31 into the frame, makes the frame record
+//!   {interrupted x29, interrupted PC} at its base current (x29), and calls the
+//!   hook installed with [`set_spill_hook`], which parks the task. When the
+//!   hook returns, the routine executes `rt_sigreturn` on the frame, which is
+//!   laid out as a kernel `rt_sigframe`: the kernel reloads every register,
+//!   PSTATE and PC at once. This is the only exact way to resume on aarch64
+//!   without a reserved scratch register (every indirect branch needs one).
+//!   See `spill` for the proof and `sigctx` for the injection.
+//! * The safe-point check (module `classify`): a hand-written decoder of the
+//!   32-bit word at the PC that refuses half-built or half-torn-down frames
+//!   (prologues, epilogues, `ret`, pointer-authentication and BTI hints),
+//!   and undecodable words. [`classify_with_prev`] also looks at the
+//!   instructions before the PC (callee-save stores/loads between the frame
+//!   push and `mov x29, sp`, or after `ldp x29, x30`), which a one-word look
+//!   cannot see on aarch64 (LLVM places them there). [`is_after_call`] tells a
+//!   return address from any other code address, for backtrace checks.
+//! * [`with_registers_spilled`] (module `regs`): callee-saved registers onto
+//!   the stack for the collector's conservative scan.
 //!
-//! The portable parts (the hand-written instruction decoder) compile on every
-//! host so that their tests also run natively on x86-64; the assembly only on
-//! aarch64.
+//! Decisions (details in the modules):
+//! * SVE: the frame keeps v0–v31 (the low 128 bits of Z0–Z31); resuming drops
+//!   the rest, as every syscall does. Code compiled without +sve never holds
+//!   values there. [`sigctx::vector_state`] reports live SVE, SME streaming
+//!   mode, ZA, and shadow stacks; preempt must refuse on
+//!   [`sigctx::VectorState::must_refuse`] (streaming, ZA, GCS) always, and on
+//!   `sve_live` only for code registered as using SVE.
+//! * Load/store-exclusive sequences are Safe: the resume is an exception
+//!   return, which clears the local exclusive monitor (Arm ARM, "context
+//!   switching"), so a `stxr` after a preemption fails and its retry loop
+//!   reloads; see `classify`.
+//!
+//! The portable parts (the decoder, the frame and ucontext layouts, the
+//! record scanner) compile on every host so that their tests also run
+//! natively on x86-64; the assembly only on aarch64.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod classify;
+mod frame;
+pub mod layout;
+pub mod sigctx;
+
+pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND};
+pub use frame::{spill_stack_needed, SpillFrame, GPR_NAMES, RED_ZONE, SPILL_FRAME_SIZE, SPILL_HOOK_STACK, SPILL_MAGIC};
+
+#[cfg(target_arch = "aarch64")]
+mod regs;
+#[cfg(target_arch = "aarch64")]
+mod spill;
 #[cfg(target_arch = "aarch64")]
 mod switch;
 #[cfg(target_arch = "aarch64")]
+pub use regs::with_registers_spilled;
+#[cfg(target_arch = "aarch64")]
+pub use spill::set_spill_hook;
+#[cfg(target_arch = "aarch64")]
 pub use switch::{init_stack, switch, STACK_ALIGN};
+

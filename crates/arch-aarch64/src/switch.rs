@@ -146,7 +146,7 @@ pub unsafe fn init_stack(top: usize, entry: unsafe extern "C" fn(usize, usize) -
         frame.add(0).write(entry as usize as u64); // x19
         frame.add(1).write(entry_arg as u64); // x20
         frame.add(10).write(0); // x29: ends the frame-record chain
-        frame.add(11).write(usurp_aarch64_trampoline as usize as u64); // x30
+        frame.add(11).write(usurp_aarch64_trampoline as *const () as usize as u64); // x30
         frame.add(20).write(0); // FPCR: round to nearest, no flush-to-zero
     }
     sp
