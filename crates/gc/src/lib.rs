@@ -1,10 +1,100 @@
 //! # usurp-gc: the garbage collector
 //!
-//! (Skeleton: filled in by the GC work.)
+//! A non-moving mark-sweep collector for language VMs, precise in the heap and
+//! conservative on stacks and registers.
+//!
+//! ## Heap layout
+//! One address-range reservation (`HeapConfig::max_heap`, which is also the
+//! hard limit) cut into 64 KiB blocks ([`space`](crate::space), [`block`]). A
+//! small object (≤ 8 KiB including its header) lives in a block of its size
+//! class (33 classes, 16 B … 8 KiB); a larger one gets its own span of whole
+//! blocks. Per block, side tables hold object-start ("allocated") bits and
+//! mark bits; block metadata lives in a separate array indexed by block
+//! number. Blocks free for two cycles go back to the OS (`MADV_DONTNEED`).
+//!
+//! ## Precise heap
+//! Every object starts with a header word: a `&'static Descriptor` giving its
+//! size and a bitmap of pointer words ([`descriptor`]). Rust types get one from
+//! [`gc_type!`]; a VM builds them at run time with [`Descriptor::builder`].
+//! Marking reads the bitmap; pointer-free objects are never scanned.
+//!
+//! ## Conservative roots
+//! Task stacks and saved registers are scanned conservatively: Rust code and
+//! interpreters keep raw [`GcRef`] / [`Gc<T>`] in locals with no rooting. A
+//! word keeps an object alive if it points anywhere inside it, or one past its
+//! end (see [`mark`]). Sweeping the side tables is eager — it happens in the
+//! pause right after marking — so an object-start bit outside a collection
+//! always means "published and not yet found dead": a stray word can never
+//! revive a dead object whose children are freed. Free slots are discovered
+//! lazily by allocation from the object-start bits. Precise roots: [`Root`]
+//! handles and root-scanner callbacks.
+//!
+//! ## Collection
+//! `stop the world` → scan roots → parallel transitive marking on
+//! `World::run_parallel` → clear weak references to unmarked objects → queue
+//! unreachable finalizable objects and mark from them → (verify) → sweep the
+//! side tables (in parallel for large heaps) → `start the world`. The
+//! scheduler implements [`World`]; this crate does not depend on it. The
+//! collecting thread spills its registers and scans its own stack.
+//!
+//! ## Allocation and pacing
+//! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
+//! (per-class cached block, free bits in a word) — no lock or atomic
+//! read-modify-write on the fast path, which runs in a no-preemption section.
+//! A collection starts when the heap (live after the last mark plus memory
+//! handed out since) reaches `live * (1 + GOGC/100)`; at the hard limit a full
+//! collection runs and, if still nothing fits, [`try_alloc`] fails and
+//! [`alloc`] panics ("usurp heap limit of N MiB exhausted ...").
+//!
+//! ## Barrier
+//! Pointer stores into heap objects go through [`usurp_gc_write_barrier`]
+//! (typed: [`Member::set`], [`GcRef::set_ptr`]). Marking stops the world, so
+//! it only stores; its code is an unsafe range for the preemption engine.
+//!
+//! ## Observability
+//! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
+//! marked heap each cycle; [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 // The one ISA-specific line outside the arch crates: which of them to use.
 #[cfg(target_arch = "aarch64")]
+#[allow(unused_imports)]
 use usurp_arch_aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
+#[allow(unused_imports)]
 use usurp_arch_x86_64 as arch;
+
+pub mod barrier;
+pub mod block;
+pub mod config;
+pub mod descriptor;
+mod heap;
+pub mod mark;
+mod mutator;
+mod object;
+mod preempt_glue;
+mod roots;
+pub mod sizeclass;
+pub mod space;
+pub mod stack;
+pub mod stats;
+mod verify;
+pub mod world;
+
+pub use barrier::usurp_gc_write_barrier;
+pub use config::{ConfigError, HeapConfig};
+pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
+pub use heap::{AttachError, Heap, MutatorGuard};
+pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
+pub use object::{Gc, GcRef, Member};
+pub use roots::{Root, RootScanner, ScannerId, WeakRef};
+pub use stats::{CycleStats, GcStats};
+pub use world::{SoloWorld, ThreadWorld, World};
+
+/// Test support: reads `USURP_TEST_SCALE` (default 1.0) and scales `n` by it
+/// (at least 1).
+#[doc(hidden)]
+pub fn test_scale(n: usize) -> usize {
+    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * s) as usize).max(1)
+}

@@ -1,0 +1,73 @@
+//! The write barrier.
+//!
+//! Every store of a GC pointer into a heap object goes through
+//! [`usurp_gc_write_barrier`], which performs the store itself, so that "check
+//! the GC phase" and "store" are one piece of code in which asynchronous
+//! preemption is refused (pitfall 7: no safe point between the check and the
+//! store). While marking stops the world (this collector) the barrier has
+//! nothing to record; concurrent marking will add its slow path here.
+//!
+//! The barrier's code lives in its own linker section `usurp_barrier`; the
+//! linker defines `__start_usurp_barrier` / `__stop_usurp_barrier` around it,
+//! and [`barrier_code_range`] registers those bounds with the preemption
+//! engine as an unsafe (non-restartable) range when the first heap is created.
+
+use std::sync::Once;
+
+/// Store `value` into `*slot`, a GC-pointer slot of object `obj` (which may
+/// be null when the caller does not know it).
+///
+/// # Safety
+/// `slot` must be a valid, aligned, writable word inside a live heap object (or
+/// any valid word when used outside the heap); `value` must be 0 or a GC object.
+#[no_mangle]
+#[inline(never)]
+#[link_section = "usurp_barrier"]
+pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, value: usize) {
+    let _ = obj;
+    // SAFETY: the caller guarantees slot is a valid writable word. Volatile: a
+    // racing reader (another task, the conservative scan) sees a whole word.
+    unsafe { slot.write_volatile(value) }
+}
+
+extern "C" {
+    static __start_usurp_barrier: u8;
+    static __stop_usurp_barrier: u8;
+}
+
+/// `[start, end)` of the barrier code.
+pub fn barrier_code_range() -> (usize, usize) {
+    // The linker defines both symbols around the section that holds
+    // usurp_gc_write_barrier; taking their addresses reads nothing.
+    (&raw const __start_usurp_barrier as usize, &raw const __stop_usurp_barrier as usize)
+}
+
+/// Register the barrier's code as an unsafe range (once per process).
+pub fn register_barrier_range() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let (s, e) = barrier_code_range();
+        crate::preempt_glue::register_unsafe_range(s, e, false);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barrier_is_inside_its_section_and_registered() {
+        let (s, e) = barrier_code_range();
+        let f = usurp_gc_write_barrier as *const () as usize;
+        assert!(s <= f && f < e, "barrier {f:#x} outside [{s:#x}, {e:#x})");
+        register_barrier_range();
+        assert!(crate::preempt_glue::is_unsafe_pc(f));
+        assert!(crate::preempt_glue::is_unsafe_pc(e - 1));
+        assert!(!crate::preempt_glue::is_unsafe_pc(e));
+        assert!(!crate::preempt_glue::is_unsafe_pc(barrier_code_range as *const () as usize));
+        let mut w = 0usize;
+        // SAFETY: w is a valid local word.
+        unsafe { usurp_gc_write_barrier(std::ptr::null_mut(), &mut w, 42) };
+        assert_eq!(w, 42);
+    }
+}

@@ -1,0 +1,359 @@
+//! Type descriptors: the precise layout of every heap object.
+//!
+//! Every object starts with a header word holding a `&'static Descriptor`. The
+//! descriptor gives the object's size and a bitmap of which payload words are
+//! GC pointers, so marking is a loop over bits — no per-object virtual call.
+//!
+//! Two shapes exist:
+//! * **fixed**: `size_words` payload words, pointer bits in `bitmap`;
+//! * **array**: payload word 0 holds the element count `len`, followed by
+//!   `len * elem_words` words; pointer bits of one element in `elem_bitmap`.
+//!   Byte strings are pointer-free arrays with `elem_words == 1`.
+//!
+//! Descriptors are `'static`: Rust types get a `static` through
+//! [`gc_type!`](crate::gc_type); guest layouts built at run time with
+//! [`Descriptor::builder`] are leaked (a VM defines a bounded number of classes,
+//! and a descriptor must outlive every object that names it).
+
+/// Marker stored in every descriptor; the heap verifier checks it.
+pub(crate) const DESCRIPTOR_MAGIC: u64 = 0x5553_5552_5044_4553; // "USURPDES"
+
+/// Flag: the object holds no GC pointer and is never scanned.
+pub const FLAG_POINTER_FREE: u32 = 1;
+
+/// The layout of one kind of heap object. See the module docs.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Descriptor {
+    magic: u64,
+    size_words: usize,
+    elem_words: usize,
+    elem_bitmap: u64,
+    flags: u32,
+    bitmap: &'static [u64],
+    name: &'static str,
+}
+
+/// Errors from [`DescriptorBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescriptorError {
+    /// A pointer bit names a word outside the object's payload.
+    PointerOutOfRange { index: usize, size_words: usize },
+    /// Array elements are limited to 64 words.
+    ElementTooLarge(usize),
+}
+
+impl std::fmt::Display for DescriptorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DescriptorError::PointerOutOfRange { index, size_words } => write!(
+                f,
+                "descriptor: pointer word {index} is outside the payload of {size_words} words"
+            ),
+            DescriptorError::ElementTooLarge(w) => {
+                write!(f, "descriptor: array elements are limited to 64 words, got {w}")
+            }
+        }
+    }
+}
+impl std::error::Error for DescriptorError {}
+
+impl Descriptor {
+    /// A fixed-size descriptor for a `static` (used by [`gc_type!`](crate::gc_type)).
+    /// `bitmap` bit `i` (word `i / 64`, bit `i % 64`) marks payload word `i` as a pointer.
+    pub const fn fixed(name: &'static str, size_words: usize, bitmap: &'static [u64]) -> Descriptor {
+        let mut any = false;
+        let mut i = 0;
+        while i < bitmap.len() {
+            if bitmap[i] != 0 {
+                any = true;
+            }
+            i += 1;
+        }
+        Descriptor {
+            magic: DESCRIPTOR_MAGIC,
+            size_words,
+            elem_words: 0,
+            elem_bitmap: 0,
+            flags: if any { 0 } else { FLAG_POINTER_FREE },
+            bitmap,
+            name,
+        }
+    }
+
+    /// An array descriptor for a `static`: elements of `elem_words` words with
+    /// pointer bits `elem_bitmap`. `elem_words` must be in 1..=64.
+    pub const fn array(name: &'static str, elem_words: usize, elem_bitmap: u64) -> Descriptor {
+        assert!(elem_words >= 1 && elem_words <= 64, "array element must be 1..=64 words");
+        Descriptor {
+            magic: DESCRIPTOR_MAGIC,
+            size_words: 0,
+            elem_words,
+            elem_bitmap,
+            flags: if elem_bitmap == 0 { FLAG_POINTER_FREE } else { 0 },
+            bitmap: &[],
+            name,
+        }
+    }
+
+    /// Start building a fixed-size descriptor at run time (for guest layouts).
+    pub fn builder(size_words: usize) -> DescriptorBuilder {
+        DescriptorBuilder { size_words, ptrs: Vec::new(), name: None }
+    }
+
+    /// Start building an array descriptor at run time.
+    pub fn array_builder(elem_words: usize) -> ArrayDescriptorBuilder {
+        ArrayDescriptorBuilder { elem_words, ptrs: 0, name: None }
+    }
+
+    /// Payload words of a fixed object (0 for arrays).
+    pub fn size_words(&self) -> usize {
+        self.size_words
+    }
+    /// Words per element (0 for fixed objects).
+    pub fn elem_words(&self) -> usize {
+        self.elem_words
+    }
+    /// Whether this is an array descriptor.
+    pub fn is_array(&self) -> bool {
+        self.elem_words != 0
+    }
+    /// Whether objects of this kind contain no GC pointer.
+    pub fn is_pointer_free(&self) -> bool {
+        self.flags & FLAG_POINTER_FREE != 0
+    }
+    /// The name given at construction (for diagnostics).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub(crate) fn magic_ok(&self) -> bool {
+        self.magic == DESCRIPTOR_MAGIC
+    }
+
+    /// Whether payload word `i` of a fixed object is a pointer.
+    pub fn is_pointer(&self, i: usize) -> bool {
+        self.bitmap.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+    }
+
+    /// Total object size in bytes including the header, for `len` elements
+    /// (ignored for fixed objects). `None` on overflow.
+    pub fn object_bytes(&self, len: usize) -> Option<usize> {
+        let words = if self.is_array() {
+            len.checked_mul(self.elem_words)?.checked_add(2)?
+        } else {
+            self.size_words.checked_add(1)?
+        };
+        words.checked_mul(8)
+    }
+
+    /// Call `f(word_index)` for every pointer word of the object whose payload
+    /// starts at `payload` (word index relative to the payload). For arrays
+    /// `len` is read from payload word 0 by the caller and passed in.
+    #[inline]
+    pub(crate) fn for_each_pointer_word(&self, len: usize, mut f: impl FnMut(usize)) {
+        if self.is_pointer_free() {
+            return;
+        }
+        if self.is_array() {
+            let ew = self.elem_words;
+            for e in 0..len {
+                let mut bits = self.elem_bitmap;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f(1 + e * ew + b);
+                }
+            }
+        } else {
+            for (wi, &w) in self.bitmap.iter().enumerate() {
+                let mut bits = w;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let idx = wi * 64 + b;
+                    if idx < self.size_words {
+                        f(idx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builder for run-time fixed-size descriptors; see [`Descriptor::builder`].
+pub struct DescriptorBuilder {
+    size_words: usize,
+    ptrs: Vec<usize>,
+    name: Option<String>,
+}
+
+impl DescriptorBuilder {
+    /// Mark payload word `i` as a GC pointer.
+    pub fn pointer_at(mut self, i: usize) -> Self {
+        self.ptrs.push(i);
+        self
+    }
+    /// Give the descriptor a name for diagnostics.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+    /// Build and leak the descriptor (it must outlive every object naming it).
+    pub fn build(self) -> Result<&'static Descriptor, DescriptorError> {
+        let mut bitmap = vec![0u64; self.size_words.div_ceil(64)];
+        for &i in &self.ptrs {
+            if i >= self.size_words {
+                return Err(DescriptorError::PointerOutOfRange { index: i, size_words: self.size_words });
+            }
+            bitmap[i / 64] |= 1 << (i % 64);
+        }
+        let any = bitmap.iter().any(|&w| w != 0);
+        let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime>".into()).into_boxed_str());
+        Ok(Box::leak(Box::new(Descriptor {
+            magic: DESCRIPTOR_MAGIC,
+            size_words: self.size_words,
+            elem_words: 0,
+            elem_bitmap: 0,
+            flags: if any { 0 } else { FLAG_POINTER_FREE },
+            bitmap: Box::leak(bitmap.into_boxed_slice()),
+            name,
+        })))
+    }
+}
+
+/// Builder for run-time array descriptors; see [`Descriptor::array_builder`].
+pub struct ArrayDescriptorBuilder {
+    elem_words: usize,
+    ptrs: u64,
+    name: Option<String>,
+}
+
+impl ArrayDescriptorBuilder {
+    /// Mark word `i` of each element as a GC pointer.
+    pub fn pointer_at(mut self, i: usize) -> Self {
+        if i < 64 {
+            self.ptrs |= 1 << i;
+        } else {
+            self.ptrs |= 1 << 63; // rejected in build (i >= elem_words <= 64)
+            self.elem_words = self.elem_words.max(65);
+        }
+        self
+    }
+    /// Give the descriptor a name for diagnostics.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+    /// Build and leak the descriptor.
+    pub fn build(self) -> Result<&'static Descriptor, DescriptorError> {
+        if self.elem_words == 0 || self.elem_words > 64 {
+            return Err(DescriptorError::ElementTooLarge(self.elem_words));
+        }
+        if self.elem_words < 64 && self.ptrs >> self.elem_words != 0 {
+            let index = 63 - self.ptrs.leading_zeros() as usize;
+            return Err(DescriptorError::PointerOutOfRange { index, size_words: self.elem_words });
+        }
+        let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime array>".into()).into_boxed_str());
+        Ok(Box::leak(Box::new(Descriptor {
+            magic: DESCRIPTOR_MAGIC,
+            size_words: 0,
+            elem_words: self.elem_words,
+            elem_bitmap: self.ptrs,
+            flags: if self.ptrs == 0 { FLAG_POINTER_FREE } else { 0 },
+            bitmap: &[],
+            name,
+        })))
+    }
+}
+
+/// A Rust type that can live in the GC heap.
+///
+/// # Safety
+/// `DESCRIPTOR` must describe `Self` exactly: `size_words * 8 >= size_of::<Self>()`,
+/// `align_of::<Self>() <= 8`, and every field that holds a GC pointer
+/// ([`Member`](crate::Member), [`GcRef`](crate::GcRef), `Gc<_>`) has its word
+/// marked; no other word may be marked unless it always holds null or a GC
+/// pointer. The GC never runs `Drop` for heap objects. Use [`gc_type!`](crate::gc_type).
+pub unsafe trait GcType: Sized {
+    /// The descriptor of `Self` (a `static`, so its address is stable).
+    fn descriptor() -> &'static Descriptor;
+}
+
+/// Implement [`GcType`] for a struct, listing its GC-pointer fields:
+///
+/// ```
+/// use usurp_gc::{gc_type, Member};
+/// #[repr(C)]
+/// struct Node { left: Member<Node>, right: Member<Node>, value: i64 }
+/// gc_type!(Node { left, right });
+/// ```
+/// Each listed field must be one word (a `Member<_>`, `Gc<_>` or `GcRef`).
+/// Pointer fields must lie in the first 256 words of the struct.
+#[macro_export]
+macro_rules! gc_type {
+    ($t:ty { $($field:ident),* $(,)? }) => {
+        // SAFETY: the bitmap below is computed from the offsets of exactly the
+        // listed fields; the const asserts check size, alignment and word size.
+        unsafe impl $crate::GcType for $t {
+            #[inline(always)]
+            fn descriptor() -> &'static $crate::Descriptor {
+                const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
+                const BITMAP: [u64; 4] = {
+                    let mut b = [0u64; 4];
+                    $(
+                        let off = ::core::mem::offset_of!($t, $field);
+                        assert!(off % 8 == 0, "GC pointer field must be word aligned");
+                        let w = off / 8;
+                        assert!(w < 256, "GC pointer fields must lie in the first 256 words");
+                        b[w / 64] |= 1u64 << (w % 64);
+                    )*
+                    b
+                };
+                const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
+                static DESC: $crate::Descriptor =
+                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP);
+                &DESC
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_bitmap_and_sizes() {
+        let d = Descriptor::builder(70).pointer_at(0).pointer_at(65).name("T").build().unwrap();
+        assert!(d.is_pointer(0) && d.is_pointer(65) && !d.is_pointer(1) && !d.is_pointer(64));
+        assert!(!d.is_pointer_free());
+        assert_eq!(d.object_bytes(0), Some(71 * 8));
+        let mut seen = vec![];
+        d.for_each_pointer_word(0, |i| seen.push(i));
+        assert_eq!(seen, vec![0, 65]);
+        assert_eq!(d.name(), "T");
+    }
+
+    #[test]
+    fn builder_rejects_out_of_range() {
+        assert_eq!(
+            Descriptor::builder(2).pointer_at(2).build().unwrap_err(),
+            DescriptorError::PointerOutOfRange { index: 2, size_words: 2 }
+        );
+        assert!(Descriptor::array_builder(0).build().is_err());
+        assert!(Descriptor::array_builder(2).pointer_at(3).build().is_err());
+    }
+
+    #[test]
+    fn pointer_free_and_arrays() {
+        let s = Descriptor::builder(3).build().unwrap();
+        assert!(s.is_pointer_free());
+        let a = Descriptor::array_builder(2).pointer_at(1).build().unwrap();
+        assert!(a.is_array() && !a.is_pointer_free());
+        assert_eq!(a.object_bytes(3), Some((2 + 6) * 8));
+        let mut seen = vec![];
+        a.for_each_pointer_word(3, |i| seen.push(i));
+        assert_eq!(seen, vec![2, 4, 6]);
+        assert_eq!(a.object_bytes(usize::MAX), None);
+    }
+}

@@ -1,0 +1,583 @@
+//! The heap: configuration, collection cycle, sweeping, pacing, finalizers.
+
+use crate::block::{BLOCK_SIZE, KIND_FREE, KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
+use crate::config::{ConfigError, HeapConfig};
+use crate::descriptor::Descriptor;
+use crate::mark::{find_exact, MarkCounters, Marker, WorkPool};
+use crate::mutator::{set_current_mutator, Mutator};
+use crate::object::GcRef;
+use crate::roots::{Root, RootScanner, ScannerId, SlotTable, WeakRef};
+use crate::sizeclass::{slots_of, CLASS_SIZES, NUM_CLASSES};
+use crate::space::Space;
+use crate::stack::with_registers_spilled;
+use crate::stats::{trace_line, CycleStats, GcStats, StatsAcc};
+use crate::world::{SoloWorld, World};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+/// Outcome of an allocation slow path that needs the caller to act.
+#[derive(Debug)]
+pub(crate) enum Need {
+    /// The pacer wants a collection before more memory is handed out.
+    Collect,
+    /// No block left in the reservation.
+    Exhausted,
+}
+
+type Finalizer = Box<dyn FnOnce(GcRef) + Send>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct HeapInner {
+    pub space: Space,
+    pub config: HeapConfig,
+    world: RwLock<Arc<dyn World>>,
+    pub partial: Vec<Mutex<Vec<u32>>>,
+    collect_lock: Mutex<()>,
+    pub cycle: AtomicU64,
+    pub live: AtomicUsize,
+    pub allocated: AtomicUsize,
+    pub goal: AtomicUsize,
+    roots: SlotTable,
+    weaks: SlotTable,
+    scanners: Mutex<Vec<(u64, Arc<RootScanner>)>>,
+    next_scanner: AtomicU64,
+    finalizers: Mutex<Vec<(usize, Finalizer)>>,
+    pending: Mutex<VecDeque<(usize, Finalizer)>>,
+    stats: Mutex<StatsAcc>,
+    start: Instant,
+}
+
+/// A garbage-collected heap. Cloning gives another handle to the same heap.
+#[derive(Clone)]
+pub struct Heap {
+    pub(crate) inner: Arc<HeapInner>,
+}
+
+impl std::fmt::Debug for Heap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Heap({:#x}..{:#x})", self.inner.space.lo, self.inner.space.hi)
+    }
+}
+
+/// The current thread's attachment to a heap; detaches on drop. Not `Send`.
+pub struct MutatorGuard {
+    mutator: Box<Mutator>,
+    prev: *mut Mutator,
+}
+
+/// Why `attach_thread` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachError {
+    /// This thread already has a mutator.
+    AlreadyAttached,
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "usurp heap: this thread is already attached to a heap")
+    }
+}
+impl std::error::Error for AttachError {}
+
+impl Drop for MutatorGuard {
+    fn drop(&mut self) {
+        let heap = self.mutator.heap.clone();
+        let world = heap.world();
+        // Giving blocks back must not race with a sweep: hold the collection lock
+        // (waiting for it counts as a safe point).
+        let mut g = None;
+        world.blocking(&mut || g = Some(lock(&heap.collect_lock)));
+        self.mutator.release_all();
+        drop(g);
+        set_current_mutator(self.prev);
+    }
+}
+
+impl Heap {
+    /// A heap with `config`, used by one thread (see [`Heap::with_world`]).
+    pub fn new(config: HeapConfig) -> Result<Heap, ConfigError> {
+        Heap::with_world(config, Arc::new(SoloWorld))
+    }
+
+    /// A heap whose collections stop `world`.
+    pub fn with_world(config: HeapConfig, world: Arc<dyn World>) -> Result<Heap, ConfigError> {
+        config.validate()?;
+        let space = Space::new(config.max_heap).map_err(|e| ConfigError::Reserve(e.to_string()))?;
+        crate::barrier::register_barrier_range();
+        let goal = config.min_heap.max(BLOCK_SIZE);
+        Ok(Heap {
+            inner: Arc::new(HeapInner {
+                space,
+                world: RwLock::new(world),
+                partial: (0..NUM_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+                collect_lock: Mutex::new(()),
+                cycle: AtomicU64::new(0),
+                live: AtomicUsize::new(0),
+                allocated: AtomicUsize::new(0),
+                goal: AtomicUsize::new(goal),
+                roots: SlotTable::default(),
+                weaks: SlotTable::default(),
+                scanners: Mutex::new(Vec::new()),
+                next_scanner: AtomicU64::new(1),
+                finalizers: Mutex::new(Vec::new()),
+                pending: Mutex::new(VecDeque::new()),
+                stats: Mutex::new(StatsAcc::default()),
+                start: Instant::now(),
+                config,
+            }),
+        })
+    }
+
+    /// Replace the world (e.g. when the scheduler starts). Must not be called
+    /// during a collection (it waits for one in progress).
+    pub fn set_world(&self, world: Arc<dyn World>) {
+        let _g = lock(&self.inner.collect_lock);
+        *self.inner.world.write().unwrap() = world;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HeapConfig {
+        &self.inner.config
+    }
+
+    /// Attach the current thread: allocation functions ([`crate::alloc`],
+    /// `Gc::new`, ...) on this thread use this heap until the guard drops.
+    /// The scheduler calls this once per worker thread when it starts.
+    pub fn attach_thread(&self) -> Result<MutatorGuard, AttachError> {
+        if !crate::mutator::current_mutator().is_null() {
+            return Err(AttachError::AlreadyAttached);
+        }
+        let mut mutator = Box::new(Mutator::new(self.inner.clone()));
+        let prev = set_current_mutator(&mut *mutator);
+        Ok(MutatorGuard { mutator, prev })
+    }
+
+    /// The heap the current thread is attached to, if any.
+    pub fn current() -> Option<Heap> {
+        let m = crate::mutator::current_mutator();
+        // SAFETY: a non-null current mutator is alive until its guard drops on
+        // this thread; we only clone its heap handle.
+        (!m.is_null()).then(|| Heap { inner: unsafe { (*m).heap.clone() } })
+    }
+
+    /// Run a full collection now.
+    pub fn collect(&self) {
+        self.inner.collect("explicit", None);
+    }
+
+    /// Whether `addr` lies in this heap's reservation.
+    pub fn contains(&self, addr: usize) -> bool {
+        self.inner.space.contains(addr)
+    }
+
+    /// The allocated object containing `addr` (interior pointers included), as
+    /// the conservative scan would find it. Meaningful only while no
+    /// collection runs concurrently.
+    pub fn find_object(&self, addr: usize) -> Option<GcRef> {
+        crate::mark::find_containing(&self.inner.space, addr).and_then(|l| GcRef::from_addr(l.addr))
+    }
+
+    /// Root `obj` precisely until the returned handle is dropped.
+    pub fn add_root(&self, obj: Option<GcRef>) -> Root {
+        Root::new(self.inner.roots.add(obj.map_or(0, |r| r.addr())))
+    }
+
+    /// A weak reference to `obj`.
+    pub fn weak(&self, obj: GcRef) -> WeakRef {
+        WeakRef::new(self.inner.weaks.add(obj.addr()))
+    }
+
+    /// Register a callback that reports precise roots in every pause (e.g. an
+    /// interpreter's operand stack). It runs with the world stopped: it must
+    /// not allocate or take locks a stopped task may hold.
+    pub fn add_root_scanner(&self, f: RootScanner) -> ScannerId {
+        let id = self.inner.next_scanner.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.scanners).push((id, Arc::new(f)));
+        ScannerId(id)
+    }
+
+    /// Unregister a root scanner; false if unknown.
+    pub fn remove_root_scanner(&self, id: ScannerId) -> bool {
+        let mut v = lock(&self.inner.scanners);
+        let n = v.len();
+        v.retain(|(i, _)| *i != id.0);
+        v.len() != n
+    }
+
+    /// Run `f(obj)` once after `obj` is found unreachable.
+    ///
+    /// Rules: the finalizer runs later, outside allocation and outside the
+    /// pause, when someone calls [`Heap::run_pending_finalizers`]. From the
+    /// cycle that finds `obj` unreachable until the finalizer has run, `obj`
+    /// and everything it references stay alive (the pending queue is a root).
+    /// Weak references to `obj` are cleared in that cycle, before the
+    /// finalizer runs. The finalizer may store `obj` somewhere reachable
+    /// (resurrection): the object then lives on as a normal object, its
+    /// finalizer is not re-registered (call `set_finalizer` again to get
+    /// another one). Registering several finalizers on one object runs each.
+    pub fn set_finalizer(&self, obj: GcRef, f: impl FnOnce(GcRef) + Send + 'static) {
+        lock(&self.inner.finalizers).push((obj.addr(), Box::new(f)));
+    }
+
+    /// Run the finalizers queued by past collections, on the calling thread
+    /// (which must be attached or otherwise a scanned mutator, since each
+    /// object is only referenced from its stack while its finalizer runs).
+    /// Returns how many ran. The scheduler calls this from a task after
+    /// [`World::finalizers_pending`].
+    pub fn run_pending_finalizers(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let next = lock(&self.inner.pending).pop_front();
+            let Some((obj, f)) = next else { break };
+            let r = GcRef::from_addr(obj).expect("finalizable objects are non-null");
+            f(r);
+            std::hint::black_box(r);
+            n += 1;
+            lock(&self.inner.stats).finalizers_run += 1;
+        }
+        n
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> GcStats {
+        self.inner.stats()
+    }
+}
+
+impl HeapInner {
+    pub(crate) fn world(&self) -> Arc<dyn World> {
+        self.world.read().unwrap().clone()
+    }
+
+    /// Whether handing out `extra` more bytes crosses the goal (pacing on).
+    pub(crate) fn over_goal(&self, extra: usize) -> bool {
+        self.config.gogc.is_some()
+            && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed) + extra
+                >= self.goal.load(Ordering::Relaxed)
+    }
+
+    fn stats(&self) -> GcStats {
+        let s = lock(&self.stats);
+        let live = self.live.load(Ordering::Relaxed);
+        GcStats {
+            cycles: self.cycle.load(Ordering::Acquire),
+            last: s.last.clone(),
+            heap_live: live,
+            heap_alloc: live + self.allocated.load(Ordering::Relaxed),
+            heap_goal: self.goal.load(Ordering::Relaxed),
+            heap_committed: self.space.committed_bytes(),
+            heap_limit: self.space.nblocks * BLOCK_SIZE,
+            total_pause: s.total_pause,
+            pauses: s.pauses.iter().copied().collect(),
+            ttsp: s.ttsp.iter().copied().collect(),
+            verify_failures: s.verify_failures,
+            bad_pointers: s.bad_pointers,
+            finalizers_run: s.finalizers_run,
+            finalizers_pending: lock(&self.pending).len(),
+            weak_cleared: s.weak_cleared,
+            blocks_decommitted: s.blocks_decommitted,
+        }
+    }
+
+    /// Large-object slow path (its own span of blocks).
+    pub(crate) fn alloc_large(
+        &self,
+        desc: &'static Descriptor,
+        bytes: usize,
+        len: Option<usize>,
+        may_trigger: bool,
+    ) -> Result<GcRef, Need> {
+        let n = bytes.div_ceil(BLOCK_SIZE);
+        if may_trigger && self.over_goal(n * BLOCK_SIZE) {
+            return Err(Need::Collect);
+        }
+        let run = self.space.alloc_blocks(n).ok_or(Need::Exhausted)?;
+        let first = run.first;
+        for i in first + 1..first + n {
+            let m = self.space.meta(i);
+            m.link.store(first as u32, Ordering::Relaxed);
+            m.kind.store(KIND_LARGE_TAIL, Ordering::Release);
+        }
+        let m = self.space.meta(first);
+        m.clear_tables();
+        m.link.store(n as u32, Ordering::Relaxed);
+        m.large_bytes.store(bytes, Ordering::Relaxed);
+        m.kind.store(KIND_LARGE_HEAD, Ordering::Release);
+        let addr = self.space.block_start(first);
+        let p = addr as *mut usize;
+        // SAFETY: the run is ours; the object fits in it (n blocks >= bytes).
+        unsafe {
+            if !run.zeroed {
+                std::ptr::write_bytes(p.add(1), 0, bytes / 8 - 1);
+            }
+            if let Some(l) = len {
+                p.add(1).write(l);
+            }
+            p.write(desc as *const Descriptor as usize);
+        }
+        // Publish after the header (pitfall 1).
+        m.alloc[0].store(1, Ordering::Release);
+        self.allocated.fetch_add(n * BLOCK_SIZE, Ordering::Relaxed);
+        Ok(GcRef::from_addr(addr).expect("heap addresses are non-null"))
+    }
+
+    /// Collect because allocation needs it (skipped if another thread
+    /// collected while we waited for the lock).
+    pub(crate) fn collect_for_alloc(&self, reason: &'static str) {
+        let seen = self.cycle.load(Ordering::Acquire);
+        self.collect(reason, Some(seen));
+    }
+
+    pub(crate) fn collect(&self, reason: &'static str, seen: Option<u64>) {
+        let world = self.world();
+        let mut guard = self.collect_lock.try_lock().ok();
+        if guard.is_none() {
+            world.blocking(&mut || guard = Some(lock(&self.collect_lock)));
+        }
+        if let Some(c) = seen {
+            if self.cycle.load(Ordering::Acquire) != c {
+                return; // someone else collected meanwhile
+            }
+        }
+        let mut queued_finalizers = false;
+        with_registers_spilled(&mut |sp| queued_finalizers = self.cycle_body(&*world, sp, reason));
+        let cycle = self.cycle.load(Ordering::Acquire);
+        let dec = self.space.decommit_idle(cycle);
+        lock(&self.stats).blocks_decommitted += dec as u64;
+        drop(guard);
+        if queued_finalizers {
+            world.finalizers_pending();
+        }
+    }
+
+    /// One stop-the-world cycle. Returns whether finalizers were queued.
+    fn cycle_body(&self, world: &dyn World, sp: usize, reason: &'static str) -> bool {
+        let t0 = Instant::now();
+        world.stop_the_world();
+        let t_stopped = Instant::now();
+        let cycle = self.cycle.load(Ordering::Relaxed) + 1;
+        let heap_before = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
+        let workers = self.config.mark_workers.unwrap_or_else(|| world.parallelism()).max(1);
+        let counters = MarkCounters::default();
+        let space = &self.space;
+
+        // Roots.
+        let mut m = Marker::new(space, &counters);
+        let mut words = 0;
+        let (lo, hi) = world.current_stack_bounds();
+        if lo <= sp && sp < hi {
+            words += m.scan_range(sp, hi);
+        }
+        world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
+        self.roots.for_each(|s| m.mark_precise(s.load(Ordering::Acquire)));
+        for (_, s) in lock(&self.scanners).iter() {
+            s(&mut |r| m.mark_precise(r.addr()));
+        }
+        for (obj, _) in lock(&self.pending).iter() {
+            m.mark_precise(*obj);
+        }
+
+        // Transitive closure.
+        if workers <= 1 || m.stack.len() < 2 {
+            m.drain_local();
+        } else {
+            let stack = std::mem::take(&mut m.stack);
+            let per = stack.len().div_ceil(workers);
+            let chunks: Vec<Vec<usize>> = stack.chunks(per).map(|c| c.to_vec()).collect();
+            let pool = WorkPool::new(chunks);
+            world.run_parallel(workers, &|_| Marker::new(space, &counters).drain_shared(&pool));
+        }
+
+        // Weak references: cleared if their target was not reached from roots.
+        let mut weak_cleared = 0;
+        self.weaks.for_each(|s| {
+            let v = s.load(Ordering::Acquire);
+            if v != 0 && !self.is_marked(v) {
+                s.store(0, Ordering::Release);
+                weak_cleared += 1;
+            }
+        });
+
+        // Finalizers: unreachable registered objects move to the pending queue
+        // and are kept alive (with their children) for this cycle.
+        let mut queued = 0;
+        {
+            let mut fins = lock(&self.finalizers);
+            let mut pending = lock(&self.pending);
+            let mut i = 0;
+            while i < fins.len() {
+                let obj = fins[i].0;
+                if self.is_marked(obj) || find_exact(space, obj).is_none() {
+                    i += 1;
+                    continue;
+                }
+                let e = fins.swap_remove(i);
+                pending.push_back(e);
+                queued += 1;
+            }
+            if queued > 0 {
+                for (obj, _) in pending.iter() {
+                    m.mark_precise(*obj);
+                }
+                m.drain_local();
+            }
+        }
+        m.flush();
+        let t_marked = Instant::now();
+
+        let verify_failures = if self.config.verify { crate::verify::verify(space) } else { 0 };
+        let t_verified = Instant::now();
+
+        let live = self.sweep(world, workers, cycle);
+        let t_swept = Instant::now();
+
+        let goal = match self.config.gogc {
+            Some(g) => live.saturating_mul(100 + g as usize) / 100,
+            None => usize::MAX,
+        }
+        .max(self.config.min_heap)
+        .min(space.nblocks * BLOCK_SIZE);
+        self.live.store(live, Ordering::Relaxed);
+        self.allocated.store(0, Ordering::Relaxed);
+        self.goal.store(goal, Ordering::Relaxed);
+        self.cycle.store(cycle, Ordering::Release);
+        world.start_the_world();
+        let t_end = Instant::now();
+
+        let c = CycleStats {
+            cycle,
+            heap_before,
+            heap_after: live,
+            heap_goal: goal,
+            time_to_safepoint: t_stopped - t0,
+            pause: t_end - t0,
+            mark: t_marked - t_stopped,
+            sweep: t_swept - t_verified,
+            verify: t_verified - t_marked,
+            workers,
+            conservative_words: words,
+            live_objects: counters.live_objects.load(Ordering::Relaxed),
+            reason,
+        };
+        {
+            let mut s = lock(&self.stats);
+            s.record(&c);
+            s.verify_failures += verify_failures as u64;
+            s.bad_pointers += counters.bad_pointers.load(Ordering::Relaxed) as u64;
+            s.weak_cleared += weak_cleared;
+        }
+        if self.config.trace {
+            eprintln!("{}", trace_line(&c, t0 - self.start));
+        }
+        queued > 0
+    }
+
+    fn is_marked(&self, addr: usize) -> bool {
+        find_exact(&self.space, addr).is_some_and(|l| self.space.meta(l.block).is_marked(l.slot))
+    }
+
+    /// Sweep every block's side tables (in the pause): object-start bits
+    /// become `alloc & mark`, mark bits are cleared, empty blocks go back to
+    /// the pool, blocks with free slots onto their class's partial list.
+    /// Returns live bytes.
+    fn sweep(&self, world: &dyn World, workers: usize, cycle: u64) -> usize {
+        let hwm = self.space.high_water();
+        let next = AtomicUsize::new(0);
+        let total = Mutex::new(SweepOut::default());
+        const CHUNK: usize = 256;
+        let work = |_: usize| {
+            let mut out = SweepOut::default();
+            loop {
+                let s = next.fetch_add(CHUNK, Ordering::Relaxed);
+                if s >= hwm {
+                    break;
+                }
+                for b in s..(s + CHUNK).min(hwm) {
+                    self.sweep_block(b, &mut out);
+                }
+            }
+            lock(&total).merge(out);
+        };
+        if workers > 1 && hwm > 4 * CHUNK {
+            world.run_parallel(workers, &work);
+        } else {
+            work(0);
+        }
+        let out = total.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (class, list) in out.partial.into_iter().enumerate() {
+            *lock(&self.partial[class]) = list;
+        }
+        for (first, n) in out.freed {
+            self.space.free_blocks_run(first, n, cycle);
+        }
+        out.live
+    }
+
+    fn sweep_block(&self, b: usize, out: &mut SweepOut) {
+        let m = self.space.meta(b);
+        match m.kind.load(Ordering::Acquire) {
+            KIND_SMALL => {
+                let class = m.class.load(Ordering::Relaxed) as usize;
+                let slots = slots_of(class);
+                let mut live = 0;
+                for w in 0..slots.div_ceil(64) {
+                    let a = m.alloc[w].load(Ordering::Relaxed) & m.mark[w].load(Ordering::Relaxed);
+                    m.alloc[w].store(a, Ordering::Relaxed);
+                    m.mark[w].store(0, Ordering::Relaxed);
+                    live += a.count_ones() as usize;
+                }
+                out.live += live * CLASS_SIZES[class];
+                let owned = m.owned.load(Ordering::Acquire);
+                if live == 0 && !owned {
+                    m.kind.store(KIND_FREE, Ordering::Release);
+                    out.freed.push((b, 1));
+                } else if !owned && live < slots {
+                    out.partial[class].push(b as u32);
+                }
+            }
+            KIND_LARGE_HEAD => {
+                let n = m.link.load(Ordering::Relaxed) as usize;
+                if m.is_marked(0) {
+                    m.mark[0].store(0, Ordering::Relaxed);
+                    out.live += n * BLOCK_SIZE;
+                } else {
+                    m.clear_tables();
+                    for i in b..b + n {
+                        let t = self.space.meta(i);
+                        t.link.store(0, Ordering::Relaxed);
+                        t.kind.store(KIND_FREE, Ordering::Release);
+                    }
+                    out.freed.push((b, n));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+struct SweepOut {
+    live: usize,
+    freed: Vec<(usize, usize)>,
+    partial: Vec<Vec<u32>>,
+}
+
+impl Default for SweepOut {
+    fn default() -> Self {
+        SweepOut { live: 0, freed: Vec::new(), partial: vec![Vec::new(); NUM_CLASSES] }
+    }
+}
+
+impl SweepOut {
+    fn merge(&mut self, o: SweepOut) {
+        self.live += o.live;
+        self.freed.extend(o.freed);
+        for (a, b) in self.partial.iter_mut().zip(o.partial) {
+            a.extend(b);
+        }
+    }
+}

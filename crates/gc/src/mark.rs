@@ -1,0 +1,272 @@
+//! Marking: object lookup for conservative and precise pointers, and the
+//! parallel transitive closure.
+//!
+//! **Conservative lookup.** A word is a root if it points anywhere inside an
+//! allocated object: heap range check, block kind, slot = offset / class size,
+//! object-start bit. Sweeping is eager with respect to the side tables (it runs
+//! in the pause, right after marking), so outside a collection an object-start
+//! bit is set exactly for published, live-or-not-yet-collected objects; a dead
+//! object's bit is cleared in the same pause that found it dead, so a stray
+//! word can never revive it (pitfall 2). The bit is published after the header
+//! is written (pitfall 1).
+//!
+//! **One-past-the-end pointers** (pitfall 3): instead of padding objects, a
+//! conservative word that lies exactly on an object boundary marks both the
+//! object starting there and the object ending there. The cost is bounded
+//! false retention (one neighbour per such word).
+//!
+//! **Precise pointers** (object fields, handles, scanner callbacks) must be null
+//! or an object start; anything else is counted as a bad pointer and ignored.
+//!
+//! **Parallelism.** Each marker has a private stack; a shared pool of chunks
+//! (mutex + condvar) balances work. A marker with a long stack donates half of
+//! it when others wait. Termination: the pool is empty and no marker is busy
+//! (holds work it might donate). Markers that start late find nothing and
+//! return, so any degree of concurrency of `World::run_parallel` is correct.
+
+use crate::block::{KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
+use crate::descriptor::Descriptor;
+use crate::sizeclass::{slots_of, CLASS_SIZES};
+use crate::space::Space;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+/// Where an object lives: block index and slot (0 for large objects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjLoc {
+    pub block: usize,
+    pub slot: usize,
+    pub addr: usize,
+}
+
+/// The allocated object containing `a`, if any (interior pointers included).
+#[inline]
+pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
+    if !space.contains(a) {
+        return None;
+    }
+    let b = space.block_index(a);
+    let m = space.meta(b);
+    match m.kind.load(Ordering::Acquire) {
+        KIND_SMALL => {
+            let c = m.class.load(Ordering::Relaxed) as usize;
+            let size = CLASS_SIZES[c];
+            let start = space.block_start(b);
+            let slot = (a - start) / size;
+            if slot >= slots_of(c) || !m.is_allocated(slot) {
+                return None;
+            }
+            Some(ObjLoc { block: b, slot, addr: start + slot * size })
+        }
+        KIND_LARGE_HEAD | KIND_LARGE_TAIL => {
+            let head = if m.kind.load(Ordering::Relaxed) == KIND_LARGE_HEAD { b } else { m.link.load(Ordering::Relaxed) as usize };
+            let hm = space.meta(head);
+            if hm.kind.load(Ordering::Acquire) != KIND_LARGE_HEAD || !hm.is_allocated(0) {
+                return None;
+            }
+            let start = space.block_start(head);
+            if a >= start + hm.large_bytes.load(Ordering::Relaxed) {
+                return None;
+            }
+            Some(ObjLoc { block: head, slot: 0, addr: start })
+        }
+        _ => None,
+    }
+}
+
+/// The allocated object starting exactly at `a`, if any.
+#[inline]
+pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
+    if !space.contains(a) || a % 8 != 0 {
+        return None;
+    }
+    let b = space.block_index(a);
+    let m = space.meta(b);
+    match m.kind.load(Ordering::Acquire) {
+        KIND_SMALL => {
+            let c = m.class.load(Ordering::Relaxed) as usize;
+            let size = CLASS_SIZES[c];
+            let off = a - space.block_start(b);
+            let slot = off / size;
+            if off % size != 0 || slot >= slots_of(c) || !m.is_allocated(slot) {
+                return None;
+            }
+            Some(ObjLoc { block: b, slot, addr: a })
+        }
+        KIND_LARGE_HEAD => {
+            if a != space.block_start(b) || !m.is_allocated(0) {
+                return None;
+            }
+            Some(ObjLoc { block: b, slot: 0, addr: a })
+        }
+        _ => None,
+    }
+}
+
+/// The shared work pool.
+pub struct WorkPool {
+    inner: Mutex<PoolInner>,
+    cv: Condvar,
+    waiting: AtomicUsize,
+}
+
+struct PoolInner {
+    chunks: Vec<Vec<usize>>,
+    busy: usize,
+}
+
+impl WorkPool {
+    pub fn new(initial: Vec<Vec<usize>>) -> WorkPool {
+        WorkPool { inner: Mutex::new(PoolInner { chunks: initial, busy: 0 }), cv: Condvar::new(), waiting: AtomicUsize::new(0) }
+    }
+}
+
+/// Per-cycle counters shared by the markers.
+#[derive(Default)]
+pub struct MarkCounters {
+    pub bad_pointers: AtomicUsize,
+    pub live_objects: AtomicUsize,
+}
+
+/// One marking thread's state.
+pub struct Marker<'a> {
+    pub space: &'a Space,
+    pub stack: Vec<usize>,
+    pub counters: &'a MarkCounters,
+    bad: usize,
+    live: usize,
+    busy: bool,
+}
+
+const DONATE_MIN: usize = 64;
+
+impl<'a> Marker<'a> {
+    pub fn new(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
+        Marker { space, stack: Vec::with_capacity(1024), counters, bad: 0, live: 0, busy: false }
+    }
+
+    /// Mark the object at `loc`; push it for scanning if newly marked.
+    #[inline]
+    pub fn mark_loc(&mut self, loc: ObjLoc) {
+        if self.space.meta(loc.block).try_mark(loc.slot) {
+            self.live += 1;
+            // SAFETY: loc names a published object, whose header holds its
+            // descriptor.
+            let d = unsafe { &*((loc.addr as *const usize).read() as *const Descriptor) };
+            if !d.is_pointer_free() {
+                self.stack.push(loc.addr);
+            }
+        }
+    }
+
+    /// Treat `w` as a conservative root.
+    #[inline]
+    pub fn mark_conservative(&mut self, w: usize) {
+        if !self.space.contains(w) && !self.space.contains(w.wrapping_sub(1)) {
+            return;
+        }
+        if let Some(loc) = find_containing(self.space, w) {
+            self.mark_loc(loc);
+            if loc.addr != w {
+                return;
+            }
+        }
+        // w is an object start or points at no object: an end pointer of the
+        // preceding object?
+        if let Some(prev) = find_containing(self.space, w.wrapping_sub(1)) {
+            self.mark_loc(prev);
+        }
+    }
+
+    /// Scan `[lo, hi)` word by word as conservative roots; returns words scanned.
+    pub fn scan_range(&mut self, lo: usize, hi: usize) -> usize {
+        let lo = (lo + 7) & !7;
+        let mut n = 0;
+        let mut p = lo;
+        while p + 8 <= hi {
+            // SAFETY: the World guarantees the range is readable; volatile so
+            // the compiler does not assume anything about racing stack memory.
+            let w = unsafe { (p as *const usize).read_volatile() };
+            self.mark_conservative(w);
+            p += 8;
+            n += 1;
+        }
+        n
+    }
+
+    /// Treat `v` as a precise pointer (null or an object start).
+    #[inline]
+    pub fn mark_precise(&mut self, v: usize) {
+        if v == 0 {
+            return;
+        }
+        match find_exact(self.space, v) {
+            Some(loc) => self.mark_loc(loc),
+            None => self.bad += 1,
+        }
+    }
+
+    /// Scan one object's pointer fields.
+    #[inline]
+    fn scan_object(&mut self, obj: usize) {
+        let p = obj as *const usize;
+        // SAFETY: obj was marked as a published object: header then payload.
+        let d = unsafe { &*(p.read() as *const Descriptor) };
+        // SAFETY: payload word 0 of an array is its length.
+        let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+        d.for_each_pointer_word(len, |i| {
+            // SAFETY: i is a payload word of this object per its descriptor.
+            let v = unsafe { p.add(1 + i).read_volatile() };
+            self.mark_precise(v);
+        });
+    }
+
+    /// Scan until the local stack is empty (no sharing).
+    pub fn drain_local(&mut self) {
+        while let Some(o) = self.stack.pop() {
+            self.scan_object(o);
+        }
+    }
+
+    /// Take part in the parallel closure over `pool` until it terminates.
+    pub fn drain_shared(&mut self, pool: &WorkPool) {
+        loop {
+            while let Some(o) = self.stack.pop() {
+                self.scan_object(o);
+                if self.stack.len() >= DONATE_MIN && pool.waiting.load(Ordering::Relaxed) > 0 {
+                    let half = self.stack.split_off(self.stack.len() / 2);
+                    pool.inner.lock().unwrap().chunks.push(half);
+                    pool.cv.notify_one();
+                }
+            }
+            // Out of local work: get a chunk, or finish.
+            let mut g = pool.inner.lock().unwrap();
+            // A marker is busy from taking a chunk until its stack empties.
+            if std::mem::take(&mut self.busy) {
+                g.busy -= 1;
+            }
+            loop {
+                if let Some(c) = g.chunks.pop() {
+                    g.busy += 1;
+                    self.busy = true;
+                    self.stack = c;
+                    break;
+                }
+                if g.busy == 0 {
+                    pool.cv.notify_all();
+                    self.flush();
+                    return;
+                }
+                pool.waiting.fetch_add(1, Ordering::Relaxed);
+                g = pool.cv.wait(g).unwrap();
+                pool.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publish this marker's counters.
+    pub fn flush(&mut self) {
+        self.counters.bad_pointers.fetch_add(std::mem::take(&mut self.bad), Ordering::Relaxed);
+        self.counters.live_objects.fetch_add(std::mem::take(&mut self.live), Ordering::Relaxed);
+    }
+}

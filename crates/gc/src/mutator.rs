@@ -1,0 +1,342 @@
+//! The allocation fast path.
+//!
+//! A [`Mutator`] is one thread's allocation cache: for every size class the
+//! block it currently allocates from (marked `owned`, so sweeping neither
+//! frees it nor lists it as partial) and a 64-bit word of free slots taken
+//! from the block's object-start bits. Allocating is: take the lowest free
+//! bit, zero the object, write the header, publish the object-start bit with a
+//! Release store (load + store, no read-modify-write: only the owner writes the
+//! bits of an owned block outside the pause). Only when the block is used up
+//! does the slow path take a lock (the class's partial-block list or the
+//! block pool) and possibly trigger a collection.
+//!
+//! The fast path runs inside `no_preempt`: a task must not be preempted with
+//! half-updated cache state, since the sweep rewrites the bits of owned blocks
+//! in the pause. The object-start bit is published last (pitfall 1).
+//!
+//! The scheduler finds the current thread's mutator through a thread-local
+//! pointer set by [`Heap::attach_thread`](crate::Heap::attach_thread), read by
+//! an `#[inline(never)]` accessor (tasks migrate; LLVM may cache TLS addresses).
+
+use crate::block::{BlockMeta, KIND_SMALL};
+use crate::descriptor::Descriptor;
+use crate::heap::{HeapInner, Need};
+use crate::object::GcRef;
+use crate::preempt_glue::no_preempt;
+use crate::sizeclass::{class_of, slots_of, CLASS_SIZES, MAX_SMALL, NUM_CLASSES};
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Why an allocation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllocError {
+    /// The current thread has no mutator (`Heap::attach_thread` was not called).
+    NotAttached,
+    /// The heap limit is exhausted even after a full collection.
+    HeapExhausted { limit: usize, requested: usize },
+    /// The requested size overflows.
+    TooLarge,
+}
+
+impl std::fmt::Display for AllocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllocError::NotAttached => write!(
+                f,
+                "usurp heap: allocation on a thread that is not attached to a heap (call Heap::attach_thread, or allocate from a runtime task)"
+            ),
+            AllocError::HeapExhausted { limit, requested } => write!(
+                f,
+                "usurp heap limit of {} MiB exhausted: {requested} bytes requested after a full collection",
+                limit >> 20
+            ),
+            AllocError::TooLarge => write!(f, "usurp heap: object size overflows"),
+        }
+    }
+}
+impl std::error::Error for AllocError {}
+
+struct ClassCache {
+    meta: *const BlockMeta,
+    base: usize,
+    word: usize,
+    free: u64,
+    nwords: usize,
+    last_mask: u64,
+}
+
+impl ClassCache {
+    const EMPTY: ClassCache = ClassCache { meta: std::ptr::null(), base: 0, word: 0, free: 0, nwords: 0, last_mask: 0 };
+
+    /// Move to the next bitmap word with a free slot; false if the block is used up.
+    #[inline]
+    fn advance(&mut self) -> bool {
+        if self.meta.is_null() {
+            return false;
+        }
+        while self.word + 1 < self.nwords {
+            self.word += 1;
+            // SAFETY: meta points to the owned block's metadata (lives as long as the heap).
+            let a = unsafe { (*self.meta).alloc[self.word].load(Ordering::Relaxed) };
+            let mut f = !a;
+            if self.word + 1 == self.nwords {
+                f &= self.last_mask;
+            }
+            if f != 0 {
+                self.free = f;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// One thread's allocation cache. Owned by one thread at a time.
+pub struct Mutator {
+    pub(crate) heap: Arc<HeapInner>,
+    caches: [ClassCache; NUM_CLASSES],
+}
+
+thread_local! {
+    static CURRENT: Cell<*mut Mutator> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The current thread's mutator (null if none). Never inlined: a task may
+/// migrate between threads across a switch, and LLVM may cache a TLS address.
+#[inline(never)]
+pub fn current_mutator() -> *mut Mutator {
+    CURRENT.with(|c| c.get())
+}
+
+#[inline(never)]
+pub(crate) fn set_current_mutator(m: *mut Mutator) -> *mut Mutator {
+    CURRENT.with(|c| c.replace(m))
+}
+
+/// Write the zeroed object with its header; the caller publishes it.
+///
+/// # Safety
+/// `[addr, addr + bytes)` is free heap memory owned by the caller.
+#[inline(always)]
+unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) {
+    let p = addr as *mut usize;
+    let words = bytes / 8;
+    // SAFETY: the caller owns the object's memory.
+    unsafe {
+        if words <= 8 {
+            let mut i = 1;
+            while i < words {
+                p.add(i).write(0);
+                i += 1;
+            }
+        } else {
+            std::ptr::write_bytes(p.add(1), 0, words - 1);
+        }
+        if let Some(n) = len {
+            p.add(1).write(n);
+        }
+        p.write(desc as *const Descriptor as usize);
+    }
+}
+
+impl Mutator {
+    pub(crate) fn new(heap: Arc<HeapInner>) -> Mutator {
+        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_CLASSES] }
+    }
+
+    /// Fast path: allocate from the current block of `class`.
+    #[inline(always)]
+    fn fast(&mut self, class: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
+        let c = &mut self.caches[class];
+        if c.free == 0 && !c.advance() {
+            return None;
+        }
+        let bit = c.free.trailing_zeros() as usize;
+        c.free &= c.free - 1;
+        let addr = c.base + (c.word * 64 + bit) * CLASS_SIZES[class];
+        // SAFETY: the slot is free (its start bit is clear) in a block this
+        // mutator owns; nobody else allocates there.
+        unsafe { init_object(addr, desc, bytes, len) };
+        // SAFETY: meta is the owned block's metadata.
+        let w = unsafe { &(*c.meta).alloc[c.word] };
+        // Publish after the header (Release): pitfall 1.
+        w.store(w.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
+        GcRef::from_addr(addr)
+    }
+
+    /// Allocate `bytes` (header included) described by `desc`.
+    #[inline(always)]
+    pub(crate) fn alloc(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
+        if bytes <= MAX_SMALL {
+            let class = class_of(bytes);
+            if let Some(r) = no_preempt(|| self.fast(class, desc, bytes, len)) {
+                return Ok(r);
+            }
+        }
+        self.slow(desc, bytes, len)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slow(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
+        let mut collected = false;
+        loop {
+            let res = if bytes > MAX_SMALL {
+                no_preempt(|| self.heap.alloc_large(desc, bytes, len, !collected))
+            } else {
+                let class = class_of(bytes);
+                no_preempt(|| match self.refill(class, !collected) {
+                    Ok(()) => Ok(self.fast(class, desc, bytes, len).expect("refilled block has a free slot")),
+                    Err(e) => Err(e),
+                })
+            };
+            match res {
+                Ok(r) => return Ok(r),
+                Err(Need::Collect) if !collected => {
+                    self.heap.collect_for_alloc("goal");
+                    collected = true;
+                }
+                Err(Need::Exhausted) if !collected => {
+                    self.heap.collect_for_alloc("limit");
+                    collected = true;
+                }
+                Err(_) => {
+                    return Err(AllocError::HeapExhausted { limit: self.heap.space.nblocks * crate::block::BLOCK_SIZE, requested: bytes })
+                }
+            }
+        }
+    }
+
+    /// Drop the current block of `class` and take another one with free slots.
+    fn refill(&mut self, class: usize, may_trigger: bool) -> Result<(), Need> {
+        let c = &mut self.caches[class];
+        if !c.meta.is_null() {
+            // SAFETY: meta is the owned block's metadata.
+            unsafe { (*c.meta).owned.store(false, Ordering::Release) };
+            *c = ClassCache::EMPTY;
+        }
+        if may_trigger && self.heap.over_goal(0) {
+            return Err(Need::Collect);
+        }
+        let heap = &*self.heap;
+        let size = CLASS_SIZES[class];
+        let slots = slots_of(class);
+        let nwords = slots.div_ceil(64);
+        let last_mask = if slots % 64 == 0 { !0 } else { (1u64 << (slots % 64)) - 1 };
+        loop {
+            let b = heap.partial[class].lock().unwrap().pop();
+            let Some(b) = b else { break };
+            let b = b as usize;
+            let m = heap.space.meta(b);
+            if m.kind.load(Ordering::Acquire) != KIND_SMALL
+                || m.class.load(Ordering::Relaxed) as usize != class
+                || m.owned.swap(true, Ordering::AcqRel)
+            {
+                continue; // stale entry
+            }
+            let nfree = slots - m.alloc_bits()[..slots].count_ones();
+            heap.allocated.fetch_add(nfree * size, Ordering::Relaxed);
+            let a = m.alloc[0].load(Ordering::Relaxed);
+            let free = !a & if nwords == 1 { last_mask } else { !0 };
+            *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask };
+            if c.free != 0 || c.advance() {
+                return Ok(());
+            }
+            // Full after all (cannot happen for a listed block): drop it.
+            m.owned.store(false, Ordering::Release);
+            *c = ClassCache::EMPTY;
+        }
+        let run = heap.space.alloc_blocks(1).ok_or(Need::Exhausted)?;
+        let m = heap.space.meta(run.first);
+        m.clear_tables();
+        m.class.store(class as u8, Ordering::Relaxed);
+        m.link.store(0, Ordering::Relaxed);
+        m.owned.store(true, Ordering::Relaxed);
+        m.kind.store(KIND_SMALL, Ordering::Release);
+        heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
+        *c = ClassCache {
+            meta: m,
+            base: heap.space.block_start(run.first),
+            word: 0,
+            free: if nwords == 1 { last_mask } else { !0 },
+            nwords,
+            last_mask,
+        };
+        Ok(())
+    }
+
+    /// Give every cached block back (thread detaching). Called with the
+    /// heap's collection lock held.
+    pub(crate) fn release_all(&mut self) {
+        for (class, c) in self.caches.iter_mut().enumerate() {
+            if c.meta.is_null() {
+                continue;
+            }
+            // SAFETY: meta is the owned block's metadata.
+            let m = unsafe { &*c.meta };
+            let b = self.heap.space.block_index(c.base);
+            m.owned.store(false, Ordering::Release);
+            if m.alloc_bits()[..slots_of(class)].not_all() {
+                self.heap.partial[class].lock().unwrap().push(b as u32);
+            }
+            *c = ClassCache::EMPTY;
+        }
+    }
+}
+
+/// Allocate a fixed-size object described by `desc` on the current thread's
+/// heap: zeroed, header set. Panics with a clear message if the thread is not
+/// attached or the heap limit is exhausted after a full collection.
+#[inline]
+pub fn alloc(desc: &'static Descriptor) -> GcRef {
+    match try_alloc(desc) {
+        Ok(r) => r,
+        Err(e) => alloc_failed(e),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_failed(e: AllocError) -> ! {
+    panic!("{e}")
+}
+
+/// Like [`alloc`], returning an error instead of panicking.
+#[inline]
+pub fn try_alloc(desc: &'static Descriptor) -> Result<GcRef, AllocError> {
+    assert!(!desc.is_array(), "try_alloc: {} is an array descriptor; use try_alloc_array", desc.name());
+    let bytes = (desc.size_words() + 1) * 8;
+    with_mutator(|m| m.alloc(desc, bytes, None))
+}
+
+/// Allocate an array of `len` elements (length stored in payload word 0).
+pub fn alloc_array(desc: &'static Descriptor, len: usize) -> GcRef {
+    match try_alloc_array(desc, len) {
+        Ok(r) => r,
+        Err(e) => alloc_failed(e),
+    }
+}
+
+/// Like [`alloc_array`], returning an error instead of panicking.
+pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, AllocError> {
+    assert!(desc.is_array(), "try_alloc_array: {} is not an array descriptor", desc.name());
+    let bytes = desc.object_bytes(len).ok_or(AllocError::TooLarge)?;
+    if bytes > 1 << 46 {
+        return Err(AllocError::TooLarge);
+    }
+    with_mutator(|m| m.alloc(desc, bytes, Some(len)))
+}
+
+#[inline(always)]
+fn with_mutator<R>(f: impl FnOnce(&mut Mutator) -> Result<R, AllocError>) -> Result<R, AllocError> {
+    let m = current_mutator();
+    if m.is_null() {
+        return Err(AllocError::NotAttached);
+    }
+    // SAFETY: the pointer was set by attach_thread on this thread and stays
+    // valid until the guard (which is !Send) is dropped on this thread; no
+    // other reference to the mutator exists while we allocate (allocation is
+    // not reentrant: finalizers and scanners never run inside it).
+    f(unsafe { &mut *m })
+}

@@ -1,0 +1,262 @@
+//! Handles to heap objects: raw [`GcRef`], typed [`Gc<T>`] and the pointer
+//! field type [`Member<T>`].
+//!
+//! An object is `[header: &'static Descriptor][payload words...]`; a handle
+//! points at the header. Handles need no rooting while they live on a task's
+//! stack or in its registers (scanned conservatively); anywhere else (Rust
+//! heap, other threads' data) use [`Root`](crate::Root). Stores of GC pointers
+//! into heap objects go through the write barrier ([`GcRef::set_ptr`],
+//! [`Member::set`]).
+
+use crate::barrier::usurp_gc_write_barrier;
+use crate::descriptor::{Descriptor, GcType};
+use std::cell::UnsafeCell;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// An untyped pointer to a heap object (its header word). `Copy`, `Send`: it is
+/// just an address; keeping the object alive is the holder's business.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GcRef(NonNull<usize>);
+
+// SAFETY: a GcRef is an address; all accessors that dereference it are either
+// unsafe or documented to require a live object (see the crate docs).
+unsafe impl Send for GcRef {}
+// SAFETY: as above.
+unsafe impl Sync for GcRef {}
+
+impl std::fmt::Debug for GcRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GcRef({:#x})", self.addr())
+    }
+}
+
+impl GcRef {
+    /// A handle from an address (`None` for 0). The address must be an object
+    /// start for the accessors to be meaningful.
+    #[inline(always)]
+    pub fn from_addr(addr: usize) -> Option<GcRef> {
+        NonNull::new(addr as *mut usize).map(GcRef)
+    }
+    /// The object's address.
+    #[inline(always)]
+    pub fn addr(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+    /// The object's descriptor.
+    #[inline(always)]
+    pub fn descriptor(self) -> &'static Descriptor {
+        // SAFETY: a GcRef to a live object points at its header, which holds a
+        // &'static Descriptor written before the object was published.
+        unsafe { &*(self.0.as_ptr().read() as *const Descriptor) }
+    }
+    /// Pointer to payload word 0.
+    #[inline(always)]
+    pub fn payload(self) -> *mut usize {
+        // SAFETY: the payload follows the header inside the same object.
+        unsafe { self.0.as_ptr().add(1) }
+    }
+    /// Element count of an array object (payload word 0); 0 for fixed objects.
+    pub fn len(self) -> usize {
+        if self.descriptor().is_array() {
+            // SAFETY: arrays store their length in payload word 0.
+            unsafe { self.payload().read() }
+        } else {
+            0
+        }
+    }
+    /// Whether an array object has no elements (true for fixed objects).
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+    /// Payload words of this object (for bounds checks).
+    pub fn payload_words(self) -> usize {
+        let d = self.descriptor();
+        if d.is_array() {
+            1 + self.len() * d.elem_words()
+        } else {
+            d.size_words()
+        }
+    }
+    /// Read payload word `i` (panics if out of bounds).
+    #[inline]
+    pub fn word(self, i: usize) -> usize {
+        assert!(i < self.payload_words(), "payload word {i} out of bounds");
+        // SAFETY: in bounds of a live object; concurrent writers use volatile
+        // word stores, so a word read is never torn.
+        unsafe { self.payload().add(i).read_volatile() }
+    }
+    /// Write a non-pointer payload word `i` (panics if out of bounds or if the
+    /// word is a pointer slot: use `set_ptr`).
+    #[inline]
+    pub fn set_word(self, i: usize, v: usize) {
+        assert!(i < self.payload_words(), "payload word {i} out of bounds");
+        assert!(!self.is_pointer_slot(i), "payload word {i} is a pointer slot: use set_ptr");
+        // SAFETY: in bounds of a live object.
+        unsafe { self.payload().add(i).write_volatile(v) }
+    }
+    /// Whether payload word `i` is a pointer slot according to the descriptor.
+    pub fn is_pointer_slot(self, i: usize) -> bool {
+        let d = self.descriptor();
+        if d.is_array() {
+            if i == 0 || d.is_pointer_free() {
+                return false;
+            }
+            let w = (i - 1) % d.elem_words();
+            let mut found = false;
+            d.for_each_pointer_word(1, |j| found |= j == 1 + w);
+            found
+        } else {
+            d.is_pointer(i)
+        }
+    }
+    /// Read pointer slot `i`.
+    #[inline]
+    pub fn ptr(self, i: usize) -> Option<GcRef> {
+        GcRef::from_addr(self.word(i))
+    }
+    /// Store a GC pointer into pointer slot `i` through the write barrier
+    /// (panics if out of bounds or not a pointer slot).
+    #[inline]
+    pub fn set_ptr(self, i: usize, v: Option<GcRef>) {
+        assert!(i < self.payload_words(), "payload word {i} out of bounds");
+        assert!(self.is_pointer_slot(i), "payload word {i} is not a pointer slot");
+        let v = v.map_or(0, |r| r.addr());
+        // SAFETY: slot i is inside the live object; the barrier performs the store.
+        unsafe { usurp_gc_write_barrier(self.addr() as *mut u8, self.payload().add(i), v) }
+    }
+    /// Bytes of an array's elements (for pointer-free byte arrays / strings).
+    ///
+    /// # Safety
+    /// The object must be a live array; the slice must not be used across a
+    /// store to the same object by another thread.
+    pub unsafe fn array_bytes_mut<'a>(self) -> &'a mut [u8] {
+        let d = self.descriptor();
+        assert!(d.is_array() && d.is_pointer_free(), "array_bytes_mut needs a pointer-free array");
+        let n = self.len() * d.elem_words() * 8;
+        // SAFETY: the elements follow the length word inside the object; the
+        // caller guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.payload().add(1) as *mut u8, n) }
+    }
+}
+
+/// A typed pointer to a heap object holding a `T` (see [`GcType`]).
+#[repr(transparent)]
+pub struct Gc<T> {
+    raw: GcRef,
+    _t: PhantomData<*const T>,
+}
+
+impl<T> Clone for Gc<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Gc<T> {}
+impl<T> PartialEq for Gc<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.raw == o.raw
+    }
+}
+impl<T> Eq for Gc<T> {}
+impl<T> std::fmt::Debug for Gc<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gc<{}>({:#x})", std::any::type_name::<T>(), self.raw.addr())
+    }
+}
+
+impl<T: GcType> Gc<T> {
+    /// Allocate a `T` on the current thread's heap (panics if the thread is not
+    /// attached or the heap limit is exhausted; see [`crate::alloc`]).
+    #[inline]
+    pub fn new(value: T) -> Gc<T> {
+        match Self::try_new(value) {
+            Ok(g) => g,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    /// Allocate a `T`, or report why not.
+    #[inline]
+    pub fn try_new(value: T) -> Result<Gc<T>, crate::AllocError> {
+        let r = crate::try_alloc(T::descriptor())?;
+        // SAFETY: the new object's payload is at least size_of::<T>() bytes
+        // (GcType contract), 8-aligned, and not yet visible to anyone else. The
+        // initialising store needs no barrier: the object is new.
+        unsafe { (r.payload() as *mut T).write(value) };
+        Ok(Gc { raw: r, _t: PhantomData })
+    }
+    /// A typed handle from a raw one, checking the descriptor.
+    pub fn from_ref(r: GcRef) -> Option<Gc<T>> {
+        std::ptr::eq(r.descriptor(), T::descriptor()).then_some(Gc { raw: r, _t: PhantomData })
+    }
+}
+
+impl<T> Gc<T> {
+    /// The raw handle.
+    #[inline(always)]
+    pub fn raw(self) -> GcRef {
+        self.raw
+    }
+    /// A typed handle from a raw one without checking.
+    ///
+    /// # Safety
+    /// `r` must point at a live object whose payload is a `T`.
+    pub unsafe fn from_ref_unchecked(r: GcRef) -> Gc<T> {
+        Gc { raw: r, _t: PhantomData }
+    }
+    /// Whether two handles name the same object.
+    pub fn ptr_eq(a: Gc<T>, b: Gc<T>) -> bool {
+        a.raw == b.raw
+    }
+}
+
+impl<T> std::ops::Deref for Gc<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        // SAFETY: the payload of a live T object is a valid T; mutation of GC
+        // pointer fields goes through Member's UnsafeCell.
+        unsafe { &*(self.raw.payload() as *const T) }
+    }
+}
+
+/// A GC-pointer field of a [`GcType`] struct: one word, null or an object.
+/// Reads are plain loads; stores go through the write barrier.
+#[repr(transparent)]
+pub struct Member<T> {
+    v: UnsafeCell<usize>,
+    _t: PhantomData<*const T>,
+}
+
+impl<T> Member<T> {
+    /// A field initialised to `v` (for building a value passed to `Gc::new`).
+    pub fn new(v: Option<Gc<T>>) -> Member<T> {
+        Member { v: UnsafeCell::new(v.map_or(0, |g| g.raw.addr())), _t: PhantomData }
+    }
+    /// A null field.
+    pub const fn null() -> Member<T> {
+        Member { v: UnsafeCell::new(0), _t: PhantomData }
+    }
+    /// The current value.
+    #[inline(always)]
+    pub fn get(&self) -> Option<Gc<T>> {
+        // SAFETY: the cell holds a word; volatile to pair with racing stores.
+        let a = unsafe { self.v.get().read_volatile() };
+        GcRef::from_addr(a).map(|raw| Gc { raw, _t: PhantomData })
+    }
+    /// Store through the write barrier. The field must be inside a heap object
+    /// (a `Member` in a Rust local is not scanned precisely).
+    #[inline]
+    pub fn set(&self, v: Option<Gc<T>>) {
+        // SAFETY: the slot is this cell; the barrier performs the store. The
+        // containing object is not known here: obj = null is allowed.
+        unsafe { usurp_gc_write_barrier(std::ptr::null_mut(), self.v.get(), v.map_or(0, |g| g.raw.addr())) }
+    }
+}
+
+impl<T> Default for Member<T> {
+    fn default() -> Self {
+        Member::null()
+    }
+}

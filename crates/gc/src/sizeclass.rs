@@ -1,0 +1,66 @@
+//! Size classes for small objects.
+//!
+//! A small object (header included) is rounded up to one of `CLASS_SIZES`; a
+//! block holds objects of one class only, so an address's object start is
+//! `block_start + (offset / size) * size`. Objects above [`MAX_SMALL`] bytes get
+//! their own span of whole blocks.
+
+use crate::block::BLOCK_SIZE;
+
+/// Object sizes in bytes (multiples of 8, header included).
+pub const CLASS_SIZES: [usize; 33] = [
+    16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896,
+    1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
+];
+/// Number of size classes.
+pub const NUM_CLASSES: usize = CLASS_SIZES.len();
+/// Largest small-object size; bigger objects are "large".
+pub const MAX_SMALL: usize = 8192;
+
+/// `SIZE_TO_CLASS[words]` for `words` in 0..=MAX_SMALL/8.
+static SIZE_TO_CLASS: [u8; MAX_SMALL / 8 + 1] = {
+    let mut t = [0u8; MAX_SMALL / 8 + 1];
+    let mut w = 0;
+    let mut c = 0;
+    while w <= MAX_SMALL / 8 {
+        while CLASS_SIZES[c] < w * 8 {
+            c += 1;
+        }
+        t[w] = c as u8;
+        w += 1;
+    }
+    t
+};
+
+/// The class for an object of `bytes` bytes (multiple of 8, <= MAX_SMALL).
+#[inline(always)]
+pub fn class_of(bytes: usize) -> usize {
+    debug_assert!(bytes <= MAX_SMALL && bytes % 8 == 0);
+    SIZE_TO_CLASS[bytes / 8] as usize
+}
+
+/// Slots of class `c` in one block.
+#[inline(always)]
+pub const fn slots_of(c: usize) -> usize {
+    BLOCK_SIZE / CLASS_SIZES[c]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_all_sizes_tightly() {
+        for bytes in (8..=MAX_SMALL).step_by(8) {
+            let c = class_of(bytes);
+            assert!(CLASS_SIZES[c] >= bytes, "class too small for {bytes}");
+            if c > 0 {
+                assert!(CLASS_SIZES[c - 1] < bytes, "class not the smallest fit for {bytes}");
+            }
+            // Waste is bounded (at most 25% above 16 bytes, 50% for the 16->24 step).
+            assert!(CLASS_SIZES[c] * 4 <= bytes * 5 + 64 || bytes <= 16);
+        }
+        assert!(CLASS_SIZES.windows(2).all(|w| w[0] < w[1] && w[1] % 8 == 0));
+        assert!(slots_of(0) <= crate::block::MAX_SLOTS);
+    }
+}

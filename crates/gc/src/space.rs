@@ -1,0 +1,288 @@
+//! The heap reservation and the pool of free blocks.
+//!
+//! One anonymous mapping of `max_heap` bytes (rounded to blocks, reserved with
+//! MAP_NORESERVE so untouched pages cost nothing) holds every object, so "is
+//! this word in the heap?" is one range check. A second mapping holds the
+//! `BlockMeta` array. Blocks are handed out from a high-water mark or from the
+//! free bitmap; a block that stays free for `DECOMMIT_DELAY` cycles has its
+//! memory returned to the OS with `madvise(MADV_DONTNEED)` (which also zeroes it).
+
+use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE};
+use bitvec::prelude::*;
+use memmap2::{MmapMut, MmapOptions};
+use std::sync::Mutex;
+
+/// Cycles a block must stay free before its memory goes back to the OS.
+pub const DECOMMIT_DELAY: u64 = 2;
+
+/// The reservation and its block metadata.
+pub struct Space {
+    _heap_map: MmapMut,
+    _meta_map: MmapMut,
+    /// First heap byte (block aligned).
+    pub lo: usize,
+    /// One past the last heap byte.
+    pub hi: usize,
+    /// Number of blocks in the reservation.
+    pub nblocks: usize,
+    meta: *const BlockMeta,
+    pool: Mutex<Pool>,
+}
+
+// SAFETY: `meta` points into `_meta_map`, owned by the Space and never moved;
+// BlockMeta is all atomics.
+unsafe impl Send for Space {}
+// SAFETY: as above; all shared mutation goes through atomics or the pool mutex.
+unsafe impl Sync for Space {}
+
+struct Pool {
+    hwm: usize,
+    /// Bit i: block i (< hwm) is free.
+    free: BitVec<u64, Lsb0>,
+    /// Bit i: block i's memory was returned to the OS (reads as zero).
+    decommitted: BitVec<u64, Lsb0>,
+    /// Cycle in which block i became free.
+    freed_at: Vec<u64>,
+    nfree: usize,
+    hint: usize,
+}
+
+/// A run of blocks handed out by [`Space::alloc_blocks`].
+pub struct Run {
+    pub first: usize,
+    /// Every byte of the run is known to be zero.
+    pub zeroed: bool,
+}
+
+impl Space {
+    /// Reserve `max_heap` bytes (rounded up to whole blocks), plus alignment
+    /// slack and an unused guard block below and above the heap proper.
+    ///
+    /// The guards matter for conservative scanning: the kernel places other
+    /// mappings (e.g. thread stacks) right next to ours, and their own bounds
+    /// (a stack's top, which its thread stores on the stack) would otherwise
+    /// equal the heap's first address or one past its last object, and keep
+    /// those objects alive forever.
+    pub fn new(max_heap: usize) -> std::io::Result<Space> {
+        let nblocks = max_heap.div_ceil(BLOCK_SIZE).max(1);
+        let len = (nblocks + 3) * BLOCK_SIZE;
+        let heap_map = MmapOptions::new().len(len).no_reserve_swap().map_anon()?;
+        let base = heap_map.as_ptr() as usize;
+        let lo = ((base + BLOCK_SIZE - 1) & !(BLOCK_SIZE - 1)) + BLOCK_SIZE;
+        let meta_len = nblocks * std::mem::size_of::<BlockMeta>();
+        let meta_map = MmapOptions::new().len(meta_len).no_reserve_swap().map_anon()?;
+        let meta = meta_map.as_ptr() as *const BlockMeta;
+        Ok(Space {
+            _heap_map: heap_map,
+            _meta_map: meta_map,
+            lo,
+            hi: lo + nblocks * BLOCK_SIZE,
+            nblocks,
+            meta,
+            pool: Mutex::new(Pool {
+                hwm: 0,
+                free: bitvec![u64, Lsb0; 0; nblocks],
+                decommitted: bitvec![u64, Lsb0; 0; nblocks],
+                freed_at: vec![0; nblocks],
+                nfree: 0,
+                hint: 0,
+            }),
+        })
+    }
+
+    /// Whether `addr` lies in the reservation.
+    #[inline(always)]
+    pub fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.lo) < self.hi - self.lo
+    }
+
+    /// Block index of a heap address (caller checked `contains`).
+    #[inline(always)]
+    pub fn block_index(&self, addr: usize) -> usize {
+        (addr - self.lo) >> BLOCK_SHIFT
+    }
+
+    /// Start address of block `i`.
+    #[inline(always)]
+    pub fn block_start(&self, i: usize) -> usize {
+        self.lo + (i << BLOCK_SHIFT)
+    }
+
+    /// Metadata of block `i` (`i < nblocks`).
+    #[inline(always)]
+    pub fn meta(&self, i: usize) -> &BlockMeta {
+        debug_assert!(i < self.nblocks);
+        // SAFETY: i < nblocks, the meta map holds nblocks zero-initialised
+        // (hence valid) BlockMeta values and lives as long as self.
+        unsafe { &*self.meta.add(i) }
+    }
+
+    /// Blocks ever handed out (the high-water mark): blocks >= this are untouched.
+    pub fn high_water(&self) -> usize {
+        self.pool.lock().unwrap().hwm
+    }
+
+    /// Blocks currently free (below the high-water mark).
+    pub fn free_blocks(&self) -> usize {
+        self.pool.lock().unwrap().nfree
+    }
+
+    /// Bytes of blocks whose memory is currently committed (in use or free but
+    /// not yet returned to the OS).
+    pub fn committed_bytes(&self) -> usize {
+        let p = self.pool.lock().unwrap();
+        (p.hwm - p.decommitted.count_ones()) * BLOCK_SIZE
+    }
+
+    /// Take `n` contiguous blocks; `None` when the reservation is exhausted.
+    pub fn alloc_blocks(&self, n: usize) -> Option<Run> {
+        let mut p = self.pool.lock().unwrap();
+        let p = &mut *p;
+        let mut found = None;
+        if p.nfree >= n {
+            if n == 1 {
+                let hint = p.hint.min(p.hwm);
+                found = p.free[hint..p.hwm].first_one().map(|i| i + hint);
+                if found.is_none() {
+                    found = p.free[..hint].first_one();
+                }
+            } else {
+                let mut start = 0;
+                while start + n <= p.hwm {
+                    match p.free[start..p.hwm].first_one() {
+                        None => break,
+                        Some(off) => {
+                            let s = start + off;
+                            if s + n > p.hwm {
+                                break;
+                            }
+                            match p.free[s..s + n].first_zero() {
+                                None => {
+                                    found = Some(s);
+                                    break;
+                                }
+                                Some(z) => start = s + z + 1,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(first) = found {
+            let zeroed = p.decommitted[first..first + n].all();
+            p.free[first..first + n].fill(false);
+            p.decommitted[first..first + n].fill(false);
+            p.nfree -= n;
+            if n == 1 {
+                p.hint = first + 1;
+            }
+            return Some(Run { first, zeroed });
+        }
+        // Extend the high-water mark; a free run ending at hwm could be reused
+        // in part, but keeping it simple: fresh blocks are zero.
+        if p.hwm + n <= self.nblocks {
+            let first = p.hwm;
+            p.hwm += n;
+            return Some(Run { first, zeroed: true });
+        }
+        None
+    }
+
+    /// Return `n` blocks starting at `first` to the pool (freed in `cycle`).
+    /// The caller has reset their metadata to free.
+    pub fn free_blocks_run(&self, first: usize, n: usize, cycle: u64) {
+        let mut p = self.pool.lock().unwrap();
+        debug_assert!(p.free[first..first + n].not_any());
+        p.free[first..first + n].fill(true);
+        for i in first..first + n {
+            p.freed_at[i] = cycle;
+        }
+        p.nfree += n;
+        p.hint = p.hint.min(first);
+    }
+
+    /// Return the memory of blocks free since `cycle - DECOMMIT_DELAY` or
+    /// earlier to the OS. Returns the number of blocks decommitted.
+    pub fn decommit_idle(&self, cycle: u64) -> usize {
+        let mut p = self.pool.lock().unwrap();
+        let p = &mut *p;
+        let mut count = 0;
+        let mut i = 0;
+        while i < p.hwm {
+            let eligible = |p: &Pool, i: usize| {
+                p.free[i] && !p.decommitted[i] && p.freed_at[i] + DECOMMIT_DELAY <= cycle
+            };
+            if !eligible(p, i) {
+                i += 1;
+                continue;
+            }
+            let s = i;
+            while i < p.hwm && eligible(p, i) {
+                i += 1;
+            }
+            // SAFETY: [s, i) are free blocks inside our private anonymous
+            // mapping; nobody holds pointers into free blocks (the pool lock is
+            // held, so none can be handed out meanwhile). MADV_DONTNEED on
+            // private anonymous memory drops the pages; later reads see zeros.
+            let rc = unsafe {
+                libc::madvise(
+                    self.block_start(s) as *mut libc::c_void,
+                    (i - s) * BLOCK_SIZE,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc == 0 {
+                p.decommitted[s..i].fill(true);
+                count += i - s;
+            }
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_reused_and_runs_are_contiguous() {
+        let s = Space::new(16 * BLOCK_SIZE).unwrap();
+        assert_eq!(s.lo % BLOCK_SIZE, 0);
+        assert!(s.contains(s.lo) && s.contains(s.hi - 1) && !s.contains(s.hi) && !s.contains(s.lo - 1));
+        let base = s._heap_map.as_ptr() as usize;
+        assert!(s.lo - base >= BLOCK_SIZE && base + s._heap_map.len() - s.hi > BLOCK_SIZE, "guard blocks");
+        let a = s.alloc_blocks(1).unwrap();
+        let b = s.alloc_blocks(3).unwrap();
+        assert!(a.zeroed && b.zeroed);
+        assert_eq!((a.first, b.first), (0, 1));
+        s.free_blocks_run(1, 3, 1);
+        assert_eq!(s.free_blocks(), 3);
+        // A 2-block run fits in the hole.
+        let c = s.alloc_blocks(2).unwrap();
+        assert_eq!(c.first, 1);
+        assert!(!c.zeroed);
+        let d = s.alloc_blocks(1).unwrap();
+        assert_eq!(d.first, 3);
+        // Exhaustion.
+        assert!(s.alloc_blocks(13).is_none());
+        assert!(s.alloc_blocks(12).is_some());
+        assert!(s.alloc_blocks(1).is_none());
+    }
+
+    #[test]
+    fn idle_blocks_are_decommitted_and_read_zero() {
+        let s = Space::new(4 * BLOCK_SIZE).unwrap();
+        let r = s.alloc_blocks(2).unwrap();
+        let p = s.block_start(r.first) as *mut u8;
+        // SAFETY: the run is ours and mapped read-write.
+        unsafe { p.write(7) };
+        s.free_blocks_run(r.first, 2, 5);
+        assert_eq!(s.decommit_idle(6), 0, "too early");
+        assert_eq!(s.decommit_idle(7), 2);
+        assert_eq!(s.committed_bytes(), 0);
+        let r2 = s.alloc_blocks(1).unwrap();
+        assert!(r2.zeroed);
+        // SAFETY: as above.
+        assert_eq!(unsafe { (s.block_start(r2.first) as *const u8).read() }, 0);
+    }
+}

@@ -1,0 +1,181 @@
+//! Collection statistics and the `gctrace` line.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How many recent pauses / times-to-safepoint are kept for percentiles.
+pub const HISTORY: usize = 1024;
+
+/// The numbers of one collection cycle.
+#[derive(Debug, Clone, Default)]
+pub struct CycleStats {
+    /// Cycle number (1-based).
+    pub cycle: u64,
+    /// Heap in use when the cycle started (live after the previous mark plus
+    /// memory handed to allocation since), in bytes.
+    pub heap_before: usize,
+    /// Live bytes found by this mark.
+    pub heap_after: usize,
+    /// The goal for triggering the next cycle, in bytes.
+    pub heap_goal: usize,
+    /// From the stop request until every task was parked.
+    pub time_to_safepoint: Duration,
+    /// From the stop request until the world restarted.
+    pub pause: Duration,
+    /// Root scan plus transitive marking (including finalizer/weak processing).
+    pub mark: Duration,
+    /// Sweeping the side tables.
+    pub sweep: Duration,
+    /// Heap verification (0 unless gcverify).
+    pub verify: Duration,
+    /// Marking threads used.
+    pub workers: usize,
+    /// Words of conservative roots scanned.
+    pub conservative_words: usize,
+    /// Objects found live.
+    pub live_objects: usize,
+    /// Why the cycle ran.
+    pub reason: &'static str,
+}
+
+/// Heap-wide statistics, see [`Heap::stats`](crate::Heap::stats).
+#[derive(Debug, Clone, Default)]
+pub struct GcStats {
+    /// Completed cycles.
+    pub cycles: u64,
+    /// The last cycle, if any.
+    pub last: Option<CycleStats>,
+    /// Live bytes after the last mark.
+    pub heap_live: usize,
+    /// Live bytes plus memory handed to allocation since the last mark.
+    pub heap_alloc: usize,
+    /// The current goal.
+    pub heap_goal: usize,
+    /// Memory of blocks in use or not yet returned to the OS.
+    pub heap_committed: usize,
+    /// The hard limit.
+    pub heap_limit: usize,
+    /// Sum of all pauses.
+    pub total_pause: Duration,
+    /// Recent pauses (oldest first, at most `HISTORY`).
+    pub pauses: Vec<Duration>,
+    /// Recent times-to-safepoint.
+    pub ttsp: Vec<Duration>,
+    /// Failures found by the heap verifier (gcverify).
+    pub verify_failures: u64,
+    /// Precise pointer slots that held something other than null or an object
+    /// start (ignored by marking; a VM bug).
+    pub bad_pointers: u64,
+    /// Finalizers run so far.
+    pub finalizers_run: u64,
+    /// Finalizers waiting for `run_pending_finalizers`.
+    pub finalizers_pending: usize,
+    /// Weak references cleared so far.
+    pub weak_cleared: u64,
+    /// Blocks whose memory was returned to the OS so far.
+    pub blocks_decommitted: u64,
+}
+
+impl GcStats {
+    /// The `p`-th percentile (0..=100) of the recent pauses.
+    pub fn pause_percentile(&self, p: f64) -> Duration {
+        percentile(&self.pauses, p)
+    }
+    /// The `p`-th percentile of the recent times-to-safepoint.
+    pub fn ttsp_percentile(&self, p: f64) -> Duration {
+        percentile(&self.ttsp, p)
+    }
+}
+
+/// Nearest-rank percentile; zero for an empty list.
+pub fn percentile(v: &[Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut s = v.to_vec();
+    s.sort();
+    let rank = ((p.clamp(0.0, 100.0) / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+/// Mutable accumulation behind the heap's stats lock.
+#[derive(Default)]
+pub(crate) struct StatsAcc {
+    pub last: Option<CycleStats>,
+    pub total_pause: Duration,
+    pub pauses: VecDeque<Duration>,
+    pub ttsp: VecDeque<Duration>,
+    pub verify_failures: u64,
+    pub bad_pointers: u64,
+    pub finalizers_run: u64,
+    pub weak_cleared: u64,
+    pub blocks_decommitted: u64,
+}
+
+impl StatsAcc {
+    pub fn record(&mut self, c: &CycleStats) {
+        self.total_pause += c.pause;
+        push_bounded(&mut self.pauses, c.pause);
+        push_bounded(&mut self.ttsp, c.time_to_safepoint);
+        self.last = Some(c.clone());
+    }
+}
+
+fn push_bounded(q: &mut VecDeque<Duration>, d: Duration) {
+    if q.len() == HISTORY {
+        q.pop_front();
+    }
+    q.push_back(d);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mb(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+/// One `gctrace` line, in the spirit of Go's.
+pub fn trace_line(c: &CycleStats, since_start: Duration) -> String {
+    format!(
+        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, ttsp {:.3} ms, pause {:.3} ms (mark {:.3} ms, sweep {:.3} ms{}), {} workers, {} live objects, {} conservative words, {}",
+        c.cycle,
+        since_start.as_secs_f64(),
+        mb(c.heap_before),
+        mb(c.heap_after),
+        mb(c.heap_goal),
+        ms(c.time_to_safepoint),
+        ms(c.pause),
+        ms(c.mark),
+        ms(c.sweep),
+        if c.verify.is_zero() { String::new() } else { format!(", verify {:.3} ms", ms(c.verify)) },
+        c.workers,
+        c.live_objects,
+        c.conservative_words,
+        c.reason,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&v, 0.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn trace_line_has_the_numbers() {
+        let c = CycleStats { cycle: 7, heap_before: 8 << 20, heap_after: 2 << 20, heap_goal: 4 << 20, workers: 2, reason: "goal", ..Default::default() };
+        let l = trace_line(&c, Duration::from_millis(1500));
+        assert!(l.starts_with("gc 7 @1.500s: 8.0->2.0 (4.0 goal) MB"), "{l}");
+        assert!(l.contains("2 workers") && l.ends_with("goal"));
+    }
+}

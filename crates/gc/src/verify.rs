@@ -1,0 +1,111 @@
+//! The heap verifier (`USURP_DEBUG=gcverify=1`), run in the pause after marking.
+//!
+//! For every marked object: its header must be a valid descriptor (inside a
+//! readable mapping outside the heap, with the right magic, describing an
+//! object that fits in its slot), and every pointer field must be null or the
+//! start of a marked object. Marked objects must also be allocated. Failures
+//! are printed (the first few) and counted in `GcStats::verify_failures`.
+
+use crate::block::{KIND_LARGE_HEAD, KIND_SMALL};
+use crate::descriptor::Descriptor;
+use crate::mark::find_exact;
+use crate::sizeclass::{slots_of, CLASS_SIZES};
+use crate::space::Space;
+use std::sync::atomic::Ordering;
+
+/// Readable address ranges of this process, from /proc/self/maps.
+fn readable_ranges() -> Vec<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut v = Vec::new();
+    for line in maps.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(range), Some(perms)) = (it.next(), it.next()) else { continue };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        if let Some((a, b)) = range.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                v.push((a, b));
+            }
+        }
+    }
+    v
+}
+
+const MAX_REPORTS: usize = 10;
+
+/// Verify the marked heap; returns the number of failures.
+pub fn verify(space: &Space) -> usize {
+    let readable = readable_ranges();
+    let desc_ok = |h: usize| {
+        let n = std::mem::size_of::<Descriptor>();
+        h % 8 == 0
+            && !space.contains(h)
+            && readable.iter().any(|&(a, b)| a <= h && h + n <= b)
+            // SAFETY: h is aligned and [h, h+n) lies in a readable mapping.
+            && unsafe { &*(h as *const Descriptor) }.magic_ok()
+    };
+    let mut failures = 0;
+    let mut report = |msg: String| {
+        if failures < MAX_REPORTS {
+            eprintln!("usurp gcverify: {msg}");
+        }
+        failures += 1;
+    };
+    for b in 0..space.high_water() {
+        let m = space.meta(b);
+        let (objs, cap): (Vec<usize>, usize) = match m.kind.load(Ordering::Acquire) {
+            KIND_SMALL => {
+                let c = m.class.load(Ordering::Relaxed) as usize;
+                let start = space.block_start(b);
+                let slots = slots_of(c);
+                let mut v = Vec::new();
+                for i in m.mark_bits()[..slots].iter_ones() {
+                    if !m.is_allocated(i) {
+                        report(format!("marked slot {i} of block {b} is not allocated"));
+                        continue;
+                    }
+                    v.push(start + i * CLASS_SIZES[c]);
+                }
+                (v, CLASS_SIZES[c])
+            }
+            KIND_LARGE_HEAD if m.is_marked(0) => {
+                (vec![space.block_start(b)], m.large_bytes.load(Ordering::Relaxed))
+            }
+            _ => continue,
+        };
+        for obj in objs {
+            let p = obj as *const usize;
+            // SAFETY: obj is an allocated object's start inside the heap.
+            let h = unsafe { p.read() };
+            if !desc_ok(h) {
+                report(format!("object {obj:#x}: header {h:#x} is not a descriptor"));
+                continue;
+            }
+            // SAFETY: desc_ok checked the descriptor is readable and valid.
+            let d = unsafe { &*(h as *const Descriptor) };
+            // SAFETY: arrays keep their length in payload word 0.
+            let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+            match d.object_bytes(len) {
+                Some(n) if n <= cap => {}
+                _ => {
+                    report(format!("object {obj:#x} ({}): size for len {len} exceeds its slot of {cap} bytes", d.name()));
+                    continue;
+                }
+            }
+            d.for_each_pointer_word(len, |i| {
+                // SAFETY: i is a payload word within the object's verified size.
+                let v = unsafe { p.add(1 + i).read() };
+                if v == 0 {
+                    return;
+                }
+                match find_exact(space, v) {
+                    Some(l) if space.meta(l.block).is_marked(l.slot) => {}
+                    Some(_) => report(format!("object {obj:#x} ({}) word {i}: {v:#x} is not marked", d.name())),
+                    None => report(format!("object {obj:#x} ({}) word {i}: {v:#x} is not an object", d.name())),
+                }
+            });
+        }
+    }
+    failures
+}

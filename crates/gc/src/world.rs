@@ -1,0 +1,242 @@
+//! The `World`: how the GC stops the program and finds its conservative roots.
+//!
+//! The scheduler implements [`World`]; `gc` does not depend on it. Two
+//! implementations live here: [`SoloWorld`] (one thread uses the heap: nothing
+//! to stop) and [`ThreadWorld`] (plain OS threads that poll
+//! [`ThreadWorld::safepoint`]), used by the tests and by programs that use the
+//! heap without the scheduler.
+
+use crate::stack::{os_thread_stack_bounds, with_registers_spilled};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
+
+/// Stop-the-world and root enumeration, implemented by the scheduler.
+///
+/// Contract (what the GC relies on):
+/// * Every thread that allocates in or holds pointers into the heap is either
+///   the calling (collecting) thread or is stopped by `stop_the_world`, at a
+///   safe point outside allocation (allocation runs in a no-preemption section)
+///   or inside [`World::blocking`].
+/// * `stop_the_world` is called with the calling thread counted as stopped: it
+///   must not wait for the caller itself (the caller may be a task).
+/// * `for_each_conservative_range` reports, for every stopped task and thread
+///   except the caller, its stack from the saved SP (minus 128 bytes red zone on
+///   x86-64) to its top, and its saved/spilled register areas. Ranges must be
+///   readable memory. The GC scans the caller itself (see
+///   [`current_stack_bounds`](World::current_stack_bounds)).
+/// * `run_parallel(n, f)` runs `f(0) .. f(n-1)`, each exactly once, returning
+///   when all have returned; any degree of concurrency (including sequential)
+///   is correct. The closures never allocate.
+pub trait World: Send + Sync {
+    /// Return when every other task/thread is parked at a safe point.
+    fn stop_the_world(&self);
+    /// Resume everything stopped by `stop_the_world`.
+    fn start_the_world(&self);
+    /// Call `f(lo, hi)` for every conservative root range (see the trait docs).
+    fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize));
+    /// Run `f(i)` for `i` in `0..n` on up to `n` threads (parallel marking).
+    fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        for i in 0..n {
+            f(i)
+        }
+    }
+    /// How many marking threads to use.
+    fn parallelism(&self) -> usize {
+        1
+    }
+    /// `[lo, hi)` of the stack the calling code runs on (a task's stack or an
+    /// OS thread's). The GC scans `[sp, hi)` of the collecting thread after
+    /// spilling its registers. Default: the OS thread's stack.
+    fn current_stack_bounds(&self) -> (usize, usize) {
+        os_thread_stack_bounds()
+    }
+    /// Run `f` while the caller counts as stopped at a safe point (like a task
+    /// in `blocking`): used while the GC waits for another thread's collection.
+    /// `f` never touches the heap. The implementation must record the caller's
+    /// stack and spilled registers as conservative roots while `f` runs, and
+    /// must not return while the world is stopped by someone else.
+    fn blocking(&self, f: &mut dyn FnMut()) {
+        f()
+    }
+    /// Called (with the world running) after a cycle queued finalizers: the
+    /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
+    fn finalizers_pending(&self) {}
+}
+
+/// The world of a heap used by one thread only: nothing to stop.
+pub struct SoloWorld;
+
+impl World for SoloWorld {
+    fn stop_the_world(&self) {}
+    fn start_the_world(&self) {}
+    fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
+}
+
+/// A [`World`] of plain OS threads that call [`ThreadWorld::safepoint`].
+///
+/// Each participating thread calls [`ThreadWorld::register`] and keeps the
+/// guard; at a safe point it spills its registers, publishes `[sp, stack top)`
+/// and waits until the world restarts. Marking runs on `parallelism` scoped
+/// threads.
+pub struct ThreadWorld {
+    stop_requested: AtomicBool,
+    state: Mutex<WorldState>,
+    cv: Condvar,
+    parallelism: usize,
+}
+
+#[derive(Default)]
+struct WorldState {
+    threads: HashMap<ThreadId, Participant>,
+    stopper: Option<ThreadId>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Participant {
+    parked: bool,
+    range: (usize, usize),
+}
+
+/// Membership of the current thread in a [`ThreadWorld`]; leaves on drop.
+pub struct Registration {
+    world: Arc<ThreadWorld>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Leaving counts as a safe point: wait out a stop in progress.
+        let me = std::thread::current().id();
+        let mut st = self.world.state.lock().unwrap();
+        while st.stopper.is_some() && st.stopper != Some(me) {
+            if let Some(p) = st.threads.get_mut(&me) {
+                // Park with an empty range: the thread is about to leave and
+                // must not hold heap pointers it still needs.
+                p.parked = true;
+                p.range = (0, 0);
+            }
+            self.world.cv.notify_all();
+            st = self.world.cv.wait(st).unwrap();
+        }
+        st.threads.remove(&me);
+        self.world.cv.notify_all();
+    }
+}
+
+impl ThreadWorld {
+    /// A world whose marking uses `parallelism` threads (at least 1).
+    pub fn new(parallelism: usize) -> Arc<ThreadWorld> {
+        Arc::new(ThreadWorld {
+            stop_requested: AtomicBool::new(false),
+            state: Mutex::new(WorldState::default()),
+            cv: Condvar::new(),
+            parallelism: parallelism.max(1),
+        })
+    }
+
+    /// Make the current thread a participant (it must then poll `safepoint`).
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let me = std::thread::current().id();
+        let mut st = self.state.lock().unwrap();
+        // Joining while stopped would let the new thread run during the pause.
+        while st.stopper.is_some() {
+            st = self.cv.wait(st).unwrap();
+        }
+        st.threads.insert(me, Participant::default());
+        Registration { world: self.clone(), _not_send: std::marker::PhantomData }
+    }
+
+    /// Poll for a stop request; if there is one, park until the world restarts.
+    #[inline]
+    pub fn safepoint(&self) {
+        if self.stop_requested.load(Ordering::Acquire) {
+            self.park(&mut || {});
+        }
+    }
+
+    /// Park the current thread (registers spilled, stack published) while
+    /// running `f`, then wait for any stop in progress to end.
+    #[inline(never)]
+    fn park(&self, f: &mut dyn FnMut()) {
+        let me = std::thread::current().id();
+        with_registers_spilled(&mut |sp| {
+            let top = os_thread_stack_bounds().1;
+            {
+                let mut st = self.state.lock().unwrap();
+                let Some(p) = st.threads.get_mut(&me) else {
+                    drop(st);
+                    f();
+                    return;
+                };
+                p.parked = true;
+                p.range = (sp, top);
+                self.cv.notify_all();
+            }
+            f();
+            let mut st = self.state.lock().unwrap();
+            while st.stopper.is_some() && st.stopper != Some(me) {
+                st = self.cv.wait(st).unwrap();
+            }
+            if let Some(p) = st.threads.get_mut(&me) {
+                p.parked = false;
+                p.range = (0, 0);
+            }
+        });
+    }
+}
+
+impl World for ThreadWorld {
+    fn stop_the_world(&self) {
+        let me = std::thread::current().id();
+        let mut st = self.state.lock().unwrap();
+        while st.stopper.is_some() {
+            st = self.cv.wait(st).unwrap();
+        }
+        st.stopper = Some(me);
+        self.stop_requested.store(true, Ordering::Release);
+        while st.threads.iter().any(|(id, p)| *id != me && !p.parked) {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    fn start_the_world(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.stopper = None;
+        self.stop_requested.store(false, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
+        let me = std::thread::current().id();
+        let ranges: Vec<(usize, usize)> = {
+            let st = self.state.lock().unwrap();
+            st.threads.iter().filter(|(id, p)| **id != me && p.parked).map(|(_, p)| p.range).collect()
+        };
+        for (lo, hi) in ranges {
+            if lo < hi {
+                f(lo, hi);
+            }
+        }
+    }
+
+    fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for i in 1..n {
+                s.spawn(move || f(i));
+            }
+            if n > 0 {
+                f(0);
+            }
+        });
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    fn blocking(&self, f: &mut dyn FnMut()) {
+        self.park(f);
+    }
+}

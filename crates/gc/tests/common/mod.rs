@@ -1,0 +1,95 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+use usurp_gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member};
+
+/// A binary-tree node: two pointer fields and a value.
+#[repr(C)]
+pub struct Node {
+    pub left: Member<Node>,
+    pub right: Member<Node>,
+    pub val: usize,
+}
+gc_type!(Node { left, right });
+
+pub fn node(val: usize, left: Option<Gc<Node>>, right: Option<Gc<Node>>) -> Gc<Node> {
+    Gc::new(Node { left: Member::new(left), right: Member::new(right), val })
+}
+
+/// A config with pacing off and the verifier on (no env dependence).
+pub fn config(max_heap: usize) -> HeapConfig {
+    HeapConfig { max_heap, gogc: None, min_heap: 1 << 20, verify: true, ..HeapConfig::default() }
+}
+
+pub fn heap(max_heap: usize) -> Heap {
+    Heap::new(config(max_heap)).expect("heap")
+}
+
+/// Build a list of `n` nodes with values 0..n (head has value n-1).
+pub fn list(n: usize) -> Option<Gc<Node>> {
+    let mut head: Option<Gc<Node>> = None;
+    for i in 0..n {
+        head = Some(node(i, head, None));
+    }
+    head
+}
+
+/// Check a list built by `list(n)`.
+pub fn check_list(mut head: Option<Gc<Node>>, n: usize) {
+    let mut expect = n;
+    while let Some(h) = head {
+        expect -= 1;
+        assert_eq!(h.val, expect, "list corrupted");
+        head = h.left.get();
+    }
+    assert_eq!(expect, 0, "list too short");
+}
+
+/// Build a full binary tree of `depth`.
+pub fn tree(depth: usize) -> Gc<Node> {
+    if depth == 0 {
+        node(1, None, None)
+    } else {
+        let l = tree(depth - 1);
+        let r = tree(depth - 1);
+        node(depth, Some(l), Some(r))
+    }
+}
+
+pub fn count(t: Gc<Node>) -> usize {
+    1 + t.left.get().map_or(0, count) + t.right.get().map_or(0, count)
+}
+
+/// Allocate on a fresh attached thread (whose stack is never scanned once it
+/// exits) and return what `f` computed: objects created there are garbage
+/// unless `f` roots them.
+pub fn on_other_thread<R: Send + 'static>(heap: &Heap, f: impl FnOnce(&Heap) -> R + Send + 'static) -> R {
+    let h = heap.clone();
+    std::thread::spawn(move || {
+        let _g = h.attach_thread().unwrap();
+        f(&h)
+    })
+    .join()
+    .unwrap()
+}
+
+pub fn addr(r: GcRef) -> usize {
+    r.addr()
+}
+
+/// Collect from a fresh thread. With the default `SoloWorld` only the
+/// collecting thread's stack is scanned, so stale copies of addresses on the
+/// test thread's stack cannot keep anything alive: "is it freed?" checks are
+/// deterministic.
+///
+/// glibc caches the stacks of exited threads, and a reused stack holds stale
+/// words of its previous thread in not-yet-written frame slots; every call
+/// asks for a larger stack than any before, which glibc cannot serve from
+/// its cache, so the collecting thread's stack is fresh (zero) memory.
+pub fn collect_elsewhere(heap: &Heap) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let size = (4 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10);
+    let h = heap.clone();
+    std::thread::Builder::new().stack_size(size).spawn(move || h.collect()).unwrap().join().unwrap();
+}

@@ -1,0 +1,247 @@
+//! Tracer tests: what keeps objects alive and what does not.
+
+mod common;
+use common::*;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use usurp_gc::{alloc, Descriptor, Gc, GcRef};
+
+#[test]
+fn a_tree_on_the_stack_survives_collections_intact() {
+    let h = heap(64 << 20);
+    let _g = h.attach_thread().unwrap();
+    let t = tree(12);
+    for _ in 0..3 {
+        // Garbage in between.
+        for _ in 0..test_n(200) {
+            black_box(tree(4));
+        }
+        h.collect();
+        assert_eq!(count(t), (1 << 13) - 1);
+    }
+    let st = h.stats();
+    assert_eq!(st.verify_failures, 0);
+    assert_eq!(st.bad_pointers, 0);
+    assert!(st.cycles >= 3);
+    assert!(st.last.unwrap().live_objects >= (1 << 13) - 1);
+    black_box(t);
+}
+
+fn test_n(n: usize) -> usize {
+    usurp_gc::test_scale(n)
+}
+
+#[test]
+fn runtime_descriptors_are_traced_by_their_bitmap() {
+    let h = heap(16 << 20);
+    // payload: [int, ptr, int, ptr]
+    let d = Descriptor::builder(4).pointer_at(1).pointer_at(3).name("Pair").build().unwrap();
+    let leaf = Descriptor::builder(1).build().unwrap();
+    let (root_addr, kept, dropped) = on_other_thread(&h, move |h| {
+        let o = alloc(d);
+        let a = alloc(leaf);
+        let b = alloc(leaf);
+        let c = alloc(leaf);
+        o.set_ptr(1, Some(a));
+        o.set_ptr(3, Some(b));
+        // A non-pointer word holding c's address must not keep c alive.
+        o.set_word(2, c.addr());
+        let root = h.add_root(Some(o));
+        std::mem::forget(root); // rooted for the rest of the test
+        (o.addr(), vec![a.addr(), b.addr()], c.addr())
+    });
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    assert!(h.find_object(root_addr).is_some());
+    for a in kept {
+        assert!(h.find_object(a).is_some(), "pointer field target freed");
+    }
+    assert_eq!(h.find_object(dropped), None, "a non-pointer word kept an object alive");
+}
+
+#[test]
+fn fields_of_dead_objects_do_not_keep_anything_alive() {
+    let h = heap(16 << 20);
+    let addrs = on_other_thread(&h, |_| {
+        let t = tree(6);
+        let mut v = vec![];
+        fn walk(t: Gc<Node>, v: &mut Vec<usize>) {
+            v.push(t.raw().addr());
+            if let Some(l) = t.left.get() {
+                walk(l, v);
+            }
+            if let Some(r) = t.right.get() {
+                walk(r, v);
+            }
+        }
+        walk(t, &mut v);
+        v
+    });
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    assert_eq!(addrs.len(), 127);
+    for a in addrs {
+        assert_eq!(h.find_object(a), None);
+    }
+}
+
+#[test]
+fn interior_and_end_pointers_on_the_stack_keep_objects_alive() {
+    let h = heap(16 << 20);
+    let _g = h.attach_thread().unwrap();
+    let (interior, end) = {
+        let a = list(100).unwrap();
+        let b = list(50).unwrap();
+        // Only an interior pointer to a and a one-past-the-end pointer to b
+        // (b is 32 bytes: header + 3 words) remain.
+        (a.raw().addr() + 12, b.raw().addr() + 32)
+    };
+    let interior = black_box(interior);
+    let end = black_box(end);
+    for _ in 0..3 {
+        black_box(list(1000));
+        h.collect();
+    }
+    let a = h.find_object(interior).expect("interior pointer did not keep its object");
+    check_list(Gc::from_ref(a), 100);
+    let b = h.find_object(end - 1).expect("end pointer did not keep its object");
+    check_list(Gc::from_ref(b), 50);
+    black_box((interior, end));
+    assert_eq!(h.stats().verify_failures, 0);
+}
+
+#[test]
+fn a_stray_integer_equal_to_a_freed_address_revives_nothing() {
+    let h = heap(16 << 20);
+    let addrs = on_other_thread(&h, |_| {
+        let t = tree(3);
+        (t.raw().addr(), t.left.get().unwrap().raw().addr())
+    });
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    assert_eq!(h.find_object(addrs.0), None);
+    // Now the dead root's address sits in a local: collections must neither
+    // revive it nor crash (its child is gone too).
+    let stray = black_box(addrs.0);
+    let stray_interior = black_box(addrs.1 + 8);
+    for _ in 0..3 {
+        h.collect();
+        assert_eq!(h.find_object(stray), None);
+        assert_eq!(h.find_object(stray_interior), None);
+    }
+    black_box((stray, stray_interior));
+    let st = h.stats();
+    assert_eq!(st.verify_failures, 0);
+    assert_eq!(st.bad_pointers, 0);
+}
+
+#[test]
+fn roots_and_root_scanners() {
+    let h = heap(16 << 20);
+    let (a, b) = on_other_thread(&h, |_| (list(10).unwrap().raw().addr(), list(20).unwrap().raw().addr()));
+    let _g = h.attach_thread().unwrap();
+    let root = h.add_root(GcRef::from_addr(a));
+    let id = h.add_root_scanner(Box::new(move |report| report(GcRef::from_addr(b).unwrap())));
+    h.collect();
+    check_list(root.get_as::<Node>(), 10);
+    check_list(Gc::from_ref(GcRef::from_addr(b).unwrap()), 20);
+    assert!(h.remove_root_scanner(id));
+    assert!(!h.remove_root_scanner(id));
+    drop(root);
+    collect_elsewhere(&h);
+    assert_eq!(h.find_object(a), None);
+    assert_eq!(h.find_object(b), None);
+}
+
+#[test]
+fn weak_refs_are_cleared_when_the_target_dies() {
+    let h = heap(16 << 20);
+    let (strong, weak, weak2) = on_other_thread(&h, |h| {
+        let t = list(5).unwrap().raw();
+        let u = list(5).unwrap().raw();
+        (h.add_root(Some(t)), h.weak(t), h.weak(u))
+    });
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    assert_eq!(weak.get(), strong.get());
+    assert_eq!(weak2.get(), None, "weak ref to an unreachable object not cleared");
+    check_list(weak.get().and_then(Gc::from_ref), 5);
+    drop(strong);
+    collect_elsewhere(&h);
+    assert_eq!(weak.get(), None);
+    assert!(h.stats().weak_cleared >= 2);
+}
+
+#[test]
+fn finalizers_run_outside_the_pause_keep_children_and_allow_resurrection() {
+    let h = heap(16 << 20);
+    let ran: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let saved: Arc<Mutex<Option<usurp_gc::Root>>> = Arc::default();
+    let (ran2, saved2) = (ran.clone(), saved.clone());
+    let (obj, weak) = on_other_thread(&h, move |h| {
+        let l = list(10).unwrap();
+        let h2 = h.clone();
+        h.set_finalizer(l.raw(), move |o| {
+            ran2.lock().unwrap().push(o.addr());
+            // Resurrect: keep the object in a root.
+            *saved2.lock().unwrap() = Some(h2.add_root(Some(o)));
+        });
+        (l.raw().addr(), h.weak(l.raw()))
+    });
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    // Found unreachable: queued, not run, object and children kept.
+    assert!(ran.lock().unwrap().is_empty(), "finalizer ran inside the collection");
+    assert_eq!(h.stats().finalizers_pending, 1);
+    assert_eq!(weak.get(), None, "weak refs are cleared before finalization");
+    collect_elsewhere(&h); // still pending: still alive
+    check_list(Gc::from_ref(GcRef::from_addr(obj).unwrap()), 10);
+    assert_eq!(h.run_pending_finalizers(), 1);
+    assert_eq!(*ran.lock().unwrap(), vec![obj]);
+    // Resurrected: alive and intact; the finalizer is not re-registered.
+    collect_elsewhere(&h);
+    let r = saved.lock().unwrap().as_ref().unwrap().get().unwrap();
+    check_list(Gc::from_ref(r), 10);
+    *saved.lock().unwrap() = None;
+    collect_elsewhere(&h);
+    assert_eq!(h.run_pending_finalizers(), 0, "finalizer ran twice");
+    assert_eq!(h.find_object(obj), None);
+    let st = h.stats();
+    assert_eq!(st.finalizers_run, 1);
+    assert_eq!(st.verify_failures, 0);
+}
+
+#[test]
+fn the_verifier_catches_a_corrupt_pointer_field() {
+    let h = heap(16 << 20);
+    let _g = h.attach_thread().unwrap();
+    let a = node(1, None, None);
+    let b = node(2, None, None);
+    // Corrupt a's pointer field with an interior address (bypassing set_ptr's checks).
+    // SAFETY: payload word 0 of a live Node.
+    unsafe { a.raw().payload().write(b.raw().addr() + 8) };
+    black_box((a, b));
+    h.collect();
+    let st = h.stats();
+    assert!(st.verify_failures >= 1, "verifier missed a bad pointer");
+    assert!(st.bad_pointers >= 1);
+    // Repair so the heap is sane again.
+    a.left.set(Some(b));
+    h.collect();
+    assert_eq!(h.stats().verify_failures, st.verify_failures);
+}
+
+#[test]
+fn pacing_triggers_collections() {
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { gogc: Some(100), min_heap: 1 << 20, verify: false, ..config(256 << 20) }).unwrap();
+    let _g = h.attach_thread().unwrap();
+    for _ in 0..test_n(200_000) {
+        black_box(node(0, None, None));
+    }
+    let st = h.stats();
+    assert!(st.cycles >= 1, "no collection in {} bytes of garbage", 200_000 * 32);
+    assert!(st.heap_committed < 64 << 20, "heap grew to {}", st.heap_committed);
+    let c = st.last.unwrap();
+    assert_eq!(c.reason, "goal");
+    assert!(c.heap_goal >= 1 << 20);
+}
