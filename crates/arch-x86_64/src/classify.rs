@@ -57,6 +57,10 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, Regi
 /// The longest x86 instruction.
 pub const MAX_INSN_LEN: usize = 15;
 
+/// How many bytes before the PC [`classify_with_prev`] may look at (it uses
+/// only the last one; callers pass up to this many).
+pub const MAX_LOOKBEHIND: usize = 16;
+
 /// What the classifier thinks of an interrupted PC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -37,7 +37,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod classify;
-pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN};
+pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND};
 
 #[cfg(target_arch = "x86_64")]
 mod switch;

@@ -1,10 +1,120 @@
 //! # usurp-preempt: asynchronous preemption
 //!
-//! (Skeleton: filled in by the preemption work.)
+//! A task stuck in a loop that never calls into the runtime must not starve
+//! the other tasks of its worker nor hold up a stop-the-world. Cooperative
+//! yields cannot guarantee that, so usurp, like Go since 1.14, interrupts the
+//! worker thread with a signal and, when the interrupted instruction is a
+//! safe point, makes the thread leave the signal handler into a routine that
+//! saves the task's whole register state on its own stack and parks it.
+//!
+//! ## Who sends signals
+//!
+//! * **Quantum ticks.** Every worker has a POSIX timer (`timer_create` with
+//!   `SIGEV_THREAD_ID`, so the signal lands on that worker and not on an
+//!   arbitrary thread as with `setitimer`), armed while the worker runs tasks
+//!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]; a
+//!   system call only on those transitions). The scheduler bumps a per-worker
+//!   switch counter on every switch (a plain store, no system call). The
+//!   handler compares it with the value seen at the previous tick — Go's
+//!   sysmon does the same with `schedtick` — and only if no switch happened
+//!   for a whole quantum does it try to preempt. Long quanta are subdivided
+//!   into up to four ticks so that the overshoot is a fraction of a quantum.
+//! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
+//!   sender sets the worker's `pending` flag with a CAS 0→1 and only then
+//!   sends `tgkill`; the handler clears it and bumps an acknowledgement
+//!   counter whether it accepted or refused. At most one request signal is in
+//!   flight per worker, and the sender can wait for the ack instead of
+//!   resending in a loop (Go issue 37741 livelocked without this).
+//!   Standard signals do not queue: a request's tgkill arriving while a tick
+//!   of the same signal is still pending is merged into it, so every one of
+//!   our deliveries (tick or tgkill) consumes a pending request.
+//!
+//! ## Telling our signals from others'
+//!
+//! The preemption signal (SIGURG by default, [`set_signal`] before [`init`])
+//! is installed with `sigaction(SA_SIGINFO | SA_ONSTACK | SA_RESTART)` and a
+//! full mask, keeping the previous action. A delivery is ours if it is
+//! `SI_TIMER` carrying the current worker's slot pointer as its `sigval`, or
+//! `SI_TKILL` from our own pid while this worker has a request pending.
+//! Everything else (a `kill -URG` from outside, the host's own use of the
+//! signal) is passed to the previous handler, or gets its default action.
+//! The handler saves and restores errno, allocates nothing, takes no lock and
+//! cannot panic. It runs on a per-worker alternate signal stack sized from
+//! `AT_MINSIGSTKSZ` plus headroom and pre-faulted.
+//!
+//! ## The safe-point check (in the handler)
+//!
+//! Refused, and counted per reason ([`Refusal`], [`stats`]), when: the worker
+//! is not running a task; the task is in a [`no_preempt`] section; async
+//! preemption is off (`USURP_DEBUG=asyncpreemptoff=1`, for debuggers that
+//! stop on every signal); the PC is outside registered preemptible code (the
+//! `usurp_preemptible` linker section filled by [`preemptible!`], and JIT
+//! regions from [`register_code`]) — so never inside libc, the vDSO, the
+//! allocator or the runtime itself; the PC is inside an unsafe range
+//! ([`register_unsafe_range`], e.g. the GC's write barrier) unless that range
+//! is restartable, in which case the PC is backed up to its start; the arch
+//! classifier (iced-x86 on x86-64) sees a half-built or torn-down frame, a
+//! system call or undecodable bytes; or the task's stack lacks room below SP
+//! for the red zone, the spill frame and the park path. A refused attempt
+//! also sets the worker's checkpoint flag, so cooperative code polling
+//! [`checkpoint`] yields soon; the next tick tries again.
+//!
+//! ## Redirect, spill, park
+//!
+//! When the check passes, the handler rewrites the ucontext (`inject_spill`)
+//! so that returning from the signal "calls" the arch spill routine, skipping
+//! the x86-64 red zone. The routine saves all GPRs, flags and the full XSAVE
+//! state, links a frame record into the frame-pointer chain, and calls our
+//! spill hook, which calls the scheduler's park hook ([`set_park_hook`]) with
+//! the [`SpillFrame`]. The scheduler switches away; when it resumes the task
+//! (on the same OS thread: its registers may hold addresses derived from
+//! thread-local storage), the hook returns and the routine restores every
+//! register and returns to the interrupted PC with SP exactly as before.
+//!
+//! ## What the scheduler does
+//!
+//! On each worker thread: [`register_worker`] (timer + signal stack), then
+//! `slot.set_idle(false)` when it has work and `set_idle(true)` before it
+//! sleeps or blocks; `slot.switch_in(lo, hi, state)` right before switching
+//! into a task and `slot.switch_out()` right after switching out of it
+//! (keeping the returned [`TaskPreemptState`] in the task); [`set_park_hook`]
+//! once; [`set_yield_hook`] for [`checkpoint`].
 #![deny(unsafe_op_in_unsafe_fn)]
 
-// The one ISA-specific line outside the arch crates: which of them to use.
-#[cfg(target_arch = "aarch64")]
-use usurp_arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-use usurp_arch_x86_64 as arch;
+mod archif;
+mod error;
+mod guard;
+mod registry;
+mod signal;
+mod slot;
+mod stats;
+
+pub use archif::SpillFrame;
+pub use error::Error;
+pub use guard::{checkpoint, no_preempt, set_yield_hook, NoPreempt};
+pub use registry::{
+    preemptible_code, register_code, register_unsafe_range, CodeHandle, RangeHandle, MAX_CODE_REGIONS,
+    MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
+};
+#[doc(hidden)]
+pub use signal::{cached_pid, mark_request_pending};
+pub use signal::{async_preempt_off, chained_signals, init, request_preempt, set_park_hook, set_signal, signal};
+pub use slot::{
+    altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot, MAX_WORKERS,
+    MIN_QUANTUM,
+};
+pub use stats::{PreemptStats, Refusal};
+
+/// Counters summed over every worker slot ever registered.
+pub fn stats() -> PreemptStats {
+    let mut s = PreemptStats::default();
+    for w in slot::all_slots() {
+        s.add(&w.stats());
+    }
+    s
+}
+
+/// Per-worker counters, in registration order: (kernel tid, counters).
+pub fn worker_stats() -> Vec<(i32, PreemptStats)> {
+    slot::all_slots().map(|w| (w.tid(), w.stats())).collect()
+}

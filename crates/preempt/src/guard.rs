@@ -1,0 +1,97 @@
+//! No-preemption sections and the cooperative checkpoint.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::slot::{current_ptr, POLL};
+
+/// While alive, the task that created it is not preempted asynchronously
+/// (the safe-point check refuses with `Refusal::NoPreempt`). Nestable. The
+/// depth lives in the worker slot while the task runs and travels with the
+/// task across cooperative switches (`switch_out`/`switch_in`), so a guard
+/// may be dropped on another worker than the one it was created on. Outside a
+/// worker thread it does nothing.
+#[must_use = "the section ends when the guard is dropped"]
+pub struct NoPreempt {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl NoPreempt {
+    /// Enters a no-preemption section.
+    #[inline]
+    pub fn new() -> NoPreempt {
+        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+        if let Some(slot) = unsafe { current_ptr().as_ref() } {
+            // Single writer (this thread); the handler only reads.
+            let d = slot.no_preempt.load(Ordering::Relaxed);
+            slot.no_preempt.store(d.saturating_add(1), Ordering::Relaxed);
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        }
+        NoPreempt { _not_send: PhantomData }
+    }
+}
+
+impl Default for NoPreempt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NoPreempt {
+    #[inline]
+    fn drop(&mut self) {
+        // Re-read the slot: the task may have moved to another worker.
+        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+        if let Some(slot) = unsafe { current_ptr().as_ref() } {
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+            let d = slot.no_preempt.load(Ordering::Relaxed);
+            slot.no_preempt.store(d.saturating_sub(1), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `f` with asynchronous preemption disabled for the current task.
+#[inline]
+pub fn no_preempt<R>(f: impl FnOnce() -> R) -> R {
+    let _g = NoPreempt::new();
+    f()
+}
+
+static YIELD_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Installs the function [`checkpoint`] calls when the current worker has a
+/// preemption request (the scheduler's cooperative yield).
+pub fn set_yield_hook(hook: fn()) {
+    YIELD_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// The cooperative poll for code outside preemptible ranges (e.g. an
+/// interpreter's back-edge): one load of a global word and a branch when no
+/// worker has a request outstanding. If the current worker has one (a quantum
+/// expired and the async attempt was refused, or a stop-the-world asked), it
+/// is cleared and the scheduler's yield hook runs. Does nothing inside a
+/// no-preempt section or outside a worker.
+#[inline]
+pub fn checkpoint() {
+    if POLL.load(Ordering::Relaxed) != 0 {
+        checkpoint_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn checkpoint_slow() {
+    // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+    let Some(slot) = (unsafe { current_ptr().as_ref() }) else { return };
+    if slot.no_preempt.load(Ordering::Relaxed) != 0 || !slot.running.load(Ordering::Relaxed) {
+        return;
+    }
+    if slot.take_request() {
+        let h = YIELD_HOOK.load(Ordering::Acquire);
+        if !h.is_null() {
+            // SAFETY: only `fn()` pointers are stored in YIELD_HOOK.
+            let f: fn() = unsafe { core::mem::transmute(h) };
+            f();
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Where preemption may happen: the preemptible linker section, JIT code
+//! regions, and unsafe (optionally restartable) ranges.
+//!
+//! The signal handler reads these tables; it can take no lock and must not
+//! spin on a writer that it may itself have interrupted. Each table is a fixed
+//! array of entries guarded by a per-entry sequence counter (a seqlock):
+//! writers, serialised by a normal `Mutex`, make the counter odd, write the
+//! fields, then make it even; the handler reads counter, fields, counter, and
+//! if the counter was odd or changed it does not wait: it reports the table as
+//! busy and the safe-point check refuses this time (the next tick retries).
+
+use core::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::error::Error;
+
+// ---- the linker section -----------------------------------------------------
+
+/// The linker section that [`crate::preemptible!`] places functions in. Its
+/// name is a valid C identifier, so the linker defines `__start_`/`__stop_`
+/// symbols for it.
+pub const PREEMPTIBLE_SECTION: &str = "usurp_preemptible";
+
+// An anchor that guarantees the section exists (and so do its __start/__stop
+// symbols) even in a program without any preemptible function. It is
+// referenced from `preemptible_code`, which keeps it alive under
+// --gc-sections. Its one instruction traps; nothing ever jumps to it.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection usurp_preemptible,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl usurp_preemptible_anchor",
+    ".hidden usurp_preemptible_anchor",
+    "usurp_preemptible_anchor:",
+    "ud2",
+    ".popsection",
+);
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".pushsection usurp_preemptible,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl usurp_preemptible_anchor",
+    ".hidden usurp_preemptible_anchor",
+    "usurp_preemptible_anchor:",
+    "udf #0",
+    ".popsection",
+);
+
+extern "C" {
+    static __start_usurp_preemptible: u8;
+    static __stop_usurp_preemptible: u8;
+    static usurp_preemptible_anchor: u8;
+}
+
+/// `[start, end)` of the preemptible linker section.
+#[inline]
+pub fn preemptible_code() -> (usize, usize) {
+    // Taking the address of an extern static is safe (nothing is read).
+    let anchor = core::ptr::addr_of!(usurp_preemptible_anchor) as usize;
+    let s = core::ptr::addr_of!(__start_usurp_preemptible) as usize;
+    let e = core::ptr::addr_of!(__stop_usurp_preemptible) as usize;
+    // The anchor is inside the section by construction; using its address
+    // keeps it (and so the section) alive under --gc-sections.
+    debug_assert!(s <= anchor && anchor < e);
+    core::hint::black_box(anchor);
+    (s, e)
+}
+
+/// Places the given functions in the preemptible linker section and marks
+/// them `#[inline(never)]` (inlined into a caller, their code would leave the
+/// section). The asynchronous safe-point check accepts PCs only inside this
+/// section and inside JIT regions registered with [`crate::register_code`].
+///
+/// Only the function bodies themselves are placed: closures defined inside
+/// them and functions they call are not preemptible unless marked too. Such
+/// functions must not hold locks, call into libc, or otherwise do anything
+/// that may not be suspended at an arbitrary instruction; while parked their
+/// registers and stack are scanned conservatively.
+///
+/// ```ignore
+/// usurp_preempt::preemptible! {
+///     pub fn spin(n: u64) -> u64 { (0..n).fold(0, |a, b| a ^ b) }
+/// }
+/// ```
+#[macro_export]
+macro_rules! preemptible {
+    ($($item:item)*) => {
+        $(
+            #[link_section = "usurp_preemptible"]
+            #[inline(never)]
+            $item
+        )*
+    };
+}
+
+// ---- range tables --------------------------------------------------------------
+
+/// Capacity of the JIT code-region table.
+pub const MAX_CODE_REGIONS: usize = 256;
+/// Capacity of the unsafe-range table.
+pub const MAX_UNSAFE_RANGES: usize = 256;
+
+struct Entry {
+    seq: AtomicU32,
+    start: AtomicUsize,
+    end: AtomicUsize,
+    flags: AtomicUsize,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Entry = Entry {
+    seq: AtomicU32::new(0),
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(0),
+    flags: AtomicUsize::new(0),
+};
+
+pub(crate) struct RangeTable<const N: usize> {
+    entries: [Entry; N],
+    /// One past the highest index ever used: bounds the handler's scan.
+    high: AtomicUsize,
+    used: Mutex<[bool; N]>,
+    name: &'static str,
+}
+
+/// Result of a lookup from the handler.
+pub(crate) enum Lookup {
+    Found { start: usize, end: usize, flags: usize },
+    NotFound,
+    Busy,
+}
+
+impl<const N: usize> RangeTable<N> {
+    pub(crate) const fn new(name: &'static str) -> Self {
+        RangeTable { entries: [EMPTY; N], high: AtomicUsize::new(0), used: Mutex::new([false; N]), name }
+    }
+
+    fn write(&self, i: usize, start: usize, end: usize, flags: usize) {
+        let Some(e) = self.entries.get(i) else { return };
+        let s = e.seq.load(Ordering::Relaxed);
+        e.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        e.start.store(start, Ordering::Relaxed);
+        e.end.store(end, Ordering::Relaxed);
+        e.flags.store(flags, Ordering::Relaxed);
+        e.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    pub(crate) fn insert(&self, start: usize, end: usize, flags: usize) -> Result<usize, Error> {
+        if start == 0 || start >= end {
+            return Err(Error::InvalidRange { start, end });
+        }
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let i = used.iter().position(|u| !u).ok_or(Error::TableFull(self.name))?;
+        used[i] = true;
+        self.write(i, start, end, flags);
+        self.high.fetch_max(i + 1, Ordering::Release);
+        Ok(i)
+    }
+
+    pub(crate) fn remove(&self, i: usize) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = used.get_mut(i) {
+            if *u {
+                self.write(i, 0, 0, 0);
+                *u = false;
+            }
+        }
+    }
+
+    /// Async-signal-safe lookup: no lock, no waiting, no panic.
+    pub(crate) fn lookup(&self, pc: usize) -> Lookup {
+        let high = self.high.load(Ordering::Acquire).min(N);
+        let mut busy = false;
+        for e in self.entries.iter().take(high) {
+            let s1 = e.seq.load(Ordering::Acquire);
+            if s1 & 1 != 0 {
+                busy = true;
+                continue;
+            }
+            let start = e.start.load(Ordering::Relaxed);
+            let end = e.end.load(Ordering::Relaxed);
+            let flags = e.flags.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if e.seq.load(Ordering::Relaxed) != s1 {
+                busy = true;
+                continue;
+            }
+            if start <= pc && pc < end {
+                return Lookup::Found { start, end, flags };
+            }
+        }
+        if busy {
+            Lookup::Busy
+        } else {
+            Lookup::NotFound
+        }
+    }
+}
+
+pub(crate) static CODE: RangeTable<MAX_CODE_REGIONS> = RangeTable::new("code region");
+pub(crate) static UNSAFE: RangeTable<MAX_UNSAFE_RANGES> = RangeTable::new("unsafe range");
+
+const RESTARTABLE: usize = 1;
+
+/// A registered JIT code region; unregisters on drop.
+#[derive(Debug)]
+#[must_use = "dropping the handle unregisters the region"]
+pub struct CodeHandle {
+    idx: usize,
+}
+
+impl CodeHandle {
+    /// Keeps the region registered for the rest of the process.
+    pub fn keep(self) {
+        core::mem::forget(self)
+    }
+}
+
+impl Drop for CodeHandle {
+    fn drop(&mut self) {
+        CODE.remove(self.idx)
+    }
+}
+
+/// A registered unsafe range; unregisters on drop.
+#[derive(Debug)]
+#[must_use = "dropping the handle unregisters the range"]
+pub struct RangeHandle {
+    idx: usize,
+}
+
+impl RangeHandle {
+    /// Keeps the range registered for the rest of the process.
+    pub fn keep(self) {
+        core::mem::forget(self)
+    }
+}
+
+impl Drop for RangeHandle {
+    fn drop(&mut self) {
+        UNSAFE.remove(self.idx)
+    }
+}
+
+/// Registers `[start, end)` as preemptible code (e.g. a JIT's output). The
+/// code must follow the frame-pointer convention of the platform (a frame
+/// record linked through RBP / x29 everywhere except in prologues and
+/// epilogues), keep no live state in a red zone beyond the ABI's, and contain
+/// no sequence that must not be suspended unless it is also registered with
+/// [`register_unsafe_range`]. Unregister it (drop the handle) before the
+/// memory is freed.
+pub fn register_code(start: usize, end: usize) -> Result<CodeHandle, Error> {
+    CODE.insert(start, end, 0).map(|idx| CodeHandle { idx })
+}
+
+/// Declares `[start, end)` as a range of instructions at which a task must
+/// not be preempted (e.g. a write barrier's check-then-store, a JIT's inline
+/// allocation). With `restartable`, a preemption inside the range is not
+/// refused but resumes at `start`.
+///
+/// A range may be restartable only if re-executing it from `start` with the
+/// register and stack state found at any PC inside it has the same effect as
+/// finishing it: the instructions before the PC have no side effect outside
+/// registers that the range recomputes from inputs it does not overwrite, the
+/// stack pointer does not change inside the range, and at most its last
+/// instruction commits (a single store), like Linux restartable sequences.
+pub fn register_unsafe_range(start: usize, end: usize, restartable: bool) -> Result<RangeHandle, Error> {
+    UNSAFE.insert(start, end, if restartable { RESTARTABLE } else { 0 }).map(|idx| RangeHandle { idx })
+}
+
+/// Where a PC stands, for the handler.
+pub(crate) enum CodeLookup {
+    /// Preemptible, in the region `[start, end)`; `restart` is the PC to
+    /// resume at if a restartable range covers it.
+    Preemptible { start: usize, end: usize, restart: Option<usize> },
+    NotPreemptible,
+    Unsafe,
+    Busy,
+}
+
+/// Async-signal-safe classification of a PC against all registries.
+pub(crate) fn lookup(pc: usize) -> CodeLookup {
+    let (s, e) = preemptible_code();
+    let (start, end) = if s <= pc && pc < e {
+        (s, e)
+    } else {
+        match CODE.lookup(pc) {
+            Lookup::Found { start, end, .. } => (start, end),
+            Lookup::NotFound => return CodeLookup::NotPreemptible,
+            Lookup::Busy => return CodeLookup::Busy,
+        }
+    };
+    match UNSAFE.lookup(pc) {
+        Lookup::NotFound => CodeLookup::Preemptible { start, end, restart: None },
+        Lookup::Busy => CodeLookup::Busy,
+        Lookup::Found { start: rs, flags, .. } => {
+            if flags & RESTARTABLE != 0 && start <= rs && rs <= pc {
+                CodeLookup::Preemptible { start, end, restart: Some(rs) }
+            } else {
+                CodeLookup::Unsafe
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_insert_lookup_remove() {
+        let t: RangeTable<4> = RangeTable::new("test");
+        assert!(matches!(t.lookup(5), Lookup::NotFound));
+        let a = t.insert(0x1000, 0x2000, 1).unwrap();
+        let b = t.insert(0x3000, 0x3100, 0).unwrap();
+        assert!(matches!(t.lookup(0x1000), Lookup::Found { start: 0x1000, end: 0x2000, flags: 1 }));
+        assert!(matches!(t.lookup(0x1fff), Lookup::Found { .. }));
+        assert!(matches!(t.lookup(0x2000), Lookup::NotFound));
+        assert!(matches!(t.lookup(0x30ff), Lookup::Found { start: 0x3000, .. }));
+        t.remove(a);
+        assert!(matches!(t.lookup(0x1800), Lookup::NotFound));
+        assert!(matches!(t.lookup(0x3000), Lookup::Found { .. }));
+        t.remove(b);
+        // Capacity and validation.
+        for i in 0..4 {
+            t.insert(0x10_000 * (i + 1), 0x10_000 * (i + 1) + 1, 0).unwrap();
+        }
+        assert_eq!(t.insert(0x90_000, 0x90_001, 0), Err(Error::TableFull("test")));
+        assert!(matches!(t.insert(5, 5, 0), Err(Error::InvalidRange { .. })));
+        assert!(matches!(t.insert(0, 5, 0), Err(Error::InvalidRange { .. })));
+    }
+
+    #[test]
+    fn an_odd_sequence_counter_reads_as_busy() {
+        let t: RangeTable<2> = RangeTable::new("test");
+        t.insert(0x1000, 0x2000, 0).unwrap();
+        // Simulate a writer interrupted half-way (as the handler would see it
+        // when it interrupts its own thread inside `write`).
+        t.entries[0].seq.fetch_add(1, Ordering::Relaxed);
+        assert!(matches!(t.lookup(0x1000), Lookup::Busy));
+        assert!(matches!(t.lookup(0x9000), Lookup::Busy));
+        t.entries[0].seq.fetch_add(1, Ordering::Relaxed);
+        assert!(matches!(t.lookup(0x1000), Lookup::Found { .. }));
+    }
+
+    crate::preemptible! {
+        fn marked(x: u64) -> u64 {
+            x.wrapping_mul(3).rotate_left(7)
+        }
+    }
+
+    #[test]
+    fn the_macro_places_functions_in_the_section() {
+        let (s, e) = preemptible_code();
+        assert!(s < e);
+        let f = marked as fn(u64) -> u64 as usize;
+        assert!(s <= f && f < e, "{f:#x} not in {s:#x}..{e:#x}");
+        assert_eq!(marked(1), 3u64.rotate_left(7));
+        let not = the_macro_places_functions_in_the_section as fn() as usize;
+        assert!(!(s <= not && not < e));
+        match lookup(f) {
+            CodeLookup::Preemptible { start, end, restart } => {
+                assert_eq!((start, end, restart), (s, e, None));
+            }
+            _ => panic!("marked fn not preemptible"),
+        }
+        assert!(matches!(lookup(not), CodeLookup::NotPreemptible));
+    }
+
+    #[test]
+    fn unsafe_and_restartable_ranges_inside_jit_code() {
+        // Addresses only; nothing is executed.
+        let code = register_code(0x5000_0000, 0x5000_1000).unwrap();
+        assert!(matches!(lookup(0x5000_0800), CodeLookup::Preemptible { restart: None, .. }));
+        let u = register_unsafe_range(0x5000_0100, 0x5000_0200, false).unwrap();
+        assert!(matches!(lookup(0x5000_0180), CodeLookup::Unsafe));
+        let r = register_unsafe_range(0x5000_0300, 0x5000_0340, true).unwrap();
+        match lookup(0x5000_0310) {
+            CodeLookup::Preemptible { restart, .. } => assert_eq!(restart, Some(0x5000_0300)),
+            _ => panic!("restartable range not restartable"),
+        }
+        drop(u);
+        drop(r);
+        assert!(matches!(lookup(0x5000_0180), CodeLookup::Preemptible { restart: None, .. }));
+        drop(code);
+        assert!(matches!(lookup(0x5000_0800), CodeLookup::NotPreemptible));
+    }
+}

@@ -1,0 +1,439 @@
+//! The preemption signal: installation, the handler, chaining, targeted
+//! requests, and the asynchronous safe-point check.
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use libc::{c_int, c_void, siginfo_t};
+
+use crate::archif;
+use crate::error::{last_errno, Error};
+use crate::registry::{self, CodeLookup};
+use crate::slot::{current_ptr, is_known_slot, WorkerSlot};
+use crate::stats::{Counters, Refusal};
+
+static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
+static PID: AtomicI32 = AtomicI32::new(0);
+static ASYNC_OFF: AtomicBool = AtomicBool::new(false);
+static STACK_NEEDED: AtomicUsize = AtomicUsize::new(usize::MAX);
+static INIT: OnceLock<Result<(), Error>> = OnceLock::new();
+static CHAINED: AtomicU64 = AtomicU64::new(0);
+
+/// The previous action for our signal; written once, before our handler is
+/// installed, and only read by the handler afterwards.
+struct PrevAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
+// SAFETY: written once before publication (PREV_SET, Release), read-only after.
+unsafe impl Sync for PrevAction {}
+static PREV: PrevAction = PrevAction(UnsafeCell::new(MaybeUninit::uninit()));
+static PREV_SET: AtomicBool = AtomicBool::new(false);
+
+/// The scheduler's park hook, called on the task's stack from the spill
+/// routine (stored as a raw pointer so the handler can test it atomically).
+static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The preemption signal (default SIGURG).
+pub fn signal() -> c_int {
+    SIGNAL.load(Ordering::Relaxed)
+}
+
+/// Chooses the preemption signal. Must be called before [`init`] (or before
+/// the first worker registers). SIGURG is the default because, like Go
+/// observed, programs rarely use it and its default action is "ignore".
+pub fn set_signal(sig: c_int) -> Result<(), Error> {
+    let forbidden = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGABRT,
+        libc::SIGSYS,
+    ];
+    if sig <= 0 || sig > libc::SIGRTMAX() || forbidden.contains(&sig) {
+        return Err(Error::InvalidSignal(sig));
+    }
+    if INIT.get().is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    SIGNAL.store(sig, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether `USURP_DEBUG=asyncpreemptoff=1` was set at [`init`].
+pub fn async_preempt_off() -> bool {
+    ASYNC_OFF.load(Ordering::Relaxed)
+}
+
+/// Number of deliveries of the preemption signal that were not ours and were
+/// passed to the previously installed handler (or its default action).
+pub fn chained_signals() -> u64 {
+    CHAINED.load(Ordering::Relaxed)
+}
+
+fn parse_debug(v: &str) -> bool {
+    // Comma-separated key=value pairs, like GODEBUG; the last setting wins.
+    let mut off = false;
+    for kv in v.split(',') {
+        if let Some(val) = kv.trim().strip_prefix("asyncpreemptoff=") {
+            off = val.trim() == "1";
+        }
+    }
+    off
+}
+
+/// Installs the preemption signal handler (once; later calls return the
+/// first result): reads `USURP_DEBUG`, saves the previously installed action
+/// for chaining, and installs the spill hook in the arch crate. Called by
+/// [`crate::register_worker`]; may be called earlier.
+pub fn init() -> Result<(), Error> {
+    INIT.get_or_init(do_init).clone()
+}
+
+fn do_init() -> Result<(), Error> {
+    if let Ok(v) = std::env::var("USURP_DEBUG") {
+        ASYNC_OFF.store(parse_debug(&v), Ordering::Relaxed);
+    }
+    // SAFETY: getpid has no preconditions.
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    STACK_NEEDED.store(archif::spill_stack_needed(), Ordering::Relaxed);
+    archif::set_spill_hook(spill_hook);
+    let sig = signal();
+    // SAFETY: building a sigaction from zeroed plain data, then filling it.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        libc::sigfillset(&mut sa.sa_mask);
+        // Read the previous action first, then install ours atomically with
+        // respect to it: PREV must be valid before our handler can run.
+        let prev = (*PREV.0.get()).as_mut_ptr();
+        if libc::sigaction(sig, core::ptr::null(), prev) != 0 {
+            return Err(Error::Os("sigaction", last_errno()));
+        }
+        PREV_SET.store(true, Ordering::Release);
+        let mut prev2: libc::sigaction = core::mem::zeroed();
+        if libc::sigaction(sig, &sa, &mut prev2) != 0 {
+            return Err(Error::Os("sigaction", last_errno()));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the scheduler's park hook. It is called on the preempted task's
+/// own stack, after every register was saved, with the [`SpillFrame`]
+/// describing the saved state; it must park the task (save its context with
+/// the arch `switch` and switch to the worker's scheduler context) and return
+/// when the task is resumed — on the same OS thread. Returning immediately is
+/// allowed (the task just continues).
+///
+/// [`SpillFrame`]: crate::SpillFrame
+pub fn set_park_hook(hook: unsafe fn(*mut archif::SpillFrame)) {
+    PARK_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// The arch spill routine calls this after saving everything. A panic in the
+/// park hook cannot unwind through the assembly frame: `extern "C"` aborts.
+unsafe extern "C" fn spill_hook(frame: *mut archif::SpillFrame) {
+    let h = PARK_HOOK.load(Ordering::Acquire);
+    if !h.is_null() {
+        // SAFETY: only `unsafe fn(*mut SpillFrame)` pointers are stored.
+        let f: unsafe fn(*mut archif::SpillFrame) = unsafe { core::mem::transmute(h) };
+        // SAFETY: the frame was built by the spill routine on this stack.
+        unsafe { f(frame) }
+    }
+}
+
+/// Sends a targeted preemption request to `slot`'s worker (e.g. for
+/// stop-the-world): sets the worker's checkpoint flag, and unless a request
+/// signal is already pending for it, marks one pending and sends the signal
+/// with tgkill. Returns `Ok(true)` if a signal was sent, `Ok(false)` if one
+/// was already in flight. Wait for `slot.acks()` to advance to know that the
+/// handler has run (accepted or refused).
+pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
+    init()?;
+    let tid = slot.tid.load(Ordering::Acquire);
+    if tid == 0 || !slot.registered.load(Ordering::Acquire) {
+        return Err(Error::NotAWorker);
+    }
+    slot.set_request();
+    if slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Ok(false);
+    }
+    Counters::bump(&slot.counters.requests_sent);
+    slot.in_flight.store(true, Ordering::Release);
+    // SAFETY: tgkill has no memory preconditions.
+    let r = unsafe { libc::tgkill(PID.load(Ordering::Relaxed), tid, signal()) };
+    if r != 0 {
+        let e = last_errno();
+        slot.pending.store(0, Ordering::Release);
+        return Err(Error::Os("tgkill", e));
+    }
+    Ok(true)
+}
+
+/// Marks a request pending without sending the signal, for a caller that
+/// sends it itself (the benchmarks send it with a raw `syscall` from inside
+/// preemptible code). Returns false if one is already pending.
+#[doc(hidden)]
+pub fn mark_request_pending(slot: &WorkerSlot) -> bool {
+    let ok = slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok();
+    if ok {
+        slot.in_flight.store(true, Ordering::Release);
+    }
+    ok
+}
+
+/// The process id cached at init (tgkill's first argument).
+#[doc(hidden)]
+pub fn cached_pid() -> i32 {
+    PID.load(Ordering::Relaxed)
+}
+
+// ---- the handler ---------------------------------------------------------------
+
+fn errno_ptr() -> *mut c_int {
+    // SAFETY: __errno_location is async-signal-safe and never fails.
+    unsafe { libc::__errno_location() }
+}
+
+/// The signal handler. No allocation, no lock, no panic: only atomics,
+/// preallocated per-worker state, and system calls that are
+/// async-signal-safe.
+extern "C" fn handler(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    let ep = errno_ptr();
+    // SAFETY: errno is thread-local and valid.
+    let saved = unsafe { ep.read() };
+    // SAFETY: the kernel passes valid info/uc pointers to SA_SIGINFO handlers.
+    let ours = unsafe { dispatch(info, uc) };
+    if !ours {
+        Counters::bump(&CHAINED);
+        // SAFETY: same pointers, forwarded.
+        unsafe { chain(sig, info, uc) };
+    }
+    // SAFETY: as above.
+    unsafe { ep.write(saved) };
+}
+
+/// Decides whether this delivery is ours and acts on it. Returns false for a
+/// foreign signal.
+unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
+    if info.is_null() {
+        return false;
+    }
+    let slot_p = current_ptr();
+    // SAFETY: info is valid (checked non-null; kernel-provided).
+    let code = unsafe { (*info).si_code };
+    if code == libc::SI_TIMER {
+        // SAFETY: for SI_TIMER the kernel fills the timer fields, including
+        // the sigval we gave to timer_create.
+        let v = unsafe { (*info).si_value().sival_ptr } as usize;
+        if !slot_p.is_null() && v == slot_p as usize {
+            // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+            let slot = unsafe { &*slot_p };
+            if slot.pending.swap(0, Ordering::AcqRel) == 1 {
+                // A request's tgkill may have been merged into this pending
+                // tick (standard signals do not queue): serve it now.
+                // SAFETY: uc is the handler's ucontext.
+                unsafe { attempt(slot, uc) };
+                slot.counters.acks.fetch_add(1, Ordering::Release);
+                Counters::bump(&slot.counters.ticks);
+            } else {
+                // SAFETY: uc is the handler's ucontext.
+                unsafe { on_tick(slot, uc) };
+            }
+            return true;
+        }
+        // A late tick of one of our timers (its worker unregistered): drop it.
+        return is_known_slot(v);
+    }
+    if code == libc::SI_TKILL && !slot_p.is_null() {
+        // SAFETY: for SI_TKILL the kernel fills si_pid.
+        let pid = unsafe { (*info).si_pid() };
+        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+        let slot = unsafe { &*slot_p };
+        if pid != PID.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Ours only if we sent one: a tgkill of the same signal by the host
+        // program from our own pid stays foreign. `in_flight` covers a
+        // request already served by a tick that overtook its signal.
+        let was_pending = slot.pending.swap(0, Ordering::AcqRel) == 1;
+        let in_flight = slot.in_flight.swap(false, Ordering::AcqRel);
+        if was_pending {
+            // SAFETY: uc is the handler's ucontext.
+            unsafe { attempt(slot, uc) };
+            slot.counters.acks.fetch_add(1, Ordering::Release);
+        }
+        return was_pending || in_flight;
+    }
+    false
+}
+
+/// A quantum tick: preempt only if the worker has not switched for a whole
+/// quantum (the switch counter did not move over `ticks_per_quantum` ticks).
+unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void) {
+    Counters::bump(&slot.counters.ticks);
+    let sw = slot.switches.load(Ordering::Relaxed);
+    if sw != slot.seen_switches.load(Ordering::Relaxed) {
+        slot.seen_switches.store(sw, Ordering::Relaxed);
+        slot.stale_ticks.store(0, Ordering::Relaxed);
+        return;
+    }
+    let stale = slot.stale_ticks.load(Ordering::Relaxed).saturating_add(1);
+    slot.stale_ticks.store(stale, Ordering::Relaxed);
+    if stale < slot.ticks_per_quantum.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: forwarded.
+    unsafe { attempt(slot, uc) }
+}
+
+/// Runs the safe-point check and, if it passes, redirects the context into
+/// the spill routine.
+unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) {
+    // SAFETY: forwarded.
+    match unsafe { check(slot, uc) } {
+        Ok(restart) => {
+            if let Some(pc) = restart {
+                // SAFETY: the restartable range's contract makes its start a
+                // valid resumption point for the current register state.
+                unsafe { archif::set_pc(uc, pc) };
+                Counters::bump(&slot.counters.restarted);
+            }
+            // SAFETY: check() verified the stack room.
+            unsafe { archif::inject_spill(uc) };
+            Counters::bump(&slot.counters.accepted);
+        }
+        Err(reason) => {
+            slot.counters.refuse(reason);
+            if reason != Refusal::NotRunning {
+                // Let cooperative code (checkpoint) pick the request up.
+                slot.set_request();
+            }
+        }
+    }
+}
+
+/// The asynchronous safe-point check. Returns the PC to restart at when a
+/// restartable range covers the interrupted PC.
+unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Refusal> {
+    if !slot.running.load(Ordering::Acquire) {
+        return Err(Refusal::NotRunning);
+    }
+    if slot.no_preempt.load(Ordering::Relaxed) != 0 {
+        return Err(Refusal::NoPreempt);
+    }
+    if ASYNC_OFF.load(Ordering::Relaxed) {
+        return Err(Refusal::AsyncOff);
+    }
+    if PARK_HOOK.load(Ordering::Acquire).is_null() {
+        return Err(Refusal::NoParkHook);
+    }
+    // SAFETY: uc is the handler's ucontext.
+    let pc = unsafe { archif::pc(uc) };
+    let (start, end, restart) = match registry::lookup(pc) {
+        CodeLookup::Preemptible { start, end, restart } => (start, end, restart),
+        CodeLookup::NotPreemptible => return Err(Refusal::NotPreemptibleCode),
+        CodeLookup::Unsafe => return Err(Refusal::UnsafeRange),
+        CodeLookup::Busy => return Err(Refusal::RegistryBusy),
+    };
+    if restart.is_some() && !archif::RESTART_SUPPORTED {
+        return Err(Refusal::UnsafeRange);
+    }
+    let at = restart.unwrap_or(pc);
+    // The bytes at `at` (up to the region end) and just before it (from the
+    // region start): the classifier sees nothing outside the region.
+    let len = (end - at).min(archif::MAX_INSN_LEN);
+    let plen = (at - start).min(archif::MAX_LOOKBEHIND);
+    // SAFETY: [start, end) is registered code containing `at`, mapped and
+    // readable (this thread was executing it).
+    let (code, prev) = unsafe {
+        (
+            core::slice::from_raw_parts(at as *const u8, len),
+            core::slice::from_raw_parts((at - plen) as *const u8, plen),
+        )
+    };
+    match archif::classify(prev, code, at) {
+        archif::Verdict::Safe => {}
+        archif::Verdict::InPrologue => return Err(Refusal::Prologue),
+        archif::Verdict::InEpilogue => return Err(Refusal::Epilogue),
+        archif::Verdict::Undecodable => return Err(Refusal::Undecodable),
+        _ => return Err(Refusal::UnsafeInstruction),
+    }
+    // SAFETY: uc is the handler's ucontext.
+    let sp = unsafe { archif::sp(uc) };
+    let lo = slot.stack_lo.load(Ordering::Relaxed);
+    let hi = slot.stack_hi.load(Ordering::Relaxed);
+    let need = STACK_NEEDED.load(Ordering::Relaxed);
+    if lo == 0 || !(lo < sp && sp <= hi) {
+        return Err(Refusal::StackRoom);
+    }
+    match sp.checked_sub(need) {
+        Some(bottom) if bottom >= lo => {}
+        _ => return Err(Refusal::StackRoom),
+    }
+    Ok(restart)
+}
+
+/// Passes a foreign delivery to the previously installed action.
+unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    if !PREV_SET.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: PREV was fully written before PREV_SET was published.
+    let prev = unsafe { (*PREV.0.get()).assume_init_ref() };
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_IGN {
+        return;
+    }
+    if h == libc::SIG_DFL {
+        if matches!(sig, libc::SIGURG | libc::SIGCHLD | libc::SIGWINCH | libc::SIGCONT) {
+            return; // default action: ignore
+        }
+        // Default action terminates (or stops): restore it and re-raise; the
+        // signal is blocked while we run and is delivered on return.
+        // SAFETY: sigaction/tgkill/gettid are async-signal-safe.
+        unsafe {
+            let mut dfl: libc::sigaction = core::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, core::ptr::null_mut());
+            libc::tgkill(libc::getpid(), libc::gettid(), sig);
+        }
+        return;
+    }
+    if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: with SA_SIGINFO the stored handler has the 3-argument form.
+        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(h) };
+        f(sig, info, uc)
+    } else {
+        // SAFETY: without SA_SIGINFO the stored handler has the 1-argument form.
+        let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(h) };
+        f(sig)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usurp_debug_parsing() {
+        assert!(parse_debug("asyncpreemptoff=1"));
+        assert!(parse_debug("gctrace=1,asyncpreemptoff=1"));
+        assert!(!parse_debug("asyncpreemptoff=0"));
+        assert!(!parse_debug("asyncpreemptoff=1,asyncpreemptoff=0"));
+        assert!(!parse_debug(""));
+    }
+
+    #[test]
+    fn invalid_signals_are_rejected() {
+        assert_eq!(set_signal(libc::SIGKILL), Err(Error::InvalidSignal(libc::SIGKILL)));
+        assert_eq!(set_signal(libc::SIGSEGV), Err(Error::InvalidSignal(libc::SIGSEGV)));
+        assert_eq!(set_signal(0), Err(Error::InvalidSignal(0)));
+        assert_eq!(set_signal(1000), Err(Error::InvalidSignal(1000)));
+    }
+}

@@ -1,0 +1,486 @@
+//! Per-worker preallocated state: what the signal handler may touch.
+//!
+//! A [`WorkerSlot`] is created by the scheduler (one per worker thread, with
+//! `'static` lifetime) and registered on its worker thread with
+//! [`register_worker`]. Registration installs an alternate signal stack and
+//! creates the worker's POSIX timer; the handler finds the slot through a
+//! thread-local pointer (static TLS, initialised with a constant: reading it is
+//! a plain `fs:`/`tpidr_el0`-relative load, async-signal-safe).
+//!
+//! Only the worker thread writes the scheduling fields (running flag,
+//! no-preempt depth, switch counter, stack bounds); the handler runs on the
+//! same thread, so it sees them in program order. Other threads only touch the
+//! request fields (`pending`, the checkpoint flag) and read counters.
+
+use core::cell::Cell;
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::{last_errno, Error};
+use crate::stats::{Counters, PreemptStats};
+
+/// The smallest supported quantum.
+pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
+
+/// Headroom above the kernel's minimum signal stack size (the handler's own
+/// frames, the decoder, a chained foreign handler).
+const ALTSTACK_HEADROOM: usize = 64 * 1024;
+
+/// Per-task preemption state that the scheduler keeps in its task while the
+/// task is switched out (the no-preempt depth travels with the task).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskPreemptState {
+    no_preempt: u32,
+}
+
+impl TaskPreemptState {
+    /// The task's no-preemption nesting depth.
+    pub fn no_preempt_depth(&self) -> u32 {
+        self.no_preempt
+    }
+}
+
+/// The preallocated per-worker state (see the module documentation).
+pub struct WorkerSlot {
+    // Written by the worker thread, read by its handler.
+    pub(crate) running: AtomicBool,
+    pub(crate) no_preempt: AtomicU32,
+    pub(crate) switches: AtomicU64,
+    pub(crate) stack_lo: AtomicUsize,
+    pub(crate) stack_hi: AtomicUsize,
+    // Handler-private tick bookkeeping.
+    pub(crate) seen_switches: AtomicU64,
+    pub(crate) stale_ticks: AtomicU32,
+    pub(crate) ticks_per_quantum: AtomicU32,
+    // Requests from other threads.
+    pub(crate) pending: AtomicU32,
+    pub(crate) requested: AtomicBool,
+    /// A request's tgkill has been sent and its delivery not yet seen.
+    pub(crate) in_flight: AtomicBool,
+    // Identity and resources.
+    pub(crate) tid: AtomicI32,
+    pub(crate) registered: AtomicBool,
+    timer: AtomicPtr<libc::c_void>,
+    has_timer: AtomicBool,
+    armed: AtomicBool,
+    period_ns: AtomicU64,
+    altstack: AtomicUsize,
+    altstack_len: AtomicUsize,
+    old_ss: Mutex<Option<(usize, usize, i32)>>,
+    pub(crate) counters: Counters,
+}
+
+thread_local! {
+    static CURRENT: Cell<*const WorkerSlot> = const { Cell::new(core::ptr::null()) };
+}
+
+/// The calling thread's slot, or null. `#[inline(never)]`: tasks migrate
+/// between threads, and LLVM may otherwise keep a thread-local's address
+/// cached across a context switch (llvm-project#98479).
+#[inline(never)]
+pub(crate) fn current_ptr() -> *const WorkerSlot {
+    CURRENT.try_with(|c| c.get()).unwrap_or(core::ptr::null())
+}
+
+/// The calling thread's registered slot, if it is a worker.
+#[inline(never)]
+pub fn current_worker() -> Option<&'static WorkerSlot> {
+    let p = current_ptr();
+    // SAFETY: only `&'static WorkerSlot`s are ever stored in CURRENT.
+    unsafe { p.as_ref() }
+}
+
+/// Number of processes-wide slots that have a checkpoint request set: lets
+/// [`crate::checkpoint`] test one global word on its fast path.
+pub(crate) static POLL: AtomicUsize = AtomicUsize::new(0);
+
+/// Every slot ever registered (for stats and to recognise our timers).
+pub const MAX_WORKERS: usize = 1024;
+#[allow(clippy::declare_interior_mutable_const)]
+const NULL_SLOT: AtomicPtr<WorkerSlot> = AtomicPtr::new(core::ptr::null_mut());
+static ALL: [AtomicPtr<WorkerSlot>; MAX_WORKERS] = [NULL_SLOT; MAX_WORKERS];
+static ALL_LEN: AtomicUsize = AtomicUsize::new(0);
+static ALL_LOCK: Mutex<()> = Mutex::new(());
+
+pub(crate) fn all_slots() -> impl Iterator<Item = &'static WorkerSlot> {
+    let n = ALL_LEN.load(Ordering::Acquire).min(MAX_WORKERS);
+    // SAFETY: entries below ALL_LEN are published `&'static WorkerSlot`s.
+    ALL.iter().take(n).filter_map(|p| unsafe { p.load(Ordering::Acquire).as_ref() })
+}
+
+/// Async-signal-safe: is `p` one of our slots?
+pub(crate) fn is_known_slot(p: usize) -> bool {
+    let n = ALL_LEN.load(Ordering::Acquire).min(MAX_WORKERS);
+    ALL.iter().take(n).any(|s| s.load(Ordering::Relaxed) as usize == p)
+}
+
+impl Default for WorkerSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerSlot {
+    /// A fresh, unregistered slot (usable in a `static`).
+    pub const fn new() -> WorkerSlot {
+        WorkerSlot {
+            running: AtomicBool::new(false),
+            no_preempt: AtomicU32::new(0),
+            switches: AtomicU64::new(0),
+            stack_lo: AtomicUsize::new(0),
+            stack_hi: AtomicUsize::new(0),
+            seen_switches: AtomicU64::new(0),
+            stale_ticks: AtomicU32::new(0),
+            ticks_per_quantum: AtomicU32::new(1),
+            pending: AtomicU32::new(0),
+            requested: AtomicBool::new(false),
+            in_flight: AtomicBool::new(false),
+            tid: AtomicI32::new(0),
+            registered: AtomicBool::new(false),
+            timer: AtomicPtr::new(core::ptr::null_mut()),
+            has_timer: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            period_ns: AtomicU64::new(0),
+            altstack: AtomicUsize::new(0),
+            altstack_len: AtomicUsize::new(0),
+            old_ss: Mutex::new(None),
+            counters: Counters::new(),
+        }
+    }
+
+    /// Called by the scheduler on the worker thread right before it switches
+    /// into a task: records the task's stack bounds (`lo` = lowest usable
+    /// byte, above any guard page; `hi` = top), restores the task's
+    /// no-preempt depth, counts a switch, and marks the worker as running a
+    /// task. No system call.
+    #[inline]
+    pub fn switch_in(&self, stack_lo: usize, stack_hi: usize, task: TaskPreemptState) {
+        self.stack_lo.store(stack_lo, Ordering::Relaxed);
+        self.stack_hi.store(stack_hi, Ordering::Relaxed);
+        self.no_preempt.store(task.no_preempt, Ordering::Relaxed);
+        self.bump_switches();
+        // The handler runs on this thread: a compiler fence orders the stores
+        // above before `running` as it sees them.
+        compiler_fence(Ordering::SeqCst);
+        self.running.store(true, Ordering::Release);
+    }
+
+    /// Called by the scheduler on the worker thread when a task is switched
+    /// out (it yielded, blocked, finished, or was parked after an async
+    /// preemption): marks the worker as not running a task, counts a switch,
+    /// clears a satisfied checkpoint request, and returns the task's state to
+    /// keep until its next `switch_in`. No system call.
+    #[inline]
+    pub fn switch_out(&self) -> TaskPreemptState {
+        self.running.store(false, Ordering::Release);
+        compiler_fence(Ordering::SeqCst);
+        let st = TaskPreemptState { no_preempt: self.no_preempt.load(Ordering::Relaxed) };
+        self.no_preempt.store(0, Ordering::Relaxed);
+        self.bump_switches();
+        self.take_request();
+        st
+    }
+
+    #[inline]
+    fn bump_switches(&self) {
+        // Single writer (this worker): a load and a store, no locked RMW.
+        let n = self.switches.load(Ordering::Relaxed);
+        self.switches.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The number of switches counted so far.
+    pub fn switches(&self) -> u64 {
+        self.switches.load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker is currently running a task.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// The no-preempt depth of the task currently on this worker.
+    pub fn no_preempt_depth(&self) -> u32 {
+        self.no_preempt.load(Ordering::Relaxed)
+    }
+
+    /// The worker's kernel thread id (0 before registration).
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+
+    /// Acknowledged targeted requests so far: a stop-the-world that sent a
+    /// request waits until this exceeds the value read before sending.
+    pub fn acks(&self) -> u64 {
+        self.counters.acks.load(Ordering::Acquire)
+    }
+
+    /// Whether a preemption signal sent with [`request_preempt`] is still
+    /// pending (at most one is ever in flight per worker).
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a cooperative checkpoint request is outstanding.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> PreemptStats {
+        self.counters.snapshot()
+    }
+
+    /// Sets the checkpoint flag (async-signal-safe).
+    pub(crate) fn set_request(&self) {
+        if !self.requested.swap(true, Ordering::AcqRel) {
+            POLL.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Clears the checkpoint flag; true if it was set.
+    pub(crate) fn take_request(&self) -> bool {
+        if self.requested.load(Ordering::Relaxed) && self.requested.swap(false, Ordering::AcqRel) {
+            POLL.fetch_sub(1, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Marks the worker idle (or blocked) — its timer is disarmed so it gets
+    /// no signals — or busy again (timer re-armed, tick bookkeeping reset).
+    /// Only transitions make a system call. Callable from any thread.
+    pub fn set_idle(&self, idle: bool) -> Result<(), Error> {
+        if !self.has_timer.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if idle {
+            if self.armed.swap(false, Ordering::AcqRel) {
+                self.settime(0)?;
+            }
+        } else if !self.armed.swap(true, Ordering::AcqRel) {
+            self.seen_switches.store(self.switches.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.stale_ticks.store(0, Ordering::Relaxed);
+            let p = self.period_ns.load(Ordering::Relaxed);
+            self.settime(p)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the worker's timer is armed.
+    pub fn is_armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
+
+    /// Changes the quantum (re-arms the timer if it is armed).
+    pub fn set_quantum(&self, quantum: Duration) -> Result<(), Error> {
+        if quantum < MIN_QUANTUM {
+            return Err(Error::InvalidQuantum(quantum));
+        }
+        // Subdivide long quanta so that a task is preempted within
+        // [q, q + q/k) of its last switch instead of [q, 2q).
+        let k: u32 = if quantum >= Duration::from_millis(4) {
+            4
+        } else if quantum >= Duration::from_millis(1) {
+            2
+        } else {
+            1
+        };
+        let ns = (quantum.as_nanos() / k as u128).min(u64::MAX as u128) as u64;
+        self.ticks_per_quantum.store(k, Ordering::Relaxed);
+        self.period_ns.store(ns, Ordering::Relaxed);
+        if self.armed.load(Ordering::Acquire) {
+            self.settime(ns)?;
+        }
+        Ok(())
+    }
+
+    fn settime(&self, period_ns: u64) -> Result<(), Error> {
+        let ts = libc::timespec { tv_sec: (period_ns / 1_000_000_000) as _, tv_nsec: (period_ns % 1_000_000_000) as _ };
+        let spec = libc::itimerspec { it_interval: ts, it_value: ts };
+        // SAFETY: the timer id was returned by timer_create and not deleted
+        // while has_timer is set.
+        let r = unsafe { libc::timer_settime(self.timer.load(Ordering::Acquire), 0, &spec, core::ptr::null_mut()) };
+        if r != 0 {
+            return Err(Error::Os("timer_settime", last_errno()));
+        }
+        Ok(())
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+/// The alternate signal stack size: the kernel's minimum for this CPU's
+/// signal frame (AT_MINSIGSTKSZ grows with AVX-512/AMX state) plus headroom.
+pub fn altstack_size() -> usize {
+    // SAFETY: getauxval has no preconditions; 0 means "unknown".
+    let min = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+    let page = page_size();
+    let n = min.max(libc::SIGSTKSZ) + ALTSTACK_HEADROOM;
+    n.div_ceil(page) * page
+}
+
+/// Registers `slot` as the calling thread's worker slot: installs the signal
+/// handler if needed ([`crate::init`]), an alternate signal stack (pre-faulted,
+/// with a guard page), and a POSIX timer that signals this thread every
+/// quantum once armed. The worker starts idle (timer disarmed): call
+/// `slot.set_idle(false)` when it starts running tasks.
+pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(), Error> {
+    crate::signal::init()?;
+    if quantum < MIN_QUANTUM {
+        return Err(Error::InvalidQuantum(quantum));
+    }
+    if !current_ptr().is_null() {
+        return Err(Error::AlreadyRegistered);
+    }
+    if slot.registered.swap(true, Ordering::AcqRel) {
+        return Err(Error::AlreadyRegistered);
+    }
+    let r = (|| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        install_altstack(slot)?;
+        slot.set_quantum(quantum)?;
+        create_timer(slot, tid)?;
+        publish(slot)?;
+        slot.pending.store(0, Ordering::Release);
+        CURRENT.with(|c| c.set(slot));
+        // Publish the tid last: request_preempt sends nothing before it is
+        // set, so every request signal finds CURRENT set on this thread.
+        slot.tid.store(tid, Ordering::Release);
+        Ok(())
+    })();
+    if r.is_err() {
+        teardown(slot);
+        slot.registered.store(false, Ordering::Release);
+    }
+    r
+}
+
+/// Undoes [`register_worker`] on the calling (worker) thread: deletes the
+/// timer, restores the previous alternate signal stack and frees ours. The
+/// slot keeps its counters (and stays visible in [`crate::stats`]).
+pub fn unregister_worker() -> Result<(), Error> {
+    let p = current_ptr();
+    // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+    let Some(slot) = (unsafe { p.as_ref() }) else { return Err(Error::NotAWorker) };
+    slot.running.store(false, Ordering::Release);
+    // No new requests; one already in flight lands here with CURRENT null
+    // and is passed on as foreign (SIGURG's default: ignored).
+    slot.tid.store(0, Ordering::Release);
+    CURRENT.with(|c| c.set(core::ptr::null()));
+    slot.pending.store(0, Ordering::Release);
+    teardown(slot);
+    slot.registered.store(false, Ordering::Release);
+    Ok(())
+}
+
+fn publish(slot: &'static WorkerSlot) -> Result<(), Error> {
+    let _g = ALL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let p = slot as *const WorkerSlot as *mut WorkerSlot;
+    let n = ALL_LEN.load(Ordering::Relaxed);
+    if ALL.iter().take(n).any(|s| s.load(Ordering::Relaxed) == p) {
+        return Ok(());
+    }
+    let e = ALL.get(n).ok_or(Error::TableFull("worker"))?;
+    e.store(p, Ordering::Release);
+    ALL_LEN.store(n + 1, Ordering::Release);
+    Ok(())
+}
+
+fn install_altstack(slot: &WorkerSlot) -> Result<(), Error> {
+    let page = page_size();
+    let size = altstack_size();
+    let total = size + page;
+    // SAFETY: anonymous private mapping; checked below.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(Error::Os("mmap (signal stack)", last_errno()));
+    }
+    let base = base as usize;
+    // SAFETY: the lowest page of our own mapping becomes the guard page.
+    unsafe { libc::mprotect(base as *mut libc::c_void, page, libc::PROT_NONE) };
+    let lo = base + page;
+    // Pre-fault every page: Linux 5.2–5.4 could corrupt AVX state when a
+    // signal frame was written to a not-yet-present page (golang/go#35777).
+    let mut p = lo;
+    while p < lo + size {
+        // SAFETY: [lo, lo+size) is mapped read/write.
+        unsafe { core::ptr::write_volatile(p as *mut u8, 0) };
+        p += page;
+    }
+    let ss = libc::stack_t { ss_sp: lo as *mut libc::c_void, ss_flags: 0, ss_size: size };
+    // SAFETY: zeroed stack_t is a valid out-parameter.
+    let mut old: libc::stack_t = unsafe { core::mem::zeroed() };
+    // SAFETY: both pointers are valid; the new stack stays mapped until
+    // teardown restores the old one.
+    if unsafe { libc::sigaltstack(&ss, &mut old) } != 0 {
+        let e = last_errno();
+        // SAFETY: unmapping what we mapped above.
+        unsafe { libc::munmap(base as *mut libc::c_void, total) };
+        return Err(Error::Os("sigaltstack", e));
+    }
+    *slot.old_ss.lock().unwrap_or_else(|p| p.into_inner()) = Some((old.ss_sp as usize, old.ss_size, old.ss_flags));
+    slot.altstack.store(base, Ordering::Release);
+    slot.altstack_len.store(total, Ordering::Release);
+    Ok(())
+}
+
+fn create_timer(slot: &'static WorkerSlot, tid: i32) -> Result<(), Error> {
+    // SAFETY: sigevent is plain data; zero is a valid starting point.
+    let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
+    sev.sigev_signo = crate::signal::signal();
+    sev.sigev_notify_thread_id = tid;
+    sev.sigev_value = libc::sigval { sival_ptr: slot as *const WorkerSlot as *mut libc::c_void };
+    let mut timer: libc::timer_t = core::ptr::null_mut();
+    // SAFETY: valid pointers to a sigevent and an out-parameter.
+    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) } != 0 {
+        return Err(Error::Os("timer_create", last_errno()));
+    }
+    slot.timer.store(timer, Ordering::Release);
+    slot.armed.store(false, Ordering::Release);
+    slot.has_timer.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn teardown(slot: &WorkerSlot) {
+    if slot.has_timer.swap(false, Ordering::AcqRel) {
+        slot.armed.store(false, Ordering::Release);
+        // SAFETY: the timer was created by create_timer and is deleted once.
+        unsafe { libc::timer_delete(slot.timer.load(Ordering::Acquire)) };
+    }
+    let base = slot.altstack.swap(0, Ordering::AcqRel);
+    if base != 0 {
+        let old = slot.old_ss.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ss = match old {
+            Some((sp, size, flags)) if flags & libc::SS_DISABLE == 0 && sp != 0 => {
+                libc::stack_t { ss_sp: sp as *mut libc::c_void, ss_flags: 0, ss_size: size }
+            }
+            _ => libc::stack_t { ss_sp: core::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 },
+        };
+        // SAFETY: restoring the thread's previous alternate stack (or none);
+        // we are not running on ours (this is normal thread context).
+        unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) };
+        let len = slot.altstack_len.swap(0, Ordering::AcqRel);
+        // SAFETY: unmapping the region install_altstack mapped.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    }
+}
