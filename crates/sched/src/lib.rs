@@ -1,10 +1,166 @@
 //! # usurp-sched: the M:N scheduler
 //!
-//! (Skeleton: filled in by the scheduler work.)
+//! Tasks (green threads with their own stacks) run on N worker threads.
+//!
+//! ## DESIGN notes
+//!
+//! **Tasks and stacks** (`tcb.rs`, `stack.rs`). A task is a heap struct that
+//! owns an mmap'd stack (default 256 KiB, committed lazily, one PROT_NONE
+//! guard page below it: two kernel mappings per stack, so 30,000 tasks fit
+//! under the default `vm.max_map_count` of 65530). Finished tasks are recycled
+//! with their stack: a per-worker cache (64), then a shared pool (256, pages
+//! released with `madvise(MADV_DONTNEED)`), then `munmap`. When the kernel
+//! refuses a stack, `try_spawn` returns `Error::StackMap` saying why and what
+//! to raise; `spawn` panics with that message.
+//!
+//! **Switching** (`worker.rs`). The arch crate's `switch(save, to, arg)` saves
+//! callee-saved registers on the current stack and resumes another. usurp
+//! switches *directly* from task to task when the worker has one ready; the
+//! `arg` carries an action word (outgoing task | yield/park/exit/requeue/
+//! preempt) that the incoming context applies in `finish_switch` — queueing
+//! or recycling the outgoing task only once its registers are saved, so no
+//! other worker can resume a half-saved task. Panics are caught at the task's
+//! root (`join.rs`); nothing ever unwinds across a switch.
+//!
+//! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
+//! CAS consumers, thieves take half, overflow moves half to the global
+//! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
+//! running task (owner-only, not stealable; at most 32 runnext picks in a
+//! row). A spin-locked intrusive global queue takes tasks from outside the
+//! runtime and overflow. Every 61 schedules a worker checks the global queue,
+//! its inbox and timers first (fairness, as in Go).
+//!
+//! **Idle and wakeups.** A worker with nothing to do spins briefly (counted in
+//! `nspinning`), then registers as idle and sleeps on its own futex word,
+//! with a timeout equal to the time to the next timer. Whoever makes work
+//! available (spawn, wake, overflow) calls `notify`, which wakes one idle
+//! worker unless one is already searching (SeqCst fence on both sides, so no
+//! lost wakeups). An idle runtime uses no CPU.
+//!
+//! **Parking** (`wait.rs`). Each task has a one-token park state
+//! (EMPTY/PARKED/NOTIFIED). Every blocking primitive enqueues a wait node on
+//! the waiter's stack; exactly one waker dequeues and wakes it exactly once,
+//! and the waiter parks until that token arrives, so nodes and task structs
+//! are never touched after their owner moves on.
+//!
+//! **Timers** (`timer.rs`): one heap per runtime; due timers fire in
+//! scheduler loops; idle workers sleep with futex timeouts.
+//!
+//! **Blocking** (`blocking`): like Go's entersyscall/handoff: the worker is
+//! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs
+//! its queues; the calling thread runs the closure on the task's stack, then
+//! queues the task globally and becomes a spare itself.
+//!
+//! **Thread-local state.** Tasks migrate between threads. The runtime reads
+//! its per-thread state only through `worker::machine()`, a never-inlined
+//! accessor with an asm barrier, so no TLS address is cached across a switch
+//! (LLVM may otherwise keep one in a register across a call:
+//! llvm-project#98479). **Users must not hold references to `thread_local!`
+//! data (or anything derived from the OS thread's identity) across a yield, a
+//! blocking call, or any other switch point**: the task may resume on another
+//! thread. Use [`task_local!`] for per-task state.
+//!
+//! **Hook points for preemption and GC** (`hooks.rs`): each worker (allocated
+//! once) has `switch_count: AtomicU64`, bumped on every switch, and
+//! `running_task`; `hooks::park_current_and_reschedule()` is what an
+//! async-preempted task calls from its spill hook to go back on its worker's
+//! local queue *pinned* to that worker (`Task::pinned_worker`, honoured by
+//! stealing and the global queue by forwarding to the worker's inbox, and by
+//! `blocking`, which will not hand a worker with pinned tasks to another
+//! thread); the pin clears at the task's next cooperative switch.
+//! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
+//! all non-running tasks while the world is stopped; the GC scans
+//! `[saved_sp - 128, hi)` conservatively. Stop-the-world itself (the gc
+//! crate's `World` trait) is implemented by later work on top of these.
+//!
+//! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
+//! reaches its scheduler loop; tasks that have not finished are abandoned:
+//! their joiners get an error, their stacks are leaked, never unwound.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 // The one ISA-specific line outside the arch crates: which of them to use.
 #[cfg(target_arch = "aarch64")]
 use usurp_arch_aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
 use usurp_arch_x86_64 as arch;
+
+mod error;
+mod guard;
+pub mod hooks;
+mod join;
+mod local;
+mod queue;
+mod runtime;
+mod spin;
+mod stack;
+pub mod sync;
+mod sys;
+mod tcb;
+mod timer;
+mod wait;
+mod worker;
+
+pub use error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
+pub use join::{spawn, try_spawn, JoinHandle};
+pub use local::{AccessError, LocalKey};
+pub use runtime::{Builder, Runtime, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
+pub use sync::{channel, sync_channel, Condvar, Mutex, MutexGuard, Receiver, Sender, SyncSender};
+pub use timer::sleep;
+
+/// Task-related items: spawning with options, and the current task's identity.
+pub mod task {
+    pub use crate::join::{spawn, try_spawn, Builder, JoinHandle};
+    pub use crate::timer::sleep;
+    pub use crate::{blocking, yield_now};
+
+    /// The id of the current task, or `None` outside a task.
+    pub fn id() -> Option<u64> {
+        let t = crate::worker::current_task();
+        // SAFETY: the current task is valid while it runs.
+        (!t.is_null()).then(|| unsafe { (*t).id.get() })
+    }
+
+    /// The name of the current task (set with [`Builder::name`]), if any.
+    pub fn name() -> Option<String> {
+        let t = crate::worker::current_task();
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: the current task is valid while it runs; only it changes
+        // its name (never, after spawn).
+        unsafe { (*(*t).name.get()).as_deref().map(str::to_owned) }
+    }
+}
+
+/// Lets other tasks on this worker run; the current task continues after
+/// them (at the back of the local queue). Returns at once if nothing else is
+/// ready. Inside [`blocking`] it yields the OS thread instead.
+///
+/// # Panics
+/// If called outside a usurp task.
+pub fn yield_now() {
+    match worker::current_with_worker() {
+        Some((m, w, cur)) => worker::yield_current(m, w, cur),
+        None if !worker::current_task().is_null() => std::thread::yield_now(),
+        None => panic!("usurp::yield_now called outside a usurp task"),
+    }
+}
+
+/// Runs `f`, which may block its OS thread (a system call, a C library, a
+/// `std` lock), without stopping the other tasks of this worker: the worker
+/// is handed to a spare thread (like Go's entersyscall/handoff) while this
+/// thread runs `f` on the task's stack; afterwards the task is queued to run
+/// again on any worker. If no spare thread may be started
+/// (`max_blocking_threads` reached), if this worker holds tasks pinned after
+/// an async preemption, or outside a task, `f` simply runs in place.
+///
+/// Inside `f`, task operations that need a worker fall back to thread
+/// behaviour (`yield_now` yields the thread, `sleep` sleeps it, blocking
+/// channel and mutex operations block the thread). Panics in `f` propagate.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    worker::blocking_handoff(f)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! The scheduler's error type: invalid configuration, stacks the kernel
+//! refuses, and calls that need a runtime made outside one.
+
+use std::fmt;
+
+/// Smallest task stack accepted by [`crate::Builder::stack_size`] (16 KiB).
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Largest task stack accepted by [`crate::Builder::stack_size`] (1 GiB).
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+/// Largest worker count accepted by [`crate::Builder::workers`].
+pub const MAX_WORKERS: usize = 1024;
+/// Largest value accepted by [`crate::Builder::max_blocking_threads`].
+pub const MAX_BLOCKING_THREADS: usize = 4096;
+
+/// Errors from building a runtime or spawning a task.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// `workers(n)` was given a value outside `1..=MAX_WORKERS`.
+    InvalidWorkers {
+        /// The value given.
+        given: usize,
+    },
+    /// `stack_size(b)` was given a value outside `MIN_STACK_SIZE..=MAX_STACK_SIZE`.
+    InvalidStackSize {
+        /// The value given.
+        given: usize,
+    },
+    /// `max_blocking_threads(n)` was given a value above `MAX_BLOCKING_THREADS`.
+    InvalidBlockingThreads {
+        /// The value given.
+        given: usize,
+    },
+    /// The operating system refused to start a worker thread.
+    ThreadSpawn(std::io::Error),
+    /// The kernel refused to map (or protect the guard page of) a task stack.
+    StackMap {
+        /// Which call failed: `"mmap"` or `"mprotect"`.
+        op: &'static str,
+        /// The usable stack size asked for, in bytes.
+        stack_size: usize,
+        /// The errno of the failed call.
+        errno: i32,
+        /// Task stacks mapped by this process at the time.
+        live_stacks: usize,
+        /// The kernel's `vm.max_map_count`, if readable.
+        max_map_count: Option<u64>,
+    },
+    /// A call that needs a runtime was made outside one (not from a task, and
+    /// not through a [`crate::Runtime`]).
+    NoRuntime,
+    /// The runtime is shutting down and accepts no new tasks.
+    ShutDown,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidWorkers { given } => write!(
+                f,
+                "invalid worker count {given}: a runtime needs between 1 and {MAX_WORKERS} workers"
+            ),
+            Error::InvalidStackSize { given } => write!(
+                f,
+                "invalid task stack size {given} bytes: allowed are {MIN_STACK_SIZE} bytes (16 KiB) to \
+                 {MAX_STACK_SIZE} bytes (1 GiB); it is rounded up to whole pages"
+            ),
+            Error::InvalidBlockingThreads { given } => write!(
+                f,
+                "invalid max_blocking_threads {given}: allowed are 0 to {MAX_BLOCKING_THREADS}"
+            ),
+            Error::ThreadSpawn(e) => write!(f, "cannot start a usurp worker thread: {e}"),
+            Error::StackMap { op, stack_size, errno, live_stacks, max_map_count } => {
+                let e = std::io::Error::from_raw_os_error(*errno);
+                write!(
+                    f,
+                    "cannot allocate a task stack of {stack_size} bytes: {op} failed: {e} \
+                     ({live_stacks} task stacks are mapped; each takes 2 kernel memory mappings, \
+                     the stack and its guard page"
+                )?;
+                if let Some(m) = max_map_count {
+                    write!(f, ", against vm.max_map_count = {m}")?;
+                }
+                write!(
+                    f,
+                    "). Raise the limit (e.g. `sysctl -w vm.max_map_count=262144`), lower the stack \
+                     size with Runtime::builder().stack_size(..) if memory is the problem, or run \
+                     fewer tasks at once"
+                )
+            }
+            Error::NoRuntime => write!(
+                f,
+                "no usurp runtime here: this must be called from inside a usurp task (or through a \
+                 Runtime, e.g. Runtime::spawn / Runtime::block_on)"
+            ),
+            Error::ShutDown => write!(f, "the usurp runtime is shutting down and accepts no new tasks"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::ThreadSpawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `/proc/sys/vm/max_map_count` (for error messages).
+pub(crate) fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+}

@@ -1,0 +1,54 @@
+//! Hook points for the preemption and GC crates (not part of the user API).
+//!
+//! * Per worker, allocated once: `switch_count` (incremented by the worker's
+//!   driving thread on every task switch; a watchdog compares it across a
+//!   quantum, like Go's sysmon compares `schedtick`) and `running_task` (the
+//!   address of the task on the worker's CPU, 0 when the worker is in its
+//!   scheduler or idle). Read them with [`worker_switch_count`] and
+//!   [`worker_running_task`].
+//! * [`park_current_and_reschedule`]: called by the spill hook of an
+//!   async-preempted task, on the task's own stack (below the spill frame),
+//!   on the worker's thread. Puts the task at the tail of this worker's local
+//!   run queue, pinned to this worker (`pinned_worker`): thieves and the
+//!   global queue forward it back here, and `blocking` will not hand this
+//!   worker to another thread while it has pinned tasks. The pin is cleared
+//!   at the task's next cooperative switch. Returns when the task is resumed.
+//! * [`for_each_task_stack`]: with the world stopped, every task that is not
+//!   running, as (saved SP, stack low, stack high). Tasks inside `blocking`
+//!   report the SP at which they entered it.
+
+use crate::Runtime;
+use std::sync::atomic::Ordering;
+
+/// Parks the current task (async-preempted, running on a signal-injected
+/// frame on its own stack) and puts it back on its worker's local run queue,
+/// pinned to that worker. Returns when it is resumed. Does nothing outside a
+/// task.
+pub fn park_current_and_reschedule() {
+    crate::worker::preempt_current();
+}
+
+/// Switch counter of worker `i` of `rt` (incremented on every task switch).
+pub fn worker_switch_count(rt: &Runtime, i: usize) -> u64 {
+    rt.shared().workers[i].switch_count.load(Ordering::Relaxed)
+}
+
+/// Address of the task running on worker `i` of `rt`, or 0.
+pub fn worker_running_task(rt: &Runtime, i: usize) -> usize {
+    rt.shared().workers[i].running_task.load(Ordering::Relaxed)
+}
+
+/// Index of the worker driven by the calling thread, if any.
+pub fn current_worker_index() -> Option<usize> {
+    crate::worker::current_with_worker().map(|(_, w, _)| w.index)
+}
+
+/// Calls `f(saved_sp, stack_lo, stack_hi)` for every task of `rt` that is not
+/// running. The GC scans `[saved_sp - 128, stack_hi)` conservatively.
+///
+/// # Safety
+/// The world must be stopped: no task of `rt` may switch while this runs.
+pub unsafe fn for_each_task_stack(rt: &Runtime, f: &mut dyn FnMut(usize, usize, usize)) {
+    // SAFETY: forwarded contract.
+    unsafe { rt.shared().for_each_task_stack(f) }
+}

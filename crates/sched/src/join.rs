@@ -1,0 +1,259 @@
+//! Spawning and joining.
+//!
+//! A spawn allocates one `Packet` holding the closure, the result slot and
+//! the join state; the task holds it as `Arc<dyn Body>`, the `JoinHandle` as
+//! `Arc<dyn Joinable<T>>`. The task runs the closure under `catch_unwind` at
+//! its root (a panic never unwinds across a context switch), stores the
+//! result and wakes the joiner, who may be a task (parked) or a thread
+//! (blocked).
+
+use crate::error::Error;
+use crate::runtime::Shared;
+use crate::tcb::{Body, Task};
+use crate::wait::{wait_until, Waker};
+use crate::worker;
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+const RUNNING: u8 = 0;
+const WAITING: u8 = 1;
+const DONE: u8 = 2;
+
+struct Packet<T, F> {
+    state: AtomicU8,
+    waiter: UnsafeCell<Option<Waker>>,
+    f: UnsafeCell<Option<F>>,
+    result: UnsafeCell<Option<std::thread::Result<T>>>,
+}
+
+// SAFETY: `f` is taken once by the task, `result` written once by the task
+// before DONE (release) and read by the joiner after DONE (acquire), `waiter`
+// written by the joiner before WAITING (release) and taken by the task after
+// seeing WAITING (acquire).
+unsafe impl<T: Send, F: Send> Sync for Packet<T, F> {}
+// SAFETY: as above.
+unsafe impl<T: Send, F: Send> Send for Packet<T, F> {}
+
+impl<T: Send, F: FnOnce() -> T + Send> Packet<T, F> {
+    fn complete(&self) {
+        if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
+            // SAFETY: the joiner wrote the waiter before WAITING and never
+            // touches it again.
+            if let Some(w) = unsafe { (*self.waiter.get()).take() } {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
+    fn run(&self) {
+        // SAFETY: only the task takes `f`, once.
+        let f = unsafe { (*self.f.get()).take() };
+        if let Some(f) = f {
+            let r = catch_unwind(AssertUnwindSafe(f));
+            // SAFETY: written once, before DONE.
+            unsafe { *self.result.get() = Some(r) };
+        }
+        self.complete();
+    }
+    fn abandon(&self) {
+        self.complete();
+    }
+}
+
+trait Joinable<T>: Send + Sync {
+    fn state(&self) -> &AtomicU8;
+    /// # Safety
+    /// Only the join handle, once, before publishing WAITING.
+    unsafe fn set_waiter(&self, w: Waker);
+    /// # Safety
+    /// Only after DONE was observed.
+    unsafe fn take_result(&self) -> Option<std::thread::Result<T>>;
+}
+
+impl<T: Send, F: FnOnce() -> T + Send> Joinable<T> for Packet<T, F> {
+    fn state(&self) -> &AtomicU8 {
+        &self.state
+    }
+    unsafe fn set_waiter(&self, w: Waker) {
+        // SAFETY: per the contract.
+        unsafe { *self.waiter.get() = Some(w) };
+    }
+    unsafe fn take_result(&self) -> Option<std::thread::Result<T>> {
+        // SAFETY: per the contract.
+        unsafe { (*self.result.get()).take() }
+    }
+}
+
+/// An owned permission to join a task (wait for it to finish and get its
+/// result), like `std::thread::JoinHandle`. Dropping it detaches the task.
+pub struct JoinHandle<T> {
+    packet: Arc<dyn Joinable<T>>,
+    id: u64,
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("task", &self.id).finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// The id of the task (unique within the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.packet.state().load(Ordering::Acquire) == DONE
+    }
+
+    /// Waits for the task to finish and returns its result, or the payload
+    /// of its panic. From a task this parks the task (its worker runs other
+    /// tasks); from a plain thread it blocks the thread.
+    ///
+    /// If the runtime was dropped before the task finished, returns an error
+    /// whose payload is a `&'static str` saying so.
+    pub fn join(self) -> Result<T, Box<dyn Any + Send + 'static>> {
+        let st = self.packet.state();
+        if st.load(Ordering::Acquire) != DONE {
+            let waker = Waker::current();
+            let is_task = matches!(waker, Waker::Task(_));
+            // SAFETY: we are the only join handle; the task reads the waiter
+            // only after seeing WAITING.
+            unsafe { self.packet.set_waiter(waker) };
+            if st.compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // Exactly one wake will come, from `complete`.
+                wait_until(is_task, || st.load(Ordering::Acquire) == DONE);
+            }
+        }
+        // SAFETY: DONE observed above (acquire).
+        match unsafe { self.packet.take_result() } {
+            Some(r) => r,
+            None => Err(Box::new("usurp: the runtime shut down before this task finished")),
+        }
+    }
+}
+
+/// Spawns a new task on the current runtime (the runtime of the calling
+/// task), like `std::thread::spawn`. The task starts soon, usually on this
+/// worker right after the caller yields or parks, and may be stolen by
+/// another worker.
+///
+/// # Panics
+/// If called outside a usurp task (use [`crate::Runtime::spawn`] there), or
+/// if the task's stack cannot be mapped (the message says why and what to
+/// change; see [`try_spawn`]).
+pub fn spawn<T, F>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match try_spawn(f) {
+        Ok(h) => h,
+        Err(Error::NoRuntime) => panic!(
+            "usurp::spawn called outside a usurp runtime: call it from inside a task, or use \
+             Runtime::spawn / Runtime::block_on"
+        ),
+        Err(e) => panic!("usurp: cannot spawn a task: {e}"),
+    }
+}
+
+/// Like [`spawn`], but returns an error instead of panicking: [`Error::NoRuntime`]
+/// outside a task, [`Error::StackMap`] if the kernel refuses the stack (e.g.
+/// `vm.max_map_count` reached), [`Error::ShutDown`] during shutdown.
+pub fn try_spawn<T, F>(f: F) -> Result<JoinHandle<T>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    spawn_named(None, f)
+}
+
+fn spawn_named<T, F>(name: Option<Box<str>>, f: F) -> Result<JoinHandle<T>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let cur = worker::current_task();
+    if cur.is_null() {
+        return Err(Error::NoRuntime);
+    }
+    // SAFETY: the current task is valid while it runs; its runtime outlives it.
+    let shared = unsafe { (*cur).shared() };
+    spawn_in(shared, name, f)
+}
+
+pub(crate) fn spawn_in<T, F>(shared: &Shared, name: Option<Box<str>>, f: F) -> Result<JoinHandle<T>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if shared.shutdown.load(Ordering::Acquire) {
+        return Err(Error::ShutDown);
+    }
+    let t = shared.get_task()?;
+    let packet = Arc::new(Packet {
+        state: AtomicU8::new(RUNNING),
+        waiter: UnsafeCell::new(None),
+        f: UnsafeCell::new(Some(f)),
+        result: UnsafeCell::new(None),
+    });
+    let body: Arc<dyn Body> = packet.clone();
+    // SAFETY: `t` is a FREE task we just took.
+    let id = unsafe { Task::prepare(t, body, name) };
+    worker::make_runnable(t, true);
+    Ok(JoinHandle { packet, id })
+}
+
+/// Builds a task with options, like `std::thread::Builder`.
+///
+/// ```no_run
+/// # let rt = usurp_sched::Runtime::new().unwrap();
+/// rt.block_on(|| {
+///     let h = usurp_sched::task::Builder::new().name("parser").spawn(|| 6 * 7).unwrap();
+///     assert_eq!(h.join().unwrap(), 42);
+/// });
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+}
+
+impl Builder {
+    /// A builder with no options set.
+    pub fn new() -> Builder {
+        Builder { name: None }
+    }
+
+    /// Names the task. The name appears in the stack-overflow message and in
+    /// [`crate::tcb::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Spawns the task on the current runtime; errors as [`try_spawn`].
+    pub fn spawn<T, F>(self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_named(self.name.map(String::into_boxed_str), f)
+    }
+
+    /// Spawns the task on `rt` (from any thread).
+    pub fn spawn_on<T, F>(self, rt: &crate::Runtime, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_in(rt.shared(), self.name.map(String::into_boxed_str), f)
+    }
+}

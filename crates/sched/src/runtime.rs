@@ -1,0 +1,562 @@
+//! The runtime: configuration, the state shared by all workers (global queue,
+//! idle bookkeeping, timers, task pool and registry, spare threads), start-up
+//! and shutdown.
+
+use crate::error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
+use crate::join::JoinHandle;
+use crate::queue::TaskList;
+use crate::spin::SpinLock;
+use crate::sys::{futex_wait, futex_wake, page_size};
+use crate::tcb::{state, Task};
+use crate::timer::Timers;
+use crate::worker::{self, Machine, Worker};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+/// Default usable size of a task stack: 256 KiB.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Default bound on extra threads used by [`crate::blocking`].
+pub const DEFAULT_MAX_BLOCKING_THREADS: usize = 64;
+/// Task structs (with their stacks) kept in the shared pool.
+const POOL_MAX: usize = 256;
+
+/// Configures and builds a [`Runtime`]. Obtain one with [`Runtime::builder`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    workers: Option<usize>,
+    stack_size: usize,
+    max_blocking_threads: usize,
+    thread_name: String,
+}
+
+impl Builder {
+    /// A builder with the defaults: one worker per available CPU, 256 KiB
+    /// stacks, up to 64 spare threads for `blocking`.
+    pub fn new() -> Builder {
+        Builder {
+            workers: None,
+            stack_size: DEFAULT_STACK_SIZE,
+            max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
+            thread_name: "usurp-worker".into(),
+        }
+    }
+
+    /// Number of workers (OS threads running tasks in parallel), 1 to
+    /// [`crate::MAX_WORKERS`]. Default: `std::thread::available_parallelism()`.
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Usable size of each task stack in bytes, [`crate::MIN_STACK_SIZE`]
+    /// (16 KiB) to [`crate::MAX_STACK_SIZE`] (1 GiB), rounded up to whole
+    /// pages. A guard page sits below every stack; running into it ends the
+    /// process with a message naming the task. Memory is committed lazily.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Maximum number of extra OS threads that [`crate::blocking`] may start
+    /// to keep workers running while tasks block (0 to
+    /// [`crate::MAX_BLOCKING_THREADS`]; default 64). When all are busy,
+    /// `blocking` runs its closure in place.
+    pub fn max_blocking_threads(mut self, n: usize) -> Builder {
+        self.max_blocking_threads = n;
+        self
+    }
+
+    /// Name prefix of the runtime's threads (default `usurp-worker`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Validates the configuration and starts the worker threads.
+    pub fn build(self) -> Result<Runtime, Error> {
+        let workers = match self.workers {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS),
+        };
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(Error::InvalidWorkers { given: workers });
+        }
+        if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&self.stack_size) {
+            return Err(Error::InvalidStackSize { given: self.stack_size });
+        }
+        if self.max_blocking_threads > MAX_BLOCKING_THREADS {
+            return Err(Error::InvalidBlockingThreads { given: self.max_blocking_threads });
+        }
+        let ps = page_size();
+        let stack_size = self.stack_size.div_ceil(ps) * ps;
+        crate::guard::install();
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let sp = weak.as_ptr();
+            Shared {
+                workers: (0..workers).map(|i| Worker::new(i, sp)).collect(),
+                global: SpinLock::new(TaskList::new()),
+                global_len: AtomicUsize::new(0),
+                nidle: AtomicUsize::new(0),
+                nspinning: AtomicUsize::new(0),
+                wake_cursor: AtomicUsize::new(0),
+                timers: SpinLock::new(Timers::new()),
+                next_timer: AtomicU64::new(u64::MAX),
+                pool: SpinLock::new(Vec::new()),
+                registry: SpinLock::new(Vec::new()),
+                spares: SpinLock::new(Vec::new()),
+                threads: AtomicUsize::new(0),
+                max_threads: workers + self.max_blocking_threads,
+                shutdown: AtomicBool::new(false),
+                stopped: std::sync::Mutex::new(0),
+                stopped_cv: std::sync::Condvar::new(),
+                stack_size,
+                thread_name: self.thread_name.clone(),
+                me: weak.clone(),
+            }
+        });
+        for i in 0..workers {
+            if let Err(e) = shared.start_thread(&shared.workers[i]) {
+                // Stop whatever started.
+                shared.begin_shutdown();
+                *shared.stopped.lock().unwrap() += workers - i;
+                shared.wait_stopped();
+                return Err(Error::ThreadSpawn(e));
+            }
+        }
+        Ok(Runtime { shared })
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+/// A usurp runtime: a set of worker threads running tasks.
+///
+/// Dropping the runtime stops its workers once they next reach their
+/// scheduler (a task that never yields keeps its worker). Tasks that have not
+/// finished by then are abandoned: their stacks are leaked (never unwound),
+/// and joining them returns an error.
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.shared.workers.len())
+            .field("stack_size", &self.shared.stack_size)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A [`Builder`] with default settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime with default settings.
+    pub fn new() -> Result<Runtime, Error> {
+        Builder::new().build()
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// Usable stack size of each task, in bytes (after rounding to pages).
+    pub fn stack_size(&self) -> usize {
+        self.shared.stack_size
+    }
+
+    /// Runs `f` as a task and blocks the calling thread until it finishes,
+    /// returning its result. A panic in `f` is resumed on the caller.
+    ///
+    /// # Panics
+    /// If called from inside a usurp task (it would block a worker thread;
+    /// use [`crate::spawn`] and [`JoinHandle::join`] there), or if the task
+    /// cannot be created (see [`Runtime::try_spawn`]).
+    pub fn block_on<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if !worker::current_task().is_null() {
+            panic!("usurp: Runtime::block_on called from inside a usurp task; use spawn(..).join() instead");
+        }
+        match self.spawn(f).join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    /// Spawns a task on this runtime. Callable from any thread.
+    ///
+    /// # Panics
+    /// If the task cannot be created; the message says why (see
+    /// [`Runtime::try_spawn`]).
+    pub fn spawn<T, F>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.try_spawn(f) {
+            Ok(h) => h,
+            Err(e) => panic!("usurp: cannot spawn a task: {e}"),
+        }
+    }
+
+    /// Spawns a task on this runtime, or returns why it cannot: the kernel
+    /// refused its stack ([`Error::StackMap`]) or the runtime is shutting down.
+    pub fn try_spawn<T, F>(&self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        crate::join::spawn_in(&self.shared, None, f)
+    }
+
+    /// The shared state (hooks for the preemption and GC crates).
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        sh.begin_shutdown();
+        // If dropped from one of our own tasks, we cannot wait for our own
+        // worker to stop.
+        let t = worker::current_task();
+        // SAFETY: a current task is valid while it runs.
+        if !t.is_null() && unsafe { (*t).shared } == Arc::as_ptr(sh) {
+            return;
+        }
+        sh.wait_stopped();
+        sh.abandon_remaining();
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) workers: Box<[Worker]>,
+    pub(crate) global: SpinLock<TaskList>,
+    pub(crate) global_len: AtomicUsize,
+    pub(crate) nidle: AtomicUsize,
+    pub(crate) nspinning: AtomicUsize,
+    wake_cursor: AtomicUsize,
+    pub(crate) timers: SpinLock<Timers>,
+    pub(crate) next_timer: AtomicU64,
+    pool: SpinLock<Vec<*mut Task>>,
+    pub(crate) registry: SpinLock<Vec<*mut Task>>,
+    spares: SpinLock<Vec<*const Machine>>,
+    pub(crate) threads: AtomicUsize,
+    max_threads: usize,
+    pub(crate) shutdown: AtomicBool,
+    stopped: std::sync::Mutex<usize>,
+    stopped_cv: std::sync::Condvar,
+    pub(crate) stack_size: usize,
+    thread_name: String,
+    me: Weak<Shared>,
+}
+
+// SAFETY: raw task and machine pointers are handed between threads under the
+// locks and atomics of the scheduling protocol.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn start_thread(&self, w: *const Worker) -> std::io::Result<()> {
+        let me = self.me.upgrade().expect("runtime alive");
+        let n = self.threads.fetch_add(1, Ordering::AcqRel);
+        let wp = w as usize;
+        let r = std::thread::Builder::new()
+            .name(format!("{}-{}", self.thread_name, n))
+            .spawn(move || worker::machine_main(me, wp as *const Worker));
+        if let Err(e) = r {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_global_one(&self, t: *mut Task) {
+        let mut g = self.global.lock();
+        g.push_back(t);
+        self.global_len.store(g.len(), Ordering::Release);
+    }
+
+    pub(crate) fn push_global_list(&self, list: TaskList) {
+        let mut g = self.global.lock();
+        g.append(list);
+        self.global_len.store(g.len(), Ordering::Release);
+    }
+
+    /// Takes a batch from the global queue into `w`'s ring; returns one task
+    /// to run.
+    pub(crate) fn take_global(&self, w: &Worker) -> Option<*mut Task> {
+        if self.global_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut batch = TaskList::new();
+        {
+            let mut g = self.global.lock();
+            let n = (g.len() / self.workers.len() + 1).min(g.len()).min(crate::queue::RING as usize / 2);
+            for _ in 0..n {
+                if let Some(t) = g.pop_front() {
+                    batch.push_back(t);
+                }
+            }
+            self.global_len.store(g.len(), Ordering::Release);
+        }
+        let first = batch.pop_front()?;
+        while let Some(t) = batch.pop_front() {
+            w.push_local(t);
+        }
+        // Pinned tasks found here go to their worker.
+        if self.claim_for(w, first) {
+            Some(first)
+        } else {
+            None
+        }
+    }
+
+    fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
+        // SAFETY: we own `t`, just taken from the global queue.
+        let p = unsafe { (*t).pinned_worker.get() };
+        if p == crate::tcb::NO_PIN || p == w.index {
+            return true;
+        }
+        let target = &self.workers[p];
+        target.inbox.lock().push_back(t);
+        target.inbox_len.fetch_add(1, Ordering::SeqCst);
+        self.wake_worker(p);
+        false
+    }
+
+    /// Called after making work available: wakes an idle worker unless one
+    /// is already searching.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.nidle.load(Ordering::Relaxed) == 0 || self.nspinning.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        self.wake_one_idle();
+    }
+
+    #[cold]
+    pub(crate) fn wake_one_idle(&self) {
+        let n = self.workers.len();
+        let start = self.wake_cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let w = &self.workers[(start + i) % n];
+            if w.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                self.nidle.fetch_sub(1, Ordering::SeqCst);
+                worker::wake_worker_word(w);
+                return;
+            }
+        }
+    }
+
+    /// Wakes worker `i` specifically (it has work in its inbox).
+    pub(crate) fn wake_worker(&self, i: usize) {
+        let w = &self.workers[i];
+        if w.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.nidle.fetch_sub(1, Ordering::SeqCst);
+        }
+        worker::wake_worker_word(w);
+    }
+
+    /// Whether an idle worker `w` should not sleep after all.
+    pub(crate) fn has_work(&self, w: &Worker) -> bool {
+        if self.shutdown.load(Ordering::SeqCst)
+            || self.global_len.load(Ordering::SeqCst) > 0
+            || w.inbox_len.load(Ordering::SeqCst) > 0
+        {
+            return true;
+        }
+        if self.workers.iter().any(|v| v.queue.len() > 0) {
+            return true;
+        }
+        self.next_timer.load(Ordering::SeqCst) <= crate::sys::now_ns()
+    }
+
+    /// Takes a task struct for a new task: this worker's cache, the pool, or
+    /// a fresh allocation.
+    pub(crate) fn get_task(&self) -> Result<*mut Task, Error> {
+        if let Some((_, w, _)) = worker::current_with_worker() {
+            if std::ptr::eq(w.shared, self) {
+                // SAFETY: this thread drives `w`.
+                if let Some(t) = unsafe { (*w.free.get()).pop() } {
+                    return Ok(t);
+                }
+            }
+        }
+        if let Some(t) = self.pool.lock().pop() {
+            return Ok(t);
+        }
+        Task::alloc(self)
+    }
+
+    /// Returns a FREE task whose worker cache is full to the pool (pages
+    /// released), or frees it.
+    ///
+    /// # Safety
+    /// `t` is a FREE task of this runtime that nothing refers to.
+    pub(crate) unsafe fn release_task(&self, t: *mut Task) {
+        {
+            let mut pool = self.pool.lock();
+            if pool.len() < POOL_MAX {
+                // SAFETY: `t` is ours and unused.
+                unsafe { (*t).stack.release() };
+                pool.push(t);
+                return;
+            }
+        }
+        // SAFETY: per the contract.
+        unsafe { Task::destroy(self, t) };
+    }
+
+    /// Hands worker `w` to a spare thread (or a new one); false if none can
+    /// be had.
+    pub(crate) fn handoff(&self, w: &Worker) -> bool {
+        if self.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(s) = self.spares.lock().pop() {
+            // SAFETY: a spare machine stays valid while it waits in the list
+            // (it only leaves after seeing a handoff or shutdown).
+            let s = unsafe { &*s };
+            s.handoff.store(w as *const Worker as *mut Worker, Ordering::Release);
+            s.spare_word.store(1, Ordering::SeqCst);
+            futex_wake(&s.spare_word, 1);
+            return true;
+        }
+        if self.threads.load(Ordering::Acquire) >= self.max_threads {
+            return false;
+        }
+        self.start_thread(w).is_ok()
+    }
+
+    /// A thread without a worker waits here to be handed one. Returns false
+    /// when the thread should exit (shutdown).
+    pub(crate) fn wait_as_spare(&self, m: &Machine) -> bool {
+        m.spare_word.store(0, Ordering::SeqCst);
+        m.handoff.store(std::ptr::null_mut(), Ordering::SeqCst);
+        self.spares.lock().push(m as *const Machine);
+        loop {
+            let h = m.handoff.load(Ordering::Acquire);
+            if !h.is_null() {
+                m.worker.set(h);
+                return true;
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                let mut spares = self.spares.lock();
+                if let Some(i) = spares.iter().position(|&p| std::ptr::eq(p, m)) {
+                    spares.swap_remove(i);
+                    return false;
+                }
+                // Popped by a handoff that raced with shutdown: take it.
+                drop(spares);
+                while m.handoff.load(Ordering::Acquire).is_null() {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            futex_wait(&m.spare_word, 0, None);
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for w in self.workers.iter() {
+            self.wake_worker(w.index);
+        }
+        for &s in self.spares.lock().iter() {
+            // SAFETY: spares in the list are valid (see `handoff`).
+            let s = unsafe { &*s };
+            s.spare_word.store(1, Ordering::SeqCst);
+            futex_wake(&s.spare_word, 1);
+        }
+    }
+
+    pub(crate) fn worker_stopped(&self) {
+        *self.stopped.lock().unwrap() += 1;
+        self.stopped_cv.notify_all();
+    }
+
+    fn wait_stopped(&self) {
+        let mut n = self.stopped.lock().unwrap();
+        while *n < self.workers.len() {
+            n = self.stopped_cv.wait(n).unwrap();
+        }
+    }
+
+    /// After all workers stopped: tasks that never finished are abandoned
+    /// (their joiners get an error) and leaked, since their stacks may still
+    /// be referenced (wait queues, other threads). Free structs are freed.
+    fn abandon_remaining(&self) {
+        let live: Vec<*mut Task> = self
+            .registry
+            .lock()
+            .iter()
+            .copied()
+            // SAFETY: registered tasks are valid until destroyed.
+            .filter(|&t| unsafe { (*t).state.load(Ordering::Acquire) } != state::FREE)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        for &t in &live {
+            // SAFETY: no worker runs any more; `t` is suspended or blocking.
+            unsafe {
+                (*t).state.store(state::ABANDONED, Ordering::Release);
+                if let Some(body) = (*(*t).body.get()).as_ref() {
+                    body.abandon();
+                }
+            }
+        }
+        // Keep the shared state (and with it the leaked tasks) alive forever:
+        // a late unpark from another thread must find valid memory.
+        if let Some(me) = self.me.upgrade() {
+            std::mem::forget(me);
+        }
+    }
+
+    /// Calls `f(sp, lo, hi)` for every live task that is not running.
+    ///
+    /// # Safety
+    /// The world must be stopped (no task switches concurrently).
+    pub(crate) unsafe fn for_each_task_stack(&self, f: &mut dyn FnMut(usize, usize, usize)) {
+        let reg = self.registry.lock();
+        for &t in reg.iter() {
+            // SAFETY: registered tasks are valid; with the world stopped their
+            // saved SPs are stable.
+            unsafe {
+                let s = (*t).state.load(Ordering::Acquire);
+                if s == state::FREE || s == state::RUNNING {
+                    continue;
+                }
+                f(*(*t).sp.get(), (*t).stack.lo(), (*t).stack.hi());
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Reached only when no task was abandoned: every task is FREE.
+        let reg = std::mem::take(&mut *self.registry.lock());
+        for t in reg {
+            // SAFETY: the last reference to the runtime is gone; the task is
+            // FREE and unreachable.
+            drop(unsafe { Box::from_raw(t) });
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Task stacks: one anonymous mapping per stack, the lowest page of it made
+//! inaccessible (PROT_NONE) as a guard. The kernel commits pages lazily, on
+//! first touch, so a 256 KiB stack of a task that uses 4 KiB costs 4 KiB of
+//! memory. Each stack costs two kernel mappings (the usable part and the
+//! guard), which is what `vm.max_map_count` (65530 by default) limits.
+//!
+//! Stacks are recycled together with their task struct (see `task.rs`): a
+//! small per-worker cache keeps them hot; a bounded shared pool keeps more
+//! with their pages released (`madvise(MADV_DONTNEED)`); beyond that they are
+//! unmapped.
+
+use crate::error::{max_map_count, Error};
+use crate::sys::{errno, page_size};
+use memmap2::{MmapMut, MmapOptions};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Task stacks currently mapped in this process (for error messages).
+static LIVE_STACKS: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) struct Stack {
+    map: MmapMut,
+    guard: usize,
+}
+
+impl Stack {
+    /// Maps a stack with `size` usable bytes (a multiple of the page size)
+    /// above one guard page.
+    pub(crate) fn new(size: usize) -> Result<Stack, Error> {
+        let guard = page_size();
+        let fail = |op, errno| Error::StackMap {
+            op,
+            stack_size: size,
+            errno,
+            live_stacks: LIVE_STACKS.load(Ordering::Relaxed),
+            max_map_count: max_map_count(),
+        };
+        let map = MmapOptions::new()
+            .len(size + guard)
+            .stack()
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(|e| fail("mmap", e.raw_os_error().unwrap_or(0)))?;
+        // SAFETY: the first page of a mapping we own and nobody uses yet.
+        let rc = unsafe { libc::mprotect(map.as_ptr() as *mut libc::c_void, guard, libc::PROT_NONE) };
+        if rc != 0 {
+            return Err(fail("mprotect", errno()));
+        }
+        LIVE_STACKS.fetch_add(1, Ordering::Relaxed);
+        Ok(Stack { map, guard })
+    }
+
+    /// Lowest address of the guard page.
+    #[inline]
+    pub(crate) fn guard_lo(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+    /// Lowest usable address (just above the guard page).
+    #[inline]
+    pub(crate) fn lo(&self) -> usize {
+        self.guard_lo() + self.guard
+    }
+    /// One past the highest usable address: the initial stack pointer.
+    #[inline]
+    pub(crate) fn hi(&self) -> usize {
+        self.guard_lo() + self.map.len()
+    }
+    /// Usable size in bytes.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.map.len() - self.guard
+    }
+
+    /// Gives the stack's memory back to the kernel; the mapping stays and the
+    /// pages read as zero when touched again.
+    pub(crate) fn release(&self) {
+        // SAFETY: the usable part of our own mapping, which no task uses now.
+        unsafe { libc::madvise(self.lo() as *mut libc::c_void, self.size(), libc::MADV_DONTNEED) };
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        LIVE_STACKS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_has_guard_below_usable_range() {
+        let s = Stack::new(64 * 1024).unwrap();
+        assert_eq!(s.size(), 64 * 1024);
+        assert_eq!(s.lo() - s.guard_lo(), page_size());
+        assert_eq!(s.hi() - s.lo(), 64 * 1024);
+        // The usable part is writable.
+        // SAFETY: inside the usable range of our own mapping.
+        unsafe {
+            *((s.hi() - 8) as *mut u64) = 7;
+            *(s.lo() as *mut u64) = 9;
+            assert_eq!(*((s.hi() - 8) as *const u64), 7);
+        }
+        s.release();
+        // SAFETY: as above; MADV_DONTNEED makes the page read as zero.
+        unsafe { assert_eq!(*((s.hi() - 8) as *const u64), 0) };
+        // The guard page is PROT_NONE: check through /proc/self/maps.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&format!("{:x}-", s.guard_lo())))
+            .expect("guard mapping listed");
+        assert!(line.split_whitespace().nth(1).unwrap().starts_with("---p"), "{line}");
+    }
+}

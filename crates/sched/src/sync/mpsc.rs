@@ -1,0 +1,365 @@
+//! Channels with the shape of `std::sync::mpsc`: [`channel`] (unbounded) and
+//! [`sync_channel`] (bounded; capacity 0 is a rendezvous). Blocking
+//! operations park the task, not the worker thread; from plain threads they
+//! block the thread.
+//!
+//! One spin lock guards a buffer and two wait queues. A sender that finds a
+//! receiver waiting hands the value straight into the receiver's wait node;
+//! a receiver that finds a blocked sender takes the sender's value (or moves
+//! it into the freed buffer slot). Values never pass through the buffer on a
+//! rendezvous, so capacity 0 needs no special case.
+
+use crate::spin::SpinLock;
+use crate::wait::{WaitNode, WaitQueue, Waker};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+struct State<T> {
+    buf: VecDeque<T>,
+    cap: usize,
+    senders: usize,
+    receiver_alive: bool,
+    recv_q: WaitQueue<Option<T>>,
+    send_q: WaitQueue<Option<T>>,
+}
+
+struct Chan<T> {
+    state: SpinLock<State<T>>,
+}
+
+/// The value could not be sent: the receiver is gone. Holds the value.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<T>(pub T);
+
+/// Nothing will ever arrive: all senders are gone and the channel is empty.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub struct RecvError;
+
+/// Why [`Receiver::try_recv`] returned nothing.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum TryRecvError {
+    /// No value is available now.
+    Empty,
+    /// All senders are gone and the channel is empty.
+    Disconnected,
+}
+
+/// Why [`SyncSender::try_send`] failed; holds the value.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySendError<T> {
+    /// The buffer is full (or, for a rendezvous channel, no receiver waits).
+    Full(T),
+    /// The receiver is gone.
+    Disconnected(T),
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError { .. }")
+    }
+}
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sending on a channel whose receiver is gone")
+    }
+}
+impl<T> std::error::Error for SendError<T> {}
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("receiving on an empty channel whose senders are all gone")
+    }
+}
+impl std::error::Error for RecvError {}
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("receiving on an empty channel"),
+            TryRecvError::Disconnected => f.write_str("receiving on an empty channel whose senders are all gone"),
+        }
+    }
+}
+impl std::error::Error for TryRecvError {}
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+        }
+    }
+}
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("sending on a full channel"),
+            TrySendError::Disconnected(_) => f.write_str("sending on a channel whose receiver is gone"),
+        }
+    }
+}
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// The sending half of an unbounded [`channel`]; clone it for more senders.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The sending half of a bounded [`sync_channel`]; clone it for more senders.
+pub struct SyncSender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving half of a channel (single consumer).
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sender { .. }")
+    }
+}
+impl<T> fmt::Debug for SyncSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncSender { .. }")
+    }
+}
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Receiver { .. }")
+    }
+}
+
+fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
+    Arc::new(Chan {
+        state: SpinLock::new(State {
+            buf: VecDeque::new(),
+            cap,
+            senders: 1,
+            receiver_alive: true,
+            recv_q: WaitQueue::new(),
+            send_q: WaitQueue::new(),
+        }),
+    })
+}
+
+/// An unbounded channel: `send` never blocks.
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let c = new_chan(usize::MAX);
+    (Sender { chan: c.clone() }, Receiver { chan: c })
+}
+
+/// A bounded channel holding at most `bound` values; `send` parks while it
+/// is full. With `bound == 0` every send waits for a receiver (rendezvous).
+pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
+    let c = new_chan(bound);
+    (SyncSender { chan: c.clone() }, Receiver { chan: c })
+}
+
+impl<T> Chan<T> {
+    /// Sends; `block` = wait for room.
+    fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
+        let mut st = self.state.lock();
+        if !st.receiver_alive {
+            return Err(TrySendError::Disconnected(v));
+        }
+        if let Some(n) = st.recv_q.pop() {
+            // SAFETY: a dequeued receiver node; we fill its slot then wake it.
+            let w = unsafe {
+                *(*n).payload.get() = Some(v);
+                WaitNode::take_waker(n)
+            };
+            drop(st);
+            w.wake();
+            return Ok(());
+        }
+        if st.buf.len() < st.cap {
+            st.buf.push_back(v);
+            return Ok(());
+        }
+        if !block {
+            return Err(TrySendError::Full(v));
+        }
+        let node = WaitNode::new(Some(v));
+        // SAFETY: the node stays on our stack until dequeued and woken.
+        unsafe { st.send_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
+        drop(st);
+        node.wait();
+        // SAFETY: notified: the waker is done with the node.
+        match unsafe { (*node.payload.get()).take() } {
+            None => Ok(()),
+            Some(v) => Err(TrySendError::Disconnected(v)),
+        }
+    }
+
+    /// Receives; `block` = wait for a value.
+    fn recv(&self, block: bool) -> Result<T, TryRecvError> {
+        let mut st = self.state.lock();
+        if let Some(v) = st.buf.pop_front() {
+            // Room freed: move one blocked sender's value in.
+            let w = st.send_q.pop().map(|n| {
+                // SAFETY: a dequeued sender node with its value still in it.
+                unsafe {
+                    let sv = (*(*n).payload.get()).take().expect("sender value");
+                    st.buf.push_back(sv);
+                    WaitNode::take_waker(n)
+                }
+            });
+            drop(st);
+            if let Some(w) = w {
+                w.wake();
+            }
+            return Ok(v);
+        }
+        if let Some(n) = st.send_q.pop() {
+            // Rendezvous: take the value straight from the sender.
+            // SAFETY: as above.
+            let (v, w) = unsafe { ((*(*n).payload.get()).take().expect("sender value"), WaitNode::take_waker(n)) };
+            drop(st);
+            w.wake();
+            return Ok(v);
+        }
+        if st.senders == 0 {
+            return Err(TryRecvError::Disconnected);
+        }
+        if !block {
+            return Err(TryRecvError::Empty);
+        }
+        let node: WaitNode<Option<T>> = WaitNode::new(None);
+        // SAFETY: the node stays on our stack until dequeued and woken.
+        unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
+        drop(st);
+        node.wait();
+        // SAFETY: notified: the waker is done with the node.
+        unsafe { (*node.payload.get()).take() }.ok_or(TryRecvError::Disconnected)
+    }
+
+    fn add_sender(&self) {
+        self.state.lock().senders += 1;
+    }
+
+    fn drop_sender(&self) {
+        let mut wakers: Vec<Waker> = Vec::new();
+        {
+            let mut st = self.state.lock();
+            st.senders -= 1;
+            if st.senders == 0 {
+                while let Some(n) = st.recv_q.pop() {
+                    // SAFETY: dequeued by us; its slot stays None = disconnected.
+                    wakers.push(unsafe { WaitNode::take_waker(n) });
+                }
+            }
+        }
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn drop_receiver(&self) {
+        let mut wakers: Vec<Waker> = Vec::new();
+        let buf = {
+            let mut st = self.state.lock();
+            st.receiver_alive = false;
+            while let Some(n) = st.send_q.pop() {
+                // SAFETY: dequeued by us; the value stays in the node, which
+                // the sender reads as "disconnected".
+                wakers.push(unsafe { WaitNode::take_waker(n) });
+            }
+            std::mem::take(&mut st.buf)
+        };
+        for w in wakers {
+            w.wake();
+        }
+        drop(buf); // values dropped outside the lock
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends a value; fails only if the receiver is gone.
+    pub fn send(&self, v: T) -> Result<(), SendError<T>> {
+        self.chan.send(v, true).map_err(|e| match e {
+            TrySendError::Full(v) | TrySendError::Disconnected(v) => SendError(v),
+        })
+    }
+}
+
+impl<T> SyncSender<T> {
+    /// Sends a value, parking while the channel is full (for a rendezvous
+    /// channel: until a receiver takes it). Fails if the receiver is gone.
+    pub fn send(&self, v: T) -> Result<(), SendError<T>> {
+        self.chan.send(v, true).map_err(|e| match e {
+            TrySendError::Full(v) | TrySendError::Disconnected(v) => SendError(v),
+        })
+    }
+
+    /// Sends a value if there is room (or a waiting receiver) right now.
+    pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
+        self.chan.send(v, false)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives a value, parking until one arrives. Fails once all senders
+    /// are gone and the channel is empty.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.chan.recv(true).map_err(|_| RecvError)
+    }
+
+    /// Receives a value if one is available now.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.chan.recv(false)
+    }
+
+    /// An iterator over received values, ending when all senders are gone.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { rx: self }
+    }
+}
+
+/// Iterator returned by [`Receiver::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.add_sender();
+        Sender { chan: self.chan.clone() }
+    }
+}
+impl<T> Clone for SyncSender<T> {
+    fn clone(&self) -> Self {
+        self.chan.add_sender();
+        SyncSender { chan: self.chan.clone() }
+    }
+}
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.chan.drop_sender();
+    }
+}
+impl<T> Drop for SyncSender<T> {
+    fn drop(&mut self) {
+        self.chan.drop_sender();
+    }
+}
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.chan.drop_receiver();
+    }
+}

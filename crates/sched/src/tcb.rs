@@ -1,0 +1,156 @@
+//! The task struct and its life cycle.
+//!
+//! A `Task` owns its stack and is recycled with it: when a task exits, the
+//! context that runs next puts the struct on its worker's free cache (no
+//! atomics, no syscall), from which the next spawn on that worker takes it.
+//! Overflowing caches spill to a bounded shared pool (stack pages released
+//! with `madvise`), and beyond that tasks are unmapped and freed.
+//!
+//! Every `Task` ever allocated by a runtime is listed in its registry (a
+//! vector touched only when a struct is allocated or freed, never on the hot
+//! path), which lets the runtime enumerate task stacks for the GC and find the
+//! tasks it must abandon at shutdown.
+
+use crate::local::LocalMap;
+use crate::runtime::Shared;
+use crate::stack::Stack;
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// `Task::state` values.
+pub(crate) mod state {
+    /// In a free cache or the pool: no task lives in it.
+    pub(crate) const FREE: u8 = 0;
+    /// In a run queue (or just spawned).
+    pub(crate) const RUNNABLE: u8 = 1;
+    /// On a CPU.
+    pub(crate) const RUNNING: u8 = 2;
+    /// Suspended until someone unparks it.
+    pub(crate) const PARKED: u8 = 3;
+    /// Inside `blocking(f)`, on a thread that handed its worker off.
+    pub(crate) const BLOCKING: u8 = 4;
+    /// Never finished before its runtime shut down; leaked on purpose.
+    pub(crate) const ABANDONED: u8 = 5;
+}
+
+/// `Task::park` values: a one-token parking state.
+pub(crate) mod park {
+    pub(crate) const EMPTY: u8 = 0;
+    pub(crate) const PARKED: u8 = 1;
+    pub(crate) const NOTIFIED: u8 = 2;
+}
+
+/// `pinned_worker` value of a task that may run anywhere.
+pub(crate) const NO_PIN: usize = usize::MAX;
+
+/// What a task runs: a type-erased packet (closure, result slot and join
+/// state in one allocation; see `join.rs`).
+pub(crate) trait Body: Send + Sync {
+    /// Runs the closure, catching any panic, and completes the join state.
+    fn run(&self);
+    /// Completes the join state without a result (runtime shut down).
+    fn abandon(&self);
+}
+
+pub(crate) struct Task {
+    /// Saved stack pointer while the task is not running.
+    pub(crate) sp: UnsafeCell<usize>,
+    /// Link for intrusive lists (global queue, inboxes).
+    pub(crate) next: Cell<*mut Task>,
+    pub(crate) park: AtomicU8,
+    pub(crate) state: AtomicU8,
+    /// Worker index this task must resume on (after an async preemption), or
+    /// `NO_PIN`.
+    pub(crate) pinned_worker: Cell<usize>,
+    pub(crate) id: Cell<u64>,
+    pub(crate) name: UnsafeCell<Option<Box<str>>>,
+    pub(crate) body: UnsafeCell<Option<Arc<dyn Body>>>,
+    pub(crate) locals: UnsafeCell<LocalMap>,
+    pub(crate) shared: *const Shared,
+    pub(crate) registry_index: Cell<usize>,
+    pub(crate) stack: Stack,
+}
+
+// SAFETY: a task is touched by one thread at a time (whoever runs it or holds
+// it in a queue, handed over with release/acquire); the atomics are the only
+// fields accessed concurrently.
+unsafe impl Send for Task {}
+// SAFETY: as above.
+unsafe impl Sync for Task {}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Task {
+    /// Allocates a new task struct with a fresh stack and registers it.
+    pub(crate) fn alloc(shared: &Shared) -> Result<*mut Task, crate::Error> {
+        let stack = Stack::new(shared.stack_size)?;
+        let t = Box::into_raw(Box::new(Task {
+            sp: UnsafeCell::new(0),
+            next: Cell::new(ptr::null_mut()),
+            park: AtomicU8::new(park::EMPTY),
+            state: AtomicU8::new(state::FREE),
+            pinned_worker: Cell::new(NO_PIN),
+            id: Cell::new(0),
+            name: UnsafeCell::new(None),
+            body: UnsafeCell::new(None),
+            locals: UnsafeCell::new(LocalMap::new()),
+            shared,
+            registry_index: Cell::new(0),
+            stack,
+        }));
+        let mut reg = shared.registry.lock();
+        // SAFETY: `t` was just allocated and is not shared yet.
+        unsafe { (*t).registry_index.set(reg.len()) };
+        reg.push(t);
+        Ok(t)
+    }
+
+    /// Unregisters and frees a task struct and unmaps its stack.
+    ///
+    /// # Safety
+    /// `t` is a FREE task of `shared` that no queue or context refers to.
+    pub(crate) unsafe fn destroy(shared: &Shared, t: *mut Task) {
+        {
+            let mut reg = shared.registry.lock();
+            // SAFETY: `t` is registered; the moved entry is a live task.
+            unsafe {
+                let i = (*t).registry_index.get();
+                reg.swap_remove(i);
+                if let Some(&moved) = reg.get(i) {
+                    (*moved).registry_index.set(i);
+                }
+            }
+        }
+        // SAFETY: allocated by `alloc` with Box::into_raw, now unreachable.
+        drop(unsafe { Box::from_raw(t) });
+    }
+
+    /// Prepares a FREE task to run `body`: new id, name, initial frame.
+    ///
+    /// # Safety
+    /// `t` is a FREE task owned by the caller.
+    pub(crate) unsafe fn prepare(t: *mut Task, body: Arc<dyn Body>, name: Option<Box<str>>) -> u64 {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller owns `t` exclusively; the stack is unused.
+        unsafe {
+            let task = &*t;
+            task.id.set(id);
+            *task.name.get() = name;
+            *task.body.get() = Some(body);
+            task.park.store(park::EMPTY, Ordering::Relaxed);
+            task.pinned_worker.set(NO_PIN);
+            task.state.store(state::RUNNABLE, Ordering::Relaxed);
+            *task.sp.get() = crate::arch::init_stack(task.stack.hi(), crate::worker::task_entry, t as usize);
+        }
+        id
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: a task never outlives its runtime's shared state (abandoned
+        // tasks keep it alive by leaking a reference; see runtime.rs).
+        unsafe { &*self.shared }
+    }
+}

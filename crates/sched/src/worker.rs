@@ -1,0 +1,729 @@
+//! Workers, machines and the context switch protocol.
+//!
+//! A *worker* (Go's P) owns the scheduling state: a ring of runnable tasks, a
+//! LIFO `runnext` slot, a free cache of task structs, an inbox for pinned
+//! tasks, and the hook state the preemption and GC crates read
+//! (`switch_count`, `running_task`). A *machine* (Go's M) is an OS thread; it
+//! runs a worker's scheduler loop on its own stack. Normally worker i is
+//! driven by machine i; `blocking(f)` hands a worker to a spare machine while
+//! the calling machine blocks.
+//!
+//! Switching is direct task-to-task whenever the worker has a task ready
+//! (runnext or ring): the outgoing task picks its successor on its own stack,
+//! then `switch`es with an *action word* (`outgoing task | action`). The
+//! incoming context — whichever it is: a resumed task, a new task's entry, or
+//! the scheduler loop — runs [`finish_switch`] first, which does what the
+//! outgoing task could not do while its registers were still live: put it in
+//! a run queue (yield), complete parking (park), recycle it (exit), queue it
+//! globally (return from blocking), or queue it pinned (async preemption).
+//! Only when nothing is ready locally does a task switch to its machine's
+//! scheduler loop, which searches globally, steals, fires timers, and sleeps
+//! on a futex when there is nothing at all.
+
+use crate::arch;
+use crate::queue::{LocalQueue, TaskList};
+use crate::runtime::Shared;
+use crate::sys::{futex_wait, futex_wake, now_ns};
+use crate::tcb::{park, state, Task, NO_PIN};
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+// Actions passed in the low bits of the switch argument.
+const A_YIELD: usize = 1;
+const A_PARK: usize = 2;
+const A_EXIT: usize = 3;
+const A_REQUEUE: usize = 4;
+const A_PREEMPT: usize = 5;
+const A_MASK: usize = 7;
+
+/// Every this many schedules a worker goes through its full scheduler loop
+/// (global queue, inbox, timers, shutdown) even if local work is ready.
+const FAIR_TICKS: u32 = 61;
+/// How often in a row `runnext` may win over the ring.
+const RUNNEXT_STREAK: u32 = 32;
+/// Rounds of searching before an idle worker sleeps.
+const SPIN_ROUNDS: u32 = 64;
+/// Tasks kept in a worker's free cache.
+pub(crate) const FREE_CACHE: usize = 64;
+
+/// Per-OS-thread state of a runtime thread.
+pub(crate) struct Machine {
+    /// Saved SP of this thread's scheduler loop while a task runs.
+    pub(crate) sched_sp: UnsafeCell<usize>,
+    /// The worker this thread drives, or null (spare, or inside `blocking`).
+    pub(crate) worker: Cell<*const Worker>,
+    /// The task running on this thread, or null in the scheduler loop.
+    pub(crate) current: Cell<*mut Task>,
+    pub(crate) shared: Arc<Shared>,
+    /// Futex word a spare thread sleeps on.
+    pub(crate) spare_word: AtomicU32,
+    /// Worker handed to this spare thread.
+    pub(crate) handoff: AtomicPtr<Worker>,
+}
+
+// SAFETY: the Cells are touched only by the owning thread; other threads use
+// only the atomics (spare_word, handoff).
+unsafe impl Sync for Machine {}
+
+thread_local! {
+    static MACHINE: Cell<*mut Machine> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// This thread's machine, or null outside runtime threads.
+///
+/// Tasks migrate between threads. LLVM may keep a thread-local's address in a
+/// register across a call (llvm-project#98479), which after a switch would be
+/// another thread's. This accessor is never inlined and contains an asm
+/// barrier (treated as having side effects), so every call really re-reads
+/// the thread pointer of the thread it runs on.
+#[inline(never)]
+pub(crate) fn machine() -> *mut Machine {
+    // SAFETY: an empty asm statement; it touches nothing.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+    MACHINE.with(|m| m.get())
+}
+
+/// Signal-handler variant of [`machine`]: the thread-local is const-initialised
+/// without a destructor, so reading it allocates nothing and takes no lock.
+pub(crate) fn machine_in_signal() -> *mut Machine {
+    MACHINE.try_with(|m| m.get()).unwrap_or(ptr::null_mut())
+}
+
+/// The current task and its worker, if called from a task that currently
+/// holds a worker (i.e. not inside `blocking`).
+#[inline]
+pub(crate) fn current_with_worker() -> Option<(&'static Machine, &'static Worker, *mut Task)> {
+    let m = machine();
+    if m.is_null() {
+        return None;
+    }
+    // SAFETY: a machine lives as long as its thread; we are on that thread.
+    let m = unsafe { &*m };
+    let cur = m.current.get();
+    let w = m.worker.get();
+    if cur.is_null() || w.is_null() {
+        return None;
+    }
+    // SAFETY: the worker is owned by this thread while it is set in `m`.
+    Some((m, unsafe { &*w }, cur))
+}
+
+/// The current task (also inside `blocking`), or null.
+#[inline]
+pub(crate) fn current_task() -> *mut Task {
+    let m = machine();
+    if m.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: as in `current_with_worker`.
+    unsafe { (*m).current.get() }
+}
+
+#[repr(align(64))]
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) shared: *const Shared,
+    pub(crate) queue: LocalQueue,
+    pub(crate) runnext: Cell<*mut Task>,
+    tick: Cell<u32>,
+    streak: Cell<u32>,
+    rng: Cell<u32>,
+    pub(crate) free: UnsafeCell<Vec<*mut Task>>,
+    /// Tasks pinned to this worker that other workers found in their queues.
+    pub(crate) inbox: crate::spin::SpinLock<TaskList>,
+    pub(crate) inbox_len: AtomicUsize,
+    /// Tasks pinned here (queued or running) that have not switched
+    /// cooperatively since; while nonzero, `blocking` does not hand off.
+    pinned: Cell<usize>,
+    pub(crate) idle: AtomicBool,
+    pub(crate) sleep_word: AtomicU32,
+    /// Incremented on every task switch on this worker (preemption hook).
+    pub(crate) switch_count: AtomicU64,
+    /// Address of the task on this worker's CPU, or 0 (preemption hook).
+    pub(crate) running_task: AtomicUsize,
+}
+
+// SAFETY: the Cells and UnsafeCells are touched only by the thread currently
+// driving the worker (handed over with release/acquire in `handoff`); the rest
+// are atomics or locks.
+unsafe impl Sync for Worker {}
+// SAFETY: as above.
+unsafe impl Send for Worker {}
+
+impl Worker {
+    pub(crate) fn new(index: usize, shared: *const Shared) -> Worker {
+        Worker {
+            index,
+            shared,
+            queue: LocalQueue::new(),
+            runnext: Cell::new(ptr::null_mut()),
+            tick: Cell::new(0),
+            streak: Cell::new(0),
+            rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+            free: UnsafeCell::new(Vec::with_capacity(FREE_CACHE)),
+            inbox: crate::spin::SpinLock::new(TaskList::new()),
+            inbox_len: AtomicUsize::new(0),
+            pinned: Cell::new(0),
+            idle: AtomicBool::new(false),
+            sleep_word: AtomicU32::new(0),
+            switch_count: AtomicU64::new(0),
+            running_task: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: workers live inside their Shared.
+        unsafe { &*self.shared }
+    }
+
+    #[inline]
+    fn bump_switch(&self) {
+        // Only the driving thread writes: a plain load+store, no locked RMW.
+        let c = self.switch_count.load(Ordering::Relaxed);
+        self.switch_count.store(c.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    fn next_rand(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+
+    /// True if `t` may run here; otherwise forwards it to the worker it is
+    /// pinned to.
+    #[inline]
+    fn claim(&self, t: *mut Task) -> bool {
+        // SAFETY: we just took `t` out of a queue, so we own it.
+        let p = unsafe { (*t).pinned_worker.get() };
+        if p == NO_PIN || p == self.index {
+            return true;
+        }
+        let sh = self.shared();
+        let target = &sh.workers[p];
+        target.inbox.lock().push_back(t);
+        target.inbox_len.fetch_add(1, Ordering::SeqCst);
+        sh.wake_worker(p);
+        false
+    }
+
+    /// The fast-path choice of the next task: runnext or the ring; null when
+    /// nothing is ready locally or when a periodic full schedule is due.
+    #[inline]
+    fn next_fast(&self) -> *mut Task {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % FAIR_TICKS == 0 {
+            return ptr::null_mut();
+        }
+        self.next_local()
+    }
+
+    #[inline]
+    fn next_local(&self) -> *mut Task {
+        loop {
+            let rn = self.runnext.get();
+            let t = if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
+                self.streak.set(self.streak.get() + 1);
+                self.runnext.set(ptr::null_mut());
+                rn
+            } else {
+                self.streak.set(0);
+                match self.queue.pop() {
+                    Some(t) => t,
+                    None if !rn.is_null() => {
+                        self.runnext.set(ptr::null_mut());
+                        rn
+                    }
+                    None => return ptr::null_mut(),
+                }
+            };
+            if self.claim(t) {
+                return t;
+            }
+        }
+    }
+
+    /// Pushes `t` on the ring; overflow goes to the global queue.
+    #[inline]
+    pub(crate) fn push_local(&self, t: *mut Task) {
+        if let Some(list) = self.queue.push(t) {
+            self.shared().push_global_list(list);
+        }
+    }
+
+    /// Clears the pin of the current task at a cooperative switch.
+    #[inline]
+    fn clear_pin(&self, cur: *mut Task) {
+        // SAFETY: `cur` is the running task, owned by this thread.
+        let t = unsafe { &*cur };
+        if t.pinned_worker.get() != NO_PIN {
+            t.pinned_worker.set(NO_PIN);
+            self.pinned.set(self.pinned.get() - 1);
+        }
+    }
+
+    fn drain_inbox(&self) -> *mut Task {
+        if self.inbox_len.load(Ordering::Acquire) == 0 {
+            return ptr::null_mut();
+        }
+        let list = std::mem::replace(&mut *self.inbox.lock(), TaskList::new());
+        self.inbox_len.fetch_sub(list.len(), Ordering::AcqRel);
+        let mut list = list;
+        let first = list.pop_front().unwrap_or(ptr::null_mut());
+        while let Some(t) = list.pop_front() {
+            self.push_local(t);
+        }
+        first
+    }
+
+    /// One pass over every source of work except stealing.
+    fn find_local_or_global(&self) -> *mut Task {
+        let sh = self.shared();
+        let t = self.drain_inbox();
+        if !t.is_null() {
+            return t;
+        }
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % FAIR_TICKS == 0 {
+            if let Some(t) = sh.take_global(self) {
+                return t;
+            }
+        }
+        sh.run_timers();
+        let t = self.next_local();
+        if !t.is_null() {
+            return t;
+        }
+        if let Some(t) = sh.take_global(self) {
+            return t;
+        }
+        ptr::null_mut()
+    }
+
+    fn steal(&self) -> *mut Task {
+        let sh = self.shared();
+        let n = sh.workers.len();
+        if n == 1 {
+            return ptr::null_mut();
+        }
+        let start = self.next_rand() as usize % n;
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            if let Some(t) = sh.workers[v].queue.steal_into(&self.queue) {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// Sleeps on the futex until woken, a timer is due, or shutdown.
+    fn idle_sleep(&self) {
+        let sh = self.shared();
+        self.sleep_word.store(0, Ordering::SeqCst);
+        self.idle.store(true, Ordering::SeqCst);
+        sh.nidle.fetch_add(1, Ordering::SeqCst);
+        let mut timeout = None;
+        let nt = sh.next_timer.load(Ordering::SeqCst);
+        if nt != u64::MAX {
+            let now = now_ns();
+            timeout = Some(nt.saturating_sub(now));
+        }
+        if timeout != Some(0) && !sh.has_work(self) {
+            futex_wait(&self.sleep_word, 0, timeout);
+        }
+        if self.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            sh.nidle.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The scheduler's search: local, global, timers, stealing, then spinning
+    /// briefly and sleeping. Returns None on shutdown.
+    fn find_runnable(&self) -> Option<*mut Task> {
+        let sh = self.shared();
+        let mut spinning = false;
+        let mut rounds = 0;
+        loop {
+            if sh.shutdown.load(Ordering::Acquire) {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                return None;
+            }
+            let mut t = self.find_local_or_global();
+            if t.is_null() {
+                t = self.steal();
+            }
+            if !t.is_null() {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                    // We may have been the only searcher: make sure remaining
+                    // work gets someone.
+                    if sh.global_len.load(Ordering::Relaxed) > 0 || self.queue.len() > 0 {
+                        sh.notify();
+                    }
+                }
+                return Some(t);
+            }
+            if !spinning {
+                spinning = true;
+                sh.nspinning.fetch_add(1, Ordering::SeqCst);
+            }
+            rounds += 1;
+            if rounds < SPIN_ROUNDS {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+            spinning = false;
+            rounds = 0;
+            self.idle_sleep();
+        }
+    }
+}
+
+/// Switches from `cur` to `next` (or to this thread's scheduler loop when
+/// `next` is null), telling the next context to apply `action` to `cur`.
+/// Returns when `cur` is resumed.
+///
+/// # Safety
+/// `cur` is the task running on this thread (`m.current`), `w` its worker,
+/// `next` null or a runnable task claimed for `w`.
+#[inline]
+unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, action: usize) {
+    let target = if next.is_null() {
+        m.current.set(ptr::null_mut());
+        w.running_task.store(0, Ordering::Relaxed);
+        // SAFETY: the scheduler loop's SP was saved when it switched to a task.
+        unsafe { *m.sched_sp.get() }
+    } else {
+        m.current.set(next);
+        w.running_task.store(next as usize, Ordering::Relaxed);
+        // SAFETY: `next` is a runnable task we own; its SP was saved.
+        unsafe {
+            (*next).state.store(state::RUNNING, Ordering::Relaxed);
+            *(*next).sp.get()
+        }
+    };
+    w.bump_switch();
+    // SAFETY: `cur.sp` is writable; `target` is a suspended context whose
+    // stack is mapped. `m` and `w` are not used after the switch: this task
+    // may resume on another thread.
+    let r = unsafe { arch::switch((*cur).sp.get(), target, cur as usize | action) };
+    finish_switch(r);
+}
+
+/// Runs in the context that was just switched to: applies the outgoing
+/// context's action to it (see the module comment).
+#[inline]
+pub(crate) fn finish_switch(arg: usize) {
+    if arg == 0 {
+        return;
+    }
+    let prev = (arg & !A_MASK) as *mut Task;
+    // SAFETY: `prev` is a task that just switched away from this thread; its
+    // context is saved and nobody else can reach it until we queue it.
+    unsafe {
+        match arg & A_MASK {
+            A_YIELD | A_PREEMPT => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                this_worker().push_local(prev);
+            }
+            A_PARK => {
+                (*prev).state.store(state::PARKED, Ordering::Relaxed);
+                if (*prev)
+                    .park
+                    .compare_exchange(park::EMPTY, park::PARKED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // Unparked while switching out: run it again.
+                    (*prev).park.store(park::EMPTY, Ordering::Relaxed);
+                    make_runnable(prev, true);
+                }
+            }
+            A_EXIT => recycle(prev),
+            A_REQUEUE => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                let sh = (*prev).shared();
+                sh.push_global_one(prev);
+                sh.notify();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The worker driven by this thread (only valid where one is known to exist).
+#[inline]
+fn this_worker() -> &'static Worker {
+    // SAFETY: called only from finish_switch paths on a thread that drives a
+    // worker (yield and preempt switches happen only with a worker).
+    unsafe { &*(*machine()).worker.get() }
+}
+
+/// Returns a finished task's struct and stack to the free cache or pool.
+///
+/// # Safety
+/// `t` is a task that has exited; its stack is no longer in use.
+unsafe fn recycle(t: *mut Task) {
+    // SAFETY: per the contract we own `t`.
+    let task = unsafe { &*t };
+    task.state.store(state::FREE, Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe { *task.name.get() = None };
+    let m = machine();
+    // SAFETY: the machine pointer is valid on its thread; the worker is owned
+    // by this thread while set.
+    unsafe {
+        if !m.is_null() {
+            let w = (*m).worker.get();
+            if !w.is_null() && (*w).shared == task.shared {
+                let free = &mut *(*w).free.get();
+                if free.len() < FREE_CACHE {
+                    free.push(t);
+                    return;
+                }
+            }
+        }
+        task.shared().release_task(t);
+    }
+}
+
+/// Makes a parked or new task runnable: on this thread's worker if it belongs
+/// to the same runtime (in `runnext` if `lifo`), otherwise on its runtime's
+/// global queue.
+pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
+    // SAFETY: we own `t` (it is new, or we won the unpark).
+    let task = unsafe { &*t };
+    task.state.store(state::RUNNABLE, Ordering::Relaxed);
+    let m = machine();
+    // SAFETY: machine and worker are valid on this thread while set.
+    unsafe {
+        if !m.is_null() {
+            let w = (*m).worker.get();
+            if !w.is_null() && (*w).shared == task.shared {
+                let w = &*w;
+                let mut t = t;
+                if lifo && !(*m).current.get().is_null() {
+                    let old = w.runnext.replace(t);
+                    if old.is_null() {
+                        return;
+                    }
+                    t = old;
+                }
+                w.push_local(t);
+                w.shared().notify();
+                return;
+            }
+        }
+    }
+    let sh = task.shared();
+    sh.push_global_one(t);
+    sh.notify();
+}
+
+/// Gives `t` its park token; if it was parked, makes it runnable.
+pub(crate) fn unpark(t: *mut Task) {
+    // SAFETY: callers only unpark tasks that cannot exit before this unpark
+    // (they wait for exactly this token).
+    let task = unsafe { &*t };
+    if task.park.swap(park::NOTIFIED, Ordering::AcqRel) == park::PARKED {
+        task.park.store(park::EMPTY, Ordering::Relaxed);
+        make_runnable(t, true);
+    }
+}
+
+/// Parks the current task until its token is given with [`unpark`].
+///
+/// # Safety contract (internal)
+/// Must be called from a task holding a worker; every park is matched by
+/// exactly one unpark from whoever the task registered with.
+pub(crate) fn park_current() {
+    let (m, w, cur) = current_with_worker().expect("park_current outside a task");
+    // SAFETY: `cur` is the running task.
+    let task = unsafe { &*cur };
+    if task.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        return;
+    }
+    w.clear_pin(cur);
+    let next = w.next_fast();
+    // SAFETY: per `switch_to`'s contract.
+    unsafe { switch_to(m, w, cur, next, A_PARK) };
+}
+
+/// Yields the current task (see `crate::yield_now`).
+pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
+    w.clear_pin(cur);
+    let next = w.next_fast();
+    if next.is_null() && w.tick.get() % FAIR_TICKS != 0 {
+        let sh = w.shared();
+        if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
+            return; // nothing else to run: keep going
+        }
+    }
+    // SAFETY: per `switch_to`'s contract.
+    unsafe { switch_to(m, w, cur, next, A_YIELD) };
+}
+
+/// Puts the current (async-preempted) task back on its worker's local run
+/// queue, pinned to this worker, and runs something else. See the preemption
+/// hooks in the crate docs.
+pub(crate) fn preempt_current() {
+    let Some((m, w, cur)) = current_with_worker() else { return };
+    // SAFETY: `cur` is the running task.
+    let task = unsafe { &*cur };
+    if task.pinned_worker.get() == NO_PIN {
+        task.pinned_worker.set(w.index);
+        w.pinned.set(w.pinned.get() + 1);
+    }
+    let next = w.next_fast();
+    // SAFETY: per `switch_to`'s contract.
+    unsafe { switch_to(m, w, cur, next, A_PREEMPT) };
+}
+
+/// Entry point of every task (called by the arch trampoline on the task's
+/// fresh stack). Never returns: the task ends by switching away for good.
+pub(crate) unsafe extern "C" fn task_entry(task: usize, arg: usize) -> ! {
+    finish_switch(arg);
+    run_body(task as *mut Task);
+    exit_current()
+}
+
+#[inline(never)]
+fn run_body(t: *mut Task) {
+    // SAFETY: `t` is the running task; nobody else touches its body.
+    let body = unsafe { (*(*t).body.get()).take() };
+    if let Some(body) = body {
+        body.run();
+    }
+    crate::local::drop_locals(t);
+}
+
+fn exit_current() -> ! {
+    let Some((m, w, cur)) = current_with_worker() else {
+        // Cannot happen: `blocking` re-attaches before returning.
+        crate::sys::write_stderr(b"usurp: internal error: task exiting without a worker\n");
+        std::process::abort();
+    };
+    w.clear_pin(cur);
+    let next = w.next_fast();
+    // SAFETY: per `switch_to`'s contract; an exited task is never resumed.
+    unsafe { switch_to(m, w, cur, next, A_EXIT) };
+    crate::sys::write_stderr(b"usurp: internal error: exited task resumed\n");
+    std::process::abort();
+}
+
+/// Runs `f` with this task's worker handed to another thread (see
+/// `crate::blocking`).
+pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
+    let Some((m, w, cur)) = current_with_worker() else { return f() };
+    w.clear_pin(cur);
+    let sh = w.shared();
+    if w.pinned.get() > 0 || sh.shutdown.load(Ordering::Relaxed) {
+        // Tasks pinned here must resume on this thread: no handoff.
+        return f();
+    }
+    // SAFETY: `cur` is the running task. The frames above this point stay
+    // untouched while `f` runs: record this SP for stack scanning.
+    let marker = 0u8;
+    unsafe {
+        *(*cur).sp.get() = std::hint::black_box(&marker) as *const u8 as usize & !15;
+        (*cur).state.store(state::BLOCKING, Ordering::Relaxed);
+    }
+    w.running_task.store(0, Ordering::Relaxed);
+    m.worker.set(ptr::null());
+    if !sh.handoff(w) {
+        m.worker.set(w);
+        // SAFETY: as above.
+        unsafe { (*cur).state.store(state::RUNNING, Ordering::Relaxed) };
+        w.running_task.store(cur as usize, Ordering::Relaxed);
+        return f();
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    // Back from the blocking call: queue ourselves globally via this thread's
+    // scheduler context (which then becomes a spare thread).
+    let m = machine();
+    // SAFETY: still on the same thread (we never switched); its machine.
+    unsafe {
+        (*m).current.set(ptr::null_mut());
+        let r2 = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
+        finish_switch(r2);
+    }
+    match r {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// The body of every runtime thread: drive a worker's scheduler loop; when
+/// the worker is handed away, wait as a spare until given one.
+pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
+    let _alt = crate::guard::AltStack::install();
+    let m = Box::new(Machine {
+        sched_sp: UnsafeCell::new(0),
+        worker: Cell::new(worker),
+        current: Cell::new(ptr::null_mut()),
+        shared,
+        spare_word: AtomicU32::new(0),
+        handoff: AtomicPtr::new(ptr::null_mut()),
+    });
+    let mp = &*m as *const Machine as *mut Machine;
+    MACHINE.with(|c| c.set(mp));
+    loop {
+        if !m.worker.get().is_null() {
+            schedule_loop(&m);
+        }
+        if !m.shared.wait_as_spare(&m) {
+            break;
+        }
+    }
+    MACHINE.with(|c| c.set(ptr::null_mut()));
+    m.shared.threads.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn schedule_loop(m: &Machine) {
+    loop {
+        let w = m.worker.get();
+        if w.is_null() {
+            return;
+        }
+        // SAFETY: this thread drives `w` while it is set in `m`.
+        let w = unsafe { &*w };
+        let Some(t) = w.find_runnable() else {
+            // Shutdown: this worker stops; whatever is still queued is
+            // abandoned by the runtime.
+            m.worker.set(ptr::null());
+            w.shared().worker_stopped();
+            return;
+        };
+        m.current.set(t);
+        w.running_task.store(t as usize, Ordering::Relaxed);
+        w.bump_switch();
+        // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
+        let r = unsafe {
+            (*t).state.store(state::RUNNING, Ordering::Relaxed);
+            arch::switch(m.sched_sp.get(), *(*t).sp.get(), 0)
+        };
+        finish_switch(r);
+    }
+}
+
+/// Wakes worker `i` (sets its futex word), whether or not it sleeps.
+pub(crate) fn wake_worker_word(w: &Worker) {
+    w.sleep_word.store(1, Ordering::SeqCst);
+    futex_wake(&w.sleep_word, 1);
+}
