@@ -248,3 +248,39 @@ pub fn check_backtrace(frame: &SpillFrame, lo: usize, hi: usize) -> Result<usize
     }
     Ok(depth)
 }
+
+/// Runs `body(stop)` on a mini worker with a requester sending targeted
+/// requests, until `done(stats)` holds or `timeout` passes; then sets `stop`
+/// (the body must return soon after) and returns (parks, final stats).
+pub fn run_until(
+    cfg: RunConfig,
+    body: impl FnOnce(&'static std::sync::atomic::AtomicBool) + Send + 'static,
+    on_park: Option<Box<dyn FnMut(&SpillFrame, &Ctx) + Send>>,
+    done: impl Fn(&usurp_preempt::PreemptStats) -> bool,
+    timeout: Duration,
+) -> (u64, usurp_preempt::PreemptStats) {
+    let stop: &'static std::sync::atomic::AtomicBool = Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    let slot = new_slot();
+    let worker = spawn_mini_worker(slot, cfg, Box::new(move || body(stop)), on_park);
+    let requester = spawn_requester(slot, stop, Duration::from_micros(50));
+    let t0 = std::time::Instant::now();
+    while !done(&slot.stats()) && t0.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let parks = worker.join().expect("worker panicked");
+    requester.join().expect("requester panicked");
+    (parks, slot.stats())
+}
+
+usurp_preempt::preemptible! {
+    /// A tight loop with no calls (preemptible).
+    pub fn spin(n: u64) -> u64 {
+        let mut x = 0u64;
+        for i in 0..n {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            x = std::hint::black_box(x);
+        }
+        x
+    }
+}

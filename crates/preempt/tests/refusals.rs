@@ -1,0 +1,192 @@
+//! End-to-end refusals of the safe-point check: no-preempt sections, too
+//! little stack, unsafe ranges, and restartable ranges (PC rewritten to the
+//! range start).
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use usurp_preempt::{no_preempt, register_unsafe_range, NoPreempt, Refusal, SpillFrame};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn want(n: u64) -> u64 {
+    ((n as f64 * scale()) as u64).max(5)
+}
+
+#[test]
+fn no_preempt_sections_are_refused_and_nest() {
+    static IN_SECTION: AtomicBool = AtomicBool::new(false);
+    static PARKED_IN_SECTION: AtomicU64 = AtomicU64::new(0);
+    static PHASE_REFUSED: AtomicU64 = AtomicU64::new(0);
+    let need = want(50);
+    let (parks, st) = run_until(
+        RunConfig::default(),
+        move |stop| {
+            let slot = usurp_preempt::current_worker().expect("on a worker");
+            {
+                let _outer = NoPreempt::new();
+                IN_SECTION.store(true, Ordering::SeqCst);
+                no_preempt(|| {
+                    assert_eq!(slot.no_preempt_depth(), 2);
+                });
+                // Inner section ended: still inside the outer one.
+                assert_eq!(slot.no_preempt_depth(), 1);
+                while slot.stats().refused(Refusal::NoPreempt) < need && !stop.load(Ordering::Relaxed) {
+                    spin(10_000);
+                }
+                PHASE_REFUSED.store(slot.stats().refused(Refusal::NoPreempt), Ordering::SeqCst);
+                IN_SECTION.store(false, Ordering::SeqCst);
+            }
+            assert_eq!(slot.no_preempt_depth(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                spin(10_000);
+            }
+        },
+        Some(Box::new(|_f: &SpillFrame, _c: &Ctx| {
+            if IN_SECTION.load(Ordering::SeqCst) {
+                PARKED_IN_SECTION.fetch_add(1, Ordering::SeqCst);
+            }
+        })),
+        |s| s.refused(Refusal::NoPreempt) >= need && s.accepted >= need,
+        TIMEOUT,
+    );
+    assert_eq!(PARKED_IN_SECTION.load(Ordering::SeqCst), 0, "preempted inside a no-preempt section");
+    assert!(PHASE_REFUSED.load(Ordering::SeqCst) >= need, "{st:?}");
+    assert!(st.accepted >= need, "never preempted after the section: {st:?}");
+    assert_eq!(parks, st.accepted);
+}
+
+#[test]
+fn too_little_stack_is_refused() {
+    let need = want(50);
+    let (parks, st) = run_until(
+        // The task's stack is declared to end 8 KiB below its top: less than
+        // the spill frame plus SPILL_HOOK_STACK.
+        RunConfig { declared_stack: Some(8 * 1024), ..RunConfig::default() },
+        |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                spin(10_000);
+            }
+        },
+        None,
+        |s| s.refused(Refusal::StackRoom) >= need,
+        TIMEOUT,
+    );
+    assert!(st.refused(Refusal::StackRoom) >= need, "{st:?}");
+    assert_eq!(st.accepted, 0, "{st:?}");
+    assert_eq!(parks, 0);
+}
+
+// A loop whose body is a 200-instruction sequence ending in one store: a
+// valid restartable range (it recomputes rax from rdi, which it never
+// writes; the store is its last instruction).
+//   usurp_test_range_fn(input: rdi, out: rsi, iterations: rdx)
+core::arch::global_asm!(
+    ".pushsection usurp_preemptible,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl usurp_test_range_fn",
+    ".hidden usurp_test_range_fn",
+    "usurp_test_range_fn:",
+    "push rbp",
+    "mov rbp, rsp",
+    "2:",
+    ".globl usurp_test_range_start",
+    ".hidden usurp_test_range_start",
+    "usurp_test_range_start:",
+    "mov rax, rdi",
+    ".rept 200",
+    "add rax, 1",
+    ".endr",
+    "mov [rsi], rax",
+    ".globl usurp_test_range_end",
+    ".hidden usurp_test_range_end",
+    "usurp_test_range_end:",
+    "dec rdx",
+    "jnz 2b",
+    "pop rbp",
+    "ret",
+    ".popsection",
+);
+
+extern "C" {
+    fn usurp_test_range_fn(input: u64, out: *mut u64, iterations: u64);
+    static usurp_test_range_start: u8;
+    static usurp_test_range_end: u8;
+}
+
+fn range() -> (usize, usize) {
+    (
+        core::ptr::addr_of!(usurp_test_range_start) as usize,
+        core::ptr::addr_of!(usurp_test_range_end) as usize,
+    )
+}
+
+static RANGE_BAD: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static RANGE_IN: AtomicUsize = AtomicUsize::new(0);
+
+fn range_body(stop: &'static AtomicBool) {
+    let mut input = 1000u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut out = 0u64;
+        // SAFETY: the asm function writes only *out.
+        unsafe { usurp_test_range_fn(input, &mut out, 20_000) };
+        if out != input + 200 {
+            RANGE_BAD.lock().unwrap().push(format!("result {out} for input {input}"));
+        }
+        input += 1;
+    }
+}
+
+#[test]
+fn unsafe_ranges_are_refused_and_restartable_ranges_restart() {
+    let (start, end) = range();
+    let need = want(50);
+
+    // Non-restartable: never parked inside.
+    let h = register_unsafe_range(start, end, false).unwrap();
+    let (parks, st) = run_until(
+        RunConfig::default(),
+        range_body,
+        Some(Box::new(move |f: &SpillFrame, _c: &Ctx| {
+            if start <= f.pc() && f.pc() < end {
+                RANGE_BAD.lock().unwrap().push(format!("parked inside unsafe range at {:#x}", f.pc()));
+            }
+        })),
+        |s| s.refused(Refusal::UnsafeRange) >= need,
+        TIMEOUT,
+    );
+    drop(h);
+    assert!(st.refused(Refusal::UnsafeRange) >= need, "{st:?}");
+    assert_eq!(st.restarted, 0);
+    assert_eq!(parks, st.accepted);
+
+    // Restartable: parked only at the start, never in the middle.
+    let h = register_unsafe_range(start, end, true).unwrap();
+    let (parks, st) = run_until(
+        RunConfig::default(),
+        range_body,
+        Some(Box::new(move |f: &SpillFrame, _c: &Ctx| {
+            let pc = f.pc();
+            if start <= pc && pc < end {
+                RANGE_IN.fetch_add(1, Ordering::SeqCst);
+                if pc != start {
+                    RANGE_BAD.lock().unwrap().push(format!("parked at {pc:#x} inside restartable range"));
+                }
+            }
+        })),
+        |s| s.restarted >= need,
+        TIMEOUT,
+    );
+    drop(h);
+    let bad = RANGE_BAD.lock().unwrap();
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(st.restarted >= need, "{st:?}");
+    assert_eq!(st.refused(Refusal::UnsafeRange), 0, "{st:?}");
+    assert!(RANGE_IN.load(Ordering::SeqCst) as u64 >= st.restarted);
+    assert_eq!(parks, st.accepted);
+}
