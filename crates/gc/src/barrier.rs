@@ -37,6 +37,11 @@ extern "C" {
 
 /// `[start, end)` of the barrier code.
 pub fn barrier_code_range() -> (usize, usize) {
+    // A regular reference to the section's code keeps the section alive under
+    // lld's default `-z start-stop-gc` (a section referenced only through
+    // __start_/__stop_ would be discarded by --gc-sections, leaving the
+    // symbols undefined).
+    std::hint::black_box(usurp_gc_write_barrier as *const ());
     // The linker defines both symbols around the section that holds
     // usurp_gc_write_barrier; taking their addresses reads nothing.
     (&raw const __start_usurp_barrier as usize, &raw const __stop_usurp_barrier as usize)

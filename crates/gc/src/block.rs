@@ -71,6 +71,19 @@ impl BlockMeta {
         }
         w.fetch_or(bit, Ordering::AcqRel) & bit == 0
     }
+    /// Like `try_mark`, for a marker that runs alone (no other thread touches
+    /// mark bits): a plain load and store instead of a locked RMW.
+    #[inline(always)]
+    pub fn try_mark_exclusive(&self, i: usize) -> bool {
+        let bit = 1u64 << (i % 64);
+        let w = &self.mark[i / 64];
+        let v = w.load(Ordering::Relaxed);
+        if v & bit != 0 {
+            return false;
+        }
+        w.store(v | bit, Ordering::Relaxed);
+        true
+    }
     /// Whether slot `i` is marked.
     #[inline(always)]
     pub fn is_marked(&self, i: usize) -> bool {

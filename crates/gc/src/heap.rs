@@ -6,6 +6,7 @@ use crate::descriptor::Descriptor;
 use crate::mark::{find_exact, MarkCounters, Marker, WorkPool};
 use crate::mutator::{set_current_mutator, Mutator};
 use crate::object::GcRef;
+use crate::preempt_glue::no_preempt;
 use crate::roots::{Root, RootScanner, ScannerId, SlotTable, WeakRef};
 use crate::sizeclass::{slots_of, CLASS_SIZES, NUM_CLASSES};
 use crate::space::Space;
@@ -184,12 +185,14 @@ impl Heap {
 
     /// Root `obj` precisely until the returned handle is dropped.
     pub fn add_root(&self, obj: Option<GcRef>) -> Root {
-        Root::new(self.inner.roots.add(obj.map_or(0, |r| r.addr())))
+        // Locks taken by mutators are taken with preemption off, so that no
+        // task is ever parked for a collection while holding one.
+        no_preempt(|| Root::new(self.inner.roots.add(obj.map_or(0, |r| r.addr()))))
     }
 
     /// A weak reference to `obj`.
     pub fn weak(&self, obj: GcRef) -> WeakRef {
-        WeakRef::new(self.inner.weaks.add(obj.addr()))
+        no_preempt(|| WeakRef::new(self.inner.weaks.add(obj.addr())))
     }
 
     /// Register a callback that reports precise roots in every pause (e.g. an
@@ -197,16 +200,18 @@ impl Heap {
     /// not allocate or take locks a stopped task may hold.
     pub fn add_root_scanner(&self, f: RootScanner) -> ScannerId {
         let id = self.inner.next_scanner.fetch_add(1, Ordering::Relaxed);
-        lock(&self.inner.scanners).push((id, Arc::new(f)));
+        no_preempt(|| lock(&self.inner.scanners).push((id, Arc::new(f))));
         ScannerId(id)
     }
 
     /// Unregister a root scanner; false if unknown.
     pub fn remove_root_scanner(&self, id: ScannerId) -> bool {
-        let mut v = lock(&self.inner.scanners);
-        let n = v.len();
-        v.retain(|(i, _)| *i != id.0);
-        v.len() != n
+        no_preempt(|| {
+            let mut v = lock(&self.inner.scanners);
+            let n = v.len();
+            v.retain(|(i, _)| *i != id.0);
+            v.len() != n
+        })
     }
 
     /// Run `f(obj)` once after `obj` is found unreachable.
@@ -220,8 +225,15 @@ impl Heap {
     /// (resurrection): the object then lives on as a normal object, its
     /// finalizer is not re-registered (call `set_finalizer` again to get
     /// another one). Registering several finalizers on one object runs each.
+    ///
+    /// Panics if `obj` is not the start of an object of this heap.
     pub fn set_finalizer(&self, obj: GcRef, f: impl FnOnce(GcRef) + Send + 'static) {
-        lock(&self.inner.finalizers).push((obj.addr(), Box::new(f)));
+        assert!(
+            find_exact(&self.inner.space, obj.addr()).is_some(),
+            "set_finalizer: {obj:?} is not an object of this heap"
+        );
+        let f: Finalizer = Box::new(f);
+        no_preempt(|| lock(&self.inner.finalizers).push((obj.addr(), f)));
     }
 
     /// Run the finalizers queued by past collections, on the calling thread
@@ -232,20 +244,20 @@ impl Heap {
     pub fn run_pending_finalizers(&self) -> usize {
         let mut n = 0;
         loop {
-            let next = lock(&self.inner.pending).pop_front();
+            let next = no_preempt(|| lock(&self.inner.pending).pop_front());
             let Some((obj, f)) = next else { break };
             let r = GcRef::from_addr(obj).expect("finalizable objects are non-null");
             f(r);
             std::hint::black_box(r);
             n += 1;
-            lock(&self.inner.stats).finalizers_run += 1;
+            no_preempt(|| lock(&self.inner.stats).finalizers_run += 1);
         }
         n
     }
 
     /// Statistics so far.
     pub fn stats(&self) -> GcStats {
-        self.inner.stats()
+        no_preempt(|| self.inner.stats())
     }
 }
 
@@ -366,8 +378,10 @@ impl HeapInner {
         let counters = MarkCounters::default();
         let space = &self.space;
 
-        // Roots.
+        // Roots. The coordinator marks alone until the parallel phase, and
+        // again after it (finalizers): run_parallel has returned by then.
         let mut m = Marker::new(space, &counters);
+        m.exclusive = true;
         let mut words = 0;
         let (lo, hi) = world.current_stack_bounds();
         if lo <= sp && sp < hi {
@@ -472,7 +486,7 @@ impl HeapInner {
             s.weak_cleared += weak_cleared;
         }
         if self.config.trace {
-            eprintln!("{}", trace_line(&c, t0 - self.start));
+            eprintln!("{}", trace_line(&c, t0 - self.start, self.config.verify));
         }
         queued > 0
     }

@@ -58,10 +58,8 @@
 
 // The one ISA-specific line outside the arch crates: which of them to use.
 #[cfg(target_arch = "aarch64")]
-#[allow(unused_imports)]
 use usurp_arch_aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
-#[allow(unused_imports)]
 use usurp_arch_x86_64 as arch;
 
 pub mod barrier;

@@ -26,7 +26,7 @@
 
 use crate::block::{KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::sizeclass::{slots_of, CLASS_SIZES};
+use crate::sizeclass::{slot_index, slots_of, CLASS_SIZES};
 use crate::space::Space;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -52,7 +52,7 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             let c = m.class.load(Ordering::Relaxed) as usize;
             let size = CLASS_SIZES[c];
             let start = space.block_start(b);
-            let slot = (a - start) / size;
+            let slot = slot_index(c, a - start);
             if slot >= slots_of(c) || !m.is_allocated(slot) {
                 return None;
             }
@@ -87,8 +87,8 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
             let c = m.class.load(Ordering::Relaxed) as usize;
             let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
-            let slot = off / size;
-            if off % size != 0 || slot >= slots_of(c) || !m.is_allocated(slot) {
+            let slot = slot_index(c, off);
+            if slot * size != off || slot >= slots_of(c) || !m.is_allocated(slot) {
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: a })
@@ -136,19 +136,23 @@ pub struct Marker<'a> {
     bad: usize,
     live: usize,
     busy: bool,
+    /// The only marker of this cycle: mark bits may be set without RMW.
+    pub exclusive: bool,
 }
 
 const DONATE_MIN: usize = 64;
 
 impl<'a> Marker<'a> {
     pub fn new(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
-        Marker { space, stack: Vec::with_capacity(1024), counters, bad: 0, live: 0, busy: false }
+        Marker { space, stack: Vec::with_capacity(1024), counters, bad: 0, live: 0, busy: false, exclusive: false }
     }
 
     /// Mark the object at `loc`; push it for scanning if newly marked.
     #[inline]
     pub fn mark_loc(&mut self, loc: ObjLoc) {
-        if self.space.meta(loc.block).try_mark(loc.slot) {
+        let m = self.space.meta(loc.block);
+        let newly = if self.exclusive { m.try_mark_exclusive(loc.slot) } else { m.try_mark(loc.slot) };
+        if newly {
             self.live += 1;
             // SAFETY: loc names a published object, whose header holds its
             // descriptor.

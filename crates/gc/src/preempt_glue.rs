@@ -1,25 +1,26 @@
 //! The GC's only contact with `usurp-preempt`: no-preemption sections around
-//! allocation and the registration of the write barrier as an unsafe range.
+//! allocation and lock-taking mutator calls, and the registration of the
+//! write barrier as an unsafe range.
 //!
-//! State: `usurp-preempt` does not export `no_preempt` / `register_unsafe_range`
-//! yet, so this module provides the fallbacks below. The no-preemption fallback
-//! runs the closure directly; this is sound as long as nothing preempts tasks
-//! asynchronously (true until the preempt crate lands, which is also when these
-//! functions switch to the real ones). The range registry fallback records the
-//! ranges locally so that tests can check the bounds.
+//! Both are the real `usurp-preempt` functions. `usurp-preempt` has no public
+//! "is this PC unsafe?" query, so the ranges registered through here are also
+//! recorded locally for the tests.
 
 use std::sync::Mutex;
 
-/// Run `f` with asynchronous preemption of the current task disabled.
-#[inline(always)]
-pub fn no_preempt<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+pub use usurp_preempt::no_preempt;
 
 static UNSAFE_RANGES: Mutex<Vec<(usize, usize, bool)>> = Mutex::new(Vec::new());
 
-/// Declare `[start, end)` as code where asynchronous preemption is refused.
+/// Declare `[start, end)` as code where asynchronous preemption is refused
+/// (for the rest of the process).
 pub fn register_unsafe_range(start: usize, end: usize, restartable: bool) {
+    match usurp_preempt::register_unsafe_range(start, end, restartable) {
+        Ok(h) => h.keep(),
+        // Only a full table or an empty range can fail; the barrier is
+        // registered once per process, so this is a bug worth shouting about.
+        Err(e) => panic!("usurp-gc: cannot register the write barrier as an unsafe range: {e}"),
+    }
     UNSAFE_RANGES.lock().unwrap().push((start, end, restartable));
 }
 

@@ -39,6 +39,26 @@ pub fn class_of(bytes: usize) -> usize {
     SIZE_TO_CLASS[bytes / 8] as usize
 }
 
+/// `RECIP[c] = 2^32 / size + 1`: `(off * RECIP[c]) >> 32 == off / size`
+/// exactly for every in-block offset (off < 2^16, size <= 2^13), which
+/// spares marking a division per pointer.
+static RECIP: [u64; NUM_CLASSES] = {
+    let mut r = [0u64; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        r[c] = (1u64 << 32) / CLASS_SIZES[c] as u64 + 1;
+        c += 1;
+    }
+    r
+};
+
+/// `off / CLASS_SIZES[c]` for an offset inside a block.
+#[inline(always)]
+pub fn slot_index(c: usize, off: usize) -> usize {
+    debug_assert!(off < BLOCK_SIZE);
+    ((off as u64 * RECIP[c]) >> 32) as usize
+}
+
 /// Slots of class `c` in one block.
 #[inline(always)]
 pub const fn slots_of(c: usize) -> usize {
@@ -62,5 +82,14 @@ mod tests {
         }
         assert!(CLASS_SIZES.windows(2).all(|w| w[0] < w[1] && w[1] % 8 == 0));
         assert!(slots_of(0) <= crate::block::MAX_SLOTS);
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact() {
+        for c in 0..NUM_CLASSES {
+            for off in 0..BLOCK_SIZE {
+                assert_eq!(slot_index(c, off), off / CLASS_SIZES[c], "class {c} off {off}");
+            }
+        }
     }
 }

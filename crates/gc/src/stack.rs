@@ -8,31 +8,12 @@
 use std::cell::Cell;
 
 /// Push the callee-saved registers onto the stack, then call `f(sp)`; every
-/// word from `sp` up to the top of the current stack is then scannable.
-///
-/// Uses the arch crate's routine (x86-64). On aarch64, until its arch crate
-/// exports the routine, glibc's `getcontext` stores every register into a
-/// `ucontext_t` in this frame, whose address is passed as `sp` (everything
-/// above it — the context itself and all callers' frames — is live stack).
-/// `f` must not panic (the asm frame does not unwind).
-#[cfg(target_arch = "x86_64")]
+/// word from `sp` up to the top of the current stack is then scannable
+/// (pitfall 4: the collector's own registers count too). The arch crate's
+/// routine; `f` must not panic (the asm frame does not unwind).
 #[inline(never)]
 pub fn with_registers_spilled(f: &mut dyn FnMut(usize)) {
     crate::arch::with_registers_spilled(f)
-}
-
-/// See the x86-64 variant; getcontext fallback.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(never)]
-pub fn with_registers_spilled(f: &mut dyn FnMut(usize)) {
-    let mut uc = std::mem::MaybeUninit::<libc::ucontext_t>::zeroed();
-    // SAFETY: getcontext writes a ucontext_t into the buffer we own; we never
-    // setcontext to it, so none of getcontext's "returns twice" hazards apply.
-    unsafe { libc::getcontext(uc.as_mut_ptr()) };
-    let sp = uc.as_ptr() as usize;
-    std::hint::black_box(&mut uc);
-    f(sp);
-    std::hint::black_box(&mut uc);
 }
 
 thread_local! {

@@ -137,7 +137,7 @@ fn mb(b: usize) -> f64 {
 }
 
 /// One `gctrace` line, in the spirit of Go's.
-pub fn trace_line(c: &CycleStats, since_start: Duration) -> String {
+pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String {
     format!(
         "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, ttsp {:.3} ms, pause {:.3} ms (mark {:.3} ms, sweep {:.3} ms{}), {} workers, {} live objects, {} conservative words, {}",
         c.cycle,
@@ -149,7 +149,7 @@ pub fn trace_line(c: &CycleStats, since_start: Duration) -> String {
         ms(c.pause),
         ms(c.mark),
         ms(c.sweep),
-        if c.verify.is_zero() { String::new() } else { format!(", verify {:.3} ms", ms(c.verify)) },
+        if !verify { String::new() } else { format!(", verify {:.3} ms", ms(c.verify)) },
         c.workers,
         c.live_objects,
         c.conservative_words,
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn trace_line_has_the_numbers() {
         let c = CycleStats { cycle: 7, heap_before: 8 << 20, heap_after: 2 << 20, heap_goal: 4 << 20, workers: 2, reason: "goal", ..Default::default() };
-        let l = trace_line(&c, Duration::from_millis(1500));
+        let l = trace_line(&c, Duration::from_millis(1500), false);
         assert!(l.starts_with("gc 7 @1.500s: 8.0->2.0 (4.0 goal) MB"), "{l}");
         assert!(l.contains("2 workers") && l.ends_with("goal"));
     }
