@@ -61,3 +61,5 @@ pub use regs::with_registers_spilled;
 
 #[cfg(test)]
 mod classify_tests;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod spill_tests;

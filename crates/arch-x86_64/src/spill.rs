@@ -130,8 +130,10 @@ fn init() {
     if INIT.load(Ordering::Acquire) == 2 {
         return;
     }
-    // CPUID is available on every x86-64 CPU.
-    let leaf1 = core::arch::x86_64::__cpuid(1);
+    // SAFETY: CPUID is available on every x86-64 CPU (the intrinsic is safe
+    // on recent compilers, unsafe on older ones).
+    #[allow(unused_unsafe)]
+    let leaf1 = unsafe { core::arch::x86_64::__cpuid(1) };
     let osxsave = leaf1.ecx & (1 << 27) != 0;
     if osxsave {
         let (lo, hi): (u32, u32);
@@ -141,8 +143,9 @@ fn init() {
             core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
                 options(nomem, nostack, preserves_flags));
         }
-        // CPUID leaf 0xD exists when XSAVE is enabled.
-        let d = core::arch::x86_64::__cpuid_count(0xD, 0);
+        // SAFETY: CPUID leaf 0xD exists when XSAVE is enabled.
+        #[allow(unused_unsafe)]
+        let d = unsafe { core::arch::x86_64::__cpuid_count(0xD, 0) };
         // EBX: size of the XSAVE area for the features enabled in XCR0.
         let size = (d.ebx as usize).max(512 + 64);
         USURP_X86_64_XCR0_LO.store(lo, Ordering::Relaxed);

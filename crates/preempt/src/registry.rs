@@ -55,10 +55,16 @@ extern "C" {
 /// `[start, end)` of the preemptible linker section.
 #[inline]
 pub fn preemptible_code() -> (usize, usize) {
-    // Taking the address of an extern static is safe (nothing is read).
-    let anchor = core::ptr::addr_of!(usurp_preemptible_anchor) as usize;
-    let s = core::ptr::addr_of!(__start_usurp_preemptible) as usize;
-    let e = core::ptr::addr_of!(__stop_usurp_preemptible) as usize;
+    // SAFETY: only the addresses of linker-defined symbols are taken, nothing
+    // is read (recent compilers consider this safe; older ones need unsafe).
+    #[allow(unused_unsafe)]
+    let (anchor, s, e) = unsafe {
+        (
+            core::ptr::addr_of!(usurp_preemptible_anchor) as usize,
+            core::ptr::addr_of!(__start_usurp_preemptible) as usize,
+            core::ptr::addr_of!(__stop_usurp_preemptible) as usize,
+        )
+    };
     // The anchor is inside the section by construction; using its address
     // keeps it (and so the section) alive under --gc-sections.
     debug_assert!(s <= anchor && anchor < e);

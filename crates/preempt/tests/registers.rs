@@ -4,6 +4,8 @@
 //! clobbers every register, and the task resumes: any mismatch fails. At every
 //! park the spill frame's contents and the frame-pointer chain are checked.
 #![cfg(target_arch = "x86_64")]
+// `%` instead of is_multiple_of: the workspace MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! switches back to the worker; the worker then (optionally) clobbers every
 //! register and switches back into the preempted task.
 #![allow(dead_code)]
+// `%` instead of is_multiple_of: the workspace MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of, clippy::type_complexity)]
 
 use std::cell::Cell;
 use std::time::Duration;
