@@ -120,7 +120,7 @@ fn spin(n: u64) -> (u64, u64) {
             "mov [rsp + 128], rdi",            // iteration count
             "lea rax, [rip + 2f]",
             "mov [rip + {ls}], rax",
-            "lea rax, [rip + 3f]",
+            "lea rax, [rip + 7f]",
             "mov [rip + {le}], rax",
             // Fill the 128 bytes below the loop's rsp (= rsp + 128 after the
             // `add` below) with the red-zone pattern.
@@ -166,6 +166,7 @@ fn spin(n: u64) -> (u64, u64) {
             "cmp qword ptr [rsp - 128], 0x5eed5eed", "jne 5f",
             "sub qword ptr [rsp], 1",
             "jnz 2b",
+            "7:",                              // end of the checked loop
             "xor eax, eax",
             "jmp 6f",
             "5:",
