@@ -69,10 +69,18 @@ fn default_max_heap() -> usize {
 
 impl Default for HeapConfig {
     fn default() -> Self {
-        let dbg = debug_options();
-        let (gogc, env_error) = match std::env::var("USURP_GOGC") {
-            Err(_) => (Some(100), None),
-            Ok(v) => match parse_gogc(&v) {
+        let gogc = std::env::var("USURP_GOGC").ok();
+        HeapConfig::from_env_values(gogc.as_deref(), debug_options())
+    }
+}
+
+impl HeapConfig {
+    /// The defaults, given the values of `USURP_GOGC` (if set) and the parsed
+    /// `USURP_DEBUG`. `Default` calls this with the process environment.
+    pub fn from_env_values(usurp_gogc: Option<&str>, dbg: &DebugOptions) -> HeapConfig {
+        let (gogc, env_error) = match usurp_gogc {
+            None => (Some(100), None),
+            Some(v) => match parse_gogc(v) {
                 Ok(g) => (g, None),
                 Err(e) => (Some(100), Some(e)),
             },
@@ -172,6 +180,22 @@ mod tests {
         let d = parse_debug("gctrace=yes");
         assert!(d.error.is_some());
         assert!(!parse_debug("").gctrace);
+    }
+
+    #[test]
+    fn environment_values_reach_the_config() {
+        let d = parse_debug("gctrace=1,gcverify=1");
+        let c = HeapConfig::from_env_values(Some("off"), &d);
+        assert_eq!(c.gogc, None);
+        assert!(c.trace && c.verify && c.validate().is_ok());
+        let c = HeapConfig::from_env_values(Some("250"), &parse_debug(""));
+        assert_eq!(c.gogc, Some(250));
+        assert!(!c.trace && !c.verify);
+        let c = HeapConfig::from_env_values(Some("fast"), &parse_debug(""));
+        assert!(matches!(c.validate(), Err(ConfigError::Env(e)) if e.contains("USURP_GOGC")));
+        let c = HeapConfig::from_env_values(None, &parse_debug("gctrace=2"));
+        assert!(matches!(c.validate(), Err(ConfigError::Env(e)) if e.contains("USURP_DEBUG")));
+        assert_eq!(HeapConfig::from_env_values(None, &parse_debug("")).gogc, Some(100));
     }
 
     #[test]

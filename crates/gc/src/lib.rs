@@ -6,8 +6,8 @@
 //! ## Heap layout
 //! One address-range reservation (`HeapConfig::max_heap`, which is also the
 //! hard limit) cut into 64 KiB blocks ([`space`](crate::space), [`block`]). A
-//! small object (≤ 8 KiB including its header) lives in a block of its size
-//! class (33 classes, 16 B … 8 KiB); a larger one gets its own span of whole
+//! small object (≤ 32 KiB including its header) lives in a block of its size
+//! class (39 classes, 16 B … 32 KiB); a larger one gets its own span of whole
 //! blocks. Per block, side tables hold object-start ("allocated") bits and
 //! mark bits; block metadata lives in a separate array indexed by block
 //! number. Blocks free for two cycles go back to the OS (`MADV_DONTNEED`).

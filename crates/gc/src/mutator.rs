@@ -10,9 +10,18 @@
 //! does the slow path take a lock (the class's partial-block list or the
 //! block pool) and possibly trigger a collection.
 //!
-//! The fast path runs inside `no_preempt`: a task must not be preempted with
-//! half-updated cache state, since the sweep rewrites the bits of owned blocks
-//! in the pause. The object-start bit is published last (pitfall 1).
+//! The fast path must not be interrupted by an asynchronous preemption (the
+//! sweep rewrites the object-start words of owned blocks in the pause; a
+//! preemption between our load and store of such a word would write back
+//! stale bits). It lives in [`alloc_entry`], an `#[inline(never)]` function in
+//! ordinary `.text`: `usurp-preempt` only preempts code in the
+//! `usurp_preemptible` section or in registered JIT regions and refuses every
+//! other PC, so the fast path is a no-preemption section by placement, which
+//! costs nothing (the `no_preempt` guard costs two thread-local accesses, ~15%
+//! of an allocation). The slow path (locks, block refill, collection trigger)
+//! runs under an explicit `no_preempt` as well. A VM that inlines allocation
+//! into JIT code must register that sequence with `register_unsafe_range`.
+//! The object-start bit is published last (pitfall 1).
 //!
 //! The scheduler finds the current thread's mutator through a thread-local
 //! pointer set by [`Heap::attach_thread`](crate::Heap::attach_thread), read by
@@ -170,7 +179,8 @@ impl Mutator {
     pub(crate) fn alloc(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
         if bytes <= MAX_SMALL {
             let class = class_of(bytes);
-            if let Some(r) = no_preempt(|| self.fast(class, desc, bytes, len)) {
+            // Not preemptible: see the module docs (alloc_entry's placement).
+            if let Some(r) = self.fast(class, desc, bytes, len) {
                 return Ok(r);
             }
         }
@@ -307,7 +317,7 @@ fn alloc_failed(e: AllocError) -> ! {
 pub fn try_alloc(desc: &'static Descriptor) -> Result<GcRef, AllocError> {
     assert!(!desc.is_array(), "try_alloc: {} is an array descriptor; use try_alloc_array", desc.name());
     let bytes = (desc.size_words() + 1) * 8;
-    with_mutator(|m| m.alloc(desc, bytes, None))
+    alloc_entry(desc, bytes, None)
 }
 
 /// Allocate an array of `len` elements (length stored in payload word 0).
@@ -325,11 +335,13 @@ pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, A
     if bytes > 1 << 46 {
         return Err(AllocError::TooLarge);
     }
-    with_mutator(|m| m.alloc(desc, bytes, Some(len)))
+    alloc_entry(desc, bytes, Some(len))
 }
 
-#[inline(always)]
-fn with_mutator<R>(f: impl FnOnce(&mut Mutator) -> Result<R, AllocError>) -> Result<R, AllocError> {
+/// The one entry to allocation. Never inlined, so that its code (the fast
+/// path) stays outside the preemptible section; see the module docs.
+#[inline(never)]
+fn alloc_entry(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
     let m = current_mutator();
     if m.is_null() {
         return Err(AllocError::NotAttached);
@@ -338,5 +350,5 @@ fn with_mutator<R>(f: impl FnOnce(&mut Mutator) -> Result<R, AllocError>) -> Res
     // valid until the guard (which is !Send) is dropped on this thread; no
     // other reference to the mutator exists while we allocate (allocation is
     // not reentrant: finalizers and scanners never run inside it).
-    f(unsafe { &mut *m })
+    unsafe { &mut *m }.alloc(desc, bytes, len)
 }

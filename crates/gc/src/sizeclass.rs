@@ -8,14 +8,17 @@
 use crate::block::BLOCK_SIZE;
 
 /// Object sizes in bytes (multiples of 8, header included).
-pub const CLASS_SIZES: [usize; 33] = [
+/// Up to 8 KiB the step is at most 25%; above, classes fill a block with 6,
+/// 5, 4, 3 or 2 objects (21840 = the largest multiple of 8 with 3 per block).
+pub const CLASS_SIZES: [usize; 39] = [
     16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896,
-    1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
+    1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288,
+    14336, 16384, 21840, 32768,
 ];
 /// Number of size classes.
 pub const NUM_CLASSES: usize = CLASS_SIZES.len();
 /// Largest small-object size; bigger objects are "large".
-pub const MAX_SMALL: usize = 8192;
+pub const MAX_SMALL: usize = 32768;
 
 /// `SIZE_TO_CLASS[words]` for `words` in 0..=MAX_SMALL/8.
 static SIZE_TO_CLASS: [u8; MAX_SMALL / 8 + 1] = {
@@ -59,10 +62,20 @@ pub fn slot_index(c: usize, off: usize) -> usize {
     ((off as u64 * RECIP[c]) >> 32) as usize
 }
 
-/// Slots of class `c` in one block.
+static SLOTS: [u16; NUM_CLASSES] = {
+    let mut r = [0u16; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        r[c] = (BLOCK_SIZE / CLASS_SIZES[c]) as u16;
+        c += 1;
+    }
+    r
+};
+
+/// Slots of class `c` in one block (a table: no division on the marking path).
 #[inline(always)]
-pub const fn slots_of(c: usize) -> usize {
-    BLOCK_SIZE / CLASS_SIZES[c]
+pub fn slots_of(c: usize) -> usize {
+    SLOTS[c] as usize
 }
 
 #[cfg(test)]
@@ -77,8 +90,15 @@ mod tests {
             if c > 0 {
                 assert!(CLASS_SIZES[c - 1] < bytes, "class not the smallest fit for {bytes}");
             }
-            // Waste is bounded (at most 25% above 16 bytes, 50% for the 16->24 step).
-            assert!(CLASS_SIZES[c] * 4 <= bytes * 5 + 64 || bytes <= 16);
+            // Waste is bounded: at most 25% up to 8 KiB (50% for the 16->24
+            // step), a third up to 16 KiB, a half above.
+            if bytes > 16 && bytes <= 8192 {
+                assert!(CLASS_SIZES[c] * 4 <= bytes * 5 + 64, "{bytes}");
+            } else if bytes > 8192 && bytes <= 16384 {
+                assert!(CLASS_SIZES[c] * 3 <= bytes * 4 + 64, "{bytes}");
+            } else if bytes > 16384 {
+                assert!(CLASS_SIZES[c] * 2 <= bytes * 3 + 64, "{bytes}");
+            }
         }
         assert!(CLASS_SIZES.windows(2).all(|w| w[0] < w[1] && w[1] % 8 == 0));
         assert!(slots_of(0) <= crate::block::MAX_SLOTS);

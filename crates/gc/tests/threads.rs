@@ -30,11 +30,13 @@ fn parked_threads_stacks_are_conservative_roots() {
         threads.push(std::thread::spawn(move || {
             let _r = w.register();
             let _g = h.attach_thread().unwrap();
-            let head = list(n).unwrap();
-            // kind 0 keeps the head pointer, kind 1 only an interior pointer.
-            let kept: usize = if kind == 0 { head.raw().addr() } else { head.raw().addr() + 17 };
-            let kept = black_box(kept);
-            drop(head);
+            // kind 0 keeps the head pointer, kind 1 only an interior pointer
+            // (built in a callee, so that no exact copy stays in this frame).
+            #[inline(never)]
+            fn build(n: usize, offset: usize) -> usize {
+                list(n).unwrap().raw().addr() + offset
+            }
+            let kept = black_box(build(n, if kind == 0 { 0 } else { 17 }));
             w.blocking_wait_ready(&ready);
             let mut spins = 0u64;
             while !stop.load(Ordering::Acquire) {
