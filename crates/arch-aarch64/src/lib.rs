@@ -70,3 +70,6 @@ pub use spill::set_spill_hook;
 #[cfg(target_arch = "aarch64")]
 pub use switch::{init_stack, switch, STACK_ALIGN};
 
+
+#[cfg(all(test, target_arch = "aarch64"))]
+mod e2e;
