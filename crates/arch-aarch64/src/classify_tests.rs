@@ -19,7 +19,9 @@ fn bytes(ws: &[u32]) -> Vec<u8> {
 /// words as context.
 fn walk(f: &[u32]) -> Vec<Verdict> {
     let b = bytes(f);
-    (0..f.len()).map(|i| classify_with_prev(&b[..4 * i], &b[4 * i..], 0x4000 + 4 * i)).collect()
+    (0..f.len())
+        .map(|i| classify_with_prev(&b[..4 * i], &b[4 * i..], 0x4000 + 4 * i))
+        .collect()
 }
 
 const PACIASP: u32 = 0xd503233f;
@@ -208,8 +210,8 @@ fn fib_prologue_body_epilogue() {
         0x54ffff68, // b.hi
     ];
     let expect = [
-        InPrologue, InPrologue, InPrologue, Safe, Safe, Safe, Safe, Safe, InEpilogue, InEpilogue, Safe, Safe, Safe,
-        Safe, Safe, Safe, Safe,
+        InPrologue, InPrologue, InPrologue, Safe, Safe, Safe, Safe, Safe, InEpilogue, InEpilogue,
+        Safe, Safe, Safe, Safe, Safe, Safe, Safe,
     ];
     assert_eq!(walk(&f), expect);
 }
@@ -231,7 +233,10 @@ fn fp_callee_saves_and_offset_frame_record() {
         0x6cc323e9, // ldp d9, d8, [sp], #48      x29 is the caller's
         0xd65f03c0, // ret
     ];
-    let expect = [InPrologue, InPrologue, InPrologue, InPrologue, Safe, Safe, Safe, Safe, Safe, InEpilogue, InEpilogue];
+    let expect = [
+        InPrologue, InPrologue, InPrologue, InPrologue, Safe, Safe, Safe, Safe, Safe, InEpilogue,
+        InEpilogue,
+    ];
     assert_eq!(walk(&f), expect);
 }
 
@@ -253,7 +258,10 @@ fn big_frame_with_locals() {
         0xa8c37bfd, // ldp x29, x30, [sp], #48
         0xd65f03c0, // ret
     ];
-    let expect = [InPrologue, InPrologue, InPrologue, InPrologue, Safe, Safe, Safe, InEpilogue, Safe, Safe, InEpilogue, InEpilogue];
+    let expect = [
+        InPrologue, InPrologue, InPrologue, InPrologue, Safe, Safe, Safe, InEpilogue, Safe, Safe,
+        InEpilogue, InEpilogue,
+    ];
     assert_eq!(walk(&f), expect);
 }
 
@@ -262,18 +270,21 @@ fn sub_sp_frame_and_pac() {
     use Verdict::*;
     let f = [
         PACIASP,
-        0xd10103ff, // sub sp, sp, #0x40
-        0xa9037bfd, // stp x29, x30, [sp, #48]
+        0xd10103ff,  // sub sp, sp, #0x40
+        0xa9037bfd,  // stp x29, x30, [sp, #48]
         STP_X20_X19, // still not linked
-        0x9100c3fd, // add x29, sp, #48
+        0x9100c3fd,  // add x29, sp, #48
         MUL,
-        0xa9437bfd, // ldp x29, x30, [sp, #48]
+        0xa9437bfd,  // ldp x29, x30, [sp, #48]
         LDP_X20_X19, // after ldp x29: torn down
-        0x910103ff, // add sp, sp, #0x40
+        0x910103ff,  // add sp, sp, #0x40
         AUTIASP,
         RET,
     ];
-    let expect = [InPrologue, InPrologue, InPrologue, InPrologue, InPrologue, Safe, Safe, InEpilogue, InEpilogue, InEpilogue, InEpilogue];
+    let expect = [
+        InPrologue, InPrologue, InPrologue, InPrologue, InPrologue, Safe, Safe, InEpilogue,
+        InEpilogue, InEpilogue, InEpilogue,
+    ];
     assert_eq!(walk(&f), expect);
 }
 
@@ -289,7 +300,10 @@ fn tail_calls_after_epilogue_are_refused() {
     assert_eq!(walk(&[LDP_FP_LR_OFF, ADD_SP, B])[2], InEpilogue);
     // A loop back-edge in a body is fine once the preceding word is known.
     assert_eq!(walk(&[MUL, B])[1], Safe);
-    assert_eq!(walk(&[LDXR, 0x91000400, STXR, 0x35ffffa2 /* cbnz */, B])[4], Safe);
+    assert_eq!(
+        walk(&[LDXR, 0x91000400, STXR, 0x35ffffa2 /* cbnz */, B])[4],
+        Safe
+    );
 }
 
 #[test]
@@ -309,11 +323,17 @@ fn lookbehind_uses_whole_words_ending_at_pc() {
     // One stray byte at the front of `prev` must not shift the words.
     let mut prev = vec![0xEE];
     prev.extend_from_slice(&le(STP_FP_LR_PRE));
-    assert_eq!(classify_with_prev(&prev, &le(STP_X20_X19), 0x1004), Verdict::InPrologue);
+    assert_eq!(
+        classify_with_prev(&prev, &le(STP_X20_X19), 0x1004),
+        Verdict::InPrologue
+    );
     // A huge prev: only the last MAX_LOOKBEHIND bytes count.
     let mut prev = bytes(&[STP_FP_LR_PRE]);
     prev.extend(bytes(&[STR_X21_OFF; 40]));
-    assert_eq!(classify_with_prev(&prev, &le(STP_X20_X19), 0x2000), Verdict::Safe);
+    assert_eq!(
+        classify_with_prev(&prev, &le(STP_X20_X19), 0x2000),
+        Verdict::Safe
+    );
 }
 
 #[test]
@@ -350,7 +370,10 @@ impl Rng {
 
 #[test]
 fn random_words_never_panic() {
-    let scale: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("USURP_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let n = ((200_000.0 * scale) as usize).max(1000);
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut buf = [0u8; 96];
@@ -368,7 +391,14 @@ fn random_words_never_panic() {
         let _ = is_after_call(&buf[..cut], pc);
     }
     // Random words reach every verdict (the test must be able to fail).
-    for v in ["Safe", "InPrologue", "InEpilogue", "Undecodable", "Syscall", "VectorExtension"] {
+    for v in [
+        "Safe",
+        "InPrologue",
+        "InEpilogue",
+        "Undecodable",
+        "Syscall",
+        "VectorExtension",
+    ] {
         assert!(seen.contains(v), "{v} never produced: {seen:?}");
     }
 }

@@ -22,8 +22,8 @@
 //! at a time (LOCK).
 
 use crate::{
-    classify_with_prev, init_stack, is_after_call, set_spill_hook, sigctx, spill_stack_needed, switch, SpillFrame,
-    Verdict, MAX_LOOKBEHIND, SPILL_FRAME_SIZE,
+    classify_with_prev, init_stack, is_after_call, set_spill_hook, sigctx, spill_stack_needed,
+    switch, SpillFrame, Verdict, MAX_LOOKBEHIND, SPILL_FRAME_SIZE,
 };
 use core::arch::global_asm;
 use core::ffi::c_void;
@@ -107,7 +107,9 @@ impl Ctl {
 // overwrites all registers with patterns.
 global_asm!(
     ".text",
-    ".globl usurp_t_regloop", ".type usurp_t_regloop,%function", ".p2align 4",
+    ".globl usurp_t_regloop",
+    ".type usurp_t_regloop,%function",
+    ".p2align 4",
     "usurp_t_regloop:",
     "stp x29, x30, [sp, #-176]!",
     "mov x29, sp",
@@ -163,107 +165,367 @@ global_asm!(
     "b 2f",
     "2:",
     "stp x1, x2, [x0, #8]",
-    "ldr x1, [x0, #120]", "cmp x3, x1", "b.ne 9f",
-    "ldr x1, [x0, #128]", "cmp x4, x1", "b.ne 9f",
-    "ldr x1, [x0, #136]", "cmp x5, x1", "b.ne 9f",
-    "ldr x1, [x0, #144]", "cmp x6, x1", "b.ne 9f",
-    "ldr x1, [x0, #152]", "cmp x7, x1", "b.ne 9f",
-    "ldr x1, [x0, #160]", "cmp x8, x1", "b.ne 9f",
-    "ldr x1, [x0, #168]", "cmp x9, x1", "b.ne 9f",
-    "ldr x1, [x0, #176]", "cmp x10, x1", "b.ne 9f",
-    "ldr x1, [x0, #184]", "cmp x11, x1", "b.ne 9f",
-    "ldr x1, [x0, #192]", "cmp x12, x1", "b.ne 9f",
-    "ldr x1, [x0, #200]", "cmp x13, x1", "b.ne 9f",
-    "ldr x1, [x0, #208]", "cmp x14, x1", "b.ne 9f",
-    "ldr x1, [x0, #216]", "cmp x15, x1", "b.ne 9f",
-    "ldr x1, [x0, #224]", "cmp x16, x1", "b.ne 9f",
-    "ldr x1, [x0, #232]", "cmp x17, x1", "b.ne 9f",
-    "ldr x1, [x0, #240]", "cmp x18, x1", "b.ne 9f",
-    "ldr x1, [x0, #248]", "cmp x19, x1", "b.ne 9f",
-    "ldr x1, [x0, #256]", "cmp x20, x1", "b.ne 9f",
-    "ldr x1, [x0, #264]", "cmp x21, x1", "b.ne 9f",
-    "ldr x1, [x0, #272]", "cmp x22, x1", "b.ne 9f",
-    "ldr x1, [x0, #280]", "cmp x23, x1", "b.ne 9f",
-    "ldr x1, [x0, #288]", "cmp x24, x1", "b.ne 9f",
-    "ldr x1, [x0, #296]", "cmp x25, x1", "b.ne 9f",
-    "ldr x1, [x0, #304]", "cmp x26, x1", "b.ne 9f",
-    "ldr x1, [x0, #312]", "cmp x27, x1", "b.ne 9f",
-    "ldr x1, [x0, #320]", "cmp x28, x1", "b.ne 9f",
-    "ldr x1, [x0, #336]", "cmp x30, x1", "b.ne 9f",
-    "mov x1, v0.d[0]", "ldr x2, [x0, #352]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v0.d[1]", "ldr x2, [x0, #360]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v1.d[0]", "ldr x2, [x0, #368]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v1.d[1]", "ldr x2, [x0, #376]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v2.d[0]", "ldr x2, [x0, #384]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v2.d[1]", "ldr x2, [x0, #392]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v3.d[0]", "ldr x2, [x0, #400]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v3.d[1]", "ldr x2, [x0, #408]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v4.d[0]", "ldr x2, [x0, #416]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v4.d[1]", "ldr x2, [x0, #424]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v5.d[0]", "ldr x2, [x0, #432]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v5.d[1]", "ldr x2, [x0, #440]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v6.d[0]", "ldr x2, [x0, #448]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v6.d[1]", "ldr x2, [x0, #456]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v7.d[0]", "ldr x2, [x0, #464]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v7.d[1]", "ldr x2, [x0, #472]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v8.d[0]", "ldr x2, [x0, #480]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v8.d[1]", "ldr x2, [x0, #488]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v9.d[0]", "ldr x2, [x0, #496]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v9.d[1]", "ldr x2, [x0, #504]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v10.d[0]", "ldr x2, [x0, #512]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v10.d[1]", "ldr x2, [x0, #520]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v11.d[0]", "ldr x2, [x0, #528]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v11.d[1]", "ldr x2, [x0, #536]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v12.d[0]", "ldr x2, [x0, #544]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v12.d[1]", "ldr x2, [x0, #552]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v13.d[0]", "ldr x2, [x0, #560]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v13.d[1]", "ldr x2, [x0, #568]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v14.d[0]", "ldr x2, [x0, #576]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v14.d[1]", "ldr x2, [x0, #584]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v15.d[0]", "ldr x2, [x0, #592]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v15.d[1]", "ldr x2, [x0, #600]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v16.d[0]", "ldr x2, [x0, #608]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v16.d[1]", "ldr x2, [x0, #616]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v17.d[0]", "ldr x2, [x0, #624]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v17.d[1]", "ldr x2, [x0, #632]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v18.d[0]", "ldr x2, [x0, #640]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v18.d[1]", "ldr x2, [x0, #648]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v19.d[0]", "ldr x2, [x0, #656]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v19.d[1]", "ldr x2, [x0, #664]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v20.d[0]", "ldr x2, [x0, #672]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v20.d[1]", "ldr x2, [x0, #680]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v21.d[0]", "ldr x2, [x0, #688]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v21.d[1]", "ldr x2, [x0, #696]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v22.d[0]", "ldr x2, [x0, #704]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v22.d[1]", "ldr x2, [x0, #712]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v23.d[0]", "ldr x2, [x0, #720]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v23.d[1]", "ldr x2, [x0, #728]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v24.d[0]", "ldr x2, [x0, #736]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v24.d[1]", "ldr x2, [x0, #744]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v25.d[0]", "ldr x2, [x0, #752]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v25.d[1]", "ldr x2, [x0, #760]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v26.d[0]", "ldr x2, [x0, #768]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v26.d[1]", "ldr x2, [x0, #776]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v27.d[0]", "ldr x2, [x0, #784]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v27.d[1]", "ldr x2, [x0, #792]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v28.d[0]", "ldr x2, [x0, #800]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v28.d[1]", "ldr x2, [x0, #808]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v29.d[0]", "ldr x2, [x0, #816]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v29.d[1]", "ldr x2, [x0, #824]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v30.d[0]", "ldr x2, [x0, #832]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v30.d[1]", "ldr x2, [x0, #840]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v31.d[0]", "ldr x2, [x0, #848]", "cmp x1, x2", "b.ne 9f",
-    "mov x1, v31.d[1]", "ldr x2, [x0, #856]", "cmp x1, x2", "b.ne 9f",
+    "ldr x1, [x0, #120]",
+    "cmp x3, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #128]",
+    "cmp x4, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #136]",
+    "cmp x5, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #144]",
+    "cmp x6, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #152]",
+    "cmp x7, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #160]",
+    "cmp x8, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #168]",
+    "cmp x9, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #176]",
+    "cmp x10, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #184]",
+    "cmp x11, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #192]",
+    "cmp x12, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #200]",
+    "cmp x13, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #208]",
+    "cmp x14, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #216]",
+    "cmp x15, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #224]",
+    "cmp x16, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #232]",
+    "cmp x17, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #240]",
+    "cmp x18, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #248]",
+    "cmp x19, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #256]",
+    "cmp x20, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #264]",
+    "cmp x21, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #272]",
+    "cmp x22, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #280]",
+    "cmp x23, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #288]",
+    "cmp x24, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #296]",
+    "cmp x25, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #304]",
+    "cmp x26, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #312]",
+    "cmp x27, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #320]",
+    "cmp x28, x1",
+    "b.ne 9f",
+    "ldr x1, [x0, #336]",
+    "cmp x30, x1",
+    "b.ne 9f",
+    "mov x1, v0.d[0]",
+    "ldr x2, [x0, #352]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v0.d[1]",
+    "ldr x2, [x0, #360]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v1.d[0]",
+    "ldr x2, [x0, #368]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v1.d[1]",
+    "ldr x2, [x0, #376]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v2.d[0]",
+    "ldr x2, [x0, #384]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v2.d[1]",
+    "ldr x2, [x0, #392]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v3.d[0]",
+    "ldr x2, [x0, #400]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v3.d[1]",
+    "ldr x2, [x0, #408]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v4.d[0]",
+    "ldr x2, [x0, #416]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v4.d[1]",
+    "ldr x2, [x0, #424]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v5.d[0]",
+    "ldr x2, [x0, #432]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v5.d[1]",
+    "ldr x2, [x0, #440]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v6.d[0]",
+    "ldr x2, [x0, #448]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v6.d[1]",
+    "ldr x2, [x0, #456]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v7.d[0]",
+    "ldr x2, [x0, #464]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v7.d[1]",
+    "ldr x2, [x0, #472]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v8.d[0]",
+    "ldr x2, [x0, #480]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v8.d[1]",
+    "ldr x2, [x0, #488]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v9.d[0]",
+    "ldr x2, [x0, #496]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v9.d[1]",
+    "ldr x2, [x0, #504]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v10.d[0]",
+    "ldr x2, [x0, #512]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v10.d[1]",
+    "ldr x2, [x0, #520]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v11.d[0]",
+    "ldr x2, [x0, #528]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v11.d[1]",
+    "ldr x2, [x0, #536]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v12.d[0]",
+    "ldr x2, [x0, #544]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v12.d[1]",
+    "ldr x2, [x0, #552]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v13.d[0]",
+    "ldr x2, [x0, #560]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v13.d[1]",
+    "ldr x2, [x0, #568]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v14.d[0]",
+    "ldr x2, [x0, #576]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v14.d[1]",
+    "ldr x2, [x0, #584]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v15.d[0]",
+    "ldr x2, [x0, #592]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v15.d[1]",
+    "ldr x2, [x0, #600]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v16.d[0]",
+    "ldr x2, [x0, #608]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v16.d[1]",
+    "ldr x2, [x0, #616]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v17.d[0]",
+    "ldr x2, [x0, #624]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v17.d[1]",
+    "ldr x2, [x0, #632]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v18.d[0]",
+    "ldr x2, [x0, #640]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v18.d[1]",
+    "ldr x2, [x0, #648]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v19.d[0]",
+    "ldr x2, [x0, #656]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v19.d[1]",
+    "ldr x2, [x0, #664]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v20.d[0]",
+    "ldr x2, [x0, #672]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v20.d[1]",
+    "ldr x2, [x0, #680]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v21.d[0]",
+    "ldr x2, [x0, #688]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v21.d[1]",
+    "ldr x2, [x0, #696]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v22.d[0]",
+    "ldr x2, [x0, #704]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v22.d[1]",
+    "ldr x2, [x0, #712]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v23.d[0]",
+    "ldr x2, [x0, #720]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v23.d[1]",
+    "ldr x2, [x0, #728]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v24.d[0]",
+    "ldr x2, [x0, #736]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v24.d[1]",
+    "ldr x2, [x0, #744]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v25.d[0]",
+    "ldr x2, [x0, #752]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v25.d[1]",
+    "ldr x2, [x0, #760]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v26.d[0]",
+    "ldr x2, [x0, #768]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v26.d[1]",
+    "ldr x2, [x0, #776]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v27.d[0]",
+    "ldr x2, [x0, #784]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v27.d[1]",
+    "ldr x2, [x0, #792]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v28.d[0]",
+    "ldr x2, [x0, #800]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v28.d[1]",
+    "ldr x2, [x0, #808]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v29.d[0]",
+    "ldr x2, [x0, #816]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v29.d[1]",
+    "ldr x2, [x0, #824]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v30.d[0]",
+    "ldr x2, [x0, #832]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v30.d[1]",
+    "ldr x2, [x0, #840]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v31.d[0]",
+    "ldr x2, [x0, #848]",
+    "cmp x1, x2",
+    "b.ne 9f",
+    "mov x1, v31.d[1]",
+    "ldr x2, [x0, #856]",
+    "cmp x1, x2",
+    "b.ne 9f",
     "ldp x1, x2, [x0, #8]",
     "b 3f",
     "3:",
     "stp x3, x4, [x0, #24]",
-    "ldr x3, [x0, #104]", "cmp x1, x3", "b.ne 9f",
-    "ldr x3, [x0, #112]", "cmp x2, x3", "b.ne 9f",
-    "ldr x3, [x0, #0]", "cmp x0, x3", "b.ne 9f",
-    "mov x3, sp", "cmp x29, x3", "b.ne 9f",
-    "mrs x3, fpcr", "ldr x4, [x0, #72]", "cmp x3, x4", "b.ne 9f",
-    "mrs x3, fpsr", "ldr x4, [x0, #80]", "cmp x3, x4", "b.ne 9f",
+    "ldr x3, [x0, #104]",
+    "cmp x1, x3",
+    "b.ne 9f",
+    "ldr x3, [x0, #112]",
+    "cmp x2, x3",
+    "b.ne 9f",
+    "ldr x3, [x0, #0]",
+    "cmp x0, x3",
+    "b.ne 9f",
+    "mov x3, sp",
+    "cmp x29, x3",
+    "b.ne 9f",
+    "mrs x3, fpcr",
+    "ldr x4, [x0, #72]",
+    "cmp x3, x4",
+    "b.ne 9f",
+    "mrs x3, fpsr",
+    "ldr x4, [x0, #80]",
+    "cmp x3, x4",
+    "b.ne 9f",
     "ldr x3, [x0, #64]",
     "msr nzcv, x3",
     "b 4f",
@@ -276,7 +538,9 @@ global_asm!(
     "b.ne 9f",
     "ldp x3, x4, [x0, #24]",
     "str x1, [x0, #8]",
-    "ldr x1, [x0, #48]", "add x1, x1, #1", "str x1, [x0, #48]",
+    "ldr x1, [x0, #48]",
+    "add x1, x1, #1",
+    "str x1, [x0, #48]",
     "ldr x1, [x0, #40]",
     "cbnz x1, 8f",
     "ldr x1, [x0, #8]",
@@ -374,7 +638,9 @@ global_asm!(
 // register loop.
 global_asm!(
     ".text",
-    ".globl usurp_t_clobber", ".type usurp_t_clobber,%function", ".p2align 4",
+    ".globl usurp_t_clobber",
+    ".type usurp_t_clobber,%function",
+    ".p2align 4",
     "usurp_t_clobber:",
     "stp x29, x30, [sp, #-176]!",
     "mov x29, sp",
@@ -479,7 +745,9 @@ global_asm!(
 // (caller-saved), x0 = &Ctl.
 global_asm!(
     ".text",
-    ".globl usurp_t_xloop", ".type usurp_t_xloop,%function", ".p2align 4",
+    ".globl usurp_t_xloop",
+    ".type usurp_t_xloop,%function",
+    ".p2align 4",
     "usurp_t_xloop:",
     "stp x29, x30, [sp, #-16]!",
     "mov x29, sp",
@@ -541,7 +809,7 @@ fn addr(f: unsafe extern "C" fn()) -> usize {
 #[link_section = "usurp_t_rust"]
 #[inline(never)]
 extern "C" fn rw_leaf(acc: u64) -> u64 {
-    (acc << 7 | acc >> 57) ^ 0x55
+    acc.rotate_left(7) ^ 0x55
 }
 
 #[link_section = "usurp_t_rust"]
@@ -647,7 +915,10 @@ fn reset_counters() {
 }
 
 fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+    std::env::var("USURP_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
 }
 
 struct TaskCtx {
@@ -765,7 +1036,9 @@ fn bl_target(ret: usize) -> Option<usize> {
 
 fn in_text(a: usize) -> bool {
     // Our code lies between these two (the binary is small and contiguous).
-    let lo = addr(usurp_t_regloop_start).min(addr(usurp_aarch64_trampoline)).saturating_sub(64 << 20);
+    let lo = addr(usurp_t_regloop_start)
+        .min(addr(usurp_aarch64_trampoline))
+        .saturating_sub(64 << 20);
     let hi = addr(usurp_t_regloop_start).max(addr(usurp_aarch64_trampoline)) + (64 << 20);
     a >= lo && a < hi
 }
@@ -790,7 +1063,12 @@ fn check_chain(f: &SpillFrame) -> usize {
         v
     };
     // SAFETY: the section symbols are defined by the linker.
-    let (rlo, rhi) = unsafe { (&__start_usurp_t_rust as *const u8 as usize, &__stop_usurp_t_rust as *const u8 as usize) };
+    let (rlo, rhi) = unsafe {
+        (
+            &__start_usurp_t_rust as *const u8 as usize,
+            &__stop_usurp_t_rust as *const u8 as usize,
+        )
+    };
     let func_of = |a: usize| funcs.iter().rev().find(|&&s| s <= a).copied();
     let rust = MODE.load(Relaxed) == MODE_RUST;
     let mut below = f.pc();
@@ -799,12 +1077,18 @@ fn check_chain(f: &SpillFrame) -> usize {
     let mut n = 0;
     while fp != 0 {
         if fp % 16 != 0 || fp < f.sp() || fp + 16 > shi || fp < slo {
-            err(format!("record {n} at {fp:#x} outside the task stack / misaligned (pc {:#x})", f.pc()));
+            err(format!(
+                "record {n} at {fp:#x} outside the task stack / misaligned (pc {:#x})",
+                f.pc()
+            ));
             return n;
         }
         let ret = read(fp + 8);
         if !in_text(ret) || !is_after_call(code_before(ret), ret) {
-            err(format!("record {n}: return address {ret:#x} does not follow a call (pc {:#x})", f.pc()));
+            err(format!(
+                "record {n}: return address {ret:#x} does not follow a call (pc {:#x})",
+                f.pc()
+            ));
             return n;
         }
         if rust && (rlo..rhi).contains(&below) {
@@ -819,7 +1103,9 @@ fn check_chain(f: &SpillFrame) -> usize {
         }
         let next = read(fp);
         if next != 0 && next <= fp {
-            err(format!("record {n} at {fp:#x}: next {next:#x} not above it"));
+            err(format!(
+                "record {n} at {fp:#x}: next {next:#x} not above it"
+            ));
             return n;
         }
         below = ret;
@@ -833,7 +1119,9 @@ fn check_chain(f: &SpillFrame) -> usize {
     }
     let tramp = addr(usurp_aarch64_trampoline);
     if !(tramp..tramp + 16).contains(&last_ret) {
-        err(format!("chain ends at {last_ret:#x}, not in the task trampoline {tramp:#x}"));
+        err(format!(
+            "chain ends at {last_ret:#x}, not in the task trampoline {tramp:#x}"
+        ));
     }
     n
 }
@@ -857,11 +1145,19 @@ unsafe extern "C" fn hook(frame: *mut SpillFrame) {
     // the interrupted frame: hook -> spill routine -> interrupted code.
     let my_fp: usize;
     // SAFETY: reads x29 only.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) my_fp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, x29", out(reg) my_fp, options(nomem, nostack, preserves_flags))
+    };
     let ret = read(my_fp + 8);
     let spill = addr(usurp_aarch64_spill);
-    if read(my_fp) != f.frame_record() || !(spill..spill + 512).contains(&ret) || !is_after_call(code_before(ret), ret) {
-        err(format!("hook frame {my_fp:#x} does not link to the spill record {:#x} (ret {ret:#x})", f.frame_record()));
+    if read(my_fp) != f.frame_record()
+        || !(spill..spill + 512).contains(&ret)
+        || !is_after_call(code_before(ret), ret)
+    {
+        err(format!(
+            "hook frame {my_fp:#x} does not link to the spill record {:#x} (ret {ret:#x})",
+            f.frame_record()
+        ));
     }
     if read(f.frame_record()) != f.fp() || read(f.frame_record() + 8) != f.pc() {
         err("spill frame record is not {x29, pc}".into());
@@ -883,13 +1179,20 @@ unsafe extern "C" fn hook(frame: *mut SpillFrame) {
         // x5–x28 and x30 never serve as scratch: the saved values are the patterns.
         for r in (5..29).chain([30]) {
             if f.x(r) != Some(ctl.x[r] as usize) {
-                err(format!("saved x{r} = {:#x?}, expected {:#x}", f.x(r), ctl.x[r]));
+                err(format!(
+                    "saved x{r} = {:#x?}, expected {:#x}",
+                    f.x(r),
+                    ctl.x[r]
+                ));
             }
         }
         for i in 0..32 {
             let want = (ctl.q[i][1] as u128) << 64 | ctl.q[i][0] as u128;
             if f.vregs()[i] != want {
-                err(format!("saved q{i} = {:#x}, expected {want:#x}", f.vregs()[i]));
+                err(format!(
+                    "saved q{i} = {:#x}, expected {want:#x}",
+                    f.vregs()[i]
+                ));
             }
         }
         if f.fpcr() as u64 != FPCR_PATTERN || f.fpsr() as u64 != FPSR_PATTERN {
@@ -934,12 +1237,19 @@ struct Outcome {
 /// Runs `body(ctl)` as a task on a fresh stack on a new OS thread whose
 /// alternate signal stack is set, until the body returns. Each time the task
 /// is parked by the hook, the worker clobbers every register and resumes it.
-fn run_task(body: unsafe extern "C" fn(*mut Ctl), ctl: *mut Ctl) -> std::thread::JoinHandle<Outcome> {
+fn run_task(
+    body: unsafe extern "C" fn(*mut Ctl),
+    ctl: *mut Ctl,
+) -> std::thread::JoinHandle<Outcome> {
     let ctl = ctl as usize;
     std::thread::spawn(move || {
         const ALT: usize = 256 * 1024;
         let mut alt = vec![1u8; ALT];
-        let ss = libc::stack_t { ss_sp: alt.as_mut_ptr() as *mut c_void, ss_flags: 0, ss_size: ALT };
+        let ss = libc::stack_t {
+            ss_sp: alt.as_mut_ptr() as *mut c_void,
+            ss_flags: 0,
+            ss_size: ALT,
+        };
         // SAFETY: `alt` outlives the registration (disabled below).
         assert_eq!(unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) }, 0);
         let mut stack = vec![0u8; 512 * 1024];
@@ -947,7 +1257,13 @@ fn run_task(body: unsafe extern "C" fn(*mut Ctl), ctl: *mut Ctl) -> std::thread:
         let top = (lo + stack.len()) & !15;
         STACK[0].store(lo, SeqCst);
         STACK[1].store(top, SeqCst);
-        let mut t = TaskCtx { worker_sp: 0, task_sp: 0, done: false, ctl: ctl as *mut Ctl, body };
+        let mut t = TaskCtx {
+            worker_sp: 0,
+            task_sp: 0,
+            done: false,
+            ctl: ctl as *mut Ctl,
+            body,
+        };
         let tp: *mut TaskCtx = &mut t;
         TASK.store(tp as usize, SeqCst);
         let mut parks = 0;
@@ -965,7 +1281,11 @@ fn run_task(body: unsafe extern "C" fn(*mut Ctl), ctl: *mut Ctl) -> std::thread:
                 usurp_t_clobber(0xdead_beef_0000_0000 ^ parks as u64);
             }
             TARGET_TID.store(0, SeqCst);
-            let off = libc::stack_t { ss_sp: core::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            let off = libc::stack_t {
+                ss_sp: core::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
             assert_eq!(libc::sigaltstack(&off, core::ptr::null_mut()), 0);
         }
         drop(stack);
@@ -1023,7 +1343,10 @@ fn registers_survive_preemption() {
     let target = ((2000.0 * scale()) as usize).max(100);
     let h = run_task(usurp_t_regloop, cp);
     // SAFETY: `ctl` outlives the task; fields are read atomically.
-    drive(|| C.injected.load(SeqCst) >= target || unsafe { (*cp).fail.load(SeqCst) } != 0, || {});
+    drive(
+        || C.injected.load(SeqCst) >= target || unsafe { (*cp).fail.load(SeqCst) } != 0,
+        || {},
+    );
     ctl.stop.store(1, SeqCst);
     let out = h.join().unwrap();
     let msg = report("registers");
@@ -1044,8 +1367,16 @@ fn registers_survive_preemption() {
     }
     assert_eq!(C.errors.load(SeqCst), 0, "{msg}");
     let floor = ((200.0 * scale()) as usize).max(20);
-    assert!(C.injected.load(SeqCst) >= floor, "only {} preemptions: {msg}", C.injected.load(SeqCst));
-    assert_eq!(out.parks, C.injected.load(SeqCst), "every injection must park exactly once");
+    assert!(
+        C.injected.load(SeqCst) >= floor,
+        "only {} preemptions: {msg}",
+        C.injected.load(SeqCst)
+    );
+    assert_eq!(
+        out.parks,
+        C.injected.load(SeqCst),
+        "every injection must park exactly once"
+    );
     assert_eq!(C.hooks.load(SeqCst), out.parks);
     assert_eq!(C.chains.load(SeqCst), out.parks, "{msg}");
     assert!(ctl.iters.load(SeqCst) > 0);
@@ -1079,10 +1410,20 @@ fn exclusive_loop_stays_exact() {
     ctl.stop.store(1, SeqCst);
     let out = h.join().unwrap();
     let msg = report("exclusive");
-    eprintln!("{msg}; task increments {}, main increments {ours}", ctl.iters.load(SeqCst));
+    eprintln!(
+        "{msg}; task increments {}, main increments {ours}",
+        ctl.iters.load(SeqCst)
+    );
     assert_eq!(C.errors.load(SeqCst), 0, "{msg}");
-    assert_eq!(counter.load(SeqCst), ctl.iters.load(SeqCst) + ours, "lost or duplicated increments: {msg}");
-    assert!(C.in_window.load(SeqCst) >= window_floor, "too few preemptions inside ldxr..stxr: {msg}");
+    assert_eq!(
+        counter.load(SeqCst),
+        ctl.iters.load(SeqCst) + ours,
+        "lost or duplicated increments: {msg}"
+    );
+    assert!(
+        C.in_window.load(SeqCst) >= window_floor,
+        "too few preemptions inside ldxr..stxr: {msg}"
+    );
     assert!(C.injected.load(SeqCst) >= target, "{msg}");
     assert_eq!(out.parks, C.injected.load(SeqCst));
 }
@@ -1094,7 +1435,12 @@ fn rust_code_chain_is_exact() {
     reset_counters();
     MODE.store(MODE_RUST, SeqCst);
     // SAFETY: the section symbols are defined by the linker.
-    let (lo, hi) = unsafe { (&__start_usurp_t_rust as *const u8 as usize, &__stop_usurp_t_rust as *const u8 as usize) };
+    let (lo, hi) = unsafe {
+        (
+            &__start_usurp_t_rust as *const u8 as usize,
+            &__stop_usurp_t_rust as *const u8 as usize,
+        )
+    };
     assert!(lo < hi && (lo..hi).contains(&(rw_a as *const () as usize)));
     REGION[0].store(lo, SeqCst);
     REGION[1].store(hi, SeqCst);
@@ -1109,6 +1455,9 @@ fn rust_code_chain_is_exact() {
     eprintln!("{msg}; driver iterations {}", ctl.iters.load(SeqCst));
     assert_eq!(C.errors.load(SeqCst), 0, "{msg}");
     assert!(C.injected.load(SeqCst) >= target, "{msg}");
-    assert!(C.refused_verdict.load(SeqCst) > 0, "prologues/epilogues must have been hit and refused: {msg}");
+    assert!(
+        C.refused_verdict.load(SeqCst) > 0,
+        "prologues/epilogues must have been hit and refused: {msg}"
+    );
     assert_eq!(C.chains.load(SeqCst), out.parks, "{msg}");
 }

@@ -80,7 +80,9 @@ impl SpillFrame {
     /// link register, which may hold a live pointer: golang/go 80188).
     pub fn gprs(&self) -> &[usize] {
         // SAFETY: [u64; 31] and [usize; 31] have the same layout (64-bit only).
-        unsafe { core::slice::from_raw_parts(self.uc.uc_mcontext.regs.as_ptr() as *const usize, 31) }
+        unsafe {
+            core::slice::from_raw_parts(self.uc.uc_mcontext.regs.as_ptr() as *const usize, 31)
+        }
     }
 
     /// `[lo, hi)` covering the entire saved state: the frame record, x0–x30,
@@ -155,7 +157,11 @@ impl SpillFrame {
         let head = self.fpsimd().head;
         let end = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD..][..8];
         self.magic == SPILL_MAGIC
-            && head == CtxHeader { magic: FPSIMD_MAGIC, size: size_of::<FpsimdContext>() as u32 }
+            && head
+                == CtxHeader {
+                    magic: FPSIMD_MAGIC,
+                    size: size_of::<FpsimdContext>() as u32,
+                }
             && end.iter().all(|&b| b == 0)
             && self.record[1] == self.uc.uc_mcontext.pc
     }
@@ -167,8 +173,9 @@ pub const RED_ZONE: usize = 0;
 
 /// Names of the registers [`SpillFrame::gprs`] returns, in order.
 pub const GPR_NAMES: [&str; 31] = [
-    "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16",
-    "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x29", "x30",
+    "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14",
+    "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
+    "x28", "x29", "x30",
 ];
 
 /// Stack reserved below the spill frame for the hook (the park path: the

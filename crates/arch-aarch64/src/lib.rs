@@ -48,14 +48,21 @@
 //! record scanner) compile on every host so that their tests also run
 //! natively on x86-64; the assembly only on aarch64.
 #![deny(unsafe_op_in_unsafe_fn)]
+// `x % n == 0` instead of `is_multiple_of` (stable since 1.87): MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
 
 mod classify;
 mod frame;
 pub mod layout;
 pub mod sigctx;
 
-pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND};
-pub use frame::{spill_stack_needed, SpillFrame, GPR_NAMES, RED_ZONE, SPILL_FRAME_SIZE, SPILL_HOOK_STACK, SPILL_MAGIC};
+pub use classify::{
+    classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND,
+};
+pub use frame::{
+    spill_stack_needed, SpillFrame, GPR_NAMES, RED_ZONE, SPILL_FRAME_SIZE, SPILL_HOOK_STACK,
+    SPILL_MAGIC,
+};
 
 #[cfg(target_arch = "aarch64")]
 mod regs;
@@ -69,7 +76,6 @@ pub use regs::with_registers_spilled;
 pub use spill::set_spill_hook;
 #[cfg(target_arch = "aarch64")]
 pub use switch::{init_stack, switch, STACK_ALIGN};
-
 
 #[cfg(all(test, target_arch = "aarch64"))]
 mod e2e;

@@ -149,7 +149,10 @@ mod tests {
             with_registers_spilled(unsafe { &mut **p });
         }
         assert!(sp_seen != 0);
-        assert_eq!(found, [true; 10], "every callee-saved pattern must be in the spilled block");
+        assert_eq!(
+            found, [true; 10],
+            "every callee-saved pattern must be in the spilled block"
+        );
     }
 
     #[test]

@@ -158,8 +158,10 @@ pub unsafe fn inject_spill_to(uc: *mut c_void, entry: usize) -> usize {
         addr_of_mut!((*fmc).pc).write(pc);
         addr_of_mut!((*fmc).pstate).write((*mc).pstate);
         let base = f as *mut u8;
-        (base.add(OFF_FPSIMD) as *mut CtxHeader)
-            .write(CtxHeader { magic: FPSIMD_MAGIC, size: size_of::<FpsimdContext>() as u32 });
+        (base.add(OFF_FPSIMD) as *mut CtxHeader).write(CtxHeader {
+            magic: FPSIMD_MAGIC,
+            size: size_of::<FpsimdContext>() as u32,
+        });
         (base.add(OFF_END_RECORD) as *mut CtxHeader).write(CtxHeader { magic: 0, size: 0 });
 
         (*mc).sp = f as u64;
@@ -293,17 +295,9 @@ pub(crate) unsafe fn scan_records(area: *const u8, limit: usize) -> VectorState 
                     st.sve_live = true;
                 }
             }
-            ZA_MAGIC => {
-                if head.size > SVE_EMPTY_RECORD_SIZE {
-                    st.za_live = true;
-                }
-            }
+            ZA_MAGIC if head.size > SVE_EMPTY_RECORD_SIZE => st.za_live = true,
             ZT_MAGIC => st.za_live = true,
-            GCS_MAGIC if size >= 24 => {
-                if rd64(16) & GCS_ENABLED != 0 {
-                    st.gcs = true;
-                }
-            }
+            GCS_MAGIC if size >= 24 && rd64(16) & GCS_ENABLED != 0 => st.gcs = true,
             EXTRA_MAGIC if size >= 24 => {
                 // struct extra_context { head; u64 datap; u32 size; u32 __reserved[3]; }
                 let datap = rd64(8) as usize;
@@ -345,11 +339,17 @@ mod tests {
             uc.uc_mcontext.sp = s as u64;
             uc.uc_mcontext.pc = 0x4000_1234;
             uc.uc_mcontext.pstate = 0x6000_0400; // Z, C, BTYPE=1
-            uc.uc_stack = StackT { ss_sp: 0x7777_0000, ss_flags: 0, _pad: 0, ss_size: 65536 };
+            uc.uc_stack = StackT {
+                ss_sp: 0x7777_0000,
+                ss_flags: 0,
+                _pad: 0,
+                ss_size: 65536,
+            };
             uc.uc_sigmask = 0x1234;
             let before = *uc;
             // SAFETY: `uc` is a fake ucontext; [s - needed, s) is our buffer.
-            let f = unsafe { inject_spill_to(&mut *uc as *mut UContext as *mut c_void, 0xdead_0000) };
+            let f =
+                unsafe { inject_spill_to(&mut *uc as *mut UContext as *mut c_void, 0xdead_0000) };
             assert_eq!(f % 16, 0);
             assert!(f + SPILL_FRAME_SIZE <= s && s - f < SPILL_FRAME_SIZE + 16);
             assert_eq!(uc.uc_mcontext.sp, f as u64);
@@ -366,7 +366,9 @@ mod tests {
             assert_eq!(fr.uc.uc_stack.ss_sp, 0x7777_0000);
             assert_eq!(fr.uc.uc_sigmask, 0x1234);
             // Nothing at or above S was written.
-            assert!(stack.0[s - stack.0.as_ptr() as usize..].iter().all(|&b| b == 0xAA));
+            assert!(stack.0[s - stack.0.as_ptr() as usize..]
+                .iter()
+                .all(|&b| b == 0xAA));
         }
     }
 

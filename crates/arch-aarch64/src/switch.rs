@@ -134,7 +134,11 @@ pub unsafe fn switch(save: *mut usize, to: usize, arg: usize) -> usize {
 /// # Safety
 /// `top` must be the upper end of a writable region of at least 256 bytes that
 /// is not in use.
-pub unsafe fn init_stack(top: usize, entry: unsafe extern "C" fn(usize, usize) -> !, entry_arg: usize) -> usize {
+pub unsafe fn init_stack(
+    top: usize,
+    entry: unsafe extern "C" fn(usize, usize) -> !,
+    entry_arg: usize,
+) -> usize {
     let top = top & !(STACK_ALIGN - 1);
     let sp = top - 16 - 176;
     let frame = sp as *mut u64;
@@ -146,7 +150,9 @@ pub unsafe fn init_stack(top: usize, entry: unsafe extern "C" fn(usize, usize) -
         frame.add(0).write(entry as usize as u64); // x19
         frame.add(1).write(entry_arg as u64); // x20
         frame.add(10).write(0); // x29: ends the frame-record chain
-        frame.add(11).write(usurp_aarch64_trampoline as *const () as usize as u64); // x30
+        frame
+            .add(11)
+            .write(usurp_aarch64_trampoline as *const () as usize as u64); // x30
         frame.add(20).write(0); // FPCR: round to nearest, no flush-to-zero
     }
     sp
@@ -179,7 +185,11 @@ mod tests {
     fn ping_pong_passes_values() {
         let mut stack = vec![0u8; 64 * 1024];
         let top = stack.as_mut_ptr() as usize + stack.len();
-        let mut p = Box::new(Pair { main_sp: 0, task_sp: 0, log: vec![] });
+        let mut p = Box::new(Pair {
+            main_sp: 0,
+            task_sp: 0,
+            log: vec![],
+        });
         let pp: *mut Pair = &mut *p;
         // SAFETY: the stack outlives every switch into it; `p` is not moved.
         unsafe {
