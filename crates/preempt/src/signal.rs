@@ -164,11 +164,12 @@ pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
         return Ok(false);
     }
     Counters::bump(&slot.counters.requests_sent);
-    slot.in_flight.store(true, Ordering::Release);
+    slot.in_flight.fetch_add(1, Ordering::AcqRel);
     // SAFETY: tgkill has no memory preconditions.
     let r = unsafe { libc::tgkill(PID.load(Ordering::Relaxed), tid, signal()) };
     if r != 0 {
         let e = last_errno();
+        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         slot.pending.store(0, Ordering::Release);
         return Err(Error::Os("tgkill", e));
     }
@@ -182,7 +183,7 @@ pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
 pub fn mark_request_pending(slot: &WorkerSlot) -> bool {
     let ok = slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok();
     if ok {
-        slot.in_flight.store(true, Ordering::Release);
+        slot.in_flight.fetch_add(1, Ordering::AcqRel);
     }
     ok
 }
@@ -259,10 +260,12 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
             return false;
         }
         // Ours only if we sent one: a tgkill of the same signal by the host
-        // program from our own pid stays foreign. `in_flight` covers a
-        // request already served by a tick that overtook its signal.
+        // program from our own pid stays foreign. `in_flight` counts our
+        // tgkills not yet seen (a request may already have been served by a
+        // tick that overtook its signal; realtime signals queue, so several
+        // can be in flight).
         let was_pending = slot.pending.swap(0, Ordering::AcqRel) == 1;
-        let in_flight = slot.in_flight.swap(false, Ordering::AcqRel);
+        let in_flight = slot.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
         if was_pending {
             // SAFETY: uc is the handler's ucontext.
             unsafe { attempt(slot, uc) };
@@ -393,6 +396,17 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if h == libc::SIG_DFL {
         if matches!(sig, libc::SIGURG | libc::SIGCHLD | libc::SIGWINCH | libc::SIGCONT) {
             return; // default action: ignore
+        }
+        // SAFETY: info is valid (dispatch checked it is non-null before
+        // deciding the delivery was foreign; null is handled here too).
+        let self_sent = !info.is_null() && unsafe {
+            ((*info).si_code == libc::SI_TKILL && (*info).si_pid() == PID.load(Ordering::Relaxed))
+                || (*info).si_code == libc::SI_TIMER
+        };
+        if self_sent {
+            // A stray of ours (e.g. a request signal that arrived after its
+            // worker unregistered): never let it terminate the process.
+            return;
         }
         // Default action terminates (or stops): restore it and re-raise; the
         // signal is blocked while we run and is delivered on return.
