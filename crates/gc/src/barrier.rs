@@ -42,9 +42,16 @@ pub fn barrier_code_range() -> (usize, usize) {
     // __start_/__stop_ would be discarded by --gc-sections, leaving the
     // symbols undefined).
     std::hint::black_box(usurp_gc_write_barrier as *const ());
-    // The linker defines both symbols around the section that holds
-    // usurp_gc_write_barrier; taking their addresses reads nothing.
-    (&raw const __start_usurp_barrier as usize, &raw const __stop_usurp_barrier as usize)
+    // SAFETY: the linker defines both symbols around the section that holds
+    // usurp_gc_write_barrier; taking their addresses reads nothing. (The
+    // block is needed before Rust 1.82, which made this safe.)
+    #[allow(unused_unsafe)]
+    unsafe {
+        (
+            std::ptr::addr_of!(__start_usurp_barrier) as usize,
+            std::ptr::addr_of!(__stop_usurp_barrier) as usize,
+        )
+    }
 }
 
 /// Register the barrier's code as an unsafe range (once per process).

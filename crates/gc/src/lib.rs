@@ -5,7 +5,7 @@
 //!
 //! ## Heap layout
 //! One address-range reservation (`HeapConfig::max_heap`, which is also the
-//! hard limit) cut into 64 KiB blocks ([`space`](crate::space), [`block`]). A
+//! hard limit) cut into 64 KiB blocks ([`space`], [`block`]). A
 //! small object (≤ 32 KiB including its header) lives in a block of its size
 //! class (39 classes, 16 B … 32 KiB); a larger one gets its own span of whole
 //! blocks. Per block, side tables hold object-start ("allocated") bits and
@@ -55,6 +55,8 @@
 //! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
 //! marked heap each cycle; [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
+// `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.
+#![allow(clippy::manual_is_multiple_of)]
 
 // The one ISA-specific line outside the arch crates: which of them to use.
 #[cfg(target_arch = "aarch64")]
