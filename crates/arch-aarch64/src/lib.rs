@@ -44,6 +44,34 @@
 //!   switching"), so a `stxr` after a preemption fails and its retry loop
 //!   reloads; see `classify`.
 //!
+//! # Interface (mirrors `usurp-arch-x86_64`; extensions marked +)
+//!
+//! ```text
+//! switch(save, to, arg) -> usize; init_stack(top, entry, arg) -> usize; STACK_ALIGN
+//! SpillFrame { gprs() -> &[usize] (x0..x30), saved_range(), pc(), sp(), fp(),
+//!              frame_record(), + lr(), x(n), pstate(), nzcv(), fpsr(), fpcr(),
+//!              vregs(), looks_valid() }
+//! spill_stack_needed() -> usize   (a const fn: 16 + 4688 + SPILL_HOOK_STACK)
+//! SPILL_HOOK_STACK = 8 KiB; RED_ZONE = 0; GPR_NAMES: [&str; 31]
+//! + SPILL_FRAME_SIZE = 4688; + SPILL_MAGIC
+//! set_spill_hook(unsafe extern "C" fn(*mut SpillFrame))
+//! sigctx::{pc, sp, fp, set_pc, inject_spill}(uc)
+//!   + sigctx::{lr, reg}(uc[, n]); + inject_spill_to(uc, entry) (portable, tests)
+//!   + sigctx::vector_state(uc) -> VectorState { sve_live, streaming, za_live,
+//!     gcs, malformed }, VectorState::must_refuse(); sigctx::has_live_sve(uc)
+//! Verdict { Safe, InPrologue, InEpilogue, Undecodable, Syscall,
+//!           + VectorExtension }  (#[non_exhaustive], as on x86-64)
+//! classify(code, pc); classify_with_prev(prev, code, pc); is_after_call(before, ret)
+//! MAX_INSN_LEN = 4; + MAX_LOOKBEHIND = 64
+//! with_registers_spilled(&mut dyn FnMut(usize))
+//! ```
+//!
+//! What the preemption check should do on aarch64, beyond x86-64: refuse if
+//! `sigctx::vector_state(uc).must_refuse()`; pass the words before the PC
+//! (`classify_with_prev`, up to [`MAX_LOOKBEHIND`] bytes inside the region):
+//! without them every unconditional branch is refused and callee-save stores
+//! right after a frame push are accepted.
+//!
 //! The portable parts (the decoder, the frame and ucontext layouts, the
 //! record scanner) compile on every host so that their tests also run
 //! natively on x86-64; the assembly only on aarch64.

@@ -142,7 +142,8 @@ pub unsafe fn inject_spill_to(uc: *mut c_void, entry: usize) -> usize {
     unsafe {
         let mc = addr_of_mut!((*uc).uc_mcontext);
         let s = (*mc).sp as usize;
-        let f = (s - SPILL_FRAME_SIZE) & !15;
+        // wrapping: a handler must not panic (the caller checked the room).
+        let f = s.wrapping_sub(SPILL_FRAME_SIZE) & !15;
         let fr = f as *mut SpillFrame;
         let pc = (*mc).pc;
         addr_of_mut!((*fr).record).write([(*mc).regs[29], pc]);
