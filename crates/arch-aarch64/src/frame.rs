@@ -190,3 +190,58 @@ pub const SPILL_HOOK_STACK: usize = 8 * 1024;
 pub const fn spill_stack_needed() -> usize {
     16 + SPILL_FRAME_SIZE + SPILL_HOOK_STACK
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors_read_the_kernel_layout() {
+        // SAFETY: SpillFrame is plain data; all-zero is a valid value.
+        let mut f: Box<SpillFrame> = Box::new(unsafe { core::mem::zeroed() });
+        let base = &*f as *const SpillFrame as usize;
+        for i in 0..31 {
+            f.uc.uc_mcontext.regs[i] = 0x100 + i as u64;
+        }
+        f.uc.uc_mcontext.sp = 0x7000;
+        f.uc.uc_mcontext.pc = 0x4000;
+        f.uc.uc_mcontext.pstate = 0x6000_0000 | 0x400;
+        f.record = [0x11d, 0x4000];
+        f.magic = SPILL_MAGIC;
+        let r = &mut f.uc.uc_mcontext.reserved.0;
+        r[0..4].copy_from_slice(&FPSIMD_MAGIC.to_le_bytes());
+        r[4..8].copy_from_slice(&528u32.to_le_bytes());
+        r[8..12].copy_from_slice(&0x1fu32.to_le_bytes());
+        r[12..16].copy_from_slice(&0x0040_0000u32.to_le_bytes());
+        r[16 + 16 * 31..16 * 33].copy_from_slice(&0xdead_beefu128.to_le_bytes());
+        assert!(f.looks_valid());
+        assert_eq!(f.gprs().len(), 31);
+        assert_eq!(f.gprs()[7], 0x107);
+        assert_eq!(GPR_NAMES[7], "x7");
+        assert_eq!(
+            (f.fp(), f.lr(), f.sp(), f.pc()),
+            (0x11d, 0x11e, 0x7000, 0x4000)
+        );
+        assert_eq!(f.x(31), None);
+        assert_eq!(f.nzcv(), 0x6000_0000);
+        assert_eq!((f.fpsr(), f.fpcr()), (0x1f, 0x0040_0000));
+        assert_eq!(f.vregs()[31], 0xdead_beef);
+        assert_eq!(f.frame_record(), base);
+        let (lo, hi) = f.saved_range();
+        assert_eq!(lo, base);
+        // The range covers the registers, v31 and the null record, and stays
+        // inside the frame.
+        assert!(hi >= base + OFF_END_RECORD + 8 && hi <= base + SPILL_FRAME_SIZE);
+        let v31 = base + OFF_FPSIMD + 16 + 16 * 31;
+        assert!(v31 + 16 <= hi);
+        // A broken record list is detected.
+        f.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD] = 1;
+        assert!(!f.looks_valid());
+    }
+
+    #[test]
+    fn room_needed_covers_frame_alignment_and_hook() {
+        assert!(spill_stack_needed() >= SPILL_FRAME_SIZE + 15 + SPILL_HOOK_STACK);
+        assert_eq!(RED_ZONE, 0);
+    }
+}
