@@ -134,9 +134,11 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
     // SAFETY: the caller owns the object's memory.
     unsafe {
         if words <= 8 {
+            // Volatile: otherwise LLVM turns this loop into a memset call,
+            // which costs more than the few stores for small objects.
             let mut i = 1;
             while i < words {
-                p.add(i).write(0);
+                p.add(i).write_volatile(0);
                 i += 1;
             }
         } else {

@@ -90,7 +90,7 @@ fn stress_many_threads_with_verifier() {
     let cfg = HeapConfig { gogc: Some(50), min_heap: 2 << 20, ..config(512 << 20) };
     let (w, h) = world_heap(3, cfg);
     let threads = 4;
-    let rounds = test_scale(40);
+    let rounds = test_scale(300);
     let done = Arc::new(AtomicUsize::new(0));
     let mut hs = vec![];
     for t in 0..threads {
