@@ -40,9 +40,13 @@
 //!   [`sigctx::VectorState::must_refuse`] (streaming, ZA, GCS) always, and on
 //!   `sve_live` only for code registered as using SVE.
 //! * Load/store-exclusive sequences are Safe: the resume is an exception
-//!   return, which clears the local exclusive monitor (Arm ARM, "context
-//!   switching"), so a `stxr` after a preemption fails and its retry loop
-//!   reloads; see `classify`.
+//!   return, which clears the local exclusive monitor (`AArch64.ExceptionReturn`
+//!   calls `ClearExclusiveLocal`), so a `stxr` after a preemption fails and
+//!   its retry loop reloads; see `classify`.
+//! * Known gap: LLVM shrink-wrapping (frameless early-exit paths even with
+//!   frame pointers) is invisible to the decoder; at such PCs a backtrace
+//!   misses one frame (registers are still exact). Build preemptible code
+//!   with `-C llvm-args=-enable-shrink-wrap=false` to close it; see `classify`.
 //!
 //! # Interface (mirrors `usurp-arch-x86_64`; extensions marked +)
 //!
