@@ -13,12 +13,18 @@
 //!   `SIGEV_THREAD_ID`, so the signal lands on that worker and not on an
 //!   arbitrary thread as with `setitimer`), armed while the worker runs tasks
 //!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]; a
-//!   system call only on those transitions). The scheduler bumps a per-worker
-//!   switch counter on every switch (a plain store, no system call). The
-//!   handler compares it with the value seen at the previous tick — Go's
-//!   sysmon does the same with `schedtick` — and only if no switch happened
-//!   for a whole quantum does it try to preempt. Long quanta are subdivided
-//!   into up to four ticks so that the overshoot is a fraction of a quantum.
+//!   system call only on those transitions). On every switch into a task the
+//!   scheduler calls `switch_in`, which bumps a per-worker switch counter and
+//!   notes the time (a vDSO clock read: no system call on the switch path).
+//!   The timer is one-shot, armed for the moment the running task's quantum
+//!   would end. When it fires, the handler checks — as Go's sysmon does with
+//!   `schedtick`, but without a periodic scan — whether the task running now
+//!   has run for a whole quantum: if it switched in since, the tick only
+//!   re-arms the timer for the new deadline; otherwise it tries to preempt.
+//!   So a task is preempted one quantum after its switch-in (plus signal
+//!   latency) rather than anywhere in `[q, 2q)` as with a periodic tick, and
+//!   a worker takes about one signal per quantum. A refused attempt is
+//!   retried a quarter quantum later.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
 //!   sender sets the worker's `pending` flag with a CAS 0→1 and only then
 //!   sends `tgkill`; the handler clears it and bumps an acknowledgement

@@ -11,7 +11,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::archif;
 use crate::error::{last_errno, Error};
 use crate::registry::{self, CodeLookup};
-use crate::slot::{current_ptr, is_known_slot, WorkerSlot};
+use crate::slot::{current_ptr, is_known_slot, now_ns, WorkerSlot};
 use crate::stats::{Counters, Refusal};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
@@ -235,17 +235,11 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
         if !slot_p.is_null() && v == slot_p as usize {
             // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
             let slot = unsafe { &*slot_p };
-            if slot.pending.swap(0, Ordering::AcqRel) == 1 {
-                // A request's tgkill may have been merged into this pending
-                // tick (standard signals do not queue): serve it now.
-                // SAFETY: uc is the handler's ucontext.
-                unsafe { attempt(slot, uc) };
-                slot.counters.acks.fetch_add(1, Ordering::Release);
-                Counters::bump(&slot.counters.ticks);
-            } else {
-                // SAFETY: uc is the handler's ucontext.
-                unsafe { on_tick(slot, uc) };
-            }
+            // A request's tgkill may have been merged into this pending tick
+            // (standard signals do not queue): serve it now.
+            let request = slot.pending.swap(0, Ordering::AcqRel) == 1;
+            // SAFETY: uc is the handler's ucontext.
+            unsafe { on_tick(slot, uc, request) };
             return true;
         }
         // A late tick of one of our timers (its worker unregistered): drop it.
@@ -268,7 +262,7 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
         let in_flight = slot.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
         if was_pending {
             // SAFETY: uc is the handler's ucontext.
-            unsafe { attempt(slot, uc) };
+            let _ = unsafe { attempt(slot, uc) };
             slot.counters.acks.fetch_add(1, Ordering::Release);
         }
         return was_pending || in_flight;
@@ -276,28 +270,46 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
     false
 }
 
-/// A quantum tick: preempt only if the worker has not switched for a whole
-/// quantum (the switch counter did not move over `ticks_per_quantum` ticks).
-unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void) {
+/// A quantum tick. The timer is one-shot, armed for the moment the running
+/// task's quantum ends (`switched_at + quantum`); each tick re-arms it. If
+/// the task switched since the timer was armed, the tick only moves the
+/// deadline; otherwise the task has run a whole quantum and is preempted.
+/// A refused attempt is retried after a quarter quantum (at least 50 µs).
+unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
-    let sw = slot.switches.load(Ordering::Relaxed);
-    if sw != slot.seen_switches.load(Ordering::Relaxed) {
-        slot.seen_switches.store(sw, Ordering::Relaxed);
-        slot.stale_ticks.store(0, Ordering::Relaxed);
-        return;
+    let q = slot.quantum_ns.load(Ordering::Relaxed);
+    let now = now_ns();
+    let retry = (q / 4).max(50_000);
+    let due = if request {
+        true
+    } else if slot.running.load(Ordering::Acquire) {
+        let deadline = slot.switched_at.load(Ordering::Relaxed).saturating_add(q);
+        // A little slack: the next task's switch-in follows a preemption by
+        // a few microseconds, which should not cost it a whole extra tick.
+        now.saturating_add((q / 10).min(50_000)) >= deadline
+    } else {
+        false
+    };
+    let next = if due {
+        // SAFETY: forwarded.
+        let ok = unsafe { attempt(slot, uc) };
+        if request {
+            slot.counters.acks.fetch_add(1, Ordering::Release);
+        }
+        now.saturating_add(if ok { q } else { retry })
+    } else if slot.running.load(Ordering::Acquire) {
+        slot.switched_at.load(Ordering::Relaxed).saturating_add(q).max(now.saturating_add(retry / 4))
+    } else {
+        now.saturating_add(q)
+    };
+    if slot.is_armed() {
+        slot.arm_at(next);
     }
-    let stale = slot.stale_ticks.load(Ordering::Relaxed).saturating_add(1);
-    slot.stale_ticks.store(stale, Ordering::Relaxed);
-    if stale < slot.ticks_per_quantum.load(Ordering::Relaxed) {
-        return;
-    }
-    // SAFETY: forwarded.
-    unsafe { attempt(slot, uc) }
 }
 
 /// Runs the safe-point check and, if it passes, redirects the context into
-/// the spill routine.
-unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) {
+/// the spill routine. Returns whether it did.
+unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> bool {
     // SAFETY: forwarded.
     match unsafe { check(slot, uc) } {
         Ok(restart) => {
@@ -310,6 +322,7 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) {
             // SAFETY: check() verified the stack room.
             unsafe { archif::inject_spill(uc) };
             Counters::bump(&slot.counters.accepted);
+            true
         }
         Err(reason) => {
             slot.counters.refuse(reason);
@@ -317,6 +330,7 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) {
                 // Let cooperative code (checkpoint) pick the request up.
                 slot.set_request();
             }
+            false
         }
     }
 }

@@ -49,10 +49,9 @@ pub struct WorkerSlot {
     pub(crate) switches: AtomicU64,
     pub(crate) stack_lo: AtomicUsize,
     pub(crate) stack_hi: AtomicUsize,
-    // Handler-private tick bookkeeping.
-    pub(crate) seen_switches: AtomicU64,
-    pub(crate) stale_ticks: AtomicU32,
-    pub(crate) ticks_per_quantum: AtomicU32,
+    /// CLOCK_MONOTONIC time of the last `switch_in`, in ns.
+    pub(crate) switched_at: AtomicU64,
+    pub(crate) quantum_ns: AtomicU64,
     // Requests from other threads.
     pub(crate) pending: AtomicU32,
     pub(crate) requested: AtomicBool,
@@ -64,7 +63,6 @@ pub struct WorkerSlot {
     timer: AtomicPtr<libc::c_void>,
     has_timer: AtomicBool,
     armed: AtomicBool,
-    period_ns: AtomicU64,
     altstack: AtomicUsize,
     altstack_len: AtomicUsize,
     old_ss: Mutex<Option<(usize, usize, i32)>>,
@@ -130,9 +128,8 @@ impl WorkerSlot {
             switches: AtomicU64::new(0),
             stack_lo: AtomicUsize::new(0),
             stack_hi: AtomicUsize::new(0),
-            seen_switches: AtomicU64::new(0),
-            stale_ticks: AtomicU32::new(0),
-            ticks_per_quantum: AtomicU32::new(1),
+            switched_at: AtomicU64::new(0),
+            quantum_ns: AtomicU64::new(10_000_000),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
@@ -141,7 +138,6 @@ impl WorkerSlot {
             timer: AtomicPtr::new(core::ptr::null_mut()),
             has_timer: AtomicBool::new(false),
             armed: AtomicBool::new(false),
-            period_ns: AtomicU64::new(0),
             altstack: AtomicUsize::new(0),
             altstack_len: AtomicUsize::new(0),
             old_ss: Mutex::new(None),
@@ -152,10 +148,12 @@ impl WorkerSlot {
     /// Called by the scheduler on the worker thread right before it switches
     /// into a task: records the task's stack bounds (`lo` = lowest usable
     /// byte, above any guard page; `hi` = top), restores the task's
-    /// no-preempt depth, counts a switch, and marks the worker as running a
-    /// task. No system call.
+    /// no-preempt depth, counts a switch, notes the time (the task's quantum
+    /// starts now; a vDSO clock read, no system call), and marks the worker as
+    /// running a task.
     #[inline]
     pub fn switch_in(&self, stack_lo: usize, stack_hi: usize, task: TaskPreemptState) {
+        self.switched_at.store(now_ns(), Ordering::Relaxed);
         self.stack_lo.store(stack_lo, Ordering::Relaxed);
         self.stack_hi.store(stack_hi, Ordering::Relaxed);
         self.no_preempt.store(task.no_preempt, Ordering::Relaxed);
@@ -248,21 +246,23 @@ impl WorkerSlot {
     }
 
     /// Marks the worker idle (or blocked) — its timer is disarmed so it gets
-    /// no signals — or busy again (timer re-armed, tick bookkeeping reset).
-    /// Only transitions make a system call. Callable from any thread.
+    /// no signals — or busy again (timer armed one quantum from now). Only
+    /// transitions make a system call. Callable from any thread, but meant
+    /// for the worker itself (a disarm racing with the worker's own tick may
+    /// be undone by that tick's re-arm).
     pub fn set_idle(&self, idle: bool) -> Result<(), Error> {
         if !self.has_timer.load(Ordering::Acquire) {
             return Ok(());
         }
         if idle {
-            if self.armed.swap(false, Ordering::AcqRel) {
-                self.settime(0)?;
+            if self.armed.swap(false, Ordering::AcqRel) && self.arm_at(0) != 0 {
+                return Err(Error::Os("timer_settime", last_errno()));
             }
         } else if !self.armed.swap(true, Ordering::AcqRel) {
-            self.seen_switches.store(self.switches.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.stale_ticks.store(0, Ordering::Relaxed);
-            let p = self.period_ns.load(Ordering::Relaxed);
-            self.settime(p)?;
+            let q = self.quantum_ns.load(Ordering::Relaxed);
+            if self.arm_at(now_ns().saturating_add(q)) != 0 {
+                return Err(Error::Os("timer_settime", last_errno()));
+            }
         }
         Ok(())
     }
@@ -272,40 +272,50 @@ impl WorkerSlot {
         self.armed.load(Ordering::Acquire)
     }
 
+    /// The quantum.
+    pub fn quantum(&self) -> Duration {
+        Duration::from_nanos(self.quantum_ns.load(Ordering::Relaxed))
+    }
+
     /// Changes the quantum (re-arms the timer if it is armed).
     pub fn set_quantum(&self, quantum: Duration) -> Result<(), Error> {
         if quantum < MIN_QUANTUM {
             return Err(Error::InvalidQuantum(quantum));
         }
-        // Subdivide long quanta so that a task is preempted within
-        // [q, q + q/k) of its last switch instead of [q, 2q).
-        let k: u32 = if quantum >= Duration::from_millis(4) {
-            4
-        } else if quantum >= Duration::from_millis(1) {
-            2
-        } else {
-            1
-        };
-        let ns = (quantum.as_nanos() / k as u128).min(u64::MAX as u128) as u64;
-        self.ticks_per_quantum.store(k, Ordering::Relaxed);
-        self.period_ns.store(ns, Ordering::Relaxed);
-        if self.armed.load(Ordering::Acquire) {
-            self.settime(ns)?;
-        }
-        Ok(())
-    }
-
-    fn settime(&self, period_ns: u64) -> Result<(), Error> {
-        let ts = libc::timespec { tv_sec: (period_ns / 1_000_000_000) as _, tv_nsec: (period_ns % 1_000_000_000) as _ };
-        let spec = libc::itimerspec { it_interval: ts, it_value: ts };
-        // SAFETY: the timer id was returned by timer_create and not deleted
-        // while has_timer is set.
-        let r = unsafe { libc::timer_settime(self.timer.load(Ordering::Acquire), 0, &spec, core::ptr::null_mut()) };
-        if r != 0 {
+        let ns = quantum.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        self.quantum_ns.store(ns, Ordering::Relaxed);
+        if self.armed.load(Ordering::Acquire) && self.arm_at(now_ns().saturating_add(ns)) != 0 {
             return Err(Error::Os("timer_settime", last_errno()));
         }
         Ok(())
     }
+
+    /// Arms the one-shot timer for the absolute CLOCK_MONOTONIC time
+    /// `deadline_ns` (0 disarms). Async-signal-safe (the handler re-arms the
+    /// timer from here); returns timer_settime's result.
+    pub(crate) fn arm_at(&self, deadline_ns: u64) -> i32 {
+        if !self.has_timer.load(Ordering::Acquire) {
+            return 0;
+        }
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let at = libc::timespec {
+            tv_sec: (deadline_ns / 1_000_000_000) as _,
+            tv_nsec: (deadline_ns % 1_000_000_000) as _,
+        };
+        let spec = libc::itimerspec { it_interval: zero, it_value: at };
+        // SAFETY: the timer id was returned by timer_create and is not deleted
+        // while has_timer is set (teardown clears has_timer first).
+        unsafe { libc::timer_settime(self.timer.load(Ordering::Acquire), libc::TIMER_ABSTIME, &spec, core::ptr::null_mut()) }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO: no system call; async-signal-safe).
+#[inline]
+pub(crate) fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
 fn page_size() -> usize {
