@@ -176,9 +176,12 @@ impl Mutator {
         GcRef::from_addr(addr)
     }
 
-    /// Allocate `bytes` (header included) described by `desc`.
+    /// Allocate `bytes` (header included) described by `desc`, without
+    /// collecting: `Err(Need::..)` asks the caller to collect (and then to
+    /// re-read the current mutator) or to fail. `may_trigger`: the pacer may
+    /// ask for a collection.
     #[inline(always)]
-    pub(crate) fn alloc(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
+    fn alloc(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>, may_trigger: bool) -> Result<GcRef, Need> {
         if bytes <= MAX_SMALL {
             let class = class_of(bytes);
             // Not preemptible: see the module docs (alloc_entry's placement).
@@ -186,37 +189,20 @@ impl Mutator {
                 return Ok(r);
             }
         }
-        self.slow(desc, bytes, len)
+        self.slow(desc, bytes, len, may_trigger)
     }
 
     #[cold]
     #[inline(never)]
-    fn slow(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
-        let mut collected = false;
-        loop {
-            let res = if bytes > MAX_SMALL {
-                no_preempt(|| self.heap.alloc_large(desc, bytes, len, !collected))
-            } else {
-                let class = class_of(bytes);
-                no_preempt(|| match self.refill(class, !collected) {
-                    Ok(()) => Ok(self.fast(class, desc, bytes, len).expect("refilled block has a free slot")),
-                    Err(e) => Err(e),
-                })
-            };
-            match res {
-                Ok(r) => return Ok(r),
-                Err(Need::Collect) if !collected => {
-                    self.heap.collect_for_alloc("goal");
-                    collected = true;
-                }
-                Err(Need::Exhausted) if !collected => {
-                    self.heap.collect_for_alloc("limit");
-                    collected = true;
-                }
-                Err(_) => {
-                    return Err(AllocError::HeapExhausted { limit: self.heap.space.nblocks * crate::block::BLOCK_SIZE, requested: bytes })
-                }
-            }
+    fn slow(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>, may_trigger: bool) -> Result<GcRef, Need> {
+        if bytes > MAX_SMALL {
+            no_preempt(|| self.heap.alloc_large(desc, bytes, len, may_trigger))
+        } else {
+            let class = class_of(bytes);
+            no_preempt(|| {
+                self.refill(class, may_trigger)?;
+                Ok(self.fast(class, desc, bytes, len).expect("a refilled block has a free slot"))
+            })
         }
     }
 
@@ -342,15 +328,36 @@ pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, A
 
 /// The one entry to allocation. Never inlined, so that its code (the fast
 /// path) stays outside the preemptible section; see the module docs.
+///
+/// A collection may switch the calling task to another thread (waiting for
+/// another collection counts as blocking): the mutator is re-read after
+/// every collection, never used across one.
 #[inline(never)]
 fn alloc_entry(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
-    let m = current_mutator();
-    if m.is_null() {
-        return Err(AllocError::NotAttached);
+    let mut collected = false;
+    loop {
+        let m = current_mutator();
+        if m.is_null() {
+            return Err(AllocError::NotAttached);
+        }
+        // SAFETY: the pointer was set by attach_thread on this thread and
+        // stays valid until the guard (which is !Send) is dropped on this
+        // thread; no other reference to the mutator exists while we allocate
+        // (allocation is not reentrant: finalizers and scanners never run
+        // inside it). The reference dies before any collection below.
+        let m = unsafe { &mut *m };
+        let need = match m.alloc(desc, bytes, len, !collected) {
+            Ok(r) => return Ok(r),
+            Err(need) => need,
+        };
+        let heap = m.heap.clone();
+        if collected {
+            return Err(AllocError::HeapExhausted { limit: heap.space.nblocks * crate::block::BLOCK_SIZE, requested: bytes });
+        }
+        heap.collect_for_alloc(match need {
+            Need::Collect => "goal",
+            Need::Exhausted => "limit",
+        });
+        collected = true;
     }
-    // SAFETY: the pointer was set by attach_thread on this thread and stays
-    // valid until the guard (which is !Send) is dropped on this thread; no
-    // other reference to the mutator exists while we allocate (allocation is
-    // not reentrant: finalizers and scanners never run inside it).
-    unsafe { &mut *m }.alloc(desc, bytes, len)
 }
