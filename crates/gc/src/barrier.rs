@@ -12,6 +12,7 @@
 //! and [`barrier_code_range`] registers those bounds with the preemption
 //! engine as an unsafe (non-restartable) range when the first heap is created.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
 /// Store `value` into `*slot`, a GC-pointer slot of object `obj` (which may
@@ -25,9 +26,10 @@ use std::sync::Once;
 #[link_section = "usurp_barrier"]
 pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, value: usize) {
     let _ = obj;
-    // SAFETY: the caller guarantees slot is a valid writable word. Volatile: a
-    // racing reader (another task, the conservative scan) sees a whole word.
-    unsafe { slot.write_volatile(value) }
+    // SAFETY: the caller guarantees slot is a valid, aligned, writable word.
+    // An atomic (Relaxed, a plain store on both ISAs) so that racing readers
+    // on other threads are not a data race.
+    unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
 }
 
 extern "C" {

@@ -51,6 +51,24 @@
 //! (typed: [`Member::set`], [`GcRef::set_ptr`]). Marking stops the world, so
 //! it only stores; its code is an unsafe range for the preemption engine.
 //!
+//! ## Integration with the scheduler (what `usurp-sched` does)
+//! * Create the heap with [`Heap::with_world`] (or [`Heap::set_world`] later)
+//!   passing its [`World`] implementation; see the trait docs for the exact
+//!   contract (stop/start, conservative ranges of every stopped task except
+//!   the caller, `run_parallel`, `current_stack_bounds` for task stacks,
+//!   `blocking`, `finalizers_pending`).
+//! * Every OS thread that runs tasks (workers and spare threads that may take
+//!   over a worker) calls [`Heap::attach_thread`] when it starts and keeps the
+//!   [`MutatorGuard`] until it exits; the guard's drop gives the thread's
+//!   cached blocks back (it waits for a collection in progress through
+//!   `World::blocking`).
+//! * After [`World::finalizers_pending`] is called, some task calls
+//!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
+//!   pause).
+//! * Allocation ([`alloc`], `Gc::new`) may collect; a collection may run on
+//!   any task's stack (it needs a few KiB) and may switch it through
+//!   `World::blocking` when another collection is in progress.
+//!
 //! ## Observability
 //! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
 //! marked heap each cycle; [`Heap::stats`] returns the numbers.

@@ -221,7 +221,7 @@ impl<'a> Marker<'a> {
         let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
         d.for_each_pointer_word(len, |i| {
             // SAFETY: i is a payload word of this object per its descriptor.
-            let v = unsafe { p.add(1 + i).read_volatile() };
+            let v = unsafe { (*(p.add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
             self.mark_precise(v);
         });
     }

@@ -13,6 +13,7 @@ use crate::descriptor::{Descriptor, GcType};
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An untyped pointer to a heap object (its header word). `Copy`, `Send`: it is
 /// just an address; keeping the object alive is the holder's business.
@@ -83,9 +84,9 @@ impl GcRef {
     #[inline]
     pub fn word(self, i: usize) -> usize {
         assert!(i < self.payload_words(), "payload word {i} out of bounds");
-        // SAFETY: in bounds of a live object; concurrent writers use volatile
-        // word stores, so a word read is never torn.
-        unsafe { self.payload().add(i).read_volatile() }
+        // SAFETY: in bounds of a live object (aligned); payload words are
+        // accessed atomically (Relaxed) so racing tasks are no data race.
+        unsafe { (*(self.payload().add(i) as *const AtomicUsize)).load(Ordering::Relaxed) }
     }
     /// Write a non-pointer payload word `i` (panics if out of bounds or if the
     /// word is a pointer slot: use `set_ptr`).
@@ -94,7 +95,7 @@ impl GcRef {
         assert!(i < self.payload_words(), "payload word {i} out of bounds");
         assert!(!self.is_pointer_slot(i), "payload word {i} is a pointer slot: use set_ptr");
         // SAFETY: in bounds of a live object.
-        unsafe { self.payload().add(i).write_volatile(v) }
+        unsafe { (*(self.payload().add(i) as *const AtomicUsize)).store(v, Ordering::Relaxed) }
     }
     /// Whether payload word `i` is a pointer slot according to the descriptor.
     pub fn is_pointer_slot(self, i: usize) -> bool {
@@ -241,8 +242,9 @@ impl<T> Member<T> {
     /// The current value.
     #[inline(always)]
     pub fn get(&self) -> Option<Gc<T>> {
-        // SAFETY: the cell holds a word; volatile to pair with racing stores.
-        let a = unsafe { self.v.get().read_volatile() };
+        // SAFETY: the cell holds an aligned word; read atomically to pair with
+        // the barrier's atomic store.
+        let a = unsafe { (*(self.v.get() as *const AtomicUsize)).load(Ordering::Relaxed) };
         GcRef::from_addr(a).map(|raw| Gc { raw, _t: PhantomData })
     }
     /// Store through the write barrier. The field must be inside a heap object
