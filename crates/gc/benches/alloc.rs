@@ -3,11 +3,13 @@
 //! `cargo bench -p usurp-gc --bench alloc [-- DEPTH]` (default depth 16;
 //! env BT_DEPTH also works). Prints ns per small allocation on the fast path
 //! (pacing off, so no collection runs), the same with GOGC=100 (collections
-//! included), and binary-trees wall time with GC statistics.
+//! included), and binary-trees wall time with GC statistics, marking on one
+//! thread and on two.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use usurp_gc::{gc_type, Gc, Heap, HeapConfig, Member};
+use std::sync::Arc;
+use usurp_gc::{gc_type, Gc, Heap, HeapConfig, Member, SoloWorld, ThreadWorld, World};
 
 #[repr(C)]
 struct Node {
@@ -66,8 +68,11 @@ fn fast_path(n: usize, gogc: Option<u32>) -> f64 {
     ns
 }
 
-fn binary_trees(depth: u32) {
-    let heap = Heap::new(HeapConfig::default()).expect("heap");
+fn binary_trees(depth: u32, mark_threads: usize) {
+    // The mutator is this one thread; with mark_threads > 1 a ThreadWorld
+    // runs the marking (and the sweep of large heaps) on that many threads.
+    let world: Arc<dyn World> = if mark_threads > 1 { ThreadWorld::new(mark_threads) } else { Arc::new(SoloWorld) };
+    let heap = Heap::with_world(HeapConfig::default(), world).expect("heap");
     let _g = heap.attach_thread().unwrap();
     let t0 = Instant::now();
     let max = depth.max(6);
@@ -88,7 +93,7 @@ fn binary_trees(depth: u32) {
     let wall = t0.elapsed();
     let st = heap.stats();
     println!(
-        "binary-trees depth {max}: wall {:.3} s, {} GCs, total pause {:.1} ms, pause p50 {:.3} ms p99 {:.3} ms max {:.3} ms, peak committed heap {} MB",
+        "binary-trees depth {max}, {mark_threads} marking thread(s): wall {:.3} s, {} GCs, total pause {:.1} ms, pause p50 {:.3} ms p99 {:.3} ms max {:.3} ms, peak committed heap {} MB",
         wall.as_secs_f64(),
         st.cycles,
         st.total_pause.as_secs_f64() * 1e3,
@@ -113,5 +118,6 @@ fn main() {
     let ns = fast_path(n, None);
     println!("fast-path goal <= 20 ns: {}", if ns <= 20.0 { "met" } else { "NOT met" });
     fast_path(n, Some(100));
-    binary_trees(depth);
+    binary_trees(depth, 1);
+    binary_trees(depth, 2);
 }

@@ -140,7 +140,7 @@ pub struct Marker<'a> {
     pub exclusive: bool,
 }
 
-const DONATE_MIN: usize = 64;
+const DONATE_MIN: usize = 2;
 
 impl<'a> Marker<'a> {
     pub fn new(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
@@ -250,8 +250,12 @@ impl<'a> Marker<'a> {
             while let Some((o, h)) = self.next() {
                 self.scan_object(o, h);
                 if self.stack.len() >= DONATE_MIN && pool.waiting.load(Ordering::Relaxed) > 0 {
-                    let half = self.stack.split_off(self.stack.len() / 2);
-                    pool.inner.lock().unwrap().chunks.push(half);
+                    // Donate the bottom half: the oldest entries are the roots
+                    // of the largest unexplored subgraphs (a tree's DFS stack
+                    // is only as deep as the tree).
+                    let top = self.stack.split_off(self.stack.len() / 2);
+                    let bottom = std::mem::replace(&mut self.stack, top);
+                    pool.inner.lock().unwrap().chunks.push(bottom);
                     pool.cv.notify_one();
                 }
             }

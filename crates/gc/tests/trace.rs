@@ -245,3 +245,33 @@ fn pacing_triggers_collections() {
     assert_eq!(c.reason, "goal");
     assert!(c.heap_goal >= 1 << 20);
 }
+
+/// A World whose `run_parallel` runs the markers one after the other (the
+/// trait's default): marking must terminate and be complete anyway.
+struct SequentialWorld;
+impl usurp_gc::World for SequentialWorld {
+    fn stop_the_world(&self) {}
+    fn start_the_world(&self) {}
+    fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
+    fn parallelism(&self) -> usize {
+        4
+    }
+}
+
+#[test]
+fn marking_is_complete_when_parallel_markers_run_sequentially() {
+    let h = usurp_gc::Heap::with_world(config(64 << 20), std::sync::Arc::new(SequentialWorld)).unwrap();
+    let _g = h.attach_thread().unwrap();
+    let roots: Vec<_> = (0..8).map(|_| h.add_root(Some(tree(10).raw()))).collect();
+    for _ in 0..3 {
+        black_box(tree(8));
+        h.collect();
+    }
+    for r in &roots {
+        assert_eq!(count(r.get_as::<Node>().unwrap()), 2047);
+    }
+    let st = h.stats();
+    assert_eq!(st.verify_failures, 0);
+    assert_eq!(st.last.as_ref().unwrap().workers, 4);
+    assert!(st.last.unwrap().live_objects >= 8 * 2047);
+}
