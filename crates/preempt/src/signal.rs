@@ -292,11 +292,16 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     };
     let next = if due {
         // SAFETY: forwarded.
-        let ok = unsafe { attempt(slot, uc) };
+        let r = unsafe { attempt(slot, uc) };
         if request {
             slot.counters.acks.fetch_add(1, Ordering::Release);
         }
-        now.saturating_add(if ok { q } else { retry })
+        // Retry soon only when the refusal is likely to be over soon; with
+        // async preemption off (or no park hook) ticks only feed checkpoint.
+        now.saturating_add(match r {
+            Ok(()) | Err(Refusal::AsyncOff) | Err(Refusal::NoParkHook) => q,
+            Err(_) => retry,
+        })
     } else if slot.running.load(Ordering::Acquire) {
         slot.switched_at.load(Ordering::Relaxed).saturating_add(q).max(now.saturating_add(retry / 4))
     } else {
@@ -308,8 +313,8 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
 }
 
 /// Runs the safe-point check and, if it passes, redirects the context into
-/// the spill routine. Returns whether it did.
-unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> bool {
+/// the spill routine. Returns why not, if it did not.
+unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> Result<(), Refusal> {
     // SAFETY: forwarded.
     match unsafe { check(slot, uc) } {
         Ok(restart) => {
@@ -322,7 +327,7 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> bool {
             // SAFETY: check() verified the stack room.
             unsafe { archif::inject_spill(uc) };
             Counters::bump(&slot.counters.accepted);
-            true
+            Ok(())
         }
         Err(reason) => {
             slot.counters.refuse(reason);
@@ -330,7 +335,7 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> bool {
                 // Let cooperative code (checkpoint) pick the request up.
                 slot.set_request();
             }
-            false
+            Err(reason)
         }
     }
 }
