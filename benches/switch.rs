@@ -1,1 +1,95 @@
-fn main() {}
+//! Scheduler micro-benchmarks (harness = false; run with
+//! `cargo bench --bench switch`): yield between two tasks on one worker,
+//! channel ping-pong round trip between two tasks, and spawn+join of an empty
+//! task. Each figure is the median of several runs; one line per benchmark.
+
+use std::time::Instant;
+use usurp::{spawn, sync_channel, yield_now, Runtime};
+
+const RUNS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn iters(default: usize) -> usize {
+    std::env::var("USURP_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// ns per yield: two tasks on one worker each yield `n` times.
+fn yield_ns(rt: &Runtime, n: usize) -> f64 {
+    rt.block_on(move || {
+        let t = Instant::now();
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                spawn(move || {
+                    for _ in 0..n {
+                        yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        t.elapsed().as_nanos() as f64 / (2 * n) as f64
+    })
+}
+
+/// ns per round trip over two rendezvous channels (as Go's unbuffered ones).
+fn pingpong_ns(rt: &Runtime, n: usize) -> f64 {
+    rt.block_on(move || {
+        let (atx, arx) = sync_channel::<usize>(0);
+        let (btx, brx) = sync_channel::<usize>(0);
+        let echo = spawn(move || {
+            for v in arx.iter() {
+                btx.send(v).unwrap();
+            }
+        });
+        let t = Instant::now();
+        for i in 0..n {
+            atx.send(i).unwrap();
+            assert_eq!(brx.recv().unwrap(), i);
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        drop(atx);
+        echo.join().unwrap();
+        ns
+    })
+}
+
+/// ns per spawn + join of an empty task, from a task.
+fn spawn_join_ns(rt: &Runtime, n: usize) -> f64 {
+    rt.block_on(move || {
+        let t = Instant::now();
+        for _ in 0..n {
+            spawn(|| ()).join().unwrap();
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+fn report(name: &str, unit: &str, f: impl Fn() -> f64) {
+    f(); // warm-up (maps stacks, fills caches)
+    let runs: Vec<f64> = (0..RUNS).map(|_| f()).collect();
+    let lo = runs.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = runs.iter().cloned().fold(0.0, f64::max);
+    println!("{name}: {:.1} {unit} (median of {RUNS}; min {lo:.1}, max {hi:.1})", median(runs));
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing
+    // special: run a short smoke pass then.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = if quick { 1000 } else { iters(1_000_000) };
+    let one = Runtime::builder().workers(1).build().expect("runtime");
+    let all = Runtime::new().expect("runtime");
+    report("yield, 2 tasks, workers(1)", "ns per yield", || yield_ns(&one, n));
+    report("channel ping-pong round trip, workers(1)", "ns", || pingpong_ns(&one, n));
+    report("spawn+join, workers(1)", "ns", || spawn_join_ns(&one, n));
+    let w = all.workers();
+    report(&format!("yield, 2 tasks, workers({w})"), "ns per yield", || yield_ns(&all, n));
+    report(&format!("channel ping-pong round trip, workers({w})"), "ns", || pingpong_ns(&all, n));
+    report(&format!("spawn+join, workers({w})"), "ns", || spawn_join_ns(&all, n));
+}

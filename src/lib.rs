@@ -9,3 +9,8 @@
 pub use usurp_gc as gc;
 pub use usurp_preempt as preempt;
 pub use usurp_sched as sched;
+
+pub use usurp_sched::{
+    blocking, channel, sleep, spawn, sync, sync_channel, task, task_local, try_spawn, yield_now, AccessError,
+    Builder, Condvar, Error, JoinHandle, LocalKey, Mutex, MutexGuard, Receiver, Runtime, Sender, SyncSender,
+};

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the scheduler benchmarks (benches/switch.rs, release) beside Go's
+# anchor (../shared/anchors/run.sh switch) on this machine and prints each
+# figure with its ratio ours/Go (below 1 means usurp is faster).
+# Needs go (apt-get install -y golang-go).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+anchors="$(dirname "$0")/../../shared/anchors/run.sh"
+command -v go >/dev/null || { echo "go is missing: apt-get install -y golang-go" >&2; exit 1; }
+
+ours=$(cargo bench -q -p usurp --bench switch 2>/dev/null)
+go=$(bash "$anchors" switch)
+echo "== usurp (benches/switch.rs)"
+echo "$ours"
+echo "== Go ($(go version | awk '{print $3}'))"
+echo "$go"
+
+num() { grep -m1 "$1" | sed -E "s/.*$2: *([0-9.]+).*/\1/"; }
+u_yield=$(echo "$ours" | num '^yield, 2 tasks, workers(1)' 'workers\(1\)')
+u_ping=$(echo "$ours" | num '^channel ping-pong round trip, workers(1)' 'workers\(1\)')
+u_spawn=$(echo "$ours" | num '^spawn+join, workers(1)' 'workers\(1\)')
+g_yield=$(echo "$go" | num '^Gosched' 'GOMAXPROCS=[0-9]+')
+g_ping=$(echo "$go" | num '^channel ping-pong' 'round trip')
+g_spawn=$(echo "$go" | num '^spawn+join' 'spawn\+join')
+
+echo "== ratios (usurp / Go; goals: yield <= 20 ns, ping-pong <= 150 ns, spawn+join <= 200 ns)"
+row() { awk -v n="$1" -v u="$2" -v g="$3" 'BEGIN { printf "%-32s usurp %8.1f ns   Go %8.1f ns   ratio %.2f\n", n, u, g, u / g }'; }
+row "yield (Gosched)" "$u_yield" "$g_yield"
+row "channel ping-pong round trip" "$u_ping" "$g_ping"
+row "spawn+join" "$u_spawn" "$g_spawn"

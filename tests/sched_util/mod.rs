@@ -1,0 +1,51 @@
+//! Helpers shared by the scheduler integration tests (tests/sched_*.rs).
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `n` scaled by env USURP_TEST_SCALE (float, default 1; CI uses 0.25 under
+/// qemu), at least 1.
+pub fn scale(n: usize) -> usize {
+    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * s) as usize).max(1)
+}
+
+/// Runs `f` on a thread and fails the test if it has not finished after
+/// `secs` seconds (a deadlock detector, not a speed check).
+pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what}: did not finish within {secs} s (deadlock?)"),
+    }
+}
+
+/// Re-runs this test binary as a child process running only `test` with env
+/// `var=1`, and returns its output. Under qemu-user (no binfmt_misc), the
+/// child is started through qemu-aarch64-static.
+pub fn run_child(test: &str, var: &str) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let args = [test, "--exact", "--nocapture", "--test-threads=1"];
+    let direct = Command::new(&exe).args(args).env(var, "1").output();
+    match direct {
+        Ok(o) => o,
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) || cfg!(target_arch = "aarch64") => {
+            Command::new("qemu-aarch64-static")
+                .arg("-L")
+                .arg("/usr/aarch64-linux-gnu")
+                .arg(&exe)
+                .args(args)
+                .env(var, "1")
+                .output()
+                .unwrap_or_else(|e2| panic!("cannot start child: {e}; through qemu: {e2}"))
+        }
+        Err(e) => panic!("cannot start child {exe:?}: {e}"),
+    }
+}
