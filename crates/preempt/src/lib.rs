@@ -99,7 +99,7 @@ pub use archif::SpillFrame;
 pub use error::Error;
 pub use guard::{checkpoint, no_preempt, set_yield_hook, NoPreempt};
 pub use registry::{
-    preemptible_code, register_code, register_unsafe_range, CodeHandle, RangeHandle, MAX_CODE_REGIONS,
+    pc_status, preemptible_code, register_code, register_unsafe_range, CodeHandle, PcStatus, RangeHandle, MAX_CODE_REGIONS,
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
 };
 #[doc(hidden)]

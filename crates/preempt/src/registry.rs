@@ -65,11 +65,46 @@ pub fn preemptible_code() -> (usize, usize) {
             core::ptr::addr_of!(__stop_usurp_preemptible) as usize,
         )
     };
-    // The anchor is inside the section by construction; using its address
-    // keeps it (and so the section) alive under --gc-sections.
-    debug_assert!(s <= anchor && anchor < e);
+    // The anchor is inside the section by construction (a unit test checks
+    // it); using its address keeps it, and so the section, alive under
+    // --gc-sections. No assertion here: the signal handler calls this.
     core::hint::black_box(anchor);
     (s, e)
+}
+
+/// What the registries say about a code address (a query for tests and
+/// tools; the signal handler uses the same lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcStatus {
+    /// Preemptible code; `restart_at` is set when a restartable range covers
+    /// the address (a preemption there resumes at that address).
+    Preemptible { restart_at: Option<usize> },
+    /// Outside the preemptible section and every registered JIT region.
+    NotPreemptible,
+    /// Inside a (non-restartable) unsafe range.
+    Unsafe,
+    /// A registry entry was being updated; ask again.
+    Busy,
+}
+
+/// Looks `pc` up in the preemptible section, the JIT regions and the unsafe
+/// ranges.
+pub fn pc_status(pc: usize) -> PcStatus {
+    match lookup(pc) {
+        CodeLookup::Preemptible { restart, .. } => PcStatus::Preemptible { restart_at: restart },
+        CodeLookup::NotPreemptible => PcStatus::NotPreemptible,
+        CodeLookup::Unsafe => PcStatus::Unsafe,
+        CodeLookup::Busy => PcStatus::Busy,
+    }
+}
+
+#[cfg(test)]
+fn anchor_addr() -> usize {
+    // SAFETY: takes an address only.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::ptr::addr_of!(usurp_preemptible_anchor) as usize
+    }
 }
 
 /// Places the given functions in the preemptible linker section and marks
@@ -360,6 +395,8 @@ mod tests {
     fn the_macro_places_functions_in_the_section() {
         let (s, e) = preemptible_code();
         assert!(s < e);
+        let a = anchor_addr();
+        assert!(s <= a && a < e, "anchor {a:#x} outside {s:#x}..{e:#x}");
         let f = marked as fn(u64) -> u64 as usize;
         assert!(s <= f && f < e, "{f:#x} not in {s:#x}..{e:#x}");
         assert_eq!(marked(1), 3u64.rotate_left(7));
@@ -372,6 +409,8 @@ mod tests {
             _ => panic!("marked fn not preemptible"),
         }
         assert!(matches!(lookup(not), CodeLookup::NotPreemptible));
+        assert_eq!(pc_status(f), PcStatus::Preemptible { restart_at: None });
+        assert_eq!(pc_status(not), PcStatus::NotPreemptible);
     }
 
     #[test]

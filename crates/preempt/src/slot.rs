@@ -213,7 +213,7 @@ impl WorkerSlot {
         self.counters.acks.load(Ordering::Acquire)
     }
 
-    /// Whether a preemption signal sent with [`request_preempt`] is still
+    /// Whether a preemption signal sent with [`crate::request_preempt`] is still
     /// pending (at most one is ever in flight per worker).
     pub fn is_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire) != 0
