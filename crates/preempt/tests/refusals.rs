@@ -190,3 +190,102 @@ fn unsafe_ranges_are_refused_and_restartable_ranges_restart() {
     assert!(RANGE_IN.load(Ordering::SeqCst) as u64 >= st.restarted);
     assert_eq!(parks, st.accepted);
 }
+
+/// A tiny "JIT": a counting loop copied into fresh executable memory.
+struct Jit {
+    base: *mut u8,
+    len: usize,
+}
+
+impl Jit {
+    fn new() -> Jit {
+        // push rbp; mov rbp, rsp; xor eax, eax
+        // 1: add rax, 1; dec rdi; jnz 1b
+        // pop rbp; ret
+        let code: [u8; 17] = [
+            0x55, 0x48, 0x89, 0xE5, 0x31, 0xC0, 0x48, 0x83, 0xC0, 0x01, 0x48, 0xFF, 0xCF, 0x75, 0xF7, 0x5D, 0xC3,
+        ];
+        let len = 4096;
+        // SAFETY: fresh anonymous mapping, filled, then made read+exec.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
+            assert_eq!(libc::mprotect(p, len, libc::PROT_READ | libc::PROT_EXEC), 0);
+            Jit { base: p as *mut u8, len }
+        }
+    }
+    fn call(&self, n: u64) -> u64 {
+        // SAFETY: the code is the function assembled above (C ABI, one arg).
+        let f: extern "C" fn(u64) -> u64 = unsafe { std::mem::transmute(self.base) };
+        f(n)
+    }
+    fn range(&self) -> (usize, usize) {
+        (self.base as usize, self.base as usize + self.len)
+    }
+}
+
+// SAFETY: the mapping is immutable after construction.
+unsafe impl Send for Jit {}
+unsafe impl Sync for Jit {}
+
+#[test]
+fn jit_regions_are_preemptible_only_while_registered() {
+    let jit: &'static Jit = Box::leak(Box::new(Jit::new()));
+    let (start, end) = jit.range();
+    let need = want(50);
+    static JIT_BAD: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static IN_JIT: AtomicU64 = AtomicU64::new(0);
+    let body = move |stop: &'static AtomicBool| {
+        while !stop.load(Ordering::Relaxed) {
+            let r = jit.call(200_000);
+            if r != 200_000 {
+                JIT_BAD.lock().unwrap().push(format!("jit returned {r}"));
+            }
+        }
+    };
+    // Unregistered: the PC is almost always in the JIT code, never accepted there.
+    let (_, st) = run_until(
+        RunConfig::default(),
+        body,
+        Some(Box::new(move |f: &SpillFrame, _c: &Ctx| {
+            if start <= f.pc() && f.pc() < end {
+                JIT_BAD.lock().unwrap().push("parked in unregistered JIT code".into());
+            }
+        })),
+        |s| s.refused(Refusal::NotPreemptibleCode) >= need,
+        TIMEOUT,
+    );
+    assert!(st.refused(Refusal::NotPreemptibleCode) >= need, "{st:?}");
+    assert_eq!(usurp_preempt::pc_status(start + 6), usurp_preempt::PcStatus::NotPreemptible);
+
+    let handle = usurp_preempt::register_code(start, end).unwrap();
+    assert_eq!(usurp_preempt::pc_status(start + 6), usurp_preempt::PcStatus::Preemptible { restart_at: None });
+    let (parks, st) = run_until(
+        RunConfig::default(),
+        body,
+        Some(Box::new(move |f: &SpillFrame, c: &Ctx| {
+            if start <= f.pc() && f.pc() < end {
+                IN_JIT.fetch_add(1, Ordering::SeqCst);
+                if let Err(e) = check_backtrace(f, c.stack_lo, c.stack_hi) {
+                    JIT_BAD.lock().unwrap().push(format!("backtrace from JIT code: {e}"));
+                }
+            }
+        })),
+        |_| IN_JIT.load(Ordering::SeqCst) >= need,
+        TIMEOUT,
+    );
+    drop(handle);
+    assert_eq!(usurp_preempt::pc_status(start + 6), usurp_preempt::PcStatus::NotPreemptible);
+    let bad = JIT_BAD.lock().unwrap();
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(IN_JIT.load(Ordering::SeqCst) >= need, "{st:?}");
+    assert_eq!(parks, st.accepted);
+}
