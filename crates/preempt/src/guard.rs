@@ -13,7 +13,7 @@ use crate::slot::{current_ptr, POLL};
 /// worker thread it does nothing.
 #[must_use = "the section ends when the guard is dropped"]
 pub struct NoPreempt {
-    _not_send: PhantomData<*const ()>,
+    pub(crate) _not_send: PhantomData<*const ()>,
 }
 
 impl NoPreempt {

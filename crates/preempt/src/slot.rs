@@ -523,3 +523,88 @@ fn teardown(slot: &WorkerSlot) {
         unsafe { libc::munmap(base as *mut libc::c_void, len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::NoPreempt;
+
+    #[test]
+    fn no_preempt_depth_travels_with_the_task_across_workers() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let b: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        // Worker A: the task enters two nested sections and is switched out
+        // (a cooperative switch inside the section).
+        let st = std::thread::spawn(move || {
+            register_worker(a, Duration::from_millis(10)).unwrap();
+            assert!(core::ptr::eq(current_worker().unwrap(), a));
+            a.switch_in(0x1000, 0x2000, TaskPreemptState::default());
+            assert!(a.is_running());
+            let s0 = a.switches();
+            let g1 = NoPreempt::new();
+            let g2 = NoPreempt::new();
+            assert_eq!(a.no_preempt_depth(), 2);
+            drop(g2);
+            assert_eq!(a.no_preempt_depth(), 1);
+            // The guard's section continues on another worker: forget it here.
+            core::mem::forget(g1);
+            let st = a.switch_out();
+            assert!(!a.is_running());
+            assert_eq!(a.switches(), s0 + 1);
+            assert_eq!(a.no_preempt_depth(), 0);
+            unregister_worker().unwrap();
+            st
+        })
+        .join()
+        .unwrap();
+        assert_eq!(st.no_preempt_depth(), 1);
+        // Worker B resumes the task: the depth comes back, and the guard's
+        // drop (modelled by a fresh guard's drop after forgetting its
+        // increment) ends the section there.
+        std::thread::spawn(move || {
+            register_worker(b, Duration::from_millis(10)).unwrap();
+            b.switch_in(0x1000, 0x2000, st);
+            assert_eq!(b.no_preempt_depth(), 1);
+            let g = NoPreempt::new();
+            assert_eq!(b.no_preempt_depth(), 2);
+            drop(g);
+            // What dropping the original guard on this worker does:
+            drop(NoPreempt { _not_send: core::marker::PhantomData });
+            assert_eq!(b.no_preempt_depth(), 0);
+            b.switch_out();
+            unregister_worker().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn registration_errors_and_idle_transitions() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        std::thread::spawn(move || {
+            assert_eq!(unregister_worker(), Err(Error::NotAWorker));
+            assert!(matches!(register_worker(a, Duration::from_micros(10)), Err(Error::InvalidQuantum(_))));
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            assert_eq!(register_worker(a, Duration::from_millis(5)), Err(Error::AlreadyRegistered));
+            assert!(a.tid() > 0);
+            assert!(!a.is_armed());
+            a.set_idle(false).unwrap();
+            assert!(a.is_armed());
+            a.set_idle(false).unwrap();
+            a.set_quantum(Duration::from_millis(2)).unwrap();
+            assert_eq!(a.quantum(), Duration::from_millis(2));
+            a.set_idle(true).unwrap();
+            assert!(!a.is_armed());
+            unregister_worker().unwrap();
+            assert_eq!(a.tid(), 0);
+            assert!(current_worker().is_none());
+            assert_eq!(crate::request_preempt(a), Err(Error::NotAWorker));
+            // A slot can be registered again (e.g. a restarted worker).
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            unregister_worker().unwrap();
+        })
+        .join()
+        .unwrap();
+        assert!(altstack_size() >= libc::SIGSTKSZ);
+    }
+}
