@@ -62,11 +62,18 @@ impl Descriptor {
     /// A fixed-size descriptor for a `static` (used by [`gc_type!`](crate::gc_type)).
     /// `bitmap` bit `i` (word `i / 64`, bit `i % 64`) marks payload word `i` as a pointer.
     pub const fn fixed(name: &'static str, size_words: usize, bitmap: &'static [u64]) -> Descriptor {
-        let mut any = false;
+        // Keep the bitmap up to its last word with a bit inside the payload:
+        // marking then loops over the words that matter only. Bits beyond the
+        // payload must not exist.
+        let mut n = 0;
         let mut i = 0;
         while i < bitmap.len() {
             if bitmap[i] != 0 {
-                any = true;
+                assert!(i * 64 < size_words, "pointer bit beyond the payload");
+                if (i + 1) * 64 > size_words && size_words % 64 != 0 {
+                    assert!(bitmap[i] >> (size_words % 64) == 0, "pointer bit beyond the payload");
+                }
+                n = i + 1;
             }
             i += 1;
         }
@@ -75,8 +82,8 @@ impl Descriptor {
             size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if any { 0 } else { FLAG_POINTER_FREE },
-            bitmap,
+            flags: if n > 0 { 0 } else { FLAG_POINTER_FREE },
+            bitmap: bitmap.split_at(n).0,
             name,
         }
     }
@@ -165,15 +172,14 @@ impl Descriptor {
                 }
             }
         } else {
+            // Construction guarantees every bit names a payload word and the
+            // last bitmap word is non-zero.
             for (wi, &w) in self.bitmap.iter().enumerate() {
                 let mut bits = w;
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    let idx = wi * 64 + b;
-                    if idx < self.size_words {
-                        f(idx);
-                    }
+                    f(wi * 64 + b);
                 }
             }
         }
@@ -207,7 +213,10 @@ impl DescriptorBuilder {
             }
             bitmap[i / 64] |= 1 << (i % 64);
         }
-        let any = bitmap.iter().any(|&w| w != 0);
+        while bitmap.last() == Some(&0) {
+            bitmap.pop();
+        }
+        let any = !bitmap.is_empty();
         let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime>".into()).into_boxed_str());
         Ok(Box::leak(Box::new(Descriptor {
             magic: DESCRIPTOR_MAGIC,
@@ -332,6 +341,16 @@ mod tests {
         d.for_each_pointer_word(0, |i| seen.push(i));
         assert_eq!(seen, vec![0, 65]);
         assert_eq!(d.name(), "T");
+    }
+
+    #[test]
+    fn static_descriptors_trim_their_bitmap() {
+        static B: [u64; 4] = [0b101, 0, 0, 0];
+        static D: Descriptor = Descriptor::fixed("S", 3, &B);
+        assert_eq!(D.bitmap.len(), 1);
+        assert!(D.is_pointer(0) && D.is_pointer(2) && !D.is_pointer(1));
+        static E: Descriptor = Descriptor::fixed("E", 3, &[0, 0]);
+        assert!(E.is_pointer_free() && E.bitmap.is_empty());
     }
 
     #[test]
