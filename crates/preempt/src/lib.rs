@@ -79,12 +79,32 @@
 //!
 //! ## What the scheduler does
 //!
-//! On each worker thread: [`register_worker`] (timer + signal stack), then
-//! `slot.set_idle(false)` when it has work and `set_idle(true)` before it
-//! sleeps or blocks; `slot.switch_in(lo, hi, state)` right before switching
-//! into a task and `slot.switch_out()` right after switching out of it
-//! (keeping the returned [`TaskPreemptState`] in the task); [`set_park_hook`]
-//! once; [`set_yield_hook`] for [`checkpoint`].
+//! * Once: [`set_park_hook`] (and [`set_yield_hook`] for [`checkpoint`]);
+//!   optionally [`set_signal`] before anything else.
+//! * On each worker thread at start: [`register_worker`] with a `'static`
+//!   [`WorkerSlot`] and the quantum (installs the handler on first use, the
+//!   alternate signal stack and the timer); [`unregister_worker`] before the
+//!   thread exits.
+//! * `slot.set_idle(false)` when the worker starts running tasks,
+//!   `set_idle(true)` before it sleeps or blocks in a system call (no signals
+//!   then). Targeted requests can still interrupt a blocked worker: system
+//!   calls that SA_RESTART does not restart (epoll_wait, nanosleep, …) return
+//!   EINTR and must be retried.
+//! * Right before switching into a task: `slot.switch_in(stack_lo,
+//!   stack_hi, saved_state)` (`stack_lo` = lowest usable byte above the
+//!   guard). Right after switching back out of it: `let saved_state =
+//!   slot.switch_out()`, kept in the task.
+//! * The park hook runs on the preempted task's stack with the
+//!   [`SpillFrame`]: it records that the task was preempted asynchronously
+//!   (it must later be resumed on this same OS thread), switches to the
+//!   worker's scheduler context with the arch `switch`, and returns when
+//!   resumed. While the task is parked, a conservative scan of its stack
+//!   from the SP saved by that `switch` up to its top covers the spill frame,
+//!   the saved registers (also `SpillFrame::saved_range`) and the red zone.
+//! * Stop-the-world: [`request_preempt`] on each worker running a task, then
+//!   wait for `slot.acks()` to advance and for the task to switch out
+//!   (refused attempts set the worker's checkpoint flag and are retried by
+//!   the handler a quarter quantum later).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod archif;
