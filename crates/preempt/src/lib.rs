@@ -102,9 +102,10 @@
 //!   from the SP saved by that `switch` up to its top covers the spill frame,
 //!   the saved registers (also `SpillFrame::saved_range`) and the red zone.
 //! * Stop-the-world: [`request_preempt`] on each worker running a task, then
-//!   wait for `slot.acks()` to advance and for the task to switch out
-//!   (refused attempts set the worker's checkpoint flag and are retried by
-//!   the handler a quarter quantum later).
+//!   wait for `slot.acks()` to advance and for the task to switch out. A
+//!   refused request sets the worker's checkpoint flag; it is not retried by
+//!   itself (the worker's timer, if armed, retries a quarter quantum later):
+//!   send another request once the previous one was acknowledged.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod archif;
