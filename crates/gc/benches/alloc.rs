@@ -114,10 +114,17 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .or_else(|| std::env::var("BT_DEPTH").ok().and_then(|v| v.parse().ok()))
         .unwrap_or(16);
-    let n = 20_000_000;
-    let ns = fast_path(n, None);
-    println!("fast-path goal <= 20 ns: {}", if ns <= 20.0 { "met" } else { "NOT met" });
-    fast_path(n, Some(100));
-    binary_trees(depth, 1);
-    binary_trees(depth, 2);
+    // BT_ONLY=1|2: only binary-trees with that many marking threads (for
+    // profilers and simulators).
+    match std::env::var("BT_ONLY").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(t) => binary_trees(depth, t.max(1)),
+        None => {
+            let n = 20_000_000;
+            let ns = fast_path(n, None);
+            println!("fast-path goal <= 20 ns: {}", if ns <= 20.0 { "met" } else { "NOT met" });
+            fast_path(n, Some(100));
+            binary_trees(depth, 1);
+            binary_trees(depth, 2);
+        }
+    }
 }

@@ -313,13 +313,13 @@ impl HeapInner {
         for i in first + 1..first + n {
             let m = self.space.meta(i);
             m.link.store(first as u32, Ordering::Relaxed);
-            m.kind.store(KIND_LARGE_TAIL, Ordering::Release);
+            self.space.set_kind(i, KIND_LARGE_TAIL, 0);
         }
         let m = self.space.meta(first);
         m.clear_tables();
         m.link.store(n as u32, Ordering::Relaxed);
         m.large_bytes.store(bytes, Ordering::Relaxed);
-        m.kind.store(KIND_LARGE_HEAD, Ordering::Release);
+        self.space.set_kind(first, KIND_LARGE_HEAD, 0);
         let addr = self.space.block_start(first);
         let p = addr as *mut usize;
         // SAFETY: the run is ours; the object fits in it (n blocks >= bytes).
@@ -534,9 +534,9 @@ impl HeapInner {
 
     fn sweep_block(&self, b: usize, out: &mut SweepOut) {
         let m = self.space.meta(b);
-        match m.kind.load(Ordering::Acquire) {
+        let (kind, class) = self.space.kind(b);
+        match kind {
             KIND_SMALL => {
-                let class = m.class.load(Ordering::Relaxed) as usize;
                 let slots = slots_of(class);
                 let mut live = 0;
                 for w in 0..slots.div_ceil(64) {
@@ -548,7 +548,7 @@ impl HeapInner {
                 out.live += live * CLASS_SIZES[class];
                 let owned = m.owned.load(Ordering::Acquire);
                 if live == 0 && !owned {
-                    m.kind.store(KIND_FREE, Ordering::Release);
+                    self.space.set_kind(b, KIND_FREE, 0);
                     out.freed.push((b, 1));
                 } else if !owned && live < slots {
                     out.partial[class].push(b as u32);
@@ -562,9 +562,8 @@ impl HeapInner {
                 } else {
                     m.clear_tables();
                     for i in b..b + n {
-                        let t = self.space.meta(i);
-                        t.link.store(0, Ordering::Relaxed);
-                        t.kind.store(KIND_FREE, Ordering::Release);
+                        self.space.meta(i).link.store(0, Ordering::Relaxed);
+                        self.space.set_kind(i, KIND_FREE, 0);
                     }
                     out.freed.push((b, n));
                 }

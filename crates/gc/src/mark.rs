@@ -46,22 +46,24 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let m = space.meta(b);
-    match m.kind.load(Ordering::Acquire) {
+    let (kind, c) = space.kind(b);
+    match kind {
         KIND_SMALL => {
-            let c = m.class.load(Ordering::Relaxed) as usize;
             let size = CLASS_SIZES[c];
             let start = space.block_start(b);
             let slot = slot_index(c, a - start);
-            if slot >= slots_of(c) || !m.is_allocated(slot) {
+            if slot >= slots_of(c) || !space.meta(b).is_allocated(slot) {
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: start + slot * size })
         }
         KIND_LARGE_HEAD | KIND_LARGE_TAIL => {
-            let head = if m.kind.load(Ordering::Relaxed) == KIND_LARGE_HEAD { b } else { m.link.load(Ordering::Relaxed) as usize };
+            let head = if kind == KIND_LARGE_HEAD { b } else { space.meta(b).link.load(Ordering::Relaxed) as usize };
+            if head >= space.nblocks || space.kind(head).0 != KIND_LARGE_HEAD {
+                return None;
+            }
             let hm = space.meta(head);
-            if hm.kind.load(Ordering::Acquire) != KIND_LARGE_HEAD || !hm.is_allocated(0) {
+            if !hm.is_allocated(0) {
                 return None;
             }
             let start = space.block_start(head);
@@ -81,20 +83,19 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let m = space.meta(b);
-    match m.kind.load(Ordering::Acquire) {
+    let (kind, c) = space.kind(b);
+    match kind {
         KIND_SMALL => {
-            let c = m.class.load(Ordering::Relaxed) as usize;
             let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
             let slot = slot_index(c, off);
-            if slot * size != off || slot >= slots_of(c) || !m.is_allocated(slot) {
+            if slot * size != off || slot >= slots_of(c) || !space.meta(b).is_allocated(slot) {
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: a })
         }
         KIND_LARGE_HEAD => {
-            if a != space.block_start(b) || !m.is_allocated(0) {
+            if a != space.block_start(b) || !space.meta(b).is_allocated(0) {
                 return None;
             }
             Some(ObjLoc { block: b, slot: 0, addr: a })

@@ -227,9 +227,7 @@ impl Mutator {
             let Some(b) = b else { break };
             let b = b as usize;
             let m = heap.space.meta(b);
-            if m.kind.load(Ordering::Acquire) != KIND_SMALL
-                || m.class.load(Ordering::Relaxed) as usize != class
-                || m.owned.swap(true, Ordering::AcqRel)
+            if heap.space.kind(b) != (KIND_SMALL, class) || m.owned.swap(true, Ordering::AcqRel)
             {
                 continue; // stale entry
             }
@@ -248,10 +246,9 @@ impl Mutator {
         let run = heap.space.alloc_blocks(1).ok_or(Need::Exhausted)?;
         let m = heap.space.meta(run.first);
         m.clear_tables();
-        m.class.store(class as u8, Ordering::Relaxed);
         m.link.store(0, Ordering::Relaxed);
         m.owned.store(true, Ordering::Relaxed);
-        m.kind.store(KIND_SMALL, Ordering::Release);
+        heap.space.set_kind(run.first, KIND_SMALL, class);
         heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
         *c = ClassCache {
             meta: m,

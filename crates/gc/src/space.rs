@@ -10,6 +10,7 @@
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE};
 use bitvec::prelude::*;
 use memmap2::{MmapMut, MmapOptions};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
 
 /// Cycles a block must stay free before its memory goes back to the OS.
@@ -19,6 +20,7 @@ pub const DECOMMIT_DELAY: u64 = 2;
 pub struct Space {
     _heap_map: MmapMut,
     _meta_map: MmapMut,
+    _kind_map: MmapMut,
     /// First heap byte (block aligned).
     pub lo: usize,
     /// One past the last heap byte.
@@ -26,11 +28,13 @@ pub struct Space {
     /// Number of blocks in the reservation.
     pub nblocks: usize,
     meta: *const BlockMeta,
+    /// Per block: kind (low byte, `KIND_*`) and size class (high byte).
+    kinds: *const AtomicU16,
     pool: Mutex<Pool>,
 }
 
-// SAFETY: `meta` points into `_meta_map`, owned by the Space and never moved;
-// BlockMeta is all atomics.
+// SAFETY: `meta` and `kinds` point into maps owned by the Space and never
+// moved; BlockMeta and the kinds are all atomics.
 unsafe impl Send for Space {}
 // SAFETY: as above; all shared mutation goes through atomics or the pool mutex.
 unsafe impl Sync for Space {}
@@ -72,9 +76,13 @@ impl Space {
         let meta_len = nblocks * std::mem::size_of::<BlockMeta>();
         let meta_map = MmapOptions::new().len(meta_len).no_reserve_swap().map_anon()?;
         let meta = meta_map.as_ptr() as *const BlockMeta;
+        let kind_map = MmapOptions::new().len(nblocks * 2).no_reserve_swap().map_anon()?;
+        let kinds = kind_map.as_ptr() as *const AtomicU16;
         Ok(Space {
             _heap_map: heap_map,
             _meta_map: meta_map,
+            _kind_map: kind_map,
+            kinds,
             lo,
             hi: lo + nblocks * BLOCK_SIZE,
             nblocks,
@@ -115,6 +123,25 @@ impl Space {
         // SAFETY: i < nblocks, the meta map holds nblocks zero-initialised
         // (hence valid) BlockMeta values and lives as long as self.
         unsafe { &*self.meta.add(i) }
+    }
+
+    /// Kind (`KIND_*`) and size class of block `i` (`i < nblocks`).
+    #[inline(always)]
+    pub fn kind(&self, i: usize) -> (u8, usize) {
+        debug_assert!(i < self.nblocks);
+        // SAFETY: i < nblocks; the kind map holds nblocks zero-initialised
+        // AtomicU16 and lives as long as self.
+        let v = unsafe { &*self.kinds.add(i) }.load(Ordering::Acquire);
+        (v as u8, (v >> 8) as usize)
+    }
+
+    /// Set the kind and class of block `i` (Release: the block's metadata
+    /// written before is visible to whoever reads the kind).
+    #[inline]
+    pub fn set_kind(&self, i: usize, kind: u8, class: usize) {
+        assert!(i < self.nblocks);
+        // SAFETY: as in `kind`.
+        unsafe { &*self.kinds.add(i) }.store(kind as u16 | (class as u16) << 8, Ordering::Release);
     }
 
     /// Blocks ever handed out (the high-water mark): blocks >= this are untouched.

@@ -54,9 +54,9 @@ pub fn verify(space: &Space) -> usize {
     };
     for b in 0..space.high_water() {
         let m = space.meta(b);
-        let (objs, cap): (Vec<usize>, usize) = match m.kind.load(Ordering::Acquire) {
+        let (kind, c) = space.kind(b);
+        let (objs, cap): (Vec<usize>, usize) = match kind {
             KIND_SMALL => {
-                let c = m.class.load(Ordering::Relaxed) as usize;
                 let start = space.block_start(b);
                 let slots = slots_of(c);
                 let mut v = Vec::new();
