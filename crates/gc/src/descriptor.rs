@@ -156,7 +156,7 @@ impl Descriptor {
     /// Call `f(word_index)` for every pointer word of the object whose payload
     /// starts at `payload` (word index relative to the payload). For arrays
     /// `len` is read from payload word 0 by the caller and passed in.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn for_each_pointer_word(&self, len: usize, mut f: impl FnMut(usize)) {
         if self.is_pointer_free() {
             return;

@@ -77,7 +77,7 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
 }
 
 /// The allocated object starting exactly at `a`, if any.
-#[inline]
+#[inline(always)]
 pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
     if !space.contains(a) || a % 8 != 0 {
         return None;
@@ -151,7 +151,7 @@ impl<'a> Marker<'a> {
     /// Mark the object at `loc`; push it for scanning if newly marked. Its
     /// header is not read here (that would be a cache miss per object on the
     /// critical path); pointer-free objects are skipped when popped.
-    #[inline]
+    #[inline(always)]
     pub fn mark_loc(&mut self, loc: ObjLoc) {
         let m = self.space.meta(loc.block);
         let newly = if self.exclusive { m.try_mark_exclusive(loc.slot) } else { m.try_mark(loc.slot) };
@@ -197,7 +197,7 @@ impl<'a> Marker<'a> {
     }
 
     /// Treat `v` as a precise pointer (null or an object start).
-    #[inline]
+    #[inline(always)]
     pub fn mark_precise(&mut self, v: usize) {
         if v == 0 {
             return;
@@ -209,7 +209,7 @@ impl<'a> Marker<'a> {
     }
 
     /// Scan one object's pointer fields, given its header word.
-    #[inline]
+    #[inline(always)]
     fn scan_object(&mut self, obj: usize, header: usize) {
         let p = obj as *const usize;
         // SAFETY: obj was marked as a published object, so its header holds

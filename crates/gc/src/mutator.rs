@@ -13,7 +13,7 @@
 //! The fast path must not be interrupted by an asynchronous preemption (the
 //! sweep rewrites the object-start words of owned blocks in the pause; a
 //! preemption between our load and store of such a word would write back
-//! stale bits). It lives in [`alloc_entry`], an `#[inline(never)]` function in
+//! stale bits). It lives in `alloc_fast`, an `#[inline(never)]` function in
 //! ordinary `.text`: `usurp-preempt` only preempts code in the
 //! `usurp_preemptible` section or in registered JIT regions and refuses every
 //! other PC, so the fast path is a no-preemption section by placement, which
@@ -323,25 +323,47 @@ pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, A
     alloc_entry(desc, bytes, Some(len))
 }
 
-/// The one entry to allocation. Never inlined, so that its code (the fast
-/// path) stays outside the preemptible section; see the module docs.
+/// Allocation: the fast path, then (rarely) the slow path.
+#[inline(always)]
+fn alloc_entry(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
+    match alloc_fast(desc, bytes, len) {
+        Some(r) => Ok(r),
+        None => alloc_slow(desc, bytes, len),
+    }
+}
+
+/// The fast path. Never inlined, so that its code stays outside the
+/// preemptible section (see the module docs); small, so that it needs no
+/// frame worth speaking of, and returns a single register.
+#[inline(never)]
+fn alloc_fast(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
+    let m = current_mutator();
+    if m.is_null() || bytes > MAX_SMALL {
+        return None;
+    }
+    // SAFETY: the pointer was set by attach_thread on this thread and stays
+    // valid until the guard (which is !Send) is dropped on this thread; no
+    // other reference to the mutator exists while we allocate (allocation is
+    // not reentrant: finalizers and scanners never run inside it).
+    unsafe { &mut *m }.fast(class_of(bytes), desc, bytes, len)
+}
+
+/// The slow path: a new block, a large object, a collection, or an error.
 ///
 /// A collection may switch the calling task to another thread (waiting for
 /// another collection counts as blocking): the mutator is re-read after
 /// every collection, never used across one.
+#[cold]
 #[inline(never)]
-fn alloc_entry(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
+fn alloc_slow(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
     let mut collected = false;
     loop {
         let m = current_mutator();
         if m.is_null() {
             return Err(AllocError::NotAttached);
         }
-        // SAFETY: the pointer was set by attach_thread on this thread and
-        // stays valid until the guard (which is !Send) is dropped on this
-        // thread; no other reference to the mutator exists while we allocate
-        // (allocation is not reentrant: finalizers and scanners never run
-        // inside it). The reference dies before any collection below.
+        // SAFETY: as in alloc_fast. The reference dies before any collection
+        // below.
         let m = unsafe { &mut *m };
         let need = match m.alloc(desc, bytes, len, !collected) {
             Ok(r) => return Ok(r),
