@@ -51,6 +51,29 @@
 //! (typed: [`Member::set`], [`GcRef::set_ptr`]). Marking stops the world, so
 //! it only stores; its code is an unsafe range for the preemption engine.
 //!
+//! ## Known pitfalls of conservative mark-sweep, and what this crate does
+//! 1. *Half-initialised objects*: the object-start bit is set (Release) only
+//!    after the object is zeroed and its header written.
+//! 2. *Lazy sweeping vs. conservative lookup*: the side tables are swept in
+//!    the pause that marked them (`alloc &= mark`), so no stale object-start
+//!    bit survives a cycle; a stray word never revives a dead object.
+//! 3. *Interior and one-past-the-end pointers*: both keep the object alive
+//!    (see [`mark`]); unused guard blocks around the reservation stop
+//!    neighbouring mappings' bounds from pointing at the first or last object.
+//! 4. *Registers*: the collector spills its own callee-saved registers
+//!    (`arch::with_registers_spilled`) and scans its stack from there; the
+//!    World reports other tasks' saved/spilled register areas.
+//! 5.–7. *Stacks without barriers, allocate-black, check-then-store*: marking
+//!    stops the world (nothing runs while it marks); the barrier performs the
+//!    store itself inside a registered unsafe range, ready for concurrent
+//!    marking.
+//! 8. *False retention*: not mitigated beyond exact interior checks (no
+//!    blacklisting yet); a stray word retains at most what it reaches.
+//! 9. *Moving*: nothing moves.
+//! 10. *Finalizers*: queued in the pause, run later by
+//!    [`Heap::run_pending_finalizers`], never inside allocation; resurrection
+//!    rules on [`Heap::set_finalizer`].
+//!
 //! ## Integration with the scheduler (what `usurp-sched` does)
 //! * Create the heap with [`Heap::with_world`] (or [`Heap::set_world`] later)
 //!   passing its [`World`] implementation; see the trait docs for the exact

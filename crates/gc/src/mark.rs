@@ -26,7 +26,7 @@
 
 use crate::block::{KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::sizeclass::{slot_index, slots_of, CLASS_SIZES};
+use crate::sizeclass::{slot_index, CLASS_SIZES};
 use crate::space::Space;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -52,7 +52,10 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             let size = CLASS_SIZES[c];
             let start = space.block_start(b);
             let slot = slot_index(c, a - start);
-            if slot >= slots_of(c) || !space.meta(b).is_allocated(slot) {
+            // (slot < MAX_SLOTS always; object-start bits past the block's
+            // last slot are never set, so the tail of a block is rejected by
+            // the bit test alone.)
+            if !space.meta(b).is_allocated(slot) {
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: start + slot * size })
@@ -89,7 +92,7 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
             let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
             let slot = slot_index(c, off);
-            if slot * size != off || slot >= slots_of(c) || !space.meta(b).is_allocated(slot) {
+            if slot * size != off || !space.meta(b).is_allocated(slot) {
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: a })
