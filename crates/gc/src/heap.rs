@@ -8,7 +8,7 @@ use crate::mutator::{set_current_mutator, Mutator};
 use crate::object::GcRef;
 use crate::preempt_glue::no_preempt;
 use crate::roots::{Root, RootScanner, ScannerId, SlotTable, WeakRef};
-use crate::sizeclass::{slots_of, CLASS_SIZES, NUM_CLASSES};
+use crate::sizeclass::{slots_of, split_span_class, CLASS_SIZES, NUM_SPAN_CLASSES};
 use crate::space::Space;
 use crate::stack::with_registers_spilled;
 use crate::stats::{trace_line, CycleStats, GcStats, StatsAcc};
@@ -37,6 +37,7 @@ pub(crate) struct HeapInner {
     pub space: Space,
     pub config: HeapConfig,
     world: RwLock<Arc<dyn World>>,
+    /// Per span class: blocks with free slots that no mutator owns.
     pub partial: Vec<Mutex<Vec<u32>>>,
     collect_lock: Mutex<()>,
     pub cycle: AtomicU64,
@@ -115,7 +116,7 @@ impl Heap {
             inner: Arc::new(HeapInner {
                 space,
                 world: RwLock::new(world),
-                partial: (0..NUM_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+                partial: (0..NUM_SPAN_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
                 collect_lock: Mutex::new(()),
                 cycle: AtomicU64::new(0),
                 live: AtomicUsize::new(0),
@@ -319,7 +320,7 @@ impl HeapInner {
         m.clear_tables();
         m.link.store(n as u32, Ordering::Relaxed);
         m.large_bytes.store(bytes, Ordering::Relaxed);
-        self.space.set_kind(first, KIND_LARGE_HEAD, 0);
+        self.space.set_kind(first, KIND_LARGE_HEAD, desc.is_pointer_free() as usize);
         let addr = self.space.block_start(first);
         let p = addr as *mut usize;
         // SAFETY: the run is ours; the object fits in it (n blocks >= bytes).
@@ -523,8 +524,8 @@ impl HeapInner {
             work(0);
         }
         let out = total.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (class, list) in out.partial.into_iter().enumerate() {
-            *lock(&self.partial[class]) = list;
+        for (sc, list) in out.partial.into_iter().enumerate() {
+            *lock(&self.partial[sc]) = list;
         }
         for (first, n) in out.freed {
             self.space.free_blocks_run(first, n, cycle);
@@ -534,9 +535,10 @@ impl HeapInner {
 
     fn sweep_block(&self, b: usize, out: &mut SweepOut) {
         let m = self.space.meta(b);
-        let (kind, class) = self.space.kind(b);
+        let (kind, sc) = self.space.kind(b);
         match kind {
             KIND_SMALL => {
+                let class = split_span_class(sc).0;
                 let slots = slots_of(class);
                 let mut live = 0;
                 for w in 0..slots.div_ceil(64) {
@@ -551,7 +553,7 @@ impl HeapInner {
                     self.space.set_kind(b, KIND_FREE, 0);
                     out.freed.push((b, 1));
                 } else if !owned && live < slots {
-                    out.partial[class].push(b as u32);
+                    out.partial[sc].push(b as u32);
                 }
             }
             KIND_LARGE_HEAD => {
@@ -581,7 +583,7 @@ struct SweepOut {
 
 impl Default for SweepOut {
     fn default() -> Self {
-        SweepOut { live: 0, freed: Vec::new(), partial: vec![Vec::new(); NUM_CLASSES] }
+        SweepOut { live: 0, freed: Vec::new(), partial: vec![Vec::new(); NUM_SPAN_CLASSES] }
     }
 }
 

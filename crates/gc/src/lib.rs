@@ -63,16 +63,16 @@
 //! 4. *Registers*: the collector spills its own callee-saved registers
 //!    (`arch::with_registers_spilled`) and scans its stack from there; the
 //!    World reports other tasks' saved/spilled register areas.
-//! 5.–7. *Stacks without barriers, allocate-black, check-then-store*: marking
-//!    stops the world (nothing runs while it marks); the barrier performs the
-//!    store itself inside a registered unsafe range, ready for concurrent
-//!    marking.
+//! 5. *Stacks without barriers*, 6. *allocate-black*, 7. *check-then-store*:
+//!    marking stops the world (nothing runs while it marks); the barrier
+//!    performs the store itself inside a registered unsafe range, ready for
+//!    concurrent marking.
 //! 8. *False retention*: not mitigated beyond exact interior checks (no
 //!    blacklisting yet); a stray word retains at most what it reaches.
 //! 9. *Moving*: nothing moves.
 //! 10. *Finalizers*: queued in the pause, run later by
-//!    [`Heap::run_pending_finalizers`], never inside allocation; resurrection
-//!    rules on [`Heap::set_finalizer`].
+//!     [`Heap::run_pending_finalizers`], never inside allocation; resurrection
+//!     rules on [`Heap::set_finalizer`].
 //!
 //! ## Integration with the scheduler (what `usurp-sched` does)
 //! * Create the heap with [`Heap::with_world`] (or [`Heap::set_world`] later)

@@ -26,17 +26,19 @@
 
 use crate::block::{KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::sizeclass::{slot_index, CLASS_SIZES};
+use crate::sizeclass::{slot_index, split_span_class, CLASS_SIZES};
 use crate::space::Space;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-/// Where an object lives: block index and slot (0 for large objects).
+/// Where an object lives: block index and slot (0 for large objects), and
+/// whether it is pointer-free (then it is never scanned, not even read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObjLoc {
     pub block: usize,
     pub slot: usize,
     pub addr: usize,
+    pub noscan: bool,
 }
 
 /// The allocated object containing `a`, if any (interior pointers included).
@@ -46,9 +48,10 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let (kind, c) = space.kind(b);
+    let (kind, sc) = space.kind(b);
     match kind {
         KIND_SMALL => {
+            let (c, noscan) = split_span_class(sc);
             let size = CLASS_SIZES[c];
             let start = space.block_start(b);
             let slot = slot_index(c, a - start);
@@ -58,11 +61,15 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             if !space.meta(b).is_allocated(slot) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: start + slot * size })
+            Some(ObjLoc { block: b, slot, addr: start + slot * size, noscan })
         }
         KIND_LARGE_HEAD | KIND_LARGE_TAIL => {
             let head = if kind == KIND_LARGE_HEAD { b } else { space.meta(b).link.load(Ordering::Relaxed) as usize };
-            if head >= space.nblocks || space.kind(head).0 != KIND_LARGE_HEAD {
+            if head >= space.nblocks {
+                return None;
+            }
+            let (hk, noscan) = space.kind(head);
+            if hk != KIND_LARGE_HEAD {
                 return None;
             }
             let hm = space.meta(head);
@@ -73,7 +80,7 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             if a >= start + hm.large_bytes.load(Ordering::Relaxed) {
                 return None;
             }
-            Some(ObjLoc { block: head, slot: 0, addr: start })
+            Some(ObjLoc { block: head, slot: 0, addr: start, noscan: noscan != 0 })
         }
         _ => None,
     }
@@ -86,22 +93,23 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let (kind, c) = space.kind(b);
+    let (kind, sc) = space.kind(b);
     match kind {
         KIND_SMALL => {
+            let (c, noscan) = split_span_class(sc);
             let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
             let slot = slot_index(c, off);
             if slot * size != off || !space.meta(b).is_allocated(slot) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: a })
+            Some(ObjLoc { block: b, slot, addr: a, noscan })
         }
         KIND_LARGE_HEAD => {
             if a != space.block_start(b) || !space.meta(b).is_allocated(0) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot: 0, addr: a })
+            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0 })
         }
         _ => None,
     }
@@ -151,16 +159,18 @@ impl<'a> Marker<'a> {
         Marker { space, stack: Vec::with_capacity(1024), counters, bad: 0, live: 0, busy: false, exclusive: false }
     }
 
-    /// Mark the object at `loc`; push it for scanning if newly marked. Its
-    /// header is not read here (that would be a cache miss per object on the
-    /// critical path); pointer-free objects are skipped when popped.
+    /// Mark the object at `loc`; push it for scanning if newly marked and not
+    /// in a pointer-free block. Its header is not read here (that would be a
+    /// cache miss per object on the critical path).
     #[inline(always)]
     pub fn mark_loc(&mut self, loc: ObjLoc) {
         let m = self.space.meta(loc.block);
         let newly = if self.exclusive { m.try_mark_exclusive(loc.slot) } else { m.try_mark(loc.slot) };
         if newly {
             self.live += 1;
-            self.stack.push(loc.addr);
+            if !loc.noscan {
+                self.stack.push(loc.addr);
+            }
         }
     }
 

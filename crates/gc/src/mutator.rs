@@ -1,6 +1,7 @@
 //! The allocation fast path.
 //!
-//! A [`Mutator`] is one thread's allocation cache: for every size class the
+//! A [`Mutator`] is one thread's allocation cache: for every span class
+//! (size class × scanned/pointer-free, see [`crate::sizeclass`]) the
 //! block it currently allocates from (marked `owned`, so sweeping neither
 //! frees it nor lists it as partial) and a 64-bit word of free slots taken
 //! from the block's object-start bits. Allocating is: take the lowest free
@@ -32,7 +33,7 @@ use crate::descriptor::Descriptor;
 use crate::heap::{HeapInner, Need};
 use crate::object::GcRef;
 use crate::preempt_glue::no_preempt;
-use crate::sizeclass::{class_of, slots_of, CLASS_SIZES, MAX_SMALL, NUM_CLASSES};
+use crate::sizeclass::{class_of, slots_of, span_class, split_span_class, CLASS_SIZES, MAX_SMALL, NUM_SPAN_CLASSES};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ impl ClassCache {
 /// One thread's allocation cache. Owned by one thread at a time.
 pub struct Mutator {
     pub(crate) heap: Arc<HeapInner>,
-    caches: [ClassCache; NUM_CLASSES],
+    caches: [ClassCache; NUM_SPAN_CLASSES],
 }
 
 thread_local! {
@@ -153,13 +154,14 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
 
 impl Mutator {
     pub(crate) fn new(heap: Arc<HeapInner>) -> Mutator {
-        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_CLASSES] }
+        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES] }
     }
 
-    /// Fast path: allocate from the current block of `class`.
+    /// Fast path: allocate from the current block of span class `sc`.
     #[inline(always)]
-    fn fast(&mut self, class: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
-        let c = &mut self.caches[class];
+    fn fast(&mut self, sc: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
+        let class = split_span_class(sc).0;
+        let c = &mut self.caches[sc];
         if c.free == 0 && !c.advance() {
             return None;
         }
@@ -183,9 +185,9 @@ impl Mutator {
     #[inline(always)]
     fn alloc(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>, may_trigger: bool) -> Result<GcRef, Need> {
         if bytes <= MAX_SMALL {
-            let class = class_of(bytes);
-            // Not preemptible: see the module docs (alloc_entry's placement).
-            if let Some(r) = self.fast(class, desc, bytes, len) {
+            let sc = span_class(class_of(bytes), desc.is_pointer_free());
+            // Not preemptible: see the module docs (alloc_fast's placement).
+            if let Some(r) = self.fast(sc, desc, bytes, len) {
                 return Ok(r);
             }
         }
@@ -198,17 +200,19 @@ impl Mutator {
         if bytes > MAX_SMALL {
             no_preempt(|| self.heap.alloc_large(desc, bytes, len, may_trigger))
         } else {
-            let class = class_of(bytes);
+            let sc = span_class(class_of(bytes), desc.is_pointer_free());
             no_preempt(|| {
-                self.refill(class, may_trigger)?;
-                Ok(self.fast(class, desc, bytes, len).expect("a refilled block has a free slot"))
+                self.refill(sc, may_trigger)?;
+                Ok(self.fast(sc, desc, bytes, len).expect("a refilled block has a free slot"))
             })
         }
     }
 
-    /// Drop the current block of `class` and take another one with free slots.
-    fn refill(&mut self, class: usize, may_trigger: bool) -> Result<(), Need> {
-        let c = &mut self.caches[class];
+    /// Drop the current block of span class `sc` and take another one with
+    /// free slots.
+    fn refill(&mut self, sc: usize, may_trigger: bool) -> Result<(), Need> {
+        let class = split_span_class(sc).0;
+        let c = &mut self.caches[sc];
         if !c.meta.is_null() {
             // SAFETY: meta is the owned block's metadata.
             unsafe { (*c.meta).owned.store(false, Ordering::Release) };
@@ -223,11 +227,11 @@ impl Mutator {
         let nwords = slots.div_ceil(64);
         let last_mask = if slots % 64 == 0 { !0 } else { (1u64 << (slots % 64)) - 1 };
         loop {
-            let b = heap.partial[class].lock().unwrap().pop();
+            let b = heap.partial[sc].lock().unwrap().pop();
             let Some(b) = b else { break };
             let b = b as usize;
             let m = heap.space.meta(b);
-            if heap.space.kind(b) != (KIND_SMALL, class) || m.owned.swap(true, Ordering::AcqRel)
+            if heap.space.kind(b) != (KIND_SMALL, sc) || m.owned.swap(true, Ordering::AcqRel)
             {
                 continue; // stale entry
             }
@@ -248,7 +252,7 @@ impl Mutator {
         m.clear_tables();
         m.link.store(0, Ordering::Relaxed);
         m.owned.store(true, Ordering::Relaxed);
-        heap.space.set_kind(run.first, KIND_SMALL, class);
+        heap.space.set_kind(run.first, KIND_SMALL, sc);
         heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
         *c = ClassCache {
             meta: m,
@@ -264,7 +268,7 @@ impl Mutator {
     /// Give every cached block back (thread detaching). Called with the
     /// heap's collection lock held.
     pub(crate) fn release_all(&mut self) {
-        for (class, c) in self.caches.iter_mut().enumerate() {
+        for (sc, c) in self.caches.iter_mut().enumerate() {
             if c.meta.is_null() {
                 continue;
             }
@@ -272,8 +276,8 @@ impl Mutator {
             let m = unsafe { &*c.meta };
             let b = self.heap.space.block_index(c.base);
             m.owned.store(false, Ordering::Release);
-            if m.alloc_bits()[..slots_of(class)].not_all() {
-                self.heap.partial[class].lock().unwrap().push(b as u32);
+            if m.alloc_bits()[..slots_of(split_span_class(sc).0)].not_all() {
+                self.heap.partial[sc].lock().unwrap().push(b as u32);
             }
             *c = ClassCache::EMPTY;
         }
@@ -345,7 +349,7 @@ fn alloc_fast(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Op
     // valid until the guard (which is !Send) is dropped on this thread; no
     // other reference to the mutator exists while we allocate (allocation is
     // not reentrant: finalizers and scanners never run inside it).
-    unsafe { &mut *m }.fast(class_of(bytes), desc, bytes, len)
+    unsafe { &mut *m }.fast(span_class(class_of(bytes), desc.is_pointer_free()), desc, bytes, len)
 }
 
 /// The slow path: a new block, a large object, a collection, or an error.

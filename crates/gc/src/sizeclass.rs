@@ -17,6 +17,23 @@ pub const CLASS_SIZES: [usize; 39] = [
 ];
 /// Number of size classes.
 pub const NUM_CLASSES: usize = CLASS_SIZES.len();
+/// Number of span classes: every size class comes in a scanned and a
+/// pointer-free ("noscan") variant, kept in separate blocks so that marking a
+/// pointer-free object never touches the object itself (span class
+/// `2 * class + noscan`, as Go does).
+pub const NUM_SPAN_CLASSES: usize = 2 * NUM_CLASSES;
+
+/// The span class of size class `c`.
+#[inline(always)]
+pub const fn span_class(c: usize, noscan: bool) -> usize {
+    2 * c + noscan as usize
+}
+
+/// Size class and noscan flag of span class `sc`.
+#[inline(always)]
+pub const fn split_span_class(sc: usize) -> (usize, bool) {
+    (sc >> 1, sc & 1 != 0)
+}
 /// Largest small-object size; bigger objects are "large".
 pub const MAX_SMALL: usize = 32768;
 

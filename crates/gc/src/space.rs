@@ -125,7 +125,9 @@ impl Space {
         unsafe { &*self.meta.add(i) }
     }
 
-    /// Kind (`KIND_*`) and size class of block `i` (`i < nblocks`).
+    /// Kind (`KIND_*`) and span class of block `i` (`i < nblocks`). For
+    /// small blocks the span class is `2 * size class + noscan`; for a large
+    /// head it is just the noscan flag.
     #[inline(always)]
     pub fn kind(&self, i: usize) -> (u8, usize) {
         debug_assert!(i < self.nblocks);
@@ -135,13 +137,13 @@ impl Space {
         (v as u8, (v >> 8) as usize)
     }
 
-    /// Set the kind and class of block `i` (Release: the block's metadata
-    /// written before is visible to whoever reads the kind).
+    /// Set the kind and span class of block `i` (Release: the block's
+    /// metadata written before is visible to whoever reads the kind).
     #[inline]
-    pub fn set_kind(&self, i: usize, kind: u8, class: usize) {
-        assert!(i < self.nblocks);
+    pub fn set_kind(&self, i: usize, kind: u8, span_class: usize) {
+        assert!(i < self.nblocks && span_class < 256);
         // SAFETY: as in `kind`.
-        unsafe { &*self.kinds.add(i) }.store(kind as u16 | (class as u16) << 8, Ordering::Release);
+        unsafe { &*self.kinds.add(i) }.store(kind as u16 | (span_class as u16) << 8, Ordering::Release);
     }
 
     /// Blocks ever handed out (the high-water mark): blocks >= this are untouched.

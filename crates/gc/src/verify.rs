@@ -9,7 +9,7 @@
 use crate::block::{KIND_LARGE_HEAD, KIND_SMALL};
 use crate::descriptor::Descriptor;
 use crate::mark::find_exact;
-use crate::sizeclass::{slots_of, CLASS_SIZES};
+use crate::sizeclass::{slots_of, split_span_class, CLASS_SIZES};
 use crate::space::Space;
 use std::sync::atomic::Ordering;
 
@@ -54,9 +54,10 @@ pub fn verify(space: &Space) -> usize {
     };
     for b in 0..space.high_water() {
         let m = space.meta(b);
-        let (kind, c) = space.kind(b);
+        let (kind, sc) = space.kind(b);
         let (objs, cap): (Vec<usize>, usize) = match kind {
             KIND_SMALL => {
+                let (c, _) = split_span_class(sc);
                 let start = space.block_start(b);
                 let slots = slots_of(c);
                 let mut v = Vec::new();
@@ -84,6 +85,9 @@ pub fn verify(space: &Space) -> usize {
             }
             // SAFETY: desc_ok checked the descriptor is readable and valid.
             let d = unsafe { &*(h as *const Descriptor) };
+            if (sc & 1 != 0) != d.is_pointer_free() {
+                report(format!("object {obj:#x} ({}): pointer-free flag disagrees with its block", d.name()));
+            }
             // SAFETY: arrays keep their length in payload word 0.
             let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
             match d.object_bytes(len) {

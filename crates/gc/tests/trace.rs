@@ -275,3 +275,28 @@ fn marking_is_complete_when_parallel_markers_run_sequentially() {
     assert_eq!(st.last.as_ref().unwrap().workers, 4);
     assert!(st.last.unwrap().live_objects >= 8 * 2047);
 }
+
+#[test]
+fn pointer_free_objects_live_apart_and_are_never_scanned() {
+    let h = heap(16 << 20);
+    let bytes = Descriptor::array_builder(1).name("bytes").build().unwrap();
+    let leaf = Descriptor::builder(1).build().unwrap();
+    let (s_addr, t_addr) = on_other_thread(&h, move |h| {
+        let s = usurp_gc::alloc_array(bytes, 2); // 32 bytes, pointer-free
+        let t = alloc(leaf);
+        // A byte array that happens to contain t's address must not keep t.
+        s.set_word(1, t.addr());
+        std::mem::forget(h.add_root(Some(s)));
+        (s.addr(), t.addr())
+    });
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    assert!(h.find_object(s_addr).is_some(), "rooted byte array freed");
+    assert_eq!(h.find_object(t_addr), None, "a pointer-free object was scanned");
+    // Same size, with a pointer: another block.
+    let scanned = alloc(Descriptor::builder(3).pointer_at(0).build().unwrap());
+    let block = |a: usize| a & !(usurp_gc::block::BLOCK_SIZE - 1);
+    assert_ne!(block(scanned.addr()), block(s_addr));
+    black_box(scanned);
+    assert_eq!(h.stats().verify_failures, 0);
+}
