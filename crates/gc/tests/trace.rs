@@ -300,3 +300,46 @@ fn pointer_free_objects_live_apart_and_are_never_scanned() {
     black_box(scanned);
     assert_eq!(h.stats().verify_failures, 0);
 }
+
+/// Counts `finalizers_pending` notifications.
+#[derive(Default)]
+struct NotifyWorld(std::sync::atomic::AtomicUsize);
+impl usurp_gc::World for NotifyWorld {
+    fn stop_the_world(&self) {}
+    fn start_the_world(&self) {}
+    fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
+    fn finalizers_pending(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_world_is_told_when_finalizers_are_queued() {
+    let w = Arc::new(NotifyWorld::default());
+    let h = heap(16 << 20);
+    h.set_world(w.clone());
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n2 = n.clone();
+    on_other_thread(&h, move |h| {
+        let o = node(7, None, None);
+        h.set_finalizer(o.raw(), move |_| {
+            n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    });
+    collect_elsewhere(&h);
+    assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    collect_elsewhere(&h); // nothing new queued: no second notification
+    assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(h.run_pending_finalizers(), 1);
+    assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+#[should_panic(expected = "is not an object of this heap")]
+fn finalizers_only_on_heap_objects() {
+    let h = heap(4 << 20);
+    let other = heap(4 << 20);
+    let _g = other.attach_thread().unwrap();
+    let o = node(1, None, None);
+    h.set_finalizer(o.raw(), |_| {});
+}
