@@ -181,7 +181,15 @@ impl Heap {
     /// the conservative scan would find it. Meaningful only while no
     /// collection runs concurrently.
     pub fn find_object(&self, addr: usize) -> Option<GcRef> {
-        crate::mark::find_containing(&self.inner.space, addr).and_then(|l| GcRef::from_addr(l.addr))
+        crate::mark::find_containing(&self.inner.space, addr).and_then(|l| GcRef::from_heap_addr(l.addr))
+    }
+
+    /// The object starting exactly at `addr`, if `addr` is the start of an
+    /// allocated object of this heap (the checked way to turn an address a
+    /// VM kept as an integer back into a handle). Meaningful only while no
+    /// collection runs concurrently.
+    pub fn object_at(&self, addr: usize) -> Option<GcRef> {
+        find_exact(&self.inner.space, addr).and_then(|l| GcRef::from_heap_addr(l.addr))
     }
 
     /// Root `obj` precisely until the returned handle is dropped.
@@ -247,7 +255,7 @@ impl Heap {
         loop {
             let next = no_preempt(|| lock(&self.inner.pending).pop_front());
             let Some((obj, f)) = next else { break };
-            let r = GcRef::from_addr(obj).expect("finalizable objects are non-null");
+            let r = GcRef::from_heap_addr(obj).expect("finalizable objects are non-null");
             f(r);
             std::hint::black_box(r);
             n += 1;
@@ -336,7 +344,7 @@ impl HeapInner {
         // Publish after the header (pitfall 1).
         m.alloc[0].store(1, Ordering::Release);
         self.allocated.fetch_add(n * BLOCK_SIZE, Ordering::Relaxed);
-        Ok(GcRef::from_addr(addr).expect("heap addresses are non-null"))
+        Ok(GcRef::from_heap_addr(addr).expect("heap addresses are non-null"))
     }
 
     /// Collect because allocation needs it (skipped if another thread

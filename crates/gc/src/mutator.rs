@@ -175,7 +175,7 @@ impl Mutator {
         let w = unsafe { &(*c.meta).alloc[c.word] };
         // Publish after the header (Release): pitfall 1.
         w.store(w.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
-        GcRef::from_addr(addr)
+        GcRef::from_heap_addr(addr)
     }
 
     /// Allocate `bytes` (header included) described by `desc`, without

@@ -34,10 +34,21 @@ impl std::fmt::Debug for GcRef {
 }
 
 impl GcRef {
-    /// A handle from an address (`None` for 0). The address must be an object
-    /// start for the accessors to be meaningful.
+    /// A handle from an address (`None` for 0). For a checked conversion use
+    /// [`Heap::object_at`](crate::Heap::object_at).
+    ///
+    /// # Safety
+    /// `addr` must be 0 or the start of a live object (the accessors read its
+    /// header and payload).
     #[inline(always)]
-    pub fn from_addr(addr: usize) -> Option<GcRef> {
+    pub unsafe fn from_addr(addr: usize) -> Option<GcRef> {
+        Self::from_heap_addr(addr)
+    }
+
+    /// `from_addr` for addresses the crate itself read from the heap, a root
+    /// slot or its own allocator (0 or object starts by construction).
+    #[inline(always)]
+    pub(crate) fn from_heap_addr(addr: usize) -> Option<GcRef> {
         NonNull::new(addr as *mut usize).map(GcRef)
     }
     /// The object's address.
@@ -115,7 +126,7 @@ impl GcRef {
     /// Read pointer slot `i`.
     #[inline]
     pub fn ptr(self, i: usize) -> Option<GcRef> {
-        GcRef::from_addr(self.word(i))
+        GcRef::from_heap_addr(self.word(i))
     }
     /// Store a GC pointer into pointer slot `i` through the write barrier
     /// (panics if out of bounds or not a pointer slot).
@@ -245,7 +256,7 @@ impl<T> Member<T> {
         // SAFETY: the cell holds an aligned word; read atomically to pair with
         // the barrier's atomic store.
         let a = unsafe { (*(self.v.get() as *const AtomicUsize)).load(Ordering::Relaxed) };
-        GcRef::from_addr(a).map(|raw| Gc { raw, _t: PhantomData })
+        GcRef::from_heap_addr(a).map(|raw| Gc { raw, _t: PhantomData })
     }
     /// Store through the write barrier. The field must be inside a heap object
     /// (a `Member` in a Rust local is not scanned precisely).

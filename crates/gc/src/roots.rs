@@ -49,7 +49,7 @@ impl Root {
     }
     /// The rooted object.
     pub fn get(&self) -> Option<GcRef> {
-        GcRef::from_addr(self.slot.load(Ordering::Acquire))
+        GcRef::from_heap_addr(self.slot.load(Ordering::Acquire))
     }
     /// The rooted object as a `Gc<T>` if its descriptor is `T`'s.
     pub fn get_as<T: GcType>(&self) -> Option<Gc<T>> {
@@ -80,7 +80,7 @@ impl WeakRef {
     /// The target, if still alive. The returned handle keeps it alive while it
     /// is on a scanned stack or in a root.
     pub fn get(&self) -> Option<GcRef> {
-        GcRef::from_addr(self.slot.load(Ordering::Acquire))
+        GcRef::from_heap_addr(self.slot.load(Ordering::Acquire))
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use usurp_gc::sizeclass::{CLASS_SIZES, MAX_SMALL};
-use usurp_gc::{alloc, alloc_array, try_alloc, AllocError, Descriptor, GcRef, Heap};
+use usurp_gc::{alloc, alloc_array, try_alloc, AllocError, Descriptor, Heap};
 
 #[test]
 fn every_size_is_zeroed_aligned_and_found_by_lookup() {
@@ -93,7 +93,7 @@ fn large_objects_get_spans_and_are_freed() {
     });
     let _g = h.attach_thread().unwrap();
     assert!(h.find_object(a + 200_000).is_some(), "interior pointer into a large object");
-    let keep = h.add_root(GcRef::from_addr(a));
+    let keep = h.add_root(h.object_at(a));
     collect_elsewhere(&h);
     let r = keep.get().unwrap();
     assert_eq!(r.word(5), 77);

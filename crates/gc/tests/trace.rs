@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
-use usurp_gc::{alloc, Descriptor, Gc, GcRef};
+use usurp_gc::{alloc, Descriptor, Gc};
 
 #[test]
 fn a_tree_on_the_stack_survives_collections_intact() {
@@ -140,11 +140,12 @@ fn roots_and_root_scanners() {
     let h = heap(16 << 20);
     let (a, b) = on_other_thread(&h, |_| (list(10).unwrap().raw().addr(), list(20).unwrap().raw().addr()));
     let _g = h.attach_thread().unwrap();
-    let root = h.add_root(GcRef::from_addr(a));
-    let id = h.add_root_scanner(Box::new(move |report| report(GcRef::from_addr(b).unwrap())));
+    let root = h.add_root(h.object_at(a));
+    let br = h.object_at(b).unwrap();
+    let id = h.add_root_scanner(Box::new(move |report| report(br)));
     h.collect();
     check_list(root.get_as::<Node>(), 10);
-    check_list(Gc::from_ref(GcRef::from_addr(b).unwrap()), 20);
+    check_list(Gc::from_ref(h.object_at(b).unwrap()), 20);
     assert!(h.remove_root_scanner(id));
     assert!(!h.remove_root_scanner(id));
     drop(root);
@@ -195,7 +196,7 @@ fn finalizers_run_outside_the_pause_keep_children_and_allow_resurrection() {
     assert_eq!(h.stats().finalizers_pending, 1);
     assert_eq!(weak.get(), None, "weak refs are cleared before finalization");
     collect_elsewhere(&h); // still pending: still alive
-    check_list(Gc::from_ref(GcRef::from_addr(obj).unwrap()), 10);
+    check_list(Gc::from_ref(h.object_at(obj).unwrap()), 10);
     assert_eq!(h.run_pending_finalizers(), 1);
     assert_eq!(*ran.lock().unwrap(), vec![obj]);
     // Resurrected: alive and intact; the finalizer is not re-registered.
@@ -342,4 +343,18 @@ fn finalizers_only_on_heap_objects() {
     let _g = other.attach_thread().unwrap();
     let o = node(1, None, None);
     h.set_finalizer(o.raw(), |_| {});
+}
+
+#[test]
+fn object_at_accepts_only_object_starts() {
+    let h = heap(4 << 20);
+    let _g = h.attach_thread().unwrap();
+    let o = node(3, None, None);
+    let a = o.raw().addr();
+    assert_eq!(h.object_at(a), Some(o.raw()));
+    assert_eq!(h.object_at(a + 8), None, "interior address");
+    assert_eq!(h.object_at(a + 32), None, "free slot");
+    assert_eq!(h.object_at(12345), None, "outside the heap");
+    assert_eq!(h.object_at(0), None);
+    black_box(o);
 }
