@@ -269,9 +269,15 @@ fn idle_runtime_uses_no_cpu() {
 fn dropping_runtime_abandons_parked_tasks() {
     let rt = Runtime::builder().workers(2).build().unwrap();
     let (tx, rx) = usurp::sync_channel::<()>(0);
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = started.clone();
     let h = rt.spawn(move || {
+        s2.store(true, Ordering::SeqCst);
         let _ = rx.recv(); // never gets a value while the runtime lives
     });
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
     within(60, "drop", move || drop(rt));
     let err = h.join().unwrap_err();
     assert!(err.downcast_ref::<&str>().unwrap().contains("shut down"));

@@ -30,7 +30,7 @@ fn overflow_child() {
 
 #[test]
 fn stack_overflow_names_the_task_and_exits_nonzero() {
-    let out = run_child("overflow_child", "USURP_CHILD_OVERFLOW");
+    let (out, _) = run_child("overflow_child", "USURP_CHILD_OVERFLOW");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "child succeeded: {stderr}");
     assert_eq!(out.status.code(), Some(134), "stderr: {stderr}");
@@ -55,7 +55,7 @@ fn segv_elsewhere_child() {
 
 #[test]
 fn other_segfaults_are_not_reported_as_overflow() {
-    let out = run_child("segv_elsewhere_child", "USURP_CHILD_SEGV");
+    let (out, _) = run_child("segv_elsewhere_child", "USURP_CHILD_SEGV");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(!stderr.contains("overflowed its stack"), "{stderr}");
@@ -68,9 +68,10 @@ fn map_failure_child() {
     if std::env::var_os("USURP_CHILD_MAPFAIL").is_none() {
         return;
     }
-    let rt = Runtime::builder().workers(1).stack_size(1 << 20).build().unwrap();
-    // Limit the address space to what is mapped now plus 64 MiB: about 60
-    // stacks of 1 MiB fit, then mmap fails.
+    let rt = Runtime::builder().workers(1).stack_size(16 << 20).build().unwrap();
+    // Limit the address space to what is mapped now plus 1 GiB (room for
+    // malloc arenas of new threads): a few dozen 16 MiB stacks fit, then
+    // mmap fails.
     let vm: u64 = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -79,7 +80,7 @@ fn map_failure_child() {
         .unwrap()
         .parse()
         .unwrap();
-    let lim = libc::rlimit { rlim_cur: (vm + 64 * 1024) * 1024, rlim_max: libc::RLIM_INFINITY };
+    let lim = libc::rlimit { rlim_cur: (vm + 1024 * 1024) * 1024, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid struct.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
     let (msg, spawned) = rt.block_on(|| {
@@ -94,8 +95,11 @@ fn map_failure_child() {
                 Ok(h) => hs.push(h),
                 Err(e) => break e,
             }
-            if hs.len() > 10_000 {
-                panic!("address-space limit not effective");
+            if hs.len() > 2_000 {
+                // qemu-user reserves the guest address space up front, so
+                // RLIMIT_AS does not limit guest mappings there.
+                println!("CHILD-RESULT unlimited");
+                std::process::exit(0);
             }
         };
         let msg = err.to_string();
@@ -116,15 +120,19 @@ fn map_failure_child() {
 
 #[test]
 fn refused_stack_gives_an_error_that_says_what_to_raise() {
-    let out = run_child("map_failure_child", "USURP_CHILD_MAPFAIL");
+    let (out, via_qemu) = run_child("map_failure_child", "USURP_CHILD_MAPFAIL");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    if via_qemu && stdout.contains("CHILD-RESULT unlimited") {
+        eprintln!("note: RLIMIT_AS has no effect on guest mappings under qemu-user; scenario not applicable");
+        return;
+    }
     let line = stdout
         .lines()
         .find_map(|l| l.find("CHILD-RESULT").map(|i| &l[i..]))
         .unwrap_or_else(|| panic!("no result line: {stdout}\n{stderr}"));
-    assert!(line.contains("cannot allocate a task stack of 1048576 bytes"), "{line}");
+    assert!(line.contains("cannot allocate a task stack of 16777216 bytes"), "{line}");
     assert!(line.contains("mmap failed"), "{line}");
     assert!(line.contains("vm.max_map_count"), "{line}");
     assert!(line.contains("stack_size"), "{line}");

@@ -28,24 +28,29 @@ pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + 
 }
 
 /// Re-runs this test binary as a child process running only `test` with env
-/// `var=1`, and returns its output. Under qemu-user (no binfmt_misc), the
-/// child is started through qemu-aarch64-static.
-pub fn run_child(test: &str, var: &str) -> Output {
+/// `var=1`, and returns its output and whether it had to be started through
+/// qemu-user (no binfmt_misc: we are emulated ourselves).
+pub fn run_child(test: &str, var: &str) -> (Output, bool) {
     let exe = std::env::current_exe().unwrap();
     let args = [test, "--exact", "--nocapture", "--test-threads=1"];
     let direct = Command::new(&exe).args(args).env(var, "1").output();
-    match direct {
-        Ok(o) => o,
-        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) || cfg!(target_arch = "aarch64") => {
-            Command::new("qemu-aarch64-static")
-                .arg("-L")
-                .arg("/usr/aarch64-linux-gnu")
-                .arg(&exe)
-                .args(args)
-                .env(var, "1")
-                .output()
-                .unwrap_or_else(|e2| panic!("cannot start child: {e}; through qemu: {e2}"))
-        }
-        Err(e) => panic!("cannot start child {exe:?}: {e}"),
+    // Under qemu-user without binfmt_misc the exec fails: ENOEXEC, or (when
+    // spawn is emulated with fork + exec) a silent exit status 127.
+    let exec_failed = match &direct {
+        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
+        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty() && o.stderr.is_empty(),
+    };
+    if !exec_failed {
+        return (direct.unwrap_or_else(|e| panic!("cannot start child {exe:?}: {e}")), false);
     }
+    let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+    let out = Command::new(&qemu)
+        .arg("-L")
+        .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
+        .arg(&exe)
+        .args(args)
+        .env(var, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start child {exe:?} directly or through {qemu}: {e}"));
+    (out, true)
 }

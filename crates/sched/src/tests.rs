@@ -151,3 +151,33 @@ fn for_each_task_stack_sees_parked_tasks() {
     tx.send(()).unwrap();
     h.join().unwrap();
 }
+
+#[test]
+fn global_queue_is_not_starved_by_local_yielders() {
+    // Two tasks yield to each other forever through the local ring unless a
+    // task that only exists in the global queue runs and sets the flag.
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (f1, f2) = (flag.clone(), flag.clone());
+    let yielders = rt.spawn(move || {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let f = f1.clone();
+                spawn(move || {
+                    while !f.load(Ordering::SeqCst) {
+                        yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    // Let the yielders get going, then inject through the global queue.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rt.spawn(move || f2.store(true, Ordering::SeqCst));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(yielders.join().is_ok()));
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(true), "global task starved");
+}

@@ -289,8 +289,10 @@ impl Worker {
         if !t.is_null() {
             return t;
         }
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
+        // A fast path that bailed out for fairness left `tick` at a multiple
+        // of FAIR_TICKS: then the global queue goes first.
+        let tick = self.tick.get();
+        self.tick.set(tick.wrapping_add(1));
         if tick % FAIR_TICKS == 0 {
             if let Some(t) = sh.take_global(self) {
                 return t;
@@ -605,10 +607,15 @@ pub(crate) unsafe extern "C" fn task_entry(task: usize, arg: usize) -> ! {
 
 #[inline(never)]
 fn run_body(t: *mut Task) {
-    // SAFETY: `t` is the running task; nobody else touches its body.
-    let body = unsafe { (*(*t).body.get()).take() };
-    if let Some(body) = body {
-        body.run();
+    // The body stays in the task while it runs, so that a runtime shutting
+    // down can still complete (abandon) the join state of a suspended task.
+    // SAFETY: `t` is the running task; the body is only touched by it, or by
+    // the shutdown path once no worker runs.
+    unsafe {
+        if let Some(body) = (*(*t).body.get()).as_ref() {
+            body.run();
+        }
+        *(*t).body.get() = None;
     }
     crate::local::drop_locals(t);
 }
