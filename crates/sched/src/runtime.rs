@@ -326,15 +326,21 @@ impl Shared {
         }
     }
 
-    fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
-        // SAFETY: we own `t`, just taken from the global queue.
+    /// True if `t` (just taken out of a queue by `w`) may run on `w`;
+    /// otherwise forwards it to the inbox of the worker it is pinned to.
+    #[inline]
+    pub(crate) fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
+        // SAFETY: we own `t`, just taken out of a queue.
         let p = unsafe { (*t).pinned_worker.get() };
         if p == crate::tcb::NO_PIN || p == w.index {
             return true;
         }
         let target = &self.workers[p];
-        target.inbox.lock().push_back(t);
-        target.inbox_len.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut inbox = target.inbox.lock();
+            inbox.push_back(t);
+            target.inbox_len.store(inbox.len(), Ordering::SeqCst);
+        }
         self.wake_worker(p);
         false
     }
@@ -551,12 +557,18 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Reached only when no task was abandoned: every task is FREE.
+        // Normally every task is FREE here (abandoned ones keep the runtime
+        // alive). If the runtime was dropped from one of its own tasks, some
+        // may not be: leak those, their stacks may still be referenced.
         let reg = std::mem::take(&mut *self.registry.lock());
         for t in reg {
-            // SAFETY: the last reference to the runtime is gone; the task is
-            // FREE and unreachable.
-            drop(unsafe { Box::from_raw(t) });
+            // SAFETY: the last reference to the runtime is gone; a FREE task
+            // is unreachable.
+            unsafe {
+                if (*t).state.load(Ordering::Acquire) == state::FREE {
+                    drop(Box::from_raw(t));
+                }
+            }
         }
     }
 }

@@ -110,20 +110,46 @@ fn switch_counter_advances_and_running_task_clears() {
 #[test]
 fn preempt_hook_requeues_pinned_and_task_continues() {
     let rt = Runtime::builder().workers(2).build().unwrap();
-    let ok = rt.block_on(|| {
-        let w0 = hooks::current_worker_index().unwrap();
+    let rounds = scale(300);
+    let (moved_while_pinned, unpinned_after_yield) = rt.block_on(move || {
+        // Other tasks keep both workers busy and stealing.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..8)
+            .map(|_| {
+                let stop = stop.clone();
+                spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        yield_now();
+                    }
+                })
+            })
+            .collect();
         let t = crate::worker::current_task();
-        hooks::park_current_and_reschedule();
-        // Resumed on the same worker, still pinned until the next
-        // cooperative switch.
-        // SAFETY: the current task.
-        let pinned = unsafe { (*t).pinned_worker.get() };
-        let same = hooks::current_worker_index() == Some(w0) && pinned == w0;
-        yield_now();
-        // SAFETY: as above.
-        same && unsafe { (*t).pinned_worker.get() } == crate::tcb::NO_PIN
+        let mut moved = 0;
+        let mut unpinned = true;
+        for _ in 0..rounds {
+            let w0 = hooks::current_worker_index().unwrap();
+            // What an async-preempted task does from its spill hook, twice
+            // in a row (preempted again before any cooperative switch).
+            hooks::park_current_and_reschedule();
+            hooks::park_current_and_reschedule();
+            // SAFETY: the current task.
+            let pinned = unsafe { (*t).pinned_worker.get() };
+            if hooks::current_worker_index() != Some(w0) || pinned != w0 {
+                moved += 1;
+            }
+            yield_now(); // cooperative: the pin clears, migration allowed again
+            // SAFETY: as above.
+            unpinned &= unsafe { (*t).pinned_worker.get() } == crate::tcb::NO_PIN;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in busy {
+            h.join().unwrap();
+        }
+        (moved, unpinned)
     });
-    assert!(ok);
+    assert_eq!(moved_while_pinned, 0, "a pinned task resumed on another worker");
+    assert!(unpinned_after_yield);
 }
 
 #[test]

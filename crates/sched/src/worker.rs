@@ -199,17 +199,7 @@ impl Worker {
     /// pinned to.
     #[inline]
     fn claim(&self, t: *mut Task) -> bool {
-        // SAFETY: we just took `t` out of a queue, so we own it.
-        let p = unsafe { (*t).pinned_worker.get() };
-        if p == NO_PIN || p == self.index {
-            return true;
-        }
-        let sh = self.shared();
-        let target = &sh.workers[p];
-        target.inbox.lock().push_back(t);
-        target.inbox_len.fetch_add(1, Ordering::SeqCst);
-        sh.wake_worker(p);
-        false
+        self.shared().claim_for(self, t)
     }
 
     /// The fast-path choice of the next task: runnext or the ring; null when
@@ -272,9 +262,11 @@ impl Worker {
         if self.inbox_len.load(Ordering::Acquire) == 0 {
             return ptr::null_mut();
         }
-        let list = std::mem::replace(&mut *self.inbox.lock(), TaskList::new());
-        self.inbox_len.fetch_sub(list.len(), Ordering::AcqRel);
-        let mut list = list;
+        let mut list = {
+            let mut inbox = self.inbox.lock();
+            self.inbox_len.store(0, Ordering::SeqCst);
+            std::mem::replace(&mut *inbox, TaskList::new())
+        };
         let first = list.pop_front().unwrap_or(ptr::null_mut());
         while let Some(t) = list.pop_front() {
             self.push_local(t);
