@@ -142,7 +142,13 @@ impl Task {
             task.park.store(park::EMPTY, Ordering::Relaxed);
             task.pinned_worker.set(NO_PIN);
             task.state.store(state::RUNNABLE, Ordering::Relaxed);
-            *task.sp.get() = crate::arch::init_stack(task.stack.hi(), crate::worker::task_entry, t as usize);
+            // Colour the stack top: start each incarnation 0..31 cache-line
+            // pairs below the top, so that tasks switching back and forth do
+            // not save and restore their contexts at the same offset modulo
+            // 4 KiB (stacks are equally spaced), which stalls loads behind
+            // unrelated stores (4K aliasing).
+            let colour = ((id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize) * 128;
+            *task.sp.get() = crate::arch::init_stack(task.stack.hi() - colour, crate::worker::task_entry, t as usize);
         }
         id
     }

@@ -127,6 +127,8 @@ pub(crate) struct Worker {
     pub(crate) shared: *const Shared,
     pub(crate) queue: LocalQueue,
     pub(crate) runnext: Cell<*mut Task>,
+    /// The outgoing task of the switch in progress (see `switch_to`).
+    prev: Cell<*mut Task>,
     tick: Cell<u32>,
     streak: Cell<u32>,
     rng: Cell<u32>,
@@ -159,6 +161,7 @@ impl Worker {
             shared,
             queue: LocalQueue::new(),
             runnext: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
             tick: Cell::new(0),
             streak: Cell::new(0),
             rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
@@ -414,28 +417,45 @@ unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, ac
         }
     };
     w.bump_switch();
+    // The incoming context runs on this thread, which drives `w`: hand it the
+    // worker (64-byte aligned, so the action fits in the low bits) and leave
+    // the outgoing task in `w.prev`; it needs no thread-local lookup then.
+    w.prev.set(cur);
     // SAFETY: `cur.sp` is writable; `target` is a suspended context whose
     // stack is mapped. `m` and `w` are not used after the switch: this task
     // may resume on another thread.
-    let r = unsafe { arch::switch((*cur).sp.get(), target, cur as usize | action) };
+    let r = unsafe { arch::switch((*cur).sp.get(), target, w as *const Worker as usize | action) };
     finish_switch(r);
 }
 
 /// Runs in the context that was just switched to: applies the outgoing
-/// context's action to it (see the module comment).
+/// context's action to it (see the module comment). `arg` is
+/// `worker | action` (the outgoing task is in `worker.prev`), except for
+/// `A_REQUEUE`, which comes from a thread without a worker: `task | A_REQUEUE`.
 #[inline]
 pub(crate) fn finish_switch(arg: usize) {
     if arg == 0 {
         return;
     }
-    let prev = (arg & !A_MASK) as *mut Task;
+    let action = arg & A_MASK;
     // SAFETY: `prev` is a task that just switched away from this thread; its
-    // context is saved and nobody else can reach it until we queue it.
+    // context is saved and nobody else can reach it until we queue it. `w` is
+    // the worker this thread drives.
     unsafe {
-        match arg & A_MASK {
+        if action == A_REQUEUE {
+            let prev = (arg & !A_MASK) as *mut Task;
+            (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+            let sh = (*prev).shared();
+            sh.push_global_one(prev);
+            sh.notify();
+            return;
+        }
+        let w = &*((arg & !A_MASK) as *const Worker);
+        let prev = w.prev.get();
+        match action {
             A_YIELD | A_PREEMPT => {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                this_worker().push_local(prev);
+                w.push_local(prev);
             }
             A_PARK => {
                 (*prev).state.store(state::PARKED, Ordering::Relaxed);
@@ -449,49 +469,28 @@ pub(crate) fn finish_switch(arg: usize) {
                     make_runnable(prev, true);
                 }
             }
-            A_EXIT => recycle(prev),
-            A_REQUEUE => {
-                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                let sh = (*prev).shared();
-                sh.push_global_one(prev);
-                sh.notify();
-            }
+            A_EXIT => recycle(w, prev),
             _ => {}
         }
     }
 }
 
-/// The worker driven by this thread (only valid where one is known to exist).
-#[inline]
-fn this_worker() -> &'static Worker {
-    // SAFETY: called only from finish_switch paths on a thread that drives a
-    // worker (yield and preempt switches happen only with a worker).
-    unsafe { &*(*machine()).worker.get() }
-}
-
-/// Returns a finished task's struct and stack to the free cache or pool.
+/// Returns a finished task's struct and stack to `w`'s free cache, or to the
+/// pool.
 ///
 /// # Safety
-/// `t` is a task that has exited; its stack is no longer in use.
-unsafe fn recycle(t: *mut Task) {
-    // SAFETY: per the contract we own `t`.
-    let task = unsafe { &*t };
-    task.state.store(state::FREE, Ordering::Relaxed);
-    // SAFETY: as above.
-    unsafe { *task.name.get() = None };
-    let m = machine();
-    // SAFETY: the machine pointer is valid on its thread; the worker is owned
-    // by this thread while set.
+/// `t` is a task that has exited; its stack is no longer in use; this thread
+/// drives `w`.
+unsafe fn recycle(w: &Worker, t: *mut Task) {
+    // SAFETY: per the contract we own `t` and `w`'s cache.
     unsafe {
-        if !m.is_null() {
-            let w = (*m).worker.get();
-            if !w.is_null() && (*w).shared == task.shared {
-                let free = &mut *(*w).free.get();
-                if free.len() < FREE_CACHE {
-                    free.push(t);
-                    return;
-                }
-            }
+        let task = &*t;
+        task.state.store(state::FREE, Ordering::Relaxed);
+        *task.name.get() = None;
+        let free = &mut *w.free.get();
+        if w.shared == task.shared && free.len() < FREE_CACHE {
+            free.push(t);
+            return;
         }
         task.shared().release_task(t);
     }
