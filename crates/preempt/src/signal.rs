@@ -363,9 +363,6 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
         CodeLookup::Unsafe => return Err(Refusal::UnsafeRange),
         CodeLookup::Busy => return Err(Refusal::RegistryBusy),
     };
-    if restart.is_some() && !archif::RESTART_SUPPORTED {
-        return Err(Refusal::UnsafeRange);
-    }
     let at = restart.unwrap_or(pc);
     // The bytes at `at` (up to the region end) and just before it (from the
     // region start): the classifier sees nothing outside the region.
@@ -397,6 +394,10 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
     match sp.checked_sub(need) {
         Some(bottom) if bottom >= lo => {}
         _ => return Err(Refusal::StackRoom),
+    }
+    // SAFETY: uc is the handler's ucontext.
+    if unsafe { archif::unsaveable_state(uc) } {
+        return Err(Refusal::VectorState);
     }
     Ok(restart)
 }

@@ -32,11 +32,14 @@ pub enum Refusal {
     /// Too little stack below SP for the spill frame and the park path, or SP
     /// outside the task's stack bounds.
     StackRoom,
+    /// The thread held register state the spill routine cannot save (on
+    /// aarch64: SME streaming mode, live ZA/ZT0, a guarded control stack).
+    VectorState,
 }
 
 impl Refusal {
     /// Number of reasons.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// All reasons, in index order.
     pub const ALL: [Refusal; Refusal::COUNT] = [
         Refusal::NotRunning,
@@ -51,6 +54,7 @@ impl Refusal {
         Refusal::Undecodable,
         Refusal::UnsafeInstruction,
         Refusal::StackRoom,
+        Refusal::VectorState,
     ];
 }
 
