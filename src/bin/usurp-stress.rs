@@ -34,7 +34,7 @@ fn parse() -> Result<Opts, String> {
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    if !(o.secs > 0.0) || o.tasks == 0 {
+    if o.secs.is_nan() || o.secs <= 0.0 || o.tasks == 0 {
         return Err("--secs must be > 0 and --tasks >= 1".into());
     }
     Ok(o)

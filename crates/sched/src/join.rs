@@ -233,7 +233,7 @@ impl Builder {
     }
 
     /// Names the task. The name appears in the stack-overflow message and in
-    /// [`crate::tcb::name`].
+    /// [`crate::task::name`].
     pub fn name(mut self, name: impl Into<String>) -> Builder {
         self.name = Some(name.into());
         self
