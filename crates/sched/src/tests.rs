@@ -207,3 +207,42 @@ fn global_queue_is_not_starved_by_local_yielders() {
     std::thread::spawn(move || tx.send(yielders.join().is_ok()));
     assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(true), "global task starved");
 }
+
+#[test]
+fn blocking_task_stack_range_covers_its_live_values() {
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let (in_blocking_tx, in_blocking_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    const MARK: usize = 0x5eed_cafe_f00d_1234;
+    let h = rt.spawn(move || {
+        // A value live across the blocking call (in a register or a slot of
+        // a frame above it).
+        let v = std::hint::black_box(MARK);
+        let r = blocking(move || {
+            in_blocking_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        std::hint::black_box(&r);
+        std::hint::black_box(v) == MARK
+    });
+    in_blocking_rx.recv().unwrap();
+    let mut found = false;
+    let mut ranges = 0;
+    // SAFETY: the only task is inside `blocking`, its upper frames frozen;
+    // the worker runs nothing else. Reads stay inside the task's stack.
+    unsafe {
+        hooks::for_each_task_stack(&rt, &mut |sp, lo, hi| {
+            ranges += 1;
+            assert!(lo <= sp && sp < hi);
+            let mut a = sp & !7;
+            while a < hi {
+                found |= *(a as *const usize) == MARK;
+                a += 8;
+            }
+        })
+    };
+    release_tx.send(()).unwrap();
+    assert!(h.join().unwrap());
+    assert_eq!(ranges, 1);
+    assert!(found, "a value live across blocking() is not in the scanned range");
+}

@@ -635,33 +635,44 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         // Tasks pinned here must resume on this thread: no handoff.
         return f();
     }
-    // SAFETY: `cur` is the running task. The frames above this point stay
-    // untouched while `f` runs: record this SP for stack scanning.
-    let marker = 0u8;
-    unsafe {
-        *(*cur).sp.get() = std::hint::black_box(&marker) as *const u8 as usize & !15;
-        (*cur).state.store(state::BLOCKING, Ordering::Relaxed);
-    }
-    w.running_task.store(0, Ordering::Relaxed);
-    m.worker.set(ptr::null());
-    if !sh.handoff(w) {
-        m.worker.set(w);
-        // SAFETY: as above.
-        unsafe { (*cur).state.store(state::RUNNING, Ordering::Relaxed) };
-        w.running_task.store(cur as usize, Ordering::Relaxed);
-        return f();
-    }
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    // Back from the blocking call: queue ourselves globally via this thread's
-    // scheduler context (which then becomes a spare thread).
-    let m = machine();
-    // SAFETY: still on the same thread (we never switched); its machine.
-    unsafe {
-        (*m).current.set(ptr::null_mut());
-        let r2 = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
-        finish_switch(r2);
-    }
-    match r {
+    let mut f = Some(f);
+    let mut out: Option<std::thread::Result<R>> = None;
+    // Run everything below a frame holding all callee-saved registers, and
+    // record that frame's SP as the task's saved SP: while `f` runs, the
+    // frames above it are frozen, and a conservative scan of
+    // [sp - 128, stack top) sees every value they hold, registers included.
+    // The closure must not panic (it runs under an assembly frame): `f`'s
+    // panics are caught and resumed afterwards.
+    arch::with_registers_spilled(&mut |sp| {
+        // SAFETY: `cur` is the running task, owned by this thread.
+        unsafe {
+            *(*cur).sp.get() = sp;
+            (*cur).state.store(state::BLOCKING, Ordering::Relaxed);
+        }
+        w.running_task.store(0, Ordering::Relaxed);
+        m.worker.set(ptr::null());
+        let f = f.take().expect("blocking closure runs once");
+        if !sh.handoff(w) {
+            // No spare thread: run in place, keeping the worker.
+            m.worker.set(w);
+            // SAFETY: as above.
+            unsafe { (*cur).state.store(state::RUNNING, Ordering::Relaxed) };
+            w.running_task.store(cur as usize, Ordering::Relaxed);
+            out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            return;
+        }
+        out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        // Back from the blocking call: queue ourselves globally via this
+        // thread's scheduler context (which then becomes a spare thread).
+        let m = machine();
+        // SAFETY: still on the same thread (we never switched); its machine.
+        unsafe {
+            (*m).current.set(ptr::null_mut());
+            let r = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
+            finish_switch(r);
+        }
+    });
+    match out.expect("blocking closure ran") {
         Ok(v) => v,
         Err(p) => std::panic::resume_unwind(p),
     }
