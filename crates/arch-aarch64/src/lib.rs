@@ -104,6 +104,10 @@ mod spill;
 mod switch;
 #[cfg(target_arch = "aarch64")]
 pub use regs::with_registers_spilled;
+
+/// A register-preservation checker in preemptible code, for stress tests.
+#[cfg(target_arch = "aarch64")]
+pub mod regcheck;
 #[cfg(target_arch = "aarch64")]
 pub use spill::set_spill_hook;
 #[cfg(target_arch = "aarch64")]

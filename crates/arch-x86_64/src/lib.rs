@@ -59,6 +59,10 @@ mod regs;
 #[cfg(target_arch = "x86_64")]
 pub use regs::with_registers_spilled;
 
+/// A register-preservation checker in preemptible code, for stress tests.
+#[cfg(target_arch = "x86_64")]
+pub mod regcheck;
+
 #[cfg(test)]
 mod classify_tests;
 #[cfg(all(test, target_arch = "x86_64"))]
