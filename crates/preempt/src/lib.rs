@@ -14,17 +14,19 @@
 //!   arbitrary thread as with `setitimer`), armed while the worker runs tasks
 //!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]; a
 //!   system call only on those transitions). On every switch into a task the
-//!   scheduler calls `switch_in`, which bumps a per-worker switch counter and
-//!   notes the time (a vDSO clock read: no system call on the switch path).
-//!   The timer is one-shot, armed for the moment the running task's quantum
-//!   would end. When it fires, the handler checks — as Go's sysmon does with
-//!   `schedtick`, but without a periodic scan — whether the task running now
-//!   has run for a whole quantum: if it switched in since, the tick only
-//!   re-arms the timer for the new deadline; otherwise it tries to preempt.
-//!   So a task is preempted one quantum after its switch-in (plus signal
-//!   latency) rather than anywhere in `[q, 2q)` as with a periodic tick, and
-//!   a worker takes about one signal per quantum. A refused attempt is
-//!   retried a quarter quantum later.
+//!   scheduler calls `switch_in`, which bumps a per-worker switch counter
+//!   (no clock read: a vDSO `clock_gettime` costs as much as a whole task
+//!   switch). The timer is one-shot. When it fires, the handler checks — as
+//!   Go's sysmon does with `schedtick`, but without a periodic scan — whether
+//!   the counter moved since its last look: if so, the running task's
+//!   quantum starts now and the timer is re-armed one quantum later;
+//!   otherwise the task has run a whole quantum and the handler tries to
+//!   preempt it. After an accepted preemption the handler knows the next
+//!   task switches in at once (two switches: out and in) and starts its
+//!   quantum right away, so tight loops rotate exactly every quantum; a task
+//!   that switched in cooperatively gets between one and two quanta. A
+//!   worker takes about one signal per quantum. A refused attempt is retried
+//!   a quarter quantum later.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
 //!   sender sets the worker's `pending` flag with a CAS 0→1 and only then
 //!   sends `tgkill`; the handler clears it and bumps an acknowledgement

@@ -272,16 +272,24 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 
 /// A quantum tick. The timer is one-shot, armed for the moment the running
 /// task's quantum ends (`switched_at + quantum`); each tick re-arms it. If
-/// the task switched since the timer was armed, the tick only moves the
-/// deadline; otherwise the task has run a whole quantum and is preempted.
+/// the worker switched since the last tick (the switch counter moved), the
+/// running task's quantum starts now and the tick only moves the deadline;
+/// otherwise the task has run a whole quantum and is preempted.
 /// A refused attempt is retried after a quarter quantum (at least 50 µs).
 unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
     let q = slot.quantum_ns.load(Ordering::Relaxed);
     let now = now_ns();
     let retry = (q / 4).max(50_000);
+    let sw = slot.switches.load(Ordering::Relaxed);
     let due = if request {
         true
+    } else if slot.running.load(Ordering::Acquire) && sw != slot.seen_switches.load(Ordering::Relaxed) {
+        // The worker switched since the last tick (switch_in reads no
+        // clock): the running task's quantum starts now.
+        slot.seen_switches.store(sw, Ordering::Relaxed);
+        slot.switched_at.store(now, Ordering::Relaxed);
+        false
     } else if slot.running.load(Ordering::Acquire) {
         let deadline = slot.switched_at.load(Ordering::Relaxed).saturating_add(q);
         // A little slack: the next task's switch-in follows a preemption by
@@ -295,6 +303,12 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
         let r = unsafe { attempt(slot, uc) };
         if request {
             slot.counters.acks.fetch_add(1, Ordering::Release);
+        }
+        if r.is_ok() {
+            // The task parks right away: its switch_out and the next task's
+            // switch_in count two switches, and that task's quantum starts now.
+            slot.seen_switches.store(sw.wrapping_add(2), Ordering::Relaxed);
+            slot.switched_at.store(now, Ordering::Relaxed);
         }
         // Retry soon only when the refusal is likely to be over soon; with
         // async preemption off (or no park hook) ticks only feed checkpoint.

@@ -49,8 +49,11 @@ pub struct WorkerSlot {
     pub(crate) switches: AtomicU64,
     pub(crate) stack_lo: AtomicUsize,
     pub(crate) stack_hi: AtomicUsize,
-    /// CLOCK_MONOTONIC time of the last `switch_in`, in ns.
+    /// CLOCK_MONOTONIC time (ns) at which the handler (or `set_idle(false)`)
+    /// last saw the current task start: the start of its quantum.
     pub(crate) switched_at: AtomicU64,
+    /// The `switches` count the handler saw at its last tick (handler only).
+    pub(crate) seen_switches: AtomicU64,
     pub(crate) quantum_ns: AtomicU64,
     // Requests from other threads.
     pub(crate) pending: AtomicU32,
@@ -129,6 +132,7 @@ impl WorkerSlot {
             stack_lo: AtomicUsize::new(0),
             stack_hi: AtomicUsize::new(0),
             switched_at: AtomicU64::new(0),
+            seen_switches: AtomicU64::new(0),
             quantum_ns: AtomicU64::new(10_000_000),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
@@ -148,12 +152,12 @@ impl WorkerSlot {
     /// Called by the scheduler on the worker thread right before it switches
     /// into a task: records the task's stack bounds (`lo` = lowest usable
     /// byte, above any guard page; `hi` = top), restores the task's
-    /// no-preempt depth, counts a switch, notes the time (the task's quantum
-    /// starts now; a vDSO clock read, no system call), and marks the worker as
-    /// running a task.
+    /// no-preempt depth, counts a switch, and marks the worker as running a
+    /// task. No clock read (a vDSO `clock_gettime` costs 20-30 ns, as much as
+    /// a whole task switch): the next tick sees the switch count moved and
+    /// starts the task's quantum then (see `on_tick`).
     #[inline]
     pub fn switch_in(&self, stack_lo: usize, stack_hi: usize, task: TaskPreemptState) {
-        self.switched_at.store(now_ns(), Ordering::Relaxed);
         self.stack_lo.store(stack_lo, Ordering::Relaxed);
         self.stack_hi.store(stack_hi, Ordering::Relaxed);
         self.no_preempt.store(task.no_preempt, Ordering::Relaxed);
@@ -260,7 +264,11 @@ impl WorkerSlot {
             }
         } else if !self.armed.swap(true, Ordering::AcqRel) {
             let q = self.quantum_ns.load(Ordering::Relaxed);
-            if self.arm_at(now_ns().saturating_add(q)) != 0 {
+            let now = now_ns();
+            // The next task switched in starts its quantum now.
+            self.switched_at.store(now, Ordering::Relaxed);
+            self.seen_switches.store(self.switches.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            if self.arm_at(now.saturating_add(q)) != 0 {
                 return Err(Error::Os("timer_settime", last_errno()));
             }
         }
