@@ -51,6 +51,16 @@ pub enum Error {
     NoRuntime,
     /// The runtime is shutting down and accepts no new tasks.
     ShutDown,
+    /// `quantum(d)` was given a value outside `MIN_QUANTUM..=MAX_QUANTUM`.
+    InvalidQuantum {
+        /// The value given.
+        given: std::time::Duration,
+    },
+    /// The preemption machinery refused the configuration or failed to start
+    /// (signal number, signal already fixed by an earlier runtime, timers).
+    Preempt(usurp_preempt::Error),
+    /// The GC heap configuration is invalid or its reservation failed.
+    Heap(usurp_gc::ConfigError),
 }
 
 impl fmt::Display for Error {
@@ -94,6 +104,14 @@ impl fmt::Display for Error {
                  Runtime, e.g. Runtime::spawn / Runtime::block_on)"
             ),
             Error::ShutDown => write!(f, "the usurp runtime is shutting down and accepts no new tasks"),
+            Error::InvalidQuantum { given } => write!(
+                f,
+                "invalid preemption quantum {given:?}: allowed are {:?} to {:?}",
+                crate::MIN_QUANTUM,
+                crate::MAX_QUANTUM
+            ),
+            Error::Preempt(e) => write!(f, "usurp preemption: {e}"),
+            Error::Heap(e) => write!(f, "{e}"),
         }
     }
 }

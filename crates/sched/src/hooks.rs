@@ -28,6 +28,13 @@ pub fn park_current_and_reschedule() {
     crate::worker::preempt_current();
 }
 
+/// Installs (or with `None` removes) a function called with the spill frame
+/// of every accepted asynchronous preemption of any runtime's task, on the
+/// task's stack, right before it parks (tests, profilers).
+pub fn set_preempt_observer(f: Option<fn(&usurp_preempt::SpillFrame)>) {
+    crate::preempt_glue::set_preempt_observer(f);
+}
+
 /// Switch counter of worker `i` of `rt` (incremented on every task switch).
 pub fn worker_switch_count(rt: &Runtime, i: usize) -> u64 {
     rt.shared().workers[i].switch_count.load(Ordering::Relaxed)

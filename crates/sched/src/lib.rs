@@ -86,8 +86,11 @@ use usurp_arch_aarch64 as arch;
 use usurp_arch_x86_64 as arch;
 
 mod error;
+mod gc_world;
 mod guard;
 pub mod hooks;
+mod preempt_glue;
+mod stw;
 mod join;
 mod local;
 mod queue;
@@ -104,7 +107,9 @@ mod worker;
 pub use error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
 pub use join::{spawn, try_spawn, JoinHandle};
 pub use local::{AccessError, LocalKey};
-pub use runtime::{Builder, Runtime, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
+pub use preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
+pub use runtime::{Builder, Runtime, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
+pub use stw::StwStats;
 pub use sync::{channel, sync_channel, Condvar, Mutex, MutexGuard, Receiver, Sender, SyncSender};
 pub use timer::sleep;
 
@@ -139,6 +144,9 @@ pub mod task {
 ///
 /// # Panics
 /// If called outside a usurp task.
+// Never inlined: the scheduler's state must not be manipulated from inside a
+// user's `preemptible!` function (see `preempt_glue.rs`).
+#[inline(never)]
 pub fn yield_now() {
     match worker::current_with_worker() {
         Some((m, w, cur)) => worker::yield_current(m, w, cur),

@@ -12,6 +12,11 @@ use crate::timer::Timers;
 use crate::worker::{self, Machine, Worker};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::gc_world::RuntimeWorld;
+use crate::preempt_glue::{PreemptConfig, DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
+use usurp_gc::{Heap, HeapConfig};
 
 /// Default usable size of a task stack: 256 KiB.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -27,6 +32,12 @@ pub struct Builder {
     stack_size: usize,
     max_blocking_threads: usize,
     thread_name: String,
+    quantum: Duration,
+    preempt_signal: Option<libc::c_int>,
+    async_preemption: Option<bool>,
+    heap_config: Option<HeapConfig>,
+    heap_limit: Option<usize>,
+    gogc: Option<Option<u32>>,
 }
 
 impl Builder {
@@ -38,7 +49,62 @@ impl Builder {
             stack_size: DEFAULT_STACK_SIZE,
             max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
             thread_name: "usurp-worker".into(),
+            quantum: DEFAULT_QUANTUM,
+            preempt_signal: None,
+            async_preemption: None,
+            heap_config: None,
+            heap_limit: None,
+            gogc: None,
         }
+    }
+
+    /// The preemption quantum: a task running longer than this without a
+    /// switch is preempted (asynchronously if its PC is in preemptible code,
+    /// else at its next `checkpoint()`). Default 10 ms; allowed
+    /// [`crate::MIN_QUANTUM`] (100 µs) to [`crate::MAX_QUANTUM`] (10 s).
+    pub fn quantum(mut self, d: Duration) -> Builder {
+        self.quantum = d;
+        self
+    }
+
+    /// The signal used for preemption (default SIGURG). Process-wide: it can
+    /// only be chosen before the first runtime (or preemption user) starts;
+    /// a different choice afterwards makes `build` fail with
+    /// [`Error::Preempt`].
+    pub fn preempt_signal(mut self, sig: libc::c_int) -> Builder {
+        self.preempt_signal = Some(sig);
+        self
+    }
+
+    /// Whether tasks are preempted asynchronously by timer signals (default
+    /// true, unless `USURP_DEBUG=asyncpreemptoff=1`). With `false` the
+    /// runtime's threads get no signals at all: scheduling and
+    /// stop-the-world are cooperative (yields, blocking calls, and
+    /// nothing else: `checkpoint()` does nothing then).
+    pub fn async_preemption(mut self, on: bool) -> Builder {
+        self.async_preemption = Some(on);
+        self
+    }
+
+    /// The GC heap configuration (default `HeapConfig::default()`, which
+    /// reads `USURP_GOGC` and `USURP_DEBUG`). [`Builder::heap_limit`] and
+    /// [`Builder::gogc`] override its fields.
+    pub fn heap_config(mut self, c: HeapConfig) -> Builder {
+        self.heap_config = Some(c);
+        self
+    }
+
+    /// Hard limit of the GC heap in bytes (see `HeapConfig::max_heap`).
+    pub fn heap_limit(mut self, bytes: usize) -> Builder {
+        self.heap_limit = Some(bytes);
+        self
+    }
+
+    /// GC pacing: collect when the heap grew by this percent since the last
+    /// mark; `None` collects only at the limit or on request.
+    pub fn gogc(mut self, percent: Option<u32>) -> Builder {
+        self.gogc = Some(percent);
+        self
     }
 
     /// Number of workers (OS threads running tasks in parallel), 1 to
@@ -87,12 +153,38 @@ impl Builder {
         if self.max_blocking_threads > MAX_BLOCKING_THREADS {
             return Err(Error::InvalidBlockingThreads { given: self.max_blocking_threads });
         }
+        if !(MIN_QUANTUM..=MAX_QUANTUM).contains(&self.quantum) {
+            return Err(Error::InvalidQuantum { given: self.quantum });
+        }
+        let mut hc = self.heap_config.clone().unwrap_or_default();
+        if let Some(l) = self.heap_limit {
+            hc.max_heap = l;
+            hc.min_heap = hc.min_heap.min(l);
+        }
+        if let Some(g) = self.gogc {
+            hc.gogc = g;
+        }
+        let heap = Heap::new(hc).map_err(Error::Heap)?;
+        let preempt_on = self.async_preemption.unwrap_or(!usurp_preempt::async_preempt_off());
+        if let Some(sig) = self.preempt_signal {
+            if sig != usurp_preempt::signal() {
+                usurp_preempt::set_signal(sig).map_err(Error::Preempt)?;
+            }
+        }
+        if preempt_on {
+            usurp_preempt::init().map_err(Error::Preempt)?;
+            crate::preempt_glue::init_hooks();
+        }
         let ps = page_size();
         let stack_size = self.stack_size.div_ceil(ps) * ps;
         crate::guard::install();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let sp = weak.as_ptr();
+            heap.set_world(Arc::new(RuntimeWorld { shared: weak.clone() }));
             Shared {
+                stw: crate::stw::Stw::new(workers),
+                heap: heap.clone(),
+                preempt: PreemptConfig { enabled: preempt_on, quantum: self.quantum },
                 workers: (0..workers).map(|i| Worker::new(i, sp)).collect(),
                 global: SpinLock::new(TaskList::new()),
                 global_len: AtomicUsize::new(0),
@@ -131,6 +223,20 @@ impl Default for Builder {
     fn default() -> Self {
         Builder::new()
     }
+}
+
+/// Statistics of a runtime ([`Runtime::stats`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RuntimeStats {
+    /// Asynchronous preemptions and refusals per reason (process-wide).
+    pub preempt: usurp_preempt::PreemptStats,
+    /// GC cycles, pauses, time-to-safepoint of collections, heap sizes.
+    pub gc: usurp_gc::GcStats,
+    /// Every stop-the-world of this runtime (collections included).
+    pub stw: crate::stw::StwStats,
+    /// Number of workers.
+    pub workers: usize,
 }
 
 /// A usurp runtime: a set of worker threads running tasks.
@@ -220,6 +326,51 @@ impl Runtime {
         crate::join::spawn_in(&self.shared, None, f)
     }
 
+    /// The runtime's GC heap. Tasks allocate in it (`usurp_gc::alloc`,
+    /// `Gc::new`, ...); `rt.heap().collect()` stops the world.
+    pub fn heap(&self) -> &Heap {
+        &self.shared.heap
+    }
+
+    /// Stops every task of this runtime at a safe point (cooperative point,
+    /// async preemption, or inside `blocking`) and returns the
+    /// time-to-safepoint. Callable from a task of this runtime (which keeps
+    /// running and counts as stopped) or from any other thread. Until
+    /// [`Runtime::start_the_world`], the caller must not yield, park, or wait
+    /// for other tasks of this runtime. A task in a tight loop outside
+    /// preemptible code delays the stop until its next `checkpoint()` or
+    /// runtime call.
+    pub fn stop_the_world(&self) -> Duration {
+        crate::stw::stop_the_world(&self.shared)
+    }
+
+    /// Restarts the world stopped by [`Runtime::stop_the_world`].
+    pub fn start_the_world(&self) {
+        crate::stw::start_the_world(&self.shared)
+    }
+
+    /// Whether tasks of this runtime are preempted asynchronously.
+    pub fn async_preemption(&self) -> bool {
+        self.shared.preempt.enabled
+    }
+
+    /// The preemption quantum.
+    pub fn quantum(&self) -> Duration {
+        self.shared.preempt.quantum
+    }
+
+    /// Counters of the runtime: preemption (process-wide: the preemption
+    /// machinery is shared by all runtimes of the process), GC and
+    /// stop-the-world.
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            preempt: usurp_preempt::stats(),
+            gc: self.shared.heap.stats(),
+            stw: self.shared.stw.stats(),
+            workers: self.shared.workers.len(),
+        }
+    }
+
     /// The shared state (hooks for the preemption and GC crates).
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
@@ -244,6 +395,9 @@ impl Drop for Runtime {
 
 pub(crate) struct Shared {
     pub(crate) workers: Box<[Worker]>,
+    pub(crate) stw: crate::stw::Stw,
+    pub(crate) heap: Heap,
+    pub(crate) preempt: PreemptConfig,
     pub(crate) global: SpinLock<TaskList>,
     pub(crate) global_len: AtomicUsize,
     pub(crate) nidle: AtomicUsize,

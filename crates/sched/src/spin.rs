@@ -18,6 +18,11 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    // A spin lock is never held across a preemption: generic code holding one
+    // may be inlined into a `preemptible!` function, and a holder parked by an
+    // async preemption would make others spin on its worker forever. Declared
+    // after `lock`, so it drops after the unlock in `Drop`.
+    _np: usurp_preempt::NoPreempt,
 }
 
 impl<T> SpinLock<T> {
@@ -27,10 +32,11 @@ impl<T> SpinLock<T> {
 
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        let np = usurp_preempt::NoPreempt::new();
         if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_slow();
         }
-        SpinGuard { lock: self }
+        SpinGuard { lock: self, _np: np }
     }
 
     #[cold]

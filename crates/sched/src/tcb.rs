@@ -71,6 +71,8 @@ pub(crate) struct Task {
     pub(crate) shared: *const Shared,
     pub(crate) registry_index: Cell<usize>,
     pub(crate) stack: Stack,
+    /// Preemption state (no-preempt depth) kept while switched out.
+    pub(crate) preempt_state: Cell<usurp_preempt::TaskPreemptState>,
 }
 
 // SAFETY: a task is touched by one thread at a time (whoever runs it or holds
@@ -99,6 +101,7 @@ impl Task {
             shared,
             registry_index: Cell::new(0),
             stack,
+            preempt_state: Cell::new(Default::default()),
         }));
         let mut reg = shared.registry.lock();
         // SAFETY: `t` was just allocated and is not shared yet.
@@ -141,6 +144,7 @@ impl Task {
             *task.body.get() = Some(body);
             task.park.store(park::EMPTY, Ordering::Relaxed);
             task.pinned_worker.set(NO_PIN);
+            task.preempt_state.set(Default::default());
             task.state.store(state::RUNNABLE, Ordering::Relaxed);
             // Colour the stack top: start each incarnation 0..31 cache-line
             // pairs below the top, so that tasks switching back and forth do

@@ -145,6 +145,9 @@ pub(crate) struct Worker {
     pub(crate) switch_count: AtomicU64,
     /// Address of the task on this worker's CPU, or 0 (preemption hook).
     pub(crate) running_task: AtomicUsize,
+    /// Preemption slot of the thread driving this worker (null if that
+    /// thread has none: async preemption off). See `preempt_glue.rs`.
+    pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
 }
 
 // SAFETY: the Cells and UnsafeCells are touched only by the thread currently
@@ -173,6 +176,7 @@ impl Worker {
             sleep_word: AtomicU32::new(0),
             switch_count: AtomicU64::new(0),
             running_task: AtomicUsize::new(0),
+            slot: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -211,10 +215,17 @@ impl Worker {
     fn next_fast(&self) -> *mut Task {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % FAIR_TICKS == 0 {
+        if tick % FAIR_TICKS == 0 || self.stopping() {
             return ptr::null_mut();
         }
         self.next_local()
+    }
+
+    /// Whether a stop-the-world is requested: then every switch goes to the
+    /// scheduler loop, which parks (see `stw.rs`).
+    #[inline]
+    pub(crate) fn stopping(&self) -> bool {
+        self.shared().stw.stop.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -338,8 +349,18 @@ impl Worker {
             let now = now_ns();
             timeout = Some(nt.saturating_sub(now));
         }
-        if timeout != Some(0) && !sh.has_work(self) {
+        if timeout != Some(0) && !sh.has_work(self) && !self.stopping() {
+            // No timer signals while asleep (a system call only on this
+            // transition).
+            // SAFETY: slots are `'static`.
+            let slot = unsafe { self.slot.load(Ordering::Relaxed).as_ref() };
+            if let Some(s) = slot {
+                let _ = s.set_idle(true);
+            }
             futex_wait(&self.sleep_word, 0, timeout);
+            if let Some(s) = slot {
+                let _ = s.set_idle(false);
+            }
         }
         if self.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             sh.nidle.fetch_sub(1, Ordering::SeqCst);
@@ -358,6 +379,14 @@ impl Worker {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
                 }
                 return None;
+            }
+            if self.stopping() {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                    spinning = false;
+                }
+                crate::stw::park_worker(self);
+                continue;
             }
             let mut t = self.find_local_or_global();
             if t.is_null() {
@@ -417,6 +446,19 @@ unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, ac
         }
     };
     w.bump_switch();
+    // Preemption bookkeeping (no system call): the outgoing task keeps its
+    // no-preempt depth; the incoming one gets its stack bounds and depth.
+    let slot = w.slot.load(Ordering::Relaxed);
+    if !slot.is_null() {
+        // SAFETY: slots are `'static`; `cur` and `next` are ours.
+        unsafe {
+            let slot = &*slot;
+            (*cur).preempt_state.set(slot.switch_out());
+            if !next.is_null() {
+                slot.switch_in((*next).stack.lo(), (*next).stack.hi(), (*next).preempt_state.get());
+            }
+        }
+    }
     // The incoming context runs on this thread, which drives `w`: hand it the
     // worker (64-byte aligned, so the action fits in the low bits) and leave
     // the outgoing task in `w.prev`; it needs no thread-local lookup then.
@@ -562,7 +604,7 @@ pub(crate) fn park_current() {
 pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
     w.clear_pin(cur);
     let next = w.next_fast();
-    if next.is_null() && w.tick.get() % FAIR_TICKS != 0 {
+    if next.is_null() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
         let sh = w.shared();
         if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
             return; // nothing else to run: keep going
@@ -631,37 +673,60 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
     let Some((m, w, cur)) = current_with_worker() else { return f() };
     w.clear_pin(cur);
     let sh = w.shared();
-    if w.pinned.get() > 0 || sh.shutdown.load(Ordering::Relaxed) {
-        // Tasks pinned here must resume on this thread: no handoff.
-        return f();
-    }
     let mut f = Some(f);
-    let mut out: Option<std::thread::Result<R>> = None;
+    let mut out: Option<R> = None;
+    if w.pinned.get() > 0 || sh.shutdown.load(Ordering::Relaxed) {
+        // Tasks pinned here must resume on this thread: no handoff. The
+        // thread runs `f` in place and counts as stopped meanwhile.
+        crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
+        return out.expect("blocking closure ran");
+    }
+    let mut res: Option<std::thread::Result<R>> = None;
+    let mut handed = false;
     // Run everything below a frame holding all callee-saved registers, and
     // record that frame's SP as the task's saved SP: while `f` runs, the
     // frames above it are frozen, and a conservative scan of
-    // [sp - 128, stack top) sees every value they hold, registers included.
-    // The closure must not panic (it runs under an assembly frame): `f`'s
-    // panics are caught and resumed afterwards.
+    // [sp - RED_ZONE, stack top) sees every value they hold, registers
+    // included. The closure must not panic (it runs under an assembly
+    // frame): `f`'s panics are caught and resumed afterwards.
     arch::with_registers_spilled(&mut |sp| {
         // SAFETY: `cur` is the running task, owned by this thread.
         unsafe {
             *(*cur).sp.get() = sp;
-            (*cur).state.store(state::BLOCKING, Ordering::Relaxed);
+            (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
+        }
+        // The task leaves its worker: this thread gets no preemption
+        // signals while it blocks; the thread taking `w` over installs its
+        // own slot.
+        let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: slots are `'static`.
+        let slot = unsafe { slot.as_ref() };
+        if let Some(s) = slot {
+            // SAFETY: `cur` is ours.
+            unsafe { (*cur).preempt_state.set(s.switch_out()) };
+            let _ = s.set_idle(true);
         }
         w.running_task.store(0, Ordering::Relaxed);
         m.worker.set(ptr::null());
-        let f = f.take().expect("blocking closure runs once");
         if !sh.handoff(w) {
-            // No spare thread: run in place, keeping the worker.
+            // No spare thread: undo, and run in place below.
             m.worker.set(w);
             // SAFETY: as above.
-            unsafe { (*cur).state.store(state::RUNNING, Ordering::Relaxed) };
+            unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
             w.running_task.store(cur as usize, Ordering::Relaxed);
-            out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            if let Some(s) = slot {
+                w.slot.store(s as *const _ as *mut _, Ordering::Release);
+                let _ = s.set_idle(false);
+                // SAFETY: `cur` is ours.
+                unsafe { s.switch_in((*cur).stack.lo(), (*cur).stack.hi(), (*cur).preempt_state.get()) };
+            }
             return;
         }
-        out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        handed = true;
+        let f = f.take().expect("blocking closure runs once");
+        res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        // A stopped world must not see this task move: wait here.
+        crate::stw::wait_until_started(sh);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).
         let m = machine();
@@ -672,7 +737,11 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
             finish_switch(r);
         }
     });
-    match out.expect("blocking closure ran") {
+    if !handed {
+        crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
+        return out.expect("blocking closure ran");
+    }
+    match res.expect("blocking closure ran") {
         Ok(v) => v,
         Err(p) => std::panic::resume_unwind(p),
     }
@@ -682,6 +751,8 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
 /// the worker is handed away, wait as a spare until given one.
 pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
     let _alt = crate::guard::AltStack::install();
+    // Preemption slot and GC mutator of this thread (dropped before `_alt`).
+    let _integ = crate::preempt_glue::ThreadInit::new(&shared);
     let m = Box::new(Machine {
         sched_sp: UnsafeCell::new(0),
         worker: Cell::new(worker),
@@ -712,6 +783,15 @@ fn schedule_loop(m: &Machine) {
         }
         // SAFETY: this thread drives `w` while it is set in `m`.
         let w = unsafe { &*w };
+        let slot = crate::preempt_glue::thread_slot();
+        if w.slot.load(Ordering::Relaxed) != slot {
+            // This thread (just) took the worker over.
+            w.slot.store(slot, Ordering::Release);
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { slot.as_ref() } {
+                let _ = s.set_idle(false);
+            }
+        }
         let Some(t) = w.find_runnable() else {
             // Shutdown: this worker stops; whatever is still queued is
             // abandoned by the runtime.
@@ -724,6 +804,9 @@ fn schedule_loop(m: &Machine) {
         w.bump_switch();
         // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
         let r = unsafe {
+            if let Some(s) = slot.as_ref() {
+                s.switch_in((*t).stack.lo(), (*t).stack.hi(), (*t).preempt_state.get());
+            }
             (*t).state.store(state::RUNNING, Ordering::Relaxed);
             arch::switch(m.sched_sp.get(), *(*t).sp.get(), 0)
         };

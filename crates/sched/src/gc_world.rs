@@ -1,0 +1,110 @@
+//! The GC's [`World`] for a runtime: stop-the-world, conservative roots,
+//! parallel marking and finalizers, in terms of tasks and workers.
+//!
+//! **Conservative ranges.** With the world stopped, every task except the
+//! caller is suspended, and its stack from its saved SP up to its top holds
+//! everything it may keep in registers:
+//! * *cooperatively switched* tasks: `arch::switch` pushed the callee-saved
+//!   registers (x86-64: rbx, rbp, r12–r15; aarch64: x19–x29, lr, d8–d15)
+//!   on the task's stack before saving SP; caller-saved registers are dead
+//!   at a call by the ABI;
+//! * *async-preempted* tasks: the spill routine saved every GPR, the flags and
+//!   the vector state (XSAVE area / q0–q31) in a `SpillFrame` on the task's
+//!   stack below the interrupted SP (x86-64: also below the 128-byte red
+//!   zone, which the range covers too), then the park path switched away
+//!   with `arch::switch` further down; the saved SP is below all of it;
+//! * tasks *inside `blocking`* (or in the GC's `World::blocking`): the SP
+//!   recorded is the one `arch::with_registers_spilled` returned after pushing
+//!   the callee-saved registers (see `worker::blocking_handoff` and
+//!   `stw::safe_region`); the closure's own frames below it are not scanned
+//!   (it must not hold the only reference to a heap object, as documented on
+//!   `blocking`).
+//! The range is `[saved_sp - arch::RED_ZONE, stack_hi)` (RED_ZONE = 128 on
+//! x86-64, 0 on aarch64), clipped to the stack's mapping. Worker threads'
+//! own stacks (their scheduler loops) are not scanned: they run no code that
+//! holds heap pointers (marking jobs get their work from the GC's queues).
+//! The caller's own stack is scanned by the GC from
+//! [`World::current_stack_bounds`].
+//!
+//! **Parallel marking** runs on the parked workers (see `stw::run_parallel`).
+//!
+//! **Finalizers**: `finalizers_pending` spawns a task that runs
+//! `Heap::run_pending_finalizers`.
+
+use crate::runtime::Shared;
+use std::sync::Weak;
+use usurp_gc::World;
+
+pub(crate) struct RuntimeWorld {
+    pub(crate) shared: Weak<Shared>,
+}
+
+impl RuntimeWorld {
+    fn with<R>(&self, f: impl FnOnce(&Shared) -> R) -> Option<R> {
+        self.shared.upgrade().map(|sh| f(&sh))
+    }
+}
+
+impl World for RuntimeWorld {
+    fn stop_the_world(&self) {
+        self.with(crate::stw::stop_the_world);
+    }
+
+    fn start_the_world(&self) {
+        self.with(crate::stw::start_the_world);
+    }
+
+    fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
+        self.with(|sh| {
+            // SAFETY: called by the GC with the world stopped.
+            unsafe {
+                sh.for_each_task_stack(&mut |sp, lo, hi| {
+                    if lo <= sp && sp <= hi {
+                        let from = sp.saturating_sub(crate::arch::RED_ZONE).max(lo);
+                        if from < hi {
+                            f(from, hi);
+                        }
+                    }
+                })
+            }
+        });
+    }
+
+    fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        match self.shared.upgrade() {
+            Some(sh) => crate::stw::run_parallel(&sh, n, f),
+            None => (0..n).for_each(f),
+        }
+    }
+
+    fn parallelism(&self) -> usize {
+        self.with(|sh| sh.workers.len()).unwrap_or(1)
+    }
+
+    fn current_stack_bounds(&self) -> (usize, usize) {
+        let t = crate::worker::current_task();
+        if t.is_null() {
+            return usurp_gc::stack::os_thread_stack_bounds();
+        }
+        // SAFETY: the current task is valid while it runs.
+        unsafe { ((*t).stack.lo(), (*t).stack.hi()) }
+    }
+
+    fn blocking(&self, f: &mut dyn FnMut()) {
+        match self.shared.upgrade() {
+            Some(sh) => crate::stw::safe_region(&sh, f),
+            None => f(),
+        }
+    }
+
+    fn finalizers_pending(&self) {
+        self.with(|sh| {
+            let heap = sh.heap.clone();
+            // Detached: the handle is dropped; errors (shutting down) mean the
+            // finalizers stay queued for a later call.
+            let _ = crate::join::spawn_in(sh, Some("usurp-finalizers".into()), move || {
+                heap.run_pending_finalizers();
+            });
+        });
+    }
+}

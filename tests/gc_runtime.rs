@@ -1,0 +1,388 @@
+//! The GC on real tasks (issue 4): conservative roots in registers and
+//! locals of async-preempted tasks, interior pointers, a multi-worker stress
+//! with the verifier on, the heap limit, finalizers on a task, and
+//! stop-the-world with tasks in `blocking` and in tight loops.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use usurp::gc::{gc_type, try_alloc, AllocError, Gc, Heap, HeapConfig, Member};
+use usurp::{preemptible, Runtime};
+
+fn scale(n: usize) -> usize {
+    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * s) as usize).max(1)
+}
+
+#[repr(C)]
+struct Node {
+    left: Member<Node>,
+    right: Member<Node>,
+    val: usize,
+}
+gc_type!(Node { left, right });
+
+fn node(val: usize, left: Option<Gc<Node>>, right: Option<Gc<Node>>) -> Gc<Node> {
+    Gc::new(Node { left: Member::new(left), right: Member::new(right), val })
+}
+
+/// A list of `n` nodes; returns the head's address only (no handle kept).
+#[inline(never)]
+fn build_list(n: usize) -> usize {
+    let mut head: Option<Gc<Node>> = None;
+    for i in 0..n {
+        head = Some(node(i * 7 + 1, head, None));
+    }
+    head.unwrap().raw().addr()
+}
+
+/// Checksum of the list whose head (or an interior pointer into it) is `p`.
+#[inline(never)]
+fn list_sum(p: usize, n: usize) -> usize {
+    let heap = Heap::current().expect("task threads are attached");
+    let obj = heap.find_object(p).expect("the list head was freed");
+    let mut cur = Gc::<Node>::from_ref(obj);
+    let (mut sum, mut len) = (0usize, 0usize);
+    while let Some(c) = cur {
+        sum = sum.wrapping_add(c.val);
+        len += 1;
+        cur = c.left.get();
+    }
+    assert_eq!(len, n, "list length changed");
+    sum
+}
+
+fn expected_sum(n: usize) -> usize {
+    (0..n).map(|i| i * 7 + 1).sum()
+}
+
+#[inline(never)]
+fn tree(depth: usize) -> Gc<Node> {
+    if depth == 0 {
+        node(1, None, None)
+    } else {
+        node(depth, Some(tree(depth - 1)), Some(tree(depth - 1)))
+    }
+}
+
+fn count(t: Gc<Node>) -> usize {
+    1 + t.left.get().map_or(0, count) + t.right.get().map_or(0, count)
+}
+
+fn verify_config(limit: usize) -> HeapConfig {
+    HeapConfig { max_heap: limit, gogc: Some(100), min_heap: 1 << 20, verify: true, ..HeapConfig::default() }
+}
+
+preemptible! {
+    /// Holds `p` (in a register or a stack slot of this frame) while spinning
+    /// until `stop`; returns it mixed with the spin count so that it stays live.
+    fn hold_spinning(p: usize, stop: &AtomicBool, spins: &AtomicU64) -> usize {
+        let mut n = 0u64;
+        let mut x = p;
+        loop {
+            // SAFETY: volatile read of a valid AtomicBool (no call).
+            if unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } != 0 {
+                break;
+            }
+            n = n.wrapping_add(1);
+            // Keep x live and opaque without changing it.
+            x = x.rotate_left(17).rotate_right(17);
+            if n & 0xfff == 0 {
+                // SAFETY: a valid aligned u64 written only here.
+                unsafe { std::ptr::write_volatile(spins.as_ptr(), n) };
+            }
+        }
+        spins.store(n, Ordering::Relaxed);
+        x
+    }
+}
+
+/// The only reference to a list is held by a task async-preempted in a tight
+/// loop while other tasks force collections; afterwards the list is intact.
+#[test]
+fn list_held_only_by_preempted_tight_loop_survives_collections() {
+    let rt = Runtime::builder()
+        .workers(2)
+        .quantum(Duration::from_micros(500))
+        .heap_config(verify_config(256 << 20))
+        .build()
+        .unwrap();
+    let n = scale(20_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spins = Arc::new(AtomicU64::new(0));
+    let before = rt.stats();
+    let holders: Vec<_> = (0..2)
+        .map(|k| {
+            let (stop, spins) = (stop.clone(), spins.clone());
+            rt.spawn(move || {
+                // kind 1 keeps only an interior pointer.
+                let p = build_list(n) + if k == 1 { 8 } else { 0 };
+                let p = hold_spinning(black_box(p), &stop, &spins);
+                list_sum(p, n)
+            })
+        })
+        .collect();
+    let stop2 = stop.clone();
+    let spins2 = spins.clone();
+    let collector = rt.spawn(move || {
+        // Wait until a holder spins, then churn and collect.
+        while spins2.load(Ordering::Relaxed) == 0 {
+            usurp::sleep(Duration::from_millis(1));
+        }
+        let heap = Heap::current().unwrap();
+        for _ in 0..scale(20) {
+            for _ in 0..10 {
+                black_box(tree(8));
+            }
+            heap.collect();
+            usurp::yield_now();
+        }
+        stop2.store(true, Ordering::SeqCst);
+    });
+    collector.join().unwrap();
+    for h in holders {
+        assert_eq!(h.join().unwrap(), expected_sum(n));
+    }
+    let st = rt.stats();
+    assert!(st.gc.cycles >= scale(20) as u64);
+    assert_eq!(st.gc.verify_failures, 0);
+    assert_eq!(st.gc.bad_pointers, 0);
+    assert!(st.stw.stops > before.stw.stops);
+    assert!(st.preempt.accepted > before.preempt.accepted, "the holders were never async-preempted");
+}
+
+/// Interior pointers held in locals across cooperative switches keep whole
+/// objects alive through collections run on other tasks.
+#[test]
+fn interior_pointers_on_task_stacks_keep_objects_alive() {
+    let rt = Runtime::builder().workers(2).heap_config(verify_config(128 << 20)).build().unwrap();
+    let n = scale(5_000);
+    let tasks: Vec<_> = (0..4)
+        .map(|k| {
+            rt.spawn(move || {
+                let p = black_box(build_list(n) + 8 + (k % 2) * 8);
+                for _ in 0..scale(10) {
+                    black_box(tree(6));
+                    if k == 0 {
+                        Heap::current().unwrap().collect();
+                    }
+                    usurp::yield_now();
+                }
+                list_sum(black_box(p), n)
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.join().unwrap(), expected_sum(n));
+    }
+    let st = rt.stats().gc;
+    assert!(st.cycles >= scale(10) as u64);
+    assert_eq!(st.verify_failures, 0);
+}
+
+/// Many tasks on all workers allocate trees (pacing triggers collections)
+/// and some collect explicitly, with the verifier on.
+#[test]
+fn multi_worker_stress_with_verifier() {
+    let rt = Runtime::builder().workers(2).heap_config(verify_config(256 << 20)).build().unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|k| {
+            rt.spawn(move || {
+                let keep = tree(10);
+                let mut total = 0;
+                for i in 0..scale(40) {
+                    total += count(tree(7));
+                    if k == 0 && i % 8 == 0 {
+                        Heap::current().unwrap().collect();
+                    }
+                    if i % 4 == 0 {
+                        usurp::yield_now();
+                    }
+                }
+                assert_eq!(count(keep), (1 << 11) - 1);
+                total
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.join().unwrap(), scale(40) * ((1 << 8) - 1));
+    }
+    let st = rt.stats().gc;
+    assert!(st.cycles >= 1);
+    assert_eq!(st.verify_failures, 0);
+    assert_eq!(st.bad_pointers, 0);
+}
+
+/// Past the heap limit, after a full collection, `try_alloc` fails with an
+/// error on a task.
+#[test]
+fn heap_limit_error_from_a_task() {
+    let rt = Runtime::builder().workers(2).heap_limit(4 << 20).gogc(None).build().unwrap();
+    let r = rt.block_on(|| {
+        let mut head: Option<Gc<Node>> = None;
+        for i in 0..10_000_000usize {
+            match try_alloc(<Node as usurp::gc::GcType>::descriptor()) {
+                Ok(r) => {
+                    let n = Gc::<Node>::from_ref(r).unwrap();
+                    n.left.set(head);
+                    head = Some(n);
+                }
+                Err(e) => return Some((i, e)),
+            }
+        }
+        black_box(head);
+        None
+    });
+    let (i, e) = r.expect("the heap limit was never reached");
+    assert!(i > 1000, "failed too early ({i})");
+    assert!(matches!(e, AllocError::HeapExhausted { .. }), "{e:?}");
+    assert!(e.to_string().contains("limit"), "{e}");
+}
+
+/// A finalizer runs on a task after its object becomes unreachable.
+#[test]
+fn finalizers_run_on_a_task() {
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    static ON_TASK: AtomicUsize = AtomicUsize::new(0);
+    let rt = Runtime::builder().workers(2).gogc(None).build().unwrap();
+    rt.block_on(|| {
+        #[inline(never)]
+        fn make() {
+            let heap = Heap::current().unwrap();
+            for _ in 0..8 {
+                let n = node(5, None, None);
+                heap.set_finalizer(n.raw(), |_| {
+                    RAN.fetch_add(1, Ordering::SeqCst);
+                    if usurp::task::id().is_some() {
+                        ON_TASK.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        }
+        make();
+        // Clobber the stack area `make` used, so no stale copy keeps them.
+        #[inline(never)]
+        fn scrub() {
+            black_box([0usize; 512]);
+        }
+        scrub();
+        let heap = Heap::current().unwrap();
+        for _ in 0..1000 {
+            heap.collect();
+            for _ in 0..20 {
+                usurp::sleep(Duration::from_millis(1));
+                if RAN.load(Ordering::SeqCst) >= 6 {
+                    return;
+                }
+            }
+        }
+    });
+    // Conservative scanning may retain a few; most must be finalized.
+    assert!(RAN.load(Ordering::SeqCst) >= 6, "finalizers ran: {}", RAN.load(Ordering::SeqCst));
+    assert_eq!(ON_TASK.load(Ordering::SeqCst), RAN.load(Ordering::SeqCst));
+}
+
+preemptible! {
+    fn spin_counting(stop: &AtomicBool, count: &AtomicU64) {
+        let mut n = 0u64;
+        loop {
+            // SAFETY: volatile read of a valid AtomicBool.
+            if unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } != 0 {
+                break;
+            }
+            n = n.wrapping_add(1);
+            // SAFETY: a valid aligned u64 written only here.
+            unsafe { std::ptr::write_volatile(count.as_ptr(), n) };
+        }
+    }
+}
+
+/// Stop-the-world from outside the runtime completes with one task inside
+/// `blocking` and one spinning in preemptible code: while stopped, neither
+/// the loop advances nor does the blocking task return from `blocking`.
+#[test]
+fn stop_the_world_with_blocking_and_tight_loop_tasks() {
+    let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (s2, c2) = (stop.clone(), count.clone());
+    let spinner = rt.spawn(move || spin_counting(&s2, &c2));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let in_blocking = Arc::new(AtomicBool::new(false));
+    let returned = Arc::new(AtomicBool::new(false));
+    let (ib, ret) = (in_blocking.clone(), returned.clone());
+    let blocker = rt.spawn(move || {
+        usurp::blocking(|| {
+            ib.store(true, Ordering::SeqCst);
+            rx.recv().unwrap();
+        });
+        ret.store(true, Ordering::SeqCst);
+    });
+    while count.load(Ordering::Relaxed) == 0 || !in_blocking.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rounds = scale(20);
+    for _ in 0..rounds {
+        rt.stop_the_world();
+        let c = count.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(count.load(Ordering::SeqCst), c, "a stopped task ran");
+        rt.start_the_world();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Release the blocking call while the world is stopped: it must not return.
+    rt.stop_the_world();
+    tx.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!returned.load(Ordering::SeqCst), "blocking returned while the world was stopped");
+    rt.start_the_world();
+    blocker.join().unwrap();
+    assert!(returned.load(Ordering::SeqCst));
+    stop.store(true, Ordering::SeqCst);
+    spinner.join().unwrap();
+    let st = rt.stats().stw;
+    assert_eq!(st.stops, rounds as u64 + 1);
+    assert_eq!(st.ttsp_samples.len(), rounds + 1);
+}
+
+/// Stop-the-world from a task: the caller keeps running, the others stop.
+#[test]
+fn stop_the_world_from_a_task() {
+    let rt = Arc::new(Runtime::builder().workers(2).quantum(Duration::from_millis(1)).build().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let spinners: Vec<_> = (0..3)
+        .map(|_| {
+            let (s2, c2) = (stop.clone(), count.clone());
+            rt.spawn(move || spin_counting(&s2, &c2))
+        })
+        .collect();
+    let rt2 = rt.clone();
+    let c2 = count.clone();
+    let r = rt.spawn(move || {
+        while c2.load(Ordering::Relaxed) == 0 {
+            usurp::yield_now();
+        }
+        let mut stopped_ok = 0;
+        for _ in 0..scale(20) {
+            rt2.stop_the_world();
+            let c = c2.load(Ordering::SeqCst);
+            let mut x = 0u64;
+            for i in 0..200_000u64 {
+                x = black_box(x.wrapping_add(i));
+            }
+            if c2.load(Ordering::SeqCst) == c {
+                stopped_ok += 1;
+            }
+            rt2.start_the_world();
+            usurp::yield_now();
+        }
+        stopped_ok
+    });
+    assert_eq!(r.join().unwrap(), scale(20));
+    stop.store(true, Ordering::SeqCst);
+    for s in spinners {
+        s.join().unwrap();
+    }
+}
