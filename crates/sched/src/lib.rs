@@ -99,6 +99,7 @@ mod spin;
 mod stack;
 pub mod sync;
 mod sys;
+mod sysmon;
 mod tcb;
 mod timer;
 mod wait;

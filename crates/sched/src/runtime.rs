@@ -185,6 +185,7 @@ impl Builder {
                 stw: crate::stw::Stw::new(workers),
                 heap: heap.clone(),
                 preempt: PreemptConfig { enabled: preempt_on, quantum: self.quantum },
+                sysmon: Default::default(),
                 workers: (0..workers).map(|i| Worker::new(i, sp)).collect(),
                 global: SpinLock::new(TaskList::new()),
                 global_len: AtomicUsize::new(0),
@@ -206,6 +207,9 @@ impl Builder {
                 me: weak.clone(),
             }
         });
+        if preempt_on {
+            crate::sysmon::start(&shared);
+        }
         for i in 0..workers {
             if let Err(e) = shared.start_thread(&shared.workers[i]) {
                 // Stop whatever started.
@@ -398,6 +402,7 @@ pub(crate) struct Shared {
     pub(crate) stw: crate::stw::Stw,
     pub(crate) heap: Heap,
     pub(crate) preempt: PreemptConfig,
+    pub(crate) sysmon: crate::sysmon::Sysmon,
     pub(crate) global: SpinLock<TaskList>,
     pub(crate) global_len: AtomicUsize,
     pub(crate) nidle: AtomicUsize,

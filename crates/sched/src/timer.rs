@@ -85,10 +85,16 @@ pub fn sleep(d: Duration) {
     }
     let deadline = now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let sh = w.shared();
-    if sh.add_timer(deadline, cur) && sh.nidle.load(Ordering::SeqCst) > 0 {
-        // An idle worker may be sleeping with a later timeout: let it
-        // recompute.
-        sh.wake_one_idle();
+    if sh.add_timer(deadline, cur) {
+        if sh.nidle.load(Ordering::SeqCst) > 0 {
+            // An idle worker may be sleeping with a later timeout: let it
+            // recompute.
+            sh.wake_one_idle();
+        } else if sh.preempt.enabled {
+            // Every worker is busy: the timer monitor makes sure one of them
+            // looks at the timers when this one is due.
+            crate::sysmon::timer_added(sh, deadline);
+        }
     }
     // Exactly one unpark comes: from the timer.
     crate::worker::park_current();

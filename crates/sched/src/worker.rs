@@ -625,6 +625,11 @@ pub(crate) fn preempt_current() {
         task.pinned_worker.set(w.index);
         w.pinned.set(w.pinned.get() + 1);
     }
+    // A worker saturated by tight loops only reaches its scheduler loop now
+    // and then (a direct switch follows every preemption): fire due timers
+    // here, once per quantum, so that sleepers wake within a quantum. Woken
+    // tasks go to `runnext` (this task is still current) and run next.
+    w.shared().run_timers();
     let next = w.next_fast();
     // SAFETY: per `switch_to`'s contract.
     unsafe { switch_to(m, w, cur, next, A_PREEMPT) };

@@ -1,0 +1,101 @@
+//! The timer monitor (a small cousin of Go's sysmon).
+//!
+//! Workers fire due timers in their scheduler loops and after every
+//! asynchronous preemption, and an idle worker sleeps with a futex timeout
+//! equal to the time left to the earliest timer. When every worker is busy
+//! running tasks that do not switch (tight loops), nobody would look at the
+//! timers until the next quantum ends: a task sleeping 1 ms would wake up to a
+//! quantum late. So each runtime with async preemption has one monitor
+//! thread that sleeps until the earliest timer is due (woken early by `sleep`
+//! when it adds an earlier one) and then, if no worker is idle or searching,
+//! sends a preemption request to a busy worker: its task is preempted at the
+//! next safe point, the park path fires the due timers, and the woken task
+//! runs next on that worker (`runnext`). If the running code is not
+//! preemptible, the request sets its checkpoint flag instead. The monitor
+//! uses no CPU when no timer is pending, and never touches the switch path.
+
+use crate::runtime::Shared;
+use crate::sys::{futex_wait, futex_wake, now_ns};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+/// Longest sleep of the monitor (it re-checks for shutdown this often).
+const MAX_SLEEP_NS: u64 = 10_000_000;
+/// How long to wait for a requested preemption to fire a due timer before
+/// asking again (another worker).
+const RETRY_NS: u64 = 50_000;
+
+#[derive(Default)]
+pub(crate) struct Sysmon {
+    word: AtomicU32,
+    /// When the monitor plans to wake up (monotonic ns).
+    planned: AtomicU64,
+    cursor: AtomicUsize,
+}
+
+/// Starts the monitor thread of `sh`.
+pub(crate) fn start(sh: &Arc<Shared>) {
+    let weak = Arc::downgrade(sh);
+    let _ = std::thread::Builder::new().name("usurp-sysmon".into()).spawn(move || run(weak));
+}
+
+/// Called by `sleep` after adding the earliest timer while no worker is idle.
+pub(crate) fn timer_added(sh: &Shared, deadline: u64) {
+    let m = &sh.sysmon;
+    if deadline < m.planned.load(Ordering::SeqCst) {
+        m.word.store(1, Ordering::SeqCst);
+        futex_wake(&m.word, 1);
+    }
+}
+
+fn run(weak: Weak<Shared>) {
+    loop {
+        let Some(sh) = weak.upgrade() else { return };
+        if sh.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let m = &sh.sysmon;
+        m.word.store(0, Ordering::SeqCst);
+        let now = now_ns();
+        let nt = sh.next_timer.load(Ordering::SeqCst);
+        let planned = if nt <= now {
+            if sh.nidle.load(Ordering::SeqCst) == 0 && sh.nspinning.load(Ordering::SeqCst) == 0 {
+                preempt_one(&sh);
+            } else {
+                sh.notify();
+            }
+            now + RETRY_NS
+        } else {
+            nt.min(now + MAX_SLEEP_NS)
+        };
+        m.planned.store(planned, Ordering::SeqCst);
+        // A timer added after our read of next_timer wakes us via `word`.
+        if sh.next_timer.load(Ordering::SeqCst) < planned && nt > now {
+            continue;
+        }
+        // Sleep without keeping the runtime alive.
+        let word = &m.word as *const AtomicU32;
+        let keep = Arc::clone(&sh);
+        drop(sh);
+        // SAFETY: `keep` holds the shared state (and `word`) alive meanwhile.
+        futex_wait(unsafe { &*word }, 0, Some(planned.saturating_sub(now_ns()).max(1)));
+        drop(keep);
+    }
+}
+
+/// Asks a worker running a task to get off its CPU (round robin).
+fn preempt_one(sh: &Shared) {
+    let n = sh.workers.len();
+    let start = sh.sysmon.cursor.fetch_add(1, Ordering::Relaxed);
+    for i in 0..n {
+        let w = &sh.workers[(start + i) % n];
+        if w.running_task.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { w.slot.load(Ordering::Acquire).as_ref() } {
+            let _ = usurp_preempt::request_preempt(s);
+            return;
+        }
+    }
+}
