@@ -5,12 +5,19 @@
 //! directly without binfmt_misc, so it is started through the emulator,
 //! as tests/sched_util does for child processes.
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary to completion, failing the test if it is still running
+/// after `LIMIT` (a hang detector, not a speed check: the runs below take a
+/// few seconds).
+const LIMIT: Duration = Duration::from_secs(300);
 
 fn run_stress(args: &[&str]) -> Output {
     let exe = env!("CARGO_BIN_EXE_usurp-stress");
-    let direct = Command::new(exe).args(args).output();
+    let direct = run_with_limit(Command::new(exe).args(args));
     // Under qemu-user without binfmt_misc the exec fails: ENOEXEC, or (when
     // spawn is emulated with fork + exec) a silent exit status 127.
     let exec_failed = match &direct {
@@ -21,13 +28,37 @@ fn run_stress(args: &[&str]) -> Output {
         return direct.unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
     }
     let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-    Command::new(&qemu)
-        .arg("-L")
-        .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
-        .arg(exe)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {exe} directly or through {qemu}: {e}"))
+    run_with_limit(
+        Command::new(&qemu).arg("-L").arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH)).arg(exe).args(args),
+    )
+    .unwrap_or_else(|e| panic!("cannot start {exe} directly or through {qemu}: {e}"))
+}
+
+fn run_with_limit(cmd: &mut Command) -> std::io::Result<Output> {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+            panic!("usurp-stress still running after {LIMIT:?} (hang?); stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
 }
 
 /// True when this test runs under qemu-user (then signals are emulated and

@@ -724,7 +724,7 @@ fn gc_structures(ctx: &Ctx, kind: Kind, seed: u64) -> TaskResult {
             checkpoint();
         }
         check(&mut s);
-        if round % 64 == 0 {
+        if round % 16 == 0 {
             heap.collect();
             bump(&ctx.c.explicit_collections, 1);
             check(&mut s);
