@@ -726,9 +726,10 @@ mod tests {
     static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
     static HITS: AtomicU64 = AtomicU64::new(0);
 
-    /// Flips one bit of x21 in the interrupted context when the PC is inside
-    /// the check loop and more than one iteration remains (so the loop must
-    /// see it before returning).
+    /// Flips one bit of x21, or (every other time) of the upper half of v9,
+    /// in the interrupted context when the PC is inside the check loop and
+    /// more than one iteration remains (so the loop must see it before
+    /// returning).
     extern "C" fn corrupt(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
         let uc = uc as *mut libc::ucontext_t;
         // SAFETY: the kernel passes a valid ucontext; sp is the routine's
@@ -741,7 +742,22 @@ mod tests {
             if lo <= pc && pc < hi {
                 let remaining = (m.sp as usize as *const u64).read();
                 if remaining > 1 {
-                    m.regs[21] ^= 1 << 20;
+                    // The FP/SIMD record is always the first one in the
+                    // reserved area; sigreturn restores q0-q31 from it,
+                    // unless an SVE record with payload follows (then the Z
+                    // registers are restored from that; QEMU always writes
+                    // one): corrupt a GPR instead then.
+                    let fpsimd = (*(uc as *mut crate::layout::UContext)).uc_mcontext.reserved.0.as_mut_ptr()
+                        as *mut crate::layout::FpsimdContext;
+                    let sve = crate::sigctx::vector_state(uc as *const libc::c_void).sve_live;
+                    if HITS.load(Ordering::SeqCst) % 2 == 1
+                        && !sve
+                        && (*fpsimd).head.magic == crate::layout::FPSIMD_MAGIC
+                    {
+                        (*fpsimd).vregs[9] ^= 1u128 << 100;
+                    } else {
+                        m.regs[21] ^= 1 << 20;
+                    }
                     HITS.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -777,7 +793,7 @@ mod tests {
         let tid = rx.recv().unwrap();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        while HITS.load(Ordering::SeqCst) < 5 {
+        while HITS.load(Ordering::SeqCst) < 6 {
             let before = ATTEMPTS.load(Ordering::SeqCst);
             // SAFETY: signals a live thread of this process.
             assert_eq!(unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) }, 0);

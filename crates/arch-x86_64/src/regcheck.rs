@@ -539,9 +539,10 @@ mod tests {
     static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
     static HITS: AtomicU64 = AtomicU64::new(0);
 
-    /// Flips one bit of r12 in the interrupted context when the PC is inside
-    /// the check loop and more than one iteration remains (so the loop must
-    /// see it before returning).
+    /// Flips one bit of r12, or (every other time, when vector registers
+    /// are checked) of xmm5, in the interrupted context when the PC is
+    /// inside the check loop and more than one iteration remains (so the
+    /// loop must see it before returning).
     extern "C" fn corrupt(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
         let uc = uc as *mut libc::ucontext_t;
         // SAFETY: the kernel passes a valid ucontext; rbp is the routine's
@@ -553,8 +554,16 @@ mod tests {
             let (lo, hi) = check_range();
             if lo <= pc && pc < hi {
                 let remaining = ((g[libc::REG_RBP as usize] as usize - 48) as *const u64).read();
+                let fp = (*uc).uc_mcontext.fpregs;
                 if remaining > 1 {
-                    g[libc::REG_R12 as usize] ^= 1 << 20;
+                    if HITS.load(Ordering::SeqCst) % 2 == 1 && vector_mode() > 0 && !fp.is_null() {
+                        // The kernel restores xmm0-15 from the legacy area of
+                        // the saved FP state (the SSE component is live: it
+                        // holds the patterns).
+                        (*fp)._xmm[5].element[1] ^= 1 << 9;
+                    } else {
+                        g[libc::REG_R12 as usize] ^= 1 << 20;
+                    }
                     HITS.fetch_add(1, Ordering::SeqCst);
                 }
             }
