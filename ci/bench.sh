@@ -28,3 +28,31 @@ row() { awk -v n="$1" -v u="$2" -v g="$3" 'BEGIN { printf "%-32s usurp %8.1f ns 
 row "yield (Gosched)" "$u_yield" "$g_yield"
 row "channel ping-pong round trip" "$u_ping" "$g_ping"
 row "spawn+join" "$u_spawn" "$g_spawn"
+
+# ---- preemption (benches/preempt.rs) beside ../shared/anchors/run.sh preempt --------
+# (appended by the integration work; goals from issue 3: wake p99 <= quantum +
+# 100 us at 1 ms, <= 250 us at 100 us; throughput within 1% of async off)
+echo
+echo "== usurp preemption (benches/preempt.rs)"
+cargo bench -q -p usurp --bench preempt 2>/dev/null
+echo "== Go preemption anchor"
+bash "$anchors" preempt
+
+# ---- binary-trees (benches/binarytrees.rs) beside ../shared/anchors/run.sh binarytrees
+# (issue 4 goals: wall <= 0.8x Go's, max RSS <= Go's)
+depth=${BT_DEPTH:-21}
+cargo bench -q -p usurp --bench binarytrees --no-run 2>/dev/null
+tdir=${CARGO_TARGET_DIR:-target}
+bt=$(ls -t "$tdir"/release/deps/binarytrees-* | grep -v '\.d$' | head -1)
+echo
+echo "== binary-trees $depth"
+u=$( { /usr/bin/time -f "usurp binary-trees $depth: wall %e s, max RSS %M KB" "$bt" "$depth" >/dev/null; } 2>&1 | grep '^usurp binary-trees.*RSS')
+g=$(bash "$anchors" binarytrees "$depth" 2>&1)
+echo "$u"
+echo "$g"
+gw=$(echo "$g" | sed -nE 's/^go binary-trees.*wall ([0-9.]+) s.*/\1/p')
+gr=$(echo "$g" | sed -nE 's/^go binary-trees.*RSS ([0-9]+) KB.*/\1/p')
+uw=$(echo "$u" | sed -nE 's/.*wall ([0-9.]+) s.*/\1/p')
+ur=$(echo "$u" | sed -nE 's/.*RSS ([0-9]+) KB.*/\1/p')
+awk -v uw="$uw" -v gw="$gw" -v ur="$ur" -v gr="$gr" \
+  'BEGIN { printf "binary-trees ratios usurp/Go: wall %.2f (goal <= 0.80), max RSS %.2f (goal <= 1.00)\n", uw / gw, ur / gr }'

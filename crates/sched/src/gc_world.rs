@@ -19,6 +19,7 @@
 //!   `stw::safe_region`); the closure's own frames below it are not scanned
 //!   (it must not hold the only reference to a heap object, as documented on
 //!   `blocking`).
+//!
 //! The range is `[saved_sp - arch::RED_ZONE, stack_hi)` (RED_ZONE = 128 on
 //! x86-64, 0 on aarch64), clipped to the stack's mapping. Worker threads'
 //! own stacks (their scheduler loops) are not scanned: they run no code that
@@ -26,7 +27,8 @@
 //! The caller's own stack is scanned by the GC from
 //! [`World::current_stack_bounds`].
 //!
-//! **Parallel marking** runs on the parked workers (see `stw::run_parallel`).
+//! **Parallel marking** runs on the parked workers and `workers - 1` marker
+//! threads owned by the runtime (see `stw::run_parallel`, `stw::start_markers`).
 //!
 //! **Finalizers**: `finalizers_pending` spawns a task that runs
 //! `Heap::run_pending_finalizers`.

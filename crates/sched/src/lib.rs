@@ -70,8 +70,21 @@
 //! thread); the pin clears at the task's next cooperative switch.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
-//! `[saved_sp - 128, hi)` conservatively. Stop-the-world itself (the gc
-//! crate's `World` trait) is implemented by later work on top of these.
+//! `[saved_sp - RED_ZONE, hi)` conservatively.
+//!
+//! **Integration** (`preempt_glue.rs`, `stw.rs`, `gc_world.rs`,
+//! `sysmon.rs`). Every runtime thread registers a `usurp_preempt::WorkerSlot`
+//! (timer, alternate signal stack) and attaches to the runtime's GC heap;
+//! `switch_to` and the scheduler loop call `switch_out`/`switch_in` (no
+//! system call, no clock read); idle sleeps, stop-the-world parking and
+//! `blocking` disarm the thread's timer. An async-preempted task parks
+//! pinned to its worker (and the park path fires due timers); `checkpoint()`
+//! yields. Stop-the-world sends preemption requests to busy workers and
+//! parks every worker at its next scheduling decision (see `stw.rs` for the
+//! contract: a non-preemptible loop without `checkpoint()` delays it).
+//! `gc_world.rs` implements the GC's `World` (conservative ranges of stopped
+//! tasks, marking on parked workers, finalizer tasks). `sysmon.rs` makes a
+//! busy worker look at due timers when nobody else would.
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
 //! reaches its scheduler loop; tasks that have not finished are abandoned:

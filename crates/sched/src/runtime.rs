@@ -210,6 +210,7 @@ impl Builder {
         if preempt_on {
             crate::sysmon::start(&shared);
         }
+        crate::stw::start_markers(&shared, workers - 1);
         for i in 0..workers {
             if let Err(e) = shared.start_thread(&shared.workers[i]) {
                 // Stop whatever started.

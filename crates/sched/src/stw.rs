@@ -321,6 +321,48 @@ pub(crate) fn run_parallel(sh: &Shared, n: usize, f: &(dyn Fn(usize) + Sync)) {
     g.job = None;
 }
 
+/// Starts `n` marker threads for `sh`: they serve [`run_parallel`] jobs
+/// (parallel marking) besides the parked workers. Workers that wait in a
+/// safe region (e.g. a task whose allocation waits for the collection in
+/// progress) cannot mark, so without these a collection often marks alone.
+/// They run no task and hold no heap pointers of their own (their stacks are
+/// not scanned); they exit when the runtime shuts down.
+pub(crate) fn start_markers(sh: &std::sync::Arc<Shared>, n: usize) {
+    for k in 0..n {
+        let weak = std::sync::Arc::downgrade(sh);
+        let _ = std::thread::Builder::new().name(format!("usurp-marker-{k}")).spawn(move || marker_main(weak));
+    }
+}
+
+fn marker_main(weak: std::sync::Weak<Shared>) {
+    loop {
+        let Some(sh) = weak.upgrade() else { return };
+        if sh.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let stw = &sh.stw;
+        let mut g = stw.lock();
+        while let Some(job) = g.job.as_mut() {
+            if job.next >= job.n {
+                break;
+            }
+            let i = job.next;
+            job.next += 1;
+            let f = job.f;
+            drop(g);
+            // SAFETY: the stopper waits for this index to complete before
+            // its closure goes away.
+            unsafe { (*f)(i) };
+            g = stw.lock();
+            if let Some(job) = g.job.as_mut() {
+                job.done += 1;
+            }
+            stw.cv.notify_all();
+        }
+        let _ = stw.cv.wait_timeout(g, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
 /// Marks the calling thread's worker (index `i`) as stopped-safe: its thread
 /// is about to block in a closure that does not touch the heap.
 pub(crate) fn enter_safe(sh: &Shared, i: usize) {

@@ -1,0 +1,79 @@
+//! Benchmarks Game binary-trees on usurp tasks and the usurp GC, written like
+//! the Go anchor (`../shared/anchors/go/binarytrees/main.go`): one task per
+//! depth band. Depth from the first argument (default 21). Prints the usual
+//! output, then wall time and GC figures. Compare with
+//! `/usr/bin/time -f "%e s %M KB" target/release/deps/binarytrees-* 21`
+//! against `../shared/anchors/run.sh binarytrees 21`.
+
+use std::time::Instant;
+use usurp::gc::{gc_type, Gc, Member};
+use usurp::Runtime;
+
+#[repr(C)]
+struct Node {
+    left: Member<Node>,
+    right: Member<Node>,
+}
+gc_type!(Node { left, right });
+
+fn create(d: u32) -> Gc<Node> {
+    if d == 0 {
+        Gc::new(Node { left: Member::new(None), right: Member::new(None) })
+    } else {
+        let l = create(d - 1);
+        let r = create(d - 1);
+        Gc::new(Node { left: Member::new(Some(l)), right: Member::new(Some(r)) })
+    }
+}
+
+fn check(n: Gc<Node>) -> usize {
+    match (n.left.get(), n.right.get()) {
+        (Some(l), Some(r)) => 1 + check(l) + check(r),
+        _ => 1,
+    }
+}
+
+fn main() {
+    let n: u32 = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(21);
+    let t0 = Instant::now();
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let rt = Runtime::builder().workers(workers).stack_size(1 << 20).build().expect("runtime");
+    let out = rt.block_on(move || {
+        let min_d = 4;
+        let max_d = n.max(min_d + 2);
+        let stretch = max_d + 1;
+        let mut out = vec![format!("stretch tree of depth {stretch}\t check: {}", check(create(stretch)))];
+        let long = create(max_d);
+        let bands: Vec<_> = (min_d..=max_d)
+            .step_by(2)
+            .map(|d| {
+                usurp::spawn(move || {
+                    let iters = 1usize << (max_d - d + min_d);
+                    let mut chk = 0;
+                    for _ in 0..iters {
+                        chk += check(create(d));
+                    }
+                    format!("{iters}\t trees of depth {d}\t check: {chk}")
+                })
+            })
+            .collect();
+        for b in bands {
+            out.push(b.join().unwrap());
+        }
+        out.push(format!("long lived tree of depth {max_d}\t check: {}", check(long)));
+        out
+    });
+    for l in out {
+        println!("{l}");
+    }
+    let st = rt.stats();
+    eprintln!(
+        "usurp binary-trees {n}: wall {:.2} s, workers {workers}, gc cycles {}, total pause {:?}, pause p50 {:?} p99 {:?}, ttsp p99 {:?}",
+        t0.elapsed().as_secs_f64(),
+        st.gc.cycles,
+        st.gc.total_pause,
+        st.gc.pause_percentile(0.5),
+        st.gc.pause_percentile(0.99),
+        st.gc.ttsp_percentile(0.99),
+    );
+}

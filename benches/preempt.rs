@@ -1,0 +1,165 @@
+//! Preemption benchmarks (issue 3), comparable with
+//! `../shared/anchors/run.sh preempt` (Go): 2 workers saturated by 4 tight
+//! loops (no calls, in `preemptible!` code).
+//!   (a) wake latency: how late a task sleeping 1 ms wakes up, p50/p99/max,
+//!       at a 1 ms and a 100 µs quantum;
+//!   (b) `heap.collect()` while the loops spin: time-to-safepoint and pause
+//!       (p50/p99) from the GC's stats, and the wall time of the call;
+//!   (c) loop throughput at a 1 ms quantum against async preemption off.
+//! Run: `cargo bench -p usurp --bench preempt` (args: probes, collections).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use usurp::gc::{gc_type, Gc, Heap, Member};
+use usurp::{preemptible, Runtime};
+
+preemptible! {
+    fn spin(stop: &AtomicBool, iters: &AtomicU64) {
+        let mut x = 0u64;
+        loop {
+            // SAFETY: volatile read of a valid AtomicBool (no call).
+            if unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } != 0 {
+                break;
+            }
+            x = x.wrapping_add(1);
+            if x & 0xffff == 0 {
+                iters.fetch_add(0x10000, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[repr(C)]
+struct Node {
+    left: Member<Node>,
+    right: Member<Node>,
+}
+gc_type!(Node { left, right });
+
+fn tree(d: u32) -> Gc<Node> {
+    if d == 0 {
+        Gc::new(Node { left: Member::new(None), right: Member::new(None) })
+    } else {
+        Gc::new(Node { left: Member::new(Some(tree(d - 1))), right: Member::new(Some(tree(d - 1))) })
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+struct Loops {
+    stop: Arc<AtomicBool>,
+    iters: Arc<AtomicU64>,
+    handles: Vec<usurp::JoinHandle<()>>,
+}
+
+fn start_loops(rt: &Runtime, n: usize) -> Loops {
+    let stop = Arc::new(AtomicBool::new(false));
+    let iters = Arc::new(AtomicU64::new(0));
+    let handles = (0..n)
+        .map(|_| {
+            let (s, i) = (stop.clone(), iters.clone());
+            rt.spawn(move || spin(&s, &i))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    Loops { stop, iters, handles }
+}
+
+impl Loops {
+    fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+    }
+}
+
+fn wake_latency(quantum: Duration, probes: usize) {
+    let rt = Runtime::builder().workers(2).quantum(quantum).build().unwrap();
+    let loops = start_loops(&rt, 4);
+    let mut lat = rt.block_on(move || {
+        let mut lat = Vec::with_capacity(probes);
+        for _ in 0..probes {
+            let t0 = Instant::now();
+            usurp::sleep(Duration::from_millis(1));
+            lat.push(t0.elapsed().saturating_sub(Duration::from_millis(1)));
+        }
+        lat
+    });
+    loops.finish();
+    let (p50, p99, max) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
+    println!("wake latency (1ms sleep overshoot), quantum {quantum:?}: p50={p50:?} p99={p99:?} max={max:?}");
+}
+
+fn gc_while_spinning(collections: usize) {
+    let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).gogc(None).build().unwrap();
+    let loops = start_loops(&rt, 4);
+    let mut wall = rt.block_on(move || {
+        let keep = tree(16); // ~64K live objects
+        let heap = Heap::current().unwrap();
+        let mut wall = Vec::with_capacity(collections);
+        for _ in 0..collections {
+            let t0 = Instant::now();
+            heap.collect();
+            wall.push(t0.elapsed());
+        }
+        black_box(keep);
+        wall
+    });
+    loops.finish();
+    let st = rt.stats();
+    let mut ttsp = st.gc.ttsp.clone();
+    let mut pause = st.gc.pauses.clone();
+    println!(
+        "heap.collect() while 4 loops spin on 2 workers: wall p50={:?} p99={:?}; time-to-safepoint p50={:?} p99={:?}; pause p50={:?} p99={:?} ({} cycles)",
+        pct(&mut wall, 0.5),
+        pct(&mut wall, 0.99),
+        pct(&mut ttsp, 0.5),
+        pct(&mut ttsp, 0.99),
+        pct(&mut pause, 0.5),
+        pct(&mut pause, 0.99),
+        st.gc.cycles
+    );
+}
+
+/// Loop iterations per second over `secs` with 4 loops on 2 workers.
+fn throughput(async_on: bool, secs: f64) -> f64 {
+    let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).async_preemption(async_on).build().unwrap();
+    let loops = start_loops(&rt, if async_on { 4 } else { 2 });
+    let i0 = loops.iters.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let rate = (loops.iters.load(Ordering::Relaxed) - i0) as f64 / t0.elapsed().as_secs_f64();
+    loops.finish();
+    rate
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let probes = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let collections = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    println!("usurp workers=2 loops=4");
+    wake_latency(Duration::from_millis(1), probes);
+    wake_latency(Duration::from_micros(100), probes);
+    wake_latency(usurp::DEFAULT_QUANTUM, probes / 10);
+    gc_while_spinning(collections);
+    // Alternate to cancel drift; async off runs 2 loops (one per worker: the
+    // other two would never run).
+    let (mut on, mut off) = (0.0, 0.0);
+    for _ in 0..3 {
+        on += throughput(true, 0.5);
+        off += throughput(false, 0.5);
+    }
+    println!(
+        "loop throughput, quantum 1ms: {:.3e} iter/s with async preemption, {:.3e} without (ratio {:.4})",
+        on / 3.0,
+        off / 3.0,
+        on / off
+    );
+    println!("preemption stats: {:?}", usurp::preempt::stats());
+}
