@@ -173,6 +173,9 @@ pub struct Counters {
     pub sleeps: AtomicU64,
     pub blocking_calls: AtomicU64,
     pub live_tasks: AtomicU64,
+    /// Units of work done per kind (indexed like [`KINDS`]): a kind whose
+    /// tasks did nothing during the whole run was starved.
+    pub progress: [AtomicU64; KINDS.len()],
     /// Failure descriptions printed so far (capped).
     reported: AtomicU64,
 }
@@ -214,6 +217,25 @@ impl Ctx {
 
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Ctx {
+    /// Counts one unit of progress of `kind`.
+    fn progress(&self, kind: Kind) {
+        if let Some(i) = KINDS.iter().position(|&k| k == kind) {
+            bump(&self.c.progress[i], 1);
+        }
+    }
+
+    /// The kinds that had tasks in `plan` but made no progress at all.
+    pub fn starved(&self, plan: &Plan) -> Vec<Kind> {
+        KINDS
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| plan.counts[i] > 0 && self.c.progress[i].load(Ordering::SeqCst) == 0)
+            .map(|(_, &k)| k)
+            .collect()
+    }
 }
 
 /// What the coordinator gathers from the tasks.
@@ -381,6 +403,7 @@ fn registers(ctx: &Ctx, seed: u64) -> TaskResult {
             bump(&ctx.c.reg_mismatches, m - 1);
         }
         bump(&ctx.c.reg_iterations, REG_ITERS);
+        ctx.progress(Kind::Registers);
         k += 1;
     }
     TaskResult::default()
@@ -690,6 +713,7 @@ fn gc_structures(ctx: &Ctx, kind: Kind, seed: u64) -> TaskResult {
         round += 1;
         let mut s = Structure::build(kind, &mut rng);
         bump(&ctx.c.structures, 1);
+        ctx.progress(kind);
         let mut seen = ctx.gc_cycles.load(Ordering::Relaxed);
         // Every third structure is also held in a Root and reached through it.
         let root = (round % 3 == 0).then(|| heap.add_root(Some(s.handle())));
@@ -773,6 +797,7 @@ fn barrier(ctx: &Ctx, seed: u64) -> TaskResult {
             }
         }
         bump(&ctx.c.barrier_stores, 2 * 4096);
+        ctx.progress(Kind::Barrier);
         // A fresh leaf with the same id replaces a pool entry: slots may
         // point to old or new leaves, both with id j.
         let j = rng.range(0, POOL);
@@ -805,7 +830,10 @@ fn ping(ctx: &Ctx, tx: usurp::Sender<u64>, rx: usurp::Receiver<u64>) -> TaskResu
             break;
         }
         match rx.recv() {
-            Ok(v) if v == i + 1 => bump(&ctx.c.pingpongs, 1),
+            Ok(v) if v == i + 1 => {
+                bump(&ctx.c.pingpongs, 1);
+                ctx.progress(Kind::PingPong);
+            }
             Ok(v) => ctx.fail(&ctx.c.channel_failures, || format!("sent {i}, got back {v}")),
             Err(_) => {
                 ctx.fail(&ctx.c.channel_failures, || "pong hung up".into());
@@ -853,6 +881,7 @@ fn contend(ctx: &Ctx, m: &Mutex<[u64; 2]>) -> TaskResult {
         }
         sections += 1;
         bump(&ctx.c.mutex_sections, 1);
+        ctx.progress(Kind::Mutex);
         if sections % 4 == 0 {
             yield_now();
         }
@@ -870,6 +899,7 @@ fn sleeper(ctx: &Ctx) -> TaskResult {
         usurp::sleep(SLEEP);
         latencies.push(t0.elapsed().saturating_sub(SLEEP).as_nanos() as u64);
         bump(&ctx.c.sleeps, 1);
+        ctx.progress(Kind::Sleepers);
     }
     TaskResult { latencies, ..Default::default() }
 }
@@ -878,6 +908,7 @@ fn blocker(ctx: &Ctx) -> TaskResult {
     while !ctx.stopped() {
         usurp::blocking(|| std::thread::sleep(SLEEP));
         bump(&ctx.c.blocking_calls, 1);
+        ctx.progress(Kind::Blocking);
         // `blocking` runs its closure in place (without a handoff) when the
         // worker holds tasks pinned by an async preemption; a loop of such
         // calls would never give the worker back. Poll like any cooperative

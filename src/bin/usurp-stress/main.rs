@@ -182,7 +182,7 @@ fn main() {
         outcome
     });
     let elapsed = start.elapsed();
-    let summary = report::Summary::collect(&rt, &ctx, &cfg, &outcome, elapsed);
+    let summary = report::Summary::collect(&rt, &ctx, &cfg, &plan, &outcome, elapsed);
     println!("{}", summary.table());
     if let Some(path) = &cli.json {
         if let Err(e) = std::fs::write(path, summary.json()) {
@@ -191,6 +191,10 @@ fn main() {
         }
     }
     let failures = summary.failures();
+    if !summary.starved.is_empty() {
+        // Not a failure counter (the checks above passed), but worth a line.
+        println!("warning: starved: {} made no progress in {:.1} s", summary.starved.join(", "), summary.seconds);
+    }
     if failures.is_empty() {
         println!("result: OK");
     } else {

@@ -173,10 +173,19 @@ pub struct Summary {
     pub heap_committed: usize,
     pub async_preemption: bool,
     pub reg_iterations: u64,
+    /// Kinds whose tasks made no progress during the whole run.
+    pub starved: Vec<&'static str>,
 }
 
 impl Summary {
-    pub fn collect(rt: &Runtime, ctx: &Ctx, cfg: &RunConfig, out: &Outcome, elapsed: Duration) -> Summary {
+    pub fn collect(
+        rt: &Runtime,
+        ctx: &Ctx,
+        cfg: &RunConfig,
+        plan: &Plan,
+        out: &Outcome,
+        elapsed: Duration,
+    ) -> Summary {
         let st = rt.stats();
         let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
         let c = &ctx.c;
@@ -216,6 +225,7 @@ impl Summary {
             heap_committed: st.gc.heap_committed,
             async_preemption: cfg.async_preemption,
             reg_iterations: get(&c.reg_iterations),
+            starved: ctx.starved(plan).iter().map(|k| k.name()).collect(),
         }
     }
 
@@ -279,6 +289,14 @@ impl Summary {
         line(
             "verifier failures",
             format!("{:>12}  (heap verified after every mark; bad pointer slots {})", self.verifier_failures, self.bad_pointers),
+        );
+        line(
+            "starved kinds",
+            if self.starved.is_empty() {
+                format!("{:>12}", "none")
+            } else {
+                format!("{:>12}  (no progress at all: {}; a scheduler fairness problem)", self.starved.len(), self.starved.join(", "))
+            },
         );
         line("task panics", format!("{:>12}", self.panics.len()));
         for p in &self.panics {
