@@ -177,6 +177,11 @@ pub fn yield_now() {
 /// (`max_blocking_threads` reached), if this worker holds tasks pinned after
 /// an async preemption, or outside a task, `f` simply runs in place.
 ///
+/// `f` must not use the GC heap (allocate, or hold the only reference to an
+/// object): the task counts as stopped while `f` runs, so a collection may
+/// run meanwhile; only the frames of the caller up to the `blocking` call are
+/// scanned (with its registers spilled), not `f`'s own frames.
+///
 /// Inside `f`, task operations that need a worker fall back to thread
 /// behaviour (`yield_now` yields the thread, `sleep` sleeps it, blocking
 /// channel and mutex operations block the thread). Panics in `f` propagate.

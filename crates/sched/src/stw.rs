@@ -287,6 +287,14 @@ pub(crate) fn park_worker(w: &Worker) {
     }
 }
 
+/// A worker that stopped for good (shutdown) counts as stopped from now on.
+pub(crate) fn worker_exited(w: &Worker) {
+    let stw = &w.shared().stw;
+    let _g = stw.lock();
+    stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
+    stw.cv.notify_all();
+}
+
 /// Runs `f(0..n)` on the stopper and the parked workers (world stopped).
 pub(crate) fn run_parallel(sh: &Shared, n: usize, f: &(dyn Fn(usize) + Sync)) {
     let stw = &sh.stw;

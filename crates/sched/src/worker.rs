@@ -801,6 +801,7 @@ fn schedule_loop(m: &Machine) {
             // Shutdown: this worker stops; whatever is still queued is
             // abandoned by the runtime.
             m.worker.set(ptr::null());
+            crate::stw::worker_exited(w);
             w.shared().worker_stopped();
             return;
         };
