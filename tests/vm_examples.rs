@@ -38,7 +38,19 @@ fn run(src: &str) -> (Result<(), String>, String) {
     run_with(src, opts())
 }
 
-#[allow(dead_code)] // used by the program tests once tasks can allocate
+/// Run on another thread; a hang (the failure mode of a missing
+/// preemption) becomes a test failure after a generous limit instead of a
+/// stuck test run. Not a timing assertion: a healthy run takes well under
+/// a second natively.
+fn run_guarded(src: &str, o: vm::Options) -> (Result<(), String>, String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let src = src.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_with(&src, o));
+    });
+    rx.recv_timeout(Duration::from_secs(600)).expect("the program hung")
+}
+
 fn program(name: &str) -> String {
     let p = format!("{}/examples/lisp/programs/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
@@ -145,4 +157,126 @@ fn garbage_is_collected_and_live_data_survives() {
     let (r, out) = run(&src);
     assert_eq!(r, Ok(()));
     assert_eq!(out, "#t\n#t\n#t\n0\n0\n");
+}
+
+fn fib(n: i64) -> i64 {
+    if n < 2 {
+        n
+    } else {
+        fib(n - 1) + fib(n - 2)
+    }
+}
+
+#[test]
+fn program_fib() {
+    let n = 10 + scale(12);
+    let (r, out) = run_guarded(&program("fib.lisp"), opts());
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        out,
+        format!(
+            "fib({n}) = {}\ncounter: 3\nin tasks: ({} {} {} {})\nsum below 100000: 4999950000\n",
+            fib(n),
+            fib(n - 3),
+            fib(n - 2),
+            fib(n - 1),
+            fib(n)
+        )
+    );
+}
+
+#[test]
+fn program_allocator() {
+    let rounds = scale(30);
+    // Per round: the list sum, the tree checksum, the vector of lists.
+    let tree = |d: u32| -> i64 {
+        // Nodes: 2^(d+1)-1; leaf labels "0" (1 char each, 2^d leaves);
+        // inner labels "node-k" at depth k (2^(d-k) of them).
+        let nodes = (1i64 << (d + 1)) - 1;
+        let leaves = 1i64 << d;
+        let inner: i64 = (1..=d).map(|k| (1i64 << (d - k)) * format!("node-{k}").len() as i64).sum();
+        nodes + leaves + inner
+    };
+    let per_round = 1_999_000 + tree(10) + 4950;
+    let (r, out) = run_guarded(&program("allocator.lisp"), opts());
+    assert_eq!(r, Ok(()));
+    let s = rounds * per_round;
+    assert_eq!(
+        out,
+        format!("ok ({s} {s} {s} {s})\nlong-lived tree: {}\ncollected: #t\nbad pointers: 0\n", tree(12))
+    );
+}
+
+#[test]
+fn program_producer_consumer() {
+    let n = scale(3000);
+    let per_producer: i64 = (0..n).map(|i| i + i.to_string().len() as i64).sum();
+    let (r, out) = run_guarded(&program("producer-consumer.lisp"), opts());
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, format!("messages: {}\nsum: {}\n", 3 * n, 3 * per_producer));
+}
+
+const INFINITE_LOOP_OUT: &str = "workers returned (10 20 30)\na collection stopped the world, spinner included\n\
+                                 others finished while the spinner spun\n";
+
+#[test]
+fn program_infinite_loop_one_worker() {
+    // One worker: the others run only if the spinner is preempted.
+    let (r, out) = run_guarded(&program("infinite-loop.lisp"), vm::Options { workers: 1, ..opts() });
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, INFINITE_LOOP_OUT);
+}
+
+#[test]
+fn program_infinite_loop_async_preemption_only() {
+    // No checkpoint polls in the eval loop: only asynchronous preemption
+    // (a timer signal landing in the preemptible eval code) can stop the
+    // spinner, both for the sleepers and for the collection's stop-the-world.
+    let o = vm::Options { workers: 1, checkpoints: false, ..opts() };
+    let (r, out) = run_guarded(&program("infinite-loop.lisp"), o);
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, INFINITE_LOOP_OUT);
+}
+
+#[test]
+fn program_infinite_loop_two_workers() {
+    let (r, out) = run_guarded(&program("infinite-loop.lisp"), opts());
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, INFINITE_LOOP_OUT);
+}
+
+#[test]
+fn task_errors_propagate_through_join() {
+    let (r, out) = run("(define t (spawn (lambda () (car 1)))) (display \"spawned\") (newline) (join t)");
+    let e = r.unwrap_err();
+    assert!(e.contains("in spawned task: ") && e.contains("car: expected a pair, got 1"), "{e}");
+    assert_eq!(out, "spawned\n");
+    // Not joined: still reported at exit.
+    let (r, _) = run("(spawn (lambda () (vector-ref (vector) 0))) (sleep 20)");
+    assert_eq!(r, Err("a spawned task failed".to_string()));
+}
+
+#[test]
+fn channels_carry_heap_values_across_collections() {
+    // Values wait in the channel (Rust memory, held by roots) while
+    // collections run; every one must come out intact.
+    let n = scale(2000);
+    let src = format!(
+        r#"
+        (define ch (make-channel))
+        (let loop ((i 0)) (when (< i {n}) (send ch (list i (number->string i) (vector i))) (loop (+ i 1))))
+        (gc) (gc)
+        (define (check i)
+          (let ((m (recv ch)))
+            (and (= (car m) i) (string=? (cadr m) (number->string i)) (= (vector-ref (car (cdr (cdr m))) 0) i))))
+        (display (let loop ((i 0) (ok #t)) (if (= i {n}) ok (loop (+ i 1) (and ok (check i))))))
+        (newline)
+        (define t (spawn (lambda () (make-vector 3 "from a task"))))
+        (gc)
+        (display (join t)) (newline)
+    "#
+    );
+    let (r, out) = run(&src);
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, "#t\n#(from a task from a task from a task)\n");
 }

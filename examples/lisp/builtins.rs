@@ -585,6 +585,7 @@ fn spawn(cx: &Ctx, a: &[Value]) -> R<Value> {
     let rooted: Vec<Rooted> = a.iter().map(|&v| Rooted::new(heap, v)).collect();
     let handle_obj = alloc(types().task)?;
     let interp = cx.interp.clone();
+    cx.interp.live_tasks.fetch_add(1, Ordering::AcqRel);
     let h = usurp::task::Builder::new().spawn(move || {
         let cx = Ctx::new(interp.clone());
         let vals: Vec<Value> = rooted.iter().map(Rooted::get).collect();
@@ -593,18 +594,25 @@ fn spawn(cx: &Ctx, a: &[Value]) -> R<Value> {
         let r = apply(&cx, vals[0], &vals[1..]);
         drop(rooted);
         cx.flush();
-        match r {
+        let out = match r {
             Ok(v) => Ok(Rooted::new(&interp.heap, v)),
+            Err(e) if e.0 == super::eval::CANCELLED => Err(e.0),
             Err(e) => {
                 interp.task_failed.store(true, Ordering::Release);
                 interp.report_task_error(&e.0);
                 Err(e.0)
             }
-        }
+        };
+        // Last: nothing of this task touches the heap after this.
+        interp.live_tasks.fetch_sub(1, Ordering::AcqRel);
+        out
     });
     let h = match h {
         Ok(h) => h,
-        Err(e) => return err(format!("spawn: {e}")),
+        Err(e) => {
+            cx.interp.live_tasks.fetch_sub(1, Ordering::AcqRel);
+            return err(format!("spawn: {e}"));
+        }
     };
     let mut t = cx.interp.tasks.lock().unwrap_or_else(|e| e.into_inner());
     handle_obj.set_word(0, t.len());

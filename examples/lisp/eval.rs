@@ -15,6 +15,10 @@
 //! (the only way a guest program loops), so a task that happens to spend
 //! most of its time in helpers still yields within a call or two.
 //!
+//! The same call sites check the interpreter's `exiting` flag: when the
+//! main program has finished, guest tasks still running are cancelled at
+//! their next call (see `run_program`).
+//!
 //! GC pointers live in Rust locals here (`env`, argument values, the callee)
 //! without any rooting: the task's stack and its saved registers are scanned
 //! conservatively when it is parked.
@@ -23,6 +27,7 @@ use super::builtins::call_prim;
 use super::compile::{Lambda, Node};
 use super::value::*;
 use super::Ctx;
+use std::sync::atomic::Ordering;
 use usurp::gc::GcRef;
 
 usurp::preempt::preemptible! {
@@ -96,7 +101,12 @@ usurp::preempt::preemptible! {
                         Some((lam, cenv)) => {
                             let frame = bind_args(cx, lam, cenv, args, env, *line)?;
                             // A call is the only way to loop: poll here.
-                            usurp::preempt::checkpoint();
+                            if cx.checkpoints {
+                                usurp::preempt::checkpoint();
+                            }
+                            if cx.interp.exiting.load(Ordering::Relaxed) {
+                                return cancelled();
+                            }
                             node = &lam.body;
                             env = Some(frame);
                         }
@@ -109,7 +119,12 @@ usurp::preempt::preemptible! {
                     let clo = make_closure(lam, Some(f))?;
                     frame_set(f, 0, clo);
                     let frame = bind_args(cx, lam, Some(f), inits, env, *line)?;
-                    usurp::preempt::checkpoint();
+                    if cx.checkpoints {
+                        usurp::preempt::checkpoint();
+                    }
+                    if cx.interp.exiting.load(Ordering::Relaxed) {
+                        return cancelled();
+                    }
                     node = &lam.body;
                     env = Some(frame);
                 }
@@ -271,6 +286,15 @@ fn arity_error<T>(lam: &Lambda, got: usize, line: u32) -> R<T> {
 fn not_a_procedure<T>(cx: &Ctx, v: Value, line: u32) -> R<T> {
     Err(at_line(LispError(format!("not a procedure: {}", cx.interp.show(v))), line))
 }
+
+#[cold]
+#[inline(never)]
+fn cancelled<T>() -> R<T> {
+    err(CANCELLED)
+}
+
+/// The error that ends a task cancelled at exit.
+pub const CANCELLED: &str = "cancelled: the program ended";
 
 #[cold]
 #[inline(never)]

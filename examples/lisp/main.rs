@@ -7,13 +7,27 @@
 //! Exit status 0 on success; 1 with a message on stderr for any guest error
 //! (parse errors with line numbers, unbound variables, type errors, heap
 //! exhaustion); 2 for bad command-line arguments.
+//!
+//! `--stats` prints preemption and GC counters at exit. Two mechanisms keep
+//! a spinning guest from starving the others; try them with
+//! `programs/infinite-loop.lisp --workers 1`:
+//! * `--no-checkpoints`: the eval loop stops polling `checkpoint()`; only
+//!   asynchronous preemption (timer signals) interrupts the spinner — and
+//!   the program still finishes.
+//! * `USURP_DEBUG=asyncpreemptoff=1`: timer ticks still come but every
+//!   asynchronous attempt is refused; the refusal sets the checkpoint flag
+//!   and the eval loop yields at its next call — the program finishes too.
+//! * `--cooperative`: no signals at all (`Builder::async_preemption(false)`,
+//!   `checkpoint()` is then a no-op): the spinner keeps its worker and the
+//!   stop-the-world of `(gc)` waits for it forever, as in Go before 1.14.
 
 mod vm;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-const USAGE: &str = "usage: lisp FILE.lisp [--workers N] [--quantum-us U] [--heap-limit-mb M] [--scale F]";
+const USAGE: &str = "usage: lisp FILE.lisp [--workers N] [--quantum-us U] [--heap-limit-mb M] [--scale F]
+                 [--stats] [--no-checkpoints] [--cooperative]";
 
 fn parse_args() -> Result<(String, vm::Options), String> {
     let mut opts = vm::Options::default();
@@ -29,6 +43,9 @@ fn parse_args() -> Result<(String, vm::Options), String> {
             "--quantum-us" => opts.quantum = Duration::from_micros(num("--quantum-us")? as u64),
             "--heap-limit-mb" => opts.heap_limit = (num("--heap-limit-mb")? * 1048576.0) as usize,
             "--scale" => opts.scale = num("--scale")?,
+            "--stats" => opts.print_stats = true,
+            "--no-checkpoints" => opts.checkpoints = false,
+            "--cooperative" => opts.async_preemption = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

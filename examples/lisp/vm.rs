@@ -120,6 +120,11 @@ pub struct Interp {
     pub opts: Options,
     /// Whether a spawned task failed (reported at exit even if never joined).
     pub task_failed: AtomicBool,
+    /// Set when the main program has finished: running guest tasks stop at
+    /// their next call.
+    pub exiting: AtomicBool,
+    /// Spawned guest tasks that have not finished.
+    pub live_tasks: AtomicUsize,
 }
 
 impl Drop for Interp {
@@ -153,6 +158,8 @@ impl Interp {
             sink,
             opts,
             task_failed: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            live_tasks: AtomicUsize::new(0),
         };
         for (i, p) in builtins::PRIMS.iter().enumerate() {
             let s = interp.intern(p.name).expect("few built-ins");
@@ -228,12 +235,13 @@ pub struct Ctx {
     pub out: RefCell<String>,
     pub depth: Cell<usize>,
     pub max_depth: usize,
+    pub checkpoints: bool,
 }
 
 impl Ctx {
     pub fn new(interp: Arc<Interp>) -> Ctx {
-        let max_depth = interp.opts.max_depth;
-        Ctx { interp, out: RefCell::new(String::new()), depth: Cell::new(0), max_depth }
+        let (max_depth, checkpoints) = (interp.opts.max_depth, interp.opts.checkpoints);
+        Ctx { interp, out: RefCell::new(String::new()), depth: Cell::new(0), max_depth, checkpoints }
     }
     /// Write the buffered output up to its last newline.
     pub fn flush_lines(&self) {
@@ -266,6 +274,14 @@ pub struct Options {
     pub max_depth: usize,
     /// Multiplier returned through `(scale n)` (tests shrink loops under qemu).
     pub scale: f64,
+    /// Poll `usurp::preempt::checkpoint()` at every guest call (off: only
+    /// asynchronous preemption interrupts a spinning guest).
+    pub checkpoints: bool,
+    /// Timer signals for preemption (off: fully cooperative scheduling,
+    /// `checkpoint()` does nothing; a spinning guest is never interrupted).
+    pub async_preemption: bool,
+    /// Print runtime statistics to stderr at exit.
+    pub print_stats: bool,
 }
 
 impl Default for Options {
@@ -280,6 +296,9 @@ impl Default for Options {
             // eval_loop + bind_args frames); keep a wide margin.
             max_depth: stack_size / 2048,
             scale: 1.0,
+            checkpoints: true,
+            async_preemption: true,
+            print_stats: false,
         }
     }
 }
@@ -296,29 +315,72 @@ pub fn run_source(cx: &Ctx, src: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Run a whole program: build a runtime, run the top level as a task, and
-/// return when it finishes (tasks still running then are abandoned).
-/// Output goes to `sink`; the error is the message to show the user.
+/// Run a whole program: build a runtime (which owns the GC heap), run the
+/// top level as a task, and return when it finishes. Output goes to
+/// `sink`; the error is the message to show the user.
+///
+/// Guest tasks still running when the main program ends (e.g. a spinner)
+/// are cancelled at their next procedure call, as a process exit kills its
+/// threads; we wait (boundedly) for them to finish before dropping the
+/// runtime, so that no guest allocation — and no collection — starts while
+/// the runtime shuts down. Tasks blocked for good (a `recv` nobody
+/// answers) touch no heap and are abandoned with the runtime.
 pub fn run_program(src: &str, opts: Options, sink: Arc<Sink>) -> Result<(), String> {
+    let rt = usurp::Runtime::builder()
+        .workers(opts.workers)
+        .quantum(opts.quantum)
+        .heap_limit(opts.heap_limit)
+        .stack_size(opts.stack_size)
+        .async_preemption(opts.async_preemption)
+        .thread_name("lisp-worker")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let heap = rt.heap().clone();
     let src = src.to_string();
-    let cfg = usurp::gc::HeapConfig { max_heap: opts.heap_limit, ..Default::default() };
-    let stack = opts.stack_size;
-    let t = std::thread::Builder::new()
-        .name("lisp-main".into())
-        .stack_size(stack)
-        .spawn(move || -> Result<(), String> {
-            let heap = Heap::new(cfg).map_err(|e| e.to_string())?;
-            let _g = heap.attach_thread().map_err(|e| e.to_string())?;
-            let interp = Interp::new(heap, opts, sink);
-            let cx = Ctx::new(interp.clone());
-            let r = run_source(&cx, &src);
-            cx.flush();
-            r?;
-            if interp.task_failed.load(Ordering::Acquire) {
-                return Err("a spawned task failed".into());
+    let print_stats = opts.print_stats;
+    let main = move || -> (Result<(), String>, Arc<Interp>) {
+        let interp = Interp::new(heap, opts, sink);
+        let cx = Ctx::new(interp.clone());
+        let r = run_source(&cx, &src);
+        cx.flush();
+        (r, interp)
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(main)));
+    let r = match r {
+        Ok((r, interp)) => {
+            interp.exiting.store(true, Ordering::Release);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while interp.live_tasks.load(Ordering::Acquire) != 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
             }
-            Ok(())
-        })
-        .map_err(|e| format!("cannot start the interpreter thread: {e}"))?;
-    t.join().map_err(|_| "the interpreter panicked".to_string())?
+            r.and_then(|()| match interp.task_failed.load(Ordering::Acquire) {
+                true => Err("a spawned task failed".into()),
+                false => Ok(()),
+            })
+        }
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
+            Err(format!("interpreter bug: panic: {}", msg.unwrap_or("?")))
+        }
+    };
+    if print_stats {
+        print_runtime_stats(&rt);
+    }
+    drop(rt);
+    r
+}
+
+fn print_runtime_stats(rt: &usurp::Runtime) {
+    let s = rt.stats();
+    let refused: u64 = s.preempt.refused.iter().sum();
+    let max_pause = s.gc.pauses.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "lisp: {} workers; async preemptions: {} accepted, {} refused; GC: {} cycles, max pause {:?}, live {} KiB",
+        s.workers,
+        s.preempt.accepted,
+        refused,
+        s.gc.cycles,
+        max_pause,
+        s.gc.heap_live >> 10
+    );
 }
