@@ -51,7 +51,8 @@ pub fn current_worker_index() -> Option<usize> {
 }
 
 /// Calls `f(saved_sp, stack_lo, stack_hi)` for every task of `rt` that is not
-/// running. The GC scans `[saved_sp - 128, stack_hi)` conservatively.
+/// running. The GC scans `[saved_sp - arch::RED_ZONE, stack_hi)` conservatively
+/// (RED_ZONE is 128 on x86-64, 0 on aarch64; see `gc_world.rs`).
 ///
 /// # Safety
 /// The world must be stopped: no task of `rt` may switch while this runs.
