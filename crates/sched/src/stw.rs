@@ -425,21 +425,20 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 // SAFETY: `cur` is the running task of this thread (we hold
                 // worker `i`); the frames above `sp` stay untouched while `f`
                 // runs.
-                let (m, w, slot) = unsafe {
+                let (m, w) = unsafe {
                     *(*cur).sp.get() = sp;
                     (*cur).state.store(crate::tcb::state::BLOCKING, Ordering::SeqCst);
                     let m = &*crate::worker::machine();
-                    let w = &*m.worker.get();
-                    (m, w, w.slot.load(Ordering::Acquire).as_ref())
+                    (m, &*m.worker.get())
                 };
                 // Detach the worker while `f` runs: a yield inside `f` then
                 // yields the thread, never switches tasks (the worker counts
-                // as stopped); no preemption signals meanwhile.
-                if let Some(s) = slot {
-                    // SAFETY: `cur` is ours.
-                    unsafe { (*cur).preempt_state.set(s.switch_out()) };
-                    let _ = s.set_idle(true);
-                }
+                // as stopped). The preemption slot is left as it is: the
+                // task's quantum keeps running (ticks landing in `f` are
+                // refused and set the checkpoint flag, which `blocking` then
+                // honours), so a task calling `blocking` in a loop cannot
+                // hog its worker by restarting its quantum on every call. An
+                // accepted preemption inside `f` finds no worker and returns.
                 w.running_task.store(0, Ordering::Relaxed);
                 m.worker.set(std::ptr::null());
                 enter_safe(sh, i);
@@ -448,13 +447,7 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 m.worker.set(w);
                 w.running_task.store(cur as usize, Ordering::Relaxed);
                 // SAFETY: as above.
-                unsafe {
-                    (*cur).state.store(crate::tcb::state::RUNNING, Ordering::SeqCst);
-                    if let Some(s) = slot {
-                        let _ = s.set_idle(false);
-                        s.switch_in((*cur).stack.lo(), (*cur).stack.hi(), (*cur).preempt_state.get());
-                    }
-                }
+                unsafe { (*cur).state.store(crate::tcb::state::RUNNING, Ordering::SeqCst) };
                 r
             }
         };

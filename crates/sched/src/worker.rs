@@ -684,6 +684,9 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         // Tasks pinned here must resume on this thread: no handoff. The
         // thread runs `f` in place and counts as stopped meanwhile.
         crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
+        // Ran in place on this worker: if the quantum ran out meanwhile (a
+        // refused tick set the checkpoint flag), let the others run now.
+        usurp_preempt::checkpoint();
         return out.expect("blocking closure ran");
     }
     let mut res: Option<std::thread::Result<R>> = None;
@@ -704,28 +707,23 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         // signals while it blocks; the thread taking `w` over installs its
         // own slot.
         let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: slots are `'static`.
-        let slot = unsafe { slot.as_ref() };
-        if let Some(s) = slot {
-            // SAFETY: `cur` is ours.
-            unsafe { (*cur).preempt_state.set(s.switch_out()) };
-            let _ = s.set_idle(true);
-        }
         w.running_task.store(0, Ordering::Relaxed);
         m.worker.set(ptr::null());
         if !sh.handoff(w) {
-            // No spare thread: undo, and run in place below.
+            // No spare thread: undo, and run in place below (the task's
+            // quantum keeps running: see `stw::safe_region`).
             m.worker.set(w);
             // SAFETY: as above.
             unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
             w.running_task.store(cur as usize, Ordering::Relaxed);
-            if let Some(s) = slot {
-                w.slot.store(s as *const _ as *mut _, Ordering::Release);
-                let _ = s.set_idle(false);
-                // SAFETY: `cur` is ours.
-                unsafe { s.switch_in((*cur).stack.lo(), (*cur).stack.hi(), (*cur).preempt_state.get()) };
-            }
+            w.slot.store(slot, Ordering::Release);
             return;
+        }
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { slot.as_ref() } {
+            // SAFETY: `cur` is ours.
+            unsafe { (*cur).preempt_state.set(s.switch_out()) };
+            let _ = s.set_idle(true);
         }
         handed = true;
         let f = f.take().expect("blocking closure runs once");
@@ -744,6 +742,9 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
     });
     if !handed {
         crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
+        // Ran in place on this worker: if the quantum ran out meanwhile (a
+        // refused tick set the checkpoint flag), let the others run now.
+        usurp_preempt::checkpoint();
         return out.expect("blocking closure ran");
     }
     match res.expect("blocking closure ran") {
