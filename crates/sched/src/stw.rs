@@ -122,6 +122,30 @@ impl Stw {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Helps with the posted marking job ([`run_parallel`]): claims and runs
+    /// its indices one at a time (the lock is released while each runs) until
+    /// none is left unclaimed, then returns the re-taken guard.
+    fn serve_jobs<'a>(&'a self, mut g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        while let Some(job) = g.job.as_mut() {
+            if job.next >= job.n {
+                break;
+            }
+            let i = job.next;
+            job.next += 1;
+            let f = job.f;
+            drop(g);
+            // SAFETY: the stopper waits for this index to complete before
+            // its closure goes away.
+            unsafe { (*f)(i) };
+            g = self.lock();
+            if let Some(job) = g.job.as_mut() {
+                job.done += 1;
+            }
+            self.cv.notify_all();
+        }
+        g
+    }
+
     pub(crate) fn stats(&self) -> StwStats {
         let g = self.lock();
         let mut v = g.ttsp.clone();
@@ -261,22 +285,9 @@ pub(crate) fn park_worker(w: &Worker) {
     stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
     stw.cv.notify_all();
     while stw.stop.load(Ordering::SeqCst) {
-        if let Some(job) = g.job.as_mut() {
-            if job.next < job.n {
-                let i = job.next;
-                job.next += 1;
-                let f = job.f;
-                drop(g);
-                // SAFETY: the stopper waits for this index to complete before
-                // its closure goes away.
-                unsafe { (*f)(i) };
-                g = stw.lock();
-                if let Some(job) = g.job.as_mut() {
-                    job.done += 1;
-                }
-                stw.cv.notify_all();
-                continue;
-            }
+        g = stw.serve_jobs(g);
+        if !stw.stop.load(Ordering::SeqCst) {
+            break;
         }
         g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
     }
@@ -349,24 +360,7 @@ fn marker_main(weak: std::sync::Weak<Shared>) {
             return;
         }
         let stw = &sh.stw;
-        let mut g = stw.lock();
-        while let Some(job) = g.job.as_mut() {
-            if job.next >= job.n {
-                break;
-            }
-            let i = job.next;
-            job.next += 1;
-            let f = job.f;
-            drop(g);
-            // SAFETY: the stopper waits for this index to complete before
-            // its closure goes away.
-            unsafe { (*f)(i) };
-            g = stw.lock();
-            if let Some(job) = g.job.as_mut() {
-                job.done += 1;
-            }
-            stw.cv.notify_all();
-        }
+        let g = stw.serve_jobs(stw.lock());
         let _ = stw.cv.wait_timeout(g, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner());
     }
 }
