@@ -1,6 +1,5 @@
 //! `USURP_DEBUG=asyncpreemptoff=1`: no asynchronous preemption at all, and
 //! the refused ticks turn into cooperative requests that `checkpoint()` serves.
-#![cfg(target_arch = "x86_64")]
 
 mod common;
 

@@ -1,5 +1,4 @@
 //! A preemption signal other than SIGURG, chosen before init.
-#![cfg(target_arch = "x86_64")]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! Foreign deliveries of the preemption signal (SIGURG from `kill`, from
 //! another process, or a host's own tgkill) do no harm to running tasks and
 //! still reach the handler the host installed before the runtime.
-#![cfg(target_arch = "x86_64")]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! End-to-end refusals of the safe-point check: no-preempt sections, too
 //! little stack, unsafe ranges, and restartable ranges (PC rewritten to the
 //! range start).
-#![cfg(target_arch = "x86_64")]
 
 mod common;
 
@@ -86,6 +85,11 @@ fn too_little_stack_is_refused() {
 // valid restartable range (it recomputes rax from rdi, which it never
 // writes; the store is its last instruction).
 //   usurp_test_range_fn(input: rdi, out: rsi, iterations: rdx)
+// Saved registers: rbp only (pushed, to link a frame record so preemptions
+// inside it have an intact frame-pointer chain); rax/rsi/rdx are caller-saved
+// arguments and scratch. Stack layout: [rsp] = saved rbp, [rsp+8] = return
+// address; nothing else.
+#[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection usurp_preemptible,\"ax\",@progbits",
     ".p2align 4",
@@ -109,6 +113,41 @@ core::arch::global_asm!(
     "dec rdx",
     "jnz 2b",
     "pop rbp",
+    "ret",
+    ".popsection",
+);
+
+// The same on aarch64: the range recomputes x3 from x0 (never written) with
+// 200 adds and ends with the store to [x1] as its last instruction.
+//   usurp_test_range_fn(input: x0, out: x1, iterations: x2)
+// Saved registers: x29/x30 only (the frame record, so the frame-pointer chain
+// is intact at every preemption inside); x2/x3 are caller-saved scratch.
+// Stack layout: [sp] = saved x29, [sp+8] = saved x30 (return address);
+// sp stays 16-byte aligned.
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".pushsection usurp_preemptible,\"ax\",%progbits",
+    ".p2align 4",
+    ".globl usurp_test_range_fn",
+    ".hidden usurp_test_range_fn",
+    "usurp_test_range_fn:",
+    "stp x29, x30, [sp, #-16]!",
+    "mov x29, sp",
+    "2:",
+    ".globl usurp_test_range_start",
+    ".hidden usurp_test_range_start",
+    "usurp_test_range_start:",
+    "mov x3, x0",
+    ".rept 200",
+    "add x3, x3, #1",
+    ".endr",
+    "str x3, [x1]",
+    ".globl usurp_test_range_end",
+    ".hidden usurp_test_range_end",
+    "usurp_test_range_end:",
+    "subs x2, x2, #1",
+    "b.ne 2b",
+    "ldp x29, x30, [sp], #16",
     "ret",
     ".popsection",
 );
@@ -191,6 +230,18 @@ fn unsafe_ranges_are_refused_and_restartable_ranges_restart() {
     assert_eq!(parks, st.accepted);
 }
 
+#[cfg(target_arch = "aarch64")]
+extern "C" {
+    /// libgcc / compiler-rt: synchronise the caches over [start, end).
+    fn __clear_cache(start: *mut libc::c_char, end: *mut libc::c_char);
+}
+
+/// An address inside the JIT code (the loop), for `pc_status` probes.
+#[cfg(target_arch = "x86_64")]
+const JIT_PROBE: usize = 6;
+#[cfg(target_arch = "aarch64")]
+const JIT_PROBE: usize = 12;
+
 /// A tiny "JIT": a counting loop copied into fresh executable memory.
 struct Jit {
     base: *mut u8,
@@ -202,9 +253,31 @@ impl Jit {
         // push rbp; mov rbp, rsp; xor eax, eax
         // 1: add rax, 1; dec rdi; jnz 1b
         // pop rbp; ret
+        // Saves rbp only (frame record); stack: [rsp] = rbp, [rsp+8] = return.
+        #[cfg(target_arch = "x86_64")]
         let code: [u8; 17] = [
             0x55, 0x48, 0x89, 0xE5, 0x31, 0xC0, 0x48, 0x83, 0xC0, 0x01, 0x48, 0xFF, 0xCF, 0x75, 0xF7, 0x5D, 0xC3,
         ];
+        // stp x29, x30, [sp, #-16]!; mov x29, sp; mov x1, #0
+        // 1: add x1, x1, #1; subs x0, x0, #1; b.ne 1b
+        // mov x0, x1; ldp x29, x30, [sp], #16; ret
+        // Saves x29/x30 only (frame record); stack: [sp] = x29, [sp+8] = x30.
+        // Little-endian words, checked with aarch64-linux-gnu-as/objdump.
+        #[cfg(target_arch = "aarch64")]
+        let code: [u8; 36] = {
+            let words: [u32; 9] = [
+                0xa9bf7bfd, 0x910003fd, 0xd2800001, 0x91000421, 0xf1000400, 0x54ffffc1, 0xaa0103e0, 0xa8c17bfd,
+                0xd65f03c0,
+            ];
+            let mut b = [0u8; 36];
+            let mut i = 0;
+            while i < 9 {
+                let w = words[i].to_le_bytes();
+                b[4 * i..4 * i + 4].copy_from_slice(&w);
+                i += 1;
+            }
+            b
+        };
         let len = 4096;
         // SAFETY: fresh anonymous mapping, filled, then made read+exec.
         unsafe {
@@ -219,6 +292,10 @@ impl Jit {
             assert_ne!(p, libc::MAP_FAILED);
             std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
             assert_eq!(libc::mprotect(p, len, libc::PROT_READ | libc::PROT_EXEC), 0);
+            // aarch64 has no coherent instruction cache: make the new code
+            // visible to instruction fetch before running it.
+            #[cfg(target_arch = "aarch64")]
+            __clear_cache(p as *mut libc::c_char, (p as *mut libc::c_char).add(code.len()));
             Jit { base: p as *mut u8, len }
         }
     }
@@ -264,10 +341,10 @@ fn jit_regions_are_preemptible_only_while_registered() {
         TIMEOUT,
     );
     assert!(st.refused(Refusal::NotPreemptibleCode) >= need, "{st:?}");
-    assert_eq!(usurp_preempt::pc_status(start + 6), usurp_preempt::PcStatus::NotPreemptible);
+    assert_eq!(usurp_preempt::pc_status(start + JIT_PROBE), usurp_preempt::PcStatus::NotPreemptible);
 
     let handle = usurp_preempt::register_code(start, end).unwrap();
-    assert_eq!(usurp_preempt::pc_status(start + 6), usurp_preempt::PcStatus::Preemptible { restart_at: None });
+    assert_eq!(usurp_preempt::pc_status(start + JIT_PROBE), usurp_preempt::PcStatus::Preemptible { restart_at: None });
     let (parks, st) = run_until(
         RunConfig::default(),
         body,
@@ -283,7 +360,7 @@ fn jit_regions_are_preemptible_only_while_registered() {
         TIMEOUT,
     );
     drop(handle);
-    assert_eq!(usurp_preempt::pc_status(start + 6), usurp_preempt::PcStatus::NotPreemptible);
+    assert_eq!(usurp_preempt::pc_status(start + JIT_PROBE), usurp_preempt::PcStatus::NotPreemptible);
     let bad = JIT_BAD.lock().unwrap();
     assert!(bad.is_empty(), "{bad:#?}");
     assert!(IN_JIT.load(Ordering::SeqCst) >= need, "{st:?}");

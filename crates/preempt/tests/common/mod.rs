@@ -10,6 +10,9 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+#[cfg(target_arch = "aarch64")]
+use usurp_arch_aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
 use usurp_arch_x86_64 as arch;
 use usurp_preempt::{register_worker, set_park_hook, unregister_worker, SpillFrame, TaskPreemptState, WorkerSlot};
 
@@ -70,6 +73,7 @@ unsafe extern "C" fn entry(arg: usize, _first: usize) -> ! {
 
 /// Loads junk into every GPR the ABI lets us touch, every YMM register and
 /// MXCSR, so that anything the spill routine failed to restore would show.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn clobber_all() {
     // SAFETY: only registers declared as clobbered are changed; rbx is saved
@@ -169,6 +173,10 @@ pub fn spawn_mini_worker(
                     break;
                 }
                 assert_eq!(r, PARKED);
+                // The x86-64 clobber exercises register restoration on the
+                // way back in; on aarch64 that is covered by the arch crate's
+                // e2e tests and tests/preempt_registers.rs.
+                #[cfg(target_arch = "x86_64")]
                 if cfg.clobber && std::is_x86_feature_detected!("avx") {
                     clobber_all();
                 }
@@ -202,8 +210,27 @@ pub fn spawn_requester(
     })
 }
 
+#[cfg(target_arch = "x86_64")]
 extern "C" {
     fn usurp_x86_64_trampoline();
+}
+
+/// Address of the arch crate's task trampoline (the caller of every task
+/// entry function) and the span of bytes after it that a return into it may
+/// land in.
+#[cfg(target_arch = "x86_64")]
+fn trampoline() -> (usize, usize) {
+    (usurp_x86_64_trampoline as *const () as usize, 32)
+}
+
+#[cfg(target_arch = "aarch64")]
+extern "C" {
+    fn usurp_aarch64_trampoline();
+}
+
+#[cfg(target_arch = "aarch64")]
+fn trampoline() -> (usize, usize) {
+    (usurp_aarch64_trampoline as *const () as usize, 16)
 }
 
 /// Walks the frame-pointer chain of a preempted task from its spill frame.
@@ -244,8 +271,8 @@ pub fn check_backtrace(frame: &SpillFrame, lo: usize, hi: usize) -> Result<usize
             return Err("chain too long".into());
         }
     }
-    let t = usurp_x86_64_trampoline as *const () as usize;
-    if !(t < last_ret && last_ret < t + 32) {
+    let (t, span) = trampoline();
+    if !(t < last_ret && last_ret < t + span) {
         return Err(format!("chain ends at {last_ret:#x}, not in the task trampoline at {t:#x}"));
     }
     Ok(depth)
