@@ -315,8 +315,7 @@ fn a_short_run_passes_and_writes_the_json_summary() {
     assert_eq!(j.num("quantum_us"), 1000.0);
     assert!(j.num("seconds") >= 2.0, "{text}");
     // Whether every kind made progress is checked by
-    // `every_kind_makes_progress` (ignored while the scheduler can starve
-    // kinds); this run only needs the checks to pass.
+    // `every_kind_makes_progress`; this run only needs the checks to pass.
     // Natively, the register loops (preemptible assembly running for
     // several quanta per call) must have been preempted asynchronously.
     // Under qemu-user signals are emulated and much slower; a run there
@@ -411,14 +410,11 @@ fn register_loops_alone_at_the_smallest_quantum_stay_exact() {
 }
 
 /// Every kind of task makes progress during a short run: no starvation.
-/// Ignored for now: at 99e4f67 the scheduler starves whole kinds in about
-/// half of such runs (either the async-preempted register loops keep both
-/// workers while new and woken tasks never run, or tasks looping over
-/// `blocking` that runs in place keep their worker because each in-place
-/// call restarts their quantum). The binary reports this as "starved kinds";
-/// run with `--ignored` to check a fix.
+/// At 99e4f67 the scheduler starved whole kinds in about half of such runs
+/// (tasks looping over `blocking` run in place restarted their quantum on
+/// every call and kept their worker); fixed in 51192e1. The binary reports
+/// starvation as "starved kinds".
 #[test]
-#[ignore = "the scheduler can starve whole task kinds (see the doc comment)"]
 fn every_kind_makes_progress() {
     for seed in ["1", "2", "3"] {
         let out = run_stress(&["--seconds", "2", "--workers", "2", "--tasks", "20", "--seed", seed]);
