@@ -27,7 +27,41 @@ pub(crate) enum Need {
     Exhausted,
 }
 
-type Finalizer = Box<dyn FnOnce(GcRef) + Send>;
+/// A registered finalizer. Not a plain `Box<dyn FnOnce>`: calling one of
+/// those runs the closure in place, in its box, where the GC would not see
+/// the values it captured once the box has left the scanned lists; `call`
+/// moves the closure onto the running thread's stack first (see
+/// [`Heap::run_pending_finalizers`]).
+trait FinalizerFn: Send {
+    fn call(self: Box<Self>, obj: GcRef);
+}
+
+struct FinalizerBox<F>(F);
+
+impl<F: FnOnce(GcRef) + Send> FinalizerFn for FinalizerBox<F> {
+    fn call(self: Box<Self>, obj: GcRef) {
+        // `unbox` frees the box before returning, so from here on the
+        // captured values exist only in this frame (on the scanned stack or
+        // in registers the stack scan covers), never in freed memory the
+        // compiler could still read them from.
+        let FinalizerBox(f) = unbox(self);
+        f(obj)
+    }
+}
+
+#[inline(never)]
+fn unbox<T>(b: Box<T>) -> T {
+    *b
+}
+
+type Finalizer = Box<dyn FinalizerFn>;
+
+/// `[lo, hi)` of the bytes of a boxed finalizer closure (empty for a closure
+/// that captures nothing).
+fn finalizer_range(f: &Finalizer) -> (usize, usize) {
+    let lo = &**f as *const dyn FinalizerFn as *const u8 as usize;
+    (lo, lo + std::mem::size_of_val(&**f))
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -235,13 +269,49 @@ impl Heap {
     /// finalizer is not re-registered (call `set_finalizer` again to get
     /// another one). Registering several finalizers on one object runs each.
     ///
-    /// Panics if `obj` is not the start of an object of this heap.
+    /// **What the closure captures is a root.** The closure's own bytes (its
+    /// captured values: `GcRef`s, `Gc<T>`s, structs and arrays of them) are
+    /// scanned conservatively in every collection until it has run, and
+    /// while it runs they are on the running thread's stack: an object `b`
+    /// captured by the finalizer of `a` stays alive at least until that
+    /// finalizer has finished (memory the closure owns through a `Box` or a
+    /// `Vec` is *not* scanned; hold such objects with [`Root`]s).
+    ///
+    /// **Never capture `obj` itself** (use the `GcRef` argument): as in Go,
+    /// an object reachable from its own finalizer never becomes unreachable,
+    /// so the finalizer would never run and the object would leak. A closure
+    /// that holds `obj` directly (a word pointing into it) is refused with a
+    /// panic; one that reaches `obj` through other objects (it captures `b`,
+    /// and `b` references `obj`) cannot be detected here: `obj` then stays
+    /// alive, unfinalized, for as long as that path exists. The same holds
+    /// for cycles of finalizers (`a`'s captures `b`, `b`'s captures `a`):
+    /// neither runs. A chain (`a`'s captures `b`, `b` has its own finalizer)
+    /// is fine and ordered: `b` becomes unreachable, and is finalized, only
+    /// after `a`'s finalizer has run.
+    ///
+    /// Panics if `obj` is not the start of an object of this heap, or if the
+    /// closure captures a pointer into `obj`.
     pub fn set_finalizer(&self, obj: GcRef, f: impl FnOnce(GcRef) + Send + 'static) {
         assert!(
             find_exact(&self.inner.space, obj.addr()).is_some(),
             "set_finalizer: {obj:?} is not an object of this heap"
         );
-        let f: Finalizer = Box::new(f);
+        let f: Finalizer = Box::new(FinalizerBox(f));
+        let (lo, hi) = finalizer_range(&f);
+        let mut p = (lo + 7) & !7;
+        while p + 8 <= hi {
+            // SAFETY: inside the closure's box, which we own; a plain read of
+            // its bytes as the collector's conservative scan reads them.
+            let w = unsafe { (p as *const usize).read_volatile() };
+            if crate::mark::find_containing(&self.inner.space, w).is_some_and(|l| l.addr == obj.addr()) {
+                panic!(
+                    "set_finalizer: the finalizer of {obj:?} captures a pointer to that object, so the object \
+                     would never become unreachable and the finalizer would never run; use the GcRef the \
+                     finalizer receives as its argument instead"
+                );
+            }
+            p += 8;
+        }
         no_preempt(|| lock(&self.inner.finalizers).push((obj.addr(), f)));
     }
 
@@ -256,7 +326,8 @@ impl Heap {
             let next = no_preempt(|| lock(&self.inner.pending).pop_front());
             let Some((obj, f)) = next else { break };
             let r = GcRef::from_heap_addr(obj).expect("finalizable objects are non-null");
-            f(r);
+            // Moves the closure out of its box onto this stack, then runs it.
+            f.call(r);
             std::hint::black_box(r);
             n += 1;
             no_preempt(|| lock(&self.inner.stats).finalizers_run += 1);
@@ -401,8 +472,18 @@ impl HeapInner {
         for (_, s) in lock(&self.scanners).iter() {
             s(&mut |r| m.mark_precise(r.addr()));
         }
-        for (obj, _) in lock(&self.pending).iter() {
+        // Finalizer closures, registered and pending, are scanned
+        // conservatively: what they capture stays alive until they have run
+        // (Go's rule: a closure that reaches its own object keeps it alive
+        // forever; see `Heap::set_finalizer`).
+        for (_, f) in lock(&self.finalizers).iter() {
+            let (lo, hi) = finalizer_range(f);
+            words += m.scan_range(lo, hi);
+        }
+        for (obj, f) in lock(&self.pending).iter() {
             m.mark_precise(*obj);
+            let (lo, hi) = finalizer_range(f);
+            words += m.scan_range(lo, hi);
         }
 
         // Transitive closure.
