@@ -49,6 +49,8 @@ impl<F: FnOnce(GcRef) + Send> FinalizerFn for FinalizerBox<F> {
     }
 }
 
+// The point is the box: it is freed here, after its contents were moved out.
+#[allow(clippy::boxed_local)]
 #[inline(never)]
 fn unbox<T>(b: Box<T>) -> T {
     *b

@@ -27,7 +27,35 @@
 //! always means "published and not yet found dead": a stray word can never
 //! revive a dead object whose children are freed. Free slots are discovered
 //! lazily by allocation from the object-start bits. Precise roots: [`Root`]
-//! handles and root-scanner callbacks.
+//! handles and root-scanner callbacks. The full list of what is and is not
+//! scanned is under "Roots" below.
+//!
+//! ## Roots: exactly what keeps an object alive
+//! Scanned **conservatively** (a word pointing into an object keeps it; see
+//! [`mark`] for the exact rule) in every pause:
+//! * the collecting thread's stack from its spilled registers up;
+//! * every range the [`World`] reports. With `usurp-sched`'s world that is:
+//!   the stacks (and saved or spilled registers) of every task that is not
+//!   running; the captured values of every spawn closure not started yet;
+//!   every join result or panic payload not yet joined; the values buffered
+//!   in every `usurp` channel not yet received (see `usurp-sched`'s
+//!   `gc_world.rs`). With [`ThreadWorld`]: the stacks of parked threads;
+//! * the captured values of every finalizer closure, registered or pending
+//!   ([`Heap::set_finalizer`]); while one runs it is on its thread's stack.
+//!
+//! Scanned **precisely**: [`Root`] handles, [`RootScanner`] callbacks,
+//! objects whose finalizer is pending (and all they reference), and the
+//! pointer fields of every marked object (per its descriptor).
+//!
+//! **Not scanned**: any other Rust heap memory (a `Vec<GcRef>`, a `Box`, a
+//! `HashMap`, an `Arc<Mutex<..>>`, and the memory *owned* by a scanned value:
+//! only a closure's, result's or channel value's own bytes are read, not the
+//! elements of a `Vec` it holds), `static`s, thread-locals and task-locals,
+//! the frames of a closure given to `blocking`, stacks of threads the world
+//! does not know. Hold objects there with a [`Root`] or a root scanner.
+//! [`WeakRef`]s never keep anything alive. An object reachable from its own
+//! finalizer closure is never collected (Go's rule; see
+//! [`Heap::set_finalizer`]).
 //!
 //! ## Collection
 //! `stop the world` → scan roots → parallel transitive marking on
@@ -72,7 +100,9 @@
 //! 9. *Moving*: nothing moves.
 //! 10. *Finalizers*: queued in the pause, run later by
 //!     [`Heap::run_pending_finalizers`], never inside allocation; resurrection
-//!     rules on [`Heap::set_finalizer`].
+//!     rules on [`Heap::set_finalizer`]. Their closures are roots until they
+//!     ran, so a finalizer that reaches its own object never runs (as in Go):
+//!     direct self-capture is refused with a panic.
 //!
 //! ## Integration with the scheduler (what `usurp-sched` does)
 //! * Create the heap with [`Heap::with_world`] (or [`Heap::set_world`] later)

@@ -26,6 +26,10 @@ use std::thread::ThreadId;
 ///   x86-64) to its top, and its saved/spilled register areas. Ranges must be
 ///   readable memory. The GC scans the caller itself (see
 ///   [`current_stack_bounds`](World::current_stack_bounds)).
+///   It may also report other memory the world owns that can hold GC values
+///   (the scheduler reports spawn closures not started yet, join results not
+///   yet joined and channel buffers): such ranges too must be readable and
+///   not be written while the world is stopped.
 /// * `run_parallel(n, f)` runs `f(0) .. f(n-1)`, each exactly once, returning
 ///   when all have returned; any degree of concurrency (including sequential)
 ///   is correct. The closures never allocate.

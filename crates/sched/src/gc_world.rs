@@ -27,6 +27,25 @@
 //! The caller's own stack is scanned by the GC from
 //! [`World::current_stack_bounds`].
 //!
+//! **Rust heap memory the runtime owns** (`heap_roots.rs`). Besides the
+//! stacks, the ranges reported are: the closure of every task that has not
+//! started yet (its captured values; from `spawn` until the task takes the
+//! closure onto its own stack), every join result (or panic payload) not
+//! yet joined, and the values buffered in every channel (`usurp::channel`,
+//! `sync_channel`) not yet received. Only the values' own bytes are
+//! reported, not memory they own (a `Vec<GcRef>` sent, returned or
+//! captured is not scanned element by element).
+//!
+//! **Not reported** (an object referenced only from there is not kept
+//! alive; use a `Root` or a root scanner): task-locals (`task_local!`: a
+//! task inside `blocking` may change its map on another thread while the
+//! world is stopped, so the map cannot be read safely in the pause),
+//! `static`s and thread-locals, any other Rust heap memory (the user's own
+//! `Vec`, `Box`, `std::sync::mpsc` queues, ...), the frames of a closure
+//! given to `blocking`, and the stacks of OS threads that are not running a
+//! task (e.g. a thread in `Runtime::block_on`). Finalizer closures are
+//! scanned by the GC itself.
+//!
 //! **Parallel marking** runs on the parked workers and `workers - 1` marker
 //! threads owned by the runtime (see `stw::run_parallel`, `stw::start_markers`).
 //!
@@ -67,7 +86,12 @@ impl World for RuntimeWorld {
                             f(from, hi);
                         }
                     }
-                })
+                });
+                // GC values the runtime holds in Rust heap memory: closures
+                // of tasks not started yet, join results not yet joined,
+                // values buffered in channels (see `heap_roots.rs`).
+                crate::heap_roots::for_each_spawn_closure(sh, &mut *f);
+                crate::heap_roots::for_each_registered(&mut *f);
             }
         });
     }

@@ -6,8 +6,17 @@
 //! its root (a panic never unwinds across a context switch), stores the
 //! result and wakes the joiner, who may be a task (parked) or a thread
 //! (blocked).
+//!
+//! **GC values in a packet** (see `heap_roots.rs`). The closure, until the
+//! task takes it, is scanned through the task (`Body::closure_range`). The
+//! result, from the moment the task stores it until it is joined or the
+//! packet is dropped, is registered in `heap_roots::REGISTRY` (if it is at
+//! least a word in size, or a panic payload): it is stored, taken and
+//! unregistered under the registry lock, so the scan never sees it half
+//! written or half moved, and `Drop` unregisters before the memory goes.
 
 use crate::error::Error;
+use crate::heap_roots::{self, RangeFn, Slot};
 use crate::runtime::Shared;
 use crate::tcb::{Body, Task};
 use crate::wait::{wait_until, Waker};
@@ -28,6 +37,43 @@ struct Packet<T, F> {
     waiter: UnsafeCell<Option<Waker>>,
     f: UnsafeCell<Option<F>>,
     result: UnsafeCell<Option<std::thread::Result<T>>>,
+    /// Registration of `result` as a GC root (see the module docs).
+    roots: Slot,
+}
+
+/// Whether a value of type `T` may hold a pointer (GC values are words).
+pub(crate) const fn may_hold_pointer<T>() -> bool {
+    std::mem::size_of::<T>() >= std::mem::size_of::<usize>()
+}
+
+impl<T, F> Drop for Packet<T, F> {
+    fn drop(&mut self) {
+        if self.roots.registered() {
+            heap_roots::lock().remove(&self.roots);
+        }
+    }
+}
+
+/// The registry's scan function of a packet's result.
+///
+/// # Safety
+/// `p` is a registered `Packet<T, F>`; the registry lock is held.
+unsafe fn scan_result<T, F>(p: *const (), f: RangeFn<'_>) {
+    // SAFETY: per the contract; the result is only written under the lock.
+    let p = unsafe { &*(p as *const Packet<T, F>) };
+    // SAFETY: as above.
+    match unsafe { &*p.result.get() } {
+        Some(Ok(v)) => {
+            let lo = v as *const T as usize;
+            f(lo, lo + std::mem::size_of::<T>());
+        }
+        Some(Err(payload)) => {
+            let d: &(dyn Any + Send) = &**payload;
+            let lo = d as *const (dyn Any + Send) as *const u8 as usize;
+            f(lo, lo + std::mem::size_of_val(d));
+        }
+        None => {}
+    }
 }
 
 // SAFETY: `f` is taken once by the task, `result` written once by the task
@@ -56,10 +102,33 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
         let f = unsafe { (*self.f.get()).take() };
         if let Some(f) = f {
             let r = catch_unwind(AssertUnwindSafe(f));
-            // SAFETY: written once, before DONE.
-            unsafe { *self.result.get() = Some(r) };
+            if may_hold_pointer::<T>() || r.is_err() {
+                // The result may hold the only reference to a GC object:
+                // store and register it in one step (see the module docs).
+                let mut reg = heap_roots::lock();
+                // SAFETY: written once, before DONE; the packet is in an
+                // `Arc` (fixed address) and unregisters in `Drop`; the
+                // result is only written or taken under the registry lock.
+                unsafe {
+                    *self.result.get() = Some(r);
+                    reg.insert(&self.roots, self as *const Self as *const (), scan_result::<T, F>);
+                }
+            } else {
+                // SAFETY: written once, before DONE.
+                unsafe { *self.result.get() = Some(r) };
+            }
         }
         self.complete();
+    }
+    unsafe fn closure_range(&self) -> (usize, usize) {
+        // SAFETY: per the trait's contract, nobody takes `f` meanwhile.
+        match unsafe { &*self.f.get() } {
+            Some(f) => {
+                let lo = f as *const F as usize;
+                (lo, lo + std::mem::size_of::<F>())
+            }
+            None => (0, 0),
+        }
     }
     fn abandon(&self) {
         self.complete();
@@ -85,6 +154,14 @@ impl<T: Send, F: FnOnce() -> T + Send> Joinable<T> for Packet<T, F> {
         unsafe { *self.waiter.get() = Some(w) };
     }
     unsafe fn take_result(&self) -> Option<std::thread::Result<T>> {
+        // The joiner owns the packet's result now (DONE observed): a
+        // registered result leaves the registry as it leaves the packet.
+        if self.roots.registered() {
+            let mut reg = heap_roots::lock();
+            reg.remove(&self.roots);
+            // SAFETY: per the contract; under the registry lock.
+            return unsafe { (*self.result.get()).take() };
+        }
         // SAFETY: per the contract.
         unsafe { (*self.result.get()).take() }
     }
@@ -100,6 +177,14 @@ pub struct JoinHandle<T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle").field("task", &self.id).finish()
+    }
+}
+
+#[cfg(test)]
+impl<T> JoinHandle<T> {
+    /// The packet's address, as registered in `heap_roots` (tests).
+    pub(crate) fn packet_addr(&self) -> *const () {
+        Arc::as_ptr(&self.packet) as *const ()
     }
 }
 
@@ -145,6 +230,11 @@ impl<T> JoinHandle<T> {
 /// task), like `std::thread::spawn`. The task starts soon, usually on this
 /// worker right after the caller yields or parks, and may be stolen by
 /// another worker.
+///
+/// GC values: what `f` captures (a `GcRef`, a `Gc<T>`, structs of them)
+/// stays alive until the task runs, and what it returns stays alive until
+/// it is joined (or the handle dropped): the runtime scans both. Memory they
+/// own (the elements of a captured `Vec<GcRef>`) is not scanned.
 ///
 /// # Panics
 /// If called outside a usurp task (use [`crate::Runtime::spawn`] there), or
@@ -204,6 +294,7 @@ where
         waiter: UnsafeCell::new(None),
         f: UnsafeCell::new(Some(f)),
         result: UnsafeCell::new(None),
+        roots: Slot::new(),
     });
     let body: Arc<dyn Body> = packet.clone();
     // SAFETY: `t` is a FREE task we just took.

@@ -83,7 +83,9 @@
 //! parks every worker at its next scheduling decision (see `stw.rs` for the
 //! contract: a non-preemptible loop without `checkpoint()` delays it).
 //! `gc_world.rs` implements the GC's `World` (conservative ranges of stopped
-//! tasks, marking on parked workers, finalizer tasks). `sysmon.rs` makes a
+//! tasks and of the GC values the runtime keeps in Rust heap memory — spawn
+//! closures not started, join results not joined, channel buffers, see
+//! `heap_roots.rs` — marking on parked workers, finalizer tasks). `sysmon.rs` makes a
 //! busy worker look at due timers when nobody else would.
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
@@ -101,6 +103,7 @@ use usurp_arch_x86_64 as arch;
 mod error;
 mod gc_world;
 mod guard;
+mod heap_roots;
 pub mod hooks;
 mod preempt_glue;
 mod stw;

@@ -6,6 +6,11 @@
 //! lazily on first access by the key's initialiser and dropped when the task
 //! finishes (on the task, before it exits). Boxing keeps every value at a
 //! fixed address while the map grows.
+//!
+//! **Not a GC root.** Task-local values are not scanned by the GC: a task
+//! inside `blocking` may use (and grow) its map on another thread while the
+//! world is stopped, so the pause cannot read it safely. A GC reference kept
+//! only in a task-local is freed; keep a `usurp_gc::Root` in it instead.
 
 use crate::tcb::Task;
 use crate::worker;
@@ -37,6 +42,9 @@ pub(crate) fn drop_locals(t: *mut Task) {
 }
 
 /// A key for task-local storage; declare with [`crate::task_local!`].
+///
+/// Task-local values are **not scanned by the GC**: to keep a GC object in
+/// one, store a `Root` (`heap.add_root(Some(obj))`), not a bare `GcRef`.
 pub struct LocalKey<T: 'static> {
     init: fn() -> T,
 }

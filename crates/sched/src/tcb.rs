@@ -52,6 +52,13 @@ pub(crate) trait Body: Send + Sync {
     fn run(&self);
     /// Completes the join state without a result (runtime shut down).
     fn abandon(&self);
+    /// `[lo, hi)` of the closure while the task has not taken it yet
+    /// (empty afterwards, or for a closure capturing nothing): scanned by
+    /// the GC (`heap_roots::for_each_spawn_closure`).
+    ///
+    /// # Safety
+    /// The task is not running (nobody takes the closure meanwhile).
+    unsafe fn closure_range(&self) -> (usize, usize);
 }
 
 pub(crate) struct Task {
@@ -145,7 +152,9 @@ impl Task {
             task.park.store(park::EMPTY, Ordering::Relaxed);
             task.pinned_worker.set(NO_PIN);
             task.preempt_state.set(Default::default());
-            task.state.store(state::RUNNABLE, Ordering::Relaxed);
+            // Release: a GC scan that sees the task not FREE (acquire) sees
+            // its body (`heap_roots::for_each_spawn_closure`).
+            task.state.store(state::RUNNABLE, Ordering::Release);
             // Colour the stack top: start each incarnation 0..31 cache-line
             // pairs below the top, so that tasks switching back and forth do
             // not save and restore their contexts at the same offset modulo

@@ -653,7 +653,11 @@ fn run_body(t: *mut Task) {
         if let Some(body) = (*(*t).body.get()).as_ref() {
             body.run();
         }
-        *(*t).body.get() = None;
+        // Out of the task first, then dropped: dropping the packet may run
+        // user code (the result's destructor) that reaches a switch point,
+        // and a GC scan must then not find a half-dropped body in the task.
+        let body = (*(*t).body.get()).take();
+        drop(body);
     }
     crate::local::drop_locals(t);
 }

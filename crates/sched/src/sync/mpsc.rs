@@ -8,7 +8,18 @@
 //! a receiver that finds a blocked sender takes the sender's value (or moves
 //! it into the freed buffer slot). Values never pass through the buffer on a
 //! rendezvous, so capacity 0 needs no special case.
+//!
+//! **GC values in flight.** A value sent but not yet received sits in the
+//! buffer (Rust heap memory) or in a blocked sender's wait node (on the
+//! sender's stack, scanned like any task stack). A channel whose values may
+//! hold a pointer (at least a word in size) registers itself in
+//! `heap_roots::REGISTRY` when created and leaves it when dropped; every GC
+//! pause scans the bytes of its buffered values conservatively, under the
+//! channel's lock, so a `GcRef` (or a struct or tuple holding one) sent to a
+//! task survives collections until it is received. Memory a value owns (a
+//! `Vec<GcRef>` sent as a whole) is not scanned.
 
+use crate::heap_roots::{self, RangeFn, Slot};
 use crate::spin::SpinLock;
 use crate::wait::{WaitNode, WaitQueue, Waker};
 use std::collections::VecDeque;
@@ -26,6 +37,31 @@ struct State<T> {
 
 struct Chan<T> {
     state: SpinLock<State<T>>,
+    /// Registration of the buffer as a GC root (see the module docs).
+    roots: Slot,
+}
+
+impl<T> Drop for Chan<T> {
+    fn drop(&mut self) {
+        if self.roots.registered() {
+            heap_roots::lock().remove(&self.roots);
+        }
+    }
+}
+
+/// The registry's scan function of a channel: its buffered values.
+///
+/// # Safety
+/// `c` is a registered `Chan<T>`; the registry lock is held.
+unsafe fn scan_buffer<T>(c: *const (), f: RangeFn<'_>) {
+    // SAFETY: per the contract (unregistered before it is dropped).
+    let c = unsafe { &*(c as *const Chan<T>) };
+    let st = c.state.lock();
+    let (a, b) = st.buf.as_slices();
+    for s in [a, b] {
+        let lo = s.as_ptr() as usize;
+        f(lo, lo + std::mem::size_of_val(s));
+    }
 }
 
 /// The value could not be sent: the receiver is gone. Holds the value.
@@ -130,7 +166,7 @@ impl<T> fmt::Debug for Receiver<T> {
 }
 
 fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
-    Arc::new(Chan {
+    let c = Arc::new(Chan {
         state: SpinLock::new(State {
             buf: VecDeque::new(),
             cap,
@@ -139,10 +175,20 @@ fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
             recv_q: WaitQueue::new(),
             send_q: WaitQueue::new(),
         }),
-    })
+        roots: Slot::new(),
+    });
+    if crate::join::may_hold_pointer::<T>() {
+        // SAFETY: the channel is in an `Arc` (fixed address) and unregisters
+        // in `Drop`; its buffer is only touched under its lock, which
+        // `scan_buffer` takes.
+        unsafe { heap_roots::lock().insert(&c.roots, Arc::as_ptr(&c) as *const (), scan_buffer::<T>) };
+    }
+    c
 }
 
-/// An unbounded channel: `send` never blocks.
+/// An unbounded channel: `send` never blocks. GC values sent (a `GcRef`,
+/// a `Gc<T>`, structs of them) stay alive until received: the runtime scans
+/// channel buffers (see the module docs).
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let c = new_chan(usize::MAX);
     (Sender { chan: c.clone() }, Receiver { chan: c })
@@ -294,6 +340,14 @@ impl<T> SyncSender<T> {
     /// Sends a value if there is room (or a waiting receiver) right now.
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         self.chan.send(v, false)
+    }
+}
+
+#[cfg(test)]
+impl<T> Receiver<T> {
+    /// The channel's address, as registered in `heap_roots` (tests).
+    pub(crate) fn chan_addr(&self) -> *const () {
+        Arc::as_ptr(&self.chan) as *const ()
     }
 }
 
