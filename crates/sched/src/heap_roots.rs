@@ -22,12 +22,12 @@
 //!
 //! **Why the ranges are readable and stable during the scan.** The registry
 //! lock is held for the whole scan. Every write to a registered result
-//! (storing it, taking it) happens under that lock, an entry is removed under
-//! it before its object's memory goes away (`Drop` of the packet / channel
-//! runs before its fields are dropped and its allocation freed), and a
-//! channel's buffer is read under the channel's own lock (lock order:
-//! registry, then channel; nothing takes the registry lock while holding a
-//! channel's). Spawn closures are only taken by their own task while it
+//! (storing it, taking it) happens under that lock; an entry is removed
+//! under it before its object's memory goes away (the object's first field
+//! is its `Slot`, whose `Drop` unregisters before the other fields are
+//! dropped and the allocation is freed); a channel's buffer is read under
+//! the channel's own lock (lock order: registry, then channel; nothing takes
+//! the registry lock while holding a channel's). Spawn closures are only taken by their own task while it
 //! runs, and with the world stopped no task but the collector runs (tasks
 //! inside `blocking` on a handed-off thread have started already: their
 //! closure is on their stack). Task stacks are not part of this: see
@@ -77,7 +77,13 @@ unsafe impl Send for Registry {}
 /// the heap's range check).
 pub(crate) static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry { entries: Vec::new() });
 
-/// Where a registrable object keeps its registry index.
+/// Where a registrable object keeps its registry index. Dropping a
+/// registered slot unregisters it: declare it as the object's *first* field,
+/// so that it is dropped (unregistered, under the registry lock) before the
+/// fields it scans are dropped and before the object's memory is freed. (A
+/// `Drop` impl on the generic object itself would do the same but would
+/// make the drop checker require borrowed values in it, e.g. a channel of
+/// `&str`, to outlive the object.)
 pub(crate) struct Slot {
     /// Index in `Registry::entries`; written only under the registry lock.
     index: UnsafeCell<usize>,
@@ -92,6 +98,14 @@ pub(crate) struct Slot {
 unsafe impl Sync for Slot {}
 // SAFETY: as above.
 unsafe impl Send for Slot {}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.registered() {
+            lock().remove(self);
+        }
+    }
+}
 
 impl Slot {
     pub(crate) const fn new() -> Slot {

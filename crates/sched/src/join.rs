@@ -13,7 +13,8 @@
 //! packet is dropped, is registered in `heap_roots::REGISTRY` (if it is at
 //! least a word in size, or a panic payload): it is stored, taken and
 //! unregistered under the registry lock, so the scan never sees it half
-//! written or half moved, and `Drop` unregisters before the memory goes.
+//! written or half moved, and dropping the packet unregisters it (its first
+//! field, `roots`) before the result is dropped and the memory freed.
 
 use crate::error::Error;
 use crate::heap_roots::{self, RangeFn, Slot};
@@ -33,25 +34,18 @@ const WAITING: u8 = 1;
 const DONE: u8 = 2;
 
 struct Packet<T, F> {
+    /// Registration of `result` as a GC root (see the module docs). First
+    /// field: dropped (unregistered) before `result`.
+    roots: Slot,
     state: AtomicU8,
     waiter: UnsafeCell<Option<Waker>>,
     f: UnsafeCell<Option<F>>,
     result: UnsafeCell<Option<std::thread::Result<T>>>,
-    /// Registration of `result` as a GC root (see the module docs).
-    roots: Slot,
 }
 
 /// Whether a value of type `T` may hold a pointer (GC values are words).
 pub(crate) const fn may_hold_pointer<T>() -> bool {
     std::mem::size_of::<T>() >= std::mem::size_of::<usize>()
-}
-
-impl<T, F> Drop for Packet<T, F> {
-    fn drop(&mut self) {
-        if self.roots.registered() {
-            heap_roots::lock().remove(&self.roots);
-        }
-    }
 }
 
 /// The registry's scan function of a packet's result.
@@ -107,8 +101,9 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
                 // store and register it in one step (see the module docs).
                 let mut reg = heap_roots::lock();
                 // SAFETY: written once, before DONE; the packet is in an
-                // `Arc` (fixed address) and unregisters in `Drop`; the
-                // result is only written or taken under the registry lock.
+                // `Arc` (fixed address) and unregisters when dropped (its
+                // `Slot`); the result is only written or taken under the
+                // registry lock.
                 unsafe {
                     *self.result.get() = Some(r);
                     reg.insert(&self.roots, self as *const Self as *const (), scan_result::<T, F>);
@@ -290,11 +285,11 @@ where
     }
     let t = shared.get_task()?;
     let packet = Arc::new(Packet {
+        roots: Slot::new(),
         state: AtomicU8::new(RUNNING),
         waiter: UnsafeCell::new(None),
         f: UnsafeCell::new(Some(f)),
         result: UnsafeCell::new(None),
-        roots: Slot::new(),
     });
     let body: Arc<dyn Body> = packet.clone();
     // SAFETY: `t` is a FREE task we just took.

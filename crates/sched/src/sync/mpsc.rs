@@ -36,17 +36,10 @@ struct State<T> {
 }
 
 struct Chan<T> {
-    state: SpinLock<State<T>>,
-    /// Registration of the buffer as a GC root (see the module docs).
+    /// Registration of the buffer as a GC root (see the module docs). First
+    /// field: dropped (unregistered) before `state`.
     roots: Slot,
-}
-
-impl<T> Drop for Chan<T> {
-    fn drop(&mut self) {
-        if self.roots.registered() {
-            heap_roots::lock().remove(&self.roots);
-        }
-    }
+    state: SpinLock<State<T>>,
 }
 
 /// The registry's scan function of a channel: its buffered values.
@@ -167,6 +160,7 @@ impl<T> fmt::Debug for Receiver<T> {
 
 fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
     let c = Arc::new(Chan {
+        roots: Slot::new(),
         state: SpinLock::new(State {
             buf: VecDeque::new(),
             cap,
@@ -175,12 +169,11 @@ fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
             recv_q: WaitQueue::new(),
             send_q: WaitQueue::new(),
         }),
-        roots: Slot::new(),
     });
     if crate::join::may_hold_pointer::<T>() {
         // SAFETY: the channel is in an `Arc` (fixed address) and unregisters
-        // in `Drop`; its buffer is only touched under its lock, which
-        // `scan_buffer` takes.
+        // when dropped (`Slot`, its first field); its buffer is only touched
+        // under its lock, which `scan_buffer` takes.
         unsafe { heap_roots::lock().insert(&c.roots, Arc::as_ptr(&c) as *const (), scan_buffer::<T>) };
     }
     c
