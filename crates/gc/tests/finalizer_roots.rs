@@ -110,7 +110,8 @@ fn captures_stay_alive_while_the_finalizer_runs() {
                 h2.collect();
                 churn(&h2);
                 for &l in lists.iter() {
-                    assert!(intact(&h2, black_box(l)), "round {round}: a captured list was freed while its finalizer ran");
+                    let ok = intact(&h2, black_box(l));
+                    assert!(ok, "round {round}: a captured list was freed while its finalizer ran");
                 }
             }
             c2.fetch_add(lists.len(), Ordering::SeqCst);
