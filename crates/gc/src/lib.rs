@@ -16,7 +16,10 @@
 //! Every object starts with a header word: a `&'static Descriptor` giving its
 //! size and a bitmap of pointer words ([`descriptor`]). Rust types get one from
 //! [`gc_type!`]; a VM builds them at run time with [`Descriptor::builder`].
-//! Marking reads the bitmap; pointer-free objects are never scanned.
+//! Marking reads the bitmap; pointer-free objects are never scanned. An
+//! array keeps its element count in payload word 0, which no safe call can
+//! write (`set_word(0, ..)` / `set_ptr(0, ..)` on an array panic): marking,
+//! the verifier and every bounds check trust it.
 //!
 //! ## Conservative roots
 //! Task stacks and saved registers are scanned conservatively: Rust code and

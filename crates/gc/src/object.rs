@@ -104,9 +104,23 @@ impl GcRef {
     #[inline]
     pub fn set_word(self, i: usize, v: usize) {
         assert!(i < self.payload_words(), "payload word {i} out of bounds");
+        if i == 0 {
+            self.refuse_length_write("set_word");
+        }
         assert!(!self.is_pointer_slot(i), "payload word {i} is a pointer slot: use set_ptr");
         // SAFETY: in bounds of a live object.
         unsafe { (*(self.payload().add(i) as *const AtomicUsize)).store(v, Ordering::Relaxed) }
+    }
+    /// Panics if this is an array: its payload word 0 is the element count,
+    /// which the marker, the verifier and every bounds check trust. No safe
+    /// call may write it (issue 10 item 1): a forged length would make them
+    /// all read past the object.
+    #[inline]
+    fn refuse_length_write(self, what: &str) {
+        let d = self.descriptor();
+        if d.is_array() {
+            length_write_refused(self, d, what);
+        }
     }
     /// Whether payload word `i` is a pointer slot according to the descriptor.
     pub fn is_pointer_slot(self, i: usize) -> bool {
@@ -133,12 +147,17 @@ impl GcRef {
     #[inline]
     pub fn set_ptr(self, i: usize, v: Option<GcRef>) {
         assert!(i < self.payload_words(), "payload word {i} out of bounds");
+        if i == 0 {
+            self.refuse_length_write("set_ptr");
+        }
         assert!(self.is_pointer_slot(i), "payload word {i} is not a pointer slot");
         let v = v.map_or(0, |r| r.addr());
         // SAFETY: slot i is inside the live object; the barrier performs the store.
         unsafe { usurp_gc_write_barrier(self.addr() as *mut u8, self.payload().add(i), v) }
     }
     /// Bytes of an array's elements (for pointer-free byte arrays / strings).
+    /// The slice starts after the length word (payload word 0), which stays
+    /// out of reach.
     ///
     /// # Safety
     /// The object must be a live array; the slice must not be used across a
@@ -151,6 +170,17 @@ impl GcRef {
         // caller guarantees exclusivity.
         unsafe { std::slice::from_raw_parts_mut(self.payload().add(1) as *mut u8, n) }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn length_write_refused(r: GcRef, d: &Descriptor, what: &str) -> ! {
+    panic!(
+        "{what}(0, ..) on {r:?}: payload word 0 of array `{}` is its length ({} elements), which is \
+         read-only; element words start at payload word 1",
+        d.name(),
+        r.len()
+    )
 }
 
 /// A typed pointer to a heap object holding a `T` (see [`GcType`]).
