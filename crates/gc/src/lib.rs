@@ -24,8 +24,8 @@
 //! ## Conservative roots
 //! Task stacks and saved registers are scanned conservatively: Rust code and
 //! interpreters keep raw [`GcRef`] / [`Gc<T>`] in locals with no rooting. A
-//! word keeps an object alive if it points anywhere inside it, or one past its
-//! end (see [`mark`]). Sweeping the side tables is eager — it happens in the
+//! word keeps an object alive if it points anywhere inside it, or exactly one
+//! past its exact end (header + payload per its descriptor; see [`mark`]). Sweeping the side tables is eager — it happens in the
 //! pause right after marking — so an object-start bit outside a collection
 //! always means "published and not yet found dead": a stray word can never
 //! revive a dead object whose children are freed. Free slots are discovered
@@ -60,9 +60,16 @@
 //! 2. *Lazy sweeping vs. conservative lookup*: the side tables are swept in
 //!    the pause that marked them (`alloc &= mark`), so no stale object-start
 //!    bit survives a cycle; a stray word never revives a dead object.
-//! 3. *Interior and one-past-the-end pointers*: both keep the object alive
-//!    (see [`mark`]); unused guard blocks around the reservation stop
-//!    neighbouring mappings' bounds from pointing at the first or last object.
+//! 3. *Interior and one-past-the-end pointers*: an interior pointer keeps its
+//!    object alive; a word that is an object start (or hits no object) also
+//!    keeps the preceding object alive only if it is that object's *exact*
+//!    end (header + payload words per its descriptor and array length, not
+//!    its size-class slot): the end pointer of a slice iterator over an
+//!    array's elements, or a loop base LLVM moved to the end. So a root no
+//!    longer pins its arbitrary memory predecessor (and all it reaches),
+//!    except a predecessor that fills its class slot exactly. See [`mark`].
+//!    Unused guard blocks around the reservation stop neighbouring mappings'
+//!    bounds from pointing at the first or last object.
 //! 4. *Registers*: the collector spills its own callee-saved registers
 //!    (`arch::with_registers_spilled`) and scans its stack from there; the
 //!    World reports other tasks' saved/spilled register areas.
