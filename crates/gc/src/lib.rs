@@ -30,7 +30,25 @@
 //! always means "published and not yet found dead": a stray word can never
 //! revive a dead object whose children are freed. Free slots are discovered
 //! lazily by allocation from the object-start bits. Precise roots: [`Root`]
-//! handles and root-scanner callbacks.
+//! handles, [`RootedVec`] (a `Vec`-like container whose elements are roots,
+//! for operand stacks and values in flight) and root-scanner callbacks.
+//!
+//! ## Handle checks
+//! [`GcRef`] and [`Gc<T>`] are `Copy` addresses; one kept only in Rust heap
+//! memory is not a root, and its object may be freed and its memory reused.
+//! Every safe accessor (`descriptor`, `len`, `payload_words`, `word`,
+//! `set_word`, `is_pointer_slot`, `ptr`, `set_ptr` — which also checks the
+//! stored handle — and `Gc<T>`'s `Deref`, which also checks the descriptor is
+//! `T`'s) first checks that the address is the start of a published object of
+//! some usurp heap, through a process-wide table of heap reservations and the
+//! object-start bits (about 3–4 ns), and panics with "stale or foreign GcRef
+//! 0x…: not a live object of any usurp heap" otherwise. `unsafe`
+//! `*_unchecked` variants and [`Gc::get_unchecked`] skip it. A stale handle
+//! whose memory was already reused passes (it reads the new object within
+//! its bounds); `USURP_DEBUG=checkrefs=1` ([`HeapConfig::check_refs`])
+//! quarantines and poisons freed objects (bounded: a quarter of the heap
+//! limit) so such an access is reported with the object's address and
+//! descriptor name. Details: `refcheck.rs`.
 //!
 //! ## Collection
 //! `stop the world` → scan roots → parallel transitive marking on
@@ -104,7 +122,8 @@
 //!
 //! ## Observability
 //! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
-//! marked heap each cycle; [`Heap::stats`] returns the numbers.
+//! marked heap each cycle; `checkrefs=1` quarantines freed objects to catch
+//! stale handles (see "Handle checks"); [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
 // `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
@@ -124,6 +143,7 @@ pub mod mark;
 mod mutator;
 mod object;
 mod preempt_glue;
+mod refcheck;
 mod roots;
 pub mod sizeclass;
 pub mod space;
@@ -138,7 +158,7 @@ pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use object::{Gc, GcRef, Member};
-pub use roots::{Root, RootScanner, ScannerId, WeakRef};
+pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
 pub use stats::{CycleStats, GcStats};
 pub use world::{SoloWorld, ThreadWorld, World};
 
