@@ -362,7 +362,8 @@ impl<T: GcType> Gc<T> {
         unsafe { (r.payload() as *mut T).write(value) };
         Ok(Gc { raw: r, _t: PhantomData })
     }
-    /// A typed handle from a raw one, checking the descriptor.
+    /// A typed handle from a raw one, checking the descriptor (`None` if it
+    /// is not `T`'s; panics if `r` is stale or foreign).
     pub fn from_ref(r: GcRef) -> Option<Gc<T>> {
         std::ptr::eq(r.descriptor(), T::descriptor()).then_some(Gc { raw: r, _t: PhantomData })
     }
