@@ -273,3 +273,28 @@ fn rooted_vec_elements_are_roots() {
     let st = h.stats();
     assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
 }
+
+/// The handle-check table forgets dropped heaps: a handle into a dropped
+/// heap is foreign (a clear panic, not a read of unmapped memory), heaps can
+/// be created and dropped without end, and too many live at once is a clear
+/// error.
+#[test]
+fn the_heap_table_tracks_live_heaps_only() {
+    quiet_panics();
+    let r = {
+        let h = heap(1 << 20);
+        let _g = h.attach_thread().unwrap();
+        let r = usurp_gc::alloc(Descriptor::builder(1).build().unwrap());
+        assert!(r.is_live());
+        r
+    };
+    assert!(catch(|| r.word(0)).unwrap_err().contains("not a live object of any usurp heap"));
+    for _ in 0..600 {
+        drop(heap(1 << 20)); // more than the table's 256 slots over time
+    }
+    // Other tests of this binary run in parallel and hold a few heaps.
+    let many: Vec<_> = (0..300).map(|_| usurp_gc::Heap::new(config(1 << 20))).collect();
+    let err = many.iter().find_map(|h| h.as_ref().err()).expect("300 heaps alive at once were accepted");
+    assert!(err.to_string().contains("usurp heaps alive at once"), "{err}");
+    assert!(many.iter().filter(|h| h.is_ok()).count() >= 200);
+}
