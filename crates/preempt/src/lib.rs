@@ -29,13 +29,16 @@
 //!   a quarter quantum later.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
 //!   sender sets the worker's `pending` flag with a CAS 0→1 and only then
-//!   sends `tgkill`; the handler clears it and bumps an acknowledgement
-//!   counter whether it accepted or refused. At most one request signal is in
-//!   flight per worker, and the sender can wait for the ack instead of
-//!   resending in a loop (Go issue 37741 livelocked without this).
-//!   Standard signals do not queue: a request's tgkill arriving while a tick
-//!   of the same signal is still pending is merged into it, so every one of
-//!   our deliveries (tick or tgkill) consumes a pending request.
+//!   sends the signal with `rt_tgsigqueueinfo`, carrying `SI_QUEUE`, our pid
+//!   and the slot's address; the handler clears the flag and bumps an
+//!   acknowledgement counter whether it accepted or refused. At most one
+//!   request signal is in flight per worker, and the sender can wait for the
+//!   ack instead of resending in a loop (Go issue 37741 livelocked without
+//!   this). Standard signals do not queue: a request arriving while a tick of
+//!   the same signal is still pending is merged into it, so every one of our
+//!   deliveries (tick or request) consumes a pending request; a request
+//!   signal that arrives after a tick already served it is recognised by its
+//!   payload and dropped.
 //!
 //! ## Telling our signals from others'
 //!
@@ -43,9 +46,14 @@
 //! is installed with `sigaction(SA_SIGINFO | SA_ONSTACK | SA_RESTART)` and a
 //! full mask, keeping the previous action. A delivery is ours if it is
 //! `SI_TIMER` carrying the current worker's slot pointer as its `sigval`, or
-//! `SI_TKILL` from our own pid while this worker has a request pending.
-//! Everything else (a `kill -URG` from outside, the host's own use of the
-//! signal) is passed to the previous handler, or gets its default action.
+//! `SI_QUEUE` from our own pid carrying it (a request), or either carrying the
+//! address of another of our slots (a late signal for a worker that has
+//! unregistered: dropped). Everything else (a `kill -URG` from outside, the
+//! host's own `pthread_kill`/`raise`, which are `SI_TKILL`) is passed to the
+//! previous action as the kernel would have delivered it: with that action's
+//! own `sa_mask` and flags (`SA_NODEFER`, `SA_RESETHAND`), or its default
+//! action (see `signal.rs`, `chain`: a stop signal stops the process and
+//! leaves our handler installed).
 //! The handler saves and restores errno, allocates nothing, takes no lock and
 //! cannot panic. It runs on a per-worker alternate signal stack sized from
 //! `AT_MINSIGSTKSZ` plus headroom and pre-faulted.
@@ -126,7 +134,7 @@ pub use registry::{
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
 };
 #[doc(hidden)]
-pub use signal::{cached_pid, mark_request_pending};
+pub use signal::{cached_pid, mark_request_pending, request_siginfo};
 pub use signal::{async_preempt_off, chained_signals, init, request_preempt, set_park_hook, set_signal, signal};
 pub use slot::{
     altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot, MAX_WORKERS,

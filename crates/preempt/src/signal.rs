@@ -150,9 +150,10 @@ unsafe extern "C" fn spill_hook(frame: *mut archif::SpillFrame) {
 /// Sends a targeted preemption request to `slot`'s worker (e.g. for
 /// stop-the-world): sets the worker's checkpoint flag, and unless a request
 /// signal is already pending for it, marks one pending and sends the signal
-/// with tgkill. Returns `Ok(true)` if a signal was sent, `Ok(false)` if one
-/// was already in flight. Wait for `slot.acks()` to advance to know that the
-/// handler has run (accepted or refused).
+/// with `rt_tgsigqueueinfo` (see [`request_siginfo`]). Returns `Ok(true)` if
+/// a signal was sent, `Ok(false)` if one was already in flight. Wait for
+/// `slot.acks()` to advance to know that the handler has run (accepted or
+/// refused).
 pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
     init()?;
     let tid = slot.tid.load(Ordering::Acquire);
@@ -164,31 +165,60 @@ pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
         return Ok(false);
     }
     Counters::bump(&slot.counters.requests_sent);
-    slot.in_flight.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: tgkill has no memory preconditions.
-    let r = unsafe { libc::tgkill(PID.load(Ordering::Relaxed), tid, signal()) };
+    let mut info = request_siginfo(slot);
+    // SAFETY: rt_tgsigqueueinfo reads the siginfo we pass and nothing else.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            PID.load(Ordering::Relaxed) as libc::c_long,
+            tid as libc::c_long,
+            signal() as libc::c_long,
+            &mut info as *mut siginfo_t,
+        )
+    };
     if r != 0 {
         let e = last_errno();
-        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         slot.pending.store(0, Ordering::Release);
-        return Err(Error::Os("tgkill", e));
+        return Err(Error::Os("rt_tgsigqueueinfo", e));
     }
     Ok(true)
 }
 
-/// Marks a request pending without sending the signal, for a caller that
-/// sends it itself (the benchmarks send it with a raw `syscall` from inside
-/// preemptible code). Returns false if one is already pending.
+/// The siginfo of a request signal for `slot`: `si_code = SI_QUEUE`,
+/// `si_pid` = our pid, `si_value` = the slot's address, sent with
+/// `rt_tgsigqueueinfo(pid, tid, signal(), &info)` (a process may send itself
+/// any `si_code`). The handler recognises a request by its payload, not by
+/// counting signals: a plain tgkill carries nothing, so telling ours from the
+/// host's `pthread_kill`/`raise` (both `SI_TKILL` from our pid) needed a
+/// count of our signals in flight, and a standard signal merged into a
+/// pending tick never arrived to decrement it (issue 12, finding 3).
 #[doc(hidden)]
-pub fn mark_request_pending(slot: &WorkerSlot) -> bool {
-    let ok = slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok();
-    if ok {
-        slot.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-    ok
+pub fn request_siginfo(slot: &WorkerSlot) -> siginfo_t {
+    // The generic Linux siginfo layout (x86-64 and aarch64): si_signo,
+    // si_errno, si_code at 0/4/8; the union at 16: si_pid at 16, si_uid at
+    // 20, si_value at 24.
+    let mut w = [0u64; 16];
+    w[0] = signal() as u32 as u64;
+    w[1] = libc::SI_QUEUE as u32 as u64;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    w[2] = (PID.load(Ordering::Relaxed) as u32 as u64) | ((uid as u64) << 32);
+    w[3] = slot as *const WorkerSlot as u64;
+    const _: () = assert!(core::mem::size_of::<siginfo_t>() == 128);
+    // SAFETY: siginfo_t is 128 bytes of plain data; every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u64; 16], siginfo_t>(w) }
 }
 
-/// The process id cached at init (tgkill's first argument).
+/// Marks a request pending without sending the signal, for a caller that
+/// sends it itself (the benchmarks send it with a raw `rt_tgsigqueueinfo`
+/// from inside preemptible code, with the siginfo from
+/// [`request_siginfo`]). Returns false if one is already pending.
+#[doc(hidden)]
+pub fn mark_request_pending(slot: &WorkerSlot) -> bool {
+    slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
+/// The process id cached at init (the first argument of the request signal).
 #[doc(hidden)]
 pub fn cached_pid() -> i32 {
     PID.load(Ordering::Relaxed)
@@ -245,27 +275,28 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
         // A late tick of one of our timers (its worker unregistered): drop it.
         return is_known_slot(v);
     }
-    if code == libc::SI_TKILL && !slot_p.is_null() {
-        // SAFETY: for SI_TKILL the kernel fills si_pid.
-        let pid = unsafe { (*info).si_pid() };
-        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
-        let slot = unsafe { &*slot_p };
+    if code == libc::SI_QUEUE {
+        // SAFETY: for SI_QUEUE the kernel copies the sender's si_pid and
+        // si_value.
+        let (pid, v) = unsafe { ((*info).si_pid(), (*info).si_value().sival_ptr as usize) };
         if pid != PID.load(Ordering::Relaxed) {
             return false;
         }
-        // Ours only if we sent one: a tgkill of the same signal by the host
-        // program from our own pid stays foreign. `in_flight` counts our
-        // tgkills not yet seen (a request may already have been served by a
-        // tick that overtook its signal; realtime signals queue, so several
-        // can be in flight).
-        let was_pending = slot.pending.swap(0, Ordering::AcqRel) == 1;
-        let in_flight = slot.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
-        if was_pending {
-            // SAFETY: uc is the handler's ucontext.
-            let _ = unsafe { attempt(slot, uc) };
-            slot.counters.acks.fetch_add(1, Ordering::Release);
+        if !slot_p.is_null() && v == slot_p as usize {
+            // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+            let slot = unsafe { &*slot_p };
+            // A tick may have served the request already (it overtook this
+            // signal): then there is nothing left to do.
+            if slot.pending.swap(0, Ordering::AcqRel) == 1 {
+                // SAFETY: uc is the handler's ucontext.
+                let _ = unsafe { attempt(slot, uc) };
+                slot.counters.acks.fetch_add(1, Ordering::Release);
+            }
+            return true;
         }
-        return was_pending || in_flight;
+        // A late request for a slot that no longer runs on this thread
+        // (its worker unregistered): ours, drop it.
+        return is_known_slot(v);
     }
     false
 }

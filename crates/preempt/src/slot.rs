@@ -58,8 +58,6 @@ pub struct WorkerSlot {
     // Requests from other threads.
     pub(crate) pending: AtomicU32,
     pub(crate) requested: AtomicBool,
-    /// Request tgkills sent whose delivery the handler has not yet seen.
-    pub(crate) in_flight: AtomicU32,
     // Identity and resources.
     pub(crate) tid: AtomicI32,
     pub(crate) registered: AtomicBool,
@@ -136,7 +134,6 @@ impl WorkerSlot {
             quantum_ns: AtomicU64::new(10_000_000),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
-            in_flight: AtomicU32::new(0),
             tid: AtomicI32::new(0),
             registered: AtomicBool::new(false),
             timer: AtomicPtr::new(core::ptr::null_mut()),
@@ -384,50 +381,22 @@ pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(
 }
 
 /// Undoes [`register_worker`] on the calling (worker) thread: deletes the
-/// timer, restores the previous alternate signal stack and frees ours. The
+/// timer, restores the previous alternate signal stack and frees ours,. The
 /// slot keeps its counters (and stays visible in [`crate::stats`]).
 pub fn unregister_worker() -> Result<(), Error> {
     let p = current_ptr();
     // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
     let Some(slot) = (unsafe { p.as_ref() }) else { return Err(Error::NotAWorker) };
     slot.running.store(false, Ordering::Release);
-    // No new requests from now on; then let the ones already sent arrive
-    // while CURRENT still identifies them as ours.
+    // No new requests from now on. A request signal already sent and not yet
+    // delivered is recognised by its payload (the slot address, a known
+    // slot) and dropped, whenever it arrives.
     slot.tid.store(0, Ordering::Release);
-    drain_in_flight(slot);
     CURRENT.with(|c| c.set(core::ptr::null()));
-    slot.pending.store(0, Ordering::Release);
-    slot.in_flight.store(0, Ordering::Release);
     teardown(slot);
+    slot.pending.store(0, Ordering::Release);
     slot.registered.store(false, Ordering::Release);
     Ok(())
-}
-
-/// Waits (briefly) until every request signal sent to this thread has been
-/// delivered. A standard signal merged into another pending instance never
-/// arrives on its own: give up once the signal is no longer pending at all.
-fn drain_in_flight(slot: &WorkerSlot) {
-    let sig = crate::signal::signal();
-    let deadline = std::time::Instant::now() + Duration::from_millis(50);
-    while slot.in_flight.load(Ordering::Acquire) != 0 && std::time::Instant::now() < deadline {
-        // SAFETY: zeroed sigset_t is a valid out-parameter.
-        let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
-        // SAFETY: valid out-pointer.
-        let pending = unsafe { libc::sigpending(&mut set) } == 0
-            // SAFETY: set was filled by sigpending.
-            && unsafe { libc::sigismember(&set, sig) } == 1;
-        // Sleeping is a system call: a pending unblocked signal is
-        // delivered on its way back to user space.
-        std::thread::sleep(Duration::from_micros(100));
-        if !pending && slot.in_flight.load(Ordering::Acquire) != 0 {
-            std::thread::sleep(Duration::from_millis(1));
-            // SAFETY: as above.
-            let still = unsafe { libc::sigpending(&mut set) } == 0 && unsafe { libc::sigismember(&set, sig) } == 1;
-            if !still {
-                break;
-            }
-        }
-    }
 }
 
 fn publish(slot: &'static WorkerSlot) -> Result<(), Error> {
