@@ -381,8 +381,11 @@ pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(
 }
 
 /// Undoes [`register_worker`] on the calling (worker) thread: deletes the
-/// timer, restores the previous alternate signal stack and frees ours,. The
-/// slot keeps its counters (and stays visible in [`crate::stats`]).
+/// timer, restores the previous alternate signal stack and frees ours, and
+/// clears any outstanding request (a pooled slot registered again later must
+/// not start with its checkpoint flag set, which would keep every
+/// [`crate::checkpoint`] in the process on its slow path). The slot keeps its
+/// counters (and stays visible in [`crate::stats`]).
 pub fn unregister_worker() -> Result<(), Error> {
     let p = current_ptr();
     // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
@@ -395,6 +398,7 @@ pub fn unregister_worker() -> Result<(), Error> {
     CURRENT.with(|c| c.set(core::ptr::null()));
     teardown(slot);
     slot.pending.store(0, Ordering::Release);
+    slot.take_request();
     slot.registered.store(false, Ordering::Release);
     Ok(())
 }
@@ -583,5 +587,30 @@ mod tests {
         .join()
         .unwrap();
         assert!(altstack_size() >= libc::SIGSTKSZ);
+    }
+
+    #[test]
+    fn unregister_clears_an_outstanding_request() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        std::thread::spawn(move || {
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            // A request to an idle worker: the handler refuses (not running)
+            // but the checkpoint flag stays set for cooperative code.
+            let acks = a.acks();
+            assert_eq!(crate::request_preempt(a), Ok(true));
+            let t0 = std::time::Instant::now();
+            while a.acks() == acks {
+                assert!(t0.elapsed() < Duration::from_secs(20), "request never acknowledged");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(a.is_requested());
+            unregister_worker().unwrap();
+            assert!(!a.is_requested(), "a pooled slot keeps forcing checkpoint() onto its slow path");
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            assert!(!a.is_requested());
+            unregister_worker().unwrap();
+        })
+        .join()
+        .unwrap();
     }
 }
