@@ -447,14 +447,41 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
     Ok(restart)
 }
 
-/// Passes a foreign delivery to the previously installed action.
+/// Set once a chained delivery found the previous action with
+/// `SA_RESETHAND`: from then on foreign deliveries get the default action, as
+/// the kernel would have reset the host's handler. Written by the handler.
+static PREV_RESET: AtomicBool = AtomicBool::new(false);
+
+/// Signals whose default action is to stop the process.
+fn stops_by_default(sig: c_int) -> bool {
+    matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+/// Passes a foreign delivery to the previously installed action, the way the
+/// kernel would have delivered it had our handler not been installed:
+///
+/// * a handler runs with the mask at the interruption, plus its own
+///   `sa_mask`, plus the signal itself unless it had `SA_NODEFER` (our
+///   handler runs with everything blocked; that is not what the host asked
+///   for), and with `SA_RESETHAND` the next foreign delivery gets the
+///   default action;
+/// * `SIG_IGN`, and `SIG_DFL` of a signal ignored by default: nothing;
+/// * `SIG_DFL` of a stop signal (SIGTSTP, SIGTTIN, SIGTTOU): the process
+///   stops right here (with SIGSTOP: the parent sees `WSTOPSIG == SIGSTOP`),
+///   and continues on SIGCONT with our handler still installed (resetting the
+///   disposition and re-raising, as for a terminating signal, would leave the
+///   preemption signal at SIG_DFL for ever: every later tick would stop the
+///   process);
+/// * `SIG_DFL` that terminates: reset the disposition and re-raise (the
+///   signal is blocked while we run and is delivered on return: the process
+///   dies of it, with a core dump if that is its default).
 unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if !PREV_SET.load(Ordering::Acquire) {
         return;
     }
     // SAFETY: PREV was fully written before PREV_SET was published.
     let prev = unsafe { (*PREV.0.get()).assume_init_ref() };
-    let h = prev.sa_sigaction;
+    let h = if PREV_RESET.load(Ordering::Acquire) { libc::SIG_DFL } else { prev.sa_sigaction };
     if h == libc::SIG_IGN {
         return;
     }
@@ -462,19 +489,12 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         if matches!(sig, libc::SIGURG | libc::SIGCHLD | libc::SIGWINCH | libc::SIGCONT) {
             return; // default action: ignore
         }
-        // SAFETY: info is valid (dispatch checked it is non-null before
-        // deciding the delivery was foreign; null is handled here too).
-        let self_sent = !info.is_null() && unsafe {
-            ((*info).si_code == libc::SI_TKILL && (*info).si_pid() == PID.load(Ordering::Relaxed))
-                || (*info).si_code == libc::SI_TIMER
-        };
-        if self_sent {
-            // A stray of ours (e.g. a request signal that arrived after its
-            // worker unregistered): never let it terminate the process.
+        if stops_by_default(sig) {
+            // SAFETY: kill/getpid are async-signal-safe; SIGSTOP cannot be
+            // blocked, so the group stop happens on the way out of kill().
+            unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
             return;
         }
-        // Default action terminates (or stops): restore it and re-raise; the
-        // signal is blocked while we run and is delivered on return.
         // SAFETY: sigaction/tgkill/gettid are async-signal-safe.
         unsafe {
             let mut dfl: libc::sigaction = core::mem::zeroed();
@@ -484,6 +504,33 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         }
         return;
     }
+    if prev.sa_flags & libc::SA_RESETHAND != 0 {
+        PREV_RESET.store(true, Ordering::Release);
+    }
+    // The mask the kernel would have given the host's handler.
+    // SAFETY: sigset operations on local values; uc is the handler's
+    // ucontext (null-checked), whose uc_sigmask is the interrupted mask.
+    let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let restore = unsafe {
+        let mut m: libc::sigset_t = if uc.is_null() {
+            let mut cur: libc::sigset_t = core::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, core::ptr::null(), &mut cur);
+            cur
+        } else {
+            (*(uc as *const libc::ucontext_t)).uc_sigmask
+        };
+        for s in 1..=libc::SIGRTMAX() {
+            if libc::sigismember(&prev.sa_mask, s) == 1 {
+                libc::sigaddset(&mut m, s);
+            }
+        }
+        if prev.sa_flags & libc::SA_NODEFER == 0 {
+            libc::sigaddset(&mut m, sig);
+        } else {
+            libc::sigdelset(&mut m, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &m, &mut old) == 0
+    };
     if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: with SA_SIGINFO the stored handler has the 3-argument form.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(h) };
@@ -492,6 +539,10 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         // SAFETY: without SA_SIGINFO the stored handler has the 1-argument form.
         let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(h) };
         f(sig)
+    }
+    if restore {
+        // SAFETY: restoring the mask our handler ran with.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
     }
 }
 
