@@ -70,8 +70,10 @@
 //! ([`register_unsafe_range`], e.g. the GC's write barrier) unless that range
 //! is restartable, in which case the PC is backed up to its start; the arch
 //! classifier (iced-x86 on x86-64) sees a half-built or torn-down frame, a
-//! system call or undecodable bytes; or the task's stack lacks room below SP
-//! for the red zone, the spill frame and the park path. A refused attempt
+//! system call or undecodable bytes; the task's stack lacks room below SP
+//! for the red zone, the spill frame and the park path; a user shadow stack is active (x86-64
+//! CET SHSTK, aarch64 GCS); or, on aarch64, register state the spill frame
+//! cannot carry is live (SME streaming mode, ZA/ZT0). A refused attempt
 //! also sets the worker's checkpoint flag, so cooperative code polling
 //! [`checkpoint`] yields soon; the next tick tries again.
 //!
@@ -126,6 +128,8 @@ mod signal;
 mod slot;
 mod stats;
 
+#[doc(hidden)]
+pub use archif::fake_shadow_stack_for_tests;
 pub use archif::SpillFrame;
 pub use error::Error;
 pub use guard::{checkpoint, no_preempt, set_yield_hook, NoPreempt};

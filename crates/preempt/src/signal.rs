@@ -441,8 +441,8 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
         _ => return Err(Refusal::StackRoom),
     }
     // SAFETY: uc is the handler's ucontext.
-    if unsafe { archif::unsaveable_state(uc) } {
-        return Err(Refusal::VectorState);
+    if let Some(r) = unsafe { archif::unsaveable_state(uc) } {
+        return Err(r);
     }
     Ok(restart)
 }

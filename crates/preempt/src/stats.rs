@@ -33,13 +33,18 @@ pub enum Refusal {
     /// outside the task's stack bounds.
     StackRoom,
     /// The thread held register state the spill routine cannot save (on
-    /// aarch64: SME streaming mode, live ZA/ZT0, a guarded control stack).
+    /// aarch64: SME streaming mode, live ZA/ZT0, an SVE record too large
+    /// for the spill frame, an unparsable signal frame).
     VectorState,
+    /// A user shadow stack is active (x86-64 CET SHSTK, aarch64 GCS): the
+    /// spill routine's return (x86-64 `ret`) or `rt_sigreturn` (aarch64)
+    /// would not match it.
+    ShadowStack,
 }
 
 impl Refusal {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     /// All reasons, in index order.
     pub const ALL: [Refusal; Refusal::COUNT] = [
         Refusal::NotRunning,
@@ -55,6 +60,7 @@ impl Refusal {
         Refusal::UnsafeInstruction,
         Refusal::StackRoom,
         Refusal::VectorState,
+        Refusal::ShadowStack,
     ];
 }
 
