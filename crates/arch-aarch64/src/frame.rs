@@ -11,8 +11,9 @@
 //!  F+24    unused                     kernel never reads it on sigreturn)
 //!  F+128   ucontext:
 //!  F+128     uc_flags = 0, uc_link = 0
-//!  F+144     uc_stack   = the sigaltstack at the interruption
-//!  F+168     uc_sigmask = the signal mask at the interruption
+//!  F+144     uc_stack   = the sigaltstack (at the interruption; the
+//!  F+168     uc_sigmask = the signal mask     spill routine refreshes both
+//!                                             right before rt_sigreturn)
 //!  F+304     uc_mcontext: fault_address = 0
 //!  F+312       regs[0..31] = x0..x30 (x30 = the interrupted LR)
 //!  F+560       sp     = the interrupted SP
@@ -44,6 +45,10 @@ pub const SPILL_MAGIC: u64 = u64::from_le_bytes(*b"USURPSPL");
 pub const SPILL_FRAME_SIZE: usize = size_of::<SpillFrame>();
 pub(crate) const OFF_UC: usize = offset_of!(SpillFrame, uc);
 pub(crate) const OFF_MC: usize = OFF_UC + offset_of!(UContext, uc_mcontext);
+/// Offset of `uc_stack` from F.
+pub(crate) const OFF_STACK: usize = OFF_UC + offset_of!(UContext, uc_stack);
+/// Offset of `uc_sigmask` from F.
+pub(crate) const OFF_SIGMASK: usize = OFF_UC + offset_of!(UContext, uc_sigmask);
 /// Offset of `regs[0]` (x0) from F.
 pub(crate) const OFF_REGS: usize = OFF_MC + 8;
 pub(crate) const OFF_SP: usize = OFF_MC + 256;
@@ -60,6 +65,8 @@ const _: () = {
     assert!(SPILL_FRAME_SIZE == 4688);
     assert!(SPILL_FRAME_SIZE % 16 == 0);
     assert!(OFF_UC == 128);
+    assert!(OFF_STACK == 144);
+    assert!(OFF_SIGMASK == 168);
     assert!(OFF_REGS == 312);
     assert!(OFF_SP == 560);
     assert!(OFF_PC == 568);

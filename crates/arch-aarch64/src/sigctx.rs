@@ -19,7 +19,8 @@
 //!   [F, F+16)   frame record {x29, pc} (interrupted values)
 //!   F+16        magic
 //!   F+128..     ucontext: uc_stack, uc_sigmask copied from the handler's
-//!               ucontext (the state at the interruption), sp = S, pc, pstate
+//!               ucontext (the state at the interruption; the spill routine
+//!               refreshes both before its rt_sigreturn), sp = S, pc, pstate
 //!               (full interrupted PSTATE, incl. BTYPE), fpsimd record header,
 //!               terminating null record
 //!   uc.sp = F, uc.pc = spill routine, uc.pstate.BTYPE = 0
@@ -35,8 +36,10 @@
 //! overwrite it. BTYPE is cleared for the jump into the routine (the kernel
 //! does the same for handler entry) and restored with the rest of PSTATE.
 //!
-//! Precondition (documented on [`inject_spill`]): the handler runs on an
-//! alternate signal stack, so [F, S) does not overlap the handler's own frame.
+//! Precondition (documented on [`inject_spill`], checked by the preemption
+//! crate, which refuses with `HandlerOnTaskStack` when the ucontext lies on
+//! the task's stack): the handler runs on an alternate signal stack, so
+//! [F, S) does not overlap the handler's own frame.
 
 use crate::frame::{SpillFrame, OFF_END_RECORD, OFF_FPSIMD, SPILL_FRAME_SIZE, SPILL_MAGIC};
 use crate::layout::*;

@@ -40,9 +40,14 @@
 //!    require the fpsimd record and accept its absence of SVE/ZA records),
 //!    validates PSTATE (it came from the kernel, so it is a valid EL0t
 //!    value), and resumes at the saved PC with every saved register.
-//! 5. Signal mask and alternate stack are set to their values at the
-//!    interruption, as any signal return does; the task is resumed on the
-//!    same OS thread (a rule of usurp), whose values they are.
+//! 5. Signal mask and alternate stack: rt_sigreturn sets both from the
+//!    frame. The values captured at the interruption would undo whatever
+//!    the thread changed while the task was parked (another task on the same
+//!    worker blocking a signal, the runtime moving the alternate stack), so
+//!    right before rt_sigreturn the routine overwrites them with the
+//!    thread's current ones (`rt_sigprocmask(_, NULL, &uc_sigmask, 8)`,
+//!    `sigaltstack(NULL, &uc_stack)`): the return sets them to what they
+//!    already are. On x86-64 the resume is a plain `ret` and touches neither.
 //!
 //! The test `e2e::registers_survive_preemption` checks all of x0–x28, x30,
 //! q0–q31 (128 bits), NZCV, FPSR and FPCR across thousands of preemptions
@@ -52,8 +57,8 @@
 //! frame-pointer chain (what usurp walks) continues through the frame record
 //! at F, see [`SpillFrame::frame_record`].
 
-use crate::frame::{SpillFrame, OFF_FPSIMD, OFF_PSTATE, OFF_REGS};
-use crate::layout::NR_RT_SIGRETURN;
+use crate::frame::{SpillFrame, OFF_FPSIMD, OFF_PSTATE, OFF_REGS, OFF_SIGMASK, OFF_STACK};
+use crate::layout::{NR_RT_SIGPROCMASK, NR_RT_SIGRETURN, NR_SIGALTSTACK};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -102,7 +107,10 @@ extern "C" {
 // scratch only after they are stored. x16 (IP0) holds the hook address.
 // Before the call, x29 = F makes the prefilled frame record the current one:
 // a frame-pointer walk from the hook goes hook -> F -> interrupted frame.
-// After the hook: SP = x29 = F again (callee-saved), then rt_sigreturn.
+// After the hook: SP = x29 = F again (callee-saved); the frame's mask and
+// alternate stack are refreshed from the thread's current ones (x0-x3 and x8
+// are free: rt_sigreturn reloads every register from the frame); then
+// rt_sigreturn.
 global_asm!(
     ".text",
     ".globl usurp_aarch64_spill",
@@ -163,6 +171,16 @@ global_asm!(
     "blr x16",
     "1:",
     "mov sp, x29",
+    "mov x0, #0",
+    "mov x1, #0",
+    "add x2, sp, #{sigmask}",
+    "mov x3, #8",
+    "mov x8, #{nr_mask}",
+    "svc #0",
+    "mov x0, #0",
+    "add x1, sp, #{stack}",
+    "mov x8, #{nr_ss}",
+    "svc #0",
     "mov x8, #{nr}",
     "svc #0",
     // rt_sigreturn does not return; a rejected frame raises SIGSEGV instead.
@@ -172,5 +190,9 @@ global_asm!(
     fpsimd = const OFF_FPSIMD,
     pstate = const OFF_PSTATE,
     nr = const NR_RT_SIGRETURN,
+    nr_mask = const NR_RT_SIGPROCMASK,
+    nr_ss = const NR_SIGALTSTACK,
+    sigmask = const OFF_SIGMASK,
+    stack = const OFF_STACK,
     hook = sym SPILL_HOOK,
 );

@@ -71,7 +71,9 @@
 //! is restartable, in which case the PC is backed up to its start; the arch
 //! classifier (iced-x86 on x86-64) sees a half-built or torn-down frame, a
 //! system call or undecodable bytes; the task's stack lacks room below SP
-//! for the red zone, the spill frame and the park path; a user shadow stack is active (x86-64
+//! for the red zone, the spill frame and the park path; the handler is not
+//! running on an alternate signal stack (its ucontext lies on the task's
+//! stack, where the injection writes); a user shadow stack is active (x86-64
 //! CET SHSTK, aarch64 GCS); or, on aarch64, register state the spill frame
 //! cannot carry is live (SME streaming mode, ZA/ZT0). A refused attempt
 //! also sets the worker's checkpoint flag, so cooperative code polling

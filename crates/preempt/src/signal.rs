@@ -440,6 +440,14 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
         Some(bottom) if bottom >= lo => {}
         _ => return Err(Refusal::StackRoom),
     }
+    // The handler must run on an alternate signal stack: if its ucontext
+    // (the kernel's signal frame) lies on the task's stack, it lies right
+    // below SP, where the injection writes (the spill frame on aarch64, the
+    // return address on x86-64) before the kernel reads the frame back.
+    let ucp = uc as usize;
+    if lo <= ucp && ucp < hi {
+        return Err(Refusal::HandlerOnTaskStack);
+    }
     // SAFETY: uc is the handler's ucontext.
     if let Some(r) = unsafe { archif::unsaveable_state(uc) } {
         return Err(r);

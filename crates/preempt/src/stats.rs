@@ -40,11 +40,16 @@ pub enum Refusal {
     /// spill routine's return (x86-64 `ret`) or `rt_sigreturn` (aarch64)
     /// would not match it.
     ShadowStack,
+    /// The signal handler was not running on an alternate signal stack (the
+    /// thread's sigaltstack was disabled or replaced by one on the task's
+    /// stack): the kernel's signal frame lies on the task's stack, where the
+    /// injection would write.
+    HandlerOnTaskStack,
 }
 
 impl Refusal {
     /// Number of reasons.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     /// All reasons, in index order.
     pub const ALL: [Refusal; Refusal::COUNT] = [
         Refusal::NotRunning,
@@ -61,6 +66,7 @@ impl Refusal {
         Refusal::StackRoom,
         Refusal::VectorState,
         Refusal::ShadowStack,
+        Refusal::HandlerOnTaskStack,
     ];
 }
 
