@@ -20,12 +20,15 @@
 //!  F+568       pc     = the interrupted PC
 //!  F+576       pstate = the interrupted PSTATE (NZCV, BTYPE, ...)
 //!  F+592       fpsimd_context {FPSIMD_MAGIC, 528, fpsr, fpcr, v0..v31 (128 bits each)}
-//!  F+1120      {0, 0}: end of the record list
-//!  F+1128      rest of __reserved (never written, never read)
+//!  F+1120      when SVE state was live at the interruption: a verbatim copy
+//!              of the kernel's SVE record (Z0-Z31, P0-P15, FFR at the
+//!              thread's vector length; at most MAX_SVE_RECORD bytes)
+//!  F+1120(+N)  {0, 0}: end of the record list
+//!  ...         rest of __reserved (never written, never read)
 //!  F+4688  end (= F + size_of::<SpillFrame>() <= interrupted SP)
 //! ```
 
-use crate::layout::{CtxHeader, FpsimdContext, UContext, FPSIMD_MAGIC, PSTATE_NZCV};
+use crate::layout::{CtxHeader, FpsimdContext, UContext, FPSIMD_MAGIC, PSTATE_NZCV, SVE_MAGIC};
 use core::mem::{offset_of, size_of};
 
 /// The saved state of an async-preempted context, built on the task's stack
@@ -58,8 +61,15 @@ pub(crate) const OFF_PSTATE: usize = OFF_MC + 272;
 pub(crate) const OFF_FPSIMD: usize = OFF_MC + 288;
 /// Offset of the terminating null record.
 pub(crate) const OFF_END_RECORD: usize = OFF_FPSIMD + size_of::<FpsimdContext>();
-/// End of everything the frame holds (after the null record), 16-aligned.
+/// End of everything the frame holds without an SVE record (after the null
+/// record), 16-aligned.
 pub(crate) const SAVED_END: usize = (OFF_END_RECORD + 8 + 15) & !15;
+/// The largest SVE record the frame can carry: the 4096-byte record area
+/// minus the fpsimd record and the 16 bytes kept for the terminating null
+/// record. 3552 bytes hold the registers of vector lengths up to 768 bits
+/// (vq = 6; every shipping SVE core has 128, 256 or 512); a larger live
+/// record is refused (`VectorState::must_refuse`).
+pub const MAX_SVE_RECORD: usize = 4096 - size_of::<FpsimdContext>() - 16;
 
 const _: () = {
     assert!(SPILL_FRAME_SIZE == 4688);
@@ -92,12 +102,24 @@ impl SpillFrame {
         }
     }
 
+    /// The size of the SVE record the frame carries (0 if none).
+    pub fn sve_record_size(&self) -> usize {
+        let r = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD..];
+        let magic = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+        let size = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize;
+        if magic == SVE_MAGIC && size <= MAX_SVE_RECORD {
+            size
+        } else {
+            0
+        }
+    }
+
     /// `[lo, hi)` covering the entire saved state: the frame record, x0–x30,
-    /// SP, PC, PSTATE, FPSR, FPCR and all 128 bits of v0–v31. Scanned
-    /// conservatively by the GC.
+    /// SP, PC, PSTATE, FPSR, FPCR, all 128 bits of v0–v31, and the SVE
+    /// record if any. Scanned conservatively by the GC.
     pub fn saved_range(&self) -> (usize, usize) {
         let lo = self as *const Self as usize;
-        (lo, lo + SAVED_END)
+        (lo, lo + SAVED_END + self.sve_record_size())
     }
 
     /// The interrupted program counter.
@@ -162,7 +184,7 @@ impl SpillFrame {
     /// (used by tests and debug checks).
     pub fn looks_valid(&self) -> bool {
         let head = self.fpsimd().head;
-        let end = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD..][..8];
+        let end = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD + self.sve_record_size()..][..8];
         self.magic == SPILL_MAGIC
             && head
                 == CtxHeader {
