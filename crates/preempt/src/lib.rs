@@ -140,8 +140,11 @@ pub use registry::{
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
 };
 #[doc(hidden)]
-pub use signal::{cached_pid, mark_request_pending, request_siginfo};
-pub use signal::{async_preempt_off, chained_signals, init, request_preempt, set_park_hook, set_signal, signal};
+pub use signal::{cached_pid, mark_request_pending, request_siginfo, simulate_larger_spill_frame_for_tests};
+pub use signal::{
+    async_preempt_off, chained_signals, init, min_task_stack, preempt_stack_needed, request_preempt, set_park_hook,
+    set_signal, signal, TASK_FRAMES_HEADROOM,
+};
 pub use slot::{
     altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot, MAX_WORKERS,
     MIN_QUANTUM,

@@ -33,6 +33,42 @@ static PREV_SET: AtomicBool = AtomicBool::new(false);
 /// routine (stored as a raw pointer so the handler can test it atomically).
 static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
+/// Test-only bytes added to what [`preempt_stack_needed`] reports (to
+/// simulate a CPU with a larger XSAVE area, e.g. AMX tiles).
+static EXTRA_NEEDED_FOR_TESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes a preemption needs below the interrupted SP on this CPU: the red
+/// zone (x86-64), the spill frame with the whole extended-state area
+/// (x86-64: the XSAVE size CPUID reports for the features the OS enabled,
+/// ~1 KB with AVX, ~2.7 KB with AVX-512, ~11 KB with AMX tiles; aarch64: the
+/// 4688-byte rt_sigframe), and 8 KiB for the park path. The safe-point check
+/// refuses (`Refusal::StackRoom`) when the task's stack has less room than
+/// this below SP, so a task stack must be larger than this by whatever the
+/// task itself uses; see [`min_task_stack`].
+pub fn preempt_stack_needed() -> usize {
+    archif::spill_stack_needed().saturating_add(EXTRA_NEEDED_FOR_TESTS.load(Ordering::Relaxed))
+}
+
+/// Headroom [`min_task_stack`] adds for the task's own frames.
+pub const TASK_FRAMES_HEADROOM: usize = 4 * 1024;
+
+/// The smallest task stack on which a preemption can succeed on this CPU:
+/// [`preempt_stack_needed`] plus [`TASK_FRAMES_HEADROOM`] (4 KiB) for the
+/// task's own frames. A scheduler should reject smaller stacks when async
+/// preemption is on: every attempt on them would be refused with
+/// `stack_room`, so a loop in such a task would hold up a stop-the-world
+/// for ever.
+pub fn min_task_stack() -> usize {
+    preempt_stack_needed().saturating_add(TASK_FRAMES_HEADROOM)
+}
+
+/// Test-only: pretends this CPU's spill frame is `bytes` larger (only what
+/// [`preempt_stack_needed`] reports changes).
+#[doc(hidden)]
+pub fn simulate_larger_spill_frame_for_tests(bytes: usize) {
+    EXTRA_NEEDED_FOR_TESTS.store(bytes, Ordering::Relaxed);
+}
+
 /// The preemption signal (default SIGURG).
 pub fn signal() -> c_int {
     SIGNAL.load(Ordering::Relaxed)
@@ -573,5 +609,19 @@ mod tests {
         assert_eq!(set_signal(libc::SIGSEGV), Err(Error::InvalidSignal(libc::SIGSEGV)));
         assert_eq!(set_signal(0), Err(Error::InvalidSignal(0)));
         assert_eq!(set_signal(1000), Err(Error::InvalidSignal(1000)));
+    }
+
+    #[test]
+    fn stack_needed_covers_the_spill_frame_on_this_cpu() {
+        let need = preempt_stack_needed();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let xs = usurp_arch_x86_64::xsave_size();
+            assert!(need >= usurp_arch_x86_64::RED_ZONE + 144 + xs + usurp_arch_x86_64::SPILL_HOOK_STACK, "{need} vs xsave {xs}");
+        }
+        #[cfg(target_arch = "aarch64")]
+        assert!(need >= usurp_arch_aarch64::SPILL_FRAME_SIZE + usurp_arch_aarch64::SPILL_HOOK_STACK);
+        assert_eq!(min_task_stack(), need + TASK_FRAMES_HEADROOM);
+        eprintln!("preemption needs {need} bytes below SP here; smallest task stack {}", min_task_stack());
     }
 }
