@@ -26,7 +26,12 @@
 //!   quantum right away, so tight loops rotate exactly every quantum; a task
 //!   that switched in cooperatively gets between one and two quanta. A
 //!   worker takes about one signal per quantum. A refused attempt is retried
-//!   a quarter quantum later.
+//!   a quarter quantum later, then with a doubling delay up to one quantum
+//!   or 1 ms, whichever is longer, while the same task keeps being refused
+//!   (the refusal set the checkpoint flag already: re-signalling a task
+//!   stuck in non-preemptible code only burns CPU);
+//!   [`PreemptStats::yields_after_refusal`] counts the cooperative yields at
+//!   [`checkpoint`] such refusals caused.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
 //!   sender sets the worker's `pending` flag with a CAS 0→1 and only then
 //!   sends the signal with `rt_tgsigqueueinfo`, carrying `SI_QUEUE`, our pid
@@ -140,7 +145,10 @@ pub use registry::{
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
 };
 #[doc(hidden)]
-pub use signal::{cached_pid, mark_request_pending, request_siginfo, simulate_larger_spill_frame_for_tests};
+pub use signal::{
+    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo,
+    simulate_larger_spill_frame_for_tests,
+};
 pub use signal::{
     async_preempt_off, chained_signals, init, min_task_stack, preempt_stack_needed, request_preempt, set_park_hook,
     set_signal, signal, TASK_FRAMES_HEADROOM,

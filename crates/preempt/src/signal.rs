@@ -29,6 +29,16 @@ unsafe impl Sync for PrevAction {}
 static PREV: PrevAction = PrevAction(UnsafeCell::new(MaybeUninit::uninit()));
 static PREV_SET: AtomicBool = AtomicBool::new(false);
 
+/// Test-only: retry every refused tick after a quarter quantum, as before
+/// the backoff (the negative control of the backoff test).
+static BACKOFF_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: turns the refused-tick backoff off (`true`) or on again.
+#[doc(hidden)]
+pub fn disable_refusal_backoff_for_tests(off: bool) {
+    BACKOFF_OFF.store(off, Ordering::Relaxed);
+}
+
 /// The scheduler's park hook, called on the task's stack from the spill
 /// routine (stored as a raw pointer so the handler can test it atomically).
 static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -342,13 +352,28 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// the worker switched since the last tick (the switch counter moved), the
 /// running task's quantum starts now and the tick only moves the deadline;
 /// otherwise the task has run a whole quantum and is preempted.
-/// A refused attempt is retried after a quarter quantum (at least 50 µs).
+///
+/// A refused attempt is retried with a backoff: a quarter quantum (at least
+/// 50 µs) after the first refusal, then twice as long after each further
+/// refusal of the same task, up to one quantum or 1 ms, whichever is longer
+/// ([`MAX_REFUSAL_BACKOFF_NS`]). The refusal already set the
+/// checkpoint flag, so a task that polls [`crate::checkpoint`] yields without
+/// another signal; one that stays in non-preemptible code (libc, a
+/// no-preempt section, a loop without checkpoints) costs a signal per
+/// quantum instead of four. The backoff restarts with the next task (the
+/// switch counter moved) and after an accepted preemption. Targeted
+/// requests (stop-the-world, due timers) are not delayed by it: their
+/// senders re-send them.
 unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
     let q = slot.quantum_ns.load(Ordering::Relaxed);
     let now = now_ns();
     let retry = (q / 4).max(50_000);
     let sw = slot.switches.load(Ordering::Relaxed);
+    if sw != slot.seen_switches.load(Ordering::Relaxed) {
+        // Another task (or none): its refusals start a fresh backoff.
+        slot.backoff_ns.store(0, Ordering::Relaxed);
+    }
     let due = if request {
         true
     } else if slot.running.load(Ordering::Acquire) && sw != slot.seen_switches.load(Ordering::Relaxed) {
@@ -377,11 +402,25 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
             slot.seen_switches.store(sw.wrapping_add(2), Ordering::Relaxed);
             slot.switched_at.store(now, Ordering::Relaxed);
         }
-        // Retry soon only when the refusal is likely to be over soon; with
-        // async preemption off (or no park hook) ticks only feed checkpoint.
+        // With async preemption off (or no park hook) ticks only feed
+        // checkpoint; a refusal is retried with the backoff (see above).
         now.saturating_add(match r {
-            Ok(()) | Err(Refusal::AsyncOff) | Err(Refusal::NoParkHook) => q,
-            Err(_) => retry,
+            Ok(()) | Err(Refusal::AsyncOff) | Err(Refusal::NoParkHook) => {
+                slot.backoff_ns.store(0, Ordering::Relaxed);
+                q
+            }
+            Err(_) => {
+                let prev = slot.backoff_ns.load(Ordering::Relaxed);
+                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) { retry } else { next_backoff(prev, q) };
+                if prev != 0 {
+                    Counters::bump(&slot.counters.refusal_retries);
+                    if delay > retry {
+                        Counters::bump(&slot.counters.backed_off);
+                    }
+                }
+                slot.backoff_ns.store(delay, Ordering::Relaxed);
+                delay
+            }
         })
     } else if slot.running.load(Ordering::Acquire) {
         slot.switched_at.load(Ordering::Relaxed).saturating_add(q).max(now.saturating_add(retry / 4))
@@ -390,6 +429,25 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     };
     if slot.is_armed() {
         slot.arm_at(next);
+    }
+}
+
+/// The longest delay between retries of refused ticks of one task, for
+/// quanta shorter than this: 1 ms. At a 100 µs quantum a task stuck in
+/// non-preemptible code would otherwise take 10,000 refused signals a second
+/// (12-14 µs of delivery each: over a tenth of its CPU) for nothing: the
+/// first refusal already set its checkpoint flag.
+pub const MAX_REFUSAL_BACKOFF_NS: u64 = 1_000_000;
+
+/// The retry delay after a refused tick, given the previous one (0 for the
+/// first refusal of this task): a quarter quantum (at least 50 µs), then
+/// doubling, capped at max(quantum, 1 ms).
+fn next_backoff(prev_ns: u64, quantum_ns: u64) -> u64 {
+    let first = (quantum_ns / 4).max(50_000);
+    if prev_ns == 0 {
+        first
+    } else {
+        prev_ns.saturating_mul(2).min(quantum_ns.max(MAX_REFUSAL_BACKOFF_NS))
     }
 }
 
@@ -413,7 +471,9 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> Result<(), Refusal> {
         Err(reason) => {
             slot.counters.refuse(reason);
             if reason != Refusal::NotRunning {
-                // Let cooperative code (checkpoint) pick the request up.
+                // Let cooperative code (checkpoint) pick the request up, and
+                // count the yield there as one a refusal caused.
+                slot.refusal_request.store(true, Ordering::Relaxed);
                 slot.set_request();
             }
             Err(reason)
@@ -623,5 +683,28 @@ mod tests {
         assert!(need >= usurp_arch_aarch64::SPILL_FRAME_SIZE + usurp_arch_aarch64::SPILL_HOOK_STACK);
         assert_eq!(min_task_stack(), need + TASK_FRAMES_HEADROOM);
         eprintln!("preemption needs {need} bytes below SP here; smallest task stack {}", min_task_stack());
+    }
+
+    #[test]
+    fn refused_tick_backoff_doubles_up_to_the_quantum() {
+        let q = 1_000_000;
+        let mut d = 0;
+        let mut seq = Vec::new();
+        for _ in 0..6 {
+            d = next_backoff(d, q);
+            seq.push(d);
+        }
+        assert_eq!(seq, [250_000, 500_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000]);
+        // Short quanta: from 50 µs up to 1 ms.
+        let q = 100_000;
+        let mut d = 0;
+        let mut seq = Vec::new();
+        for _ in 0..7 {
+            d = next_backoff(d, q);
+            seq.push(d);
+        }
+        assert_eq!(seq, [50_000, 100_000, 200_000, 400_000, 800_000, 1_000_000, 1_000_000]);
+        // Long quanta: up to the quantum.
+        assert_eq!(next_backoff(4_000_000, 5_000_000), 5_000_000);
     }
 }

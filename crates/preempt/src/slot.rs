@@ -55,6 +55,13 @@ pub struct WorkerSlot {
     /// The `switches` count the handler saw at its last tick (handler only).
     pub(crate) seen_switches: AtomicU64,
     pub(crate) quantum_ns: AtomicU64,
+    /// The current retry delay after refused ticks of the running task (0:
+    /// no refusal yet). Written and read by the handler only.
+    pub(crate) backoff_ns: AtomicU64,
+    /// The checkpoint flag was set by a refused attempt (not only by a
+    /// request from another thread). Set by the handler, cleared by
+    /// `checkpoint()` and `switch_out` on the worker thread.
+    pub(crate) refusal_request: AtomicBool,
     // Requests from other threads.
     pub(crate) pending: AtomicU32,
     pub(crate) requested: AtomicBool,
@@ -132,6 +139,8 @@ impl WorkerSlot {
             switched_at: AtomicU64::new(0),
             seen_switches: AtomicU64::new(0),
             quantum_ns: AtomicU64::new(10_000_000),
+            backoff_ns: AtomicU64::new(0),
+            refusal_request: AtomicBool::new(false),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
             tid: AtomicI32::new(0),
@@ -178,6 +187,7 @@ impl WorkerSlot {
         self.no_preempt.store(0, Ordering::Relaxed);
         self.bump_switches();
         self.take_request();
+        self.refusal_request.store(false, Ordering::Relaxed);
         st
     }
 

@@ -85,6 +85,18 @@ pub struct PreemptStats {
     pub requests_sent: u64,
     /// Targeted requests whose signal the handler has processed.
     pub acks: u64,
+    /// Cooperative yields at [`crate::checkpoint`] (the checkpoint flag was
+    /// set: by a refused asynchronous attempt, or by a request).
+    pub checkpoint_yields: u64,
+    /// Of those, the ones whose flag a refused attempt had set: how often a
+    /// task left the CPU cooperatively because it could not be preempted.
+    pub yields_after_refusal: u64,
+    /// Quantum ticks that retried an earlier refused tick of the same task
+    /// (the task stayed in non-preemptible code), refused again.
+    pub refusal_retries: u64,
+    /// Of those, the ones retried later than a quarter quantum (the backoff
+    /// grew).
+    pub backed_off: u64,
 }
 
 impl PreemptStats {
@@ -105,6 +117,10 @@ impl PreemptStats {
         self.ticks += o.ticks;
         self.requests_sent += o.requests_sent;
         self.acks += o.acks;
+        self.checkpoint_yields += o.checkpoint_yields;
+        self.yields_after_refusal += o.yields_after_refusal;
+        self.refusal_retries += o.refusal_retries;
+        self.backed_off += o.backed_off;
     }
 }
 
@@ -116,6 +132,10 @@ pub(crate) struct Counters {
     pub ticks: AtomicU64,
     pub requests_sent: AtomicU64,
     pub acks: AtomicU64,
+    pub checkpoint_yields: AtomicU64,
+    pub yields_after_refusal: AtomicU64,
+    pub refusal_retries: AtomicU64,
+    pub backed_off: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -130,6 +150,10 @@ impl Counters {
             ticks: Z,
             requests_sent: Z,
             acks: Z,
+            checkpoint_yields: Z,
+            yields_after_refusal: Z,
+            refusal_retries: Z,
+            backed_off: Z,
         }
     }
     /// Bumps a counter. Only the slot's own thread (and its signal handler)
@@ -150,6 +174,10 @@ impl Counters {
             ticks: self.ticks.load(Ordering::Relaxed),
             requests_sent: self.requests_sent.load(Ordering::Relaxed),
             acks: self.acks.load(Ordering::Relaxed),
+            checkpoint_yields: self.checkpoint_yields.load(Ordering::Relaxed),
+            yields_after_refusal: self.yields_after_refusal.load(Ordering::Relaxed),
+            refusal_retries: self.refusal_retries.load(Ordering::Relaxed),
+            backed_off: self.backed_off.load(Ordering::Relaxed),
             ..Default::default()
         };
         for (d, c) in s.refused.iter_mut().zip(self.refused.iter()) {
