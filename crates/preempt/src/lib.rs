@@ -12,8 +12,9 @@
 //! * **Quantum ticks.** Every worker has a POSIX timer (`timer_create` with
 //!   `SIGEV_THREAD_ID`, so the signal lands on that worker and not on an
 //!   arbitrary thread as with `setitimer`), armed while the worker runs tasks
-//!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]; a
-//!   system call only on those transitions). On every switch into a task the
+//!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]) or
+//!   while no other task waits for it ([`WorkerSlot::set_contended`]); a
+//!   system call only on those transitions. On every switch into a task the
 //!   scheduler calls `switch_in`, which bumps a per-worker switch counter
 //!   (no clock read: a vDSO `clock_gettime` costs as much as a whole task
 //!   switch). The timer is one-shot. When it fires, the handler checks — as
@@ -109,6 +110,13 @@
 //!   then). Targeted requests can still interrupt a blocked worker: system
 //!   calls that SA_RESTART does not restart (epoll_wait, nanosleep, …) return
 //!   EINTR and must be retried.
+//! * "Tick only when someone waits" (not wired yet; the default keeps
+//!   ticking whenever the worker is busy): `slot.set_contended(work_waits)`
+//!   each time the worker picks its next task, and `set_contended(true)` on
+//!   the running workers from whoever makes a task runnable while no worker
+//!   is idle (spawn, wake, timer expiry). An uncontended busy worker's timer
+//!   is disarmed: when loops equal workers no signal is sent at all. See
+//!   [`WorkerSlot::set_contended`].
 //! * Right before switching into a task: `slot.switch_in(stack_lo,
 //!   stack_hi, saved_state)` (`stack_lo` = lowest usable byte above the
 //!   guard). Right after switching back out of it: `let saved_state =
