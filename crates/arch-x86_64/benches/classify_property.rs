@@ -9,7 +9,7 @@ mod property;
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let rounds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
-    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0x5EED_0F_C1A5_51F1);
+    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0x005E_ED0F_C1A5_51F1);
     let t0 = std::time::Instant::now();
     let seen = property::run(rounds, seed);
     let dt = t0.elapsed();

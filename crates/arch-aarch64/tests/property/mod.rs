@@ -16,6 +16,8 @@
 //!
 //! Returns how often each verdict came out.
 #![allow(dead_code)]
+// `%` instead of is_multiple_of: the workspace MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
 
 use usurp_arch_aarch64::{classify, classify_with_prev, is_after_call, Verdict, MAX_LOOKBEHIND};
 
