@@ -131,8 +131,9 @@
 //! * Stop-the-world: [`request_preempt`] on each worker running a task, then
 //!   wait for `slot.acks()` to advance and for the task to switch out. A
 //!   refused request sets the worker's checkpoint flag; it is not retried by
-//!   itself (the worker's timer, if armed, retries a quarter quantum later):
-//!   send another request once the previous one was acknowledged.
+//!   itself (the worker's timer, if armed, retries with the refused-tick
+//!   backoff: a quarter quantum, then longer): send another request once the
+//!   previous one was acknowledged.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod archif;

@@ -3,7 +3,7 @@
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use libc::{c_int, c_void, siginfo_t};
@@ -16,6 +16,8 @@ use crate::stats::{Counters, Refusal};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
 static PID: AtomicI32 = AtomicI32::new(0);
+/// The real uid at init (the `si_uid` of our request signals).
+static UID: AtomicU32 = AtomicU32::new(0);
 static ASYNC_OFF: AtomicBool = AtomicBool::new(false);
 static STACK_NEEDED: AtomicUsize = AtomicUsize::new(usize::MAX);
 static INIT: OnceLock<Result<(), Error>> = OnceLock::new();
@@ -143,8 +145,10 @@ fn do_init() -> Result<(), Error> {
     if let Ok(v) = std::env::var("USURP_DEBUG") {
         ASYNC_OFF.store(parse_debug(&v), Ordering::Relaxed);
     }
-    // SAFETY: getpid has no preconditions.
+    // SAFETY: getpid and getuid have no preconditions.
     PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    // SAFETY: as above.
+    UID.store(unsafe { libc::getuid() }, Ordering::Relaxed);
     STACK_NEEDED.store(archif::spill_stack_needed(), Ordering::Relaxed);
     archif::set_spill_hook(spill_hook);
     let sig = signal();
@@ -246,8 +250,7 @@ pub fn request_siginfo(slot: &WorkerSlot) -> siginfo_t {
     let mut w = [0u64; 16];
     w[0] = signal() as u32 as u64;
     w[1] = libc::SI_QUEUE as u32 as u64;
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
+    let uid = UID.load(Ordering::Relaxed);
     w[2] = (PID.load(Ordering::Relaxed) as u32 as u64) | ((uid as u64) << 32);
     w[3] = slot as *const WorkerSlot as u64;
     const _: () = assert!(core::mem::size_of::<siginfo_t>() == 128);
