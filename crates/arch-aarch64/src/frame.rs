@@ -11,20 +11,24 @@
 //!  F+24    unused                     kernel never reads it on sigreturn)
 //!  F+128   ucontext:
 //!  F+128     uc_flags = 0, uc_link = 0
-//!  F+144     uc_stack   = the sigaltstack at the interruption
-//!  F+168     uc_sigmask = the signal mask at the interruption
+//!  F+144     uc_stack   = the sigaltstack (at the interruption; the
+//!  F+168     uc_sigmask = the signal mask     spill routine refreshes both
+//!                                             right before rt_sigreturn)
 //!  F+304     uc_mcontext: fault_address = 0
 //!  F+312       regs[0..31] = x0..x30 (x30 = the interrupted LR)
 //!  F+560       sp     = the interrupted SP
 //!  F+568       pc     = the interrupted PC
 //!  F+576       pstate = the interrupted PSTATE (NZCV, BTYPE, ...)
 //!  F+592       fpsimd_context {FPSIMD_MAGIC, 528, fpsr, fpcr, v0..v31 (128 bits each)}
-//!  F+1120      {0, 0}: end of the record list
-//!  F+1128      rest of __reserved (never written, never read)
+//!  F+1120      when SVE state was live at the interruption: a verbatim copy
+//!              of the kernel's SVE record (Z0-Z31, P0-P15, FFR at the
+//!              thread's vector length; at most MAX_SVE_RECORD bytes)
+//!  F+1120(+N)  {0, 0}: end of the record list
+//!  ...         rest of __reserved (never written, never read)
 //!  F+4688  end (= F + size_of::<SpillFrame>() <= interrupted SP)
 //! ```
 
-use crate::layout::{CtxHeader, FpsimdContext, UContext, FPSIMD_MAGIC, PSTATE_NZCV};
+use crate::layout::{CtxHeader, FpsimdContext, UContext, FPSIMD_MAGIC, PSTATE_NZCV, SVE_MAGIC};
 use core::mem::{offset_of, size_of};
 
 /// The saved state of an async-preempted context, built on the task's stack
@@ -44,6 +48,10 @@ pub const SPILL_MAGIC: u64 = u64::from_le_bytes(*b"USURPSPL");
 pub const SPILL_FRAME_SIZE: usize = size_of::<SpillFrame>();
 pub(crate) const OFF_UC: usize = offset_of!(SpillFrame, uc);
 pub(crate) const OFF_MC: usize = OFF_UC + offset_of!(UContext, uc_mcontext);
+/// Offset of `uc_stack` from F.
+pub(crate) const OFF_STACK: usize = OFF_UC + offset_of!(UContext, uc_stack);
+/// Offset of `uc_sigmask` from F.
+pub(crate) const OFF_SIGMASK: usize = OFF_UC + offset_of!(UContext, uc_sigmask);
 /// Offset of `regs[0]` (x0) from F.
 pub(crate) const OFF_REGS: usize = OFF_MC + 8;
 pub(crate) const OFF_SP: usize = OFF_MC + 256;
@@ -53,13 +61,22 @@ pub(crate) const OFF_PSTATE: usize = OFF_MC + 272;
 pub(crate) const OFF_FPSIMD: usize = OFF_MC + 288;
 /// Offset of the terminating null record.
 pub(crate) const OFF_END_RECORD: usize = OFF_FPSIMD + size_of::<FpsimdContext>();
-/// End of everything the frame holds (after the null record), 16-aligned.
+/// End of everything the frame holds without an SVE record (after the null
+/// record), 16-aligned.
 pub(crate) const SAVED_END: usize = (OFF_END_RECORD + 8 + 15) & !15;
+/// The largest SVE record the frame can carry: the 4096-byte record area
+/// minus the fpsimd record and the 16 bytes kept for the terminating null
+/// record. 3552 bytes hold the registers of vector lengths up to 768 bits
+/// (vq = 6; every shipping SVE core has 128, 256 or 512); a larger live
+/// record is refused (`VectorState::must_refuse`).
+pub const MAX_SVE_RECORD: usize = 4096 - size_of::<FpsimdContext>() - 16;
 
 const _: () = {
     assert!(SPILL_FRAME_SIZE == 4688);
     assert!(SPILL_FRAME_SIZE % 16 == 0);
     assert!(OFF_UC == 128);
+    assert!(OFF_STACK == 144);
+    assert!(OFF_SIGMASK == 168);
     assert!(OFF_REGS == 312);
     assert!(OFF_SP == 560);
     assert!(OFF_PC == 568);
@@ -85,12 +102,24 @@ impl SpillFrame {
         }
     }
 
+    /// The size of the SVE record the frame carries (0 if none).
+    pub fn sve_record_size(&self) -> usize {
+        let r = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD..];
+        let magic = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+        let size = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize;
+        if magic == SVE_MAGIC && size <= MAX_SVE_RECORD {
+            size
+        } else {
+            0
+        }
+    }
+
     /// `[lo, hi)` covering the entire saved state: the frame record, x0–x30,
-    /// SP, PC, PSTATE, FPSR, FPCR and all 128 bits of v0–v31. Scanned
-    /// conservatively by the GC.
+    /// SP, PC, PSTATE, FPSR, FPCR, all 128 bits of v0–v31, and the SVE
+    /// record if any. Scanned conservatively by the GC.
     pub fn saved_range(&self) -> (usize, usize) {
         let lo = self as *const Self as usize;
-        (lo, lo + SAVED_END)
+        (lo, lo + SAVED_END + self.sve_record_size())
     }
 
     /// The interrupted program counter.
@@ -155,7 +184,7 @@ impl SpillFrame {
     /// (used by tests and debug checks).
     pub fn looks_valid(&self) -> bool {
         let head = self.fpsimd().head;
-        let end = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD..][..8];
+        let end = &self.uc.uc_mcontext.reserved.0[OFF_END_RECORD - OFF_FPSIMD + self.sve_record_size()..][..8];
         self.magic == SPILL_MAGIC
             && head
                 == CtxHeader {

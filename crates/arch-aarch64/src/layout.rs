@@ -115,6 +115,10 @@ pub const PSTATE_BTYPE: u64 = 0x0c00;
 
 /// `__NR_rt_sigreturn` on aarch64 (generic syscall table).
 pub const NR_RT_SIGRETURN: u64 = 139;
+/// `__NR_rt_sigprocmask` on aarch64.
+pub const NR_RT_SIGPROCMASK: u64 = 135;
+/// `__NR_sigaltstack` on aarch64.
+pub const NR_SIGALTSTACK: u64 = 132;
 
 const _: () = {
     assert!(size_of::<CtxHeader>() == 8);

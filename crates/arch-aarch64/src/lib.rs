@@ -33,12 +33,14 @@
 //!   the stack for the collector's conservative scan.
 //!
 //! Decisions (details in the modules):
-//! * SVE: the frame keeps v0–v31 (the low 128 bits of Z0–Z31); resuming drops
-//!   the rest, as every syscall does. Code compiled without +sve never holds
-//!   values there. [`sigctx::vector_state`] reports live SVE, SME streaming
-//!   mode, ZA, and shadow stacks; preempt must refuse on
-//!   [`sigctx::VectorState::must_refuse`] (streaming, ZA, GCS) always, and on
-//!   `sve_live` only for code registered as using SVE.
+//! * SVE: the frame keeps v0–v31 (the low 128 bits of Z0–Z31) in its fpsimd
+//!   record and, when the kernel reports SVE state live, a verbatim copy of
+//!   the kernel's SVE record (Z0–Z31, P0–P15, FFR; up to [`MAX_SVE_RECORD`]
+//!   bytes, i.e. vector lengths up to 768 bits), so rt_sigreturn restores
+//!   it. [`sigctx::vector_state`] reports live SVE, SME streaming mode, ZA,
+//!   and shadow stacks; preempt refuses on
+//!   [`sigctx::VectorState::must_refuse`] (streaming, ZA, GCS, an SVE record
+//!   too large, an unparsable frame).
 //! * Load/store-exclusive sequences are Safe: the resume is an exception
 //!   return, which clears the local exclusive monitor (`AArch64.ExceptionReturn`
 //!   calls `ClearExclusiveLocal`), so a `stxr` after a preemption fails and
@@ -57,12 +59,13 @@
 //!              vregs(), looks_valid() }
 //! spill_stack_needed() -> usize   (a const fn: 16 + 4688 + SPILL_HOOK_STACK)
 //! SPILL_HOOK_STACK = 8 KiB; RED_ZONE = 0; GPR_NAMES: [&str; 31]
-//! + SPILL_FRAME_SIZE = 4688; + SPILL_MAGIC
+//! + SPILL_FRAME_SIZE = 4688; + SPILL_MAGIC; + MAX_SVE_RECORD = 3552
 //! set_spill_hook(unsafe extern "C" fn(*mut SpillFrame))
 //! sigctx::{pc, sp, fp, set_pc, inject_spill}(uc)
 //!   + sigctx::{lr, reg}(uc[, n]); + inject_spill_to(uc, entry) (portable, tests)
-//!   + sigctx::vector_state(uc) -> VectorState { sve_live, streaming, za_live,
-//!     gcs, malformed }, VectorState::must_refuse(); sigctx::has_live_sve(uc)
+//!   + sigctx::vector_state(uc) -> VectorState { sve_live, sve_record, sve_size,
+//!     streaming, za_live, gcs, malformed }, VectorState::must_refuse();
+//!     sigctx::has_live_sve(uc); MAX_SVE_RECORD; SpillFrame::sve_record_size()
 //! Verdict { Safe, InPrologue, InEpilogue, Undecodable, Syscall,
 //!           + VectorExtension }  (#[non_exhaustive], as on x86-64)
 //! classify(code, pc); classify_with_prev(prev, code, pc); is_after_call(before, ret)
@@ -92,8 +95,8 @@ pub use classify::{
     classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND,
 };
 pub use frame::{
-    spill_stack_needed, SpillFrame, GPR_NAMES, RED_ZONE, SPILL_FRAME_SIZE, SPILL_HOOK_STACK,
-    SPILL_MAGIC,
+    spill_stack_needed, SpillFrame, GPR_NAMES, MAX_SVE_RECORD, RED_ZONE, SPILL_FRAME_SIZE,
+    SPILL_HOOK_STACK, SPILL_MAGIC,
 };
 
 #[cfg(target_arch = "aarch64")]

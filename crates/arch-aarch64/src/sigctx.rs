@@ -19,7 +19,8 @@
 //!   [F, F+16)   frame record {x29, pc} (interrupted values)
 //!   F+16        magic
 //!   F+128..     ucontext: uc_stack, uc_sigmask copied from the handler's
-//!               ucontext (the state at the interruption), sp = S, pc, pstate
+//!               ucontext (the state at the interruption; the spill routine
+//!               refreshes both before its rt_sigreturn), sp = S, pc, pstate
 //!               (full interrupted PSTATE, incl. BTYPE), fpsimd record header,
 //!               terminating null record
 //!   uc.sp = F, uc.pc = spill routine, uc.pstate.BTYPE = 0
@@ -35,10 +36,12 @@
 //! overwrite it. BTYPE is cleared for the jump into the routine (the kernel
 //! does the same for handler entry) and restored with the rest of PSTATE.
 //!
-//! Precondition (documented on [`inject_spill`]): the handler runs on an
-//! alternate signal stack, so [F, S) does not overlap the handler's own frame.
+//! Precondition (documented on [`inject_spill`], checked by the preemption
+//! crate, which refuses with `HandlerOnTaskStack` when the ucontext lies on
+//! the task's stack): the handler runs on an alternate signal stack, so
+//! [F, S) does not overlap the handler's own frame.
 
-use crate::frame::{SpillFrame, OFF_END_RECORD, OFF_FPSIMD, SPILL_FRAME_SIZE, SPILL_MAGIC};
+use crate::frame::{SpillFrame, MAX_SVE_RECORD, OFF_END_RECORD, OFF_FPSIMD, SPILL_FRAME_SIZE, SPILL_MAGIC};
 use crate::layout::*;
 use core::ffi::c_void;
 use core::mem::size_of;
@@ -163,7 +166,17 @@ pub unsafe fn inject_spill_to(uc: *mut c_void, entry: usize) -> usize {
             magic: FPSIMD_MAGIC,
             size: size_of::<FpsimdContext>() as u32,
         });
-        (base.add(OFF_END_RECORD) as *mut CtxHeader).write(CtxHeader { magic: 0, size: 0 });
+        // Live SVE state (Z above 128 bits, P0-P15, FFR): carry the kernel's
+        // record verbatim, so that rt_sigreturn reloads it (issue 12,
+        // finding 1). The low 128 bits of each Z come from the fpsimd record
+        // the spill routine fills (the kernel applies it after the SVE one).
+        let v = scan_records(addr_of!((*uc).uc_mcontext.reserved.0) as *const u8, 4096);
+        let mut end = OFF_END_RECORD;
+        if v.sve_live && !v.streaming && v.sve_record != 0 && v.sve_size <= MAX_SVE_RECORD {
+            core::ptr::copy_nonoverlapping(v.sve_record as *const u8, base.add(end), v.sve_size);
+            end += v.sve_size;
+        }
+        (base.add(end) as *mut CtxHeader).write(CtxHeader { magic: 0, size: 0 });
 
         (*mc).sp = f as u64;
         (*mc).pc = entry as u64;
@@ -179,6 +192,10 @@ pub struct VectorState {
     /// An SVE record carries register payload: Z0–Z31 beyond bit 127,
     /// P0–P15 and FFR are live as far as the kernel knows (TIF_SVE).
     pub sve_live: bool,
+    /// Where that record is (inside the kernel's frame), when `sve_live`.
+    pub sve_record: usize,
+    /// Its size in bytes (a multiple of 16), when `sve_live`.
+    pub sve_size: usize,
     /// The thread was in SME streaming mode.
     pub streaming: bool,
     /// SME ZA (or ZT0) storage is enabled.
@@ -195,25 +212,29 @@ impl VectorState {
     /// State that resuming through a spill frame would lose or corrupt even
     /// for code compiled without SVE/SME: the preemption check must refuse.
     pub fn must_refuse(&self) -> bool {
-        self.streaming || self.za_live || self.gcs || self.malformed
+        self.streaming || self.za_live || self.gcs || self.malformed || (self.sve_live && self.sve_size > MAX_SVE_RECORD)
     }
 }
 
 /// Scans the kernel's signal-frame records for state a [`SpillFrame`] does
-/// not hold.
+/// not hold by itself.
 ///
-/// Policy (why `sve_live` alone is not a reason to refuse): the frame keeps
-/// v0–v31, i.e. the low 128 bits of Z0–Z31, and resumes through a frame with
-/// no SVE record, which makes the kernel drop the rest (Z bits above 127,
-/// P0–P15, FFR), exactly what it does at every syscall (Documentation/arch/
-/// arm64/sve.rst, "System call behaviour"). Code compiled without +sve (all
-/// of usurp, and Rust's default aarch64-unknown-linux-gnu features) never
-/// holds values there; the state is still "live" for the kernel after, e.g.,
-/// glibc's SVE memcpy returned, until the next syscall, and QEMU reports it
-/// live always. Refusing on `sve_live` would starve preemption; refuse on it
-/// only for code that declares it uses SVE (JIT metadata). Streaming mode,
-/// ZA/ZT0 (which may belong to a caller under the SME lazy-save scheme) and a
-/// shadow stack are lost for any code: [`VectorState::must_refuse`].
+/// Policy: live SVE state is carried, not refused. The frame keeps v0–v31
+/// (the low 128 bits of Z0–Z31) in its fpsimd record, and when the kernel's
+/// frame has an SVE record with payload, [`inject_spill`] copies it verbatim
+/// after the fpsimd record, so rt_sigreturn reloads Z0–Z31, P0–P15 and FFR
+/// (the kernel then applies the fpsimd record's V registers over the low
+/// bits, which the spill routine saved at its entry). Without the copy the
+/// kernel would resume through a frame without an SVE record and drop that
+/// state, as at a syscall, and a loop compiled with +sve that keeps a
+/// `whilelo` predicate across the back edge would be corrupted. Refused
+/// ([`VectorState::must_refuse`]): an SVE record larger than
+/// [`crate::MAX_SVE_RECORD`] (vector lengths above 768 bits), streaming
+/// mode, ZA/ZT0 (which may belong to a caller under the SME lazy-save
+/// scheme), a shadow stack (GCS), or a record list we cannot parse.
+/// Resuming requires the thread's vector length to be unchanged (the kernel
+/// rejects the frame otherwise): usurp never changes it, and a task that
+/// calls `prctl(PR_SVE_SET_VL)` must do so inside a no-preempt section.
 ///
 /// # Safety
 /// `uc` must be the ucontext of the running `SA_SIGINFO` handler (records
@@ -230,8 +251,8 @@ pub unsafe fn vector_state(uc: *const c_void) -> VectorState {
 
 /// True if the kernel considers SVE/SME register state live (any of
 /// `sve_live`, `streaming`, `za_live` of [`vector_state`]). See
-/// [`vector_state`] for why preempt should refuse on this only for code
-/// that uses SVE, and always on [`VectorState::must_refuse`].
+/// [`vector_state`] for which of these the spill frame carries (SVE) and
+/// which the preemption check refuses ([`VectorState::must_refuse`]).
 ///
 /// # Safety
 /// As for [`vector_state`].
@@ -294,6 +315,9 @@ pub(crate) unsafe fn scan_records(area: *const u8, limit: usize) -> VectorState 
                 }
                 if head.size > SVE_EMPTY_RECORD_SIZE {
                     st.sve_live = true;
+                    // SAFETY: inside the block (checked above).
+                    st.sve_record = unsafe { base.add(off) } as usize;
+                    st.sve_size = size;
                 }
             }
             ZA_MAGIC if head.size > SVE_EMPTY_RECORD_SIZE => st.za_live = true,
@@ -370,6 +394,44 @@ mod tests {
             assert!(stack.0[s - stack.0.as_ptr() as usize..]
                 .iter()
                 .all(|&b| b == 0xAA));
+        }
+    }
+
+    #[test]
+    fn injection_carries_a_live_sve_record() {
+        let mut stack = Box::new(Stack([0xAA; 16 * 1024]));
+        let top = stack.0.as_mut_ptr() as usize + stack.0.len();
+        for (size, carried) in [(16u32, false), (2208, true), (MAX_SVE_RECORD as u32, true), (MAX_SVE_RECORD as u32 + 16, false)] {
+            let mut uc = fake_uc();
+            let s = top - 64;
+            uc.uc_mcontext.sp = s as u64;
+            uc.uc_mcontext.pc = 0x4000_1234;
+            let r = &mut uc.uc_mcontext.reserved.0;
+            put(r, 0, FPSIMD_MAGIC, 528);
+            put(r, 528, SVE_MAGIC, size);
+            r[536..538].copy_from_slice(&64u16.to_le_bytes()); // vl
+            for (i, b) in r[528 + 16..528 + size as usize].iter_mut().enumerate() {
+                *b = (i * 7 + 3) as u8;
+            }
+            if 528 + size as usize + 8 <= r.len() {
+                put(r, 528 + size as usize, 0, 0);
+            }
+            // SAFETY: a fake ucontext with a well-formed record list.
+            let v = unsafe { vector_state(&*uc as *const UContext as *const c_void) };
+            assert_eq!(v.must_refuse(), size as usize > MAX_SVE_RECORD, "size {size}");
+            // SAFETY: `uc` is a fake ucontext; [s - needed, s) is our buffer.
+            let f = unsafe { inject_spill_to(&mut *uc as *mut UContext as *mut c_void, 0xdead_0000) };
+            // SAFETY: f is 16-aligned inside the buffer and was just written.
+            let fr = unsafe { &*(f as *const SpillFrame) };
+            assert!(fr.looks_valid(), "size {size}");
+            let want = if carried { size as usize } else { 0 };
+            assert_eq!(fr.sve_record_size(), want, "size {size}");
+            let (lo, hi) = fr.saved_range();
+            assert!(hi - lo >= OFF_END_RECORD + want + 8 && hi <= s);
+            if carried {
+                let copy = &fr.uc.uc_mcontext.reserved.0[528..528 + want];
+                assert_eq!(copy, &uc.uc_mcontext.reserved.0[528..528 + want]);
+            }
         }
     }
 

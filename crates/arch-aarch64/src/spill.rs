@@ -40,20 +40,40 @@
 //!    require the fpsimd record and accept its absence of SVE/ZA records),
 //!    validates PSTATE (it came from the kernel, so it is a valid EL0t
 //!    value), and resumes at the saved PC with every saved register.
-//! 5. Signal mask and alternate stack are set to their values at the
-//!    interruption, as any signal return does; the task is resumed on the
-//!    same OS thread (a rule of usurp), whose values they are.
+//! 5. Signal mask and alternate stack: rt_sigreturn sets both from the
+//!    frame. The values captured at the interruption would undo whatever
+//!    the thread changed while the task was parked (another task on the same
+//!    worker blocking a signal, the runtime moving the alternate stack), so
+//!    right before rt_sigreturn the routine overwrites them with the
+//!    thread's current ones (`rt_sigprocmask(_, NULL, &uc_sigmask, 8)`,
+//!    `sigaltstack(NULL, &uc_stack)`): the return sets them to what they
+//!    already are. On x86-64 the resume is a plain `ret` and touches neither.
 //!
 //! The test `e2e::registers_survive_preemption` checks all of x0–x28, x30,
 //! q0–q31 (128 bits), NZCV, FPSR and FPCR across thousands of preemptions
 //! during which another context clobbers every register.
 //!
-//! DWARF: the routine has no CFI, so DWARF unwinders stop at it; the
-//! frame-pointer chain (what usurp walks) continues through the frame record
-//! at F, see [`SpillFrame::frame_record`].
+//! DWARF CFI: the routine describes itself as a signal frame
+//! (`.cfi_signal_frame`: the "return address" is the interrupted PC itself,
+//! not a call's return address). SP is F from the first instruction to
+//! `rt_sigreturn` (no pushes; the hook's frames lie below), so every rule is
+//! an expression on SP: CFA = `[F + 560]` (the interrupted SP), the
+//! return-address column (x30, the only one libgcc's unwinder accepts for
+//! ordinary FDEs: its table has no size for DWARF 32, the PC) is the
+//! interrupted PC at `F + 568`, and x0–x29 are at `F + 312 + 8n`, declared
+//! right after they are stored (until then they still hold the interrupted
+//! values: "same value"). The price: an unwinder does not see the
+//! interrupted x30 itself, which only matters for code preempted without a
+//! frame record (hand-written or JIT leaf code; Rust code built with frame
+//! pointers has saved its LR in its record). gdb, perf (`--call-graph
+//! dwarf`) and libgcc's
+//! `_Unwind_Backtrace` (Rust's `std::backtrace`) walk from the hook through
+//! the spill routine into the interrupted function and its callers; the
+//! frame-pointer chain continues too, through the frame record at F
+//! ([`SpillFrame::frame_record`]).
 
-use crate::frame::{SpillFrame, OFF_FPSIMD, OFF_PSTATE, OFF_REGS};
-use crate::layout::NR_RT_SIGRETURN;
+use crate::frame::{SpillFrame, OFF_FPSIMD, OFF_PSTATE, OFF_REGS, OFF_SIGMASK, OFF_STACK};
+use crate::layout::{NR_RT_SIGPROCMASK, NR_RT_SIGRETURN, NR_SIGALTSTACK};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -79,7 +99,11 @@ extern "C" {
 }
 
 // usurp_aarch64_spill: entered by an exception return (the preemption
-// handler's sigreturn), not by a call.
+// handler's sigreturn), not by a call. CFI (raw DWARF through .cfi_escape,
+// since the CFA is a memory load): DW_CFA_def_cfa_expression
+// {DW_OP_breg31 560; DW_OP_deref}, and DW_CFA_expression reg {DW_OP_breg31
+// off} for the return column x30 (the interrupted PC, off 568) and x0-x29
+// (off 312 + 8n).
 //
 // Entry state:  SP = F (16-aligned SpillFrame base, below the interrupted SP)
 //               x0–x30, NZCV, FPSR, FPCR, v0–v31 = interrupted values
@@ -102,14 +126,28 @@ extern "C" {
 // scratch only after they are stored. x16 (IP0) holds the hook address.
 // Before the call, x29 = F makes the prefilled frame record the current one:
 // a frame-pointer walk from the hook goes hook -> F -> interrupted frame.
-// After the hook: SP = x29 = F again (callee-saved), then rt_sigreturn.
+// After the hook: SP = x29 = F again (callee-saved); the frame's mask and
+// alternate stack are refreshed from the thread's current ones (x0-x3 and x8
+// are free: rt_sigreturn reloads every register from the frame); then
+// rt_sigreturn.
 global_asm!(
     ".text",
     ".globl usurp_aarch64_spill",
     ".type usurp_aarch64_spill,%function",
     ".p2align 4",
     "usurp_aarch64_spill:",
+    // DWARF CFI (gdb, perf, libgcc's unwinder): a signal frame whose CFA and
+    // registers are found through SP = F; see the comment above.
+    ".cfi_startproc",
+    ".cfi_signal_frame",
+    // CFA = the interrupted SP, stored at [sp + 560] (sp = F throughout).
+    ".cfi_escape 0x0f, 0x04, 0x8f, 0xb0, 0x04, 0x06",
+    // The return address (column x30, as libgcc and gdb expect on aarch64)
+    // is the interrupted PC, saved at [sp + 568].
+    ".cfi_escape 0x10, 0x1e, 0x03, 0x8f, 0xb8, 0x04",
     "stp x0, x1, [sp, #{regs}]",
+    ".cfi_escape 0x10, 0x00, 0x03, 0x8f, 0xb8, 0x02",
+    ".cfi_escape 0x10, 0x01, 0x03, 0x8f, 0xc0, 0x02",
     "add x0, sp, #{regs}",
     "stp x2, x3, [x0, #16]",
     "stp x4, x5, [x0, #32]",
@@ -126,6 +164,35 @@ global_asm!(
     "stp x26, x27, [x0, #208]",
     "stp x28, x29, [x0, #224]",
     "str x30, [x0, #240]",
+    // From here every general register is in the frame.
+    ".cfi_escape 0x10, 0x02, 0x03, 0x8f, 0xc8, 0x02",
+    ".cfi_escape 0x10, 0x03, 0x03, 0x8f, 0xd0, 0x02",
+    ".cfi_escape 0x10, 0x04, 0x03, 0x8f, 0xd8, 0x02",
+    ".cfi_escape 0x10, 0x05, 0x03, 0x8f, 0xe0, 0x02",
+    ".cfi_escape 0x10, 0x06, 0x03, 0x8f, 0xe8, 0x02",
+    ".cfi_escape 0x10, 0x07, 0x03, 0x8f, 0xf0, 0x02",
+    ".cfi_escape 0x10, 0x08, 0x03, 0x8f, 0xf8, 0x02",
+    ".cfi_escape 0x10, 0x09, 0x03, 0x8f, 0x80, 0x03",
+    ".cfi_escape 0x10, 0x0a, 0x03, 0x8f, 0x88, 0x03",
+    ".cfi_escape 0x10, 0x0b, 0x03, 0x8f, 0x90, 0x03",
+    ".cfi_escape 0x10, 0x0c, 0x03, 0x8f, 0x98, 0x03",
+    ".cfi_escape 0x10, 0x0d, 0x03, 0x8f, 0xa0, 0x03",
+    ".cfi_escape 0x10, 0x0e, 0x03, 0x8f, 0xa8, 0x03",
+    ".cfi_escape 0x10, 0x0f, 0x03, 0x8f, 0xb0, 0x03",
+    ".cfi_escape 0x10, 0x10, 0x03, 0x8f, 0xb8, 0x03",
+    ".cfi_escape 0x10, 0x11, 0x03, 0x8f, 0xc0, 0x03",
+    ".cfi_escape 0x10, 0x12, 0x03, 0x8f, 0xc8, 0x03",
+    ".cfi_escape 0x10, 0x13, 0x03, 0x8f, 0xd0, 0x03",
+    ".cfi_escape 0x10, 0x14, 0x03, 0x8f, 0xd8, 0x03",
+    ".cfi_escape 0x10, 0x15, 0x03, 0x8f, 0xe0, 0x03",
+    ".cfi_escape 0x10, 0x16, 0x03, 0x8f, 0xe8, 0x03",
+    ".cfi_escape 0x10, 0x17, 0x03, 0x8f, 0xf0, 0x03",
+    ".cfi_escape 0x10, 0x18, 0x03, 0x8f, 0xf8, 0x03",
+    ".cfi_escape 0x10, 0x19, 0x03, 0x8f, 0x80, 0x04",
+    ".cfi_escape 0x10, 0x1a, 0x03, 0x8f, 0x88, 0x04",
+    ".cfi_escape 0x10, 0x1b, 0x03, 0x8f, 0x90, 0x04",
+    ".cfi_escape 0x10, 0x1c, 0x03, 0x8f, 0x98, 0x04",
+    ".cfi_escape 0x10, 0x1d, 0x03, 0x8f, 0xa0, 0x04",
     // x1 = &fpsimd_context; fpsr at +8, fpcr at +12, v0 at +16.
     "add x1, sp, #{fpsimd}",
     "mrs x2, fpsr",
@@ -163,14 +230,29 @@ global_asm!(
     "blr x16",
     "1:",
     "mov sp, x29",
+    "mov x0, #0",
+    "mov x1, #0",
+    "add x2, sp, #{sigmask}",
+    "mov x3, #8",
+    "mov x8, #{nr_mask}",
+    "svc #0",
+    "mov x0, #0",
+    "add x1, sp, #{stack}",
+    "mov x8, #{nr_ss}",
+    "svc #0",
     "mov x8, #{nr}",
     "svc #0",
     // rt_sigreturn does not return; a rejected frame raises SIGSEGV instead.
     "brk #0x5350",
+    ".cfi_endproc",
     ".size usurp_aarch64_spill, . - usurp_aarch64_spill",
     regs = const OFF_REGS,
     fpsimd = const OFF_FPSIMD,
     pstate = const OFF_PSTATE,
     nr = const NR_RT_SIGRETURN,
+    nr_mask = const NR_RT_SIGPROCMASK,
+    nr_ss = const NR_SIGALTSTACK,
+    sigmask = const OFF_SIGMASK,
+    stack = const OFF_STACK,
     hook = sym SPILL_HOOK,
 );

@@ -76,3 +76,37 @@ pub unsafe fn inject_spill(uc: *mut c_void) {
         g[RSP] = new_rsp as i64;
     }
 }
+
+/// Whether a CET user shadow stack (SHSTK) is active on the calling thread.
+/// `rdsspq` reads the shadow-stack pointer when shadow stacks are enabled
+/// and is a no-op (a hint NOP: the register keeps its value) otherwise, on
+/// every x86-64 CPU, so this is one instruction and async-signal-safe. The
+/// spill routine resumes with a `ret` that no `call` pushed on the shadow
+/// stack, which raises #CP (SIGSEGV) when one is active: the preemption
+/// check refuses then.
+#[inline]
+pub fn shadow_stack_active() -> bool {
+    let mut ssp: u64 = 0;
+    // SAFETY: RDSSPQ only writes its register operand (or nothing).
+    unsafe {
+        core::arch::asm!("rdsspq {0}", inout(reg) ssp, options(nomem, nostack, preserves_flags));
+    }
+    ssp != 0
+}
+
+#[cfg(test)]
+mod tests {
+    /// ARCH_SHSTK_STATUS (arch/x86/include/uapi/asm/prctl.h).
+    const ARCH_SHSTK_STATUS: libc::c_int = 0x5005;
+    const ARCH_SHSTK_SHSTK: u64 = 1;
+
+    #[test]
+    fn shadow_stack_detection_agrees_with_the_kernel() {
+        let mut features: u64 = 0;
+        // SAFETY: arch_prctl writes one u64 through the pointer.
+        let r = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SHSTK_STATUS, &mut features as *mut u64) };
+        // Kernels without CET support reject the code: then no shadow stack.
+        let kernel_says = r == 0 && features & ARCH_SHSTK_SHSTK != 0;
+        assert_eq!(super::shadow_stack_active(), kernel_says);
+    }
+}

@@ -50,6 +50,27 @@ mod imp {
         }
     }
 
+    /// rt_tgsigqueueinfo issued with a raw `syscall`, like [`raw_tgkill`]:
+    /// how the runtime sends a request (its payload identifies it).
+    #[inline(always)]
+    fn raw_request(pid: i32, tid: i32, sig: i32, info: &libc::siginfo_t) {
+        // SAFETY: the system call only reads `info`.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "nop",
+                inlateout("rax") libc::SYS_rt_tgsigqueueinfo => _,
+                in("rdi") pid as isize,
+                in("rsi") tid as isize,
+                in("rdx") sig as isize,
+                in("r10") info as *const libc::siginfo_t,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack, readonly),
+            );
+        }
+    }
+
     fn median(v: &mut [Duration]) -> Duration {
         v.sort_unstable();
         v[v.len() / 2]
@@ -104,12 +125,13 @@ mod imp {
             let slot = unsafe { (*ctx).slot };
             let tid = slot.tid();
             let sig = usurp_preempt::signal();
+            let info = usurp_preempt::request_siginfo(slot);
             let guard = if refused { Some(NoPreempt::new()) } else { None };
             for _ in 0..SAMPLES {
                 let before = slot.stats().acks;
                 assert!(usurp_preempt::mark_request_pending(slot));
                 let t0 = Instant::now();
-                raw_tgkill(pid, tid, sig);
+                raw_request(pid, tid, sig, &info);
                 let dt = t0.elapsed();
                 assert_eq!(slot.stats().acks, before + 1);
                 // SAFETY: as above.

@@ -42,28 +42,58 @@ pub fn classify(prev: &[u8], code: &[u8], pc: usize) -> Verdict {
     arch::classify_with_prev(prev, code, pc)
 }
 
-/// Whether the interrupted thread holds register state that the spill
-/// routine cannot save and restore, so preempting it would lose data.
+/// Test-only switch: pretend a shadow stack is active (the negative
+/// control of the shadow-stack refusal on machines without CET/GCS).
+static FAKE_SHADOW_STACK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Test-only: makes the safe-point check see an active shadow stack.
+#[doc(hidden)]
+pub fn fake_shadow_stack_for_tests(on: bool) {
+    FAKE_SHADOW_STACK.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Why the interrupted thread's state cannot go through a spill frame, if it
+/// cannot: register state the spill routine does not save, or a shadow
+/// stack.
 ///
-/// x86-64: never. The spill routine uses XSAVE with the whole XCR0 mask, so
-/// every state component the OS enabled (x87, SSE, AVX, AVX-512, PKRU, and
-/// AMX tiles if the process asked the kernel for them) is saved.
+/// x86-64: a CET user shadow stack (SHSTK) is active on this thread (`rdssp`
+/// reads a non-zero SSP; it is a no-op without CET): the spill routine
+/// returns to the interrupted PC with a `ret` that no `call` pushed on the
+/// shadow stack, which would raise #CP. Register state: never refused, XSAVE
+/// with the whole XCR0 mask saves every component the OS enabled (x87, SSE,
+/// AVX, AVX-512, PKRU, and AMX tiles if the process asked the kernel for
+/// them).
 ///
-/// aarch64: SME streaming mode, live ZA/ZT0 storage, a guarded control stack,
-/// or a record list the arch crate could not parse (see
-/// `usurp_arch_aarch64::sigctx::VectorState::must_refuse` for why live SVE
-/// state alone is not a reason).
+/// aarch64: a guarded control stack (GCS) is enabled (shadow stack); SME
+/// streaming mode, live ZA/ZT0 storage, an SVE record too large for the
+/// spill frame, or a record list the arch crate could not parse (register
+/// state). Live SVE state is saved and restored (the spill frame carries a
+/// copy of the kernel's SVE record).
 ///
 /// # Safety: `uc` is a handler's ucontext.
 #[allow(unused_variables)]
-pub unsafe fn unsaveable_state(uc: *const libc::c_void) -> bool {
+pub unsafe fn unsaveable_state(uc: *const libc::c_void) -> Option<crate::Refusal> {
+    if FAKE_SHADOW_STACK.load(core::sync::atomic::Ordering::Relaxed) {
+        return Some(crate::Refusal::ShadowStack);
+    }
     #[cfg(target_arch = "aarch64")]
     {
         // SAFETY: forwarded; the scan reads only inside the kernel's frame.
-        unsafe { arch::sigctx::vector_state(uc).must_refuse() }
+        let v = unsafe { arch::sigctx::vector_state(uc) };
+        if v.gcs {
+            Some(crate::Refusal::ShadowStack)
+        } else if v.must_refuse() {
+            Some(crate::Refusal::VectorState)
+        } else {
+            None
+        }
     }
     #[cfg(target_arch = "x86_64")]
     {
-        false
+        if arch::sigctx::shadow_stack_active() {
+            Some(crate::Refusal::ShadowStack)
+        } else {
+            None
+        }
     }
 }

@@ -4,6 +4,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::slot::{current_ptr, POLL};
+use crate::stats::Counters;
 
 /// While alive, the task that created it is not preempted asynchronously
 /// (the safe-point check refuses with `Refusal::NoPreempt`). Nestable. The
@@ -87,6 +88,10 @@ fn checkpoint_slow() {
         return;
     }
     if slot.take_request() {
+        Counters::bump(&slot.counters.checkpoint_yields);
+        if slot.refusal_request.swap(false, Ordering::Relaxed) {
+            Counters::bump(&slot.counters.yields_after_refusal);
+        }
         let h = YIELD_HOOK.load(Ordering::Acquire);
         if !h.is_null() {
             // SAFETY: only `fn()` pointers are stored in YIELD_HOOK.

@@ -12,8 +12,9 @@
 //! * **Quantum ticks.** Every worker has a POSIX timer (`timer_create` with
 //!   `SIGEV_THREAD_ID`, so the signal lands on that worker and not on an
 //!   arbitrary thread as with `setitimer`), armed while the worker runs tasks
-//!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]; a
-//!   system call only on those transitions). On every switch into a task the
+//!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]) or
+//!   while no other task waits for it ([`WorkerSlot::set_contended`]); a
+//!   system call only on those transitions. On every switch into a task the
 //!   scheduler calls `switch_in`, which bumps a per-worker switch counter
 //!   (no clock read: a vDSO `clock_gettime` costs as much as a whole task
 //!   switch). The timer is one-shot. When it fires, the handler checks — as
@@ -26,16 +27,24 @@
 //!   quantum right away, so tight loops rotate exactly every quantum; a task
 //!   that switched in cooperatively gets between one and two quanta. A
 //!   worker takes about one signal per quantum. A refused attempt is retried
-//!   a quarter quantum later.
+//!   a quarter quantum later, then with a doubling delay up to one quantum
+//!   or 1 ms, whichever is longer, while the same task keeps being refused
+//!   (the refusal set the checkpoint flag already: re-signalling a task
+//!   stuck in non-preemptible code only burns CPU);
+//!   [`PreemptStats::yields_after_refusal`] counts the cooperative yields at
+//!   [`checkpoint`] such refusals caused.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
 //!   sender sets the worker's `pending` flag with a CAS 0→1 and only then
-//!   sends `tgkill`; the handler clears it and bumps an acknowledgement
-//!   counter whether it accepted or refused. At most one request signal is in
-//!   flight per worker, and the sender can wait for the ack instead of
-//!   resending in a loop (Go issue 37741 livelocked without this).
-//!   Standard signals do not queue: a request's tgkill arriving while a tick
-//!   of the same signal is still pending is merged into it, so every one of
-//!   our deliveries (tick or tgkill) consumes a pending request.
+//!   sends the signal with `rt_tgsigqueueinfo`, carrying `SI_QUEUE`, our pid
+//!   and the slot's address; the handler clears the flag and bumps an
+//!   acknowledgement counter whether it accepted or refused. At most one
+//!   request signal is in flight per worker, and the sender can wait for the
+//!   ack instead of resending in a loop (Go issue 37741 livelocked without
+//!   this). Standard signals do not queue: a request arriving while a tick of
+//!   the same signal is still pending is merged into it, so every one of our
+//!   deliveries (tick or request) consumes a pending request; a request
+//!   signal that arrives after a tick already served it is recognised by its
+//!   payload and dropped.
 //!
 //! ## Telling our signals from others'
 //!
@@ -43,9 +52,14 @@
 //! is installed with `sigaction(SA_SIGINFO | SA_ONSTACK | SA_RESTART)` and a
 //! full mask, keeping the previous action. A delivery is ours if it is
 //! `SI_TIMER` carrying the current worker's slot pointer as its `sigval`, or
-//! `SI_TKILL` from our own pid while this worker has a request pending.
-//! Everything else (a `kill -URG` from outside, the host's own use of the
-//! signal) is passed to the previous handler, or gets its default action.
+//! `SI_QUEUE` from our own pid carrying it (a request), or either carrying the
+//! address of another of our slots (a late signal for a worker that has
+//! unregistered: dropped). Everything else (a `kill -URG` from outside, the
+//! host's own `pthread_kill`/`raise`, which are `SI_TKILL`) is passed to the
+//! previous action as the kernel would have delivered it: with that action's
+//! own `sa_mask` and flags (`SA_NODEFER`, `SA_RESETHAND`), or its default
+//! action (see `signal.rs`, `chain`: a stop signal stops the process and
+//! leaves our handler installed).
 //! The handler saves and restores errno, allocates nothing, takes no lock and
 //! cannot panic. It runs on a per-worker alternate signal stack sized from
 //! `AT_MINSIGSTKSZ` plus headroom and pre-faulted.
@@ -62,8 +76,12 @@
 //! ([`register_unsafe_range`], e.g. the GC's write barrier) unless that range
 //! is restartable, in which case the PC is backed up to its start; the arch
 //! classifier (iced-x86 on x86-64) sees a half-built or torn-down frame, a
-//! system call or undecodable bytes; or the task's stack lacks room below SP
-//! for the red zone, the spill frame and the park path. A refused attempt
+//! system call or undecodable bytes; the task's stack lacks room below SP
+//! for the red zone, the spill frame and the park path; the handler is not
+//! running on an alternate signal stack (its ucontext lies on the task's
+//! stack, where the injection writes); a user shadow stack is active (x86-64
+//! CET SHSTK, aarch64 GCS); or, on aarch64, register state the spill frame
+//! cannot carry is live (SME streaming mode, ZA/ZT0). A refused attempt
 //! also sets the worker's checkpoint flag, so cooperative code polling
 //! [`checkpoint`] yields soon; the next tick tries again.
 //!
@@ -92,6 +110,13 @@
 //!   then). Targeted requests can still interrupt a blocked worker: system
 //!   calls that SA_RESTART does not restart (epoll_wait, nanosleep, …) return
 //!   EINTR and must be retried.
+//! * "Tick only when someone waits" (not wired yet; the default keeps
+//!   ticking whenever the worker is busy): `slot.set_contended(work_waits)`
+//!   each time the worker picks its next task, and `set_contended(true)` on
+//!   the running workers from whoever makes a task runnable while no worker
+//!   is idle (spawn, wake, timer expiry). An uncontended busy worker's timer
+//!   is disarmed: when loops equal workers no signal is sent at all. See
+//!   [`WorkerSlot::set_contended`].
 //! * Right before switching into a task: `slot.switch_in(stack_lo,
 //!   stack_hi, saved_state)` (`stack_lo` = lowest usable byte above the
 //!   guard). Right after switching back out of it: `let saved_state =
@@ -106,8 +131,9 @@
 //! * Stop-the-world: [`request_preempt`] on each worker running a task, then
 //!   wait for `slot.acks()` to advance and for the task to switch out. A
 //!   refused request sets the worker's checkpoint flag; it is not retried by
-//!   itself (the worker's timer, if armed, retries a quarter quantum later):
-//!   send another request once the previous one was acknowledged.
+//!   itself (the worker's timer, if armed, retries with the refused-tick
+//!   backoff: a quarter quantum, then longer): send another request once the
+//!   previous one was acknowledged.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod archif;
@@ -118,6 +144,8 @@ mod signal;
 mod slot;
 mod stats;
 
+#[doc(hidden)]
+pub use archif::fake_shadow_stack_for_tests;
 pub use archif::SpillFrame;
 pub use error::Error;
 pub use guard::{checkpoint, no_preempt, set_yield_hook, NoPreempt};
@@ -126,8 +154,14 @@ pub use registry::{
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
 };
 #[doc(hidden)]
-pub use signal::{cached_pid, mark_request_pending};
-pub use signal::{async_preempt_off, chained_signals, init, request_preempt, set_park_hook, set_signal, signal};
+pub use signal::{
+    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo,
+    simulate_larger_spill_frame_for_tests,
+};
+pub use signal::{
+    async_preempt_off, chained_signals, init, min_task_stack, preempt_stack_needed, request_preempt, set_park_hook,
+    set_signal, signal, TASK_FRAMES_HEADROOM,
+};
 pub use slot::{
     altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot, MAX_WORKERS,
     MIN_QUANTUM,

@@ -3,7 +3,7 @@
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use libc::{c_int, c_void, siginfo_t};
@@ -16,6 +16,8 @@ use crate::stats::{Counters, Refusal};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
 static PID: AtomicI32 = AtomicI32::new(0);
+/// The real uid at init (the `si_uid` of our request signals).
+static UID: AtomicU32 = AtomicU32::new(0);
 static ASYNC_OFF: AtomicBool = AtomicBool::new(false);
 static STACK_NEEDED: AtomicUsize = AtomicUsize::new(usize::MAX);
 static INIT: OnceLock<Result<(), Error>> = OnceLock::new();
@@ -29,9 +31,55 @@ unsafe impl Sync for PrevAction {}
 static PREV: PrevAction = PrevAction(UnsafeCell::new(MaybeUninit::uninit()));
 static PREV_SET: AtomicBool = AtomicBool::new(false);
 
+/// Test-only: retry every refused tick after a quarter quantum, as before
+/// the backoff (the negative control of the backoff test).
+static BACKOFF_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: turns the refused-tick backoff off (`true`) or on again.
+#[doc(hidden)]
+pub fn disable_refusal_backoff_for_tests(off: bool) {
+    BACKOFF_OFF.store(off, Ordering::Relaxed);
+}
+
 /// The scheduler's park hook, called on the task's stack from the spill
 /// routine (stored as a raw pointer so the handler can test it atomically).
 static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Test-only bytes added to what [`preempt_stack_needed`] reports (to
+/// simulate a CPU with a larger XSAVE area, e.g. AMX tiles).
+static EXTRA_NEEDED_FOR_TESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes a preemption needs below the interrupted SP on this CPU: the red
+/// zone (x86-64), the spill frame with the whole extended-state area
+/// (x86-64: the XSAVE size CPUID reports for the features the OS enabled,
+/// ~1 KB with AVX, ~2.7 KB with AVX-512, ~11 KB with AMX tiles; aarch64: the
+/// 4688-byte rt_sigframe), and 8 KiB for the park path. The safe-point check
+/// refuses (`Refusal::StackRoom`) when the task's stack has less room than
+/// this below SP, so a task stack must be larger than this by whatever the
+/// task itself uses; see [`min_task_stack`].
+pub fn preempt_stack_needed() -> usize {
+    archif::spill_stack_needed().saturating_add(EXTRA_NEEDED_FOR_TESTS.load(Ordering::Relaxed))
+}
+
+/// Headroom [`min_task_stack`] adds for the task's own frames.
+pub const TASK_FRAMES_HEADROOM: usize = 4 * 1024;
+
+/// The smallest task stack on which a preemption can succeed on this CPU:
+/// [`preempt_stack_needed`] plus [`TASK_FRAMES_HEADROOM`] (4 KiB) for the
+/// task's own frames. A scheduler should reject smaller stacks when async
+/// preemption is on: every attempt on them would be refused with
+/// `stack_room`, so a loop in such a task would hold up a stop-the-world
+/// for ever.
+pub fn min_task_stack() -> usize {
+    preempt_stack_needed().saturating_add(TASK_FRAMES_HEADROOM)
+}
+
+/// Test-only: pretends this CPU's spill frame is `bytes` larger (only what
+/// [`preempt_stack_needed`] reports changes).
+#[doc(hidden)]
+pub fn simulate_larger_spill_frame_for_tests(bytes: usize) {
+    EXTRA_NEEDED_FOR_TESTS.store(bytes, Ordering::Relaxed);
+}
 
 /// The preemption signal (default SIGURG).
 pub fn signal() -> c_int {
@@ -97,8 +145,10 @@ fn do_init() -> Result<(), Error> {
     if let Ok(v) = std::env::var("USURP_DEBUG") {
         ASYNC_OFF.store(parse_debug(&v), Ordering::Relaxed);
     }
-    // SAFETY: getpid has no preconditions.
+    // SAFETY: getpid and getuid have no preconditions.
     PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    // SAFETY: as above.
+    UID.store(unsafe { libc::getuid() }, Ordering::Relaxed);
     STACK_NEEDED.store(archif::spill_stack_needed(), Ordering::Relaxed);
     archif::set_spill_hook(spill_hook);
     let sig = signal();
@@ -150,9 +200,10 @@ unsafe extern "C" fn spill_hook(frame: *mut archif::SpillFrame) {
 /// Sends a targeted preemption request to `slot`'s worker (e.g. for
 /// stop-the-world): sets the worker's checkpoint flag, and unless a request
 /// signal is already pending for it, marks one pending and sends the signal
-/// with tgkill. Returns `Ok(true)` if a signal was sent, `Ok(false)` if one
-/// was already in flight. Wait for `slot.acks()` to advance to know that the
-/// handler has run (accepted or refused).
+/// with `rt_tgsigqueueinfo` (see [`request_siginfo`]). Returns `Ok(true)` if
+/// a signal was sent, `Ok(false)` if one was already in flight. Wait for
+/// `slot.acks()` to advance to know that the handler has run (accepted or
+/// refused).
 pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
     init()?;
     let tid = slot.tid.load(Ordering::Acquire);
@@ -164,31 +215,59 @@ pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
         return Ok(false);
     }
     Counters::bump(&slot.counters.requests_sent);
-    slot.in_flight.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: tgkill has no memory preconditions.
-    let r = unsafe { libc::tgkill(PID.load(Ordering::Relaxed), tid, signal()) };
+    let mut info = request_siginfo(slot);
+    // SAFETY: rt_tgsigqueueinfo reads the siginfo we pass and nothing else.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            PID.load(Ordering::Relaxed) as libc::c_long,
+            tid as libc::c_long,
+            signal() as libc::c_long,
+            &mut info as *mut siginfo_t,
+        )
+    };
     if r != 0 {
         let e = last_errno();
-        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         slot.pending.store(0, Ordering::Release);
-        return Err(Error::Os("tgkill", e));
+        return Err(Error::Os("rt_tgsigqueueinfo", e));
     }
     Ok(true)
 }
 
-/// Marks a request pending without sending the signal, for a caller that
-/// sends it itself (the benchmarks send it with a raw `syscall` from inside
-/// preemptible code). Returns false if one is already pending.
+/// The siginfo of a request signal for `slot`: `si_code = SI_QUEUE`,
+/// `si_pid` = our pid, `si_value` = the slot's address, sent with
+/// `rt_tgsigqueueinfo(pid, tid, signal(), &info)` (a process may send itself
+/// any `si_code`). The handler recognises a request by its payload, not by
+/// counting signals: a plain tgkill carries nothing, so telling ours from the
+/// host's `pthread_kill`/`raise` (both `SI_TKILL` from our pid) needed a
+/// count of our signals in flight, and a standard signal merged into a
+/// pending tick never arrived to decrement it (issue 12, finding 3).
 #[doc(hidden)]
-pub fn mark_request_pending(slot: &WorkerSlot) -> bool {
-    let ok = slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok();
-    if ok {
-        slot.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-    ok
+pub fn request_siginfo(slot: &WorkerSlot) -> siginfo_t {
+    // The generic Linux siginfo layout (x86-64 and aarch64): si_signo,
+    // si_errno, si_code at 0/4/8; the union at 16: si_pid at 16, si_uid at
+    // 20, si_value at 24.
+    let mut w = [0u64; 16];
+    w[0] = signal() as u32 as u64;
+    w[1] = libc::SI_QUEUE as u32 as u64;
+    let uid = UID.load(Ordering::Relaxed);
+    w[2] = (PID.load(Ordering::Relaxed) as u32 as u64) | ((uid as u64) << 32);
+    w[3] = slot as *const WorkerSlot as u64;
+    const _: () = assert!(core::mem::size_of::<siginfo_t>() == 128);
+    // SAFETY: siginfo_t is 128 bytes of plain data; every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u64; 16], siginfo_t>(w) }
 }
 
-/// The process id cached at init (tgkill's first argument).
+/// Marks a request pending without sending the signal, for a caller that
+/// sends it itself (the benchmarks send it with a raw `rt_tgsigqueueinfo`
+/// from inside preemptible code, with the siginfo from
+/// [`request_siginfo`]). Returns false if one is already pending.
+#[doc(hidden)]
+pub fn mark_request_pending(slot: &WorkerSlot) -> bool {
+    slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
+/// The process id cached at init (the first argument of the request signal).
 #[doc(hidden)]
 pub fn cached_pid() -> i32 {
     PID.load(Ordering::Relaxed)
@@ -245,27 +324,28 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
         // A late tick of one of our timers (its worker unregistered): drop it.
         return is_known_slot(v);
     }
-    if code == libc::SI_TKILL && !slot_p.is_null() {
-        // SAFETY: for SI_TKILL the kernel fills si_pid.
-        let pid = unsafe { (*info).si_pid() };
-        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
-        let slot = unsafe { &*slot_p };
+    if code == libc::SI_QUEUE {
+        // SAFETY: for SI_QUEUE the kernel copies the sender's si_pid and
+        // si_value.
+        let (pid, v) = unsafe { ((*info).si_pid(), (*info).si_value().sival_ptr as usize) };
         if pid != PID.load(Ordering::Relaxed) {
             return false;
         }
-        // Ours only if we sent one: a tgkill of the same signal by the host
-        // program from our own pid stays foreign. `in_flight` counts our
-        // tgkills not yet seen (a request may already have been served by a
-        // tick that overtook its signal; realtime signals queue, so several
-        // can be in flight).
-        let was_pending = slot.pending.swap(0, Ordering::AcqRel) == 1;
-        let in_flight = slot.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
-        if was_pending {
-            // SAFETY: uc is the handler's ucontext.
-            let _ = unsafe { attempt(slot, uc) };
-            slot.counters.acks.fetch_add(1, Ordering::Release);
+        if !slot_p.is_null() && v == slot_p as usize {
+            // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+            let slot = unsafe { &*slot_p };
+            // A tick may have served the request already (it overtook this
+            // signal): then there is nothing left to do.
+            if slot.pending.swap(0, Ordering::AcqRel) == 1 {
+                // SAFETY: uc is the handler's ucontext.
+                let _ = unsafe { attempt(slot, uc) };
+                slot.counters.acks.fetch_add(1, Ordering::Release);
+            }
+            return true;
         }
-        return was_pending || in_flight;
+        // A late request for a slot that no longer runs on this thread
+        // (its worker unregistered): ours, drop it.
+        return is_known_slot(v);
     }
     false
 }
@@ -275,13 +355,28 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// the worker switched since the last tick (the switch counter moved), the
 /// running task's quantum starts now and the tick only moves the deadline;
 /// otherwise the task has run a whole quantum and is preempted.
-/// A refused attempt is retried after a quarter quantum (at least 50 µs).
+///
+/// A refused attempt is retried with a backoff: a quarter quantum (at least
+/// 50 µs) after the first refusal, then twice as long after each further
+/// refusal of the same task, up to one quantum or 1 ms, whichever is longer
+/// ([`MAX_REFUSAL_BACKOFF_NS`]). The refusal already set the
+/// checkpoint flag, so a task that polls [`crate::checkpoint`] yields without
+/// another signal; one that stays in non-preemptible code (libc, a
+/// no-preempt section, a loop without checkpoints) costs a signal per
+/// quantum instead of four. The backoff restarts with the next task (the
+/// switch counter moved) and after an accepted preemption. Targeted
+/// requests (stop-the-world, due timers) are not delayed by it: their
+/// senders re-send them.
 unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
     let q = slot.quantum_ns.load(Ordering::Relaxed);
     let now = now_ns();
     let retry = (q / 4).max(50_000);
     let sw = slot.switches.load(Ordering::Relaxed);
+    if sw != slot.seen_switches.load(Ordering::Relaxed) {
+        // Another task (or none): its refusals start a fresh backoff.
+        slot.backoff_ns.store(0, Ordering::Relaxed);
+    }
     let due = if request {
         true
     } else if slot.running.load(Ordering::Acquire) && sw != slot.seen_switches.load(Ordering::Relaxed) {
@@ -310,11 +405,25 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
             slot.seen_switches.store(sw.wrapping_add(2), Ordering::Relaxed);
             slot.switched_at.store(now, Ordering::Relaxed);
         }
-        // Retry soon only when the refusal is likely to be over soon; with
-        // async preemption off (or no park hook) ticks only feed checkpoint.
+        // With async preemption off (or no park hook) ticks only feed
+        // checkpoint; a refusal is retried with the backoff (see above).
         now.saturating_add(match r {
-            Ok(()) | Err(Refusal::AsyncOff) | Err(Refusal::NoParkHook) => q,
-            Err(_) => retry,
+            Ok(()) | Err(Refusal::AsyncOff) | Err(Refusal::NoParkHook) => {
+                slot.backoff_ns.store(0, Ordering::Relaxed);
+                q
+            }
+            Err(_) => {
+                let prev = slot.backoff_ns.load(Ordering::Relaxed);
+                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) { retry } else { next_backoff(prev, q) };
+                if prev != 0 {
+                    Counters::bump(&slot.counters.refusal_retries);
+                    if delay > retry {
+                        Counters::bump(&slot.counters.backed_off);
+                    }
+                }
+                slot.backoff_ns.store(delay, Ordering::Relaxed);
+                delay
+            }
         })
     } else if slot.running.load(Ordering::Acquire) {
         slot.switched_at.load(Ordering::Relaxed).saturating_add(q).max(now.saturating_add(retry / 4))
@@ -323,6 +432,25 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     };
     if slot.is_armed() {
         slot.arm_at(next);
+    }
+}
+
+/// The longest delay between retries of refused ticks of one task, for
+/// quanta shorter than this: 1 ms. At a 100 µs quantum a task stuck in
+/// non-preemptible code would otherwise take 10,000 refused signals a second
+/// (12-14 µs of delivery each: over a tenth of its CPU) for nothing: the
+/// first refusal already set its checkpoint flag.
+pub const MAX_REFUSAL_BACKOFF_NS: u64 = 1_000_000;
+
+/// The retry delay after a refused tick, given the previous one (0 for the
+/// first refusal of this task): a quarter quantum (at least 50 µs), then
+/// doubling, capped at max(quantum, 1 ms).
+fn next_backoff(prev_ns: u64, quantum_ns: u64) -> u64 {
+    let first = (quantum_ns / 4).max(50_000);
+    if prev_ns == 0 {
+        first
+    } else {
+        prev_ns.saturating_mul(2).min(quantum_ns.max(MAX_REFUSAL_BACKOFF_NS))
     }
 }
 
@@ -346,7 +474,9 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> Result<(), Refusal> {
         Err(reason) => {
             slot.counters.refuse(reason);
             if reason != Refusal::NotRunning {
-                // Let cooperative code (checkpoint) pick the request up.
+                // Let cooperative code (checkpoint) pick the request up, and
+                // count the yield there as one a refusal caused.
+                slot.refusal_request.store(true, Ordering::Relaxed);
                 slot.set_request();
             }
             Err(reason)
@@ -409,21 +539,56 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
         Some(bottom) if bottom >= lo => {}
         _ => return Err(Refusal::StackRoom),
     }
+    // The handler must run on an alternate signal stack: if its ucontext
+    // (the kernel's signal frame) lies on the task's stack, it lies right
+    // below SP, where the injection writes (the spill frame on aarch64, the
+    // return address on x86-64) before the kernel reads the frame back.
+    let ucp = uc as usize;
+    if lo <= ucp && ucp < hi {
+        return Err(Refusal::HandlerOnTaskStack);
+    }
     // SAFETY: uc is the handler's ucontext.
-    if unsafe { archif::unsaveable_state(uc) } {
-        return Err(Refusal::VectorState);
+    if let Some(r) = unsafe { archif::unsaveable_state(uc) } {
+        return Err(r);
     }
     Ok(restart)
 }
 
-/// Passes a foreign delivery to the previously installed action.
+/// Set once a chained delivery found the previous action with
+/// `SA_RESETHAND`: from then on foreign deliveries get the default action, as
+/// the kernel would have reset the host's handler. Written by the handler.
+static PREV_RESET: AtomicBool = AtomicBool::new(false);
+
+/// Signals whose default action is to stop the process.
+fn stops_by_default(sig: c_int) -> bool {
+    matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+/// Passes a foreign delivery to the previously installed action, the way the
+/// kernel would have delivered it had our handler not been installed:
+///
+/// * a handler runs with the mask at the interruption, plus its own
+///   `sa_mask`, plus the signal itself unless it had `SA_NODEFER` (our
+///   handler runs with everything blocked; that is not what the host asked
+///   for), and with `SA_RESETHAND` the next foreign delivery gets the
+///   default action;
+/// * `SIG_IGN`, and `SIG_DFL` of a signal ignored by default: nothing;
+/// * `SIG_DFL` of a stop signal (SIGTSTP, SIGTTIN, SIGTTOU): the process
+///   stops right here (with SIGSTOP: the parent sees `WSTOPSIG == SIGSTOP`),
+///   and continues on SIGCONT with our handler still installed (resetting the
+///   disposition and re-raising, as for a terminating signal, would leave the
+///   preemption signal at SIG_DFL for ever: every later tick would stop the
+///   process);
+/// * `SIG_DFL` that terminates: reset the disposition and re-raise (the
+///   signal is blocked while we run and is delivered on return: the process
+///   dies of it, with a core dump if that is its default).
 unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if !PREV_SET.load(Ordering::Acquire) {
         return;
     }
     // SAFETY: PREV was fully written before PREV_SET was published.
     let prev = unsafe { (*PREV.0.get()).assume_init_ref() };
-    let h = prev.sa_sigaction;
+    let h = if PREV_RESET.load(Ordering::Acquire) { libc::SIG_DFL } else { prev.sa_sigaction };
     if h == libc::SIG_IGN {
         return;
     }
@@ -431,19 +596,12 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         if matches!(sig, libc::SIGURG | libc::SIGCHLD | libc::SIGWINCH | libc::SIGCONT) {
             return; // default action: ignore
         }
-        // SAFETY: info is valid (dispatch checked it is non-null before
-        // deciding the delivery was foreign; null is handled here too).
-        let self_sent = !info.is_null() && unsafe {
-            ((*info).si_code == libc::SI_TKILL && (*info).si_pid() == PID.load(Ordering::Relaxed))
-                || (*info).si_code == libc::SI_TIMER
-        };
-        if self_sent {
-            // A stray of ours (e.g. a request signal that arrived after its
-            // worker unregistered): never let it terminate the process.
+        if stops_by_default(sig) {
+            // SAFETY: kill/getpid are async-signal-safe; SIGSTOP cannot be
+            // blocked, so the group stop happens on the way out of kill().
+            unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
             return;
         }
-        // Default action terminates (or stops): restore it and re-raise; the
-        // signal is blocked while we run and is delivered on return.
         // SAFETY: sigaction/tgkill/gettid are async-signal-safe.
         unsafe {
             let mut dfl: libc::sigaction = core::mem::zeroed();
@@ -453,6 +611,33 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         }
         return;
     }
+    if prev.sa_flags & libc::SA_RESETHAND != 0 {
+        PREV_RESET.store(true, Ordering::Release);
+    }
+    // The mask the kernel would have given the host's handler.
+    // SAFETY: sigset operations on local values; uc is the handler's
+    // ucontext (null-checked), whose uc_sigmask is the interrupted mask.
+    let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let restore = unsafe {
+        let mut m: libc::sigset_t = if uc.is_null() {
+            let mut cur: libc::sigset_t = core::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, core::ptr::null(), &mut cur);
+            cur
+        } else {
+            (*(uc as *const libc::ucontext_t)).uc_sigmask
+        };
+        for s in 1..=libc::SIGRTMAX() {
+            if libc::sigismember(&prev.sa_mask, s) == 1 {
+                libc::sigaddset(&mut m, s);
+            }
+        }
+        if prev.sa_flags & libc::SA_NODEFER == 0 {
+            libc::sigaddset(&mut m, sig);
+        } else {
+            libc::sigdelset(&mut m, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &m, &mut old) == 0
+    };
     if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: with SA_SIGINFO the stored handler has the 3-argument form.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(h) };
@@ -461,6 +646,10 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         // SAFETY: without SA_SIGINFO the stored handler has the 1-argument form.
         let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(h) };
         f(sig)
+    }
+    if restore {
+        // SAFETY: restoring the mask our handler ran with.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
     }
 }
 
@@ -483,5 +672,42 @@ mod tests {
         assert_eq!(set_signal(libc::SIGSEGV), Err(Error::InvalidSignal(libc::SIGSEGV)));
         assert_eq!(set_signal(0), Err(Error::InvalidSignal(0)));
         assert_eq!(set_signal(1000), Err(Error::InvalidSignal(1000)));
+    }
+
+    #[test]
+    fn stack_needed_covers_the_spill_frame_on_this_cpu() {
+        let need = preempt_stack_needed();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let xs = usurp_arch_x86_64::xsave_size();
+            assert!(need >= usurp_arch_x86_64::RED_ZONE + 144 + xs + usurp_arch_x86_64::SPILL_HOOK_STACK, "{need} vs xsave {xs}");
+        }
+        #[cfg(target_arch = "aarch64")]
+        assert!(need >= usurp_arch_aarch64::SPILL_FRAME_SIZE + usurp_arch_aarch64::SPILL_HOOK_STACK);
+        assert_eq!(min_task_stack(), need + TASK_FRAMES_HEADROOM);
+        eprintln!("preemption needs {need} bytes below SP here; smallest task stack {}", min_task_stack());
+    }
+
+    #[test]
+    fn refused_tick_backoff_doubles_up_to_the_quantum() {
+        let q = 1_000_000;
+        let mut d = 0;
+        let mut seq = Vec::new();
+        for _ in 0..6 {
+            d = next_backoff(d, q);
+            seq.push(d);
+        }
+        assert_eq!(seq, [250_000, 500_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000]);
+        // Short quanta: from 50 µs up to 1 ms.
+        let q = 100_000;
+        let mut d = 0;
+        let mut seq = Vec::new();
+        for _ in 0..7 {
+            d = next_backoff(d, q);
+            seq.push(d);
+        }
+        assert_eq!(seq, [50_000, 100_000, 200_000, 400_000, 800_000, 1_000_000, 1_000_000]);
+        // Long quanta: up to the quantum.
+        assert_eq!(next_backoff(4_000_000, 5_000_000), 5_000_000);
     }
 }

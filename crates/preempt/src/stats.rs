@@ -33,13 +33,23 @@ pub enum Refusal {
     /// outside the task's stack bounds.
     StackRoom,
     /// The thread held register state the spill routine cannot save (on
-    /// aarch64: SME streaming mode, live ZA/ZT0, a guarded control stack).
+    /// aarch64: SME streaming mode, live ZA/ZT0, an SVE record too large
+    /// for the spill frame, an unparsable signal frame).
     VectorState,
+    /// A user shadow stack is active (x86-64 CET SHSTK, aarch64 GCS): the
+    /// spill routine's return (x86-64 `ret`) or `rt_sigreturn` (aarch64)
+    /// would not match it.
+    ShadowStack,
+    /// The signal handler was not running on an alternate signal stack (the
+    /// thread's sigaltstack was disabled or replaced by one on the task's
+    /// stack): the kernel's signal frame lies on the task's stack, where the
+    /// injection would write.
+    HandlerOnTaskStack,
 }
 
 impl Refusal {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     /// All reasons, in index order.
     pub const ALL: [Refusal; Refusal::COUNT] = [
         Refusal::NotRunning,
@@ -55,6 +65,8 @@ impl Refusal {
         Refusal::UnsafeInstruction,
         Refusal::StackRoom,
         Refusal::VectorState,
+        Refusal::ShadowStack,
+        Refusal::HandlerOnTaskStack,
     ];
 }
 
@@ -73,6 +85,18 @@ pub struct PreemptStats {
     pub requests_sent: u64,
     /// Targeted requests whose signal the handler has processed.
     pub acks: u64,
+    /// Cooperative yields at [`crate::checkpoint`] (the checkpoint flag was
+    /// set: by a refused asynchronous attempt, or by a request).
+    pub checkpoint_yields: u64,
+    /// Of those, the ones whose flag a refused attempt had set: how often a
+    /// task left the CPU cooperatively because it could not be preempted.
+    pub yields_after_refusal: u64,
+    /// Quantum ticks that retried an earlier refused tick of the same task
+    /// (the task stayed in non-preemptible code), refused again.
+    pub refusal_retries: u64,
+    /// Of those, the ones retried later than a quarter quantum (the backoff
+    /// grew).
+    pub backed_off: u64,
 }
 
 impl PreemptStats {
@@ -93,6 +117,10 @@ impl PreemptStats {
         self.ticks += o.ticks;
         self.requests_sent += o.requests_sent;
         self.acks += o.acks;
+        self.checkpoint_yields += o.checkpoint_yields;
+        self.yields_after_refusal += o.yields_after_refusal;
+        self.refusal_retries += o.refusal_retries;
+        self.backed_off += o.backed_off;
     }
 }
 
@@ -104,6 +132,10 @@ pub(crate) struct Counters {
     pub ticks: AtomicU64,
     pub requests_sent: AtomicU64,
     pub acks: AtomicU64,
+    pub checkpoint_yields: AtomicU64,
+    pub yields_after_refusal: AtomicU64,
+    pub refusal_retries: AtomicU64,
+    pub backed_off: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -118,6 +150,10 @@ impl Counters {
             ticks: Z,
             requests_sent: Z,
             acks: Z,
+            checkpoint_yields: Z,
+            yields_after_refusal: Z,
+            refusal_retries: Z,
+            backed_off: Z,
         }
     }
     /// Bumps a counter. Only the slot's own thread (and its signal handler)
@@ -138,6 +174,10 @@ impl Counters {
             ticks: self.ticks.load(Ordering::Relaxed),
             requests_sent: self.requests_sent.load(Ordering::Relaxed),
             acks: self.acks.load(Ordering::Relaxed),
+            checkpoint_yields: self.checkpoint_yields.load(Ordering::Relaxed),
+            yields_after_refusal: self.yields_after_refusal.load(Ordering::Relaxed),
+            refusal_retries: self.refusal_retries.load(Ordering::Relaxed),
+            backed_off: self.backed_off.load(Ordering::Relaxed),
             ..Default::default()
         };
         for (d, c) in s.refused.iter_mut().zip(self.refused.iter()) {

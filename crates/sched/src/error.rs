@@ -26,6 +26,16 @@ pub enum Error {
         /// The value given.
         given: usize,
     },
+    /// With async preemption on, `stack_size(b)` was given less than a
+    /// preemption needs on this CPU ([`usurp_preempt::min_task_stack`]):
+    /// every attempt would be refused and a loop in a task would hold up a
+    /// stop-the-world for ever.
+    StackTooSmallForPreemption {
+        /// The value given.
+        given: usize,
+        /// The smallest stack a preemption can succeed on here.
+        needed: usize,
+    },
     /// `max_blocking_threads(n)` was given a value above `MAX_BLOCKING_THREADS`.
     InvalidBlockingThreads {
         /// The value given.
@@ -74,6 +84,13 @@ impl fmt::Display for Error {
                 f,
                 "invalid task stack size {given} bytes: allowed are {MIN_STACK_SIZE} bytes (16 KiB) to \
                  {MAX_STACK_SIZE} bytes (1 GiB); it is rounded up to whole pages"
+            ),
+            Error::StackTooSmallForPreemption { given, needed } => write!(
+                f,
+                "task stack size {given} bytes is too small for asynchronous preemption on this CPU: \
+                 a preemption needs {needed} bytes (its spill frame holds the whole XSAVE/SIMD state, \
+                 whose size the CPU reports, plus the park path and 4 KiB for the task's frames); \
+                 raise stack_size to at least {needed}, or build with async_preemption(false)"
             ),
             Error::InvalidBlockingThreads { given } => write!(
                 f,

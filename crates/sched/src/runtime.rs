@@ -118,6 +118,10 @@ impl Builder {
     /// (16 KiB) to [`crate::MAX_STACK_SIZE`] (1 GiB), rounded up to whole
     /// pages. A guard page sits below every stack; running into it ends the
     /// process with a message naming the task. Memory is committed lazily.
+    /// With async preemption on, `build` also rejects a size below
+    /// [`usurp_preempt::min_task_stack`] ([`Error::StackTooSmallForPreemption`],
+    /// with the number): the room a preemption needs below SP on this CPU
+    /// (about 15 KiB with AVX-512, 23 KiB with AMX tiles enabled).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = bytes;
         self
@@ -170,6 +174,10 @@ impl Builder {
             if sig != usurp_preempt::signal() {
                 usurp_preempt::set_signal(sig).map_err(Error::Preempt)?;
             }
+        }
+        if preempt_on && self.stack_size < usurp_preempt::min_task_stack() {
+            let needed = usurp_preempt::min_task_stack();
+            return Err(Error::StackTooSmallForPreemption { given: self.stack_size, needed });
         }
         if preempt_on {
             usurp_preempt::init().map_err(Error::Preempt)?;

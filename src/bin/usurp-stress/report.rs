@@ -155,6 +155,12 @@ pub struct Summary {
     pub quantum_us: u64,
     pub accepted: u64,
     pub refused: Vec<(String, u64)>,
+    /// Cooperative yields at `checkpoint()`, and how many of them a refused
+    /// asynchronous preemption caused.
+    pub checkpoint_yields: u64,
+    pub yields_after_refusal: u64,
+    /// Refused ticks that retried an earlier refusal of the same task.
+    pub refusal_retries: u64,
     pub gc_cycles: u64,
     pub pause: Dist,
     pub ttsp: Dist,
@@ -197,6 +203,9 @@ impl Summary {
             quantum_us: cfg.quantum.as_micros() as u64,
             accepted: st.preempt.accepted,
             refused: Refusal::ALL.iter().map(|&r| (reason_name(r), st.preempt.refused(r))).collect(),
+            checkpoint_yields: st.preempt.checkpoint_yields,
+            yields_after_refusal: st.preempt.yields_after_refusal,
+            refusal_retries: st.preempt.refusal_retries,
             gc_cycles: st.gc.cycles,
             pause: Dist::of(&st.gc.pauses),
             ttsp: Dist::of(&st.gc.ttsp),
@@ -263,6 +272,11 @@ impl Summary {
         }
         s.push_str(&body);
         let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<30} {v}\n"));
+        line(
+            "checkpoint yields",
+            format!("{:>12}  ({} after a refused preemption)", self.checkpoint_yields, self.yields_after_refusal),
+        );
+        line("refused-tick retries", format!("{:>12}  (same task refused again; retried with backoff)", self.refusal_retries));
         line("GC cycles", format!("{:>12}", self.gc_cycles));
         let recent = if self.gc_cycles > self.pause.n as u64 { format!(" (last {} cycles)", self.pause.n) } else { String::new() };
         line("GC pause p50 / p99 / max", format!("{}{recent}", d(&self.pause)));

@@ -1,0 +1,125 @@
+//! gdb sees through an asynchronous preemption (issue 12): stopped in the
+//! park hook of a preempted task, `bt` walks from the hook through the spill
+//! routine into the interrupted function and on to its callers, using the
+//! spill routine's DWARF CFI. The test runs itself under `gdb -batch` (as the
+//! README's "Debugging" section suggests: `handle SIGURG nostop noprint
+//! pass`). x86-64 only: gdb cannot run the aarch64 binary under qemu-user
+//! here (that needs qemu's gdbstub and gdb-multiarch); `tests/backtrace.rs`
+//! checks the same walk with libgcc's unwinder on both ISAs.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use usurp_preempt::SpillFrame;
+
+usurp_preempt::preemptible! {
+    /// The interrupted function.
+    pub fn gdb_interrupted_leaf(n: u64) -> u64 {
+        let mut x = 0u64;
+        for i in 0..n {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            x = std::hint::black_box(x);
+        }
+        x
+    }
+}
+
+#[inline(never)]
+fn gdb_calling_function(stop: &AtomicBool) -> u64 {
+    let mut acc = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        acc = acc.wrapping_add(std::hint::black_box(gdb_interrupted_leaf(std::hint::black_box(50_000))));
+    }
+    acc
+}
+
+/// gdb's breakpoint: called from the park hook of a task preempted inside
+/// `gdb_interrupted_leaf`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn usurp_gdb_park_marker(pc: usize) -> usize {
+    std::hint::black_box(pc)
+}
+
+/// The scenario gdb runs (the child): returns after one marked park.
+#[test]
+fn gdb_child_scenario() {
+    if std::env::var_os("USURP_GDB_CHILD").is_none() {
+        return; // only meaningful under gdb, started by the test below
+    }
+    static MARKED: AtomicBool = AtomicBool::new(false);
+    let leaf = gdb_interrupted_leaf as *const () as usize;
+    run_until(
+        RunConfig { quantum: Duration::from_millis(1), ..RunConfig::default() },
+        |stop| {
+            std::hint::black_box(gdb_calling_function(stop));
+        },
+        Some(Box::new(move |f: &SpillFrame, _c: &Ctx| {
+            if f.pc() >= leaf && f.pc() < leaf + 4096 && !MARKED.swap(true, Ordering::SeqCst) {
+                usurp_gdb_park_marker(f.pc());
+            }
+        })),
+        |_| MARKED.load(Ordering::SeqCst),
+        Duration::from_secs(60),
+    );
+    assert!(MARKED.load(Ordering::SeqCst));
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn gdb_backtrace_walks_through_the_spill_routine() {
+    let gdb_ok = std::process::Command::new("gdb").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !gdb_ok {
+        eprintln!("gdb is not installed (apt-get install gdb): skipped");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new("gdb")
+        .args(["-batch", "-nx"])
+        .args(["-ex", "set pagination off", "-ex", "set startup-with-shell off"])
+        .args(["-ex", "handle SIGURG nostop noprint pass"])
+        .args(["-ex", "break usurp_gdb_park_marker", "-ex", "run", "-ex", "bt", "-ex", "kill"])
+        .arg("--args")
+        .arg(&exe)
+        .args(["--exact", "gdb_child_scenario", "--nocapture", "--test-threads=1"])
+        .env("USURP_GDB_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gdb");
+    // Watchdog: gdb gets two minutes.
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("gdb did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if text.contains("ptrace: Operation not permitted") || text.contains("Couldn't get registers") {
+        eprintln!("gdb may not trace processes here: skipped\n{text}");
+        return;
+    }
+    // The backtrace lines, in order.
+    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let at = |name: &str| {
+        frames.iter().position(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} missing from gdb's backtrace:\n{text}"))
+    };
+    // gdb shows the spill routine (a `.cfi_signal_frame`) as
+    // "<signal handler called>" (or by name).
+    let s = frames
+        .iter()
+        .position(|l| l.contains("usurp_x86_64_spill") || l.contains("<signal handler called>"))
+        .unwrap_or_else(|| panic!("the spill frame is missing from gdb's backtrace:\n{text}"));
+    let (m, l, c) = (at("usurp_gdb_park_marker"), at("gdb_interrupted_leaf"), at("gdb_calling_function"));
+    assert!(m < s && s < l && l < c, "frames out of order (marker {m}, spill {s}, leaf {l}, caller {c}):\n{text}");
+    // Between the spill frame and the interrupted function only frames
+    // inlined into it (same PC, printed without an address).
+    assert!(frames[s + 1..l].iter().all(|f| !f.contains(" in ")), "the interrupted function must be the spill routine's caller:\n{text}");
+    assert!(frames[c..].iter().any(|f| f.contains("gdb_backtrace")), "the walk stopped at the caller:\n{text}");
+}
