@@ -77,11 +77,20 @@ pub struct MutatorGuard {
 pub enum AttachError {
     /// This thread already has a mutator.
     AlreadyAttached,
+    /// The heap's [`World`] does not stop and scan this thread, so it may not
+    /// allocate (e.g. a plain thread and a runtime's heap): the reason.
+    Refused(&'static str),
 }
 
 impl std::fmt::Display for AttachError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "usurp heap: this thread is already attached to a heap")
+        match self {
+            AttachError::AlreadyAttached => write!(f, "usurp heap: this thread is already attached to a heap"),
+            AttachError::Refused(why) => write!(
+                f,
+                "usurp heap: this thread may not attach to the heap (allocation from a thread outside the runtime): {why}"
+            ),
+        }
     }
 }
 impl std::error::Error for AttachError {}
@@ -139,7 +148,7 @@ impl Heap {
     /// during a collection (it waits for one in progress).
     pub fn set_world(&self, world: Arc<dyn World>) {
         let _g = lock(&self.inner.collect_lock);
-        *self.inner.world.write().unwrap() = world;
+        *self.inner.world.write().unwrap_or_else(|p| p.into_inner()) = world;
     }
 
     /// The configuration in force.
@@ -150,10 +159,16 @@ impl Heap {
     /// Attach the current thread: allocation functions ([`crate::alloc`],
     /// `Gc::new`, ...) on this thread use this heap until the guard drops.
     /// The scheduler calls this once per worker thread when it starts.
+    ///
+    /// Only threads the heap's [`World`] stops and scans may attach
+    /// ([`World::may_attach`]): a runtime's heap refuses every thread but the
+    /// runtime's own (allocate from a task instead), a [`ThreadWorld`](crate::ThreadWorld)
+    /// heap every thread not registered with it ([`AttachError::Refused`]).
     pub fn attach_thread(&self) -> Result<MutatorGuard, AttachError> {
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
+        self.inner.world().may_attach().map_err(AttachError::Refused)?;
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
         let prev = set_current_mutator(&mut *mutator);
         Ok(MutatorGuard { mutator, prev })
@@ -272,7 +287,7 @@ impl Heap {
 
 impl HeapInner {
     pub(crate) fn world(&self) -> Arc<dyn World> {
-        self.world.read().unwrap().clone()
+        self.world.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether handing out `extra` more bytes crosses the goal (pacing on).

@@ -85,6 +85,16 @@
 //!   [`MutatorGuard`] until it exits; the guard's drop gives the thread's
 //!   cached blocks back (it waits for a collection in progress through
 //!   `World::blocking`).
+//! * **Only threads the World stops and scans allocate.** `attach_thread`
+//!   asks [`World::may_attach`]: the scheduler's World admits only the
+//!   runtime's own threads, [`ThreadWorld`] only registered threads
+//!   ([`AttachError::Refused`] otherwise). Allocating on a thread without a
+//!   mutator panics with "allocation from a thread outside the runtime".
+//!   While a task runs a `blocking` closure (it counts as stopped, a
+//!   collection may run), the scheduler takes the thread's mutator away with
+//!   [`forbid_allocation`]: allocation there panics with "allocation inside
+//!   blocking()". Neither check costs the fast path anything: it already
+//!   branches on a null mutator.
 //! * After [`World::finalizers_pending`] is called, some task calls
 //!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
 //!   pause).
@@ -127,6 +137,7 @@ pub use config::{ConfigError, HeapConfig};
 pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
+pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};
 pub use roots::{Root, RootScanner, ScannerId, WeakRef};
 pub use stats::{CycleStats, GcStats};

@@ -6,6 +6,7 @@
 //! [`ThreadWorld::safepoint`]), used by the tests and by programs that use the
 //! heap without the scheduler.
 
+pub use crate::mutator::{forbid_allocation, AllocationForbidden};
 use crate::stack::{os_thread_stack_bounds, with_registers_spilled};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,16 @@ pub trait World: Send + Sync {
     fn blocking(&self, f: &mut dyn FnMut()) {
         f()
     }
+    /// Whether the calling thread may attach to a heap of this world
+    /// ([`Heap::attach_thread`](crate::Heap::attach_thread)). Only a thread
+    /// that `stop_the_world` stops and whose stack the World reports (or the
+    /// collector itself) may allocate: any other thread would allocate while
+    /// the sweep rewrites the same block's bits, and its pointers would never
+    /// be scanned. `Err(why)` refuses, with a sentence saying why. Default:
+    /// every thread (right for [`SoloWorld`]: one thread uses the heap).
+    fn may_attach(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
     /// Called (with the world running) after a cycle queued finalizers: the
     /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
     fn finalizers_pending(&self) {}
@@ -109,7 +120,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Leaving counts as a safe point: wait out a stop in progress.
         let me = std::thread::current().id();
-        let mut st = self.world.state.lock().unwrap();
+        let mut st = self.world.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.stopper.is_some() && st.stopper != Some(me) {
             if let Some(p) = st.threads.get_mut(&me) {
                 // Park with an empty range: the thread is about to leave and
@@ -118,7 +129,7 @@ impl Drop for Registration {
                 p.range = (0, 0);
             }
             self.world.cv.notify_all();
-            st = self.world.cv.wait(st).unwrap();
+            st = self.world.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.threads.remove(&me);
         self.world.cv.notify_all();
@@ -139,10 +150,10 @@ impl ThreadWorld {
     /// Make the current thread a participant (it must then poll `safepoint`).
     pub fn register(self: &Arc<Self>) -> Registration {
         let me = std::thread::current().id();
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // Joining while stopped would let the new thread run during the pause.
         while st.stopper.is_some() {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.threads.insert(me, Participant::default());
         Registration { world: self.clone(), _not_send: std::marker::PhantomData }
@@ -164,7 +175,7 @@ impl ThreadWorld {
         with_registers_spilled(&mut |sp| {
             let top = os_thread_stack_bounds().1;
             {
-                let mut st = self.state.lock().unwrap();
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let Some(p) = st.threads.get_mut(&me) else {
                     drop(st);
                     f();
@@ -175,9 +186,9 @@ impl ThreadWorld {
                 self.cv.notify_all();
             }
             f();
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             while st.stopper.is_some() && st.stopper != Some(me) {
-                st = self.cv.wait(st).unwrap();
+                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             if let Some(p) = st.threads.get_mut(&me) {
                 p.parked = false;
@@ -190,19 +201,19 @@ impl ThreadWorld {
 impl World for ThreadWorld {
     fn stop_the_world(&self) {
         let me = std::thread::current().id();
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.stopper.is_some() {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.stopper = Some(me);
         self.stop_requested.store(true, Ordering::Release);
         while st.threads.iter().any(|(id, p)| *id != me && !p.parked) {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     fn start_the_world(&self) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.stopper = None;
         self.stop_requested.store(false, Ordering::Release);
         self.cv.notify_all();
@@ -211,7 +222,7 @@ impl World for ThreadWorld {
     fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
         let me = std::thread::current().id();
         let ranges: Vec<(usize, usize)> = {
-            let st = self.state.lock().unwrap();
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.threads.iter().filter(|(id, p)| **id != me && p.parked).map(|(_, p)| p.range).collect()
         };
         for (lo, hi) in ranges {
@@ -238,5 +249,14 @@ impl World for ThreadWorld {
 
     fn blocking(&self, f: &mut dyn FnMut()) {
         self.park(f);
+    }
+
+    fn may_attach(&self) -> Result<(), &'static str> {
+        let me = std::thread::current().id();
+        if self.state.lock().unwrap_or_else(|p| p.into_inner()).threads.contains_key(&me) {
+            Ok(())
+        } else {
+            Err("the thread is not registered with the heap's ThreadWorld (call ThreadWorld::register first, and poll ThreadWorld::safepoint)")
+        }
     }
 }

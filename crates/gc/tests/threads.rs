@@ -164,3 +164,23 @@ fn concurrent_explicit_collections() {
     assert!(h.stats().cycles >= n as u64);
     assert_eq!(h.stats().verify_failures, 0);
 }
+
+/// A `ThreadWorld` heap refuses a thread that is not registered (it would
+/// not stop for collections, and its stack would not be scanned); after
+/// registering, the same thread attaches.
+#[test]
+fn thread_world_refuses_unregistered_threads() {
+    let (w, h) = world_heap(1, config(8 << 20));
+    std::thread::spawn(move || {
+        match h.attach_thread() {
+            Err(usurp_gc::AttachError::Refused(why)) => assert!(why.contains("ThreadWorld::register"), "{why}"),
+            Err(e) => panic!("unexpected {e:?}"),
+            Ok(_) => panic!("an unregistered thread attached"),
+        }
+        let _r = w.register();
+        let _g = h.attach_thread().expect("a registered thread attaches");
+        assert_eq!(list(10).map(|l| l.val), Some(9));
+    })
+    .join()
+    .unwrap();
+}

@@ -407,6 +407,9 @@ pub(crate) fn wait_until_started(sh: &Shared) {
 pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
     let me = my_worker(sh);
     let cur = crate::worker::current_task();
+    // The caller counts as stopped: it must not allocate (the slow path says
+    // why). Restored on this thread when `f` is done.
+    let _no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
     crate::arch::with_registers_spilled(&mut |sp| {
         // A panic must not unwind through the spill routine's frame.
         let r = match me {

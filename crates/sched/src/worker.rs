@@ -727,7 +727,11 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         }
         handed = true;
         let f = f.take().expect("blocking closure runs once");
+        // The task counts as stopped: no allocation in `f` (the GC's slow
+        // path reports why); the thread's mutator is back right after `f`.
+        let no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
         res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        drop(no_alloc);
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
         // Back from the blocking call: queue ourselves globally via this
