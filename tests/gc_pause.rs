@@ -149,10 +149,13 @@ fn scanner_panics(poisoned: bool) {
         .join();
         assert!(lock.is_poisoned());
     }
+    // The scanner fails once, in the collection of the task whose id is in
+    // `target` (the churners collect too: they must not get the panic).
     let armed = Arc::new(AtomicBool::new(true));
-    let (a2, l2) = (armed.clone(), lock.clone());
+    let target = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (a2, l2, t2) = (armed.clone(), lock.clone(), target.clone());
     let id = rt.heap().add_root_scanner(Box::new(move |_mark: &mut dyn FnMut(usurp::gc::GcRef)| {
-        if a2.swap(false, Ordering::SeqCst) {
+        if usurp::task::id() == Some(t2.load(Ordering::SeqCst)) && a2.swap(false, Ordering::SeqCst) {
             if poisoned {
                 *l2.lock().unwrap() += 1; // panics: poisoned
             }
@@ -161,6 +164,7 @@ fn scanner_panics(poisoned: bool) {
     }));
     let heap = rt.heap().clone();
     let collector = rt.spawn(move || {
+        target.store(usurp::task::id().unwrap(), Ordering::SeqCst);
         let keep = node(42, None);
         let r = std::panic::catch_unwind(|| heap.collect());
         black_box(&keep);
@@ -200,4 +204,140 @@ fn panicking_root_scanner_restarts_the_world() {
 #[test]
 fn poisoned_lock_in_a_root_scanner_restarts_the_world() {
     within(60, "poisoned lock in a root scanner", || scanner_panics(true));
+}
+
+// ---- issue 10 item 5(b) and issue 11 item 2: the stopper during its stop
+
+usurp::preemptible! {
+    /// A call-free loop in preemptible code: async preemption can land
+    /// anywhere in it.
+    fn spin_preemptible(n: u64) -> u64 {
+        let mut x = 0u64;
+        let mut i = 0u64;
+        while i < n {
+            // SAFETY: volatile accesses to a local.
+            unsafe { std::ptr::write_volatile(&mut x, std::ptr::read_volatile(&x).wrapping_add(i)) };
+            i += 1;
+        }
+        x
+    }
+}
+
+/// Spins outside preemptible code for about `d`, polling `checkpoint()`.
+fn spin_with_checkpoints(d: Duration) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < d {
+        for _ in 0..1000 {
+            black_box(0u64);
+        }
+        usurp::checkpoint();
+    }
+}
+
+/// A task stops the world, then runs a long preemptible loop and calls
+/// `checkpoint()` in a non-preemptible one (quantum 1 ms, a sleeper keeping
+/// the timer monitor busy): it is neither preempted nor yielded, so it
+/// restarts the world itself. Before the fix its own quantum (or the
+/// monitor) preempted it and its worker parked for the stop it held.
+#[test]
+fn stopper_is_not_preempted_during_its_stop() {
+    let rt = Arc::new(Runtime::builder().workers(2).quantum(Duration::from_millis(1)).build().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let sleeper = rt.spawn(move || {
+        let mut n = 0;
+        while !s2.load(Ordering::Relaxed) {
+            usurp::sleep(Duration::from_micros(200));
+            n += 1;
+        }
+        n
+    });
+    let rt2 = rt.clone();
+    within(60, "stopper preempted in its own stop", move || {
+        let r = rt2.clone();
+        rt2.block_on(move || {
+            for _ in 0..scale(10) {
+                r.stop_the_world();
+                black_box(spin_preemptible(black_box(30_000_000)));
+                spin_with_checkpoints(Duration::from_millis(20));
+                r.start_the_world();
+                usurp::yield_now();
+            }
+        });
+    });
+    stop.store(true, Ordering::SeqCst);
+    assert!(sleeper.join().unwrap() > 0);
+}
+
+/// A stopper that collects, stops again, or yields inside its own stop gets
+/// a clear panic (not a hang); `blocking()` there runs in place; after
+/// `start_the_world` everything works.
+#[test]
+fn stopper_waiting_for_itself_panics_clearly() {
+    let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
+    let rt2 = rt.clone();
+    within(60, "stopper waits for itself", move || {
+        let r = rt2.clone();
+        rt2.block_on(move || {
+            let keep = node(5, None);
+            r.stop_the_world();
+            let heap = r.heap().clone();
+            let p = std::panic::catch_unwind(|| heap.collect()).expect_err("collect inside own stop returned");
+            let m = panic_text(&*p);
+            assert!(m.contains("holds the world stopped"), "{m}");
+            let r3 = r.clone();
+            let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || r3.stop_the_world())).expect_err("second stop returned");
+            assert!(panic_text(&*p).contains("holds the world stopped"));
+            let p = std::panic::catch_unwind(usurp::yield_now).expect_err("yield inside own stop returned");
+            assert!(panic_text(&*p).contains("holds the world stopped"), "{}", panic_text(&*p));
+            assert_eq!(usurp::blocking(|| 7), 7);
+            r.start_the_world();
+            heap.collect();
+            assert_eq!(keep.val, 5);
+            assert_eq!(node(6, Some(keep)).next.get().unwrap().val, 5);
+        });
+    });
+    // From a plain thread too.
+    rt.stop_the_world();
+    let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.heap().collect())).expect_err("collect inside own stop returned");
+    assert!(panic_text(&*p).contains("holds the world stopped"));
+    rt.start_the_world();
+    rt.heap().collect();
+    assert!(rt.stats().gc.cycles >= 2);
+}
+
+/// Only the stopper restarts the world.
+#[test]
+fn only_the_stopper_starts_the_world() {
+    let rt = Arc::new(Runtime::builder().workers(1).build().unwrap());
+    rt.stop_the_world();
+    let r2 = rt.clone();
+    let e = std::thread::spawn(move || r2.start_the_world()).join().expect_err("another thread restarted the world");
+    assert!(panic_text(&*e).contains("did not stop the world"));
+    rt.start_the_world();
+    assert_eq!(rt.block_on(|| 3), 3);
+}
+
+/// A stopper task that parks (here: sleeps) during its stop cannot be woken:
+/// the process aborts with a message instead of hanging.
+#[test]
+fn stopper_parking_aborts_with_a_message() {
+    if std::env::var("USURP_CHILD_STOPPER_PARKS").is_ok() {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("child watchdog: the stopper's park hung");
+            std::process::exit(99);
+        });
+        let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
+        let r = rt.clone();
+        rt.block_on(move || {
+            r.stop_the_world();
+            usurp::sleep(Duration::from_millis(1));
+        });
+        unreachable!("the stopper's sleep returned");
+    }
+    let (out, _) = run_child("stopper_parking_aborts_with_a_message", "USURP_CHILD_STOPPER_PARKS");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "child succeeded: {err}");
+    assert!(err.contains("the task that stopped the world"), "{err}");
 }

@@ -202,6 +202,10 @@ impl World for ThreadWorld {
     fn stop_the_world(&self) {
         let me = std::thread::current().id();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.stopper == Some(me) {
+            drop(st);
+            panic!("usurp gc: ThreadWorld::stop_the_world called by the thread that holds the world stopped: it would wait for itself forever");
+        }
         while st.stopper.is_some() {
             st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
