@@ -8,7 +8,7 @@ mod sched_util;
 
 use sched_util::{run_child, scale, within};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::gc::{gc_type, AllocError, AttachError, Gc, Member};
@@ -340,4 +340,66 @@ fn stopper_parking_aborts_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "child succeeded: {err}");
     assert!(err.contains("the task that stopped the world"), "{err}");
+}
+
+// ---- issue 10 item 5(a): a stop held up by a task blocked in the kernel
+
+/// A task holding a `std::sync::Mutex` collects while another task blocks in
+/// the kernel on that mutex (outside `blocking`): the stop cannot complete
+/// (the documented contract), but after 1 s the stopper prints which worker
+/// and which task (id and name) hold it up. The scenario runs in a child
+/// process, which its own watchdog ends after a few seconds.
+#[test]
+fn stalled_stop_reports_the_straggler() {
+    if std::env::var("USURP_CHILD_STALLED_STOP").is_ok() {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(8));
+            eprintln!("child: watchdog ends the stalled process");
+            std::process::exit(7);
+        });
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let heap = rt.heap().clone();
+        rt.block_on(move || {
+            let m = Arc::new(std::sync::Mutex::new(0u32));
+            let g = m.lock().unwrap();
+            let started = Arc::new(AtomicBool::new(false));
+            let (m2, s2) = (m.clone(), started.clone());
+            let h = usurp::task::Builder::new()
+                .name("kernel-blocked")
+                .spawn(move || {
+                    s2.store(true, Ordering::SeqCst);
+                    *m2.lock().unwrap() += 1; // blocks its worker in the kernel
+                })
+                .unwrap();
+            eprintln!("child: blocked task id {}", h.id());
+            while !started.load(Ordering::SeqCst) {
+                usurp::sleep(Duration::from_millis(1));
+            }
+            usurp::sleep(Duration::from_millis(50));
+            eprintln!("child: collecting");
+            heap.collect(); // waits for the blocked worker: never returns
+            drop(g);
+            let _ = h.join();
+        });
+        eprintln!("child: the collection completed");
+        std::process::exit(0);
+    }
+    let (out, _) = run_child("stalled_stop_reports_the_straggler", "USURP_CHILD_STALLED_STOP");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("child: blocked task id "))
+        .unwrap_or_else(|| panic!("child did not start the scenario: {err}"))
+        .trim()
+        .to_string();
+    assert!(err.contains("child: collecting"), "{err}");
+    assert!(!err.contains("the collection completed"), "{err}");
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    let report = err.lines().position(|l| l.starts_with("usurp: stop-the-world has waited")).unwrap_or_else(|| panic!("no report: {err}"));
+    let rest: Vec<&str> = err.lines().skip(report).collect();
+    assert!(
+        rest.iter().any(|l| l.contains(&format!("task {id} \"kernel-blocked\" has not reached a safe point"))),
+        "the report does not name the blocked task {id}: {err}"
+    );
+    assert!(err.contains("use usurp::Mutex"), "{err}");
 }

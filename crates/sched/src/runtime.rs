@@ -428,7 +428,7 @@ pub(crate) struct Shared {
     wake_cursor: AtomicUsize,
     pub(crate) timers: SpinLock<Timers>,
     pub(crate) next_timer: AtomicU64,
-    pool: SpinLock<Vec<*mut Task>>,
+    pub(crate) pool: SpinLock<Vec<*mut Task>>,
     pub(crate) registry: SpinLock<Vec<*mut Task>>,
     spares: SpinLock<Vec<*const Machine>>,
     pub(crate) threads: AtomicUsize,

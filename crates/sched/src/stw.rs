@@ -56,6 +56,21 @@
 //! even when no worker helps.
 //!
 //! Time-to-safepoint (request → all stopped) is recorded per stop.
+//!
+//! **What cannot be stopped, and what is reported** (issue 10 item 5a). A
+//! task blocked in the kernel outside `blocking` (a `std::sync::Mutex`, a
+//! `read`, a `std::thread::sleep`) is on its worker's CPU as far as the
+//! scheduler knows and cannot reach a safe point until the kernel returns;
+//! if that needs the stopper (the task collecting holds the mutex), the stop
+//! never completes. That is a contract, not a bug that can be fixed here:
+//! use `usurp::Mutex` (tasks park, the worker stays free) or wrap
+//! kernel-blocking calls in `blocking()`, and call `checkpoint()` in long
+//! loops outside preemptible code. What is detected: when a stop has waited
+//! [`REPORT_AFTER`] (1 s), and every [`REPORT_EVERY`] (5 s) after that, the
+//! stopper prints to stderr each worker that has not stopped, its OS thread
+//! id, and the id and name of the task on it (as Go's runtime reports a
+//! goroutine that does not stop). The stopper is not aborted: a kernel call
+//! that is merely slow still completes.
 
 use crate::runtime::Shared;
 use crate::worker::Worker;
@@ -76,6 +91,11 @@ pub(crate) const RETRY: Duration = Duration::from_micros(100);
 
 /// Time-to-safepoint samples kept.
 const TTSP_HISTORY: usize = 1024;
+
+/// A stop that takes longer than this prints which workers and tasks hold
+/// it up (as Go's runtime does), then again every [`REPORT_EVERY`].
+const REPORT_AFTER: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Stop-the-world state of one runtime.
 pub(crate) struct Stw {
@@ -286,6 +306,7 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         });
     }
     let t0 = Instant::now();
+    let mut next_report = REPORT_AFTER;
     // Idle workers wake up and park (they must not pick up work).
     for w in sh.workers.iter() {
         if Some(w.index) != me {
@@ -305,6 +326,14 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         if all {
             break;
         }
+        let waited = t0.elapsed();
+        if waited >= next_report {
+            drop(g);
+            report_stragglers(sh, me, waited);
+            next_report += REPORT_EVERY;
+            g = stw.lock();
+            continue;
+        }
         g = stw.cv.wait_timeout(g, RETRY).unwrap_or_else(|p| p.into_inner()).0;
     }
     let ttsp = t0.elapsed();
@@ -317,6 +346,72 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         g.ttsp_pos = (p + 1) % TTSP_HISTORY;
     }
     ttsp
+}
+
+/// Prints to stderr which workers (and which of their tasks) have not
+/// stopped after `waited`, and what usually causes it. Called by the stopper
+/// without the stw lock.
+#[cold]
+#[inline(never)]
+fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = write!(out, "usurp: stop-the-world has waited {:.1} s for:", waited.as_secs_f64());
+    for w in sh.workers.iter() {
+        if Some(w.index) == me || sh.stw.wstate[w.index].load(Ordering::SeqCst) != RUNNING {
+            continue;
+        }
+        let slot = w.slot.load(Ordering::Acquire);
+        // SAFETY: slots are `'static`.
+        let tid = unsafe { slot.as_ref() }.map_or(0, |s| s.tid());
+        let _ = write!(out, "
+  worker {} (thread {tid}): ", w.index);
+        match running_task_info(sh, w) {
+            Some((id, Some(name))) => {
+                let _ = write!(out, "task {id} \"{name}\" has not reached a safe point");
+            }
+            Some((id, None)) => {
+                let _ = write!(out, "task {id} (unnamed) has not reached a safe point");
+            }
+            None => out.push_str("between tasks"),
+        }
+    }
+    out.push_str(
+        "\nusurp: a task blocked in the kernel outside blocking() (e.g. on a std::sync::Mutex whose holder is \
+         the task collecting) or looping outside preemptible code without checkpoint() holds up every collection; \
+         use usurp::Mutex, wrap kernel-blocking calls in usurp::blocking(), and call usurp::checkpoint() in long \
+         non-preemptible loops\n",
+    );
+    eprint!("{out}");
+}
+
+/// The id and name of the task on `w`'s CPU, if any (for the report).
+fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
+    // Holding the registry lock, no task struct is freed (`Task::destroy`);
+    // holding the pool lock, no struct in the pool is taken and prepared.
+    let reg = sh.registry.lock();
+    let _pool = sh.pool.lock();
+    let t = w.running_task.load(Ordering::SeqCst) as *mut crate::tcb::Task;
+    if t.is_null() || !reg.contains(&t) {
+        return None;
+    }
+    // SAFETY: `t` is registered, so allocated until `reg` is released. Its
+    // id and name are written only by `Task::prepare`, on a FREE struct
+    // taken from a worker's free cache (by that worker's own thread) or from
+    // the pool (locked here). `t` is RUNNING on `w` (checked below): it
+    // becomes FREE only when it exits, and then, with the stop flag set, its
+    // worker recycles it into its own cache or the pool (locked) and parks
+    // before running anything that could prepare it again. So nothing writes
+    // these fields while we read them. (`recycle` leaves the name in place
+    // for this reason.)
+    unsafe {
+        if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
+            return None;
+        }
+        let id = (*t).id.get();
+        let name = (*(*t).name.get()).as_deref().map(str::to_owned);
+        Some((id, name))
+    }
 }
 
 /// Asks the task on `w`'s CPU (if any) to get off it.

@@ -528,7 +528,9 @@ unsafe fn recycle(w: &Worker, t: *mut Task) {
     unsafe {
         let task = &*t;
         task.state.store(state::FREE, Ordering::Relaxed);
-        *task.name.get() = None;
+        // The name stays until the struct is prepared again (`Task::prepare`
+        // replaces it): a stalled stop-the-world reads the name of a task
+        // that may be exiting (`stw::report_stragglers`).
         let free = &mut *w.free.get();
         if w.shared == task.shared && free.len() < FREE_CACHE {
             free.push(t);
