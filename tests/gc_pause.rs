@@ -403,3 +403,40 @@ fn stalled_stop_reports_the_straggler() {
     );
     assert!(err.contains("use usurp::Mutex"), "{err}");
 }
+
+// ---- issue 10 item 7: no spurious HeapExhausted
+
+static WORDS: usurp::gc::Descriptor = usurp::gc::Descriptor::array("words", 1, 0);
+
+/// Tasks on 2 workers racing to allocate 2-block objects near the limit,
+/// each keeping the last 12 on its stack: the working set (at most 4 × 13 ×
+/// 2 = 104 of 128 blocks) fits, so no allocation may report exhaustion.
+#[test]
+fn racing_tasks_near_the_limit_never_fail_spuriously() {
+    let rt = Runtime::builder().workers(2).heap_limit(8 << 20).gogc(None).build().unwrap();
+    within(120, "racing tasks near the limit", move || {
+        for _ in 0..3 {
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    rt.spawn(|| {
+                        let mut slots: [Option<usurp::gc::GcRef>; 12] = [None; 12];
+                        for i in 0..scale(2000) {
+                            match usurp::gc::try_alloc_array(&WORDS, 12_000) {
+                                Ok(r) => slots[i % 12] = Some(r),
+                                Err(e) => return Some(e.to_string()),
+                            }
+                            if i % 7 == 0 {
+                                usurp::yield_now();
+                            }
+                        }
+                        black_box(&mut slots);
+                        None
+                    })
+                })
+                .collect();
+            let errors: Vec<String> = tasks.into_iter().filter_map(|t| t.join().unwrap()).collect();
+            assert!(errors.is_empty(), "spurious exhaustion in {} of 4 tasks: {}", errors.len(), errors[0]);
+        }
+        assert!(rt.stats().gc.cycles > 0);
+    });
+}

@@ -362,28 +362,48 @@ impl HeapInner {
         Ok(GcRef::from_heap_addr(addr).expect("heap addresses are non-null"))
     }
 
-    /// Collect because allocation needs it (skipped if another thread
+    /// Collect because the pacer asks for it (skipped if another thread
     /// collected while we waited for the lock).
     pub(crate) fn collect_for_alloc(&self, reason: &'static str) {
         let seen = self.cycle.load(Ordering::Acquire);
-        self.collect(reason, Some(seen));
+        self.collect_with(reason, Some(seen + 1), None);
     }
 
-    pub(crate) fn collect(&self, reason: &'static str, seen: Option<u64>) {
+    /// Collect because an allocation found no room, then retry it with
+    /// `retry` inside the pause, right after the sweep (before any other
+    /// thread can take the freed memory). The collection is skipped if one
+    /// numbered `skip_at` or later has completed meanwhile: such a cycle
+    /// started after the allocation failed, and the caller retries outside.
+    /// Returns `None` if skipped, else whether `retry` succeeded.
+    pub(crate) fn collect_and_retry(&self, skip_at: Option<u64>, retry: &mut dyn FnMut() -> bool) -> Option<bool> {
+        let mut ok = false;
+        let ran = self.collect_with("limit", skip_at, Some(&mut || ok = retry()));
+        ran.then_some(ok)
+    }
+
+    pub(crate) fn collect(&self, reason: &'static str, skip_at: Option<u64>) {
+        self.collect_with(reason, skip_at, None);
+    }
+
+    /// Runs a cycle unless one numbered `skip_at` or later has completed by
+    /// the time we hold the collection lock; returns whether it ran.
+    /// `in_pause` runs after the sweep, with the world still stopped.
+    fn collect_with(&self, reason: &'static str, skip_at: Option<u64>, in_pause: Option<&mut dyn FnMut()>) -> bool {
         let world = self.world();
         let mut guard = self.collect_lock.try_lock().ok();
         if guard.is_none() {
             world.blocking(&mut || guard = Some(lock(&self.collect_lock)));
         }
-        if let Some(c) = seen {
-            if self.cycle.load(Ordering::Acquire) != c {
-                return; // someone else collected meanwhile
+        if let Some(c) = skip_at {
+            if self.cycle.load(Ordering::Acquire) >= c {
+                return false; // someone else collected meanwhile
             }
         }
         let mut outcome = Ok(false);
+        let mut in_pause = in_pause;
         // Nothing may unwind through the spill routine's frame: the cycle
         // catches every panic (see `guarded_cycle`).
-        with_registers_spilled(&mut |sp| outcome = self.guarded_cycle(&*world, sp, reason));
+        with_registers_spilled(&mut |sp| outcome = self.guarded_cycle(&*world, sp, reason, in_pause.take()));
         let queued_finalizers = match outcome {
             Ok(q) => q,
             Err(e) => {
@@ -398,6 +418,7 @@ impl HeapInner {
         if queued_finalizers {
             world.finalizers_pending();
         }
+        true
     }
 
     /// Runs one cycle, catching a panic anywhere in it (a root scanner, a
@@ -407,9 +428,17 @@ impl HeapInner {
     /// message naming what panicked; one during the sweep or the restart
     /// leaves the heap or the world in an unknown state: the process aborts
     /// with a message. Never unwinds.
-    fn guarded_cycle(&self, world: &dyn World, sp: usize, reason: &'static str) -> Result<bool, PausePanic> {
+    fn guarded_cycle(
+        &self,
+        world: &dyn World,
+        sp: usize,
+        reason: &'static str,
+        in_pause: Option<&mut dyn FnMut()>,
+    ) -> Result<bool, PausePanic> {
         let phase = std::cell::Cell::new(Phase::Stopping);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.cycle_body(world, sp, reason, &phase)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.cycle_body(world, sp, reason, &phase, in_pause)
+        }));
         let payload = match r {
             Ok(q) => return Ok(q),
             Err(p) => p,
@@ -417,7 +446,7 @@ impl HeapInner {
         let what = phase.get();
         match what {
             Phase::Stopping => Err(PausePanic { what, payload, restarted: false }),
-            Phase::Sweeping | Phase::Restarting => pause_abort(what.describe(), &payload),
+            Phase::Sweeping | Phase::AllocInPause | Phase::Restarting => pause_abort(what.describe(), &payload),
             _ => {
                 // Nothing was freed or published yet: forget the marks (a
                 // later cycle assumes clear mark bits) and let everyone go.
@@ -447,7 +476,14 @@ impl HeapInner {
 
     /// One stop-the-world cycle. Returns whether finalizers were queued.
     /// `phase` tells [`HeapInner::guarded_cycle`] where a panic came from.
-    fn cycle_body(&self, world: &dyn World, sp: usize, reason: &'static str, phase: &std::cell::Cell<Phase>) -> bool {
+    fn cycle_body(
+        &self,
+        world: &dyn World,
+        sp: usize,
+        reason: &'static str,
+        phase: &std::cell::Cell<Phase>,
+        in_pause: Option<&mut dyn FnMut()>,
+    ) -> bool {
         let t0 = Instant::now();
         phase.set(Phase::Stopping);
         world.stop_the_world();
@@ -550,6 +586,12 @@ impl HeapInner {
         self.allocated.store(0, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
+        if let Some(f) = in_pause {
+            // The allocation that asked for this cycle, before anyone else
+            // can take what the sweep freed (issue 10 item 7).
+            phase.set(Phase::AllocInPause);
+            f();
+        }
         phase.set(Phase::Restarting);
         world.start_the_world();
         phase.set(Phase::Done);
@@ -674,6 +716,7 @@ enum Phase {
     Marking,
     RootScanner,
     Sweeping,
+    AllocInPause,
     Restarting,
     Done,
 }
@@ -686,6 +729,7 @@ impl Phase {
             Phase::Marking => "marking",
             Phase::RootScanner => "a root scanner (Heap::add_root_scanner)",
             Phase::Sweeping => "sweeping",
+            Phase::AllocInPause => "the allocation retried in the pause",
             Phase::Restarting => "restarting the world (World::start_the_world)",
             Phase::Done => "finishing the cycle",
         }
