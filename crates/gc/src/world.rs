@@ -29,7 +29,18 @@ use std::thread::ThreadId;
 ///   [`current_stack_bounds`](World::current_stack_bounds)).
 /// * `run_parallel(n, f)` runs `f(0) .. f(n-1)`, each exactly once, returning
 ///   when all have returned; any degree of concurrency (including sequential)
-///   is correct. The closures never allocate.
+///   is correct. The closures never allocate and never unwind (the GC aborts
+///   the process with a message if a marking or sweeping job panics).
+/// * Only threads the World stops (and scans) allocate: `may_attach` refuses
+///   the others, and while a thread counts as stopped but keeps running
+///   (`blocking`), the World takes its mutator away with
+///   [`forbid_allocation`].
+/// * The GC never calls `stop_the_world` twice without `start_the_world`
+///   from the same thread; a World that can detect its stopper calling it
+///   again (the scheduler's does) should panic rather than wait for itself.
+///   A panic in `stop_the_world` is resumed as is (the GC assumes nothing
+///   was stopped); a panic later in the pause makes the GC restart the world
+///   and resume the panic in the collecting caller.
 pub trait World: Send + Sync {
     /// Return when every other task/thread is parked at a safe point.
     fn stop_the_world(&self);
