@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::gc::{gc_type, AllocError, AttachError, Gc, Member};
+use usurp::gc::{gc_type, AllocError, AttachError, Gc, Heap, Member};
 use usurp::Runtime;
 
 #[repr(C)]
@@ -439,4 +439,44 @@ fn racing_tasks_near_the_limit_never_fail_spuriously() {
         }
         assert!(rt.stats().gc.cycles > 0);
     });
+}
+
+/// A panic in a parallel marking job (on a parked worker, a marker thread or
+/// the collector: injected with a test switch) cannot be undone while the
+/// other jobs share its work: the process aborts with a message naming it
+/// instead of hanging the collection (child process with a watchdog).
+#[test]
+fn panicking_marking_job_aborts_with_a_message() {
+    if std::env::var("USURP_CHILD_MARKING_JOB").is_ok() {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("child watchdog: the collection hung");
+            std::process::exit(99);
+        });
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        rt.block_on(|| {
+            // 64 precise roots, each reaching a 100-node list: the marking
+            // stack starts with 64 entries, so marking runs in parallel.
+            let roots: Vec<_> = (0..64)
+                .map(|_| {
+                    let mut head = None;
+                    for i in 0..100 {
+                        head = Some(node(i, head));
+                    }
+                    head.unwrap()
+                })
+                .collect();
+            let keep: Vec<_> = roots.iter().map(|r| Heap::current().unwrap().add_root(Some(r.raw()))).collect();
+            usurp::gc::fail_next_marking_job();
+            Heap::current().unwrap().collect();
+            black_box(keep);
+        });
+        eprintln!("child: the collection completed");
+        std::process::exit(0);
+    }
+    let (out, _) = run_child("panicking_marking_job_aborts_with_a_message", "USURP_CHILD_MARKING_JOB");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("usurp gc: fatal: a GC marking job panicked"), "{err}");
+    assert!(err.contains("injected marking-job failure"), "{err}");
 }

@@ -528,7 +528,12 @@ impl HeapInner {
             let chunks: Vec<Vec<usize>> = stack.chunks(per).map(|c| c.to_vec()).collect();
             let pool = WorkPool::new(chunks);
             world.run_parallel(workers, &|_| {
-                never_unwind("a GC marking job", || Marker::new(space, &counters).drain_shared(&pool))
+                never_unwind("a GC marking job", || {
+                    if FAIL_MARKING_JOB.load(Ordering::Relaxed) && FAIL_MARKING_JOB.swap(false, Ordering::Relaxed) {
+                        panic!("injected marking-job failure (usurp_gc::fail_next_marking_job)");
+                    }
+                    Marker::new(space, &counters).drain_shared(&pool)
+                })
             });
         }
 
@@ -781,6 +786,18 @@ fn pause_abort(what: &str, payload: &(dyn std::any::Any + Send)) -> ! {
         panic_message(payload)
     );
     std::process::abort()
+}
+
+/// Test switch: the next parallel marking job panics (see
+/// [`fail_next_marking_job`]).
+static FAIL_MARKING_JOB: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Test-only fault injection: makes the next parallel marking job panic, to
+/// check that a panic on a marking thread aborts with a message instead of
+/// hanging the collection. Not for use outside tests.
+#[doc(hidden)]
+pub fn fail_next_marking_job() {
+    FAIL_MARKING_JOB.store(true, Ordering::SeqCst);
 }
 
 /// Runs `f`, aborting the process with a message if it panics: for code that

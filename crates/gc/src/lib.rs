@@ -150,6 +150,8 @@ pub use barrier::usurp_gc_write_barrier;
 pub use config::{ConfigError, HeapConfig};
 pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
+#[doc(hidden)]
+pub use heap::fail_next_marking_job;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};
