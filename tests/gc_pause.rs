@@ -480,3 +480,51 @@ fn panicking_marking_job_aborts_with_a_message() {
     assert!(err.contains("usurp gc: fatal: a GC marking job panicked"), "{err}");
     assert!(err.contains("injected marking-job failure"), "{err}");
 }
+
+/// A task that stops the world inside a `blocking` closure (handed off, or
+/// in place) and leaves the closure with the world still stopped would wait
+/// for itself: the process aborts with a message (child processes).
+#[test]
+fn stopper_leaving_blocking_aborts_with_a_message() {
+    if let Ok(v) = std::env::var("USURP_CHILD_STOP_IN_BLOCKING") {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("child watchdog: leaving blocking hung");
+            std::process::exit(99);
+        });
+        let in_place = v == "in-place";
+        let rt = Arc::new(Runtime::builder().workers(1).max_blocking_threads(if in_place { 0 } else { 4 }).build().unwrap());
+        let r = rt.clone();
+        rt.block_on(move || {
+            usurp::blocking(|| {
+                r.stop_the_world();
+            });
+        });
+        eprintln!("child: blocking returned");
+        std::process::exit(0);
+    }
+    for mode in ["handoff", "in-place"] {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["stopper_leaving_blocking_aborts_with_a_message", "--exact", "--nocapture"]);
+        cmd.env("USURP_CHILD_STOP_IN_BLOCKING", mode);
+        let out = match cmd.output() {
+            Ok(o) if !(o.status.code() == Some(127) && o.stdout.is_empty() && o.stderr.is_empty()) => o,
+            _ => {
+                // Emulated without binfmt_misc: start the child through qemu.
+                let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+                std::process::Command::new(&qemu)
+                    .arg("-L")
+                    .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
+                    .arg(&exe)
+                    .args(["stopper_leaving_blocking_aborts_with_a_message", "--exact", "--nocapture"])
+                    .env("USURP_CHILD_STOP_IN_BLOCKING", mode)
+                    .output()
+                    .unwrap()
+            }
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode}: {err}");
+        assert!(err.contains("inside blocking() and left the closure"), "{mode}: {err}");
+    }
+}

@@ -48,7 +48,9 @@
 //!   counts as stopped) panics; `yield_now` panics; parking aborts with a
 //!   message (its wait node is already queued on the stack, so unwinding
 //!   would be unsound); `blocking` runs its closure in place; exiting
-//!   restarts the world (with a message);
+//!   restarts the world (with a message); a task that stops the world
+//!   inside a `blocking` closure and leaves it still stopped aborts with a
+//!   message (`stopper_left_blocking`);
 //! * only the stopper may `start_the_world` (others panic).
 //!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
@@ -272,6 +274,20 @@ fn stopper_waits_for_itself(what: &str) -> ! {
          (Heap::collect, or an allocation that needs a collection), stop the world again, yield, park, sleep, \
          join or wait for other tasks"
     )
+}
+
+/// A task stopped the world inside a `blocking` closure (where it counts as
+/// stopped) and leaves the closure with the world still stopped: it would
+/// wait for its own start. We are under the register-spill frame, where
+/// nothing may unwind: abort with a message.
+#[cold]
+#[inline(never)]
+fn stopper_left_blocking() -> ! {
+    crate::sys::write_stderr(
+        b"usurp: fatal: a task stopped the world (Runtime::stop_the_world) inside blocking() and left the \
+          closure before Runtime::start_the_world: it would wait for itself forever; aborting\n",
+    );
+    std::process::abort()
 }
 
 /// Stops every worker of `sh` except the caller's (see the module docs).
@@ -561,6 +577,9 @@ pub(crate) fn enter_safe(sh: &Shared, i: usize) {
 /// Leaves a safe section: waits while the world is stopped, then marks the
 /// worker running again.
 pub(crate) fn exit_safe(sh: &Shared, i: usize) {
+    if caller_is_stopper(sh) {
+        stopper_left_blocking();
+    }
     let stw = &sh.stw;
     let mut g = stw.lock();
     while g.active {
@@ -572,6 +591,9 @@ pub(crate) fn exit_safe(sh: &Shared, i: usize) {
 /// For threads without a worker (leaving `blocking` after a handoff, or any
 /// other thread): waits while the world is stopped.
 pub(crate) fn wait_until_started(sh: &Shared) {
+    if caller_is_stopper(sh) {
+        stopper_left_blocking();
+    }
     let stw = &sh.stw;
     if !stw.stop.load(Ordering::SeqCst) {
         // A stop that begins after this check sees this task in its blocking
