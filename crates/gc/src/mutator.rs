@@ -27,6 +27,14 @@
 //! The scheduler finds the current thread's mutator through a thread-local
 //! pointer set by [`Heap::attach_thread`](crate::Heap::attach_thread), read by
 //! an `#[inline(never)]` accessor (tasks migrate; LLVM may cache TLS addresses).
+//! Only threads the World stops and scans get one (`World::may_attach`);
+//! [`forbid_allocation`] takes it away for a while (a task inside `blocking`
+//! counts as stopped). The fast path already branches on a null mutator, so
+//! neither costs it anything; the slow path says why allocation is refused.
+//!
+//! Exhaustion is reported only after a full collection that the failing
+//! allocation waited for could not make room: the allocation is retried in
+//! that collection's pause, right after the sweep (see [`alloc_slow`]).
 
 use crate::block::{BlockMeta, KIND_SMALL};
 use crate::descriptor::Descriptor;

@@ -332,7 +332,13 @@ impl Runtime {
     }
 
     /// The runtime's GC heap. Tasks allocate in it (`usurp_gc::alloc`,
-    /// `Gc::new`, ...); `rt.heap().collect()` stops the world.
+    /// `Gc::new`, ...); `rt.heap().collect()` stops the world. Only the
+    /// runtime's own threads allocate in it: other threads cannot attach
+    /// (`attach_thread` returns `AttachError::Refused`), allocation on them
+    /// panics ("allocation from a thread outside the runtime"), and so does
+    /// allocation inside a `blocking` closure ("allocation inside
+    /// blocking()"): such threads are not stopped and scanned for
+    /// collections.
     pub fn heap(&self) -> &Heap {
         &self.shared.heap
     }
