@@ -419,7 +419,11 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
     // worker recycles it into its own cache or the pool (locked) and parks
     // before running anything that could prepare it again. So nothing writes
     // these fields while we read them. (`recycle` leaves the name in place
-    // for this reason.)
+    // for this reason.) Ordering: `prepare` wrote them before the task was
+    // queued (Release), and `w` took it from a queue (Acquire) before storing
+    // `running_task`, a Relaxed store (the switch path keeps it cheap), so
+    // our load is not formally a synchronizing read of those writes; they
+    // precede it by at least `REPORT_AFTER`, and nothing writes them since.
     unsafe {
         if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
             return None;
