@@ -25,17 +25,24 @@
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
-//! running task (owner-only, not stealable; at most 32 runnext picks in a
-//! row). A spin-locked intrusive global queue takes tasks from outside the
-//! runtime and overflow. Every 61 schedules a worker checks the global queue,
-//! its inbox and timers first (fairness, as in Go).
+//! running task (at most 32 runnext picks in a row). An idle worker that
+//! finds every ring empty takes the task in another worker's `runnext` if
+//! that worker made no switch for 5 µs (as Go's runnext stealing): the task
+//! that filled it keeps the CPU in code that reaches no switch point. A
+//! spin-locked intrusive global queue takes tasks from outside the runtime
+//! and overflow. Every 61 schedules a worker checks the global queue, its
+//! inbox and timers first (fairness, as in Go).
 //!
-//! **Idle and wakeups.** A worker with nothing to do spins briefly (counted in
-//! `nspinning`), then registers as idle and sleeps on its own futex word,
-//! with a timeout equal to the time to the next timer. Whoever makes work
-//! available (spawn, wake, overflow) calls `notify`, which wakes one idle
-//! worker unless one is already searching (SeqCst fence on both sides, so no
-//! lost wakeups). An idle runtime uses no CPU.
+//! **Idle and wakeups (work conservation).** A worker with nothing to do
+//! spins briefly (counted in `nspinning`), then registers as idle and sleeps
+//! on its own futex word, with a timeout equal to the time to the next
+//! timer. Whoever makes work available (spawn, wake into `runnext` or the
+//! ring, overflow batches, batches taken from the global queue) calls
+//! `notify`, which wakes one idle worker unless one is already searching
+//! (Go's `wakep`; SeqCst on both sides, and the idle worker re-checks every
+//! queue and `runnext` after registering, so no lost wakeups). A runnable
+//! task therefore never waits while a worker sleeps. An idle runtime uses no
+//! CPU.
 //!
 //! **Parking** (`wait.rs`). Each task has a one-token park state
 //! (EMPTY/PARKED/NOTIFIED). Every blocking primitive enqueues a wait node on

@@ -475,8 +475,14 @@ impl Shared {
             self.global_len.store(g.len(), Ordering::Release);
         }
         let first = batch.pop_front()?;
+        let more = batch.len() > 0;
         while let Some(t) = batch.pop_front() {
             w.push_local(t);
+        }
+        if more {
+            // `w` runs one; the rest wait in its ring: an idle worker can
+            // steal them.
+            self.notify();
         }
         // Pinned tasks found here go to their worker.
         if self.claim_for(w, first) {
@@ -516,6 +522,20 @@ impl Shared {
         self.wake_one_idle();
     }
 
+    /// `notify` for callers whose publication of the work was itself a
+    /// SeqCst read-modify-write (the `runnext` swap in `make_runnable`): that
+    /// RMW and the SeqCst loads here, against the idle worker's SeqCst
+    /// `nidle` increment and SeqCst re-check in `has_work`, forbid the
+    /// lost-wakeup interleaving without a separate fence (cheaper on the
+    /// spawn and wake paths).
+    #[inline]
+    pub(crate) fn notify_after_seqcst(&self) {
+        if self.nidle.load(Ordering::SeqCst) == 0 || self.nspinning.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        self.wake_one_idle();
+    }
+
     #[cold]
     pub(crate) fn wake_one_idle(&self) {
         let n = self.workers.len();
@@ -547,7 +567,7 @@ impl Shared {
         {
             return true;
         }
-        if self.workers.iter().any(|v| v.queue.len() > 0) {
+        if self.workers.iter().any(|v| v.queue.len() > 0 || !v.runnext.0.load(Ordering::SeqCst).is_null()) {
             return true;
         }
         self.next_timer.load(Ordering::SeqCst) <= crate::sys::now_ns()

@@ -21,7 +21,7 @@
 //! on a futex when there is nothing at all.
 
 use crate::arch;
-use crate::queue::{LocalQueue, TaskList};
+use crate::queue::{CachePadded, LocalQueue, TaskList};
 use crate::runtime::Shared;
 use crate::sys::{futex_wait, futex_wake, now_ns};
 use crate::tcb::{park, state, Task, NO_PIN};
@@ -43,6 +43,10 @@ const A_MASK: usize = 7;
 const FAIR_TICKS: u32 = 61;
 /// How often in a row `runnext` may win over the ring.
 const RUNNEXT_STREAK: u32 = 32;
+/// How long an idle worker leaves a task in the `runnext` slot of a worker
+/// that is running a task before stealing it (Go waits 3 µs: a switch takes
+/// well under a microsecond, so the owner would have taken it by then).
+const RUNNEXT_GRACE_NS: u64 = 5_000;
 /// Rounds of searching before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Tasks kept in a worker's free cache.
@@ -126,7 +130,13 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) shared: *const Shared,
     pub(crate) queue: LocalQueue,
-    pub(crate) runnext: Cell<*mut Task>,
+    /// The task to run next (LIFO slot for tasks spawned or woken by the
+    /// running task). Written by the owner (swap in `make_runnable`, swap to
+    /// null in `next_local`); an idle worker may take it with a CAS from
+    /// non-null to null after a grace period (`steal_runnext`). Whoever
+    /// swaps/CASes a task out of the slot owns it. On its own cache line:
+    /// idle workers read it while the owner switches.
+    pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
     /// The outgoing task of the switch in progress (see `switch_to`).
     prev: Cell<*mut Task>,
     tick: Cell<u32>,
@@ -163,7 +173,7 @@ impl Worker {
             index,
             shared,
             queue: LocalQueue::new(),
-            runnext: Cell::new(ptr::null_mut()),
+            runnext: CachePadded(AtomicPtr::new(ptr::null_mut())),
             prev: Cell::new(ptr::null_mut()),
             tick: Cell::new(0),
             streak: Cell::new(0),
@@ -231,33 +241,53 @@ impl Worker {
     #[inline]
     fn next_local(&self) -> *mut Task {
         loop {
-            let rn = self.runnext.get();
-            let t = if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
-                self.streak.set(self.streak.get() + 1);
-                self.runnext.set(ptr::null_mut());
-                rn
-            } else {
-                self.streak.set(0);
-                match self.queue.pop() {
-                    Some(t) => t,
-                    None if !rn.is_null() => {
-                        self.runnext.set(ptr::null_mut());
-                        rn
-                    }
-                    None => return ptr::null_mut(),
+            let rn = self.runnext.0.load(Ordering::Relaxed);
+            // Taking runnext: a thief may have taken it since the load
+            // (`take_runnext` then returns null and the ring is next).
+            let mut t = ptr::null_mut();
+            if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
+                t = self.take_runnext();
+                if !t.is_null() {
+                    self.streak.set(self.streak.get() + 1);
                 }
-            };
+            }
+            if t.is_null() {
+                self.streak.set(0);
+                t = match self.queue.pop() {
+                    Some(t) => t,
+                    None => {
+                        let t = self.take_runnext();
+                        if t.is_null() {
+                            return t;
+                        }
+                        t
+                    }
+                };
+            }
             if self.claim(t) {
                 return t;
             }
         }
     }
 
-    /// Pushes `t` on the ring; overflow goes to the global queue.
+    /// Owner only: empties the runnext slot; returns its task (or null).
+    #[inline]
+    fn take_runnext(&self) -> *mut Task {
+        if self.runnext.0.load(Ordering::Relaxed).is_null() {
+            return ptr::null_mut();
+        }
+        // The swap decides between the owner and a thief (`steal_runnext`).
+        self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Pushes `t` on the ring; overflow goes to the global queue (and wakes
+    /// an idle worker for it).
     #[inline]
     pub(crate) fn push_local(&self, t: *mut Task) {
         if let Some(list) = self.queue.push(t) {
-            self.shared().push_global_list(list);
+            let sh = self.shared();
+            sh.push_global_list(list);
+            sh.notify();
         }
     }
 
@@ -315,6 +345,9 @@ impl Worker {
         ptr::null_mut()
     }
 
+    /// Steals half of another worker's ring; when every ring is empty, a
+    /// task waiting in another worker's `runnext` slot (see
+    /// [`Worker::steal_runnext`]).
     fn steal(&self) -> *mut Task {
         let sh = self.shared();
         let n = sh.workers.len();
@@ -334,7 +367,57 @@ impl Worker {
                 return self.next_local();
             }
         }
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            let t = self.steal_runnext(&sh.workers[v]);
+            if !t.is_null() {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
         ptr::null_mut()
+    }
+
+    /// Takes the task in `victim`'s `runnext` slot (as Go's runqsteal with
+    /// stealRunNextG). The slot holds a task that the victim's running task
+    /// just spawned or woke; the victim usually runs it within a switch
+    /// (the running task parks or joins right after), so the thief first
+    /// waits `RUNNEXT_GRACE_NS` and then takes the slot only if the victim
+    /// made no switch meanwhile and the slot still holds the same task. If
+    /// the victim's task keeps running
+    /// without a switch (ordinary code, a loop), the woken task would
+    /// otherwise wait for its whole quantum, or forever.
+    fn steal_runnext(&self, victim: &Worker) -> *mut Task {
+        let t = victim.runnext.0.load(Ordering::Acquire);
+        if t.is_null() {
+            return t;
+        }
+        // Wait on the clock, not on the slot: polling the victim's lines
+        // would slow down every put and take of the owner meanwhile.
+        let switches = victim.switch_count.load(Ordering::Relaxed);
+        let end = now_ns() + RUNNEXT_GRACE_NS;
+        while now_ns() < end {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+        }
+        // The victim switched meanwhile: it is not stuck in one task and
+        // will get to its runnext soon (a task re-woken into the slot, as in
+        // a ping-pong, must not be carried off to another worker).
+        if victim.switch_count.load(Ordering::Relaxed) != switches {
+            return ptr::null_mut();
+        }
+        // Whoever empties the slot owns the task; the pointer is only
+        // dereferenced after winning.
+        match victim.runnext.0.compare_exchange(t, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed) {
+            Ok(t) => t,
+            Err(_) => ptr::null_mut(),
+        }
     }
 
     /// Sleeps on the futex until woken, a timer is due, or shutdown.
@@ -554,8 +637,14 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                 let w = &*w;
                 let mut t = t;
                 if lifo && !(*m).current.get().is_null() {
-                    let old = w.runnext.replace(t);
+                    // SeqCst swap: orders the publication before the idle
+                    // check in `notify_after_seqcst` (see there).
+                    let old = w.runnext.0.swap(t, Ordering::SeqCst);
                     if old.is_null() {
+                        // Work appeared while a worker may idle: wake one
+                        // (Go's wakep), which can steal from runnext if this
+                        // worker does not get to it.
+                        w.shared().notify_after_seqcst();
                         return;
                     }
                     t = old;
