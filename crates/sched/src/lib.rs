@@ -84,7 +84,8 @@
 //! (timer, alternate signal stack) and attaches to the runtime's GC heap;
 //! `switch_to` and the scheduler loop call `switch_out`/`switch_in` (no
 //! system call, no clock read); idle sleeps, stop-the-world parking and
-//! `blocking` disarm the thread's timer. An async-preempted task parks
+//! `blocking` disarm the thread's timer (`blocking` run in place blocks the
+//! preemption signal instead, keeping the task's quantum). An async-preempted task parks
 //! pinned to its worker (and the park path fires due timers); `checkpoint()`
 //! yields. Stop-the-world sends preemption requests to busy workers and
 //! parks every worker at its next scheduling decision (see `stw.rs` for the
@@ -182,7 +183,10 @@ pub fn yield_now() {
 /// thread runs `f` on the task's stack; afterwards the task is queued to run
 /// again on any worker. If no spare thread may be started
 /// (`max_blocking_threads` reached), if this worker holds tasks pinned after
-/// an async preemption, or outside a task, `f` simply runs in place.
+/// an async preemption, or outside a task, `f` simply runs in place; then
+/// the preemption signal is blocked on the thread while `f` runs (its system
+/// calls see no EINTR from the runtime) and the task yields afterwards if
+/// its quantum ran out meanwhile.
 ///
 /// `f` must not use the GC heap (allocate, or hold the only reference to an
 /// object): the task counts as stopped while `f` runs, so a collection may

@@ -16,7 +16,9 @@
 //!   every task switch goes through (`worker::switch_to`) and in the scheduler
 //!   loop. No system call there (`switch_in` reads the vDSO clock).
 //! * `set_idle(true/false)` around idle sleeps, stop-the-world parking and
-//!   `blocking` (no timer signals to a thread that runs no task).
+//!   `blocking` (no timer signals to a thread that runs no task); `blocking`
+//!   run in place keeps the timer but blocks the signal while its closure
+//!   runs ([`MaskPreemptSignal`]: no EINTR storms in its system calls).
 //!
 //! **Why the runtime's own code needs no `no_preempt`**: the safe-point check
 //! refuses any PC outside registered preemptible code, and the scheduler is
@@ -151,4 +153,47 @@ pub(crate) struct PreemptConfig {
 #[inline(never)]
 pub(crate) fn thread_slot() -> *mut WorkerSlot {
     usurp_preempt::current_worker().map_or(std::ptr::null_mut(), |s| s as *const WorkerSlot as *mut WorkerSlot)
+}
+
+/// Blocks the preemption signal on the calling thread while alive, when
+/// async preemption is on (`stw::safe_region`: `blocking` run in place, the
+/// GC's blocking sections). The thread keeps its worker and its quantum
+/// timer, but the closure it runs may sit in system calls that `SA_RESTART`
+/// does not restart (`nanosleep`, `poll`, `epoll_wait`): a tick or request
+/// arriving meanwhile stays pending (one per signal number) instead of
+/// making them fail with EINTR once per quantum, and is handled when the
+/// mask is restored, so an expired quantum still makes the task yield
+/// afterwards (the refused tick sets the checkpoint flag).
+pub(crate) struct MaskPreemptSignal {
+    old: Option<libc::sigset_t>,
+}
+
+impl MaskPreemptSignal {
+    pub(crate) fn new(sh: &Shared) -> MaskPreemptSignal {
+        if !sh.preempt.enabled {
+            return MaskPreemptSignal { old: None };
+        }
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset;
+        // pthread_sigmask only changes this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, usurp_preempt::signal());
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+                return MaskPreemptSignal { old: None };
+            }
+            MaskPreemptSignal { old: Some(old) }
+        }
+    }
+}
+
+impl Drop for MaskPreemptSignal {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.as_ref() {
+            // SAFETY: restores the mask saved by `new` on this same thread
+            // (the closure in between never switches threads).
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+        }
+    }
 }
