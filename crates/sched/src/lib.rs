@@ -56,7 +56,10 @@
 //! **Blocking** (`blocking`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs
 //! its queues; the calling thread runs the closure on the task's stack, then
-//! queues the task globally and becomes a spare itself.
+//! queues the task globally and becomes a spare itself. When the worker
+//! holds tasks pinned to its thread, it stays, and the calling task moves
+//! to a spare thread instead (switch away with `A_ADOPT`; the spare resumes
+//! it, runs the closure, queues it globally).
 //!
 //! **Thread-local state.** Tasks migrate between threads. The runtime reads
 //! its per-thread state only through `worker::machine()`, a never-inlined
@@ -74,7 +77,8 @@
 //! local queue *pinned* to that worker (`Task::pinned_worker`, honoured by
 //! stealing and the global queue by forwarding to the worker's inbox, and by
 //! `blocking`, which will not hand a worker with pinned tasks to another
-//! thread); the pin clears at the task's next cooperative switch.
+//! thread but moves the calling task to a spare thread instead); the pin
+//! clears at the task's next cooperative switch.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
 //! `[saved_sp - RED_ZONE, hi)` conservatively.
@@ -181,9 +185,11 @@ pub fn yield_now() {
 /// `std` lock), without stopping the other tasks of this worker: the worker
 /// is handed to a spare thread (like Go's entersyscall/handoff) while this
 /// thread runs `f` on the task's stack; afterwards the task is queued to run
-/// again on any worker. If no spare thread may be started
-/// (`max_blocking_threads` reached), if this worker holds tasks pinned after
-/// an async preemption, or outside a task, `f` simply runs in place; then
+/// again on any worker. If this worker holds tasks pinned to its thread
+/// after an async preemption, the worker stays and the calling task moves
+/// to a spare thread instead, which runs `f`. If no spare thread may be
+/// started (`max_blocking_threads` reached), or outside a task, `f` simply
+/// runs in place; then
 /// the preemption signal is blocked on the thread while `f` runs (its system
 /// calls see no EINTR from the runtime) and the task yields afterwards if
 /// its quantum ran out meanwhile.
@@ -197,7 +203,13 @@ pub fn yield_now() {
 /// behaviour (`yield_now` yields the thread, `sleep` sleeps it, blocking
 /// channel and mutex operations block the thread). Panics in `f` propagate.
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    worker::blocking_handoff(f)
+    // This generic shim may be inlined into a `preemptible!` function: it
+    // only touches its own locals; the runtime work is in the non-generic,
+    // never-inlined `blocking_dyn` (a preemption cannot split it).
+    let mut f = Some(f);
+    let mut out: Option<R> = None;
+    worker::blocking_dyn(&mut || out = Some((f.take().expect("blocking closure runs once"))()));
+    out.expect("blocking closure ran")
 }
 
 #[cfg(test)]

@@ -630,8 +630,35 @@ impl Shared {
         self.start_thread(w).is_ok()
     }
 
-    /// A thread without a worker waits here to be handed one. Returns false
-    /// when the thread should exit (shutdown).
+    /// Pops a spare thread for a task that moves off its worker in
+    /// `blocking` (`worker::blocking_dyn`), starting one if none waits and
+    /// `max_blocking_threads` allows; null if none can be had. The spare
+    /// waits until it is given the task.
+    pub(crate) fn take_spare(&self) -> *const Machine {
+        if let Some(s) = self.spares.lock().pop() {
+            return s;
+        }
+        if self.shutdown.load(Ordering::SeqCst) || self.threads.load(Ordering::Acquire) >= self.max_threads {
+            return std::ptr::null();
+        }
+        if self.start_thread(std::ptr::null()).is_err() {
+            return std::ptr::null();
+        }
+        // The new thread lists itself as a spare once started (another
+        // caller may take it first: then give up and run in place).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.spares.lock().pop() {
+                return s;
+            }
+            std::thread::yield_now();
+        }
+        std::ptr::null()
+    }
+
+    /// A thread without a worker waits here to be handed one (or a task to
+    /// adopt: `take_spare`). Returns false when the thread should exit
+    /// (shutdown).
     pub(crate) fn wait_as_spare(&self, m: &Machine) -> bool {
         m.spare_word.store(0, Ordering::SeqCst);
         m.handoff.store(std::ptr::null_mut(), Ordering::SeqCst);
@@ -642,15 +669,19 @@ impl Shared {
                 m.worker.set(h);
                 return true;
             }
+            if !m.adopt.load(Ordering::Acquire).is_null() {
+                return true; // machine_main runs the adopted task
+            }
             if self.shutdown.load(Ordering::SeqCst) {
                 let mut spares = self.spares.lock();
                 if let Some(i) = spares.iter().position(|&p| std::ptr::eq(p, m)) {
                     spares.swap_remove(i);
                     return false;
                 }
-                // Popped by a handoff that raced with shutdown: take it.
+                // Popped by a handoff (or adoption) that raced with
+                // shutdown: take it.
                 drop(spares);
-                while m.handoff.load(Ordering::Acquire).is_null() {
+                while m.handoff.load(Ordering::Acquire).is_null() && m.adopt.load(Ordering::Acquire).is_null() {
                     std::hint::spin_loop();
                 }
                 continue;

@@ -36,6 +36,9 @@ const A_PARK: usize = 2;
 const A_EXIT: usize = 3;
 const A_REQUEUE: usize = 4;
 const A_PREEMPT: usize = 5;
+/// The outgoing task calls `blocking` and moves to the spare thread in
+/// `Worker::adopt_to` (see `blocking_dyn`).
+const A_ADOPT: usize = 6;
 const A_MASK: usize = 7;
 
 /// Every this many schedules a worker goes through its full scheduler loop
@@ -65,6 +68,17 @@ pub(crate) struct Machine {
     pub(crate) spare_word: AtomicU32,
     /// Worker handed to this spare thread.
     pub(crate) handoff: AtomicPtr<Worker>,
+    /// A task handed to this spare thread to run its `blocking` closure (the
+    /// task's worker keeps tasks pinned to its thread). Written (release) by
+    /// the thread that popped this spare, in `finish_switch(A_ADOPT)`;
+    /// taken by this thread.
+    pub(crate) adopt: AtomicPtr<Task>,
+    /// With `adopt`: where to resume the task (its saved SP from the switch
+    /// away), and the SP of its register-spill frame (what it records as
+    /// its saved SP while the closure runs). Written before `adopt` is
+    /// published (`adopt_sp` by the adopted task while it owns this spare).
+    pub(crate) adopt_resume: AtomicUsize,
+    pub(crate) adopt_sp: AtomicUsize,
 }
 
 // SAFETY: the Cells are touched only by the owning thread; other threads use
@@ -147,8 +161,13 @@ pub(crate) struct Worker {
     pub(crate) inbox: crate::spin::SpinLock<TaskList>,
     pub(crate) inbox_len: AtomicUsize,
     /// Tasks pinned here (queued or running) that have not switched
-    /// cooperatively since; while nonzero, `blocking` does not hand off.
+    /// cooperatively since; while nonzero, `blocking` does not hand off the
+    /// worker (it moves the calling task to a spare thread instead).
     pinned: Cell<usize>,
+    /// The spare thread the outgoing task moves to (`A_ADOPT`); set by the
+    /// running task right before its switch, taken by `finish_switch` on
+    /// the same thread.
+    adopt_to: Cell<*const Machine>,
     pub(crate) idle: AtomicBool,
     pub(crate) sleep_word: AtomicU32,
     /// Incremented on every task switch on this worker (preemption hook).
@@ -182,6 +201,7 @@ impl Worker {
             inbox: crate::spin::SpinLock::new(TaskList::new()),
             inbox_len: AtomicUsize::new(0),
             pinned: Cell::new(0),
+            adopt_to: Cell::new(ptr::null()),
             idle: AtomicBool::new(false),
             sleep_word: AtomicU32::new(0),
             switch_count: AtomicU64::new(0),
@@ -595,6 +615,19 @@ pub(crate) fn finish_switch(arg: usize) {
                 }
             }
             A_EXIT => recycle(w, prev),
+            A_ADOPT => {
+                // `prev` is saved: record the spill frame as its SP (the
+                // frames above it stay frozen while the closure runs on the
+                // spare thread; a collection scans them from there), count
+                // it as blocking, then give it to the spare.
+                let s = &*w.adopt_to.replace(ptr::null());
+                s.adopt_resume.store(*(*prev).sp.get(), Ordering::Relaxed);
+                *(*prev).sp.get() = s.adopt_sp.load(Ordering::Relaxed);
+                (*prev).state.store(state::BLOCKING, Ordering::SeqCst);
+                s.adopt.store(prev, Ordering::Release);
+                s.spare_word.store(1, Ordering::SeqCst);
+                futex_wake(&s.spare_word, 1);
+            }
             _ => {}
         }
     }
@@ -763,22 +796,33 @@ fn exit_current() -> ! {
 
 /// Runs `f` with this task's worker handed to another thread (see
 /// `crate::blocking`).
-pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
+///
+/// Non-generic and never inlined (issue 11 item 3): `crate::blocking` is
+/// generic, so it is instantiated in the user's crate and can be inlined
+/// into a `preemptible!` function; everything that touches the worker (the
+/// pinned counter's read-modify-write, switches) must stay here, in the
+/// runtime's own non-preemptible code. The generic shim only moves the
+/// closure and its result through its own locals.
+#[inline(never)]
+pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     let Some((m, w, cur)) = current_with_worker() else { return f() };
     w.clear_pin(cur);
     let sh = w.shared();
-    let mut f = Some(f);
-    let mut out: Option<R> = None;
-    if w.pinned.get() > 0 || sh.shutdown.load(Ordering::Relaxed) {
-        // Tasks pinned here must resume on this thread: no handoff. The
-        // thread runs `f` in place and counts as stopped meanwhile.
-        crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
+    let shutdown = sh.shutdown.load(Ordering::Relaxed);
+    // Tasks pinned here must resume on this thread, so the worker cannot be
+    // handed off. Move this task to a spare thread instead (issue 11 item
+    // 1: running `f` in place would deadlock if it waits for a pinned task).
+    let adopt: *const Machine = if w.pinned.get() > 0 && !shutdown { sh.take_spare() } else { ptr::null() };
+    if (w.pinned.get() > 0 && adopt.is_null()) || shutdown {
+        // No spare thread to be had: run `f` in place. The thread counts as
+        // stopped meanwhile.
+        crate::stw::safe_region(sh, f);
         // Ran in place on this worker: if the quantum ran out meanwhile (a
         // refused tick set the checkpoint flag), let the others run now.
         usurp_preempt::checkpoint();
-        return out.expect("blocking closure ran");
+        return;
     }
-    let mut res: Option<std::thread::Result<R>> = None;
+    let mut res: Option<std::thread::Result<()>> = None;
     let mut handed = false;
     // Run everything below a frame holding all callee-saved registers, and
     // record that frame's SP as the task's saved SP: while `f` runs, the
@@ -787,42 +831,53 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
     // included. The closure must not panic (it runs under an assembly
     // frame): `f`'s panics are caught and resumed afterwards.
     arch::with_registers_spilled(&mut |sp| {
-        // SAFETY: `cur` is the running task, owned by this thread.
-        unsafe {
-            *(*cur).sp.get() = sp;
-            (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
-        }
-        // The task leaves its worker: this thread gets no preemption
-        // signals while it blocks; the thread taking `w` over installs its
-        // own slot.
-        let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
-        w.running_task.store(0, Ordering::Relaxed);
-        m.worker.set(ptr::null());
-        if !sh.handoff(w) {
-            // No spare thread: undo, and run in place below (the task's
-            // quantum keeps running: see `stw::safe_region`).
-            m.worker.set(w);
-            // SAFETY: as above.
-            unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
-            w.running_task.store(cur as usize, Ordering::Relaxed);
-            w.slot.store(slot, Ordering::Release);
-            return;
-        }
-        // SAFETY: slots are `'static`.
-        if let Some(s) = unsafe { slot.as_ref() } {
-            // SAFETY: `cur` is ours.
-            unsafe { (*cur).preempt_state.set(s.switch_out()) };
-            let _ = s.set_idle(true);
+        if !adopt.is_null() {
+            // SAFETY: we popped `adopt` from the spare list: it waits for
+            // exactly this (see `Shared::take_spare`).
+            unsafe { (*adopt).adopt_sp.store(sp, Ordering::Relaxed) };
+            w.adopt_to.set(adopt);
+            let next = w.next_fast();
+            // SAFETY: per `switch_to`'s contract. `finish_switch(A_ADOPT)`
+            // on this thread hands this task to the spare, on which it
+            // resumes here, with no worker.
+            unsafe { switch_to(m, w, cur, next, A_ADOPT) };
+        } else {
+            // SAFETY: `cur` is the running task, owned by this thread.
+            unsafe {
+                *(*cur).sp.get() = sp;
+                (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
+            }
+            // The task leaves its worker: this thread gets no preemption
+            // signals while it blocks; the thread taking `w` over installs
+            // its own slot.
+            let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
+            w.running_task.store(0, Ordering::Relaxed);
+            m.worker.set(ptr::null());
+            if !sh.handoff(w) {
+                // No spare thread: undo, and run in place below.
+                m.worker.set(w);
+                // SAFETY: as above.
+                unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
+                w.running_task.store(cur as usize, Ordering::Relaxed);
+                w.slot.store(slot, Ordering::Release);
+                return;
+            }
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { slot.as_ref() } {
+                // SAFETY: `cur` is ours.
+                unsafe { (*cur).preempt_state.set(s.switch_out()) };
+                let _ = s.set_idle(true);
+            }
         }
         handed = true;
-        let f = f.take().expect("blocking closure runs once");
-        res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).
         let m = machine();
-        // SAFETY: still on the same thread (we never switched); its machine.
+        // SAFETY: still on the same thread since the closure started (an
+        // adopted task runs it entirely on the spare); its machine.
         unsafe {
             (*m).current.set(ptr::null_mut());
             let r = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
@@ -830,16 +885,26 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         }
     });
     if !handed {
-        crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
-        // Ran in place on this worker: if the quantum ran out meanwhile (a
-        // refused tick set the checkpoint flag), let the others run now.
+        crate::stw::safe_region(sh, f);
         usurp_preempt::checkpoint();
-        return out.expect("blocking closure ran");
+        return;
     }
-    match res.expect("blocking closure ran") {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
+    if let Err(p) = res.expect("blocking closure ran") {
+        std::panic::resume_unwind(p);
     }
+}
+
+/// A spare thread runs task `t`, handed to it by `finish_switch(A_ADOPT)`,
+/// until it leaves its `blocking` closure (it then switches back here with
+/// `A_REQUEUE`, which queues it globally).
+fn run_adopted(m: &Machine, t: *mut Task) {
+    m.current.set(t);
+    let resume = m.adopt_resume.load(Ordering::Relaxed);
+    // SAFETY: `t` was saved at `resume` on its old thread and handed to us
+    // alone (acquire on `adopt`); this thread has no worker, so nothing else
+    // runs here meanwhile.
+    let r = unsafe { arch::switch(m.sched_sp.get(), resume, 0) };
+    finish_switch(r);
 }
 
 /// The body of every runtime thread: drive a worker's scheduler loop; when
@@ -855,12 +920,20 @@ pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
         shared,
         spare_word: AtomicU32::new(0),
         handoff: AtomicPtr::new(ptr::null_mut()),
+        adopt: AtomicPtr::new(ptr::null_mut()),
+        adopt_resume: AtomicUsize::new(0),
+        adopt_sp: AtomicUsize::new(0),
     });
     let mp = &*m as *const Machine as *mut Machine;
     MACHINE.with(|c| c.set(mp));
     loop {
         if !m.worker.get().is_null() {
             schedule_loop(&m);
+        }
+        let t = m.adopt.swap(ptr::null_mut(), Ordering::Acquire);
+        if !t.is_null() {
+            run_adopted(&m, t);
+            continue;
         }
         if !m.shared.wait_as_spare(&m) {
             break;
