@@ -100,7 +100,9 @@
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
 //! reaches its scheduler loop; tasks that have not finished are abandoned:
-//! their joiners get an error, their stacks are leaked, never unwound.
+//! their joiners get an error, their stacks are leaked, never unwound, and
+//! the shared state stays alive for late wake-ups. Dropped from inside one
+//! of its own tasks, a reaper thread does the same once the workers stopped.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

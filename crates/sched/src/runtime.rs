@@ -249,7 +249,10 @@ pub struct RuntimeStats {
 /// Dropping the runtime stops its workers once they next reach their
 /// scheduler (a task that never yields keeps its worker). Tasks that have not
 /// finished by then are abandoned: their stacks are leaked (never unwound),
-/// and joining them returns an error.
+/// and joining them returns an error. Dropping it from inside one of its own
+/// tasks returns at once; a background thread completes the same shutdown
+/// once every worker has stopped (the dropping task's worker stops when
+/// that task next switches away).
 pub struct Runtime {
     shared: Arc<Shared>,
 }
@@ -387,10 +390,24 @@ impl Drop for Runtime {
         let sh = &self.shared;
         sh.begin_shutdown();
         // If dropped from one of our own tasks, we cannot wait for our own
-        // worker to stop.
+        // worker to stop (it runs us). A reaper thread owns a reference to
+        // the shared state and finishes the shutdown once every worker has
+        // stopped, exactly as below: tasks still parked are abandoned (their
+        // joiners get an error) and keep the shared state alive for late
+        // wake-ups from other threads (issue 11 item 6: it used to be freed
+        // under them).
         let t = worker::current_task();
         // SAFETY: a current task is valid while it runs.
         if !t.is_null() && unsafe { (*t).shared } == Arc::as_ptr(sh) {
+            let reaper = Arc::clone(sh);
+            let spawned = std::thread::Builder::new().name("usurp-reaper".into()).spawn(move || {
+                reaper.wait_stopped();
+                reaper.abandon_remaining();
+            });
+            if spawned.is_err() {
+                // No thread: never free the shared state (leak it).
+                std::mem::forget(Arc::clone(sh));
+            }
             return;
         }
         sh.wait_stopped();
