@@ -4,8 +4,9 @@
 //! the join state; the task holds it as `Arc<dyn Body>`, the `JoinHandle` as
 //! `Arc<dyn Joinable<T>>`. The task runs the closure under `catch_unwind` at
 //! its root (a panic never unwinds across a context switch), stores the
-//! result and wakes the joiner, who may be a task (parked) or a thread
-//! (blocked).
+//! result, runs the task-local destructors, and only then wakes the joiner
+//! (as std's join returns after thread-local destructors), who may be a task
+//! (parked) or a thread (blocked).
 
 use crate::error::Error;
 use crate::runtime::Shared;
@@ -59,6 +60,8 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
             // SAFETY: written once, before DONE.
             unsafe { *self.result.get() = Some(r) };
         }
+    }
+    fn finish(&self) {
         self.complete();
     }
     fn abandon(&self) {

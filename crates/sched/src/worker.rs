@@ -775,9 +775,14 @@ fn run_body(t: *mut Task) {
         if let Some(body) = (*(*t).body.get()).as_ref() {
             body.run();
         }
+        // Task-local destructors run before the joiner is woken (issue 11
+        // item 8): a join that returned sees the task entirely finished.
+        crate::local::drop_locals(t);
+        if let Some(body) = (*(*t).body.get()).as_ref() {
+            body.finish();
+        }
         *(*t).body.get() = None;
     }
-    crate::local::drop_locals(t);
 }
 
 fn exit_current() -> ! {
