@@ -31,7 +31,8 @@ struct Packet<T, F> {
     result: UnsafeCell<Option<std::thread::Result<T>>>,
 }
 
-// SAFETY: `f` is taken once by the task, `result` written once by the task
+// SAFETY: `f` is taken once by the task (or, for a task that never started,
+// by `abandon` once no worker runs), `result` written once by the task
 // before DONE (release) and read by the joiner after DONE (acquire), `waiter`
 // written by the joiner before WAITING (release) and taken by the task after
 // seeing WAITING (acquire).
@@ -65,6 +66,13 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
         self.complete();
     }
     fn abandon(&self) {
+        // A task that never started: drop its closure now (what it captured,
+        // e.g. a channel Sender, is released as if the task had run and
+        // returned; issue 11 item 7). Started tasks keep their stacks and
+        // everything on them (never unwound).
+        // SAFETY: abandonment happens once no worker runs; a task that never
+        // started never takes `f` any more.
+        drop(unsafe { (*self.f.get()).take() });
         self.complete();
     }
 }

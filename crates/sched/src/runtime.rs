@@ -249,7 +249,9 @@ pub struct RuntimeStats {
 /// Dropping the runtime stops its workers once they next reach their
 /// scheduler (a task that never yields keeps its worker). Tasks that have not
 /// finished by then are abandoned: their stacks are leaked (never unwound),
-/// and joining them returns an error. Dropping it from inside one of its own
+/// joining them returns an error, nothing handed out later (a Mutex, a
+/// notification, a sent value) goes to them, and the closures of those that
+/// never started are dropped. Dropping it from inside one of its own
 /// tasks returns at once; a background thread completes the same shutdown
 /// once every worker has stopped (the dropping task's worker stops when
 /// that task next switches away).

@@ -700,6 +700,9 @@ pub(crate) fn unpark(t: *mut Task) {
     let task = unsafe { &*t };
     if task.park.swap(park::NOTIFIED, Ordering::AcqRel) == park::PARKED {
         task.park.store(park::EMPTY, Ordering::Relaxed);
+        if task.state.load(Ordering::Acquire) == state::ABANDONED {
+            return; // its runtime is gone: it stays abandoned, never queued
+        }
         make_runnable(t, true);
     }
 }
