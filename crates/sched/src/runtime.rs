@@ -186,7 +186,7 @@ impl Builder {
                 heap: heap.clone(),
                 preempt: PreemptConfig { enabled: preempt_on, quantum: self.quantum },
                 sysmon: Default::default(),
-                workers: (0..workers).map(|i| Worker::new(i, sp)).collect(),
+                workers: (0..workers).map(|i| Worker::new(i, workers, sp)).collect(),
                 global: SpinLock::new(TaskList::new()),
                 global_len: AtomicUsize::new(0),
                 nidle: AtomicUsize::new(0),

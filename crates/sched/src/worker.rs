@@ -168,6 +168,14 @@ pub(crate) struct Worker {
     /// running task right before its switch, taken by `finish_switch` on
     /// the same thread.
     adopt_to: Cell<*const Machine>,
+    /// Per other worker, for runnext stealing: (its `switch_count` when
+    /// this worker last looked, when it first saw that value). Touched only
+    /// by the thread driving this worker (in `steal_runnext`).
+    watch: Box<[Cell<(u64, u64)>]>,
+    /// The runtime has this one worker: nobody steals from `runnext` and
+    /// there is no idle worker to wake, so its owner uses plain loads and
+    /// stores on it (no locked read-modify-write on the wake path).
+    solo: bool,
     pub(crate) idle: AtomicBool,
     pub(crate) sleep_word: AtomicU32,
     /// Incremented on every task switch on this worker (preemption hook).
@@ -187,7 +195,7 @@ unsafe impl Sync for Worker {}
 unsafe impl Send for Worker {}
 
 impl Worker {
-    pub(crate) fn new(index: usize, shared: *const Shared) -> Worker {
+    pub(crate) fn new(index: usize, nworkers: usize, shared: *const Shared) -> Worker {
         Worker {
             index,
             shared,
@@ -202,6 +210,8 @@ impl Worker {
             inbox_len: AtomicUsize::new(0),
             pinned: Cell::new(0),
             adopt_to: Cell::new(ptr::null()),
+            watch: (0..nworkers).map(|_| Cell::new((u64::MAX, 0))).collect(),
+            solo: nworkers == 1,
             idle: AtomicBool::new(false),
             sleep_word: AtomicU32::new(0),
             switch_count: AtomicU64::new(0),
@@ -293,8 +303,13 @@ impl Worker {
     /// Owner only: empties the runnext slot; returns its task (or null).
     #[inline]
     fn take_runnext(&self) -> *mut Task {
-        if self.runnext.0.load(Ordering::Relaxed).is_null() {
-            return ptr::null_mut();
+        let t = self.runnext.0.load(Ordering::Relaxed);
+        if t.is_null() {
+            return t;
+        }
+        if self.solo {
+            self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
+            return t;
         }
         // The swap decides between the owner and a thief (`steal_runnext`).
         self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
@@ -406,31 +421,32 @@ impl Worker {
     /// Takes the task in `victim`'s `runnext` slot (as Go's runqsteal with
     /// stealRunNextG). The slot holds a task that the victim's running task
     /// just spawned or woke; the victim usually runs it within a switch
-    /// (the running task parks or joins right after), so the thief first
-    /// waits `RUNNEXT_GRACE_NS` and then takes the slot only if the victim
-    /// made no switch meanwhile and the slot still holds the same task. If
-    /// the victim's task keeps running
-    /// without a switch (ordinary code, a loop), the woken task would
-    /// otherwise wait for its whole quantum, or forever.
+    /// (the running task parks or joins right after), so the thief takes
+    /// the slot only once it has seen the victim make no switch for
+    /// `RUNNEXT_GRACE_NS` (across its search rounds). If the victim's task
+    /// keeps running without a switch (ordinary code, a loop), the woken
+    /// task would otherwise wait for its whole quantum, or forever.
     fn steal_runnext(&self, victim: &Worker) -> *mut Task {
+        // Look at the slot only once the victim has made no switch for the
+        // grace period (its running task keeps the CPU): a victim that is
+        // switching gets to its runnext soon (a task re-woken into the slot,
+        // as in a ping-pong, must not be carried off to another worker),
+        // and not touching its slot's line then keeps the owner's swaps on
+        // it cheap. `switch_count` is written with plain stores.
+        let switches = victim.switch_count.load(Ordering::Relaxed);
+        let watch = &self.watch[victim.index];
+        let (seen, since) = watch.get();
+        let now = now_ns();
+        if seen != switches {
+            watch.set((switches, now));
+            return ptr::null_mut();
+        }
+        if now.saturating_sub(since) < RUNNEXT_GRACE_NS {
+            return ptr::null_mut();
+        }
         let t = victim.runnext.0.load(Ordering::Acquire);
         if t.is_null() {
             return t;
-        }
-        // Wait on the clock, not on the slot: polling the victim's lines
-        // would slow down every put and take of the owner meanwhile.
-        let switches = victim.switch_count.load(Ordering::Relaxed);
-        let end = now_ns() + RUNNEXT_GRACE_NS;
-        while now_ns() < end {
-            for _ in 0..16 {
-                std::hint::spin_loop();
-            }
-        }
-        // The victim switched meanwhile: it is not stuck in one task and
-        // will get to its runnext soon (a task re-woken into the slot, as in
-        // a ping-pong, must not be carried off to another worker).
-        if victim.switch_count.load(Ordering::Relaxed) != switches {
-            return ptr::null_mut();
         }
         // Whoever empties the slot owns the task; the pointer is only
         // dereferenced after winning.
@@ -670,6 +686,15 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                 let w = &*w;
                 let mut t = t;
                 if lifo && !(*m).current.get().is_null() {
+                    if w.solo {
+                        let old = w.runnext.0.load(Ordering::Relaxed);
+                        w.runnext.0.store(t, Ordering::Relaxed);
+                        if old.is_null() {
+                            return;
+                        }
+                        w.push_local(old);
+                        return;
+                    }
                     // SeqCst swap: orders the publication before the idle
                     // check in `notify_after_seqcst` (see there).
                     let old = w.runnext.0.swap(t, Ordering::SeqCst);
