@@ -72,13 +72,18 @@
 //!
 //! **Hook points for preemption and GC** (`hooks.rs`): each worker (allocated
 //! once) has `switch_count: AtomicU64`, bumped on every switch, and
-//! `running_task`; `hooks::park_current_and_reschedule()` is what an
-//! async-preempted task calls from its spill hook to go back on its worker's
-//! local queue *pinned* to that worker (`Task::pinned_worker`, honoured by
-//! stealing and the global queue by forwarding to the worker's inbox, and by
-//! `blocking`, which will not hand a worker with pinned tasks to another
-//! thread but moves the calling task to a spare thread instead); the pin
-//! clears at the task's next cooperative switch.
+//! `running_task`. An async-preempted task goes back on its worker's local
+//! queue from the spill hook (`preempt_glue::park_hook`), *pinned* to that
+//! worker (`Task::pinned_worker`, honoured by stealing and the global queue
+//! by forwarding to the worker's inbox, and by `blocking`, which will not
+//! hand a worker with pinned tasks to another thread but moves the calling
+//! task to a spare thread instead) only if the interrupted code may hold a
+//! thread-local address (`preempt_glue::must_pin`: the `preemptible!`
+//! section is decoded once for TLS accesses by the arch crate; JIT code
+//! always pins); the pin clears at the task's next cooperative switch.
+//! Other preempted tasks, e.g. call-free loops, migrate freely.
+//! `hooks::park_current_and_reschedule()` (for other spill hooks) always
+//! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
 //! `[saved_sp - RED_ZONE, hi)` conservatively.
@@ -89,9 +94,9 @@
 //! `switch_to` and the scheduler loop call `switch_out`/`switch_in` (no
 //! system call, no clock read); idle sleeps, stop-the-world parking and
 //! `blocking` disarm the thread's timer (`blocking` run in place blocks the
-//! preemption signal instead, keeping the task's quantum). An async-preempted task parks
-//! pinned to its worker (and the park path fires due timers); `checkpoint()`
-//! yields. Stop-the-world sends preemption requests to busy workers and
+//! preemption signal instead, keeping the task's quantum). An async-preempted
+//! task parks (pinned to its worker's thread if its code touches TLS; the
+//! park path fires due timers); `checkpoint()` yields. Stop-the-world sends preemption requests to busy workers and
 //! parks every worker at its next scheduling decision (see `stw.rs` for the
 //! contract: a non-preemptible loop without `checkpoint()` delays it).
 //! `gc_world.rs` implements the GC's `World` (conservative ranges of stopped

@@ -765,13 +765,15 @@ pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
 }
 
 /// Puts the current (async-preempted) task back on its worker's local run
-/// queue, pinned to this worker, and runs something else. See the preemption
-/// hooks in the crate docs.
-pub(crate) fn preempt_current() {
+/// queue, pinned to this worker if `pin` (its interrupted code may hold a
+/// thread-local address: `preempt_glue::must_pin`; otherwise it may be
+/// stolen and resume on any thread), and runs something else. See the
+/// preemption hooks in the crate docs.
+pub(crate) fn preempt_current(pin: bool) {
     let Some((m, w, cur)) = current_with_worker() else { return };
     // SAFETY: `cur` is the running task.
     let task = unsafe { &*cur };
-    if task.pinned_worker.get() == NO_PIN {
+    if pin && task.pinned_worker.get() == NO_PIN {
         task.pinned_worker.set(w.index);
         w.pinned.set(w.pinned.get() + 1);
     }
