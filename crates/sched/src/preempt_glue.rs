@@ -149,7 +149,14 @@ unsafe fn park_hook(frame: *mut usurp_preempt::SpillFrame) {
     }
     // SAFETY: as above.
     let pc = unsafe { (*frame).pc() };
+    let before = crate::worker::machine();
     crate::worker::preempt_current(must_pin(pc));
+    if crate::worker::machine() != before {
+        // Resumed on another thread: the frame must not carry the old
+        // thread's state back (aarch64: its alternate signal stack).
+        // SAFETY: the frame is on this task's stack, ours again.
+        unsafe { (*frame).rebind_to_current_thread() };
+    }
 }
 
 static OBSERVER: std::sync::atomic::AtomicPtr<()> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
