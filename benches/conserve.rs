@@ -7,12 +7,50 @@
 //!       spawned sleeps 1 ms in a loop: wake-ups completed in that second
 //!       (Go's same program: ~900 on this machine), and how late each 1 ms
 //!       sleep returned (p50 / p99).
+//!   (c) 30 call-free loops of 1e8 additions (`preemptible!`) on 2 workers:
+//!       wall time and CPU used (cores; goal >= 1.9: preempted loops must
+//!       migrate to a worker whose loops finished).
 //! Run: `cargo bench -p usurp --bench conserve` (args: half_ms, busy_ms).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use usurp::{sleep, spawn, Runtime};
+use usurp::{preemptible, sleep, spawn, Runtime};
+
+preemptible! {
+    /// A call-free loop of `n` additions.
+    fn adds(n: u64) -> u64 {
+        let mut x = 0u64;
+        let mut i = 0u64;
+        while i < n {
+            // SAFETY: volatile read of a stack local: keeps the loop (no call).
+            x = x.wrapping_add(unsafe { std::ptr::read_volatile(&i) });
+            i += 1;
+        }
+        x
+    }
+}
+
+fn cpu_secs() -> f64 {
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// (wall seconds, cores used) for `tasks` loops of `n` additions.
+fn loops(rt: &Runtime, tasks: usize, n: u64) -> (f64, f64) {
+    let c0 = cpu_secs();
+    let t = Instant::now();
+    let hs: Vec<_> = (0..tasks).map(|_| rt.spawn(move || adds(n))).collect();
+    for h in hs {
+        std::hint::black_box(h.join().unwrap());
+    }
+    let wall = t.elapsed().as_secs_f64();
+    (wall, (cpu_secs() - c0) / wall)
+}
 
 const RUNS: usize = 5;
 
@@ -106,5 +144,19 @@ fn main() {
         median(counts),
         pct(&mut all, 0.5),
         pct(&mut all, 0.99)
+    );
+
+    let n: u64 = if quick { 1_000_000 } else { 100_000_000 };
+    let mut walls = Vec::new();
+    let mut cores = Vec::new();
+    for _ in 0..3 {
+        let (w, c) = loops(&rt, 30, n);
+        walls.push(w);
+        cores.push(c);
+    }
+    println!(
+        "30 call-free loops of {n} additions, workers(2): wall {:.3} s, CPU {:.2} cores (median of 3)",
+        median(walls),
+        median(cores)
     );
 }
