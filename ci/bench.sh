@@ -56,3 +56,9 @@ uw=$(echo "$u" | sed -nE 's/.*wall ([0-9.]+) s.*/\1/p')
 ur=$(echo "$u" | sed -nE 's/.*RSS ([0-9]+) KB.*/\1/p')
 awk -v uw="$uw" -v gw="$gw" -v ur="$ur" -v gr="$gr" \
   'BEGIN { printf "binary-trees ratios usurp/Go: wall %.2f (goal <= 0.80), max RSS %.2f (goal <= 1.00)\n", uw / gw, ur / gr }'
+
+# ---- work conservation (benches/conserve.rs; issue 11 goals: fork-join of two
+# 500 ms halves <= 0.55 s; spawned sleeper >= 90% of Go's wake-ups, ~900 here)
+echo
+echo "== usurp work conservation (benches/conserve.rs)"
+cargo bench -q -p usurp --bench conserve 2>/dev/null

@@ -127,6 +127,27 @@ impl SpillFrame {
         self.uc.uc_mcontext.pc as usize
     }
 
+    /// Makes the frame safe to resume on the calling thread when it was
+    /// interrupted on another one (the task migrated while parked): the
+    /// `rt_sigreturn` that resumes it also installs `uc_stack` as the
+    /// thread's alternate signal stack, which must be this thread's, never
+    /// the one of the thread it was interrupted on (two threads sharing an
+    /// alternate stack corrupt each other's signal frames). One system call.
+    /// Not async-signal-unsafe, but meant for the park hook, after the switch
+    /// back.
+    pub fn rebind_to_current_thread(&mut self) {
+        // SAFETY: a zeroed stack_t is a valid out-parameter; a null new
+        // stack only queries.
+        unsafe {
+            let mut cur: libc::stack_t = core::mem::zeroed();
+            if libc::sigaltstack(core::ptr::null(), &mut cur) == 0 {
+                self.uc.uc_stack.ss_sp = cur.ss_sp as u64;
+                self.uc.uc_stack.ss_flags = cur.ss_flags & !libc::SS_ONSTACK;
+                self.uc.uc_stack.ss_size = cur.ss_size as u64;
+            }
+        }
+    }
+
     /// The interrupted stack pointer (the frame lies entirely below it).
     pub fn sp(&self) -> usize {
         self.uc.uc_mcontext.sp as usize

@@ -88,6 +88,8 @@
 
 mod classify;
 mod frame;
+mod tls;
+pub use tls::code_touches_tls;
 pub mod layout;
 pub mod sigctx;
 

@@ -39,6 +39,9 @@
 mod classify;
 pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND};
 
+mod tls;
+pub use tls::code_touches_tls;
+
 #[cfg(target_arch = "x86_64")]
 mod switch;
 #[cfg(target_arch = "x86_64")]

@@ -91,6 +91,13 @@ impl SpillFrame {
         self.rip
     }
 
+    /// Makes the frame safe to resume on the calling thread when it was
+    /// interrupted on another one (the task migrated while parked). Nothing
+    /// to do on x86-64: the spill routine resumes with `ret`, and nothing in
+    /// the frame belongs to a thread (the aarch64 frame, resumed through
+    /// `rt_sigreturn`, carries the thread's alternate signal stack).
+    pub fn rebind_to_current_thread(&mut self) {}
+
     /// The interrupted stack pointer (exactly as it was before the signal).
     pub fn sp(&self) -> usize {
         self as *const Self as usize + FRAME_SIZE + RED_ZONE

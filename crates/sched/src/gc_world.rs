@@ -15,7 +15,7 @@
 //!   with `arch::switch` further down; the saved SP is below all of it;
 //! * tasks *inside `blocking`* (or in the GC's `World::blocking`): the SP
 //!   recorded is the one `arch::with_registers_spilled` returned after pushing
-//!   the callee-saved registers (see `worker::blocking_handoff` and
+//!   the callee-saved registers (see `worker::blocking_dyn` and
 //!   `stw::safe_region`); the closure's own frames below it are not scanned
 //!   (it must not hold the only reference to a heap object, as documented on
 //!   `blocking`).

@@ -25,7 +25,31 @@ use std::sync::atomic::Ordering;
 /// pinned to that worker. Returns when it is resumed. Does nothing outside a
 /// task.
 pub fn park_current_and_reschedule() {
-    crate::worker::preempt_current();
+    // The interrupted PC is unknown here: pin (the runtime's own park hook
+    // pins only tasks whose code may hold a TLS address).
+    crate::worker::preempt_current(true);
+}
+
+/// Test-only switch: `Some(true)` pins every async-preempted task to its
+/// worker's thread (the behaviour before preempted loops could migrate),
+/// `Some(false)` never pins (unsound for code holding TLS addresses: only
+/// for negative controls), `None` decides by the code (the default).
+#[doc(hidden)]
+pub fn set_pin_policy_for_tests(p: Option<bool>) {
+    let v = match p {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    };
+    crate::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the runtime found thread-local accesses in the `preemptible!`
+/// code (then async-preempted tasks are pinned to their thread); `None`
+/// before the first runtime started.
+#[doc(hidden)]
+pub fn preemptible_code_touches_tls() -> Option<bool> {
+    crate::preempt_glue::section_tls_known()
 }
 
 /// Installs (or with `None` removes) a function called with the spill frame

@@ -4,8 +4,9 @@
 //! the join state; the task holds it as `Arc<dyn Body>`, the `JoinHandle` as
 //! `Arc<dyn Joinable<T>>`. The task runs the closure under `catch_unwind` at
 //! its root (a panic never unwinds across a context switch), stores the
-//! result and wakes the joiner, who may be a task (parked) or a thread
-//! (blocked).
+//! result, runs the task-local destructors, and only then wakes the joiner
+//! (as std's join returns after thread-local destructors), who may be a task
+//! (parked) or a thread (blocked).
 //!
 //! **GC values in a packet** (see `heap_roots.rs`). The closure, until the
 //! task takes it, is scanned through the task (`Body::closure_range`). The
@@ -70,7 +71,8 @@ unsafe fn scan_result<T, F>(p: *const (), f: RangeFn<'_>) {
     }
 }
 
-// SAFETY: `f` is taken once by the task, `result` written once by the task
+// SAFETY: `f` is taken once by the task (or, for a task that never started,
+// by `abandon` once no worker runs), `result` written once by the task
 // before DONE (release) and read by the joiner after DONE (acquire), `waiter`
 // written by the joiner before WAITING (release) and taken by the task after
 // seeing WAITING (acquire).
@@ -113,6 +115,8 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
                 unsafe { *self.result.get() = Some(r) };
             }
         }
+    }
+    fn finish(&self) {
         self.complete();
     }
     unsafe fn closure_range(&self) -> (usize, usize) {
@@ -126,6 +130,13 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
         }
     }
     fn abandon(&self) {
+        // A task that never started: drop its closure now (what it captured,
+        // e.g. a channel Sender, is released as if the task had run and
+        // returned; issue 11 item 7). Started tasks keep their stacks and
+        // everything on them (never unwound).
+        // SAFETY: abandonment happens once no worker runs; a task that never
+        // started never takes `f` any more.
+        drop(unsafe { (*self.f.get()).take() });
         self.complete();
     }
 }

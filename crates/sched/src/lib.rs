@@ -25,17 +25,24 @@
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
-//! running task (owner-only, not stealable; at most 32 runnext picks in a
-//! row). A spin-locked intrusive global queue takes tasks from outside the
-//! runtime and overflow. Every 61 schedules a worker checks the global queue,
-//! its inbox and timers first (fairness, as in Go).
+//! running task (at most 32 runnext picks in a row). An idle worker that
+//! finds every ring empty takes the task in another worker's `runnext` if
+//! that worker made no switch for 5 µs (as Go's runnext stealing): the task
+//! that filled it keeps the CPU in code that reaches no switch point. A
+//! spin-locked intrusive global queue takes tasks from outside the runtime
+//! and overflow. Every 61 schedules a worker checks the global queue, its
+//! inbox and timers first (fairness, as in Go).
 //!
-//! **Idle and wakeups.** A worker with nothing to do spins briefly (counted in
-//! `nspinning`), then registers as idle and sleeps on its own futex word,
-//! with a timeout equal to the time to the next timer. Whoever makes work
-//! available (spawn, wake, overflow) calls `notify`, which wakes one idle
-//! worker unless one is already searching (SeqCst fence on both sides, so no
-//! lost wakeups). An idle runtime uses no CPU.
+//! **Idle and wakeups (work conservation).** A worker with nothing to do
+//! spins briefly (counted in `nspinning`), then registers as idle and sleeps
+//! on its own futex word, with a timeout equal to the time to the next
+//! timer. Whoever makes work available (spawn, wake into `runnext` or the
+//! ring, overflow batches, batches taken from the global queue) calls
+//! `notify`, which wakes one idle worker unless one is already searching
+//! (Go's `wakep`; SeqCst on both sides, and the idle worker re-checks every
+//! queue and `runnext` after registering, so no lost wakeups). A runnable
+//! task therefore never waits while a worker sleeps. An idle runtime uses no
+//! CPU.
 //!
 //! **Parking** (`wait.rs`). Each task has a one-token park state
 //! (EMPTY/PARKED/NOTIFIED). Every blocking primitive enqueues a wait node on
@@ -49,7 +56,10 @@
 //! **Blocking** (`blocking`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs
 //! its queues; the calling thread runs the closure on the task's stack, then
-//! queues the task globally and becomes a spare itself.
+//! queues the task globally and becomes a spare itself. When the worker
+//! holds tasks pinned to its thread, it stays, and the calling task moves
+//! to a spare thread instead (switch away with `A_ADOPT`; the spare resumes
+//! it, runs the closure, queues it globally).
 //!
 //! **Thread-local state.** Tasks migrate between threads. The runtime reads
 //! its per-thread state only through `worker::machine()`, a never-inlined
@@ -62,12 +72,18 @@
 //!
 //! **Hook points for preemption and GC** (`hooks.rs`): each worker (allocated
 //! once) has `switch_count: AtomicU64`, bumped on every switch, and
-//! `running_task`; `hooks::park_current_and_reschedule()` is what an
-//! async-preempted task calls from its spill hook to go back on its worker's
-//! local queue *pinned* to that worker (`Task::pinned_worker`, honoured by
-//! stealing and the global queue by forwarding to the worker's inbox, and by
-//! `blocking`, which will not hand a worker with pinned tasks to another
-//! thread); the pin clears at the task's next cooperative switch.
+//! `running_task`. An async-preempted task goes back on its worker's local
+//! queue from the spill hook (`preempt_glue::park_hook`), *pinned* to that
+//! worker (`Task::pinned_worker`, honoured by stealing and the global queue
+//! by forwarding to the worker's inbox, and by `blocking`, which will not
+//! hand a worker with pinned tasks to another thread but moves the calling
+//! task to a spare thread instead) only if the interrupted code may hold a
+//! thread-local address (`preempt_glue::must_pin`: the `preemptible!`
+//! section is decoded once for TLS accesses by the arch crate; JIT code
+//! always pins); the pin clears at the task's next cooperative switch.
+//! Other preempted tasks, e.g. call-free loops, migrate freely.
+//! `hooks::park_current_and_reschedule()` (for other spill hooks) always
+//! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
 //! `[saved_sp - RED_ZONE, hi)` conservatively.
@@ -77,9 +93,10 @@
 //! (timer, alternate signal stack) and attaches to the runtime's GC heap;
 //! `switch_to` and the scheduler loop call `switch_out`/`switch_in` (no
 //! system call, no clock read); idle sleeps, stop-the-world parking and
-//! `blocking` disarm the thread's timer. An async-preempted task parks
-//! pinned to its worker (and the park path fires due timers); `checkpoint()`
-//! yields. Stop-the-world sends preemption requests to busy workers and
+//! `blocking` disarm the thread's timer (`blocking` run in place blocks the
+//! preemption signal instead, keeping the task's quantum). An async-preempted
+//! task parks (pinned to its worker's thread if its code touches TLS; the
+//! park path fires due timers); `checkpoint()` yields. Stop-the-world sends preemption requests to busy workers and
 //! parks every worker at its next scheduling decision (see `stw.rs` for the
 //! contract: a non-preemptible loop without `checkpoint()` delays it).
 //! `gc_world.rs` implements the GC's `World` (conservative ranges of stopped
@@ -90,7 +107,15 @@
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
 //! reaches its scheduler loop; tasks that have not finished are abandoned:
-//! their joiners get an error, their stacks are leaked, never unwound.
+//! their joiners get an error, their stacks are leaked, never unwound, and
+//! the shared state stays alive for late wake-ups. Dropped from inside one
+//! of its own tasks, a reaper thread does the same once the workers stopped.
+//! Abandoned tasks are skipped by wakers afterwards (`WaitQueue::pop_live`):
+//! a Mutex unlock or `notify_one` goes to a live waiter, a send to a
+//! receiver blocked in an abandoned task returns it as disconnected, and the
+//! closures of tasks that never started are dropped (releasing e.g. their
+//! `Sender`s). A wake-up racing with the shutdown itself (after it began,
+//! before the abandonment) can still be lost.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -176,9 +201,14 @@ pub fn yield_now() {
 /// `std` lock), without stopping the other tasks of this worker: the worker
 /// is handed to a spare thread (like Go's entersyscall/handoff) while this
 /// thread runs `f` on the task's stack; afterwards the task is queued to run
-/// again on any worker. If no spare thread may be started
-/// (`max_blocking_threads` reached), if this worker holds tasks pinned after
-/// an async preemption, or outside a task, `f` simply runs in place.
+/// again on any worker. If this worker holds tasks pinned to its thread
+/// after an async preemption, the worker stays and the calling task moves
+/// to a spare thread instead, which runs `f`. If no spare thread may be
+/// started (`max_blocking_threads` reached), or outside a task, `f` simply
+/// runs in place; then
+/// the preemption signal is blocked on the thread while `f` runs (its system
+/// calls see no EINTR from the runtime) and the task yields afterwards if
+/// its quantum ran out meanwhile.
 ///
 /// `f` must not use the GC heap (allocate, or hold the only reference to an
 /// object): the task counts as stopped while `f` runs, so a collection may
@@ -189,7 +219,13 @@ pub fn yield_now() {
 /// behaviour (`yield_now` yields the thread, `sleep` sleeps it, blocking
 /// channel and mutex operations block the thread). Panics in `f` propagate.
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    worker::blocking_handoff(f)
+    // This generic shim may be inlined into a `preemptible!` function: it
+    // only touches its own locals; the runtime work is in the non-generic,
+    // never-inlined `blocking_dyn` (a preemption cannot split it).
+    let mut f = Some(f);
+    let mut out: Option<R> = None;
+    worker::blocking_dyn(&mut || out = Some((f.take().expect("blocking closure runs once"))()));
+    out.expect("blocking closure ran")
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Wiring of asynchronous preemption (`usurp-preempt`) into the scheduler.
 //!
 //! * **Once per process** ([`init_hooks`]): the park hook (an async-preempted
-//!   task parks pinned to its worker: [`crate::hooks::park_current_and_reschedule`])
-//!   and the yield hook that `checkpoint()` calls ([`crate::yield_now`]).
+//!   task parks on its worker, pinned to it only if the `preemptible!` code
+//!   may hold a thread-local address: [`must_pin`], decided by decoding the
+//!   section once) and the yield hook that `checkpoint()` calls
+//!   ([`crate::yield_now`]).
 //! * **One [`WorkerSlot`] per OS thread that drives workers** (worker threads
 //!   and spare threads that take over a worker during `blocking`): each
 //!   runtime thread registers a slot when it starts ([`ThreadInit`]) and
@@ -16,7 +18,9 @@
 //!   every task switch goes through (`worker::switch_to`) and in the scheduler
 //!   loop. No system call there (`switch_in` reads the vDSO clock).
 //! * `set_idle(true/false)` around idle sleeps, stop-the-world parking and
-//!   `blocking` (no timer signals to a thread that runs no task).
+//!   `blocking` (no timer signals to a thread that runs no task); `blocking`
+//!   run in place keeps the timer but blocks the signal while its closure
+//!   runs ([`MaskPreemptSignal`]: no EINTR storms in its system calls).
 //!
 //! **Why the runtime's own code needs no `no_preempt`**: the safe-point check
 //! refuses any PC outside registered preemptible code, and the scheduler is
@@ -50,9 +54,82 @@ pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
 
 static HOOKS: Once = Once::new();
 
+/// Whether the code of the `preemptible!` section may hold a thread-local
+/// address in a register at a preemption: 0 not yet known, 1 no, 2 yes.
+/// Computed once per process (`init_hooks`).
+static SECTION_TLS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Test-only switch (negative controls): 0 decide by the code, 1 pin every
+/// async-preempted task (as before preempted loops could migrate), 2 never
+/// pin.
+#[doc(hidden)]
+pub(crate) static PIN_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether the `preemptible!` section was found to touch TLS (tests).
+pub(crate) fn section_tls_known() -> Option<bool> {
+    match SECTION_TLS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        v => Some(v == 2),
+    }
+}
+
+/// Decides whether the `preemptible!` section may touch TLS: the arch crate
+/// scans its machine code once (x86-64: FS/GS-relative operands, rdfsbase,
+/// general-dynamic sequences; aarch64: `mrs tpidr_el0`). Code outside the
+/// main executable counts as touching TLS (on x86-64 the local-dynamic model
+/// of shared objects leaves no trace in the caller).
+fn section_touches_tls() -> bool {
+    let (s, e) = usurp_preempt::preemptible_code();
+    if s == 0 || e <= s {
+        return false;
+    }
+    // SAFETY: dladdr/getauxval only read loader data; `info` is plain data
+    // written by dladdr.
+    let in_main = unsafe {
+        let mut a: libc::Dl_info = std::mem::zeroed();
+        let mut b: libc::Dl_info = std::mem::zeroed();
+        let entry = libc::getauxval(libc::AT_ENTRY) as usize;
+        libc::dladdr(s as *const libc::c_void, &mut a) != 0
+            && libc::dladdr(entry as *const libc::c_void, &mut b) != 0
+            && a.dli_fbase == b.dli_fbase
+    };
+    if !in_main {
+        return true;
+    }
+    // SAFETY: the linker section [s, e) is mapped readable and executable for
+    // the life of the process and never written.
+    let code = unsafe { std::slice::from_raw_parts(s as *const u8, e - s) };
+    crate::arch::code_touches_tls(code, s as u64)
+}
+
+/// Whether a task async-preempted at `pc` must resume on the same OS thread
+/// (issue 11, "preempted loops migrate"): code that may hold a thread-local
+/// address in a register must not migrate. The `preemptible!` section is
+/// decoded once as a whole (the macro records no per-function bounds, so
+/// one function touching TLS pins every preempted task of the section); JIT
+/// regions registered with `register_code` are unknown code and always pin.
+pub(crate) fn must_pin(pc: usize) -> bool {
+    match PIN_POLICY.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let (s, e) = usurp_preempt::preemptible_code();
+    if pc < s || pc >= e {
+        return true;
+    }
+    match SECTION_TLS.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => false,
+        0 => true, // not decoded yet (cannot happen after init_hooks)
+        _ => true,
+    }
+}
+
 /// Installs the park and yield hooks (once per process).
 pub(crate) fn init_hooks() {
     HOOKS.call_once(|| {
+        let v = if section_touches_tls() { 2 } else { 1 };
+        SECTION_TLS.store(v, std::sync::atomic::Ordering::Relaxed);
         usurp_preempt::set_park_hook(park_hook);
         usurp_preempt::set_yield_hook(yield_hook);
     });
@@ -70,7 +147,16 @@ unsafe fn park_hook(frame: *mut usurp_preempt::SpillFrame) {
             f(&*frame);
         }
     }
-    crate::hooks::park_current_and_reschedule();
+    // SAFETY: as above.
+    let pc = unsafe { (*frame).pc() };
+    let before = crate::worker::machine();
+    crate::worker::preempt_current(must_pin(pc));
+    if crate::worker::machine() != before {
+        // Resumed on another thread: the frame must not carry the old
+        // thread's state back (aarch64: its alternate signal stack).
+        // SAFETY: the frame is on this task's stack, ours again.
+        unsafe { (*frame).rebind_to_current_thread() };
+    }
 }
 
 static OBSERVER: std::sync::atomic::AtomicPtr<()> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
@@ -151,4 +237,47 @@ pub(crate) struct PreemptConfig {
 #[inline(never)]
 pub(crate) fn thread_slot() -> *mut WorkerSlot {
     usurp_preempt::current_worker().map_or(std::ptr::null_mut(), |s| s as *const WorkerSlot as *mut WorkerSlot)
+}
+
+/// Blocks the preemption signal on the calling thread while alive, when
+/// async preemption is on (`stw::safe_region`: `blocking` run in place, the
+/// GC's blocking sections). The thread keeps its worker and its quantum
+/// timer, but the closure it runs may sit in system calls that `SA_RESTART`
+/// does not restart (`nanosleep`, `poll`, `epoll_wait`): a tick or request
+/// arriving meanwhile stays pending (one per signal number) instead of
+/// making them fail with EINTR once per quantum, and is handled when the
+/// mask is restored, so an expired quantum still makes the task yield
+/// afterwards (the refused tick sets the checkpoint flag).
+pub(crate) struct MaskPreemptSignal {
+    old: Option<libc::sigset_t>,
+}
+
+impl MaskPreemptSignal {
+    pub(crate) fn new(sh: &Shared) -> MaskPreemptSignal {
+        if !sh.preempt.enabled {
+            return MaskPreemptSignal { old: None };
+        }
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset;
+        // pthread_sigmask only changes this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, usurp_preempt::signal());
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+                return MaskPreemptSignal { old: None };
+            }
+            MaskPreemptSignal { old: Some(old) }
+        }
+    }
+}
+
+impl Drop for MaskPreemptSignal {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.as_ref() {
+            // SAFETY: restores the mask saved by `new` on this same thread
+            // (the closure in between never switches threads).
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+        }
+    }
 }

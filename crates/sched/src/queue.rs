@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 /// Capacity of a worker's ring (a power of two).
 pub(crate) const RING: u32 = 256;
+/// Half a ring: the size of an overflow batch.
+const HALF: usize = RING as usize / 2;
 
 #[repr(align(64))]
 pub(crate) struct LocalQueue {
@@ -25,8 +27,9 @@ pub(crate) struct LocalQueue {
     buf: Box<[AtomicPtr<Task>]>,
 }
 
+/// A value on its own cache line(s).
 #[repr(align(64))]
-struct CachePadded<T>(T);
+pub(crate) struct CachePadded<T>(pub(crate) T);
 
 impl LocalQueue {
     pub(crate) fn new() -> Self {
@@ -69,15 +72,23 @@ impl LocalQueue {
         }
     }
 
+    /// Moves half of a full ring (and `t`) into a list for the global
+    /// queue. The batch is copied to a fixed array on the stack first (no
+    /// allocation: this runs on task stacks, on the spawn and wake paths):
+    /// the tasks' links may only be written once the CAS has made them ours.
     #[cold]
     fn push_overflow(&self, t: *mut Task, h: u32, tl: u32) -> Option<TaskList> {
         let n = tl.wrapping_sub(h) / 2;
-        let batch: Vec<*mut Task> = (0..n).map(|i| self.slot(h.wrapping_add(i)).load(Ordering::Relaxed)).collect();
+        debug_assert!(n as usize <= HALF);
+        let mut batch = [ptr::null_mut::<Task>(); HALF];
+        for (i, b) in batch.iter_mut().enumerate().take(n as usize) {
+            *b = self.slot(h.wrapping_add(i as u32)).load(Ordering::Relaxed);
+        }
         if self.head.compare_exchange(h, h.wrapping_add(n), Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return None; // thieves made room; retry the fast path
         }
         let mut list = TaskList::new();
-        for x in batch {
+        for &x in &batch[..n as usize] {
             list.push_back(x);
         }
         list.push_back(t);

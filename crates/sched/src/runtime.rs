@@ -194,7 +194,7 @@ impl Builder {
                 heap: heap.clone(),
                 preempt: PreemptConfig { enabled: preempt_on, quantum: self.quantum },
                 sysmon: Default::default(),
-                workers: (0..workers).map(|i| Worker::new(i, sp)).collect(),
+                workers: (0..workers).map(|i| Worker::new(i, workers, sp)).collect(),
                 global: SpinLock::new(TaskList::new()),
                 global_len: AtomicUsize::new(0),
                 nidle: AtomicUsize::new(0),
@@ -257,7 +257,12 @@ pub struct RuntimeStats {
 /// Dropping the runtime stops its workers once they next reach their
 /// scheduler (a task that never yields keeps its worker). Tasks that have not
 /// finished by then are abandoned: their stacks are leaked (never unwound),
-/// and joining them returns an error.
+/// joining them returns an error, nothing handed out later (a Mutex, a
+/// notification, a sent value) goes to them, and the closures of those that
+/// never started are dropped. Dropping it from inside one of its own
+/// tasks returns at once; a background thread completes the same shutdown
+/// once every worker has stopped (the dropping task's worker stops when
+/// that task next switches away).
 pub struct Runtime {
     shared: Arc<Shared>,
 }
@@ -418,10 +423,24 @@ impl Drop for Runtime {
         let sh = &self.shared;
         sh.begin_shutdown();
         // If dropped from one of our own tasks, we cannot wait for our own
-        // worker to stop.
+        // worker to stop (it runs us). A reaper thread owns a reference to
+        // the shared state and finishes the shutdown once every worker has
+        // stopped, exactly as below: tasks still parked are abandoned (their
+        // joiners get an error) and keep the shared state alive for late
+        // wake-ups from other threads (issue 11 item 6: it used to be freed
+        // under them).
         let t = worker::current_task();
         // SAFETY: a current task is valid while it runs.
         if !t.is_null() && unsafe { (*t).shared } == Arc::as_ptr(sh) {
+            let reaper = Arc::clone(sh);
+            let spawned = std::thread::Builder::new().name("usurp-reaper".into()).spawn(move || {
+                reaper.wait_stopped();
+                reaper.abandon_remaining();
+            });
+            if spawned.is_err() {
+                // No thread: never free the shared state (leak it).
+                std::mem::forget(Arc::clone(sh));
+            }
             return;
         }
         sh.wait_stopped();
@@ -506,8 +525,14 @@ impl Shared {
             self.global_len.store(g.len(), Ordering::Release);
         }
         let first = batch.pop_front()?;
+        let more = batch.len() > 0;
         while let Some(t) = batch.pop_front() {
             w.push_local(t);
+        }
+        if more {
+            // `w` runs one; the rest wait in its ring: an idle worker can
+            // steal them.
+            self.notify();
         }
         // Pinned tasks found here go to their worker.
         if self.claim_for(w, first) {
@@ -547,6 +572,20 @@ impl Shared {
         self.wake_one_idle();
     }
 
+    /// `notify` for callers whose publication of the work was itself a
+    /// SeqCst read-modify-write (the `runnext` swap in `make_runnable`): that
+    /// RMW and the SeqCst loads here, against the idle worker's SeqCst
+    /// `nidle` increment and SeqCst re-check in `has_work`, forbid the
+    /// lost-wakeup interleaving without a separate fence (cheaper on the
+    /// spawn and wake paths).
+    #[inline]
+    pub(crate) fn notify_after_seqcst(&self) {
+        if self.nidle.load(Ordering::SeqCst) == 0 || self.nspinning.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        self.wake_one_idle();
+    }
+
     #[cold]
     pub(crate) fn wake_one_idle(&self) {
         let n = self.workers.len();
@@ -578,7 +617,7 @@ impl Shared {
         {
             return true;
         }
-        if self.workers.iter().any(|v| v.queue.len() > 0) {
+        if self.workers.iter().any(|v| v.queue.len() > 0 || !v.runnext.0.load(Ordering::SeqCst).is_null()) {
             return true;
         }
         self.next_timer.load(Ordering::SeqCst) <= crate::sys::now_ns()
@@ -641,8 +680,35 @@ impl Shared {
         self.start_thread(w).is_ok()
     }
 
-    /// A thread without a worker waits here to be handed one. Returns false
-    /// when the thread should exit (shutdown).
+    /// Pops a spare thread for a task that moves off its worker in
+    /// `blocking` (`worker::blocking_dyn`), starting one if none waits and
+    /// `max_blocking_threads` allows; null if none can be had. The spare
+    /// waits until it is given the task.
+    pub(crate) fn take_spare(&self) -> *const Machine {
+        if let Some(s) = self.spares.lock().pop() {
+            return s;
+        }
+        if self.shutdown.load(Ordering::SeqCst) || self.threads.load(Ordering::Acquire) >= self.max_threads {
+            return std::ptr::null();
+        }
+        if self.start_thread(std::ptr::null()).is_err() {
+            return std::ptr::null();
+        }
+        // The new thread lists itself as a spare once started (another
+        // caller may take it first: then give up and run in place).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.spares.lock().pop() {
+                return s;
+            }
+            std::thread::yield_now();
+        }
+        std::ptr::null()
+    }
+
+    /// A thread without a worker waits here to be handed one (or a task to
+    /// adopt: `take_spare`). Returns false when the thread should exit
+    /// (shutdown).
     pub(crate) fn wait_as_spare(&self, m: &Machine) -> bool {
         m.spare_word.store(0, Ordering::SeqCst);
         m.handoff.store(std::ptr::null_mut(), Ordering::SeqCst);
@@ -653,15 +719,19 @@ impl Shared {
                 m.worker.set(h);
                 return true;
             }
+            if !m.adopt.load(Ordering::Acquire).is_null() {
+                return true; // machine_main runs the adopted task
+            }
             if self.shutdown.load(Ordering::SeqCst) {
                 let mut spares = self.spares.lock();
                 if let Some(i) = spares.iter().position(|&p| std::ptr::eq(p, m)) {
                     spares.swap_remove(i);
                     return false;
                 }
-                // Popped by a handoff that raced with shutdown: take it.
+                // Popped by a handoff (or adoption) that raced with
+                // shutdown: take it.
                 drop(spares);
-                while m.handoff.load(Ordering::Acquire).is_null() {
+                while m.handoff.load(Ordering::Acquire).is_null() && m.adopt.load(Ordering::Acquire).is_null() {
                     std::hint::spin_loop();
                 }
                 continue;

@@ -646,16 +646,19 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 // Detach the worker while `f` runs: a yield inside `f` then
                 // yields the thread, never switches tasks (the worker counts
                 // as stopped). The preemption slot is left as it is: the
-                // task's quantum keeps running (ticks landing in `f` are
-                // refused and set the checkpoint flag, which `blocking` then
-                // honours), so a task calling `blocking` in a loop cannot
-                // hog its worker by restarting its quantum on every call. An
-                // accepted preemption inside `f` finds no worker and returns.
+                // task's quantum keeps running, so a task calling `blocking`
+                // in a loop cannot hog its worker by restarting its quantum
+                // on every call; but the signal is blocked while `f` runs (no
+                // EINTR in its system calls): a tick due meanwhile is handled
+                // after `f`, refused, and sets the checkpoint flag, which
+                // `blocking` then honours.
                 w.running_task.store(0, Ordering::Relaxed);
                 m.worker.set(std::ptr::null());
                 enter_safe(sh, i);
+                let mask = crate::preempt_glue::MaskPreemptSignal::new(sh);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f));
                 exit_safe(sh, i);
+                drop(mask);
                 m.worker.set(w);
                 w.running_task.store(cur as usize, Ordering::Relaxed);
                 // SAFETY: as above.

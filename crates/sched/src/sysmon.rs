@@ -11,8 +11,11 @@
 //! sends a preemption request to a busy worker: its task is preempted at the
 //! next safe point, the park path fires the due timers, and the woken task
 //! runs next on that worker (`runnext`). If the running code is not
-//! preemptible, the request sets its checkpoint flag instead. The monitor
-//! uses no CPU when no timer is pending, and never touches the switch path.
+//! preemptible, the request sets its checkpoint flag instead; while the same
+//! timer stays due, the retries back off (50 µs doubling to 2 ms), so a
+//! worker stuck in non-preemptible code gets at most ~500 requests a second.
+//! The monitor uses no CPU when no timer is pending, and never touches the
+//! switch path.
 
 use crate::runtime::Shared;
 use crate::sys::{futex_wait, futex_wake, now_ns};
@@ -22,8 +25,12 @@ use std::sync::{Arc, Weak};
 /// Longest sleep of the monitor (it re-checks for shutdown this often).
 const MAX_SLEEP_NS: u64 = 10_000_000;
 /// How long to wait for a requested preemption to fire a due timer before
-/// asking again (another worker).
+/// asking again (another worker, round robin).
 const RETRY_NS: u64 = 50_000;
+/// The retry interval doubles while the same timer stays due (the workers
+/// run code that is not preemptible, or a stopped world holds them) up to
+/// this: at most ~500 requests a second, not 20,000.
+const MAX_RETRY_NS: u64 = 2_000_000;
 
 #[derive(Default)]
 pub(crate) struct Sysmon {
@@ -49,6 +56,10 @@ pub(crate) fn timer_added(sh: &Shared, deadline: u64) {
 }
 
 fn run(weak: Weak<Shared>) {
+    // Backoff state (this thread only): the due deadline we are retrying
+    // for, and the current retry interval.
+    let mut due_for = u64::MAX;
+    let mut retry = RETRY_NS;
     loop {
         let Some(sh) = weak.upgrade() else { return };
         if sh.shutdown.load(Ordering::Acquire) {
@@ -64,7 +75,15 @@ fn run(weak: Weak<Shared>) {
             } else {
                 sh.notify();
             }
-            now + RETRY_NS
+            if nt != due_for {
+                // A different timer is due (the previous one fired): no
+                // backoff.
+                due_for = nt;
+                retry = RETRY_NS;
+            } else {
+                retry = (retry * 2).min(MAX_RETRY_NS);
+            }
+            now + retry
         } else {
             nt.min(now + MAX_SLEEP_NS)
         };

@@ -48,8 +48,11 @@ pub(crate) const NO_PIN: usize = usize::MAX;
 /// What a task runs: a type-erased packet (closure, result slot and join
 /// state in one allocation; see `join.rs`).
 pub(crate) trait Body: Send + Sync {
-    /// Runs the closure, catching any panic, and completes the join state.
+    /// Runs the closure, catching any panic, and stores its result.
     fn run(&self);
+    /// Completes the join state (after `run` and the task-local
+    /// destructors: a joiner then sees the task entirely finished).
+    fn finish(&self);
     /// Completes the join state without a result (runtime shut down).
     fn abandon(&self);
     /// `[lo, hi)` of the closure while the task has not taken it yet

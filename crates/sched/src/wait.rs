@@ -98,6 +98,23 @@ impl<P> WaitNode<P> {
         w
     }
 
+    /// Waker side, under the queue's lock, on a queued node not yet
+    /// notified: whether its waiter is a task abandoned by its runtime's
+    /// shutdown (it will never run again: nothing may be handed to it).
+    ///
+    /// # Safety
+    /// `node` is queued (valid, its waker untouched by the waiter).
+    pub(crate) unsafe fn is_abandoned(node: *mut WaitNode<P>) -> bool {
+        // SAFETY: per the contract; a task waker's task is valid (abandoned
+        // tasks are leaked, never freed).
+        unsafe {
+            match &*(*node).waker.get() {
+                Some(Waker::Task(t)) => (**t).state.load(Ordering::Acquire) == crate::tcb::state::ABANDONED,
+                _ => false,
+            }
+        }
+    }
+
     /// Waiter side, after enqueuing the node and releasing the lock.
     pub(crate) fn wait(&self) {
         // The waker may `take` the node's waker concurrently: decide how to
@@ -140,6 +157,24 @@ impl<P> WaitQueue<P> {
             }
         }
         self.tail = node;
+    }
+
+    /// Pops the oldest node whose waiter is not an abandoned task; the
+    /// abandoned ones before it are dequeued and dropped without a wake
+    /// (issue 11 item 7: a lock or notification handed to a dead task is
+    /// lost for everyone).
+    pub(crate) fn pop_live(&mut self) -> Option<*mut WaitNode<P>> {
+        loop {
+            let n = self.pop()?;
+            // SAFETY: just dequeued by us (under the owner's lock), not yet
+            // notified; an abandoned waiter never looks at it again.
+            unsafe {
+                if !WaitNode::is_abandoned(n) {
+                    return Some(n);
+                }
+                let _ = WaitNode::take_waker(n);
+            }
+        }
     }
 
     pub(crate) fn pop(&mut self) -> Option<*mut WaitNode<P>> {

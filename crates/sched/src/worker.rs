@@ -21,7 +21,7 @@
 //! on a futex when there is nothing at all.
 
 use crate::arch;
-use crate::queue::{LocalQueue, TaskList};
+use crate::queue::{CachePadded, LocalQueue, TaskList};
 use crate::runtime::Shared;
 use crate::sys::{futex_wait, futex_wake, now_ns};
 use crate::tcb::{park, state, Task, NO_PIN};
@@ -36,6 +36,9 @@ const A_PARK: usize = 2;
 const A_EXIT: usize = 3;
 const A_REQUEUE: usize = 4;
 const A_PREEMPT: usize = 5;
+/// The outgoing task calls `blocking` and moves to the spare thread in
+/// `Worker::adopt_to` (see `blocking_dyn`).
+const A_ADOPT: usize = 6;
 const A_MASK: usize = 7;
 
 /// Every this many schedules a worker goes through its full scheduler loop
@@ -43,6 +46,10 @@ const A_MASK: usize = 7;
 const FAIR_TICKS: u32 = 61;
 /// How often in a row `runnext` may win over the ring.
 const RUNNEXT_STREAK: u32 = 32;
+/// How long an idle worker leaves a task in the `runnext` slot of a worker
+/// that is running a task before stealing it (Go waits 3 µs: a switch takes
+/// well under a microsecond, so the owner would have taken it by then).
+const RUNNEXT_GRACE_NS: u64 = 5_000;
 /// Rounds of searching before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Tasks kept in a worker's free cache.
@@ -61,6 +68,17 @@ pub(crate) struct Machine {
     pub(crate) spare_word: AtomicU32,
     /// Worker handed to this spare thread.
     pub(crate) handoff: AtomicPtr<Worker>,
+    /// A task handed to this spare thread to run its `blocking` closure (the
+    /// task's worker keeps tasks pinned to its thread). Written (release) by
+    /// the thread that popped this spare, in `finish_switch(A_ADOPT)`;
+    /// taken by this thread.
+    pub(crate) adopt: AtomicPtr<Task>,
+    /// With `adopt`: where to resume the task (its saved SP from the switch
+    /// away), and the SP of its register-spill frame (what it records as
+    /// its saved SP while the closure runs). Written before `adopt` is
+    /// published (`adopt_sp` by the adopted task while it owns this spare).
+    pub(crate) adopt_resume: AtomicUsize,
+    pub(crate) adopt_sp: AtomicUsize,
 }
 
 // SAFETY: the Cells are touched only by the owning thread; other threads use
@@ -126,7 +144,13 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) shared: *const Shared,
     pub(crate) queue: LocalQueue,
-    pub(crate) runnext: Cell<*mut Task>,
+    /// The task to run next (LIFO slot for tasks spawned or woken by the
+    /// running task). Written by the owner (swap in `make_runnable`, swap to
+    /// null in `next_local`); an idle worker may take it with a CAS from
+    /// non-null to null after a grace period (`steal_runnext`). Whoever
+    /// swaps/CASes a task out of the slot owns it. On its own cache line:
+    /// idle workers read it while the owner switches.
+    pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
     /// The outgoing task of the switch in progress (see `switch_to`).
     prev: Cell<*mut Task>,
     tick: Cell<u32>,
@@ -137,8 +161,21 @@ pub(crate) struct Worker {
     pub(crate) inbox: crate::spin::SpinLock<TaskList>,
     pub(crate) inbox_len: AtomicUsize,
     /// Tasks pinned here (queued or running) that have not switched
-    /// cooperatively since; while nonzero, `blocking` does not hand off.
+    /// cooperatively since; while nonzero, `blocking` does not hand off the
+    /// worker (it moves the calling task to a spare thread instead).
     pinned: Cell<usize>,
+    /// The spare thread the outgoing task moves to (`A_ADOPT`); set by the
+    /// running task right before its switch, taken by `finish_switch` on
+    /// the same thread.
+    adopt_to: Cell<*const Machine>,
+    /// Per other worker, for runnext stealing: (its `switch_count` when
+    /// this worker last looked, when it first saw that value). Touched only
+    /// by the thread driving this worker (in `steal_runnext`).
+    watch: Box<[Cell<(u64, u64)>]>,
+    /// The runtime has this one worker: nobody steals from `runnext` and
+    /// there is no idle worker to wake, so its owner uses plain loads and
+    /// stores on it (no locked read-modify-write on the wake path).
+    solo: bool,
     pub(crate) idle: AtomicBool,
     pub(crate) sleep_word: AtomicU32,
     /// Incremented on every task switch on this worker (preemption hook).
@@ -158,12 +195,12 @@ unsafe impl Sync for Worker {}
 unsafe impl Send for Worker {}
 
 impl Worker {
-    pub(crate) fn new(index: usize, shared: *const Shared) -> Worker {
+    pub(crate) fn new(index: usize, nworkers: usize, shared: *const Shared) -> Worker {
         Worker {
             index,
             shared,
             queue: LocalQueue::new(),
-            runnext: Cell::new(ptr::null_mut()),
+            runnext: CachePadded(AtomicPtr::new(ptr::null_mut())),
             prev: Cell::new(ptr::null_mut()),
             tick: Cell::new(0),
             streak: Cell::new(0),
@@ -172,6 +209,9 @@ impl Worker {
             inbox: crate::spin::SpinLock::new(TaskList::new()),
             inbox_len: AtomicUsize::new(0),
             pinned: Cell::new(0),
+            adopt_to: Cell::new(ptr::null()),
+            watch: (0..nworkers).map(|_| Cell::new((u64::MAX, 0))).collect(),
+            solo: nworkers == 1,
             idle: AtomicBool::new(false),
             sleep_word: AtomicU32::new(0),
             switch_count: AtomicU64::new(0),
@@ -231,33 +271,58 @@ impl Worker {
     #[inline]
     fn next_local(&self) -> *mut Task {
         loop {
-            let rn = self.runnext.get();
-            let t = if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
-                self.streak.set(self.streak.get() + 1);
-                self.runnext.set(ptr::null_mut());
-                rn
-            } else {
-                self.streak.set(0);
-                match self.queue.pop() {
-                    Some(t) => t,
-                    None if !rn.is_null() => {
-                        self.runnext.set(ptr::null_mut());
-                        rn
-                    }
-                    None => return ptr::null_mut(),
+            let rn = self.runnext.0.load(Ordering::Relaxed);
+            // Taking runnext: a thief may have taken it since the load
+            // (`take_runnext` then returns null and the ring is next).
+            let mut t = ptr::null_mut();
+            if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
+                t = self.take_runnext();
+                if !t.is_null() {
+                    self.streak.set(self.streak.get() + 1);
                 }
-            };
+            }
+            if t.is_null() {
+                self.streak.set(0);
+                t = match self.queue.pop() {
+                    Some(t) => t,
+                    None => {
+                        let t = self.take_runnext();
+                        if t.is_null() {
+                            return t;
+                        }
+                        t
+                    }
+                };
+            }
             if self.claim(t) {
                 return t;
             }
         }
     }
 
-    /// Pushes `t` on the ring; overflow goes to the global queue.
+    /// Owner only: empties the runnext slot; returns its task (or null).
+    #[inline]
+    fn take_runnext(&self) -> *mut Task {
+        let t = self.runnext.0.load(Ordering::Relaxed);
+        if t.is_null() {
+            return t;
+        }
+        if self.solo {
+            self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
+            return t;
+        }
+        // The swap decides between the owner and a thief (`steal_runnext`).
+        self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Pushes `t` on the ring; overflow goes to the global queue (and wakes
+    /// an idle worker for it).
     #[inline]
     pub(crate) fn push_local(&self, t: *mut Task) {
         if let Some(list) = self.queue.push(t) {
-            self.shared().push_global_list(list);
+            let sh = self.shared();
+            sh.push_global_list(list);
+            sh.notify();
         }
     }
 
@@ -315,6 +380,9 @@ impl Worker {
         ptr::null_mut()
     }
 
+    /// Steals half of another worker's ring; when every ring is empty, a
+    /// task waiting in another worker's `runnext` slot (see
+    /// [`Worker::steal_runnext`]).
     fn steal(&self) -> *mut Task {
         let sh = self.shared();
         let n = sh.workers.len();
@@ -334,7 +402,58 @@ impl Worker {
                 return self.next_local();
             }
         }
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            let t = self.steal_runnext(&sh.workers[v]);
+            if !t.is_null() {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
         ptr::null_mut()
+    }
+
+    /// Takes the task in `victim`'s `runnext` slot (as Go's runqsteal with
+    /// stealRunNextG). The slot holds a task that the victim's running task
+    /// just spawned or woke; the victim usually runs it within a switch
+    /// (the running task parks or joins right after), so the thief takes
+    /// the slot only once it has seen the victim make no switch for
+    /// `RUNNEXT_GRACE_NS` (across its search rounds). If the victim's task
+    /// keeps running without a switch (ordinary code, a loop), the woken
+    /// task would otherwise wait for its whole quantum, or forever.
+    fn steal_runnext(&self, victim: &Worker) -> *mut Task {
+        // Look at the slot only once the victim has made no switch for the
+        // grace period (its running task keeps the CPU): a victim that is
+        // switching gets to its runnext soon (a task re-woken into the slot,
+        // as in a ping-pong, must not be carried off to another worker),
+        // and not touching its slot's line then keeps the owner's swaps on
+        // it cheap. `switch_count` is written with plain stores.
+        let switches = victim.switch_count.load(Ordering::Relaxed);
+        let watch = &self.watch[victim.index];
+        let (seen, since) = watch.get();
+        let now = now_ns();
+        if seen != switches {
+            watch.set((switches, now));
+            return ptr::null_mut();
+        }
+        if now.saturating_sub(since) < RUNNEXT_GRACE_NS {
+            return ptr::null_mut();
+        }
+        let t = victim.runnext.0.load(Ordering::Acquire);
+        if t.is_null() {
+            return t;
+        }
+        // Whoever empties the slot owns the task; the pointer is only
+        // dereferenced after winning.
+        match victim.runnext.0.compare_exchange(t, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed) {
+            Ok(t) => t,
+            Err(_) => ptr::null_mut(),
+        }
     }
 
     /// Sleeps on the futex until woken, a timer is due, or shutdown.
@@ -512,6 +631,19 @@ pub(crate) fn finish_switch(arg: usize) {
                 }
             }
             A_EXIT => recycle(w, prev),
+            A_ADOPT => {
+                // `prev` is saved: record the spill frame as its SP (the
+                // frames above it stay frozen while the closure runs on the
+                // spare thread; a collection scans them from there), count
+                // it as blocking, then give it to the spare.
+                let s = &*w.adopt_to.replace(ptr::null());
+                s.adopt_resume.store(*(*prev).sp.get(), Ordering::Relaxed);
+                *(*prev).sp.get() = s.adopt_sp.load(Ordering::Relaxed);
+                (*prev).state.store(state::BLOCKING, Ordering::SeqCst);
+                s.adopt.store(prev, Ordering::Release);
+                s.spare_word.store(1, Ordering::SeqCst);
+                futex_wake(&s.spare_word, 1);
+            }
             _ => {}
         }
     }
@@ -556,8 +688,23 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                 let w = &*w;
                 let mut t = t;
                 if lifo && !(*m).current.get().is_null() {
-                    let old = w.runnext.replace(t);
+                    if w.solo {
+                        let old = w.runnext.0.load(Ordering::Relaxed);
+                        w.runnext.0.store(t, Ordering::Relaxed);
+                        if old.is_null() {
+                            return;
+                        }
+                        w.push_local(old);
+                        return;
+                    }
+                    // SeqCst swap: orders the publication before the idle
+                    // check in `notify_after_seqcst` (see there).
+                    let old = w.runnext.0.swap(t, Ordering::SeqCst);
                     if old.is_null() {
+                        // Work appeared while a worker may idle: wake one
+                        // (Go's wakep), which can steal from runnext if this
+                        // worker does not get to it.
+                        w.shared().notify_after_seqcst();
                         return;
                     }
                     t = old;
@@ -580,6 +727,9 @@ pub(crate) fn unpark(t: *mut Task) {
     let task = unsafe { &*t };
     if task.park.swap(park::NOTIFIED, Ordering::AcqRel) == park::PARKED {
         task.park.store(park::EMPTY, Ordering::Relaxed);
+        if task.state.load(Ordering::Acquire) == state::ABANDONED {
+            return; // its runtime is gone: it stays abandoned, never queued
+        }
         make_runnable(t, true);
     }
 }
@@ -639,9 +789,11 @@ fn stopper_yielded() -> ! {
 }
 
 /// Puts the current (async-preempted) task back on its worker's local run
-/// queue, pinned to this worker, and runs something else. See the preemption
-/// hooks in the crate docs.
-pub(crate) fn preempt_current() {
+/// queue, pinned to this worker if `pin` (its interrupted code may hold a
+/// thread-local address: `preempt_glue::must_pin`; otherwise it may be
+/// stolen and resume on any thread), and runs something else. See the
+/// preemption hooks in the crate docs.
+pub(crate) fn preempt_current(pin: bool) {
     let Some((m, w, cur)) = current_with_worker() else { return };
     if crate::stw::task_is_stopper(w.shared(), cur) {
         // Cannot happen (the stopper runs in a no-preemption section); if it
@@ -650,7 +802,7 @@ pub(crate) fn preempt_current() {
     }
     // SAFETY: `cur` is the running task.
     let task = unsafe { &*cur };
-    if task.pinned_worker.get() == NO_PIN {
+    if pin && task.pinned_worker.get() == NO_PIN {
         task.pinned_worker.set(w.index);
         w.pinned.set(w.pinned.get() + 1);
     }
@@ -682,13 +834,18 @@ fn run_body(t: *mut Task) {
         if let Some(body) = (*(*t).body.get()).as_ref() {
             body.run();
         }
+        // Task-local destructors run before the joiner is woken (issue 11
+        // item 8): a join that returned sees the task entirely finished.
+        crate::local::drop_locals(t);
+        if let Some(body) = (*(*t).body.get()).as_ref() {
+            body.finish();
+        }
         // Out of the task first, then dropped: dropping the packet may run
         // user code (the result's destructor) that reaches a switch point,
         // and a GC scan must then not find a half-dropped body in the task.
         let body = (*(*t).body.get()).take();
         drop(body);
     }
-    crate::local::drop_locals(t);
 }
 
 fn exit_current() -> ! {
@@ -716,7 +873,15 @@ fn exit_current() -> ! {
 
 /// Runs `f` with this task's worker handed to another thread (see
 /// `crate::blocking`).
-pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
+///
+/// Non-generic and never inlined (issue 11 item 3): `crate::blocking` is
+/// generic, so it is instantiated in the user's crate and can be inlined
+/// into a `preemptible!` function; everything that touches the worker (the
+/// pinned counter's read-modify-write, switches) must stay here, in the
+/// runtime's own non-preemptible code. The generic shim only moves the
+/// closure and its result through its own locals.
+#[inline(never)]
+pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     let Some((m, w, cur)) = current_with_worker() else { return f() };
     let sh = w.shared();
     if crate::stw::task_is_stopper(sh, cur) {
@@ -726,18 +891,21 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         return f();
     }
     w.clear_pin(cur);
-    let mut f = Some(f);
-    let mut out: Option<R> = None;
-    if w.pinned.get() > 0 || sh.shutdown.load(Ordering::Relaxed) {
-        // Tasks pinned here must resume on this thread: no handoff. The
-        // thread runs `f` in place and counts as stopped meanwhile.
-        crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
+    let shutdown = sh.shutdown.load(Ordering::Relaxed);
+    // Tasks pinned here must resume on this thread, so the worker cannot be
+    // handed off. Move this task to a spare thread instead (issue 11 item
+    // 1: running `f` in place would deadlock if it waits for a pinned task).
+    let adopt: *const Machine = if w.pinned.get() > 0 && !shutdown { sh.take_spare() } else { ptr::null() };
+    if (w.pinned.get() > 0 && adopt.is_null()) || shutdown {
+        // No spare thread to be had: run `f` in place. The thread counts as
+        // stopped meanwhile.
+        crate::stw::safe_region(sh, f);
         // Ran in place on this worker: if the quantum ran out meanwhile (a
         // refused tick set the checkpoint flag), let the others run now.
         usurp_preempt::checkpoint();
-        return out.expect("blocking closure ran");
+        return;
     }
-    let mut res: Option<std::thread::Result<R>> = None;
+    let mut res: Option<std::thread::Result<()>> = None;
     let mut handed = false;
     // Run everything below a frame holding all callee-saved registers, and
     // record that frame's SP as the task's saved SP: while `f` runs, the
@@ -746,46 +914,57 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
     // included. The closure must not panic (it runs under an assembly
     // frame): `f`'s panics are caught and resumed afterwards.
     arch::with_registers_spilled(&mut |sp| {
-        // SAFETY: `cur` is the running task, owned by this thread.
-        unsafe {
-            *(*cur).sp.get() = sp;
-            (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
-        }
-        // The task leaves its worker: this thread gets no preemption
-        // signals while it blocks; the thread taking `w` over installs its
-        // own slot.
-        let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
-        w.running_task.store(0, Ordering::Relaxed);
-        m.worker.set(ptr::null());
-        if !sh.handoff(w) {
-            // No spare thread: undo, and run in place below (the task's
-            // quantum keeps running: see `stw::safe_region`).
-            m.worker.set(w);
-            // SAFETY: as above.
-            unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
-            w.running_task.store(cur as usize, Ordering::Relaxed);
-            w.slot.store(slot, Ordering::Release);
-            return;
-        }
-        // SAFETY: slots are `'static`.
-        if let Some(s) = unsafe { slot.as_ref() } {
-            // SAFETY: `cur` is ours.
-            unsafe { (*cur).preempt_state.set(s.switch_out()) };
-            let _ = s.set_idle(true);
+        if !adopt.is_null() {
+            // SAFETY: we popped `adopt` from the spare list: it waits for
+            // exactly this (see `Shared::take_spare`).
+            unsafe { (*adopt).adopt_sp.store(sp, Ordering::Relaxed) };
+            w.adopt_to.set(adopt);
+            let next = w.next_fast();
+            // SAFETY: per `switch_to`'s contract. `finish_switch(A_ADOPT)`
+            // on this thread hands this task to the spare, on which it
+            // resumes here, with no worker.
+            unsafe { switch_to(m, w, cur, next, A_ADOPT) };
+        } else {
+            // SAFETY: `cur` is the running task, owned by this thread.
+            unsafe {
+                *(*cur).sp.get() = sp;
+                (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
+            }
+            // The task leaves its worker: this thread gets no preemption
+            // signals while it blocks; the thread taking `w` over installs
+            // its own slot.
+            let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
+            w.running_task.store(0, Ordering::Relaxed);
+            m.worker.set(ptr::null());
+            if !sh.handoff(w) {
+                // No spare thread: undo, and run in place below.
+                m.worker.set(w);
+                // SAFETY: as above.
+                unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
+                w.running_task.store(cur as usize, Ordering::Relaxed);
+                w.slot.store(slot, Ordering::Release);
+                return;
+            }
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { slot.as_ref() } {
+                // SAFETY: `cur` is ours.
+                unsafe { (*cur).preempt_state.set(s.switch_out()) };
+                let _ = s.set_idle(true);
+            }
         }
         handed = true;
-        let f = f.take().expect("blocking closure runs once");
         // The task counts as stopped: no allocation in `f` (the GC's slow
         // path reports why); the thread's mutator is back right after `f`.
         let no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
-        res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
         drop(no_alloc);
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).
         let m = machine();
-        // SAFETY: still on the same thread (we never switched); its machine.
+        // SAFETY: still on the same thread since the closure started (an
+        // adopted task runs it entirely on the spare); its machine.
         unsafe {
             (*m).current.set(ptr::null_mut());
             let r = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
@@ -793,16 +972,26 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         }
     });
     if !handed {
-        crate::stw::safe_region(sh, &mut || out = Some((f.take().expect("blocking closure runs once"))()));
-        // Ran in place on this worker: if the quantum ran out meanwhile (a
-        // refused tick set the checkpoint flag), let the others run now.
+        crate::stw::safe_region(sh, f);
         usurp_preempt::checkpoint();
-        return out.expect("blocking closure ran");
+        return;
     }
-    match res.expect("blocking closure ran") {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
+    if let Err(p) = res.expect("blocking closure ran") {
+        std::panic::resume_unwind(p);
     }
+}
+
+/// A spare thread runs task `t`, handed to it by `finish_switch(A_ADOPT)`,
+/// until it leaves its `blocking` closure (it then switches back here with
+/// `A_REQUEUE`, which queues it globally).
+fn run_adopted(m: &Machine, t: *mut Task) {
+    m.current.set(t);
+    let resume = m.adopt_resume.load(Ordering::Relaxed);
+    // SAFETY: `t` was saved at `resume` on its old thread and handed to us
+    // alone (acquire on `adopt`); this thread has no worker, so nothing else
+    // runs here meanwhile.
+    let r = unsafe { arch::switch(m.sched_sp.get(), resume, 0) };
+    finish_switch(r);
 }
 
 /// The body of every runtime thread: drive a worker's scheduler loop; when
@@ -818,12 +1007,20 @@ pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
         shared,
         spare_word: AtomicU32::new(0),
         handoff: AtomicPtr::new(ptr::null_mut()),
+        adopt: AtomicPtr::new(ptr::null_mut()),
+        adopt_resume: AtomicUsize::new(0),
+        adopt_sp: AtomicUsize::new(0),
     });
     let mp = &*m as *const Machine as *mut Machine;
     MACHINE.with(|c| c.set(mp));
     loop {
         if !m.worker.get().is_null() {
             schedule_loop(&m);
+        }
+        let t = m.adopt.swap(ptr::null_mut(), Ordering::Acquire);
+        if !t.is_null() {
+            run_adopted(&m, t);
+            continue;
         }
         if !m.shared.wait_as_spare(&m) {
             break;

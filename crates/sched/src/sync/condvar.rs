@@ -59,7 +59,7 @@ impl Condvar {
         let w = {
             let mut q = self.waiters.lock();
             // SAFETY: dequeued by us, not yet notified.
-            q.pop().map(|n| unsafe { WaitNode::take_waker(n) })
+            q.pop_live().map(|n| unsafe { WaitNode::take_waker(n) })
         };
         if let Some(w) = w {
             w.wake();
@@ -71,7 +71,7 @@ impl Condvar {
         let mut wakers = Vec::new();
         {
             let mut q = self.waiters.lock();
-            while let Some(n) = q.pop() {
+            while let Some(n) = q.pop_live() {
                 // SAFETY: dequeued by us, not yet notified.
                 wakers.push(unsafe { WaitNode::take_waker(n) });
             }

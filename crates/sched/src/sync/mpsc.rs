@@ -202,6 +202,16 @@ impl<T> Chan<T> {
             return Err(TrySendError::Disconnected(v));
         }
         if let Some(n) = st.recv_q.pop() {
+            // SAFETY: a dequeued receiver node, not yet notified.
+            if unsafe { WaitNode::is_abandoned(n) } {
+                // The receiver is blocked in a task its runtime abandoned:
+                // it can never receive again (a Receiver is used by one
+                // task at a time), so the channel is disconnected.
+                // SAFETY: as above; the dead waiter never looks at it.
+                let _ = unsafe { WaitNode::take_waker(n) };
+                st.receiver_alive = false;
+                return Err(TrySendError::Disconnected(v));
+            }
             // SAFETY: a dequeued receiver node; we fill its slot then wake it.
             let w = unsafe {
                 *(*n).payload.get() = Some(v);
@@ -235,7 +245,7 @@ impl<T> Chan<T> {
         let mut st = self.state.lock();
         if let Some(v) = st.buf.pop_front() {
             // Room freed: move one blocked sender's value in.
-            let w = st.send_q.pop().map(|n| {
+            let w = st.send_q.pop_live().map(|n| {
                 // SAFETY: a dequeued sender node with its value still in it.
                 unsafe {
                     let sv = (*(*n).payload.get()).take().expect("sender value");
@@ -249,7 +259,7 @@ impl<T> Chan<T> {
             }
             return Ok(v);
         }
-        if let Some(n) = st.send_q.pop() {
+        if let Some(n) = st.send_q.pop_live() {
             // Rendezvous: take the value straight from the sender.
             // SAFETY: as above.
             let (v, w) = unsafe { ((*(*n).payload.get()).take().expect("sender value"), WaitNode::take_waker(n)) };

@@ -112,7 +112,7 @@ impl<T: ?Sized> Mutex<T> {
     fn unlock_slow(&self) {
         let waker = {
             let mut q = self.waiters.lock();
-            match q.pop() {
+            match q.pop_live() {
                 Some(n) => {
                     if q.is_empty() {
                         self.state.store(LOCKED, Ordering::Release);

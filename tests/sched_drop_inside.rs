@@ -1,0 +1,54 @@
+//! Issue 11 item 6: dropping a `Runtime` from inside one of its own tasks.
+//! `Drop` cannot wait for the task's own worker to stop there; it used to
+//! return at once, the workers exited, the shared state was freed under
+//! tasks still parked (a later unlock from a plain thread wrote into freed
+//! memory) and their joiners hung although `join` promises an error. Now
+//! the shared state is kept alive and a reaper thread finishes the shutdown
+//! (waits for the workers, then abandons what is left) as `Drop` does
+//! outside the runtime: joiners of unfinished tasks get an error, and late
+//! wake-ups find valid memory.
+
+mod sched_util;
+
+use sched_util::within;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+use usurp::{Mutex, Runtime};
+
+#[test]
+fn runtime_dropped_from_its_own_task_abandons_cleanly() {
+    within(30, "drop from inside", || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        // A task parked on a mutex that a plain thread (this one) holds.
+        let m = Arc::new(Mutex::new(0u32));
+        let guard = m.lock();
+        let m2 = m.clone();
+        let parked = rt.spawn(move || {
+            *m2.lock() += 1;
+        });
+        // Let it run and park (nothing below depends on the timing: if it
+        // has not parked yet, it is abandoned before it runs).
+        std::thread::sleep(Duration::from_millis(50));
+        let slot = Arc::new(StdMutex::new(None::<Runtime>));
+        let s2 = slot.clone();
+        let dropper = rt.spawn(move || {
+            let rt = loop {
+                if let Some(rt) = s2.lock().unwrap().take() {
+                    break rt;
+                }
+                usurp::yield_now();
+            };
+            drop(rt); // from inside one of its own tasks
+            1u32
+        });
+        *slot.lock().unwrap() = Some(rt);
+        // The dropper finishes normally (or is abandoned if its worker
+        // stopped first): either way `join` returns.
+        let _ = dropper.join();
+        // The parked task never finishes: its joiner gets an error.
+        assert!(parked.join().is_err(), "the joiner of a task left parked at shutdown got Ok");
+        // A late unlock from a plain thread must find valid memory (before:
+        // it queued the woken task on the freed runtime's global queue).
+        drop(guard);
+    });
+}

@@ -1,0 +1,49 @@
+//! Issue 11 item 8: `JoinHandle::join` returns only after the task's
+//! task-local destructors have run (as std's join does for thread-locals).
+//! Before, the join state was completed first and the destructors ran
+//! afterwards, racing with the joiner.
+
+mod sched_util;
+
+use sched_util::within;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use usurp::Runtime;
+
+/// Sets its flag when dropped, after a pause that keeps the window between
+/// "result published" and "destructors done" wide open.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(100));
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+usurp::task_local! {
+    static GUARD: std::cell::RefCell<Option<SetOnDrop>> = std::cell::RefCell::new(None);
+}
+
+#[test]
+fn join_returns_after_task_local_destructors() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let (from_task, from_thread) = within(30, "join after locals", move || {
+        // Joined from another task.
+        let from_task = rt.block_on(|| {
+            let dropped = Arc::new(AtomicBool::new(false));
+            let d2 = dropped.clone();
+            let h = usurp::spawn(move || GUARD.with(|g| *g.borrow_mut() = Some(SetOnDrop(d2))));
+            h.join().unwrap();
+            dropped.load(Ordering::SeqCst)
+        });
+        // Joined from a plain thread.
+        let dropped = Arc::new(AtomicBool::new(false));
+        let d2 = dropped.clone();
+        rt.spawn(move || GUARD.with(|g| *g.borrow_mut() = Some(SetOnDrop(d2)))).join().unwrap();
+        (from_task, dropped.load(Ordering::SeqCst))
+    });
+    assert!(from_task, "join (from a task) returned before the task-local destructor had run");
+    assert!(from_thread, "join (from a thread) returned before the task-local destructor had run");
+}
