@@ -22,6 +22,14 @@ pub struct HeapConfig {
     pub trace: bool,
     /// Run the heap verifier after marking (`USURP_DEBUG=gcverify=1`).
     pub verify: bool,
+    /// Debug mode for stale handles (`USURP_DEBUG=checkrefs=1`): the sweep
+    /// quarantines dead objects instead of freeing them — header replaced by
+    /// a "freed" descriptor, payload poisoned, memory not reused until a
+    /// bounded FIFO (a quarter of `max_heap`) evicts them — so that a safe
+    /// access through a stale `GcRef` / `Gc<T>` panics naming the object and
+    /// its descriptor instead of reading reused memory. Costs memory and
+    /// sweep time; off by default.
+    pub check_refs: bool,
     /// A problem found while reading `USURP_GOGC` / `USURP_DEBUG` in
     /// `default()`; [`validate`](HeapConfig::validate) reports it.
     pub env_error: Option<String>,
@@ -92,6 +100,7 @@ impl HeapConfig {
             mark_workers: None,
             trace: dbg.gctrace,
             verify: dbg.gcverify,
+            check_refs: dbg.checkrefs,
             env_error: env_error.or_else(|| dbg.error.clone()),
         }
     }
@@ -137,6 +146,7 @@ impl HeapConfig {
 pub struct DebugOptions {
     pub gctrace: bool,
     pub gcverify: bool,
+    pub checkrefs: bool,
     error: Option<String>,
 }
 
@@ -153,6 +163,7 @@ pub fn parse_debug(s: &str) -> DebugOptions {
         let slot = match k.trim() {
             "gctrace" => &mut d.gctrace,
             "gcverify" => &mut d.gcverify,
+            "checkrefs" => &mut d.checkrefs,
             _ => continue,
         };
         match flag {
@@ -176,7 +187,9 @@ mod tests {
     #[test]
     fn parse_debug_keys() {
         let d = parse_debug("asyncpreemptoff=1, gctrace=1,gcverify");
-        assert!(d.gctrace && d.gcverify && d.error.is_none());
+        assert!(d.gctrace && d.gcverify && !d.checkrefs && d.error.is_none());
+        assert!(parse_debug("checkrefs=1").checkrefs);
+        assert!(parse_debug("checkrefs=maybe").error.is_some());
         let d = parse_debug("gctrace=yes");
         assert!(d.error.is_some());
         assert!(!parse_debug("").gctrace);
@@ -187,7 +200,8 @@ mod tests {
         let d = parse_debug("gctrace=1,gcverify=1");
         let c = HeapConfig::from_env_values(Some("off"), &d);
         assert_eq!(c.gogc, None);
-        assert!(c.trace && c.verify && c.validate().is_ok());
+        assert!(c.trace && c.verify && !c.check_refs && c.validate().is_ok());
+        assert!(HeapConfig::from_env_values(None, &parse_debug("checkrefs=1")).check_refs);
         let c = HeapConfig::from_env_values(Some("250"), &parse_debug(""));
         assert_eq!(c.gogc, Some(250));
         assert!(!c.trace && !c.verify);

@@ -7,6 +7,7 @@ use crate::mark::{find_exact, MarkCounters, Marker, WorkPool};
 use crate::mutator::{set_current_mutator, Mutator};
 use crate::object::GcRef;
 use crate::preempt_glue::no_preempt;
+use crate::refcheck::{is_quarantined, Quarantine};
 use crate::roots::{Root, RootScanner, ScannerId, SlotTable, WeakRef};
 use crate::sizeclass::{slots_of, split_span_class, CLASS_SIZES, NUM_SPAN_CLASSES};
 use crate::space::Space;
@@ -88,6 +89,9 @@ pub(crate) struct HeapInner {
     pending: Mutex<VecDeque<(usize, Finalizer)>>,
     stats: Mutex<StatsAcc>,
     start: Instant,
+    /// checkrefs: objects freed but not yet reusable. Touched by the sweep
+    /// only (in the pause, under `collect_lock`).
+    quarantine: Mutex<Quarantine>,
 }
 
 /// A garbage-collected heap. Cloning gives another handle to the same heap.
@@ -166,6 +170,7 @@ impl Heap {
                 pending: Mutex::new(VecDeque::new()),
                 stats: Mutex::new(StatsAcc::default()),
                 start: Instant::now(),
+                quarantine: Mutex::new(Quarantine::default()),
                 config,
             }),
         })
@@ -217,7 +222,10 @@ impl Heap {
     /// the conservative scan would find it. Meaningful only while no
     /// collection runs concurrently.
     pub fn find_object(&self, addr: usize) -> Option<GcRef> {
-        crate::mark::find_containing(&self.inner.space, addr).and_then(|l| GcRef::from_heap_addr(l.addr))
+        crate::mark::find_containing(&self.inner.space, addr)
+            // SAFETY: find_containing found a published object.
+            .filter(|l| !unsafe { is_quarantined(l.addr) })
+            .and_then(|l| GcRef::from_heap_addr(l.addr))
     }
 
     /// The object starting exactly at `addr`, if `addr` is the start of an
@@ -225,7 +233,10 @@ impl Heap {
     /// VM kept as an integer back into a handle). Meaningful only while no
     /// collection runs concurrently.
     pub fn object_at(&self, addr: usize) -> Option<GcRef> {
-        find_exact(&self.inner.space, addr).and_then(|l| GcRef::from_heap_addr(l.addr))
+        find_exact(&self.inner.space, addr)
+            // SAFETY: find_exact found a published object.
+            .filter(|l| !unsafe { is_quarantined(l.addr) })
+            .and_then(|l| GcRef::from_heap_addr(l.addr))
     }
 
     /// Root `obj` precisely until the returned handle is dropped.
@@ -295,7 +306,7 @@ impl Heap {
     /// closure captures a pointer into `obj`.
     pub fn set_finalizer(&self, obj: GcRef, f: impl FnOnce(GcRef) + Send + 'static) {
         assert!(
-            find_exact(&self.inner.space, obj.addr()).is_some(),
+            self.object_at(obj.addr()).is_some(),
             "set_finalizer: {obj:?} is not an object of this heap"
         );
         let f: Finalizer = Box::new(FinalizerBox(f));
@@ -539,7 +550,7 @@ impl HeapInner {
         let verify_failures = if self.config.verify { crate::verify::verify(space) } else { 0 };
         let t_verified = Instant::now();
 
-        let live = self.sweep(world, workers, cycle);
+        let live = self.sweep(world, workers, cycle, reason == "limit");
         let t_swept = Instant::now();
 
         let goal = match self.config.gogc {
@@ -591,7 +602,18 @@ impl HeapInner {
     /// become `alloc & mark`, mark bits are cleared, empty blocks go back to
     /// the pool, blocks with free slots onto their class's partial list.
     /// Returns live bytes.
-    fn sweep(&self, world: &dyn World, workers: usize, cycle: u64) -> usize {
+    ///
+    /// checkrefs (`config.check_refs`, see `refcheck`): dead objects are
+    /// poisoned and quarantined (their object-start bits stay set) instead of
+    /// freed; first the oldest quarantined objects beyond a quarter of the
+    /// heap limit are freed for real (all of them, and nothing new is
+    /// quarantined, in a collection forced by the heap limit: `at_limit`).
+    fn sweep(&self, world: &dyn World, workers: usize, cycle: u64, at_limit: bool) -> usize {
+        let quarantining = self.config.check_refs && !at_limit;
+        if self.config.check_refs {
+            let budget = if at_limit { 0 } else { self.space.nblocks * BLOCK_SIZE / 4 };
+            lock(&self.quarantine).evict(budget, |a| self.unquarantine(a));
+        }
         let hwm = self.space.high_water();
         let next = AtomicUsize::new(0);
         let total = Mutex::new(SweepOut::default());
@@ -604,7 +626,7 @@ impl HeapInner {
                     break;
                 }
                 for b in s..(s + CHUNK).min(hwm) {
-                    self.sweep_block(b, &mut out);
+                    self.sweep_block(b, &mut out, quarantining);
                 }
             }
             lock(&total).merge(out);
@@ -621,29 +643,57 @@ impl HeapInner {
         for (first, n) in out.freed {
             self.space.free_blocks_run(first, n, cycle);
         }
+        if !out.quarantined.is_empty() {
+            lock(&self.quarantine).push(out.quarantined);
+        }
         out.live
     }
 
-    fn sweep_block(&self, b: usize, out: &mut SweepOut) {
+    /// checkrefs: free a quarantined object for real (clear its object-start
+    /// bit; the sweep that follows frees its slot or span). In the pause.
+    fn unquarantine(&self, addr: usize) {
+        let Some(l) = find_exact(&self.space, addr) else { return };
+        let m = self.space.meta(l.block);
+        m.alloc[l.slot / 64].fetch_and(!(1u64 << (l.slot % 64)), Ordering::Relaxed);
+    }
+
+    fn sweep_block(&self, b: usize, out: &mut SweepOut, quarantining: bool) {
         let m = self.space.meta(b);
         let (kind, sc) = self.space.kind(b);
         match kind {
             KIND_SMALL => {
                 let class = split_span_class(sc).0;
+                let size = CLASS_SIZES[class];
                 let slots = slots_of(class);
                 let mut live = 0;
+                let mut allocated = 0;
                 for w in 0..slots.div_ceil(64) {
-                    let a = m.alloc[w].load(Ordering::Relaxed) & m.mark[w].load(Ordering::Relaxed);
-                    m.alloc[w].store(a, Ordering::Relaxed);
+                    let alloc = m.alloc[w].load(Ordering::Relaxed);
+                    let a = alloc & m.mark[w].load(Ordering::Relaxed);
+                    let mut keep = a;
+                    if quarantining {
+                        let mut dead = alloc & !a;
+                        while dead != 0 {
+                            let addr = self.space.block_start(b) + (w * 64 + dead.trailing_zeros() as usize) * size;
+                            dead &= dead - 1;
+                            // SAFETY: a dead, published object in the pause.
+                            if unsafe { Quarantine::poison(addr, size) } {
+                                out.quarantined.push((addr, size));
+                            }
+                        }
+                        keep = alloc;
+                    }
+                    m.alloc[w].store(keep, Ordering::Relaxed);
                     m.mark[w].store(0, Ordering::Relaxed);
                     live += a.count_ones() as usize;
+                    allocated += keep.count_ones() as usize;
                 }
-                out.live += live * CLASS_SIZES[class];
+                out.live += live * size;
                 let owned = m.owned.load(Ordering::Acquire);
-                if live == 0 && !owned {
+                if allocated == 0 && !owned {
                     self.space.set_kind(b, KIND_FREE, 0);
                     out.freed.push((b, 1));
-                } else if !owned && live < slots {
+                } else if !owned && allocated < slots {
                     out.partial[sc].push(b as u32);
                 }
             }
@@ -652,6 +702,13 @@ impl HeapInner {
                 if m.is_marked(0) {
                     m.mark[0].store(0, Ordering::Relaxed);
                     out.live += n * BLOCK_SIZE;
+                } else if quarantining && m.is_allocated(0) {
+                    let addr = self.space.block_start(b);
+                    let bytes = m.large_bytes.load(Ordering::Relaxed);
+                    // SAFETY: a dead, published object in the pause.
+                    if unsafe { Quarantine::poison(addr, bytes) } {
+                        out.quarantined.push((addr, bytes));
+                    }
                 } else {
                     m.clear_tables();
                     for i in b..b + n {
@@ -670,11 +727,13 @@ struct SweepOut {
     live: usize,
     freed: Vec<(usize, usize)>,
     partial: Vec<Vec<u32>>,
+    /// checkrefs: objects quarantined by this sweep (address, bytes).
+    quarantined: Vec<(usize, usize)>,
 }
 
 impl Default for SweepOut {
     fn default() -> Self {
-        SweepOut { live: 0, freed: Vec::new(), partial: vec![Vec::new(); NUM_SPAN_CLASSES] }
+        SweepOut { live: 0, freed: Vec::new(), partial: vec![Vec::new(); NUM_SPAN_CLASSES], quarantined: Vec::new() }
     }
 }
 
@@ -682,6 +741,7 @@ impl SweepOut {
     fn merge(&mut self, o: SweepOut) {
         self.live += o.live;
         self.freed.extend(o.freed);
+        self.quarantined.extend(o.quarantined);
         for (a, b) in self.partial.iter_mut().zip(o.partial) {
             a.extend(b);
         }

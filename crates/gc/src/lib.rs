@@ -16,18 +16,22 @@
 //! Every object starts with a header word: a `&'static Descriptor` giving its
 //! size and a bitmap of pointer words ([`descriptor`]). Rust types get one from
 //! [`gc_type!`]; a VM builds them at run time with [`Descriptor::builder`].
-//! Marking reads the bitmap; pointer-free objects are never scanned.
+//! Marking reads the bitmap; pointer-free objects are never scanned. An
+//! array keeps its element count in payload word 0, which no safe call can
+//! write (`set_word(0, ..)` / `set_ptr(0, ..)` on an array panic): marking,
+//! the verifier and every bounds check trust it.
 //!
 //! ## Conservative roots
 //! Task stacks and saved registers are scanned conservatively: Rust code and
 //! interpreters keep raw [`GcRef`] / [`Gc<T>`] in locals with no rooting. A
-//! word keeps an object alive if it points anywhere inside it, or one past its
-//! end (see [`mark`]). Sweeping the side tables is eager — it happens in the
+//! word keeps an object alive if it points anywhere inside it, or exactly one
+//! past its exact end (header + payload per its descriptor; see [`mark`]). Sweeping the side tables is eager — it happens in the
 //! pause right after marking — so an object-start bit outside a collection
 //! always means "published and not yet found dead": a stray word can never
 //! revive a dead object whose children are freed. Free slots are discovered
 //! lazily by allocation from the object-start bits. Precise roots: [`Root`]
-//! handles and root-scanner callbacks. The full list of what is and is not
+//! handles, [`RootedVec`] (a `Vec`-like container whose elements are roots,
+//! for operand stacks and values in flight) and root-scanner callbacks. The full list of what is and is not
 //! scanned is under "Roots" below.
 //!
 //! ## Roots: exactly what keeps an object alive
@@ -43,7 +47,8 @@
 //! * the captured values of every finalizer closure, registered or pending
 //!   ([`Heap::set_finalizer`]); while one runs it is on its thread's stack.
 //!
-//! Scanned **precisely**: [`Root`] handles, [`RootScanner`] callbacks,
+//! Scanned **precisely**: [`Root`] handles, [`RootedVec`] elements,
+//! [`RootScanner`] callbacks,
 //! objects whose finalizer is pending (and all they reference), and the
 //! pointer fields of every marked object (per its descriptor).
 //!
@@ -56,6 +61,23 @@
 //! [`WeakRef`]s never keep anything alive. An object reachable from its own
 //! finalizer closure is never collected (Go's rule; see
 //! [`Heap::set_finalizer`]).
+//!
+//! ## Handle checks
+//! [`GcRef`] and [`Gc<T>`] are `Copy` addresses; one kept only in Rust heap
+//! memory is not a root, and its object may be freed and its memory reused.
+//! Every safe accessor (`descriptor`, `len`, `payload_words`, `word`,
+//! `set_word`, `is_pointer_slot`, `ptr`, `set_ptr` — which also checks the
+//! stored handle — and `Gc<T>`'s `Deref`, which also checks the descriptor is
+//! `T`'s) first checks that the address is the start of a published object of
+//! some usurp heap, through a process-wide table of heap reservations and the
+//! object-start bits (about 3–4 ns), and panics with "stale or foreign GcRef
+//! 0x…: not a live object of any usurp heap" otherwise. `unsafe`
+//! `*_unchecked` variants and [`Gc::get_unchecked`] skip it. A stale handle
+//! whose memory was already reused passes (it reads the new object within
+//! its bounds); `USURP_DEBUG=checkrefs=1` ([`HeapConfig::check_refs`])
+//! quarantines and poisons freed objects (bounded: a quarter of the heap
+//! limit) so such an access is reported with the object's address and
+//! descriptor name. Details: `refcheck.rs`.
 //!
 //! ## Collection
 //! `stop the world` → scan roots → parallel transitive marking on
@@ -85,9 +107,16 @@
 //! 2. *Lazy sweeping vs. conservative lookup*: the side tables are swept in
 //!    the pause that marked them (`alloc &= mark`), so no stale object-start
 //!    bit survives a cycle; a stray word never revives a dead object.
-//! 3. *Interior and one-past-the-end pointers*: both keep the object alive
-//!    (see [`mark`]); unused guard blocks around the reservation stop
-//!    neighbouring mappings' bounds from pointing at the first or last object.
+//! 3. *Interior and one-past-the-end pointers*: an interior pointer keeps its
+//!    object alive; a word that is an object start (or hits no object) also
+//!    keeps the preceding object alive only if it is that object's *exact*
+//!    end (header + payload words per its descriptor and array length, not
+//!    its size-class slot): the end pointer of a slice iterator over an
+//!    array's elements, or a loop base LLVM moved to the end. So a root no
+//!    longer pins its arbitrary memory predecessor (and all it reaches),
+//!    except a predecessor that fills its class slot exactly. See [`mark`].
+//!    Unused guard blocks around the reservation stop neighbouring mappings'
+//!    bounds from pointing at the first or last object.
 //! 4. *Registers*: the collector spills its own callee-saved registers
 //!    (`arch::with_registers_spilled`) and scans its stack from there; the
 //!    World reports other tasks' saved/spilled register areas.
@@ -124,7 +153,8 @@
 //!
 //! ## Observability
 //! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
-//! marked heap each cycle; [`Heap::stats`] returns the numbers.
+//! marked heap each cycle; `checkrefs=1` quarantines freed objects to catch
+//! stale handles (see "Handle checks"); [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
 // `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
@@ -144,6 +174,7 @@ pub mod mark;
 mod mutator;
 mod object;
 mod preempt_glue;
+mod refcheck;
 mod roots;
 pub mod sizeclass;
 pub mod space;
@@ -158,7 +189,7 @@ pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use object::{Gc, GcRef, Member};
-pub use roots::{Root, RootScanner, ScannerId, WeakRef};
+pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
 pub use stats::{CycleStats, GcStats};
 pub use world::{SoloWorld, ThreadWorld, World};
 

@@ -10,10 +10,26 @@
 //! word can never revive it (pitfall 2). The bit is published after the header
 //! is written (pitfall 1).
 //!
-//! **One-past-the-end pointers** (pitfall 3): instead of padding objects, a
-//! conservative word that lies exactly on an object boundary marks both the
-//! object starting there and the object ending there. The cost is bounded
-//! false retention (one neighbour per such word).
+//! **One-past-the-end pointers** (pitfall 3). What Rust code really holds
+//! one past an object is the end pointer of a slice over the object's tail:
+//! a slice iterator over an array's elements (`[ptr, end)`), or the base of a
+//! loop that LLVM's loop-strength reduction rewrote to index `end[-n..0]`,
+//! in which case `end` can be the only register that still refers to the
+//! object while the loop reads it. Such a pointer equals the object's
+//! *exact* end: header + payload words per its descriptor (for an array:
+//! length word + `len * elem_words`), not the end of its size-class slot.
+//! So a conservative word `w` that is an object start, or hits no object,
+//! also marks the object containing `w - 1` only if that object's exact end
+//! is `w` (its header and length are read; it is a published object). An
+//! exact end inside the slot (the object is smaller than its class) is an
+//! interior pointer of the slot and keeps the object alive by the interior
+//! rule. Before this rule was narrowed (issue 10 item 3), every word that
+//! pointed at an object start also marked its memory predecessor and all
+//! that predecessor reached: nearly every stack root pinned an arbitrary
+//! neighbour. What is left: a root to an object whose predecessor fills its
+//! size-class slot exactly (e.g. a 32-byte object in the 32-byte class) still
+//! retains that predecessor, because its end pointer and the root are the
+//! same word.
 //!
 //! **Precise pointers** (object fields, handles, scanner callbacks) must be null
 //! or an object start; anything else is counted as a bad pointer and ignored.
@@ -115,6 +131,29 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
     }
 }
 
+/// One past the last byte of the object at `obj` per its descriptor (header,
+/// payload words, and for an array its length word and elements), which may
+/// lie before the end of its size-class slot.
+///
+/// # Safety
+/// `obj` is a published object (its object-start bit is set, outside a
+/// sweep), so its header and length word are initialised.
+#[inline]
+pub(crate) unsafe fn object_end(obj: usize) -> usize {
+    let p = obj as *const usize;
+    // SAFETY: the caller guarantees a published object, whose header holds
+    // its descriptor, written before publication.
+    let d = unsafe { &*(p.read() as *const Descriptor) };
+    let words = if d.is_array() {
+        // SAFETY: payload word 0 of an array is its length, written before
+        // publication and read-only afterwards (issue 10 item 1).
+        2 + unsafe { p.add(1).read() } * d.elem_words()
+    } else {
+        1 + d.size_words()
+    };
+    obj + words * 8
+}
+
 /// The shared work pool.
 pub struct WorkPool {
     inner: Mutex<PoolInner>,
@@ -186,10 +225,13 @@ impl<'a> Marker<'a> {
                 return;
             }
         }
-        // w is an object start or points at no object: an end pointer of the
-        // preceding object?
+        // w is an object start or points at no object: the exact end of the
+        // preceding object (see the module docs)?
         if let Some(prev) = find_containing(self.space, w.wrapping_sub(1)) {
-            self.mark_loc(prev);
+            // SAFETY: find_containing found prev's object-start bit set.
+            if unsafe { object_end(prev.addr) } == w {
+                self.mark_loc(prev);
+            }
         }
     }
 

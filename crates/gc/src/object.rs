@@ -4,9 +4,15 @@
 //! An object is `[header: &'static Descriptor][payload words...]`; a handle
 //! points at the header. Handles need no rooting while they live on a task's
 //! stack or in its registers (scanned conservatively); anywhere else (Rust
-//! heap, other threads' data) use [`Root`](crate::Root). Stores of GC pointers
-//! into heap objects go through the write barrier ([`GcRef::set_ptr`],
-//! [`Member::set`]).
+//! heap, other threads' data) use [`Root`](crate::Root) or
+//! [`RootedVec`](crate::RootedVec). Stores of GC pointers into heap objects go
+//! through the write barrier ([`GcRef::set_ptr`], [`Member::set`]).
+//!
+//! Safe accessors check that the handle names a live object of some usurp
+//! heap and panic clearly otherwise (a stale handle must not read freed
+//! memory: issue 10 item 8; see `refcheck.rs`); `unsafe` `*_unchecked`
+//! variants skip that check (bounds checks stay). An array's length word
+//! (payload word 0) is read-only for safe code (issue 10 item 1).
 
 use crate::barrier::usurp_gc_write_barrier;
 use crate::descriptor::{Descriptor, GcType};
@@ -16,13 +22,14 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An untyped pointer to a heap object (its header word). `Copy`, `Send`: it is
-/// just an address; keeping the object alive is the holder's business.
+/// just an address; keeping the object alive is the holder's business (a
+/// stale handle makes the safe accessors panic, see the module docs).
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GcRef(NonNull<usize>);
 
-// SAFETY: a GcRef is an address; all accessors that dereference it are either
-// unsafe or documented to require a live object (see the crate docs).
+// SAFETY: a GcRef is an address; safe accessors check that it names a live
+// object before dereferencing it, the others are unsafe.
 unsafe impl Send for GcRef {}
 // SAFETY: as above.
 unsafe impl Sync for GcRef {}
@@ -56,61 +63,162 @@ impl GcRef {
     pub fn addr(self) -> usize {
         self.0.as_ptr() as usize
     }
-    /// The object's descriptor.
-    #[inline(always)]
+    /// Check that this handle names a live object of some usurp heap and
+    /// return its descriptor; panics ("stale or foreign GcRef ...") otherwise.
+    /// Every safe accessor below runs this check once (see [`crate::refcheck`]
+    /// in the crate docs: range check, block table, object-start bit, header).
+    #[inline]
+    fn live_descriptor(self) -> &'static Descriptor {
+        match crate::refcheck::check(self.addr()) {
+            Ok(d) => d,
+            Err(bad) => crate::refcheck::bad_ref(self.addr(), bad),
+        }
+    }
+
+    /// Whether this handle currently names the start of a published object
+    /// of some usurp heap (what the safe accessors check). A stale handle
+    /// whose memory was reused by a new object also passes.
+    #[inline]
+    pub fn is_live(self) -> bool {
+        crate::refcheck::check(self.addr()).is_ok()
+    }
+
+    /// The object's descriptor. Panics if the handle is stale or foreign.
+    #[inline]
     pub fn descriptor(self) -> &'static Descriptor {
+        self.live_descriptor()
+    }
+    /// [`descriptor`](GcRef::descriptor) without the liveness check.
+    ///
+    /// # Safety
+    /// `self` is a live object (published, not freed).
+    #[inline(always)]
+    pub unsafe fn descriptor_unchecked(self) -> &'static Descriptor {
         // SAFETY: a GcRef to a live object points at its header, which holds a
         // &'static Descriptor written before the object was published.
         unsafe { &*(self.0.as_ptr().read() as *const Descriptor) }
     }
-    /// Pointer to payload word 0.
+    /// Pointer to payload word 0 (no check, no access: dereferencing it is
+    /// the caller's unsafe business).
     #[inline(always)]
     pub fn payload(self) -> *mut usize {
-        // SAFETY: the payload follows the header inside the same object.
-        unsafe { self.0.as_ptr().add(1) }
+        self.0.as_ptr().wrapping_add(1)
     }
-    /// Element count of an array object (payload word 0); 0 for fixed objects.
-    pub fn len(self) -> usize {
-        if self.descriptor().is_array() {
-            // SAFETY: arrays store their length in payload word 0.
+    /// Element count of a live array (`d` is its descriptor); 0 for fixed.
+    #[inline(always)]
+    fn len_of(self, d: &Descriptor) -> usize {
+        if d.is_array() {
+            // SAFETY: arrays store their length in payload word 0; the caller
+            // checked (or guarantees) that the object is live.
             unsafe { self.payload().read() }
         } else {
             0
         }
     }
-    /// Whether an array object has no elements (true for fixed objects).
-    pub fn is_empty(self) -> bool {
-        self.len() == 0
-    }
-    /// Payload words of this object (for bounds checks).
-    pub fn payload_words(self) -> usize {
-        let d = self.descriptor();
+    /// Payload words of a live object with descriptor `d`.
+    #[inline(always)]
+    fn payload_words_of(self, d: &Descriptor) -> usize {
         if d.is_array() {
-            1 + self.len() * d.elem_words()
+            1 + self.len_of(d) * d.elem_words()
         } else {
             d.size_words()
         }
     }
-    /// Read payload word `i` (panics if out of bounds).
+    /// Element count of an array object (payload word 0); 0 for fixed objects.
+    /// Panics if the handle is stale or foreign.
+    #[inline]
+    pub fn len(self) -> usize {
+        self.len_of(self.live_descriptor())
+    }
+    /// [`len`](GcRef::len) without the liveness check.
+    ///
+    /// # Safety
+    /// `self` is a live object.
+    #[inline(always)]
+    pub unsafe fn len_unchecked(self) -> usize {
+        // SAFETY: the caller guarantees a live object.
+        self.len_of(unsafe { self.descriptor_unchecked() })
+    }
+    /// Whether an array object has no elements (true for fixed objects).
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+    /// Payload words of this object (for bounds checks). Panics if the
+    /// handle is stale or foreign.
+    #[inline]
+    pub fn payload_words(self) -> usize {
+        self.payload_words_of(self.live_descriptor())
+    }
+    /// Read payload word `i` (panics if out of bounds, or if the handle is
+    /// stale or foreign).
     #[inline]
     pub fn word(self, i: usize) -> usize {
-        assert!(i < self.payload_words(), "payload word {i} out of bounds");
+        let d = self.live_descriptor();
+        // SAFETY: just checked live.
+        unsafe { self.word_in(d, i) }
+    }
+    /// [`word`](GcRef::word) without the liveness check; the bounds check stays.
+    ///
+    /// # Safety
+    /// `self` is a live object.
+    #[inline(always)]
+    pub unsafe fn word_unchecked(self, i: usize) -> usize {
+        // SAFETY: the caller guarantees a live object.
+        unsafe { self.word_in(self.descriptor_unchecked(), i) }
+    }
+    /// # Safety
+    /// `self` is a live object with descriptor `d`.
+    #[inline(always)]
+    unsafe fn word_in(self, d: &Descriptor, i: usize) -> usize {
+        let n = self.payload_words_of(d);
+        if i >= n {
+            out_of_bounds(self, d, i, n);
+        }
         // SAFETY: in bounds of a live object (aligned); payload words are
         // accessed atomically (Relaxed) so racing tasks are no data race.
         unsafe { (*(self.payload().add(i) as *const AtomicUsize)).load(Ordering::Relaxed) }
     }
-    /// Write a non-pointer payload word `i` (panics if out of bounds or if the
-    /// word is a pointer slot: use `set_ptr`).
+    /// Write a non-pointer payload word `i` (panics if out of bounds, if the
+    /// word is a pointer slot — use `set_ptr` — or an array's length word, or
+    /// if the handle is stale or foreign).
     #[inline]
     pub fn set_word(self, i: usize, v: usize) {
-        assert!(i < self.payload_words(), "payload word {i} out of bounds");
-        assert!(!self.is_pointer_slot(i), "payload word {i} is a pointer slot: use set_ptr");
+        let d = self.live_descriptor();
+        // SAFETY: just checked live.
+        unsafe { self.set_word_in(d, i, v) }
+    }
+    /// [`set_word`](GcRef::set_word) without the liveness check; the bounds,
+    /// pointer-slot and length-word checks stay.
+    ///
+    /// # Safety
+    /// `self` is a live object.
+    #[inline(always)]
+    pub unsafe fn set_word_unchecked(self, i: usize, v: usize) {
+        // SAFETY: the caller guarantees a live object.
+        unsafe { self.set_word_in(self.descriptor_unchecked(), i, v) }
+    }
+    /// # Safety
+    /// `self` is a live object with descriptor `d`.
+    #[inline(always)]
+    unsafe fn set_word_in(self, d: &Descriptor, i: usize, v: usize) {
+        let n = self.payload_words_of(d);
+        if i >= n {
+            out_of_bounds(self, d, i, n);
+        }
+        if i == 0 && d.is_array() {
+            length_write_refused(self, d, "set_word");
+        }
+        assert!(!self.is_pointer_slot_in(d, i), "payload word {i} is a pointer slot: use set_ptr");
         // SAFETY: in bounds of a live object.
         unsafe { (*(self.payload().add(i) as *const AtomicUsize)).store(v, Ordering::Relaxed) }
     }
     /// Whether payload word `i` is a pointer slot according to the descriptor.
+    /// Panics if the handle is stale or foreign.
     pub fn is_pointer_slot(self, i: usize) -> bool {
-        let d = self.descriptor();
+        self.is_pointer_slot_in(self.live_descriptor(), i)
+    }
+    #[inline]
+    fn is_pointer_slot_in(self, d: &Descriptor, i: usize) -> bool {
         if d.is_array() {
             if i == 0 || d.is_pointer_free() {
                 return false;
@@ -123,34 +231,90 @@ impl GcRef {
             d.is_pointer(i)
         }
     }
-    /// Read pointer slot `i`.
+    /// Read pointer slot `i` (panics like [`word`](GcRef::word)).
     #[inline]
     pub fn ptr(self, i: usize) -> Option<GcRef> {
         GcRef::from_heap_addr(self.word(i))
     }
+    /// [`ptr`](GcRef::ptr) without the liveness check.
+    ///
+    /// # Safety
+    /// `self` is a live object.
+    #[inline(always)]
+    pub unsafe fn ptr_unchecked(self, i: usize) -> Option<GcRef> {
+        // SAFETY: the caller guarantees a live object.
+        GcRef::from_heap_addr(unsafe { self.word_unchecked(i) })
+    }
     /// Store a GC pointer into pointer slot `i` through the write barrier
-    /// (panics if out of bounds or not a pointer slot).
+    /// (panics if out of bounds, not a pointer slot, or if `self` or `v` is a
+    /// stale or foreign handle).
     #[inline]
     pub fn set_ptr(self, i: usize, v: Option<GcRef>) {
-        assert!(i < self.payload_words(), "payload word {i} out of bounds");
-        assert!(self.is_pointer_slot(i), "payload word {i} is not a pointer slot");
+        let d = self.live_descriptor();
+        if let Some(v) = v {
+            v.live_descriptor();
+        }
+        // SAFETY: just checked live.
+        unsafe { self.set_ptr_in(d, i, v) }
+    }
+    /// [`set_ptr`](GcRef::set_ptr) without the liveness checks (of `self`
+    /// and `v`); the bounds and pointer-slot checks stay.
+    ///
+    /// # Safety
+    /// `self` is a live object; `v` is `None` or a live object.
+    #[inline(always)]
+    pub unsafe fn set_ptr_unchecked(self, i: usize, v: Option<GcRef>) {
+        // SAFETY: the caller guarantees live objects.
+        unsafe { self.set_ptr_in(self.descriptor_unchecked(), i, v) }
+    }
+    /// # Safety
+    /// `self` is a live object with descriptor `d`.
+    #[inline(always)]
+    unsafe fn set_ptr_in(self, d: &Descriptor, i: usize, v: Option<GcRef>) {
+        let n = self.payload_words_of(d);
+        if i >= n {
+            out_of_bounds(self, d, i, n);
+        }
+        if i == 0 && d.is_array() {
+            length_write_refused(self, d, "set_ptr");
+        }
+        assert!(self.is_pointer_slot_in(d, i), "payload word {i} is not a pointer slot");
         let v = v.map_or(0, |r| r.addr());
         // SAFETY: slot i is inside the live object; the barrier performs the store.
         unsafe { usurp_gc_write_barrier(self.addr() as *mut u8, self.payload().add(i), v) }
     }
     /// Bytes of an array's elements (for pointer-free byte arrays / strings).
+    /// The slice starts after the length word (payload word 0), which stays
+    /// out of reach. Panics if the handle is stale or foreign.
     ///
     /// # Safety
-    /// The object must be a live array; the slice must not be used across a
-    /// store to the same object by another thread.
+    /// The slice must not be used after the object dies, nor across a store
+    /// to the same object by another thread.
     pub unsafe fn array_bytes_mut<'a>(self) -> &'a mut [u8] {
-        let d = self.descriptor();
+        let d = self.live_descriptor();
         assert!(d.is_array() && d.is_pointer_free(), "array_bytes_mut needs a pointer-free array");
-        let n = self.len() * d.elem_words() * 8;
-        // SAFETY: the elements follow the length word inside the object; the
-        // caller guarantees exclusivity.
+        let n = self.len_of(d) * d.elem_words() * 8;
+        // SAFETY: the elements follow the length word inside the live object;
+        // the caller guarantees exclusivity and lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.payload().add(1) as *mut u8, n) }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_bounds(r: GcRef, d: &Descriptor, i: usize, n: usize) -> ! {
+    panic!("payload word {i} out of bounds: {r:?} (`{}`) has {n} payload words", d.name())
+}
+
+#[cold]
+#[inline(never)]
+fn length_write_refused(r: GcRef, d: &Descriptor, what: &str) -> ! {
+    panic!(
+        "{what}(0, ..) on {r:?}: payload word 0 of array `{}` is its length ({} elements), which is \
+         read-only; element words start at payload word 1",
+        d.name(),
+        r.len()
+    )
 }
 
 /// A typed pointer to a heap object holding a `T` (see [`GcType`]).
@@ -223,14 +387,44 @@ impl<T> Gc<T> {
     }
 }
 
-impl<T> std::ops::Deref for Gc<T> {
+/// Deref checks (decision for issue 10 item 8): a `Gc<T>` is `Copy` like
+/// `GcRef`, so a stale one kept in Rust heap memory could otherwise hand out
+/// a `&T` over freed or reused memory — undefined behaviour from safe code
+/// for any `T` with invalid bit patterns. `deref` therefore checks that the
+/// handle names a live object whose descriptor is `T`'s, and panics like the
+/// `GcRef` accessors otherwise. The cost is one lookup per deref (see
+/// `cargo bench -p usurp-gc --bench refs`); hot paths that know the object
+/// is alive use [`Gc::get_unchecked`].
+impl<T: GcType> std::ops::Deref for Gc<T> {
     type Target = T;
-    #[inline(always)]
+    #[inline]
     fn deref(&self) -> &T {
+        let d = self.raw.live_descriptor();
+        if !std::ptr::eq(d, T::descriptor()) {
+            wrong_type(self.raw, d, std::any::type_name::<T>());
+        }
         // SAFETY: the payload of a live T object is a valid T; mutation of GC
         // pointer fields goes through Member's UnsafeCell.
         unsafe { &*(self.raw.payload() as *const T) }
     }
+}
+
+impl<T> Gc<T> {
+    /// The object without the liveness and type check of `deref`.
+    ///
+    /// # Safety
+    /// `self` names a live object whose payload is a `T`.
+    #[inline(always)]
+    pub unsafe fn get_unchecked(&self) -> &T {
+        // SAFETY: the caller guarantees a live T object.
+        unsafe { &*(self.raw.payload() as *const T) }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_type(r: GcRef, d: &Descriptor, t: &str) -> ! {
+    panic!("stale Gc<{t}> {r:?}: the object there now is a `{}` (its memory was freed and reused)", d.name())
 }
 
 /// A GC-pointer field of a [`GcType`] struct: one word, null or an object.

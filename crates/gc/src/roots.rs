@@ -6,11 +6,19 @@
 //! unreachable (before finalization and sweeping). Both are `Arc<AtomicUsize>`
 //! slots in a table; dropping the handle makes the table forget the slot at
 //! the next collection.
+//!
+//! A [`RootedVec`] is a growable array whose elements are precise roots (an
+//! interpreter's operand stack, values in flight between Rust data
+//! structures): a root scanner reports its elements in every pause. Its
+//! buffer sits behind a mutex that the methods hold briefly, never across a
+//! safe point (they are out-of-line runtime code, which asynchronous
+//! preemption refuses, and they neither allocate in the GC heap nor block),
+//! so the scanner never waits for a stopped task.
 
 use crate::object::{Gc, GcRef};
-use crate::GcType;
+use crate::{GcType, Heap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
 pub(crate) struct SlotTable {
@@ -98,3 +106,115 @@ pub struct ScannerId(pub(crate) u64);
 /// each root (null-free object starts). It must not allocate or block on
 /// anything a stopped task may hold.
 pub type RootScanner = Box<dyn Fn(&mut dyn FnMut(GcRef)) + Send + Sync>;
+
+/// A `Vec`-like container of GC references that are precise roots: every
+/// element (null or an object) is reported to the collector in every pause,
+/// wherever the `RootedVec` itself lives (Rust heap, another thread's data,
+/// a global). For a VM's operand stack or for values in flight that Rust heap
+/// memory holds (a plain `Vec<GcRef>` there is not scanned). `Send + Sync`.
+///
+/// Each method takes a mutex for a few instructions (the collector takes it
+/// to scan); `push` checks that the pushed handle is live like the `GcRef`
+/// accessors do. Dropping the container unregisters it.
+pub struct RootedVec {
+    heap: Heap,
+    id: ScannerId,
+    slots: Arc<Mutex<Vec<usize>>>,
+}
+
+fn lock_slots(m: &Mutex<Vec<usize>>) -> MutexGuard<'_, Vec<usize>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RootedVec {
+    /// An empty container whose elements are roots of `heap`.
+    #[inline(never)]
+    pub fn new(heap: &Heap) -> RootedVec {
+        RootedVec::with_capacity(heap, 0)
+    }
+    /// An empty container with room for `n` elements.
+    #[inline(never)]
+    pub fn with_capacity(heap: &Heap, n: usize) -> RootedVec {
+        let slots = Arc::new(Mutex::new(Vec::with_capacity(n)));
+        let s = slots.clone();
+        let id = heap.add_root_scanner(Box::new(move |report| {
+            for &a in lock_slots(&s).iter() {
+                if let Some(r) = GcRef::from_heap_addr(a) {
+                    report(r);
+                }
+            }
+        }));
+        RootedVec { heap: heap.clone(), id, slots }
+    }
+    /// Number of elements.
+    #[inline(never)]
+    pub fn len(&self) -> usize {
+        lock_slots(&self.slots).len()
+    }
+    /// Whether there is no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Append `v` (panics if `v` is a stale or foreign handle).
+    #[inline(never)]
+    pub fn push(&mut self, v: Option<GcRef>) {
+        if let Some(r) = v {
+            r.descriptor(); // the liveness check
+        }
+        lock_slots(&self.slots).push(v.map_or(0, |r| r.addr()));
+    }
+    /// Remove and return the last element (`None` if empty).
+    #[inline(never)]
+    pub fn pop(&mut self) -> Option<Option<GcRef>> {
+        lock_slots(&self.slots).pop().map(GcRef::from_heap_addr)
+    }
+    /// Element `i` (panics if `i >= len`).
+    #[inline(never)]
+    pub fn get(&self, i: usize) -> Option<GcRef> {
+        let v = lock_slots(&self.slots);
+        match v.get(i) {
+            Some(&a) => GcRef::from_heap_addr(a),
+            None => panic!("RootedVec::get({i}): index out of bounds (len {})", v.len()),
+        }
+    }
+    /// Replace element `i` (panics if `i >= len` or `v` is stale or foreign).
+    #[inline(never)]
+    pub fn set(&mut self, i: usize, v: Option<GcRef>) {
+        if let Some(r) = v {
+            r.descriptor();
+        }
+        let mut s = lock_slots(&self.slots);
+        let n = s.len();
+        match s.get_mut(i) {
+            Some(slot) => *slot = v.map_or(0, |r| r.addr()),
+            None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+        }
+    }
+    /// Keep the first `n` elements.
+    #[inline(never)]
+    pub fn truncate(&mut self, n: usize) {
+        lock_slots(&self.slots).truncate(n);
+    }
+    /// Remove every element.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+    /// A copy of the elements (the copies are roots only while they stay on
+    /// a scanned stack).
+    #[inline(never)]
+    pub fn to_vec(&self) -> Vec<Option<GcRef>> {
+        lock_slots(&self.slots).iter().map(|&a| GcRef::from_heap_addr(a)).collect()
+    }
+}
+
+impl Drop for RootedVec {
+    fn drop(&mut self) {
+        self.heap.remove_root_scanner(self.id);
+    }
+}
+
+impl std::fmt::Debug for RootedVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.to_vec()).finish()
+    }
+}

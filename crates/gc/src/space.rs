@@ -18,6 +18,9 @@ pub const DECOMMIT_DELAY: u64 = 2;
 
 /// The reservation and its block metadata.
 pub struct Space {
+    /// Membership in the handle-check table (`refcheck`); declared first so
+    /// that it is dropped (unregistered) before the maps are unmapped.
+    _registration: crate::refcheck::Registration,
     _heap_map: MmapMut,
     _meta_map: MmapMut,
     _kind_map: MmapMut,
@@ -78,13 +81,16 @@ impl Space {
         let meta = meta_map.as_ptr() as *const BlockMeta;
         let kind_map = MmapOptions::new().len(nblocks * 2).no_reserve_swap().map_anon()?;
         let kinds = kind_map.as_ptr() as *const AtomicU16;
+        let hi = lo + nblocks * BLOCK_SIZE;
+        let _registration = crate::refcheck::register(lo, hi, kinds, meta)?;
         Ok(Space {
+            _registration,
             _heap_map: heap_map,
             _meta_map: meta_map,
             _kind_map: kind_map,
             kinds,
             lo,
-            hi: lo + nblocks * BLOCK_SIZE,
+            hi,
             nblocks,
             meta,
             pool: Mutex::new(Pool {

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
-use usurp_gc::{alloc, Descriptor, Gc};
+use usurp_gc::{alloc, alloc_array, Descriptor, Gc};
 
 #[test]
 fn a_tree_on_the_stack_survives_collections_intact() {
@@ -357,4 +357,101 @@ fn object_at_accepts_only_object_starts() {
     assert_eq!(h.object_at(12345), None, "outside the heap");
     assert_eq!(h.object_at(0), None);
     black_box(o);
+}
+
+/// Run a collection on a fresh thread whose stack holds exactly the words in
+/// `held` (and nothing else from this test): the deterministic way to ask
+/// "what do these conservative roots keep alive?". Returns the cycle's live
+/// object count.
+fn collect_holding(h: &usurp_gc::Heap, held: [usize; 64]) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    // A stack size never used before: glibc cannot hand out a cached stack
+    // with stale words of an earlier thread (see collect_elsewhere).
+    let size = (6 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10);
+    let h = h.clone();
+    std::thread::Builder::new()
+        .stack_size(size)
+        .spawn(move || {
+            let held = black_box(held);
+            h.collect();
+            black_box(&held);
+            h.stats().last.unwrap().live_objects
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Issue 10 item 3: a stack root to an object does not keep the object just
+/// before it in memory alive (nor what that one reaches) unless the root is
+/// that object's exact end.
+#[test]
+fn a_dead_neighbour_of_a_rooted_object_is_collected() {
+    let h = heap(16 << 20);
+    // 4 payload words: 40 bytes, in the 48-byte class (its exact end lies
+    // inside its slot).
+    let cell = Descriptor::builder(4).pointer_at(0).name("cell").build().unwrap();
+    let (dead, rooted, lists) = on_other_thread(&h, move |_| {
+        let mut dead = vec![];
+        let mut rooted = [0usize; 64];
+        let mut lists = vec![];
+        for r in rooted.iter_mut() {
+            let a = alloc(cell);
+            let b = alloc(cell);
+            assert_eq!(b.addr(), a.addr() + 48, "cells of one class are allocated in order");
+            // The dead neighbour reaches a list of 10 nodes.
+            let l = list(10).unwrap();
+            a.set_ptr(0, Some(l.raw()));
+            dead.push(a.addr());
+            lists.push(l.raw().addr());
+            *r = b.addr();
+        }
+        (dead, rooted, lists)
+    });
+    let live = collect_holding(&h, rooted);
+    eprintln!("64 rooted cells, each after a dead cell reaching 10 nodes: {live} objects retained");
+    for &b in &rooted {
+        assert_eq!(h.object_at(b).map(|r| r.addr()), Some(b), "rooted cell freed");
+    }
+    let kept = dead.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    let kept_lists = lists.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    assert_eq!((kept, kept_lists), (0, 0), "dead neighbours (and their lists) retained by roots to their successors");
+    assert!(live < 64 + 8, "{live} objects retained for 64 roots");
+    assert_eq!(h.stats().verify_failures, 0);
+}
+
+/// ... while a true one-past-the-end pointer (a slice iterator's end over an
+/// array's elements) still keeps its array and what it references alive,
+/// whether the next slot holds an object or is free.
+#[test]
+fn an_exact_end_pointer_keeps_its_array_alive() {
+    let h = heap(16 << 20);
+    // 2 one-word pointer elements: 8 + 8 + 16 = 32 bytes, exactly the
+    // 32-byte class, so the end pointer is the next slot's start.
+    let arr = Descriptor::array_builder(1).pointer_at(0).name("arr").build().unwrap();
+    let (first, second, second_end, elems) = on_other_thread(&h, move |_| {
+        // The lists share the 32-byte class: allocate them first, so that
+        // nothing follows the two arrays.
+        let lists: Vec<_> = (0..4).map(|_| list(3).unwrap().raw()).collect();
+        let a = alloc_array(arr, 2);
+        let b = alloc_array(arr, 2);
+        assert_eq!(b.addr(), a.addr() + 32);
+        for (k, (o, i)) in [(a, 1), (a, 2), (b, 1), (b, 2)].into_iter().enumerate() {
+            o.set_ptr(i, Some(lists[k]));
+        }
+        // `a`'s end is `b`'s start (an object); `b`'s end is a free slot.
+        (a.addr(), b.addr(), b.addr() + 32, lists.iter().map(|l| l.addr()).collect::<Vec<_>>())
+    });
+    assert_eq!(h.find_object(second_end), None, "the slot after the last array is free");
+    let mut held = [0usize; 64];
+    held[0] = second; // a's end pointer (and b's start)
+    held[1] = second_end; // b's end pointer (a free slot)
+    collect_holding(&h, held);
+    assert!(h.object_at(first).is_some(), "array kept only by its end pointer (= next object's start) was freed");
+    assert!(h.object_at(second).is_some(), "array kept only by its end pointer (free slot after it) was freed");
+    for e in elems {
+        check_list(Gc::from_ref(h.object_at(e).expect("element of an end-pointed array freed")), 3);
+    }
+    assert_eq!(h.stats().verify_failures, 0);
 }

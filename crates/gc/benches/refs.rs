@@ -1,0 +1,80 @@
+//! Handle-check micro-benchmark (issue 10 item 8): ns per safe (checked)
+//! accessor call against its `unsafe` unchecked variant, `Gc<T>` deref
+//! against `get_unchecked`, and a `RootedVec` push + pop.
+//!
+//! `cargo bench -p usurp-gc --bench refs`. 4096 live objects are visited in
+//! allocation order, 2000 rounds; no collection runs (pacing off).
+
+use std::hint::black_box;
+use std::time::Instant;
+use usurp_gc::{gc_type, Descriptor, Gc, GcRef, Heap, HeapConfig, Member, RootedVec};
+
+#[repr(C)]
+struct Node {
+    left: Member<Node>,
+    val: usize,
+}
+gc_type!(Node { left });
+
+const N: usize = 4096;
+const ROUNDS: usize = 2000;
+
+fn time(name: &str, mut f: impl FnMut() -> usize) -> f64 {
+    black_box(f()); // warm up
+    let t = Instant::now();
+    let mut s: usize = 0;
+    for _ in 0..ROUNDS {
+        s = s.wrapping_add(f());
+    }
+    let ns = t.elapsed().as_nanos() as f64 / (ROUNDS * N) as f64;
+    black_box(s);
+    println!("{name:<40} {ns:6.2} ns/op");
+    ns
+}
+
+fn main() {
+    let heap = Heap::new(HeapConfig { max_heap: 1 << 30, gogc: None, verify: false, trace: false, ..HeapConfig::default() })
+        .expect("heap");
+    let _g = heap.attach_thread().unwrap();
+    let d = Descriptor::builder(3).name("Point").build().unwrap();
+    let refs: Vec<GcRef> = (0..N).map(|i| {
+        let r = usurp_gc::alloc(d);
+        r.set_word(1, i);
+        r
+    }).collect();
+    let nodes: Vec<Gc<Node>> = (0..N).map(|i| Gc::new(Node { left: Member::null(), val: i })).collect();
+    let refs = black_box(refs);
+    let nodes = black_box(nodes);
+
+    let a = time("GcRef::word (checked)", || refs.iter().map(|r| black_box(*r).word(1)).sum());
+    // SAFETY: every object in `refs` is alive (held by this stack frame and
+    // no collection runs).
+    let b = time("GcRef::word_unchecked", || refs.iter().map(|r| unsafe { black_box(*r).word_unchecked(1) }).sum());
+    let c = time("GcRef::set_word (checked)", || {
+        refs.iter().for_each(|r| black_box(*r).set_word(2, 1));
+        0
+    });
+    let e = time("GcRef::set_word_unchecked", || {
+        // SAFETY: as above.
+        refs.iter().for_each(|r| unsafe { black_box(*r).set_word_unchecked(2, 1) });
+        0
+    });
+    let f = time("Gc<T> deref (checked)", || nodes.iter().map(|g| black_box(*g).val).sum());
+    // SAFETY: as above.
+    let g = time("Gc<T>::get_unchecked", || nodes.iter().map(|g| unsafe { black_box(*g).get_unchecked() }.val).sum());
+    let mut rv = RootedVec::with_capacity(&heap, 16);
+    let h = time("RootedVec push + pop", || {
+        for r in refs.iter() {
+            rv.push(Some(*r));
+            black_box(rv.pop());
+        }
+        0
+    });
+    println!(
+        "check cost: word +{:.2} ns, set_word +{:.2} ns, deref +{:.2} ns; RootedVec push+pop {:.1} ns",
+        a - b,
+        c - e,
+        f - g,
+        h
+    );
+}

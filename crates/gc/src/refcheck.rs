@@ -1,0 +1,255 @@
+//! Liveness checks for handles (issue 10 item 8): the process-wide table of
+//! heap reservations, the check that safe [`GcRef`](crate::GcRef) /
+//! [`Gc<T>`](crate::Gc) accessors run, and the `USURP_DEBUG=checkrefs=1`
+//! quarantine of freed objects.
+//!
+//! **Why.** A `GcRef` is `Copy` and does not know its heap. One kept only in
+//! Rust heap memory (a `Vec`, a `HashMap`) is invisible to the collector; its
+//! object can be freed and its memory reused, and a safe accessor would then
+//! read freed memory or another object's words, or take whatever header now
+//! sits there for a descriptor. Safe accessors therefore first check that the
+//! address is the start of a published object of some usurp heap, and panic
+//! with "stale or foreign GcRef 0x…: not a live object of any usurp heap"
+//! otherwise. `unsafe` `*_unchecked` variants skip the check for hot paths.
+//!
+//! **The table.** Every [`Space`](crate::space::Space) registers its
+//! reservation here when it is created and unregisters before its mappings go
+//! away. An entry is immutable once published (a leaked `Entry`, about 40
+//! bytes per heap ever created) and a slot holds a pointer to it, so a reader
+//! never sees a torn entry. Lookup walks the slots in use (usually one).
+//! Limit: [`MAX_HEAPS`] heaps alive at once (`Heap::new` fails beyond).
+//!
+//! **The check** is what `mark::find_exact` does, on the entry's raw tables:
+//! range check, block kind and class, slot boundary, object-start bit
+//! (Acquire: it pairs with the allocator's Release publish, so the header read
+//! next is initialised). Between the check and the access no collection can
+//! free the object: a collection stops every mutator at a safe point, and a
+//! mutator that just checked a handle holds it in a register or on its stack,
+//! which the collection scans conservatively; the object is kept.
+//!
+//! What the check cannot see: a stale handle whose slot was already reused by
+//! a new object passes (it reads that object's words, within its bounds: no
+//! undefined behaviour, but wrong data); `Gc<T>` additionally compares the
+//! descriptor, so it never yields a `&T` over another type. The debug mode
+//! below makes such reuse visible.
+//!
+//! **checkrefs** (`USURP_DEBUG=checkrefs=1`, [`HeapConfig::check_refs`](crate::HeapConfig::check_refs)):
+//! the sweep does not free a dead object; it *quarantines* it: the header is
+//! replaced by the [`QUARANTINED`] descriptor (pointer-free, so the marker
+//! never scans it), payload word 0 keeps the original descriptor (for the
+//! report) and every other word is filled with [`POISON`]. The object-start
+//! bit stays set, so the slot is not reused and the check above finds the
+//! object and reports "stale GcRef 0x…: its `Name` object was freed by a
+//! collection". The quarantine is a FIFO bounded by a quarter of the heap
+//! limit (evicted objects are freed for real at the start of a later sweep)
+//! and is emptied by a collection that runs because the heap limit was
+//! reached, so checkrefs never makes an allocation fail that would succeed
+//! without it. Not yet evicted objects count as allocated memory, not live.
+//!
+//! The race this module does not close: using a handle concurrently with the
+//! final drop of its heap (the check may read side tables being unmapped).
+//! A heap normally lives as long as the program; dropping one while another
+//! thread still uses its objects is a bug this check does not catch.
+
+use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE, KIND_LARGE_HEAD, KIND_SMALL};
+use crate::descriptor::Descriptor;
+use crate::sizeclass::{slot_index, split_span_class, CLASS_SIZES};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
+
+/// How many heaps may be alive at once.
+pub const MAX_HEAPS: usize = 256;
+
+/// The descriptor of a quarantined (freed) object under checkrefs.
+pub static QUARANTINED: Descriptor = Descriptor::fixed("<freed object quarantined by usurp checkrefs>", 0, &[]);
+
+/// The word written over a quarantined object's payload.
+pub const POISON: usize = 0xdead_f1ee_dead_f1ee;
+
+struct Entry {
+    lo: usize,
+    hi: usize,
+    kinds: *const AtomicU16,
+    meta: *const BlockMeta,
+}
+
+/// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
+static SLOTS: [AtomicPtr<Entry>; MAX_HEAPS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HEAPS];
+/// Slots ever used (readers scan `0..USED`). Written under `REGISTER`.
+static USED: AtomicUsize = AtomicUsize::new(0);
+static REGISTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A reservation's membership in the table; unregisters on drop.
+pub struct Registration {
+    slot: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
+        // The entry is leaked on purpose: a reader may still hold it.
+        SLOTS[self.slot].store(std::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// Register the reservation `[lo, hi)` with its side tables (which must stay
+/// mapped until the returned guard is dropped).
+pub(crate) fn register(lo: usize, hi: usize, kinds: *const AtomicU16, meta: *const BlockMeta) -> std::io::Result<Registration> {
+    let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(slot) = SLOTS.iter().position(|s| s.load(Ordering::Relaxed).is_null()) else {
+        return Err(std::io::Error::other(format!(
+            "more than {MAX_HEAPS} usurp heaps alive at once (the handle-check table is full)"
+        )));
+    };
+    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta }));
+    SLOTS[slot].store(e, Ordering::Release);
+    if slot >= USED.load(Ordering::Relaxed) {
+        USED.store(slot + 1, Ordering::Release);
+    }
+    Ok(Registration { slot })
+}
+
+/// Why a handle failed the check.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Bad {
+    /// Not the start of a published object of any heap.
+    NotLive,
+    /// A quarantined (freed) object that had this descriptor.
+    Freed(&'static Descriptor),
+}
+
+/// The descriptor of the live object starting at `addr`, or why there is none.
+#[inline]
+pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
+    let used = USED.load(Ordering::Acquire);
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        let off = addr.wrapping_sub(e.lo);
+        if off >= e.hi - e.lo {
+            continue;
+        }
+        return if is_object_start(e, addr, off) { header(addr) } else { Err(Bad::NotLive) };
+    }
+    Err(Bad::NotLive)
+}
+
+/// `mark::find_exact` on an entry's raw tables.
+#[inline(always)]
+fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
+    if addr % 8 != 0 {
+        return false;
+    }
+    let b = off >> BLOCK_SHIFT;
+    // SAFETY: off < hi - lo, so b < nblocks: the kind and meta maps hold
+    // nblocks entries and stay mapped while the entry is registered.
+    let (v, m) = unsafe { ((*e.kinds.add(b)).load(Ordering::Acquire), &*e.meta.add(b)) };
+    let boff = off & (BLOCK_SIZE - 1);
+    match v as u8 {
+        KIND_SMALL => {
+            let c = split_span_class((v >> 8) as usize).0;
+            let slot = slot_index(c, boff);
+            slot * CLASS_SIZES[c] == boff && m.is_allocated(slot)
+        }
+        KIND_LARGE_HEAD => boff == 0 && m.is_allocated(0),
+        _ => false,
+    }
+}
+
+/// The descriptor in the header of the published object at `addr`.
+#[inline(always)]
+fn header(addr: usize) -> Result<&'static Descriptor, Bad> {
+    // SAFETY: `addr` is a published object (its start bit was read with
+    // Acquire), so its header holds a &'static Descriptor.
+    let h = unsafe { (addr as *const usize).read() };
+    if h == &QUARANTINED as *const Descriptor as usize {
+        // SAFETY: quarantine keeps the original descriptor in payload word 0
+        // (every slot has at least two words).
+        return Err(Bad::Freed(unsafe { &*((addr as *const usize).add(1).read() as *const Descriptor) }));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { &*(h as *const Descriptor) })
+}
+
+/// Whether the published object at `addr` is quarantined (checkrefs).
+///
+/// # Safety
+/// `addr` is a published object of a heap.
+#[inline]
+pub(crate) unsafe fn is_quarantined(addr: usize) -> bool {
+    // SAFETY: the caller guarantees a published object.
+    unsafe { (addr as *const usize).read() == &QUARANTINED as *const Descriptor as usize }
+}
+
+#[cold]
+#[inline(never)]
+pub(crate) fn bad_ref(addr: usize, bad: Bad) -> ! {
+    match bad {
+        Bad::NotLive => panic!(
+            "stale or foreign GcRef {addr:#x}: not a live object of any usurp heap (a GC reference kept \
+             only in Rust heap memory is not a root: keep it on a task's stack, in a Root or a RootedVec)"
+        ),
+        Bad::Freed(d) => panic!(
+            "stale GcRef {addr:#x}: its `{}` object was freed by a collection (USURP_DEBUG=checkrefs \
+             quarantined it; a GC reference kept only in Rust heap memory is not a root: keep it on a \
+             task's stack, in a Root or a RootedVec)",
+            d.name()
+        ),
+    }
+}
+
+/// The checkrefs quarantine of one heap: freed objects in the order they
+/// were freed. Owned by `HeapInner`, touched only by the sweep (in the pause,
+/// under the heap's collection lock).
+#[derive(Default)]
+pub(crate) struct Quarantine {
+    fifo: VecDeque<(usize, usize)>,
+    bytes: usize,
+}
+
+impl Quarantine {
+    /// Quarantine the dead object at `addr` (`bytes` of slot or span) unless
+    /// it already is; returns whether it was newly quarantined.
+    ///
+    /// # Safety
+    /// Called in the sweep: `addr` is an allocated, unmarked object whose
+    /// memory nobody else touches.
+    pub(crate) unsafe fn poison(addr: usize, bytes: usize) -> bool {
+        let p = addr as *mut usize;
+        // SAFETY: the caller guarantees the object; a slot has >= 2 words.
+        unsafe {
+            let h = p.read();
+            if h == &QUARANTINED as *const Descriptor as usize {
+                return false;
+            }
+            p.add(1).write(h);
+            for i in 2..bytes / 8 {
+                p.add(i).write(POISON);
+            }
+            p.write(&QUARANTINED as *const Descriptor as usize);
+        }
+        true
+    }
+
+    /// Record objects quarantined by this sweep.
+    pub(crate) fn push(&mut self, objs: impl IntoIterator<Item = (usize, usize)>) {
+        for (a, n) in objs {
+            self.fifo.push_back((a, n));
+            self.bytes += n;
+        }
+    }
+
+    /// Take the oldest objects until at most `budget` bytes stay quarantined;
+    /// the caller frees them (clears their object-start bit before sweeping).
+    pub(crate) fn evict(&mut self, budget: usize, mut free: impl FnMut(usize)) {
+        while self.bytes > budget {
+            let Some((a, n)) = self.fifo.pop_front() else { break };
+            self.bytes -= n;
+            free(a);
+        }
+    }
+}

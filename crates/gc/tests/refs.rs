@@ -1,0 +1,275 @@
+//! Handle safety: what safe calls on `GcRef` / `Gc<T>` may and may not do
+//! (issue 10 items 1 and 8).
+
+mod common;
+use common::*;
+use std::hint::black_box;
+use usurp_gc::{alloc_array, Descriptor};
+
+fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
+    match e.downcast::<String>() {
+        Ok(s) => *s,
+        Err(e) => e.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default(),
+    }
+}
+
+/// Issue 10 item 1: the length word of an array is not writable through any
+/// safe call, and the heap stays sound after the attempt.
+#[test]
+fn an_arrays_length_word_cannot_be_forged() {
+    let h = heap(16 << 20);
+    let _g = h.attach_thread().unwrap();
+    let words = Descriptor::array_builder(1).name("words").build().unwrap();
+    let ptrs = Descriptor::array_builder(2).pointer_at(1).name("pairs").build().unwrap();
+    let a = alloc_array(words, 4);
+    let p = alloc_array(ptrs, 3);
+    // What a VM that forgets the `+1` on an element index would do.
+    let e = std::panic::catch_unwind(|| a.set_word(0, 1 << 20)).expect_err("set_word(0) on an array was accepted");
+    let msg = panic_message(e);
+    assert!(msg.contains("payload word 0 of array `words` is its length"), "{msg}");
+    let e = std::panic::catch_unwind(|| p.set_word(0, 1 << 20)).expect_err("set_word(0) on a pointer array was accepted");
+    assert!(panic_message(e).contains("is its length"));
+    let e = std::panic::catch_unwind(|| p.set_ptr(0, Some(a))).expect_err("set_ptr(0) on an array was accepted");
+    assert!(panic_message(e).contains("is its length"));
+    // Nothing changed: the length and the bounds are the real ones.
+    assert_eq!((a.len(), p.len()), (4, 3));
+    assert_eq!(a.payload_words(), 5);
+    assert!(std::panic::catch_unwind(|| a.word(5)).is_err(), "read past the object");
+    // SAFETY: `a` is a live pointer-free array owned by this test.
+    assert_eq!(unsafe { a.array_bytes_mut() }.len(), 4 * 8, "the byte view excludes the length word");
+    // Element words are writable as before.
+    a.set_word(1, 7);
+    a.set_word(4, 9);
+    p.set_ptr(2, Some(a));
+    black_box((a, p));
+    h.collect();
+    assert_eq!((a.len(), a.word(1), a.word(4), p.ptr(2)), (4, 7, 9, Some(a)));
+    let st = h.stats();
+    assert_eq!(st.verify_failures, 0, "the verifier found a damaged heap");
+    assert_eq!(st.bad_pointers, 0);
+    black_box((a, p));
+}
+
+fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(panic_message)
+}
+
+/// Silence the default panic hook's output for the many expected panics.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let m = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+            if !m.contains("GcRef") && !m.contains("stale Gc<") {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// Issue 10 item 8, the new user's scenario: 1000 handles kept only in a
+/// `Vec` (Rust heap, not scanned), then a collection and more allocation.
+/// Every safe access through a freed handle panics clearly; once memory is
+/// reused, a stale handle reads a live object within its bounds (no
+/// undefined behaviour), which checkrefs (next test) makes visible.
+#[test]
+fn stale_handles_kept_in_a_vec_panic_clearly() {
+    quiet_panics();
+    let h = heap(16 << 20);
+    let d = Descriptor::builder(3).name("Point").build().unwrap();
+    // (Made on another thread, which gives its allocation blocks back when it
+    // detaches, so that this thread's allocations below can reuse them.)
+    let kept: Vec<usurp_gc::GcRef> = on_other_thread(&h, move |_| {
+        (0..1000)
+            .map(|i| {
+                let r = usurp_gc::alloc(d);
+                r.set_word(0, i);
+                r
+            })
+            .collect()
+    });
+    let _g = h.attach_thread().unwrap();
+    let holder = h.add_root(Some(usurp_gc::alloc(Descriptor::builder(1).pointer_at(0).build().unwrap())));
+    collect_elsewhere(&h); // only the collecting thread's fresh stack is scanned
+    let mut panicked = 0;
+    for &r in &kept {
+        assert!(!r.is_live());
+        let e = catch(|| r.word(0)).expect_err("word() on a freed object returned");
+        assert!(e.contains(&format!("stale or foreign GcRef {:#x}: not a live object of any usurp heap", r.addr())), "{e}");
+        assert!(catch(|| r.descriptor()).is_err(), "descriptor() on a freed object returned");
+        assert!(catch(|| r.set_word(1, 5)).is_err());
+        assert!(catch(|| r.len()).is_err());
+        assert!(catch(|| r.payload_words()).is_err());
+        panicked += 1;
+    }
+    assert_eq!(panicked, 1000);
+    // A stale handle cannot be stored into a live object either.
+    let holder = holder.get().unwrap();
+    assert!(catch(|| holder.set_ptr(0, Some(kept[0]))).unwrap_err().contains("stale or foreign GcRef"));
+    // More allocation reuses the freed slots: stale handles now name live
+    // objects (the check cannot tell) and read within their bounds.
+    let fresh: Vec<_> = (0..1000).map(|_| usurp_gc::alloc(d)).collect();
+    let reused = kept.iter().filter(|r| r.is_live()).count();
+    assert!(reused > 900, "only {reused} slots reused");
+    for &r in kept.iter().filter(|r| r.is_live()) {
+        assert_eq!(r.word(0), 0, "a reused slot is a fresh, zeroed object");
+    }
+    // A foreign address (not in any heap) is refused too.
+    let foreign = Box::new([0usize; 4]);
+    // SAFETY: deliberately violating from_addr's contract: the accessors
+    // must catch it.
+    let f = unsafe { usurp_gc::GcRef::from_addr(foreign.as_ptr() as usize) }.unwrap();
+    assert!(catch(|| f.word(0)).unwrap_err().contains("not a live object of any usurp heap"));
+    black_box((fresh, holder));
+}
+
+/// A stale `Gc<T>` never derefs to a `&T` over freed or reused memory.
+#[test]
+fn a_stale_typed_handle_never_derefs() {
+    quiet_panics();
+    let h = heap(16 << 20);
+    let raw: Vec<usurp_gc::GcRef> = on_other_thread(&h, |_| (0..500).map(|i| node(i, None, None).raw()).collect());
+    // Typed while still allocated (no collection yet).
+    let kept: Vec<usurp_gc::Gc<Node>> = raw.iter().map(|&r| usurp_gc::Gc::from_ref(r).unwrap()).collect();
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    for g in &kept {
+        let e = catch(|| g.val).expect_err("deref of a freed Gc<Node>");
+        assert!(e.contains("stale or foreign GcRef"), "{e}");
+    }
+    // Reuse the slots with another type of the same size class.
+    let other = Descriptor::builder(3).pointer_at(0).name("Other").build().unwrap();
+    let fresh: Vec<_> = (0..500).map(|_| usurp_gc::alloc(other)).collect();
+    let mut wrong_type = 0;
+    for g in &kept {
+        let e = catch(|| g.val).expect_err("deref of a stale Gc<Node> over another object");
+        if e.contains("the object there now is a `Other`") {
+            wrong_type += 1;
+        } else {
+            assert!(e.contains("stale or foreign GcRef"), "{e}");
+        }
+    }
+    assert!(wrong_type > 400, "only {wrong_type} reused slots seen");
+    // The unchecked read is there for code that knows better.
+    let live = node(7, None, None);
+    // SAFETY: `live` is a live Node on this stack.
+    assert_eq!(unsafe { live.get_unchecked() }.val, 7);
+    black_box((fresh, live));
+}
+
+/// checkrefs: with the debug mode on, freed objects are quarantined and
+/// poisoned, so the stale access is reported with the object and its
+/// descriptor even after more allocation.
+#[test]
+fn checkrefs_reports_stale_access_with_the_descriptor() {
+    quiet_panics();
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, ..config(16 << 20) }).unwrap();
+    let d = Descriptor::builder(3).name("Point").build().unwrap();
+    let kept: Vec<usurp_gc::GcRef> = on_other_thread(&h, move |_| (0..1000).map(|_| usurp_gc::alloc(d)).collect());
+    let _g = h.attach_thread().unwrap();
+    collect_elsewhere(&h);
+    let fresh: Vec<_> = (0..1000).map(|_| usurp_gc::alloc(d)).collect();
+    let kept_set: std::collections::HashSet<_> = kept.iter().map(|r| r.addr()).collect();
+    assert!(fresh.iter().all(|r| !kept_set.contains(&r.addr())), "a quarantined slot was reused");
+    for &r in &kept {
+        let e = catch(|| r.word(0)).expect_err("word() on a quarantined object returned");
+        assert!(e.contains(&format!("stale GcRef {:#x}: its `Point` object was freed by a collection", r.addr())), "{e}");
+        assert!(catch(|| r.descriptor()).unwrap_err().contains("`Point`"));
+        assert_eq!(h.object_at(r.addr()), None, "a quarantined object is not an object");
+        // Unchecked reads see poison, not another object's data.
+        // SAFETY: reading the payload of a slot that stays mapped and
+        // allocated (quarantined) is a plain memory read.
+        assert_eq!(unsafe { r.payload().add(1).read() }, 0xdead_f1ee_dead_f1ee);
+    }
+    // Stale typed handles too.
+    let raw: Vec<usurp_gc::GcRef> = on_other_thread(&h, |_| (0..10).map(|i| node(i, None, None).raw()).collect());
+    let nodes: Vec<usurp_gc::Gc<Node>> = raw.iter().map(|&r| usurp_gc::Gc::from_ref(r).unwrap()).collect();
+    collect_elsewhere(&h);
+    let e = catch(|| nodes[3].val).unwrap_err();
+    assert!(e.contains("its `Node` object was freed"), "{e}");
+    for _ in 0..2 {
+        collect_elsewhere(&h);
+    }
+    assert_eq!(h.stats().verify_failures, 0);
+    black_box(fresh);
+}
+
+/// checkrefs holds at most a quarter of the heap limit in quarantine and
+/// never makes an allocation fail: much more garbage than the limit is fine.
+#[test]
+fn checkrefs_quarantine_is_bounded() {
+    let limit = 8 << 20;
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, gogc: Some(100), ..config(limit) }).unwrap();
+    let _g = h.attach_thread().unwrap();
+    let small = Descriptor::builder(5).build().unwrap();
+    let big = Descriptor::array_builder(1).build().unwrap();
+    for i in 0..usurp_gc::test_scale(400_000) {
+        black_box(usurp_gc::alloc(small));
+        if i % 1000 == 0 {
+            black_box(usurp_gc::alloc_array(big, 40_000)); // 320 KB, a large span
+        }
+    }
+    let st = h.stats();
+    assert!(st.cycles >= 3, "{} cycles", st.cycles);
+    assert!(st.heap_committed <= limit, "{} committed", st.heap_committed);
+    assert_eq!(st.verify_failures, 0);
+}
+
+/// RootedVec: elements are precise roots wherever the container lives.
+#[test]
+fn rooted_vec_elements_are_roots() {
+    quiet_panics();
+    let h = heap(16 << 20);
+    // The container lives on the Rust heap; the objects were made on another
+    // thread, so nothing but the container refers to them.
+    let mut v = Box::new(usurp_gc::RootedVec::new(&h));
+    let addrs = {
+        let h2 = h.clone();
+        let vp = &mut *v as *mut usurp_gc::RootedVec as usize;
+        std::thread::spawn(move || {
+            let _g = h2.attach_thread().unwrap();
+            // SAFETY: the test thread waits for this thread and does not
+            // touch the container meanwhile.
+            let v = unsafe { &mut *(vp as *mut usurp_gc::RootedVec) };
+            let mut a = vec![];
+            for i in 0..100 {
+                let l = list(i % 7 + 1);
+                v.push(l.map(|g| g.raw()));
+                a.push(l.unwrap().raw().addr());
+            }
+            v.push(None);
+            a
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(v.len(), 101);
+    assert_eq!(v.get(100), None);
+    collect_elsewhere(&h);
+    for (i, &a) in addrs.iter().enumerate() {
+        assert_eq!(v.get(i).map(|r| r.addr()), Some(a));
+        check_list(v.get(i).and_then(usurp_gc::Gc::from_ref), i % 7 + 1);
+    }
+    // Popped and truncated elements are no longer roots.
+    assert_eq!(v.pop(), Some(None));
+    v.truncate(50);
+    collect_elsewhere(&h);
+    assert!(addrs[..50].iter().all(|&a| h.object_at(a).is_some()));
+    assert!(addrs[50..].iter().all(|&a| h.object_at(a).is_none()), "truncated elements kept");
+    // set() replaces a root; a stale handle is refused.
+    let dead = addrs[60];
+    v.set(0, None);
+    collect_elsewhere(&h);
+    assert!(h.object_at(addrs[0]).is_none());
+    // SAFETY: deliberately stale: push/set must refuse it.
+    let stale = unsafe { usurp_gc::GcRef::from_addr(dead) };
+    assert!(catch(|| v.push(stale)).unwrap_err().contains("stale or foreign GcRef"));
+    assert_eq!(v.len(), 50);
+    // Dropping the container unroots everything.
+    drop(v);
+    collect_elsewhere(&h);
+    assert!(addrs.iter().all(|&a| h.object_at(a).is_none()));
+    let st = h.stats();
+    assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+}
