@@ -117,11 +117,20 @@ pub struct MutatorGuard {
 pub enum AttachError {
     /// This thread already has a mutator.
     AlreadyAttached,
+    /// The heap's [`World`] does not stop and scan this thread, so it may not
+    /// allocate (e.g. a plain thread and a runtime's heap): the reason.
+    Refused(&'static str),
 }
 
 impl std::fmt::Display for AttachError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "usurp heap: this thread is already attached to a heap")
+        match self {
+            AttachError::AlreadyAttached => write!(f, "usurp heap: this thread is already attached to a heap"),
+            AttachError::Refused(why) => write!(
+                f,
+                "usurp heap: this thread may not attach to the heap (allocation from a thread outside the runtime): {why}"
+            ),
+        }
     }
 }
 impl std::error::Error for AttachError {}
@@ -180,7 +189,7 @@ impl Heap {
     /// during a collection (it waits for one in progress).
     pub fn set_world(&self, world: Arc<dyn World>) {
         let _g = lock(&self.inner.collect_lock);
-        *self.inner.world.write().unwrap() = world;
+        *self.inner.world.write().unwrap_or_else(|p| p.into_inner()) = world;
     }
 
     /// The configuration in force.
@@ -191,10 +200,16 @@ impl Heap {
     /// Attach the current thread: allocation functions ([`crate::alloc`],
     /// `Gc::new`, ...) on this thread use this heap until the guard drops.
     /// The scheduler calls this once per worker thread when it starts.
+    ///
+    /// Only threads the heap's [`World`] stops and scans may attach
+    /// ([`World::may_attach`]): a runtime's heap refuses every thread but the
+    /// runtime's own (allocate from a task instead), a [`ThreadWorld`](crate::ThreadWorld)
+    /// heap every thread not registered with it ([`AttachError::Refused`]).
     pub fn attach_thread(&self) -> Result<MutatorGuard, AttachError> {
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
+        self.inner.world().may_attach().map_err(AttachError::Refused)?;
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
         let prev = set_current_mutator(&mut *mutator);
         Ok(MutatorGuard { mutator, prev })
@@ -356,7 +371,7 @@ impl Heap {
 
 impl HeapInner {
     pub(crate) fn world(&self) -> Arc<dyn World> {
-        self.world.read().unwrap().clone()
+        self.world.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether handing out `extra` more bytes crosses the goal (pacing on).
@@ -431,26 +446,55 @@ impl HeapInner {
         Ok(GcRef::from_heap_addr(addr).expect("heap addresses are non-null"))
     }
 
-    /// Collect because allocation needs it (skipped if another thread
+    /// Collect because the pacer asks for it (skipped if another thread
     /// collected while we waited for the lock).
     pub(crate) fn collect_for_alloc(&self, reason: &'static str) {
         let seen = self.cycle.load(Ordering::Acquire);
-        self.collect(reason, Some(seen));
+        self.collect_with(reason, Some(seen + 1), None);
     }
 
-    pub(crate) fn collect(&self, reason: &'static str, seen: Option<u64>) {
+    /// Collect because an allocation found no room, then retry it with
+    /// `retry` inside the pause, right after the sweep (before any other
+    /// thread can take the freed memory). The collection is skipped if one
+    /// numbered `skip_at` or later has completed meanwhile: such a cycle
+    /// started after the allocation failed, and the caller retries outside.
+    /// Returns `None` if skipped, else whether `retry` succeeded.
+    pub(crate) fn collect_and_retry(&self, skip_at: Option<u64>, retry: &mut dyn FnMut() -> bool) -> Option<bool> {
+        let mut ok = false;
+        let ran = self.collect_with("limit", skip_at, Some(&mut || ok = retry()));
+        ran.then_some(ok)
+    }
+
+    pub(crate) fn collect(&self, reason: &'static str, skip_at: Option<u64>) {
+        self.collect_with(reason, skip_at, None);
+    }
+
+    /// Runs a cycle unless one numbered `skip_at` or later has completed by
+    /// the time we hold the collection lock; returns whether it ran.
+    /// `in_pause` runs after the sweep, with the world still stopped.
+    fn collect_with(&self, reason: &'static str, skip_at: Option<u64>, in_pause: Option<&mut dyn FnMut()>) -> bool {
         let world = self.world();
         let mut guard = self.collect_lock.try_lock().ok();
         if guard.is_none() {
             world.blocking(&mut || guard = Some(lock(&self.collect_lock)));
         }
-        if let Some(c) = seen {
-            if self.cycle.load(Ordering::Acquire) != c {
-                return; // someone else collected meanwhile
+        if let Some(c) = skip_at {
+            if self.cycle.load(Ordering::Acquire) >= c {
+                return false; // someone else collected meanwhile
             }
         }
-        let mut queued_finalizers = false;
-        with_registers_spilled(&mut |sp| queued_finalizers = self.cycle_body(&*world, sp, reason));
+        let mut outcome = Ok(false);
+        let mut in_pause = in_pause;
+        // Nothing may unwind through the spill routine's frame: the cycle
+        // catches every panic (see `guarded_cycle`).
+        with_registers_spilled(&mut |sp| outcome = self.guarded_cycle(&*world, sp, reason, in_pause.take()));
+        let queued_finalizers = match outcome {
+            Ok(q) => q,
+            Err(e) => {
+                drop(guard);
+                e.resume();
+            }
+        };
         let cycle = self.cycle.load(Ordering::Acquire);
         let dec = self.space.decommit_idle(cycle);
         lock(&self.stats).blocks_decommitted += dec as u64;
@@ -458,12 +502,76 @@ impl HeapInner {
         if queued_finalizers {
             world.finalizers_pending();
         }
+        true
+    }
+
+    /// Runs one cycle, catching a panic anywhere in it (a root scanner, a
+    /// poisoned lock, the World): a panic while stopping leaves nothing to
+    /// undo; one before the sweep is undone (mark bits cleared: nothing was
+    /// freed) and the world restarted, and the caller then panics with a
+    /// message naming what panicked; one during the sweep or the restart
+    /// leaves the heap or the world in an unknown state: the process aborts
+    /// with a message. Never unwinds.
+    fn guarded_cycle(
+        &self,
+        world: &dyn World,
+        sp: usize,
+        reason: &'static str,
+        in_pause: Option<&mut dyn FnMut()>,
+    ) -> Result<bool, PausePanic> {
+        let phase = std::cell::Cell::new(Phase::Stopping);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.cycle_body(world, sp, reason, &phase, in_pause)
+        }));
+        let payload = match r {
+            Ok(q) => return Ok(q),
+            Err(p) => p,
+        };
+        let what = phase.get();
+        match what {
+            Phase::Stopping => Err(PausePanic { what, payload, restarted: false }),
+            Phase::Sweeping | Phase::AllocInPause | Phase::Restarting => pause_abort(what.describe(), &payload),
+            _ => {
+                // Nothing was freed or published yet: forget the marks (a
+                // later cycle assumes clear mark bits) and let everyone go.
+                self.clear_marks();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                    pause_abort("restarting the world after a panic in the pause", &payload);
+                }
+                Err(PausePanic { what, payload, restarted: true })
+            }
+        }
+    }
+
+    /// Clears every mark bit (a cycle abandoned before its sweep).
+    fn clear_marks(&self) {
+        for b in 0..self.space.high_water() {
+            let m = self.space.meta(b);
+            match self.space.kind(b).0 {
+                KIND_SMALL | KIND_LARGE_HEAD => {
+                    for w in m.mark.iter() {
+                        w.store(0, Ordering::Relaxed);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// One stop-the-world cycle. Returns whether finalizers were queued.
-    fn cycle_body(&self, world: &dyn World, sp: usize, reason: &'static str) -> bool {
+    /// `phase` tells [`HeapInner::guarded_cycle`] where a panic came from.
+    fn cycle_body(
+        &self,
+        world: &dyn World,
+        sp: usize,
+        reason: &'static str,
+        phase: &std::cell::Cell<Phase>,
+        in_pause: Option<&mut dyn FnMut()>,
+    ) -> bool {
         let t0 = Instant::now();
+        phase.set(Phase::Stopping);
         world.stop_the_world();
+        phase.set(Phase::ConservativeRoots);
         let t_stopped = Instant::now();
         let cycle = self.cycle.load(Ordering::Relaxed) + 1;
         let heap_before = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
@@ -481,10 +589,16 @@ impl HeapInner {
             words += m.scan_range(sp, hi);
         }
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
+        phase.set(Phase::Marking);
         self.roots.for_each(|s| m.mark_precise(s.load(Ordering::Acquire)));
-        for (_, s) in lock(&self.scanners).iter() {
+        phase.set(Phase::RootScanner);
+        // The scanners are cloned out: a panicking scanner must not poison
+        // (or hold) the list's lock.
+        let scanners: Vec<Arc<RootScanner>> = lock(&self.scanners).iter().map(|(_, s)| s.clone()).collect();
+        for s in scanners {
             s(&mut |r| m.mark_precise(r.addr()));
         }
+        phase.set(Phase::Marking);
         // Finalizer closures, registered and pending, are scanned
         // conservatively: what they capture stays alive until they have run
         // (Go's rule: a closure that reaches its own object keeps it alive
@@ -507,7 +621,9 @@ impl HeapInner {
             let per = stack.len().div_ceil(workers);
             let chunks: Vec<Vec<usize>> = stack.chunks(per).map(|c| c.to_vec()).collect();
             let pool = WorkPool::new(chunks);
-            world.run_parallel(workers, &|_| Marker::new(space, &counters).drain_shared(&pool));
+            world.run_parallel(workers, &|_| {
+                never_unwind("a GC marking job", || Marker::new(space, &counters).drain_shared(&pool))
+            });
         }
 
         // Weak references: cleared if their target was not reached from roots.
@@ -550,6 +666,7 @@ impl HeapInner {
         let verify_failures = if self.config.verify { crate::verify::verify(space) } else { 0 };
         let t_verified = Instant::now();
 
+        phase.set(Phase::Sweeping);
         let live = self.sweep(world, workers, cycle, reason == "limit");
         let t_swept = Instant::now();
 
@@ -563,7 +680,15 @@ impl HeapInner {
         self.allocated.store(0, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
+        if let Some(f) = in_pause {
+            // The allocation that asked for this cycle, before anyone else
+            // can take what the sweep freed (issue 10 item 7).
+            phase.set(Phase::AllocInPause);
+            f();
+        }
+        phase.set(Phase::Restarting);
         world.start_the_world();
+        phase.set(Phase::Done);
         let t_end = Instant::now();
 
         let c = CycleStats {
@@ -632,7 +757,7 @@ impl HeapInner {
             lock(&total).merge(out);
         };
         if workers > 1 && hwm > 4 * CHUNK {
-            world.run_parallel(workers, &work);
+            world.run_parallel(workers, &|i| never_unwind("a GC sweeping job", || work(i)));
         } else {
             work(0);
         }
@@ -720,6 +845,91 @@ impl HeapInner {
             }
             _ => {}
         }
+    }
+}
+
+/// Where in a cycle a panic happened (see [`HeapInner::guarded_cycle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Stopping,
+    ConservativeRoots,
+    Marking,
+    RootScanner,
+    Sweeping,
+    AllocInPause,
+    Restarting,
+    Done,
+}
+
+impl Phase {
+    fn describe(self) -> &'static str {
+        match self {
+            Phase::Stopping => "stopping the world (World::stop_the_world)",
+            Phase::ConservativeRoots => "scanning conservative roots (World::for_each_conservative_range)",
+            Phase::Marking => "marking",
+            Phase::RootScanner => "a root scanner (Heap::add_root_scanner)",
+            Phase::Sweeping => "sweeping",
+            Phase::AllocInPause => "the allocation retried in the pause",
+            Phase::Restarting => "restarting the world (World::start_the_world)",
+            Phase::Done => "finishing the cycle",
+        }
+    }
+}
+
+/// A panic caught inside a collection's pause, to be resumed by the
+/// collecting caller once the collection lock is released.
+struct PausePanic {
+    what: Phase,
+    payload: Box<dyn std::any::Any + Send>,
+    /// The world was stopped and has been restarted (else it never stopped).
+    restarted: bool,
+}
+
+impl PausePanic {
+    fn resume(self) -> ! {
+        if !self.restarted {
+            // Nothing happened yet (e.g. the stopper check): keep the
+            // World's own message.
+            std::panic::resume_unwind(self.payload);
+        }
+        panic!(
+            "usurp gc: {} panicked during a collection's pause: {}; the cycle was abandoned (nothing freed) and the \
+             world restarted",
+            self.what.describe(),
+            panic_message(&*self.payload)
+        )
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s
+    } else if let Some(s) = p.downcast_ref::<&'static str>() {
+        s
+    } else {
+        "(a non-string panic payload)"
+    }
+}
+
+/// A panic where the heap or the world cannot be put back in order: say
+/// what panicked, then abort (never unwind through the pause, never hang).
+#[cold]
+fn pause_abort(what: &str, payload: &(dyn std::any::Any + Send)) -> ! {
+    eprintln!(
+        "usurp gc: fatal: {what} panicked during a collection's pause ({}); the heap or the world cannot be \
+         restored: aborting",
+        panic_message(payload)
+    );
+    std::process::abort()
+}
+
+/// Runs `f`, aborting the process with a message if it panics: for code that
+/// runs on the World's threads in a pause (marking and sweeping jobs), where
+/// an unwind would leave the other jobs (and the stopper waiting for them)
+/// with a half-done shared state.
+fn never_unwind(what: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        pause_abort(what, &*p);
     }
 }
 

@@ -87,6 +87,17 @@
 //! scheduler implements [`World`]; this crate does not depend on it. The
 //! collecting thread spills its registers and scans its own stack.
 //!
+//! ## Failures inside a pause
+//! A cycle runs under `catch_unwind` (nothing may unwind through the
+//! register-spill frame). A panic while stopping the world has nothing to
+//! undo and is resumed; one before the sweep (conservative roots, a root
+//! scanner, a poisoned lock in one, marking, weak references, finalizer
+//! queueing, verification) clears the mark bits — nothing was freed — and
+//! restarts the world, and the collecting caller panics with a message naming
+//! what panicked; one in the sweep, the restart or a marking/sweeping job on
+//! another thread aborts the process with a message (the heap or the world
+//! could not be restored). Never a hang, never an unwind through the pause.
+//!
 //! ## Allocation and pacing
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
 //! (per-class cached block, free bits in a word) — no lock or atomic
@@ -94,7 +105,10 @@
 //! A collection starts when the heap (live after the last mark plus memory
 //! handed out since) reaches `live * (1 + GOGC/100)`; at the hard limit a full
 //! collection runs and, if still nothing fits, [`try_alloc`] fails and
-//! [`alloc`] panics ("usurp heap limit of N MiB exhausted ...").
+//! [`alloc`] panics ("usurp heap limit of N MiB exhausted ..."). Exhaustion
+//! is reported only after a full collection that the failing allocation
+//! waited for could not make room: the allocation is retried inside that
+//! collection's pause, before other threads can take the freed memory.
 //!
 //! ## Barrier
 //! Pointer stores into heap objects go through [`usurp_gc_write_barrier`]
@@ -144,6 +158,16 @@
 //!   [`MutatorGuard`] until it exits; the guard's drop gives the thread's
 //!   cached blocks back (it waits for a collection in progress through
 //!   `World::blocking`).
+//! * **Only threads the World stops and scans allocate.** `attach_thread`
+//!   asks [`World::may_attach`]: the scheduler's World admits only the
+//!   runtime's own threads, [`ThreadWorld`] only registered threads
+//!   ([`AttachError::Refused`] otherwise). Allocating on a thread without a
+//!   mutator panics with "allocation from a thread outside the runtime".
+//!   While a task runs a `blocking` closure (it counts as stopped, a
+//!   collection may run), the scheduler takes the thread's mutator away with
+//!   [`forbid_allocation`]: allocation there panics with "allocation inside
+//!   blocking()". Neither check costs the fast path anything: it already
+//!   branches on a null mutator.
 //! * After [`World::finalizers_pending`] is called, some task calls
 //!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
 //!   pause).
@@ -188,6 +212,7 @@ pub use config::{ConfigError, HeapConfig};
 pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
+pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};
 pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
 pub use stats::{CycleStats, GcStats};

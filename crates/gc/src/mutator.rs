@@ -41,8 +41,12 @@ use std::sync::Arc;
 /// Why an allocation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllocError {
-    /// The current thread has no mutator (`Heap::attach_thread` was not called).
+    /// The current thread has no mutator: it is not a thread of the runtime
+    /// (or of the `World`) that owns a heap.
     NotAttached,
+    /// Allocation is refused on this thread for now: the reason (e.g.
+    /// "inside blocking()"), set by the `World` with [`forbid_allocation`].
+    Forbidden(&'static str),
     /// The heap limit is exhausted even after a full collection.
     HeapExhausted { limit: usize, requested: usize },
     /// The requested size overflows.
@@ -54,8 +58,12 @@ impl std::fmt::Display for AllocError {
         match self {
             AllocError::NotAttached => write!(
                 f,
-                "usurp heap: allocation on a thread that is not attached to a heap (call Heap::attach_thread, or allocate from a runtime task)"
+                "usurp heap: allocation from a thread outside the runtime (this thread has no heap mutator): \
+                 allocate from a task of the runtime (Runtime::spawn, Runtime::block_on). A thread that the \
+                 heap's World does not stop and scan must not allocate: a collection would sweep under it and \
+                 never see its pointers (Heap::attach_thread only admits the threads the World accepts)"
             ),
+            AllocError::Forbidden(why) => write!(f, "usurp heap: allocation {why}"),
             AllocError::HeapExhausted { limit, requested } => write!(
                 f,
                 "usurp heap limit of {} MiB exhausted: {requested} bytes requested after a full collection",
@@ -110,6 +118,47 @@ pub struct Mutator {
 
 thread_local! {
     static CURRENT: Cell<*mut Mutator> = const { Cell::new(std::ptr::null_mut()) };
+    /// Why allocation is refused on this thread right now (see
+    /// [`forbid_allocation`]); read only on the slow path.
+    static FORBIDDEN: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// While alive, allocation on the current thread fails with
+/// [`AllocError::Forbidden`] (and `alloc` panics with `reason`). Created by
+/// [`forbid_allocation`]; restores the thread's mutator when dropped, on the
+/// same thread (it is not `Send`).
+#[must_use = "allocation is allowed again when the guard is dropped"]
+pub struct AllocationForbidden {
+    prev: *mut Mutator,
+    prev_reason: Option<&'static str>,
+}
+
+impl Drop for AllocationForbidden {
+    fn drop(&mut self) {
+        FORBIDDEN.with(|c| c.set(self.prev_reason));
+        set_current_mutator(self.prev);
+    }
+}
+
+/// Refuses allocation on the current thread until the guard drops: the
+/// thread's mutator is taken away (so the fast path, which already tests for
+/// a null mutator, costs nothing more) and the slow path reports `reason`,
+/// which completes the sentence "usurp heap: allocation ..." (e.g. "inside
+/// blocking(): ..."). For `World` implementations: the scheduler uses it
+/// while a task runs a `blocking` closure, during which the task counts as
+/// stopped and a collection may run.
+pub fn forbid_allocation(reason: &'static str) -> AllocationForbidden {
+    let prev_reason = FORBIDDEN.with(|c| c.replace(Some(reason)));
+    let prev = set_current_mutator(std::ptr::null_mut());
+    AllocationForbidden { prev, prev_reason }
+}
+
+#[cold]
+fn not_attached() -> AllocError {
+    match FORBIDDEN.with(|c| c.get()) {
+        Some(why) => AllocError::Forbidden(why),
+        None => AllocError::NotAttached,
+    }
 }
 
 /// The current thread's mutator (null if none). Never inlined: a task may
@@ -227,7 +276,7 @@ impl Mutator {
         let nwords = slots.div_ceil(64);
         let last_mask = if slots % 64 == 0 { !0 } else { (1u64 << (slots % 64)) - 1 };
         loop {
-            let b = heap.partial[sc].lock().unwrap().pop();
+            let b = heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).pop();
             let Some(b) = b else { break };
             let b = b as usize;
             let m = heap.space.meta(b);
@@ -277,7 +326,7 @@ impl Mutator {
             let b = self.heap.space.block_index(c.base);
             m.owned.store(false, Ordering::Release);
             if m.alloc_bits()[..slots_of(split_span_class(sc).0)].not_all() {
-                self.heap.partial[sc].lock().unwrap().push(b as u32);
+                self.heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).push(b as u32);
             }
             *c = ClassCache::EMPTY;
         }
@@ -357,30 +406,63 @@ fn alloc_fast(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Op
 /// A collection may switch the calling task to another thread (waiting for
 /// another collection counts as blocking): the mutator is re-read after
 /// every collection, never used across one.
+///
+/// Exhaustion (issue 10 item 7) is reported only after a full collection
+/// that started after this allocation failed could not make room: when the
+/// heap has no block left, the allocation waits for a collection and is
+/// retried *inside that collection's pause*, right after the sweep, before
+/// any other thread can take the freed memory; only if that retry fails is
+/// the heap exhausted. One shortcut: if another thread's collection that
+/// surely started after the failure (numbered two past the count read after
+/// it: the one in progress at the failure, if any, is number one) completed
+/// while we waited, the allocation first retries normally; if that fails,
+/// it runs its own collection as above.
 #[cold]
 #[inline(never)]
 fn alloc_slow(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
-    let mut collected = false;
+    let mut may_trigger = true;
+    let mut rounds = 0;
     loop {
         let m = current_mutator();
         if m.is_null() {
-            return Err(AllocError::NotAttached);
+            return Err(not_attached());
         }
         // SAFETY: as in alloc_fast. The reference dies before any collection
         // below.
         let m = unsafe { &mut *m };
-        let need = match m.alloc(desc, bytes, len, !collected) {
+        let need = match m.alloc(desc, bytes, len, may_trigger) {
             Ok(r) => return Ok(r),
             Err(need) => need,
         };
         let heap = m.heap.clone();
-        if collected {
-            return Err(AllocError::HeapExhausted { limit: heap.space.nblocks * crate::block::BLOCK_SIZE, requested: bytes });
+        // The pacer asks at most once per allocation.
+        may_trigger = false;
+        match need {
+            Need::Collect => heap.collect_for_alloc("goal"),
+            Need::Exhausted => {
+                let failed_at = heap.cycle.load(Ordering::Acquire);
+                let skip_at = (rounds == 0).then_some(failed_at + 2);
+                rounds += 1;
+                let mut got = None;
+                let ran = heap.collect_and_retry(skip_at, &mut || {
+                    // On the collecting thread, in the pause: its mutator.
+                    let m = current_mutator();
+                    // SAFETY: as in alloc_fast; no other reference to the
+                    // mutator is alive (the one above died before collecting).
+                    got = (!m.is_null()).then(|| unsafe { &mut *m }.alloc(desc, bytes, len, false).ok()).flatten();
+                    got.is_some()
+                });
+                match ran {
+                    None => continue, // a fresh cycle by someone else: retry
+                    Some(true) => return Ok(got.expect("the retry succeeded")),
+                    Some(false) => {
+                        return Err(AllocError::HeapExhausted {
+                            limit: heap.space.nblocks * crate::block::BLOCK_SIZE,
+                            requested: bytes,
+                        })
+                    }
+                }
+            }
         }
-        heap.collect_for_alloc(match need {
-            Need::Collect => "goal",
-            Need::Exhausted => "limit",
-        });
-        collected = true;
     }
 }

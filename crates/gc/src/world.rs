@@ -6,6 +6,7 @@
 //! [`ThreadWorld::safepoint`]), used by the tests and by programs that use the
 //! heap without the scheduler.
 
+pub use crate::mutator::{forbid_allocation, AllocationForbidden};
 use crate::stack::{os_thread_stack_bounds, with_registers_spilled};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,18 @@ use std::thread::ThreadId;
 ///   not be written while the world is stopped.
 /// * `run_parallel(n, f)` runs `f(0) .. f(n-1)`, each exactly once, returning
 ///   when all have returned; any degree of concurrency (including sequential)
-///   is correct. The closures never allocate.
+///   is correct. The closures never allocate and never unwind (the GC aborts
+///   the process with a message if a marking or sweeping job panics).
+/// * Only threads the World stops (and scans) allocate: `may_attach` refuses
+///   the others, and while a thread counts as stopped but keeps running
+///   (`blocking`), the World takes its mutator away with
+///   [`forbid_allocation`].
+/// * The GC never calls `stop_the_world` twice without `start_the_world`
+///   from the same thread; a World that can detect its stopper calling it
+///   again (the scheduler's does) should panic rather than wait for itself.
+///   A panic in `stop_the_world` is resumed as is (the GC assumes nothing
+///   was stopped); a panic later in the pause makes the GC restart the world
+///   and resume the panic in the collecting caller.
 pub trait World: Send + Sync {
     /// Return when every other task/thread is parked at a safe point.
     fn stop_the_world(&self);
@@ -63,6 +75,16 @@ pub trait World: Send + Sync {
     /// must not return while the world is stopped by someone else.
     fn blocking(&self, f: &mut dyn FnMut()) {
         f()
+    }
+    /// Whether the calling thread may attach to a heap of this world
+    /// ([`Heap::attach_thread`](crate::Heap::attach_thread)). Only a thread
+    /// that `stop_the_world` stops and whose stack the World reports (or the
+    /// collector itself) may allocate: any other thread would allocate while
+    /// the sweep rewrites the same block's bits, and its pointers would never
+    /// be scanned. `Err(why)` refuses, with a sentence saying why. Default:
+    /// every thread (right for [`SoloWorld`]: one thread uses the heap).
+    fn may_attach(&self) -> Result<(), &'static str> {
+        Ok(())
     }
     /// Called (with the world running) after a cycle queued finalizers: the
     /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
@@ -113,7 +135,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Leaving counts as a safe point: wait out a stop in progress.
         let me = std::thread::current().id();
-        let mut st = self.world.state.lock().unwrap();
+        let mut st = self.world.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.stopper.is_some() && st.stopper != Some(me) {
             if let Some(p) = st.threads.get_mut(&me) {
                 // Park with an empty range: the thread is about to leave and
@@ -122,7 +144,7 @@ impl Drop for Registration {
                 p.range = (0, 0);
             }
             self.world.cv.notify_all();
-            st = self.world.cv.wait(st).unwrap();
+            st = self.world.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.threads.remove(&me);
         self.world.cv.notify_all();
@@ -143,10 +165,10 @@ impl ThreadWorld {
     /// Make the current thread a participant (it must then poll `safepoint`).
     pub fn register(self: &Arc<Self>) -> Registration {
         let me = std::thread::current().id();
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // Joining while stopped would let the new thread run during the pause.
         while st.stopper.is_some() {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.threads.insert(me, Participant::default());
         Registration { world: self.clone(), _not_send: std::marker::PhantomData }
@@ -168,7 +190,7 @@ impl ThreadWorld {
         with_registers_spilled(&mut |sp| {
             let top = os_thread_stack_bounds().1;
             {
-                let mut st = self.state.lock().unwrap();
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let Some(p) = st.threads.get_mut(&me) else {
                     drop(st);
                     f();
@@ -179,9 +201,9 @@ impl ThreadWorld {
                 self.cv.notify_all();
             }
             f();
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             while st.stopper.is_some() && st.stopper != Some(me) {
-                st = self.cv.wait(st).unwrap();
+                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             if let Some(p) = st.threads.get_mut(&me) {
                 p.parked = false;
@@ -194,19 +216,23 @@ impl ThreadWorld {
 impl World for ThreadWorld {
     fn stop_the_world(&self) {
         let me = std::thread::current().id();
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.stopper == Some(me) {
+            drop(st);
+            panic!("usurp gc: ThreadWorld::stop_the_world called by the thread that holds the world stopped: it would wait for itself forever");
+        }
         while st.stopper.is_some() {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.stopper = Some(me);
         self.stop_requested.store(true, Ordering::Release);
         while st.threads.iter().any(|(id, p)| *id != me && !p.parked) {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     fn start_the_world(&self) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.stopper = None;
         self.stop_requested.store(false, Ordering::Release);
         self.cv.notify_all();
@@ -215,7 +241,7 @@ impl World for ThreadWorld {
     fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
         let me = std::thread::current().id();
         let ranges: Vec<(usize, usize)> = {
-            let st = self.state.lock().unwrap();
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.threads.iter().filter(|(id, p)| **id != me && p.parked).map(|(_, p)| p.range).collect()
         };
         for (lo, hi) in ranges {
@@ -242,5 +268,14 @@ impl World for ThreadWorld {
 
     fn blocking(&self, f: &mut dyn FnMut()) {
         self.park(f);
+    }
+
+    fn may_attach(&self) -> Result<(), &'static str> {
+        let me = std::thread::current().id();
+        if self.state.lock().unwrap_or_else(|p| p.into_inner()).threads.contains_key(&me) {
+            Ok(())
+        } else {
+            Err("the thread is not registered with the heap's ThreadWorld (call ThreadWorld::register first, and poll ThreadWorld::safepoint)")
+        }
     }
 }

@@ -164,3 +164,111 @@ fn concurrent_explicit_collections() {
     assert!(h.stats().cycles >= n as u64);
     assert_eq!(h.stats().verify_failures, 0);
 }
+
+/// A `ThreadWorld` heap refuses a thread that is not registered (it would
+/// not stop for collections, and its stack would not be scanned); after
+/// registering, the same thread attaches.
+#[test]
+fn thread_world_refuses_unregistered_threads() {
+    let (w, h) = world_heap(1, config(8 << 20));
+    std::thread::spawn(move || {
+        match h.attach_thread() {
+            Err(usurp_gc::AttachError::Refused(why)) => assert!(why.contains("ThreadWorld::register"), "{why}"),
+            Err(e) => panic!("unexpected {e:?}"),
+            Ok(_) => panic!("an unregistered thread attached"),
+        }
+        let _r = w.register();
+        let _g = h.attach_thread().expect("a registered thread attaches");
+        assert_eq!(list(10).map(|l| l.val), Some(9));
+    })
+    .join()
+    .unwrap();
+}
+
+static WORDS: usurp_gc::Descriptor = usurp_gc::Descriptor::array("words", 1, 0);
+
+/// Threads racing to allocate 2-block objects near the heap limit, each
+/// keeping a ring of the last `k` (on its stack): the working set always
+/// fits (worst case 4 × (k + 1) × 2 = 104 blocks of the 128, leaving room
+/// for stale conservative references), so no allocation may fail. Before
+/// the fix, an allocation whose collection was skipped because another
+/// thread had just collected retried once and reported `HeapExhausted`
+/// when the others had taken the freed memory meanwhile.
+fn race_near_the_limit(threads: usize, k: usize, iters: usize) -> (usize, Vec<String>) {
+    let (w, h) = world_heap(1, HeapConfig { verify: false, ..config(8 << 20) });
+    let go = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (w, h, go) = (w.clone(), h.clone(), go.clone());
+            std::thread::spawn(move || {
+                let _r = w.register();
+                let _g = h.attach_thread().unwrap();
+                let mut slots: [Option<usurp_gc::GcRef>; 16] = [None; 16];
+                assert!(k <= slots.len());
+                w.blocking_wait_ready(&go);
+                let mut errors = Vec::new();
+                for i in 0..iters {
+                    w.safepoint();
+                    match usurp_gc::try_alloc_array(&WORDS, 12_000) {
+                        Ok(r) => slots[i % k] = Some(r),
+                        Err(e) => {
+                            errors.push(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                black_box(&mut slots);
+                errors
+            })
+        })
+        .collect();
+    let errors: Vec<String> = handles.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    (h.stats().cycles as usize, errors)
+}
+
+#[test]
+fn racing_allocations_near_the_limit_never_fail_spuriously() {
+    for _ in 0..3 {
+        let (cycles, errors) = race_near_the_limit(4, 12, test_scale(3000));
+        assert!(cycles > 0);
+        assert!(errors.is_empty(), "spurious exhaustion ({} of 4 threads, {cycles} cycles): {}", errors.len(), errors[0]);
+    }
+}
+
+/// A working set that does not fit still fails with the clear error, on
+/// every racing thread, and nothing hangs.
+#[test]
+fn racing_allocations_past_the_limit_report_exhaustion() {
+    let t = std::time::Instant::now();
+    let (w, h) = world_heap(1, HeapConfig { verify: false, ..config(8 << 20) });
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let (w, h) = (w.clone(), h.clone());
+            std::thread::spawn(move || {
+                let _r = w.register();
+                let _g = h.attach_thread().unwrap();
+                let mut head: Option<Gc<Node>> = None;
+                loop {
+                    w.safepoint();
+                    match usurp_gc::try_alloc(<Node as usurp_gc::GcType>::descriptor()) {
+                        Ok(r) => {
+                            let n = Gc::<Node>::from_ref(r).unwrap();
+                            n.left.set(head);
+                            head = Some(n);
+                        }
+                        Err(e) => {
+                            black_box(&head);
+                            return e;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in handles {
+        let e = t.join().unwrap();
+        assert!(matches!(e, usurp_gc::AllocError::HeapExhausted { .. }), "{e:?}");
+        assert!(e.to_string().contains("exhausted"), "{e}");
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(120), "took {:?}", t.elapsed());
+}

@@ -53,8 +53,29 @@
 //! `Heap::run_pending_finalizers`.
 
 use crate::runtime::Shared;
+use std::cell::Cell;
 use std::sync::Weak;
 use usurp_gc::World;
+
+/// What `usurp_gc::alloc` reports inside a `blocking` closure.
+pub(crate) const INSIDE_BLOCKING: &str = "inside blocking(): the task counts as stopped while its closure runs, so a \
+    collection may sweep the blocks this thread allocates from and never scans the closure's frames; allocate \
+    before or after blocking(), not inside it";
+
+thread_local! {
+    /// The runtime whose thread is attaching right now (see [`attach_thread`]).
+    static ATTACHING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Attaches the calling runtime thread (a worker or spare thread of `sh`,
+/// which stop-the-world stops and whose tasks' stacks it scans) to the
+/// runtime's heap. Every other thread is refused by `may_attach`.
+pub(crate) fn attach_thread(sh: &Shared) -> Option<usurp_gc::MutatorGuard> {
+    ATTACHING.with(|c| c.set(sh));
+    let g = sh.heap.attach_thread().ok();
+    ATTACHING.with(|c| c.set(std::ptr::null()));
+    g
+}
 
 pub(crate) struct RuntimeWorld {
     pub(crate) shared: Weak<Shared>,
@@ -120,6 +141,15 @@ impl World for RuntimeWorld {
         match self.shared.upgrade() {
             Some(sh) => crate::stw::safe_region(&sh, f),
             None => f(),
+        }
+    }
+
+    fn may_attach(&self) -> Result<(), &'static str> {
+        if ATTACHING.with(|c| std::ptr::eq(c.get(), self.shared.as_ptr())) {
+            Ok(())
+        } else {
+            Err("only the runtime's own threads allocate in its heap (they are stopped and scanned for every \
+                 collection); allocate from a task (Runtime::spawn, Runtime::block_on) instead")
         }
     }
 

@@ -124,7 +124,7 @@ impl ThreadInit {
                 }
             }
         }
-        let mutator = sh.heap.attach_thread().ok();
+        let mutator = crate::gc_world::attach_thread(sh);
         ThreadInit { slot, _mutator: mutator }
     }
 }

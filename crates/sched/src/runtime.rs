@@ -345,11 +345,28 @@ impl Runtime {
     /// for other tasks of this runtime. A task in a tight loop outside
     /// preemptible code delays the stop until its next `checkpoint()` or
     /// runtime call.
+    ///
+    /// A task that stops the world is not preempted until it restarts it
+    /// (its `checkpoint()` does nothing meanwhile, and `blocking` runs its
+    /// closure in place). What would wait for the stopper itself is
+    /// detected: stopping again or collecting (`Heap::collect`, or an
+    /// allocation that needs a collection) panics, and so does `yield_now`;
+    /// parking (sleep, join, a channel or mutex wait) aborts the process
+    /// with a message (a wait node is already queued, unwinding would free
+    /// it). A task exiting while it holds the stop restarts the world.
+    ///
+    /// # Panics
+    /// If the caller already holds the world stopped.
     pub fn stop_the_world(&self) -> Duration {
         crate::stw::stop_the_world(&self.shared)
     }
 
-    /// Restarts the world stopped by [`Runtime::stop_the_world`].
+    /// Restarts the world stopped by [`Runtime::stop_the_world`]. Does
+    /// nothing if the world is not stopped.
+    ///
+    /// # Panics
+    /// If the world is stopped by another task or thread (only the stopper
+    /// restarts it).
     pub fn start_the_world(&self) {
         crate::stw::start_the_world(&self.shared)
     }
@@ -411,7 +428,7 @@ pub(crate) struct Shared {
     wake_cursor: AtomicUsize,
     pub(crate) timers: SpinLock<Timers>,
     pub(crate) next_timer: AtomicU64,
-    pool: SpinLock<Vec<*mut Task>>,
+    pub(crate) pool: SpinLock<Vec<*mut Task>>,
     pub(crate) registry: SpinLock<Vec<*mut Task>>,
     spares: SpinLock<Vec<*const Machine>>,
     pub(crate) threads: AtomicUsize,

@@ -36,15 +36,45 @@
 //! `start_the_world` it must not yield, park or block on other tasks (its own
 //! worker would park under it).
 //!
+//! **The stopper** (issue 11 item 2). Its identity (task, or thread if not
+//! a task) is recorded in `Stw::stopper` for the duration of the stop, and:
+//! * a task stopper runs in a no-preemption section from its stop to its
+//!   start (`Inner::no_preempt`): its quantum's ticks are refused and its
+//!   `checkpoint()` does nothing; `ask_to_stop` skips its worker and the
+//!   timer monitor sends no request while a stop is on (`sysmon.rs`);
+//! * what would wait for the stopper itself is detected, never a hang:
+//!   `stop_the_world` by the stopper (a second stop, or a collection, which
+//!   stops the world) panics; `safe_region` by the stopper (a wait that
+//!   counts as stopped) panics; `yield_now` panics; parking aborts with a
+//!   message (its wait node is already queued on the stack, so unwinding
+//!   would be unsound); `blocking` runs its closure in place; exiting
+//!   restarts the world (with a message);
+//! * only the stopper may `start_the_world` (others panic).
+//!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
 //! (parallel GC marking): the stopper takes indices too, so a job completes
 //! even when no worker helps.
 //!
 //! Time-to-safepoint (request → all stopped) is recorded per stop.
+//!
+//! **What cannot be stopped, and what is reported** (issue 10 item 5a). A
+//! task blocked in the kernel outside `blocking` (a `std::sync::Mutex`, a
+//! `read`, a `std::thread::sleep`) is on its worker's CPU as far as the
+//! scheduler knows and cannot reach a safe point until the kernel returns;
+//! if that needs the stopper (the task collecting holds the mutex), the stop
+//! never completes. That is a contract, not a bug that can be fixed here:
+//! use `usurp::Mutex` (tasks park, the worker stays free) or wrap
+//! kernel-blocking calls in `blocking()`, and call `checkpoint()` in long
+//! loops outside preemptible code. What is detected: when a stop has waited
+//! [`REPORT_AFTER`] (1 s), and every [`REPORT_EVERY`] (5 s) after that, the
+//! stopper prints to stderr each worker that has not stopped, its OS thread
+//! id, and the id and name of the task on it (as Go's runtime reports a
+//! goroutine that does not stop). The stopper is not aborted: a kernel call
+//! that is merely slow still completes.
 
 use crate::runtime::Shared;
 use crate::worker::Worker;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -62,10 +92,20 @@ pub(crate) const RETRY: Duration = Duration::from_micros(100);
 /// Time-to-safepoint samples kept.
 const TTSP_HISTORY: usize = 1024;
 
+/// A stop that takes longer than this prints which workers and tasks hold
+/// it up (as Go's runtime does), then again every [`REPORT_EVERY`].
+const REPORT_AFTER: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// Stop-the-world state of one runtime.
 pub(crate) struct Stw {
     /// Set while a stop is requested or in force: read on the switch path.
     pub(crate) stop: AtomicBool,
+    /// Who stopped the world ([`caller_id`]), 0 if nobody. Written under
+    /// `inner`'s lock by the stopper when its stop begins and ends; read
+    /// without the lock only to compare with the reader's own id (a reader
+    /// can only find its own id there if it wrote it itself).
+    stopper: AtomicUsize,
     wstate: Box<[AtomicU32]>,
     inner: Mutex<Inner>,
     cv: Condvar,
@@ -81,6 +121,10 @@ struct Job {
 #[derive(Default)]
 struct Inner {
     active: bool,
+    /// The stopper task's no-preemption section, held from its stop to its
+    /// start (a task stopper must not be preempted: it would park on its own
+    /// worker, which parks for the stop it holds).
+    no_preempt: Option<usurp_preempt::NoPreempt>,
     job: Option<Job>,
     stops: u64,
     ttsp: Vec<Duration>,
@@ -88,7 +132,10 @@ struct Inner {
 }
 
 // SAFETY: the job pointer is only dereferenced while the stopper that posted
-// it waits in `run_parallel` for every taken index to complete.
+// it waits in `run_parallel` for every taken index to complete. The
+// `NoPreempt` guard is created and dropped by the stopper on its own thread
+// (the stopper neither switches nor migrates during its stop, and only it
+// may start the world).
 unsafe impl Send for Inner {}
 
 /// Stop-the-world statistics of a runtime.
@@ -112,6 +159,7 @@ impl Stw {
     pub(crate) fn new(workers: usize) -> Stw {
         Stw {
             stop: AtomicBool::new(false),
+            stopper: AtomicUsize::new(0),
             wstate: (0..workers).map(|_| AtomicU32::new(RUNNING)).collect(),
             inner: Mutex::new(Inner::default()),
             cv: Condvar::new(),
@@ -188,10 +236,51 @@ fn my_worker(sh: &Shared) -> Option<usize> {
     std::ptr::eq(w.shared, sh).then_some(w.index)
 }
 
+thread_local! {
+    /// Its address identifies a thread that is not running a task.
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+/// Identity of the caller for the stopper checks: its task (also inside
+/// `blocking`), or its thread. Never 0.
+fn caller_id() -> usize {
+    let t = crate::worker::current_task();
+    if !t.is_null() {
+        return t as usize;
+    }
+    THREAD_MARK.with(|m| m as *const u8 as usize) | 1
+}
+
+/// Whether the caller is the task or thread that holds `sh`'s world stopped.
+#[inline]
+pub(crate) fn caller_is_stopper(sh: &Shared) -> bool {
+    sh.stw.stop.load(Ordering::Relaxed) && sh.stw.stopper.load(Ordering::SeqCst) == caller_id()
+}
+
+/// Whether task `t` holds `sh`'s world stopped (cheap when no stop is on).
+#[inline]
+pub(crate) fn task_is_stopper(sh: &Shared, t: *mut crate::tcb::Task) -> bool {
+    sh.stw.stop.load(Ordering::Relaxed) && sh.stw.stopper.load(Ordering::SeqCst) == t as usize
+}
+
+#[cold]
+#[inline(never)]
+fn stopper_waits_for_itself(what: &str) -> ! {
+    panic!(
+        "usurp: {what} by the task or thread that holds the world stopped (Runtime::stop_the_world): it would wait \
+         for itself forever. Between Runtime::stop_the_world and Runtime::start_the_world, do not collect \
+         (Heap::collect, or an allocation that needs a collection), stop the world again, yield, park, sleep, \
+         join or wait for other tasks"
+    )
+}
+
 /// Stops every worker of `sh` except the caller's (see the module docs).
 /// Returns the time-to-safepoint.
 pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
     let stw = &sh.stw;
+    if caller_is_stopper(sh) {
+        stopper_waits_for_itself("stop_the_world (or a collection) called");
+    }
     let me = my_worker(sh);
     // One stopper at a time; a waiting stopper counts as stopped itself (its
     // registers spilled and SP recorded, like a task in `blocking`).
@@ -199,7 +288,13 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         let mut g = stw.lock();
         if !g.active {
             g.active = true;
+            stw.stopper.store(caller_id(), Ordering::SeqCst);
             stw.stop.store(true, Ordering::SeqCst);
+            if me.is_some() {
+                // A task holding a worker: not preemptible until it starts
+                // the world (its checkpoint() does nothing meanwhile).
+                g.no_preempt = Some(usurp_preempt::NoPreempt::new());
+            }
             break;
         }
         drop(g);
@@ -211,6 +306,7 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         });
     }
     let t0 = Instant::now();
+    let mut next_report = REPORT_AFTER;
     // Idle workers wake up and park (they must not pick up work).
     for w in sh.workers.iter() {
         if Some(w.index) != me {
@@ -230,6 +326,14 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         if all {
             break;
         }
+        let waited = t0.elapsed();
+        if waited >= next_report {
+            drop(g);
+            report_stragglers(sh, me, waited);
+            next_report += REPORT_EVERY;
+            g = stw.lock();
+            continue;
+        }
         g = stw.cv.wait_timeout(g, RETRY).unwrap_or_else(|p| p.into_inner()).0;
     }
     let ttsp = t0.elapsed();
@@ -242,6 +346,72 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         g.ttsp_pos = (p + 1) % TTSP_HISTORY;
     }
     ttsp
+}
+
+/// Prints to stderr which workers (and which of their tasks) have not
+/// stopped after `waited`, and what usually causes it. Called by the stopper
+/// without the stw lock.
+#[cold]
+#[inline(never)]
+fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = write!(out, "usurp: stop-the-world has waited {:.1} s for:", waited.as_secs_f64());
+    for w in sh.workers.iter() {
+        if Some(w.index) == me || sh.stw.wstate[w.index].load(Ordering::SeqCst) != RUNNING {
+            continue;
+        }
+        let slot = w.slot.load(Ordering::Acquire);
+        // SAFETY: slots are `'static`.
+        let tid = unsafe { slot.as_ref() }.map_or(0, |s| s.tid());
+        let _ = write!(out, "
+  worker {} (thread {tid}): ", w.index);
+        match running_task_info(sh, w) {
+            Some((id, Some(name))) => {
+                let _ = write!(out, "task {id} \"{name}\" has not reached a safe point");
+            }
+            Some((id, None)) => {
+                let _ = write!(out, "task {id} (unnamed) has not reached a safe point");
+            }
+            None => out.push_str("between tasks"),
+        }
+    }
+    out.push_str(
+        "\nusurp: a task blocked in the kernel outside blocking() (e.g. on a std::sync::Mutex whose holder is \
+         the task collecting) or looping outside preemptible code without checkpoint() holds up every collection; \
+         use usurp::Mutex, wrap kernel-blocking calls in usurp::blocking(), and call usurp::checkpoint() in long \
+         non-preemptible loops\n",
+    );
+    eprint!("{out}");
+}
+
+/// The id and name of the task on `w`'s CPU, if any (for the report).
+fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
+    // Holding the registry lock, no task struct is freed (`Task::destroy`);
+    // holding the pool lock, no struct in the pool is taken and prepared.
+    let reg = sh.registry.lock();
+    let _pool = sh.pool.lock();
+    let t = w.running_task.load(Ordering::SeqCst) as *mut crate::tcb::Task;
+    if t.is_null() || !reg.contains(&t) {
+        return None;
+    }
+    // SAFETY: `t` is registered, so allocated until `reg` is released. Its
+    // id and name are written only by `Task::prepare`, on a FREE struct
+    // taken from a worker's free cache (by that worker's own thread) or from
+    // the pool (locked here). `t` is RUNNING on `w` (checked below): it
+    // becomes FREE only when it exits, and then, with the stop flag set, its
+    // worker recycles it into its own cache or the pool (locked) and parks
+    // before running anything that could prepare it again. So nothing writes
+    // these fields while we read them. (`recycle` leaves the name in place
+    // for this reason.)
+    unsafe {
+        if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
+            return None;
+        }
+        let id = (*t).id.get();
+        let name = (*(*t).name.get()).as_deref().map(str::to_owned);
+        Some((id, name))
+    }
 }
 
 /// Asks the task on `w`'s CPU (if any) to get off it.
@@ -258,15 +428,29 @@ fn ask_to_stop(w: &Worker) {
     }
 }
 
-/// Restarts the world stopped by [`stop_the_world`].
+/// Restarts the world stopped by [`stop_the_world`]. Only the stopper may;
+/// without a stop in force it does nothing.
 pub(crate) fn start_the_world(sh: &Shared) {
     let stw = &sh.stw;
     let mut g = stw.lock();
+    if !g.active {
+        return;
+    }
+    if stw.stopper.load(Ordering::SeqCst) != caller_id() {
+        drop(g);
+        panic!(
+            "usurp: start_the_world called by a task or thread that did not stop the world (only the caller of \
+             Runtime::stop_the_world restarts it)"
+        );
+    }
     g.active = false;
     g.job = None;
+    let np = g.no_preempt.take();
+    stw.stopper.store(0, Ordering::SeqCst);
     stw.stop.store(false, Ordering::SeqCst);
     drop(g);
     stw.cv.notify_all();
+    drop(np);
 }
 
 /// Called by worker `w`'s scheduler loop when the stop flag is set: parks
@@ -405,8 +589,16 @@ pub(crate) fn wait_until_started(sh: &Shared) {
 /// registers are spilled onto its stack and, for a task, the SP recorded, so
 /// that a collection in the meantime scans them.
 pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
+    if caller_is_stopper(sh) {
+        // Counting as stopped and waiting for the world to start: only the
+        // caller could start it.
+        stopper_waits_for_itself("a wait for another collection (or thread exit) began");
+    }
     let me = my_worker(sh);
     let cur = crate::worker::current_task();
+    // The caller counts as stopped: it must not allocate (the slow path says
+    // why). Restored on this thread when `f` is done.
+    let _no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
     crate::arch::with_registers_spilled(&mut |sp| {
         // A panic must not unwind through the spill routine's frame.
         let r = match me {

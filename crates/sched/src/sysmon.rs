@@ -85,6 +85,11 @@ fn run(weak: Weak<Shared>) {
 
 /// Asks a worker running a task to get off its CPU (round robin).
 fn preempt_one(sh: &Shared) {
+    if sh.stw.stop.load(Ordering::SeqCst) {
+        // A stop is in progress: the stopper asks the other workers itself,
+        // and its own worker must not be disturbed (its task is the stopper).
+        return;
+    }
     let n = sh.workers.len();
     let start = sh.sysmon.cursor.fetch_add(1, Ordering::Relaxed);
     for i in 0..n {

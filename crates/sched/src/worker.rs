@@ -528,7 +528,9 @@ unsafe fn recycle(w: &Worker, t: *mut Task) {
     unsafe {
         let task = &*t;
         task.state.store(state::FREE, Ordering::Relaxed);
-        *task.name.get() = None;
+        // The name stays until the struct is prepared again (`Task::prepare`
+        // replaces it): a stalled stop-the-world reads the name of a task
+        // that may be exiting (`stw::report_stragglers`).
         let free = &mut *w.free.get();
         if w.shared == task.shared && free.len() < FREE_CACHE {
             free.push(t);
@@ -589,6 +591,16 @@ pub(crate) fn unpark(t: *mut Task) {
 /// exactly one unpark from whoever the task registered with.
 pub(crate) fn park_current() {
     let (m, w, cur) = current_with_worker().expect("park_current outside a task");
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        // The caller already queued a wait node on its stack: unwinding
+        // would free it under the waker. Parking would wait for a wake-up
+        // that needs the world running, which only this task can restart.
+        crate::sys::write_stderr(
+            b"usurp: fatal: the task that stopped the world (Runtime::stop_the_world) parked (sleep, join, a \
+              channel or mutex wait) before Runtime::start_the_world: nothing could ever wake it; aborting\n",
+        );
+        std::process::abort();
+    }
     // SAFETY: `cur` is the running task.
     let task = unsafe { &*cur };
     if task.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
@@ -602,6 +614,9 @@ pub(crate) fn park_current() {
 
 /// Yields the current task (see `crate::yield_now`).
 pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        stopper_yielded();
+    }
     w.clear_pin(cur);
     let next = w.next_fast();
     if next.is_null() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
@@ -614,11 +629,25 @@ pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
     unsafe { switch_to(m, w, cur, next, A_YIELD) };
 }
 
+#[cold]
+#[inline(never)]
+fn stopper_yielded() -> ! {
+    panic!(
+        "usurp: yield_now called by the task that holds the world stopped (Runtime::stop_the_world): its worker \
+         would park for the stop and never resume it; call Runtime::start_the_world first"
+    )
+}
+
 /// Puts the current (async-preempted) task back on its worker's local run
 /// queue, pinned to this worker, and runs something else. See the preemption
 /// hooks in the crate docs.
 pub(crate) fn preempt_current() {
     let Some((m, w, cur)) = current_with_worker() else { return };
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        // Cannot happen (the stopper runs in a no-preemption section); if it
+        // did, parking would deadlock: keep running.
+        return;
+    }
     // SAFETY: `cur` is the running task.
     let task = unsafe { &*cur };
     if task.pinned_worker.get() == NO_PIN {
@@ -668,6 +697,15 @@ fn exit_current() -> ! {
         crate::sys::write_stderr(b"usurp: internal error: task exiting without a worker\n");
         std::process::abort();
     };
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        // It would switch to its scheduler loop, which parks for the stop:
+        // nobody could restart the world. Restart it (the task is gone).
+        crate::sys::write_stderr(
+            b"usurp: a task exited while it held the world stopped (Runtime::stop_the_world without \
+              start_the_world): restarting the world\n",
+        );
+        crate::stw::start_the_world(w.shared());
+    }
     w.clear_pin(cur);
     let next = w.next_fast();
     // SAFETY: per `switch_to`'s contract; an exited task is never resumed.
@@ -680,8 +718,14 @@ fn exit_current() -> ! {
 /// `crate::blocking`).
 pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
     let Some((m, w, cur)) = current_with_worker() else { return f() };
-    w.clear_pin(cur);
     let sh = w.shared();
+    if crate::stw::task_is_stopper(sh, cur) {
+        // The stopper keeps running through its stop: blocking in place is
+        // harmless (and handing off or counting as stopped would wait for
+        // the start only it can give).
+        return f();
+    }
+    w.clear_pin(cur);
     let mut f = Some(f);
     let mut out: Option<R> = None;
     if w.pinned.get() > 0 || sh.shutdown.load(Ordering::Relaxed) {
@@ -731,7 +775,11 @@ pub(crate) fn blocking_handoff<R>(f: impl FnOnce() -> R) -> R {
         }
         handed = true;
         let f = f.take().expect("blocking closure runs once");
+        // The task counts as stopped: no allocation in `f` (the GC's slow
+        // path reports why); the thread's mutator is back right after `f`.
+        let no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
         res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        drop(no_alloc);
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
         // Back from the blocking call: queue ourselves globally via this
