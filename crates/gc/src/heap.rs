@@ -393,6 +393,11 @@ impl HeapInner {
             heap_committed: self.space.committed_bytes(),
             heap_limit: self.space.nblocks * BLOCK_SIZE,
             total_pause: s.total_pause,
+            total_verify_pause: s.total_verify_pause,
+            total_ttsp: s.total_ttsp,
+            total_root_scan: s.total_root_scan,
+            total_mark: s.total_mark,
+            total_sweep: s.total_sweep,
             pauses: s.pauses.iter().copied().collect(),
             ttsp: s.ttsp.iter().copied().collect(),
             verify_failures: s.verify_failures,
@@ -529,8 +534,17 @@ impl HeapInner {
         };
         let what = phase.get();
         match what {
-            Phase::Stopping => Err(PausePanic { what, payload, restarted: false }),
-            Phase::Sweeping | Phase::AllocInPause | Phase::Restarting => pause_abort(what.describe(), &payload),
+            Phase::Stopping | Phase::VerifyStopping => Err(PausePanic { what, payload, restarted: false }),
+            Phase::Sweeping | Phase::AllocInPause | Phase::Restarting | Phase::VerifyRestarting => {
+                pause_abort(what.describe(), &payload)
+            }
+            Phase::Verifying => {
+                // The cycle completed; only the verifier's stop is undone.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                    pause_abort("restarting the world after a panic in the heap verifier", &payload);
+                }
+                Err(PausePanic { what, payload, restarted: true })
+            }
             _ => {
                 // Nothing was freed or published yet: forget the marks (a
                 // later cycle assumes clear mark bits) and let everyone go.
@@ -613,6 +627,8 @@ impl HeapInner {
             words += m.scan_range(lo, hi);
         }
 
+        let t_roots = Instant::now();
+
         // Transitive closure.
         if workers <= 1 || m.stack.len() < 2 {
             m.drain_local();
@@ -663,9 +679,6 @@ impl HeapInner {
         m.flush();
         let t_marked = Instant::now();
 
-        let verify_failures = if self.config.verify { crate::verify::verify(space) } else { 0 };
-        let t_verified = Instant::now();
-
         phase.set(Phase::Sweeping);
         let live = self.sweep(world, workers, cycle, reason == "limit");
         let t_swept = Instant::now();
@@ -691,6 +704,26 @@ impl HeapInner {
         phase.set(Phase::Done);
         let t_end = Instant::now();
 
+        // The verifier (gcverify) in a stop of its own, reported apart from
+        // the cycle's pause: it checks the swept heap (every published
+        // object's pointer fields hold null or a published object), which
+        // is what the mark-time check implied, so a lost object shows up as
+        // a pointer to a freed slot.
+        let (mut verify, mut verify_pause, mut verify_failures) = (Default::default(), Default::default(), 0);
+        if self.config.verify {
+            let v0 = Instant::now();
+            phase.set(Phase::VerifyStopping);
+            world.stop_the_world();
+            phase.set(Phase::Verifying);
+            let v1 = Instant::now();
+            verify_failures = crate::verify::verify(space);
+            verify = v1.elapsed();
+            phase.set(Phase::VerifyRestarting);
+            world.start_the_world();
+            phase.set(Phase::Done);
+            verify_pause = v0.elapsed();
+        }
+
         let c = CycleStats {
             cycle,
             heap_before,
@@ -698,9 +731,11 @@ impl HeapInner {
             heap_goal: goal,
             time_to_safepoint: t_stopped - t0,
             pause: t_end - t0,
-            mark: t_marked - t_stopped,
-            sweep: t_swept - t_verified,
-            verify: t_verified - t_marked,
+            root_scan: t_roots - t_stopped,
+            mark: t_marked - t_roots,
+            sweep: t_swept - t_marked,
+            verify,
+            verify_pause,
             workers,
             conservative_words: words,
             live_objects: counters.live_objects.load(Ordering::Relaxed),
@@ -858,6 +893,10 @@ enum Phase {
     Sweeping,
     AllocInPause,
     Restarting,
+    /// Stopping the world again for the verifier (the cycle is complete).
+    VerifyStopping,
+    Verifying,
+    VerifyRestarting,
     Done,
 }
 
@@ -871,6 +910,9 @@ impl Phase {
             Phase::Sweeping => "sweeping",
             Phase::AllocInPause => "the allocation retried in the pause",
             Phase::Restarting => "restarting the world (World::start_the_world)",
+            Phase::VerifyStopping => "stopping the world for the heap verifier (World::stop_the_world)",
+            Phase::Verifying => "the heap verifier",
+            Phase::VerifyRestarting => "restarting the world after the heap verifier (World::start_the_world)",
             Phase::Done => "finishing the cycle",
         }
     }
@@ -891,6 +933,13 @@ impl PausePanic {
             // Nothing happened yet (e.g. the stopper check): keep the
             // World's own message.
             std::panic::resume_unwind(self.payload);
+        }
+        if self.what == Phase::Verifying {
+            panic!(
+                "usurp gc: {} panicked in its own pause after a completed cycle: {}; the world restarted",
+                self.what.describe(),
+                panic_message(&*self.payload)
+            )
         }
         panic!(
             "usurp gc: {} panicked during a collection's pause: {}; the cycle was abandoned (nothing freed) and the \

@@ -82,10 +82,14 @@
 //! ## Collection
 //! `stop the world` → scan roots → parallel transitive marking on
 //! `World::run_parallel` → clear weak references to unmarked objects → queue
-//! unreachable finalizable objects and mark from them → (verify) → sweep the
-//! side tables (in parallel for large heaps) → `start the world`. The
-//! scheduler implements [`World`]; this crate does not depend on it. The
-//! collecting thread spills its registers and scans its own stack.
+//! unreachable finalizable objects and mark from them → sweep the side
+//! tables (in parallel for large heaps) → `start the world` → (gcverify: stop
+//! the world again, verify the swept heap, start it: a stop of its own,
+//! reported apart from the pause figures). The scheduler implements
+//! [`World`]; this crate does not depend on it. The collecting thread spills
+//! its registers and scans its own stack. Marking still stops the world for
+//! the whole mark, so a pause grows with the live heap (issue 9: concurrent
+//! marking is not done yet).
 //!
 //! ## Failures inside a pause
 //! A cycle runs under `catch_unwind` (nothing may unwind through the
@@ -176,8 +180,12 @@
 //!   `World::blocking` when another collection is in progress.
 //!
 //! ## Observability
-//! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
-//! marked heap each cycle; `checkrefs=1` quarantines freed objects to catch
+//! `USURP_DEBUG=gctrace=1` prints one line per cycle: the pause and its parts
+//! (time-to-safepoint + root scan + mark with termination + sweep), and with
+//! gcverify the verifier's own stop apart; [`CycleStats`] and [`GcStats`]
+//! hold the same figures (`GcStats::pauses` and `total_pause` exclude the
+//! verifier's stops). `gcverify=1` verifies the swept heap after each cycle
+//! in a stop of its own; `checkrefs=1` quarantines freed objects to catch
 //! stale handles (see "Handle checks"); [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
 // `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.

@@ -10,8 +10,16 @@
 //!   at cooperative points (yield, park, channel/mutex waits, exit) get there
 //!   at once: while the stop flag is set, `next_fast` hands no task to a
 //!   direct task-to-task switch, so every switch goes to the scheduler loop,
-//!   and `find_runnable` parks before it looks for work. Idle workers are
-//!   woken so that they park too (and cannot pick up work while stopped).
+//!   and `find_runnable` parks before it looks for work.
+//! * **idle** (`Worker::idle` set): its driving thread sleeps in
+//!   `idle_sleep` (or is about to) with no task on its CPU. It is *not*
+//!   woken for the stop (issue 9 item 6): it counts as stopped as it is. The
+//!   handshake is Dekker's, all SeqCst: the worker clears `idle` (its own
+//!   CAS, or a waker's) and then, after a SeqCst fence, reads `stop` before
+//!   it looks for work; the stopper sets `stop` and then reads `idle`. So
+//!   either the stopper sees the worker not idle (and waits for it to park
+//!   like any running worker), or the worker sees the stop and parks before
+//!   it takes a task. While asleep it runs nothing that touches the heap.
 //! * **safe** (`SAFE`): its driving thread runs a blocking closure in place
 //!   (the `blocking` fallback when the worker cannot be handed off, and the
 //!   GC's `World::blocking`). The task's registers were spilled on its stack
@@ -53,7 +61,10 @@
 //!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
 //! (parallel GC marking): the stopper takes indices too, so a job completes
-//! even when no worker helps.
+//! even when no worker helps. Posting a job wakes the helpers once; a helper
+//! finishing an index wakes nobody, except the one that finishes the last
+//! index, which wakes the stopper alone (`Stw::job_done`). Idle (sleeping)
+//! workers do not help: they are not woken for a stop.
 //!
 //! Time-to-safepoint (request → all stopped) is recorded per stop.
 //!
@@ -108,7 +119,17 @@ pub(crate) struct Stw {
     stopper: AtomicUsize,
     wstate: Box<[AtomicU32]>,
     inner: Mutex<Inner>,
+    /// Waited on (with `inner`) by parked workers, marker threads, threads
+    /// waiting for the world to restart and the stopper while it stops the
+    /// world; notified on every state change and when a job is posted.
     cv: Condvar,
+    /// Waited on (with `inner`) only by the stopper in [`run_parallel`];
+    /// notified when the last index of the posted job completes.
+    job_done: Condvar,
+    /// Test-only switch (negative control of "idle workers are not woken"):
+    /// when set, a stop wakes every idle worker first, as it used to. Set
+    /// only by the scheduler's unit tests.
+    pub(crate) wake_idle_for_test: AtomicBool,
 }
 
 struct Job {
@@ -163,6 +184,8 @@ impl Stw {
             wstate: (0..workers).map(|_| AtomicU32::new(RUNNING)).collect(),
             inner: Mutex::new(Inner::default()),
             cv: Condvar::new(),
+            job_done: Condvar::new(),
+            wake_idle_for_test: AtomicBool::new(false),
         }
     }
 
@@ -188,10 +211,20 @@ impl Stw {
             g = self.lock();
             if let Some(job) = g.job.as_mut() {
                 job.done += 1;
+                if job.done == job.n {
+                    // Only the stopper waits for completion.
+                    self.job_done.notify_one();
+                }
             }
-            self.cv.notify_all();
         }
         g
+    }
+
+    /// Whether worker `w` counts as stopped: parked or safe, or idle (its
+    /// thread sleeps or is about to, with no task; see the module docs for
+    /// the handshake that makes reading `idle` here sound).
+    fn counts_as_stopped(&self, w: &Worker) -> bool {
+        self.wstate[w.index].load(Ordering::SeqCst) != RUNNING || w.idle.load(Ordering::SeqCst)
     }
 
     pub(crate) fn stats(&self) -> StwStats {
@@ -307,17 +340,20 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
     }
     let t0 = Instant::now();
     let mut next_report = REPORT_AFTER;
-    // Idle workers wake up and park (they must not pick up work).
-    for w in sh.workers.iter() {
-        if Some(w.index) != me {
-            sh.wake_worker(w.index);
+    // Idle workers are not woken: they count as stopped while they sleep,
+    // and one that wakes sees `stop` and parks before it takes work.
+    if stw.wake_idle_for_test.load(Ordering::Relaxed) {
+        for w in sh.workers.iter() {
+            if Some(w.index) != me {
+                sh.wake_worker(w.index);
+            }
         }
     }
     let mut g = stw.lock();
     loop {
         let mut all = true;
         for w in sh.workers.iter() {
-            if Some(w.index) == me || stw.wstate[w.index].load(Ordering::SeqCst) != RUNNING {
+            if Some(w.index) == me || stw.counts_as_stopped(w) {
                 continue;
             }
             all = false;
@@ -358,7 +394,7 @@ fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
     let mut out = String::new();
     let _ = write!(out, "usurp: stop-the-world has waited {:.1} s for:", waited.as_secs_f64());
     for w in sh.workers.iter() {
-        if Some(w.index) == me || sh.stw.wstate[w.index].load(Ordering::SeqCst) != RUNNING {
+        if Some(w.index) == me || sh.stw.counts_as_stopped(w) {
             continue;
         }
         let slot = w.slot.load(Ordering::Acquire);
@@ -519,7 +555,7 @@ pub(crate) fn run_parallel(sh: &Shared, n: usize, f: &(dyn Fn(usize) + Sync)) {
         if job.done == job.n {
             break;
         }
-        g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        g = stw.job_done.wait(g).unwrap_or_else(|p| p.into_inner());
     }
     g.job = None;
 }
