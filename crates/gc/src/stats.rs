@@ -31,7 +31,9 @@ pub struct CycleStats {
     /// Transitive marking and mark termination (weak references cleared,
     /// unreachable finalizable objects queued and marked from), world stopped.
     pub mark: Duration,
-    /// Sweeping the side tables, world stopped.
+    /// Sweep start, world stopped: taking the mutators' cached blocks away
+    /// and publishing the new mark generation. The sweeping itself is lazy
+    /// (allocation and a background thread, world running).
     pub sweep: Duration,
     /// Heap verification itself (0 unless gcverify).
     pub verify: Duration,
@@ -97,6 +99,14 @@ pub struct GcStats {
     pub weak_cleared: u64,
     /// Blocks whose memory was returned to the OS so far.
     pub blocks_decommitted: u64,
+    /// Blocks swept lazily so far: by the background sweeper, by
+    /// allocation, and by the collector finishing the sweep before a mark
+    /// (none of it in a pause).
+    pub blocks_swept_background: u64,
+    /// See `blocks_swept_background`.
+    pub blocks_swept_by_allocation: u64,
+    /// See `blocks_swept_background`.
+    pub blocks_swept_before_mark: u64,
 }
 
 impl GcStats {
