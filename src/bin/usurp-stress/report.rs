@@ -288,7 +288,7 @@ impl Summary {
         );
         line(
             "verifier failures",
-            format!("{:>12}  (heap verified after every mark; bad pointer slots {})", self.verifier_failures, self.bad_pointers),
+            format!("{:>12}  (heap verified after every collection, in its own stop; bad pointer slots {})", self.verifier_failures, self.bad_pointers),
         );
         line(
             "starved kinds",
