@@ -685,6 +685,7 @@ impl HeapInner {
         world.stop_the_world();
         phase.set(Phase::ConservativeRoots);
         let t_stopped = Instant::now();
+        let ttsp_holdup = world.last_stop_holdup();
         let cycle = self.cycle.load(Ordering::Relaxed) + 1;
         let heap_before = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
         let workers = self.config.mark_workers.unwrap_or_else(|| world.parallelism()).max(1);
@@ -860,6 +861,7 @@ impl HeapInner {
             heap_after: live,
             heap_goal: goal,
             time_to_safepoint: t_stopped - t0,
+            ttsp_holdup,
             pause: t_end - t0,
             root_scan: t_roots - t_stopped,
             mark: t_marked - t_roots,

@@ -205,8 +205,9 @@
 //!
 //! ## Observability
 //! `USURP_DEBUG=gctrace=1` prints one line per cycle: the pause and its parts
-//! (time-to-safepoint + root scan + mark with termination + sweep), and with
-//! gcverify the verifier's own stop apart; [`CycleStats`] and [`GcStats`]
+//! (time-to-safepoint + root scan + mark with termination + sweep), who held
+//! the stop up when it waited noticeably ([`World::last_stop_holdup`]), and
+//! with gcverify the verifier's own stop apart; [`CycleStats`] and [`GcStats`]
 //! hold the same figures (`GcStats::pauses` and `total_pause` exclude the
 //! verifier's stops). `gcverify=1` verifies the heap after each cycle
 //! in a stop of its own; `checkrefs=1` quarantines freed objects to catch

@@ -20,6 +20,9 @@ pub struct CycleStats {
     pub heap_goal: usize,
     /// From the stop request until every task was parked (part of `pause`).
     pub time_to_safepoint: Duration,
+    /// Who held the stop up, when it waited noticeably
+    /// ([`World::last_stop_holdup`](crate::World::last_stop_holdup)).
+    pub ttsp_holdup: Option<String>,
     /// The cycle's stop, from the stop request until the world restarted:
     /// `time_to_safepoint + root_scan + mark + sweep` plus the restart (and
     /// an allocation retried in the pause). The verifier's own stop is not
@@ -195,10 +198,15 @@ pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String
         ms(c.root_scan),
         ms(c.mark),
         ms(c.sweep),
-        if !verify {
-            String::new()
-        } else {
-            format!(", verifier's own stop {:.3} ms (verify {:.3} ms)", ms(c.verify_pause), ms(c.verify))
+        match (verify, &c.ttsp_holdup) {
+            (false, None) => String::new(),
+            (false, Some(h)) => format!(", stop held up by {h}"),
+            (true, h) => format!(
+                "{}, verifier's own stop {:.3} ms (verify {:.3} ms)",
+                h.as_ref().map_or(String::new(), |h| format!(", stop held up by {h}")),
+                ms(c.verify_pause),
+                ms(c.verify)
+            ),
         },
         c.workers,
         c.live_objects,
@@ -243,5 +251,8 @@ mod tests {
             l.contains("pause 1.500 ms (ttsp 0.100 + roots 0.200 + mark 0.700 + sweep 0.400 ms), verifier's own stop 3.100 ms (verify 3.000 ms)"),
             "{l}"
         );
+        let c = CycleStats { ttsp_holdup: Some("worker 1 (thread 42): task 7 \"sort\"".into()), ..c };
+        let l = trace_line(&c, Duration::from_millis(1500), false);
+        assert!(l.contains("sweep 0.400 ms), stop held up by worker 1 (thread 42): task 7 \"sort\","), "{l}");
     }
 }

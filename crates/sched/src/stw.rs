@@ -66,7 +66,11 @@
 //! index, which wakes the stopper alone (`Stw::job_done`). Idle (sleeping)
 //! workers do not help: they are not woken for a stop.
 //!
-//! Time-to-safepoint (request → all stopped) is recorded per stop.
+//! Time-to-safepoint (request → all stopped) is recorded per stop. A stop
+//! that waits [`HOLDUP_REPORT`] (1 ms) or more also records which worker,
+//! and which task on it, it waited for longest (`StwStats::last_holdup`; the
+//! GC prints it in `gctrace` through `World::last_stop_holdup`): the task is
+//! described while it still runs, once per worker per stop.
 //!
 //! **What cannot be stopped, and what is reported** (issue 10 item 5a). A
 //! task blocked in the kernel outside `blocking` (a `std::sync::Mutex`, a
@@ -150,7 +154,15 @@ struct Inner {
     stops: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
+    /// The last stop that waited at least [`HOLDUP_REPORT`]: which worker
+    /// (and task) stopped last, and the time-to-safepoint. Written by the
+    /// stopper at the end of `stop_the_world`.
+    last_holdup: Option<(String, Duration)>,
 }
+
+/// A stop that waits this long records which worker and task held it up
+/// (issue 9 item 8; `StwStats::last_holdup`, and the GC's `gctrace`).
+pub(crate) const HOLDUP_REPORT: Duration = Duration::from_millis(1);
 
 // SAFETY: the job pointer is only dereferenced while the stopper that posted
 // it waits in `run_parallel` for every taken index to complete. The
@@ -174,6 +186,10 @@ pub struct StwStats {
     pub ttsp_max: Duration,
     /// The recent samples, oldest first is not guaranteed.
     pub ttsp_samples: Vec<Duration>,
+    /// The last stop whose time-to-safepoint reached 1 ms: the worker (and
+    /// the task on it) that stopped last, e.g. `worker 1: task 7 "sort"`,
+    /// with that time-to-safepoint.
+    pub last_holdup: Option<(String, Duration)>,
 }
 
 impl Stw {
@@ -249,6 +265,7 @@ impl Stw {
             ttsp_p99: pct(0.99),
             ttsp_max: v.last().copied().unwrap_or_default(),
             ttsp_samples: g.ttsp.clone(),
+            last_holdup: g.last_holdup.clone(),
         }
     }
 }
@@ -350,19 +367,38 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         }
     }
     let mut g = stw.lock();
+    // Once the stop has waited HOLDUP_REPORT: each worker still running,
+    // described when first seen then (while its task still runs), and how
+    // long into the stop it was last seen running. The one seen running
+    // latest held the stop up longest.
+    let mut holdups: Vec<(usize, String, Duration)> = Vec::new();
     loop {
         let mut all = true;
+        let waited = t0.elapsed();
+        let mut describe = Vec::new();
         for w in sh.workers.iter() {
             if Some(w.index) == me || stw.counts_as_stopped(w) {
                 continue;
             }
             all = false;
             ask_to_stop(w);
+            if waited >= HOLDUP_REPORT {
+                match holdups.iter_mut().find(|h| h.0 == w.index) {
+                    Some(h) => h.2 = waited,
+                    None => describe.push(w),
+                }
+            }
         }
         if all {
             break;
         }
-        let waited = t0.elapsed();
+        if !describe.is_empty() {
+            drop(g);
+            for w in describe {
+                holdups.push((w.index, describe_worker(sh, w), waited));
+            }
+            g = stw.lock();
+        }
         if waited >= next_report {
             drop(g);
             report_stragglers(sh, me, waited);
@@ -373,6 +409,9 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         g = stw.cv.wait_timeout(g, RETRY).unwrap_or_else(|p| p.into_inner()).0;
     }
     let ttsp = t0.elapsed();
+    if let Some((_, h, _)) = holdups.into_iter().max_by_key(|h| h.2) {
+        g.last_holdup = Some((h, ttsp));
+    }
     g.stops += 1;
     if g.ttsp.len() < TTSP_HISTORY {
         g.ttsp.push(ttsp);
@@ -419,6 +458,27 @@ fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
          non-preemptible loops\n",
     );
     eprint!("{out}");
+}
+
+/// `worker N (thread T): task I "name"` for the task on `w`'s CPU (or
+/// "between tasks"). Called by the stopper without the stw lock.
+fn describe_worker(sh: &Shared, w: &Worker) -> String {
+    let slot = w.slot.load(Ordering::Acquire);
+    // SAFETY: slots are `'static`.
+    let tid = unsafe { slot.as_ref() }.map_or(0, |s| s.tid());
+    match running_task_info(sh, w) {
+        Some((id, Some(name))) => format!("worker {} (thread {tid}): task {id} \"{name}\"", w.index),
+        Some((id, None)) => format!("worker {} (thread {tid}): task {id} (unnamed)", w.index),
+        None => format!("worker {} (thread {tid}): between tasks", w.index),
+    }
+}
+
+/// The last stop that waited at least [`HOLDUP_REPORT`], if the last stop
+/// did: who held it up (for the GC's `World::last_stop_holdup`).
+pub(crate) fn last_stop_holdup(sh: &Shared) -> Option<String> {
+    let g = sh.stw.lock();
+    let last = if g.ttsp.is_empty() { Duration::ZERO } else { g.ttsp[(g.ttsp_pos + g.ttsp.len() - 1) % g.ttsp.len()] };
+    g.last_holdup.as_ref().filter(|(_, t)| *t == last && last >= HOLDUP_REPORT).map(|(h, _)| h.clone())
 }
 
 /// The id and name of the task on `w`'s CPU, if any (for the report).

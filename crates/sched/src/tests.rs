@@ -348,3 +348,44 @@ fn run_parallel_runs_each_index_once_and_returns() {
         }
     });
 }
+
+// Issue 9 item 8: a stop held up by a task that does not reach a safe point
+// (ordinary Rust code, checkpoint() only every 30 ms) names that task and
+// its worker in the stats.
+#[test]
+fn a_stop_held_up_by_a_task_names_it() {
+    with_watchdog(60, || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (stop.clone(), started.clone());
+        let hog = crate::join::spawn_in(rt.shared(), Some("the-hog".into()), move || {
+            st.store(true, Ordering::SeqCst);
+            while !s.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+                usurp_preempt::checkpoint();
+            }
+        })
+        .unwrap();
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut named = None;
+        for _ in 0..5 {
+            let ttsp = rt.stop_the_world();
+            rt.start_the_world();
+            if ttsp >= crate::stw::HOLDUP_REPORT {
+                named = rt.stats().stw.last_holdup;
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        hog.join().unwrap();
+        let (who, ttsp) = named.expect("no stop waited 1 ms for a task that checks in every 30 ms");
+        assert!(who.contains("\"the-hog\"") && who.starts_with("worker "), "{who}");
+        assert!(ttsp >= crate::stw::HOLDUP_REPORT);
+    });
+}
