@@ -156,6 +156,11 @@ pub struct Summary {
     pub accepted: u64,
     pub refused: Vec<(String, u64)>,
     pub gc_cycles: u64,
+    /// Fraction of the run's wall time with the world stopped by the GC:
+    /// its cycles' pauses plus the verifier's own stops.
+    pub stopped_fraction: f64,
+    /// The same, the cycles' pauses only.
+    pub pause_fraction: f64,
     pub pause: Dist,
     pub ttsp: Dist,
     pub wake: Dist,
@@ -198,6 +203,9 @@ impl Summary {
             accepted: st.preempt.accepted,
             refused: Refusal::ALL.iter().map(|&r| (reason_name(r), st.preempt.refused(r))).collect(),
             gc_cycles: st.gc.cycles,
+            stopped_fraction: (st.gc.total_pause + st.gc.total_verify_pause).as_secs_f64()
+                / elapsed.as_secs_f64().max(1e-9),
+            pause_fraction: st.gc.total_pause.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
             pause: Dist::of(&st.gc.pauses),
             ttsp: Dist::of(&st.gc.ttsp),
             wake: Dist::of_ns(out.wake_latency_ns.clone()),
@@ -266,6 +274,15 @@ impl Summary {
         line("GC cycles", format!("{:>12}", self.gc_cycles));
         let recent = if self.gc_cycles > self.pause.n as u64 { format!(" (last {} cycles)", self.pause.n) } else { String::new() };
         line("GC pause p50 / p99 / max", format!("{}{recent}", d(&self.pause)));
+        line(
+            "world stopped (fraction)",
+            format!(
+                "{:>11.1}%  of wall time (GC pauses {:.1}%, verifier stops {:.1}%)",
+                100.0 * self.stopped_fraction,
+                100.0 * self.pause_fraction,
+                100.0 * (self.stopped_fraction - self.pause_fraction)
+            ),
+        );
         line("time-to-safepoint p99", format!("{:.1} µs  (p50 {:.1}, max {:.1})", self.ttsp.p99, self.ttsp.p50, self.ttsp.max));
         line(
             "wake latency p99",
@@ -309,7 +326,7 @@ impl Summary {
     pub fn json(&self) -> String {
         let refused: Vec<String> = self.refused.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
         format!(
-            "{{\n  \"preemptions_accepted\": {},\n  \"preemptions_refused\": {{{}}},\n  \"gc_cycles\": {},\n  \"pause_us\": {},\n  \"ttsp_us\": {},\n  \"wake_latency_us\": {},\n  \"checksum_failures\": {},\n  \"register_mismatches\": {},\n  \"verifier_failures\": {},\n  \"seconds\": {:.3},\n  \"workers\": {},\n  \"quantum_us\": {}\n}}\n",
+            "{{\n  \"preemptions_accepted\": {},\n  \"preemptions_refused\": {{{}}},\n  \"gc_cycles\": {},\n  \"pause_us\": {},\n  \"ttsp_us\": {},\n  \"wake_latency_us\": {},\n  \"checksum_failures\": {},\n  \"register_mismatches\": {},\n  \"verifier_failures\": {},\n  \"seconds\": {:.3},\n  \"workers\": {},\n  \"quantum_us\": {},\n  \"stopped_fraction\": {:.6}\n}}\n",
             self.accepted,
             refused.join(", "),
             self.gc_cycles,
@@ -322,6 +339,7 @@ impl Summary {
             self.seconds,
             self.workers,
             self.quantum_us,
+            self.stopped_fraction,
         )
     }
 }
