@@ -67,13 +67,21 @@ fn main() {
         println!("{l}");
     }
     let st = rt.stats();
+    // (`pause_percentile` takes 0..=100: this printed p0.5/p0.99 before.)
+    let wall = t0.elapsed();
     eprintln!(
-        "usurp binary-trees {n}: wall {:.2} s, workers {workers}, gc cycles {}, total pause {:?}, pause p50 {:?} p99 {:?}, ttsp p99 {:?}",
-        t0.elapsed().as_secs_f64(),
+        "usurp binary-trees {n}: wall {:.2} s, workers {workers}, gc cycles {}, total pause {:?} ({:.1}% of wall), pause p50 {:?} p99 {:?} max {:?}, ttsp p99 {:?}; pause parts (totals): ttsp {:?}, roots {:?}, mark {:?}, sweep {:?}",
+        wall.as_secs_f64(),
         st.gc.cycles,
         st.gc.total_pause,
-        st.gc.pause_percentile(0.5),
-        st.gc.pause_percentile(0.99),
-        st.gc.ttsp_percentile(0.99),
+        100.0 * st.gc.total_pause.as_secs_f64() / wall.as_secs_f64(),
+        st.gc.pause_percentile(50.0),
+        st.gc.pause_percentile(99.0),
+        st.gc.pause_percentile(100.0),
+        st.gc.ttsp_percentile(99.0),
+        st.gc.total_ttsp,
+        st.gc.total_root_scan,
+        st.gc.total_mark,
+        st.gc.total_sweep,
     );
 }

@@ -235,7 +235,7 @@ fn json_reader_reads_what_it_should() {
 
 // ---- the runs -------------------------------------------------------------------
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "preemptions_accepted",
     "preemptions_refused",
     "gc_cycles",
@@ -248,6 +248,7 @@ const KEYS: [&str; 12] = [
     "seconds",
     "workers",
     "quantum_us",
+    "stopped_fraction",
 ];
 
 fn json_path(tag: &str) -> PathBuf {
@@ -294,6 +295,10 @@ fn a_short_run_passes_and_writes_the_json_summary() {
         let v = j.num(k);
         assert!(v >= 0.0 && v.fract() == 0.0, "{k} = {v}");
     }
+    let f = j.num("stopped_fraction");
+    assert!((0.0..=1.0).contains(&f), "stopped_fraction = {f}");
+    assert!(f > 0.0 || j.num("gc_cycles") == 0.0, "stopped_fraction = {f} although the GC ran");
+    assert!(stdout.contains("world stopped (fraction)"), "{stdout}");
     for k in ["pause_us", "ttsp_us", "wake_latency_us"] {
         let d = j.get(k).unwrap();
         let mut dk = d.keys();

@@ -6,7 +6,12 @@
 //! reservation indexed by block number, so object memory holds objects only.
 //!
 //! Side tables per block: `alloc` (object-start bits: slot `i` holds a published,
-//! fully initialised object) and `mark` (set during marking). A large object uses
+//! fully initialised object, or a dead one not yet swept) and two buffers of
+//! mark bits: cycle `n` marks into buffer `n % 2`, so that the marks of the
+//! last cycle stay readable while its blocks are swept lazily (see
+//! [`BlockMeta::is_live`]) and the buffer the next cycle marks into is
+//! cleared block by block by the sweep, never in a pause. `swept` says
+//! whether the block has been swept since the last mark. A large object uses
 //! bit 0 of its head block's tables.
 
 use bitvec::prelude::*;
@@ -39,10 +44,19 @@ pub struct BlockMeta {
     pub link: AtomicU32,
     /// Large head: object size in bytes.
     pub large_bytes: AtomicUsize,
+    /// Sweep state against `Space::gen` (`s`, the number of the last
+    /// completed mark): `2 * s` swept since that mark (the object-start bits
+    /// are exactly the published objects); `2 * s + 1` being swept; less:
+    /// not swept yet (live objects are `alloc & marks[s % 2]`). Written with
+    /// Release by the sweeper that claimed the block (CAS) and by whoever
+    /// hands a fresh block out; read with Acquire by lookups.
+    pub swept: AtomicU64,
     /// Object-start bits: set (Release) only after the header is written.
     pub alloc: [AtomicU64; BITMAP_WORDS],
-    /// Mark bits of the current cycle; all clear outside a collection.
-    pub mark: [AtomicU64; BITMAP_WORDS],
+    /// Mark bits, double-buffered: cycle `n` marks into `marks[n % 2]`.
+    /// The buffer of the cycle in progress is clear when it starts (the
+    /// sweep that followed the cycle before cleared it).
+    pub marks: [[AtomicU64; BITMAP_WORDS]; 2],
 }
 
 impl BlockMeta {
@@ -50,20 +64,50 @@ impl BlockMeta {
     pub fn alloc_bits(&self) -> &BitSlice<AtomicU64, Lsb0> {
         self.alloc.view_bits::<Lsb0>()
     }
-    /// View of the mark bits.
-    pub fn mark_bits(&self) -> &BitSlice<AtomicU64, Lsb0> {
-        self.mark.view_bits::<Lsb0>()
+    /// View of the mark bits of buffer `buf`.
+    pub fn mark_bits(&self, buf: usize) -> &BitSlice<AtomicU64, Lsb0> {
+        self.marks[buf].view_bits::<Lsb0>()
     }
     /// Whether slot `i` holds a published object.
     #[inline(always)]
     pub fn is_allocated(&self, i: usize) -> bool {
         self.alloc[i / 64].load(Ordering::Acquire) >> (i % 64) & 1 != 0
     }
-    /// Set the mark bit of slot `i`; true if this call set it.
+    /// Whether slot `i` holds a live (published, not found dead) object,
+    /// `gen` being the number of the last completed mark: in a block swept
+    /// since, its object-start bit; in a block not swept yet, its
+    /// object-start bit and its mark of cycle `gen` (a dead object whose
+    /// children may already be freed in swept blocks is not live, pitfall 2).
+    ///
+    /// Order: the object-start bit is read first (Acquire), then the sweep
+    /// state. If the state says swept, the bit is read again: the sweep
+    /// stored the swept bits before its Release of the state, so this read
+    /// sees them (or a later allocation's). If it says unswept, `alloc &
+    /// mark` is the same whether `alloc` was read before or after a
+    /// concurrent sweep rewrote it (the sweep stores `alloc & mark`). An
+    /// object allocated in the block after its sweep whose start bit the
+    /// first read saw was published after the sweep's Release, so the state
+    /// read after it says swept.
     #[inline(always)]
-    pub fn try_mark(&self, i: usize) -> bool {
+    pub fn is_live(&self, i: usize, gen: u64) -> bool {
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
+        if self.alloc[w].load(Ordering::Acquire) & bit == 0 {
+            return false;
+        }
+        if self.marks[(gen % 2) as usize][w].load(Ordering::Acquire) & bit != 0 {
+            // Marked in the last cycle: live whether swept or not.
+            return true;
+        }
+        if self.swept.load(Ordering::Acquire) == 2 * gen && !crate::space::lookup_ignores_sweep_state() {
+            return self.alloc[w].load(Ordering::Acquire) & bit != 0;
+        }
+        crate::space::lookup_ignores_sweep_state()
+    }
+    /// Set the mark bit of slot `i` in buffer `buf`; true if this call set it.
+    #[inline(always)]
+    pub fn try_mark(&self, buf: usize, i: usize) -> bool {
         let bit = 1u64 << (i % 64);
-        let w = &self.mark[i / 64];
+        let w = &self.marks[buf][i / 64];
         // Cheap read first: most re-marks in a dense graph find the bit set.
         if w.load(Ordering::Relaxed) & bit != 0 {
             return false;
@@ -73,9 +117,9 @@ impl BlockMeta {
     /// Like `try_mark`, for a marker that runs alone (no other thread touches
     /// mark bits): a plain load and store instead of a locked RMW.
     #[inline(always)]
-    pub fn try_mark_exclusive(&self, i: usize) -> bool {
+    pub fn try_mark_exclusive(&self, buf: usize, i: usize) -> bool {
         let bit = 1u64 << (i % 64);
-        let w = &self.mark[i / 64];
+        let w = &self.marks[buf][i / 64];
         let v = w.load(Ordering::Relaxed);
         if v & bit != 0 {
             return false;
@@ -83,14 +127,14 @@ impl BlockMeta {
         w.store(v | bit, Ordering::Relaxed);
         true
     }
-    /// Whether slot `i` is marked.
+    /// Whether slot `i` is marked in buffer `buf`.
     #[inline(always)]
-    pub fn is_marked(&self, i: usize) -> bool {
-        self.mark[i / 64].load(Ordering::Acquire) >> (i % 64) & 1 != 0
+    pub fn is_marked(&self, buf: usize, i: usize) -> bool {
+        self.marks[buf][i / 64].load(Ordering::Acquire) >> (i % 64) & 1 != 0
     }
     /// Reset the tables (block being handed out or freed).
     pub fn clear_tables(&self) {
-        for w in self.alloc.iter().chain(self.mark.iter()) {
+        for w in self.alloc.iter().chain(self.marks[0].iter()).chain(self.marks[1].iter()) {
             w.store(0, Ordering::Relaxed);
         }
     }
@@ -107,12 +151,22 @@ mod tests {
         assert!(!m.is_allocated(100));
         m.alloc[1].store(1 << 36, Ordering::Release);
         assert!(m.is_allocated(100));
-        assert!(m.try_mark(4095));
-        assert!(!m.try_mark(4095));
-        assert!(m.is_marked(4095));
-        assert_eq!(m.mark_bits().count_ones(), 1);
+        assert!(m.try_mark(1, 4095));
+        assert!(!m.try_mark(1, 4095));
+        assert!(m.is_marked(1, 4095) && !m.is_marked(0, 4095));
+        assert_eq!(m.mark_bits(1).count_ones(), 1);
         assert_eq!(m.alloc_bits().iter_ones().collect::<Vec<_>>(), vec![100]);
+        // Slot 100 is published but unmarked: live once its block is swept
+        // for gen 3 (state 6), not before (state 4: swept for gen 2).
+        m.swept.store(4, Ordering::Relaxed);
+        assert!(!m.is_live(100, 3));
+        assert!(m.try_mark(1, 100));
+        assert!(m.is_live(100, 3), "marked in cycle 3 (buffer 1): live");
+        assert!(!m.is_live(100, 4) || m.swept.load(Ordering::Relaxed) == 8);
+        m.marks[1][1].store(0, Ordering::Relaxed);
+        m.swept.store(6, Ordering::Relaxed);
+        assert!(m.is_live(100, 3), "swept for gen 3: the start bit alone");
         m.clear_tables();
-        assert_eq!(m.alloc_bits().count_ones() + m.mark_bits().count_ones(), 0);
+        assert_eq!(m.alloc_bits().count_ones() + m.mark_bits(0).count_ones() + m.mark_bits(1).count_ones(), 0);
     }
 }

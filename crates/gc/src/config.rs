@@ -20,7 +20,8 @@ pub struct HeapConfig {
     pub mark_workers: Option<usize>,
     /// Print one line per cycle to stderr (`USURP_DEBUG=gctrace=1`).
     pub trace: bool,
-    /// Run the heap verifier after marking (`USURP_DEBUG=gcverify=1`).
+    /// Run the heap verifier after each collection, in a stop of its own
+    /// (`USURP_DEBUG=gcverify=1`).
     pub verify: bool,
     /// Debug mode for stale handles (`USURP_DEBUG=checkrefs=1`): the sweep
     /// quarantines dead objects instead of freeing them — header replaced by

@@ -89,9 +89,55 @@ pub(crate) struct HeapInner {
     pending: Mutex<VecDeque<(usize, Finalizer)>>,
     stats: Mutex<StatsAcc>,
     start: Instant,
-    /// checkrefs: objects freed but not yet reusable. Touched by the sweep
-    /// only (in the pause, under `collect_lock`).
+    /// checkrefs: objects freed but not yet reusable. Pushed to by lazy
+    /// sweepers, evicted in the pause.
     quarantine: Mutex<Quarantine>,
+    /// Whether the sweep of the current mark quarantines dead objects
+    /// (checkrefs, except after a collection forced by the heap limit).
+    /// Written in the pause before the mark generation is published.
+    quarantining: std::sync::atomic::AtomicBool,
+    /// Next block index for lazy sweepers to claim (allocation and the
+    /// background sweeper). Reset in the pause; claims past the high-water
+    /// mark find nothing. A block skipped by the cursor is still swept by
+    /// `finish_sweep` before the next mark.
+    sweep_cursor: AtomicUsize,
+    /// Every attached thread's mutator (`*mut Mutator` as usize): the pause
+    /// takes their cached blocks away so that nobody allocates in a block
+    /// before it is swept. Pushed by `attach_thread`, removed by the guard's
+    /// drop under `collect_lock`.
+    mutators: Mutex<Vec<usize>>,
+    /// The background sweeper's wake-up: the generation it was asked to
+    /// sweep for (written in the pause), with its condvar.
+    sweeper: Arc<(Mutex<u64>, std::sync::Condvar)>,
+    /// Calls of `sweep_block` in progress (any thread). `finish_sweep`
+    /// waits for zero, so that a sweep's last steps (kind, pool, partial
+    /// list) never overlap the next mark's generation change.
+    sweepers_in_flight: AtomicUsize,
+    /// Test-only: whether the background sweeper sweeps (see
+    /// `Heap::set_background_sweeping`).
+    background_sweeping: std::sync::atomic::AtomicBool,
+    /// Blocks swept by the background sweeper, by allocation, and by the
+    /// collector before a mark (`finish_sweep`), for the stats.
+    swept_by: [AtomicU64; 3],
+}
+
+/// Who swept a block (index into `HeapInner::swept_by`).
+#[derive(Clone, Copy)]
+pub(crate) enum Sweeper {
+    Background = 0,
+    Allocation = 1,
+    Finish = 2,
+}
+
+/// What sweeping one block did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Swept {
+    /// Nothing: not a block to sweep, already swept, or claimed by another.
+    No,
+    /// Swept; it has free slots and went onto the partial list of this span class.
+    Partial(usize),
+    /// Swept: full, freed, or a large object.
+    Yes,
 }
 
 /// A garbage-collected heap. Cloning gives another handle to the same heap.
@@ -144,6 +190,8 @@ impl Drop for MutatorGuard {
         let mut g = None;
         world.blocking(&mut || g = Some(lock(&heap.collect_lock)));
         self.mutator.release_all();
+        let me = &mut *self.mutator as *mut Mutator as usize;
+        lock(&heap.mutators).retain(|&m| m != me);
         drop(g);
         set_current_mutator(self.prev);
     }
@@ -180,9 +228,17 @@ impl Heap {
                 stats: Mutex::new(StatsAcc::default()),
                 start: Instant::now(),
                 quarantine: Mutex::new(Quarantine::default()),
+                quarantining: std::sync::atomic::AtomicBool::new(false),
+                sweep_cursor: AtomicUsize::new(usize::MAX),
+                mutators: Mutex::new(Vec::new()),
+                sweeper: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
+                background_sweeping: std::sync::atomic::AtomicBool::new(true),
+                sweepers_in_flight: AtomicUsize::new(0),
+                swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
                 config,
             }),
         })
+        .inspect(|h| start_background_sweeper(Arc::downgrade(&h.inner), h.inner.sweeper.clone()))
     }
 
     /// Replace the world (e.g. when the scheduler starts). Must not be called
@@ -211,6 +267,7 @@ impl Heap {
         }
         self.inner.world().may_attach().map_err(AttachError::Refused)?;
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
+        no_preempt(|| lock(&self.inner.mutators).push(&mut *mutator as *mut Mutator as usize));
         let prev = set_current_mutator(&mut *mutator);
         Ok(MutatorGuard { mutator, prev })
     }
@@ -363,6 +420,21 @@ impl Heap {
         n
     }
 
+    /// Test support: turn the background sweeper off (`false`) or on, so a
+    /// test can keep blocks unswept after a collection (allocation and the
+    /// next collection still sweep them).
+    #[doc(hidden)]
+    pub fn set_background_sweeping(&self, on: bool) {
+        self.inner.background_sweeping.store(on, Ordering::SeqCst);
+    }
+
+    /// Test support: sweep every block not swept yet since the last mark (as
+    /// the next collection does before it marks).
+    #[doc(hidden)]
+    pub fn finish_sweep(&self) {
+        no_preempt(|| self.inner.finish_sweep());
+    }
+
     /// Statistics so far.
     pub fn stats(&self) -> GcStats {
         no_preempt(|| self.inner.stats())
@@ -393,6 +465,11 @@ impl HeapInner {
             heap_committed: self.space.committed_bytes(),
             heap_limit: self.space.nblocks * BLOCK_SIZE,
             total_pause: s.total_pause,
+            total_verify_pause: s.total_verify_pause,
+            total_ttsp: s.total_ttsp,
+            total_root_scan: s.total_root_scan,
+            total_mark: s.total_mark,
+            total_sweep: s.total_sweep,
             pauses: s.pauses.iter().copied().collect(),
             ttsp: s.ttsp.iter().copied().collect(),
             verify_failures: s.verify_failures,
@@ -401,6 +478,9 @@ impl HeapInner {
             finalizers_pending: lock(&self.pending).len(),
             weak_cleared: s.weak_cleared,
             blocks_decommitted: s.blocks_decommitted,
+            blocks_swept_background: self.swept_by[Sweeper::Background as usize].load(Ordering::Relaxed),
+            blocks_swept_by_allocation: self.swept_by[Sweeper::Allocation as usize].load(Ordering::Relaxed),
+            blocks_swept_before_mark: self.swept_by[Sweeper::Finish as usize].load(Ordering::Relaxed),
         }
     }
 
@@ -416,7 +496,15 @@ impl HeapInner {
         if may_trigger && self.over_goal(n * BLOCK_SIZE) {
             return Err(Need::Collect);
         }
-        let run = self.space.alloc_blocks(n).ok_or(Need::Exhausted)?;
+        let run = match self.space.alloc_blocks(n) {
+            Some(r) => r,
+            None => {
+                // Dead spans and empty blocks are freed by the lazy sweep:
+                // finish it before giving up.
+                self.finish_sweep();
+                self.space.alloc_blocks(n).ok_or(Need::Exhausted)?
+            }
+        };
         let first = run.first;
         for i in first + 1..first + n {
             let m = self.space.meta(i);
@@ -427,6 +515,8 @@ impl HeapInner {
         m.clear_tables();
         m.link.store(n as u32, Ordering::Relaxed);
         m.large_bytes.store(bytes, Ordering::Relaxed);
+        // Swept for the current mark; published before the kind (Release).
+        m.swept.store(2 * self.space.gen.load(Ordering::Acquire), Ordering::Release);
         self.space.set_kind(first, KIND_LARGE_HEAD, desc.is_pointer_free() as usize);
         let addr = self.space.block_start(first);
         let p = addr as *mut usize;
@@ -485,6 +575,10 @@ impl HeapInner {
         }
         let mut outcome = Ok(false);
         let mut in_pause = in_pause;
+        // Sweep termination, with the world running: every block swept
+        // since the last mark, so that the mark about to start sees exact
+        // object-start bits and writes into a clear mark buffer.
+        no_preempt(|| self.finish_sweep());
         // Nothing may unwind through the spill routine's frame: the cycle
         // catches every panic (see `guarded_cycle`).
         with_registers_spilled(&mut |sp| outcome = self.guarded_cycle(&*world, sp, reason, in_pause.take()));
@@ -495,6 +589,14 @@ impl HeapInner {
                 e.resume();
             }
         };
+        if self.config.check_refs {
+            // checkrefs (a debug mode): the collection returns with every
+            // dead object quarantined, as an eager sweep would leave it, so
+            // that a stale access right after it is reported with its
+            // object's descriptor (a dead object in a block not swept yet
+            // is only "not a live object").
+            no_preempt(|| self.finish_sweep());
+        }
         let cycle = self.cycle.load(Ordering::Acquire);
         let dec = self.space.decommit_idle(cycle);
         lock(&self.stats).blocks_decommitted += dec as u64;
@@ -529,8 +631,17 @@ impl HeapInner {
         };
         let what = phase.get();
         match what {
-            Phase::Stopping => Err(PausePanic { what, payload, restarted: false }),
-            Phase::Sweeping | Phase::AllocInPause | Phase::Restarting => pause_abort(what.describe(), &payload),
+            Phase::Stopping | Phase::VerifyStopping => Err(PausePanic { what, payload, restarted: false }),
+            Phase::Sweeping | Phase::AllocInPause | Phase::Restarting | Phase::VerifyRestarting => {
+                pause_abort(what.describe(), &payload)
+            }
+            Phase::Verifying => {
+                // The cycle completed; only the verifier's stop is undone.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                    pause_abort("restarting the world after a panic in the heap verifier", &payload);
+                }
+                Err(PausePanic { what, payload, restarted: true })
+            }
             _ => {
                 // Nothing was freed or published yet: forget the marks (a
                 // later cycle assumes clear mark bits) and let everyone go.
@@ -545,11 +656,12 @@ impl HeapInner {
 
     /// Clears every mark bit (a cycle abandoned before its sweep).
     fn clear_marks(&self) {
+        let buf = ((self.space.gen.load(Ordering::Relaxed) + 1) % 2) as usize;
         for b in 0..self.space.high_water() {
             let m = self.space.meta(b);
             match self.space.kind(b).0 {
                 KIND_SMALL | KIND_LARGE_HEAD => {
-                    for w in m.mark.iter() {
+                    for w in m.marks[buf].iter() {
                         w.store(0, Ordering::Relaxed);
                     }
                 }
@@ -573,6 +685,7 @@ impl HeapInner {
         world.stop_the_world();
         phase.set(Phase::ConservativeRoots);
         let t_stopped = Instant::now();
+        let ttsp_holdup = world.last_stop_holdup();
         let cycle = self.cycle.load(Ordering::Relaxed) + 1;
         let heap_before = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
         let workers = self.config.mark_workers.unwrap_or_else(|| world.parallelism()).max(1);
@@ -612,6 +725,8 @@ impl HeapInner {
             let (lo, hi) = finalizer_range(f);
             words += m.scan_range(lo, hi);
         }
+
+        let t_roots = Instant::now();
 
         // Transitive closure.
         if workers <= 1 || m.stack.len() < 2 {
@@ -668,11 +783,35 @@ impl HeapInner {
         m.flush();
         let t_marked = Instant::now();
 
-        let verify_failures = if self.config.verify { crate::verify::verify(space) } else { 0 };
-        let t_verified = Instant::now();
+        // Checkrefs: free the oldest quarantined objects for real (their
+        // start bits cleared: the lazy sweep then frees the slots). Every
+        // block is swept for the previous mark here, so nobody sweeps
+        // concurrently.
+        if self.config.check_refs {
+            let budget = if reason == "limit" { 0 } else { space.nblocks * BLOCK_SIZE / 4 };
+            lock(&self.quarantine).evict(budget, |a| self.unquarantine(a));
+        }
 
+        // Sweep start (lazy sweeping): no sweep here. Every mutator's cached
+        // blocks are taken away (nobody may allocate in a block before it is
+        // swept), the partial lists emptied (their blocks are unswept now),
+        // then the new mark generation published: from then on lookups see
+        // `alloc & mark` in unswept blocks, and sweepers may claim them.
         phase.set(Phase::Sweeping);
-        let live = self.sweep(world, workers, cycle, reason == "limit");
+        for &m in lock(&self.mutators).iter() {
+            // SAFETY: registered mutators are alive (the guard's drop
+            // removes them under `collect_lock`, which we hold) and their
+            // threads are stopped at a safe point, outside allocation (the
+            // World's contract), so nothing else touches them now.
+            unsafe { (*(m as *mut Mutator)).flush_caches() };
+        }
+        for p in self.partial.iter() {
+            lock(p).clear();
+        }
+        self.quarantining.store(self.config.check_refs && reason != "limit", Ordering::Relaxed);
+        let live = counters.live_bytes.load(Ordering::Relaxed);
+        self.space.gen.store(cycle, Ordering::Release);
+        self.sweep_cursor.store(0, Ordering::Release);
         let t_swept = Instant::now();
 
         let goal = match self.config.gogc {
@@ -695,6 +834,31 @@ impl HeapInner {
         world.start_the_world();
         phase.set(Phase::Done);
         let t_end = Instant::now();
+        {
+            let (m, cv) = &*self.sweeper;
+            *lock(m) = cycle;
+            cv.notify_one();
+        }
+
+        // The verifier (gcverify) in a stop of its own, reported apart from
+        // the cycle's pause: it checks the heap (every live
+        // object's pointer fields hold null or a published object), which
+        // is what the mark-time check implied, so a lost object shows up as
+        // a pointer to a freed slot.
+        let (mut verify, mut verify_pause, mut verify_failures) = (Default::default(), Default::default(), 0);
+        if self.config.verify {
+            let v0 = Instant::now();
+            phase.set(Phase::VerifyStopping);
+            world.stop_the_world();
+            phase.set(Phase::Verifying);
+            let v1 = Instant::now();
+            verify_failures = crate::verify::verify(space);
+            verify = v1.elapsed();
+            phase.set(Phase::VerifyRestarting);
+            world.start_the_world();
+            phase.set(Phase::Done);
+            verify_pause = v0.elapsed();
+        }
 
         let c = CycleStats {
             cycle,
@@ -702,10 +866,13 @@ impl HeapInner {
             heap_after: live,
             heap_goal: goal,
             time_to_safepoint: t_stopped - t0,
+            ttsp_holdup,
             pause: t_end - t0,
-            mark: t_marked - t_stopped,
-            sweep: t_swept - t_verified,
-            verify: t_verified - t_marked,
+            root_scan: t_roots - t_stopped,
+            mark: t_marked - t_roots,
+            sweep: t_swept - t_marked,
+            verify,
+            verify_pause,
             workers,
             conservative_words: words,
             live_objects: counters.live_objects.load(Ordering::Relaxed),
@@ -724,59 +891,163 @@ impl HeapInner {
         queued > 0
     }
 
+    /// Whether the object at `addr` is marked by the mark in progress.
     fn is_marked(&self, addr: usize) -> bool {
-        find_exact(&self.space, addr).is_some_and(|l| self.space.meta(l.block).is_marked(l.slot))
+        let buf = ((self.space.gen.load(Ordering::Relaxed) + 1) % 2) as usize;
+        find_exact(&self.space, addr).is_some_and(|l| self.space.meta(l.block).is_marked(buf, l.slot))
     }
 
-    /// Sweep every block's side tables (in the pause): object-start bits
-    /// become `alloc & mark`, mark bits are cleared, empty blocks go back to
-    /// the pool, blocks with free slots onto their class's partial list.
-    /// Returns live bytes.
-    ///
-    /// checkrefs (`config.check_refs`, see `refcheck`): dead objects are
-    /// poisoned and quarantined (their object-start bits stay set) instead of
-    /// freed; first the oldest quarantined objects beyond a quarter of the
-    /// heap limit are freed for real (all of them, and nothing new is
-    /// quarantined, in a collection forced by the heap limit: `at_limit`).
-    fn sweep(&self, world: &dyn World, workers: usize, cycle: u64, at_limit: bool) -> usize {
-        let quarantining = self.config.check_refs && !at_limit;
-        if self.config.check_refs {
-            let budget = if at_limit { 0 } else { self.space.nblocks * BLOCK_SIZE / 4 };
-            lock(&self.quarantine).evict(budget, |a| self.unquarantine(a));
-        }
+    /// Sweep termination: sweeps every block not yet swept since the last
+    /// mark, and waits for blocks other sweepers are sweeping. Called with
+    /// the world running (before a mark), and by an allocation that found no
+    /// block left.
+    pub(crate) fn finish_sweep(&self) {
         let hwm = self.space.high_water();
-        let next = AtomicUsize::new(0);
-        let total = Mutex::new(SweepOut::default());
-        const CHUNK: usize = 256;
-        let work = |_: usize| {
-            let mut out = SweepOut::default();
-            loop {
-                let s = next.fetch_add(CHUNK, Ordering::Relaxed);
-                if s >= hwm {
-                    break;
+        for b in 0..hwm {
+            self.sweep_block(b, Sweeper::Finish);
+        }
+        // Other sweepers (the background thread, or an allocation on another
+        // thread: neither waits for anything, and a thread stopped by the
+        // World is never inside one, allocation being a no-preemption
+        // section) finish what they claimed, including its last steps. New
+        // ones find every block swept for this generation until the next
+        // mark publishes a new one, which needs the collection lock.
+        while self.sweepers_in_flight.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lazy sweeping by allocation: sweeps blocks from the shared cursor
+    /// until one of span class `sc` lands on its partial list, at most
+    /// `budget` blocks. Returns whether one did.
+    pub(crate) fn sweep_for(&self, sc: usize, budget: usize) -> bool {
+        let hwm = self.space.high_water();
+        for _ in 0..budget {
+            let b = self.sweep_cursor.fetch_add(1, Ordering::AcqRel);
+            if b >= hwm {
+                return false;
+            }
+            if self.sweep_block(b, Sweeper::Allocation) == Swept::Partial(sc) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sweep block `b` for the last mark if it is an unswept block of
+    /// objects and this call wins the claim (a CAS on its sweep state): its
+    /// object-start bits become `alloc & mark` (checkrefs: dead objects are
+    /// poisoned and quarantined instead, see `refcheck`), the next cycle's
+    /// mark buffer is cleared, and then the state says swept (Release, see
+    /// `BlockMeta::is_live`). An empty block goes back to the pool, one with
+    /// free slots onto its class's partial list; a dead large object's span
+    /// is freed. Runs concurrently with mutators, other sweepers and lookups;
+    /// never in a pause's mark (all blocks are swept before a mark starts,
+    /// and claims need a block unswept for the current generation).
+    pub(crate) fn sweep_block(&self, b: usize, who: Sweeper) -> Swept {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.sweepers_in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.sweepers_in_flight);
+        let (kind, sc) = self.space.kind(b);
+        if kind != KIND_SMALL && kind != KIND_LARGE_HEAD {
+            return Swept::No;
+        }
+        let gen = self.space.gen.load(Ordering::Acquire);
+        let m = self.space.meta(b);
+        let st = m.swept.load(Ordering::Acquire);
+        if st >= 2 * gen || m.swept.compare_exchange(st, 2 * gen + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Swept::No;
+        }
+        // Claimed: the block was in use and unswept (a free block is never
+        // unswept-and-in-use: blocks are handed out with their state set to
+        // swept before their kind is published), so its kind is as read.
+        debug_assert!(!m.owned.load(Ordering::Relaxed), "an owned block is always swept");
+        self.swept_by[who as usize].fetch_add(1, Ordering::Relaxed);
+        let buf = (gen % 2) as usize;
+        let next = 1 - buf;
+        let quarantining = self.quarantining.load(Ordering::Relaxed);
+        let cycle = self.cycle.load(Ordering::Relaxed);
+        match kind {
+            KIND_SMALL => {
+                let class = split_span_class(sc).0;
+                let size = CLASS_SIZES[class];
+                let slots = slots_of(class);
+                let mut allocated = 0;
+                let mut quarantined = Vec::new();
+                for w in 0..slots.div_ceil(64) {
+                    let alloc = m.alloc[w].load(Ordering::Relaxed);
+                    let a = alloc & m.marks[buf][w].load(Ordering::Relaxed);
+                    let mut keep = a;
+                    if quarantining {
+                        let mut dead = alloc & !a;
+                        while dead != 0 {
+                            let addr = self.space.block_start(b) + (w * 64 + dead.trailing_zeros() as usize) * size;
+                            dead &= dead - 1;
+                            // SAFETY: a dead, published object: unreachable
+                            // (only stale handles, a user bug the
+                            // quarantine exists to report, can read it).
+                            if unsafe { Quarantine::poison(addr, size) } {
+                                quarantined.push((addr, size));
+                            }
+                        }
+                        keep = alloc;
+                    }
+                    m.alloc[w].store(keep, Ordering::Relaxed);
+                    m.marks[next][w].store(0, Ordering::Relaxed);
+                    allocated += keep.count_ones() as usize;
                 }
-                for b in s..(s + CHUNK).min(hwm) {
-                    self.sweep_block(b, &mut out, quarantining);
+                m.swept.store(2 * gen, Ordering::Release);
+                if !quarantined.is_empty() {
+                    lock(&self.quarantine).push(quarantined);
+                }
+                if allocated == 0 {
+                    self.space.set_kind(b, KIND_FREE, 0);
+                    self.space.free_blocks_run(b, 1, cycle);
+                    Swept::Yes
+                } else if allocated < slots {
+                    lock(&self.partial[sc]).push(b as u32);
+                    Swept::Partial(sc)
+                } else {
+                    Swept::Yes
                 }
             }
-            lock(&total).merge(out);
-        };
-        if workers > 1 && hwm > 4 * CHUNK {
-            world.run_parallel(workers, &|i| never_unwind("a GC sweeping job", || work(i)));
-        } else {
-            work(0);
+            _ => {
+                let n = m.link.load(Ordering::Relaxed) as usize;
+                if m.is_marked(buf, 0) {
+                    m.marks[next][0].store(0, Ordering::Relaxed);
+                    m.swept.store(2 * gen, Ordering::Release);
+                } else if quarantining && m.is_allocated(0) {
+                    let addr = self.space.block_start(b);
+                    let bytes = m.large_bytes.load(Ordering::Relaxed);
+                    // Poisoned before the state says swept: a lookup that
+                    // sees the state (and so the start bit as live) must see
+                    // the quarantine header, never a half-poisoned object.
+                    // SAFETY: a dead, published object (as above).
+                    let fresh = unsafe { Quarantine::poison(addr, bytes) };
+                    m.marks[next][0].store(0, Ordering::Relaxed);
+                    m.swept.store(2 * gen, Ordering::Release);
+                    if fresh {
+                        lock(&self.quarantine).push([(addr, bytes)]);
+                    }
+                } else {
+                    m.clear_tables();
+                    m.swept.store(2 * gen, Ordering::Release);
+                    for i in b + 1..b + n {
+                        self.space.meta(i).link.store(0, Ordering::Relaxed);
+                        self.space.set_kind(i, KIND_FREE, 0);
+                    }
+                    m.link.store(0, Ordering::Relaxed);
+                    self.space.set_kind(b, KIND_FREE, 0);
+                    self.space.free_blocks_run(b, n, cycle);
+                }
+                Swept::Yes
+            }
         }
-        let out = total.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (sc, list) in out.partial.into_iter().enumerate() {
-            *lock(&self.partial[sc]) = list;
-        }
-        for (first, n) in out.freed {
-            self.space.free_blocks_run(first, n, cycle);
-        }
-        if !out.quarantined.is_empty() {
-            lock(&self.quarantine).push(out.quarantined);
-        }
-        out.live
     }
 
     /// checkrefs: free a quarantined object for real (clear its object-start
@@ -785,71 +1056,6 @@ impl HeapInner {
         let Some(l) = find_exact(&self.space, addr) else { return };
         let m = self.space.meta(l.block);
         m.alloc[l.slot / 64].fetch_and(!(1u64 << (l.slot % 64)), Ordering::Relaxed);
-    }
-
-    fn sweep_block(&self, b: usize, out: &mut SweepOut, quarantining: bool) {
-        let m = self.space.meta(b);
-        let (kind, sc) = self.space.kind(b);
-        match kind {
-            KIND_SMALL => {
-                let class = split_span_class(sc).0;
-                let size = CLASS_SIZES[class];
-                let slots = slots_of(class);
-                let mut live = 0;
-                let mut allocated = 0;
-                for w in 0..slots.div_ceil(64) {
-                    let alloc = m.alloc[w].load(Ordering::Relaxed);
-                    let a = alloc & m.mark[w].load(Ordering::Relaxed);
-                    let mut keep = a;
-                    if quarantining {
-                        let mut dead = alloc & !a;
-                        while dead != 0 {
-                            let addr = self.space.block_start(b) + (w * 64 + dead.trailing_zeros() as usize) * size;
-                            dead &= dead - 1;
-                            // SAFETY: a dead, published object in the pause.
-                            if unsafe { Quarantine::poison(addr, size) } {
-                                out.quarantined.push((addr, size));
-                            }
-                        }
-                        keep = alloc;
-                    }
-                    m.alloc[w].store(keep, Ordering::Relaxed);
-                    m.mark[w].store(0, Ordering::Relaxed);
-                    live += a.count_ones() as usize;
-                    allocated += keep.count_ones() as usize;
-                }
-                out.live += live * size;
-                let owned = m.owned.load(Ordering::Acquire);
-                if allocated == 0 && !owned {
-                    self.space.set_kind(b, KIND_FREE, 0);
-                    out.freed.push((b, 1));
-                } else if !owned && allocated < slots {
-                    out.partial[sc].push(b as u32);
-                }
-            }
-            KIND_LARGE_HEAD => {
-                let n = m.link.load(Ordering::Relaxed) as usize;
-                if m.is_marked(0) {
-                    m.mark[0].store(0, Ordering::Relaxed);
-                    out.live += n * BLOCK_SIZE;
-                } else if quarantining && m.is_allocated(0) {
-                    let addr = self.space.block_start(b);
-                    let bytes = m.large_bytes.load(Ordering::Relaxed);
-                    // SAFETY: a dead, published object in the pause.
-                    if unsafe { Quarantine::poison(addr, bytes) } {
-                        out.quarantined.push((addr, bytes));
-                    }
-                } else {
-                    m.clear_tables();
-                    for i in b..b + n {
-                        self.space.meta(i).link.store(0, Ordering::Relaxed);
-                        self.space.set_kind(i, KIND_FREE, 0);
-                    }
-                    out.freed.push((b, n));
-                }
-            }
-            _ => {}
-        }
     }
 }
 
@@ -863,6 +1069,10 @@ enum Phase {
     Sweeping,
     AllocInPause,
     Restarting,
+    /// Stopping the world again for the verifier (the cycle is complete).
+    VerifyStopping,
+    Verifying,
+    VerifyRestarting,
     Done,
 }
 
@@ -876,6 +1086,9 @@ impl Phase {
             Phase::Sweeping => "sweeping",
             Phase::AllocInPause => "the allocation retried in the pause",
             Phase::Restarting => "restarting the world (World::start_the_world)",
+            Phase::VerifyStopping => "stopping the world for the heap verifier (World::stop_the_world)",
+            Phase::Verifying => "the heap verifier",
+            Phase::VerifyRestarting => "restarting the world after the heap verifier (World::start_the_world)",
             Phase::Done => "finishing the cycle",
         }
     }
@@ -896,6 +1109,13 @@ impl PausePanic {
             // Nothing happened yet (e.g. the stopper check): keep the
             // World's own message.
             std::panic::resume_unwind(self.payload);
+        }
+        if self.what == Phase::Verifying {
+            panic!(
+                "usurp gc: {} panicked in its own pause after a completed cycle: {}; the world restarted",
+                self.what.describe(),
+                panic_message(&*self.payload)
+            )
         }
         panic!(
             "usurp gc: {} panicked during a collection's pause: {}; the cycle was abandoned (nothing freed) and the \
@@ -950,27 +1170,40 @@ fn never_unwind(what: &str, f: impl FnOnce()) {
     }
 }
 
-struct SweepOut {
-    live: usize,
-    freed: Vec<(usize, usize)>,
-    partial: Vec<Vec<u32>>,
-    /// checkrefs: objects quarantined by this sweep (address, bytes).
-    quarantined: Vec<(usize, usize)>,
-}
-
-impl Default for SweepOut {
-    fn default() -> Self {
-        SweepOut { live: 0, freed: Vec::new(), partial: vec![Vec::new(); NUM_SPAN_CLASSES], quarantined: Vec::new() }
-    }
-}
-
-impl SweepOut {
-    fn merge(&mut self, o: SweepOut) {
-        self.live += o.live;
-        self.freed.extend(o.freed);
-        self.quarantined.extend(o.quarantined);
-        for (a, b) in self.partial.iter_mut().zip(o.partial) {
-            a.extend(b);
+/// The background sweeper of a heap: a thread that sweeps the blocks left
+/// unswept by the last mark (claiming them from the shared cursor, as
+/// allocation does), woken at the end of each pause; it exits once the heap
+/// is dropped. It is no mutator (it never allocates nor holds objects) and
+/// the World does not stop it: sweeping is safe concurrently with mutators
+/// and lookups (see `HeapInner::sweep_block`).
+fn start_background_sweeper(heap: std::sync::Weak<HeapInner>, wake: Arc<(Mutex<u64>, std::sync::Condvar)>) {
+    let _ = std::thread::Builder::new().name("usurp-gc-sweeper".into()).spawn(move || {
+        let mut seen = 0;
+        loop {
+            {
+                // Waits without a strong reference: the heap may be dropped
+                // meanwhile (then the thread exits within 100 ms).
+                let (m, cv) = &*wake;
+                let g = lock(m);
+                let g = if *g == seen {
+                    cv.wait_timeout(g, std::time::Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0
+                } else {
+                    g
+                };
+                seen = *g;
+            }
+            let Some(h) = heap.upgrade() else { return };
+            if !h.background_sweeping.load(Ordering::SeqCst) {
+                continue;
+            }
+            let hwm = h.space.high_water();
+            loop {
+                let b = h.sweep_cursor.fetch_add(1, Ordering::AcqRel);
+                if b >= hwm {
+                    break;
+                }
+                h.sweep_block(b, Sweeper::Background);
+            }
         }
-    }
+    });
 }

@@ -25,11 +25,12 @@
 //! Task stacks and saved registers are scanned conservatively: Rust code and
 //! interpreters keep raw [`GcRef`] / [`Gc<T>`] in locals with no rooting. A
 //! word keeps an object alive if it points anywhere inside it, or exactly one
-//! past its exact end (header + payload per its descriptor; see [`mark`]). Sweeping the side tables is eager — it happens in the
-//! pause right after marking — so an object-start bit outside a collection
-//! always means "published and not yet found dead": a stray word can never
-//! revive a dead object whose children are freed. Free slots are discovered
-//! lazily by allocation from the object-start bits. Precise roots: [`Root`]
+//! past its exact end (header + payload per its descriptor; see [`mark`]). Sweeping is lazy
+//! (see "Collection"), and until a block is swept its live objects are
+//! `alloc & mark(last cycle)`, which every lookup (conservative, `find_object`,
+//! `object_at`, handle checks) uses: a stray word can never revive a dead
+//! object whose children are freed. Free slots are discovered by allocation
+//! from the object-start bits of swept blocks. Precise roots: [`Root`]
 //! handles, [`RootedVec`] (a `Vec`-like container whose elements are roots,
 //! for operand stacks and values in flight) and root-scanner callbacks. The full list of what is and is not
 //! scanned is under "Roots" below.
@@ -82,10 +83,33 @@
 //! ## Collection
 //! `stop the world` → scan roots → parallel transitive marking on
 //! `World::run_parallel` → clear weak references to unmarked objects → queue
-//! unreachable finalizable objects and mark from them → (verify) → sweep the
-//! side tables (in parallel for large heaps) → `start the world`. The
-//! scheduler implements [`World`]; this crate does not depend on it. The
-//! collecting thread spills its registers and scans its own stack.
+//! unreachable finalizable objects and mark from them → sweep the side
+//! sweep start (take every mutator's cached blocks away, publish the new mark
+//! generation) → `start the world` → (gcverify: stop the world again, verify
+//! the heap, start it: a stop of its own, reported apart from the pause
+//! figures). The scheduler implements [`World`]; this crate does not depend
+//! on it. The collecting thread spills its registers and scans its own
+//! stack. Marking still stops the world for the whole mark, so a pause grows
+//! with the live heap (issue 9: concurrent marking is not done yet).
+//!
+//! **Lazy sweeping** (no sweep in the pause). Mark bits are double-buffered:
+//! cycle `n` marks into buffer `n % 2`, and `Space::gen` (the last completed
+//! mark) is published at the end of the pause. Each block has a sweep state
+//! (`BlockMeta::swept`); a sweeper claims an unswept block by CAS, rewrites
+//! its object-start bits to `alloc & mark`, clears the *other* buffer (the
+//! one the next cycle marks into), publishes the state, then frees the block
+//! or lists it as partial. Blocks are swept by allocation (a refill sweeps
+//! from a shared cursor until a block of its class has room, at most 64
+//! blocks, before taking a fresh block; at exhaustion it sweeps everything
+//! before failing), by a background thread per heap (`usurp-gc-sweeper`,
+//! woken after each pause; not stopped by the World: sweeping is safe beside
+//! mutators and lookups), and, for what is left, by the collector before the
+//! next mark (sweep termination, world running). A mutator only allocates in
+//! swept blocks: the pause flushes every mutator's cached blocks. Rejected:
+//! sweeping eagerly in the pause (a pass over every block per pause: what
+//! this replaced), and clearing single-buffered marks lazily (a lookup
+//! racing the sweep of its block could read the old start bit and the
+//! cleared mark, and call a live object dead).
 //!
 //! ## Failures inside a pause
 //! A cycle runs under `catch_unwind` (nothing may unwind through the
@@ -118,9 +142,13 @@
 //! ## Known pitfalls of conservative mark-sweep, and what this crate does
 //! 1. *Half-initialised objects*: the object-start bit is set (Release) only
 //!    after the object is zeroed and its header written.
-//! 2. *Lazy sweeping vs. conservative lookup*: the side tables are swept in
-//!    the pause that marked them (`alloc &= mark`), so no stale object-start
-//!    bit survives a cycle; a stray word never revives a dead object.
+//! 2. *Lazy sweeping vs. conservative lookup*: a block not swept since the
+//!    last mark still has the start bits of dead objects; every lookup
+//!    (`BlockMeta::is_live`) treats its live set as `alloc & mark(last
+//!    cycle)` until it is swept, and every block is swept before the next
+//!    mark, so a stray word never revives a dead object (as JSC compares
+//!    mark epochs). Test: `tests/lazy_sweep.rs`, with its negative control
+//!    `tests/lazy_sweep_control.rs`.
 //! 3. *Interior and one-past-the-end pointers*: an interior pointer keeps its
 //!    object alive; a word that is an object start (or hits no object) also
 //!    keeps the preceding object alive only if it is that object's *exact*
@@ -176,8 +204,13 @@
 //!   `World::blocking` when another collection is in progress.
 //!
 //! ## Observability
-//! `USURP_DEBUG=gctrace=1` prints one line per cycle; `gcverify=1` verifies the
-//! marked heap each cycle; `checkrefs=1` quarantines freed objects to catch
+//! `USURP_DEBUG=gctrace=1` prints one line per cycle: the pause and its parts
+//! (time-to-safepoint + root scan + mark with termination + sweep), who held
+//! the stop up when it waited noticeably ([`World::last_stop_holdup`]), and
+//! with gcverify the verifier's own stop apart; [`CycleStats`] and [`GcStats`]
+//! hold the same figures (`GcStats::pauses` and `total_pause` exclude the
+//! verifier's stops). `gcverify=1` verifies the heap after each cycle
+//! in a stop of its own; `checkrefs=1` quarantines freed objects to catch
 //! stale handles (see "Handle checks"); [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
 // `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.

@@ -1,14 +1,17 @@
 //! Marking: object lookup for conservative and precise pointers, and the
 //! parallel transitive closure.
 //!
-//! **Conservative lookup.** A word is a root if it points anywhere inside an
-//! allocated object: heap range check, block kind, slot = offset / class size,
-//! object-start bit. Sweeping is eager with respect to the side tables (it runs
-//! in the pause, right after marking), so outside a collection an object-start
-//! bit is set exactly for published, live-or-not-yet-collected objects; a dead
-//! object's bit is cleared in the same pause that found it dead, so a stray
-//! word can never revive it (pitfall 2). The bit is published after the header
-//! is written (pitfall 1).
+//! **Conservative lookup.** A word is a root if it points anywhere inside a
+//! live object: heap range check, block kind, slot = offset / class size,
+//! then [`BlockMeta::is_live`](crate::block::BlockMeta::is_live): the
+//! object-start bit, and in a block not yet swept since the last mark also
+//! that mark's bit. Sweeping is lazy (after the pause, by allocation and a
+//! background sweeper), so a dead object keeps its start bit until its block
+//! is swept; the lookup treats it as free from the end of the mark that
+//! found it dead, so a stray word can never revive it while its children,
+//! in blocks already swept, may be freed (pitfall 2). Every block is swept
+//! before the next mark begins. The bit is published after the header is
+//! written (pitfall 1).
 //!
 //! **One-past-the-end pointers** (pitfall 3). What Rust code really holds
 //! one past an object is the end pointer of a slice over the object's tail:
@@ -55,6 +58,8 @@ pub struct ObjLoc {
     pub slot: usize,
     pub addr: usize,
     pub noscan: bool,
+    /// Bytes the object occupies: its size class, or a large object's blocks.
+    pub size: usize,
 }
 
 /// The allocated object containing `a`, if any (interior pointers included).
@@ -74,10 +79,10 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             // (slot < MAX_SLOTS always; object-start bits past the block's
             // last slot are never set, so the tail of a block is rejected by
             // the bit test alone.)
-            if !space.meta(b).is_allocated(slot) {
+            if !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: start + slot * size, noscan })
+            Some(ObjLoc { block: b, slot, addr: start + slot * size, noscan, size })
         }
         KIND_LARGE_HEAD | KIND_LARGE_TAIL => {
             let head = if kind == KIND_LARGE_HEAD { b } else { space.meta(b).link.load(Ordering::Relaxed) as usize };
@@ -89,14 +94,15 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
                 return None;
             }
             let hm = space.meta(head);
-            if !hm.is_allocated(0) {
+            if !hm.is_live(0, space.gen.load(Ordering::Acquire)) {
                 return None;
             }
             let start = space.block_start(head);
             if a >= start + hm.large_bytes.load(Ordering::Relaxed) {
                 return None;
             }
-            Some(ObjLoc { block: head, slot: 0, addr: start, noscan: noscan != 0 })
+            let size = hm.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;
+            Some(ObjLoc { block: head, slot: 0, addr: start, noscan: noscan != 0, size })
         }
         _ => None,
     }
@@ -116,16 +122,18 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
             let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
             let slot = slot_index(c, off);
-            if slot * size != off || !space.meta(b).is_allocated(slot) {
+            if slot * size != off || !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: a, noscan })
+            Some(ObjLoc { block: b, slot, addr: a, noscan, size })
         }
         KIND_LARGE_HEAD => {
-            if a != space.block_start(b) || !space.meta(b).is_allocated(0) {
+            let m = space.meta(b);
+            if a != space.block_start(b) || !m.is_live(0, space.gen.load(Ordering::Acquire)) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0 })
+            let size = m.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;
+            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0, size })
         }
         _ => None,
     }
@@ -177,6 +185,8 @@ impl WorkPool {
 pub struct MarkCounters {
     pub bad_pointers: AtomicUsize,
     pub live_objects: AtomicUsize,
+    /// Bytes of the objects marked (slot sizes; a large object's blocks).
+    pub live_bytes: AtomicUsize,
 }
 
 /// One marking thread's state.
@@ -186,6 +196,9 @@ pub struct Marker<'a> {
     pub counters: &'a MarkCounters,
     bad: usize,
     live: usize,
+    live_bytes: usize,
+    /// The mark buffer of the cycle in progress (`(Space::gen + 1) % 2`).
+    buf: usize,
     busy: bool,
     /// The only marker of this cycle: mark bits may be set without RMW.
     pub exclusive: bool,
@@ -195,7 +208,18 @@ const DONATE_MIN: usize = 2;
 
 impl<'a> Marker<'a> {
     pub fn new(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
-        Marker { space, stack: Vec::with_capacity(1024), counters, bad: 0, live: 0, busy: false, exclusive: false }
+        let buf = ((space.gen.load(Ordering::Acquire) + 1) % 2) as usize;
+        Marker {
+            space,
+            stack: Vec::with_capacity(1024),
+            counters,
+            bad: 0,
+            live: 0,
+            live_bytes: 0,
+            buf,
+            busy: false,
+            exclusive: false,
+        }
     }
 
     /// Mark the object at `loc`; push it for scanning if newly marked and not
@@ -204,9 +228,11 @@ impl<'a> Marker<'a> {
     #[inline(always)]
     pub fn mark_loc(&mut self, loc: ObjLoc) {
         let m = self.space.meta(loc.block);
-        let newly = if self.exclusive { m.try_mark_exclusive(loc.slot) } else { m.try_mark(loc.slot) };
+        let newly =
+            if self.exclusive { m.try_mark_exclusive(self.buf, loc.slot) } else { m.try_mark(self.buf, loc.slot) };
         if newly {
             self.live += 1;
+            self.live_bytes += loc.size;
             if !loc.noscan {
                 self.stack.push(loc.addr);
             }
@@ -344,5 +370,6 @@ impl<'a> Marker<'a> {
     pub fn flush(&mut self) {
         self.counters.bad_pointers.fetch_add(std::mem::take(&mut self.bad), Ordering::Relaxed);
         self.counters.live_objects.fetch_add(std::mem::take(&mut self.live), Ordering::Relaxed);
+        self.counters.live_bytes.fetch_add(std::mem::take(&mut self.live_bytes), Ordering::Relaxed);
     }
 }

@@ -11,10 +11,20 @@
 //! does the slow path take a lock (the class's partial-block list or the
 //! block pool) and possibly trigger a collection.
 //!
-//! The fast path must not be interrupted by an asynchronous preemption (the
-//! sweep rewrites the object-start words of owned blocks in the pause; a
-//! preemption between our load and store of such a word would write back
-//! stale bits). It lives in `alloc_fast`, an `#[inline(never)]` function in
+//! **Lazy sweeping.** A mutator only ever owns a block swept since the last
+//! mark (an unswept block's object-start bits still include dead objects).
+//! Each pause takes every mutator's cached blocks away
+//! ([`Mutator::flush_caches`]); the slow path then takes a swept block from
+//! the partial list, or sweeps blocks itself from the shared cursor until one
+//! of its class has room (at most [`SWEEP_BUDGET`] blocks), or takes a fresh
+//! block; only when no fresh block is left does it finish the whole sweep
+//! (which frees every empty block) before it reports exhaustion.
+//!
+//! The fast path must not be interrupted by an asynchronous preemption (a
+//! collection's pause takes the cached blocks away, and lazy sweepers
+//! rewrite the object-start words of blocks no mutator owns; a preemption
+//! between our load and store of such a word would write back stale bits
+//! into a block that is no longer ours). It lives in `alloc_fast`, an `#[inline(never)]` function in
 //! ordinary `.text`: `usurp-preempt` only preempts code in the
 //! `usurp_preemptible` section or in registered JIT regions and refuses every
 //! other PC, so the fast path is a no-preemption section by placement, which
@@ -82,6 +92,11 @@ impl std::fmt::Display for AllocError {
     }
 }
 impl std::error::Error for AllocError {}
+
+/// Most blocks one refill sweeps looking for room in its class before it
+/// takes a fresh block (bounds the latency of an allocation; the background
+/// sweeper does the rest).
+pub(crate) const SWEEP_BUDGET: usize = 64;
 
 struct ClassCache {
     meta: *const BlockMeta,
@@ -283,43 +298,94 @@ impl Mutator {
         let slots = slots_of(class);
         let nwords = slots.div_ceil(64);
         let last_mask = if slots % 64 == 0 { !0 } else { (1u64 << (slots % 64)) - 1 };
-        loop {
-            let b = heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some(b) = b else { break };
-            let b = b as usize;
-            let m = heap.space.meta(b);
-            if heap.space.kind(b) != (KIND_SMALL, sc) || m.owned.swap(true, Ordering::AcqRel)
-            {
-                continue; // stale entry
+        let mut swept_for_room = false;
+        let mut finished = false;
+        'retry: loop {
+            loop {
+                let b = heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some(b) = b else {
+                    // Sweep by allocation: look for room in unswept blocks.
+                    if !swept_for_room {
+                        swept_for_room = true;
+                        if heap.sweep_for(sc, SWEEP_BUDGET) {
+                            continue;
+                        }
+                    }
+                    break;
+                };
+                let b = b as usize;
+                let m = heap.space.meta(b);
+                let gen = heap.space.gen.load(Ordering::Acquire);
+                if heap.space.kind(b) != (KIND_SMALL, sc) || m.owned.swap(true, Ordering::AcqRel) {
+                    continue; // stale entry
+                }
+                while m.swept.load(Ordering::Acquire) == 2 * gen + 1 {
+                    // Its sweeper listed it before it finished (cannot happen:
+                    // the state is published first); wait, it never blocks.
+                    std::thread::yield_now();
+                }
+                if m.swept.load(Ordering::Acquire) != 2 * gen {
+                    // Listed before the last mark (cannot happen: the pause
+                    // empties the lists): never allocate in an unswept block.
+                    m.owned.store(false, Ordering::Release);
+                    continue;
+                }
+                let nfree = slots - m.alloc_bits()[..slots].count_ones();
+                heap.allocated.fetch_add(nfree * size, Ordering::Relaxed);
+                let a = m.alloc[0].load(Ordering::Relaxed);
+                let free = !a & if nwords == 1 { last_mask } else { !0 };
+                *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask };
+                if c.free != 0 || c.advance() {
+                    return Ok(());
+                }
+                // Full after all (cannot happen for a listed block): drop it.
+                m.owned.store(false, Ordering::Release);
+                *c = ClassCache::EMPTY;
             }
-            let nfree = slots - m.alloc_bits()[..slots].count_ones();
-            heap.allocated.fetch_add(nfree * size, Ordering::Relaxed);
-            let a = m.alloc[0].load(Ordering::Relaxed);
-            let free = !a & if nwords == 1 { last_mask } else { !0 };
-            *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask };
-            if c.free != 0 || c.advance() {
-                return Ok(());
-            }
-            // Full after all (cannot happen for a listed block): drop it.
-            m.owned.store(false, Ordering::Release);
-            *c = ClassCache::EMPTY;
+            let run = match heap.space.alloc_blocks(1) {
+                Some(r) => r,
+                None if !finished => {
+                    // No fresh block: sweep everything (frees empty blocks and
+                    // lists partial ones), then look again.
+                    finished = true;
+                    heap.finish_sweep();
+                    continue 'retry;
+                }
+                None => return Err(Need::Exhausted),
+            };
+            let m = heap.space.meta(run.first);
+            m.clear_tables();
+            m.link.store(0, Ordering::Relaxed);
+            m.owned.store(true, Ordering::Relaxed);
+            // Swept for the current mark (nothing to sweep), published before
+            // the kind (Release) so that sweepers that see the kind see this.
+            m.swept.store(2 * heap.space.gen.load(Ordering::Acquire), Ordering::Release);
+            heap.space.set_kind(run.first, KIND_SMALL, sc);
+            heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
+            *c = ClassCache {
+                meta: m,
+                base: heap.space.block_start(run.first),
+                word: 0,
+                free: if nwords == 1 { last_mask } else { !0 },
+                nwords,
+                last_mask,
+            };
+            return Ok(());
         }
-        let run = heap.space.alloc_blocks(1).ok_or(Need::Exhausted)?;
-        let m = heap.space.meta(run.first);
-        m.clear_tables();
-        m.link.store(0, Ordering::Relaxed);
-        m.owned.store(true, Ordering::Relaxed);
-        heap.space.set_kind(run.first, KIND_SMALL, sc);
-        heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
-        *c = ClassCache {
-            meta: m,
-            base: heap.space.block_start(run.first),
-            word: 0,
-            free: if nwords == 1 { last_mask } else { !0 },
-            nwords,
-            last_mask,
-        };
-        Ok(())
+    }
+
+    /// Give up every cached block without listing it (a pause's sweep
+    /// start: the blocks are unswept now, and sweepers list them). Called by
+    /// the collector, in the pause, while this mutator's thread is stopped
+    /// outside allocation.
+    pub(crate) fn flush_caches(&mut self) {
+        for c in self.caches.iter_mut() {
+            if !c.meta.is_null() {
+                // SAFETY: meta is the owned block's metadata.
+                unsafe { (*c.meta).owned.store(false, Ordering::Release) };
+                *c = ClassCache::EMPTY;
+            }
+        }
     }
 
     /// Give every cached block back (thread detaching). Called with the

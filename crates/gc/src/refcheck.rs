@@ -20,9 +20,11 @@
 //! Limit: [`MAX_HEAPS`] heaps alive at once (`Heap::new` fails beyond).
 //!
 //! **The check** is what `mark::find_exact` does, on the entry's raw tables:
-//! range check, block kind and class, slot boundary, object-start bit
-//! (Acquire: it pairs with the allocator's Release publish, so the header read
-//! next is initialised). Between the check and the access no collection can
+//! range check, block kind and class, slot boundary, and liveness
+//! ([`BlockMeta::is_live`]: the object-start bit, read with Acquire so that
+//! it pairs with the allocator's Release publish and the header read next is
+//! initialised, and in a block not swept since the last mark its mark bit of
+//! that cycle: a dead object awaiting the lazy sweep fails the check). Between the check and the access no collection can
 //! free the object: a collection stops every mutator at a safe point, and a
 //! mutator that just checked a handle holds it in a register or on its stack,
 //! which the collection scans conservatively; the object is kept.
@@ -43,7 +45,9 @@
 //! collection". The quarantine is a FIFO bounded by a quarter of the heap
 //! limit (evicted objects are freed for real at the start of a later sweep)
 //! and is emptied by a collection that runs because the heap limit was
-//! reached, so checkrefs never makes an allocation fail that would succeed
+//! reached (quarantining is done by the lazy sweep, eviction in the pause;
+//! under checkrefs a collection finishes the sweep before it returns, so
+//! everything it found dead is quarantined by then), so checkrefs never makes an allocation fail that would succeed
 //! without it. Not yet evicted objects count as allocated memory, not live.
 //!
 //! The race this module does not close: using a handle concurrently with the
@@ -55,7 +59,7 @@ use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE, KIND_LARGE_HEAD, KIND_SMA
 use crate::descriptor::Descriptor;
 use crate::sizeclass::{slot_index, split_span_class, CLASS_SIZES};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 /// How many heaps may be alive at once.
 pub const MAX_HEAPS: usize = 256;
@@ -71,6 +75,10 @@ struct Entry {
     hi: usize,
     kinds: *const AtomicU16,
     meta: *const BlockMeta,
+    /// The heap's mark generation (`Space::gen`): lives here, in the leaked
+    /// entry, so that its address stays valid for a reader racing the
+    /// heap's drop.
+    gen: AtomicU64,
 }
 
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
@@ -82,6 +90,8 @@ static REGISTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// A reservation's membership in the table; unregisters on drop.
 pub struct Registration {
     slot: usize,
+    /// The entry's mark generation (`Space::gen`).
+    pub(crate) gen: &'static AtomicU64,
 }
 
 impl Drop for Registration {
@@ -101,12 +111,13 @@ pub(crate) fn register(lo: usize, hi: usize, kinds: *const AtomicU16, meta: *con
             "more than {MAX_HEAPS} usurp heaps alive at once (the handle-check table is full)"
         )));
     };
-    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta }));
+    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0) }));
     SLOTS[slot].store(e, Ordering::Release);
     if slot >= USED.load(Ordering::Relaxed) {
         USED.store(slot + 1, Ordering::Release);
     }
-    Ok(Registration { slot })
+    // SAFETY: the entry is leaked (never freed).
+    Ok(Registration { slot, gen: unsafe { &(*e).gen } })
 }
 
 /// Why a handle failed the check.
@@ -153,9 +164,9 @@ fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
         KIND_SMALL => {
             let c = split_span_class((v >> 8) as usize).0;
             let slot = slot_index(c, boff);
-            slot * CLASS_SIZES[c] == boff && m.is_allocated(slot)
+            slot * CLASS_SIZES[c] == boff && m.is_live(slot, e.gen.load(Ordering::Acquire))
         }
-        KIND_LARGE_HEAD => boff == 0 && m.is_allocated(0),
+        KIND_LARGE_HEAD => boff == 0 && m.is_live(0, e.gen.load(Ordering::Acquire)),
         _ => false,
     }
 }

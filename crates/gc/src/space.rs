@@ -10,7 +10,7 @@
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE};
 use bitvec::prelude::*;
 use memmap2::{MmapMut, MmapOptions};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Cycles a block must stay free before its memory goes back to the OS.
@@ -34,6 +34,24 @@ pub struct Space {
     /// Per block: kind (low byte, `KIND_*`) and size class (high byte).
     kinds: *const AtomicU16,
     pool: Mutex<Pool>,
+    /// The number of the last completed mark (0 before the first): its
+    /// marks are in buffer `gen % 2`, and a block whose `swept` is below
+    /// `2 * gen` is not swept yet (see `BlockMeta::is_live`). Written only
+    /// in a pause, under the heap's collection lock (Release), at the end of
+    /// the mark. Lives in the handle-check table's entry (`refcheck`).
+    pub gen: &'static AtomicU64,
+}
+
+/// Test-only switch (negative control of the lazy-sweep lookup rule): when
+/// set, [`BlockMeta::is_live`] trusts the object-start bit of an unswept
+/// block alone, as an eager-sweep design may, so a stray word revives a dead,
+/// unswept object. Process-wide: only for a test binary of its own.
+#[doc(hidden)]
+pub static LOOKUP_IGNORES_SWEEP_STATE: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+pub(crate) fn lookup_ignores_sweep_state() -> bool {
+    LOOKUP_IGNORES_SWEEP_STATE.load(Ordering::Relaxed)
 }
 
 // SAFETY: `meta` and `kinds` point into maps owned by the Space and never
@@ -83,7 +101,9 @@ impl Space {
         let kinds = kind_map.as_ptr() as *const AtomicU16;
         let hi = lo + nblocks * BLOCK_SIZE;
         let _registration = crate::refcheck::register(lo, hi, kinds, meta)?;
+        let gen = _registration.gen;
         Ok(Space {
+            gen,
             _registration,
             _heap_map: heap_map,
             _meta_map: meta_map,

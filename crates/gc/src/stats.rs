@@ -18,16 +18,32 @@ pub struct CycleStats {
     pub heap_after: usize,
     /// The goal for triggering the next cycle, in bytes.
     pub heap_goal: usize,
-    /// From the stop request until every task was parked.
+    /// From the stop request until every task was parked (part of `pause`).
     pub time_to_safepoint: Duration,
-    /// From the stop request until the world restarted.
+    /// Who held the stop up, when it waited noticeably
+    /// ([`World::last_stop_holdup`](crate::World::last_stop_holdup)).
+    pub ttsp_holdup: Option<String>,
+    /// The cycle's stop, from the stop request until the world restarted:
+    /// `time_to_safepoint + root_scan + mark + sweep` plus the restart (and
+    /// an allocation retried in the pause). The verifier's own stop is not
+    /// included (see `verify_pause`).
     pub pause: Duration,
-    /// Root scan plus transitive marking (including finalizer/weak processing).
+    /// Scanning the roots (conservative ranges, precise roots, root
+    /// scanners, finalizer closures), world stopped.
+    pub root_scan: Duration,
+    /// Transitive marking and mark termination (weak references cleared,
+    /// unreachable finalizable objects queued and marked from), world stopped.
     pub mark: Duration,
-    /// Sweeping the side tables.
+    /// Sweep start, world stopped: taking the mutators' cached blocks away
+    /// and publishing the new mark generation. The sweeping itself is lazy
+    /// (allocation and a background thread, world running).
     pub sweep: Duration,
-    /// Heap verification (0 unless gcverify).
+    /// Heap verification itself (0 unless gcverify).
     pub verify: Duration,
+    /// The verifier's own stop (gcverify), request to restart, after the
+    /// cycle's stop and not counted in `pause`, `GcStats::pauses` or
+    /// `GcStats::total_pause` (0 unless gcverify).
+    pub verify_pause: Duration,
     /// Marking threads used.
     pub workers: usize,
     /// Words of conservative roots scanned.
@@ -55,9 +71,21 @@ pub struct GcStats {
     pub heap_committed: usize,
     /// The hard limit.
     pub heap_limit: usize,
-    /// Sum of all pauses.
+    /// Sum of all pauses (the cycles' stops; verifier stops excluded).
     pub total_pause: Duration,
-    /// Recent pauses (oldest first, at most `HISTORY`).
+    /// Sum of the verifier's stops (gcverify), apart from `total_pause`.
+    pub total_verify_pause: Duration,
+    /// Sums over all cycles of the pause's parts: time-to-safepoint, root
+    /// scan, mark (with termination) and sweep.
+    pub total_ttsp: Duration,
+    /// See `total_ttsp`.
+    pub total_root_scan: Duration,
+    /// See `total_ttsp`.
+    pub total_mark: Duration,
+    /// See `total_ttsp`.
+    pub total_sweep: Duration,
+    /// Recent pauses (oldest first, at most `HISTORY`; verifier stops
+    /// excluded).
     pub pauses: Vec<Duration>,
     /// Recent times-to-safepoint.
     pub ttsp: Vec<Duration>,
@@ -74,6 +102,14 @@ pub struct GcStats {
     pub weak_cleared: u64,
     /// Blocks whose memory was returned to the OS so far.
     pub blocks_decommitted: u64,
+    /// Blocks swept lazily so far: by the background sweeper, by
+    /// allocation, and by the collector finishing the sweep before a mark
+    /// (none of it in a pause).
+    pub blocks_swept_background: u64,
+    /// See `blocks_swept_background`.
+    pub blocks_swept_by_allocation: u64,
+    /// See `blocks_swept_background`.
+    pub blocks_swept_before_mark: u64,
 }
 
 impl GcStats {
@@ -103,6 +139,11 @@ pub fn percentile(v: &[Duration], p: f64) -> Duration {
 pub(crate) struct StatsAcc {
     pub last: Option<CycleStats>,
     pub total_pause: Duration,
+    pub total_verify_pause: Duration,
+    pub total_ttsp: Duration,
+    pub total_root_scan: Duration,
+    pub total_mark: Duration,
+    pub total_sweep: Duration,
     pub pauses: VecDeque<Duration>,
     pub ttsp: VecDeque<Duration>,
     pub verify_failures: u64,
@@ -115,6 +156,11 @@ pub(crate) struct StatsAcc {
 impl StatsAcc {
     pub fn record(&mut self, c: &CycleStats) {
         self.total_pause += c.pause;
+        self.total_verify_pause += c.verify_pause;
+        self.total_ttsp += c.time_to_safepoint;
+        self.total_root_scan += c.root_scan;
+        self.total_mark += c.mark;
+        self.total_sweep += c.sweep;
         push_bounded(&mut self.pauses, c.pause);
         push_bounded(&mut self.ttsp, c.time_to_safepoint);
         self.last = Some(c.clone());
@@ -136,20 +182,32 @@ fn mb(b: usize) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-/// One `gctrace` line, in the spirit of Go's.
+/// One `gctrace` line, in the spirit of Go's: the pause and its parts
+/// (time-to-safepoint + root scan + mark with termination + sweep), then the
+/// verifier's own stop apart (gcverify only).
 pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String {
     format!(
-        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, ttsp {:.3} ms, pause {:.3} ms (mark {:.3} ms, sweep {:.3} ms{}), {} workers, {} live objects, {} conservative words, {}",
+        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, pause {:.3} ms (ttsp {:.3} + roots {:.3} + mark {:.3} + sweep {:.3} ms){}, {} workers, {} live objects, {} conservative words, {}",
         c.cycle,
         since_start.as_secs_f64(),
         mb(c.heap_before),
         mb(c.heap_after),
         mb(c.heap_goal),
-        ms(c.time_to_safepoint),
         ms(c.pause),
+        ms(c.time_to_safepoint),
+        ms(c.root_scan),
         ms(c.mark),
         ms(c.sweep),
-        if !verify { String::new() } else { format!(", verify {:.3} ms", ms(c.verify)) },
+        match (verify, &c.ttsp_holdup) {
+            (false, None) => String::new(),
+            (false, Some(h)) => format!(", stop held up by {h}"),
+            (true, h) => format!(
+                "{}, verifier's own stop {:.3} ms (verify {:.3} ms)",
+                h.as_ref().map_or(String::new(), |h| format!(", stop held up by {h}")),
+                ms(c.verify_pause),
+                ms(c.verify)
+            ),
+        },
         c.workers,
         c.live_objects,
         c.conservative_words,
@@ -177,5 +235,24 @@ mod tests {
         let l = trace_line(&c, Duration::from_millis(1500), false);
         assert!(l.starts_with("gc 7 @1.500s: 8.0->2.0 (4.0 goal) MB"), "{l}");
         assert!(l.contains("2 workers") && l.ends_with("goal"));
+        assert!(!l.contains("verif"), "{l}");
+        let c = CycleStats {
+            pause: Duration::from_micros(1500),
+            time_to_safepoint: Duration::from_micros(100),
+            root_scan: Duration::from_micros(200),
+            mark: Duration::from_micros(700),
+            sweep: Duration::from_micros(400),
+            verify: Duration::from_micros(3000),
+            verify_pause: Duration::from_micros(3100),
+            ..c
+        };
+        let l = trace_line(&c, Duration::from_millis(1500), true);
+        assert!(
+            l.contains("pause 1.500 ms (ttsp 0.100 + roots 0.200 + mark 0.700 + sweep 0.400 ms), verifier's own stop 3.100 ms (verify 3.000 ms)"),
+            "{l}"
+        );
+        let c = CycleStats { ttsp_holdup: Some("worker 1 (thread 42): task 7 \"sort\"".into()), ..c };
+        let l = trace_line(&c, Duration::from_millis(1500), false);
+        assert!(l.contains("sweep 0.400 ms), stop held up by worker 1 (thread 42): task 7 \"sort\","), "{l}");
     }
 }

@@ -1,16 +1,27 @@
-//! The heap verifier (`USURP_DEBUG=gcverify=1`), run in the pause after marking.
+//! The heap verifier (`USURP_DEBUG=gcverify=1`), run in a stop of its own
+//! right after a cycle's pause (so that its cost is not a GC pause figure).
 //!
-//! For every marked object: its header must be a valid descriptor (inside a
-//! readable mapping outside the heap, with the right magic, describing an
-//! object that fits in its slot), and every pointer field must be null or the
-//! start of a marked object. Marked objects must also be allocated. A freed
-//! object quarantined by checkrefs (which a stray conservative word may mark)
-//! is skipped. Failures
-//! are printed (the first few) and counted in `GcStats::verify_failures`.
+//! It checks the heap after the cycle: for every live object (object-start
+//! bit set, and in a block the lazy sweep has not reached yet also marked by
+//! the last mark: `BlockMeta::is_live`), its header must be a valid descriptor (inside a readable mapping
+//! outside the heap, with the right magic, describing an object that fits in
+//! its slot), and every pointer field must be null or the start of a live
+//! object that is not quarantined. The live objects are exactly the ones
+//! marked (plus objects allocated since), so this is the mark-time check "a
+//! marked object's children are marked" seen after the fact: an object the
+//! mark lost is dead (or already freed), and its referrer points at it (or,
+//! if its slot was already swept and reused by an allocation between the two
+//! stops, at a new object: a lost object can then go unseen; checkrefs'
+//! quarantine prevents that reuse). Lazy sweepers may run meanwhile (they
+//! are not stopped): they only rewrite dead objects and bits of dead slots. A freed
+//! object quarantined by checkrefs is skipped; a published object pointing
+//! at one is a failure. Failures are printed (the first few) and counted in
+//! `GcStats::verify_failures`.
 
 use crate::block::{KIND_LARGE_HEAD, KIND_SMALL};
 use crate::descriptor::Descriptor;
 use crate::mark::find_exact;
+use crate::refcheck::is_quarantined;
 use crate::sizeclass::{slots_of, split_span_class, CLASS_SIZES};
 use crate::space::Space;
 use std::sync::atomic::Ordering;
@@ -36,7 +47,7 @@ fn readable_ranges() -> Vec<(usize, usize)> {
 
 const MAX_REPORTS: usize = 10;
 
-/// Verify the marked heap; returns the number of failures.
+/// Verify the heap after a cycle (world stopped); returns the number of failures.
 pub fn verify(space: &Space) -> usize {
     let readable = readable_ranges();
     let desc_ok = |h: usize| {
@@ -47,6 +58,7 @@ pub fn verify(space: &Space) -> usize {
             // SAFETY: h is aligned and [h, h+n) lies in a readable mapping.
             && unsafe { &*(h as *const Descriptor) }.magic_ok()
     };
+    let gen = space.gen.load(std::sync::atomic::Ordering::Acquire);
     let mut failures = 0;
     let mut report = |msg: String| {
         if failures < MAX_REPORTS {
@@ -62,17 +74,10 @@ pub fn verify(space: &Space) -> usize {
                 let (c, _) = split_span_class(sc);
                 let start = space.block_start(b);
                 let slots = slots_of(c);
-                let mut v = Vec::new();
-                for i in m.mark_bits()[..slots].iter_ones() {
-                    if !m.is_allocated(i) {
-                        report(format!("marked slot {i} of block {b} is not allocated"));
-                        continue;
-                    }
-                    v.push(start + i * CLASS_SIZES[c]);
-                }
+                let v = (0..slots).filter(|&i| m.is_live(i, gen)).map(|i| start + i * CLASS_SIZES[c]).collect();
                 (v, CLASS_SIZES[c])
             }
-            KIND_LARGE_HEAD if m.is_marked(0) => {
+            KIND_LARGE_HEAD if m.is_live(0, gen) => {
                 (vec![space.block_start(b)], m.large_bytes.load(Ordering::Relaxed))
             }
             _ => continue,
@@ -109,9 +114,16 @@ pub fn verify(space: &Space) -> usize {
                     return;
                 }
                 match find_exact(space, v) {
-                    Some(l) if space.meta(l.block).is_marked(l.slot) => {}
-                    Some(_) => report(format!("object {obj:#x} ({}) word {i}: {v:#x} is not marked", d.name())),
-                    None => report(format!("object {obj:#x} ({}) word {i}: {v:#x} is not an object", d.name())),
+                    // SAFETY: find_exact found a published object, world stopped.
+                    Some(l) if unsafe { is_quarantined(l.addr) } => report(format!(
+                        "object {obj:#x} ({}) word {i}: {v:#x} was freed (quarantined by checkrefs)",
+                        d.name()
+                    )),
+                    Some(_) => {}
+                    None => report(format!(
+                        "object {obj:#x} ({}) word {i}: {v:#x} is not an object (freed, or never one)",
+                        d.name()
+                    )),
                 }
             });
         }

@@ -86,6 +86,13 @@ pub trait World: Send + Sync {
     fn may_attach(&self) -> Result<(), &'static str> {
         Ok(())
     }
+    /// Called by the stopper right after `stop_the_world` returned: if that
+    /// stop waited noticeably (the scheduler's World: 1 ms), which worker
+    /// and task stopped last, in words (reported in `gctrace` and
+    /// `CycleStats::ttsp_holdup`). Default: `None`.
+    fn last_stop_holdup(&self) -> Option<String> {
+        None
+    }
     /// Called (with the world running) after a cycle queued finalizers: the
     /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
     fn finalizers_pending(&self) {}

@@ -455,3 +455,94 @@ fn an_exact_end_pointer_keeps_its_array_alive() {
     }
     assert_eq!(h.stats().verify_failures, 0);
 }
+
+/// A world with nothing to stop that counts stops and how long each lasted.
+struct CountingWorld {
+    stops: std::sync::atomic::AtomicUsize,
+    since: Mutex<Option<std::time::Instant>>,
+    held: Mutex<Vec<std::time::Duration>>,
+}
+
+impl usurp_gc::World for CountingWorld {
+    fn stop_the_world(&self) {
+        self.stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.since.lock().unwrap() = Some(std::time::Instant::now());
+    }
+    fn start_the_world(&self) {
+        let t = self.since.lock().unwrap().take().expect("start without stop");
+        self.held.lock().unwrap().push(t.elapsed());
+    }
+    fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
+}
+
+// Issue 9 item 6: the verifier runs in a stop of its own, after the cycle's,
+// and its time is reported apart from the pause figures; the pause is split
+// into time-to-safepoint, root scan, mark and sweep.
+#[test]
+fn the_verifier_runs_in_its_own_stop_reported_apart() {
+    for verify in [true, false] {
+        let w = Arc::new(CountingWorld {
+            stops: Default::default(),
+            since: Mutex::new(None),
+            held: Mutex::new(Vec::new()),
+        });
+        let h = usurp_gc::Heap::with_world(usurp_gc::HeapConfig { verify, ..config(64 << 20) }, w.clone()).unwrap();
+        let _g = h.attach_thread().unwrap();
+        let t = tree(14);
+        let n = 3;
+        for _ in 0..n {
+            h.collect();
+        }
+        black_box(t);
+        let st = h.stats();
+        let stops = w.stops.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(stops, if verify { 2 * n } else { n }, "verify={verify}: stops per cycle");
+        assert_eq!(st.pauses.len(), n, "one pause figure per cycle, verifier stops not among them");
+        assert_eq!(st.total_pause, st.pauses.iter().sum::<std::time::Duration>());
+        let held = w.held.lock().unwrap().clone();
+        // Each recorded pause covers the cycle's own stop and nothing more:
+        // it is at least as long as that stop, and shorter than the stop plus
+        // the verifier's (which follows it).
+        let per_cycle = if verify { 2 } else { 1 };
+        for (i, p) in st.pauses.iter().enumerate() {
+            assert!(*p >= held[i * per_cycle], "pause {p:?} shorter than the world's stop {:?}", held[i * per_cycle]);
+        }
+        let c = st.last.unwrap();
+        assert!(c.pause >= c.time_to_safepoint + c.root_scan + c.mark + c.sweep, "{c:?}");
+        assert!(c.mark > std::time::Duration::ZERO && c.root_scan > std::time::Duration::ZERO, "{c:?}");
+        assert_eq!(c.live_objects, (1 << 15) - 1);
+        if verify {
+            let vstop = held[held.len() - 1];
+            assert!(c.verify > std::time::Duration::ZERO, "{c:?}");
+            assert!(c.verify_pause >= vstop && vstop >= c.verify, "{c:?} verifier stop {vstop:?}");
+            assert!(st.total_verify_pause >= c.verify_pause);
+            assert_eq!(st.verify_failures, 0);
+        } else {
+            assert_eq!((c.verify, c.verify_pause, st.total_verify_pause), Default::default());
+        }
+        assert_eq!(st.total_mark, st.total_mark.max(c.mark));
+        assert!(st.total_root_scan >= c.root_scan && st.total_sweep >= c.sweep && st.total_ttsp >= c.time_to_safepoint);
+    }
+}
+
+// The post-sweep verifier still finds a lost object: a pointer field whose
+// target was freed (written behind the GC's back after it was freed).
+#[test]
+fn the_verifier_catches_a_pointer_to_a_freed_object() {
+    let h = heap(16 << 20);
+    let _g = h.attach_thread().unwrap();
+    let a = node(1, None, None);
+    // Kept disguised on this (scanned) stack so that it is no root.
+    const X: usize = 0x5a5a_5a5a;
+    let dead_x = black_box(on_other_thread(&h, |_| node(2, None, None).raw().addr() ^ X));
+    h.collect();
+    assert_eq!(h.find_object(black_box(dead_x) ^ X), None, "the unreachable node was freed");
+    let before = h.stats().verify_failures;
+    // SAFETY: payload word 0 of a live Node; simulates a mark that lost the
+    // node.
+    unsafe { a.raw().payload().write(black_box(dead_x) ^ X) };
+    h.collect();
+    assert!(h.stats().verify_failures > before, "verifier missed a pointer to a freed object");
+    a.left.set(None);
+    black_box(a);
+}

@@ -117,6 +117,10 @@ impl World for RuntimeWorld {
         });
     }
 
+    fn last_stop_holdup(&self) -> Option<String> {
+        self.with(crate::stw::last_stop_holdup).flatten()
+    }
+
     fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         match self.shared.upgrade() {
             Some(sh) => crate::stw::run_parallel(&sh, n, f),

@@ -10,8 +10,16 @@
 //!   at cooperative points (yield, park, channel/mutex waits, exit) get there
 //!   at once: while the stop flag is set, `next_fast` hands no task to a
 //!   direct task-to-task switch, so every switch goes to the scheduler loop,
-//!   and `find_runnable` parks before it looks for work. Idle workers are
-//!   woken so that they park too (and cannot pick up work while stopped).
+//!   and `find_runnable` parks before it looks for work.
+//! * **idle** (`Worker::idle` set): its driving thread sleeps in
+//!   `idle_sleep` (or is about to) with no task on its CPU. It is *not*
+//!   woken for the stop (issue 9 item 6): it counts as stopped as it is. The
+//!   handshake is Dekker's, all SeqCst: the worker clears `idle` (its own
+//!   CAS, or a waker's) and then, after a SeqCst fence, reads `stop` before
+//!   it looks for work; the stopper sets `stop` and then reads `idle`. So
+//!   either the stopper sees the worker not idle (and waits for it to park
+//!   like any running worker), or the worker sees the stop and parks before
+//!   it takes a task. While asleep it runs nothing that touches the heap.
 //! * **safe** (`SAFE`): its driving thread runs a blocking closure in place
 //!   (the `blocking` fallback when the worker cannot be handed off, and the
 //!   GC's `World::blocking`). The task's registers were spilled on its stack
@@ -55,9 +63,16 @@
 //!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
 //! (parallel GC marking): the stopper takes indices too, so a job completes
-//! even when no worker helps.
+//! even when no worker helps. Posting a job wakes the helpers once; a helper
+//! finishing an index wakes nobody, except the one that finishes the last
+//! index, which wakes the stopper alone (`Stw::job_done`). Idle (sleeping)
+//! workers do not help: they are not woken for a stop.
 //!
-//! Time-to-safepoint (request → all stopped) is recorded per stop.
+//! Time-to-safepoint (request → all stopped) is recorded per stop. A stop
+//! that waits [`HOLDUP_REPORT`] (1 ms) or more also records which worker,
+//! and which task on it, it waited for longest (`StwStats::last_holdup`; the
+//! GC prints it in `gctrace` through `World::last_stop_holdup`): the task is
+//! described while it still runs, once per worker per stop.
 //!
 //! **What cannot be stopped, and what is reported** (issue 10 item 5a). A
 //! task blocked in the kernel outside `blocking` (a `std::sync::Mutex`, a
@@ -110,7 +125,17 @@ pub(crate) struct Stw {
     stopper: AtomicUsize,
     wstate: Box<[AtomicU32]>,
     inner: Mutex<Inner>,
+    /// Waited on (with `inner`) by parked workers, marker threads, threads
+    /// waiting for the world to restart and the stopper while it stops the
+    /// world; notified on every state change and when a job is posted.
     cv: Condvar,
+    /// Waited on (with `inner`) only by the stopper in [`run_parallel`];
+    /// notified when the last index of the posted job completes.
+    job_done: Condvar,
+    /// Test-only switch (negative control of "idle workers are not woken"):
+    /// when set, a stop wakes every idle worker first, as it used to. Set
+    /// only by the scheduler's unit tests.
+    pub(crate) wake_idle_for_test: AtomicBool,
 }
 
 struct Job {
@@ -131,7 +156,15 @@ struct Inner {
     stops: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
+    /// The last stop that waited at least [`HOLDUP_REPORT`]: which worker
+    /// (and task) stopped last, and the time-to-safepoint. Written by the
+    /// stopper at the end of `stop_the_world`.
+    last_holdup: Option<(String, Duration)>,
 }
+
+/// A stop that waits this long records which worker and task held it up
+/// (issue 9 item 8; `StwStats::last_holdup`, and the GC's `gctrace`).
+pub(crate) const HOLDUP_REPORT: Duration = Duration::from_millis(1);
 
 // SAFETY: the job pointer is only dereferenced while the stopper that posted
 // it waits in `run_parallel` for every taken index to complete. The
@@ -155,6 +188,10 @@ pub struct StwStats {
     pub ttsp_max: Duration,
     /// The recent samples, oldest first is not guaranteed.
     pub ttsp_samples: Vec<Duration>,
+    /// The last stop whose time-to-safepoint reached 1 ms: the worker (and
+    /// the task on it) that stopped last, e.g. `worker 1: task 7 "sort"`,
+    /// with that time-to-safepoint.
+    pub last_holdup: Option<(String, Duration)>,
 }
 
 impl Stw {
@@ -165,6 +202,8 @@ impl Stw {
             wstate: (0..workers).map(|_| AtomicU32::new(RUNNING)).collect(),
             inner: Mutex::new(Inner::default()),
             cv: Condvar::new(),
+            job_done: Condvar::new(),
+            wake_idle_for_test: AtomicBool::new(false),
         }
     }
 
@@ -190,10 +229,20 @@ impl Stw {
             g = self.lock();
             if let Some(job) = g.job.as_mut() {
                 job.done += 1;
+                if job.done == job.n {
+                    // Only the stopper waits for completion.
+                    self.job_done.notify_one();
+                }
             }
-            self.cv.notify_all();
         }
         g
+    }
+
+    /// Whether worker `w` counts as stopped: parked or safe, or idle (its
+    /// thread sleeps or is about to, with no task; see the module docs for
+    /// the handshake that makes reading `idle` here sound).
+    fn counts_as_stopped(&self, w: &Worker) -> bool {
+        self.wstate[w.index].load(Ordering::SeqCst) != RUNNING || w.idle.load(Ordering::SeqCst)
     }
 
     pub(crate) fn stats(&self) -> StwStats {
@@ -218,6 +267,7 @@ impl Stw {
             ttsp_p99: pct(0.99),
             ttsp_max: v.last().copied().unwrap_or_default(),
             ttsp_samples: g.ttsp.clone(),
+            last_holdup: g.last_holdup.clone(),
         }
     }
 }
@@ -323,26 +373,48 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
     }
     let t0 = Instant::now();
     let mut next_report = REPORT_AFTER;
-    // Idle workers wake up and park (they must not pick up work).
-    for w in sh.workers.iter() {
-        if Some(w.index) != me {
-            sh.wake_worker(w.index);
+    // Idle workers are not woken: they count as stopped while they sleep,
+    // and one that wakes sees `stop` and parks before it takes work.
+    if stw.wake_idle_for_test.load(Ordering::Relaxed) {
+        for w in sh.workers.iter() {
+            if Some(w.index) != me {
+                sh.wake_worker(w.index);
+            }
         }
     }
     let mut g = stw.lock();
+    // Once the stop has waited HOLDUP_REPORT: each worker still running,
+    // described when first seen then (while its task still runs), and how
+    // long into the stop it was last seen running. The one seen running
+    // latest held the stop up longest.
+    let mut holdups: Vec<(usize, String, Duration)> = Vec::new();
     loop {
         let mut all = true;
+        let waited = t0.elapsed();
+        let mut describe = Vec::new();
         for w in sh.workers.iter() {
-            if Some(w.index) == me || stw.wstate[w.index].load(Ordering::SeqCst) != RUNNING {
+            if Some(w.index) == me || stw.counts_as_stopped(w) {
                 continue;
             }
             all = false;
             ask_to_stop(w);
+            if waited >= HOLDUP_REPORT {
+                match holdups.iter_mut().find(|h| h.0 == w.index) {
+                    Some(h) => h.2 = waited,
+                    None => describe.push(w),
+                }
+            }
         }
         if all {
             break;
         }
-        let waited = t0.elapsed();
+        if !describe.is_empty() {
+            drop(g);
+            for w in describe {
+                holdups.push((w.index, describe_worker(sh, w), waited));
+            }
+            g = stw.lock();
+        }
         if waited >= next_report {
             drop(g);
             report_stragglers(sh, me, waited);
@@ -353,6 +425,9 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         g = stw.cv.wait_timeout(g, RETRY).unwrap_or_else(|p| p.into_inner()).0;
     }
     let ttsp = t0.elapsed();
+    if let Some((_, h, _)) = holdups.into_iter().max_by_key(|h| h.2) {
+        g.last_holdup = Some((h, ttsp));
+    }
     g.stops += 1;
     if g.ttsp.len() < TTSP_HISTORY {
         g.ttsp.push(ttsp);
@@ -374,7 +449,7 @@ fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
     let mut out = String::new();
     let _ = write!(out, "usurp: stop-the-world has waited {:.1} s for:", waited.as_secs_f64());
     for w in sh.workers.iter() {
-        if Some(w.index) == me || sh.stw.wstate[w.index].load(Ordering::SeqCst) != RUNNING {
+        if Some(w.index) == me || sh.stw.counts_as_stopped(w) {
             continue;
         }
         let slot = w.slot.load(Ordering::Acquire);
@@ -399,6 +474,27 @@ fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
          non-preemptible loops\n",
     );
     eprint!("{out}");
+}
+
+/// `worker N (thread T): task I "name"` for the task on `w`'s CPU (or
+/// "between tasks"). Called by the stopper without the stw lock.
+fn describe_worker(sh: &Shared, w: &Worker) -> String {
+    let slot = w.slot.load(Ordering::Acquire);
+    // SAFETY: slots are `'static`.
+    let tid = unsafe { slot.as_ref() }.map_or(0, |s| s.tid());
+    match running_task_info(sh, w) {
+        Some((id, Some(name))) => format!("worker {} (thread {tid}): task {id} \"{name}\"", w.index),
+        Some((id, None)) => format!("worker {} (thread {tid}): task {id} (unnamed)", w.index),
+        None => format!("worker {} (thread {tid}): between tasks", w.index),
+    }
+}
+
+/// The last stop that waited at least [`HOLDUP_REPORT`], if the last stop
+/// did: who held it up (for the GC's `World::last_stop_holdup`).
+pub(crate) fn last_stop_holdup(sh: &Shared) -> Option<String> {
+    let g = sh.stw.lock();
+    let last = if g.ttsp.is_empty() { Duration::ZERO } else { g.ttsp[(g.ttsp_pos + g.ttsp.len() - 1) % g.ttsp.len()] };
+    g.last_holdup.as_ref().filter(|(_, t)| *t == last && last >= HOLDUP_REPORT).map(|(h, _)| h.clone())
 }
 
 /// The id and name of the task on `w`'s CPU, if any (for the report).
@@ -539,7 +635,7 @@ pub(crate) fn run_parallel(sh: &Shared, n: usize, f: &(dyn Fn(usize) + Sync)) {
         if job.done == job.n {
             break;
         }
-        g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        g = stw.job_done.wait(g).unwrap_or_else(|p| p.into_inner());
     }
     g.job = None;
 }

@@ -246,3 +246,146 @@ fn blocking_task_stack_range_covers_its_live_values() {
     assert_eq!(ranges, 1);
     assert!(found, "a value live across blocking() is not in the scanned range");
 }
+
+/// Runs `f` on a child thread and fails if it does not finish in `secs`.
+fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(()) => h.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p)
+            }
+        }
+        Err(_) => panic!("watchdog: the scenario hung for {secs} s"),
+    }
+}
+
+/// Waits until every worker of `rt` sleeps idle.
+fn wait_all_idle(rt: &Runtime) {
+    let t0 = std::time::Instant::now();
+    while !rt.shared().workers.iter().all(|w| w.idle.load(Ordering::SeqCst)) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "workers never went idle");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Let them reach the futex.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+}
+
+/// With every worker idle, stops the world from this (non-task) thread and
+/// returns whether each worker was still idle (not woken) during the stop.
+fn idle_during_stop(wake_idle: bool) -> Vec<bool> {
+    let rt = Runtime::builder().workers(3).build().unwrap();
+    rt.shared().stw.wake_idle_for_test.store(wake_idle, Ordering::Relaxed);
+    wait_all_idle(&rt);
+    rt.stop_the_world();
+    let idle = rt.shared().workers.iter().map(|w| w.idle.load(Ordering::SeqCst)).collect();
+    rt.start_the_world();
+    idle
+}
+
+// Issue 9 item 6: sleeping workers count as stopped without being woken.
+#[test]
+fn idle_workers_count_as_stopped_without_being_woken() {
+    with_watchdog(60, || {
+        assert_eq!(idle_during_stop(false), vec![true; 3], "a stop woke idle workers");
+    });
+}
+
+// Negative control: with the old wake-everyone behaviour switched back on,
+// the same observation fails (the test can tell the two apart).
+#[test]
+fn negative_control_a_stop_that_wakes_idle_workers_is_detected() {
+    with_watchdog(60, || {
+        assert_eq!(idle_during_stop(true), vec![false; 3]);
+    });
+}
+
+// An idle worker woken during a stop (work was queued) parks before it runs
+// anything: a task spawned while the world is stopped runs only after it
+// restarts, although every worker counted as stopped while asleep.
+#[test]
+fn an_idle_worker_woken_during_a_stop_runs_nothing_until_the_restart() {
+    with_watchdog(60, || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        for _ in 0..scale(20) {
+            wait_all_idle(&rt);
+            rt.stop_the_world();
+            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let r = ran.clone();
+            let h = rt.spawn(move || r.store(true, Ordering::SeqCst));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(!ran.load(Ordering::SeqCst), "a task ran while the world was stopped");
+            rt.start_the_world();
+            h.join().unwrap();
+            assert!(ran.load(Ordering::SeqCst));
+        }
+    });
+}
+
+// run_parallel in a stop: every index runs exactly once, the stopper
+// returns (it is woken by the last index only), jobs can follow each other.
+#[test]
+fn run_parallel_runs_each_index_once_and_returns() {
+    with_watchdog(60, || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        for round in 0..scale(200) {
+            rt.stop_the_world();
+            let n = 1 + round % 17;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            crate::stw::run_parallel(rt.shared(), n, &|i| {
+                hits[i].fetch_add(1, Ordering::SeqCst);
+                if i % 3 == 0 {
+                    std::thread::yield_now();
+                }
+            });
+            rt.start_the_world();
+            assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1), "round {round}");
+        }
+    });
+}
+
+// Issue 9 item 8: a stop held up by a task that does not reach a safe point
+// (ordinary Rust code, checkpoint() only every 30 ms) names that task and
+// its worker in the stats.
+#[test]
+fn a_stop_held_up_by_a_task_names_it() {
+    with_watchdog(60, || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (stop.clone(), started.clone());
+        let hog = crate::join::spawn_in(rt.shared(), Some("the-hog".into()), move || {
+            st.store(true, Ordering::SeqCst);
+            while !s.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+                usurp_preempt::checkpoint();
+            }
+        })
+        .unwrap();
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut named = None;
+        for _ in 0..5 {
+            let ttsp = rt.stop_the_world();
+            rt.start_the_world();
+            if ttsp >= crate::stw::HOLDUP_REPORT {
+                named = rt.stats().stw.last_holdup;
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        hog.join().unwrap();
+        let (who, ttsp) = named.expect("no stop waited 1 ms for a task that checks in every 30 ms");
+        assert!(who.contains("\"the-hog\"") && who.starts_with("worker "), "{who}");
+        assert!(ttsp >= crate::stw::HOLDUP_REPORT);
+    });
+}

@@ -484,6 +484,10 @@ impl Worker {
         if self.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             sh.nidle.fetch_sub(1, Ordering::SeqCst);
         }
+        // An idle worker counts as stopped without being woken: `idle` is
+        // clear now, and the stop flag is read after this fence (the
+        // caller's `stopping()`), see `stw.rs`.
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// The scheduler's search: local, global, timers, stealing, then spinning

@@ -140,7 +140,7 @@ fn main() {
     let cli = Cli::parse();
     let seed = cli.seed.unwrap_or_else(clock_seed);
 
-    // The heap verifier runs after every marking; the environment still
+    // The heap verifier runs after every collection (in a stop of its own); the environment still
     // chooses GOGC and gctrace.
     let hc = HeapConfig { verify: true, ..HeapConfig::default() };
     let mut b = Runtime::builder().quantum(cli.quantum).heap_config(hc).heap_limit(cli.heap_limit);

@@ -162,6 +162,11 @@ pub struct Summary {
     /// Refused ticks that retried an earlier refusal of the same task.
     pub refusal_retries: u64,
     pub gc_cycles: u64,
+    /// Fraction of the run's wall time with the world stopped by the GC:
+    /// its cycles' pauses plus the verifier's own stops.
+    pub stopped_fraction: f64,
+    /// The same, the cycles' pauses only.
+    pub pause_fraction: f64,
     pub pause: Dist,
     pub ttsp: Dist,
     pub wake: Dist,
@@ -207,6 +212,9 @@ impl Summary {
             yields_after_refusal: st.preempt.yields_after_refusal,
             refusal_retries: st.preempt.refusal_retries,
             gc_cycles: st.gc.cycles,
+            stopped_fraction: (st.gc.total_pause + st.gc.total_verify_pause).as_secs_f64()
+                / elapsed.as_secs_f64().max(1e-9),
+            pause_fraction: st.gc.total_pause.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
             pause: Dist::of(&st.gc.pauses),
             ttsp: Dist::of(&st.gc.ttsp),
             wake: Dist::of_ns(out.wake_latency_ns.clone()),
@@ -280,6 +288,15 @@ impl Summary {
         line("GC cycles", format!("{:>12}", self.gc_cycles));
         let recent = if self.gc_cycles > self.pause.n as u64 { format!(" (last {} cycles)", self.pause.n) } else { String::new() };
         line("GC pause p50 / p99 / max", format!("{}{recent}", d(&self.pause)));
+        line(
+            "world stopped (fraction)",
+            format!(
+                "{:>11.1}%  of wall time (GC pauses {:.1}%, verifier stops {:.1}%)",
+                100.0 * self.stopped_fraction,
+                100.0 * self.pause_fraction,
+                100.0 * (self.stopped_fraction - self.pause_fraction)
+            ),
+        );
         line("time-to-safepoint p99", format!("{:.1} µs  (p50 {:.1}, max {:.1})", self.ttsp.p99, self.ttsp.p50, self.ttsp.max));
         line(
             "wake latency p99",
@@ -302,7 +319,7 @@ impl Summary {
         );
         line(
             "verifier failures",
-            format!("{:>12}  (heap verified after every mark; bad pointer slots {})", self.verifier_failures, self.bad_pointers),
+            format!("{:>12}  (heap verified after every collection, in its own stop; bad pointer slots {})", self.verifier_failures, self.bad_pointers),
         );
         line(
             "starved kinds",
@@ -323,7 +340,7 @@ impl Summary {
     pub fn json(&self) -> String {
         let refused: Vec<String> = self.refused.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
         format!(
-            "{{\n  \"preemptions_accepted\": {},\n  \"preemptions_refused\": {{{}}},\n  \"gc_cycles\": {},\n  \"pause_us\": {},\n  \"ttsp_us\": {},\n  \"wake_latency_us\": {},\n  \"checksum_failures\": {},\n  \"register_mismatches\": {},\n  \"verifier_failures\": {},\n  \"seconds\": {:.3},\n  \"workers\": {},\n  \"quantum_us\": {}\n}}\n",
+            "{{\n  \"preemptions_accepted\": {},\n  \"preemptions_refused\": {{{}}},\n  \"gc_cycles\": {},\n  \"pause_us\": {},\n  \"ttsp_us\": {},\n  \"wake_latency_us\": {},\n  \"checksum_failures\": {},\n  \"register_mismatches\": {},\n  \"verifier_failures\": {},\n  \"seconds\": {:.3},\n  \"workers\": {},\n  \"quantum_us\": {},\n  \"stopped_fraction\": {:.6}\n}}\n",
             self.accepted,
             refused.join(", "),
             self.gc_cycles,
@@ -336,6 +353,7 @@ impl Summary {
             self.seconds,
             self.workers,
             self.quantum_us,
+            self.stopped_fraction,
         )
     }
 }

@@ -93,3 +93,36 @@ pub fn collect_elsewhere(heap: &Heap) {
     let h = heap.clone();
     std::thread::Builder::new().stack_size(size).spawn(move || h.collect()).unwrap().join().unwrap();
 }
+
+/// Lazy-sweep scenario (tests/lazy_sweep.rs and its negative control): on a
+/// heap with the background sweeper off, builds on another thread a dead
+/// parent `p` (24-byte class) whose only reference goes to a dead child `c`
+/// (48-byte class, in the first block, beside a rooted sibling), collects
+/// (from a fresh thread: no stale stack word roots them), then allocates one
+/// object of the child's class: that sweeps the child's block alone (the
+/// first with room in that class) and reuses the child's slot, while the
+/// parent's block stays unswept. Returns `(p, c, reused)` addresses.
+pub fn lazy_sweep_scenario(h: &Heap) -> (usize, usize, GcRef) {
+    use std::hint::black_box;
+    use usurp_gc::{alloc, Descriptor};
+    const X: usize = 0x5a5a_5a5a;
+    let child: &'static Descriptor = Box::leak(Box::new(Descriptor::builder(5).name("Child").build().unwrap()));
+    let parent: &'static Descriptor =
+        Box::leak(Box::new(Descriptor::builder(2).pointer_at(0).name("Parent").build().unwrap()));
+    let (px, cx) = on_other_thread(h, move |h| {
+        let sibling = alloc(child);
+        std::mem::forget(h.add_root(Some(sibling)));
+        let c = alloc(child);
+        let p = alloc(parent);
+        p.set_ptr(0, Some(c));
+        (p.addr() ^ X, c.addr() ^ X)
+    });
+    collect_elsewhere(h);
+    let st = h.stats();
+    assert_eq!(st.blocks_swept_background + st.blocks_swept_by_allocation, 0, "nothing swept yet");
+    let reused = alloc(child);
+    assert!(h.stats().blocks_swept_by_allocation >= 1);
+    let (p, c) = (black_box(px) ^ X, black_box(cx) ^ X);
+    assert_eq!(reused.addr(), c, "the freed child slot was reused");
+    (p, c, reused)
+}
