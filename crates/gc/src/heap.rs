@@ -107,6 +107,8 @@ impl std::fmt::Debug for Heap {
 }
 
 /// The current thread's attachment to a heap; detaches on drop. Not `Send`.
+/// Dropping it while a [`forbid_allocation`](crate::forbid_allocation) guard
+/// taken after it is alive aborts the process (guards nest).
 pub struct MutatorGuard {
     mutator: Box<Mutator>,
     prev: *mut Mutator,
@@ -137,6 +139,12 @@ impl std::error::Error for AttachError {}
 
 impl Drop for MutatorGuard {
     fn drop(&mut self) {
+        // Guards nest (LIFO): if the current mutator is not ours, a guard
+        // taken after this one (forbid_allocation's) is still alive and would
+        // later reinstall our mutator after we free it. Abort instead.
+        if crate::mutator::current_mutator() != &mut *self.mutator as *mut Mutator {
+            crate::mutator::guard_order_abort("a MutatorGuard (Heap::attach_thread)");
+        }
         let heap = self.mutator.heap.clone();
         let world = heap.world();
         // Giving blocks back must not race with a sweep: hold the collection lock

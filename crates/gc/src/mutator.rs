@@ -134,18 +134,40 @@ thread_local! {
 /// While alive, allocation on the current thread fails with
 /// [`AllocError::Forbidden`] (and `alloc` panics with `reason`). Created by
 /// [`forbid_allocation`]; restores the thread's mutator when dropped, on the
-/// same thread (it is not `Send`).
+/// same thread (it is not `Send`). Guards nest: dropping one while a guard
+/// taken after it is still alive aborts the process with a message.
 #[must_use = "allocation is allowed again when the guard is dropped"]
 pub struct AllocationForbidden {
+    /// The mutator to restore (installed by an enclosing guard). `*mut` also
+    /// makes the guard `!Send`.
     prev: *mut Mutator,
     prev_reason: Option<&'static str>,
 }
 
 impl Drop for AllocationForbidden {
     fn drop(&mut self) {
+        // Guards nest (LIFO). Dropped out of order (a `MutatorGuard` taken
+        // or dropped inside this one's lifetime), `prev` may be a freed
+        // mutator: reinstalling it would be a use after free, so abort.
+        if !current_mutator().is_null() {
+            guard_order_abort("forbid_allocation's guard");
+        }
         FORBIDDEN.with(|c| c.set(self.prev_reason));
         set_current_mutator(self.prev);
     }
+}
+
+/// Aborts: `what` was dropped while another thread-mutator guard taken after
+/// it is still alive (or one it saved was dropped first). Restoring its saved
+/// mutator could reinstall a freed one, and unwinding would leave the thread
+/// with a dangling current mutator, so there is nothing safe left to do.
+#[cold]
+#[inline(never)]
+pub(crate) fn guard_order_abort(what: &str) -> ! {
+    eprintln!(
+        "usurp gc: fatal: {what} dropped out of order: the thread's current mutator is not the one this guard          installed (MutatorGuard and AllocationForbidden guards must be dropped in reverse order of creation);          restoring the saved mutator could reinstall a freed one: aborting"
+    );
+    std::process::abort()
 }
 
 /// Refuses allocation on the current thread until the guard drops: the

@@ -298,3 +298,44 @@ fn the_heap_table_tracks_live_heaps_only() {
     assert!(err.to_string().contains("usurp heaps alive at once"), "{err}");
     assert!(many.iter().filter(|h| h.is_ok()).count() >= 200);
 }
+
+/// Review defect 5: `MutatorGuard` and `forbid_allocation`'s guard nest;
+/// dropping them out of order used to reinstall the freed mutator as the
+/// thread's current one (use after free from safe code). Now the guard
+/// dropped out of order aborts the process with a message. Both orders of
+/// misuse are checked in a child process; the child exits 0 (and the test
+/// fails) if the misuse goes unnoticed.
+#[test]
+fn thread_mutator_guards_dropped_out_of_order_abort() {
+    if let Ok(mode) = std::env::var("USURP_CHILD_GUARD_ORDER") {
+        let h = usurp_gc::Heap::new(usurp_gc::HeapConfig::default()).unwrap();
+        if mode == "attach-then-forbid" {
+            let g = h.attach_thread().unwrap();
+            let f = usurp_gc::forbid_allocation("probe");
+            drop(g); // out of order: must abort here
+            drop(f);
+        } else {
+            let f = usurp_gc::forbid_allocation("probe");
+            let g = h.attach_thread().unwrap();
+            drop(f); // out of order: must abort here
+            drop(g);
+        }
+        eprintln!("child: out-of-order drop went unnoticed; current heap: {:?}", usurp_gc::Heap::current());
+        std::process::exit(0);
+    }
+    for mode in ["attach-then-forbid", "forbid-then-attach"] {
+        let out = run_child("thread_mutator_guards_dropped_out_of_order_abort", "USURP_CHILD_GUARD_ORDER", mode);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode}: {err}");
+        assert!(err.contains("dropped out of order"), "{mode}: {err}");
+    }
+    // In order, both nestings are fine.
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig::default()).unwrap();
+    let g = h.attach_thread().unwrap();
+    let f = usurp_gc::forbid_allocation("probe");
+    assert!(usurp_gc::Heap::current().is_none());
+    drop(f);
+    assert!(usurp_gc::Heap::current().is_some());
+    drop(g);
+    assert!(usurp_gc::Heap::current().is_none());
+}

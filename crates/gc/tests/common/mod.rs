@@ -93,3 +93,27 @@ pub fn collect_elsewhere(heap: &Heap) {
     let h = heap.clone();
     std::thread::Builder::new().stack_size(size).spawn(move || h.collect()).unwrap().join().unwrap();
 }
+
+/// Run the test `name` of the current test binary in a child process with
+/// `key=val` in its environment (the test does its scenario when it sees the
+/// variable) and return its output. For scenarios that must abort the
+/// process. Under qemu without binfmt_misc the child starts through qemu.
+#[allow(dead_code)]
+pub fn run_child(name: &str, key: &str, val: &str) -> std::process::Output {
+    let exe = std::env::current_exe().unwrap();
+    let args = [name, "--exact", "--nocapture", "--test-threads=1"];
+    match std::process::Command::new(&exe).args(args).env(key, val).output() {
+        Ok(o) if !(o.status.code() == Some(127) && o.stdout.is_empty() && o.stderr.is_empty()) => o,
+        _ => {
+            let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+            std::process::Command::new(&qemu)
+                .arg("-L")
+                .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
+                .arg(&exe)
+                .args(args)
+                .env(key, val)
+                .output()
+                .unwrap()
+        }
+    }
+}
