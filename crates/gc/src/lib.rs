@@ -123,12 +123,12 @@
 //!    bit survives a cycle; a stray word never revives a dead object.
 //! 3. *Interior and one-past-the-end pointers*: an interior pointer keeps its
 //!    object alive; a word that is an object start (or hits no object) also
-//!    keeps the preceding object alive only if it is that object's *exact*
-//!    end (header + payload words per its descriptor and array length, not
+//!    keeps the preceding object alive only if that object is an *array*
+//!    and the word is its *exact* end (header + length word + elements, not
 //!    its size-class slot): the end pointer of a slice iterator over an
-//!    array's elements, or a loop base LLVM moved to the end. So a root no
-//!    longer pins its arbitrary memory predecessor (and all it reaches),
-//!    except a predecessor that fills its class slot exactly. See [`mark`].
+//!    array's elements, or a loop base LLVM moved to the end. So a root does
+//!    not pin its memory predecessor (and all it reaches), except an array
+//!    predecessor that fills its class slot exactly. See [`mark`].
 //!    Unused guard blocks around the reservation stop neighbouring mappings'
 //!    bounds from pointing at the first or last object.
 //! 4. *Registers*: the collector spills its own callee-saved registers

@@ -181,3 +181,41 @@ fn chained_finalizers_run_in_order() {
     assert_eq!(*order.lock().unwrap(), vec!["a", "b"]);
     assert_eq!(h.stats().verify_failures, 0);
 }
+
+/// Finalizer of `a` capturing `b`, where `b` was allocated right after `a`.
+fn finalizer_capturing_the_next_object(spacer: bool) -> usize {
+    let h = heap(16 << 20);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r2 = ran.clone();
+    on_other_thread(&h, move |h| {
+        let a = node(1, None, None);
+        if spacer {
+            black_box(node(9, None, None));
+        }
+        let b = node(2, None, None);
+        assert_eq!(b.raw().addr(), a.raw().addr() + if spacer { 64 } else { 32 });
+        let bb = b.raw();
+        h.set_finalizer(a.raw(), move |_| {
+            black_box(bb);
+            r2.fetch_add(1, Ordering::SeqCst);
+        });
+    });
+    for _ in 0..4 {
+        collect_elsewhere(&h);
+        on_other_thread(&h, |h| h.run_pending_finalizers());
+    }
+    let n = ran.load(Ordering::SeqCst);
+    n
+}
+
+/// Review defect 4 (a consequence of defect 3): `a`'s finalizer captures `b`
+/// (the documented chain pattern) and `b` sits right after `a` in an exactly
+/// fitting size class (Node: 32 bytes), so the closure's word for `b` is
+/// `a`'s exact end. The one-past-the-end rule kept `a` alive forever and its
+/// finalizer never ran (ran=0). With a spacer object between them (control)
+/// it always ran.
+#[test]
+fn a_finalizer_capturing_the_next_object_runs() {
+    assert_eq!(finalizer_capturing_the_next_object(true), 1, "control (spacer) failed");
+    assert_eq!(finalizer_capturing_the_next_object(false), 1, "a's finalizer never ran: its capture of b keeps a alive");
+}

@@ -89,12 +89,16 @@ fn fields_of_dead_objects_do_not_keep_anything_alive() {
 fn interior_and_end_pointers_on_the_stack_keep_objects_alive() {
     let h = heap(16 << 20);
     let _g = h.attach_thread().unwrap();
+    // 2 one-word pointer elements: header + length + 2 = 32 bytes.
+    let arr = Descriptor::array_builder(1).pointer_at(0).name("arr").build().unwrap();
     let (interior, end) = {
         let a = list(100).unwrap();
-        let b = list(50).unwrap();
-        // Only an interior pointer to a and a one-past-the-end pointer to b
-        // (b is 32 bytes: header + 3 words) remain.
-        (a.raw().addr() + 12, b.raw().addr() + 32)
+        let b = alloc_array(arr, 2);
+        b.set_ptr(1, Some(list(50).unwrap().raw()));
+        // Only an interior pointer to a and a one-past-the-end pointer to the
+        // array b (the end of a slice over its elements) remain. (The end
+        // rule applies to arrays only: see mark.rs.)
+        (a.raw().addr() + 12, b.addr() + 32)
     };
     let interior = black_box(interior);
     let end = black_box(end);
@@ -104,8 +108,8 @@ fn interior_and_end_pointers_on_the_stack_keep_objects_alive() {
     }
     let a = h.find_object(interior).expect("interior pointer did not keep its object");
     check_list(Gc::from_ref(a), 100);
-    let b = h.find_object(end - 1).expect("end pointer did not keep its object");
-    check_list(Gc::from_ref(b), 50);
+    let b = h.find_object(end - 1).expect("end pointer did not keep its array");
+    check_list(Gc::from_ref(b.ptr(1).unwrap()), 50);
     black_box((interior, end));
     assert_eq!(h.stats().verify_failures, 0);
 }
@@ -454,4 +458,39 @@ fn an_exact_end_pointer_keeps_its_array_alive() {
         check_list(Gc::from_ref(h.object_at(e).expect("element of an end-pointed array freed")), 3);
     }
     assert_eq!(h.stats().verify_failures, 0);
+}
+
+/// Review defect 3: as `a_dead_neighbour_of_a_rooted_object_is_collected`,
+/// but with 2-payload-word cells (24 bytes: exactly the 24-byte class, a cons
+/// cell), where a cell's exact end is its successor's start. The
+/// one-past-the-end rule used to apply to any predecessor (live=768
+/// kept_dead_neighbours=64): it now applies only to arrays.
+#[test]
+fn an_exact_fit_dead_neighbour_of_a_rooted_object_is_collected() {
+    let h = heap(16 << 20);
+    let cell = Descriptor::builder(2).pointer_at(0).name("cons").build().unwrap();
+    let (dead, rooted, lists) = on_other_thread(&h, move |_| {
+        let mut dead = vec![];
+        let mut rooted = [0usize; 64];
+        let mut lists = vec![];
+        for r in rooted.iter_mut() {
+            let a = alloc(cell);
+            let b = alloc(cell);
+            assert_eq!(b.addr(), a.addr() + 24);
+            let l = list(10).unwrap();
+            a.set_ptr(0, Some(l.raw()));
+            dead.push(a.addr());
+            lists.push(l.raw().addr());
+            *r = b.addr();
+        }
+        (dead, rooted, lists)
+    });
+    let live = collect_holding(&h, rooted);
+    let kept = dead.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    let kept_lists = lists.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    eprintln!("live={live} kept_dead_neighbours={kept} kept_lists={kept_lists}");
+    assert_eq!((kept, kept_lists), (0, 0), "dead cons-cell neighbours retained by roots to their successors");
+    for r in rooted {
+        assert!(h.object_at(r).is_some(), "a rooted cell was freed");
+    }
 }
