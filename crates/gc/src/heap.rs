@@ -214,6 +214,9 @@ impl Heap {
     /// runtime's own (allocate from a task instead), a [`ThreadWorld`](crate::ThreadWorld)
     /// heap every thread not registered with it ([`AttachError::Refused`]).
     pub fn attach_thread(&self) -> Result<MutatorGuard, AttachError> {
+        if in_pause() {
+            in_pause_panic("attaching a thread (Heap::attach_thread)");
+        }
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
@@ -276,7 +279,10 @@ impl Heap {
 
     /// Register a callback that reports precise roots in every pause (e.g. an
     /// interpreter's operand stack). It runs with the world stopped: it must
-    /// not allocate or take locks a stopped task may hold.
+    /// not take locks a stopped task may hold; allocating, collecting or
+    /// attaching a thread in it panics ("... inside a collection's pause"),
+    /// and the collection is then abandoned (nothing freed) and that panic
+    /// resumed in the collecting caller.
     pub fn add_root_scanner(&self, f: RootScanner) -> ScannerId {
         let id = self.inner.next_scanner.fetch_add(1, Ordering::Relaxed);
         no_preempt(|| lock(&self.inner.scanners).push((id, Arc::new(f))));
@@ -481,6 +487,9 @@ impl HeapInner {
     /// the time we hold the collection lock; returns whether it ran.
     /// `in_pause` runs after the sweep, with the world still stopped.
     fn collect_with(&self, reason: &'static str, skip_at: Option<u64>, in_pause: Option<&mut dyn FnMut()>) -> bool {
+        if IN_PAUSE.with(|c| c.get()) {
+            in_pause_panic("a collection (Heap::collect, or an allocation that needs one)");
+        }
         let world = self.world();
         let mut guard = self.collect_lock.try_lock().ok();
         if guard.is_none() {
@@ -492,10 +501,29 @@ impl HeapInner {
             }
         }
         let mut outcome = Ok(false);
-        let mut in_pause = in_pause;
+        // In the pause, this thread neither collects nor allocates (a root
+        // scanner or World callback that tries gets a clear panic instead of
+        // a deadlock on `collect_lock` or an object the sweep frees at once):
+        // the flag makes `collect_with` and `attach_thread` refuse, and the
+        // mutator is taken away as in `forbid_allocation` (so the allocation
+        // fast path costs nothing more); it is given back only for the
+        // allocation retried after the sweep (`in_pause`).
+        let pause = PauseFlag::set();
+        let no_alloc = crate::mutator::forbid_allocation(IN_PAUSE_REASON);
+        let mine = no_alloc.saved_mutator();
+        let mut retry = in_pause.map(|f| {
+            move || {
+                set_current_mutator(mine);
+                f();
+                set_current_mutator(std::ptr::null_mut());
+            }
+        });
+        let mut in_pause = retry.as_mut().map(|f| f as &mut dyn FnMut());
         // Nothing may unwind through the spill routine's frame: the cycle
         // catches every panic (see `guarded_cycle`).
         with_registers_spilled(&mut |sp| outcome = self.guarded_cycle(&*world, sp, reason, in_pause.take()));
+        drop(no_alloc);
+        drop(pause);
         let queued_finalizers = match outcome {
             Ok(q) => q,
             Err(e) => {
@@ -934,6 +962,47 @@ fn pause_abort(what: &str, payload: &(dyn std::any::Any + Send)) -> ! {
         panic_message(payload)
     );
     std::process::abort()
+}
+
+thread_local! {
+    /// Whether this thread is running a collection's pause (set by
+    /// `collect_with` between its lock and the end of the cycle). Written
+    /// only by its own thread.
+    static IN_PAUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What an allocation in the pause reports ("usurp heap: allocation ...").
+const IN_PAUSE_REASON: &str = "inside a collection's pause (a root scanner, a World callback or other code run by \
+     the collector while the world is stopped must not allocate)";
+
+/// Sets [`IN_PAUSE`] for its lifetime.
+struct PauseFlag;
+
+impl PauseFlag {
+    fn set() -> PauseFlag {
+        IN_PAUSE.with(|c| c.set(true));
+        PauseFlag
+    }
+}
+
+impl Drop for PauseFlag {
+    fn drop(&mut self) {
+        IN_PAUSE.with(|c| c.set(false));
+    }
+}
+
+/// Whether the current thread is inside a collection's pause.
+pub(crate) fn in_pause() -> bool {
+    IN_PAUSE.with(|c| c.get())
+}
+
+#[cold]
+#[inline(never)]
+fn in_pause_panic(what: &str) -> ! {
+    panic!(
+        "usurp gc: {what} requested inside a collection's pause (from a root scanner, a World callback or \
+         other code the collector runs while the world is stopped): it would wait for the pause it runs in"
+    )
 }
 
 /// Test switch: the next parallel marking job panics (see

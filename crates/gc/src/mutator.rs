@@ -157,6 +157,13 @@ impl Drop for AllocationForbidden {
     }
 }
 
+impl AllocationForbidden {
+    /// The mutator this guard took away (restored when it drops).
+    pub(crate) fn saved_mutator(&self) -> *mut Mutator {
+        self.prev
+    }
+}
+
 /// Aborts: `what` was dropped while another thread-mutator guard taken after
 /// it is still alive (or one it saved was dropped first). Restoring its saved
 /// mutator could reinstall a freed one, and unwinding would leave the thread
