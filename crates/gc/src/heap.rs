@@ -711,14 +711,20 @@ impl HeapInner {
         let live = self.sweep(world, workers, cycle, reason == "limit");
         let t_swept = Instant::now();
 
+        // checkrefs: quarantined objects still occupy their slots: they
+        // count as allocated (not live) memory, and the goal grows by as
+        // much, so that checkrefs does not change how often the pacer
+        // collects (the quarantine is bounded by a quarter of the limit).
+        let quarantined = if self.config.check_refs { lock(&self.quarantine).bytes() } else { 0 };
         let goal = match self.config.gogc {
             Some(g) => live.saturating_mul(100 + g as usize) / 100,
             None => usize::MAX,
         }
         .max(self.config.min_heap)
+        .saturating_add(quarantined)
         .min(space.nblocks * BLOCK_SIZE);
         self.live.store(live, Ordering::Relaxed);
-        self.allocated.store(0, Ordering::Relaxed);
+        self.allocated.store(quarantined, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
         if let Some(f) = in_pause {

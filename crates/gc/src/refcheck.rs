@@ -44,7 +44,9 @@
 //! limit (evicted objects are freed for real at the start of a later sweep)
 //! and is emptied by a collection that runs because the heap limit was
 //! reached, so checkrefs never makes an allocation fail that would succeed
-//! without it. Not yet evicted objects count as allocated memory, not live.
+//! without it. Not yet evicted objects count as allocated memory, not live
+//! (`heap_alloc` includes them, `heap_live` does not); the pacer's goal
+//! grows by as much, so checkrefs does not change how often it collects.
 //!
 //! The race this module does not close: using a handle concurrently with the
 //! final drop of its heap (the check may read side tables being unmapped).
@@ -233,6 +235,11 @@ impl Quarantine {
             p.write(&QUARANTINED as *const Descriptor as usize);
         }
         true
+    }
+
+    /// Bytes quarantined and not yet evicted.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Record objects quarantined by this sweep.

@@ -377,3 +377,32 @@ fn collecting_or_allocating_inside_the_pause_panics_clearly() {
     .expect("allocating inside a root scanner did not panic");
     assert!(m.contains("inside a collection's pause"), "{m}");
 }
+
+/// Review defect 7: under checkrefs, objects freed into the quarantine still
+/// occupy their slots until evicted; they used to count as neither live nor
+/// allocated, so the pacer and `heap_alloc` did not see them. They now count
+/// as allocated (not live) memory, as refcheck.rs says.
+#[test]
+fn quarantined_objects_count_as_allocated_memory() {
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, ..config(64 << 20) }).unwrap();
+    on_other_thread(&h, |_| {
+        for _ in 0..100 {
+            black_box(list(100));
+        }
+    });
+    collect_elsewhere(&h);
+    let s = h.stats();
+    // 10,000 dead 32-byte nodes sit in the quarantine.
+    let quarantined = s.heap_alloc - s.heap_live;
+    assert!(quarantined >= 10_000 * 32, "heap_alloc={} heap_live={}", s.heap_alloc, s.heap_live);
+    // Without checkrefs they are freed: nothing but live memory is counted.
+    let h = usurp_gc::Heap::new(config(64 << 20)).unwrap();
+    on_other_thread(&h, |_| {
+        for _ in 0..100 {
+            black_box(list(100));
+        }
+    });
+    collect_elsewhere(&h);
+    let s = h.stats();
+    assert_eq!(s.heap_alloc, s.heap_live);
+}
