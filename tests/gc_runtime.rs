@@ -386,3 +386,19 @@ fn stop_the_world_from_a_task() {
         s.join().unwrap();
     }
 }
+
+/// Review defect 6: `Heap::set_world` on a runtime's heap replaced the
+/// runtime's World from safe code, after which a plain thread could attach
+/// and allocate unstopped. It now panics, and plain threads stay refused.
+#[test]
+fn set_world_cannot_replace_a_runtimes_world() {
+    let rt = usurp::Runtime::builder().workers(1).build().unwrap();
+    let heap = rt.heap().clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| heap.set_world(std::sync::Arc::new(usurp::gc::SoloWorld))));
+    let h2 = heap.clone();
+    let attached = std::thread::spawn(move || h2.attach_thread().is_ok()).join().unwrap();
+    assert!(!attached, "a plain thread attached to the runtime's heap after set_world");
+    let e = r.expect_err("set_world replaced the runtime's World");
+    let m = e.downcast_ref::<String>().cloned().unwrap_or_else(|| e.downcast_ref::<&str>().unwrap_or(&"").to_string());
+    assert!(m.contains("already has a World that stops threads"), "{m}");
+}

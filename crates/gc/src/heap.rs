@@ -92,6 +92,11 @@ pub(crate) struct HeapInner {
     /// checkrefs: objects freed but not yet reusable. Touched by the sweep
     /// only (in the pause, under `collect_lock`).
     quarantine: Mutex<Quarantine>,
+    /// With a [`World::single_thread`] world: the thread attached to this
+    /// heap, if any. Written by `attach_thread` and `MutatorGuard::drop`
+    /// while holding `collect_lock` (so no collection runs while it changes);
+    /// read by `collect_with` under `collect_lock` and by `set_world`.
+    solo_owner: Mutex<Option<std::thread::ThreadId>>,
 }
 
 /// A garbage-collected heap. Cloning gives another handle to the same heap.
@@ -112,6 +117,8 @@ impl std::fmt::Debug for Heap {
 pub struct MutatorGuard {
     mutator: Box<Mutator>,
     prev: *mut Mutator,
+    /// This thread is the heap's `solo_owner` (single-thread World).
+    solo: bool,
 }
 
 /// Why `attach_thread` failed.
@@ -152,13 +159,18 @@ impl Drop for MutatorGuard {
         let mut g = None;
         world.blocking(&mut || g = Some(lock(&heap.collect_lock)));
         self.mutator.release_all();
+        if self.solo {
+            *lock(&heap.solo_owner) = None;
+        }
         drop(g);
         set_current_mutator(self.prev);
     }
 }
 
 impl Heap {
-    /// A heap with `config`, used by one thread (see [`Heap::with_world`]).
+    /// A heap with `config`, used by one thread at a time (its World is
+    /// [`SoloWorld`]: one attached thread at a time, and while one is
+    /// attached only it collects; see [`Heap::with_world`]).
     pub fn new(config: HeapConfig) -> Result<Heap, ConfigError> {
         Heap::with_world(config, Arc::new(SoloWorld))
     }
@@ -188,16 +200,31 @@ impl Heap {
                 stats: Mutex::new(StatsAcc::default()),
                 start: Instant::now(),
                 quarantine: Mutex::new(Quarantine::default()),
+                solo_owner: Mutex::new(None),
                 config,
             }),
         })
     }
 
-    /// Replace the world (e.g. when the scheduler starts). Must not be called
-    /// during a collection (it waits for one in progress).
+    /// Give a heap created with a single-thread World ([`Heap::new`]) its
+    /// real World (e.g. when the scheduler starts). Waits for a collection
+    /// in progress. Panics if the heap already has a World that stops
+    /// threads (a runtime's heap, or one from [`Heap::with_world`]):
+    /// replacing it could admit threads that World does not stop; and panics
+    /// if a thread is attached (it was admitted by the old World).
     pub fn set_world(&self, world: Arc<dyn World>) {
         let _g = lock(&self.inner.collect_lock);
-        *self.inner.world.write().unwrap_or_else(|p| p.into_inner()) = world;
+        let mut w = self.inner.world.write().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            w.single_thread(),
+            "Heap::set_world: this heap already has a World that stops threads (a runtime's heap, or \
+             Heap::with_world); replacing it could admit threads that World does not stop and scan"
+        );
+        assert!(
+            lock(&self.inner.solo_owner).is_none(),
+            "Heap::set_world: a thread is attached to this heap (detach it first)"
+        );
+        *w = world;
     }
 
     /// The configuration in force.
@@ -220,10 +247,27 @@ impl Heap {
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
-        self.inner.world().may_attach().map_err(AttachError::Refused)?;
+        let world = self.inner.world();
+        world.may_attach().map_err(AttachError::Refused)?;
+        let solo = world.single_thread();
+        if solo {
+            // Under the collection lock: no collection runs while the owner
+            // changes (waiting for it counts as a safe point).
+            let mut g = None;
+            world.blocking(&mut || g = Some(lock(&self.inner.collect_lock)));
+            let mut owner = lock(&self.inner.solo_owner);
+            if owner.is_some() {
+                return Err(AttachError::Refused(
+                    "the heap's World stops no thread (SoloWorld: Heap::new) and another thread is attached: it \
+                     admits one thread at a time (use a Runtime, or Heap::with_world and a ThreadWorld, for \
+                     several threads)",
+                ));
+            }
+            *owner = Some(std::thread::current().id());
+        }
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
         let prev = set_current_mutator(&mut *mutator);
-        Ok(MutatorGuard { mutator, prev })
+        Ok(MutatorGuard { mutator, prev, solo })
     }
 
     /// The heap the current thread is attached to, if any.
@@ -494,6 +538,19 @@ impl HeapInner {
         let mut guard = self.collect_lock.try_lock().ok();
         if guard.is_none() {
             world.blocking(&mut || guard = Some(lock(&self.collect_lock)));
+        }
+        if world.single_thread() {
+            // A World that stops nothing: only the attached thread (if any)
+            // may collect; another thread's collection would not scan it.
+            let owner = *lock(&self.solo_owner);
+            if owner.is_some_and(|t| t != std::thread::current().id()) {
+                drop(guard);
+                panic!(
+                    "usurp gc: collection from a thread other than the one attached to this heap: its World stops \
+                     no thread (SoloWorld: Heap::new), so the attached thread would be neither stopped nor \
+                     scanned (collect from the attached thread, or use a Runtime or a ThreadWorld)"
+                );
+            }
         }
         if let Some(c) = skip_at {
             if self.cycle.load(Ordering::Acquire) >= c {

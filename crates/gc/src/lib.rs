@@ -148,11 +148,14 @@
 //!     direct self-capture is refused with a panic.
 //!
 //! ## Integration with the scheduler (what `usurp-sched` does)
-//! * Create the heap with [`Heap::with_world`] (or [`Heap::set_world`] later)
-//!   passing its [`World`] implementation; see the trait docs for the exact
-//!   contract (stop/start, conservative ranges of every stopped task except
-//!   the caller, `run_parallel`, `current_stack_bounds` for task stacks,
-//!   `blocking`, `finalizers_pending`).
+//! * Create the heap with [`Heap::with_world`] (or [`Heap::new`] and
+//!   [`Heap::set_world`] later, which replaces only the single-thread
+//!   [`SoloWorld`]) passing its [`World`] implementation. `World` is an
+//!   `unsafe trait`: its `# Safety` section is the exact contract (stop/start,
+//!   conservative ranges of every stopped task except the caller,
+//!   `run_parallel`, `current_stack_bounds` for task stacks, `blocking`,
+//!   `may_attach`, `single_thread`), which the implementation argues in a
+//!   SAFETY comment.
 //! * Every OS thread that runs tasks (workers and spare threads that may take
 //!   over a worker) calls [`Heap::attach_thread`] when it starts and keeps the
 //!   [`MutatorGuard`] until it exits; the guard's drop gives the thread's

@@ -164,7 +164,7 @@ fn a_stale_typed_handle_never_derefs() {
 #[test]
 fn checkrefs_reports_stale_access_with_the_descriptor() {
     quiet_panics();
-    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, ..config(16 << 20) }).unwrap();
+    let h = heap_with(usurp_gc::HeapConfig { check_refs: true, ..config(16 << 20) });
     let d = Descriptor::builder(3).name("Point").build().unwrap();
     let kept: Vec<usurp_gc::GcRef> = on_other_thread(&h, move |_| (0..1000).map(|_| usurp_gc::alloc(d)).collect());
     let _g = h.attach_thread().unwrap();
@@ -200,7 +200,7 @@ fn checkrefs_reports_stale_access_with_the_descriptor() {
 #[test]
 fn checkrefs_quarantine_is_bounded() {
     let limit = 8 << 20;
-    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, gogc: Some(100), ..config(limit) }).unwrap();
+    let h = heap_with(usurp_gc::HeapConfig { check_refs: true, gogc: Some(100), ..config(limit) });
     let _g = h.attach_thread().unwrap();
     let small = Descriptor::builder(5).build().unwrap();
     let big = Descriptor::array_builder(1).build().unwrap();
@@ -384,7 +384,7 @@ fn collecting_or_allocating_inside_the_pause_panics_clearly() {
 /// as allocated (not live) memory, as refcheck.rs says.
 #[test]
 fn quarantined_objects_count_as_allocated_memory() {
-    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, ..config(64 << 20) }).unwrap();
+    let h = heap_with(usurp_gc::HeapConfig { check_refs: true, ..config(64 << 20) });
     on_other_thread(&h, |_| {
         for _ in 0..100 {
             black_box(list(100));
@@ -396,7 +396,7 @@ fn quarantined_objects_count_as_allocated_memory() {
     let quarantined = s.heap_alloc - s.heap_live;
     assert!(quarantined >= 10_000 * 32, "heap_alloc={} heap_live={}", s.heap_alloc, s.heap_live);
     // Without checkrefs they are freed: nothing but live memory is counted.
-    let h = usurp_gc::Heap::new(config(64 << 20)).unwrap();
+    let h = heap(64 << 20);
     on_other_thread(&h, |_| {
         for _ in 0..100 {
             black_box(list(100));

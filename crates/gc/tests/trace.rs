@@ -254,7 +254,12 @@ fn pacing_triggers_collections() {
 /// A World whose `run_parallel` runs the markers one after the other (the
 /// trait's default): marking must terminate and be complete anyway.
 struct SequentialWorld;
-impl usurp_gc::World for SequentialWorld {
+// SAFETY: stops nothing, which says single_thread(): the heap admits one
+// attached thread and only it collects.
+unsafe impl usurp_gc::World for SequentialWorld {
+    fn single_thread(&self) -> bool {
+        true
+    }
     fn stop_the_world(&self) {}
     fn start_the_world(&self) {}
     fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
@@ -294,10 +299,10 @@ fn pointer_free_objects_live_apart_and_are_never_scanned() {
         std::mem::forget(h.add_root(Some(s)));
         (s.addr(), t.addr())
     });
-    let _g = h.attach_thread().unwrap();
     collect_elsewhere(&h);
     assert!(h.find_object(s_addr).is_some(), "rooted byte array freed");
     assert_eq!(h.find_object(t_addr), None, "a pointer-free object was scanned");
+    let _g = h.attach_thread().unwrap();
     // Same size, with a pointer: another block.
     let scanned = alloc(Descriptor::builder(3).pointer_at(0).build().unwrap());
     let block = |a: usize| a & !(usurp_gc::block::BLOCK_SIZE - 1);
@@ -309,7 +314,12 @@ fn pointer_free_objects_live_apart_and_are_never_scanned() {
 /// Counts `finalizers_pending` notifications.
 #[derive(Default)]
 struct NotifyWorld(std::sync::atomic::AtomicUsize);
-impl usurp_gc::World for NotifyWorld {
+// SAFETY: stops nothing, which says single_thread(): the heap admits one
+// attached thread and only it collects.
+unsafe impl usurp_gc::World for NotifyWorld {
+    fn single_thread(&self) -> bool {
+        true
+    }
     fn stop_the_world(&self) {}
     fn start_the_world(&self) {}
     fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
@@ -321,7 +331,8 @@ impl usurp_gc::World for NotifyWorld {
 #[test]
 fn the_world_is_told_when_finalizers_are_queued() {
     let w = Arc::new(NotifyWorld::default());
-    let h = heap(16 << 20);
+    // set_world replaces Heap::new's single-thread World.
+    let h = usurp_gc::Heap::new(config(16 << 20)).unwrap();
     h.set_world(w.clone());
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n2 = n.clone();
@@ -368,11 +379,9 @@ fn object_at_accepts_only_object_starts() {
 /// "what do these conservative roots keep alive?". Returns the cycle's live
 /// object count.
 fn collect_holding(h: &usurp_gc::Heap, held: [usize; 64]) -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    // A stack size never used before: glibc cannot hand out a cached stack
+    // A stack larger than any before: glibc cannot hand out a cached stack
     // with stale words of an earlier thread (see collect_elsewhere).
-    let size = (6 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10);
+    let size = fresh_stack_size();
     let h = h.clone();
     std::thread::Builder::new()
         .stack_size(size)
