@@ -171,6 +171,16 @@
 //!   [`forbid_allocation`]: allocation there panics with "allocation inside
 //!   blocking()". Neither check costs the fast path anything: it already
 //!   branches on a null mutator.
+//! * **Only threads the World stops touch objects.** The safe accessors
+//!   (`GcRef::word`/`ptr`/`set_ptr`/..., `Gc<T>` deref, `Member::set`,
+//!   `RootedVec::push`/`set`) panic on a thread without a mutator (a plain
+//!   thread, a `blocking` closure): marking runs with the world stopped and
+//!   no barrier, so a pointer moved by an unstopped thread could hide a
+//!   reachable object, and an object could be freed between its check and
+//!   its use. Code run by the collector in its pause (root scanners) may
+//!   read objects. The `*_unchecked` accessors and the `extern "C"` barrier
+//!   do not check (contract). Cost: one more non-inlined TLS read per
+//!   checked access (`benches/refs.rs`).
 //! * After [`World::finalizers_pending`] is called, some task calls
 //!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
 //!   pause).

@@ -190,6 +190,30 @@ pub fn forbid_allocation(reason: &'static str) -> AllocationForbidden {
     AllocationForbidden { prev, prev_reason }
 }
 
+/// A safe heap accessor was called on a thread without a mutator (the
+/// World does not stop it). Allowed only inside a collection's pause on the
+/// collecting thread (root scanners may read objects: the world is stopped);
+/// panics otherwise, saying why.
+#[cold]
+#[inline(never)]
+pub(crate) fn access_without_mutator(addr: usize) {
+    if crate::heap::in_pause() {
+        return;
+    }
+    match FORBIDDEN.with(|c| c.get()) {
+        Some(why) => panic!(
+            "usurp heap: access to the heap object at {addr:#x} refused: this thread's mutator is taken away \
+             (allocation {why}); only threads the heap's World stops may read or write heap objects"
+        ),
+        None => panic!(
+            "usurp heap: access to the heap object at {addr:#x} from a thread outside the runtime (this thread \
+             has no heap mutator): only tasks of the runtime (Runtime::spawn, Runtime::block_on) or threads \
+             attached with Heap::attach_thread may read or write heap objects, because a collection neither \
+             stops nor scans any other thread; hand the work to a task"
+        ),
+    }
+}
+
 #[cold]
 fn not_attached() -> AllocError {
     match FORBIDDEN.with(|c| c.get()) {

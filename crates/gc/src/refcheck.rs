@@ -23,9 +23,14 @@
 //! range check, block kind and class, slot boundary, object-start bit
 //! (Acquire: it pairs with the allocator's Release publish, so the header read
 //! next is initialised). Between the check and the access no collection can
-//! free the object: a collection stops every mutator at a safe point, and a
-//! mutator that just checked a handle holds it in a register or on its stack,
-//! which the collection scans conservatively; the object is kept.
+//! free the object: the safe accessors first require the calling thread to
+//! have a mutator (`GcRef::live_descriptor`: a thread the World stops — a
+//! task outside `blocking()`, an attached thread — or the collector in its
+//! own pause), a collection stops every such thread at a safe point, and a
+//! thread that just checked a handle holds it in a register or on its stack,
+//! which the collection scans conservatively; the object is kept. (This
+//! table lookup itself, `GcRef::is_live`, runs on any thread: it reads only
+//! side tables and a header word.)
 //!
 //! What the check cannot see: a stale handle whose slot was already reused by
 //! a new object passes (it reads that object's words, within its bounds: no

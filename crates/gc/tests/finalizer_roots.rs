@@ -53,6 +53,8 @@ fn intact(h: &Heap, addr: usize) -> bool {
 #[test]
 fn a_finalizer_keeps_what_it_captures_alive_until_it_ran() {
     let h = heap(64 << 20);
+    // Reading objects needs a mutator (TestWorld admits several threads).
+    let _g = h.attach_thread().unwrap();
     let seen = Arc::new(Mutex::new(None::<bool>));
     let seen2 = seen.clone();
     let (root_a, b_addr) = on_other_thread(&h, move |h| {

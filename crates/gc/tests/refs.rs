@@ -130,9 +130,9 @@ fn a_stale_typed_handle_never_derefs() {
     quiet_panics();
     let h = heap(16 << 20);
     let raw: Vec<usurp_gc::GcRef> = on_other_thread(&h, |_| (0..500).map(|i| node(i, None, None).raw()).collect());
+    let _g = h.attach_thread().unwrap();
     // Typed while still allocated (no collection yet).
     let kept: Vec<usurp_gc::Gc<Node>> = raw.iter().map(|&r| usurp_gc::Gc::from_ref(r).unwrap()).collect();
-    let _g = h.attach_thread().unwrap();
     collect_elsewhere(&h);
     for g in &kept {
         let e = catch(|| g.val).expect_err("deref of a freed Gc<Node>");
@@ -246,6 +246,8 @@ fn rooted_vec_elements_are_roots() {
     };
     assert_eq!(v.len(), 101);
     assert_eq!(v.get(100), None);
+    // Reading objects needs a mutator (TestWorld admits several threads).
+    let _g = h.attach_thread().unwrap();
     collect_elsewhere(&h);
     for (i, &a) in addrs.iter().enumerate() {
         assert_eq!(v.get(i).map(|r| r.addr()), Some(a));
@@ -288,6 +290,9 @@ fn the_heap_table_tracks_live_heaps_only() {
         assert!(r.is_live());
         r
     };
+    // Accessors need a mutator: attach to another heap.
+    let other = heap(1 << 20);
+    let _g = other.attach_thread().unwrap();
     assert!(catch(|| r.word(0)).unwrap_err().contains("not a live object of any usurp heap"));
     for _ in 0..600 {
         drop(heap(1 << 20)); // more than the table's 256 slots over time

@@ -456,6 +456,8 @@ fn an_exact_end_pointer_keeps_its_array_alive() {
         // `a`'s end is `b`'s start (an object); `b`'s end is a free slot.
         (a.addr(), b.addr(), b.addr() + 32, lists.iter().map(|l| l.addr()).collect::<Vec<_>>())
     });
+    // Reading objects needs a mutator (TestWorld admits several threads).
+    let _g = h.attach_thread().unwrap();
     assert_eq!(h.find_object(second_end), None, "the slot after the last array is free");
     let mut held = [0usize; 64];
     held[0] = second; // a's end pointer (and b's start)
