@@ -406,7 +406,22 @@ impl Heap {
     /// object is only referenced from its stack while its finalizer runs).
     /// Returns how many ran. The scheduler calls this from a task after
     /// [`World::finalizers_pending`].
+    ///
+    /// Panics if the calling thread is not attached to this heap (a task of
+    /// its runtime, a thread attached with [`Heap::attach_thread`]): on any
+    /// other thread the objects a finalizer holds would live only on a stack
+    /// no collection scans.
     pub fn run_pending_finalizers(&self) -> usize {
+        let m = crate::mutator::current_mutator();
+        // SAFETY: a non-null current mutator is alive until its guard drops
+        // on this thread; we only compare its heap.
+        if m.is_null() || !Arc::ptr_eq(unsafe { &(*m).heap }, &self.inner) {
+            panic!(
+                "Heap::run_pending_finalizers: the calling thread is not attached to this heap (call it from a \
+                 task of the heap's runtime, or a thread attached with Heap::attach_thread): the objects a \
+                 finalizer holds would be on a stack no collection scans"
+            );
+        }
         let mut n = 0;
         loop {
             let next = no_preempt(|| lock(&self.inner.pending).pop_front());

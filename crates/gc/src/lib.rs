@@ -97,6 +97,14 @@
 //! what panicked; one in the sweep, the restart or a marking/sweeping job on
 //! another thread aborts the process with a message (the heap or the world
 //! could not be restored). Never a hang, never an unwind through the pause.
+//! One consequence of "nothing freed": a panic after weak references were
+//! cleared or finalizers queued (verification, marking from the queued
+//! objects) leaves those weak references cleared and those finalizers
+//! pending, although the next cycle might have found their objects
+//! reachable. No memory is unsafe (a pending finalizer's object is a root
+//! until it has run), but such a finalizer may run on an object that is
+//! still reachable. Panics inside the collector itself are bugs; a panicking
+//! root scanner runs before both steps.
 //!
 //! ## Allocation and pacing
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]

@@ -221,3 +221,33 @@ fn a_finalizer_capturing_the_next_object_runs() {
     assert_eq!(finalizer_capturing_the_next_object(true), 1, "control (spacer) failed");
     assert_eq!(finalizer_capturing_the_next_object(false), 1, "a's finalizer never ran: its capture of b keeps a alive");
 }
+
+/// Review (unconfirmed item): `run_pending_finalizers` ran finalizers on any
+/// thread, where the objects they hold are on a stack no collection scans.
+/// It now requires a thread attached to this heap; the finalizer stays
+/// queued and runs later on one.
+#[test]
+fn pending_finalizers_run_only_on_an_attached_thread() {
+    let h = heap(16 << 20);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r2 = ran.clone();
+    on_other_thread(&h, move |h| {
+        let a = node(1, None, None);
+        h.set_finalizer(a.raw(), move |_| {
+            r2.fetch_add(1, Ordering::SeqCst);
+        });
+    });
+    collect_elsewhere(&h);
+    assert_eq!(h.stats().finalizers_pending, 1);
+    let e = catch_unwind(AssertUnwindSafe(|| h.run_pending_finalizers())).expect_err("ran on a plain thread");
+    let m = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+    assert!(m.contains("not attached to this heap"), "{m}");
+    // Attached to another heap: refused too.
+    let other = heap(1 << 20);
+    let g = other.attach_thread().unwrap();
+    assert!(catch_unwind(AssertUnwindSafe(|| h.run_pending_finalizers())).is_err());
+    drop(g);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(on_other_thread(&h, |h| h.run_pending_finalizers()), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
