@@ -411,3 +411,29 @@ fn quarantined_objects_count_as_allocated_memory() {
     let s = h.stats();
     assert_eq!(s.heap_alloc, s.heap_live);
 }
+
+/// Review (unconfirmed item): `RootedVec::push`/`set` accepted a live object
+/// of another heap, which that heap's collector would then free (only this
+/// heap scans the container). Both now refuse it.
+#[test]
+fn a_rooted_vec_refuses_objects_of_another_heap() {
+    quiet_panics();
+    let h = heap(16 << 20);
+    let other = heap(16 << 20);
+    let _g = other.attach_thread().unwrap();
+    let foreign = usurp_gc::alloc(Descriptor::builder(1).build().unwrap());
+    let mut v = usurp_gc::RootedVec::new(&h);
+    assert!(catch(|| v.push(Some(foreign))).expect_err("push accepted another heap's object").contains("another heap"));
+    v.push(None);
+    assert!(catch(|| v.set(0, Some(foreign))).expect_err("set accepted another heap's object").contains("another heap"));
+    assert_eq!(v.len(), 1);
+    // Objects of its own heap are accepted.
+    let v = on_other_thread(&h, move |_| {
+        let r = usurp_gc::alloc(Descriptor::builder(1).build().unwrap());
+        v.push(Some(r));
+        v.set(0, Some(r));
+        v
+    });
+    assert_eq!(v.len(), 2);
+    assert!(v.get(0).is_some() && v.get(0) == v.get(1));
+}
