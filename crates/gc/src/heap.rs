@@ -149,7 +149,7 @@ impl Drop for MutatorGuard {
         // Guards nest (LIFO): if the current mutator is not ours, a guard
         // taken after this one (forbid_allocation's) is still alive and would
         // later reinstall our mutator after we free it. Abort instead.
-        if crate::mutator::current_mutator() != &mut *self.mutator as *mut Mutator {
+        if !std::ptr::eq(crate::mutator::current_mutator(), &*self.mutator) {
             crate::mutator::guard_order_abort("a MutatorGuard (Heap::attach_thread)");
         }
         let heap = self.mutator.heap.clone();

@@ -206,8 +206,7 @@ fn finalizer_capturing_the_next_object(spacer: bool) -> usize {
         collect_elsewhere(&h);
         on_other_thread(&h, |h| h.run_pending_finalizers());
     }
-    let n = ran.load(Ordering::SeqCst);
-    n
+    ran.load(Ordering::SeqCst)
 }
 
 /// Review defect 4 (a consequence of defect 3): `a`'s finalizer captures `b`
