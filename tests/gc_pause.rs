@@ -348,7 +348,8 @@ fn stopper_parking_aborts_with_a_message() {
 /// the kernel on that mutex (outside `blocking`): the stop cannot complete
 /// (the documented contract), but after 1 s the stopper prints which worker
 /// and which task (id and name) hold it up. The scenario runs in a child
-/// process, which its own watchdog ends after a few seconds.
+/// process, which its own watchdog ends after a few seconds. The stopper is
+/// a plain thread, so it cannot be the one stuck behind the blocked worker.
 #[test]
 fn stalled_stop_reports_the_straggler() {
     if std::env::var("USURP_CHILD_STALLED_STOP").is_ok() {
@@ -359,28 +360,33 @@ fn stalled_stop_reports_the_straggler() {
         });
         let rt = Runtime::builder().workers(2).build().unwrap();
         let heap = rt.heap().clone();
-        rt.block_on(move || {
-            let m = Arc::new(std::sync::Mutex::new(0u32));
-            let g = m.lock().unwrap();
-            let started = Arc::new(AtomicBool::new(false));
-            let (m2, s2) = (m.clone(), started.clone());
-            let h = usurp::task::Builder::new()
-                .name("kernel-blocked")
-                .spawn(move || {
-                    s2.store(true, Ordering::SeqCst);
-                    *m2.lock().unwrap() += 1; // blocks its worker in the kernel
-                })
-                .unwrap();
-            eprintln!("child: blocked task id {}", h.id());
-            while !started.load(Ordering::SeqCst) {
-                usurp::sleep(Duration::from_millis(1));
-            }
-            usurp::sleep(Duration::from_millis(50));
-            eprintln!("child: collecting");
-            heap.collect(); // waits for the blocked worker: never returns
-            drop(g);
-            let _ = h.join();
-        });
+        // The mutex is held, and the collection run, by this plain thread
+        // (a plain thread may collect: it is the stopper, counted as
+        // stopped). Nothing here depends on a worker: when this was a task
+        // that slept 1 ms while the other task started, the blocked task
+        // could take the sleeper's worker, whose timer then never fired the
+        // sleeper's wakeup (seen under qemu: "blocked task id 2", then
+        // nothing until the watchdog).
+        let m = Arc::new(std::sync::Mutex::new(0u32));
+        let g = m.lock().unwrap();
+        let started = Arc::new(AtomicBool::new(false));
+        let (m2, s2) = (m.clone(), started.clone());
+        let h = usurp::task::Builder::new()
+            .name("kernel-blocked")
+            .spawn_on(&rt, move || {
+                s2.store(true, Ordering::SeqCst);
+                *m2.lock().unwrap() += 1; // blocks its worker in the kernel
+            })
+            .unwrap();
+        eprintln!("child: blocked task id {}", h.id());
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        eprintln!("child: collecting");
+        heap.collect(); // waits for the blocked worker: never returns
+        drop(g);
+        let _ = rt.block_on(move || h.join());
         eprintln!("child: the collection completed");
         std::process::exit(0);
     }

@@ -386,3 +386,111 @@ fn stop_the_world_from_a_task() {
         s.join().unwrap();
     }
 }
+
+/// Review defect 6: `Heap::set_world` on a runtime's heap replaced the
+/// runtime's World from safe code, after which a plain thread could attach
+/// and allocate unstopped. It now panics, and plain threads stay refused.
+#[test]
+fn set_world_cannot_replace_a_runtimes_world() {
+    let rt = usurp::Runtime::builder().workers(1).build().unwrap();
+    let heap = rt.heap().clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| heap.set_world(std::sync::Arc::new(usurp::gc::SoloWorld))));
+    let h2 = heap.clone();
+    let attached = std::thread::spawn(move || h2.attach_thread().is_ok()).join().unwrap();
+    assert!(!attached, "a plain thread attached to the runtime's heap after set_world");
+    let e = r.expect_err("set_world replaced the runtime's World");
+    let m = e.downcast_ref::<String>().cloned().unwrap_or_else(|| e.downcast_ref::<&str>().unwrap_or(&"").to_string());
+    assert!(m.contains("already has a World that stops threads"), "{m}");
+}
+
+static PTRS: usurp::gc::Descriptor = usurp::gc::Descriptor::array("ptrs", 1, 1);
+static LEAF: usurp::gc::Descriptor = usurp::gc::Descriptor::fixed("leaf", 1, &[0]);
+
+/// A thread the world does not stop (a plain OS thread, or a task inside
+/// `blocking`) moves `K` leaves between the ends of a rooted pointer array
+/// with safe `ptr`/`set_ptr` while tasks allocate and collect; returns the
+/// mover's panic message (`None` if it never panicked) and how many leaves
+/// were found intact afterwards.
+fn unstopped_mover(in_blocking: bool) -> (Option<String>, usize) {
+    const N: usize = 100_000;
+    const K: usize = 64;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cfg = HeapConfig { max_heap: 256 << 20, gogc: None, min_heap: 64 << 20, ..HeapConfig::default() };
+        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        let heap = rt.heap().clone();
+        let arr = rt.block_on(|| {
+            let arr = usurp::gc::alloc_array(&PTRS, N);
+            for k in 0..K {
+                let l = usurp::gc::alloc(&LEAF);
+                l.set_word(0, 1000 + k);
+                arr.set_ptr(N - k, Some(l)); // high indices (element i is payload word i)
+            }
+            arr
+        });
+        let _root = heap.add_root(Some(arr));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let mover = move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut pos: Vec<usize> = (0..K).map(|k| N - k).collect();
+                let mut flip = false;
+                while !s2.load(Ordering::Relaxed) {
+                    for (k, p) in pos.iter_mut().enumerate() {
+                        let to = if flip { N - k } else { 1 + k };
+                        let v = arr.ptr(*p);
+                        arr.set_ptr(to, v); // destination first: always reachable
+                        arr.set_ptr(*p, None);
+                        *p = to;
+                    }
+                    flip = !flip;
+                }
+            }))
+            .err()
+            .map(|e| e.downcast_ref::<String>().cloned().unwrap_or_else(|| e.downcast_ref::<&str>().unwrap_or(&"").to_string()))
+        };
+        let (tm, tb) = if in_blocking {
+            (None, Some(rt.spawn(move || usurp::blocking(mover))))
+        } else {
+            (Some(std::thread::spawn(mover)), None)
+        };
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(1500) {
+            rt.block_on(|| {
+                for _ in 0..200 {
+                    black_box(usurp::gc::alloc(&LEAF));
+                }
+                Heap::current().unwrap().collect();
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        let msg = match (tm, tb) {
+            (Some(t), _) => t.join().unwrap(),
+            (_, Some(h)) => rt.block_on(move || h.join().unwrap()),
+            _ => unreachable!(),
+        };
+        let ok = rt.block_on(move || {
+            (1..=N).filter_map(|i| arr.ptr(i)).filter(|r| std::panic::catch_unwind(|| r.word(0)).is_ok_and(|v| (1000..1000 + K).contains(&v))).count()
+        });
+        tx.send((msg, ok)).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("the scenario hung or panicked")
+}
+
+/// Review defect 1: safe heap writes (and reads) from a thread the World
+/// does not stop raced the marker: moving a pointer from an unscanned slot
+/// to a scanned one hid always-reachable objects, which were freed (the
+/// reviewer's run: plain thread ok=51 bad=13; blocking ok=54 bad=10). The
+/// safe accessors now refuse on a thread without a mutator, with a message
+/// saying why, and no object is lost.
+#[test]
+fn heap_access_from_threads_the_world_does_not_stop_is_refused() {
+    let (msg, ok) = unstopped_mover(false);
+    let msg = msg.expect("a plain thread wrote heap pointers unchecked");
+    assert!(msg.contains("from a thread outside the runtime"), "{msg}");
+    assert_eq!(ok, 64, "leaves lost");
+    let (msg, ok) = unstopped_mover(true);
+    let msg = msg.expect("a blocking() closure wrote heap pointers unchecked");
+    assert!(msg.contains("inside blocking()"), "{msg}");
+    assert_eq!(ok, 64, "leaves lost");
+}

@@ -21,6 +21,11 @@ use std::sync::Once;
 /// # Safety
 /// `slot` must be a valid, aligned, writable word inside a live heap object (or
 /// any valid word when used outside the heap); `value` must be 0 or a GC object.
+/// The calling thread must be one the heap's World stops (a task outside
+/// `blocking()`, an attached thread): a store from any other thread can race
+/// the marker and hide a reachable object from it. Unlike the safe accessors
+/// ([`GcRef::set_ptr`](crate::GcRef::set_ptr), [`Member::set`](crate::Member::set)),
+/// the barrier does not check this (it is JIT code's hot path).
 #[no_mangle]
 #[inline(never)]
 #[link_section = "usurp_barrier"]

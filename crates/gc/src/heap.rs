@@ -119,6 +119,11 @@ pub(crate) struct HeapInner {
     /// Blocks swept by the background sweeper, by allocation, and by the
     /// collector before a mark (`finish_sweep`), for the stats.
     swept_by: [AtomicU64; 3],
+    /// With a [`World::single_thread`] world: the thread attached to this
+    /// heap, if any. Written by `attach_thread` and `MutatorGuard::drop`
+    /// while holding `collect_lock` (so no collection runs while it changes);
+    /// read by `collect_with` under `collect_lock` and by `set_world`.
+    solo_owner: Mutex<Option<std::thread::ThreadId>>,
 }
 
 /// Who swept a block (index into `HeapInner::swept_by`).
@@ -153,9 +158,13 @@ impl std::fmt::Debug for Heap {
 }
 
 /// The current thread's attachment to a heap; detaches on drop. Not `Send`.
+/// Dropping it while a [`forbid_allocation`](crate::forbid_allocation) guard
+/// taken after it is alive aborts the process (guards nest).
 pub struct MutatorGuard {
     mutator: Box<Mutator>,
     prev: *mut Mutator,
+    /// This thread is the heap's `solo_owner` (single-thread World).
+    solo: bool,
 }
 
 /// Why `attach_thread` failed.
@@ -183,6 +192,12 @@ impl std::error::Error for AttachError {}
 
 impl Drop for MutatorGuard {
     fn drop(&mut self) {
+        // Guards nest (LIFO): if the current mutator is not ours, a guard
+        // taken after this one (forbid_allocation's) is still alive and would
+        // later reinstall our mutator after we free it. Abort instead.
+        if !std::ptr::eq(crate::mutator::current_mutator(), &*self.mutator) {
+            crate::mutator::guard_order_abort("a MutatorGuard (Heap::attach_thread)");
+        }
         let heap = self.mutator.heap.clone();
         let world = heap.world();
         // Giving blocks back must not race with a sweep: hold the collection lock
@@ -192,13 +207,18 @@ impl Drop for MutatorGuard {
         self.mutator.release_all();
         let me = &mut *self.mutator as *mut Mutator as usize;
         lock(&heap.mutators).retain(|&m| m != me);
+        if self.solo {
+            *lock(&heap.solo_owner) = None;
+        }
         drop(g);
         set_current_mutator(self.prev);
     }
 }
 
 impl Heap {
-    /// A heap with `config`, used by one thread (see [`Heap::with_world`]).
+    /// A heap with `config`, used by one thread at a time (its World is
+    /// [`SoloWorld`]: one attached thread at a time, and while one is
+    /// attached only it collects; see [`Heap::with_world`]).
     pub fn new(config: HeapConfig) -> Result<Heap, ConfigError> {
         Heap::with_world(config, Arc::new(SoloWorld))
     }
@@ -235,17 +255,32 @@ impl Heap {
                 background_sweeping: std::sync::atomic::AtomicBool::new(true),
                 sweepers_in_flight: AtomicUsize::new(0),
                 swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                solo_owner: Mutex::new(None),
                 config,
             }),
         })
         .inspect(|h| start_background_sweeper(Arc::downgrade(&h.inner), h.inner.sweeper.clone()))
     }
 
-    /// Replace the world (e.g. when the scheduler starts). Must not be called
-    /// during a collection (it waits for one in progress).
+    /// Give a heap created with a single-thread World ([`Heap::new`]) its
+    /// real World (e.g. when the scheduler starts). Waits for a collection
+    /// in progress. Panics if the heap already has a World that stops
+    /// threads (a runtime's heap, or one from [`Heap::with_world`]):
+    /// replacing it could admit threads that World does not stop; and panics
+    /// if a thread is attached (it was admitted by the old World).
     pub fn set_world(&self, world: Arc<dyn World>) {
         let _g = lock(&self.inner.collect_lock);
-        *self.inner.world.write().unwrap_or_else(|p| p.into_inner()) = world;
+        let mut w = self.inner.world.write().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            w.single_thread(),
+            "Heap::set_world: this heap already has a World that stops threads (a runtime's heap, or \
+             Heap::with_world); replacing it could admit threads that World does not stop and scan"
+        );
+        assert!(
+            lock(&self.inner.solo_owner).is_none(),
+            "Heap::set_world: a thread is attached to this heap (detach it first)"
+        );
+        *w = world;
     }
 
     /// The configuration in force.
@@ -262,14 +297,34 @@ impl Heap {
     /// runtime's own (allocate from a task instead), a [`ThreadWorld`](crate::ThreadWorld)
     /// heap every thread not registered with it ([`AttachError::Refused`]).
     pub fn attach_thread(&self) -> Result<MutatorGuard, AttachError> {
+        if in_pause() {
+            in_pause_panic("attaching a thread (Heap::attach_thread)");
+        }
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
-        self.inner.world().may_attach().map_err(AttachError::Refused)?;
+        let world = self.inner.world();
+        world.may_attach().map_err(AttachError::Refused)?;
+        let solo = world.single_thread();
+        if solo {
+            // Under the collection lock: no collection runs while the owner
+            // changes (waiting for it counts as a safe point).
+            let mut g = None;
+            world.blocking(&mut || g = Some(lock(&self.inner.collect_lock)));
+            let mut owner = lock(&self.inner.solo_owner);
+            if owner.is_some() {
+                return Err(AttachError::Refused(
+                    "the heap's World stops no thread (SoloWorld: Heap::new) and another thread is attached: it \
+                     admits one thread at a time (use a Runtime, or Heap::with_world and a ThreadWorld, for \
+                     several threads)",
+                ));
+            }
+            *owner = Some(std::thread::current().id());
+        }
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
         no_preempt(|| lock(&self.inner.mutators).push(&mut *mutator as *mut Mutator as usize));
         let prev = set_current_mutator(&mut *mutator);
-        Ok(MutatorGuard { mutator, prev })
+        Ok(MutatorGuard { mutator, prev, solo })
     }
 
     /// The heap the current thread is attached to, if any.
@@ -325,7 +380,10 @@ impl Heap {
 
     /// Register a callback that reports precise roots in every pause (e.g. an
     /// interpreter's operand stack). It runs with the world stopped: it must
-    /// not allocate or take locks a stopped task may hold.
+    /// not take locks a stopped task may hold; allocating, collecting or
+    /// attaching a thread in it panics ("... inside a collection's pause"),
+    /// and the collection is then abandoned (nothing freed) and that panic
+    /// resumed in the collecting caller.
     pub fn add_root_scanner(&self, f: RootScanner) -> ScannerId {
         let id = self.inner.next_scanner.fetch_add(1, Ordering::Relaxed);
         no_preempt(|| lock(&self.inner.scanners).push((id, Arc::new(f))));
@@ -405,7 +463,22 @@ impl Heap {
     /// object is only referenced from its stack while its finalizer runs).
     /// Returns how many ran. The scheduler calls this from a task after
     /// [`World::finalizers_pending`].
+    ///
+    /// Panics if the calling thread is not attached to this heap (a task of
+    /// its runtime, a thread attached with [`Heap::attach_thread`]): on any
+    /// other thread the objects a finalizer holds would live only on a stack
+    /// no collection scans.
     pub fn run_pending_finalizers(&self) -> usize {
+        let m = crate::mutator::current_mutator();
+        // SAFETY: a non-null current mutator is alive until its guard drops
+        // on this thread; we only compare its heap.
+        if m.is_null() || !Arc::ptr_eq(unsafe { &(*m).heap }, &self.inner) {
+            panic!(
+                "Heap::run_pending_finalizers: the calling thread is not attached to this heap (call it from a \
+                 task of the heap's runtime, or a thread attached with Heap::attach_thread): the objects a \
+                 finalizer holds would be on a stack no collection scans"
+            );
+        }
         let mut n = 0;
         loop {
             let next = no_preempt(|| lock(&self.inner.pending).pop_front());
@@ -563,10 +636,26 @@ impl HeapInner {
     /// the time we hold the collection lock; returns whether it ran.
     /// `in_pause` runs after the sweep, with the world still stopped.
     fn collect_with(&self, reason: &'static str, skip_at: Option<u64>, in_pause: Option<&mut dyn FnMut()>) -> bool {
+        if IN_PAUSE.with(|c| c.get()) {
+            in_pause_panic("a collection (Heap::collect, or an allocation that needs one)");
+        }
         let world = self.world();
         let mut guard = self.collect_lock.try_lock().ok();
         if guard.is_none() {
             world.blocking(&mut || guard = Some(lock(&self.collect_lock)));
+        }
+        if world.single_thread() {
+            // A World that stops nothing: only the attached thread (if any)
+            // may collect; another thread's collection would not scan it.
+            let owner = *lock(&self.solo_owner);
+            if owner.is_some_and(|t| t != std::thread::current().id()) {
+                drop(guard);
+                panic!(
+                    "usurp gc: collection from a thread other than the one attached to this heap: its World stops \
+                     no thread (SoloWorld: Heap::new), so the attached thread would be neither stopped nor \
+                     scanned (collect from the attached thread, or use a Runtime or a ThreadWorld)"
+                );
+            }
         }
         if let Some(c) = skip_at {
             if self.cycle.load(Ordering::Acquire) >= c {
@@ -574,14 +663,33 @@ impl HeapInner {
             }
         }
         let mut outcome = Ok(false);
-        let mut in_pause = in_pause;
         // Sweep termination, with the world running: every block swept
         // since the last mark, so that the mark about to start sees exact
         // object-start bits and writes into a clear mark buffer.
         no_preempt(|| self.finish_sweep());
+        // In the pause, this thread neither collects nor allocates (a root
+        // scanner or World callback that tries gets a clear panic instead of
+        // a deadlock on `collect_lock` or an object the sweep frees at once):
+        // the flag makes `collect_with` and `attach_thread` refuse, and the
+        // mutator is taken away as in `forbid_allocation` (so the allocation
+        // fast path costs nothing more); it is given back only for the
+        // allocation retried after the sweep (`in_pause`).
+        let pause = PauseFlag::set();
+        let no_alloc = crate::mutator::forbid_allocation(IN_PAUSE_REASON);
+        let mine = no_alloc.saved_mutator();
+        let mut retry = in_pause.map(|f| {
+            move || {
+                set_current_mutator(mine);
+                f();
+                set_current_mutator(std::ptr::null_mut());
+            }
+        });
+        let mut in_pause = retry.as_mut().map(|f| f as &mut dyn FnMut());
         // Nothing may unwind through the spill routine's frame: the cycle
         // catches every panic (see `guarded_cycle`).
         with_registers_spilled(&mut |sp| outcome = self.guarded_cycle(&*world, sp, reason, in_pause.take()));
+        drop(no_alloc);
+        drop(pause);
         let queued_finalizers = match outcome {
             Ok(q) => q,
             Err(e) => {
@@ -814,14 +922,20 @@ impl HeapInner {
         self.sweep_cursor.store(0, Ordering::Release);
         let t_swept = Instant::now();
 
+        // checkrefs: quarantined objects still occupy their slots: they
+        // count as allocated (not live) memory, and the goal grows by as
+        // much, so that checkrefs does not change how often the pacer
+        // collects (the quarantine is bounded by a quarter of the limit).
+        let quarantined = if self.config.check_refs { lock(&self.quarantine).bytes() } else { 0 };
         let goal = match self.config.gogc {
             Some(g) => live.saturating_mul(100 + g as usize) / 100,
             None => usize::MAX,
         }
         .max(self.config.min_heap)
+        .saturating_add(quarantined)
         .min(space.nblocks * BLOCK_SIZE);
         self.live.store(live, Ordering::Relaxed);
-        self.allocated.store(0, Ordering::Relaxed);
+        self.allocated.store(quarantined, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
         if let Some(f) = in_pause {
@@ -1146,6 +1260,47 @@ fn pause_abort(what: &str, payload: &(dyn std::any::Any + Send)) -> ! {
         panic_message(payload)
     );
     std::process::abort()
+}
+
+thread_local! {
+    /// Whether this thread is running a collection's pause (set by
+    /// `collect_with` between its lock and the end of the cycle). Written
+    /// only by its own thread.
+    static IN_PAUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What an allocation in the pause reports ("usurp heap: allocation ...").
+const IN_PAUSE_REASON: &str = "inside a collection's pause (a root scanner, a World callback or other code run by \
+     the collector while the world is stopped must not allocate)";
+
+/// Sets [`IN_PAUSE`] for its lifetime.
+struct PauseFlag;
+
+impl PauseFlag {
+    fn set() -> PauseFlag {
+        IN_PAUSE.with(|c| c.set(true));
+        PauseFlag
+    }
+}
+
+impl Drop for PauseFlag {
+    fn drop(&mut self) {
+        IN_PAUSE.with(|c| c.set(false));
+    }
+}
+
+/// Whether the current thread is inside a collection's pause.
+pub(crate) fn in_pause() -> bool {
+    IN_PAUSE.with(|c| c.get())
+}
+
+#[cold]
+#[inline(never)]
+fn in_pause_panic(what: &str) -> ! {
+    panic!(
+        "usurp gc: {what} requested inside a collection's pause (from a root scanner, a World callback or \
+         other code the collector runs while the world is stopped): it would wait for the pause it runs in"
+    )
 }
 
 /// Test switch: the next parallel marking job panics (see

@@ -121,6 +121,14 @@
 //! what panicked; one in the sweep, the restart or a marking/sweeping job on
 //! another thread aborts the process with a message (the heap or the world
 //! could not be restored). Never a hang, never an unwind through the pause.
+//! One consequence of "nothing freed": a panic after weak references were
+//! cleared or finalizers queued (verification, marking from the queued
+//! objects) leaves those weak references cleared and those finalizers
+//! pending, although the next cycle might have found their objects
+//! reachable. No memory is unsafe (a pending finalizer's object is a root
+//! until it has run), but such a finalizer may run on an object that is
+//! still reachable. Panics inside the collector itself are bugs; a panicking
+//! root scanner runs before both steps.
 //!
 //! ## Allocation and pacing
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
@@ -151,12 +159,12 @@
 //!    `tests/lazy_sweep_control.rs`.
 //! 3. *Interior and one-past-the-end pointers*: an interior pointer keeps its
 //!    object alive; a word that is an object start (or hits no object) also
-//!    keeps the preceding object alive only if it is that object's *exact*
-//!    end (header + payload words per its descriptor and array length, not
+//!    keeps the preceding object alive only if that object is an *array*
+//!    and the word is its *exact* end (header + length word + elements, not
 //!    its size-class slot): the end pointer of a slice iterator over an
-//!    array's elements, or a loop base LLVM moved to the end. So a root no
-//!    longer pins its arbitrary memory predecessor (and all it reaches),
-//!    except a predecessor that fills its class slot exactly. See [`mark`].
+//!    array's elements, or a loop base LLVM moved to the end. So a root does
+//!    not pin its memory predecessor (and all it reaches), except an array
+//!    predecessor that fills its class slot exactly. See [`mark`].
 //!    Unused guard blocks around the reservation stop neighbouring mappings'
 //!    bounds from pointing at the first or last object.
 //! 4. *Registers*: the collector spills its own callee-saved registers
@@ -176,11 +184,14 @@
 //!     direct self-capture is refused with a panic.
 //!
 //! ## Integration with the scheduler (what `usurp-sched` does)
-//! * Create the heap with [`Heap::with_world`] (or [`Heap::set_world`] later)
-//!   passing its [`World`] implementation; see the trait docs for the exact
-//!   contract (stop/start, conservative ranges of every stopped task except
-//!   the caller, `run_parallel`, `current_stack_bounds` for task stacks,
-//!   `blocking`, `finalizers_pending`).
+//! * Create the heap with [`Heap::with_world`] (or [`Heap::new`] and
+//!   [`Heap::set_world`] later, which replaces only the single-thread
+//!   [`SoloWorld`]) passing its [`World`] implementation. `World` is an
+//!   `unsafe trait`: its `# Safety` section is the exact contract (stop/start,
+//!   conservative ranges of every stopped task except the caller,
+//!   `run_parallel`, `current_stack_bounds` for task stacks, `blocking`,
+//!   `may_attach`, `single_thread`), which the implementation argues in a
+//!   SAFETY comment.
 //! * Every OS thread that runs tasks (workers and spare threads that may take
 //!   over a worker) calls [`Heap::attach_thread`] when it starts and keeps the
 //!   [`MutatorGuard`] until it exits; the guard's drop gives the thread's
@@ -196,6 +207,16 @@
 //!   [`forbid_allocation`]: allocation there panics with "allocation inside
 //!   blocking()". Neither check costs the fast path anything: it already
 //!   branches on a null mutator.
+//! * **Only threads the World stops touch objects.** The safe accessors
+//!   (`GcRef::word`/`ptr`/`set_ptr`/..., `Gc<T>` deref, `Member::set`,
+//!   `RootedVec::push`/`set`) panic on a thread without a mutator (a plain
+//!   thread, a `blocking` closure): marking runs with the world stopped and
+//!   no barrier, so a pointer moved by an unstopped thread could hide a
+//!   reachable object, and an object could be freed between its check and
+//!   its use. Code run by the collector in its pause (root scanners) may
+//!   read objects. The `*_unchecked` accessors and the `extern "C"` barrier
+//!   do not check (contract). Cost: one more non-inlined TLS read per
+//!   checked access (`benches/refs.rs`).
 //! * After [`World::finalizers_pending`] is called, some task calls
 //!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
 //!   pause).

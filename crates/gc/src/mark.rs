@@ -22,17 +22,22 @@
 //! *exact* end: header + payload words per its descriptor (for an array:
 //! length word + `len * elem_words`), not the end of its size-class slot.
 //! So a conservative word `w` that is an object start, or hits no object,
-//! also marks the object containing `w - 1` only if that object's exact end
-//! is `w` (its header and length are read; it is a published object). An
+//! also marks the object containing `w - 1` only if that object is an
+//! *array* whose exact end is `w` (its header and length are read; it is a
+//! published object). Only arrays: a slice over a fixed-size object's words
+//! is not something safe code builds (its fields are read through the
+//! handle), while nearly every small fixed object (a cons cell, a 2- or
+//! 3-word node) fills its size-class slot exactly, so that its exact end is
+//! its successor's start and every root to the successor would pin it. An
 //! exact end inside the slot (the object is smaller than its class) is an
 //! interior pointer of the slot and keeps the object alive by the interior
-//! rule. Before this rule was narrowed (issue 10 item 3), every word that
-//! pointed at an object start also marked its memory predecessor and all
-//! that predecessor reached: nearly every stack root pinned an arbitrary
-//! neighbour. What is left: a root to an object whose predecessor fills its
-//! size-class slot exactly (e.g. a 32-byte object in the 32-byte class) still
-//! retains that predecessor, because its end pointer and the root are the
-//! same word.
+//! rule. History: before issue 10 item 3 every word that pointed at an
+//! object start also marked its memory predecessor and all that predecessor
+//! reached; the first narrowing (exact end of any object) still let exactly
+//! fitting fixed objects be pinned (review of issue 10, defect 3). What is
+//! left: a root to an object whose predecessor is an array filling its slot
+//! exactly still retains that array, because its end pointer and the root
+//! are the same word.
 //!
 //! **Precise pointers** (object fields, handles, scanner callbacks) must be null
 //! or an object start; anything else is counted as a bad pointer and ignored.
@@ -162,6 +167,18 @@ pub(crate) unsafe fn object_end(obj: usize) -> usize {
     obj + words * 8
 }
 
+/// Whether the published object `obj` is an array whose exact end is `w`.
+///
+/// # Safety
+/// As [`object_end`].
+#[inline]
+unsafe fn is_array_ending_at(obj: usize, w: usize) -> bool {
+    // SAFETY: the caller guarantees a published object (header initialised).
+    let d = unsafe { &*((obj as *const usize).read() as *const Descriptor) };
+    // SAFETY: as above.
+    d.is_array() && unsafe { object_end(obj) } == w
+}
+
 /// The shared work pool.
 pub struct WorkPool {
     inner: Mutex<PoolInner>,
@@ -253,9 +270,12 @@ impl<'a> Marker<'a> {
         }
         // w is an object start or points at no object: the exact end of the
         // preceding object (see the module docs)?
+        // Only an array's (review of issue 10, defect 3): a fixed-size
+        // object that fills its slot exactly (a 24-byte cons cell) would
+        // otherwise be pinned by every root to its successor.
         if let Some(prev) = find_containing(self.space, w.wrapping_sub(1)) {
             // SAFETY: find_containing found prev's object-start bit set.
-            if unsafe { object_end(prev.addr) } == w {
+            if unsafe { is_array_ending_at(prev.addr, w) } {
                 self.mark_loc(prev);
             }
         }

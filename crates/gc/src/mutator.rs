@@ -149,18 +149,47 @@ thread_local! {
 /// While alive, allocation on the current thread fails with
 /// [`AllocError::Forbidden`] (and `alloc` panics with `reason`). Created by
 /// [`forbid_allocation`]; restores the thread's mutator when dropped, on the
-/// same thread (it is not `Send`).
+/// same thread (it is not `Send`). Guards nest: dropping one while a guard
+/// taken after it is still alive aborts the process with a message.
 #[must_use = "allocation is allowed again when the guard is dropped"]
 pub struct AllocationForbidden {
+    /// The mutator to restore (installed by an enclosing guard). `*mut` also
+    /// makes the guard `!Send`.
     prev: *mut Mutator,
     prev_reason: Option<&'static str>,
 }
 
 impl Drop for AllocationForbidden {
     fn drop(&mut self) {
+        // Guards nest (LIFO). Dropped out of order (a `MutatorGuard` taken
+        // or dropped inside this one's lifetime), `prev` may be a freed
+        // mutator: reinstalling it would be a use after free, so abort.
+        if !current_mutator().is_null() {
+            guard_order_abort("forbid_allocation's guard");
+        }
         FORBIDDEN.with(|c| c.set(self.prev_reason));
         set_current_mutator(self.prev);
     }
+}
+
+impl AllocationForbidden {
+    /// The mutator this guard took away (restored when it drops).
+    pub(crate) fn saved_mutator(&self) -> *mut Mutator {
+        self.prev
+    }
+}
+
+/// Aborts: `what` was dropped while another thread-mutator guard taken after
+/// it is still alive (or one it saved was dropped first). Restoring its saved
+/// mutator could reinstall a freed one, and unwinding would leave the thread
+/// with a dangling current mutator, so there is nothing safe left to do.
+#[cold]
+#[inline(never)]
+pub(crate) fn guard_order_abort(what: &str) -> ! {
+    eprintln!(
+        "usurp gc: fatal: {what} dropped out of order: the thread's current mutator is not the one this guard          installed (MutatorGuard and AllocationForbidden guards must be dropped in reverse order of creation);          restoring the saved mutator could reinstall a freed one: aborting"
+    );
+    std::process::abort()
 }
 
 /// Refuses allocation on the current thread until the guard drops: the
@@ -174,6 +203,30 @@ pub fn forbid_allocation(reason: &'static str) -> AllocationForbidden {
     let prev_reason = FORBIDDEN.with(|c| c.replace(Some(reason)));
     let prev = set_current_mutator(std::ptr::null_mut());
     AllocationForbidden { prev, prev_reason }
+}
+
+/// A safe heap accessor was called on a thread without a mutator (the
+/// World does not stop it). Allowed only inside a collection's pause on the
+/// collecting thread (root scanners may read objects: the world is stopped);
+/// panics otherwise, saying why.
+#[cold]
+#[inline(never)]
+pub(crate) fn access_without_mutator(addr: usize) {
+    if crate::heap::in_pause() {
+        return;
+    }
+    match FORBIDDEN.with(|c| c.get()) {
+        Some(why) => panic!(
+            "usurp heap: access to the heap object at {addr:#x} refused: this thread's mutator is taken away \
+             (allocation {why}); only threads the heap's World stops may read or write heap objects"
+        ),
+        None => panic!(
+            "usurp heap: access to the heap object at {addr:#x} from a thread outside the runtime (this thread \
+             has no heap mutator): only tasks of the runtime (Runtime::spawn, Runtime::block_on) or threads \
+             attached with Heap::attach_thread may read or write heap objects, because a collection neither \
+             stops nor scans any other thread; hand the work to a task"
+        ),
+    }
 }
 
 #[cold]

@@ -11,7 +11,19 @@
 //! Safe accessors check that the handle names a live object of some usurp
 //! heap and panic clearly otherwise (a stale handle must not read freed
 //! memory: issue 10 item 8; see `refcheck.rs`); `unsafe` `*_unchecked`
-//! variants skip that check (bounds checks stay). An array's length word
+//! variants skip that check (bounds checks stay).
+//!
+//! **Who may touch the heap.** Safe accessors (reads, writes, `Gc<T>`
+//! deref, `Member::set`) also panic on a thread that has no mutator, i.e.
+//! that the heap's World does not stop: a plain thread next to a runtime, or
+//! a task inside `blocking()` (its mutator is taken away). Such a thread
+//! could move a pointer from a slot the marker has not scanned yet to one it
+//! has (the marker runs with the world stopped and no write barrier) and the
+//! object would be freed while reachable; and a collection could free an
+//! object between its check and the access. Code the collector runs in its
+//! pause (root scanners) may read objects. The `extern "C"` write barrier
+//! for JIT code ([`crate::barrier`]) and the `*_unchecked` variants do not
+//! check: calling them only from stopped threads is the caller's contract. An array's length word
 //! (payload word 0) is read-only for safe code (issue 10 item 1).
 
 use crate::barrier::usurp_gc_write_barrier;
@@ -67,8 +79,18 @@ impl GcRef {
     /// return its descriptor; panics ("stale or foreign GcRef ...") otherwise.
     /// Every safe accessor below runs this check once (see [`crate::refcheck`]
     /// in the crate docs: range check, block table, object-start bit, header).
+    ///
+    /// First, the thread must be one the World stops (it has a mutator: a
+    /// task outside `blocking`, an attached thread), else this panics too:
+    /// on any other thread a collection could mark while this thread moves
+    /// pointers (hiding objects from the marker) or free the object between
+    /// the check and the access (review of issue 10, defect 1). The mutator
+    /// test is one more non-inlined TLS read (see `benches/refs.rs`).
     #[inline]
     fn live_descriptor(self) -> &'static Descriptor {
+        if crate::mutator::current_mutator().is_null() {
+            crate::mutator::access_without_mutator(self.addr());
+        }
         match crate::refcheck::check(self.addr()) {
             Ok(d) => d,
             Err(bad) => crate::refcheck::bad_ref(self.addr(), bad),
@@ -455,8 +477,14 @@ impl<T> Member<T> {
     }
     /// Store through the write barrier. The field must be inside a heap object
     /// (a `Member` in a Rust local is not scanned precisely).
+    ///
+    /// Panics on a thread that the World does not stop (no mutator: a plain
+    /// thread, a `blocking` closure), like the `GcRef` accessors.
     #[inline]
     pub fn set(&self, v: Option<Gc<T>>) {
+        if crate::mutator::current_mutator().is_null() {
+            crate::mutator::access_without_mutator(self.v.get() as usize);
+        }
         // SAFETY: the slot is this cell; the barrier performs the store. The
         // containing object is not known here: obj = null is allowed.
         unsafe { usurp_gc_write_barrier(std::ptr::null_mut(), self.v.get(), v.map_or(0, |g| g.raw.addr())) }

@@ -25,9 +25,14 @@
 //! it pairs with the allocator's Release publish and the header read next is
 //! initialised, and in a block not swept since the last mark its mark bit of
 //! that cycle: a dead object awaiting the lazy sweep fails the check). Between the check and the access no collection can
-//! free the object: a collection stops every mutator at a safe point, and a
-//! mutator that just checked a handle holds it in a register or on its stack,
-//! which the collection scans conservatively; the object is kept.
+//! free the object: the safe accessors first require the calling thread to
+//! have a mutator (`GcRef::live_descriptor`: a thread the World stops — a
+//! task outside `blocking()`, an attached thread — or the collector in its
+//! own pause), a collection stops every such thread at a safe point, and a
+//! thread that just checked a handle holds it in a register or on its stack,
+//! which the collection scans conservatively; the object is kept. (This
+//! table lookup itself, `GcRef::is_live`, runs on any thread: it reads only
+//! side tables and a header word.)
 //!
 //! What the check cannot see: a stale handle whose slot was already reused by
 //! a new object passes (it reads that object's words, within its bounds: no
@@ -48,7 +53,9 @@
 //! reached (quarantining is done by the lazy sweep, eviction in the pause;
 //! under checkrefs a collection finishes the sweep before it returns, so
 //! everything it found dead is quarantined by then), so checkrefs never makes an allocation fail that would succeed
-//! without it. Not yet evicted objects count as allocated memory, not live.
+//! without it. Not yet evicted objects count as allocated memory, not live
+//! (`heap_alloc` includes them, `heap_live` does not); the pacer's goal
+//! grows by as much, so checkrefs does not change how often it collects.
 //!
 //! The race this module does not close: using a handle concurrently with the
 //! final drop of its heap (the check may read side tables being unmapped).
@@ -244,6 +251,11 @@ impl Quarantine {
             p.write(&QUARANTINED as *const Descriptor as usize);
         }
         true
+    }
+
+    /// Bytes quarantined and not yet evicted.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Record objects quarantined by this sweep.

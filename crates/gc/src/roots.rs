@@ -114,8 +114,10 @@ pub type RootScanner = Box<dyn Fn(&mut dyn FnMut(GcRef)) + Send + Sync>;
 /// memory holds (a plain `Vec<GcRef>` there is not scanned). `Send + Sync`.
 ///
 /// Each method takes a mutex for a few instructions (the collector takes it
-/// to scan); `push` checks that the pushed handle is live like the `GcRef`
-/// accessors do. Dropping the container unregisters it.
+/// to scan); `push` and `set` check that the handle is live like the `GcRef`
+/// accessors do (so they too must run on a thread the World stops) and that
+/// it is an object of this container's heap. `get`, `pop`, `len` work on any
+/// thread. Dropping the container unregisters it.
 pub struct RootedVec {
     heap: Heap,
     id: ScannerId,
@@ -155,11 +157,22 @@ impl RootedVec {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Append `v` (panics if `v` is a stale or foreign handle).
+    /// The checks of `push` and `set`: `r` is live (the accessors' check,
+    /// which also requires a thread the World stops) and an object of this
+    /// container's heap (another heap's collector would not keep it alive).
+    fn check(&self, r: GcRef) {
+        r.descriptor(); // the liveness check
+        assert!(
+            self.heap.contains(r.addr()),
+            "RootedVec: {r:?} is an object of another heap than this RootedVec's (it would not be kept alive)"
+        );
+    }
+    /// Append `v` (panics if `v` is a stale or foreign handle, or an object
+    /// of another heap).
     #[inline(never)]
     pub fn push(&mut self, v: Option<GcRef>) {
         if let Some(r) = v {
-            r.descriptor(); // the liveness check
+            self.check(r);
         }
         lock_slots(&self.slots).push(v.map_or(0, |r| r.addr()));
     }
@@ -177,11 +190,12 @@ impl RootedVec {
             None => panic!("RootedVec::get({i}): index out of bounds (len {})", v.len()),
         }
     }
-    /// Replace element `i` (panics if `i >= len` or `v` is stale or foreign).
+    /// Replace element `i` (panics if `i >= len`, or `v` is stale, foreign
+    /// or an object of another heap).
     #[inline(never)]
     pub fn set(&mut self, i: usize, v: Option<GcRef>) {
         if let Some(r) = v {
-            r.descriptor();
+            self.check(r);
         }
         let mut s = lock_slots(&self.slots);
         let n = s.len();

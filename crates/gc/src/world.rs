@@ -15,7 +15,13 @@ use std::thread::ThreadId;
 
 /// Stop-the-world and root enumeration, implemented by the scheduler.
 ///
-/// Contract (what the GC relies on):
+/// # Safety
+///
+/// The collector frees every object it does not reach from the roots a World
+/// reports and reads every range it reports, so a wrong World makes the
+/// collector free live objects or read unmapped memory: implementing it is
+/// `unsafe`, and an implementation guarantees all of the following.
+///
 /// * Every thread that allocates in or holds pointers into the heap is either
 ///   the calling (collecting) thread or is stopped by `stop_the_world`, at a
 ///   safe point outside allocation (allocation runs in a no-preemption section)
@@ -26,7 +32,8 @@ use std::thread::ThreadId;
 ///   except the caller, its stack from the saved SP (minus 128 bytes red zone on
 ///   x86-64) to its top, and its saved/spilled register areas. Ranges must be
 ///   readable memory. The GC scans the caller itself (see
-///   [`current_stack_bounds`](World::current_stack_bounds)).
+///   [`current_stack_bounds`](World::current_stack_bounds), which must return
+///   the bounds of the stack the caller runs on).
 ///   It may also report other memory the world owns that can hold GC values
 ///   (the scheduler reports spawn closures not started yet, join results not
 ///   yet joined and channel buffers): such ranges too must be readable and
@@ -35,17 +42,38 @@ use std::thread::ThreadId;
 ///   when all have returned; any degree of concurrency (including sequential)
 ///   is correct. The closures never allocate and never unwind (the GC aborts
 ///   the process with a message if a marking or sweeping job panics).
-/// * Only threads the World stops (and scans) allocate: `may_attach` refuses
-///   the others, and while a thread counts as stopped but keeps running
-///   (`blocking`), the World takes its mutator away with
-///   [`forbid_allocation`].
-/// * The GC never calls `stop_the_world` twice without `start_the_world`
-///   from the same thread; a World that can detect its stopper calling it
-///   again (the scheduler's does) should panic rather than wait for itself.
-///   A panic in `stop_the_world` is resumed as is (the GC assumes nothing
-///   was stopped); a panic later in the pause makes the GC restart the world
-///   and resume the panic in the collecting caller.
-pub trait World: Send + Sync {
+/// * Only threads the World stops (and scans) allocate or touch the heap:
+///   `may_attach` refuses the others, and while a thread counts as stopped
+///   but keeps running (`blocking`), the World takes its mutator away with
+///   [`forbid_allocation`] (the safe heap accessors then refuse too).
+/// * `blocking(f)` records the caller's stack and spilled registers as
+///   conservative roots while `f` runs and does not return while the world
+///   is stopped by someone else.
+/// * A World that stops nothing says so with
+///   [`single_thread`](World::single_thread) (then the heap admits one
+///   attached thread at a time and only it collects), unless it is used by
+///   one thread only.
+///
+/// Not required for soundness: the GC never calls `stop_the_world` twice
+/// without `start_the_world` from the same thread; a World that can detect
+/// its stopper calling it again (the scheduler's does) should panic rather
+/// than wait for itself. A panic in `stop_the_world` is resumed as is (the
+/// GC assumes nothing was stopped); a panic later in the pause makes the GC
+/// restart the world and resume the panic in the collecting caller.
+///
+/// A safe impl does not compile:
+///
+/// ```compile_fail
+/// struct Bogus;
+/// impl usurp_gc::World for Bogus {
+///     fn stop_the_world(&self) {}
+///     fn start_the_world(&self) {}
+///     fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
+///         f(0x1000, 0x2000) // unmapped: the collector would fault
+///     }
+/// }
+/// ```
+pub unsafe trait World: Send + Sync {
     /// Return when every other task/thread is parked at a safe point.
     fn stop_the_world(&self);
     /// Resume everything stopped by `stop_the_world`.
@@ -82,7 +110,8 @@ pub trait World: Send + Sync {
     /// collector itself) may allocate: any other thread would allocate while
     /// the sweep rewrites the same block's bits, and its pointers would never
     /// be scanned. `Err(why)` refuses, with a sentence saying why. Default:
-    /// every thread (right for [`SoloWorld`]: one thread uses the heap).
+    /// every thread (for [`SoloWorld`] the heap then admits one at a time,
+    /// see [`single_thread`](World::single_thread)).
     fn may_attach(&self) -> Result<(), &'static str> {
         Ok(())
     }
@@ -93,18 +122,35 @@ pub trait World: Send + Sync {
     fn last_stop_holdup(&self) -> Option<String> {
         None
     }
+    /// Whether this World stops nothing (like [`SoloWorld`]): the heap then
+    /// admits one attached thread at a time ([`Heap::attach_thread`](crate::Heap::attach_thread)
+    /// refuses others while one is attached) and refuses a collection from
+    /// another thread while one is attached (its stack would not be scanned).
+    /// Default: false.
+    fn single_thread(&self) -> bool {
+        false
+    }
     /// Called (with the world running) after a cycle queued finalizers: the
     /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
     fn finalizers_pending(&self) {}
 }
 
-/// The world of a heap used by one thread only: nothing to stop.
+/// The world of a heap used by one thread at a time: nothing to stop. The
+/// heap admits one attached thread at a time; while one is attached, no
+/// other thread may attach or collect ([`World::single_thread`]).
 pub struct SoloWorld;
 
-impl World for SoloWorld {
+// SAFETY: single_thread() is true, so the heap lets only one thread use it at
+// a time (one attached thread, and only it collects while attached; a thread
+// that collects while none is attached scans its own stack): there is nobody
+// to stop or scan, and no range is reported.
+unsafe impl World for SoloWorld {
     fn stop_the_world(&self) {}
     fn start_the_world(&self) {}
     fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
+    fn single_thread(&self) -> bool {
+        true
+    }
 }
 
 /// A [`World`] of plain OS threads that call [`ThreadWorld::safepoint`].
@@ -220,7 +266,13 @@ impl ThreadWorld {
     }
 }
 
-impl World for ThreadWorld {
+// SAFETY: only registered threads attach (may_attach); stop_the_world
+// returns when every other registered thread is parked in `park`, with its
+// registers spilled and [sp, stack top) of its own OS stack published, which
+// for_each_conservative_range reports; `blocking` parks likewise and waits
+// out a stop before returning; run_parallel runs each index once on scoped
+// threads and returns when all have finished.
+unsafe impl World for ThreadWorld {
     fn stop_the_world(&self) {
         let me = std::thread::current().id();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -153,7 +153,7 @@ fn attaching_twice_is_an_error() {
 
 #[test]
 fn heap_limit_gives_an_error_then_a_clear_panic_and_recovers() {
-    let h = Heap::new(usurp_gc::HeapConfig { gogc: Some(100), ..config(4 << 20) }).unwrap();
+    let h = heap_with(usurp_gc::HeapConfig { gogc: Some(100), ..config(4 << 20) });
     let _g = h.attach_thread().unwrap();
     let root = h.add_root(None);
     let chunk = Descriptor::array_builder(1).pointer_at(0).build().unwrap();

@@ -130,9 +130,9 @@ fn a_stale_typed_handle_never_derefs() {
     quiet_panics();
     let h = heap(16 << 20);
     let raw: Vec<usurp_gc::GcRef> = on_other_thread(&h, |_| (0..500).map(|i| node(i, None, None).raw()).collect());
+    let _g = h.attach_thread().unwrap();
     // Typed while still allocated (no collection yet).
     let kept: Vec<usurp_gc::Gc<Node>> = raw.iter().map(|&r| usurp_gc::Gc::from_ref(r).unwrap()).collect();
-    let _g = h.attach_thread().unwrap();
     collect_elsewhere(&h);
     for g in &kept {
         let e = catch(|| g.val).expect_err("deref of a freed Gc<Node>");
@@ -164,7 +164,7 @@ fn a_stale_typed_handle_never_derefs() {
 #[test]
 fn checkrefs_reports_stale_access_with_the_descriptor() {
     quiet_panics();
-    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, ..config(16 << 20) }).unwrap();
+    let h = heap_with(usurp_gc::HeapConfig { check_refs: true, ..config(16 << 20) });
     let d = Descriptor::builder(3).name("Point").build().unwrap();
     let kept: Vec<usurp_gc::GcRef> = on_other_thread(&h, move |_| (0..1000).map(|_| usurp_gc::alloc(d)).collect());
     let _g = h.attach_thread().unwrap();
@@ -200,7 +200,7 @@ fn checkrefs_reports_stale_access_with_the_descriptor() {
 #[test]
 fn checkrefs_quarantine_is_bounded() {
     let limit = 8 << 20;
-    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig { check_refs: true, gogc: Some(100), ..config(limit) }).unwrap();
+    let h = heap_with(usurp_gc::HeapConfig { check_refs: true, gogc: Some(100), ..config(limit) });
     let _g = h.attach_thread().unwrap();
     let small = Descriptor::builder(5).build().unwrap();
     let big = Descriptor::array_builder(1).build().unwrap();
@@ -246,6 +246,8 @@ fn rooted_vec_elements_are_roots() {
     };
     assert_eq!(v.len(), 101);
     assert_eq!(v.get(100), None);
+    // Reading objects needs a mutator (TestWorld admits several threads).
+    let _g = h.attach_thread().unwrap();
     collect_elsewhere(&h);
     for (i, &a) in addrs.iter().enumerate() {
         assert_eq!(v.get(i).map(|r| r.addr()), Some(a));
@@ -288,6 +290,9 @@ fn the_heap_table_tracks_live_heaps_only() {
         assert!(r.is_live());
         r
     };
+    // Accessors need a mutator: attach to another heap.
+    let other = heap(1 << 20);
+    let _g = other.attach_thread().unwrap();
     assert!(catch(|| r.word(0)).unwrap_err().contains("not a live object of any usurp heap"));
     for _ in 0..600 {
         drop(heap(1 << 20)); // more than the table's 256 slots over time
@@ -297,4 +302,138 @@ fn the_heap_table_tracks_live_heaps_only() {
     let err = many.iter().find_map(|h| h.as_ref().err()).expect("300 heaps alive at once were accepted");
     assert!(err.to_string().contains("usurp heaps alive at once"), "{err}");
     assert!(many.iter().filter(|h| h.is_ok()).count() >= 200);
+}
+
+/// Review defect 5: `MutatorGuard` and `forbid_allocation`'s guard nest;
+/// dropping them out of order used to reinstall the freed mutator as the
+/// thread's current one (use after free from safe code). Now the guard
+/// dropped out of order aborts the process with a message. Both orders of
+/// misuse are checked in a child process; the child exits 0 (and the test
+/// fails) if the misuse goes unnoticed.
+#[test]
+fn thread_mutator_guards_dropped_out_of_order_abort() {
+    if let Ok(mode) = std::env::var("USURP_CHILD_GUARD_ORDER") {
+        let h = usurp_gc::Heap::new(usurp_gc::HeapConfig::default()).unwrap();
+        if mode == "attach-then-forbid" {
+            let g = h.attach_thread().unwrap();
+            let f = usurp_gc::forbid_allocation("probe");
+            drop(g); // out of order: must abort here
+            drop(f);
+        } else {
+            let f = usurp_gc::forbid_allocation("probe");
+            let g = h.attach_thread().unwrap();
+            drop(f); // out of order: must abort here
+            drop(g);
+        }
+        eprintln!("child: out-of-order drop went unnoticed; current heap: {:?}", usurp_gc::Heap::current());
+        std::process::exit(0);
+    }
+    for mode in ["attach-then-forbid", "forbid-then-attach"] {
+        let out = run_child("thread_mutator_guards_dropped_out_of_order_abort", "USURP_CHILD_GUARD_ORDER", mode);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode}: {err}");
+        assert!(err.contains("dropped out of order"), "{mode}: {err}");
+    }
+    // In order, both nestings are fine.
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig::default()).unwrap();
+    let g = h.attach_thread().unwrap();
+    let f = usurp_gc::forbid_allocation("probe");
+    assert!(usurp_gc::Heap::current().is_none());
+    drop(f);
+    assert!(usurp_gc::Heap::current().is_some());
+    drop(g);
+    assert!(usurp_gc::Heap::current().is_none());
+}
+
+/// Run `f` on a fresh attached thread of a new heap whose only root scanner
+/// is `scanner`, collect there, and return the collection's panic message
+/// (`None` if it did not panic); fails after 10 s instead of hanging.
+fn collect_with_scanner(scanner: impl Fn(&usurp_gc::Heap) + Send + Sync + 'static) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let h = usurp_gc::Heap::new(usurp_gc::HeapConfig::default()).unwrap();
+        let h2 = h.clone();
+        let _g = h.attach_thread().unwrap();
+        let id = h.add_root_scanner(Box::new(move |_| scanner(&h2)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.collect()));
+        // The heap still works after the refused call.
+        assert!(h.remove_root_scanner(id));
+        let l = list(50);
+        h.collect();
+        check_list(l, 50);
+        assert_eq!(h.stats().verify_failures, 0);
+        tx.send(r.err().map(panic_message)).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the collection hung (or the scenario panicked)")
+}
+
+/// Review defect 2: `heap.collect()` from inside a root scanner (the
+/// collector collecting during its own pause) deadlocked on the heap's
+/// collection lock; allocating there succeeded silently (an object allocated
+/// in the pause, before the sweep, unmarked: freed at once). Both now panic
+/// clearly and the heap stays usable.
+#[test]
+fn collecting_or_allocating_inside_the_pause_panics_clearly() {
+    let m = collect_with_scanner(|h| h.collect()).expect("collect() inside a root scanner did not panic");
+    assert!(m.contains("inside a collection's pause"), "{m}");
+    let m = collect_with_scanner(|_| {
+        black_box(list(1));
+    })
+    .expect("allocating inside a root scanner did not panic");
+    assert!(m.contains("inside a collection's pause"), "{m}");
+}
+
+/// Review defect 7: under checkrefs, objects freed into the quarantine still
+/// occupy their slots until evicted; they used to count as neither live nor
+/// allocated, so the pacer and `heap_alloc` did not see them. They now count
+/// as allocated (not live) memory, as refcheck.rs says.
+#[test]
+fn quarantined_objects_count_as_allocated_memory() {
+    let h = heap_with(usurp_gc::HeapConfig { check_refs: true, ..config(64 << 20) });
+    on_other_thread(&h, |_| {
+        for _ in 0..100 {
+            black_box(list(100));
+        }
+    });
+    collect_elsewhere(&h);
+    let s = h.stats();
+    // 10,000 dead 32-byte nodes sit in the quarantine.
+    let quarantined = s.heap_alloc - s.heap_live;
+    assert!(quarantined >= 10_000 * 32, "heap_alloc={} heap_live={}", s.heap_alloc, s.heap_live);
+    // Without checkrefs they are freed: nothing but live memory is counted.
+    let h = heap(64 << 20);
+    on_other_thread(&h, |_| {
+        for _ in 0..100 {
+            black_box(list(100));
+        }
+    });
+    collect_elsewhere(&h);
+    let s = h.stats();
+    assert_eq!(s.heap_alloc, s.heap_live);
+}
+
+/// Review (unconfirmed item): `RootedVec::push`/`set` accepted a live object
+/// of another heap, which that heap's collector would then free (only this
+/// heap scans the container). Both now refuse it.
+#[test]
+fn a_rooted_vec_refuses_objects_of_another_heap() {
+    quiet_panics();
+    let h = heap(16 << 20);
+    let other = heap(16 << 20);
+    let _g = other.attach_thread().unwrap();
+    let foreign = usurp_gc::alloc(Descriptor::builder(1).build().unwrap());
+    let mut v = usurp_gc::RootedVec::new(&h);
+    assert!(catch(|| v.push(Some(foreign))).expect_err("push accepted another heap's object").contains("another heap"));
+    v.push(None);
+    assert!(catch(|| v.set(0, Some(foreign))).expect_err("set accepted another heap's object").contains("another heap"));
+    assert_eq!(v.len(), 1);
+    // Objects of its own heap are accepted.
+    let v = on_other_thread(&h, move |_| {
+        let r = usurp_gc::alloc(Descriptor::builder(1).build().unwrap());
+        v.push(Some(r));
+        v.set(0, Some(r));
+        v
+    });
+    assert_eq!(v.len(), 2);
+    assert!(v.get(0).is_some() && v.get(0) == v.get(1));
 }

@@ -272,3 +272,48 @@ fn racing_allocations_past_the_limit_report_exhaustion() {
     }
     assert!(t.elapsed() < std::time::Duration::from_secs(120), "took {:?}", t.elapsed());
 }
+
+/// Review defect 6: a `Heap::new` heap (SoloWorld: stops nothing) admitted
+/// any number of attached threads (two threads building checksummed lists
+/// corrupted them), and a thread could collect while another was attached
+/// (unscanned). It now admits one attached thread at a time, refuses a
+/// collection from another thread meanwhile, and admits the next thread
+/// once the first has detached.
+#[test]
+fn a_solo_heap_admits_one_attached_thread_at_a_time() {
+    let h = usurp_gc::Heap::new(usurp_gc::HeapConfig::default()).unwrap();
+    let (attached_tx, attached_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let h1 = h.clone();
+    let first = std::thread::spawn(move || {
+        let _g = h1.attach_thread().unwrap();
+        let l = list(100);
+        attached_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        h1.collect();
+        check_list(l, 100);
+    });
+    attached_rx.recv().unwrap();
+    let h2 = h.clone();
+    let (refused, collect_msg) = std::thread::spawn(move || {
+        let refused = match h2.attach_thread() {
+            Err(usurp_gc::AttachError::Refused(why)) => why.contains("one thread at a time"),
+            _ => false,
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h2.collect()));
+        let msg = r.err().map(|e| {
+            e.downcast_ref::<String>().cloned().unwrap_or_else(|| e.downcast_ref::<&str>().unwrap_or(&"").to_string())
+        });
+        (refused, msg)
+    })
+    .join()
+    .unwrap();
+    release_tx.send(()).unwrap();
+    first.join().unwrap();
+    assert!(refused, "a second thread attached to a Heap::new heap while the first was attached");
+    let m = collect_msg.expect("another thread collected while a thread was attached to a Heap::new heap");
+    assert!(m.contains("other than the one attached"), "{m}");
+    // The first has detached: the next thread may attach.
+    on_other_thread(&h, |_| check_list(list(10), 10));
+    assert_eq!(h.stats().verify_failures, 0);
+}

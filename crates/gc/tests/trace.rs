@@ -89,12 +89,16 @@ fn fields_of_dead_objects_do_not_keep_anything_alive() {
 fn interior_and_end_pointers_on_the_stack_keep_objects_alive() {
     let h = heap(16 << 20);
     let _g = h.attach_thread().unwrap();
+    // 2 one-word pointer elements: header + length + 2 = 32 bytes.
+    let arr = Descriptor::array_builder(1).pointer_at(0).name("arr").build().unwrap();
     let (interior, end) = {
         let a = list(100).unwrap();
-        let b = list(50).unwrap();
-        // Only an interior pointer to a and a one-past-the-end pointer to b
-        // (b is 32 bytes: header + 3 words) remain.
-        (a.raw().addr() + 12, b.raw().addr() + 32)
+        let b = alloc_array(arr, 2);
+        b.set_ptr(1, Some(list(50).unwrap().raw()));
+        // Only an interior pointer to a and a one-past-the-end pointer to the
+        // array b (the end of a slice over its elements) remain. (The end
+        // rule applies to arrays only: see mark.rs.)
+        (a.raw().addr() + 12, b.addr() + 32)
     };
     let interior = black_box(interior);
     let end = black_box(end);
@@ -104,8 +108,8 @@ fn interior_and_end_pointers_on_the_stack_keep_objects_alive() {
     }
     let a = h.find_object(interior).expect("interior pointer did not keep its object");
     check_list(Gc::from_ref(a), 100);
-    let b = h.find_object(end - 1).expect("end pointer did not keep its object");
-    check_list(Gc::from_ref(b), 50);
+    let b = h.find_object(end - 1).expect("end pointer did not keep its array");
+    check_list(Gc::from_ref(b.ptr(1).unwrap()), 50);
     black_box((interior, end));
     assert_eq!(h.stats().verify_failures, 0);
 }
@@ -250,7 +254,12 @@ fn pacing_triggers_collections() {
 /// A World whose `run_parallel` runs the markers one after the other (the
 /// trait's default): marking must terminate and be complete anyway.
 struct SequentialWorld;
-impl usurp_gc::World for SequentialWorld {
+// SAFETY: stops nothing, which says single_thread(): the heap admits one
+// attached thread and only it collects.
+unsafe impl usurp_gc::World for SequentialWorld {
+    fn single_thread(&self) -> bool {
+        true
+    }
     fn stop_the_world(&self) {}
     fn start_the_world(&self) {}
     fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
@@ -290,10 +299,10 @@ fn pointer_free_objects_live_apart_and_are_never_scanned() {
         std::mem::forget(h.add_root(Some(s)));
         (s.addr(), t.addr())
     });
-    let _g = h.attach_thread().unwrap();
     collect_elsewhere(&h);
     assert!(h.find_object(s_addr).is_some(), "rooted byte array freed");
     assert_eq!(h.find_object(t_addr), None, "a pointer-free object was scanned");
+    let _g = h.attach_thread().unwrap();
     // Same size, with a pointer: another block.
     let scanned = alloc(Descriptor::builder(3).pointer_at(0).build().unwrap());
     let block = |a: usize| a & !(usurp_gc::block::BLOCK_SIZE - 1);
@@ -305,7 +314,12 @@ fn pointer_free_objects_live_apart_and_are_never_scanned() {
 /// Counts `finalizers_pending` notifications.
 #[derive(Default)]
 struct NotifyWorld(std::sync::atomic::AtomicUsize);
-impl usurp_gc::World for NotifyWorld {
+// SAFETY: stops nothing, which says single_thread(): the heap admits one
+// attached thread and only it collects.
+unsafe impl usurp_gc::World for NotifyWorld {
+    fn single_thread(&self) -> bool {
+        true
+    }
     fn stop_the_world(&self) {}
     fn start_the_world(&self) {}
     fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
@@ -317,7 +331,8 @@ impl usurp_gc::World for NotifyWorld {
 #[test]
 fn the_world_is_told_when_finalizers_are_queued() {
     let w = Arc::new(NotifyWorld::default());
-    let h = heap(16 << 20);
+    // set_world replaces Heap::new's single-thread World.
+    let h = usurp_gc::Heap::new(config(16 << 20)).unwrap();
     h.set_world(w.clone());
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n2 = n.clone();
@@ -331,7 +346,7 @@ fn the_world_is_told_when_finalizers_are_queued() {
     assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     collect_elsewhere(&h); // nothing new queued: no second notification
     assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(h.run_pending_finalizers(), 1);
+    assert_eq!(on_other_thread(&h, |h| h.run_pending_finalizers()), 1);
     assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
@@ -364,11 +379,9 @@ fn object_at_accepts_only_object_starts() {
 /// "what do these conservative roots keep alive?". Returns the cycle's live
 /// object count.
 fn collect_holding(h: &usurp_gc::Heap, held: [usize; 64]) -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    // A stack size never used before: glibc cannot hand out a cached stack
+    // A stack larger than any before: glibc cannot hand out a cached stack
     // with stale words of an earlier thread (see collect_elsewhere).
-    let size = (6 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10);
+    let size = fresh_stack_size();
     let h = h.clone();
     std::thread::Builder::new()
         .stack_size(size)
@@ -443,6 +456,8 @@ fn an_exact_end_pointer_keeps_its_array_alive() {
         // `a`'s end is `b`'s start (an object); `b`'s end is a free slot.
         (a.addr(), b.addr(), b.addr() + 32, lists.iter().map(|l| l.addr()).collect::<Vec<_>>())
     });
+    // Reading objects needs a mutator (TestWorld admits several threads).
+    let _g = h.attach_thread().unwrap();
     assert_eq!(h.find_object(second_end), None, "the slot after the last array is free");
     let mut held = [0usize; 64];
     held[0] = second; // a's end pointer (and b's start)
@@ -463,7 +478,9 @@ struct CountingWorld {
     held: Mutex<Vec<std::time::Duration>>,
 }
 
-impl usurp_gc::World for CountingWorld {
+// SAFETY: the tests using it run one attached thread; nothing else touches
+// the heap, so a world that stops nothing and reports no ranges is exact.
+unsafe impl usurp_gc::World for CountingWorld {
     fn stop_the_world(&self) {
         self.stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.since.lock().unwrap() = Some(std::time::Instant::now());
@@ -545,4 +562,39 @@ fn the_verifier_catches_a_pointer_to_a_freed_object() {
     assert!(h.stats().verify_failures > before, "verifier missed a pointer to a freed object");
     a.left.set(None);
     black_box(a);
+}
+
+/// Review defect 3: as `a_dead_neighbour_of_a_rooted_object_is_collected`,
+/// but with 2-payload-word cells (24 bytes: exactly the 24-byte class, a cons
+/// cell), where a cell's exact end is its successor's start. The
+/// one-past-the-end rule used to apply to any predecessor (live=768
+/// kept_dead_neighbours=64): it now applies only to arrays.
+#[test]
+fn an_exact_fit_dead_neighbour_of_a_rooted_object_is_collected() {
+    let h = heap(16 << 20);
+    let cell = Descriptor::builder(2).pointer_at(0).name("cons").build().unwrap();
+    let (dead, rooted, lists) = on_other_thread(&h, move |_| {
+        let mut dead = vec![];
+        let mut rooted = [0usize; 64];
+        let mut lists = vec![];
+        for r in rooted.iter_mut() {
+            let a = alloc(cell);
+            let b = alloc(cell);
+            assert_eq!(b.addr(), a.addr() + 24);
+            let l = list(10).unwrap();
+            a.set_ptr(0, Some(l.raw()));
+            dead.push(a.addr());
+            lists.push(l.raw().addr());
+            *r = b.addr();
+        }
+        (dead, rooted, lists)
+    });
+    let live = collect_holding(&h, rooted);
+    let kept = dead.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    let kept_lists = lists.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    eprintln!("live={live} kept_dead_neighbours={kept} kept_lists={kept_lists}");
+    assert_eq!((kept, kept_lists), (0, 0), "dead cons-cell neighbours retained by roots to their successors");
+    for r in rooted {
+        assert!(h.object_at(r).is_some(), "a rooted cell was freed");
+    }
 }

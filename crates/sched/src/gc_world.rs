@@ -87,7 +87,19 @@ impl RuntimeWorld {
     }
 }
 
-impl World for RuntimeWorld {
+// SAFETY: stop_the_world (stw.rs) returns when every task of the runtime is
+// parked at a safe point (switched out, preempted in preemptible code, or
+// inside blocking() with its mutator taken away by forbid_allocation) and
+// never waits for the caller; for_each_conservative_range reports every
+// parked task's stack from its saved SP (minus the red zone) to its top,
+// which holds its saved registers, plus the runtime's spawn closures, join
+// results and channel buffers, all readable and unwritten while stopped;
+// current_stack_bounds is the running task's stack (or the OS thread's);
+// blocking() is stw::safe_region (the caller's frames are scanned, it waits
+// out a stop before returning); run_parallel runs each index once and
+// returns when all finished; may_attach admits only the runtime's own
+// threads, which stop_the_world stops. single_thread() is false.
+unsafe impl World for RuntimeWorld {
     fn stop_the_world(&self) {
         self.with(crate::stw::stop_the_world);
     }

@@ -22,7 +22,32 @@ pub fn config(max_heap: usize) -> HeapConfig {
 }
 
 pub fn heap(max_heap: usize) -> Heap {
-    Heap::new(config(max_heap)).expect("heap")
+    heap_with(config(max_heap))
+}
+
+/// A heap of these tests: its World is [`TestWorld`].
+pub fn heap_with(cfg: HeapConfig) -> Heap {
+    Heap::with_world(cfg, std::sync::Arc::new(TestWorld)).expect("heap")
+}
+
+/// The World of these tests: stops nothing and scans nothing but the
+/// collecting thread, like `SoloWorld`, but admits several (sequentially
+/// used) attached threads and lets any thread collect, which `Heap::new`'s
+/// SoloWorld refuses while a thread is attached. The tests need that to
+/// check what a collection frees: they attach one thread, keep handles to
+/// objects that should be garbage, and collect from a fresh thread
+/// ([`collect_elsewhere`]) whose stack holds no stale copies.
+pub struct TestWorld;
+
+// SAFETY: the tests that use it touch the heap from one thread at a time:
+// `on_other_thread` and `collect_elsewhere` run while the calling thread
+// waits in `join`, and what the waiting thread holds unscanned is either
+// rooted or garbage whose freeing the test checks (through `find_object`,
+// `object_at` and the checked accessors, which never read freed memory).
+unsafe impl usurp_gc::World for TestWorld {
+    fn stop_the_world(&self) {}
+    fn start_the_world(&self) {}
+    fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
 }
 
 /// Build a list of `n` nodes with values 0..n (head has value n-1).
@@ -84,12 +109,11 @@ pub fn addr(r: GcRef) -> usize {
 ///
 /// glibc caches the stacks of exited threads, and a reused stack holds stale
 /// words of its previous thread in not-yet-written frame slots; every call
-/// asks for a larger stack than any before, which glibc cannot serve from
-/// its cache, so the collecting thread's stack is fresh (zero) memory.
+/// asks for a larger stack than any before ([`fresh_stack_size`]), which
+/// glibc cannot serve from its cache, so the collecting thread's stack is
+/// fresh (zero) memory.
 pub fn collect_elsewhere(heap: &Heap) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let size = (4 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10);
+    let size = fresh_stack_size();
     let h = heap.clone();
     std::thread::Builder::new().stack_size(size).spawn(move || h.collect()).unwrap().join().unwrap();
 }
@@ -125,4 +149,42 @@ pub fn lazy_sweep_scenario(h: &Heap) -> (usize, usize, GcRef) {
     let (p, c) = (black_box(px) ^ X, black_box(cx) ^ X);
     assert_eq!(reused.addr(), c, "the freed child slot was reused");
     (p, c, reused)
+}
+
+/// Run the test `name` of the current test binary in a child process with
+/// `key=val` in its environment (the test does its scenario when it sees the
+/// variable) and return its output. For scenarios that must abort the
+/// process. Under qemu without binfmt_misc the child starts through qemu.
+#[allow(dead_code)]
+pub fn run_child(name: &str, key: &str, val: &str) -> std::process::Output {
+    let exe = std::env::current_exe().unwrap();
+    let args = [name, "--exact", "--nocapture", "--test-threads=1"];
+    match std::process::Command::new(&exe).args(args).env(key, val).output() {
+        Ok(o) if !(o.status.code() == Some(127) && o.stdout.is_empty() && o.stderr.is_empty()) => o,
+        _ => {
+            let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+            std::process::Command::new(&qemu)
+                .arg("-L")
+                .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
+                .arg(&exe)
+                .args(args)
+                .env(key, val)
+                .output()
+                .unwrap()
+        }
+    }
+}
+
+/// A thread stack size larger than any this process asked for before through
+/// this function: glibc serves a request from its cache of exited threads'
+/// stacks only with a stack at least that large, so the new thread's stack
+/// is fresh memory, free of stale words. One counter for every helper: with
+/// two counters (collect_elsewhere's 4 MiB + n, collect_holding's 6 MiB + m)
+/// a collect_elsewhere thread could get an exited collect_holding thread's
+/// stack, whose stale words pointed into a heap reservation that a later
+/// test's heap reused: objects that test expected freed were retained.
+pub fn fresh_stack_size() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    (8 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10)
 }
