@@ -12,7 +12,7 @@ use std::hint::black_box;
 use usurp_gc::{GcRef, Heap, HeapConfig};
 
 fn lazy_heap() -> Heap {
-    let h = Heap::new(HeapConfig { verify: false, ..config(64 << 20) }).unwrap();
+    let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
     h.set_background_sweeping(false);
     h
 }

@@ -7,12 +7,12 @@
 mod common;
 use common::*;
 use std::sync::atomic::Ordering;
-use usurp_gc::{Heap, HeapConfig};
+use usurp_gc::HeapConfig;
 
 #[test]
 fn without_the_rule_a_stray_word_revives_a_dead_unswept_object() {
     usurp_gc::space::LOOKUP_IGNORES_SWEEP_STATE.store(true, Ordering::SeqCst);
-    let h = Heap::new(HeapConfig { verify: false, ..config(64 << 20) }).unwrap();
+    let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
     h.set_background_sweeping(false);
     let _g = h.attach_thread().unwrap();
     let (p, _c, reused) = lazy_sweep_scenario(&h);
