@@ -1117,6 +1117,7 @@ impl HeapInner {
                 }
                 m.swept.store(2 * gen, Ordering::Release);
                 if !quarantined.is_empty() {
+                    self.count_quarantined(quarantined.len() * size);
                     lock(&self.quarantine).push(quarantined);
                 }
                 if allocated == 0 {
@@ -1146,6 +1147,7 @@ impl HeapInner {
                     m.marks[next][0].store(0, Ordering::Relaxed);
                     m.swept.store(2 * gen, Ordering::Release);
                     if fresh {
+                        self.count_quarantined(bytes);
                         lock(&self.quarantine).push([(addr, bytes)]);
                     }
                 } else {
@@ -1162,6 +1164,16 @@ impl HeapInner {
                 Swept::Yes
             }
         }
+    }
+
+    /// checkrefs: objects quarantined by a lazy sweep after the pause still
+    /// occupy their slots: they count as allocated (not live) memory from
+    /// now on, and the goal grows by as much (as the pause does for the
+    /// quarantine it keeps), so that checkrefs does not change how often the
+    /// pacer collects.
+    fn count_quarantined(&self, bytes: usize) {
+        self.allocated.fetch_add(bytes, Ordering::Relaxed);
+        self.goal.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// checkrefs: free a quarantined object for real (clear its object-start
