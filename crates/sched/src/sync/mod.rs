@@ -6,6 +6,10 @@ mod condvar;
 pub mod mpsc;
 mod mutex;
 
-pub use condvar::Condvar;
-pub use mpsc::{channel, sync_channel, Receiver, RecvError, SendError, Sender, SyncSender, TryRecvError, TrySendError};
-pub use mutex::{Mutex, MutexGuard};
+pub use crate::wait::set_wait_claim_for_tests;
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mpsc::{
+    channel, sync_channel, Receiver, RecvError, RecvTimeoutError, SendError, Sender, SyncSender, TryRecvError,
+    TrySendError,
+};
+pub use mutex::{Mutex, MutexGuard, TryLockError};

@@ -20,8 +20,8 @@
 //! `Vec<GcRef>` sent as a whole) is not scanned.
 
 use crate::heap_roots::{self, RangeFn, Slot};
-use crate::spin::SpinLock;
-use crate::wait::{WaitNode, WaitQueue, Waker};
+use crate::spin::{SpinGuard, SpinLock};
+use crate::wait::{Claim, WaitNode, WaitQueue, Waker};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -72,6 +72,30 @@ pub enum TryRecvError {
     Empty,
     /// All senders are gone and the channel is empty.
     Disconnected,
+}
+
+/// Why [`Receiver::recv_timeout`] returned nothing.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// All senders are gone and the channel is empty.
+    Disconnected,
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvTimeoutError::Timeout => f.write_str("timed out waiting on a channel"),
+            RecvTimeoutError::Disconnected => f.write_str("receiving on an empty channel whose senders are all gone"),
+        }
+    }
+}
+impl std::error::Error for RecvTimeoutError {}
+impl From<RecvError> for RecvTimeoutError {
+    fn from(_: RecvError) -> Self {
+        RecvTimeoutError::Disconnected
+    }
 }
 
 /// Why [`SyncSender::try_send`] failed; holds the value.
@@ -201,18 +225,29 @@ impl<T> Chan<T> {
         if !st.receiver_alive {
             return Err(TrySendError::Disconnected(v));
         }
-        if let Some(n) = st.recv_q.pop() {
+        while let Some(n) = st.recv_q.pop() {
             // SAFETY: a dequeued receiver node, not yet notified.
             if unsafe { WaitNode::is_abandoned(n) } {
                 // The receiver is blocked in a task its runtime abandoned:
                 // it can never receive again (a Receiver is used by one
                 // task at a time), so the channel is disconnected.
                 // SAFETY: as above; the dead waiter never looks at it.
-                let _ = unsafe { WaitNode::take_waker(n) };
+                unsafe {
+                    if WaitNode::try_claim(n) {
+                        let _ = WaitNode::take_waker(n);
+                    }
+                }
                 st.receiver_alive = false;
                 return Err(TrySendError::Disconnected(v));
             }
-            // SAFETY: a dequeued receiver node; we fill its slot then wake it.
+            // SAFETY: as above. Losing the claim means the receiver timed
+            // out (or its select took another case): skip it, the value
+            // goes to the next receiver or the buffer.
+            if !unsafe { WaitNode::try_claim(n) } {
+                continue;
+            }
+            // SAFETY: a dequeued receiver node we won; we fill its slot then
+            // wake it.
             let w = unsafe {
                 *(*n).payload.get() = Some(v);
                 WaitNode::take_waker(n)
@@ -240,9 +275,10 @@ impl<T> Chan<T> {
         }
     }
 
-    /// Receives; `block` = wait for a value.
-    fn recv(&self, block: bool) -> Result<T, TryRecvError> {
-        let mut st = self.state.lock();
+    /// Receives a value if one is ready now (buffered, or from a blocked
+    /// sender), else says why not: `Empty` or `Disconnected`. Called with
+    /// the lock held; consumes the guard.
+    fn recv_ready<'a>(&'a self, mut st: SpinGuard<'a, State<T>>) -> Result<T, (SpinGuard<'a, State<T>>, TryRecvError)> {
         if let Some(v) = st.buf.pop_front() {
             // Room freed: move one blocked sender's value in.
             let w = st.send_q.pop_live().map(|n| {
@@ -268,18 +304,53 @@ impl<T> Chan<T> {
             return Ok(v);
         }
         if st.senders == 0 {
-            return Err(TryRecvError::Disconnected);
+            return Err((st, TryRecvError::Disconnected));
         }
-        if !block {
-            return Err(TryRecvError::Empty);
-        }
-        let node: WaitNode<Option<T>> = WaitNode::new(None);
-        // SAFETY: the node stays on our stack until dequeued and woken.
-        unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
+        Err((st, TryRecvError::Empty))
+    }
+
+    /// Receives; `block` = wait for a value: `None` = no, `Some(None)` =
+    /// without a deadline, `Some(Some(d))` = until monotonic time `d`.
+    fn recv(&self, block: Option<Option<u64>>) -> Result<T, RecvTimeoutError> {
+        let st = match self.recv_ready(self.state.lock()) {
+            Ok(v) => return Ok(v),
+            Err((_, TryRecvError::Disconnected)) => return Err(RecvTimeoutError::Disconnected),
+            Err((st, TryRecvError::Empty)) => st,
+        };
+        let Some(deadline) = block else {
+            return Err(RecvTimeoutError::Timeout); // = Empty for try_recv
+        };
+        let mut st = st;
+        let Some(d) = deadline else {
+            let node: WaitNode<Option<T>> = WaitNode::new(None);
+            // SAFETY: the node stays on our stack until dequeued and woken.
+            unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
+            drop(st);
+            node.wait();
+            // SAFETY: notified: the waker is done with the node.
+            return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
+        };
+        let claim = Claim::new();
+        let node: WaitNode<Option<T>> = WaitNode::with_claim(None, &claim, 0);
+        let np = &node as *const _ as *mut WaitNode<Option<T>>;
+        // SAFETY: the node stays on our stack until a waker that won our
+        // claim woke it, or we removed it from the queue (below).
+        unsafe { st.recv_q.push(np) };
         drop(st);
-        node.wait();
-        // SAFETY: notified: the waker is done with the node.
-        unsafe { (*node.payload.get()).take() }.ok_or(TryRecvError::Disconnected)
+        if claim.wait(Some(d), |_| node.is_notified()).is_some() {
+            // SAFETY: notified: the waker is done with the node.
+            return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
+        }
+        // Timed out: nobody will fill or wake the node; unlink it (unless a
+        // sender that lost the claim already dequeued it). A value or a
+        // disconnection that arrived meanwhile is still reported.
+        let mut st = self.state.lock();
+        st.recv_q.remove(np);
+        match self.recv_ready(st) {
+            Ok(v) => Ok(v),
+            Err((_, TryRecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
+            Err((_, TryRecvError::Empty)) => Err(RecvTimeoutError::Timeout),
+        }
     }
 
     fn add_sender(&self) {
@@ -293,8 +364,14 @@ impl<T> Chan<T> {
             st.senders -= 1;
             if st.senders == 0 {
                 while let Some(n) = st.recv_q.pop() {
-                    // SAFETY: dequeued by us; its slot stays None = disconnected.
-                    wakers.push(unsafe { WaitNode::take_waker(n) });
+                    // SAFETY: dequeued by us; its slot stays None =
+                    // disconnected. A receiver whose claim we lose timed out
+                    // (it sees the disconnection when it relocks).
+                    unsafe {
+                        if WaitNode::try_claim(n) {
+                            wakers.push(WaitNode::take_waker(n));
+                        }
+                    }
                 }
             }
         }
@@ -310,8 +387,13 @@ impl<T> Chan<T> {
             st.receiver_alive = false;
             while let Some(n) = st.send_q.pop() {
                 // SAFETY: dequeued by us; the value stays in the node, which
-                // the sender reads as "disconnected".
-                wakers.push(unsafe { WaitNode::take_waker(n) });
+                // the sender reads as "disconnected" (a sender whose claim
+                // we lose sees the disconnection itself).
+                unsafe {
+                    if WaitNode::try_claim(n) {
+                        wakers.push(WaitNode::take_waker(n));
+                    }
+                }
             }
             std::mem::take(&mut st.buf)
         };
@@ -358,12 +440,37 @@ impl<T> Receiver<T> {
     /// Receives a value, parking until one arrives. Fails once all senders
     /// are gone and the channel is empty.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv(true).map_err(|_| RecvError)
+        self.chan.recv(Some(None)).map_err(|_| RecvError)
     }
 
-    /// Receives a value if one is available now.
+    /// Receives a value if one is available now, like
+    /// `std::sync::mpsc::Receiver::try_recv`: `Err(Empty)` if none is (but
+    /// senders remain), `Err(Disconnected)` if all senders are gone and the
+    /// channel is empty. Never blocks.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(false)
+        self.chan.recv(None).map_err(|e| match e {
+            RecvTimeoutError::Timeout => TryRecvError::Empty,
+            RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+        })
+    }
+
+    /// Receives a value, parking (or, on a plain thread, blocking) for at
+    /// most `timeout`, like `std::sync::mpsc::Receiver::recv_timeout`:
+    /// `Err(Timeout)` if nothing arrived in time, `Err(Disconnected)` once
+    /// all senders are gone and the channel is empty. A value that arrives
+    /// as the timeout expires is either received or left in the channel for
+    /// the next receive, never lost: the timer and a sender race for one
+    /// claim (see the `wait` module docs). Timeouts are measured on the
+    /// monotonic clock; for tasks they fire from the runtime's timers (as
+    /// `usurp::sleep`), so they may be late under load, never early.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<T, RecvTimeoutError> {
+        self.chan.recv(Some(Some(crate::wait::deadline_after(timeout))))
+    }
+
+    /// [`Receiver::recv_timeout`] with an absolute deadline.
+    pub fn recv_deadline(&self, deadline: std::time::Instant) -> Result<T, RecvTimeoutError> {
+        let d = deadline.saturating_duration_since(std::time::Instant::now());
+        self.recv_timeout(d)
     }
 
     /// An iterator over received values, ending when all senders are gone.
