@@ -5,6 +5,7 @@
 mod condvar;
 pub mod mpsc;
 mod mutex;
+mod select;
 
 pub use crate::wait::set_wait_claim_for_tests;
 pub use condvar::{Condvar, WaitTimeoutResult};
@@ -13,3 +14,4 @@ pub use mpsc::{
     TrySendError,
 };
 pub use mutex::{Mutex, MutexGuard, TryLockError};
+pub use select::{Chosen, Select, Selected, SendHalf};

@@ -26,20 +26,21 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-struct State<T> {
+/// A channel's state; every field is read and written under `Chan::state`.
+pub(super) struct State<T> {
     buf: VecDeque<T>,
     cap: usize,
     senders: usize,
     receiver_alive: bool,
-    recv_q: WaitQueue<Option<T>>,
-    send_q: WaitQueue<Option<T>>,
+    pub(super) recv_q: WaitQueue<Option<T>>,
+    pub(super) send_q: WaitQueue<Option<T>>,
 }
 
-struct Chan<T> {
+pub(super) struct Chan<T> {
     /// Registration of the buffer as a GC root (see the module docs). First
     /// field: dropped (unregistered) before `state`.
     roots: Slot,
-    state: SpinLock<State<T>>,
+    pub(super) state: SpinLock<State<T>>,
 }
 
 /// The registry's scan function of a channel: its buffered values.
@@ -153,17 +154,17 @@ impl<T> std::error::Error for TrySendError<T> {}
 
 /// The sending half of an unbounded [`channel`]; clone it for more senders.
 pub struct Sender<T> {
-    chan: Arc<Chan<T>>,
+    pub(super) chan: Arc<Chan<T>>,
 }
 
 /// The sending half of a bounded [`sync_channel`]; clone it for more senders.
 pub struct SyncSender<T> {
-    chan: Arc<Chan<T>>,
+    pub(super) chan: Arc<Chan<T>>,
 }
 
 /// The receiving half of a channel (single consumer).
 pub struct Receiver<T> {
-    chan: Arc<Chan<T>>,
+    pub(super) chan: Arc<Chan<T>>,
 }
 
 impl<T> fmt::Debug for Sender<T> {
@@ -218,14 +219,15 @@ pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
     (SyncSender { chan: c.clone() }, Receiver { chan: c })
 }
 
-impl<T> Chan<T> {
-    /// Sends; `block` = wait for room.
-    fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
-        let mut st = self.state.lock();
-        if !st.receiver_alive {
-            return Err(TrySendError::Disconnected(v));
+impl<T> State<T> {
+    /// Under the channel's lock: sends `v` now if a receiver waits (it is
+    /// handed the value; the returned waker must be woken after unlocking)
+    /// or the buffer has room; else `Full(v)` or `Disconnected(v)`.
+    pub(super) fn try_send_locked(&mut self, v: T) -> (Result<(), TrySendError<T>>, Option<Waker>) {
+        if !self.receiver_alive {
+            return (Err(TrySendError::Disconnected(v)), None);
         }
-        while let Some(n) = st.recv_q.pop() {
+        while let Some(n) = self.recv_q.pop() {
             // SAFETY: a dequeued receiver node, not yet notified.
             if unsafe { WaitNode::is_abandoned(n) } {
                 // The receiver is blocked in a task its runtime abandoned:
@@ -237,8 +239,8 @@ impl<T> Chan<T> {
                         let _ = WaitNode::take_waker(n);
                     }
                 }
-                st.receiver_alive = false;
-                return Err(TrySendError::Disconnected(v));
+                self.receiver_alive = false;
+                return (Err(TrySendError::Disconnected(v)), None);
             }
             // SAFETY: as above. Losing the claim means the receiver timed
             // out (or its select took another case): skip it, the value
@@ -246,23 +248,66 @@ impl<T> Chan<T> {
             if !unsafe { WaitNode::try_claim(n) } {
                 continue;
             }
-            // SAFETY: a dequeued receiver node we won; we fill its slot then
-            // wake it.
+            // SAFETY: a dequeued receiver node we won; we fill its slot,
+            // the caller wakes it.
             let w = unsafe {
                 *(*n).payload.get() = Some(v);
                 WaitNode::take_waker(n)
             };
-            drop(st);
-            w.wake();
-            return Ok(());
+            return (Ok(()), Some(w));
         }
-        if st.buf.len() < st.cap {
-            st.buf.push_back(v);
-            return Ok(());
+        if self.buf.len() < self.cap {
+            self.buf.push_back(v);
+            return (Ok(()), None);
         }
-        if !block {
-            return Err(TrySendError::Full(v));
+        (Err(TrySendError::Full(v)), None)
+    }
+
+    /// Under the channel's lock: receives a value now if one is buffered
+    /// (moving a blocked sender's value into the freed slot) or a live
+    /// sender waits (rendezvous); the returned waker must be woken after
+    /// unlocking. Else `Empty`, or `Disconnected` if no sender is left.
+    pub(super) fn try_recv_locked(&mut self) -> (Result<T, TryRecvError>, Option<Waker>) {
+        if let Some(v) = self.buf.pop_front() {
+            // Room freed: move one blocked sender's value in.
+            let w = self.send_q.pop_live().map(|n| {
+                // SAFETY: a dequeued sender node we won, its value still in it.
+                unsafe {
+                    let sv = (*(*n).payload.get()).take().expect("sender value");
+                    self.buf.push_back(sv);
+                    WaitNode::take_waker(n)
+                }
+            });
+            return (Ok(v), w);
         }
+        if let Some(n) = self.send_q.pop_live() {
+            // Rendezvous: take the value straight from the sender.
+            // SAFETY: as above.
+            let (v, w) = unsafe { ((*(*n).payload.get()).take().expect("sender value"), WaitNode::take_waker(n)) };
+            return (Ok(v), Some(w));
+        }
+        if self.senders == 0 {
+            return (Err(TryRecvError::Disconnected), None);
+        }
+        (Err(TryRecvError::Empty), None)
+    }
+}
+
+impl<T> Chan<T> {
+    /// Sends; `block` = wait for room.
+    fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
+        let mut st = self.state.lock();
+        let (r, w) = st.try_send_locked(v);
+        let v = match r {
+            Err(TrySendError::Full(v)) if block => v,
+            r => {
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                return r;
+            }
+        };
         let node = WaitNode::new(Some(v));
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { st.send_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
@@ -279,34 +324,16 @@ impl<T> Chan<T> {
     /// sender), else says why not: `Empty` or `Disconnected`. Called with
     /// the lock held; consumes the guard.
     fn recv_ready<'a>(&'a self, mut st: SpinGuard<'a, State<T>>) -> Result<T, (SpinGuard<'a, State<T>>, TryRecvError)> {
-        if let Some(v) = st.buf.pop_front() {
-            // Room freed: move one blocked sender's value in.
-            let w = st.send_q.pop_live().map(|n| {
-                // SAFETY: a dequeued sender node with its value still in it.
-                unsafe {
-                    let sv = (*(*n).payload.get()).take().expect("sender value");
-                    st.buf.push_back(sv);
-                    WaitNode::take_waker(n)
+        match st.try_recv_locked() {
+            (Ok(v), w) => {
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
                 }
-            });
-            drop(st);
-            if let Some(w) = w {
-                w.wake();
+                Ok(v)
             }
-            return Ok(v);
+            (Err(e), _) => Err((st, e)),
         }
-        if let Some(n) = st.send_q.pop_live() {
-            // Rendezvous: take the value straight from the sender.
-            // SAFETY: as above.
-            let (v, w) = unsafe { ((*(*n).payload.get()).take().expect("sender value"), WaitNode::take_waker(n)) };
-            drop(st);
-            w.wake();
-            return Ok(v);
-        }
-        if st.senders == 0 {
-            return Err((st, TryRecvError::Disconnected));
-        }
-        Err((st, TryRecvError::Empty))
     }
 
     /// Receives; `block` = wait for a value: `None` = no, `Some(None)` =
