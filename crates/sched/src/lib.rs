@@ -54,7 +54,8 @@
 //! compare-exchange (WAITING → TIMED_OUT or WON), and only the winner wakes
 //! the waiter, so it is woken exactly once; the loser skips the node (a
 //! value or notification goes to the next waiter). The waiter unlinks its
-//! node or cancels its timer entry before leaving (see `wait.rs`).
+//! node or cancels its timer entry before leaving (see `wait.rs`). A
+//! `Select` queues one node per case sharing one claim (`sync/select.rs`).
 //!
 //! **Timers** (`timer.rs`): one ordered map per runtime (sleeps and timed
 //! waits; cancellable); due timers fire in scheduler loops; idle workers

@@ -1,6 +1,14 @@
 //! Task-aware synchronisation: blocking operations park the calling task
 //! (its worker runs other tasks meanwhile); from plain threads they block the
 //! thread, so the same objects can connect tasks and threads.
+//!
+//! The API follows `std::sync`: [`Mutex`] (`lock`, `try_lock` returning
+//! `Result<_, TryLockError>`; no poisoning), [`Condvar`] (`wait`,
+//! `wait_while`, `wait_timeout`, `wait_timeout_while`, `notify_one`,
+//! `notify_all`), [`channel`] / [`sync_channel`] (`send`, `try_send`,
+//! `recv`, `try_recv`, `recv_timeout`, `recv_deadline`, `iter`); plus
+//! [`Select`], Go's `select` over receives and sends. Timed waits and
+//! selects are woken exactly once: see the claim in `wait.rs`.
 
 mod condvar;
 pub mod mpsc;
