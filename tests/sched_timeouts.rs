@@ -4,8 +4,10 @@
 //! `Condvar::wait_timeout`, from tasks, from plain threads and inside
 //! `blocking`; and the race between a timeout and a wake-up, which the
 //! wait claim (one compare-exchange, `wait.rs`) resolves exactly once.
-//! `recv_timeout_race_negative_control` shows that the race test fails
-//! when the claim is switched off. Timing is only checked against generous
+//! `recv_timeout_race_negative_control` and
+//! `condvar_notify_race_negative_control` show that the two race tests
+//! fail (a value lost; a notification swallowed) when the claim is switched
+//! off. Timing is only checked against generous
 //! lower bounds (a timeout never returns early) and watchdogs.
 
 mod sched_util;
@@ -243,12 +245,11 @@ fn condvar_wait_timeout_counts_notifications_exactly() {
     });
 }
 
-/// A waiter that timed out does not swallow a notification: with timed
-/// waiters churning (tiny timeouts) and one untimed waiter, every
-/// `notify_one` made while the untimed waiter is queued and no timed waiter
-/// is still waiting reaches someone; here we check the weaker, exact
-/// property that the untimed waiter is always eventually woken by
-/// `notify_all`-free traffic: each round notifies until it wakes.
+/// Timed waiters churn (tiny timeouts) on a token queue while a producer
+/// adds tokens with `notify_one`: every token is consumed (no hang), and
+/// waiters report "notified" no more often than notifications were sent (no
+/// spurious wakeups). The exact "a notification is never swallowed" check
+/// is `condvar_notify_never_swallowed_by_a_timeout`.
 #[test]
 fn condvar_timed_waiters_churn_with_notifies() {
     let rt = Runtime::builder().workers(2).build().unwrap();
