@@ -48,10 +48,18 @@
 //! (EMPTY/PARKED/NOTIFIED). Every blocking primitive enqueues a wait node on
 //! the waiter's stack; exactly one waker dequeues and wakes it exactly once,
 //! and the waiter parks until that token arrives, so nodes and task structs
-//! are never touched after their owner moves on.
+//! are never touched after their owner moves on. Timed waits
+//! (`recv_timeout`, `Condvar::wait_timeout`) give their node a *claim* on
+//! the waiter's stack: the timer and a waker race for it with one
+//! compare-exchange (WAITING → TIMED_OUT or WON), and only the winner wakes
+//! the waiter, so it is woken exactly once; the loser skips the node (a
+//! value or notification goes to the next waiter). The waiter unlinks its
+//! node or cancels its timer entry before leaving (see `wait.rs`). A
+//! `Select` queues one node per case sharing one claim (`sync/select.rs`).
 //!
-//! **Timers** (`timer.rs`): one heap per runtime; due timers fire in
-//! scheduler loops; idle workers sleep with futex timeouts.
+//! **Timers** (`timer.rs`): one ordered map per runtime (sleeps and timed
+//! waits; cancellable); due timers fire in scheduler loops; idle workers
+//! sleep with futex timeouts.
 //!
 //! **Blocking** (`blocking`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs

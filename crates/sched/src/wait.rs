@@ -13,12 +13,176 @@
 //! so it cannot leave — and free its stack node or exit — before the waker is
 //! done with it; a thread waiter loops on the node's `notified` flag, and the
 //! waker copied the thread handle out before setting the flag.
+//!
+//! **Timed and multi-node waits: the claim.** A waiter that can be woken by
+//! more than one party — a timed wait (`recv_timeout`, `wait_timeout`:
+//! the timer or a waker) or a `Select` (one node per case, in several
+//! queues, plus perhaps a timer) — gives its nodes a pointer to one
+//! [`Claim`] on its stack. Whoever wants to wake it must first win the
+//! claim's single atomic transition, a compare-exchange of `state` from
+//! WAITING to either TIMED_OUT (the timer, or a thread waiter whose
+//! `park_timeout` ran out) or WON + case index (a waker, under the queue
+//! lock of the node it dequeued). Exactly one party wins; only the winner
+//! writes a payload, marks its node notified and wakes the waiter, so the
+//! waiter is woken exactly once — never by both, never by neither (the
+//! timer always fires unless a waker won). A waker that loses skips the node
+//! as if it were not queued (the value or notification goes to the next
+//! waiter, or the buffer); a timer that loses drops its entry. The waiter,
+//! woken, removes its nodes still queued (those whose cases did not win)
+//! under their queues' locks, and, if a waker won, its timer entry under
+//! the timers lock (see `timer.rs`), before its stack frame goes away; so
+//! no one touches its claim or nodes afterwards. Untimed single waits have
+//! no claim (a null pointer: the one waker always wins).
 
 use crate::tcb::Task;
 use crate::worker;
 use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// `Claim::state` values; a waker that wins case `i` stores `WON + i`.
+pub(crate) mod claim {
+    pub(crate) const WAITING: usize = 0;
+    pub(crate) const TIMED_OUT: usize = 1;
+    pub(crate) const WON: usize = 2;
+}
+
+/// Test-only: when false, claims are taken with a plain store instead of a
+/// compare-exchange (every party "wins"): the negative control of the
+/// exactly-once wake (tests/sched_timeouts.rs). Never false in real use.
+pub(crate) static CLAIM_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Test-only switch for the negative control of the timed-wait claim (see
+/// the `wait` module docs): `false` lets both the timer and a waker "win"
+/// a timed wait. Unsound for anything but demonstrating that a test
+/// catches the race; the default is `true`.
+#[doc(hidden)]
+pub fn set_wait_claim_for_tests(enabled: bool) {
+    CLAIM_ENABLED.store(enabled, Ordering::SeqCst);
+}
+
+/// The exactly-once arbiter of a timed or multi-node wait (see the module
+/// docs). Lives on the waiter's stack; `state` is written only by the
+/// compare-exchanges in [`Claim::try_win`] and [`Claim::fire_timeout`] and
+/// by the thread waiter's own timeout; `task` is written once at creation.
+pub(crate) struct Claim {
+    state: AtomicUsize,
+    /// The waiting task, to be unparked by the timer; null for a thread
+    /// waiter (it times out by itself with `park_timeout`).
+    task: *mut Task,
+}
+
+impl Claim {
+    /// A claim for the calling context (task holding a worker, or thread).
+    pub(crate) fn new() -> Claim {
+        let task = worker::current_with_worker().map_or(ptr::null_mut(), |(_, _, t)| t);
+        Claim { state: AtomicUsize::new(claim::WAITING), task }
+    }
+
+    fn transition(&self, to: usize) -> bool {
+        if CLAIM_ENABLED.load(Ordering::Relaxed) {
+            self.state.compare_exchange(claim::WAITING, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        } else {
+            self.state.store(to, Ordering::Release);
+            true
+        }
+    }
+
+    /// Waker side: wins case `case` for the waker, or fails if the timer or
+    /// another case's waker won first.
+    pub(crate) fn try_win(&self, case: usize) -> bool {
+        self.transition(claim::WON + case)
+    }
+
+    /// Timer side (under the timers lock): times the wait out and unparks
+    /// its task, unless a waker won first.
+    ///
+    /// # Safety
+    /// `c` is a registered timer entry's claim (valid: see `timer.rs`).
+    pub(crate) unsafe fn fire_timeout(c: *const Claim) {
+        // SAFETY: per the contract.
+        let c = unsafe { &*c };
+        // Copy the task out first: once we win, the waiter may run (after
+        // our unpark) and leave.
+        let t = c.task;
+        if c.transition(claim::TIMED_OUT) {
+            worker::unpark(t);
+        }
+    }
+
+    /// The current state (see [`claim`]).
+    pub(crate) fn state(&self) -> usize {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Waiter side: waits until a waker won and marked the winning case's
+    /// node notified (`notified(case)`), or the wait timed out at
+    /// `deadline` (monotonic ns; `None` = never). Returns the winning case,
+    /// or `None` on timeout. Afterwards, the caller must remove its nodes
+    /// that are still queued (under their queues' locks) before they go
+    /// away; the timer entry is already gone.
+    pub(crate) fn wait(&self, deadline: Option<u64>, notified: impl Fn(usize) -> bool) -> Option<usize> {
+        if !self.task.is_null() {
+            return self.wait_task(deadline, notified);
+        }
+        loop {
+            let s = self.state();
+            if s >= claim::WON {
+                if notified(s - claim::WON) {
+                    return Some(s - claim::WON);
+                }
+                std::thread::park(); // the winner unparks us once notified
+                continue;
+            }
+            if s == claim::TIMED_OUT {
+                return None; // only reachable with the claim switched off
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = crate::sys::now_ns();
+                    if now >= d {
+                        if self.transition(claim::TIMED_OUT) {
+                            return None;
+                        }
+                        // A waker won just now: wait for its notification.
+                    } else {
+                        std::thread::park_timeout(std::time::Duration::from_nanos(d - now));
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn wait_task(&self, deadline: Option<u64>, notified: impl Fn(usize) -> bool) -> Option<usize> {
+        let (_, w, cur) = worker::current_with_worker().expect("claim made by a task waited on elsewhere");
+        debug_assert_eq!(cur, self.task);
+        let sh = w.shared();
+        let key = deadline.map(|d| sh.add_claim_timer(d, self));
+        // Exactly one unpark comes: from the winner (timer or waker), after
+        // its state change (and, for a waker, after `notified`).
+        loop {
+            worker::park_current();
+            let s = self.state();
+            if s == claim::TIMED_OUT {
+                // The timer popped its entry when it won: nothing to cancel.
+                return None;
+            }
+            if s >= claim::WON && notified(s - claim::WON) {
+                if let Some(k) = key {
+                    sh.cancel_timer(k);
+                }
+                return Some(s - claim::WON);
+            }
+        }
+    }
+}
+
+/// The monotonic deadline (ns, as `sys::now_ns`) `d` from now, saturating.
+pub(crate) fn deadline_after(d: std::time::Duration) -> u64 {
+    crate::sys::now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
 
 /// Who to wake: a task (parks its task) or a plain OS thread (parks the
 /// thread). Tasks inside `blocking` count as threads.
@@ -69,6 +233,10 @@ pub(crate) struct WaitNode<P> {
     waker: UnsafeCell<Option<Waker>>,
     notified: AtomicBool,
     next: UnsafeCell<*mut WaitNode<P>>,
+    /// The waiter's claim (null: untimed single wait, the waker always
+    /// wins) and this node's case index in it. Written at creation.
+    claim: *const Claim,
+    case: usize,
     /// Payload exchanged between waiter and waker (e.g. a channel value),
     /// accessed by the waker under the queue's lock and by the waiter after
     /// `notified`.
@@ -81,7 +249,39 @@ impl<P> WaitNode<P> {
             waker: UnsafeCell::new(Some(Waker::current())),
             notified: AtomicBool::new(false),
             next: UnsafeCell::new(ptr::null_mut()),
+            claim: ptr::null(),
+            case: 0,
             payload: UnsafeCell::new(payload),
+        }
+    }
+
+    /// A node of a timed or multi-node wait: wakers must win `claim` (with
+    /// this node's `case`) before waking it. `claim` must outlive the node's
+    /// time in any queue.
+    pub(crate) fn with_claim(payload: P, claim: &Claim, case: usize) -> WaitNode<P> {
+        let mut n = WaitNode::new(payload);
+        n.claim = claim;
+        n.case = case;
+        n
+    }
+
+    /// Whether a waker marked this node notified (waiter side).
+    pub(crate) fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
+
+    /// Waker side, under the queue's lock, on a node just dequeued: tries to
+    /// win its waiter's claim. `false`: the timer or another case won; the
+    /// node must be left alone (as if it had not been queued).
+    ///
+    /// # Safety
+    /// `node` was dequeued by the caller under the queue's lock (its waiter
+    /// cannot leave before taking that lock).
+    pub(crate) unsafe fn try_claim(node: *mut WaitNode<P>) -> bool {
+        // SAFETY: per the contract the node and its claim are alive.
+        unsafe {
+            let c = (*node).claim;
+            c.is_null() || (*c).try_win((*node).case)
         }
     }
 
@@ -159,22 +359,56 @@ impl<P> WaitQueue<P> {
         self.tail = node;
     }
 
-    /// Pops the oldest node whose waiter is not an abandoned task; the
-    /// abandoned ones before it are dequeued and dropped without a wake
-    /// (issue 11 item 7: a lock or notification handed to a dead task is
-    /// lost for everyone).
+    /// Pops the oldest node whose waiter is not an abandoned task and whose
+    /// claim (if any) this call wins: the caller must wake it. Abandoned
+    /// ones before it are dequeued and dropped without a wake (issue 11 item
+    /// 7: a lock or notification handed to a dead task is lost for
+    /// everyone); nodes whose claim is lost (timed out, or another case of a
+    /// select won) are dequeued and left to their waiters.
     pub(crate) fn pop_live(&mut self) -> Option<*mut WaitNode<P>> {
         loop {
             let n = self.pop()?;
             // SAFETY: just dequeued by us (under the owner's lock), not yet
-            // notified; an abandoned waiter never looks at it again.
+            // notified; an abandoned waiter never looks at it again, and a
+            // waiter whose claim we lose does not need it.
             unsafe {
-                if !WaitNode::is_abandoned(n) {
+                if WaitNode::is_abandoned(n) {
+                    if WaitNode::try_claim(n) {
+                        let _ = WaitNode::take_waker(n);
+                    }
+                    continue;
+                }
+                if WaitNode::try_claim(n) {
                     return Some(n);
                 }
-                let _ = WaitNode::take_waker(n);
             }
         }
+    }
+
+    /// Waiter side, under the owner's lock: removes `node` if it is still
+    /// queued (a timed-out or losing node). O(queue length).
+    pub(crate) fn remove(&mut self, node: *mut WaitNode<P>) -> bool {
+        let mut prev: *mut WaitNode<P> = ptr::null_mut();
+        let mut cur = self.head;
+        while !cur.is_null() {
+            // SAFETY: queued nodes are valid.
+            let next = unsafe { *(*cur).next.get() };
+            if cur == node {
+                if prev.is_null() {
+                    self.head = next;
+                } else {
+                    // SAFETY: as above.
+                    unsafe { *(*prev).next.get() = next };
+                }
+                if self.tail == node {
+                    self.tail = prev;
+                }
+                return true;
+            }
+            prev = cur;
+            cur = next;
+        }
+        false
     }
 
     pub(crate) fn pop(&mut self) -> Option<*mut WaitNode<P>> {

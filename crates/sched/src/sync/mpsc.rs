@@ -20,26 +20,27 @@
 //! `Vec<GcRef>` sent as a whole) is not scanned.
 
 use crate::heap_roots::{self, RangeFn, Slot};
-use crate::spin::SpinLock;
-use crate::wait::{WaitNode, WaitQueue, Waker};
+use crate::spin::{SpinGuard, SpinLock};
+use crate::wait::{Claim, WaitNode, WaitQueue, Waker};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-struct State<T> {
+/// A channel's state; every field is read and written under `Chan::state`.
+pub(super) struct State<T> {
     buf: VecDeque<T>,
     cap: usize,
     senders: usize,
     receiver_alive: bool,
-    recv_q: WaitQueue<Option<T>>,
-    send_q: WaitQueue<Option<T>>,
+    pub(super) recv_q: WaitQueue<Option<T>>,
+    pub(super) send_q: WaitQueue<Option<T>>,
 }
 
-struct Chan<T> {
+pub(super) struct Chan<T> {
     /// Registration of the buffer as a GC root (see the module docs). First
     /// field: dropped (unregistered) before `state`.
     roots: Slot,
-    state: SpinLock<State<T>>,
+    pub(super) state: SpinLock<State<T>>,
 }
 
 /// The registry's scan function of a channel: its buffered values.
@@ -72,6 +73,30 @@ pub enum TryRecvError {
     Empty,
     /// All senders are gone and the channel is empty.
     Disconnected,
+}
+
+/// Why [`Receiver::recv_timeout`] returned nothing.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// All senders are gone and the channel is empty.
+    Disconnected,
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvTimeoutError::Timeout => f.write_str("timed out waiting on a channel"),
+            RecvTimeoutError::Disconnected => f.write_str("receiving on an empty channel whose senders are all gone"),
+        }
+    }
+}
+impl std::error::Error for RecvTimeoutError {}
+impl From<RecvError> for RecvTimeoutError {
+    fn from(_: RecvError) -> Self {
+        RecvTimeoutError::Disconnected
+    }
 }
 
 /// Why [`SyncSender::try_send`] failed; holds the value.
@@ -129,17 +154,17 @@ impl<T> std::error::Error for TrySendError<T> {}
 
 /// The sending half of an unbounded [`channel`]; clone it for more senders.
 pub struct Sender<T> {
-    chan: Arc<Chan<T>>,
+    pub(super) chan: Arc<Chan<T>>,
 }
 
 /// The sending half of a bounded [`sync_channel`]; clone it for more senders.
 pub struct SyncSender<T> {
-    chan: Arc<Chan<T>>,
+    pub(super) chan: Arc<Chan<T>>,
 }
 
 /// The receiving half of a channel (single consumer).
 pub struct Receiver<T> {
-    chan: Arc<Chan<T>>,
+    pub(super) chan: Arc<Chan<T>>,
 }
 
 impl<T> fmt::Debug for Sender<T> {
@@ -194,40 +219,95 @@ pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
     (SyncSender { chan: c.clone() }, Receiver { chan: c })
 }
 
-impl<T> Chan<T> {
-    /// Sends; `block` = wait for room.
-    fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
-        let mut st = self.state.lock();
-        if !st.receiver_alive {
-            return Err(TrySendError::Disconnected(v));
+impl<T> State<T> {
+    /// Under the channel's lock: sends `v` now if a receiver waits (it is
+    /// handed the value; the returned waker must be woken after unlocking)
+    /// or the buffer has room; else `Full(v)` or `Disconnected(v)`.
+    pub(super) fn try_send_locked(&mut self, v: T) -> (Result<(), TrySendError<T>>, Option<Waker>) {
+        if !self.receiver_alive {
+            return (Err(TrySendError::Disconnected(v)), None);
         }
-        if let Some(n) = st.recv_q.pop() {
+        while let Some(n) = self.recv_q.pop() {
             // SAFETY: a dequeued receiver node, not yet notified.
             if unsafe { WaitNode::is_abandoned(n) } {
                 // The receiver is blocked in a task its runtime abandoned:
                 // it can never receive again (a Receiver is used by one
                 // task at a time), so the channel is disconnected.
                 // SAFETY: as above; the dead waiter never looks at it.
-                let _ = unsafe { WaitNode::take_waker(n) };
-                st.receiver_alive = false;
-                return Err(TrySendError::Disconnected(v));
+                unsafe {
+                    if WaitNode::try_claim(n) {
+                        let _ = WaitNode::take_waker(n);
+                    }
+                }
+                self.receiver_alive = false;
+                return (Err(TrySendError::Disconnected(v)), None);
             }
-            // SAFETY: a dequeued receiver node; we fill its slot then wake it.
+            // SAFETY: as above. Losing the claim means the receiver timed
+            // out (or its select took another case): skip it, the value
+            // goes to the next receiver or the buffer.
+            if !unsafe { WaitNode::try_claim(n) } {
+                continue;
+            }
+            // SAFETY: a dequeued receiver node we won; we fill its slot,
+            // the caller wakes it.
             let w = unsafe {
                 *(*n).payload.get() = Some(v);
                 WaitNode::take_waker(n)
             };
-            drop(st);
-            w.wake();
-            return Ok(());
+            return (Ok(()), Some(w));
         }
-        if st.buf.len() < st.cap {
-            st.buf.push_back(v);
-            return Ok(());
+        if self.buf.len() < self.cap {
+            self.buf.push_back(v);
+            return (Ok(()), None);
         }
-        if !block {
-            return Err(TrySendError::Full(v));
+        (Err(TrySendError::Full(v)), None)
+    }
+
+    /// Under the channel's lock: receives a value now if one is buffered
+    /// (moving a blocked sender's value into the freed slot) or a live
+    /// sender waits (rendezvous); the returned waker must be woken after
+    /// unlocking. Else `Empty`, or `Disconnected` if no sender is left.
+    pub(super) fn try_recv_locked(&mut self) -> (Result<T, TryRecvError>, Option<Waker>) {
+        if let Some(v) = self.buf.pop_front() {
+            // Room freed: move one blocked sender's value in.
+            let w = self.send_q.pop_live().map(|n| {
+                // SAFETY: a dequeued sender node we won, its value still in it.
+                unsafe {
+                    let sv = (*(*n).payload.get()).take().expect("sender value");
+                    self.buf.push_back(sv);
+                    WaitNode::take_waker(n)
+                }
+            });
+            return (Ok(v), w);
         }
+        if let Some(n) = self.send_q.pop_live() {
+            // Rendezvous: take the value straight from the sender.
+            // SAFETY: as above.
+            let (v, w) = unsafe { ((*(*n).payload.get()).take().expect("sender value"), WaitNode::take_waker(n)) };
+            return (Ok(v), Some(w));
+        }
+        if self.senders == 0 {
+            return (Err(TryRecvError::Disconnected), None);
+        }
+        (Err(TryRecvError::Empty), None)
+    }
+}
+
+impl<T> Chan<T> {
+    /// Sends; `block` = wait for room.
+    fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
+        let mut st = self.state.lock();
+        let (r, w) = st.try_send_locked(v);
+        let v = match r {
+            Err(TrySendError::Full(v)) if block => v,
+            r => {
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                return r;
+            }
+        };
         let node = WaitNode::new(Some(v));
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { st.send_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
@@ -240,46 +320,64 @@ impl<T> Chan<T> {
         }
     }
 
-    /// Receives; `block` = wait for a value.
-    fn recv(&self, block: bool) -> Result<T, TryRecvError> {
-        let mut st = self.state.lock();
-        if let Some(v) = st.buf.pop_front() {
-            // Room freed: move one blocked sender's value in.
-            let w = st.send_q.pop_live().map(|n| {
-                // SAFETY: a dequeued sender node with its value still in it.
-                unsafe {
-                    let sv = (*(*n).payload.get()).take().expect("sender value");
-                    st.buf.push_back(sv);
-                    WaitNode::take_waker(n)
+    /// Receives a value if one is ready now (buffered, or from a blocked
+    /// sender), else says why not: `Empty` or `Disconnected`. Called with
+    /// the lock held; consumes the guard.
+    fn recv_ready<'a>(&'a self, mut st: SpinGuard<'a, State<T>>) -> Result<T, (SpinGuard<'a, State<T>>, TryRecvError)> {
+        match st.try_recv_locked() {
+            (Ok(v), w) => {
+                drop(st);
+                if let Some(w) = w {
+                    w.wake();
                 }
-            });
-            drop(st);
-            if let Some(w) = w {
-                w.wake();
+                Ok(v)
             }
-            return Ok(v);
+            (Err(e), _) => Err((st, e)),
         }
-        if let Some(n) = st.send_q.pop_live() {
-            // Rendezvous: take the value straight from the sender.
-            // SAFETY: as above.
-            let (v, w) = unsafe { ((*(*n).payload.get()).take().expect("sender value"), WaitNode::take_waker(n)) };
+    }
+
+    /// Receives; `block` = wait for a value: `None` = no, `Some(None)` =
+    /// without a deadline, `Some(Some(d))` = until monotonic time `d`.
+    fn recv(&self, block: Option<Option<u64>>) -> Result<T, RecvTimeoutError> {
+        let st = match self.recv_ready(self.state.lock()) {
+            Ok(v) => return Ok(v),
+            Err((_, TryRecvError::Disconnected)) => return Err(RecvTimeoutError::Disconnected),
+            Err((st, TryRecvError::Empty)) => st,
+        };
+        let Some(deadline) = block else {
+            return Err(RecvTimeoutError::Timeout); // = Empty for try_recv
+        };
+        let mut st = st;
+        let Some(d) = deadline else {
+            let node: WaitNode<Option<T>> = WaitNode::new(None);
+            // SAFETY: the node stays on our stack until dequeued and woken.
+            unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
             drop(st);
-            w.wake();
-            return Ok(v);
-        }
-        if st.senders == 0 {
-            return Err(TryRecvError::Disconnected);
-        }
-        if !block {
-            return Err(TryRecvError::Empty);
-        }
-        let node: WaitNode<Option<T>> = WaitNode::new(None);
-        // SAFETY: the node stays on our stack until dequeued and woken.
-        unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
+            node.wait();
+            // SAFETY: notified: the waker is done with the node.
+            return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
+        };
+        let claim = Claim::new();
+        let node: WaitNode<Option<T>> = WaitNode::with_claim(None, &claim, 0);
+        let np = &node as *const _ as *mut WaitNode<Option<T>>;
+        // SAFETY: the node stays on our stack until a waker that won our
+        // claim woke it, or we removed it from the queue (below).
+        unsafe { st.recv_q.push(np) };
         drop(st);
-        node.wait();
-        // SAFETY: notified: the waker is done with the node.
-        unsafe { (*node.payload.get()).take() }.ok_or(TryRecvError::Disconnected)
+        if claim.wait(Some(d), |_| node.is_notified()).is_some() {
+            // SAFETY: notified: the waker is done with the node.
+            return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
+        }
+        // Timed out: nobody will fill or wake the node; unlink it (unless a
+        // sender that lost the claim already dequeued it). A value or a
+        // disconnection that arrived meanwhile is still reported.
+        let mut st = self.state.lock();
+        st.recv_q.remove(np);
+        match self.recv_ready(st) {
+            Ok(v) => Ok(v),
+            Err((_, TryRecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
+            Err((_, TryRecvError::Empty)) => Err(RecvTimeoutError::Timeout),
+        }
     }
 
     fn add_sender(&self) {
@@ -293,8 +391,14 @@ impl<T> Chan<T> {
             st.senders -= 1;
             if st.senders == 0 {
                 while let Some(n) = st.recv_q.pop() {
-                    // SAFETY: dequeued by us; its slot stays None = disconnected.
-                    wakers.push(unsafe { WaitNode::take_waker(n) });
+                    // SAFETY: dequeued by us; its slot stays None =
+                    // disconnected. A receiver whose claim we lose timed out
+                    // (it sees the disconnection when it relocks).
+                    unsafe {
+                        if WaitNode::try_claim(n) {
+                            wakers.push(WaitNode::take_waker(n));
+                        }
+                    }
                 }
             }
         }
@@ -310,8 +414,13 @@ impl<T> Chan<T> {
             st.receiver_alive = false;
             while let Some(n) = st.send_q.pop() {
                 // SAFETY: dequeued by us; the value stays in the node, which
-                // the sender reads as "disconnected".
-                wakers.push(unsafe { WaitNode::take_waker(n) });
+                // the sender reads as "disconnected" (a sender whose claim
+                // we lose sees the disconnection itself).
+                unsafe {
+                    if WaitNode::try_claim(n) {
+                        wakers.push(WaitNode::take_waker(n));
+                    }
+                }
             }
             std::mem::take(&mut st.buf)
         };
@@ -358,12 +467,37 @@ impl<T> Receiver<T> {
     /// Receives a value, parking until one arrives. Fails once all senders
     /// are gone and the channel is empty.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv(true).map_err(|_| RecvError)
+        self.chan.recv(Some(None)).map_err(|_| RecvError)
     }
 
-    /// Receives a value if one is available now.
+    /// Receives a value if one is available now, like
+    /// `std::sync::mpsc::Receiver::try_recv`: `Err(Empty)` if none is (but
+    /// senders remain), `Err(Disconnected)` if all senders are gone and the
+    /// channel is empty. Never blocks.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(false)
+        self.chan.recv(None).map_err(|e| match e {
+            RecvTimeoutError::Timeout => TryRecvError::Empty,
+            RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+        })
+    }
+
+    /// Receives a value, parking (or, on a plain thread, blocking) for at
+    /// most `timeout`, like `std::sync::mpsc::Receiver::recv_timeout`:
+    /// `Err(Timeout)` if nothing arrived in time, `Err(Disconnected)` once
+    /// all senders are gone and the channel is empty. A value that arrives
+    /// as the timeout expires is either received or left in the channel for
+    /// the next receive, never lost: the timer and a sender race for one
+    /// claim (see the `wait` module docs). Timeouts are measured on the
+    /// monotonic clock; for tasks they fire from the runtime's timers (as
+    /// `usurp::sleep`), so they may be late under load, never early.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<T, RecvTimeoutError> {
+        self.chan.recv(Some(Some(crate::wait::deadline_after(timeout))))
+    }
+
+    /// [`Receiver::recv_timeout`] with an absolute deadline.
+    pub fn recv_deadline(&self, deadline: std::time::Instant) -> Result<T, RecvTimeoutError> {
+        let d = deadline.saturating_duration_since(std::time::Instant::now());
+        self.recv_timeout(d)
     }
 
     /// An iterator over received values, ending when all senders are gone.

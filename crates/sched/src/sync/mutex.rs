@@ -28,6 +28,22 @@ unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
 // SAFETY: as above.
 unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 
+/// Why [`Mutex::try_lock`] failed, like `std::sync::TryLockError` without
+/// the `Poisoned` case (this mutex does not poison).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum TryLockError {
+    /// Another holder has the lock.
+    WouldBlock,
+}
+
+impl fmt::Display for TryLockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("try_lock failed because the operation would block")
+    }
+}
+impl std::error::Error for TryLockError {}
+
 /// Proof of holding a [`Mutex`]; unlocks on drop.
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized> {
@@ -58,12 +74,16 @@ impl<T: ?Sized> Mutex<T> {
         MutexGuard { mutex: self }
     }
 
-    /// Acquires the lock if it is free right now.
-    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.state
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| MutexGuard { mutex: self })
+    /// Acquires the lock if it is free right now, like
+    /// `std::sync::Mutex::try_lock`: `Err(TryLockError::WouldBlock)` if
+    /// another holds it. Never blocks. (Before, this returned an `Option`;
+    /// `.ok()` gives that back.) There is no `Poisoned` case: this mutex
+    /// does not poison.
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
+        match self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => Ok(MutexGuard { mutex: self }),
+            Err(_) => Err(TryLockError::WouldBlock),
+        }
     }
 
     /// Mutable access without locking (the borrow proves exclusivity).
@@ -156,8 +176,8 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
 impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.try_lock() {
-            Some(g) => f.debug_struct("Mutex").field("data", &&*g).finish(),
-            None => f.write_str("Mutex { <locked> }"),
+            Ok(g) => f.debug_struct("Mutex").field("data", &&*g).finish(),
+            Err(_) => f.write_str("Mutex { <locked> }"),
         }
     }
 }

@@ -1,0 +1,481 @@
+//! `Select`: wait for the first of several channel operations, like Go's
+//! `select` statement.
+//!
+//! ```
+//! # use usurp_sched::sync::{channel, Select};
+//! # use std::time::Duration;
+//! let (tx1, rx1) = channel::<u32>();
+//! let (tx2, rx2) = channel::<&str>();
+//! tx2.send("hi").unwrap();
+//! let mut sel = Select::new();
+//! let a = sel.recv(&rx1);
+//! let b = sel.recv(&rx2);
+//! sel.timeout(Duration::from_secs(1));
+//! let s = sel.wait();
+//! if s.index() == Some(b) {
+//!     assert_eq!(s.recv(&rx2), Ok("hi"));
+//! } else if s.index() == Some(a) {
+//!     let _ = s.recv(&rx1);
+//! } else {
+//!     assert!(s.timed_out());
+//! }
+//! # drop(tx1);
+//! ```
+//!
+//! **Algorithm** (Go's `selectgo`, with the claim of `wait.rs` as Go's
+//! `selectDone`). `wait` locks every distinct channel of its cases in
+//! address order (so two selects cannot deadlock), then polls the cases in
+//! a random order: the first that can complete now completes (under the
+//! locks) and is returned, so the choice among ready cases is uniformly
+//! random. If none is ready: with a default case, it returns `Default`;
+//! with a timeout already passed, `TimedOut`; otherwise it enqueues one
+//! wait node per case, all sharing one [`Claim`], unlocks, and waits. A
+//! sender or receiver (or drop of the other half) that dequeues one of the
+//! nodes must win the claim (WAITING → WON + case index) before completing
+//! the operation with it; the timer (if any) must win it (WAITING →
+//! TIMED_OUT). Exactly one wins, so exactly one case completes (or the
+//! timeout) and the waiter is woken once. Then the waiter relocks the
+//! channels and unlinks its remaining nodes. Losers skip the nodes, so a
+//! value is never handed to a select that took another case.
+//!
+//! The nodes and the values of send cases live in the `Select` (Rust heap),
+//! not on the task's stack: see [`Select::send`] about GC values.
+
+use super::mpsc::{Chan, Receiver, RecvError, SendError, Sender, State, SyncSender, TryRecvError, TrySendError};
+use crate::spin::SpinGuard;
+use crate::wait::{Claim, WaitNode, Waker};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The sending half of a channel, for [`Select::send`]: [`Sender`] or
+/// [`SyncSender`]. Sealed.
+pub trait SendHalf<T>: sealed::Sealed<T> {}
+pub(super) mod sealed {
+    use std::sync::Arc;
+    /// Sealed: only the crate's senders implement it.
+    pub trait Sealed<T> {
+        /// The sender's `Chan<T>` (type-erased: `Chan` is private), valid
+        /// while `self` is.
+        #[doc(hidden)]
+        fn chan_erased(&self) -> *const ();
+    }
+    impl<T> Sealed<T> for super::Sender<T> {
+        fn chan_erased(&self) -> *const () {
+            Arc::as_ptr(&self.chan) as *const ()
+        }
+    }
+    impl<T> Sealed<T> for super::SyncSender<T> {
+        fn chan_erased(&self) -> *const () {
+            Arc::as_ptr(&self.chan) as *const ()
+        }
+    }
+}
+impl<T> SendHalf<T> for Sender<T> {}
+impl<T> SendHalf<T> for SyncSender<T> {}
+
+/// One case, type-erased. All methods but `lock`, `unlock`, `notified`
+/// and `complete` need the channel locked by this select (`lock` on this
+/// case or on a sibling case of the same channel, `adopt`).
+trait Case<'a> {
+    fn chan_addr(&self) -> usize;
+    fn is_recv(&self) -> bool;
+    /// Takes the channel lock; returns the state pointer for siblings.
+    fn lock(&mut self) -> *mut ();
+    /// Uses a sibling's lock (same channel, so the same `State<T>`).
+    fn adopt(&mut self, st: *mut ());
+    fn unlock(&mut self);
+    /// Completes now if possible (the outcome is stored in the case);
+    /// a waker to wake after unlocking goes into `wakers`.
+    fn poll(&mut self, wakers: &mut Vec<Waker>) -> bool;
+    fn enqueue(&mut self, claim: &Claim, case: usize);
+    fn dequeue(&mut self);
+    fn notified(&self) -> bool;
+    /// After this case won: moves the outcome out of the node.
+    fn complete(&mut self);
+    /// The typed outcome slot (`Option<Result<T, RecvError>>` or
+    /// `Option<Result<(), SendError<T>>>`).
+    fn out(&mut self) -> *mut ();
+}
+
+struct RecvCase<'a, T> {
+    chan: &'a Chan<T>,
+    guard: Option<SpinGuard<'a, State<T>>>,
+    st: *mut State<T>,
+    node: Option<WaitNode<Option<T>>>,
+    out: Option<Result<T, RecvError>>,
+}
+
+struct SendCase<'a, T> {
+    chan: &'a Chan<T>,
+    guard: Option<SpinGuard<'a, State<T>>>,
+    st: *mut State<T>,
+    value: Option<T>,
+    node: Option<WaitNode<Option<T>>>,
+    out: Option<Result<(), SendError<T>>>,
+}
+
+macro_rules! lock_impl {
+    () => {
+        fn chan_addr(&self) -> usize {
+            self.chan as *const Chan<T> as usize
+        }
+        fn lock(&mut self) -> *mut () {
+            let g = self.guard.insert(self.chan.state.lock());
+            self.st = &mut **g as *mut State<T>;
+            self.st as *mut ()
+        }
+        fn adopt(&mut self, st: *mut ()) {
+            self.st = st as *mut State<T>;
+        }
+        fn unlock(&mut self) {
+            self.st = std::ptr::null_mut();
+            self.guard = None;
+        }
+        fn notified(&self) -> bool {
+            self.node.as_ref().is_some_and(|n| n.is_notified())
+        }
+        fn dequeue(&mut self) {
+            if let Some(n) = &self.node {
+                let np = n as *const _ as *mut WaitNode<Option<T>>;
+                // SAFETY: the channel is locked by this select (see `Case`).
+                let st = unsafe { &mut *self.st };
+                if self.is_recv() {
+                    st.recv_q.remove(np);
+                } else {
+                    st.send_q.remove(np);
+                }
+            }
+        }
+    };
+}
+
+impl<'a, T> Case<'a> for RecvCase<'a, T> {
+    lock_impl!();
+    fn is_recv(&self) -> bool {
+        true
+    }
+    fn poll(&mut self, wakers: &mut Vec<Waker>) -> bool {
+        // SAFETY: the channel is locked by this select.
+        let st = unsafe { &mut *self.st };
+        let (r, w) = st.try_recv_locked();
+        wakers.extend(w);
+        match r {
+            Ok(v) => self.out = Some(Ok(v)),
+            Err(TryRecvError::Disconnected) => self.out = Some(Err(RecvError)),
+            Err(TryRecvError::Empty) => return false,
+        }
+        true
+    }
+    fn enqueue(&mut self, claim: &Claim, case: usize) {
+        let n = self.node.insert(WaitNode::with_claim(None, claim, case));
+        // SAFETY: the channel is locked by this select; the node (in this
+        // boxed case) stays put until dequeued by a winner or by `dequeue`.
+        unsafe { (*self.st).recv_q.push(n as *mut WaitNode<Option<T>>) };
+    }
+    fn complete(&mut self) {
+        let n = self.node.as_ref().expect("won case has a node");
+        // SAFETY: notified: the winner is done with the node.
+        self.out = Some(unsafe { (*n.payload.get()).take() }.ok_or(RecvError));
+    }
+    fn out(&mut self) -> *mut () {
+        &mut self.out as *mut _ as *mut ()
+    }
+}
+
+impl<'a, T> Case<'a> for SendCase<'a, T> {
+    lock_impl!();
+    fn is_recv(&self) -> bool {
+        false
+    }
+    fn poll(&mut self, wakers: &mut Vec<Waker>) -> bool {
+        // SAFETY: the channel is locked by this select.
+        let st = unsafe { &mut *self.st };
+        let v = self.value.take().expect("send case value");
+        let (r, w) = st.try_send_locked(v);
+        wakers.extend(w);
+        match r {
+            Ok(()) => self.out = Some(Ok(())),
+            Err(TrySendError::Disconnected(v)) => self.out = Some(Err(SendError(v))),
+            Err(TrySendError::Full(v)) => {
+                self.value = Some(v);
+                return false;
+            }
+        }
+        true
+    }
+    fn enqueue(&mut self, claim: &Claim, case: usize) {
+        let v = self.value.take().expect("send case value");
+        let n = self.node.insert(WaitNode::with_claim(Some(v), claim, case));
+        // SAFETY: as in `RecvCase::enqueue`.
+        unsafe { (*self.st).send_q.push(n as *mut WaitNode<Option<T>>) };
+    }
+    fn complete(&mut self) {
+        let n = self.node.as_ref().expect("won case has a node");
+        // SAFETY: notified: the winner is done with the node. A value left
+        // in it means the receiver went away.
+        self.out = Some(match unsafe { (*n.payload.get()).take() } {
+            None => Ok(()),
+            Some(v) => Err(SendError(v)),
+        });
+    }
+    fn out(&mut self) -> *mut () {
+        &mut self.out as *mut _ as *mut ()
+    }
+}
+
+/// A set of channel operations to wait on together: build it with
+/// [`Select::recv`] / [`Select::send`] (each returns the case's index),
+/// optionally [`Select::timeout`] or [`Select::default`], then
+/// [`Select::wait`]. Works from tasks (parks the task) and from plain
+/// threads (blocks the thread). When several cases are ready, one is chosen
+/// uniformly at random (as Go's `select`).
+pub struct Select<'a> {
+    cases: Vec<Box<dyn Case<'a> + 'a>>,
+    deadline: Option<u64>,
+    default: bool,
+}
+
+impl std::fmt::Debug for Select<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Select").field("cases", &self.cases.len()).field("default", &self.default).finish()
+    }
+}
+
+impl Default for Select<'_> {
+    fn default() -> Self {
+        Select::new()
+    }
+}
+
+/// Which way a [`Select`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// The case with this index completed.
+    Case(usize),
+    /// The timeout elapsed first.
+    TimedOut,
+    /// No case was ready and the select has a default case.
+    Default,
+}
+
+/// The outcome of [`Select::wait`]: which case completed, and its result
+/// ([`Selected::recv`] / [`Selected::send`]).
+pub struct Selected<'a> {
+    chosen: Chosen,
+    cases: Vec<Box<dyn Case<'a> + 'a>>,
+}
+
+impl std::fmt::Debug for Selected<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selected").field("chosen", &self.chosen).finish()
+    }
+}
+
+static SEED: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+
+fn random() -> u64 {
+    // A splitmix64 step over a global counter mixed with the clock: cheap,
+    // and good enough to break ties between ready cases.
+    let mut z = SEED.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ crate::sys::now_ns();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl<'a> Select<'a> {
+    /// An empty select.
+    pub fn new() -> Select<'a> {
+        Select { cases: Vec::new(), deadline: None, default: false }
+    }
+
+    /// Adds a receive on `rx`; returns the case's index. Its result:
+    /// `Ok(value)`, or `Err(RecvError)` when all senders are gone (a
+    /// disconnected channel is always ready, as in Go a closed channel).
+    pub fn recv<T: Send + 'a>(&mut self, rx: &'a Receiver<T>) -> usize {
+        self.cases.push(Box::new(RecvCase {
+            chan: &rx.chan,
+            guard: None,
+            st: std::ptr::null_mut(),
+            node: None,
+            out: None,
+        }));
+        self.cases.len() - 1
+    }
+
+    /// Adds a send of `value` on `tx` (a [`Sender`] or [`SyncSender`]);
+    /// returns the case's index. Its result: `Ok(())`, or
+    /// `Err(SendError(value))` if the receiver is gone (always ready). The
+    /// values of send cases that are not chosen are dropped with the
+    /// [`Selected`].
+    ///
+    /// **GC values**: while the select waits, `value` sits in the select's
+    /// heap storage, which the collector does not scan; keep any GC object
+    /// it refers to reachable another way (e.g. a copy in a local variable)
+    /// until the select returns. The same holds for a received value between
+    /// the sender's hand-off and [`Selected::recv`].
+    pub fn send<T: Send + 'a, S: SendHalf<T>>(&mut self, tx: &'a S, value: T) -> usize {
+        // SAFETY: the sender's `Chan<T>`, kept alive by `tx`, borrowed for 'a.
+        let chan: &'a Chan<T> = unsafe { &*(tx.chan_erased() as *const Chan<T>) };
+        self.cases.push(Box::new(SendCase {
+            chan,
+            guard: None,
+            st: std::ptr::null_mut(),
+            value: Some(value),
+            node: None,
+            out: None,
+        }));
+        self.cases.len() - 1
+    }
+
+    /// Gives up after `d` (then [`Selected::timed_out`]). A zero timeout
+    /// only polls, like a default case.
+    pub fn timeout(&mut self, d: Duration) -> &mut Self {
+        self.deadline = Some(crate::wait::deadline_after(d));
+        self
+    }
+
+    /// Gives up at `deadline`.
+    pub fn deadline(&mut self, deadline: Instant) -> &mut Self {
+        self.timeout(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Adds a default case: if no case is ready, `wait` returns
+    /// [`Chosen::Default`] at once instead of waiting.
+    pub fn default_case(&mut self) -> &mut Self {
+        self.default = true;
+        self
+    }
+
+    /// Completes one ready case (chosen at random among the ready ones), or
+    /// waits until one can complete, the timeout elapses, or — with a
+    /// default case — returns at once.
+    ///
+    /// # Panics
+    /// With no case, no timeout and no default case (it would wait forever).
+    pub fn wait(self) -> Selected<'a> {
+        let Select { mut cases, deadline, default } = self;
+        if cases.is_empty() && deadline.is_none() && !default {
+            panic!("usurp: Select::wait with no case, no timeout and no default would block forever");
+        }
+        let n = cases.len();
+        // Lock order: by channel address; a channel in several cases is
+        // locked once (the others adopt its state pointer).
+        let mut lock_order: Vec<usize> = (0..n).collect();
+        lock_order.sort_by_key(|&i| cases[i].chan_addr());
+        let lock_all = |cases: &mut Vec<Box<dyn Case<'a> + 'a>>| {
+            let mut prev: Option<(usize, *mut ())> = None;
+            for &i in &lock_order {
+                let a = cases[i].chan_addr();
+                match prev {
+                    Some((pa, st)) if pa == a => cases[i].adopt(st),
+                    _ => prev = Some((a, cases[i].lock())),
+                }
+            }
+        };
+        let unlock_all = |cases: &mut Vec<Box<dyn Case<'a> + 'a>>| {
+            for &i in lock_order.iter().rev() {
+                cases[i].unlock();
+            }
+        };
+        // Random poll order (Fisher-Yates).
+        let mut poll_order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = (random() % (i as u64 + 1)) as usize;
+            poll_order.swap(i, j);
+        }
+        let mut wakers = Vec::new();
+        lock_all(&mut cases);
+        let ready = poll_order.iter().copied().find(|&i| cases[i].poll(&mut wakers));
+        let chosen = match ready {
+            Some(i) => Some(Chosen::Case(i)),
+            None if default => Some(Chosen::Default),
+            None if deadline.is_some_and(|d| d <= crate::sys::now_ns()) => Some(Chosen::TimedOut),
+            None => None,
+        };
+        if let Some(chosen) = chosen {
+            unlock_all(&mut cases);
+            for w in wakers {
+                w.wake();
+            }
+            return Selected { chosen, cases };
+        }
+        debug_assert!(wakers.is_empty());
+        let claim = Claim::new();
+        for (i, c) in cases.iter_mut().enumerate() {
+            c.enqueue(&claim, i);
+        }
+        unlock_all(&mut cases);
+        let won = claim.wait(deadline, |i| cases[i].notified());
+        // Unlink the nodes still queued (all but the winner's) before the
+        // claim and nodes go away.
+        lock_all(&mut cases);
+        for (i, c) in cases.iter_mut().enumerate() {
+            if Some(i) != won {
+                c.dequeue();
+            }
+        }
+        unlock_all(&mut cases);
+        match won {
+            Some(i) => {
+                cases[i].complete();
+                Selected { chosen: Chosen::Case(i), cases }
+            }
+            None => Selected { chosen: Chosen::TimedOut, cases },
+        }
+    }
+}
+
+impl<'a> Selected<'a> {
+    /// How the select ended.
+    pub fn chosen(&self) -> Chosen {
+        self.chosen
+    }
+
+    /// The index of the completed case, or `None` (timeout or default).
+    pub fn index(&self) -> Option<usize> {
+        match self.chosen {
+            Chosen::Case(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Whether the timeout elapsed first.
+    pub fn timed_out(&self) -> bool {
+        self.chosen == Chosen::TimedOut
+    }
+
+    /// Whether no case was ready and the default case was taken.
+    pub fn is_default(&self) -> bool {
+        self.chosen == Chosen::Default
+    }
+
+    /// The result of the completed receive case on `rx`.
+    ///
+    /// # Panics
+    /// If the completed case is not a receive on `rx`.
+    pub fn recv<T: Send>(mut self, rx: &Receiver<T>) -> Result<T, RecvError> {
+        let addr = &*rx.chan as *const Chan<T> as usize;
+        let i = self.index().expect("Selected::recv: no case completed (timeout or default)");
+        let c = &mut self.cases[i];
+        assert!(c.is_recv() && c.chan_addr() == addr, "Selected::recv: case {i} is not a receive on this channel");
+        // SAFETY: a receive case on this channel address was built from a
+        // `&Receiver<T>` of this very (still borrowed, so live) channel:
+        // its outcome slot has type `Option<Result<T, RecvError>>`.
+        let out = unsafe { &mut *(c.out() as *mut Option<Result<T, RecvError>>) };
+        out.take().expect("outcome taken once")
+    }
+
+    /// The result of the completed send case on `tx`.
+    ///
+    /// # Panics
+    /// If the completed case is not a send on `tx`.
+    pub fn send<T: Send, S: SendHalf<T>>(mut self, tx: &S) -> Result<(), SendError<T>> {
+        let addr = tx.chan_erased() as usize;
+        let i = self.index().expect("Selected::send: no case completed (timeout or default)");
+        let c = &mut self.cases[i];
+        assert!(!c.is_recv() && c.chan_addr() == addr, "Selected::send: case {i} is not a send on this channel");
+        // SAFETY: as in `recv`, for `Option<Result<(), SendError<T>>>`.
+        let out = unsafe { &mut *(c.out() as *mut Option<Result<(), SendError<T>>>) };
+        out.take().expect("outcome taken once")
+    }
+}
