@@ -130,16 +130,19 @@ fn gc_while_spinning(collections: usize) {
     );
 }
 
-/// Loop iterations per second over `secs` with `loops` loops on 2 workers.
-fn throughput(async_on: bool, loops: usize, secs: f64) -> f64 {
+/// Loop iterations per second over `secs` with `loops` loops on 2 workers,
+/// and the quantum ticks delivered meanwhile (process-wide counter).
+fn throughput(async_on: bool, loops: usize, secs: f64) -> (f64, u64) {
     let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).async_preemption(async_on).build().unwrap();
     let loops = start_loops(&rt, loops);
     let i0 = loops.iters.load(Ordering::Relaxed);
+    let k0 = usurp::preempt::stats().ticks;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let rate = (loops.iters.load(Ordering::Relaxed) - i0) as f64 / t0.elapsed().as_secs_f64();
+    let ticks = usurp::preempt::stats().ticks - k0;
     loops.finish();
-    rate
+    (rate, ticks)
 }
 
 /// Throughput ratios against async preemption off, in the same run
@@ -149,11 +152,16 @@ fn throughput(async_on: bool, loops: usize, secs: f64) -> f64 {
 /// two would never run). Rounds alternate to cancel drift.
 fn throughput_ratios() {
     let (mut eq, mut dbl, mut off) = (0.0, 0.0, 0.0);
+    let (mut eq_ticks, mut dbl_ticks) = (0, 0);
     let rounds = 3;
     for _ in 0..rounds {
-        eq += throughput(true, 2, 0.5);
-        off += throughput(false, 2, 0.5);
-        dbl += throughput(true, 4, 0.5);
+        let (r, k) = throughput(true, 2, 0.5);
+        eq += r;
+        eq_ticks += k;
+        off += throughput(false, 2, 0.5).0;
+        let (r, k) = throughput(true, 4, 0.5);
+        dbl += r;
+        dbl_ticks += k;
     }
     let n = rounds as f64;
     println!(
@@ -161,6 +169,10 @@ fn throughput_ratios() {
         off / n,
         eq / n,
         dbl / n
+    );
+    println!(
+        "quantum ticks delivered while measuring ({:.1} s each): {eq_ticks} with 2 loops, {dbl_ticks} with 4 loops",
+        rounds as f64 * 0.5
     );
     println!("throughput ratio (loops == workers): {:.4}", eq / off);
     println!("throughput ratio (loops == 2 x workers): {:.4}", dbl / off);

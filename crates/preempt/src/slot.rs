@@ -70,14 +70,16 @@ pub struct WorkerSlot {
     pub(crate) registered: AtomicBool,
     timer: AtomicPtr<libc::c_void>,
     has_timer: AtomicBool,
-    /// The timer is running (set by whoever arms it, cleared by whoever
-    /// disarms it: the worker, or a thread calling `set_contended(true)`).
+    /// The timer is running (set by whoever arms it: the worker, a thread
+    /// calling `set_contended(true)`, or the handler; cleared by whoever
+    /// disarms it: `set_idle(true)`, or the handler on an uncontended tick).
     armed: AtomicBool,
     /// The worker is running tasks (`set_idle(false)`); written by the
     /// worker, read by `set_contended` on any thread.
     busy: AtomicBool,
     /// Runnable work waits for this worker (default true: ticks whenever
-    /// busy). Written by `set_contended` (any thread).
+    /// busy; reset to true at registration). Written by `set_contended`
+    /// (any thread); read by the handler.
     contended: AtomicBool,
     altstack: AtomicUsize,
     altstack_len: AtomicUsize,
