@@ -122,8 +122,16 @@ fn ticks_with_two_loops(policy: Option<bool>) -> u64 {
     let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).build().unwrap();
     assert!(rt.async_preemption());
     let loops = Loops::start(&rt, 2);
-    // Start-up: the spawns made the workers contended for a while.
-    std::thread::sleep(Duration::from_millis(50));
+    // Start-up: the spawns made the workers contended for a while (a stale
+    // flag clears at the next preemption).
+    if policy.is_none() {
+        if !quiesce() {
+            loops.stop.store(true, Ordering::SeqCst);
+            panic!("ticks never stopped with 2 loops on 2 workers");
+        }
+    } else {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let t0 = ticks();
     std::thread::sleep(Duration::from_millis(200));
     let n = ticks() - t0;
