@@ -65,6 +65,16 @@ pub(crate) static TICK_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::
 pub(crate) const TICK_ALWAYS: u8 = 1;
 pub(crate) const TICK_NO_WAKE: u8 = 2;
 
+/// `set_contended(true)` from a waker, out of line (the wake path stays
+/// small: the flag is usually set already).
+#[cold]
+#[inline(never)]
+fn contend_slow(s: &usurp_preempt::WorkerSlot) {
+    if wakers_contend() {
+        let _ = s.set_contended(true);
+    }
+}
+
 /// Whether wakers mark workers contended (false only under the
 /// `TICK_NO_WAKE` test policy).
 #[inline]
@@ -394,7 +404,17 @@ impl Worker {
     /// scheduler loop, which clears it.
     #[inline]
     fn raise_contention(&self, slot: &usurp_preempt::WorkerSlot, requeued: bool) {
-        if !slot.is_contended() && (requeued || self.work_waits()) {
+        if !slot.is_contended() {
+            self.raise_contention_slow(slot, requeued);
+        }
+    }
+
+    /// Out of line: keeps the switch path small (the flag is usually set
+    /// while tasks switch back and forth).
+    #[cold]
+    #[inline(never)]
+    fn raise_contention_slow(&self, slot: &usurp_preempt::WorkerSlot, requeued: bool) {
+        if requeued || self.work_waits() {
             let _ = slot.set_contended(true);
         }
     }
@@ -407,8 +427,8 @@ impl Worker {
     fn contend_self(&self) {
         // SAFETY: slots are `'static`.
         if let Some(s) = unsafe { self.slot.load(Ordering::Relaxed).as_ref() } {
-            if !s.is_contended() && wakers_contend() {
-                let _ = s.set_contended(true);
+            if !s.is_contended() {
+                contend_slow(s);
             }
         }
     }
