@@ -8,7 +8,8 @@
 //!   spawned by a busy task, arm the running workers' quanta and run (the
 //!   negative control, wakers that mark no worker contended, leaves them
 //!   waiting: nothing would ever run them);
-//! * a sleeper still wakes (timer expiry goes through targeted requests).
+//! * a sleeper still wakes, and stop-the-world still stops uncontended
+//!   workers (timer expiry and stops go through targeted requests).
 //!
 //! No timing assertions: watchdogs turn hangs into failures. The preemption
 //! counters and the test switch are process-wide, so the tests of this file
@@ -248,5 +249,32 @@ fn task_spawned_by_busy_task_runs() {
         );
     }
     assert!(child_of_busy_task_runs(&rt, WATCHDOG), "the child of a busy task never ran");
+    loops.finish();
+}
+
+/// Stop-the-world sends targeted requests, not ticks: it still stops
+/// workers whose timers are off because nobody waits for them.
+#[test]
+fn stop_the_world_reaches_uncontended_workers() {
+    let _s = serial();
+    let rt = Arc::new(Runtime::builder().workers(2).quantum(Duration::from_millis(1)).build().unwrap());
+    let loops = Loops::start(&rt, 2);
+    assert!(quiesce(), "ticks never stopped with 2 loops on 2 workers");
+    let acks0 = usurp::preempt::stats().acks;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt2 = rt.clone();
+    std::thread::spawn(move || {
+        for _ in 0..5 {
+            rt2.stop_the_world();
+            rt2.start_the_world();
+        }
+        rt2.heap().collect();
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(WATCHDOG).is_err() {
+        loops.stop.store(true, Ordering::SeqCst);
+        panic!("stop-the-world never completed while 2 uncontended loops ran");
+    }
+    assert!(usurp::preempt::stats().acks > acks0, "the stops sent no request");
     loops.finish();
 }
