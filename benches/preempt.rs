@@ -5,8 +5,11 @@
 //!       at a 1 ms and a 100 µs quantum;
 //!   (b) `heap.collect()` while the loops spin: time-to-safepoint and pause
 //!       (p50/p99) from the GC's stats, and the wall time of the call;
-//!   (c) loop throughput at a 1 ms quantum against async preemption off.
-//! Run: `cargo bench -p usurp --bench preempt` (args: probes, collections).
+//!   (c) loop throughput at a 1 ms quantum against async preemption off in
+//!       the same run, with loops == workers and loops == 2 x workers
+//!       (`throughput ratio (...)` lines, issue 12).
+//! Run: `cargo bench -p usurp --bench preempt` (args: probes, collections;
+//! `-- --throughput` runs only (c)).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,20 +130,63 @@ fn gc_while_spinning(collections: usize) {
     );
 }
 
-/// Loop iterations per second over `secs` with 4 loops on 2 workers.
-fn throughput(async_on: bool, secs: f64) -> f64 {
+/// Loop iterations per second over `secs` with `loops` loops on 2 workers,
+/// and the quantum ticks delivered meanwhile (process-wide counter).
+fn throughput(async_on: bool, loops: usize, secs: f64) -> (f64, u64) {
     let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).async_preemption(async_on).build().unwrap();
-    let loops = start_loops(&rt, if async_on { 4 } else { 2 });
+    let loops = start_loops(&rt, loops);
     let i0 = loops.iters.load(Ordering::Relaxed);
+    let k0 = usurp::preempt::stats().ticks;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let rate = (loops.iters.load(Ordering::Relaxed) - i0) as f64 / t0.elapsed().as_secs_f64();
+    let ticks = usurp::preempt::stats().ticks - k0;
     loops.finish();
-    rate
+    (rate, ticks)
+}
+
+/// Throughput ratios against async preemption off, in the same run
+/// (issue 12): 2 loops on 2 workers (nobody waits: no tick should be sent),
+/// and 4 loops on 2 workers (every worker has a waiting task: a tick per
+/// quantum). Async off runs 2 loops in both cases (one per worker: with 4,
+/// two would never run). Rounds alternate to cancel drift.
+fn throughput_ratios() {
+    let (mut eq, mut dbl, mut off) = (0.0, 0.0, 0.0);
+    let (mut eq_ticks, mut dbl_ticks) = (0, 0);
+    let rounds = 3;
+    for _ in 0..rounds {
+        let (r, k) = throughput(true, 2, 0.5);
+        eq += r;
+        eq_ticks += k;
+        off += throughput(false, 2, 0.5).0;
+        let (r, k) = throughput(true, 4, 0.5);
+        dbl += r;
+        dbl_ticks += k;
+    }
+    let n = rounds as f64;
+    println!(
+        "loop throughput, quantum 1ms: {:.3e} iter/s async off (2 loops); async on: {:.3e} (2 loops), {:.3e} (4 loops)",
+        off / n,
+        eq / n,
+        dbl / n
+    );
+    println!(
+        "quantum ticks delivered while measuring ({:.1} s each): {eq_ticks} with 2 loops, {dbl_ticks} with 4 loops",
+        rounds as f64 * 0.5
+    );
+    println!("throughput ratio (loops == workers): {:.4}", eq / off);
+    println!("throughput ratio (loops == 2 x workers): {:.4}", dbl / off);
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.iter().any(|a| a == "--throughput") {
+        // Only the throughput ratios (e.g. to take medians of several runs).
+        throughput_ratios();
+        println!("preemption stats: {:?}", usurp::preempt::stats());
+        return;
+    }
+    let args: Vec<String> = all.into_iter().filter(|a| !a.starts_with('-')).collect();
     let probes = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let collections = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
     println!("usurp workers=2 loops=4");
@@ -148,18 +194,6 @@ fn main() {
     wake_latency(Duration::from_micros(100), probes);
     wake_latency(usurp::DEFAULT_QUANTUM, probes / 10);
     gc_while_spinning(collections);
-    // Alternate to cancel drift; async off runs 2 loops (one per worker: the
-    // other two would never run).
-    let (mut on, mut off) = (0.0, 0.0);
-    for _ in 0..3 {
-        on += throughput(true, 0.5);
-        off += throughput(false, 0.5);
-    }
-    println!(
-        "loop throughput, quantum 1ms: {:.3e} iter/s with async preemption, {:.3e} without (ratio {:.4})",
-        on / 3.0,
-        off / 3.0,
-        on / off
-    );
+    throughput_ratios();
     println!("preemption stats: {:?}", usurp::preempt::stats());
 }

@@ -267,6 +267,8 @@ pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
 pub use heap::fail_next_marking_job;
+#[doc(hidden)]
+pub use mutator::set_alloc_checkpoint_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};

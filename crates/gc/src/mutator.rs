@@ -45,6 +45,18 @@
 //! Exhaustion is reported only after a full collection that the failing
 //! allocation waited for could not make room: the allocation is retried in
 //! that collection's pause, right after the sweep (see [`alloc_slow`]).
+//!
+//! **Allocation is a cooperative point** (issue 11). VM runtime code that
+//! allocates runs in ordinary `.text`, where asynchronous preemption is
+//! refused; a refused quantum tick (or a stop-the-world request) sets the
+//! worker's checkpoint flag. The slow path (a block refill every block's
+//! worth of small objects, every large object) calls
+//! `usurp_preempt::checkpoint()` on entry, so such code yields through the
+//! scheduler within about a quantum. That point holds no GC lock and no
+//! reference to the mutator (the fast path's died when it returned; the
+//! slow path reads the mutator afresh after it, and after every collection:
+//! the task may resume on another thread). Inside a no-preemption section
+//! (the GC's own, or the caller's) it does nothing.
 
 use crate::block::{BlockMeta, KIND_SMALL};
 use crate::descriptor::Descriptor;
@@ -528,7 +540,19 @@ fn alloc_fast(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Op
     unsafe { &mut *m }.fast(span_class(class_of(bytes), desc.is_pointer_free()), desc, bytes, len)
 }
 
+/// Test-only switch (negative control of "allocation is a cooperative
+/// point"): `false` makes the slow path skip its checkpoint.
+static ALLOC_CHECKPOINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test-only: turns the allocation slow path's checkpoint off (`false`) or
+/// on again (the default).
+#[doc(hidden)]
+pub fn set_alloc_checkpoint_for_tests(on: bool) {
+    ALLOC_CHECKPOINT.store(on, Ordering::Relaxed);
+}
+
 /// The slow path: a new block, a large object, a collection, or an error.
+/// It starts with a cooperative point (`usurp_preempt::checkpoint()`).
 ///
 /// A collection may switch the calling task to another thread (waiting for
 /// another collection counts as blocking): the mutator is re-read after
@@ -547,6 +571,14 @@ fn alloc_fast(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Op
 #[cold]
 #[inline(never)]
 fn alloc_slow(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
+    // A cooperative point (see the module docs): no GC lock is held and no
+    // mutator reference is alive here; the loop below reads the mutator
+    // after this (possible) switch. Only where allocation is allowed (a
+    // thread whose allocation is forbidden, e.g. inside `blocking`, keeps
+    // the request for its next real cooperative point).
+    if ALLOC_CHECKPOINT.load(Ordering::Relaxed) && !current_mutator().is_null() {
+        usurp_preempt::checkpoint();
+    }
     let mut may_trigger = true;
     let mut rounds = 0;
     loop {

@@ -12,9 +12,10 @@
 //! * **Quantum ticks.** Every worker has a POSIX timer (`timer_create` with
 //!   `SIGEV_THREAD_ID`, so the signal lands on that worker and not on an
 //!   arbitrary thread as with `setitimer`), armed while the worker runs tasks
-//!   and disarmed while it is idle or blocked ([`WorkerSlot::set_idle`]) or
-//!   while no other task waits for it ([`WorkerSlot::set_contended`]); a
-//!   system call only on those transitions. On every switch into a task the
+//!   and another task waits for it, disarmed while it is idle or blocked
+//!   ([`WorkerSlot::set_idle`]: at once) or while no other task waits for it
+//!   ([`WorkerSlot::set_contended`]: lazily, at its next tick, which then
+//!   attempts nothing); a system call only on those transitions. On every switch into a task the
 //!   scheduler calls `switch_in`, which bumps a per-worker switch counter
 //!   (no clock read: a vDSO `clock_gettime` costs as much as a whole task
 //!   switch). The timer is one-shot. When it fires, the handler checks — as
@@ -110,13 +111,17 @@
 //!   then). Targeted requests can still interrupt a blocked worker: system
 //!   calls that SA_RESTART does not restart (epoll_wait, nanosleep, …) return
 //!   EINTR and must be retried.
-//! * "Tick only when someone waits" (not wired yet; the default keeps
-//!   ticking whenever the worker is busy): `slot.set_contended(work_waits)`
-//!   each time the worker picks its next task, and `set_contended(true)` on
-//!   the running workers from whoever makes a task runnable while no worker
-//!   is idle (spawn, wake, timer expiry). An uncontended busy worker's timer
-//!   is disarmed: when loops equal workers no signal is sent at all. See
-//!   [`WorkerSlot::set_contended`].
+//! * "Tick only when someone waits" (a slot starts contended, i.e. ticking
+//!   whenever the worker is busy, until the scheduler says otherwise):
+//!   `slot.set_contended(work_waits)` each time the worker picks its next
+//!   task, and `set_contended(true)` on the running workers from whoever
+//!   makes a task runnable while no worker is idle (spawn, wake, timer
+//!   expiry). `false` makes no system call; the next tick finds it, attempts
+//!   nothing and leaves the timer disarmed, so an uncontended busy worker
+//!   takes at most one more signal: when loops equal workers no signal is
+//!   sent at all. See [`WorkerSlot::set_contended`] (and the fence the
+//!   clearing side needs). usurp-sched wires it (`worker.rs`,
+//!   `update_contention`).
 //! * Right before switching into a task: `slot.switch_in(stack_lo,
 //!   stack_hi, saved_state)` (`stack_lo` = lowest usable byte above the
 //!   guard). Right after switching back out of it: `let saved_state =

@@ -367,8 +367,19 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// switch counter moved) and after an accepted preemption. Targeted
 /// requests (stop-the-world, due timers) are not delayed by it: their
 /// senders re-send them.
+///
+/// A tick that finds the worker uncontended (no task waits for it:
+/// [`WorkerSlot::set_contended`]`(false)`) attempts nothing and leaves the
+/// timer disarmed. A request merged into a tick is served either way.
 unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
+    if !request && !slot.is_contended() {
+        // Nobody waits for this worker (`set_contended(false)`, which makes
+        // no system call itself): no attempt, and the timer stays disarmed
+        // until work appears (`set_contended(true)` re-arms it).
+        slot.tick_uncontended();
+        return;
+    }
     let q = slot.quantum_ns.load(Ordering::Relaxed);
     let now = now_ns();
     let retry = (q / 4).max(50_000);

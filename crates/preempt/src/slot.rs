@@ -70,14 +70,16 @@ pub struct WorkerSlot {
     pub(crate) registered: AtomicBool,
     timer: AtomicPtr<libc::c_void>,
     has_timer: AtomicBool,
-    /// The timer is running (set by whoever arms it, cleared by whoever
-    /// disarms it: the worker, or a thread calling `set_contended(true)`).
+    /// The timer is running (set by whoever arms it: the worker, a thread
+    /// calling `set_contended(true)`, or the handler; cleared by whoever
+    /// disarms it: `set_idle(true)`, or the handler on an uncontended tick).
     armed: AtomicBool,
     /// The worker is running tasks (`set_idle(false)`); written by the
     /// worker, read by `set_contended` on any thread.
     busy: AtomicBool,
     /// Runnable work waits for this worker (default true: ticks whenever
-    /// busy). Written by `set_contended` (any thread).
+    /// busy; reset to true at registration). Written by `set_contended`
+    /// (any thread); read by the handler.
     contended: AtomicBool,
     altstack: AtomicUsize,
     altstack_len: AtomicUsize,
@@ -289,31 +291,51 @@ impl WorkerSlot {
     /// Tells the preemption engine whether runnable work waits for this
     /// worker ("tick only when someone waits"). A quantum only matters when
     /// another task waits: while `false`, a busy worker's quantum timer is
-    /// disarmed and its running task takes no signal at all (a timer signal
+    /// left disarmed and its running task takes no signal (a timer signal
     /// costs 12-14 µs of the loop's time in delivery alone); `true` (the
     /// default) arms it, and the running task's quantum starts then (it ran
     /// uncontended until now: a waiting task waits at most one quantum).
     /// Targeted requests ([`crate::request_preempt`]: stop-the-world, due
     /// timers) are not affected.
     ///
-    /// Callable from any thread, async-signal-safe (a system call only on a
-    /// transition of a busy worker). The one call a scheduler makes, at two
-    /// kinds of places:
+    /// `false` is lazy: it makes no system call (it only clears the flag);
+    /// the next tick finds the flag clear and leaves the timer disarmed, so a
+    /// worker takes at most one more signal after it became uncontended, and
+    /// a worker whose contention flips on every task switch (a ping-pong)
+    /// makes no system call for it. `true` makes one (`timer_settime`) only
+    /// if the timer is not armed; when the flag is already set it is one
+    /// load.
+    ///
+    /// Callable from any thread, async-signal-safe. The one call a scheduler
+    /// makes, at two kinds of places:
     /// * the worker, each time it picks its next task (before `switch_in`):
     ///   `slot.set_contended(work_waits)`, where `work_waits` is whether its
     ///   own queues, the global queue, or a steal target that has no idle
-    ///   worker hold runnable tasks;
+    ///   worker hold runnable tasks. Clearing races with wakers: after
+    ///   `set_contended(false)` the worker issues a SeqCst fence and looks at
+    ///   its queues again, setting it back if work appeared (a waker
+    ///   publishes its task, then a SeqCst fence or RMW, then calls
+    ///   `set_contended(true)`, which reads the flag: one of the two sees the
+    ///   other);
     /// * whoever makes a task runnable (spawn, wake, timer expiry) while no
     ///   worker is idle: `slot.set_contended(true)` on the running workers
     ///   (at least on the one expected to run it).
     ///
     /// When loops equal workers, no signal is then sent at all.
     pub fn set_contended(&self, contended: bool) -> Result<(), Error> {
-        if self.contended.swap(contended, Ordering::SeqCst) == contended || !self.has_timer.load(Ordering::Acquire) {
+        if !contended {
+            if self.contended.load(Ordering::Relaxed) {
+                self.contended.swap(false, Ordering::SeqCst);
+            }
             return Ok(());
         }
-        if !contended {
-            return self.disarm();
+        // Already set: whoever set it armed the timer (if busy), or the
+        // handler re-arms it (it re-reads the flag after clearing `armed`).
+        if self.contended.load(Ordering::SeqCst) || self.contended.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !self.has_timer.load(Ordering::Acquire) {
+            return Ok(());
         }
         if self.busy.load(Ordering::SeqCst) {
             self.arm_quantum()?;
@@ -326,8 +348,23 @@ impl WorkerSlot {
         Ok(())
     }
 
+    /// Called by the handler on a quantum tick of an uncontended worker
+    /// (the lazy half of `set_contended(false)`): the timer (one-shot, so
+    /// not running now) is marked disarmed and not re-armed. A
+    /// `set_contended(true)` racing with this either ran before the clear
+    /// of `armed` (then the re-read of the flag below sees it set, and this
+    /// re-arms) or after it (then it sees `armed` clear and arms itself).
+    /// Async-signal-safe.
+    pub(crate) fn tick_uncontended(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+        if self.contended.load(Ordering::SeqCst) && self.busy.load(Ordering::SeqCst) {
+            let _ = self.arm_quantum();
+        }
+    }
+
     /// Whether runnable work waits for this worker (see
     /// [`WorkerSlot::set_contended`]).
+    #[inline]
     pub fn is_contended(&self) -> bool {
         self.contended.load(Ordering::Relaxed)
     }
@@ -454,6 +491,9 @@ pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(
         create_timer(slot, tid)?;
         publish(slot)?;
         slot.pending.store(0, Ordering::Release);
+        // A pooled slot starts contended, like a fresh one (the scheduler
+        // clears it when it finds no waiting work).
+        slot.contended.store(true, Ordering::SeqCst);
         CURRENT.with(|c| c.set(slot));
         // Publish the tid last: request_preempt sends nothing before it is
         // set, so every request signal finds CURRENT set on this thread.

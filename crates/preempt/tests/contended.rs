@@ -1,5 +1,6 @@
-//! "Tick only when someone waits": `WorkerSlot::set_contended(false)` stops a
-//! busy worker's quantum timer (its running task takes no signal at all),
+//! "Tick only when someone waits": after `WorkerSlot::set_contended(false)`
+//! a busy worker's quantum timer stops at its next tick (its running task
+//! takes no signal after that),
 //! and `set_contended(true)` from another thread (work appeared) arms it
 //! again, so the task is preempted once its quantum is over. The scheduler
 //! wiring is the integrator's (see `set_contended`'s documentation).
@@ -24,10 +25,17 @@ fn an_uncontended_worker_takes_no_ticks_and_work_appearing_arms_it() {
         Box::new(move || {
             let slot = usurp_preempt::current_worker().expect("on a worker");
             assert!(slot.is_contended() && slot.is_armed(), "default: contended, timer armed while busy");
-            // Nobody waits: no timer.
+            // Nobody waits: no system call now (lazy); the next tick, at
+            // most a quantum away, finds the flag clear, attempts nothing
+            // and leaves the timer disarmed.
+            let a0 = slot.stats().accepted;
             slot.set_contended(false).unwrap();
-            assert!(!slot.is_armed());
-            // A tick already pending may still arrive: let it.
+            let t = Instant::now();
+            while slot.is_armed() {
+                assert!(t.elapsed() < Duration::from_secs(60), "the timer stayed armed while uncontended");
+                spin(1_000);
+            }
+            assert_eq!(slot.stats().accepted, a0, "an uncontended tick preempted the task");
             let t = Instant::now();
             while t.elapsed() < quantum * 2 {
                 spin(1_000);
@@ -73,7 +81,8 @@ fn contention_and_idleness_combine() {
         slot.set_contended(false).unwrap();
         slot.set_contended(true).unwrap();
         assert!(!slot.is_armed());
-        // Busy but uncontended: not armed.
+        // Busy but uncontended: not armed (the flag was cleared while
+        // idle, so nothing was armed to begin with).
         slot.set_contended(false).unwrap();
         slot.set_idle(false).unwrap();
         assert!(!slot.is_armed());

@@ -47,6 +47,23 @@ pub fn set_pin_policy_for_tests(p: Option<bool>) {
 /// Whether the runtime found thread-local accesses in the `preemptible!`
 /// code (then async-preempted tasks are pinned to their thread); `None`
 /// before the first runtime started.
+/// Test-only switch (negative controls of "tick only when someone waits",
+/// issue 12). Process-wide. `None`: normal. `Some(true)`: every worker
+/// reports itself contended whenever it picks a task, so busy workers take
+/// a quantum tick even when no task waits (the behaviour before).
+/// `Some(false)`: wakers (spawn, wake, global queue, pinned forwarding)
+/// never mark workers contended; only a worker's own scheduling does, so a
+/// task made runnable while every worker runs a loop is never served.
+#[doc(hidden)]
+pub fn set_tick_policy_for_tests(p: Option<bool>) {
+    let v = match p {
+        None => 0,
+        Some(true) => crate::worker::TICK_ALWAYS,
+        Some(false) => crate::worker::TICK_NO_WAKE,
+    };
+    crate::worker::TICK_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[doc(hidden)]
 pub fn preemptible_code_touches_tls() -> Option<bool> {
     crate::preempt_glue::section_tls_known()

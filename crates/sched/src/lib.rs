@@ -44,6 +44,34 @@
 //! task therefore never waits while a worker sleeps. An idle runtime uses no
 //! CPU.
 //!
+//! **Tick only when someone waits** (issue 12). A quantum only matters when
+//! another task waits, and a timer signal costs a loop 12-14 µs here, so a
+//! busy worker's quantum timer runs only while work waits for it
+//! (`usurp_preempt::WorkerSlot::set_contended`; `worker.rs`). Each time the
+//! scheduler loop picks a task, the worker marks its slot contended if its
+//! ring, `runnext`, inbox or the global queue holds a task, uncontended
+//! otherwise (a SeqCst swap, a fence and a second look at those queues, so
+//! a waker racing with the clear is never missed). A direct task-to-task
+//! switch only raises the flag (the outgoing task is requeued, or work
+//! waits): a stale flag costs at most one tick, since the next preemption
+//! goes through the scheduler loop (and so does every 61st schedule).
+//! Wakers raise it too: a running task that makes a task runnable on its
+//! own worker (spawn, wake, a timer fired in the park path) marks its own
+//! worker; a push to the global queue with no worker idle or searching
+//! marks every worker (`Shared::notify_global`); a pinned task forwarded to
+//! another worker's inbox marks that worker. Clearing is lazy in the
+//! preemption crate (no system call: the next tick leaves the timer
+//! disarmed), so a flag flipping on every switch costs no `timer_settime`.
+//! After a quantum ends (preemption, or a yield at `checkpoint()`) with
+//! nothing ready locally, a task in the global queue runs next instead of
+//! the preempted one, so a task spawned from outside while every worker
+//! loops runs about a quantum later. When loops equal workers, no signal is
+//! sent at all. Not covered: tasks queued on *another* busy worker's ring
+//! do not make this worker contended (that worker ticks for them itself;
+//! with no idle worker, an uneven split of loops, e.g. 3 and 1 on 2
+//! workers, is not rebalanced). Stop-the-world and due timers use targeted
+//! requests, which do not depend on the quantum timer.
+//!
 //! **Parking** (`wait.rs`). Each task has a one-token park state
 //! (EMPTY/PARKED/NOTIFIED). Every blocking primitive enqueues a wait node on
 //! the waiter's stack; exactly one waker dequeues and wakes it exactly once,
@@ -102,9 +130,12 @@
 //! `switch_to` and the scheduler loop call `switch_out`/`switch_in` (no
 //! system call, no clock read); idle sleeps, stop-the-world parking and
 //! `blocking` disarm the thread's timer (`blocking` run in place blocks the
-//! preemption signal instead, keeping the task's quantum). An async-preempted
+//! preemption signal instead, keeping the task's quantum), and so does the
+//! absence of waiting work (above). An async-preempted
 //! task parks (pinned to its worker's thread if its code touches TLS; the
-//! park path fires due timers); `checkpoint()` yields. Stop-the-world sends preemption requests to busy workers and
+//! park path fires due timers); `checkpoint()` yields, and so does the GC's
+//! allocation slow path (it calls `checkpoint()`: allocation is a
+//! cooperative point for VM runtime code outside `preemptible!`). Stop-the-world sends preemption requests to busy workers and
 //! parks every worker at its next scheduling decision (see `stw.rs` for the
 //! contract: a non-preemptible loop without `checkpoint()` delays it).
 //! `gc_world.rs` implements the GC's `World` (conservative ranges of stopped

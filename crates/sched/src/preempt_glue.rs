@@ -21,6 +21,11 @@
 //!   `blocking` (no timer signals to a thread that runs no task); `blocking`
 //!   run in place keeps the timer but blocks the signal while its closure
 //!   runs ([`MaskPreemptSignal`]: no EINTR storms in its system calls).
+//! * `set_contended` ("tick only when someone waits", issue 12): the
+//!   scheduler loop sets it from whether work waits for the worker each time
+//!   it picks a task, direct switches and wakers only raise it (see
+//!   `worker.rs`, `Worker::update_contention`): a busy worker whose task
+//!   nobody waits for takes no timer signal.
 //!
 //! **Why the runtime's own code needs no `no_preempt`**: the safe-point check
 //! refuses any PC outside registered preemptible code, and the scheduler is

@@ -557,6 +557,15 @@ impl Shared {
             inbox.push_back(t);
             target.inbox_len.store(inbox.len(), Ordering::SeqCst);
         }
+        // The task can only run on `target`: if that worker is busy, its
+        // quantum must tick (the SeqCst store above, then the flag's SeqCst
+        // read in `set_contended`: see `Worker::update_contention`).
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { target.slot.load(Ordering::Acquire).as_ref() } {
+            if worker::wakers_contend() {
+                let _ = s.set_contended(true);
+            }
+        }
         self.wake_worker(p);
         false
     }
@@ -570,6 +579,43 @@ impl Shared {
             return;
         }
         self.wake_one_idle();
+    }
+
+    /// `notify` after a push to the global queue: wakes an idle worker;
+    /// when none is idle nor searching, marks every worker contended
+    /// ([`Shared::contend_busy`]) so that their quanta tick and the task
+    /// runs within about a quantum ("tick only when someone waits").
+    pub(crate) fn notify_global(&self) {
+        fence(Ordering::SeqCst);
+        if self.nspinning.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if self.nidle.load(Ordering::Relaxed) == 0 {
+            self.contend_busy();
+            return;
+        }
+        self.wake_one_idle();
+    }
+
+    /// Marks every worker's preemption slot contended (a no-op for those
+    /// already marked: one load each). Every worker, not only those running
+    /// a task: one between tasks may have looked at the global queue just
+    /// before the push (its `update_contention` then saw nothing) and be
+    /// about to run a task; the caller's fence after publishing, against
+    /// the fence in `update_contention` after clearing the flag, makes one
+    /// of the two see the other. A worker that is not busy only gets the
+    /// flag (its timer is armed when it starts running tasks).
+    #[cold]
+    pub(crate) fn contend_busy(&self) {
+        if !worker::wakers_contend() {
+            return;
+        }
+        for w in self.workers.iter() {
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { w.slot.load(Ordering::SeqCst).as_ref() } {
+                let _ = s.set_contended(true);
+            }
+        }
     }
 
     /// `notify` for callers whose publication of the work was itself a

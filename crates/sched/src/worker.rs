@@ -55,6 +55,33 @@ const SPIN_ROUNDS: u32 = 64;
 /// Tasks kept in a worker's free cache.
 pub(crate) const FREE_CACHE: usize = 64;
 
+/// Test-only switch (negative controls of "tick only when someone waits",
+/// issue 12), set through `hooks::set_tick_policy_for_tests`: 0 normal;
+/// [`TICK_ALWAYS`]: workers always report themselves contended, so their
+/// quantum timers tick whenever they are busy, as before; [`TICK_NO_WAKE`]:
+/// wakers never mark workers contended (only a worker's own picks do), so
+/// a task made runnable while every worker runs a loop is never served.
+pub(crate) static TICK_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub(crate) const TICK_ALWAYS: u8 = 1;
+pub(crate) const TICK_NO_WAKE: u8 = 2;
+
+/// `set_contended(true)` from a waker, out of line (the wake path stays
+/// small: the flag is usually set already).
+#[cold]
+#[inline(never)]
+fn contend_slow(s: &usurp_preempt::WorkerSlot) {
+    if wakers_contend() {
+        let _ = s.set_contended(true);
+    }
+}
+
+/// Whether wakers mark workers contended (false only under the
+/// `TICK_NO_WAKE` test policy).
+#[inline]
+pub(crate) fn wakers_contend() -> bool {
+    TICK_POLICY.load(Ordering::Relaxed) != TICK_NO_WAKE
+}
+
 /// Per-OS-thread state of a runtime thread.
 pub(crate) struct Machine {
     /// Saved SP of this thread's scheduler loop while a task runs.
@@ -316,14 +343,109 @@ impl Worker {
     }
 
     /// Pushes `t` on the ring; overflow goes to the global queue (and wakes
-    /// an idle worker for it).
+    /// an idle worker for it, or marks the busy ones contended).
     #[inline]
     pub(crate) fn push_local(&self, t: *mut Task) {
         if let Some(list) = self.queue.push(t) {
             let sh = self.shared();
             sh.push_global_list(list);
-            sh.notify();
+            sh.notify_global();
         }
+    }
+
+    /// Whether runnable work waits for this worker: its ring, `runnext`, its
+    /// inbox, or the global queue. Another worker's ring needs no look: that
+    /// worker marks itself contended when it fills it, so its own ticks
+    /// serve it (and an idle worker steals it). SeqCst loads: the second
+    /// half of the Dekker handshake in [`Worker::update_contention`].
+    #[inline]
+    fn work_waits(&self) -> bool {
+        self.queue.len() != 0
+            || !self.runnext.0.load(Ordering::SeqCst).is_null()
+            || self.inbox_len.load(Ordering::SeqCst) != 0
+            || self.shared().global_len.load(Ordering::SeqCst) != 0
+    }
+
+    /// "Tick only when someone waits" (issue 12), the worker's half: called
+    /// each time the scheduler loop picks the next task. Marks the thread's
+    /// preemption slot contended if work waits for this worker (its quantum
+    /// timer ticks), uncontended otherwise (no signal at all: a running loop
+    /// keeps its CPU undisturbed). Clearing races with wakers, who publish
+    /// work and then set the flag if they read it clear
+    /// (`Shared::contend_busy`, `make_runnable`, `claim_for`): the clear is
+    /// a SeqCst swap followed by a SeqCst fence and a second look at the
+    /// queues, so either the waker sees the flag clear (and sets it, arming
+    /// the timer), or this second look sees its work.
+    #[inline]
+    fn update_contention(&self) {
+        // SAFETY: slots are `'static`.
+        let Some(s) = (unsafe { self.slot.load(Ordering::Relaxed).as_ref() }) else { return };
+        if TICK_POLICY.load(Ordering::Relaxed) == TICK_ALWAYS || self.work_waits() {
+            if !s.is_contended() {
+                let _ = s.set_contended(true);
+            }
+            return;
+        }
+        if !s.is_contended() {
+            return;
+        }
+        let _ = s.set_contended(false);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.work_waits() {
+            let _ = s.set_contended(true);
+        }
+    }
+
+    /// The direct-switch half: a task-to-task switch only *raises* the
+    /// contention flag (the outgoing task is requeued, or work waits); it
+    /// never clears it, which would need a full fence on every switch. A
+    /// stale flag costs at most one tick: the next preemption (or the
+    /// periodic full schedule, every 61 schedules) goes through the
+    /// scheduler loop, which clears it.
+    #[inline]
+    fn raise_contention(&self, slot: &usurp_preempt::WorkerSlot, requeued: bool) {
+        if !slot.is_contended() {
+            self.raise_contention_slow(slot, requeued);
+        }
+    }
+
+    /// Out of line: keeps the switch path small (the flag is usually set
+    /// while tasks switch back and forth).
+    #[cold]
+    #[inline(never)]
+    fn raise_contention_slow(&self, slot: &usurp_preempt::WorkerSlot, requeued: bool) {
+        if requeued || self.work_waits() {
+            let _ = slot.set_contended(true);
+        }
+    }
+
+    /// A task was made runnable on this worker by its running task: the
+    /// worker is expected to run it, so its quantum must tick (the running
+    /// task may keep the CPU in a loop; an idle worker, if any, steals it
+    /// sooner). Same thread as the worker's own picks: no fence needed.
+    #[inline]
+    fn contend_self(&self) {
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { self.slot.load(Ordering::Relaxed).as_ref() } {
+            if !s.is_contended() {
+                contend_slow(s);
+            }
+        }
+    }
+
+    /// After a task used up its quantum (async preemption, or a yield at a
+    /// checkpoint) and nothing is ready locally: a task waiting in the
+    /// global queue runs next, rather than the preempted task again (it goes
+    /// back to the local ring, where the scheduler loop would find it
+    /// before the global queue, which it checks first only every 61
+    /// schedules). Null if none.
+    #[inline]
+    fn take_global_now(&self) -> *mut Task {
+        let sh = self.shared();
+        if self.stopping() || sh.global_len.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        sh.take_global(self).unwrap_or(ptr::null_mut())
     }
 
     /// Clears the pin of the current task at a cooperative switch.
@@ -578,6 +700,7 @@ unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, ac
             let slot = &*slot;
             (*cur).preempt_state.set(slot.switch_out());
             if !next.is_null() {
+                w.raise_contention(slot, action == A_YIELD || action == A_PREEMPT);
                 slot.switch_in((*next).stack.lo(), (*next).stack.hi(), (*next).preempt_state.get());
             }
         }
@@ -612,7 +735,7 @@ pub(crate) fn finish_switch(arg: usize) {
             (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
             let sh = (*prev).shared();
             sh.push_global_one(prev);
-            sh.notify();
+            sh.notify_global();
             return;
         }
         let w = &*((arg & !A_MASK) as *const Worker);
@@ -692,6 +815,9 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                 let w = &*w;
                 let mut t = t;
                 if lifo && !(*m).current.get().is_null() {
+                    // The running task made it runnable here: its quantum
+                    // must tick from now on (it may keep the CPU).
+                    w.contend_self();
                     if w.solo {
                         let old = w.runnext.0.load(Ordering::Relaxed);
                         w.runnext.0.store(t, Ordering::Relaxed);
@@ -712,7 +838,11 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                         return;
                     }
                     t = old;
+                } else if !(*m).current.get().is_null() {
+                    w.contend_self();
                 }
+                // (From the scheduler loop, no task current: the worker
+                // picks next and sees its ring.)
                 w.push_local(t);
                 w.shared().notify();
                 return;
@@ -721,7 +851,7 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
     }
     let sh = task.shared();
     sh.push_global_one(t);
-    sh.notify();
+    sh.notify_global();
 }
 
 /// Gives `t` its park token; if it was parked, makes it runnable.
@@ -772,7 +902,10 @@ pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
         stopper_yielded();
     }
     w.clear_pin(cur);
-    let next = w.next_fast();
+    let mut next = w.next_fast();
+    if next.is_null() {
+        next = w.take_global_now();
+    }
     if next.is_null() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
         let sh = w.shared();
         if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
@@ -815,7 +948,10 @@ pub(crate) fn preempt_current(pin: bool) {
     // here, once per quantum, so that sleepers wake within a quantum. Woken
     // tasks go to `runnext` (this task is still current) and run next.
     w.shared().run_timers();
-    let next = w.next_fast();
+    let mut next = w.next_fast();
+    if next.is_null() {
+        next = w.take_global_now();
+    }
     // SAFETY: per `switch_to`'s contract.
     unsafe { switch_to(m, w, cur, next, A_PREEMPT) };
 }
@@ -1046,6 +1182,10 @@ fn schedule_loop(m: &Machine) {
         if w.slot.load(Ordering::Relaxed) != slot {
             // This thread (just) took the worker over.
             w.slot.store(slot, Ordering::Release);
+            // Orders the store before this worker's reads of the queues
+            // (`update_contention`) against wakers that publish work and
+            // then read `slot` (`Shared::contend_busy`).
+            std::sync::atomic::fence(Ordering::SeqCst);
             // SAFETY: slots are `'static`.
             if let Some(s) = unsafe { slot.as_ref() } {
                 let _ = s.set_idle(false);
@@ -1059,6 +1199,7 @@ fn schedule_loop(m: &Machine) {
             w.shared().worker_stopped();
             return;
         };
+        w.update_contention();
         m.current.set(t);
         w.running_task.store(t as usize, Ordering::Relaxed);
         w.bump_switch();
