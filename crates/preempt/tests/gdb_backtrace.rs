@@ -119,7 +119,13 @@ fn gdb_backtrace_walks_through_the_spill_routine() {
     let (m, l, c) = (at("usurp_gdb_park_marker"), at("gdb_interrupted_leaf"), at("gdb_calling_function"));
     assert!(m < s && s < l && l < c, "frames out of order (marker {m}, spill {s}, leaf {l}, caller {c}):\n{text}");
     // Between the spill frame and the interrupted function only frames
-    // inlined into it (same PC, printed without an address).
-    assert!(frames[s + 1..l].iter().all(|f| !f.contains(" in ")), "the interrupted function must be the spill routine's caller:\n{text}");
+    // inlined into it. The first frame after the signal frame holds the
+    // interrupted PC (gdb prints its address unless the PC starts a line:
+    // that depends on where the tick landed); frames inlined around it share
+    // that PC and are printed without an address.
+    assert!(
+        frames[s + 2..l.max(s + 2)].iter().all(|f| !f.contains(" in ")),
+        "the interrupted function must be the spill routine's caller:\n{text}"
+    );
     assert!(frames[c..].iter().any(|f| f.contains("gdb_backtrace")), "the walk stopped at the caller:\n{text}");
 }
