@@ -88,6 +88,16 @@ impl BlockMeta {
     /// object allocated in the block after its sweep whose start bit the
     /// first read saw was published after the sweep's Release, so the state
     /// read after it says swept.
+    ///
+    /// Reuse: a lazy sweep may free the block and another thread hand it out
+    /// again, possibly for another size class, while a lookup that already
+    /// read the old kind (and computed `i` for the old layout) runs this
+    /// check: the bit it then sees belongs to the new layout. Lookups that
+    /// run outside a pause (`mark::find_exact`, `mark::find_containing`,
+    /// `refcheck`) therefore read the block's kind again after this check
+    /// and fail if it changed: a new owner publishes the new kind (Release)
+    /// before any object-start bit, so a lookup that saw such a bit
+    /// (Acquire) sees the new kind on its second read.
     #[inline(always)]
     pub fn is_live(&self, i: usize, gen: u64) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));

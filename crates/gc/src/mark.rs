@@ -84,7 +84,9 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             // (slot < MAX_SLOTS always; object-start bits past the block's
             // last slot are never set, so the tail of a block is rejected by
             // the bit test alone.)
-            if !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) {
+            if !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) || space.kind(b) != (kind, sc) {
+                // (Kind read again: the block may have been freed and reused
+                // for another class meanwhile, see `BlockMeta::is_live`.)
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: start + slot * size, noscan, size })
@@ -99,7 +101,7 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
                 return None;
             }
             let hm = space.meta(head);
-            if !hm.is_live(0, space.gen.load(Ordering::Acquire)) {
+            if !hm.is_live(0, space.gen.load(Ordering::Acquire)) || space.kind(head) != (hk, noscan) {
                 return None;
             }
             let start = space.block_start(head);
@@ -127,14 +129,20 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
             let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
             let slot = slot_index(c, off);
-            if slot * size != off || !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) {
+            if slot * size != off
+                || !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire))
+                || space.kind(b) != (kind, sc)
+            {
                 return None;
             }
             Some(ObjLoc { block: b, slot, addr: a, noscan, size })
         }
         KIND_LARGE_HEAD => {
             let m = space.meta(b);
-            if a != space.block_start(b) || !m.is_live(0, space.gen.load(Ordering::Acquire)) {
+            if a != space.block_start(b)
+                || !m.is_live(0, space.gen.load(Ordering::Acquire))
+                || space.kind(b) != (kind, sc)
+            {
                 return None;
             }
             let size = m.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;

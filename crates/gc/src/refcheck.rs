@@ -24,7 +24,10 @@
 //! ([`BlockMeta::is_live`]: the object-start bit, read with Acquire so that
 //! it pairs with the allocator's Release publish and the header read next is
 //! initialised, and in a block not swept since the last mark its mark bit of
-//! that cycle: a dead object awaiting the lazy sweep fails the check). Between the check and the access no collection can
+//! that cycle: a dead object awaiting the lazy sweep fails the check), then
+//! the kind again (a lazy sweep may free the block and another thread hand
+//! it out for another class meanwhile: the bit read would then belong to
+//! another layout, and the "header" to another object's payload). Between the check and the access no collection can
 //! free the object: the safe accessors first require the calling thread to
 //! have a mutator (`GcRef::live_descriptor`: a thread the World stops — a
 //! task outside `blocking()`, an attached thread — or the collector in its
@@ -165,9 +168,10 @@ fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
     let b = off >> BLOCK_SHIFT;
     // SAFETY: off < hi - lo, so b < nblocks: the kind and meta maps hold
     // nblocks entries and stay mapped while the entry is registered.
-    let (v, m) = unsafe { ((*e.kinds.add(b)).load(Ordering::Acquire), &*e.meta.add(b)) };
+    let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+    let v = kind.load(Ordering::Acquire);
     let boff = off & (BLOCK_SIZE - 1);
-    match v as u8 {
+    let live = match v as u8 {
         KIND_SMALL => {
             let c = split_span_class((v >> 8) as usize).0;
             let slot = slot_index(c, boff);
@@ -175,7 +179,11 @@ fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
         }
         KIND_LARGE_HEAD => boff == 0 && m.is_live(0, e.gen.load(Ordering::Acquire)),
         _ => false,
-    }
+    };
+    // The block may have been freed by a lazy sweep and handed out again
+    // (another class) between the kind read and the bit read: then the bit
+    // belongs to another layout. See `BlockMeta::is_live` ("Reuse").
+    live && kind.load(Ordering::Acquire) == v
 }
 
 /// The descriptor in the header of the published object at `addr`.
@@ -274,5 +282,124 @@ impl Quarantine {
             self.bytes -= n;
             free(a);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Lookups racing a lazy sweep that frees a block and a new owner that
+    //! hands it out for another size class. The race window (between a
+    //! lookup's read of the block's kind and its read of the object-start
+    //! bit) is made deterministic: the block's metadata page is made
+    //! inaccessible, and the fault handler plays the sweep and the new owner
+    //! (kind changed from the 16-byte to the 24-byte class, two objects
+    //! published) before the lookup's bit read is retried.
+    use super::*;
+    use crate::block::KIND_SMALL;
+    use crate::mark::{find_containing, find_exact};
+    use crate::space::Space;
+    use std::sync::atomic::AtomicPtr;
+
+    /// The metadata page armed to fault (0: none).
+    static FAULT_PAGE: AtomicUsize = AtomicUsize::new(0);
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    static SPACE: AtomicPtr<Space> = AtomicPtr::new(std::ptr::null_mut());
+    static REUSED: AtomicUsize = AtomicUsize::new(0);
+    /// The SIGSEGV action this test replaced (restored for foreign faults).
+    static OLD: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+
+    static REAL: Descriptor = Descriptor::fixed("real", 2, &[]);
+    /// What the reused block holds at the stale address: a payload word of
+    /// the new 24-byte object 0, here the address of another descriptor.
+    static NOT_A_HEADER: Descriptor = Descriptor::fixed("a payload word, not a header", 0, &[]);
+
+    extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let page = FAULT_PAGE.load(Ordering::SeqCst);
+        let size = PAGE_SIZE.load(Ordering::SeqCst);
+        if page != 0 && (page..page + size).contains(&addr) {
+            // SAFETY: the page is the test Space's metadata map, which stays
+            // mapped; mprotect is async-signal-safe. The Space outlives
+            // every armed fault.
+            unsafe {
+                libc::mprotect(page as *mut libc::c_void, size, libc::PROT_READ | libc::PROT_WRITE);
+                FAULT_PAGE.store(0, Ordering::SeqCst);
+                let s = &*SPACE.load(Ordering::SeqCst);
+                // The block was freed and handed out again for the 24-byte
+                // class (span class 2), with objects in slots 0 and 1.
+                s.set_kind(0, KIND_SMALL, 2);
+                s.meta(0).alloc[0].store(0b11, Ordering::Release);
+            }
+            REUSED.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        // Not ours: put the previous action back; the access faults again.
+        if let Some(old) = OLD.get() {
+            // SAFETY: restores a sigaction read from the kernel.
+            unsafe { libc::sigaction(libc::SIGSEGV, old, std::ptr::null_mut()) };
+        }
+    }
+
+    /// Block 0 holds 16-byte objects (none published); arms the fault.
+    fn arm(s: &Space) {
+        s.set_kind(0, KIND_SMALL, 0);
+        s.meta(0).alloc[0].store(0, Ordering::Release);
+        let page = s.meta(0) as *const BlockMeta as usize;
+        FAULT_PAGE.store(page, Ordering::SeqCst);
+        let size = PAGE_SIZE.load(Ordering::SeqCst);
+        // SAFETY: the page belongs to the Space's metadata map.
+        let rc = unsafe { libc::mprotect(page as *mut libc::c_void, size, libc::PROT_NONE) };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn a_lookup_racing_the_reuse_of_its_block_for_another_class_finds_nothing() {
+        // SAFETY: sysconf only reads.
+        PAGE_SIZE.store(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize, Ordering::SeqCst);
+        let s = Box::leak(Box::new(Space::new(4 * BLOCK_SIZE).unwrap()));
+        SPACE.store(s, Ordering::SeqCst);
+        let lo = s.lo;
+        // The reused block's contents: 24-byte object 0 at lo (its word 2,
+        // at lo + 16, looks like a header) and object 1 at lo + 24.
+        // SAFETY: block 0 of the Space is mapped read-write and unused.
+        unsafe {
+            let p = lo as *mut usize;
+            p.write(&REAL as *const Descriptor as usize);
+            p.add(2).write(&NOT_A_HEADER as *const Descriptor as usize);
+            p.add(3).write(&REAL as *const Descriptor as usize);
+        }
+        let stale = lo + 16; // slot 1 of the 16-byte class; inside object 0 of the 24-byte class
+        // SAFETY: installs a SA_SIGINFO handler that only handles faults on
+        // the armed page and otherwise restores the previous action.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_segv as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut act.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            assert_eq!(libc::sigaction(libc::SIGSEGV, &act, &mut old), 0);
+            let _ = OLD.set(old);
+        }
+        arm(s);
+        let checked = check(stale);
+        arm(s);
+        let exact = find_exact(s, stale);
+        arm(s);
+        let containing = find_containing(s, stale + 4);
+        // SAFETY: puts back the action saved above.
+        unsafe { libc::sigaction(libc::SIGSEGV, OLD.get().unwrap(), std::ptr::null_mut()) };
+        assert_eq!(REUSED.load(Ordering::SeqCst), 3, "every lookup raced the reuse");
+        assert!(
+            matches!(checked, Err(Bad::NotLive)),
+            "the handle check accepted a stale address inside another object, with descriptor {:?}",
+            checked.ok().map(|d| d.name())
+        );
+        assert_eq!(exact, None, "find_exact returned a slot of the old layout in a reused block");
+        assert_eq!(containing, None, "find_containing returned a slot of the old layout in a reused block");
+        // After the race, the lookups see the new layout.
+        assert_eq!(find_exact(s, lo + 24).map(|l| l.addr), Some(lo + 24));
+        assert_eq!(find_exact(s, stale), None);
+        assert!(matches!(check(lo + 24), Ok(d) if std::ptr::eq(d, &REAL)));
     }
 }
