@@ -229,8 +229,10 @@ pub(crate) fn bad_ref(addr: usize, bad: Bad) -> ! {
 }
 
 /// The checkrefs quarantine of one heap: freed objects in the order they
-/// were freed. Owned by `HeapInner`, touched only by the sweep (in the pause,
-/// under the heap's collection lock).
+/// were freed. Owned by `HeapInner` behind its own mutex: pushed to by the
+/// lazy sweepers (allocation, the background sweeper, `finish_sweep`; any
+/// thread, any time outside a mark), evicted in the pause (under the heap's
+/// collection lock).
 #[derive(Default)]
 pub(crate) struct Quarantine {
     fifo: VecDeque<(usize, usize)>,
