@@ -113,9 +113,12 @@ fn spawn_closure_captures_survive_until_the_task_runs() {
         }
         let h = spawn_holder();
         scrub();
-        // One worker: the task cannot start before we yield or join.
-        collect_and_churn();
-        assert!(!h.is_finished());
+        // One worker: the task cannot start before we yield or join, and
+        // allocation is a cooperative point only outside a no-preemption
+        // section (its slow path honours an expired quantum with
+        // `checkpoint()`, a no-op in here).
+        usurp::no_preempt(collect_and_churn);
+        assert!(!h.is_finished(), "the spawned task ran before the collections: the test would not test its closure");
         h.join().unwrap()
     });
     assert_eq!(sums, vec![Some(expected(1)), Some(expected(2)), Some(expected(3)), Some(expected(4))]);
