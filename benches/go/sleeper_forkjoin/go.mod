@@ -1,0 +1,3 @@
+module sleeper_forkjoin
+
+go 1.19
