@@ -10,7 +10,11 @@
 //!   (c) 30 call-free loops of 1e8 additions (`preemptible!`) on 2 workers:
 //!       wall time and CPU used (cores; goal >= 1.9: preempted loops must
 //!       migrate to a worker whose loops finished).
-//! Run: `cargo bench -p usurp --bench conserve` (args: half_ms, busy_ms).
+//!   (d) idle sleep: one task sleeps 1 ms 500 times on an otherwise idle
+//!       runtime: lateness p50 / p99 (timer slack and the idle worker's
+//!       futex wake-up; goal p50 ≤ 20 µs, p99 ≤ 60 µs; Go ~103 / 145 µs).
+//! Run: `cargo bench -p usurp --bench conserve` (args: half_ms, busy_ms;
+//! `-- --idle` runs only (d)).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,6 +109,29 @@ fn spawned_sleeper(rt: &Runtime, busy_for: Duration) -> (usize, Vec<f64>) {
     })
 }
 
+/// (d): lateness in µs of each of `n` 1 ms sleeps of one task, nothing else
+/// running.
+fn idle_sleeps(rt: &Runtime, n: usize) -> Vec<f64> {
+    rt.block_on(move || {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t0 = Instant::now();
+            sleep(Duration::from_millis(1));
+            v.push(t0.elapsed().saturating_sub(Duration::from_millis(1)).as_secs_f64() * 1e6);
+        }
+        v
+    })
+}
+
+fn print_idle(rt: &Runtime) {
+    let mut v = idle_sleeps(rt, 500);
+    println!(
+        "idle 1 ms sleep lateness: p50 {:.0} µs, p99 {:.0} µs (500 sleeps, workers(2))",
+        pct(&mut v, 0.5),
+        pct(&mut v, 0.99)
+    );
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -119,6 +146,10 @@ fn main() {
     let half_ms: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(if quick { 20 } else { 500 });
     let busy_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(if quick { 50 } else { 1000 });
     let rt = Runtime::builder().workers(2).build().expect("runtime");
+    if std::env::args().any(|a| a == "--idle") {
+        print_idle(&rt);
+        return;
+    }
 
     let half = Duration::from_millis(half_ms);
     let walls: Vec<f64> = (0..RUNS).map(|_| fork_join(&rt, half)).collect();
@@ -159,4 +190,6 @@ fn main() {
         median(walls),
         median(cores)
     );
+
+    print_idle(&rt);
 }

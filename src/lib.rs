@@ -13,7 +13,7 @@ pub use usurp_sched as sched;
 pub use usurp_sched::{
     blocking, channel, sleep, spawn, sync, sync_channel, task, task_local, try_spawn, yield_now, AccessError,
     Builder, Condvar, Error, JoinHandle, LocalKey, Mutex, MutexGuard, Receiver, Runtime, RuntimeStats, Sender,
-    StwStats, SyncSender, DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM,
+    StwStats, SyncSender, DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM, TIMER_SLACK_NS,
 };
 
 pub use usurp_preempt::{checkpoint, no_preempt, preemptible, NoPreempt};

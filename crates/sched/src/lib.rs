@@ -142,7 +142,9 @@
 //! tasks and of the GC values the runtime keeps in Rust heap memory — spawn
 //! closures not started, join results not joined, channel buffers, see
 //! `heap_roots.rs` — marking on parked workers, finalizer tasks). `sysmon.rs` makes a
-//! busy worker look at due timers when nobody else would.
+//! busy worker look at due timers when nobody else would. Workers and the
+//! sysmon run with a timer slack of [`TIMER_SLACK_NS`] (1 ns, not Linux's
+//! 50 µs), so their timed waits, and so sleeps, end on time.
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
 //! reaches its scheduler loop; tasks that have not finished are abandoned:
@@ -192,6 +194,7 @@ pub use preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
 pub use runtime::{Builder, Runtime, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
 pub use stw::StwStats;
 pub use sync::{channel, sync_channel, Condvar, Mutex, MutexGuard, Receiver, Sender, SyncSender};
+pub use sys::TIMER_SLACK_NS;
 pub use timer::sleep;
 
 /// Task-related items: spawning with options, and the current task's identity.

@@ -1,7 +1,7 @@
 //! Thin wrappers over the few Linux system calls the scheduler needs:
 //! futex wait/wake (idle workers and spare threads sleep on these), the
-//! monotonic clock, the page size and raw writes to stderr (usable from a
-//! signal handler).
+//! monotonic clock, the page size, the timer slack of the threads that wait
+//! for timers, and raw writes to stderr (usable from a signal handler).
 
 use std::sync::atomic::AtomicU32;
 use std::sync::OnceLock;
@@ -39,6 +39,23 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, n);
     }
+}
+
+/// Timer slack (ns) of the runtime's threads that wait for timers (workers,
+/// which idle on a futex with the next timer's deadline as timeout, and the
+/// sysmon). Linux's default is 50 µs: every timed futex wait of such a
+/// thread would return up to 50 µs late, so an idle runtime's 1 ms sleep
+/// would too (Go has the same default and the same lateness).
+pub const TIMER_SLACK_NS: u64 = 1;
+
+/// Sets the calling thread's timer slack to [`TIMER_SLACK_NS`]; called once
+/// by each thread that waits for timers, at its start. A failure (e.g. an
+/// emulator without the option) only leaves the default slack.
+pub(crate) fn set_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer, dereferences no pointer and
+    // changes only the calling thread's timer slack (inherited by threads it
+    // creates, which all are runtime threads).
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS as libc::c_ulong, 0, 0, 0) };
 }
 
 /// Monotonic time in nanoseconds (vDSO `clock_gettime`, no syscall).

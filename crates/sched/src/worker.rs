@@ -1137,6 +1137,8 @@ fn run_adopted(m: &Machine, t: *mut Task) {
 /// The body of every runtime thread: drive a worker's scheduler loop; when
 /// the worker is handed away, wait as a spare until given one.
 pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
+    // Idle workers wait for the next timer with a futex timeout: no slack.
+    crate::sys::set_timer_slack();
     let _alt = crate::guard::AltStack::install();
     // Preemption slot and GC mutator of this thread (dropped before `_alt`).
     let _integ = crate::preempt_glue::ThreadInit::new(&shared);
