@@ -22,6 +22,18 @@
 //! other worker can resume a half-saved task. Panics are caught at the task's
 //! root (`join.rs`); nothing ever unwinds across a switch.
 //!
+//! **Panic messages** (`panic_hook.rs`, issue 15). The first runtime built
+//! installs a panic hook once per process, chaining to the one set before
+//! it: a panic in a task (also in its `blocking` closure) prints
+//! `task 'guest-1' (id 7) panicked at FILE:LINE:COL:` (`task <unnamed>
+//! (id 7)` without a name), the message and, per `RUST_BACKTRACE` as std
+//! does, a backtrace or std's note, and does not call the previous hook
+//! (which would print the thread line); a panic outside tasks goes to the
+//! previous hook (std's `thread '…' panicked`, or the user's). A hook the
+//! user sets later replaces this one (std's semantics); calling it from
+//! theirs (`take_hook`) keeps the task names. The task is read through the
+//! never-inlined `worker::current_task()`.
+//!
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
@@ -175,6 +187,7 @@ mod preempt_glue;
 mod stw;
 mod join;
 mod local;
+mod panic_hook;
 mod queue;
 mod runtime;
 mod spin;

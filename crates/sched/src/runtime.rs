@@ -142,7 +142,9 @@ impl Builder {
         self
     }
 
-    /// Validates the configuration and starts the worker threads.
+    /// Validates the configuration and starts the worker threads. The first
+    /// runtime built in a process also installs the panic hook that names
+    /// tasks in panic messages (see the crate docs, "Panic messages").
     pub fn build(self) -> Result<Runtime, Error> {
         let workers = match self.workers {
             Some(n) => n,
@@ -186,6 +188,7 @@ impl Builder {
         let ps = page_size();
         let stack_size = self.stack_size.div_ceil(ps) * ps;
         crate::guard::install();
+        crate::panic_hook::install();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let sp = weak.as_ptr();
             heap.set_world(Arc::new(RuntimeWorld { shared: weak.clone() }));
