@@ -1,0 +1,3 @@
+module loops30
+
+go 1.19
