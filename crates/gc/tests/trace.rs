@@ -396,15 +396,13 @@ fn collect_holding(h: &usurp_gc::Heap, held: [usize; 64]) -> usize {
         .unwrap()
 }
 
-/// Issue 10 item 3: a stack root to an object does not keep the object just
-/// before it in memory alive (nor what that one reaches) unless the root is
-/// that object's exact end.
-#[test]
-fn a_dead_neighbour_of_a_rooted_object_is_collected() {
+/// 64 rooted cells of `payload_words` words (class size `class_bytes`), each
+/// allocated right after a dead cell of the same class that reaches a list of
+/// 10 nodes: the collection frees every dead cell and its list, keeps every
+/// rooted cell, and verifies clean.
+fn dead_neighbours_of_rooted_cells_are_collected(payload_words: usize, class_bytes: usize, name: &'static str) {
     let h = heap(16 << 20);
-    // 4 payload words: 40 bytes, in the 48-byte class (its exact end lies
-    // inside its slot).
-    let cell = Descriptor::builder(4).pointer_at(0).name("cell").build().unwrap();
+    let cell = Descriptor::builder(payload_words).pointer_at(0).name(name).build().unwrap();
     let (dead, rooted, lists) = on_other_thread(&h, move |_| {
         let mut dead = vec![];
         let mut rooted = [0usize; 64];
@@ -412,7 +410,7 @@ fn a_dead_neighbour_of_a_rooted_object_is_collected() {
         for r in rooted.iter_mut() {
             let a = alloc(cell);
             let b = alloc(cell);
-            assert_eq!(b.addr(), a.addr() + 48, "cells of one class are allocated in order");
+            assert_eq!(b.addr(), a.addr() + class_bytes, "cells of one class are allocated in order");
             // The dead neighbour reaches a list of 10 nodes.
             let l = list(10).unwrap();
             a.set_ptr(0, Some(l.raw()));
@@ -423,15 +421,25 @@ fn a_dead_neighbour_of_a_rooted_object_is_collected() {
         (dead, rooted, lists)
     });
     let live = collect_holding(&h, rooted);
-    eprintln!("64 rooted cells, each after a dead cell reaching 10 nodes: {live} objects retained");
+    let kept = dead.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    let kept_lists = lists.iter().filter(|&&a| h.find_object(a).is_some()).count();
+    eprintln!("{name}: 64 rooted cells after dead ones: live={live} kept_dead_neighbours={kept} kept_lists={kept_lists}");
     for &b in &rooted {
         assert_eq!(h.object_at(b).map(|r| r.addr()), Some(b), "rooted cell freed");
     }
-    let kept = dead.iter().filter(|&&a| h.find_object(a).is_some()).count();
-    let kept_lists = lists.iter().filter(|&&a| h.find_object(a).is_some()).count();
     assert_eq!((kept, kept_lists), (0, 0), "dead neighbours (and their lists) retained by roots to their successors");
     assert!(live < 64 + 8, "{live} objects retained for 64 roots");
     assert_eq!(h.stats().verify_failures, 0);
+}
+
+/// Issue 10 item 3: a stack root to an object does not keep the object just
+/// before it in memory alive (nor what that one reaches) unless the root is
+/// that object's exact end.
+#[test]
+fn a_dead_neighbour_of_a_rooted_object_is_collected() {
+    // 4 payload words: 40 bytes, in the 48-byte class (its exact end lies
+    // inside its slot).
+    dead_neighbours_of_rooted_cells_are_collected(4, 48, "cell");
 }
 
 /// ... while a true one-past-the-end pointer (a slice iterator's end over an
@@ -571,30 +579,5 @@ fn the_verifier_catches_a_pointer_to_a_freed_object() {
 /// kept_dead_neighbours=64): it now applies only to arrays.
 #[test]
 fn an_exact_fit_dead_neighbour_of_a_rooted_object_is_collected() {
-    let h = heap(16 << 20);
-    let cell = Descriptor::builder(2).pointer_at(0).name("cons").build().unwrap();
-    let (dead, rooted, lists) = on_other_thread(&h, move |_| {
-        let mut dead = vec![];
-        let mut rooted = [0usize; 64];
-        let mut lists = vec![];
-        for r in rooted.iter_mut() {
-            let a = alloc(cell);
-            let b = alloc(cell);
-            assert_eq!(b.addr(), a.addr() + 24);
-            let l = list(10).unwrap();
-            a.set_ptr(0, Some(l.raw()));
-            dead.push(a.addr());
-            lists.push(l.raw().addr());
-            *r = b.addr();
-        }
-        (dead, rooted, lists)
-    });
-    let live = collect_holding(&h, rooted);
-    let kept = dead.iter().filter(|&&a| h.find_object(a).is_some()).count();
-    let kept_lists = lists.iter().filter(|&&a| h.find_object(a).is_some()).count();
-    eprintln!("live={live} kept_dead_neighbours={kept} kept_lists={kept_lists}");
-    assert_eq!((kept, kept_lists), (0, 0), "dead cons-cell neighbours retained by roots to their successors");
-    for r in rooted {
-        assert!(h.object_at(r).is_some(), "a rooted cell was freed");
-    }
+    dead_neighbours_of_rooted_cells_are_collected(2, 24, "cons");
 }
