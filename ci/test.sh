@@ -8,14 +8,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# gdb: crates/preempt/tests/gdb_backtrace.rs checks that a debugger's
+# backtrace walks through a preemption (natively with gdb, under qemu with
+# qemu's gdbstub and gdb-multiarch); without them that test only skips.
 need_apt=()
-command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
-if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${USURP_SKIP_AARCH64:-}" ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "== installing ${need_apt[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+want_apt=()
+command -v gdb >/dev/null || want_apt+=(gdb)
+if [ -z "${USURP_SKIP_AARCH64:-}" ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+  command -v gdb-multiarch >/dev/null || want_apt+=(gdb-multiarch)
+fi
+if [ "$(id -u)" = 0 ] && [ "$((${#need_apt[@]} + ${#want_apt[@]}))" -gt 0 ]; then
+  echo "== installing ${need_apt[*]} ${want_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" "${want_apt[@]}" >/dev/null
+elif [ "${#need_apt[@]}" -gt 0 ] || [ "${#want_apt[@]}" -gt 0 ]; then
+  if [ "${#need_apt[@]}" -eq 0 ]; then
+    echo "note: ${want_apt[*]} not installed: the debugger backtrace test will skip" >&2
   else
     echo "missing ${need_apt[*]}: run as root, or install them (apt-get install ${need_apt[*]})" >&2
     exit 1
