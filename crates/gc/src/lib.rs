@@ -247,6 +247,7 @@ pub mod barrier;
 pub mod block;
 pub mod config;
 pub mod descriptor;
+mod encoding;
 mod heap;
 pub mod mark;
 mod mutator;
@@ -261,9 +262,10 @@ pub mod stats;
 mod verify;
 pub mod world;
 
-pub use barrier::usurp_gc_write_barrier;
+pub use barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};
 pub use config::{ConfigError, HeapConfig};
-pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
+pub use descriptor::{ArrayDescriptorBuilder, Descriptor, DescriptorBuilder, DescriptorError, GcType, SlotKind};
+pub use encoding::ValueEncoding;
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
 pub use heap::fail_next_marking_job;
@@ -273,7 +275,7 @@ pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mu
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};
 pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
-pub use stats::{CycleStats, GcStats};
+pub use stats::{BadSlot, CycleStats, GcStats};
 pub use world::{SoloWorld, ThreadWorld, World};
 
 /// Test support: reads `USURP_TEST_SCALE` (default 1.0) and scales `n` by it
