@@ -31,6 +31,8 @@ pub(crate) const DESCRIPTOR_MAGIC: u64 = 0x5553_5552_5044_4553; // "USURPDES"
 
 /// Flag: the object holds no GC pointer and is never scanned.
 pub const FLAG_POINTER_FREE: u32 = 1;
+/// Flag: the object has value slots (marking takes the decoding path).
+pub const FLAG_HAS_VALUES: u32 = 2;
 
 /// The layout of one kind of heap object. See the module docs.
 #[repr(C)]
@@ -106,7 +108,7 @@ impl Descriptor {
             size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if n > 0 || nv > 0 { 0 } else { FLAG_POINTER_FREE },
+            flags: if n > 0 || nv > 0 { 0 } else { FLAG_POINTER_FREE } | if nv > 0 { FLAG_HAS_VALUES } else { 0 },
             bitmap: bitmap.split_at(n).0,
             name,
             elem_vbitmap: 0,
@@ -134,7 +136,8 @@ impl Descriptor {
             size_words: 0,
             elem_words,
             elem_bitmap,
-            flags: if elem_bitmap == 0 && elem_values == 0 { FLAG_POINTER_FREE } else { 0 },
+            flags: if elem_bitmap == 0 && elem_values == 0 { FLAG_POINTER_FREE } else { 0 }
+                | if elem_values != 0 { FLAG_HAS_VALUES } else { 0 },
             bitmap: &[],
             name,
             elem_vbitmap: elem_values,
@@ -185,8 +188,9 @@ impl Descriptor {
         self.vbitmap.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
     }
     /// Whether the object has value slots.
+    #[inline(always)]
     pub fn has_values(&self) -> bool {
-        self.elem_vbitmap != 0 || !self.vbitmap.is_empty()
+        self.flags & FLAG_HAS_VALUES != 0
     }
     /// The slot kind of payload word `i` of an object of this kind (for an
     /// array: payload word 0 is its length, a raw word).
@@ -195,7 +199,8 @@ impl Descriptor {
             if i == 0 {
                 (false, false)
             } else {
-                let w = (i - 1) % self.elem_words;
+                // (No division for the common one-word elements.)
+                let w = if self.elem_words == 1 { 0 } else { (i - 1) % self.elem_words };
                 (self.elem_bitmap >> w & 1 != 0, self.elem_vbitmap >> w & 1 != 0)
             }
         } else {
@@ -224,7 +229,7 @@ impl Descriptor {
     /// Call `f(word_index)` for every pointer word of the object whose payload
     /// starts at `payload` (word index relative to the payload). For arrays
     /// `len` is read from payload word 0 by the caller and passed in.
-    #[cfg(test)]
+    #[inline(always)]
     pub(crate) fn for_each_pointer_word(&self, len: usize, mut f: impl FnMut(usize)) {
         if self.is_pointer_free() {
             return;
@@ -394,7 +399,7 @@ impl DescriptorBuilder {
             size_words: self.size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if any { 0 } else { FLAG_POINTER_FREE },
+            flags: if any { 0 } else { FLAG_POINTER_FREE } | if vbitmap.is_empty() { 0 } else { FLAG_HAS_VALUES },
             bitmap: Box::leak(bitmap.into_boxed_slice()),
             name,
             elem_vbitmap: 0,
@@ -457,7 +462,7 @@ impl ArrayDescriptorBuilder {
             size_words: 0,
             elem_words: self.elem_words,
             elem_bitmap: self.ptrs,
-            flags: if all == 0 { FLAG_POINTER_FREE } else { 0 },
+            flags: if all == 0 { FLAG_POINTER_FREE } else { 0 } | if self.values != 0 { FLAG_HAS_VALUES } else { 0 },
             bitmap: &[],
             name,
             elem_vbitmap: self.values,

@@ -396,6 +396,21 @@ impl<'a> Marker<'a> {
         }
         // SAFETY: payload word 0 of an array is its length.
         let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+        if !d.has_values() {
+            // Pointer slots only: the loop as before value slots existed.
+            d.for_each_pointer_word(len, |i| {
+                // SAFETY: i is a payload word of this object per its descriptor.
+                let v = unsafe { (*(p.add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+                if v == 0 {
+                    return;
+                }
+                match find_exact(self.space, v) {
+                    Some(loc) => self.mark_loc(loc),
+                    None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: false }),
+                }
+            });
+            return;
+        }
         // The encoding in a local for the whole object: after inlining its
         // masks and tags live in registers through the loop.
         let enc = self.enc;
