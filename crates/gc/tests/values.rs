@@ -16,6 +16,7 @@ use usurp_gc::{alloc, alloc_array, ConfigError, Descriptor, GcRef, Heap, HeapCon
 
 const X: usize = 0x5a5a_5a5a_5a5a;
 const MAGIC: usize = 0x0123_4567_89ab_cdef;
+const JSC_NOT_CELL: usize = 0xffff_0000_0000_0002;
 
 /// The presets a VM would reach for.
 fn presets() -> Vec<(&'static str, ValueEncoding)> {
@@ -25,6 +26,8 @@ fn presets() -> Vec<(&'static str, ValueEncoding)> {
         ("low_bits(7, 0) (Scheme)", ValueEncoding::low_bits(7, 0)),
         ("nan_box(48, [0xfffc, 0xfffd])", ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])),
         ("nan_box(47, [0x1fff1]) (SpiderMonkey-like)", ValueEncoding::nan_box(47, &[0x1fff1])),
+        // JavaScriptCore: a cell pointer has the top 16 bits and bit 1 clear.
+        ("custom (JSC)", ValueEncoding::custom(JSC_NOT_CELL, &[0], !JSC_NOT_CELL)),
     ]
 }
 
@@ -332,6 +335,55 @@ fn validate_rejects_inconsistent_encodings() {
     }
 }
 
-/// `GcRef` is `Copy`: keep the import used in every configuration.
-#[allow(dead_code)]
-fn _uses(_: GcRef) {}
+/// Bad *pointer* slots are counted per slot too (three in one object, one
+/// mark: 3) and the first is named, as a pointer slot.
+#[test]
+fn bad_pointer_slots_are_counted_per_slot_and_named() {
+    let h = heap_for(ValueEncoding::untagged()).unwrap();
+    let _g = h.attach_thread().unwrap();
+    let (o, t) = on_other_thread(&h, |h| {
+        let o = alloc(Descriptor::builder(4).pointer_at(0).pointer_at(2).pointer_at(3).name("BadPtrs").build().unwrap());
+        let t = alloc(target_desc());
+        for i in [0, 2, 3] {
+            // SAFETY: `o` is live; t + 8 is deliberately not an object start
+            // (the test is about what marking does with it).
+            unsafe { o.set_ptr_unchecked(i, GcRef::from_addr(t.addr() + 8)) };
+        }
+        std::mem::forget(h.add_root(Some(o)));
+        (o.addr() ^ X, t.addr() ^ X)
+    });
+    let (o, t) = (o ^ X, t ^ X);
+    collect_elsewhere(&h);
+    let st = h.stats();
+    assert_eq!((st.last.as_ref().unwrap().bad_pointers, st.bad_pointers, st.bad_values), (3, 3, 0));
+    let b = st.first_bad.unwrap();
+    assert_eq!((b.object, b.descriptor, b.slot, b.word, b.value_slot), (o, "BadPtrs", 0, t + 8, false));
+    assert!(b.to_string().contains("pointer slot 0"), "{b}");
+    assert!(h.object_at(t).is_none(), "a bad pointer was followed");
+}
+
+/// The raw entry for JIT code: a tagged word stored with
+/// `usurp_gc_write_barrier_value` keeps its object like `set_value`.
+#[test]
+fn jit_value_barrier_stores_a_tagged_word() {
+    for (name, enc) in presets() {
+        let Some(h) = heap_for(enc) else { continue };
+        let _g = h.attach_thread().unwrap();
+        let t = on_other_thread(&h, |h| {
+            let enc = h.value_encoding();
+            let o = alloc(Descriptor::builder(2).value_at(1).name("JitHolder").build().unwrap());
+            let t = alloc(target_desc());
+            t.set_word(0, MAGIC);
+            // SAFETY: payload word 1 of the live object `o` is a value slot;
+            // the value is a tagged pointer to a live object; this thread is
+            // attached (stopped by the heap's World).
+            unsafe { usurp_gc::usurp_gc_write_barrier_value(o.addr() as *mut u8, o.payload().add(1), enc.encode(t.addr())) };
+            assert_eq!(o.value_ref(1), Some(t));
+            std::mem::forget(h.add_root(Some(o)));
+            t.addr() ^ X
+        }) ^ X;
+        collect_elsewhere(&h);
+        collect_elsewhere(&h);
+        assert_eq!(h.object_at(t).map(|r| r.word(0)), Some(MAGIC), "{name}");
+    }
+}
