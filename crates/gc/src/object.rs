@@ -368,8 +368,10 @@ impl GcRef {
     /// stay.
     ///
     /// # Safety
-    /// `self` is a live object; `w` is an immediate, null, or a tagged
-    /// pointer to a live object of the heap's encoding.
+    /// `self` is a live object. (A pointer-tagged `w` that names no live
+    /// object is a VM bug but not undefined behaviour: marking counts it as a
+    /// bad value and never follows it, the verifier reports it, and
+    /// `value_ref` panics on it.)
     #[inline(always)]
     pub unsafe fn set_value_unchecked(self, i: usize, w: usize) {
         // SAFETY: the caller guarantees live objects.
