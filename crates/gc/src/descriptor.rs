@@ -187,6 +187,21 @@ impl Descriptor {
     pub fn is_value(&self, i: usize) -> bool {
         self.vbitmap.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
     }
+    /// Pointer-slot bitmap of a fixed object (trimmed; empty for arrays).
+    #[inline(always)]
+    pub(crate) fn pointer_bits(&self) -> &'static [u64] {
+        self.bitmap
+    }
+    /// Value-slot bitmap of a fixed object (trimmed; empty for arrays).
+    #[inline(always)]
+    pub(crate) fn value_bits(&self) -> &'static [u64] {
+        self.vbitmap
+    }
+    /// Pointer and value bits of one array element (0 for fixed objects).
+    #[inline(always)]
+    pub(crate) fn elem_bits(&self) -> (u64, u64) {
+        (self.elem_bitmap, self.elem_vbitmap)
+    }
     /// Whether the object has value slots.
     #[inline(always)]
     pub fn has_values(&self) -> bool {
@@ -229,7 +244,7 @@ impl Descriptor {
     /// Call `f(word_index)` for every pointer word of the object whose payload
     /// starts at `payload` (word index relative to the payload). For arrays
     /// `len` is read from payload word 0 by the caller and passed in.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn for_each_pointer_word(&self, len: usize, mut f: impl FnMut(usize)) {
         if self.is_pointer_free() {
             return;

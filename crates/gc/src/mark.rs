@@ -48,8 +48,9 @@
 //! skipped, a pointer-tagged word must decode to an object start, else it is
 //! a *bad value*: counted per slot, the first one named in the stats, never
 //! followed. The marker copies the encoding's masks and tags into locals
-//! once per object, so a value slot costs an AND and up to four compares
-//! more than a pointer slot (`benches/mark.rs`).
+//! once per object, so a value slot costs an AND and a compare (up to four
+//! for an immediate) more than a pointer slot: 1.04-1.10x per pair in
+//! `benches/mark.rs`.
 //!
 //! **NaN-boxed conservative words.** Where the encoding puts pointer tags
 //! above bit 2, a tagged pointer lies outside the heap range; the
@@ -396,42 +397,73 @@ impl<'a> Marker<'a> {
         }
         // SAFETY: payload word 0 of an array is its length.
         let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
-        if !d.has_values() {
-            // Pointer slots only: the loop as before value slots existed.
-            d.for_each_pointer_word(len, |i| {
-                // SAFETY: i is a payload word of this object per its descriptor.
-                let v = unsafe { (*(p.add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
-                if v == 0 {
-                    return;
-                }
-                match find_exact(self.space, v) {
-                    Some(loc) => self.mark_loc(loc),
-                    None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: false }),
-                }
-            });
-            return;
-        }
-        // The encoding in a local for the whole object: after inlining its
-        // masks and tags live in registers through the loop.
+        // Explicit loops rather than a closure per slot (a closure called
+        // from several sites was not inlined: a call per slot), with the
+        // slot kind a const parameter of `visit`. The encoding is copied to
+        // a local once per object: its masks and tags stay in registers.
         let enc = self.enc;
-        d.for_each_slot(len, |i, value_slot| {
-            // SAFETY: i is a payload word of this object per its descriptor.
-            let v = unsafe { (*(p.add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
-            let a = if value_slot {
-                match decode_value(&enc, v) {
-                    Some(a) => a,
-                    None => return,
+        if d.is_array() {
+            let (pb, vb) = d.elem_bits();
+            let ew = d.elem_words();
+            for e in 0..len {
+                let base = 1 + e * ew;
+                let mut bits = pb;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    self.visit::<false>(obj, d, base + b, &enc);
                 }
-            } else if v == 0 {
-                return;
-            } else {
-                v
-            };
-            match find_exact(self.space, a) {
-                Some(loc) => self.mark_loc(loc),
-                None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot }),
+                let mut bits = vb;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    self.visit::<true>(obj, d, base + b, &enc);
+                }
             }
-        });
+        } else {
+            // Construction guarantees every bit names a payload word.
+            for (wi, &w) in d.pointer_bits().iter().enumerate() {
+                let mut bits = w;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    self.visit::<false>(obj, d, wi * 64 + b, &enc);
+                }
+            }
+            for (wi, &w) in d.value_bits().iter().enumerate() {
+                let mut bits = w;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    self.visit::<true>(obj, d, wi * 64 + b, &enc);
+                }
+            }
+        }
+    }
+
+    /// Visit payload word `i` of `obj` (descriptor `d`): a pointer slot
+    /// (`VALUE = false`: null or an object start) or a value slot (decoded
+    /// with `enc` by [`decode_value`]); a word that is not an object start is
+    /// counted as bad and not followed.
+    #[inline(always)]
+    fn visit<const VALUE: bool>(&mut self, obj: usize, d: &'static Descriptor, i: usize, enc: &ValueEncoding) {
+        // SAFETY: i is a payload word of the published object obj per its
+        // descriptor; read atomically (racing stores are no data race).
+        let v = unsafe { (*((obj as *const usize).add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let a = if VALUE {
+            match decode_value(enc, v) {
+                Some(a) => a,
+                None => return,
+            }
+        } else if v == 0 {
+            return;
+        } else {
+            v
+        };
+        match find_exact(self.space, a) {
+            Some(loc) => self.mark_loc(loc),
+            None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: VALUE }),
+        }
     }
 
     /// Pop the next object to scan, with its header. (A FIFO that loads
