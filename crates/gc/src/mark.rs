@@ -42,9 +42,8 @@
 //! **Precise pointers** (object fields, handles, scanner callbacks) must be null
 //! or an object start; anything else is counted as a bad pointer and ignored.
 //!
-//! **Value slots** (issue 14) hold one-word tagged values: [`decode_value`]
-//! (shared with the verifier) applies the heap's
-//! [`ValueEncoding`](crate::ValueEncoding): an immediate or a null pointer is
+//! **Value slots** (issue 14) hold one-word tagged values: `decode_value`
+//! (shared with the verifier) applies the heap's [`ValueEncoding`]: an immediate or a null pointer is
 //! skipped, a pointer-tagged word must decode to an object start, else it is
 //! a *bad value*: counted per slot, the first one named in the stats, never
 //! followed. The marker copies the encoding's masks and tags into locals
