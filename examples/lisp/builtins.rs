@@ -62,11 +62,11 @@ prims![
     ("cdr", 1, 1, |cx, a| Ok(cdr(pair(cx, "cdr", a[0])?))),
     ("cadr", 1, 1, |cx, a| Ok(car(pair(cx, "cadr", cdr(pair(cx, "cadr", a[0])?))?))),
     ("set-car!", 2, 2, |cx, a| {
-        store(pair(cx, "set-car!", a[0])?, 0, a[1]);
+        store(pair(cx, "set-car!", a[0])?, CAR, a[1]);
         Ok(VOID)
     }),
     ("set-cdr!", 2, 2, |cx, a| {
-        store(pair(cx, "set-cdr!", a[0])?, 2, a[1]);
+        store(pair(cx, "set-cdr!", a[0])?, CDR, a[1]);
         Ok(VOID)
     }),
     ("list", 0, MANY, |_, a| list_from(a)),
@@ -372,7 +372,7 @@ impl ListBuilder {
         let p = cons(v, NIL)?;
         match self.tail {
             None => self.head = p,
-            Some(t) => store(t, 2, p),
+            Some(t) => store(t, CDR, p),
         }
         self.tail = p.as_ref();
         Ok(())
@@ -425,7 +425,7 @@ fn append(cx: &Ctx, a: &[Value]) -> R<Value> {
     match b.tail {
         None => Ok(last),
         Some(t) => {
-            store(t, 2, last);
+            store(t, CDR, last);
             Ok(b.head)
         }
     }
@@ -687,6 +687,7 @@ fn heap_stats(cx: &Ctx, _: &[Value]) -> R<Value> {
         ("alloc", s.heap_alloc as i64),
         ("limit", s.heap_limit as i64),
         ("bad-pointers", s.bad_pointers as i64),
+        ("bad-values", s.bad_values as i64),
         ("verify-failures", s.verify_failures as i64),
     ] {
         let key = Value::sym(cx.interp.intern(k)?);

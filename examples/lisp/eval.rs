@@ -161,7 +161,7 @@ usurp::preempt::preemptible! {
                 let p = cons(v, NIL)?;
                 match tail {
                     None => frame_set(frame, lam.nparams, p),
-                    Some(t) => store(t, 2, p),
+                    Some(t) => store(t, CDR, p),
                 }
                 tail = p.as_ref();
             }

@@ -15,20 +15,27 @@
 //! alive through the collector's conservative stack scan: the interpreter
 //! never roots its temporaries.
 //!
-//! Inside heap objects the collector is precise: a pointer slot may hold only
-//! null or an object start (anything else is counted as a bad pointer). So a
-//! guest value stored in a heap object takes two words, a *value slot*:
-//! `[immediate word (not a pointer slot), pointer word (pointer slot)]`. A
-//! heap value goes into the pointer word (through the write barrier); an
-//! immediate goes into the immediate word and the pointer word is cleared
-//! (also through the barrier). Readers look at the pointer word first.
+//! The heap uses the same representation (issue 14): the runtime's heap is
+//! created with [`ENCODING`] = `ValueEncoding::low_bits(7, 0)` — a word is a
+//! pointer iff its low three bits are `000`, and then it is the object's
+//! address (0 is null) — and every guest value stored in a heap object
+//! takes one word, a *value slot* (`Descriptor::builder(n).value_at(i)`,
+//! `array_builder(1).value_at(0)`). The collector decodes value slots with
+//! the encoding: a fixnum, a constant, a symbol or a built-in is skipped,
+//! a heap value is marked. Stores go through `GcRef::set_value` (the
+//! value write barrier). A pair is `[header, car, cdr]`: 24 bytes (it was
+//! 48 with two-word value slots before the encoding existed).
 //!
 //! Layouts are built at run time with `Descriptor::builder` /
 //! `Descriptor::array_builder`, once per process ([`types`]), as a VM that
 //! defines its classes while it runs would.
 
 use std::sync::OnceLock;
-use usurp::gc::{Descriptor, GcRef};
+use usurp::gc::{Descriptor, GcRef, ValueEncoding};
+
+/// The heap's value encoding: pointers are the words whose low three bits
+/// are 0 (see the module docs).
+pub const ENCODING: ValueEncoding = ValueEncoding::low_bits(7, 0);
 
 /// A guest value (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -152,15 +159,15 @@ pub enum Kind {
 
 /// The run-time descriptors of the guest heap objects.
 pub struct Types {
-    /// `[car imm, car ptr, cdr imm, cdr ptr]`: pointer words 1 and 3.
+    /// `[car, cdr]`: two value slots.
     pub pair: &'static Descriptor,
     /// Pointer-free word array: element 0 = byte length, then the bytes.
     /// Never scanned by marking.
     pub string: &'static Descriptor,
-    /// Array of value slots (2 words each, the second a pointer).
+    /// Array of value slots.
     pub vector: &'static Descriptor,
-    /// Environment frame: array of value slots; slot 0's pointer word is
-    /// the parent frame, slots 1.. are the variables.
+    /// Environment frame: array of value slots; element 0 is the parent
+    /// frame (a heap value, or 0), elements 1.. are the variables.
     pub frame: &'static Descriptor,
     /// `[code (address of the compiled `Lambda`, not a GC pointer), env ptr]`.
     pub closure: &'static Descriptor,
@@ -176,10 +183,10 @@ pub fn types() -> &'static Types {
     T.get_or_init(|| {
         let b = |r: Result<&'static Descriptor, usurp::gc::DescriptorError>| r.expect("static layout is valid");
         Types {
-            pair: b(Descriptor::builder(4).pointer_at(1).pointer_at(3).name("lisp.pair").build()),
+            pair: b(Descriptor::builder(2).value_at(0).value_at(1).name("lisp.pair").build()),
             string: b(Descriptor::array_builder(1).name("lisp.string").build()),
-            vector: b(Descriptor::array_builder(2).pointer_at(1).name("lisp.vector").build()),
-            frame: b(Descriptor::array_builder(2).pointer_at(1).name("lisp.frame").build()),
+            vector: b(Descriptor::array_builder(1).value_at(0).name("lisp.vector").build()),
+            frame: b(Descriptor::array_builder(1).value_at(0).name("lisp.frame").build()),
             closure: b(Descriptor::builder(2).pointer_at(1).name("lisp.closure").build()),
             channel: b(Descriptor::builder(1).name("lisp.channel").build()),
             task: b(Descriptor::builder(1).name("lisp.task").build()),
@@ -226,56 +233,50 @@ pub fn alloc_array(d: &'static Descriptor, len: usize) -> R<GcRef> {
 
 // ---- value slots ----------------------------------------------------------------
 
-/// Read the value slot whose immediate word is payload word `i`.
+/// Read the value slot at payload word `i`.
 #[inline(always)]
 pub fn load(obj: GcRef, i: usize) -> Value {
-    let p = obj.word(i + 1);
-    if p != 0 {
-        return Value(p);
-    }
-    match obj.word(i) {
-        // Never written (a fresh object), or torn by a racing store.
+    match obj.value(i) {
+        // Never written (a fresh object).
         0 => VOID,
         w => Value(w),
     }
 }
 
-/// Write the value slot whose immediate word is payload word `i`; pointer
-/// stores go through the write barrier (`GcRef::set_ptr`).
+/// Write the value slot at payload word `i`, through the value write
+/// barrier (`GcRef::set_value`).
 #[inline(always)]
 pub fn store(obj: GcRef, i: usize, v: Value) {
-    match v.as_ref() {
-        Some(r) => obj.set_ptr(i + 1, Some(r)),
-        None => {
-            obj.set_word(i, v.0);
-            obj.set_ptr(i + 1, None);
-        }
-    }
+    obj.set_value(i, v.0)
 }
 
-/// Payload index of the immediate word of array element `e` (payload word
-/// 0 is the array length).
+/// Payload index of array element `e` (payload word 0 is the array length).
 #[inline(always)]
 pub fn elem(e: usize) -> usize {
-    1 + 2 * e
+    1 + e
 }
+
+/// Payload index of a pair's car and cdr.
+pub const CAR: usize = 0;
+/// See [`CAR`].
+pub const CDR: usize = 1;
 
 // ---- pairs ------------------------------------------------------------------------
 
 pub fn cons(a: Value, d: Value) -> R<Value> {
     let p = alloc(types().pair)?;
-    store(p, 0, a);
-    store(p, 2, d);
+    store(p, CAR, a);
+    store(p, CDR, d);
     Ok(Value::obj(p))
 }
 
 #[inline]
 pub fn car(p: GcRef) -> Value {
-    load(p, 0)
+    load(p, CAR)
 }
 #[inline]
 pub fn cdr(p: GcRef) -> Value {
-    load(p, 2)
+    load(p, CDR)
 }
 
 /// The pair behind `v`, if it is one.
@@ -324,15 +325,15 @@ pub fn make_vector(n: usize, fill: Value) -> R<Value> {
 #[inline]
 pub fn make_frame(nvars: usize, parent: Option<GcRef>) -> R<GcRef> {
     let f = alloc_array(types().frame, nvars + 1)?;
-    if parent.is_some() {
-        f.set_ptr(2, parent);
+    if let Some(p) = parent {
+        store(f, elem(0), Value::obj(p));
     }
     Ok(f)
 }
 
 #[inline(always)]
 pub fn frame_parent(f: GcRef) -> Option<GcRef> {
-    f.ptr(2)
+    load(f, elem(0)).as_ref()
 }
 #[inline(always)]
 pub fn frame_get(f: GcRef, i: usize) -> Value {

@@ -329,6 +329,8 @@ pub fn run_program(src: &str, opts: Options, sink: Arc<Sink>) -> Result<(), Stri
     let rt = usurp::Runtime::builder()
         .workers(opts.workers)
         .quantum(opts.quantum)
+        // One-word guest values in heap slots (see value.rs).
+        .heap_config(usurp::gc::HeapConfig { value_encoding: ENCODING, ..Default::default() })
         .heap_limit(opts.heap_limit)
         .stack_size(opts.stack_size)
         .async_preemption(opts.async_preemption)

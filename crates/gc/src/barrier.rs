@@ -7,6 +7,10 @@
 //! store). While marking stops the world (this collector) the barrier has
 //! nothing to record; concurrent marking will add its slow path here.
 //!
+//! Tagged one-word values (issue 14) are stored through
+//! [`usurp_gc_write_barrier_value`], beside it in the same section; only its
+//! marking path (not yet: marking stops the world) will decode values.
+//!
 //! The barrier's code lives in its own linker section `usurp_barrier`; the
 //! linker defines `__start_usurp_barrier` / `__stop_usurp_barrier` around it,
 //! and [`barrier_code_range`] registers those bounds with the preemption
@@ -37,6 +41,30 @@ pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, 
     unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
 }
 
+/// Store the tagged value `value` into `*slot`, a value slot of object
+/// `obj` (which may be null when the caller does not know it): the entry for
+/// JIT code storing a one-word tagged value (issue 14). `value` is encoded
+/// with the heap's [`ValueEncoding`](crate::ValueEncoding) (an immediate, a
+/// null pointer, or a tagged pointer to a live object).
+///
+/// Today marking stops the world, so this only stores, like
+/// [`usurp_gc_write_barrier`]. When marking runs concurrently, its marking
+/// path must decode the old value of `*slot` and `value` with the heap's
+/// encoding and shade the objects they point to (immediates decode to
+/// nothing); the fast path (not marking) must stay decode-free.
+///
+/// # Safety
+/// As [`usurp_gc_write_barrier`], with `value` a value as above.
+#[no_mangle]
+#[inline(never)]
+#[link_section = "usurp_barrier"]
+pub unsafe extern "C" fn usurp_gc_write_barrier_value(obj: *mut u8, slot: *mut usize, value: usize) {
+    let _ = obj;
+    // SAFETY: the caller guarantees slot is a valid, aligned, writable word
+    // (Relaxed atomic store: a plain store on both ISAs, no data race).
+    unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
+}
+
 extern "C" {
     static __start_usurp_barrier: u8;
     static __stop_usurp_barrier: u8;
@@ -49,6 +77,7 @@ pub fn barrier_code_range() -> (usize, usize) {
     // __start_/__stop_ would be discarded by --gc-sections, leaving the
     // symbols undefined).
     std::hint::black_box(usurp_gc_write_barrier as *const ());
+    std::hint::black_box(usurp_gc_write_barrier_value as *const ());
     // SAFETY: the linker defines both symbols around the section that holds
     // usurp_gc_write_barrier; taking their addresses reads nothing. (The
     // block is needed before Rust 1.82, which made this safe.)
@@ -88,5 +117,11 @@ mod tests {
         // SAFETY: w is a valid local word.
         unsafe { usurp_gc_write_barrier(std::ptr::null_mut(), &mut w, 42) };
         assert_eq!(w, 42);
+        let v = usurp_gc_write_barrier_value as *const () as usize;
+        assert!(s <= v && v < e, "value barrier {v:#x} outside [{s:#x}, {e:#x})");
+        assert!(crate::preempt_glue::is_unsafe_pc(v));
+        // SAFETY: w is a valid local word.
+        unsafe { usurp_gc_write_barrier_value(std::ptr::null_mut(), &mut w, 43) };
+        assert_eq!(w, 43);
     }
 }

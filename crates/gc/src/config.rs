@@ -1,6 +1,7 @@
 //! Heap configuration and the `USURP_DEBUG` / `USURP_GOGC` environment.
 
 use crate::block::BLOCK_SIZE;
+pub use crate::encoding::ValueEncoding;
 use std::sync::OnceLock;
 
 /// Settings of a [`Heap`](crate::Heap). `HeapConfig::default()` reads
@@ -31,6 +32,11 @@ pub struct HeapConfig {
     /// its descriptor instead of reading reused memory. Costs memory and
     /// sweep time; off by default.
     pub check_refs: bool,
+    /// How one-word tagged values in value slots (and, for NaN-boxing, in
+    /// conservative roots) name objects (issue 14; see
+    /// [`ValueEncoding`]). Per heap, so markers keep it in registers.
+    /// Default: [`ValueEncoding::untagged`].
+    pub value_encoding: ValueEncoding,
     /// A problem found while reading `USURP_GOGC` / `USURP_DEBUG` in
     /// `default()`; [`validate`](HeapConfig::validate) reports it.
     pub env_error: Option<String>,
@@ -51,6 +57,9 @@ pub enum ConfigError {
     Env(String),
     /// The address range could not be reserved.
     Reserve(String),
+    /// `value_encoding` is inconsistent (or does not cover the heap's
+    /// reservation): why.
+    ValueEncoding(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -64,6 +73,7 @@ impl std::fmt::Display for ConfigError {
             ConfigError::MarkWorkers(n) => write!(f, "usurp heap: mark_workers={n} must be in 1..=1024"),
             ConfigError::Env(s) => write!(f, "usurp heap: {s}"),
             ConfigError::Reserve(s) => write!(f, "usurp heap: cannot reserve the heap: {s}"),
+            ConfigError::ValueEncoding(s) => write!(f, "usurp heap: invalid value_encoding: {s}"),
         }
     }
 }
@@ -102,6 +112,7 @@ impl HeapConfig {
             trace: dbg.gctrace,
             verify: dbg.gcverify,
             check_refs: dbg.checkrefs,
+            value_encoding: ValueEncoding::untagged(),
             env_error: env_error.or_else(|| dbg.error.clone()),
         }
     }
@@ -138,6 +149,7 @@ impl HeapConfig {
                 return Err(ConfigError::MarkWorkers(n));
             }
         }
+        self.value_encoding.check().map_err(ConfigError::ValueEncoding)?;
         Ok(())
     }
 }
@@ -231,5 +243,14 @@ mod tests {
         c.gogc = None;
         c.mark_workers = Some(0);
         assert_eq!(c.validate(), Err(ConfigError::MarkWorkers(0)));
+        c.mark_workers = None;
+        for good in [ValueEncoding::untagged(), ValueEncoding::low_bits(1, 1), ValueEncoding::nan_box(48, &[0xfffc])] {
+            c.value_encoding = good;
+            assert!(c.validate().is_ok());
+        }
+        c.value_encoding = ValueEncoding::low_bits(0xf, 1);
+        let e = c.validate().unwrap_err();
+        assert!(matches!(&e, ConfigError::ValueEncoding(m) if m.contains("drops address bits")), "{e}");
+        assert!(e.to_string().starts_with("usurp heap: invalid value_encoding: "), "{e}");
     }
 }

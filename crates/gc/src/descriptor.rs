@@ -4,6 +4,17 @@
 //! descriptor gives the object's size and a bitmap of which payload words are
 //! GC pointers, so marking is a loop over bits — no per-object virtual call.
 //!
+//! **Slot kinds** (issue 14). A payload word is *raw* (never looked at by
+//! the collector), a *pointer* slot (null or an object start; anything else
+//! is a bad pointer, counted and ignored) or a *value* slot: a one-word
+//! tagged value that marking decodes with the heap's
+//! [`ValueEncoding`](crate::ValueEncoding) — an immediate is skipped, a
+//! pointer-tagged word must decode to null or an object start (else it is a
+//! bad value, counted and never followed). Pointer and value slots have a
+//! bitmap each (`bitmap`/`vbitmap`, per element `elem_bitmap`/`elem_vbitmap`
+//! for arrays), so objects without value slots are marked exactly as before.
+//! A word is never both (the builders refuse it).
+//!
 //! Two shapes exist:
 //! * **fixed**: `size_words` payload words, pointer bits in `bitmap`;
 //! * **array**: payload word 0 holds the element count `len`, followed by
@@ -20,6 +31,8 @@ pub(crate) const DESCRIPTOR_MAGIC: u64 = 0x5553_5552_5044_4553; // "USURPDES"
 
 /// Flag: the object holds no GC pointer and is never scanned.
 pub const FLAG_POINTER_FREE: u32 = 1;
+/// Flag: the object has value slots (marking takes the decoding path).
+pub const FLAG_HAS_VALUES: u32 = 2;
 
 /// The layout of one kind of heap object. See the module docs.
 #[repr(C)]
@@ -32,6 +45,10 @@ pub struct Descriptor {
     flags: u32,
     bitmap: &'static [u64],
     name: &'static str,
+    /// Value slots (issue 14): of one element for arrays.
+    elem_vbitmap: u64,
+    /// Value slots of a fixed object, trimmed like `bitmap`.
+    vbitmap: &'static [u64],
 }
 
 /// Errors from [`DescriptorBuilder::build`].
@@ -41,6 +58,8 @@ pub enum DescriptorError {
     PointerOutOfRange { index: usize, size_words: usize },
     /// Array elements are limited to 64 words.
     ElementTooLarge(usize),
+    /// A word declared both a pointer slot and a value slot.
+    SlotKindConflict { index: usize },
 }
 
 impl std::fmt::Display for DescriptorError {
@@ -53,6 +72,9 @@ impl std::fmt::Display for DescriptorError {
             DescriptorError::ElementTooLarge(w) => {
                 write!(f, "descriptor: array elements are limited to 64 words, got {w}")
             }
+            DescriptorError::SlotKindConflict { index } => {
+                write!(f, "descriptor: word {index} is declared both a pointer slot and a value slot")
+            }
         }
     }
 }
@@ -62,19 +84,23 @@ impl Descriptor {
     /// A fixed-size descriptor for a `static` (used by [`gc_type!`](crate::gc_type)).
     /// `bitmap` bit `i` (word `i / 64`, bit `i % 64`) marks payload word `i` as a pointer.
     pub const fn fixed(name: &'static str, size_words: usize, bitmap: &'static [u64]) -> Descriptor {
-        // Keep the bitmap up to its last word with a bit inside the payload:
-        // marking then loops over the words that matter only. Bits beyond the
-        // payload must not exist.
-        let mut n = 0;
+        Descriptor::fixed_with_values(name, size_words, bitmap, &[])
+    }
+
+    /// [`fixed`](Descriptor::fixed) with value slots: `values` bit `i` marks
+    /// payload word `i` as a value slot (decoded with the heap's
+    /// [`ValueEncoding`](crate::ValueEncoding)). A word may not be both.
+    pub const fn fixed_with_values(
+        name: &'static str,
+        size_words: usize,
+        bitmap: &'static [u64],
+        values: &'static [u64],
+    ) -> Descriptor {
+        let n = trimmed_len(bitmap, size_words);
+        let nv = trimmed_len(values, size_words);
         let mut i = 0;
-        while i < bitmap.len() {
-            if bitmap[i] != 0 {
-                assert!(i * 64 < size_words, "pointer bit beyond the payload");
-                if (i + 1) * 64 > size_words && size_words % 64 != 0 {
-                    assert!(bitmap[i] >> (size_words % 64) == 0, "pointer bit beyond the payload");
-                }
-                n = i + 1;
-            }
+        while i < bitmap.len() && i < values.len() {
+            assert!(bitmap[i] & values[i] == 0, "a word is both a pointer slot and a value slot");
             i += 1;
         }
         Descriptor {
@@ -82,35 +108,51 @@ impl Descriptor {
             size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if n > 0 { 0 } else { FLAG_POINTER_FREE },
+            flags: if n > 0 || nv > 0 { 0 } else { FLAG_POINTER_FREE } | if nv > 0 { FLAG_HAS_VALUES } else { 0 },
             bitmap: bitmap.split_at(n).0,
             name,
+            elem_vbitmap: 0,
+            vbitmap: values.split_at(nv).0,
         }
     }
 
     /// An array descriptor for a `static`: elements of `elem_words` words with
     /// pointer bits `elem_bitmap`. `elem_words` must be in 1..=64.
     pub const fn array(name: &'static str, elem_words: usize, elem_bitmap: u64) -> Descriptor {
+        Descriptor::array_with_values(name, elem_words, elem_bitmap, 0)
+    }
+
+    /// [`array`](Descriptor::array) with value slots: `elem_values` bit `i`
+    /// marks word `i` of each element as a value slot.
+    pub const fn array_with_values(name: &'static str, elem_words: usize, elem_bitmap: u64, elem_values: u64) -> Descriptor {
         assert!(elem_words >= 1 && elem_words <= 64, "array element must be 1..=64 words");
+        assert!(elem_bitmap & elem_values == 0, "a word is both a pointer slot and a value slot");
+        assert!(
+            elem_words == 64 || (elem_bitmap | elem_values) >> elem_words == 0,
+            "slot bit beyond the element"
+        );
         Descriptor {
             magic: DESCRIPTOR_MAGIC,
             size_words: 0,
             elem_words,
             elem_bitmap,
-            flags: if elem_bitmap == 0 { FLAG_POINTER_FREE } else { 0 },
+            flags: if elem_bitmap == 0 && elem_values == 0 { FLAG_POINTER_FREE } else { 0 }
+                | if elem_values != 0 { FLAG_HAS_VALUES } else { 0 },
             bitmap: &[],
             name,
+            elem_vbitmap: elem_values,
+            vbitmap: &[],
         }
     }
 
     /// Start building a fixed-size descriptor at run time (for guest layouts).
     pub fn builder(size_words: usize) -> DescriptorBuilder {
-        DescriptorBuilder { size_words, ptrs: Vec::new(), name: None }
+        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None }
     }
 
     /// Start building an array descriptor at run time.
     pub fn array_builder(elem_words: usize) -> ArrayDescriptorBuilder {
-        ArrayDescriptorBuilder { elem_words, ptrs: 0, name: None }
+        ArrayDescriptorBuilder { elem_words, ptrs: 0, values: 0, name: None }
     }
 
     /// Payload words of a fixed object (0 for arrays).
@@ -125,7 +167,7 @@ impl Descriptor {
     pub fn is_array(&self) -> bool {
         self.elem_words != 0
     }
-    /// Whether objects of this kind contain no GC pointer.
+    /// Whether objects of this kind contain no pointer slot and no value slot.
     pub fn is_pointer_free(&self) -> bool {
         self.flags & FLAG_POINTER_FREE != 0
     }
@@ -140,6 +182,52 @@ impl Descriptor {
     /// Whether payload word `i` of a fixed object is a pointer.
     pub fn is_pointer(&self, i: usize) -> bool {
         self.bitmap.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+    }
+    /// Whether payload word `i` of a fixed object is a value slot.
+    pub fn is_value(&self, i: usize) -> bool {
+        self.vbitmap.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+    }
+    /// Pointer-slot bitmap of a fixed object (trimmed; empty for arrays).
+    #[inline(always)]
+    pub(crate) fn pointer_bits(&self) -> &'static [u64] {
+        self.bitmap
+    }
+    /// Value-slot bitmap of a fixed object (trimmed; empty for arrays).
+    #[inline(always)]
+    pub(crate) fn value_bits(&self) -> &'static [u64] {
+        self.vbitmap
+    }
+    /// Pointer and value bits of one array element (0 for fixed objects).
+    #[inline(always)]
+    pub(crate) fn elem_bits(&self) -> (u64, u64) {
+        (self.elem_bitmap, self.elem_vbitmap)
+    }
+    /// Whether the object has value slots.
+    #[inline(always)]
+    pub fn has_values(&self) -> bool {
+        self.flags & FLAG_HAS_VALUES != 0
+    }
+    /// The slot kind of payload word `i` of an object of this kind (for an
+    /// array: payload word 0 is its length, a raw word).
+    pub fn slot_kind(&self, i: usize) -> SlotKind {
+        let (p, v) = if self.is_array() {
+            if i == 0 {
+                (false, false)
+            } else {
+                // (No division for the common one-word elements.)
+                let w = if self.elem_words == 1 { 0 } else { (i - 1) % self.elem_words };
+                (self.elem_bitmap >> w & 1 != 0, self.elem_vbitmap >> w & 1 != 0)
+            }
+        } else {
+            (self.is_pointer(i), self.is_value(i))
+        };
+        if p {
+            SlotKind::Pointer
+        } else if v {
+            SlotKind::Value
+        } else {
+            SlotKind::Raw
+        }
     }
 
     /// Total object size in bytes including the header, for `len` elements
@@ -156,7 +244,7 @@ impl Descriptor {
     /// Call `f(word_index)` for every pointer word of the object whose payload
     /// starts at `payload` (word index relative to the payload). For arrays
     /// `len` is read from payload word 0 by the caller and passed in.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn for_each_pointer_word(&self, len: usize, mut f: impl FnMut(usize)) {
         if self.is_pointer_free() {
             return;
@@ -186,10 +274,94 @@ impl Descriptor {
     }
 }
 
+impl Descriptor {
+    /// Call `f(word_index, false)` for every pointer slot and
+    /// `f(word_index, true)` for every value slot of the object (word indices
+    /// relative to the payload; for arrays `len` is read from payload word 0
+    /// by the caller). One pass: for an array, each element's pointer slots,
+    /// then its value slots. (One closure with a constant flag per call site,
+    /// so that after inlining each site is its own straight-line code.)
+    #[inline(always)]
+    pub(crate) fn for_each_slot(&self, len: usize, mut f: impl FnMut(usize, bool)) {
+        if self.is_pointer_free() {
+            return;
+        }
+        if self.is_array() {
+            let ew = self.elem_words;
+            let (pb, vb) = (self.elem_bitmap, self.elem_vbitmap);
+            for e in 0..len {
+                let base = 1 + e * ew;
+                let mut bits = pb;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f(base + b, false);
+                }
+                let mut bits = vb;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f(base + b, true);
+                }
+            }
+        } else {
+            for (wi, &w) in self.bitmap.iter().enumerate() {
+                let mut bits = w;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f(wi * 64 + b, false);
+                }
+            }
+            for (wi, &w) in self.vbitmap.iter().enumerate() {
+                let mut bits = w;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f(wi * 64 + b, true);
+                }
+            }
+        }
+    }
+}
+
+/// What the collector does with a payload word (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Never looked at.
+    Raw,
+    /// Null or an object start.
+    Pointer,
+    /// A tagged value, decoded with the heap's encoding.
+    Value,
+}
+
+/// The number of leading words of `bits` up to the last one with a bit set
+/// (checking that no bit lies beyond `size_words`).
+const fn trimmed_len(bits: &[u64], size_words: usize) -> usize {
+    // Keep the bitmap up to its last word with a bit inside the payload:
+    // marking then loops over the words that matter only. Bits beyond the
+    // payload must not exist.
+    let mut n = 0;
+    let mut i = 0;
+    while i < bits.len() {
+        if bits[i] != 0 {
+            assert!(i * 64 < size_words, "pointer bit beyond the payload");
+            if (i + 1) * 64 > size_words && size_words % 64 != 0 {
+                assert!(bits[i] >> (size_words % 64) == 0, "pointer bit beyond the payload");
+            }
+            n = i + 1;
+        }
+        i += 1;
+    }
+    n
+}
+
 /// Builder for run-time fixed-size descriptors; see [`Descriptor::builder`].
 pub struct DescriptorBuilder {
     size_words: usize,
     ptrs: Vec<usize>,
+    values: Vec<usize>,
     name: Option<String>,
 }
 
@@ -197,6 +369,12 @@ impl DescriptorBuilder {
     /// Mark payload word `i` as a GC pointer.
     pub fn pointer_at(mut self, i: usize) -> Self {
         self.ptrs.push(i);
+        self
+    }
+    /// Mark payload word `i` as a value slot: a tagged word decoded with the
+    /// heap's [`ValueEncoding`](crate::ValueEncoding).
+    pub fn value_at(mut self, i: usize) -> Self {
+        self.values.push(i);
         self
     }
     /// Give the descriptor a name for diagnostics.
@@ -213,19 +391,34 @@ impl DescriptorBuilder {
             }
             bitmap[i / 64] |= 1 << (i % 64);
         }
+        let mut vbitmap = vec![0u64; self.size_words.div_ceil(64)];
+        for &i in &self.values {
+            if i >= self.size_words {
+                return Err(DescriptorError::PointerOutOfRange { index: i, size_words: self.size_words });
+            }
+            if bitmap[i / 64] >> (i % 64) & 1 != 0 {
+                return Err(DescriptorError::SlotKindConflict { index: i });
+            }
+            vbitmap[i / 64] |= 1 << (i % 64);
+        }
         while bitmap.last() == Some(&0) {
             bitmap.pop();
         }
-        let any = !bitmap.is_empty();
+        while vbitmap.last() == Some(&0) {
+            vbitmap.pop();
+        }
+        let any = !bitmap.is_empty() || !vbitmap.is_empty();
         let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime>".into()).into_boxed_str());
         Ok(Box::leak(Box::new(Descriptor {
             magic: DESCRIPTOR_MAGIC,
             size_words: self.size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if any { 0 } else { FLAG_POINTER_FREE },
+            flags: if any { 0 } else { FLAG_POINTER_FREE } | if vbitmap.is_empty() { 0 } else { FLAG_HAS_VALUES },
             bitmap: Box::leak(bitmap.into_boxed_slice()),
             name,
+            elem_vbitmap: 0,
+            vbitmap: Box::leak(vbitmap.into_boxed_slice()),
         })))
     }
 }
@@ -234,6 +427,7 @@ impl DescriptorBuilder {
 pub struct ArrayDescriptorBuilder {
     elem_words: usize,
     ptrs: u64,
+    values: u64,
     name: Option<String>,
 }
 
@@ -248,6 +442,17 @@ impl ArrayDescriptorBuilder {
         }
         self
     }
+    /// Mark word `i` of each element as a value slot (decoded with the
+    /// heap's [`ValueEncoding`](crate::ValueEncoding)).
+    pub fn value_at(mut self, i: usize) -> Self {
+        if i < 64 {
+            self.values |= 1 << i;
+        } else {
+            self.values |= 1 << 63; // rejected in build (i >= elem_words <= 64)
+            self.elem_words = self.elem_words.max(65);
+        }
+        self
+    }
     /// Give the descriptor a name for diagnostics.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -258,9 +463,13 @@ impl ArrayDescriptorBuilder {
         if self.elem_words == 0 || self.elem_words > 64 {
             return Err(DescriptorError::ElementTooLarge(self.elem_words));
         }
-        if self.elem_words < 64 && self.ptrs >> self.elem_words != 0 {
-            let index = 63 - self.ptrs.leading_zeros() as usize;
+        let all = self.ptrs | self.values;
+        if self.elem_words < 64 && all >> self.elem_words != 0 {
+            let index = 63 - all.leading_zeros() as usize;
             return Err(DescriptorError::PointerOutOfRange { index, size_words: self.elem_words });
+        }
+        if self.ptrs & self.values != 0 {
+            return Err(DescriptorError::SlotKindConflict { index: (self.ptrs & self.values).trailing_zeros() as usize });
         }
         let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime array>".into()).into_boxed_str());
         Ok(Box::leak(Box::new(Descriptor {
@@ -268,9 +477,11 @@ impl ArrayDescriptorBuilder {
             size_words: 0,
             elem_words: self.elem_words,
             elem_bitmap: self.ptrs,
-            flags: if self.ptrs == 0 { FLAG_POINTER_FREE } else { 0 },
+            flags: if all == 0 { FLAG_POINTER_FREE } else { 0 } | if self.values != 0 { FLAG_HAS_VALUES } else { 0 },
             bitmap: &[],
             name,
+            elem_vbitmap: self.values,
+            vbitmap: &[],
         })))
     }
 }
@@ -361,6 +572,38 @@ mod tests {
         );
         assert!(Descriptor::array_builder(0).build().is_err());
         assert!(Descriptor::array_builder(2).pointer_at(3).build().is_err());
+    }
+
+    #[test]
+    fn value_slots() {
+        let d = Descriptor::builder(3).pointer_at(0).value_at(2).name("V").build().unwrap();
+        assert!(d.is_pointer(0) && d.is_value(2) && !d.is_value(0) && !d.is_pointer(2) && d.has_values());
+        assert_eq!([d.slot_kind(0), d.slot_kind(1), d.slot_kind(2)], [SlotKind::Pointer, SlotKind::Raw, SlotKind::Value]);
+        let (mut p, mut v) = (vec![], vec![]);
+        d.for_each_slot(0, |i, val| if val { v.push(i) } else { p.push(i) });
+        assert_eq!((p, v), (vec![0], vec![2]));
+        // Value slots alone make an object scanned.
+        assert!(!Descriptor::builder(2).value_at(1).build().unwrap().is_pointer_free());
+        let a = Descriptor::array_builder(2).value_at(0).build().unwrap();
+        assert!(!a.is_pointer_free() && a.has_values());
+        assert_eq!(a.slot_kind(0), SlotKind::Raw);
+        assert_eq!(a.slot_kind(3), SlotKind::Value);
+        let (mut p, mut v) = (vec![], vec![]);
+        a.for_each_slot(3, |i, val| if val { v.push(i) } else { p.push(i) });
+        assert_eq!((p, v), (vec![], vec![1, 3, 5]));
+        assert_eq!(
+            Descriptor::builder(2).pointer_at(1).value_at(1).build().unwrap_err(),
+            DescriptorError::SlotKindConflict { index: 1 }
+        );
+        assert!(Descriptor::builder(2).value_at(2).build().is_err());
+        assert!(Descriptor::array_builder(2).pointer_at(1).value_at(1).build().is_err());
+        assert!(Descriptor::array_builder(2).value_at(2).build().is_err());
+        static B: [u64; 1] = [0b001];
+        static VB: [u64; 1] = [0b100];
+        static S: Descriptor = Descriptor::fixed_with_values("S", 3, &B, &VB);
+        assert!(S.is_pointer(0) && S.is_value(2));
+        static A: Descriptor = Descriptor::array_with_values("A", 2, 0, 0b10);
+        assert_eq!(A.slot_kind(2), SlotKind::Value);
     }
 
     #[test]

@@ -226,7 +226,14 @@ impl Heap {
     /// A heap whose collections stop `world`.
     pub fn with_world(config: HeapConfig, world: Arc<dyn World>) -> Result<Heap, ConfigError> {
         config.validate()?;
-        let space = Space::new(config.max_heap).map_err(|e| ConfigError::Reserve(e.to_string()))?;
+        let space = Space::with_encoding(config.max_heap, config.value_encoding)
+            .map_err(|e| ConfigError::Reserve(e.to_string()))?;
+        if !config.value_encoding.covers(space.lo, space.hi) {
+            return Err(ConfigError::ValueEncoding(format!(
+                "the heap's reservation {:#x}..{:#x} does not survive encoding with {:?}",
+                space.lo, space.hi, config.value_encoding
+            )));
+        }
         crate::barrier::register_barrier_range();
         let goal = config.min_heap.max(BLOCK_SIZE);
         Ok(Heap {
@@ -286,6 +293,11 @@ impl Heap {
     /// The configuration in force.
     pub fn config(&self) -> &HeapConfig {
         &self.inner.config
+    }
+
+    /// The heap's value encoding (`HeapConfig::value_encoding`).
+    pub fn value_encoding(&self) -> crate::ValueEncoding {
+        self.inner.space.encoding
     }
 
     /// Attach the current thread: allocation functions ([`crate::alloc`],
@@ -547,6 +559,8 @@ impl HeapInner {
             ttsp: s.ttsp.iter().copied().collect(),
             verify_failures: s.verify_failures,
             bad_pointers: s.bad_pointers,
+            bad_values: s.bad_values,
+            first_bad: s.first_bad,
             finalizers_run: s.finalizers_run,
             finalizers_pending: lock(&self.pending).len(),
             weak_cleared: s.weak_cleared,
@@ -991,12 +1005,14 @@ impl HeapInner {
             conservative_words: words,
             live_objects: counters.live_objects.load(Ordering::Relaxed),
             reason,
+            bad_pointers: counters.bad_pointers.load(Ordering::Relaxed),
+            bad_values: counters.bad_values.load(Ordering::Relaxed),
+            first_bad: *lock(&counters.first_bad),
         };
         {
             let mut s = lock(&self.stats);
             s.record(&c);
             s.verify_failures += verify_failures as u64;
-            s.bad_pointers += counters.bad_pointers.load(Ordering::Relaxed) as u64;
             s.weak_cleared += weak_cleared;
         }
         if self.config.trace {

@@ -16,7 +16,16 @@
 //! Every object starts with a header word: a `&'static Descriptor` giving its
 //! size and a bitmap of pointer words ([`descriptor`]). Rust types get one from
 //! [`gc_type!`]; a VM builds them at run time with [`Descriptor::builder`].
-//! Marking reads the bitmap; pointer-free objects are never scanned. An
+//! Marking reads the bitmap; pointer-free objects are never scanned.
+//! **Tagged values** (issue 14): a descriptor may also declare *value
+//! slots* ([`DescriptorBuilder::value_at`], the array equivalent) holding a
+//! VM's one-word tagged values; marking decodes them with the heap's
+//! [`ValueEncoding`] (`HeapConfig::value_encoding`: untagged, low-bit tags,
+//! NaN-boxing): an immediate is skipped, a pointer-tagged word must decode
+//! to null or an object start (else it is a *bad value*: counted per slot in
+//! [`CycleStats`]/[`GcStats`], the first one named, never followed).
+//! Accessors: [`GcRef::value`], [`GcRef::set_value`] (through
+//! [`usurp_gc_write_barrier_value`]), [`GcRef::value_ref`]. An
 //! array keeps its element count in payload word 0, which no safe call can
 //! write (`set_word(0, ..)` / `set_ptr(0, ..)` on an array panic): marking,
 //! the verifier and every bounds check trust it.
@@ -37,7 +46,10 @@
 //!
 //! ## Roots: exactly what keeps an object alive
 //! Scanned **conservatively** (a word pointing into an object keeps it; see
-//! [`mark`] for the exact rule) in every pause:
+//! [`mark`] for the exact rule; with a NaN-boxing [`ValueEncoding`] a word
+//! outside the heap that carries a pointer tag is decoded first, so a
+//! NaN-boxed pointer keeps its object too; a low-bit tagged pointer points
+//! inside its object anyway) in every pause:
 //! * the collecting thread's stack from its spilled registers up;
 //! * every range the [`World`] reports. With `usurp-sched`'s world that is:
 //!   the stacks (and saved or spilled registers) of every task that is not
@@ -51,7 +63,8 @@
 //! Scanned **precisely**: [`Root`] handles, [`RootedVec`] elements,
 //! [`RootScanner`] callbacks,
 //! objects whose finalizer is pending (and all they reference), and the
-//! pointer fields of every marked object (per its descriptor).
+//! pointer fields and value slots (decoded with the heap's
+//! [`ValueEncoding`]) of every marked object (per its descriptor).
 //!
 //! **Not scanned**: any other Rust heap memory (a `Vec<GcRef>`, a `Box`, a
 //! `HashMap`, an `Arc<Mutex<..>>`, and the memory *owned* by a scanned value:
@@ -144,7 +157,8 @@
 //!
 //! ## Barrier
 //! Pointer stores into heap objects go through [`usurp_gc_write_barrier`]
-//! (typed: [`Member::set`], [`GcRef::set_ptr`]). Marking stops the world, so
+//! (typed: [`Member::set`], [`GcRef::set_ptr`]); tagged-value stores through
+//! [`usurp_gc_write_barrier_value`] ([`GcRef::set_value`]). Marking stops the world, so
 //! it only stores; its code is an unsafe range for the preemption engine.
 //!
 //! ## Known pitfalls of conservative mark-sweep, and what this crate does
@@ -247,6 +261,7 @@ pub mod barrier;
 pub mod block;
 pub mod config;
 pub mod descriptor;
+mod encoding;
 mod heap;
 pub mod mark;
 mod mutator;
@@ -261,9 +276,10 @@ pub mod stats;
 mod verify;
 pub mod world;
 
-pub use barrier::usurp_gc_write_barrier;
+pub use barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};
 pub use config::{ConfigError, HeapConfig};
-pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
+pub use descriptor::{ArrayDescriptorBuilder, Descriptor, DescriptorBuilder, DescriptorError, GcType, SlotKind};
+pub use encoding::ValueEncoding;
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
 pub use heap::fail_next_marking_job;
@@ -273,7 +289,7 @@ pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mu
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};
 pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
-pub use stats::{CycleStats, GcStats};
+pub use stats::{BadSlot, CycleStats, GcStats};
 pub use world::{SoloWorld, ThreadWorld, World};
 
 /// Test support: reads `USURP_TEST_SCALE` (default 1.0) and scales `n` by it

@@ -26,8 +26,8 @@
 //! check: calling them only from stopped threads is the caller's contract. An array's length word
 //! (payload word 0) is read-only for safe code (issue 10 item 1).
 
-use crate::barrier::usurp_gc_write_barrier;
-use crate::descriptor::{Descriptor, GcType};
+use crate::barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};
+use crate::descriptor::{Descriptor, GcType, SlotKind};
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -200,9 +200,9 @@ impl GcRef {
         // accessed atomically (Relaxed) so racing tasks are no data race.
         unsafe { (*(self.payload().add(i) as *const AtomicUsize)).load(Ordering::Relaxed) }
     }
-    /// Write a non-pointer payload word `i` (panics if out of bounds, if the
-    /// word is a pointer slot — use `set_ptr` — or an array's length word, or
-    /// if the handle is stale or foreign).
+    /// Write a raw payload word `i` (panics if out of bounds, if the word is
+    /// a pointer slot — use `set_ptr` — or a value slot — use `set_value` —
+    /// or an array's length word, or if the handle is stale or foreign).
     #[inline]
     pub fn set_word(self, i: usize, v: usize) {
         let d = self.live_descriptor();
@@ -230,7 +230,11 @@ impl GcRef {
         if i == 0 && d.is_array() {
             length_write_refused(self, d, "set_word");
         }
-        assert!(!self.is_pointer_slot_in(d, i), "payload word {i} is a pointer slot: use set_ptr");
+        match d.slot_kind(i) {
+            SlotKind::Raw => {}
+            SlotKind::Pointer => panic!("payload word {i} of `{}` is a pointer slot: use set_ptr", d.name()),
+            SlotKind::Value => panic!("payload word {i} of `{}` is a value slot: use set_value", d.name()),
+        }
         // SAFETY: in bounds of a live object.
         unsafe { (*(self.payload().add(i) as *const AtomicUsize)).store(v, Ordering::Relaxed) }
     }
@@ -241,17 +245,13 @@ impl GcRef {
     }
     #[inline]
     fn is_pointer_slot_in(self, d: &Descriptor, i: usize) -> bool {
-        if d.is_array() {
-            if i == 0 || d.is_pointer_free() {
-                return false;
-            }
-            let w = (i - 1) % d.elem_words();
-            let mut found = false;
-            d.for_each_pointer_word(1, |j| found |= j == 1 + w);
-            found
-        } else {
-            d.is_pointer(i)
-        }
+        d.slot_kind(i) == SlotKind::Pointer
+    }
+    /// Whether payload word `i` is a value slot (a tagged word decoded with
+    /// the heap's [`ValueEncoding`](crate::ValueEncoding)). Panics if the
+    /// handle is stale or foreign.
+    pub fn is_value_slot(self, i: usize) -> bool {
+        self.live_descriptor().slot_kind(i) == SlotKind::Value
     }
     /// Read pointer slot `i` (panics like [`word`](GcRef::word)).
     #[inline]
@@ -305,6 +305,90 @@ impl GcRef {
         // SAFETY: slot i is inside the live object; the barrier performs the store.
         unsafe { usurp_gc_write_barrier(self.addr() as *mut u8, self.payload().add(i), v) }
     }
+    /// Read value slot `i`: the tagged word as stored (panics if out of
+    /// bounds, if the word is not a value slot, or if the handle is stale or
+    /// foreign).
+    #[inline]
+    pub fn value(self, i: usize) -> usize {
+        let d = self.live_descriptor();
+        let n = self.payload_words_of(d);
+        if i >= n {
+            out_of_bounds(self, d, i, n);
+        }
+        value_slot_check(self, d, i);
+        // SAFETY: just checked live.
+        unsafe { self.word_in(d, i) }
+    }
+    /// [`value`](GcRef::value) without the liveness check; the bounds check
+    /// stays (the slot-kind check does not: any payload word may be read).
+    ///
+    /// # Safety
+    /// `self` is a live object.
+    #[inline(always)]
+    pub unsafe fn value_unchecked(self, i: usize) -> usize {
+        // SAFETY: the caller guarantees a live object.
+        unsafe { self.word_unchecked(i) }
+    }
+    /// The object value slot `i` points to, decoded with the heap's
+    /// [`ValueEncoding`](crate::ValueEncoding): `None` for an immediate or
+    /// a null pointer. Panics like [`value`](GcRef::value), and if the
+    /// pointer-tagged word does not decode to a live object (a bad value).
+    #[inline]
+    pub fn value_ref(self, i: usize) -> Option<GcRef> {
+        let w = self.value(i);
+        let a = encoding_of(self).decode(w)?;
+        if let Err(bad) = crate::refcheck::check(a) {
+            bad_value(self, i, w, a, bad);
+        }
+        GcRef::from_heap_addr(a)
+    }
+    /// Store the tagged value `w` into value slot `i` through the value write
+    /// barrier ([`usurp_gc_write_barrier_value`]). Panics if out of bounds,
+    /// if the word is not a value slot, if `self` is stale or foreign, or if
+    /// `w` is pointer-tagged (per the heap's encoding) but does not decode to
+    /// a live object.
+    #[inline]
+    pub fn set_value(self, i: usize, w: usize) {
+        let d = self.live_descriptor();
+        let n = self.payload_words_of(d);
+        if i >= n {
+            out_of_bounds(self, d, i, n);
+        }
+        value_slot_check(self, d, i);
+        if let Some(a) = encoding_of(self).decode(w) {
+            if let Err(bad) = crate::refcheck::check(a) {
+                bad_value(self, i, w, a, bad);
+            }
+        }
+        // SAFETY: just checked live.
+        unsafe { self.set_value_in(d, i, w) }
+    }
+    /// [`set_value`](GcRef::set_value) without the liveness checks (of
+    /// `self` and of the object `w` names); the bounds and slot-kind checks
+    /// stay.
+    ///
+    /// # Safety
+    /// `self` is a live object. (A pointer-tagged `w` that names no live
+    /// object is a VM bug but not undefined behaviour: marking counts it as a
+    /// bad value and never follows it, the verifier reports it, and
+    /// `value_ref` panics on it.)
+    #[inline(always)]
+    pub unsafe fn set_value_unchecked(self, i: usize, w: usize) {
+        // SAFETY: the caller guarantees live objects.
+        unsafe { self.set_value_in(self.descriptor_unchecked(), i, w) }
+    }
+    /// # Safety
+    /// `self` is a live object with descriptor `d`.
+    #[inline(always)]
+    unsafe fn set_value_in(self, d: &Descriptor, i: usize, w: usize) {
+        let n = self.payload_words_of(d);
+        if i >= n {
+            out_of_bounds(self, d, i, n);
+        }
+        value_slot_check(self, d, i);
+        // SAFETY: slot i is inside the live object; the barrier performs the store.
+        unsafe { usurp_gc_write_barrier_value(self.addr() as *mut u8, self.payload().add(i), w) }
+    }
     /// Bytes of an array's elements (for pointer-free byte arrays / strings).
     /// The slice starts after the length word (payload word 0), which stays
     /// out of reach. Panics if the handle is stale or foreign.
@@ -326,6 +410,35 @@ impl GcRef {
 #[inline(never)]
 fn out_of_bounds(r: GcRef, d: &Descriptor, i: usize, n: usize) -> ! {
     panic!("payload word {i} out of bounds: {r:?} (`{}`) has {n} payload words", d.name())
+}
+
+/// The value encoding of the heap holding `r` (a checked, live object).
+#[inline]
+fn encoding_of(r: GcRef) -> crate::ValueEncoding {
+    crate::refcheck::encoding_of(r.addr()).unwrap_or_default()
+}
+
+#[inline(always)]
+fn value_slot_check(r: GcRef, d: &Descriptor, i: usize) {
+    if d.slot_kind(i) != SlotKind::Value {
+        not_a_value_slot(r, d, i)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_value_slot(r: GcRef, d: &Descriptor, i: usize) -> ! {
+    panic!("payload word {i} of {r:?} (`{}`) is not a value slot ({:?})", d.name(), d.slot_kind(i))
+}
+
+#[cold]
+#[inline(never)]
+fn bad_value(r: GcRef, i: usize, w: usize, a: usize, bad: crate::refcheck::Bad) -> ! {
+    let why = match bad {
+        crate::refcheck::Bad::NotLive => "not a live object of any usurp heap".to_string(),
+        crate::refcheck::Bad::Freed(d) => format!("a freed `{}` object (checkrefs)", d.name()),
+    };
+    panic!("value slot {i} of {r:?}: {w:#x} is pointer-tagged but decodes to {a:#x}, {why}")
 }
 
 #[cold]

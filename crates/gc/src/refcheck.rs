@@ -89,6 +89,8 @@ struct Entry {
     /// entry, so that its address stays valid for a reader racing the
     /// heap's drop.
     gen: AtomicU64,
+    /// The heap's value encoding (for `GcRef::value_ref` / `set_value`).
+    encoding: crate::encoding::ValueEncoding,
 }
 
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
@@ -114,14 +116,20 @@ impl Drop for Registration {
 
 /// Register the reservation `[lo, hi)` with its side tables (which must stay
 /// mapped until the returned guard is dropped).
-pub(crate) fn register(lo: usize, hi: usize, kinds: *const AtomicU16, meta: *const BlockMeta) -> std::io::Result<Registration> {
+pub(crate) fn register(
+    lo: usize,
+    hi: usize,
+    kinds: *const AtomicU16,
+    meta: *const BlockMeta,
+    encoding: crate::encoding::ValueEncoding,
+) -> std::io::Result<Registration> {
     let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
     let Some(slot) = SLOTS.iter().position(|s| s.load(Ordering::Relaxed).is_null()) else {
         return Err(std::io::Error::other(format!(
             "more than {MAX_HEAPS} usurp heaps alive at once (the handle-check table is full)"
         )));
     };
-    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0) }));
+    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding }));
     SLOTS[slot].store(e, Ordering::Release);
     if slot >= USED.load(Ordering::Relaxed) {
         USED.store(slot + 1, Ordering::Release);
@@ -157,6 +165,24 @@ pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
         return if is_object_start(e, addr, off) { header(addr) } else { Err(Bad::NotLive) };
     }
     Err(Bad::NotLive)
+}
+
+/// The value encoding of the heap whose reservation holds `addr`.
+#[inline]
+pub(crate) fn encoding_of(addr: usize) -> Option<crate::encoding::ValueEncoding> {
+    let used = USED.load(Ordering::Acquire);
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        if addr.wrapping_sub(e.lo) < e.hi - e.lo {
+            return Some(e.encoding);
+        }
+    }
+    None
 }
 
 /// `mark::find_exact` on an entry's raw tables.

@@ -40,6 +40,9 @@ pub struct Space {
     /// in a pause, under the heap's collection lock (Release), at the end of
     /// the mark. Lives in the handle-check table's entry (`refcheck`).
     pub gen: &'static AtomicU64,
+    /// The heap's value encoding (`HeapConfig::value_encoding`), fixed at
+    /// creation; markers copy it into locals.
+    pub encoding: crate::encoding::ValueEncoding,
 }
 
 /// Test-only switch (negative control of the lazy-sweep lookup rule): when
@@ -89,6 +92,11 @@ impl Space {
     /// equal the heap's first address or one past its last object, and keep
     /// those objects alive forever.
     pub fn new(max_heap: usize) -> std::io::Result<Space> {
+        Space::with_encoding(max_heap, crate::encoding::ValueEncoding::untagged())
+    }
+
+    /// [`Space::new`] for a heap whose value slots use `encoding`.
+    pub fn with_encoding(max_heap: usize, encoding: crate::encoding::ValueEncoding) -> std::io::Result<Space> {
         let nblocks = max_heap.div_ceil(BLOCK_SIZE).max(1);
         let len = (nblocks + 3) * BLOCK_SIZE;
         let heap_map = MmapOptions::new().len(len).no_reserve_swap().map_anon()?;
@@ -100,10 +108,11 @@ impl Space {
         let kind_map = MmapOptions::new().len(nblocks * 2).no_reserve_swap().map_anon()?;
         let kinds = kind_map.as_ptr() as *const AtomicU16;
         let hi = lo + nblocks * BLOCK_SIZE;
-        let _registration = crate::refcheck::register(lo, hi, kinds, meta)?;
+        let _registration = crate::refcheck::register(lo, hi, kinds, meta, encoding)?;
         let gen = _registration.gen;
         Ok(Space {
             gen,
+            encoding,
             _registration,
             _heap_map: heap_map,
             _meta_map: meta_map,

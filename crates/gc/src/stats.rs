@@ -52,6 +52,46 @@ pub struct CycleStats {
     pub live_objects: usize,
     /// Why the cycle ran.
     pub reason: &'static str,
+    /// Precise pointer slots (and precise roots) found holding something
+    /// other than null or an object start by this cycle's mark: one per slot.
+    pub bad_pointers: usize,
+    /// Value slots whose pointer-tagged word did not decode to null or an
+    /// object start in this cycle's mark: one per slot.
+    pub bad_values: usize,
+    /// The first bad slot this cycle's mark met (with several markers: the
+    /// first one published).
+    pub first_bad: Option<BadSlot>,
+}
+
+/// A slot that held a bad pointer or value (ignored by marking: a VM bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSlot {
+    /// The object holding the slot; 0 for a precise root (a `Root`, a root
+    /// scanner's report, a pending finalizer's object).
+    pub object: usize,
+    /// Its descriptor's name (`"<root>"` for a precise root).
+    pub descriptor: &'static str,
+    /// The payload word index of the slot (0 for a root).
+    pub slot: usize,
+    /// The word found there.
+    pub word: usize,
+    /// A value slot (decoded with the heap's encoding) or a pointer slot.
+    pub value_slot: bool,
+}
+
+impl std::fmt::Display for BadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.value_slot { "value" } else { "pointer" };
+        if self.object == 0 {
+            write!(f, "precise root holds {:#x}, not an object", self.word)
+        } else {
+            write!(
+                f,
+                "object {:#x} (`{}`) {what} slot {}: {:#x} is not an object",
+                self.object, self.descriptor, self.slot, self.word
+            )
+        }
+    }
 }
 
 /// Heap-wide statistics, see [`Heap::stats`](crate::Heap::stats).
@@ -92,8 +132,15 @@ pub struct GcStats {
     /// Failures found by the heap verifier (gcverify).
     pub verify_failures: u64,
     /// Precise pointer slots that held something other than null or an object
-    /// start (ignored by marking; a VM bug).
+    /// start (ignored by marking; a VM bug): summed over cycles, one per slot
+    /// per mark (a slot that stays bad for three marks counts three).
     pub bad_pointers: u64,
+    /// Value slots whose pointer-tagged word decoded to neither null nor an
+    /// object start (ignored by marking, never followed), counted like
+    /// `bad_pointers`.
+    pub bad_values: u64,
+    /// The first bad pointer or value slot any mark of this heap met.
+    pub first_bad: Option<BadSlot>,
     /// Finalizers run so far.
     pub finalizers_run: u64,
     /// Finalizers waiting for `run_pending_finalizers`.
@@ -148,6 +195,8 @@ pub(crate) struct StatsAcc {
     pub ttsp: VecDeque<Duration>,
     pub verify_failures: u64,
     pub bad_pointers: u64,
+    pub bad_values: u64,
+    pub first_bad: Option<BadSlot>,
     pub finalizers_run: u64,
     pub weak_cleared: u64,
     pub blocks_decommitted: u64,
@@ -163,6 +212,11 @@ impl StatsAcc {
         self.total_sweep += c.sweep;
         push_bounded(&mut self.pauses, c.pause);
         push_bounded(&mut self.ttsp, c.time_to_safepoint);
+        self.bad_pointers += c.bad_pointers as u64;
+        self.bad_values += c.bad_values as u64;
+        if self.first_bad.is_none() {
+            self.first_bad = c.first_bad;
+        }
         self.last = Some(c.clone());
     }
 }
@@ -187,7 +241,7 @@ fn mb(b: usize) -> f64 {
 /// verifier's own stop apart (gcverify only).
 pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String {
     format!(
-        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, pause {:.3} ms (ttsp {:.3} + roots {:.3} + mark {:.3} + sweep {:.3} ms){}, {} workers, {} live objects, {} conservative words, {}",
+        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, pause {:.3} ms (ttsp {:.3} + roots {:.3} + mark {:.3} + sweep {:.3} ms){}, {} workers, {} live objects, {} conservative words, {}{}",
         c.cycle,
         since_start.as_secs_f64(),
         mb(c.heap_before),
@@ -212,6 +266,10 @@ pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String
         c.live_objects,
         c.conservative_words,
         c.reason,
+        match &c.first_bad {
+            Some(b) => format!(", {} bad pointers + {} bad values (first: {b})", c.bad_pointers, c.bad_values),
+            None => String::new(),
+        },
     )
 }
 
@@ -254,5 +312,12 @@ mod tests {
         let c = CycleStats { ttsp_holdup: Some("worker 1 (thread 42): task 7 \"sort\"".into()), ..c };
         let l = trace_line(&c, Duration::from_millis(1500), false);
         assert!(l.contains("sweep 0.400 ms), stop held up by worker 1 (thread 42): task 7 \"sort\","), "{l}");
+        let bad = BadSlot { object: 0x1000, descriptor: "pair", slot: 1, word: 0x1235, value_slot: true };
+        let c = CycleStats { bad_values: 3, first_bad: Some(bad), ..c };
+        let l = trace_line(&c, Duration::from_millis(1500), false);
+        assert!(
+            l.ends_with("goal, 0 bad pointers + 3 bad values (first: object 0x1000 (`pair`) value slot 1: 0x1235 is not an object)"),
+            "{l}"
+        );
     }
 }

@@ -5,8 +5,10 @@
 //! bit set, and in a block the lazy sweep has not reached yet also marked by
 //! the last mark: `BlockMeta::is_live`), its header must be a valid descriptor (inside a readable mapping
 //! outside the heap, with the right magic, describing an object that fits in
-//! its slot), and every pointer field must be null or the start of a live
-//! object that is not quarantined. The live objects are exactly the ones
+//! its slot), every pointer field must be null or the start of a live
+//! object that is not quarantined, and every value slot must hold an
+//! immediate or a pointer-tagged word that decodes (with the heap's
+//! encoding, `mark::decode_value`) to null or such an object ("a bad value"). The live objects are exactly the ones
 //! marked (plus objects allocated since), so this is the mark-time check "a
 //! marked object's children are marked" seen after the fact: an object the
 //! mark lost is dead (or already freed), and its referrer points at it (or,
@@ -20,7 +22,7 @@
 
 use crate::block::{KIND_LARGE_HEAD, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::mark::find_exact;
+use crate::mark::{decode_value, find_exact};
 use crate::refcheck::is_quarantined;
 use crate::sizeclass::{slots_of, split_span_class, CLASS_SIZES};
 use crate::space::Space;
@@ -107,21 +109,30 @@ pub fn verify(space: &Space) -> usize {
                     continue;
                 }
             }
-            d.for_each_pointer_word(len, |i| {
+            let enc = space.encoding;
+            d.for_each_slot(len, |i, value_slot| {
                 // SAFETY: i is a payload word within the object's verified size.
                 let v = unsafe { p.add(1 + i).read() };
-                if v == 0 {
+                let (a, what) = if value_slot {
+                    match decode_value(&enc, v) {
+                        Some(a) => (a, "value"),
+                        None => return, // an immediate or null
+                    }
+                } else if v == 0 {
                     return;
-                }
-                match find_exact(space, v) {
+                } else {
+                    (v, "word")
+                };
+                let decoded = if a == v { String::new() } else { format!(" (decoded {a:#x})") };
+                match find_exact(space, a) {
                     // SAFETY: find_exact found a published object, world stopped.
                     Some(l) if unsafe { is_quarantined(l.addr) } => report(format!(
-                        "object {obj:#x} ({}) word {i}: {v:#x} was freed (quarantined by checkrefs)",
+                        "object {obj:#x} ({}) {what} {i}: {v:#x}{decoded} was freed (quarantined by checkrefs)",
                         d.name()
                     )),
                     Some(_) => {}
                     None => report(format!(
-                        "object {obj:#x} ({}) word {i}: {v:#x} is not an object (freed, or never one)",
+                        "object {obj:#x} ({}) {what} {i}: {v:#x}{decoded} is not an object (freed, or never one)",
                         d.name()
                     )),
                 }

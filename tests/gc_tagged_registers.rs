@@ -1,0 +1,155 @@
+//! Tagged values in registers of preempted tasks (issue 14): for each preset
+//! value encoding, a list whose only reference is one tagged word, held in a
+//! register of a task async-preempted in a tight loop, survives repeated
+//! collections run by another task. The register is saved at the preemption
+//! and scanned conservatively: a low-bit tagged word points inside the
+//! head's header word, a NaN-boxed one is decoded by the scan. Control: the
+//! same NaN-boxed word on a heap whose encoding does not decode it (untagged)
+//! loses the list, so the survival comes from the decoding.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member, ValueEncoding};
+use usurp::{preemptible, Runtime};
+
+fn scale(n: usize) -> usize {
+    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * s) as usize).max(1)
+}
+
+#[repr(C)]
+struct Node {
+    next: Member<Node>,
+    val: usize,
+}
+gc_type!(Node { next });
+
+/// A list of `n` nodes; returns the head's address only.
+#[inline(never)]
+fn build_list(n: usize) -> usize {
+    let mut head: Option<Gc<Node>> = None;
+    for i in 0..n {
+        head = Some(Gc::new(Node { next: Member::new(head), val: i * 3 + 1 }));
+    }
+    head.unwrap().raw().addr()
+}
+
+/// The checksum of the list at `p`, or `None` if its head was freed.
+#[inline(never)]
+fn list_sum(p: usize, n: usize) -> Option<usize> {
+    let heap = Heap::current().expect("task threads are attached");
+    let mut cur = Gc::<Node>::from_ref(heap.object_at(p)?);
+    let (mut sum, mut len) = (0usize, 0usize);
+    while let Some(c) = cur {
+        sum = sum.wrapping_add(c.val);
+        len += 1;
+        cur = c.next.get();
+    }
+    assert_eq!(len, n, "list length changed");
+    Some(sum)
+}
+
+preemptible! {
+    /// Holds `w` in a register (or a stack slot of this frame) while
+    /// spinning until `stop`; returns it unchanged.
+    fn hold_spinning(w: usize, stop: &AtomicBool, spins: &AtomicU64) -> usize {
+        let mut n = 0u64;
+        let mut x = w;
+        loop {
+            // SAFETY: volatile read of a valid AtomicBool (no call).
+            if unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } != 0 {
+                break;
+            }
+            n = n.wrapping_add(1);
+            x = x.rotate_left(17).rotate_right(17);
+            if n & 0xfff == 0 {
+                // SAFETY: a valid aligned u64 written only here.
+                unsafe { std::ptr::write_volatile(spins.as_ptr(), n) };
+            }
+        }
+        spins.store(n, Ordering::Relaxed);
+        x
+    }
+}
+
+/// One run: the heap uses `heap_enc`, the held word is encoded with
+/// `word_enc`. Returns the list's checksum after the collections (`None`:
+/// freed) and the number of accepted preemptions. Watchdog: 120 s.
+fn run(heap_enc: ValueEncoding, word_enc: ValueEncoding) -> (Option<usize>, u64, u64) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = Runtime::builder()
+            .workers(2)
+            .quantum(Duration::from_micros(500))
+            .heap_config(HeapConfig {
+                max_heap: 128 << 20,
+                gogc: None,
+                min_heap: 1 << 20,
+                verify: true,
+                value_encoding: heap_enc,
+                ..HeapConfig::default()
+            })
+            .build()
+            .unwrap();
+        let n = scale(2_000);
+        let stop = Arc::new(AtomicBool::new(false));
+        let spins = Arc::new(AtomicU64::new(0));
+        let before = rt.stats().preempt.accepted;
+        let holder = {
+            let (stop, spins) = (stop.clone(), spins.clone());
+            rt.spawn(move || {
+                let w = word_enc.encode(build_list(n));
+                let w = hold_spinning(black_box(w), &stop, &spins);
+                list_sum(word_enc.decode(w).unwrap(), n)
+            })
+        };
+        let collector = rt.spawn(move || {
+            while spins.load(Ordering::Relaxed) == 0 {
+                usurp::sleep(Duration::from_millis(1));
+            }
+            let heap = Heap::current().unwrap();
+            for _ in 0..scale(8).max(3) {
+                heap.collect();
+                usurp::sleep(Duration::from_millis(2));
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        collector.join().unwrap();
+        let sum = holder.join().unwrap();
+        let st = rt.stats();
+        assert_eq!(st.gc.bad_values + st.gc.bad_pointers, 0);
+        let _ = tx.send((sum, st.preempt.accepted - before, st.gc.verify_failures));
+    });
+    rx.recv_timeout(Duration::from_secs(120)).expect("scenario hung or panicked (watchdog: 120 s)")
+}
+
+fn expected(n: usize) -> usize {
+    (0..n).map(|i| i * 3 + 1).sum()
+}
+
+#[test]
+fn a_tagged_word_in_a_preempted_tasks_register_keeps_its_list() {
+    for (name, enc) in [
+        ("untagged", ValueEncoding::untagged()),
+        ("low_bits(1, 1)", ValueEncoding::low_bits(1, 1)),
+        ("low_bits(7, 0)", ValueEncoding::low_bits(7, 0)),
+        ("nan_box(48, [0xfffc, 0xfffd])", ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])),
+    ] {
+        let (sum, preempted, verify_failures) = run(enc, enc);
+        assert_eq!(sum, Some(expected(scale(2_000))), "{name}: the list held only by a tagged register was freed");
+        assert!(preempted > 0, "{name}: the holder was never async-preempted");
+        assert_eq!(verify_failures, 0, "{name}");
+    }
+}
+
+/// Control: the NaN-boxed word on an untagged heap is not decoded, and the
+/// list (held by nothing else) is freed.
+#[test]
+fn control_an_undecoded_nan_boxed_register_keeps_nothing() {
+    let (sum, preempted, verify_failures) = run(ValueEncoding::untagged(), ValueEncoding::nan_box(48, &[0xfffc]));
+    assert!(preempted > 0, "the holder was never async-preempted");
+    assert_eq!(sum, None, "an undecoded NaN-boxed word kept its list");
+    assert_eq!(verify_failures, 0);
+}
