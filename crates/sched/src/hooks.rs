@@ -101,3 +101,19 @@ pub unsafe fn for_each_task_stack(rt: &Runtime, f: &mut dyn FnMut(usize, usize, 
     // SAFETY: forwarded contract.
     unsafe { rt.shared().for_each_task_stack(f) }
 }
+
+/// Test-only switch (negative controls of latency fairness, issue 11).
+/// Process-wide. `None`: normal. `Some(false)`: no boost for woken tasks
+/// beyond the single `runnext` slot (a task displaced from it, or woken by
+/// the scheduler loop, goes to the back of the ring, as before).
+/// `Some(true)`: boosted picks are unbounded (the ring never gets a turn
+/// while woken tasks wait).
+#[doc(hidden)]
+pub fn set_boost_policy_for_tests(p: Option<bool>) {
+    let v = match p {
+        None => 0,
+        Some(false) => crate::worker::BOOST_OFF,
+        Some(true) => crate::worker::BOOST_UNBOUNDED,
+    };
+    crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}

@@ -44,8 +44,20 @@ const A_MASK: usize = 7;
 /// Every this many schedules a worker goes through its full scheduler loop
 /// (global queue, inbox, timers, shutdown) even if local work is ready.
 const FAIR_TICKS: u32 = 61;
-/// How often in a row `runnext` may win over the ring.
+/// How many boosted picks (`runnext`, then the woken FIFO) in a row may win
+/// over the ring before a ring task gets a turn: the bound of the latency
+/// boost (issue 11), so tasks that wake each other in a loop cannot starve
+/// tasks that used up their quantum.
 const RUNNEXT_STREAK: u32 = 32;
+
+/// Test-only switch (negative controls of latency fairness, issue 11), set
+/// through `hooks::set_boost_policy_for_tests`: 0 normal; [`BOOST_OFF`]:
+/// tasks displaced from `runnext` or woken from the scheduler loop go to
+/// the back of the ring (no woken FIFO), as before; [`BOOST_UNBOUNDED`]:
+/// boosted picks always win over the ring (no streak bound).
+pub(crate) static BOOST_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub(crate) const BOOST_OFF: u8 = 1;
+pub(crate) const BOOST_UNBOUNDED: u8 = 2;
 /// How long an idle worker leaves a task in the `runnext` slot of a worker
 /// that is running a task before stealing it (Go waits 3 µs: a switch takes
 /// well under a microsecond, so the owner would have taken it by then).
@@ -178,6 +190,16 @@ pub(crate) struct Worker {
     /// swaps/CASes a task out of the slot owns it. On its own cache line:
     /// idle workers read it while the owner switches.
     pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
+    /// Woken tasks waiting for a boosted pick (latency fairness, issue 11):
+    /// a task made runnable by a wake that finds `runnext` taken (the older
+    /// occupant moves here), or woken while no task runs (timers fired by
+    /// the scheduler loop). Checked right after `runnext`, before the ring,
+    /// within the same streak bound. Pushed and popped by the owner under
+    /// the lock; a thief takes its front under the lock (`steal`).
+    pub(crate) woken: crate::spin::SpinLock<TaskList>,
+    /// `woken.len()`, written under the `woken` lock (SeqCst), read without
+    /// it for idle and contention checks.
+    pub(crate) woken_len: AtomicUsize,
     /// The outgoing task of the switch in progress (see `switch_to`).
     prev: Cell<*mut Task>,
     tick: Cell<u32>,
@@ -228,6 +250,8 @@ impl Worker {
             shared,
             queue: LocalQueue::new(),
             runnext: CachePadded(AtomicPtr::new(ptr::null_mut())),
+            woken: crate::spin::SpinLock::new(TaskList::new()),
+            woken_len: AtomicUsize::new(0),
             prev: Cell::new(ptr::null_mut()),
             tick: Cell::new(0),
             streak: Cell::new(0),
@@ -299,11 +323,14 @@ impl Worker {
     fn next_local(&self) -> *mut Task {
         loop {
             let rn = self.runnext.0.load(Ordering::Relaxed);
-            // Taking runnext: a thief may have taken it since the load
-            // (`take_runnext` then returns null and the ring is next).
+            // Boosted picks first (runnext, then the woken FIFO), at most
+            // RUNNEXT_STREAK in a row. Taking runnext: a thief may have
+            // taken it since the load (`take_runnext` then returns null).
             let mut t = ptr::null_mut();
-            if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
-                t = self.take_runnext();
+            if (!rn.is_null() || self.woken_len.load(Ordering::Relaxed) != 0)
+                && (self.streak.get() < RUNNEXT_STREAK || BOOST_POLICY.load(Ordering::Relaxed) == BOOST_UNBOUNDED)
+            {
+                t = self.take_boosted();
                 if !t.is_null() {
                     self.streak.set(self.streak.get() + 1);
                 }
@@ -313,7 +340,7 @@ impl Worker {
                 t = match self.queue.pop() {
                     Some(t) => t,
                     None => {
-                        let t = self.take_runnext();
+                        let t = self.take_boosted();
                         if t.is_null() {
                             return t;
                         }
@@ -325,6 +352,42 @@ impl Worker {
                 return t;
             }
         }
+    }
+
+    /// Owner only: the next boosted task, from `runnext` or else the front
+    /// of the woken FIFO (or null).
+    #[inline]
+    fn take_boosted(&self) -> *mut Task {
+        let t = self.take_runnext();
+        if !t.is_null() {
+            return t;
+        }
+        self.take_woken()
+    }
+
+    /// Takes the front of the woken FIFO (owner or thief), or null.
+    #[inline]
+    fn take_woken(&self) -> *mut Task {
+        if self.woken_len.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        let mut q = self.woken.lock();
+        let t = q.pop_front().unwrap_or(ptr::null_mut());
+        self.woken_len.store(q.len(), Ordering::SeqCst);
+        t
+    }
+
+    /// Owner only: queues a woken task for a boosted pick (at the back of
+    /// the ring instead under the `BOOST_OFF` test switch).
+    #[inline]
+    fn push_woken(&self, t: *mut Task) {
+        if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_OFF {
+            self.push_local(t);
+            return;
+        }
+        let mut q = self.woken.lock();
+        q.push_back(t);
+        self.woken_len.store(q.len(), Ordering::SeqCst);
     }
 
     /// Owner only: empties the runnext slot; returns its task (or null).
@@ -362,6 +425,7 @@ impl Worker {
     fn work_waits(&self) -> bool {
         self.queue.len() != 0
             || !self.runnext.0.load(Ordering::SeqCst).is_null()
+            || self.woken_len.load(Ordering::SeqCst) != 0
             || self.inbox_len.load(Ordering::SeqCst) != 0
             || self.shared().global_len.load(Ordering::SeqCst) != 0
     }
@@ -502,7 +566,8 @@ impl Worker {
         ptr::null_mut()
     }
 
-    /// Steals half of another worker's ring; when every ring is empty, a
+    /// Takes the front of another worker's woken FIFO, else steals half of
+    /// another worker's ring; when every ring is empty, a
     /// task waiting in another worker's `runnext` slot (see
     /// [`Worker::steal_runnext`]).
     fn steal(&self) -> *mut Task {
@@ -512,6 +577,21 @@ impl Worker {
             return ptr::null_mut();
         }
         let start = self.next_rand() as usize % n;
+        // A woken task waiting on a busy worker first: it keeps its boost
+        // across stealing (it runs now, ahead of the victim's ring).
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            let t = sh.workers[v].take_woken();
+            if !t.is_null() {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
         for i in 0..n {
             let v = (start + i) % n;
             if v == self.index {
@@ -800,9 +880,13 @@ unsafe fn recycle(w: &Worker, t: *mut Task) {
 }
 
 /// Makes a parked or new task runnable: on this thread's worker if it belongs
-/// to the same runtime (in `runnext` if `lifo`), otherwise on its runtime's
-/// global queue.
-pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
+/// to the same runtime (in `runnext` when a task is running, as Go does),
+/// otherwise on its runtime's global queue. `woken`: a wake (timer, channel,
+/// mutex, join...), not a spawn: if the task cannot take `runnext` (from the
+/// scheduler loop), or a woken task is displaced from it, it goes to the
+/// woken FIFO, ahead of the ring (latency fairness, issue 11); a task
+/// displaced by a spawn goes to the back of the ring.
+pub(crate) fn make_runnable(t: *mut Task, woken: bool) {
     // SAFETY: we own `t` (it is new, or we won the unpark).
     let task = unsafe { &*t };
     task.state.store(state::RUNNABLE, Ordering::Relaxed);
@@ -813,8 +897,7 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
             let w = (*m).worker.get();
             if !w.is_null() && (*w).shared == task.shared {
                 let w = &*w;
-                let mut t = t;
-                if lifo && !(*m).current.get().is_null() {
+                if !(*m).current.get().is_null() {
                     // The running task made it runnable here: its quantum
                     // must tick from now on (it may keep the CPU).
                     w.contend_self();
@@ -824,7 +907,12 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                         if old.is_null() {
                             return;
                         }
-                        w.push_local(old);
+                        if woken {
+                            // Displaced, still a woken task: boosted FIFO.
+                            w.push_woken(old);
+                        } else {
+                            w.push_local(old);
+                        }
                         return;
                     }
                     // SeqCst swap: orders the publication before the idle
@@ -837,9 +925,22 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                         w.shared().notify_after_seqcst();
                         return;
                     }
-                    t = old;
-                } else if !(*m).current.get().is_null() {
-                    w.contend_self();
+                    if woken {
+                        // The displaced task was woken too: it keeps its
+                        // boost (woken FIFO, ahead of the ring; an idle
+                        // worker takes it from there at once).
+                        w.push_woken(old);
+                    } else {
+                        w.push_local(old);
+                    }
+                    w.shared().notify();
+                    return;
+                } else if woken {
+                    // Woken from the scheduler loop (timers, a park that
+                    // raced with its unpark): boosted too.
+                    w.push_woken(t);
+                    w.shared().notify();
+                    return;
                 }
                 // (From the scheduler loop, no task current: the worker
                 // picks next and sees its ring.)
