@@ -117,3 +117,15 @@ pub fn set_boost_policy_for_tests(p: Option<bool>) {
     };
     crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control of the order of boosted picks, issue
+/// 11). Process-wide. `true`: the first version of the woken FIFO (boosted
+/// picks take the `runnext` slot before the FIFO, and a wake from the
+/// scheduler loop goes straight to the FIFO), under which a woken task
+/// waits forever while a ping-pong pair keeps refilling `runnext`; `false`:
+/// normal (same as `set_boost_policy_for_tests(None)`).
+#[doc(hidden)]
+pub fn set_boost_first_version_for_tests(on: bool) {
+    let v = if on { crate::worker::BOOST_FIRST_VERSION } else { 0 };
+    crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}

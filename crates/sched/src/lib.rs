@@ -37,18 +37,21 @@
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
-//! running task. **Latency fairness** (issue 11): a task made runnable by a
-//! wake (timer, channel, mutex, condvar, join) runs ahead of tasks that used
-//! up their quantum or yielded, which go to the back of the ring. A woken
-//! task displaced from `runnext` by a later wake, or woken while no task
-//! runs (timers fired by the scheduler loop), goes to the worker's *woken*
-//! FIFO (spin-locked intrusive list), checked right after `runnext` and
-//! before the ring; an idle worker takes a woken task from a busy worker's
-//! FIFO before stealing from rings, so the boost holds across stealing. The
-//! boost is bounded: at most 32 boosted picks (runnext or woken FIFO) in a
-//! row, then one ring task runs, so tasks that keep waking each other cannot
-//! starve the ring. Spawned tasks displaced from `runnext` go to the ring as
-//! before. An idle worker that
+//! running task (or woken by the scheduler loop, e.g. by a timer).
+//! **Latency fairness** (issue 11): a task made runnable by a wake (timer,
+//! channel, mutex, condvar, join) runs ahead of tasks that used up their
+//! quantum or yielded, which go to the back of the ring. A woken task
+//! displaced from `runnext` by a later wake or spawn goes to the worker's
+//! *woken* FIFO (spin-locked intrusive list), so `runnext` holds the newest
+//! task and the FIFO the older woken ones in wake order; boosted picks take
+//! the FIFO's front first, then `runnext` (oldest wake first: taking
+//! `runnext` first starved the FIFO forever beside a ping-pong pair that
+//! refilled the slot before every pick), all before the ring. An idle
+//! worker takes a woken task from a busy worker's FIFO before stealing from
+//! rings, so the boost holds across stealing. The boost is bounded: at most
+//! 32 boosted picks in a row, then one ring task runs, so tasks that keep
+//! waking each other cannot starve the ring. Spawned tasks displaced from
+//! `runnext` go to the ring as before. An idle worker that
 //! finds every ring empty takes the task in another worker's `runnext` if
 //! that worker made no switch for 5 µs (as Go's runnext stealing): the task
 //! that filled it keeps the CPU in code that reaches no switch point. A

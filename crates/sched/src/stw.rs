@@ -74,6 +74,25 @@
 //! GC prints it in `gctrace` through `World::last_stop_holdup`): the task is
 //! described while it still runs, once per worker per stop.
 //!
+//! **Reading a stack dump of a hung process.** A worker thread in
+//! [`park_worker`] while no thread is inside `stop_the_world` is not by
+//! itself a stuck stop: a GC cycle's stopper runs its pause (marking, the
+//! sweep start, the heap verifier's second stop) between `stop_the_world`
+//! and `start_the_world`, and under `usurp-stress` that happens hundreds of
+//! times a second. A stuck stop has `stop` set for good and a stopper that
+//! makes no progress; check that a second dump differs (the GC cycle count
+//! in the stress run's progress line keeps growing otherwise). The hang of
+//! `usurp-stress --seconds 2 --workers 2 --tasks 20` with the first version
+//! of the woken FIFO (2 runs in 61) looked like a stuck stop this way, but
+//! its stops all completed: the run's main task, woken from its 2 s sleep
+//! by a timer fired in the scheduler loop, waited forever in worker 0's
+//! woken FIFO because boosted picks took `runnext` first and a ping-pong
+//! pair refilled `runnext` before every pick (the other worker, busy too,
+//! never stole it), so the stop flag of the run was never set. The
+//! interleaving and the fix are described at `Worker::take_boosted`
+//! (`worker.rs`); the regression test is `tests/sched_fairness.rs`
+//! `woken_fifo_not_starved_by_runnext`.
+//!
 //! **What cannot be stopped, and what is reported** (issue 10 item 5a). A
 //! task blocked in the kernel outside `blocking` (a `std::sync::Mutex`, a
 //! `read`, a `std::thread::sleep`) is on its worker's CPU as far as the
