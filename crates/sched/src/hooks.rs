@@ -129,3 +129,12 @@ pub fn set_boost_first_version_for_tests(on: bool) {
     let v = if on { crate::worker::BOOST_FIRST_VERSION } else { 0 };
     crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control, issue 12): `true` lets a task that
+/// stops the world keep its quantum timer ticking through the stop (every
+/// tick refused, reason `no_preempt`), as before; `false` (the default)
+/// disarms it from `stop_the_world` to `start_the_world`. Process-wide.
+#[doc(hidden)]
+pub fn set_stopper_ticks_for_tests(on: bool) {
+    crate::stw::STOPPER_TICKS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
