@@ -8,8 +8,10 @@
 //!   (c) loop throughput at a 1 ms quantum against async preemption off in
 //!       the same run, with loops == workers and loops == 2 x workers
 //!       (`throughput ratio (...)` lines, issue 12).
+//!   (d) latency fairness (issue 11): 32 loops + 32 tasks sleeping 1 ms in
+//!       a loop, quantum 1 ms: wake lateness p50/p99 over all sleepers.
 //! Run: `cargo bench -p usurp --bench preempt` (args: probes, collections;
-//! `-- --throughput` runs only (c)).
+//! `-- --throughput` runs only (c), `-- --fairness` only (d)).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,6 +101,34 @@ fn wake_latency(quantum: Duration, probes: usize) {
     println!("wake latency (1ms sleep overshoot), quantum {quantum:?}: p50={p50:?} p99={p99:?} max={max:?}");
 }
 
+/// (d): 32 call-free loops and 32 sleepers (1 ms, `rounds` each) on 2
+/// workers at a 1 ms quantum; lateness = elapsed - 1 ms per sleep.
+fn fairness_latency(rounds: usize) {
+    let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).build().unwrap();
+    let loops = start_loops(&rt, 32);
+    let sleepers: Vec<_> = (0..32)
+        .map(|_| {
+            rt.spawn(move || {
+                let mut lat = Vec::with_capacity(rounds);
+                for _ in 0..rounds {
+                    let t0 = Instant::now();
+                    usurp::sleep(Duration::from_millis(1));
+                    lat.push(t0.elapsed().saturating_sub(Duration::from_millis(1)));
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<Duration> = sleepers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    loops.finish();
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    println!(
+        "32 loops + 32 sleepers, quantum 1 ms: wake lateness p50 {} us, p99 {} us",
+        p50.as_micros(),
+        p99.as_micros()
+    );
+}
+
 fn gc_while_spinning(collections: usize) {
     let rt = Runtime::builder().workers(2).quantum(Duration::from_millis(1)).gogc(None).build().unwrap();
     let loops = start_loops(&rt, 4);
@@ -186,6 +216,10 @@ fn main() {
         println!("preemption stats: {:?}", usurp::preempt::stats());
         return;
     }
+    if all.iter().any(|a| a == "--fairness") {
+        fairness_latency(200);
+        return;
+    }
     let args: Vec<String> = all.into_iter().filter(|a| !a.starts_with('-')).collect();
     let probes = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let collections = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
@@ -194,6 +228,7 @@ fn main() {
     wake_latency(Duration::from_micros(100), probes);
     wake_latency(usurp::DEFAULT_QUANTUM, probes / 10);
     gc_while_spinning(collections);
+    fairness_latency(200);
     throughput_ratios();
     println!("preemption stats: {:?}", usurp::preempt::stats());
 }

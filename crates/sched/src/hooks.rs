@@ -101,3 +101,40 @@ pub unsafe fn for_each_task_stack(rt: &Runtime, f: &mut dyn FnMut(usize, usize, 
     // SAFETY: forwarded contract.
     unsafe { rt.shared().for_each_task_stack(f) }
 }
+
+/// Test-only switch (negative controls of latency fairness, issue 11).
+/// Process-wide. `None`: normal. `Some(false)`: no boost for woken tasks
+/// beyond the single `runnext` slot (a task displaced from it, or woken by
+/// the scheduler loop, goes to the back of the ring, as before).
+/// `Some(true)`: boosted picks are unbounded (the ring never gets a turn
+/// while woken tasks wait).
+#[doc(hidden)]
+pub fn set_boost_policy_for_tests(p: Option<bool>) {
+    let v = match p {
+        None => 0,
+        Some(false) => crate::worker::BOOST_OFF,
+        Some(true) => crate::worker::BOOST_UNBOUNDED,
+    };
+    crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control of the order of boosted picks, issue
+/// 11). Process-wide. `true`: the first version of the woken FIFO (boosted
+/// picks take the `runnext` slot before the FIFO, and a wake from the
+/// scheduler loop goes straight to the FIFO), under which a woken task
+/// waits forever while a ping-pong pair keeps refilling `runnext`; `false`:
+/// normal (same as `set_boost_policy_for_tests(None)`).
+#[doc(hidden)]
+pub fn set_boost_first_version_for_tests(on: bool) {
+    let v = if on { crate::worker::BOOST_FIRST_VERSION } else { 0 };
+    crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control, issue 12): `true` lets a task that
+/// stops the world keep its quantum timer ticking through the stop (every
+/// tick refused, reason `no_preempt`), as before; `false` (the default)
+/// disarms it from `stop_the_world` to `start_the_world`. Process-wide.
+#[doc(hidden)]
+pub fn set_stopper_ticks_for_tests(on: bool) {
+    crate::stw::STOPPER_TICKS.store(on, std::sync::atomic::Ordering::Relaxed);
+}

@@ -305,7 +305,7 @@ where
     let body: Arc<dyn Body> = packet.clone();
     // SAFETY: `t` is a FREE task we just took.
     let id = unsafe { Task::prepare(t, body, name) };
-    worker::make_runnable(t, true);
+    worker::make_runnable(t, false);
     Ok(JoinHandle { packet, id })
 }
 

@@ -37,7 +37,21 @@
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
-//! running task (at most 32 runnext picks in a row). An idle worker that
+//! running task (or woken by the scheduler loop, e.g. by a timer).
+//! **Latency fairness** (issue 11): a task made runnable by a wake (timer,
+//! channel, mutex, condvar, join) runs ahead of tasks that used up their
+//! quantum or yielded, which go to the back of the ring. A woken task
+//! displaced from `runnext` by a later wake or spawn goes to the worker's
+//! *woken* FIFO (spin-locked intrusive list), so `runnext` holds the newest
+//! task and the FIFO the older woken ones in wake order; boosted picks take
+//! the FIFO's front first, then `runnext` (oldest wake first: taking
+//! `runnext` first starved the FIFO forever beside a ping-pong pair that
+//! refilled the slot before every pick), all before the ring. An idle
+//! worker takes a woken task from a busy worker's FIFO before stealing from
+//! rings, so the boost holds across stealing. The boost is bounded: at most
+//! 32 boosted picks in a row, then one ring task runs, so tasks that keep
+//! waking each other cannot starve the ring. Spawned tasks displaced from
+//! `runnext` go to the ring as before. An idle worker that
 //! finds every ring empty takes the task in another worker's `runnext` if
 //! that worker made no switch for 5 µs (as Go's runnext stealing): the task
 //! that filled it keeps the CPU in code that reaches no switch point. A
@@ -61,7 +75,7 @@
 //! busy worker's quantum timer runs only while work waits for it
 //! (`usurp_preempt::WorkerSlot::set_contended`; `worker.rs`). Each time the
 //! scheduler loop picks a task, the worker marks its slot contended if its
-//! ring, `runnext`, inbox or the global queue holds a task, uncontended
+//! ring, `runnext`, woken FIFO, inbox or the global queue holds a task, uncontended
 //! otherwise (a SeqCst swap, a fence and a second look at those queues, so
 //! a waker racing with the clear is never missed). A direct task-to-task
 //! switch only raises the flag (the outgoing task is requeued, or work

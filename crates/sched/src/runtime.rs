@@ -666,7 +666,9 @@ impl Shared {
         {
             return true;
         }
-        if self.workers.iter().any(|v| v.queue.len() > 0 || !v.runnext.0.load(Ordering::SeqCst).is_null()) {
+        if self.workers.iter().any(|v| {
+            v.queue.len() > 0 || !v.runnext.0.load(Ordering::SeqCst).is_null() || v.woken_len.load(Ordering::SeqCst) > 0
+        }) {
             return true;
         }
         self.next_timer.load(Ordering::SeqCst) <= crate::sys::now_ns()

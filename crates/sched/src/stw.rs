@@ -47,9 +47,15 @@
 //! **The stopper** (issue 11 item 2). Its identity (task, or thread if not
 //! a task) is recorded in `Stw::stopper` for the duration of the stop, and:
 //! * a task stopper runs in a no-preemption section from its stop to its
-//!   start (`Inner::no_preempt`): its quantum's ticks are refused and its
-//!   `checkpoint()` does nothing; `ask_to_stop` skips its worker and the
-//!   timer monitor sends no request while a stop is on (`sysmon.rs`);
+//!   start (`Inner::no_preempt`): its `checkpoint()` does nothing;
+//!   `ask_to_stop` skips its worker and the timer monitor sends no request
+//!   while a stop is on (`sysmon.rs`); and its worker's quantum timer is
+//!   disarmed for the stop (`Inner::quiet_slot`, issue 12): every tick would
+//!   be refused (`no_preempt`) and nothing else can run on the stopped
+//!   world anyway. With the GC's pauses (and the heap verifier's stops) that
+//!   was most of the refused signals of a stress run: 72,552 of 108,996 in
+//!   60 s of `usurp-stress --quantum 100us`, the world being stopped 72% of
+//!   the time. The quantum restarts when the world does;
 //! * what would wait for the stopper itself is detected, never a hang:
 //!   `stop_the_world` by the stopper (a second stop, or a collection, which
 //!   stops the world) panics; `safe_region` by the stopper (a wait that
@@ -73,6 +79,25 @@
 //! and which task on it, it waited for longest (`StwStats::last_holdup`; the
 //! GC prints it in `gctrace` through `World::last_stop_holdup`): the task is
 //! described while it still runs, once per worker per stop.
+//!
+//! **Reading a stack dump of a hung process.** A worker thread in
+//! [`park_worker`] while no thread is inside `stop_the_world` is not by
+//! itself a stuck stop: a GC cycle's stopper runs its pause (marking, the
+//! sweep start, the heap verifier's second stop) between `stop_the_world`
+//! and `start_the_world`, and under `usurp-stress` that happens hundreds of
+//! times a second. A stuck stop has `stop` set for good and a stopper that
+//! makes no progress; check that a second dump differs (the GC cycle count
+//! in the stress run's progress line keeps growing otherwise). The hang of
+//! `usurp-stress --seconds 2 --workers 2 --tasks 20` with the first version
+//! of the woken FIFO (2 runs in 61) looked like a stuck stop this way, but
+//! its stops all completed: the run's main task, woken from its 2 s sleep
+//! by a timer fired in the scheduler loop, waited forever in worker 0's
+//! woken FIFO because boosted picks took `runnext` first and a ping-pong
+//! pair refilled `runnext` before every pick (the other worker, busy too,
+//! never stole it), so the stop flag of the run was never set. The
+//! interleaving and the fix are described at `Worker::take_boosted`
+//! (`worker.rs`); the regression test is `tests/sched_fairness.rs`
+//! `woken_fifo_not_starved_by_runnext`.
 //!
 //! **What cannot be stopped, and what is reported** (issue 10 item 5a). A
 //! task blocked in the kernel outside `blocking` (a `std::sync::Mutex`, a
@@ -105,6 +130,12 @@ const SAFE: u32 = 2;
 /// How often a stopper re-sends preemption requests to workers that have not
 /// stopped yet.
 pub(crate) const RETRY: Duration = Duration::from_micros(100);
+
+/// Test-only switch (negative control of the stopper's quiet quantum, issue
+/// 12): when set, a task stopper's quantum timer keeps ticking through its
+/// stop (each tick refused: `no_preempt`), as it used to. Set through
+/// `hooks::set_stopper_ticks_for_tests`.
+pub(crate) static STOPPER_TICKS: AtomicBool = AtomicBool::new(false);
 
 /// Time-to-safepoint samples kept.
 const TTSP_HISTORY: usize = 1024;
@@ -152,6 +183,11 @@ struct Inner {
     /// start (a task stopper must not be preempted: it would park on its own
     /// worker, which parks for the stop it holds).
     no_preempt: Option<usurp_preempt::NoPreempt>,
+    /// The task stopper's preemption slot, its quantum timer disarmed
+    /// (`set_idle(true)`) from its stop to its start; re-armed by
+    /// `start_the_world`. Null when the stopper is not a task holding a
+    /// worker (or async preemption is off). Written by the stopper.
+    quiet_slot: usize,
     job: Option<Job>,
     stops: u64,
     ttsp: Vec<Duration>,
@@ -360,6 +396,16 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
                 // A task holding a worker: not preemptible until it starts
                 // the world (its checkpoint() does nothing meanwhile).
                 g.no_preempt = Some(usurp_preempt::NoPreempt::new());
+                if !STOPPER_TICKS.load(Ordering::Relaxed) {
+                    g.quiet_slot = crate::preempt_glue::thread_slot() as usize;
+                    // SAFETY: slots are `'static`.
+                    if let Some(s) = unsafe { (g.quiet_slot as *const usurp_preempt::WorkerSlot).as_ref() } {
+                        // No quantum ticks during the stop (see the module
+                        // docs); targeted requests are not affected (none
+                        // is sent to the stopper).
+                        let _ = s.set_idle(true);
+                    }
+                }
             }
             break;
         }
@@ -562,10 +608,17 @@ pub(crate) fn start_the_world(sh: &Shared) {
     g.active = false;
     g.job = None;
     let np = g.no_preempt.take();
+    let quiet = std::mem::replace(&mut g.quiet_slot, 0) as *const usurp_preempt::WorkerSlot;
     stw.stopper.store(0, Ordering::SeqCst);
     stw.stop.store(false, Ordering::SeqCst);
     drop(g);
     stw.cv.notify_all();
+    // SAFETY: slots are `'static`; the stopper did not leave its thread
+    // (it neither switches nor migrates during its stop).
+    if let Some(s) = unsafe { quiet.as_ref() } {
+        // Busy again: its quantum timer is re-armed (from now) if work waits.
+        let _ = s.set_idle(false);
+    }
     drop(np);
 }
 

@@ -83,6 +83,14 @@ pub(crate) struct Task {
     pub(crate) stack: Stack,
     /// Preemption state (no-preempt depth) kept while switched out.
     pub(crate) preempt_state: Cell<usurp_preempt::TaskPreemptState>,
+    /// Whether the task was last made runnable by a wake (timer, channel,
+    /// mutex, join...), not a spawn: a woken task displaced from a worker's
+    /// `runnext` slot keeps its latency boost (the woken FIFO), a spawned
+    /// one goes to the ring. Written by whoever makes the task runnable
+    /// (`worker::make_runnable`, which owns it then), before it is published
+    /// in `runnext`; read by whoever takes it out of the slot again (the
+    /// swap hands the task over with it).
+    pub(crate) woken: Cell<bool>,
 }
 
 // SAFETY: a task is touched by one thread at a time (whoever runs it or holds
@@ -112,6 +120,7 @@ impl Task {
             registry_index: Cell::new(0),
             stack,
             preempt_state: Cell::new(Default::default()),
+            woken: Cell::new(false),
         }));
         let mut reg = shared.registry.lock();
         // SAFETY: `t` was just allocated and is not shared yet.

@@ -44,8 +44,25 @@ const A_MASK: usize = 7;
 /// Every this many schedules a worker goes through its full scheduler loop
 /// (global queue, inbox, timers, shutdown) even if local work is ready.
 const FAIR_TICKS: u32 = 61;
-/// How often in a row `runnext` may win over the ring.
+/// How many boosted picks (the woken FIFO, then `runnext`) in a row may win
+/// over the ring before a ring task gets a turn: the bound of the latency
+/// boost (issue 11), so tasks that wake each other in a loop cannot starve
+/// tasks that used up their quantum.
 const RUNNEXT_STREAK: u32 = 32;
+
+/// Test-only switch (negative controls of latency fairness, issue 11), set
+/// through `hooks::set_boost_policy_for_tests` and
+/// `hooks::set_boost_first_version_for_tests`: 0 normal; [`BOOST_OFF`]:
+/// woken tasks displaced from `runnext` go to the back of the ring (no woken
+/// FIFO), as before; [`BOOST_UNBOUNDED`]: boosted picks always win over the
+/// ring (no streak bound); [`BOOST_FIRST_VERSION`]: the first version of
+/// the woken FIFO, which starved it beside a ping-pong pair (see
+/// `Worker::take_boosted`): boosted picks take `runnext` before the FIFO,
+/// and a wake from the scheduler loop goes straight to the FIFO's back.
+pub(crate) static BOOST_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub(crate) const BOOST_OFF: u8 = 1;
+pub(crate) const BOOST_UNBOUNDED: u8 = 2;
+pub(crate) const BOOST_FIRST_VERSION: u8 = 3;
 /// How long an idle worker leaves a task in the `runnext` slot of a worker
 /// that is running a task before stealing it (Go waits 3 µs: a switch takes
 /// well under a microsecond, so the owner would have taken it by then).
@@ -178,6 +195,17 @@ pub(crate) struct Worker {
     /// swaps/CASes a task out of the slot owns it. On its own cache line:
     /// idle workers read it while the owner switches.
     pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
+    /// Woken tasks waiting for a boosted pick (latency fairness, issue 11):
+    /// a woken task displaced from `runnext` by a later wake or spawn moves
+    /// here, so `runnext` holds the newest task and this FIFO the older
+    /// woken ones, in wake order. Boosted picks take its front before
+    /// `runnext` (oldest first: see `take_boosted`), before the ring, within
+    /// the streak bound. Pushed and popped by the owner under the lock; a
+    /// thief takes its front under the lock (`steal`).
+    pub(crate) woken: crate::spin::SpinLock<TaskList>,
+    /// `woken.len()`, written under the `woken` lock (SeqCst), read without
+    /// it for idle and contention checks.
+    pub(crate) woken_len: AtomicUsize,
     /// The outgoing task of the switch in progress (see `switch_to`).
     prev: Cell<*mut Task>,
     tick: Cell<u32>,
@@ -228,6 +256,8 @@ impl Worker {
             shared,
             queue: LocalQueue::new(),
             runnext: CachePadded(AtomicPtr::new(ptr::null_mut())),
+            woken: crate::spin::SpinLock::new(TaskList::new()),
+            woken_len: AtomicUsize::new(0),
             prev: Cell::new(ptr::null_mut()),
             tick: Cell::new(0),
             streak: Cell::new(0),
@@ -299,11 +329,14 @@ impl Worker {
     fn next_local(&self) -> *mut Task {
         loop {
             let rn = self.runnext.0.load(Ordering::Relaxed);
-            // Taking runnext: a thief may have taken it since the load
-            // (`take_runnext` then returns null and the ring is next).
+            // Boosted picks first (the woken FIFO, then runnext), at most
+            // RUNNEXT_STREAK in a row. Taking runnext: a thief may have
+            // taken it since the load (`take_runnext` then returns null).
             let mut t = ptr::null_mut();
-            if !rn.is_null() && self.streak.get() < RUNNEXT_STREAK {
-                t = self.take_runnext();
+            if (!rn.is_null() || self.woken_len.load(Ordering::Relaxed) != 0)
+                && (self.streak.get() < RUNNEXT_STREAK || BOOST_POLICY.load(Ordering::Relaxed) == BOOST_UNBOUNDED)
+            {
+                t = self.take_boosted();
                 if !t.is_null() {
                     self.streak.set(self.streak.get() + 1);
                 }
@@ -313,7 +346,7 @@ impl Worker {
                 t = match self.queue.pop() {
                     Some(t) => t,
                     None => {
-                        let t = self.take_runnext();
+                        let t = self.take_boosted();
                         if t.is_null() {
                             return t;
                         }
@@ -325,6 +358,82 @@ impl Worker {
                 return t;
             }
         }
+    }
+
+    /// Owner only: the next boosted task, oldest wake first: the front of
+    /// the woken FIFO, else `runnext` (or null).
+    ///
+    /// The order is what keeps a woken task from waiting forever. `runnext`
+    /// always holds the newest task (a wake or spawn displaces its occupant,
+    /// a woken one to the back of the FIFO), so taking the FIFO first makes
+    /// boosted picks FIFO in wake order: a woken task waits for at most the
+    /// boosted tasks woken before it, plus one ring pick per
+    /// `RUNNEXT_STREAK`. The first version took `runnext` first: beside a
+    /// ping-pong pair (each task wakes the other into `runnext`, then parks)
+    /// the slot was full at every pick and the FIFO was never reached, nor
+    /// stolen from (the other worker was busy too). That was the hang of
+    /// `usurp-stress --workers 2 --tasks 20` (2 runs in 61; 3 in ~110 here):
+    /// its main task, woken from its 2 s sleep by a timer fired in the
+    /// scheduler loop, sat in worker 0's FIFO behind two sleepers while
+    /// `pingpong-0`/`-1` filled `runnext` forever, so it never set the stop
+    /// flag; the GC kept stopping and starting the world meanwhile, which is
+    /// why a stack dump looked like a worker parked for a stop (it was one
+    /// of the ~500 stops a second, not a stuck one). Regression test:
+    /// `tests/sched_fairness.rs` `woken_fifo_not_starved_by_runnext` (with
+    /// [`BOOST_FIRST_VERSION`] as its negative control).
+    #[inline]
+    fn take_boosted(&self) -> *mut Task {
+        if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_FIRST_VERSION {
+            let t = self.take_runnext();
+            if !t.is_null() {
+                return t;
+            }
+            return self.take_woken();
+        }
+        let t = self.take_woken();
+        if !t.is_null() {
+            return t;
+        }
+        self.take_runnext()
+    }
+
+    /// Takes the front of the woken FIFO (owner or thief), or null.
+    #[inline]
+    fn take_woken(&self) -> *mut Task {
+        if self.woken_len.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        let mut q = self.woken.lock();
+        let t = q.pop_front().unwrap_or(ptr::null_mut());
+        self.woken_len.store(q.len(), Ordering::SeqCst);
+        t
+    }
+
+    /// Owner only: a task just displaced from `runnext` (so owned by this
+    /// thread): a woken one keeps its boost (woken FIFO), a spawned one goes
+    /// to the back of the ring.
+    #[inline]
+    fn push_displaced(&self, t: *mut Task) {
+        // SAFETY: we own `t`; its flag was written on this thread when it
+        // was put in `runnext` (only the owner fills the slot).
+        if unsafe { (*t).woken.get() } {
+            self.push_woken(t);
+        } else {
+            self.push_local(t);
+        }
+    }
+
+    /// Owner only: queues a woken task for a boosted pick (at the back of
+    /// the ring instead under the `BOOST_OFF` test switch).
+    #[inline]
+    fn push_woken(&self, t: *mut Task) {
+        if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_OFF {
+            self.push_local(t);
+            return;
+        }
+        let mut q = self.woken.lock();
+        q.push_back(t);
+        self.woken_len.store(q.len(), Ordering::SeqCst);
     }
 
     /// Owner only: empties the runnext slot; returns its task (or null).
@@ -362,6 +471,7 @@ impl Worker {
     fn work_waits(&self) -> bool {
         self.queue.len() != 0
             || !self.runnext.0.load(Ordering::SeqCst).is_null()
+            || self.woken_len.load(Ordering::SeqCst) != 0
             || self.inbox_len.load(Ordering::SeqCst) != 0
             || self.shared().global_len.load(Ordering::SeqCst) != 0
     }
@@ -502,7 +612,8 @@ impl Worker {
         ptr::null_mut()
     }
 
-    /// Steals half of another worker's ring; when every ring is empty, a
+    /// Takes the front of another worker's woken FIFO, else steals half of
+    /// another worker's ring; when every ring is empty, a
     /// task waiting in another worker's `runnext` slot (see
     /// [`Worker::steal_runnext`]).
     fn steal(&self) -> *mut Task {
@@ -512,6 +623,21 @@ impl Worker {
             return ptr::null_mut();
         }
         let start = self.next_rand() as usize % n;
+        // A woken task waiting on a busy worker first: it keeps its boost
+        // across stealing (it runs now, ahead of the victim's ring).
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            let t = sh.workers[v].take_woken();
+            if !t.is_null() {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
         for i in 0..n {
             let v = (start + i) % n;
             if v == self.index {
@@ -800,11 +926,18 @@ unsafe fn recycle(w: &Worker, t: *mut Task) {
 }
 
 /// Makes a parked or new task runnable: on this thread's worker if it belongs
-/// to the same runtime (in `runnext` if `lifo`), otherwise on its runtime's
-/// global queue.
-pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
+/// to the same runtime, otherwise on its runtime's global queue. On this
+/// worker it takes the `runnext` slot (as Go does) when a task is running,
+/// or when it is `woken` (a wake: timer, channel, mutex, join..., not a
+/// spawn) from the scheduler loop; a spawn from the scheduler loop goes to
+/// the ring. The slot's previous occupant is displaced: to the woken FIFO if
+/// it was woken (it keeps its boost, latency fairness, issue 11), else to
+/// the back of the ring. So `runnext` always holds the newest task and the
+/// FIFO the older woken ones in wake order (see `Worker::take_boosted`).
+pub(crate) fn make_runnable(t: *mut Task, woken: bool) {
     // SAFETY: we own `t` (it is new, or we won the unpark).
     let task = unsafe { &*t };
+    task.woken.set(woken);
     task.state.store(state::RUNNABLE, Ordering::Relaxed);
     let m = machine();
     // SAFETY: machine and worker are valid on this thread while set.
@@ -813,18 +946,35 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
             let w = (*m).worker.get();
             if !w.is_null() && (*w).shared == task.shared {
                 let w = &*w;
-                let mut t = t;
-                if lifo && !(*m).current.get().is_null() {
-                    // The running task made it runnable here: its quantum
-                    // must tick from now on (it may keep the CPU).
-                    w.contend_self();
+                let running = !(*m).current.get().is_null();
+                if !running && woken {
+                    match BOOST_POLICY.load(Ordering::Relaxed) {
+                        BOOST_OFF => {
+                            w.push_local(t);
+                            w.shared().notify();
+                            return;
+                        }
+                        BOOST_FIRST_VERSION => {
+                            w.push_woken(t);
+                            w.shared().notify();
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                if running || woken {
+                    if running {
+                        // The running task made it runnable here: its
+                        // quantum must tick from now on (it may keep the
+                        // CPU).
+                        w.contend_self();
+                    }
                     if w.solo {
                         let old = w.runnext.0.load(Ordering::Relaxed);
                         w.runnext.0.store(t, Ordering::Relaxed);
-                        if old.is_null() {
-                            return;
+                        if !old.is_null() {
+                            w.push_displaced(old);
                         }
-                        w.push_local(old);
                         return;
                     }
                     // SeqCst swap: orders the publication before the idle
@@ -837,12 +987,14 @@ pub(crate) fn make_runnable(t: *mut Task, lifo: bool) {
                         w.shared().notify_after_seqcst();
                         return;
                     }
-                    t = old;
-                } else if !(*m).current.get().is_null() {
-                    w.contend_self();
+                    // An idle worker takes a displaced woken task from the
+                    // FIFO at once (`steal`), or steals from the ring.
+                    w.push_displaced(old);
+                    w.shared().notify();
+                    return;
                 }
-                // (From the scheduler loop, no task current: the worker
-                // picks next and sees its ring.)
+                // A spawn from the scheduler loop (no task current): the
+                // worker picks next and sees its ring.
                 w.push_local(t);
                 w.shared().notify();
                 return;
