@@ -12,7 +12,10 @@
 //!       migrate to a worker whose loops finished).
 //!   (d) idle sleep: one task sleeps 1 ms 500 times on an otherwise idle
 //!       runtime: lateness p50 / p99 (timer slack and the idle worker's
-//!       futex wake-up; goal p50 ≤ 20 µs, p99 ≤ 60 µs; Go ~103 / 145 µs).
+//!       futex wake-up; goal p50 ≤ 20 µs, p99 ≤ 60 µs; Go ~103 / 145 µs),
+//!       printed beside the machine's own floor: the same 500 sleeps of a
+//!       plain OS thread with the same 1 ns timer slack (`nanosleep`, no
+//!       runtime), so that what the runtime adds is the difference.
 //! Run: `cargo bench -p usurp --bench conserve` (args: half_ms, busy_ms;
 //! `-- --idle` runs only (d)).
 
@@ -123,12 +126,37 @@ fn idle_sleeps(rt: &Runtime, n: usize) -> Vec<f64> {
     })
 }
 
+/// The floor of (d): the lateness of `n` 1 ms sleeps of a plain OS thread
+/// whose timer slack is 1 ns like the runtime's threads.
+fn os_thread_sleeps(n: usize) -> Vec<f64> {
+    std::thread::spawn(move || {
+        // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this
+        // thread's timer slack.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+        (0..n)
+            .map(|_| {
+                let t0 = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                t0.elapsed().saturating_sub(Duration::from_millis(1)).as_secs_f64() * 1e6
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
 fn print_idle(rt: &Runtime) {
-    let mut v = idle_sleeps(rt, 500);
+    // Interleaved in two halves, so that both see the same machine load.
+    let (mut v, mut f) = (idle_sleeps(rt, 250), os_thread_sleeps(250));
+    v.extend(idle_sleeps(rt, 250));
+    f.extend(os_thread_sleeps(250));
     println!(
-        "idle 1 ms sleep lateness: p50 {:.0} µs, p99 {:.0} µs (500 sleeps, workers(2))",
+        "idle 1 ms sleep lateness: p50 {:.0} µs, p99 {:.0} µs (500 sleeps, workers(2)); \
+         machine floor (plain OS thread, nanosleep, 1 ns slack): p50 {:.0} µs, p99 {:.0} µs",
         pct(&mut v, 0.5),
-        pct(&mut v, 0.99)
+        pct(&mut v, 0.99),
+        pct(&mut f, 0.5),
+        pct(&mut f, 0.99)
     );
 }
 
