@@ -273,7 +273,7 @@ impl Stw {
 }
 
 /// The worker index driven by the calling thread, if it belongs to `sh`.
-fn my_worker(sh: &Shared) -> Option<usize> {
+pub(crate) fn my_worker(sh: &Shared) -> Option<usize> {
     let m = crate::worker::machine();
     if m.is_null() {
         return None;
@@ -343,6 +343,19 @@ fn stopper_left_blocking() -> ! {
 /// Stops every worker of `sh` except the caller's (see the module docs).
 /// Returns the time-to-safepoint.
 pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
+    match stop_the_world_until(sh, None) {
+        Ok(d) => d,
+        Err(_) => unreachable!("a stop without a deadline does not time out"),
+    }
+}
+
+/// [`stop_the_world`] that gives up at `deadline` (task dumps, issue 15):
+/// `Err` if another stop held the world past it, or if some worker had not
+/// stopped by then: the request is then withdrawn (workers that parked go
+/// on, as after [`start_the_world`]), nothing is recorded in the stats, and
+/// the error holds what every worker was doing when it gave up
+/// ([`describe_workers_unstopped`]).
+pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Result<Duration, Vec<String>> {
     let stw = &sh.stw;
     if caller_is_stopper(sh) {
         stopper_waits_for_itself("stop_the_world (or a collection) called");
@@ -350,7 +363,14 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
     let me = my_worker(sh);
     // One stopper at a time; a waiting stopper counts as stopped itself (its
     // registers spilled and SP recorded, like a task in `blocking`).
+    let mut unstopped: Option<Vec<String>> = None;
     loop {
+        if let Some(desc) = unstopped.take() {
+            return Err(desc);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(describe_workers_unstopped(sh, me));
+        }
         let mut g = stw.lock();
         if !g.active {
             g.active = true;
@@ -367,7 +387,21 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         safe_region(sh, &mut || {
             let mut g = stw.lock();
             while g.active {
-                g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                match deadline {
+                    None => g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            // Another stop holds the world (its flag is
+                            // set while `active`): describe the workers
+                            // under it.
+                            drop(g);
+                            unstopped = Some(describe_workers_unstopped(sh, me));
+                            return;
+                        }
+                        g = stw.cv.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    }
+                }
             }
         });
     }
@@ -408,6 +442,15 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         if all {
             break;
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Withdraw the request: as a start, by the stopper (us). What
+            // the workers do is read first, while the stop flag still holds
+            // tasks from being recycled (see `running_task_info`).
+            drop(g);
+            let desc = describe_workers_unstopped(sh, me);
+            start_the_world(sh);
+            return Err(desc);
+        }
         if !describe.is_empty() {
             drop(g);
             for w in describe {
@@ -436,7 +479,7 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         g.ttsp[p] = ttsp;
         g.ttsp_pos = (p + 1) % TTSP_HISTORY;
     }
-    ttsp
+    Ok(ttsp)
 }
 
 /// Prints to stderr which workers (and which of their tasks) have not
@@ -528,6 +571,42 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
         let name = (*(*t).name.get()).as_deref().map(str::to_owned);
         Some((id, name))
     }
+}
+
+/// What can be said about every worker without a stop (task dumps whose
+/// stop timed out, issue 15): `worker N (thread T): <state>` per worker.
+/// Reads the id and name of a running task only while a stop is requested
+/// (the argument of [`running_task_info`] needs the stop flag); with no stop
+/// in force, only the worker states.
+pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<String> {
+    let stop_on = sh.stw.stop.load(Ordering::SeqCst);
+    sh.workers
+        .iter()
+        .map(|w| {
+            let slot = w.slot.load(Ordering::Acquire);
+            // SAFETY: slots are `'static`.
+            let tid = unsafe { slot.as_ref() }.map_or(0, |s| s.tid());
+            let st = sh.stw.wstate[w.index].load(Ordering::SeqCst);
+            let what = if Some(w.index) == me {
+                "runs the dumping task".to_string()
+            } else if st == PARKED {
+                "parked for the stop".to_string()
+            } else if st == SAFE {
+                "in a blocking section (counts as stopped)".to_string()
+            } else if w.idle.load(Ordering::SeqCst) {
+                "idle".to_string()
+            } else if !stop_on {
+                "running (no stop in force: task not read)".to_string()
+            } else {
+                match running_task_info(sh, w) {
+                    Some((id, Some(name))) => format!("running task {id} \"{name}\": has not reached a safe point"),
+                    Some((id, None)) => format!("running task {id} (unnamed): has not reached a safe point"),
+                    None => "between tasks: has not stopped".to_string(),
+                }
+            };
+            format!("worker {} (thread {tid}): {what}", w.index)
+        })
+        .collect()
 }
 
 /// Asks the task on `w`'s CPU (if any) to get off it.
