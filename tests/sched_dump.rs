@@ -8,7 +8,7 @@
 
 mod sched_util;
 
-use sched_util::within;
+use sched_util::{run_child_env, scale, within};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -244,4 +244,248 @@ fn dump_names_every_state_and_backtrace() {
             drop(sleep); // detached; abandoned at shutdown
         });
     });
+}
+
+#[inline(never)]
+fn dump_cpu_spinner(d: Duration) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        usurp::checkpoint();
+    }
+    task::current().expect("inside a task").cpu_time
+}
+
+/// CPU time is charged at switches: a task spinning (with checkpoints) for
+/// 300 ms holds its worker most of that time; a task sleeping as long uses
+/// almost none. Without the charge at switch out both read zero.
+#[test]
+fn cpu_time_of_a_spinner_exceeds_a_sleeper() {
+    within(60, "cpu time", || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let d = Duration::from_millis(300);
+        let spin = task::Builder::new().name("cpu-spin").spawn_on(&rt, move || dump_cpu_spinner(d)).unwrap();
+        let sleep = task::Builder::new().name("cpu-sleep").spawn_on(&rt, move || usurp::sleep(d)).unwrap();
+        let (spin_h, sleep_h) = (spin, sleep);
+        let before = spin_h.stats();
+        assert!(!before.finished);
+        let own = spin_h.join_ref_free_wait();
+        let sleep_cpu = {
+            while !sleep_h.is_finished() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sleep_h.cpu_time()
+        };
+        assert!(own.0 >= Duration::from_millis(100), "spinner's own view: {:?}", own.0);
+        assert!(own.1 >= own.0, "join handle total {:?} < the task's own view {:?}", own.1, own.0);
+        assert!(sleep_cpu < Duration::from_millis(50), "sleeper used {sleep_cpu:?}");
+        assert!(own.1 > sleep_cpu * 5, "spinner {:?} vs sleeper {sleep_cpu:?}", own.1);
+        sleep_h.join().unwrap();
+    });
+}
+
+/// Test helper: waits for the spinner, returns (its own final view, the
+/// handle's figure after it finished).
+trait SpinJoin {
+    fn join_ref_free_wait(self) -> (Duration, Duration);
+}
+impl SpinJoin for usurp::JoinHandle<Duration> {
+    fn join_ref_free_wait(self) -> (Duration, Duration) {
+        while !self.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let total = self.cpu_time();
+        assert!(self.stats().finished);
+        (self.join().unwrap(), total)
+    }
+}
+
+static LEAF: usurp::gc::Descriptor = usurp::gc::Descriptor::fixed("leaf", 1, &[0]);
+
+/// Dumps taken from a plain thread and from a task while other tasks
+/// allocate and collect: every dump completes (waiting for or holding off
+/// the collections through the one stop machinery) and lists every worker
+/// task with its name.
+#[test]
+fn dumps_during_collections_lose_nothing() {
+    within(180, "dumps during collections", || {
+        let rt = Runtime::builder().workers(2).heap_limit(64 << 20).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let n = 6;
+        let workers: Vec<_> = (0..n)
+            .map(|k| {
+                let stop = stop.clone();
+                task::Builder::new()
+                    .name(format!("alloc-{k}"))
+                    .spawn_on(&rt, move || {
+                        let mut i = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            std::hint::black_box(usurp::gc::alloc(&LEAF));
+                            i += 1;
+                            if k == 0 && i % 2000 == 0 {
+                                usurp::gc::Heap::current().unwrap().collect();
+                            }
+                            if i % 64 == 0 {
+                                usurp::yield_now();
+                            }
+                        }
+                        i
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let ids: Vec<u64> = workers.iter().map(|h| h.id()).collect();
+        let cycles0 = rt.stats().gc.cycles;
+        let dumps = scale(40);
+        let ids2 = ids.clone();
+        let from_task = rt.spawn(move || {
+            for _ in 0..dumps {
+                let d = task::dump();
+                assert!(!d.stop_timed_out, "{d}");
+                for &id in &ids2 {
+                    assert!(d.task(id).is_some(), "task {id} missing from a dump taken by a task:\n{d}");
+                }
+                usurp::sleep(Duration::from_millis(1));
+            }
+        });
+        for _ in 0..dumps {
+            let d = rt.dump_tasks();
+            assert!(!d.stop_timed_out, "{d}");
+            for (k, &id) in ids.iter().enumerate() {
+                let t = d.task(id).unwrap_or_else(|| panic!("task {id} missing:\n{d}"));
+                assert_eq!(t.name.as_deref(), Some(format!("alloc-{k}").as_str()));
+                assert!(!t.frames.is_empty() || t.state == TaskState::Runnable, "no frames for {id}:\n{d}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        from_task.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for h in workers {
+            assert!(h.join().unwrap() > 0);
+        }
+        assert!(rt.stats().gc.cycles > cycles0, "no collection ran during the dumps");
+    });
+}
+
+/// Heavy preemption (quantum 100 µs, 8 call-free loops on 2 workers): every
+/// dump lists all 8, each preempted inside its loop with the interrupted
+/// function and its caller in order.
+#[test]
+fn dumps_during_heavy_preemption_lose_nothing() {
+    within(180, "dumps during heavy preemption", || {
+        let rt = Runtime::builder().workers(2).quantum(Duration::from_micros(100)).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut started = Vec::new();
+        let spinners: Vec<_> = (0..8)
+            .map(|k| {
+                let (s, st) = (stop.clone(), Arc::new(AtomicBool::new(false)));
+                started.push(st.clone());
+                task::Builder::new().name(format!("loop-{k}")).spawn_on(&rt, move || dump_spin_outer(&s, &st)).unwrap()
+            })
+            .collect();
+        let t0 = Instant::now();
+        while !started.iter().all(|s| s.load(Ordering::SeqCst)) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "the loops did not all start");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..scale(50) {
+            let d = rt.dump_tasks();
+            assert!(!d.stop_timed_out, "{d}");
+            for h in &spinners {
+                let t = d.task(h.id()).unwrap_or_else(|| panic!("loop task {} missing:\n{d}", h.id()));
+                assert!(matches!(t.state, TaskState::Preempted { .. }), "{:?}\n{d}", t.state);
+                let names = t.function_names();
+                let inner = pos(&names, "dump_spin_inner").unwrap_or_else(|| panic!("{names:?}"));
+                let outer = pos(&names, "dump_spin_outer").unwrap_or_else(|| panic!("{names:?}"));
+                assert!(inner == 0 && outer > inner, "{names:?}");
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        for h in spinners {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[inline(never)]
+fn dump_hog(stop: &AtomicBool) {
+    // Not preemptible and no checkpoint: holds up any stop (the contract).
+    while !stop.load(Ordering::Relaxed) {
+        std::hint::spin_loop();
+    }
+}
+
+/// A stop that cannot complete (a task loops outside preemptible code
+/// without `checkpoint()`): the dump gives up after its timeout, says so,
+/// names the task on each worker, and leaves the world running (the next
+/// dump, once the loop ends, stops it normally).
+#[test]
+fn dump_whose_stop_times_out_reports_the_workers() {
+    within(60, "dump with a stop that cannot complete", || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let hog = task::Builder::new().name("hog").spawn_on(&rt, move || dump_hog(&s)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let d = rt.dump_tasks_timeout(Duration::from_millis(300));
+        assert!(d.stop_timed_out, "{d}");
+        assert!(d.tasks.is_empty());
+        let text = d.to_string();
+        assert!(text.contains("could not be stopped"), "{text}");
+        assert!(
+            d.workers.iter().any(|w| w.contains(&format!("running task {} \"hog\"", hog.id()))),
+            "the hog is not named: {text}"
+        );
+        // The world was not left stopped: a task still runs and finishes.
+        let h = rt.spawn(|| 5);
+        assert_eq!(h.join().unwrap(), 5);
+        stop.store(true, Ordering::Relaxed);
+        hog.join().unwrap();
+        let d = rt.dump_tasks_timeout(Duration::from_secs(10));
+        assert!(!d.stop_timed_out, "{d}");
+    });
+}
+
+#[test]
+fn dump_signal_is_validated() {
+    let e = Runtime::builder().workers(1).dump_signal(libc::SIGKILL).build().unwrap_err();
+    assert!(e.to_string().contains("invalid dump signal"), "{e}");
+    let e = Runtime::builder().workers(1).dump_signal(usurp::preempt::signal()).build().unwrap_err();
+    assert!(e.to_string().contains("preemption signal"), "{e}");
+}
+
+/// `USURP_DEBUG=dumpsignal=SIGUSR1` and `Builder::dump_signal(SIGUSR2)`:
+/// each signal prints its runtime's dump to stderr, and the process goes on
+/// (checked in a child process).
+#[test]
+fn dump_on_signal_prints_and_the_process_goes_on() {
+    if std::env::var_os("USURP_DUMP_SIGNAL_CHILD").is_some() {
+        let rt1 = Runtime::builder().workers(1).build().unwrap();
+        let rt2 = Runtime::builder().workers(1).dump_signal(libc::SIGUSR2).build().unwrap();
+        let _a = task::Builder::new().name("rt1-sleeper").spawn_on(&rt1, || dump_sleeper(Duration::from_secs(3600))).unwrap();
+        let _b = task::Builder::new().name("rt2-sleeper").spawn_on(&rt2, || dump_sleeper(Duration::from_secs(3600))).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: raise has no preconditions.
+        unsafe { libc::raise(libc::SIGUSR1) };
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: as above.
+        unsafe { libc::raise(libc::SIGUSR2) };
+        std::thread::sleep(Duration::from_millis(1500));
+        println!("child still running");
+        std::process::exit(0);
+    }
+    let (out, _) = run_child_env(
+        "dump_on_signal_prints_and_the_process_goes_on",
+        "USURP_DUMP_SIGNAL_CHILD",
+        &[("USURP_DEBUG", Some("dumpsignal=SIGUSR1"))],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("child still running"), "{stdout}\n{stderr}");
+    let first = stderr.find(&format!("usurp: signal {}: usurp task dump", libc::SIGUSR1)).unwrap_or_else(|| panic!("{stderr}"));
+    let second = stderr.find(&format!("usurp: signal {}: usurp task dump", libc::SIGUSR2)).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(first < second, "{stderr}");
+    let (d1, d2) = (&stderr[first..second], &stderr[second..]);
+    assert!(d1.contains("\"rt1-sleeper\": parked on sleep until") && !d1.contains("rt2-sleeper"), "{d1}");
+    assert!(d2.contains("\"rt2-sleeper\": parked on sleep until") && !d2.contains("rt1-sleeper"), "{d2}");
+    assert!(d1.contains("dump_sleeper"), "{d1}");
 }
