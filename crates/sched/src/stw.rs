@@ -384,6 +384,23 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             break;
         }
         drop(g);
+        if deadline.is_some() && me.is_none() && crate::worker::current_task().is_null() {
+            // A plain thread with a deadline (a dump from the signal dumper
+            // or a watchdog thread): it runs no task, so it just waits, and
+            // gives up at the deadline even if the stop it waits for never
+            // ends (`safe_region` would wait for the start on its way out).
+            let mut g = stw.lock();
+            while g.active {
+                let now = Instant::now();
+                let d = deadline.unwrap_or(now);
+                if now >= d {
+                    drop(g);
+                    return Err(describe_workers_unstopped(sh, me));
+                }
+                g = stw.cv.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            continue;
+        }
         safe_region(sh, &mut || {
             let mut g = stw.lock();
             while g.active {
@@ -394,7 +411,9 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
                         if now >= d {
                             // Another stop holds the world (its flag is
                             // set while `active`): describe the workers
-                            // under it.
+                            // under it. (A task leaves `safe_region` only
+                            // once that stop ends: its worker counts as
+                            // stopped until then.)
                             drop(g);
                             unstopped = Some(describe_workers_unstopped(sh, me));
                             return;
