@@ -250,53 +250,42 @@ fn dump_names_every_state_and_backtrace() {
 fn dump_cpu_spinner(d: Duration) -> Duration {
     let t0 = Instant::now();
     while t0.elapsed() < d {
-        usurp::checkpoint();
+        usurp::yield_now();
     }
     task::current().expect("inside a task").cpu_time
 }
 
-/// CPU time is charged at switches: a task spinning (with checkpoints) for
-/// 300 ms holds its worker most of that time; a task sleeping as long uses
-/// almost none. Without the charge at switch out both read zero.
+/// CPU time is charged at every switch out: on one worker, a task spinning
+/// with `yield_now` for 300 ms against a partner doing the same holds the
+/// worker about half that time, switching out thousands of times; a task
+/// sleeping as long uses almost none. Without the charge at switch out the
+/// spinner would show only its last slice (microseconds).
 #[test]
 fn cpu_time_of_a_spinner_exceeds_a_sleeper() {
     within(60, "cpu time", || {
-        let rt = Runtime::builder().workers(2).build().unwrap();
+        let rt = Runtime::builder().workers(1).build().unwrap();
         let d = Duration::from_millis(300);
         let spin = task::Builder::new().name("cpu-spin").spawn_on(&rt, move || dump_cpu_spinner(d)).unwrap();
+        let partner = task::Builder::new().name("cpu-partner").spawn_on(&rt, move || dump_cpu_spinner(d)).unwrap();
         let sleep = task::Builder::new().name("cpu-sleep").spawn_on(&rt, move || usurp::sleep(d)).unwrap();
-        let (spin_h, sleep_h) = (spin, sleep);
-        let before = spin_h.stats();
-        assert!(!before.finished);
-        let own = spin_h.join_ref_free_wait();
-        let sleep_cpu = {
-            while !sleep_h.is_finished() {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            sleep_h.cpu_time()
-        };
-        assert!(own.0 >= Duration::from_millis(100), "spinner's own view: {:?}", own.0);
-        assert!(own.1 >= own.0, "join handle total {:?} < the task's own view {:?}", own.1, own.0);
-        assert!(sleep_cpu < Duration::from_millis(50), "sleeper used {sleep_cpu:?}");
-        assert!(own.1 > sleep_cpu * 5, "spinner {:?} vs sleeper {sleep_cpu:?}", own.1);
-        sleep_h.join().unwrap();
-    });
-}
-
-/// Test helper: waits for the spinner, returns (its own final view, the
-/// handle's figure after it finished).
-trait SpinJoin {
-    fn join_ref_free_wait(self) -> (Duration, Duration);
-}
-impl SpinJoin for usurp::JoinHandle<Duration> {
-    fn join_ref_free_wait(self) -> (Duration, Duration) {
-        while !self.is_finished() {
+        assert!(!spin.stats().finished);
+        while !(spin.is_finished() && sleep.is_finished() && partner.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let total = self.cpu_time();
-        assert!(self.stats().finished);
-        (self.join().unwrap(), total)
-    }
+        let total = spin.cpu_time();
+        assert!(spin.stats().finished);
+        assert_eq!(spin.stats().cpu_time, total);
+        let own = spin.join().unwrap();
+        let sleep_cpu = sleep.cpu_time();
+        assert!(own >= Duration::from_millis(60), "spinner's own view: {own:?}");
+        assert!(total >= own, "join handle total {total:?} < the task's own view {own:?}");
+        assert!(sleep_cpu < Duration::from_millis(30), "sleeper used {sleep_cpu:?}");
+        assert!(total > sleep_cpu * 5, "spinner {total:?} vs sleeper {sleep_cpu:?}");
+        let partner_cpu = partner.cpu_time();
+        assert!(partner_cpu >= Duration::from_millis(60), "partner {partner_cpu:?}");
+        partner.join().unwrap();
+        sleep.join().unwrap();
+    });
 }
 
 static LEAF: usurp::gc::Descriptor = usurp::gc::Descriptor::fixed("leaf", 1, &[0]);
