@@ -34,6 +34,18 @@
 //! theirs (`take_hook`) keeps the task names. The task is read through the
 //! never-inlined `worker::current_task()`.
 //!
+//! **Task dumps and CPU time** (`dump.rs`, `dumpsig.rs`, issue 15).
+//! `Runtime::dump_tasks` / `task::dump` stop the world (the collector's
+//! machinery, with a deadline: past it the dump reports each worker's
+//! running task instead), copy every live task's state, wait reason
+//! (`Task::wait_kind`, written by the task before it parks) and raw
+//! frame-pointer chain (from its saved context's frame record, or from the
+//! spill frame of an async preemption: interrupted PC first), restart the
+//! world, then symbolize. A dump signal (`USURP_DEBUG=dumpsignal=SIGQUIT`,
+//! `Builder::dump_signal`) only flags the request; the `usurp-dumper`
+//! thread takes the dump. CPU time: one cycle-counter read per switch
+//! (`Worker::charge`), converted to time only when read.
+//!
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
