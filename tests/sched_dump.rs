@@ -478,3 +478,76 @@ fn dump_on_signal_prints_and_the_process_goes_on() {
     assert!(d2.contains("\"rt2-sleeper\": parked on sleep until") && !d2.contains("rt1-sleeper"), "{d2}");
     assert!(d1.contains("dump_sleeper"), "{d1}");
 }
+
+/// `JoinHandle::cpu_time` read from a thread while tasks finish (and their
+/// structs are recycled into new tasks): each handle's figure never goes
+/// down, and once finished it is the final one the task left in its packet
+/// (not the struct's, which a new task reuses from zero).
+#[test]
+fn join_handle_cpu_time_is_monotonic_across_the_exit() {
+    within(120, "cpu time across exits", || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        for _round in 0..scale(20) {
+            let hs: Vec<_> = (0..32)
+                .map(|_| {
+                    rt.spawn(|| {
+                        let t0 = Instant::now();
+                        while t0.elapsed() < Duration::from_micros(300) {
+                            usurp::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let mut last = vec![Duration::ZERO; hs.len()];
+            loop {
+                let mut all = true;
+                for (i, h) in hs.iter().enumerate() {
+                    let fin = h.is_finished();
+                    let c = h.cpu_time();
+                    assert!(c >= last[i], "task {}: cpu time went down: {:?} -> {c:?}", h.id(), last[i]);
+                    last[i] = c;
+                    all &= fin;
+                }
+                if all {
+                    break;
+                }
+            }
+            // New tasks reuse the finished ones' structs: the handles keep
+            // their final figures.
+            let again: Vec<_> = (0..32).map(|_| rt.spawn(|| ())).collect();
+            for h in again {
+                h.join().unwrap();
+            }
+            for (i, h) in hs.into_iter().enumerate() {
+                assert!(h.cpu_time() >= last[i] && last[i] > Duration::ZERO, "task {}: {:?}", h.id(), last[i]);
+                h.join().unwrap();
+            }
+        }
+    });
+}
+
+/// The task that holds the world stopped can dump within its own stop (no
+/// second stop, no deadlock).
+#[test]
+fn stopper_dumps_within_its_stop() {
+    within(60, "dump by the stopper", || {
+        let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
+        let (tx, rx) = channel::<u32>();
+        let waiter = task::Builder::new().name("waiter").spawn_on(&rt, move || dump_recv_waiter(rx)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let rt2 = rt.clone();
+        let wid = waiter.id();
+        let h = rt.spawn(move || {
+            rt2.stop_the_world();
+            let d = task::dump();
+            rt2.start_the_world();
+            assert!(!d.stop_timed_out);
+            assert_eq!(d.stopped, Duration::ZERO, "no stop of its own");
+            assert!(matches!(d.task(wid).map(|t| &t.state), Some(TaskState::Parked(WaitOn::ChannelRecv(_)))), "{d}");
+            check_frames(&d, wid, &["dump_recv_waiter"]);
+        });
+        h.join().unwrap();
+        tx.send(1).unwrap();
+        assert_eq!(waiter.join().unwrap(), 1);
+    });
+}

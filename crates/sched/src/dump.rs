@@ -344,7 +344,7 @@ struct Raw {
 /// world stopped, or it is the caller's own chain above this frame).
 unsafe fn walk(mut rec: usize, lo: usize, hi: usize, out: &mut Vec<usize>) {
     for _ in 0..MAX_FRAMES {
-        if rec < lo || rec.saturating_add(16) > hi || rec % 8 != 0 {
+        if rec < lo || rec.saturating_add(16) > hi || rec & 7 != 0 {
             return;
         }
         // SAFETY: [rec, rec+16) lies inside the mapped stack (checked);
@@ -487,7 +487,7 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
         }
     };
     // World running again: symbolize.
-    let mut cache: HashMap<usize, Vec<(Option<String>, Option<(String, u32)>)>> = HashMap::new();
+    let mut cache: HashMap<usize, Syms> = HashMap::new();
     let tasks = raws
         .into_iter()
         .map(|r| {
@@ -510,8 +510,12 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
     TaskDump { tasks, stopped, time_to_safepoint: ttsp, stop_timed_out: false, workers: Vec::new() }
 }
 
+/// Function names and source locations at one address, innermost inlined
+/// function first.
+type Syms = Vec<(Option<String>, Option<(String, u32)>)>;
+
 /// The symbols at `addr`, innermost inlined function first.
-fn resolve(addr: usize) -> Vec<(Option<String>, Option<(String, u32)>)> {
+fn resolve(addr: usize) -> Syms {
     let mut out = Vec::new();
     backtrace::resolve(addr as *mut std::ffi::c_void, |sym| {
         let name = sym.name().map(|n| format!("{n:#}"));

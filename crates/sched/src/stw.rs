@@ -581,7 +581,9 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
     // queued (Release), and `w` took it from a queue (Acquire) before storing
     // `running_task`, a Relaxed store (the switch path keeps it cheap), so
     // our load is not formally a synchronizing read of those writes; they
-    // precede it by at least `REPORT_AFTER`, and nothing writes them since.
+    // precede it by at least `REPORT_AFTER` (or, for a task dump whose stop
+    // timed out, by its deadline: `describe_workers_unstopped`), and nothing
+    // writes them since.
     unsafe {
         if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
             return None;
