@@ -471,9 +471,12 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
     } else {
         match crate::stw::stop_the_world_until(sh, Some(t0 + timeout)) {
             Ok(ttsp) => {
+                // Stopped for the time-to-safepoint plus the copy (not the
+                // wait for another stopper, if any, before ours began).
+                let stopped_at = Instant::now();
                 let (r, p) = collect(sh);
                 crate::stw::start_the_world(sh);
-                (r, p, ttsp, t0.elapsed())
+                (r, p, ttsp, ttsp + stopped_at.elapsed())
             }
             Err(workers) => {
                 return TaskDump {

@@ -200,10 +200,20 @@ impl Builder {
             usurp_preempt::init().map_err(Error::Preempt)?;
             crate::preempt_glue::init_hooks();
         }
-        let dump_signal = self.dump_signal.or_else(crate::dumpsig::from_env);
-        if let Some(sig) = dump_signal {
+        if let Some(sig) = self.dump_signal {
             crate::dumpsig::check_signal(sig).map_err(|reason| Error::InvalidDumpSignal { given: sig, reason })?;
         }
+        // From the environment, a refused signal is reported and ignored.
+        let dump_signal = self.dump_signal.or_else(|| {
+            let sig = crate::dumpsig::from_env()?;
+            match crate::dumpsig::check_signal(sig) {
+                Ok(()) => Some(sig),
+                Err(reason) => {
+                    eprintln!("usurp: USURP_DEBUG: dumpsignal={sig}: {reason}; ignored");
+                    None
+                }
+            }
+        });
         crate::dump::init_clock();
         let ps = page_size();
         let stack_size = self.stack_size.div_ceil(ps) * ps;
