@@ -551,3 +551,35 @@ fn stopper_dumps_within_its_stop() {
         assert_eq!(waiter.join().unwrap(), 1);
     });
 }
+
+/// A task running `blocking` in place (no spare thread allowed: its worker
+/// counts as stopped while the closure runs) shows as blocking, with the
+/// frames up to its `blocking` call.
+#[test]
+fn dump_of_a_task_blocking_in_place() {
+    within(60, "dump of in-place blocking", || {
+        let rt = Runtime::builder().workers(2).max_blocking_threads(0).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let entered = Arc::new(AtomicBool::new(false));
+        let e = entered.clone();
+        let h = task::Builder::new()
+            .name("in-place")
+            .spawn_on(&rt, move || {
+                e.store(true, Ordering::SeqCst);
+                dump_blocking_caller(rx)
+            })
+            .unwrap();
+        let t0 = Instant::now();
+        while !entered.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let d = rt.dump_tasks();
+        assert!(!d.stop_timed_out, "{d}");
+        assert_eq!(d.task(h.id()).map(|t| t.state.clone()), Some(TaskState::Blocking), "{d}");
+        check_frames(&d, h.id(), &["dump_blocking_caller"]);
+        tx.send(9).unwrap();
+        assert_eq!(h.join().unwrap(), 9);
+    });
+}
