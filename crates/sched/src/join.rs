@@ -62,7 +62,11 @@ impl CpuLink {
     }
 
     /// The task's CPU cycles: up to its last switch out while it runs, the
-    /// final figure once it finished.
+    /// final figure once it finished. Never inlined: called from the generic
+    /// `JoinHandle` methods, which may be inlined into `preemptible!` code,
+    /// and a reader preempted between its count and its uncount would keep
+    /// an exiting task spinning in `retire` (maybe on the reader's worker).
+    #[inline(never)]
     pub(crate) fn cycles(&self) -> u64 {
         self.readers.fetch_add(1, Ordering::SeqCst);
         let t = self.task.load(Ordering::SeqCst);
@@ -83,8 +87,16 @@ impl CpuLink {
     pub(crate) fn retire(&self, cycles: u64) {
         self.final_cycles.store(cycles, Ordering::SeqCst);
         self.task.store(std::ptr::null_mut(), Ordering::SeqCst);
+        let mut spins = 0u32;
         while self.readers.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
+            // A reader's window is a few instructions of runtime code; its
+            // thread may have been descheduled by the OS in it.
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }
