@@ -38,10 +38,11 @@
 //!
 //! **Signal-requested dumps** (`USURP_DEBUG=dumpsignal=SIGQUIT`, or
 //! `Builder::dump_signal`): the handler, installed through
-//! `signal-hook-registry`, only sets an atomic flag in each runtime that
-//! asked for that signal and wakes its timer monitor with a futex wake; the
-//! monitor thread (`sysmon.rs`) takes the dump and writes it to stderr. The
-//! process goes on.
+//! `signal-hook-registry`, only sets the signal's bit in a process-wide
+//! atomic and wakes the `usurp-dumper` thread with a futex wake; that thread
+//! takes the dump of each runtime registered for the signal and writes it
+//! to stderr (`dumpsig.rs`). The process goes on. (A dedicated thread rather
+//! than the timer monitor: the monitor exists only with async preemption.)
 //!
 //! **CPU time.** Each worker keeps `run_since`, the cycle counter
 //! (`arch::cycles`: rdtsc / cntvct_el0) when its running task was switched
