@@ -420,6 +420,8 @@ fn dump_whose_stop_times_out_reports_the_workers() {
         assert!(d.tasks.is_empty());
         let text = d.to_string();
         assert!(text.contains("could not be stopped"), "{text}");
+        assert!(text.contains("this dump's own"), "{text}");
+        assert!(text.contains("within 300.00 ms"), "{text}");
         assert!(
             d.workers.iter().any(|w| w.contains(&format!("running task {} \"hog\"", hog.id()))),
             "the hog is not named: {text}"

@@ -458,4 +458,5 @@ fn dump_on_hang_prints_a_dump_and_fails() {
     assert!(stderr.contains("no progress for 1.0 s: task dump follows"), "{stderr}");
     assert!(stderr.contains("could not be stopped"), "{stderr}");
     assert!(stderr.contains("\"injected-hog\": has not reached a safe point"), "{stderr}");
+    assert!(stderr.contains("a stop is in force, requested by a thread that is not a task"), "{stderr}");
 }

@@ -85,9 +85,11 @@ pub struct TaskDump {
     /// The world could not be stopped within the timeout: `tasks` is empty
     /// and `workers` says what every worker was doing.
     pub stop_timed_out: bool,
-    /// With `stop_timed_out`: one line per worker (`worker N (thread T):
-    /// …`), read without a stop.
+    /// With `stop_timed_out`: who holds the stop in force, if any, then one
+    /// line per worker (`worker N (thread T): …`), read without a stop.
     pub workers: Vec<String>,
+    /// How long the dump was willing to wait for the world to stop.
+    pub stop_timeout: Duration,
 }
 
 /// One task in a [`TaskDump`].
@@ -224,7 +226,7 @@ impl fmt::Display for TaskDump {
                 f,
                 "usurp task dump: the world could not be stopped within {} (another stop holds it, or a worker \
                  does not reach a safe point); what can be read without a stop:",
-                fmt_dur(DUMP_STOP_TIMEOUT)
+                fmt_dur(self.stop_timeout)
             )?;
             for w in &self.workers {
                 writeln!(f, "  {w}")?;
@@ -486,6 +488,7 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
                     time_to_safepoint: Duration::ZERO,
                     stop_timed_out: true,
                     workers,
+                    stop_timeout: timeout,
                 };
             }
         }
@@ -511,7 +514,7 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
             TaskInfo { id: r.id, name: r.name, state: r.state, cpu_time: cycles_to_duration(r.cpu), frames }
         })
         .collect();
-    TaskDump { tasks, stopped, time_to_safepoint: ttsp, stop_timed_out: false, workers: Vec::new() }
+    TaskDump { tasks, stopped, time_to_safepoint: ttsp, stop_timed_out: false, workers: Vec::new(), stop_timeout: timeout }
 }
 
 /// Function names and source locations at one address, innermost inlined

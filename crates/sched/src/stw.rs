@@ -601,7 +601,12 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
 /// in force, only the worker states.
 pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<String> {
     let stop_on = sh.stw.stop.load(Ordering::SeqCst);
-    sh.workers
+    let mut lines = Vec::new();
+    if stop_on {
+        lines.push(describe_stopper(sh));
+    }
+    let workers = sh
+        .workers
         .iter()
         .map(|w| {
             let slot = w.slot.load(Ordering::Acquire);
@@ -626,8 +631,41 @@ pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<
                 }
             };
             format!("worker {} (thread {tid}): {what}", w.index)
-        })
-        .collect()
+        });
+    lines.extend(workers);
+    lines
+}
+
+/// Who holds the stop in force (for dumps whose stop timed out): the dump
+/// itself, a task (by id and name), or a thread. Read without the stw lock:
+/// a dump that timed out waits for nothing more.
+fn describe_stopper(sh: &Shared) -> String {
+    let who = sh.stw.stopper.load(Ordering::SeqCst);
+    if who == caller_id() {
+        return "the stop in force is this dump's own (being withdrawn)".to_string();
+    }
+    if who == 0 {
+        return "a stop is requested (its stopper is between its request and its record)".to_string();
+    }
+    if who & 1 == 1 {
+        return "a stop is in force, requested by a thread that is not a task (e.g. a collection from a plain \
+                thread)"
+            .to_string();
+    }
+    let reg = sh.registry.lock();
+    let t = who as *mut crate::tcb::Task;
+    if !reg.contains(&t) {
+        return "a stop is in force, requested by a task of another runtime".to_string();
+    }
+    // SAFETY: `t` is registered (allocated while `reg` is held). The stopper
+    // cannot exit without restarting the world first (`exit_current`), so
+    // it is not recycled while it is recorded here; its id and name were
+    // written before it ran.
+    let (id, name) = unsafe { ((*t).id.get(), (*(*t).name.get()).as_deref().map(str::to_owned)) };
+    match name {
+        Some(n) => format!("a stop is in force, requested by task {id} \"{n}\""),
+        None => format!("a stop is in force, requested by task {id} (unnamed)"),
+    }
 }
 
 /// Asks the task on `w`'s CPU (if any) to get off it.
