@@ -15,5 +15,8 @@ pub use usurp_sched::{
     Builder, Condvar, Error, JoinHandle, LocalKey, Mutex, MutexGuard, Receiver, Runtime, RuntimeStats, Sender,
     StwStats, SyncSender, DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM, TIMER_SLACK_NS,
 };
+// Task dumps and per-task CPU time (issue 15): `Runtime::dump_tasks`,
+// `task::dump`, `task::current`, `JoinHandle::stats`.
+pub use usurp_sched::{Frame, TaskDump, TaskInfo, TaskState, TaskStats, WaitOn, DUMP_STOP_TIMEOUT};
 
 pub use usurp_preempt::{checkpoint, no_preempt, preemptible, NoPreempt};

@@ -430,3 +430,33 @@ fn every_kind_makes_progress() {
         assert_eq!(line.split_whitespace().last(), Some("none"), "seed {seed}:\n{stdout}");
     }
 }
+
+/// `--dump-on-hang`: with a hang injected (a task looping outside
+/// preemptible code without checkpoints while another collects: the
+/// collection's stop never completes and no task makes progress), the
+/// binary prints a task dump — here the fallback without a stop, naming the
+/// task that holds the stop up — and fails instead of running on.
+#[test]
+fn dump_on_hang_prints_a_dump_and_fails() {
+    let out = run_stress(&[
+        "--seconds",
+        "120",
+        "--workers",
+        "2",
+        "--tasks",
+        "8",
+        "--kinds",
+        "sleeper,pingpong",
+        "--dump-on-hang",
+        "1",
+        "--inject-hang",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("result: FAILED (hang: no progress for 1.0 s)"), "{stdout}");
+    assert!(stderr.contains("no progress for 1.0 s: task dump follows"), "{stderr}");
+    assert!(stderr.contains("could not be stopped"), "{stderr}");
+    assert!(stderr.contains("\"injected-hog\": has not reached a safe point"), "{stderr}");
+    assert!(stderr.contains("a stop is in force, requested by a thread that is not a task"), "{stderr}");
+}

@@ -73,6 +73,10 @@
 //! with_registers_spilled(&mut dyn FnMut(usize))
 //! ```
 //!
+//! Also (issue 15): `cycles()` (cntvct_el0), `cycle_hz()` (cntfrq_el0) for
+//! per-task CPU time; `SWITCH_FRAME_RECORD` / `SPILLED_FRAME_RECORD`: where
+//! a saved context's frame record sits, for task dumps.
+//!
 //! What the preemption check should do on aarch64, beyond x86-64: refuse if
 //! `sigctx::vector_state(uc).must_refuse()`; pass the words before the PC
 //! (`classify_with_prev`, up to [`MAX_LOOKBEHIND`] bytes inside the region):
@@ -101,6 +105,10 @@ pub use frame::{
     SPILL_HOOK_STACK, SPILL_MAGIC,
 };
 
+#[cfg(target_arch = "aarch64")]
+mod cycles;
+#[cfg(target_arch = "aarch64")]
+pub use cycles::{cycle_hz, cycles, SPILLED_FRAME_RECORD, SWITCH_FRAME_RECORD};
 #[cfg(target_arch = "aarch64")]
 mod regs;
 #[cfg(target_arch = "aarch64")]

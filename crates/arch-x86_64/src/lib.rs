@@ -31,6 +31,10 @@
 //!   registers and hands the resulting SP to a callback, for a thread that
 //!   scans its own stack conservatively.
 //!
+//! * [`cycles`] / [`cycle_hz`] (module `cycles`): the time-stamp counter for
+//!   per-task CPU time, and [`SWITCH_FRAME_RECORD`] / [`SPILLED_FRAME_RECORD`]:
+//!   where a saved context's frame record sits (task dumps walk from it).
+//!
 //! The portable parts (the instruction classifier) compile on every host so
 //! that their tests also run on an aarch64 machine; the assembly only on
 //! x86-64.
@@ -41,6 +45,11 @@ pub use classify::{classify, classify_with_prev, is_after_call, Verdict, MAX_INS
 
 mod tls;
 pub use tls::code_touches_tls;
+
+#[cfg(target_arch = "x86_64")]
+mod cycles;
+#[cfg(target_arch = "x86_64")]
+pub use cycles::{cycle_hz, cycles, SPILLED_FRAME_RECORD, SWITCH_FRAME_RECORD};
 
 #[cfg(target_arch = "x86_64")]
 mod switch;

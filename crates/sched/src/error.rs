@@ -71,6 +71,14 @@ pub enum Error {
     Preempt(usurp_preempt::Error),
     /// The GC heap configuration is invalid or its reservation failed.
     Heap(usurp_gc::ConfigError),
+    /// `dump_signal(sig)` was given a signal that cannot carry dump
+    /// requests, or its handler could not be installed.
+    InvalidDumpSignal {
+        /// The value given.
+        given: libc::c_int,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -129,6 +137,9 @@ impl fmt::Display for Error {
             ),
             Error::Preempt(e) => write!(f, "usurp preemption: {e}"),
             Error::Heap(e) => write!(f, "{e}"),
+            Error::InvalidDumpSignal { given, reason } => {
+                write!(f, "invalid dump signal {given}: {reason} (use e.g. SIGQUIT or SIGUSR1)")
+            }
         }
     }
 }

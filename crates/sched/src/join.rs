@@ -27,17 +27,104 @@ use std::any::Any;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
 use std::sync::Arc;
 
 const RUNNING: u8 = 0;
 const WAITING: u8 = 1;
 const DONE: u8 = 2;
 
+/// How a join handle reads its task's CPU time (issue 15) without touching
+/// the task's switch path: while the task lives, through the task struct
+/// (its `cpu`, charged at every switch out); once it finished, the final
+/// figure the task left here. The task struct may be recycled and freed
+/// after the task exits, so a reader announces itself in `readers` before it
+/// loads `task`, and the exiting task, after storing the final figure and
+/// clearing `task` (SeqCst), waits until no reader is left (a few loads:
+/// readers never block). So a reader either sees `task` null and reads the
+/// final figure, or is counted before the task clears it and reads the
+/// struct before the task goes on to exit.
+pub(crate) struct CpuLink {
+    /// The running task; null once it finished (or never started running).
+    /// Set once at spawn, cleared once by the task (`retire`).
+    task: AtomicPtr<Task>,
+    /// Readers between their load of `task` and their read of the struct.
+    readers: AtomicU32,
+    /// The task's CPU cycles when it finished (written by `retire` before
+    /// `task` is cleared).
+    final_cycles: AtomicU64,
+}
+
+impl CpuLink {
+    fn new() -> CpuLink {
+        CpuLink { task: AtomicPtr::new(std::ptr::null_mut()), readers: AtomicU32::new(0), final_cycles: AtomicU64::new(0) }
+    }
+
+    /// The task's CPU cycles: up to its last switch out while it runs, the
+    /// final figure once it finished. Never inlined: called from the generic
+    /// `JoinHandle` methods, which may be inlined into `preemptible!` code,
+    /// and a reader preempted between its count and its uncount would keep
+    /// an exiting task spinning in `retire` (maybe on the reader's worker).
+    #[inline(never)]
+    pub(crate) fn cycles(&self) -> u64 {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        let t = self.task.load(Ordering::SeqCst);
+        let v = if t.is_null() {
+            self.final_cycles.load(Ordering::SeqCst)
+        } else {
+            // SAFETY: `t` was non-null after we counted ourselves in
+            // `readers`, so its task has not passed the wait in `retire`
+            // yet: the struct stays allocated until we leave `readers`.
+            unsafe { (*t).cpu.load(Ordering::Relaxed) }
+        };
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        v
+    }
+
+    /// Called by the task once, when its body is done: publishes its final
+    /// CPU cycles and detaches from the link (see the type's docs).
+    pub(crate) fn retire(&self, cycles: u64) {
+        self.final_cycles.store(cycles, Ordering::SeqCst);
+        self.task.store(std::ptr::null_mut(), Ordering::SeqCst);
+        let mut spins = 0u32;
+        while self.readers.load(Ordering::SeqCst) != 0 {
+            // A reader's window is a few instructions of runtime code; its
+            // thread may have been descheduled by the OS in it.
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// A snapshot of a task's accounting (issue 15): from
+/// [`JoinHandle::stats`] and [`crate::task::current`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskStats {
+    /// The task's id.
+    pub id: u64,
+    /// CPU time the task used on workers: accounted at every switch in and
+    /// out with the CPU's cycle counter (rdtsc / cntvct_el0), so it counts
+    /// the time the task held a worker, including involuntary waits for the
+    /// OS (page faults, the OS preempting the worker thread) but not the
+    /// time inside a `blocking` closure whose worker was handed off. For the
+    /// calling task (`task::current`) it is exact to now; for another
+    /// running task, up to its last switch.
+    pub cpu_time: Duration,
+    /// Whether the task has finished.
+    pub finished: bool,
+}
+
 struct Packet<T, F> {
     /// Registration of `result` as a GC root (see the module docs). First
     /// field: dropped (unregistered) before `result`.
     roots: Slot,
+    cpu: CpuLink,
     state: AtomicU8,
     waiter: UnsafeCell<Option<Waker>>,
     f: UnsafeCell<Option<F>>,
@@ -129,6 +216,9 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
             None => (0, 0),
         }
     }
+    fn cpu_link(&self) -> &CpuLink {
+        &self.cpu
+    }
     fn abandon(&self) {
         // A task that never started: drop its closure now (what it captured,
         // e.g. a channel Sender, is released as if the task had run and
@@ -143,6 +233,7 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
 
 trait Joinable<T>: Send + Sync {
     fn state(&self) -> &AtomicU8;
+    fn cpu(&self) -> &CpuLink;
     /// # Safety
     /// Only the join handle, once, before publishing WAITING.
     unsafe fn set_waiter(&self, w: Waker);
@@ -154,6 +245,9 @@ trait Joinable<T>: Send + Sync {
 impl<T: Send, F: FnOnce() -> T + Send> Joinable<T> for Packet<T, F> {
     fn state(&self) -> &AtomicU8 {
         &self.state
+    }
+    fn cpu(&self) -> &CpuLink {
+        &self.cpu
     }
     unsafe fn set_waiter(&self, w: Waker) {
         // SAFETY: per the contract.
@@ -205,6 +299,18 @@ impl<T> JoinHandle<T> {
         self.packet.state().load(Ordering::Acquire) == DONE
     }
 
+    /// The task's CPU time so far (see [`TaskStats::cpu_time`]): up to its
+    /// last switch while it runs, its total once it finished.
+    pub fn cpu_time(&self) -> Duration {
+        crate::dump::cycles_to_duration(self.packet.cpu().cycles())
+    }
+
+    /// A snapshot of the task's accounting (id, CPU time, finished).
+    pub fn stats(&self) -> TaskStats {
+        let finished = self.is_finished();
+        TaskStats { id: self.id, cpu_time: self.cpu_time(), finished }
+    }
+
     /// Waits for the task to finish and returns its result, or the payload
     /// of its panic. From a task this parks the task (its worker runs other
     /// tasks); from a plain thread it blocks the thread.
@@ -221,6 +327,7 @@ impl<T> JoinHandle<T> {
             unsafe { self.packet.set_waiter(waker) };
             if st.compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // Exactly one wake will come, from `complete`.
+                crate::wait::note_wait(crate::tcb::wait_kind::JOIN, self.id);
                 wait_until(is_task, || st.load(Ordering::Acquire) == DONE);
             }
         }
@@ -297,11 +404,13 @@ where
     let t = shared.get_task()?;
     let packet = Arc::new(Packet {
         roots: Slot::new(),
+        cpu: CpuLink::new(),
         state: AtomicU8::new(RUNNING),
         waiter: UnsafeCell::new(None),
         f: UnsafeCell::new(Some(f)),
         result: UnsafeCell::new(None),
     });
+    packet.cpu.task.store(t, Ordering::Relaxed);
     let body: Arc<dyn Body> = packet.clone();
     // SAFETY: `t` is a FREE task we just took.
     let id = unsafe { Task::prepare(t, body, name) };

@@ -34,6 +34,18 @@
 //! theirs (`take_hook`) keeps the task names. The task is read through the
 //! never-inlined `worker::current_task()`.
 //!
+//! **Task dumps and CPU time** (`dump.rs`, `dumpsig.rs`, issue 15).
+//! `Runtime::dump_tasks` / `task::dump` stop the world (the collector's
+//! machinery, with a deadline: past it the dump reports each worker's
+//! running task instead), copy every live task's state, wait reason
+//! (`Task::wait_kind`, written by the task before it parks) and raw
+//! frame-pointer chain (from its saved context's frame record, or from the
+//! spill frame of an async preemption: interrupted PC first), restart the
+//! world, then symbolize. A dump signal (`USURP_DEBUG=dumpsignal=SIGQUIT`,
+//! `Builder::dump_signal`) only flags the request; the `usurp-dumper`
+//! thread takes the dump. CPU time: one cycle-counter read per switch
+//! (`Worker::charge`), converted to time only when read.
+//!
 //! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
@@ -192,6 +204,8 @@ use usurp_arch_aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
 use usurp_arch_x86_64 as arch;
 
+mod dump;
+mod dumpsig;
 mod error;
 mod gc_world;
 mod guard;
@@ -214,8 +228,9 @@ mod timer;
 mod wait;
 mod worker;
 
+pub use dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
 pub use error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
-pub use join::{spawn, try_spawn, JoinHandle};
+pub use join::{spawn, try_spawn, JoinHandle, TaskStats};
 pub use local::{AccessError, LocalKey};
 pub use preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
 pub use runtime::{Builder, Runtime, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
@@ -226,7 +241,7 @@ pub use timer::sleep;
 
 /// Task-related items: spawning with options, and the current task's identity.
 pub mod task {
-    pub use crate::join::{spawn, try_spawn, Builder, JoinHandle};
+    pub use crate::join::{spawn, try_spawn, Builder, JoinHandle, TaskStats};
     pub use crate::timer::sleep;
     pub use crate::{blocking, yield_now};
 
@@ -235,6 +250,40 @@ pub mod task {
         let t = crate::worker::current_task();
         // SAFETY: the current task is valid while it runs.
         (!t.is_null()).then(|| unsafe { (*t).id.get() })
+    }
+
+    /// The current task's accounting (id, CPU time so far, exact to now),
+    /// or `None` outside a task. Also inside a `blocking` closure.
+    #[inline(never)]
+    pub fn current() -> Option<TaskStats> {
+        let t = crate::worker::current_task();
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: the current task is valid while it runs.
+        let id = unsafe { (*t).id.get() };
+        let cpu = crate::worker::current_cpu_cycles(t);
+        Some(TaskStats { id, cpu_time: crate::dump::cycles_to_duration(cpu), finished: false })
+    }
+
+    /// A dump of every live task of the current task's runtime (see
+    /// [`crate::Runtime::dump_tasks`]); the calling task appears as running.
+    ///
+    /// Called by the task that holds the world stopped
+    /// (`Runtime::stop_the_world`), it dumps within that stop.
+    ///
+    /// # Panics
+    /// If called outside a usurp task.
+    #[inline(never)]
+    pub fn dump() -> crate::TaskDump {
+        let t = crate::worker::current_task();
+        if t.is_null() {
+            panic!("usurp::task::dump called outside a usurp task; use Runtime::dump_tasks from other threads");
+        }
+        // SAFETY: the current task is valid while it runs; its runtime
+        // outlives it.
+        let sh = unsafe { (*t).shared() };
+        crate::dump::dump(sh, crate::DUMP_STOP_TIMEOUT)
     }
 
     /// The name of the current task (set with [`Builder::name`]), if any.

@@ -154,8 +154,22 @@ unsafe fn park_hook(frame: *mut usurp_preempt::SpillFrame) {
     }
     // SAFETY: as above.
     let pc = unsafe { (*frame).pc() };
+    // Task dumps walk a preempted task's stack from its interrupted PC
+    // (`dump.rs`): record where the spill frame's frame record is.
+    let cur = crate::worker::current_task();
+    // SAFETY: the frame is valid for the call (above); `cur`, if any, is the
+    // task running on this thread, and only it writes `preempt_record`.
+    unsafe {
+        if !cur.is_null() {
+            (*cur).preempt_record.store((*frame).frame_record(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let before = crate::worker::machine();
     crate::worker::preempt_current(must_pin(pc));
+    if !cur.is_null() {
+        // SAFETY: resumed: `cur` runs again (on this thread, whichever it is).
+        unsafe { (*cur).preempt_record.store(0, std::sync::atomic::Ordering::Relaxed) };
+    }
     if crate::worker::machine() != before {
         // Resumed on another thread: the frame must not carry the old
         // thread's state back (aarch64: its alternate signal stack).

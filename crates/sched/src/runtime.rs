@@ -38,6 +38,7 @@ pub struct Builder {
     heap_config: Option<HeapConfig>,
     heap_limit: Option<usize>,
     gogc: Option<Option<u32>>,
+    dump_signal: Option<libc::c_int>,
 }
 
 impl Builder {
@@ -55,7 +56,21 @@ impl Builder {
             heap_config: None,
             heap_limit: None,
             gogc: None,
+            dump_signal: None,
         }
+    }
+
+    /// Prints a task dump ([`Runtime::dump_tasks`]) to stderr whenever the
+    /// process receives `sig` (e.g. `libc::SIGQUIT`), without stopping the
+    /// process; `USURP_DEBUG=dumpsignal=SIGQUIT` does the same for every
+    /// runtime built while it is set. The handler only flags the request; a
+    /// runtime thread takes the dump. Refused by `build`
+    /// ([`Error::InvalidDumpSignal`]): SIGKILL, SIGSTOP, the fault signals
+    /// and the preemption signal. A handler installed before for `sig` is
+    /// still called (chained).
+    pub fn dump_signal(mut self, sig: libc::c_int) -> Builder {
+        self.dump_signal = Some(sig);
+        self
     }
 
     /// The preemption quantum: a task running longer than this without a
@@ -185,6 +200,21 @@ impl Builder {
             usurp_preempt::init().map_err(Error::Preempt)?;
             crate::preempt_glue::init_hooks();
         }
+        if let Some(sig) = self.dump_signal {
+            crate::dumpsig::check_signal(sig).map_err(|reason| Error::InvalidDumpSignal { given: sig, reason })?;
+        }
+        // From the environment, a refused signal is reported and ignored.
+        let dump_signal = self.dump_signal.or_else(|| {
+            let sig = crate::dumpsig::from_env()?;
+            match crate::dumpsig::check_signal(sig) {
+                Ok(()) => Some(sig),
+                Err(reason) => {
+                    eprintln!("usurp: USURP_DEBUG: dumpsignal={sig}: {reason}; ignored");
+                    None
+                }
+            }
+        });
+        crate::dump::init_clock();
         let ps = page_size();
         let stack_size = self.stack_size.div_ceil(ps) * ps;
         crate::guard::install();
@@ -229,6 +259,12 @@ impl Builder {
                 *shared.stopped.lock().unwrap() += workers - i;
                 shared.wait_stopped();
                 return Err(Error::ThreadSpawn(e));
+            }
+        }
+        if let Some(sig) = dump_signal {
+            if let Err(reason) = crate::dumpsig::register(sig, Arc::downgrade(&shared)) {
+                drop(Runtime { shared }); // the ordinary shutdown
+                return Err(Error::InvalidDumpSignal { given: sig, reason });
             }
         }
         Ok(Runtime { shared })
@@ -391,6 +427,25 @@ impl Runtime {
     /// restarts it).
     pub fn start_the_world(&self) {
         crate::stw::start_the_world(&self.shared)
+    }
+
+    /// A dump of every live task: id, name, state (running, runnable,
+    /// preempted at a PC, parked on what, in a blocking call), CPU time and
+    /// a symbolized backtrace (see [`crate::TaskDump`]). Stops the world
+    /// briefly (the dump says how long) with the same machinery as a
+    /// collection; safe while tasks are preempted, parked, in `blocking`, or
+    /// while a collection runs (it waits for it). If the world cannot be
+    /// stopped within [`crate::DUMP_STOP_TIMEOUT`] (2 s), the dump says so
+    /// and holds each worker's state and running task instead. From any
+    /// thread, or a task (which appears as running); from the task that
+    /// holds the world stopped, within its stop.
+    pub fn dump_tasks(&self) -> crate::TaskDump {
+        crate::dump::dump(&self.shared, crate::DUMP_STOP_TIMEOUT)
+    }
+
+    /// [`Runtime::dump_tasks`] with another limit on the wait for the stop.
+    pub fn dump_tasks_timeout(&self, stop_timeout: Duration) -> crate::TaskDump {
+        crate::dump::dump(&self.shared, stop_timeout)
     }
 
     /// Whether tasks of this runtime are preempted asynchronously.

@@ -309,7 +309,7 @@ impl Stw {
 }
 
 /// The worker index driven by the calling thread, if it belongs to `sh`.
-fn my_worker(sh: &Shared) -> Option<usize> {
+pub(crate) fn my_worker(sh: &Shared) -> Option<usize> {
     let m = crate::worker::machine();
     if m.is_null() {
         return None;
@@ -379,6 +379,19 @@ fn stopper_left_blocking() -> ! {
 /// Stops every worker of `sh` except the caller's (see the module docs).
 /// Returns the time-to-safepoint.
 pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
+    match stop_the_world_until(sh, None) {
+        Ok(d) => d,
+        Err(_) => unreachable!("a stop without a deadline does not time out"),
+    }
+}
+
+/// [`stop_the_world`] that gives up at `deadline` (task dumps, issue 15):
+/// `Err` if another stop held the world past it, or if some worker had not
+/// stopped by then: the request is then withdrawn (workers that parked go
+/// on, as after [`start_the_world`]), nothing is recorded in the stats, and
+/// the error holds what every worker was doing when it gave up
+/// ([`describe_workers_unstopped`]).
+pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Result<Duration, Vec<String>> {
     let stw = &sh.stw;
     if caller_is_stopper(sh) {
         stopper_waits_for_itself("stop_the_world (or a collection) called");
@@ -386,7 +399,14 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
     let me = my_worker(sh);
     // One stopper at a time; a waiting stopper counts as stopped itself (its
     // registers spilled and SP recorded, like a task in `blocking`).
+    let mut unstopped: Option<Vec<String>> = None;
     loop {
+        if let Some(desc) = unstopped.take() {
+            return Err(desc);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(describe_workers_unstopped(sh, me));
+        }
         let mut g = stw.lock();
         if !g.active {
             g.active = true;
@@ -410,10 +430,43 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
             break;
         }
         drop(g);
+        if deadline.is_some() && me.is_none() && crate::worker::current_task().is_null() {
+            // A plain thread with a deadline (a dump from the signal dumper
+            // or a watchdog thread): it runs no task, so it just waits, and
+            // gives up at the deadline even if the stop it waits for never
+            // ends (`safe_region` would wait for the start on its way out).
+            let mut g = stw.lock();
+            while g.active {
+                let now = Instant::now();
+                let d = deadline.unwrap_or(now);
+                if now >= d {
+                    drop(g);
+                    return Err(describe_workers_unstopped(sh, me));
+                }
+                g = stw.cv.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            continue;
+        }
         safe_region(sh, &mut || {
             let mut g = stw.lock();
             while g.active {
-                g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                match deadline {
+                    None => g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            // Another stop holds the world (its flag is
+                            // set while `active`): describe the workers
+                            // under it. (A task leaves `safe_region` only
+                            // once that stop ends: its worker counts as
+                            // stopped until then.)
+                            drop(g);
+                            unstopped = Some(describe_workers_unstopped(sh, me));
+                            return;
+                        }
+                        g = stw.cv.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    }
+                }
             }
         });
     }
@@ -454,6 +507,15 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         if all {
             break;
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Withdraw the request: as a start, by the stopper (us). What
+            // the workers do is read first, while the stop flag still holds
+            // tasks from being recycled (see `running_task_info`).
+            drop(g);
+            let desc = describe_workers_unstopped(sh, me);
+            start_the_world(sh);
+            return Err(desc);
+        }
         if !describe.is_empty() {
             drop(g);
             for w in describe {
@@ -482,7 +544,7 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
         g.ttsp[p] = ttsp;
         g.ttsp_pos = (p + 1) % TTSP_HISTORY;
     }
-    ttsp
+    Ok(ttsp)
 }
 
 /// Prints to stderr which workers (and which of their tasks) have not
@@ -565,7 +627,9 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
     // queued (Release), and `w` took it from a queue (Acquire) before storing
     // `running_task`, a Relaxed store (the switch path keeps it cheap), so
     // our load is not formally a synchronizing read of those writes; they
-    // precede it by at least `REPORT_AFTER`, and nothing writes them since.
+    // precede it by at least `REPORT_AFTER` (or, for a task dump whose stop
+    // timed out, by its deadline: `describe_workers_unstopped`), and nothing
+    // writes them since.
     unsafe {
         if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
             return None;
@@ -573,6 +637,80 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
         let id = (*t).id.get();
         let name = (*(*t).name.get()).as_deref().map(str::to_owned);
         Some((id, name))
+    }
+}
+
+/// What can be said about every worker without a stop (task dumps whose
+/// stop timed out, issue 15): `worker N (thread T): <state>` per worker.
+/// Reads the id and name of a running task only while a stop is requested
+/// (the argument of [`running_task_info`] needs the stop flag); with no stop
+/// in force, only the worker states.
+pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<String> {
+    let stop_on = sh.stw.stop.load(Ordering::SeqCst);
+    let mut lines = Vec::new();
+    if stop_on {
+        lines.push(describe_stopper(sh));
+    }
+    let workers = sh
+        .workers
+        .iter()
+        .map(|w| {
+            let slot = w.slot.load(Ordering::Acquire);
+            // SAFETY: slots are `'static`.
+            let tid = unsafe { slot.as_ref() }.map_or(0, |s| s.tid());
+            let st = sh.stw.wstate[w.index].load(Ordering::SeqCst);
+            let what = if Some(w.index) == me {
+                "runs the dumping task".to_string()
+            } else if st == PARKED {
+                "parked for the stop".to_string()
+            } else if st == SAFE {
+                "in a blocking section (counts as stopped)".to_string()
+            } else if w.idle.load(Ordering::SeqCst) {
+                "idle".to_string()
+            } else if !stop_on {
+                "running (no stop in force: task not read)".to_string()
+            } else {
+                match running_task_info(sh, w) {
+                    Some((id, Some(name))) => format!("running task {id} \"{name}\": has not reached a safe point"),
+                    Some((id, None)) => format!("running task {id} (unnamed): has not reached a safe point"),
+                    None => "between tasks: has not stopped".to_string(),
+                }
+            };
+            format!("worker {} (thread {tid}): {what}", w.index)
+        });
+    lines.extend(workers);
+    lines
+}
+
+/// Who holds the stop in force (for dumps whose stop timed out): the dump
+/// itself, a task (by id and name), or a thread. Read without the stw lock:
+/// a dump that timed out waits for nothing more.
+fn describe_stopper(sh: &Shared) -> String {
+    let who = sh.stw.stopper.load(Ordering::SeqCst);
+    if who == caller_id() {
+        return "the stop in force is this dump's own (being withdrawn)".to_string();
+    }
+    if who == 0 {
+        return "a stop is requested (its stopper is between its request and its record)".to_string();
+    }
+    if who & 1 == 1 {
+        return "a stop is in force, requested by a thread that is not a task (e.g. a collection from a plain \
+                thread)"
+            .to_string();
+    }
+    let reg = sh.registry.lock();
+    let t = who as *mut crate::tcb::Task;
+    if !reg.contains(&t) {
+        return "a stop is in force, requested by a task of another runtime".to_string();
+    }
+    // SAFETY: `t` is registered (allocated while `reg` is held). The stopper
+    // cannot exit without restarting the world first (`exit_current`), so
+    // it is not recycled while it is recorded here; its id and name were
+    // written before it ran.
+    let (id, name) = unsafe { ((*t).id.get(), (*(*t).name.get()).as_deref().map(str::to_owned)) };
+    match name {
+        Some(n) => format!("a stop is in force, requested by task {id} \"{n}\""),
+        None => format!("a stop is in force, requested by task {id} (unnamed)"),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::runtime::Shared;
 use crate::stack::Stack;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// `Task::state` values.
@@ -42,6 +42,27 @@ pub(crate) mod park {
     pub(crate) const NOTIFIED: u8 = 2;
 }
 
+/// `Task::wait_kind` values: what a PARKED task waits for (task dumps).
+/// The argument (`Task::wait_arg`) is said beside each.
+pub(crate) mod wait_kind {
+    /// Nothing recorded (a park through another path).
+    pub(crate) const NONE: u8 = 0;
+    /// Sending on a full channel; arg: the channel's address.
+    pub(crate) const CHAN_SEND: u8 = 1;
+    /// Receiving on an empty channel; arg: the channel's address.
+    pub(crate) const CHAN_RECV: u8 = 2;
+    /// Locking a `Mutex`; arg: its address.
+    pub(crate) const MUTEX: u8 = 3;
+    /// Waiting on a `Condvar`; arg: its address.
+    pub(crate) const CONDVAR: u8 = 4;
+    /// `sleep`; arg: the deadline (monotonic ns, `sys::now_ns`).
+    pub(crate) const SLEEP: u8 = 5;
+    /// `JoinHandle::join`; arg: the id of the joined task.
+    pub(crate) const JOIN: u8 = 6;
+    /// `Select::wait`; arg: the number of cases.
+    pub(crate) const SELECT: u8 = 7;
+}
+
 /// `pinned_worker` value of a task that may run anywhere.
 pub(crate) const NO_PIN: usize = usize::MAX;
 
@@ -62,6 +83,8 @@ pub(crate) trait Body: Send + Sync {
     /// # Safety
     /// The task is not running (nobody takes the closure meanwhile).
     unsafe fn closure_range(&self) -> (usize, usize);
+    /// Where the join handle reads the task's CPU time (`join.rs`).
+    fn cpu_link(&self) -> &crate::join::CpuLink;
 }
 
 pub(crate) struct Task {
@@ -91,6 +114,24 @@ pub(crate) struct Task {
     /// in `runnext`; read by whoever takes it out of the slot again (the
     /// swap hands the task over with it).
     pub(crate) woken: Cell<bool>,
+    /// CPU time used, in `arch::cycles()` ticks, up to the task's last
+    /// switch out (issue 15). Written only by the thread running the task
+    /// (plain load + store in `Worker::charge`, no locked RMW), read by
+    /// anyone (dumps, `JoinHandle::stats`).
+    pub(crate) cpu: AtomicU64,
+    /// What the task waits for while PARKED ([`wait_kind`]) and its
+    /// argument. Written only by the task itself, right before it waits
+    /// (`worker::note_wait`) and cleared after; read by dumps with the world
+    /// stopped (Relaxed: the task's switch out and its worker's park under
+    /// the stop lock order them before the read).
+    pub(crate) wait_kind: AtomicU8,
+    pub(crate) wait_arg: AtomicU64,
+    /// While the task is switched out by an asynchronous preemption: the
+    /// address of its spill frame's frame record (`SpillFrame::
+    /// frame_record`, on the task's stack: {interrupted FP, interrupted
+    /// PC}); 0 otherwise. Written only by the task (the park hook, before
+    /// and after it parks); read by dumps with the world stopped.
+    pub(crate) preempt_record: AtomicUsize,
 }
 
 // SAFETY: a task is touched by one thread at a time (whoever runs it or holds
@@ -121,6 +162,10 @@ impl Task {
             stack,
             preempt_state: Cell::new(Default::default()),
             woken: Cell::new(false),
+            cpu: AtomicU64::new(0),
+            wait_kind: AtomicU8::new(wait_kind::NONE),
+            wait_arg: AtomicU64::new(0),
+            preempt_record: AtomicUsize::new(0),
         }));
         let mut reg = shared.registry.lock();
         // SAFETY: `t` was just allocated and is not shared yet.
@@ -164,6 +209,9 @@ impl Task {
             task.park.store(park::EMPTY, Ordering::Relaxed);
             task.pinned_worker.set(NO_PIN);
             task.preempt_state.set(Default::default());
+            task.cpu.store(0, Ordering::Relaxed);
+            task.wait_kind.store(wait_kind::NONE, Ordering::Relaxed);
+            task.preempt_record.store(0, Ordering::Relaxed);
             // Release: a GC scan that sees the task not FREE (acquire) sees
             // its body (`heap_roots::for_each_spawn_closure`).
             task.state.store(state::RUNNABLE, Ordering::Release);

@@ -158,5 +158,7 @@ pub fn sleep(d: Duration) {
         sh.timer_is_earliest(deadline);
     }
     // Exactly one unpark comes: from the timer.
+    crate::wait::note_wait(crate::tcb::wait_kind::SLEEP, deadline);
     crate::worker::park_current();
+    crate::wait::clear_wait();
 }

@@ -167,15 +167,45 @@ impl Claim {
             let s = self.state();
             if s == claim::TIMED_OUT {
                 // The timer popped its entry when it won: nothing to cancel.
+                clear_wait();
                 return None;
             }
             if s >= claim::WON && notified(s - claim::WON) {
                 if let Some(k) = key {
                     sh.cancel_timer(k);
                 }
+                clear_wait();
                 return Some(s - claim::WON);
             }
         }
+    }
+}
+
+/// Records what the current task is about to wait for (`tcb::wait_kind`
+/// and its argument), for task dumps; the wait functions clear it when the
+/// wait ends ([`clear_wait`]). Nothing outside a task. Never inlined and
+/// not generic: called from generic primitives that may be inlined into
+/// `preemptible!` code, it keeps the runtime's state out of it.
+#[inline(never)]
+pub(crate) fn note_wait(kind: u8, arg: u64) {
+    let t = worker::current_task();
+    if !t.is_null() {
+        // SAFETY: the current task is valid while it runs; only it writes
+        // these fields.
+        unsafe {
+            (*t).wait_arg.store(arg, Ordering::Relaxed);
+            (*t).wait_kind.store(kind, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Clears what [`note_wait`] recorded (the wait is over).
+#[inline(never)]
+pub(crate) fn clear_wait() {
+    let t = worker::current_task();
+    if !t.is_null() {
+        // SAFETY: as in `note_wait`.
+        unsafe { (*t).wait_kind.store(crate::tcb::wait_kind::NONE, Ordering::Relaxed) };
     }
 }
 
@@ -219,6 +249,7 @@ pub(crate) fn wait_until(is_task: bool, done: impl Fn() -> bool) {
         loop {
             worker::park_current();
             if done() {
+                clear_wait();
                 return;
             }
         }

@@ -240,6 +240,10 @@ pub(crate) struct Worker {
     /// Preemption slot of the thread driving this worker (null if that
     /// thread has none: async preemption off). See `preempt_glue.rs`.
     pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
+    /// `arch::cycles()` when the running task was switched in (per-task CPU
+    /// time, issue 15; see [`Worker::charge`]). Touched only by the thread
+    /// driving the worker.
+    run_since: Cell<u64>,
 }
 
 // SAFETY: the Cells and UnsafeCells are touched only by the thread currently
@@ -274,7 +278,22 @@ impl Worker {
             switch_count: AtomicU64::new(0),
             running_task: AtomicUsize::new(0),
             slot: AtomicPtr::new(ptr::null_mut()),
+            run_since: Cell::new(0),
         }
+    }
+
+    /// Adds the CPU time `t` used since it was switched in to `t.cpu`, and
+    /// restarts the count (for the next task, or for `t` if it goes on
+    /// running). One cycle-counter read, no system call, no locked RMW:
+    /// only the thread running `t` writes `t.cpu`.
+    #[inline]
+    fn charge(&self, t: *mut Task) {
+        let now = arch::cycles();
+        // SAFETY: `t` is the task running on this thread.
+        let cpu = unsafe { &(*t).cpu };
+        let used = now.saturating_sub(self.run_since.get());
+        cpu.store(cpu.load(Ordering::Relaxed).wrapping_add(used), Ordering::Relaxed);
+        self.run_since.set(now);
     }
 
     #[inline]
@@ -802,6 +821,7 @@ impl Worker {
 /// `next` null or a runnable task claimed for `w`.
 #[inline]
 unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, action: usize) {
+    w.charge(cur);
     let target = if next.is_null() {
         m.current.set(ptr::null_mut());
         w.running_task.store(0, Ordering::Relaxed);
@@ -922,6 +942,18 @@ unsafe fn recycle(w: &Worker, t: *mut Task) {
             return;
         }
         task.shared().release_task(t);
+    }
+}
+
+/// CPU time of task `t` in cycles: what was charged at its switches, plus,
+/// if `t` is the task running on the calling thread's worker, the time since
+/// it was switched in.
+pub(crate) fn current_cpu_cycles(t: *mut Task) -> u64 {
+    // SAFETY: callers pass a live task (their own, or one they keep alive).
+    let base = unsafe { (*t).cpu.load(Ordering::Relaxed) };
+    match current_with_worker() {
+        Some((_, w, cur)) if cur == t => base.wrapping_add(arch::cycles().saturating_sub(w.run_since.get())),
+        _ => base,
     }
 }
 
@@ -1130,6 +1162,8 @@ fn run_body(t: *mut Task) {
         // item 8): a join that returned sees the task entirely finished.
         crate::local::drop_locals(t);
         if let Some(body) = (*(*t).body.get()).as_ref() {
+            // Its CPU time so far stays readable through the join handle.
+            body.cpu_link().retire(current_cpu_cycles(t));
             body.finish();
         }
         // Out of the task first, then dropped: dropping the packet may run
@@ -1217,6 +1251,9 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             // resumes here, with no worker.
             unsafe { switch_to(m, w, cur, next, A_ADOPT) };
         } else {
+            // Its time in the handed-off closure is not CPU time on a
+            // worker (see `dump.rs`): charge what it used up to here.
+            w.charge(cur);
             // SAFETY: `cur` is the running task, owned by this thread.
             unsafe {
                 *(*cur).sp.get() = sp;
@@ -1357,6 +1394,7 @@ fn schedule_loop(m: &Machine) {
         m.current.set(t);
         w.running_task.store(t as usize, Ordering::Relaxed);
         w.bump_switch();
+        w.run_since.set(arch::cycles());
         // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
         let r = unsafe {
             if let Some(s) = slot.as_ref() {

@@ -66,6 +66,16 @@ struct Cli {
     /// Also write the summary as JSON to FILE
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// If no task makes progress for SECONDS, print a task dump (every
+    /// task's state and backtrace; if the world cannot be stopped, each
+    /// worker's running task) to stderr and fail
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    dump_on_hang: Option<f64>,
+    /// Testing --dump-on-hang: a task loops outside preemptible code
+    /// without checkpoints while another collects, so the collection's stop
+    /// never completes
+    #[arg(long, hide = true)]
+    inject_hang: bool,
 }
 
 /// "1ms", "100us", "100µs", "2s", "1.5ms", "250000ns".
@@ -175,6 +185,13 @@ fn main() {
     let start = Instant::now();
     let outcome = std::thread::scope(|s| {
         let progress = s.spawn(|| report::progress_loop(&rt, &ctx, start, duration));
+        if let Some(secs) = cli.dump_on_hang {
+            let (rt, ctx) = (&rt, &ctx);
+            s.spawn(move || hang_watchdog(rt, ctx, Duration::from_secs_f64(secs)));
+        }
+        if cli.inject_hang {
+            inject_hang(&rt);
+        }
         let (c, p) = (ctx.clone(), plan.clone());
         let outcome = rt.block_on(move || kinds::run_all(&c, &p, duration));
         ctx.done.store(true, Ordering::SeqCst);
@@ -201,6 +218,52 @@ fn main() {
         println!("result: FAILED ({})", failures.join(", "));
         std::process::exit(1);
     }
+}
+
+/// `--dump-on-hang`: samples the progress counters every 50 ms; when none
+/// moved for `limit`, prints a task dump to stderr and exits with status 1.
+/// Ends when the run is done.
+fn hang_watchdog(rt: &Runtime, ctx: &kinds::Ctx, limit: Duration) {
+    let total = || ctx.c.progress.iter().map(|c| c.load(Ordering::Relaxed)).fold(0u64, u64::wrapping_add);
+    let mut last = total();
+    let mut since = Instant::now();
+    while !ctx.done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = total();
+        if now != last {
+            last = now;
+            since = Instant::now();
+            continue;
+        }
+        if since.elapsed() >= limit {
+            eprintln!("\nusurp-stress: no progress for {:.1} s: task dump follows", limit.as_secs_f64());
+            eprint!("{}", rt.dump_tasks());
+            println!("result: FAILED (hang: no progress for {:.1} s)", limit.as_secs_f64());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--inject-hang`: a task that never reaches a safe point, then (from a
+/// plain thread, once it runs) a collection, whose stop waits for it
+/// forever while every other worker stays parked for it.
+fn inject_hang(rt: &Runtime) {
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = running.clone();
+    let _ = usurp::task::Builder::new().name("injected-hog").spawn_on(rt, move || {
+        r.store(true, Ordering::SeqCst);
+        loop {
+            std::hint::spin_loop();
+        }
+    });
+    let heap = rt.heap().clone();
+    std::thread::spawn(move || {
+        while !running.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        heap.collect();
+    });
 }
 
 #[cfg(test)]

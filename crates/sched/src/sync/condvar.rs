@@ -58,6 +58,7 @@ impl Condvar {
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { self.waiters.lock().push(&node as *const _ as *mut WaitNode<()>) };
         drop(guard);
+        crate::wait::note_wait(crate::tcb::wait_kind::CONDVAR, self as *const Self as u64);
         node.wait();
         mutex.lock()
     }
@@ -85,6 +86,7 @@ impl Condvar {
         // claim woke it, or we removed it from the queue (below).
         unsafe { self.waiters.lock().push(np) };
         drop(guard);
+        crate::wait::note_wait(crate::tcb::wait_kind::CONDVAR, self as *const Self as u64);
         let timed_out = claim.wait(Some(deadline), |_| node.is_notified()).is_none();
         if timed_out {
             // Unlink the node unless a notifier that lost the claim already

@@ -312,6 +312,7 @@ impl<T> Chan<T> {
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { st.send_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
         drop(st);
+        crate::wait::note_wait(crate::tcb::wait_kind::CHAN_SEND, self as *const Self as u64);
         node.wait();
         // SAFETY: notified: the waker is done with the node.
         match unsafe { (*node.payload.get()).take() } {
@@ -353,6 +354,7 @@ impl<T> Chan<T> {
             // SAFETY: the node stays on our stack until dequeued and woken.
             unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
             drop(st);
+            crate::wait::note_wait(crate::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
             node.wait();
             // SAFETY: notified: the waker is done with the node.
             return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
@@ -364,6 +366,7 @@ impl<T> Chan<T> {
         // claim woke it, or we removed it from the queue (below).
         unsafe { st.recv_q.push(np) };
         drop(st);
+        crate::wait::note_wait(crate::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
         if claim.wait(Some(d), |_| node.is_notified()).is_some() {
             // SAFETY: notified: the waker is done with the node.
             return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);

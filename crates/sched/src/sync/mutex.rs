@@ -116,6 +116,7 @@ impl<T: ?Sized> Mutex<T> {
             // happens only after it is dequeued.
             unsafe { q.push(&node as *const _ as *mut WaitNode<()>) };
         }
+        crate::wait::note_wait(crate::tcb::wait_kind::MUTEX, self as *const Self as *const () as u64);
         node.wait();
         // The unlocker handed the lock to us (state stays locked).
         std::sync::atomic::fence(Ordering::Acquire);

@@ -405,6 +405,7 @@ impl<'a> Select<'a> {
             c.enqueue(&claim, i);
         }
         unlock_all(&mut cases);
+        crate::wait::note_wait(crate::tcb::wait_kind::SELECT, cases.len() as u64);
         let won = claim.wait(deadline, |i| cases[i].notified());
         // Unlink the nodes still queued (all but the winner's) before the
         // claim and nodes go away.
