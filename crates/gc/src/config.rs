@@ -34,6 +34,11 @@ pub struct HeapConfig {
     /// A problem found while reading `USURP_GOGC` / `USURP_DEBUG` in
     /// `default()`; [`validate`](HeapConfig::validate) reports it.
     pub env_error: Option<String>,
+    /// Test and benchmark support: mark with the world stopped for the whole
+    /// mark (the collector before concurrent marking), as a negative control
+    /// and a baseline. Default false (mostly-concurrent marking).
+    #[doc(hidden)]
+    pub stw_marking: bool,
 }
 
 /// An invalid [`HeapConfig`].
@@ -103,6 +108,7 @@ impl HeapConfig {
             verify: dbg.gcverify,
             check_refs: dbg.checkrefs,
             env_error: env_error.or_else(|| dbg.error.clone()),
+            stw_marking: false,
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Space {
     /// in a pause, under the heap's collection lock (Release), at the end of
     /// the mark. Lives in the handle-check table's entry (`refcheck`).
     pub gen: &'static AtomicU64,
+    /// The marking state the write barrier reads (lives in the handle-check
+    /// table's entry, see `refcheck::MarkShared`).
+    pub(crate) mark: &'static crate::refcheck::MarkShared,
 }
 
 /// Test-only switch (negative control of the lazy-sweep lookup rule): when
@@ -102,8 +105,10 @@ impl Space {
         let hi = lo + nblocks * BLOCK_SIZE;
         let _registration = crate::refcheck::register(lo, hi, kinds, meta)?;
         let gen = _registration.gen;
+        let mark = _registration.mark;
         Ok(Space {
             gen,
+            mark,
             _registration,
             _heap_map: heap_map,
             _meta_map: meta_map,

@@ -134,7 +134,8 @@ fn stress_many_threads_with_verifier() {
     assert_eq!(st.verify_failures, 0);
     assert_eq!(st.bad_pointers, 0);
     let c = st.last.unwrap();
-    assert_eq!(c.workers, 3);
+    // Concurrent marking uses half the World's parallelism by default.
+    assert_eq!(c.workers, 2);
 }
 
 /// Collections requested concurrently by several threads all complete.
