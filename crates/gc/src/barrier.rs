@@ -7,10 +7,10 @@
 //! store).
 //!
 //! **Go's hybrid barrier** (Yuasa deletion + Dijkstra insertion): while any
-//! heap marks ([`MARKING`] is non-zero), the barrier shades both the value
+//! heap marks (`MARKING` is non-zero), the barrier shades both the value
 //! it overwrites and the value it stores (`refcheck::shade`: atomic mark,
 //! then the heap's grey list), then stores. Fast path (no heap marking):
-//! one load of [`MARKING`], a predicted branch, the store. The deletion half
+//! one load of `MARKING`, a predicted branch, the store. The deletion half
 //! is what keeps the snapshot taken at the start stop complete (an object
 //! reachable when marking started is marked even if the only heap reference
 //! to it is overwritten after a task loaded it into a register or a stack
@@ -35,7 +35,7 @@ use std::sync::Once;
 /// stopped (start and termination stops), so a mutator running between
 /// them sees the value of the last stop (the stop/start handshake orders
 /// it).
-pub static MARKING: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static MARKING: AtomicUsize = AtomicUsize::new(0);
 
 /// Test-only switch (negative control of the barrier): when false, the
 /// slow path shades nothing (the store still happens).
@@ -61,17 +61,21 @@ pub fn set_barrier_range_registration_for_tests(on: bool) {
     REGISTER_RANGE.store(on, Ordering::SeqCst);
 }
 
-/// The slow path: shade the overwritten value and the new one.
+/// The slow path: shade the overwritten value and the new one, then store.
+/// In the barrier's section too (the store stays inside the unsafe range);
+/// the fast path tail-calls it, so that it needs no frame of its own.
 #[cold]
 #[inline(never)]
-fn barrier_slow(slot: *mut usize, value: usize) {
-    if !SHADING.load(Ordering::Relaxed) {
-        return;
+#[link_section = "usurp_barrier"]
+unsafe extern "C" fn barrier_slow(slot: *mut usize, value: usize) {
+    if SHADING.load(Ordering::Relaxed) {
+        // SAFETY: the barrier's caller guarantees slot is a valid word.
+        let old = unsafe { (*(slot as *const AtomicUsize)).load(Ordering::Relaxed) };
+        crate::refcheck::shade(old);
+        crate::refcheck::shade(value);
     }
-    // SAFETY: the barrier's caller guarantees slot is a valid word.
-    let old = unsafe { (*(slot as *const AtomicUsize)).load(Ordering::Relaxed) };
-    crate::refcheck::shade(old);
-    crate::refcheck::shade(value);
+    // SAFETY: as in `usurp_gc_write_barrier`.
+    unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
 }
 
 /// Store `value` into `*slot`, a GC-pointer slot of object `obj` (which may
@@ -90,11 +94,12 @@ fn barrier_slow(slot: *mut usize, value: usize) {
 #[link_section = "usurp_barrier"]
 pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, value: usize) {
     let _ = obj;
-    // Check and store are one step: this code is an unsafe range, and the
-    // slow path is ordinary runtime code (never preempted), so no safe
-    // point lies between the load of MARKING and the store.
+    // Check and store are one step: this code (and the slow path's) is an
+    // unsafe range, so no safe point lies between the load of MARKING and
+    // the store.
     if MARKING.load(Ordering::Relaxed) != 0 {
-        barrier_slow(slot, value);
+        // SAFETY: the caller's guarantees, passed on.
+        return unsafe { barrier_slow(slot, value) };
     }
     // SAFETY: the caller guarantees slot is a valid, aligned, writable word.
     // An atomic (Relaxed, a plain store on both ISAs) so that racing readers
