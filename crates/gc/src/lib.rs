@@ -169,8 +169,13 @@
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
 //! (per-class cached block, free bits in a word) — no lock or atomic
 //! read-modify-write on the fast path, which runs in a no-preemption section.
-//! A collection starts when the heap (live after the last mark plus memory
-//! handed out since) reaches `live * (1 + GOGC/100)`; at the hard limit a full
+//! The goal is `live * (1 + GOGC/100)`, the heap being live after the last
+//! mark (marked and shaded bytes; objects allocated black during it are not
+//! counted, most being garbage by then) plus memory handed out since. A
+//! concurrent cycle starts when the heap has used three quarters of the
+//! growth allowance (`goal - live`); allocation during the mark has the last
+//! quarter, and an allocation that reaches the goal while the mark runs
+//! waits for the cycle to end (no mark assists yet); at the hard limit a full
 //! collection runs and, if still nothing fits, [`try_alloc`] fails and
 //! [`alloc`] panics ("usurp heap limit of N MiB exhausted ..."). Exhaustion
 //! is reported only after a full collection that the failing allocation
