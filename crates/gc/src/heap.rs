@@ -1285,7 +1285,7 @@ impl HeapInner {
     /// The mark buffer a block taken by allocation now must mark new
     /// objects in (allocate black), or null outside a concurrent mark.
     pub(crate) fn black_buffer(&self, m: &crate::block::BlockMeta) -> *const AtomicU64 {
-        if self.alloc_black.load(Ordering::Acquire) {
+        if self.alloc_black.load(Ordering::Acquire) && BLACK_ALLOCATION.load(Ordering::Relaxed) {
             m.marks[((self.space.gen.load(Ordering::Acquire) + 1) % 2) as usize].as_ptr()
         } else {
             std::ptr::null()
@@ -1767,6 +1767,17 @@ fn in_pause_panic(what: &str) -> ! {
         "usurp gc: {what} requested inside a collection's pause (from a root scanner, a World callback or \
          other code the collector runs while the world is stopped): it would wait for the pause it runs in"
     )
+}
+
+/// Test-only switch (negative control of black allocation): when false,
+/// objects allocated during a concurrent mark are not marked.
+static BLACK_ALLOCATION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test-only: turn black allocation off (`false`) or on again (the
+/// default). Process-wide.
+#[doc(hidden)]
+pub fn set_black_allocation_for_tests(on: bool) {
+    BLACK_ALLOCATION.store(on, Ordering::SeqCst);
 }
 
 /// Test switch: the next parallel marking job panics (see

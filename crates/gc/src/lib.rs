@@ -90,11 +90,19 @@
 //!    every range the [`World`] reports (all task stacks and registers:
 //!    the first cut, one stop scans them all), precise roots, root
 //!    scanners, finalizer closures → `start the world`.
-//! 3. *Concurrent mark*, world running: the collecting task waits inside
-//!    [`World::blocking`] (it counts as stopped) and marks there, with
+//! 3. *Concurrent mark*, world running: the collector marks, with
 //!    `mark_workers - 1` scoped marker threads of the heap (default: half
 //!    the World's parallelism; they are no mutators and the World does not
-//!    stop them), draining the grey set and what the barrier shades meanwhile.
+//!    stop them), draining the grey set and what the barrier shades
+//!    meanwhile. Who is the collector: cycles the pacer asks for run on the
+//!    heap's **background collector** thread (`usurp-gc`, started at the
+//!    first request; it is no mutator and its stack is not scanned) when the
+//!    World allows it ([`World::background_collection`]: the scheduler's
+//!    World and [`ThreadWorld`]), so that no task's worker is taken by a
+//!    mark and the allocating task goes on at once; explicit
+//!    [`Heap::collect`] calls, collections at the heap limit, and every
+//!    cycle of other Worlds run on the calling thread, which marks inside
+//!    [`World::blocking`] (it counts as stopped meanwhile).
 //! 4. *Termination stop*: `stop the world` → drain what the barrier shaded
 //!    since (the heap's grey list; every mutator pushes there directly, so
 //!    there are no per-mutator buffers to flush); if more than
@@ -330,7 +338,7 @@ pub use config::{ConfigError, HeapConfig};
 pub use descriptor::{Descriptor, DescriptorBuilder, DescriptorError, GcType};
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
-pub use heap::fail_next_marking_job;
+pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::set_alloc_checkpoint_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
