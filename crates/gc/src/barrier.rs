@@ -23,9 +23,10 @@
 //! crate docs, "Concurrent marking".
 //!
 //! Tagged one-word values (issue 14) are stored through
-//! [`usurp_gc_write_barrier_value`], beside it in the same section; its
-//! marking path does not shade yet (it only stores, even while a heap
-//! marks concurrently).
+//! [`usurp_gc_write_barrier_value`], beside it in the same section, with the
+//! same fast path; its slow path decodes the old and the new value with the
+//! encoding of the object's heap before shading them (an immediate names
+//! nothing and is not shaded).
 //!
 //! The barrier's code lives in its own linker section `usurp_barrier`; the
 //! linker defines `__start_usurp_barrier` / `__stop_usurp_barrier` around it,
@@ -43,7 +44,8 @@ use std::sync::Once;
 pub(crate) static MARKING: AtomicUsize = AtomicUsize::new(0);
 
 /// Test-only switch (negative control of the barrier): when false, the
-/// slow path shades nothing (the store still happens).
+/// slow paths (pointer and value barrier) shade nothing (the store still
+/// happens).
 static SHADING: AtomicBool = AtomicBool::new(true);
 
 /// Test-only: turn the barrier's shading off (`false`) or on again (the
@@ -118,20 +120,45 @@ pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, 
 /// with the heap's [`ValueEncoding`](crate::ValueEncoding) (an immediate, a
 /// null pointer, or a tagged pointer to a live object).
 ///
-/// Not yet concurrent-safe: it only stores, even while a heap marks. Its
-/// marking path must decode the old value of `*slot` and `value` with the heap's
-/// encoding and shade the objects they point to (immediates decode to
-/// nothing); the fast path (not marking) must stay decode-free.
+/// The same hybrid barrier as [`usurp_gc_write_barrier`], on tagged
+/// values: fast path (no heap marking) one load of `MARKING`, a branch, the
+/// store, no decoding; while a heap marks, the slow path decodes the value
+/// overwritten and the value stored with the encoding of `obj`'s heap (of
+/// `slot`'s when `obj` is null) and shades the objects they name
+/// (`refcheck::shade_values`; an immediate, a null pointer or a word that
+/// decodes to no object is ignored), then stores.
 ///
 /// # Safety
-/// As [`usurp_gc_write_barrier`], with `value` a value as above.
+/// As [`usurp_gc_write_barrier`], with `value` a value as above, and `obj`
+/// null or the object holding `slot`.
 #[no_mangle]
 #[inline(never)]
 #[link_section = "usurp_barrier"]
 pub unsafe extern "C" fn usurp_gc_write_barrier_value(obj: *mut u8, slot: *mut usize, value: usize) {
-    let _ = obj;
+    // Check and store are one step, as in `usurp_gc_write_barrier`.
+    if MARKING.load(Ordering::Relaxed) != 0 {
+        // SAFETY: the caller's guarantees, passed on.
+        return unsafe { barrier_value_slow(obj, slot, value) };
+    }
     // SAFETY: the caller guarantees slot is a valid, aligned, writable word
     // (Relaxed atomic store: a plain store on both ISAs, no data race).
+    unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
+}
+
+/// The value barrier's slow path: shade what the overwritten and the
+/// stored value decode to, then store; in the barrier's section and
+/// tail-called, like [`barrier_slow`].
+#[cold]
+#[inline(never)]
+#[link_section = "usurp_barrier"]
+unsafe extern "C" fn barrier_value_slow(obj: *mut u8, slot: *mut usize, value: usize) {
+    if SHADING.load(Ordering::Relaxed) {
+        // SAFETY: the barrier's caller guarantees slot is a valid word.
+        let old = unsafe { (*(slot as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let holder = if obj.is_null() { slot as usize } else { obj as usize };
+        crate::refcheck::shade_values(holder, old, value);
+    }
+    // SAFETY: as in `usurp_gc_write_barrier_value`.
     unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
 }
 
@@ -193,6 +220,8 @@ mod tests {
         let v = usurp_gc_write_barrier_value as *const () as usize;
         assert!(s <= v && v < e, "value barrier {v:#x} outside [{s:#x}, {e:#x})");
         assert!(crate::preempt_glue::is_unsafe_pc(v));
+        let vs = barrier_value_slow as *const () as usize;
+        assert!(s <= vs && vs < e, "value barrier's slow path {vs:#x} outside [{s:#x}, {e:#x})");
         // SAFETY: w is a valid local word.
         unsafe { usurp_gc_write_barrier_value(std::ptr::null_mut(), &mut w, 43) };
         assert_eq!(w, 43);

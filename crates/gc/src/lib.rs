@@ -227,9 +227,11 @@
 //! both, at the cost of one more shade per store while marking.
 //!
 //! Tagged-value stores go through [`usurp_gc_write_barrier_value`]
-//! ([`GcRef::set_value`]), beside it in the same section. Not yet
-//! concurrent-safe: it only stores, even while a heap marks (it does not
-//! shade the values it overwrites and stores).
+//! ([`GcRef::set_value`]), beside it in the same section: the same hybrid
+//! barrier with the same fast path; while a heap marks it decodes the
+//! overwritten and the stored value with the encoding of the object's heap
+//! (found from `obj` as the pointer barrier's slow path finds a heap) and
+//! shades the objects they name (immediates name none).
 //!
 //! ## Known pitfalls of conservative mark-sweep, and what this crate does
 //! 1. *Half-initialised objects*: the object-start bit is set (Release) only

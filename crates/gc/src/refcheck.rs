@@ -181,6 +181,35 @@ pub(crate) fn shade(addr: usize) {
     if addr == 0 {
         return;
     }
+    if let Some(e) = entry_of(addr) {
+        shade_in(e, addr);
+    }
+}
+
+/// The value barrier's shading (`usurp_gc_write_barrier_value`'s slow
+/// path): decode the overwritten value `old` and the stored value `new` of
+/// a value slot with the encoding of the heap holding `holder` (the
+/// barrier's `obj`, or the slot's own address when the caller passed no
+/// object) and [`shade`] the objects they name. An immediate, a null
+/// pointer, or a pointer-tagged word that decodes to no live object is
+/// ignored (the marker counts the latter as a bad value if it stays in a
+/// heap slot). A `holder` outside every heap (a value word the JIT keeps
+/// elsewhere) is decoded with the encoding of each heap that marks, and
+/// what falls into that heap is shaded. A heap that does not mark costs no
+/// decoding.
+#[inline(never)]
+pub(crate) fn shade_values(holder: usize, old: usize, new: usize) {
+    if let Some(e) = entry_of(holder) {
+        if !e.mark.marking.load(Ordering::Acquire) {
+            return;
+        }
+        for w in [old, new] {
+            if let Some(a) = e.encoding.decode(w) {
+                shade(a);
+            }
+        }
+        return;
+    }
     let used = USED.load(Ordering::Acquire);
     for s in &SLOTS[..used] {
         let e = s.load(Ordering::Acquire);
@@ -189,46 +218,76 @@ pub(crate) fn shade(addr: usize) {
         }
         // SAFETY: published entries are immutable and never freed.
         let e = unsafe { &*e };
-        let off = addr.wrapping_sub(e.lo);
-        if off >= e.hi - e.lo {
+        if !e.mark.marking.load(Ordering::Acquire) {
             continue;
         }
-        if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
-            return;
-        }
-        let b = off >> BLOCK_SHIFT;
-        // SAFETY: as in `is_object_start`.
-        let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
-        let v = kind.load(Ordering::Acquire);
-        let boff = off & (BLOCK_SIZE - 1);
-        let gen = e.gen.load(Ordering::Acquire);
-        let (slot, size, noscan) = match v as u8 {
-            KIND_SMALL => {
-                let (c, noscan) = split_span_class((v >> 8) as usize);
-                let slot = slot_index(c, boff);
-                if slot * CLASS_SIZES[c] != boff {
-                    return;
+        for w in [old, new] {
+            if let Some(a) = e.encoding.decode(w) {
+                if a.wrapping_sub(e.lo) < e.hi - e.lo {
+                    shade_in(e, a);
                 }
-                (slot, CLASS_SIZES[c], noscan)
-            }
-            KIND_LARGE_HEAD if boff == 0 => {
-                (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
-            }
-            _ => return,
-        };
-        // While a heap marks, every block is swept for `gen` and none is
-        // freed (sweeping waits for the next generation), so the kind read
-        // above stays the block's kind.
-        if !m.is_live(slot, gen) {
-            return;
-        }
-        if m.try_mark(((gen + 1) % 2) as usize, slot) {
-            e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
-            if !noscan {
-                e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
             }
         }
+    }
+}
+
+/// The entry whose reservation holds `addr`.
+#[inline]
+fn entry_of(addr: usize) -> Option<&'static Entry> {
+    let used = USED.load(Ordering::Acquire);
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        if addr.wrapping_sub(e.lo) < e.hi - e.lo {
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// [`shade`] for an `addr` inside `e`'s reservation (the caller checked
+/// the range).
+fn shade_in(e: &Entry, addr: usize) {
+    let off = addr - e.lo;
+    if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
         return;
+    }
+    let b = off >> BLOCK_SHIFT;
+    // SAFETY: off < hi - lo (the caller's range check): as in
+    // `is_object_start`.
+    let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+    let v = kind.load(Ordering::Acquire);
+    let boff = off & (BLOCK_SIZE - 1);
+    let gen = e.gen.load(Ordering::Acquire);
+    let (slot, size, noscan) = match v as u8 {
+        KIND_SMALL => {
+            let (c, noscan) = split_span_class((v >> 8) as usize);
+            let slot = slot_index(c, boff);
+            if slot * CLASS_SIZES[c] != boff {
+                return;
+            }
+            (slot, CLASS_SIZES[c], noscan)
+        }
+        KIND_LARGE_HEAD if boff == 0 => {
+            (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
+        }
+        _ => return,
+    };
+    // While a heap marks, every block is swept for `gen` and none is
+    // freed (sweeping waits for the next generation), so the kind read
+    // above stays the block's kind.
+    if !m.is_live(slot, gen) {
+        return;
+    }
+    if m.try_mark(((gen + 1) % 2) as usize, slot) {
+        e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
+        if !noscan {
+            e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
+        }
     }
 }
 
@@ -264,19 +323,7 @@ pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
 /// The value encoding of the heap whose reservation holds `addr`.
 #[inline]
 pub(crate) fn encoding_of(addr: usize) -> Option<crate::encoding::ValueEncoding> {
-    let used = USED.load(Ordering::Acquire);
-    for s in &SLOTS[..used] {
-        let e = s.load(Ordering::Acquire);
-        if e.is_null() {
-            continue;
-        }
-        // SAFETY: published entries are immutable and never freed.
-        let e = unsafe { &*e };
-        if addr.wrapping_sub(e.lo) < e.hi - e.lo {
-            return Some(e.encoding);
-        }
-    }
-    None
+    entry_of(addr).map(|e| e.encoding)
 }
 
 /// `mark::find_exact` on an entry's raw tables.
