@@ -16,8 +16,11 @@
 //! and a NaN-boxing encoding: chains end in immediates, items carry
 //! immediates or tagged pointers to fresh leaves that random stores
 //! overwrite. It loses nothing with the value barrier's shading, and loses
-//! a reachable object with the shading switched off. The two test
-//! functions take [`SERIAL`] (the switch is process-wide).
+//! a reachable object with the shading switched off. Beside it: the value
+//! barrier alone (what it shades and what it ignores), and a tagged pointer
+//! moved into an object allocated black (never scanned by the mark in
+//! progress), kept only by the value barrier. The test functions take
+//! [`SERIAL`] (the switch is process-wide).
 
 mod common;
 use common::*;
@@ -370,5 +373,46 @@ fn the_value_barrier_shades_what_old_and_new_values_decode_to_and_nothing_else()
         holder.set_value(1, imm(&enc, 0));
         h.debug_finish_marking();
         h.finish_sweep();
+    }
+}
+
+/// Black allocation and value slots: an object allocated during a mark is
+/// black and never scanned by it, so the tagged pointer copied into its
+/// value slot is kept only by the value barrier. A holder `h` (rooted,
+/// grey: not scanned yet) names `w` in a value slot; a new object `b`
+/// (black, rooted) gets a copy of that tagged value and `h`'s slot is
+/// overwritten with an immediate before the marker reaches `h`. `w` must
+/// survive; with the barrier's shading off it is lost (asserted).
+#[test]
+fn a_tagged_pointer_moved_into_a_black_object_survives_and_does_without_the_value_barrier() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for shading in [true, false] {
+        for enc in [ValueEncoding::low_bits(1, 1), ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])] {
+            let h: Heap = heap_with(HeapConfig { verify: false, value_encoding: enc, ..config(64 << 20) });
+            h.set_background_sweeping(false);
+            let _g = h.attach_thread().unwrap();
+            let w = vnode(7, imm(&enc, 0), imm(&enc, 0));
+            let holder = vnode(1, enc.encode(w.addr()), imm(&enc, 0));
+            let (rh, rb) = (h.add_root(Some(holder)), h.add_root(None));
+            let w = w.addr();
+            h.debug_begin_marking();
+            usurp_gc::barrier::set_barrier_shading_for_tests(shading);
+            let b = vnode(2, imm(&enc, 0), imm(&enc, 0));
+            assert!(h.debug_is_marked(b.addr()), "{enc:?}: allocated black");
+            rb.set(Some(b));
+            b.set_value(0, holder.value(0));
+            holder.set_value(0, imm(&enc, 1));
+            usurp_gc::barrier::set_barrier_shading_for_tests(true);
+            h.debug_finish_marking();
+            assert_eq!(enc.decode(b.value(0)), Some(w));
+            if shading {
+                let o = h.object_at(w).unwrap_or_else(|| panic!("{enc:?}: the object moved into a black one was lost"));
+                assert_eq!(o.word(2), 7);
+            } else {
+                assert!(h.object_at(w).is_none(), "{enc:?}: the control kept the object without the value barrier");
+            }
+            drop((rh, rb));
+            h.finish_sweep();
+        }
     }
 }
