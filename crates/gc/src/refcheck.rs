@@ -181,8 +181,54 @@ pub(crate) fn shade(addr: usize) {
     if addr == 0 {
         return;
     }
-    if let Some(e) = entry_of(addr) {
-        shade_in(e, addr);
+    let used = USED.load(Ordering::Acquire);
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        let off = addr.wrapping_sub(e.lo);
+        if off >= e.hi - e.lo {
+            continue;
+        }
+        if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
+            return;
+        }
+        let b = off >> BLOCK_SHIFT;
+        // SAFETY: as in `is_object_start`.
+        let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+        let v = kind.load(Ordering::Acquire);
+        let boff = off & (BLOCK_SIZE - 1);
+        let gen = e.gen.load(Ordering::Acquire);
+        let (slot, size, noscan) = match v as u8 {
+            KIND_SMALL => {
+                let (c, noscan) = split_span_class((v >> 8) as usize);
+                let slot = slot_index(c, boff);
+                if slot * CLASS_SIZES[c] != boff {
+                    return;
+                }
+                (slot, CLASS_SIZES[c], noscan)
+            }
+            KIND_LARGE_HEAD if boff == 0 => {
+                (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
+            }
+            _ => return,
+        };
+        // While a heap marks, every block is swept for `gen` and none is
+        // freed (sweeping waits for the next generation), so the kind read
+        // above stays the block's kind.
+        if !m.is_live(slot, gen) {
+            return;
+        }
+        if m.try_mark(((gen + 1) % 2) as usize, slot) {
+            e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
+            if !noscan {
+                e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
+            }
+        }
+        return;
     }
 }
 
@@ -190,27 +236,17 @@ pub(crate) fn shade(addr: usize) {
 /// path): decode the overwritten value `old` and the stored value `new` of
 /// a value slot with the encoding of the heap holding `holder` (the
 /// barrier's `obj`, or the slot's own address when the caller passed no
-/// object) and [`shade`] the objects they name. An immediate, a null
-/// pointer, or a pointer-tagged word that decodes to no live object is
-/// ignored (the marker counts the latter as a bad value if it stays in a
-/// heap slot). A `holder` outside every heap (a value word the JIT keeps
-/// elsewhere) is decoded with the encoding of each heap that marks, and
-/// what falls into that heap is shaded. A heap that does not mark costs no
-/// decoding.
+/// object), found in this table as [`shade`] finds a heap, and shade the
+/// objects they name. An immediate, a null pointer, or a pointer-tagged
+/// word that decodes to no live object is ignored (`shade` ignores it; the
+/// marker counts it as a bad value if it stays in a heap slot). A `holder`
+/// outside every heap (a value word the JIT keeps elsewhere) is decoded
+/// with the encoding of each heap that marks. A heap that does not mark
+/// costs no decoding.
 #[inline(never)]
 pub(crate) fn shade_values(holder: usize, old: usize, new: usize) {
-    if let Some(e) = entry_of(holder) {
-        if !e.mark.marking.load(Ordering::Acquire) {
-            return;
-        }
-        for w in [old, new] {
-            if let Some(a) = e.encoding.decode(w) {
-                shade(a);
-            }
-        }
-        return;
-    }
     let used = USED.load(Ordering::Acquire);
+    let mut found = false;
     for s in &SLOTS[..used] {
         let e = s.load(Ordering::Acquire);
         if e.is_null() {
@@ -218,75 +254,35 @@ pub(crate) fn shade_values(holder: usize, old: usize, new: usize) {
         }
         // SAFETY: published entries are immutable and never freed.
         let e = unsafe { &*e };
-        if !e.mark.marking.load(Ordering::Acquire) {
-            continue;
-        }
-        for w in [old, new] {
-            if let Some(a) = e.encoding.decode(w) {
-                if a.wrapping_sub(e.lo) < e.hi - e.lo {
-                    shade_in(e, a);
-                }
+        if holder.wrapping_sub(e.lo) < e.hi - e.lo {
+            found = true;
+            if e.mark.marking.load(Ordering::Acquire) {
+                shade_decoded(&e.encoding, old, new);
             }
+            break;
         }
     }
-}
-
-/// The entry whose reservation holds `addr`.
-#[inline]
-fn entry_of(addr: usize) -> Option<&'static Entry> {
-    let used = USED.load(Ordering::Acquire);
+    if found {
+        return;
+    }
     for s in &SLOTS[..used] {
         let e = s.load(Ordering::Acquire);
         if e.is_null() {
             continue;
         }
-        // SAFETY: published entries are immutable and never freed.
+        // SAFETY: as above.
         let e = unsafe { &*e };
-        if addr.wrapping_sub(e.lo) < e.hi - e.lo {
-            return Some(e);
+        if e.mark.marking.load(Ordering::Acquire) {
+            shade_decoded(&e.encoding, old, new);
         }
     }
-    None
 }
 
-/// [`shade`] for an `addr` inside `e`'s reservation (the caller checked
-/// the range).
-fn shade_in(e: &Entry, addr: usize) {
-    let off = addr - e.lo;
-    if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
-        return;
-    }
-    let b = off >> BLOCK_SHIFT;
-    // SAFETY: off < hi - lo (the caller's range check): as in
-    // `is_object_start`.
-    let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
-    let v = kind.load(Ordering::Acquire);
-    let boff = off & (BLOCK_SIZE - 1);
-    let gen = e.gen.load(Ordering::Acquire);
-    let (slot, size, noscan) = match v as u8 {
-        KIND_SMALL => {
-            let (c, noscan) = split_span_class((v >> 8) as usize);
-            let slot = slot_index(c, boff);
-            if slot * CLASS_SIZES[c] != boff {
-                return;
-            }
-            (slot, CLASS_SIZES[c], noscan)
-        }
-        KIND_LARGE_HEAD if boff == 0 => {
-            (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
-        }
-        _ => return,
-    };
-    // While a heap marks, every block is swept for `gen` and none is
-    // freed (sweeping waits for the next generation), so the kind read
-    // above stays the block's kind.
-    if !m.is_live(slot, gen) {
-        return;
-    }
-    if m.try_mark(((gen + 1) % 2) as usize, slot) {
-        e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
-        if !noscan {
-            e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
+/// [`shade`] what `old` and `new` decode to under `enc`.
+fn shade_decoded(enc: &crate::encoding::ValueEncoding, old: usize, new: usize) {
+    for w in [old, new] {
+        if let Some(a) = enc.decode(w) {
+            shade(a);
         }
     }
 }
@@ -323,7 +319,19 @@ pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
 /// The value encoding of the heap whose reservation holds `addr`.
 #[inline]
 pub(crate) fn encoding_of(addr: usize) -> Option<crate::encoding::ValueEncoding> {
-    entry_of(addr).map(|e| e.encoding)
+    let used = USED.load(Ordering::Acquire);
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        if addr.wrapping_sub(e.lo) < e.hi - e.lo {
+            return Some(e.encoding);
+        }
+    }
+    None
 }
 
 /// `mark::find_exact` on an entry's raw tables.
