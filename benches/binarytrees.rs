@@ -33,8 +33,36 @@ fn check(n: Gc<Node>) -> usize {
     }
 }
 
+// The same two functions as guest code a VM runs preemptibly (its
+// interpreter loop or JIT output): `-- 21 --preemptible`. A stop of the
+// world then takes a task off at its next instruction in these bodies
+// instead of waiting for its next allocation refill (a `check` of a large
+// tree allocates nothing: that wait is the time-to-safepoint of the default
+// run). Go's code is preemptible everywhere.
+usurp::preemptible! {
+    fn create_p(d: u32) -> Gc<Node> {
+        if d == 0 {
+            Gc::new(Node { left: Member::new(None), right: Member::new(None) })
+        } else {
+            let l = create_p(d - 1);
+            let r = create_p(d - 1);
+            Gc::new(Node { left: Member::new(Some(l)), right: Member::new(Some(r)) })
+        }
+    }
+
+    fn check_p(n: Gc<Node>) -> usize {
+        match (n.left.get(), n.right.get()) {
+            (Some(l), Some(r)) => 1 + check_p(l) + check_p(r),
+            _ => 1,
+        }
+    }
+}
+
 fn main() {
     let n: u32 = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(21);
+    let preemptible = std::env::args().any(|a| a == "--preemptible");
+    let (create, check): (fn(u32) -> Gc<Node>, fn(Gc<Node>) -> usize) =
+        if preemptible { (create_p, check_p) } else { (create, check) };
     let t0 = Instant::now();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let rt = Runtime::builder().workers(workers).stack_size(1 << 20).build().expect("runtime");

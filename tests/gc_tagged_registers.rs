@@ -5,7 +5,8 @@
 //! and scanned conservatively: a low-bit tagged word points inside the
 //! head's header word, a NaN-boxed one is decoded by the scan. Control: the
 //! same NaN-boxed word on a heap whose encoding does not decode it (untagged)
-//! loses the list, so the survival comes from the decoding.
+//! loses the list, so the survival comes from the decoding. The collections
+//! are concurrent (checked): the registers are scanned in the start stop.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,6 +121,11 @@ fn run(heap_enc: ValueEncoding, word_enc: ValueEncoding) -> (Option<usize>, u64,
         let sum = holder.join().unwrap();
         let st = rt.stats();
         assert_eq!(st.gc.bad_values + st.gc.bad_pointers, 0);
+        // Concurrent cycles: the preempted task's registers were scanned
+        // (NaN-boxed words decoded) in the start stop, then the world ran
+        // while the marker worked.
+        let last = st.gc.last.as_ref().expect("collections ran");
+        assert!(last.stops.len() >= 2, "not a concurrent cycle: stops {:?}", last.stops);
         let _ = tx.send((sum, st.preempt.accepted - before, st.gc.verify_failures));
     });
     rx.recv_timeout(Duration::from_secs(120)).expect("scenario hung or panicked (watchdog: 120 s)")

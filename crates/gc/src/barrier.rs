@@ -4,20 +4,86 @@
 //! [`usurp_gc_write_barrier`], which performs the store itself, so that "check
 //! the GC phase" and "store" are one piece of code in which asynchronous
 //! preemption is refused (pitfall 7: no safe point between the check and the
-//! store). While marking stops the world (this collector) the barrier has
-//! nothing to record; concurrent marking will add its slow path here.
+//! store).
+//!
+//! **Go's hybrid barrier** (Yuasa deletion + Dijkstra insertion): while any
+//! heap marks (`MARKING` is non-zero), the barrier shades both the value
+//! it overwrites and the value it stores (`refcheck::shade`: atomic mark,
+//! then the heap's grey list), then stores. Fast path (no heap marking):
+//! one load of `MARKING`, a predicted branch, the store. The deletion half
+//! is what keeps the snapshot taken at the start stop complete (an object
+//! reachable when marking started is marked even if the only heap reference
+//! to it is overwritten after a task loaded it into a register or a stack
+//! slot already scanned); the insertion half keeps a black object from
+//! gaining the only reference to a white one for stacks not scanned at the
+//! start (per-task stack scanning). Rejected: pure Dijkstra (needs every
+//! stack rescanned with the world stopped at the end), pure SATB/Yuasa
+//! (needs every stack scanned at the start; it would do for the current
+//! start stop, but not once stacks are scanned one task at a time). See the
+//! crate docs, "Concurrent marking".
 //!
 //! Tagged one-word values (issue 14) are stored through
-//! [`usurp_gc_write_barrier_value`], beside it in the same section; only its
-//! marking path (not yet: marking stops the world) will decode values.
+//! [`usurp_gc_write_barrier_value`], beside it in the same section, with the
+//! same fast path; its slow path decodes the old and the new value with the
+//! encoding of the object's heap before shading them (an immediate names
+//! nothing and is not shaded).
 //!
 //! The barrier's code lives in its own linker section `usurp_barrier`; the
 //! linker defines `__start_usurp_barrier` / `__stop_usurp_barrier` around it,
 //! and [`barrier_code_range`] registers those bounds with the preemption
 //! engine as an unsafe (non-restartable) range when the first heap is created.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
+
+/// Number of heaps marking concurrently right now: the barrier's flag (one
+/// load on the fast path). Changed only by a collector with its world
+/// stopped (start and termination stops), so a mutator running between
+/// them sees the value of the last stop (the stop/start handshake orders
+/// it).
+pub(crate) static MARKING: AtomicUsize = AtomicUsize::new(0);
+
+/// Test-only switch (negative control of the barrier): when false, the
+/// slow paths (pointer and value barrier) shade nothing (the store still
+/// happens).
+static SHADING: AtomicBool = AtomicBool::new(true);
+
+/// Test-only: turn the barrier's shading off (`false`) or on again (the
+/// default), to show a test loses an object without it. Process-wide.
+#[doc(hidden)]
+pub fn set_barrier_shading_for_tests(on: bool) {
+    SHADING.store(on, Ordering::SeqCst);
+}
+
+/// Test-only switch: when false, [`register_barrier_range`] does not
+/// register the barrier as an unsafe range (the negative control of the
+/// check-then-store rule). Must be set before the first heap is created.
+static REGISTER_RANGE: AtomicBool = AtomicBool::new(true);
+
+/// Test-only: do not register the barrier's code as an unsafe range
+/// (`false`); must be called before the first heap of the process is
+/// created. Process-wide: only for a test binary of its own.
+#[doc(hidden)]
+pub fn set_barrier_range_registration_for_tests(on: bool) {
+    REGISTER_RANGE.store(on, Ordering::SeqCst);
+}
+
+/// The slow path: shade the overwritten value and the new one, then store.
+/// In the barrier's section too (the store stays inside the unsafe range);
+/// the fast path tail-calls it, so that it needs no frame of its own.
+#[cold]
+#[inline(never)]
+#[link_section = "usurp_barrier"]
+unsafe extern "C" fn barrier_slow(slot: *mut usize, value: usize) {
+    if SHADING.load(Ordering::Relaxed) {
+        // SAFETY: the barrier's caller guarantees slot is a valid word.
+        let old = unsafe { (*(slot as *const AtomicUsize)).load(Ordering::Relaxed) };
+        crate::refcheck::shade(old);
+        crate::refcheck::shade(value);
+    }
+    // SAFETY: as in `usurp_gc_write_barrier`.
+    unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
+}
 
 /// Store `value` into `*slot`, a GC-pointer slot of object `obj` (which may
 /// be null when the caller does not know it).
@@ -35,6 +101,13 @@ use std::sync::Once;
 #[link_section = "usurp_barrier"]
 pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, value: usize) {
     let _ = obj;
+    // Check and store are one step: this code (and the slow path's) is an
+    // unsafe range, so no safe point lies between the load of MARKING and
+    // the store.
+    if MARKING.load(Ordering::Relaxed) != 0 {
+        // SAFETY: the caller's guarantees, passed on.
+        return unsafe { barrier_slow(slot, value) };
+    }
     // SAFETY: the caller guarantees slot is a valid, aligned, writable word.
     // An atomic (Relaxed, a plain store on both ISAs) so that racing readers
     // on other threads are not a data race.
@@ -47,21 +120,45 @@ pub unsafe extern "C" fn usurp_gc_write_barrier(obj: *mut u8, slot: *mut usize, 
 /// with the heap's [`ValueEncoding`](crate::ValueEncoding) (an immediate, a
 /// null pointer, or a tagged pointer to a live object).
 ///
-/// Today marking stops the world, so this only stores, like
-/// [`usurp_gc_write_barrier`]. When marking runs concurrently, its marking
-/// path must decode the old value of `*slot` and `value` with the heap's
-/// encoding and shade the objects they point to (immediates decode to
-/// nothing); the fast path (not marking) must stay decode-free.
+/// The same hybrid barrier as [`usurp_gc_write_barrier`], on tagged
+/// values: fast path (no heap marking) one load of `MARKING`, a branch, the
+/// store, no decoding; while a heap marks, the slow path decodes the value
+/// overwritten and the value stored with the encoding of `obj`'s heap (of
+/// `slot`'s when `obj` is null) and shades the objects they name
+/// (`refcheck::shade_values`; an immediate, a null pointer or a word that
+/// decodes to no object is ignored), then stores.
 ///
 /// # Safety
-/// As [`usurp_gc_write_barrier`], with `value` a value as above.
+/// As [`usurp_gc_write_barrier`], with `value` a value as above, and `obj`
+/// null or the object holding `slot`.
 #[no_mangle]
 #[inline(never)]
 #[link_section = "usurp_barrier"]
 pub unsafe extern "C" fn usurp_gc_write_barrier_value(obj: *mut u8, slot: *mut usize, value: usize) {
-    let _ = obj;
+    // Check and store are one step, as in `usurp_gc_write_barrier`.
+    if MARKING.load(Ordering::Relaxed) != 0 {
+        // SAFETY: the caller's guarantees, passed on.
+        return unsafe { barrier_value_slow(obj, slot, value) };
+    }
     // SAFETY: the caller guarantees slot is a valid, aligned, writable word
     // (Relaxed atomic store: a plain store on both ISAs, no data race).
+    unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
+}
+
+/// The value barrier's slow path: shade what the overwritten and the
+/// stored value decode to, then store; in the barrier's section and
+/// tail-called, like [`barrier_slow`].
+#[cold]
+#[inline(never)]
+#[link_section = "usurp_barrier"]
+unsafe extern "C" fn barrier_value_slow(obj: *mut u8, slot: *mut usize, value: usize) {
+    if SHADING.load(Ordering::Relaxed) {
+        // SAFETY: the barrier's caller guarantees slot is a valid word.
+        let old = unsafe { (*(slot as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let holder = if obj.is_null() { slot as usize } else { obj as usize };
+        crate::refcheck::shade_values(holder, old, value);
+    }
+    // SAFETY: as in `usurp_gc_write_barrier_value`.
     unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }
 }
 
@@ -94,6 +191,9 @@ pub fn barrier_code_range() -> (usize, usize) {
 pub fn register_barrier_range() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        if !REGISTER_RANGE.load(Ordering::SeqCst) {
+            return;
+        }
         let (s, e) = barrier_code_range();
         crate::preempt_glue::register_unsafe_range(s, e, false);
     });
@@ -120,6 +220,8 @@ mod tests {
         let v = usurp_gc_write_barrier_value as *const () as usize;
         assert!(s <= v && v < e, "value barrier {v:#x} outside [{s:#x}, {e:#x})");
         assert!(crate::preempt_glue::is_unsafe_pc(v));
+        let vs = barrier_value_slow as *const () as usize;
+        assert!(s <= vs && vs < e, "value barrier's slow path {vs:#x} outside [{s:#x}, {e:#x})");
         // SAFETY: w is a valid local word.
         unsafe { usurp_gc_write_barrier_value(std::ptr::null_mut(), &mut w, 43) };
         assert_eq!(w, 43);

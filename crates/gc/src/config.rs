@@ -40,6 +40,11 @@ pub struct HeapConfig {
     /// A problem found while reading `USURP_GOGC` / `USURP_DEBUG` in
     /// `default()`; [`validate`](HeapConfig::validate) reports it.
     pub env_error: Option<String>,
+    /// Test and benchmark support: mark with the world stopped for the whole
+    /// mark (the collector before concurrent marking), as a negative control
+    /// and a baseline. Default false (mostly-concurrent marking).
+    #[doc(hidden)]
+    pub stw_marking: bool,
 }
 
 /// An invalid [`HeapConfig`].
@@ -114,6 +119,7 @@ impl HeapConfig {
             check_refs: dbg.checkrefs,
             value_encoding: ValueEncoding::untagged(),
             env_error: env_error.or_else(|| dbg.error.clone()),
+            stw_marking: false,
         }
     }
 }

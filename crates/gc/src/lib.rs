@@ -49,7 +49,7 @@
 //! [`mark`] for the exact rule; with a NaN-boxing [`ValueEncoding`] a word
 //! outside the heap that carries a pointer tag is decoded first, so a
 //! NaN-boxed pointer keeps its object too; a low-bit tagged pointer points
-//! inside its object anyway) in every pause:
+//! inside its object anyway) in every cycle's start stop:
 //! * the collecting thread's stack from its spilled registers up;
 //! * every range the [`World`] reports. With `usurp-sched`'s world that is:
 //!   the stacks (and saved or spilled registers) of every task that is not
@@ -93,17 +93,60 @@
 //! limit) so such an access is reported with the object's address and
 //! descriptor name. Details: `refcheck.rs`.
 //!
-//! ## Collection
-//! `stop the world` → scan roots → parallel transitive marking on
-//! `World::run_parallel` → clear weak references to unmarked objects → queue
-//! unreachable finalizable objects and mark from them → sweep the side
-//! sweep start (take every mutator's cached blocks away, publish the new mark
-//! generation) → `start the world` → (gcverify: stop the world again, verify
-//! the heap, start it: a stop of its own, reported apart from the pause
-//! figures). The scheduler implements [`World`]; this crate does not depend
-//! on it. The collecting thread spills its registers and scans its own
-//! stack. Marking still stops the world for the whole mark, so a pause grows
-//! with the live heap (issue 9: concurrent marking is not done yet).
+//! ## Collection (mostly-concurrent marking)
+//! 1. *Sweep termination*, world running: every block swept for the last
+//!    mark.
+//! 2. *Start stop*: `stop the world` → barrier on (`barrier::MARKING`
+//!    and the heap's flag) and black allocation on (every mutator's cached
+//!    blocks given back, so the blocks taken from now on allocate black) →
+//!    scan the roots: the collecting thread's stack and spilled registers,
+//!    every range the [`World`] reports (all task stacks and registers:
+//!    the first cut, one stop scans them all), precise roots, root
+//!    scanners, finalizer closures → `start the world`.
+//! 3. *Concurrent mark*, world running: the collector marks, with
+//!    `mark_workers - 1` scoped marker threads of the heap (default: half
+//!    the World's parallelism; they are no mutators and the World does not
+//!    stop them), draining the grey set and what the barrier shades
+//!    meanwhile. Who is the collector: cycles the pacer asks for run on the
+//!    heap's **background collector** thread (`usurp-gc`, started at the
+//!    first request; it is no mutator and its stack is not scanned) when the
+//!    World allows it ([`World::background_collection`]: the scheduler's
+//!    World and [`ThreadWorld`]), so that no task's worker is taken by a
+//!    mark and the allocating task goes on at once; explicit
+//!    [`Heap::collect`] calls, collections at the heap limit, and every
+//!    cycle of other Worlds run on the calling thread, which marks inside
+//!    [`World::blocking`] (it counts as stopped meanwhile).
+//! 4. *Termination stop*: `stop the world` → drain what the barrier shaded
+//!    since (the heap's grey list; every mutator pushes there directly, so
+//!    there are no per-mutator buffers to flush); if more than
+//!    `TERMINATION_BUDGET` objects remain to scan, `start the world`, mark
+//!    concurrently again and retry (as Go does; the 4th attempt drains
+//!    everything) → clear weak references to unmarked objects → queue
+//!    unreachable finalizable objects and mark from them → barrier and
+//!    black allocation off → sweep start (take every mutator's cached blocks
+//!    away, publish the new mark generation) → `start the world`.
+//! 5. Lazy sweeping (below); gcverify: stop the world again, verify the
+//!    heap, start it (a stop of its own, reported apart from the pause
+//!    figures).
+//!
+//! **Why this is complete.** Hybrid barrier (below) + every root scanned in
+//! the start stop + black allocation: an object reachable at the start stop
+//! is marked (snapshot at the beginning: every heap pointer deleted during
+//! the mark is shaded, every root container was scanned at the start), and
+//! an object allocated during the mark is black; nothing else can become
+//! reachable, except through a weak reference or an address turned back
+//! into a handle ([`WeakRef::get`], [`Heap::object_at`],
+//! [`Heap::find_object`]), which shade what they hand out. Root slots
+//! ([`Root::set`], [`Heap::add_root`]) shade like the barrier. A stack needs
+//! no rescan: it was scanned in the start stop, and what a task loads from
+//! the heap afterwards was reachable at the start (or is new).
+//! `HeapConfig::stw_marking` (hidden) keeps the old collector (the whole
+//! mark in one stop, parallel on `World::run_parallel`) for controls and
+//! baselines. The scheduler implements [`World`]; this crate does not
+//! depend on it. The collecting thread spills its registers and scans its
+//! own stack. Test: `tests/incremental_marking.rs` (a mark driven step by
+//! step with random mutations between steps; its control with the
+//! barrier's shading off loses objects).
 //!
 //! **Lazy sweeping** (no sweep in the pause). Mark bits are double-buffered:
 //! cycle `n` marks into buffer `n % 2`, and `Space::gen` (the last completed
@@ -147,8 +190,13 @@
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
 //! (per-class cached block, free bits in a word) — no lock or atomic
 //! read-modify-write on the fast path, which runs in a no-preemption section.
-//! A collection starts when the heap (live after the last mark plus memory
-//! handed out since) reaches `live * (1 + GOGC/100)`; at the hard limit a full
+//! The goal is `live * (1 + GOGC/100)`, the heap being live after the last
+//! mark (marked and shaded bytes; objects allocated black during it are not
+//! counted, most being garbage by then) plus memory handed out since. A
+//! concurrent cycle starts when the heap has used three quarters of the
+//! growth allowance (`goal - live`); allocation during the mark has the last
+//! quarter, and an allocation that reaches the goal while the mark runs
+//! waits for the cycle to end (no mark assists yet); at the hard limit a full
 //! collection runs and, if still nothing fits, [`try_alloc`] fails and
 //! [`alloc`] panics ("usurp heap limit of N MiB exhausted ..."). Exhaustion
 //! is reported only after a full collection that the failing allocation
@@ -157,9 +205,33 @@
 //!
 //! ## Barrier
 //! Pointer stores into heap objects go through [`usurp_gc_write_barrier`]
-//! (typed: [`Member::set`], [`GcRef::set_ptr`]); tagged-value stores through
-//! [`usurp_gc_write_barrier_value`] ([`GcRef::set_value`]). Marking stops the world, so
-//! it only stores; its code is an unsafe range for the preemption engine.
+//! (typed: [`Member::set`], [`GcRef::set_ptr`]): **Go's hybrid barrier**
+//! (proposal 17503): while a heap marks, shade the value overwritten
+//! (Yuasa deletion barrier) and the value stored (Dijkstra insertion
+//! barrier), then store. Fast path: one load of a global flag, a branch,
+//! the store (measured within noise of the plain out-of-line store it
+//! replaced, `benches/refs.rs`). Slow path: shade = atomic mark in the
+//! cycle's mark buffer + push on the heap's grey list (a short mutex; no
+//! per-mutator buffer: shading is rare in practice, most stores write new,
+//! already black objects). The check and the store, slow path included,
+//! are in the `usurp_barrier` section, registered as an unsafe range with
+//! the preemption engine: no safe point between them (pitfall 7).
+//! Rejected: *pure Dijkstra* (shade the new value only) keeps a black
+//! object from gaining a white one but not a stack: every stack must be
+//! rescanned with the world stopped at the end (the pause grows with the
+//! stacks, and rescans repeat while tasks run); *pure SATB/Yuasa* (shade
+//! the old value only) needs every stack scanned at the start, which the
+//! current start stop does, but not once stacks are scanned one task at a
+//! time (issue 9 item 2), when a task whose stack is not scanned yet may
+//! store a pointer it alone holds into a black object; the hybrid covers
+//! both, at the cost of one more shade per store while marking.
+//!
+//! Tagged-value stores go through [`usurp_gc_write_barrier_value`]
+//! ([`GcRef::set_value`]), beside it in the same section: the same hybrid
+//! barrier with the same fast path; while a heap marks it decodes the
+//! overwritten and the stored value with the encoding of the object's heap
+//! (found from `obj` as the pointer barrier's slow path finds a heap) and
+//! shades the objects they name (immediates name none).
 //!
 //! ## Known pitfalls of conservative mark-sweep, and what this crate does
 //! 1. *Half-initialised objects*: the object-start bit is set (Release) only
@@ -184,10 +256,15 @@
 //! 4. *Registers*: the collector spills its own callee-saved registers
 //!    (`arch::with_registers_spilled`) and scans its stack from there; the
 //!    World reports other tasks' saved/spilled register areas.
-//! 5. *Stacks without barriers*, 6. *allocate-black*, 7. *check-then-store*:
-//!    marking stops the world (nothing runs while it marks); the barrier
-//!    performs the store itself inside a registered unsafe range, ready for
-//!    concurrent marking.
+//! 5. *Stacks without barriers*: the hybrid barrier's deletion half, with
+//!    every stack scanned in the start stop: no stack rescan.
+//! 6. *Allocate black*: a block taken during a mark carries the cycle's
+//!    mark buffer and each new object's mark bit is set (an atomic RMW:
+//!    markers set bits of the same words) before its start bit is
+//!    published; the allocation fast path outside a mark only tests a null
+//!    pointer in the cache it already reads.
+//! 7. *Check-then-store*: the barrier performs the store itself inside a
+//!    registered unsafe range (see "Barrier").
 //! 8. *False retention*: not mitigated beyond exact interior checks (no
 //!    blacklisting yet); a stray word retains at most what it reaches.
 //! 9. *Moving*: nothing moves.
@@ -224,8 +301,8 @@
 //! * **Only threads the World stops touch objects.** The safe accessors
 //!   (`GcRef::word`/`ptr`/`set_ptr`/..., `Gc<T>` deref, `Member::set`,
 //!   `RootedVec::push`/`set`) panic on a thread without a mutator (a plain
-//!   thread, a `blocking` closure): marking runs with the world stopped and
-//!   no barrier, so a pointer moved by an unstopped thread could hide a
+//!   thread, a `blocking` closure): such a thread is not stopped for the
+//!   start and termination stops nor scanned, so a pointer it moved could hide a
 //!   reachable object, and an object could be freed between its check and
 //!   its use. Code run by the collector in its pause (root scanners) may
 //!   read objects. The `*_unchecked` accessors and the `extern "C"` barrier
@@ -240,7 +317,8 @@
 //!
 //! ## Observability
 //! `USURP_DEBUG=gctrace=1` prints one line per cycle: the pause and its parts
-//! (time-to-safepoint + root scan + mark with termination + sweep), who held
+//! (time-to-safepoint + root scan + mark in the stops + sweep start), each
+//! stop apart (start, termination) and the concurrent mark time, who held
 //! the stop up when it waited noticeably ([`World::last_stop_holdup`]), and
 //! with gcverify the verifier's own stop apart; [`CycleStats`] and [`GcStats`]
 //! hold the same figures (`GcStats::pauses` and `total_pause` exclude the
@@ -282,7 +360,7 @@ pub use descriptor::{ArrayDescriptorBuilder, Descriptor, DescriptorBuilder, Desc
 pub use encoding::ValueEncoding;
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
-pub use heap::fail_next_marking_job;
+pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::set_alloc_checkpoint_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};

@@ -483,6 +483,18 @@ impl<'a> Marker<'a> {
         }
     }
 
+    /// Scan at most `budget` objects; returns whether the local stack is
+    /// empty (the termination stop's bounded drain, and the step API).
+    pub fn drain_budget(&mut self, budget: usize) -> bool {
+        for _ in 0..budget {
+            match self.next() {
+                Some((o, h)) => self.scan_object(o, h),
+                None => return true,
+            }
+        }
+        self.stack.is_empty()
+    }
+
     /// Take part in the parallel closure over `pool` until it terminates.
     pub fn drain_shared(&mut self, pool: &WorkPool) {
         loop {

@@ -117,10 +117,24 @@ struct ClassCache {
     free: u64,
     nwords: usize,
     last_mask: u64,
+    /// Allocate black: while the heap marks concurrently, the mark buffer
+    /// of the cycle in progress (its words are set with an atomic RMW, as
+    /// markers set them); null otherwise. Set when the block is taken: the
+    /// start and termination stops flush every cache, so a cache taken
+    /// during marking never outlives it and one taken outside never sees it.
+    black: *const std::sync::atomic::AtomicU64,
 }
 
 impl ClassCache {
-    const EMPTY: ClassCache = ClassCache { meta: std::ptr::null(), base: 0, word: 0, free: 0, nwords: 0, last_mask: 0 };
+    const EMPTY: ClassCache = ClassCache {
+        meta: std::ptr::null(),
+        base: 0,
+        word: 0,
+        free: 0,
+        nwords: 0,
+        last_mask: 0,
+        black: std::ptr::null(),
+    };
 
     /// Move to the next bitmap word with a free slot; false if the block is used up.
     #[inline]
@@ -308,6 +322,13 @@ impl Mutator {
         // SAFETY: the slot is free (its start bit is clear) in a block this
         // mutator owns; nobody else allocates there.
         unsafe { init_object(addr, desc, bytes, len) };
+        if !c.black.is_null() {
+            // Allocate black (concurrent marking): the mark bit before the
+            // object-start bit, so whoever sees the object sees it marked.
+            // An atomic RMW: markers and the barrier set bits of this word.
+            // SAFETY: black points at the owned block's current mark buffer.
+            unsafe { (*c.black.add(c.word)).fetch_or(1 << bit, Ordering::Relaxed) };
+        }
         // SAFETY: meta is the owned block's metadata.
         let w = unsafe { &(*c.meta).alloc[c.word] };
         // Publish after the header (Release): pitfall 1.
@@ -399,7 +420,8 @@ impl Mutator {
                 heap.allocated.fetch_add(nfree * size, Ordering::Relaxed);
                 let a = m.alloc[0].load(Ordering::Relaxed);
                 let free = !a & if nwords == 1 { last_mask } else { !0 };
-                *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask };
+                let black = heap.black_buffer(m);
+                *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask, black };
                 if c.free != 0 || c.advance() {
                     return Ok(());
                 }
@@ -434,6 +456,7 @@ impl Mutator {
                 free: if nwords == 1 { last_mask } else { !0 },
                 nwords,
                 last_mask,
+                black: heap.black_buffer(m),
             };
             return Ok(());
         }
@@ -453,8 +476,9 @@ impl Mutator {
         }
     }
 
-    /// Give every cached block back (thread detaching). Called with the
-    /// heap's collection lock held.
+    /// Give every cached block back (thread detaching; a concurrent mark's
+    /// start stop, so that blocks are taken again with black allocation).
+    /// Called with the heap's collection lock held.
     pub(crate) fn release_all(&mut self) {
         for (sc, c) in self.caches.iter_mut().enumerate() {
             if c.meta.is_null() {
@@ -464,7 +488,14 @@ impl Mutator {
             let m = unsafe { &*c.meta };
             let b = self.heap.space.block_index(c.base);
             m.owned.store(false, Ordering::Release);
-            if m.alloc_bits()[..slots_of(split_span_class(sc).0)].not_all() {
+            let class = split_span_class(sc).0;
+            let free = slots_of(class) - m.alloc_bits()[..slots_of(class)].count_ones();
+            // Its free slots were counted as handed out when the block was
+            // taken: they are not (whoever takes it next counts them).
+            let _ = self.heap.allocated.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
+                Some(a.saturating_sub(free * CLASS_SIZES[class]))
+            });
+            if free > 0 {
                 self.heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).push(b as u32);
             }
             *c = ClassCache::EMPTY;

@@ -91,6 +91,29 @@ struct Entry {
     gen: AtomicU64,
     /// The heap's value encoding (for `GcRef::value_ref` / `set_value`).
     encoding: crate::encoding::ValueEncoding,
+    /// The heap's marking state as the write barrier sees it (see
+    /// [`MarkShared`]); in the leaked entry for the same reason.
+    mark: MarkShared,
+}
+
+/// What the write barrier (and the other shading paths: `Root::set`,
+/// `WeakRef::get`, `Heap::add_root`, `object_at`) needs of a heap while it
+/// marks concurrently: whether it marks, and where shaded objects go.
+pub(crate) struct MarkShared {
+    /// The heap is marking (from its start stop to its termination stop):
+    /// shade. Written only by the collector with the world stopped, under
+    /// the collection lock; read by any mutator (the stop and start of the
+    /// world order the accesses).
+    pub marking: std::sync::atomic::AtomicBool,
+    /// Objects shaded (marked) by mutators that still need scanning: the
+    /// grey objects the barrier found. Pushed by any mutator (in the
+    /// barrier's slow path, never across a safe point), taken by the
+    /// collector's markers.
+    pub grey: std::sync::Mutex<Vec<usize>>,
+    /// Bytes of the objects the mutators shaded in the cycle in progress
+    /// (they count as live). Added by shaders, reset by the collector in the
+    /// start stop.
+    pub shaded_bytes: AtomicUsize,
 }
 
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
@@ -104,6 +127,8 @@ pub struct Registration {
     slot: usize,
     /// The entry's mark generation (`Space::gen`).
     pub(crate) gen: &'static AtomicU64,
+    /// The entry's marking state (`Space::mark`).
+    pub(crate) mark: &'static MarkShared,
 }
 
 impl Drop for Registration {
@@ -129,13 +154,137 @@ pub(crate) fn register(
             "more than {MAX_HEAPS} usurp heaps alive at once (the handle-check table is full)"
         )));
     };
-    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding }));
+    let mark = MarkShared {
+        marking: std::sync::atomic::AtomicBool::new(false),
+        grey: std::sync::Mutex::new(Vec::new()),
+        shaded_bytes: AtomicUsize::new(0),
+    };
+    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding, mark }));
     SLOTS[slot].store(e, Ordering::Release);
     if slot >= USED.load(Ordering::Relaxed) {
         USED.store(slot + 1, Ordering::Release);
     }
     // SAFETY: the entry is leaked (never freed).
-    Ok(Registration { slot, gen: unsafe { &(*e).gen } })
+    Ok(Registration { slot, gen: unsafe { &(*e).gen }, mark: unsafe { &(*e).mark } })
+}
+
+/// Shade `addr` (the write barrier's slow path and the other shading paths,
+/// see [`MarkShared`]): if it is a live object of a heap that is marking
+/// and the mark in progress has not marked it yet, mark it (an atomic RMW on
+/// the mark word: markers and allocation set bits of the same words) and
+/// queue it for scanning unless it is pointer-free. Anything else (0, a
+/// word outside every heap, a heap not marking) is ignored. Never blocks on
+/// anything but the heap's grey list (held for a push or a take, never
+/// across a safe point).
+#[inline(never)]
+pub(crate) fn shade(addr: usize) {
+    if addr == 0 {
+        return;
+    }
+    let used = USED.load(Ordering::Acquire);
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        let off = addr.wrapping_sub(e.lo);
+        if off >= e.hi - e.lo {
+            continue;
+        }
+        if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
+            return;
+        }
+        let b = off >> BLOCK_SHIFT;
+        // SAFETY: as in `is_object_start`.
+        let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+        let v = kind.load(Ordering::Acquire);
+        let boff = off & (BLOCK_SIZE - 1);
+        let gen = e.gen.load(Ordering::Acquire);
+        let (slot, size, noscan) = match v as u8 {
+            KIND_SMALL => {
+                let (c, noscan) = split_span_class((v >> 8) as usize);
+                let slot = slot_index(c, boff);
+                if slot * CLASS_SIZES[c] != boff {
+                    return;
+                }
+                (slot, CLASS_SIZES[c], noscan)
+            }
+            KIND_LARGE_HEAD if boff == 0 => {
+                (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
+            }
+            _ => return,
+        };
+        // While a heap marks, every block is swept for `gen` and none is
+        // freed (sweeping waits for the next generation), so the kind read
+        // above stays the block's kind.
+        if !m.is_live(slot, gen) {
+            return;
+        }
+        if m.try_mark(((gen + 1) % 2) as usize, slot) {
+            e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
+            if !noscan {
+                e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
+            }
+        }
+        return;
+    }
+}
+
+/// The value barrier's shading (`usurp_gc_write_barrier_value`'s slow
+/// path): decode the overwritten value `old` and the stored value `new` of
+/// a value slot with the encoding of the heap holding `holder` (the
+/// barrier's `obj`, or the slot's own address when the caller passed no
+/// object), found in this table as [`shade`] finds a heap, and shade the
+/// objects they name. An immediate, a null pointer, or a pointer-tagged
+/// word that decodes to no live object is ignored (`shade` ignores it; the
+/// marker counts it as a bad value if it stays in a heap slot). A `holder`
+/// outside every heap (a value word the JIT keeps elsewhere) is decoded
+/// with the encoding of each heap that marks. A heap that does not mark
+/// costs no decoding.
+#[inline(never)]
+pub(crate) fn shade_values(holder: usize, old: usize, new: usize) {
+    let used = USED.load(Ordering::Acquire);
+    let mut found = false;
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: published entries are immutable and never freed.
+        let e = unsafe { &*e };
+        if holder.wrapping_sub(e.lo) < e.hi - e.lo {
+            found = true;
+            if e.mark.marking.load(Ordering::Acquire) {
+                shade_decoded(&e.encoding, old, new);
+            }
+            break;
+        }
+    }
+    if found {
+        return;
+    }
+    for s in &SLOTS[..used] {
+        let e = s.load(Ordering::Acquire);
+        if e.is_null() {
+            continue;
+        }
+        // SAFETY: as above.
+        let e = unsafe { &*e };
+        if e.mark.marking.load(Ordering::Acquire) {
+            shade_decoded(&e.encoding, old, new);
+        }
+    }
+}
+
+/// [`shade`] what `old` and `new` decode to under `enc`.
+fn shade_decoded(enc: &crate::encoding::ValueEncoding, old: usize, new: usize) {
+    for w in [old, new] {
+        if let Some(a) = enc.decode(w) {
+            shade(a);
+        }
+    }
 }
 
 /// Why a handle failed the check.

@@ -63,9 +63,18 @@ impl Root {
     pub fn get_as<T: GcType>(&self) -> Option<Gc<T>> {
         self.get().and_then(Gc::from_ref)
     }
-    /// Root another object (or none).
+    /// Root another object (or none). While a heap marks concurrently, the
+    /// object it rooted and the new one are shaded, as the write barrier
+    /// does for heap slots. Out of line: runtime code, never preempted
+    /// between the check and the store.
+    #[inline(never)]
     pub fn set(&self, v: Option<GcRef>) {
-        self.slot.store(v.map_or(0, |r| r.addr()), Ordering::Release);
+        let new = v.map_or(0, |r| r.addr());
+        let old = self.slot.swap(new, Ordering::AcqRel);
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::refcheck::shade(old);
+            crate::refcheck::shade(new);
+        }
     }
 }
 
@@ -86,9 +95,18 @@ impl WeakRef {
         WeakRef { slot }
     }
     /// The target, if still alive. The returned handle keeps it alive while it
-    /// is on a scanned stack or in a root.
+    /// is on a scanned stack or in a root. While its heap marks concurrently
+    /// the target is shaded first (as Go does for weak pointers): otherwise
+    /// a task could take an object the mark has not reached, keep it only on
+    /// a stack already scanned, and the termination would clear the weak
+    /// reference and free the object under it.
+    #[inline(never)]
     pub fn get(&self) -> Option<GcRef> {
-        GcRef::from_heap_addr(self.slot.load(Ordering::Acquire))
+        let a = self.slot.load(Ordering::Acquire);
+        if a != 0 && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::refcheck::shade(a);
+        }
+        GcRef::from_heap_addr(a)
     }
 }
 

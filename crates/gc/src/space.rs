@@ -43,6 +43,9 @@ pub struct Space {
     /// The heap's value encoding (`HeapConfig::value_encoding`), fixed at
     /// creation; markers copy it into locals.
     pub encoding: crate::encoding::ValueEncoding,
+    /// The marking state the write barrier reads (lives in the handle-check
+    /// table's entry, see `refcheck::MarkShared`).
+    pub(crate) mark: &'static crate::refcheck::MarkShared,
 }
 
 /// Test-only switch (negative control of the lazy-sweep lookup rule): when
@@ -110,9 +113,11 @@ impl Space {
         let hi = lo + nblocks * BLOCK_SIZE;
         let _registration = crate::refcheck::register(lo, hi, kinds, meta, encoding)?;
         let gen = _registration.gen;
+        let mark = _registration.mark;
         Ok(Space {
             gen,
             encoding,
+            mark,
             _registration,
             _heap_map: heap_map,
             _meta_map: meta_map,

@@ -23,18 +23,26 @@ pub struct CycleStats {
     /// Who held the stop up, when it waited noticeably
     /// ([`World::last_stop_holdup`](crate::World::last_stop_holdup)).
     pub ttsp_holdup: Option<String>,
-    /// The cycle's stop, from the stop request until the world restarted:
-    /// `time_to_safepoint + root_scan + mark + sweep` plus the restart (and
-    /// an allocation retried in the pause). The verifier's own stop is not
-    /// included (see `verify_pause`).
+    /// The cycle's stops together (the sum of `stops`), each from its stop
+    /// request until the world restarted: `time_to_safepoint + root_scan +
+    /// mark + sweep` plus the restarts (and an allocation retried in the
+    /// pause). The verifier's own stop is not included (see `verify_pause`).
     pub pause: Duration,
+    /// Each stop of the cycle, in order: the start stop, then the
+    /// termination stops (more than one when a termination found much left
+    /// to mark and let the world run again). With `stw_marking`, one stop.
+    pub stops: Vec<Duration>,
     /// Scanning the roots (conservative ranges, precise roots, root
-    /// scanners, finalizer closures), world stopped.
+    /// scanners, finalizer closures), in the start stop.
     pub root_scan: Duration,
-    /// Transitive marking and mark termination (weak references cleared,
-    /// unreachable finalizable objects queued and marked from), world stopped.
+    /// Marking in the stops: the termination stops' draining of what the
+    /// barrier shaded, weak references cleared, unreachable finalizable
+    /// objects queued and marked from (with `stw_marking`: the whole mark).
     pub mark: Duration,
-    /// Sweep start, world stopped: taking the mutators' cached blocks away
+    /// Marking with the world running (between the start stop and the
+    /// termination stop), not part of `pause`.
+    pub concurrent_mark: Duration,
+    /// Sweep start, in the termination stop: taking the mutators' cached blocks away
     /// and publishing the new mark generation. The sweeping itself is lazy
     /// (allocation and a background thread, world running).
     pub sweep: Duration,
@@ -113,6 +121,8 @@ pub struct GcStats {
     pub heap_limit: usize,
     /// Sum of all pauses (the cycles' stops; verifier stops excluded).
     pub total_pause: Duration,
+    /// Sum of the cycles' concurrent marking (world running).
+    pub total_concurrent_mark: Duration,
     /// Sum of the verifier's stops (gcverify), apart from `total_pause`.
     pub total_verify_pause: Duration,
     /// Sums over all cycles of the pause's parts: time-to-safepoint, root
@@ -124,10 +134,10 @@ pub struct GcStats {
     pub total_mark: Duration,
     /// See `total_ttsp`.
     pub total_sweep: Duration,
-    /// Recent pauses (oldest first, at most `HISTORY`; verifier stops
-    /// excluded).
+    /// Recent stops (oldest first, at most `HISTORY`; each stop of a cycle
+    /// apart: start and termination; verifier stops excluded).
     pub pauses: Vec<Duration>,
-    /// Recent times-to-safepoint.
+    /// Recent times-to-safepoint (per cycle: its stops' together).
     pub ttsp: Vec<Duration>,
     /// Failures found by the heap verifier (gcverify).
     pub verify_failures: u64,
@@ -186,6 +196,7 @@ pub fn percentile(v: &[Duration], p: f64) -> Duration {
 pub(crate) struct StatsAcc {
     pub last: Option<CycleStats>,
     pub total_pause: Duration,
+    pub total_concurrent_mark: Duration,
     pub total_verify_pause: Duration,
     pub total_ttsp: Duration,
     pub total_root_scan: Duration,
@@ -205,12 +216,18 @@ pub(crate) struct StatsAcc {
 impl StatsAcc {
     pub fn record(&mut self, c: &CycleStats) {
         self.total_pause += c.pause;
+        self.total_concurrent_mark += c.concurrent_mark;
         self.total_verify_pause += c.verify_pause;
         self.total_ttsp += c.time_to_safepoint;
         self.total_root_scan += c.root_scan;
         self.total_mark += c.mark;
         self.total_sweep += c.sweep;
-        push_bounded(&mut self.pauses, c.pause);
+        if c.stops.is_empty() {
+            push_bounded(&mut self.pauses, c.pause);
+        }
+        for &d in &c.stops {
+            push_bounded(&mut self.pauses, d);
+        }
         push_bounded(&mut self.ttsp, c.time_to_safepoint);
         self.bad_pointers += c.bad_pointers as u64;
         self.bad_values += c.bad_values as u64;
@@ -237,11 +254,21 @@ fn mb(b: usize) -> f64 {
 }
 
 /// One `gctrace` line, in the spirit of Go's: the pause and its parts
-/// (time-to-safepoint + root scan + mark with termination + sweep), then the
-/// verifier's own stop apart (gcverify only).
+/// (time-to-safepoint + root scan + mark in the stops + sweep start), each
+/// stop apart (start, then termination), the concurrent mark time, then
+/// the verifier's own stop apart (gcverify only).
 pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String {
+    let stops = match c.stops.len() {
+        0 | 1 => String::new(),
+        _ => format!(
+            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms",
+            ms(c.stops[0]),
+            c.stops[1..].iter().map(|d| format!("{:.3}", ms(*d))).collect::<Vec<_>>().join(" + "),
+            ms(c.concurrent_mark)
+        ),
+    };
     format!(
-        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, pause {:.3} ms (ttsp {:.3} + roots {:.3} + mark {:.3} + sweep {:.3} ms){}, {} workers, {} live objects, {} conservative words, {}{}",
+        "gc {} @{:.3}s: {:.1}->{:.1} ({:.1} goal) MB, pause {:.3} ms (ttsp {:.3} + roots {:.3} + mark {:.3} + sweep {:.3} ms){stops}{}, {} workers, {} live objects, {} conservative words, {}{}",
         c.cycle,
         since_start.as_secs_f64(),
         mb(c.heap_before),
@@ -319,5 +346,20 @@ mod tests {
             l.ends_with("goal, 0 bad pointers + 3 bad values (first: object 0x1000 (`pair`) value slot 1: 0x1235 is not an object)"),
             "{l}"
         );
+        let c = CycleStats {
+            stops: vec![Duration::from_micros(300), Duration::from_micros(1200)],
+            concurrent_mark: Duration::from_millis(5),
+            ..c
+        };
+        let l = trace_line(&c, Duration::from_millis(1500), false);
+        assert!(
+            l.contains("sweep 0.400 ms), stops start 0.300 + termination 1.200 ms, concurrent mark 5.000 ms, stop held up"),
+            "{l}"
+        );
+        let mut acc = StatsAcc::default();
+        acc.record(&c);
+        assert_eq!(acc.pauses.len(), 2, "each stop of a cycle is a pause figure of its own");
+        assert_eq!(acc.total_concurrent_mark, Duration::from_millis(5));
+        assert_eq!((acc.bad_values, acc.first_bad), (3, Some(bad)), "both branches' counters accumulate");
     }
 }

@@ -49,6 +49,13 @@ use std::thread::ThreadId;
 /// * `blocking(f)` records the caller's stack and spilled registers as
 ///   conservative roots while `f` runs and does not return while the world
 ///   is stopped by someone else.
+/// * If [`background_collection`](World::background_collection) says true,
+///   every method above may also be called from a thread that is none of
+///   the World's and holds no mutator (the heap's background collector):
+///   `stop_the_world` then stops every thread of the World (the caller
+///   being none of them), `for_each_conservative_range` reports every one
+///   of them, and `blocking` just runs its closure (waiting out a stop by
+///   someone else before returning).
 /// * A World that stops nothing says so with
 ///   [`single_thread`](World::single_thread) (then the heap admits one
 ///   attached thread at a time and only it collects), unless it is used by
@@ -128,6 +135,14 @@ pub unsafe trait World: Send + Sync {
     /// another thread while one is attached (its stack would not be scanned).
     /// Default: false.
     fn single_thread(&self) -> bool {
+        false
+    }
+    /// Whether the heap may run the cycles its pacer asks for on a
+    /// background thread of its own (see the trait's `# Safety`), instead
+    /// of on the allocating task, whose worker a concurrent mark would
+    /// otherwise occupy. Default: false (a World that stops nothing, or one
+    /// that only its own threads may stop).
+    fn background_collection(&self) -> bool {
         false
     }
     /// Called (with the world running) after a cycle queued finalizers: the
@@ -267,7 +282,8 @@ impl ThreadWorld {
 }
 
 // SAFETY: only registered threads attach (may_attach); stop_the_world
-// returns when every other registered thread is parked in `park`, with its
+// (from any thread, registered or not: background_collection) returns when
+// every other registered thread is parked in `park`, with its
 // registers spilled and [sp, stack top) of its own OS stack published, which
 // for_each_conservative_range reports; `blocking` parks likewise and waits
 // out a stop before returning; run_parallel runs each index once on scoped
@@ -327,6 +343,10 @@ unsafe impl World for ThreadWorld {
 
     fn blocking(&self, f: &mut dyn FnMut()) {
         self.park(f);
+    }
+
+    fn background_collection(&self) -> bool {
+        true
     }
 
     fn may_attach(&self) -> Result<(), &'static str> {

@@ -6,7 +6,9 @@
 //! counted (per slot, first one named), flagged by the verifier and never
 //! followed; `validate` rejects bad encodings. Controls: the same slot
 //! declared raw loses the object; the same NaN-boxed stack word on a heap
-//! whose encoding does not decode it loses the object.
+//! whose encoding does not decode it loses the object. The collections are
+//! concurrent (checked): value slots are decoded by the concurrent marker,
+//! stack words in the start stop.
 
 mod common;
 
@@ -93,6 +95,12 @@ fn build(h: &Heap, array: bool, value: bool, word: fn(&ValueEncoding, usize) -> 
     (black_box(t) ^ X, black_box(o) ^ X)
 }
 
+/// Whether the heap's last cycle was a concurrent one (a start stop and a
+/// termination stop, marking in between with the world running).
+fn concurrent(h: &Heap) -> bool {
+    h.stats().last.is_some_and(|c| c.stops.len() >= 2 && !c.concurrent_mark.is_zero())
+}
+
 fn slot_of(array: bool) -> usize {
     if array {
         6
@@ -113,6 +121,9 @@ fn objects_reachable_only_through_tagged_heap_slots_survive() {
             }
             let st = h.stats();
             assert_eq!((st.verify_failures, st.bad_values, st.bad_pointers), (0, 0, 0), "{name}");
+            // The holder (a root) was marked in the start stop; its value
+            // slot was decoded by the concurrent marker, world running.
+            assert!(concurrent(&h), "{name}: the cycles were not concurrent");
             let target = h.object_at(t).unwrap_or_else(|| panic!("{name} (array {array}): target freed"));
             assert_eq!(target.word(0), MAGIC, "{name}");
             let holder = h.object_at(o).unwrap();
@@ -195,6 +206,9 @@ fn objects_reachable_only_through_a_tagged_stack_word_survive() {
         let w = enc.encode(t);
         assert_eq!(enc.decodes_conservatively(), w >> 48 != 0, "{name}");
         collect_holding(&h, w);
+        // The collecting thread's stack is scanned (and NaN-boxed words
+        // decoded) in the start stop of a concurrent cycle.
+        assert!(concurrent(&h), "{name}: the cycles were not concurrent");
         let o = h.object_at(t).unwrap_or_else(|| panic!("{name}: the object of stack word {w:#x} was freed"));
         assert_eq!(o.word(0), MAGIC);
         // Once no stack word names it, it goes.

@@ -41,6 +41,21 @@ pub fn disable_refusal_backoff_for_tests(off: bool) {
     BACKOFF_OFF.store(off, Ordering::Relaxed);
 }
 
+/// Test-only: `[start, end)` outside which every preemption is refused
+/// (as not preemptible code), so that a test can make a preemption land
+/// inside a given instruction range (retried until it does); empty (the
+/// default) means no restriction. Checked after the unsafe-range lookup, so
+/// an unsafe range inside the window still refuses.
+static TEST_WINDOW: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Test-only: accept preemptions only at PCs in `[start, end)` (`(0, 0)`:
+/// no restriction, the default). Process-wide.
+#[doc(hidden)]
+pub fn set_preempt_window_for_tests(start: usize, end: usize) {
+    TEST_WINDOW[0].store(start, Ordering::SeqCst);
+    TEST_WINDOW[1].store(end, Ordering::SeqCst);
+}
+
 /// The scheduler's park hook, called on the task's stack from the spill
 /// routine (stored as a raw pointer so the handler can test it atomically).
 static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -518,6 +533,10 @@ unsafe fn check(slot: &WorkerSlot, uc: *mut c_void) -> Result<Option<usize>, Ref
         CodeLookup::Unsafe => return Err(Refusal::UnsafeRange),
         CodeLookup::Busy => return Err(Refusal::RegistryBusy),
     };
+    let (ws, we) = (TEST_WINDOW[0].load(Ordering::Relaxed), TEST_WINDOW[1].load(Ordering::Relaxed));
+    if ws != we && !(ws <= pc && pc < we) {
+        return Err(Refusal::NotPreemptibleCode);
+    }
     let at = restart.unwrap_or(pc);
     // The bytes at `at` (up to the region end) and just before it (from the
     // region start): the classifier sees nothing outside the region.

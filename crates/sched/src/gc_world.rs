@@ -99,6 +99,10 @@ impl RuntimeWorld {
 // out a stop before returning); run_parallel runs each index once and
 // returns when all finished; may_attach admits only the runtime's own
 // threads, which stop_the_world stops. single_thread() is false.
+// background_collection: stop_the_world works from a thread that is no
+// worker (it stops every worker, the caller holding none), the ranges are
+// every parked task's whatever thread asks, and safe_region runs the closure
+// in place on a thread without a worker and waits out a stop.
 unsafe impl World for RuntimeWorld {
     fn stop_the_world(&self) {
         self.with(crate::stw::stop_the_world);
@@ -167,6 +171,10 @@ unsafe impl World for RuntimeWorld {
             Err("only the runtime's own threads allocate in its heap (they are stopped and scanned for every \
                  collection); allocate from a task (Runtime::spawn, Runtime::block_on) instead")
         }
+    }
+
+    fn background_collection(&self) -> bool {
+        true
     }
 
     fn finalizers_pending(&self) {
