@@ -494,3 +494,47 @@ fn heap_access_from_threads_the_world_does_not_stop_is_refused() {
     assert!(msg.contains("inside blocking()"), "{msg}");
     assert_eq!(ok, 64, "leaves lost");
 }
+
+/// The hard limit with the pacer on (issue 9): collections triggered by
+/// allocation run concurrently on the heap's background collector, and two
+/// tasks keep growing lists until the limit: each gets `HeapExhausted` (after
+/// a full collection that its allocation waited for), never a hang or a
+/// deadlock with the concurrent mark. Watchdog: 120 s.
+#[test]
+fn heap_limit_error_while_collections_run_concurrently() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = Runtime::builder().workers(2).heap_limit(16 << 20).gogc(Some(100)).build().unwrap();
+        let r = rt.block_on(|| {
+            let grow = || {
+                let mut head: Option<Gc<Node>> = None;
+                for i in 0.. {
+                    // Garbage too, so that the pacer runs cycles on the way.
+                    black_box(node(i, None, None));
+                    match try_alloc(<Node as usurp::gc::GcType>::descriptor()) {
+                        Ok(r) => {
+                            let n = Gc::<Node>::from_ref(r).unwrap();
+                            n.left.set(head);
+                            head = Some(n);
+                        }
+                        Err(e) => return (i, e),
+                    }
+                }
+                unreachable!()
+            };
+            let a = usurp::spawn(grow);
+            let b = usurp::spawn(grow);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let cycles = rt.stats().gc.cycles;
+        let _ = tx.send((r, cycles));
+    });
+    let (((ia, ea), (ib, eb)), cycles) =
+        rx.recv_timeout(Duration::from_secs(120)).expect("the heap limit with concurrent collections hung");
+    for (i, e) in [(ia, ea), (ib, eb)] {
+        assert!(i > 1000, "failed too early ({i})");
+        assert!(matches!(e, AllocError::HeapExhausted { .. }), "{e:?}");
+        assert!(e.to_string().contains("limit"), "{e}");
+    }
+    assert!(cycles >= 3, "the pacer ran {cycles} cycles");
+}

@@ -184,7 +184,12 @@
 //! reachable. No memory is unsafe (a pending finalizer's object is a root
 //! until it has run), but such a finalizer may run on an object that is
 //! still reachable. Panics inside the collector itself are bugs; a panicking
-//! root scanner runs before both steps.
+//! root scanner runs before both steps. With concurrent marking, a panic
+//! while marking with the world running or while stopping it for the
+//! termination aborts with a message (the barrier is on and tasks run: the
+//! marks cannot be undone safely); a cycle of the background collector that
+//! is abandoned (a root scanner panicked) is reported on stderr, there being
+//! no caller to resume the panic in.
 //!
 //! ## Allocation and pacing
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]

@@ -286,7 +286,8 @@ impl Summary {
         );
         line("refused-tick retries", format!("{:>12}  (same task refused again; retried with backoff)", self.refusal_retries));
         line("GC cycles", format!("{:>12}", self.gc_cycles));
-        let recent = if self.gc_cycles > self.pause.n as u64 { format!(" (last {} cycles)", self.pause.n) } else { String::new() };
+        // Each stop of a cycle (start, termination) is a pause figure.
+        let recent = if self.pause.n >= usurp::gc::stats::HISTORY { format!(" (last {} stops)", self.pause.n) } else { String::new() };
         line("GC pause p50 / p99 / max", format!("{}{recent}", d(&self.pause)));
         line(
             "world stopped (fraction)",
