@@ -65,16 +65,23 @@ impl Root {
     }
     /// Root another object (or none). While a heap marks concurrently, the
     /// object it rooted and the new one are shaded, as the write barrier
-    /// does for heap slots. Out of line: runtime code, never preempted
-    /// between the check and the store.
+    /// does for heap slots (the root table was scanned in the start stop).
+    /// The store comes first and the marking state is read after it: both
+    /// happen inside one `refcheck::shading_section`, so a collector's stop
+    /// falls entirely before or after them (on a thread the World stops:
+    /// runtime code, out of line, never preempted; on any other thread:
+    /// the shading gate), and the order between the two inside does not
+    /// matter.
     #[inline(never)]
     pub fn set(&self, v: Option<GcRef>) {
         let new = v.map_or(0, |r| r.addr());
-        let old = self.slot.swap(new, Ordering::AcqRel);
-        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            crate::refcheck::shade(old);
-            crate::refcheck::shade(new);
-        }
+        crate::refcheck::shading_section(|| {
+            let old = self.slot.swap(new, Ordering::AcqRel);
+            if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                crate::refcheck::shade(old);
+                crate::refcheck::shade(new);
+            }
+        })
     }
 }
 
@@ -100,13 +107,25 @@ impl WeakRef {
     /// a task could take an object the mark has not reached, keep it only on
     /// a stack already scanned, and the termination would clear the weak
     /// reference and free the object under it.
+    ///
+    /// On any thread, including one the World does not stop (a plain
+    /// thread, a task inside `blocking`): the read and the shade are one
+    /// `refcheck::shading_section`, so they never fall inside a stop in
+    /// which the collector marks (such a thread waits for the stop's end
+    /// and reads again). Hence the target returned was live when read, and
+    /// is never one the ongoing termination is about to free: it was either
+    /// reached by the mark or shaded before the termination's last drain
+    /// (with all it references). On a thread the World does not stop, the
+    /// handle is no root afterwards: put it in a [`Root`] to keep it.
     #[inline(never)]
     pub fn get(&self) -> Option<GcRef> {
-        let a = self.slot.load(Ordering::Acquire);
-        if a != 0 && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            crate::refcheck::shade(a);
-        }
-        GcRef::from_heap_addr(a)
+        crate::refcheck::shading_section(|| {
+            let a = self.slot.load(Ordering::Acquire);
+            if a != 0 && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                crate::refcheck::shade(a);
+            }
+            GcRef::from_heap_addr(a)
+        })
     }
 }
 
