@@ -61,6 +61,42 @@ pub fn set_barrier_range_registration_for_tests(on: bool) {
     REGISTER_RANGE.store(on, Ordering::SeqCst);
 }
 
+/// The insertion half for stores that do not go through the barrier: the
+/// initialising store of `Gc::new` (its `Member` fields) and the values
+/// `RootedVec::push` / `set` put in (and take out of) a root container.
+/// Shades `value` if a heap marks; nothing otherwise. Called only after an
+/// inlined `MARKING` check, so it costs nothing outside a mark. Honours
+/// [`set_barrier_shading_for_tests`] (its negative controls).
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_insertion(value: usize) {
+    if SHADING.load(Ordering::Relaxed) {
+        crate::refcheck::shade(value);
+    }
+}
+
+/// `Gc::new`'s insertion half: the new object `obj` (black if allocated
+/// during a mark, so never scanned) was just initialised with a value that
+/// may hold pointers no barrier saw; shade every pointer field. Called only
+/// after an inlined `MARKING` check.
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_new_object_fields(obj: usize) {
+    if !SHADING.load(Ordering::Relaxed) {
+        return;
+    }
+    let p = obj as *const usize;
+    // SAFETY: `obj` is an object this thread just allocated and initialised
+    // (its header holds its descriptor; it is not yet visible to others).
+    let d = unsafe { &*(p.read() as *const crate::Descriptor) };
+    // SAFETY: payload word 0 of an array is its length.
+    let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+    d.for_each_pointer_word(len, |i| {
+        // SAFETY: i is a payload word of this object per its descriptor.
+        crate::refcheck::shade(unsafe { p.add(1 + i).read() });
+    });
+}
+
 /// The slow path: shade the overwritten value and the new one, then store.
 /// In the barrier's section too (the store stays inside the unsafe range);
 /// the fast path tail-calls it, so that it needs no frame of its own.

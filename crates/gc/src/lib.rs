@@ -124,7 +124,11 @@
 //! reachable, except through a weak reference or an address turned back
 //! into a handle ([`WeakRef::get`], [`Heap::object_at`],
 //! [`Heap::find_object`]), which shade what they hand out. Root slots
-//! ([`Root::set`], [`Heap::add_root`]) shade like the barrier.
+//! ([`Root::set`], [`Heap::add_root`], [`RootedVec::push`] /
+//! [`RootedVec::set`]) shade like the barrier, and `Gc::new` shades the
+//! pointer fields its initialising store wrote into the new (black) object
+//! (the barrier's insertion half for the stores that bypass it; test:
+//! `tests/insertion_barrier_bypass.rs`).
 //! **Shading from threads the World does not stop** (a plain thread, a
 //! task inside `blocking`: they may call `WeakRef::get`, `Root::set`,
 //! `add_root`, `object_at`, `find_object` at any time, stops included):

@@ -150,6 +150,11 @@ pub type RootScanner = Box<dyn Fn(&mut dyn FnMut(GcRef)) + Send + Sync>;
 /// a global). For a VM's operand stack or for values in flight that Rust heap
 /// memory holds (a plain `Vec<GcRef>` there is not scanned). `Send + Sync`.
 ///
+/// Scanned in every cycle's start stop; while a heap then marks, `push`
+/// and `set` shade what they store (and `set` what it overwrites), as the
+/// write barrier does for heap slots, so a value that only a stack not yet
+/// scanned held is not lost.
+///
 /// Each method takes a mutex for a few instructions (the collector takes it
 /// to scan); `push` and `set` check that the handle is live like the `GcRef`
 /// accessors do (so they too must run on a thread the World stops) and that
@@ -211,7 +216,13 @@ impl RootedVec {
         if let Some(r) = v {
             self.check(r);
         }
-        lock_slots(&self.slots).push(v.map_or(0, |r| r.addr()));
+        let a = v.map_or(0, |r| r.addr());
+        lock_slots(&self.slots).push(a);
+        // The container was scanned in the start stop: the barrier's
+        // insertion half while a heap marks (see `RootedVec`).
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::barrier::shade_insertion(a);
+        }
     }
     /// Remove and return the last element (`None` if empty).
     #[inline(never)]
@@ -234,11 +245,19 @@ impl RootedVec {
         if let Some(r) = v {
             self.check(r);
         }
-        let mut s = lock_slots(&self.slots);
-        let n = s.len();
-        match s.get_mut(i) {
-            Some(slot) => *slot = v.map_or(0, |r| r.addr()),
-            None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+        let a = v.map_or(0, |r| r.addr());
+        let old = {
+            let mut s = lock_slots(&self.slots);
+            let n = s.len();
+            match s.get_mut(i) {
+                Some(slot) => std::mem::replace(slot, a),
+                None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+            }
+        };
+        // As the barrier does for a heap slot (see `push`).
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::barrier::shade_insertion(old);
+            crate::barrier::shade_insertion(a);
         }
     }
     /// Keep the first `n` elements.
