@@ -26,6 +26,25 @@
 //! linker defines `__start_usurp_barrier` / `__stop_usurp_barrier` around it,
 //! and [`barrier_code_range`] registers those bounds with the preemption
 //! engine as an unsafe (non-restartable) range when the first heap is created.
+//!
+//! **JIT code** calls [`usurp_gc_write_barrier`] (an out-of-line call): the
+//! flag (`MARKING`, crate-private, so that the fast path needs no GOT load)
+//! and the slow path are not exported, so there is no supported way to
+//! inline the barrier into generated code. The compiled barrier is never
+//! preemptible code, so in a program the unsafe range guards only a copy of
+//! it registered as preemptible (what `tests/gc_barrier_range.rs` does to
+//! show that the registration is load-bearing).
+//!
+//! **Ordering (aarch64).** The barrier stores the pointer with a Relaxed
+//! store (a plain `str`). A concurrent marker that reads the field may see
+//! the new value before the new object's object-start bit (published with
+//! Release by the allocating thread) or its block's kind; it then finds no
+//! object there and counts a bad pointer (`GcStats::bad_pointers`) without
+//! marking anything. Nothing is lost: an object allocated during a mark is
+//! already black, and one allocated before it was published before the
+//! start stop. So a few spurious bad pointers may be counted on aarch64
+//! during concurrent marks; making the store Release (`stlr`) would avoid
+//! them at a cost on the hot path that was not measured, so it is not done.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
