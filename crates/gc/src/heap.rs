@@ -1014,6 +1014,8 @@ impl HeapInner {
                     self.release_caches();
                 }
                 self.clear_marks();
+                // Threads outside the World waiting to shade may go on
+                // (marking is off now: they shade nothing).
                 space_gate(self).open_gate();
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
                     pause_abort("restarting the world after a panic in the pause", &payload);

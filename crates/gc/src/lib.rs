@@ -181,35 +181,22 @@
 //!
 //! ## Failures inside a pause
 //! A cycle runs under `catch_unwind` (nothing may unwind through the
-//! register-spill frame); what a panic does depends on where it happens
-//! (`heap.rs`, `guarded_cycle`):
-//! * while stopping the world for the start stop (or the verifier's stop):
-//!   nothing to undo; the panic is resumed in the collecting caller;
-//! * inside the start stop or the last termination stop, before the sweep
-//!   start (conservative roots, a root scanner, a poisoned lock in one,
-//!   marking in the stop, weak references, finalizer queueing): the cycle
-//!   is abandoned — the barrier and black allocation turned off, the
-//!   mutators' caches given back, the mark bits cleared (nothing was freed),
-//!   the shading gate reopened — the world restarted, and the collecting
-//!   caller panics with a message naming what panicked;
-//! * during the concurrent mark (a marking job, on the collector's thread
-//!   or a marker thread), while stopping the world for a termination stop,
-//!   at any restart of the world (after the start stop, between termination
-//!   rounds, at the end), in the sweep start or in the allocation retried in
-//!   the pause: the process aborts with a message (the heap or the world
-//!   could not be restored: tasks may already have run with the barrier on,
-//!   or with the new generation published);
-//! * in the verifier (its own stop, after the cycle completed): the world is
-//!   restarted and the caller panics.
-//! Never a hang, never an unwind through the pause.
+//! register-spill frame). A panic while stopping the world has nothing to
+//! undo and is resumed; one before the sweep (conservative roots, a root
+//! scanner, a poisoned lock in one, marking, weak references, finalizer
+//! queueing, verification) clears the mark bits — nothing was freed — and
+//! restarts the world, and the collecting caller panics with a message naming
+//! what panicked; one in the sweep, the restart or a marking/sweeping job on
+//! another thread aborts the process with a message (the heap or the world
+//! could not be restored). Never a hang, never an unwind through the pause.
 //! One consequence of "nothing freed": a panic after weak references were
-//! cleared or finalizers queued (marking from the queued objects) leaves
-//! those weak references cleared and those finalizers pending, although the
-//! next cycle might have found their objects reachable. No memory is unsafe
-//! (a pending finalizer's object is a root until it has run), but such a
-//! finalizer may run on an object that is still reachable. Panics inside the
-//! collector itself are bugs; a panicking root scanner runs (in the start
-//! stop) before both steps.
+//! cleared or finalizers queued (verification, marking from the queued
+//! objects) leaves those weak references cleared and those finalizers
+//! pending, although the next cycle might have found their objects
+//! reachable. No memory is unsafe (a pending finalizer's object is a root
+//! until it has run), but such a finalizer may run on an object that is
+//! still reachable. Panics inside the collector itself are bugs; a panicking
+//! root scanner runs before both steps.
 //!
 //! ## Allocation and pacing
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
