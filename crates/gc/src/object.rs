@@ -386,7 +386,12 @@ impl<T: GcType> Gc<T> {
         // fields get the barrier's insertion half, so that a value only an
         // unscanned stack held is not lost (the hybrid barrier's rationale;
         // today every stack is scanned in the start stop, which also covers
-        // it). Outside a mark: one load and a predicted branch.
+        // it). Outside a mark: one load and a predicted branch. Inlined into
+        // preemptible guest code, the check and the (out-of-line) shade are
+        // not one no-preemption step: a termination stop could fall between
+        // them. Harmless while every stack is scanned in the start stop;
+        // per-task stack scanning must close that window (e.g. by doing the
+        // check inside the allocation's no-preemption section).
         if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
             crate::barrier::shade_new_object_fields(r.addr());
         }
