@@ -32,6 +32,25 @@
 //! linker defines `__start_usurp_barrier` / `__stop_usurp_barrier` around it,
 //! and [`barrier_code_range`] registers those bounds with the preemption
 //! engine as an unsafe (non-restartable) range when the first heap is created.
+//!
+//! **JIT code** calls [`usurp_gc_write_barrier`] (an out-of-line call): the
+//! flag (`MARKING`, crate-private, so that the fast path needs no GOT load)
+//! and the slow path are not exported, so there is no supported way to
+//! inline the barrier into generated code. The compiled barrier is never
+//! preemptible code, so in a program the unsafe range guards only a copy of
+//! it registered as preemptible (what `tests/gc_barrier_range.rs` does to
+//! show that the registration is load-bearing).
+//!
+//! **Ordering (aarch64).** The barrier stores the pointer with a Relaxed
+//! store (a plain `str`). A concurrent marker that reads the field may see
+//! the new value before the new object's object-start bit (published with
+//! Release by the allocating thread) or its block's kind; it then finds no
+//! object there and counts a bad pointer (`GcStats::bad_pointers`) without
+//! marking anything. Nothing is lost: an object allocated during a mark is
+//! already black, and one allocated before it was published before the
+//! start stop. So a few spurious bad pointers may be counted on aarch64
+//! during concurrent marks; making the store Release (`stlr`) would avoid
+//! them at a cost on the hot path that was not measured, so it is not done.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
@@ -66,6 +85,42 @@ static REGISTER_RANGE: AtomicBool = AtomicBool::new(true);
 #[doc(hidden)]
 pub fn set_barrier_range_registration_for_tests(on: bool) {
     REGISTER_RANGE.store(on, Ordering::SeqCst);
+}
+
+/// The insertion half for stores that do not go through the barrier: the
+/// initialising store of `Gc::new` (its `Member` fields) and the values
+/// `RootedVec::push` / `set` put in (and take out of) a root container.
+/// Shades `value` if a heap marks; nothing otherwise. Called only after an
+/// inlined `MARKING` check, so it costs nothing outside a mark. Honours
+/// [`set_barrier_shading_for_tests`] (its negative controls).
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_insertion(value: usize) {
+    if SHADING.load(Ordering::Relaxed) {
+        crate::refcheck::shade(value);
+    }
+}
+
+/// `Gc::new`'s insertion half: the new object `obj` (black if allocated
+/// during a mark, so never scanned) was just initialised with a value that
+/// may hold pointers no barrier saw; shade every pointer field. Called only
+/// after an inlined `MARKING` check.
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_new_object_fields(obj: usize) {
+    if !SHADING.load(Ordering::Relaxed) {
+        return;
+    }
+    let p = obj as *const usize;
+    // SAFETY: `obj` is an object this thread just allocated and initialised
+    // (its header holds its descriptor; it is not yet visible to others).
+    let d = unsafe { &*(p.read() as *const crate::Descriptor) };
+    // SAFETY: payload word 0 of an array is its length.
+    let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+    d.for_each_pointer_word(len, |i| {
+        // SAFETY: i is a payload word of this object per its descriptor.
+        crate::refcheck::shade(unsafe { p.add(1 + i).read() });
+    });
 }
 
 /// The slow path: shade the overwritten value and the new one, then store.

@@ -403,35 +403,47 @@ impl Heap {
     }
 
     /// The allocated object containing `addr` (interior pointers included), as
-    /// the conservative scan would find it. Meaningful only while no
-    /// collection runs concurrently.
+    /// the conservative scan would find it: an object live when looked up
+    /// (a dead object awaiting the lazy sweep is not found). Valid at any
+    /// time, also while a collection marks concurrently: the object handed
+    /// out is then shaded (with all it references), and the lookup and the
+    /// shade never fall inside a stop in which the collector marks (see
+    /// `WeakRef::get`). Like any handle, the result keeps its object alive
+    /// only while it is on a scanned stack or in a root.
+    #[inline(never)]
     pub fn find_object(&self, addr: usize) -> Option<GcRef> {
-        let r = crate::mark::find_containing(&self.inner.space, addr)
-            // SAFETY: find_containing found a published object.
-            .filter(|l| !unsafe { is_quarantined(l.addr) })
-            .and_then(|l| GcRef::from_heap_addr(l.addr));
-        // Handing out an object the mark may not have reached: shade it
-        // (as `WeakRef::get` does).
-        if let (Some(r), true) = (r, crate::barrier::MARKING.load(Ordering::Relaxed) != 0) {
-            crate::refcheck::shade(r.addr());
-        }
-        r
+        crate::refcheck::shading_section(|| {
+            let r = crate::mark::find_containing(&self.inner.space, addr)
+                // SAFETY: find_containing found a published object.
+                .filter(|l| !unsafe { is_quarantined(l.addr) })
+                .and_then(|l| GcRef::from_heap_addr(l.addr));
+            // Handing out an object the mark may not have reached: shade it
+            // (as `WeakRef::get` does).
+            if let (Some(r), true) = (r, crate::barrier::MARKING.load(Ordering::Relaxed) != 0) {
+                crate::refcheck::shade(r.addr());
+            }
+            r
+        })
     }
 
     /// The object starting exactly at `addr`, if `addr` is the start of an
     /// allocated object of this heap (the checked way to turn an address a
-    /// VM kept as an integer back into a handle). Meaningful only while no
-    /// collection runs concurrently.
+    /// VM kept as an integer back into a handle). Valid at any time, also
+    /// while a collection marks concurrently (it then shades the object it
+    /// hands out), as [`Heap::find_object`].
+    #[inline(never)]
     pub fn object_at(&self, addr: usize) -> Option<GcRef> {
-        let r = find_exact(&self.inner.space, addr)
-            // SAFETY: find_exact found a published object.
-            .filter(|l| !unsafe { is_quarantined(l.addr) })
-            .and_then(|l| GcRef::from_heap_addr(l.addr));
-        // As in `find_object`.
-        if let (Some(r), true) = (r, crate::barrier::MARKING.load(Ordering::Relaxed) != 0) {
-            crate::refcheck::shade(r.addr());
-        }
-        r
+        crate::refcheck::shading_section(|| {
+            let r = find_exact(&self.inner.space, addr)
+                // SAFETY: find_exact found a published object.
+                .filter(|l| !unsafe { is_quarantined(l.addr) })
+                .and_then(|l| GcRef::from_heap_addr(l.addr));
+            // As in `find_object`.
+            if let (Some(r), true) = (r, crate::barrier::MARKING.load(Ordering::Relaxed) != 0) {
+                crate::refcheck::shade(r.addr());
+            }
+            r
+        })
     }
 
     /// Test support (the incremental-marking model test): whether the
@@ -526,13 +538,17 @@ impl Heap {
         // task is ever parked for a collection while holding one.
         no_preempt(|| {
             let a = obj.map_or(0, |r| r.addr());
-            let r = Root::new(self.inner.roots.add(a));
             // A root added while the heap marks: shaded, like a barrier's
-            // new value (the start stop scanned the root table before).
-            if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-                crate::refcheck::shade(a);
-            }
-            r
+            // new value (the start stop scanned the root table before);
+            // the insertion and the shade in one shading section (see
+            // `Root::set`).
+            crate::refcheck::shading_section(|| {
+                let r = Root::new(self.inner.roots.add(a));
+                if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                    crate::refcheck::shade(a);
+                }
+                r
+            })
         })
     }
 
@@ -1012,6 +1028,9 @@ impl HeapInner {
                     self.release_caches();
                 }
                 self.clear_marks();
+                // Threads outside the World waiting to shade may go on
+                // (marking is off now: they shade nothing).
+                space_gate(self).open_gate();
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
                     pause_abort("restarting the world after a panic in the pause", &payload);
                 }
@@ -1052,6 +1071,9 @@ impl HeapInner {
         let t0 = Instant::now();
         phase.set(Phase::Stopping);
         world.stop_the_world();
+        // Threads the World does not stop shade only outside the stops in
+        // which the collector marks (`refcheck::shading_section`).
+        space_gate(self).close_gate();
         phase.set(Phase::ConservativeRoots);
         let t_stopped = Instant::now();
         let ttsp_holdup = world.last_stop_holdup();
@@ -1098,6 +1120,7 @@ impl HeapInner {
             // Restart the world; mark while tasks run (the collecting task
             // counts as stopped meanwhile: `World::blocking`).
             phase.set(Phase::Restarting);
+            space_gate(self).open_gate();
             world.start_the_world();
             let t_started = Instant::now();
             stops.push(t_started - t0);
@@ -1119,6 +1142,10 @@ impl HeapInner {
                 last_stop_start = s0;
                 phase.set(Phase::TerminationStopping);
                 world.stop_the_world();
+                // From here to the generation flip (or this round's
+                // restart) nobody else shades: the drain below is the last
+                // word on what the mutators shaded.
+                space_gate(self).close_gate();
                 phase.set(Phase::Marking);
                 t_term = Instant::now();
                 ttsp += t_term - s0;
@@ -1136,6 +1163,7 @@ impl HeapInner {
                 stack = std::mem::take(&mut m.stack);
                 term_mark += t_term.elapsed();
                 phase.set(Phase::Restarting);
+                space_gate(self).open_gate();
                 world.start_the_world();
                 stops.push(s0.elapsed());
             }
@@ -1192,6 +1220,9 @@ impl HeapInner {
         // 20: max RSS 343 MB against 368 MB without.
         let black = if concurrent { self.allocated.load(Ordering::Relaxed).saturating_sub(allocated_at_start) } else { 0 };
         let goal = self.sweep_start(cycle, reason, live, black);
+        // Marking is off and the new generation published: shaders that
+        // waited re-evaluate against them.
+        space_gate(self).open_gate();
         let t_swept = Instant::now();
         if let Some(f) = in_pause {
             // The allocation that asked for this cycle, before anyone else
@@ -1769,6 +1800,11 @@ impl Drop for PauseFlag {
     fn drop(&mut self) {
         IN_PAUSE.with(|c| c.set(false));
     }
+}
+
+/// The heap's side of the shading gate (`refcheck::shading_section`).
+fn space_gate(h: &HeapInner) -> &crate::refcheck::MarkShared {
+    h.space.mark
 }
 
 /// Whether the current thread is inside a collection's pause.

@@ -137,7 +137,32 @@
 //! reachable, except through a weak reference or an address turned back
 //! into a handle ([`WeakRef::get`], [`Heap::object_at`],
 //! [`Heap::find_object`]), which shade what they hand out. Root slots
-//! ([`Root::set`], [`Heap::add_root`]) shade like the barrier. A stack needs
+//! ([`Root::set`], [`Heap::add_root`], [`RootedVec::push`] /
+//! [`RootedVec::set`]) shade like the barrier, and `Gc::new` shades the
+//! pointer fields its initialising store wrote into the new (black) object
+//! (the barrier's insertion half for the stores that bypass it; test:
+//! `tests/insertion_barrier_bypass.rs`).
+//! **Shading from threads the World does not stop** (a plain thread, a
+//! task inside `blocking`: they may call `WeakRef::get`, `Root::set`,
+//! `add_root`, `object_at`, `find_object` at any time, stops included):
+//! each such call (its read and its shade) runs in a *shading section*
+//! (`refcheck::shading_section`), a gate the collector closes right after
+//! stopping the world for each stop in which it marks (start, termination)
+//! and reopens before the restart (after the generation flip, for the last
+//! termination stop); a caller that finds it closed waits for the stop's
+//! end (it is not stopped, so it may block) and then runs against the
+//! state the stop left. Closing waits for the callers inside to leave.
+//! Hence nothing is shaded after the termination's last drain (an object
+//! marked there would keep its weak reference while its children, never
+//! scanned, were freed), no shade's atomic bit-set races the collector's
+//! exclusive non-atomic marking in a stop, no shade spans the generation
+//! flip (it would set a bit in the next cycle's buffer), and `WeakRef::get`
+//! never returns a target the ongoing termination is about to free.
+//! Threads the World stops need no gate: a stop never finds them inside
+//! such a call (runtime code, never preempted), and the stop and restart
+//! order their reads of the marking state. Test:
+//! `tests/weak_get_termination.rs` (its control without the gate frees the
+//! child of a target the weak reference keeps). A stack needs
 //! no rescan: it was scanned in the start stop, and what a task loads from
 //! the heap afterwards was reachable at the start (or is new).
 //! `HeapConfig::stw_marking` (hidden) keeps the old collector (the whole
@@ -368,6 +393,8 @@ pub use heap::{AttachError, Heap, MutatorGuard};
 pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::set_alloc_checkpoint_for_tests;
+#[doc(hidden)]
+pub use refcheck::set_shading_gate_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};

@@ -492,9 +492,22 @@ impl<T: GcType> Gc<T> {
     pub fn try_new(value: T) -> Result<Gc<T>, crate::AllocError> {
         let r = crate::try_alloc(T::descriptor())?;
         // SAFETY: the new object's payload is at least size_of::<T>() bytes
-        // (GcType contract), 8-aligned, and not yet visible to anyone else. The
-        // initialising store needs no barrier: the object is new.
+        // (GcType contract), 8-aligned, and not yet visible to anyone else.
         unsafe { (r.payload() as *mut T).write(value) };
+        // The initialising store bypasses the write barrier. While a heap
+        // marks, the new object is black (never scanned): its `Member`
+        // fields get the barrier's insertion half, so that a value only an
+        // unscanned stack held is not lost (the hybrid barrier's rationale;
+        // today every stack is scanned in the start stop, which also covers
+        // it). Outside a mark: one load and a predicted branch. Inlined into
+        // preemptible guest code, the check and the (out-of-line) shade are
+        // not one no-preemption step: a termination stop could fall between
+        // them. Harmless while every stack is scanned in the start stop;
+        // per-task stack scanning must close that window (e.g. by doing the
+        // check inside the allocation's no-preemption section).
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::barrier::shade_new_object_fields(r.addr());
+        }
         Ok(Gc { raw: r, _t: PhantomData })
     }
     /// A typed handle from a raw one, checking the descriptor (`None` if it
@@ -572,7 +585,9 @@ pub struct Member<T> {
 }
 
 impl<T> Member<T> {
-    /// A field initialised to `v` (for building a value passed to `Gc::new`).
+    /// A field initialised to `v` (for building a value passed to `Gc::new`,
+    /// which shades `v` while a heap marks, as the barrier's insertion half
+    /// would; a `Member` is never stored into a heap object otherwise).
     pub fn new(v: Option<Gc<T>>) -> Member<T> {
         Member { v: UnsafeCell::new(v.map_or(0, |g| g.raw.addr())), _t: PhantomData }
     }

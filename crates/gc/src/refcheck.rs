@@ -103,7 +103,8 @@ pub(crate) struct MarkShared {
     /// The heap is marking (from its start stop to its termination stop):
     /// shade. Written only by the collector with the world stopped, under
     /// the collection lock; read by any mutator (the stop and start of the
-    /// world order the accesses).
+    /// world order the accesses) and, inside a [`shading_section`], by
+    /// threads the World does not stop (the gate orders the accesses).
     pub marking: std::sync::atomic::AtomicBool,
     /// Objects shaded (marked) by mutators that still need scanning: the
     /// grey objects the barrier found. Pushed by any mutator (in the
@@ -114,6 +115,130 @@ pub(crate) struct MarkShared {
     /// (they count as live). Added by shaders, reset by the collector in the
     /// start stop.
     pub shaded_bytes: AtomicUsize,
+    /// Whether this heap's collector holds the shading gate closed (see
+    /// [`shading_section`]). Written only by the collector, under its
+    /// collection lock.
+    gate_closed: std::sync::atomic::AtomicBool,
+}
+
+/// The shading gate: threads the World does not stop enter it around their
+/// shading (and around the read that found what they shade); a collector
+/// closes it for the stops in which it marks. Low 32 bits: shaders inside;
+/// high bits: collectors holding it closed (one count per heap, heaps
+/// collect independently). Process-wide because a `Root` or `WeakRef` does
+/// not know its heap and the values it shades may come from any heap.
+static GATE: AtomicUsize = AtomicUsize::new(0);
+const GATE_CLOSED: usize = 1 << 32;
+const GATE_INSIDE: usize = GATE_CLOSED - 1;
+
+impl MarkShared {
+    /// The collector, right after stopping the world for a stop in which it
+    /// marks (start stop, termination stop): close the gate and wait until
+    /// every shader inside has left (a shader inside never blocks on anything
+    /// but a grey-list or root-table mutex, which the collector does not
+    /// hold here). From then until [`MarkShared::open_gate`] no thread sets a
+    /// mark bit or pushes a grey object but the collector: its exclusive
+    /// (non-atomic) marking, its final drain, the weak-reference clearing
+    /// and the generation flip see a heap nobody else shades. Idempotent.
+    pub(crate) fn close_gate(&self) {
+        if self.gate_closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        GATE.fetch_add(GATE_CLOSED, Ordering::SeqCst);
+        let mut n = 0u32;
+        while GATE.load(Ordering::Acquire) & GATE_INSIDE != 0 {
+            backoff(&mut n);
+        }
+    }
+
+    /// The collector, before it restarts the world (after the generation
+    /// flip for the final termination stop): let shaders in again; they
+    /// then see the new marking state and generation (Release, paired
+    /// with their entry's read of the gate). Idempotent.
+    pub(crate) fn open_gate(&self) {
+        if self.gate_closed.swap(false, Ordering::Relaxed) {
+            GATE.fetch_sub(GATE_CLOSED, Ordering::Release);
+        }
+    }
+}
+
+/// Test-only switch (negative controls): with `false`, threads outside the
+/// World shade without entering the gate (the pre-fix behaviour).
+static SHADING_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test support: whether threads the World does not stop go through the
+/// shading gate (default `true`). Off, only for negative controls.
+#[doc(hidden)]
+pub fn set_shading_gate_for_tests(on: bool) {
+    SHADING_GATE.store(on, Ordering::Relaxed);
+}
+
+/// Spin a little, then yield, then sleep briefly (waits for a stop's end or
+/// for a shader's few instructions).
+#[cold]
+fn backoff(n: &mut u32) {
+    *n += 1;
+    if *n < 64 {
+        std::hint::spin_loop();
+    } else if *n < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
+/// Runs `f` (which reads a root, weak or object table and shades what it
+/// hands out or stores) so that it is atomic with respect to the
+/// collector's stops, whatever the calling thread:
+///
+/// * A thread the World stops (it has a mutator) never is inside `f` during
+///   a stop (`f` is runtime code, never preempted, with no safe point), and
+///   the stop and the restart of the world order its reads of the marking
+///   state (the World's contract): `f` runs directly.
+/// * The collecting thread in its own pause (a root scanner, the allocation
+///   retried in the pause) runs directly too: it is the only marker then.
+/// * Any other thread (a plain thread, a task inside `blocking`: neither is
+///   stopped) enters the gate first. If a collector holds it closed (a stop
+///   in which it marks), the thread waits for the stop's end — it is not a
+///   stopped thread, so it may block — and `f` then runs against the state
+///   the stop left (marking on after a start stop; marking off, weak
+///   references cleared and the generation flipped after a final
+///   termination stop). So no such shade lands after the termination's last
+///   drain (it would mark an object whose children are never scanned), no
+///   atomic mark-bit set races the collector's exclusive non-atomic marking,
+///   no shade spans a generation flip (it would set a bit in the next
+///   cycle's buffer), and a weak reference read inside `f` is never one the
+///   termination is about to clear: its target was either reached by the
+///   mark or shaded before the last drain.
+///
+/// Cost outside a stop: a non-inlined TLS read (two in the rare case), and
+/// for threads outside the World two atomic RMWs on one shared word.
+#[inline(never)]
+pub(crate) fn shading_section<R>(f: impl FnOnce() -> R) -> R {
+    if !crate::mutator::current_mutator().is_null()
+        || crate::heap::in_pause()
+        || !SHADING_GATE.load(Ordering::Relaxed)
+    {
+        return f();
+    }
+    let mut n = 0u32;
+    loop {
+        if GATE.fetch_add(1, Ordering::SeqCst) < GATE_CLOSED {
+            break;
+        }
+        GATE.fetch_sub(1, Ordering::SeqCst);
+        while GATE.load(Ordering::Acquire) >= GATE_CLOSED {
+            backoff(&mut n);
+        }
+    }
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            GATE.fetch_sub(1, Ordering::Release);
+        }
+    }
+    let _leave = Leave;
+    f()
 }
 
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
@@ -158,6 +283,7 @@ pub(crate) fn register(
         marking: std::sync::atomic::AtomicBool::new(false),
         grey: std::sync::Mutex::new(Vec::new()),
         shaded_bytes: AtomicUsize::new(0),
+        gate_closed: std::sync::atomic::AtomicBool::new(false),
     };
     let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding, mark }));
     SLOTS[slot].store(e, Ordering::Release);

@@ -65,16 +65,23 @@ impl Root {
     }
     /// Root another object (or none). While a heap marks concurrently, the
     /// object it rooted and the new one are shaded, as the write barrier
-    /// does for heap slots. Out of line: runtime code, never preempted
-    /// between the check and the store.
+    /// does for heap slots (the root table was scanned in the start stop).
+    /// The store comes first and the marking state is read after it: both
+    /// happen inside one `refcheck::shading_section`, so a collector's stop
+    /// falls entirely before or after them (on a thread the World stops:
+    /// runtime code, out of line, never preempted; on any other thread:
+    /// the shading gate), and the order between the two inside does not
+    /// matter.
     #[inline(never)]
     pub fn set(&self, v: Option<GcRef>) {
         let new = v.map_or(0, |r| r.addr());
-        let old = self.slot.swap(new, Ordering::AcqRel);
-        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            crate::refcheck::shade(old);
-            crate::refcheck::shade(new);
-        }
+        crate::refcheck::shading_section(|| {
+            let old = self.slot.swap(new, Ordering::AcqRel);
+            if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                crate::refcheck::shade(old);
+                crate::refcheck::shade(new);
+            }
+        })
     }
 }
 
@@ -100,13 +107,25 @@ impl WeakRef {
     /// a task could take an object the mark has not reached, keep it only on
     /// a stack already scanned, and the termination would clear the weak
     /// reference and free the object under it.
+    ///
+    /// On any thread, including one the World does not stop (a plain
+    /// thread, a task inside `blocking`): the read and the shade are one
+    /// `refcheck::shading_section`, so they never fall inside a stop in
+    /// which the collector marks (such a thread waits for the stop's end
+    /// and reads again). Hence the target returned was live when read, and
+    /// is never one the ongoing termination is about to free: it was either
+    /// reached by the mark or shaded before the termination's last drain
+    /// (with all it references). On a thread the World does not stop, the
+    /// handle is no root afterwards: put it in a [`Root`] to keep it.
     #[inline(never)]
     pub fn get(&self) -> Option<GcRef> {
-        let a = self.slot.load(Ordering::Acquire);
-        if a != 0 && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            crate::refcheck::shade(a);
-        }
-        GcRef::from_heap_addr(a)
+        crate::refcheck::shading_section(|| {
+            let a = self.slot.load(Ordering::Acquire);
+            if a != 0 && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                crate::refcheck::shade(a);
+            }
+            GcRef::from_heap_addr(a)
+        })
     }
 }
 
@@ -130,6 +149,11 @@ pub type RootScanner = Box<dyn Fn(&mut dyn FnMut(GcRef)) + Send + Sync>;
 /// wherever the `RootedVec` itself lives (Rust heap, another thread's data,
 /// a global). For a VM's operand stack or for values in flight that Rust heap
 /// memory holds (a plain `Vec<GcRef>` there is not scanned). `Send + Sync`.
+///
+/// Scanned in every cycle's start stop; while a heap then marks, `push`
+/// and `set` shade what they store (and `set` what it overwrites), as the
+/// write barrier does for heap slots, so a value that only a stack not yet
+/// scanned held is not lost.
 ///
 /// Each method takes a mutex for a few instructions (the collector takes it
 /// to scan); `push` and `set` check that the handle is live like the `GcRef`
@@ -192,7 +216,13 @@ impl RootedVec {
         if let Some(r) = v {
             self.check(r);
         }
-        lock_slots(&self.slots).push(v.map_or(0, |r| r.addr()));
+        let a = v.map_or(0, |r| r.addr());
+        lock_slots(&self.slots).push(a);
+        // The container was scanned in the start stop: the barrier's
+        // insertion half while a heap marks (see `RootedVec`).
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::barrier::shade_insertion(a);
+        }
     }
     /// Remove and return the last element (`None` if empty).
     #[inline(never)]
@@ -215,11 +245,19 @@ impl RootedVec {
         if let Some(r) = v {
             self.check(r);
         }
-        let mut s = lock_slots(&self.slots);
-        let n = s.len();
-        match s.get_mut(i) {
-            Some(slot) => *slot = v.map_or(0, |r| r.addr()),
-            None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+        let a = v.map_or(0, |r| r.addr());
+        let old = {
+            let mut s = lock_slots(&self.slots);
+            let n = s.len();
+            match s.get_mut(i) {
+                Some(slot) => std::mem::replace(slot, a),
+                None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+            }
+        };
+        // As the barrier does for a heap slot (see `push`).
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            crate::barrier::shade_insertion(old);
+            crate::barrier::shade_insertion(a);
         }
     }
     /// Keep the first `n` elements.

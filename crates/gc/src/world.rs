@@ -28,6 +28,17 @@ use std::thread::ThreadId;
 ///   or inside [`World::blocking`].
 /// * `stop_the_world` is called with the calling thread counted as stopped: it
 ///   must not wait for the caller itself (the caller may be a task).
+/// * Memory ordering: everything the collector did before `stop_the_world`
+///   returned to it happens-after every stopped thread's last action before
+///   it stopped, and everything it did before calling `start_the_world`
+///   happens-before every resumed thread's next action (e.g. the stop is a
+///   handshake through an Acquire/Release flag or a mutex, as the
+///   scheduler's is). The write barrier's fast path reads the "a heap marks"
+///   flag with a Relaxed load and relies on this edge to see the value the
+///   collector set in its last stop; so do the allocation fast path's
+///   black-allocation state and the `Root`/`WeakRef` shading paths on
+///   stopped threads (threads outside the World order theirs through the
+///   shading gate instead).
 /// * `for_each_conservative_range` reports, for every stopped task and thread
 ///   except the caller, its stack from the saved SP (minus 128 bytes red zone on
 ///   x86-64) to its top, and its saved/spilled register areas. Ranges must be

@@ -1,0 +1,82 @@
+//! The hybrid barrier's insertion half for the stores that bypass
+//! `usurp_gc_write_barrier` (review finding 2): `Gc::new`'s initialising
+//! store (a `Member::new(Some(x))` inside the value) and `RootedVec::push` /
+//! `set`. The mark is stepped (`debug_begin_marking` does not scan the
+//! caller's stack: what per-task stack scanning does to a task whose stack
+//! is scanned before it stores), and `x` is held only by that unscanned
+//! stack when it is stored into a new (black) object or a root container
+//! scanned before. Each path must keep `x`; `Member::set` (the barrier) is
+//! the positive control, and with the barrier's shading switched off
+//! (`set_barrier_shading_for_tests(false)`, which also turns these paths'
+//! shading off) every path loses `x` — the pre-fix behaviour of `Gc::new`
+//! and `RootedVec`.
+
+mod common;
+use common::*;
+use std::sync::Mutex;
+use usurp_gc::barrier::set_barrier_shading_for_tests;
+use usurp_gc::{HeapConfig, Root, RootedVec};
+
+const X: usize = 0x5a5a_5a5a;
+
+/// The switch is process-wide: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    MemberSet,
+    GcNew,
+    RootedVecPush,
+    RootedVecSet,
+}
+
+/// Whether `x`, stored during the stepped mark through `via`, survives.
+#[inline(never)]
+fn x_survives(via: Via) -> bool {
+    let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
+    h.set_background_sweeping(false);
+    let _g = h.attach_thread().unwrap();
+    let holder = node(0, None, None);
+    let root: Root = h.add_root(Some(holder.raw()));
+    let mut rv = RootedVec::new(&h);
+    rv.push(None);
+    let x = node(5, None, None); // only on this (unscanned) stack
+    h.debug_begin_marking();
+    // Everything reachable so far is marked and scanned (holder black).
+    while !h.debug_mark_steps(10) {}
+    match via {
+        Via::MemberSet => holder.left.set(Some(x)),
+        Via::GcNew => {
+            let p = node(6, Some(x), None); // black; x written by its initialisation
+            holder.left.set(Some(p));
+        }
+        Via::RootedVecPush => rv.push(Some(x.raw())),
+        Via::RootedVecSet => rv.set(0, Some(x.raw())),
+    }
+    while !h.debug_mark_steps(10) {}
+    h.debug_finish_marking();
+    let xa = std::hint::black_box(x.raw().addr() ^ X) ^ X;
+    h.finish_sweep();
+    let alive = h.object_at(xa).is_some();
+    drop(rv);
+    drop(root);
+    alive
+}
+
+#[test]
+fn values_stored_by_gc_new_and_rootedvec_during_a_mark_are_shaded() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for via in [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet] {
+        assert!(x_survives(via), "{via:?}: x, reachable from a root, was freed (stored with no insertion barrier)");
+    }
+}
+
+#[test]
+fn negative_control_without_shading_each_path_loses_the_value() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    set_barrier_shading_for_tests(false);
+    let lost: Vec<(Via, bool)> =
+        [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet].map(|v| (v, !x_survives(v))).to_vec();
+    set_barrier_shading_for_tests(true);
+    assert!(lost.iter().all(|&(_, l)| l), "without the insertion half, x should be freed on every path: {lost:?}");
+}
