@@ -117,9 +117,16 @@ pub(crate) fn shade_new_object_fields(obj: usize) {
     let d = unsafe { &*(p.read() as *const crate::Descriptor) };
     // SAFETY: payload word 0 of an array is its length.
     let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
-    d.for_each_pointer_word(len, |i| {
+    d.for_each_reference_word(len, |i, value| {
         // SAFETY: i is a payload word of this object per its descriptor.
-        crate::refcheck::shade(unsafe { p.add(1 + i).read() });
+        let w = unsafe { p.add(1 + i).read() };
+        if value {
+            // A value slot (issue 14): decoded with the heap's encoding; an
+            // immediate shades nothing.
+            crate::refcheck::shade_values(obj, 0, w);
+        } else {
+            crate::refcheck::shade(w);
+        }
     });
 }
 

@@ -241,6 +241,38 @@ impl Descriptor {
         words.checked_mul(8)
     }
 
+    /// Call `f(word_index, is_value)` for every pointer word and every value
+    /// word of an object of this kind (word index relative to the payload; for
+    /// arrays `len` is read from payload word 0 by the caller and passed in).
+    /// Used off the marking hot path (the shading of a new object's fields
+    /// while a heap marks); the markers have their own loops (`mark.rs`).
+    pub(crate) fn for_each_reference_word(&self, len: usize, mut f: impl FnMut(usize, bool)) {
+        if self.is_pointer_free() && !self.has_values() {
+            return;
+        }
+        let mut each_bit = |mut bits: u64, base: usize, value: bool| {
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                f(base + b, value);
+            }
+        };
+        if self.is_array() {
+            let ew = self.elem_words;
+            for e in 0..len {
+                each_bit(self.elem_bitmap, 1 + e * ew, false);
+                each_bit(self.elem_vbitmap, 1 + e * ew, true);
+            }
+        } else {
+            for (wi, &w) in self.bitmap.iter().enumerate() {
+                each_bit(w, wi * 64, false);
+            }
+            for (wi, &w) in self.vbitmap.iter().enumerate() {
+                each_bit(w, wi * 64, true);
+            }
+        }
+    }
+
     /// Call `f(word_index)` for every pointer word of the object whose payload
     /// starts at `payload` (word index relative to the payload). For arrays
     /// `len` is read from payload word 0 by the caller and passed in.

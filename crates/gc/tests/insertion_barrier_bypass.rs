@@ -15,7 +15,24 @@ mod common;
 use common::*;
 use std::sync::Mutex;
 use usurp_gc::barrier::set_barrier_shading_for_tests;
-use usurp_gc::{HeapConfig, Root, RootedVec};
+use usurp_gc::{Descriptor, GcType, HeapConfig, Root, RootedVec, ValueEncoding};
+
+/// A hand-written `GcType` whose one field is a value slot (issue 14): a
+/// low-bit-tagged word (`low_bits(7, 1)`: pointer iff the low 3 bits are
+/// 001). `Gc::new` initialises it with no barrier, so its insertion shade
+/// must decode it with the heap's encoding.
+#[repr(C)]
+struct Boxed {
+    v: usize,
+}
+static BOXED_VALUES: [u64; 1] = [1];
+static BOXED: Descriptor = Descriptor::fixed_with_values("Boxed", 1, &[], &BOXED_VALUES);
+// SAFETY: one word, declared as a value slot by BOXED's value bitmap.
+unsafe impl GcType for Boxed {
+    fn descriptor() -> &'static Descriptor {
+        &BOXED
+    }
+}
 
 const X: usize = 0x5a5a_5a5a;
 
@@ -28,12 +45,14 @@ enum Via {
     GcNew,
     RootedVecPush,
     RootedVecSet,
+    /// `Gc::new` of an object whose value slot holds `x`, tagged.
+    GcNewValue,
 }
 
 /// Whether `x`, stored during the stepped mark through `via`, survives.
 #[inline(never)]
 fn x_survives(via: Via) -> bool {
-    let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
+    let h = heap_with(HeapConfig { verify: false, value_encoding: ValueEncoding::low_bits(7, 1), ..config(64 << 20) });
     h.set_background_sweeping(false);
     let _g = h.attach_thread().unwrap();
     let holder = node(0, None, None);
@@ -52,6 +71,10 @@ fn x_survives(via: Via) -> bool {
         }
         Via::RootedVecPush => rv.push(Some(x.raw())),
         Via::RootedVecSet => rv.set(0, Some(x.raw())),
+        Via::GcNewValue => {
+            let b = usurp_gc::Gc::new(Boxed { v: x.raw().addr() | 1 }); // black; x only as a tagged word
+            rv.set(0, Some(b.raw()));
+        }
     }
     while !h.debug_mark_steps(10) {}
     h.debug_finish_marking();
@@ -66,7 +89,7 @@ fn x_survives(via: Via) -> bool {
 #[test]
 fn values_stored_by_gc_new_and_rootedvec_during_a_mark_are_shaded() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for via in [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet] {
+    for via in [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet, Via::GcNewValue] {
         assert!(x_survives(via), "{via:?}: x, reachable from a root, was freed (stored with no insertion barrier)");
     }
 }
@@ -76,7 +99,9 @@ fn negative_control_without_shading_each_path_loses_the_value() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     set_barrier_shading_for_tests(false);
     let lost: Vec<(Via, bool)> =
-        [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet].map(|v| (v, !x_survives(v))).to_vec();
+        [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet, Via::GcNewValue]
+            .map(|v| (v, !x_survives(v)))
+            .to_vec();
     set_barrier_shading_for_tests(true);
     assert!(lost.iter().all(|&(_, l)| l), "without the insertion half, x should be freed on every path: {lost:?}");
 }
