@@ -32,7 +32,7 @@
 //!   scans its own stack conservatively.
 //!
 //! * [`cycles`] / [`cycle_hz`] (module `cycles`): the time-stamp counter for
-//!   per-task CPU time, and [`SWITCH_FRAME_RECORD`] / [`SPILLED_FRAME_RECORD`]:
+//!   per-task CPU time (the monotonic clock without an invariant TSC), and [`SWITCH_FRAME_RECORD`] / [`SPILLED_FRAME_RECORD`]:
 //!   where a saved context's frame record sits (task dumps walk from it).
 //!
 //! The portable parts (the instruction classifier) compile on every host so

@@ -51,8 +51,11 @@
 //! `blocking` closure whose worker was handed off is charged up to the
 //! handoff and again from when it is switched back in. Cycles become time
 //! off the hot path ([`cycles_to_duration`]) at a rate read from the
-//! architecture (cntfrq_el0) or calibrated once against the monotonic clock
-//! (x86-64).
+//! architecture (cntfrq_el0; 1 GHz for x86-64's monotonic-clock fallback
+//! without an invariant TSC) or measured against the monotonic clock over
+//! the interval since the first runtime's build (x86-64), kept once that
+//! interval is long enough. No reader sleeps for it: readers run on task
+//! workers.
 
 use crate::runtime::Shared;
 use crate::tcb::{state, wait_kind, Task};
@@ -283,12 +286,26 @@ impl TaskInfo {
 static ANCHOR: OnceLock<(u64, u64)> = OnceLock::new();
 /// The calibrated rate (Hz), 0 until calibrated.
 static HZ: AtomicU64 = AtomicU64::new(0);
-/// Shortest anchor-to-now interval used for the calibration.
+/// Anchor-to-now interval from which the measured rate is kept for good.
+/// Conversions before that use the rate measured over the interval so far
+/// (never a sleep: they run on a task's worker thread, from
+/// `task::current()`, `JoinHandle::cpu_time`, `task::dump`).
 const CALIBRATE_NS: u64 = 20_000_000;
 
 /// Records the calibration anchor (runtime build; cheap after the first).
 pub(crate) fn init_clock() {
     ANCHOR.get_or_init(|| (crate::arch::cycles(), crate::sys::now_ns()));
+}
+
+/// The rate of `arch::cycles()` measured from the anchor `(c0, n0)` to
+/// `(c1, n1)`, and whether the interval is long enough to keep it
+/// ([`CALIBRATE_NS`]). A short interval gives a rougher rate (the two clocks
+/// are read a few tens of ns apart: ~1% over 10 us), good enough for the
+/// CPU times of a process that started a moment ago.
+fn measured_hz(c0: u64, n0: u64, c1: u64, n1: u64) -> (u64, bool) {
+    let dn = n1.saturating_sub(n0).max(1);
+    let hz = (c1.saturating_sub(c0) as u128 * 1_000_000_000 / dn as u128).min(u64::MAX as u128) as u64;
+    (hz.max(1), dn >= CALIBRATE_NS)
 }
 
 fn cycle_hz() -> u64 {
@@ -300,17 +317,12 @@ fn cycle_hz() -> u64 {
         return hz;
     }
     let &(c0, n0) = ANCHOR.get_or_init(|| (crate::arch::cycles(), crate::sys::now_ns()));
-    let mut n1 = crate::sys::now_ns();
-    if n1.saturating_sub(n0) < CALIBRATE_NS {
-        // Once per process, and never on a hot path (conversions are for
-        // dumps and stats).
-        std::thread::sleep(Duration::from_nanos(CALIBRATE_NS - n1.saturating_sub(n0)));
-        n1 = crate::sys::now_ns();
-    }
+    let n1 = crate::sys::now_ns();
     let c1 = crate::arch::cycles();
-    let hz = ((c1.saturating_sub(c0)) as u128 * 1_000_000_000 / (n1 - n0).max(1) as u128) as u64;
-    let hz = hz.max(1);
-    HZ.store(hz, Ordering::Relaxed);
+    let (hz, keep) = measured_hz(c0, n0, c1, n1);
+    if keep {
+        HZ.store(hz, Ordering::Relaxed);
+    }
     hz
 }
 
@@ -533,4 +545,20 @@ fn resolve(addr: usize) -> Syms {
         out.push((name, loc));
     });
     out
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn measured_rate_is_kept_only_over_a_long_interval() {
+        // 3 GHz over 1 ms: the rate, not kept; over 20 ms: kept.
+        assert_eq!(measured_hz(1000, 5_000, 1000 + 3_000_000, 5_000 + 1_000_000), (3_000_000_000, false));
+        assert_eq!(measured_hz(0, 0, 60_000_000, CALIBRATE_NS), (3_000_000_000, true));
+        // Clocks read in the same nanosecond, or a counter that went back:
+        // a usable rate, never a division by zero.
+        assert!(measured_hz(10, 10, 20, 10).0 >= 1);
+        assert_eq!(measured_hz(10, 10, 5, 10_000).0, 1);
+    }
 }

@@ -629,7 +629,10 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
     // our load is not formally a synchronizing read of those writes; they
     // precede it by at least `REPORT_AFTER` (or, for a task dump whose stop
     // timed out, by its deadline: `describe_workers_unstopped`), and nothing
-    // writes them since.
+    // writes them since. The stop flag must stay set while we read: callers
+    // are the stopper itself (the stop ends only when it starts the world)
+    // or `describe_workers_unstopped`, which holds the stw lock (under which
+    // alone a stop ends) across its sample of the flag and this read.
     unsafe {
         if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
             return None;
@@ -645,11 +648,20 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
 /// Reads the id and name of a running task only while a stop is requested
 /// (the argument of [`running_task_info`] needs the stop flag); with no stop
 /// in force, only the worker states.
+///
+/// Holds the stw lock throughout: `stop` and `stopper` are written only
+/// under it (a stop's begin and `start_the_world`), so the stop sampled here
+/// stays in force, with the same stopper, while the tasks' names are read
+/// (without the lock a stop could end between the sample and the read, and
+/// the task read could exit, be recycled and re-prepared meanwhile). The
+/// caller does not hold it. Lock order: stw, then registry, then pool
+/// (nothing holding the registry or the pool takes the stw lock).
 pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<String> {
+    let g = sh.stw.lock();
     let stop_on = sh.stw.stop.load(Ordering::SeqCst);
     let mut lines = Vec::new();
     if stop_on {
-        lines.push(describe_stopper(sh));
+        lines.push(describe_stopper(sh, &g));
     }
     let workers = sh
         .workers
@@ -679,13 +691,17 @@ pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<
             format!("worker {} (thread {tid}): {what}", w.index)
         });
     lines.extend(workers);
+    drop(g);
     lines
 }
 
 /// Who holds the stop in force (for dumps whose stop timed out): the dump
-/// itself, a task (by id and name), or a thread. Read without the stw lock:
-/// a dump that timed out waits for nothing more.
-fn describe_stopper(sh: &Shared) -> String {
+/// itself, a task (by id and name), or a thread. Called with the stw lock
+/// held (`_locked`): the stopper cannot end its stop meanwhile (issue 15
+/// review: read without it, the stopper could restart the world, exit, and
+/// its struct be recycled and re-prepared, its name replaced, while we
+/// read it).
+fn describe_stopper(sh: &Shared, _locked: &MutexGuard<'_, Inner>) -> String {
     let who = sh.stw.stopper.load(Ordering::SeqCst);
     if who == caller_id() {
         return "the stop in force is this dump's own (being withdrawn)".to_string();
@@ -703,10 +719,13 @@ fn describe_stopper(sh: &Shared) -> String {
     if !reg.contains(&t) {
         return "a stop is in force, requested by a task of another runtime".to_string();
     }
-    // SAFETY: `t` is registered (allocated while `reg` is held). The stopper
-    // cannot exit without restarting the world first (`exit_current`), so
-    // it is not recycled while it is recorded here; its id and name were
-    // written before it ran.
+    // SAFETY: `t` is registered (allocated while `reg` is held). It is the
+    // stopper recorded now, and stays so while we hold the stw lock
+    // (`_locked`): only `start_the_world`, under that lock, clears it. The
+    // stopper cannot exit without restarting the world first
+    // (`exit_current`), so it is neither recycled nor re-prepared (which
+    // replaces the name) while we read; its id and name were written before
+    // it ran.
     let (id, name) = unsafe { ((*t).id.get(), (*(*t).name.get()).as_deref().map(str::to_owned)) };
     match name {
         Some(n) => format!("a stop is in force, requested by task {id} \"{n}\""),

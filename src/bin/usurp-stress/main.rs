@@ -223,8 +223,24 @@ fn main() {
 /// `--dump-on-hang`: samples the progress counters every 50 ms; when none
 /// moved for `limit`, prints a task dump to stderr and exits with status 1.
 /// Ends when the run is done.
+///
+/// Progress is any task's progress counter, a completed collection (GC
+/// cycles and the runtime's completed stops: the verifier's stops too), a
+/// structure verification or an explicit collection: a run whose tasks all
+/// wait for a long collection is not hung. A single stop (a pause, or the
+/// verifier's walk) that lasts longer than `limit` still counts as a hang;
+/// its dump then shows the collecting task in it. Under qemu-user
+/// emulation (signals and the collector run ~10-50x slower), the limit is
+/// multiplied by [`EMULATION_SLOWDOWN`].
 fn hang_watchdog(rt: &Runtime, ctx: &kinds::Ctx, limit: Duration) {
-    let total = || ctx.c.progress.iter().map(|c| c.load(Ordering::Relaxed)).fold(0u64, u64::wrapping_add);
+    let limit = if emulated() { limit * EMULATION_SLOWDOWN } else { limit };
+    let total = || {
+        let tasks = ctx.c.progress.iter().map(|c| c.load(Ordering::Relaxed)).fold(0u64, u64::wrapping_add);
+        let gc = rt.heap().stats().cycles;
+        let stops = rt.stats().stw.stops;
+        let checks = ctx.c.verifications.load(Ordering::Relaxed) + ctx.c.explicit_collections.load(Ordering::Relaxed);
+        (tasks, gc, stops, checks)
+    };
     let mut last = total();
     let mut since = Instant::now();
     while !ctx.done.load(Ordering::SeqCst) {
@@ -242,6 +258,17 @@ fn hang_watchdog(rt: &Runtime, ctx: &kinds::Ctx, limit: Duration) {
             std::process::exit(1);
         }
     }
+}
+
+/// How much longer `--dump-on-hang` waits under qemu-user emulation.
+const EMULATION_SLOWDOWN: u32 = 10;
+
+/// True when this runs under qemu-user: an aarch64 binary whose
+/// /proc/cpuinfo is the host's x86 one (no "CPU implementer" lines). One
+/// file read, once per run.
+fn emulated() -> bool {
+    cfg!(target_arch = "aarch64")
+        && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| !c.contains("CPU implementer"))
 }
 
 /// `--inject-hang`: a task that never reaches a safe point, then (from a
