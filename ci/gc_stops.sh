@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GC stops of binary-trees beside Go's, from one session: runs
+# benches/binarytrees.rs with USURP_DEBUG=gctrace=1 and the Go anchor with
+# GODEBUG=gctrace=1, and prints each one's stop count, p50 / p99 / max (every
+# stop apart: usurp's start and termination stops, Go's two STW phases), wall
+# time and max RSS. Usage: bash ci/gc_stops.sh [depth] [extra args for the
+# usurp bench, e.g. --preemptible]. Needs golang-go (apt-get install -y golang-go).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+depth=${1:-21}
+shift || true
+out=${ANCHOR_OUT:-/tmp/usurp-anchors}
+mkdir -p "$out"
+(cd ../shared/anchors/go && go build -o "$out/go-binarytrees" ./binarytrees)
+cargo build --release --bench binarytrees >/dev/null 2>&1
+bench=$(ls -t target/release/deps/binarytrees-* | grep -v '\.d$' | head -1)
+stats() { # reads one stop in ms per line
+  sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "no stops"; exit }
+    i50 = int(NR * 0.50 + 0.5); if (i50 < 1) i50 = 1
+    i99 = int(NR * 0.99 + 0.5); if (i99 < 1) i99 = 1; if (i99 > NR) i99 = NR
+    printf "%d stops, p50 %.3f / p99 %.3f / max %.3f ms\n", NR, v[i50], v[i99], v[NR] }'
+}
+t=$(mktemp -d)
+/usr/bin/time -f "wall %e s, max RSS %M KB" -o "$t/usurp.time" env USURP_DEBUG=gctrace=1 "$bench" "$depth" "$@" >/dev/null 2>"$t/usurp.trace"
+/usr/bin/time -f "wall %e s, max RSS %M KB" -o "$t/go.time" env GODEBUG=gctrace=1 "$out/go-binarytrees" "$depth" >/dev/null 2>"$t/go.trace"
+echo "usurp binary-trees $depth $*: $(cat "$t/usurp.time")"
+echo -n "  stops: "
+sed -n 's/.*, stops start \([0-9.]*\) + termination \([0-9. +]*\) ms.*/\1 \2/p' "$t/usurp.trace" | tr -s ' +' '\n\n' | grep . | stats
+echo "go binary-trees $depth: $(cat "$t/go.time")"
+echo -n "  stops: "
+sed -n 's/^gc [0-9]* @[^:]*: \([0-9.]*\)+[0-9.]*+\([0-9.]*\) ms clock.*/\1\n\2/p' "$t/go.trace" | stats
+rm -rf "$t"
