@@ -28,10 +28,12 @@
 //!   quantum right away, so tight loops rotate exactly every quantum; a task
 //!   that switched in cooperatively gets between one and two quanta. A
 //!   worker takes about one signal per quantum. A refused attempt is retried
-//!   a quarter quantum later, then with a doubling delay up to one quantum
-//!   or 1 ms, whichever is longer, while the same task keeps being refused
-//!   (the refusal set the checkpoint flag already: re-signalling a task
-//!   stuck in non-preemptible code only burns CPU);
+//!   a whole quantum later (a cooperative task has polled [`checkpoint`]
+//!   and yielded by then: the retry tick only starts the next task's
+//!   quantum), then with a doubling delay up to one quantum or 1 ms,
+//!   whichever is longer, while the same task keeps being refused (the
+//!   refusal set the checkpoint flag already: re-signalling a task stuck in
+//!   non-preemptible code only burns CPU);
 //!   [`PreemptStats::yields_after_refusal`] counts the cooperative yields at
 //!   [`checkpoint`] such refusals caused.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
@@ -137,7 +139,7 @@
 //!   wait for `slot.acks()` to advance and for the task to switch out. A
 //!   refused request sets the worker's checkpoint flag; it is not retried by
 //!   itself (the worker's timer, if armed, retries with the refused-tick
-//!   backoff: a quarter quantum, then longer): send another request once the
+//!   backoff: a quantum, then longer): send another request once the
 //!   previous one was acknowledged.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -160,7 +162,7 @@ pub use registry::{
 };
 #[doc(hidden)]
 pub use signal::{
-    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo,
+    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo, short_first_refusal_retry_for_tests,
     simulate_larger_spill_frame_for_tests,
 };
 pub use signal::{

@@ -41,6 +41,18 @@ pub fn disable_refusal_backoff_for_tests(off: bool) {
     BACKOFF_OFF.store(off, Ordering::Relaxed);
 }
 
+/// Test-only: the first retry after a refused tick comes a quarter quantum
+/// (at least 50 µs) later, as before it waited a whole quantum (the negative
+/// control of the cooperative-retry test).
+static SHORT_FIRST_RETRY: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: `true` retries a task's first refused tick after a quarter
+/// quantum (the old policy) instead of a whole quantum; `false` restores it.
+#[doc(hidden)]
+pub fn short_first_refusal_retry_for_tests(on: bool) {
+    SHORT_FIRST_RETRY.store(on, Ordering::Relaxed);
+}
+
 /// The scheduler's park hook, called on the task's stack from the spill
 /// routine (stored as a raw pointer so the handler can test it atomically).
 static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -356,14 +368,17 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// running task's quantum starts now and the tick only moves the deadline;
 /// otherwise the task has run a whole quantum and is preempted.
 ///
-/// A refused attempt is retried with a backoff: a quarter quantum (at least
+/// A refused attempt is retried with a backoff: a whole quantum (at least
 /// 50 µs) after the first refusal, then twice as long after each further
 /// refusal of the same task, up to one quantum or 1 ms, whichever is longer
 /// ([`MAX_REFUSAL_BACKOFF_NS`]). The refusal already set the
 /// checkpoint flag, so a task that polls [`crate::checkpoint`] yields without
-/// another signal; one that stays in non-preemptible code (libc, a
-/// no-preempt section, a loop without checkpoints) costs a signal per
-/// quantum instead of four. The backoff restarts with the next task (the
+/// another signal (the retry tick then finds the worker switched: the next
+/// task's quantum starts at that tick, so a task switched in after a
+/// cooperative yield runs between one and two quanta, like any task
+/// switched in cooperatively); one that stays in non-preemptible code (libc,
+/// a no-preempt section, a loop without checkpoints) costs a signal per
+/// quantum (or per 1 ms) instead of four. The backoff restarts with the next task (the
 /// switch counter moved) and after an accepted preemption. Targeted
 /// requests (stop-the-world, due timers) are not delayed by it: their
 /// senders re-send them.
@@ -425,7 +440,11 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
             }
             Err(_) => {
                 let prev = slot.backoff_ns.load(Ordering::Relaxed);
-                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) { retry } else { next_backoff(prev, q) };
+                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) || (prev == 0 && SHORT_FIRST_RETRY.load(Ordering::Relaxed)) {
+                    retry
+                } else {
+                    next_backoff(prev, q)
+                };
                 if prev != 0 {
                     Counters::bump(&slot.counters.refusal_retries);
                     if delay > retry {
@@ -454,10 +473,17 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
 pub const MAX_REFUSAL_BACKOFF_NS: u64 = 1_000_000;
 
 /// The retry delay after a refused tick, given the previous one (0 for the
-/// first refusal of this task): a quarter quantum (at least 50 µs), then
+/// first refusal of this task): a whole quantum (at least 50 µs), then
 /// doubling, capped at max(quantum, 1 ms).
+///
+/// Why a whole quantum first: the refusal set the task's checkpoint flag,
+/// and a task that polls [`crate::checkpoint`] yields well within a quantum
+/// (the retry tick then finds the worker switched, and only starts the next
+/// task's quantum); a retry a quarter quantum later mostly found a
+/// cooperative task still between two polls and was refused again (issue
+/// 12: a third of the refused signals of a stress run were such retries).
 fn next_backoff(prev_ns: u64, quantum_ns: u64) -> u64 {
-    let first = (quantum_ns / 4).max(50_000);
+    let first = quantum_ns.max(50_000);
     if prev_ns == 0 {
         first
     } else {
@@ -700,7 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_tick_backoff_doubles_up_to_the_quantum() {
+    fn refused_tick_backoff_starts_at_a_quantum_and_doubles_up_to_1ms() {
         let q = 1_000_000;
         let mut d = 0;
         let mut seq = Vec::new();
@@ -708,16 +734,18 @@ mod tests {
             d = next_backoff(d, q);
             seq.push(d);
         }
-        assert_eq!(seq, [250_000, 500_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000]);
-        // Short quanta: from 50 µs up to 1 ms.
+        assert_eq!(seq, [1_000_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000]);
+        // Short quanta: from one quantum up to 1 ms.
         let q = 100_000;
         let mut d = 0;
         let mut seq = Vec::new();
-        for _ in 0..7 {
+        for _ in 0..6 {
             d = next_backoff(d, q);
             seq.push(d);
         }
-        assert_eq!(seq, [50_000, 100_000, 200_000, 400_000, 800_000, 1_000_000, 1_000_000]);
+        assert_eq!(seq, [100_000, 200_000, 400_000, 800_000, 1_000_000, 1_000_000]);
+        // The shortest quantum.
+        assert_eq!(next_backoff(0, 50_000), 50_000);
         // Long quanta: up to the quantum.
         assert_eq!(next_backoff(4_000_000, 5_000_000), 5_000_000);
     }
