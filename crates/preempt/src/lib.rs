@@ -162,7 +162,7 @@ pub use registry::{
 };
 #[doc(hidden)]
 pub use signal::{
-    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo, short_first_refusal_retry_for_tests,
+    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo, old_refusal_retry_for_tests,
     simulate_larger_spill_frame_for_tests,
 };
 pub use signal::{

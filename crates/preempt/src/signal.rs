@@ -41,16 +41,20 @@ pub fn disable_refusal_backoff_for_tests(off: bool) {
     BACKOFF_OFF.store(off, Ordering::Relaxed);
 }
 
-/// Test-only: the first retry after a refused tick comes a quarter quantum
-/// (at least 50 µs) later, as before it waited a whole quantum (the negative
-/// control of the cooperative-retry test).
-static SHORT_FIRST_RETRY: AtomicBool = AtomicBool::new(false);
+/// Test-only: the old retry policy (the negative control of the
+/// cooperative-retry test): the first retry after a refused tick comes a
+/// quarter quantum (at least 50 µs) later, whether or not the task is known
+/// to be cooperative, and a checkpoint yield does not start the next task's
+/// quantum (the next tick does).
+pub(crate) static OLD_RETRY_POLICY: AtomicBool = AtomicBool::new(false);
 
-/// Test-only: `true` retries a task's first refused tick after a quarter
-/// quantum (the old policy) instead of a whole quantum; `false` restores it.
+/// Test-only: `true` restores the old retry policy (first retry of a
+/// refused tick after a quarter quantum; the next task's quantum starts at
+/// the next tick, not at the checkpoint yield); `false` restores the current
+/// one.
 #[doc(hidden)]
-pub fn short_first_refusal_retry_for_tests(on: bool) {
-    SHORT_FIRST_RETRY.store(on, Ordering::Relaxed);
+pub fn old_refusal_retry_for_tests(on: bool) {
+    OLD_RETRY_POLICY.store(on, Ordering::Relaxed);
 }
 
 /// The scheduler's park hook, called on the task's stack from the spill
@@ -378,8 +382,13 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// cooperative yield runs between one and two quanta, like any task
 /// switched in cooperatively); one that stays in non-preemptible code (libc,
 /// a no-preempt section, a loop without checkpoints) costs a signal per
-/// quantum (or per 1 ms) instead of four. The backoff restarts with the next task (the
-/// switch counter moved) and after an accepted preemption. Targeted
+/// quantum (or per 1 ms) instead of four. A task known to be cooperative
+/// (it last left its worker at a checkpoint yield a refusal asked for, and
+/// was not preempted asynchronously since: [`crate::TaskPreemptState`]) is retried
+/// straight at the cap, max(quantum, 1 ms): it yields at its next poll
+/// anyway, and a retry before that would only be refused again. The backoff
+/// restarts with the next task (the switch counter moved) and after an
+/// accepted preemption. Targeted
 /// requests (stop-the-world, due timers) are not delayed by it: their
 /// senders re-send them.
 ///
@@ -407,10 +416,20 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
         true
     } else if slot.running.load(Ordering::Acquire) && sw != slot.seen_switches.load(Ordering::Relaxed) {
         // The worker switched since the last tick (switch_in reads no
-        // clock): the running task's quantum starts now.
+        // clock): the running task's quantum starts now, unless it was
+        // switched in by a checkpoint yield a refusal asked for (one switch
+        // out, one in since): that yield read the clock, and its quantum
+        // started then (the yield re-armed the timer for its end).
+        let start = if !OLD_RETRY_POLICY.load(Ordering::Relaxed)
+            && sw == slot.coop_yield_sw.load(Ordering::Relaxed).wrapping_add(2)
+        {
+            slot.coop_yield_at.load(Ordering::Relaxed).min(now)
+        } else {
+            now
+        };
         slot.seen_switches.store(sw, Ordering::Relaxed);
-        slot.switched_at.store(now, Ordering::Relaxed);
-        false
+        slot.switched_at.store(start, Ordering::Relaxed);
+        now.saturating_add((q / 10).min(50_000)) >= start.saturating_add(q)
     } else if slot.running.load(Ordering::Acquire) {
         let deadline = slot.switched_at.load(Ordering::Relaxed).saturating_add(q);
         // A little slack: the next task's switch-in follows a preemption by
@@ -440,8 +459,13 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
             }
             Err(_) => {
                 let prev = slot.backoff_ns.load(Ordering::Relaxed);
-                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) || (prev == 0 && SHORT_FIRST_RETRY.load(Ordering::Relaxed)) {
+                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) || (prev == 0 && OLD_RETRY_POLICY.load(Ordering::Relaxed)) {
                     retry
+                } else if prev == 0 && slot.cooperative.load(Ordering::Relaxed) {
+                    // Known to yield at its checkpoints: the refusal set its
+                    // flag, and a retry before it polls would only be
+                    // refused again. Retry at the backoff's cap.
+                    q.max(MAX_REFUSAL_BACKOFF_NS)
                 } else {
                     next_backoff(prev, q)
                 };
@@ -506,6 +530,9 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> Result<(), Refusal> {
             // SAFETY: check() verified the stack room.
             unsafe { archif::inject_spill(uc) };
             Counters::bump(&slot.counters.accepted);
+            // Caught in preemptible code: not known to be cooperative any
+            // more (its next refusal is retried with the plain backoff).
+            slot.cooperative.store(false, Ordering::Relaxed);
             Ok(())
         }
         Err(reason) => {
