@@ -28,12 +28,16 @@
 //!   quantum right away, so tight loops rotate exactly every quantum; a task
 //!   that switched in cooperatively gets between one and two quanta. A
 //!   worker takes about one signal per quantum. A refused attempt is retried
-//!   a whole quantum later (a cooperative task has polled [`checkpoint`]
-//!   and yielded by then: the retry tick only starts the next task's
-//!   quantum), then with a doubling delay up to one quantum or 1 ms,
-//!   whichever is longer, while the same task keeps being refused (the
+//!   a whole quantum later, then with a doubling delay up to one quantum or
+//!   1 ms, whichever is longer, while the same task keeps being refused (the
 //!   refusal set the checkpoint flag already: re-signalling a task stuck in
-//!   non-preemptible code only burns CPU);
+//!   non-preemptible code only burns CPU); a task known to be cooperative
+//!   (it last left its worker at a [`checkpoint`] yield that a refusal asked
+//!   for, [`TaskPreemptState::is_cooperative`]) is retried straight at that
+//!   cap. That yield reads the clock and re-arms the timer for the end of
+//!   the next task's quantum, which starts there (the next tick sees the two
+//!   switches and takes the yield's time as the quantum's start): a
+//!   cooperative quantum costs one signal, the refused one;
 //!   [`PreemptStats::yields_after_refusal`] counts the cooperative yields at
 //!   [`checkpoint`] such refusals caused.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
