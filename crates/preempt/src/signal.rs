@@ -11,7 +11,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::archif;
 use crate::error::{last_errno, Error};
 use crate::registry::{self, CodeLookup};
-use crate::slot::{current_ptr, is_known_slot, now_ns, WorkerSlot};
+use crate::slot::{current_ptr, is_known_slot, now_ns, WorkerSlot, NO_COOP_YIELD};
 use crate::stats::{Counters, Refusal};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
@@ -397,6 +397,11 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// timer disarmed. A request merged into a tick is served either way.
 unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
+    // A checkpoint yield's time serves only the first tick after it (the one
+    // it armed): if another tick came between (the worker sat idle or in a
+    // stopped world before its next task), that task did not start then.
+    let coop_yield_sw = slot.coop_yield_sw.load(Ordering::Relaxed);
+    slot.coop_yield_sw.store(NO_COOP_YIELD, Ordering::Relaxed);
     if !request && !slot.is_contended() {
         // Nobody waits for this worker (`set_contended(false)`, which makes
         // no system call itself): no attempt, and the timer stays disarmed
@@ -420,9 +425,7 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
         // switched in by a checkpoint yield a refusal asked for (one switch
         // out, one in since): that yield read the clock, and its quantum
         // started then (the yield re-armed the timer for its end).
-        let start = if !OLD_RETRY_POLICY.load(Ordering::Relaxed)
-            && sw == slot.coop_yield_sw.load(Ordering::Relaxed).wrapping_add(2)
-        {
+        let start = if !OLD_RETRY_POLICY.load(Ordering::Relaxed) && sw == coop_yield_sw.wrapping_add(2) {
             slot.coop_yield_at.load(Ordering::Relaxed).min(now)
         } else {
             now

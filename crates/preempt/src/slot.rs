@@ -27,6 +27,10 @@ pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
 /// frames, the decoder, a chained foreign handler).
 const ALTSTACK_HEADROOM: usize = 64 * 1024;
 
+/// `WorkerSlot::coop_yield_sw` when no checkpoint yield is pending a tick
+/// (far from any switch count a worker reaches).
+pub(crate) const NO_COOP_YIELD: u64 = u64::MAX - 8;
+
 /// Per-task preemption state that the scheduler keeps in its task while the
 /// task is switched out (the no-preempt depth travels with the task).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,7 +80,8 @@ pub struct WorkerSlot {
     pub(crate) cooperative: AtomicBool,
     /// The time (CLOCK_MONOTONIC ns) and switch count of the last
     /// checkpoint yield a refusal asked for, taken right before it. Written
-    /// by the worker thread (`checkpoint()`), read by its handler.
+    /// by the worker thread (`checkpoint()`); read, and the count reset to
+    /// [`NO_COOP_YIELD`] (stale), by its handler at the next tick.
     pub(crate) coop_yield_at: AtomicU64,
     pub(crate) coop_yield_sw: AtomicU64,
     /// The checkpoint flag was set by a refused attempt (not only by a
@@ -173,7 +178,7 @@ impl WorkerSlot {
             backoff_ns: AtomicU64::new(0),
             cooperative: AtomicBool::new(false),
             coop_yield_at: AtomicU64::new(0),
-            coop_yield_sw: AtomicU64::new(u64::MAX - 8),
+            coop_yield_sw: AtomicU64::new(NO_COOP_YIELD),
             refusal_request: AtomicBool::new(false),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
