@@ -377,18 +377,19 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// refusal of the same task, up to one quantum or 1 ms, whichever is longer
 /// ([`MAX_REFUSAL_BACKOFF_NS`]). The refusal already set the
 /// checkpoint flag, so a task that polls [`crate::checkpoint`] yields without
-/// another signal (the retry tick then finds the worker switched: the next
-/// task's quantum starts at that tick, so a task switched in after a
-/// cooperative yield runs between one and two quanta, like any task
-/// switched in cooperatively); one that stays in non-preemptible code (libc,
-/// a no-preempt section, a loop without checkpoints) costs a signal per
+/// another signal; one that stays in non-preemptible code (libc, a
+/// no-preempt section, a loop without checkpoints) costs a signal per
 /// quantum (or per 1 ms) instead of four. A task known to be cooperative
 /// (it last left its worker at a checkpoint yield a refusal asked for, and
-/// was not preempted asynchronously since: [`crate::TaskPreemptState`]) is retried
-/// straight at the cap, max(quantum, 1 ms): it yields at its next poll
-/// anyway, and a retry before that would only be refused again. The backoff
-/// restarts with the next task (the switch counter moved) and after an
-/// accepted preemption. Targeted
+/// was not preempted asynchronously since: [`crate::TaskPreemptState`]) is
+/// retried straight at the cap, max(quantum, 1 ms): it yields at its next
+/// poll anyway, and a retry before that would only be refused again. That
+/// yield reads the clock and re-arms the timer for the next task's quantum
+/// end (`WorkerSlot::note_cooperative_yield`); the first tick after it,
+/// seeing exactly the yield's two switches, takes the yield's time as that
+/// quantum's start instead of its own. So a cooperative quantum costs one
+/// signal, the refused tick. The backoff restarts with the next task (the
+/// switch counter moved) and after an accepted preemption. Targeted
 /// requests (stop-the-world, due timers) are not delayed by it: their
 /// senders re-send them.
 ///
