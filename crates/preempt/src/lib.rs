@@ -166,9 +166,11 @@ pub use registry::{
 };
 #[doc(hidden)]
 pub use signal::{
-    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo, old_refusal_retry_for_tests,
+    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo,
     simulate_larger_spill_frame_for_tests,
 };
+#[doc(hidden)]
+pub use signal::old_refusal_retry_for_tests;
 pub use signal::{
     async_preempt_off, chained_signals, init, min_task_stack, preempt_stack_needed, request_preempt, set_park_hook,
     set_signal, signal, TASK_FRAMES_HEADROOM,

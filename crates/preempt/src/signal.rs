@@ -41,22 +41,6 @@ pub fn disable_refusal_backoff_for_tests(off: bool) {
     BACKOFF_OFF.store(off, Ordering::Relaxed);
 }
 
-/// Test-only: the old retry policy (the negative control of the
-/// cooperative-retry test): the first retry after a refused tick comes a
-/// quarter quantum (at least 50 µs) later, whether or not the task is known
-/// to be cooperative, and a checkpoint yield does not start the next task's
-/// quantum (the next tick does).
-pub(crate) static OLD_RETRY_POLICY: AtomicBool = AtomicBool::new(false);
-
-/// Test-only: `true` restores the old retry policy (first retry of a
-/// refused tick after a quarter quantum; the next task's quantum starts at
-/// the next tick, not at the checkpoint yield); `false` restores the current
-/// one.
-#[doc(hidden)]
-pub fn old_refusal_retry_for_tests(on: bool) {
-    OLD_RETRY_POLICY.store(on, Ordering::Relaxed);
-}
-
 /// The scheduler's park hook, called on the task's stack from the spill
 /// routine (stored as a raw pointer so the handler can test it atomically).
 static PARK_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -491,6 +475,22 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     if slot.is_armed() {
         slot.arm_at(next);
     }
+}
+
+/// Test-only: the old retry policy (the negative control of the
+/// cooperative-retry test): the first retry after a refused tick comes a
+/// quarter quantum (at least 50 µs) later, whether or not the task is known
+/// to be cooperative, and a checkpoint yield does not start the next task's
+/// quantum (the next tick does).
+pub(crate) static OLD_RETRY_POLICY: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: `true` restores the old retry policy (first retry of a
+/// refused tick after a quarter quantum; the next task's quantum starts at
+/// the next tick, not at the checkpoint yield); `false` restores the current
+/// one.
+#[doc(hidden)]
+pub fn old_refusal_retry_for_tests(on: bool) {
+    OLD_RETRY_POLICY.store(on, Ordering::Relaxed);
 }
 
 /// The longest delay between retries of refused ticks of one task, for
