@@ -11,7 +11,7 @@
 //! "always"), so that its quantum timer is armed when it stops; it counts
 //! the `no_preempt` refusals. Negative control through the test-only switch
 //! `hooks::set_stopper_ticks_for_tests(true)` (the old behaviour): the
-//! stopper's ticks go on and are refused every quarter quantum to quantum.
+//! stopper's ticks go on and are refused every quantum.
 //! Both switches are process-wide: this file holds one test.
 
 mod sched_util;
@@ -58,7 +58,7 @@ fn stopper_quantum_does_not_tick_during_its_stop() {
     assert!(quiet <= stops as u64, "{quiet} no_preempt refusals in {stops} stops of {hold:?} (expected <= {stops})");
 
     // Negative control: the stopper's quantum keeps ticking (1 ms quantum,
-    // retries backed off from 250 us to 1 ms): about 18 refusals per stop.
+    // retries every 1 ms): about 19 refusals per stop.
     hooks::set_stopper_ticks_for_tests(true);
     let ticking = within(120, "stops held by a task (stopper ticks)", move || {
         no_preempt_refusals_during_stops(stops, hold)

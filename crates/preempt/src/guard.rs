@@ -91,6 +91,11 @@ fn checkpoint_slow() {
         Counters::bump(&slot.counters.checkpoint_yields);
         if slot.refusal_request.swap(false, Ordering::Relaxed) {
             Counters::bump(&slot.counters.yields_after_refusal);
+            // The task answered a refused tick here: it is cooperative (its
+            // next refusals are not retried soon; see `on_tick`).
+            slot.cooperative.store(true, Ordering::Relaxed);
+            // The next task's quantum starts at this yield.
+            slot.note_cooperative_yield();
         }
         let h = YIELD_HOOK.load(Ordering::Acquire);
         if !h.is_null() {

@@ -28,10 +28,16 @@
 //!   quantum right away, so tight loops rotate exactly every quantum; a task
 //!   that switched in cooperatively gets between one and two quanta. A
 //!   worker takes about one signal per quantum. A refused attempt is retried
-//!   a quarter quantum later, then with a doubling delay up to one quantum
-//!   or 1 ms, whichever is longer, while the same task keeps being refused
-//!   (the refusal set the checkpoint flag already: re-signalling a task
-//!   stuck in non-preemptible code only burns CPU);
+//!   a whole quantum later, then with a doubling delay up to one quantum or
+//!   1 ms, whichever is longer, while the same task keeps being refused (the
+//!   refusal set the checkpoint flag already: re-signalling a task stuck in
+//!   non-preemptible code only burns CPU); a task known to be cooperative
+//!   (it last left its worker at a [`checkpoint`] yield that a refusal asked
+//!   for, [`TaskPreemptState::is_cooperative`]) is retried straight at that
+//!   cap. That yield reads the clock and re-arms the timer for the end of
+//!   the next task's quantum, which starts there (the next tick sees the two
+//!   switches and takes the yield's time as the quantum's start): a
+//!   cooperative quantum costs one signal, the refused one;
 //!   [`PreemptStats::yields_after_refusal`] counts the cooperative yields at
 //!   [`checkpoint`] such refusals caused.
 //! * **Targeted requests** ([`request_preempt`], for stop-the-world): the
@@ -137,7 +143,7 @@
 //!   wait for `slot.acks()` to advance and for the task to switch out. A
 //!   refused request sets the worker's checkpoint flag; it is not retried by
 //!   itself (the worker's timer, if armed, retries with the refused-tick
-//!   backoff: a quarter quantum, then longer): send another request once the
+//!   backoff: a quantum, then longer): send another request once the
 //!   previous one was acknowledged.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -163,6 +169,8 @@ pub use signal::{
     cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo,
     set_preempt_window_for_tests, simulate_larger_spill_frame_for_tests,
 };
+#[doc(hidden)]
+pub use signal::old_refusal_retry_for_tests;
 pub use signal::{
     async_preempt_off, chained_signals, init, min_task_stack, preempt_stack_needed, request_preempt, set_park_hook,
     set_signal, signal, TASK_FRAMES_HEADROOM,

@@ -11,7 +11,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::archif;
 use crate::error::{last_errno, Error};
 use crate::registry::{self, CodeLookup};
-use crate::slot::{current_ptr, is_known_slot, now_ns, WorkerSlot};
+use crate::slot::{current_ptr, is_known_slot, now_ns, WorkerSlot, NO_COOP_YIELD};
 use crate::stats::{Counters, Refusal};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGURG);
@@ -371,14 +371,23 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// running task's quantum starts now and the tick only moves the deadline;
 /// otherwise the task has run a whole quantum and is preempted.
 ///
-/// A refused attempt is retried with a backoff: a quarter quantum (at least
+/// A refused attempt is retried with a backoff: a whole quantum (at least
 /// 50 µs) after the first refusal, then twice as long after each further
 /// refusal of the same task, up to one quantum or 1 ms, whichever is longer
 /// ([`MAX_REFUSAL_BACKOFF_NS`]). The refusal already set the
 /// checkpoint flag, so a task that polls [`crate::checkpoint`] yields without
 /// another signal; one that stays in non-preemptible code (libc, a
 /// no-preempt section, a loop without checkpoints) costs a signal per
-/// quantum instead of four. The backoff restarts with the next task (the
+/// quantum (or per 1 ms) instead of four. A task known to be cooperative
+/// (it last left its worker at a checkpoint yield a refusal asked for, and
+/// was not preempted asynchronously since: [`crate::TaskPreemptState`]) is
+/// retried straight at the cap, max(quantum, 1 ms): it yields at its next
+/// poll anyway, and a retry before that would only be refused again. That
+/// yield reads the clock and re-arms the timer for the next task's quantum
+/// end (`WorkerSlot::note_cooperative_yield`); the first tick after it,
+/// seeing exactly the yield's two switches, takes the yield's time as that
+/// quantum's start instead of its own. So a cooperative quantum costs one
+/// signal, the refused tick. The backoff restarts with the next task (the
 /// switch counter moved) and after an accepted preemption. Targeted
 /// requests (stop-the-world, due timers) are not delayed by it: their
 /// senders re-send them.
@@ -388,6 +397,11 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
 /// timer disarmed. A request merged into a tick is served either way.
 unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     Counters::bump(&slot.counters.ticks);
+    // A checkpoint yield's time serves only the first tick after it (the one
+    // it armed): if another tick came between (the worker sat idle or in a
+    // stopped world before its next task), that task did not start then.
+    let coop_yield_sw = slot.coop_yield_sw.load(Ordering::Relaxed);
+    slot.coop_yield_sw.store(NO_COOP_YIELD, Ordering::Relaxed);
     if !request && !slot.is_contended() {
         // Nobody waits for this worker (`set_contended(false)`, which makes
         // no system call itself): no attempt, and the timer stays disarmed
@@ -407,10 +421,18 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
         true
     } else if slot.running.load(Ordering::Acquire) && sw != slot.seen_switches.load(Ordering::Relaxed) {
         // The worker switched since the last tick (switch_in reads no
-        // clock): the running task's quantum starts now.
+        // clock): the running task's quantum starts now, unless it was
+        // switched in by a checkpoint yield a refusal asked for (one switch
+        // out, one in since): that yield read the clock, and its quantum
+        // started then (the yield re-armed the timer for its end).
+        let start = if !OLD_RETRY_POLICY.load(Ordering::Relaxed) && sw == coop_yield_sw.wrapping_add(2) {
+            slot.coop_yield_at.load(Ordering::Relaxed).min(now)
+        } else {
+            now
+        };
         slot.seen_switches.store(sw, Ordering::Relaxed);
-        slot.switched_at.store(now, Ordering::Relaxed);
-        false
+        slot.switched_at.store(start, Ordering::Relaxed);
+        now.saturating_add((q / 10).min(50_000)) >= start.saturating_add(q)
     } else if slot.running.load(Ordering::Acquire) {
         let deadline = slot.switched_at.load(Ordering::Relaxed).saturating_add(q);
         // A little slack: the next task's switch-in follows a preemption by
@@ -440,7 +462,16 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
             }
             Err(_) => {
                 let prev = slot.backoff_ns.load(Ordering::Relaxed);
-                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) { retry } else { next_backoff(prev, q) };
+                let delay = if BACKOFF_OFF.load(Ordering::Relaxed) || (prev == 0 && OLD_RETRY_POLICY.load(Ordering::Relaxed)) {
+                    retry
+                } else if prev == 0 && slot.cooperative.load(Ordering::Relaxed) {
+                    // Known to yield at its checkpoints: the refusal set its
+                    // flag, and a retry before it polls would only be
+                    // refused again. Retry at the backoff's cap.
+                    q.max(MAX_REFUSAL_BACKOFF_NS)
+                } else {
+                    next_backoff(prev, q)
+                };
                 if prev != 0 {
                     Counters::bump(&slot.counters.refusal_retries);
                     if delay > retry {
@@ -461,6 +492,22 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
     }
 }
 
+/// Test-only: the old retry policy (the negative control of the
+/// cooperative-retry test): the first retry after a refused tick comes a
+/// quarter quantum (at least 50 µs) later, whether or not the task is known
+/// to be cooperative, and a checkpoint yield does not start the next task's
+/// quantum (the next tick does).
+pub(crate) static OLD_RETRY_POLICY: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: `true` restores the old retry policy (first retry of a
+/// refused tick after a quarter quantum; the next task's quantum starts at
+/// the next tick, not at the checkpoint yield); `false` restores the current
+/// one.
+#[doc(hidden)]
+pub fn old_refusal_retry_for_tests(on: bool) {
+    OLD_RETRY_POLICY.store(on, Ordering::Relaxed);
+}
+
 /// The longest delay between retries of refused ticks of one task, for
 /// quanta shorter than this: 1 ms. At a 100 µs quantum a task stuck in
 /// non-preemptible code would otherwise take 10,000 refused signals a second
@@ -469,10 +516,17 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
 pub const MAX_REFUSAL_BACKOFF_NS: u64 = 1_000_000;
 
 /// The retry delay after a refused tick, given the previous one (0 for the
-/// first refusal of this task): a quarter quantum (at least 50 µs), then
+/// first refusal of this task): a whole quantum (at least 50 µs), then
 /// doubling, capped at max(quantum, 1 ms).
+///
+/// Why a whole quantum first: the refusal set the task's checkpoint flag,
+/// and a task that polls [`crate::checkpoint`] yields well within a quantum
+/// (the retry tick then finds the worker switched, and only starts the next
+/// task's quantum); a retry a quarter quantum later mostly found a
+/// cooperative task still between two polls and was refused again (issue
+/// 12: a third of the refused signals of a stress run were such retries).
 fn next_backoff(prev_ns: u64, quantum_ns: u64) -> u64 {
-    let first = (quantum_ns / 4).max(50_000);
+    let first = quantum_ns.max(50_000);
     if prev_ns == 0 {
         first
     } else {
@@ -495,6 +549,9 @@ unsafe fn attempt(slot: &WorkerSlot, uc: *mut c_void) -> Result<(), Refusal> {
             // SAFETY: check() verified the stack room.
             unsafe { archif::inject_spill(uc) };
             Counters::bump(&slot.counters.accepted);
+            // Caught in preemptible code: not known to be cooperative any
+            // more (its next refusal is retried with the plain backoff).
+            slot.cooperative.store(false, Ordering::Relaxed);
             Ok(())
         }
         Err(reason) => {
@@ -719,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_tick_backoff_doubles_up_to_the_quantum() {
+    fn refused_tick_backoff_starts_at_a_quantum_and_doubles_up_to_1ms() {
         let q = 1_000_000;
         let mut d = 0;
         let mut seq = Vec::new();
@@ -727,16 +784,18 @@ mod tests {
             d = next_backoff(d, q);
             seq.push(d);
         }
-        assert_eq!(seq, [250_000, 500_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000]);
-        // Short quanta: from 50 µs up to 1 ms.
+        assert_eq!(seq, [1_000_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000]);
+        // Short quanta: from one quantum up to 1 ms.
         let q = 100_000;
         let mut d = 0;
         let mut seq = Vec::new();
-        for _ in 0..7 {
+        for _ in 0..6 {
             d = next_backoff(d, q);
             seq.push(d);
         }
-        assert_eq!(seq, [50_000, 100_000, 200_000, 400_000, 800_000, 1_000_000, 1_000_000]);
+        assert_eq!(seq, [100_000, 200_000, 400_000, 800_000, 1_000_000, 1_000_000]);
+        // The shortest quantum.
+        assert_eq!(next_backoff(0, 50_000), 50_000);
         // Long quanta: up to the quantum.
         assert_eq!(next_backoff(4_000_000, 5_000_000), 5_000_000);
     }

@@ -27,17 +27,31 @@ pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
 /// frames, the decoder, a chained foreign handler).
 const ALTSTACK_HEADROOM: usize = 64 * 1024;
 
+/// `WorkerSlot::coop_yield_sw` when no checkpoint yield is pending a tick
+/// (far from any switch count a worker reaches).
+pub(crate) const NO_COOP_YIELD: u64 = u64::MAX - 8;
+
 /// Per-task preemption state that the scheduler keeps in its task while the
 /// task is switched out (the no-preempt depth travels with the task).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskPreemptState {
     no_preempt: u32,
+    cooperative: bool,
 }
 
 impl TaskPreemptState {
     /// The task's no-preemption nesting depth.
     pub fn no_preempt_depth(&self) -> u32 {
         self.no_preempt
+    }
+
+    /// Whether the task is known to be cooperative: it last left its worker
+    /// at a [`crate::checkpoint`] yield that a refused tick had asked for
+    /// (not by an asynchronous preemption since). A refused tick of such a
+    /// task is not retried before max(quantum, 1 ms): it yields at its next
+    /// poll anyway.
+    pub fn is_cooperative(&self) -> bool {
+        self.cooperative
     }
 }
 
@@ -58,6 +72,18 @@ pub struct WorkerSlot {
     /// The current retry delay after refused ticks of the running task (0:
     /// no refusal yet). Written and read by the handler only.
     pub(crate) backoff_ns: AtomicU64,
+    /// The running task is known to be cooperative (see
+    /// [`TaskPreemptState::is_cooperative`]). Written by the worker thread
+    /// (`switch_in`/`switch_out`, and `checkpoint()` when it yields after a
+    /// refusal) and by its handler (cleared on an accepted preemption);
+    /// read by the handler.
+    pub(crate) cooperative: AtomicBool,
+    /// The time (CLOCK_MONOTONIC ns) and switch count of the last
+    /// checkpoint yield a refusal asked for, taken right before it. Written
+    /// by the worker thread (`checkpoint()`); read, and the count reset to
+    /// [`NO_COOP_YIELD`] (stale), by its handler at the next tick.
+    pub(crate) coop_yield_at: AtomicU64,
+    pub(crate) coop_yield_sw: AtomicU64,
     /// The checkpoint flag was set by a refused attempt (not only by a
     /// request from another thread). Set by the handler, cleared by
     /// `checkpoint()` and `switch_out` on the worker thread.
@@ -150,6 +176,9 @@ impl WorkerSlot {
             seen_switches: AtomicU64::new(0),
             quantum_ns: AtomicU64::new(10_000_000),
             backoff_ns: AtomicU64::new(0),
+            cooperative: AtomicBool::new(false),
+            coop_yield_at: AtomicU64::new(0),
+            coop_yield_sw: AtomicU64::new(NO_COOP_YIELD),
             refusal_request: AtomicBool::new(false),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
@@ -179,6 +208,7 @@ impl WorkerSlot {
         self.stack_lo.store(stack_lo, Ordering::Relaxed);
         self.stack_hi.store(stack_hi, Ordering::Relaxed);
         self.no_preempt.store(task.no_preempt, Ordering::Relaxed);
+        self.cooperative.store(task.cooperative, Ordering::Relaxed);
         self.bump_switches();
         // The handler runs on this thread: a compiler fence orders the stores
         // above before `running` as it sees them.
@@ -195,8 +225,12 @@ impl WorkerSlot {
     pub fn switch_out(&self) -> TaskPreemptState {
         self.running.store(false, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
-        let st = TaskPreemptState { no_preempt: self.no_preempt.load(Ordering::Relaxed) };
+        let st = TaskPreemptState {
+            no_preempt: self.no_preempt.load(Ordering::Relaxed),
+            cooperative: self.cooperative.load(Ordering::Relaxed),
+        };
         self.no_preempt.store(0, Ordering::Relaxed);
+        self.cooperative.store(false, Ordering::Relaxed);
         self.bump_switches();
         self.take_request();
         self.refusal_request.store(false, Ordering::Relaxed);
@@ -346,6 +380,28 @@ impl WorkerSlot {
             }
         }
         Ok(())
+    }
+
+    /// Called by `checkpoint()` on the worker thread right before a yield
+    /// that a refused tick asked for: the next task's quantum starts now.
+    /// Records the time and the switch count (the next tick that sees two
+    /// more switches starts that task's quantum at this time, not at the
+    /// tick), and re-arms the timer for the quantum's end (it was armed for
+    /// the refused task's retry). One clock read and one `timer_settime`
+    /// per such yield, none on the switch path.
+    pub(crate) fn note_cooperative_yield(&self) {
+        if crate::signal::OLD_RETRY_POLICY.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = now_ns();
+        self.coop_yield_sw.store(self.switches.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.coop_yield_at.store(now, Ordering::Relaxed);
+        // The handler runs on this thread: order the stores before the
+        // re-arm as it sees them.
+        compiler_fence(Ordering::SeqCst);
+        if self.armed.load(Ordering::SeqCst) && self.contended.load(Ordering::Relaxed) {
+            let _ = self.arm_at(now.saturating_add(self.quantum_ns.load(Ordering::Relaxed)));
+        }
     }
 
     /// Called by the handler on a quantum tick of an uncontended worker

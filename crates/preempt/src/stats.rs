@@ -94,8 +94,8 @@ pub struct PreemptStats {
     /// Quantum ticks that retried an earlier refused tick of the same task
     /// (the task stayed in non-preemptible code), refused again.
     pub refusal_retries: u64,
-    /// Of those, the ones retried later than a quarter quantum (the backoff
-    /// grew).
+    /// Of those, the ones retried later than a quarter quantum (the delay
+    /// of the first retry before it became a whole quantum).
     pub backed_off: u64,
 }
 

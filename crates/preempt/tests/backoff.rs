@@ -1,7 +1,7 @@
 //! Refused quantum ticks back off (issue 12, "tick only when someone
 //! waits"): a task that stays in non-preemptible code is re-signalled a
-//! quarter quantum after the first refusal, then with a doubling delay up to
-//! one quantum, not every quarter quantum; and the cooperative yields at
+//! quantum after the first refusal, then with a doubling delay up to
+//! max(quantum, 1 ms), not every quarter quantum; and the cooperative yields at
 //! `checkpoint()` that a refusal caused are counted.
 //!
 //! The bound checked is an upper bound on signals (a loaded machine only

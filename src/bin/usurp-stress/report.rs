@@ -161,6 +161,10 @@ pub struct Summary {
     pub yields_after_refusal: u64,
     /// Refused ticks that retried an earlier refusal of the same task.
     pub refusal_retries: u64,
+    /// Quantum-timer signals handled (accepted, refused, or only starting
+    /// a quantum), and targeted requests sent (stops, due timers).
+    pub ticks: u64,
+    pub requests_sent: u64,
     pub gc_cycles: u64,
     /// Fraction of the run's wall time with the world stopped by the GC:
     /// its cycles' pauses plus the verifier's own stops.
@@ -211,6 +215,8 @@ impl Summary {
             checkpoint_yields: st.preempt.checkpoint_yields,
             yields_after_refusal: st.preempt.yields_after_refusal,
             refusal_retries: st.preempt.refusal_retries,
+            ticks: st.preempt.ticks,
+            requests_sent: st.preempt.requests_sent,
             gc_cycles: st.gc.cycles,
             stopped_fraction: (st.gc.total_pause + st.gc.total_verify_pause).as_secs_f64()
                 / elapsed.as_secs_f64().max(1e-9),
@@ -285,6 +291,10 @@ impl Summary {
             format!("{:>12}  ({} after a refused preemption)", self.checkpoint_yields, self.yields_after_refusal),
         );
         line("refused-tick retries", format!("{:>12}  (same task refused again; retried with backoff)", self.refusal_retries));
+        line(
+            "signals: ticks / requests",
+            format!("{:>12}  ({:.0}/s; {} requests sent, {:.0}/s)", self.ticks, rate(self.ticks), self.requests_sent, rate(self.requests_sent)),
+        );
         line("GC cycles", format!("{:>12}", self.gc_cycles));
         // Each stop of a cycle (start, termination) is a pause figure.
         let recent = if self.pause.n >= usurp::gc::stats::HISTORY { format!(" (last {} stops)", self.pause.n) } else { String::new() };
