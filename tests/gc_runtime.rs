@@ -509,8 +509,12 @@ fn heap_limit_error_while_collections_run_concurrently() {
             let grow = || {
                 let mut head: Option<Gc<Node>> = None;
                 for i in 0.. {
-                    // Garbage too, so that the pacer runs cycles on the way.
-                    black_box(node(i, None, None));
+                    // Garbage too, so that the pacer runs cycles on the way
+                    // (through try_alloc as well: `Gc::new` panics at the
+                    // limit, and either allocation may be the one that hits it).
+                    if let Err(e) = try_alloc(<Node as usurp::gc::GcType>::descriptor()).map(black_box) {
+                        return (i, e);
+                    }
                     match try_alloc(<Node as usurp::gc::GcType>::descriptor()) {
                         Ok(r) => {
                             let n = Gc::<Node>::from_ref(r).unwrap();
