@@ -530,12 +530,18 @@ fn the_verifier_runs_in_its_own_stop_reported_apart() {
         assert_eq!(st.pauses.len(), 2 * n, "one pause figure per stop of a cycle, verifier stops not among them");
         assert_eq!(st.total_pause, st.pauses.iter().sum::<std::time::Duration>());
         let held = w.held.lock().unwrap().clone();
-        // Each recorded pause covers one of the cycle's own stops and
-        // nothing more: it is at least as long as that stop.
+        // Each recorded pause covers one of the cycle's own stops: it is at
+        // least as long as that stop, except for the restart call itself (a
+        // pause figure ends when the collector issues the restart, while this
+        // world measures up to its own `start_the_world`): 1 ms of slack for a
+        // thread descheduled in between.
         let per_cycle = if verify { 3 } else { 2 };
         for (i, p) in st.pauses.iter().enumerate() {
             let stop = held[(i / 2) * per_cycle + i % 2];
-            assert!(*p >= stop, "pause {p:?} shorter than the world's stop {stop:?}");
+            assert!(
+                *p + std::time::Duration::from_millis(1) >= stop,
+                "pause {p:?} shorter than the world's stop {stop:?}"
+            );
         }
         let c = st.last.unwrap();
         assert!(c.pause >= c.time_to_safepoint + c.root_scan + c.mark + c.sweep, "{c:?}");
@@ -544,7 +550,10 @@ fn the_verifier_runs_in_its_own_stop_reported_apart() {
         if verify {
             let vstop = held[held.len() - 1];
             assert!(c.verify > std::time::Duration::ZERO, "{c:?}");
-            assert!(c.verify_pause >= vstop && vstop >= c.verify, "{c:?} verifier stop {vstop:?}");
+            assert!(
+                c.verify_pause + std::time::Duration::from_millis(1) >= vstop && vstop >= c.verify,
+                "{c:?} verifier stop {vstop:?}"
+            );
             assert!(st.total_verify_pause >= c.verify_pause);
             assert_eq!(st.verify_failures, 0);
         } else {
