@@ -165,7 +165,14 @@ fn for_each_task_stack_sees_parked_tasks() {
     while parked.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Wait until the task really is parked (a fixed 20 ms sleep was not
+    // always enough under qemu in a loaded CI run): a dump stops the world
+    // and reads its state. Watchdog: 30 s.
+    let t0 = std::time::Instant::now();
+    while !rt.dump_tasks().tasks.iter().any(|t| matches!(t.state, crate::TaskState::Parked(_))) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the task never parked in recv");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let mut seen = Vec::new();
     // SAFETY: the only task is parked in recv (nothing else runs) for the
     // duration of the call; this is a test of the enumeration only.
