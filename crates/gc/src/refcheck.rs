@@ -307,18 +307,7 @@ pub(crate) fn shade(addr: usize) {
     if addr == 0 {
         return;
     }
-    let used = USED.load(Ordering::Acquire);
-    for s in &SLOTS[..used] {
-        let e = s.load(Ordering::Acquire);
-        if e.is_null() {
-            continue;
-        }
-        // SAFETY: published entries are immutable and never freed.
-        let e = unsafe { &*e };
-        let off = addr.wrapping_sub(e.lo);
-        if off >= e.hi - e.lo {
-            continue;
-        }
+    if let Some((e, off)) = entry_holding(addr) {
         if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
             return;
         }
@@ -354,7 +343,6 @@ pub(crate) fn shade(addr: usize) {
                 e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
             }
         }
-        return;
     }
 }
 
@@ -371,33 +359,13 @@ pub(crate) fn shade(addr: usize) {
 /// costs no decoding.
 #[inline(never)]
 pub(crate) fn shade_values(holder: usize, old: usize, new: usize) {
-    let used = USED.load(Ordering::Acquire);
-    let mut found = false;
-    for s in &SLOTS[..used] {
-        let e = s.load(Ordering::Acquire);
-        if e.is_null() {
-            continue;
+    if let Some((e, _)) = entry_holding(holder) {
+        if e.mark.marking.load(Ordering::Acquire) {
+            shade_decoded(&e.encoding, old, new);
         }
-        // SAFETY: published entries are immutable and never freed.
-        let e = unsafe { &*e };
-        if holder.wrapping_sub(e.lo) < e.hi - e.lo {
-            found = true;
-            if e.mark.marking.load(Ordering::Acquire) {
-                shade_decoded(&e.encoding, old, new);
-            }
-            break;
-        }
-    }
-    if found {
         return;
     }
-    for s in &SLOTS[..used] {
-        let e = s.load(Ordering::Acquire);
-        if e.is_null() {
-            continue;
-        }
-        // SAFETY: as above.
-        let e = unsafe { &*e };
+    for e in entries() {
         if e.mark.marking.load(Ordering::Acquire) {
             shade_decoded(&e.encoding, old, new);
         }
@@ -425,39 +393,36 @@ pub(crate) enum Bad {
 /// The descriptor of the live object starting at `addr`, or why there is none.
 #[inline]
 pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
-    let used = USED.load(Ordering::Acquire);
-    for s in &SLOTS[..used] {
-        let e = s.load(Ordering::Acquire);
-        if e.is_null() {
-            continue;
-        }
-        // SAFETY: published entries are immutable and never freed.
-        let e = unsafe { &*e };
-        let off = addr.wrapping_sub(e.lo);
-        if off >= e.hi - e.lo {
-            continue;
-        }
-        return if is_object_start(e, addr, off) { header(addr) } else { Err(Bad::NotLive) };
+    match entry_holding(addr) {
+        Some((e, off)) if is_object_start(e, addr, off) => header(addr),
+        _ => Err(Bad::NotLive),
     }
-    Err(Bad::NotLive)
 }
 
 /// The value encoding of the heap whose reservation holds `addr`.
 #[inline]
 pub(crate) fn encoding_of(addr: usize) -> Option<crate::encoding::ValueEncoding> {
+    entry_holding(addr).map(|(e, _)| e.encoding)
+}
+
+/// Every published entry (the table's registered heaps).
+#[inline(always)]
+fn entries() -> impl Iterator<Item = &'static Entry> {
     let used = USED.load(Ordering::Acquire);
-    for s in &SLOTS[..used] {
-        let e = s.load(Ordering::Acquire);
-        if e.is_null() {
-            continue;
-        }
-        // SAFETY: published entries are immutable and never freed.
-        let e = unsafe { &*e };
-        if addr.wrapping_sub(e.lo) < e.hi - e.lo {
-            return Some(e.encoding);
-        }
-    }
-    None
+    SLOTS[..used].iter().filter_map(|s| {
+        // SAFETY: published entries are immutable and never freed (a slot
+        // is only cleared, never its entry deallocated).
+        unsafe { s.load(Ordering::Acquire).as_ref() }
+    })
+}
+
+/// The entry whose reservation holds `addr`, and `addr`'s offset in it.
+#[inline(always)]
+fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
+    entries().find_map(|e| {
+        let off = addr.wrapping_sub(e.lo);
+        (off < e.hi - e.lo).then_some((e, off))
+    })
 }
 
 /// `mark::find_exact` on an entry's raw tables.
