@@ -151,6 +151,7 @@ mod archif;
 mod error;
 mod guard;
 mod registry;
+mod rustflags;
 mod signal;
 mod slot;
 mod stats;

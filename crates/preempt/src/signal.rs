@@ -157,6 +157,11 @@ pub fn init() -> Result<(), Error> {
 }
 
 fn do_init() -> Result<(), Error> {
+    // Once per process (INIT): the frame-pointer flags a RUSTFLAGS variable
+    // may have replaced (see `rustflags`).
+    if let Some(w) = crate::rustflags::warning() {
+        eprintln!("{w}");
+    }
     if let Ok(v) = std::env::var("USURP_DEBUG") {
         ASYNC_OFF.store(parse_debug(&v), Ordering::Relaxed);
     }

@@ -16,7 +16,9 @@
 //!   depth in `Task::preempt_state`) and `switch_in` (the incoming task's
 //!   stack bounds and depth) right before `arch::switch`, in the one function
 //!   every task switch goes through (`worker::switch_to`) and in the scheduler
-//!   loop. No system call there (`switch_in` reads the vDSO clock).
+//!   loop. No system call and no clock read there (`switch_in` only counts
+//!   the switch; the switch path stamps `arch::cycles()`, rdtsc / cntvct_el0,
+//!   for per-task CPU time).
 //! * `set_idle(true/false)` around idle sleeps, stop-the-world parking and
 //!   `blocking` (no timer signals to a thread that runs no task); `blocking`
 //!   run in place keeps the timer but blocks the signal while its closure

@@ -234,6 +234,10 @@ pub(crate) struct Worker {
     pub(crate) idle: AtomicBool,
     pub(crate) sleep_word: AtomicU32,
     /// Incremented on every task switch on this worker (preemption hook).
+    /// Not a duplicate of `WorkerSlot::switches`: that one counts per OS
+    /// thread (a worker changes threads at a `blocking` handoff) and exists
+    /// only with async preemption on; this one counts per worker, always
+    /// (runnext stealing and the hooks read it).
     pub(crate) switch_count: AtomicU64,
     /// Address of the task on this worker's CPU, or 0 (preemption hook).
     pub(crate) running_task: AtomicUsize,
