@@ -105,7 +105,7 @@
 //! come at most once per quantum, so a retry loop cannot livelock.
 //! Refusing would only delay preemption; a Restart verdict would need the
 //! address of the `ldxr`, which is not necessarily in the lookbehind.
-//! The end-to-end test `e2e::exclusive_loop_stays_exact` preempts inside such
+//! The end-to-end test `tests/spill.rs` (`exclusive_loop_stays_exact`) preempts inside such
 //! a window many times and checks that a shared counter stays exact.
 
 /// The length of every A64 instruction.
@@ -428,6 +428,3 @@ pub fn is_after_call(code_before: &[u8], ret_addr: usize) -> bool {
         || w & 0xFFFF_F81F == 0xD63F_081F // blraaz, blrabz
 }
 
-#[cfg(test)]
-#[path = "classify_tests.rs"]
-mod tests;

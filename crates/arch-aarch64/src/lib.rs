@@ -126,5 +126,3 @@ pub use spill::set_spill_hook;
 #[cfg(target_arch = "aarch64")]
 pub use switch::{init_stack, switch, STACK_ALIGN};
 
-#[cfg(all(test, target_arch = "aarch64"))]
-mod e2e;

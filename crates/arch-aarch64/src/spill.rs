@@ -49,9 +49,11 @@
 //!    `sigaltstack(NULL, &uc_stack)`): the return sets them to what they
 //!    already are. On x86-64 the resume is a plain `ret` and touches neither.
 //!
-//! The test `e2e::registers_survive_preemption` checks all of x0–x28, x30,
-//! q0–q31 (128 bits), NZCV, FPSR and FPCR across thousands of preemptions
-//! during which another context clobbers every register.
+//! The test `tests/spill.rs` (`registers_survive_preemption`) runs the
+//! register checker (`regcheck`: x0–x17, x19–x28, q0–q31 at 128 bits) with
+//! FPCR/FPSR patterns across thousands of preemptions during which another
+//! context clobbers every register, and checks every saved x0–x30 and NZCV
+//! against the kernel's ucontext.
 //!
 //! DWARF CFI: the routine describes itself as a signal frame
 //! (`.cfi_signal_frame`: the "return address" is the interrupted PC itself,

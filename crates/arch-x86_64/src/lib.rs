@@ -75,7 +75,3 @@ pub use regs::with_registers_spilled;
 #[cfg(target_arch = "x86_64")]
 pub mod regcheck;
 
-#[cfg(test)]
-mod classify_tests;
-#[cfg(all(test, target_arch = "x86_64"))]
-mod spill_tests;

@@ -175,7 +175,7 @@ pub fn spawn_mini_worker(
                 assert_eq!(r, PARKED);
                 // The x86-64 clobber exercises register restoration on the
                 // way back in; on aarch64 that is covered by the arch crate's
-                // e2e tests and tests/preempt_registers.rs.
+                // tests/spill.rs and tests/preempt_registers.rs.
                 #[cfg(target_arch = "x86_64")]
                 if cfg.clobber && std::is_x86_feature_detected!("avx") {
                     clobber_all();

@@ -3,12 +3,15 @@
 //! besides RSP/RBP and in its red zone; another thread signals it; the
 //! handler injects the spill; the hook checks the saved frame against the
 //! ucontext, clobbers registers and returns; the loop checks that nothing
-//! changed — registers, flags, and the 128 bytes below RSP.
+//! changed — registers, flags, and the 128 bytes below RSP. (The aarch64
+//! twin is `usurp-arch-aarch64`'s `tests/spill.rs`.) The spill routine exists
+//! on x86-64 only: elsewhere this file is empty.
+#![cfg(target_arch = "x86_64")]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::{set_spill_hook, sigctx, SpillFrame, GPR_NAMES};
+use usurp_arch_x86_64::{set_spill_hook, sigctx, SpillFrame, GPR_NAMES};
 
 static GP: [u64; 14] = [
     0xa0a0_0000_0000_0001,

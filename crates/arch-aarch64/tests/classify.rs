@@ -1,7 +1,7 @@
 //! Decoder tests. Encodings were produced with `aarch64-linux-gnu-as
 //! -march=armv9-a+sve+sme` and `objdump -d`; the function bodies are rustc
 //! 1.95 output (`-O -C force-frame-pointers=yes`, aarch64).
-use super::*;
+use usurp_arch_aarch64::{classify, classify_with_prev, is_after_call, Verdict};
 
 fn le(w: u32) -> [u8; 4] {
     w.to_le_bytes()

@@ -1,8 +1,8 @@
 //! Tests of the classifier over instruction bytes assembled with iced-x86's
 //! `code_asm`, and a property test over random bytes.
 
-use crate::classify::{classify, classify_with_prev, is_after_call, Verdict};
 use iced_x86::code_asm::*;
+use usurp_arch_x86_64::{classify, classify_with_prev, is_after_call, Verdict};
 
 const IP: u64 = 0x7000_1000;
 
@@ -319,6 +319,8 @@ fn random_bytes_never_panic_and_never_read_outside_the_slice() {
             Verdict::InEpilogue => 2,
             Verdict::Undecodable => 3,
             Verdict::Syscall => 4,
+            // `Verdict` is non-exhaustive (aarch64 has one more variant).
+            other => panic!("{code:02x?}: unexpected verdict {other:?} on x86-64"),
         }] += 1;
         let _ = is_after_call(prev, pc);
         let _ = is_after_call(&fence.mid()[page - len..], pc);
