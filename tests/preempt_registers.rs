@@ -16,10 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::Runtime;
 
-#[cfg(target_arch = "aarch64")]
-use usurp_arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-use usurp_arch_x86_64 as arch;
+use usurp_preempt::arch;
 
 fn scale() -> f64 {
     std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)

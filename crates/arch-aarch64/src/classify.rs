@@ -113,9 +113,9 @@ pub const MAX_INSN_LEN: usize = 4;
 /// How many bytes before the PC [`classify_with_prev`] looks at (16 words).
 pub const MAX_LOOKBEHIND: usize = 64;
 
-/// What the classifier thinks of an interrupted PC.
+/// What the classifier thinks of an interrupted PC. The same variants in
+/// both arch crates (usurp-preempt's `archif` checks it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Verdict {
     /// Preempting here keeps the frame-pointer chain exact.
     Safe,

@@ -237,7 +237,8 @@ pub const SPILL_HOOK_STACK: usize = 8 * 1024;
 /// the park path need: alignment slack (15), the [`SpillFrame`] (4688: the
 /// rt_sigframe with the full 4096-byte record area), and
 /// [`SPILL_HOOK_STACK`]. Linux/aarch64 has no red zone, so nothing else.
-pub const fn spill_stack_needed() -> usize {
+/// (A plain `fn`, as on x86-64, where the XSAVE size is known at run time.)
+pub fn spill_stack_needed() -> usize {
     16 + SPILL_FRAME_SIZE + SPILL_HOOK_STACK
 }
 

@@ -52,12 +52,16 @@
 //!
 //! # Interface (mirrors `usurp-arch-x86_64`; extensions marked +)
 //!
+//! The interface both crates provide is written once, with types, in
+//! usurp-preempt's `archif::conformance` (which fails to compile when a
+//! crate drifts from it); this is a summary.
+//!
 //! ```text
 //! switch(save, to, arg) -> usize; init_stack(top, entry, arg) -> usize; STACK_ALIGN
 //! SpillFrame { gprs() -> &[usize] (x0..x30), saved_range(), pc(), sp(), fp(),
 //!              frame_record(), + lr(), x(n), pstate(), nzcv(), fpsr(), fpcr(),
 //!              vregs(), looks_valid() }
-//! spill_stack_needed() -> usize   (a const fn: 16 + 4688 + SPILL_HOOK_STACK)
+//! spill_stack_needed() -> usize   (16 + 4688 + SPILL_HOOK_STACK)
 //! SPILL_HOOK_STACK = 8 KiB; RED_ZONE = 0; GPR_NAMES: [&str; 31]
 //! + SPILL_FRAME_SIZE = 4688; + SPILL_MAGIC; + MAX_SVE_RECORD = 3552
 //! set_spill_hook(unsafe extern "C" fn(*mut SpillFrame))
@@ -67,7 +71,10 @@
 //!     streaming, za_live, gcs, malformed }, VectorState::must_refuse();
 //!     sigctx::has_live_sve(uc); MAX_SVE_RECORD; SpillFrame::sve_record_size()
 //! Verdict { Safe, InPrologue, InEpilogue, Undecodable, Syscall,
-//!           + VectorExtension }  (#[non_exhaustive], as on x86-64)
+//!           VectorExtension }  (the same variants on x86-64, which never
+//!           gives VectorExtension)
+//! sigctx::unsaveable(uc) -> Option<Unsaveable { ShadowStack, VectorState }>
+//! preemptible_section_anchor() -> usize  (the usurp_preemptible section's anchor)
 //! classify(code, pc); classify_with_prev(prev, code, pc); is_after_call(before, ret)
 //! MAX_INSN_LEN = 4; + MAX_LOOKBEHIND = 64
 //! with_registers_spilled(&mut dyn FnMut(usize))
@@ -105,6 +112,10 @@ pub use frame::{
     SPILL_HOOK_STACK, SPILL_MAGIC,
 };
 
+#[cfg(target_arch = "aarch64")]
+mod anchor;
+#[cfg(target_arch = "aarch64")]
+pub use anchor::preemptible_section_anchor;
 #[cfg(target_arch = "aarch64")]
 mod cycles;
 #[cfg(target_arch = "aarch64")]

@@ -249,6 +249,38 @@ pub unsafe fn vector_state(uc: *const c_void) -> VectorState {
     }
 }
 
+/// Why the interrupted state cannot go through the spill frame (see
+/// [`unsaveable`]). The same enum in both arch crates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsaveable {
+    /// A shadow stack is active (aarch64: a guarded control stack, GCS): our
+    /// rt_sigreturn would not find the kernel's GCS token.
+    ShadowStack,
+    /// Register state the spill frame does not keep: SME streaming mode,
+    /// live ZA/ZT0, an SVE record too large for the frame, or a record list
+    /// that could not be parsed ([`VectorState::must_refuse`]).
+    VectorState,
+}
+
+/// Whether the thread interrupted with `uc` has state the spill routine
+/// cannot save and restore exactly (from [`vector_state`]): a shadow stack
+/// first, then register state. Live SVE state is saved and restored (the
+/// spill frame carries a copy of the kernel's SVE record).
+///
+/// # Safety
+/// As for [`vector_state`].
+pub unsafe fn unsaveable(uc: *const c_void) -> Option<Unsaveable> {
+    // SAFETY: forwarded; the scan reads only inside the kernel's frame.
+    let v = unsafe { vector_state(uc) };
+    if v.gcs {
+        Some(Unsaveable::ShadowStack)
+    } else if v.must_refuse() {
+        Some(Unsaveable::VectorState)
+    } else {
+        None
+    }
+}
+
 /// True if the kernel considers SVE/SME register state live (any of
 /// `sve_live`, `streaming`, `za_live` of [`vector_state`]). See
 /// [`vector_state`] for which of these the spill frame carries (SVE) and

@@ -1,6 +1,9 @@
 //! Decoder tests. Encodings were produced with `aarch64-linux-gnu-as
 //! -march=armv9-a+sve+sme` and `objdump -d`; the function bodies are rustc
 //! 1.95 output (`-O -C force-frame-pointers=yes`, aarch64).
+// `x % n == 0` instead of `is_multiple_of` (stable since 1.87): MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 use usurp_arch_aarch64::{classify, classify_with_prev, is_after_call, Verdict};
 
 fn le(w: u32) -> [u8; 4] {

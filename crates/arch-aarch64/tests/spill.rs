@@ -27,6 +27,8 @@
 //! at a time (LOCK). The assembly and the spill routine exist on aarch64
 //! only: elsewhere this file is empty.
 #![cfg(target_arch = "aarch64")]
+// `x % n == 0` instead of `is_multiple_of` (stable since 1.87): MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
 
 use core::arch::global_asm;
 use core::ffi::c_void;

@@ -61,9 +61,9 @@ pub const MAX_INSN_LEN: usize = 15;
 /// only the last one; callers pass up to this many).
 pub const MAX_LOOKBEHIND: usize = 16;
 
-/// What the classifier thinks of an interrupted PC.
+/// What the classifier thinks of an interrupted PC. The same variants in
+/// both arch crates (usurp-preempt's `archif` checks it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Verdict {
     /// Preempting here keeps the frame-pointer chain exact.
     Safe,
@@ -75,6 +75,10 @@ pub enum Verdict {
     Undecodable,
     /// A system call or software interrupt instruction.
     Syscall,
+    /// An instruction of a vector extension whose state the spill frame
+    /// does not keep. Never produced on x86-64 (XSAVE saves every
+    /// OS-enabled component); aarch64 refuses SVE/SME instructions with it.
+    VectorExtension,
 }
 
 fn decode_one(code: &[u8], pc: usize) -> Option<Instruction> {

@@ -5,7 +5,9 @@
 //! in machine code — lives in this crate (and its twin `usurp-arch-aarch64`),
 //! behind one interface that the other crates reach through `cfg(target_arch)`.
 //!
-//! The interface:
+//! The interface (written once, with types, in usurp-preempt's
+//! `archif::conformance`, which fails to compile when either crate drifts
+//! from it):
 //!
 //! * [`switch`] / [`init_stack`] (module `switch`): the cooperative context
 //!   switch. A suspended context is one word, its stack pointer; the
@@ -31,6 +33,12 @@
 //!   registers and hands the resulting SP to a callback, for a thread that
 //!   scans its own stack conservatively.
 //!
+//! * [`sigctx::unsaveable`]: state a spill cannot keep (here: an active CET
+//!   shadow stack), and [`preemptible_section_anchor`] (module `anchor`): the
+//!   instruction that keeps the `usurp_preemptible` linker section alive.
+//! * [`SpillFrame`] (module `frame`, portable, as on aarch64) with the
+//!   shared accessors (`gprs`, `saved_range`, `pc`, `sp`, `fp`,
+//!   `frame_record`, `rebind_to_current_thread`).
 //! * [`cycles`] / [`cycle_hz`] (module `cycles`): the time-stamp counter for
 //!   per-task CPU time (the monotonic clock without an invariant TSC), and [`SWITCH_FRAME_RECORD`] / [`SPILLED_FRAME_RECORD`]:
 //!   where a saved context's frame record sits (task dumps walk from it).
@@ -59,12 +67,18 @@ pub use switch::{init_stack, switch, STACK_ALIGN};
 #[cfg(target_arch = "x86_64")]
 pub mod sigctx;
 
+mod frame;
+pub use frame::{SpillFrame, GPR_NAMES, RED_ZONE, SPILL_HOOK_STACK};
+
 #[cfg(target_arch = "x86_64")]
 mod spill;
 #[cfg(target_arch = "x86_64")]
-pub use spill::{
-    set_spill_hook, spill_stack_needed, xsave_mask, xsave_size, SpillFrame, GPR_NAMES, RED_ZONE, SPILL_HOOK_STACK,
-};
+pub use spill::{set_spill_hook, spill_stack_needed, xsave_mask, xsave_size};
+
+#[cfg(target_arch = "x86_64")]
+mod anchor;
+#[cfg(target_arch = "x86_64")]
+pub use anchor::preemptible_section_anchor;
 
 #[cfg(target_arch = "x86_64")]
 mod regs;

@@ -7,7 +7,8 @@
 
 use libc::{c_void, ucontext_t, REG_RBP, REG_RIP, REG_RSP};
 
-use crate::spill::{spill_routine, RED_ZONE};
+use crate::frame::RED_ZONE;
+use crate::spill::spill_routine;
 
 const RIP: usize = REG_RIP as usize;
 const RSP: usize = REG_RSP as usize;
@@ -92,6 +93,37 @@ pub fn shadow_stack_active() -> bool {
         core::arch::asm!("rdsspq {0}", inout(reg) ssp, options(nomem, nostack, preserves_flags));
     }
     ssp != 0
+}
+
+/// Why the interrupted state cannot go through the spill frame (see
+/// [`unsaveable`]). The same enum in both arch crates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsaveable {
+    /// A shadow stack is active (x86-64: CET SHSTK): the spill routine's
+    /// resume would not match it.
+    ShadowStack,
+    /// Register state the spill frame does not keep (never on x86-64: XSAVE
+    /// with the whole XCR0 mask saves every component the OS enabled).
+    VectorState,
+}
+
+/// Whether the thread interrupted with `uc` has state the spill routine
+/// cannot save and restore exactly: on x86-64, an active CET shadow stack
+/// ([`shadow_stack_active`]; `uc` is not needed). Register state is never
+/// refused: XSAVE with the whole XCR0 mask saves x87, SSE, AVX, AVX-512, PKRU,
+/// and AMX tiles if the process asked the kernel for them.
+///
+/// # Safety
+/// `uc` is the ucontext of a signal handler running on this thread (unused
+/// here; the aarch64 twin reads it).
+#[inline]
+pub unsafe fn unsaveable(uc: *const c_void) -> Option<Unsaveable> {
+    let _ = uc;
+    if shadow_stack_active() {
+        Some(Unsaveable::ShadowStack)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -359,11 +359,8 @@
 // `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
 
-// The one ISA-specific line outside the arch crates: which of them to use.
-#[cfg(target_arch = "aarch64")]
-use usurp_arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-use usurp_arch_x86_64 as arch;
+// The ISA's crate, as usurp-preempt chose it (its `archif.rs`: the one place).
+use usurp_preempt::arch;
 
 pub mod barrier;
 pub mod block;

@@ -19,7 +19,7 @@ mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use usurp_arch_x86_64 as arch;
+    use usurp_preempt::arch;
     use usurp_preempt::{preemptible, NoPreempt, SpillFrame, TaskPreemptState, WorkerSlot};
 
     const SAMPLES: usize = 20_000;

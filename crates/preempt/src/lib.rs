@@ -156,6 +156,12 @@ mod signal;
 mod slot;
 mod stats;
 
+/// The arch crate of this target (`usurp-arch-x86_64` or
+/// `usurp-arch-aarch64`), chosen in one place (`archif.rs`) for the whole
+/// workspace: the scheduler, the collector, the stress binary and the tests
+/// reach the ISA through it. Internal wiring, not an embedder's API.
+#[doc(hidden)]
+pub use archif::arch;
 #[doc(hidden)]
 pub use archif::fake_shadow_stack_for_tests;
 pub use archif::SpillFrame;

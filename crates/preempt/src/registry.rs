@@ -21,35 +21,13 @@ use crate::error::Error;
 /// symbols for it.
 pub const PREEMPTIBLE_SECTION: &str = "usurp_preemptible";
 
-// An anchor that guarantees the section exists (and so do its __start/__stop
-// symbols) even in a program without any preemptible function. It is
-// referenced from `preemptible_code`, which keeps it alive under
-// --gc-sections. Its one instruction traps; nothing ever jumps to it.
-#[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(
-    ".pushsection usurp_preemptible,\"ax\",@progbits",
-    ".p2align 4",
-    ".globl usurp_preemptible_anchor",
-    ".hidden usurp_preemptible_anchor",
-    "usurp_preemptible_anchor:",
-    "ud2",
-    ".popsection",
-);
-#[cfg(target_arch = "aarch64")]
-core::arch::global_asm!(
-    ".pushsection usurp_preemptible,\"ax\",@progbits",
-    ".p2align 4",
-    ".globl usurp_preemptible_anchor",
-    ".hidden usurp_preemptible_anchor",
-    "usurp_preemptible_anchor:",
-    "udf #0",
-    ".popsection",
-);
-
+// The section's anchor (one trapping instruction placed in it by the arch
+// crate) guarantees the section exists, and so do its __start/__stop
+// symbols, even in a program without any preemptible function. Taking its
+// address in `preemptible_code` keeps it alive under --gc-sections.
 extern "C" {
     static __start_usurp_preemptible: u8;
     static __stop_usurp_preemptible: u8;
-    static usurp_preemptible_anchor: u8;
 }
 
 /// `[start, end)` of the preemptible linker section.
@@ -58,13 +36,13 @@ pub fn preemptible_code() -> (usize, usize) {
     // SAFETY: only the addresses of linker-defined symbols are taken, nothing
     // is read (recent compilers consider this safe; older ones need unsafe).
     #[allow(unused_unsafe)]
-    let (anchor, s, e) = unsafe {
+    let (s, e) = unsafe {
         (
-            core::ptr::addr_of!(usurp_preemptible_anchor) as usize,
             core::ptr::addr_of!(__start_usurp_preemptible) as usize,
             core::ptr::addr_of!(__stop_usurp_preemptible) as usize,
         )
     };
+    let anchor = crate::archif::preemptible_section_anchor();
     // The anchor is inside the section by construction (a unit test checks
     // it); using its address keeps it, and so the section, alive under
     // --gc-sections. No assertion here: the signal handler calls this.
@@ -95,15 +73,6 @@ pub fn pc_status(pc: usize) -> PcStatus {
         CodeLookup::NotPreemptible => PcStatus::NotPreemptible,
         CodeLookup::Unsafe => PcStatus::Unsafe,
         CodeLookup::Busy => PcStatus::Busy,
-    }
-}
-
-#[cfg(test)]
-fn anchor_addr() -> usize {
-    // SAFETY: takes an address only.
-    #[allow(unused_unsafe)]
-    unsafe {
-        core::ptr::addr_of!(usurp_preemptible_anchor) as usize
     }
 }
 
@@ -395,7 +364,7 @@ mod tests {
     fn the_macro_places_functions_in_the_section() {
         let (s, e) = preemptible_code();
         assert!(s < e);
-        let a = anchor_addr();
+        let a = crate::archif::preemptible_section_anchor();
         assert!(s <= a && a < e, "anchor {a:#x} outside {s:#x}..{e:#x}");
         let f = marked as fn(u64) -> u64 as usize;
         assert!(s <= f && f < e, "{f:#x} not in {s:#x}..{e:#x}");

@@ -771,11 +771,12 @@ mod tests {
         let need = preempt_stack_needed();
         #[cfg(target_arch = "x86_64")]
         {
-            let xs = usurp_arch_x86_64::xsave_size();
-            assert!(need >= usurp_arch_x86_64::RED_ZONE + 144 + xs + usurp_arch_x86_64::SPILL_HOOK_STACK, "{need} vs xsave {xs}");
+            use crate::archif::arch;
+            let xs = arch::xsave_size();
+            assert!(need >= arch::RED_ZONE + 144 + xs + arch::SPILL_HOOK_STACK, "{need} vs xsave {xs}");
         }
         #[cfg(target_arch = "aarch64")]
-        assert!(need >= usurp_arch_aarch64::SPILL_FRAME_SIZE + usurp_arch_aarch64::SPILL_HOOK_STACK);
+        assert!(need >= crate::archif::arch::SPILL_FRAME_SIZE + crate::archif::arch::SPILL_HOOK_STACK);
         assert_eq!(min_task_stack(), need + TASK_FRAMES_HEADROOM);
         eprintln!("preemption needs {need} bytes below SP here; smallest task stack {}", min_task_stack());
     }

@@ -7,10 +7,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[cfg(target_arch = "aarch64")]
-use usurp_arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-use usurp_arch_x86_64 as arch;
+use usurp_preempt::arch;
 use usurp_preempt::{preemptible, register_worker, request_preempt, set_park_hook, unregister_worker};
 use usurp_preempt::{SpillFrame, TaskPreemptState, WorkerSlot};
 

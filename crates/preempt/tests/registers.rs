@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use usurp_arch_x86_64 as arch;
+use usurp_preempt::arch;
 use usurp_preempt::{preemptible, Refusal, SpillFrame};
 
 /// Patterns for rax, rbx, rcx, rdx, rsi, rdi, r8..r15 (in that order).

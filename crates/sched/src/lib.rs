@@ -198,11 +198,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-// The one ISA-specific line outside the arch crates: which of them to use.
-#[cfg(target_arch = "aarch64")]
-use usurp_arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-use usurp_arch_x86_64 as arch;
+// The ISA's crate, as usurp-preempt chose it (its `archif.rs`: the one place).
+use usurp_preempt::arch;
 
 mod dump;
 mod dumpsig;

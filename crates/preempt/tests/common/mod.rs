@@ -10,10 +10,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-#[cfg(target_arch = "aarch64")]
-use usurp_arch_aarch64 as arch;
-#[cfg(target_arch = "x86_64")]
-use usurp_arch_x86_64 as arch;
+use usurp_preempt::arch;
 use usurp_preempt::{register_worker, set_park_hook, unregister_worker, SpillFrame, TaskPreemptState, WorkerSlot};
 
 pub fn scale() -> f64 {

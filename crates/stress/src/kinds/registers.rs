@@ -5,10 +5,7 @@
 use super::coordinator::{bump, Ctx, TaskResult};
 use super::Kind;
 
-#[cfg(target_arch = "aarch64")]
-pub use usurp_arch_aarch64::regcheck;
-#[cfg(target_arch = "x86_64")]
-pub use usurp_arch_x86_64::regcheck;
+pub use usurp_preempt::arch::regcheck;
 
 /// A warning if the register checker's code is not where the preemption
 /// engine accepts PCs (then register loops are never preempted
