@@ -133,6 +133,10 @@ pub(crate) struct HeapInner {
     /// false, the referents of finalizable objects are not marked (see
     /// `Heap::set_finalizer_referent_marking`).
     fin_referents: std::sync::atomic::AtomicBool,
+    /// Test-only switch (negative control): when false, `set_finalizer`
+    /// during a mark does not shade (see
+    /// `Heap::set_finalizer_registration_shading`).
+    fin_shading: std::sync::atomic::AtomicBool,
     /// The allocation retried in a pause is running (it may sweep with the
     /// world stopped). Written by the collector in the pause; stats only.
     sweeping_in_stop: std::sync::atomic::AtomicBool,
@@ -335,6 +339,7 @@ impl Heap {
                 fin_visited_in_stops: AtomicU64::new(0),
                 fin_referents: std::sync::atomic::AtomicBool::new(true),
                 sweeping_in_stop: std::sync::atomic::AtomicBool::new(false),
+                fin_shading: std::sync::atomic::AtomicBool::new(true),
                 pending: Mutex::new(VecDeque::new()),
                 stats: Mutex::new(StatsAcc::default()),
                 start: Instant::now(),
@@ -726,7 +731,7 @@ impl Heap {
                 // that moved from a stack into the closure's box, which no
                 // stack scan covers). Under the table's lock: the box
                 // cannot leave the table meanwhile.
-                if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 && inner.fin_shading.load(Ordering::Relaxed) {
                     crate::refcheck::shade(obj.addr());
                     let mut p = (lo + 7) & !7;
                     while p + 8 <= hi {
@@ -787,6 +792,16 @@ impl Heap {
     #[doc(hidden)]
     pub fn set_finalizer_referent_marking(&self, on: bool) {
         self.inner.fin_referents.store(on, Ordering::SeqCst);
+    }
+
+    /// Test support (negative control): with `false`, `set_finalizer`
+    /// called while this heap marks no longer shades the object and the
+    /// closure's captures (`true` is the default): a value that moved from
+    /// a stack into the closure after the mark scanned the records is then
+    /// freed by that mark. Wrong, for tests only.
+    #[doc(hidden)]
+    pub fn set_finalizer_registration_shading(&self, on: bool) {
+        self.inner.fin_shading.store(on, Ordering::SeqCst);
     }
 
     /// Test support: turn the background sweeper off (`false`) or on, so a

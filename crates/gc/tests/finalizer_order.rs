@@ -248,3 +248,37 @@ fn registered_finalizers_are_not_visited_in_the_stops() {
         "control: the stop-the-world mark's counter does not count the records it visits"
     );
 }
+
+/// A finalizer registered while the heap marks, after the mark scanned the
+/// records (the stepped mark's begin scans them), whose closure captures
+/// the only reference to a list `y` that the mark has not reached (it was
+/// on a stack the stepped mark does not scan): `set_finalizer` shades the
+/// captures (Go's `addfinalizer`), so `y` survives the mark. Returns
+/// whether `y` is intact after the mark and its sweep.
+fn registered_during_a_mark(shading: bool) -> bool {
+    let h = heap(64 << 20);
+    h.set_finalizer_registration_shading(shading);
+    on_other_thread(&h, |h| {
+        let x = node(1, None, None);
+        let root = h.add_root(Some(x.raw()));
+        let y = list(LEN).unwrap().raw();
+        let ya = y.addr();
+        h.debug_begin_marking();
+        h.set_finalizer(x.raw(), move |_| {
+            black_box(y);
+        });
+        while !h.debug_mark_steps(1000) {}
+        h.debug_finish_marking();
+        h.finish_sweep();
+        black_box(root);
+        intact(h, ya)
+    })
+}
+
+/// See `registered_during_a_mark`; control: without the shading, `y` is
+/// freed by the mark while the registered closure still holds it.
+#[test]
+fn a_finalizer_registered_during_a_mark_keeps_its_captures() {
+    assert!(registered_during_a_mark(true), "a finalizer's capture registered during a mark was freed");
+    assert!(!registered_during_a_mark(false), "control: the capture survived without the registration's shading");
+}
