@@ -855,6 +855,10 @@ impl HeapInner {
     }
 
     fn stats(&self) -> GcStats {
+        // (Each lock taken and released alone: lock order `finalizers`
+        // before `pending`, see `finalizers`.)
+        let registered = lock(&self.finalizers).len;
+        let pending = lock(&self.pending).len();
         let s = lock(&self.stats);
         let live = self.live.load(Ordering::Relaxed);
         GcStats {
@@ -879,8 +883,8 @@ impl HeapInner {
             bad_values: s.bad_values,
             first_bad: s.first_bad,
             finalizers_run: s.finalizers_run,
-            finalizers_pending: lock(&self.pending).len(),
-            finalizers_registered: lock(&self.finalizers).len,
+            finalizers_pending: pending,
+            finalizers_registered: registered,
             finalizer_records_in_stops: self.fin_visited_in_stops.load(Ordering::Relaxed),
             weak_cleared: s.weak_cleared,
             blocks_decommitted: s.blocks_decommitted,

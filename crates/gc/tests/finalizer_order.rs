@@ -282,3 +282,53 @@ fn a_finalizer_registered_during_a_mark_keeps_its_captures() {
     assert!(registered_during_a_mark(true), "a finalizer's capture registered during a mark was freed");
     assert!(!registered_during_a_mark(false), "control: the capture survived without the registration's shading");
 }
+
+/// `stats()` while sweeps queue finalizers: the sweep takes the finalizer
+/// table's lock, then the pending queue's; `stats()` once held the pending
+/// queue's lock while taking the table's (a lock-order inversion: this
+/// test then hung until its watchdog; 2 s with the fix). Watchdog: 60 s.
+#[test]
+fn stats_while_sweeps_queue_finalizers_does_not_deadlock() {
+    let h = heap(64 << 20);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (h2, stop2) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += h2.stats().finalizers_registered as u64;
+                }
+                n
+            })
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h3 = h.clone();
+    std::thread::spawn(move || {
+        for _ in 0..usurp_gc::test_scale(200) {
+            on_other_thread(&h3, |h| {
+                for i in 0..2000 {
+                    // One object a block's worth apart: many blocks with records.
+                    let o = node(i, None, None);
+                    for _ in 0..(i % 4) * 50 {
+                        black_box(node(0, None, None));
+                    }
+                    h.set_finalizer(o.raw(), |o| {
+                        black_box(o);
+                    });
+                }
+            });
+            collect_elsewhere(&h3);
+            on_other_thread(&h3, |h| h.run_pending_finalizers());
+        }
+        tx.send(()).unwrap();
+    });
+    let done = rx.recv_timeout(std::time::Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.expect("watchdog: a collection or stats() hung (lock-order inversion?)");
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(h.stats().finalizers_run > 0);
+}
