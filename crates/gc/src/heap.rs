@@ -68,6 +68,21 @@ fn unbox<T>(b: Box<T>) -> T {
 
 type Finalizer = Box<dyn FinalizerFn>;
 
+/// The registered finalizers of a heap, by the block holding their object
+/// (a large object's: its first block), as Go keeps finalizers in "special"
+/// records on their object's span: the sweeper of a block finds the records
+/// of that block's dead objects without a walk over every record, and no
+/// stop visits them (see `HeapInner::scan_finalizer_records` and
+/// `HeapInner::queue_dead_finalizable`). A block's records leave the table
+/// only when their object is found dead (queued), so a record's object is
+/// allocated for as long as the record is here.
+#[derive(Default)]
+struct FinalizerTable {
+    by_block: std::collections::HashMap<u32, Vec<(usize, Finalizer)>>,
+    /// Records in `by_block`.
+    len: usize,
+}
+
 /// `[lo, hi)` of the bytes of a boxed finalizer closure (empty for a closure
 /// that captures nothing).
 fn finalizer_range(f: &Finalizer) -> (usize, usize) {
@@ -94,7 +109,37 @@ pub(crate) struct HeapInner {
     weaks: SlotTable,
     scanners: Mutex<Vec<(u64, Arc<RootScanner>)>>,
     next_scanner: AtomicU64,
-    finalizers: Mutex<Vec<(usize, Finalizer)>>,
+    /// Registered finalizers, kept per block (see [`FinalizerTable`]).
+    /// Locked with preemption off (registration, the collector's scan of
+    /// the records, the sweep of a block that has some); lock order:
+    /// `finalizers` before `pending`.
+    finalizers: Mutex<FinalizerTable>,
+    /// Blocks with registered finalizer records, one bit per block (Go's
+    /// span "specials" flag): the sweeper of a block looks at its records
+    /// only if its bit is set. Set by `set_finalizer` and cleared by the
+    /// sweep that queues a block's last record, both under `finalizers`;
+    /// read without the lock by `sweep_block` (a record registered while
+    /// its block is being swept is on a marked object, which that sweep
+    /// would not queue anyway).
+    fin_blocks: Vec<AtomicU64>,
+    /// Finalizers queued so far (by sweeps), to tell a cycle whether it
+    /// queued any. Written by sweepers under `finalizers`.
+    fin_queued: AtomicU64,
+    /// Finalizer records visited with the world stopped so far (the
+    /// stop-the-world mark's scan of the records, sweeps run in a pause);
+    /// a concurrent cycle visits none there. Stats only.
+    fin_visited_in_stops: AtomicU64,
+    /// Test-only switch (negative control of finalizer ordering): when
+    /// false, the referents of finalizable objects are not marked (see
+    /// `Heap::set_finalizer_referent_marking`).
+    fin_referents: std::sync::atomic::AtomicBool,
+    /// Test-only switch (negative control): when false, `set_finalizer`
+    /// during a mark does not shade (see
+    /// `Heap::set_finalizer_registration_shading`).
+    fin_shading: std::sync::atomic::AtomicBool,
+    /// The allocation retried in a pause is running (it may sweep with the
+    /// world stopped). Written by the collector in the pause; stats only.
+    sweeping_in_stop: std::sync::atomic::AtomicBool,
     pending: Mutex<VecDeque<(usize, Finalizer)>>,
     stats: Mutex<StatsAcc>,
     start: Instant,
@@ -273,6 +318,7 @@ impl Heap {
         }
         crate::barrier::register_barrier_range();
         let goal = config.min_heap.max(BLOCK_SIZE);
+        let fin_words = space.nblocks.div_ceil(64);
         Ok(Heap {
             inner: Arc::new(HeapInner {
                 space,
@@ -287,7 +333,13 @@ impl Heap {
                 weaks: SlotTable::default(),
                 scanners: Mutex::new(Vec::new()),
                 next_scanner: AtomicU64::new(1),
-                finalizers: Mutex::new(Vec::new()),
+                finalizers: Mutex::new(FinalizerTable::default()),
+                fin_blocks: (0..fin_words).map(|_| AtomicU64::new(0)).collect(),
+                fin_queued: AtomicU64::new(0),
+                fin_visited_in_stops: AtomicU64::new(0),
+                fin_referents: std::sync::atomic::AtomicBool::new(true),
+                sweeping_in_stop: std::sync::atomic::AtomicBool::new(false),
+                fin_shading: std::sync::atomic::AtomicBool::new(true),
                 pending: Mutex::new(VecDeque::new()),
                 stats: Mutex::new(StatsAcc::default()),
                 start: Instant::now(),
@@ -481,6 +533,12 @@ impl Heap {
         let stack = std::mem::take(&mut m.stack);
         m.flush();
         world.start_the_world();
+        // The finalizer records, world running (as a concurrent cycle).
+        let mut fm = Marker::new(&inner.space, &counters);
+        fm.stack = stack;
+        inner.scan_finalizer_records(&mut fm, false);
+        let stack = std::mem::take(&mut fm.stack);
+        fm.flush();
         *lock(&inner.step) = Some(StepMark { stack, counters });
     }
 
@@ -518,14 +576,17 @@ impl Heap {
         m.stack = stack;
         m.stack.extend(lock(&inner.space.mark.grey).drain(..));
         m.drain_local();
-        let (queued, weak_cleared) = inner.mark_termination(&mut m);
+        let weak_cleared = inner.mark_termination();
         m.flush();
         let live =
             counters.live_bytes.load(Ordering::Relaxed) + inner.space.mark.shaded_bytes.load(Ordering::Relaxed);
         inner.end_marking();
+        let fin_queued_before = inner.fin_queued.load(Ordering::Relaxed);
         inner.sweep_start(cycle, "steps", live, 0);
         world.start_the_world();
         inner.wake_sweeper(cycle);
+        no_preempt(|| inner.sweep_finalizer_blocks());
+        let queued = inner.fin_queued.load(Ordering::Relaxed) - fin_queued_before;
         lock(&inner.stats).weak_cleared += weak_cleared;
         if queued > 0 {
             world.finalizers_pending();
@@ -586,10 +647,30 @@ impl Heap {
     /// cycle that finds `obj` unreachable until the finalizer has run, `obj`
     /// and everything it references stay alive (the pending queue is a root).
     /// Weak references to `obj` are cleared in that cycle, before the
-    /// finalizer runs. The finalizer may store `obj` somewhere reachable
-    /// (resurrection): the object then lives on as a normal object, its
+    /// finalizer runs (Go's weak pointers likewise). The finalizer may
+    /// store `obj` somewhere reachable (resurrection): the object then
+    /// lives on as a normal object, its weak references stay cleared, its
     /// finalizer is not re-registered (call `set_finalizer` again to get
     /// another one). Registering several finalizers on one object runs each.
+    ///
+    /// **Order (Go's).** While `obj` has a registered finalizer, every
+    /// collection marks what `obj` references (not `obj` itself): those
+    /// objects stay alive, finalizable or not, for as long as `obj` may
+    /// still be finalized. So if `a` references `b` and both have
+    /// finalizers, `a`'s finalizer runs first, with `b` intact, and `b` is
+    /// found unreachable at the earliest by the collection after `a`'s
+    /// finalizer ran (a chain of n finalizable objects takes n cycles).
+    /// **A cycle of finalizable objects is never finalized** (each is
+    /// reachable from another's finalizable object), nor is a finalizable
+    /// object that references itself: they leak, as in Go; keep finalizers
+    /// on objects outside cycles (e.g. on a small wrapper that the cyclic
+    /// structure does not reference).
+    ///
+    /// Cost: the records are kept per heap block; a collection scans them
+    /// while the world runs and the sweep of a block finds its dead
+    /// finalizable objects, so no stop visits them (stats:
+    /// `finalizer_records_in_stops`); only pending finalizers (found dead,
+    /// not yet run) are scanned in the start stop.
     ///
     /// **What the closure captures is a root.** The closure's own bytes (its
     /// captured values: `GcRef`s, `Gc<T>`s, structs and arrays of them) are
@@ -634,7 +715,37 @@ impl Heap {
             }
             p += 8;
         }
-        no_preempt(|| lock(&self.inner.finalizers).push((obj.addr(), f)));
+        let block = find_exact(&self.inner.space, obj.addr()).expect("checked above").block;
+        no_preempt(|| {
+            crate::refcheck::shading_section(|| {
+                let inner = &*self.inner;
+                let mut t = lock(&inner.finalizers);
+                t.by_block.entry(block as u32).or_default().push((obj.addr(), f));
+                t.len += 1;
+                inner.fin_blocks[block / 64].fetch_or(1 << (block % 64), Ordering::Relaxed);
+                // Registered while the heap marks (Go's `addfinalizer`
+                // likewise): the collector's scan of the records may have
+                // passed this block. `obj` is shaded (so this mark does not
+                // find it dead, and its referents are marked when it is
+                // scanned), and so is what the closure captures (values
+                // that moved from a stack into the closure's box, which no
+                // stack scan covers). Under the table's lock: the box
+                // cannot leave the table meanwhile.
+                if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 && inner.fin_shading.load(Ordering::Relaxed) {
+                    crate::refcheck::shade(obj.addr());
+                    let mut p = (lo + 7) & !7;
+                    while p + 8 <= hi {
+                        // SAFETY: inside the closure's box, owned by the
+                        // table whose lock we hold.
+                        let w = unsafe { (p as *const usize).read_volatile() };
+                        if let Some(l) = crate::mark::find_containing(&inner.space, w) {
+                            crate::refcheck::shade(l.addr);
+                        }
+                        p += 8;
+                    }
+                }
+            })
+        });
     }
 
     /// Run the finalizers queued by past collections, on the calling thread
@@ -670,6 +781,27 @@ impl Heap {
             no_preempt(|| lock(&self.inner.stats).finalizers_run += 1);
         }
         n
+    }
+
+    /// Test support (negative control of finalizer ordering): with `false`,
+    /// the marks of this heap no longer mark the referents of finalizable
+    /// objects (`true` is the default). Then an unreachable finalizable
+    /// object and the finalizable objects it references are found dead in
+    /// the same cycle, and what it references without a finalizer is freed
+    /// while its finalizer is pending: wrong, for tests only.
+    #[doc(hidden)]
+    pub fn set_finalizer_referent_marking(&self, on: bool) {
+        self.inner.fin_referents.store(on, Ordering::SeqCst);
+    }
+
+    /// Test support (negative control): with `false`, `set_finalizer`
+    /// called while this heap marks no longer shades the object and the
+    /// closure's captures (`true` is the default): a value that moved from
+    /// a stack into the closure after the mark scanned the records is then
+    /// freed by that mark. Wrong, for tests only.
+    #[doc(hidden)]
+    pub fn set_finalizer_registration_shading(&self, on: bool) {
+        self.inner.fin_shading.store(on, Ordering::SeqCst);
     }
 
     /// Test support: turn the background sweeper off (`false`) or on, so a
@@ -723,6 +855,10 @@ impl HeapInner {
     }
 
     fn stats(&self) -> GcStats {
+        // (Each lock taken and released alone: lock order `finalizers`
+        // before `pending`, see `finalizers`.)
+        let registered = lock(&self.finalizers).len;
+        let pending = lock(&self.pending).len();
         let s = lock(&self.stats);
         let live = self.live.load(Ordering::Relaxed);
         GcStats {
@@ -747,7 +883,9 @@ impl HeapInner {
             bad_values: s.bad_values,
             first_bad: s.first_bad,
             finalizers_run: s.finalizers_run,
-            finalizers_pending: lock(&self.pending).len(),
+            finalizers_pending: pending,
+            finalizers_registered: registered,
+            finalizer_records_in_stops: self.fin_visited_in_stops.load(Ordering::Relaxed),
             weak_cleared: s.weak_cleared,
             blocks_decommitted: s.blocks_decommitted,
             blocks_swept_background: self.swept_by[Sweeper::Background as usize].load(Ordering::Relaxed),
@@ -1116,6 +1254,13 @@ impl HeapInner {
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
         phase.set(Phase::Marking);
         words += self.mark_precise_roots(&mut m, phase);
+        if !concurrent {
+            // The stop-the-world mark visits the finalizer records in its stop.
+            words += self.scan_finalizer_records(&mut m, true);
+        }
+        // Every block is swept for the last mark: no finalizer is queued
+        // until this mark's generation is published.
+        let fin_queued_before = self.fin_queued.load(Ordering::Relaxed);
         let t_roots = Instant::now();
 
         let mut stops = Vec::new();
@@ -1133,6 +1278,18 @@ impl HeapInner {
             stops.push(t_started - t0);
             world.start_the_world();
             let mut stack = std::mem::take(&mut m.stack);
+            // The finalizer records, with the world running (no stop visits them).
+            let c0 = Instant::now();
+            phase.set(Phase::ConcurrentMarking);
+            world.blocking(&mut || {
+                never_unwind("scanning finalizer records", || {
+                    let mut fm = Marker::new(space, &counters);
+                    words += self.scan_finalizer_records(&mut fm, false);
+                    stack.append(&mut fm.stack);
+                    fm.flush();
+                })
+            });
+            concurrent_mark += c0.elapsed();
             let mut rounds = 0;
             loop {
                 rounds += 1;
@@ -1193,8 +1350,9 @@ impl HeapInner {
             });
         }
 
-        // Mark termination (world stopped): weak references, finalizers.
-        let (queued, weak_cleared) = self.mark_termination(&mut m);
+        // Mark termination (world stopped): weak references (finalizable
+        // objects found dead are queued by their blocks' sweeps).
+        let weak_cleared = self.mark_termination();
         m.flush();
         let t_marked = Instant::now();
         term_mark += t_marked - t_term;
@@ -1236,7 +1394,9 @@ impl HeapInner {
             // The allocation that asked for this cycle, before anyone else
             // can take what the sweep freed (issue 10 item 7).
             phase.set(Phase::AllocInPause);
+            self.sweeping_in_stop.store(true, Ordering::Relaxed);
             f();
+            self.sweeping_in_stop.store(false, Ordering::Relaxed);
         }
         phase.set(Phase::Restarting);
         // STOP_END: a stop's figure ends when the collector issues the
@@ -1250,8 +1410,14 @@ impl HeapInner {
         let t_end = Instant::now();
         stops.push(t_end - last_stop_start);
         world.start_the_world();
-        phase.set(Phase::Done);
         self.wake_sweeper(cycle);
+        // The blocks with finalizer records swept now (world running), so
+        // that this cycle's dead finalizable objects are queued when it
+        // returns.
+        phase.set(Phase::Sweeping);
+        no_preempt(|| self.sweep_finalizer_blocks());
+        let queued = self.fin_queued.load(Ordering::Relaxed) - fin_queued_before;
+        phase.set(Phase::Done);
 
         // The verifier (gcverify) in a stop of its own, reported apart from
         // the cycle's pause: it checks the heap (every live
@@ -1368,14 +1534,14 @@ impl HeapInner {
             s(&mut |r| m.mark_precise(r.addr()));
         }
         phase.set(Phase::Marking);
-        // Finalizer closures, registered and pending, are scanned
-        // conservatively: what they capture stays alive until they have run
-        // (Go's rule: a closure that reaches its own object keeps it alive
-        // forever; see `Heap::set_finalizer`).
-        for (_, f) in lock(&self.finalizers).iter() {
-            let (lo, hi) = finalizer_range(f);
-            words += m.scan_range(lo, hi);
-        }
+        // Pending finalizers (objects found dead, waiting to be finalized)
+        // are roots, with their closures scanned conservatively: what they
+        // capture stays alive until they have run. (They are scanned here,
+        // not concurrently: `run_pending_finalizers` takes them off the
+        // queue without a barrier. Their number is what died with a
+        // finalizer since the last `run_pending_finalizers`, not what is
+        // registered.) The registered finalizers' closures and referents
+        // are scanned by `scan_finalizer_records`, outside the stops.
         for (obj, f) in lock(&self.pending).iter() {
             m.mark_precise(*obj);
             let (lo, hi) = finalizer_range(f);
@@ -1427,12 +1593,139 @@ impl HeapInner {
         }
     }
 
+    /// The registered finalizer records, every mark (Go's `markrootSpans`):
+    /// each closure's captured values are scanned conservatively (what a
+    /// finalizer captures stays alive until it has run: Go's rule, so a
+    /// closure that reaches its own object keeps it alive forever; see
+    /// `Heap::set_finalizer`), and each finalizable object's *referents*
+    /// are marked, not the object itself. So when the mark ends, an
+    /// unmarked finalizable object is unreachable, and everything it
+    /// references is marked: its sweep queues its finalizer and keeps the
+    /// object (`queue_dead_finalizable`) without marking anything more.
+    /// Consequences (Go's): if `a` references `b` and both have finalizers,
+    /// `b` is marked while `a` awaits finalization, so `a`'s finalizer runs
+    /// first and `b` is found dead at the earliest by the cycle after it
+    /// ran; a cycle of finalizable objects (or one that references itself)
+    /// is never found dead and never finalized, it leaks.
+    ///
+    /// A concurrent cycle calls this with the world running, before its
+    /// first concurrent drain (`in_stop` false): records registered after
+    /// it passed their block are on objects `set_finalizer` shaded. The
+    /// stop-the-world mark calls it in its stop (`in_stop`: the records are
+    /// counted in `fin_visited_in_stops`). The table is locked one block at
+    /// a time (registration on other blocks goes on meanwhile).
+    fn scan_finalizer_records(&self, m: &mut Marker<'_>, in_stop: bool) -> usize {
+        let referents = self.fin_referents.load(Ordering::Relaxed);
+        let blocks: Vec<u32> = no_preempt(|| lock(&self.finalizers).by_block.keys().copied().collect());
+        let (mut words, mut visited) = (0, 0);
+        for b in blocks {
+            no_preempt(|| {
+                let t = lock(&self.finalizers);
+                let Some(recs) = t.by_block.get(&b) else { return };
+                for (obj, f) in recs {
+                    visited += 1;
+                    let (lo, hi) = finalizer_range(f);
+                    words += m.scan_range(lo, hi);
+                    if referents {
+                        // SAFETY: a registered record's object is allocated
+                        // until a sweep queues the record (see
+                        // `FinalizerTable`); no sweep runs during a mark.
+                        unsafe { m.scan_children(*obj) };
+                    }
+                }
+            });
+        }
+        if in_stop {
+            self.fin_visited_in_stops.fetch_add(visited, Ordering::Relaxed);
+        }
+        words
+    }
+
+    /// The sweep of block `b` (claimed, for the mark whose bits are in
+    /// `buf`), before it reads the marks: each registered finalizable
+    /// object of `b` found dead (allocated, unmarked) has its records moved
+    /// to the pending queue and is marked, so that this sweep keeps it
+    /// (Go's sweep of a span's finalizer specials). What it references was
+    /// marked by `scan_finalizer_records`. The object stays unmarked, and
+    /// so not live for lookups, from the end of the mark to this sweep:
+    /// nobody references it.
+    fn queue_dead_finalizable(&self, b: usize, buf: usize) {
+        let bit = 1u64 << (b % 64);
+        if self.fin_blocks[b / 64].load(Ordering::Relaxed) & bit == 0 {
+            return;
+        }
+        let m = self.space.meta(b);
+        let mut t = lock(&self.finalizers);
+        let Some(recs) = t.by_block.get_mut(&(b as u32)) else { return };
+        let base = self.space.block_start(b);
+        let (kind, sc) = self.space.kind(b);
+        let size = if kind == KIND_SMALL { CLASS_SIZES[split_span_class(sc).0] } else { BLOCK_SIZE };
+        let visited = recs.len();
+        let mut moved = Vec::new();
+        let mut i = 0;
+        while i < recs.len() {
+            let slot = if kind == KIND_SMALL { (recs[i].0 - base) / size } else { 0 };
+            if m.is_allocated(slot) && !m.is_marked(buf, slot) {
+                moved.push(recs.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        // Kept by this sweep (marked before it reads the marks).
+        for (obj, _) in &moved {
+            let slot = if kind == KIND_SMALL { (obj - base) / size } else { 0 };
+            m.try_mark(buf, slot);
+        }
+        if recs.is_empty() {
+            t.by_block.remove(&(b as u32));
+            self.fin_blocks[b / 64].fetch_and(!bit, Ordering::Relaxed);
+        }
+        t.len -= moved.len();
+        if self.sweeping_in_stop.load(Ordering::Relaxed) {
+            self.fin_visited_in_stops.fetch_add(visited as u64, Ordering::Relaxed);
+        }
+        if !moved.is_empty() {
+            self.fin_queued.fetch_add(moved.len() as u64, Ordering::Relaxed);
+            lock(&self.pending).extend(moved);
+        }
+    }
+
+    /// After a mark (world running): sweeps every block with finalizer
+    /// records now, waiting for those another sweeper claimed, so that the
+    /// finalizers of the objects this mark found dead are queued when the
+    /// cycle returns (`Heap::collect` then `run_pending_finalizers` runs
+    /// them, and the World is told). Visits the blocks with records only.
+    fn sweep_finalizer_blocks(&self) {
+        let hwm = self.space.high_water();
+        for (wi, w) in self.fin_blocks.iter().enumerate() {
+            if wi * 64 >= hwm {
+                break;
+            }
+            let mut bits = w.load(Ordering::Relaxed);
+            while bits != 0 {
+                let b = wi * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.sweep_block(b, Sweeper::Finish);
+            }
+        }
+        // As `finish_sweep`: sweeps in flight (on other threads) finish
+        // their blocks, queueing included.
+        while self.sweepers_in_flight.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
     /// Mark termination (world stopped, marking done): clears weak
-    /// references to unmarked objects, queues unreachable finalizable
-    /// objects and marks from them. Returns (finalizers queued, weak
-    /// references cleared).
-    fn mark_termination(&self, m: &mut Marker<'_>) -> (usize, u64) {
-        let space = &self.space;
+    /// references to unmarked objects (Go's weak pointers likewise: cleared
+    /// as soon as the collector finds their target unreachable, before a
+    /// finalizer can make it reachable again; so a weak reference to a
+    /// finalizable object is cleared in the cycle that finds it dead, and
+    /// stays cleared if the finalizer resurrects it, while one to an object
+    /// only a pending finalizable object references, which the mark kept
+    /// (`scan_finalizer_records`), is not). Unreachable finalizable objects
+    /// are found by the sweep, not here. Returns the weak references
+    /// cleared.
+    fn mark_termination(&self) -> u64 {
         // Weak references: cleared if their target was not reached from roots.
         let mut weak_cleared = 0;
         self.weaks.for_each(|s| {
@@ -1442,30 +1735,7 @@ impl HeapInner {
                 weak_cleared += 1;
             }
         });
-
-        // Finalizers: unreachable registered objects move to the pending queue
-        // and are kept alive (with their children) for this cycle.
-        let mut queued = 0;
-        let mut fins = lock(&self.finalizers);
-        let mut pending = lock(&self.pending);
-        let mut i = 0;
-        while i < fins.len() {
-            let obj = fins[i].0;
-            if self.is_marked(obj) || find_exact(space, obj).is_none() {
-                i += 1;
-                continue;
-            }
-            let e = fins.swap_remove(i);
-            pending.push_back(e);
-            queued += 1;
-        }
-        if queued > 0 {
-            for (obj, _) in pending.iter() {
-                m.mark_precise(*obj);
-            }
-            m.drain_local();
-        }
-        (queued, weak_cleared)
+        weak_cleared
     }
 
     /// Sweep start (lazy sweeping, world stopped): no sweep here. Every
@@ -1593,6 +1863,8 @@ impl HeapInner {
         debug_assert!(!m.owned.load(Ordering::Relaxed), "an owned block is always swept");
         self.swept_by[who as usize].fetch_add(1, Ordering::Relaxed);
         let buf = (gen % 2) as usize;
+        // Dead finalizable objects: queued and kept (before the marks are read).
+        self.queue_dead_finalizable(b, buf);
         let next = 1 - buf;
         let quarantining = self.quarantining.load(Ordering::Relaxed);
         let cycle = self.cycle.load(Ordering::Relaxed);

@@ -58,11 +58,14 @@
 //!   in every `usurp` channel not yet received (see `usurp-sched`'s
 //!   `gc_world.rs`). With [`ThreadWorld`]: the stacks of parked threads;
 //! * the captured values of every finalizer closure, registered or pending
-//!   ([`Heap::set_finalizer`]); while one runs it is on its thread's stack.
+//!   ([`Heap::set_finalizer`]; registered ones with the world running,
+//!   after the start stop); while one runs it is on its thread's stack.
 //!
 //! Scanned **precisely**: [`Root`] handles, [`RootedVec`] elements,
 //! [`RootScanner`] callbacks,
-//! objects whose finalizer is pending (and all they reference), and the
+//! objects whose finalizer is pending (and all they reference), what an
+//! object with a registered finalizer references (not that object itself:
+//! Go's finalizer order, see [`Heap::set_finalizer`]), and the
 //! pointer fields and value slots (decoded with the heap's
 //! [`ValueEncoding`]) of every marked object (per its descriptor).
 //!
@@ -73,8 +76,8 @@
 //! the frames of a closure given to `blocking`, stacks of threads the world
 //! does not know. Hold objects there with a [`Root`] or a root scanner.
 //! [`WeakRef`]s never keep anything alive. An object reachable from its own
-//! finalizer closure is never collected (Go's rule; see
-//! [`Heap::set_finalizer`]).
+//! finalizer closure, and a cycle of objects with finalizers, are never
+//! collected (Go's rules; see [`Heap::set_finalizer`]).
 //!
 //! ## Handle checks
 //! [`GcRef`] and [`Gc<T>`] are `Copy` addresses; one kept only in Rust heap
@@ -102,8 +105,10 @@
 //!    scan the roots: the collecting thread's stack and spilled registers,
 //!    every range the [`World`] reports (all task stacks and registers:
 //!    the first cut, one stop scans them all), precise roots, root
-//!    scanners, finalizer closures → `start the world`.
-//! 3. *Concurrent mark*, world running: the collector marks, with
+//!    scanners, pending finalizers → `start the world`.
+//! 3. *Concurrent mark*, world running: the collector first scans the
+//!    registered finalizer records (each closure's captures, and each
+//!    finalizable object's referents), then marks, with
 //!    `mark_workers - 1` scoped marker threads of the heap (default: half
 //!    the World's parallelism; they are no mutators and the World does not
 //!    stop them), draining the grey set and what the barrier shades
@@ -121,10 +126,13 @@
 //!    there are no per-mutator buffers to flush); if more than
 //!    `TERMINATION_BUDGET` objects remain to scan, `start the world`, mark
 //!    concurrently again and retry (as Go does; the 4th attempt drains
-//!    everything) → clear weak references to unmarked objects → queue
-//!    unreachable finalizable objects and mark from them → barrier and
-//!    black allocation off → sweep start (take every mutator's cached blocks
-//!    away, publish the new mark generation) → `start the world`.
+//!    everything) → clear weak references to unmarked objects → barrier
+//!    and black allocation off → sweep start (take every mutator's cached
+//!    blocks away, publish the new mark generation) → `start the world`.
+//!    Then the collector sweeps the blocks holding finalizer records (the
+//!    sweep of such a block queues its unmarked finalizable objects and
+//!    keeps them: their referents are marked already), so the cycle
+//!    returns with its finalizers queued.
 //! 5. Lazy sweeping (below); gcverify: stop the world again, verify the
 //!    heap, start it (a stop of its own, reported apart from the pause
 //!    figures).
@@ -298,11 +306,15 @@
 //! 8. *False retention*: not mitigated beyond exact interior checks (no
 //!    blacklisting yet); a stray word retains at most what it reaches.
 //! 9. *Moving*: nothing moves.
-//! 10. *Finalizers*: queued in the pause, run later by
-//!     [`Heap::run_pending_finalizers`], never inside allocation; resurrection
-//!     rules on [`Heap::set_finalizer`]. Their closures are roots until they
-//!     ran, so a finalizer that reaches its own object never runs (as in Go):
-//!     direct self-capture is refused with a panic.
+//! 10. *Finalizers*: records kept per block (Go's span specials), found
+//!     dead and queued by the sweep of their block (never by a stop), run
+//!     later by [`Heap::run_pending_finalizers`], never inside allocation;
+//!     resurrection and order rules on [`Heap::set_finalizer`] (Go's: the
+//!     referents of finalizable objects are marked, so `a` -> `b` finalizes
+//!     `a` first and `b` a cycle after; finalizable cycles leak). Their
+//!     closures are roots until they ran, so a finalizer that reaches its
+//!     own object never runs (as in Go): direct self-capture is refused
+//!     with a panic.
 //!
 //! ## Integration with the scheduler (what `usurp-sched` does)
 //! * Create the heap with [`Heap::with_world`] (or [`Heap::new`] and

@@ -370,6 +370,22 @@ impl<'a> Marker<'a> {
         }
     }
 
+    /// Mark what the published object `obj` references, not `obj` itself
+    /// (Go's `scanobject` on a finalizable object's specials record: its
+    /// referents stay alive while its finalizer may still run, see
+    /// `HeapInner::scan_finalizer_records`). Newly marked children are
+    /// pushed for scanning as usual.
+    ///
+    /// # Safety
+    /// `obj` must be a published object of this marker's heap that cannot
+    /// be freed during the call (its header is read).
+    pub unsafe fn scan_children(&mut self, obj: usize) {
+        // SAFETY: the caller guarantees a published, allocated object: its
+        // header holds its descriptor (written before publication).
+        let header = unsafe { (obj as *const usize).read() };
+        self.scan_object(obj, header);
+    }
+
     /// Count a bad slot and remember the first one.
     #[cold]
     #[inline(never)]

@@ -155,6 +155,15 @@ pub struct GcStats {
     pub finalizers_run: u64,
     /// Finalizers waiting for `run_pending_finalizers`.
     pub finalizers_pending: usize,
+    /// Finalizers registered and not yet queued (their objects not found
+    /// dead yet).
+    pub finalizers_registered: usize,
+    /// Finalizer records visited with the world stopped so far: by the
+    /// stop-the-world mark (`HeapConfig::stw_marking`, and a collection at
+    /// the hard limit) and by sweeps run in a pause (the allocation retried
+    /// there). A concurrent cycle visits none in its stops: the records are
+    /// scanned while the world runs and found dead by the sweep.
+    pub finalizer_records_in_stops: u64,
     /// Weak references cleared so far.
     pub weak_cleared: u64,
     /// Blocks whose memory was returned to the OS so far.

@@ -1,0 +1,3 @@
+module sleeper_churn
+
+go 1.19
