@@ -79,6 +79,17 @@ pub fn checkpoint() {
     }
 }
 
+/// Whether some worker has a checkpoint request outstanding (the load
+/// [`checkpoint`] makes first): one load of a global word. For runtime fast
+/// paths that must not yield where they are but can divert to a slow path
+/// that calls [`checkpoint`] (the GC's allocation, issue 9 item 1). May be
+/// true for another worker's request: the diverted path then costs a
+/// little more and yields nowhere.
+#[inline]
+pub fn checkpoint_pending() -> bool {
+    POLL.load(Ordering::Relaxed) != 0
+}
+
 #[cold]
 #[inline(never)]
 fn checkpoint_slow() {
