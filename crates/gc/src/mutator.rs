@@ -51,18 +51,15 @@
 //! refused; a refused quantum tick (or a stop-the-world request) sets the
 //! worker's checkpoint flag. The slow path (a block refill every block's
 //! worth of small objects, every large object) calls
-//! `usurp_preempt::checkpoint()` on entry, and while any worker has a
-//! request outstanding (`usurp_preempt::checkpoint_pending()`, one load of
-//! a global word and a branch, inlined before the fast path) every
-//! allocation takes the slow path, so such code yields at its next
-//! allocation, not a block's worth of objects later (issue 9 item 1: in
-//! binary-trees with `preemptible!` guest code, most stop requests land in
-//! the allocation code and are refused; the stop then waited for the next
-//! block refill, tens to hundreds of microseconds). A request for another
-//! worker costs an allocation the slow path's entry and no yield. The
-//! inlined load and branch may land inside `preemptible!` code: a
-//! preemption between them is harmless (they hold nothing), and the slow
-//! path they call is out of line. That point holds no GC lock and no
+//! `usurp_preempt::checkpoint()` on entry, and while the allocating
+//! worker has a request outstanding (`usurp_preempt::checkpoint_requested()`
+//! in `alloc_fast`: one load of a global word and a branch when no worker
+//! has one) every allocation takes the slow path, so such code yields at its
+//! next allocation, not a block's worth of objects later (issue 9 item 1:
+//! in binary-trees with `preemptible!` guest code, most stop requests land
+//! in the allocation code and are refused; the stop then waited for the
+//! next block refill, tens to hundreds of microseconds). Another worker's
+//! request costs the fast path one more out-of-line read of its own slot. That point holds no GC lock and no
 //! reference to the mutator (the fast path's died when it returned; the
 //! slow path reads the mutator afresh after it, and after every collection:
 //! the task may resume on another thread). Inside a no-preemption section
@@ -556,15 +553,9 @@ pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, A
     alloc_entry(desc, bytes, Some(len))
 }
 
-/// Allocation: the fast path, then (rarely) the slow path. While some
-/// worker has a checkpoint request outstanding (a stop-the-world request or
-/// a quantum tick that the allocation code refused), every allocation takes
-/// the slow path, whose entry is a cooperative point: see the module docs.
+/// Allocation: the fast path, then (rarely) the slow path.
 #[inline(always)]
 fn alloc_entry(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Result<GcRef, AllocError> {
-    if usurp_preempt::checkpoint_pending() && ALLOC_POLL.load(Ordering::Relaxed) {
-        return alloc_slow(desc, bytes, len);
-    }
     match alloc_fast(desc, bytes, len) {
         Some(r) => Ok(r),
         None => alloc_slow(desc, bytes, len),
@@ -576,6 +567,12 @@ fn alloc_entry(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> R
 /// frame worth speaking of, and returns a single register.
 #[inline(never)]
 fn alloc_fast(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
+    // While this worker has a checkpoint request outstanding (a stop
+    // request or quantum tick the allocation code refused), take the slow
+    // path, whose entry is a cooperative point (see the module docs).
+    if usurp_preempt::checkpoint_requested() && ALLOC_POLL.load(Ordering::Relaxed) {
+        return None;
+    }
     let m = current_mutator();
     if m.is_null() || bytes > MAX_SMALL {
         return None;
