@@ -5,6 +5,8 @@
 # stop apart: usurp's start and termination stops, Go's two STW phases), wall
 # time and max RSS. Usage: bash ci/gc_stops.sh [depth] [extra args for the
 # usurp bench, e.g. --preemptible]. Needs golang-go (apt-get install -y golang-go).
+# BENCH_BIN=path runs that binary-trees bench binary instead of building
+# this tree's (a baseline built from another commit, in the same minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 depth=${1:-21}
@@ -12,8 +14,12 @@ shift || true
 out=${ANCHOR_OUT:-/tmp/usurp-anchors}
 mkdir -p "$out"
 (cd ../shared/anchors/go && go build -o "$out/go-binarytrees" ./binarytrees)
-cargo build --release --bench binarytrees >/dev/null 2>&1
-bench=$(ls -t target/release/deps/binarytrees-* | grep -v '\.d$' | head -1)
+if [ -n "${BENCH_BIN:-}" ]; then
+  bench=$BENCH_BIN # a binary built elsewhere (e.g. a baseline from main), run beside Go
+else
+  cargo build --release --bench binarytrees >/dev/null 2>&1
+  bench=$(ls -t target/release/deps/binarytrees-* | grep -v '\.d$' | head -1)
+fi
 stats() { # reads one stop in ms per line
   sort -g | awk '{ v[NR] = $1 } END {
     if (NR == 0) { print "no stops"; exit }
@@ -27,6 +33,8 @@ t=$(mktemp -d)
 echo "usurp binary-trees $depth $*: $(cat "$t/usurp.time")"
 echo -n "  stops: "
 sed -n 's/.*, stops start \([0-9.]*\) + termination \([0-9. +]*\) ms.*/\1 \2/p' "$t/usurp.trace" | tr -s ' +' '\n\n' | grep . | stats
+echo -n "  time-to-safepoint per cycle (all its stops): "
+sed -n 's/.*(ttsp \([0-9.]*\) + .*/\1/p' "$t/usurp.trace" | stats | sed 's/stops/cycles/'
 echo "go binary-trees $depth: $(cat "$t/go.time")"
 echo -n "  stops: "
 sed -n 's/^gc [0-9]* @[^:]*: \([0-9.]*\)+[0-9.]*+\([0-9.]*\) ms clock.*/\1\n\2/p' "$t/go.trace" | stats

@@ -1214,7 +1214,11 @@ impl HeapInner {
         space_gate(self).close_gate();
         phase.set(Phase::ConservativeRoots);
         let t_stopped = Instant::now();
-        let ttsp_holdup = world.last_stop_holdup();
+        // Who held up the cycle's longest stop to wait for (issue 9 item
+        // 8): the start stop's holder, replaced by a termination stop's if
+        // that one waited longer.
+        let mut ttsp_holdup = world.last_stop_holdup();
+        let mut holdup_wait = t_stopped - t0;
         let cycle = self.cycle.load(Ordering::Relaxed) + 1;
         self.started.store(cycle, Ordering::Release);
         let heap_before = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
@@ -1314,6 +1318,12 @@ impl HeapInner {
                 phase.set(Phase::Marking);
                 t_term = Instant::now();
                 ttsp += t_term - s0;
+                if t_term - s0 > holdup_wait || ttsp_holdup.is_none() {
+                    if let Some(h) = world.last_stop_holdup() {
+                        holdup_wait = t_term - s0;
+                        ttsp_holdup = Some(format!("{h} (termination stop)"));
+                    }
+                }
                 m.stack = std::mem::take(&mut stack);
                 m.stack.extend(lock(&space.mark.grey).drain(..));
                 let done = if rounds >= TERMINATION_ROUNDS {

@@ -295,7 +295,19 @@
 //!    (`arch::with_registers_spilled`) and scans its stack from there; the
 //!    World reports other tasks' saved/spilled register areas.
 //! 5. *Stacks without barriers*: the hybrid barrier's deletion half, with
-//!    every stack scanned in the start stop: no stack rescan.
+//!    every stack scanned in the start stop: no stack rescan. Scanning the
+//!    stacks one task at a time instead (issue 9 item 2, not done) needs
+//!    two more things here. The barrier must be on in every mutator before
+//!    the first stack is scanned (else a scanned task could load an object
+//!    that a mutator still running without the barrier then unlinks
+//!    unshaded), so the start stays a stop, or becomes a handshake every
+//!    running worker acknowledges. And values move between tasks through
+//!    memory the runtime owns without a barrier (channel buffers, spawn
+//!    closures, join results: conservative ranges of the start stop): a
+//!    task not scanned yet could hand the only reference to a white object
+//!    to a task already scanned and drop its own copy; Go's channel copies
+//!    go through the write barrier. Such transfers would have to shade the
+//!    words they move while a heap marks.
 //! 6. *Allocate black*: a block taken during a mark carries the cycle's
 //!    mark buffer and each new object's mark bit is set (an atomic RMW:
 //!    markers set bits of the same words) before its start bit is
@@ -401,7 +413,7 @@ pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
 pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
-pub use mutator::set_alloc_checkpoint_for_tests;
+pub use mutator::{set_alloc_checkpoint_for_tests, set_alloc_poll_for_tests};
 #[doc(hidden)]
 pub use refcheck::set_shading_gate_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};

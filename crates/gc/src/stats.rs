@@ -20,8 +20,11 @@ pub struct CycleStats {
     pub heap_goal: usize,
     /// From the stop request until every task was parked (part of `pause`).
     pub time_to_safepoint: Duration,
-    /// Who held the stop up, when it waited noticeably
-    /// ([`World::last_stop_holdup`](crate::World::last_stop_holdup)).
+    /// Who held a stop of the cycle up, when one waited noticeably
+    /// ([`World::last_stop_holdup`](crate::World::last_stop_holdup)): the
+    /// start stop's holder, or, if a termination stop waited longer (or the
+    /// start stop named nobody), that stop's holder followed by
+    /// ` (termination stop)`.
     pub ttsp_holdup: Option<String>,
     /// The cycle's stops together (the sum of `stops`), each from its stop
     /// request until the world restarted: `time_to_safepoint + root_scan +

@@ -595,3 +595,44 @@ fn the_verifier_catches_a_pointer_to_a_freed_object() {
 fn an_exact_fit_dead_neighbour_of_a_rooted_object_is_collected() {
     dead_neighbours_of_rooted_cells_are_collected(2, 24, "cons");
 }
+
+/// A World whose second stop of each cycle (the termination stop) waits
+/// 5 ms and names a holder, as the scheduler's World does for a stop that
+/// waited 1 ms or more; the start stop waits for nobody.
+#[derive(Default)]
+struct LateTerminationWorld {
+    stops: std::sync::atomic::AtomicUsize,
+}
+// SAFETY: stops nothing, which says single_thread(): the heap admits one
+// attached thread and only it collects.
+unsafe impl usurp_gc::World for LateTerminationWorld {
+    fn single_thread(&self) -> bool {
+        true
+    }
+    fn stop_the_world(&self) {
+        if self.stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    fn start_the_world(&self) {}
+    fn for_each_conservative_range(&self, _f: &mut dyn FnMut(usize, usize)) {}
+    fn last_stop_holdup(&self) -> Option<String> {
+        (self.stops.load(std::sync::atomic::Ordering::SeqCst) % 2 == 0).then(|| "worker 1: task 42 \"late\"".into())
+    }
+}
+
+// Issue 9 item 8: the cycle's stats and gctrace name who held up the
+// termination stop too (only the start stop's holder was read before).
+#[test]
+fn a_termination_stop_held_up_names_its_holder() {
+    let w = Arc::new(LateTerminationWorld::default());
+    let h = usurp_gc::Heap::new(config(16 << 20)).unwrap();
+    h.set_world(w.clone());
+    let _g = h.attach_thread().unwrap();
+    let t = tree(6);
+    h.collect();
+    let last = h.stats().last.unwrap();
+    assert!(last.stops.len() >= 2, "a concurrent cycle has a start and a termination stop: {:?}", last.stops);
+    assert_eq!(last.ttsp_holdup.as_deref(), Some("worker 1: task 42 \"late\" (termination stop)"));
+    assert_eq!(count(t), 127);
+}

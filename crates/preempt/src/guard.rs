@@ -79,6 +79,23 @@ pub fn checkpoint() {
     }
 }
 
+/// Whether the calling worker has a checkpoint request outstanding (a
+/// refused quantum tick or stop-the-world request that [`checkpoint`] would
+/// act on). One load of a global word when no worker has one; otherwise the
+/// calling thread's slot is read (out of line). For runtime fast paths
+/// that must not yield where they are but can divert to a slow path that
+/// calls [`checkpoint`] (the GC's allocation, issue 9 item 1).
+#[inline]
+pub fn checkpoint_requested() -> bool {
+    POLL.load(Ordering::Relaxed) != 0 && requested_here()
+}
+
+#[inline(never)]
+fn requested_here() -> bool {
+    // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+    unsafe { current_ptr().as_ref() }.is_some_and(|s| s.requested.load(Ordering::Relaxed))
+}
+
 #[cold]
 #[inline(never)]
 fn checkpoint_slow() {

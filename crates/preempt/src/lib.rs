@@ -166,7 +166,7 @@ pub use archif::arch;
 pub use archif::fake_shadow_stack_for_tests;
 pub use archif::SpillFrame;
 pub use error::Error;
-pub use guard::{checkpoint, no_preempt, set_yield_hook, NoPreempt};
+pub use guard::{checkpoint, checkpoint_requested, no_preempt, set_yield_hook, NoPreempt};
 pub use registry::{
     pc_status, preemptible_code, register_code, register_unsafe_range, CodeHandle, PcStatus, RangeHandle, MAX_CODE_REGIONS,
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,

@@ -394,5 +394,17 @@ fn a_stop_held_up_by_a_task_names_it() {
         let (who, ttsp) = named.expect("no stop waited 1 ms for a task that checks in every 30 ms");
         assert!(who.contains("\"the-hog\"") && who.starts_with("worker "), "{who}");
         assert!(ttsp >= crate::stw::HOLDUP_REPORT);
+        // What the stop's requests met on that worker (issue 9 item 1): at
+        // least one request, refused because the hog's PC is in ordinary
+        // (not preemptible) code, and the stopper's own lateness.
+        assert!(who.contains("refused NotPreemptibleCode"), "{who}");
+        let requests: u64 = who
+            .split("[requests ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no request count in {who}"));
+        assert!(requests >= 1, "{who}");
+        assert!(who.contains("stopper's longest gap"), "{who}");
     });
 }
