@@ -374,6 +374,7 @@ mod heap;
 pub mod mark;
 mod mutator;
 mod object;
+mod pacer;
 mod preempt_glue;
 mod refcheck;
 mod roots;
@@ -393,6 +394,8 @@ pub use heap::{AttachError, Heap, MutatorGuard};
 pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::set_alloc_checkpoint_for_tests;
+#[doc(hidden)]
+pub use pacer::{set_assists_for_tests, set_mark_delay_for_tests};
 #[doc(hidden)]
 pub use refcheck::set_shading_gate_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
