@@ -181,7 +181,7 @@ pub(crate) struct HeapInner {
     /// Allocate black: from a concurrent mark's start stop to its
     /// termination stop (written only there, world stopped, under
     /// `collect_lock`); read by allocation when it takes a block.
-    alloc_black: std::sync::atomic::AtomicBool,
+    pub(crate) alloc_black: std::sync::atomic::AtomicBool,
     /// The number of the last cycle whose start stop has begun scanning
     /// roots (written in that stop; read by `Heap::collect` to share a cycle).
     started: AtomicU64,
@@ -191,6 +191,9 @@ pub(crate) struct HeapInner {
     /// The background collector's requests (written by allocating threads
     /// and by the collector under its mutex) and its wake-up.
     background: Arc<(Mutex<BackgroundState>, std::sync::Condvar)>,
+    /// The pacer: trigger and mutator assists (see `pacer.rs`; each
+    /// field says who writes it).
+    pub(crate) pacer: crate::pacer::Pacer,
 }
 
 /// See `HeapInner::background`.
@@ -356,9 +359,11 @@ impl Heap {
                 started: AtomicU64::new(0),
                 step: Mutex::new(None),
                 background: Arc::new((Mutex::new(BackgroundState::default()), std::sync::Condvar::new())),
+                pacer: crate::pacer::Pacer::default(),
                 config,
             }),
         })
+        .inspect(|h| h.inner.pacer.trigger.store(crate::pacer::next_trigger(0, goal, 0), Ordering::Relaxed))
         .inspect(|h| start_background_sweeper(Arc::downgrade(&h.inner), h.inner.sweeper.clone()))
     }
 
@@ -832,13 +837,12 @@ impl HeapInner {
 
     /// Whether handing out `extra` more bytes crosses the goal (pacing on).
     ///
-    /// Concurrent marking (the pacer): a cycle is triggered when the heap
-    /// has used three quarters of its growth allowance (`goal - live`), so
-    /// that allocation during the mark (black) has the last quarter; if a
-    /// mark in progress lets the heap reach the goal itself, allocation asks
-    /// for a collection again, which waits for the cycle in progress to
-    /// end (a Go-style wait in place of mark assists: the heap stays within
-    /// its goal, as with the stop-the-world mark). With `stw_marking`, the
+    /// Concurrent marking (the pacer, see `pacer.rs`): a cycle is
+    /// triggered when the heap's use reaches the pacer's trigger (late in
+    /// the growth allowance); while a mark runs, allocation never asks for
+    /// a collection: mutator assists pace it (an allocation marks in
+    /// proportion to what it takes, more so the closer the heap is to its
+    /// goal) and nobody waits for the cycle. With `stw_marking`, the
     /// trigger is the goal.
     pub(crate) fn over_goal(&self, extra: usize) -> bool {
         if self.config.gogc.is_none() {
@@ -846,12 +850,94 @@ impl HeapInner {
         }
         let live = self.live.load(Ordering::Relaxed);
         let used = live + self.allocated.load(Ordering::Relaxed) + extra;
-        let goal = self.goal.load(Ordering::Relaxed);
-        if self.alloc_black.load(Ordering::Relaxed) || self.config.stw_marking {
-            used >= goal
+        if self.config.stw_marking {
+            used >= self.goal.load(Ordering::Relaxed)
+        } else if self.alloc_black.load(Ordering::Relaxed) {
+            false
         } else {
-            used >= live + goal.saturating_sub(live) / 4 * 3
+            used >= self.pacer.trigger.load(Ordering::Relaxed)
         }
+    }
+
+    /// Whether a concurrent mark is in progress (with assists on) and the
+    /// heap has reached its goal: an assist without work then waits.
+    pub(crate) fn over_goal_while_marking(&self) -> bool {
+        crate::pacer::assists_on()
+            && self.alloc_black.load(Ordering::Acquire)
+            && self.space.mark.marking.load(Ordering::Acquire)
+            && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed)
+                >= self.goal.load(Ordering::Relaxed)
+    }
+
+    /// Mutator assist (see `pacer.rs`): called by a mutator leaving the
+    /// allocation slow path with `debt` bytes taken during a concurrent
+    /// mark; marks in proportion and lowers the debt by what was paid
+    /// (zero outside a mark). Never at a safe point: a stop waits for it
+    /// (bounded by `ASSIST_MAX_OBJECTS` objects).
+    pub(crate) fn assist(&self, debt: &mut usize) {
+        use crate::pacer::{ASSIST_MAX_OBJECTS, ASSIST_TAKE, SLICE};
+        let used = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
+        if !self.alloc_black.load(Ordering::Acquire) || !self.space.mark.marking.load(Ordering::Acquire) {
+            *debt = 0;
+            return;
+        }
+        let p = &self.pacer;
+        p.peak_during_mark.fetch_max(used, Ordering::Relaxed);
+        if !crate::pacer::assists_on() {
+            *debt = 0;
+            return;
+        }
+        let goal = self.goal.load(Ordering::Relaxed);
+        let work = p.assist_work(*debt, p.expected_live.load(Ordering::Relaxed), used, goal);
+        if work == 0 {
+            *debt = 0;
+            return;
+        }
+        let t0 = Instant::now();
+        let space = &self.space;
+        let mut busy = false;
+        let mut m = Marker::new(space, &p.assist_counters);
+        let (mut objects, mut marked) = (0, 0);
+        while marked < work && objects < ASSIST_MAX_OBJECTS {
+            if m.stack.is_empty() {
+                // Grey objects from the list (counted busy while held: the
+                // collector's loop does not end meanwhile); if it is empty,
+                // ask the collector's marker to donate (it does within one
+                // slice) and leave the rest of the debt for the next slow
+                // path.
+                let mut g = lock(&space.mark.grey);
+                let n = g.len().min(ASSIST_TAKE);
+                if n == 0 {
+                    drop(g);
+                    p.assist_wanted.store(true, Ordering::Relaxed);
+                    break;
+                }
+                if !busy {
+                    busy = true;
+                    p.assists_busy.fetch_add(1, Ordering::AcqRel);
+                }
+                let at = g.len() - n;
+                m.stack.extend(g.drain(at..));
+            }
+            let before = m.live_bytes();
+            m.drain_budget(SLICE.min(ASSIST_MAX_OBJECTS - objects));
+            objects += SLICE;
+            marked += m.live_bytes() - before;
+        }
+        if !m.stack.is_empty() {
+            lock(&space.mark.grey).append(&mut m.stack);
+        }
+        m.flush();
+        if busy {
+            p.assists_busy.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Paid in proportion to the work done (the rest waits for the next
+        // slow path; never more than one call's worth carried over).
+        *debt = if marked >= work { 0 } else { (*debt as u128 * (work - marked) as u128 / work as u128) as usize };
+        if marked > 0 {
+            p.assist_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        p.assist_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     fn stats(&self) -> GcStats {
@@ -871,6 +957,8 @@ impl HeapInner {
             heap_limit: self.space.nblocks * BLOCK_SIZE,
             total_pause: s.total_pause,
             total_concurrent_mark: s.total_concurrent_mark,
+            total_assist: s.total_assist,
+            total_assist_marked: s.total_assist_marked,
             total_verify_pause: s.total_verify_pause,
             total_ttsp: s.total_ttsp,
             total_root_scan: s.total_root_scan,
@@ -953,16 +1041,33 @@ impl HeapInner {
     }
 
     /// Collect because the pacer asks for it (skipped if another thread
-    /// collected while we waited for the lock). While a concurrent mark
-    /// runs (the heap reached its goal during it), this waits for that
-    /// cycle to end. Otherwise, with a World that allows it
+    /// collected while we waited for the lock). If a concurrent mark began
+    /// since the pacer asked (the pacer asks for none during a mark: assists
+    /// pace allocation then), this waits for that cycle to end. Otherwise, with a World that allows it
     /// ([`World::background_collection`]), the cycle is handed to the heap's
     /// background collector and the allocation goes on at once; else the
     /// allocating thread runs the cycle.
     pub(crate) fn collect_for_alloc(self: &Arc<Self>, reason: &'static str) {
         let seen = self.cycle.load(Ordering::Acquire);
         if !self.alloc_black.load(Ordering::Acquire) && self.world().background_collection() {
+            let started = self.started.load(Ordering::Acquire);
             self.request_background_cycle();
+            // At the goal already (the collector has not started the cycle
+            // asked for at the trigger): wait until its start stop, after
+            // which assists pace allocation; 20 µs sleeps counted as
+            // stopped (`World::blocking`), so the start stop never waits
+            // for this thread.
+            if crate::pacer::assists_on() {
+                let world = self.world();
+                while self.started.load(Ordering::Acquire) == started
+                    && !self.alloc_black.load(Ordering::Acquire)
+                    && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed)
+                        >= self.goal.load(Ordering::Relaxed)
+                {
+                    world.blocking(&mut || std::thread::sleep(Duration::from_micros(20)));
+                    self.pacer.start_waits.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             return;
         }
         self.collect_with(reason, Some(seen + 1), None);
@@ -1222,6 +1327,8 @@ impl HeapInner {
         let cycle = self.cycle.load(Ordering::Relaxed) + 1;
         self.started.store(cycle, Ordering::Release);
         let heap_before = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
+        let mark_goal = self.goal.load(Ordering::Relaxed);
+        let start_waits = self.pacer.start_waits.swap(0, Ordering::Relaxed);
         // A collection at the hard limit ("limit": an allocation failed
         // after the pacer's cycles) marks with the world stopped: during a
         // concurrent mark the other tasks' allocations are black and
@@ -1241,6 +1348,11 @@ impl HeapInner {
         let space = &self.space;
         if concurrent {
             self.begin_marking();
+            // The pacer: this mark's figures, and how late the start stop
+            // came after the trigger (corrects the next trigger).
+            self.pacer.begin(heap_before, self.live.load(Ordering::Relaxed));
+            let lag = heap_before.saturating_sub(self.pacer.trigger.load(Ordering::Relaxed));
+            self.pacer.start_lag.store(if reason == "goal" { lag } else { 0 }, Ordering::Relaxed);
         }
         let allocated_at_start = self.allocated.load(Ordering::Relaxed);
 
@@ -1377,6 +1489,28 @@ impl HeapInner {
         }
 
         phase.set(Phase::Sweeping);
+        let (mut assist, mut assist_calls, mut assist_marked, mut heap_peak) = (Duration::ZERO, 0, 0, 0);
+        let mut assist_waits = 0;
+        if concurrent {
+            // What the assists marked (world stopped: none in flight).
+            let (p, a) = (&self.pacer, &self.pacer.assist_counters);
+            assist_marked = a.live_bytes.load(Ordering::Relaxed);
+            counters.live_bytes.fetch_add(assist_marked, Ordering::Relaxed);
+            counters.live_objects.fetch_add(a.live_objects.load(Ordering::Relaxed), Ordering::Relaxed);
+            counters.bad_pointers.fetch_add(a.bad_pointers.load(Ordering::Relaxed), Ordering::Relaxed);
+            counters.bad_values.fetch_add(a.bad_values.load(Ordering::Relaxed), Ordering::Relaxed);
+            let first = *lock(&a.first_bad);
+            if let Some(b) = first {
+                lock(&counters.first_bad).get_or_insert(b);
+            }
+            assist = Duration::from_nanos(p.assist_ns.load(Ordering::Relaxed));
+            assist_calls = p.assist_calls.load(Ordering::Relaxed);
+            assist_waits = p.assist_waits.load(Ordering::Relaxed);
+            heap_peak = p
+                .peak_during_mark
+                .load(Ordering::Relaxed)
+                .max(self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed));
+        }
         let mut live = counters.live_bytes.load(Ordering::Relaxed);
         if concurrent {
             // Objects the mutators shaded are live too. Objects allocated
@@ -1461,6 +1595,13 @@ impl HeapInner {
             mark: if concurrent { term_mark } else { t_marked - t_roots },
             sweep: t_swept - t_marked,
             concurrent_mark,
+            assist,
+            assist_calls,
+            assist_waits,
+            start_waits,
+            assist_marked,
+            heap_peak,
+            mark_goal,
             stops,
             verify,
             verify_pause,
@@ -1566,11 +1707,18 @@ impl HeapInner {
     /// empty. The termination stop drains what is shaded after that.
     fn mark_concurrently(&self, stack: &mut Vec<usize>, counters: &MarkCounters, workers: usize) {
         let space = &self.space;
+        let p = &self.pacer;
         loop {
             let mut work = std::mem::take(stack);
             work.extend(lock(&space.mark.grey).drain(..));
             if work.is_empty() {
-                return;
+                if p.assists_busy.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                // An assist holds grey objects: it gives back what it does
+                // not scan within one bounded call.
+                std::thread::yield_now();
+                continue;
             }
             if workers <= 1 || work.len() < 2 {
                 never_unwind("a GC marking job", || {
@@ -1579,8 +1727,25 @@ impl HeapInner {
                     }
                     let mut m = Marker::new(space, counters);
                     m.stack = work;
-                    m.drain_local();
+                    // In slices: publish progress for the assists' ratio,
+                    // and donate half of the stack to the grey list when an
+                    // assist found nothing to do (see `pacer.rs`).
+                    let delay = crate::pacer::mark_delay();
+                    while !m.drain_budget(crate::pacer::SLICE) {
+                        m.flush();
+                        p.collector_marked.store(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                        if p.assist_wanted.load(Ordering::Relaxed) && m.stack.len() >= 2 {
+                            p.assist_wanted.store(false, Ordering::Relaxed);
+                            let top = m.stack.split_off(m.stack.len() / 2);
+                            let bottom = std::mem::replace(&mut m.stack, top);
+                            lock(&space.mark.grey).extend(bottom);
+                        }
+                        if let Some(d) = delay {
+                            std::thread::sleep(d);
+                        }
+                    }
                     m.flush();
+                    p.collector_marked.store(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
                 });
             } else {
                 let per = work.len().div_ceil(workers);
@@ -1784,6 +1949,8 @@ impl HeapInner {
         self.live.store(live, Ordering::Relaxed);
         self.allocated.store(quarantined + black, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
+        let lag = self.pacer.start_lag.load(Ordering::Relaxed);
+        self.pacer.trigger.store(crate::pacer::next_trigger(live, goal, lag), Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
         goal
     }

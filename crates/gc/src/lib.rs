@@ -112,7 +112,10 @@
 //!    `mark_workers - 1` scoped marker threads of the heap (default: half
 //!    the World's parallelism; they are no mutators and the World does not
 //!    stop them), draining the grey set and what the barrier shades
-//!    meanwhile. Who is the collector: cycles the pacer asks for run on the
+//!    meanwhile, together with the mutators' assists (see "Allocation and
+//!    pacing"), which take grey objects from the grey list and to which the
+//!    collector's marker donates half of its stack when they find it empty.
+//!    Who is the collector: cycles the pacer asks for run on the
 //!    heap's **background collector** thread (`usurp-gc`, started at the
 //!    first request; it is no mutator and its stack is not scanned) when the
 //!    World allows it ([`World::background_collection`]: the scheduler's
@@ -231,10 +234,16 @@
 //! The goal is `live * (1 + GOGC/100)`, the heap being live after the last
 //! mark (marked and shaded bytes; objects allocated black during it are not
 //! counted, most being garbage by then) plus memory handed out since. A
-//! concurrent cycle starts when the heap has used three quarters of the
-//! growth allowance (`goal - live`); allocation during the mark has the last
-//! quarter, and an allocation that reaches the goal while the mark runs
-//! waits for the cycle to end (no mark assists yet); at the hard limit a full
+//! concurrent cycle starts at the pacer's trigger (`pacer.rs`: 7/8 of the
+//! growth allowance `goal - live`, less what was allocated between the
+//! trigger and the start stop last cycle, clamped to 60-95%). While the
+//! mark runs, **mutator assists** pace allocation: each block a mutator
+//! takes is paid for with mark work in proportion (expected live bytes
+//! still unmarked / bytes left before the goal, Go's ratio), done on the
+//! way out of the allocation slow path in bounded calls; an assist at the
+//! goal that finds no grey object (and an allocation at the goal before the
+//! collector's start stop) sleeps inside [`World::blocking`] until the
+//! collector donates some. Nobody waits for a whole cycle. At the hard limit a full
 //! collection runs and, if still nothing fits, [`try_alloc`] fails and
 //! [`alloc`] panics ("usurp heap limit of N MiB exhausted ..."). Exhaustion
 //! is reported only after a full collection that the failing allocation
@@ -395,6 +404,7 @@ mod heap;
 pub mod mark;
 mod mutator;
 mod object;
+mod pacer;
 mod preempt_glue;
 mod refcheck;
 mod roots;
@@ -414,6 +424,8 @@ pub use heap::{AttachError, Heap, MutatorGuard};
 pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::{set_alloc_checkpoint_for_tests, set_alloc_poll_for_tests};
+#[doc(hidden)]
+pub use pacer::{set_assists_for_tests, set_mark_delay_for_tests};
 #[doc(hidden)]
 pub use refcheck::set_shading_gate_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};

@@ -551,6 +551,11 @@ impl<'a> Marker<'a> {
         }
     }
 
+    /// Bytes of the objects this marker marked since its last `flush`.
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes
+    }
+
     /// Publish this marker's counters.
     pub fn flush(&mut self) {
         self.counters.bad_pointers.fetch_add(std::mem::take(&mut self.bad), Ordering::Relaxed);

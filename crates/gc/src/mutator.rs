@@ -170,6 +170,9 @@ impl ClassCache {
 pub struct Mutator {
     pub(crate) heap: Arc<HeapInner>,
     caches: [ClassCache; NUM_SPAN_CLASSES],
+    /// Bytes taken during a concurrent mark not yet paid for with mark
+    /// work (see `pacer.rs`). Only this mutator's thread touches it.
+    assist_debt: usize,
 }
 
 thread_local! {
@@ -312,7 +315,7 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
 
 impl Mutator {
     pub(crate) fn new(heap: Arc<HeapInner>) -> Mutator {
-        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES] }
+        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES], assist_debt: 0 }
     }
 
     /// Fast path: allocate from the current block of span class `sc`.
@@ -363,7 +366,11 @@ impl Mutator {
     #[inline(never)]
     fn slow(&mut self, desc: &'static Descriptor, bytes: usize, len: Option<usize>, may_trigger: bool) -> Result<GcRef, Need> {
         if bytes > MAX_SMALL {
-            no_preempt(|| self.heap.alloc_large(desc, bytes, len, may_trigger))
+            let r = no_preempt(|| self.heap.alloc_large(desc, bytes, len, may_trigger));
+            if r.is_ok() && self.heap.alloc_black.load(Ordering::Relaxed) {
+                self.assist_debt += bytes.div_ceil(crate::block::BLOCK_SIZE) * crate::block::BLOCK_SIZE;
+            }
+            r
         } else {
             let sc = span_class(class_of(bytes), desc.is_pointer_free());
             no_preempt(|| {
@@ -428,6 +435,9 @@ impl Mutator {
                 let a = m.alloc[0].load(Ordering::Relaxed);
                 let free = !a & if nwords == 1 { last_mask } else { !0 };
                 let black = heap.black_buffer(m);
+                if !black.is_null() {
+                    self.assist_debt += nfree * size;
+                }
                 *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask, black };
                 if c.free != 0 || c.advance() {
                     return Ok(());
@@ -456,6 +466,10 @@ impl Mutator {
             m.swept.store(2 * heap.space.gen.load(Ordering::Acquire), Ordering::Release);
             heap.space.set_kind(run.first, KIND_SMALL, sc);
             heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
+            let black = heap.black_buffer(m);
+            if !black.is_null() {
+                self.assist_debt += slots * size;
+            }
             *c = ClassCache {
                 meta: m,
                 base: heap.space.block_start(run.first),
@@ -463,7 +477,7 @@ impl Mutator {
                 free: if nwords == 1 { last_mask } else { !0 },
                 nwords,
                 last_mask,
-                black: heap.black_buffer(m),
+                black,
             };
             return Ok(());
         }
@@ -607,6 +621,50 @@ pub fn set_alloc_checkpoint_for_tests(on: bool) {
     ALLOC_CHECKPOINT.store(on, Ordering::Relaxed);
 }
 
+/// Mark assist (see `pacer.rs`): pay for `debt` bytes a slow path took
+/// during a concurrent mark, in bounded calls with a cooperative point
+/// between them (a stop waits for one call at most; the task may move to
+/// another thread there, so the mutator is re-read at the end, where an
+/// unpaid rest is put back). The object the slow path just allocated is
+/// black and lives in the caller's frame, scanned if a stop comes.
+///
+/// At or past the goal, an assist that finds no grey object waits for
+/// the collector's marker to donate some (or for the mark to end): it
+/// sleeps 20 µs at a time inside [`World::blocking`](crate::World::blocking)
+/// (counted as stopped: a stop never waits for it), so that allocation
+/// cannot outrun the mark past the goal; below the goal it goes on and
+/// pays the rest later.
+#[inline(never)]
+fn pay_assist_debt(heap: &HeapInner, mut debt: usize) {
+    loop {
+        let before = debt;
+        no_preempt(|| heap.assist(&mut debt));
+        if debt == 0 {
+            break;
+        }
+        if debt == before {
+            // No mark work to be had right now.
+            if !heap.over_goal_while_marking() {
+                break;
+            }
+            heap.world().blocking(&mut || std::thread::sleep(std::time::Duration::from_micros(20)));
+            heap.pacer.assist_waits.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if ALLOC_CHECKPOINT.load(Ordering::Relaxed) {
+            usurp_preempt::checkpoint();
+        }
+    }
+    let m = current_mutator();
+    if debt > 0 && !m.is_null() {
+        // SAFETY: as in alloc_fast; no other reference to it is alive.
+        let m = unsafe { &mut *m };
+        if std::ptr::eq(&*m.heap, heap) {
+            m.assist_debt += debt;
+        }
+    }
+}
+
 /// The slow path: a new block, a large object, a collection, or an error.
 /// It starts with a cooperative point (`usurp_preempt::checkpoint()`).
 ///
@@ -646,7 +704,14 @@ fn alloc_slow(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Re
         // below.
         let m = unsafe { &mut *m };
         let need = match m.alloc(desc, bytes, len, may_trigger) {
-            Ok(r) => return Ok(r),
+            Ok(r) => {
+                if m.assist_debt > 0 {
+                    let debt = std::mem::take(&mut m.assist_debt);
+                    let heap = m.heap.clone();
+                    pay_assist_debt(&heap, debt);
+                }
+                return Ok(r);
+            }
             Err(need) => need,
         };
         let heap = m.heap.clone();

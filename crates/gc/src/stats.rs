@@ -45,6 +45,26 @@ pub struct CycleStats {
     /// Marking with the world running (between the start stop and the
     /// termination stop), not part of `pause`.
     pub concurrent_mark: Duration,
+    /// Time the mutators spent in mark assists during the concurrent mark
+    /// (summed over threads; part of the mutators' time, not of `pause`).
+    pub assist: Duration,
+    /// Assist calls that marked something.
+    pub assist_calls: u64,
+    /// Times an assist at or past the goal found no mark work and slept
+    /// (20 µs each) for the collector to donate some.
+    pub assist_waits: u64,
+    /// Times an allocation that reached the goal before this cycle's start
+    /// stop slept (20 µs each) until the collector started it.
+    pub start_waits: u64,
+    /// Bytes of the objects the assists marked (part of `heap_after`).
+    pub assist_marked: usize,
+    /// The highest heap use (live + allocated) seen during the concurrent
+    /// mark (allocation slow paths and the termination stop), to compare
+    /// with the goal the mark was to finish by (0 without a concurrent mark).
+    pub heap_peak: usize,
+    /// The goal in force during this cycle's mark (the previous cycle's
+    /// `heap_goal`), which `heap_peak` is to be compared with.
+    pub mark_goal: usize,
     /// Sweep start, in the termination stop: taking the mutators' cached blocks away
     /// and publishing the new mark generation. The sweeping itself is lazy
     /// (allocation and a background thread, world running).
@@ -126,6 +146,10 @@ pub struct GcStats {
     pub total_pause: Duration,
     /// Sum of the cycles' concurrent marking (world running).
     pub total_concurrent_mark: Duration,
+    /// Sum of the mutators' mark-assist time (see `CycleStats::assist`).
+    pub total_assist: Duration,
+    /// Bytes marked by assists, summed over cycles.
+    pub total_assist_marked: u64,
     /// Sum of the verifier's stops (gcverify), apart from `total_pause`.
     pub total_verify_pause: Duration,
     /// Sums over all cycles of the pause's parts: time-to-safepoint, root
@@ -209,6 +233,8 @@ pub(crate) struct StatsAcc {
     pub last: Option<CycleStats>,
     pub total_pause: Duration,
     pub total_concurrent_mark: Duration,
+    pub total_assist: Duration,
+    pub total_assist_marked: u64,
     pub total_verify_pause: Duration,
     pub total_ttsp: Duration,
     pub total_root_scan: Duration,
@@ -229,6 +255,8 @@ impl StatsAcc {
     pub fn record(&mut self, c: &CycleStats) {
         self.total_pause += c.pause;
         self.total_concurrent_mark += c.concurrent_mark;
+        self.total_assist += c.assist;
+        self.total_assist_marked += c.assist_marked as u64;
         self.total_verify_pause += c.verify_pause;
         self.total_ttsp += c.time_to_safepoint;
         self.total_root_scan += c.root_scan;
@@ -273,10 +301,16 @@ pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String
     let stops = match c.stops.len() {
         0 | 1 => String::new(),
         _ => format!(
-            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms",
+            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms, assist {:.3} ms ({} calls, {:.1} MB marked, {} waits, {} start waits), peak {:.1} MB",
             ms(c.stops[0]),
             c.stops[1..].iter().map(|d| format!("{:.3}", ms(*d))).collect::<Vec<_>>().join(" + "),
-            ms(c.concurrent_mark)
+            ms(c.concurrent_mark),
+            ms(c.assist),
+            c.assist_calls,
+            mb(c.assist_marked),
+            c.assist_waits,
+            c.start_waits,
+            mb(c.heap_peak)
         ),
     };
     format!(
@@ -361,17 +395,27 @@ mod tests {
         let c = CycleStats {
             stops: vec![Duration::from_micros(300), Duration::from_micros(1200)],
             concurrent_mark: Duration::from_millis(5),
+            assist: Duration::from_millis(2),
+            assist_calls: 3,
+            assist_waits: 4,
+            start_waits: 5,
+            assist_marked: 3 << 19,
+            heap_peak: 5 << 20,
             ..c
         };
         let l = trace_line(&c, Duration::from_millis(1500), false);
         assert!(
-            l.contains("sweep 0.400 ms), stops start 0.300 + termination 1.200 ms, concurrent mark 5.000 ms, stop held up"),
+            l.contains(
+                "sweep 0.400 ms), stops start 0.300 + termination 1.200 ms, concurrent mark 5.000 ms, assist 2.000 ms (3 \
+                 calls, 1.5 MB marked, 4 waits, 5 start waits), peak 5.0 MB, stop held up"
+            ),
             "{l}"
         );
         let mut acc = StatsAcc::default();
         acc.record(&c);
         assert_eq!(acc.pauses.len(), 2, "each stop of a cycle is a pause figure of its own");
         assert_eq!(acc.total_concurrent_mark, Duration::from_millis(5));
+        assert_eq!((acc.total_assist, acc.total_assist_marked), (Duration::from_millis(2), 3 << 19));
         assert_eq!((acc.bad_values, acc.first_bad), (3, Some(bad)), "both branches' counters accumulate");
     }
 }

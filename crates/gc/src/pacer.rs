@@ -1,0 +1,217 @@
+//! The pacer of concurrent marking: when a cycle starts (the trigger), and
+//! mutator assists while it marks.
+//!
+//! **Why.** With one background marker thread beside two CPU-bound workers
+//! on two cores, the old pacer (trigger at 3/4 of the growth allowance; an
+//! allocation that reached the goal during a mark waited for the cycle to
+//! end) left a core idle for most of every mark: the cycle started late
+//! (binary-trees 21: at 216 of a 222 MB goal), the mutators hit the goal
+//! within milliseconds and blocked until the lone marker finished (12.2 s
+//! of concurrent marking in a 17.9 s run, user+sys 26.9 s of 35.8 s).
+//!
+//! **Assists (Go's).** While a heap marks concurrently, every block (or
+//! large object) a mutator takes adds its bytes to that mutator's assist
+//! debt; on its way out of the allocation slow path the mutator pays the
+//! debt with marking work: bytes to mark = debt × (live bytes still
+//! expected to be marked) / (bytes left before the goal), the ratio Go's
+//! `assistWorkPerByte` uses, computed afresh at each assist. So the later
+//! the mark is, the more each allocation marks, and the heap ends the mark
+//! near its goal without anyone waiting. An assist takes grey objects from
+//! the heap's grey list (`MarkShared::grey`, where the write barrier puts
+//! what it shades); when that is empty it asks the collector's marker to
+//! donate half of its stack there (`assist_wanted`, checked every
+//! [`SLICE`] objects). Each assist call is bounded ([`ASSIST_MAX_OBJECTS`]
+//! objects) so that a stop request waits at most for one slice; an unpaid
+//! rest stays as debt for the next slow path. What an assist has not
+//! scanned goes back to the grey list before it returns; the collector's
+//! concurrent loop does not end while an assist holds grey objects
+//! (`assists_busy`), and anything left is drained by the termination stop
+//! (the world stopped: no assist in flight), so assists never decide
+//! termination. Assists mark with atomic RMWs (never in a stop: they run
+//! only on World threads, which a stop parks outside allocation).
+//!
+//! **Trigger.** Memory handed out during a mark counts against the next
+//! cycle's allowance (see `cycle_body`), so the allocation between two
+//! cycles' starts is the trigger's share of the allowance: the later the
+//! trigger, the fewer cycles (each marks the whole live heap). With assists
+//! pacing the mark, the trigger can be late: [`TRIGGER_NUM`]/[`TRIGGER_DEN`]
+//! of the allowance, less what was allocated last cycle between the
+//! trigger and the start stop (the background collector's wake-up, the
+//! sweep termination, time-to-safepoint), clamped to
+//! [`TRIGGER_MIN`]..=[`TRIGGER_MAX`] (per mille). Go computes its trigger
+//! from its marking rate with a 25% CPU budget; here the budget is what
+//! the assists add to the background marker.
+//!
+//! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
+//! control: allocation then outruns a slow mark and the heap passes the
+//! goal; tests/gc_assist.rs). [`set_mark_delay_for_tests`] slows the
+//! collector's concurrent marker down (a sleep per [`SLICE`]) so that
+//! tests see a slow mark deterministically.
+
+use crate::mark::MarkCounters;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Objects the collector's concurrent marker scans between looks at
+/// `assist_wanted` and between progress updates.
+pub(crate) const SLICE: usize = 256;
+
+/// Objects one assist call scans at most (about 50-100 µs): bounds how long
+/// a stop request waits for an assisting task.
+pub(crate) const ASSIST_MAX_OBJECTS: usize = 4096;
+
+/// Grey objects an assist takes from the grey list at a time.
+pub(crate) const ASSIST_TAKE: usize = 512;
+
+/// The trigger's share of the growth allowance, before the start-lag
+/// correction: 7/8.
+pub(crate) const TRIGGER_NUM: usize = 7;
+pub(crate) const TRIGGER_DEN: usize = 8;
+/// Clamp of the trigger, per mille of the allowance.
+pub(crate) const TRIGGER_MIN: usize = 600;
+pub(crate) const TRIGGER_MAX: usize = 950;
+
+static ASSISTS: AtomicBool = AtomicBool::new(true);
+static MARK_DELAY_US: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: turn mutator assists off (`false`) or on again (the
+/// default). Process-wide. Off, allocation during a concurrent mark neither
+/// marks nor waits: the heap may pass its goal (the negative control of
+/// the assists).
+#[doc(hidden)]
+pub fn set_assists_for_tests(on: bool) {
+    ASSISTS.store(on, Ordering::SeqCst);
+}
+
+/// Test-only: make the collector's concurrent marker sleep `us`
+/// microseconds every [`SLICE`] objects (0, the default: no delay).
+/// Process-wide.
+#[doc(hidden)]
+pub fn set_mark_delay_for_tests(us: u64) {
+    MARK_DELAY_US.store(us, Ordering::SeqCst);
+}
+
+pub(crate) fn assists_on() -> bool {
+    ASSISTS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn mark_delay() -> Option<std::time::Duration> {
+    match MARK_DELAY_US.load(Ordering::Relaxed) {
+        0 => None,
+        us => Some(std::time::Duration::from_micros(us)),
+    }
+}
+
+/// The pacer's shared state, in `HeapInner::pacer`.
+#[derive(Default)]
+pub(crate) struct Pacer {
+    /// Heap use (live + allocated, bytes) at which allocation asks for a
+    /// cycle. Written in the termination stop (`sweep_start`) and at heap
+    /// creation; read by allocation.
+    pub trigger: AtomicUsize,
+    /// Allocated bytes between the trigger and the start stop in the last
+    /// cycle (written in the start stop, under the collection lock).
+    pub start_lag: AtomicUsize,
+    /// Live bytes this mark is expected to find (the last mark's, or the
+    /// heap's use at the first one's start); written in the start stop.
+    pub expected_live: AtomicUsize,
+    /// Bytes the collector's own markers marked so far in the mark in
+    /// progress (written by the collector's concurrent marker every
+    /// [`SLICE`] objects; reset in the start stop).
+    pub collector_marked: AtomicUsize,
+    /// Counters of what assists marked in the mark in progress: folded
+    /// into the cycle's by the termination stop (world stopped, no assist
+    /// in flight) and reset in the start stop.
+    pub assist_counters: MarkCounters,
+    /// Assists holding grey objects right now (incremented before an
+    /// assist takes any, decremented after it gave back the rest).
+    pub assists_busy: AtomicUsize,
+    /// An assist found the grey list empty: the collector's marker donates
+    /// half of its stack (set by assists, cleared by the marker).
+    pub assist_wanted: AtomicBool,
+    /// Time spent in assists in the mark in progress (ns) and assist calls
+    /// that marked something; reset in the start stop, read in the
+    /// termination stop.
+    pub assist_ns: AtomicU64,
+    pub assist_calls: AtomicU64,
+    /// Waits of assists that found no work at or past the goal (20 µs
+    /// each); reset in the start stop.
+    pub assist_waits: AtomicU64,
+    /// Waits (20 µs each) of allocations that reached the goal before the
+    /// collector's start stop (`collect_for_alloc`): counted from one start
+    /// stop to the next (read there into the cycle's stats, then reset).
+    pub start_waits: AtomicU64,
+    /// Highest heap use (live + allocated) seen by an allocation slow path
+    /// during the mark in progress (reset in the start stop).
+    pub peak_during_mark: AtomicUsize,
+}
+
+impl Pacer {
+    /// Start stop (world stopped): reset the per-mark figures; `used` is
+    /// the heap's use now, `live` what the last mark found (0 before the
+    /// first: then everything in use may be live).
+    pub(crate) fn begin(&self, used: usize, live: usize) {
+        self.expected_live.store(if live == 0 { used } else { live }, Ordering::Relaxed);
+        self.collector_marked.store(0, Ordering::Relaxed);
+        let c = &self.assist_counters;
+        c.bad_pointers.store(0, Ordering::Relaxed);
+        c.bad_values.store(0, Ordering::Relaxed);
+        c.live_objects.store(0, Ordering::Relaxed);
+        c.live_bytes.store(0, Ordering::Relaxed);
+        *c.first_bad.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.assist_wanted.store(false, Ordering::Relaxed);
+        self.assist_ns.store(0, Ordering::Relaxed);
+        self.assist_calls.store(0, Ordering::Relaxed);
+        self.assist_waits.store(0, Ordering::Relaxed);
+        self.peak_during_mark.store(used, Ordering::Relaxed);
+    }
+
+    /// Bytes an assist must mark to pay `debt` allocated bytes: `debt ×
+    /// remaining / runway` with `remaining` the live bytes still expected
+    /// to be marked (the last mark's live bytes less what this one marked
+    /// so far, at least a tenth of them: the estimate may be short) and
+    /// `runway` the bytes left before the goal (at least one block).
+    pub(crate) fn assist_work(&self, debt: usize, expected_live: usize, used: usize, goal: usize) -> usize {
+        let marked = self.collector_marked.load(Ordering::Relaxed)
+            + self.assist_counters.live_bytes.load(Ordering::Relaxed);
+        let remaining = expected_live.saturating_sub(marked).max(expected_live / 10);
+        let runway = goal.saturating_sub(used).max(crate::block::BLOCK_SIZE);
+        ((debt as u128 * remaining as u128) / runway as u128).min(usize::MAX as u128) as usize
+    }
+}
+
+/// The next trigger (heap use, bytes) for a heap whose mark found `live`
+/// bytes with goal `goal`, given the last cycle's start lag.
+pub(crate) fn next_trigger(live: usize, goal: usize, start_lag: usize) -> usize {
+    let a = goal.saturating_sub(live);
+    let t = (a / TRIGGER_DEN * TRIGGER_NUM).saturating_sub(start_lag);
+    live + t.clamp(a / 1000 * TRIGGER_MIN, a / 1000 * TRIGGER_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_is_clamped_and_corrected_by_the_start_lag() {
+        let mb = 1 << 20;
+        assert_eq!(next_trigger(100 * mb, 200 * mb, 0), 100 * mb + 100 * mb / 8 * 7);
+        assert_eq!(next_trigger(100 * mb, 200 * mb, 10 * mb), 100 * mb + 100 * mb / 8 * 7 - 10 * mb);
+        assert_eq!(next_trigger(100 * mb, 200 * mb, 90 * mb), 100 * mb + 100 * mb / 1000 * 600);
+        assert_eq!(next_trigger(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn assist_work_grows_as_the_runway_shrinks() {
+        let p = Pacer::default();
+        let mb = 1 << 20;
+        // 100 MB to mark, 100 MB of runway: one byte marked per byte allocated.
+        assert_eq!(p.assist_work(64 << 10, 100 * mb, 100 * mb, 200 * mb), 64 << 10);
+        // 10 MB of runway: ten.
+        assert_eq!(p.assist_work(64 << 10, 100 * mb, 190 * mb, 200 * mb), 640 << 10);
+        // Past the goal: the runway counts as one block.
+        assert_eq!(p.assist_work(64 << 10, 100 * mb, 300 * mb, 200 * mb), 100 * mb);
+        // Half marked by the collector: half as much.
+        p.collector_marked.store(50 * mb, Ordering::Relaxed);
+        assert_eq!(p.assist_work(64 << 10, 100 * mb, 100 * mb, 200 * mb), 32 << 10);
+    }
+}
