@@ -20,10 +20,7 @@ use usurp::Runtime;
 use usurp_arch_aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
 use usurp_arch_x86_64 as arch;
-
-fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
-}
+use usurp_testsupport::scale_factor as scale;
 
 /// The task's frame around the checker: its return address is looked for in
 /// every backtrace.

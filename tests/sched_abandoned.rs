@@ -8,13 +8,11 @@
 //! Left: a wake-up that lands between the start of the shutdown and the
 //! abandonment (while workers are stopping) can still be lost.
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::{channel, Condvar, Mutex, Runtime};
+use usurp_testsupport::within;
 
 #[test]
 fn mutex_unlock_after_shutdown_skips_abandoned_waiters() {

@@ -6,14 +6,12 @@
 //! task's CPU time exceeds a sleeping one's; a dump on a signal prints to
 //! stderr and the process goes on. Every scenario runs under a watchdog.
 
-mod sched_util;
-
-use sched_util::{run_child_env, scale, within};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::sync::Select;
 use usurp::{blocking, channel, preemptible, sync_channel, task, Condvar, Mutex, Runtime, TaskState, WaitOn};
+use usurp_testsupport::{run_child_env, scale, within};
 
 preemptible! {
     /// Spins until `stop` is set (call-free loop: preemptible anywhere).

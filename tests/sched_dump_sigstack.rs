@@ -11,13 +11,11 @@
 //! the worker's alternate signal stack: the dump is printed and the SIGSEGV
 //! handler stays ours.
 
-mod sched_util;
-
-use sched_util::run_child_env;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::{task, Runtime};
+use usurp_testsupport::run_child_env;
 
 fn stack_lo_containing(addr: usize) -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();

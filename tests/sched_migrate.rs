@@ -10,14 +10,12 @@
 //! (This binary must contain no TLS-touching `preemptible!` code: one such
 //! function pins the tasks of the whole section. See sched_migrate_tls.rs.)
 
-mod sched_util;
-
-use sched_util::within;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{preemptible, sched::hooks, Runtime};
+use usurp_testsupport::within;
 
 preemptible! {
     /// A call-free loop until `stop` is set.

@@ -6,15 +6,13 @@
 //! and pins such tasks. Negative control: with pinning switched off
 //! (`set_pin_policy_for_tests(Some(false))`) loops end on another thread.
 
-mod sched_util;
-
-use sched_util::within;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{preemptible, sched::hooks, Runtime};
+use usurp_testsupport::within;
 
 thread_local! {
     static COUNT: Cell<u64> = const { Cell::new(0) };

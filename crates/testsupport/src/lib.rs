@@ -1,0 +1,166 @@
+//! Helpers shared by usurp's test suites (a dev-dependency only; never
+//! published).
+//!
+//! Design: one place for what every test file used to copy:
+//! * [`scale`] / [`scale_factor`]: the `USURP_TEST_SCALE` knob (CI sets 0.25
+//!   for the aarch64 suite under qemu, where everything runs ~10× slower);
+//! * [`within`]: a watchdog that turns a hang into a failure (RULES: a test
+//!   that could hang carries its own, never relies on CI's limit);
+//! * [`wait_until`]: wait for a condition instead of sleeping a fixed time and
+//!   hoping it holds (fixed sleeps flake on a loaded runner or under qemu);
+//! * [`run_child`] / [`run_child_env`]: re-run one test of the current test
+//!   binary in a child process (for tests that must crash, abort, or install
+//!   process-wide state), also under qemu-user without binfmt_misc;
+//! * [`preemptible`]: tight loops in the runtime's `preemptible!` section that
+//!   the scheduler tests use to hold values in registers while being
+//!   preempted asynchronously.
+//!
+//! Layering: this crate depends only on `libc` and `usurp-preempt` (for the
+//! `preemptible!` section), never on `usurp-sched`, `usurp-gc` or the facade,
+//! so that the scheduler's unit tests can use it without linking a second
+//! copy of the crate under test. Runtime set-up therefore stays in the test
+//! files (a `Runtime::builder()` call each); what is shared is below it.
+
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub mod preemptible;
+
+/// The `USURP_TEST_SCALE` factor: a positive float, default 1 (also for an
+/// unset, unparsable, zero or negative value). CI runs the aarch64 suite
+/// under qemu with 0.25.
+pub fn scale_factor() -> f64 {
+    std::env::var("USURP_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// `n` scaled by [`scale_factor`], at least 1.
+pub fn scale(n: usize) -> usize {
+    ((n as f64 * scale_factor()) as usize).max(1)
+}
+
+/// [`scale`] for `u64` counts.
+pub fn scale_u64(n: u64) -> u64 {
+    ((n as f64 * scale_factor()) as u64).max(1)
+}
+
+/// Runs `f` on a thread and fails the test if it has not finished after
+/// `secs` seconds (a deadlock detector, not a speed check). A panic in `f`
+/// is passed on as is. On a timeout the thread is left running (it may be
+/// stuck for good): the test fails and its process ends soon after.
+pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what}: did not finish within {secs} s (deadlock?)"),
+    }
+}
+
+/// Polls `cond` (every millisecond, from the calling OS thread) until it
+/// holds; panics naming `what` if it does not within `timeout` (a watchdog,
+/// not a speed check: give minutes where seconds are expected). Use instead
+/// of a fixed sleep before an assertion. Not for code inside a task that
+/// must let its worker run others (use the runtime's sleep there).
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        if t0.elapsed() > timeout {
+            panic!("{what}: not reached within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Re-runs this test binary as a child process running only `test` with env
+/// `var=1`, and returns its output and whether it had to be started through
+/// qemu-user (no binfmt_misc: we are emulated ourselves).
+pub fn run_child(test: &str, var: &str) -> (Output, bool) {
+    run_child_env(test, var, &[])
+}
+
+/// [`run_child`] with extra environment: `(name, Some(value))` sets a
+/// variable in the child, `(name, None)` removes it.
+pub fn run_child_env(test: &str, var: &str, env: &[(&str, Option<&str>)]) -> (Output, bool) {
+    let exe = std::env::current_exe().unwrap();
+    let args = [test, "--exact", "--nocapture", "--test-threads=1"];
+    let with_env = |c: &mut Command| {
+        for (k, v) in env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+    };
+    let mut cmd = Command::new(&exe);
+    with_env(&mut cmd);
+    let direct = cmd.args(args).env(var, "1").output();
+    // Under qemu-user without binfmt_misc the exec fails: ENOEXEC, or (when
+    // spawn is emulated with fork + exec) a silent exit status 127.
+    let exec_failed = match &direct {
+        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
+        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty() && o.stderr.is_empty(),
+    };
+    if !exec_failed {
+        return (direct.unwrap_or_else(|e| panic!("cannot start child {exe:?}: {e}")), false);
+    }
+    let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+    let mut cmd = Command::new(&qemu);
+    with_env(&mut cmd);
+    let out = cmd
+        .arg("-L")
+        .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
+        .arg(&exe)
+        .args(args)
+        .env(var, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start child {exe:?} directly or through {qemu}: {e}"));
+    (out, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test touches the environment (process-wide): the others only
+    // read through pure helpers.
+    #[test]
+    fn scale_knob_parses_and_clamps() {
+        std::env::set_var("USURP_TEST_SCALE", "0.25");
+        assert_eq!(scale_factor(), 0.25);
+        assert_eq!(scale(1000), 250);
+        assert_eq!(scale_u64(8), 2);
+        assert_eq!(scale(1), 1, "never scaled to 0");
+        for bad in ["0", "-1", "x", "inf", ""] {
+            std::env::set_var("USURP_TEST_SCALE", bad);
+            assert_eq!(scale_factor(), 1.0, "{bad:?}");
+        }
+        std::env::remove_var("USURP_TEST_SCALE");
+        assert_eq!(scale(7), 7);
+    }
+
+    #[test]
+    fn within_returns_the_value_and_fails_a_hang() {
+        assert_eq!(within(60, "quick", || 42), 42);
+        let r = std::panic::catch_unwind(|| within(1, "stuck", || std::thread::sleep(Duration::from_secs(30))));
+        let msg = *r.expect_err("a hang must fail").downcast::<String>().unwrap();
+        assert!(msg.contains("stuck: did not finish within 1 s"), "{msg}");
+    }
+
+    #[test]
+    fn wait_until_sees_the_condition_and_fails_one_never_met() {
+        let t0 = Instant::now();
+        wait_until(Duration::from_secs(60), "later", || t0.elapsed() > Duration::from_millis(5));
+        let r = std::panic::catch_unwind(|| wait_until(Duration::from_millis(20), "never", || false));
+        let msg = *r.expect_err("an unmet condition must fail").downcast::<String>().unwrap();
+        assert!(msg.contains("never: not reached within"), "{msg}");
+    }
+}
