@@ -11,6 +11,9 @@
 //! * [`run_child`] / [`run_child_env`]: re-run one test of the current test
 //!   binary in a child process (for tests that must crash, abort, or install
 //!   process-wide state), also under qemu-user without binfmt_misc;
+//! * [`StderrTee`]: lets a child process wait until its own stderr shows
+//!   what another thread prints (a task dump) instead of sleeping a fixed
+//!   time before it exits;
 //! * [`preemptible`]: tight loops in the runtime's `preemptible!` section that
 //!   the scheduler tests use to hold values in registers while being
 //!   preempted asynchronously.
@@ -22,7 +25,7 @@
 //! files (a `Runtime::builder()` call each); what is shared is below it.
 
 use std::process::{Command, Output};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod preemptible;
@@ -80,6 +83,36 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Where things run: samples `on_worker(w)` for every worker `w` in
+/// `0..workers` every 200 µs (it returns the index, below `items`, of the
+/// item running there, if any) and returns the set of items seen on each
+/// worker. Samples for at least `min` and then until every item has been
+/// seen somewhere, for at most `max` (a loaded or emulated machine may need
+/// far longer than `min` to run every item once: a fixed sampling time made
+/// the picture incomplete there).
+pub fn sample_placement(
+    workers: usize,
+    items: usize,
+    min: Duration,
+    max: Duration,
+    on_worker: impl Fn(usize) -> Option<usize>,
+) -> Vec<std::collections::HashSet<usize>> {
+    let mut on = vec![std::collections::HashSet::new(); workers];
+    let t0 = Instant::now();
+    loop {
+        for (w, set) in on.iter_mut().enumerate() {
+            if let Some(k) = on_worker(w) {
+                set.insert(k);
+            }
+        }
+        let all_seen = (0..items).all(|k| on.iter().any(|s| s.contains(&k)));
+        if (t0.elapsed() >= min && all_seen) || t0.elapsed() >= max {
+            return on;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// Re-runs this test binary as a child process running only `test` with env
 /// `var=1`, and returns its output and whether it had to be started through
 /// qemu-user (no binfmt_misc: we are emulated ourselves).
@@ -126,6 +159,80 @@ pub fn run_child_env(test: &str, var: &str, env: &[(&str, Option<&str>)]) -> (Ou
     (out, true)
 }
 
+/// Process-wide: file descriptor 2 becomes a pipe whose reader thread
+/// copies everything to the original stderr and keeps a copy of the text,
+/// so that the process can wait until something it prints from another
+/// thread (a task dump) has been written. For child processes (see
+/// [`run_child`]): the parent still reads the whole stderr. Install once,
+/// before the output to wait for; the tee stays for the rest of the process.
+pub struct StderrTee {
+    seen: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl StderrTee {
+    pub fn install() -> StderrTee {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: plain system calls on descriptors this function owns;
+        // dup2 replaces fd 2 atomically (writers see the old or the new
+        // file, never a closed descriptor).
+        let orig = unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe: {}", std::io::Error::last_os_error());
+            let orig = libc::dup(2);
+            assert!(orig >= 0, "dup(2): {}", std::io::Error::last_os_error());
+            assert!(libc::dup2(fds[1], 2) >= 0, "dup2: {}", std::io::Error::last_os_error());
+            libc::close(fds[1]);
+            orig
+        };
+        let seen = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                // SAFETY: reading into a local buffer of the given length.
+                let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+                if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted) {
+                    return;
+                }
+                if n < 0 {
+                    continue;
+                }
+                let chunk = &buf[..n as usize];
+                let mut off = 0;
+                while off < chunk.len() {
+                    // SAFETY: writing from a live buffer to our duplicate of
+                    // the original stderr.
+                    let w = unsafe { libc::write(orig, chunk[off..].as_ptr().cast(), chunk.len() - off) };
+                    if w <= 0 {
+                        break; // the original stderr is gone: keep the text only
+                    }
+                    off += w as usize;
+                }
+                let (text, cv) = &*s2;
+                text.lock().unwrap().push_str(&String::from_utf8_lossy(chunk));
+                cv.notify_all();
+            }
+        });
+        StderrTee { seen }
+    }
+
+    /// Waits until `pred` holds for everything written to stderr since
+    /// [`StderrTee::install`] (already copied to the original stderr);
+    /// false if it does not within `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let (text, cv) = &*self.seen;
+        let t0 = Instant::now();
+        let mut g = text.lock().unwrap();
+        while !pred(&g) {
+            let left = timeout.saturating_sub(t0.elapsed());
+            if left.is_zero() {
+                return false;
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +260,25 @@ mod tests {
         let r = std::panic::catch_unwind(|| within(1, "stuck", || std::thread::sleep(Duration::from_secs(30))));
         let msg = *r.expect_err("a hang must fail").downcast::<String>().unwrap();
         assert!(msg.contains("stuck: did not finish within 1 s"), "{msg}");
+    }
+
+    #[test]
+    fn stderr_tee_sees_what_another_thread_writes() {
+        if std::env::var_os("USURP_TESTSUPPORT_TEE_CHILD").is_some() {
+            let tee = StderrTee::install();
+            assert!(!tee.wait_for(Duration::from_millis(20), |t| t.contains("marker")), "seen before written");
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                eprintln!("before marker-1234 after");
+            });
+            assert!(tee.wait_for(Duration::from_secs(60), |t| t.contains("marker-1234")));
+            println!("child saw its stderr");
+            std::process::exit(0);
+        }
+        let (out, _) = run_child("tests::stderr_tee_sees_what_another_thread_writes", "USURP_TESTSUPPORT_TEE_CHILD");
+        let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && so.contains("child saw its stderr"), "{so}\n{se}");
+        assert!(se.contains("before marker-1234 after"), "the parent reads the child's stderr through the tee: {se}");
     }
 
     #[test]
