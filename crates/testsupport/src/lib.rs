@@ -113,6 +113,29 @@ pub fn sample_placement(
     }
 }
 
+/// Installs `handler` for `sig` as an embedding host would, before or
+/// beside the runtime (the signal-chaining tests): `sigaction` with `flags`,
+/// `sa_mask` holding `mask`; panics if the call fails.
+///
+/// # Safety
+/// Process-wide: replaces the current disposition of `sig`. `handler` is an
+/// `extern "C"` function of the shape `flags` asks for (three arguments
+/// with `SA_SIGINFO`, one without) that is safe to run in a signal handler.
+pub unsafe fn install_host_handler(sig: libc::c_int, handler: usize, flags: libc::c_int, mask: &[libc::c_int]) {
+    // SAFETY: a zeroed sigaction is a valid initial value; the calls get
+    // valid pointers; the handler's validity is the caller's contract.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = flags;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for &s in mask {
+            libc::sigaddset(&mut sa.sa_mask, s);
+        }
+        assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0, "sigaction: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Re-runs this test binary as a child process running only `test` with env
 /// `var=1`, and returns its output and whether it had to be started through
 /// qemu-user (no binfmt_misc: we are emulated ourselves).
