@@ -23,14 +23,12 @@
 //! above their bounds. This file holds one test (the switches are
 //! process-wide).
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::preempt::Refusal;
 use usurp::sched::hooks;
 use usurp::Runtime;
+use usurp_testsupport::within;
 
 const POLL_EVERY: Duration = Duration::from_micros(600);
 

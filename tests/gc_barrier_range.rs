@@ -33,13 +33,12 @@
 //!   bounded loop to the end, and nothing is lost. The child asserts that
 //!   ticks did land in the barrier and were refused.
 
-mod sched_util;
-use sched_util::run_child_env;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member};
 use usurp::Runtime;
+use usurp_testsupport::run_child_env;
 
 #[repr(C)]
 struct Holder {
@@ -82,7 +81,7 @@ fn scenario(registered: bool) -> (usize, usize, u64, u64) {
     // The barrier as a JIT would have it: preemptible code, unless an
     // unsafe range covers it.
     let _code = usurp::preempt::register_code(bs, be).expect("register the barrier as code");
-    let rounds_budget = usurp::gc::test_scale(400).max(100);
+    let rounds_budget = usurp_testsupport::scale(400).max(100);
     let status = usurp::preempt::pc_status(bs);
     assert_eq!(
         matches!(status, usurp::preempt::PcStatus::Unsafe),

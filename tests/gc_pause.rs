@@ -4,15 +4,13 @@
 //! exhaustion, and a stopper that yields or gets preempted during its own
 //! stop. Every scenario that could hang runs under a watchdog.
 
-mod sched_util;
-
-use sched_util::{run_child, scale, within};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::gc::{gc_type, AllocError, AttachError, Gc, Heap, Member};
 use usurp::Runtime;
+use usurp_testsupport::{run_child, scale, within};
 
 #[repr(C)]
 struct Node {

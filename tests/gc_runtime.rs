@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use usurp::gc::{gc_type, try_alloc, AllocError, Gc, Heap, HeapConfig, Member};
 use usurp::{preemptible, Runtime};
-
-fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as usize).max(1)
-}
+use usurp_testsupport::scale;
+use usurp_testsupport::preemptible::hold_spinning;
 
 #[repr(C)]
 struct Node {
@@ -72,30 +69,6 @@ fn count(t: Gc<Node>) -> usize {
 
 fn verify_config(limit: usize) -> HeapConfig {
     HeapConfig { max_heap: limit, gogc: Some(100), min_heap: 1 << 20, verify: true, ..HeapConfig::default() }
-}
-
-preemptible! {
-    /// Holds `p` (in a register or a stack slot of this frame) while spinning
-    /// until `stop`; returns it mixed with the spin count so that it stays live.
-    fn hold_spinning(p: usize, stop: &AtomicBool, spins: &AtomicU64) -> usize {
-        let mut n = 0u64;
-        let mut x = p;
-        loop {
-            // SAFETY: volatile read of a valid AtomicBool (no call).
-            if unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } != 0 {
-                break;
-            }
-            n = n.wrapping_add(1);
-            // Keep x live and opaque without changing it.
-            x = x.rotate_left(17).rotate_right(17);
-            if n & 0xfff == 0 {
-                // SAFETY: a valid aligned u64 written only here.
-                unsafe { std::ptr::write_volatile(spins.as_ptr(), n) };
-            }
-        }
-        spins.store(n, Ordering::Relaxed);
-        x
-    }
 }
 
 /// The only reference to a list is held by a task async-preempted in a tight

@@ -13,12 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member, ValueEncoding};
-use usurp::{preemptible, Runtime};
-
-fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as usize).max(1)
-}
+use usurp::Runtime;
+use usurp_testsupport::scale;
+use usurp_testsupport::preemptible::hold_spinning;
 
 #[repr(C)]
 struct Node {
@@ -50,29 +47,6 @@ fn list_sum(p: usize, n: usize) -> Option<usize> {
     }
     assert_eq!(len, n, "list length changed");
     Some(sum)
-}
-
-preemptible! {
-    /// Holds `w` in a register (or a stack slot of this frame) while
-    /// spinning until `stop`; returns it unchanged.
-    fn hold_spinning(w: usize, stop: &AtomicBool, spins: &AtomicU64) -> usize {
-        let mut n = 0u64;
-        let mut x = w;
-        loop {
-            // SAFETY: volatile read of a valid AtomicBool (no call).
-            if unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } != 0 {
-                break;
-            }
-            n = n.wrapping_add(1);
-            x = x.rotate_left(17).rotate_right(17);
-            if n & 0xfff == 0 {
-                // SAFETY: a valid aligned u64 written only here.
-                unsafe { std::ptr::write_volatile(spins.as_ptr(), n) };
-            }
-        }
-        spins.store(n, Ordering::Relaxed);
-        x
-    }
 }
 
 /// One run: the heap uses `heap_enc`, the held word is encoded with

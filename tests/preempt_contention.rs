@@ -18,7 +18,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use usurp::{preemptible, Runtime};
+use usurp::Runtime;
+use usurp_testsupport::preemptible::spin;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -41,25 +42,6 @@ impl Drop for Policy {
 }
 
 const WATCHDOG: Duration = Duration::from_secs(120);
-
-preemptible! {
-    /// Spins until `stop` is set, publishing its iteration count now and then.
-    fn spin(stop: &AtomicBool, count: &AtomicU64) {
-        let mut n = 0u64;
-        loop {
-            // SAFETY: plain volatile reads of a valid AtomicBool (no call).
-            let s = unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) };
-            if s != 0 {
-                break;
-            }
-            n = n.wrapping_add(1);
-            if n & 0xfff == 0 {
-                // SAFETY: a valid, aligned u64 (an AtomicU64 written only here).
-                unsafe { std::ptr::write_volatile(count.as_ptr(), n) };
-            }
-        }
-    }
-}
 
 struct Loops {
     stop: Arc<AtomicBool>,

@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 use usurp::Runtime;
 
 use usurp_preempt::arch;
-
-fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
-}
+use usurp_testsupport::scale_factor as scale;
 
 /// The task's frame around the checker: its return address is looked for in
 /// every backtrace.

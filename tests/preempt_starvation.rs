@@ -8,32 +8,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::{preemptible, Runtime};
-
-fn scale(n: u64) -> u64 {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as u64).max(1)
-}
-
-preemptible! {
-    /// Spins until `stop` is set, publishing its iteration count now and then.
-    fn spin(stop: &AtomicBool, count: &AtomicU64) {
-        let mut n = 0u64;
-        loop {
-            // SAFETY: plain volatile reads of a valid AtomicBool (no call).
-            let s = unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) };
-            if s != 0 {
-                break;
-            }
-            n = n.wrapping_add(1);
-            if n & 0xfff == 0 {
-                // SAFETY: a valid, aligned u64 (an AtomicU64 written only here).
-                unsafe { std::ptr::write_volatile(count.as_ptr(), n) };
-            }
-        }
-        count.store(n, Ordering::Relaxed);
-    }
-}
+use usurp::Runtime;
+use usurp_testsupport::scale_u64 as scale;
+use usurp_testsupport::preemptible::spin;
 
 fn run(quantum: Duration, sleeps: u64) {
     let rt = Runtime::builder().workers(2).quantum(quantum).build().unwrap();

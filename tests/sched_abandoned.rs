@@ -8,13 +8,20 @@
 //! Left: a wake-up that lands between the start of the shutdown and the
 //! abandonment (while workers are stopping) can still be lost.
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::{channel, Condvar, Mutex, Runtime};
+use usurp_testsupport::{wait_until, within};
+
+/// Waits until the runtime's one task is parked (read through a task dump):
+/// the shutdown below must find it waiting (a fixed 50 ms sleep was a guess
+/// that a loaded qemu run could miss, and the test then checked nothing).
+fn parked(rt: &Runtime) {
+    wait_until(Duration::from_secs(25), "the task parks", || {
+        rt.dump_tasks().tasks.iter().any(|t| matches!(t.state, usurp::TaskState::Parked(_)))
+    });
+}
 
 #[test]
 fn mutex_unlock_after_shutdown_skips_abandoned_waiters() {
@@ -24,7 +31,7 @@ fn mutex_unlock_after_shutdown_skips_abandoned_waiters() {
         let guard = m.lock();
         let m2 = m.clone();
         let _h = rt.spawn(move || *m2.lock() += 1);
-        std::thread::sleep(Duration::from_millis(50)); // it parks on the lock
+        parked(&rt); // on the lock
         drop(rt); // the parked task is abandoned
         drop(guard);
         // Before: the lock was handed to the dead task; this blocked forever.
@@ -47,7 +54,7 @@ fn notify_one_after_shutdown_wakes_a_live_waiter() {
                 g = c.wait(g);
             }
         });
-        std::thread::sleep(Duration::from_millis(50));
+        parked(&rt);
         drop(rt);
         // Then a plain thread waits.
         let p3 = pair.clone();
@@ -84,7 +91,7 @@ fn send_to_a_receiver_in_an_abandoned_task_reports_disconnection() {
         let _h = rt.spawn(move || {
             let _ = rx.recv();
         });
-        std::thread::sleep(Duration::from_millis(50)); // blocked in recv
+        parked(&rt); // in recv
         drop(rt);
         tx.send(5)
     });

@@ -2,14 +2,12 @@
 //! task-local storage, calls outside a runtime, invalid configuration, idle
 //! CPU use.
 
-mod sched_util;
-
-use sched_util::{scale, within};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{spawn, task, try_spawn, yield_now, Error, Runtime};
+use usurp_testsupport::{scale, within};
 
 #[test]
 fn spawn_and_join_return_values() {

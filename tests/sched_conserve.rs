@@ -14,13 +14,11 @@
 //! runnext stealing all four tests fail; without the wake-up on spawn/wake
 //! the sleeper and fork-join tests fail (the idle worker sleeps on).
 
-mod sched_util;
-
-use sched_util::{scale, within};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{sched::hooks, sleep, spawn, Mutex, Runtime};
+use usurp_testsupport::{scale, within};
 
 /// The longest the busy task waits for the other to make progress.
 const CAP: Duration = Duration::from_secs(10);

@@ -8,12 +8,10 @@
 //! outside the runtime: joiners of unfinished tasks get an error, and late
 //! wake-ups find valid memory.
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 use usurp::{Mutex, Runtime};
+use usurp_testsupport::within;
 
 #[test]
 fn runtime_dropped_from_its_own_task_abandons_cleanly() {

@@ -6,14 +6,12 @@
 //! task's CPU time exceeds a sleeping one's; a dump on a signal prints to
 //! stderr and the process goes on. Every scenario runs under a watchdog.
 
-mod sched_util;
-
-use sched_util::{run_child_env, scale, within};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::sync::Select;
 use usurp::{blocking, channel, preemptible, sync_channel, task, Condvar, Mutex, Runtime, TaskState, WaitOn};
+use usurp_testsupport::{run_child_env, scale, wait_until, within, StderrTee};
 
 preemptible! {
     /// Spins until `stop` is set (call-free loop: preemptible anywhere).
@@ -413,8 +411,17 @@ fn dump_whose_stop_times_out_reports_the_workers() {
         let rt = Runtime::builder().workers(2).build().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let hog = task::Builder::new().name("hog").spawn_on(&rt, move || dump_hog(&s)).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        let running = Arc::new(AtomicBool::new(false));
+        let r2 = running.clone();
+        let hog = task::Builder::new()
+            .name("hog")
+            .spawn_on(&rt, move || {
+                r2.store(true, Ordering::SeqCst);
+                dump_hog(&s)
+            })
+            .unwrap();
+        // The hog holds its worker from here on (a fixed 50 ms was a guess).
+        wait_until(Duration::from_secs(50), "the hog runs", || running.load(Ordering::SeqCst));
         let d = rt.dump_tasks_timeout(Duration::from_millis(300));
         assert!(d.stop_timed_out, "{d}");
         assert!(d.tasks.is_empty());
@@ -454,13 +461,23 @@ fn dump_on_signal_prints_and_the_process_goes_on() {
         let rt2 = Runtime::builder().workers(1).dump_signal(libc::SIGUSR2).build().unwrap();
         let _a = task::Builder::new().name("rt1-sleeper").spawn_on(&rt1, || dump_sleeper(Duration::from_secs(3600))).unwrap();
         let _b = task::Builder::new().name("rt2-sleeper").spawn_on(&rt2, || dump_sleeper(Duration::from_secs(3600))).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // Wait for conditions, not fixed times (a loaded qemu run exceeded
+        // them): both sleepers parked, then each dump written.
+        let tee = StderrTee::install();
+        for (rt, name) in [(&rt1, "rt1-sleeper"), (&rt2, "rt2-sleeper")] {
+            wait_until(Duration::from_secs(120), name, || {
+                rt.dump_tasks().tasks.iter().any(|t| t.name.as_deref() == Some(name) && matches!(t.state, TaskState::Parked(_)))
+            });
+        }
+        let dumped = |sig: i32, name: &'static str| {
+            move |t: &str| t.split(&format!("usurp: signal {sig}: usurp task dump")).nth(1).is_some_and(|d| d.contains(name) && d.contains("dump_sleeper"))
+        };
         // SAFETY: raise has no preconditions.
         unsafe { libc::raise(libc::SIGUSR1) };
-        std::thread::sleep(Duration::from_millis(1500));
+        tee.wait_for(Duration::from_secs(120), dumped(libc::SIGUSR1, "rt1-sleeper"));
         // SAFETY: as above.
         unsafe { libc::raise(libc::SIGUSR2) };
-        std::thread::sleep(Duration::from_millis(1500));
+        tee.wait_for(Duration::from_secs(120), dumped(libc::SIGUSR2, "rt2-sleeper"));
         println!("child still running");
         std::process::exit(0);
     }
@@ -536,9 +553,12 @@ fn stopper_dumps_within_its_stop() {
         let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
         let (tx, rx) = channel::<u32>();
         let waiter = task::Builder::new().name("waiter").spawn_on(&rt, move || dump_recv_waiter(rx)).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let rt2 = rt.clone();
         let wid = waiter.id();
+        // Parked in recv before the stopper's dump (a fixed 50 ms was a guess).
+        wait_until(Duration::from_secs(50), "the waiter parks in recv", || {
+            matches!(rt.dump_tasks().task(wid).map(|t| &t.state), Some(TaskState::Parked(WaitOn::ChannelRecv(_))))
+        });
+        let rt2 = rt.clone();
         let h = rt.spawn(move || {
             rt2.stop_the_world();
             let d = task::dump();
@@ -576,8 +596,16 @@ fn dump_of_a_task_blocking_in_place() {
             assert!(t0.elapsed() < Duration::from_secs(20));
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(50));
-        let d = rt.dump_tasks();
+        // From `entered` to inside `blocking`: wait for the state the dump
+        // reports (a fixed 50 ms could be too short under qemu).
+        let t0 = Instant::now();
+        let d = loop {
+            let d = rt.dump_tasks();
+            if d.task(h.id()).map(|t| t.state.clone()) == Some(TaskState::Blocking) || t0.elapsed() > Duration::from_secs(50) {
+                break d;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
         assert!(!d.stop_timed_out, "{d}");
         assert_eq!(d.task(h.id()).map(|t| t.state.clone()), Some(TaskState::Blocking), "{d}");
         check_frames(&d, h.id(), &["dump_blocking_caller"]);

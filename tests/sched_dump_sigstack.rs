@@ -11,13 +11,11 @@
 //! the worker's alternate signal stack: the dump is printed and the SIGSEGV
 //! handler stays ours.
 
-mod sched_util;
-
-use sched_util::run_child_env;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::{task, Runtime};
+use usurp_testsupport::{run_child_env, StderrTee};
 
 fn stack_lo_containing(addr: usize) -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -58,6 +56,7 @@ fn deep(lo: usize, leave: usize, ready: &AtomicBool, stop: &AtomicBool) -> u64 {
 }
 
 fn child(leave: usize) {
+    let tee = StderrTee::install();
     let rt = Runtime::builder().workers(1).stack_size(64 * 1024).dump_signal(libc::SIGQUIT).build().unwrap();
     let segv_before = segv_handler();
     let ready = Arc::new(AtomicBool::new(false));
@@ -87,7 +86,10 @@ fn child(leave: usize) {
         let r = libc::syscall(libc::SYS_tgkill, libc::getpid(), tid.load(Ordering::SeqCst) as libc::pid_t, libc::SIGQUIT);
         println!("tgkill -> {r}");
     }
-    std::thread::sleep(Duration::from_millis(2600));
+    // Wait for the dump (its stop times out after 2 s: the deep task spins
+    // outside preemptible code) instead of a fixed 2.6 s, which a loaded
+    // qemu run can exceed; if the dump is lost, the parent says so.
+    tee.wait_for(Duration::from_secs(120), |t| t.contains("usurp: signal 3: usurp task dump"));
     stop.store(true, Ordering::SeqCst);
     h.join().unwrap();
     let segv_after = segv_handler();

@@ -17,13 +17,11 @@
 //! `usurp-stress --workers 2 --tasks 20`). Timing is only a watchdog
 //! (`within`) and a generous cap on waiting for progress.
 
-mod sched_util;
-
-use sched_util::{scale, within};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{channel, sched::hooks, yield_now, Runtime};
+use usurp_testsupport::{scale, within};
 
 /// Serialises the tests of this file (the boost switch is process-wide).
 static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());

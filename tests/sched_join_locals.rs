@@ -3,13 +3,11 @@
 //! Before, the join state was completed first and the destructors ran
 //! afterwards, racing with the joiner.
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::Runtime;
+use usurp_testsupport::within;
 
 /// Sets its flag when dropped, after a pause that keeps the window between
 /// "result published" and "destructors done" wide open.

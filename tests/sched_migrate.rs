@@ -10,14 +10,11 @@
 //! (This binary must contain no TLS-touching `preemptible!` code: one such
 //! function pins the tasks of the whole section. See sched_migrate_tls.rs.)
 
-mod sched_util;
-
-use sched_util::within;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{preemptible, sched::hooks, Runtime};
+use usurp_testsupport::{sample_placement, within};
 
 preemptible! {
     /// A call-free loop until `stop` is set.
@@ -57,16 +54,9 @@ fn a_loop_migrates() -> bool {
     }
     let loop_of = |t: usize| addrs.iter().position(|a| a.load(Ordering::SeqCst) == t);
     // Where is each loop? Sample the workers for a while.
-    let mut on: [HashSet<usize>; 2] = [HashSet::new(), HashSet::new()];
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(200) {
-        for (w, set) in on.iter_mut().enumerate() {
-            if let Some(k) = loop_of(hooks::worker_running_task(&rt, w)) {
-                set.insert(k);
-            }
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let on = sample_placement(2, LOOPS, Duration::from_millis(200), Duration::from_secs(20), |w| {
+        loop_of(hooks::worker_running_task(&rt, w))
+    });
     // Stop the loops seen on the less loaded worker `x` (and only there):
     // `x` runs out of work while the other worker still has loops queued.
     let x = if on[0].len() <= on[1].len() { 0 } else { 1 };

@@ -6,15 +6,12 @@
 //! and pins such tasks. Negative control: with pinning switched off
 //! (`set_pin_policy_for_tests(Some(false))`) loops end on another thread.
 
-mod sched_util;
-
-use sched_util::within;
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use usurp::{preemptible, sched::hooks, Runtime};
+use usurp_testsupport::{sample_placement, within};
 
 thread_local! {
     static COUNT: Cell<u64> = const { Cell::new(0) };
@@ -61,16 +58,9 @@ fn loops_that_moved(pin_policy: Option<bool>) -> usize {
         std::thread::sleep(Duration::from_millis(1));
     }
     let loop_of = |t: usize| addrs.iter().position(|a| a.load(Ordering::SeqCst) == t);
-    let mut on: [HashSet<usize>; 2] = [HashSet::new(), HashSet::new()];
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(200) {
-        for (w, set) in on.iter_mut().enumerate() {
-            if let Some(k) = loop_of(hooks::worker_running_task(&rt, w)) {
-                set.insert(k);
-            }
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let on = sample_placement(2, LOOPS, Duration::from_millis(200), Duration::from_secs(20), |w| {
+        loop_of(hooks::worker_running_task(&rt, w))
+    });
     // Stop the loops of the less loaded worker: it runs out of work.
     let x = if on[0].len() <= on[1].len() { 0 } else { 1 };
     for &k in on[x].iter() {

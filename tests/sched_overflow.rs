@@ -1,10 +1,8 @@
 //! Stack overflow and stack-allocation failure, each in a child process (this
 //! test binary re-run with an env var selecting the scenario).
 
-mod sched_util;
-
-use sched_util::run_child;
 use usurp::{task, Error, Runtime};
+use usurp_testsupport::run_child;
 
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {

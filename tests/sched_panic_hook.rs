@@ -3,11 +3,9 @@
 //! test binary re-run with an env var selecting the scenario; each child
 //! has its own watchdog).
 
-mod sched_util;
-
-use sched_util::run_child_env;
 use std::time::Duration;
 use usurp::{task, Runtime};
+use usurp_testsupport::run_child_env;
 
 /// Ends a hung child (the parent then sees exit status 99).
 fn child_watchdog() {

@@ -6,13 +6,11 @@
 //! calling task moves to a spare thread instead (the worker stays with its
 //! pinned tasks on this thread).
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use usurp::{blocking, preemptible, spawn, yield_now, Runtime};
+use usurp_testsupport::within;
 
 preemptible! {
     /// A call-free loop until `flag` is set: it can only leave its worker

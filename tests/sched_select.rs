@@ -7,13 +7,11 @@
 //! received twice (`select_race_negative_control` switches the claim off
 //! in a child process and requires the failure).
 
-mod sched_util;
-
-use sched_util::{run_child, scale, within};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::sync::{Chosen, RecvError, Select, SendError};
 use usurp::{blocking, channel, spawn, sync_channel, yield_now, Runtime};
+use usurp_testsupport::{run_child, scale, within};
 
 fn basics(ctx: &str) {
     // A ready receive is taken.

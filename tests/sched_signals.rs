@@ -11,13 +11,11 @@
 //!   worker runs code that is not preemptible, asking again every 50 µs sent
 //!   up to 20,000 signals a second. Retries now back off (to 2 ms).
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{blocking, sleep, spawn, yield_now, Runtime};
+use usurp_testsupport::within;
 
 /// Sleeps `total` with nanosleep, resuming after each EINTR; returns how
 /// many EINTRs it saw.

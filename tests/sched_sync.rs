@@ -1,13 +1,11 @@
 //! Task-aware synchronisation: channels (unbounded, bounded, rendezvous,
 //! disconnects), Mutex and Condvar under contention, mixing tasks and threads.
 
-mod sched_util;
-
-use sched_util::{scale, within};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use usurp::sync::{RecvError, TryRecvError, TrySendError};
 use usurp::{channel, spawn, sync_channel, yield_now, Condvar, Mutex, Runtime};
+use usurp_testsupport::{scale, within};
 
 #[test]
 fn unbounded_channel_many_senders() {

@@ -10,14 +10,12 @@
 //! off. Timing is only checked against generous
 //! lower bounds (a timeout never returns early) and watchdogs.
 
-mod sched_util;
-
-use sched_util::{run_child, scale, within};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::sync::{RecvTimeoutError, TryLockError, TryRecvError, TrySendError};
 use usurp::{blocking, channel, spawn, sync_channel, yield_now, Condvar, Mutex, Runtime};
+use usurp_testsupport::{run_child, scale, within};
 
 #[test]
 fn try_lock_is_a_result_like_std() {

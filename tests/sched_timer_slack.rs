@@ -9,14 +9,12 @@
 //! emulator without the prctl option, no `/proc`), the test says so and
 //! checks nothing more.
 
-mod sched_util;
-
-use sched_util::within;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use usurp::{spawn, Runtime, TIMER_SLACK_NS};
+use usurp_testsupport::within;
 
 /// This thread's timer slack, or None if prctl fails.
 fn my_slack() -> Option<u64> {

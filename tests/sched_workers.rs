@@ -1,13 +1,11 @@
 //! Multi-worker behaviour: work stealing, blocking handoff.
 
-mod sched_util;
-
-use sched_util::{scale, within};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 use usurp::{blocking, sched::hooks, spawn, yield_now, Runtime};
+use usurp_testsupport::{scale, within};
 
 #[test]
 fn tasks_spawned_on_one_worker_run_on_others() {

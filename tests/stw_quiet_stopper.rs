@@ -14,14 +14,12 @@
 //! stopper's ticks go on and are refused every quantum.
 //! Both switches are process-wide: this file holds one test.
 
-mod sched_util;
-
-use sched_util::within;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::preempt::Refusal;
 use usurp::sched::hooks;
 use usurp::Runtime;
+use usurp_testsupport::within;
 
 /// Stops the world `stops` times from a task, staying busy `hold` inside
 /// each stop; returns the `no_preempt` refusals counted inside the stops

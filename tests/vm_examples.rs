@@ -8,10 +8,7 @@ mod vm;
 
 use std::sync::Arc;
 use std::time::Duration;
-
-fn scale_f() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
-}
+use usurp_testsupport::scale_factor as scale_f;
 
 /// `(scale n)` as the interpreter computes it.
 fn scale(n: i64) -> i64 {

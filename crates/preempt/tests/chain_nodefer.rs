@@ -3,6 +3,7 @@
 //! Alone in its binary: the previous action is captured once, at init.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use usurp_testsupport::install_host_handler;
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 static URG_BLOCKED: AtomicU64 = AtomicU64::new(0);
@@ -22,14 +23,9 @@ extern "C" fn host_handler(_sig: libc::c_int) {
 
 #[test]
 fn chained_handler_honours_sa_nodefer() {
-    // SAFETY: plain sigaction installation with a valid one-argument handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = host_handler as *const () as usize;
-        sa.sa_flags = libc::SA_NODEFER;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
-    }
+    // SAFETY: the test installs its host handler before the runtime, a
+    // valid one-argument handler of the shape its flags ask for.
+    unsafe { install_host_handler(libc::SIGURG, host_handler as *const () as usize, libc::SA_NODEFER, &[]) };
     usurp_preempt::init().unwrap();
     for _ in 0..3 {
         // SAFETY: raising a signal with a handler installed.

@@ -6,6 +6,7 @@
 //! action is captured once, at init.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use usurp_testsupport::install_host_handler;
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 /// Bit 0: SIGUSR1 blocked in the handler; bit 1: SIGUSR2; bit 2: SIGURG.
@@ -33,15 +34,9 @@ extern "C" fn host_handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, _uc: 
 
 #[test]
 fn chained_handler_gets_its_own_mask_and_flags() {
-    // SAFETY: plain sigaction installation with a valid handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = host_handler as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaddset(&mut sa.sa_mask, libc::SIGUSR2);
-        assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
-    }
+    // SAFETY: the test installs its host handler before the runtime, a
+    // valid handler of the shape its flags ask for.
+    unsafe { install_host_handler(libc::SIGURG, host_handler as *const () as usize, libc::SA_SIGINFO | libc::SA_RESETHAND, &[libc::SIGUSR2]) };
     usurp_preempt::init().unwrap();
     assert_eq!(blocked_now(), 0, "the test thread starts with nothing blocked");
     // SAFETY: raising a signal with a handler installed.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use usurp_testsupport::install_host_handler;
 
 static HOST_USER: AtomicU64 = AtomicU64::new(0);
 static HOST_TKILL: AtomicU64 = AtomicU64::new(0);
@@ -29,14 +30,9 @@ extern "C" fn host_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _uc: *
 #[test]
 fn foreign_signals_are_chained_and_harmless() {
     // The host installs its handler first.
-    // SAFETY: plain sigaction installation with a valid handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = host_handler as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
-    }
+    // SAFETY: the test installs its host handler before the runtime, a
+    // valid handler of the shape its flags ask for.
+    unsafe { install_host_handler(libc::SIGURG, host_handler as *const () as usize, libc::SA_SIGINFO | libc::SA_RESTART, &[]) };
     usurp_preempt::init().unwrap();
     let expected = spin(10_000);
     let slot = new_slot();

@@ -11,9 +11,7 @@ use usurp_preempt::arch;
 use usurp_preempt::{preemptible, register_worker, request_preempt, set_park_hook, unregister_worker};
 use usurp_preempt::{SpillFrame, TaskPreemptState, WorkerSlot};
 
-fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0)
-}
+use usurp_testsupport::scale_factor as scale;
 
 preemptible! {
     fn mix(n: u64, seed: u64) -> u64 {

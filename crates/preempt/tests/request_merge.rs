@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use usurp_preempt::{register_worker, request_preempt, unregister_worker, WorkerSlot};
+use usurp_testsupport::install_host_handler;
 
 static HOST_TKILL: AtomicU64 = AtomicU64::new(0);
 static HOST_OTHER: AtomicU64 = AtomicU64::new(0);
@@ -44,14 +45,9 @@ fn sigurg_pending() -> bool {
 
 #[test]
 fn a_request_merged_into_a_tick_leaves_host_signals_chained() {
-    // SAFETY: plain sigaction installation with a valid handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = host_handler as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
-    }
+    // SAFETY: the test installs its host handler before the runtime, a
+    // valid handler of the shape its flags ask for.
+    unsafe { install_host_handler(libc::SIGURG, host_handler as *const () as usize, libc::SA_SIGINFO | libc::SA_RESTART, &[]) };
     usurp_preempt::init().unwrap();
     let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
     let rounds = 5u64;

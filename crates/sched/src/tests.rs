@@ -5,10 +5,7 @@ use crate::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as usize).max(1)
-}
+use usurp_testsupport::scale;
 
 #[test]
 fn block_on_returns_value() {
@@ -256,20 +253,7 @@ fn blocking_task_stack_range_covers_its_live_values() {
 
 /// Runs `f` on a child thread and fails if it does not finish in `secs`.
 fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
-        Ok(()) => h.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(_) => panic!("watchdog: the scenario hung for {secs} s"),
-    }
+    usurp_testsupport::within(secs, "watchdog: the scenario", f)
 }
 
 /// Waits until every worker of `rt` sleeps idle.

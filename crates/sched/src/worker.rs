@@ -1416,3 +1416,158 @@ pub(crate) fn wake_worker_word(w: &Worker) {
     w.sleep_word.store(1, Ordering::SeqCst);
     futex_wake(&w.sleep_word, 1);
 }
+
+/// Unit tests of the park token ([`park_current`] / [`unpark`], completed
+/// by `finish_switch`'s `A_PARK`): a task parks and is unparked round after
+/// round by a plain thread or by another task, each unpark racing the
+/// task's way into its park (before `park_current`, between its fast-path
+/// check and the switch out, or after it is parked: pseudo-random spins on
+/// both sides move the race across these windows). A lost wake-up is a
+/// task left PARKED with its token given: the checker waits for that state
+/// to persist (5 s: a hang, not a speed check), then releases the task and
+/// reports the round. The negative control unparks with a mutant that reads
+/// the token and then stores it (instead of one swap): the task parking in
+/// between is never queued, and the checker must report it.
+#[cfg(test)]
+mod park_token_tests {
+    use super::*;
+    use crate::Runtime;
+    use std::time::{Duration, Instant};
+    use usurp_testsupport::{scale, within};
+
+    /// `(park, state)` of a task that cannot exit meanwhile (racy snapshot).
+    fn token(t: *mut Task) -> (u8, u8) {
+        // SAFETY: the task is parked or about to park for this round: it
+        // cannot finish before the unpark the checker is waiting on.
+        let task = unsafe { &*t };
+        (task.park.load(Ordering::Acquire), task.state.load(Ordering::Acquire))
+    }
+
+    /// The negative control's unpark: a load and a store where [`unpark`]
+    /// swaps, with a spin between them (widening the window in which the
+    /// task parks: it then never sees the token, and nobody queues it).
+    fn unpark_load_then_store(t: *mut Task) {
+        // SAFETY: as in `unpark` (the task waits for this very token).
+        let task = unsafe { &*t };
+        if task.park.load(Ordering::Acquire) == park::PARKED {
+            task.park.store(park::EMPTY, Ordering::Relaxed);
+            make_runnable(t, true);
+        } else {
+            spin(2000);
+            task.park.store(park::NOTIFIED, Ordering::Release);
+        }
+    }
+
+    /// A pseudo-random spin length for round `i` (0..20000, the same range
+    /// on both sides, so that about half of the unparks come before the
+    /// park and half after, natively and under qemu alike).
+    fn jitter(i: usize, side: u64) -> usize {
+        let x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(side.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        ((x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 40) as usize % 20_000
+    }
+
+    fn spin(n: usize) {
+        for _ in 0..n {
+            std::hint::spin_loop();
+        }
+    }
+
+    struct Outcome {
+        /// The first round whose wake-up was lost, if any.
+        lost: Option<usize>,
+        /// Unparks that found the task fully parked (the rest raced its
+        /// way in).
+        found_parked: usize,
+    }
+
+    /// `rounds` park/unpark handshakes between a task and an unparker (a
+    /// plain thread, or a task if `from_task`) using `unpark_fn`; stops at
+    /// the first lost wake-up.
+    fn handshakes(rounds: usize, unpark_fn: fn(*mut Task), from_task: bool) -> Outcome {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let tp = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let quit = Arc::new(AtomicBool::new(false));
+        let parker = {
+            let (tp, done, quit) = (tp.clone(), done.clone(), quit.clone());
+            rt.spawn(move || {
+                let (_, _, me) = current_with_worker().expect("a task");
+                tp.store(me as usize, Ordering::Release);
+                for i in 0..rounds {
+                    // A varying delay on each side moves the unpark across
+                    // the task's way into the park.
+                    spin(jitter(i, 1));
+                    park_current();
+                    done.store(i + 1, Ordering::Release);
+                    if quit.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            })
+        };
+        let unparker = move || {
+            let pause = || if from_task { crate::yield_now() } else { std::thread::yield_now() };
+            while tp.load(Ordering::Acquire) == 0 {
+                pause();
+            }
+            let t = tp.load(Ordering::Acquire) as *mut Task;
+            let mut found_parked = 0;
+            for i in 0..rounds {
+                // Round i: the task finished round i - 1 and is on its way
+                // to park (or parked already).
+                spin(jitter(i, 2));
+                if token(t).0 == park::PARKED {
+                    found_parked += 1;
+                }
+                unpark_fn(t);
+                let mut stuck_since: Option<Instant> = None;
+                while done.load(Ordering::Acquire) <= i {
+                    if token(t) == (park::NOTIFIED, state::PARKED) {
+                        let since = *stuck_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(5) {
+                            // Lost: release the task (give it a token it
+                            // will see) and let it finish.
+                            quit.store(true, Ordering::Release);
+                            // SAFETY: the task is parked for good; only we
+                            // touch its token now.
+                            unsafe { (*t).park.store(park::PARKED, Ordering::Release) };
+                            unpark(t);
+                            return Outcome { lost: Some(i), found_parked };
+                        }
+                    } else {
+                        stuck_since = None;
+                    }
+                    pause();
+                }
+            }
+            Outcome { lost: None, found_parked }
+        };
+        let out = if from_task { rt.spawn(unparker).join().unwrap() } else { std::thread::spawn(unparker).join().unwrap() };
+        parker.join().unwrap();
+        out
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_unparking_from_a_thread() {
+        let n = scale(10_000);
+        let out = within(300, "park/unpark from a thread", move || handshakes(n, unpark, false));
+        assert_eq!(out.lost, None, "a wake-up was lost (round {:?} of {n})", out.lost);
+        eprintln!("{n} rounds; the unpark found the task parked in {}", out.found_parked);
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_unparking_from_a_task() {
+        let n = scale(10_000);
+        let out = within(300, "park/unpark from a task", move || handshakes(n, unpark, true));
+        assert_eq!(out.lost, None, "a wake-up was lost (round {:?} of {n})", out.lost);
+        eprintln!("{n} rounds; the unpark found the task parked in {}", out.found_parked);
+    }
+
+    #[test]
+    fn negative_control_an_unpark_that_loads_then_stores_loses_a_wake_up() {
+        let n = scale(10_000);
+        let out = within(300, "mutant unpark", move || handshakes(n, unpark_load_then_store, false));
+        let round = out.lost.expect("the checker never caught the mutant unpark's lost wake-up");
+        eprintln!("mutant unpark lost the wake-up of round {round}");
+    }
+}

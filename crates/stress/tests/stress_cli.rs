@@ -3,7 +3,7 @@
 //!
 //! Under qemu-user (aarch64 cross-testing) the binary cannot be executed
 //! directly without binfmt_misc, so it is started through the emulator,
-//! as tests/sched_util does for child processes.
+//! as `usurp_testsupport::run_child` does for child processes.
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -13,9 +13,8 @@ use std::time::Duration;
 use usurp_preempt::arch;
 use usurp_preempt::{register_worker, set_park_hook, unregister_worker, SpillFrame, TaskPreemptState, WorkerSlot};
 
-pub fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0)
-}
+#[allow(unused_imports)] // not every test uses it
+pub use usurp_testsupport::scale_factor as scale;
 
 const PARKED: usize = 1;
 const DONE: usize = 2;
