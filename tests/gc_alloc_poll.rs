@@ -17,9 +17,8 @@
 //! some of the stops count hundreds. The switch is process-wide: this file
 //! holds one test.
 
-mod sched_util;
 
-use sched_util::within;
+use usurp_testsupport::within;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
