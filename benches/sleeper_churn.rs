@@ -64,6 +64,9 @@ usurp::preemptible! {
     }
 }
 
+/// `create` and `check`, ordinary or preemptible.
+type TreeFns = (fn(u32) -> Gc<Node>, fn(Gc<Node>) -> usize);
+
 /// Nearest-rank percentile of sorted `v` (the same rule as the Go twin).
 fn pct(v: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
@@ -77,8 +80,7 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let secs: f64 = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(10.0);
     let preemptible = std::env::args().any(|a| a == "--preemptible");
-    let (create, check): (fn(u32) -> Gc<Node>, fn(Gc<Node>) -> usize) =
-        if preemptible { (create_p, check_p) } else { (create, check) };
+    let (create, check): TreeFns = if preemptible { (create_p, check_p) } else { (create, check) };
     let rt = Runtime::builder().workers(2).stack_size(1 << 20).build().expect("runtime");
     let t0 = Instant::now();
     let (mut late, trees) = rt.block_on(move || {

@@ -394,7 +394,8 @@ fn dumps_during_heavy_preemption_lose_nothing() {
 }
 
 #[inline(never)]
-fn dump_hog(stop: &AtomicBool) {
+fn dump_hog(stop: &AtomicBool, running: &AtomicBool) {
+    running.store(true, Ordering::SeqCst);
     // Not preemptible and no checkpoint: holds up any stop (the contract).
     while !stop.load(Ordering::Relaxed) {
         std::hint::spin_loop();
@@ -413,13 +414,7 @@ fn dump_whose_stop_times_out_reports_the_workers() {
         let s = stop.clone();
         let running = Arc::new(AtomicBool::new(false));
         let r2 = running.clone();
-        let hog = task::Builder::new()
-            .name("hog")
-            .spawn_on(&rt, move || {
-                r2.store(true, Ordering::SeqCst);
-                dump_hog(&s)
-            })
-            .unwrap();
+        let hog = task::Builder::new().name("hog").spawn_on(&rt, move || dump_hog(&s, &r2)).unwrap();
         // The hog holds its worker from here on (a fixed 50 ms was a guess).
         wait_until(Duration::from_secs(50), "the hog runs", || running.load(Ordering::SeqCst));
         let d = rt.dump_tasks_timeout(Duration::from_millis(300));

@@ -931,8 +931,9 @@ impl HeapInner {
         if busy {
             p.assists_busy.fetch_sub(1, Ordering::AcqRel);
         }
-        // Paid in proportion to the work done (the rest waits for the next
-        // slow path; never more than one call's worth carried over).
+        // Paid in proportion to the work done; the rest is carried over
+        // (the caller calls again, or waits at the goal, or leaves it to
+        // its next slow path).
         *debt = if marked >= work { 0 } else { (*debt as u128 * (work - marked) as u128 / work as u128) as usize };
         if marked > 0 {
             p.assist_calls.fetch_add(1, Ordering::Relaxed);

@@ -93,6 +93,13 @@ impl std::fmt::Debug for Root {
 
 /// A weak reference: `get()` returns the target until the collector finds it
 /// unreachable, then `None` forever (even if a finalizer resurrects it).
+/// These are Go's weak-pointer rules (a "short" weak reference): cleared in
+/// the cycle that finds a finalizable target dead, before its finalizer is
+/// queued. An object that only a finalizable object references is not
+/// found unreachable while that object may still be finalized (the
+/// collector marks the referents of finalizable objects, see
+/// [`Heap::set_finalizer`](crate::Heap::set_finalizer)): its weak
+/// references stay set until a cycle after that finalizer ran.
 pub struct WeakRef {
     slot: Arc<AtomicUsize>,
 }

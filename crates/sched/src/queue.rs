@@ -244,6 +244,8 @@ mod tests {
         }
         /// The index of an item pointer, or `None` for a pointer that is
         /// not one of ours (a queue made it up).
+        // `%` instead of is_multiple_of: the workspace MSRV is 1.80.
+        #[allow(clippy::manual_is_multiple_of)]
         fn index(&self, p: *mut Task) -> Option<usize> {
             let off = (p as usize).wrapping_sub(self.base as usize);
             let sz = std::mem::size_of::<Task>();
