@@ -303,10 +303,12 @@ pub(crate) unsafe fn scan_records(area: *const u8, limit: usize) -> VectorState 
             st.malformed = true;
             return st;
         }
-        // SAFETY (all reads below): the record [off, off + size) lies inside
-        // the block, and each read is within its first 32 bytes only when
-        // size allows it.
+        // The reads below: the record [off, off + size) lies inside the
+        // block, and each read is within its first 32 bytes only when size
+        // allows it.
+        // SAFETY: as argued above (every caller passes an `o` inside the record).
         let rd16 = |o: usize| unsafe { (base.add(off + o) as *const u16).read_unaligned() };
+        // SAFETY: as argued above (every caller passes an `o` inside the record).
         let rd64 = |o: usize| unsafe { (base.add(off + o) as *const u64).read_unaligned() };
         match head.magic {
             SVE_MAGIC if size >= 12 => {

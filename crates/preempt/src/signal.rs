@@ -705,6 +705,7 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     // SAFETY: sigset operations on local values; uc is the handler's
     // ucontext (null-checked), whose uc_sigmask is the interrupted mask.
     let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: as above (sigset operations on locals and the null-checked uc).
     let restore = unsafe {
         let mut m: libc::sigset_t = if uc.is_null() {
             let mut cur: libc::sigset_t = core::mem::zeroed();
