@@ -210,7 +210,7 @@ fn registration_churn_while_collecting_on_two_workers() {
                 n
             });
             let keep = make_list(40);
-            for round in 0..usurp::gc::test_scale(400) {
+            for round in 0..usurp_gc::test_scale(400) {
                 let h = usurp::spawn(move || make_list(round));
                 let detached = usurp::spawn(move || make_list(round + 1));
                 drop(detached);

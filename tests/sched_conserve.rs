@@ -20,7 +20,8 @@ use sched_util::{scale, within};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{sched::hooks, sleep, spawn, Mutex, Runtime};
+use usurp::{sleep, spawn, Mutex, Runtime};
+use usurp_sched::hooks;
 
 /// The longest the busy task waits for the other to make progress.
 const CAP: Duration = Duration::from_secs(10);

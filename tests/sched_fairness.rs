@@ -23,7 +23,8 @@ use sched_util::{scale, within};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{channel, sched::hooks, yield_now, Runtime};
+use usurp::{channel, yield_now, Runtime};
+use usurp_sched::hooks;
 
 /// Serialises the tests of this file (the boost switch is process-wide).
 static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());

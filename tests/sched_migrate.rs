@@ -17,7 +17,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{preemptible, sched::hooks, Runtime};
+use usurp::{preemptible, Runtime};
+use usurp_sched::hooks;
 
 preemptible! {
     /// A call-free loop until `stop` is set.

@@ -14,7 +14,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{preemptible, sched::hooks, Runtime};
+use usurp::{preemptible, Runtime};
+use usurp_sched::hooks;
 
 thread_local! {
     static COUNT: Cell<u64> = const { Cell::new(0) };

@@ -20,7 +20,7 @@ use sched_util::within;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::preempt::Refusal;
-use usurp::sched::hooks;
+use usurp_sched::hooks;
 use usurp::Runtime;
 
 /// Stops the world `stops` times from a task, staying busy `hold` inside
