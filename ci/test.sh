@@ -51,6 +51,9 @@ if [ -z "${USURP_SKIP_AARCH64:-}" ]; then
   echo "== clippy (aarch64-unknown-linux-gnu)"
   cargo clippy --workspace --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
 fi
+# Every intra-doc link resolves (the facade's API map links every item).
+echo "== docs"
+RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps
 echo "== native suite ($host)"
 cargo test --workspace --release
 
