@@ -58,10 +58,13 @@ usurp::preemptible! {
     }
 }
 
+/// The tree builder and checker (plain or `preemptible!`).
+type Kernels = (fn(u32) -> Gc<Node>, fn(Gc<Node>) -> usize);
+
 fn main() {
     let n: u32 = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(21);
     let preemptible = std::env::args().any(|a| a == "--preemptible");
-    let (create, check): (fn(u32) -> Gc<Node>, fn(Gc<Node>) -> usize) =
+    let (create, check): Kernels =
         if preemptible { (create_p, check_p) } else { (create, check) };
     let t0 = Instant::now();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

@@ -36,7 +36,24 @@ if [ -z "${USURP_SKIP_AARCH64:-}" ] && ! rustup target list --installed | grep -
   rustup target add aarch64-unknown-linux-gnu
 fi
 
+if ! cargo clippy --version >/dev/null 2>&1; then
+  echo "== rustup component add clippy"
+  rustup component add clippy
+fi
+
 host=$(rustc -vV | sed -n 's/^host: //p')
+# Lints first (cheap, no run): the workspace lints in Cargo.toml
+# ([workspace.lints]: unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks,
+# clippy::missing_safety_doc) and clippy's defaults, as errors, for both ISAs.
+echo "== clippy ($host)"
+cargo clippy --workspace --all-targets -- -D warnings
+if [ -z "${USURP_SKIP_AARCH64:-}" ]; then
+  echo "== clippy (aarch64-unknown-linux-gnu)"
+  cargo clippy --workspace --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
+fi
+# Every intra-doc link resolves (the facade's API map links every item).
+echo "== docs"
+RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps
 echo "== native suite ($host)"
 cargo test --workspace --release
 

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::preempt::Refusal;
-use usurp::sched::hooks;
+use usurp_sched::hooks;
 use usurp::Runtime;
 use usurp_testsupport::within;
 
@@ -85,9 +85,9 @@ fn two_cooperative_tasks(quantum: Duration, run: Duration) -> Counts {
 fn both_policies(quantum: Duration) -> (Counts, Counts) {
     let run = Duration::from_millis(400);
     let now = within(120, "two cooperative tasks", move || two_cooperative_tasks(quantum, run));
-    usurp::preempt::old_refusal_retry_for_tests(true);
+    usurp_preempt::old_refusal_retry_for_tests(true);
     let old = within(120, "two cooperative tasks (old retry policy)", move || two_cooperative_tasks(quantum, run));
-    usurp::preempt::old_refusal_retry_for_tests(false);
+    usurp_preempt::old_refusal_retry_for_tests(false);
     eprintln!("quantum {quantum:?}, {run:?} of work per task:\n  now: {now:?}\n  old: {old:?}");
     eprintln!(
         "  signals per cooperative yield: {:.2} now, {:.2} old; refused signals {} now, {} old",

@@ -69,9 +69,9 @@ fn second_task_runs(wait: Duration) -> bool {
 fn allocating_task_lets_another_task_run() {
     // Negative control first: without the slow path's checkpoint the
     // second task does not run while the allocator loops.
-    usurp::gc::set_alloc_checkpoint_for_tests(false);
+    usurp_gc::set_alloc_checkpoint_for_tests(false);
     let ran = second_task_runs(Duration::from_millis(500));
-    usurp::gc::set_alloc_checkpoint_for_tests(true);
+    usurp_gc::set_alloc_checkpoint_for_tests(true);
     assert!(!ran, "the control: the second task ran although allocation was not a cooperative point");
     // With it: the second task runs (the deadline is a watchdog only).
     assert!(second_task_runs(Duration::from_secs(120)), "an allocating task never let the other task run");

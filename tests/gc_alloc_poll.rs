@@ -79,9 +79,9 @@ fn allocations_inside_stops(stops: usize) -> Vec<u64> {
 fn a_refused_stop_request_is_honoured_at_the_next_allocation() {
     let stops = 20;
     // Negative control first: only block refills poll.
-    usurp::gc::set_alloc_poll_for_tests(false);
+    usurp_gc::set_alloc_poll_for_tests(false);
     let without = within(300, "stops without the allocation poll", move || allocations_inside_stops(stops));
-    usurp::gc::set_alloc_poll_for_tests(true);
+    usurp_gc::set_alloc_poll_for_tests(true);
     let with = within(300, "stops with the allocation poll", move || allocations_inside_stops(stops));
     eprintln!("allocations inside each stop: with the poll {with:?}, without {without:?}");
     // One allocation may complete between the stopper's count and the

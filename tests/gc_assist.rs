@@ -71,8 +71,8 @@ struct Seen {
 fn scenario(assists: bool) -> Seen {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        usurp::gc::set_assists_for_tests(assists);
-        usurp::gc::set_mark_delay_for_tests(300);
+        usurp_gc::set_assists_for_tests(assists);
+        usurp_gc::set_mark_delay_for_tests(300);
         let cfg = HeapConfig { max_heap: 2 << 30, gogc: Some(100), min_heap: 4 << 20, ..HeapConfig::default() };
         let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
         let seen = rt.block_on(|| {
@@ -95,8 +95,8 @@ fn scenario(assists: bool) -> Seen {
             assert_eq!(count(live), (1 << (depth() + 1)) - 1, "the long-lived tree lost nodes");
             Seen { cycles, total_assist_marked: heap.stats().total_assist_marked }
         });
-        usurp::gc::set_mark_delay_for_tests(0);
-        usurp::gc::set_assists_for_tests(true);
+        usurp_gc::set_mark_delay_for_tests(0);
+        usurp_gc::set_assists_for_tests(true);
         let _ = tx.send(seen);
     });
     rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")

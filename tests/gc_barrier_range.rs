@@ -72,12 +72,12 @@ fn store_loop(holder: usize, slot: usize, stop: &AtomicBool, calls: &AtomicU64, 
 /// range).
 fn scenario(registered: bool) -> (usize, usize, u64, u64) {
     if !registered {
-        usurp::gc::barrier::set_barrier_range_registration_for_tests(false);
+        usurp_gc::internals::set_barrier_range_registration_for_tests(false);
     }
-    usurp::preempt::disable_refusal_backoff_for_tests(true);
+    usurp_preempt::disable_refusal_backoff_for_tests(true);
     let cfg = HeapConfig { gogc: None, verify: false, max_heap: 64 << 20, ..HeapConfig::default() };
     let rt = Runtime::builder().workers(1).quantum(Duration::from_micros(100)).heap_config(cfg).build().unwrap();
-    let (bs, be) = usurp::gc::barrier::barrier_code_range();
+    let (bs, be) = usurp_gc::internals::barrier_code_range();
     // The barrier as a JIT would have it: preemptible code, unless an
     // unsafe range covers it.
     let _code = usurp::preempt::register_code(bs, be).expect("register the barrier as code");
@@ -119,7 +119,7 @@ fn scenario(registered: bool) -> (usize, usize, u64, u64) {
             })
         };
         // Only preemptions inside the barrier's code are accepted.
-        usurp::preempt::set_preempt_window_for_tests(bs, be);
+        usurp_preempt::set_preempt_window_for_tests(bs, be);
         let stop = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(if registered { 2 } else { 20 });
@@ -177,7 +177,7 @@ fn scenario(registered: bool) -> (usize, usize, u64, u64) {
             heap.finish_sweep();
         }
         stop.store(true, Ordering::Relaxed);
-        usurp::preempt::set_preempt_window_for_tests(0, 0);
+        usurp_preempt::set_preempt_window_for_tests(0, 0);
         a.join().unwrap();
         quit.store(true, Ordering::Relaxed);
         d.join().unwrap();

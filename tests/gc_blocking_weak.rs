@@ -14,7 +14,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use usurp::gc::{gc_type, set_shading_gate_for_tests, Gc, Heap, HeapConfig, Member, WeakRef};
+use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member, WeakRef};
+use usurp_gc::set_shading_gate_for_tests;
 use usurp::Runtime;
 use usurp_testsupport::scale as test_scale;
 

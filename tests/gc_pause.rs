@@ -471,7 +471,7 @@ fn panicking_marking_job_aborts_with_a_message() {
                 })
                 .collect();
             let keep: Vec<_> = roots.iter().map(|r| Heap::current().unwrap().add_root(Some(r.raw()))).collect();
-            usurp::gc::fail_next_marking_job();
+            usurp_gc::fail_next_marking_job();
             Heap::current().unwrap().collect();
             black_box(keep);
         });

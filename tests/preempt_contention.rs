@@ -31,13 +31,13 @@ fn serial() -> MutexGuard<'static, ()> {
 struct Policy;
 impl Policy {
     fn set(p: Option<bool>) -> Policy {
-        usurp::sched::hooks::set_tick_policy_for_tests(p);
+        usurp_sched::hooks::set_tick_policy_for_tests(p);
         Policy
     }
 }
 impl Drop for Policy {
     fn drop(&mut self) {
-        usurp::sched::hooks::set_tick_policy_for_tests(None);
+        usurp_sched::hooks::set_tick_policy_for_tests(None);
     }
 }
 

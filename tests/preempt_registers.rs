@@ -103,7 +103,7 @@ fn registers_survive_many_preemptions_and_backtraces_are_exact() {
     // run stops early once the target is reached.
     let floor = (target / 20).max(50);
     let budget = Duration::from_secs(if cfg!(target_arch = "x86_64") { 15 } else { 40 });
-    usurp::sched::hooks::set_preempt_observer(Some(observe));
+    usurp_sched::hooks::set_preempt_observer(Some(observe));
     let rt = Runtime::builder().workers(2).quantum(Duration::from_micros(100)).build().unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let before = rt.stats().preempt;
@@ -139,7 +139,7 @@ fn registers_survive_many_preemptions_and_backtraces_are_exact() {
         assert_eq!(mismatches, 0, "task {k}: {mismatches} register mismatches ({})", arch::regcheck::checked_registers());
         total_rounds += rounds;
     }
-    usurp::sched::hooks::set_preempt_observer(None);
+    usurp_sched::hooks::set_preempt_observer(None);
     let after = rt.stats().preempt;
     let accepted = after.accepted - before.accepted;
     eprintln!(

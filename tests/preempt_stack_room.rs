@@ -12,30 +12,30 @@ fn a_stack_too_small_for_a_preemption_is_rejected_with_the_number() {
     let here = usurp::preempt::min_task_stack();
     eprintln!("a preemption needs a {here}-byte task stack on this CPU");
     // AMX tiles add 8 KiB of TILEDATA (+64 bytes TILECFG) to the XSAVE area.
-    usurp::preempt::simulate_larger_spill_frame_for_tests(8192 + 64);
+    usurp_preempt::simulate_larger_spill_frame_for_tests(8192 + 64);
     let needed = usurp::preempt::min_task_stack();
-    assert!(needed > usurp::sched::MIN_STACK_SIZE, "{needed}");
-    let e = Runtime::builder().workers(1).stack_size(usurp::sched::MIN_STACK_SIZE).build().unwrap_err();
+    assert!(needed > usurp::MIN_STACK_SIZE, "{needed}");
+    let e = Runtime::builder().workers(1).stack_size(usurp::MIN_STACK_SIZE).build().unwrap_err();
     match e {
         Error::StackTooSmallForPreemption { given, needed: n } => {
-            assert_eq!(given, usurp::sched::MIN_STACK_SIZE);
+            assert_eq!(given, usurp::MIN_STACK_SIZE);
             assert_eq!(n, needed);
         }
         other => panic!("expected StackTooSmallForPreemption, got {other:?}"),
     }
-    let msg = e_to_string(usurp::sched::MIN_STACK_SIZE);
+    let msg = e_to_string(usurp::MIN_STACK_SIZE);
     assert!(msg.contains(&needed.to_string()), "the message must give the number: {msg}");
     // Exactly the number is enough; without async preemption no room is needed.
     let rt = Runtime::builder().workers(1).stack_size(needed).build().unwrap();
     assert!(rt.stack_size() >= needed);
     drop(rt);
-    let rt = Runtime::builder().workers(1).async_preemption(false).stack_size(usurp::sched::MIN_STACK_SIZE).build().unwrap();
+    let rt = Runtime::builder().workers(1).async_preemption(false).stack_size(usurp::MIN_STACK_SIZE).build().unwrap();
     drop(rt);
-    usurp::preempt::simulate_larger_spill_frame_for_tests(0);
+    usurp_preempt::simulate_larger_spill_frame_for_tests(0);
     // On this CPU the minimum stack (16 KiB) is enough unless its XSAVE area
     // is large (AMX).
-    let r = Runtime::builder().workers(1).stack_size(usurp::sched::MIN_STACK_SIZE).build();
-    assert_eq!(r.is_ok(), here <= usurp::sched::MIN_STACK_SIZE, "{:?}", r.err());
+    let r = Runtime::builder().workers(1).stack_size(usurp::MIN_STACK_SIZE).build();
+    assert_eq!(r.is_ok(), here <= usurp::MIN_STACK_SIZE, "{:?}", r.err());
 }
 
 fn e_to_string(size: usize) -> String {

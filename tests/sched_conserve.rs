@@ -17,7 +17,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{sched::hooks, sleep, spawn, Mutex, Runtime};
+use usurp::{sleep, spawn, Mutex, Runtime};
+use usurp_sched::hooks;
 use usurp_testsupport::{scale, within};
 
 /// The longest the busy task waits for the other to make progress.

@@ -174,7 +174,7 @@ fn dump_names_every_state_and_backtrace() {
             }
             assert!(!d.stop_timed_out, "{text}");
             let state = |id: u64| d.task(id).unwrap_or_else(|| panic!("task {id} missing:\n{text}")).state.clone();
-            assert_eq!(state(me), TaskState::Running { worker: usurp::sched::hooks::current_worker_index() }, "{text}");
+            assert_eq!(state(me), TaskState::Running { worker: usurp_sched::hooks::current_worker_index() }, "{text}");
             assert!(matches!(state(recv.id()), TaskState::Parked(WaitOn::ChannelRecv(_))), "{text}");
             assert!(matches!(state(send.id()), TaskState::Parked(WaitOn::ChannelSend(_))), "{text}");
             let mutex_addr = &*m as *const Mutex<u32> as usize;

@@ -20,7 +20,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{channel, sched::hooks, yield_now, Runtime};
+use usurp::{channel, yield_now, Runtime};
+use usurp_sched::hooks;
 use usurp_testsupport::{scale, within};
 
 /// Serialises the tests of this file (the boost switch is process-wide).

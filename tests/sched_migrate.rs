@@ -13,7 +13,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::{preemptible, sched::hooks, Runtime};
+use usurp::{preemptible, Runtime};
+use usurp_sched::hooks;
 use usurp_testsupport::{sample_placement, within};
 
 preemptible! {

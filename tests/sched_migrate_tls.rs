@@ -10,7 +10,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::{preemptible, sched::hooks, Runtime};
+use usurp::{preemptible, Runtime};
+use usurp_sched::hooks;
 use usurp_testsupport::{sample_placement, within};
 
 thread_local! {

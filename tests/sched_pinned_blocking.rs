@@ -25,7 +25,7 @@ preemptible! {
 fn blocking_that_waits_for_a_pinned_task_does_not_deadlock() {
     // P must be pinned by its preemption: its loop touches no TLS, so it
     // would migrate freely otherwise (see tests/sched_migrate.rs).
-    usurp::sched::hooks::set_pin_policy_for_tests(Some(true));
+    usurp_sched::hooks::set_pin_policy_for_tests(Some(true));
     let rt = Runtime::builder().workers(1).quantum(Duration::from_millis(1)).build().unwrap();
     assert!(rt.async_preemption(), "this test needs async preemption (USURP_DEBUG=asyncpreemptoff is set?)");
     let got = within(30, "pinned task + blocking", move || {

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
-use usurp::{blocking, sched::hooks, spawn, yield_now, Runtime};
+use usurp::{blocking, spawn, yield_now, Runtime};
+use usurp_sched::hooks;
 use usurp_testsupport::{scale, within};
 
 #[test]

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::preempt::Refusal;
-use usurp::sched::hooks;
+use usurp_sched::hooks;
 use usurp::Runtime;
 use usurp_testsupport::within;
 

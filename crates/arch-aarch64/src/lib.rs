@@ -2,20 +2,20 @@
 //!
 //! The twin of `usurp-arch-x86_64`, with the same interface:
 //!
-//! * [`switch`] / [`init_stack`] (module `switch`): the cooperative context
+//! * `switch` / `init_stack` (module `switch`): the cooperative context
 //!   switch. A suspended context is one word, its stack pointer; the registers
 //!   AAPCS64 makes callee-saved (x19–x28, the frame record x29/x30, d8–d15, and
 //!   FPCR) sit on its own stack below that word.
 //! * Asynchronous preemption (modules `sigctx`, `spill`, `frame`):
 //!   the preemption signal handler reads the interrupted PC/SP/FP with
 //!   [`sigctx::pc`] & co., checks the instruction with [`classify`], and calls
-//!   [`sigctx::inject_spill`]. That changes only SP and PC in the ucontext:
+//!   `sigctx::inject_spill`. That changes only SP and PC in the ucontext:
 //!   SP moves below a [`SpillFrame`] that the handler prefills with what only
 //!   the kernel knew (interrupted SP, PC, PSTATE, signal mask, altstack), and
 //!   PC points to the spill routine. The routine stores x0–x30, NZCV, FPSR,
 //!   FPCR and all 128 bits of q0–q31 into the frame, makes the frame record
 //!   {interrupted x29, interrupted PC} at its base current (x29), and calls the
-//!   hook installed with [`set_spill_hook`], which parks the task. When the
+//!   hook installed with `set_spill_hook`, which parks the task. When the
 //!   hook returns, the routine executes `rt_sigreturn` on the frame, which is
 //!   laid out as a kernel `rt_sigframe`: the kernel reloads every register,
 //!   PSTATE and PC at once. This is the only exact way to resume on aarch64
@@ -29,7 +29,7 @@
 //!   push and `mov x29, sp`, or after `ldp x29, x30`), which a one-word look
 //!   cannot see on aarch64 (LLVM places them there). [`is_after_call`] tells a
 //!   return address from any other code address, for backtrace checks.
-//! * [`with_registers_spilled`] (module `regs`): callee-saved registers onto
+//! * `with_registers_spilled` (module `regs`): callee-saved registers onto
 //!   the stack for the collector's conservative scan.
 //!
 //! Decisions (details in the modules):
@@ -101,6 +101,8 @@ mod classify;
 mod frame;
 mod tls;
 pub use tls::code_touches_tls;
+mod fpcheck;
+pub use fpcheck::prologue_links_frame;
 pub mod layout;
 pub mod sigctx;
 
@@ -129,7 +131,8 @@ mod switch;
 #[cfg(target_arch = "aarch64")]
 pub use regs::with_registers_spilled;
 
-/// A register-preservation checker in preemptible code, for stress tests.
+// A register-preservation checker in preemptible code, for stress tests
+// (its docs are inner, so that its links resolve inside it).
 #[cfg(target_arch = "aarch64")]
 pub mod regcheck;
 #[cfg(target_arch = "aarch64")]

@@ -36,7 +36,7 @@
 //! overwrite it. BTYPE is cleared for the jump into the routine (the kernel
 //! does the same for handler entry) and restored with the rest of PSTATE.
 //!
-//! Precondition (documented on [`inject_spill`], checked by the preemption
+//! Precondition (documented on `inject_spill`, checked by the preemption
 //! crate, which refuses with `HandlerOnTaskStack` when the ucontext lies on
 //! the task's stack): the handler runs on an alternate signal stack, so
 //! [F, S) does not overlap the handler's own frame.
@@ -132,11 +132,11 @@ pub unsafe fn inject_spill(uc: *mut c_void) {
     unsafe { inject_spill_to(uc, crate::spill::spill_routine_address()) };
 }
 
-/// [`inject_spill`] with an explicit entry address (portable, for tests on
+/// `inject_spill` with an explicit entry address (portable, for tests on
 /// any host). Returns the frame base F.
 ///
 /// # Safety
-/// As for [`inject_spill`].
+/// As for `inject_spill`.
 pub unsafe fn inject_spill_to(uc: *mut c_void, entry: usize) -> usize {
     let uc = uc as *mut UContext;
     // SAFETY: `uc` is a valid ucontext (contract); the region [F, S) is free
@@ -221,7 +221,7 @@ impl VectorState {
 ///
 /// Policy: live SVE state is carried, not refused. The frame keeps v0–v31
 /// (the low 128 bits of Z0–Z31) in its fpsimd record, and when the kernel's
-/// frame has an SVE record with payload, [`inject_spill`] copies it verbatim
+/// frame has an SVE record with payload, `inject_spill` copies it verbatim
 /// after the fpsimd record, so rt_sigreturn reloads Z0–Z31, P0–P15 and FFR
 /// (the kernel then applies the fpsimd record's V registers over the low
 /// bits, which the spill routine saved at its entry). Without the copy the
@@ -335,10 +335,12 @@ pub(crate) unsafe fn scan_records(area: *const u8, limit: usize) -> VectorState 
             st.malformed = true;
             return st;
         }
-        // SAFETY (all reads below): the record [off, off + size) lies inside
-        // the block, and each read is within its first 32 bytes only when
-        // size allows it.
+        // The reads below: the record [off, off + size) lies inside the
+        // block, and each read is within its first 32 bytes only when size
+        // allows it.
+        // SAFETY: as argued above (every caller passes an `o` inside the record).
         let rd16 = |o: usize| unsafe { (base.add(off + o) as *const u16).read_unaligned() };
+        // SAFETY: as argued above (every caller passes an `o` inside the record).
         let rd64 = |o: usize| unsafe { (base.add(off + o) as *const u64).read_unaligned() };
         match head.magic {
             SVE_MAGIC if size >= 12 => {

@@ -85,7 +85,11 @@ mod regs;
 #[cfg(target_arch = "x86_64")]
 pub use regs::with_registers_spilled;
 
-/// A register-preservation checker in preemptible code, for stress tests.
+// A register-preservation checker in preemptible code, for stress tests
+// (its docs are inner, so that its links resolve inside it).
 #[cfg(target_arch = "x86_64")]
 pub mod regcheck;
 
+/// Frame-pointer prologue check (portable).
+mod fpcheck;
+pub use fpcheck::prologue_links_frame;

@@ -64,7 +64,8 @@ impl BlockMeta {
     pub fn alloc_bits(&self) -> &BitSlice<AtomicU64, Lsb0> {
         self.alloc.view_bits::<Lsb0>()
     }
-    /// View of the mark bits of buffer `buf`.
+    /// View of the mark bits of buffer `buf` (unit tests).
+    #[cfg(test)]
     pub fn mark_bits(&self, buf: usize) -> &BitSlice<AtomicU64, Lsb0> {
         self.marks[buf].view_bits::<Lsb0>()
     }

@@ -5,7 +5,7 @@
 //!
 //! ## Heap layout
 //! One address-range reservation (`HeapConfig::max_heap`, which is also the
-//! hard limit) cut into 64 KiB blocks ([`space`], [`block`]). A
+//! hard limit) cut into 64 KiB blocks (`space.rs`, `block.rs`). A
 //! small object (≤ 32 KiB including its header) lives in a block of its size
 //! class (39 classes, 16 B … 32 KiB); a larger one gets its own span of whole
 //! blocks. Per block, side tables hold object-start ("allocated") bits and
@@ -34,7 +34,7 @@
 //! Task stacks and saved registers are scanned conservatively: Rust code and
 //! interpreters keep raw [`GcRef`] / [`Gc<T>`] in locals with no rooting. A
 //! word keeps an object alive if it points anywhere inside it, or exactly one
-//! past its exact end (header + payload per its descriptor; see [`mark`]). Sweeping is lazy
+//! past its exact end (header + payload per its descriptor; see `mark.rs`). Sweeping is lazy
 //! (see "Collection"), and until a block is swept its live objects are
 //! `alloc & mark(last cycle)`, which every lookup (conservative, `find_object`,
 //! `object_at`, handle checks) uses: a stray word can never revive a dead
@@ -46,7 +46,7 @@
 //!
 //! ## Roots: exactly what keeps an object alive
 //! Scanned **conservatively** (a word pointing into an object keeps it; see
-//! [`mark`] for the exact rule; with a NaN-boxing [`ValueEncoding`] a word
+//! `mark.rs` for the exact rule; with a NaN-boxing [`ValueEncoding`] a word
 //! outside the heap that carries a pointer tag is decoded first, so a
 //! NaN-boxed pointer keeps its object too; a low-bit tagged pointer points
 //! inside its object anyway) in every cycle's start stop:
@@ -297,7 +297,7 @@
 //!    its size-class slot): the end pointer of a slice iterator over an
 //!    array's elements, or a loop base LLVM moved to the end. So a root does
 //!    not pin its memory predecessor (and all it reaches), except an array
-//!    predecessor that fills its class slot exactly. See [`mark`].
+//!    predecessor that fills its class slot exactly. See `mark.rs`.
 //!    Unused guard blocks around the reservation stop neighbouring mappings'
 //!    bounds from pointing at the first or last object.
 //! 4. *Registers*: the collector spills its own callee-saved registers
@@ -395,25 +395,40 @@
 // The ISA's crate, as usurp-preempt chose it (its `archif.rs`: the one place).
 use usurp_preempt::arch;
 
-pub mod barrier;
-pub mod block;
+mod barrier;
+mod block;
 pub mod config;
 pub mod descriptor;
 mod encoding;
 mod heap;
-pub mod mark;
+mod mark;
 mod mutator;
 mod object;
 mod pacer;
 mod preempt_glue;
 mod refcheck;
 mod roots;
-pub mod sizeclass;
-pub mod space;
-pub mod stack;
+mod sizeclass;
+mod space;
+mod stack;
 pub mod stats;
 mod verify;
 pub mod world;
+
+/// Wiring for usurp's other crates and for this crate's tests: **not part of
+/// the API** (no stability promise; `usurp` does not re-export it). The heap
+/// layout constants that tests check against, the OS thread's stack bounds
+/// the scheduler's World reports, and test-only switches.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::barrier::{
+        barrier_code_range, set_barrier_range_registration_for_tests, set_barrier_shading_for_tests,
+    };
+    pub use crate::block::BLOCK_SIZE;
+    pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
+    pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
+    pub use crate::stack::os_thread_stack_bounds;
+}
 
 pub use barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};
 pub use config::{ConfigError, HeapConfig};

@@ -161,6 +161,44 @@ impl GcRef {
         // SAFETY: the caller guarantees a live object.
         self.len_of(unsafe { self.descriptor_unchecked() })
     }
+    /// The payload word index of word `k` of element `j` of an array object:
+    /// `1 + j * elem_words + k` (payload word 0 holds the length, elements
+    /// follow in order, each `Descriptor::elem_words` words). Pass it to
+    /// [`word`](GcRef::word), [`ptr`](GcRef::ptr), [`value`](GcRef::value)
+    /// or their setters instead of writing the arithmetic (forgetting the
+    /// `1 +` would address the length word, which the setters refuse).
+    ///
+    /// ```
+    /// use usurp_gc::{alloc_array, Descriptor, Heap, HeapConfig};
+    /// let heap = Heap::new(HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() }).unwrap();
+    /// let _attached = heap.attach_thread().unwrap();
+    /// // Pairs (key: pointer, count: raw word): an array of 2-word elements.
+    /// let pairs = Descriptor::array_builder(2).pointer_at(0).name("pairs").build().unwrap();
+    /// let (arr, key) = (alloc_array(pairs, 3), alloc_array(pairs, 0));
+    /// let j = 2;
+    /// arr.set_ptr(arr.elem(j, 0), Some(key));
+    /// arr.set_word(arr.elem(j, 1), 42);
+    /// assert_eq!(arr.word(1 + j * 2 + 1), 42);
+    /// ```
+    ///
+    /// # Panics
+    /// If the object is not an array, if `j >= len()` or
+    /// `k >= elem_words`, or if the handle is stale or foreign.
+    #[inline]
+    pub fn elem(self, j: usize, k: usize) -> usize {
+        let d = self.live_descriptor();
+        if !d.is_array() {
+            panic!("GcRef::elem({j}, {k}) on `{}`, which is not an array", d.name());
+        }
+        let (len, ew) = (self.len_of(d), d.elem_words());
+        if j >= len || k >= ew {
+            panic!(
+                "GcRef::elem({j}, {k}) out of bounds: array `{}` has {len} elements of {ew} words",
+                d.name()
+            );
+        }
+        1 + j * ew + k
+    }
     /// Whether an array object has no elements (true for fixed objects).
     pub fn is_empty(self) -> bool {
         self.len() == 0

@@ -94,6 +94,7 @@ impl Space {
     /// (a stack's top, which its thread stores on the stack) would otherwise
     /// equal the heap's first address or one past its last object, and keep
     /// those objects alive forever.
+    #[cfg(test)]
     pub fn new(max_heap: usize) -> std::io::Result<Space> {
         Space::with_encoding(max_heap, crate::encoding::ValueEncoding::untagged())
     }
@@ -192,6 +193,7 @@ impl Space {
     }
 
     /// Blocks currently free (below the high-water mark).
+    #[cfg(test)]
     pub fn free_blocks(&self) -> usize {
         self.pool.lock().unwrap().nfree
     }

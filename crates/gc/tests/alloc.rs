@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use usurp_gc::sizeclass::{CLASS_SIZES, MAX_SMALL};
+use usurp_gc::internals::{CLASS_SIZES, MAX_SMALL};
 use usurp_gc::{alloc, alloc_array, try_alloc, AllocError, Descriptor, Heap};
 
 #[test]
@@ -223,7 +223,7 @@ fn the_unused_tail_of_a_block_holds_no_object() {
     let _g = h.attach_thread().unwrap();
     let d = Descriptor::builder(2).build().unwrap(); // 24 bytes: 2730 per block, 16 bytes of tail
     let first = alloc(d);
-    let block = first.addr() & !(usurp_gc::block::BLOCK_SIZE - 1);
+    let block = first.addr() & !(usurp_gc::internals::BLOCK_SIZE - 1);
     assert_eq!(first.addr(), block, "a fresh block starts with slot 0");
     let mut last = first;
     for _ in 1..2730 {
@@ -232,7 +232,7 @@ fn the_unused_tail_of_a_block_holds_no_object() {
     assert_eq!(last.addr(), block + 2729 * 24);
     let tail = block + 2730 * 24;
     assert_eq!(h.find_object(last.addr() + 23), Some(last));
-    for a in tail..block + usurp_gc::block::BLOCK_SIZE {
+    for a in tail..block + usurp_gc::internals::BLOCK_SIZE {
         // One past the end of the last object is its end pointer (the
         // marker's rule); inside the tail nothing is found.
         assert_eq!(h.find_object(a), None, "{:#x} in the tail", a - block);

@@ -34,12 +34,12 @@ fn survivors() -> usize {
 
 #[test]
 fn objects_allocated_during_a_mark_survive_it_and_do_not_without_black_allocation() {
-    usurp_gc::barrier::set_barrier_shading_for_tests(false);
+    usurp_gc::internals::set_barrier_shading_for_tests(false);
     let kept = survivors();
     usurp_gc::set_black_allocation_for_tests(false);
     let n = survivors();
     usurp_gc::set_black_allocation_for_tests(true);
-    usurp_gc::barrier::set_barrier_shading_for_tests(true);
+    usurp_gc::internals::set_barrier_shading_for_tests(true);
     assert_eq!(kept, 2, "an object allocated during the mark was freed");
     assert_eq!(n, 0, "without black allocation the objects allocated during the mark should be dead");
 }

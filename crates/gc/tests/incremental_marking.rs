@@ -155,9 +155,9 @@ fn stepped_marking_with_mutations_between_steps_loses_nothing_and_does_without_t
     // Negative control: the same runs with the barrier's shading off lose
     // reachable objects (a black object gained the only reference to a
     // white one, whose old path was cut before the marker reached it).
-    usurp_gc::barrier::set_barrier_shading_for_tests(false);
+    usurp_gc::internals::set_barrier_shading_for_tests(false);
     let lost: usize = [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_1234_5678, 42].iter().map(|&s| run(s, 40)).sum();
-    usurp_gc::barrier::set_barrier_shading_for_tests(true);
+    usurp_gc::internals::set_barrier_shading_for_tests(true);
     assert!(lost > 0, "the control (barrier shading off) lost nothing: the test cannot see a missing barrier");
 }
 
@@ -322,9 +322,9 @@ fn stepped_marking_with_value_slot_mutations_loses_nothing_and_does_without_the_
     // Negative control: the value barrier's shading off (the same switch
     // as the pointer barrier's) loses a reachable object under each
     // encoding.
-    usurp_gc::barrier::set_barrier_shading_for_tests(false);
+    usurp_gc::internals::set_barrier_shading_for_tests(false);
     let lost: Vec<usize> = encodings.iter().map(|&e| seeds.iter().map(|&s| run_values(e, s, 40)).sum()).collect();
-    usurp_gc::barrier::set_barrier_shading_for_tests(true);
+    usurp_gc::internals::set_barrier_shading_for_tests(true);
     for (enc, lost) in encodings.iter().zip(lost) {
         assert!(lost > 0, "{enc:?}: the control (value barrier shading off) lost nothing: the test cannot see it");
     }
@@ -396,13 +396,13 @@ fn a_tagged_pointer_moved_into_a_black_object_survives_and_does_without_the_valu
             let (rh, rb) = (h.add_root(Some(holder)), h.add_root(None));
             let w = w.addr();
             h.debug_begin_marking();
-            usurp_gc::barrier::set_barrier_shading_for_tests(shading);
+            usurp_gc::internals::set_barrier_shading_for_tests(shading);
             let b = vnode(2, imm(&enc, 0), imm(&enc, 0));
             assert!(h.debug_is_marked(b.addr()), "{enc:?}: allocated black");
             rb.set(Some(b));
             b.set_value(0, holder.value(0));
             holder.set_value(0, imm(&enc, 1));
-            usurp_gc::barrier::set_barrier_shading_for_tests(true);
+            usurp_gc::internals::set_barrier_shading_for_tests(true);
             h.debug_finish_marking();
             assert_eq!(enc.decode(b.value(0)), Some(w));
             if shading {

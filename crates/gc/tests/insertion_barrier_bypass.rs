@@ -14,7 +14,7 @@
 mod common;
 use common::*;
 use std::sync::Mutex;
-use usurp_gc::barrier::set_barrier_shading_for_tests;
+use usurp_gc::internals::set_barrier_shading_for_tests;
 use usurp_gc::{Descriptor, GcType, HeapConfig, Root, RootedVec, ValueEncoding};
 
 /// A hand-written `GcType` whose one field is a value slot (issue 14): a

@@ -11,7 +11,7 @@ use usurp_gc::HeapConfig;
 
 #[test]
 fn without_the_rule_a_stray_word_revives_a_dead_unswept_object() {
-    usurp_gc::space::LOOKUP_IGNORES_SWEEP_STATE.store(true, Ordering::SeqCst);
+    usurp_gc::internals::LOOKUP_IGNORES_SWEEP_STATE.store(true, Ordering::SeqCst);
     let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
     h.set_background_sweeping(false);
     let _g = h.attach_thread().unwrap();
@@ -19,5 +19,5 @@ fn without_the_rule_a_stray_word_revives_a_dead_unswept_object() {
     let revived = h.find_object(p).expect("without the rule, the dead parent is found");
     // Its field leads to the object that took its dead child's slot.
     assert_eq!(revived.ptr(0).map(|r| r.addr()), Some(reused.addr()));
-    usurp_gc::space::LOOKUP_IGNORES_SWEEP_STATE.store(false, Ordering::SeqCst);
+    usurp_gc::internals::LOOKUP_IGNORES_SWEEP_STATE.store(false, Ordering::SeqCst);
 }

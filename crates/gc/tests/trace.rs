@@ -308,7 +308,7 @@ fn pointer_free_objects_live_apart_and_are_never_scanned() {
     let _g = h.attach_thread().unwrap();
     // Same size, with a pointer: another block.
     let scanned = alloc(Descriptor::builder(3).pointer_at(0).build().unwrap());
-    let block = |a: usize| a & !(usurp_gc::block::BLOCK_SIZE - 1);
+    let block = |a: usize| a & !(usurp_gc::internals::BLOCK_SIZE - 1);
     assert_ne!(block(scanned.addr()), block(s_addr));
     black_box(scanned);
     assert_eq!(h.stats().verify_failures, 0);

@@ -197,7 +197,9 @@ mod imp {
     ) -> (Duration, Duration, usurp_preempt::PreemptStats) {
         std::thread::spawn(move || {
             let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-            usurp_preempt::set_park_hook(park);
+            // SAFETY: `park` switches to this thread's scheduler context and
+            // returns when the same thread resumes the task.
+            unsafe { usurp_preempt::set_park_hook(park) };
             usurp_preempt::register_worker(slot, quantum.unwrap_or(Duration::from_millis(10))).unwrap();
             let mut stack = vec![0u8; 256 * 1024];
             let lo = stack.as_mut_ptr() as usize;

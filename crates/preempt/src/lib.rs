@@ -162,31 +162,47 @@ mod stats;
 /// reach the ISA through it. Internal wiring, not an embedder's API.
 #[doc(hidden)]
 pub use archif::arch;
-#[doc(hidden)]
-pub use archif::fake_shadow_stack_for_tests;
+// The API for code that runs in tasks and for JIT compilers: safe points,
+// code registration, the signal's identity, counters.
 pub use archif::SpillFrame;
 pub use error::Error;
-pub use guard::{checkpoint, checkpoint_requested, no_preempt, set_yield_hook, NoPreempt};
+pub use guard::{checkpoint, no_preempt, NoPreempt};
 pub use registry::{
     pc_status, preemptible_code, register_code, register_unsafe_range, CodeHandle, PcStatus, RangeHandle, MAX_CODE_REGIONS,
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,
 };
-#[doc(hidden)]
 pub use signal::{
-    cached_pid, disable_refusal_backoff_for_tests, mark_request_pending, request_siginfo,
-    set_preempt_window_for_tests, simulate_larger_spill_frame_for_tests,
-};
-#[doc(hidden)]
-pub use signal::old_refusal_retry_for_tests;
-pub use signal::{
-    async_preempt_off, chained_signals, init, min_task_stack, preempt_stack_needed, request_preempt, set_park_hook,
-    set_signal, signal, TASK_FRAMES_HEADROOM,
-};
-pub use slot::{
-    altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot, MAX_WORKERS,
-    MIN_QUANTUM,
+    async_preempt_off, chained_signals, min_task_stack, preempt_stack_needed, set_signal, signal, TASK_FRAMES_HEADROOM,
 };
 pub use stats::{PreemptStats, Refusal};
+
+/// The interface a scheduler drives (worker slots, the park and yield hooks,
+/// targeted requests) and test-only switches: **not part of the API** (no
+/// stability promise; `usurp` does not re-export it). `usurp-sched` is its
+/// user; see the crate documentation for the contract.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::archif::fake_shadow_stack_for_tests;
+    pub use crate::guard::{checkpoint_requested, set_yield_hook};
+    pub use crate::signal::{
+        cached_pid, disable_refusal_backoff_for_tests, init, mark_request_pending, old_refusal_retry_for_tests,
+        request_preempt, request_siginfo, set_park_hook, set_preempt_window_for_tests,
+        simulate_larger_spill_frame_for_tests,
+    };
+    pub use crate::slot::{
+        altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot,
+        MAX_WORKERS as MAX_WORKER_SLOTS, MIN_QUANTUM as MIN_SLOT_QUANTUM,
+    };
+}
+// The same wiring at the crate root, hidden, for this crate's own tests and
+// benchmarks (being reorganised in parallel; new code uses `internals`).
+#[doc(hidden)]
+pub use internals::{
+    altstack_size, cached_pid, checkpoint_requested, current_worker, disable_refusal_backoff_for_tests, fake_shadow_stack_for_tests, init,
+    mark_request_pending, old_refusal_retry_for_tests, register_worker, request_preempt, request_siginfo,
+    set_park_hook, set_preempt_window_for_tests, set_yield_hook, simulate_larger_spill_frame_for_tests,
+    unregister_worker, TaskPreemptState, WorkerSlot,
+};
 
 /// Counters summed over every worker slot ever registered.
 pub fn stats() -> PreemptStats {

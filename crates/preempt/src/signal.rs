@@ -200,8 +200,29 @@ fn do_init() -> Result<(), Error> {
 /// when the task is resumed — on the same OS thread. Returning immediately is
 /// allowed (the task just continues).
 ///
+/// # Safety
+/// The spill routine's assembly depends on the hook: it runs on the
+/// interrupted task's stack, below the spill frame, with every register of
+/// the task saved only in that frame. The hook must not unwind (the
+/// `extern "C"` frame above it aborts the process), must leave the
+/// [`SpillFrame`] and everything above the stack pointer it was called with
+/// untouched, and must return (if it parks the task) only once the task is
+/// resumed: the spill routine then restores the registers and returns to the
+/// interrupted instruction on whichever thread it finds itself. If that is
+/// not the thread the task was interrupted on, the hook must first call
+/// [`SpillFrame::rebind_to_current_thread`](crate::SpillFrame::rebind_to_current_thread), and the interrupted code must
+/// hold no address of the old thread's thread-locals (the scheduler decides
+/// that from the interrupted PC).
+///
+/// Installing a hook outside `unsafe` does not compile:
+///
+/// ```compile_fail,E0133
+/// unsafe fn park(_frame: *mut usurp_preempt::SpillFrame) {}
+/// usurp_preempt::internals::set_park_hook(park);
+/// ```
+///
 /// [`SpillFrame`]: crate::SpillFrame
-pub fn set_park_hook(hook: unsafe fn(*mut archif::SpillFrame)) {
+pub unsafe fn set_park_hook(hook: unsafe fn(*mut archif::SpillFrame)) {
     PARK_HOOK.store(hook as *mut (), Ordering::Release);
 }
 
@@ -710,6 +731,7 @@ unsafe fn chain(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     // SAFETY: sigset operations on local values; uc is the handler's
     // ucontext (null-checked), whose uc_sigmask is the interrupted mask.
     let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: as above (sigset operations on locals and the null-checked uc).
     let restore = unsafe {
         let mut m: libc::sigset_t = if uc.is_null() {
             let mut cur: libc::sigset_t = core::mem::zeroed();

@@ -20,7 +20,9 @@ use std::time::Duration;
 use crate::error::{last_errno, Error};
 use crate::stats::{Counters, PreemptStats};
 
-/// The smallest supported quantum.
+/// The smallest quantum a [`WorkerSlot`] accepts (exported as
+/// `internals::MIN_SLOT_QUANTUM`); the scheduler's own floor,
+/// `usurp::MIN_QUANTUM`, is higher.
 pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
 
 /// Headroom above the kernel's minimum signal stack size (the handler's own

@@ -74,7 +74,9 @@ fn a_preemptible_loop_is_preempted_and_resumes_correctly() {
     EXPECTED.store(mix(20_000, 7), Ordering::Relaxed);
     let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
     let worker = std::thread::spawn(move || {
-        set_park_hook(park);
+        // SAFETY: `park` switches to this thread's scheduler context and
+        // returns when the same thread resumes the task.
+        unsafe { set_park_hook(park) };
         register_worker(slot, Duration::from_micros(200)).unwrap();
         let mut stack = vec![0u8; 256 * 1024];
         let lo = stack.as_mut_ptr() as usize;

@@ -311,6 +311,7 @@ impl Jit {
 
 // SAFETY: the mapping is immutable after construction.
 unsafe impl Send for Jit {}
+// SAFETY: as for Send: shared access only reads the immutable mapping.
 unsafe impl Sync for Jit {}
 
 #[test]

@@ -37,7 +37,7 @@
 //!    and never in a signal handler.
 //!
 //! **Signal-requested dumps** (`USURP_DEBUG=dumpsignal=SIGQUIT`, or
-//! `Builder::dump_signal`): the handler, installed through
+//! `RuntimeBuilder::dump_signal`): the handler, installed through
 //! `signal-hook-registry`, only sets the signal's bit in a process-wide
 //! atomic and wakes the `usurp-dumper` thread with a futex wake; that thread
 //! takes the dump of each runtime registered for the signal and writes it

@@ -1,5 +1,5 @@
 //! Task dumps on a signal (issue 15): `USURP_DEBUG=dumpsignal=SIGQUIT`, or
-//! `Builder::dump_signal`, prints a dump of the runtime to stderr when the
+//! `RuntimeBuilder::dump_signal`, prints a dump of the runtime to stderr when the
 //! process receives that signal, without stopping the process (as Go prints
 //! every goroutine on SIGQUIT, except that Go then exits).
 //!

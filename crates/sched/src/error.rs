@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-/// Smallest task stack accepted by [`crate::Builder::stack_size`] (16 KiB).
+/// Smallest task stack accepted by [`crate::RuntimeBuilder::stack_size`] (16 KiB).
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
-/// Largest task stack accepted by [`crate::Builder::stack_size`] (1 GiB).
+/// Largest task stack accepted by [`crate::RuntimeBuilder::stack_size`] (1 GiB).
 pub const MAX_STACK_SIZE: usize = 1 << 30;
-/// Largest worker count accepted by [`crate::Builder::workers`].
+/// Largest worker count accepted by [`crate::RuntimeBuilder::workers`].
 pub const MAX_WORKERS: usize = 1024;
-/// Largest value accepted by [`crate::Builder::max_blocking_threads`].
+/// Largest value accepted by [`crate::RuntimeBuilder::max_blocking_threads`].
 pub const MAX_BLOCKING_THREADS: usize = 4096;
 
 /// Errors from building a runtime or spawning a task.

@@ -151,7 +151,7 @@ unsafe impl World for RuntimeWorld {
     fn current_stack_bounds(&self) -> (usize, usize) {
         let t = crate::worker::current_task();
         if t.is_null() {
-            return usurp_gc::stack::os_thread_stack_bounds();
+            return usurp_gc::internals::os_thread_stack_bounds();
         }
         // SAFETY: the current task is valid while it runs.
         unsafe { ((*t).stack.lo(), (*t).stack.hi()) }

@@ -42,7 +42,7 @@
 //! frame-pointer chain (from its saved context's frame record, or from the
 //! spill frame of an async preemption: interrupted PC first), restart the
 //! world, then symbolize. A dump signal (`USURP_DEBUG=dumpsignal=SIGQUIT`,
-//! `Builder::dump_signal`) only flags the request; the `usurp-dumper`
+//! `RuntimeBuilder::dump_signal`) only flags the request; the `usurp-dumper`
 //! thread takes the dump. CPU time: one cycle-counter read per switch
 //! (`Worker::charge`), converted to time only when read.
 //!
@@ -204,9 +204,11 @@ use usurp_preempt::arch;
 mod dump;
 mod dumpsig;
 mod error;
+mod fpcheck;
 mod gc_world;
 mod guard;
 mod heap_roots;
+#[doc(hidden)]
 pub mod hooks;
 mod preempt_glue;
 mod stw;
@@ -230,7 +232,11 @@ pub use error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_ST
 pub use join::{spawn, try_spawn, JoinHandle, TaskStats};
 pub use local::{AccessError, LocalKey};
 pub use preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
-pub use runtime::{Builder, Runtime, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
+/// The runtime's builder under its old name; the task builder is
+/// [`task::Builder`].
+#[deprecated(note = "renamed RuntimeBuilder (the task builder is task::Builder)")]
+pub type Builder = RuntimeBuilder;
 pub use stw::StwStats;
 pub use sync::{channel, sync_channel, Condvar, Mutex, MutexGuard, Receiver, Sender, SyncSender};
 pub use sys::TIMER_SLACK_NS;

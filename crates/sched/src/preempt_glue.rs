@@ -137,8 +137,14 @@ pub(crate) fn init_hooks() {
     HOOKS.call_once(|| {
         let v = if section_touches_tls() { 2 } else { 1 };
         SECTION_TLS.store(v, std::sync::atomic::Ordering::Relaxed);
-        usurp_preempt::set_park_hook(park_hook);
+        // SAFETY: `park_hook` (below) leaves the spill frame alone, parks
+        // the task and returns only once a worker resumes it; the task
+        // migrates only if `must_pin` found no thread-local access at its
+        // PC, and then the hook rebinds the frame to the new thread. It
+        // panics on no path (runtime code).
+        unsafe { usurp_preempt::set_park_hook(park_hook) };
         usurp_preempt::set_yield_hook(yield_hook);
+        crate::fpcheck::warn_without_frame_pointers();
     });
 }
 

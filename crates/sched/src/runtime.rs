@@ -27,7 +27,7 @@ const POOL_MAX: usize = 256;
 
 /// Configures and builds a [`Runtime`]. Obtain one with [`Runtime::builder`].
 #[derive(Debug, Clone)]
-pub struct Builder {
+pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
     max_blocking_threads: usize,
@@ -41,11 +41,11 @@ pub struct Builder {
     dump_signal: Option<libc::c_int>,
 }
 
-impl Builder {
+impl RuntimeBuilder {
     /// A builder with the defaults: one worker per available CPU, 256 KiB
     /// stacks, up to 64 spare threads for `blocking`.
-    pub fn new() -> Builder {
-        Builder {
+    pub fn new() -> RuntimeBuilder {
+        RuntimeBuilder {
             workers: None,
             stack_size: DEFAULT_STACK_SIZE,
             max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
@@ -68,7 +68,7 @@ impl Builder {
     /// ([`Error::InvalidDumpSignal`]): SIGKILL, SIGSTOP, the fault signals
     /// and the preemption signal. A handler installed before for `sig` is
     /// still called (chained).
-    pub fn dump_signal(mut self, sig: libc::c_int) -> Builder {
+    pub fn dump_signal(mut self, sig: libc::c_int) -> RuntimeBuilder {
         self.dump_signal = Some(sig);
         self
     }
@@ -77,7 +77,7 @@ impl Builder {
     /// switch is preempted (asynchronously if its PC is in preemptible code,
     /// else at its next `checkpoint()`). Default 10 ms; allowed
     /// [`crate::MIN_QUANTUM`] (100 µs) to [`crate::MAX_QUANTUM`] (10 s).
-    pub fn quantum(mut self, d: Duration) -> Builder {
+    pub fn quantum(mut self, d: Duration) -> RuntimeBuilder {
         self.quantum = d;
         self
     }
@@ -86,7 +86,7 @@ impl Builder {
     /// only be chosen before the first runtime (or preemption user) starts;
     /// a different choice afterwards makes `build` fail with
     /// [`Error::Preempt`].
-    pub fn preempt_signal(mut self, sig: libc::c_int) -> Builder {
+    pub fn preempt_signal(mut self, sig: libc::c_int) -> RuntimeBuilder {
         self.preempt_signal = Some(sig);
         self
     }
@@ -96,35 +96,35 @@ impl Builder {
     /// runtime's threads get no signals at all: scheduling and
     /// stop-the-world are cooperative (yields, blocking calls, and
     /// nothing else: `checkpoint()` does nothing then).
-    pub fn async_preemption(mut self, on: bool) -> Builder {
+    pub fn async_preemption(mut self, on: bool) -> RuntimeBuilder {
         self.async_preemption = Some(on);
         self
     }
 
     /// The GC heap configuration (default `HeapConfig::default()`, which
-    /// reads `USURP_GOGC` and `USURP_DEBUG`). [`Builder::heap_limit`] and
-    /// [`Builder::gogc`] override its fields.
-    pub fn heap_config(mut self, c: HeapConfig) -> Builder {
+    /// reads `USURP_GOGC` and `USURP_DEBUG`). [`RuntimeBuilder::heap_limit`] and
+    /// [`RuntimeBuilder::gogc`] override its fields.
+    pub fn heap_config(mut self, c: HeapConfig) -> RuntimeBuilder {
         self.heap_config = Some(c);
         self
     }
 
     /// Hard limit of the GC heap in bytes (see `HeapConfig::max_heap`).
-    pub fn heap_limit(mut self, bytes: usize) -> Builder {
+    pub fn heap_limit(mut self, bytes: usize) -> RuntimeBuilder {
         self.heap_limit = Some(bytes);
         self
     }
 
     /// GC pacing: collect when the heap grew by this percent since the last
     /// mark; `None` collects only at the limit or on request.
-    pub fn gogc(mut self, percent: Option<u32>) -> Builder {
+    pub fn gogc(mut self, percent: Option<u32>) -> RuntimeBuilder {
         self.gogc = Some(percent);
         self
     }
 
     /// Number of workers (OS threads running tasks in parallel), 1 to
     /// [`crate::MAX_WORKERS`]. Default: `std::thread::available_parallelism()`.
-    pub fn workers(mut self, n: usize) -> Builder {
+    pub fn workers(mut self, n: usize) -> RuntimeBuilder {
         self.workers = Some(n);
         self
     }
@@ -137,7 +137,7 @@ impl Builder {
     /// [`usurp_preempt::min_task_stack`] ([`Error::StackTooSmallForPreemption`],
     /// with the number): the room a preemption needs below SP on this CPU
     /// (about 15 KiB with AVX-512, 23 KiB with AMX tiles enabled).
-    pub fn stack_size(mut self, bytes: usize) -> Builder {
+    pub fn stack_size(mut self, bytes: usize) -> RuntimeBuilder {
         self.stack_size = bytes;
         self
     }
@@ -146,13 +146,13 @@ impl Builder {
     /// to keep workers running while tasks block (0 to
     /// [`crate::MAX_BLOCKING_THREADS`]; default 64). When all are busy,
     /// `blocking` runs its closure in place.
-    pub fn max_blocking_threads(mut self, n: usize) -> Builder {
+    pub fn max_blocking_threads(mut self, n: usize) -> RuntimeBuilder {
         self.max_blocking_threads = n;
         self
     }
 
     /// Name prefix of the runtime's threads (default `usurp-worker`).
-    pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
+    pub fn thread_name(mut self, name: impl Into<String>) -> RuntimeBuilder {
         self.thread_name = name.into();
         self
     }
@@ -271,9 +271,9 @@ impl Builder {
     }
 }
 
-impl Default for Builder {
+impl Default for RuntimeBuilder {
     fn default() -> Self {
-        Builder::new()
+        RuntimeBuilder::new()
     }
 }
 
@@ -316,14 +316,14 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// A [`Builder`] with default settings.
-    pub fn builder() -> Builder {
-        Builder::new()
+    /// A [`RuntimeBuilder`] with default settings.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
     }
 
     /// A runtime with default settings.
     pub fn new() -> Result<Runtime, Error> {
-        Builder::new().build()
+        RuntimeBuilder::new().build()
     }
 
     /// Number of workers.

@@ -134,7 +134,9 @@ pub fn spawn_mini_worker(
     on_park: Option<Box<dyn FnMut(&SpillFrame, &Ctx) + Send>>,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        set_park_hook(park);
+        // SAFETY: `park` switches to this thread's scheduler context and
+        // returns when the same thread resumes the task.
+        unsafe { set_park_hook(park) };
         register_worker(slot, cfg.quantum).expect("register_worker");
         let mut stack = vec![0u8; cfg.stack_bytes];
         let lo = stack.as_mut_ptr() as usize;
