@@ -87,7 +87,7 @@ fn scenario(assists: bool) -> Seen {
                 // Garbage: about 0.5 MB per round.
                 std::hint::black_box(list(16_384));
                 if let Some(c) = heap.stats().last {
-                    if c.stops.len() >= 2 && cycles.last().is_none_or(|l| l.cycle < c.cycle) && c.cycle > 0 {
+                    if c.stops.len() >= 2 && cycles.last().map_or(true, |l: &_| l.cycle < c.cycle) && c.cycle > 0 {
                         cycles.push(c);
                     }
                 }
