@@ -871,6 +871,7 @@ fn registers_survive_preemption() {
     drive(
         || {
             (C.injected.load(SeqCst) >= target && C.in_window.load(SeqCst) >= in_check_floor)
+                // SAFETY: `ctl` outlives the task and this closure; the field is atomic.
                 || unsafe { (*cp).fail.load(SeqCst) } != 0
         },
         || {},
