@@ -82,11 +82,13 @@
 //! described while it still runs, once per worker per stop. The description
 //! ends with what the stop's requests met on that worker (issue 9 item 1):
 //! `[requests N, acks N, accepted N, ticks N, refused <reason> N, ...,
-//! run-queue wait after 1 ms X ms, stopper's longest gap X ms]`. The
-//! run-queue wait (from `/proc/self/task/<tid>/schedstat`, read only for
-//! such stops) is how long the worker's thread was ready but not given a
-//! CPU by the OS while the stop waited; the stopper's gap is its own
-//! lateness between two checks. On binary-trees 21 with `preemptible!`
+//! run-queue wait X ms, stopper's longest gap X ms]`. The run-queue wait is
+//! the growth of the worker thread's `run_delay` in
+//! `/proc/self/task/<tid>/schedstat` from the 1 ms mark to the end of the
+//! stop (read only for such stops): time the thread was ready but given no
+//! CPU by the OS. The kernel adds a wait when the thread gets a CPU back,
+//! so a wait that began before the stop counts whole (the figure can exceed
+//! the stop). The stopper's gap is its own lateness between two checks. On binary-trees 21 with `preemptible!`
 //! guest code on a loaded 2-core machine, almost every stop of 1 ms or more
 //! showed a run-queue wait as long as the stop and one or two refused
 //! requests (`NotPreemptibleCode`: allocation fast path), i.e. the time was
@@ -647,10 +649,10 @@ fn describe_worker(sh: &Shared, w: &Worker) -> String {
     }
 }
 
-/// The time (ns) worker `w`'s thread has waited on a run queue (ready but
-/// not running: the OS gave its CPU to another thread), from
-/// `/proc/thread-self/../<tid>/schedstat`; `None` if unreadable. Read only
-/// for stops that already waited [`HOLDUP_REPORT`].
+/// The time (ns) worker `w`'s thread has waited on run queues (ready but
+/// not running: the OS gave the CPU to other threads), as accounted so far
+/// (`run_delay` in `/proc/self/task/<tid>/schedstat`); `None` if
+/// unreadable. Read only for stops that already waited [`HOLDUP_REPORT`].
 fn run_delay(w: &Worker) -> Option<u64> {
     let slot = w.slot.load(Ordering::Acquire);
     // SAFETY: slots are `'static`.
@@ -664,9 +666,10 @@ fn thread_run_delay(tid: i32) -> Option<u64> {
 }
 
 /// What the requests of a long stop met on worker `wi`, the one that held it
-/// up (issue 9 items 1 and 8): `; requests N, acks N, accepted N, refused
-/// <reason> N ..., ticks N, run-queue wait X ms (worker), stopper's longest
-/// gap between checks X ms`. Called by the stopper after its stop completed.
+/// up (issue 9 items 1 and 8): ` [requests N, acks N, accepted N, ticks N,
+/// refused <reason> N, ..., run-queue wait X ms, stopper's longest gap X
+/// ms]` (see the module docs). Called by the stopper after its stop
+/// completed, without the stw lock.
 fn holdup_detail(
     sh: &Shared,
     wi: usize,
@@ -695,7 +698,7 @@ fn holdup_detail(
             }
         }
         if let (Some(r0), Some(r1)) = (rd0, run_delay(w)) {
-            let _ = write!(out, ", run-queue wait after 1 ms {:.3} ms", r1.saturating_sub(r0) as f64 / 1e6);
+            let _ = write!(out, ", run-queue wait {:.3} ms", r1.saturating_sub(r0) as f64 / 1e6);
         }
         let _ = write!(out, ", stopper's longest gap {:.3} ms]", max_gap.as_secs_f64() * 1e3);
     }
