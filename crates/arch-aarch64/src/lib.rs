@@ -64,7 +64,7 @@
 //! spill_stack_needed() -> usize   (16 + 4688 + SPILL_HOOK_STACK)
 //! SPILL_HOOK_STACK = 8 KiB; RED_ZONE = 0; GPR_NAMES: [&str; 31]
 //! + SPILL_FRAME_SIZE = 4688; + SPILL_MAGIC; + MAX_SVE_RECORD = 3552
-//! set_spill_hook(unsafe extern "C" fn(*mut SpillFrame))
+//! unsafe set_spill_hook(unsafe extern "C" fn(*mut SpillFrame))
 //! sigctx::{pc, sp, fp, set_pc, inject_spill}(uc)
 //!   + sigctx::{lr, reg}(uc[, n]); + inject_spill_to(uc, entry) (portable, tests)
 //!   + sigctx::vector_state(uc) -> VectorState { sve_live, sve_record, sve_size,

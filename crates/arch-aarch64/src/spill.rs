@@ -87,7 +87,20 @@ static SPILL_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// the task is resumed, on the same OS thread; the routine then restores
 /// every register exactly and resumes at the interrupted PC. Set once at
 /// startup (a later call replaces the hook for future preemptions).
-pub fn set_spill_hook(hook: unsafe extern "C" fn(frame: *mut SpillFrame)) {
+///
+/// # Safety
+/// The spill routine's assembly calls `hook` on the interrupted task's own
+/// stack, right below the [`SpillFrame`], with the interrupted code's
+/// registers saved only in that frame, and after it returns resumes the
+/// task with `rt_sigreturn` on the frame. So `hook` must not unwind, must
+/// leave the frame and the stack above it untouched (other than through
+/// `SpillFrame`'s methods), must use at most `SPILL_HOOK_STACK` bytes of
+/// stack (what `spill_stack_needed` reserves), and if it returns on another
+/// thread than the one the task was interrupted on it must first call
+/// [`SpillFrame::rebind_to_current_thread`] (the frame carries the old
+/// thread's alternate signal stack), the interrupted code holding nothing
+/// tied to the old thread.
+pub unsafe fn set_spill_hook(hook: unsafe extern "C" fn(frame: *mut SpillFrame)) {
     SPILL_HOOK.store(hook as usize, Ordering::Release);
 }
 

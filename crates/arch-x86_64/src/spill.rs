@@ -89,7 +89,19 @@ pub fn spill_stack_needed() -> usize {
 /// Installs the function the spill routine calls after saving everything.
 /// Call once at startup, before any preemption is injected; later calls
 /// replace the hook for subsequent spills.
-pub fn set_spill_hook(hook: unsafe extern "C" fn(frame: *mut SpillFrame)) {
+///
+/// # Safety
+/// The spill routine's assembly calls `hook` on the interrupted task's own
+/// stack, right below the [`SpillFrame`], with the interrupted code's
+/// registers saved only in that frame, and after it returns restores them
+/// from the frame and jumps to the interrupted PC. So `hook` must not
+/// unwind, must leave the frame and the stack above it untouched (other
+/// than through `SpillFrame`'s methods), must use at most
+/// [`SPILL_HOOK_STACK`] bytes of stack (what [`spill_stack_needed`]
+/// reserves), and may switch away and return later (on any thread: nothing
+/// in the x86-64 frame belongs to a thread) only if the interrupted code
+/// holds nothing tied to the thread it was interrupted on.
+pub unsafe fn set_spill_hook(hook: unsafe extern "C" fn(frame: *mut SpillFrame)) {
     init();
     USURP_X86_64_SPILL_HOOK.store(hook as *mut (), Ordering::Release);
 }

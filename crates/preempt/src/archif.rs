@@ -27,8 +27,11 @@ compile_error!("usurp runs on x86-64 and aarch64 Linux only (no arch crate for t
 pub use arch::SpillFrame;
 pub use arch::{Verdict, MAX_INSN_LEN, MAX_LOOKBEHIND};
 
-pub fn set_spill_hook(h: unsafe extern "C" fn(*mut SpillFrame)) {
-    arch::set_spill_hook(h)
+/// # Safety
+/// As for the arch crate's `set_spill_hook`.
+pub unsafe fn set_spill_hook(h: unsafe extern "C" fn(*mut SpillFrame)) {
+    // SAFETY: forwarded contract.
+    unsafe { arch::set_spill_hook(h) }
 }
 pub fn spill_stack_needed() -> usize {
     arch::spill_stack_needed()

@@ -170,7 +170,11 @@ fn do_init() -> Result<(), Error> {
     // SAFETY: as above.
     UID.store(unsafe { libc::getuid() }, Ordering::Relaxed);
     STACK_NEEDED.store(archif::spill_stack_needed(), Ordering::Relaxed);
-    archif::set_spill_hook(spill_hook);
+    // SAFETY: `spill_hook` only calls the park hook, whose contract
+    // (`set_park_hook`'s # Safety) is the arch hook's: it keeps the frame,
+    // parks and returns once resumed, rebinding the frame on a new thread;
+    // it cannot unwind (`extern "C"`).
+    unsafe { archif::set_spill_hook(spill_hook) };
     let sig = signal();
     // SAFETY: building a sigaction from zeroed plain data, then filling it.
     unsafe {
