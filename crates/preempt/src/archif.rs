@@ -118,7 +118,7 @@ pub mod conformance {
     pub const SPILLED_FRAME_RECORD: usize = arch::SPILLED_FRAME_RECORD;
 
     // ---- the spill routine and its frame (modules `frame`, `spill`) ----
-    pub const SET_SPILL_HOOK: fn(unsafe extern "C" fn(*mut Frame)) = arch::set_spill_hook;
+    pub const SET_SPILL_HOOK: unsafe fn(unsafe extern "C" fn(*mut Frame)) = arch::set_spill_hook;
     /// Bytes below the interrupted SP the injection, the spill and the park
     /// path need (a plain `fn` in both crates: x86-64 knows its XSAVE size
     /// only at run time).
