@@ -78,7 +78,11 @@
 //! ring, overflow batches, batches taken from the global queue) calls
 //! `notify`, which wakes one idle worker unless one is already searching
 //! (Go's `wakep`; SeqCst on both sides, and the idle worker re-checks every
-//! queue and `runnext` after registering, so no lost wakeups). A runnable
+//! queue and `runnext` after registering, so no lost wakeups). A searching
+//! worker that finds a task wakes an idle worker in turn (Go's
+//! `resetspinning`): wakers woke nobody while it searched, and more tasks
+//! may wait than it took (with three or more workers, a second task woken
+//! meanwhile would otherwise wait on a busy worker). A runnable
 //! task therefore never waits while a worker sleeps. An idle runtime uses no
 //! CPU.
 //!

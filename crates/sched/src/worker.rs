@@ -67,6 +67,14 @@ pub(crate) const BOOST_FIRST_VERSION: u8 = 3;
 /// that is running a task before stealing it (Go waits 3 µs: a switch takes
 /// well under a microsecond, so the owner would have taken it by then).
 const RUNNEXT_GRACE_NS: u64 = 5_000;
+/// Test-only switch (negative control of the spinner's wake-up, issue 11
+/// review), set through `hooks::set_spinner_wakep_for_tests`: `true`
+/// (normal): a spinning worker that finds work wakes an idle worker
+/// (`Worker::find_runnable`); `false`: it does so only when the global
+/// queue or its own ring holds more tasks, as before, so with three or more
+/// workers a second task made runnable while it searched can wait on a busy
+/// worker while another worker sleeps.
+pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
 /// Rounds of searching before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Tasks kept in a worker's free cache.
@@ -785,9 +793,19 @@ impl Worker {
             if !t.is_null() {
                 if spinning {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
-                    // We may have been the only searcher: make sure remaining
-                    // work gets someone.
-                    if sh.global_len.load(Ordering::Relaxed) > 0 || self.queue.len() > 0 {
+                    if SPINNER_WAKEP.load(Ordering::Relaxed) {
+                        // We may have been the only searcher, and wakers
+                        // woke nobody while we searched (`notify` leaves
+                        // the work to a spinner): more of it may wait (the
+                        // rest of a woken FIFO, a `runnext`, a ring, the
+                        // global queue). Wake an idle worker to look, as
+                        // Go's resetspinning calls wakep when a spinner
+                        // finds work (`notify` does nothing if another
+                        // worker still searches or none idles).
+                        sh.notify();
+                    } else if sh.global_len.load(Ordering::Relaxed) > 0 || self.queue.len() > 0 {
+                        // Test-only: the first version, which looked only
+                        // at the global queue and its own ring.
                         sh.notify();
                     }
                 }
