@@ -330,6 +330,13 @@ impl Worker {
     /// pinned to.
     #[inline]
     fn claim(&self, t: *mut Task) -> bool {
+        // The common case inline (one load; no call on the switch path):
+        // unpinned, or pinned here.
+        // SAFETY: we own `t`, just taken out of a queue.
+        let p = unsafe { (*t).pinned_worker.get() };
+        if p == NO_PIN || p == self.index {
+            return true;
+        }
         self.shared().claim_for(self, t)
     }
 
