@@ -157,3 +157,14 @@ pub fn spinning_and_idle_workers_for_tests(rt: &Runtime) -> (usize, usize) {
     let sh = rt.shared();
     (sh.nspinning.load(Ordering::SeqCst), sh.nidle.load(Ordering::SeqCst))
 }
+
+/// Test-only switch (negative control, issue 11: uneven loop splits).
+/// `true` (the default): an async-preempted task that may migrate goes to
+/// the global queue (as Go's `gopreempt_m`), so loops rotate over every
+/// worker. `false`: it goes back to its worker's ring (the behaviour
+/// before), so a worker running one loop alone keeps it while another
+/// rotates several. Process-wide.
+#[doc(hidden)]
+pub fn set_preempted_to_global_for_tests(on: bool) {
+    crate::worker::PREEMPTED_TO_GLOBAL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
