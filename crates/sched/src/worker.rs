@@ -968,7 +968,7 @@ pub(crate) fn finish_switch(arg: usize) {
 /// Where a task that used up its quantum (async preemption) while another
 /// task waits for its worker queues: the global queue, as Go's
 /// `gopreempt_m` (issue 11, uneven loop splits), when it may run on any
-/// worker; else its worker's ring. (When nothing waits, the preemption
+/// worker and another worker has nothing queued; else its worker's ring. (When nothing waits, the preemption
 /// found no successor and the task stays local: pushing it to the global
 /// queue would mark every worker contended, so loops as many as the
 /// workers would tick each other forever; issue 12's quiet loops.)
@@ -989,7 +989,21 @@ pub(crate) fn finish_switch(arg: usize) {
 fn preempted_goes_global(w: &Worker, t: *mut Task) -> bool {
     // SAFETY: `t` is the running task, owned by this thread.
     let pinned = unsafe { (*t).pinned_worker.get() } != NO_PIN;
-    !pinned && !w.solo && !w.stopping() && PREEMPTED_TO_GLOBAL.load(Ordering::Relaxed)
+    if pinned || w.solo || w.stopping() || !PREEMPTED_TO_GLOBAL.load(Ordering::Relaxed) {
+        return false;
+    }
+    // Only while another worker has nothing queued (it runs one task at
+    // most): the split is uneven. When every worker has a queue (e.g. 32
+    // loops on 2 workers), the tasks stay local: going through the global
+    // queue there made 1 ms sleepers beside them wake later (p99 10-47 ms
+    // against 2-21 ms kept local, `benches/preempt.rs --fairness`,
+    // alternated runs on a loaded machine).
+    w.shared().workers.iter().any(|v| {
+        v.index != w.index
+            && v.queue.len() == 0
+            && v.runnext.0.load(Ordering::Relaxed).is_null()
+            && v.woken_len.load(Ordering::Relaxed) == 0
+    })
 }
 
 /// Returns a finished task's struct and stack to `w`'s free cache, or to the
