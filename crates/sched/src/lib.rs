@@ -160,10 +160,10 @@
 //! section is decoded once for TLS accesses by the arch crate; JIT code
 //! always pins); the pin clears at the task's next cooperative switch.
 //! Other preempted tasks, e.g. call-free loops, migrate freely: one
-//! preempted while another task waits for its worker goes to the global
-//! queue (Go's `gopreempt_m`), so loops rotate over every worker and an
-//! uneven split (3 loops on one worker, 1 on the other) evens out
-//! (`worker::preempted_goes_global`).
+//! preempted while another task waits for its worker, and while another
+//! worker has nothing queued, goes to the global queue (Go's
+//! `gopreempt_m`), so an uneven split of loops (3 on one worker, 1 on the
+//! other) rotates over every worker (`worker::preempted_goes_global`).
 //! `hooks::park_current_and_reschedule()` (for other spill hooks) always
 //! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
