@@ -160,8 +160,9 @@ pub fn spinning_and_idle_workers_for_tests(rt: &Runtime) -> (usize, usize) {
 
 /// Test-only switch (negative control, issue 11: uneven loop splits).
 /// `true` (the default): an async-preempted task that may migrate goes to
-/// the global queue (as Go's `gopreempt_m`), so loops rotate over every
-/// worker. `false`: it goes back to its worker's ring (the behaviour
+/// the global queue when another task waits for its worker and another
+/// worker has nothing queued (as Go's `gopreempt_m`), so unevenly split
+/// loops rotate over every worker. `false`: it goes back to its worker's ring (the behaviour
 /// before), so a worker running one loop alone keeps it while another
 /// rotates several. Process-wide.
 #[doc(hidden)]

@@ -80,8 +80,9 @@ const RUNNEXT_GRACE_NS: u64 = 5_000;
 pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative control of uneven loop splits, issue 11), set
 /// through `hooks::set_preempted_to_global_for_tests`: `true` (normal): an
-/// async-preempted task that may migrate goes to the global queue
-/// ([`preempted_goes_global`]); `false`: to its worker's ring, as before.
+/// async-preempted task that may migrate goes to the global queue when
+/// [`preempted_goes_global`] says so; `false`: always to its worker's
+/// ring, as before.
 pub(crate) static PREEMPTED_TO_GLOBAL: AtomicBool = AtomicBool::new(true);
 /// Rounds of searching before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
