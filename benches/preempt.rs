@@ -216,6 +216,11 @@ fn main() {
         println!("preemption stats: {:?}", usurp::preempt::stats());
         return;
     }
+    if all.iter().any(|a| a == "--preempted-local") {
+        // Comparison only: preempted tasks back to their worker's ring (the
+        // policy before they went through the global queue, issue 11).
+        usurp_sched::hooks::set_preempted_to_global_for_tests(false);
+    }
     if all.iter().any(|a| a == "--fairness") {
         fairness_latency(200);
         return;

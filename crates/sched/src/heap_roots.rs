@@ -1,5 +1,7 @@
 //! GC values the runtime holds in Rust heap memory: spawn closures not yet
-//! started, join results not yet joined, values buffered in channels.
+//! started, join results not yet joined, values buffered in channels (and
+//! offered by their blocked senders), values held by a `Select` (its
+//! storage registers like a channel: `sync/select.rs`).
 //!
 //! The GC scans task stacks and saved registers; a `GcRef` moved into a box
 //! the runtime owns would be invisible to it. These places are scanned

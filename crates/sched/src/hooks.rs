@@ -138,3 +138,34 @@ pub fn set_boost_first_version_for_tests(on: bool) {
 pub fn set_stopper_ticks_for_tests(on: bool) {
     crate::stw::STOPPER_TICKS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control, issue 11 review: work conservation
+/// with three or more workers). `true` (the default): a spinning worker
+/// that finds work wakes an idle worker (Go's wakep when a spinner finds
+/// work). `false`: it wakes one only when the global queue or its own ring
+/// holds more tasks (the behaviour before). Process-wide.
+#[doc(hidden)]
+pub fn set_spinner_wakep_for_tests(on: bool) {
+    crate::worker::SPINNER_WAKEP.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only: (searching, sleeping) worker counts of `rt`: workers that
+/// found nothing in their last search round and search again (spinning),
+/// and workers asleep in or going to their idle wait. Racy snapshots.
+#[doc(hidden)]
+pub fn spinning_and_idle_workers_for_tests(rt: &Runtime) -> (usize, usize) {
+    let sh = rt.shared();
+    (sh.nspinning.load(Ordering::SeqCst), sh.nidle.load(Ordering::SeqCst))
+}
+
+/// Test-only switch (negative control, issue 11: uneven loop splits).
+/// `true` (the default): an async-preempted task that may migrate goes to
+/// the global queue when another task waits for its worker and another
+/// worker has nothing queued (as Go's `gopreempt_m`), so unevenly split
+/// loops rotate over every worker. `false`: it goes back to its worker's ring (the behaviour
+/// before), so a worker running one loop alone keeps it while another
+/// rotates several. Process-wide.
+#[doc(hidden)]
+pub fn set_preempted_to_global_for_tests(on: bool) {
+    crate::worker::PREEMPTED_TO_GLOBAL.store(on, std::sync::atomic::Ordering::Relaxed);
+}

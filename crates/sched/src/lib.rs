@@ -78,7 +78,11 @@
 //! ring, overflow batches, batches taken from the global queue) calls
 //! `notify`, which wakes one idle worker unless one is already searching
 //! (Go's `wakep`; SeqCst on both sides, and the idle worker re-checks every
-//! queue and `runnext` after registering, so no lost wakeups). A runnable
+//! queue and `runnext` after registering, so no lost wakeups). A searching
+//! worker that finds a task wakes an idle worker in turn (Go's
+//! `resetspinning`): wakers woke nobody while it searched, and more tasks
+//! may wait than it took (with three or more workers, a second task woken
+//! meanwhile would otherwise wait on a busy worker). A runnable
 //! task therefore never waits while a worker sleeps. An idle runtime uses no
 //! CPU.
 //!
@@ -146,8 +150,8 @@
 //!
 //! **Hook points for preemption and GC** (`hooks.rs`): each worker (allocated
 //! once) has `switch_count: AtomicU64`, bumped on every switch, and
-//! `running_task`. An async-preempted task goes back on its worker's local
-//! queue from the spill hook (`preempt_glue::park_hook`), *pinned* to that
+//! `running_task`. An async-preempted task goes back in a run queue from
+//! the spill hook (`preempt_glue::park_hook`), *pinned* to that
 //! worker (`Task::pinned_worker`, honoured by stealing and the global queue
 //! by forwarding to the worker's inbox, and by `blocking`, which will not
 //! hand a worker with pinned tasks to another thread but moves the calling
@@ -155,7 +159,11 @@
 //! thread-local address (`preempt_glue::must_pin`: the `preemptible!`
 //! section is decoded once for TLS accesses by the arch crate; JIT code
 //! always pins); the pin clears at the task's next cooperative switch.
-//! Other preempted tasks, e.g. call-free loops, migrate freely.
+//! Other preempted tasks, e.g. call-free loops, migrate freely: one
+//! preempted while another task waits for its worker, and while another
+//! worker has nothing queued, goes to the global queue (Go's
+//! `gopreempt_m`), so an uneven split of loops (3 on one worker, 1 on the
+//! other) rotates over every worker (`worker::preempted_goes_global`).
 //! `hooks::park_current_and_reschedule()` (for other spill hooks) always
 //! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of

@@ -363,6 +363,15 @@ fn a_stop_held_up_by_a_task_names_it() {
         while !started.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        // The other worker may still be searching (the spinner that took
+        // the hog wakes an idle worker, which searches before it sleeps):
+        // a stop would then wait for it too, and under emulation on a
+        // loaded machine it can be the one named. Wait until it sleeps.
+        let t0 = std::time::Instant::now();
+        while !rt.shared().workers.iter().any(|w| w.idle.load(Ordering::SeqCst)) {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the other worker never went idle");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut named = None;
         for _ in 0..5 {
             let ttsp = rt.stop_the_world();

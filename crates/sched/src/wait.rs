@@ -442,6 +442,21 @@ impl<P> WaitQueue<P> {
         false
     }
 
+    /// Calls `f` with the payload of every queued node (a GC scan of the
+    /// values blocked senders offer: `mpsc::scan_buffer`). Under the
+    /// owner's lock, like every access to queued payloads.
+    pub(crate) fn for_each_payload(&self, mut f: impl FnMut(*const P)) {
+        let mut cur = self.head;
+        while !cur.is_null() {
+            // SAFETY: queued nodes are valid (their waiters are blocked
+            // until dequeued, under the lock the caller holds).
+            unsafe {
+                f((*cur).payload.get());
+                cur = *(*cur).next.get();
+            }
+        }
+    }
+
     pub(crate) fn pop(&mut self) -> Option<*mut WaitNode<P>> {
         if self.head.is_null() {
             return None;

@@ -39,6 +39,9 @@ const A_PREEMPT: usize = 5;
 /// The outgoing task calls `blocking` and moves to the spare thread in
 /// `Worker::adopt_to` (see `blocking_dyn`).
 const A_ADOPT: usize = 6;
+/// Async preemption while another task waits: the outgoing task goes to
+/// the global queue (see [`preempted_goes_global`]).
+const A_PREEMPT_GLOBAL: usize = 7;
 const A_MASK: usize = 7;
 
 /// Every this many schedules a worker goes through its full scheduler loop
@@ -67,6 +70,20 @@ pub(crate) const BOOST_FIRST_VERSION: u8 = 3;
 /// that is running a task before stealing it (Go waits 3 µs: a switch takes
 /// well under a microsecond, so the owner would have taken it by then).
 const RUNNEXT_GRACE_NS: u64 = 5_000;
+/// Test-only switch (negative control of the spinner's wake-up, issue 11
+/// review), set through `hooks::set_spinner_wakep_for_tests`: `true`
+/// (normal): a spinning worker that finds work wakes an idle worker
+/// (`Worker::find_runnable`); `false`: it does so only when the global
+/// queue or its own ring holds more tasks, as before, so with three or more
+/// workers a second task made runnable while it searched can wait on a busy
+/// worker while another worker sleeps.
+pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
+/// Test-only switch (negative control of uneven loop splits, issue 11), set
+/// through `hooks::set_preempted_to_global_for_tests`: `true` (normal): an
+/// async-preempted task that may migrate goes to the global queue when
+/// [`preempted_goes_global`] says so; `false`: always to its worker's
+/// ring, as before.
+pub(crate) static PREEMPTED_TO_GLOBAL: AtomicBool = AtomicBool::new(true);
 /// Rounds of searching before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Tasks kept in a worker's free cache.
@@ -326,6 +343,13 @@ impl Worker {
     /// pinned to.
     #[inline]
     fn claim(&self, t: *mut Task) -> bool {
+        // The common case inline (one load; no call on the switch path):
+        // unpinned, or pinned here.
+        // SAFETY: we own `t`, just taken out of a queue.
+        let p = unsafe { (*t).pinned_worker.get() };
+        if p == NO_PIN || p == self.index {
+            return true;
+        }
         self.shared().claim_for(self, t)
     }
 
@@ -789,9 +813,19 @@ impl Worker {
             if !t.is_null() {
                 if spinning {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
-                    // We may have been the only searcher: make sure remaining
-                    // work gets someone.
-                    if sh.global_len.load(Ordering::Relaxed) > 0 || self.queue.len() > 0 {
+                    if SPINNER_WAKEP.load(Ordering::Relaxed) {
+                        // We may have been the only searcher, and wakers
+                        // woke nobody while we searched (`notify` leaves
+                        // the work to a spinner): more of it may wait (the
+                        // rest of a woken FIFO, a `runnext`, a ring, the
+                        // global queue). Wake an idle worker to look, as
+                        // Go's resetspinning calls wakep when a spinner
+                        // finds work (`notify` does nothing if another
+                        // worker still searches or none idles).
+                        sh.notify();
+                    } else if sh.global_len.load(Ordering::Relaxed) > 0 || self.queue.len() > 0 {
+                        // Test-only: the first version, which looked only
+                        // at the global queue and its own ring.
                         sh.notify();
                     }
                 }
@@ -850,7 +884,7 @@ unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, ac
             let slot = &*slot;
             (*cur).preempt_state.set(slot.switch_out());
             if !next.is_null() {
-                w.raise_contention(slot, action == A_YIELD || action == A_PREEMPT);
+                w.raise_contention(slot, action == A_YIELD || action == A_PREEMPT || action == A_PREEMPT_GLOBAL);
                 slot.switch_in((*next).stack.lo(), (*next).stack.hi(), (*next).preempt_state.get());
             }
         }
@@ -891,9 +925,19 @@ pub(crate) fn finish_switch(arg: usize) {
         let w = &*((arg & !A_MASK) as *const Worker);
         let prev = w.prev.get();
         match action {
-            A_YIELD | A_PREEMPT => {
+            A_YIELD => {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
                 w.push_local(prev);
+            }
+            A_PREEMPT => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                w.push_local(prev);
+            }
+            A_PREEMPT_GLOBAL => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                let sh = w.shared();
+                sh.push_global_one(prev);
+                sh.notify_global();
             }
             A_PARK => {
                 (*prev).state.store(state::PARKED, Ordering::Relaxed);
@@ -924,6 +968,47 @@ pub(crate) fn finish_switch(arg: usize) {
             _ => {}
         }
     }
+}
+
+/// Where a task that used up its quantum (async preemption) while another
+/// task waits for its worker queues: the global queue, as Go's
+/// `gopreempt_m` (issue 11, uneven loop splits), when it may run on any
+/// worker and another worker has nothing queued; else its worker's ring. (When nothing waits, the preemption
+/// found no successor and the task stays local: pushing it to the global
+/// queue would mark every worker contended, so loops as many as the
+/// workers would tick each other forever; issue 12's quiet loops.)
+///
+/// With the ring, loops split unevenly stayed so: with 3 loops on worker A
+/// and 1 on B, B's ring and the global queue stay empty, so B is never
+/// contended (its quantum never ticks) and runs its loop alone, while A
+/// rotates 3; B helps only once its loop ends (it then steals one), and the
+/// tail runs on one core. Through the global queue every preemption makes
+/// the busy workers contended (`notify_global`), and a worker whose ring is
+/// empty takes the next loop from it (`take_global_now`), so all the loops
+/// rotate over all the workers, as in Go. Kept local: a task pinned to this
+/// thread, a runtime with one worker, and a preemption for a stop (the
+/// world restarts where it was).
+///
+/// `t` is the running task being preempted, on the thread driving `w`.
+#[inline]
+fn preempted_goes_global(w: &Worker, t: *mut Task) -> bool {
+    // SAFETY: `t` is the running task, owned by this thread.
+    let pinned = unsafe { (*t).pinned_worker.get() } != NO_PIN;
+    if pinned || w.solo || w.stopping() || !PREEMPTED_TO_GLOBAL.load(Ordering::Relaxed) {
+        return false;
+    }
+    // Only while another worker has nothing queued (it runs one task at
+    // most): the split is uneven. When every worker has a queue (e.g. 32
+    // loops on 2 workers), the tasks stay local: going through the global
+    // queue there made 1 ms sleepers beside them wake later (p99 10-47 ms
+    // against 2-21 ms kept local, `benches/preempt.rs --fairness`,
+    // alternated runs on a loaded machine).
+    w.shared().workers.iter().any(|v| {
+        v.index != w.index
+            && v.queue.len() == 0
+            && v.runnext.0.load(Ordering::Relaxed).is_null()
+            && v.woken_len.load(Ordering::Relaxed) == 0
+    })
 }
 
 /// Returns a finished task's struct and stack to `w`'s free cache, or to the
@@ -1113,11 +1198,11 @@ fn stopper_yielded() -> ! {
     )
 }
 
-/// Puts the current (async-preempted) task back on its worker's local run
-/// queue, pinned to this worker if `pin` (its interrupted code may hold a
-/// thread-local address: `preempt_glue::must_pin`; otherwise it may be
-/// stolen and resume on any thread), and runs something else. See the
-/// preemption hooks in the crate docs.
+/// Puts the current (async-preempted) task back in a run queue, pinned to
+/// this worker if `pin` (its interrupted code may hold a thread-local
+/// address: `preempt_glue::must_pin`; then its worker's ring), else the
+/// global queue (see [`preempted_goes_global`]), and runs something else.
+/// See the preemption hooks in the crate docs.
 pub(crate) fn preempt_current(pin: bool) {
     let Some((m, w, cur)) = current_with_worker() else { return };
     if crate::stw::task_is_stopper(w.shared(), cur) {
@@ -1140,8 +1225,9 @@ pub(crate) fn preempt_current(pin: bool) {
     if next.is_null() {
         next = w.take_global_now();
     }
+    let action = if !next.is_null() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
     // SAFETY: per `switch_to`'s contract.
-    unsafe { switch_to(m, w, cur, next, A_PREEMPT) };
+    unsafe { switch_to(m, w, cur, next, action) };
 }
 
 /// Entry point of every task (called by the arch trampoline on the task's

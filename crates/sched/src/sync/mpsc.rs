@@ -11,11 +11,13 @@
 //!
 //! **GC values in flight.** A value sent but not yet received sits in the
 //! buffer (Rust heap memory) or in a blocked sender's wait node (on the
-//! sender's stack, scanned like any task stack). A channel whose values may
+//! sender's stack, scanned like any task stack, or inside a `Select`). A
+//! channel whose values may
 //! hold a pointer (at least a word in size) registers itself in
 //! `heap_roots::REGISTRY` when created and leaves it when dropped; every GC
-//! pause scans the bytes of its buffered values conservatively, under the
-//! channel's lock, so a `GcRef` (or a struct or tuple holding one) sent to a
+//! pause scans the bytes of its buffered values and of the values its
+//! blocked senders offer conservatively, under the channel's lock, so a
+//! `GcRef` (or a struct or tuple holding one) sent to a
 //! task survives collections until it is received. Memory a value owns (a
 //! `Vec<GcRef>` sent as a whole) is not scanned.
 
@@ -56,6 +58,14 @@ unsafe fn scan_buffer<T>(c: *const (), f: RangeFn<'_>) {
         let lo = s.as_ptr() as usize;
         f(lo, lo + std::mem::size_of_val(s));
     }
+    // Values offered by blocked senders: their nodes are on the senders'
+    // stacks (scanned anyway for tasks, not for plain threads) or inside a
+    // `Select` (Rust heap, issue 11): under this lock, a queued node's
+    // payload is only written by whoever dequeues it, which holds it too.
+    st.send_q.for_each_payload(|p| {
+        let lo = p as usize;
+        f(lo, lo + std::mem::size_of::<Option<T>>());
+    });
 }
 
 /// The value could not be sent: the receiver is gone. Holds the value.

@@ -39,10 +39,27 @@
 //! value is never handed to a select that took another case.
 //!
 //! The nodes and the values of send cases live in the `Select` (Rust heap),
-//! not on the task's stack: see [`Select::send`] about GC values.
+//! not on the task's stack.
+//!
+//! **GC values** (issue 11). A value in a select is a GC root like one on
+//! the task's stack: a select whose cases may hold a pointer (a value of at
+//! least a word) registers its case storage in `heap_roots::REGISTRY`, and
+//! every pause scans, conservatively: the values of send cases not yet
+//! offered, the payloads of its wait nodes once notified (a value handed to
+//! a receive case, or returned by a send case whose receiver went away),
+//! and the outcomes not yet taken with [`Selected::recv`] /
+//! [`Selected::send`]. A send case's value offered in a queued node is
+//! scanned through its channel (`mpsc::scan_buffer` reads blocked senders'
+//! payloads under the channel lock). Every write to the scanned fields by
+//! the select's owner happens under the storage's own lock (`Inner::lock`),
+//! which the scan takes; the other writer of a node's payload (the
+//! counterpart, under the channel lock) is done before the node is
+//! notified, and the scan reads a payload only after that.
 
 use super::mpsc::{Chan, Receiver, RecvError, SendError, Sender, State, SyncSender, TryRecvError, TrySendError};
-use crate::spin::SpinGuard;
+use crate::heap_roots::{self, RangeFn, Slot};
+use crate::spin::{SpinGuard, SpinLock};
+use std::cell::UnsafeCell;
 use crate::wait::{Claim, WaitNode, Waker};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -95,6 +112,65 @@ trait Case<'a> {
     /// The typed outcome slot (`Option<Result<T, RecvError>>` or
     /// `Option<Result<(), SendError<T>>>`).
     fn out(&mut self) -> *mut ();
+    /// GC scan (`scan_cases`, storage lock held): reports the bytes of the
+    /// values this case holds (see the module docs); nothing for values
+    /// smaller than a word.
+    fn gc_ranges(&self, f: RangeFn<'_>);
+}
+
+/// Reports the bytes of `*p` to a GC scan.
+fn report<X>(p: *const X, f: RangeFn<'_>) {
+    let lo = p as usize;
+    f(lo, lo + std::mem::size_of::<X>());
+}
+
+/// A select's cases, boxed so that their address stays put while the
+/// `Select` and then the `Selected` move: a GC root while registered (see
+/// the module docs).
+struct Inner<'a> {
+    /// Registration in `heap_roots::REGISTRY` (made by the first case whose
+    /// values may hold a pointer). First field: unregistered before the
+    /// cases are dropped.
+    roots: Slot,
+    /// Held by the scan (`scan_cases`) and by the owner for every write to
+    /// what the scan reads: the case list, send values, outcomes, and the
+    /// payload of a notified node. Taken before channel locks.
+    lock: SpinLock<()>,
+    /// Written by the owner only (under `lock` for the writes above).
+    cases: UnsafeCell<Vec<Box<dyn Case<'a> + 'a>>>,
+}
+
+impl<'a> Inner<'a> {
+    fn new() -> Box<Inner<'a>> {
+        Box::new(Inner { roots: Slot::new(), lock: SpinLock::new(()), cases: UnsafeCell::new(Vec::new()) })
+    }
+
+    /// The cases (owner only).
+    #[allow(clippy::mut_from_ref)]
+    fn cases(&self) -> &mut Vec<Box<dyn Case<'a> + 'a>> {
+        // SAFETY: only the owner (the holder of the `Select`/`Selected`,
+        // which are neither `Send` nor `Sync`) calls this, and never keeps
+        // two of these references at once; the scan only reads, and only
+        // what the owner writes under `lock` (the scan holds it too).
+        unsafe { &mut *self.cases.get() }
+    }
+}
+
+/// The registry's scan function of a select's storage.
+///
+/// # Safety
+/// `obj` is a registered `Inner` (unregistered before it is dropped); the
+/// registry lock is held.
+unsafe fn scan_cases(obj: *const (), f: RangeFn<'_>) {
+    // SAFETY: per the contract; lifetimes do not change the layout.
+    let inner = unsafe { &*(obj as *const Inner<'static>) };
+    let _g = inner.lock.lock();
+    // SAFETY: the list is only changed under `lock` (`Select::push_case`);
+    // the fields the cases report are written under it too.
+    let cases = unsafe { &*inner.cases.get() };
+    for c in cases.iter() {
+        c.gc_ranges(&mut *f);
+    }
 }
 
 struct RecvCase<'a, T> {
@@ -180,6 +256,15 @@ impl<'a, T> Case<'a> for RecvCase<'a, T> {
     fn out(&mut self) -> *mut () {
         &mut self.out as *mut _ as *mut ()
     }
+    fn gc_ranges(&self, f: RangeFn<'_>) {
+        if !crate::join::may_hold_pointer::<T>() {
+            return;
+        }
+        report(&self.out, &mut *f);
+        if let Some(n) = self.node.as_ref().filter(|n| n.is_notified()) {
+            report(n.payload.get(), f);
+        }
+    }
 }
 
 impl<'a, T> Case<'a> for SendCase<'a, T> {
@@ -221,6 +306,16 @@ impl<'a, T> Case<'a> for SendCase<'a, T> {
     fn out(&mut self) -> *mut () {
         &mut self.out as *mut _ as *mut ()
     }
+    fn gc_ranges(&self, f: RangeFn<'_>) {
+        if !crate::join::may_hold_pointer::<T>() {
+            return;
+        }
+        report(&self.value, &mut *f);
+        report(&self.out, &mut *f);
+        if let Some(n) = self.node.as_ref().filter(|n| n.is_notified()) {
+            report(n.payload.get(), f);
+        }
+    }
 }
 
 /// A set of channel operations to wait on together: build it with
@@ -230,14 +325,14 @@ impl<'a, T> Case<'a> for SendCase<'a, T> {
 /// threads (blocks the thread). When several cases are ready, one is chosen
 /// uniformly at random (as Go's `select`).
 pub struct Select<'a> {
-    cases: Vec<Box<dyn Case<'a> + 'a>>,
+    inner: Box<Inner<'a>>,
     deadline: Option<u64>,
     default: bool,
 }
 
 impl std::fmt::Debug for Select<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Select").field("cases", &self.cases.len()).field("default", &self.default).finish()
+        f.debug_struct("Select").field("cases", &self.inner.cases().len()).field("default", &self.default).finish()
     }
 }
 
@@ -262,7 +357,7 @@ pub enum Chosen {
 /// ([`Selected::recv`] / [`Selected::send`]).
 pub struct Selected<'a> {
     chosen: Chosen,
-    cases: Vec<Box<dyn Case<'a> + 'a>>,
+    inner: Box<Inner<'a>>,
 }
 
 impl std::fmt::Debug for Selected<'_> {
@@ -285,21 +380,34 @@ fn random() -> u64 {
 impl<'a> Select<'a> {
     /// An empty select.
     pub fn new() -> Select<'a> {
-        Select { cases: Vec::new(), deadline: None, default: false }
+        Select { inner: Inner::new(), deadline: None, default: false }
+    }
+
+    /// Adds a case (built by the caller inside `_np`, so that no GC stop
+    /// finds its value in a box not yet listed); registers the storage as
+    /// a GC root first if the case's values may hold a pointer.
+    #[inline(never)]
+    fn push_case(&mut self, case: Box<dyn Case<'a> + 'a>, may_hold_pointer: bool, _np: usurp_preempt::NoPreempt) -> usize {
+        let inner = &*self.inner;
+        if may_hold_pointer && !inner.roots.registered() {
+            // SAFETY: `inner` is boxed (fixed address) and unregisters when
+            // dropped (`Slot`, its first field); `scan_cases` reads under
+            // `inner.lock` what the owner writes under it.
+            unsafe { heap_roots::lock().insert(&inner.roots, inner as *const Inner<'a> as *const (), scan_cases) };
+        }
+        let _g = inner.lock.lock();
+        let cases = inner.cases();
+        cases.push(case);
+        cases.len() - 1
     }
 
     /// Adds a receive on `rx`; returns the case's index. Its result:
     /// `Ok(value)`, or `Err(RecvError)` when all senders are gone (a
     /// disconnected channel is always ready, as in Go a closed channel).
     pub fn recv<T: Send + 'a>(&mut self, rx: &'a Receiver<T>) -> usize {
-        self.cases.push(Box::new(RecvCase {
-            chan: &rx.chan,
-            guard: None,
-            st: std::ptr::null_mut(),
-            node: None,
-            out: None,
-        }));
-        self.cases.len() - 1
+        let np = usurp_preempt::NoPreempt::new();
+        let case = Box::new(RecvCase { chan: &rx.chan, guard: None, st: std::ptr::null_mut(), node: None, out: None });
+        self.push_case(case, crate::join::may_hold_pointer::<T>(), np)
     }
 
     /// Adds a send of `value` on `tx` (a [`Sender`] or [`SyncSender`]);
@@ -308,23 +416,18 @@ impl<'a> Select<'a> {
     /// values of send cases that are not chosen are dropped with the
     /// [`Selected`].
     ///
-    /// **GC values**: while the select waits, `value` sits in the select's
-    /// heap storage, which the collector does not scan; keep any GC object
-    /// it refers to reachable another way (e.g. a copy in a local variable)
-    /// until the select returns. The same holds for a received value between
-    /// the sender's hand-off and [`Selected::recv`].
+    /// **GC values**: `value` stays a root while the select holds it (in
+    /// the select's storage, offered to the channel, or returned in
+    /// `Err(SendError(value))`), as a received value does until
+    /// [`Selected::recv`] (see the module docs). Memory a value owns (a
+    /// `Vec<GcRef>`) is not scanned, as for channels.
     pub fn send<T: Send + 'a, S: SendHalf<T>>(&mut self, tx: &'a S, value: T) -> usize {
         // SAFETY: the sender's `Chan<T>`, kept alive by `tx`, borrowed for 'a.
         let chan: &'a Chan<T> = unsafe { &*(tx.chan_erased() as *const Chan<T>) };
-        self.cases.push(Box::new(SendCase {
-            chan,
-            guard: None,
-            st: std::ptr::null_mut(),
-            value: Some(value),
-            node: None,
-            out: None,
-        }));
-        self.cases.len() - 1
+        let np = usurp_preempt::NoPreempt::new();
+        let case =
+            Box::new(SendCase { chan, guard: None, st: std::ptr::null_mut(), value: Some(value), node: None, out: None });
+        self.push_case(case, crate::join::may_hold_pointer::<T>(), np)
     }
 
     /// Gives up after `d` (then [`Selected::timed_out`]). A zero timeout
@@ -353,7 +456,8 @@ impl<'a> Select<'a> {
     /// # Panics
     /// With no case, no timeout and no default case (it would wait forever).
     pub fn wait(self) -> Selected<'a> {
-        let Select { mut cases, deadline, default } = self;
+        let Select { inner, deadline, default } = self;
+        let cases = inner.cases();
         if cases.is_empty() && deadline.is_none() && !default {
             panic!("usurp: Select::wait with no case, no timeout and no default would block forever");
         }
@@ -384,7 +488,10 @@ impl<'a> Select<'a> {
             poll_order.swap(i, j);
         }
         let mut wakers = Vec::new();
-        lock_all(&mut cases);
+        // The storage lock first (module docs): polls and enqueues move
+        // values the GC scan reads.
+        let stg = inner.lock.lock();
+        lock_all(cases);
         let ready = poll_order.iter().copied().find(|&i| cases[i].poll(&mut wakers));
         let chosen = match ready {
             Some(i) => Some(Chosen::Case(i)),
@@ -393,35 +500,39 @@ impl<'a> Select<'a> {
             None => None,
         };
         if let Some(chosen) = chosen {
-            unlock_all(&mut cases);
+            unlock_all(cases);
+            drop(stg);
             for w in wakers {
                 w.wake();
             }
-            return Selected { chosen, cases };
+            return Selected { chosen, inner };
         }
         debug_assert!(wakers.is_empty());
         let claim = Claim::new();
         for (i, c) in cases.iter_mut().enumerate() {
             c.enqueue(&claim, i);
         }
-        unlock_all(&mut cases);
+        unlock_all(cases);
+        drop(stg);
         crate::wait::note_wait(crate::tcb::wait_kind::SELECT, cases.len() as u64);
         let won = claim.wait(deadline, |i| cases[i].notified());
         // Unlink the nodes still queued (all but the winner's) before the
         // claim and nodes go away.
-        lock_all(&mut cases);
+        lock_all(cases);
         for (i, c) in cases.iter_mut().enumerate() {
             if Some(i) != won {
                 c.dequeue();
             }
         }
-        unlock_all(&mut cases);
+        unlock_all(cases);
         match won {
             Some(i) => {
+                let stg = inner.lock.lock();
                 cases[i].complete();
-                Selected { chosen: Chosen::Case(i), cases }
+                drop(stg);
+                Selected { chosen: Chosen::Case(i), inner }
             }
-            None => Selected { chosen: Chosen::TimedOut, cases },
+            None => Selected { chosen: Chosen::TimedOut, inner },
         }
     }
 }
@@ -454,15 +565,16 @@ impl<'a> Selected<'a> {
     ///
     /// # Panics
     /// If the completed case is not a receive on `rx`.
-    pub fn recv<T: Send>(mut self, rx: &Receiver<T>) -> Result<T, RecvError> {
+    pub fn recv<T: Send>(self, rx: &Receiver<T>) -> Result<T, RecvError> {
         let addr = &*rx.chan as *const Chan<T> as usize;
         let i = self.index().expect("Selected::recv: no case completed (timeout or default)");
-        let c = &mut self.cases[i];
+        let c = &mut self.inner.cases()[i];
         assert!(c.is_recv() && c.chan_addr() == addr, "Selected::recv: case {i} is not a receive on this channel");
         // SAFETY: a receive case on this channel address was built from a
         // `&Receiver<T>` of this very (still borrowed, so live) channel:
         // its outcome slot has type `Option<Result<T, RecvError>>`.
         let out = unsafe { &mut *(c.out() as *mut Option<Result<T, RecvError>>) };
+        let _stg = self.inner.lock.lock();
         out.take().expect("outcome taken once")
     }
 
@@ -470,13 +582,14 @@ impl<'a> Selected<'a> {
     ///
     /// # Panics
     /// If the completed case is not a send on `tx`.
-    pub fn send<T: Send, S: SendHalf<T>>(mut self, tx: &S) -> Result<(), SendError<T>> {
+    pub fn send<T: Send, S: SendHalf<T>>(self, tx: &S) -> Result<(), SendError<T>> {
         let addr = tx.chan_erased() as usize;
         let i = self.index().expect("Selected::send: no case completed (timeout or default)");
-        let c = &mut self.cases[i];
+        let c = &mut self.inner.cases()[i];
         assert!(!c.is_recv() && c.chan_addr() == addr, "Selected::send: case {i} is not a send on this channel");
         // SAFETY: as in `recv`, for `Option<Result<(), SendError<T>>>`.
         let out = unsafe { &mut *(c.out() as *mut Option<Result<(), SendError<T>>>) };
+        let _stg = self.inner.lock.lock();
         out.take().expect("outcome taken once")
     }
 }

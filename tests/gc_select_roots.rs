@@ -1,0 +1,197 @@
+//! GC values held by a `Select` survive collections (issue 11: a select's
+//! storage was not a root): a send case's value while the select waits, a
+//! value handed to a receive case before its task runs again, and a
+//! select's outcome before `Selected::recv` takes it.
+//!
+//! As in `gc_rust_heap_roots.rs` (whose helpers this copies): one worker,
+//! so the task holding the value cannot run while the main task collects;
+//! checksummed lists whose only reference sits in the select; garbage of
+//! the same size between collections so that a freed list is overwritten;
+//! the heap verifier on; stale copies on the collecting stack scrubbed.
+//! Each test fails without the select's registration (checked: the lists
+//! were freed, checksum `None`).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use usurp::gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member};
+use usurp::sync::{Select, Selected};
+use usurp::{Receiver, Runtime, SyncSender, TaskState, WaitOn};
+
+#[repr(C)]
+struct Node {
+    next: Member<Node>,
+    val: usize,
+}
+gc_type!(Node { next });
+
+const LEN: usize = 200;
+const ROUNDS: usize = 4;
+
+fn runtime() -> Runtime {
+    let config =
+        HeapConfig { max_heap: 128 << 20, gogc: None, min_heap: 1 << 20, verify: true, ..HeapConfig::default() };
+    Runtime::builder().workers(1).heap_config(config).build().unwrap()
+}
+
+#[inline(never)]
+fn make_list(seed: usize) -> GcRef {
+    let mut head: Option<Gc<Node>> = None;
+    for i in 0..LEN {
+        head = Some(Gc::new(Node { next: Member::new(head), val: seed.wrapping_mul(1000).wrapping_add(i) }));
+    }
+    head.unwrap().raw()
+}
+
+fn expected(seed: usize) -> usize {
+    (0..LEN).map(|i| seed.wrapping_mul(1000).wrapping_add(i)).fold(0, usize::wrapping_add)
+}
+
+/// Checksum of the list at `r`, or `None` if it was freed (and reused).
+#[inline(never)]
+fn checksum(r: GcRef) -> Option<usize> {
+    let heap = Heap::current().expect("tasks are attached");
+    let mut cur = heap.object_at(r.addr()).and_then(Gc::<Node>::from_ref);
+    let (mut sum, mut n) = (0usize, 0usize);
+    while let Some(c) = cur {
+        n += 1;
+        if n > LEN {
+            return None;
+        }
+        sum = sum.wrapping_add(c.val);
+        cur = match c.next.get() {
+            None => None,
+            Some(next) => Some(heap.object_at(next.raw().addr()).and_then(Gc::<Node>::from_ref)?),
+        };
+    }
+    (n == LEN).then_some(sum)
+}
+
+#[inline(never)]
+fn scrub() {
+    black_box([0usize; 2048]);
+}
+
+#[inline(never)]
+fn collect_and_churn() {
+    let heap = Heap::current().unwrap();
+    for _ in 0..ROUNDS {
+        heap.collect();
+        for k in 0..8 {
+            black_box(make_list(usize::MAX - k));
+        }
+    }
+    heap.collect();
+}
+
+/// Collections while the current task keeps its (only) worker.
+fn collect_here() {
+    scrub();
+    usurp::no_preempt(collect_and_churn);
+}
+
+fn check_heap(rt: &Runtime) {
+    let st = rt.stats().gc;
+    assert!(st.cycles as usize > ROUNDS);
+    assert_eq!(st.verify_failures, 0);
+    assert_eq!(st.bad_pointers, 0);
+}
+
+/// Yields (one worker: the others run) until task `id` waits in a select.
+fn wait_until_selecting(id: u64) {
+    let t0 = Instant::now();
+    loop {
+        let d = usurp::task::dump();
+        if matches!(d.task(id).map(|t| &t.state), Some(TaskState::Parked(WaitOn::Select { .. }))) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "task {id} never waited in its select");
+        usurp::yield_now();
+    }
+}
+
+/// A send case's value while the select waits (no receiver yet): the
+/// select's node, in its heap storage, holds the only reference.
+#[test]
+fn send_case_value_survives_while_the_select_waits() {
+    let rt = runtime();
+    let sum = rt.block_on(|| {
+        let (tx, rx) = usurp::sync_channel::<GcRef>(0);
+        let (_never_tx, never_rx) = usurp::channel::<GcRef>();
+        #[inline(never)]
+        fn build<'a>(tx: &'a SyncSender<GcRef>, never: &'a Receiver<GcRef>) -> Select<'a> {
+            let mut sel = Select::new();
+            sel.send(tx, make_list(40));
+            sel.recv(never);
+            sel
+        }
+        let h = usurp::spawn(move || {
+            let sel = build(&tx, &never_rx);
+            scrub();
+            let s = sel.wait();
+            assert_eq!(s.index(), Some(0));
+            s.send(&tx).is_ok()
+        });
+        wait_until_selecting(h.id());
+        collect_here();
+        let sum = checksum(rx.recv().unwrap());
+        assert!(h.join().unwrap());
+        sum
+    });
+    assert_eq!(sum, Some(expected(40)), "a value offered by a waiting select was freed");
+    check_heap(&rt);
+}
+
+/// A value handed to a waiting select's receive case, before that task
+/// runs again to take it: only the select's node holds it.
+#[test]
+fn value_handed_to_a_receive_case_survives_until_taken() {
+    let rt = runtime();
+    let sum = rt.block_on(|| {
+        let (tx, rx) = usurp::sync_channel::<GcRef>(0);
+        let (_never_tx, never_rx) = usurp::channel::<GcRef>();
+        let h = usurp::spawn(move || {
+            let mut sel = Select::new();
+            sel.recv(&rx);
+            sel.recv(&never_rx);
+            let s = sel.wait();
+            assert_eq!(s.index(), Some(0));
+            checksum(s.recv(&rx).unwrap())
+        });
+        wait_until_selecting(h.id());
+        #[inline(never)]
+        fn send_list(tx: &SyncSender<GcRef>) {
+            tx.send(make_list(41)).unwrap(); // into the select's node; it is woken
+        }
+        send_list(&tx);
+        collect_here(); // before the receiver runs (one worker)
+        h.join().unwrap()
+    });
+    assert_eq!(sum, Some(expected(41)), "a value handed to a select's receive case was freed");
+    check_heap(&rt);
+}
+
+/// A select's outcome before `Selected::recv` takes it (the value left the
+/// channel's buffer for the select's storage).
+#[test]
+fn outcome_survives_until_taken() {
+    let rt = runtime();
+    let sum = rt.block_on(|| {
+        let (tx, rx) = usurp::channel::<GcRef>();
+        #[inline(never)]
+        fn fill(tx: usurp::Sender<GcRef>) {
+            tx.send(make_list(42)).unwrap();
+        }
+        fill(tx);
+        #[inline(never)]
+        fn select(rx: &Receiver<GcRef>) -> Selected<'_> {
+            let mut sel = Select::new();
+            sel.recv(rx);
+            sel.wait()
+        }
+        let s = select(&rx);
+        collect_here();
+        checksum(s.recv(&rx).unwrap())
+    });
+    assert_eq!(sum, Some(expected(42)), "a select's outcome was freed before it was taken");
+    check_heap(&rt);
+}
