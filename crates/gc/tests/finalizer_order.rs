@@ -332,3 +332,29 @@ fn stats_while_sweeps_queue_finalizers_does_not_deadlock() {
     }
     assert!(h.stats().finalizers_run > 0);
 }
+
+/// Review (revfin), documentation check, not a code defect: a finalizable
+/// object on a cycle through *plain* objects (`a` finalizable -> `p` plain
+/// -> `a`, e.g. a parent pointer or a doubly linked list) is never
+/// finalized either (Go's rule: its referents are marked, and they reach
+/// it). The README says only "a cycle of finalizable objects, or one that
+/// references itself". This test records the behaviour (it passes).
+#[test]
+fn a_finalizable_object_on_a_cycle_through_a_plain_object_leaks() {
+    let h = heap(64 << 20);
+    let ran: Arc<Mutex<usize>> = Arc::default();
+    let r = ran.clone();
+    let w = on_other_thread(&h, move |h| {
+        let a = node(1, None, None);
+        let p = node(2, Some(a), None);
+        a.left.set(Some(p));
+        h.set_finalizer(a.raw(), move |_| *r.lock().unwrap() += 1);
+        h.weak(a.raw())
+    });
+    for _ in 0..4 {
+        collect_elsewhere(&h);
+        on_other_thread(&h, |h| h.run_pending_finalizers());
+    }
+    assert_eq!(*ran.lock().unwrap(), 0);
+    assert!(w.get().is_some(), "a, on a cycle through a plain object, leaks");
+}
