@@ -170,9 +170,14 @@ pub(crate) struct HeapInner {
     /// Test-only: whether the background sweeper sweeps (see
     /// `Heap::set_background_sweeping`).
     background_sweeping: std::sync::atomic::AtomicBool,
-    /// Blocks swept by the background sweeper, by allocation, and by the
-    /// collector before a mark (`finish_sweep`), for the stats.
-    swept_by: [AtomicU64; 3],
+    /// Blocks swept by the background sweeper, by allocation, by the
+    /// collector before a mark (`finish_sweep`), and by the collector after
+    /// a mark for their finalizer records (`sweep_finalizer_blocks`), for
+    /// the stats.
+    swept_by: [AtomicU64; 4],
+    /// Record blocks `sweep_finalizer_blocks` waited for (claimed by
+    /// another sweeper) so far. Written by the collector; stats only.
+    fin_waited: AtomicU64,
     /// With a [`World::single_thread`] world: the thread attached to this
     /// heap, if any. Written by `attach_thread` and `MutatorGuard::drop`
     /// while holding `collect_lock` (so no collection runs while it changes);
@@ -214,6 +219,7 @@ pub(crate) enum Sweeper {
     Background = 0,
     Allocation = 1,
     Finish = 2,
+    Finalizers = 3,
 }
 
 /// What sweeping one block did.
@@ -350,7 +356,8 @@ impl Heap {
                 sweeper: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
                 background_sweeping: std::sync::atomic::AtomicBool::new(true),
                 sweepers_in_flight: AtomicUsize::new(0),
-                swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                fin_waited: AtomicU64::new(0),
                 solo_owner: Mutex::new(None),
                 alloc_black: std::sync::atomic::AtomicBool::new(false),
                 started: AtomicU64::new(0),
@@ -812,6 +819,21 @@ impl Heap {
         self.inner.background_sweeping.store(on, Ordering::SeqCst);
     }
 
+    /// Test support (finalizer sweeping): with `true`, counts one more
+    /// sweeper in flight, as if another thread were sweeping a block
+    /// without finalizer records and never finished; `false` ends it.
+    /// Anything that waits for every sweeper (`finish_sweep`, so the next
+    /// collection's start) waits until then; a cycle's sweep of its
+    /// finalizer blocks must not. Calls must pair; single tests only.
+    #[doc(hidden)]
+    pub fn debug_hold_sweeper(&self, on: bool) {
+        if on {
+            self.inner.sweepers_in_flight.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.inner.sweepers_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// Test support: sweep every block not swept yet since the last mark (as
     /// the next collection does before it marks).
     #[doc(hidden)]
@@ -891,6 +913,8 @@ impl HeapInner {
             blocks_swept_background: self.swept_by[Sweeper::Background as usize].load(Ordering::Relaxed),
             blocks_swept_by_allocation: self.swept_by[Sweeper::Allocation as usize].load(Ordering::Relaxed),
             blocks_swept_before_mark: self.swept_by[Sweeper::Finish as usize].load(Ordering::Relaxed),
+            blocks_swept_for_finalizers: self.swept_by[Sweeper::Finalizers as usize].load(Ordering::Relaxed),
+            finalizer_blocks_waited: self.fin_waited.load(Ordering::Relaxed),
         }
     }
 
@@ -1691,12 +1715,19 @@ impl HeapInner {
     }
 
     /// After a mark (world running): sweeps every block with finalizer
-    /// records now, waiting for those another sweeper claimed, so that the
-    /// finalizers of the objects this mark found dead are queued when the
-    /// cycle returns (`Heap::collect` then `run_pending_finalizers` runs
-    /// them, and the World is told). Visits the blocks with records only.
-    fn sweep_finalizer_blocks(&self) {
+    /// records now, so that the finalizers of the objects this mark found
+    /// dead are queued when the cycle returns (`Heap::collect` then
+    /// `run_pending_finalizers` runs them, and the World is told). Visits
+    /// the blocks with records only, and waits only for those: a record
+    /// block another sweeper claimed is waited for until that block is
+    /// swept for this generation (its queueing included); sweeps of blocks
+    /// without records (the background sweeper's whole lazy sweep) are not
+    /// waited for, so a cycle with no record block waits for nothing.
+    /// Returns the record blocks it waited for (stats).
+    fn sweep_finalizer_blocks(&self) -> u64 {
         let hwm = self.space.high_water();
+        let gen = self.space.gen.load(Ordering::Acquire);
+        let mut waited = 0;
         for (wi, w) in self.fin_blocks.iter().enumerate() {
             if wi * 64 >= hwm {
                 break;
@@ -1705,14 +1736,29 @@ impl HeapInner {
             while bits != 0 {
                 let b = wi * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.sweep_block(b, Sweeper::Finish);
+                if self.sweep_block(b, Sweeper::Finalizers) != Swept::No {
+                    continue;
+                }
+                // Already swept, not a block in use, or claimed by another
+                // sweeper (`2 * gen + 1`, until its `swept` store, which
+                // comes after its queueing): wait for that one.
+                let m = self.space.meta(b);
+                if m.swept.load(Ordering::Acquire) == 2 * gen + 1 {
+                    waited += 1;
+                    while m.swept.load(Ordering::Acquire) == 2 * gen + 1 {
+                        std::thread::yield_now();
+                    }
+                }
             }
         }
-        // As `finish_sweep`: sweeps in flight (on other threads) finish
-        // their blocks, queueing included.
-        while self.sweepers_in_flight.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        // A sweeper that cleared a block's bit before the loop above read
+        // it did so holding `finalizers`, and queues that block's records
+        // before releasing it: taking the lock once orders this return
+        // after its queueing (a bit read as clear was cleared by a critical
+        // section that precedes ours).
+        drop(lock(&self.finalizers));
+        self.fin_waited.fetch_add(waited, Ordering::Relaxed);
+        waited
     }
 
     /// Mark termination (world stopped, marking done): clears weak
