@@ -72,7 +72,9 @@ type Finalizer = Box<dyn FinalizerFn>;
 /// (a large object's: its first block), as Go keeps finalizers in "special"
 /// records on their object's span: the sweeper of a block finds the records
 /// of that block's dead objects without a walk over every record, and no
-/// stop visits them (see `HeapInner::scan_finalizer_records` and
+/// stop of a concurrent cycle visits them (the stop-the-world mark, at the
+/// hard limit or with `stw_marking`, does; see
+/// `HeapInner::scan_finalizer_records` and
 /// `HeapInner::queue_dead_finalizable`). A block's records leave the table
 /// only when their object is found dead (queued), so a record's object is
 /// allocated for as long as the record is here.
@@ -667,16 +669,20 @@ impl Heap {
     /// finalizers, `a`'s finalizer runs first, with `b` intact, and `b` is
     /// found unreachable at the earliest by the collection after `a`'s
     /// finalizer ran (a chain of n finalizable objects takes n cycles).
-    /// **A cycle of finalizable objects is never finalized** (each is
-    /// reachable from another's finalizable object), nor is a finalizable
-    /// object that references itself: they leak, as in Go; keep finalizers
+    /// **A finalizable object that its own referents reach is never
+    /// finalized**: one that references itself, a cycle of finalizable
+    /// objects, or a cycle through plain objects (`a` -> `p` -> `a`, `p`
+    /// without finalizer: a parent pointer, a doubly linked list); marking
+    /// `a`'s referents marks `a`. They leak, as in Go; keep finalizers
     /// on objects outside cycles (e.g. on a small wrapper that the cyclic
     /// structure does not reference).
     ///
     /// Cost: the records are kept per heap block; a collection scans them
     /// while the world runs and the sweep of a block finds its dead
-    /// finalizable objects, so no stop visits them (stats:
-    /// `finalizer_records_in_stops`); only pending finalizers (found dead,
+    /// finalizable objects, so no stop of a concurrent collection visits
+    /// them; the stop-the-world mark (a collection at the hard limit,
+    /// `HeapConfig::stw_marking`) scans them in its stop (stats:
+    /// `finalizer_records_in_stops`). Only pending finalizers (found dead,
     /// not yet run) are scanned in the start stop.
     ///
     /// **What the closure captures is a root.** The closure's own bytes (its
@@ -1302,7 +1308,7 @@ impl HeapInner {
             stops.push(t_started - t0);
             world.start_the_world();
             let mut stack = std::mem::take(&mut m.stack);
-            // The finalizer records, with the world running (no stop visits them).
+            // The finalizer records, with the world running (no stop of this cycle visits them).
             let c0 = Instant::now();
             phase.set(Phase::ConcurrentMarking);
             world.blocking(&mut || {

@@ -2,10 +2,12 @@
 //! finalizable object are marked every cycle (not the object itself), so if
 //! `a` references `b` and both have finalizers, `a`'s finalizer runs first,
 //! with `b` and everything else `a` references intact, and `b` is found
-//! dead only by a later cycle; a cycle of finalizable objects is never
-//! finalized (a documented leak, as in Go); and the registered records are
-//! found by the sweep of their block, so no stop visits them (a stats
-//! counter says how many records were visited with the world stopped).
+//! dead only by a later cycle; a finalizable object its referents reach
+//! (a cycle, finalizable or through plain objects, or a self-reference) is
+//! never finalized (a documented leak, as in Go); and the registered
+//! records are found by the sweep of their block, so no stop of a
+//! concurrent cycle visits them (a stats counter says how many records
+//! were visited with the world stopped).
 //!
 //! Objects are made on threads that exit and collections run on fresh
 //! threads (`collect_elsewhere`), so that only heap references keep
@@ -422,12 +424,14 @@ fn stats_while_sweeps_queue_finalizers_does_not_deadlock() {
     assert!(h.stats().finalizers_run > 0);
 }
 
-/// Review (revfin), documentation check, not a code defect: a finalizable
-/// object on a cycle through *plain* objects (`a` finalizable -> `p` plain
-/// -> `a`, e.g. a parent pointer or a doubly linked list) is never
-/// finalized either (Go's rule: its referents are marked, and they reach
-/// it). The README says only "a cycle of finalizable objects, or one that
-/// references itself". This test records the behaviour (it passes).
+/// A finalizable object on a cycle through *plain* objects (`a`
+/// finalizable -> `p` plain -> `a`, e.g. a parent pointer or a doubly
+/// linked list) is never finalized either (Go's rule: its referents are
+/// marked, and they reach it); the README and `Heap::set_finalizer` say
+/// so. (From the review of the finalizer work, which found the README
+/// naming only finalizable cycles and self-references.) Its negative
+/// control is `a_cycle_of_finalizable_objects_is_never_finalized`'s: the
+/// same marking switched off finalizes cycles.
 #[test]
 fn a_finalizable_object_on_a_cycle_through_a_plain_object_leaks() {
     let h = heap(64 << 20);
