@@ -127,7 +127,7 @@ pub(crate) struct HeapInner {
     /// Finalizers queued so far (by sweeps), to tell a cycle whether it
     /// queued any. Written by sweepers under `finalizers`.
     fin_queued: AtomicU64,
-    /// Finalizer records visited with the world stopped so far (the
+    /// Finalizer records visited while `world_stopped` so far (the
     /// stop-the-world mark's scan of the records, sweeps run in a pause);
     /// a concurrent cycle visits none there. Stats only.
     fin_visited_in_stops: AtomicU64,
@@ -139,9 +139,13 @@ pub(crate) struct HeapInner {
     /// during a mark does not shade (see
     /// `Heap::set_finalizer_registration_shading`).
     fin_shading: std::sync::atomic::AtomicBool,
-    /// The allocation retried in a pause is running (it may sweep with the
-    /// world stopped). Written by the collector in the pause; stats only.
-    sweeping_in_stop: std::sync::atomic::AtomicBool,
+    /// The collector has the world stopped: set right after each
+    /// `World::stop_the_world` returns, cleared right before each
+    /// `World::start_the_world` (`stop_world`, `restart_world`; written by
+    /// the collector under `collect_lock`). Finalizer records visited while
+    /// it is set count in `fin_visited_in_stops` (stats only), whoever the
+    /// caller: the count follows the world's state, not a caller's claim.
+    world_stopped: std::sync::atomic::AtomicBool,
     pending: Mutex<VecDeque<(usize, Finalizer)>>,
     stats: Mutex<StatsAcc>,
     start: Instant,
@@ -346,7 +350,7 @@ impl Heap {
                 fin_queued: AtomicU64::new(0),
                 fin_visited_in_stops: AtomicU64::new(0),
                 fin_referents: std::sync::atomic::AtomicBool::new(true),
-                sweeping_in_stop: std::sync::atomic::AtomicBool::new(false),
+                world_stopped: std::sync::atomic::AtomicBool::new(false),
                 fin_shading: std::sync::atomic::AtomicBool::new(true),
                 pending: Mutex::new(VecDeque::new()),
                 stats: Mutex::new(StatsAcc::default()),
@@ -529,7 +533,7 @@ impl Heap {
         let _g = lock(&inner.collect_lock);
         assert!(lock(&inner.step).is_none(), "debug_begin_marking: a stepped mark is already in progress");
         no_preempt(|| inner.finish_sweep());
-        world.stop_the_world();
+        inner.stop_world(&*world);
         inner.started.store(inner.cycle.load(Ordering::Relaxed) + 1, Ordering::Release);
         inner.begin_marking();
         let counters = MarkCounters::default();
@@ -541,11 +545,11 @@ impl Heap {
         inner.mark_precise_roots(&mut m, &std::cell::Cell::new(Phase::Marking));
         let stack = std::mem::take(&mut m.stack);
         m.flush();
-        world.start_the_world();
+        inner.restart_world(&*world);
         // The finalizer records, world running (as a concurrent cycle).
         let mut fm = Marker::new(&inner.space, &counters);
         fm.stack = stack;
-        inner.scan_finalizer_records(&mut fm, false);
+        inner.scan_finalizer_records(&mut fm);
         let stack = std::mem::take(&mut fm.stack);
         fm.flush();
         *lock(&inner.step) = Some(StepMark { stack, counters });
@@ -578,7 +582,7 @@ impl Heap {
         let _g = lock(&inner.collect_lock);
         let StepMark { stack, counters } =
             lock(&inner.step).take().expect("debug_finish_marking: no stepped mark in progress");
-        world.stop_the_world();
+        inner.stop_world(&*world);
         let cycle = inner.cycle.load(Ordering::Relaxed) + 1;
         let mut m = Marker::new(&inner.space, &counters);
         m.exclusive = true;
@@ -592,7 +596,7 @@ impl Heap {
         inner.end_marking();
         let fin_queued_before = inner.fin_queued.load(Ordering::Relaxed);
         inner.sweep_start(cycle, "steps", live, 0);
-        world.start_the_world();
+        inner.restart_world(&*world);
         inner.wake_sweeper(cycle);
         no_preempt(|| inner.sweep_finalizer_blocks());
         let queued = inner.fin_queued.load(Ordering::Relaxed) - fin_queued_before;
@@ -1181,7 +1185,7 @@ impl HeapInner {
             | Phase::TerminationStopping => pause_abort(what.describe(), &payload),
             Phase::Verifying => {
                 // The cycle completed; only the verifier's stop is undone.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restart_world(world))).is_err() {
                     pause_abort("restarting the world after a panic in the heap verifier", &payload);
                 }
                 Err(PausePanic { what, payload, restarted: true })
@@ -1199,7 +1203,7 @@ impl HeapInner {
                 // Threads outside the World waiting to shade may go on
                 // (marking is off now: they shade nothing).
                 space_gate(self).open_gate();
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restart_world(world))).is_err() {
                     pause_abort("restarting the world after a panic in the pause", &payload);
                 }
                 Err(PausePanic { what, payload, restarted: true })
@@ -1238,7 +1242,7 @@ impl HeapInner {
     ) -> bool {
         let t0 = Instant::now();
         phase.set(Phase::Stopping);
-        world.stop_the_world();
+        self.stop_world(world);
         // Threads the World does not stop shade only outside the stops in
         // which the collector marks (`refcheck::shading_section`).
         space_gate(self).close_gate();
@@ -1286,7 +1290,7 @@ impl HeapInner {
         words += self.mark_precise_roots(&mut m, phase);
         if !concurrent {
             // The stop-the-world mark visits the finalizer records in its stop.
-            words += self.scan_finalizer_records(&mut m, true);
+            words += self.scan_finalizer_records(&mut m);
         }
         // Every block is swept for the last mark: no finalizer is queued
         // until this mark's generation is published.
@@ -1306,7 +1310,7 @@ impl HeapInner {
             // A stop ends when the restart is issued (see `STOP_END`).
             let t_started = Instant::now();
             stops.push(t_started - t0);
-            world.start_the_world();
+            self.restart_world(world);
             let mut stack = std::mem::take(&mut m.stack);
             // The finalizer records, with the world running (no stop of this cycle visits them).
             let c0 = Instant::now();
@@ -1314,7 +1318,7 @@ impl HeapInner {
             world.blocking(&mut || {
                 never_unwind("scanning finalizer records", || {
                     let mut fm = Marker::new(space, &counters);
-                    words += self.scan_finalizer_records(&mut fm, false);
+                    words += self.scan_finalizer_records(&mut fm);
                     stack.append(&mut fm.stack);
                     fm.flush();
                 })
@@ -1336,7 +1340,7 @@ impl HeapInner {
                 let s0 = Instant::now();
                 last_stop_start = s0;
                 phase.set(Phase::TerminationStopping);
-                world.stop_the_world();
+                self.stop_world(world);
                 // From here to the generation flip (or this round's
                 // restart) nobody else shades: the drain below is the last
                 // word on what the mutators shaded.
@@ -1360,7 +1364,7 @@ impl HeapInner {
                 phase.set(Phase::Restarting);
                 space_gate(self).open_gate();
                 stops.push(s0.elapsed()); // (ends at the restart's issue)
-                world.start_the_world();
+                self.restart_world(world);
             }
         } else if workers <= 1 || m.stack.len() < 2 {
             m.drain_local();
@@ -1424,9 +1428,7 @@ impl HeapInner {
             // The allocation that asked for this cycle, before anyone else
             // can take what the sweep freed (issue 10 item 7).
             phase.set(Phase::AllocInPause);
-            self.sweeping_in_stop.store(true, Ordering::Relaxed);
             f();
-            self.sweeping_in_stop.store(false, Ordering::Relaxed);
         }
         phase.set(Phase::Restarting);
         // STOP_END: a stop's figure ends when the collector issues the
@@ -1439,7 +1441,7 @@ impl HeapInner {
         // figures used to count as stopped time.
         let t_end = Instant::now();
         stops.push(t_end - last_stop_start);
-        world.start_the_world();
+        self.restart_world(world);
         self.wake_sweeper(cycle);
         // The blocks with finalizer records swept now (world running), so
         // that this cycle's dead finalizable objects are queued when it
@@ -1458,14 +1460,14 @@ impl HeapInner {
         if self.config.verify {
             let v0 = Instant::now();
             phase.set(Phase::VerifyStopping);
-            world.stop_the_world();
+            self.stop_world(world);
             phase.set(Phase::Verifying);
             let v1 = Instant::now();
             verify_failures = crate::verify::verify(space);
             verify = v1.elapsed();
             phase.set(Phase::VerifyRestarting);
             verify_pause = v0.elapsed(); // (ends at the restart's issue)
-            world.start_the_world();
+            self.restart_world(world);
             phase.set(Phase::Done);
         }
 
@@ -1639,12 +1641,13 @@ impl HeapInner {
     /// is never found dead and never finalized, it leaks.
     ///
     /// A concurrent cycle calls this with the world running, before its
-    /// first concurrent drain (`in_stop` false): records registered after
-    /// it passed their block are on objects `set_finalizer` shaded. The
-    /// stop-the-world mark calls it in its stop (`in_stop`: the records are
-    /// counted in `fin_visited_in_stops`). The table is locked one block at
-    /// a time (registration on other blocks goes on meanwhile).
-    fn scan_finalizer_records(&self, m: &mut Marker<'_>, in_stop: bool) -> usize {
+    /// first concurrent drain: records registered after it passed their
+    /// block are on objects `set_finalizer` shaded. The stop-the-world mark
+    /// calls it in its stop. Records visited while the world is stopped
+    /// (`world_stopped`) are counted in `fin_visited_in_stops`. The table
+    /// is locked one block at a time (registration on other blocks goes on
+    /// meanwhile).
+    fn scan_finalizer_records(&self, m: &mut Marker<'_>) -> usize {
         let referents = self.fin_referents.load(Ordering::Relaxed);
         let blocks: Vec<u32> = no_preempt(|| lock(&self.finalizers).by_block.keys().copied().collect());
         let (mut words, mut visited) = (0, 0);
@@ -1665,7 +1668,7 @@ impl HeapInner {
                 }
             });
         }
-        if in_stop {
+        if self.world_stopped.load(Ordering::Relaxed) {
             self.fin_visited_in_stops.fetch_add(visited, Ordering::Relaxed);
         }
         words
@@ -1711,7 +1714,7 @@ impl HeapInner {
             self.fin_blocks[b / 64].fetch_and(!bit, Ordering::Relaxed);
         }
         t.len -= moved.len();
-        if self.sweeping_in_stop.load(Ordering::Relaxed) {
+        if self.world_stopped.load(Ordering::Relaxed) {
             self.fin_visited_in_stops.fetch_add(visited as u64, Ordering::Relaxed);
         }
         if !moved.is_empty() {
@@ -1841,6 +1844,20 @@ impl HeapInner {
     fn is_marked(&self, addr: usize) -> bool {
         let buf = ((self.space.gen.load(Ordering::Relaxed) + 1) % 2) as usize;
         find_exact(&self.space, addr).is_some_and(|l| self.space.meta(l.block).is_marked(buf, l.slot))
+    }
+
+    /// `world.stop_the_world()`, then notes the world stopped
+    /// (`world_stopped`).
+    fn stop_world(&self, world: &dyn World) {
+        world.stop_the_world();
+        self.world_stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes the world running (`world_stopped`), then
+    /// `world.start_the_world()`.
+    fn restart_world(&self, world: &dyn World) {
+        self.world_stopped.store(false, Ordering::Relaxed);
+        world.start_the_world();
     }
 
     /// Sweep termination: sweeps every block not yet swept since the last

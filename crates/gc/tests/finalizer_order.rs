@@ -326,8 +326,10 @@ fn many_finalizers(cfg: HeapConfig) -> usurp_gc::GcStats {
 
 /// Many registered finalizers on live objects: no stop visits their records
 /// (a concurrent cycle scans them with the world running; the sweep finds
-/// the dead ones). Control: the stop-the-world mark visits each in each of
-/// its stops, which the counter shows.
+/// the dead ones). The counter follows the world's actual state (records
+/// visited between the collector's `stop_the_world` and `start_the_world`
+/// calls), not a flag its callers pass. Control: the stop-the-world mark
+/// visits each in each of its stops, which the counter shows.
 #[test]
 fn registered_finalizers_are_not_visited_in_the_stops() {
     let st = many_finalizers(config(256 << 20));
