@@ -3,9 +3,10 @@
 //! tasks register finalizers (some during marks) on chains `a` -> `b` ->
 //! plain list, `a` and `b` both finalizable. Every `a`'s finalizer must see
 //! `b` and its plain list intact and run before `b`'s; every `b`'s must see
-//! its list intact. The verifier is on. (The single-threaded ordering
-//! tests, with their negative controls, are in
-//! `crates/gc/tests/finalizer_order.rs`.)
+//! its list intact. The verifier is on. Negative control: with the
+//! referents of finalizable objects not marked (test-only switch), `b`s are
+//! finalized before their `a`. (The single-threaded ordering tests, with
+//! their negative controls, are in `crates/gc/tests/finalizer_order.rs`.)
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -62,9 +63,10 @@ struct Counts {
 }
 
 /// One chain `a` -> (`b` list, plain list), made in a frame of its own so
-/// that no copy of them stays in the caller's.
+/// that no copy of them stays in the caller's. `read`: the finalizers read
+/// the referents (the control, whose referents may be freed, reads none).
 #[inline(never)]
-fn make_chain(heap: &Heap, counts: &Arc<Counts>, a_done: Arc<AtomicBool>) {
+fn make_chain(heap: &Heap, counts: &Arc<Counts>, a_done: Arc<AtomicBool>, read: bool) {
     let b = list(LEN);
     let c = list(LEN);
     let a = node(LEN, Some(b), Some(c));
@@ -73,14 +75,14 @@ fn make_chain(heap: &Heap, counts: &Arc<Counts>, a_done: Arc<AtomicBool>) {
         if !done2.load(Ordering::SeqCst) {
             cb.out_of_order.fetch_add(1, Ordering::SeqCst);
         }
-        if !intact(Gc::from_ref(b)) {
+        if read && !intact(Gc::from_ref(b)) {
             cb.damaged.fetch_add(1, Ordering::SeqCst);
         }
         cb.b_ran.fetch_add(1, Ordering::SeqCst);
     });
     heap.set_finalizer(a.raw(), move |a| {
         let a: Gc<Node> = Gc::from_ref(a).unwrap();
-        if !intact(a.left.get()) || !intact(a.right.get()) {
+        if read && (!intact(a.left.get()) || !intact(a.right.get())) {
             ca.damaged.fetch_add(1, Ordering::SeqCst);
         }
         a_done.store(true, Ordering::SeqCst);
@@ -93,8 +95,16 @@ fn scrub() {
     black_box([0usize; 1024]);
 }
 
-#[test]
-fn chains_are_finalized_in_order_under_concurrent_cycles() {
+/// What `chains` observed.
+struct Outcome {
+    total: usize,
+    counts: Arc<Counts>,
+    st: usurp::RuntimeStats,
+}
+
+/// The scenario; `referents`: see `Heap::set_finalizer_referent_marking`
+/// (off: the control, verifier off and finalizers reading no referent).
+fn chains(referents: bool) -> Outcome {
     let chains_per_task = scale(400);
     let tasks = 2;
     let total = chains_per_task * tasks;
@@ -103,16 +113,18 @@ fn chains_are_finalized_in_order_under_concurrent_cycles() {
     // Watchdog: the scenario on its own thread, failing after 120 s.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let cfg = HeapConfig { max_heap: 256 << 20, gogc: Some(20), min_heap: 1 << 20, verify: true, ..HeapConfig::default() };
+        let cfg =
+            HeapConfig { max_heap: 256 << 20, gogc: Some(20), min_heap: 1 << 20, verify: referents, ..HeapConfig::default() };
         let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
         rt.block_on(move || {
+            Heap::current().unwrap().set_finalizer_referent_marking(referents);
             let hs: Vec<_> = (0..tasks)
                 .map(|_| {
                     let counts = c2.clone();
                     usurp::spawn(move || {
                         let heap = Heap::current().unwrap();
                         for i in 0..chains_per_task {
-                            make_chain(&heap, &counts, Arc::new(AtomicBool::new(false)));
+                            make_chain(&heap, &counts, Arc::new(AtomicBool::new(false)), referents);
                             // Garbage, so that the pacer runs cycles meanwhile.
                             for _ in 0..(i % 8) {
                                 black_box(list(1000));
@@ -142,6 +154,12 @@ fn chains_are_finalized_in_order_under_concurrent_cycles() {
         tx.send(st).unwrap();
     });
     let st = rx.recv_timeout(Duration::from_secs(120)).expect("watchdog: the scenario did not finish in 120 s");
+    Outcome { total, counts, st }
+}
+
+#[test]
+fn chains_are_finalized_in_order_under_concurrent_cycles() {
+    let Outcome { total, counts, st } = chains(true);
     let (a, b) = (counts.a_ran.load(Ordering::SeqCst), counts.b_ran.load(Ordering::SeqCst));
     eprintln!("finalized a {a}, b {b} of {total}; {} cycles", st.gc.cycles);
     assert_eq!(counts.damaged.load(Ordering::SeqCst), 0, "a finalizer saw a damaged referent");
@@ -151,4 +169,15 @@ fn chains_are_finalized_in_order_under_concurrent_cycles() {
     assert_eq!(st.gc.verify_failures, 0);
     assert_eq!(st.gc.bad_pointers, 0);
     assert_eq!(st.gc.finalizer_records_in_stops, 0);
+}
+
+/// Negative control: without referent marking, each `b` is found dead in
+/// the same cycle as its `a`, and many run first (queued in sweep order,
+/// `b` registered before `a` in the same block).
+#[test]
+fn control_without_referent_marking_finalizes_b_before_a() {
+    let Outcome { total, counts, .. } = chains(false);
+    let out_of_order = counts.out_of_order.load(Ordering::SeqCst);
+    eprintln!("control: {out_of_order} of {total} b finalized before their a");
+    assert!(out_of_order > 0, "control: no b was finalized before its a without referent marking");
 }

@@ -72,7 +72,9 @@ type Finalizer = Box<dyn FinalizerFn>;
 /// (a large object's: its first block), as Go keeps finalizers in "special"
 /// records on their object's span: the sweeper of a block finds the records
 /// of that block's dead objects without a walk over every record, and no
-/// stop visits them (see `HeapInner::scan_finalizer_records` and
+/// stop of a concurrent cycle visits them (the stop-the-world mark, at the
+/// hard limit or with `stw_marking`, does; see
+/// `HeapInner::scan_finalizer_records` and
 /// `HeapInner::queue_dead_finalizable`). A block's records leave the table
 /// only when their object is found dead (queued), so a record's object is
 /// allocated for as long as the record is here.
@@ -125,7 +127,7 @@ pub(crate) struct HeapInner {
     /// Finalizers queued so far (by sweeps), to tell a cycle whether it
     /// queued any. Written by sweepers under `finalizers`.
     fin_queued: AtomicU64,
-    /// Finalizer records visited with the world stopped so far (the
+    /// Finalizer records visited while `world_stopped` so far (the
     /// stop-the-world mark's scan of the records, sweeps run in a pause);
     /// a concurrent cycle visits none there. Stats only.
     fin_visited_in_stops: AtomicU64,
@@ -137,9 +139,13 @@ pub(crate) struct HeapInner {
     /// during a mark does not shade (see
     /// `Heap::set_finalizer_registration_shading`).
     fin_shading: std::sync::atomic::AtomicBool,
-    /// The allocation retried in a pause is running (it may sweep with the
-    /// world stopped). Written by the collector in the pause; stats only.
-    sweeping_in_stop: std::sync::atomic::AtomicBool,
+    /// The collector has the world stopped: set right after each
+    /// `World::stop_the_world` returns, cleared right before each
+    /// `World::start_the_world` (`stop_world`, `restart_world`; written by
+    /// the collector under `collect_lock`). Finalizer records visited while
+    /// it is set count in `fin_visited_in_stops` (stats only), whoever the
+    /// caller: the count follows the world's state, not a caller's claim.
+    world_stopped: std::sync::atomic::AtomicBool,
     pending: Mutex<VecDeque<(usize, Finalizer)>>,
     stats: Mutex<StatsAcc>,
     start: Instant,
@@ -170,9 +176,14 @@ pub(crate) struct HeapInner {
     /// Test-only: whether the background sweeper sweeps (see
     /// `Heap::set_background_sweeping`).
     background_sweeping: std::sync::atomic::AtomicBool,
-    /// Blocks swept by the background sweeper, by allocation, and by the
-    /// collector before a mark (`finish_sweep`), for the stats.
-    swept_by: [AtomicU64; 3],
+    /// Blocks swept by the background sweeper, by allocation, by the
+    /// collector before a mark (`finish_sweep`), and by the collector after
+    /// a mark for their finalizer records (`sweep_finalizer_blocks`), for
+    /// the stats.
+    swept_by: [AtomicU64; 4],
+    /// Record blocks `sweep_finalizer_blocks` waited for (claimed by
+    /// another sweeper) so far. Written by the collector; stats only.
+    fin_waited: AtomicU64,
     /// With a [`World::single_thread`] world: the thread attached to this
     /// heap, if any. Written by `attach_thread` and `MutatorGuard::drop`
     /// while holding `collect_lock` (so no collection runs while it changes);
@@ -217,6 +228,7 @@ pub(crate) enum Sweeper {
     Background = 0,
     Allocation = 1,
     Finish = 2,
+    Finalizers = 3,
 }
 
 /// What sweeping one block did.
@@ -341,7 +353,7 @@ impl Heap {
                 fin_queued: AtomicU64::new(0),
                 fin_visited_in_stops: AtomicU64::new(0),
                 fin_referents: std::sync::atomic::AtomicBool::new(true),
-                sweeping_in_stop: std::sync::atomic::AtomicBool::new(false),
+                world_stopped: std::sync::atomic::AtomicBool::new(false),
                 fin_shading: std::sync::atomic::AtomicBool::new(true),
                 pending: Mutex::new(VecDeque::new()),
                 stats: Mutex::new(StatsAcc::default()),
@@ -353,7 +365,8 @@ impl Heap {
                 sweeper: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
                 background_sweeping: std::sync::atomic::AtomicBool::new(true),
                 sweepers_in_flight: AtomicUsize::new(0),
-                swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+                fin_waited: AtomicU64::new(0),
                 solo_owner: Mutex::new(None),
                 alloc_black: std::sync::atomic::AtomicBool::new(false),
                 started: AtomicU64::new(0),
@@ -525,7 +538,7 @@ impl Heap {
         let _g = lock(&inner.collect_lock);
         assert!(lock(&inner.step).is_none(), "debug_begin_marking: a stepped mark is already in progress");
         no_preempt(|| inner.finish_sweep());
-        world.stop_the_world();
+        inner.stop_world(&*world);
         inner.started.store(inner.cycle.load(Ordering::Relaxed) + 1, Ordering::Release);
         inner.begin_marking();
         let counters = MarkCounters::default();
@@ -537,11 +550,11 @@ impl Heap {
         inner.mark_precise_roots(&mut m, &std::cell::Cell::new(Phase::Marking));
         let stack = std::mem::take(&mut m.stack);
         m.flush();
-        world.start_the_world();
+        inner.restart_world(&*world);
         // The finalizer records, world running (as a concurrent cycle).
         let mut fm = Marker::new(&inner.space, &counters);
         fm.stack = stack;
-        inner.scan_finalizer_records(&mut fm, false);
+        inner.scan_finalizer_records(&mut fm);
         let stack = std::mem::take(&mut fm.stack);
         fm.flush();
         *lock(&inner.step) = Some(StepMark { stack, counters });
@@ -574,7 +587,7 @@ impl Heap {
         let _g = lock(&inner.collect_lock);
         let StepMark { stack, counters } =
             lock(&inner.step).take().expect("debug_finish_marking: no stepped mark in progress");
-        world.stop_the_world();
+        inner.stop_world(&*world);
         let cycle = inner.cycle.load(Ordering::Relaxed) + 1;
         let mut m = Marker::new(&inner.space, &counters);
         m.exclusive = true;
@@ -588,7 +601,7 @@ impl Heap {
         inner.end_marking();
         let fin_queued_before = inner.fin_queued.load(Ordering::Relaxed);
         inner.sweep_start(cycle, "steps", live, 0);
-        world.start_the_world();
+        inner.restart_world(&*world);
         inner.wake_sweeper(cycle);
         no_preempt(|| inner.sweep_finalizer_blocks());
         let queued = inner.fin_queued.load(Ordering::Relaxed) - fin_queued_before;
@@ -665,16 +678,20 @@ impl Heap {
     /// finalizers, `a`'s finalizer runs first, with `b` intact, and `b` is
     /// found unreachable at the earliest by the collection after `a`'s
     /// finalizer ran (a chain of n finalizable objects takes n cycles).
-    /// **A cycle of finalizable objects is never finalized** (each is
-    /// reachable from another's finalizable object), nor is a finalizable
-    /// object that references itself: they leak, as in Go; keep finalizers
+    /// **A finalizable object that its own referents reach is never
+    /// finalized**: one that references itself, a cycle of finalizable
+    /// objects, or a cycle through plain objects (`a` -> `p` -> `a`, `p`
+    /// without finalizer: a parent pointer, a doubly linked list); marking
+    /// `a`'s referents marks `a`. They leak, as in Go; keep finalizers
     /// on objects outside cycles (e.g. on a small wrapper that the cyclic
     /// structure does not reference).
     ///
     /// Cost: the records are kept per heap block; a collection scans them
     /// while the world runs and the sweep of a block finds its dead
-    /// finalizable objects, so no stop visits them (stats:
-    /// `finalizer_records_in_stops`); only pending finalizers (found dead,
+    /// finalizable objects, so no stop of a concurrent collection visits
+    /// them; the stop-the-world mark (a collection at the hard limit,
+    /// `HeapConfig::stw_marking`) scans them in its stop (stats:
+    /// `finalizer_records_in_stops`). Only pending finalizers (found dead,
     /// not yet run) are scanned in the start stop.
     ///
     /// **What the closure captures is a root.** The closure's own bytes (its
@@ -815,6 +832,21 @@ impl Heap {
     #[doc(hidden)]
     pub fn set_background_sweeping(&self, on: bool) {
         self.inner.background_sweeping.store(on, Ordering::SeqCst);
+    }
+
+    /// Test support (finalizer sweeping): with `true`, counts one more
+    /// sweeper in flight, as if another thread were sweeping a block
+    /// without finalizer records and never finished; `false` ends it.
+    /// Anything that waits for every sweeper (`finish_sweep`, so the next
+    /// collection's start) waits until then; a cycle's sweep of its
+    /// finalizer blocks must not. Calls must pair; single tests only.
+    #[doc(hidden)]
+    pub fn debug_hold_sweeper(&self, on: bool) {
+        if on {
+            self.inner.sweepers_in_flight.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.inner.sweepers_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Test support: sweep every block not swept yet since the last mark (as
@@ -980,6 +1012,8 @@ impl HeapInner {
             blocks_swept_background: self.swept_by[Sweeper::Background as usize].load(Ordering::Relaxed),
             blocks_swept_by_allocation: self.swept_by[Sweeper::Allocation as usize].load(Ordering::Relaxed),
             blocks_swept_before_mark: self.swept_by[Sweeper::Finish as usize].load(Ordering::Relaxed),
+            blocks_swept_for_finalizers: self.swept_by[Sweeper::Finalizers as usize].load(Ordering::Relaxed),
+            finalizer_blocks_waited: self.fin_waited.load(Ordering::Relaxed),
         }
     }
 
@@ -1257,7 +1291,7 @@ impl HeapInner {
             | Phase::TerminationStopping => pause_abort(what.describe(), &payload),
             Phase::Verifying => {
                 // The cycle completed; only the verifier's stop is undone.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restart_world(world))).is_err() {
                     pause_abort("restarting the world after a panic in the heap verifier", &payload);
                 }
                 Err(PausePanic { what, payload, restarted: true })
@@ -1275,7 +1309,7 @@ impl HeapInner {
                 // Threads outside the World waiting to shade may go on
                 // (marking is off now: they shade nothing).
                 space_gate(self).open_gate();
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.start_the_world())).is_err() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.restart_world(world))).is_err() {
                     pause_abort("restarting the world after a panic in the pause", &payload);
                 }
                 Err(PausePanic { what, payload, restarted: true })
@@ -1314,7 +1348,7 @@ impl HeapInner {
     ) -> bool {
         let t0 = Instant::now();
         phase.set(Phase::Stopping);
-        world.stop_the_world();
+        self.stop_world(world);
         // Threads the World does not stop shade only outside the stops in
         // which the collector marks (`refcheck::shading_section`).
         space_gate(self).close_gate();
@@ -1373,7 +1407,7 @@ impl HeapInner {
         words += self.mark_precise_roots(&mut m, phase);
         if !concurrent {
             // The stop-the-world mark visits the finalizer records in its stop.
-            words += self.scan_finalizer_records(&mut m, true);
+            words += self.scan_finalizer_records(&mut m);
         }
         // Every block is swept for the last mark: no finalizer is queued
         // until this mark's generation is published.
@@ -1393,15 +1427,15 @@ impl HeapInner {
             // A stop ends when the restart is issued (see `STOP_END`).
             let t_started = Instant::now();
             stops.push(t_started - t0);
-            world.start_the_world();
+            self.restart_world(world);
             let mut stack = std::mem::take(&mut m.stack);
-            // The finalizer records, with the world running (no stop visits them).
+            // The finalizer records, with the world running (no stop of this cycle visits them).
             let c0 = Instant::now();
             phase.set(Phase::ConcurrentMarking);
             world.blocking(&mut || {
                 never_unwind("scanning finalizer records", || {
                     let mut fm = Marker::new(space, &counters);
-                    words += self.scan_finalizer_records(&mut fm, false);
+                    words += self.scan_finalizer_records(&mut fm);
                     stack.append(&mut fm.stack);
                     fm.flush();
                 })
@@ -1423,7 +1457,7 @@ impl HeapInner {
                 let s0 = Instant::now();
                 last_stop_start = s0;
                 phase.set(Phase::TerminationStopping);
-                world.stop_the_world();
+                self.stop_world(world);
                 // From here to the generation flip (or this round's
                 // restart) nobody else shades: the drain below is the last
                 // word on what the mutators shaded.
@@ -1453,7 +1487,7 @@ impl HeapInner {
                 phase.set(Phase::Restarting);
                 space_gate(self).open_gate();
                 stops.push(s0.elapsed()); // (ends at the restart's issue)
-                world.start_the_world();
+                self.restart_world(world);
             }
         } else if workers <= 1 || m.stack.len() < 2 {
             m.drain_local();
@@ -1539,9 +1573,7 @@ impl HeapInner {
             // The allocation that asked for this cycle, before anyone else
             // can take what the sweep freed (issue 10 item 7).
             phase.set(Phase::AllocInPause);
-            self.sweeping_in_stop.store(true, Ordering::Relaxed);
             f();
-            self.sweeping_in_stop.store(false, Ordering::Relaxed);
         }
         phase.set(Phase::Restarting);
         // STOP_END: a stop's figure ends when the collector issues the
@@ -1554,7 +1586,7 @@ impl HeapInner {
         // figures used to count as stopped time.
         let t_end = Instant::now();
         stops.push(t_end - last_stop_start);
-        world.start_the_world();
+        self.restart_world(world);
         self.wake_sweeper(cycle);
         // The blocks with finalizer records swept now (world running), so
         // that this cycle's dead finalizable objects are queued when it
@@ -1573,14 +1605,14 @@ impl HeapInner {
         if self.config.verify {
             let v0 = Instant::now();
             phase.set(Phase::VerifyStopping);
-            world.stop_the_world();
+            self.stop_world(world);
             phase.set(Phase::Verifying);
             let v1 = Instant::now();
             verify_failures = crate::verify::verify(space);
             verify = v1.elapsed();
             phase.set(Phase::VerifyRestarting);
             verify_pause = v0.elapsed(); // (ends at the restart's issue)
-            world.start_the_world();
+            self.restart_world(world);
             phase.set(Phase::Done);
         }
 
@@ -1785,12 +1817,13 @@ impl HeapInner {
     /// is never found dead and never finalized, it leaks.
     ///
     /// A concurrent cycle calls this with the world running, before its
-    /// first concurrent drain (`in_stop` false): records registered after
-    /// it passed their block are on objects `set_finalizer` shaded. The
-    /// stop-the-world mark calls it in its stop (`in_stop`: the records are
-    /// counted in `fin_visited_in_stops`). The table is locked one block at
-    /// a time (registration on other blocks goes on meanwhile).
-    fn scan_finalizer_records(&self, m: &mut Marker<'_>, in_stop: bool) -> usize {
+    /// first concurrent drain: records registered after it passed their
+    /// block are on objects `set_finalizer` shaded. The stop-the-world mark
+    /// calls it in its stop. Records visited while the world is stopped
+    /// (`world_stopped`) are counted in `fin_visited_in_stops`. The table
+    /// is locked one block at a time (registration on other blocks goes on
+    /// meanwhile).
+    fn scan_finalizer_records(&self, m: &mut Marker<'_>) -> usize {
         let referents = self.fin_referents.load(Ordering::Relaxed);
         let blocks: Vec<u32> = no_preempt(|| lock(&self.finalizers).by_block.keys().copied().collect());
         let (mut words, mut visited) = (0, 0);
@@ -1811,7 +1844,7 @@ impl HeapInner {
                 }
             });
         }
-        if in_stop {
+        if self.world_stopped.load(Ordering::Relaxed) {
             self.fin_visited_in_stops.fetch_add(visited, Ordering::Relaxed);
         }
         words
@@ -1857,7 +1890,7 @@ impl HeapInner {
             self.fin_blocks[b / 64].fetch_and(!bit, Ordering::Relaxed);
         }
         t.len -= moved.len();
-        if self.sweeping_in_stop.load(Ordering::Relaxed) {
+        if self.world_stopped.load(Ordering::Relaxed) {
             self.fin_visited_in_stops.fetch_add(visited as u64, Ordering::Relaxed);
         }
         if !moved.is_empty() {
@@ -1867,12 +1900,19 @@ impl HeapInner {
     }
 
     /// After a mark (world running): sweeps every block with finalizer
-    /// records now, waiting for those another sweeper claimed, so that the
-    /// finalizers of the objects this mark found dead are queued when the
-    /// cycle returns (`Heap::collect` then `run_pending_finalizers` runs
-    /// them, and the World is told). Visits the blocks with records only.
-    fn sweep_finalizer_blocks(&self) {
+    /// records now, so that the finalizers of the objects this mark found
+    /// dead are queued when the cycle returns (`Heap::collect` then
+    /// `run_pending_finalizers` runs them, and the World is told). Visits
+    /// the blocks with records only, and waits only for those: a record
+    /// block another sweeper claimed is waited for until that block is
+    /// swept for this generation (its queueing included); sweeps of blocks
+    /// without records (the background sweeper's whole lazy sweep) are not
+    /// waited for, so a cycle with no record block waits for nothing.
+    /// Returns the record blocks it waited for (stats).
+    fn sweep_finalizer_blocks(&self) -> u64 {
         let hwm = self.space.high_water();
+        let gen = self.space.gen.load(Ordering::Acquire);
+        let mut waited = 0;
         for (wi, w) in self.fin_blocks.iter().enumerate() {
             if wi * 64 >= hwm {
                 break;
@@ -1881,14 +1921,29 @@ impl HeapInner {
             while bits != 0 {
                 let b = wi * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.sweep_block(b, Sweeper::Finish);
+                if self.sweep_block(b, Sweeper::Finalizers) != Swept::No {
+                    continue;
+                }
+                // Already swept, not a block in use, or claimed by another
+                // sweeper (`2 * gen + 1`, until its `swept` store, which
+                // comes after its queueing): wait for that one.
+                let m = self.space.meta(b);
+                if m.swept.load(Ordering::Acquire) == 2 * gen + 1 {
+                    waited += 1;
+                    while m.swept.load(Ordering::Acquire) == 2 * gen + 1 {
+                        std::thread::yield_now();
+                    }
+                }
             }
         }
-        // As `finish_sweep`: sweeps in flight (on other threads) finish
-        // their blocks, queueing included.
-        while self.sweepers_in_flight.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        // A sweeper that cleared a block's bit before the loop above read
+        // it did so holding `finalizers`, and queues that block's records
+        // before releasing it: taking the lock once orders this return
+        // after its queueing (a bit read as clear was cleared by a critical
+        // section that precedes ours).
+        drop(lock(&self.finalizers));
+        self.fin_waited.fetch_add(waited, Ordering::Relaxed);
+        waited
     }
 
     /// Mark termination (world stopped, marking done): clears weak
@@ -1967,6 +2022,20 @@ impl HeapInner {
     fn is_marked(&self, addr: usize) -> bool {
         let buf = ((self.space.gen.load(Ordering::Relaxed) + 1) % 2) as usize;
         find_exact(&self.space, addr).is_some_and(|l| self.space.meta(l.block).is_marked(buf, l.slot))
+    }
+
+    /// `world.stop_the_world()`, then notes the world stopped
+    /// (`world_stopped`).
+    fn stop_world(&self, world: &dyn World) {
+        world.stop_the_world();
+        self.world_stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes the world running (`world_stopped`), then
+    /// `world.start_the_world()`.
+    fn restart_world(&self, world: &dyn World) {
+        self.world_stopped.store(false, Ordering::Relaxed);
+        world.start_the_world();
     }
 
     /// Sweep termination: sweeps every block not yet swept since the last

@@ -206,21 +206,23 @@
 //! ## Failures inside a pause
 //! A cycle runs under `catch_unwind` (nothing may unwind through the
 //! register-spill frame). A panic while stopping the world has nothing to
-//! undo and is resumed; one before the sweep (conservative roots, a root
-//! scanner, a poisoned lock in one, marking, weak references, finalizer
-//! queueing, verification) clears the mark bits — nothing was freed — and
-//! restarts the world, and the collecting caller panics with a message naming
-//! what panicked; one in the sweep, the restart or a marking/sweeping job on
-//! another thread aborts the process with a message (the heap or the world
-//! could not be restored). Never a hang, never an unwind through the pause.
-//! One consequence of "nothing freed": a panic after weak references were
-//! cleared or finalizers queued (verification, marking from the queued
-//! objects) leaves those weak references cleared and those finalizers
-//! pending, although the next cycle might have found their objects
-//! reachable. No memory is unsafe (a pending finalizer's object is a root
-//! until it has run), but such a finalizer may run on an object that is
-//! still reachable. Panics inside the collector itself are bugs; a panicking
-//! root scanner runs before both steps. With concurrent marking, a panic
+//! undo and is resumed; one before the sweep starts (conservative roots, a
+//! root scanner, a poisoned lock in one, marking, weak references) clears
+//! the mark bits — nothing was freed — and restarts the world, and the
+//! collecting caller panics with a message naming what panicked; one in the
+//! heap verifier (a stop of its own after the cycle completed) restarts the
+//! world and the caller panics; one in the sweep (finalizers are queued by
+//! sweeps, including the collector's sweep of the blocks with finalizer
+//! records right after the restart), the allocation retried in the pause,
+//! the restart or a marking/sweeping job on another thread aborts the
+//! process with a message (the heap or the world could not be restored).
+//! Never a hang, never an unwind through the pause. One consequence of
+//! "nothing freed": a panic after weak references were cleared leaves them
+//! cleared, although the next cycle might have found their objects
+//! reachable; only the collector's own steps (whose panics are bugs) follow
+//! the clearing before the sweep, a root scanner runs before it. A queued
+//! finalizer is never undone: it was queued by a sweep, which freed its
+//! block's dead objects too. With concurrent marking, a panic
 //! while marking with the world running or while stopping it for the
 //! termination aborts with a message (the barrier is on and tasks run: the
 //! marks cannot be undone safely); a cycle of the background collector that
@@ -328,14 +330,18 @@
 //!    blacklisting yet); a stray word retains at most what it reaches.
 //! 9. *Moving*: nothing moves.
 //! 10. *Finalizers*: records kept per block (Go's span specials), found
-//!     dead and queued by the sweep of their block (never by a stop), run
+//!     dead and queued by the sweep of their block, run
 //!     later by [`Heap::run_pending_finalizers`], never inside allocation;
 //!     resurrection and order rules on [`Heap::set_finalizer`] (Go's: the
 //!     referents of finalizable objects are marked, so `a` -> `b` finalizes
 //!     `a` first and `b` a cycle after; finalizable cycles leak). Their
 //!     closures are roots until they ran, so a finalizer that reaches its
 //!     own object never runs (as in Go): direct self-capture is refused
-//!     with a panic.
+//!     with a panic. A concurrent cycle visits no record in its stops
+//!     (they are scanned with the world running); the stop-the-world mark
+//!     (a collection at the hard limit, `HeapConfig::stw_marking`) scans
+//!     them in its stop, and the allocation retried in a pause may sweep a
+//!     block with records (see `GcStats::finalizer_records_in_stops`).
 //!
 //! ## Integration with the scheduler (what `usurp-sched` does)
 //! * Create the heap with [`Heap::with_world`] (or [`Heap::new`] and

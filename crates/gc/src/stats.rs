@@ -196,13 +196,22 @@ pub struct GcStats {
     /// Blocks whose memory was returned to the OS so far.
     pub blocks_decommitted: u64,
     /// Blocks swept lazily so far: by the background sweeper, by
-    /// allocation, and by the collector finishing the sweep before a mark
-    /// (none of it in a pause).
+    /// allocation (in a pause too: the allocation retried there), by the
+    /// collector finishing the sweep before a mark, and by the collector
+    /// sweeping the blocks with finalizer records right after a mark (world
+    /// running), each block counted once, under who swept it.
     pub blocks_swept_background: u64,
     /// See `blocks_swept_background`.
     pub blocks_swept_by_allocation: u64,
     /// See `blocks_swept_background`.
     pub blocks_swept_before_mark: u64,
+    /// See `blocks_swept_background`.
+    pub blocks_swept_for_finalizers: u64,
+    /// Blocks with finalizer records that a cycle, sweeping them right
+    /// after its mark, found claimed by another sweeper and waited for so
+    /// far (it waits for those blocks only, never for sweeps of blocks
+    /// without records).
+    pub finalizer_blocks_waited: u64,
 }
 
 impl GcStats {
