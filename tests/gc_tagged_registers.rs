@@ -128,8 +128,21 @@ fn a_tagged_word_in_a_preempted_tasks_register_keeps_its_list() {
 /// list (held by nothing else) is freed.
 #[test]
 fn control_an_undecoded_nan_boxed_register_keeps_nothing() {
-    let (sum, preempted, verify_failures) = run(ValueEncoding::untagged(), ValueEncoding::nan_box(48, &[0xfffc]));
-    assert!(preempted > 0, "the holder was never async-preempted");
-    assert_eq!(sum, None, "an undecoded NaN-boxed word kept its list");
-    assert_eq!(verify_failures, 0);
+    // The holder's other registers and stack slots may still hold the raw
+    // address `build_list` returned (a stale conservative word the compiler
+    // left behind; seen about 1 run in 30, on both ISAs), which keeps the list
+    // alive regardless of the encoding. So the control runs up to three times
+    // and must see the list freed at least once: were the NaN-boxed word
+    // decoded, every run would keep it.
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let (sum, preempted, verify_failures) = run(ValueEncoding::untagged(), ValueEncoding::nan_box(48, &[0xfffc]));
+        assert!(preempted > 0, "the holder was never async-preempted");
+        assert_eq!(verify_failures, 0);
+        if sum.is_none() {
+            return;
+        }
+        kept.push(sum);
+    }
+    panic!("an undecoded NaN-boxed word kept its list in all 3 runs: {kept:?}");
 }
