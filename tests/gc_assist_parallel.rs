@@ -37,17 +37,17 @@ fn tree(d: u32) -> Gc<Node> {
 }
 
 /// (cycles seen, bytes marked by assists, assist waits)
-fn scenario(markers: usize) -> (u64, u64, u64) {
+fn scenario(markers: Option<usize>, workers: usize) -> (u64, u64, u64) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let cfg = HeapConfig {
             max_heap: 2 << 30,
             gogc: Some(100),
             min_heap: 4 << 20,
-            mark_workers: Some(markers),
+            mark_workers: markers,
             ..HeapConfig::default()
         };
-        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        let rt = Runtime::builder().workers(workers).heap_config(cfg).build().unwrap();
         let r = rt.block_on(|| {
             let heap = usurp::gc::Heap::current().unwrap();
             let live = tree(17);
@@ -74,7 +74,7 @@ fn scenario(markers: usize) -> (u64, u64, u64) {
 #[test]
 fn one_marker_assists() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (c, marked, waits) = scenario(1);
+    let (c, marked, waits) = scenario(Some(1), 2);
     eprintln!("1 marker: cycles {c}, assist-marked {marked}, waits {waits}");
     assert!(marked > 0, "one marker: assists marked nothing");
 }
@@ -82,7 +82,16 @@ fn one_marker_assists() {
 #[test]
 fn two_markers_assist_too() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (c, marked, waits) = scenario(2);
+    let (c, marked, waits) = scenario(Some(2), 2);
     eprintln!("2 markers: cycles {c}, assist-marked {marked}, waits {waits}");
     assert!(marked > 0, "two markers: assists marked nothing (no donation in drain_shared)");
+}
+
+/// The default configuration on 4 workers (2 concurrent markers).
+#[test]
+fn four_workers_default_markers_assist() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (c, marked, waits) = scenario(None, 4);
+    eprintln!("4 workers, default markers: cycles {c}, assist-marked {marked}, waits {waits}");
+    assert!(marked > 0, "4 workers (default 2 markers): assists marked nothing");
 }
