@@ -1,11 +1,13 @@
-//! Review test (branch revpacer): with more than one concurrent marker
-//! (`mark_workers: Some(2)`, the default on 3+ workers), the collector's
-//! concurrent loop takes the parallel `drain_shared` path, which never
-//! services `assist_wanted` (no donation to the grey list) and never
-//! publishes `collector_marked`: assists find no work and mark nothing,
-//! so allocation at the goal waits for the whole parallel drain (the
-//! behaviour the pacer was meant to remove). The same scenario with one
-//! marker (the default on 2 workers) assists (tests/gc_assist.rs).
+//! Assists with more than one concurrent marker (`mark_workers: Some(2)`,
+//! the default on 3+ workers): the collector's concurrent loop then takes
+//! the parallel `drain_shared_paced` path, whose markers must service
+//! `assist_wanted` (donate to the grey list) and publish
+//! `collector_marked` as the single marker does. Before that was wired in
+//! (a review finding on the pacer), assists there found no work and marked
+//! nothing, and allocation at the goal waited for the whole parallel drain;
+//! these tests failed. The same scenario with one marker (the default on 2
+//! workers) is the control (also tests/gc_assist.rs, with its assists-off
+//! negative control).
 
 use std::sync::Mutex;
 use std::time::Duration;
