@@ -1765,39 +1765,61 @@ impl HeapInner {
                     // assist found nothing to do (see `pacer.rs`).
                     let delay = crate::pacer::mark_delay();
                     while !m.drain_budget(crate::pacer::SLICE) {
-                        m.flush();
-                        p.collector_marked.store(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-                        if p.assist_wanted.load(Ordering::Relaxed) && m.stack.len() >= 2 {
-                            p.assist_wanted.store(false, Ordering::Relaxed);
-                            let top = m.stack.split_off(m.stack.len() / 2);
-                            let bottom = std::mem::replace(&mut m.stack, top);
-                            lock(&space.mark.grey).extend(bottom);
-                        }
-                        if let Some(d) = delay {
-                            std::thread::sleep(d);
-                        }
+                        self.concurrent_mark_tick(&mut m, delay);
                     }
                     m.flush();
-                    p.collector_marked.store(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                    p.collector_marked.fetch_max(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
                 });
             } else {
                 let per = work.len().div_ceil(workers);
                 let pool = WorkPool::new(work.chunks(per).map(|c| c.to_vec()).collect());
                 std::thread::scope(|s| {
+                    // Every marker paces itself as the single one does:
+                    // progress for the assists' ratio, donation when an
+                    // assist found the grey list empty, the test delay.
+                    let delay = crate::pacer::mark_delay();
+                    let slice = crate::pacer::SLICE;
                     for _ in 1..workers {
                         let pool = &pool;
                         let _ = std::thread::Builder::new().name("usurp-gc-marker".into()).spawn_scoped(s, move || {
-                            never_unwind("a GC marking job", || Marker::new(space, counters).drain_shared(pool))
+                            never_unwind("a GC marking job", || {
+                                let mut m = Marker::new(space, counters);
+                                m.drain_shared_paced(pool, slice, |m| self.concurrent_mark_tick(m, delay));
+                                p.collector_marked.fetch_max(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                            })
                         });
                     }
                     never_unwind("a GC marking job", || {
                         if FAIL_MARKING_JOB.load(Ordering::Relaxed) && FAIL_MARKING_JOB.swap(false, Ordering::Relaxed) {
                             panic!("injected marking-job failure (usurp_gc::fail_next_marking_job)");
                         }
-                        Marker::new(space, counters).drain_shared(&pool)
+                        let mut m = Marker::new(space, counters);
+                        m.drain_shared_paced(&pool, slice, |m| self.concurrent_mark_tick(m, delay));
+                        p.collector_marked.fetch_max(counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
                     });
                 });
             }
+        }
+    }
+
+    /// A concurrent marker's pacing step, every [`crate::pacer::SLICE`]
+    /// objects (the single marker and each parallel one): publish what it
+    /// marked (`collector_marked`, the assists' ratio), donate the bottom
+    /// half of its stack to the grey list when an assist found it empty
+    /// (`assist_wanted`; the donated entries are drained by an assist or by
+    /// the next round of `mark_concurrently`), and apply the test-only
+    /// mark delay.
+    fn concurrent_mark_tick(&self, m: &mut Marker<'_>, delay: Option<std::time::Duration>) {
+        let p = &self.pacer;
+        m.flush();
+        p.collector_marked.fetch_max(m.counters.live_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        if p.assist_wanted.load(Ordering::Relaxed) && m.stack.len() >= 2 && p.assist_wanted.swap(false, Ordering::Relaxed) {
+            let top = m.stack.split_off(m.stack.len() / 2);
+            let bottom = std::mem::replace(&mut m.stack, top);
+            lock(&self.space.mark.grey).extend(bottom);
+        }
+        if let Some(d) = delay {
+            std::thread::sleep(d);
         }
     }
 

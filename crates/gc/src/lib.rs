@@ -114,7 +114,8 @@
 //!    stop them), draining the grey set and what the barrier shades
 //!    meanwhile, together with the mutators' assists (see "Allocation and
 //!    pacing"), which take grey objects from the grey list and to which the
-//!    collector's marker donates half of its stack when they find it empty.
+//!    collector's markers (each, every 256 objects) donate half of a stack
+//!    when they find it empty.
 //!    Who is the collector: cycles the pacer asks for run on the
 //!    heap's **background collector** thread (`usurp-gc`, started at the
 //!    first request; it is no mutator and its stack is not scanned) when the

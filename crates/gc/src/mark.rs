@@ -513,9 +513,24 @@ impl<'a> Marker<'a> {
 
     /// Take part in the parallel closure over `pool` until it terminates.
     pub fn drain_shared(&mut self, pool: &WorkPool) {
+        self.drain_shared_paced(pool, usize::MAX, |_| {})
+    }
+
+    /// [`Marker::drain_shared`], calling `tick` with this marker after
+    /// every `slice` objects it scans (the concurrent mark's hook: publish
+    /// progress for the pacer, donate to the heap's grey list when an
+    /// assist asked for work; see `pacer.rs`). `tick` may move entries off
+    /// the stack (they must stay reachable by some marker or the grey list).
+    pub fn drain_shared_paced(&mut self, pool: &WorkPool, slice: usize, mut tick: impl FnMut(&mut Marker<'a>)) {
+        let mut scanned = 0usize;
         loop {
             while let Some((o, h)) = self.next() {
                 self.scan_object(o, h);
+                scanned += 1;
+                if scanned >= slice {
+                    scanned = 0;
+                    tick(self);
+                }
                 if self.stack.len() >= DONATE_MIN && pool.waiting.load(Ordering::Relaxed) > 0 {
                     // Donate the bottom half: the oldest entries are the roots
                     // of the largest unexplored subgraphs (a tree's DFS stack

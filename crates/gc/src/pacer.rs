@@ -18,11 +18,12 @@
 //! the mark is, the more each allocation marks, and the heap ends the mark
 //! near its goal without anyone waiting. An assist takes grey objects from
 //! the heap's grey list (`MarkShared::grey`, where the write barrier puts
-//! what it shades); when that is empty it asks the collector's marker to
-//! donate half of its stack there (`assist_wanted`, checked every
-//! [`SLICE`] objects). Each assist call is bounded ([`ASSIST_MAX_OBJECTS`]
-//! objects) so that a stop request waits at most for one slice; an unpaid
-//! rest stays as debt for the next slow path. What an assist has not
+//! what it shades); when that is empty it asks the collector's markers to
+//! donate half of a stack there (`assist_wanted`, checked every [`SLICE`]
+//! objects by the single marker and by each parallel one, in
+//! `HeapInner::concurrent_mark_tick`; the first to see it donates). Each
+//! assist call is bounded ([`ASSIST_MAX_OBJECTS`] objects) so that a stop
+//! request waits at most for one slice; an unpaid rest stays as debt for the next slow path. What an assist has not
 //! scanned goes back to the grey list before it returns; the collector's
 //! concurrent loop does not end while an assist holds grey objects
 //! (`assists_busy`), and anything left is drained by the termination stop
@@ -115,8 +116,9 @@ pub(crate) struct Pacer {
     /// heap's use at the first one's start); written in the start stop.
     pub expected_live: AtomicUsize,
     /// Bytes the collector's own markers marked so far in the mark in
-    /// progress (written by the collector's concurrent marker every
-    /// [`SLICE`] objects; reset in the start stop).
+    /// progress (raised with `fetch_max` by each concurrent marker every
+    /// [`SLICE`] objects from the cycle's shared counters; reset in the
+    /// start stop).
     pub collector_marked: AtomicUsize,
     /// Counters of what assists marked in the mark in progress: folded
     /// into the cycle's by the termination stop (world stopped, no assist
@@ -125,8 +127,9 @@ pub(crate) struct Pacer {
     /// Assists holding grey objects right now (incremented before an
     /// assist takes any, decremented after it gave back the rest).
     pub assists_busy: AtomicUsize,
-    /// An assist found the grey list empty: the collector's marker donates
-    /// half of its stack (set by assists, cleared by the marker).
+    /// An assist found the grey list empty: one of the collector's markers
+    /// donates half of its stack (set by assists, cleared with a swap by
+    /// the marker that donates).
     pub assist_wanted: AtomicBool,
     /// Time spent in assists in the mark in progress (ns) and assist calls
     /// that marked something; reset in the start stop, read in the
