@@ -45,16 +45,22 @@
 //! the task's stack: a select whose cases may hold a pointer (a value of at
 //! least a word) registers its case storage in `heap_roots::REGISTRY`, and
 //! every pause scans, conservatively: the values of send cases not yet
-//! offered, the payloads of its wait nodes once notified (a value handed to
-//! a receive case, or returned by a send case whose receiver went away),
-//! and the outcomes not yet taken with [`Selected::recv`] /
-//! [`Selected::send`]. A send case's value offered in a queued node is
-//! scanned through its channel (`mpsc::scan_buffer` reads blocked senders'
-//! payloads under the channel lock). Every write to the scanned fields by
-//! the select's owner happens under the storage's own lock (`Inner::lock`),
-//! which the scan takes; the other writer of a node's payload (the
-//! counterpart, under the channel lock) is done before the node is
-//! notified, and the scan reads a payload only after that.
+//! offered or taken back (a case not chosen: `wait` moves its value back
+//! out of its node, so it lives until the `Selected` is dropped), the
+//! payloads of its wait nodes once notified (a value handed to a receive
+//! case, or returned by a send case whose receiver went away) or once
+//! another case or the timer won the claim (a losing send case's value,
+//! possibly already dequeued by a counterpart that lost the claim, before
+//! `wait` takes it back), and the outcomes not yet taken with
+//! [`Selected::recv`] / [`Selected::send`]. A send case's value offered in
+//! a queued node is scanned through its channel (`mpsc::scan_buffer` reads
+//! blocked senders' payloads under the channel lock). Every write to the
+//! scanned fields by the select's owner happens under the storage's own
+//! lock (`Inner::lock`), which the scan takes; the other writer of a node's
+//! payload (the counterpart, under the channel lock) must win the claim
+//! first and is done before the node is notified, and the scan reads a
+//! payload only once notified or once the claim is lost (no counterpart
+//! writes it then).
 
 use super::mpsc::{Chan, Receiver, RecvError, SendError, Sender, State, SyncSender, TryRecvError, TrySendError};
 use crate::heap_roots::{self, RangeFn, Slot};
@@ -105,6 +111,9 @@ trait Case<'a> {
     /// a waker to wake after unlocking goes into `wakers`.
     fn poll(&mut self, wakers: &mut Vec<Waker>) -> bool;
     fn enqueue(&mut self, claim: &Claim, case: usize);
+    /// A case that did not win: unlinks its node if still queued, moves a
+    /// send case's value back into the case and drops the node. Needs the
+    /// storage lock too (it writes what the scan reads).
     fn dequeue(&mut self);
     fn notified(&self) -> bool;
     /// After this case won: moves the outcome out of the node.
@@ -221,8 +230,31 @@ macro_rules! lock_impl {
                     st.send_q.remove(np);
                 }
             }
+            // Off the queue under the channel lock and not the winner: no
+            // waker touches the node again, so its value (a send case's,
+            // never handed over) moves back into the case, where the scan
+            // reports it, and the node (whose claim is about to go away)
+            // is dropped.
+            if let Some(v) = self.node.take().and_then(|n| n.payload.into_inner()) {
+                self.keep_unsent(v);
+            }
         }
     };
+}
+
+impl<T> RecvCase<'_, T> {
+    /// A losing receive node holds no value (a sender writes one only
+    /// after winning the claim); dropped if it ever did.
+    fn keep_unsent(&mut self, v: T) {
+        drop(v);
+    }
+}
+
+impl<T> SendCase<'_, T> {
+    /// The value of a losing send case, back from its node.
+    fn keep_unsent(&mut self, v: T) {
+        self.value = Some(v);
+    }
 }
 
 impl<'a, T> Case<'a> for RecvCase<'a, T> {
@@ -312,7 +344,16 @@ impl<'a, T> Case<'a> for SendCase<'a, T> {
         }
         report(&self.value, &mut *f);
         report(&self.out, &mut *f);
-        if let Some(n) = self.node.as_ref().filter(|n| n.is_notified()) {
+        // A notified node (its value returned: receiver gone), or one whose
+        // claim another case or the timer won: a waker may have dequeued
+        // it (`pop_live` leaves a losing node out of the queue), so the
+        // channel no longer reports its value; no waker writes it any more
+        // (it must win the claim first). `wait` moves that value back into
+        // `value` (and drops the node) before the claim goes away, so the
+        // claim read here is alive.
+        // SAFETY (claim_lost): as just said, the claim is alive while a
+        // node that is not notified is still in the case.
+        if let Some(n) = self.node.as_ref().filter(|n| n.is_notified() || unsafe { n.claim_lost() }) {
             report(n.payload.get(), f);
         }
     }
@@ -517,7 +558,10 @@ impl<'a> Select<'a> {
         crate::wait::note_wait(crate::tcb::wait_kind::SELECT, cases.len() as u64);
         let won = claim.wait(deadline, |i| cases[i].notified());
         // Unlink the nodes still queued (all but the winner's) before the
-        // claim and nodes go away.
+        // claim and nodes go away, and move the losing send cases' values
+        // back into their cases: under the storage lock, as the scan reads
+        // those values (in the node, then in the case).
+        let stg = inner.lock.lock();
         lock_all(cases);
         for (i, c) in cases.iter_mut().enumerate() {
             if Some(i) != won {
@@ -525,13 +569,12 @@ impl<'a> Select<'a> {
             }
         }
         unlock_all(cases);
+        if let Some(i) = won {
+            cases[i].complete();
+        }
+        drop(stg);
         match won {
-            Some(i) => {
-                let stg = inner.lock.lock();
-                cases[i].complete();
-                drop(stg);
-                Selected { chosen: Chosen::Case(i), inner }
-            }
+            Some(i) => Selected { chosen: Chosen::Case(i), inner },
             None => Selected { chosen: Chosen::TimedOut, inner },
         }
     }
