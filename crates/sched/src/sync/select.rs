@@ -351,9 +351,12 @@ impl<'a, T> Case<'a> for SendCase<'a, T> {
         // (it must win the claim first). `wait` moves that value back into
         // `value` (and drops the node) before the claim goes away, so the
         // claim read here is alive.
-        // SAFETY (claim_lost): as just said, the claim is alive while a
-        // node that is not notified is still in the case.
-        if let Some(n) = self.node.as_ref().filter(|n| n.is_notified() || unsafe { n.claim_lost() }) {
+        let reported = |n: &&WaitNode<Option<T>>| {
+            // SAFETY: as just said, the claim is alive while a node that is
+            // not notified is still in the case.
+            n.is_notified() || unsafe { n.claim_lost() }
+        };
+        if let Some(n) = self.node.as_ref().filter(reported) {
             report(n.payload.get(), f);
         }
     }
