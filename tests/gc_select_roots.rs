@@ -195,3 +195,116 @@ fn outcome_survives_until_taken() {
     assert_eq!(sum, Some(expected(42)), "a select's outcome was freed before it was taken");
     check_heap(&rt);
 }
+
+/// Review (revsched4): a send case that lost (another case won, or the
+/// select timed out) keeps its value in its dequeued, never-notified node
+/// until the `Selected` is dropped; the scan reports a node's payload only
+/// once notified and the channel no longer lists the node, so the value is
+/// not a root although the README says a send case's value is one "until
+/// it is sent". A value whose `Drop` reads the object then reads freed
+/// memory.
+#[test]
+fn losing_send_case_value_survives_until_the_selected_is_dropped() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Option<Option<usize>>>>;
+    struct Probe(GcRef, Seen);
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            *self.1.lock().unwrap() = Some(checksum(self.0));
+        }
+    }
+    let rt = runtime();
+    let seen: Seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    rt.block_on(move || {
+        let (lose_tx, _lose_rx) = usurp::sync_channel::<Probe>(0);
+        let (win_tx, win_rx) = usurp::channel::<usize>();
+        let (go_tx, go_rx) = usurp::channel::<()>();
+        let parked = Arc::new(AtomicBool::new(false));
+        let parked2 = parked.clone();
+        #[inline(never)]
+        fn build<'a>(tx: &'a SyncSender<Probe>, win: &'a Receiver<usize>, seen: Seen) -> Select<'a> {
+            let mut sel = Select::new();
+            sel.send(tx, Probe(make_list(43), seen));
+            sel.recv(win);
+            sel
+        }
+        let h = usurp::spawn(move || {
+            let sel = build(&lose_tx, &win_rx, seen2);
+            scrub();
+            let s = sel.wait();
+            assert_eq!(s.index(), Some(1));
+            scrub();
+            parked2.store(true, Ordering::SeqCst);
+            go_rx.recv().unwrap();
+            drop(s); // drops the losing case's Probe: its Drop reads the list
+        });
+        wait_until_selecting(h.id());
+        win_tx.send(7).unwrap();
+        let t0 = Instant::now();
+        while !parked.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < Duration::from_secs(60), "the select never returned");
+            usurp::yield_now();
+        }
+        usurp::yield_now(); // let it park in go_rx.recv (one worker)
+        collect_here();
+        go_tx.send(()).unwrap();
+        h.join().unwrap();
+    });
+    let got = *seen.lock().unwrap();
+    assert_eq!(got, Some(Some(expected(43))), "a losing send case's value was freed while the Selected held it");
+    check_heap(&rt);
+}
+
+/// The window before `wait` takes a losing send case's value back: another
+/// case won, and a receiver on the losing case's channel then dequeued its
+/// node, lost the claim and left the node to its select (`pop_live`). The
+/// channel no longer lists the node, the select's task has not run yet,
+/// and the node is not notified: the select's scan must still report the
+/// value (its claim is lost, so no one else writes it). Fails without that
+/// (checked: the list was freed, checksum `None`).
+#[test]
+fn losing_send_case_value_dequeued_by_a_losing_receiver_survives() {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Option<Option<usize>>>>;
+    struct Probe(GcRef, Seen);
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            *self.1.lock().unwrap() = Some(checksum(self.0));
+        }
+    }
+    let rt = runtime();
+    let seen: Seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    rt.block_on(move || {
+        let (lose_tx, lose_rx) = usurp::sync_channel::<Probe>(0);
+        let (win_tx, win_rx) = usurp::channel::<usize>();
+        #[inline(never)]
+        fn build<'a>(tx: &'a SyncSender<Probe>, win: &'a Receiver<usize>, seen: Seen) -> Select<'a> {
+            let mut sel = Select::new();
+            sel.send(tx, Probe(make_list(44), seen));
+            sel.recv(win);
+            sel
+        }
+        let h = usurp::spawn(move || {
+            let sel = build(&lose_tx, &win_rx, seen2);
+            scrub();
+            let s = sel.wait();
+            assert_eq!(s.index(), Some(1));
+            drop(s); // drops the losing case's Probe: its Drop reads the list
+        });
+        wait_until_selecting(h.id());
+        // One worker: the select's task cannot run until this task yields.
+        usurp::no_preempt(|| {
+            win_tx.send(7).unwrap(); // case 1 wins the claim
+            // Dequeues case 0's node, loses its claim, leaves it alone.
+            assert!(matches!(lose_rx.try_recv(), Err(usurp::sync::TryRecvError::Empty)));
+        });
+        collect_here();
+        h.join().unwrap();
+    });
+    let got = *seen.lock().unwrap();
+    assert_eq!(got, Some(Some(expected(44))), "a losing send case's value was freed before its select returned");
+    check_heap(&rt);
+}

@@ -22,6 +22,23 @@ use usurp::{preemptible, Runtime};
 
 static SWITCH: Mutex<()> = Mutex::new(());
 
+/// Turns the preempted-to-global switch off for a negative control and
+/// back on when dropped, also when the control panics or times out (the
+/// switch is process-wide: left off, it would break the other tests of
+/// this binary).
+struct SwitchOff;
+impl SwitchOff {
+    fn new() -> SwitchOff {
+        hooks::set_preempted_to_global_for_tests(false);
+        SwitchOff
+    }
+}
+impl Drop for SwitchOff {
+    fn drop(&mut self) {
+        hooks::set_preempted_to_global_for_tests(true);
+    }
+}
+
 preemptible! {
     /// A call-free chunk of work (no cooperative point inside).
     fn chunk(n: u64) -> u64 {
@@ -84,9 +101,8 @@ fn preempted_loops_rotate_over_all_workers() {
 #[test]
 fn negative_control_preempted_loops_kept_local_stay_split() {
     let _g = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
-    hooks::set_preempted_to_global_for_tests(false);
+    let _off = SwitchOff::new(); // back on when dropped (before `_g`)
     let seen = within(300, "loop balance (kept local)", run_loops);
-    hooks::set_preempted_to_global_for_tests(true);
     assert!(
         seen.iter().any(|&w| w.count_ones() == 1),
         "negative control: with preempted loops kept local one loop should stay on one worker (bit sets {seen:?})"

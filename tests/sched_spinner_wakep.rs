@@ -32,6 +32,22 @@ use usurp_sched::hooks;
 /// Serialises the tests of this file (the switch is process-wide).
 static SWITCH: Mutex<()> = Mutex::new(());
 
+/// Turns the spinner wakep switch off for a negative control and back on when
+/// dropped, also when the control panics or times out (the switch is
+/// process-wide: left off, it would break the other tests of this binary).
+struct SwitchOff;
+impl SwitchOff {
+    fn new() -> SwitchOff {
+        hooks::set_spinner_wakep_for_tests(false);
+        SwitchOff
+    }
+}
+impl Drop for SwitchOff {
+    fn drop(&mut self) {
+        hooks::set_spinner_wakep_for_tests(true);
+    }
+}
+
 /// Spins (no runtime call) until `done()` or `cap` elapsed; whether `done()`.
 fn spin_until(cap: Duration, done: impl Fn() -> bool) -> bool {
     let start = Instant::now();
@@ -145,9 +161,8 @@ fn spinner_that_finds_work_wakes_an_idle_worker() {
 #[test]
 fn negative_control_without_the_spinner_wakep_a_task_waits() {
     let _g = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
-    hooks::set_spinner_wakep_for_tests(false);
+    let _off = SwitchOff::new(); // back on when dropped (before `_g`)
     let rs = within(180, "spinner wakep off", || rounds(20, Duration::from_millis(300)));
-    hooks::set_spinner_wakep_for_tests(true);
     let stranded = rs.iter().filter(|r| r.setup_seen && !r.all_ran).count();
     assert!(stranded >= 1, "negative control: without the searcher's wake-up a woken task should wait: {rs:?}");
 }

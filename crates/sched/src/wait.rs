@@ -301,6 +301,22 @@ impl<P> WaitNode<P> {
         self.notified.load(Ordering::Acquire)
     }
 
+    /// Waiter side (or a scan on its behalf): whether the node's claim went
+    /// to another case or to the timer. Then no waker writes this node's
+    /// payload any more (a waker must win the claim first), so the
+    /// waiter's side owns it. `false` for a node without a claim.
+    ///
+    /// # Safety
+    /// The node's claim (if any) is still alive.
+    pub(crate) unsafe fn claim_lost(&self) -> bool {
+        if self.claim.is_null() {
+            return false;
+        }
+        // SAFETY: per the contract the claim is alive.
+        let s = unsafe { (*self.claim).state() };
+        s != claim::WAITING && s != claim::WON + self.case
+    }
+
     /// Waker side, under the queue's lock, on a node just dequeued: tries to
     /// win its waiter's claim. `false`: the timer or another case won; the
     /// node must be left alone (as if it had not been queued).

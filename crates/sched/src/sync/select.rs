@@ -45,16 +45,22 @@
 //! the task's stack: a select whose cases may hold a pointer (a value of at
 //! least a word) registers its case storage in `heap_roots::REGISTRY`, and
 //! every pause scans, conservatively: the values of send cases not yet
-//! offered, the payloads of its wait nodes once notified (a value handed to
-//! a receive case, or returned by a send case whose receiver went away),
-//! and the outcomes not yet taken with [`Selected::recv`] /
-//! [`Selected::send`]. A send case's value offered in a queued node is
-//! scanned through its channel (`mpsc::scan_buffer` reads blocked senders'
-//! payloads under the channel lock). Every write to the scanned fields by
-//! the select's owner happens under the storage's own lock (`Inner::lock`),
-//! which the scan takes; the other writer of a node's payload (the
-//! counterpart, under the channel lock) is done before the node is
-//! notified, and the scan reads a payload only after that.
+//! offered or taken back (a case not chosen: `wait` moves its value back
+//! out of its node, so it lives until the `Selected` is dropped), the
+//! payloads of its wait nodes once notified (a value handed to a receive
+//! case, or returned by a send case whose receiver went away) or once
+//! another case or the timer won the claim (a losing send case's value,
+//! possibly already dequeued by a counterpart that lost the claim, before
+//! `wait` takes it back), and the outcomes not yet taken with
+//! [`Selected::recv`] / [`Selected::send`]. A send case's value offered in
+//! a queued node is scanned through its channel (`mpsc::scan_buffer` reads
+//! blocked senders' payloads under the channel lock). Every write to the
+//! scanned fields by the select's owner happens under the storage's own
+//! lock (`Inner::lock`), which the scan takes; the other writer of a node's
+//! payload (the counterpart, under the channel lock) must win the claim
+//! first and is done before the node is notified, and the scan reads a
+//! payload only once notified or once the claim is lost (no counterpart
+//! writes it then).
 
 use super::mpsc::{Chan, Receiver, RecvError, SendError, Sender, State, SyncSender, TryRecvError, TrySendError};
 use crate::heap_roots::{self, RangeFn, Slot};
@@ -105,6 +111,9 @@ trait Case<'a> {
     /// a waker to wake after unlocking goes into `wakers`.
     fn poll(&mut self, wakers: &mut Vec<Waker>) -> bool;
     fn enqueue(&mut self, claim: &Claim, case: usize);
+    /// A case that did not win: unlinks its node if still queued, moves a
+    /// send case's value back into the case and drops the node. Needs the
+    /// storage lock too (it writes what the scan reads).
     fn dequeue(&mut self);
     fn notified(&self) -> bool;
     /// After this case won: moves the outcome out of the node.
@@ -136,7 +145,8 @@ struct Inner<'a> {
     /// what the scan reads: the case list, send values, outcomes, and the
     /// payload of a notified node. Taken before channel locks.
     lock: SpinLock<()>,
-    /// Written by the owner only (under `lock` for the writes above).
+    /// Written by the owner only, and only under `lock` (`cases_mut`); read
+    /// by the owner (`cases`) and by the scan (under `lock`).
     cases: UnsafeCell<Vec<Box<dyn Case<'a> + 'a>>>,
 }
 
@@ -145,13 +155,26 @@ impl<'a> Inner<'a> {
         Box::new(Inner { roots: Slot::new(), lock: SpinLock::new(()), cases: UnsafeCell::new(Vec::new()) })
     }
 
-    /// The cases (owner only).
+    /// The cases, to read (owner only).
+    fn cases(&self) -> &Vec<Box<dyn Case<'a> + 'a>> {
+        // SAFETY: a mutable reference to the list exists only while `lock`
+        // is held, made by the owner (`cases_mut`), which does not use a
+        // shared one from here while it lives (see `cases_mut`); the scan
+        // makes only shared ones, under `lock`. Shared references coexist.
+        unsafe { &*self.cases.get() }
+    }
+
+    /// The cases, to change (owner only), while `g` (a guard of `lock`,
+    /// so no scan is reading them) is held.
     #[allow(clippy::mut_from_ref)]
-    fn cases(&self) -> &mut Vec<Box<dyn Case<'a> + 'a>> {
-        // SAFETY: only the owner (the holder of the `Select`/`Selected`,
-        // which are neither `Send` nor `Sync`) calls this, and never keeps
-        // two of these references at once; the scan only reads, and only
-        // what the owner writes under `lock` (the scan holds it too).
+    fn cases_mut<'g>(&'g self, _g: &'g SpinGuard<'_, ()>) -> &'g mut Vec<Box<dyn Case<'a> + 'a>> {
+        // SAFETY: `g` holds `lock`, so the scan (which takes it) makes no
+        // reference to the list meanwhile; the owner is the only caller
+        // (`Select`/`Selected` are neither `Send` nor `Sync`) and makes no
+        // other reference to the list while this one lives: shared ones
+        // from `cases` are not kept across a `cases_mut` (each use of the
+        // list in `wait` and `Selected` takes one or the other for a
+        // bounded section, see there).
         unsafe { &mut *self.cases.get() }
     }
 }
@@ -221,8 +244,31 @@ macro_rules! lock_impl {
                     st.send_q.remove(np);
                 }
             }
+            // Off the queue under the channel lock and not the winner: no
+            // waker touches the node again, so its value (a send case's,
+            // never handed over) moves back into the case, where the scan
+            // reports it, and the node (whose claim is about to go away)
+            // is dropped.
+            if let Some(v) = self.node.take().and_then(|n| n.payload.into_inner()) {
+                self.keep_unsent(v);
+            }
         }
     };
+}
+
+impl<T> RecvCase<'_, T> {
+    /// A losing receive node holds no value (a sender writes one only
+    /// after winning the claim); dropped if it ever did.
+    fn keep_unsent(&mut self, v: T) {
+        drop(v);
+    }
+}
+
+impl<T> SendCase<'_, T> {
+    /// The value of a losing send case, back from its node.
+    fn keep_unsent(&mut self, v: T) {
+        self.value = Some(v);
+    }
 }
 
 impl<'a, T> Case<'a> for RecvCase<'a, T> {
@@ -312,7 +358,19 @@ impl<'a, T> Case<'a> for SendCase<'a, T> {
         }
         report(&self.value, &mut *f);
         report(&self.out, &mut *f);
-        if let Some(n) = self.node.as_ref().filter(|n| n.is_notified()) {
+        // A notified node (its value returned: receiver gone), or one whose
+        // claim another case or the timer won: a waker may have dequeued
+        // it (`pop_live` leaves a losing node out of the queue), so the
+        // channel no longer reports its value; no waker writes it any more
+        // (it must win the claim first). `wait` moves that value back into
+        // `value` (and drops the node) before the claim goes away, so the
+        // claim read here is alive.
+        let reported = |n: &&WaitNode<Option<T>>| {
+            // SAFETY: as just said, the claim is alive while a node that is
+            // not notified is still in the case.
+            n.is_notified() || unsafe { n.claim_lost() }
+        };
+        if let Some(n) = self.node.as_ref().filter(reported) {
             report(n.payload.get(), f);
         }
     }
@@ -395,8 +453,8 @@ impl<'a> Select<'a> {
             // `inner.lock` what the owner writes under it.
             unsafe { heap_roots::lock().insert(&inner.roots, inner as *const Inner<'a> as *const (), scan_cases) };
         }
-        let _g = inner.lock.lock();
-        let cases = inner.cases();
+        let g = inner.lock.lock();
+        let cases = inner.cases_mut(&g);
         cases.push(case);
         cases.len() - 1
     }
@@ -457,15 +515,17 @@ impl<'a> Select<'a> {
     /// With no case, no timeout and no default case (it would wait forever).
     pub fn wait(self) -> Selected<'a> {
         let Select { inner, deadline, default } = self;
-        let cases = inner.cases();
-        if cases.is_empty() && deadline.is_none() && !default {
+        // The list is read through `inner.cases()` (shared) and changed
+        // through `cases_mut` only under the storage lock; no shared
+        // reference is kept across a `cases_mut` section (`Inner::cases_mut`).
+        let n = inner.cases().len();
+        if n == 0 && deadline.is_none() && !default {
             panic!("usurp: Select::wait with no case, no timeout and no default would block forever");
         }
-        let n = cases.len();
         // Lock order: by channel address; a channel in several cases is
         // locked once (the others adopt its state pointer).
         let mut lock_order: Vec<usize> = (0..n).collect();
-        lock_order.sort_by_key(|&i| cases[i].chan_addr());
+        lock_order.sort_by_key(|&i| inner.cases()[i].chan_addr());
         let lock_all = |cases: &mut Vec<Box<dyn Case<'a> + 'a>>| {
             let mut prev: Option<(usize, *mut ())> = None;
             for &i in &lock_order {
@@ -491,6 +551,7 @@ impl<'a> Select<'a> {
         // The storage lock first (module docs): polls and enqueues move
         // values the GC scan reads.
         let stg = inner.lock.lock();
+        let cases = inner.cases_mut(&stg);
         lock_all(cases);
         let ready = poll_order.iter().copied().find(|&i| cases[i].poll(&mut wakers));
         let chosen = match ready {
@@ -514,10 +575,15 @@ impl<'a> Select<'a> {
         }
         unlock_all(cases);
         drop(stg);
-        crate::wait::note_wait(crate::tcb::wait_kind::SELECT, cases.len() as u64);
-        let won = claim.wait(deadline, |i| cases[i].notified());
+        crate::wait::note_wait(crate::tcb::wait_kind::SELECT, n as u64);
+        // Shared reads while waiting (the scan may run meanwhile).
+        let won = claim.wait(deadline, |i| inner.cases()[i].notified());
         // Unlink the nodes still queued (all but the winner's) before the
-        // claim and nodes go away.
+        // claim and nodes go away, and move the losing send cases' values
+        // back into their cases: under the storage lock, as the scan reads
+        // those values (in the node, then in the case).
+        let stg = inner.lock.lock();
+        let cases = inner.cases_mut(&stg);
         lock_all(cases);
         for (i, c) in cases.iter_mut().enumerate() {
             if Some(i) != won {
@@ -525,13 +591,12 @@ impl<'a> Select<'a> {
             }
         }
         unlock_all(cases);
+        if let Some(i) = won {
+            cases[i].complete();
+        }
+        drop(stg);
         match won {
-            Some(i) => {
-                let stg = inner.lock.lock();
-                cases[i].complete();
-                drop(stg);
-                Selected { chosen: Chosen::Case(i), inner }
-            }
+            Some(i) => Selected { chosen: Chosen::Case(i), inner },
             None => Selected { chosen: Chosen::TimedOut, inner },
         }
     }
@@ -568,13 +633,13 @@ impl<'a> Selected<'a> {
     pub fn recv<T: Send>(self, rx: &Receiver<T>) -> Result<T, RecvError> {
         let addr = &*rx.chan as *const Chan<T> as usize;
         let i = self.index().expect("Selected::recv: no case completed (timeout or default)");
-        let c = &mut self.inner.cases()[i];
+        let stg = self.inner.lock.lock();
+        let c = &mut self.inner.cases_mut(&stg)[i];
         assert!(c.is_recv() && c.chan_addr() == addr, "Selected::recv: case {i} is not a receive on this channel");
         // SAFETY: a receive case on this channel address was built from a
         // `&Receiver<T>` of this very (still borrowed, so live) channel:
         // its outcome slot has type `Option<Result<T, RecvError>>`.
         let out = unsafe { &mut *(c.out() as *mut Option<Result<T, RecvError>>) };
-        let _stg = self.inner.lock.lock();
         out.take().expect("outcome taken once")
     }
 
@@ -585,11 +650,11 @@ impl<'a> Selected<'a> {
     pub fn send<T: Send, S: SendHalf<T>>(self, tx: &S) -> Result<(), SendError<T>> {
         let addr = tx.chan_erased() as usize;
         let i = self.index().expect("Selected::send: no case completed (timeout or default)");
-        let c = &mut self.inner.cases()[i];
+        let stg = self.inner.lock.lock();
+        let c = &mut self.inner.cases_mut(&stg)[i];
         assert!(!c.is_recv() && c.chan_addr() == addr, "Selected::send: case {i} is not a send on this channel");
         // SAFETY: as in `recv`, for `Option<Result<(), SendError<T>>>`.
         let out = unsafe { &mut *(c.out() as *mut Option<Result<(), SendError<T>>>) };
-        let _stg = self.inner.lock.lock();
         out.take().expect("outcome taken once")
     }
 }
