@@ -659,6 +659,29 @@ impl Worker {
         ptr::null_mut()
     }
 
+    /// Whether a task other than the one this searching worker just took
+    /// is visible in a queue another worker could take it from: the global
+    /// queue, a worker's ring or woken FIFO, another worker's `runnext`
+    /// (`tests/sched_spinner_wakep.rs` strands a task there without it). A
+    /// spinner that found work wakes an idle worker only then: waking one
+    /// after every find (the first version of Go's resetspinning -> wakep
+    /// here) made a second worker search on every channel hand-off, and
+    /// ping-pong on `workers(2)` cost 235 ns instead of 161 ns (153 ns with
+    /// no wake-up at all; `cargo bench --bench switch`, quiet). Racy reads
+    /// (relaxed): a task queued after the check is the queuer's to announce
+    /// (`notify`).
+    fn more_work_visible(&self) -> bool {
+        let sh = self.shared();
+        if sh.global_len.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        sh.workers.iter().any(|w| {
+            w.queue.len() > 0
+                || w.woken_len.load(Ordering::Relaxed) > 0
+                || (w.index != self.index && !w.runnext.0.load(Ordering::Relaxed).is_null())
+        })
+    }
+
     /// Takes the front of another worker's woken FIFO, else steals half of
     /// another worker's ring; when every ring is empty, a
     /// task waiting in another worker's `runnext` slot (see
@@ -813,7 +836,7 @@ impl Worker {
             if !t.is_null() {
                 if spinning {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
-                    if SPINNER_WAKEP.load(Ordering::Relaxed) {
+                    if SPINNER_WAKEP.load(Ordering::Relaxed) && self.more_work_visible() {
                         // We may have been the only searcher, and wakers
                         // woke nobody while we searched (`notify` leaves
                         // the work to a spinner): more of it may wait (the
