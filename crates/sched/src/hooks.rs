@@ -41,7 +41,7 @@ pub fn set_pin_policy_for_tests(p: Option<bool>) {
         Some(true) => 1,
         Some(false) => 2,
     };
-    crate::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+    crate::glue::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether the runtime found thread-local accesses in the `preemptible!`
@@ -66,14 +66,14 @@ pub fn set_tick_policy_for_tests(p: Option<bool>) {
 
 #[doc(hidden)]
 pub fn preemptible_code_touches_tls() -> Option<bool> {
-    crate::preempt_glue::section_tls_known()
+    crate::glue::preempt_glue::section_tls_known()
 }
 
 /// Installs (or with `None` removes) a function called with the spill frame
 /// of every accepted asynchronous preemption of any runtime's task, on the
 /// task's stack, right before it parks (tests, profilers).
 pub fn set_preempt_observer(f: Option<fn(&usurp_preempt::SpillFrame)>) {
-    crate::preempt_glue::set_preempt_observer(f);
+    crate::glue::preempt_glue::set_preempt_observer(f);
 }
 
 /// Switch counter of worker `i` of `rt` (incremented on every task switch).

@@ -18,10 +18,10 @@
 //! field, `roots`) before the result is dropped and the memory freed.
 
 use crate::error::Error;
-use crate::heap_roots::{self, RangeFn, Slot};
-use crate::runtime::Shared;
-use crate::tcb::{Body, Task};
-use crate::wait::{wait_until, Waker};
+use crate::glue::heap_roots::{self, RangeFn, Slot};
+use crate::shared::Shared;
+use crate::tasks::tcb::{Body, Task};
+use crate::tasks::wait::{wait_until, Waker};
 use crate::worker;
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -302,7 +302,7 @@ impl<T> JoinHandle<T> {
     /// The task's CPU time so far (see [`TaskStats::cpu_time`]): up to its
     /// last switch while it runs, its total once it finished.
     pub fn cpu_time(&self) -> Duration {
-        crate::dump::cycles_to_duration(self.packet.cpu().cycles())
+        crate::glue::dump::cycles_to_duration(self.packet.cpu().cycles())
     }
 
     /// A snapshot of the task's accounting (id, CPU time, finished).
@@ -327,7 +327,7 @@ impl<T> JoinHandle<T> {
             unsafe { self.packet.set_waiter(waker) };
             if st.compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // Exactly one wake will come, from `complete`.
-                crate::wait::note_wait(crate::tcb::wait_kind::JOIN, self.id);
+                crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::JOIN, self.id);
                 wait_until(is_task, || st.load(Ordering::Acquire) == DONE);
             }
         }

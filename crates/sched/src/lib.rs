@@ -209,37 +209,40 @@
 // The ISA's crate, as usurp-preempt chose it (its `archif.rs`: the one place).
 use usurp_preempt::arch;
 
-mod dump;
-mod dumpsig;
+// The floors (see "Layers" above and DESIGN.md): a module imports only
+// from its own floor or the floors below; `glue` is imported by nobody below.
+// Floor 0: primitives.
 mod error;
 mod fpcheck;
-mod gc_world;
 mod guard;
-mod heap_roots;
-#[doc(hidden)]
-pub mod hooks;
-mod preempt_glue;
-mod stw;
-mod join;
-mod local;
-mod panic_hook;
-mod queue;
-mod runtime;
 mod spin;
 mod stack;
-pub mod sync;
 mod sys;
-mod sysmon;
-mod tcb;
+// Floor 1: tasks (control block, parking and wait queues, task-locals).
+mod tasks;
+// Floor 2: queues, timers, the stop state.
+mod queue;
+mod stw;
 mod timer;
-mod wait;
+// Floor 3: the shared hub, the sysmon, the worker split by job.
+mod shared;
+mod sysmon;
 mod worker;
+// Floor 4: adapters to usurp-preempt and usurp-gc, dumps.
+mod glue;
+// Floor 5: the public API.
+#[doc(hidden)]
+pub mod hooks;
+mod join;
+mod panic_hook;
+mod runtime;
+pub mod sync;
 
-pub use dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
+pub use glue::dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
 pub use error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
 pub use join::{spawn, try_spawn, JoinHandle, TaskStats};
-pub use local::{AccessError, LocalKey};
-pub use preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
+pub use tasks::local::{AccessError, LocalKey};
+pub use glue::preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
 /// The runtime's builder under its old name; the task builder is
 /// [`task::Builder`].
@@ -274,7 +277,7 @@ pub mod task {
         // SAFETY: the current task is valid while it runs.
         let id = unsafe { (*t).id.get() };
         let cpu = crate::worker::current_cpu_cycles(t);
-        Some(TaskStats { id, cpu_time: crate::dump::cycles_to_duration(cpu), finished: false })
+        Some(TaskStats { id, cpu_time: crate::glue::dump::cycles_to_duration(cpu), finished: false })
     }
 
     /// A dump of every live task of the current task's runtime (see
@@ -294,7 +297,7 @@ pub mod task {
         // SAFETY: the current task is valid while it runs; its runtime
         // outlives it.
         let sh = unsafe { (*t).shared() };
-        crate::dump::dump(sh, crate::DUMP_STOP_TIMEOUT)
+        crate::glue::dump::dump(sh, crate::DUMP_STOP_TIMEOUT)
     }
 
     /// The name of the current task (set with [`Builder::name`]), if any.

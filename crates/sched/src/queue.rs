@@ -9,7 +9,7 @@
 //!   lock for the global injection queue and for each worker's inbox of
 //!   forwarded pinned tasks. No allocation: a task is in at most one queue.
 
-use crate::tcb::Task;
+use crate::tasks::tcb::Task;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 

@@ -128,7 +128,7 @@
 //! goroutine that does not stop). The stopper is not aborted: a kernel call
 //! that is merely slow still completes.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::worker::Worker;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -379,7 +379,7 @@ pub(crate) fn caller_is_stopper(sh: &Shared) -> bool {
 
 /// Whether task `t` holds `sh`'s world stopped (cheap when no stop is on).
 #[inline]
-pub(crate) fn task_is_stopper(sh: &Shared, t: *mut crate::tcb::Task) -> bool {
+pub(crate) fn task_is_stopper(sh: &Shared, t: *mut crate::tasks::tcb::Task) -> bool {
     sh.stw.stop.load(Ordering::Relaxed) && sh.stw.stopper.load(Ordering::SeqCst) == t as usize
 }
 
@@ -449,7 +449,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
                 // the world (its checkpoint() does nothing meanwhile).
                 g.no_preempt = Some(usurp_preempt::NoPreempt::new());
                 if !STOPPER_TICKS.load(Ordering::Relaxed) {
-                    g.quiet_slot = crate::preempt_glue::thread_slot() as usize;
+                    g.quiet_slot = crate::glue::preempt_glue::thread_slot() as usize;
                     // SAFETY: slots are `'static`.
                     if let Some(s) = unsafe { (g.quiet_slot as *const usurp_preempt::WorkerSlot).as_ref() } {
                         // No quantum ticks during the stop (see the module
@@ -719,7 +719,7 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
     // holding the pool lock, no struct in the pool is taken and prepared.
     let reg = sh.registry.lock();
     let _pool = sh.pool.lock();
-    let t = w.running_task.load(Ordering::SeqCst) as *mut crate::tcb::Task;
+    let t = w.running_task.load(Ordering::SeqCst) as *mut crate::tasks::tcb::Task;
     if t.is_null() || !reg.contains(&t) {
         return None;
     }
@@ -742,7 +742,7 @@ fn running_task_info(sh: &Shared, w: &Worker) -> Option<(u64, Option<String>)> {
     // or `describe_workers_unstopped`, which holds the stw lock (under which
     // alone a stop ends) across its sample of the flag and this read.
     unsafe {
-        if (*t).state.load(Ordering::Acquire) != crate::tcb::state::RUNNING {
+        if (*t).state.load(Ordering::Acquire) != crate::tasks::tcb::state::RUNNING {
             return None;
         }
         let id = (*t).id.get();
@@ -823,7 +823,7 @@ fn describe_stopper(sh: &Shared, _locked: &MutexGuard<'_, Inner>) -> String {
             .to_string();
     }
     let reg = sh.registry.lock();
-    let t = who as *mut crate::tcb::Task;
+    let t = who as *mut crate::tasks::tcb::Task;
     if !reg.contains(&t) {
         return "a stop is in force, requested by a task of another runtime".to_string();
     }
@@ -1038,7 +1038,7 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
     let cur = crate::worker::current_task();
     // The caller counts as stopped: it must not allocate (the slow path says
     // why). Restored on this thread when `f` is done.
-    let _no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
+    let _no_alloc = usurp_gc::forbid_allocation(crate::glue::gc_world::INSIDE_BLOCKING);
     crate::arch::with_registers_spilled(&mut |sp| {
         // A panic must not unwind through the spill routine's frame.
         let r = match me {
@@ -1053,7 +1053,7 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 // runs.
                 let (m, w) = unsafe {
                     *(*cur).sp.get() = sp;
-                    (*cur).state.store(crate::tcb::state::BLOCKING, Ordering::SeqCst);
+                    (*cur).state.store(crate::tasks::tcb::state::BLOCKING, Ordering::SeqCst);
                     let m = &*crate::worker::machine();
                     (m, &*m.worker.get())
                 };
@@ -1069,14 +1069,14 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 w.running_task.store(0, Ordering::Relaxed);
                 m.worker.set(std::ptr::null());
                 enter_safe(sh, i);
-                let mask = crate::preempt_glue::MaskPreemptSignal::new(sh);
+                let mask = crate::glue::preempt_glue::MaskPreemptSignal::new(sh);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f));
                 exit_safe(sh, i);
                 drop(mask);
                 m.worker.set(w);
                 w.running_task.store(cur as usize, Ordering::Relaxed);
                 // SAFETY: as above.
-                unsafe { (*cur).state.store(crate::tcb::state::RUNNING, Ordering::SeqCst) };
+                unsafe { (*cur).state.store(crate::tasks::tcb::state::RUNNING, Ordering::SeqCst) };
                 r
             }
         };

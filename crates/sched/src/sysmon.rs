@@ -19,7 +19,7 @@
 //! (`sys::set_timer_slack`), so its timed futex waits end on time instead
 //! of up to Linux's default 50 µs late.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::sys::{futex_wait, futex_wake, now_ns};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};

@@ -137,7 +137,7 @@ fn preempt_hook_requeues_pinned_and_task_continues() {
             }
             yield_now(); // cooperative: the pin clears, migration allowed again
             // SAFETY: as above.
-            unpinned &= unsafe { (*t).pinned_worker.get() } == crate::tcb::NO_PIN;
+            unpinned &= unsafe { (*t).pinned_worker.get() } == crate::tasks::tcb::NO_PIN;
         }
         stop.store(true, Ordering::Relaxed);
         for h in busy {

@@ -18,10 +18,10 @@
 //! The map is a `BTreeMap` rather than a binary heap so that this
 //! cancellation is O(log n) and cancelled waits leave nothing behind.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::sys::now_ns;
-use crate::tcb::Task;
-use crate::wait::Claim;
+use crate::tasks::tcb::Task;
+use crate::tasks::wait::Claim;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -158,7 +158,7 @@ pub fn sleep(d: Duration) {
         sh.timer_is_earliest(deadline);
     }
     // Exactly one unpark comes: from the timer.
-    crate::wait::note_wait(crate::tcb::wait_kind::SLEEP, deadline);
+    crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::SLEEP, deadline);
     crate::worker::park_current();
-    crate::wait::clear_wait();
+    crate::tasks::wait::clear_wait();
 }

@@ -9,7 +9,7 @@
 
 use super::mutex::{Mutex, MutexGuard};
 use crate::spin::SpinLock;
-use crate::wait::{Claim, WaitNode, WaitQueue};
+use crate::tasks::wait::{Claim, WaitNode, WaitQueue};
 use std::time::{Duration, Instant};
 
 /// Whether a [`Condvar::wait_timeout`] returned because its time ran out,
@@ -58,7 +58,7 @@ impl Condvar {
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { self.waiters.lock().push(&node as *const _ as *mut WaitNode<()>) };
         drop(guard);
-        crate::wait::note_wait(crate::tcb::wait_kind::CONDVAR, self as *const Self as u64);
+        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CONDVAR, self as *const Self as u64);
         node.wait();
         mutex.lock()
     }
@@ -78,7 +78,7 @@ impl Condvar {
         timeout: Duration,
     ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
         let mutex: &'a Mutex<T> = guard.mutex;
-        let deadline = crate::wait::deadline_after(timeout);
+        let deadline = crate::tasks::wait::deadline_after(timeout);
         let claim = Claim::new();
         let node = WaitNode::with_claim((), &claim, 0);
         let np = &node as *const _ as *mut WaitNode<()>;
@@ -86,7 +86,7 @@ impl Condvar {
         // claim woke it, or we removed it from the queue (below).
         unsafe { self.waiters.lock().push(np) };
         drop(guard);
-        crate::wait::note_wait(crate::tcb::wait_kind::CONDVAR, self as *const Self as u64);
+        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CONDVAR, self as *const Self as u64);
         let timed_out = claim.wait(Some(deadline), |_| node.is_notified()).is_none();
         if timed_out {
             // Unlink the node unless a notifier that lost the claim already

@@ -21,9 +21,9 @@
 //! task survives collections until it is received. Memory a value owns (a
 //! `Vec<GcRef>` sent as a whole) is not scanned.
 
-use crate::heap_roots::{self, RangeFn, Slot};
+use crate::glue::heap_roots::{self, RangeFn, Slot};
 use crate::spin::{SpinGuard, SpinLock};
-use crate::wait::{Claim, WaitNode, WaitQueue, Waker};
+use crate::tasks::wait::{Claim, WaitNode, WaitQueue, Waker};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -322,7 +322,7 @@ impl<T> Chan<T> {
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { st.send_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
         drop(st);
-        crate::wait::note_wait(crate::tcb::wait_kind::CHAN_SEND, self as *const Self as u64);
+        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CHAN_SEND, self as *const Self as u64);
         node.wait();
         // SAFETY: notified: the waker is done with the node.
         match unsafe { (*node.payload.get()).take() } {
@@ -364,7 +364,7 @@ impl<T> Chan<T> {
             // SAFETY: the node stays on our stack until dequeued and woken.
             unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
             drop(st);
-            crate::wait::note_wait(crate::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
+            crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
             node.wait();
             // SAFETY: notified: the waker is done with the node.
             return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
@@ -376,7 +376,7 @@ impl<T> Chan<T> {
         // claim woke it, or we removed it from the queue (below).
         unsafe { st.recv_q.push(np) };
         drop(st);
-        crate::wait::note_wait(crate::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
+        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
         if claim.wait(Some(d), |_| node.is_notified()).is_some() {
             // SAFETY: notified: the waker is done with the node.
             return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
@@ -504,7 +504,7 @@ impl<T> Receiver<T> {
     /// monotonic clock; for tasks they fire from the runtime's timers (as
     /// `usurp::sleep`), so they may be late under load, never early.
     pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<T, RecvTimeoutError> {
-        self.chan.recv(Some(Some(crate::wait::deadline_after(timeout))))
+        self.chan.recv(Some(Some(crate::tasks::wait::deadline_after(timeout))))
     }
 
     /// [`Receiver::recv_timeout`] with an absolute deadline.

@@ -3,7 +3,7 @@
 //! directly to the oldest waiter (FIFO, no barging on the slow path).
 
 use crate::spin::SpinLock;
-use crate::wait::{WaitNode, WaitQueue};
+use crate::tasks::wait::{WaitNode, WaitQueue};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -116,7 +116,7 @@ impl<T: ?Sized> Mutex<T> {
             // happens only after it is dequeued.
             unsafe { q.push(&node as *const _ as *mut WaitNode<()>) };
         }
-        crate::wait::note_wait(crate::tcb::wait_kind::MUTEX, self as *const Self as *const () as u64);
+        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::MUTEX, self as *const Self as *const () as u64);
         node.wait();
         // The unlocker handed the lock to us (state stays locked).
         std::sync::atomic::fence(Ordering::Acquire);

@@ -63,10 +63,10 @@
 //! writes it then).
 
 use super::mpsc::{Chan, Receiver, RecvError, SendError, Sender, State, SyncSender, TryRecvError, TrySendError};
-use crate::heap_roots::{self, RangeFn, Slot};
+use crate::glue::heap_roots::{self, RangeFn, Slot};
 use crate::spin::{SpinGuard, SpinLock};
 use std::cell::UnsafeCell;
-use crate::wait::{Claim, WaitNode, Waker};
+use crate::tasks::wait::{Claim, WaitNode, Waker};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -491,7 +491,7 @@ impl<'a> Select<'a> {
     /// Gives up after `d` (then [`Selected::timed_out`]). A zero timeout
     /// only polls, like a default case.
     pub fn timeout(&mut self, d: Duration) -> &mut Self {
-        self.deadline = Some(crate::wait::deadline_after(d));
+        self.deadline = Some(crate::tasks::wait::deadline_after(d));
         self
     }
 
@@ -575,7 +575,7 @@ impl<'a> Select<'a> {
         }
         unlock_all(cases);
         drop(stg);
-        crate::wait::note_wait(crate::tcb::wait_kind::SELECT, n as u64);
+        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::SELECT, n as u64);
         // Shared reads while waiting (the scan may run meanwhile).
         let won = claim.wait(deadline, |i| inner.cases()[i].notified());
         // Unlink the nodes still queued (all but the winner's) before the

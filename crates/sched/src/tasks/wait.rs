@@ -34,7 +34,7 @@
 //! no one touches its claim or nodes afterwards. Untimed single waits have
 //! no claim (a null pointer: the one waker always wins).
 
-use crate::tcb::Task;
+use crate::tasks::tcb::Task;
 use crate::worker;
 use std::cell::UnsafeCell;
 use std::ptr;
@@ -205,7 +205,7 @@ pub(crate) fn clear_wait() {
     let t = worker::current_task();
     if !t.is_null() {
         // SAFETY: as in `note_wait`.
-        unsafe { (*t).wait_kind.store(crate::tcb::wait_kind::NONE, Ordering::Relaxed) };
+        unsafe { (*t).wait_kind.store(crate::tasks::tcb::wait_kind::NONE, Ordering::Relaxed) };
     }
 }
 
@@ -356,7 +356,7 @@ impl<P> WaitNode<P> {
         // tasks are leaked, never freed).
         unsafe {
             match &*(*node).waker.get() {
-                Some(Waker::Task(t)) => (**t).state.load(Ordering::Acquire) == crate::tcb::state::ABANDONED,
+                Some(Waker::Task(t)) => (**t).state.load(Ordering::Acquire) == crate::tasks::tcb::state::ABANDONED,
                 _ => false,
             }
         }

@@ -52,7 +52,7 @@
 //! **Finalizers**: `finalizers_pending` spawns a task that runs
 //! `Heap::run_pending_finalizers`.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use std::cell::Cell;
 use std::sync::Weak;
 use usurp_gc::World;
@@ -127,8 +127,8 @@ unsafe impl World for RuntimeWorld {
                 // GC values the runtime holds in Rust heap memory: closures
                 // of tasks not started yet, join results not yet joined,
                 // values buffered in channels (see `heap_roots.rs`).
-                crate::heap_roots::for_each_spawn_closure(sh, &mut *f);
-                crate::heap_roots::for_each_registered(&mut *f);
+                crate::glue::heap_roots::for_each_spawn_closure(sh, &mut *f);
+                crate::glue::heap_roots::for_each_registered(&mut *f);
             }
         });
     }

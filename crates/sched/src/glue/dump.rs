@@ -57,8 +57,8 @@
 //! interval is long enough. No reader sleeps for it: readers run on task
 //! workers.
 
-use crate::runtime::Shared;
-use crate::tcb::{state, wait_kind, Task};
+use crate::shared::Shared;
+use crate::tasks::tcb::{state, wait_kind, Task};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -47,9 +47,9 @@
 //! per channel. Only the values' own bytes are scanned, never memory they own
 //! (a `Vec<GcRef>` result or channel value is *not* a root: use `Root`s).
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::spin::{SpinGuard, SpinLock};
-use crate::tcb::state;
+use crate::tasks::tcb::state;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -11,8 +11,8 @@
 //! path), which lets the runtime enumerate task stacks for the GC and find the
 //! tasks it must abandon at shutdown.
 
-use crate::local::LocalMap;
-use crate::runtime::Shared;
+use crate::tasks::local::LocalMap;
+use crate::shared::Shared;
 use crate::stack::Stack;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;

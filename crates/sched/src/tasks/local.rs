@@ -12,7 +12,7 @@
 //! world is stopped, so the pause cannot read it safely. A GC reference kept
 //! only in a task-local is freed; keep a `usurp_gc::Root` in it instead.
 
-use crate::tcb::Task;
+use crate::tasks::tcb::Task;
 use crate::worker;
 use std::any::Any;
 use std::fmt;

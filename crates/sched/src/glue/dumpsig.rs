@@ -17,7 +17,7 @@
 //! stop times out) and writes it to stderr. Runtimes are held weakly: a
 //! dropped runtime is skipped and forgotten.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::sys::{futex_wait, futex_wake};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
@@ -174,7 +174,7 @@ fn dumper_main() {
             if sh.shutdown.load(Ordering::Acquire) {
                 continue;
             }
-            let d = crate::dump::dump(&sh, crate::dump::DUMP_STOP_TIMEOUT);
+            let d = crate::glue::dump::dump(&sh, crate::glue::dump::DUMP_STOP_TIMEOUT);
             eprint!("usurp: signal {sig}: {d}");
         }
     }

@@ -47,7 +47,7 @@
 //! loops that re-check their condition (a return on EINTR is a spurious
 //! wakeup); `sleep` in a task parks on the timer heap, not in `nanosleep`.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 use usurp_preempt::WorkerSlot;
@@ -237,7 +237,7 @@ impl ThreadInit {
                 }
             }
         }
-        let mutator = crate::gc_world::attach_thread(sh);
+        let mutator = crate::glue::gc_world::attach_thread(sh);
         ThreadInit { slot, _mutator: mutator }
     }
 }

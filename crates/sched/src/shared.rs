@@ -1,0 +1,556 @@
+//! The shared hub: the state every worker of one runtime reaches through
+//! `Arc<Shared>` (global queue, idle bookkeeping, timers, task pool and
+//! registry, spare threads, shutdown), and the operations on it that do not
+//! belong to one worker (pushing to the global queue, waking an idle
+//! worker, handing a worker to a spare thread, abandoning tasks at
+//! shutdown).
+//!
+//! Floor 3 of the crate (see the crate docs): it imports the floors below
+//! (primitives, tasks, queues, timers, the stop state) and its sibling
+//! `worker`; nothing below imports it except through `Task::shared` /
+//! `Worker::shared`, which only name the type.
+//!
+//! Every field says who writes it and under which lock or ordering. A field
+//! written only while the `Arc` is being built is "immutable".
+
+use crate::error::Error;
+use crate::glue::preempt_glue::PreemptConfig;
+use crate::queue::TaskList;
+use crate::spin::SpinLock;
+use crate::sys::{futex_wait, futex_wake};
+use crate::tasks::tcb::{state, Task};
+use crate::timer::Timers;
+use crate::worker::{self, Machine, Worker};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Weak;
+use std::time::Duration;
+use usurp_gc::Heap;
+
+/// Task structs (with their stacks) kept in the shared pool.
+const POOL_MAX: usize = 256;
+
+/// The state shared by all workers and threads of one runtime.
+pub(crate) struct Shared {
+    /// The workers (Go's Ps), indexed by `Worker::index`. Immutable (each
+    /// worker's own fields document their writers: `worker/machine.rs`).
+    pub(crate) workers: Box<[Worker]>,
+    /// Stop-the-world state; its own locks and atomics (`stw.rs`).
+    pub(crate) stw: crate::stw::Stw,
+    /// The runtime's GC heap. Immutable handle.
+    pub(crate) heap: Heap,
+    /// Whether async preemption is on, and the quantum. Immutable.
+    pub(crate) preempt: PreemptConfig,
+    /// The sysmon thread's state; its own atomics (`sysmon.rs`).
+    pub(crate) sysmon: crate::sysmon::Sysmon,
+    /// The global run queue (tasks from outside the runtime, overflow
+    /// batches of full rings, returns from `blocking`, preempted tasks that
+    /// go global). Pushed and popped by any thread under its spin lock.
+    pub(crate) global: SpinLock<TaskList>,
+    /// `global.len()`: stored (Release) under the `global` lock by whoever
+    /// changed the queue; read without it (Acquire or SeqCst) to skip the
+    /// lock when empty and in idle/contention checks.
+    pub(crate) global_len: AtomicUsize,
+    /// Idle (sleeping or about to sleep) workers: SeqCst increments by the
+    /// worker going idle (`idle_sleep`), SeqCst decrements by whoever
+    /// clears its `idle` flag (the worker itself, `wake_one_idle`,
+    /// `wake_worker`). Read by `notify*` (the wakep protocol).
+    pub(crate) nidle: AtomicUsize,
+    /// Workers searching for work (spinning): SeqCst increments and
+    /// decrements by the searching worker only (`find_runnable`).
+    pub(crate) nspinning: AtomicUsize,
+    /// Round-robin start of `wake_one_idle`'s scan. Relaxed counter, any
+    /// thread.
+    wake_cursor: AtomicUsize,
+    /// Sleeps and timed waits (`timer.rs`): under its spin lock, any thread.
+    pub(crate) timers: SpinLock<Timers>,
+    /// Deadline of the earliest timer (ns, `u64::MAX` when none): stored
+    /// (SeqCst) under the `timers` lock by whoever changed the map; read
+    /// without it by idle workers, `has_work` and the sysmon.
+    pub(crate) next_timer: AtomicU64,
+    /// Free task structs with their stacks (pages released), at most
+    /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
+    /// `get_task`).
+    pub(crate) pool: SpinLock<Vec<*mut Task>>,
+    /// Every task struct allocated by this runtime, free or not: under its
+    /// spin lock (`Task::alloc`/`destroy`; read by stop-the-world scans,
+    /// dumps and shutdown).
+    pub(crate) registry: SpinLock<Vec<*mut Task>>,
+    /// Threads without a worker waiting to be handed one (or a task to
+    /// adopt): pushed by the spare itself (`wait_as_spare`), popped by
+    /// `handoff`/`take_spare`, scanned by `begin_shutdown`; under its spin
+    /// lock. A machine stays valid while listed.
+    spares: SpinLock<Vec<*const Machine>>,
+    /// Runtime threads started and not yet exited: AcqRel increments by
+    /// `start_thread`, decrements by the exiting thread (`machine_main`).
+    pub(crate) threads: AtomicUsize,
+    /// Bound on `threads`: workers + `max_blocking_threads`. Immutable.
+    max_threads: usize,
+    /// Set once (SeqCst) by `begin_shutdown`; read by everyone.
+    pub(crate) shutdown: AtomicBool,
+    /// Workers stopped after shutdown: under the std mutex, incremented by
+    /// each stopping worker (`worker_stopped`) or by a failed start;
+    /// `stopped_cv` is signalled at each increment.
+    stopped: std::sync::Mutex<usize>,
+    stopped_cv: std::sync::Condvar,
+    /// Usable task stack size (whole pages). Immutable.
+    pub(crate) stack_size: usize,
+    /// Prefix of the runtime threads' names. Immutable.
+    thread_name: String,
+    /// Weak self-reference (for threads started later, and to leak the
+    /// state on purpose at shutdown). Immutable.
+    me: Weak<Shared>,
+}
+
+// SAFETY: raw task and machine pointers are handed between threads under the
+// locks and atomics of the scheduling protocol.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The state of a new runtime with `workers` workers; `me` is the `Arc`
+    /// being built (`Arc::new_cyclic`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        me: &Weak<Shared>,
+        workers: usize,
+        heap: Heap,
+        preempt: PreemptConfig,
+        max_blocking_threads: usize,
+        stack_size: usize,
+        thread_name: String,
+    ) -> Shared {
+        let sp = me.as_ptr();
+        Shared {
+            stw: crate::stw::Stw::new(workers),
+            heap,
+            preempt,
+            sysmon: Default::default(),
+            workers: (0..workers).map(|i| Worker::new(i, workers, sp)).collect(),
+            global: SpinLock::new(TaskList::new()),
+            global_len: AtomicUsize::new(0),
+            nidle: AtomicUsize::new(0),
+            nspinning: AtomicUsize::new(0),
+            wake_cursor: AtomicUsize::new(0),
+            timers: SpinLock::new(Timers::new()),
+            next_timer: AtomicU64::new(u64::MAX),
+            pool: SpinLock::new(Vec::new()),
+            registry: SpinLock::new(Vec::new()),
+            spares: SpinLock::new(Vec::new()),
+            threads: AtomicUsize::new(0),
+            max_threads: workers + max_blocking_threads,
+            shutdown: AtomicBool::new(false),
+            stopped: std::sync::Mutex::new(0),
+            stopped_cv: std::sync::Condvar::new(),
+            stack_size,
+            thread_name,
+            me: me.clone(),
+        }
+    }
+
+    /// Counts `n` workers that will never start as stopped (a failed
+    /// start-up), so that `wait_stopped` returns.
+    pub(crate) fn count_unstarted(&self, n: usize) {
+        *self.stopped.lock().unwrap() += n;
+    }
+
+    pub(crate) fn start_thread(&self, w: *const Worker) -> std::io::Result<()> {
+        let me = self.me.upgrade().expect("runtime alive");
+        let n = self.threads.fetch_add(1, Ordering::AcqRel);
+        let wp = w as usize;
+        let r = std::thread::Builder::new()
+            .name(format!("{}-{}", self.thread_name, n))
+            .spawn(move || worker::machine_main(me, wp as *const Worker));
+        if let Err(e) = r {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_global_one(&self, t: *mut Task) {
+        let mut g = self.global.lock();
+        g.push_back(t);
+        self.global_len.store(g.len(), Ordering::Release);
+    }
+
+    pub(crate) fn push_global_list(&self, list: TaskList) {
+        let mut g = self.global.lock();
+        g.append(list);
+        self.global_len.store(g.len(), Ordering::Release);
+    }
+
+    /// Takes a batch from the global queue into `w`'s ring; returns one task
+    /// to run.
+    pub(crate) fn take_global(&self, w: &Worker) -> Option<*mut Task> {
+        if self.global_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut batch = TaskList::new();
+        {
+            let mut g = self.global.lock();
+            let n = (g.len() / self.workers.len() + 1).min(g.len()).min(crate::queue::RING as usize / 2);
+            for _ in 0..n {
+                if let Some(t) = g.pop_front() {
+                    batch.push_back(t);
+                }
+            }
+            self.global_len.store(g.len(), Ordering::Release);
+        }
+        let first = batch.pop_front()?;
+        let more = batch.len() > 0;
+        while let Some(t) = batch.pop_front() {
+            w.push_local(t);
+        }
+        if more {
+            // `w` runs one; the rest wait in its ring: an idle worker can
+            // steal them.
+            self.notify();
+        }
+        // Pinned tasks found here go to their worker.
+        if self.claim_for(w, first) {
+            Some(first)
+        } else {
+            None
+        }
+    }
+
+    /// True if `t` (just taken out of a queue by `w`) may run on `w`;
+    /// otherwise forwards it to the inbox of the worker it is pinned to.
+    #[inline]
+    pub(crate) fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
+        // SAFETY: we own `t`, just taken out of a queue.
+        let p = unsafe { (*t).pinned_worker.get() };
+        if p == crate::tasks::tcb::NO_PIN || p == w.index {
+            return true;
+        }
+        let target = &self.workers[p];
+        {
+            let mut inbox = target.inbox.lock();
+            inbox.push_back(t);
+            target.inbox_len.store(inbox.len(), Ordering::SeqCst);
+        }
+        // The task can only run on `target`: if that worker is busy, its
+        // quantum must tick (the SeqCst store above, then the flag's SeqCst
+        // read in `set_contended`: see `Worker::update_contention`).
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { target.slot.load(Ordering::Acquire).as_ref() } {
+            if worker::wakers_contend() {
+                let _ = s.set_contended(true);
+            }
+        }
+        self.wake_worker(p);
+        false
+    }
+
+    /// Called after making work available: wakes an idle worker unless one
+    /// is already searching.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.nidle.load(Ordering::Relaxed) == 0 || self.nspinning.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        self.wake_one_idle();
+    }
+
+    /// `notify` after a push to the global queue: wakes an idle worker;
+    /// when none is idle nor searching, marks every worker contended
+    /// ([`Shared::contend_busy`]) so that their quanta tick and the task
+    /// runs within about a quantum ("tick only when someone waits").
+    pub(crate) fn notify_global(&self) {
+        fence(Ordering::SeqCst);
+        if self.nspinning.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if self.nidle.load(Ordering::Relaxed) == 0 {
+            self.contend_busy();
+            return;
+        }
+        self.wake_one_idle();
+    }
+
+    /// Marks every worker's preemption slot contended (a no-op for those
+    /// already marked: one load each). Every worker, not only those running
+    /// a task: one between tasks may have looked at the global queue just
+    /// before the push (its `update_contention` then saw nothing) and be
+    /// about to run a task; the caller's fence after publishing, against
+    /// the fence in `update_contention` after clearing the flag, makes one
+    /// of the two see the other. A worker that is not busy only gets the
+    /// flag (its timer is armed when it starts running tasks).
+    #[cold]
+    pub(crate) fn contend_busy(&self) {
+        if !worker::wakers_contend() {
+            return;
+        }
+        for w in self.workers.iter() {
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { w.slot.load(Ordering::SeqCst).as_ref() } {
+                let _ = s.set_contended(true);
+            }
+        }
+    }
+
+    /// `notify` for callers whose publication of the work was itself a
+    /// SeqCst read-modify-write (the `runnext` swap in `make_runnable`): that
+    /// RMW and the SeqCst loads here, against the idle worker's SeqCst
+    /// `nidle` increment and SeqCst re-check in `has_work`, forbid the
+    /// lost-wakeup interleaving without a separate fence (cheaper on the
+    /// spawn and wake paths).
+    #[inline]
+    pub(crate) fn notify_after_seqcst(&self) {
+        if self.nidle.load(Ordering::SeqCst) == 0 || self.nspinning.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        self.wake_one_idle();
+    }
+
+    #[cold]
+    pub(crate) fn wake_one_idle(&self) {
+        let n = self.workers.len();
+        let start = self.wake_cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let w = &self.workers[(start + i) % n];
+            if w.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                self.nidle.fetch_sub(1, Ordering::SeqCst);
+                worker::wake_worker_word(w);
+                return;
+            }
+        }
+    }
+
+    /// Wakes worker `i` specifically (it has work in its inbox).
+    pub(crate) fn wake_worker(&self, i: usize) {
+        let w = &self.workers[i];
+        if w.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.nidle.fetch_sub(1, Ordering::SeqCst);
+        }
+        worker::wake_worker_word(w);
+    }
+
+    /// Whether an idle worker `w` should not sleep after all.
+    pub(crate) fn has_work(&self, w: &Worker) -> bool {
+        if self.shutdown.load(Ordering::SeqCst)
+            || self.global_len.load(Ordering::SeqCst) > 0
+            || w.inbox_len.load(Ordering::SeqCst) > 0
+        {
+            return true;
+        }
+        if self.workers.iter().any(|v| {
+            v.queue.len() > 0 || !v.runnext.0.load(Ordering::SeqCst).is_null() || v.woken_len.load(Ordering::SeqCst) > 0
+        }) {
+            return true;
+        }
+        self.next_timer.load(Ordering::SeqCst) <= crate::sys::now_ns()
+    }
+
+    /// Takes a task struct for a new task: this worker's cache, the pool, or
+    /// a fresh allocation.
+    pub(crate) fn get_task(&self) -> Result<*mut Task, Error> {
+        if let Some((_, w, _)) = worker::current_with_worker() {
+            if std::ptr::eq(w.shared, self) {
+                // SAFETY: this thread drives `w`.
+                if let Some(t) = unsafe { (*w.free.get()).pop() } {
+                    return Ok(t);
+                }
+            }
+        }
+        if let Some(t) = self.pool.lock().pop() {
+            return Ok(t);
+        }
+        Task::alloc(self)
+    }
+
+    /// Returns a FREE task whose worker cache is full to the pool (pages
+    /// released), or frees it.
+    ///
+    /// # Safety
+    /// `t` is a FREE task of this runtime that nothing refers to.
+    pub(crate) unsafe fn release_task(&self, t: *mut Task) {
+        {
+            let mut pool = self.pool.lock();
+            if pool.len() < POOL_MAX {
+                // SAFETY: `t` is ours and unused.
+                unsafe { (*t).stack.release() };
+                pool.push(t);
+                return;
+            }
+        }
+        // SAFETY: per the contract.
+        unsafe { Task::destroy(self, t) };
+    }
+
+    /// Hands worker `w` to a spare thread (or a new one); false if none can
+    /// be had.
+    pub(crate) fn handoff(&self, w: &Worker) -> bool {
+        if self.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(s) = self.spares.lock().pop() {
+            // SAFETY: a spare machine stays valid while it waits in the list
+            // (it only leaves after seeing a handoff or shutdown).
+            let s = unsafe { &*s };
+            s.handoff.store(w as *const Worker as *mut Worker, Ordering::Release);
+            s.spare_word.store(1, Ordering::SeqCst);
+            futex_wake(&s.spare_word, 1);
+            return true;
+        }
+        if self.threads.load(Ordering::Acquire) >= self.max_threads {
+            return false;
+        }
+        self.start_thread(w).is_ok()
+    }
+
+    /// Pops a spare thread for a task that moves off its worker in
+    /// `blocking` (`worker::blocking_dyn`), starting one if none waits and
+    /// `max_blocking_threads` allows; null if none can be had. The spare
+    /// waits until it is given the task.
+    pub(crate) fn take_spare(&self) -> *const Machine {
+        if let Some(s) = self.spares.lock().pop() {
+            return s;
+        }
+        if self.shutdown.load(Ordering::SeqCst) || self.threads.load(Ordering::Acquire) >= self.max_threads {
+            return std::ptr::null();
+        }
+        if self.start_thread(std::ptr::null()).is_err() {
+            return std::ptr::null();
+        }
+        // The new thread lists itself as a spare once started (another
+        // caller may take it first: then give up and run in place).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.spares.lock().pop() {
+                return s;
+            }
+            std::thread::yield_now();
+        }
+        std::ptr::null()
+    }
+
+    /// A thread without a worker waits here to be handed one (or a task to
+    /// adopt: `take_spare`). Returns false when the thread should exit
+    /// (shutdown).
+    pub(crate) fn wait_as_spare(&self, m: &Machine) -> bool {
+        m.spare_word.store(0, Ordering::SeqCst);
+        m.handoff.store(std::ptr::null_mut(), Ordering::SeqCst);
+        self.spares.lock().push(m as *const Machine);
+        loop {
+            let h = m.handoff.load(Ordering::Acquire);
+            if !h.is_null() {
+                m.worker.set(h);
+                return true;
+            }
+            if !m.adopt.load(Ordering::Acquire).is_null() {
+                return true; // machine_main runs the adopted task
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                let mut spares = self.spares.lock();
+                if let Some(i) = spares.iter().position(|&p| std::ptr::eq(p, m)) {
+                    spares.swap_remove(i);
+                    return false;
+                }
+                // Popped by a handoff (or adoption) that raced with
+                // shutdown: take it.
+                drop(spares);
+                while m.handoff.load(Ordering::Acquire).is_null() && m.adopt.load(Ordering::Acquire).is_null() {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            futex_wait(&m.spare_word, 0, None);
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for w in self.workers.iter() {
+            self.wake_worker(w.index);
+        }
+        for &s in self.spares.lock().iter() {
+            // SAFETY: spares in the list are valid (see `handoff`).
+            let s = unsafe { &*s };
+            s.spare_word.store(1, Ordering::SeqCst);
+            futex_wake(&s.spare_word, 1);
+        }
+    }
+
+    pub(crate) fn worker_stopped(&self) {
+        *self.stopped.lock().unwrap() += 1;
+        self.stopped_cv.notify_all();
+    }
+
+    pub(crate) fn wait_stopped(&self) {
+        let mut n = self.stopped.lock().unwrap();
+        while *n < self.workers.len() {
+            n = self.stopped_cv.wait(n).unwrap();
+        }
+    }
+
+    /// After all workers stopped: tasks that never finished are abandoned
+    /// (their joiners get an error) and leaked, since their stacks may still
+    /// be referenced (wait queues, other threads). Free structs are freed.
+    pub(crate) fn abandon_remaining(&self) {
+        let live: Vec<*mut Task> = self
+            .registry
+            .lock()
+            .iter()
+            .copied()
+            // SAFETY: registered tasks are valid until destroyed.
+            .filter(|&t| unsafe { (*t).state.load(Ordering::Acquire) } != state::FREE)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        for &t in &live {
+            // SAFETY: no worker runs any more; `t` is suspended or blocking.
+            unsafe {
+                (*t).state.store(state::ABANDONED, Ordering::Release);
+                if let Some(body) = (*(*t).body.get()).as_ref() {
+                    body.abandon();
+                }
+            }
+        }
+        // Keep the shared state (and with it the leaked tasks) alive forever:
+        // a late unpark from another thread must find valid memory.
+        if let Some(me) = self.me.upgrade() {
+            std::mem::forget(me);
+        }
+    }
+
+    /// Calls `f(sp, lo, hi)` for every live task that is not running.
+    ///
+    /// # Safety
+    /// The world must be stopped (no task switches concurrently).
+    pub(crate) unsafe fn for_each_task_stack(&self, f: &mut dyn FnMut(usize, usize, usize)) {
+        let reg = self.registry.lock();
+        for &t in reg.iter() {
+            // SAFETY: registered tasks are valid; with the world stopped their
+            // saved SPs are stable.
+            unsafe {
+                let s = (*t).state.load(Ordering::Acquire);
+                if s == state::FREE || s == state::RUNNING {
+                    continue;
+                }
+                f(*(*t).sp.get(), (*t).stack.lo(), (*t).stack.hi());
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Normally every task is FREE here (abandoned ones keep the runtime
+        // alive). If the runtime was dropped from one of its own tasks, some
+        // may not be: leak those, their stacks may still be referenced.
+        let reg = std::mem::take(&mut *self.registry.lock());
+        for t in reg {
+            // SAFETY: the last reference to the runtime is gone; a FREE task
+            // is unreachable.
+            unsafe {
+                if (*t).state.load(Ordering::Acquire) == state::FREE {
+                    drop(Box::from_raw(t));
+                }
+            }
+        }
+    }
+}

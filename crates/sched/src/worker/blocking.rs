@@ -1,0 +1,124 @@
+//! The blocking handoff (`crate::blocking`): the worker goes to a spare
+//! thread while the calling thread runs the closure on the task's stack, or
+//! (when the worker holds tasks pinned to its thread) the calling task moves
+//! to a spare thread; when neither is possible the closure runs in place.
+
+use crate::arch;
+use crate::tasks::tcb::state;
+use std::ptr;
+use std::sync::atomic::Ordering;
+use super::machine::{current_with_worker, machine, Machine};
+use super::switch::{finish_switch, switch_to, A_ADOPT, A_REQUEUE};
+
+/// Runs `f` with this task's worker handed to another thread (see
+/// `crate::blocking`).
+///
+/// Non-generic and never inlined (issue 11 item 3): `crate::blocking` is
+/// generic, so it is instantiated in the user's crate and can be inlined
+/// into a `preemptible!` function; everything that touches the worker (the
+/// pinned counter's read-modify-write, switches) must stay here, in the
+/// runtime's own non-preemptible code. The generic shim only moves the
+/// closure and its result through its own locals.
+#[inline(never)]
+pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
+    let Some((m, w, cur)) = current_with_worker() else { return f() };
+    let sh = w.shared();
+    if crate::stw::task_is_stopper(sh, cur) {
+        // The stopper keeps running through its stop: blocking in place is
+        // harmless (and handing off or counting as stopped would wait for
+        // the start only it can give).
+        return f();
+    }
+    w.clear_pin(cur);
+    let shutdown = sh.shutdown.load(Ordering::Relaxed);
+    // Tasks pinned here must resume on this thread, so the worker cannot be
+    // handed off. Move this task to a spare thread instead (issue 11 item
+    // 1: running `f` in place would deadlock if it waits for a pinned task).
+    let adopt: *const Machine = if w.pinned.get() > 0 && !shutdown { sh.take_spare() } else { ptr::null() };
+    if (w.pinned.get() > 0 && adopt.is_null()) || shutdown {
+        // No spare thread to be had: run `f` in place. The thread counts as
+        // stopped meanwhile.
+        crate::stw::safe_region(sh, f);
+        // Ran in place on this worker: if the quantum ran out meanwhile (a
+        // refused tick set the checkpoint flag), let the others run now.
+        usurp_preempt::checkpoint();
+        return;
+    }
+    let mut res: Option<std::thread::Result<()>> = None;
+    let mut handed = false;
+    // Run everything below a frame holding all callee-saved registers, and
+    // record that frame's SP as the task's saved SP: while `f` runs, the
+    // frames above it are frozen, and a conservative scan of
+    // [sp - RED_ZONE, stack top) sees every value they hold, registers
+    // included. The closure must not panic (it runs under an assembly
+    // frame): `f`'s panics are caught and resumed afterwards.
+    arch::with_registers_spilled(&mut |sp| {
+        if !adopt.is_null() {
+            // SAFETY: we popped `adopt` from the spare list: it waits for
+            // exactly this (see `Shared::take_spare`).
+            unsafe { (*adopt).adopt_sp.store(sp, Ordering::Relaxed) };
+            w.adopt_to.set(adopt);
+            let next = w.next_fast();
+            // SAFETY: per `switch_to`'s contract. `finish_switch(A_ADOPT)`
+            // on this thread hands this task to the spare, on which it
+            // resumes here, with no worker.
+            unsafe { switch_to(m, w, cur, next, A_ADOPT) };
+        } else {
+            // Its time in the handed-off closure is not CPU time on a
+            // worker (see `dump.rs`): charge what it used up to here.
+            w.charge(cur);
+            // SAFETY: `cur` is the running task, owned by this thread.
+            unsafe {
+                *(*cur).sp.get() = sp;
+                (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
+            }
+            // The task leaves its worker: this thread gets no preemption
+            // signals while it blocks; the thread taking `w` over installs
+            // its own slot.
+            let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
+            w.running_task.store(0, Ordering::Relaxed);
+            m.worker.set(ptr::null());
+            if !sh.handoff(w) {
+                // No spare thread: undo, and run in place below.
+                m.worker.set(w);
+                // SAFETY: as above.
+                unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
+                w.running_task.store(cur as usize, Ordering::Relaxed);
+                w.slot.store(slot, Ordering::Release);
+                return;
+            }
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { slot.as_ref() } {
+                // SAFETY: `cur` is ours.
+                unsafe { (*cur).preempt_state.set(s.switch_out()) };
+                let _ = s.set_idle(true);
+            }
+        }
+        handed = true;
+        // The task counts as stopped: no allocation in `f` (the GC's slow
+        // path reports why); the thread's mutator is back right after `f`.
+        let no_alloc = usurp_gc::forbid_allocation(crate::glue::gc_world::INSIDE_BLOCKING);
+        res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
+        drop(no_alloc);
+        // A stopped world must not see this task move: wait here.
+        crate::stw::wait_until_started(sh);
+        // Back from the blocking call: queue ourselves globally via this
+        // thread's scheduler context (which then becomes a spare thread).
+        let m = machine();
+        // SAFETY: still on the same thread since the closure started (an
+        // adopted task runs it entirely on the spare); its machine.
+        unsafe {
+            (*m).current.set(ptr::null_mut());
+            let r = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
+            finish_switch(r);
+        }
+    });
+    if !handed {
+        crate::stw::safe_region(sh, f);
+        usurp_preempt::checkpoint();
+        return;
+    }
+    if let Err(p) = res.expect("blocking closure ran") {
+        std::panic::resume_unwind(p);
+    }
+}

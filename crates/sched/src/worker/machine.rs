@@ -1,0 +1,249 @@
+//! The per-thread machine and the worker's state (the worker floor's base:
+//! `policy.rs`, `switch.rs` and `blocking.rs` build on it).
+//!
+//! A *machine* (Go's M) is an OS thread; `machine_main` is its body: it
+//! drives a worker's scheduler loop, or waits as a spare thread. A
+//! *worker* (Go's P) owns the scheduling state; its fields say who touches
+//! them. The accessors here (`machine`, `Current::get`, `current_task`)
+//! re-read the thread pointer on every call: tasks migrate between threads,
+//! and the compiler must not cache a thread-local address across a switch.
+
+use crate::arch;
+use crate::queue::{CachePadded, LocalQueue, TaskList};
+use crate::shared::Shared;
+use crate::tasks::tcb::Task;
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Tasks kept in a worker's free cache.
+pub(crate) const FREE_CACHE: usize = 64;
+
+/// Per-OS-thread state of a runtime thread.
+pub(crate) struct Machine {
+    /// Saved SP of this thread's scheduler loop while a task runs.
+    pub(crate) sched_sp: UnsafeCell<usize>,
+    /// The worker this thread drives, or null (spare, or inside `blocking`).
+    pub(crate) worker: Cell<*const Worker>,
+    /// The task running on this thread, or null in the scheduler loop.
+    pub(crate) current: Cell<*mut Task>,
+    pub(crate) shared: Arc<Shared>,
+    /// Futex word a spare thread sleeps on.
+    pub(crate) spare_word: AtomicU32,
+    /// Worker handed to this spare thread.
+    pub(crate) handoff: AtomicPtr<Worker>,
+    /// A task handed to this spare thread to run its `blocking` closure (the
+    /// task's worker keeps tasks pinned to its thread). Written (release) by
+    /// the thread that popped this spare, in `finish_switch(A_ADOPT)`;
+    /// taken by this thread.
+    pub(crate) adopt: AtomicPtr<Task>,
+    /// With `adopt`: where to resume the task (its saved SP from the switch
+    /// away), and the SP of its register-spill frame (what it records as
+    /// its saved SP while the closure runs). Written before `adopt` is
+    /// published (`adopt_sp` by the adopted task while it owns this spare).
+    pub(crate) adopt_resume: AtomicUsize,
+    pub(crate) adopt_sp: AtomicUsize,
+}
+
+// SAFETY: the Cells are touched only by the owning thread; other threads use
+// only the atomics (spare_word, handoff).
+unsafe impl Sync for Machine {}
+
+thread_local! {
+    pub(super) static MACHINE: Cell<*mut Machine> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// This thread's machine, or null outside runtime threads.
+///
+/// Tasks migrate between threads. LLVM may keep a thread-local's address in a
+/// register across a call (llvm-project#98479), which after a switch would be
+/// another thread's. This accessor is never inlined and contains an asm
+/// barrier (treated as having side effects), so every call really re-reads
+/// the thread pointer of the thread it runs on.
+#[inline(never)]
+pub(crate) fn machine() -> *mut Machine {
+    // SAFETY: an empty asm statement; it touches nothing.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+    MACHINE.with(|m| m.get())
+}
+
+/// Signal-handler variant of [`machine`]: the thread-local is const-initialised
+/// without a destructor, so reading it allocates nothing and takes no lock.
+pub(crate) fn machine_in_signal() -> *mut Machine {
+    MACHINE.try_with(|m| m.get()).unwrap_or(ptr::null_mut())
+}
+
+/// The current task and its worker, if called from a task that currently
+/// holds a worker (i.e. not inside `blocking`).
+#[inline]
+pub(crate) fn current_with_worker() -> Option<(&'static Machine, &'static Worker, *mut Task)> {
+    let m = machine();
+    if m.is_null() {
+        return None;
+    }
+    // SAFETY: a machine lives as long as its thread; we are on that thread.
+    let m = unsafe { &*m };
+    let cur = m.current.get();
+    let w = m.worker.get();
+    if cur.is_null() || w.is_null() {
+        return None;
+    }
+    // SAFETY: the worker is owned by this thread while it is set in `m`.
+    Some((m, unsafe { &*w }, cur))
+}
+
+/// The current task (also inside `blocking`), or null.
+#[inline]
+pub(crate) fn current_task() -> *mut Task {
+    let m = machine();
+    if m.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: as in `current_with_worker`.
+    unsafe { (*m).current.get() }
+}
+
+#[repr(align(64))]
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) shared: *const Shared,
+    pub(crate) queue: LocalQueue,
+    /// The task to run next (LIFO slot for tasks spawned or woken by the
+    /// running task). Written by the owner (swap in `make_runnable`, swap to
+    /// null in `next_local`); an idle worker may take it with a CAS from
+    /// non-null to null after a grace period (`steal_runnext`). Whoever
+    /// swaps/CASes a task out of the slot owns it. On its own cache line:
+    /// idle workers read it while the owner switches.
+    pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
+    /// Woken tasks waiting for a boosted pick (latency fairness, issue 11):
+    /// a woken task displaced from `runnext` by a later wake or spawn moves
+    /// here, so `runnext` holds the newest task and this FIFO the older
+    /// woken ones, in wake order. Boosted picks take its front before
+    /// `runnext` (oldest first: see `take_boosted`), before the ring, within
+    /// the streak bound. Pushed and popped by the owner under the lock; a
+    /// thief takes its front under the lock (`steal`).
+    pub(crate) woken: crate::spin::SpinLock<TaskList>,
+    /// `woken.len()`, written under the `woken` lock (SeqCst), read without
+    /// it for idle and contention checks.
+    pub(crate) woken_len: AtomicUsize,
+    /// The outgoing task of the switch in progress (see `switch_to`).
+    pub(super) prev: Cell<*mut Task>,
+    pub(super) tick: Cell<u32>,
+    pub(super) streak: Cell<u32>,
+    pub(super) rng: Cell<u32>,
+    pub(crate) free: UnsafeCell<Vec<*mut Task>>,
+    /// Tasks pinned to this worker that other workers found in their queues.
+    pub(crate) inbox: crate::spin::SpinLock<TaskList>,
+    pub(crate) inbox_len: AtomicUsize,
+    /// Tasks pinned here (queued or running) that have not switched
+    /// cooperatively since; while nonzero, `blocking` does not hand off the
+    /// worker (it moves the calling task to a spare thread instead).
+    pub(super) pinned: Cell<usize>,
+    /// The spare thread the outgoing task moves to (`A_ADOPT`); set by the
+    /// running task right before its switch, taken by `finish_switch` on
+    /// the same thread.
+    pub(super) adopt_to: Cell<*const Machine>,
+    /// Per other worker, for runnext stealing: (its `switch_count` when
+    /// this worker last looked, when it first saw that value). Touched only
+    /// by the thread driving this worker (in `steal_runnext`).
+    pub(super) watch: Box<[Cell<(u64, u64)>]>,
+    /// The runtime has this one worker: nobody steals from `runnext` and
+    /// there is no idle worker to wake, so its owner uses plain loads and
+    /// stores on it (no locked read-modify-write on the wake path).
+    pub(super) solo: bool,
+    pub(crate) idle: AtomicBool,
+    pub(crate) sleep_word: AtomicU32,
+    /// Incremented on every task switch on this worker (preemption hook).
+    /// Not a duplicate of `WorkerSlot::switches`: that one counts per OS
+    /// thread (a worker changes threads at a `blocking` handoff) and exists
+    /// only with async preemption on; this one counts per worker, always
+    /// (runnext stealing and the hooks read it).
+    pub(crate) switch_count: AtomicU64,
+    /// Address of the task on this worker's CPU, or 0 (preemption hook).
+    pub(crate) running_task: AtomicUsize,
+    /// Preemption slot of the thread driving this worker (null if that
+    /// thread has none: async preemption off). See `preempt_glue.rs`.
+    pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
+    /// `arch::cycles()` when the running task was switched in (per-task CPU
+    /// time, issue 15; see [`Worker::charge`]). Touched only by the thread
+    /// driving the worker.
+    pub(super) run_since: Cell<u64>,
+}
+
+// SAFETY: the Cells and UnsafeCells are touched only by the thread currently
+// driving the worker (handed over with release/acquire in `handoff`); the rest
+// are atomics or locks.
+unsafe impl Sync for Worker {}
+// SAFETY: as above.
+unsafe impl Send for Worker {}
+
+impl Worker {
+    pub(crate) fn new(index: usize, nworkers: usize, shared: *const Shared) -> Worker {
+        Worker {
+            index,
+            shared,
+            queue: LocalQueue::new(),
+            runnext: CachePadded(AtomicPtr::new(ptr::null_mut())),
+            woken: crate::spin::SpinLock::new(TaskList::new()),
+            woken_len: AtomicUsize::new(0),
+            prev: Cell::new(ptr::null_mut()),
+            tick: Cell::new(0),
+            streak: Cell::new(0),
+            rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+            free: UnsafeCell::new(Vec::with_capacity(FREE_CACHE)),
+            inbox: crate::spin::SpinLock::new(TaskList::new()),
+            inbox_len: AtomicUsize::new(0),
+            pinned: Cell::new(0),
+            adopt_to: Cell::new(ptr::null()),
+            watch: (0..nworkers).map(|_| Cell::new((u64::MAX, 0))).collect(),
+            solo: nworkers == 1,
+            idle: AtomicBool::new(false),
+            sleep_word: AtomicU32::new(0),
+            switch_count: AtomicU64::new(0),
+            running_task: AtomicUsize::new(0),
+            slot: AtomicPtr::new(ptr::null_mut()),
+            run_since: Cell::new(0),
+        }
+    }
+
+    /// Adds the CPU time `t` used since it was switched in to `t.cpu`, and
+    /// restarts the count (for the next task, or for `t` if it goes on
+    /// running). One cycle-counter read, no system call, no locked RMW:
+    /// only the thread running `t` writes `t.cpu`.
+    #[inline]
+    pub(super) fn charge(&self, t: *mut Task) {
+        let now = arch::cycles();
+        // SAFETY: `t` is the task running on this thread.
+        let cpu = unsafe { &(*t).cpu };
+        let used = now.saturating_sub(self.run_since.get());
+        cpu.store(cpu.load(Ordering::Relaxed).wrapping_add(used), Ordering::Relaxed);
+        self.run_since.set(now);
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: workers live inside their Shared.
+        unsafe { &*self.shared }
+    }
+
+    #[inline]
+    pub(super) fn bump_switch(&self) {
+        // Only the driving thread writes: a plain load+store, no locked RMW.
+        let c = self.switch_count.load(Ordering::Relaxed);
+        self.switch_count.store(c.wrapping_add(1), Ordering::Relaxed);
+    }
+
+}
+
+/// CPU time of task `t` in cycles: what was charged at its switches, plus,
+/// if `t` is the task running on the calling thread's worker, the time since
+/// it was switched in.
+pub(crate) fn current_cpu_cycles(t: *mut Task) -> u64 {
+    // SAFETY: callers pass a live task (their own, or one they keep alive).
+    let base = unsafe { (*t).cpu.load(Ordering::Relaxed) };
+    match current_with_worker() {
+        Some((_, w, cur)) if cur == t => base.wrapping_add(arch::cycles().saturating_sub(w.run_since.get())),
+        _ => base,
+    }
+}

@@ -1,0 +1,45 @@
+//! Floor 3: workers and machines, split by job.
+//!
+//! A *worker* (Go's P) owns the scheduling state: a ring of runnable tasks, a
+//! LIFO `runnext` slot, a free cache of task structs, an inbox for pinned
+//! tasks, and the hook state the preemption and GC crates read
+//! (`switch_count`, `running_task`). A *machine* (Go's M) is an OS thread; it
+//! runs a worker's scheduler loop on its own stack. Normally worker i is
+//! driven by machine i; `blocking(f)` hands a worker to a spare machine while
+//! the calling machine blocks.
+//!
+//! Switching is direct task-to-task whenever the worker has a task ready
+//! (runnext or ring): the outgoing task picks its successor on its own stack,
+//! then `switch`es with an *action word* (`outgoing task | action`). The
+//! incoming context — whichever it is: a resumed task, a new task's entry, or
+//! the scheduler loop — runs `finish_switch` (`switch.rs`) first, which does what the
+//! outgoing task could not do while its registers were still live: put it in
+//! a run queue (yield), complete parking (park), recycle it (exit), queue it
+//! globally (return from blocking), or queue it pinned (async preemption).
+//! Only when nothing is ready locally does a task switch to its machine's
+//! scheduler loop, which searches globally, steals, fires timers, and sleeps
+//! on a futex when there is nothing at all.
+//!
+//! - `machine.rs`: the per-thread machine, the worker's state, and the
+//!   accessors the compiler cannot cache (`machine`, `Current`,
+//!   `current_task`);
+//! - `policy.rs`: picking the next task, stealing, idling and waking,
+//!   fairness, contention;
+//! - `switch.rs`: the switch protocol (`switch_to`/`finish_switch`), the
+//!   park token, and the scheduler loop;
+//! - `blocking.rs`: the blocking handoff, with its in-place fallback.
+
+mod blocking;
+mod machine;
+mod policy;
+mod switch;
+
+pub(crate) use blocking::blocking_dyn;
+pub(crate) use machine::{
+    current_cpu_cycles, current_task, current_with_worker, machine, machine_in_signal, Machine, Worker,
+};
+pub(crate) use policy::{
+    make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
+    PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY,
+};
+pub(crate) use switch::{machine_main, park_current, preempt_current, task_entry, unpark, yield_current};

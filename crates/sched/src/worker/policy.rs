@@ -1,0 +1,756 @@
+//! The scheduling policy: which task runs next (`runnext`, the woken FIFO
+//! and its fairness bound, the ring, the inbox, the global queue every 61
+//! schedules), stealing (rings, woken FIFOs, a stale `runnext`), idling and
+//! waking (Go's wakep, spinning), where a woken or preempted task is queued
+//! (`make_runnable`, `preempted_goes_global`), and the contention flag
+//! that decides whether a worker's quantum ticks. The test-only policy
+//! switches (`BOOST_POLICY`, `TICK_POLICY`, ...) are set through `hooks`.
+
+use crate::queue::TaskList;
+use crate::sys::{futex_wait, futex_wake, now_ns};
+use crate::tasks::tcb::{state, Task, NO_PIN};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use super::machine::{machine, Worker};
+
+/// Every this many schedules a worker goes through its full scheduler loop
+/// (global queue, inbox, timers, shutdown) even if local work is ready.
+pub(super) const FAIR_TICKS: u32 = 61;
+/// How many boosted picks (the woken FIFO, then `runnext`) in a row may win
+/// over the ring before a ring task gets a turn: the bound of the latency
+/// boost (issue 11), so tasks that wake each other in a loop cannot starve
+/// tasks that used up their quantum.
+pub(super) const RUNNEXT_STREAK: u32 = 32;
+
+/// Test-only switch (negative controls of latency fairness, issue 11), set
+/// through `hooks::set_boost_policy_for_tests` and
+/// `hooks::set_boost_first_version_for_tests`: 0 normal; [`BOOST_OFF`]:
+/// woken tasks displaced from `runnext` go to the back of the ring (no woken
+/// FIFO), as before; [`BOOST_UNBOUNDED`]: boosted picks always win over the
+/// ring (no streak bound); [`BOOST_FIRST_VERSION`]: the first version of
+/// the woken FIFO, which starved it beside a ping-pong pair (see
+/// `Worker::take_boosted`): boosted picks take `runnext` before the FIFO,
+/// and a wake from the scheduler loop goes straight to the FIFO's back.
+pub(crate) static BOOST_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub(crate) const BOOST_OFF: u8 = 1;
+pub(crate) const BOOST_UNBOUNDED: u8 = 2;
+pub(crate) const BOOST_FIRST_VERSION: u8 = 3;
+/// How long an idle worker leaves a task in the `runnext` slot of a worker
+/// that is running a task before stealing it (Go waits 3 µs: a switch takes
+/// well under a microsecond, so the owner would have taken it by then).
+pub(super) const RUNNEXT_GRACE_NS: u64 = 5_000;
+/// Test-only switch (negative control of the spinner's wake-up, issue 11
+/// review), set through `hooks::set_spinner_wakep_for_tests`: `true`
+/// (normal): a spinning worker that finds work wakes an idle worker
+/// (`Worker::find_runnable`); `false`: it does so only when the global
+/// queue or its own ring holds more tasks, as before, so with three or more
+/// workers a second task made runnable while it searched can wait on a busy
+/// worker while another worker sleeps.
+pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
+/// Test-only switch (negative control of uneven loop splits, issue 11), set
+/// through `hooks::set_preempted_to_global_for_tests`: `true` (normal): an
+/// async-preempted task that may migrate goes to the global queue when
+/// [`preempted_goes_global`] says so; `false`: always to its worker's
+/// ring, as before.
+pub(crate) static PREEMPTED_TO_GLOBAL: AtomicBool = AtomicBool::new(true);
+/// Rounds of searching before an idle worker sleeps.
+pub(super) const SPIN_ROUNDS: u32 = 64;
+/// Test-only switch (negative controls of "tick only when someone waits",
+/// issue 12), set through `hooks::set_tick_policy_for_tests`: 0 normal;
+/// [`TICK_ALWAYS`]: workers always report themselves contended, so their
+/// quantum timers tick whenever they are busy, as before; [`TICK_NO_WAKE`]:
+/// wakers never mark workers contended (only a worker's own picks do), so
+/// a task made runnable while every worker runs a loop is never served.
+pub(crate) static TICK_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub(crate) const TICK_ALWAYS: u8 = 1;
+pub(crate) const TICK_NO_WAKE: u8 = 2;
+
+/// `set_contended(true)` from a waker, out of line (the wake path stays
+/// small: the flag is usually set already).
+#[cold]
+#[inline(never)]
+pub(super) fn contend_slow(s: &usurp_preempt::WorkerSlot) {
+    if wakers_contend() {
+        let _ = s.set_contended(true);
+    }
+}
+
+/// Whether wakers mark workers contended (false only under the
+/// `TICK_NO_WAKE` test policy).
+#[inline]
+pub(crate) fn wakers_contend() -> bool {
+    TICK_POLICY.load(Ordering::Relaxed) != TICK_NO_WAKE
+}
+
+impl Worker {
+    pub(super) fn next_rand(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+
+    /// True if `t` may run here; otherwise forwards it to the worker it is
+    /// pinned to.
+    #[inline]
+    pub(super) fn claim(&self, t: *mut Task) -> bool {
+        // The common case inline (one load; no call on the switch path):
+        // unpinned, or pinned here.
+        // SAFETY: we own `t`, just taken out of a queue.
+        let p = unsafe { (*t).pinned_worker.get() };
+        if p == NO_PIN || p == self.index {
+            return true;
+        }
+        self.shared().claim_for(self, t)
+    }
+
+    /// The fast-path choice of the next task: runnext or the ring; null when
+    /// nothing is ready locally or when a periodic full schedule is due.
+    #[inline]
+    pub(super) fn next_fast(&self) -> *mut Task {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % FAIR_TICKS == 0 || self.stopping() {
+            return ptr::null_mut();
+        }
+        self.next_local()
+    }
+
+    /// Whether a stop-the-world is requested: then every switch goes to the
+    /// scheduler loop, which parks (see `stw.rs`).
+    #[inline]
+    pub(crate) fn stopping(&self) -> bool {
+        self.shared().stw.stop.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(super) fn next_local(&self) -> *mut Task {
+        loop {
+            let rn = self.runnext.0.load(Ordering::Relaxed);
+            // Boosted picks first (the woken FIFO, then runnext), at most
+            // RUNNEXT_STREAK in a row. Taking runnext: a thief may have
+            // taken it since the load (`take_runnext` then returns null).
+            let mut t = ptr::null_mut();
+            if (!rn.is_null() || self.woken_len.load(Ordering::Relaxed) != 0)
+                && (self.streak.get() < RUNNEXT_STREAK || BOOST_POLICY.load(Ordering::Relaxed) == BOOST_UNBOUNDED)
+            {
+                t = self.take_boosted();
+                if !t.is_null() {
+                    self.streak.set(self.streak.get() + 1);
+                }
+            }
+            if t.is_null() {
+                self.streak.set(0);
+                t = match self.queue.pop() {
+                    Some(t) => t,
+                    None => {
+                        let t = self.take_boosted();
+                        if t.is_null() {
+                            return t;
+                        }
+                        t
+                    }
+                };
+            }
+            if self.claim(t) {
+                return t;
+            }
+        }
+    }
+
+    /// Owner only: the next boosted task, oldest wake first: the front of
+    /// the woken FIFO, else `runnext` (or null).
+    ///
+    /// The order is what keeps a woken task from waiting forever. `runnext`
+    /// always holds the newest task (a wake or spawn displaces its occupant,
+    /// a woken one to the back of the FIFO), so taking the FIFO first makes
+    /// boosted picks FIFO in wake order: a woken task waits for at most the
+    /// boosted tasks woken before it, plus one ring pick per
+    /// `RUNNEXT_STREAK`. The first version took `runnext` first: beside a
+    /// ping-pong pair (each task wakes the other into `runnext`, then parks)
+    /// the slot was full at every pick and the FIFO was never reached, nor
+    /// stolen from (the other worker was busy too). That was the hang of
+    /// `usurp-stress --workers 2 --tasks 20` (2 runs in 61; 3 in ~110 here):
+    /// its main task, woken from its 2 s sleep by a timer fired in the
+    /// scheduler loop, sat in worker 0's FIFO behind two sleepers while
+    /// `pingpong-0`/`-1` filled `runnext` forever, so it never set the stop
+    /// flag; the GC kept stopping and starting the world meanwhile, which is
+    /// why a stack dump looked like a worker parked for a stop (it was one
+    /// of the ~500 stops a second, not a stuck one). Regression test:
+    /// `tests/sched_fairness.rs` `woken_fifo_not_starved_by_runnext` (with
+    /// [`BOOST_FIRST_VERSION`] as its negative control).
+    #[inline]
+    pub(super) fn take_boosted(&self) -> *mut Task {
+        if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_FIRST_VERSION {
+            let t = self.take_runnext();
+            if !t.is_null() {
+                return t;
+            }
+            return self.take_woken();
+        }
+        let t = self.take_woken();
+        if !t.is_null() {
+            return t;
+        }
+        self.take_runnext()
+    }
+
+    /// Takes the front of the woken FIFO (owner or thief), or null.
+    #[inline]
+    pub(super) fn take_woken(&self) -> *mut Task {
+        if self.woken_len.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        let mut q = self.woken.lock();
+        let t = q.pop_front().unwrap_or(ptr::null_mut());
+        self.woken_len.store(q.len(), Ordering::SeqCst);
+        t
+    }
+
+    /// Owner only: a task just displaced from `runnext` (so owned by this
+    /// thread): a woken one keeps its boost (woken FIFO), a spawned one goes
+    /// to the back of the ring.
+    #[inline]
+    pub(super) fn push_displaced(&self, t: *mut Task) {
+        // SAFETY: we own `t`; its flag was written on this thread when it
+        // was put in `runnext` (only the owner fills the slot).
+        if unsafe { (*t).woken.get() } {
+            self.push_woken(t);
+        } else {
+            self.push_local(t);
+        }
+    }
+
+    /// Owner only: queues a woken task for a boosted pick (at the back of
+    /// the ring instead under the `BOOST_OFF` test switch).
+    #[inline]
+    pub(super) fn push_woken(&self, t: *mut Task) {
+        if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_OFF {
+            self.push_local(t);
+            return;
+        }
+        let mut q = self.woken.lock();
+        q.push_back(t);
+        self.woken_len.store(q.len(), Ordering::SeqCst);
+    }
+
+    /// Owner only: empties the runnext slot; returns its task (or null).
+    #[inline]
+    pub(super) fn take_runnext(&self) -> *mut Task {
+        let t = self.runnext.0.load(Ordering::Relaxed);
+        if t.is_null() {
+            return t;
+        }
+        if self.solo {
+            self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
+            return t;
+        }
+        // The swap decides between the owner and a thief (`steal_runnext`).
+        self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Pushes `t` on the ring; overflow goes to the global queue (and wakes
+    /// an idle worker for it, or marks the busy ones contended).
+    #[inline]
+    pub(crate) fn push_local(&self, t: *mut Task) {
+        if let Some(list) = self.queue.push(t) {
+            let sh = self.shared();
+            sh.push_global_list(list);
+            sh.notify_global();
+        }
+    }
+
+    /// Whether runnable work waits for this worker: its ring, `runnext`, its
+    /// inbox, or the global queue. Another worker's ring needs no look: that
+    /// worker marks itself contended when it fills it, so its own ticks
+    /// serve it (and an idle worker steals it). SeqCst loads: the second
+    /// half of the Dekker handshake in [`Worker::update_contention`].
+    #[inline]
+    pub(super) fn work_waits(&self) -> bool {
+        self.queue.len() != 0
+            || !self.runnext.0.load(Ordering::SeqCst).is_null()
+            || self.woken_len.load(Ordering::SeqCst) != 0
+            || self.inbox_len.load(Ordering::SeqCst) != 0
+            || self.shared().global_len.load(Ordering::SeqCst) != 0
+    }
+
+    /// "Tick only when someone waits" (issue 12), the worker's half: called
+    /// each time the scheduler loop picks the next task. Marks the thread's
+    /// preemption slot contended if work waits for this worker (its quantum
+    /// timer ticks), uncontended otherwise (no signal at all: a running loop
+    /// keeps its CPU undisturbed). Clearing races with wakers, who publish
+    /// work and then set the flag if they read it clear
+    /// (`Shared::contend_busy`, `make_runnable`, `claim_for`): the clear is
+    /// a SeqCst swap followed by a SeqCst fence and a second look at the
+    /// queues, so either the waker sees the flag clear (and sets it, arming
+    /// the timer), or this second look sees its work.
+    #[inline]
+    pub(super) fn update_contention(&self) {
+        // SAFETY: slots are `'static`.
+        let Some(s) = (unsafe { self.slot.load(Ordering::Relaxed).as_ref() }) else { return };
+        if TICK_POLICY.load(Ordering::Relaxed) == TICK_ALWAYS || self.work_waits() {
+            if !s.is_contended() {
+                let _ = s.set_contended(true);
+            }
+            return;
+        }
+        if !s.is_contended() {
+            return;
+        }
+        let _ = s.set_contended(false);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.work_waits() {
+            let _ = s.set_contended(true);
+        }
+    }
+
+    /// The direct-switch half: a task-to-task switch only *raises* the
+    /// contention flag (the outgoing task is requeued, or work waits); it
+    /// never clears it, which would need a full fence on every switch. A
+    /// stale flag costs at most one tick: the next preemption (or the
+    /// periodic full schedule, every 61 schedules) goes through the
+    /// scheduler loop, which clears it.
+    #[inline]
+    pub(super) fn raise_contention(&self, slot: &usurp_preempt::WorkerSlot, requeued: bool) {
+        if !slot.is_contended() {
+            self.raise_contention_slow(slot, requeued);
+        }
+    }
+
+    /// Out of line: keeps the switch path small (the flag is usually set
+    /// while tasks switch back and forth).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn raise_contention_slow(&self, slot: &usurp_preempt::WorkerSlot, requeued: bool) {
+        if requeued || self.work_waits() {
+            let _ = slot.set_contended(true);
+        }
+    }
+
+    /// A task was made runnable on this worker by its running task: the
+    /// worker is expected to run it, so its quantum must tick (the running
+    /// task may keep the CPU in a loop; an idle worker, if any, steals it
+    /// sooner). Same thread as the worker's own picks: no fence needed.
+    #[inline]
+    pub(super) fn contend_self(&self) {
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { self.slot.load(Ordering::Relaxed).as_ref() } {
+            if !s.is_contended() {
+                contend_slow(s);
+            }
+        }
+    }
+
+    /// After a task used up its quantum (async preemption, or a yield at a
+    /// checkpoint) and nothing is ready locally: a task waiting in the
+    /// global queue runs next, rather than the preempted task again (it goes
+    /// back to the local ring, where the scheduler loop would find it
+    /// before the global queue, which it checks first only every 61
+    /// schedules). Null if none.
+    #[inline]
+    pub(super) fn take_global_now(&self) -> *mut Task {
+        let sh = self.shared();
+        if self.stopping() || sh.global_len.load(Ordering::Relaxed) == 0 {
+            return ptr::null_mut();
+        }
+        sh.take_global(self).unwrap_or(ptr::null_mut())
+    }
+
+    /// Clears the pin of the current task at a cooperative switch.
+    #[inline]
+    pub(super) fn clear_pin(&self, cur: *mut Task) {
+        // SAFETY: `cur` is the running task, owned by this thread.
+        let t = unsafe { &*cur };
+        if t.pinned_worker.get() != NO_PIN {
+            t.pinned_worker.set(NO_PIN);
+            self.pinned.set(self.pinned.get() - 1);
+        }
+    }
+
+    pub(super) fn drain_inbox(&self) -> *mut Task {
+        if self.inbox_len.load(Ordering::Acquire) == 0 {
+            return ptr::null_mut();
+        }
+        let mut list = {
+            let mut inbox = self.inbox.lock();
+            self.inbox_len.store(0, Ordering::SeqCst);
+            std::mem::replace(&mut *inbox, TaskList::new())
+        };
+        let first = list.pop_front().unwrap_or(ptr::null_mut());
+        while let Some(t) = list.pop_front() {
+            self.push_local(t);
+        }
+        first
+    }
+
+    /// One pass over every source of work except stealing.
+    pub(super) fn find_local_or_global(&self) -> *mut Task {
+        let sh = self.shared();
+        let t = self.drain_inbox();
+        if !t.is_null() {
+            return t;
+        }
+        // A fast path that bailed out for fairness left `tick` at a multiple
+        // of FAIR_TICKS: then the global queue goes first.
+        let tick = self.tick.get();
+        self.tick.set(tick.wrapping_add(1));
+        if tick % FAIR_TICKS == 0 {
+            if let Some(t) = sh.take_global(self) {
+                return t;
+            }
+        }
+        sh.run_timers();
+        let t = self.next_local();
+        if !t.is_null() {
+            return t;
+        }
+        if let Some(t) = sh.take_global(self) {
+            return t;
+        }
+        ptr::null_mut()
+    }
+
+    /// Whether a task other than the one this searching worker just took
+    /// is visible in a queue another worker could take it from: the global
+    /// queue, a worker's ring or woken FIFO, another worker's `runnext`
+    /// (`tests/sched_spinner_wakep.rs` strands a task there without it). A
+    /// spinner that found work wakes an idle worker only then: waking one
+    /// after every find (the first version of Go's resetspinning -> wakep
+    /// here) made a second worker search on every channel hand-off, and
+    /// ping-pong on `workers(2)` cost 235 ns instead of 161 ns (153 ns with
+    /// no wake-up at all; `cargo bench --bench switch`, quiet). Racy reads
+    /// (relaxed): a task queued after the check is the queuer's to announce
+    /// (`notify`).
+    pub(super) fn more_work_visible(&self) -> bool {
+        let sh = self.shared();
+        if sh.global_len.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        sh.workers.iter().any(|w| {
+            w.queue.len() > 0
+                || w.woken_len.load(Ordering::Relaxed) > 0
+                || (w.index != self.index && !w.runnext.0.load(Ordering::Relaxed).is_null())
+        })
+    }
+
+    /// Takes the front of another worker's woken FIFO, else steals half of
+    /// another worker's ring; when every ring is empty, a
+    /// task waiting in another worker's `runnext` slot (see
+    /// [`Worker::steal_runnext`]).
+    pub(super) fn steal(&self) -> *mut Task {
+        let sh = self.shared();
+        let n = sh.workers.len();
+        if n == 1 {
+            return ptr::null_mut();
+        }
+        let start = self.next_rand() as usize % n;
+        // A woken task waiting on a busy worker first: it keeps its boost
+        // across stealing (it runs now, ahead of the victim's ring).
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            let t = sh.workers[v].take_woken();
+            if !t.is_null() {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            if let Some(t) = sh.workers[v].queue.steal_into(&self.queue) {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
+        for i in 0..n {
+            let v = (start + i) % n;
+            if v == self.index {
+                continue;
+            }
+            let t = self.steal_runnext(&sh.workers[v]);
+            if !t.is_null() {
+                if self.claim(t) {
+                    return t;
+                }
+                return self.next_local();
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// Takes the task in `victim`'s `runnext` slot (as Go's runqsteal with
+    /// stealRunNextG). The slot holds a task that the victim's running task
+    /// just spawned or woke; the victim usually runs it within a switch
+    /// (the running task parks or joins right after), so the thief takes
+    /// the slot only once it has seen the victim make no switch for
+    /// `RUNNEXT_GRACE_NS` (across its search rounds). If the victim's task
+    /// keeps running without a switch (ordinary code, a loop), the woken
+    /// task would otherwise wait for its whole quantum, or forever.
+    pub(super) fn steal_runnext(&self, victim: &Worker) -> *mut Task {
+        // Look at the slot only once the victim has made no switch for the
+        // grace period (its running task keeps the CPU): a victim that is
+        // switching gets to its runnext soon (a task re-woken into the slot,
+        // as in a ping-pong, must not be carried off to another worker),
+        // and not touching its slot's line then keeps the owner's swaps on
+        // it cheap. `switch_count` is written with plain stores.
+        let switches = victim.switch_count.load(Ordering::Relaxed);
+        let watch = &self.watch[victim.index];
+        let (seen, since) = watch.get();
+        let now = now_ns();
+        if seen != switches {
+            watch.set((switches, now));
+            return ptr::null_mut();
+        }
+        if now.saturating_sub(since) < RUNNEXT_GRACE_NS {
+            return ptr::null_mut();
+        }
+        let t = victim.runnext.0.load(Ordering::Acquire);
+        if t.is_null() {
+            return t;
+        }
+        // Whoever empties the slot owns the task; the pointer is only
+        // dereferenced after winning.
+        match victim.runnext.0.compare_exchange(t, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed) {
+            Ok(t) => t,
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
+    /// Sleeps on the futex until woken, a timer is due, or shutdown.
+    pub(super) fn idle_sleep(&self) {
+        let sh = self.shared();
+        self.sleep_word.store(0, Ordering::SeqCst);
+        self.idle.store(true, Ordering::SeqCst);
+        sh.nidle.fetch_add(1, Ordering::SeqCst);
+        let mut timeout = None;
+        let nt = sh.next_timer.load(Ordering::SeqCst);
+        if nt != u64::MAX {
+            let now = now_ns();
+            timeout = Some(nt.saturating_sub(now));
+        }
+        if timeout != Some(0) && !sh.has_work(self) && !self.stopping() {
+            // No timer signals while asleep (a system call only on this
+            // transition).
+            // SAFETY: slots are `'static`.
+            let slot = unsafe { self.slot.load(Ordering::Relaxed).as_ref() };
+            if let Some(s) = slot {
+                let _ = s.set_idle(true);
+            }
+            futex_wait(&self.sleep_word, 0, timeout);
+            if let Some(s) = slot {
+                let _ = s.set_idle(false);
+            }
+        }
+        if self.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            sh.nidle.fetch_sub(1, Ordering::SeqCst);
+        }
+        // An idle worker counts as stopped without being woken: `idle` is
+        // clear now, and the stop flag is read after this fence (the
+        // caller's `stopping()`), see `stw.rs`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// The scheduler's search: local, global, timers, stealing, then spinning
+    /// briefly and sleeping. Returns None on shutdown.
+    pub(super) fn find_runnable(&self) -> Option<*mut Task> {
+        let sh = self.shared();
+        let mut spinning = false;
+        let mut rounds = 0;
+        loop {
+            if sh.shutdown.load(Ordering::Acquire) {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                return None;
+            }
+            if self.stopping() {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                    spinning = false;
+                }
+                crate::stw::park_worker(self);
+                continue;
+            }
+            let mut t = self.find_local_or_global();
+            if t.is_null() {
+                t = self.steal();
+            }
+            if !t.is_null() {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                    if SPINNER_WAKEP.load(Ordering::Relaxed) && self.more_work_visible() {
+                        // We may have been the only searcher, and wakers
+                        // woke nobody while we searched (`notify` leaves
+                        // the work to a spinner): more of it may wait (the
+                        // rest of a woken FIFO, a `runnext`, a ring, the
+                        // global queue). Wake an idle worker to look, as
+                        // Go's resetspinning calls wakep when a spinner
+                        // finds work (`notify` does nothing if another
+                        // worker still searches or none idles).
+                        sh.notify();
+                    } else if sh.global_len.load(Ordering::Relaxed) > 0 || self.queue.len() > 0 {
+                        // Test-only: the first version, which looked only
+                        // at the global queue and its own ring.
+                        sh.notify();
+                    }
+                }
+                return Some(t);
+            }
+            if !spinning {
+                spinning = true;
+                sh.nspinning.fetch_add(1, Ordering::SeqCst);
+            }
+            rounds += 1;
+            if rounds < SPIN_ROUNDS {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+            spinning = false;
+            rounds = 0;
+            self.idle_sleep();
+        }
+    }
+}
+
+/// Where a task that used up its quantum (async preemption) while another
+/// task waits for its worker queues: the global queue, as Go's
+/// `gopreempt_m` (issue 11, uneven loop splits), when it may run on any
+/// worker and another worker has nothing queued; else its worker's ring. (When nothing waits, the preemption
+/// found no successor and the task stays local: pushing it to the global
+/// queue would mark every worker contended, so loops as many as the
+/// workers would tick each other forever; issue 12's quiet loops.)
+///
+/// With the ring, loops split unevenly stayed so: with 3 loops on worker A
+/// and 1 on B, B's ring and the global queue stay empty, so B is never
+/// contended (its quantum never ticks) and runs its loop alone, while A
+/// rotates 3; B helps only once its loop ends (it then steals one), and the
+/// tail runs on one core. Through the global queue every preemption makes
+/// the busy workers contended (`notify_global`), and a worker whose ring is
+/// empty takes the next loop from it (`take_global_now`), so all the loops
+/// rotate over all the workers, as in Go. Kept local: a task pinned to this
+/// thread, a runtime with one worker, and a preemption for a stop (the
+/// world restarts where it was).
+///
+/// `t` is the running task being preempted, on the thread driving `w`.
+#[inline]
+pub(super) fn preempted_goes_global(w: &Worker, t: *mut Task) -> bool {
+    // SAFETY: `t` is the running task, owned by this thread.
+    let pinned = unsafe { (*t).pinned_worker.get() } != NO_PIN;
+    if pinned || w.solo || w.stopping() || !PREEMPTED_TO_GLOBAL.load(Ordering::Relaxed) {
+        return false;
+    }
+    // Only while another worker has nothing queued (it runs one task at
+    // most): the split is uneven. When every worker has a queue (e.g. 32
+    // loops on 2 workers), the tasks stay local: going through the global
+    // queue there made 1 ms sleepers beside them wake later (p99 10-47 ms
+    // against 2-21 ms kept local, `benches/preempt.rs --fairness`,
+    // alternated runs on a loaded machine).
+    w.shared().workers.iter().any(|v| {
+        v.index != w.index
+            && v.queue.len() == 0
+            && v.runnext.0.load(Ordering::Relaxed).is_null()
+            && v.woken_len.load(Ordering::Relaxed) == 0
+    })
+}
+
+/// Makes a parked or new task runnable: on this thread's worker if it belongs
+/// to the same runtime, otherwise on its runtime's global queue. On this
+/// worker it takes the `runnext` slot (as Go does) when a task is running,
+/// or when it is `woken` (a wake: timer, channel, mutex, join..., not a
+/// spawn) from the scheduler loop; a spawn from the scheduler loop goes to
+/// the ring. The slot's previous occupant is displaced: to the woken FIFO if
+/// it was woken (it keeps its boost, latency fairness, issue 11), else to
+/// the back of the ring. So `runnext` always holds the newest task and the
+/// FIFO the older woken ones in wake order (see `Worker::take_boosted`).
+pub(crate) fn make_runnable(t: *mut Task, woken: bool) {
+    // SAFETY: we own `t` (it is new, or we won the unpark).
+    let task = unsafe { &*t };
+    task.woken.set(woken);
+    task.state.store(state::RUNNABLE, Ordering::Relaxed);
+    let m = machine();
+    // SAFETY: machine and worker are valid on this thread while set.
+    unsafe {
+        if !m.is_null() {
+            let w = (*m).worker.get();
+            if !w.is_null() && (*w).shared == task.shared {
+                let w = &*w;
+                let running = !(*m).current.get().is_null();
+                if !running && woken {
+                    match BOOST_POLICY.load(Ordering::Relaxed) {
+                        BOOST_OFF => {
+                            w.push_local(t);
+                            w.shared().notify();
+                            return;
+                        }
+                        BOOST_FIRST_VERSION => {
+                            w.push_woken(t);
+                            w.shared().notify();
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                if running || woken {
+                    if running {
+                        // The running task made it runnable here: its
+                        // quantum must tick from now on (it may keep the
+                        // CPU).
+                        w.contend_self();
+                    }
+                    if w.solo {
+                        let old = w.runnext.0.load(Ordering::Relaxed);
+                        w.runnext.0.store(t, Ordering::Relaxed);
+                        if !old.is_null() {
+                            w.push_displaced(old);
+                        }
+                        return;
+                    }
+                    // SeqCst swap: orders the publication before the idle
+                    // check in `notify_after_seqcst` (see there).
+                    let old = w.runnext.0.swap(t, Ordering::SeqCst);
+                    if old.is_null() {
+                        // Work appeared while a worker may idle: wake one
+                        // (Go's wakep), which can steal from runnext if this
+                        // worker does not get to it.
+                        w.shared().notify_after_seqcst();
+                        return;
+                    }
+                    // An idle worker takes a displaced woken task from the
+                    // FIFO at once (`steal`), or steals from the ring.
+                    w.push_displaced(old);
+                    w.shared().notify();
+                    return;
+                }
+                // A spawn from the scheduler loop (no task current): the
+                // worker picks next and sees its ring.
+                w.push_local(t);
+                w.shared().notify();
+                return;
+            }
+        }
+    }
+    let sh = task.shared();
+    sh.push_global_one(t);
+    sh.notify_global();
+}
+
+/// Wakes worker `i` (sets its futex word), whether or not it sleeps.
+pub(crate) fn wake_worker_word(w: &Worker) {
+    w.sleep_word.store(1, Ordering::SeqCst);
+    futex_wake(&w.sleep_word, 1);
+}
+

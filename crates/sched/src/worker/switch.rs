@@ -1,0 +1,600 @@
+//! The switch protocol: `switch_to` (the outgoing task's half: bookkeeping,
+//! then `arch::switch` with an action word) and `finish_switch` (the
+//! incoming context's half: queue, park, recycle or hand over the outgoing
+//! task once its registers are saved), the entry points that switch the
+//! current task away (`park_current`, `yield_current`, `preempt_current`,
+//! the task's exit), the park token (`unpark`), a new task's entry, and the
+//! scheduler loop every thread returns to when nothing is ready locally.
+
+use crate::arch;
+use crate::shared::Shared;
+use crate::sys::futex_wake;
+use crate::tasks::tcb::{park, state, Task, NO_PIN};
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use super::machine::{current_cpu_cycles, current_with_worker, Machine, Worker, FREE_CACHE, MACHINE};
+use super::policy::{make_runnable, preempted_goes_global, FAIR_TICKS};
+
+// Actions passed in the low bits of the switch argument.
+pub(super) const A_YIELD: usize = 1;
+pub(super) const A_PARK: usize = 2;
+pub(super) const A_EXIT: usize = 3;
+pub(super) const A_REQUEUE: usize = 4;
+pub(super) const A_PREEMPT: usize = 5;
+/// The outgoing task calls `blocking` and moves to the spare thread in
+/// `Worker::adopt_to` (see `blocking_dyn`).
+pub(super) const A_ADOPT: usize = 6;
+/// Async preemption while another task waits: the outgoing task goes to
+/// the global queue (see [`preempted_goes_global`]).
+pub(super) const A_PREEMPT_GLOBAL: usize = 7;
+pub(super) const A_MASK: usize = 7;
+
+/// Switches from `cur` to `next` (or to this thread's scheduler loop when
+/// `next` is null), telling the next context to apply `action` to `cur`.
+/// Returns when `cur` is resumed.
+///
+/// # Safety
+/// `cur` is the task running on this thread (`m.current`), `w` its worker,
+/// `next` null or a runnable task claimed for `w`.
+#[inline]
+pub(super) unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, action: usize) {
+    w.charge(cur);
+    let target = if next.is_null() {
+        m.current.set(ptr::null_mut());
+        w.running_task.store(0, Ordering::Relaxed);
+        // SAFETY: the scheduler loop's SP was saved when it switched to a task.
+        unsafe { *m.sched_sp.get() }
+    } else {
+        m.current.set(next);
+        w.running_task.store(next as usize, Ordering::Relaxed);
+        // SAFETY: `next` is a runnable task we own; its SP was saved.
+        unsafe {
+            (*next).state.store(state::RUNNING, Ordering::Relaxed);
+            *(*next).sp.get()
+        }
+    };
+    w.bump_switch();
+    // Preemption bookkeeping (no system call): the outgoing task keeps its
+    // no-preempt depth; the incoming one gets its stack bounds and depth.
+    let slot = w.slot.load(Ordering::Relaxed);
+    if !slot.is_null() {
+        // SAFETY: slots are `'static`; `cur` and `next` are ours.
+        unsafe {
+            let slot = &*slot;
+            (*cur).preempt_state.set(slot.switch_out());
+            if !next.is_null() {
+                w.raise_contention(slot, action == A_YIELD || action == A_PREEMPT || action == A_PREEMPT_GLOBAL);
+                slot.switch_in((*next).stack.lo(), (*next).stack.hi(), (*next).preempt_state.get());
+            }
+        }
+    }
+    // The incoming context runs on this thread, which drives `w`: hand it the
+    // worker (64-byte aligned, so the action fits in the low bits) and leave
+    // the outgoing task in `w.prev`; it needs no thread-local lookup then.
+    w.prev.set(cur);
+    // SAFETY: `cur.sp` is writable; `target` is a suspended context whose
+    // stack is mapped. `m` and `w` are not used after the switch: this task
+    // may resume on another thread.
+    let r = unsafe { arch::switch((*cur).sp.get(), target, w as *const Worker as usize | action) };
+    finish_switch(r);
+}
+
+/// Runs in the context that was just switched to: applies the outgoing
+/// context's action to it (see the module comment). `arg` is
+/// `worker | action` (the outgoing task is in `worker.prev`), except for
+/// `A_REQUEUE`, which comes from a thread without a worker: `task | A_REQUEUE`.
+#[inline]
+pub(crate) fn finish_switch(arg: usize) {
+    if arg == 0 {
+        return;
+    }
+    let action = arg & A_MASK;
+    // SAFETY: `prev` is a task that just switched away from this thread; its
+    // context is saved and nobody else can reach it until we queue it. `w` is
+    // the worker this thread drives.
+    unsafe {
+        if action == A_REQUEUE {
+            let prev = (arg & !A_MASK) as *mut Task;
+            (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+            let sh = (*prev).shared();
+            sh.push_global_one(prev);
+            sh.notify_global();
+            return;
+        }
+        let w = &*((arg & !A_MASK) as *const Worker);
+        let prev = w.prev.get();
+        match action {
+            A_YIELD => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                w.push_local(prev);
+            }
+            A_PREEMPT => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                w.push_local(prev);
+            }
+            A_PREEMPT_GLOBAL => {
+                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
+                let sh = w.shared();
+                sh.push_global_one(prev);
+                sh.notify_global();
+            }
+            A_PARK => {
+                (*prev).state.store(state::PARKED, Ordering::Relaxed);
+                if (*prev)
+                    .park
+                    .compare_exchange(park::EMPTY, park::PARKED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // Unparked while switching out: run it again.
+                    (*prev).park.store(park::EMPTY, Ordering::Relaxed);
+                    make_runnable(prev, true);
+                }
+            }
+            A_EXIT => recycle(w, prev),
+            A_ADOPT => {
+                // `prev` is saved: record the spill frame as its SP (the
+                // frames above it stay frozen while the closure runs on the
+                // spare thread; a collection scans them from there), count
+                // it as blocking, then give it to the spare.
+                let s = &*w.adopt_to.replace(ptr::null());
+                s.adopt_resume.store(*(*prev).sp.get(), Ordering::Relaxed);
+                *(*prev).sp.get() = s.adopt_sp.load(Ordering::Relaxed);
+                (*prev).state.store(state::BLOCKING, Ordering::SeqCst);
+                s.adopt.store(prev, Ordering::Release);
+                s.spare_word.store(1, Ordering::SeqCst);
+                futex_wake(&s.spare_word, 1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Returns a finished task's struct and stack to `w`'s free cache, or to the
+/// pool.
+///
+/// # Safety
+/// `t` is a task that has exited; its stack is no longer in use; this thread
+/// drives `w`.
+pub(super) unsafe fn recycle(w: &Worker, t: *mut Task) {
+    // SAFETY: per the contract we own `t` and `w`'s cache.
+    unsafe {
+        let task = &*t;
+        task.state.store(state::FREE, Ordering::Relaxed);
+        // The name stays until the struct is prepared again (`Task::prepare`
+        // replaces it): a stalled stop-the-world reads the name of a task
+        // that may be exiting (`stw::report_stragglers`).
+        let free = &mut *w.free.get();
+        if w.shared == task.shared && free.len() < FREE_CACHE {
+            free.push(t);
+            return;
+        }
+        task.shared().release_task(t);
+    }
+}
+
+/// Gives `t` its park token; if it was parked, makes it runnable.
+pub(crate) fn unpark(t: *mut Task) {
+    // SAFETY: callers only unpark tasks that cannot exit before this unpark
+    // (they wait for exactly this token).
+    let task = unsafe { &*t };
+    if task.park.swap(park::NOTIFIED, Ordering::AcqRel) == park::PARKED {
+        task.park.store(park::EMPTY, Ordering::Relaxed);
+        if task.state.load(Ordering::Acquire) == state::ABANDONED {
+            return; // its runtime is gone: it stays abandoned, never queued
+        }
+        make_runnable(t, true);
+    }
+}
+
+/// Parks the current task until its token is given with [`unpark`].
+///
+/// # Safety contract (internal)
+/// Must be called from a task holding a worker; every park is matched by
+/// exactly one unpark from whoever the task registered with.
+pub(crate) fn park_current() {
+    let (m, w, cur) = current_with_worker().expect("park_current outside a task");
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        // The caller already queued a wait node on its stack: unwinding
+        // would free it under the waker. Parking would wait for a wake-up
+        // that needs the world running, which only this task can restart.
+        crate::sys::write_stderr(
+            b"usurp: fatal: the task that stopped the world (Runtime::stop_the_world) parked (sleep, join, a \
+              channel or mutex wait) before Runtime::start_the_world: nothing could ever wake it; aborting\n",
+        );
+        std::process::abort();
+    }
+    // SAFETY: `cur` is the running task.
+    let task = unsafe { &*cur };
+    if task.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        return;
+    }
+    w.clear_pin(cur);
+    let next = w.next_fast();
+    // SAFETY: per `switch_to`'s contract.
+    unsafe { switch_to(m, w, cur, next, A_PARK) };
+}
+
+/// Yields the current task (see `crate::yield_now`).
+pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        stopper_yielded();
+    }
+    w.clear_pin(cur);
+    let mut next = w.next_fast();
+    if next.is_null() {
+        next = w.take_global_now();
+    }
+    if next.is_null() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
+        let sh = w.shared();
+        if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
+            return; // nothing else to run: keep going
+        }
+    }
+    // SAFETY: per `switch_to`'s contract.
+    unsafe { switch_to(m, w, cur, next, A_YIELD) };
+}
+
+#[cold]
+#[inline(never)]
+pub(super) fn stopper_yielded() -> ! {
+    panic!(
+        "usurp: yield_now called by the task that holds the world stopped (Runtime::stop_the_world): its worker \
+         would park for the stop and never resume it; call Runtime::start_the_world first"
+    )
+}
+
+/// Puts the current (async-preempted) task back in a run queue, pinned to
+/// this worker if `pin` (its interrupted code may hold a thread-local
+/// address: `preempt_glue::must_pin`; then its worker's ring), else the
+/// global queue (see [`preempted_goes_global`]), and runs something else.
+/// See the preemption hooks in the crate docs.
+pub(crate) fn preempt_current(pin: bool) {
+    let Some((m, w, cur)) = current_with_worker() else { return };
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        // Cannot happen (the stopper runs in a no-preemption section); if it
+        // did, parking would deadlock: keep running.
+        return;
+    }
+    // SAFETY: `cur` is the running task.
+    let task = unsafe { &*cur };
+    if pin && task.pinned_worker.get() == NO_PIN {
+        task.pinned_worker.set(w.index);
+        w.pinned.set(w.pinned.get() + 1);
+    }
+    // A worker saturated by tight loops only reaches its scheduler loop now
+    // and then (a direct switch follows every preemption): fire due timers
+    // here, once per quantum, so that sleepers wake within a quantum. Woken
+    // tasks go to `runnext` (this task is still current) and run next.
+    w.shared().run_timers();
+    let mut next = w.next_fast();
+    if next.is_null() {
+        next = w.take_global_now();
+    }
+    let action = if !next.is_null() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
+    // SAFETY: per `switch_to`'s contract.
+    unsafe { switch_to(m, w, cur, next, action) };
+}
+
+/// Entry point of every task (called by the arch trampoline on the task's
+/// fresh stack). Never returns: the task ends by switching away for good.
+pub(crate) unsafe extern "C" fn task_entry(task: usize, arg: usize) -> ! {
+    finish_switch(arg);
+    run_body(task as *mut Task);
+    exit_current()
+}
+
+#[inline(never)]
+pub(super) fn run_body(t: *mut Task) {
+    // The body stays in the task while it runs, so that a runtime shutting
+    // down can still complete (abandon) the join state of a suspended task.
+    // SAFETY: `t` is the running task; the body is only touched by it, or by
+    // the shutdown path once no worker runs.
+    unsafe {
+        if let Some(body) = (*(*t).body.get()).as_ref() {
+            body.run();
+        }
+        // Task-local destructors run before the joiner is woken (issue 11
+        // item 8): a join that returned sees the task entirely finished.
+        crate::tasks::local::drop_locals(t);
+        if let Some(body) = (*(*t).body.get()).as_ref() {
+            // Its CPU time so far stays readable through the join handle.
+            body.cpu_link().retire(current_cpu_cycles(t));
+            body.finish();
+        }
+        // Out of the task first, then dropped: dropping the packet may run
+        // user code (the result's destructor) that reaches a switch point,
+        // and a GC scan must then not find a half-dropped body in the task.
+        let body = (*(*t).body.get()).take();
+        drop(body);
+    }
+}
+
+pub(super) fn exit_current() -> ! {
+    let Some((m, w, cur)) = current_with_worker() else {
+        // Cannot happen: `blocking` re-attaches before returning.
+        crate::sys::write_stderr(b"usurp: internal error: task exiting without a worker\n");
+        std::process::abort();
+    };
+    if crate::stw::task_is_stopper(w.shared(), cur) {
+        // It would switch to its scheduler loop, which parks for the stop:
+        // nobody could restart the world. Restart it (the task is gone).
+        crate::sys::write_stderr(
+            b"usurp: a task exited while it held the world stopped (Runtime::stop_the_world without \
+              start_the_world): restarting the world\n",
+        );
+        crate::stw::start_the_world(w.shared());
+    }
+    w.clear_pin(cur);
+    let next = w.next_fast();
+    // SAFETY: per `switch_to`'s contract; an exited task is never resumed.
+    unsafe { switch_to(m, w, cur, next, A_EXIT) };
+    crate::sys::write_stderr(b"usurp: internal error: exited task resumed\n");
+    std::process::abort();
+}
+
+pub(super) fn schedule_loop(m: &Machine) {
+    loop {
+        let w = m.worker.get();
+        if w.is_null() {
+            return;
+        }
+        // SAFETY: this thread drives `w` while it is set in `m`.
+        let w = unsafe { &*w };
+        let slot = crate::glue::preempt_glue::thread_slot();
+        if w.slot.load(Ordering::Relaxed) != slot {
+            // This thread (just) took the worker over.
+            w.slot.store(slot, Ordering::Release);
+            // Orders the store before this worker's reads of the queues
+            // (`update_contention`) against wakers that publish work and
+            // then read `slot` (`Shared::contend_busy`).
+            std::sync::atomic::fence(Ordering::SeqCst);
+            // SAFETY: slots are `'static`.
+            if let Some(s) = unsafe { slot.as_ref() } {
+                let _ = s.set_idle(false);
+            }
+        }
+        let Some(t) = w.find_runnable() else {
+            // Shutdown: this worker stops; whatever is still queued is
+            // abandoned by the runtime.
+            m.worker.set(ptr::null());
+            crate::stw::worker_exited(w);
+            w.shared().worker_stopped();
+            return;
+        };
+        w.update_contention();
+        m.current.set(t);
+        w.running_task.store(t as usize, Ordering::Relaxed);
+        w.bump_switch();
+        w.run_since.set(arch::cycles());
+        // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
+        let r = unsafe {
+            if let Some(s) = slot.as_ref() {
+                s.switch_in((*t).stack.lo(), (*t).stack.hi(), (*t).preempt_state.get());
+            }
+            (*t).state.store(state::RUNNING, Ordering::Relaxed);
+            arch::switch(m.sched_sp.get(), *(*t).sp.get(), 0)
+        };
+        finish_switch(r);
+    }
+}
+
+/// A spare thread runs task `t`, handed to it by `finish_switch(A_ADOPT)`,
+/// until it leaves its `blocking` closure (it then switches back here with
+/// `A_REQUEUE`, which queues it globally).
+pub(super) fn run_adopted(m: &Machine, t: *mut Task) {
+    m.current.set(t);
+    let resume = m.adopt_resume.load(Ordering::Relaxed);
+    // SAFETY: `t` was saved at `resume` on its old thread and handed to us
+    // alone (acquire on `adopt`); this thread has no worker, so nothing else
+    // runs here meanwhile.
+    let r = unsafe { arch::switch(m.sched_sp.get(), resume, 0) };
+    finish_switch(r);
+}
+
+/// The body of every runtime thread: drive a worker's scheduler loop; when
+/// the worker is handed away, wait as a spare until given one.
+pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
+    // Idle workers wait for the next timer with a futex timeout: no slack.
+    crate::sys::set_timer_slack();
+    let _alt = crate::guard::AltStack::install();
+    // Preemption slot and GC mutator of this thread (dropped before `_alt`).
+    let _integ = crate::glue::preempt_glue::ThreadInit::new(&shared);
+    let m = Box::new(Machine {
+        sched_sp: UnsafeCell::new(0),
+        worker: Cell::new(worker),
+        current: Cell::new(ptr::null_mut()),
+        shared,
+        spare_word: AtomicU32::new(0),
+        handoff: AtomicPtr::new(ptr::null_mut()),
+        adopt: AtomicPtr::new(ptr::null_mut()),
+        adopt_resume: AtomicUsize::new(0),
+        adopt_sp: AtomicUsize::new(0),
+    });
+    let mp = &*m as *const Machine as *mut Machine;
+    MACHINE.with(|c| c.set(mp));
+    loop {
+        if !m.worker.get().is_null() {
+            schedule_loop(&m);
+        }
+        let t = m.adopt.swap(ptr::null_mut(), Ordering::Acquire);
+        if !t.is_null() {
+            run_adopted(&m, t);
+            continue;
+        }
+        if !m.shared.wait_as_spare(&m) {
+            break;
+        }
+    }
+    MACHINE.with(|c| c.set(ptr::null_mut()));
+    m.shared.threads.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Unit tests of the park token ([`park_current`] / [`unpark`], completed
+/// by `finish_switch`'s `A_PARK`): a task parks and is unparked round after
+/// round by a plain thread or by another task, each unpark racing the
+/// task's way into its park (before `park_current`, between its fast-path
+/// check and the switch out, or after it is parked: pseudo-random spins on
+/// both sides move the race across these windows). A lost wake-up is a
+/// task left PARKED with its token given: the checker waits for that state
+/// to persist (5 s: a hang, not a speed check), then releases the task and
+/// reports the round. The negative control unparks with a mutant that reads
+/// the token and then stores it (instead of one swap): the task parking in
+/// between is never queued, and the checker must report it.
+#[cfg(test)]
+mod park_token_tests {
+    use super::*;
+    use crate::Runtime;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use usurp_testsupport::{scale, within};
+
+    /// `(park, state)` of a task that cannot exit meanwhile (racy snapshot).
+    fn token(t: *mut Task) -> (u8, u8) {
+        // SAFETY: the task is parked or about to park for this round: it
+        // cannot finish before the unpark the checker is waiting on.
+        let task = unsafe { &*t };
+        (task.park.load(Ordering::Acquire), task.state.load(Ordering::Acquire))
+    }
+
+    /// The negative control's unpark: a load and a store where [`unpark`]
+    /// swaps, with a spin between them (widening the window in which the
+    /// task parks: it then never sees the token, and nobody queues it).
+    fn unpark_load_then_store(t: *mut Task) {
+        // SAFETY: as in `unpark` (the task waits for this very token).
+        let task = unsafe { &*t };
+        if task.park.load(Ordering::Acquire) == park::PARKED {
+            task.park.store(park::EMPTY, Ordering::Relaxed);
+            make_runnable(t, true);
+        } else {
+            spin(20_000); // as long as the longest jitter (see `jitter`)
+            task.park.store(park::NOTIFIED, Ordering::Release);
+        }
+    }
+
+    /// A pseudo-random spin length for round `i` (0..20000): the task spins
+    /// that long before it parks, the unparker a quarter of its own draw
+    /// before it unparks, so that unparks land before, during and after the
+    /// way into the park (most after it: the unparker also has to see the
+    /// previous round's end), natively and under qemu.
+    fn jitter(i: usize, side: u64) -> usize {
+        let x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(side.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        ((x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 40) as usize % 20_000
+    }
+
+    fn spin(n: usize) {
+        for _ in 0..n {
+            std::hint::spin_loop();
+        }
+    }
+
+    struct Outcome {
+        /// The first round whose wake-up was lost, if any.
+        lost: Option<usize>,
+        /// Unparks that found the task fully parked (the rest raced its
+        /// way in).
+        found_parked: usize,
+    }
+
+    /// `rounds` park/unpark handshakes between a task and an unparker (a
+    /// plain thread, or a task if `from_task`) using `unpark_fn`; stops at
+    /// the first lost wake-up.
+    fn handshakes(rounds: usize, unpark_fn: fn(*mut Task), from_task: bool) -> Outcome {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let tp = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let quit = Arc::new(AtomicBool::new(false));
+        let parker = {
+            let (tp, done, quit) = (tp.clone(), done.clone(), quit.clone());
+            rt.spawn(move || {
+                let (_, _, me) = current_with_worker().expect("a task");
+                tp.store(me as usize, Ordering::Release);
+                for i in 0..rounds {
+                    // A varying delay on each side moves the unpark across
+                    // the task's way into the park.
+                    spin(jitter(i, 1));
+                    park_current();
+                    done.store(i + 1, Ordering::Release);
+                    if quit.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            })
+        };
+        let unparker = move || {
+            let pause = || if from_task { crate::yield_now() } else { std::thread::yield_now() };
+            while tp.load(Ordering::Acquire) == 0 {
+                pause();
+            }
+            let t = tp.load(Ordering::Acquire) as *mut Task;
+            let mut found_parked = 0;
+            for i in 0..rounds {
+                // Round i: the task finished round i - 1 and is on its way
+                // to park (or parked already).
+                spin(jitter(i, 2) / 4);
+                if token(t).0 == park::PARKED {
+                    found_parked += 1;
+                }
+                unpark_fn(t);
+                let mut stuck_since: Option<Instant> = None;
+                while done.load(Ordering::Acquire) <= i {
+                    if token(t) == (park::NOTIFIED, state::PARKED) {
+                        let since = *stuck_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(5) {
+                            // Lost: release the task (give it a token it
+                            // will see) and let it finish.
+                            quit.store(true, Ordering::Release);
+                            // SAFETY: the task is parked for good; only we
+                            // touch its token now.
+                            unsafe { (*t).park.store(park::PARKED, Ordering::Release) };
+                            unpark(t);
+                            return Outcome { lost: Some(i), found_parked };
+                        }
+                    } else {
+                        stuck_since = None;
+                    }
+                    pause();
+                }
+            }
+            Outcome { lost: None, found_parked }
+        };
+        let out = if from_task { rt.spawn(unparker).join().unwrap() } else { std::thread::spawn(unparker).join().unwrap() };
+        parker.join().unwrap();
+        out
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_unparking_from_a_thread() {
+        let n = scale(10_000);
+        let out = within(300, "park/unpark from a thread", move || handshakes(n, unpark, false));
+        assert_eq!(out.lost, None, "a wake-up was lost (round {:?} of {n})", out.lost);
+        eprintln!("{n} rounds; the unpark found the task parked in {}", out.found_parked);
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_unparking_from_a_task() {
+        let n = scale(10_000);
+        let out = within(300, "park/unpark from a task", move || handshakes(n, unpark, true));
+        assert_eq!(out.lost, None, "a wake-up was lost (round {:?} of {n})", out.lost);
+        eprintln!("{n} rounds; the unpark found the task parked in {}", out.found_parked);
+    }
+
+    #[test]
+    fn negative_control_an_unpark_that_loads_then_stores_loses_a_wake_up() {
+        // Unparked from a task first (under qemu a thread's unparks almost
+        // always find the task parked already: too few races), then from a
+        // thread; each run stops at the first loss, so the round count is
+        // not scaled down under qemu (a loss takes longer to hit there).
+        let n = 10_000;
+        let caught = within(300, "mutant unpark", move || {
+            [true, false].into_iter().find_map(|from_task| {
+                handshakes(n, unpark_load_then_store, from_task).lost.map(|round| (from_task, round))
+            })
+        });
+        let (from_task, round) = caught.expect("the checker never caught the mutant unpark's lost wake-up");
+        eprintln!("mutant unpark lost the wake-up of round {round} (unparked from a {})", if from_task { "task" } else { "thread" });
+    }
+}
+
