@@ -35,15 +35,8 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     // handed off. Move this task to a spare thread instead (issue 11 item
     // 1: running `f` in place would deadlock if it waits for a pinned task).
     let adopt: *const Machine = if w.pinned.get() > 0 && !shutdown { sh.take_spare() } else { ptr::null() };
-    if (w.pinned.get() > 0 && adopt.is_null()) || shutdown {
-        // No spare thread to be had: run `f` in place. The thread counts as
-        // stopped meanwhile.
-        crate::stw::safe_region(sh, f);
-        // Ran in place on this worker: if the quantum ran out meanwhile (a
-        // refused tick set the checkpoint flag), let the others run now.
-        usurp_preempt::checkpoint();
-        return;
-    }
+    // No spare thread to be had for a move: `f` runs in place (below).
+    let in_place = (w.pinned.get() > 0 && adopt.is_null()) || shutdown;
     let mut res: Option<std::thread::Result<()>> = None;
     let mut handed = false;
     // Run everything below a frame holding all callee-saved registers, and
@@ -52,7 +45,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     // [sp - RED_ZONE, stack top) sees every value they hold, registers
     // included. The closure must not panic (it runs under an assembly
     // frame): `f`'s panics are caught and resumed afterwards.
-    arch::with_registers_spilled(&mut |sp| {
+    let mut leave = |sp: usize| {
         if !adopt.is_null() {
             // SAFETY: we popped `adopt` from the spare list: it waits for
             // exactly this (see `Shared::take_spare`).
@@ -112,9 +105,17 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             let r = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
             finish_switch(r);
         }
-    });
+    };
+    if !in_place {
+        arch::with_registers_spilled(&mut leave);
+    }
     if !handed {
+        // The in-place fallback (the only one): no spare thread could be
+        // had, either up front or when the handoff found none. The thread
+        // counts as stopped while `f` runs.
         crate::stw::safe_region(sh, f);
+        // Ran in place on this worker: if the quantum ran out meanwhile (a
+        // refused tick set the checkpoint flag), let the others run now.
         usurp_preempt::checkpoint();
         return;
     }
