@@ -88,7 +88,7 @@ pub fn worker_running_task(rt: &Runtime, i: usize) -> usize {
 
 /// Index of the worker driven by the calling thread, if any.
 pub fn current_worker_index() -> Option<usize> {
-    crate::worker::current_with_worker().map(|(_, w, _)| w.index)
+    crate::worker::Current::get().map(|c| c.worker().index)
 }
 
 /// Calls `f(saved_sp, stack_lo, stack_hi)` for every task of `rt` that is not

@@ -20,7 +20,7 @@
 use crate::error::Error;
 use crate::glue::heap_roots::{self, RangeFn, Slot};
 use crate::shared::Shared;
-use crate::tasks::tcb::{Body, Task};
+use crate::tasks::tcb::{Body, Task, TaskRef};
 use crate::tasks::wait::{wait_until, Waker};
 use crate::worker;
 use std::any::Any;
@@ -414,7 +414,8 @@ where
     let body: Arc<dyn Body> = packet.clone();
     // SAFETY: `t` is a FREE task we just took.
     let id = unsafe { Task::prepare(t, body, name) };
-    worker::make_runnable(t, false);
+    // SAFETY: `t` is ours (new): nobody else refers to it yet.
+    worker::make_runnable(unsafe { TaskRef::new(t) }, false);
     Ok(JoinHandle { packet, id })
 }
 

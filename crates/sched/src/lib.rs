@@ -270,12 +270,8 @@ pub mod task {
     /// or `None` outside a task. Also inside a `blocking` closure.
     #[inline(never)]
     pub fn current() -> Option<TaskStats> {
-        let t = crate::worker::current_task();
-        if t.is_null() {
-            return None;
-        }
-        // SAFETY: the current task is valid while it runs.
-        let id = unsafe { (*t).id.get() };
+        let t = crate::worker::current_task_ref()?;
+        let id = t.id.get();
         let cpu = crate::worker::current_cpu_cycles(t);
         Some(TaskStats { id, cpu_time: crate::glue::dump::cycles_to_duration(cpu), finished: false })
     }
@@ -322,8 +318,8 @@ pub mod task {
 // user's `preemptible!` function (see `preempt_glue.rs`).
 #[inline(never)]
 pub fn yield_now() {
-    match worker::current_with_worker() {
-        Some((m, w, cur)) => worker::yield_current(m, w, cur),
+    match worker::Current::get() {
+        Some(c) => worker::yield_current(c),
         None if !worker::current_task().is_null() => std::thread::yield_now(),
         None => panic!("usurp::yield_now called outside a usurp task"),
     }

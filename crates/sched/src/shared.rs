@@ -208,7 +208,8 @@ impl Shared {
             self.notify();
         }
         // Pinned tasks found here go to their worker.
-        if self.claim_for(w, first) {
+        // SAFETY: `first` was just taken out of the global queue: ours.
+        if unsafe { self.claim_for(w, first) } {
             Some(first)
         } else {
             None
@@ -217,8 +218,11 @@ impl Shared {
 
     /// True if `t` (just taken out of a queue by `w`) may run on `w`;
     /// otherwise forwards it to the inbox of the worker it is pinned to.
+    ///
+    /// # Safety
+    /// `t` was just taken out of a queue by the thread driving `w`.
     #[inline]
-    pub(crate) fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
+    pub(crate) unsafe fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
         // SAFETY: we own `t`, just taken out of a queue.
         let p = unsafe { (*t).pinned_worker.get() };
         if p == crate::tasks::tcb::NO_PIN || p == w.index {
@@ -347,7 +351,8 @@ impl Shared {
     /// Takes a task struct for a new task: this worker's cache, the pool, or
     /// a fresh allocation.
     pub(crate) fn get_task(&self) -> Result<*mut Task, Error> {
-        if let Some((_, w, _)) = worker::current_with_worker() {
+        if let Some(c) = worker::Current::get() {
+            let w = c.worker();
             if std::ptr::eq(w.shared, self) {
                 // SAFETY: this thread drives `w`.
                 if let Some(t) = unsafe { (*w.free.get()).pop() } {

@@ -20,7 +20,7 @@
 
 use crate::shared::Shared;
 use crate::sys::now_ns;
-use crate::tasks::tcb::Task;
+use crate::tasks::tcb::{Task, TaskRef};
 use crate::tasks::wait::Claim;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -121,7 +121,10 @@ impl Shared {
             }
             tm.map.pop_first();
             if e & CLAIM_TAG == 0 {
-                crate::worker::unpark(e as *mut Task);
+                // SAFETY: a plain entry is a sleeping task's (`sleep`): it
+                // waits for exactly this unpark, and only the timer that
+                // pops the entry gives it.
+                crate::worker::unpark(unsafe { TaskRef::new(e as *mut Task) });
             } else {
                 // SAFETY: a claim entry is valid while registered: its waiter
                 // cannot leave before the claim is won by us (then it waits
@@ -141,7 +144,7 @@ impl Shared {
 /// # Panics
 /// If called outside a usurp task (use `std::thread::sleep` on plain threads).
 pub fn sleep(d: Duration) {
-    let Some((_, w, cur)) = crate::worker::current_with_worker() else {
+    let Some(cur) = crate::worker::Current::get().map(|c| c.task()) else {
         if !crate::worker::current_task().is_null() {
             std::thread::sleep(d); // inside `blocking`: we own this thread
             return;
@@ -153,8 +156,8 @@ pub fn sleep(d: Duration) {
         return;
     }
     let deadline = now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let sh = w.shared();
-    if sh.add_timer(deadline, cur) {
+    let sh = cur.shared();
+    if sh.add_timer(deadline, cur.as_ptr()) {
         sh.timer_is_earliest(deadline);
     }
     // Exactly one unpark comes: from the timer.

@@ -58,7 +58,7 @@
 //! workers.
 
 use crate::shared::Shared;
-use crate::tasks::tcb::{state, wait_kind, Task};
+use crate::tasks::tcb::{state, wait_kind, Task, TaskRef};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -437,7 +437,13 @@ unsafe fn copy_task(sh: &Shared, t: *mut Task, st: u8, me: *mut Task, now_ns: u6
                 }
             }
         }
-        let cpu = if t == me { crate::worker::current_cpu_cycles(t) } else { task.cpu.load(Ordering::Relaxed) };
+        let cpu = if t == me {
+            // `t` is the calling task, valid while it runs (inside the
+            // enclosing unsafe block: `TaskRef::new`'s contract holds).
+            crate::worker::current_cpu_cycles(TaskRef::new(t))
+        } else {
+            task.cpu.load(Ordering::Relaxed)
+        };
         Raw { id, name, state, cpu, pcs: (start, pcs.len()), exact_first }
     }
 }

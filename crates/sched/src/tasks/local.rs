@@ -29,8 +29,12 @@ impl LocalMap {
 }
 
 /// Drops the task-local values of `t` (at the end of the task).
-pub(crate) fn drop_locals(t: *mut Task) {
-    // SAFETY: `t` is the running task; its map is only touched by it.
+///
+/// # Safety
+/// `t` is the task running on the calling thread (its map is only touched
+/// by it).
+pub(crate) unsafe fn drop_locals(t: *mut Task) {
+    // SAFETY: per the contract, `t` is the running task.
     let map = unsafe { &mut *(*t).locals.get() };
     map.destroyed = true;
     // Values are dropped one by one; a destructor that touches a key sees

@@ -15,7 +15,7 @@ use crate::tasks::local::LocalMap;
 use crate::shared::Shared;
 use crate::stack::Stack;
 use std::cell::{Cell, UnsafeCell};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -231,5 +231,47 @@ impl Task {
         // SAFETY: a task never outlives its runtime's shared state (abandoned
         // tasks keep it alive by leaking a reference; see runtime.rs).
         unsafe { &*self.shared }
+    }
+}
+
+/// A task struct, by a pointer whose validity was argued once, where the
+/// handle was made ([`TaskRef::new`]), instead of at every dereference.
+///
+/// What a holder may do with it is what its role allows (each `Task`
+/// field says who writes it): the running task and the worker that owns
+/// it while queued or switching touch everything; wakers touch only the
+/// atomics (`park`, `state`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub(crate) struct TaskRef(NonNull<Task>);
+
+impl TaskRef {
+    /// # Safety
+    /// `t` is non-null and points to a task struct that stays allocated
+    /// for as long as the handle (or a copy) is used: the running task
+    /// itself; a task its holder owns (new, taken out of a queue, the
+    /// outgoing task of a switch); or a parked task whose park token the
+    /// holder is entitled to give (it cannot exit before that `unpark`).
+    /// Task structs are recycled, not freed, while their runtime runs.
+    #[inline]
+    pub(crate) unsafe fn new(t: *mut Task) -> TaskRef {
+        debug_assert!(!t.is_null());
+        // SAFETY: non-null per the contract.
+        TaskRef(unsafe { NonNull::new_unchecked(t) })
+    }
+
+    /// The raw pointer (for queues, registries and comparisons).
+    #[inline]
+    pub(crate) fn as_ptr(self) -> *mut Task {
+        self.0.as_ptr()
+    }
+}
+
+impl std::ops::Deref for TaskRef {
+    type Target = Task;
+    #[inline]
+    fn deref(&self) -> &Task {
+        // SAFETY: valid while the handle is used (`TaskRef::new`'s contract).
+        unsafe { self.0.as_ref() }
     }
 }

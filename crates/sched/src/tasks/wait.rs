@@ -34,7 +34,7 @@
 //! no one touches its claim or nodes afterwards. Untimed single waits have
 //! no claim (a null pointer: the one waker always wins).
 
-use crate::tasks::tcb::Task;
+use crate::tasks::tcb::TaskRef;
 use crate::worker;
 use std::cell::UnsafeCell;
 use std::ptr;
@@ -69,13 +69,13 @@ pub(crate) struct Claim {
     state: AtomicUsize,
     /// The waiting task, to be unparked by the timer; null for a thread
     /// waiter (it times out by itself with `park_timeout`).
-    task: *mut Task,
+    task: Option<TaskRef>,
 }
 
 impl Claim {
     /// A claim for the calling context (task holding a worker, or thread).
     pub(crate) fn new() -> Claim {
-        let task = worker::current_with_worker().map_or(ptr::null_mut(), |(_, _, t)| t);
+        let task = worker::Current::get().map(|c| c.task());
         Claim { state: AtomicUsize::new(claim::WAITING), task }
     }
 
@@ -106,7 +106,9 @@ impl Claim {
         // our unpark) and leave.
         let t = c.task;
         if c.transition(claim::TIMED_OUT) {
-            worker::unpark(t);
+            if let Some(t) = t {
+                worker::unpark(t);
+            }
         }
     }
 
@@ -122,7 +124,7 @@ impl Claim {
     /// that are still queued (under their queues' locks) before they go
     /// away; the timer entry is already gone.
     pub(crate) fn wait(&self, deadline: Option<u64>, notified: impl Fn(usize) -> bool) -> Option<usize> {
-        if !self.task.is_null() {
+        if self.task.is_some() {
             return self.wait_task(deadline, notified);
         }
         loop {
@@ -156,9 +158,9 @@ impl Claim {
 
     #[inline(never)]
     fn wait_task(&self, deadline: Option<u64>, notified: impl Fn(usize) -> bool) -> Option<usize> {
-        let (_, w, cur) = worker::current_with_worker().expect("claim made by a task waited on elsewhere");
-        debug_assert_eq!(cur, self.task);
-        let sh = w.shared();
+        let cur = worker::Current::get().expect("claim made by a task waited on elsewhere").task();
+        debug_assert_eq!(Some(cur), self.task);
+        let sh = cur.shared();
         let key = deadline.map(|d| sh.add_claim_timer(d, self));
         // Exactly one unpark comes: from the winner (timer or waker), after
         // its state change (and, for a waker, after `notified`).
@@ -217,7 +219,7 @@ pub(crate) fn deadline_after(d: std::time::Duration) -> u64 {
 /// Who to wake: a task (parks its task) or a plain OS thread (parks the
 /// thread). Tasks inside `blocking` count as threads.
 pub(crate) enum Waker {
-    Task(*mut Task),
+    Task(TaskRef),
     Thread(std::thread::Thread),
 }
 
@@ -227,8 +229,8 @@ unsafe impl Send for Waker {}
 impl Waker {
     /// The waker for the calling context.
     pub(crate) fn current() -> Waker {
-        match worker::current_with_worker() {
-            Some((_, _, t)) => Waker::Task(t),
+        match worker::Current::get() {
+            Some(c) => Waker::Task(c.task()),
             None => Waker::Thread(std::thread::current()),
         }
     }
@@ -356,7 +358,7 @@ impl<P> WaitNode<P> {
         // tasks are leaked, never freed).
         unsafe {
             match &*(*node).waker.get() {
-                Some(Waker::Task(t)) => (**t).state.load(Ordering::Acquire) == crate::tasks::tcb::state::ABANDONED,
+                Some(Waker::Task(t)) => t.state.load(Ordering::Acquire) == crate::tasks::tcb::state::ABANDONED,
                 _ => false,
             }
         }
@@ -366,7 +368,7 @@ impl<P> WaitNode<P> {
     pub(crate) fn wait(&self) {
         // The waker may `take` the node's waker concurrently: decide how to
         // wait from the calling context (the same one `new` recorded).
-        let is_task = worker::current_with_worker().is_some();
+        let is_task = worker::Current::get().is_some();
         wait_until(is_task, || self.notified.load(Ordering::Acquire));
     }
 }

@@ -7,7 +7,7 @@ use crate::arch;
 use crate::tasks::tcb::state;
 use std::ptr;
 use std::sync::atomic::Ordering;
-use super::machine::{current_with_worker, machine, Machine};
+use super::machine::{machine, Current, Machine};
 use super::switch::{finish_switch, switch_to, A_ADOPT, A_REQUEUE};
 
 /// Runs `f` with this task's worker handed to another thread (see
@@ -21,9 +21,14 @@ use super::switch::{finish_switch, switch_to, A_ADOPT, A_REQUEUE};
 /// closure and its result through its own locals.
 #[inline(never)]
 pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
-    let Some((m, w, cur)) = current_with_worker() else { return f() };
-    let sh = w.shared();
-    if crate::stw::task_is_stopper(sh, cur) {
+    let Some(c) = Current::get() else { return f() };
+    // The task and its runtime stay valid across the switches below; the
+    // machine and worker are borrowed from `c` only until the task leaves
+    // them (`switch_to` consumes `c`).
+    let cur = c.task();
+    let sh = cur.shared();
+    let w = c.worker();
+    if crate::stw::task_is_stopper(sh, cur.as_ptr()) {
         // The stopper keeps running through its stop: blocking in place is
         // harmless (and handing off or counting as stopped would wait for
         // the start only it can give).
@@ -39,6 +44,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     let in_place = (w.pinned.get() > 0 && adopt.is_null()) || shutdown;
     let mut res: Option<std::thread::Result<()>> = None;
     let mut handed = false;
+    let mut guard = Some(c);
     // Run everything below a frame holding all callee-saved registers, and
     // record that frame's SP as the task's saved SP: while `f` runs, the
     // frames above it are frozen, and a conservative scan of
@@ -46,25 +52,26 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     // included. The closure must not panic (it runs under an assembly
     // frame): `f`'s panics are caught and resumed afterwards.
     let mut leave = |sp: usize| {
+        let Some(c) = guard.take() else { return };
         if !adopt.is_null() {
+            let w = c.worker();
             // SAFETY: we popped `adopt` from the spare list: it waits for
             // exactly this (see `Shared::take_spare`).
             unsafe { (*adopt).adopt_sp.store(sp, Ordering::Relaxed) };
             w.adopt_to.set(adopt);
             let next = w.next_fast();
-            // SAFETY: per `switch_to`'s contract. `finish_switch(A_ADOPT)`
-            // on this thread hands this task to the spare, on which it
-            // resumes here, with no worker.
-            unsafe { switch_to(m, w, cur, next, A_ADOPT) };
+            // SAFETY: `next_fast` returns null or a task claimed for `w`.
+            // `finish_switch(A_ADOPT)` on this thread hands this task to the
+            // spare, on which it resumes here, with no worker.
+            unsafe { switch_to(c, next, A_ADOPT) };
         } else {
+            let (m, w) = (c.machine(), c.worker());
             // Its time in the handed-off closure is not CPU time on a
             // worker (see `dump.rs`): charge what it used up to here.
             w.charge(cur);
             // SAFETY: `cur` is the running task, owned by this thread.
-            unsafe {
-                *(*cur).sp.get() = sp;
-                (*cur).state.store(state::BLOCKING, Ordering::SeqCst);
-            }
+            unsafe { *cur.sp.get() = sp };
+            cur.state.store(state::BLOCKING, Ordering::SeqCst);
             // The task leaves its worker: this thread gets no preemption
             // signals while it blocks; the thread taking `w` over installs
             // its own slot.
@@ -72,18 +79,17 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             w.running_task.store(0, Ordering::Relaxed);
             m.worker.set(ptr::null());
             if !sh.handoff(w) {
-                // No spare thread: undo, and run in place below.
+                // No spare thread: undo, and run in place below (the guard
+                // is dropped: the in-place path needs no worker reference).
                 m.worker.set(w);
-                // SAFETY: as above.
-                unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
-                w.running_task.store(cur as usize, Ordering::Relaxed);
+                cur.state.store(state::RUNNING, Ordering::SeqCst);
+                w.running_task.store(cur.as_ptr() as usize, Ordering::Relaxed);
                 w.slot.store(slot, Ordering::Release);
                 return;
             }
             // SAFETY: slots are `'static`.
             if let Some(s) = unsafe { slot.as_ref() } {
-                // SAFETY: `cur` is ours.
-                unsafe { (*cur).preempt_state.set(s.switch_out()) };
+                cur.preempt_state.set(s.switch_out());
                 let _ = s.set_idle(true);
             }
         }
@@ -102,7 +108,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         // adopted task runs it entirely on the spare); its machine.
         unsafe {
             (*m).current.set(ptr::null_mut());
-            let r = arch::switch((*cur).sp.get(), *(*m).sched_sp.get(), cur as usize | A_REQUEUE);
+            let r = arch::switch(cur.sp.get(), *(*m).sched_sp.get(), cur.as_ptr() as usize | A_REQUEUE);
             finish_switch(r);
         }
     };

@@ -11,7 +11,7 @@
 use crate::arch;
 use crate::queue::{CachePadded, LocalQueue, TaskList};
 use crate::shared::Shared;
-use crate::tasks::tcb::Task;
+use crate::tasks::tcb::{Task, TaskRef};
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -74,23 +74,75 @@ pub(crate) fn machine_in_signal() -> *mut Machine {
     MACHINE.try_with(|m| m.get()).unwrap_or(ptr::null_mut())
 }
 
-/// The current task and its worker, if called from a task that currently
-/// holds a worker (i.e. not inside `blocking`).
+/// The running task with the machine and worker of the thread it runs on,
+/// for a task that holds a worker (not inside `blocking`).
+///
+/// The machine and worker belong to the OS thread, and a task may resume
+/// on another thread after any switch, so references to them must not
+/// outlive one: the guard is neither `Send` nor `Clone`, its references
+/// borrow from it, and the functions that switch the task away
+/// (`switch_to`, and through it `yield_current`) take it by value, so the
+/// compiler rejects a use of them after the switch. Obtain one right
+/// before use ([`Current::get`]) and do not keep it across a call that may
+/// switch (`park_current`, `yield_now`, `blocking`, a channel or mutex
+/// wait): those obtain their own.
+pub(crate) struct Current {
+    m: ptr::NonNull<Machine>,
+    w: ptr::NonNull<Worker>,
+    task: TaskRef,
+    /// Not `Send`/`Sync`: bound to the thread that made it.
+    _thread: std::marker::PhantomData<*mut ()>,
+}
+
+impl Current {
+    /// The current task, its machine and worker, or `None` outside a task
+    /// or inside `blocking` (no worker). Re-reads the thread pointer
+    /// ([`machine`] is never inlined).
+    #[inline]
+    pub(crate) fn get() -> Option<Current> {
+        let m = ptr::NonNull::new(machine())?;
+        // SAFETY: a machine lives as long as its thread; we are on that
+        // thread.
+        let mr = unsafe { m.as_ref() };
+        let cur = mr.current.get();
+        let w = ptr::NonNull::new(mr.worker.get() as *mut Worker)?;
+        if cur.is_null() {
+            return None;
+        }
+        // SAFETY: `cur` is the task running on this thread: valid while it
+        // runs, and it runs as long as this guard is usable (see above).
+        Some(Current { m, w, task: unsafe { TaskRef::new(cur) }, _thread: std::marker::PhantomData })
+    }
+
+    /// This thread's machine.
+    #[inline]
+    pub(crate) fn machine(&self) -> &Machine {
+        // SAFETY: a machine lives as long as its thread, and the guard does
+        // not outlive the task's stay on this thread.
+        unsafe { self.m.as_ref() }
+    }
+
+    /// The worker this thread drives.
+    #[inline]
+    pub(crate) fn worker(&self) -> &Worker {
+        // SAFETY: the worker is owned by this thread while it is set in the
+        // machine, which only this thread (running the task) changes.
+        unsafe { self.w.as_ref() }
+    }
+
+    /// The running task (valid across switches: the task is the same).
+    #[inline]
+    pub(crate) fn task(&self) -> TaskRef {
+        self.task
+    }
+}
+
+/// The current task as a handle (also inside `blocking`), or `None`.
 #[inline]
-pub(crate) fn current_with_worker() -> Option<(&'static Machine, &'static Worker, *mut Task)> {
-    let m = machine();
-    if m.is_null() {
-        return None;
-    }
-    // SAFETY: a machine lives as long as its thread; we are on that thread.
-    let m = unsafe { &*m };
-    let cur = m.current.get();
-    let w = m.worker.get();
-    if cur.is_null() || w.is_null() {
-        return None;
-    }
-    // SAFETY: the worker is owned by this thread while it is set in `m`.
-    Some((m, unsafe { &*w }, cur))
+pub(crate) fn current_task_ref() -> Option<TaskRef> {
+    let t = current_task();
+    // SAFETY: the task running on this thread is valid while it runs.
+    (!t.is_null()).then(|| unsafe { TaskRef::new(t) })
 }
 
 /// The current task (also inside `blocking`), or null.
@@ -100,7 +152,7 @@ pub(crate) fn current_task() -> *mut Task {
     if m.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: as in `current_with_worker`.
+    // SAFETY: as in `Current::get`.
     unsafe { (*m).current.get() }
 }
 
@@ -212,10 +264,9 @@ impl Worker {
     /// running). One cycle-counter read, no system call, no locked RMW:
     /// only the thread running `t` writes `t.cpu`.
     #[inline]
-    pub(super) fn charge(&self, t: *mut Task) {
+    pub(super) fn charge(&self, t: TaskRef) {
         let now = arch::cycles();
-        // SAFETY: `t` is the task running on this thread.
-        let cpu = unsafe { &(*t).cpu };
+        let cpu = &t.cpu;
         let used = now.saturating_sub(self.run_since.get());
         cpu.store(cpu.load(Ordering::Relaxed).wrapping_add(used), Ordering::Relaxed);
         self.run_since.set(now);
@@ -239,11 +290,10 @@ impl Worker {
 /// CPU time of task `t` in cycles: what was charged at its switches, plus,
 /// if `t` is the task running on the calling thread's worker, the time since
 /// it was switched in.
-pub(crate) fn current_cpu_cycles(t: *mut Task) -> u64 {
-    // SAFETY: callers pass a live task (their own, or one they keep alive).
-    let base = unsafe { (*t).cpu.load(Ordering::Relaxed) };
-    match current_with_worker() {
-        Some((_, w, cur)) if cur == t => base.wrapping_add(arch::cycles().saturating_sub(w.run_since.get())),
+pub(crate) fn current_cpu_cycles(t: TaskRef) -> u64 {
+    let base = t.cpu.load(Ordering::Relaxed);
+    match Current::get() {
+        Some(c) if c.task() == t => base.wrapping_add(arch::cycles().saturating_sub(c.worker().run_since.get())),
         _ => base,
     }
 }

@@ -36,7 +36,7 @@ mod switch;
 
 pub(crate) use blocking::blocking_dyn;
 pub(crate) use machine::{
-    current_cpu_cycles, current_task, current_with_worker, machine, machine_in_signal, Machine, Worker,
+    current_cpu_cycles, current_task, current_task_ref, machine, machine_in_signal, Current, Machine, Worker,
 };
 pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,

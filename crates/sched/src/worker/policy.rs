@@ -8,7 +8,7 @@
 
 use crate::queue::TaskList;
 use crate::sys::{futex_wait, futex_wake, now_ns};
-use crate::tasks::tcb::{state, Task, NO_PIN};
+use crate::tasks::tcb::{TaskRef, state, Task, NO_PIN};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use super::machine::{machine, Worker};
@@ -94,8 +94,11 @@ impl Worker {
 
     /// True if `t` may run here; otherwise forwards it to the worker it is
     /// pinned to.
+    ///
+    /// # Safety
+    /// `t` was just taken out of a queue by this worker's thread: it owns it.
     #[inline]
-    pub(super) fn claim(&self, t: *mut Task) -> bool {
+    pub(super) unsafe fn claim(&self, t: *mut Task) -> bool {
         // The common case inline (one load; no call on the switch path):
         // unpinned, or pinned here.
         // SAFETY: we own `t`, just taken out of a queue.
@@ -103,7 +106,8 @@ impl Worker {
         if p == NO_PIN || p == self.index {
             return true;
         }
-        self.shared().claim_for(self, t)
+        // SAFETY: as above.
+        unsafe { self.shared().claim_for(self, t) }
     }
 
     /// The fast-path choice of the next task: runnext or the ring; null when
@@ -154,7 +158,8 @@ impl Worker {
                     }
                 };
             }
-            if self.claim(t) {
+            // SAFETY: `t` was just taken out of a queue: ours.
+            if unsafe { self.claim(t) } {
                 return t;
             }
         }
@@ -360,9 +365,7 @@ impl Worker {
 
     /// Clears the pin of the current task at a cooperative switch.
     #[inline]
-    pub(super) fn clear_pin(&self, cur: *mut Task) {
-        // SAFETY: `cur` is the running task, owned by this thread.
-        let t = unsafe { &*cur };
+    pub(super) fn clear_pin(&self, t: TaskRef) {
         if t.pinned_worker.get() != NO_PIN {
             t.pinned_worker.set(NO_PIN);
             self.pinned.set(self.pinned.get() - 1);
@@ -455,7 +458,8 @@ impl Worker {
             }
             let t = sh.workers[v].take_woken();
             if !t.is_null() {
-                if self.claim(t) {
+                // SAFETY: `t` was just taken out of a queue: ours.
+                if unsafe { self.claim(t) } {
                     return t;
                 }
                 return self.next_local();
@@ -467,7 +471,8 @@ impl Worker {
                 continue;
             }
             if let Some(t) = sh.workers[v].queue.steal_into(&self.queue) {
-                if self.claim(t) {
+                // SAFETY: `t` was just taken out of a queue: ours.
+                if unsafe { self.claim(t) } {
                     return t;
                 }
                 return self.next_local();
@@ -480,7 +485,8 @@ impl Worker {
             }
             let t = self.steal_runnext(&sh.workers[v]);
             if !t.is_null() {
-                if self.claim(t) {
+                // SAFETY: `t` was just taken out of a queue: ours.
+                if unsafe { self.claim(t) } {
                     return t;
                 }
                 return self.next_local();
@@ -647,9 +653,8 @@ impl Worker {
 ///
 /// `t` is the running task being preempted, on the thread driving `w`.
 #[inline]
-pub(super) fn preempted_goes_global(w: &Worker, t: *mut Task) -> bool {
-    // SAFETY: `t` is the running task, owned by this thread.
-    let pinned = unsafe { (*t).pinned_worker.get() } != NO_PIN;
+pub(super) fn preempted_goes_global(w: &Worker, t: TaskRef) -> bool {
+    let pinned = t.pinned_worker.get() != NO_PIN;
     if pinned || w.solo || w.stopping() || !PREEMPTED_TO_GLOBAL.load(Ordering::Relaxed) {
         return false;
     }
@@ -676,9 +681,10 @@ pub(super) fn preempted_goes_global(w: &Worker, t: *mut Task) -> bool {
 /// it was woken (it keeps its boost, latency fairness, issue 11), else to
 /// the back of the ring. So `runnext` always holds the newest task and the
 /// FIFO the older woken ones in wake order (see `Worker::take_boosted`).
-pub(crate) fn make_runnable(t: *mut Task, woken: bool) {
-    // SAFETY: we own `t` (it is new, or we won the unpark).
-    let task = unsafe { &*t };
+///
+/// The caller owns `t` (it is new, or it won the unpark).
+pub(crate) fn make_runnable(tr: TaskRef, woken: bool) {
+    let (t, task) = (tr.as_ptr(), &*tr);
     task.woken.set(woken);
     task.state.store(state::RUNNABLE, Ordering::Relaxed);
     let m = machine();

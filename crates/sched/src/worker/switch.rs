@@ -14,7 +14,8 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use super::machine::{current_cpu_cycles, current_with_worker, Machine, Worker, FREE_CACHE, MACHINE};
+use super::machine::{current_cpu_cycles, Current, Machine, Worker, FREE_CACHE, MACHINE};
+use crate::tasks::tcb::TaskRef;
 use super::policy::{make_runnable, preempted_goes_global, FAIR_TICKS};
 
 // Actions passed in the low bits of the switch argument.
@@ -35,12 +36,16 @@ pub(super) const A_MASK: usize = 7;
 /// `next` is null), telling the next context to apply `action` to `cur`.
 /// Returns when `cur` is resumed.
 ///
+/// Takes the [`Current`] guard by value: nothing borrowed from this
+/// thread's machine or worker is usable after the switch (the task may
+/// resume on another thread).
+///
 /// # Safety
-/// `cur` is the task running on this thread (`m.current`), `w` its worker,
-/// `next` null or a runnable task claimed for `w`.
+/// `next` is null or a runnable task claimed for `cur`'s worker.
 #[inline]
-pub(super) unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, action: usize) {
-    w.charge(cur);
+pub(super) unsafe fn switch_to(c: Current, next: *mut Task, action: usize) {
+    let (m, w, cur) = (c.machine(), c.worker(), c.task().as_ptr());
+    w.charge(c.task());
     let target = if next.is_null() {
         m.current.set(ptr::null_mut());
         w.running_task.store(0, Ordering::Relaxed);
@@ -129,7 +134,7 @@ pub(crate) fn finish_switch(arg: usize) {
                 {
                     // Unparked while switching out: run it again.
                     (*prev).park.store(park::EMPTY, Ordering::Relaxed);
-                    make_runnable(prev, true);
+                    make_runnable(TaskRef::new(prev), true);
                 }
             }
             A_EXIT => recycle(w, prev),
@@ -175,13 +180,13 @@ pub(super) unsafe fn recycle(w: &Worker, t: *mut Task) {
 }
 
 /// Gives `t` its park token; if it was parked, makes it runnable.
-pub(crate) fn unpark(t: *mut Task) {
-    // SAFETY: callers only unpark tasks that cannot exit before this unpark
-    // (they wait for exactly this token).
-    let task = unsafe { &*t };
-    if task.park.swap(park::NOTIFIED, Ordering::AcqRel) == park::PARKED {
-        task.park.store(park::EMPTY, Ordering::Relaxed);
-        if task.state.load(Ordering::Acquire) == state::ABANDONED {
+///
+/// `t` is a task that cannot exit before this unpark: it waits for exactly
+/// this token (argued where the handle is made, `TaskRef::new`).
+pub(crate) fn unpark(t: TaskRef) {
+    if t.park.swap(park::NOTIFIED, Ordering::AcqRel) == park::PARKED {
+        t.park.store(park::EMPTY, Ordering::Relaxed);
+        if t.state.load(Ordering::Acquire) == state::ABANDONED {
             return; // its runtime is gone: it stays abandoned, never queued
         }
         make_runnable(t, true);
@@ -194,8 +199,9 @@ pub(crate) fn unpark(t: *mut Task) {
 /// Must be called from a task holding a worker; every park is matched by
 /// exactly one unpark from whoever the task registered with.
 pub(crate) fn park_current() {
-    let (m, w, cur) = current_with_worker().expect("park_current outside a task");
-    if crate::stw::task_is_stopper(w.shared(), cur) {
+    let c = Current::get().expect("park_current outside a task");
+    let (w, cur) = (c.worker(), c.task());
+    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
         // The caller already queued a wait node on its stack: unwinding
         // would free it under the waker. Parking would wait for a wake-up
         // that needs the world running, which only this task can restart.
@@ -205,20 +211,19 @@ pub(crate) fn park_current() {
         );
         std::process::abort();
     }
-    // SAFETY: `cur` is the running task.
-    let task = unsafe { &*cur };
-    if task.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    if cur.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
         return;
     }
     w.clear_pin(cur);
     let next = w.next_fast();
-    // SAFETY: per `switch_to`'s contract.
-    unsafe { switch_to(m, w, cur, next, A_PARK) };
+    // SAFETY: `next_fast` returns null or a task claimed for `w`.
+    unsafe { switch_to(c, next, A_PARK) };
 }
 
 /// Yields the current task (see `crate::yield_now`).
-pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
-    if crate::stw::task_is_stopper(w.shared(), cur) {
+pub(crate) fn yield_current(c: Current) {
+    let (w, cur) = (c.worker(), c.task());
+    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
         stopper_yielded();
     }
     w.clear_pin(cur);
@@ -232,8 +237,9 @@ pub(crate) fn yield_current(m: &Machine, w: &Worker, cur: *mut Task) {
             return; // nothing else to run: keep going
         }
     }
-    // SAFETY: per `switch_to`'s contract.
-    unsafe { switch_to(m, w, cur, next, A_YIELD) };
+    // SAFETY: `next_fast` and `take_global_now` return null or a task
+    // claimed for `w`.
+    unsafe { switch_to(c, next, A_YIELD) };
 }
 
 #[cold]
@@ -251,16 +257,15 @@ pub(super) fn stopper_yielded() -> ! {
 /// global queue (see [`preempted_goes_global`]), and runs something else.
 /// See the preemption hooks in the crate docs.
 pub(crate) fn preempt_current(pin: bool) {
-    let Some((m, w, cur)) = current_with_worker() else { return };
-    if crate::stw::task_is_stopper(w.shared(), cur) {
+    let Some(c) = Current::get() else { return };
+    let (w, cur) = (c.worker(), c.task());
+    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
         // Cannot happen (the stopper runs in a no-preemption section); if it
         // did, parking would deadlock: keep running.
         return;
     }
-    // SAFETY: `cur` is the running task.
-    let task = unsafe { &*cur };
-    if pin && task.pinned_worker.get() == NO_PIN {
-        task.pinned_worker.set(w.index);
+    if pin && cur.pinned_worker.get() == NO_PIN {
+        cur.pinned_worker.set(w.index);
         w.pinned.set(w.pinned.get() + 1);
     }
     // A worker saturated by tight loops only reaches its scheduler loop now
@@ -273,32 +278,34 @@ pub(crate) fn preempt_current(pin: bool) {
         next = w.take_global_now();
     }
     let action = if !next.is_null() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
-    // SAFETY: per `switch_to`'s contract.
-    unsafe { switch_to(m, w, cur, next, action) };
+    // SAFETY: as in `yield_current`.
+    unsafe { switch_to(c, next, action) };
 }
 
 /// Entry point of every task (called by the arch trampoline on the task's
 /// fresh stack). Never returns: the task ends by switching away for good.
 pub(crate) unsafe extern "C" fn task_entry(task: usize, arg: usize) -> ! {
     finish_switch(arg);
-    run_body(task as *mut Task);
+    // SAFETY: the trampoline passes the task whose fresh stack this is: the
+    // task now running.
+    run_body(unsafe { TaskRef::new(task as *mut Task) });
     exit_current()
 }
 
 #[inline(never)]
-pub(super) fn run_body(t: *mut Task) {
+pub(super) fn run_body(t: TaskRef) {
     // The body stays in the task while it runs, so that a runtime shutting
     // down can still complete (abandon) the join state of a suspended task.
     // SAFETY: `t` is the running task; the body is only touched by it, or by
     // the shutdown path once no worker runs.
     unsafe {
-        if let Some(body) = (*(*t).body.get()).as_ref() {
+        if let Some(body) = (*t.body.get()).as_ref() {
             body.run();
         }
         // Task-local destructors run before the joiner is woken (issue 11
         // item 8): a join that returned sees the task entirely finished.
-        crate::tasks::local::drop_locals(t);
-        if let Some(body) = (*(*t).body.get()).as_ref() {
+        crate::tasks::local::drop_locals(t.as_ptr());
+        if let Some(body) = (*t.body.get()).as_ref() {
             // Its CPU time so far stays readable through the join handle.
             body.cpu_link().retire(current_cpu_cycles(t));
             body.finish();
@@ -306,18 +313,19 @@ pub(super) fn run_body(t: *mut Task) {
         // Out of the task first, then dropped: dropping the packet may run
         // user code (the result's destructor) that reaches a switch point,
         // and a GC scan must then not find a half-dropped body in the task.
-        let body = (*(*t).body.get()).take();
+        let body = (*t.body.get()).take();
         drop(body);
     }
 }
 
 pub(super) fn exit_current() -> ! {
-    let Some((m, w, cur)) = current_with_worker() else {
+    let Some(c) = Current::get() else {
         // Cannot happen: `blocking` re-attaches before returning.
         crate::sys::write_stderr(b"usurp: internal error: task exiting without a worker\n");
         std::process::abort();
     };
-    if crate::stw::task_is_stopper(w.shared(), cur) {
+    let (w, cur) = (c.worker(), c.task());
+    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
         // It would switch to its scheduler loop, which parks for the stop:
         // nobody could restart the world. Restart it (the task is gone).
         crate::sys::write_stderr(
@@ -328,8 +336,9 @@ pub(super) fn exit_current() -> ! {
     }
     w.clear_pin(cur);
     let next = w.next_fast();
-    // SAFETY: per `switch_to`'s contract; an exited task is never resumed.
-    unsafe { switch_to(m, w, cur, next, A_EXIT) };
+    // SAFETY: `next_fast` returns null or a task claimed for `w`; an exited
+    // task is never resumed.
+    unsafe { switch_to(c, next, A_EXIT) };
     crate::sys::write_stderr(b"usurp: internal error: exited task resumed\n");
     std::process::abort();
 }
@@ -452,19 +461,15 @@ mod park_token_tests {
     use usurp_testsupport::{scale, within};
 
     /// `(park, state)` of a task that cannot exit meanwhile (racy snapshot).
-    fn token(t: *mut Task) -> (u8, u8) {
-        // SAFETY: the task is parked or about to park for this round: it
-        // cannot finish before the unpark the checker is waiting on.
-        let task = unsafe { &*t };
-        (task.park.load(Ordering::Acquire), task.state.load(Ordering::Acquire))
+    fn token(t: TaskRef) -> (u8, u8) {
+        (t.park.load(Ordering::Acquire), t.state.load(Ordering::Acquire))
     }
 
     /// The negative control's unpark: a load and a store where [`unpark`]
     /// swaps, with a spin between them (widening the window in which the
     /// task parks: it then never sees the token, and nobody queues it).
-    fn unpark_load_then_store(t: *mut Task) {
-        // SAFETY: as in `unpark` (the task waits for this very token).
-        let task = unsafe { &*t };
+    fn unpark_load_then_store(t: TaskRef) {
+        let task = &*t;
         if task.park.load(Ordering::Acquire) == park::PARKED {
             task.park.store(park::EMPTY, Ordering::Relaxed);
             make_runnable(t, true);
@@ -501,7 +506,7 @@ mod park_token_tests {
     /// `rounds` park/unpark handshakes between a task and an unparker (a
     /// plain thread, or a task if `from_task`) using `unpark_fn`; stops at
     /// the first lost wake-up.
-    fn handshakes(rounds: usize, unpark_fn: fn(*mut Task), from_task: bool) -> Outcome {
+    fn handshakes(rounds: usize, unpark_fn: fn(TaskRef), from_task: bool) -> Outcome {
         let rt = Runtime::builder().workers(2).build().unwrap();
         let tp = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicUsize::new(0));
@@ -509,8 +514,8 @@ mod park_token_tests {
         let parker = {
             let (tp, done, quit) = (tp.clone(), done.clone(), quit.clone());
             rt.spawn(move || {
-                let (_, _, me) = current_with_worker().expect("a task");
-                tp.store(me as usize, Ordering::Release);
+                let me = Current::get().expect("a task").task();
+                tp.store(me.as_ptr() as usize, Ordering::Release);
                 for i in 0..rounds {
                     // A varying delay on each side moves the unpark across
                     // the task's way into the park.
@@ -528,7 +533,9 @@ mod park_token_tests {
             while tp.load(Ordering::Acquire) == 0 {
                 pause();
             }
-            let t = tp.load(Ordering::Acquire) as *mut Task;
+            // SAFETY: the parker task cannot finish before its last round
+            // (each round waits for this unparker), nor while it is stuck.
+            let t = unsafe { TaskRef::new(tp.load(Ordering::Acquire) as *mut Task) };
             let mut found_parked = 0;
             for i in 0..rounds {
                 // Round i: the task finished round i - 1 and is on its way
@@ -546,9 +553,9 @@ mod park_token_tests {
                             // Lost: release the task (give it a token it
                             // will see) and let it finish.
                             quit.store(true, Ordering::Release);
-                            // SAFETY: the task is parked for good; only we
+                            // The task is parked for good; only we
                             // touch its token now.
-                            unsafe { (*t).park.store(park::PARKED, Ordering::Release) };
+                            t.park.store(park::PARKED, Ordering::Release);
                             unpark(t);
                             return Outcome { lost: Some(i), found_parked };
                         }
