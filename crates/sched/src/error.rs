@@ -11,6 +11,12 @@ pub const MAX_STACK_SIZE: usize = 1 << 30;
 pub const MAX_WORKERS: usize = 1024;
 /// Largest value accepted by [`crate::RuntimeBuilder::max_blocking_threads`].
 pub const MAX_BLOCKING_THREADS: usize = 4096;
+/// Smallest quantum accepted by the builder.
+pub const MIN_QUANTUM: std::time::Duration = std::time::Duration::from_micros(100);
+/// Largest quantum accepted by the builder.
+pub const MAX_QUANTUM: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default quantum (as Go).
+pub const DEFAULT_QUANTUM: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Errors from building a runtime or spawning a task.
 #[derive(Debug)]
@@ -132,8 +138,8 @@ impl fmt::Display for Error {
             Error::InvalidQuantum { given } => write!(
                 f,
                 "invalid preemption quantum {given:?}: allowed are {:?} to {:?}",
-                crate::MIN_QUANTUM,
-                crate::MAX_QUANTUM
+                MIN_QUANTUM,
+                MAX_QUANTUM
             ),
             Error::Preempt(e) => write!(f, "usurp preemption: {e}"),
             Error::Heap(e) => write!(f, "{e}"),

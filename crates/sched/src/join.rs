@@ -20,6 +20,7 @@
 use crate::error::Error;
 use crate::glue::heap_roots::{self, RangeFn, Slot};
 use crate::shared::Shared;
+use crate::tasks::cpu_link::CpuLink;
 use crate::tasks::tcb::{Body, Task, TaskRef};
 use crate::tasks::wait::{wait_until, Waker};
 use crate::worker;
@@ -27,79 +28,13 @@ use std::any::Any;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use std::sync::Arc;
 
 const RUNNING: u8 = 0;
 const WAITING: u8 = 1;
 const DONE: u8 = 2;
-
-/// How a join handle reads its task's CPU time (issue 15) without touching
-/// the task's switch path: while the task lives, through the task struct
-/// (its `cpu`, charged at every switch out); once it finished, the final
-/// figure the task left here. The task struct may be recycled and freed
-/// after the task exits, so a reader announces itself in `readers` before it
-/// loads `task`, and the exiting task, after storing the final figure and
-/// clearing `task` (SeqCst), waits until no reader is left (a few loads:
-/// readers never block). So a reader either sees `task` null and reads the
-/// final figure, or is counted before the task clears it and reads the
-/// struct before the task goes on to exit.
-pub(crate) struct CpuLink {
-    /// The running task; null once it finished (or never started running).
-    /// Set once at spawn, cleared once by the task (`retire`).
-    task: AtomicPtr<Task>,
-    /// Readers between their load of `task` and their read of the struct.
-    readers: AtomicU32,
-    /// The task's CPU cycles when it finished (written by `retire` before
-    /// `task` is cleared).
-    final_cycles: AtomicU64,
-}
-
-impl CpuLink {
-    fn new() -> CpuLink {
-        CpuLink { task: AtomicPtr::new(std::ptr::null_mut()), readers: AtomicU32::new(0), final_cycles: AtomicU64::new(0) }
-    }
-
-    /// The task's CPU cycles: up to its last switch out while it runs, the
-    /// final figure once it finished. Never inlined: called from the generic
-    /// `JoinHandle` methods, which may be inlined into `preemptible!` code,
-    /// and a reader preempted between its count and its uncount would keep
-    /// an exiting task spinning in `retire` (maybe on the reader's worker).
-    #[inline(never)]
-    pub(crate) fn cycles(&self) -> u64 {
-        self.readers.fetch_add(1, Ordering::SeqCst);
-        let t = self.task.load(Ordering::SeqCst);
-        let v = if t.is_null() {
-            self.final_cycles.load(Ordering::SeqCst)
-        } else {
-            // SAFETY: `t` was non-null after we counted ourselves in
-            // `readers`, so its task has not passed the wait in `retire`
-            // yet: the struct stays allocated until we leave `readers`.
-            unsafe { (*t).cpu.load(Ordering::Relaxed) }
-        };
-        self.readers.fetch_sub(1, Ordering::SeqCst);
-        v
-    }
-
-    /// Called by the task once, when its body is done: publishes its final
-    /// CPU cycles and detaches from the link (see the type's docs).
-    pub(crate) fn retire(&self, cycles: u64) {
-        self.final_cycles.store(cycles, Ordering::SeqCst);
-        self.task.store(std::ptr::null_mut(), Ordering::SeqCst);
-        let mut spins = 0u32;
-        while self.readers.load(Ordering::SeqCst) != 0 {
-            // A reader's window is a few instructions of runtime code; its
-            // thread may have been descheduled by the OS in it.
-            spins += 1;
-            if spins < 100 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-}
 
 /// A snapshot of a task's accounting (issue 15): from
 /// [`JoinHandle::stats`] and [`crate::task::current`].
@@ -413,7 +348,7 @@ where
     packet.cpu.task.store(t, Ordering::Relaxed);
     let body: Arc<dyn Body> = packet.clone();
     // SAFETY: `t` is a FREE task we just took.
-    let id = unsafe { Task::prepare(t, body, name) };
+    let id = unsafe { Task::prepare(t, body, name, worker::task_entry) };
     // SAFETY: `t` is ours (new): nobody else refers to it yet.
     worker::make_runnable(unsafe { TaskRef::new(t) }, false);
     Ok(JoinHandle { packet, id })

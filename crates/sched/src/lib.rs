@@ -214,7 +214,6 @@ use usurp_preempt::arch;
 // Floor 0: primitives.
 mod error;
 mod fpcheck;
-mod guard;
 mod spin;
 mod stack;
 mod sys;
@@ -239,10 +238,11 @@ mod runtime;
 pub mod sync;
 
 pub use glue::dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
-pub use error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
+pub use error::{
+    Error, DEFAULT_QUANTUM, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
+};
 pub use join::{spawn, try_spawn, JoinHandle, TaskStats};
 pub use tasks::local::{AccessError, LocalKey};
-pub use glue::preempt_glue::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeStats, DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_STACK_SIZE};
 /// The runtime's builder under its old name; the task builder is
 /// [`task::Builder`].

@@ -11,7 +11,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::glue::gc_world::RuntimeWorld;
-use crate::glue::preempt_glue::{PreemptConfig, DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
+use crate::error::{DEFAULT_QUANTUM, MAX_QUANTUM, MIN_QUANTUM};
+use crate::worker::thread::PreemptConfig;
 use usurp_gc::{Heap, HeapConfig};
 
 /// Default usable size of a task stack: 256 KiB.
@@ -211,10 +212,10 @@ impl RuntimeBuilder {
         crate::glue::dump::init_clock();
         let ps = page_size();
         let stack_size = self.stack_size.div_ceil(ps) * ps;
-        crate::guard::install();
+        crate::worker::guard::install();
         crate::panic_hook::install();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
-            heap.set_world(Arc::new(RuntimeWorld { shared: weak.clone() }));
+            heap.set_world(Arc::new(RuntimeWorld { shared: weak.clone(), spawn_finalizers }));
             Shared::new(
                 weak,
                 workers,
@@ -223,6 +224,7 @@ impl RuntimeBuilder {
                 self.max_blocking_threads,
                 stack_size,
                 self.thread_name.clone(),
+                crate::glue::gc_world::attach_thread,
             )
         });
         if preempt_on {
@@ -483,3 +485,13 @@ impl Drop for Runtime {
     }
 }
 
+/// Runs the heap's pending finalizers in a detached task (installed in
+/// `glue::gc_world::RuntimeWorld` as a hook: the adapter does not import
+/// the public API's `join.rs`). Errors (shutting down) leave the finalizers
+/// queued for a later call.
+fn spawn_finalizers(sh: &Shared) {
+    let heap = sh.heap.clone();
+    let _ = crate::join::spawn_in(sh, Some("usurp-finalizers".into()), move || {
+        heap.run_pending_finalizers();
+    });
+}

@@ -14,7 +14,7 @@
 //! written only while the `Arc` is being built is "immutable".
 
 use crate::error::Error;
-use crate::glue::preempt_glue::PreemptConfig;
+use crate::worker::thread::PreemptConfig;
 use crate::queue::TaskList;
 use crate::spin::SpinLock;
 use crate::sys::{futex_wait, futex_wake};
@@ -40,6 +40,10 @@ pub(crate) struct Shared {
     pub(crate) heap: Heap,
     /// Whether async preemption is on, and the quantum. Immutable.
     pub(crate) preempt: PreemptConfig,
+    /// Attaches a runtime thread to the GC heap (`glue::gc_world::
+    /// attach_thread`, installed by `runtime.rs`: a hook, so that the
+    /// worker floor calls the GC adapter without importing it). Immutable.
+    pub(crate) attach_thread: fn(&Shared) -> Option<usurp_gc::MutatorGuard>,
     /// The sysmon thread's state; its own atomics (`sysmon.rs`).
     pub(crate) sysmon: crate::sysmon::Sysmon,
     /// The global run queue (tasks from outside the runtime, overflow
@@ -119,12 +123,14 @@ impl Shared {
         max_blocking_threads: usize,
         stack_size: usize,
         thread_name: String,
+        attach_thread: fn(&Shared) -> Option<usurp_gc::MutatorGuard>,
     ) -> Shared {
         let sp = me.as_ptr();
         Shared {
             stw: crate::stw::Stw::new(workers),
             heap,
             preempt,
+            attach_thread,
             sysmon: Default::default(),
             workers: (0..workers).map(|i| Worker::new(i, workers, sp)).collect(),
             global: SpinLock::new(TaskList::new()),

@@ -134,6 +134,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// What `usurp_gc::alloc` reports inside a `blocking` closure.
+pub(crate) const INSIDE_BLOCKING: &str = "inside blocking(): the task counts as stopped while its closure runs, so a \
+    collection may sweep the blocks this thread allocates from and never scans the closure's frames; allocate \
+    before or after blocking(), not inside it";
+
 /// Worker driven normally (possibly running a task).
 const RUNNING: u32 = 0;
 /// Worker parked in its scheduler loop for a stop.
@@ -449,7 +454,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
                 // the world (its checkpoint() does nothing meanwhile).
                 g.no_preempt = Some(usurp_preempt::NoPreempt::new());
                 if !STOPPER_TICKS.load(Ordering::Relaxed) {
-                    g.quiet_slot = crate::glue::preempt_glue::thread_slot() as usize;
+                    g.quiet_slot = crate::worker::thread::thread_slot() as usize;
                     // SAFETY: slots are `'static`.
                     if let Some(s) = unsafe { (g.quiet_slot as *const usurp_preempt::WorkerSlot).as_ref() } {
                         // No quantum ticks during the stop (see the module
@@ -1038,7 +1043,7 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
     let cur = crate::worker::current_task();
     // The caller counts as stopped: it must not allocate (the slow path says
     // why). Restored on this thread when `f` is done.
-    let _no_alloc = usurp_gc::forbid_allocation(crate::glue::gc_world::INSIDE_BLOCKING);
+    let _no_alloc = usurp_gc::forbid_allocation(INSIDE_BLOCKING);
     crate::arch::with_registers_spilled(&mut |sp| {
         // A panic must not unwind through the spill routine's frame.
         let r = match me {
@@ -1069,7 +1074,7 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 w.running_task.store(0, Ordering::Relaxed);
                 m.worker.set(std::ptr::null());
                 enter_safe(sh, i);
-                let mask = crate::glue::preempt_glue::MaskPreemptSignal::new(sh);
+                let mask = crate::worker::thread::MaskPreemptSignal::new(sh);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f));
                 exit_safe(sh, i);
                 drop(mask);

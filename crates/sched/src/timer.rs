@@ -144,7 +144,7 @@ impl Shared {
 /// # Panics
 /// If called outside a usurp task (use `std::thread::sleep` on plain threads).
 pub fn sleep(d: Duration) {
-    let Some(cur) = crate::worker::Current::get().map(|c| c.task()) else {
+    let Some(c) = crate::worker::Current::get() else {
         if !crate::worker::current_task().is_null() {
             std::thread::sleep(d); // inside `blocking`: we own this thread
             return;
@@ -152,9 +152,10 @@ pub fn sleep(d: Duration) {
         panic!("usurp::sleep called outside a usurp task; use std::thread::sleep on plain threads");
     };
     if d.is_zero() {
-        crate::yield_now();
+        crate::worker::yield_current(c);
         return;
     }
+    let cur = c.task();
     let deadline = now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let sh = cur.shared();
     if sh.add_timer(deadline, cur.as_ptr()) {

@@ -57,11 +57,6 @@ use std::cell::Cell;
 use std::sync::Weak;
 use usurp_gc::World;
 
-/// What `usurp_gc::alloc` reports inside a `blocking` closure.
-pub(crate) const INSIDE_BLOCKING: &str = "inside blocking(): the task counts as stopped while its closure runs, so a \
-    collection may sweep the blocks this thread allocates from and never scans the closure's frames; allocate \
-    before or after blocking(), not inside it";
-
 thread_local! {
     /// The runtime whose thread is attaching right now (see [`attach_thread`]).
     static ATTACHING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
@@ -79,6 +74,9 @@ pub(crate) fn attach_thread(sh: &Shared) -> Option<usurp_gc::MutatorGuard> {
 
 pub(crate) struct RuntimeWorld {
     pub(crate) shared: Weak<Shared>,
+    /// Spawns the finalizer task (`runtime::spawn_finalizers`; a hook, so
+    /// that this adapter does not import the public API).
+    pub(crate) spawn_finalizers: fn(&Shared),
 }
 
 impl RuntimeWorld {
@@ -178,13 +176,6 @@ unsafe impl World for RuntimeWorld {
     }
 
     fn finalizers_pending(&self) {
-        self.with(|sh| {
-            let heap = sh.heap.clone();
-            // Detached: the handle is dropped; errors (shutting down) mean the
-            // finalizers stay queued for a later call.
-            let _ = crate::join::spawn_in(sh, Some("usurp-finalizers".into()), move || {
-                heap.run_pending_finalizers();
-            });
-        });
+        self.with(|sh| (self.spawn_finalizers)(sh));
     }
 }

@@ -5,9 +5,9 @@
 //!   may hold a thread-local address: [`must_pin`], decided by decoding the
 //!   section once) and the yield hook that `checkpoint()` calls
 //!   ([`crate::yield_now`]).
-//! * **One [`WorkerSlot`] per OS thread that drives workers** (worker threads
+//! * **One `WorkerSlot` per OS thread that drives workers** (worker threads
 //!   and spare threads that take over a worker during `blocking`): each
-//!   runtime thread registers a slot when it starts ([`ThreadInit`]) and
+//!   runtime thread registers a slot when it starts (`worker::thread::ThreadInit`) and
 //!   unregisters it before it exits. Slots must be `'static` and the preempt
 //!   crate keeps a process-wide table of at most `usurp_preempt::MAX_WORKERS`
 //!   of them, so slots are leaked once and recycled through a pool.
@@ -22,7 +22,7 @@
 //! * `set_idle(true/false)` around idle sleeps, stop-the-world parking and
 //!   `blocking` (no timer signals to a thread that runs no task); `blocking`
 //!   run in place keeps the timer but blocks the signal while its closure
-//!   runs ([`MaskPreemptSignal`]: no EINTR storms in its system calls).
+//!   runs (`worker::thread::MaskPreemptSignal`: no EINTR storms in its system calls).
 //! * `set_contended` ("tick only when someone waits", issue 12): the
 //!   scheduler loop sets it from whether work waits for the worker each time
 //!   it picks a task, direct switches and wakers only raise it (see
@@ -47,17 +47,8 @@
 //! loops that re-check their condition (a return on EINTR is a spurious
 //! wakeup); `sleep` in a task parks on the timer heap, not in `nanosleep`.
 
-use crate::shared::Shared;
-use std::sync::{Mutex, Once};
-use std::time::Duration;
-use usurp_preempt::WorkerSlot;
+use std::sync::Once;
 
-/// Smallest quantum accepted by the builder.
-pub const MIN_QUANTUM: Duration = Duration::from_micros(100);
-/// Largest quantum accepted by the builder.
-pub const MAX_QUANTUM: Duration = Duration::from_secs(10);
-/// Default quantum (as Go).
-pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
 
 static HOOKS: Once = Once::new();
 
@@ -197,114 +188,13 @@ pub(crate) fn set_preempt_observer(f: Option<fn(&usurp_preempt::SpillFrame)>) {
 }
 
 fn yield_hook() {
-    if !crate::worker::current_task().is_null() {
-        crate::yield_now();
+    // As `crate::yield_now` in a task (this floor does not call up to the
+    // public API); inside `blocking` the thread yields.
+    match crate::worker::Current::get() {
+        Some(c) => crate::worker::yield_current(c),
+        None if !crate::worker::current_task().is_null() => std::thread::yield_now(),
+        None => {}
     }
 }
 
-static POOL: Mutex<Vec<&'static WorkerSlot>> = Mutex::new(Vec::new());
 
-fn take_slot() -> &'static WorkerSlot {
-    if let Some(s) = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-        return s;
-    }
-    Box::leak(Box::new(WorkerSlot::new()))
-}
-
-/// Per-thread integration state of a runtime thread: its registered
-/// preemption slot and its GC mutator. Dropped on the thread before it exits.
-pub(crate) struct ThreadInit {
-    slot: Option<&'static WorkerSlot>,
-    _mutator: Option<usurp_gc::MutatorGuard>,
-}
-
-impl ThreadInit {
-    /// Registers a slot (if the runtime uses async preemption) and attaches
-    /// the thread to the runtime's heap.
-    pub(crate) fn new(sh: &Shared) -> ThreadInit {
-        let mut slot = None;
-        if sh.preempt.enabled {
-            let s = take_slot();
-            match usurp_preempt::register_worker(s, sh.preempt.quantum) {
-                Ok(()) => slot = Some(s),
-                Err(e) => {
-                    // The runtime still works cooperatively; say why once.
-                    POOL.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-                    let mut b = crate::sys::RawBuf::<256>::new();
-                    b.push(b"usurp: async preemption unavailable on a worker thread: ");
-                    b.push(e.to_string().as_bytes()).push(b"\n");
-                    crate::sys::write_stderr(b.as_bytes());
-                }
-            }
-        }
-        let mutator = crate::glue::gc_world::attach_thread(sh);
-        ThreadInit { slot, _mutator: mutator }
-    }
-}
-
-impl Drop for ThreadInit {
-    fn drop(&mut self) {
-        if let Some(s) = self.slot.take() {
-            let _ = s.set_idle(true);
-            if usurp_preempt::unregister_worker().is_ok() {
-                POOL.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-            }
-        }
-    }
-}
-
-/// Per-runtime preemption settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PreemptConfig {
-    pub(crate) enabled: bool,
-    pub(crate) quantum: Duration,
-}
-
-/// The calling thread's registered slot (null if none).
-#[inline(never)]
-pub(crate) fn thread_slot() -> *mut WorkerSlot {
-    usurp_preempt::current_worker().map_or(std::ptr::null_mut(), |s| s as *const WorkerSlot as *mut WorkerSlot)
-}
-
-/// Blocks the preemption signal on the calling thread while alive, when
-/// async preemption is on (`stw::safe_region`: `blocking` run in place, the
-/// GC's blocking sections). The thread keeps its worker and its quantum
-/// timer, but the closure it runs may sit in system calls that `SA_RESTART`
-/// does not restart (`nanosleep`, `poll`, `epoll_wait`): a tick or request
-/// arriving meanwhile stays pending (one per signal number) instead of
-/// making them fail with EINTR once per quantum, and is handled when the
-/// mask is restored, so an expired quantum still makes the task yield
-/// afterwards (the refused tick sets the checkpoint flag).
-pub(crate) struct MaskPreemptSignal {
-    old: Option<libc::sigset_t>,
-}
-
-impl MaskPreemptSignal {
-    pub(crate) fn new(sh: &Shared) -> MaskPreemptSignal {
-        if !sh.preempt.enabled {
-            return MaskPreemptSignal { old: None };
-        }
-        // SAFETY: sigset_t is plain data, initialised by sigemptyset;
-        // pthread_sigmask only changes this thread's mask.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, usurp_preempt::signal());
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
-                return MaskPreemptSignal { old: None };
-            }
-            MaskPreemptSignal { old: Some(old) }
-        }
-    }
-}
-
-impl Drop for MaskPreemptSignal {
-    fn drop(&mut self) {
-        if let Some(old) = self.old.as_ref() {
-            // SAFETY: restores the mask saved by `new` on this same thread
-            // (the closure in between never switches threads).
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
-        }
-    }
-}

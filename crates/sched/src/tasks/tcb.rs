@@ -84,7 +84,7 @@ pub(crate) trait Body: Send + Sync {
     /// The task is not running (nobody takes the closure meanwhile).
     unsafe fn closure_range(&self) -> (usize, usize);
     /// Where the join handle reads the task's CPU time (`join.rs`).
-    fn cpu_link(&self) -> &crate::join::CpuLink;
+    fn cpu_link(&self) -> &crate::tasks::cpu_link::CpuLink;
 }
 
 pub(crate) struct Task {
@@ -194,11 +194,20 @@ impl Task {
         drop(unsafe { Box::from_raw(t) });
     }
 
-    /// Prepares a FREE task to run `body`: new id, name, initial frame.
+    /// Prepares a FREE task to run `body`: new id, name, initial frame
+    /// whose first call is `entry(t, 0)` (the scheduler's task entry,
+    /// `worker::task_entry`, passed in by the caller so that this floor does
+    /// not import the worker).
     ///
     /// # Safety
-    /// `t` is a FREE task owned by the caller.
-    pub(crate) unsafe fn prepare(t: *mut Task, body: Arc<dyn Body>, name: Option<Box<str>>) -> u64 {
+    /// `t` is a FREE task owned by the caller; `entry` never returns and
+    /// ends the task by switching away for good.
+    pub(crate) unsafe fn prepare(
+        t: *mut Task,
+        body: Arc<dyn Body>,
+        name: Option<Box<str>>,
+        entry: unsafe extern "C" fn(usize, usize) -> !,
+    ) -> u64 {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller owns `t` exclusively; the stack is unused.
         unsafe {
@@ -221,7 +230,7 @@ impl Task {
             // 4 KiB (stacks are equally spaced), which stalls loads behind
             // unrelated stores (4K aliasing).
             let colour = ((id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize) * 128;
-            *task.sp.get() = crate::arch::init_stack(task.stack.hi() - colour, crate::worker::task_entry, t as usize);
+            *task.sp.get() = crate::arch::init_stack(task.stack.hi() - colour, entry, t as usize);
         }
         id
     }

@@ -96,7 +96,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         handed = true;
         // The task counts as stopped: no allocation in `f` (the GC's slow
         // path reports why); the thread's mutator is back right after `f`.
-        let no_alloc = usurp_gc::forbid_allocation(crate::glue::gc_world::INSIDE_BLOCKING);
+        let no_alloc = usurp_gc::forbid_allocation(crate::stw::INSIDE_BLOCKING);
         res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
         drop(no_alloc);
         // A stopped world must not see this task move: wait here.

@@ -27,12 +27,17 @@
 //!   fairness, contention;
 //! - `switch.rs`: the switch protocol (`switch_to`/`finish_switch`), the
 //!   park token, and the scheduler loop;
-//! - `blocking.rs`: the blocking handoff, with its in-place fallback.
+//! - `blocking.rs`: the blocking handoff, with its in-place fallback;
+//! - `thread.rs`: a runtime thread's preemption slot, its GC mutator (through
+//!   the `Shared::attach_thread` hook) and the signal mask;
+//! - `guard.rs`: guard-page overflow reports and alternate signal stacks.
 
 mod blocking;
+pub(crate) mod guard;
 mod machine;
 mod policy;
 mod switch;
+pub(crate) mod thread;
 
 pub(crate) use blocking::blocking_dyn;
 pub(crate) use machine::{

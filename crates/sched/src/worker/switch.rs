@@ -351,7 +351,7 @@ pub(super) fn schedule_loop(m: &Machine) {
         }
         // SAFETY: this thread drives `w` while it is set in `m`.
         let w = unsafe { &*w };
-        let slot = crate::glue::preempt_glue::thread_slot();
+        let slot = super::thread::thread_slot();
         if w.slot.load(Ordering::Relaxed) != slot {
             // This thread (just) took the worker over.
             w.slot.store(slot, Ordering::Release);
@@ -407,9 +407,9 @@ pub(super) fn run_adopted(m: &Machine, t: *mut Task) {
 pub(crate) fn machine_main(shared: Arc<Shared>, worker: *const Worker) {
     // Idle workers wait for the next timer with a futex timeout: no slack.
     crate::sys::set_timer_slack();
-    let _alt = crate::guard::AltStack::install();
+    let _alt = super::guard::AltStack::install();
     // Preemption slot and GC mutator of this thread (dropped before `_alt`).
-    let _integ = crate::glue::preempt_glue::ThreadInit::new(&shared);
+    let _integ = super::thread::ThreadInit::new(&shared);
     let m = Box::new(Machine {
         sched_sp: UnsafeCell::new(0),
         worker: Cell::new(worker),
