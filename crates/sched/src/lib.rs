@@ -4,7 +4,7 @@
 //!
 //! ## DESIGN notes
 //!
-//! **Tasks and stacks** (`tcb.rs`, `stack.rs`). A task is a heap struct that
+//! **Tasks and stacks** (`tasks/tcb.rs`, `stack.rs`). A task is a heap struct that
 //! owns an mmap'd stack (default 256 KiB, committed lazily, one PROT_NONE
 //! guard page below it: two kernel mappings per stack, so 30,000 tasks fit
 //! under the default `vm.max_map_count` of 65530). Finished tasks are recycled
@@ -13,7 +13,7 @@
 //! refuses a stack, `try_spawn` returns `Error::StackMap` saying why and what
 //! to raise; `spawn` panics with that message.
 //!
-//! **Switching** (`worker.rs`). The arch crate's `switch(save, to, arg)` saves
+//! **Switching** (`worker/switch.rs`). The arch crate's `switch(save, to, arg)` saves
 //! callee-saved registers on the current stack and resumes another. usurp
 //! switches *directly* from task to task when the worker has one ready; the
 //! `arg` carries an action word (outgoing task | yield/park/exit/requeue/
@@ -34,7 +34,7 @@
 //! theirs (`take_hook`) keeps the task names. The task is read through the
 //! never-inlined `worker::current_task()`.
 //!
-//! **Task dumps and CPU time** (`dump.rs`, `dumpsig.rs`, issue 15).
+//! **Task dumps and CPU time** (`glue/dump.rs`, `glue/dumpsig.rs`, issue 15).
 //! `Runtime::dump_tasks` / `task::dump` stop the world (the collector's
 //! machinery, with a deadline: past it the dump reports each worker's
 //! running task instead), copy every live task's state, wait reason
@@ -46,7 +46,7 @@
 //! thread takes the dump. CPU time: one cycle-counter read per switch
 //! (`Worker::charge`), converted to time only when read.
 //!
-//! **Queues** (`queue.rs`). Each worker has a 256-slot ring (single producer,
+//! **Queues** (`queue.rs`; the policy in `worker/policy.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
 //! queue) plus a LIFO `runnext` slot for tasks just spawned or woken by the
 //! running task (or woken by the scheduler loop, e.g. by a timer).
@@ -89,7 +89,7 @@
 //! **Tick only when someone waits** (issue 12). A quantum only matters when
 //! another task waits, and a timer signal costs a loop 12-14 µs here, so a
 //! busy worker's quantum timer runs only while work waits for it
-//! (`usurp_preempt::WorkerSlot::set_contended`; `worker.rs`). Each time the
+//! (`usurp_preempt::WorkerSlot::set_contended`; `worker/policy.rs`). Each time the
 //! scheduler loop picks a task, the worker marks its slot contended if its
 //! ring, `runnext`, woken FIFO, inbox or the global queue holds a task, uncontended
 //! otherwise (a SeqCst swap, a fence and a second look at those queues, so
@@ -114,7 +114,7 @@
 //! workers, is not rebalanced). Stop-the-world and due timers use targeted
 //! requests, which do not depend on the quantum timer.
 //!
-//! **Parking** (`wait.rs`). Each task has a one-token park state
+//! **Parking** (`tasks/wait.rs`). Each task has a one-token park state
 //! (EMPTY/PARKED/NOTIFIED). Every blocking primitive enqueues a wait node on
 //! the waiter's stack; exactly one waker dequeues and wakes it exactly once,
 //! and the waiter parks until that token arrives, so nodes and task structs
@@ -124,14 +124,14 @@
 //! compare-exchange (WAITING → TIMED_OUT or WON), and only the winner wakes
 //! the waiter, so it is woken exactly once; the loser skips the node (a
 //! value or notification goes to the next waiter). The waiter unlinks its
-//! node or cancels its timer entry before leaving (see `wait.rs`). A
+//! node or cancels its timer entry before leaving (see `tasks/wait.rs`). A
 //! `Select` queues one node per case sharing one claim (`sync/select.rs`).
 //!
 //! **Timers** (`timer.rs`): one ordered map per runtime (sleeps and timed
 //! waits; cancellable); due timers fire in scheduler loops; idle workers
 //! sleep with futex timeouts.
 //!
-//! **Blocking** (`blocking`): like Go's entersyscall/handoff: the worker is
+//! **Blocking** (`blocking`, `worker/blocking.rs`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs
 //! its queues; the calling thread runs the closure on the task's stack, then
 //! queues the task globally and becomes a spare itself. When the worker
@@ -140,7 +140,8 @@
 //! it, runs the closure, queues it globally).
 //!
 //! **Thread-local state.** Tasks migrate between threads. The runtime reads
-//! its per-thread state only through `worker::machine()`, a never-inlined
+//! its per-thread state only through `worker::machine()` (and the
+//! `worker::Current` guard built on it), a never-inlined
 //! accessor with an asm barrier, so no TLS address is cached across a switch
 //! (LLVM may otherwise keep one in a register across a call:
 //! llvm-project#98479). **Users must not hold references to `thread_local!`
@@ -151,27 +152,27 @@
 //! **Hook points for preemption and GC** (`hooks.rs`): each worker (allocated
 //! once) has `switch_count: AtomicU64`, bumped on every switch, and
 //! `running_task`. An async-preempted task goes back in a run queue from
-//! the spill hook (`preempt_glue::park_hook`), *pinned* to that
+//! the spill hook (`glue::preempt_glue::park_hook`), *pinned* to that
 //! worker (`Task::pinned_worker`, honoured by stealing and the global queue
 //! by forwarding to the worker's inbox, and by `blocking`, which will not
 //! hand a worker with pinned tasks to another thread but moves the calling
 //! task to a spare thread instead) only if the interrupted code may hold a
-//! thread-local address (`preempt_glue::must_pin`: the `preemptible!`
+//! thread-local address (`glue::preempt_glue::must_pin`: the `preemptible!`
 //! section is decoded once for TLS accesses by the arch crate; JIT code
 //! always pins); the pin clears at the task's next cooperative switch.
 //! Other preempted tasks, e.g. call-free loops, migrate freely: one
 //! preempted while another task waits for its worker, and while another
 //! worker has nothing queued, goes to the global queue (Go's
 //! `gopreempt_m`), so an uneven split of loops (3 on one worker, 1 on the
-//! other) rotates over every worker (`worker::preempted_goes_global`).
+//! other) rotates over every worker (`preempted_goes_global`, `worker/policy.rs`).
 //! `hooks::park_current_and_reschedule()` (for other spill hooks) always
 //! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
 //! `[saved_sp - RED_ZONE, hi)` conservatively.
 //!
-//! **Integration** (`preempt_glue.rs`, `stw.rs`, `gc_world.rs`,
-//! `sysmon.rs`). Every runtime thread registers a `usurp_preempt::WorkerSlot`
+//! **Integration** (`glue/preempt_glue.rs`, `worker/thread.rs`, `stw.rs`,
+//! `glue/gc_world.rs`, `sysmon.rs`). Every runtime thread registers a `usurp_preempt::WorkerSlot`
 //! (timer, alternate signal stack) and attaches to the runtime's GC heap;
 //! `switch_to` and the scheduler loop call `switch_out`/`switch_in` (no
 //! system call, no clock read); idle sleeps, stop-the-world parking and
@@ -184,13 +185,38 @@
 //! cooperative point for VM runtime code outside `preemptible!`). Stop-the-world sends preemption requests to busy workers and
 //! parks every worker at its next scheduling decision (see `stw.rs` for the
 //! contract: a non-preemptible loop without `checkpoint()` delays it).
-//! `gc_world.rs` implements the GC's `World` (conservative ranges of stopped
+//! `glue/gc_world.rs` implements the GC's `World` (conservative ranges of stopped
 //! tasks and of the GC values the runtime keeps in Rust heap memory — spawn
 //! closures not started, join results not joined, channel buffers, see
-//! `heap_roots.rs` — marking on parked workers, finalizer tasks). `sysmon.rs` makes a
+//! `glue/heap_roots.rs` — marking on parked workers, finalizer tasks). `sysmon.rs` makes a
 //! busy worker look at due timers when nobody else would. Workers and the
 //! sysmon run with a timer slack of [`TIMER_SLACK_NS`] (1 ns, not Linux's
 //! 50 µs), so their timed waits, and so sleeps, end on time.
+//!
+//! **Layers** (issue 13 item 4; DESIGN.md draws the same). The crate is
+//! built in floors; **a module imports only from its own floor or the floors
+//! below, and the adapters (`glue/`) are imported by nobody below them**
+//! (where a lower floor must reach one, the public API installs a hook: a
+//! `fn` pointer in `Shared` or `RuntimeWorld`). `tests/sched_layers.rs`
+//! checks this on the sources.
+//!
+//! ```text
+//!   5  public API    lib.rs, runtime.rs, join.rs, sync/, hooks.rs, panic_hook.rs
+//!   4  adapters      glue/: preempt_glue, gc_world, heap_roots, dump, dumpsig
+//!   3  hub, worker   shared.rs, stw.rs, timer.rs, sysmon.rs,
+//!                    worker/: machine, policy, switch, blocking, thread, guard
+//!   2  queues        queue.rs
+//!   1  tasks         tasks/: tcb (Task, TaskRef), wait, local, cpu_link
+//!   0  primitives    sys.rs, spin.rs, stack.rs, error.rs, fpcheck.rs
+//! ```
+//!
+//! Two sanctioned exceptions go up: the task floor calls the scheduler's
+//! entry points (`worker::{current_task, Current, park_current, unpark}`),
+//! and `Task` names the hub's type (`Shared`) in its back-pointer. Safe
+//! functions that dereference a task take a `TaskRef` (validity argued once,
+//! where it is made); the running task's machine and worker are reached
+//! through the `worker::Current` guard, whose references borrow from it and
+//! which `switch_to` consumes, so none is used after a switch.
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
 //! reaches its scheduler loop; tasks that have not finished are abandoned:

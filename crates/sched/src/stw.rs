@@ -110,7 +110,7 @@
 //! pair refilled `runnext` before every pick (the other worker, busy too,
 //! never stole it), so the stop flag of the run was never set. The
 //! interleaving and the fix are described at `Worker::take_boosted`
-//! (`worker.rs`); the regression test is `tests/sched_fairness.rs`
+//! (`worker/`); the regression test is `tests/sched_fairness.rs`
 //! `woken_fifo_not_starved_by_runnext`.
 //!
 //! **What cannot be stopped, and what is reported** (issue 10 item 5a). A

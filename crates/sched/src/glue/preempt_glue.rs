@@ -26,7 +26,7 @@
 //! * `set_contended` ("tick only when someone waits", issue 12): the
 //!   scheduler loop sets it from whether work waits for the worker each time
 //!   it picks a task, direct switches and wakers only raise it (see
-//!   `worker.rs`, `Worker::update_contention`): a busy worker whose task
+//!   `worker/policy.rs`, `Worker::update_contention`): a busy worker whose task
 //!   nobody waits for takes no timer signal.
 //!
 //! **Why the runtime's own code needs no `no_preempt`**: the safe-point check

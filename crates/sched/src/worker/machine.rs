@@ -157,9 +157,17 @@ pub(crate) fn current_task() -> *mut Task {
 }
 
 #[repr(align(64))]
+///
+/// Who touches what: "owner" is the thread currently driving the worker
+/// (handed over with release/acquire in `Shared::handoff`); the rest say
+/// their lock or ordering.
 pub(crate) struct Worker {
+    /// Its position in `Shared::workers`. Immutable.
     pub(crate) index: usize,
+    /// The runtime it belongs to (which owns it). Immutable.
     pub(crate) shared: *const Shared,
+    /// The 256-slot ring: pushed by the owner, popped by the owner and
+    /// thieves with a CAS (`queue.rs`).
     pub(crate) queue: LocalQueue,
     /// The task to run next (LIFO slot for tasks spawned or woken by the
     /// running task). Written by the owner (swap in `make_runnable`, swap to
@@ -180,13 +188,23 @@ pub(crate) struct Worker {
     /// it for idle and contention checks.
     pub(crate) woken_len: AtomicUsize,
     /// The outgoing task of the switch in progress (see `switch_to`).
+    /// Owner only.
     pub(super) prev: Cell<*mut Task>,
+    /// Schedules so far (the global queue and timers come first every
+    /// `FAIR_TICKS`). Owner only.
     pub(super) tick: Cell<u32>,
+    /// Boosted picks in a row (bounded by `RUNNEXT_STREAK`). Owner only.
     pub(super) streak: Cell<u32>,
+    /// Xorshift state for the steal order. Owner only.
     pub(super) rng: Cell<u32>,
+    /// Free task structs of this runtime (at most `FREE_CACHE`). Owner only.
     pub(crate) free: UnsafeCell<Vec<*mut Task>>,
-    /// Tasks pinned to this worker that other workers found in their queues.
+    /// Tasks pinned to this worker that other workers found in their
+    /// queues: pushed by any thread (`Shared::claim_for`), drained by the
+    /// owner, under the spin lock.
     pub(crate) inbox: crate::spin::SpinLock<TaskList>,
+    /// `inbox.len()`, stored (SeqCst) under the `inbox` lock; read without
+    /// it for idle and contention checks.
     pub(crate) inbox_len: AtomicUsize,
     /// Tasks pinned here (queued or running) that have not switched
     /// cooperatively since; while nonzero, `blocking` does not hand off the
@@ -204,7 +222,12 @@ pub(crate) struct Worker {
     /// there is no idle worker to wake, so its owner uses plain loads and
     /// stores on it (no locked read-modify-write on the wake path).
     pub(super) solo: bool,
+    /// Registered idle (counted in `Shared::nidle`): set (SeqCst) by the
+    /// owner before it sleeps, cleared with a SeqCst CAS by whoever wakes
+    /// it (or by itself).
     pub(crate) idle: AtomicBool,
+    /// Futex word the idle owner sleeps on: set to 1 (SeqCst) by wakers
+    /// (`wake_worker_word`), reset by the owner.
     pub(crate) sleep_word: AtomicU32,
     /// Incremented on every task switch on this worker (preemption hook).
     /// Not a duplicate of `WorkerSlot::switches`: that one counts per OS
