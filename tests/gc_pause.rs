@@ -161,10 +161,21 @@ fn scanner_panics(poisoned: bool) {
         }
     }));
     let heap = rt.heap().clone();
+    let a3 = armed.clone();
     let collector = rt.spawn(move || {
         target.store(usurp::task::id().unwrap(), Ordering::SeqCst);
         let keep = node(42, None);
-        let r = std::panic::catch_unwind(|| heap.collect());
+        // `collect()` may join a cycle a churner (or the pacer's background
+        // collector) already started: then the scanner runs on that
+        // collector, not in this task, and `collect` returns normally.
+        // Collect again until this task's own cycle runs the scanner.
+        let mut r = Ok(());
+        for _ in 0..200 {
+            r = std::panic::catch_unwind(|| heap.collect());
+            if r.is_err() || !a3.load(Ordering::SeqCst) {
+                break;
+            }
+        }
         black_box(&keep);
         (r.map_err(|p| panic_text(&*p)), keep.val)
     });
