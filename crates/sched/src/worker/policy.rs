@@ -112,7 +112,11 @@ impl Worker {
 
     /// The fast-path choice of the next task: runnext or the ring; null when
     /// nothing is ready locally or when a periodic full schedule is due.
-    #[inline]
+    // Forced inline (also `next_local`): the switch entry points live in
+    // `switch.rs`, another codegen unit, where a plain `#[inline]` left
+    // them a call to an out-of-line copy on every switch (before the split,
+    // LLVM inlined both into `yield_current` and `park_current`).
+    #[inline(always)]
     pub(super) fn next_fast(&self) -> *mut Task {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
@@ -129,7 +133,7 @@ impl Worker {
         self.shared().stw.stop.load(Ordering::Relaxed)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn next_local(&self) -> *mut Task {
         loop {
             let rn = self.runnext.0.load(Ordering::Relaxed);

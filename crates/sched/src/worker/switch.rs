@@ -38,14 +38,29 @@ pub(super) const A_MASK: usize = 7;
 ///
 /// Takes the [`Current`] guard by value: nothing borrowed from this
 /// thread's machine or worker is usable after the switch (the task may
-/// resume on another thread).
+/// resume on another thread). A forced-inline shim over [`switch_raw`], so
+/// that the guard (three words, which the Rust ABI would pass through
+/// memory) never crosses a call and the callers keep their tail call.
 ///
 /// # Safety
-/// `next` is null or a runnable task claimed for `cur`'s worker.
-#[inline]
+/// `next` is null or a runnable task claimed for `c`'s worker.
+#[inline(always)]
 pub(super) unsafe fn switch_to(c: Current, next: *mut Task, action: usize) {
-    let (m, w, cur) = (c.machine(), c.worker(), c.task().as_ptr());
-    w.charge(c.task());
+    // SAFETY: `c` is the running task with its machine and worker (the
+    // guard's invariant); `next` per the contract.
+    unsafe { switch_raw(c.machine(), c.worker(), c.task().as_ptr(), next, action) }
+}
+
+/// [`switch_to`]'s body, on the guard's parts.
+///
+/// # Safety
+/// `cur` is the task running on this thread (`m.current`), `w` its worker
+/// (as a [`Current`] guard vouches), `next` null or a runnable task claimed
+/// for `w`; `m` and `w` are not used by the caller after the call.
+#[inline]
+unsafe fn switch_raw(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, action: usize) {
+    // SAFETY: `cur` is the running task (per the contract).
+    w.charge(unsafe { TaskRef::new(cur) });
     let target = if next.is_null() {
         m.current.set(ptr::null_mut());
         w.running_task.store(0, Ordering::Relaxed);
