@@ -87,6 +87,16 @@ pub fn pc_status(pc: usize) -> PcStatus {
 /// that may not be suspended at an arbitrary instruction; while parked their
 /// registers and stack are scanned conservatively.
 ///
+/// The macro also records each function's start address (a static in the
+/// `usurp_preemptible_fns` section, see [`crate::preemptible_fn_starts`]), so
+/// that the runtime can decode each function on its own: a task preempted
+/// in a function that touches no thread-local may resume on another thread
+/// (one whose code, or a preemptible caller's, does is pinned to its thread).
+/// Accepted items: functions (`pub`, `unsafe`, `extern "C"`, attributes and
+/// doc comments allowed, several per block). Generic functions are placed
+/// but not recorded (their address needs type arguments): their bytes count
+/// for the recorded function before them, which is only more conservative.
+///
 /// ```ignore
 /// usurp_preempt::preemptible! {
 ///     pub fn spin(n: u64) -> u64 { (0..n).fold(0, |a, b| a ^ b) }
@@ -94,12 +104,37 @@ pub fn pc_status(pc: usize) -> PcStatus {
 /// ```
 #[macro_export]
 macro_rules! preemptible {
-    ($($item:item)*) => {
+    () => {};
+    // Collect the function's leading tokens (attributes, visibility,
+    // qualifiers) up to `fn name`. A `<` after the name: generic, no record.
+    (@head [$($acc:tt)*] fn $name:ident < $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* fn $name <] [] $($rest)* }
+    };
+    (@head [$($acc:tt)*] fn $name:ident $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* fn $name] [$name] $($rest)* }
+    };
+    (@head [$($acc:tt)*] $t:tt $($rest:tt)*) => {
+        $crate::preemptible! { @head [$($acc)* $t] $($rest)* }
+    };
+    // Collect the signature up to the body (the first top-level braces).
+    (@sig [$($acc:tt)*] [$($name:ident)?] { $($body:tt)* } $($rest:tt)*) => {
+        #[link_section = "usurp_preemptible"]
+        #[inline(never)]
+        $($acc)* { $($body)* }
         $(
-            #[link_section = "usurp_preemptible"]
-            #[inline(never)]
-            $item
-        )*
+            const _: () = {
+                #[used]
+                #[link_section = "usurp_preemptible_fns"]
+                static START: $crate::FnStart = $crate::FnStart($name as *const ());
+            };
+        )?
+        $crate::preemptible! { $($rest)* }
+    };
+    (@sig [$($acc:tt)*] [$($name:ident)?] $t:tt $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* $t] [$($name)?] $($rest)* }
+    };
+    ($($t:tt)+) => {
+        $crate::preemptible! { @head [] $($t)* }
     };
 }
 
