@@ -14,6 +14,9 @@
 //! * [`StderrTee`]: lets a child process wait until its own stderr shows
 //!   what another thread prints (a task dump) instead of sleeping a fixed
 //!   time before it exits;
+//! * [`miniworker`]: the one-thread preemption harness (a mini worker
+//!   running one task under the preemption crate, without the scheduler)
+//!   for usurp-preempt's own integration tests;
 //! * [`preemptible`]: tight loops in the runtime's `preemptible!` section that
 //!   the scheduler tests use to hold values in registers while being
 //!   preempted asynchronously.
@@ -28,17 +31,22 @@ use std::process::{Command, Output};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod miniworker;
 pub mod preemptible;
 
 /// The `USURP_TEST_SCALE` factor: a positive float, default 1 (also for an
 /// unset, unparsable, zero or negative value). CI runs the aarch64 suite
 /// under qemu with 0.25.
+/// Read once per process.
 pub fn scale_factor() -> f64 {
-    std::env::var("USURP_TEST_SCALE")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .unwrap_or(1.0)
+    static FACTOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *FACTOR.get_or_init(|| {
+        std::env::var("USURP_TEST_SCALE")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(1.0)
+    })
 }
 
 /// `n` scaled by [`scale_factor`], at least 1.
