@@ -403,6 +403,7 @@
 use usurp_preempt::arch;
 
 mod barrier;
+mod bits;
 mod block;
 pub mod config;
 pub mod descriptor;
