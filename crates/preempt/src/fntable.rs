@@ -2,7 +2,7 @@
 //! "preempted loops migrate"): where each preemptible function starts and
 //! whether its machine code touches thread-local storage.
 //!
-//! **Recording.** [`crate::preemptible!`] emits, beside each non-generic
+//! **Recording.** [`crate::preemptible!`] emits, inside each non-generic
 //! function it places in the `usurp_preemptible` section, a `#[used]` static
 //! [`FnStart`] holding the function's address in a second linker section,
 //! `usurp_preemptible_fns` (data, a C identifier: the linker defines
@@ -231,6 +231,12 @@ mod tests {
         /// range holds them).
         fn generic_fn<T: Copy + Into<u64>>(x: T) -> u64 {
             x.into().wrapping_add(1)
+        }
+
+        /// Compiled out: neither placed nor recorded.
+        #[cfg(any())]
+        fn cfg_out(x: u64) -> u64 {
+            x
         }
 
         unsafe fn unsafe_fn(p: *const u64) -> u64 {

@@ -92,8 +92,9 @@ pub fn pc_status(pc: usize) -> PcStatus {
 /// that the runtime can decode each function on its own: a task preempted
 /// in a function that touches no thread-local may resume on another thread
 /// (one whose code, or a preemptible caller's, does is pinned to its thread).
-/// Accepted items: functions (`pub`, `unsafe`, `extern "C"`, attributes and
-/// doc comments allowed, several per block). Generic functions are placed
+/// Accepted items: functions (`pub`, `unsafe`, `extern "C"`, attributes such
+/// as `#[cfg]` and doc comments allowed, several per block; no inner
+/// attributes `#![...]` in their bodies). Generic functions are placed
 /// but not recorded (their address needs type arguments): their bytes count
 /// for the recorded function before them, which is only more conservative.
 ///
@@ -117,17 +118,21 @@ macro_rules! preemptible {
         $crate::preemptible! { @head [$($acc)* $t] $($rest)* }
     };
     // Collect the signature up to the body (the first top-level braces).
+    // The record is an item inside the body, so that a `#[cfg]` on the
+    // function removes it too; it adds no code to the function.
     (@sig [$($acc:tt)*] [$($name:ident)?] { $($body:tt)* } $($rest:tt)*) => {
         #[link_section = "usurp_preemptible"]
         #[inline(never)]
-        $($acc)* { $($body)* }
-        $(
-            const _: () = {
-                #[used]
-                #[link_section = "usurp_preemptible_fns"]
-                static START: $crate::FnStart = $crate::FnStart($name as *const ());
-            };
-        )?
+        $($acc)* {
+            $(
+                const _: () = {
+                    #[used]
+                    #[link_section = "usurp_preemptible_fns"]
+                    static START: $crate::FnStart = $crate::FnStart($name as *const ());
+                };
+            )?
+            $($body)*
+        }
         $crate::preemptible! { $($rest)* }
     };
     (@sig [$($acc:tt)*] [$($name:ident)?] $t:tt $($rest:tt)*) => {
