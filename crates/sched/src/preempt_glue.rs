@@ -4,8 +4,8 @@
 //!   task parks on its worker, pinned to it only if the interrupted
 //!   `preemptible!` function or a preemptible caller may hold a thread-local
 //!   address: [`must_pin`], from the per-function table usurp-preempt
-//!   decodes once, `usurp_preempt::fn_table`) and the yield hook that `checkpoint()` calls
-//!   ([`crate::yield_now`]).
+//!   decodes once, `usurp_preempt::fn_table`) and the yield hook that
+//!   `checkpoint()` calls ([`crate::yield_now`]).
 //! * **One [`WorkerSlot`] per OS thread that drives workers** (worker threads
 //!   and spare threads that take over a worker during `blocking`): each
 //!   runtime thread registers a slot when it starts ([`ThreadInit`]) and
@@ -115,9 +115,9 @@ const MAX_CALLER_FRAMES: usize = 64;
 /// is a switch point like `yield_now`, across which no thread-local
 /// reference may be held (README). A build without frame records (see
 /// `fpcheck`) cannot find the callers: then the whole section's answer
-/// decides, as before functions were told apart. `[lo, hi)` bounds the task's stack; the
-/// walk reads only 8-byte-aligned records inside it, going up. No lock, no
-/// allocation (park path).
+/// decides, as before functions were told apart. `[lo, hi)` bounds the
+/// task's stack; the walk reads only 8-byte-aligned records inside it,
+/// going up. No lock, no allocation (park path).
 pub(crate) fn must_pin(pc: usize, fp: usize, lo: usize, hi: usize) -> bool {
     let policy = PIN_POLICY.load(std::sync::atomic::Ordering::Relaxed);
     match policy {
