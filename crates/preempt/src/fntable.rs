@@ -243,6 +243,224 @@ mod tests {
             // SAFETY: the caller passes a valid pointer.
             unsafe { p.read() }
         }
+
+        /// A where clause (the macro's token-by-token path), not generic:
+        /// recorded.
+        fn where_fn(x: u64) -> u64
+        where
+            u64: Copy,
+        {
+            x
+        }
+
+        extern "C" fn c_fn(x: u64) -> u64 {
+            x ^ 1
+        }
+    }
+
+    // Many functions in one block, with doc comments: the expansion depth
+    // grows by one per function (the recursion limit is 128).
+    crate::preemptible! {
+        /// Doc line one.
+        /// Doc line two.
+        fn m00() -> u64 {
+            0
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m01() -> u64 {
+            1
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m02() -> u64 {
+            2
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m03() -> u64 {
+            3
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m04() -> u64 {
+            4
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m05() -> u64 {
+            5
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m06() -> u64 {
+            6
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m07() -> u64 {
+            7
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m08() -> u64 {
+            8
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m09() -> u64 {
+            9
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m10() -> u64 {
+            10
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m11() -> u64 {
+            11
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m12() -> u64 {
+            12
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m13() -> u64 {
+            13
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m14() -> u64 {
+            14
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m15() -> u64 {
+            15
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m16() -> u64 {
+            16
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m17() -> u64 {
+            17
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m18() -> u64 {
+            18
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m19() -> u64 {
+            19
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m20() -> u64 {
+            20
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m21() -> u64 {
+            21
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m22() -> u64 {
+            22
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m23() -> u64 {
+            23
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m24() -> u64 {
+            24
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m25() -> u64 {
+            25
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m26() -> u64 {
+            26
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m27() -> u64 {
+            27
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m28() -> u64 {
+            28
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m29() -> u64 {
+            29
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m30() -> u64 {
+            30
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m31() -> u64 {
+            31
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m32() -> u64 {
+            32
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m33() -> u64 {
+            33
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m34() -> u64 {
+            34
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m35() -> u64 {
+            35
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m36() -> u64 {
+            36
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m37() -> u64 {
+            37
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m38() -> u64 {
+            38
+        }
+        /// Doc line one.
+        /// Doc line two.
+        fn m39() -> u64 {
+            39
+        }
     }
 
     #[test]
@@ -260,6 +478,14 @@ mod tests {
             assert!(starts.contains(&f), "{f:#x} not recorded in {starts:x?}");
         }
         assert!(!starts.contains(&(generic_fn::<u32> as fn(u32) -> u64 as usize)));
+        assert_eq!(c_fn(2), 3);
+        assert!(starts.contains(&(c_fn as extern "C" fn(u64) -> u64 as usize)));
+        assert_eq!(where_fn(5), 5);
+        assert!(starts.contains(&(where_fn as fn(u64) -> u64 as usize)));
+        assert_eq!(m00() + m39(), 39);
+        for f in [m00 as fn() -> u64, m01, m17, m38, m39] {
+            assert!(starts.contains(&(f as usize)));
+        }
         assert!(starts.windows(2).all(|w| w[0] < w[1]));
     }
 

@@ -106,24 +106,35 @@ pub fn pc_status(pc: usize) -> PcStatus {
 #[macro_export]
 macro_rules! preemptible {
     () => {};
-    // Collect the function's leading tokens (attributes, visibility,
-    // qualifiers) up to `fn name`. A `<` after the name: generic, no record.
-    (@head [$($acc:tt)*] fn $name:ident < $($rest:tt)*) => {
-        $crate::preemptible! { @sig [$($acc)* fn $name <] [] $($rest)* }
+    // The common shapes (attributes, visibility, `unsafe` and/or `extern
+    // "ABI"`, no generics, no where clause) in one step each, so that the
+    // expansion depth grows by one per function, not per token.
+    ($(#[$m:meta])* $vis:vis fn $name:ident ($($args:tt)*) $(-> $ret:ty)? { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$(#[$m])* $vis fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
     };
-    (@head [$($acc:tt)*] fn $name:ident $($rest:tt)*) => {
-        $crate::preemptible! { @sig [$($acc)* fn $name] [$name] $($rest)* }
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident ($($args:tt)*) $(-> $ret:ty)? { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$(#[$m])* $vis unsafe fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
     };
-    (@head [$($acc:tt)*] $t:tt $($rest:tt)*) => {
-        $crate::preemptible! { @head [$($acc)* $t] $($rest)* }
+    ($(#[$m:meta])* $vis:vis extern $abi:literal fn $name:ident ($($args:tt)*) $(-> $ret:ty)? { $($body:tt)* }
+        $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$(#[$m])* $vis extern $abi fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
     };
-    // Collect the signature up to the body (the first top-level braces).
-    // The record is an item inside the body, so that a `#[cfg]` on the
-    // function removes it too; it adds no code to the function.
-    (@sig [$($acc:tt)*] [$($name:ident)?] { $($body:tt)* } $($rest:tt)*) => {
+    ($(#[$m:meta])* $vis:vis unsafe extern $abi:literal fn $name:ident ($($args:tt)*) $(-> $ret:ty)?
+        { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! {
+            @emit [$(#[$m])* $vis unsafe extern $abi fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* }
+        }
+        $crate::preemptible! { $($rest)* }
+    };
+    // Placement, plus the start record as an item inside the body (a
+    // `#[cfg]` on the function removes it too; it adds no code).
+    (@emit [$($sig:tt)*] [$($name:ident)?] { $($body:tt)* }) => {
         #[link_section = "usurp_preemptible"]
         #[inline(never)]
-        $($acc)* {
+        $($sig)* {
             $(
                 const _: () = {
                     #[used]
@@ -133,6 +144,21 @@ macro_rules! preemptible {
             )?
             $($body)*
         }
+    };
+    // Anything else (generics, where clauses): collect the leading tokens up
+    // to `fn name` (a `<` after the name: generic, not recorded), then the
+    // signature up to the body (the first top-level braces).
+    (@head [$($acc:tt)*] fn $name:ident < $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* fn $name <] [] $($rest)* }
+    };
+    (@head [$($acc:tt)*] fn $name:ident $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* fn $name] [$name] $($rest)* }
+    };
+    (@head [$($acc:tt)*] $t:tt $($rest:tt)*) => {
+        $crate::preemptible! { @head [$($acc)* $t] $($rest)* }
+    };
+    (@sig [$($acc:tt)*] [$($name:ident)?] { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$($acc)*] [$($name)?] { $($body)* } }
         $crate::preemptible! { $($rest)* }
     };
     (@sig [$($acc:tt)*] [$($name:ident)?] $t:tt $($rest:tt)*) => {
