@@ -26,8 +26,8 @@ fn main() {
     let wall = t.elapsed().as_secs_f64();
     println!("30 loops: {wall:.3} s (sum {s})");
     // The process's CPU time (all threads) over the wall time: cores used
-    // (goal >= 1.9 on 2 workers). Whether preempted loops may migrate: with
-    // `preemptible!` code that touches thread-locals they are pinned.
+    // (goal >= 1.9 on 2 workers). Whether preempted loops may migrate: in a
+    // `preemptible!` function that touches thread-locals they are pinned.
     // SAFETY: getrusage writes the struct we pass.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -36,6 +36,6 @@ fn main() {
     };
     let cpu = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
     let cores = (cpu(ru.ru_utime) + cpu(ru.ru_stime)) / wall;
-    let pinned = usurp_sched::hooks::preemptible_code_touches_tls();
+    let pinned = usurp_sched::hooks::preemptible_fn_touches_tls(add_loop as fn(u64) -> u64 as usize);
     println!("cores used {cores:.2} (process CPU time / wall); preempted loops pinned to their thread: {pinned:?}");
 }

@@ -100,6 +100,12 @@
 //! a channel operation, `blocking`, a checkpoint, a preemption). Do not hold
 //! references to `thread_local!` data (or anything tied to the OS thread)
 //! across one; use [`task_local!`](crate::task_local) for per-task state.
+//! A call into a [`preemptible!`](crate::preemptible) function counts as a
+//! switch point for its caller in ordinary code. Inside `preemptible!` code
+//! the runtime takes care of the addresses the compiler keeps: it decodes
+//! each preemptible function once and keeps a task preempted in one that
+//! touches thread-locals (or called from a preemptible one that does) on
+//! its thread; tasks preempted elsewhere migrate.
 //!
 //! ## 7. Frame pointers
 //!

@@ -50,8 +50,7 @@ fn intact(mut cur: Option<Gc<Node>>) -> bool {
 }
 
 fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as usize).max(1)
+    usurp_testsupport::scale(n)
 }
 
 #[derive(Default)]

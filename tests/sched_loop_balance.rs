@@ -91,7 +91,8 @@ fn run_loops() -> Vec<usize> {
 fn preempted_loops_rotate_over_all_workers() {
     let _g = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let seen = within(300, "loop balance", run_loops);
-    assert_eq!(hooks::preemptible_code_touches_tls(), Some(false), "the loops would be pinned");
+    let f = chunk as fn(u64) -> u64 as usize;
+    assert_eq!(hooks::preemptible_fn_touches_tls(f), Some(false), "the loops would be pinned");
     assert!(
         seen.iter().all(|&w| w == 0b11),
         "a loop ran on one worker only while all three were unfinished (worker bit sets {seen:?})"

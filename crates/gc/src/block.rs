@@ -14,7 +14,6 @@
 //! whether the block has been swept since the last mark. A large object uses
 //! bit 0 of its head block's tables.
 
-use bitvec::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// log2 of the block size.
@@ -60,14 +59,10 @@ pub struct BlockMeta {
 }
 
 impl BlockMeta {
-    /// View of the object-start bits.
-    pub fn alloc_bits(&self) -> &BitSlice<AtomicU64, Lsb0> {
-        self.alloc.view_bits::<Lsb0>()
-    }
-    /// View of the mark bits of buffer `buf` (unit tests).
-    #[cfg(test)]
-    pub fn mark_bits(&self, buf: usize) -> &BitSlice<AtomicU64, Lsb0> {
-        self.marks[buf].view_bits::<Lsb0>()
+    /// How many of the first `slots` object-start bits are set (relaxed
+    /// loads).
+    pub fn allocated_count(&self, slots: usize) -> usize {
+        crate::bits::count_ones_atomic(&self.alloc, slots)
     }
     /// Whether slot `i` holds a published object.
     #[inline(always)]
@@ -165,8 +160,11 @@ mod tests {
         assert!(m.try_mark(1, 4095));
         assert!(!m.try_mark(1, 4095));
         assert!(m.is_marked(1, 4095) && !m.is_marked(0, 4095));
-        assert_eq!(m.mark_bits(1).count_ones(), 1);
-        assert_eq!(m.alloc_bits().iter_ones().collect::<Vec<_>>(), vec![100]);
+        assert_eq!(crate::bits::count_ones_atomic(&m.marks[1], MAX_SLOTS), 1);
+        assert_eq!((0..MAX_SLOTS).filter(|&i| m.is_allocated(i)).collect::<Vec<_>>(), vec![100]);
+        assert_eq!(m.allocated_count(MAX_SLOTS), 1);
+        assert_eq!(m.allocated_count(100), 0);
+        assert_eq!(m.allocated_count(101), 1);
         // Slot 100 is published but unmarked: live once its block is swept
         // for gen 3 (state 6), not before (state 4: swept for gen 2).
         m.swept.store(4, Ordering::Relaxed);
@@ -178,6 +176,7 @@ mod tests {
         m.swept.store(6, Ordering::Relaxed);
         assert!(m.is_live(100, 3), "swept for gen 3: the start bit alone");
         m.clear_tables();
-        assert_eq!(m.alloc_bits().count_ones() + m.mark_bits(0).count_ones() + m.mark_bits(1).count_ones(), 0);
+        let count = |w: &[AtomicU64]| crate::bits::count_ones_atomic(w, MAX_SLOTS);
+        assert_eq!(count(&m.alloc) + count(&m.marks[0]) + count(&m.marks[1]), 0);
     }
 }

@@ -403,6 +403,7 @@
 use usurp_preempt::arch;
 
 mod barrier;
+mod bits;
 mod block;
 pub mod config;
 pub mod descriptor;
@@ -456,11 +457,3 @@ pub use object::{Gc, GcRef, Member};
 pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
 pub use stats::{BadSlot, CycleStats, GcStats};
 pub use world::{SoloWorld, ThreadWorld, World};
-
-/// Test support: reads `USURP_TEST_SCALE` (default 1.0) and scales `n` by it
-/// (at least 1).
-#[doc(hidden)]
-pub fn test_scale(n: usize) -> usize {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as usize).max(1)
-}

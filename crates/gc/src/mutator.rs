@@ -430,7 +430,7 @@ impl Mutator {
                     m.owned.store(false, Ordering::Release);
                     continue;
                 }
-                let nfree = slots - m.alloc_bits()[..slots].count_ones();
+                let nfree = slots - m.allocated_count(slots);
                 heap.allocated.fetch_add(nfree * size, Ordering::Relaxed);
                 let a = m.alloc[0].load(Ordering::Relaxed);
                 let free = !a & if nwords == 1 { last_mask } else { !0 };
@@ -510,7 +510,7 @@ impl Mutator {
             let b = self.heap.space.block_index(c.base);
             m.owned.store(false, Ordering::Release);
             let class = split_span_class(sc).0;
-            let free = slots_of(class) - m.alloc_bits()[..slots_of(class)].count_ones();
+            let free = slots_of(class) - m.allocated_count(slots_of(class));
             // Its free slots were counted as handed out when the block was
             // taken: they are not (whoever takes it next counts them).
             let _ = self.heap.allocated.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {

@@ -8,7 +8,7 @@
 //! memory returned to the OS with `madvise(MADV_DONTNEED)` (which also zeroes it).
 
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE};
-use bitvec::prelude::*;
+use crate::bits::Bitmap;
 use memmap2::{MmapMut, MmapOptions};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -69,9 +69,9 @@ unsafe impl Sync for Space {}
 struct Pool {
     hwm: usize,
     /// Bit i: block i (< hwm) is free.
-    free: BitVec<u64, Lsb0>,
+    free: Bitmap,
     /// Bit i: block i's memory was returned to the OS (reads as zero).
-    decommitted: BitVec<u64, Lsb0>,
+    decommitted: Bitmap,
     /// Cycle in which block i became free.
     freed_at: Vec<u64>,
     nfree: usize,
@@ -130,8 +130,8 @@ impl Space {
             meta,
             pool: Mutex::new(Pool {
                 hwm: 0,
-                free: bitvec![u64, Lsb0; 0; nblocks],
-                decommitted: bitvec![u64, Lsb0; 0; nblocks],
+                free: Bitmap::new(nblocks),
+                decommitted: Bitmap::new(nblocks),
                 freed_at: vec![0; nblocks],
                 nfree: 0,
                 hint: 0,
@@ -213,26 +213,25 @@ impl Space {
         if p.nfree >= n {
             if n == 1 {
                 let hint = p.hint.min(p.hwm);
-                found = p.free[hint..p.hwm].first_one().map(|i| i + hint);
+                found = p.free.first_one(hint..p.hwm);
                 if found.is_none() {
-                    found = p.free[..hint].first_one();
+                    found = p.free.first_one(0..hint);
                 }
             } else {
                 let mut start = 0;
                 while start + n <= p.hwm {
-                    match p.free[start..p.hwm].first_one() {
+                    match p.free.first_one(start..p.hwm) {
                         None => break,
-                        Some(off) => {
-                            let s = start + off;
+                        Some(s) => {
                             if s + n > p.hwm {
                                 break;
                             }
-                            match p.free[s..s + n].first_zero() {
+                            match p.free.first_zero(s..s + n) {
                                 None => {
                                     found = Some(s);
                                     break;
                                 }
-                                Some(z) => start = s + z + 1,
+                                Some(z) => start = z + 1,
                             }
                         }
                     }
@@ -240,9 +239,9 @@ impl Space {
             }
         }
         if let Some(first) = found {
-            let zeroed = p.decommitted[first..first + n].all();
-            p.free[first..first + n].fill(false);
-            p.decommitted[first..first + n].fill(false);
+            let zeroed = p.decommitted.all(first..first + n);
+            p.free.fill(first..first + n, false);
+            p.decommitted.fill(first..first + n, false);
             p.nfree -= n;
             if n == 1 {
                 p.hint = first + 1;
@@ -263,8 +262,8 @@ impl Space {
     /// The caller has reset their metadata to free.
     pub fn free_blocks_run(&self, first: usize, n: usize, cycle: u64) {
         let mut p = self.pool.lock().unwrap();
-        debug_assert!(p.free[first..first + n].not_any());
-        p.free[first..first + n].fill(true);
+        debug_assert!(p.free.not_any(first..first + n));
+        p.free.fill(first..first + n, true);
         for i in first..first + n {
             p.freed_at[i] = cycle;
         }
@@ -281,7 +280,7 @@ impl Space {
         let mut i = 0;
         while i < p.hwm {
             let eligible = |p: &Pool, i: usize| {
-                p.free[i] && !p.decommitted[i] && p.freed_at[i] + DECOMMIT_DELAY <= cycle
+                p.free.get(i) && !p.decommitted.get(i) && p.freed_at[i] + DECOMMIT_DELAY <= cycle
             };
             if !eligible(p, i) {
                 i += 1;
@@ -303,7 +302,7 @@ impl Space {
                 )
             };
             if rc == 0 {
-                p.decommitted[s..i].fill(true);
+                p.decommitted.fill(s..i, true);
                 count += i - s;
             }
         }

@@ -25,7 +25,7 @@ const LEN: usize = 64;
 /// of the node class get overwritten.
 fn churn(h: &Heap) {
     on_other_thread(h, |_| {
-        for _ in 0..usurp_gc::test_scale(40) {
+        for _ in 0..usurp_testsupport::scale(40) {
             let mut head: Option<Gc<Node>> = None;
             for i in 0..500 {
                 head = Some(node(usize::MAX - i, head, None));
@@ -399,7 +399,7 @@ fn stats_while_sweeps_queue_finalizers_does_not_deadlock() {
     let (tx, rx) = std::sync::mpsc::channel();
     let h3 = h.clone();
     std::thread::spawn(move || {
-        for _ in 0..usurp_gc::test_scale(200) {
+        for _ in 0..usurp_testsupport::scale(200) {
             on_other_thread(&h3, |h| {
                 for i in 0..2000 {
                     // One object a block's worth apart: many blocks with records.

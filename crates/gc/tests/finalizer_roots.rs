@@ -22,7 +22,7 @@ const LEN: usize = 64;
 /// exits, so that freed slots of the node class get overwritten.
 fn churn(h: &Heap) {
     on_other_thread(h, |_| {
-        for _ in 0..usurp_gc::test_scale(40) {
+        for _ in 0..usurp_testsupport::scale(40) {
             let mut head: Option<Gc<Node>> = None;
             for i in 0..500 {
                 head = Some(node(usize::MAX - i, head, None));

@@ -148,7 +148,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn stepped_marking_with_mutations_between_steps_loses_nothing_and_does_without_the_barrier() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rounds = usurp_gc::test_scale(40).max(10);
+    let rounds = usurp_testsupport::scale(40).max(10);
     for seed in [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_1234_5678, 42] {
         assert_eq!(run(seed, rounds), 0, "seed {seed:#x}: a reachable object was lost with the barrier on");
     }
@@ -307,7 +307,7 @@ fn run_values(enc: ValueEncoding, seed: u64, rounds: usize) -> usize {
 #[test]
 fn stepped_marking_with_value_slot_mutations_loses_nothing_and_does_without_the_value_barrier() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rounds = usurp_gc::test_scale(40).max(10);
+    let rounds = usurp_testsupport::scale(40).max(10);
     let seeds = [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_1234_5678, 42];
     let encodings = [ValueEncoding::low_bits(1, 1), ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])];
     for enc in encodings {

@@ -77,5 +77,5 @@ fn sweeping_is_done_by_allocation_by_the_background_sweeper_and_before_a_mark() 
 }
 
 fn test_n(n: usize) -> usize {
-    usurp_gc::test_scale(n)
+    usurp_testsupport::scale(n)
 }

@@ -204,7 +204,7 @@ fn checkrefs_quarantine_is_bounded() {
     let _g = h.attach_thread().unwrap();
     let small = Descriptor::builder(5).build().unwrap();
     let big = Descriptor::array_builder(1).build().unwrap();
-    for i in 0..usurp_gc::test_scale(400_000) {
+    for i in 0..usurp_testsupport::scale(400_000) {
         black_box(usurp_gc::alloc(small));
         if i % 1000 == 0 {
             black_box(usurp_gc::alloc_array(big, 40_000)); // 320 KB, a large span

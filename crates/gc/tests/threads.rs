@@ -7,7 +7,8 @@ use common::*;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use usurp_gc::{test_scale, Gc, Heap, HeapConfig, ThreadWorld, World};
+use usurp_testsupport::scale as test_scale;
+use usurp_gc::{Gc, Heap, HeapConfig, ThreadWorld, World};
 
 fn world_heap(parallelism: usize, cfg: HeapConfig) -> (Arc<ThreadWorld>, Heap) {
     let w = ThreadWorld::new(parallelism);

@@ -28,7 +28,7 @@ fn a_tree_on_the_stack_survives_collections_intact() {
 }
 
 fn test_n(n: usize) -> usize {
-    usurp_gc::test_scale(n)
+    usurp_testsupport::scale(n)
 }
 
 #[test]

@@ -27,7 +27,8 @@ use common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use usurp_gc::{set_shading_gate_for_tests, test_scale, Heap, HeapConfig, WeakRef};
+use usurp_testsupport::scale as test_scale;
+use usurp_gc::{set_shading_gate_for_tests, Heap, HeapConfig, WeakRef};
 
 const X: usize = 0x5a5a_5a5a;
 

@@ -100,9 +100,11 @@
 //! state, links a frame record into the frame-pointer chain, and calls our
 //! spill hook, which calls the scheduler's park hook ([`set_park_hook`]) with
 //! the [`SpillFrame`]. The scheduler switches away; when it resumes the task
-//! (on the same OS thread: its registers may hold addresses derived from
-//! thread-local storage), the hook returns and the routine restores every
-//! register and returns to the interrupted PC with SP exactly as before.
+//! (on the same OS thread if its registers may hold addresses derived from
+//! thread-local storage: the scheduler asks the per-function table,
+//! [`fn_table`], which `preemptible!` records and this crate decodes once),
+//! the hook returns and the routine restores every register and returns to
+//! the interrupted PC with SP exactly as before.
 //!
 //! ## What the scheduler does
 //!
@@ -134,7 +136,9 @@
 //!   slot.switch_out()`, kept in the task.
 //! * The park hook runs on the preempted task's stack with the
 //!   [`SpillFrame`]: it records that the task was preempted asynchronously
-//!   (it must later be resumed on this same OS thread), switches to the
+//!   (it must later be resumed on this same OS thread if the interrupted
+//!   function, or a preemptible caller, touches thread-locals:
+//!   [`fn_table`]`().lookup(pc)`), switches to the
 //!   worker's scheduler context with the arch `switch`, and returns when
 //!   resumed. While the task is parked, a conservative scan of its stack
 //!   from the SP saved by that `switch` up to its top covers the spill frame,
@@ -149,6 +153,7 @@
 
 mod archif;
 mod error;
+mod fntable;
 mod guard;
 mod registry;
 mod rustflags;
@@ -166,6 +171,9 @@ pub use archif::arch;
 // code registration, the signal's identity, counters.
 pub use archif::SpillFrame;
 pub use error::Error;
+#[doc(hidden)]
+pub use fntable::FnStart;
+pub use fntable::{fn_table, preemptible_fn_starts, FnInfo, FnTable, PREEMPTIBLE_FN_SECTION};
 pub use guard::{checkpoint, no_preempt, NoPreempt};
 pub use registry::{
     pc_status, preemptible_code, register_code, register_unsafe_range, CodeHandle, PcStatus, RangeHandle, MAX_CODE_REGIONS,
@@ -183,6 +191,7 @@ pub use stats::{PreemptStats, Refusal};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::archif::fake_shadow_stack_for_tests;
+    pub use crate::fntable::fn_table_if_built;
     pub use crate::guard::{checkpoint_requested, set_yield_hook};
     pub use crate::signal::{
         cached_pid, disable_refusal_backoff_for_tests, init, mark_request_pending, old_refusal_retry_for_tests,

@@ -87,6 +87,17 @@ pub fn pc_status(pc: usize) -> PcStatus {
 /// that may not be suspended at an arbitrary instruction; while parked their
 /// registers and stack are scanned conservatively.
 ///
+/// The macro also records each function's start address (a static in the
+/// `usurp_preemptible_fns` section, see [`crate::preemptible_fn_starts`]), so
+/// that the runtime can decode each function on its own: a task preempted
+/// in a function that touches no thread-local may resume on another thread
+/// (one whose code, or a preemptible caller's, does is pinned to its thread).
+/// Accepted items: functions (`pub`, `unsafe`, `extern "C"`, attributes such
+/// as `#[cfg]` and doc comments allowed, several per block; no inner
+/// attributes `#![...]` in their bodies). Generic functions are placed
+/// but not recorded (their address needs type arguments): their bytes count
+/// for the recorded function before them, which is only more conservative.
+///
 /// ```ignore
 /// usurp_preempt::preemptible! {
 ///     pub fn spin(n: u64) -> u64 { (0..n).fold(0, |a, b| a ^ b) }
@@ -94,12 +105,67 @@ pub fn pc_status(pc: usize) -> PcStatus {
 /// ```
 #[macro_export]
 macro_rules! preemptible {
-    ($($item:item)*) => {
-        $(
-            #[link_section = "usurp_preemptible"]
-            #[inline(never)]
-            $item
-        )*
+    () => {};
+    // The common shapes (attributes, visibility, `unsafe` and/or `extern
+    // "ABI"`, no generics, no where clause) in one step each, so that the
+    // expansion depth grows by one per function, not per token.
+    ($(#[$m:meta])* $vis:vis fn $name:ident ($($args:tt)*) $(-> $ret:ty)? { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$(#[$m])* $vis fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
+    };
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident ($($args:tt)*) $(-> $ret:ty)? { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$(#[$m])* $vis unsafe fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
+    };
+    ($(#[$m:meta])* $vis:vis extern $abi:literal fn $name:ident ($($args:tt)*) $(-> $ret:ty)? { $($body:tt)* }
+        $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$(#[$m])* $vis extern $abi fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
+    };
+    ($(#[$m:meta])* $vis:vis unsafe extern $abi:literal fn $name:ident ($($args:tt)*) $(-> $ret:ty)?
+        { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! {
+            @emit [$(#[$m])* $vis unsafe extern $abi fn $name ($($args)*) $(-> $ret)?] [$name] { $($body)* }
+        }
+        $crate::preemptible! { $($rest)* }
+    };
+    // Placement, plus the start record as an item inside the body (a
+    // `#[cfg]` on the function removes it too; it adds no code).
+    (@emit [$($sig:tt)*] [$($name:ident)?] { $($body:tt)* }) => {
+        #[link_section = "usurp_preemptible"]
+        #[inline(never)]
+        $($sig)* {
+            $(
+                const _: () = {
+                    #[used]
+                    #[link_section = "usurp_preemptible_fns"]
+                    static START: $crate::FnStart = $crate::FnStart($name as *const ());
+                };
+            )?
+            $($body)*
+        }
+    };
+    // Anything else (generics, where clauses): collect the leading tokens up
+    // to `fn name` (a `<` after the name: generic, not recorded), then the
+    // signature up to the body (the first top-level braces).
+    (@head [$($acc:tt)*] fn $name:ident < $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* fn $name <] [] $($rest)* }
+    };
+    (@head [$($acc:tt)*] fn $name:ident $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* fn $name] [$name] $($rest)* }
+    };
+    (@head [$($acc:tt)*] $t:tt $($rest:tt)*) => {
+        $crate::preemptible! { @head [$($acc)* $t] $($rest)* }
+    };
+    (@sig [$($acc:tt)*] [$($name:ident)?] { $($body:tt)* } $($rest:tt)*) => {
+        $crate::preemptible! { @emit [$($acc)*] [$($name)?] { $($body)* } }
+        $crate::preemptible! { $($rest)* }
+    };
+    (@sig [$($acc:tt)*] [$($name:ident)?] $t:tt $($rest:tt)*) => {
+        $crate::preemptible! { @sig [$($acc)* $t] [$($name)?] $($rest)* }
+    };
+    ($($t:tt)+) => {
+        $crate::preemptible! { @head [] $($t)* }
     };
 }
 

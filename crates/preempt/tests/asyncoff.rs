@@ -1,12 +1,12 @@
 //! `USURP_DEBUG=asyncpreemptoff=1`: no asynchronous preemption at all, and
 //! the refused ticks turn into cooperative requests that `checkpoint()` serves.
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::{checkpoint, set_yield_hook, Refusal};
 
 static YIELDS: AtomicU64 = AtomicU64::new(0);

@@ -13,12 +13,11 @@
 //! the backoff switched off (`#[doc(hidden)]` switch) it stays 0 and the test
 //! fails. The delay sequence itself is unit-tested in `signal.rs`.
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use usurp_testsupport::miniworker::*;
 use usurp_preempt::Refusal;
 
 /// A loop outside preemptible code (every tick landing here is refused

@@ -5,13 +5,12 @@
 //! the interrupted function and on to its callers. Runs natively and under
 //! qemu-aarch64; `tests/gdb_backtrace.rs` checks gdb itself on x86-64.
 
-mod common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
 use usurp_preempt::SpillFrame;
 
 usurp_preempt::preemptible! {

@@ -5,12 +5,11 @@
 //! again, so the task is preempted once its quantum is over. The scheduler
 //! wiring is the integrator's (see `set_contended`'s documentation).
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use usurp_testsupport::miniworker::*;
 use usurp_preempt::WorkerSlot;
 
 #[test]

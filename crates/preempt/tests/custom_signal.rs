@@ -1,11 +1,11 @@
 //! A preemption signal other than SIGURG, chosen before init.
 
-mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::{set_signal, signal, Error};
 
 #[test]

@@ -2,12 +2,12 @@
 //! another process, or a host's own tgkill) do no harm to running tasks and
 //! still reach the handler the host installed before the runtime.
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_testsupport::install_host_handler;
 
 static HOST_USER: AtomicU64 = AtomicU64::new(0);

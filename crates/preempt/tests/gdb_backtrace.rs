@@ -12,12 +12,11 @@
 //! says so and skips. `tests/backtrace.rs` checks the same walk with
 //! libgcc's unwinder on both ISAs.
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
 use usurp_preempt::SpillFrame;
 
 usurp_preempt::preemptible! {

@@ -2,13 +2,13 @@
 //! little stack, unsafe ranges, and restartable ranges (PC rewritten to the
 //! range start).
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::{no_preempt, register_unsafe_range, NoPreempt, Refusal, SpillFrame};
 
 const TIMEOUT: Duration = Duration::from_secs(60);

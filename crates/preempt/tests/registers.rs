@@ -7,13 +7,13 @@
 // `%` instead of is_multiple_of: the workspace MSRV is 1.80.
 #![allow(clippy::manual_is_multiple_of)]
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::arch;
 use usurp_preempt::{preemptible, Refusal, SpillFrame};
 

@@ -5,12 +5,12 @@
 //! crates (x86-64: `rdssp` agrees with `ARCH_SHSTK_STATUS`; aarch64: the GCS
 //! record of the signal frame). Alone in its binary: the switch is global.
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::Refusal;
 
 #[test]

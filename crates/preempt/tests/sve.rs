@@ -9,12 +9,12 @@
 //! has SVE; see README "Debugging" for checking on SVE hardware.
 #![cfg(target_arch = "aarch64")]
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::SpillFrame;
 
 std::arch::global_asm!(

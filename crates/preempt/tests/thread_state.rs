@@ -7,12 +7,12 @@
 //!   stack right below SP, where the injection would write: refused and
 //!   counted, the task keeps running correctly.
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use usurp_testsupport::miniworker::*;
+use usurp_testsupport::scale_factor as scale;
 use usurp_preempt::{Refusal, SpillFrame};
 
 fn usr1_blocked() -> bool {

@@ -10,9 +10,11 @@
 //! the prologue of one `preemptible!` function compiled here ([`probe`],
 //! with an early exit that shrink-wrapping would hoist above the prologue)
 //! tells how the embedder's own preemptible code was built. The first
-//! runtime built checks it once and warns on stderr; nothing else changes
-//! (registers and GC roots do not depend on the chain). The byte patterns
-//! are the arch crate's (`prologue_links_frame`).
+//! runtime built checks it once and warns on stderr (registers and GC roots
+//! do not depend on the chain); without frame records, pinning of preempted
+//! tasks cannot find their preemptible callers and falls back to the whole
+//! section's answer (`preempt_glue::must_pin`). The byte patterns are the
+//! arch crate's (`prologue_links_frame`).
 
 usurp_preempt::preemptible! {
     /// Never called: only its machine code is read. Non-leaf, with an early

@@ -33,7 +33,8 @@ pub fn park_current_and_reschedule() {
 /// Test-only switch: `Some(true)` pins every async-preempted task to its
 /// worker's thread (the behaviour before preempted loops could migrate),
 /// `Some(false)` never pins (unsound for code holding TLS addresses: only
-/// for negative controls), `None` decides by the code (the default).
+/// for negative controls), `None` decides by the code, per function (the
+/// default).
 #[doc(hidden)]
 pub fn set_pin_policy_for_tests(p: Option<bool>) {
     let v = match p {
@@ -44,9 +45,43 @@ pub fn set_pin_policy_for_tests(p: Option<bool>) {
     crate::glue::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the runtime found thread-local accesses in the `preemptible!`
-/// code (then async-preempted tasks are pinned to their thread); `None`
-/// before the first runtime started.
+/// Test-only switch (negative control of per-function pinning, issue 11):
+/// `true` decides by the whole `preemptible!` section, as before functions
+/// were told apart (one TLS-touching function pins every task preempted
+/// anywhere in the section); `false` restores the default per-function
+/// rule.
+#[doc(hidden)]
+pub fn set_pin_by_section_for_tests(on: bool) {
+    let v = if on { crate::glue::preempt_glue::PIN_BY_SECTION } else { 0 };
+    crate::glue::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control of the caller walk of per-function
+/// pinning): `true` decides by the interrupted function alone, ignoring
+/// `preemptible!` callers that may hold a thread-local address across
+/// their call; `false` restores the default.
+#[doc(hidden)]
+pub fn set_pin_without_callers_for_tests(on: bool) {
+    let v = if on { crate::glue::preempt_glue::PIN_WITHOUT_CALLERS } else { 0 };
+    crate::glue::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the runtime found thread-local accesses anywhere in the
+/// `preemptible!` code; `None` before the first runtime started.
+#[doc(hidden)]
+pub fn preemptible_code_touches_tls() -> Option<bool> {
+    crate::glue::preempt_glue::section_tls_known()
+}
+
+/// Whether the `preemptible!` function holding `pc` (e.g. a function's
+/// address) touches thread-locals, per the runtime's per-function table (an
+/// async-preempted task there is pinned to its thread); `None` before the
+/// first runtime started or if `pc` is not in a recorded function.
+#[doc(hidden)]
+pub fn preemptible_fn_touches_tls(pc: usize) -> Option<bool> {
+    crate::glue::preempt_glue::function_tls_known(pc)
+}
+
 /// Test-only switch (negative controls of "tick only when someone waits",
 /// issue 12). Process-wide. `None`: normal. `Some(true)`: every worker
 /// reports itself contended whenever it picks a task, so busy workers take
@@ -62,11 +97,6 @@ pub fn set_tick_policy_for_tests(p: Option<bool>) {
         Some(false) => crate::worker::TICK_NO_WAKE,
     };
     crate::worker::TICK_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
-}
-
-#[doc(hidden)]
-pub fn preemptible_code_touches_tls() -> Option<bool> {
-    crate::glue::preempt_glue::section_tls_known()
 }
 
 /// Installs (or with `None` removes) a function called with the spill frame

@@ -157,9 +157,11 @@
 //! by forwarding to the worker's inbox, and by `blocking`, which will not
 //! hand a worker with pinned tasks to another thread but moves the calling
 //! task to a spare thread instead) only if the interrupted code may hold a
-//! thread-local address (`glue::preempt_glue::must_pin`: the `preemptible!`
-//! section is decoded once for TLS accesses by the arch crate; JIT code
-//! always pins); the pin clears at the task's next cooperative switch.
+//! thread-local address (`glue::preempt_glue::must_pin`, per function: the
+//! interrupted `preemptible!` function or a preemptible caller on its
+//! frame-pointer chain touches TLS, per the table usurp-preempt decodes
+//! once, `usurp_preempt::fn_table`; unknown and JIT code always pins); the
+//! pin clears at the task's next cooperative switch.
 //! Other preempted tasks, e.g. call-free loops, migrate freely: one
 //! preempted while another task waits for its worker, and while another
 //! worker has nothing queued, goes to the global queue (Go's
@@ -179,7 +181,7 @@
 //! `blocking` disarm the thread's timer (`blocking` run in place blocks the
 //! preemption signal instead, keeping the task's quantum), and so does the
 //! absence of waiting work (above). An async-preempted
-//! task parks (pinned to its worker's thread if its code touches TLS; the
+//! task parks (pinned to its worker's thread if its function touches TLS; the
 //! park path fires due timers); `checkpoint()` yields, and so does the GC's
 //! allocation slow path (it calls `checkpoint()`: allocation is a
 //! cooperative point for VM runtime code outside `preemptible!`). Stop-the-world sends preemption requests to busy workers and

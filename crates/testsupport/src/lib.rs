@@ -14,6 +14,9 @@
 //! * [`StderrTee`]: lets a child process wait until its own stderr shows
 //!   what another thread prints (a task dump) instead of sleeping a fixed
 //!   time before it exits;
+//! * [`miniworker`]: the one-thread preemption harness (a mini worker
+//!   running one task under the preemption crate, without the scheduler)
+//!   for usurp-preempt's own integration tests;
 //! * [`preemptible`]: tight loops in the runtime's `preemptible!` section that
 //!   the scheduler tests use to hold values in registers while being
 //!   preempted asynchronously.
@@ -28,17 +31,21 @@ use std::process::{Command, Output};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod miniworker;
 pub mod preemptible;
 
 /// The `USURP_TEST_SCALE` factor: a positive float, default 1 (also for an
 /// unset, unparsable, zero or negative value). CI runs the aarch64 suite
 /// under qemu with 0.25.
+/// Read once per process (the one parser of the knob: [`parse_scale`]).
 pub fn scale_factor() -> f64 {
-    std::env::var("USURP_TEST_SCALE")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .unwrap_or(1.0)
+    static FACTOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *FACTOR.get_or_init(|| parse_scale(std::env::var("USURP_TEST_SCALE").ok().as_deref()))
+}
+
+/// The factor a `USURP_TEST_SCALE` value stands for (`None`: unset).
+pub fn parse_scale(v: Option<&str>) -> f64 {
+    v.and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0).unwrap_or(1.0)
 }
 
 /// `n` scaled by [`scale_factor`], at least 1.
@@ -260,21 +267,21 @@ impl StderrTee {
 mod tests {
     use super::*;
 
-    // One test touches the environment (process-wide): the others only
-    // read through pure helpers.
+    // The knob is read once per process: the parser is tested directly, and
+    // the cached factor against it.
     #[test]
     fn scale_knob_parses_and_clamps() {
-        std::env::set_var("USURP_TEST_SCALE", "0.25");
-        assert_eq!(scale_factor(), 0.25);
-        assert_eq!(scale(1000), 250);
-        assert_eq!(scale_u64(8), 2);
-        assert_eq!(scale(1), 1, "never scaled to 0");
+        assert_eq!(parse_scale(Some("0.25")), 0.25);
+        assert_eq!(parse_scale(Some(" 2 ")), 2.0);
+        assert_eq!(parse_scale(None), 1.0);
         for bad in ["0", "-1", "x", "inf", ""] {
-            std::env::set_var("USURP_TEST_SCALE", bad);
-            assert_eq!(scale_factor(), 1.0, "{bad:?}");
+            assert_eq!(parse_scale(Some(bad)), 1.0, "{bad:?}");
         }
-        std::env::remove_var("USURP_TEST_SCALE");
-        assert_eq!(scale(7), 7);
+        let f = scale_factor();
+        assert_eq!(f, parse_scale(std::env::var("USURP_TEST_SCALE").ok().as_deref()));
+        assert_eq!(scale(1000), ((1000.0 * f) as usize).max(1));
+        assert_eq!(scale_u64(8), ((8.0 * f) as u64).max(1));
+        assert_eq!(scale(0), 1, "never scaled to 0");
     }
 
     #[test]

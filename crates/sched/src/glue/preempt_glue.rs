@@ -1,10 +1,11 @@
 //! Wiring of asynchronous preemption (`usurp-preempt`) into the scheduler.
 //!
 //! * **Once per process** ([`init_hooks`]): the park hook (an async-preempted
-//!   task parks on its worker, pinned to it only if the `preemptible!` code
-//!   may hold a thread-local address: [`must_pin`], decided by decoding the
-//!   section once) and the yield hook that `checkpoint()` calls
-//!   ([`crate::yield_now`]).
+//!   task parks on its worker, pinned to it only if the interrupted
+//!   `preemptible!` function or a preemptible caller may hold a thread-local
+//!   address: [`must_pin`], from the per-function table usurp-preempt
+//!   decodes once, `usurp_preempt::fn_table`) and the yield hook that
+//!   `checkpoint()` calls ([`crate::yield_now`]).
 //! * **One `WorkerSlot` per OS thread that drives workers** (worker threads
 //!   and spare threads that take over a worker during `blocking`): each
 //!   runtime thread registers a slot when it starts (`worker::thread::ThreadInit`) and
@@ -52,82 +53,117 @@ use std::sync::Once;
 
 static HOOKS: Once = Once::new();
 
-/// Whether the code of the `preemptible!` section may hold a thread-local
-/// address in a register at a preemption: 0 not yet known, 1 no, 2 yes.
-/// Computed once per process (`init_hooks`).
-static SECTION_TLS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Test-only switch (negative controls): 0 decide by the code, 1 pin every
-/// async-preempted task (as before preempted loops could migrate), 2 never
-/// pin.
+/// Test-only switch (negative controls): 0 decide per function (the
+/// default), 1 pin every async-preempted task (as before preempted loops
+/// could migrate), 2 never pin, 3 decide by the whole section (the rule
+/// before functions were told apart: one TLS-touching function pins every
+/// task preempted anywhere in the section), 4 decide by the interrupted
+/// function alone (its preemptible callers ignored).
 #[doc(hidden)]
 pub(crate) static PIN_POLICY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+pub(crate) const PIN_BY_SECTION: u8 = 3;
+pub(crate) const PIN_WITHOUT_CALLERS: u8 = 4;
 
-/// Whether the `preemptible!` section was found to touch TLS (tests).
+/// Whether the `preemptible!` section touches TLS anywhere (tests); `None`
+/// before the first runtime decoded it.
 pub(crate) fn section_tls_known() -> Option<bool> {
-    match SECTION_TLS.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => None,
-        v => Some(v == 2),
+    usurp_preempt::internals::fn_table_if_built().map(|t| t.section_touches_tls())
+}
+
+/// Whether the `preemptible!` function holding `pc` touches TLS (tests);
+/// `None` if unknown or not decoded yet.
+pub(crate) fn function_tls_known(pc: usize) -> Option<bool> {
+    usurp_preempt::internals::fn_table_if_built()?.lookup(pc).map(|f| f.touches_tls)
+}
+
+/// Whether code at `pc` may hold a thread-local address: per function of
+/// the `preemptible!` section (decoded once, `usurp_preempt::fn_table`);
+/// unknown code (JIT regions, the section outside the main executable, its
+/// unrecorded head, a table not built) counts as touching TLS.
+fn code_may_hold_tls(table: Option<&usurp_preempt::FnTable>, pc: usize) -> bool {
+    match table.and_then(|t| t.lookup(pc)) {
+        Some(f) => f.touches_tls,
+        None => true,
     }
 }
 
-/// Decides whether the `preemptible!` section may touch TLS: the arch crate
-/// scans its machine code once (x86-64: FS/GS-relative operands, rdfsbase,
-/// general-dynamic sequences; aarch64: `mrs tpidr_el0`). Code outside the
-/// main executable counts as touching TLS (on x86-64 the local-dynamic model
-/// of shared objects leaves no trace in the caller).
-fn section_touches_tls() -> bool {
-    let (s, e) = usurp_preempt::preemptible_code();
-    if s == 0 || e <= s {
-        return false;
-    }
-    // SAFETY: dladdr/getauxval only read loader data; `info` is plain data
-    // written by dladdr.
-    let in_main = unsafe {
-        let mut a: libc::Dl_info = std::mem::zeroed();
-        let mut b: libc::Dl_info = std::mem::zeroed();
-        let entry = libc::getauxval(libc::AT_ENTRY) as usize;
-        libc::dladdr(s as *const libc::c_void, &mut a) != 0
-            && libc::dladdr(entry as *const libc::c_void, &mut b) != 0
-            && a.dli_fbase == b.dli_fbase
-    };
-    if !in_main {
-        return true;
-    }
-    // SAFETY: the linker section [s, e) is mapped readable and executable for
-    // the life of the process and never written.
-    let code = unsafe { std::slice::from_raw_parts(s as *const u8, e - s) };
-    crate::arch::code_touches_tls(code, s as u64)
-}
+/// Whether this build links frame records (`fpcheck`), so that `must_pin`
+/// can find the preemptible callers of the interrupted function. Written
+/// once by `init_hooks`; without it the whole section's answer is used.
+static FP_CHAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How many frame records `must_pin` follows above the interrupted one.
+const MAX_CALLER_FRAMES: usize = 64;
 
 /// Whether a task async-preempted at `pc` must resume on the same OS thread
 /// (issue 11, "preempted loops migrate"): code that may hold a thread-local
-/// address in a register must not migrate. The `preemptible!` section is
-/// decoded once as a whole (the macro records no per-function bounds, so
-/// one function touching TLS pins every preempted task of the section); JIT
-/// regions registered with `register_code` are unknown code and always pin.
-pub(crate) fn must_pin(pc: usize) -> bool {
-    match PIN_POLICY.load(std::sync::atomic::Ordering::Relaxed) {
+/// address in a register must not migrate. Decided per function: the
+/// interrupted one, and every `preemptible!` (or JIT) caller on the
+/// frame-pointer chain from `fp` (the interrupted FP), since a caller may
+/// keep a TLS address in a callee-saved register or its frame across the
+/// call (LLVM treats the thread pointer as fixed within a function). Callers
+/// in ordinary code are not examined: for them a call into preemptible code
+/// is a switch point like `yield_now`, across which no thread-local
+/// reference may be held (README). A build without frame records (see
+/// `fpcheck`) cannot find the callers: then the whole section's answer
+/// decides, as before functions were told apart. `[lo, hi)` bounds the
+/// task's stack; the walk reads only 8-byte-aligned records inside it,
+/// going up. No lock, no allocation (park path).
+pub(crate) fn must_pin(pc: usize, fp: usize, lo: usize, hi: usize) -> bool {
+    let policy = PIN_POLICY.load(std::sync::atomic::Ordering::Relaxed);
+    match policy {
         1 => return true,
         2 => return false,
         _ => {}
     }
+    let table = usurp_preempt::internals::fn_table_if_built();
     let (s, e) = usurp_preempt::preemptible_code();
     if pc < s || pc >= e {
+        return true; // JIT code
+    }
+    if policy == PIN_BY_SECTION || !FP_CHAIN.load(std::sync::atomic::Ordering::Relaxed) {
+        return table.map_or(true, |t| t.section_touches_tls());
+    }
+    if code_may_hold_tls(table, pc) {
         return true;
     }
-    match SECTION_TLS.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => false,
-        0 => true, // not decoded yet (cannot happen after init_hooks)
-        _ => true,
+    if policy == PIN_WITHOUT_CALLERS {
+        return false;
     }
+    let mut rec = fp;
+    for _ in 0..MAX_CALLER_FRAMES {
+        if rec < lo || rec & 7 != 0 || rec.saturating_add(16) > hi {
+            break;
+        }
+        // SAFETY: `[rec, rec + 16)` lies inside the task's mapped stack
+        // (checked above) and is aligned; a frame record is {caller's FP,
+        // return address} on both ISAs. Garbage (a frame that is not a
+        // record) only yields addresses that the checks here bound.
+        let (next, ret) =
+            unsafe { (std::ptr::read_volatile(rec as *const usize), std::ptr::read_volatile((rec + 8) as *const usize)) };
+        // The call instruction ends before `ret`.
+        let site = ret.wrapping_sub(1);
+        if s <= site && site < e {
+            if code_may_hold_tls(table, site) {
+                return true;
+            }
+        } else if !matches!(usurp_preempt::pc_status(site), usurp_preempt::PcStatus::NotPreemptible) {
+            return true; // a JIT caller (or a registry being updated)
+        }
+        if next <= rec {
+            break;
+        }
+        rec = next;
+    }
+    false
 }
 
 /// Installs the park and yield hooks (once per process).
 pub(crate) fn init_hooks() {
     HOOKS.call_once(|| {
-        let v = if section_touches_tls() { 2 } else { 1 };
-        SECTION_TLS.store(v, std::sync::atomic::Ordering::Relaxed);
+        // Decode the preemptible functions now, off the park path.
+        let _ = usurp_preempt::fn_table();
+        FP_CHAIN.store(crate::fpcheck::build_has_frame_pointers(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: `park_hook` (below) leaves the spill frame alone, parks
         // the task and returns only once a worker resumes it; the task
         // migrates only if `must_pin` found no thread-local access at its
@@ -163,8 +199,17 @@ unsafe fn park_hook(frame: *mut usurp_preempt::SpillFrame) {
             (*cur).preempt_record.store((*frame).frame_record(), std::sync::atomic::Ordering::Relaxed);
         }
     }
+    // SAFETY: as above.
+    let fp = unsafe { (*frame).fp() };
+    let (lo, hi) = if cur.is_null() {
+        (0, 0)
+    } else {
+        // SAFETY: `cur` is the running task (above); its stack is mapped
+        // while it runs.
+        unsafe { ((*cur).stack.lo(), (*cur).stack.hi()) }
+    };
     let before = crate::worker::machine();
-    crate::worker::preempt_current(must_pin(pc));
+    crate::worker::preempt_current(must_pin(pc, fp, lo, hi));
     if !cur.is_null() {
         // SAFETY: resumed: `cur` runs again (on this thread, whichever it is).
         unsafe { (*cur).preempt_record.store(0, std::sync::atomic::Ordering::Relaxed) };

@@ -1,9 +1,16 @@
-//! A minimal "worker" for end-to-end tests of the preemption mechanism
-//! without the scheduler: one OS thread registers a `WorkerSlot`, runs one
-//! task on its own stack with the arch `switch`, and installs a park hook that
-//! switches back to the worker; the worker then (optionally) clobbers every
-//! register and switches back into the preempted task.
-#![allow(dead_code)]
+//! The one-thread preemption harness: a minimal "worker" for end-to-end
+//! tests of the preemption mechanism without the scheduler (usurp-preempt's
+//! integration tests; written once here, issue 13 item 5). One OS thread
+//! registers a `WorkerSlot`, runs one task on its own stack with the arch
+//! `switch`, and installs a park hook that switches back to the worker; the
+//! worker then (optionally) clobbers every register and switches back into
+//! the preempted task. Also: a requester thread for targeted requests, a
+//! frame-pointer chain check for preempted tasks, and a preemptible spin
+//! loop.
+//!
+//! State: the park hook is process-wide (`set_park_hook`), so one test
+//! binary uses one harness; each mini worker's `Ctx` is reached through a
+//! thread-local of its own thread and touched only by that thread.
 // `%` instead of is_multiple_of: the workspace MSRV is 1.80.
 #![allow(clippy::manual_is_multiple_of, clippy::type_complexity)]
 
@@ -11,10 +18,8 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use usurp_preempt::arch;
-use usurp_preempt::{register_worker, set_park_hook, unregister_worker, SpillFrame, TaskPreemptState, WorkerSlot};
-
-#[allow(unused_imports)] // not every test uses it
-pub use usurp_testsupport::scale_factor as scale;
+use usurp_preempt::internals::{register_worker, set_park_hook, unregister_worker, TaskPreemptState, WorkerSlot};
+use usurp_preempt::SpillFrame;
 
 const PARKED: usize = 1;
 const DONE: usize = 2;
@@ -199,7 +204,7 @@ pub fn spawn_requester(
     std::thread::spawn(move || {
         let mut sent = 0u64;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(true) = usurp_preempt::request_preempt(slot) {
+            if let Ok(true) = usurp_preempt::internals::request_preempt(slot) {
                 sent += 1;
             }
             std::thread::sleep(pause);
