@@ -620,16 +620,25 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
     #[inline]
     fn deref(&self) -> &T {
         // A cooperative point (see the module docs): one load and a branch
-        // unless some worker has a checkpoint request outstanding.
+        // unless some worker has a checkpoint request outstanding. Small
+        // enough to be inlined into the caller, with the handle passed by
+        // value to the check.
         read_poll();
-        let d = self.raw.live_descriptor();
-        if !std::ptr::eq(d, T::descriptor()) {
-            wrong_type(self.raw, d, std::any::type_name::<T>());
-        }
-        // SAFETY: the payload of a live T object is a valid T; mutation of GC
-        // pointer fields goes through Member's UnsafeCell.
-        unsafe { &*(self.raw.payload() as *const T) }
+        checked_payload(self.raw)
     }
+}
+
+/// The payload of `raw` as a `T`, after `deref`'s liveness and type check.
+/// The lifetime is the caller's borrow of the handle.
+#[inline]
+fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
+    let d = raw.live_descriptor();
+    if !std::ptr::eq(d, T::descriptor()) {
+        wrong_type(raw, d, std::any::type_name::<T>());
+    }
+    // SAFETY: the payload of a live T object is a valid T; mutation of GC
+    // pointer fields goes through Member's UnsafeCell.
+    unsafe { &*(raw.payload() as *const T) }
 }
 
 impl<T> Gc<T> {
