@@ -378,6 +378,16 @@
 //!   read objects. The `*_unchecked` accessors and the `extern "C"` barrier
 //!   do not check (contract). Cost: one more non-inlined TLS read per
 //!   checked access (`benches/refs.rs`).
+//! * **Allocation and `Gc<T>` deref are cooperative points** (issues 9
+//!   and 11). While the allocating worker has a checkpoint request
+//!   outstanding (a stop of the world, a refused quantum tick), allocation
+//!   takes its slow path, which calls `usurp_preempt::checkpoint()`; while
+//!   any worker has one, a deref calls it from an out-of-line slow path.
+//!   When no worker has one, each costs one load of a process-wide word
+//!   and a branch. So a stop does not wait for code
+//!   outside `preemptible!` sections to finish a walk over objects. Both
+//!   only yield on a thread with a mutator, outside no-preemption sections
+//!   (`mutator.rs`, `object.rs`).
 //! * After [`World::finalizers_pending`] is called, some task calls
 //!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
 //!   pause).
