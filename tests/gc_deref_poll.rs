@@ -21,6 +21,9 @@
 //!   a `blocking` closure panics with the access-refused message (no
 //!   yield, no crash); a deref on a plain thread attached to its own heap
 //!   takes the poll's slow path and returns the right values.
+//! * `the_stopper_does_not_yield_at_a_deref`: a task holding the world
+//!   stopped derefs with its own request set and does not yield (a yield
+//!   would panic there); after it restarts the world, its next deref does.
 //!
 //! The switch is process-wide: the tests of this file hold a lock.
 
@@ -202,6 +205,37 @@ fn no_yield_where_yielding_is_not_allowed() {
             std::hint::black_box(n);
         })
     });
+}
+
+/// A task that holds the world stopped runs in a no-preemption section:
+/// its derefs do not yield (a yield there would panic: "yield_now by the
+/// task that holds the world stopped"), even with its own worker's request
+/// set; after `start_the_world` its next deref does.
+#[test]
+fn the_stopper_does_not_yield_at_a_deref() {
+    let _s = serial();
+    let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
+    let rt2 = rt.clone();
+    let v = within(120, "a stopper's derefs", move || {
+        rt.block_on(move || {
+            let n = Gc::new(Node { left: Member::null(), right: Member::null(), val: 5 });
+            rt2.stop_the_world();
+            let slot = preempt::current_worker().expect("a task runs on a registered worker");
+            let yields = slot.stats().checkpoint_yields;
+            preempt::request_preempt(slot).unwrap();
+            wait_until(Duration::from_secs(60), "own request acknowledged", || !slot.is_pending());
+            assert!(preempt::any_checkpoint_request());
+            let v: usize = (0..100).map(|_| n.val).sum();
+            assert_eq!(slot.stats().checkpoint_yields, yields, "the stopper yielded at a deref");
+            assert!(slot.is_requested());
+            rt2.start_the_world();
+            // Positive control: outside the stop the request is honoured.
+            let w = n.val;
+            assert!(slot.stats().checkpoint_yields > yields, "a deref after the stop did not yield");
+            v + w
+        })
+    });
+    assert_eq!(v, 505);
 }
 
 #[test]
