@@ -102,12 +102,18 @@ fn ttsp_of_collections_during_a_walk() -> Vec<Duration> {
     });
     let heap = rt.heap().clone();
     let (w, d) = (walking.clone(), done.clone());
-    let collector = rt.spawn(move || {
+    // The collector is a plain thread (a stop's stopper can be any thread)
+    // sleeping with std::thread::sleep. As a task, with the poll off, its
+    // `usurp::sleep` sometimes returned only after the walk had ended (the
+    // task starved behind the walker, which never yields), and the
+    // negative control saw no collection at all (about 1 run in 5 under
+    // load).
+    let collector = std::thread::spawn(move || {
         while !w.load(Ordering::SeqCst) {
-            usurp::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
         }
         // Let the walk start on its worker.
-        usurp::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
         let mut ttsp = Vec::new();
         while !d.load(Ordering::SeqCst) {
             heap.collect();
@@ -116,7 +122,7 @@ fn ttsp_of_collections_during_a_walk() -> Vec<Duration> {
                 eprintln!("  cycle {}: ttsp {:?}, held up by {h}", last.cycle, last.time_to_safepoint);
             }
             ttsp.push(last.time_to_safepoint);
-            usurp::sleep(Duration::from_millis(30));
+            std::thread::sleep(Duration::from_millis(30));
         }
         ttsp
     });
