@@ -378,6 +378,16 @@
 //!   read objects. The `*_unchecked` accessors and the `extern "C"` barrier
 //!   do not check (contract). Cost: one more non-inlined TLS read per
 //!   checked access (`benches/refs.rs`).
+//! * **Allocation and `Gc<T>` deref are cooperative points** (issues 9
+//!   and 11). While the allocating worker has a checkpoint request
+//!   outstanding (a stop of the world, a refused quantum tick), allocation
+//!   takes its slow path, which calls `usurp_preempt::checkpoint()`; while
+//!   any worker has one, a deref calls it from an out-of-line slow path.
+//!   When no worker has one, each costs one load of a process-wide word
+//!   and a branch. So a stop does not wait for code
+//!   outside `preemptible!` sections to finish a walk over objects. Both
+//!   only yield on a thread with a mutator, outside no-preemption sections
+//!   (`mutator.rs`, `object.rs`).
 //! * After [`World::finalizers_pending`] is called, some task calls
 //!   [`Heap::run_pending_finalizers`] (never from inside allocation or the
 //!   pause).
@@ -433,6 +443,7 @@ pub mod internals {
         barrier_code_range, set_barrier_range_registration_for_tests, set_barrier_shading_for_tests,
     };
     pub use crate::block::BLOCK_SIZE;
+    pub use crate::object::set_read_poll_for_tests;
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;

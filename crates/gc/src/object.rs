@@ -25,6 +25,33 @@
 //! for JIT code ([`crate::barrier`]) and the `*_unchecked` variants do not
 //! check: calling them only from stopped threads is the caller's contract. An array's length word
 //! (payload word 0) is read-only for safe code (issue 10 item 1).
+//!
+//! **`Gc<T>` deref is a cooperative point** (issue 9: time-to-safepoint).
+//! Code that only walks objects (binary-trees' `check`, an interpreter
+//! reading its data) allocates nothing, so allocation's poll never runs;
+//! outside `preemptible!` code every stop request and quantum tick it gets
+//! is refused, and a stop waited for the end of the walk (binary-trees 21:
+//! stops of 40-56 ms). So `deref` first tests one process-wide counter
+//! (`usurp_preempt::internals::any_checkpoint_request`: a Relaxed load and
+//! a branch, no thread-local access, nothing else inlined, so it may be
+//! inlined into `preemptible!` guest code) and, only while some worker has
+//! a checkpoint request outstanding, calls `read_poll_slow` (cold, out of
+//! line, not generic), which calls `usurp_preempt::checkpoint()` where
+//! a task may yield: only on a thread that has a mutator (not inside
+//! `blocking`, not on a plain thread, not in the collector's pause, whose
+//! root scanners run with the mutator taken away), and `checkpoint()`
+//! itself does nothing inside a no-preemption section (the GC's own lock
+//! holders, a task that holds the world stopped), on a thread that is not
+//! a worker, or while the worker runs no task. The poll comes before the
+//! liveness check: the `&T` handed out is checked after any yield (during
+//! which a collection may run and the task may move to another thread, as
+//! at an allocation; nothing moves objects, so a `&T` held across a later
+//! yield stays valid as long as the object is reachable). The GC's own
+//! code never derefs a `Gc<T>` (marking, sweeping and the verifier read
+//! words raw; finalizers run outside any GC lock, in
+//! `Heap::run_pending_finalizers`). The `GcRef` accessors and
+//! `Member::get` do not poll (in binary-trees every node visit is a deref
+//! already).
 
 use crate::barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};
 use crate::descriptor::{Descriptor, GcType, SlotKind};
@@ -582,18 +609,36 @@ impl<T> Gc<T> {
 /// `GcRef` accessors otherwise. The cost is one lookup per deref (see
 /// `cargo bench -p usurp-gc --bench refs`); hot paths that know the object
 /// is alive use [`Gc::get_unchecked`].
+///
+/// A deref is also a cooperative point (issue 9, see the module docs): the
+/// task may yield there while some worker has a checkpoint request
+/// outstanding (a stop of the world, a refused quantum tick), so that a
+/// walk over objects that allocates nothing does not hold up a stop.
+/// `get_unchecked` does not poll.
 impl<T: GcType> std::ops::Deref for Gc<T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        let d = self.raw.live_descriptor();
-        if !std::ptr::eq(d, T::descriptor()) {
-            wrong_type(self.raw, d, std::any::type_name::<T>());
-        }
-        // SAFETY: the payload of a live T object is a valid T; mutation of GC
-        // pointer fields goes through Member's UnsafeCell.
-        unsafe { &*(self.raw.payload() as *const T) }
+        // A cooperative point (see the module docs): one load and a branch
+        // unless some worker has a checkpoint request outstanding. Small
+        // enough to be inlined into the caller, with the handle passed by
+        // value to the check.
+        read_poll();
+        checked_payload(self.raw)
     }
+}
+
+/// The payload of `raw` as a `T`, after `deref`'s liveness and type check.
+/// The lifetime is the caller's borrow of the handle.
+#[inline]
+fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
+    let d = raw.live_descriptor();
+    if !std::ptr::eq(d, T::descriptor()) {
+        wrong_type(raw, d, std::any::type_name::<T>());
+    }
+    // SAFETY: the payload of a live T object is a valid T; mutation of GC
+    // pointer fields goes through Member's UnsafeCell.
+    unsafe { &*(raw.payload() as *const T) }
 }
 
 impl<T> Gc<T> {
@@ -606,6 +651,42 @@ impl<T> Gc<T> {
         // SAFETY: the caller guarantees a live T object.
         unsafe { &*(self.raw.payload() as *const T) }
     }
+}
+
+/// The safe read path's poll (see the module docs): the inlined part, one
+/// Relaxed load of a process-wide counter and a branch.
+#[inline(always)]
+fn read_poll() {
+    if usurp_preempt::internals::any_checkpoint_request() {
+        read_poll_slow();
+    }
+}
+
+/// Some worker has a checkpoint request outstanding (maybe not this one's):
+/// a cooperative point where a task may yield, unless this thread has no
+/// mutator (a `blocking` closure, a plain thread, the collector's pause:
+/// such a thread keeps the request for its next real cooperative point,
+/// as at allocation). `checkpoint()` reads this thread's own slot and does
+/// nothing inside a no-preemption section or off a worker. Runtime code:
+/// out of line, so never part of a `preemptible!` section.
+#[cold]
+#[inline(never)]
+fn read_poll_slow() {
+    if READ_POLL.load(Ordering::Relaxed) && !crate::mutator::current_mutator().is_null() {
+        usurp_preempt::checkpoint();
+    }
+}
+
+/// Test-only switch (negative control of "a `Gc<T>` deref is a cooperative
+/// point", issue 9): `false` makes the poll's slow path do nothing, as
+/// before. Read on the slow path only.
+static READ_POLL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test-only: turns the deref poll off (`false`) or on again (the default).
+/// Process-wide.
+#[doc(hidden)]
+pub fn set_read_poll_for_tests(on: bool) {
+    READ_POLL.store(on, Ordering::Relaxed);
 }
 
 #[cold]

@@ -90,6 +90,21 @@ pub fn checkpoint_requested() -> bool {
     POLL.load(Ordering::Relaxed) != 0 && requested_here()
 }
 
+/// Whether any worker of the process has a checkpoint request outstanding:
+/// one Relaxed load of a global counter (maintained where requests are
+/// posted and cleared: `WorkerSlot::set_request` / `take_request`), no
+/// thread-local access. The fast path of a poll that must be cheap enough
+/// to inline into guest code, even into `preemptible!` code (it touches
+/// only this atomic): the GC's safe read paths (`Gc::deref`, issue 9) test
+/// it and, when it is set, call their out-of-line slow path, which calls
+/// [`checkpoint`] (that then reads the calling thread's own slot). Usually
+/// false; true for every thread while any worker has a request, so the
+/// slow path must stay cheap when the request is another worker's.
+#[inline(always)]
+pub fn any_checkpoint_request() -> bool {
+    POLL.load(Ordering::Relaxed) != 0
+}
+
 #[inline(never)]
 fn requested_here() -> bool {
     // SAFETY: CURRENT holds only `&'static WorkerSlot`s.

@@ -192,7 +192,7 @@ pub use stats::{PreemptStats, Refusal};
 pub mod internals {
     pub use crate::archif::fake_shadow_stack_for_tests;
     pub use crate::fntable::fn_table_if_built;
-    pub use crate::guard::{checkpoint_requested, set_yield_hook};
+    pub use crate::guard::{any_checkpoint_request, checkpoint_requested, set_yield_hook};
     pub use crate::signal::{
         cached_pid, disable_refusal_backoff_for_tests, init, mark_request_pending, old_refusal_retry_for_tests,
         request_preempt, request_siginfo, set_park_hook, set_preempt_window_for_tests,

@@ -310,7 +310,20 @@ impl WorkerSlot {
     /// transitions make a system call. Meant for the worker itself (a disarm
     /// racing with the worker's own tick may be undone by that tick's
     /// re-arm).
+    ///
+    /// `set_idle(true)` also clears an outstanding checkpoint request: it
+    /// was for a task this worker no longer runs (a stop request that
+    /// arrived between tasks, before the worker parked for the stop or went
+    /// to sleep; a tick refused just before a handoff). Left set, it kept
+    /// the process-wide count of requests non-zero while the worker slept,
+    /// and with it every allocation's and every `Gc<T>` deref's poll on
+    /// every worker on its slow path (issue 9), and made the worker's next
+    /// task yield at its first checkpoint for nothing.
     pub fn set_idle(&self, idle: bool) -> Result<(), Error> {
+        if idle {
+            self.take_request();
+            self.refusal_request.store(false, Ordering::Relaxed);
+        }
         if !self.has_timer.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -772,6 +785,34 @@ mod tests {
         .join()
         .unwrap();
         assert!(altstack_size() >= libc::SIGSTKSZ);
+    }
+
+    #[test]
+    fn going_idle_clears_an_outstanding_request() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        std::thread::spawn(move || {
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            a.set_idle(false).unwrap();
+            // A request between tasks (not running): refused, and the flag
+            // stays set (nothing else clears it: the control).
+            let acks = a.acks();
+            assert_eq!(crate::request_preempt(a), Ok(true));
+            let t0 = std::time::Instant::now();
+            while a.acks() == acks {
+                assert!(t0.elapsed() < Duration::from_secs(20), "request never acknowledged");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(a.is_requested());
+            assert!(crate::guard::any_checkpoint_request());
+            // The worker goes to sleep (or parks for the stop): the request
+            // was for no task, and must not keep every poll on its slow path.
+            a.set_idle(true).unwrap();
+            assert!(!a.is_requested());
+            unregister_worker().unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
