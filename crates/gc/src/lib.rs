@@ -435,6 +435,16 @@ pub mod internals {
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;
+
+    /// Whether any heap of the process is marking (one Relaxed load: the
+    /// write barrier's flag). A thread the World stops sees the value of
+    /// the last stop; others must treat it as a hint (a `true` is then
+    /// confirmed under the shading gate, e.g. by
+    /// [`Heap::shade_conservative_range`](crate::Heap::shade_conservative_range)).
+    #[inline(always)]
+    pub fn any_heap_marking() -> bool {
+        crate::barrier::MARKING.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
 }
 
 pub use barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};

@@ -227,6 +227,7 @@ mod queue;
 mod runtime;
 mod spin;
 mod stack;
+mod stack_scan;
 pub mod sync;
 mod sys;
 mod sysmon;

@@ -236,6 +236,7 @@ impl RuntimeBuilder {
                 timers: SpinLock::new(Timers::new()),
                 next_timer: AtomicU64::new(u64::MAX),
                 pool: SpinLock::new(Vec::new()),
+                stack_scan: crate::stack_scan::StackScan::new(),
                 registry: SpinLock::new(Vec::new()),
                 spares: SpinLock::new(Vec::new()),
                 threads: AtomicUsize::new(0),
@@ -520,6 +521,8 @@ pub(crate) struct Shared {
     pub(crate) timers: SpinLock<Timers>,
     pub(crate) next_timer: AtomicU64,
     pub(crate) pool: SpinLock<Vec<*mut Task>>,
+    /// Per-task stack scanning for the GC (`stack_scan.rs`).
+    pub(crate) stack_scan: crate::stack_scan::StackScan,
     pub(crate) registry: SpinLock<Vec<*mut Task>>,
     spares: SpinLock<Vec<*const Machine>>,
     pub(crate) threads: AtomicUsize,

@@ -891,6 +891,8 @@ unsafe fn switch_to(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, ac
     } else {
         m.current.set(next);
         w.running_task.store(next as usize, Ordering::Relaxed);
+        // Hook (stack_scan.rs): scanned for the GC's epoch before it runs.
+        crate::stack_scan::before_resume(w.shared(), next);
         // SAFETY: `next` is a runnable task we own; its SP was saved.
         unsafe {
             (*next).state.store(state::RUNNING, Ordering::Relaxed);
@@ -1380,6 +1382,9 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             m.worker.set(ptr::null());
             if !sh.handoff(w) {
                 // No spare thread: undo, and run in place below.
+                // Hook (stack_scan.rs): a collector may have claimed it
+                // as BLOCKING meanwhile.
+                crate::stack_scan::before_resume(sh, cur);
                 m.worker.set(w);
                 // SAFETY: as above.
                 unsafe { (*cur).state.store(state::RUNNING, Ordering::SeqCst) };
@@ -1402,6 +1407,9 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         drop(no_alloc);
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
+        // Hook (stack_scan.rs): the frames above `sp` are written again
+        // from here on: scanned for the GC's epoch first.
+        crate::stack_scan::before_resume(sh, cur);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).
         let m = machine();
@@ -1504,6 +1512,8 @@ fn schedule_loop(m: &Machine) {
             return;
         };
         w.update_contention();
+        // Hook (stack_scan.rs): scanned for the GC's epoch before it runs.
+        crate::stack_scan::before_resume(w.shared(), t);
         m.current.set(t);
         w.running_task.store(t as usize, Ordering::Relaxed);
         w.bump_switch();
