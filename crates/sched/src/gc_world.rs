@@ -21,7 +21,14 @@
 //!   `blocking`).
 //!
 //! The range is `[saved_sp - arch::RED_ZONE, stack_hi)` (RED_ZONE = 128 on
-//! x86-64, 0 on aarch64), clipped to the stack's mapping. Worker threads'
+//! x86-64, 0 on aarch64), clipped to the stack's mapping.
+//!
+//! **In a concurrent cycle the stacks are not reported in the stop**
+//! (`begin_concurrent_stack_scan`, issue 9 item 2): each task's range is
+//! scanned once after the start stop, by the collector
+//! (`scan_task_stacks`) or by whoever resumes the task first, under a
+//! per-task claim; see `stack_scan.rs`. The stop-the-world mark (and any
+//! other stop) still gets them from `for_each_conservative_range`. Worker threads'
 //! own stacks (their scheduler loops) are not scanned: they run no code that
 //! holds heap pointers (marking jobs get their work from the GC's queues).
 //! The caller's own stack is scanned by the GC from

@@ -16,6 +16,10 @@
 //! * [`for_each_task_stack`]: with the world stopped, every task that is not
 //!   running, as (saved SP, stack low, stack high). Tasks inside `blocking`
 //!   report the SP at which they entered it.
+//! * Per-task stack scanning (`stack_scan.rs`), for tests: its negative
+//!   controls ([`set_resume_claim_for_tests`], [`set_send_shading_for_tests`]),
+//!   [`hold_stack_scan_for_tests`] (keeps the collector off one task),
+//!   [`task_stack_scanned`], [`stack_scan_epoch`], [`stack_scan_counts`].
 
 use crate::Runtime;
 use std::sync::atomic::Ordering;

@@ -272,7 +272,9 @@ pub(crate) fn shade_range(lo: usize, hi: usize) {
     if m.is_null() {
         return;
     }
-    // SAFETY: a machine lives as long as its thread, and keeps its runtime
-    // alive; the caller guarantees the range.
-    unsafe { (&(*m).shared).heap.shade_conservative_range(lo, hi) };
+    // SAFETY: a machine lives as long as its thread (we are on it), and
+    // keeps its runtime alive.
+    let sh: &Shared = unsafe { &(*m).shared };
+    // SAFETY: the caller guarantees the range.
+    unsafe { sh.heap.shade_conservative_range(lo, hi) };
 }
