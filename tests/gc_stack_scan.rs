@@ -82,7 +82,7 @@ fn parked_and_yielding_tasks_lose_nothing() {
         let (by_collector0, _) = hooks::stack_scan_counts();
         let (cycles, stacks) = rt.block_on(|| {
             let heap = Heap::current().unwrap();
-            let tasks = scale(64).max(8);
+            let tasks = scale(150).max(8);
             let stop = Arc::new(AtomicBool::new(false));
             let gate = Arc::new(usurp::sync::Mutex::new(()));
             let hold = gate.lock();

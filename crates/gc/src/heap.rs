@@ -1477,12 +1477,16 @@ impl HeapInner {
                             if done {
                                 break;
                             }
-                            // Mark meanwhile (bounded, so the next pass comes soon).
-                            if !sm.drain_budget(crate::pacer::SLICE) || spins < 64 {
+                            // Mark meanwhile (bounded, so the next pass comes
+                            // soon); with nothing to mark, wait a little for
+                            // the tasks being scanned by their resumers.
+                            if sm.drain_budget(crate::pacer::SLICE) {
                                 spins += 1;
-                                std::thread::yield_now();
-                            } else {
-                                std::thread::sleep(Duration::from_micros(50));
+                                if spins < 64 {
+                                    std::thread::yield_now();
+                                } else {
+                                    std::thread::sleep(Duration::from_micros(50));
+                                }
                             }
                         }
                         stack.append(&mut sm.stack);

@@ -146,54 +146,80 @@ unsafe fn range_of(t: *mut Task) -> Option<(usize, usize)> {
     }
 }
 
+/// Tasks the collector visits per hold of the registry lock (a spawn that
+/// allocates a new task struct waits for it meanwhile).
+const CHUNK: usize = 64;
+
 /// The collector (`World::scan_task_stacks`): claim and scan every
 /// unscanned task that is not running; true when no task is left unscanned.
+///
+/// The registry lock keeps every task struct alive while it is held (a
+/// struct is freed only after leaving the registry), so the pass takes it
+/// per chunk of [`CHUNK`] tasks. Between chunks the registry may change
+/// (a removal moves the last task into the hole, which this pass may then
+/// miss), so a pass that found work says "not done", and "done" is only
+/// said by a pass that found nothing to do, confirmed by one check of
+/// every task under a single hold of the lock (loads only, no scanning).
 pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> bool {
     let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
     let held = HELD.load(Ordering::Relaxed);
     let claim_on = RESUME_CLAIM.load(Ordering::Relaxed);
-    let mut all = true;
-    // The registry lock keeps every task struct alive during the pass (a
-    // struct is freed only after leaving the registry).
+    let mut busy = false;
+    let mut i = 0;
+    loop {
+        let reg = sh.registry.lock();
+        if i >= reg.len() {
+            break;
+        }
+        let end = reg.len().min(i + CHUNK);
+        for &t in &reg[i..end] {
+            // SAFETY: registered tasks are valid while the lock is held.
+            let task = unsafe { &*t };
+            let s = task.state.load(Ordering::Acquire);
+            if s == state::FREE || s == state::ABANDONED {
+                continue;
+            }
+            let v = task.scan.load(Ordering::Acquire);
+            if v == want {
+                continue;
+            }
+            busy = true;
+            if s == state::RUNNING && !claim_on {
+                // Negative control only: a task resumed without a claim
+                // runs unscanned; its stack cannot be read while it runs.
+                let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
+            if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
+                // Being scanned by its resumer (RUNNING is stored after the
+                // claim), or held by a test: not ours now.
+                continue;
+            }
+            if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue; // a resumer won: it scans
+            }
+            // SAFETY: we hold the claim: the task cannot resume (a resumer
+            // waits for "scanned") and is not running (it was not RUNNING,
+            // and every resume claims first), so its saved SP and the frames
+            // above it are stable and mapped.
+            if let Some((lo, hi)) = unsafe { range_of(t) } {
+                f(lo, hi);
+            }
+            BY_COLLECTOR.fetch_add(1, Ordering::Relaxed);
+            task.scan.store(want, Ordering::Release);
+        }
+        i = end;
+    }
+    if busy {
+        return false;
+    }
     let reg = sh.registry.lock();
-    for &t in reg.iter() {
-        // SAFETY: registered tasks are valid while the lock is held.
+    reg.iter().all(|&t| {
+        // SAFETY: as above.
         let task = unsafe { &*t };
         let s = task.state.load(Ordering::Acquire);
-        if s == state::FREE || s == state::ABANDONED {
-            continue;
-        }
-        let v = task.scan.load(Ordering::Acquire);
-        if v == want {
-            continue;
-        }
-        if s == state::RUNNING && !claim_on {
-            // Negative control only: a task resumed without a claim runs
-            // unscanned; its stack cannot be read while it runs.
-            let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
-            continue;
-        }
-        if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
-            // Being scanned by its resumer (RUNNING is stored after the
-            // claim), or held by a test: not ours now.
-            all = false;
-            continue;
-        }
-        if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            all = false; // a resumer won: it scans; look again next pass
-            continue;
-        }
-        // SAFETY: we hold the claim: the task cannot resume (a resumer waits
-        // for "scanned") and is not running (it was not RUNNING, and every
-        // resume claims first), so its saved SP and the frames above it are
-        // stable and mapped.
-        if let Some((lo, hi)) = unsafe { range_of(t) } {
-            f(lo, hi);
-        }
-        BY_COLLECTOR.fetch_add(1, Ordering::Relaxed);
-        task.scan.store(want, Ordering::Release);
-    }
-    all
+        s == state::FREE || s == state::ABANDONED || task.scan.load(Ordering::Acquire) == want
+    })
 }
 
 /// Before task `t` runs again (a worker switching to it, or the task
