@@ -110,7 +110,8 @@
 //!    stacks one at a time, [`World::begin_concurrent_stack_scan`], not
 //!    the task stacks), precise roots, root scanners, pending finalizers →
 //!    `start the world`.
-//! 2b. *Stack scan* (such a World only), world running: the collector asks
+//!
+//!    *Stack scan* (such a World only), world running: the collector asks
 //!    the World ([`World::scan_task_stacks`], non-blocking) for every task
 //!    stack it can claim, marking from what it found, until every task of
 //!    the cycle is scanned (by the collector, or by whoever resumed the
