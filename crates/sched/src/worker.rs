@@ -1404,12 +1404,14 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         // path reports why); the thread's mutator is back right after `f`.
         let no_alloc = usurp_gc::forbid_allocation(crate::gc_world::INSIDE_BLOCKING);
         res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
-        drop(no_alloc);
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
         // Hook (stack_scan.rs): the frames above `sp` are written again
-        // from here on: scanned for the GC's epoch first.
+        // from here on: scanned for the GC's epoch first. Still without a
+        // mutator, so a scan it does goes through the shading gate (a stop
+        // may begin after the wait above: its marking is exclusive).
         crate::stack_scan::before_resume(sh, cur);
+        drop(no_alloc);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).
         let m = machine();
