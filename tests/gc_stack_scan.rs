@@ -9,7 +9,8 @@
 //! * a value handed through a channel from a task whose stack is not
 //!   scanned yet (inside `blocking`, held back from the collector by a test
 //!   hook) to a task already scanned survives; control: without the
-//!   send-side shading it is freed;
+//!   send-side shading it is freed; likewise a value captured by a closure
+//!   such a task spawns during the mark (the new task's stack starts black);
 //! * a task resumed during the stack-scan phase is scanned before it runs;
 //!   control: resumed without the claim (and held back from the collector),
 //!   the tree only its running stack holds is freed;
@@ -192,6 +193,7 @@ fn handoff(shading: bool) -> bool {
                 let heap = heap.clone();
                 usurp::spawn(move || {
                     let xs = make_x(&heap, &weak);
+                    scrub();
                     U_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                     usurp::blocking(move || {
                         U_IN_BLOCKING.store(true, Ordering::SeqCst);
@@ -230,6 +232,15 @@ fn make_x(heap: &Heap, weak: &Mutex<Option<WeakRef>>) -> usize {
     x.raw().addr() ^ X
 }
 
+/// Overwrites the stack below the caller with zeros (no stale copy of X's
+/// address is left where the frames of `blocking` will lie, above the SP it
+/// records, which U's scan reads).
+#[inline(never)]
+fn scrub() {
+    let mut a = [0usize; 4096];
+    black_box(&mut a);
+}
+
 /// Sends X from deep below the caller's frames (so no copy of it lands
 /// where a later scan of the sender's stack would find it).
 #[inline(never)]
@@ -256,6 +267,111 @@ fn negative_control_handoff_without_send_shading_is_freed() {
     let _s = serial();
     within(300, "negative_control_handoff_without_send_shading_is_freed", || {
         assert!(!handoff(false), "without the send-side shading the handed-off value survived: the test shows nothing");
+    });
+}
+
+/// U (not scanned: inside `blocking`, held back from the collector)
+/// spawns, during the mark, a task W whose closure captures the only
+/// reference to X; W starts with a black stack, takes X onto it and keeps
+/// it across the end of the cycle. Returns whether X survived.
+fn spawn_handoff(shading: bool) -> bool {
+    static U_ID: AtomicU64 = AtomicU64::new(0);
+    static WATCHING: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static U_IN_BLOCKING: AtomicBool = AtomicBool::new(false);
+    U_ID.store(0, Ordering::SeqCst);
+    for b in [&WATCHING, &GO, &U_IN_BLOCKING] {
+        b.store(false, Ordering::SeqCst);
+    }
+    let _restore = Restore;
+    hooks::set_send_shading_for_tests(shading);
+    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
+    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    std::thread::scope(|s| {
+        let rt = &rt;
+        // The watcher: once the cycle began (new epoch), let U spawn.
+        s.spawn(move || {
+            wait_until(Duration::from_secs(60), "U started", || U_ID.load(Ordering::SeqCst) != 0);
+            let e0 = hooks::stack_scan_epoch(rt);
+            WATCHING.store(true, Ordering::SeqCst);
+            wait_until(Duration::from_secs(60), "the cycle began", || hooks::stack_scan_epoch(rt) > e0);
+            GO.store(true, Ordering::SeqCst);
+        });
+        rt.block_on(|| {
+            let heap = Heap::current().unwrap();
+            let weak: Arc<Mutex<Option<WeakRef>>> = Arc::new(Mutex::new(None));
+            let (done_tx, done_rx) = usurp::channel::<()>();
+            let (w_tx, w_rx) = std::sync::mpsc::channel();
+            let u = {
+                let weak = weak.clone();
+                let heap = heap.clone();
+                usurp::spawn(move || {
+                    let xs = make_x(&heap, &weak);
+                    scrub();
+                    U_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
+                    usurp::blocking(move || {
+                        U_IN_BLOCKING.store(true, Ordering::SeqCst);
+                        let t0 = Instant::now();
+                        while !GO.load(Ordering::SeqCst) {
+                            assert!(t0.elapsed() < Duration::from_secs(60), "GO never came");
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        w_tx.send(spawn_deep(xs, weak, done_rx)).unwrap();
+                    });
+                })
+            };
+            while !U_IN_BLOCKING.load(Ordering::SeqCst) {
+                usurp::yield_now();
+            }
+            hooks::hold_stack_scan_for_tests(U_ID.load(Ordering::SeqCst));
+            while !WATCHING.load(Ordering::SeqCst) {
+                usurp::yield_now();
+            }
+            heap.collect();
+            hooks::hold_stack_scan_for_tests(0);
+            done_tx.send(()).unwrap();
+            u.join().unwrap();
+            let w = w_rx.recv().unwrap();
+            w.join().unwrap()
+        })
+    })
+}
+
+/// Spawns W with X in its closure, from deep below the caller's frames.
+#[inline(never)]
+fn spawn_deep(
+    xs: usize,
+    weak: Arc<Mutex<Option<WeakRef>>>,
+    done_rx: usurp::Receiver<()>,
+) -> usurp::JoinHandle<bool> {
+    let pad = [0usize; 512];
+    black_box(&pad);
+    // SAFETY: as in `send_deep`.
+    let x = unsafe { GcRef::from_addr(black_box(xs) ^ X) }.expect("X's address");
+    usurp::spawn(move || {
+        let x = black_box(x);
+        done_rx.recv().unwrap();
+        let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
+        if alive {
+            assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
+        }
+        alive
+    })
+}
+
+#[test]
+fn spawn_closure_from_an_unscanned_stack_survives() {
+    let _s = serial();
+    within(300, "spawn_closure_from_an_unscanned_stack_survives", || {
+        assert!(spawn_handoff(true), "the value captured by a closure spawned during the mark was freed");
+    });
+}
+
+#[test]
+fn negative_control_spawn_closure_without_shading_is_freed() {
+    let _s = serial();
+    within(300, "negative_control_spawn_closure_without_shading_is_freed", || {
+        assert!(!spawn_handoff(false), "without the spawn-side shading the captured value survived: the test shows nothing");
     });
 }
 

@@ -430,7 +430,7 @@ where
         // SAFETY: the task is not published yet: nobody takes the closure.
         let (lo, hi) = unsafe { body.closure_range() };
         if lo < hi {
-            crate::stack_scan::shade_range(lo, hi);
+            crate::stack_scan::shade_range_in(shared, lo, hi);
         }
     }
     // SAFETY: `t` is a FREE task we just took.

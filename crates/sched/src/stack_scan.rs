@@ -301,6 +301,15 @@ pub(crate) fn shade_range(lo: usize, hi: usize) {
     // SAFETY: a machine lives as long as its thread (we are on it), and
     // keeps its runtime alive.
     let sh: &Shared = unsafe { &(*m).shared };
-    // SAFETY: the caller guarantees the range.
-    unsafe { sh.heap.shade_conservative_range(lo, hi) };
+    shade_range_in(sh, lo, hi);
+}
+
+/// [`shade_range`] with the heap of runtime `sh` (a spawn into `sh`).
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_range_in(sh: &Shared, lo: usize, hi: usize) {
+    if SEND_SHADING.load(Ordering::Relaxed) {
+        // SAFETY: the caller guarantees the range.
+        unsafe { sh.heap.shade_conservative_range(lo, hi) };
+    }
 }
