@@ -438,10 +438,10 @@ fn negative_control_resume_without_claim_loses_the_tree() {
     });
 }
 
-/// A task spinning without a safe point for 200 ms from right after the
-/// start stop, while the stack-scan phase lasts ~30 ms more (another task,
+/// A task spinning without a safe point for 300 ms from right after the
+/// start stop, while the stack-scan phase lasts ~50 ms more (another task,
 /// held back from the collector, is scanned only when it leaves `blocking`
-/// 30 ms into the spin): the phase ends without waiting for the spinner
+/// 50 ms into the spin): the phase ends without waiting for the spinner
 /// (it was scanned when it resumed), a 1 ms sleeper on the third worker
 /// keeps waking during it, and only the termination stop waits for the
 /// spinner.
@@ -471,7 +471,7 @@ fn spinner_in_plain_code_holds_up_no_stack_scan() {
             });
             let r = rt.block_on(move || {
                 let heap = Heap::current().unwrap();
-                let spin_for = Duration::from_millis(200);
+                let spin_for = Duration::from_millis(300);
                 // (A new runtime's epoch is 0 until its first cycle.)
                 EPOCH0.store(EPOCH.load(Ordering::SeqCst), Ordering::SeqCst);
                 let armed = Arc::new(AtomicBool::new(false));
@@ -495,7 +495,7 @@ fn spinner_in_plain_code_holds_up_no_stack_scan() {
                     })
                 };
                 // Held back from the collector; scanned when it leaves
-                // `blocking`, 30 ms into the spin: the phase lasts that long.
+                // `blocking`, 50 ms into the spin: the phase lasts that long.
                 let h_id = Arc::new(AtomicU64::new(0));
                 let held = {
                     let h_id = h_id.clone();
@@ -507,7 +507,7 @@ fn spinner_in_plain_code_holds_up_no_stack_scan() {
                                 assert!(t0.elapsed() < Duration::from_secs(60), "the spinner never started");
                                 std::thread::sleep(Duration::from_micros(100));
                             }
-                            std::thread::sleep(Duration::from_millis(30));
+                            std::thread::sleep(Duration::from_millis(50));
                             WAKES_AT_RELEASE.store(WAKES.load(Ordering::SeqCst), Ordering::SeqCst);
                         });
                     })
@@ -540,15 +540,16 @@ fn spinner_in_plain_code_holds_up_no_stack_scan() {
             r
         });
         eprintln!("stack scan {stack_scan:?}, spinner {spun:?}, stops {stops:?}, sleeper wakes during the spin's scan phase {wakes}");
-        assert!(spun >= Duration::from_millis(200));
+        assert!(spun >= Duration::from_millis(300));
         // (The phase is timed from the restart's return, which can come a
-        // few ms after the tasks ran again: less than the held task's 30 ms.)
+        // few ms after the tasks ran again: less than the held task's 50 ms.)
         assert!(stack_scan >= Duration::from_millis(10), "the scan phase did not wait for the held task");
         assert!(
-            stack_scan < Duration::from_millis(150),
+            stack_scan < Duration::from_millis(200),
             "the stack-scan phase took {stack_scan:?}: it waited for the spinner"
         );
-        assert!(wakes >= 3, "the 1 ms sleeper woke only {wakes} times in the 30 ms of the scan phase");
+        // (At least twice in 50 ms: a loose bound, the machine may be loaded.)
+        assert!(wakes >= 2, "the 1 ms sleeper woke only {wakes} times in the 50 ms of the scan phase");
         let longest = stops.iter().max().copied().unwrap_or_default();
         assert!(
             longest >= Duration::from_millis(50),
