@@ -168,7 +168,10 @@
 //! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
-//! `[saved_sp - RED_ZONE, hi)` conservatively.
+//! `[saved_sp - RED_ZONE, hi)` conservatively. In a concurrent GC cycle
+//! the stop omits them: each task's range is scanned once after the start
+//! stop, by the collector or by whoever resumes the task first, under a
+//! per-task claim (`stack_scan.rs`, issue 9 item 2).
 //!
 //! **Integration** (`preempt_glue.rs`, `stw.rs`, `gc_world.rs`,
 //! `sysmon.rs`). Every runtime thread registers a `usurp_preempt::WorkerSlot`
