@@ -516,6 +516,30 @@ impl Heap {
         })
     }
 
+    /// Shade every object a word of `[lo, hi)` points into (the
+    /// conservative rule of stack scanning, see `mark.rs`) if this heap is
+    /// marking; nothing otherwise (cost then: one load of the process-wide
+    /// "a heap marks" flag). For a World that scans task stacks one task at
+    /// a time ([`World::scan_task_stacks`](crate::World::scan_task_stacks)):
+    /// the scheduler scans a task's stack with it when the task is about to
+    /// resume before the collector reached it, and shades with it the bytes
+    /// of values that move between tasks through memory it owns without a
+    /// barrier (channel sends, spawn closures, join results) while a heap
+    /// marks. Objects shaded are marked and queued on the heap's grey list
+    /// (counted as live like the barrier's). Callable from any thread: one
+    /// the World does not stop goes through the shading gate (it waits out
+    /// a stop in which the collector marks).
+    ///
+    /// # Safety
+    /// `[lo, hi)` is readable memory for the duration of the call.
+    #[doc(hidden)]
+    pub unsafe fn shade_conservative_range(&self, lo: usize, hi: usize) {
+        if crate::barrier::MARKING.load(Ordering::Relaxed) == 0 || lo >= hi {
+            return;
+        }
+        shade_range_slow(&self.inner, lo, hi);
+    }
+
     /// Test support (the incremental-marking model test): whether the
     /// object at `addr` is marked by the mark in progress, without shading
     /// it (unlike `object_at`).
@@ -1402,6 +1426,10 @@ impl HeapInner {
         if sp != 0 && lo <= sp && sp < hi {
             words += m.scan_range(sp, hi);
         }
+        // Per-task stack scanning (issue 9 item 2): with a World that scans
+        // its tasks' stacks one at a time after the restart, this stop
+        // reports only the other ranges (no stop scans every stack).
+        let stacks_later = concurrent && world.begin_concurrent_stack_scan();
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
         phase.set(Phase::Marking);
         words += self.mark_precise_roots(&mut m, phase);
@@ -1417,6 +1445,7 @@ impl HeapInner {
         let mut stops = Vec::new();
         let mut ttsp = t_stopped - t0;
         let (mut concurrent_mark, mut term_mark) = (Duration::ZERO, Duration::ZERO);
+        let (mut stack_scan, mut stacks_scanned) = (Duration::ZERO, 0usize);
         let mut t_term = t_roots;
         let mut last_stop_start = t0;
         if concurrent {
@@ -1429,6 +1458,44 @@ impl HeapInner {
             stops.push(t_started - t0);
             self.restart_world(world);
             let mut stack = std::mem::take(&mut m.stack);
+            if stacks_later {
+                // The tasks' stacks, one at a time, with the world running:
+                // ask the World for what it can claim now, mark from what
+                // it found while the rest comes free, until every task of
+                // this cycle is scanned (by us, or by whoever resumed it).
+                let s0 = Instant::now();
+                phase.set(Phase::ConcurrentMarking);
+                world.blocking(&mut || {
+                    never_unwind("scanning task stacks", || {
+                        let mut sm = Marker::new(space, &counters);
+                        let mut spins = 0u32;
+                        loop {
+                            let done = world.scan_task_stacks(&mut |lo, hi| {
+                                words += sm.scan_range(lo, hi);
+                                stacks_scanned += 1;
+                            });
+                            if done {
+                                break;
+                            }
+                            // Mark meanwhile (bounded, so the next pass comes
+                            // soon); with nothing to mark, wait a little for
+                            // the tasks being scanned by their resumers.
+                            if sm.drain_budget(crate::pacer::SLICE) {
+                                spins += 1;
+                                if spins < 64 {
+                                    std::thread::yield_now();
+                                } else {
+                                    std::thread::sleep(Duration::from_micros(50));
+                                }
+                            }
+                        }
+                        stack.append(&mut sm.stack);
+                        sm.flush();
+                    })
+                });
+                stack_scan = s0.elapsed();
+                concurrent_mark += stack_scan;
+            }
             // The finalizer records, with the world running (no stop of this cycle visits them).
             let c0 = Instant::now();
             phase.set(Phase::ConcurrentMarking);
@@ -1628,6 +1695,8 @@ impl HeapInner {
             mark: if concurrent { term_mark } else { t_marked - t_roots },
             sweep: t_swept - t_marked,
             concurrent_mark,
+            stack_scan,
+            stacks_scanned,
             assist,
             assist_calls,
             assist_waits,
@@ -2360,6 +2429,29 @@ impl Drop for PauseFlag {
 }
 
 /// The heap's side of the shading gate (`refcheck::shading_section`).
+/// [`Heap::shade_conservative_range`]'s work: a concurrent (atomic) marker
+/// over the range, its finds pushed on the grey list and counted as shaded.
+#[cold]
+#[inline(never)]
+fn shade_range_slow(h: &HeapInner, lo: usize, hi: usize) {
+    crate::refcheck::shading_section(|| {
+        let space = &h.space;
+        if !space.mark.marking.load(Ordering::Acquire) {
+            return;
+        }
+        let counters = MarkCounters::default();
+        let mut m = Marker::new_small(space, &counters);
+        m.scan_range(lo, hi);
+        let bytes = m.live_bytes();
+        if bytes != 0 {
+            space.mark.shaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        if !m.stack.is_empty() {
+            lock(&space.mark.grey).append(&mut m.stack);
+        }
+    })
+}
+
 fn space_gate(h: &HeapInner) -> &crate::refcheck::MarkShared {
     h.space.mark
 }

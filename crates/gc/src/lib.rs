@@ -53,7 +53,10 @@
 //! * the collecting thread's stack from its spilled registers up;
 //! * every range the [`World`] reports. With `usurp-sched`'s world that is:
 //!   the stacks (and saved or spilled registers) of every task that is not
-//!   running; the captured values of every spawn closure not started yet;
+//!   running — in a concurrent cycle not in the stop but one task at a
+//!   time after it, each before it next runs ([`World::scan_task_stacks`];
+//!   values moved through the places below meanwhile are shaded as they
+//!   move); the captured values of every spawn closure not started yet;
 //!   every join result or panic payload not yet joined; the values buffered
 //!   in every `usurp` channel not yet received (see `usurp-sched`'s
 //!   `gc_world.rs`). With [`ThreadWorld`]: the stacks of parked threads;
@@ -103,9 +106,20 @@
 //!    and the heap's flag) and black allocation on (every mutator's cached
 //!    blocks given back, so the blocks taken from now on allocate black) →
 //!    scan the roots: the collecting thread's stack and spilled registers,
-//!    every range the [`World`] reports (all task stacks and registers:
-//!    the first cut, one stop scans them all), precise roots, root
-//!    scanners, pending finalizers → `start the world`.
+//!    every range the [`World`] reports (with a World that scans task
+//!    stacks one at a time, [`World::begin_concurrent_stack_scan`], not
+//!    the task stacks), precise roots, root scanners, pending finalizers →
+//!    `start the world`.
+//!
+//!    *Stack scan* (such a World only), world running: the collector asks
+//!    the World ([`World::scan_task_stacks`], non-blocking) for every task
+//!    stack it can claim, marking from what it found, until every task of
+//!    the cycle is scanned (by the collector, or by whoever resumed the
+//!    task first). No stop scans all stacks; a task that never reaches a
+//!    safe point delays no scan (it was scanned when it resumed after the
+//!    start stop), only the termination stop. Reported as
+//!    `CycleStats::stack_scan` / `stacks_scanned` (part of the concurrent
+//!    mark) and in `gctrace` as `(stacks X ms, N by the collector)`.
 //! 3. *Concurrent mark*, world running: the collector first scans the
 //!    registered finalizer records (each closure's captures, and each
 //!    finalizable object's referents), then marks, with
@@ -175,8 +189,10 @@
 //! order their reads of the marking state. Test:
 //! `tests/weak_get_termination.rs` (its control without the gate frees the
 //! child of a target the weak reference keeps). A stack needs
-//! no rescan: it was scanned in the start stop, and what a task loads from
-//! the heap afterwards was reachable at the start (or is new).
+//! no rescan: it was scanned in the start stop or, one task at a time,
+//! before the task next ran after it, and what a task loads from the heap
+//! after its scan was reachable at the start, or shaded when stored into
+//! the heap or overwritten there (hybrid barrier), or is new.
 //! `HeapConfig::stw_marking` (hidden) keeps the old collector (the whole
 //! mark in one stop, parallel on `World::run_parallel`) for controls and
 //! baselines. The scheduler implements [`World`]; this crate does not
@@ -306,20 +322,23 @@
 //! 4. *Registers*: the collector spills its own callee-saved registers
 //!    (`arch::with_registers_spilled`) and scans its stack from there; the
 //!    World reports other tasks' saved/spilled register areas.
-//! 5. *Stacks without barriers*: the hybrid barrier's deletion half, with
-//!    every stack scanned in the start stop: no stack rescan. Scanning the
-//!    stacks one task at a time instead (issue 9 item 2, not done) needs
-//!    two more things here. The barrier must be on in every mutator before
-//!    the first stack is scanned (else a scanned task could load an object
-//!    that a mutator still running without the barrier then unlinks
-//!    unshaded), so the start stays a stop, or becomes a handshake every
-//!    running worker acknowledges. And values move between tasks through
-//!    memory the runtime owns without a barrier (channel buffers, spawn
-//!    closures, join results: conservative ranges of the start stop): a
-//!    task not scanned yet could hand the only reference to a white object
-//!    to a task already scanned and drop its own copy; Go's channel copies
-//!    go through the write barrier. Such transfers would have to shade the
-//!    words they move while a heap marks.
+//! 5. *Stacks without barriers*: the hybrid barrier shades both the
+//!    overwritten and the stored value, so each stack is scanned once, at
+//!    any moment of the mark, and never rescanned. With a World that scans
+//!    stacks one task at a time ([`World::begin_concurrent_stack_scan`]:
+//!    the scheduler's, issue 9 item 2) two more things hold. The barrier
+//!    is on in every mutator before the first stack is scanned (else a
+//!    scanned task could load an object that a mutator still running
+//!    without the barrier then unlinks unshaded): the start stays a stop,
+//!    which scans everything but the task stacks. And values that move
+//!    between tasks through memory the runtime owns without a barrier
+//!    (channel buffers, select storage, spawn closures, join results: no
+//!    stop of the mark rescans them) are shaded by the runtime while a heap
+//!    marks ([`Heap::shade_conservative_range`]), so a task not scanned yet
+//!    cannot hand the only reference to a white object to a task already
+//!    scanned (Go's channel copies go through the write barrier likewise).
+//!    Tests: `tests/gc_stack_scan.rs` (controls: the send-side shading
+//!    off, the resume-side claim off).
 //! 6. *Allocate black*: a block taken during a mark carries the cycle's
 //!    mark buffer and each new object's mark bit is set (an atomic RMW:
 //!    markers set bits of the same words) before its start bit is
@@ -447,6 +466,16 @@ pub mod internals {
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;
+
+    /// Whether any heap of the process is marking (one Relaxed load: the
+    /// write barrier's flag). A thread the World stops sees the value of
+    /// the last stop; others must treat it as a hint (a `true` is then
+    /// confirmed under the shading gate, e.g. by
+    /// [`Heap::shade_conservative_range`](crate::Heap::shade_conservative_range)).
+    #[inline(always)]
+    pub fn any_heap_marking() -> bool {
+        crate::barrier::MARKING.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
 }
 
 pub use barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};

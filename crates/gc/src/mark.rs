@@ -268,10 +268,18 @@ const DONATE_MIN: usize = 2;
 
 impl<'a> Marker<'a> {
     pub fn new(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
+        let mut m = Marker::new_small(space, counters);
+        m.stack.reserve(1024);
+        m
+    }
+
+    /// A marker whose grey stack starts empty (no allocation until it finds
+    /// something): for one-off shading of a few words.
+    pub fn new_small(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
         let buf = ((space.gen.load(Ordering::Acquire) + 1) % 2) as usize;
         Marker {
             space,
-            stack: Vec::with_capacity(1024),
+            stack: Vec::new(),
             counters,
             bad: 0,
             bad_values: 0,

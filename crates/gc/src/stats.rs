@@ -45,6 +45,14 @@ pub struct CycleStats {
     /// Marking with the world running (between the start stop and the
     /// termination stop), not part of `pause`.
     pub concurrent_mark: Duration,
+    /// Part of `concurrent_mark`: from the start stop's restart until every
+    /// task's stack was scanned (a World that scans stacks one task at a
+    /// time, [`World::begin_concurrent_stack_scan`](crate::World::begin_concurrent_stack_scan);
+    /// zero otherwise: stacks were scanned in the start stop).
+    pub stack_scan: Duration,
+    /// Task stacks the collector scanned during that time (with the world
+    /// running); the others were scanned by whoever resumed their task.
+    pub stacks_scanned: usize,
     /// Time the mutators spent in mark assists during the concurrent mark
     /// (summed over threads; part of the mutators' time, not of `pause`).
     pub assist: Duration,
@@ -310,10 +318,15 @@ pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String
     let stops = match c.stops.len() {
         0 | 1 => String::new(),
         _ => format!(
-            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms, assist {:.3} ms ({} calls, {:.1} MB marked, {} waits, {} start waits), peak {:.1} MB",
+            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms{}, assist {:.3} ms ({} calls, {:.1} MB marked, {} waits, {} start waits), peak {:.1} MB",
             ms(c.stops[0]),
             c.stops[1..].iter().map(|d| format!("{:.3}", ms(*d))).collect::<Vec<_>>().join(" + "),
             ms(c.concurrent_mark),
+            if c.stack_scan.is_zero() {
+                String::new()
+            } else {
+                format!(" (stacks {:.3} ms, {} by the collector)", ms(c.stack_scan), c.stacks_scanned)
+            },
             ms(c.assist),
             c.assist_calls,
             mb(c.assist_marked),

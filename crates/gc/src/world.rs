@@ -72,6 +72,24 @@ use std::thread::ThreadId;
 ///   attached thread at a time and only it collects), unless it is used by
 ///   one thread only.
 ///
+/// * If [`begin_concurrent_stack_scan`](World::begin_concurrent_stack_scan)
+///   returns `true`, then from that start stop until the first
+///   [`scan_task_stacks`](World::scan_task_stacks) call that returns `true`,
+///   every task's stack and saved registers (what `for_each_conservative_range`
+///   would have reported for it in the stop) must be scanned once at a
+///   moment it is not running: reported to a `scan_task_stacks` callback
+///   (the range must stay readable and unchanged while the callback runs:
+///   the task cannot resume meanwhile), or passed to
+///   [`Heap::shade_conservative_range`](crate::Heap::shade_conservative_range)
+///   before it resumes; and every task that runs during that time must have
+///   been scanned before it resumed. Tasks created after the start stop
+///   need no scan (black stack), but GC values that reach memory the World
+///   owns from a stack not yet scanned (a spawn closure, a join result, a
+///   channel's value) must be shaded with `shade_conservative_range` while
+///   the heap marks: no stop rescans those places. `true` from
+///   `scan_task_stacks` must mean every such scan has completed (its shades
+///   published on the heap's grey list) before the call returned.
+///
 /// Not required for soundness: the GC never calls `stop_the_world` twice
 /// without `start_the_world` from the same thread; a World that can detect
 /// its stopper calling it again (the scheduler's does) should panic rather
@@ -159,6 +177,35 @@ pub unsafe trait World: Send + Sync {
     /// Called (with the world running) after a cycle queued finalizers: the
     /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
     fn finalizers_pending(&self) {}
+    /// Per-task stack scanning (issue 9 item 2). Called by the collector in
+    /// the start stop of a concurrent cycle (world stopped, on the
+    /// collecting thread, after the barrier and black allocation were
+    /// turned on and before [`for_each_conservative_range`](World::for_each_conservative_range)).
+    /// `true` means: this World scans its tasks' stacks one task at a time
+    /// while the world runs, so the `for_each_conservative_range` call of
+    /// this stop omits them (it still reports every other range), and the
+    /// collector then calls [`scan_task_stacks`](World::scan_task_stacks)
+    /// until it returns `true` before its termination stop. The task that
+    /// collects, if any, counts as scanned (the collector scans its stack
+    /// in the stop). Default: `false` (stacks are reported in the stop).
+    fn begin_concurrent_stack_scan(&self) -> bool {
+        false
+    }
+    /// Non-blocking: scan what can be claimed now (call `scan(lo, hi)` for
+    /// the conservative range of every task of this cycle that is not
+    /// running and not yet scanned), make sure the rest will be scanned
+    /// (e.g. by whoever resumes them, or by asking them to stop), and say
+    /// whether every task of this cycle has been scanned by now (by this
+    /// call, an earlier one, or the World itself). Called by the collecting
+    /// thread with the world running (inside [`blocking`](World::blocking)
+    /// when that thread is a task), only after
+    /// [`begin_concurrent_stack_scan`](World::begin_concurrent_stack_scan)
+    /// returned `true` in this cycle, repeatedly until it returns `true`.
+    /// Default: `true` (nothing to scan).
+    fn scan_task_stacks(&self, scan: &mut dyn FnMut(usize, usize)) -> bool {
+        let _ = scan;
+        true
+    }
 }
 
 /// The world of a heap used by one thread at a time: nothing to stop. The

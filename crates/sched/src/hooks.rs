@@ -16,6 +16,10 @@
 //! * [`for_each_task_stack`]: with the world stopped, every task that is not
 //!   running, as (saved SP, stack low, stack high). Tasks inside `blocking`
 //!   report the SP at which they entered it.
+//! * Per-task stack scanning (`stack_scan.rs`), for tests: its negative
+//!   controls ([`set_resume_claim_for_tests`], [`set_send_shading_for_tests`]),
+//!   [`hold_stack_scan_for_tests`] (keeps the collector off one task),
+//!   [`task_stack_scanned`], [`stack_scan_epoch`], [`stack_scan_counts`].
 
 use crate::Runtime;
 use std::sync::atomic::Ordering;
@@ -198,4 +202,64 @@ pub fn spinning_and_idle_workers_for_tests(rt: &Runtime) -> (usize, usize) {
 #[doc(hidden)]
 pub fn set_preempted_to_global_for_tests(on: bool) {
     crate::worker::PREEMPTED_TO_GLOBAL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control of the resume-side stack-scan claim,
+/// `stack_scan.rs`): with `false`, a task resumed during a mark runs
+/// without its stack being scanned first, and the collector counts a
+/// running unscanned task as scanned (it cannot read a running stack).
+/// Process-wide; restore `true`.
+#[doc(hidden)]
+pub fn set_resume_claim_for_tests(on: bool) {
+    crate::stack_scan::set_resume_claim_for_tests(on);
+}
+
+/// Test-only switch (negative control of the shading of values moved
+/// through runtime memory during a mark: channel and select sends, spawn
+/// closures, join results). Process-wide; restore `true`.
+#[doc(hidden)]
+pub fn set_send_shading_for_tests(on: bool) {
+    crate::stack_scan::set_send_shading_for_tests(on);
+}
+
+/// Test-only: the collector does not claim the stack of the task with this
+/// id (0: none) for its per-task scan; the task is then scanned only by
+/// whoever resumes it (or when it leaves `blocking`), and the cycle waits
+/// for that. Process-wide.
+#[doc(hidden)]
+pub fn hold_stack_scan_for_tests(task_id: u64) {
+    crate::stack_scan::hold_for_tests(task_id);
+}
+
+/// Whether the stack of task `task_id` of `rt` is scanned for the GC's
+/// current per-task scan epoch (`None`: no such live task).
+#[doc(hidden)]
+pub fn task_stack_scanned(rt: &Runtime, task_id: u64) -> Option<bool> {
+    let sh = rt.shared();
+    let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
+    let reg = sh.registry.lock();
+    reg.iter()
+        .map(|&t| {
+            // SAFETY: registered tasks are valid while the lock is held.
+            unsafe { &*t }
+        })
+        .find(|t| t.state.load(Ordering::Acquire) != crate::tasks::tcb::state::FREE && t.id.get() == task_id)
+        .map(|t| t.scan.load(Ordering::Acquire) == want)
+}
+
+/// Task stacks scanned per task since the process started (all runtimes):
+/// `(by collectors, by resumers)`.
+#[doc(hidden)]
+pub fn stack_scan_counts() -> (usize, usize) {
+    (
+        crate::stack_scan::BY_COLLECTOR.load(Ordering::Relaxed),
+        crate::stack_scan::BY_RESUMER.load(Ordering::Relaxed),
+    )
+}
+
+/// The GC's per-task stack scan epoch of `rt` (bumped in the start stop of
+/// every concurrent cycle; see `stack_scan.rs`).
+#[doc(hidden)]
+pub fn stack_scan_epoch(rt: &Runtime) -> u64 {
+    rt.shared().stack_scan.epoch.load(Ordering::Acquire)
 }

@@ -132,6 +132,18 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
                     *self.result.get() = Some(r);
                     reg.insert(&self.roots, self as *const Self as *const (), scan_result::<T, F>);
                 }
+                drop(reg);
+                if usurp_gc::internals::any_heap_marking() {
+                    // Hook (stack_scan.rs): no stop of this mark rescans the
+                    // result: shade it. Only this task touches it before DONE.
+                    // SAFETY: the result is stored and stays until joined,
+                    // after `complete`.
+                    unsafe {
+                        scan_result::<T, F>(self as *const Self as *const (), &mut |lo, hi| {
+                            crate::stack_scan::shade_range(lo, hi)
+                        })
+                    };
+                }
             } else {
                 // SAFETY: written once, before DONE.
                 unsafe { *self.result.get() = Some(r) };
@@ -347,6 +359,15 @@ where
     });
     packet.cpu.task.store(t, Ordering::Relaxed);
     let body: Arc<dyn Body> = packet.clone();
+    if usurp_gc::internals::any_heap_marking() {
+        // Hook (stack_scan.rs): the new task's stack starts black; what its
+        // closure captured is shaded instead.
+        // SAFETY: the task is not published yet: nobody takes the closure.
+        let (lo, hi) = unsafe { body.closure_range() };
+        if lo < hi {
+            crate::stack_scan::shade_range_in(shared, lo, hi);
+        }
+    }
     // SAFETY: `t` is a FREE task we just took.
     let id = unsafe { Task::prepare(t, body, name, worker::task_entry) };
     // SAFETY: `t` is ours (new): nobody else refers to it yet.

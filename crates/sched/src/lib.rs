@@ -171,7 +171,10 @@
 //! pins.
 //! `hooks::for_each_task_stack` enumerates (saved SP, stack lo, stack hi) of
 //! all non-running tasks while the world is stopped; the GC scans
-//! `[saved_sp - RED_ZONE, hi)` conservatively.
+//! `[saved_sp - RED_ZONE, hi)` conservatively. In a concurrent GC cycle
+//! the stop omits them: each task's range is scanned once after the start
+//! stop, by the collector or by whoever resumes the task first, under a
+//! per-task claim (`stack_scan.rs`, issue 9 item 2).
 //!
 //! **Integration** (`glue/preempt_glue.rs`, `worker/thread.rs`, `stw.rs`,
 //! `glue/gc_world.rs`, `sysmon.rs`). Every runtime thread registers a `usurp_preempt::WorkerSlot`
@@ -253,6 +256,7 @@ mod stw;
 mod timer;
 // Floor 3: the shared hub, the sysmon, the worker split by job.
 mod shared;
+mod stack_scan;
 mod sysmon;
 mod worker;
 // Floor 4: adapters to usurp-preempt and usurp-gc, dumps.

@@ -75,6 +75,11 @@ pub(crate) struct Shared {
     /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
     /// `get_task`).
     pub(crate) pool: SpinLock<Vec<*mut Task>>,
+    /// Per-task stack scanning for the GC (`stack_scan.rs`): the cycle's
+    /// scan epoch, written only by the collector in a start stop (with the
+    /// world stopped); the per-task claims live in `Task::scan`
+    /// (compare-and-swap by the collector or a resumer).
+    pub(crate) stack_scan: crate::stack_scan::StackScan,
     /// Every task struct allocated by this runtime, free or not: under its
     /// spin lock (`Task::alloc`/`destroy`; read by stop-the-world scans,
     /// dumps and shutdown).
@@ -141,6 +146,7 @@ impl Shared {
             timers: SpinLock::new(Timers::new()),
             next_timer: AtomicU64::new(u64::MAX),
             pool: SpinLock::new(Vec::new()),
+            stack_scan: crate::stack_scan::StackScan::new(),
             registry: SpinLock::new(Vec::new()),
             spares: SpinLock::new(Vec::new()),
             threads: AtomicUsize::new(0),

@@ -1077,6 +1077,9 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 let mask = crate::worker::thread::MaskPreemptSignal::new(sh);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f));
                 exit_safe(sh, i);
+                // Hook (stack_scan.rs): the frames above `sp` are written
+                // again from here on: scanned for the GC's epoch first.
+                crate::stack_scan::before_resume(sh, cur);
                 drop(mask);
                 m.worker.set(w);
                 w.running_task.store(cur as usize, Ordering::Relaxed);

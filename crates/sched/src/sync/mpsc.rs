@@ -306,6 +306,9 @@ impl<T> State<T> {
 impl<T> Chan<T> {
     /// Sends; `block` = wait for room.
     fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
+        // Hook (stack_scan.rs): the value leaves the sender's stack for the
+        // buffer, a receiver's slot or (full) this frame's wait node.
+        crate::stack_scan::shade_value(&v);
         let mut st = self.state.lock();
         let (r, w) = st.try_send_locked(v);
         let v = match r {

@@ -132,6 +132,11 @@ pub(crate) struct Task {
     /// PC}); 0 otherwise. Written only by the task (the park hook, before
     /// and after it parks); read by dumps with the world stopped.
     pub(crate) preempt_record: AtomicUsize,
+    /// Per-task stack scan claim for the GC's current scan epoch
+    /// (`stack_scan.rs`): `e << 1` scanned, `e << 1 | 1` being scanned.
+    /// CAS by the collector and by whoever resumes the task; stored by
+    /// `prepare` (the owner) before the task is published.
+    pub(crate) scan: AtomicU64,
 }
 
 // SAFETY: a task is touched by one thread at a time (whoever runs it or holds
@@ -166,6 +171,7 @@ impl Task {
             wait_kind: AtomicU8::new(wait_kind::NONE),
             wait_arg: AtomicU64::new(0),
             preempt_record: AtomicUsize::new(0),
+            scan: AtomicU64::new(0),
         }));
         let mut reg = shared.registry.lock();
         // SAFETY: `t` was just allocated and is not shared yet.
@@ -221,6 +227,9 @@ impl Task {
             task.cpu.store(0, Ordering::Relaxed);
             task.wait_kind.store(wait_kind::NONE, Ordering::Relaxed);
             task.preempt_record.store(0, Ordering::Relaxed);
+            // A task created during a mark starts with a black stack
+            // (`stack_scan.rs`; its closure is shaded by `spawn_in`).
+            task.scan.store((*task.shared).stack_scan.epoch.load(Ordering::Relaxed) << 1, Ordering::Relaxed);
             // Release: a GC scan that sees the task not FREE (acquire) sees
             // its body (`heap_roots::for_each_spawn_closure`).
             task.state.store(state::RUNNABLE, Ordering::Release);

@@ -81,6 +81,9 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             if !sh.handoff(w) {
                 // No spare thread: undo, and run in place below (the guard
                 // is dropped: the in-place path needs no worker reference).
+                // Hook (stack_scan.rs): a collector may have claimed it
+                // as BLOCKING meanwhile.
+                crate::stack_scan::before_resume(sh, cur.as_ptr());
                 m.worker.set(w);
                 cur.state.store(state::RUNNING, Ordering::SeqCst);
                 w.running_task.store(cur.as_ptr() as usize, Ordering::Relaxed);
@@ -98,9 +101,14 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         // path reports why); the thread's mutator is back right after `f`.
         let no_alloc = usurp_gc::forbid_allocation(crate::stw::INSIDE_BLOCKING);
         res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
-        drop(no_alloc);
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
+        // Hook (stack_scan.rs): the frames above `sp` are written again
+        // from here on: scanned for the GC's epoch first. Still without a
+        // mutator, so a scan it does goes through the shading gate (a stop
+        // may begin after the wait above: its marking is exclusive).
+        crate::stack_scan::before_resume(sh, cur.as_ptr());
+        drop(no_alloc);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).
         let m = machine();

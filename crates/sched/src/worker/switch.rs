@@ -69,6 +69,8 @@ unsafe fn switch_raw(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, a
     } else {
         m.current.set(next);
         w.running_task.store(next as usize, Ordering::Relaxed);
+        // Hook (stack_scan.rs): scanned for the GC's epoch before it runs.
+        crate::stack_scan::before_resume(w.shared(), next);
         // SAFETY: `next` is a runnable task we own; its SP was saved.
         unsafe {
             (*next).state.store(state::RUNNING, Ordering::Relaxed);
@@ -388,6 +390,8 @@ pub(super) fn schedule_loop(m: &Machine) {
             return;
         };
         w.update_contention();
+        // Hook (stack_scan.rs): scanned for the GC's epoch before it runs.
+        crate::stack_scan::before_resume(w.shared(), t);
         m.current.set(t);
         w.running_task.store(t as usize, Ordering::Relaxed);
         w.bump_switch();

@@ -1,0 +1,315 @@
+//! Task stacks scanned one task at a time, outside the stops (issue 9 item 2).
+//!
+//! The GC's start stop turns the write barrier on and scans everything but
+//! the task stacks ([`usurp_gc::World::begin_concurrent_stack_scan`]); each
+//! task's stack and saved registers are then scanned once, at a moment the
+//! task is not running, while the other tasks run. The barrier shades both
+//! the overwritten and the stored value of every heap store while a heap
+//! marks (Go's hybrid barrier), so one scan per task at any moment of the
+//! mark is enough: what a task loads from the heap after its scan was
+//! reachable from a grey object or was shaded when its heap copy was
+//! overwritten.
+//!
+//! **The claim.** Every task has a scan word (`Task::scan`): `e << 1` when
+//! its stack is scanned for epoch `e`, `e << 1 | 1` while someone scans it
+//! for `e`. The runtime's epoch ([`StackScan::epoch`]) is bumped by the
+//! collector in each start stop that scans stacks this way, so every live
+//! task is then *unscanned*. Whoever gets an unscanned task first scans it,
+//! by a CAS to "scanning":
+//! * the **collector** ([`scan_task_stacks`]), for a task that is runnable,
+//!   parked, preempted (its spill frame is on its stack, above the saved SP)
+//!   or inside `blocking` (the frames above its recorded SP are frozen while
+//!   its closure runs); the range is `[saved SP - red zone, stack top)`,
+//!   exactly what a stop would have scanned;
+//! * the **resumer** ([`before_resume`]): a worker about to switch to the
+//!   task (`switch_to`, the scheduler loop), or the task itself leaving
+//!   `blocking` (before it writes above its recorded SP again). It scans
+//!   the range through `Heap::shade_conservative_range` before the task
+//!   runs. A resumer that finds "scanning" waits for "scanned" (a scan is
+//!   microseconds).
+//!
+//! Hence **no running task is ever unscanned**: the start stop switched
+//! every task out (or it was in `blocking`), and every way back onto a CPU
+//! goes through a claim. So the collector never has to stop a running task
+//! for its scan: the targeted stop of Go's `suspendG` is not needed here,
+//! and a task that spins in plain Rust code without a safe point holds up
+//! no stack scan (only the cycle's termination stop, as any stop). Fast
+//! path of a resume outside a cycle (and after the task's scan): two loads
+//! and a compare.
+//!
+//! **New tasks** start scanned (black: `Task::prepare` stores the current
+//! epoch's "scanned"); their closure is shaded at spawn while a heap marks
+//! (`join::spawn_in`). A task that exits was scanned when it resumed.
+//! **Values moving through runtime memory** (shaded while a heap marks,
+//! because no stop rescans those places): channel and `sync_channel` sends
+//! (`Chan::send`, select's send case; a blocked sender's value is shaded
+//! before it waits, so a rendezvous hand-off is covered), spawn closures,
+//! join results and panic payloads. With every running task already
+//! scanned, such a value can only come from a stack not yet scanned through
+//! a `blocking` closure reading its task's frozen frames; the shading makes
+//! that safe too, at one load per send outside a mark.
+//!
+//! **Who writes what.** `StackScan::epoch`: the collector, in the start
+//! stop (world stopped); read by anyone (workers read it outside stops,
+//! which order it; a thread leaving `blocking` waits out a stop first).
+//! `Task::scan`: CAS by the claimers above; stored by `prepare` (the owner)
+//! before the task is published.
+//!
+//! Hook points in other files:
+//! `worker/switch.rs` `switch_to` and `schedule_loop` ([`before_resume`]),
+//! `worker/blocking.rs` `blocking_dyn` and `stw.rs` `safe_region` (leaving
+//! `blocking`: [`before_resume`]), `tasks/tcb.rs` (`Task::scan`, `prepare`),
+//! `join.rs` (`spawn_in`, `Packet::run`: [`shade_range`]),
+//! `sync/mpsc.rs` `Chan::send` and `sync/select.rs` send case
+//! ([`shade_value`]), `glue/gc_world.rs` (the World methods), `shared.rs`
+//! (`Shared::stack_scan`).
+
+use crate::shared::Shared;
+use crate::tasks::tcb::{state, Task};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Per-runtime state of the per-task stack scan.
+pub(crate) struct StackScan {
+    /// The current scan epoch. Written only by the collector in a start
+    /// stop (`begin`), read by claimers.
+    pub(crate) epoch: AtomicU64,
+    /// Set by `begin` in the start stop, consumed by the same stop's
+    /// `for_each_conservative_range` (which then omits the task stacks).
+    omit_stacks: AtomicBool,
+}
+
+impl StackScan {
+    pub(crate) const fn new() -> StackScan {
+        StackScan { epoch: AtomicU64::new(0), omit_stacks: AtomicBool::new(false) }
+    }
+}
+
+/// Test-only switch (negative control of the resume-side claim): when
+/// false, resumers neither claim nor scan, and the collector counts a
+/// running unscanned task as scanned (it may not read a running stack).
+static RESUME_CLAIM: AtomicBool = AtomicBool::new(true);
+/// Test-only switch (negative control of the send-side shading).
+static SEND_SHADING: AtomicBool = AtomicBool::new(true);
+/// Test-only: the id of a task the collector must not claim (0: none).
+static HELD: AtomicU64 = AtomicU64::new(0);
+/// Stacks scanned by collectors, and by resumers (process-wide, all
+/// runtimes; statistics for tests).
+pub(crate) static BY_COLLECTOR: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static BY_RESUMER: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn set_resume_claim_for_tests(on: bool) {
+    RESUME_CLAIM.store(on, Ordering::SeqCst);
+}
+pub(crate) fn set_send_shading_for_tests(on: bool) {
+    SEND_SHADING.store(on, Ordering::SeqCst);
+}
+pub(crate) fn hold_for_tests(task_id: u64) {
+    HELD.store(task_id, Ordering::SeqCst);
+}
+
+/// The collector, in a concurrent cycle's start stop (world stopped): a new
+/// epoch (every live task unscanned), the collecting task (if it is one of
+/// ours) scanned already (the GC scans its own stack), and the stop's
+/// conservative ranges without the task stacks.
+pub(crate) fn begin(sh: &Shared) -> bool {
+    let e = sh.stack_scan.epoch.load(Ordering::Relaxed) + 1;
+    sh.stack_scan.epoch.store(e, Ordering::Release);
+    let cur = crate::worker::current_task();
+    // SAFETY: the current task is valid while it runs.
+    if !cur.is_null() && std::ptr::eq(unsafe { (*cur).shared }, sh) {
+        // SAFETY: as above.
+        unsafe { (*cur).scan.store(e << 1, Ordering::Release) };
+    }
+    sh.stack_scan.omit_stacks.store(true, Ordering::Relaxed);
+    true
+}
+
+/// The start stop's `for_each_conservative_range`: whether to omit the task
+/// stacks (once per `begin`).
+pub(crate) fn omit_stacks_now(sh: &Shared) -> bool {
+    sh.stack_scan.omit_stacks.swap(false, Ordering::Relaxed)
+}
+
+/// `[from, hi)`: what a scan of a switched-out task reads (saved SP minus
+/// the red zone up to the stack top), or `None` if the SP is not on it.
+///
+/// # Safety
+/// `t` is a live task that is not running and cannot resume meanwhile.
+unsafe fn range_of(t: *mut Task) -> Option<(usize, usize)> {
+    // SAFETY: per the contract, the saved SP is stable.
+    let (sp, lo, hi) = unsafe { (*(*t).sp.get(), (*t).stack.lo(), (*t).stack.hi()) };
+    if lo <= sp && sp <= hi {
+        let from = sp.saturating_sub(crate::arch::RED_ZONE).max(lo);
+        (from < hi).then_some((from, hi))
+    } else {
+        None
+    }
+}
+
+/// Tasks the collector visits per hold of the registry lock (a spawn that
+/// allocates a new task struct waits for it meanwhile).
+const CHUNK: usize = 64;
+
+/// The collector (`World::scan_task_stacks`): claim and scan every
+/// unscanned task that is not running; true when no task is left unscanned.
+///
+/// The registry lock keeps every task struct alive while it is held (a
+/// struct is freed only after leaving the registry), so the pass takes it
+/// per chunk of [`CHUNK`] tasks. Between chunks the registry may change
+/// (a removal moves the last task into the hole, which this pass may then
+/// miss), so a pass that found work says "not done", and "done" is only
+/// said by a pass that found nothing to do, confirmed by one check of
+/// every task under a single hold of the lock (loads only, no scanning).
+pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> bool {
+    let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
+    let held = HELD.load(Ordering::Relaxed);
+    let claim_on = RESUME_CLAIM.load(Ordering::Relaxed);
+    let mut busy = false;
+    let mut i = 0;
+    loop {
+        let reg = sh.registry.lock();
+        if i >= reg.len() {
+            break;
+        }
+        let end = reg.len().min(i + CHUNK);
+        for &t in &reg[i..end] {
+            // SAFETY: registered tasks are valid while the lock is held.
+            let task = unsafe { &*t };
+            let s = task.state.load(Ordering::Acquire);
+            if s == state::FREE || s == state::ABANDONED {
+                continue;
+            }
+            let v = task.scan.load(Ordering::Acquire);
+            if v == want {
+                continue;
+            }
+            busy = true;
+            if s == state::RUNNING && !claim_on {
+                // Negative control only: a task resumed without a claim
+                // runs unscanned; its stack cannot be read while it runs.
+                let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
+            if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
+                // Being scanned by its resumer (RUNNING is stored after the
+                // claim), or held by a test: not ours now.
+                continue;
+            }
+            if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue; // a resumer won: it scans
+            }
+            // SAFETY: we hold the claim: the task cannot resume (a resumer
+            // waits for "scanned") and is not running (it was not RUNNING,
+            // and every resume claims first), so its saved SP and the frames
+            // above it are stable and mapped.
+            if let Some((lo, hi)) = unsafe { range_of(t) } {
+                f(lo, hi);
+            }
+            BY_COLLECTOR.fetch_add(1, Ordering::Relaxed);
+            task.scan.store(want, Ordering::Release);
+        }
+        i = end;
+    }
+    if busy {
+        return false;
+    }
+    let reg = sh.registry.lock();
+    reg.iter().all(|&t| {
+        // SAFETY: as above.
+        let task = unsafe { &*t };
+        let s = task.state.load(Ordering::Acquire);
+        s == state::FREE || s == state::ABANDONED || task.scan.load(Ordering::Acquire) == want
+    })
+}
+
+/// Before task `t` runs again (a worker switching to it, or the task
+/// leaving `blocking`): make sure its stack is scanned for the current
+/// epoch, scanning it here if nobody has.
+#[inline(always)]
+pub(crate) fn before_resume(sh: &Shared, t: *mut Task) {
+    // SAFETY: `t` is a live task owned by the caller (about to run it).
+    let v = unsafe { (*t).scan.load(Ordering::Acquire) };
+    if v != sh.stack_scan.epoch.load(Ordering::Relaxed) << 1 {
+        claim_slow(sh, t);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn claim_slow(sh: &Shared, t: *mut Task) {
+    // SAFETY: as in `before_resume`.
+    let task = unsafe { &*t };
+    let mut n = 0u32;
+    loop {
+        let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
+        let v = task.scan.load(Ordering::Acquire);
+        if v == want {
+            return;
+        }
+        if v & 1 == 1 {
+            // The collector scans it: wait for the end of its scan.
+            n += 1;
+            if n < 128 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            continue;
+        }
+        if !RESUME_CLAIM.load(Ordering::Relaxed) {
+            return;
+        }
+        if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            // SAFETY: we own `t` (about to run it) and hold the claim: its
+            // saved SP and frames above it are stable and mapped.
+            if let Some((lo, hi)) = unsafe { range_of(t) } {
+                // SAFETY: the range is on the task's mapped stack.
+                unsafe { sh.heap.shade_conservative_range(lo, hi) };
+            }
+            BY_RESUMER.fetch_add(1, Ordering::Relaxed);
+            task.scan.store(want, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Shade the bytes of `v` (a value about to move through memory the
+/// runtime owns: a channel's buffer or a receiver's slot) if a heap marks.
+/// One load when none does.
+#[inline(always)]
+pub(crate) fn shade_value<T>(v: &T) {
+    if std::mem::size_of::<T>() >= std::mem::size_of::<usize>() && usurp_gc::internals::any_heap_marking() {
+        let lo = v as *const T as usize;
+        shade_range(lo, lo + std::mem::size_of::<T>());
+    }
+}
+
+/// Shade `[lo, hi)` (readable for the duration of the call) with the heap
+/// of the calling thread's runtime (a task's, also inside `blocking`);
+/// nothing on another thread (its values are no roots anyway). Call only
+/// after a cheap `any_heap_marking` check.
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_range(lo: usize, hi: usize) {
+    if !SEND_SHADING.load(Ordering::Relaxed) {
+        return;
+    }
+    let m = crate::worker::machine();
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: a machine lives as long as its thread (we are on it), and
+    // keeps its runtime alive.
+    let sh: &Shared = unsafe { &(*m).shared };
+    shade_range_in(sh, lo, hi);
+}
+
+/// [`shade_range`] with the heap of runtime `sh` (a spawn into `sh`).
+#[cold]
+#[inline(never)]
+pub(crate) fn shade_range_in(sh: &Shared, lo: usize, hi: usize) {
+    if SEND_SHADING.load(Ordering::Relaxed) {
+        // SAFETY: the caller guarantees the range.
+        unsafe { sh.heap.shade_conservative_range(lo, hi) };
+    }
+}
