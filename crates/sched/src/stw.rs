@@ -149,9 +149,10 @@ pub(crate) const RETRY: Duration = Duration::from_micros(100);
 /// lands outside preemptible code (the allocation fast path, `Gc::new`'s
 /// initialising stores, the barrier: about half of binary-trees' time) is
 /// refused; the refusal sets the checkpoint flag, which the task honours at
-/// its next allocation slow path (a block's worth of objects later, tens of
-/// microseconds to a few hundred with lazy sweeping), but a new request that
-/// lands in preemptible code stops it sooner. No backoff during a stop: a
+/// its next cooperative point: its next `Gc<T>` deref or allocation slow
+/// path (both poll the flag; a task that allocates without reading objects
+/// may go a block's worth of objects, tens to a few hundred microseconds),
+/// but a new request that lands in preemptible code stops it sooner. No backoff during a stop: a
 /// signal costs the target 2-5 µs and the stopper a futex wake per retry,
 /// for a stop that holds every other worker.
 pub(crate) const FAST_RETRY: Duration = Duration::from_micros(20);
@@ -851,7 +852,20 @@ fn ask_to_stop(w: &Worker) {
     if let Some(slot) = unsafe { slot.as_ref() } {
         // At most one signal in flight; Ok(false) while one is pending. An
         // error (the thread just unregistered) is harmless: it stops anyway.
-        let _ = usurp_preempt::request_preempt(slot);
+        if usurp_preempt::request_preempt(slot).is_ok() {
+            // A `blocking` call may have handed the worker to another
+            // thread since we read `w.slot`: the request then sits on the
+            // old thread's slot, which runs no task and went quiet
+            // (`set_idle(true)` cleared it, maybe before we set it). Dekker's
+            // handshake with the hand-off (`w.slot` swapped, then a fence in
+            // `set_idle(true)`, then its clearing): after our fence, either
+            // we see `w.slot` change and withdraw the request, or the old
+            // thread clears it. (The next round asks the new thread.)
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !std::ptr::eq(w.slot.load(Ordering::Relaxed), slot) {
+                slot.withdraw_request();
+            }
+        }
     }
 }
 
@@ -896,11 +910,16 @@ pub(crate) fn park_worker(w: &Worker) {
     let slot = w.slot.load(Ordering::Acquire);
     // SAFETY: slots are `'static`.
     let slot = unsafe { slot.as_ref() };
+    let mut g = stw.lock();
+    stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
+    // Quiet from now on (no ticks), and without the request (if any) that
+    // the stopper posted before it saw us park: the stopper posts requests
+    // only under the stw lock and only to workers it does not count as
+    // stopped, so, done here (locked, after PARKED), no request is left
+    // raising the process-wide count (every poll's slow path) for the stop.
     if let Some(s) = slot {
         let _ = s.set_idle(true);
     }
-    let mut g = stw.lock();
-    stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
     stw.cv.notify_all();
     while stw.stop.load(Ordering::SeqCst) {
         g = stw.serve_jobs(g);

@@ -1321,6 +1321,13 @@ fn exit_current() -> ! {
 /// closure and its result through its own locals.
 #[inline(never)]
 pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
+    // A request outstanding (a refused tick, a stop) is honoured first: run
+    // in place below (no spare thread), the closure would otherwise keep it,
+    // and with it the process-wide request count (every allocation's and
+    // `Gc<T>` deref's poll on its slow path), raised until it returns. The
+    // checkpoint may move this task to another worker: it comes before the
+    // worker is read.
+    usurp_preempt::checkpoint();
     let Some((m, w, cur)) = current_with_worker() else { return f() };
     let sh = w.shared();
     if crate::stw::task_is_stopper(sh, cur) {
