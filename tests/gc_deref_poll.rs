@@ -26,6 +26,12 @@
 //! * `the_stopper_does_not_yield_at_a_deref`: a task holding the world
 //!   stopped derefs with its own request set and does not yield (a yield
 //!   would panic there); after it restarts the world, its next deref does.
+//! * `blocking_honours_an_outstanding_request_first`: a task with its own
+//!   request outstanding yields at the entry of `blocking` (the slot's
+//!   checkpoint yields count it); without that checkpoint (the control,
+//!   checked by hand: the line removed from `blocking_dyn`, the assertion
+//!   fails) the request was dropped at the hand-off, or kept raised for
+//!   the whole closure when it ran in place.
 //!
 //! The switch is process-wide: the tests of this file hold a lock.
 
@@ -289,5 +295,29 @@ fn deref_on_a_plain_thread_with_requests_outstanding() {
         assert!(preempt::any_checkpoint_request(), "the plain thread took another worker's request");
         stop_tx.send(()).unwrap();
         idle.join().unwrap();
+    });
+}
+
+/// `blocking` honours a request already outstanding before its closure
+/// runs (the task yields at its entry): run in place, the closure would
+/// otherwise keep the request, and with it every poll of the process on
+/// its slow path, until it returns. Without that checkpoint the hand-off
+/// dropped the request without a yield (the count below stays put).
+#[test]
+fn blocking_honours_an_outstanding_request_first() {
+    let _s = serial();
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    within(120, "a request before blocking", move || {
+        rt.block_on(|| {
+            let slot = preempt::current_worker().expect("a task runs on a registered worker");
+            preempt::request_preempt(slot).unwrap();
+            wait_until(Duration::from_secs(60), "own request acknowledged", || !slot.is_pending());
+            assert!(slot.is_requested());
+            let yields = slot.stats().checkpoint_yields;
+            let inside = usurp::blocking(|| 42);
+            assert_eq!(inside, 42);
+            assert!(slot.stats().checkpoint_yields > yields, "blocking did not honour the outstanding request");
+            assert!(!slot.is_requested());
+        })
     });
 }
