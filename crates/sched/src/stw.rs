@@ -850,21 +850,32 @@ fn ask_to_stop(w: &Worker) {
     let slot = w.slot.load(Ordering::Acquire);
     // SAFETY: slots are `'static` (pooled, never freed).
     if let Some(slot) = unsafe { slot.as_ref() } {
-        // At most one signal in flight; Ok(false) while one is pending. An
-        // error (the thread just unregistered) is harmless: it stops anyway.
-        if usurp_preempt::request_preempt(slot).is_ok() {
-            // A `blocking` call may have handed the worker to another
-            // thread since we read `w.slot`: the request then sits on the
-            // old thread's slot, which runs no task and went quiet
-            // (`set_idle(true)` cleared it, maybe before we set it). Dekker's
-            // handshake with the hand-off (`w.slot` swapped, then a fence in
-            // `set_idle(true)`, then its clearing): after our fence, either
-            // we see `w.slot` change and withdraw the request, or the old
-            // thread clears it. (The next round asks the new thread.)
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if !std::ptr::eq(w.slot.load(Ordering::Relaxed), slot) {
-                slot.withdraw_request();
-            }
+        // At most one signal in flight; a request that fails (the thread
+        // just unregistered) is harmless: it stops anyway.
+        request_task_preempt(w, slot);
+    }
+}
+
+/// Sends a preemption request for the task on `w`'s CPU to `slot`, read
+/// from `w.slot` (the stopper, and the timer monitor in `sysmon.rs`), and
+/// withdraws it if `w` no longer runs a task on that slot once it is
+/// posted. Since we read `w.slot`, `w` may have finished its task and gone
+/// to sleep, or a `blocking` call may have handed it to another thread
+/// (then the old thread's slot runs no task), or run its closure in place:
+/// the slot went quiet (`set_idle(true)` cleared its request, maybe before
+/// we set it). Left there, the request would raise the process-wide
+/// request count, and with it every allocation's and `Gc<T>` deref's poll
+/// on its slow path, until the slot's next task. Dekker's handshake with
+/// the worker (`running_task` or `w.slot` changed, then a SeqCst fence in
+/// `set_idle(true)`, then its clearing): after our fence, either we see
+/// the change and withdraw the request, or the worker clears it. A
+/// request withdrawn because the worker was between two tasks is lost;
+/// both callers re-send.
+pub(crate) fn request_task_preempt(w: &Worker, slot: &usurp_preempt::WorkerSlot) {
+    if usurp_preempt::request_preempt(slot).is_ok() {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if w.running_task.load(Ordering::Relaxed) == 0 || !std::ptr::eq(w.slot.load(Ordering::Relaxed), slot) {
+            slot.withdraw_request();
         }
     }
 }
