@@ -79,8 +79,11 @@
 //!   chunks (every few microseconds of work: one load and a branch when
 //!   nothing is pending), or is written as a `preemptible!` function if it
 //!   may be suspended at any instruction (no locks, no libc, see
-//!   [`preemptible!`](crate::preemptible)). The allocation slow path (a
-//!   block refill, a large object) is a checkpoint too.
+//!   [`preemptible!`](crate::preemptible)). An allocation and a
+//!   [`Gc<T>`](crate::gc::Gc) deref are checkpoints too: while a stop of
+//!   the world or a refused quantum tick is outstanding, the task may yield
+//!   there (and resume on another OS thread; see section 6). Both poll on
+//!   every call (one load and a branch when nothing is pending).
 //!
 //! ## 5. Only the runtime's threads touch the heap
 //!
@@ -97,9 +100,35 @@
 //! ## 6. Per-thread state
 //!
 //! A task may resume on another OS thread after any switch point (a yield,
-//! a channel operation, `blocking`, a checkpoint, a preemption). Do not hold
-//! references to `thread_local!` data (or anything tied to the OS thread)
-//! across one; use [`task_local!`](crate::task_local) for per-task state.
+//! a channel operation, `blocking`, a checkpoint, a preemption, and, as
+//! cooperative points, **every allocation in the GC heap and every
+//! [`Gc<T>`](crate::gc::Gc) deref**). Do not hold references to
+//! `thread_local!` data (or anything tied to the OS thread) across one; use
+//! [`task_local!`](crate::task_local) for per-task state.
+//!
+//! In particular, do not allocate or deref a `Gc<T>` inside a
+//! `thread_local!` `with` closure (the task may finish the closure on
+//! another thread, with the first thread's value borrowed: that thread's
+//! next task finds its `RefCell` already borrowed, and code may keep the
+//! first thread's thread-local address), nor while holding a
+//! `std::sync::Mutex` (or another OS-level lock) that another task may
+//! need: the holder may stop there for a collection, and a task waiting
+//! for the lock in the kernel cannot stop, so the stop never completes and
+//! the holder never runs again to release it. Instead:
+//! * copy what you need out of the heap before taking the lock or entering
+//!   the closure, and store results after it;
+//! * use [`usurp::sync`](crate::sync) locks, which park a task instead of
+//!   blocking its thread;
+//! * read objects with the [`GcRef`](crate::gc::GcRef) accessors
+//!   ([`GcRef::word`](crate::gc::GcRef::word),
+//!   [`GcRef::ptr`](crate::gc::GcRef::ptr), ...) or
+//!   [`Gc::get_unchecked`](crate::gc::Gc::get_unchecked), which do not
+//!   poll; or
+//! * run the section in [`no_preempt`](crate::no_preempt): nothing yields
+//!   inside it (the request stays outstanding for the first cooperative
+//!   point after the section). Keep such sections short: a stop waits for
+//!   them.
+//!
 //! A call into a [`preemptible!`](crate::preemptible) function counts as a
 //! switch point for its caller in ordinary code. Inside `preemptible!` code
 //! the runtime takes care of the addresses the compiler keeps: it decodes

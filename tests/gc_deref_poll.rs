@@ -12,7 +12,9 @@
 //!   a stop (the machine may be loaded): the bound must hold in one of
 //!   three runs. Negative control (`set_read_poll_for_tests(false)`): the
 //!   first collection then waits for the end of the walk (>= 200 ms),
-//!   asserted.
+//!   asserted (in one of three runs: a collector thread the OS keeps off
+//!   the CPU until the walk ends sees a short stop). The collector is a
+//!   plain thread: as a task it could be starved behind the walker.
 //! * `no_yield_where_yielding_is_not_allowed`: with a checkpoint request
 //!   outstanding, a deref inside `no_preempt` does not yield (the request
 //!   stays set, the worker's switch count and checkpoint yields do not
@@ -24,6 +26,12 @@
 //! * `the_stopper_does_not_yield_at_a_deref`: a task holding the world
 //!   stopped derefs with its own request set and does not yield (a yield
 //!   would panic there); after it restarts the world, its next deref does.
+//! * `blocking_honours_an_outstanding_request_first`: a task with its own
+//!   request outstanding yields at the entry of `blocking` (the slot's
+//!   checkpoint yields count it); without that checkpoint (the control,
+//!   checked by hand: the line removed from `blocking_dyn`, the assertion
+//!   fails) the request was dropped at the hand-off, or kept raised for
+//!   the whole closure when it ran in place.
 //!
 //! The switch is process-wide: the tests of this file hold a lock.
 
@@ -137,16 +145,27 @@ fn a_walk_does_not_hold_up_collections() {
     let _s = serial();
     let _restore = PollOn;
     // Negative control first: without the poll, the first collection's
-    // stop waits for the walk to end.
+    // stop waits for the walk to end. OS scheduling can hide that (a
+    // collector thread kept off the CPU until the walk is nearly over
+    // stops the world after it: seen once in 8 runs with a workspace build
+    // on both cores), so, as for the bound below, one run in three must
+    // show it.
     usurp_gc::internals::set_read_poll_for_tests(false);
-    let without = within(300, "collections during a walk, no deref poll", ttsp_of_collections_during_a_walk);
+    let mut controls = Vec::new();
+    for _ in 0..3 {
+        let without = within(300, "collections during a walk, no deref poll", ttsp_of_collections_during_a_walk);
+        eprintln!("without the deref poll: time-to-safepoint per cycle {without:?}");
+        let shown = without.first().is_some_and(|first| *first >= Duration::from_millis(200));
+        controls.push(without);
+        if shown {
+            break;
+        }
+    }
     usurp_gc::internals::set_read_poll_for_tests(true);
-    eprintln!("without the deref poll: time-to-safepoint per cycle {without:?}");
-    let first = *without.first().expect("no collection ran during the walk");
     assert!(
-        first >= Duration::from_millis(200),
-        "negative control: without the deref poll the first collection should wait for the walk (~{WALK:?}), \
-         its time-to-safepoint was {first:?} ({without:?})"
+        controls.last().and_then(|c| c.first()).is_some_and(|first| *first >= Duration::from_millis(200)),
+        "negative control: without the deref poll the first collection should wait for the walk (~{WALK:?}) in one \
+         of three runs; time-to-safepoint per cycle in each run: {controls:?}"
     );
     let bound = Duration::from_millis(20);
     let mut runs = Vec::new();
@@ -276,5 +295,29 @@ fn deref_on_a_plain_thread_with_requests_outstanding() {
         assert!(preempt::any_checkpoint_request(), "the plain thread took another worker's request");
         stop_tx.send(()).unwrap();
         idle.join().unwrap();
+    });
+}
+
+/// `blocking` honours a request already outstanding before its closure
+/// runs (the task yields at its entry): run in place, the closure would
+/// otherwise keep the request, and with it every poll of the process on
+/// its slow path, until it returns. Without that checkpoint the hand-off
+/// dropped the request without a yield (the count below stays put).
+#[test]
+fn blocking_honours_an_outstanding_request_first() {
+    let _s = serial();
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    within(120, "a request before blocking", move || {
+        rt.block_on(|| {
+            let slot = preempt::current_worker().expect("a task runs on a registered worker");
+            preempt::request_preempt(slot).unwrap();
+            wait_until(Duration::from_secs(60), "own request acknowledged", || !slot.is_pending());
+            assert!(slot.is_requested());
+            let yields = slot.stats().checkpoint_yields;
+            let inside = usurp::blocking(|| 42);
+            assert_eq!(inside, 42);
+            assert!(slot.stats().checkpoint_yields > yields, "blocking did not honour the outstanding request");
+            assert!(!slot.is_requested());
+        })
     });
 }

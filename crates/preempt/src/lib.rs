@@ -116,7 +116,9 @@
 //!   thread exits.
 //! * `slot.set_idle(false)` when the worker starts running tasks,
 //!   `set_idle(true)` before it sleeps or blocks in a system call (no signals
-//!   then). Targeted requests can still interrupt a blocked worker: system
+//!   then; it also clears an outstanding checkpoint request, which would
+//!   otherwise keep every poll in the process on its slow path: see
+//!   [`WorkerSlot::set_idle`] and [`WorkerSlot::withdraw_request`]). Targeted requests can still interrupt a blocked worker: system
 //!   calls that SA_RESTART does not restart (epoll_wait, nanosleep, …) return
 //!   EINTR and must be retried.
 //! * "Tick only when someone waits" (a slot starts contended, i.e. ticking

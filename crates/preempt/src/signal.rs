@@ -256,6 +256,20 @@ pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
         return Err(Error::NotAWorker);
     }
     slot.set_request();
+    // The worker may have unregistered since we read its tid (then its
+    // `unregister_worker` may have cleared the flag before we set it, and
+    // nobody else would: the pooled slot would keep every poll of the
+    // process on its slow path). Dekker's handshake with `unregister_worker`
+    // (its tid store, a fence, its clearing): after our fence, either we
+    // see the tid change and withdraw the request, or it sees our request
+    // and clears it. A request withdrawn from a slot registered again
+    // meanwhile is lost until its requester re-sends (stops and the timer
+    // monitor do).
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if slot.tid.load(Ordering::Relaxed) != tid || !slot.registered.load(Ordering::Relaxed) {
+        slot.take_request();
+        return Err(Error::NotAWorker);
+    }
     if slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Ok(false);
     }

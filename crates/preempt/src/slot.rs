@@ -295,6 +295,21 @@ impl WorkerSlot {
         }
     }
 
+    /// Withdraws an outstanding checkpoint request; true if one was set.
+    /// For a requester that finds, after [`crate::request_preempt`], that
+    /// the slot no longer drives the worker it meant (the scheduler's
+    /// stopper, when a `blocking` call handed the worker to another thread
+    /// meanwhile): left set, the request would stay on a slot that runs no
+    /// task, and keep every poll of the process (allocation, `Gc<T>`
+    /// deref) on its slow path. Pair it with a `SeqCst` fence between the
+    /// request and the re-check, as `set_idle(true)` has one between the
+    /// worker's hand-off and its own clearing. Withdrawing a request that
+    /// someone else has just posted only loses it until that requester
+    /// retries (stops and the timer monitor re-send).
+    pub fn withdraw_request(&self) -> bool {
+        self.take_request()
+    }
+
     /// Clears the checkpoint flag; true if it was set.
     pub(crate) fn take_request(&self) -> bool {
         if self.requested.load(Ordering::Relaxed) && self.requested.swap(false, Ordering::AcqRel) {
@@ -311,16 +326,23 @@ impl WorkerSlot {
     /// racing with the worker's own tick may be undone by that tick's
     /// re-arm).
     ///
-    /// `set_idle(true)` also clears an outstanding checkpoint request: it
-    /// was for a task this worker no longer runs (a stop request that
-    /// arrived between tasks, before the worker parked for the stop or went
-    /// to sleep; a tick refused just before a handoff). Left set, it kept
-    /// the process-wide count of requests non-zero while the worker slept,
-    /// and with it every allocation's and every `Gc<T>` deref's poll on
-    /// every worker on its slow path (issue 9), and made the worker's next
-    /// task yield at its first checkpoint for nothing.
+    /// `set_idle(true)` also clears an outstanding checkpoint request. The
+    /// slot goes quiet: its worker sleeps, parks for a stop or was handed
+    /// to another thread (a stop request that arrived between tasks, a tick
+    /// refused just before a hand-off), or, for a task that stops the
+    /// world, the task runs on in a no-preemption section where a request
+    /// means nothing (the scheduler's stopper, whose quantum is off for the
+    /// stop). Left set, the request kept the process-wide count of
+    /// requests non-zero meanwhile, and with it every allocation's and
+    /// every `Gc<T>` deref's poll on every worker on its slow path (issue
+    /// 9), and made the slot's next task yield at its first checkpoint for
+    /// nothing. A `SeqCst` fence comes first: a requester that posts after
+    /// it and then re-checks (after its own fence) whether the slot still
+    /// drives its worker sees the change and withdraws its request
+    /// ([`WorkerSlot::withdraw_request`]).
     pub fn set_idle(&self, idle: bool) -> Result<(), Error> {
         if idle {
+            core::sync::atomic::fence(Ordering::SeqCst);
             self.take_request();
             self.refusal_request.store(false, Ordering::Relaxed);
         }
@@ -565,6 +587,13 @@ pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(
         // A pooled slot starts contended, like a fresh one (the scheduler
         // clears it when it finds no waiting work).
         slot.contended.store(true, Ordering::SeqCst);
+        // A pooled slot starts without a request, like a fresh one: a late
+        // request to its last registration may have landed after that
+        // one's `unregister_worker` (`request_preempt` withdraws such a
+        // request itself once it sees the tid change; this covers the time
+        // in between).
+        slot.take_request();
+        slot.refusal_request.store(false, Ordering::Relaxed);
         CURRENT.with(|c| c.set(slot));
         // Publish the tid last: request_preempt sends nothing before it is
         // set, so every request signal finds CURRENT set on this thread.
@@ -592,10 +621,15 @@ pub fn unregister_worker() -> Result<(), Error> {
     // No new requests from now on. A request signal already sent and not yet
     // delivered is recognised by its payload (the slot address, a known
     // slot) and dropped, whenever it arrives.
-    slot.tid.store(0, Ordering::Release);
+    slot.tid.store(0, Ordering::SeqCst);
     CURRENT.with(|c| c.set(core::ptr::null()));
     teardown(slot);
     slot.pending.store(0, Ordering::Release);
+    // Dekker's handshake with `request_preempt` (a fence on each side,
+    // between its write and its read): either we see a request posted by
+    // a requester that read the old tid, and clear it here, or that
+    // requester sees the tid change after posting, and withdraws it.
+    core::sync::atomic::fence(Ordering::SeqCst);
     slot.take_request();
     slot.registered.store(false, Ordering::Release);
     Ok(())
@@ -813,6 +847,35 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn registering_clears_a_request_left_on_a_pooled_slot() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        std::thread::spawn(move || {
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            unregister_worker().unwrap();
+            // A late request (its requester read the tid before the
+            // unregistration, and posts after it; it withdraws it once it
+            // re-checks the tid, but not yet): the control, the flag is set.
+            a.set_request();
+            assert!(a.is_requested());
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            assert!(!a.is_requested(), "a pooled slot registered again starts with a stale request");
+            unregister_worker().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn withdraw_request_clears_the_flag_once() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        a.set_request();
+        assert!(a.is_requested());
+        assert!(a.withdraw_request());
+        assert!(!a.is_requested());
+        assert!(!a.withdraw_request());
     }
 
     #[test]

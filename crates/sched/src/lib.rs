@@ -368,7 +368,9 @@ pub fn yield_now() {
 /// runs in place; then
 /// the preemption signal is blocked on the thread while `f` runs (its system
 /// calls see no EINTR from the runtime) and the task yields afterwards if
-/// its quantum ran out meanwhile.
+/// its quantum ran out meanwhile. A request already outstanding when
+/// `blocking` is called (a stop, a refused quantum tick) is honoured first:
+/// the task may yield (and move to another worker) before `f` runs.
 ///
 /// `f` must not use the GC heap (allocate, or hold the only reference to an
 /// object): the task counts as stopped while `f` runs, so a collection may

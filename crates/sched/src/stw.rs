@@ -154,9 +154,10 @@ pub(crate) const RETRY: Duration = Duration::from_micros(100);
 /// lands outside preemptible code (the allocation fast path, `Gc::new`'s
 /// initialising stores, the barrier: about half of binary-trees' time) is
 /// refused; the refusal sets the checkpoint flag, which the task honours at
-/// its next allocation slow path (a block's worth of objects later, tens of
-/// microseconds to a few hundred with lazy sweeping), but a new request that
-/// lands in preemptible code stops it sooner. No backoff during a stop: a
+/// its next cooperative point: its next `Gc<T>` deref or allocation slow
+/// path (both poll the flag; a task that allocates without reading objects
+/// may go a block's worth of objects, tens to a few hundred microseconds),
+/// but a new request that lands in preemptible code stops it sooner. No backoff during a stop: a
 /// signal costs the target 2-5 µs and the stopper a futex wake per retry,
 /// for a stop that holds every other worker.
 pub(crate) const FAST_RETRY: Duration = Duration::from_micros(20);
@@ -854,9 +855,33 @@ fn ask_to_stop(w: &Worker) {
     let slot = w.slot.load(Ordering::Acquire);
     // SAFETY: slots are `'static` (pooled, never freed).
     if let Some(slot) = unsafe { slot.as_ref() } {
-        // At most one signal in flight; Ok(false) while one is pending. An
-        // error (the thread just unregistered) is harmless: it stops anyway.
-        let _ = usurp_preempt::request_preempt(slot);
+        // At most one signal in flight; a request that fails (the thread
+        // just unregistered) is harmless: it stops anyway.
+        request_task_preempt(w, slot);
+    }
+}
+
+/// Sends a preemption request for the task on `w`'s CPU to `slot`, read
+/// from `w.slot` (the stopper, and the timer monitor in `sysmon.rs`), and
+/// withdraws it if `w` no longer runs a task on that slot once it is
+/// posted. Since we read `w.slot`, `w` may have finished its task and gone
+/// to sleep, or a `blocking` call may have handed it to another thread
+/// (then the old thread's slot runs no task), or run its closure in place:
+/// the slot went quiet (`set_idle(true)` cleared its request, maybe before
+/// we set it). Left there, the request would raise the process-wide
+/// request count, and with it every allocation's and `Gc<T>` deref's poll
+/// on its slow path, until the slot's next task. Dekker's handshake with
+/// the worker (`running_task` or `w.slot` changed, then a SeqCst fence in
+/// `set_idle(true)`, then its clearing): after our fence, either we see
+/// the change and withdraw the request, or the worker clears it. A
+/// request withdrawn because the worker was between two tasks is lost;
+/// both callers re-send.
+pub(crate) fn request_task_preempt(w: &Worker, slot: &usurp_preempt::WorkerSlot) {
+    if usurp_preempt::request_preempt(slot).is_ok() {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if w.running_task.load(Ordering::Relaxed) == 0 || !std::ptr::eq(w.slot.load(Ordering::Relaxed), slot) {
+            slot.withdraw_request();
+        }
     }
 }
 
@@ -901,11 +926,16 @@ pub(crate) fn park_worker(w: &Worker) {
     let slot = w.slot.load(Ordering::Acquire);
     // SAFETY: slots are `'static`.
     let slot = unsafe { slot.as_ref() };
+    let mut g = stw.lock();
+    stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
+    // Quiet from now on (no ticks), and without the request (if any) that
+    // the stopper posted before it saw us park: the stopper posts requests
+    // only under the stw lock and only to workers it does not count as
+    // stopped, so, done here (locked, after PARKED), no request is left
+    // raising the process-wide count (every poll's slow path) for the stop.
     if let Some(s) = slot {
         let _ = s.set_idle(true);
     }
-    let mut g = stw.lock();
-    stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
     stw.cv.notify_all();
     while stw.stop.load(Ordering::SeqCst) {
         g = stw.serve_jobs(g);

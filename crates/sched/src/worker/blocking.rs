@@ -21,6 +21,13 @@ use super::switch::{finish_switch, switch_to, A_ADOPT, A_REQUEUE};
 /// closure and its result through its own locals.
 #[inline(never)]
 pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
+    // A request outstanding (a refused tick, a stop) is honoured first: run
+    // in place below (no spare thread), the closure would otherwise keep it,
+    // and with it the process-wide request count (every allocation's and
+    // `Gc<T>` deref's poll on its slow path), raised until it returns. The
+    // checkpoint may move this task to another worker: it comes before the
+    // worker is read.
+    usurp_preempt::checkpoint();
     let Some(c) = Current::get() else { return f() };
     // The task and its runtime stay valid across the switches below; the
     // machine and worker are borrowed from `c` only until the task leaves
