@@ -26,8 +26,8 @@ fn floor(name: &str) -> Option<u8> {
         "tasks" => 1,
         // 2: queues.
         "queue" => 2,
-        // 3: the hub, the stop state, timers, sysmon, the worker.
-        "shared" | "stw" | "timer" | "sysmon" | "worker" => 3,
+        // 3: the hub, the stop state, timers, sysmon, the worker, the GC's per-task stack scan.
+        "shared" | "stw" | "timer" | "sysmon" | "worker" | "stack_scan" => 3,
         // 4: adapters to usurp-preempt and usurp-gc, dumps.
         "glue" => 4,
         // 5: the public API (modules, and items defined or re-exported at

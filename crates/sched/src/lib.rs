@@ -208,7 +208,7 @@
 //! ```text
 //!   5  public API    lib.rs, runtime.rs, join.rs, sync/, hooks.rs, panic_hook.rs
 //!   4  adapters      glue/: preempt_glue, gc_world, heap_roots, dump, dumpsig
-//!   3  hub, worker   shared.rs, stw.rs, timer.rs, sysmon.rs,
+//!   3  hub, worker   shared.rs, stw.rs, timer.rs, sysmon.rs, stack_scan.rs,
 //!                    worker/: machine, policy, switch, blocking, thread, guard
 //!   2  queues        queue.rs
 //!   1  tasks         tasks/: tcb (Task, TaskRef), wait, local, cpu_link
@@ -254,7 +254,8 @@ mod tasks;
 mod queue;
 mod stw;
 mod timer;
-// Floor 3: the shared hub, the sysmon, the worker split by job.
+// Floor 3: the shared hub, the sysmon, the worker split by job, the GC's
+// per-task stack scan.
 mod shared;
 mod stack_scan;
 mod sysmon;
