@@ -11,6 +11,12 @@
 //!   hook) to a task already scanned survives; control: without the
 //!   send-side shading it is freed; likewise a value captured by a closure
 //!   such a task spawns during the mark (the new task's stack starts black);
+//! * review finding 1: U inside `blocking` checks "a heap marks?" (no),
+//!   then is held 300 ms (test hook) before its send publishes X; a
+//!   collection starts meanwhile and V, the receiver, is scanned before X
+//!   reaches it. With the check and the publication one step against the
+//!   start stop (the shading gate) X survives; control: the pre-fix order
+//!   (check outside the gate) frees X;
 //! * a task resumed during the stack-scan phase is scanned before it runs;
 //!   control: resumed without the claim (and held back from the collector),
 //!   the tree only its running stack holds is freed;
@@ -68,6 +74,8 @@ impl Drop for Restore {
         hooks::set_send_shading_for_tests(true);
         hooks::set_resume_claim_for_tests(true);
         hooks::hold_stack_scan_for_tests(0);
+        hooks::set_gated_publish_for_tests(true);
+        hooks::set_publish_delay_for_tests(0);
     }
 }
 
@@ -252,6 +260,83 @@ fn send_deep(tx: &usurp::Sender<GcRef>, xs: usize) {
     // (Not `Heap::object_at`: it would shade X itself.)
     let x = unsafe { GcRef::from_addr(black_box(xs) ^ X) }.expect("X's address");
     tx.send(x).unwrap();
+}
+
+/// Review finding 1: U (inside `blocking`, no mutator) sends the only
+/// reference to X; its marking check finds no mark, then a test hook holds
+/// it 300 ms before the push while a collection begins (V, parked in
+/// `recv`, is scanned at once, empty-handed). V keeps X across the end of
+/// the cycle. Returns whether X survived.
+fn check_then_publish_race(gated: bool) -> bool {
+    static V_ID: AtomicU64 = AtomicU64::new(0);
+    V_ID.store(0, Ordering::SeqCst);
+    let _restore = Restore;
+    hooks::set_gated_publish_for_tests(gated);
+    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
+    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    rt.block_on(|| {
+        let heap = Heap::current().unwrap();
+        let weak: Arc<Mutex<Option<WeakRef>>> = Arc::new(Mutex::new(None));
+        let (tx, rx) = usurp::channel::<GcRef>();
+        let (done_tx, done_rx) = usurp::channel::<()>();
+        let v = {
+            let weak = weak.clone();
+            usurp::spawn(move || {
+                V_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
+                let x = rx.recv().unwrap();
+                done_rx.recv().unwrap();
+                let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
+                if alive {
+                    assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
+                }
+                alive
+            })
+        };
+        while V_ID.load(Ordering::SeqCst) == 0 {
+            usurp::yield_now();
+        }
+        // Only publications on threads without a mutator are delayed.
+        hooks::set_publish_delay_for_tests(300);
+        let u = {
+            let weak = weak.clone();
+            let heap = heap.clone();
+            usurp::spawn(move || {
+                let xs = make_x(&heap, &weak);
+                scrub();
+                usurp::blocking(move || send_deep(&tx, xs));
+            })
+        };
+        let t0 = Instant::now();
+        while !hooks::publish_delayed_for_tests() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "U never reached its send");
+            usurp::yield_now();
+        }
+        heap.collect();
+        let st = heap.stats().last.unwrap();
+        assert!(st.stack_scan > Duration::ZERO, "the cycle did not scan stacks one task at a time");
+        done_tx.send(()).unwrap();
+        u.join().unwrap();
+        v.join().unwrap()
+    })
+}
+
+#[test]
+fn send_from_blocking_racing_the_start_stop_survives() {
+    let _s = serial();
+    within(300, "send_from_blocking_racing_the_start_stop_survives", || {
+        assert!(check_then_publish_race(true), "the value a blocking closure sent during the start stop was freed");
+    });
+}
+
+#[test]
+fn negative_control_send_from_blocking_checked_outside_the_gate_is_freed() {
+    let _s = serial();
+    within(300, "negative_control_send_from_blocking_checked_outside_the_gate_is_freed", || {
+        assert!(
+            !check_then_publish_race(false),
+            "with the marking check outside the gate the value survived: the test shows nothing"
+        );
+    });
 }
 
 #[test]

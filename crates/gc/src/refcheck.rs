@@ -221,6 +221,12 @@ pub(crate) fn shading_section<R>(f: impl FnOnce() -> R) -> R {
     {
         return f();
     }
+    if IN_SECTION.with(|c| c.get()) {
+        // Nested (a section that shades inside an outer one): already
+        // inside; entering again could wait for a collector that waits
+        // for us.
+        return f();
+    }
     let mut n = 0u32;
     loop {
         if GATE.fetch_add(1, Ordering::SeqCst) < GATE_CLOSED {
@@ -234,11 +240,19 @@ pub(crate) fn shading_section<R>(f: impl FnOnce() -> R) -> R {
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
+            IN_SECTION.with(|c| c.set(false));
             GATE.fetch_sub(1, Ordering::Release);
         }
     }
     let _leave = Leave;
+    IN_SECTION.with(|c| c.set(true));
     f()
+}
+
+thread_local! {
+    /// Whether this thread is inside the gate (`shading_section`): nested
+    /// sections run directly. Written only by its thread.
+    static IN_SECTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
