@@ -76,70 +76,106 @@ impl Drop for Restore {
         hooks::hold_stack_scan_for_tests(0);
         hooks::set_gated_publish_for_tests(true);
         hooks::set_publish_delay_for_tests(0);
+        hooks::set_skip_stack_scans_for_tests(false);
     }
 }
 
 /// Addresses are kept XOR-ed where a test must not hold a reference.
 const X: usize = 0x5a5a_5a5a_5a5a;
 
+/// Many parked and yielding tasks each hold the only reference to a tree
+/// in a local through collections (verifier on). `skip_scans` (negative
+/// control): the collector and the resumers claim without scanning. Returns
+/// the verifier's failures plus the trees found freed (weak references to
+/// their roots cleared), and checks the trees when nothing is skipped.
+fn parked_and_yielding(skip_scans: bool) -> u64 {
+    let _restore = Restore;
+    hooks::set_skip_stack_scans_for_tests(skip_scans);
+    let cfg = HeapConfig { gogc: None, verify: true, max_heap: 1 << 30, ..HeapConfig::default() };
+    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let (by_collector0, _) = hooks::stack_scan_counts();
+    let (cycles, stacks, failures) = rt.block_on(move || {
+        let heap = Heap::current().unwrap();
+        let tasks = scale(150).max(8);
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(usurp::sync::Mutex::new(()));
+        let hold = gate.lock();
+        let weaks: Arc<Mutex<Vec<WeakRef>>> = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = (0..tasks)
+            .map(|i| {
+                let (stop, gate, weaks) = (stop.clone(), gate.clone(), weaks.clone());
+                usurp::spawn(move || {
+                    let t = tree(7);
+                    let n = count(t);
+                    let w = Heap::current().unwrap().weak(t.raw());
+                    weaks.lock().unwrap().push(w);
+                    if i % 2 == 0 {
+                        // Parked on a mutex until the end.
+                        drop(gate.lock());
+                    } else {
+                        // Yielding: resumed over and over during the
+                        // stack-scan phases (races the collector's claims).
+                        while !stop.load(Ordering::Relaxed) {
+                            usurp::yield_now();
+                        }
+                    }
+                    if skip_scans {
+                        // The tree may be freed: do not walk it.
+                        black_box(t);
+                        return n;
+                    }
+                    assert_eq!(count(black_box(t)), n, "task {i}: its tree changed");
+                    n
+                })
+            })
+            .collect();
+        let mut cycles = 0;
+        let mut stacks = 0;
+        for _ in 0..scale(20).max(4) {
+            // Garbage between collections, so that freed slots get reused.
+            for _ in 0..200 {
+                black_box(tree(3));
+            }
+            heap.collect();
+            let last = heap.stats().last.unwrap();
+            assert_eq!(last.bad_pointers, 0);
+            stacks += last.stacks_scanned;
+            cycles += 1;
+        }
+        while weaks.lock().unwrap().len() < tasks {
+            usurp::yield_now();
+        }
+        let lost = weaks.lock().unwrap().iter().filter(|w| w.get().is_none()).count() as u64;
+        stop.store(true, Ordering::Relaxed);
+        drop(hold);
+        for h in handles {
+            assert_eq!(h.join().unwrap(), (1 << 8) - 1);
+        }
+        (cycles, stacks, heap.stats().verify_failures + lost)
+    });
+    if !skip_scans {
+        let (by_collector, _) = hooks::stack_scan_counts();
+        assert!(stacks > 0 && by_collector > by_collector0, "no stack was scanned by the collector concurrently");
+    }
+    assert!(cycles > 0);
+    failures
+}
+
 #[test]
 fn parked_and_yielding_tasks_lose_nothing() {
     let _s = serial();
     within(300, "parked_and_yielding_tasks_lose_nothing", || {
-        let cfg = HeapConfig { gogc: None, verify: true, max_heap: 1 << 30, ..HeapConfig::default() };
-        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
-        let (by_collector0, _) = hooks::stack_scan_counts();
-        let (cycles, stacks) = rt.block_on(|| {
-            let heap = Heap::current().unwrap();
-            let tasks = scale(150).max(8);
-            let stop = Arc::new(AtomicBool::new(false));
-            let gate = Arc::new(usurp::sync::Mutex::new(()));
-            let hold = gate.lock();
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| {
-                    let (stop, gate) = (stop.clone(), gate.clone());
-                    usurp::spawn(move || {
-                        let t = tree(7);
-                        let n = count(t);
-                        if i % 2 == 0 {
-                            // Parked on a mutex until the end.
-                            drop(gate.lock());
-                        } else {
-                            // Yielding: resumed over and over during the
-                            // stack-scan phases (races the collector's claims).
-                            while !stop.load(Ordering::Relaxed) {
-                                usurp::yield_now();
-                            }
-                        }
-                        assert_eq!(count(black_box(t)), n, "task {i}: its tree changed");
-                        n
-                    })
-                })
-                .collect();
-            let mut cycles = 0;
-            let mut stacks = 0;
-            for _ in 0..scale(20).max(4) {
-                // Garbage between collections, so that freed slots get reused.
-                for _ in 0..200 {
-                    black_box(tree(3));
-                }
-                heap.collect();
-                let last = heap.stats().last.unwrap();
-                assert_eq!(last.bad_pointers, 0);
-                stacks += last.stacks_scanned;
-                cycles += 1;
-            }
-            stop.store(true, Ordering::Relaxed);
-            drop(hold);
-            for h in handles {
-                assert_eq!(h.join().unwrap(), (1 << 8) - 1);
-            }
-            assert_eq!(heap.stats().verify_failures, 0, "the verifier found a lost object");
-            (cycles, stacks)
-        });
-        let (by_collector, _) = hooks::stack_scan_counts();
-        assert!(stacks > 0 && by_collector > by_collector0, "no stack was scanned by the collector concurrently");
-        assert!(cycles > 0);
+        assert_eq!(parked_and_yielding(false), 0, "a tree was freed or the verifier found a lost object");
+    });
+}
+
+/// Negative control of the above: with the tasks claimed but not scanned
+/// (collector and resumers), trees are freed.
+#[test]
+fn negative_control_unscanned_task_stacks_lose_trees() {
+    let _s = serial();
+    within(300, "negative_control_unscanned_task_stacks_lose_trees", || {
+        assert!(parked_and_yielding(true) > 0, "with no task stack scanned no tree was freed: the test shows nothing");
     });
 }
 

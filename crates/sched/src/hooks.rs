@@ -258,3 +258,12 @@ pub fn set_publish_delay_for_tests(ms: u64) {
 pub fn publish_delayed_for_tests() -> bool {
     crate::stack_scan::PUBLISH_DELAYED.load(Ordering::SeqCst)
 }
+
+/// Test-only switch (negative control of the per-task stack scan): when
+/// true, the collector claims tasks without scanning their stacks and
+/// resumers claim without scanning, so a cycle scans no task stack.
+/// Process-wide; restore `false`.
+#[doc(hidden)]
+pub fn set_skip_stack_scans_for_tests(on: bool) {
+    crate::stack_scan::set_skip_scans_for_tests(on);
+}

@@ -121,6 +121,10 @@ static GATED_PUBLISH: AtomicBool = AtomicBool::new(true);
 /// on threads without a mutator (0: none), and its signal.
 static PUBLISH_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PUBLISH_DELAYED: AtomicBool = AtomicBool::new(false);
+/// Test-only switch (negative control of the per-task scan as a whole):
+/// when true, the collector claims tasks without scanning them, and
+/// resumers skip the scan (see `claim_slow`).
+static COLLECTOR_SKIPS_SCAN: AtomicBool = AtomicBool::new(false);
 /// Test-only: the id of a task the collector must not claim (0: none).
 static HELD: AtomicU64 = AtomicU64::new(0);
 /// Stacks scanned by collectors, and by resumers (process-wide, all
@@ -141,6 +145,9 @@ pub(crate) fn set_publish_delay_for_tests(ms: u64) {
     PUBLISH_DELAYED.store(false, Ordering::SeqCst);
     PUBLISH_DELAY_MS.store(ms, Ordering::SeqCst);
 }
+pub(crate) fn set_skip_scans_for_tests(on: bool) {
+    COLLECTOR_SKIPS_SCAN.store(on, Ordering::SeqCst);
+}
 pub(crate) fn hold_for_tests(task_id: u64) {
     HELD.store(task_id, Ordering::SeqCst);
 }
@@ -149,12 +156,28 @@ pub(crate) fn hold_for_tests(task_id: u64) {
 /// epoch (every live task unscanned), the collecting task (if it is one of
 /// ours) scanned already (the GC scans its own stack), and the stop's
 /// conservative ranges without the task stacks.
+///
+/// The GC scans the collecting thread's stack from its SP only if that SP
+/// lies in `current_stack_bounds` (the current task's stack). If the
+/// collector runs elsewhere (its frames not on the task's stack), its task
+/// would be neither scanned nor claimable (it runs through the cycle), so
+/// this cycle keeps the stacks in its stop instead (returns false, epoch
+/// unchanged).
 pub(crate) fn begin(sh: &Shared) -> bool {
-    let e = sh.stack_scan.epoch.load(Ordering::Relaxed) + 1;
-    sh.stack_scan.epoch.store(e, Ordering::Release);
     let cur = crate::worker::current_task();
     // SAFETY: the current task is valid while it runs.
-    if !cur.is_null() && std::ptr::eq(unsafe { (*cur).shared }, sh) {
+    let ours = !cur.is_null() && std::ptr::eq(unsafe { (*cur).shared }, sh);
+    if ours {
+        let here = &cur as *const _ as usize;
+        // SAFETY: as above.
+        let (lo, hi) = unsafe { ((*cur).stack.lo(), (*cur).stack.hi()) };
+        if !(lo <= here && here < hi) {
+            return false;
+        }
+    }
+    let e = sh.stack_scan.epoch.load(Ordering::Relaxed) + 1;
+    sh.stack_scan.epoch.store(e, Ordering::Release);
+    if ours {
         // SAFETY: as above.
         unsafe { (*cur).scan.store(e << 1, Ordering::Release) };
     }
@@ -192,61 +215,84 @@ const CHUNK: usize = 64;
 /// unscanned task that is not running; true when no task is left unscanned.
 ///
 /// The registry lock keeps every task struct alive while it is held (a
-/// struct is freed only after leaving the registry), so the pass takes it
-/// per chunk of [`CHUNK`] tasks. Between chunks the registry may change
-/// (a removal moves the last task into the hole, which this pass may then
-/// miss), so a pass that found work says "not done", and "done" is only
-/// said by a pass that found nothing to do, confirmed by one check of
-/// every task under a single hold of the lock (loads only, no scanning).
+/// struct is freed only after leaving the registry). The pass claims up to
+/// [`CHUNK`] tasks per hold of the lock and scans them after dropping it (a
+/// claimed task cannot resume, hence cannot exit, so its struct and stack
+/// stay). Between chunks the registry may change (a removal moves the last
+/// task into the hole, which this pass may then miss), so a pass that found
+/// work says "not done", and "done" is only said by a pass that found
+/// nothing to do, confirmed by one check of every task under a single hold
+/// of the lock (loads only, no scanning).
+///
+/// ABANDONED tasks (left suspended or in `blocking` by a runtime shut down
+/// with tasks alive; review finding 2) are claimed and scanned like parked
+/// ones: they never resume, and one still inside `blocking` respects the
+/// claim when it leaves it. So objects only their stacks hold survive a
+/// collection after the shutdown, as they did when every stop scanned them.
 pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> bool {
     let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
     let held = HELD.load(Ordering::Relaxed);
     let claim_on = RESUME_CLAIM.load(Ordering::Relaxed);
+    let no_scan = COLLECTOR_SKIPS_SCAN.load(Ordering::Relaxed);
     let mut busy = false;
     let mut i = 0;
+    let mut claimed = [std::ptr::null_mut::<Task>(); CHUNK];
     loop {
-        let reg = sh.registry.lock();
-        if i >= reg.len() {
-            break;
+        let mut n = 0;
+        {
+            let reg = sh.registry.lock();
+            if i >= reg.len() {
+                break;
+            }
+            let end = reg.len().min(i + CHUNK);
+            for &t in &reg[i..end] {
+                // SAFETY: registered tasks are valid while the lock is held.
+                let task = unsafe { &*t };
+                let s = task.state.load(Ordering::Acquire);
+                if s == state::FREE {
+                    continue;
+                }
+                let v = task.scan.load(Ordering::Acquire);
+                if v == want {
+                    continue;
+                }
+                busy = true;
+                if s == state::RUNNING && !claim_on {
+                    // Negative control only: a task resumed without a claim
+                    // runs unscanned; its stack cannot be read while it runs.
+                    let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
+                    continue;
+                }
+                if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
+                    // Being scanned by its resumer (RUNNING is stored after
+                    // the claim), or held by a test: not ours now.
+                    continue;
+                }
+                if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    continue; // a resumer won: it scans
+                }
+                claimed[n] = t;
+                n += 1;
+            }
+            i = end;
         }
-        let end = reg.len().min(i + CHUNK);
-        for &t in &reg[i..end] {
-            // SAFETY: registered tasks are valid while the lock is held.
-            let task = unsafe { &*t };
-            let s = task.state.load(Ordering::Acquire);
-            if s == state::FREE || s == state::ABANDONED {
-                continue;
-            }
-            let v = task.scan.load(Ordering::Acquire);
-            if v == want {
-                continue;
-            }
-            busy = true;
-            if s == state::RUNNING && !claim_on {
-                // Negative control only: a task resumed without a claim
-                // runs unscanned; its stack cannot be read while it runs.
-                let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
-                continue;
-            }
-            if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
-                // Being scanned by its resumer (RUNNING is stored after the
-                // claim), or held by a test: not ours now.
-                continue;
-            }
-            if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                continue; // a resumer won: it scans
-            }
-            // SAFETY: we hold the claim: the task cannot resume (a resumer
-            // waits for "scanned") and is not running (it was not RUNNING,
-            // and every resume claims first), so its saved SP and the frames
-            // above it are stable and mapped.
-            if let Some((lo, hi)) = unsafe { range_of(t) } {
-                f(lo, hi);
+        // Scanned with the registry lock dropped (a spawn allocating a task
+        // struct does not wait for these scans).
+        for &t in &claimed[..n] {
+            if !no_scan {
+                // SAFETY: we hold the claim: the task cannot resume (a
+                // resumer waits for "scanned"), hence not exit or leave the
+                // registry, and is not running (it was not RUNNING, and
+                // every resume claims first), so its struct, its saved SP
+                // and the frames above it are stable and mapped.
+                if let Some((lo, hi)) = unsafe { range_of(t) } {
+                    f(lo, hi);
+                }
             }
             BY_COLLECTOR.fetch_add(1, Ordering::Relaxed);
-            task.scan.store(want, Ordering::Release);
+            // SAFETY: as above.
+            unsafe { (*t).scan.store(want, Ordering::Release) };
         }
-        i = end;
     }
     if busy {
         return false;
@@ -255,8 +301,7 @@ pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> 
     reg.iter().all(|&t| {
         // SAFETY: as above.
         let task = unsafe { &*t };
-        let s = task.state.load(Ordering::Acquire);
-        s == state::FREE || s == state::ABANDONED || task.scan.load(Ordering::Acquire) == want
+        task.state.load(Ordering::Acquire) == state::FREE || task.scan.load(Ordering::Acquire) == want
     })
 }
 
@@ -298,9 +343,14 @@ fn claim_slow(sh: &Shared, t: *mut Task) {
             return;
         }
         if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            // SAFETY: we own `t` (about to run it) and hold the claim: its
-            // saved SP and frames above it are stable and mapped.
-            if let Some((lo, hi)) = unsafe { range_of(t) } {
+            let range = if COLLECTOR_SKIPS_SCAN.load(Ordering::Relaxed) {
+                None // negative control only: claimed, not scanned
+            } else {
+                // SAFETY: we own `t` (about to run it) and hold the claim:
+                // its saved SP and frames above it are stable and mapped.
+                unsafe { range_of(t) }
+            };
+            if let Some((lo, hi)) = range {
                 // SAFETY: the range is on the task's mapped stack.
                 unsafe { sh.heap.shade_conservative_range(lo, hi) };
             }
