@@ -115,6 +115,12 @@ pub(crate) struct MarkShared {
     /// (they count as live). Added by shaders, reset by the collector in the
     /// start stop.
     pub shaded_bytes: AtomicUsize,
+    /// Bad pointers (conservative words into the heap naming no object)
+    /// found by `Heap::shade_conservative_range` (a scheduler's resumer-side
+    /// stack scans) in the cycle in progress; added to the cycle's
+    /// `bad_pointers`. Added by shaders, reset by the collector in the
+    /// start stop.
+    pub shaded_bad_pointers: AtomicUsize,
     /// Whether this heap's collector holds the shading gate closed (see
     /// [`shading_section`]). Written only by the collector, under its
     /// collection lock.
@@ -297,6 +303,7 @@ pub(crate) fn register(
         marking: std::sync::atomic::AtomicBool::new(false),
         grey: std::sync::Mutex::new(Vec::new()),
         shaded_bytes: AtomicUsize::new(0),
+        shaded_bad_pointers: AtomicUsize::new(0),
         gate_closed: std::sync::atomic::AtomicBool::new(false),
     };
     let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding, mark }));
