@@ -129,6 +129,14 @@ fn parked_and_yielding(skip_scans: bool) -> u64 {
                 })
             })
             .collect();
+        if skip_scans {
+            // The control frees what unscanned stacks hold: let every task
+            // finish building and counting its tree first (a tree freed
+            // half-built would be walked).
+            while weaks.lock().unwrap().len() < tasks {
+                usurp::yield_now();
+            }
+        }
         let mut cycles = 0;
         let mut stacks = 0;
         for _ in 0..scale(20).max(4) {
