@@ -508,6 +508,9 @@ fn negative_control_spawn_closure_without_shading_is_freed() {
 /// `checkpoint`) through a collection: it is switched out by the start
 /// stop and resumed right after, before the collector (held back from it
 /// by the test hook) can claim it. Returns whether the tree survived.
+/// The control (`claim` false) also changes the collector's side: it then
+/// counts a running unscanned task as scanned (it cannot read a running
+/// stack), so the cycle does not wait for the task.
 fn resumed_during_scan(claim: bool) -> bool {
     let _restore = Restore;
     hooks::set_resume_claim_for_tests(claim);
@@ -573,7 +576,10 @@ fn negative_control_resume_without_claim_loses_the_tree() {
 /// 50 ms into the spin): the phase ends without waiting for the spinner
 /// (it was scanned when it resumed), a 1 ms sleeper on the third worker
 /// keeps waking during it, and only the termination stop waits for the
-/// spinner.
+/// spinner. No negative control: under this design a running task is
+/// always scanned already (when it resumed), so no switch makes the
+/// stack-scan phase wait for a spinner; the test guards against a change
+/// that would (e.g. a targeted stop of running tasks).
 #[test]
 fn spinner_in_plain_code_holds_up_no_stack_scan() {
     static EPOCH0: AtomicU64 = AtomicU64::new(u64::MAX);
