@@ -11,6 +11,12 @@
 //!   hook) to a task already scanned survives; control: without the
 //!   send-side shading it is freed; likewise a value captured by a closure
 //!   such a task spawns during the mark (the new task's stack starts black);
+//! * review finding 1: U inside `blocking` checks "a heap marks?" (no),
+//!   then is held 300 ms (test hook) before its send publishes X; a
+//!   collection starts meanwhile and V, the receiver, is scanned before X
+//!   reaches it. With the check and the publication one step against the
+//!   start stop (the shading gate) X survives; control: the pre-fix order
+//!   (check outside the gate) frees X;
 //! * a task resumed during the stack-scan phase is scanned before it runs;
 //!   control: resumed without the claim (and held back from the collector),
 //!   the tree only its running stack holds is freed;
@@ -68,70 +74,116 @@ impl Drop for Restore {
         hooks::set_send_shading_for_tests(true);
         hooks::set_resume_claim_for_tests(true);
         hooks::hold_stack_scan_for_tests(0);
+        hooks::set_gated_publish_for_tests(true);
+        hooks::set_publish_delay_for_tests(0);
+        hooks::set_skip_stack_scans_for_tests(false);
     }
 }
 
 /// Addresses are kept XOR-ed where a test must not hold a reference.
 const X: usize = 0x5a5a_5a5a_5a5a;
 
+/// Many parked and yielding tasks each hold the only reference to a tree
+/// in a local through collections (verifier on). `skip_scans` (negative
+/// control): the collector and the resumers claim without scanning. Returns
+/// the verifier's failures plus the trees found freed (weak references to
+/// their roots cleared), and checks the trees when nothing is skipped.
+fn parked_and_yielding(skip_scans: bool) -> u64 {
+    let _restore = Restore;
+    hooks::set_skip_stack_scans_for_tests(skip_scans);
+    let cfg = HeapConfig { gogc: None, verify: true, max_heap: 1 << 30, ..HeapConfig::default() };
+    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let (by_collector0, _) = hooks::stack_scan_counts();
+    let (cycles, stacks, failures) = rt.block_on(move || {
+        let heap = Heap::current().unwrap();
+        let tasks = scale(150).max(8);
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(usurp::sync::Mutex::new(()));
+        let hold = gate.lock();
+        let weaks: Arc<Mutex<Vec<WeakRef>>> = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = (0..tasks)
+            .map(|i| {
+                let (stop, gate, weaks) = (stop.clone(), gate.clone(), weaks.clone());
+                usurp::spawn(move || {
+                    let t = tree(7);
+                    let n = count(t);
+                    let w = Heap::current().unwrap().weak(t.raw());
+                    weaks.lock().unwrap().push(w);
+                    if i % 2 == 0 {
+                        // Parked on a mutex until the end.
+                        drop(gate.lock());
+                    } else {
+                        // Yielding: resumed over and over during the
+                        // stack-scan phases (races the collector's claims).
+                        while !stop.load(Ordering::Relaxed) {
+                            usurp::yield_now();
+                        }
+                    }
+                    if skip_scans {
+                        // The tree may be freed: do not walk it.
+                        black_box(t);
+                        return n;
+                    }
+                    assert_eq!(count(black_box(t)), n, "task {i}: its tree changed");
+                    n
+                })
+            })
+            .collect();
+        if skip_scans {
+            // The control frees what unscanned stacks hold: let every task
+            // finish building and counting its tree first (a tree freed
+            // half-built would be walked).
+            while weaks.lock().unwrap().len() < tasks {
+                usurp::yield_now();
+            }
+        }
+        let mut cycles = 0;
+        let mut stacks = 0;
+        for _ in 0..scale(20).max(4) {
+            // Garbage between collections, so that freed slots get reused.
+            for _ in 0..200 {
+                black_box(tree(3));
+            }
+            heap.collect();
+            let last = heap.stats().last.unwrap();
+            assert_eq!(last.bad_pointers, 0);
+            stacks += last.stacks_scanned;
+            cycles += 1;
+        }
+        while weaks.lock().unwrap().len() < tasks {
+            usurp::yield_now();
+        }
+        let lost = weaks.lock().unwrap().iter().filter(|w| w.get().is_none()).count() as u64;
+        stop.store(true, Ordering::Relaxed);
+        drop(hold);
+        for h in handles {
+            assert_eq!(h.join().unwrap(), (1 << 8) - 1);
+        }
+        (cycles, stacks, heap.stats().verify_failures + lost)
+    });
+    if !skip_scans {
+        let (by_collector, _) = hooks::stack_scan_counts();
+        assert!(stacks > 0 && by_collector > by_collector0, "no stack was scanned by the collector concurrently");
+    }
+    assert!(cycles > 0);
+    failures
+}
+
 #[test]
 fn parked_and_yielding_tasks_lose_nothing() {
     let _s = serial();
     within(300, "parked_and_yielding_tasks_lose_nothing", || {
-        let cfg = HeapConfig { gogc: None, verify: true, max_heap: 1 << 30, ..HeapConfig::default() };
-        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
-        let (by_collector0, _) = hooks::stack_scan_counts();
-        let (cycles, stacks) = rt.block_on(|| {
-            let heap = Heap::current().unwrap();
-            let tasks = scale(150).max(8);
-            let stop = Arc::new(AtomicBool::new(false));
-            let gate = Arc::new(usurp::sync::Mutex::new(()));
-            let hold = gate.lock();
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| {
-                    let (stop, gate) = (stop.clone(), gate.clone());
-                    usurp::spawn(move || {
-                        let t = tree(7);
-                        let n = count(t);
-                        if i % 2 == 0 {
-                            // Parked on a mutex until the end.
-                            drop(gate.lock());
-                        } else {
-                            // Yielding: resumed over and over during the
-                            // stack-scan phases (races the collector's claims).
-                            while !stop.load(Ordering::Relaxed) {
-                                usurp::yield_now();
-                            }
-                        }
-                        assert_eq!(count(black_box(t)), n, "task {i}: its tree changed");
-                        n
-                    })
-                })
-                .collect();
-            let mut cycles = 0;
-            let mut stacks = 0;
-            for _ in 0..scale(20).max(4) {
-                // Garbage between collections, so that freed slots get reused.
-                for _ in 0..200 {
-                    black_box(tree(3));
-                }
-                heap.collect();
-                let last = heap.stats().last.unwrap();
-                assert_eq!(last.bad_pointers, 0);
-                stacks += last.stacks_scanned;
-                cycles += 1;
-            }
-            stop.store(true, Ordering::Relaxed);
-            drop(hold);
-            for h in handles {
-                assert_eq!(h.join().unwrap(), (1 << 8) - 1);
-            }
-            assert_eq!(heap.stats().verify_failures, 0, "the verifier found a lost object");
-            (cycles, stacks)
-        });
-        let (by_collector, _) = hooks::stack_scan_counts();
-        assert!(stacks > 0 && by_collector > by_collector0, "no stack was scanned by the collector concurrently");
-        assert!(cycles > 0);
+        assert_eq!(parked_and_yielding(false), 0, "a tree was freed or the verifier found a lost object");
+    });
+}
+
+/// Negative control of the above: with the tasks claimed but not scanned
+/// (collector and resumers), trees are freed.
+#[test]
+fn negative_control_unscanned_task_stacks_lose_trees() {
+    let _s = serial();
+    within(300, "negative_control_unscanned_task_stacks_lose_trees", || {
+        assert!(parked_and_yielding(true) > 0, "with no task stack scanned no tree was freed: the test shows nothing");
     });
 }
 
@@ -252,6 +304,83 @@ fn send_deep(tx: &usurp::Sender<GcRef>, xs: usize) {
     // (Not `Heap::object_at`: it would shade X itself.)
     let x = unsafe { GcRef::from_addr(black_box(xs) ^ X) }.expect("X's address");
     tx.send(x).unwrap();
+}
+
+/// Review finding 1: U (inside `blocking`, no mutator) sends the only
+/// reference to X; its marking check finds no mark, then a test hook holds
+/// it 300 ms before the push while a collection begins (V, parked in
+/// `recv`, is scanned at once, empty-handed). V keeps X across the end of
+/// the cycle. Returns whether X survived.
+fn check_then_publish_race(gated: bool) -> bool {
+    static V_ID: AtomicU64 = AtomicU64::new(0);
+    V_ID.store(0, Ordering::SeqCst);
+    let _restore = Restore;
+    hooks::set_gated_publish_for_tests(gated);
+    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
+    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    rt.block_on(|| {
+        let heap = Heap::current().unwrap();
+        let weak: Arc<Mutex<Option<WeakRef>>> = Arc::new(Mutex::new(None));
+        let (tx, rx) = usurp::channel::<GcRef>();
+        let (done_tx, done_rx) = usurp::channel::<()>();
+        let v = {
+            let weak = weak.clone();
+            usurp::spawn(move || {
+                V_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
+                let x = rx.recv().unwrap();
+                done_rx.recv().unwrap();
+                let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
+                if alive {
+                    assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
+                }
+                alive
+            })
+        };
+        while V_ID.load(Ordering::SeqCst) == 0 {
+            usurp::yield_now();
+        }
+        // Only publications on threads without a mutator are delayed.
+        hooks::set_publish_delay_for_tests(300);
+        let u = {
+            let weak = weak.clone();
+            let heap = heap.clone();
+            usurp::spawn(move || {
+                let xs = make_x(&heap, &weak);
+                scrub();
+                usurp::blocking(move || send_deep(&tx, xs));
+            })
+        };
+        let t0 = Instant::now();
+        while !hooks::publish_delayed_for_tests() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "U never reached its send");
+            usurp::yield_now();
+        }
+        heap.collect();
+        let st = heap.stats().last.unwrap();
+        assert!(st.stack_scan > Duration::ZERO, "the cycle did not scan stacks one task at a time");
+        done_tx.send(()).unwrap();
+        u.join().unwrap();
+        v.join().unwrap()
+    })
+}
+
+#[test]
+fn send_from_blocking_racing_the_start_stop_survives() {
+    let _s = serial();
+    within(300, "send_from_blocking_racing_the_start_stop_survives", || {
+        assert!(check_then_publish_race(true), "the value a blocking closure sent during the start stop was freed");
+    });
+}
+
+#[test]
+fn negative_control_send_from_blocking_checked_outside_the_gate_is_freed() {
+    let _s = serial();
+    within(300, "negative_control_send_from_blocking_checked_outside_the_gate_is_freed", || {
+        assert!(
+            !check_then_publish_race(false),
+            "with the marking check outside the gate the value survived: the test shows nothing"
+        );
+    });
 }
 
 #[test]
@@ -379,6 +508,9 @@ fn negative_control_spawn_closure_without_shading_is_freed() {
 /// `checkpoint`) through a collection: it is switched out by the start
 /// stop and resumed right after, before the collector (held back from it
 /// by the test hook) can claim it. Returns whether the tree survived.
+/// The control (`claim` false) also changes the collector's side: it then
+/// counts a running unscanned task as scanned (it cannot read a running
+/// stack), so the cycle does not wait for the task.
 fn resumed_during_scan(claim: bool) -> bool {
     let _restore = Restore;
     hooks::set_resume_claim_for_tests(claim);
@@ -444,7 +576,10 @@ fn negative_control_resume_without_claim_loses_the_tree() {
 /// 50 ms into the spin): the phase ends without waiting for the spinner
 /// (it was scanned when it resumed), a 1 ms sleeper on the third worker
 /// keeps waking during it, and only the termination stop waits for the
-/// spinner.
+/// spinner. No negative control: under this design a running task is
+/// always scanned already (when it resumed), so no switch makes the
+/// stack-scan phase wait for a spinner; the test guards against a change
+/// that would (e.g. a targeted stop of running tasks).
 #[test]
 fn spinner_in_plain_code_holds_up_no_stack_scan() {
     static EPOCH0: AtomicU64 = AtomicU64::new(u64::MAX);

@@ -1711,7 +1711,10 @@ impl HeapInner {
             conservative_words: words,
             live_objects: counters.live_objects.load(Ordering::Relaxed),
             reason,
-            bad_pointers: counters.bad_pointers.load(Ordering::Relaxed),
+            // With the resumer-side stack scans' (no shading is left after
+            // the termination stop turned marking off).
+            bad_pointers: counters.bad_pointers.load(Ordering::Relaxed)
+                + self.space.mark.shaded_bad_pointers.load(Ordering::Relaxed),
             bad_values: counters.bad_values.load(Ordering::Relaxed),
             first_bad: *lock(&counters.first_bad),
         };
@@ -1732,6 +1735,7 @@ impl HeapInner {
     /// so that the blocks taken from now on allocate black.
     fn begin_marking(&self) {
         self.space.mark.shaded_bytes.store(0, Ordering::Relaxed);
+        self.space.mark.shaded_bad_pointers.store(0, Ordering::Relaxed);
         lock(&self.space.mark.grey).clear();
         self.space.mark.marking.store(true, Ordering::Release);
         crate::barrier::MARKING.fetch_add(1, Ordering::SeqCst);
@@ -2445,6 +2449,10 @@ fn shade_range_slow(h: &HeapInner, lo: usize, hi: usize) {
         let bytes = m.live_bytes();
         if bytes != 0 {
             space.mark.shaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        let bad = counters.bad_pointers.load(Ordering::Relaxed);
+        if bad != 0 {
+            space.mark.shaded_bad_pointers.fetch_add(bad, Ordering::Relaxed);
         }
         if !m.stack.is_empty() {
             lock(&space.mark.grey).append(&mut m.stack);

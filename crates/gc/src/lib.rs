@@ -337,6 +337,14 @@
 //!    marks ([`Heap::shade_conservative_range`]), so a task not scanned yet
 //!    cannot hand the only reference to a white object to a task already
 //!    scanned (Go's channel copies go through the write barrier likewise).
+//!    A running task's stack is already scanned (black), so only threads
+//!    without a mutator (a task inside `blocking`) must shade, and there
+//!    the marking check, the shading and the publication must be one step
+//!    against the start stop ([`internals::outside_marking_stops`]): a
+//!    Relaxed check before the publication lets a whole start stop run in
+//!    between, and the value reaches a scanned task white. `blocking`
+//!    closures may not move GC references (captures, results, stores into
+//!    shared memory) other than through such shaded publications.
 //!    Tests: `tests/gc_stack_scan.rs` (controls: the send-side shading
 //!    off, the resume-side claim off).
 //! 6. *Allocate black*: a block taken during a mark carries the cycle's
@@ -475,6 +483,30 @@ pub mod internals {
     #[inline(always)]
     pub fn any_heap_marking() -> bool {
         crate::barrier::MARKING.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
+    /// Runs `f` atomically with respect to every collector's marking stops
+    /// (start and termination stops), whatever the calling thread: on a
+    /// thread the World stops (it has a mutator) or in a pause, directly;
+    /// on any other thread (a task inside `blocking`, a plain thread)
+    /// inside the shading gate, which a collector closes (waiting for those
+    /// inside) right after stopping the world and before it marks. So a
+    /// check of [`any_heap_marking`] inside `f` is exact, and what `f`
+    /// publishes lands either before the stop's root scan or after it,
+    /// seeing marking on. Used by the scheduler to make "is a heap marking?
+    /// then shade the value" plus the value's publication (a channel push,
+    /// a spawn) one step on threads without a mutator. `f` must not block
+    /// on anything a stopped thread or the collector may hold (spin locks
+    /// of runtime structures taken by non-preemptible code are fine), nor
+    /// wait for a collection. Nested sections run directly.
+    pub fn outside_marking_stops<R>(f: impl FnOnce() -> R) -> R {
+        crate::refcheck::shading_section(f)
+    }
+
+    /// Whether the calling thread has a heap mutator attached (the World
+    /// stops it; a task inside `blocking` has none).
+    pub fn has_mutator() -> bool {
+        !crate::mutator::current_mutator().is_null()
     }
 }
 

@@ -115,6 +115,12 @@ pub(crate) struct MarkShared {
     /// (they count as live). Added by shaders, reset by the collector in the
     /// start stop.
     pub shaded_bytes: AtomicUsize,
+    /// Bad pointers (conservative words into the heap naming no object)
+    /// found by `Heap::shade_conservative_range` (a scheduler's resumer-side
+    /// stack scans) in the cycle in progress; added to the cycle's
+    /// `bad_pointers`. Added by shaders, reset by the collector in the
+    /// start stop.
+    pub shaded_bad_pointers: AtomicUsize,
     /// Whether this heap's collector holds the shading gate closed (see
     /// [`shading_section`]). Written only by the collector, under its
     /// collection lock.
@@ -221,6 +227,12 @@ pub(crate) fn shading_section<R>(f: impl FnOnce() -> R) -> R {
     {
         return f();
     }
+    if IN_SECTION.with(|c| c.get()) {
+        // Nested (a section that shades inside an outer one): already
+        // inside; entering again could wait for a collector that waits
+        // for us.
+        return f();
+    }
     let mut n = 0u32;
     loop {
         if GATE.fetch_add(1, Ordering::SeqCst) < GATE_CLOSED {
@@ -234,11 +246,19 @@ pub(crate) fn shading_section<R>(f: impl FnOnce() -> R) -> R {
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
+            IN_SECTION.with(|c| c.set(false));
             GATE.fetch_sub(1, Ordering::Release);
         }
     }
     let _leave = Leave;
+    IN_SECTION.with(|c| c.set(true));
     f()
+}
+
+thread_local! {
+    /// Whether this thread is inside the gate (`shading_section`): nested
+    /// sections run directly. Written only by its thread.
+    static IN_SECTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
@@ -283,6 +303,7 @@ pub(crate) fn register(
         marking: std::sync::atomic::AtomicBool::new(false),
         grey: std::sync::Mutex::new(Vec::new()),
         shaded_bytes: AtomicUsize::new(0),
+        shaded_bad_pointers: AtomicUsize::new(0),
         gate_closed: std::sync::atomic::AtomicBool::new(false),
     };
     let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding, mark }));

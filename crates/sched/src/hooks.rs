@@ -263,3 +263,37 @@ pub fn stack_scan_counts() -> (usize, usize) {
 pub fn stack_scan_epoch(rt: &Runtime) -> u64 {
     rt.shared().stack_scan.epoch.load(Ordering::Acquire)
 }
+
+/// Test-only switch (negative control of the gated publication, review
+/// finding 1): when false, a thread without a mutator (a task inside
+/// `blocking`) checks whether a heap marks outside the GC's shading gate
+/// and then sends/spawns, as before the fix. Process-wide; restore `true`.
+#[doc(hidden)]
+pub fn set_gated_publish_for_tests(on: bool) {
+    crate::stack_scan::set_gated_publish_for_tests(on);
+}
+
+/// Test-only: on a thread without a mutator, a channel/select send or a
+/// spawn sleeps `ms` between its "a heap marks?" check and the publication
+/// of its value (0: no delay), after setting the flag
+/// [`publish_delayed_for_tests`] reads. Process-wide; restore 0.
+#[doc(hidden)]
+pub fn set_publish_delay_for_tests(ms: u64) {
+    crate::stack_scan::set_publish_delay_for_tests(ms);
+}
+
+/// Whether a publication entered the delay of
+/// [`set_publish_delay_for_tests`] since it was set.
+#[doc(hidden)]
+pub fn publish_delayed_for_tests() -> bool {
+    crate::stack_scan::PUBLISH_DELAYED.load(Ordering::SeqCst)
+}
+
+/// Test-only switch (negative control of the per-task stack scan): when
+/// true, the collector claims tasks without scanning their stacks and
+/// resumers claim without scanning, so a cycle scans no task stack.
+/// Process-wide; restore `false`.
+#[doc(hidden)]
+pub fn set_skip_stack_scans_for_tests(on: bool) {
+    crate::stack_scan::set_skip_scans_for_tests(on);
+}

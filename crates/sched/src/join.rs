@@ -359,19 +359,26 @@ where
     });
     packet.cpu.task.store(t, Ordering::Relaxed);
     let body: Arc<dyn Body> = packet.clone();
-    if usurp_gc::internals::any_heap_marking() {
-        // Hook (stack_scan.rs): the new task's stack starts black; what its
-        // closure captured is shaded instead.
-        // SAFETY: the task is not published yet: nobody takes the closure.
-        let (lo, hi) = unsafe { body.closure_range() };
-        if lo < hi {
-            crate::stack_scan::shade_range_in(shared, lo, hi);
+    // Hook (stack_scan.rs): the new task's stack starts black; what its
+    // closure captured is shaded instead while a heap marks. Not needed
+    // from a running task (its stack is black: see `stack_scan::publish`);
+    // on a thread without a mutator (inside `blocking`) the check, the
+    // shading and the publication run as one step against the start stop.
+    let id = crate::stack_scan::publish(body, |body| {
+        if usurp_gc::internals::any_heap_marking() {
+            // SAFETY: the task is not published yet: nobody takes the
+            // closure.
+            let (lo, hi) = unsafe { body.closure_range() };
+            if lo < hi {
+                crate::stack_scan::shade_range_in(shared, lo, hi);
+            }
         }
-    }
-    // SAFETY: `t` is a FREE task we just took.
-    let id = unsafe { Task::prepare(t, body, name, worker::task_entry) };
-    // SAFETY: `t` is ours (new): nobody else refers to it yet.
-    worker::make_runnable(unsafe { TaskRef::new(t) }, false);
+        // SAFETY: `t` is a FREE task we just took.
+        let id = unsafe { Task::prepare(t, body, name, worker::task_entry) };
+        // SAFETY: `t` is ours (new): nobody else refers to it yet.
+        worker::make_runnable(unsafe { TaskRef::new(t) }, false);
+        id
+    });
     Ok(JoinHandle { packet, id })
 }
 

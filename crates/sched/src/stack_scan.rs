@@ -40,14 +40,37 @@
 //! **New tasks** start scanned (black: `Task::prepare` stores the current
 //! epoch's "scanned"); their closure is shaded at spawn while a heap marks
 //! (`join::spawn_in`). A task that exits was scanned when it resumed.
-//! **Values moving through runtime memory** (shaded while a heap marks,
-//! because no stop rescans those places): channel and `sync_channel` sends
-//! (`Chan::send`, select's send case; a blocked sender's value is shaded
-//! before it waits, so a rendezvous hand-off is covered), spawn closures,
-//! join results and panic payloads. With every running task already
-//! scanned, such a value can only come from a stack not yet scanned through
-//! a `blocking` closure reading its task's frozen frames; the shading makes
-//! that safe too, at one load per send outside a mark.
+//! **Values moving through runtime memory** (channel and `sync_channel`
+//! sends, select's send case, spawn closures; [`publish`]): a task running
+//! on its worker needs no shading, its stack being black (scanned before
+//! it resumed, or new), so what it sends came from a scanned stack, from
+//! the heap (reachable from a grey object or shaded by the barrier when
+//! overwritten) or was allocated black. Only a thread without a mutator (a
+//! task inside `blocking`, whose frames below the recorded SP no scan
+//! reads) must shade, and there the check "a heap marks?", the shading and
+//! the publication (the channel push, the spawn) are one step against the
+//! start stop: they run inside the GC's shading gate, which the collector
+//! closes, waiting for those inside, right after stopping the world and
+//! before it scans roots (review finding 1: with a Relaxed check before
+//! the push, a whole start stop could run between the two and the value,
+//! white, reach a task already scanned). Cost outside a mark: a running
+//! task pays one non-inlined TLS read per send of a pointer-sized value.
+//! Join results and panic payloads are shaded when stored (`Packet::run`;
+//! redundant by the same argument, kept as it is cheap).
+//!
+//! **What `blocking` closures may not do**: move a GC reference out of the
+//! task's frozen frames by other means than a channel/select send or a
+//! spawn (e.g. into a global, a `Mutex`, or a result returned by the
+//! closure): such a move is not shaded, and the task's frames above the
+//! recorded SP may already have been scanned, so the value can be lost.
+//! Also unsupported (as before this change): a send from `blocking` that
+//! blocks (full channel, or a rendezvous) across a start stop (the value
+//! then waits in the sender's frame below the recorded SP, which no scan
+//! reads), and GC references that live only in the closure's own frames
+//! or captures (the wrapper's writes of the closure and its result above
+//! the recorded SP are not scanned atomically with it). Keep GC references
+//! a `blocking` closure uses reachable from the task's own frames until it
+//! returns.
 //!
 //! **Who writes what.** `StackScan::epoch`: the collector, in the start
 //! stop (world stopped); read by anyone (workers read it outside stops,
@@ -59,9 +82,9 @@
 //! `worker/switch.rs` `switch_to` and `schedule_loop` ([`before_resume`]),
 //! `worker/blocking.rs` `blocking_dyn` and `stw.rs` `safe_region` (leaving
 //! `blocking`: [`before_resume`]), `tasks/tcb.rs` (`Task::scan`, `prepare`),
-//! `join.rs` (`spawn_in`, `Packet::run`: [`shade_range`]),
+//! `join.rs` (`spawn_in`: [`publish`]; `Packet::run`: [`shade_range`]),
 //! `sync/mpsc.rs` `Chan::send` and `sync/select.rs` send case
-//! ([`shade_value`]), `glue/gc_world.rs` (the World methods), `shared.rs`
+//! ([`publish`]), `glue/gc_world.rs` (the World methods), `shared.rs`
 //! (`Shared::stack_scan`).
 
 use crate::shared::Shared;
@@ -90,6 +113,18 @@ impl StackScan {
 static RESUME_CLAIM: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative control of the send-side shading).
 static SEND_SHADING: AtomicBool = AtomicBool::new(true);
+/// Test-only switch (negative control of review finding 1): when false,
+/// threads without a mutator check "a heap marks" outside the shading gate
+/// before publishing (the pre-fix order).
+static GATED_PUBLISH: AtomicBool = AtomicBool::new(true);
+/// Test-only: a delay (ms) between the marking check and the publication
+/// on threads without a mutator (0: none), and its signal.
+static PUBLISH_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PUBLISH_DELAYED: AtomicBool = AtomicBool::new(false);
+/// Test-only switch (negative control of the per-task scan as a whole):
+/// when true, the collector claims tasks without scanning them, and
+/// resumers skip the scan (see `claim_slow`).
+static COLLECTOR_SKIPS_SCAN: AtomicBool = AtomicBool::new(false);
 /// Test-only: the id of a task the collector must not claim (0: none).
 static HELD: AtomicU64 = AtomicU64::new(0);
 /// Stacks scanned by collectors, and by resumers (process-wide, all
@@ -103,6 +138,16 @@ pub(crate) fn set_resume_claim_for_tests(on: bool) {
 pub(crate) fn set_send_shading_for_tests(on: bool) {
     SEND_SHADING.store(on, Ordering::SeqCst);
 }
+pub(crate) fn set_gated_publish_for_tests(on: bool) {
+    GATED_PUBLISH.store(on, Ordering::SeqCst);
+}
+pub(crate) fn set_publish_delay_for_tests(ms: u64) {
+    PUBLISH_DELAYED.store(false, Ordering::SeqCst);
+    PUBLISH_DELAY_MS.store(ms, Ordering::SeqCst);
+}
+pub(crate) fn set_skip_scans_for_tests(on: bool) {
+    COLLECTOR_SKIPS_SCAN.store(on, Ordering::SeqCst);
+}
 pub(crate) fn hold_for_tests(task_id: u64) {
     HELD.store(task_id, Ordering::SeqCst);
 }
@@ -111,12 +156,28 @@ pub(crate) fn hold_for_tests(task_id: u64) {
 /// epoch (every live task unscanned), the collecting task (if it is one of
 /// ours) scanned already (the GC scans its own stack), and the stop's
 /// conservative ranges without the task stacks.
+///
+/// The GC scans the collecting thread's stack from its SP only if that SP
+/// lies in `current_stack_bounds` (the current task's stack). If the
+/// collector runs elsewhere (its frames not on the task's stack), its task
+/// would be neither scanned nor claimable (it runs through the cycle), so
+/// this cycle keeps the stacks in its stop instead (returns false, epoch
+/// unchanged).
 pub(crate) fn begin(sh: &Shared) -> bool {
-    let e = sh.stack_scan.epoch.load(Ordering::Relaxed) + 1;
-    sh.stack_scan.epoch.store(e, Ordering::Release);
     let cur = crate::worker::current_task();
     // SAFETY: the current task is valid while it runs.
-    if !cur.is_null() && std::ptr::eq(unsafe { (*cur).shared }, sh) {
+    let ours = !cur.is_null() && std::ptr::eq(unsafe { (*cur).shared }, sh);
+    if ours {
+        let here = &cur as *const _ as usize;
+        // SAFETY: as above.
+        let (lo, hi) = unsafe { ((*cur).stack.lo(), (*cur).stack.hi()) };
+        if !(lo <= here && here < hi) {
+            return false;
+        }
+    }
+    let e = sh.stack_scan.epoch.load(Ordering::Relaxed) + 1;
+    sh.stack_scan.epoch.store(e, Ordering::Release);
+    if ours {
         // SAFETY: as above.
         unsafe { (*cur).scan.store(e << 1, Ordering::Release) };
     }
@@ -154,61 +215,84 @@ const CHUNK: usize = 64;
 /// unscanned task that is not running; true when no task is left unscanned.
 ///
 /// The registry lock keeps every task struct alive while it is held (a
-/// struct is freed only after leaving the registry), so the pass takes it
-/// per chunk of [`CHUNK`] tasks. Between chunks the registry may change
-/// (a removal moves the last task into the hole, which this pass may then
-/// miss), so a pass that found work says "not done", and "done" is only
-/// said by a pass that found nothing to do, confirmed by one check of
-/// every task under a single hold of the lock (loads only, no scanning).
+/// struct is freed only after leaving the registry). The pass claims up to
+/// [`CHUNK`] tasks per hold of the lock and scans them after dropping it (a
+/// claimed task cannot resume, hence cannot exit, so its struct and stack
+/// stay). Between chunks the registry may change (a removal moves the last
+/// task into the hole, which this pass may then miss), so a pass that found
+/// work says "not done", and "done" is only said by a pass that found
+/// nothing to do, confirmed by one check of every task under a single hold
+/// of the lock (loads only, no scanning).
+///
+/// ABANDONED tasks (left suspended or in `blocking` by a runtime shut down
+/// with tasks alive; review finding 2) are claimed and scanned like parked
+/// ones: they never resume, and one still inside `blocking` respects the
+/// claim when it leaves it. So objects only their stacks hold survive a
+/// collection after the shutdown, as they did when every stop scanned them.
 pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> bool {
     let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
     let held = HELD.load(Ordering::Relaxed);
     let claim_on = RESUME_CLAIM.load(Ordering::Relaxed);
+    let no_scan = COLLECTOR_SKIPS_SCAN.load(Ordering::Relaxed);
     let mut busy = false;
     let mut i = 0;
+    let mut claimed = [std::ptr::null_mut::<Task>(); CHUNK];
     loop {
-        let reg = sh.registry.lock();
-        if i >= reg.len() {
-            break;
+        let mut n = 0;
+        {
+            let reg = sh.registry.lock();
+            if i >= reg.len() {
+                break;
+            }
+            let end = reg.len().min(i + CHUNK);
+            for &t in &reg[i..end] {
+                // SAFETY: registered tasks are valid while the lock is held.
+                let task = unsafe { &*t };
+                let s = task.state.load(Ordering::Acquire);
+                if s == state::FREE {
+                    continue;
+                }
+                let v = task.scan.load(Ordering::Acquire);
+                if v == want {
+                    continue;
+                }
+                busy = true;
+                if s == state::RUNNING && !claim_on {
+                    // Negative control only: a task resumed without a claim
+                    // runs unscanned; its stack cannot be read while it runs.
+                    let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
+                    continue;
+                }
+                if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
+                    // Being scanned by its resumer (RUNNING is stored after
+                    // the claim), or held by a test: not ours now.
+                    continue;
+                }
+                if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    continue; // a resumer won: it scans
+                }
+                claimed[n] = t;
+                n += 1;
+            }
+            i = end;
         }
-        let end = reg.len().min(i + CHUNK);
-        for &t in &reg[i..end] {
-            // SAFETY: registered tasks are valid while the lock is held.
-            let task = unsafe { &*t };
-            let s = task.state.load(Ordering::Acquire);
-            if s == state::FREE || s == state::ABANDONED {
-                continue;
-            }
-            let v = task.scan.load(Ordering::Acquire);
-            if v == want {
-                continue;
-            }
-            busy = true;
-            if s == state::RUNNING && !claim_on {
-                // Negative control only: a task resumed without a claim
-                // runs unscanned; its stack cannot be read while it runs.
-                let _ = task.scan.compare_exchange(v, want, Ordering::AcqRel, Ordering::Relaxed);
-                continue;
-            }
-            if v & 1 == 1 || s == state::RUNNING || (held != 0 && task.id.get() == held) {
-                // Being scanned by its resumer (RUNNING is stored after the
-                // claim), or held by a test: not ours now.
-                continue;
-            }
-            if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                continue; // a resumer won: it scans
-            }
-            // SAFETY: we hold the claim: the task cannot resume (a resumer
-            // waits for "scanned") and is not running (it was not RUNNING,
-            // and every resume claims first), so its saved SP and the frames
-            // above it are stable and mapped.
-            if let Some((lo, hi)) = unsafe { range_of(t) } {
-                f(lo, hi);
+        // Scanned with the registry lock dropped (a spawn allocating a task
+        // struct does not wait for these scans).
+        for &t in &claimed[..n] {
+            if !no_scan {
+                // SAFETY: we hold the claim: the task cannot resume (a
+                // resumer waits for "scanned"), hence not exit or leave the
+                // registry, and is not running (it was not RUNNING, and
+                // every resume claims first), so its struct, its saved SP
+                // and the frames above it are stable and mapped.
+                if let Some((lo, hi)) = unsafe { range_of(t) } {
+                    f(lo, hi);
+                }
             }
             BY_COLLECTOR.fetch_add(1, Ordering::Relaxed);
-            task.scan.store(want, Ordering::Release);
+            // SAFETY: as above.
+            unsafe { (*t).scan.store(want, Ordering::Release) };
         }
-        i = end;
     }
     if busy {
         return false;
@@ -217,8 +301,7 @@ pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> 
     reg.iter().all(|&t| {
         // SAFETY: as above.
         let task = unsafe { &*t };
-        let s = task.state.load(Ordering::Acquire);
-        s == state::FREE || s == state::ABANDONED || task.scan.load(Ordering::Acquire) == want
+        task.state.load(Ordering::Acquire) == state::FREE || task.scan.load(Ordering::Acquire) == want
     })
 }
 
@@ -260,9 +343,14 @@ fn claim_slow(sh: &Shared, t: *mut Task) {
             return;
         }
         if task.scan.compare_exchange(v, want | 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            // SAFETY: we own `t` (about to run it) and hold the claim: its
-            // saved SP and frames above it are stable and mapped.
-            if let Some((lo, hi)) = unsafe { range_of(t) } {
+            let range = if COLLECTOR_SKIPS_SCAN.load(Ordering::Relaxed) {
+                None // negative control only: claimed, not scanned
+            } else {
+                // SAFETY: we own `t` (about to run it) and hold the claim:
+                // its saved SP and frames above it are stable and mapped.
+                unsafe { range_of(t) }
+            };
+            if let Some((lo, hi)) = range {
                 // SAFETY: the range is on the task's mapped stack.
                 unsafe { sh.heap.shade_conservative_range(lo, hi) };
             }
@@ -273,14 +361,65 @@ fn claim_slow(sh: &Shared, t: *mut Task) {
     }
 }
 
-/// Shade the bytes of `v` (a value about to move through memory the
-/// runtime owns: a channel's buffer or a receiver's slot) if a heap marks.
-/// One load when none does.
+/// Publish `v` (move it into memory the runtime owns: a channel's buffer,
+/// a receiver's slot, a sender's wait node, a select's storage) by
+/// `publish(v)`, shading its bytes if a heap marks, atomically with
+/// respect to the start stop (review finding 1).
+///
+/// * On a thread the World stops (a task running on its worker): nothing
+///   to shade. Its stack is black (scanned before it resumed in this
+///   cycle, or a new task), so `v` came from a scanned stack, from the
+///   heap after that scan (then reachable from a grey object or shaded by
+///   the barrier when its heap copy is overwritten), or was allocated
+///   black; and `publish` runs wholly before a stop or after it.
+/// * On any other thread (a task inside `blocking`: no mutator, not
+///   stopped, its frames below the recorded SP never scanned): the check
+///   "a heap marks?", the shading and `publish` run inside the GC's
+///   shading gate ([`usurp_gc::internals::outside_marking_stops`]), which
+///   the collector closes right after stopping the world and before it
+///   scans roots. So either the value is published before the start stop
+///   scans the runtime-owned ranges (a buffer, or the receiver's stack),
+///   or the check sees marking on and the value is shaded. `publish` must
+///   not block (a full channel's wait comes after it returns).
 #[inline(always)]
-pub(crate) fn shade_value<T>(v: &T) {
-    if std::mem::size_of::<T>() >= std::mem::size_of::<usize>() && usurp_gc::internals::any_heap_marking() {
+pub(crate) fn publish<T, R>(v: T, publish: impl FnOnce(T) -> R) -> R {
+    if !crate::join::may_hold_pointer::<T>() || usurp_gc::internals::has_mutator() {
+        return publish(v);
+    }
+    publish_gated(v, publish)
+}
+
+#[cold]
+#[inline(never)]
+fn publish_gated<T, R>(v: T, publish: impl FnOnce(T) -> R) -> R {
+    if !GATED_PUBLISH.load(Ordering::Relaxed) {
+        // Negative control only: the pre-fix order (a Relaxed check
+        // outside the gate, then the publication).
+        shade_value_if_marking(&v);
+        publish_delay_for_tests();
+        return publish(v);
+    }
+    usurp_gc::internals::outside_marking_stops(move || {
+        shade_value_if_marking(&v);
+        publish_delay_for_tests();
+        publish(v)
+    })
+}
+
+fn shade_value_if_marking<T>(v: &T) {
+    if usurp_gc::internals::any_heap_marking() {
         let lo = v as *const T as usize;
         shade_range(lo, lo + std::mem::size_of::<T>());
+    }
+}
+
+/// Test-only: between the marking check and the publication on a thread
+/// without a mutator, signal [`PUBLISH_DELAYED`] and sleep this long (ms).
+fn publish_delay_for_tests() {
+    let ms = PUBLISH_DELAY_MS.load(Ordering::Relaxed);
+    if ms != 0 {
+        PUBLISH_DELAYED.store(true, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 

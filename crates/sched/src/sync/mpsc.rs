@@ -307,10 +307,14 @@ impl<T> Chan<T> {
     /// Sends; `block` = wait for room.
     fn send(&self, v: T, block: bool) -> Result<(), TrySendError<T>> {
         // Hook (stack_scan.rs): the value leaves the sender's stack for the
-        // buffer, a receiver's slot or (full) this frame's wait node.
-        crate::stack_scan::shade_value(&v);
-        let mut st = self.state.lock();
-        let (r, w) = st.try_send_locked(v);
+        // buffer, a receiver's slot or (full) this frame's wait node:
+        // shaded during a mark, atomically with the start stop, on threads
+        // without a mutator (inside `blocking`).
+        let (mut st, r, w) = crate::stack_scan::publish(v, |v| {
+            let mut st = self.state.lock();
+            let (r, w) = st.try_send_locked(v);
+            (st, r, w)
+        });
         let v = match r {
             Err(TrySendError::Full(v)) if block => v,
             r => {

@@ -480,15 +480,24 @@ impl<'a> Select<'a> {
     /// [`Selected::recv`] (see the module docs). Memory a value owns (a
     /// `Vec<GcRef>`) is not scanned, as for channels.
     pub fn send<T: Send + 'a, S: SendHalf<T>>(&mut self, tx: &'a S, value: T) -> usize {
-        // Hook (stack_scan.rs): the value leaves the caller's stack for the
-        // select's storage (no stop of a mark in progress rescans it).
-        crate::stack_scan::shade_value(&value);
         // SAFETY: the sender's `Chan<T>`, kept alive by `tx`, borrowed for 'a.
         let chan: &'a Chan<T> = unsafe { &*(tx.chan_erased() as *const Chan<T>) };
         let np = usurp_preempt::NoPreempt::new();
-        let case =
-            Box::new(SendCase { chan, guard: None, st: std::ptr::null_mut(), value: Some(value), node: None, out: None });
-        self.push_case(case, crate::join::may_hold_pointer::<T>(), np)
+        // Hook (stack_scan.rs): the value leaves the caller's stack for the
+        // select's storage (no stop of a mark in progress rescans it):
+        // shaded during a mark, atomically with the start stop, on threads
+        // without a mutator (inside `blocking`).
+        crate::stack_scan::publish(value, move |value| {
+            let case = Box::new(SendCase {
+                chan,
+                guard: None,
+                st: std::ptr::null_mut(),
+                value: Some(value),
+                node: None,
+                out: None,
+            });
+            self.push_case(case, crate::join::may_hold_pointer::<T>(), np)
+        })
     }
 
     /// Gives up after `d` (then [`Selected::timed_out`]). A zero timeout

@@ -230,9 +230,6 @@ impl Task {
             // A task created during a mark starts with a black stack
             // (`stack_scan.rs`; its closure is shaded by `spawn_in`).
             task.scan.store((*task.shared).stack_scan.epoch.load(Ordering::Relaxed) << 1, Ordering::Relaxed);
-            // Release: a GC scan that sees the task not FREE (acquire) sees
-            // its body (`heap_roots::for_each_spawn_closure`).
-            task.state.store(state::RUNNABLE, Ordering::Release);
             // Colour the stack top: start each incarnation 0..31 cache-line
             // pairs below the top, so that tasks switching back and forth do
             // not save and restore their contexts at the same offset modulo
@@ -240,6 +237,10 @@ impl Task {
             // unrelated stores (4K aliasing).
             let colour = ((id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize) * 128;
             *task.sp.get() = crate::arch::init_stack(task.stack.hi() - colour, entry, t as usize);
+            // Release: a GC scan that sees the task not FREE (acquire) sees
+            // its body (`heap_roots::for_each_spawn_closure`) and its saved
+            // SP (stored above: a stack scan reads it).
+            task.state.store(state::RUNNABLE, Ordering::Release);
         }
         id
     }
