@@ -66,10 +66,7 @@ struct Packet<T, F> {
     result: UnsafeCell<Option<std::thread::Result<T>>>,
 }
 
-/// Whether a value of type `T` may hold a pointer (GC values are words).
-pub(crate) const fn may_hold_pointer<T>() -> bool {
-    std::mem::size_of::<T>() >= std::mem::size_of::<usize>()
-}
+pub(crate) use crate::stack_scan::may_hold_pointer;
 
 /// The registry's scan function of a packet's result.
 ///

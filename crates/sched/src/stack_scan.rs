@@ -91,6 +91,11 @@ use crate::shared::Shared;
 use crate::tasks::tcb::{state, Task};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+/// Whether a value of type `T` may hold a pointer (GC values are words).
+pub(crate) const fn may_hold_pointer<T>() -> bool {
+    std::mem::size_of::<T>() >= std::mem::size_of::<usize>()
+}
+
 /// Per-runtime state of the per-task stack scan.
 pub(crate) struct StackScan {
     /// The current scan epoch. Written only by the collector in a start
@@ -383,7 +388,7 @@ fn claim_slow(sh: &Shared, t: *mut Task) {
 ///   not block (a full channel's wait comes after it returns).
 #[inline(always)]
 pub(crate) fn publish<T, R>(v: T, publish: impl FnOnce(T) -> R) -> R {
-    if !crate::join::may_hold_pointer::<T>() || usurp_gc::internals::has_mutator() {
+    if !may_hold_pointer::<T>() || usurp_gc::internals::has_mutator() {
         return publish(v);
     }
     publish_gated(v, publish)
