@@ -16,6 +16,15 @@
 //!   immediate (value cases), so half the slots are skipped.
 //!
 //! `cargo bench -p usurp-gc --bench mark`.
+//!
+//! `cargo bench -p usurp-gc --bench mark -- tree [depth]` instead marks a
+//! binary tree of two-pointer nodes (binary-trees' 24-byte node, default
+//! depth 20: 2M objects) as a concurrent cycle does (the stepped mark:
+//! atomic mark bits, the grey stack drained in slices), and prints the
+//! drain's thread CPU time per object, median of `RUNS`. For instructions
+//! per object: `valgrind --tool=callgrind --toggle-collect='*debug_mark_steps*'
+//! target/release/deps/mark-* tree 18` (its Ir over the live objects
+//! printed).
 
 use std::time::Duration;
 use usurp_gc::{alloc, Descriptor, Heap, HeapConfig, ValueEncoding};
@@ -93,7 +102,61 @@ fn bench(enc: ValueEncoding, value: bool, car_immediate: bool) -> Duration {
     median(marks)
 }
 
+/// Node count of a full binary tree of `depth`.
+fn tree_nodes(depth: u32) -> usize {
+    (1usize << (depth + 1)) - 1
+}
+
+/// A binary tree of `depth` of two-pointer nodes.
+fn build_tree(d: &'static Descriptor, depth: u32) -> usurp_gc::GcRef {
+    let n = alloc(d);
+    if depth > 0 {
+        n.set_ptr(0, Some(build_tree(d, depth - 1)));
+        n.set_ptr(1, Some(build_tree(d, depth - 1)));
+    }
+    n
+}
+
+/// The `tree` case: stepped (concurrent-style) marks of one binary tree.
+fn bench_tree(depth: u32) {
+    let heap = Heap::new(HeapConfig {
+        max_heap: 1 << 31,
+        gogc: None,
+        mark_workers: Some(1),
+        verify: false,
+        trace: false,
+        check_refs: false,
+        ..HeapConfig::default()
+    })
+    .expect("heap");
+    let _g = heap.attach_thread().unwrap();
+    let d = Descriptor::builder(2).name("node").pointer_at(0).pointer_at(1).build().unwrap();
+    let root = heap.add_root(Some(build_tree(d, depth)));
+    let n = tree_nodes(depth);
+    heap.collect(); // warm up: every block swept, the tree marked once
+    let mut drains = vec![];
+    for _ in 0..RUNS {
+        heap.debug_begin_marking();
+        let c0 = thread_cpu();
+        while !heap.debug_mark_steps(usize::MAX) {}
+        drains.push(thread_cpu() - c0);
+        heap.debug_finish_marking();
+        let st = heap.stats();
+        let last = st.last.unwrap();
+        assert!(last.live_objects >= n, "{} live of {n}", last.live_objects);
+        assert_eq!(st.bad_values + st.bad_pointers, 0);
+    }
+    drop(root);
+    let t = median(drains);
+    println!("tree depth {depth}: {n} objects, drain {:.2} ms, {:.2} ns/object", t.as_secs_f64() * 1e3, t.as_secs_f64() * 1e9 / n as f64);
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if args.first().map(String::as_str) == Some("tree") {
+        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20));
+        return;
+    }
     let ns = |d: Duration| d.as_secs_f64() * 1e9 / N as f64;
     let cases = [
         ("value/low_bits(7,0)", ValueEncoding::low_bits(7, 0)),

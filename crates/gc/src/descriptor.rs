@@ -49,6 +49,12 @@ pub struct Descriptor {
     elem_vbitmap: u64,
     /// Value slots of a fixed object, trimmed like `bitmap`.
     vbitmap: &'static [u64],
+    /// The marking fast path (issue 9): for a fixed object whose pointer
+    /// slots all lie in payload words 0..64 and that has no value slot,
+    /// its pointer bits (`bitmap[0]`, held here so the marker reads them
+    /// from the descriptor's first cache line and skips the shape tests and
+    /// the bitmap slices); 0 for every other shape.
+    small_ptrs: u64,
 }
 
 /// Errors from [`DescriptorBuilder::build`].
@@ -113,6 +119,7 @@ impl Descriptor {
             name,
             elem_vbitmap: 0,
             vbitmap: values.split_at(nv).0,
+            small_ptrs: if n == 1 && nv == 0 { bitmap[0] } else { 0 },
         }
     }
 
@@ -142,6 +149,7 @@ impl Descriptor {
             name,
             elem_vbitmap: elem_values,
             vbitmap: &[],
+            small_ptrs: 0,
         }
     }
 
@@ -196,6 +204,14 @@ impl Descriptor {
     #[inline(always)]
     pub(crate) fn value_bits(&self) -> &'static [u64] {
         self.vbitmap
+    }
+    /// The marking fast path's pointer bits: for a fixed object without
+    /// value slots whose pointer slots are all among payload words 0..64,
+    /// those slots (bit `i`: word `i`); 0 for any other shape (then the
+    /// marker takes the general path).
+    #[inline(always)]
+    pub(crate) fn small_pointer_bits(&self) -> u64 {
+        self.small_ptrs
     }
     /// Pointer and value bits of one array element (0 for fixed objects).
     #[inline(always)]
@@ -440,6 +456,7 @@ impl DescriptorBuilder {
             vbitmap.pop();
         }
         let any = !bitmap.is_empty() || !vbitmap.is_empty();
+        let small_ptrs = if bitmap.len() == 1 && vbitmap.is_empty() { bitmap[0] } else { 0 };
         let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime>".into()).into_boxed_str());
         Ok(Box::leak(Box::new(Descriptor {
             magic: DESCRIPTOR_MAGIC,
@@ -451,6 +468,7 @@ impl DescriptorBuilder {
             name,
             elem_vbitmap: 0,
             vbitmap: Box::leak(vbitmap.into_boxed_slice()),
+            small_ptrs,
         })))
     }
 }
@@ -514,6 +532,7 @@ impl ArrayDescriptorBuilder {
             name,
             elem_vbitmap: self.values,
             vbitmap: &[],
+            small_ptrs: 0,
         })))
     }
 }

@@ -171,6 +171,65 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
     }
 }
 
+/// [`find_exact`] for a marker, while a mark is in progress (its precise
+/// pointers: object fields, roots, scanner callbacks): the object starting
+/// exactly at `a`, if its object-start bit is set.
+///
+/// Why the start bit alone suffices here, where `find_exact` needs
+/// [`BlockMeta::is_live`](crate::block::BlockMeta::is_live) and a second
+/// read of the block's kind: a mark begins only after sweep termination
+/// (`HeapInner::collect` calls `finish_sweep`, which also waits for
+/// sweepers in flight), and no sweep starts until the mark publishes its
+/// generation at its end (`sweep_start`). So for the whole mark every
+/// block is swept since the last mark: its object-start bits are exactly
+/// its published objects (`is_live`'s swept case, whose answer is that
+/// bit), and no block is freed, so no block changes layout under the
+/// lookup (blocks are freed only by sweeps; a fresh block handed out
+/// during the mark publishes its kind before any start bit, and a lookup
+/// that read the old kind `KIND_FREE` fails anyway). Debug builds assert
+/// the sweep state. (Conservative lookups keep the full rule: they also
+/// run outside marks.)
+#[inline(always)]
+fn find_exact_marking(space: &Space, a: usize, gen: u64) -> Option<ObjLoc> {
+    if !space.contains(a) {
+        return None;
+    }
+    let b = space.block_index(a);
+    let (kind, sc) = space.kind(b);
+    match kind {
+        KIND_SMALL => {
+            let (c, noscan) = split_span_class(sc);
+            let size = CLASS_SIZES[c];
+            let off = a - space.block_start(b);
+            let slot = slot_index(c, off);
+            // (An unaligned `a` fails here: every class size is a multiple
+            // of 8.)
+            if slot * size != off {
+                return None;
+            }
+            let m = space.meta(b);
+            debug_assert_eq!(m.swept.load(Ordering::Relaxed), 2 * gen, "a block not swept during a mark");
+            if !m.is_allocated(slot) {
+                return None;
+            }
+            Some(ObjLoc { block: b, slot, addr: a, noscan, size })
+        }
+        KIND_LARGE_HEAD => {
+            let m = space.meta(b);
+            if a != space.block_start(b) {
+                return None;
+            }
+            debug_assert_eq!(m.swept.load(Ordering::Relaxed), 2 * gen, "a block not swept during a mark");
+            if !m.is_allocated(0) {
+                return None;
+            }
+            let size = m.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;
+            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0, size })
+        }
+        _ => None,
+    }
+}
+
 /// One past the last byte of the object at `obj` per its descriptor (header,
 /// payload words, and for an array its length word and elements), which may
 /// lie before the end of its size-class slot.
@@ -257,7 +316,10 @@ pub struct Marker<'a> {
     enc: ValueEncoding,
     live: usize,
     live_bytes: usize,
-    /// The mark buffer of the cycle in progress (`(Space::gen + 1) % 2`).
+    /// `Space::gen` when this marker was made (the number of the last
+    /// completed mark: constant while a mark is in progress).
+    gen: u64,
+    /// The mark buffer of the cycle in progress (`(gen + 1) % 2`).
     buf: usize,
     busy: bool,
     /// The only marker of this cycle: mark bits may be set without RMW.
@@ -276,7 +338,8 @@ impl<'a> Marker<'a> {
     /// A marker whose grey stack starts empty (no allocation until it finds
     /// something): for one-off shading of a few words.
     pub fn new_small(space: &'a Space, counters: &'a MarkCounters) -> Marker<'a> {
-        let buf = ((space.gen.load(Ordering::Acquire) + 1) % 2) as usize;
+        let gen = space.gen.load(Ordering::Acquire);
+        let buf = ((gen + 1) % 2) as usize;
         Marker {
             space,
             stack: Vec::new(),
@@ -287,6 +350,7 @@ impl<'a> Marker<'a> {
             enc: space.encoding,
             live: 0,
             live_bytes: 0,
+            gen,
             buf,
             busy: false,
             exclusive: false,
@@ -372,7 +436,7 @@ impl<'a> Marker<'a> {
         if v == 0 {
             return;
         }
-        match find_exact(self.space, v) {
+        match find_exact_marking(self.space, v, self.gen) {
             Some(loc) => self.mark_loc(loc),
             None => self.note_bad(BadSlot { object: 0, descriptor: "<root>", slot: 0, word: v, value_slot: false }),
         }
@@ -411,10 +475,31 @@ impl<'a> Marker<'a> {
     /// Scan one object's pointer fields, given its header word.
     #[inline(always)]
     fn scan_object(&mut self, obj: usize, header: usize) {
-        let p = obj as *const usize;
         // SAFETY: obj was marked as a published object, so its header holds
         // its descriptor.
         let d = unsafe { &*(header as *const Descriptor) };
+        // Fast path (issue 9): a fixed object with pointer slots only, all
+        // in payload words 0..64 (a cons cell, a tree node, most guest
+        // records): its pointer bits sit in the descriptor's first cache
+        // line; no shape tests, no bitmap slices, no encoding copy.
+        let small = d.small_pointer_bits();
+        if small != 0 {
+            let mut bits = small;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.visit_pointer(obj, d, b);
+            }
+            return;
+        }
+        self.scan_object_general(obj, d);
+    }
+
+    /// [`scan_object`](Marker::scan_object) for every other shape: arrays,
+    /// objects with value slots or with pointer slots past word 63.
+    #[inline(never)]
+    fn scan_object_general(&mut self, obj: usize, d: &'static Descriptor) {
+        let p = obj as *const usize;
         if d.is_pointer_free() {
             return;
         }
@@ -464,6 +549,22 @@ impl<'a> Marker<'a> {
         }
     }
 
+    /// Visit pointer slot `i` of `obj` (the fast path's
+    /// [`visit`](Marker::visit) without an encoding).
+    #[inline(always)]
+    fn visit_pointer(&mut self, obj: usize, d: &'static Descriptor, i: usize) {
+        // SAFETY: i is a payload word of the published object obj per its
+        // descriptor; read atomically (racing stores are no data race).
+        let v = unsafe { (*((obj as *const usize).add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+        if v == 0 {
+            return;
+        }
+        match find_exact_marking(self.space, v, self.gen) {
+            Some(loc) => self.mark_loc(loc),
+            None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: false }),
+        }
+    }
+
     /// Visit payload word `i` of `obj` (descriptor `d`): a pointer slot
     /// (`VALUE = false`: null or an object start) or a value slot (decoded
     /// with `enc` by [`decode_value`]); a word that is not an object start is
@@ -483,7 +584,7 @@ impl<'a> Marker<'a> {
         } else {
             v
         };
-        match find_exact(self.space, a) {
+        match find_exact_marking(self.space, a, self.gen) {
             Some(loc) => self.mark_loc(loc),
             None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: VALUE }),
         }
