@@ -616,6 +616,29 @@ mod tests {
     }
 
     #[test]
+    fn small_pointer_bits_only_for_fixed_pointer_only_objects_within_64_words() {
+        // The marking fast path's shape (issue 9): fixed, pointer slots only,
+        // all in words 0..64.
+        let d = Descriptor::builder(3).pointer_at(0).pointer_at(2).build().unwrap();
+        assert_eq!(d.small_pointer_bits(), 0b101);
+        assert_eq!(Descriptor::builder(64).pointer_at(63).build().unwrap().small_pointer_bits(), 1 << 63);
+        static B: [u64; 2] = [0b11, 0];
+        static S: Descriptor = Descriptor::fixed("S", 2, &B);
+        assert_eq!(S.small_pointer_bits(), 0b11);
+        // Everything else takes the general path.
+        assert_eq!(Descriptor::builder(70).pointer_at(0).pointer_at(65).build().unwrap().small_pointer_bits(), 0);
+        assert_eq!(Descriptor::builder(70).pointer_at(65).build().unwrap().small_pointer_bits(), 0);
+        assert_eq!(Descriptor::builder(2).pointer_at(0).value_at(1).build().unwrap().small_pointer_bits(), 0);
+        assert_eq!(Descriptor::builder(2).value_at(1).build().unwrap().small_pointer_bits(), 0);
+        assert_eq!(Descriptor::builder(2).build().unwrap().small_pointer_bits(), 0);
+        assert_eq!(Descriptor::array_builder(2).pointer_at(0).build().unwrap().small_pointer_bits(), 0);
+        static V: Descriptor = Descriptor::fixed_with_values("V", 2, &[0b01], &[0b10]);
+        assert_eq!(V.small_pointer_bits(), 0);
+        static A: Descriptor = Descriptor::array("A", 1, 1);
+        assert_eq!(A.small_pointer_bits(), 0);
+    }
+
+    #[test]
     fn builder_rejects_out_of_range() {
         assert_eq!(
             Descriptor::builder(2).pointer_at(2).build().unwrap_err(),
