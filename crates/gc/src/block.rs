@@ -58,6 +58,24 @@ pub struct BlockMeta {
     pub marks: [[AtomicU64; BITMAP_WORDS]; 2],
 }
 
+/// The bitmap word of slot `i` (`i < MAX_SLOTS`, checked in debug
+/// builds): masked rather than bounds-checked, as these lookups run for
+/// every pointer the marker follows (issue 9); a slot index is always in
+/// range (a size class's slot of an in-block offset, or 0).
+#[inline(always)]
+fn word_of(i: usize) -> usize {
+    debug_assert!(i < MAX_SLOTS, "slot {i} out of range");
+    (i / 64) % BITMAP_WORDS
+}
+
+/// A mark buffer index (0 or 1, checked in debug builds), masked as
+/// [`word_of`].
+#[inline(always)]
+fn buf_of(buf: usize) -> usize {
+    debug_assert!(buf < 2, "mark buffer {buf}");
+    buf % 2
+}
+
 impl BlockMeta {
     /// How many of the first `slots` object-start bits are set (relaxed
     /// loads).
@@ -67,7 +85,7 @@ impl BlockMeta {
     /// Whether slot `i` holds a published object.
     #[inline(always)]
     pub fn is_allocated(&self, i: usize) -> bool {
-        self.alloc[i / 64].load(Ordering::Acquire) >> (i % 64) & 1 != 0
+        self.alloc[word_of(i)].load(Ordering::Acquire) >> (i % 64) & 1 != 0
     }
     /// Whether slot `i` holds a live (published, not found dead) object,
     /// `gen` being the number of the last completed mark: in a block swept
@@ -113,7 +131,7 @@ impl BlockMeta {
     #[inline(always)]
     pub fn try_mark(&self, buf: usize, i: usize) -> bool {
         let bit = 1u64 << (i % 64);
-        let w = &self.marks[buf][i / 64];
+        let w = &self.marks[buf_of(buf)][word_of(i)];
         // Cheap read first: most re-marks in a dense graph find the bit set.
         if w.load(Ordering::Relaxed) & bit != 0 {
             return false;
@@ -125,7 +143,7 @@ impl BlockMeta {
     #[inline(always)]
     pub fn try_mark_exclusive(&self, buf: usize, i: usize) -> bool {
         let bit = 1u64 << (i % 64);
-        let w = &self.marks[buf][i / 64];
+        let w = &self.marks[buf_of(buf)][word_of(i)];
         let v = w.load(Ordering::Relaxed);
         if v & bit != 0 {
             return false;

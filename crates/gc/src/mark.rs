@@ -69,7 +69,7 @@ use crate::block::{KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
 use crate::descriptor::Descriptor;
 use crate::encoding::ValueEncoding;
 use crate::stats::BadSlot;
-use crate::sizeclass::{slot_index, split_span_class, CLASS_SIZES};
+use crate::sizeclass::{slot_index, span_size_and_slot, split_span_class, CLASS_SIZES};
 use crate::space::Space;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -198,10 +198,9 @@ fn find_exact_marking(space: &Space, a: usize, gen: u64) -> Option<ObjLoc> {
     let (kind, sc) = space.kind(b);
     match kind {
         KIND_SMALL => {
-            let (c, noscan) = split_span_class(sc);
-            let size = CLASS_SIZES[c];
             let off = a - space.block_start(b);
-            let slot = slot_index(c, off);
+            let (size, slot) = span_size_and_slot(sc as u8, off);
+            let noscan = sc & 1 != 0;
             // (An unaligned `a` fails here: every class size is a multiple
             // of 8.)
             if slot * size != off {

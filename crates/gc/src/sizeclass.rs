@@ -79,6 +79,32 @@ pub fn slot_index(c: usize, off: usize) -> usize {
     ((off as u64 * RECIP[c]) >> 32) as usize
 }
 
+/// Object size and `RECIP` entry of each span class, indexed by the span
+/// class byte of a block's kind word (`Space::kind`): 256 entries, so an
+/// index read from a `u8` needs no bounds check on the marking path (issue
+/// 9); entries past the last span class are zero (never read: a small
+/// block's span class is valid).
+static SPAN_INFO: [(u64, u64); 256] = {
+    let mut t = [(0u64, 0u64); 256];
+    let mut sc = 0;
+    while sc < NUM_SPAN_CLASSES {
+        let c = split_span_class(sc).0;
+        t[sc] = (CLASS_SIZES[c] as u64, RECIP[c]);
+        sc += 1;
+    }
+    t
+};
+
+/// Object size of span class `sc` and the slot of an in-block offset `off`
+/// in a block of that class: `(size, off / size)`, as [`CLASS_SIZES`] and
+/// [`slot_index`] give them.
+#[inline(always)]
+pub fn span_size_and_slot(sc: u8, off: usize) -> (usize, usize) {
+    debug_assert!((sc as usize) < NUM_SPAN_CLASSES && off < BLOCK_SIZE);
+    let (size, recip) = SPAN_INFO[sc as usize];
+    (size as usize, ((off as u64 * recip) >> 32) as usize)
+}
+
 static SLOTS: [u16; NUM_CLASSES] = {
     let mut r = [0u16; NUM_CLASSES];
     let mut c = 0;
@@ -119,6 +145,16 @@ mod tests {
         }
         assert!(CLASS_SIZES.windows(2).all(|w| w[0] < w[1] && w[1] % 8 == 0));
         assert!(slots_of(0) <= crate::block::MAX_SLOTS);
+    }
+
+    #[test]
+    fn span_info_matches_the_class_tables() {
+        for sc in 0..NUM_SPAN_CLASSES {
+            let c = split_span_class(sc).0;
+            for off in [0, 8, 16, 24, CLASS_SIZES[c] - 8, CLASS_SIZES[c], BLOCK_SIZE - 8] {
+                assert_eq!(span_size_and_slot(sc as u8, off), (CLASS_SIZES[c], slot_index(c, off)), "sc {sc} off {off}");
+            }
+        }
     }
 
     #[test]
