@@ -111,7 +111,9 @@ impl BlockMeta {
     /// `refcheck`) therefore read the block's kind again after this check
     /// and fail if it changed: a new owner publishes the new kind (Release)
     /// before any object-start bit, so a lookup that saw such a bit
-    /// (Acquire) sees the new kind on its second read.
+    /// (Acquire) sees the new kind on its second read. (The markers'
+    /// precise lookup, `mark::find_exact_marking`, needs neither: no block
+    /// is swept or freed while a mark runs.)
     #[inline(always)]
     pub fn is_live(&self, i: usize, gen: u64) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));

@@ -307,7 +307,9 @@
 //!    (`BlockMeta::is_live`) treats its live set as `alloc & mark(last
 //!    cycle)` until it is swept, and every block is swept before the next
 //!    mark, so a stray word never revives a dead object (as JSC compares
-//!    mark epochs). Test: `tests/lazy_sweep.rs`, with its negative control
+//!    mark epochs). (The markers' lookup of precise pointers relies on that
+//!    last point: during a mark the start bit alone is the rule, see
+//!    `mark.rs`.) Test: `tests/lazy_sweep.rs`, with its negative control
 //!    `tests/lazy_sweep_control.rs`.
 //! 3. *Interior and one-past-the-end pointers*: an interior pointer keeps its
 //!    object alive; a word that is an object start (or hits no object) also
