@@ -520,7 +520,7 @@ pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::{set_alloc_checkpoint_for_tests, set_alloc_poll_for_tests};
 #[doc(hidden)]
-pub use pacer::{set_assists_for_tests, set_mark_delay_for_tests};
+pub use pacer::{request_exit_counters, set_assists_for_tests, set_leave_for_requests_for_tests, set_mark_delay_for_tests};
 #[doc(hidden)]
 pub use refcheck::set_shading_gate_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
