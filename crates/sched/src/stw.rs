@@ -260,6 +260,9 @@ struct Inner {
     /// Times a stopper went to sleep on `stopped_cv` while stopping the
     /// world (after its spin), over all stops.
     stopper_sleeps: u64,
+    /// Stops that waited for some worker and completed without sleeping
+    /// (within the spin).
+    stops_within_spin: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
     /// The last stop that waited at least [`HOLDUP_REPORT`]: which worker
@@ -288,6 +291,10 @@ pub struct StwStats {
     /// over all stops: only stops still waiting after the spin
     /// ([`SPIN_FOR`], 250 µs) sleep.
     pub stopper_sleeps: u64,
+    /// Stops that had to wait for some worker (not all stopped at the
+    /// first check) and completed without the stopper sleeping: within
+    /// its spin.
+    pub stops_within_spin: u64,
     /// Time-to-safepoint of the last stop.
     pub ttsp_last: Duration,
     /// Median time-to-safepoint over the recent stops (up to 1024).
@@ -377,6 +384,7 @@ impl Stw {
         StwStats {
             stops: g.stops,
             stopper_sleeps: g.stopper_sleeps,
+            stops_within_spin: g.stops_within_spin,
             ttsp_last: last,
             ttsp_p50: pct(0.5),
             ttsp_p99: pct(0.99),
@@ -597,6 +605,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     // long into the stop it was last seen running. The one seen running
     // latest held the stop up longest.
     let mut holdups: Vec<(usize, String, Duration, Option<u64>)> = Vec::new();
+    let (mut waited_for_some, mut slept) = (false, false);
     loop {
         let mut all = true;
         let now = Instant::now();
@@ -682,9 +691,11 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             if let Some(t) = tr.as_mut() {
                 t.spun(spins);
             }
+            waited_for_some = true;
             g = stw.lock();
             continue;
         }
+        (waited_for_some, slept) = (true, true);
         g.stopper_sleeps += 1;
         let w0 = tr.is_some().then(crate::sys::now_ns);
         let (g2, res) = stw.stopped_cv.wait_timeout(g, retry).unwrap_or_else(|p| p.into_inner());
@@ -704,6 +715,9 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         g.last_holdup = Some((h, ttsp));
     }
     g.stops += 1;
+    if waited_for_some && !slept {
+        g.stops_within_spin += 1;
+    }
     if g.ttsp.len() < TTSP_HISTORY {
         g.ttsp.push(ttsp);
     } else {
