@@ -259,7 +259,8 @@
 //! mark runs, **mutator assists** pace allocation: each block a mutator
 //! takes is paid for with mark work in proportion (expected live bytes
 //! still unmarked / bytes left before the goal, Go's ratio), done on the
-//! way out of the allocation slow path in bounded calls; an assist at the
+//! way out of the allocation slow path in bounded calls, each of which
+//! leaves after the mark slice in which a stop request shows; an assist at the
 //! goal that finds no grey object (and an allocation at the goal before the
 //! collector's start stop) sleeps inside [`World::blocking`] until the
 //! collector donates some. Nobody waits for a whole cycle. At the hard limit a full

@@ -22,8 +22,8 @@
 //! donate half of a stack there (`assist_wanted`, checked every [`SLICE`]
 //! objects by the single marker and by each parallel one, in
 //! `HeapInner::concurrent_mark_tick`; the first to see it donates). Each
-//! assist call is bounded ([`ASSIST_MAX_OBJECTS`] objects) so that a stop
-//! request waits at most for one slice; an unpaid rest stays as debt for the next slow path. What an assist has not
+//! assist call is bounded ([`ASSIST_MAX_OBJECTS`] objects), and leaves
+//! after the slice in which a stop request shows (below); an unpaid rest stays as debt for the next slow path. What an assist has not
 //! scanned goes back to the grey list before it returns; the collector's
 //! concurrent loop does not end while an assist holds grey objects
 //! (`assists_busy`), and anything left is drained by the termination stop

@@ -35,7 +35,24 @@
 //! worker's checkpoint flag: the task stops at its next `checkpoint()` or
 //! cooperative call. **A tight loop outside preemptible code that never calls
 //! `checkpoint()` or the runtime delays the stop until it does** — that is the
-//! contract (as for Go before 1.14).
+//! contract (as for Go before 1.14). The GC's own no-preemption sections
+//! that run long (mark assists, allocation's lazy sweep for room) leave
+//! when the flag shows (`usurp-gc` `pacer.rs`, "Leaving for a stop").
+//!
+//! **How the stopper waits** (issue 9 item 1). For the first [`SPIN_FOR`]
+//! (250 µs) it spins: re-checks the workers' states (atomics) between
+//! `sched_yield`s, without the stw lock, and re-sends every
+//! [`FAST_RETRY`]; then it sleeps on `stopped_cv`, which only a worker
+//! whose stop state changes (parks, enters a safe section, exits)
+//! notifies, so a parking worker wakes the stopper alone. The stop trace
+//! (`USURP_DEBUG=stoptrace=1`, `stw/trace.rs`) showed why: a stopper
+//! asleep on the shared condvar (with every parked worker and marker
+//! thread) was seen woken 20-60 µs after the last worker parked, on this
+//! 2-vCPU VM most of a 60-130 µs stop; spinning, it sees the park within
+//! a microsecond or two. The yields matter when the stopper is a thread
+//! beside the workers (the GC's background collector): a worker it took a
+//! CPU from gets it back at once. `StwStats::stopper_sleeps` and
+//! `stops_within_spin` count what the waits did.
 //!
 //! Tasks inside `blocking` whose worker was handed to another thread are not
 //! on any worker: the worker itself parks on its new thread, and the blocking
@@ -289,7 +306,7 @@ pub struct StwStats {
     pub stops: u64,
     /// Times a stopper slept (on a condvar) waiting for workers to stop,
     /// over all stops: only stops still waiting after the spin
-    /// ([`SPIN_FOR`], 250 µs) sleep.
+    /// (`stw::SPIN_FOR`, 250 µs) sleep.
     pub stopper_sleeps: u64,
     /// Stops that had to wait for some worker (not all stopped at the
     /// first check) and completed without the stopper sleeping: within
