@@ -11,7 +11,9 @@
 //!   (d) latency fairness (issue 11): 32 loops + 32 tasks sleeping 1 ms in
 //!       a loop, quantum 1 ms: wake lateness p50/p99 over all sleepers.
 //! Run: `cargo bench -p usurp --bench preempt` (args: probes, collections;
-//! `-- --throughput` runs only (c), `-- --fairness` only (d)).
+//! `-- --throughput` runs only (c), `-- --fairness` only (d), `-- --gc-only
+//! N` only (b) with N collections; `--stopper-sleeps` makes the stoppers
+//! sleep from the start of each stop, as before their spin, issue 9).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -149,14 +151,18 @@ fn gc_while_spinning(collections: usize) {
     let mut ttsp = st.gc.ttsp.clone();
     let mut pause = st.gc.pauses.clone();
     println!(
-        "heap.collect() while 4 loops spin on 2 workers: wall p50={:?} p99={:?}; time-to-safepoint p50={:?} p99={:?}; pause p50={:?} p99={:?} ({} cycles)",
+        "heap.collect() while 4 loops spin on 2 workers: wall p50={:?} p99={:?}; time-to-safepoint p50={:?} p99={:?}; pause p50={:?} p99={:?} ({} cycles); per stop p50={:?} p99={:?} ({} stops, stopper slept {} times)",
         pct(&mut wall, 0.5),
         pct(&mut wall, 0.99),
         pct(&mut ttsp, 0.5),
         pct(&mut ttsp, 0.99),
         pct(&mut pause, 0.5),
         pct(&mut pause, 0.99),
-        st.gc.cycles
+        st.gc.cycles,
+        st.stw.ttsp_p50,
+        st.stw.ttsp_p99,
+        st.stw.stops,
+        st.stw.stopper_sleeps
     );
 }
 
@@ -220,6 +226,19 @@ fn main() {
         // Comparison only: preempted tasks back to their worker's ring (the
         // policy before they went through the global queue, issue 11).
         usurp_sched::hooks::set_preempted_to_global_for_tests(false);
+    }
+    if all.iter().any(|a| a == "--stopper-sleeps") {
+        // Comparison only: stoppers sleep on their condvar from the start
+        // (the wait before the spin, issue 9 item 1).
+        usurp_sched::hooks::set_stopper_spin_for_tests(false);
+    }
+    if all.iter().any(|a| a == "--gc-only") {
+        // Only (b), the collections while the loops spin.
+        let args: Vec<String> = all.iter().filter(|a| !a.starts_with('-')).cloned().collect();
+        gc_while_spinning(args.first().and_then(|a| a.parse().ok()).unwrap_or(50));
+        let st = usurp::preempt::stats();
+        println!("preemption stats: {st:?}");
+        return;
     }
     if all.iter().any(|a| a == "--fairness") {
         fairness_latency(200);

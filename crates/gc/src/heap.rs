@@ -928,8 +928,9 @@ impl HeapInner {
     /// Mutator assist (see `pacer.rs`): called by a mutator leaving the
     /// allocation slow path with `debt` bytes taken during a concurrent
     /// mark; marks in proportion and lowers the debt by what was paid
-    /// (zero outside a mark). Never at a safe point: a stop waits for it
-    /// (bounded by `ASSIST_MAX_OBJECTS` objects).
+    /// (zero outside a mark). Never at a safe point: a stop waits for it,
+    /// one `SLICE` at most (it leaves when its worker has a checkpoint
+    /// request outstanding, see `pacer.rs`).
     pub(crate) fn assist(&self, debt: &mut usize) {
         use crate::pacer::{ASSIST_MAX_OBJECTS, ASSIST_TAKE, SLICE};
         let used = self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed);
@@ -979,6 +980,10 @@ impl HeapInner {
             m.drain_budget(SLICE.min(ASSIST_MAX_OBJECTS - objects));
             objects += SLICE;
             marked += m.live_bytes() - before;
+            if crate::pacer::leave_for_request(true) {
+                // A stop (or tick) waits: leave, the rest stays as debt.
+                break;
+            }
         }
         if !m.stack.is_empty() {
             lock(&space.mark.grey).append(&mut m.stack);
@@ -2155,7 +2160,8 @@ impl HeapInner {
 
     /// Lazy sweeping by allocation: sweeps blocks from the shared cursor
     /// until one of span class `sc` lands on its partial list, at most
-    /// `budget` blocks. Returns whether one did.
+    /// `budget` blocks. Returns whether one did. Leaves early (false) when
+    /// the worker has a checkpoint request outstanding (see `pacer.rs`).
     pub(crate) fn sweep_for(&self, sc: usize, budget: usize) -> bool {
         let hwm = self.space.high_water();
         for _ in 0..budget {
@@ -2165,6 +2171,10 @@ impl HeapInner {
             }
             if self.sweep_block(b, Sweeper::Allocation) == Swept::Partial(sc) {
                 return true;
+            }
+            if crate::pacer::leave_for_request(false) {
+                // A stop (or tick) waits: the refill takes a fresh block.
+                return false;
             }
         }
         false

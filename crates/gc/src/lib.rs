@@ -259,7 +259,8 @@
 //! mark runs, **mutator assists** pace allocation: each block a mutator
 //! takes is paid for with mark work in proportion (expected live bytes
 //! still unmarked / bytes left before the goal, Go's ratio), done on the
-//! way out of the allocation slow path in bounded calls; an assist at the
+//! way out of the allocation slow path in bounded calls, each of which
+//! leaves after the mark slice in which a stop request shows; an assist at the
 //! goal that finds no grey object (and an allocation at the goal before the
 //! collector's start stop) sleeps inside [`World::blocking`] until the
 //! collector donates some. Nobody waits for a whole cycle. At the hard limit a full
@@ -522,7 +523,7 @@ pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
 #[doc(hidden)]
 pub use mutator::{set_alloc_checkpoint_for_tests, set_alloc_poll_for_tests};
 #[doc(hidden)]
-pub use pacer::{set_assists_for_tests, set_mark_delay_for_tests};
+pub use pacer::{request_exit_counters, set_assists_for_tests, set_leave_for_requests_for_tests, set_mark_delay_for_tests};
 #[doc(hidden)]
 pub use refcheck::set_shading_gate_for_tests;
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};

@@ -22,8 +22,8 @@
 //! donate half of a stack there (`assist_wanted`, checked every [`SLICE`]
 //! objects by the single marker and by each parallel one, in
 //! `HeapInner::concurrent_mark_tick`; the first to see it donates). Each
-//! assist call is bounded ([`ASSIST_MAX_OBJECTS`] objects) so that a stop
-//! request waits at most for one slice; an unpaid rest stays as debt for the next slow path. What an assist has not
+//! assist call is bounded ([`ASSIST_MAX_OBJECTS`] objects), and leaves
+//! after the slice in which a stop request shows (below); an unpaid rest stays as debt for the next slow path. What an assist has not
 //! scanned goes back to the grey list before it returns; the collector's
 //! concurrent loop does not end while an assist holds grey objects
 //! (`assists_busy`), and anything left is drained by the termination stop
@@ -43,6 +43,22 @@
 //! from its marking rate with a 25% CPU budget; here the budget is what
 //! the assists add to the background marker.
 //!
+//! **Leaving for a stop** (issue 9 item 1). An assist runs in a
+//! no-preemption section: a stop request (or a quantum tick) that lands
+//! there is refused and sets the worker's checkpoint flag. The assist
+//! tests that flag (`usurp_preempt::checkpoint_requested`, one load of a
+//! global word while no worker has a request) after every [`SLICE`]
+//! objects (a few microseconds) and, when it is set, leaves with the rest
+//! of its debt unpaid: `pay_assist_debt` then reaches its cooperative
+//! point, the task parks for the stop, and the assist goes on after it.
+//! The allocation's lazy sweep for room (`HeapInner::sweep_for`, up to 64
+//! blocks) leaves the same way after each block it sweeps (the refill
+//! then takes a fresh block). Without this, a stop waited for the rest of
+//! the assist (up to [`ASSIST_MAX_OBJECTS`]) or of the sweep budget.
+//! [`set_leave_for_requests_for_tests`] turns it off (the negative
+//! control); [`request_exit_counters`] counts both the exits and the
+//! slices or blocks done with a request outstanding (tests/gc_stop_exit.rs).
+//!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
 //! goal; tests/gc_assist.rs). [`set_mark_delay_for_tests`] slows the
@@ -56,8 +72,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// `assist_wanted` and between progress updates.
 pub(crate) const SLICE: usize = 256;
 
-/// Objects one assist call scans at most (about 50-100 µs): bounds how long
-/// a stop request waits for an assisting task.
+/// Objects one assist call scans at most (about 50-100 µs; a stop request
+/// waits for one [`SLICE`] of it, see "Leaving for a stop").
 pub(crate) const ASSIST_MAX_OBJECTS: usize = 4096;
 
 /// Grey objects an assist takes from the grey list at a time.
@@ -72,6 +88,52 @@ pub(crate) const TRIGGER_MIN: usize = 600;
 pub(crate) const TRIGGER_MAX: usize = 950;
 
 static ASSISTS: AtomicBool = AtomicBool::new(true);
+static LEAVE_FOR_REQUESTS: AtomicBool = AtomicBool::new(true);
+
+/// Process-wide counters of the early exits (see the module docs): assists
+/// that left for a request, mark slices done with a request outstanding
+/// (only with the exit off), sweeps for room that left for a request,
+/// blocks swept with a request outstanding (only with the exit off).
+static ASSIST_EXITS: AtomicU64 = AtomicU64::new(0);
+static ASSIST_SLICES_PAST_REQUEST: AtomicU64 = AtomicU64::new(0);
+static SWEEP_EXITS: AtomicU64 = AtomicU64::new(0);
+static SWEEP_BLOCKS_PAST_REQUEST: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: `false` makes assists and allocation's sweeps for room
+/// ignore outstanding checkpoint requests (they run to their budget, as
+/// before: the negative control of the early exit); `true` (the default)
+/// restores it. Process-wide.
+#[doc(hidden)]
+pub fn set_leave_for_requests_for_tests(on: bool) {
+    LEAVE_FOR_REQUESTS.store(on, Ordering::SeqCst);
+}
+
+/// What the early exits did so far in this process: `[assist exits,
+/// assist slices past a request, sweep exits, sweep blocks past a
+/// request]` (see the module docs).
+#[doc(hidden)]
+pub fn request_exit_counters() -> [u64; 4] {
+    [&ASSIST_EXITS, &ASSIST_SLICES_PAST_REQUEST, &SWEEP_EXITS, &SWEEP_BLOCKS_PAST_REQUEST].map(|c| c.load(Ordering::Relaxed))
+}
+
+/// Called by an assist after each slice and by a sweep for room after
+/// each block: whether to leave now for the calling worker's outstanding
+/// checkpoint request. Counts what it decides (`assist`: which counters).
+#[inline]
+pub(crate) fn leave_for_request(assist: bool) -> bool {
+    if !usurp_preempt::checkpoint_requested() {
+        return false;
+    }
+    let leave = LEAVE_FOR_REQUESTS.load(Ordering::Relaxed);
+    let c = match (assist, leave) {
+        (true, true) => &ASSIST_EXITS,
+        (true, false) => &ASSIST_SLICES_PAST_REQUEST,
+        (false, true) => &SWEEP_EXITS,
+        (false, false) => &SWEEP_BLOCKS_PAST_REQUEST,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+    leave
+}
 static MARK_DELAY_US: AtomicU64 = AtomicU64::new(0);
 
 /// Test-only: turn mutator assists off (`false`) or on again (the

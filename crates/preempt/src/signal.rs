@@ -397,7 +397,8 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
             // signal): then there is nothing left to do.
             if slot.pending.swap(0, Ordering::AcqRel) == 1 {
                 // SAFETY: uc is the handler's ucontext.
-                let _ = unsafe { attempt(slot, uc) };
+                let r = unsafe { attempt(slot, uc) };
+                slot.note_request_served(r);
                 slot.counters.acks.fetch_add(1, Ordering::Release);
             }
             return true;
@@ -489,6 +490,7 @@ unsafe fn on_tick(slot: &WorkerSlot, uc: *mut c_void, request: bool) {
         // SAFETY: forwarded.
         let r = unsafe { attempt(slot, uc) };
         if request {
+            slot.note_request_served(r);
             slot.counters.acks.fetch_add(1, Ordering::Release);
         }
         if r.is_ok() {

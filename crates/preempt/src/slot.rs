@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::error::{last_errno, Error};
-use crate::stats::{Counters, PreemptStats};
+use crate::stats::{Counters, PreemptStats, Refusal};
 
 /// The smallest quantum a [`WorkerSlot`] accepts (exported as
 /// `internals::MIN_SLOT_QUANTUM`); the scheduler's own floor,
@@ -93,6 +93,12 @@ pub struct WorkerSlot {
     // Requests from other threads.
     pub(crate) pending: AtomicU32,
     pub(crate) requested: AtomicBool,
+    /// When the handler last served a targeted request (CLOCK_MONOTONIC
+    /// ns) and what came of it (0: accepted, else 1 + the `Refusal`
+    /// index): for a stopper's trace of how its requests went
+    /// ([`WorkerSlot::last_request`]). Written by the handler only.
+    pub(crate) req_served_ns: AtomicU64,
+    pub(crate) req_outcome: AtomicU32,
     // Identity and resources.
     pub(crate) tid: AtomicI32,
     pub(crate) registered: AtomicBool,
@@ -184,6 +190,8 @@ impl WorkerSlot {
             refusal_request: AtomicBool::new(false),
             pending: AtomicU32::new(0),
             requested: AtomicBool::new(false),
+            req_served_ns: AtomicU64::new(0),
+            req_outcome: AtomicU32::new(0),
             tid: AtomicI32::new(0),
             registered: AtomicBool::new(false),
             timer: AtomicPtr::new(core::ptr::null_mut()),
@@ -270,6 +278,24 @@ impl WorkerSlot {
     /// request waits until this exceeds the value read before sending.
     pub fn acks(&self) -> u64 {
         self.counters.acks.load(Ordering::Acquire)
+    }
+
+    /// When the handler last served a targeted request (CLOCK_MONOTONIC
+    /// ns, 0 if never) and its outcome: `Ok(())` accepted (the task was
+    /// preempted), `Err(reason)` refused (the checkpoint flag was set).
+    /// Read with [`WorkerSlot::acks`] (Acquire) first: an ack count seen
+    /// advanced makes that request's stamp visible.
+    pub fn last_request(&self) -> (u64, Result<(), Refusal>) {
+        let at = self.req_served_ns.load(Ordering::Relaxed);
+        let o = self.req_outcome.load(Ordering::Relaxed) as usize;
+        let r = if o == 0 { Ok(()) } else { Err(Refusal::ALL.get(o - 1).copied().unwrap_or(Refusal::NotRunning)) };
+        (at, r)
+    }
+
+    /// Records a served request (handler only; see [`WorkerSlot::last_request`]).
+    pub(crate) fn note_request_served(&self, r: Result<(), Refusal>) {
+        self.req_outcome.store(r.map_or_else(|e| e as u32 + 1, |()| 0), Ordering::Relaxed);
+        self.req_served_ns.store(now_ns(), Ordering::Relaxed);
     }
 
     /// Whether a preemption signal sent with [`crate::request_preempt`] is still

@@ -173,6 +173,17 @@ pub fn set_stopper_ticks_for_tests(on: bool) {
     crate::stw::STOPPER_TICKS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of the stopper's spinning wait,
+/// issue 9 item 1). `true` (the default): a stopper waits for the workers
+/// by spinning (`sched_yield` between re-checks) for the first 250 µs of
+/// its stop (`stw::SPIN_FOR`), then sleeps; `false`: it sleeps on its
+/// condvar from the start, as before (a parking worker's notification
+/// wakes it). Process-wide.
+#[doc(hidden)]
+pub fn set_stopper_spin_for_tests(on: bool) {
+    crate::stw::STOPPER_SPIN.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Test-only switch (negative control, issue 11 review: work conservation
 /// with three or more workers). `true` (the default): a spinning worker
 /// that finds work wakes an idle worker (Go's wakep when a spinner finds

@@ -35,7 +35,24 @@
 //! worker's checkpoint flag: the task stops at its next `checkpoint()` or
 //! cooperative call. **A tight loop outside preemptible code that never calls
 //! `checkpoint()` or the runtime delays the stop until it does** — that is the
-//! contract (as for Go before 1.14).
+//! contract (as for Go before 1.14). The GC's own no-preemption sections
+//! that run long (mark assists, allocation's lazy sweep for room) leave
+//! when the flag shows (`usurp-gc` `pacer.rs`, "Leaving for a stop").
+//!
+//! **How the stopper waits** (issue 9 item 1). For the first [`SPIN_FOR`]
+//! (250 µs) it spins: re-checks the workers' states (atomics) between
+//! `sched_yield`s, without the stw lock, and re-sends every
+//! [`FAST_RETRY`]; then it sleeps on `stopped_cv`, which only a worker
+//! whose stop state changes (parks, enters a safe section, exits)
+//! notifies, so a parking worker wakes the stopper alone. The stop trace
+//! (`USURP_DEBUG=stoptrace=1`, `stw/trace.rs`) showed why: a stopper
+//! asleep on the shared condvar (with every parked worker and marker
+//! thread) was seen woken 20-60 µs after the last worker parked, on this
+//! 2-vCPU VM most of a 60-130 µs stop; spinning, it sees the park within
+//! a microsecond or two. The yields matter when the stopper is a thread
+//! beside the workers (the GC's background collector): a worker it took a
+//! CPU from gets it back at once. `StwStats::stopper_sleeps` and
+//! `stops_within_spin` count what the waits did.
 //!
 //! Tasks inside `blocking` whose worker was handed to another thread are not
 //! on any worker: the worker itself parks on its new thread, and the blocking
@@ -128,9 +145,11 @@
 //! goroutine that does not stop). The stopper is not aborted: a kernel call
 //! that is merely slow still completes.
 
+mod trace;
+
 use crate::shared::Shared;
 use crate::worker::Worker;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -167,6 +186,25 @@ pub(crate) const FAST_RETRY: Duration = Duration::from_micros(20);
 /// non-preemptible section, where more signals do not help.
 pub(crate) const FAST_RETRY_FOR: Duration = Duration::from_millis(1);
 
+/// How long into a stop the stopper waits by spinning (re-checking the
+/// workers' states between `sched_yield`s, re-sending every [`FAST_RETRY`])
+/// rather than sleeping on its condvar (issue 9 item 1). Measured with
+/// `USURP_DEBUG=stoptrace=1` on 2 vCPUs: a stopper asleep on a futex was
+/// seen woken 20-60 µs after the last worker parked and notified it (the
+/// idle CPU's wake-up, or the OS's wake-up preemption), most of a stop's
+/// 60-130 µs; spinning sees the park within a microsecond or two. The
+/// yields keep the spin polite: when the stopper is a thread beside the
+/// workers (the GC's background collector), a worker it displaced from a
+/// CPU runs at once to reach its safe point. A stop still not done after
+/// this (a task refused outside preemptible code that does not poll, an
+/// OS that keeps a worker off the CPU) sleeps as before.
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(250);
+
+/// Test-only switch (negative control of the spinning wait): when cleared,
+/// the stopper sleeps on its condvar from the start, as it used to. Set
+/// through `hooks::set_stopper_spin_for_tests`.
+pub(crate) static STOPPER_SPIN: AtomicBool = AtomicBool::new(true);
+
 /// Test-only switch (negative control of the stopper's quiet quantum, issue
 /// 12): when set, a task stopper's quantum timer keeps ticking through its
 /// stop (each tick refused: `no_preempt`), as it used to. Set through
@@ -191,6 +229,10 @@ pub(crate) struct Stw {
     /// can only find its own id there if it wrote it itself).
     stopper: AtomicUsize,
     wstate: Box<[AtomicU32]>,
+    /// When each worker last parked for a stop (CLOCK_MONOTONIC ns):
+    /// written by the worker in [`park_worker`], read by a traced stop's
+    /// stopper (`trace.rs`).
+    parked_ns: Box<[AtomicU64]>,
     inner: Mutex<Inner>,
     /// Waited on (with `inner`) by parked workers, marker threads, threads
     /// waiting for the world to restart and the stopper while it stops the
@@ -199,6 +241,12 @@ pub(crate) struct Stw {
     /// Waited on (with `inner`) only by the stopper in [`run_parallel`];
     /// notified when the last index of the posted job completes.
     job_done: Condvar,
+    /// Waited on (with `inner`) only by the stopper while it stops the
+    /// world (after its spin, [`SPIN_FOR`]); notified when a worker's
+    /// stop state changes (it parks, enters a safe section, or exits).
+    /// Apart from `cv` so that a parking worker wakes the stopper alone,
+    /// not every parked worker and marker thread.
+    stopped_cv: Condvar,
     /// Test-only switch (negative control of "idle workers are not woken"):
     /// when set, a stop wakes every idle worker first, as it used to. Set
     /// only by the scheduler's unit tests.
@@ -226,6 +274,12 @@ struct Inner {
     quiet_slot: usize,
     job: Option<Job>,
     stops: u64,
+    /// Times a stopper went to sleep on `stopped_cv` while stopping the
+    /// world (after its spin), over all stops.
+    stopper_sleeps: u64,
+    /// Stops that waited for some worker and completed without sleeping
+    /// (within the spin).
+    stops_within_spin: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
     /// The last stop that waited at least [`HOLDUP_REPORT`]: which worker
@@ -250,6 +304,14 @@ unsafe impl Send for Inner {}
 pub struct StwStats {
     /// Completed stops.
     pub stops: u64,
+    /// Times a stopper slept (on a condvar) waiting for workers to stop,
+    /// over all stops: only stops still waiting after the spin
+    /// (`stw::SPIN_FOR`, 250 µs) sleep.
+    pub stopper_sleeps: u64,
+    /// Stops that had to wait for some worker (not all stopped at the
+    /// first check) and completed without the stopper sleeping: within
+    /// its spin.
+    pub stops_within_spin: u64,
     /// Time-to-safepoint of the last stop.
     pub ttsp_last: Duration,
     /// Median time-to-safepoint over the recent stops (up to 1024).
@@ -274,9 +336,11 @@ impl Stw {
             stop: AtomicBool::new(false),
             stopper: AtomicUsize::new(0),
             wstate: (0..workers).map(|_| AtomicU32::new(RUNNING)).collect(),
+            parked_ns: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             inner: Mutex::new(Inner::default()),
             cv: Condvar::new(),
             job_done: Condvar::new(),
+            stopped_cv: Condvar::new(),
             wake_idle_for_test: AtomicBool::new(false),
         }
     }
@@ -336,6 +400,8 @@ impl Stw {
         };
         StwStats {
             stops: g.stops,
+            stopper_sleeps: g.stopper_sleeps,
+            stops_within_spin: g.stops_within_spin,
             ttsp_last: last,
             ttsp_p50: pct(0.5),
             ttsp_p99: pct(0.99),
@@ -510,6 +576,24 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     }
     let t0 = Instant::now();
     let mut next_report = REPORT_AFTER;
+    let mut tr = trace::enabled().then(|| {
+        trace::StopTrace::new(crate::sys::now_ns(), sh.workers.len(), |i| {
+            let w = &sh.workers[i];
+            if Some(i) == me {
+                return None;
+            }
+            // SAFETY: slots are `'static`.
+            let acks = unsafe { w.slot.load(Ordering::Acquire).as_ref() }.map_or(0, |s| s.acks());
+            let what = match stw.wstate[i].load(Ordering::SeqCst) {
+                PARKED => "parked",
+                SAFE => "safe",
+                _ if w.idle.load(Ordering::SeqCst) => "idle",
+                _ if w.running_task.load(Ordering::SeqCst) == 0 => "sched",
+                _ => "task",
+            };
+            Some((what, acks))
+        })
+    });
     // Idle workers are not woken: they count as stopped while they sleep,
     // and one that wakes sees `stop` and parks before it takes work.
     if stw.wake_idle_for_test.load(Ordering::Relaxed) {
@@ -538,6 +622,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     // long into the stop it was last seen running. The one seen running
     // latest held the stop up longest.
     let mut holdups: Vec<(usize, String, Duration, Option<u64>)> = Vec::new();
+    let (mut waited_for_some, mut slept) = (false, false);
     loop {
         let mut all = true;
         let now = Instant::now();
@@ -545,12 +630,33 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         max_gap = max_gap.max(now - last_iter);
         last_iter = now;
         let mut describe = Vec::new();
+        if let Some(t) = tr.as_mut() {
+            t.iteration(crate::sys::now_ns());
+        }
         for w in sh.workers.iter() {
-            if Some(w.index) == me || stw.counts_as_stopped(w) {
+            if Some(w.index) == me {
+                continue;
+            }
+            if let Some(t) = tr.as_mut() {
+                // SAFETY: slots are `'static`.
+                if let Some(s) = unsafe { w.slot.load(Ordering::Acquire).as_ref() } {
+                    let acks = s.acks();
+                    let (at, r) = s.last_request();
+                    t.acked(w.index, acks, at, r);
+                }
+            }
+            if stw.counts_as_stopped(w) {
+                if let Some(t) = tr.as_mut() {
+                    t.stopped(w.index, crate::sys::now_ns(), stw.parked_ns[w.index].load(Ordering::Relaxed));
+                }
                 continue;
             }
             all = false;
-            ask_to_stop(w);
+            if ask_to_stop(w) {
+                if let Some(t) = tr.as_mut() {
+                    t.sent(w.index, crate::sys::now_ns());
+                }
+            }
             if waited >= HOLDUP_REPORT {
                 match holdups.iter_mut().find(|h| h.0 == w.index) {
                     Some(h) => h.2 = waited,
@@ -585,9 +691,40 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             continue;
         }
         let retry = if waited < FAST_RETRY_FOR { FAST_RETRY } else { RETRY };
-        g = stw.cv.wait_timeout(g, retry).unwrap_or_else(|p| p.into_inner()).0;
+        if waited < SPIN_FOR && STOPPER_SPIN.load(Ordering::Relaxed) {
+            // Spin (see SPIN_FOR) until every worker counts as stopped or
+            // the next re-send is due; the states are atomics, re-read
+            // under the lock at the top of the loop.
+            drop(g);
+            let until = now + retry.min(SPIN_FOR - waited);
+            let mut spins = 0u32;
+            loop {
+                std::thread::yield_now();
+                spins += 1;
+                if all_stopped(sh, me) || Instant::now() >= until {
+                    break;
+                }
+            }
+            if let Some(t) = tr.as_mut() {
+                t.spun(spins);
+            }
+            waited_for_some = true;
+            g = stw.lock();
+            continue;
+        }
+        (waited_for_some, slept) = (true, true);
+        g.stopper_sleeps += 1;
+        let w0 = tr.is_some().then(crate::sys::now_ns);
+        let (g2, res) = stw.stopped_cv.wait_timeout(g, retry).unwrap_or_else(|p| p.into_inner());
+        g = g2;
+        if let (Some(t), Some(w0)) = (tr.as_mut(), w0) {
+            t.waited(retry.as_nanos() as u64, crate::sys::now_ns() - w0, res.timed_out());
+        }
     }
     let ttsp = t0.elapsed();
+    if let Some(t) = tr.take() {
+        t.finish(ttsp.as_nanos() as u64);
+    }
     if let Some((wi, mut h, _, rd0)) = holdups.into_iter().max_by_key(|h| h.2) {
         drop(g);
         h.push_str(&holdup_detail(sh, wi, pre[wi].as_ref(), rd0, max_gap));
@@ -595,6 +732,9 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         g.last_holdup = Some((h, ttsp));
     }
     g.stops += 1;
+    if waited_for_some && !slept {
+        g.stops_within_spin += 1;
+    }
     if g.ttsp.len() < TTSP_HISTORY {
         g.ttsp.push(ttsp);
     } else {
@@ -603,6 +743,12 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         g.ttsp_pos = (p + 1) % TTSP_HISTORY;
     }
     Ok(ttsp)
+}
+
+/// Whether every worker of `sh` but `me` counts as stopped (read without
+/// the stw lock: the stopper's spin; it re-checks under the lock).
+fn all_stopped(sh: &Shared, me: Option<usize>) -> bool {
+    sh.workers.iter().all(|w| Some(w.index) == me || sh.stw.counts_as_stopped(w))
 }
 
 /// Prints to stderr which workers (and which of their tasks) have not
@@ -847,18 +993,20 @@ fn describe_stopper(sh: &Shared, _locked: &MutexGuard<'_, Inner>) -> String {
     }
 }
 
-/// Asks the task on `w`'s CPU (if any) to get off it.
-fn ask_to_stop(w: &Worker) {
+/// Asks the task on `w`'s CPU (if any) to get off it. True if a signal
+/// was sent (none is while one is in flight).
+fn ask_to_stop(w: &Worker) -> bool {
     if w.running_task.load(Ordering::SeqCst) == 0 {
-        return; // in its scheduler loop: it parks by itself
+        return false; // in its scheduler loop: it parks by itself
     }
     let slot = w.slot.load(Ordering::Acquire);
     // SAFETY: slots are `'static` (pooled, never freed).
     if let Some(slot) = unsafe { slot.as_ref() } {
         // At most one signal in flight; a request that fails (the thread
         // just unregistered) is harmless: it stops anyway.
-        request_task_preempt(w, slot);
+        return request_task_preempt(w, slot);
     }
+    false
 }
 
 /// Sends a preemption request for the task on `w`'s CPU to `slot`, read
@@ -875,14 +1023,16 @@ fn ask_to_stop(w: &Worker) {
 /// `set_idle(true)`, then its clearing): after our fence, either we see
 /// the change and withdraw the request, or the worker clears it. A
 /// request withdrawn because the worker was between two tasks is lost;
-/// both callers re-send.
-pub(crate) fn request_task_preempt(w: &Worker, slot: &usurp_preempt::WorkerSlot) {
-    if usurp_preempt::request_preempt(slot).is_ok() {
+/// both callers re-send. True if a signal was sent.
+pub(crate) fn request_task_preempt(w: &Worker, slot: &usurp_preempt::WorkerSlot) -> bool {
+    let r = usurp_preempt::request_preempt(slot);
+    if r.is_ok() {
         std::sync::atomic::fence(Ordering::SeqCst);
         if w.running_task.load(Ordering::Relaxed) == 0 || !std::ptr::eq(w.slot.load(Ordering::Relaxed), slot) {
             slot.withdraw_request();
         }
     }
+    matches!(r, Ok(true))
 }
 
 /// Restarts the world stopped by [`stop_the_world`]. Only the stopper may;
@@ -927,6 +1077,7 @@ pub(crate) fn park_worker(w: &Worker) {
     // SAFETY: slots are `'static`.
     let slot = unsafe { slot.as_ref() };
     let mut g = stw.lock();
+    stw.parked_ns[w.index].store(crate::sys::now_ns(), Ordering::Relaxed);
     stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
     // Quiet from now on (no ticks), and without the request (if any) that
     // the stopper posted before it saw us park: the stopper posts requests
@@ -936,7 +1087,7 @@ pub(crate) fn park_worker(w: &Worker) {
     if let Some(s) = slot {
         let _ = s.set_idle(true);
     }
-    stw.cv.notify_all();
+    stw.stopped_cv.notify_all();
     while stw.stop.load(Ordering::SeqCst) {
         g = stw.serve_jobs(g);
         if !stw.stop.load(Ordering::SeqCst) {
@@ -956,7 +1107,7 @@ pub(crate) fn worker_exited(w: &Worker) {
     let stw = &w.shared().stw;
     let _g = stw.lock();
     stw.wstate[w.index].store(PARKED, Ordering::SeqCst);
-    stw.cv.notify_all();
+    stw.stopped_cv.notify_all();
 }
 
 /// Runs `f(0..n)` on the stopper and the parked workers (world stopped).
@@ -1024,7 +1175,7 @@ pub(crate) fn enter_safe(sh: &Shared, i: usize) {
     let stw = &sh.stw;
     let _g = stw.lock();
     stw.wstate[i].store(SAFE, Ordering::SeqCst);
-    stw.cv.notify_all();
+    stw.stopped_cv.notify_all();
 }
 
 /// Leaves a safe section: waits while the world is stopped, then marks the

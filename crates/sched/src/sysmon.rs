@@ -122,7 +122,7 @@ fn preempt_one(sh: &Shared) {
         }
         // SAFETY: slots are `'static`.
         if let Some(s) = unsafe { w.slot.load(Ordering::Acquire).as_ref() } {
-            crate::stw::request_task_preempt(w, s);
+            let _ = crate::stw::request_task_preempt(w, s);
             return;
         }
     }

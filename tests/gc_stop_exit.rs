@@ -1,0 +1,121 @@
+//! Assists and allocation's sweeps for room leave for a stop (issue 9 item
+//! 1; `crates/gc/src/pacer.rs`, "Leaving for a stop"). Both run in a
+//! no-preemption section, so a stop request that lands there is refused
+//! and sets the worker's checkpoint flag; they test the flag after every
+//! mark slice (256 objects) or swept block and leave, and the task parks
+//! at the cooperative point after them. Asserted through the process-wide
+//! counters of the exits (`usurp_gc::request_exit_counters`), never
+//! through timing: with the exit on, assists and sweeps left for requests
+//! and never went on past one; with it off (the negative control) none
+//! left and they did go on marking and sweeping while a stop waited.
+//!
+//! Scenario: a slow concurrent marker (a test-only delay per slice) so
+//! that allocation assists a lot, the background sweeper off so that
+//! allocation sweeps every block, one task allocating garbage beside a
+//! long-lived tree, and a plain thread stopping and starting the world in
+//! a loop (besides the collector's own stops), until both kinds of event
+//! (an exit with the switch on, work past a request with it off) were
+//! seen or a bound of rounds ran out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use usurp::gc::{gc_type, Gc, HeapConfig, Member};
+use usurp::Runtime;
+
+/// The switches and counters are process-wide: one scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[repr(C)]
+struct Node {
+    left: Member<Node>,
+    right: Member<Node>,
+}
+gc_type!(Node { left, right });
+
+#[inline(never)]
+fn list(n: usize) -> Gc<Node> {
+    let mut head = Gc::new(Node { left: Member::new(None), right: Member::new(None) });
+    for _ in 1..n {
+        head = Gc::new(Node { left: Member::new(Some(head)), right: Member::new(None) });
+    }
+    head
+}
+
+#[inline(never)]
+fn tree(d: u32) -> Gc<Node> {
+    let (l, r) = if d == 0 { (None, None) } else { (Some(tree(d - 1)), Some(tree(d - 1))) };
+    Gc::new(Node { left: Member::new(l), right: Member::new(r) })
+}
+
+#[inline(never)]
+fn count(n: Gc<Node>) -> usize {
+    1 + n.left.get().map_or(0, count) + n.right.get().map_or(0, count)
+}
+
+/// Counter growth over the scenario: `[assist exits, assist slices past a
+/// request, sweep exits, sweep blocks past a request]`.
+fn scenario(leave: bool) -> [u64; 4] {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        usurp_gc::set_leave_for_requests_for_tests(leave);
+        usurp_gc::set_mark_delay_for_tests(200);
+        let cfg = HeapConfig { max_heap: 2 << 30, gogc: Some(50), min_heap: 4 << 20, ..HeapConfig::default() };
+        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        rt.heap().set_background_sweeping(false);
+        let before = usurp_gc::request_exit_counters();
+        let done = AtomicBool::new(false);
+        let grew = std::thread::scope(|s| {
+            // A second source of stops (the collector's own are few).
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    rt.stop_the_world();
+                    rt.start_the_world();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+            let grew = rt.block_on(move || {
+                let live = tree(14);
+                let want = |c: [u64; 4]| if leave { c[0] > 0 && c[2] > 0 } else { c[1] > 0 && c[3] > 0 };
+                let mut grew = [0; 4];
+                for _ in 0..20_000 {
+                    std::hint::black_box(list(4096));
+                    let now = usurp_gc::request_exit_counters();
+                    grew = [0, 1, 2, 3].map(|i| now[i] - before[i]);
+                    if want(grew) {
+                        break;
+                    }
+                }
+                assert_eq!(count(live), (1 << 15) - 1, "the long-lived tree lost nodes");
+                grew
+            });
+            done.store(true, Ordering::Relaxed);
+            grew
+        });
+        usurp_gc::set_mark_delay_for_tests(0);
+        usurp_gc::set_leave_for_requests_for_tests(true);
+        let _ = tx.send(grew);
+    });
+    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+}
+
+#[test]
+fn assists_and_sweeps_leave_for_a_stop_request() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let [assist_exits, assist_past, sweep_exits, sweep_past] = scenario(true);
+    eprintln!("exit on: assist exits {assist_exits}, past {assist_past}; sweep exits {sweep_exits}, past {sweep_past}");
+    assert!(assist_exits > 0, "no assist left for a stop request (exits {assist_exits}, slices past one {assist_past})");
+    assert!(sweep_exits > 0, "no sweep for room left for a stop request (exits {sweep_exits}, blocks past one {sweep_past})");
+    assert_eq!(assist_past, 0, "an assist went on marking with a request outstanding");
+    assert_eq!(sweep_past, 0, "a sweep for room went on with a request outstanding");
+}
+
+#[test]
+fn negative_control_without_the_exit_a_stop_waits_for_the_assist_and_the_sweep() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let [assist_exits, assist_past, sweep_exits, sweep_past] = scenario(false);
+    eprintln!("exit off: assist exits {assist_exits}, past {assist_past}; sweep exits {sweep_exits}, past {sweep_past}");
+    assert_eq!(assist_exits + sweep_exits, 0, "exits counted with the switch off");
+    assert!(assist_past > 0, "no assist ever marked with a request outstanding: the control did not exercise the wait");
+    assert!(sweep_past > 0, "no sweep for room ever went on with a request outstanding: the control did not exercise the wait");
+}
