@@ -135,6 +135,9 @@ impl BlockMeta {
         let bit = 1u64 << (i % 64);
         let w = &self.marks[buf_of(buf)][word_of(i)];
         // Cheap read first: most re-marks in a dense graph find the bit set.
+        // A stale 0 only falls through to the atomic RMW, which decides; a
+        // stale 1 cannot be seen: during a mark bits only go from 0 to 1,
+        // and the sweep clears this buffer before any marker starts.
         if w.load(Ordering::Relaxed) & bit != 0 {
             return false;
         }

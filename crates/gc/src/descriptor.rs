@@ -39,6 +39,13 @@ pub const FLAG_HAS_VALUES: u32 = 2;
 #[derive(Debug)]
 pub struct Descriptor {
     magic: u64,
+    /// The marking fast path (issue 9): for a fixed object whose pointer
+    /// slots all lie in payload words 0..64 and that has no value slot,
+    /// its pointer bits (`bitmap[0]`, held here, in the word after `magic`,
+    /// so the marker reads them from the same line as the magic word it
+    /// checks, and skips the shape tests and the bitmap slices); 0 for
+    /// every other shape.
+    small_ptrs: u64,
     size_words: usize,
     elem_words: usize,
     elem_bitmap: u64,
@@ -49,12 +56,6 @@ pub struct Descriptor {
     elem_vbitmap: u64,
     /// Value slots of a fixed object, trimmed like `bitmap`.
     vbitmap: &'static [u64],
-    /// The marking fast path (issue 9): for a fixed object whose pointer
-    /// slots all lie in payload words 0..64 and that has no value slot,
-    /// its pointer bits (`bitmap[0]`, held here so the marker reads them
-    /// from the descriptor's first cache line and skips the shape tests and
-    /// the bitmap slices); 0 for every other shape.
-    small_ptrs: u64,
 }
 
 /// Errors from [`DescriptorBuilder::build`].

@@ -53,7 +53,8 @@
 //! no copy of the value encoding), every other shape by
 //! `scan_object_general`; the precise lookup reads the block's kind, a
 //! span-class table (size and reciprocal, no bounds check) and the start
-//! bit; the mark bit is tested with a plain load before the atomic RMW.
+//! bit (the mark bit was already tested with a plain load before the
+//! atomic RMW).
 //!
 //! **Value slots** (issue 14) hold one-word tagged values: `decode_value`
 //! (shared with the verifier) applies the heap's [`ValueEncoding`]: an immediate or a null pointer is
@@ -492,8 +493,9 @@ impl<'a> Marker<'a> {
         let d = unsafe { &*(header as *const Descriptor) };
         // Fast path (issue 9): a fixed object with pointer slots only, all
         // in payload words 0..64 (a cons cell, a tree node, most guest
-        // records): its pointer bits sit in the descriptor's first cache
-        // line; no shape tests, no bitmap slices, no encoding copy.
+        // records): its pointer bits sit in the word after the
+        // descriptor's magic; no shape tests, no bitmap slices, no encoding
+        // copy.
         let small = d.small_pointer_bits();
         if small != 0 {
             let mut bits = small;
