@@ -175,13 +175,22 @@ pub fn set_stopper_ticks_for_tests(on: bool) {
 
 /// Test-only switch (negative control of the stopper's spinning wait,
 /// issue 9 item 1). `true` (the default): a stopper waits for the workers
-/// by spinning (`sched_yield` between re-checks) for the first 250 µs of
+/// by spinning (a CPU pause between re-checks) for the first 60 µs of
 /// its stop (`stw::SPIN_FOR`), then sleeps; `false`: it sleeps on its
 /// condvar from the start, as before (a parking worker's notification
 /// wakes it). Process-wide.
 #[doc(hidden)]
 pub fn set_stopper_spin_for_tests(on: bool) {
     crate::stw::STOPPER_SPIN.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only: the stopper's spin budget (`stw::SPIN_FOR`) in µs; 0
+/// restores the default. Under qemu a stop of preemptible loops takes
+/// longer than the production budget, so a test of the spin's mechanism
+/// gives it room. Process-wide.
+#[doc(hidden)]
+pub fn set_stopper_spin_budget_for_tests(us: u64) {
+    crate::stw::SPIN_BUDGET_US.store(us, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Test-only switch (negative control, issue 11 review: work conservation

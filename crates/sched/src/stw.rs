@@ -40,8 +40,8 @@
 //! when the flag shows (`usurp-gc` `pacer.rs`, "Leaving for a stop").
 //!
 //! **How the stopper waits** (issue 9 item 1). For the first [`SPIN_FOR`]
-//! (250 µs) it spins: re-checks the workers' states (atomics) between
-//! `sched_yield`s, without the stw lock, and re-sends every
+//! (60 µs) it spins: re-checks the workers' states (atomics) with a CPU
+//! pause between reads, without the stw lock, and re-sends every
 //! [`FAST_RETRY`]; then it sleeps on `stopped_cv`, which only a worker
 //! whose stop state changes (parks, enters a safe section, exits)
 //! notifies, so a parking worker wakes the stopper alone. The stop trace
@@ -49,9 +49,11 @@
 //! asleep on the shared condvar (with every parked worker and marker
 //! thread) was seen woken 20-60 µs after the last worker parked, on this
 //! 2-vCPU VM most of a 60-130 µs stop; spinning, it sees the park within
-//! a microsecond or two. The yields matter when the stopper is a thread
-//! beside the workers (the GC's background collector): a worker it took a
-//! CPU from gets it back at once. `StwStats::stopper_sleeps` and
+//! a microsecond or two. The spin never yields (a yield on a shared CPU
+//! lost the stopper a whole OS slice, milliseconds) and ends for the
+//! rest of the stop when it finds it was descheduled ([`DESCHEDULED`]):
+//! on a contended machine the stopper sleeps, and a worker that needs its
+//! CPU to reach its safe point gets it. `StwStats::stopper_sleeps` and
 //! `stops_within_spin` count what the waits did.
 //!
 //! Tasks inside `blocking` whose worker was handed to another thread are not
@@ -187,23 +189,47 @@ pub(crate) const FAST_RETRY: Duration = Duration::from_micros(20);
 pub(crate) const FAST_RETRY_FOR: Duration = Duration::from_millis(1);
 
 /// How long into a stop the stopper waits by spinning (re-checking the
-/// workers' states between `sched_yield`s, re-sending every [`FAST_RETRY`])
-/// rather than sleeping on its condvar (issue 9 item 1). Measured with
-/// `USURP_DEBUG=stoptrace=1` on 2 vCPUs: a stopper asleep on a futex was
-/// seen woken 20-60 µs after the last worker parked and notified it (the
-/// idle CPU's wake-up, or the OS's wake-up preemption), most of a stop's
-/// 60-130 µs; spinning sees the park within a microsecond or two. The
-/// yields keep the spin polite: when the stopper is a thread beside the
-/// workers (the GC's background collector), a worker it displaced from a
-/// CPU runs at once to reach its safe point. A stop still not done after
-/// this (a task refused outside preemptible code that does not poll, an
-/// OS that keeps a worker off the CPU) sleeps as before.
-pub(crate) const SPIN_FOR: Duration = Duration::from_micros(250);
+/// workers' states with a CPU pause between reads, re-sending every
+/// [`FAST_RETRY`]) rather than sleeping on its condvar (issue 9 item 1).
+/// Measured with `USURP_DEBUG=stoptrace=1` on 2 vCPUs: a stopper asleep on
+/// a futex was seen woken 20-60 µs after the last worker parked and
+/// notified it (the idle CPU's wake-up, or the OS's wake-up preemption),
+/// most of a stop's 60-130 µs; spinning sees the park within a microsecond
+/// or two.
+///
+/// The spin never yields the CPU: a first version re-checked between
+/// `sched_yield`s for 250 µs, and on a shared CPU (EEVDF, kernel 6.x) a
+/// yield gave the CPU away for a whole slice: stops whose workers had all
+/// parked within 25 µs were seen 4-10 ms later (review, stop trace). So
+/// the budget is short, and a spin that finds it lost the CPU anyway (two
+/// reads of the clock [`DESCHEDULED`] apart) gives up for the rest of the
+/// stop and sleeps: the machine is contended, and a worker may need the
+/// stopper's CPU to reach its safe point (the GC's background collector is
+/// a thread beside the workers). A stop still not done after the spin (a
+/// task refused outside preemptible code that does not poll, an OS that
+/// keeps a worker off the CPU) sleeps as before.
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(60);
+
+/// A gap this long between two reads of the clock in the stopper's spin
+/// means the OS took the CPU from it: the spin ends (see [`SPIN_FOR`]).
+pub(crate) const DESCHEDULED: Duration = Duration::from_micros(15);
 
 /// Test-only switch (negative control of the spinning wait): when cleared,
 /// the stopper sleeps on its condvar from the start, as it used to. Set
 /// through `hooks::set_stopper_spin_for_tests`.
 pub(crate) static STOPPER_SPIN: AtomicBool = AtomicBool::new(true);
+
+/// Test-only: the spin's budget in µs, 0 for [`SPIN_FOR`] (under qemu a
+/// stop of preemptible loops takes longer than the production budget).
+/// Set through `hooks::set_stopper_spin_budget_for_tests`.
+pub(crate) static SPIN_BUDGET_US: AtomicU64 = AtomicU64::new(0);
+
+fn spin_budget() -> Duration {
+    match SPIN_BUDGET_US.load(Ordering::Relaxed) {
+        0 => SPIN_FOR,
+        us => Duration::from_micros(us),
+    }
+}
 
 /// Test-only switch (negative control of the stopper's quiet quantum, issue
 /// 12): when set, a task stopper's quantum timer keeps ticking through its
@@ -277,8 +303,8 @@ struct Inner {
     /// Times a stopper went to sleep on `stopped_cv` while stopping the
     /// world (after its spin), over all stops.
     stopper_sleeps: u64,
-    /// Stops that waited for some worker and completed without sleeping
-    /// (within the spin).
+    /// Stops that waited for some worker and completed without sleeping,
+    /// within the spin's budget.
     stops_within_spin: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
@@ -306,7 +332,8 @@ pub struct StwStats {
     pub stops: u64,
     /// Times a stopper slept (on a condvar) waiting for workers to stop,
     /// over all stops: only stops still waiting after the spin
-    /// (`stw::SPIN_FOR`, 250 µs) sleep.
+    /// (`stw::SPIN_FOR`, 60 µs, or less if the OS took the stopper's CPU
+    /// meanwhile) sleep.
     pub stopper_sleeps: u64,
     /// Stops that had to wait for some worker (not all stopped at the
     /// first check) and completed without the stopper sleeping: within
@@ -623,6 +650,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     // latest held the stop up longest.
     let mut holdups: Vec<(usize, String, Duration, Option<u64>)> = Vec::new();
     let (mut waited_for_some, mut slept) = (false, false);
+    let (budget, mut spin_over) = (spin_budget(), false);
     loop {
         let mut all = true;
         let now = Instant::now();
@@ -691,19 +719,33 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             continue;
         }
         let retry = if waited < FAST_RETRY_FOR { FAST_RETRY } else { RETRY };
-        if waited < SPIN_FOR && STOPPER_SPIN.load(Ordering::Relaxed) {
+        if !spin_over && waited < budget && STOPPER_SPIN.load(Ordering::Relaxed) {
             // Spin (see SPIN_FOR) until every worker counts as stopped or
             // the next re-send is due; the states are atomics, re-read
-            // under the lock at the top of the loop.
+            // under the lock at the top of the loop. No yield: a pause
+            // between reads, and the spin ends for good if the clock shows
+            // the OS took the CPU away.
             drop(g);
-            let until = now + retry.min(SPIN_FOR - waited);
+            let until = now + retry.min(budget - waited);
             let mut spins = 0u32;
+            let mut last = Instant::now();
             loop {
-                std::thread::yield_now();
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
                 spins += 1;
-                if all_stopped(sh, me) || Instant::now() >= until {
+                if all_stopped(sh, me) {
                     break;
                 }
+                let t = Instant::now();
+                if t - last >= DESCHEDULED {
+                    spin_over = true;
+                    break;
+                }
+                if t >= until {
+                    break;
+                }
+                last = t;
             }
             if let Some(t) = tr.as_mut() {
                 t.spun(spins);
@@ -732,7 +774,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         g.last_holdup = Some((h, ttsp));
     }
     g.stops += 1;
-    if waited_for_some && !slept {
+    if waited_for_some && !slept && ttsp <= budget {
         g.stops_within_spin += 1;
     }
     if g.ttsp.len() < TTSP_HISTORY {
