@@ -184,13 +184,16 @@ pub fn set_stopper_spin_for_tests(on: bool) {
     crate::stw::STOPPER_SPIN.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Test-only: the stopper's spin budget (`stw::SPIN_FOR`) in µs; 0
-/// restores the default. Under qemu a stop of preemptible loops takes
-/// longer than the production budget, so a test of the spin's mechanism
-/// gives it room. Process-wide.
+/// Test-only: the stopper's spin budget (`stw::SPIN_FOR`) and the clock
+/// gap that ends the spin as descheduled (`stw::DESCHEDULED`), in µs; 0
+/// restores a default. Under qemu or on a loaded machine a stop of
+/// preemptible loops takes longer than the production budget and the
+/// stopper loses its CPU often, so a test of the spin's mechanism gives
+/// it room. Process-wide.
 #[doc(hidden)]
-pub fn set_stopper_spin_budget_for_tests(us: u64) {
-    crate::stw::SPIN_BUDGET_US.store(us, std::sync::atomic::Ordering::Relaxed);
+pub fn set_stopper_spin_budget_for_tests(budget_us: u64, descheduled_us: u64) {
+    crate::stw::SPIN_BUDGET_US.store(budget_us, std::sync::atomic::Ordering::Relaxed);
+    crate::stw::DESCHEDULED_US.store(descheduled_us, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Test-only switch (negative control, issue 11 review: work conservation

@@ -219,16 +219,21 @@ pub(crate) const DESCHEDULED: Duration = Duration::from_micros(15);
 /// through `hooks::set_stopper_spin_for_tests`.
 pub(crate) static STOPPER_SPIN: AtomicBool = AtomicBool::new(true);
 
-/// Test-only: the spin's budget in µs, 0 for [`SPIN_FOR`] (under qemu a
-/// stop of preemptible loops takes longer than the production budget).
-/// Set through `hooks::set_stopper_spin_budget_for_tests`.
+/// Test-only: the spin's budget and its descheduling threshold in µs, 0
+/// for [`SPIN_FOR`] and [`DESCHEDULED`] (under qemu, or on a loaded
+/// machine, a stop of preemptible loops takes longer than the production
+/// budget and the clock jumps often). Set through
+/// `hooks::set_stopper_spin_budget_for_tests`.
 pub(crate) static SPIN_BUDGET_US: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DESCHEDULED_US: AtomicU64 = AtomicU64::new(0);
 
-fn spin_budget() -> Duration {
-    match SPIN_BUDGET_US.load(Ordering::Relaxed) {
-        0 => SPIN_FOR,
+/// The spin's budget and descheduling threshold (see [`SPIN_FOR`]).
+fn spin_budget() -> (Duration, Duration) {
+    let us = |a: &AtomicU64, d: Duration| match a.load(Ordering::Relaxed) {
+        0 => d,
         us => Duration::from_micros(us),
-    }
+    };
+    (us(&SPIN_BUDGET_US, SPIN_FOR), us(&DESCHEDULED_US, DESCHEDULED))
 }
 
 /// Test-only switch (negative control of the stopper's quiet quantum, issue
@@ -650,7 +655,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     // latest held the stop up longest.
     let mut holdups: Vec<(usize, String, Duration, Option<u64>)> = Vec::new();
     let (mut waited_for_some, mut slept) = (false, false);
-    let (budget, mut spin_over) = (spin_budget(), false);
+    let ((budget, descheduled), mut spin_over) = (spin_budget(), false);
     loop {
         let mut all = true;
         let now = Instant::now();
@@ -738,7 +743,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
                     break;
                 }
                 let t = Instant::now();
-                if t - last >= DESCHEDULED {
+                if t - last >= descheduled {
                     spin_over = true;
                     break;
                 }
