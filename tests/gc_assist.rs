@@ -7,48 +7,10 @@
 //! (`CycleStats::heap_peak` against `mark_goal`, `assist_marked`), never
 //! through timing.
 
-use std::sync::Mutex;
-use std::time::Duration;
-use usurp::gc::{gc_type, CycleStats, Gc, HeapConfig, Member};
+use usurp::gc::{CycleStats, HeapConfig};
 use usurp::Runtime;
-
-/// The switches are process-wide: one scenario at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("USURP_TEST_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    ((n as f64 * s) as usize).max(1)
-}
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-}
-gc_type!(Node { left, right });
-
-/// A list of `n` nodes (garbage).
-#[inline(never)]
-fn list(n: usize) -> Gc<Node> {
-    let mut head = Gc::new(Node { left: Member::new(None), right: Member::new(None) });
-    for _ in 1..n {
-        head = Gc::new(Node { left: Member::new(Some(head)), right: Member::new(None) });
-    }
-    head
-}
-
-/// A complete binary tree of depth `d` (the long-lived structure: its
-/// marking can be shared between the collector and the assists).
-#[inline(never)]
-fn tree(d: u32) -> Gc<Node> {
-    let (l, r) = if d == 0 { (None, None) } else { (Some(tree(d - 1)), Some(tree(d - 1))) };
-    Gc::new(Node { left: Member::new(l), right: Member::new(r) })
-}
-
-#[inline(never)]
-fn count(n: Gc<Node>) -> usize {
-    1 + n.left.get().map_or(0, count) + n.right.get().map_or(0, count)
-}
+use usurp_testsupport::{scale, serial, within};
+use usurp_testsupport_gc::pair::{count, list, tree};
 
 fn depth() -> u32 {
     if scale(4) < 4 {
@@ -69,8 +31,7 @@ struct Seen {
 /// per 256 objects), and one task allocating garbage lists until 4
 /// concurrent cycles were sampled. Runs in a child thread with a watchdog.
 fn scenario(assists: bool) -> Seen {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    within(300, "the scenario", move || {
         usurp_gc::set_assists_for_tests(assists);
         usurp_gc::set_mark_delay_for_tests(300);
         let cfg = HeapConfig { max_heap: 2 << 30, gogc: Some(100), min_heap: 4 << 20, ..HeapConfig::default() };
@@ -97,9 +58,8 @@ fn scenario(assists: bool) -> Seen {
         });
         usurp_gc::set_mark_delay_for_tests(0);
         usurp_gc::set_assists_for_tests(true);
-        let _ = tx.send(seen);
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+        seen
+    })
 }
 
 fn overshoot(c: &CycleStats) -> f64 {
@@ -108,7 +68,8 @@ fn overshoot(c: &CycleStats) -> f64 {
 
 #[test]
 fn allocation_during_a_slow_mark_assists_and_stays_near_the_goal() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The switches are process-wide: one scenario at a time.
+    let _g = serial();
     let seen = scenario(true);
     assert!(seen.total_assist_marked > 0, "no assist marked anything");
     let assisted: Vec<_> = seen.cycles.iter().filter(|c| c.assist_marked > 0).collect();
@@ -136,7 +97,8 @@ fn allocation_during_a_slow_mark_assists_and_stays_near_the_goal() {
 
 #[test]
 fn without_assists_allocation_outruns_a_slow_mark() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The switches are process-wide: one scenario at a time.
+    let _g = serial();
     let seen = scenario(false);
     assert_eq!(seen.total_assist_marked, 0, "assists marked while switched off");
     let worst = seen.cycles.iter().map(overshoot).fold(0.0, f64::max);

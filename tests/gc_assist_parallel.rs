@@ -9,39 +9,14 @@
 //! workers) is the control (also tests/gc_assist.rs, with its assists-off
 //! negative control).
 
-use std::sync::Mutex;
-use std::time::Duration;
-use usurp::gc::{gc_type, Gc, HeapConfig, Member};
+use usurp::gc::HeapConfig;
 use usurp::Runtime;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-}
-gc_type!(Node { left, right });
-
-#[inline(never)]
-fn list(n: usize) -> Gc<Node> {
-    let mut head = Gc::new(Node { left: Member::new(None), right: Member::new(None) });
-    for _ in 1..n {
-        head = Gc::new(Node { left: Member::new(Some(head)), right: Member::new(None) });
-    }
-    head
-}
-
-#[inline(never)]
-fn tree(d: u32) -> Gc<Node> {
-    let (l, r) = if d == 0 { (None, None) } else { (Some(tree(d - 1)), Some(tree(d - 1))) };
-    Gc::new(Node { left: Member::new(l), right: Member::new(r) })
-}
+use usurp_testsupport::{serial, within};
+use usurp_testsupport_gc::pair::{list, tree};
 
 /// (cycles seen, bytes marked by assists, assist waits)
 fn scenario(markers: Option<usize>, workers: usize) -> (u64, u64, u64) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    within(300, "the scenario", move || {
         let cfg = HeapConfig {
             max_heap: 2 << 30,
             gogc: Some(100),
@@ -50,7 +25,7 @@ fn scenario(markers: Option<usize>, workers: usize) -> (u64, u64, u64) {
             ..HeapConfig::default()
         };
         let rt = Runtime::builder().workers(workers).heap_config(cfg).build().unwrap();
-        let r = rt.block_on(|| {
+        rt.block_on(|| {
             let heap = usurp::gc::Heap::current().unwrap();
             let live = tree(17);
             let mut waits = 0;
@@ -67,15 +42,13 @@ fn scenario(markers: Option<usize>, workers: usize) -> (u64, u64, u64) {
             std::hint::black_box(live);
             let s = heap.stats();
             (s.cycles, s.total_assist_marked, waits)
-        });
-        let _ = tx.send(r);
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("hung (watchdog 300 s)")
+        })
+    })
 }
 
 #[test]
 fn one_marker_assists() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let (c, marked, waits) = scenario(Some(1), 2);
     eprintln!("1 marker: cycles {c}, assist-marked {marked}, waits {waits}");
     assert!(marked > 0, "one marker: assists marked nothing");
@@ -83,7 +56,7 @@ fn one_marker_assists() {
 
 #[test]
 fn two_markers_assist_too() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let (c, marked, waits) = scenario(Some(2), 2);
     eprintln!("2 markers: cycles {c}, assist-marked {marked}, waits {waits}");
     assert!(marked > 0, "two markers: assists marked nothing (no donation in drain_shared)");
@@ -92,7 +65,7 @@ fn two_markers_assist_too() {
 /// The default configuration on 4 workers (2 concurrent markers).
 #[test]
 fn four_workers_default_markers_assist() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let (c, marked, waits) = scenario(None, 4);
     eprintln!("4 workers, default markers: cycles {c}, assist-marked {marked}, waits {waits}");
     assert!(marked > 0, "4 workers (default 2 markers): assists marked nothing");

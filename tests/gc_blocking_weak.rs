@@ -12,34 +12,20 @@
 //! stall for 3 ms during the collection, which a long weak-clearing loop
 //! (many weak references to a rooted object) makes the termination stop.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member, WeakRef};
+use usurp::gc::{Heap, WeakRef};
 use usurp_gc::set_shading_gate_for_tests;
-use usurp::Runtime;
 use usurp_testsupport::scale as test_scale;
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { left, right });
-
-fn node(val: usize, left: Option<Gc<Node>>) -> Gc<Node> {
-    Gc::new(Node { left: Member::new(left), right: Member::null(), val })
-}
+use usurp_testsupport::{serial, within};
+use usurp_testsupport_gc::{manual, node, runtime};
 
 const X: usize = 0x5a5a_5a5a;
 
-/// The tests flip a process-wide switch: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 #[inline(never)]
 fn make_w(heap: &Heap) -> (WeakRef, usize, usize) {
-    let c = node(2, None);
-    let w = node(1, Some(c));
+    let c = node(2, None, None);
+    let w = node(1, Some(c), None);
     (heap.weak(w.raw()), w.raw().addr() ^ X, c.raw().addr() ^ X)
 }
 
@@ -57,12 +43,11 @@ struct Tally {
 /// a fresh W's weak reference during a stall; stops early at the first loss
 /// if `stop_at_loss`.
 fn run(attempts: usize, stop_at_loss: bool) -> Tally {
-    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 512 << 20, ..HeapConfig::default() };
-    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let rt = runtime(2, manual(512 << 20, false));
     rt.block_on(move || {
         let heap = Heap::current().unwrap();
         heap.set_background_sweeping(false);
-        let d = node(0, None);
+        let d = node(0, None, None);
         let _rd = heap.add_root(Some(d.raw()));
         let fillers: Vec<WeakRef> = (0..test_scale(1_000_000)).map(|_| heap.weak(d.raw())).collect();
         let mut t = Tally::default();
@@ -139,27 +124,11 @@ fn run(attempts: usize, stop_at_loss: bool) -> Tally {
     })
 }
 
-/// Runs `f` on a thread; fails if it takes longer than `secs`.
-fn with_watchdog<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        let r = f();
-        let _ = tx.send(());
-        r
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Ok(r) => r,
-            Err(p) => std::panic::resume_unwind(p),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: scenario still running after {secs} s"),
-    }
-}
-
 #[test]
 fn weak_get_inside_blocking_during_termination_never_keeps_a_target_without_its_child() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let t = with_watchdog(300, || run(8, false));
+    // The tests flip a process-wide switch: one at a time.
+    let _s = serial();
+    let t = within(300, "the scenario", || run(8, false));
     eprintln!("{t:?}");
     assert_eq!(t.lost, 0, "W kept by its weak ref while its child C was freed: {t:?}");
     assert!(t.reads_in_stall > 0, "the read never came during a stop: inconclusive: {t:?}");
@@ -167,9 +136,10 @@ fn weak_get_inside_blocking_during_termination_never_keeps_a_target_without_its_
 
 #[test]
 fn negative_control_without_the_shading_gate_a_blocking_weak_get_frees_a_kept_targets_child() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The tests flip a process-wide switch: one at a time.
+    let _s = serial();
     set_shading_gate_for_tests(false);
-    let t = with_watchdog(300, || run(10, true));
+    let t = within(300, "the scenario", || run(10, true));
     set_shading_gate_for_tests(true);
     eprintln!("{t:?}");
     assert!(t.lost > 0, "without the gate, no read in the termination stop kept W without C: {t:?}");

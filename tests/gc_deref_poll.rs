@@ -36,18 +36,13 @@
 //! The switch is process-wide: the tests of this file hold a lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member};
+use usurp::gc::{Gc, Heap, HeapConfig, Member};
 use usurp::Runtime;
 use usurp_preempt::internals as preempt;
-use usurp_testsupport::{scale_factor, wait_until, within};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use usurp_testsupport::{scale_factor, serial, wait_until, within};
+use usurp_testsupport_gc::{tree, Node};
 
 /// Restores the deref poll when dropped (also when a test fails).
 struct PollOn;
@@ -57,30 +52,13 @@ impl Drop for PollOn {
     }
 }
 
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { left, right });
-
-fn build(d: u32) -> Gc<Node> {
-    if d == 0 {
-        Gc::new(Node { left: Member::null(), right: Member::null(), val: 1 })
-    } else {
-        let (l, r) = (build(d - 1), build(d - 1));
-        Gc::new(Node { left: Member::new(Some(l)), right: Member::new(Some(r)), val: 1 })
-    }
-}
-
 /// Ordinary code (never inlined into anything preemptible), no
-/// allocation, no `checkpoint()`: only derefs.
+/// allocation, no `checkpoint()`: only derefs. Counts the nodes.
 #[inline(never)]
 fn walk(n: Gc<Node>) -> usize {
     match (n.left.get(), n.right.get()) {
-        (Some(l), Some(r)) => n.val + walk(l) + walk(r),
-        _ => n.val,
+        (Some(l), Some(r)) => 1 + walk(l) + walk(r),
+        _ => 1,
     }
 }
 
@@ -96,7 +74,7 @@ fn ttsp_of_collections_during_a_walk() -> Vec<Duration> {
     let depth = if scale_factor() < 1.0 { 14 } else { 17 };
     let (w, d) = (walking.clone(), done.clone());
     let walker = rt.spawn(move || {
-        let tree = build(depth);
+        let tree = tree(depth);
         let expect = (1usize << (depth + 1)) - 1;
         w.store(true, Ordering::SeqCst);
         let t = Instant::now();
@@ -286,7 +264,7 @@ fn deref_on_a_plain_thread_with_requests_outstanding() {
         assert!(preempt::any_checkpoint_request());
         let heap = Heap::new(HeapConfig { max_heap: 64 << 20, ..HeapConfig::default() }).unwrap();
         let _attached = heap.attach_thread().unwrap();
-        let tree = build(10);
+        let tree = tree(10);
         let mut sum = 0;
         for _ in 0..100 {
             sum += walk(tree);

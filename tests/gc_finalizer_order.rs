@@ -12,46 +12,11 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member};
-use usurp::Runtime;
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { left, right });
-
-fn node(val: usize, left: Option<Gc<Node>>, right: Option<Gc<Node>>) -> Gc<Node> {
-    Gc::new(Node { left: Member::new(left), right: Member::new(right), val })
-}
+use usurp::gc::{Gc, Heap, HeapConfig};
+use usurp_testsupport::{scale, within};
+use usurp_testsupport_gc::{intact, list, node, runtime, scrub, Node};
 
 const LEN: usize = 16;
-
-fn list(n: usize) -> Gc<Node> {
-    let mut head = node(0, None, None);
-    for i in 1..n {
-        head = node(i, Some(head), None);
-    }
-    head
-}
-
-fn intact(mut cur: Option<Gc<Node>>) -> bool {
-    let mut expect = LEN;
-    while let Some(n) = cur {
-        if expect == 0 || n.val != expect - 1 {
-            return false;
-        }
-        expect -= 1;
-        cur = n.left.get();
-    }
-    expect == 0
-}
-
-fn scale(n: usize) -> usize {
-    usurp_testsupport::scale(n)
-}
 
 #[derive(Default)]
 struct Counts {
@@ -74,24 +39,19 @@ fn make_chain(heap: &Heap, counts: &Arc<Counts>, a_done: Arc<AtomicBool>, read: 
         if !done2.load(Ordering::SeqCst) {
             cb.out_of_order.fetch_add(1, Ordering::SeqCst);
         }
-        if read && !intact(Gc::from_ref(b)) {
+        if read && !intact(Gc::from_ref(b), LEN) {
             cb.damaged.fetch_add(1, Ordering::SeqCst);
         }
         cb.b_ran.fetch_add(1, Ordering::SeqCst);
     });
     heap.set_finalizer(a.raw(), move |a| {
         let a: Gc<Node> = Gc::from_ref(a).unwrap();
-        if read && (!intact(a.left.get()) || !intact(a.right.get())) {
+        if read && (!intact(a.left.get(), LEN) || !intact(a.right.get(), LEN)) {
             ca.damaged.fetch_add(1, Ordering::SeqCst);
         }
         a_done.store(true, Ordering::SeqCst);
         ca.a_ran.fetch_add(1, Ordering::SeqCst);
     });
-}
-
-#[inline(never)]
-fn scrub() {
-    black_box([0usize; 1024]);
 }
 
 /// What `chains` observed.
@@ -110,11 +70,10 @@ fn chains(referents: bool) -> Outcome {
     let counts = Arc::new(Counts::default());
     let c2 = counts.clone();
     // Watchdog: the scenario on its own thread, failing after 120 s.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let st = within(120, "the scenario", move || {
         let cfg =
             HeapConfig { max_heap: 256 << 20, gogc: Some(20), min_heap: 1 << 20, verify: referents, ..HeapConfig::default() };
-        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        let rt = runtime(2, cfg);
         rt.block_on(move || {
             Heap::current().unwrap().set_finalizer_referent_marking(referents);
             let hs: Vec<_> = (0..tasks)
@@ -129,14 +88,14 @@ fn chains(referents: bool) -> Outcome {
                                 black_box(list(1000));
                             }
                         }
-                        scrub();
+                        scrub::<1024>();
                     })
                 })
                 .collect();
             for h in hs {
                 h.join().unwrap();
             }
-            scrub();
+            scrub::<1024>();
             let heap = Heap::current().unwrap();
             // A chain needs two cycles after it died (a, then b): collect
             // until (almost) every b ran; conservative scanning may retain
@@ -149,10 +108,8 @@ fn chains(referents: bool) -> Outcome {
                 usurp::sleep(Duration::from_millis(1));
             }
         });
-        let st = rt.stats();
-        tx.send(st).unwrap();
+        rt.stats()
     });
-    let st = rx.recv_timeout(Duration::from_secs(120)).expect("watchdog: the scenario did not finish in 120 s");
     Outcome { total, counts, st }
 }
 

@@ -8,20 +8,10 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::gc::{gc_type, AllocError, AttachError, Gc, Heap, Member};
+use usurp::gc::{AllocError, AttachError, Heap};
 use usurp::Runtime;
 use usurp_testsupport::{run_child, scale, within};
-
-#[repr(C)]
-struct Node {
-    next: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { next });
-
-fn node(val: usize, next: Option<Gc<Node>>) -> Gc<Node> {
-    Gc::new(Node { next: Member::new(next), val })
-}
+use usurp_testsupport_gc::{link, Link};
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<String>() {
@@ -53,31 +43,31 @@ fn plain_thread_cannot_allocate_in_a_runtime_heap() {
                 Err(e) => panic!("unexpected attach error {e:?}"),
                 Ok(_) => panic!("a plain thread attached to the runtime's heap"),
             }
-            let p = std::panic::catch_unwind(|| black_box(node(1, None)).val).expect_err("allocation succeeded");
+            let p = std::panic::catch_unwind(|| black_box(link(1, None)).val).expect_err("allocation succeeded");
             let m = panic_text(&*p);
             assert!(m.contains("allocation from a thread outside the runtime"), "{m}");
             assert!(!m.contains("call Heap::attach_thread"), "the message still advises attach_thread: {m}");
-            assert_eq!(usurp::gc::try_alloc(<Node as usurp::gc::GcType>::descriptor()).err(), Some(AllocError::NotAttached));
+            assert_eq!(usurp::gc::try_alloc(<Link as usurp::gc::GcType>::descriptor()).err(), Some(AllocError::NotAttached));
         })
         .join()
         .unwrap();
     });
     // The runtime's own tasks still allocate.
-    assert_eq!(rt.block_on(|| node(7, Some(node(8, None))).next.get().unwrap().val), 8);
+    assert_eq!(rt.block_on(|| link(7, Some(link(8, None))).next.get().unwrap().val), 8);
 }
 
 fn alloc_inside_blocking(rt: &Runtime) {
     rt.block_on(|| {
-        let before = node(1, None);
-        let p = std::panic::catch_unwind(|| usurp::blocking(|| black_box(node(2, None)).val))
+        let before = link(1, None);
+        let p = std::panic::catch_unwind(|| usurp::blocking(|| black_box(link(2, None)).val))
             .expect_err("allocation inside blocking() succeeded");
         let m = panic_text(&*p);
         assert!(m.contains("inside blocking()"), "{m}");
-        let e = usurp::blocking(|| usurp::gc::try_alloc(<Node as usurp::gc::GcType>::descriptor()).err());
+        let e = usurp::blocking(|| usurp::gc::try_alloc(<Link as usurp::gc::GcType>::descriptor()).err());
         assert!(matches!(e, Some(AllocError::Forbidden(_))), "{e:?}");
         // Allocation works again after blocking(), on whatever thread the
         // task resumed.
-        let after = node(3, Some(before));
+        let after = link(3, Some(before));
         assert_eq!(after.next.get().unwrap().val, 1);
     });
 }
@@ -104,7 +94,7 @@ fn churn(stop: &AtomicBool) -> usize {
     while !stop.load(Ordering::Relaxed) {
         let mut head = None;
         for i in 0..200 {
-            head = Some(node(i, head));
+            head = Some(link(i, head));
         }
         let mut n = 0;
         let mut p = head;
@@ -164,7 +154,7 @@ fn scanner_panics(poisoned: bool) {
     let a3 = armed.clone();
     let collector = rt.spawn(move || {
         target.store(usurp::task::id().unwrap(), Ordering::SeqCst);
-        let keep = node(42, None);
+        let keep = link(42, None);
         // `collect()` may join a cycle a churner (or the pacer's background
         // collector) already started: then the scanner runs on that
         // collector, not in this task, and `collect` returns normally.
@@ -288,7 +278,7 @@ fn stopper_waiting_for_itself_panics_clearly() {
     within(60, "stopper waits for itself", move || {
         let r = rt2.clone();
         rt2.block_on(move || {
-            let keep = node(5, None);
+            let keep = link(5, None);
             r.stop_the_world();
             let heap = r.heap().clone();
             let p = std::panic::catch_unwind(|| heap.collect()).expect_err("collect inside own stop returned");
@@ -303,7 +293,7 @@ fn stopper_waiting_for_itself_panics_clearly() {
             r.start_the_world();
             heap.collect();
             assert_eq!(keep.val, 5);
-            assert_eq!(node(6, Some(keep)).next.get().unwrap().val, 5);
+            assert_eq!(link(6, Some(keep)).next.get().unwrap().val, 5);
         });
     });
     // From a plain thread too.
@@ -476,7 +466,7 @@ fn panicking_marking_job_aborts_with_a_message() {
                 .map(|_| {
                     let mut head = None;
                     for i in 0..100 {
-                        head = Some(node(i, head));
+                        head = Some(link(i, head));
                     }
                     head.unwrap()
                 })

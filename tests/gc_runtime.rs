@@ -7,22 +7,11 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::gc::{gc_type, try_alloc, AllocError, Gc, Heap, HeapConfig, Member};
+use usurp::gc::{try_alloc, AllocError, Gc, Heap, HeapConfig};
 use usurp::{preemptible, Runtime};
-use usurp_testsupport::scale;
+use usurp_testsupport::{scale, within};
 use usurp_testsupport::preemptible::hold_spinning;
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { left, right });
-
-fn node(val: usize, left: Option<Gc<Node>>, right: Option<Gc<Node>>) -> Gc<Node> {
-    Gc::new(Node { left: Member::new(left), right: Member::new(right), val })
-}
+use usurp_testsupport_gc::{count, node, runtime, scrub, tree, Node};
 
 /// A list of `n` nodes; returns the head's address only (no handle kept).
 #[inline(never)]
@@ -52,19 +41,6 @@ fn list_sum(p: usize, n: usize) -> usize {
 
 fn expected_sum(n: usize) -> usize {
     (0..n).map(|i| i * 7 + 1).sum()
-}
-
-#[inline(never)]
-fn tree(depth: usize) -> Gc<Node> {
-    if depth == 0 {
-        node(1, None, None)
-    } else {
-        node(depth, Some(tree(depth - 1)), Some(tree(depth - 1)))
-    }
-}
-
-fn count(t: Gc<Node>) -> usize {
-    1 + t.left.get().map_or(0, count) + t.right.get().map_or(0, count)
 }
 
 fn verify_config(limit: usize) -> HeapConfig {
@@ -129,7 +105,7 @@ fn list_held_only_by_preempted_tight_loop_survives_collections() {
 /// objects alive through collections run on other tasks.
 #[test]
 fn interior_pointers_on_task_stacks_keep_objects_alive() {
-    let rt = Runtime::builder().workers(2).heap_config(verify_config(128 << 20)).build().unwrap();
+    let rt = runtime(2, verify_config(128 << 20));
     let n = scale(5_000);
     let tasks: Vec<_> = (0..4)
         .map(|k| {
@@ -158,7 +134,7 @@ fn interior_pointers_on_task_stacks_keep_objects_alive() {
 /// and some collect explicitly, with the verifier on.
 #[test]
 fn multi_worker_stress_with_verifier() {
-    let rt = Runtime::builder().workers(2).heap_config(verify_config(256 << 20)).build().unwrap();
+    let rt = runtime(2, verify_config(256 << 20));
     let tasks: Vec<_> = (0..16)
         .map(|k| {
             rt.spawn(move || {
@@ -235,11 +211,7 @@ fn finalizers_run_on_a_task() {
         }
         make();
         // Clobber the stack area `make` used, so no stale copy keeps them.
-        #[inline(never)]
-        fn scrub() {
-            black_box([0usize; 512]);
-        }
-        scrub();
+        scrub::<512>();
         let heap = Heap::current().unwrap();
         for _ in 0..1000 {
             heap.collect();
@@ -387,10 +359,9 @@ static LEAF: usurp::gc::Descriptor = usurp::gc::Descriptor::fixed("leaf", 1, &[0
 fn unstopped_mover(in_blocking: bool) -> (Option<String>, usize) {
     const N: usize = 100_000;
     const K: usize = 64;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    within(60, "the scenario", move || {
         let cfg = HeapConfig { max_heap: 256 << 20, gogc: None, min_heap: 64 << 20, ..HeapConfig::default() };
-        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        let rt = runtime(2, cfg);
         let heap = rt.heap().clone();
         let arr = rt.block_on(|| {
             let arr = usurp::gc::alloc_array(&PTRS, N);
@@ -445,9 +416,8 @@ fn unstopped_mover(in_blocking: bool) -> (Option<String>, usize) {
         let ok = rt.block_on(move || {
             (1..=N).filter_map(|i| arr.ptr(i)).filter(|r| std::panic::catch_unwind(|| r.word(0)).is_ok_and(|v| (1000..1000 + K).contains(&v))).count()
         });
-        tx.send((msg, ok)).unwrap();
-    });
-    rx.recv_timeout(Duration::from_secs(60)).expect("the scenario hung or panicked")
+        (msg, ok)
+    })
 }
 
 /// Review defect 1: safe heap writes (and reads) from a thread the World
@@ -475,8 +445,7 @@ fn heap_access_from_threads_the_world_does_not_stop_is_refused() {
 /// deadlock with the concurrent mark. Watchdog: 120 s.
 #[test]
 fn heap_limit_error_while_collections_run_concurrently() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (((ia, ea), (ib, eb)), cycles) = within(120, "the heap limit with concurrent collections", move || {
         let rt = Runtime::builder().workers(2).heap_limit(16 << 20).gogc(Some(100)).build().unwrap();
         let r = rt.block_on(|| {
             let grow = || {
@@ -504,10 +473,8 @@ fn heap_limit_error_while_collections_run_concurrently() {
             (a.join().unwrap(), b.join().unwrap())
         });
         let cycles = rt.stats().gc.cycles;
-        let _ = tx.send((r, cycles));
+        (r, cycles)
     });
-    let (((ia, ea), (ib, eb)), cycles) =
-        rx.recv_timeout(Duration::from_secs(120)).expect("the heap limit with concurrent collections hung");
     for (i, e) in [(ia, ea), (ib, eb)] {
         assert!(i > 1000, "failed too early ({i})");
         assert!(matches!(e, AllocError::HeapExhausted { .. }), "{e:?}");

@@ -10,90 +10,10 @@
 //! the heap verifier is on. Stale copies of the reference on the spawner's
 //! stack are scrubbed before collecting (they would hide a bug).
 
-use std::hint::black_box;
 use std::time::Duration;
-use usurp::gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member};
-use usurp::Runtime;
-
-#[repr(C)]
-struct Node {
-    next: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { next });
-
-const LEN: usize = 200;
-const ROUNDS: usize = 4;
-
-fn config() -> HeapConfig {
-    HeapConfig { max_heap: 128 << 20, gogc: None, min_heap: 1 << 20, verify: true, ..HeapConfig::default() }
-}
-
-fn runtime() -> Runtime {
-    Runtime::builder().workers(1).heap_config(config()).build().unwrap()
-}
-
-/// A list of `LEN` nodes whose values derive from `seed`.
-#[inline(never)]
-fn make_list(seed: usize) -> GcRef {
-    let mut head: Option<Gc<Node>> = None;
-    for i in 0..LEN {
-        head = Some(Gc::new(Node { next: Member::new(head), val: seed.wrapping_mul(1000).wrapping_add(i) }));
-    }
-    head.unwrap().raw()
-}
-
-fn expected(seed: usize) -> usize {
-    (0..LEN).map(|i| seed.wrapping_mul(1000).wrapping_add(i)).fold(0, usize::wrapping_add)
-}
-
-/// Checksum of the list at `r`, or `None` if any node is no longer an
-/// object or the list has the wrong length (it was freed and reused).
-#[inline(never)]
-fn checksum(r: GcRef) -> Option<usize> {
-    let heap = Heap::current().expect("tasks are attached");
-    let mut cur = heap.object_at(r.addr()).and_then(Gc::<Node>::from_ref);
-    let (mut sum, mut n) = (0usize, 0usize);
-    while let Some(c) = cur {
-        n += 1;
-        if n > LEN {
-            return None;
-        }
-        sum = sum.wrapping_add(c.val);
-        cur = match c.next.get() {
-            None => None,
-            Some(next) => Some(heap.object_at(next.raw().addr()).and_then(Gc::<Node>::from_ref)?),
-        };
-    }
-    (n == LEN).then_some(sum)
-}
-
-/// Clobbers the stack below the caller so that no stale copy of a
-/// reference from a returned frame is scanned.
-#[inline(never)]
-fn scrub() {
-    black_box([0usize; 2048]);
-}
-
-/// Collections with garbage in between that reuses freed node slots.
-#[inline(never)]
-fn collect_and_churn() {
-    let heap = Heap::current().unwrap();
-    for _ in 0..ROUNDS {
-        heap.collect();
-        for k in 0..8 {
-            black_box(make_list(usize::MAX - k));
-        }
-    }
-    heap.collect();
-}
-
-fn check_heap(rt: &Runtime) {
-    let st = rt.stats().gc;
-    assert!(st.cycles as usize > ROUNDS);
-    assert_eq!(st.verify_failures, 0);
-    assert_eq!(st.bad_pointers, 0);
-}
+use usurp::gc::{GcRef, Heap};
+use usurp_testsupport_gc::seeded::{check_heap, checksum, collect_and_churn, expected, make_list, runtime};
+use usurp_testsupport_gc::{scrub, verified_manual};
 
 /// A task whose closure captures the only references to lists, spawned but
 /// not run while its spawner (same worker) collects, finds them intact.
@@ -112,7 +32,7 @@ fn spawn_closure_captures_survive_until_the_task_runs() {
             })
         }
         let h = spawn_holder();
-        scrub();
+        scrub::<2048>();
         // One worker: the task cannot start before we yield or join, and
         // allocation is a cooperative point only outside a no-preemption
         // section (its slow path honours an expired quantum with
@@ -136,7 +56,7 @@ fn join_results_survive_until_joined() {
         while !h.is_finished() || !p.is_finished() {
             usurp::yield_now();
         }
-        scrub();
+        scrub::<2048>();
         collect_and_churn();
         let (r, five) = h.join().unwrap();
         assert_eq!(five, 5);
@@ -166,7 +86,7 @@ fn values_buffered_in_channels_survive_until_received() {
             }
         });
         sender.join().unwrap();
-        scrub();
+        scrub::<2048>();
         collect_and_churn();
         let mut v = Vec::new();
         while let Ok((seed, l)) = rx.try_recv() {
@@ -195,7 +115,7 @@ fn registration_churn_while_collecting_on_two_workers() {
     // Watchdog: the scenario runs on its own thread; a hang fails the test.
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = Runtime::builder().workers(2).heap_config(config()).build().unwrap();
+        let rt = usurp_testsupport_gc::runtime(2, verified_manual(128 << 20));
         let ok = rt.block_on(|| {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let stop2 = stop.clone();

@@ -3,7 +3,8 @@
 //! value handed to a receive case before its task runs again, and a
 //! select's outcome before `Selected::recv` takes it.
 //!
-//! As in `gc_rust_heap_roots.rs` (whose helpers this copies): one worker,
+//! As in `gc_rust_heap_roots.rs` (whose helpers this shares:
+//! `usurp_testsupport_gc::seeded`): one worker,
 //! so the task holding the value cannot run while the main task collects;
 //! checksummed lists whose only reference sits in the select; garbage of
 //! the same size between collections so that a freed list is overwritten;
@@ -11,89 +12,17 @@
 //! Each test fails without the select's registration (checked: the lists
 //! were freed, checksum `None`).
 
-use std::hint::black_box;
 use std::time::{Duration, Instant};
-use usurp::gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member};
+use usurp::gc::GcRef;
 use usurp::sync::{Select, Selected};
-use usurp::{Receiver, Runtime, SyncSender, TaskState, WaitOn};
-
-#[repr(C)]
-struct Node {
-    next: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { next });
-
-const LEN: usize = 200;
-const ROUNDS: usize = 4;
-
-fn runtime() -> Runtime {
-    let config =
-        HeapConfig { max_heap: 128 << 20, gogc: None, min_heap: 1 << 20, verify: true, ..HeapConfig::default() };
-    Runtime::builder().workers(1).heap_config(config).build().unwrap()
-}
-
-#[inline(never)]
-fn make_list(seed: usize) -> GcRef {
-    let mut head: Option<Gc<Node>> = None;
-    for i in 0..LEN {
-        head = Some(Gc::new(Node { next: Member::new(head), val: seed.wrapping_mul(1000).wrapping_add(i) }));
-    }
-    head.unwrap().raw()
-}
-
-fn expected(seed: usize) -> usize {
-    (0..LEN).map(|i| seed.wrapping_mul(1000).wrapping_add(i)).fold(0, usize::wrapping_add)
-}
-
-/// Checksum of the list at `r`, or `None` if it was freed (and reused).
-#[inline(never)]
-fn checksum(r: GcRef) -> Option<usize> {
-    let heap = Heap::current().expect("tasks are attached");
-    let mut cur = heap.object_at(r.addr()).and_then(Gc::<Node>::from_ref);
-    let (mut sum, mut n) = (0usize, 0usize);
-    while let Some(c) = cur {
-        n += 1;
-        if n > LEN {
-            return None;
-        }
-        sum = sum.wrapping_add(c.val);
-        cur = match c.next.get() {
-            None => None,
-            Some(next) => Some(heap.object_at(next.raw().addr()).and_then(Gc::<Node>::from_ref)?),
-        };
-    }
-    (n == LEN).then_some(sum)
-}
-
-#[inline(never)]
-fn scrub() {
-    black_box([0usize; 2048]);
-}
-
-#[inline(never)]
-fn collect_and_churn() {
-    let heap = Heap::current().unwrap();
-    for _ in 0..ROUNDS {
-        heap.collect();
-        for k in 0..8 {
-            black_box(make_list(usize::MAX - k));
-        }
-    }
-    heap.collect();
-}
+use usurp::{Receiver, SyncSender, TaskState, WaitOn};
+use usurp_testsupport_gc::scrub;
+use usurp_testsupport_gc::seeded::{check_heap, checksum, collect_and_churn, expected, make_list, runtime};
 
 /// Collections while the current task keeps its (only) worker.
 fn collect_here() {
-    scrub();
+    scrub::<2048>();
     usurp::no_preempt(collect_and_churn);
-}
-
-fn check_heap(rt: &Runtime) {
-    let st = rt.stats().gc;
-    assert!(st.cycles as usize > ROUNDS);
-    assert_eq!(st.verify_failures, 0);
-    assert_eq!(st.bad_pointers, 0);
 }
 
 /// Yields (one worker: the others run) until task `id` waits in a select.
@@ -126,7 +55,7 @@ fn send_case_value_survives_while_the_select_waits() {
         }
         let h = usurp::spawn(move || {
             let sel = build(&tx, &never_rx);
-            scrub();
+            scrub::<2048>();
             let s = sel.wait();
             assert_eq!(s.index(), Some(0));
             s.send(&tx).is_ok()
@@ -232,10 +161,10 @@ fn losing_send_case_value_survives_until_the_selected_is_dropped() {
         }
         let h = usurp::spawn(move || {
             let sel = build(&lose_tx, &win_rx, seen2);
-            scrub();
+            scrub::<2048>();
             let s = sel.wait();
             assert_eq!(s.index(), Some(1));
-            scrub();
+            scrub::<2048>();
             parked2.store(true, Ordering::SeqCst);
             go_rx.recv().unwrap();
             drop(s); // drops the losing case's Probe: its Drop reads the list
@@ -289,7 +218,7 @@ fn losing_send_case_value_dequeued_by_a_losing_receiver_survives() {
         }
         let h = usurp::spawn(move || {
             let sel = build(&lose_tx, &win_rx, seen2);
-            scrub();
+            scrub::<2048>();
             let s = sel.wait();
             assert_eq!(s.index(), Some(1));
             drop(s); // drops the losing case's Probe: its Drop reads the list

@@ -24,48 +24,17 @@
 //!   stop holds up no stack scan: the scan phase ends long before the
 //!   spinner does; only the termination stop waits for it.
 //!
-//! The tests flip process-wide switches: one at a time (`SERIAL`), each
+//! The tests flip process-wide switches: one at a time (`serial()`), each
 //! switch restored by a drop guard.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use usurp::gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member, WeakRef};
-use usurp::Runtime;
+use usurp::gc::{Gc, GcRef, Heap, WeakRef};
 use usurp_sched::hooks;
-use usurp_testsupport::{scale, wait_until, within};
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { left, right });
-
-fn node(val: usize, left: Option<Gc<Node>>, right: Option<Gc<Node>>) -> Gc<Node> {
-    Gc::new(Node { left: Member::new(left), right: Member::new(right), val })
-}
-
-#[inline(never)]
-fn tree(depth: usize) -> Gc<Node> {
-    if depth == 0 {
-        node(1, None, None)
-    } else {
-        node(depth, Some(tree(depth - 1)), Some(tree(depth - 1)))
-    }
-}
-
-fn count(t: Gc<Node>) -> usize {
-    1 + t.left.get().map_or(0, count) + t.right.get().map_or(0, count)
-}
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use usurp_testsupport::{scale, serial, wait_until, within};
+use usurp_testsupport_gc::{count, manual, node, runtime, scrub, tree, Node};
 
 /// Restores the process-wide switches and the hold on drop.
 struct Restore;
@@ -91,8 +60,7 @@ const X: usize = 0x5a5a_5a5a_5a5a;
 fn parked_and_yielding(skip_scans: bool) -> u64 {
     let _restore = Restore;
     hooks::set_skip_stack_scans_for_tests(skip_scans);
-    let cfg = HeapConfig { gogc: None, verify: true, max_heap: 1 << 30, ..HeapConfig::default() };
-    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let rt = runtime(2, manual(1 << 30, true));
     let (by_collector0, _) = hooks::stack_scan_counts();
     let (cycles, stacks, failures) = rt.block_on(move || {
         let heap = Heap::current().unwrap();
@@ -204,8 +172,7 @@ fn handoff(shading: bool) -> bool {
     }
     let _restore = Restore;
     hooks::set_send_shading_for_tests(shading);
-    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
-    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let rt = runtime(2, manual(256 << 20, false));
     std::thread::scope(|s| {
         let rt = &rt;
         // The watcher: once the cycle began (new epoch) and V's stack is
@@ -245,7 +212,10 @@ fn handoff(shading: bool) -> bool {
                 let heap = heap.clone();
                 usurp::spawn(move || {
                     let xs = make_x(&heap, &weak);
-                    scrub();
+                    // Zeros below this frame: no stale copy of X's address
+                    // is left where the frames of `blocking` will lie, above
+                    // the SP it records, which U's scan reads.
+                    scrub::<4096>();
                     U_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                     usurp::blocking(move || {
                         U_IN_BLOCKING.store(true, Ordering::SeqCst);
@@ -284,15 +254,6 @@ fn make_x(heap: &Heap, weak: &Mutex<Option<WeakRef>>) -> usize {
     x.raw().addr() ^ X
 }
 
-/// Overwrites the stack below the caller with zeros (no stale copy of X's
-/// address is left where the frames of `blocking` will lie, above the SP it
-/// records, which U's scan reads).
-#[inline(never)]
-fn scrub() {
-    let mut a = [0usize; 4096];
-    black_box(&mut a);
-}
-
 /// Sends X from deep below the caller's frames (so no copy of it lands
 /// where a later scan of the sender's stack would find it).
 #[inline(never)]
@@ -316,8 +277,7 @@ fn check_then_publish_race(gated: bool) -> bool {
     V_ID.store(0, Ordering::SeqCst);
     let _restore = Restore;
     hooks::set_gated_publish_for_tests(gated);
-    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
-    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let rt = runtime(2, manual(256 << 20, false));
     rt.block_on(|| {
         let heap = Heap::current().unwrap();
         let weak: Arc<Mutex<Option<WeakRef>>> = Arc::new(Mutex::new(None));
@@ -346,7 +306,7 @@ fn check_then_publish_race(gated: bool) -> bool {
             let heap = heap.clone();
             usurp::spawn(move || {
                 let xs = make_x(&heap, &weak);
-                scrub();
+                scrub::<4096>();
                 usurp::blocking(move || send_deep(&tx, xs));
             })
         };
@@ -414,8 +374,7 @@ fn spawn_handoff(shading: bool) -> bool {
     }
     let _restore = Restore;
     hooks::set_send_shading_for_tests(shading);
-    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
-    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let rt = runtime(2, manual(256 << 20, false));
     std::thread::scope(|s| {
         let rt = &rt;
         // The watcher: once the cycle began (new epoch), let U spawn.
@@ -436,7 +395,10 @@ fn spawn_handoff(shading: bool) -> bool {
                 let heap = heap.clone();
                 usurp::spawn(move || {
                     let xs = make_x(&heap, &weak);
-                    scrub();
+                    // Zeros below this frame: no stale copy of X's address
+                    // is left where the frames of `blocking` will lie, above
+                    // the SP it records, which U's scan reads.
+                    scrub::<4096>();
                     U_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                     usurp::blocking(move || {
                         U_IN_BLOCKING.store(true, Ordering::SeqCst);
@@ -514,8 +476,7 @@ fn negative_control_spawn_closure_without_shading_is_freed() {
 fn resumed_during_scan(claim: bool) -> bool {
     let _restore = Restore;
     hooks::set_resume_claim_for_tests(claim);
-    let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
-    let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+    let rt = runtime(2, manual(256 << 20, false));
     rt.block_on(|| {
         let heap = Heap::current().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -591,8 +552,7 @@ fn spinner_in_plain_code_holds_up_no_stack_scan() {
     let _s = serial();
     within(300, "spinner_in_plain_code_holds_up_no_stack_scan", || {
         let _restore = Restore;
-        let cfg = HeapConfig { gogc: None, verify: false, max_heap: 256 << 20, ..HeapConfig::default() };
-        let rt = Runtime::builder().workers(3).heap_config(cfg).build().unwrap();
+        let rt = runtime(3, manual(256 << 20, false));
         let rt_ref = &rt;
         let quit = AtomicBool::new(false);
         let quit_ref = &quit;

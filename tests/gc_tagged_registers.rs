@@ -12,24 +12,18 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::gc::{gc_type, Gc, Heap, HeapConfig, Member, ValueEncoding};
+use usurp::gc::{Gc, Heap, HeapConfig, Member, ValueEncoding};
 use usurp::Runtime;
-use usurp_testsupport::scale;
+use usurp_testsupport::{scale, within};
 use usurp_testsupport::preemptible::hold_spinning;
-
-#[repr(C)]
-struct Node {
-    next: Member<Node>,
-    val: usize,
-}
-gc_type!(Node { next });
+use usurp_testsupport_gc::Link;
 
 /// A list of `n` nodes; returns the head's address only.
 #[inline(never)]
 fn build_list(n: usize) -> usize {
-    let mut head: Option<Gc<Node>> = None;
+    let mut head: Option<Gc<Link>> = None;
     for i in 0..n {
-        head = Some(Gc::new(Node { next: Member::new(head), val: i * 3 + 1 }));
+        head = Some(Gc::new(Link { next: Member::new(head), val: i * 3 + 1 }));
     }
     head.unwrap().raw().addr()
 }
@@ -38,7 +32,7 @@ fn build_list(n: usize) -> usize {
 #[inline(never)]
 fn list_sum(p: usize, n: usize) -> Option<usize> {
     let heap = Heap::current().expect("task threads are attached");
-    let mut cur = Gc::<Node>::from_ref(heap.object_at(p)?);
+    let mut cur = Gc::<Link>::from_ref(heap.object_at(p)?);
     let (mut sum, mut len) = (0usize, 0usize);
     while let Some(c) = cur {
         sum = sum.wrapping_add(c.val);
@@ -53,8 +47,7 @@ fn list_sum(p: usize, n: usize) -> Option<usize> {
 /// `word_enc`. Returns the list's checksum after the collections (`None`:
 /// freed) and the number of accepted preemptions. Watchdog: 120 s.
 fn run(heap_enc: ValueEncoding, word_enc: ValueEncoding) -> (Option<usize>, u64, u64) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    within(120, "the scenario", move || {
         let rt = Runtime::builder()
             .workers(2)
             .quantum(Duration::from_micros(500))
@@ -100,9 +93,8 @@ fn run(heap_enc: ValueEncoding, word_enc: ValueEncoding) -> (Option<usize>, u64,
         // while the marker worked.
         let last = st.gc.last.as_ref().expect("collections ran");
         assert!(last.stops.len() >= 2, "not a concurrent cycle: stops {:?}", last.stops);
-        let _ = tx.send((sum, st.preempt.accepted - before, st.gc.verify_failures));
-    });
-    rx.recv_timeout(Duration::from_secs(120)).expect("scenario hung or panicked (watchdog: 120 s)")
+        (sum, st.preempt.accepted - before, st.gc.verify_failures)
+    })
 }
 
 fn expected(n: usize) -> usize {

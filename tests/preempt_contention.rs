@@ -16,16 +16,11 @@
 //! run one at a time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::Runtime;
 use usurp_testsupport::preemptible::spin;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use usurp_testsupport::serial;
 
 /// Restores the normal policy even if the test panics.
 struct Policy;

@@ -27,11 +27,11 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp::{preemptible, Runtime};
 use usurp_sched::hooks;
-use usurp_testsupport::{sample_placement, within};
+use usurp_testsupport::{sample_placement, serial, within};
 
 thread_local! {
     static COUNT: Cell<u64> = const { Cell::new(0) };
@@ -173,12 +173,6 @@ fn scenario(body: Body, watch: Duration) -> Outcome {
     }
     let wrong_thread = hs.into_iter().map(|h| h.join().unwrap()).filter(|&m| m).count();
     Outcome { migrated: migrated || seen_on_both, wrong_thread, seen_elsewhere: seen_elsewhere.get(), preemptions: usurp::preempt::stats().accepted - accepted0 }
-}
-
-/// The tests of this file flip process-wide switches: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Restores the default pinning rule when dropped (also on a failed test).

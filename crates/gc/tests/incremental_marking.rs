@@ -20,7 +20,7 @@
 //! barrier alone (what it shades and what it ignores), and a tagged pointer
 //! moved into an object allocated black (never scanned by the mark in
 //! progress), kept only by the value barrier. The test functions take
-//! [`SERIAL`] (the switch is process-wide).
+//! `serial()` (the switch is process-wide).
 
 mod common;
 use common::*;
@@ -141,13 +141,9 @@ fn run(seed: u64, rounds: usize) -> usize {
     0
 }
 
-/// Serialises the test functions of this file (the shading switch and the
-/// barrier's flag are process-wide).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn stepped_marking_with_mutations_between_steps_loses_nothing_and_does_without_the_barrier() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let rounds = usurp_testsupport::scale(40).max(10);
     for seed in [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_1234_5678, 42] {
         assert_eq!(run(seed, rounds), 0, "seed {seed:#x}: a reachable object was lost with the barrier on");
@@ -164,6 +160,7 @@ fn stepped_marking_with_mutations_between_steps_loses_nothing_and_does_without_t
 // ---- The value-slot variant -------------------------------------------------
 
 use usurp_gc::{alloc, Descriptor, ValueEncoding};
+use usurp_testsupport::serial;
 
 /// A node with two value slots (0: `left`, 1: `right`) and a raw word.
 fn vnode_desc() -> &'static Descriptor {
@@ -306,7 +303,7 @@ fn run_values(enc: ValueEncoding, seed: u64, rounds: usize) -> usize {
 
 #[test]
 fn stepped_marking_with_value_slot_mutations_loses_nothing_and_does_without_the_value_barrier() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let rounds = usurp_testsupport::scale(40).max(10);
     let seeds = [0x9e37_79b9_7f4a_7c15u64, 0xdead_beef_1234_5678, 42];
     let encodings = [ValueEncoding::low_bits(1, 1), ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])];
@@ -339,7 +336,7 @@ fn stepped_marking_with_value_slot_mutations_loses_nothing_and_does_without_the_
 /// with the marking heap's encoding.
 #[test]
 fn the_value_barrier_shades_what_old_and_new_values_decode_to_and_nothing_else() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     for enc in [ValueEncoding::low_bits(1, 1), ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])] {
         let h: Heap = heap_with(HeapConfig { verify: false, value_encoding: enc, ..config(64 << 20) });
         h.set_background_sweeping(false);
@@ -385,7 +382,7 @@ fn the_value_barrier_shades_what_old_and_new_values_decode_to_and_nothing_else()
 /// survive; with the barrier's shading off it is lost (asserted).
 #[test]
 fn a_tagged_pointer_moved_into_a_black_object_survives_and_does_without_the_value_barrier() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     for shading in [true, false] {
         for enc in [ValueEncoding::low_bits(1, 1), ValueEncoding::nan_box(48, &[0xfffc, 0xfffd])] {
             let h: Heap = heap_with(HeapConfig { verify: false, value_encoding: enc, ..config(64 << 20) });

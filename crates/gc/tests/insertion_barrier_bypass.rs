@@ -13,9 +13,9 @@
 
 mod common;
 use common::*;
-use std::sync::Mutex;
 use usurp_gc::internals::set_barrier_shading_for_tests;
 use usurp_gc::{Descriptor, GcType, HeapConfig, Root, RootedVec, ValueEncoding};
+use usurp_testsupport::serial;
 
 /// A hand-written `GcType` whose one field is a value slot (issue 14): a
 /// low-bit-tagged word (`low_bits(7, 1)`: pointer iff the low 3 bits are
@@ -35,9 +35,6 @@ unsafe impl GcType for Boxed {
 }
 
 const X: usize = 0x5a5a_5a5a;
-
-/// The switch is process-wide: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 #[derive(Clone, Copy, Debug)]
 enum Via {
@@ -88,7 +85,8 @@ fn x_survives(via: Via) -> bool {
 
 #[test]
 fn values_stored_by_gc_new_and_rootedvec_during_a_mark_are_shaded() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The switch is process-wide: one test at a time.
+    let _s = serial();
     for via in [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet, Via::GcNewValue] {
         assert!(x_survives(via), "{via:?}: x, reachable from a root, was freed (stored with no insertion barrier)");
     }
@@ -96,7 +94,8 @@ fn values_stored_by_gc_new_and_rootedvec_during_a_mark_are_shaded() {
 
 #[test]
 fn negative_control_without_shading_each_path_loses_the_value() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The switch is process-wide: one test at a time.
+    let _s = serial();
     set_barrier_shading_for_tests(false);
     let lost: Vec<(Via, bool)> =
         [Via::MemberSet, Via::GcNew, Via::RootedVecPush, Via::RootedVecSet, Via::GcNewValue]

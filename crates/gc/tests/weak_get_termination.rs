@@ -25,15 +25,13 @@
 mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usurp_testsupport::scale as test_scale;
+use usurp_testsupport::{serial, within};
 use usurp_gc::{set_shading_gate_for_tests, Heap, HeapConfig, WeakRef};
 
 const X: usize = 0x5a5a_5a5a;
-
-/// The two tests flip a process-wide switch: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 struct HookWorld {
     stops: AtomicUsize,
@@ -132,29 +130,11 @@ fn scenario(read: bool) -> Outcome {
     o
 }
 
-/// Runs `f` on a thread and fails if it takes longer than `secs` (a gate
-/// that never opens would hang the reader or the collector).
-fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: scenario still running after {secs} s"),
-    }
-}
-
 #[test]
 fn weak_get_from_a_thread_outside_the_world_during_termination_never_keeps_a_target_without_its_children() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    with_watchdog(300, || {
+    // The two tests flip a process-wide switch: one at a time.
+    let _s = serial();
+    within(300, "the scenario", || {
         // Control: nobody reads: W and C are garbage, the weak ref cleared.
         let o = scenario(false);
         assert_eq!((o.w_live, o.c_live, o.weak_kept), (false, false, false), "{o:?}");
@@ -180,8 +160,9 @@ fn weak_get_from_a_thread_outside_the_world_during_termination_never_keeps_a_tar
 
 #[test]
 fn negative_control_without_the_shading_gate_a_weak_get_in_termination_frees_a_kept_targets_child() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    with_watchdog(300, || {
+    // The two tests flip a process-wide switch: one at a time.
+    let _s = serial();
+    within(300, "the scenario", || {
         set_shading_gate_for_tests(false);
         let mut lost = None;
         for attempt in 0..8 {

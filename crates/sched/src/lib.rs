@@ -219,7 +219,9 @@
 //! entry points (`worker::{current_task, Current, park_current, unpark}`),
 //! and `Task` names the hub's type (`Shared`) in its back-pointer. Safe
 //! functions that dereference a task take a `TaskRef` (validity argued once,
-//! where it is made); the running task's machine and worker are reached
+//! where it is made), and so do the run queues, which hand tasks out as
+//! `TaskRef`s again (raw pointers stay inside the ring's slots, `runnext`
+//! and the lists' links); the running task's machine and worker are reached
 //! through the `worker::Current` guard, whose references borrow from it and
 //! which `switch_to` consumes, so none is used after a switch.
 //!

@@ -8,8 +8,12 @@
 //! * [`TaskList`]: an intrusive FIFO linked through `Task::next`, used under a
 //!   lock for the global injection queue and for each worker's inbox of
 //!   forwarded pinned tasks. No allocation: a task is in at most one queue.
+//!
+//! Both take and hand out tasks as [`TaskRef`] handles (an owner's: see
+//! there); inside, the ring's slots and the list's links are raw pointers,
+//! each stored from a handle, and turned back into one where they are read.
 
-use crate::tasks::tcb::Task;
+use crate::tasks::tcb::{Task, TaskRef};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
@@ -57,12 +61,12 @@ impl LocalQueue {
     /// Owner only. Pushes at the tail; if the ring is full, returns `t`
     /// together with half of the ring as a list for the global queue.
     #[inline]
-    pub(crate) fn push(&self, t: *mut Task) -> Option<TaskList> {
+    pub(crate) fn push(&self, t: TaskRef) -> Option<TaskList> {
         loop {
             let h = self.head.load(Ordering::Acquire);
             let tl = self.tail.0.load(Ordering::Relaxed);
             if tl.wrapping_sub(h) < RING {
-                self.slot(tl).store(t, Ordering::Relaxed);
+                self.slot(tl).store(t.as_ptr(), Ordering::Relaxed);
                 self.tail.0.store(tl.wrapping_add(1), Ordering::Release);
                 return None;
             }
@@ -77,7 +81,7 @@ impl LocalQueue {
     /// allocation: this runs on task stacks, on the spawn and wake paths):
     /// the tasks' links may only be written once the CAS has made them ours.
     #[cold]
-    fn push_overflow(&self, t: *mut Task, h: u32, tl: u32) -> Option<TaskList> {
+    fn push_overflow(&self, t: TaskRef, h: u32, tl: u32) -> Option<TaskList> {
         let n = tl.wrapping_sub(h) / 2;
         debug_assert!(n as usize <= HALF);
         let mut batch = [ptr::null_mut::<Task>(); HALF];
@@ -89,7 +93,9 @@ impl LocalQueue {
         }
         let mut list = TaskList::new();
         for &x in &batch[..n as usize] {
-            list.push_back(x);
+            // SAFETY: slots between head and tail were stored from handles
+            // by `push`; the CAS made these tasks ours.
+            list.push_back(unsafe { TaskRef::new(x) });
         }
         list.push_back(t);
         Some(list)
@@ -97,7 +103,7 @@ impl LocalQueue {
 
     /// Owner only. Pops the oldest task.
     #[inline]
-    pub(crate) fn pop(&self) -> Option<*mut Task> {
+    pub(crate) fn pop(&self) -> Option<TaskRef> {
         loop {
             let h = self.head.load(Ordering::Acquire);
             let t = self.tail.0.load(Ordering::Relaxed);
@@ -106,14 +112,16 @@ impl LocalQueue {
             }
             let x = self.slot(h).load(Ordering::Relaxed);
             if self.head.compare_exchange_weak(h, h.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return Some(x);
+                // SAFETY: the slot at head (below tail) was stored from a
+                // handle by `push`; the CAS made the task ours.
+                return Some(unsafe { TaskRef::new(x) });
             }
         }
     }
 
     /// Called by a thief (the owner of `dst`): moves about half of `self`'s
     /// tasks into `dst` (which must be empty) and returns one of them to run.
-    pub(crate) fn steal_into(&self, dst: &LocalQueue) -> Option<*mut Task> {
+    pub(crate) fn steal_into(&self, dst: &LocalQueue) -> Option<TaskRef> {
         let dt = dst.tail.0.load(Ordering::Relaxed);
         let n = loop {
             let h = self.head.load(Ordering::Acquire);
@@ -139,7 +147,9 @@ impl LocalQueue {
         if n > 1 {
             dst.tail.0.store(last, Ordering::Release);
         }
-        Some(x)
+        // SAFETY: copied from `self`'s slots between head and tail (stored
+        // from handles by `push`); the CAS made the tasks ours.
+        Some(unsafe { TaskRef::new(x) })
     }
 }
 
@@ -161,9 +171,11 @@ impl TaskList {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
-    pub(crate) fn push_back(&mut self, t: *mut Task) {
-        // SAFETY: `t` is a live task not in any other queue; we own its link.
-        unsafe { (*t).next.set(ptr::null_mut()) };
+    pub(crate) fn push_back(&mut self, t: TaskRef) {
+        // The caller owns `t` (the handle's role), so it is in no other
+        // queue: its link is ours.
+        t.next.set(ptr::null_mut());
+        let t = t.as_ptr();
         if self.tail.is_null() {
             self.head = t;
         } else {
@@ -173,13 +185,11 @@ impl TaskList {
         self.tail = t;
         self.len += 1;
     }
-    pub(crate) fn pop_front(&mut self) -> Option<*mut Task> {
-        if self.head.is_null() {
-            return None;
-        }
-        let t = self.head;
-        // SAFETY: `t` is a live task in this list.
-        self.head = unsafe { (*t).next.get() };
+    pub(crate) fn pop_front(&mut self) -> Option<TaskRef> {
+        // SAFETY: `head` is null or a task stored from a handle by
+        // `push_back`; taking it out of the list hands it to the caller.
+        let t = unsafe { TaskRef::from_raw(self.head) }?;
+        self.head = t.next.get();
         if self.head.is_null() {
             self.tail = ptr::null_mut();
         }
@@ -237,10 +247,11 @@ mod tests {
             assert!(!base.is_null(), "out of memory");
             Items { base, n }
         }
-        fn get(&self, i: usize) -> *mut Task {
+        fn get(&self, i: usize) -> TaskRef {
             assert!(i < self.n);
-            // SAFETY: within the allocation.
-            unsafe { self.base.add(i) }
+            // SAFETY: within the allocation (non-null), which outlives every
+            // handle a test makes (the queues only store and compare them).
+            unsafe { TaskRef::new(self.base.add(i)) }
         }
         /// The index of an item pointer, or `None` for a pointer that is
         /// not one of ours (a queue made it up).
@@ -260,7 +271,7 @@ mod tests {
         }
     }
 
-    fn drain(list: &mut TaskList) -> Vec<*mut Task> {
+    fn drain(list: &mut TaskList) -> Vec<TaskRef> {
         std::iter::from_fn(|| list.pop_front()).collect()
     }
 
@@ -358,13 +369,13 @@ mod tests {
         assert_eq!(drain(&mut a), vec![it.get(5)]);
     }
 
-    type Steal = fn(&LocalQueue, &LocalQueue) -> Option<*mut Task>;
+    type Steal = fn(&LocalQueue, &LocalQueue) -> Option<TaskRef>;
 
     /// The negative control's steal: `steal_into` with its head published by
     /// a plain store instead of the compare-exchange, after a spin that
     /// widens the window in which the owner pops (or another thief steals)
     /// the same items.
-    fn steal_into_without_cas(src: &LocalQueue, dst: &LocalQueue) -> Option<*mut Task> {
+    fn steal_into_without_cas(src: &LocalQueue, dst: &LocalQueue) -> Option<TaskRef> {
         let dt = dst.tail.0.load(Ordering::Relaxed);
         let h = src.head.load(Ordering::Acquire);
         let t = src.tail.0.load(Ordering::Acquire);
@@ -386,7 +397,10 @@ mod tests {
         if n > 1 {
             dst.tail.0.store(last, Ordering::Release);
         }
-        Some(x)
+        // SAFETY: a slot of `src` between head and tail when read: stored
+        // from a handle (the race makes it a task taken twice, which the
+        // checker counts; the cells stay allocated).
+        Some(unsafe { TaskRef::new(x) })
     }
 
     /// What one adversarial run saw.
@@ -426,9 +440,9 @@ mod tests {
                         let finished = done.load(Ordering::Acquire);
                         match steal(&srcs[cur.load(Ordering::Acquire)], &dst) {
                             Some(x) => {
-                                taken.push(x as usize);
+                                taken.push(x.as_ptr() as usize);
                                 while let Some(y) = dst.pop() {
-                                    taken.push(y as usize);
+                                    taken.push(y.as_ptr() as usize);
                                 }
                             }
                             None if finished => break,
@@ -449,27 +463,27 @@ mod tests {
             if i % per_ring == 0 && i > 0 {
                 // The previous ring: what the thieves left, then move them on.
                 let prev = &srcs[i / per_ring - 1];
-                taken.extend(std::iter::from_fn(|| prev.pop()).map(|x| x as usize));
+                taken.extend(std::iter::from_fn(|| prev.pop()).map(|x| x.as_ptr() as usize));
                 cur.store(i / per_ring, Ordering::Release);
             }
             if let Some(mut list) = src.push(it.get(i)) {
                 overflows += 1;
-                taken.extend(drain(&mut list).into_iter().map(|p| p as usize));
+                taken.extend(drain(&mut list).into_iter().map(|p| p.as_ptr() as usize));
             }
             let burst = i % 4096 < 512;
             if i % 3 == 2 && !burst {
-                taken.extend(src.pop().map(|x| x as usize));
+                taken.extend(src.pop().map(|x| x.as_ptr() as usize));
             }
         }
         let last = srcs.last().unwrap();
-        taken.extend(std::iter::from_fn(|| last.pop()).map(|x| x as usize));
+        taken.extend(std::iter::from_fn(|| last.pop()).map(|x| x.as_ptr() as usize));
         done.store(true, Ordering::Release);
         for h in hs {
             taken.extend(h.join().unwrap());
         }
         // Whatever a racing thief left behind (nothing with the real steal).
         for q in srcs.iter() {
-            taken.extend(std::iter::from_fn(|| q.pop()).map(|x| x as usize));
+            taken.extend(std::iter::from_fn(|| q.pop()).map(|x| x.as_ptr() as usize));
         }
         let mut counts = vec![0u32; n];
         let mut foreign = 0;

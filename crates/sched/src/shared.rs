@@ -18,7 +18,7 @@ use crate::worker::thread::PreemptConfig;
 use crate::queue::TaskList;
 use crate::spin::SpinLock;
 use crate::sys::{futex_wait, futex_wake};
-use crate::tasks::tcb::{state, Task};
+use crate::tasks::tcb::{state, Task, TaskRef};
 use crate::timer::Timers;
 use crate::worker::{self, Machine, Worker};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -180,7 +180,7 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) fn push_global_one(&self, t: *mut Task) {
+    pub(crate) fn push_global_one(&self, t: TaskRef) {
         let mut g = self.global.lock();
         g.push_back(t);
         self.global_len.store(g.len(), Ordering::Release);
@@ -194,7 +194,7 @@ impl Shared {
 
     /// Takes a batch from the global queue into `w`'s ring; returns one task
     /// to run.
-    pub(crate) fn take_global(&self, w: &Worker) -> Option<*mut Task> {
+    pub(crate) fn take_global(&self, w: &Worker) -> Option<TaskRef> {
         if self.global_len.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -220,8 +220,7 @@ impl Shared {
             self.notify();
         }
         // Pinned tasks found here go to their worker.
-        // SAFETY: `first` was just taken out of the global queue: ours.
-        if unsafe { self.claim_for(w, first) } {
+        if self.claim_for(w, first) {
             Some(first)
         } else {
             None
@@ -230,13 +229,11 @@ impl Shared {
 
     /// True if `t` (just taken out of a queue by `w`) may run on `w`;
     /// otherwise forwards it to the inbox of the worker it is pinned to.
-    ///
-    /// # Safety
-    /// `t` was just taken out of a queue by the thread driving `w`.
+    /// `t` was just taken out of a queue by the thread driving `w`: that
+    /// thread owns it (the handle's role).
     #[inline]
-    pub(crate) unsafe fn claim_for(&self, w: &Worker, t: *mut Task) -> bool {
-        // SAFETY: we own `t`, just taken out of a queue.
-        let p = unsafe { (*t).pinned_worker.get() };
+    pub(crate) fn claim_for(&self, w: &Worker, t: TaskRef) -> bool {
+        let p = t.pinned_worker.get();
         if p == crate::tasks::tcb::NO_PIN || p == w.index {
             return true;
         }

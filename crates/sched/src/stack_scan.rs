@@ -88,7 +88,7 @@
 //! (`Shared::stack_scan`).
 
 use crate::shared::Shared;
-use crate::tasks::tcb::{state, Task};
+use crate::tasks::tcb::{state, Task, TaskRef};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Whether a value of type `T` may hold a pointer (GC values are words).
@@ -314,9 +314,9 @@ pub(crate) fn scan_task_stacks(sh: &Shared, f: &mut dyn FnMut(usize, usize)) -> 
 /// leaving `blocking`): make sure its stack is scanned for the current
 /// epoch, scanning it here if nobody has.
 #[inline(always)]
-pub(crate) fn before_resume(sh: &Shared, t: *mut Task) {
-    // SAFETY: `t` is a live task owned by the caller (about to run it).
-    let v = unsafe { (*t).scan.load(Ordering::Acquire) };
+pub(crate) fn before_resume(sh: &Shared, t: TaskRef) {
+    // `t` is a task owned by the caller (about to run it).
+    let v = t.scan.load(Ordering::Acquire);
     if v != sh.stack_scan.epoch.load(Ordering::Relaxed) << 1 {
         claim_slow(sh, t);
     }
@@ -324,9 +324,8 @@ pub(crate) fn before_resume(sh: &Shared, t: *mut Task) {
 
 #[cold]
 #[inline(never)]
-fn claim_slow(sh: &Shared, t: *mut Task) {
-    // SAFETY: as in `before_resume`.
-    let task = unsafe { &*t };
+fn claim_slow(sh: &Shared, t: TaskRef) {
+    let task = &*t;
     let mut n = 0u32;
     loop {
         let want = sh.stack_scan.epoch.load(Ordering::Acquire) << 1;
@@ -353,7 +352,7 @@ fn claim_slow(sh: &Shared, t: *mut Task) {
             } else {
                 // SAFETY: we own `t` (about to run it) and hold the claim:
                 // its saved SP and frames above it are stable and mapped.
-                unsafe { range_of(t) }
+                unsafe { range_of(t.as_ptr()) }
             };
             if let Some((lo, hi)) = range {
                 // SAFETY: the range is on the task's mapped stack.

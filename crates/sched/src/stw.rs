@@ -1307,7 +1307,8 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 exit_safe(sh, i);
                 // Hook (stack_scan.rs): the frames above `sp` are written
                 // again from here on: scanned for the GC's epoch first.
-                crate::stack_scan::before_resume(sh, cur);
+                // SAFETY: as above (`cur` is the running task).
+                crate::stack_scan::before_resume(sh, unsafe { crate::tasks::tcb::TaskRef::new(cur) });
                 drop(mask);
                 m.worker.set(w);
                 w.running_task.store(cur as usize, Ordering::Relaxed);

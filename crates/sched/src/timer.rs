@@ -49,8 +49,8 @@ pub(crate) type TimerKey = (u64, u64);
 impl Shared {
     /// Registers `t` to be unparked at `deadline` (monotonic ns). Returns
     /// true if it is now the earliest timer.
-    pub(crate) fn add_timer(&self, deadline: u64, t: *mut Task) -> bool {
-        self.insert_timer(deadline, t as usize).1
+    pub(crate) fn add_timer(&self, deadline: u64, t: TaskRef) -> bool {
+        self.insert_timer(deadline, t.as_ptr() as usize).1
     }
 
     /// Registers the timed wait `claim` (on its waiter's stack) to be timed
@@ -158,7 +158,7 @@ pub fn sleep(d: Duration) {
     let cur = c.task();
     let deadline = now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let sh = cur.shared();
-    if sh.add_timer(deadline, cur.as_ptr()) {
+    if sh.add_timer(deadline, cur) {
         sh.timer_is_earliest(deadline);
     }
     // Exactly one unpark comes: from the timer.

@@ -19,13 +19,16 @@
 //!   for usurp-preempt's own integration tests;
 //! * [`preemptible`]: tight loops in the runtime's `preemptible!` section that
 //!   the scheduler tests use to hold values in registers while being
-//!   preempted asynchronously.
+//!   preempted asynchronously;
+//! * [`serial`]: one test at a time in a test binary, for tests that flip
+//!   process-wide switches.
 //!
 //! Layering: this crate depends only on `libc` and `usurp-preempt` (for the
 //! `preemptible!` section), never on `usurp-sched`, `usurp-gc` or the facade,
 //! so that the scheduler's unit tests can use it without linking a second
-//! copy of the crate under test. Runtime set-up therefore stays in the test
-//! files (a `Runtime::builder()` call each); what is shared is below it.
+//! copy of the crate under test. Runtime and heap set-up (traced node types,
+//! trees, heap configurations, runtime builders) is in `usurp-testsupport-gc`
+//! (crates/testsupport-gc), which the facade's integration tests use.
 
 use std::process::{Command, Output};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -73,6 +76,17 @@ pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + 
         Ok(Err(p)) => std::panic::resume_unwind(p),
         Err(_) => panic!("{what}: did not finish within {secs} s (deadlock?)"),
     }
+}
+
+/// The lock of [`serial`] (one per test binary).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs the tests of a binary that take it one at a time (they flip
+/// process-wide switches, or measure what another test would disturb).
+/// Hold the guard for the whole test. A test that failed holding it does
+/// not fail the others (the poison is ignored).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Polls `cond` (every millisecond, from the calling OS thread) until it

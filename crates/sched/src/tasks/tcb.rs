@@ -259,7 +259,18 @@ impl Task {
 /// What a holder may do with it is what its role allows (each `Task`
 /// field says who writes it): the running task and the worker that owns
 /// it while queued or switching touch everything; wakers touch only the
-/// atomics (`park`, `state`).
+/// atomics (`park`, `state`). Only an owner queues a task (the run
+/// queues' `push` functions, `TaskList::push_back`, `Worker::claim`):
+/// a queue writes the task's `next` link and takes it over, and hands it
+/// out again as a handle whose role is owner (a task is in one queue at a
+/// time, so whoever takes it out owns it). The ring slots, `runnext` and
+/// the lists' links keep raw pointers; every such pointer was stored from
+/// a handle, which is the argument of [`TaskRef::from_raw`] where they
+/// are read back.
+///
+/// Same size and ABI as a pointer (`repr(transparent)` over `NonNull`),
+/// and `Option<TaskRef>` is a nullable pointer: a queue function taking
+/// or returning a handle compiles to what it did with `*mut Task`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(transparent)]
 pub(crate) struct TaskRef(NonNull<Task>);
@@ -279,10 +290,26 @@ impl TaskRef {
         TaskRef(unsafe { NonNull::new_unchecked(t) })
     }
 
+    /// `None` for null, else [`TaskRef::new`]: reads a task back out of a
+    /// slot that holds a task or null (a ring slot, `runnext`, a link).
+    ///
+    /// # Safety
+    /// `t` is null, or as for [`TaskRef::new`].
+    #[inline]
+    pub(crate) unsafe fn from_raw(t: *mut Task) -> Option<TaskRef> {
+        NonNull::new(t).map(TaskRef)
+    }
+
     /// The raw pointer (for queues, registries and comparisons).
     #[inline]
     pub(crate) fn as_ptr(self) -> *mut Task {
         self.0.as_ptr()
+    }
+
+    /// The raw pointer of `t`, or null (for the slots that store either).
+    #[inline]
+    pub(crate) fn ptr_or_null(t: Option<TaskRef>) -> *mut Task {
+        t.map_or(ptr::null_mut(), TaskRef::as_ptr)
     }
 }
 

@@ -67,7 +67,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             unsafe { (*adopt).adopt_sp.store(sp, Ordering::Relaxed) };
             w.adopt_to.set(adopt);
             let next = w.next_fast();
-            // SAFETY: `next_fast` returns null or a task claimed for `w`.
+            // SAFETY: `next_fast` returns `None` or a task claimed for `w`.
             // `finish_switch(A_ADOPT)` on this thread hands this task to the
             // spare, on which it resumes here, with no worker.
             unsafe { switch_to(c, next, A_ADOPT) };
@@ -90,7 +90,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
                 // is dropped: the in-place path needs no worker reference).
                 // Hook (stack_scan.rs): a collector may have claimed it
                 // as BLOCKING meanwhile.
-                crate::stack_scan::before_resume(sh, cur.as_ptr());
+                crate::stack_scan::before_resume(sh, cur);
                 m.worker.set(w);
                 cur.state.store(state::RUNNING, Ordering::SeqCst);
                 w.running_task.store(cur.as_ptr() as usize, Ordering::Relaxed);
@@ -114,7 +114,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         // from here on: scanned for the GC's epoch first. Still without a
         // mutator, so a scan it does goes through the shading gate (a stop
         // may begin after the wait above: its marking is exclusive).
-        crate::stack_scan::before_resume(sh, cur.as_ptr());
+        crate::stack_scan::before_resume(sh, cur);
         drop(no_alloc);
         // Back from the blocking call: queue ourselves globally via this
         // thread's scheduler context (which then becomes a spare thread).

@@ -8,7 +8,7 @@
 
 use crate::queue::TaskList;
 use crate::sys::{futex_wait, futex_wake, now_ns};
-use crate::tasks::tcb::{TaskRef, state, Task, NO_PIN};
+use crate::tasks::tcb::{TaskRef, state, NO_PIN};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use super::machine::{machine, Worker};
@@ -93,35 +93,31 @@ impl Worker {
     }
 
     /// True if `t` may run here; otherwise forwards it to the worker it is
-    /// pinned to.
-    ///
-    /// # Safety
-    /// `t` was just taken out of a queue by this worker's thread: it owns it.
+    /// pinned to. `t` was just taken out of a queue by this worker's
+    /// thread: it owns it (the handle's role).
     #[inline]
-    pub(super) unsafe fn claim(&self, t: *mut Task) -> bool {
+    pub(super) fn claim(&self, t: TaskRef) -> bool {
         // The common case inline (one load; no call on the switch path):
         // unpinned, or pinned here.
-        // SAFETY: we own `t`, just taken out of a queue.
-        let p = unsafe { (*t).pinned_worker.get() };
+        let p = t.pinned_worker.get();
         if p == NO_PIN || p == self.index {
             return true;
         }
-        // SAFETY: as above.
-        unsafe { self.shared().claim_for(self, t) }
+        self.shared().claim_for(self, t)
     }
 
-    /// The fast-path choice of the next task: runnext or the ring; null when
-    /// nothing is ready locally or when a periodic full schedule is due.
+    /// The fast-path choice of the next task: runnext or the ring; `None`
+    /// when nothing is ready locally or when a periodic full schedule is due.
     // Forced inline (also `next_local`): the switch entry points live in
     // `switch.rs`, another codegen unit, where a plain `#[inline]` left
     // them a call to an out-of-line copy on every switch (before the split,
     // LLVM inlined both into `yield_current` and `park_current`).
     #[inline(always)]
-    pub(super) fn next_fast(&self) -> *mut Task {
+    pub(super) fn next_fast(&self) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         if tick % FAIR_TICKS == 0 || self.stopping() {
-            return ptr::null_mut();
+            return None;
         }
         self.next_local()
     }
@@ -134,43 +130,40 @@ impl Worker {
     }
 
     #[inline(always)]
-    pub(super) fn next_local(&self) -> *mut Task {
+    pub(super) fn next_local(&self) -> Option<TaskRef> {
         loop {
             let rn = self.runnext.0.load(Ordering::Relaxed);
             // Boosted picks first (the woken FIFO, then runnext), at most
             // RUNNEXT_STREAK in a row. Taking runnext: a thief may have
-            // taken it since the load (`take_runnext` then returns null).
-            let mut t = ptr::null_mut();
+            // taken it since the load (`take_runnext` then returns `None`).
+            let mut t = None;
             if (!rn.is_null() || self.woken_len.load(Ordering::Relaxed) != 0)
                 && (self.streak.get() < RUNNEXT_STREAK || BOOST_POLICY.load(Ordering::Relaxed) == BOOST_UNBOUNDED)
             {
                 t = self.take_boosted();
-                if !t.is_null() {
+                if t.is_some() {
                     self.streak.set(self.streak.get() + 1);
                 }
             }
-            if t.is_null() {
-                self.streak.set(0);
-                t = match self.queue.pop() {
-                    Some(t) => t,
-                    None => {
-                        let t = self.take_boosted();
-                        if t.is_null() {
-                            return t;
-                        }
-                        t
+            let t = match t {
+                Some(t) => t,
+                None => {
+                    self.streak.set(0);
+                    match self.queue.pop() {
+                        Some(t) => t,
+                        None => self.take_boosted()?,
                     }
-                };
-            }
-            // SAFETY: `t` was just taken out of a queue: ours.
-            if unsafe { self.claim(t) } {
-                return t;
+                }
+            };
+            // `t` was just taken out of a queue: ours.
+            if self.claim(t) {
+                return Some(t);
             }
         }
     }
 
     /// Owner only: the next boosted task, oldest wake first: the front of
-    /// the woken FIFO, else `runnext` (or null).
+    /// the woken FIFO, else `runnext` (or `None`).
     ///
     /// The order is what keeps a woken task from waiting forever. `runnext`
     /// always holds the newest task (a wake or spawn displaces its occupant,
@@ -190,30 +183,34 @@ impl Worker {
     /// of the ~500 stops a second, not a stuck one). Regression test:
     /// `tests/sched_fairness.rs` `woken_fifo_not_starved_by_runnext` (with
     /// [`BOOST_FIRST_VERSION`] as its negative control).
-    #[inline]
-    pub(super) fn take_boosted(&self) -> *mut Task {
+    // Forced inline, as `next_local`: once the queues returned
+    // `Option<TaskRef>` (one word, no `unwrap_or(null)`), LLVM inlined
+    // `take_woken` here and then left this a call on every park (callgrind,
+    // the switch bench's workers(1) loops: +4 instructions per switch).
+    #[inline(always)]
+    pub(super) fn take_boosted(&self) -> Option<TaskRef> {
         if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_FIRST_VERSION {
             let t = self.take_runnext();
-            if !t.is_null() {
+            if t.is_some() {
                 return t;
             }
             return self.take_woken();
         }
         let t = self.take_woken();
-        if !t.is_null() {
+        if t.is_some() {
             return t;
         }
         self.take_runnext()
     }
 
-    /// Takes the front of the woken FIFO (owner or thief), or null.
+    /// Takes the front of the woken FIFO (owner or thief), or `None`.
     #[inline]
-    pub(super) fn take_woken(&self) -> *mut Task {
+    pub(super) fn take_woken(&self) -> Option<TaskRef> {
         if self.woken_len.load(Ordering::Relaxed) == 0 {
-            return ptr::null_mut();
+            return None;
         }
         let mut q = self.woken.lock();
-        let t = q.pop_front().unwrap_or(ptr::null_mut());
+        let t = q.pop_front();
         self.woken_len.store(q.len(), Ordering::SeqCst);
         t
     }
@@ -222,10 +219,10 @@ impl Worker {
     /// thread): a woken one keeps its boost (woken FIFO), a spawned one goes
     /// to the back of the ring.
     #[inline]
-    pub(super) fn push_displaced(&self, t: *mut Task) {
-        // SAFETY: we own `t`; its flag was written on this thread when it
-        // was put in `runnext` (only the owner fills the slot).
-        if unsafe { (*t).woken.get() } {
+    pub(super) fn push_displaced(&self, t: TaskRef) {
+        // We own `t`; its flag was written on this thread when it was put
+        // in `runnext` (only the owner fills the slot).
+        if t.woken.get() {
             self.push_woken(t);
         } else {
             self.push_local(t);
@@ -235,7 +232,7 @@ impl Worker {
     /// Owner only: queues a woken task for a boosted pick (at the back of
     /// the ring instead under the `BOOST_OFF` test switch).
     #[inline]
-    pub(super) fn push_woken(&self, t: *mut Task) {
+    pub(super) fn push_woken(&self, t: TaskRef) {
         if BOOST_POLICY.load(Ordering::Relaxed) == BOOST_OFF {
             self.push_local(t);
             return;
@@ -245,25 +242,30 @@ impl Worker {
         self.woken_len.store(q.len(), Ordering::SeqCst);
     }
 
-    /// Owner only: empties the runnext slot; returns its task (or null).
+    /// Owner only: empties the runnext slot; returns its task (or `None`).
     #[inline]
-    pub(super) fn take_runnext(&self) -> *mut Task {
+    pub(super) fn take_runnext(&self) -> Option<TaskRef> {
         let t = self.runnext.0.load(Ordering::Relaxed);
         if t.is_null() {
-            return t;
+            return None;
         }
-        if self.solo {
+        let t = if self.solo {
             self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
-            return t;
-        }
-        // The swap decides between the owner and a thief (`steal_runnext`).
-        self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
+            t
+        } else {
+            // The swap decides between the owner and a thief
+            // (`steal_runnext`).
+            self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
+        };
+        // SAFETY: `runnext` holds null or a task stored from an owner's
+        // handle (`make_runnable`); whoever empties the slot owns it.
+        unsafe { TaskRef::from_raw(t) }
     }
 
     /// Pushes `t` on the ring; overflow goes to the global queue (and wakes
     /// an idle worker for it, or marks the busy ones contended).
     #[inline]
-    pub(crate) fn push_local(&self, t: *mut Task) {
+    pub(crate) fn push_local(&self, t: TaskRef) {
         if let Some(list) = self.queue.push(t) {
             let sh = self.shared();
             sh.push_global_list(list);
@@ -357,14 +359,14 @@ impl Worker {
     /// global queue runs next, rather than the preempted task again (it goes
     /// back to the local ring, where the scheduler loop would find it
     /// before the global queue, which it checks first only every 61
-    /// schedules). Null if none.
+    /// schedules). `None` if none.
     #[inline]
-    pub(super) fn take_global_now(&self) -> *mut Task {
+    pub(super) fn take_global_now(&self) -> Option<TaskRef> {
         let sh = self.shared();
         if self.stopping() || sh.global_len.load(Ordering::Relaxed) == 0 {
-            return ptr::null_mut();
+            return None;
         }
-        sh.take_global(self).unwrap_or(ptr::null_mut())
+        sh.take_global(self)
     }
 
     /// Clears the pin of the current task at a cooperative switch.
@@ -376,16 +378,16 @@ impl Worker {
         }
     }
 
-    pub(super) fn drain_inbox(&self) -> *mut Task {
+    pub(super) fn drain_inbox(&self) -> Option<TaskRef> {
         if self.inbox_len.load(Ordering::Acquire) == 0 {
-            return ptr::null_mut();
+            return None;
         }
         let mut list = {
             let mut inbox = self.inbox.lock();
             self.inbox_len.store(0, Ordering::SeqCst);
             std::mem::replace(&mut *inbox, TaskList::new())
         };
-        let first = list.pop_front().unwrap_or(ptr::null_mut());
+        let first = list.pop_front();
         while let Some(t) = list.pop_front() {
             self.push_local(t);
         }
@@ -393,10 +395,10 @@ impl Worker {
     }
 
     /// One pass over every source of work except stealing.
-    pub(super) fn find_local_or_global(&self) -> *mut Task {
+    pub(super) fn find_local_or_global(&self) -> Option<TaskRef> {
         let sh = self.shared();
         let t = self.drain_inbox();
-        if !t.is_null() {
+        if t.is_some() {
             return t;
         }
         // A fast path that bailed out for fairness left `tick` at a multiple
@@ -405,18 +407,15 @@ impl Worker {
         self.tick.set(tick.wrapping_add(1));
         if tick % FAIR_TICKS == 0 {
             if let Some(t) = sh.take_global(self) {
-                return t;
+                return Some(t);
             }
         }
         sh.run_timers();
         let t = self.next_local();
-        if !t.is_null() {
+        if t.is_some() {
             return t;
         }
-        if let Some(t) = sh.take_global(self) {
-            return t;
-        }
-        ptr::null_mut()
+        sh.take_global(self)
     }
 
     /// Whether a task other than the one this searching worker just took
@@ -446,57 +445,32 @@ impl Worker {
     /// another worker's ring; when every ring is empty, a
     /// task waiting in another worker's `runnext` slot (see
     /// [`Worker::steal_runnext`]).
-    pub(super) fn steal(&self) -> *mut Task {
-        let sh = self.shared();
-        let n = sh.workers.len();
+    pub(super) fn steal(&self) -> Option<TaskRef> {
+        let n = self.shared().workers.len();
         if n == 1 {
-            return ptr::null_mut();
+            return None;
         }
         let start = self.next_rand() as usize % n;
         // A woken task waiting on a busy worker first: it keeps its boost
         // across stealing (it runs now, ahead of the victim's ring).
-        for i in 0..n {
-            let v = (start + i) % n;
-            if v == self.index {
-                continue;
-            }
-            let t = sh.workers[v].take_woken();
-            if !t.is_null() {
-                // SAFETY: `t` was just taken out of a queue: ours.
-                if unsafe { self.claim(t) } {
-                    return t;
-                }
-                return self.next_local();
-            }
+        let t = self
+            .take_from_victims(start, |v| v.take_woken())
+            .or_else(|| self.take_from_victims(start, |v| v.queue.steal_into(&self.queue)))
+            .or_else(|| self.take_from_victims(start, |v| self.steal_runnext(v)))?;
+        // `t` was just taken out of a queue: ours.
+        if self.claim(t) {
+            return Some(t);
         }
-        for i in 0..n {
-            let v = (start + i) % n;
-            if v == self.index {
-                continue;
-            }
-            if let Some(t) = sh.workers[v].queue.steal_into(&self.queue) {
-                // SAFETY: `t` was just taken out of a queue: ours.
-                if unsafe { self.claim(t) } {
-                    return t;
-                }
-                return self.next_local();
-            }
-        }
-        for i in 0..n {
-            let v = (start + i) % n;
-            if v == self.index {
-                continue;
-            }
-            let t = self.steal_runnext(&sh.workers[v]);
-            if !t.is_null() {
-                // SAFETY: `t` was just taken out of a queue: ours.
-                if unsafe { self.claim(t) } {
-                    return t;
-                }
-                return self.next_local();
-            }
-        }
-        ptr::null_mut()
+        self.next_local()
+    }
+
+    /// One pass of [`Worker::steal`]: `take` from every other worker in
+    /// turn, starting at index `start`, until one yields a task.
+    #[inline]
+    fn take_from_victims(&self, start: usize, mut take: impl FnMut(&Worker) -> Option<TaskRef>) -> Option<TaskRef> {
+        let workers = &self.shared().workers;
+        let n = workers.len();
+        (0..n).map(|i| (start + i) % n).filter(|&v| v != self.index).find_map(|v| take(&workers[v]))
     }
 
     /// Takes the task in `victim`'s `runnext` slot (as Go's runqsteal with
@@ -507,7 +481,7 @@ impl Worker {
     /// `RUNNEXT_GRACE_NS` (across its search rounds). If the victim's task
     /// keeps running without a switch (ordinary code, a loop), the woken
     /// task would otherwise wait for its whole quantum, or forever.
-    pub(super) fn steal_runnext(&self, victim: &Worker) -> *mut Task {
+    pub(super) fn steal_runnext(&self, victim: &Worker) -> Option<TaskRef> {
         // Look at the slot only once the victim has made no switch for the
         // grace period (its running task keeps the CPU): a victim that is
         // switching gets to its runnext soon (a task re-woken into the slot,
@@ -520,20 +494,22 @@ impl Worker {
         let now = now_ns();
         if seen != switches {
             watch.set((switches, now));
-            return ptr::null_mut();
+            return None;
         }
         if now.saturating_sub(since) < RUNNEXT_GRACE_NS {
-            return ptr::null_mut();
+            return None;
         }
         let t = victim.runnext.0.load(Ordering::Acquire);
         if t.is_null() {
-            return t;
+            return None;
         }
-        // Whoever empties the slot owns the task; the pointer is only
-        // dereferenced after winning.
+        // Whoever empties the slot owns the task; the pointer becomes a
+        // handle only after winning.
         match victim.runnext.0.compare_exchange(t, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed) {
-            Ok(t) => t,
-            Err(_) => ptr::null_mut(),
+            // SAFETY: as in `take_runnext`: a task stored from an owner's
+            // handle, ours now that we emptied the slot.
+            Ok(t) => unsafe { TaskRef::from_raw(t) },
+            Err(_) => None,
         }
     }
 
@@ -573,7 +549,7 @@ impl Worker {
 
     /// The scheduler's search: local, global, timers, stealing, then spinning
     /// briefly and sleeping. Returns None on shutdown.
-    pub(super) fn find_runnable(&self) -> Option<*mut Task> {
+    pub(super) fn find_runnable(&self) -> Option<TaskRef> {
         let sh = self.shared();
         let mut spinning = false;
         let mut rounds = 0;
@@ -593,10 +569,10 @@ impl Worker {
                 continue;
             }
             let mut t = self.find_local_or_global();
-            if t.is_null() {
+            if t.is_none() {
                 t = self.steal();
             }
-            if !t.is_null() {
+            if let Some(t) = t {
                 if spinning {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
                     if SPINNER_WAKEP.load(Ordering::Relaxed) && self.more_work_visible() {
@@ -688,7 +664,7 @@ pub(super) fn preempted_goes_global(w: &Worker, t: TaskRef) -> bool {
 ///
 /// The caller owns `t` (it is new, or it won the unpark).
 pub(crate) fn make_runnable(tr: TaskRef, woken: bool) {
-    let (t, task) = (tr.as_ptr(), &*tr);
+    let (t, task) = (tr, &*tr);
     task.woken.set(woken);
     task.state.store(state::RUNNABLE, Ordering::Relaxed);
     let m = machine();
@@ -723,22 +699,25 @@ pub(crate) fn make_runnable(tr: TaskRef, woken: bool) {
                     }
                     if w.solo {
                         let old = w.runnext.0.load(Ordering::Relaxed);
-                        w.runnext.0.store(t, Ordering::Relaxed);
-                        if !old.is_null() {
+                        w.runnext.0.store(t.as_ptr(), Ordering::Relaxed);
+                        // SAFETY: as in `Worker::take_runnext`: we emptied
+                        // the slot (only this thread fills a solo worker's).
+                        if let Some(old) = TaskRef::from_raw(old) {
                             w.push_displaced(old);
                         }
                         return;
                     }
                     // SeqCst swap: orders the publication before the idle
                     // check in `notify_after_seqcst` (see there).
-                    let old = w.runnext.0.swap(t, Ordering::SeqCst);
-                    if old.is_null() {
+                    // SAFETY: as in `Worker::take_runnext`: the swap
+                    // emptied the slot of its previous task, now ours.
+                    let Some(old) = TaskRef::from_raw(w.runnext.0.swap(t.as_ptr(), Ordering::SeqCst)) else {
                         // Work appeared while a worker may idle: wake one
                         // (Go's wakep), which can steal from runnext if this
                         // worker does not get to it.
                         w.shared().notify_after_seqcst();
                         return;
-                    }
+                    };
                     // An idle worker takes a displaced woken task from the
                     // FIFO at once (`steal`), or steals from the ring.
                     w.push_displaced(old);

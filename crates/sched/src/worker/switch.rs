@@ -33,7 +33,7 @@ pub(super) const A_PREEMPT_GLOBAL: usize = 7;
 pub(super) const A_MASK: usize = 7;
 
 /// Switches from `cur` to `next` (or to this thread's scheduler loop when
-/// `next` is null), telling the next context to apply `action` to `cur`.
+/// `next` is `None`), telling the next context to apply `action` to `cur`.
 /// Returns when `cur` is resumed.
 ///
 /// Takes the [`Current`] guard by value: nothing borrowed from this
@@ -43,12 +43,12 @@ pub(super) const A_MASK: usize = 7;
 /// memory) never crosses a call and the callers keep their tail call.
 ///
 /// # Safety
-/// `next` is null or a runnable task claimed for `c`'s worker.
+/// `next` is `None` or a runnable task claimed for `c`'s worker.
 #[inline(always)]
-pub(super) unsafe fn switch_to(c: Current, next: *mut Task, action: usize) {
+pub(super) unsafe fn switch_to(c: Current, next: Option<TaskRef>, action: usize) {
     // SAFETY: `c` is the running task with its machine and worker (the
     // guard's invariant); `next` per the contract.
-    unsafe { switch_raw(c.machine(), c.worker(), c.task().as_ptr(), next, action) }
+    unsafe { switch_raw(c.machine(), c.worker(), c.task().as_ptr(), TaskRef::ptr_or_null(next), action) }
 }
 
 /// [`switch_to`]'s body, on the guard's parts.
@@ -70,7 +70,8 @@ unsafe fn switch_raw(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, a
         m.current.set(next);
         w.running_task.store(next as usize, Ordering::Relaxed);
         // Hook (stack_scan.rs): scanned for the GC's epoch before it runs.
-        crate::stack_scan::before_resume(w.shared(), next);
+        // SAFETY: `next` is a runnable task we own (non-null here).
+        crate::stack_scan::before_resume(w.shared(), unsafe { TaskRef::new(next) });
         // SAFETY: `next` is a runnable task we own; its SP was saved.
         unsafe {
             (*next).state.store(state::RUNNING, Ordering::Relaxed);
@@ -118,9 +119,9 @@ pub(crate) fn finish_switch(arg: usize) {
     // the worker this thread drives.
     unsafe {
         if action == A_REQUEUE {
-            let prev = (arg & !A_MASK) as *mut Task;
-            (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-            let sh = (*prev).shared();
+            let prev = TaskRef::new((arg & !A_MASK) as *mut Task);
+            prev.state.store(state::RUNNABLE, Ordering::Relaxed);
+            let sh = prev.shared();
             sh.push_global_one(prev);
             sh.notify_global();
             return;
@@ -130,16 +131,16 @@ pub(crate) fn finish_switch(arg: usize) {
         match action {
             A_YIELD => {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                w.push_local(prev);
+                w.push_local(TaskRef::new(prev));
             }
             A_PREEMPT => {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                w.push_local(prev);
+                w.push_local(TaskRef::new(prev));
             }
             A_PREEMPT_GLOBAL => {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
                 let sh = w.shared();
-                sh.push_global_one(prev);
+                sh.push_global_one(TaskRef::new(prev));
                 sh.notify_global();
             }
             A_PARK => {
@@ -233,7 +234,7 @@ pub(crate) fn park_current() {
     }
     w.clear_pin(cur);
     let next = w.next_fast();
-    // SAFETY: `next_fast` returns null or a task claimed for `w`.
+    // SAFETY: `next_fast` returns `None` or a task claimed for `w`.
     unsafe { switch_to(c, next, A_PARK) };
 }
 
@@ -245,16 +246,16 @@ pub(crate) fn yield_current(c: Current) {
     }
     w.clear_pin(cur);
     let mut next = w.next_fast();
-    if next.is_null() {
+    if next.is_none() {
         next = w.take_global_now();
     }
-    if next.is_null() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
+    if next.is_none() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
         let sh = w.shared();
         if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
             return; // nothing else to run: keep going
         }
     }
-    // SAFETY: `next_fast` and `take_global_now` return null or a task
+    // SAFETY: `next_fast` and `take_global_now` return `None` or a task
     // claimed for `w`.
     unsafe { switch_to(c, next, A_YIELD) };
 }
@@ -291,10 +292,10 @@ pub(crate) fn preempt_current(pin: bool) {
     // tasks go to `runnext` (this task is still current) and run next.
     w.shared().run_timers();
     let mut next = w.next_fast();
-    if next.is_null() {
+    if next.is_none() {
         next = w.take_global_now();
     }
-    let action = if !next.is_null() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
+    let action = if next.is_some() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
     // SAFETY: as in `yield_current`.
     unsafe { switch_to(c, next, action) };
 }
@@ -353,7 +354,7 @@ pub(super) fn exit_current() -> ! {
     }
     w.clear_pin(cur);
     let next = w.next_fast();
-    // SAFETY: `next_fast` returns null or a task claimed for `w`; an exited
+    // SAFETY: `next_fast` returns `None` or a task claimed for `w`; an exited
     // task is never resumed.
     unsafe { switch_to(c, next, A_EXIT) };
     crate::sys::write_stderr(b"usurp: internal error: exited task resumed\n");
@@ -392,17 +393,17 @@ pub(super) fn schedule_loop(m: &Machine) {
         w.update_contention();
         // Hook (stack_scan.rs): scanned for the GC's epoch before it runs.
         crate::stack_scan::before_resume(w.shared(), t);
-        m.current.set(t);
-        w.running_task.store(t as usize, Ordering::Relaxed);
+        m.current.set(t.as_ptr());
+        w.running_task.store(t.as_ptr() as usize, Ordering::Relaxed);
         w.bump_switch();
         w.run_since.set(arch::cycles());
         // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
         let r = unsafe {
             if let Some(s) = slot.as_ref() {
-                s.switch_in((*t).stack.lo(), (*t).stack.hi(), (*t).preempt_state.get());
+                s.switch_in(t.stack.lo(), t.stack.hi(), t.preempt_state.get());
             }
-            (*t).state.store(state::RUNNING, Ordering::Relaxed);
-            arch::switch(m.sched_sp.get(), *(*t).sp.get(), 0)
+            t.state.store(state::RUNNING, Ordering::Relaxed);
+            arch::switch(m.sched_sp.get(), *t.sp.get(), 0)
         };
         finish_switch(r);
     }
