@@ -18,13 +18,9 @@
 //! seen or a bound of rounds ran out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 use usurp::gc::{gc_type, Gc, HeapConfig, Member};
 use usurp::Runtime;
-
-/// The switches and counters are process-wide: one scenario at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 #[repr(C)]
 struct Node {
@@ -101,7 +97,7 @@ fn scenario(leave: bool) -> [u64; 4] {
 
 #[test]
 fn assists_and_sweeps_leave_for_a_stop_request() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = usurp_testsupport::serial();
     let [assist_exits, assist_past, sweep_exits, sweep_past] = scenario(true);
     eprintln!("exit on: assist exits {assist_exits}, past {assist_past}; sweep exits {sweep_exits}, past {sweep_past}");
     assert!(assist_exits > 0, "no assist left for a stop request (exits {assist_exits}, slices past one {assist_past})");
@@ -110,7 +106,7 @@ fn assists_and_sweeps_leave_for_a_stop_request() {
 
 #[test]
 fn negative_control_without_the_exit_a_stop_waits_for_the_assist_and_the_sweep() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = usurp_testsupport::serial();
     let [assist_exits, assist_past, sweep_exits, sweep_past] = scenario(false);
     eprintln!("exit off: assist exits {assist_exits}, past {assist_past}; sweep exits {sweep_exits}, past {sweep_past}");
     assert!(assist_past > 0, "no assist ever marked with a request outstanding: the control did not exercise the wait");

@@ -23,13 +23,11 @@
 //! stops ended within them).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use usurp::Runtime;
 use usurp_testsupport::within;
 
-/// The switch is process-wide: one scenario at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 usurp::preemptible! {
     fn spin(stop: &AtomicBool) -> u64 {
@@ -81,7 +79,7 @@ fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
 
 #[test]
 fn a_stop_of_preemptible_loops_completes_within_the_stoppers_spin() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = usurp_testsupport::serial();
     let (stops, sleeps, spun) = stops(true, 40);
     eprintln!("spin on: {stops} stops, {spun} within the spin, {sleeps} stopper sleeps");
     assert_eq!(stops, 40);
@@ -90,7 +88,7 @@ fn a_stop_of_preemptible_loops_completes_within_the_stoppers_spin() {
 
 #[test]
 fn negative_control_without_the_spin_every_stop_sleeps() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = usurp_testsupport::serial();
     let (stops, sleeps, spun) = stops(false, 40);
     eprintln!("spin off: {stops} stops, {spun} within the spin, {sleeps} stopper sleeps");
     assert_eq!(stops, 40);
