@@ -150,14 +150,18 @@ fn a_walk_does_not_hold_up_collections() {
     for _ in 0..3 {
         let with = within(300, "collections during a walk", ttsp_of_collections_during_a_walk);
         eprintln!("with the deref poll: time-to-safepoint per cycle {with:?}");
-        assert!(with.len() >= 3, "too few collections during the walk: {with:?}");
-        let ok = with.iter().all(|t| *t < bound);
+        // Under load a run may fit fewer than 3 collections in the walk
+        // (seen once at load 9): such a run shows nothing and is retried.
+        let ok = with.len() >= 3 && with.iter().all(|t| *t < bound);
         runs.push(with);
         if ok {
             return;
         }
     }
-    panic!("a collection's time-to-safepoint reached {bound:?} in each of three runs: {runs:?}");
+    panic!(
+        "in each of three runs a collection's time-to-safepoint reached {bound:?} or fewer than 3 collections ran \
+         during the walk: {runs:?}"
+    );
 }
 
 #[test]
