@@ -206,12 +206,19 @@ impl Worker {
         self.take_runnext()
     }
 
-    /// Takes the front of the woken FIFO (owner or thief), or null.
-    #[inline]
+    /// Takes the front of the woken FIFO (owner or thief), or null. The
+    /// emptiness check inline (every switch makes it; the FIFO is usually
+    /// empty), the locked pop out of line.
+    #[inline(always)]
     pub(super) fn take_woken(&self) -> *mut Task {
         if self.woken_len.load(Ordering::Relaxed) == 0 {
             return ptr::null_mut();
         }
+        self.take_woken_locked()
+    }
+
+    #[inline(never)]
+    fn take_woken_locked(&self) -> *mut Task {
         let mut q = self.woken.lock();
         let t = q.pop_front().unwrap_or(ptr::null_mut());
         self.woken_len.store(q.len(), Ordering::SeqCst);
