@@ -163,6 +163,12 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
     fn cpu_link(&self) -> &CpuLink {
         &self.cpu
     }
+    fn quiet_drop(&self) -> bool {
+        // SAFETY: called by the task after `run` (it wrote the result; the
+        // joiner reads it only after `finish`).
+        let ok = matches!(unsafe { &*self.result.get() }, Some(Ok(_)) | None);
+        ok && !std::mem::needs_drop::<T>()
+    }
     fn abandon(&self) {
         // A task that never started: drop its closure now (what it captured,
         // e.g. a channel Sender, is released as if the task had run and
@@ -265,14 +271,19 @@ impl<T> JoinHandle<T> {
         let st = self.packet.state();
         if st.load(Ordering::Acquire) != DONE {
             let waker = Waker::current();
-            let is_task = matches!(waker, Waker::Task(_));
+            let task = match waker {
+                Waker::Task(t) => Some(t),
+                Waker::Thread(_) => None,
+            };
             // SAFETY: we are the only join handle; the task reads the waiter
             // only after seeing WAITING.
             unsafe { self.packet.set_waiter(waker) };
             if st.compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // Exactly one wake will come, from `complete`.
-                crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::JOIN, self.id);
-                wait_until(is_task, || st.load(Ordering::Acquire) == DONE);
+                if let Some(t) = task {
+                    crate::tasks::wait::note_wait_of(t, crate::tasks::tcb::wait_kind::JOIN, self.id);
+                }
+                wait_until(task, || st.load(Ordering::Acquire) == DONE);
             }
         }
         // SAFETY: DONE observed above (acquire).

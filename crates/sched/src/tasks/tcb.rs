@@ -85,6 +85,11 @@ pub(crate) trait Body: Send + Sync {
     unsafe fn closure_range(&self) -> (usize, usize);
     /// Where the join handle reads the task's CPU time (`join.rs`).
     fn cpu_link(&self) -> &crate::tasks::cpu_link::CpuLink;
+    /// After `run`: whether dropping the task's reference to the body runs
+    /// no user code (no result destructor, no panic payload), so that the
+    /// task's exit after `finish` is runtime code only (see
+    /// `Task::exit_clocked`).
+    fn quiet_drop(&self) -> bool;
 }
 
 pub(crate) struct Task {
@@ -119,6 +124,15 @@ pub(crate) struct Task {
     /// (plain load + store in `Worker::charge`, no locked RMW), read by
     /// anyone (dumps, `JoinHandle::stats`).
     pub(crate) cpu: AtomicU64,
+    /// Set by the task itself at its end (`worker::final_cpu_cycles`) when
+    /// it charged its CPU time there and only runtime code follows until
+    /// its exit switch (waking the joiner, dropping its body reference
+    /// with no user destructor): that switch then reads no clock, and the
+    /// next task's time starts at this charge (the few hundred cycles of
+    /// the exit path are counted to it). One cycle-counter read less per
+    /// spawned task (issue 11 switch costs). Cleared by `prepare`; written
+    /// and read only by the thread running the task.
+    pub(crate) exit_clocked: Cell<bool>,
     /// What the task waits for while PARKED ([`wait_kind`]) and its
     /// argument. Written only by the task itself, right before it waits
     /// (`worker::note_wait`) and cleared after; read by dumps with the world
@@ -147,6 +161,34 @@ unsafe impl Send for Task {}
 unsafe impl Sync for Task {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Task ids are handed out to each thread in batches of this many (as Go's
+/// goid cache): one locked RMW on the global counter per batch instead of
+/// per spawn. Ids stay unique within the process; they follow spawn order
+/// per thread only.
+const ID_BATCH: u64 = 64;
+
+std::thread_local! {
+    /// This thread's unused ids: `[next, end)`. Const-initialised, no
+    /// destructor. Written only by its thread, in `next_task_id`.
+    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A new task id. Never inlined and not generic: reached from the generic
+/// spawn functions (which may be inlined into `preemptible!` code), it keeps
+/// the thread-local access in the runtime's own code.
+#[inline(never)]
+fn next_task_id() -> u64 {
+    IDS.with(|c| {
+        let (next, end) = c.get();
+        if next != end {
+            c.set((next + 1, end));
+            return next;
+        }
+        let first = NEXT_ID.fetch_add(ID_BATCH, Ordering::Relaxed);
+        c.set((first + 1, first + ID_BATCH));
+        first
+    })
+}
 
 impl Task {
     /// Allocates a new task struct with a fresh stack and registers it.
@@ -168,6 +210,7 @@ impl Task {
             preempt_state: Cell::new(Default::default()),
             woken: Cell::new(false),
             cpu: AtomicU64::new(0),
+            exit_clocked: Cell::new(false),
             wait_kind: AtomicU8::new(wait_kind::NONE),
             wait_arg: AtomicU64::new(0),
             preempt_record: AtomicUsize::new(0),
@@ -214,7 +257,7 @@ impl Task {
         name: Option<Box<str>>,
         entry: unsafe extern "C" fn(usize, usize) -> !,
     ) -> u64 {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_task_id();
         // SAFETY: the caller owns `t` exclusively; the stack is unused.
         unsafe {
             let task = &*t;
@@ -225,6 +268,7 @@ impl Task {
             task.pinned_worker.set(NO_PIN);
             task.preempt_state.set(Default::default());
             task.cpu.store(0, Ordering::Relaxed);
+            task.exit_clocked.set(false);
             task.wait_kind.store(wait_kind::NONE, Ordering::Relaxed);
             task.preempt_record.store(0, Ordering::Relaxed);
             // A task created during a mark starts with a black stack

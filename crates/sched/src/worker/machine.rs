@@ -310,6 +310,21 @@ impl Worker {
 
 }
 
+/// At the end of task `t` (running on this thread): its CPU time in
+/// cycles up to now, for its join handle. If `quiet_exit` (only runtime
+/// code follows until its exit switch), the time is charged to `t` here
+/// and the exit switch reads no clock (`Task::exit_clocked`).
+pub(crate) fn final_cpu_cycles(t: TaskRef, quiet_exit: bool) -> u64 {
+    match Current::get() {
+        Some(c) if c.task() == t && quiet_exit => {
+            c.worker().charge(t);
+            t.exit_clocked.set(true);
+            t.cpu.load(Ordering::Relaxed)
+        }
+        _ => current_cpu_cycles(t),
+    }
+}
+
 /// CPU time of task `t` in cycles: what was charged at its switches, plus,
 /// if `t` is the task running on the calling thread's worker, the time since
 /// it was switched in.

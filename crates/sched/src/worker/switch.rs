@@ -14,7 +14,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use super::machine::{current_cpu_cycles, Current, Machine, Worker, FREE_CACHE, MACHINE};
+use super::machine::{final_cpu_cycles, Current, Machine, Worker, FREE_CACHE, MACHINE};
 use crate::tasks::tcb::TaskRef;
 use super::policy::{make_runnable, preempted_goes_global, FAIR_TICKS};
 
@@ -60,7 +60,12 @@ pub(super) unsafe fn switch_to(c: Current, next: *mut Task, action: usize) {
 #[inline]
 unsafe fn switch_raw(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, action: usize) {
     // SAFETY: `cur` is the running task (per the contract).
-    w.charge(unsafe { TaskRef::new(cur) });
+    let cur_ref = unsafe { TaskRef::new(cur) };
+    // An exiting task that charged its time at its end (`exit_clocked`)
+    // is not charged again: the next task's time starts there.
+    if action != A_EXIT || !cur_ref.exit_clocked.get() {
+        w.charge(cur_ref);
+    }
     let target = if next.is_null() {
         m.current.set(ptr::null_mut());
         w.running_task.store(0, Ordering::Relaxed);
@@ -330,7 +335,7 @@ pub(super) fn run_body(t: TaskRef) {
         crate::tasks::local::drop_locals(t.as_ptr());
         if let Some(body) = (*t.body.get()).as_ref() {
             // Its CPU time so far stays readable through the join handle.
-            body.cpu_link().retire(current_cpu_cycles(t));
+            body.cpu_link().retire(final_cpu_cycles(t, body.quiet_drop()));
             body.finish();
         }
         // Out of the task first, then dropped: dropping the packet may run
