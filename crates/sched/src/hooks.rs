@@ -34,6 +34,16 @@ pub fn park_current_and_reschedule() {
     crate::worker::preempt_current(true);
 }
 
+/// Test-only switch (negative control of the exit charge, issue 11 switch
+/// costs; `tests/sched_exit_charge.rs`): `false` makes an exiting task skip
+/// the charge at its end while its exit switch still reads no clock
+/// (`Task::exit_clocked`), so the task that runs next on its worker is
+/// charged the exited task's CPU time; `true` (the default) restores it.
+#[doc(hidden)]
+pub fn set_exit_charge_for_tests(on: bool) {
+    crate::worker::EXIT_CHARGE.store(on, Ordering::Relaxed);
+}
+
 /// Test-only switch: `Some(true)` pins every async-preempted task to its
 /// worker's thread (the behaviour before preempted loops could migrate),
 /// `Some(false)` never pins (unsound for code holding TLS addresses: only

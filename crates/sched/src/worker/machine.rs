@@ -338,6 +338,12 @@ impl Worker {
 
 }
 
+/// Test-only switch (negative control of the exit charge), set through
+/// `hooks::set_exit_charge_for_tests`: `true` (normal); `false`: an exiting
+/// task sets `exit_clocked` without charging itself, so the next task on
+/// its worker is charged the exited task's time.
+pub(crate) static EXIT_CHARGE: AtomicBool = AtomicBool::new(true);
+
 /// At the end of task `t` (running on this thread): its CPU time in
 /// cycles up to now, for its join handle. If `quiet_exit` (only runtime
 /// code follows until its exit switch), the time is charged to `t` here
@@ -345,6 +351,12 @@ impl Worker {
 pub(crate) fn final_cpu_cycles(t: TaskRef, quiet_exit: bool) -> u64 {
     match Current::get() {
         Some(c) if c.task() == t && quiet_exit => {
+            if !EXIT_CHARGE.load(Ordering::Relaxed) {
+                // Negative control only: the exit switch skips its read
+                // without this charge.
+                t.exit_clocked.set(true);
+                return current_cpu_cycles(t);
+            }
             c.worker().charge(t);
             t.exit_clocked.set(true);
             t.cpu.load(Ordering::Relaxed)

@@ -42,6 +42,7 @@ pub(crate) mod thread;
 pub(crate) use blocking::blocking_dyn;
 pub(crate) use machine::{
     current_cpu_cycles, current_task, current_task_ref, machine, machine_in_signal, Current, Machine, Worker,
+    EXIT_CHARGE,
 };
 pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
