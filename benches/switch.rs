@@ -2,6 +2,12 @@
 //! `cargo bench --bench switch`): yield between two tasks on one worker,
 //! channel ping-pong round trip between two tasks, and spawn+join of an empty
 //! task. Each figure is the median of several runs; one line per benchmark.
+//!
+//! Knobs (for profiling one scenario, e.g. under callgrind):
+//! `USURP_BENCH_ITERS=n` operations per run (default 1e6), `USURP_BENCH_RUNS=r`
+//! runs per figure (default 7; the warm-up run comes on top), and a filter
+//! argument: `cargo bench --bench switch -- spawn` runs only the benchmarks
+//! whose name contains `spawn` (e.g. `ping-pong`, `workers(1)`).
 
 use std::time::Instant;
 use usurp::{spawn, sync_channel, yield_now, Runtime};
@@ -13,8 +19,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn iters(default: usize) -> usize {
-    std::env::var("USURP_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// ns per yield: two tasks on one worker each yield `n` times.
@@ -70,26 +76,34 @@ fn spawn_join_ns(rt: &Runtime, n: usize) -> f64 {
     })
 }
 
-fn report(name: &str, unit: &str, f: impl Fn() -> f64) {
+fn report(filter: Option<&str>, name: &str, unit: &str, f: impl Fn() -> f64) {
+    if filter.is_some_and(|w| !name.contains(w)) {
+        return;
+    }
+    let runs = env_usize("USURP_BENCH_RUNS", RUNS).max(1);
     f(); // warm-up (maps stacks, fills caches)
-    let runs: Vec<f64> = (0..RUNS).map(|_| f()).collect();
+    let runs: Vec<f64> = (0..runs).map(|_| f()).collect();
+    let k = runs.len();
     let lo = runs.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = runs.iter().cloned().fold(0.0, f64::max);
-    println!("{name}: {:.1} {unit} (median of {RUNS}; min {lo:.1}, max {hi:.1})", median(runs));
+    println!("{name}: {:.1} {unit} (median of {}; min {lo:.1}, max {hi:.1})", median(runs), k);
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing
     // special: run a short smoke pass then.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let n = if quick { 1000 } else { iters(1_000_000) };
+    let n = if quick { 1000 } else { env_usize("USURP_BENCH_ITERS", 1_000_000) };
+    // The first argument that is not an option filters benchmarks by name.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let filter = filter.as_deref();
     let one = Runtime::builder().workers(1).build().expect("runtime");
     let all = Runtime::new().expect("runtime");
-    report("yield, 2 tasks, workers(1)", "ns per yield", || yield_ns(&one, n));
-    report("channel ping-pong round trip, workers(1)", "ns", || pingpong_ns(&one, n));
-    report("spawn+join, workers(1)", "ns", || spawn_join_ns(&one, n));
+    report(filter, "yield, 2 tasks, workers(1)", "ns per yield", || yield_ns(&one, n));
+    report(filter, "channel ping-pong round trip, workers(1)", "ns", || pingpong_ns(&one, n));
+    report(filter, "spawn+join, workers(1)", "ns", || spawn_join_ns(&one, n));
     let w = all.workers();
-    report(&format!("yield, 2 tasks, workers({w})"), "ns per yield", || yield_ns(&all, n));
-    report(&format!("channel ping-pong round trip, workers({w})"), "ns", || pingpong_ns(&all, n));
-    report(&format!("spawn+join, workers({w})"), "ns", || spawn_join_ns(&all, n));
+    report(filter, &format!("yield, 2 tasks, workers({w})"), "ns per yield", || yield_ns(&all, n));
+    report(filter, &format!("channel ping-pong round trip, workers({w})"), "ns", || pingpong_ns(&all, n));
+    report(filter, &format!("spawn+join, workers({w})"), "ns", || spawn_join_ns(&all, n));
 }

@@ -336,9 +336,21 @@ impl WorkerSlot {
         self.take_request()
     }
 
-    /// Clears the checkpoint flag; true if it was set.
+    /// Clears the checkpoint flag; true if it was set. Inline (it runs on
+    /// every switch, from `switch_out`, another crate's code): the usual
+    /// case is one relaxed load; clearing a set flag is out of line.
+    #[inline]
     pub(crate) fn take_request(&self) -> bool {
-        if self.requested.load(Ordering::Relaxed) && self.requested.swap(false, Ordering::AcqRel) {
+        if self.requested.load(Ordering::Relaxed) {
+            return self.take_request_slow();
+        }
+        false
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_request_slow(&self) -> bool {
+        if self.requested.swap(false, Ordering::AcqRel) {
             POLL.fetch_sub(1, Ordering::Release);
             return true;
         }

@@ -265,14 +265,19 @@ impl<T> JoinHandle<T> {
         let st = self.packet.state();
         if st.load(Ordering::Acquire) != DONE {
             let waker = Waker::current();
-            let is_task = matches!(waker, Waker::Task(_));
+            let task = match waker {
+                Waker::Task(t) => Some(t),
+                Waker::Thread(_) => None,
+            };
             // SAFETY: we are the only join handle; the task reads the waiter
             // only after seeing WAITING.
             unsafe { self.packet.set_waiter(waker) };
             if st.compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // Exactly one wake will come, from `complete`.
-                crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::JOIN, self.id);
-                wait_until(is_task, || st.load(Ordering::Acquire) == DONE);
+                if let Some(t) = task {
+                    crate::tasks::wait::note_wait_of(t, crate::tasks::tcb::wait_kind::JOIN, self.id);
+                }
+                wait_until(task, || st.load(Ordering::Acquire) == DONE);
             }
         }
         // SAFETY: DONE observed above (acquire).

@@ -233,6 +233,7 @@ impl<T> State<T> {
     /// Under the channel's lock: sends `v` now if a receiver waits (it is
     /// handed the value; the returned waker must be woken after unlocking)
     /// or the buffer has room; else `Full(v)` or `Disconnected(v)`.
+    #[inline]
     pub(super) fn try_send_locked(&mut self, v: T) -> (Result<(), TrySendError<T>>, Option<Waker>) {
         if !self.receiver_alive {
             return (Err(TrySendError::Disconnected(v)), None);
@@ -277,6 +278,7 @@ impl<T> State<T> {
     /// (moving a blocked sender's value into the freed slot) or a live
     /// sender waits (rendezvous); the returned waker must be woken after
     /// unlocking. Else `Empty`, or `Disconnected` if no sender is left.
+    #[inline]
     pub(super) fn try_recv_locked(&mut self) -> (Result<T, TryRecvError>, Option<Waker>) {
         if let Some(v) = self.buf.pop_front() {
             // Room freed: move one blocked sender's value in.

@@ -56,7 +56,11 @@ impl CpuLink {
     /// Called by the task once, when its body is done: publishes its final
     /// CPU cycles and detaches from the link (see the type's docs).
     pub(crate) fn retire(&self, cycles: u64) {
-        self.final_cycles.store(cycles, Ordering::SeqCst);
+        // Release is enough here (and a plain store on x86, where a SeqCst
+        // store is a locked exchange): a reader loads it only after seeing
+        // `task` null, which the SeqCst (so releasing) store below
+        // publishes after it.
+        self.final_cycles.store(cycles, Ordering::Release);
         self.task.store(std::ptr::null_mut(), Ordering::SeqCst);
         let mut spins = 0u32;
         while self.readers.load(Ordering::SeqCst) != 0 {

@@ -147,6 +147,34 @@ unsafe impl Send for Task {}
 unsafe impl Sync for Task {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Task ids are handed out to each thread in batches of this many (as Go's
+/// goid cache): one locked RMW on the global counter per batch instead of
+/// per spawn. Ids stay unique within the process; they follow spawn order
+/// per thread only.
+const ID_BATCH: u64 = 64;
+
+std::thread_local! {
+    /// This thread's unused ids: `[next, end)`. Const-initialised, no
+    /// destructor. Written only by its thread, in `next_task_id`.
+    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A new task id. Never inlined and not generic: reached from the generic
+/// spawn functions (which may be inlined into `preemptible!` code), it keeps
+/// the thread-local access in the runtime's own code.
+#[inline(never)]
+fn next_task_id() -> u64 {
+    IDS.with(|c| {
+        let (next, end) = c.get();
+        if next != end {
+            c.set((next + 1, end));
+            return next;
+        }
+        let first = NEXT_ID.fetch_add(ID_BATCH, Ordering::Relaxed);
+        c.set((first + 1, first + ID_BATCH));
+        first
+    })
+}
 
 impl Task {
     /// Allocates a new task struct with a fresh stack and registers it.
@@ -214,7 +242,7 @@ impl Task {
         name: Option<Box<str>>,
         entry: unsafe extern "C" fn(usize, usize) -> !,
     ) -> u64 {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_task_id();
         // SAFETY: the caller owns `t` exclusively; the stack is unused.
         unsafe {
             let task = &*t;

@@ -201,6 +201,14 @@ pub(crate) fn note_wait(kind: u8, arg: u64) {
     }
 }
 
+/// [`note_wait`] for the current task `t`, already at hand (no
+/// thread-local lookup).
+#[inline(never)]
+pub(crate) fn note_wait_of(t: TaskRef, kind: u8, arg: u64) {
+    t.wait_arg.store(arg, Ordering::Relaxed);
+    t.wait_kind.store(kind, Ordering::Relaxed);
+}
+
 /// Clears what [`note_wait`] recorded (the wait is over).
 #[inline(never)]
 pub(crate) fn clear_wait() {
@@ -209,6 +217,12 @@ pub(crate) fn clear_wait() {
         // SAFETY: as in `note_wait`.
         unsafe { (*t).wait_kind.store(crate::tasks::tcb::wait_kind::NONE, Ordering::Relaxed) };
     }
+}
+
+/// [`clear_wait`] for the current task `t`, already at hand.
+#[inline(never)]
+pub(crate) fn clear_wait_of(t: TaskRef) {
+    t.wait_kind.store(crate::tasks::tcb::wait_kind::NONE, Ordering::Relaxed);
 }
 
 /// The monotonic deadline (ns, as `sys::now_ns`) `d` from now, saturating.
@@ -246,12 +260,12 @@ impl Waker {
 /// Waits for a [`Waker`] obtained by [`Waker::current`] to be woken, until
 /// `done()` holds. Tasks park at least once (consuming exactly the token of
 /// the one wake they were promised).
-pub(crate) fn wait_until(is_task: bool, done: impl Fn() -> bool) {
-    if is_task {
+pub(crate) fn wait_until(task: Option<TaskRef>, done: impl Fn() -> bool) {
+    if let Some(t) = task {
         loop {
             worker::park_current();
             if done() {
-                clear_wait();
+                clear_wait_of(t);
                 return;
             }
         }
@@ -368,8 +382,8 @@ impl<P> WaitNode<P> {
     pub(crate) fn wait(&self) {
         // The waker may `take` the node's waker concurrently: decide how to
         // wait from the calling context (the same one `new` recorded).
-        let is_task = worker::Current::get().is_some();
-        wait_until(is_task, || self.notified.load(Ordering::Acquire));
+        let task = worker::Current::get().map(|c| c.task());
+        wait_until(task, || self.notified.load(Ordering::Acquire));
     }
 }
 

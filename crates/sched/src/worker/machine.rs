@@ -156,16 +156,33 @@ pub(crate) fn current_task() -> *mut Task {
     unsafe { (*m).current.get() }
 }
 
-#[repr(align(64))]
+#[repr(C, align(64))]
 ///
 /// Who touches what: "owner" is the thread currently driving the worker
 /// (handed over with release/acquire in `Shared::handoff`); the rest say
 /// their lock or ordering.
+///
+/// Field order is the layout (`repr(C)`): fields are grouped by who
+/// writes them how often, with cache-line breaks ([`LineBreak`]) between
+/// the groups (issue 11 switch costs, workers(2)).
 pub(crate) struct Worker {
+    // Read-mostly (immutable, or changed when a thread takes the worker
+    // over): shared by every thread's cache.
     /// Its position in `Shared::workers`. Immutable.
     pub(crate) index: usize,
     /// The runtime it belongs to (which owns it). Immutable.
     pub(crate) shared: *const Shared,
+    /// The runtime has this one worker: nobody steals from `runnext` and
+    /// there is no idle worker to wake, so its owner uses plain loads and
+    /// stores on it (no locked read-modify-write on the wake path).
+    pub(super) solo: bool,
+    /// Preemption slot of the thread driving this worker (null if that
+    /// thread has none: async preemption off). See `preempt_glue.rs`.
+    pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
+    /// Per other worker, for runnext stealing: (its `switch_count` when
+    /// this worker last looked, when it first saw that value). Touched only
+    /// by the thread driving this worker (in `steal_runnext`).
+    pub(super) watch: Box<[Cell<(u64, u64)>]>,
     /// The 256-slot ring: pushed by the owner, popped by the owner and
     /// thieves with a CAS (`queue.rs`).
     pub(crate) queue: LocalQueue,
@@ -176,6 +193,37 @@ pub(crate) struct Worker {
     /// swaps/CASes a task out of the slot owns it. On its own cache line:
     /// idle workers read it while the owner switches.
     pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
+    // Line break: the owner's per-switch state below shares no cache
+    // line with what other workers poll (their reads would pull the line
+    // away from the owner on every switch while they search for work).
+    _owner: LineBreak,
+    /// The outgoing task of the switch in progress (see `switch_to`).
+    /// Owner only.
+    pub(super) prev: Cell<*mut Task>,
+    /// Schedules so far (the global queue and timers come first every
+    /// `FAIR_TICKS`). Owner only.
+    pub(super) tick: Cell<u32>,
+    /// Boosted picks in a row (bounded by `RUNNEXT_STREAK`). Owner only.
+    pub(super) streak: Cell<u32>,
+    /// Xorshift state for the steal order. Owner only.
+    pub(super) rng: Cell<u32>,
+    /// `arch::cycles()` when the running task was switched in (per-task CPU
+    /// time, issue 15; see [`Worker::charge`]). Touched only by the thread
+    /// driving the worker.
+    pub(super) run_since: Cell<u64>,
+    /// Free task structs of this runtime (at most `FREE_CACHE`). Owner only.
+    pub(crate) free: UnsafeCell<Vec<*mut Task>>,
+    /// Tasks pinned here (queued or running) that have not switched
+    /// cooperatively since; while nonzero, `blocking` does not hand off the
+    /// worker (it moves the calling task to a spare thread instead).
+    pub(super) pinned: Cell<usize>,
+    /// The spare thread the outgoing task moves to (`A_ADOPT`); set by the
+    /// running task right before its switch, taken by `finish_switch` on
+    /// the same thread.
+    pub(super) adopt_to: Cell<*const Machine>,
+    // Line break: read by searching, waking and stopping workers; written
+    // by the owner only when tasks are queued here or it idles.
+    _polled: LineBreak,
     /// Woken tasks waiting for a boosted pick (latency fairness, issue 11):
     /// a woken task displaced from `runnext` by a later wake or spawn moves
     /// here, so `runnext` holds the newest task and this FIFO the older
@@ -187,18 +235,6 @@ pub(crate) struct Worker {
     /// `woken.len()`, written under the `woken` lock (SeqCst), read without
     /// it for idle and contention checks.
     pub(crate) woken_len: AtomicUsize,
-    /// The outgoing task of the switch in progress (see `switch_to`).
-    /// Owner only.
-    pub(super) prev: Cell<*mut Task>,
-    /// Schedules so far (the global queue and timers come first every
-    /// `FAIR_TICKS`). Owner only.
-    pub(super) tick: Cell<u32>,
-    /// Boosted picks in a row (bounded by `RUNNEXT_STREAK`). Owner only.
-    pub(super) streak: Cell<u32>,
-    /// Xorshift state for the steal order. Owner only.
-    pub(super) rng: Cell<u32>,
-    /// Free task structs of this runtime (at most `FREE_CACHE`). Owner only.
-    pub(crate) free: UnsafeCell<Vec<*mut Task>>,
     /// Tasks pinned to this worker that other workers found in their
     /// queues: pushed by any thread (`Shared::claim_for`), drained by the
     /// owner, under the spin lock.
@@ -206,22 +242,6 @@ pub(crate) struct Worker {
     /// `inbox.len()`, stored (SeqCst) under the `inbox` lock; read without
     /// it for idle and contention checks.
     pub(crate) inbox_len: AtomicUsize,
-    /// Tasks pinned here (queued or running) that have not switched
-    /// cooperatively since; while nonzero, `blocking` does not hand off the
-    /// worker (it moves the calling task to a spare thread instead).
-    pub(super) pinned: Cell<usize>,
-    /// The spare thread the outgoing task moves to (`A_ADOPT`); set by the
-    /// running task right before its switch, taken by `finish_switch` on
-    /// the same thread.
-    pub(super) adopt_to: Cell<*const Machine>,
-    /// Per other worker, for runnext stealing: (its `switch_count` when
-    /// this worker last looked, when it first saw that value). Touched only
-    /// by the thread driving this worker (in `steal_runnext`).
-    pub(super) watch: Box<[Cell<(u64, u64)>]>,
-    /// The runtime has this one worker: nobody steals from `runnext` and
-    /// there is no idle worker to wake, so its owner uses plain loads and
-    /// stores on it (no locked read-modify-write on the wake path).
-    pub(super) solo: bool,
     /// Registered idle (counted in `Shared::nidle`): set (SeqCst) by the
     /// owner before it sleeps, cleared with a SeqCst CAS by whoever wakes
     /// it (or by itself).
@@ -229,6 +249,10 @@ pub(crate) struct Worker {
     /// Futex word the idle owner sleeps on: set to 1 (SeqCst) by wakers
     /// (`wake_worker_word`), reset by the owner.
     pub(crate) sleep_word: AtomicU32,
+    // Line break: written by the owner on every switch and read by other
+    // workers (runnext stealing's grace period, stops, dumps): alone on
+    // their line.
+    _published: LineBreak,
     /// Incremented on every task switch on this worker (preemption hook).
     /// Not a duplicate of `WorkerSlot::switches`: that one counts per OS
     /// thread (a worker changes threads at a `blocking` handoff) and exists
@@ -237,14 +261,14 @@ pub(crate) struct Worker {
     pub(crate) switch_count: AtomicU64,
     /// Address of the task on this worker's CPU, or 0 (preemption hook).
     pub(crate) running_task: AtomicUsize,
-    /// Preemption slot of the thread driving this worker (null if that
-    /// thread has none: async preemption off). See `preempt_glue.rs`.
-    pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
-    /// `arch::cycles()` when the running task was switched in (per-task CPU
-    /// time, issue 15; see [`Worker::charge`]). Touched only by the thread
-    /// driving the worker.
-    pub(super) run_since: Cell<u64>,
+    // Line break: nothing after this shares the line above.
+    _end: LineBreak,
 }
+
+/// A zero-sized field aligned to a cache line: in a `repr(C)` struct, the
+/// next field starts on a new line (the padding goes before it).
+#[repr(align(64))]
+pub(crate) struct LineBreak;
 
 // SAFETY: the Cells and UnsafeCells are touched only by the thread currently
 // driving the worker (handed over with release/acquire in `handoff`); the rest
@@ -279,6 +303,10 @@ impl Worker {
             running_task: AtomicUsize::new(0),
             slot: AtomicPtr::new(ptr::null_mut()),
             run_since: Cell::new(0),
+            _owner: LineBreak,
+            _polled: LineBreak,
+            _published: LineBreak,
+            _end: LineBreak,
         }
     }
 
@@ -309,6 +337,7 @@ impl Worker {
     }
 
 }
+
 
 /// CPU time of task `t` in cycles: what was charged at its switches, plus,
 /// if `t` is the task running on the calling thread's worker, the time since

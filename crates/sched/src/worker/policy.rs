@@ -203,12 +203,19 @@ impl Worker {
         self.take_runnext()
     }
 
-    /// Takes the front of the woken FIFO (owner or thief), or `None`.
-    #[inline]
+    /// Takes the front of the woken FIFO (owner or thief), or `None`. The
+    /// emptiness check inline (every switch makes it; the FIFO is usually
+    /// empty), the locked pop out of line.
+    #[inline(always)]
     pub(super) fn take_woken(&self) -> Option<TaskRef> {
         if self.woken_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
+        self.take_woken_locked()
+    }
+
+    #[inline(never)]
+    fn take_woken_locked(&self) -> Option<TaskRef> {
         let mut q = self.woken.lock();
         let t = q.pop_front();
         self.woken_len.store(q.len(), Ordering::SeqCst);

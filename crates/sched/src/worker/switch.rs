@@ -229,7 +229,13 @@ pub(crate) fn park_current() {
         );
         std::process::abort();
     }
-    if cur.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    // The token already given: consume it and keep running. A plain load
+    // first (no locked instruction on the usual way into a park): a token
+    // given after it is seen by `finish_switch`'s `A_PARK` exchange, which
+    // then requeues the task.
+    if cur.park.load(Ordering::Relaxed) == park::NOTIFIED
+        && cur.park.compare_exchange(park::NOTIFIED, park::EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    {
         return;
     }
     w.clear_pin(cur);
