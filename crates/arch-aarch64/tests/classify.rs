@@ -373,10 +373,7 @@ impl Rng {
 
 #[test]
 fn random_words_never_panic() {
-    let scale: f64 = std::env::var("USURP_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    let scale = usurp_testsupport::scale_factor();
     let n = ((200_000.0 * scale) as usize).max(1000);
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut buf = [0u8; 96];

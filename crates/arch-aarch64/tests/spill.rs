@@ -425,10 +425,7 @@ fn reset_counters() {
 }
 
 fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0)
+    usurp_testsupport::scale_factor()
 }
 
 struct TaskCtx {

@@ -231,7 +231,7 @@ impl XorShift {
 }
 
 fn scale() -> f64 {
-    std::env::var("USURP_TEST_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0)
+    usurp_testsupport::scale_factor()
 }
 
 /// Two pages: the first readable, the second PROT_NONE; plus a PROT_NONE page

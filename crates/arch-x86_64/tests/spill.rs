@@ -215,8 +215,7 @@ fn spill_from_a_signal_preserves_registers_flags_and_red_zone() {
         libc::sigfillset(&mut sa.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
     }
-    let scale: f64 =
-        std::env::var("USURP_TEST_SCALE").ok().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(1.0);
+    let scale = usurp_testsupport::scale_factor();
     let want = ((2_000.0 * scale) as u64).max(50);
     let (tx, rx) = std::sync::mpsc::channel();
     let spinner = std::thread::spawn(move || {
