@@ -34,17 +34,7 @@ fn churn(h: &Heap) {
 
 /// The list starting at `addr` is still the list `list(LEN)` built.
 fn intact(h: &Heap, addr: usize) -> bool {
-    let Some(r) = h.object_at(addr) else { return false };
-    let mut cur: Option<Gc<Node>> = Gc::from_ref(r);
-    let mut expect = LEN;
-    while let Some(n) = cur {
-        if expect == 0 || n.val != expect - 1 {
-            return false;
-        }
-        expect -= 1;
-        cur = n.left.get();
-    }
-    expect == 0
+    intact_list(h, addr, LEN)
 }
 
 /// A finalizer of `a` that captures the only reference to a list `b` keeps

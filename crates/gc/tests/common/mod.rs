@@ -188,3 +188,20 @@ pub fn fresh_stack_size() -> usize {
     static N: AtomicUsize = AtomicUsize::new(0);
     (8 << 20) + N.fetch_add(1, Ordering::Relaxed) * (64 << 10)
 }
+
+/// Whether the object at `addr` still heads the list [`list`]`(len)` built
+/// (values `len - 1` down to 0), read through `Heap::object_at` (checked:
+/// a freed head reads as `false`, never as freed memory).
+pub fn intact_list(h: &Heap, addr: usize, len: usize) -> bool {
+    let Some(r) = h.object_at(addr) else { return false };
+    let mut cur: Option<Gc<Node>> = Gc::from_ref(r);
+    let mut expect = len;
+    while let Some(n) = cur {
+        if expect == 0 || n.val != expect - 1 {
+            return false;
+        }
+        expect -= 1;
+        cur = n.left.get();
+    }
+    expect == 0
+}
