@@ -200,11 +200,7 @@ fn handoff(shading: bool) -> bool {
                     let x = rx.recv().unwrap();
                     done_rx.recv().unwrap();
                     // After the cycle: X must still be there.
-                    let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
-                    if alive {
-                        assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
-                    }
-                    alive
+                    x_survived(&weak, x)
                 })
             };
             let u = {
@@ -219,11 +215,7 @@ fn handoff(shading: bool) -> bool {
                     U_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                     usurp::blocking(move || {
                         U_IN_BLOCKING.store(true, Ordering::SeqCst);
-                        let t0 = Instant::now();
-                        while !GO.load(Ordering::SeqCst) {
-                            assert!(t0.elapsed() < Duration::from_secs(60), "GO never came");
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
+                        wait_until(Duration::from_secs(60), "GO", || GO.load(Ordering::SeqCst));
                         send_deep(&tx, xs);
                     });
                 })
@@ -252,6 +244,16 @@ fn make_x(heap: &Heap, weak: &Mutex<Option<WeakRef>>) -> usize {
     let x = node(0xfeed, None, None);
     *weak.lock().unwrap() = Some(heap.weak(x.raw()));
     x.raw().addr() ^ X
+}
+
+/// After the cycle: whether X (`x`, its weak reference `weak`) survived;
+/// if it did, its contents are intact.
+fn x_survived(weak: &Mutex<Option<WeakRef>>, x: GcRef) -> bool {
+    let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
+    if alive {
+        assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
+    }
+    alive
 }
 
 /// Sends X from deep below the caller's frames (so no copy of it lands
@@ -289,11 +291,7 @@ fn check_then_publish_race(gated: bool) -> bool {
                 V_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                 let x = rx.recv().unwrap();
                 done_rx.recv().unwrap();
-                let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
-                if alive {
-                    assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
-                }
-                alive
+                x_survived(&weak, x)
             })
         };
         while V_ID.load(Ordering::SeqCst) == 0 {
@@ -402,11 +400,7 @@ fn spawn_handoff(shading: bool) -> bool {
                     U_ID.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                     usurp::blocking(move || {
                         U_IN_BLOCKING.store(true, Ordering::SeqCst);
-                        let t0 = Instant::now();
-                        while !GO.load(Ordering::SeqCst) {
-                            assert!(t0.elapsed() < Duration::from_secs(60), "GO never came");
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
+                        wait_until(Duration::from_secs(60), "GO", || GO.load(Ordering::SeqCst));
                         w_tx.send(spawn_deep(xs, weak, done_rx)).unwrap();
                     });
                 })
@@ -442,11 +436,7 @@ fn spawn_deep(
     usurp::spawn(move || {
         let x = black_box(x);
         done_rx.recv().unwrap();
-        let alive = weak.lock().unwrap().as_ref().unwrap().get().is_some();
-        if alive {
-            assert_eq!(Gc::<Node>::from_ref(black_box(x)).unwrap().val, 0xfeed);
-        }
-        alive
+        x_survived(&weak, x)
     })
 }
 
@@ -597,11 +587,9 @@ fn spinner_in_plain_code_holds_up_no_stack_scan() {
                     usurp::spawn(move || {
                         h_id.store(usurp::task::id().unwrap(), Ordering::SeqCst);
                         usurp::blocking(|| {
-                            let t0 = Instant::now();
-                            while !SPINNING.load(Ordering::SeqCst) {
-                                assert!(t0.elapsed() < Duration::from_secs(60), "the spinner never started");
-                                std::thread::sleep(Duration::from_micros(100));
-                            }
+                            wait_until(Duration::from_secs(60), "the spinner started", || {
+                                SPINNING.load(Ordering::SeqCst)
+                            });
                             std::thread::sleep(Duration::from_millis(50));
                             WAKES_AT_RELEASE.store(WAKES.load(Ordering::SeqCst), Ordering::SeqCst);
                         });
