@@ -350,8 +350,9 @@ fn a_stop_held_up_by_a_task_names_it() {
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, st) = (stop.clone(), started.clone());
         let hog = crate::join::spawn_in(rt.shared(), Some("the-hog".into()), move || {
-            st.store(true, Ordering::SeqCst);
             while !s.load(Ordering::Relaxed) {
+                // A lap begins: the hog runs on its worker.
+                st.store(true, Ordering::SeqCst);
                 let t = std::time::Instant::now();
                 while t.elapsed() < std::time::Duration::from_millis(30) {
                     std::hint::spin_loop();
@@ -374,6 +375,16 @@ fn a_stop_held_up_by_a_task_names_it() {
         }
         let mut named = None;
         for _ in 0..5 {
+            // Stop while the hog runs, not while it waits to be resumed
+            // after the previous start (a stop then finds its worker idle
+            // and ends at once: under qemu in a full parallel run, all 5
+            // stops once did).
+            started.store(false, Ordering::SeqCst);
+            let t0 = std::time::Instant::now();
+            while !started.load(Ordering::SeqCst) {
+                assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the hog never began a lap");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let ttsp = rt.stop_the_world();
             rt.start_the_world();
             if ttsp >= crate::stw::HOLDUP_REPORT {
