@@ -780,13 +780,36 @@ mod tests {
     use super::*;
     use crate::guard::NoPreempt;
 
+    /// A slot with the `'static` lifetime registration needs (leaked: a
+    /// test's slots live as long as the process, as the pool's do).
+    fn leaked_slot() -> &'static WorkerSlot {
+        Box::leak(Box::new(WorkerSlot::new()))
+    }
+
+    /// Runs `f` on a fresh thread (each registration needs its own thread:
+    /// one worker per thread) and returns its result; a panic inside fails
+    /// the test.
+    fn on_new_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        std::thread::spawn(f).join().unwrap()
+    }
+
+    /// Waits (20 s watchdog) until the handler of `a` has acknowledged a
+    /// request sent after it had acknowledged `acks`.
+    fn wait_for_ack_after(a: &WorkerSlot, acks: u64) {
+        let t0 = std::time::Instant::now();
+        while a.acks() == acks {
+            assert!(t0.elapsed() < Duration::from_secs(20), "request never acknowledged");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn no_preempt_depth_travels_with_the_task_across_workers() {
-        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        let b: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let a = leaked_slot();
+        let b = leaked_slot();
         // Worker A: the task enters two nested sections and is switched out
         // (a cooperative switch inside the section).
-        let st = std::thread::spawn(move || {
+        let st = on_new_thread(move || {
             register_worker(a, Duration::from_millis(10)).unwrap();
             assert!(core::ptr::eq(current_worker().unwrap(), a));
             a.switch_in(0x1000, 0x2000, TaskPreemptState::default());
@@ -805,14 +828,12 @@ mod tests {
             assert_eq!(a.no_preempt_depth(), 0);
             unregister_worker().unwrap();
             st
-        })
-        .join()
-        .unwrap();
+        });
         assert_eq!(st.no_preempt_depth(), 1);
         // Worker B resumes the task: the depth comes back, and the guard's
         // drop (modelled by a fresh guard's drop after forgetting its
         // increment) ends the section there.
-        std::thread::spawn(move || {
+        on_new_thread(move || {
             register_worker(b, Duration::from_millis(10)).unwrap();
             b.switch_in(0x1000, 0x2000, st);
             assert_eq!(b.no_preempt_depth(), 1);
@@ -824,15 +845,13 @@ mod tests {
             assert_eq!(b.no_preempt_depth(), 0);
             b.switch_out();
             unregister_worker().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn registration_errors_and_idle_transitions() {
-        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        std::thread::spawn(move || {
+        let a = leaked_slot();
+        on_new_thread(move || {
             assert_eq!(unregister_worker(), Err(Error::NotAWorker));
             assert!(matches!(register_worker(a, Duration::from_micros(10)), Err(Error::InvalidQuantum(_))));
             register_worker(a, Duration::from_millis(5)).unwrap();
@@ -853,27 +872,21 @@ mod tests {
             // A slot can be registered again (e.g. a restarted worker).
             register_worker(a, Duration::from_millis(5)).unwrap();
             unregister_worker().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
         assert!(altstack_size() >= libc::SIGSTKSZ);
     }
 
     #[test]
     fn going_idle_clears_an_outstanding_request() {
-        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        std::thread::spawn(move || {
+        let a = leaked_slot();
+        on_new_thread(move || {
             register_worker(a, Duration::from_millis(5)).unwrap();
             a.set_idle(false).unwrap();
             // A request between tasks (not running): refused, and the flag
             // stays set (nothing else clears it: the control).
             let acks = a.acks();
             assert_eq!(crate::request_preempt(a), Ok(true));
-            let t0 = std::time::Instant::now();
-            while a.acks() == acks {
-                assert!(t0.elapsed() < Duration::from_secs(20), "request never acknowledged");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_for_ack_after(a, acks);
             std::thread::sleep(Duration::from_millis(2));
             assert!(a.is_requested());
             assert!(crate::guard::any_checkpoint_request());
@@ -882,15 +895,13 @@ mod tests {
             a.set_idle(true).unwrap();
             assert!(!a.is_requested());
             unregister_worker().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn registering_clears_a_request_left_on_a_pooled_slot() {
-        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        std::thread::spawn(move || {
+        let a = leaked_slot();
+        on_new_thread(move || {
             register_worker(a, Duration::from_millis(5)).unwrap();
             unregister_worker().unwrap();
             // A late request (its requester read the tid before the
@@ -901,14 +912,12 @@ mod tests {
             register_worker(a, Duration::from_millis(5)).unwrap();
             assert!(!a.is_requested(), "a pooled slot registered again starts with a stale request");
             unregister_worker().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn withdraw_request_clears_the_flag_once() {
-        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let a = leaked_slot();
         a.set_request();
         assert!(a.is_requested());
         assert!(a.withdraw_request());
@@ -918,26 +927,20 @@ mod tests {
 
     #[test]
     fn unregister_clears_an_outstanding_request() {
-        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        std::thread::spawn(move || {
+        let a = leaked_slot();
+        on_new_thread(move || {
             register_worker(a, Duration::from_millis(5)).unwrap();
             // A request to an idle worker: the handler refuses (not running)
             // but the checkpoint flag stays set for cooperative code.
             let acks = a.acks();
             assert_eq!(crate::request_preempt(a), Ok(true));
-            let t0 = std::time::Instant::now();
-            while a.acks() == acks {
-                assert!(t0.elapsed() < Duration::from_secs(20), "request never acknowledged");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_for_ack_after(a, acks);
             assert!(a.is_requested());
             unregister_worker().unwrap();
             assert!(!a.is_requested(), "a pooled slot keeps forcing checkpoint() onto its slow path");
             register_worker(a, Duration::from_millis(5)).unwrap();
             assert!(!a.is_requested());
             unregister_worker().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 }
