@@ -126,9 +126,25 @@ pub fn set_signal(sig: c_int) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether `USURP_DEBUG=asyncpreemptoff=1` was set at [`init`].
+/// Whether `USURP_DEBUG=asyncpreemptoff=1` is set: read once per process,
+/// by the first call of this or of [`init`], whichever comes first (a
+/// runtime's builder asks before it calls `init`, so reading it only in
+/// `init` left the first runtime of a process preemptible).
 pub fn async_preempt_off() -> bool {
+    read_debug_env();
     ASYNC_OFF.load(Ordering::Relaxed)
+}
+
+/// Reads `USURP_DEBUG` into `ASYNC_OFF`, once per process (never from the
+/// signal handler, which only loads `ASYNC_OFF`: the handler can run only
+/// after `init`, which has read it).
+fn read_debug_env() {
+    static READ: std::sync::Once = std::sync::Once::new();
+    READ.call_once(|| {
+        if let Ok(v) = std::env::var("USURP_DEBUG") {
+            ASYNC_OFF.store(parse_debug(&v), Ordering::Relaxed);
+        }
+    });
 }
 
 /// Number of deliveries of the preemption signal that were not ours and were
@@ -162,9 +178,7 @@ fn do_init() -> Result<(), Error> {
     if let Some(w) = crate::rustflags::warning() {
         eprintln!("{w}");
     }
-    if let Ok(v) = std::env::var("USURP_DEBUG") {
-        ASYNC_OFF.store(parse_debug(&v), Ordering::Relaxed);
-    }
+    read_debug_env();
     // SAFETY: getpid and getuid have no preconditions.
     PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     // SAFETY: as above.
