@@ -320,3 +320,20 @@ pub fn publish_delayed_for_tests() -> bool {
 pub fn set_skip_stack_scans_for_tests(on: bool) {
     crate::stack_scan::set_skip_scans_for_tests(on);
 }
+
+/// Test-only: timer spins begun so far (`RuntimeBuilder::timer_spin`: an
+/// idle worker stopped sleeping and spun for the earliest timer),
+/// process-wide.
+#[doc(hidden)]
+pub fn timer_spins_for_tests() -> usize {
+    crate::worker::TIMER_SPINS.load(Ordering::Relaxed)
+}
+
+/// Test-only switch (negative control of the timer spin's early exit):
+/// `true` makes a worker spinning for a timer ignore wakers and new work
+/// until the deadline (so work arriving during the spin waits for it).
+/// Process-wide; restore `false`.
+#[doc(hidden)]
+pub fn set_timer_spin_blind_for_tests(on: bool) {
+    crate::worker::TIMER_SPIN_BLIND.store(on, Ordering::Relaxed);
+}

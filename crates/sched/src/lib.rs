@@ -129,7 +129,11 @@
 //!
 //! **Timers** (`timer.rs`): one ordered map per runtime (sleeps and timed
 //! waits; cancellable); due timers fire in scheduler loops; idle workers
-//! sleep with futex timeouts.
+//! sleep with futex timeouts. With `RuntimeBuilder::timer_spin(d)` (opt-in)
+//! one idle worker (it holds `Shared::timer_spinner`) sleeps only until `d`
+//! before the earliest timer and spins the rest, leaving the spin at once
+//! when woken for work (`wake_one_idle` wakes it first), at a stop or
+//! shutdown; the other idle workers sleep to the deadline as before.
 //!
 //! **Blocking** (`blocking`, `worker/blocking.rs`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs
@@ -274,7 +278,8 @@ pub mod sync;
 
 pub use glue::dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
 pub use error::{
-    Error, DEFAULT_QUANTUM, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
+    Error, DEFAULT_QUANTUM, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM,
+    MIN_STACK_SIZE,
 };
 pub use join::{spawn, try_spawn, JoinHandle, TaskStats};
 pub use tasks::local::{AccessError, LocalKey};

@@ -53,6 +53,14 @@ pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
 /// [`preempted_goes_global`] says so; `false`: always to its worker's
 /// ring, as before.
 pub(crate) static PREEMPTED_TO_GLOBAL: AtomicBool = AtomicBool::new(true);
+/// Timer spins begun (`Worker::sleep_then_spin` reached its spin),
+/// process-wide; read by tests through `hooks::timer_spins_for_tests`.
+pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Test-only switch (negative control of "work arriving during a timer
+/// spin runs at once"), set through `hooks::set_timer_spin_blind_for_tests`:
+/// `true`: the spinning worker ignores wakers and new work and spins to
+/// the deadline. Default `false`.
+pub(crate) static TIMER_SPIN_BLIND: AtomicBool = AtomicBool::new(false);
 /// Rounds of searching before an idle worker sleeps.
 pub(super) const SPIN_ROUNDS: u32 = 64;
 /// Test-only switch (negative controls of "tick only when someone waits",
@@ -540,7 +548,17 @@ impl Worker {
             if let Some(s) = slot {
                 let _ = s.set_idle(true);
             }
-            futex_wait(&self.sleep_word, 0, timeout);
+            match timeout {
+                // Timer spin (opt-in): one idle worker sleeps until the
+                // spin before the deadline and spins the rest; the others
+                // sleep to the deadline as without it (backups, should the
+                // spinner leave for work and stay busy).
+                Some(left) if sh.timer_spin_ns != 0 && self.claim_timer_spin() => {
+                    self.sleep_then_spin(nt, left);
+                    sh.timer_spinner.store(0, Ordering::Release);
+                }
+                _ => futex_wait(&self.sleep_word, 0, timeout),
+            }
             if let Some(s) = slot {
                 let _ = s.set_idle(false);
             }
@@ -552,6 +570,64 @@ impl Worker {
         // clear now, and the stop flag is read after this fence (the
         // caller's `stopping()`), see `stw.rs`.
         std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Whether this idle worker may spin for the earliest timer
+    /// (`RuntimeBuilder::timer_spin`): true if no other worker does (it
+    /// claimed `Shared::timer_spinner`).
+    fn claim_timer_spin(&self) -> bool {
+        let sh = self.shared();
+        sh.timer_spinner.load(Ordering::Relaxed) == 0
+            && sh.timer_spinner.compare_exchange(0, self.index + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// The timed idle wait with a timer spin (`idle_sleep`, this worker
+    /// registered idle and holding the `timer_spinner` claim): sleeps on
+    /// the futex until `Shared::timer_spin_ns` before the earliest timer
+    /// (deadline `nt`, `left` ns from now), then spins until it is due.
+    /// Returns early, as the futex wait does, when a waker wakes this
+    /// worker (`sleep_word` set, `idle` cleared), at shutdown or a stop
+    /// request, when work appears in the global queue or its inbox, or
+    /// when the earliest timer changes (the caller's loop recomputes).
+    /// The spin only reads: this worker's own line, the runtime's
+    /// `next_timer`, `global_len`, `shutdown` and the stop flag, and the
+    /// clock; so it takes no line away from busy workers.
+    fn sleep_then_spin(&self, nt: u64, left: u64) {
+        let sh = self.shared();
+        let spin = sh.timer_spin_ns;
+        if left > spin {
+            futex_wait(&self.sleep_word, 0, Some(left - spin));
+            // Woken, or back early (a spurious return): the caller's loop
+            // looks for work and comes back here.
+            if self.sleep_word.load(Ordering::Acquire) != 0 || now_ns().saturating_add(spin) < nt {
+                return;
+            }
+        }
+        TIMER_SPINS.fetch_add(1, Ordering::Relaxed);
+        let blind = TIMER_SPIN_BLIND.load(Ordering::Relaxed);
+        loop {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if now_ns() >= nt {
+                return;
+            }
+            if blind {
+                // Test-only: the negative control spins to the deadline
+                // whatever arrives.
+                continue;
+            }
+            if self.sleep_word.load(Ordering::Acquire) != 0
+                || !self.idle.load(Ordering::Relaxed)
+                || sh.next_timer.load(Ordering::Relaxed) != nt
+                || sh.global_len.load(Ordering::Relaxed) != 0
+                || self.inbox_len.load(Ordering::Relaxed) != 0
+                || sh.shutdown.load(Ordering::Relaxed)
+                || self.stopping()
+            {
+                return;
+            }
+        }
     }
 
     /// The scheduler's search: local, global, timers, stealing, then spinning
