@@ -16,6 +16,12 @@
 //!       printed beside the machine's own floor: the same 500 sleeps of a
 //!       plain OS thread with the same 1 ns timer slack (`nanosleep`, no
 //!       runtime), so that what the runtime adds is the difference.
+//!       With `--timer-spin=US` (e.g. `-- --idle --timer-spin=100`), (d)
+//!       also runs on a second runtime built with
+//!       `RuntimeBuilder::timer_spin(US µs)` (its idle worker stops
+//!       sleeping US µs before the timer and spins), interleaved with the
+//!       other two, and prints its lateness and the CPU the process used
+//!       per sleep on each runtime.
 //! Run: `cargo bench -p usurp --bench conserve` (args: half_ms, busy_ms;
 //! `-- --idle` runs only (d)).
 
@@ -145,7 +151,41 @@ fn os_thread_sleeps(n: usize) -> Vec<f64> {
     .unwrap()
 }
 
-fn print_idle(rt: &Runtime) {
+/// `idle_sleeps` and the CPU time the process used meanwhile, in µs per
+/// sleep.
+fn idle_sleeps_cpu(rt: &Runtime, n: usize) -> (Vec<f64>, f64) {
+    let c0 = cpu_secs();
+    let v = idle_sleeps(rt, n);
+    (v, (cpu_secs() - c0) * 1e6 / n as f64)
+}
+
+fn print_idle(rt: &Runtime, spin: Option<(&Runtime, u64)>) {
+    if let Some((srt, us)) = spin {
+        // Interleaved in five rounds, so that all three see the same load.
+        let (mut v, mut s, mut f) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut cv, mut cs) = (0.0, 0.0);
+        for _ in 0..5 {
+            let (a, c) = idle_sleeps_cpu(rt, 100);
+            v.extend(a);
+            cv += c / 5.0;
+            let (a, c) = idle_sleeps_cpu(srt, 100);
+            s.extend(a);
+            cs += c / 5.0;
+            f.extend(os_thread_sleeps(100));
+        }
+        println!(
+            "idle 1 ms sleep lateness: timer_spin off: p50 {:.0} µs, p99 {:.0} µs ({cv:.0} µs CPU per sleep); \
+             timer_spin {us} µs: p50 {:.0} µs, p99 {:.0} µs ({cs:.0} µs CPU per sleep) (500 sleeps each, workers(2)); \
+             machine floor (plain OS thread, nanosleep, 1 ns slack): p50 {:.0} µs, p99 {:.0} µs",
+            pct(&mut v, 0.5),
+            pct(&mut v, 0.99),
+            pct(&mut s, 0.5),
+            pct(&mut s, 0.99),
+            pct(&mut f, 0.5),
+            pct(&mut f, 0.99)
+        );
+        return;
+    }
     // Interleaved in two halves, so that both see the same machine load.
     let (mut v, mut f) = (idle_sleeps(rt, 250), os_thread_sleeps(250));
     v.extend(idle_sleeps(rt, 250));
@@ -174,8 +214,17 @@ fn main() {
     let half_ms: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(if quick { 20 } else { 500 });
     let busy_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(if quick { 50 } else { 1000 });
     let rt = Runtime::builder().workers(2).build().expect("runtime");
+    let spin_us: Option<u64> = std::env::args().find_map(|a| {
+        let v = a.strip_prefix("--timer-spin=")?;
+        Some(v.parse().expect("--timer-spin=<µs>"))
+    });
+    let spin_rt = spin_us.map(|us| {
+        let b = Runtime::builder().workers(2).timer_spin(Duration::from_micros(us));
+        (b.build().expect("runtime with timer_spin"), us)
+    });
+    let spin = spin_rt.as_ref().map(|(r, us)| (r, *us));
     if std::env::args().any(|a| a == "--idle") {
-        print_idle(&rt);
+        print_idle(&rt, spin);
         return;
     }
 
@@ -219,5 +268,5 @@ fn main() {
         median(cores)
     );
 
-    print_idle(&rt);
+    print_idle(&rt, spin);
 }

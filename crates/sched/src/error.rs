@@ -15,6 +15,11 @@ pub const MAX_BLOCKING_THREADS: usize = 4096;
 pub const MIN_QUANTUM: std::time::Duration = std::time::Duration::from_micros(100);
 /// Largest quantum accepted by the builder.
 pub const MAX_QUANTUM: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest value accepted by [`crate::RuntimeBuilder::timer_spin`] (1 ms):
+/// past that the spin costs more CPU than any timer wake-up it saves (a
+/// sleeping thread's wake-up is late by tens of microseconds, not
+/// milliseconds).
+pub const MAX_TIMER_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 /// Default quantum (as Go).
 pub const DEFAULT_QUANTUM: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -77,6 +82,11 @@ pub enum Error {
     Preempt(usurp_preempt::Error),
     /// The GC heap configuration is invalid or its reservation failed.
     Heap(usurp_gc::ConfigError),
+    /// `timer_spin(d)` was given more than [`MAX_TIMER_SPIN`].
+    InvalidTimerSpin {
+        /// The value given.
+        given: std::time::Duration,
+    },
     /// `dump_signal(sig)` was given a signal that cannot carry dump
     /// requests, or its handler could not be installed.
     InvalidDumpSignal {
@@ -140,6 +150,11 @@ impl fmt::Display for Error {
                 "invalid preemption quantum {given:?}: allowed are {:?} to {:?}",
                 MIN_QUANTUM,
                 MAX_QUANTUM
+            ),
+            Error::InvalidTimerSpin { given } => write!(
+                f,
+                "invalid timer_spin {given:?}: allowed are 0 (off, the default) to {MAX_TIMER_SPIN:?}; \
+                 the spin only has to cover how late the OS wakes a sleeping thread (tens of µs)"
             ),
             Error::Preempt(e) => write!(f, "usurp preemption: {e}"),
             Error::Heap(e) => write!(f, "{e}"),

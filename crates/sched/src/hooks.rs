@@ -320,3 +320,48 @@ pub fn publish_delayed_for_tests() -> bool {
 pub fn set_skip_stack_scans_for_tests(on: bool) {
     crate::stack_scan::set_skip_scans_for_tests(on);
 }
+
+/// Test-only: timer spins begun so far (`RuntimeBuilder::timer_spin`: an
+/// idle worker stopped sleeping and spun for the earliest timer),
+/// process-wide.
+#[doc(hidden)]
+pub fn timer_spins_for_tests() -> usize {
+    crate::worker::TIMER_SPINS.load(Ordering::Relaxed)
+}
+
+/// Test-only switch (negative control of the timer spin's early exit):
+/// `true` makes a worker spinning for a timer ignore wakers and new work
+/// until the deadline (so work arriving during the spin waits for it).
+/// Process-wide; restore `false`.
+#[doc(hidden)]
+pub fn set_timer_spin_blind_for_tests(on: bool) {
+    crate::worker::TIMER_SPIN_BLIND.store(on, Ordering::Relaxed);
+}
+
+/// Test-only switch of the owner's take from `runnext` (negative control
+/// of its asymmetric protocol, issue 11 switch costs): `locked` uses the
+/// locked swap as before; `unchecked` skips the check against thieves (a
+/// thief and the owner can then both take a task: only in a child process
+/// that expects to fail); `delay_ns` spins between the owner's load and
+/// store (widens the race window). `(false, false, 0)` restores the normal
+/// take. Process-wide.
+#[doc(hidden)]
+pub fn set_runnext_take_for_tests(locked: bool, unchecked: bool, delay_ns: u64) {
+    let policy = if locked {
+        crate::worker::TAKE_LOCKED
+    } else if unchecked {
+        crate::worker::TAKE_UNCHECKED
+    } else {
+        0
+    };
+    crate::worker::RUNNEXT_TAKE_TEST.store((delay_ns << 2) | policy, Ordering::Relaxed);
+}
+
+/// Test-only: whether `rt`'s workers take from `runnext` without a locked
+/// instruction (more than one worker and `membarrier` available), and the
+/// number of such takes, process-wide, that found a thief had taken the
+/// task.
+#[doc(hidden)]
+pub fn runnext_take_for_tests(rt: &Runtime) -> (bool, usize) {
+    (rt.shared().workers[0].asym_take, crate::worker::TAKES_LOST_TO_THIEF.load(Ordering::Relaxed))
+}

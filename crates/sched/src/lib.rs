@@ -66,7 +66,13 @@
 //! `runnext` go to the ring as before. An idle worker that
 //! finds every ring empty takes the task in another worker's `runnext` if
 //! that worker made no switch for 5 µs (as Go's runnext stealing): the task
-//! that filled it keeps the CPU in code that reaches no switch point. A
+//! that filled it keeps the CPU in code that reaches no switch point. As
+//! such steals are rare, the owner empties its slot with plain loads and
+//! stores (no locked instruction on the switch path), and the thief pays:
+//! it takes the victim's steal lock and runs `membarrier` (an asymmetric
+//! fence) before its CAS; the owner, after a compiler barrier, checks the
+//! lock and a steal count and gives the task up if it was stolen
+//! (`Worker::take_runnext`; the locked swap where `membarrier` is missing). A
 //! spin-locked intrusive global queue takes tasks from outside the runtime
 //! and overflow. Every 61 schedules a worker checks the global queue, its
 //! inbox and timers first (fairness, as in Go).
@@ -129,7 +135,11 @@
 //!
 //! **Timers** (`timer.rs`): one ordered map per runtime (sleeps and timed
 //! waits; cancellable); due timers fire in scheduler loops; idle workers
-//! sleep with futex timeouts.
+//! sleep with futex timeouts. With `RuntimeBuilder::timer_spin(d)` (opt-in)
+//! one idle worker (it holds `Shared::timer_spinner`) sleeps only until `d`
+//! before the earliest timer and spins the rest, leaving the spin at once
+//! when woken for work (`wake_one_idle` wakes it first), at a stop or
+//! shutdown; the other idle workers sleep to the deadline as before.
 //!
 //! **Blocking** (`blocking`, `worker/blocking.rs`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs
@@ -274,7 +284,8 @@ pub mod sync;
 
 pub use glue::dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
 pub use error::{
-    Error, DEFAULT_QUANTUM, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
+    Error, DEFAULT_QUANTUM, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM,
+    MIN_STACK_SIZE,
 };
 pub use join::{spawn, try_spawn, JoinHandle, TaskStats};
 pub use tasks::local::{AccessError, LocalKey};

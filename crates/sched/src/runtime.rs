@@ -2,7 +2,7 @@
 //! start-up, the `Runtime` handle and shutdown. The state shared by all
 //! workers is `shared.rs` (floor 3).
 
-use crate::error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_WORKERS, MIN_STACK_SIZE};
+use crate::error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_STACK_SIZE};
 use crate::join::JoinHandle;
 use crate::shared::Shared;
 use crate::sys::page_size;
@@ -34,6 +34,7 @@ pub struct RuntimeBuilder {
     heap_limit: Option<usize>,
     gogc: Option<Option<u32>>,
     dump_signal: Option<libc::c_int>,
+    timer_spin: Duration,
 }
 
 impl RuntimeBuilder {
@@ -52,6 +53,7 @@ impl RuntimeBuilder {
             heap_limit: None,
             gogc: None,
             dump_signal: None,
+            timer_spin: Duration::ZERO,
         }
     }
 
@@ -117,6 +119,33 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Timer spin (opt-in, default off: `Duration::ZERO`): the idle worker
+    /// that waits for the earliest timer sleeps until `spin` before it is
+    /// due, then spins (a CPU pause loop, reading the clock) until it is
+    /// due, instead of sleeping until the deadline itself. The OS wakes a
+    /// sleeping thread tens of microseconds late (on a loaded VM up to
+    /// ~100 µs at the 99th percentile, even with usurp's 1 ns timer
+    /// slack); a spinning one sees the deadline within a clock read, so
+    /// `sleep` and timed waits on an otherwise idle runtime end that much
+    /// closer to on time. Choose `spin` a little above your machine's
+    /// wake-up lateness (`cargo bench -p usurp --bench conserve -- --idle`
+    /// prints it beside the runtime's); e.g. 100 µs.
+    ///
+    /// **CPU cost:** each time the earliest timer comes due while a
+    /// worker is idle, that worker burns up to `spin` of CPU (one worker:
+    /// the others sleep to the deadline as without the spin). A task that
+    /// sleeps 1 ms in a loop with `spin` = 100 µs keeps about a tenth of a
+    /// core busy; while every worker runs tasks nothing spins. Work that
+    /// arrives during a spin (a spawn, a wake-up) is not delayed: wakers
+    /// pick the spinning worker first, and it leaves the spin at once.
+    ///
+    /// Allowed `Duration::ZERO` (off) to [`crate::MAX_TIMER_SPIN`] (1 ms);
+    /// more makes `build` fail with [`Error::InvalidTimerSpin`].
+    pub fn timer_spin(mut self, spin: Duration) -> RuntimeBuilder {
+        self.timer_spin = spin;
+        self
+    }
+
     /// Number of workers (OS threads running tasks in parallel), 1 to
     /// [`crate::MAX_WORKERS`]. Default: `std::thread::available_parallelism()`.
     pub fn workers(mut self, n: usize) -> RuntimeBuilder {
@@ -172,6 +201,9 @@ impl RuntimeBuilder {
         if !(MIN_QUANTUM..=MAX_QUANTUM).contains(&self.quantum) {
             return Err(Error::InvalidQuantum { given: self.quantum });
         }
+        if self.timer_spin > MAX_TIMER_SPIN {
+            return Err(Error::InvalidTimerSpin { given: self.timer_spin });
+        }
         let mut hc = self.heap_config.clone().unwrap_or_default();
         if let Some(l) = self.heap_limit {
             hc.max_heap = l;
@@ -225,6 +257,7 @@ impl RuntimeBuilder {
                 stack_size,
                 self.thread_name.clone(),
                 crate::glue::gc_world::attach_thread,
+                self.timer_spin.as_nanos() as u64,
             )
         });
         if preempt_on {

@@ -71,6 +71,17 @@ pub(crate) struct Shared {
     /// (SeqCst) under the `timers` lock by whoever changed the map; read
     /// without it by idle workers, `has_work` and the sysmon.
     pub(crate) next_timer: AtomicU64,
+    /// `RuntimeBuilder::timer_spin` in ns (0: off): how long before the
+    /// earliest timer is due its idle waiter stops sleeping and spins
+    /// (`Worker::idle_sleep`). Immutable.
+    pub(crate) timer_spin_ns: u64,
+    /// The worker that spins for the earliest timer (its index + 1), or 0:
+    /// at most one idle worker spins. Claimed with a CAS from 0 by the idle
+    /// worker about to wait for a timer, cleared (Release) by the same
+    /// worker when its wait ends; read (Acquire) by `wake_one_idle`, which
+    /// wakes that worker first (it takes work at once, without a futex
+    /// wake-up's delay).
+    pub(crate) timer_spinner: AtomicUsize,
     /// Free task structs with their stacks (pages released), at most
     /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
     /// `get_task`).
@@ -129,6 +140,7 @@ impl Shared {
         stack_size: usize,
         thread_name: String,
         attach_thread: fn(&Shared) -> Option<usurp_gc::MutatorGuard>,
+        timer_spin_ns: u64,
     ) -> Shared {
         let sp = me.as_ptr();
         Shared {
@@ -145,6 +157,8 @@ impl Shared {
             wake_cursor: AtomicUsize::new(0),
             timers: SpinLock::new(Timers::new()),
             next_timer: AtomicU64::new(u64::MAX),
+            timer_spin_ns,
+            timer_spinner: AtomicUsize::new(0),
             pool: SpinLock::new(Vec::new()),
             stack_scan: crate::stack_scan::StackScan::new(),
             registry: SpinLock::new(Vec::new()),
@@ -321,6 +335,18 @@ impl Shared {
     #[cold]
     pub(crate) fn wake_one_idle(&self) {
         let n = self.workers.len();
+        // The worker spinning for a timer, if any, first: it is awake, so
+        // it runs the work within a few loads (a sleeping one only after
+        // the kernel's wake-up).
+        let s = self.timer_spinner.load(Ordering::Acquire);
+        if s != 0 {
+            let w = &self.workers[s - 1];
+            if w.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                self.nidle.fetch_sub(1, Ordering::SeqCst);
+                worker::wake_worker_word(w);
+                return;
+            }
+        }
         let start = self.wake_cursor.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             let w = &self.workers[(start + i) % n];
