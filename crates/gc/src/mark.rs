@@ -39,6 +39,14 @@
 //! exactly still retains that array, because its end pointer and the root
 //! are the same word.
 //!
+//! **Compact objects** (no header, see `descriptor.rs`): lookups are the
+//! same (kind, slot, start bit); the scan takes an object's descriptor from
+//! its typed block's side-table word instead of its header
+//! (`Space::object_layout`, in `Marker::next`), and reads pointer bits
+//! from payload offset 0. No block is freed while a mark runs, so the word
+//! read for a marked object is its block's. A compact object is never an
+//! array, so it never takes part in the exact-end rule below.
+//!
 //! **Precise pointers** (object fields, handles, scanner callbacks) must be null
 //! or an object start; anything else is counted as a bad pointer and ignored.
 //! A marker checks that with the object-start bit alone
@@ -243,27 +251,26 @@ fn find_exact_marking(space: &Space, a: usize, gen: u64) -> Option<ObjLoc> {
     }
 }
 
-/// One past the last byte of the object at `obj` per its descriptor (header,
-/// payload words, and for an array its length word and elements), which may
-/// lie before the end of its size-class slot.
+/// One past the last byte of the object at `obj` per its descriptor (header
+/// unless compact, payload words, and for an array its length word and
+/// elements), which may lie before the end of its size-class slot.
 ///
 /// # Safety
-/// `obj` is a published object (its object-start bit is set, outside a
-/// sweep), so its header and length word are initialised.
+/// `obj` is a published object of `space` (its object-start bit is set,
+/// outside a sweep, its block not freed meanwhile), so its header (or its
+/// block's descriptor word) and length word are initialised.
 #[inline]
-pub(crate) unsafe fn object_end(obj: usize) -> usize {
-    let p = obj as *const usize;
-    // SAFETY: the caller guarantees a published object, whose header holds
-    // its descriptor, written before publication.
-    let d = unsafe { &*(p.read() as *const Descriptor) };
+pub(crate) unsafe fn object_end(space: &Space, obj: usize) -> usize {
+    // SAFETY: the caller guarantees a published object.
+    let (d, payload) = unsafe { space.object_layout(obj) };
     let words = if d.is_array() {
         // SAFETY: payload word 0 of an array is its length, written before
         // publication and read-only afterwards (issue 10 item 1).
-        2 + unsafe { p.add(1).read() } * d.elem_words()
+        1 + unsafe { (payload as *const usize).read() } * d.elem_words()
     } else {
-        1 + d.size_words()
+        d.size_words()
     };
-    obj + words * 8
+    payload + words * 8
 }
 
 /// Whether the published object `obj` is an array whose exact end is `w`.
@@ -271,11 +278,11 @@ pub(crate) unsafe fn object_end(obj: usize) -> usize {
 /// # Safety
 /// As [`object_end`].
 #[inline]
-unsafe fn is_array_ending_at(obj: usize, w: usize) -> bool {
+unsafe fn is_array_ending_at(space: &Space, obj: usize, w: usize) -> bool {
     // SAFETY: the caller guarantees a published object (header initialised).
-    let d = unsafe { &*((obj as *const usize).read() as *const Descriptor) };
+    let (d, _) = unsafe { space.object_layout(obj) };
     // SAFETY: as above.
-    d.is_array() && unsafe { object_end(obj) } == w
+    d.is_array() && unsafe { object_end(space, obj) } == w
 }
 
 /// The object a value-slot word names under `enc`: `None` for an immediate
@@ -421,7 +428,7 @@ impl<'a> Marker<'a> {
         // otherwise be pinned by every root to its successor.
         if let Some(prev) = find_containing(self.space, w.wrapping_sub(1)) {
             // SAFETY: find_containing found prev's object-start bit set.
-            if unsafe { is_array_ending_at(prev.addr, w) } {
+            if unsafe { is_array_ending_at(self.space, prev.addr, w) } {
                 self.mark_loc(prev);
             }
         }
@@ -466,9 +473,9 @@ impl<'a> Marker<'a> {
     /// be freed during the call (its header is read).
     pub unsafe fn scan_children(&mut self, obj: usize) {
         // SAFETY: the caller guarantees a published, allocated object: its
-        // header holds its descriptor (written before publication).
-        let header = unsafe { (obj as *const usize).read() };
-        self.scan_object(obj, header);
+        // header (or its typed block's word) holds its descriptor.
+        let (d, payload) = unsafe { self.space.object_layout(obj) };
+        self.scan_object(obj, d, payload);
     }
 
     /// Count a bad slot and remember the first one.
@@ -485,12 +492,11 @@ impl<'a> Marker<'a> {
         }
     }
 
-    /// Scan one object's pointer fields, given its header word.
+    /// Scan one object's pointer fields, given its descriptor and payload
+    /// address (`descriptor::object_layout`: after its header, or at `obj`
+    /// for a compact object).
     #[inline(always)]
-    fn scan_object(&mut self, obj: usize, header: usize) {
-        // SAFETY: obj was marked as a published object, so its header holds
-        // its descriptor.
-        let d = unsafe { &*(header as *const Descriptor) };
+    fn scan_object(&mut self, obj: usize, d: &'static Descriptor, payload: usize) {
         // Fast path (issue 9): a fixed object with pointer slots only, all
         // in payload words 0..64 (a cons cell, a tree node, most guest
         // records): its pointer bits sit in the word after the
@@ -502,23 +508,22 @@ impl<'a> Marker<'a> {
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.visit_pointer(obj, d, b);
+                self.visit_pointer(obj, d, payload, b);
             }
             return;
         }
-        self.scan_object_general(obj, d);
+        self.scan_object_general(obj, d, payload);
     }
 
     /// [`scan_object`](Marker::scan_object) for every other shape: arrays,
     /// objects with value slots or with pointer slots past word 63.
     #[inline(never)]
-    fn scan_object_general(&mut self, obj: usize, d: &'static Descriptor) {
-        let p = obj as *const usize;
+    fn scan_object_general(&mut self, obj: usize, d: &'static Descriptor, payload: usize) {
         if d.is_pointer_free() {
             return;
         }
         // SAFETY: payload word 0 of an array is its length.
-        let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+        let len = if d.is_array() { unsafe { (payload as *const usize).read() } } else { 0 };
         // Explicit loops rather than a closure per slot (a closure called
         // from several sites was not inlined: a call per slot), with the
         // slot kind a const parameter of `visit`. The encoding is copied to
@@ -533,13 +538,13 @@ impl<'a> Marker<'a> {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<false>(obj, d, base + b, &enc);
+                    self.visit::<false>(obj, d, payload, base + b, &enc);
                 }
                 let mut bits = vb;
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<true>(obj, d, base + b, &enc);
+                    self.visit::<true>(obj, d, payload, base + b, &enc);
                 }
             }
         } else {
@@ -549,7 +554,7 @@ impl<'a> Marker<'a> {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<false>(obj, d, wi * 64 + b, &enc);
+                    self.visit::<false>(obj, d, payload, wi * 64 + b, &enc);
                 }
             }
             for (wi, &w) in d.value_bits().iter().enumerate() {
@@ -557,7 +562,7 @@ impl<'a> Marker<'a> {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<true>(obj, d, wi * 64 + b, &enc);
+                    self.visit::<true>(obj, d, payload, wi * 64 + b, &enc);
                 }
             }
         }
@@ -566,10 +571,10 @@ impl<'a> Marker<'a> {
     /// Visit pointer slot `i` of `obj` (the fast path's
     /// [`visit`](Marker::visit) without an encoding).
     #[inline(always)]
-    fn visit_pointer(&mut self, obj: usize, d: &'static Descriptor, i: usize) {
+    fn visit_pointer(&mut self, obj: usize, d: &'static Descriptor, payload: usize, i: usize) {
         // SAFETY: i is a payload word of the published object obj per its
         // descriptor; read atomically (racing stores are no data race).
-        let v = unsafe { (*((obj as *const usize).add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let v = unsafe { (*((payload as *const usize).add(i) as *const AtomicUsize)).load(Ordering::Relaxed) };
         if v == 0 {
             return;
         }
@@ -584,10 +589,17 @@ impl<'a> Marker<'a> {
     /// with `enc` by [`decode_value`]); a word that is not an object start is
     /// counted as bad and not followed.
     #[inline(always)]
-    fn visit<const VALUE: bool>(&mut self, obj: usize, d: &'static Descriptor, i: usize, enc: &ValueEncoding) {
+    fn visit<const VALUE: bool>(
+        &mut self,
+        obj: usize,
+        d: &'static Descriptor,
+        payload: usize,
+        i: usize,
+        enc: &ValueEncoding,
+    ) {
         // SAFETY: i is a payload word of the published object obj per its
         // descriptor; read atomically (racing stores are no data race).
-        let v = unsafe { (*((obj as *const usize).add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let v = unsafe { (*((payload as *const usize).add(i) as *const AtomicUsize)).load(Ordering::Relaxed) };
         let a = if VALUE {
             match decode_value(enc, v) {
                 Some(a) => a,
@@ -604,21 +616,25 @@ impl<'a> Marker<'a> {
         }
     }
 
-    /// Pop the next object to scan, with its header. (A FIFO that loads
-    /// headers a few objects ahead was tried: without a real prefetch
-    /// instruction — ISA-specific, not available from the arch crates yet —
-    /// the blocking loads made marking slower, so it was removed.)
+    /// Pop the next object to scan, with its descriptor and payload
+    /// address (its block's descriptor word for a compact object, else its
+    /// header: `Space::object_layout`). (A FIFO that loads headers a few
+    /// objects ahead was tried: without a real prefetch instruction —
+    /// ISA-specific, not available from the arch crates yet — the blocking
+    /// loads made marking slower, so it was removed.)
     #[inline(always)]
-    fn next(&mut self) -> Option<(usize, usize)> {
+    fn next(&mut self) -> Option<(usize, &'static Descriptor, usize)> {
         let o = self.stack.pop()?;
-        // SAFETY: o is a marked, published object: its header is readable.
-        Some((o, unsafe { (o as *const usize).read() }))
+        // SAFETY: o is a marked, published object (no block is freed during
+        // a mark): its header or its block's descriptor word is readable.
+        let (d, payload) = unsafe { self.space.object_layout(o) };
+        Some((o, d, payload))
     }
 
     /// Scan until the local stack is empty (no sharing).
     pub fn drain_local(&mut self) {
-        while let Some((o, h)) = self.next() {
-            self.scan_object(o, h);
+        while let Some((o, d, p)) = self.next() {
+            self.scan_object(o, d, p);
         }
     }
 
@@ -627,7 +643,7 @@ impl<'a> Marker<'a> {
     pub fn drain_budget(&mut self, budget: usize) -> bool {
         for _ in 0..budget {
             match self.next() {
-                Some((o, h)) => self.scan_object(o, h),
+                Some((o, d, p)) => self.scan_object(o, d, p),
                 None => return true,
             }
         }
@@ -647,8 +663,8 @@ impl<'a> Marker<'a> {
     pub fn drain_shared_paced(&mut self, pool: &WorkPool, slice: usize, mut tick: impl FnMut(&mut Marker<'a>)) {
         let mut scanned = 0usize;
         loop {
-            while let Some((o, h)) = self.next() {
-                self.scan_object(o, h);
+            while let Some((o, d, p)) = self.next() {
+                self.scan_object(o, d, p);
                 scanned += 1;
                 if scanned >= slice {
                     scanned = 0;

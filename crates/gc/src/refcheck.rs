@@ -85,6 +85,8 @@ struct Entry {
     hi: usize,
     kinds: *const AtomicU16,
     meta: *const BlockMeta,
+    /// Per block: a typed block's descriptor (`Space::block_desc`).
+    descs: *const AtomicUsize,
     /// The heap's mark generation (`Space::gen`): lives here, in the leaked
     /// entry, so that its address stays valid for a reader racing the
     /// heap's drop.
@@ -291,6 +293,7 @@ pub(crate) fn register(
     hi: usize,
     kinds: *const AtomicU16,
     meta: *const BlockMeta,
+    descs: *const AtomicUsize,
     encoding: crate::encoding::ValueEncoding,
 ) -> std::io::Result<Registration> {
     let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,7 +309,7 @@ pub(crate) fn register(
         shaded_bad_pointers: AtomicUsize::new(0),
         gate_closed: std::sync::atomic::AtomicBool::new(false),
     };
-    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding, mark }));
+    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
     SLOTS[slot].store(e, Ordering::Release);
     if slot >= USED.load(Ordering::Relaxed) {
         USED.store(slot + 1, Ordering::Release);
@@ -415,9 +418,54 @@ pub(crate) enum Bad {
 #[inline]
 pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
     match entry_holding(addr) {
-        Some((e, off)) if is_object_start(e, addr, off) => header(addr),
+        Some((e, off)) => match is_object_start(e, addr, off) {
+            // A typed block's object: its block's descriptor (compact
+            // objects have no header, and are never quarantined).
+            // SAFETY: a typed block's word is a &'static Descriptor.
+            Some(bd) if bd != 0 => Ok(unsafe { &*(bd as *const Descriptor) }),
+            Some(_) => header(addr),
+            None => Err(Bad::NotLive),
+        },
         _ => Err(Bad::NotLive),
     }
+}
+
+/// The descriptor and payload address of the object at `addr`, read from
+/// the side tables of the heap holding it (a typed block's descriptor) or
+/// its header, without any liveness check (`GcRef::payload`,
+/// `descriptor_unchecked`, the barrier's shading of a new object). An
+/// address outside every heap is taken for a headered object.
+///
+/// # Safety
+/// `addr` is a live object (the header of a headered one is read).
+#[inline]
+pub(crate) unsafe fn layout_of(addr: usize) -> (&'static Descriptor, usize) {
+    let bd = block_desc_of(addr);
+    // SAFETY: the caller guarantees a live object; bd is its block's word.
+    unsafe { crate::descriptor::object_layout(addr, bd) }
+}
+
+/// The descriptor word of the block holding `addr` (0 outside every heap
+/// and for untyped blocks). Reads side tables only.
+#[inline]
+pub(crate) fn block_desc_of(addr: usize) -> usize {
+    match entry_holding(addr) {
+        Some((e, off)) => {
+            // SAFETY: off < hi - lo, so the block index is < nblocks (see
+            // `is_object_start`).
+            unsafe { &*e.descs.add(off >> BLOCK_SHIFT) }.load(Ordering::Acquire)
+        }
+        None => 0,
+    }
+}
+
+/// Test support: the start of the block holding `addr` and its typed
+/// descriptor (`None` for an untyped block), if `addr` is in a heap.
+pub(crate) fn block_info(addr: usize) -> Option<(usize, Option<&'static Descriptor>)> {
+    let (e, off) = entry_holding(addr)?;
+    let bd = block_desc_of(addr);
+    // SAFETY: a typed block's word is a &'static Descriptor.
+    Some((e.lo + (off & !(BLOCK_SIZE - 1)), (bd != 0).then(|| unsafe { &*(bd as *const Descriptor) })))
 }
 
 /// The value encoding of the heap whose reservation holds `addr`.
@@ -446,17 +494,19 @@ fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
     })
 }
 
-/// `mark::find_exact` on an entry's raw tables.
+/// `mark::find_exact` on an entry's raw tables: if `addr` is the start of
+/// a live object, its block's descriptor word (0: untyped block).
 #[inline(always)]
-fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
+fn is_object_start(e: &Entry, addr: usize, off: usize) -> Option<usize> {
     if addr % 8 != 0 {
-        return false;
+        return None;
     }
     let b = off >> BLOCK_SHIFT;
-    // SAFETY: off < hi - lo, so b < nblocks: the kind and meta maps hold
-    // nblocks entries and stay mapped while the entry is registered.
-    let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+    // SAFETY: off < hi - lo, so b < nblocks: the kind, meta and desc maps
+    // hold nblocks entries and stay mapped while the entry is registered.
+    let (kind, m, desc) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b), &*e.descs.add(b)) };
     let v = kind.load(Ordering::Acquire);
+    let bd = desc.load(Ordering::Acquire);
     let boff = off & (BLOCK_SIZE - 1);
     let live = match v as u8 {
         KIND_SMALL => {
@@ -469,8 +519,13 @@ fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
     };
     // The block may have been freed by a lazy sweep and handed out again
     // (another class) between the kind read and the bit read: then the bit
-    // belongs to another layout. See `BlockMeta::is_live` ("Reuse").
-    live && kind.load(Ordering::Acquire) == v
+    // belongs to another layout. See `BlockMeta::is_live` ("Reuse"). Typed
+    // blocks (compact objects): the same for the block's descriptor word,
+    // which its new owner publishes before the kind: a block reused for
+    // another descriptor of the same size class fails here, rather than
+    // answering with the old descriptor for a new object (or the new one
+    // for an old object's address).
+    (live && kind.load(Ordering::Acquire) == v && desc.load(Ordering::Acquire) == bd).then_some(bd)
 }
 
 /// The descriptor in the header of the published object at `addr`.
@@ -494,8 +549,10 @@ fn header(addr: usize) -> Result<&'static Descriptor, Bad> {
 /// `addr` is a published object of a heap.
 #[inline]
 pub(crate) unsafe fn is_quarantined(addr: usize) -> bool {
+    // (A compact object, in a typed block, has no header and is never
+    // quarantined: its word 0 is payload.)
     // SAFETY: the caller guarantees a published object.
-    unsafe { (addr as *const usize).read() == &QUARANTINED as *const Descriptor as usize }
+    block_desc_of(addr) == 0 && unsafe { (addr as *const usize).read() == &QUARANTINED as *const Descriptor as usize }
 }
 
 #[cold]

@@ -6,11 +6,15 @@
 //! `BlockMeta` array. Blocks are handed out from a high-water mark or from the
 //! free bitmap; a block that stays free for `DECOMMIT_DELAY` cycles has its
 //! memory returned to the OS with `madvise(MADV_DONTNEED)` (which also zeroes it).
+//!
+//! A third side table holds one word per block: the block's descriptor if
+//! it is a *typed* block of compact objects (see `descriptor.rs`), 0
+//! otherwise ([`Space::block_desc`]).
 
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE};
 use crate::bits::Bitmap;
 use memmap2::{MmapMut, MmapOptions};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Cycles a block must stay free before its memory goes back to the OS.
@@ -24,6 +28,7 @@ pub struct Space {
     _heap_map: MmapMut,
     _meta_map: MmapMut,
     _kind_map: MmapMut,
+    _desc_map: MmapMut,
     /// First heap byte (block aligned).
     pub lo: usize,
     /// One past the last heap byte.
@@ -33,6 +38,12 @@ pub struct Space {
     meta: *const BlockMeta,
     /// Per block: kind (low byte, `KIND_*`) and size class (high byte).
     kinds: *const AtomicU16,
+    /// Per block: the `&'static Descriptor` of a typed block (compact
+    /// objects of that one descriptor), 0 for any other block. Written by
+    /// whoever hands the block out (Release, before its kind is published)
+    /// and by the sweep that frees a typed block (after the kind says
+    /// free); read (Acquire) by lookups and the markers.
+    descs: *const AtomicUsize,
     pool: Mutex<Pool>,
     /// The number of the last completed mark (0 before the first): its
     /// marks are in buffer `gen % 2`, and a block whose `swept` is below
@@ -60,7 +71,7 @@ pub(crate) fn lookup_ignores_sweep_state() -> bool {
     LOOKUP_IGNORES_SWEEP_STATE.load(Ordering::Relaxed)
 }
 
-// SAFETY: `meta` and `kinds` point into maps owned by the Space and never
+// SAFETY: `meta`, `kinds` and `descs` point into maps owned by the Space and never
 // moved; BlockMeta and the kinds are all atomics.
 unsafe impl Send for Space {}
 // SAFETY: as above; all shared mutation goes through atomics or the pool mutex.
@@ -111,8 +122,10 @@ impl Space {
         let meta = meta_map.as_ptr() as *const BlockMeta;
         let kind_map = MmapOptions::new().len(nblocks * 2).no_reserve_swap().map_anon()?;
         let kinds = kind_map.as_ptr() as *const AtomicU16;
+        let desc_map = MmapOptions::new().len(nblocks * 8).no_reserve_swap().map_anon()?;
+        let descs = desc_map.as_ptr() as *const AtomicUsize;
         let hi = lo + nblocks * BLOCK_SIZE;
-        let _registration = crate::refcheck::register(lo, hi, kinds, meta, encoding)?;
+        let _registration = crate::refcheck::register(lo, hi, kinds, meta, descs, encoding)?;
         let gen = _registration.gen;
         let mark = _registration.mark;
         Ok(Space {
@@ -123,7 +136,9 @@ impl Space {
             _heap_map: heap_map,
             _meta_map: meta_map,
             _kind_map: kind_map,
+            _desc_map: desc_map,
             kinds,
+            descs,
             lo,
             hi,
             nblocks,
@@ -185,6 +200,38 @@ impl Space {
         assert!(i < self.nblocks && span_class < 256);
         // SAFETY: as in `kind`.
         unsafe { &*self.kinds.add(i) }.store(kind as u16 | (span_class as u16) << 8, Ordering::Release);
+    }
+
+    /// The descriptor word of block `i` (`i < nblocks`): a typed block's
+    /// `&'static Descriptor` as an address, 0 for any other block.
+    #[inline(always)]
+    pub fn block_desc(&self, i: usize) -> usize {
+        debug_assert!(i < self.nblocks);
+        // SAFETY: i < nblocks; the desc map holds nblocks zero-initialised
+        // AtomicUsize and lives as long as self.
+        unsafe { &*self.descs.add(i) }.load(Ordering::Acquire)
+    }
+
+    /// Set the descriptor word of block `i` (Release).
+    #[inline]
+    pub fn set_block_desc(&self, i: usize, d: usize) {
+        assert!(i < self.nblocks);
+        // SAFETY: as in `block_desc`.
+        unsafe { &*self.descs.add(i) }.store(d, Ordering::Release);
+    }
+
+    /// The descriptor and payload address of the published object at
+    /// `obj` (`descriptor::object_layout` with its block's descriptor
+    /// word).
+    ///
+    /// # Safety
+    /// `obj` is a published object of this space whose block is not freed
+    /// meanwhile (during a mark, or in a pause).
+    #[inline(always)]
+    pub unsafe fn object_layout(&self, obj: usize) -> (&'static crate::descriptor::Descriptor, usize) {
+        let bd = self.block_desc(self.block_index(obj));
+        // SAFETY: the caller guarantees a published object; bd is its block's.
+        unsafe { crate::descriptor::object_layout(obj, bd) }
     }
 
     /// Blocks ever handed out (the high-water mark): blocks >= this are untouched.
