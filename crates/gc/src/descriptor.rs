@@ -120,13 +120,34 @@ pub(crate) fn compact_id_assign(d: &'static Descriptor) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn object_layout(obj: usize, block_desc: usize) -> (&'static Descriptor, usize) {
     if block_desc != 0 {
-        // SAFETY: a typed block's word is a &'static compact Descriptor.
-        (unsafe { &*(block_desc as *const Descriptor) }, obj)
+        // SAFETY: as compact_layout's (a typed block's word).
+        unsafe { compact_layout(obj, block_desc) }
     } else {
-        // SAFETY: a headered published object's first word is its
-        // &'static Descriptor, written before publication.
-        (unsafe { &*((obj as *const usize).read() as *const Descriptor) }, obj + 8)
+        // SAFETY: as headered_layout's (an untyped block).
+        unsafe { headered_layout(obj) }
     }
+}
+
+/// [`object_layout`] of a compact object (`block_desc != 0`): for a caller
+/// that already knows which layout it has (the markers' tagged entries).
+///
+/// # Safety
+/// As [`object_layout`], `block_desc` non-zero.
+#[inline(always)]
+pub(crate) unsafe fn compact_layout(obj: usize, block_desc: usize) -> (&'static Descriptor, usize) {
+    // SAFETY: a typed block's word is a &'static compact Descriptor.
+    (unsafe { &*(block_desc as *const Descriptor) }, obj)
+}
+
+/// [`object_layout`] of a headered object (its block's word is 0).
+///
+/// # Safety
+/// As [`object_layout`], for an object of an untyped block.
+#[inline(always)]
+pub(crate) unsafe fn headered_layout(obj: usize) -> (&'static Descriptor, usize) {
+    // SAFETY: a headered published object's first word is its &'static
+    // Descriptor, written before publication.
+    (unsafe { &*((obj as *const usize).read() as *const Descriptor) }, obj + 8)
 }
 
 /// The layout of one kind of heap object. See the module docs.

@@ -516,7 +516,8 @@ impl Mutator {
             // both): a lookup that sees the kind (or a start bit) sees the
             // word (see `refcheck::is_object_start`).
             heap.space.set_block_desc(run.first, want_desc);
-            heap.space.set_kind(run.first, KIND_SMALL, sc);
+            let typed = if want_desc != 0 { crate::sizeclass::SC_TYPED } else { 0 };
+            heap.space.set_kind(run.first, KIND_SMALL, sc | typed);
             heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
             let black = heap.black_buffer(m);
             if !black.is_null() {

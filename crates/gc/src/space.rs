@@ -44,6 +44,10 @@ pub struct Space {
     /// and by the sweep that frees a typed block (after the kind says
     /// free); read (Acquire) by lookups and the markers.
     descs: *const AtomicUsize,
+    /// `descs` biased by the heap's first block number (`lo >> 16`): the
+    /// word of the block holding `addr` is at `descs_by_addr + (addr >>
+    /// 16)` (one shift, no subtraction: the markers' `Space::block_desc_at`).
+    descs_by_addr: *const AtomicUsize,
     pool: Mutex<Pool>,
     /// The number of the last completed mark (0 before the first): its
     /// marks are in buffer `gen % 2`, and a block whose `swept` is below
@@ -139,6 +143,7 @@ impl Space {
             _desc_map: desc_map,
             kinds,
             descs,
+            descs_by_addr: descs.wrapping_sub(lo >> BLOCK_SHIFT),
             lo,
             hi,
             nblocks,
@@ -181,16 +186,24 @@ impl Space {
         unsafe { &*self.meta.add(i) }
     }
 
-    /// Kind (`KIND_*`) and span class of block `i` (`i < nblocks`). For
-    /// small blocks the span class is `2 * size class + noscan`; for a large
-    /// head it is just the noscan flag.
+    /// Kind (`KIND_*`) and span class of block `i` (`i < nblocks`), the
+    /// typed flag (`sizeclass::SC_TYPED`) masked off. For small blocks the
+    /// span class is `2 * size class + noscan`; for a large head it is just
+    /// the noscan flag.
     #[inline(always)]
     pub fn kind(&self, i: usize) -> (u8, usize) {
+        let v = self.kind_raw(i);
+        (v as u8, (v >> 8) as usize & !crate::sizeclass::SC_TYPED)
+    }
+
+    /// The whole kind word of block `i`: kind byte, and span class byte
+    /// with `SC_TYPED` for a typed block.
+    #[inline(always)]
+    pub fn kind_raw(&self, i: usize) -> u16 {
         debug_assert!(i < self.nblocks);
         // SAFETY: i < nblocks; the kind map holds nblocks zero-initialised
         // AtomicU16 and lives as long as self.
-        let v = unsafe { &*self.kinds.add(i) }.load(Ordering::Acquire);
-        (v as u8, (v >> 8) as usize)
+        unsafe { &*self.kinds.add(i) }.load(Ordering::Acquire)
     }
 
     /// Set the kind and span class of block `i` (Release: the block's
@@ -210,6 +223,18 @@ impl Space {
         // SAFETY: i < nblocks; the desc map holds nblocks zero-initialised
         // AtomicUsize and lives as long as self.
         unsafe { &*self.descs.add(i) }.load(Ordering::Acquire)
+    }
+
+    /// The descriptor word of the block holding heap address `addr` (the
+    /// caller checked `contains(addr)`): [`Space::block_desc`] of its block,
+    /// from the biased table (the markers' hot path).
+    #[inline(always)]
+    pub fn block_desc_at(&self, addr: usize) -> usize {
+        debug_assert!(self.contains(addr));
+        // SAFETY: addr is in the heap, so addr >> BLOCK_SHIFT is a block
+        // number in lo >> BLOCK_SHIFT .. + nblocks, and the biased pointer
+        // plus it lands on that block's entry of the desc map.
+        unsafe { &*self.descs_by_addr.wrapping_add(addr >> BLOCK_SHIFT) }.load(Ordering::Acquire)
     }
 
     /// Set the descriptor word of block `i` (Release).
