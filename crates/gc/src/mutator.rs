@@ -17,7 +17,9 @@
 //! 0 stays empty, so an unassigned id falls to the slow path): the fast
 //! path's only extra work is the compact flag test on the descriptor's
 //! flags word, which it reads anyway (pointer-free test), and for a
-//! compact one an indexed load. Their blocks are *typed*: a refill takes a
+//! compact one an indexed load (each layout has its own copy of the fast
+//! path, `fast_in`: the headered one is the code it was before typed
+//! blocks). Their blocks are *typed*: a refill takes a
 //! partial block from the descriptor's own list (checking the block's
 //! descriptor word) or a fresh block, whose descriptor word it sets before
 //! publishing the block's kind; the object is its zeroed payload, no header.
@@ -299,9 +301,31 @@ pub(crate) fn set_current_mutator(m: *mut Mutator) -> *mut Mutator {
     CURRENT.with(|c| c.replace(m))
 }
 
-/// Write the zeroed object with its header (a compact object: just the
-/// zeroed payload, its descriptor being its block's); the caller publishes
-/// it.
+/// Zero a compact object (no header: its descriptor is its block's; fixed
+/// size, so no length word either); the caller publishes it.
+///
+/// # Safety
+/// `[addr, addr + bytes)` is free heap memory owned by the caller.
+#[inline(always)]
+unsafe fn init_compact(addr: usize, bytes: usize) {
+    let p = addr as *mut usize;
+    let words = bytes / 8;
+    // SAFETY: the caller owns the object's memory.
+    unsafe {
+        if words <= 8 {
+            // Volatile, as in `init_object`: no memset call for a few words.
+            let mut i = 0;
+            while i < words {
+                p.add(i).write_volatile(0);
+                i += 1;
+            }
+        } else {
+            std::ptr::write_bytes(p, 0, words);
+        }
+    }
+}
+
+/// Write the zeroed object with its header; the caller publishes it.
 ///
 /// # Safety
 /// `[addr, addr + bytes)` is free heap memory owned by the caller.
@@ -311,15 +335,6 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
     let words = bytes / 8;
     // SAFETY: the caller owns the object's memory.
     unsafe {
-        if desc.is_compact() {
-            // (Fixed-size only: no length word.)
-            let mut i = 0;
-            while i < words {
-                p.add(i).write_volatile(0);
-                i += 1;
-            }
-            return;
-        }
         if words <= 8 {
             // Volatile: otherwise LLVM turns this loop into a memset call,
             // which costs more than the few stores for small objects.
@@ -338,43 +353,66 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
     }
 }
 
+/// The fast path proper on one cache (`COMPACT`: `c` is a typed block's
+/// cache and `desc` compact; see [`Mutator::fast`]).
+#[inline(always)]
+fn fast_in<const COMPACT: bool>(
+    c: &mut ClassCache,
+    class: usize,
+    desc: &'static Descriptor,
+    bytes: usize,
+    len: Option<usize>,
+) -> Option<GcRef> {
+    if c.free == 0 && !c.advance() {
+        return None;
+    }
+    let bit = c.free.trailing_zeros() as usize;
+    c.free &= c.free - 1;
+    let addr = c.base + (c.word * 64 + bit) * CLASS_SIZES[class];
+    // SAFETY: the slot is free (its start bit is clear) in a block this
+    // mutator owns; nobody else allocates there.
+    unsafe {
+        if COMPACT {
+            init_compact(addr, bytes)
+        } else {
+            init_object(addr, desc, bytes, len)
+        }
+    };
+    if !c.black.is_null() {
+        // Allocate black (concurrent marking): the mark bit before the
+        // object-start bit, so whoever sees the object sees it marked.
+        // An atomic RMW: markers and the barrier set bits of this word.
+        // SAFETY: black points at the owned block's current mark buffer.
+        unsafe { (*c.black.add(c.word)).fetch_or(1 << bit, Ordering::Relaxed) };
+    }
+    // SAFETY: meta is the owned block's metadata.
+    let w = unsafe { &(*c.meta).alloc[c.word] };
+    // Publish after the header (Release): pitfall 1.
+    w.store(w.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
+    GcRef::from_heap_addr(addr)
+}
+
 impl Mutator {
     pub(crate) fn new(heap: Arc<HeapInner>) -> Mutator {
         Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES], typed: vec![ClassCache::EMPTY], assist_debt: 0 }
     }
 
     /// Fast path: allocate from the current block of span class `sc` (of
-    /// `desc`'s typed block, for a compact descriptor).
+    /// `desc`'s typed block, for a compact descriptor). The compact test
+    /// comes first and each layout has its own copy of the code
+    /// ([`fast_in`]), so a headered allocation runs exactly the code it ran
+    /// before typed blocks, after one test of a flag in the descriptor word
+    /// it reads anyway.
     #[inline(always)]
     fn fast(&mut self, sc: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
         let class = split_span_class(sc).0;
-        let c = if desc.is_compact() {
+        if desc.is_compact() {
             // (Id 0, not assigned yet, is the empty entry 0.)
-            self.typed.get_mut(desc.compact_id())?
+            let c = self.typed.get_mut(desc.compact_id())?;
+            fast_in::<true>(c, class, desc, bytes, len)
         } else {
-            &mut self.caches[sc]
-        };
-        if c.free == 0 && !c.advance() {
-            return None;
+            fast_in::<false>(&mut self.caches[sc], class, desc, bytes, len)
         }
-        let bit = c.free.trailing_zeros() as usize;
-        c.free &= c.free - 1;
-        let addr = c.base + (c.word * 64 + bit) * CLASS_SIZES[class];
-        // SAFETY: the slot is free (its start bit is clear) in a block this
-        // mutator owns; nobody else allocates there.
-        unsafe { init_object(addr, desc, bytes, len) };
-        if !c.black.is_null() {
-            // Allocate black (concurrent marking): the mark bit before the
-            // object-start bit, so whoever sees the object sees it marked.
-            // An atomic RMW: markers and the barrier set bits of this word.
-            // SAFETY: black points at the owned block's current mark buffer.
-            unsafe { (*c.black.add(c.word)).fetch_or(1 << bit, Ordering::Relaxed) };
-        }
-        // SAFETY: meta is the owned block's metadata.
-        let w = unsafe { &(*c.meta).alloc[c.word] };
-        // Publish after the header (Release): pitfall 1.
-        w.store(w.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
-        GcRef::from_heap_addr(addr)
     }
 
     /// Allocate `bytes` (header included) described by `desc`, without
