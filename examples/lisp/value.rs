@@ -5,7 +5,7 @@
 //! | low bits | meaning                                                    |
 //! |----------|------------------------------------------------------------|
 //! | `...1`   | fixnum (62-bit signed integer, `n << 1 | 1`), never boxed  |
-//! | `..000`  | a GC object: the exact address of its header (never 0)     |
+//! | `..000`  | a GC object: the exact address of its start (never 0)      |
 //! | `..010`  | a constant: `()`, `#f`, `#t`, the unspecified value       |
 //! | `..100`  | a symbol (`id << 3`), interned in the `Interp`'s table     |
 //! | `..110`  | a built-in procedure (`index << 3`)                        |
@@ -23,8 +23,10 @@
 //! `array_builder(1).value_at(0)`). The collector decodes value slots with
 //! the encoding: a fixnum, a constant, a symbol or a built-in is skipped,
 //! a heap value is marked. Stores go through `GcRef::set_value` (the
-//! value write barrier). A pair is `[header, car, cdr]`: 24 bytes (it was
-//! 48 with two-word value slots before the encoding existed).
+//! value write barrier). A pair is a compact object (no header word, its
+//! descriptor is its block's: `DescriptorBuilder::compact`), `[car, cdr]`:
+//! 16 bytes (24 with a header; 48 with two-word value slots before the
+//! encoding existed).
 //!
 //! Layouts are built at run time with `Descriptor::builder` /
 //! `Descriptor::array_builder`, once per process ([`types`]), as a VM that
@@ -183,7 +185,7 @@ pub fn types() -> &'static Types {
     T.get_or_init(|| {
         let b = |r: Result<&'static Descriptor, usurp::gc::DescriptorError>| r.expect("static layout is valid");
         Types {
-            pair: b(Descriptor::builder(2).value_at(0).value_at(1).name("lisp.pair").build()),
+            pair: b(Descriptor::builder(2).value_at(0).value_at(1).compact().name("lisp.pair").build()),
             string: b(Descriptor::array_builder(1).name("lisp.string").build()),
             vector: b(Descriptor::array_builder(1).value_at(0).name("lisp.vector").build()),
             frame: b(Descriptor::array_builder(1).value_at(0).name("lisp.frame").build()),

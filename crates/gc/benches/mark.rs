@@ -17,8 +17,9 @@
 //!
 //! `cargo bench -p usurp-gc --bench mark`.
 //!
-//! `cargo bench -p usurp-gc --bench mark -- tree [depth]` instead marks a
-//! binary tree of two-pointer nodes (binary-trees' 24-byte node, default
+//! `cargo bench -p usurp-gc --bench mark -- tree [depth] [headered]` instead
+//! marks a binary tree of two-pointer nodes (binary-trees' node: compact,
+//! 16 bytes, or with `headered` the 24-byte headered layout; default
 //! depth 20: 2M objects) as a concurrent cycle does (the stepped mark:
 //! atomic mark bits, the grey stack drained in slices), and prints the
 //! drain's thread CPU time per object, median of `RUNS`. For instructions
@@ -117,8 +118,9 @@ fn build_tree(d: &'static Descriptor, depth: u32) -> usurp_gc::GcRef {
     n
 }
 
-/// The `tree` case: stepped (concurrent-style) marks of one binary tree.
-fn bench_tree(depth: u32) {
+/// The `tree` case: stepped (concurrent-style) marks of one binary tree
+/// of compact (16-byte) or headered (24-byte) nodes.
+fn bench_tree(depth: u32, headered: bool) {
     let heap = Heap::new(HeapConfig {
         max_heap: 1 << 31,
         gogc: None,
@@ -130,7 +132,9 @@ fn bench_tree(depth: u32) {
     })
     .expect("heap");
     let _g = heap.attach_thread().unwrap();
-    let d = Descriptor::builder(2).name("node").pointer_at(0).pointer_at(1).build().unwrap();
+    let b = Descriptor::builder(2).name("node").pointer_at(0).pointer_at(1);
+    let d = if headered { b } else { b.compact() }.build().unwrap();
+    let size = d.object_bytes(0).unwrap();
     let root = heap.add_root(Some(build_tree(d, depth)));
     let n = tree_nodes(depth);
     heap.collect(); // warm up: every block swept, the tree marked once
@@ -143,17 +147,23 @@ fn bench_tree(depth: u32) {
         heap.debug_finish_marking();
         // (The stepped mark sets the heap's live bytes, not `last`.)
         let live = heap.stats().heap_live;
-        assert!(live >= n * 24, "{live} live bytes for {n} nodes");
+        assert!(live >= n * size, "{live} live bytes for {n} nodes");
     }
     drop(root);
     let t = median(drains);
-    println!("tree depth {depth}: {n} objects, drain {:.2} ms, {:.2} ns/object", t.as_secs_f64() * 1e3, t.as_secs_f64() * 1e9 / n as f64);
+    println!(
+        "tree depth {depth} ({size}-byte {} nodes): {n} objects, drain {:.2} ms, {:.2} ns/object",
+        if headered { "headered" } else { "compact" },
+        t.as_secs_f64() * 1e3,
+        t.as_secs_f64() * 1e9 / n as f64
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     if args.first().map(String::as_str) == Some("tree") {
-        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20));
+        let headered = args.iter().any(|a| a == "headered");
+        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20), headered);
         return;
     }
     let ns = |d: Duration| d.as_secs_f64() * 1e9 / N as f64;

@@ -111,15 +111,16 @@ pub(crate) fn shade_new_object_fields(obj: usize) {
     if !SHADING.load(Ordering::Relaxed) {
         return;
     }
-    let p = obj as *const usize;
     // SAFETY: `obj` is an object this thread just allocated and initialised
-    // (its header holds its descriptor; it is not yet visible to others).
-    let d = unsafe { &*(p.read() as *const crate::Descriptor) };
+    // (its header, or its typed block's word, holds its descriptor; it is
+    // not yet visible to others).
+    let (d, payload) = unsafe { crate::refcheck::layout_of(obj) };
+    let p = payload as *const usize;
     // SAFETY: payload word 0 of an array is its length.
-    let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+    let len = if d.is_array() { unsafe { p.read() } } else { 0 };
     d.for_each_reference_word(len, |i, value| {
         // SAFETY: i is a payload word of this object per its descriptor.
-        let w = unsafe { p.add(1 + i).read() };
+        let w = unsafe { p.add(i).read() };
         if value {
             // A value slot (issue 14): decoded with the heap's encoding; an
             // immediate shades nothing.

@@ -1,8 +1,29 @@
 //! Type descriptors: the precise layout of every heap object.
 //!
-//! Every object starts with a header word holding a `&'static Descriptor`. The
-//! descriptor gives the object's size and a bitmap of which payload words are
-//! GC pointers, so marking is a loop over bits — no per-object virtual call.
+//! An object normally starts with a header word holding a `&'static
+//! Descriptor`. The descriptor gives the object's size and a bitmap of which
+//! payload words are GC pointers, so marking is a loop over bits — no
+//! per-object virtual call.
+//!
+//! **Compact objects** (issue 9: binary-trees' RSS). A fixed-size
+//! descriptor may opt in to the *compact layout* ([`Descriptor::compact`],
+//! [`DescriptorBuilder::compact`], `gc_type!(compact T { .. })`): its
+//! objects have no header word, their payload starts at the object's first
+//! byte ([`Descriptor::payload_offset`] is 0, 8 for headered objects), and
+//! their descriptor lives in the metadata of their block (a *typed block*,
+//! holding objects of that one descriptor only; `Space::block_desc`). Every
+//! place that needs an object's descriptor or payload address goes through
+//! `object_layout` (block descriptor word + object address). Only fixed
+//! descriptors whose object fits a small size class (payload <=
+//! `MAX_SMALL` bytes) can be compact: an array, or a larger object, is a
+//! const-evaluation error for [`Descriptor::compact`] and a
+//! [`DescriptorError`] for the builder. What compact objects do not get:
+//! the checkrefs quarantine (a freed compact object is freed at once; a
+//! stale handle into its block is still refused once the block is free or
+//! typed for another descriptor, and a stale `Gc<T>` still never yields a
+//! `&T` over another type). Each compact descriptor carries a
+//! [`CompactId`]: a small process-wide number given at its first
+//! allocation, which indexes the mutators' per-descriptor allocation caches.
 //!
 //! **Slot kinds** (issue 14). A payload word is *raw* (never looked at by
 //! the collector), a *pointer* slot (null or an object start; anything else
@@ -33,6 +54,101 @@ pub(crate) const DESCRIPTOR_MAGIC: u64 = 0x5553_5552_5044_4553; // "USURPDES"
 pub const FLAG_POINTER_FREE: u32 = 1;
 /// Flag: the object has value slots (marking takes the decoding path).
 pub const FLAG_HAS_VALUES: u32 = 2;
+/// Flag: compact layout (no header word; the descriptor is its block's).
+pub const FLAG_COMPACT: u32 = 4;
+
+/// The largest payload (bytes) of a compact object: the largest small size
+/// class (`internals::MAX_SMALL`).
+pub const MAX_COMPACT_BYTES: usize = crate::sizeclass::MAX_SMALL;
+
+/// Where a compact descriptor keeps its process-wide number (see the module
+/// docs): a `static` beside a `static` descriptor (`gc_type!` declares one),
+/// leaked for a built one. 0 until the descriptor's first allocation; then
+/// fixed. Written once, under the registry's lock; read (Relaxed) by the
+/// allocation fast path.
+#[derive(Debug)]
+pub struct CompactId(std::sync::atomic::AtomicU32);
+
+impl CompactId {
+    /// A fresh, unassigned id.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> CompactId {
+        CompactId(std::sync::atomic::AtomicU32::new(0))
+    }
+    /// The id, 0 if not assigned yet.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) as usize
+    }
+}
+
+/// Registry of compact descriptors: index = id (entry 0 unused).
+static COMPACT_REGISTRY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// The compact id of `d` (a compact descriptor), assigned now if it has
+/// none yet. Allocation slow path only.
+pub(crate) fn compact_id_assign(d: &'static Descriptor) -> usize {
+    let cid = d.compact.expect("a compact descriptor");
+    let id = cid.get();
+    if id != 0 {
+        return id;
+    }
+    let mut r = COMPACT_REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let id = cid.get();
+    if id != 0 {
+        return id;
+    }
+    if r.is_empty() {
+        r.push(0);
+    }
+    let id = r.len();
+    assert!(id < u32::MAX as usize, "too many compact descriptors");
+    r.push(d as *const Descriptor as usize);
+    cid.0.store(id as u32, std::sync::atomic::Ordering::Relaxed);
+    id
+}
+
+/// The descriptor and payload address of the published object at `obj`
+/// whose block's descriptor word (`Space::block_desc`) is `block_desc`: a
+/// compact object's descriptor is its block's and its payload starts at
+/// `obj`; any other object's descriptor is its header word and its payload
+/// follows it. **The** one place that knows both layouts.
+///
+/// # Safety
+/// `obj` is a published object (start bit read with Acquire, or found
+/// during a mark) and `block_desc` was read for its block while it held it.
+#[inline(always)]
+pub(crate) unsafe fn object_layout(obj: usize, block_desc: usize) -> (&'static Descriptor, usize) {
+    if block_desc != 0 {
+        // SAFETY: as compact_layout's (a typed block's word).
+        unsafe { compact_layout(obj, block_desc) }
+    } else {
+        // SAFETY: as headered_layout's (an untyped block).
+        unsafe { headered_layout(obj) }
+    }
+}
+
+/// [`object_layout`] of a compact object (`block_desc != 0`): for a caller
+/// that already knows which layout it has (the markers' tagged entries).
+///
+/// # Safety
+/// As [`object_layout`], `block_desc` non-zero.
+#[inline(always)]
+pub(crate) unsafe fn compact_layout(obj: usize, block_desc: usize) -> (&'static Descriptor, usize) {
+    // SAFETY: a typed block's word is a &'static compact Descriptor.
+    (unsafe { &*(block_desc as *const Descriptor) }, obj)
+}
+
+/// [`object_layout`] of a headered object (its block's word is 0).
+///
+/// # Safety
+/// As [`object_layout`], for an object of an untyped block.
+#[inline(always)]
+pub(crate) unsafe fn headered_layout(obj: usize) -> (&'static Descriptor, usize) {
+    // SAFETY: a headered published object's first word is its &'static
+    // Descriptor, written before publication.
+    (unsafe { &*((obj as *const usize).read() as *const Descriptor) }, obj + 8)
+}
 
 /// The layout of one kind of heap object. See the module docs.
 #[repr(C)]
@@ -56,6 +172,8 @@ pub struct Descriptor {
     elem_vbitmap: u64,
     /// Value slots of a fixed object, trimmed like `bitmap`.
     vbitmap: &'static [u64],
+    /// Compact layout (`FLAG_COMPACT`): where its id lives.
+    compact: Option<&'static CompactId>,
 }
 
 /// Errors from [`DescriptorBuilder::build`].
@@ -67,6 +185,8 @@ pub enum DescriptorError {
     ElementTooLarge(usize),
     /// A word declared both a pointer slot and a value slot.
     SlotKindConflict { index: usize },
+    /// A compact descriptor's payload exceeds [`MAX_COMPACT_BYTES`].
+    CompactTooLarge { size_words: usize },
 }
 
 impl std::fmt::Display for DescriptorError {
@@ -82,6 +202,11 @@ impl std::fmt::Display for DescriptorError {
             DescriptorError::SlotKindConflict { index } => {
                 write!(f, "descriptor: word {index} is declared both a pointer slot and a value slot")
             }
+            DescriptorError::CompactTooLarge { size_words } => write!(
+                f,
+                "descriptor: a compact object must fit a small size class ({MAX_COMPACT_BYTES} bytes); \
+                 {size_words} words do not"
+            ),
         }
     }
 }
@@ -121,6 +246,7 @@ impl Descriptor {
             elem_vbitmap: 0,
             vbitmap: values.split_at(nv).0,
             small_ptrs: if n == 1 && nv == 0 { bitmap[0] } else { 0 },
+            compact: None,
         }
     }
 
@@ -151,12 +277,74 @@ impl Descriptor {
             elem_vbitmap: elem_values,
             vbitmap: &[],
             small_ptrs: 0,
+            compact: None,
+        }
+    }
+
+    /// This fixed descriptor with the **compact layout** (see the module
+    /// docs): its objects have no header word and live in blocks typed
+    /// with this descriptor; `id` is where its process-wide number is kept
+    /// (a `static CompactId` of its own). For a `static`:
+    ///
+    /// ```
+    /// use usurp_gc::descriptor::{CompactId, Descriptor};
+    /// static PAIR_ID: CompactId = CompactId::new();
+    /// static PAIR: Descriptor = Descriptor::fixed("pair", 2, &[0b11]).compact(&PAIR_ID);
+    /// assert!(PAIR.is_compact() && PAIR.payload_offset() == 0);
+    /// assert_eq!(PAIR.object_bytes(0), Some(16));
+    /// ```
+    ///
+    /// Refused (a const-evaluation error in a `static`, a panic at run time)
+    /// for an array descriptor and for a payload larger than
+    /// [`MAX_COMPACT_BYTES`]:
+    ///
+    /// ```compile_fail
+    /// use usurp_gc::descriptor::{CompactId, Descriptor};
+    /// static ID: CompactId = CompactId::new();
+    /// static BAD: Descriptor = Descriptor::array("bytes", 1, 0).compact(&ID);
+    /// ```
+    pub const fn compact(mut self, id: &'static CompactId) -> Descriptor {
+        assert!(self.elem_words == 0, "an array descriptor cannot be compact (only fixed-size objects can)");
+        assert!(
+            self.size_words <= MAX_COMPACT_BYTES / 8,
+            "a compact object must fit a small size class (payload <= MAX_SMALL bytes)"
+        );
+        self.flags |= FLAG_COMPACT;
+        self.compact = Some(id);
+        self
+    }
+
+    /// Whether objects of this kind have the compact layout (no header).
+    #[inline(always)]
+    pub const fn is_compact(&self) -> bool {
+        self.flags & FLAG_COMPACT != 0
+    }
+
+    /// Bytes from an object's address (what a handle holds) to its payload
+    /// word 0: 0 for a compact object, 8 (the header word) otherwise. For
+    /// JIT authors: payload word `i` of an object `o` is at
+    /// `o + payload_offset() + 8 * i`.
+    #[inline(always)]
+    pub const fn payload_offset(&self) -> usize {
+        if self.is_compact() {
+            0
+        } else {
+            8
+        }
+    }
+
+    /// The compact id (0: not compact, or not allocated yet).
+    #[inline(always)]
+    pub(crate) fn compact_id(&self) -> usize {
+        match self.compact {
+            Some(c) => c.get(),
+            None => 0,
         }
     }
 
     /// Start building a fixed-size descriptor at run time (for guest layouts).
     pub fn builder(size_words: usize) -> DescriptorBuilder {
-        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None }
+        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None, compact: false }
     }
 
     /// Start building an array descriptor at run time.
@@ -247,11 +435,14 @@ impl Descriptor {
         }
     }
 
-    /// Total object size in bytes including the header, for `len` elements
-    /// (ignored for fixed objects). `None` on overflow.
+    /// Total object size in bytes including the header (none for a
+    /// compact object), for `len` elements (ignored for fixed objects).
+    /// `None` on overflow.
     pub fn object_bytes(&self, len: usize) -> Option<usize> {
         let words = if self.is_array() {
             len.checked_mul(self.elem_words)?.checked_add(2)?
+        } else if self.is_compact() {
+            self.size_words
         } else {
             self.size_words.checked_add(1)?
         };
@@ -412,6 +603,7 @@ pub struct DescriptorBuilder {
     ptrs: Vec<usize>,
     values: Vec<usize>,
     name: Option<String>,
+    compact: bool,
 }
 
 impl DescriptorBuilder {
@@ -429,6 +621,14 @@ impl DescriptorBuilder {
     /// Give the descriptor a name for diagnostics.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
+        self
+    }
+    /// Give the objects the compact layout (no header word; see
+    /// [`Descriptor::compact`]). `build` fails with
+    /// [`DescriptorError::CompactTooLarge`] if the payload exceeds
+    /// [`MAX_COMPACT_BYTES`].
+    pub fn compact(mut self) -> Self {
+        self.compact = true;
         self
     }
     /// Build and leak the descriptor (it must outlive every object naming it).
@@ -459,7 +659,7 @@ impl DescriptorBuilder {
         let any = !bitmap.is_empty() || !vbitmap.is_empty();
         let small_ptrs = if bitmap.len() == 1 && vbitmap.is_empty() { bitmap[0] } else { 0 };
         let name: &'static str = Box::leak(self.name.unwrap_or_else(|| "<runtime>".into()).into_boxed_str());
-        Ok(Box::leak(Box::new(Descriptor {
+        let mut d = Descriptor {
             magic: DESCRIPTOR_MAGIC,
             size_words: self.size_words,
             elem_words: 0,
@@ -470,7 +670,16 @@ impl DescriptorBuilder {
             elem_vbitmap: 0,
             vbitmap: Box::leak(vbitmap.into_boxed_slice()),
             small_ptrs,
-        })))
+            compact: None,
+        };
+        if self.compact {
+            if self.size_words > MAX_COMPACT_BYTES / 8 {
+                return Err(DescriptorError::CompactTooLarge { size_words: self.size_words });
+            }
+            d.flags |= FLAG_COMPACT;
+            d.compact = Some(Box::leak(Box::new(CompactId::new())));
+        }
+        Ok(Box::leak(Box::new(d)))
     }
 }
 
@@ -534,6 +743,7 @@ impl ArrayDescriptorBuilder {
             elem_vbitmap: self.values,
             vbitmap: &[],
             small_ptrs: 0,
+            compact: None,
         })))
     }
 }
@@ -546,7 +756,14 @@ impl ArrayDescriptorBuilder {
 /// ([`Member`](crate::Member), [`GcRef`](crate::GcRef), `Gc<_>`) has its word
 /// marked; no other word may be marked unless it always holds null or a GC
 /// pointer. The GC never runs `Drop` for heap objects. Use [`gc_type!`](crate::gc_type).
+///
+/// `PAYLOAD_OFFSET` must equal `Self::descriptor().payload_offset()` (0 for
+/// a compact descriptor); `Gc<T>` uses it as a compile-time constant (and
+/// `Gc::new` / `Gc::from_ref` check it).
 pub unsafe trait GcType: Sized {
+    /// Bytes from an object's address to its payload (see
+    /// [`Descriptor::payload_offset`]).
+    const PAYLOAD_OFFSET: usize = 8;
     /// The descriptor of `Self` (a `static`, so its address is stable).
     fn descriptor() -> &'static Descriptor;
 }
@@ -561,8 +778,48 @@ pub unsafe trait GcType: Sized {
 /// ```
 /// Each listed field must be one word (a `Member<_>`, `Gc<_>` or `GcRef`).
 /// Pointer fields must lie in the first 256 words of the struct.
+///
+/// `gc_type!(compact T { .. })` gives `T` the compact layout (no header
+/// word, see [`Descriptor::compact`]): for small, numerous records (tree
+/// nodes, cons cells). `T` must then fit a small size class:
+///
+/// ```
+/// use usurp_gc::{gc_type, Member};
+/// #[repr(C)]
+/// struct Node { left: Member<Node>, right: Member<Node> }
+/// gc_type!(compact Node { left, right });
+/// # use usurp_gc::GcType;
+/// assert_eq!(Node::descriptor().object_bytes(0), Some(16));
+/// ```
 #[macro_export]
 macro_rules! gc_type {
+    (compact $t:ty { $($field:ident),* $(,)? }) => {
+        // SAFETY: as in the headered form; PAYLOAD_OFFSET is 0, as the
+        // compact descriptor's payload_offset().
+        unsafe impl $crate::GcType for $t {
+            const PAYLOAD_OFFSET: usize = 0;
+            #[inline(always)]
+            fn descriptor() -> &'static $crate::Descriptor {
+                const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
+                const BITMAP: [u64; 4] = {
+                    let mut b = [0u64; 4];
+                    $(
+                        let off = ::core::mem::offset_of!($t, $field);
+                        assert!(off % 8 == 0, "GC pointer field must be word aligned");
+                        let w = off / 8;
+                        assert!(w < 256, "GC pointer fields must lie in the first 256 words");
+                        b[w / 64] |= 1u64 << (w % 64);
+                    )*
+                    b
+                };
+                const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
+                static ID: $crate::descriptor::CompactId = $crate::descriptor::CompactId::new();
+                static DESC: $crate::Descriptor =
+                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).compact(&ID);
+                &DESC
+            }
+        }
+    };
     ($t:ty { $($field:ident),* $(,)? }) => {
         // SAFETY: the bitmap below is computed from the offsets of exactly the
         // listed fields; the const asserts check size, alignment and word size.

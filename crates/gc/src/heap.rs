@@ -102,6 +102,10 @@ pub(crate) struct HeapInner {
     world: RwLock<Arc<dyn World>>,
     /// Per span class: blocks with free slots that no mutator owns.
     pub partial: Vec<Mutex<Vec<u32>>>,
+    /// Per compact descriptor (indexed by its compact id): its typed blocks
+    /// with free slots that no mutator owns (reused only for that
+    /// descriptor). Grown on demand; emptied in the pause like `partial`.
+    typed_partial: Mutex<Vec<Vec<u32>>>,
     collect_lock: Mutex<()>,
     pub cycle: AtomicU64,
     pub live: AtomicUsize,
@@ -238,6 +242,9 @@ pub(crate) enum Swept {
     No,
     /// Swept; it has free slots and went onto the partial list of this span class.
     Partial(usize),
+    /// Swept; a typed block with free slots, now on the partial list of the
+    /// compact descriptor with this id.
+    Typed(usize),
     /// Swept: full, freed, or a large object.
     Yes,
 }
@@ -339,6 +346,7 @@ impl Heap {
                 space,
                 world: RwLock::new(world),
                 partial: (0..NUM_SPAN_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+                typed_partial: Mutex::new(Vec::new()),
                 collect_lock: Mutex::new(()),
                 cycle: AtomicU64::new(0),
                 live: AtomicUsize::new(0),
@@ -1046,6 +1054,31 @@ impl HeapInner {
         }
     }
 
+    /// A partial block for span class `sc` (`typed_id` 0), or a typed one
+    /// of the compact descriptor `typed_id`; may be stale (the caller checks
+    /// kind and descriptor word).
+    pub(crate) fn pop_partial(&self, sc: usize, typed_id: usize) -> Option<u32> {
+        if typed_id == 0 || !typed_lists() {
+            lock(&self.partial[sc]).pop()
+        } else {
+            lock(&self.typed_partial).get_mut(typed_id).and_then(|v| v.pop())
+        }
+    }
+
+    /// List block `b` as partial, for span class `sc` (`typed_id` 0) or on
+    /// the list of the compact descriptor `typed_id`.
+    pub(crate) fn push_partial(&self, sc: usize, typed_id: usize, b: usize) {
+        if typed_id == 0 || !typed_lists() {
+            lock(&self.partial[sc]).push(b as u32);
+        } else {
+            let mut t = lock(&self.typed_partial);
+            if t.len() <= typed_id {
+                t.resize_with(typed_id + 1, Vec::new);
+            }
+            t[typed_id].push(b as u32);
+        }
+    }
+
     /// Large-object slow path (its own span of blocks).
     pub(crate) fn alloc_large(
         &self,
@@ -1079,6 +1112,9 @@ impl HeapInner {
         m.large_bytes.store(bytes, Ordering::Relaxed);
         // Swept for the current mark; published before the kind (Release).
         m.swept.store(2 * self.space.gen.load(Ordering::Acquire), Ordering::Release);
+        // Untyped (a freed typed block forgot its descriptor already; this
+        // keeps the rule "set by whoever hands the block out").
+        self.space.set_block_desc(first, 0);
         self.space.set_kind(first, KIND_LARGE_HEAD, desc.is_pointer_free() as usize);
         let addr = self.space.block_start(first);
         let p = addr as *mut usize;
@@ -2086,6 +2122,9 @@ impl HeapInner {
         for p in self.partial.iter() {
             lock(p).clear();
         }
+        for p in lock(&self.typed_partial).iter_mut() {
+            p.clear();
+        }
         self.quarantining.store(self.config.check_refs && reason != "limit", Ordering::Relaxed);
         self.space.gen.store(cycle, Ordering::Release);
         self.sweep_cursor.store(0, Ordering::Release);
@@ -2159,17 +2198,18 @@ impl HeapInner {
     }
 
     /// Lazy sweeping by allocation: sweeps blocks from the shared cursor
-    /// until one of span class `sc` lands on its partial list, at most
+    /// until one lands on the partial list `target` names (`Partial(sc)`:
+    /// span class `sc`'s; `Typed(id)`: the compact descriptor's), at most
     /// `budget` blocks. Returns whether one did. Leaves early (false) when
     /// the worker has a checkpoint request outstanding (see `pacer.rs`).
-    pub(crate) fn sweep_for(&self, sc: usize, budget: usize) -> bool {
+    pub(crate) fn sweep_for(&self, target: Swept, budget: usize) -> bool {
         let hwm = self.space.high_water();
         for _ in 0..budget {
             let b = self.sweep_cursor.fetch_add(1, Ordering::AcqRel);
             if b >= hwm {
                 return false;
             }
-            if self.sweep_block(b, Sweeper::Allocation) == Swept::Partial(sc) {
+            if self.sweep_block(b, Sweeper::Allocation) == target {
                 return true;
             }
             if crate::pacer::leave_for_request(false) {
@@ -2227,6 +2267,10 @@ impl HeapInner {
                 let slots = slots_of(class);
                 let mut allocated = 0;
                 let mut quarantined = Vec::new();
+                // A typed block (compact objects) is not quarantined: its
+                // objects have no header to poison (see `descriptor.rs`).
+                let typed = self.space.block_desc(b);
+                let quarantining = quarantining && typed == 0;
                 for w in 0..slots.div_ceil(64) {
                     let alloc = m.alloc[w].load(Ordering::Relaxed);
                     let a = alloc & m.marks[buf][w].load(Ordering::Relaxed);
@@ -2256,11 +2300,23 @@ impl HeapInner {
                 }
                 if allocated == 0 {
                     self.space.set_kind(b, KIND_FREE, 0);
+                    // A typed block forgets its descriptor (after the kind
+                    // says free: see `refcheck::is_object_start`).
+                    if typed != 0 {
+                        self.space.set_block_desc(b, 0);
+                    }
                     self.space.free_blocks_run(b, 1, cycle);
                     Swept::Yes
                 } else if allocated < slots {
-                    lock(&self.partial[sc]).push(b as u32);
-                    Swept::Partial(sc)
+                    if typed != 0 {
+                        // SAFETY: a typed block's word is a &'static Descriptor.
+                        let id = unsafe { &*(typed as *const Descriptor) }.compact_id();
+                        self.push_partial(sc, id, b);
+                        Swept::Typed(id)
+                    } else {
+                        lock(&self.partial[sc]).push(b as u32);
+                        Swept::Partial(sc)
+                    }
                 } else {
                     Swept::Yes
                 }
@@ -2317,6 +2373,27 @@ impl HeapInner {
         let m = self.space.meta(l.block);
         m.alloc[l.slot / 64].fetch_and(!(1u64 << (l.slot % 64)), Ordering::Relaxed);
     }
+}
+
+/// Test-only switch (negative control of "a typed block holds objects of
+/// one compact descriptor only"): `false` lists typed blocks with free
+/// slots by span class, as untyped ones, and lets a refill take any block
+/// of its class (the descriptor word is not compared): objects of one
+/// compact descriptor then land in a block typed with another, and read as
+/// the wrong type. Read on the allocation slow path and by sweeps only.
+static TYPED_LISTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+#[inline]
+pub(crate) fn typed_lists() -> bool {
+    TYPED_LISTS.load(Ordering::Relaxed)
+}
+
+/// Test-only: turns the per-descriptor lists of typed blocks off (`false`,
+/// see `TYPED_LISTS`) or on again (the default). Process-wide: only for a
+/// test binary of its own.
+#[doc(hidden)]
+pub fn set_typed_block_lists_for_tests(on: bool) {
+    TYPED_LISTS.store(on, Ordering::Relaxed);
 }
 
 /// Where in a cycle a panic happened (see [`HeapInner::guarded_cycle`]).

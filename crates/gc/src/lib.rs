@@ -10,13 +10,31 @@
 //! class (39 classes, 16 B … 32 KiB); a larger one gets its own span of whole
 //! blocks. Per block, side tables hold object-start ("allocated") bits and
 //! mark bits; block metadata lives in a separate array indexed by block
-//! number. Blocks free for two cycles go back to the OS (`MADV_DONTNEED`).
+//! number. Blocks free for two cycles go back to the OS (`MADV_DONTNEED`). A
+//! third side table holds a word per block: the descriptor of a typed block
+//! of compact objects (below), 0 otherwise.
 //!
 //! ## Precise heap
 //! Every object starts with a header word: a `&'static Descriptor` giving its
 //! size and a bitmap of pointer words ([`descriptor`]). Rust types get one from
 //! [`gc_type!`]; a VM builds them at run time with [`Descriptor::builder`].
 //! Marking reads the bitmap; pointer-free objects are never scanned.
+//! **Compact objects** (issue 9) have no header: a fixed descriptor that
+//! fits a small size class may opt in ([`Descriptor::compact`],
+//! [`DescriptorBuilder::compact`], `gc_type!(compact T { .. })`); its
+//! objects' payload starts at the handle's address
+//! ([`Descriptor::payload_offset`] 0 instead of 8; `Gc<T>` knows it at
+//! compile time, [`GcType::PAYLOAD_OFFSET`]) and they live in *typed
+//! blocks*, whose side-table word names their one descriptor (a block
+//! never holds two descriptors' objects, nor compact and headered ones;
+//! each mutator has an allocation cache per compact descriptor, found by
+//! the descriptor's [`CompactId`]; a sweep that empties a typed block
+//! frees it and forgets its descriptor). Binary-trees' node is 16 bytes
+//! instead of 24. Arrays and larger objects cannot be compact (a
+//! const-evaluation error, or [`DescriptorError::CompactTooLarge`]);
+//! checkrefs does not quarantine compact objects (they have no header to
+//! poison): a stale handle into a typed block is still refused once the
+//! block is free, and a stale `Gc<T>` never reads another type.
 //! **Tagged values** (issue 14): a descriptor may also declare *value
 //! slots* ([`DescriptorBuilder::value_at`], the array equivalent) holding a
 //! VM's one-word tagged values; marking decodes them with the heap's
@@ -34,7 +52,7 @@
 //! Task stacks and saved registers are scanned conservatively: Rust code and
 //! interpreters keep raw [`GcRef`] / [`Gc<T>`] in locals with no rooting. A
 //! word keeps an object alive if it points anywhere inside it, or exactly one
-//! past its exact end (header + payload per its descriptor; see `mark.rs`). Sweeping is lazy
+//! past its exact end (header, if any, + payload per its descriptor; see `mark.rs`). Sweeping is lazy
 //! (see "Collection"), and until a block is swept its live objects are
 //! `alloc & mark(last cycle)`, which every lookup (conservative, `find_object`,
 //! `object_at`, handle checks) uses: a stray word can never revive a dead
@@ -477,6 +495,7 @@ pub mod internals {
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;
+    pub use crate::heap::set_typed_block_lists_for_tests;
 
     /// Whether any heap of the process is marking (one Relaxed load: the
     /// write barrier's flag). A thread the World stops sees the value of
@@ -511,11 +530,18 @@ pub mod internals {
     pub fn has_mutator() -> bool {
         !crate::mutator::current_mutator().is_null()
     }
+
+    /// The block holding heap address `addr`: its start, and the compact
+    /// descriptor it is typed with (`None`: an untyped block, headered
+    /// objects or free). `None` outside every heap. Reads side tables only.
+    pub fn block_of(addr: usize) -> Option<(usize, Option<&'static crate::Descriptor>)> {
+        crate::refcheck::block_info(addr)
+    }
 }
 
 pub use barrier::{usurp_gc_write_barrier, usurp_gc_write_barrier_value};
 pub use config::{ConfigError, HeapConfig};
-pub use descriptor::{ArrayDescriptorBuilder, Descriptor, DescriptorBuilder, DescriptorError, GcType, SlotKind};
+pub use descriptor::{ArrayDescriptorBuilder, CompactId, Descriptor, DescriptorBuilder, DescriptorError, GcType, SlotKind};
 pub use encoding::ValueEncoding;
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]

@@ -39,6 +39,17 @@
 //! exactly still retains that array, because its end pointer and the root
 //! are the same word.
 //!
+//! **Compact objects** (no header, see `descriptor.rs`): lookups are the
+//! same (kind, slot, start bit); the block's span class byte carries a
+//! `SC_TYPED` flag (bit 7), which the lookup reads anyway, and a compact object
+//! goes on a grey stack tagged (bit 0; `refcheck::shade` tags the grey
+//! list's entries likewise). `Marker::next` takes a tagged object's
+//! descriptor from its typed block's side-table word instead of its header
+//! (`descriptor::object_layout`), and the scan reads pointer bits from
+//! payload offset 0. No block is freed while a mark runs, so the word read
+//! for a marked object is its block's. A compact object is never an array,
+//! so it never takes part in the exact-end rule below.
+//!
 //! **Precise pointers** (object fields, handles, scanner callbacks) must be null
 //! or an object start; anything else is counted as a bad pointer and ignored.
 //! A marker checks that with the object-start bit alone
@@ -83,7 +94,7 @@ use crate::block::{KIND_LARGE_HEAD, KIND_LARGE_TAIL, KIND_SMALL};
 use crate::descriptor::Descriptor;
 use crate::encoding::ValueEncoding;
 use crate::stats::BadSlot;
-use crate::sizeclass::{slot_index, span_size_and_slot, split_span_class, CLASS_SIZES};
+use crate::sizeclass::{slot_index, span_size_and_slot, split_span_class, CLASS_SIZES, SC_TYPED};
 use crate::space::Space;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -98,6 +109,9 @@ pub struct ObjLoc {
     pub noscan: bool,
     /// Bytes the object occupies: its size class, or a large object's blocks.
     pub size: usize,
+    /// 1 for a compact object in a typed block (its descriptor is the
+    /// block's), 0 otherwise: the tag of its grey-stack entry.
+    pub tag: usize,
 }
 
 /// The allocated object containing `a`, if any (interior pointers included).
@@ -107,7 +121,8 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let (kind, sc) = space.kind(b);
+    let v = space.kind_raw(b);
+    let (kind, sc) = (v as u8, (v >> 8) as usize & !SC_TYPED);
     match kind {
         KIND_SMALL => {
             let (c, noscan) = split_span_class(sc);
@@ -117,12 +132,12 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
             // (slot < MAX_SLOTS always; object-start bits past the block's
             // last slot are never set, so the tail of a block is rejected by
             // the bit test alone.)
-            if !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) || space.kind(b) != (kind, sc) {
+            if !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire)) || space.kind_raw(b) != v {
                 // (Kind read again: the block may have been freed and reused
                 // for another class meanwhile, see `BlockMeta::is_live`.)
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: start + slot * size, noscan, size })
+            Some(ObjLoc { block: b, slot, addr: start + slot * size, noscan, size, tag: (v >> 15) as usize })
         }
         KIND_LARGE_HEAD | KIND_LARGE_TAIL => {
             let head = if kind == KIND_LARGE_HEAD { b } else { space.meta(b).link.load(Ordering::Relaxed) as usize };
@@ -142,7 +157,7 @@ pub fn find_containing(space: &Space, a: usize) -> Option<ObjLoc> {
                 return None;
             }
             let size = hm.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;
-            Some(ObjLoc { block: head, slot: 0, addr: start, noscan: noscan != 0, size })
+            Some(ObjLoc { block: head, slot: 0, addr: start, noscan: noscan != 0, size, tag: 0 })
         }
         _ => None,
     }
@@ -155,7 +170,8 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let (kind, sc) = space.kind(b);
+    let v = space.kind_raw(b);
+    let (kind, sc) = (v as u8, (v >> 8) as usize & !SC_TYPED);
     match kind {
         KIND_SMALL => {
             let (c, noscan) = split_span_class(sc);
@@ -164,22 +180,22 @@ pub fn find_exact(space: &Space, a: usize) -> Option<ObjLoc> {
             let slot = slot_index(c, off);
             if slot * size != off
                 || !space.meta(b).is_live(slot, space.gen.load(Ordering::Acquire))
-                || space.kind(b) != (kind, sc)
+                || space.kind_raw(b) != v
             {
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: a, noscan, size })
+            Some(ObjLoc { block: b, slot, addr: a, noscan, size, tag: (v >> 15) as usize })
         }
         KIND_LARGE_HEAD => {
             let m = space.meta(b);
             if a != space.block_start(b)
                 || !m.is_live(0, space.gen.load(Ordering::Acquire))
-                || space.kind(b) != (kind, sc)
+                || space.kind_raw(b) != v
             {
                 return None;
             }
             let size = m.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;
-            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0, size })
+            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0, size, tag: 0 })
         }
         _ => None,
     }
@@ -209,7 +225,11 @@ fn find_exact_marking(space: &Space, a: usize, gen: u64) -> Option<ObjLoc> {
         return None;
     }
     let b = space.block_index(a);
-    let (kind, sc) = space.kind(b);
+    // (The span class byte keeps its `SC_TYPED` bit: `span_size_and_slot`
+    // answers for it, the noscan bit is bit 0 either way, and bit 7 is the
+    // grey-stack tag.)
+    let v = space.kind_raw(b);
+    let (kind, sc) = (v as u8, (v >> 8) as usize);
     match kind {
         KIND_SMALL => {
             let off = a - space.block_start(b);
@@ -225,7 +245,7 @@ fn find_exact_marking(space: &Space, a: usize, gen: u64) -> Option<ObjLoc> {
             if !m.is_allocated(slot) {
                 return None;
             }
-            Some(ObjLoc { block: b, slot, addr: a, noscan, size })
+            Some(ObjLoc { block: b, slot, addr: a, noscan, size, tag: sc >> 7 })
         }
         KIND_LARGE_HEAD => {
             let m = space.meta(b);
@@ -237,33 +257,32 @@ fn find_exact_marking(space: &Space, a: usize, gen: u64) -> Option<ObjLoc> {
                 return None;
             }
             let size = m.link.load(Ordering::Relaxed) as usize * crate::block::BLOCK_SIZE;
-            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0, size })
+            Some(ObjLoc { block: b, slot: 0, addr: a, noscan: sc != 0, size, tag: 0 })
         }
         _ => None,
     }
 }
 
-/// One past the last byte of the object at `obj` per its descriptor (header,
-/// payload words, and for an array its length word and elements), which may
-/// lie before the end of its size-class slot.
+/// One past the last byte of the object at `obj` per its descriptor (header
+/// unless compact, payload words, and for an array its length word and
+/// elements), which may lie before the end of its size-class slot.
 ///
 /// # Safety
-/// `obj` is a published object (its object-start bit is set, outside a
-/// sweep), so its header and length word are initialised.
+/// `obj` is a published object of `space` (its object-start bit is set,
+/// outside a sweep, its block not freed meanwhile), so its header (or its
+/// block's descriptor word) and length word are initialised.
 #[inline]
-pub(crate) unsafe fn object_end(obj: usize) -> usize {
-    let p = obj as *const usize;
-    // SAFETY: the caller guarantees a published object, whose header holds
-    // its descriptor, written before publication.
-    let d = unsafe { &*(p.read() as *const Descriptor) };
+pub(crate) unsafe fn object_end(space: &Space, obj: usize) -> usize {
+    // SAFETY: the caller guarantees a published object.
+    let (d, payload) = unsafe { space.object_layout(obj) };
     let words = if d.is_array() {
         // SAFETY: payload word 0 of an array is its length, written before
         // publication and read-only afterwards (issue 10 item 1).
-        2 + unsafe { p.add(1).read() } * d.elem_words()
+        1 + unsafe { (payload as *const usize).read() } * d.elem_words()
     } else {
-        1 + d.size_words()
+        d.size_words()
     };
-    obj + words * 8
+    payload + words * 8
 }
 
 /// Whether the published object `obj` is an array whose exact end is `w`.
@@ -271,11 +290,11 @@ pub(crate) unsafe fn object_end(obj: usize) -> usize {
 /// # Safety
 /// As [`object_end`].
 #[inline]
-unsafe fn is_array_ending_at(obj: usize, w: usize) -> bool {
+unsafe fn is_array_ending_at(space: &Space, obj: usize, w: usize) -> bool {
     // SAFETY: the caller guarantees a published object (header initialised).
-    let d = unsafe { &*((obj as *const usize).read() as *const Descriptor) };
+    let (d, _) = unsafe { space.object_layout(obj) };
     // SAFETY: as above.
-    d.is_array() && unsafe { object_end(obj) } == w
+    d.is_array() && unsafe { object_end(space, obj) } == w
 }
 
 /// The object a value-slot word names under `enc`: `None` for an immediate
@@ -382,7 +401,10 @@ impl<'a> Marker<'a> {
             self.live += 1;
             self.live_bytes += loc.size;
             if !loc.noscan {
-                self.stack.push(loc.addr);
+                // A compact object is pushed tagged (bit 0): `next` then
+                // takes its descriptor from its block, and an untagged
+                // entry's from its header, without a table read.
+                self.stack.push(loc.addr | loc.tag);
             }
         }
     }
@@ -421,7 +443,7 @@ impl<'a> Marker<'a> {
         // otherwise be pinned by every root to its successor.
         if let Some(prev) = find_containing(self.space, w.wrapping_sub(1)) {
             // SAFETY: find_containing found prev's object-start bit set.
-            if unsafe { is_array_ending_at(prev.addr, w) } {
+            if unsafe { is_array_ending_at(self.space, prev.addr, w) } {
                 self.mark_loc(prev);
             }
         }
@@ -466,9 +488,9 @@ impl<'a> Marker<'a> {
     /// be freed during the call (its header is read).
     pub unsafe fn scan_children(&mut self, obj: usize) {
         // SAFETY: the caller guarantees a published, allocated object: its
-        // header holds its descriptor (written before publication).
-        let header = unsafe { (obj as *const usize).read() };
-        self.scan_object(obj, header);
+        // header (or its typed block's word) holds its descriptor.
+        let (d, payload) = unsafe { self.space.object_layout(obj) };
+        self.scan_object(payload, d);
     }
 
     /// Count a bad slot and remember the first one.
@@ -485,12 +507,12 @@ impl<'a> Marker<'a> {
         }
     }
 
-    /// Scan one object's pointer fields, given its header word.
+    /// Scan one object's pointer fields, given its payload address and
+    /// descriptor (`descriptor::object_layout`: after its header, or at the
+    /// object's first byte for a compact object; a bad slot names the
+    /// object as `payload - payload_offset`).
     #[inline(always)]
-    fn scan_object(&mut self, obj: usize, header: usize) {
-        // SAFETY: obj was marked as a published object, so its header holds
-        // its descriptor.
-        let d = unsafe { &*(header as *const Descriptor) };
+    fn scan_object(&mut self, payload: usize, d: &'static Descriptor) {
         // Fast path (issue 9): a fixed object with pointer slots only, all
         // in payload words 0..64 (a cons cell, a tree node, most guest
         // records): its pointer bits sit in the word after the
@@ -502,23 +524,22 @@ impl<'a> Marker<'a> {
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.visit_pointer(obj, d, b);
+                self.visit_pointer(payload, d, b);
             }
             return;
         }
-        self.scan_object_general(obj, d);
+        self.scan_object_general(payload, d);
     }
 
     /// [`scan_object`](Marker::scan_object) for every other shape: arrays,
     /// objects with value slots or with pointer slots past word 63.
     #[inline(never)]
-    fn scan_object_general(&mut self, obj: usize, d: &'static Descriptor) {
-        let p = obj as *const usize;
+    fn scan_object_general(&mut self, payload: usize, d: &'static Descriptor) {
         if d.is_pointer_free() {
             return;
         }
         // SAFETY: payload word 0 of an array is its length.
-        let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+        let len = if d.is_array() { unsafe { (payload as *const usize).read() } } else { 0 };
         // Explicit loops rather than a closure per slot (a closure called
         // from several sites was not inlined: a call per slot), with the
         // slot kind a const parameter of `visit`. The encoding is copied to
@@ -533,13 +554,13 @@ impl<'a> Marker<'a> {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<false>(obj, d, base + b, &enc);
+                    self.visit::<false>(payload, d, base + b, &enc);
                 }
                 let mut bits = vb;
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<true>(obj, d, base + b, &enc);
+                    self.visit::<true>(payload, d, base + b, &enc);
                 }
             }
         } else {
@@ -549,7 +570,7 @@ impl<'a> Marker<'a> {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<false>(obj, d, wi * 64 + b, &enc);
+                    self.visit::<false>(payload, d, wi * 64 + b, &enc);
                 }
             }
             for (wi, &w) in d.value_bits().iter().enumerate() {
@@ -557,7 +578,7 @@ impl<'a> Marker<'a> {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    self.visit::<true>(obj, d, wi * 64 + b, &enc);
+                    self.visit::<true>(payload, d, wi * 64 + b, &enc);
                 }
             }
         }
@@ -566,16 +587,16 @@ impl<'a> Marker<'a> {
     /// Visit pointer slot `i` of `obj` (the fast path's
     /// [`visit`](Marker::visit) without an encoding).
     #[inline(always)]
-    fn visit_pointer(&mut self, obj: usize, d: &'static Descriptor, i: usize) {
+    fn visit_pointer(&mut self, payload: usize, d: &'static Descriptor, i: usize) {
         // SAFETY: i is a payload word of the published object obj per its
         // descriptor; read atomically (racing stores are no data race).
-        let v = unsafe { (*((obj as *const usize).add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let v = unsafe { (*((payload as *const usize).add(i) as *const AtomicUsize)).load(Ordering::Relaxed) };
         if v == 0 {
             return;
         }
         match find_exact_marking(self.space, v, self.gen) {
             Some(loc) => self.mark_loc(loc),
-            None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: false }),
+            None => self.note_bad(BadSlot { object: payload - d.payload_offset(), descriptor: d.name(), slot: i, word: v, value_slot: false }),
         }
     }
 
@@ -584,10 +605,10 @@ impl<'a> Marker<'a> {
     /// with `enc` by [`decode_value`]); a word that is not an object start is
     /// counted as bad and not followed.
     #[inline(always)]
-    fn visit<const VALUE: bool>(&mut self, obj: usize, d: &'static Descriptor, i: usize, enc: &ValueEncoding) {
+    fn visit<const VALUE: bool>(&mut self, payload: usize, d: &'static Descriptor, i: usize, enc: &ValueEncoding) {
         // SAFETY: i is a payload word of the published object obj per its
         // descriptor; read atomically (racing stores are no data race).
-        let v = unsafe { (*((obj as *const usize).add(1 + i) as *const AtomicUsize)).load(Ordering::Relaxed) };
+        let v = unsafe { (*((payload as *const usize).add(i) as *const AtomicUsize)).load(Ordering::Relaxed) };
         let a = if VALUE {
             match decode_value(enc, v) {
                 Some(a) => a,
@@ -600,25 +621,47 @@ impl<'a> Marker<'a> {
         };
         match find_exact_marking(self.space, a, self.gen) {
             Some(loc) => self.mark_loc(loc),
-            None => self.note_bad(BadSlot { object: obj, descriptor: d.name(), slot: i, word: v, value_slot: VALUE }),
+            None => self.note_bad(BadSlot { object: payload - d.payload_offset(), descriptor: d.name(), slot: i, word: v, value_slot: VALUE }),
         }
     }
 
-    /// Pop the next object to scan, with its header. (A FIFO that loads
-    /// headers a few objects ahead was tried: without a real prefetch
-    /// instruction — ISA-specific, not available from the arch crates yet —
-    /// the blocking loads made marking slower, so it was removed.)
+    /// The payload address and descriptor of a popped grey entry (its
+    /// block's descriptor word for a compact object, else its header:
+    /// `descriptor::object_layout`). (A FIFO that loads headers a few
+    /// objects ahead was tried: without a real prefetch instruction —
+    /// ISA-specific, not available from the arch crates yet — the blocking
+    /// loads made marking slower, so it was removed.)
+    ///
+    /// Entries are tagged (bit 0, objects being 8-aligned) when they are
+    /// compact objects (`mark_loc` and `refcheck::shade` tag them from the
+    /// block's `SC_TYPED` flag, which the lookup read anyway), so a
+    /// headered object costs a bit test more than before typed blocks,
+    /// and a compact one a read of its block's descriptor word instead of
+    /// its header.
     #[inline(always)]
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let o = self.stack.pop()?;
-        // SAFETY: o is a marked, published object: its header is readable.
-        Some((o, unsafe { (o as *const usize).read() }))
+    fn entry_layout(&self, e: usize) -> (usize, &'static Descriptor) {
+        if e & 1 != 0 {
+            let o = e - 1;
+            let bd = self.space.block_desc_at(o);
+            debug_assert!(bd != 0, "a tagged entry outside a typed block");
+            // SAFETY: o is a marked, published compact object (no block is
+            // freed during a mark): its block's word is its descriptor.
+            let (d, payload) = unsafe { crate::descriptor::compact_layout(o, bd) };
+            (payload, d)
+        } else {
+            debug_assert_eq!(self.space.block_desc(self.space.block_index(e)), 0, "an untagged compact object");
+            // SAFETY: e is a marked, published headered object: its header
+            // holds its descriptor.
+            let (d, payload) = unsafe { crate::descriptor::headered_layout(e) };
+            (payload, d)
+        }
     }
 
     /// Scan until the local stack is empty (no sharing).
     pub fn drain_local(&mut self) {
-        while let Some((o, h)) = self.next() {
-            self.scan_object(o, h);
+        while let Some(e) = self.stack.pop() {
+            let (p, d) = self.entry_layout(e);
+            self.scan_object(p, d);
         }
     }
 
@@ -626,8 +669,11 @@ impl<'a> Marker<'a> {
     /// empty (the termination stop's bounded drain, and the step API).
     pub fn drain_budget(&mut self, budget: usize) -> bool {
         for _ in 0..budget {
-            match self.next() {
-                Some((o, h)) => self.scan_object(o, h),
+            match self.stack.pop() {
+                Some(e) => {
+                    let (p, d) = self.entry_layout(e);
+                    self.scan_object(p, d)
+                }
                 None => return true,
             }
         }
@@ -647,8 +693,9 @@ impl<'a> Marker<'a> {
     pub fn drain_shared_paced(&mut self, pool: &WorkPool, slice: usize, mut tick: impl FnMut(&mut Marker<'a>)) {
         let mut scanned = 0usize;
         loop {
-            while let Some((o, h)) = self.next() {
-                self.scan_object(o, h);
+            while let Some(e) = self.stack.pop() {
+                let (p, d) = self.entry_layout(e);
+                self.scan_object(p, d);
                 scanned += 1;
                 if scanned >= slice {
                     scanned = 0;

@@ -11,6 +11,19 @@
 //! does the slow path take a lock (the class's partial-block list or the
 //! block pool) and possibly trigger a collection.
 //!
+//! **Compact objects** (see `descriptor.rs`) have a cache per compact
+//! descriptor instead (`Mutator::typed`, indexed by the descriptor's
+//! compact id, which the slow path assigns at its first allocation; entry
+//! 0 stays empty, so an unassigned id falls to the slow path): the fast
+//! path's only extra work is the compact flag test on the descriptor's
+//! flags word, which it reads anyway (pointer-free test), and for a
+//! compact one an indexed load (each layout has its own copy of the fast
+//! path, `fast_in`: the headered one is the code it was before typed
+//! blocks). Their blocks are *typed*: a refill takes a
+//! partial block from the descriptor's own list (checking the block's
+//! descriptor word) or a fresh block, whose descriptor word it sets before
+//! publishing the block's kind; the object is its zeroed payload, no header.
+//!
 //! **Lazy sweeping.** A mutator only ever owns a block swept since the last
 //! mark (an unswept block's object-start bits still include dead objects).
 //! Each pause takes every mutator's cached blocks away
@@ -67,7 +80,7 @@
 
 use crate::block::{BlockMeta, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::heap::{HeapInner, Need};
+use crate::heap::{HeapInner, Need, Swept};
 use crate::object::GcRef;
 use crate::preempt_glue::no_preempt;
 use crate::sizeclass::{class_of, slots_of, span_class, split_span_class, CLASS_SIZES, MAX_SMALL, NUM_SPAN_CLASSES};
@@ -170,6 +183,9 @@ impl ClassCache {
 pub struct Mutator {
     pub(crate) heap: Arc<HeapInner>,
     caches: [ClassCache; NUM_SPAN_CLASSES],
+    /// Per compact descriptor (indexed by its compact id; entry 0, for
+    /// "no id yet", stays empty): the typed block it allocates from.
+    typed: Vec<ClassCache>,
     /// Bytes taken during a concurrent mark not yet paid for with mark
     /// work (see `pacer.rs`). Only this mutator's thread touches it.
     assist_debt: usize,
@@ -285,6 +301,30 @@ pub(crate) fn set_current_mutator(m: *mut Mutator) -> *mut Mutator {
     CURRENT.with(|c| c.replace(m))
 }
 
+/// Zero a compact object (no header: its descriptor is its block's; fixed
+/// size, so no length word either); the caller publishes it.
+///
+/// # Safety
+/// `[addr, addr + bytes)` is free heap memory owned by the caller.
+#[inline(always)]
+unsafe fn init_compact(addr: usize, bytes: usize) {
+    let p = addr as *mut usize;
+    let words = bytes / 8;
+    // SAFETY: the caller owns the object's memory.
+    unsafe {
+        if words <= 8 {
+            // Volatile, as in `init_object`: no memset call for a few words.
+            let mut i = 0;
+            while i < words {
+                p.add(i).write_volatile(0);
+                i += 1;
+            }
+        } else {
+            std::ptr::write_bytes(p, 0, words);
+        }
+    }
+}
+
 /// Write the zeroed object with its header; the caller publishes it.
 ///
 /// # Safety
@@ -313,37 +353,66 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
     }
 }
 
+/// The fast path proper on one cache (`COMPACT`: `c` is a typed block's
+/// cache and `desc` compact; see [`Mutator::fast`]).
+#[inline(always)]
+fn fast_in<const COMPACT: bool>(
+    c: &mut ClassCache,
+    class: usize,
+    desc: &'static Descriptor,
+    bytes: usize,
+    len: Option<usize>,
+) -> Option<GcRef> {
+    if c.free == 0 && !c.advance() {
+        return None;
+    }
+    let bit = c.free.trailing_zeros() as usize;
+    c.free &= c.free - 1;
+    let addr = c.base + (c.word * 64 + bit) * CLASS_SIZES[class];
+    // SAFETY: the slot is free (its start bit is clear) in a block this
+    // mutator owns; nobody else allocates there.
+    unsafe {
+        if COMPACT {
+            init_compact(addr, bytes)
+        } else {
+            init_object(addr, desc, bytes, len)
+        }
+    };
+    if !c.black.is_null() {
+        // Allocate black (concurrent marking): the mark bit before the
+        // object-start bit, so whoever sees the object sees it marked.
+        // An atomic RMW: markers and the barrier set bits of this word.
+        // SAFETY: black points at the owned block's current mark buffer.
+        unsafe { (*c.black.add(c.word)).fetch_or(1 << bit, Ordering::Relaxed) };
+    }
+    // SAFETY: meta is the owned block's metadata.
+    let w = unsafe { &(*c.meta).alloc[c.word] };
+    // Publish after the header (Release): pitfall 1.
+    w.store(w.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
+    GcRef::from_heap_addr(addr)
+}
+
 impl Mutator {
     pub(crate) fn new(heap: Arc<HeapInner>) -> Mutator {
-        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES], assist_debt: 0 }
+        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES], typed: vec![ClassCache::EMPTY], assist_debt: 0 }
     }
 
-    /// Fast path: allocate from the current block of span class `sc`.
+    /// Fast path: allocate from the current block of span class `sc` (of
+    /// `desc`'s typed block, for a compact descriptor). The compact test
+    /// comes first and each layout has its own copy of the code
+    /// ([`fast_in`]), so a headered allocation runs exactly the code it ran
+    /// before typed blocks, after one test of a flag in the descriptor word
+    /// it reads anyway.
     #[inline(always)]
     fn fast(&mut self, sc: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Option<GcRef> {
         let class = split_span_class(sc).0;
-        let c = &mut self.caches[sc];
-        if c.free == 0 && !c.advance() {
-            return None;
+        if desc.is_compact() {
+            // (Id 0, not assigned yet, is the empty entry 0.)
+            let c = self.typed.get_mut(desc.compact_id())?;
+            fast_in::<true>(c, class, desc, bytes, len)
+        } else {
+            fast_in::<false>(&mut self.caches[sc], class, desc, bytes, len)
         }
-        let bit = c.free.trailing_zeros() as usize;
-        c.free &= c.free - 1;
-        let addr = c.base + (c.word * 64 + bit) * CLASS_SIZES[class];
-        // SAFETY: the slot is free (its start bit is clear) in a block this
-        // mutator owns; nobody else allocates there.
-        unsafe { init_object(addr, desc, bytes, len) };
-        if !c.black.is_null() {
-            // Allocate black (concurrent marking): the mark bit before the
-            // object-start bit, so whoever sees the object sees it marked.
-            // An atomic RMW: markers and the barrier set bits of this word.
-            // SAFETY: black points at the owned block's current mark buffer.
-            unsafe { (*c.black.add(c.word)).fetch_or(1 << bit, Ordering::Relaxed) };
-        }
-        // SAFETY: meta is the owned block's metadata.
-        let w = unsafe { &(*c.meta).alloc[c.word] };
-        // Publish after the header (Release): pitfall 1.
-        w.store(w.load(Ordering::Relaxed) | 1 << bit, Ordering::Release);
-        GcRef::from_heap_addr(addr)
     }
 
     /// Allocate `bytes` (header included) described by `desc`, without
@@ -374,17 +443,30 @@ impl Mutator {
         } else {
             let sc = span_class(class_of(bytes), desc.is_pointer_free());
             no_preempt(|| {
-                self.refill(sc, may_trigger)?;
+                self.refill(sc, desc, may_trigger)?;
                 Ok(self.fast(sc, desc, bytes, len).expect("a refilled block has a free slot"))
             })
         }
     }
 
     /// Drop the current block of span class `sc` and take another one with
-    /// free slots.
-    fn refill(&mut self, sc: usize, may_trigger: bool) -> Result<(), Need> {
+    /// free slots. For a compact `desc`: the block is typed with `desc`
+    /// (a partial block of `desc`'s list, or a fresh block, whose
+    /// descriptor word is set before its kind is published).
+    fn refill(&mut self, sc: usize, desc: &'static Descriptor, may_trigger: bool) -> Result<(), Need> {
         let class = split_span_class(sc).0;
-        let c = &mut self.caches[sc];
+        // Typed blocks: the descriptor's id (given now at its first
+        // allocation) and the word its blocks carry; 0 for untyped blocks.
+        let (typed_id, want_desc) = if desc.is_compact() {
+            let id = crate::descriptor::compact_id_assign(desc);
+            if self.typed.len() <= id {
+                self.typed.resize_with(id + 1, || ClassCache::EMPTY);
+            }
+            (id, desc as *const Descriptor as usize)
+        } else {
+            (0, 0)
+        };
+        let c = if typed_id != 0 { &mut self.typed[typed_id] } else { &mut self.caches[sc] };
         if !c.meta.is_null() {
             // SAFETY: meta is the owned block's metadata.
             unsafe { (*c.meta).owned.store(false, Ordering::Release) };
@@ -402,12 +484,13 @@ impl Mutator {
         let mut finished = false;
         'retry: loop {
             loop {
-                let b = heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let b = heap.pop_partial(sc, typed_id);
                 let Some(b) = b else {
                     // Sweep by allocation: look for room in unswept blocks.
                     if !swept_for_room {
                         swept_for_room = true;
-                        if heap.sweep_for(sc, SWEEP_BUDGET) {
+                        let target = if typed_id != 0 { Swept::Typed(typed_id) } else { Swept::Partial(sc) };
+                        if heap.sweep_for(target, SWEEP_BUDGET) {
                             continue;
                         }
                     }
@@ -416,7 +499,10 @@ impl Mutator {
                 let b = b as usize;
                 let m = heap.space.meta(b);
                 let gen = heap.space.gen.load(Ordering::Acquire);
-                if heap.space.kind(b) != (KIND_SMALL, sc) || m.owned.swap(true, Ordering::AcqRel) {
+                if heap.space.kind(b) != (KIND_SMALL, sc)
+                    || (heap.space.block_desc(b) != want_desc && crate::heap::typed_lists())
+                    || m.owned.swap(true, Ordering::AcqRel)
+                {
                     continue; // stale entry
                 }
                 while m.swept.load(Ordering::Acquire) == 2 * gen + 1 {
@@ -464,7 +550,12 @@ impl Mutator {
             // Swept for the current mark (nothing to sweep), published before
             // the kind (Release) so that sweepers that see the kind see this.
             m.swept.store(2 * heap.space.gen.load(Ordering::Acquire), Ordering::Release);
-            heap.space.set_kind(run.first, KIND_SMALL, sc);
+            // Typed or not, its descriptor word before its kind (Release
+            // both): a lookup that sees the kind (or a start bit) sees the
+            // word (see `refcheck::is_object_start`).
+            heap.space.set_block_desc(run.first, want_desc);
+            let typed = if want_desc != 0 { crate::sizeclass::SC_TYPED } else { 0 };
+            heap.space.set_kind(run.first, KIND_SMALL, sc | typed);
             heap.allocated.fetch_add(slots * size, Ordering::Relaxed);
             let black = heap.black_buffer(m);
             if !black.is_null() {
@@ -488,7 +579,7 @@ impl Mutator {
     /// the collector, in the pause, while this mutator's thread is stopped
     /// outside allocation.
     pub(crate) fn flush_caches(&mut self) {
-        for c in self.caches.iter_mut() {
+        for c in self.caches.iter_mut().chain(self.typed.iter_mut()) {
             if !c.meta.is_null() {
                 // SAFETY: meta is the owned block's metadata.
                 unsafe { (*c.meta).owned.store(false, Ordering::Release) };
@@ -501,7 +592,11 @@ impl Mutator {
     /// start stop, so that blocks are taken again with black allocation).
     /// Called with the heap's collection lock held.
     pub(crate) fn release_all(&mut self) {
-        for (sc, c) in self.caches.iter_mut().enumerate() {
+        let caches = self.caches.iter_mut().enumerate().chain(
+            // Typed caches: keyed `NUM_SPAN_CLASSES + id` here.
+            self.typed.iter_mut().enumerate().map(|(id, c)| (NUM_SPAN_CLASSES + id, c)),
+        );
+        for (key, c) in caches {
             if c.meta.is_null() {
                 continue;
             }
@@ -509,6 +604,8 @@ impl Mutator {
             let m = unsafe { &*c.meta };
             let b = self.heap.space.block_index(c.base);
             m.owned.store(false, Ordering::Release);
+            let typed_id = key.saturating_sub(NUM_SPAN_CLASSES);
+            let sc = self.heap.space.kind(b).1;
             let class = split_span_class(sc).0;
             let free = slots_of(class) - m.allocated_count(slots_of(class));
             // Its free slots were counted as handed out when the block was
@@ -517,7 +614,7 @@ impl Mutator {
                 Some(a.saturating_sub(free * CLASS_SIZES[class]))
             });
             if free > 0 {
-                self.heap.partial[sc].lock().unwrap_or_else(|p| p.into_inner()).push(b as u32);
+                self.heap.push_partial(sc, typed_id, b);
             }
             *c = ClassCache::EMPTY;
         }
@@ -545,7 +642,8 @@ fn alloc_failed(e: AllocError) -> ! {
 #[inline]
 pub fn try_alloc(desc: &'static Descriptor) -> Result<GcRef, AllocError> {
     assert!(!desc.is_array(), "try_alloc: {} is an array descriptor; use try_alloc_array", desc.name());
-    let bytes = (desc.size_words() + 1) * 8;
+    // Header included (none for a compact object).
+    let bytes = desc.size_words() * 8 + desc.payload_offset();
     alloc_entry(desc, bytes, None)
 }
 

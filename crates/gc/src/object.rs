@@ -1,8 +1,10 @@
 //! Handles to heap objects: raw [`GcRef`], typed [`Gc<T>`] and the pointer
 //! field type [`Member<T>`].
 //!
-//! An object is `[header: &'static Descriptor][payload words...]`; a handle
-//! points at the header. Handles need no rooting while they live on a task's
+//! An object is `[header: &'static Descriptor][payload words...]`, or, with
+//! the compact layout (see `descriptor.rs`), just `[payload words...]`, its
+//! descriptor being its block's; a handle points at the object's first byte
+//! (the header, or a compact object's payload word 0). Handles need no rooting while they live on a task's
 //! stack or in its registers (scanned conservatively); anywhere else (Rust
 //! heap, other threads' data) use [`Root`](crate::Root) or
 //! [`RootedVec`](crate::RootedVec). Stores of GC pointers into heap objects go
@@ -143,15 +145,25 @@ impl GcRef {
     /// `self` is a live object (published, not freed).
     #[inline(always)]
     pub unsafe fn descriptor_unchecked(self) -> &'static Descriptor {
-        // SAFETY: a GcRef to a live object points at its header, which holds a
-        // &'static Descriptor written before the object was published.
-        unsafe { &*(self.0.as_ptr().read() as *const Descriptor) }
+        // SAFETY: a GcRef to a live object: its header (or its typed
+        // block's descriptor word) holds its &'static Descriptor.
+        unsafe { crate::refcheck::layout_of(self.addr()).0 }
     }
-    /// Pointer to payload word 0 (no check, no access: dereferencing it is
-    /// the caller's unsafe business).
-    #[inline(always)]
+    /// Pointer to payload word 0: the object's address plus its
+    /// descriptor's [`payload_offset`](Descriptor::payload_offset) (0 for a
+    /// compact object, found from its block's side table; 8 otherwise). No
+    /// liveness check and no access to the object itself (only to side
+    /// tables of the heap holding the address): dereferencing it is the
+    /// caller's unsafe business.
+    #[inline]
     pub fn payload(self) -> *mut usize {
-        self.0.as_ptr().wrapping_add(1)
+        let off = if crate::refcheck::block_desc_of(self.addr()) != 0 { 0 } else { 8 };
+        self.0.as_ptr().wrapping_byte_add(off)
+    }
+    /// Payload word 0 of this object, whose descriptor is `d`.
+    #[inline(always)]
+    fn payload_in(self, d: &Descriptor) -> *mut usize {
+        self.0.as_ptr().wrapping_byte_add(d.payload_offset())
     }
     /// Element count of a live array (`d` is its descriptor); 0 for fixed.
     #[inline(always)]
@@ -159,7 +171,7 @@ impl GcRef {
         if d.is_array() {
             // SAFETY: arrays store their length in payload word 0; the caller
             // checked (or guarantees) that the object is live.
-            unsafe { self.payload().read() }
+            unsafe { self.payload_in(d).read() }
         } else {
             0
         }
@@ -263,7 +275,7 @@ impl GcRef {
         }
         // SAFETY: in bounds of a live object (aligned); payload words are
         // accessed atomically (Relaxed) so racing tasks are no data race.
-        unsafe { (*(self.payload().add(i) as *const AtomicUsize)).load(Ordering::Relaxed) }
+        unsafe { (*(self.payload_in(d).add(i) as *const AtomicUsize)).load(Ordering::Relaxed) }
     }
     /// Write a raw payload word `i` (panics if out of bounds, if the word is
     /// a pointer slot — use `set_ptr` — or a value slot — use `set_value` —
@@ -301,7 +313,7 @@ impl GcRef {
             SlotKind::Value => panic!("payload word {i} of `{}` is a value slot: use set_value", d.name()),
         }
         // SAFETY: in bounds of a live object.
-        unsafe { (*(self.payload().add(i) as *const AtomicUsize)).store(v, Ordering::Relaxed) }
+        unsafe { (*(self.payload_in(d).add(i) as *const AtomicUsize)).store(v, Ordering::Relaxed) }
     }
     /// Whether payload word `i` is a pointer slot according to the descriptor.
     /// Panics if the handle is stale or foreign.
@@ -368,7 +380,7 @@ impl GcRef {
         assert!(self.is_pointer_slot_in(d, i), "payload word {i} is not a pointer slot");
         let v = v.map_or(0, |r| r.addr());
         // SAFETY: slot i is inside the live object; the barrier performs the store.
-        unsafe { usurp_gc_write_barrier(self.addr() as *mut u8, self.payload().add(i), v) }
+        unsafe { usurp_gc_write_barrier(self.addr() as *mut u8, self.payload_in(d).add(i), v) }
     }
     /// Read value slot `i`: the tagged word as stored (panics if out of
     /// bounds, if the word is not a value slot, or if the handle is stale or
@@ -452,7 +464,7 @@ impl GcRef {
         }
         value_slot_check(self, d, i);
         // SAFETY: slot i is inside the live object; the barrier performs the store.
-        unsafe { usurp_gc_write_barrier_value(self.addr() as *mut u8, self.payload().add(i), w) }
+        unsafe { usurp_gc_write_barrier_value(self.addr() as *mut u8, self.payload_in(d).add(i), w) }
     }
     /// Bytes of an array's elements (for pointer-free byte arrays / strings).
     /// The slice starts after the length word (payload word 0), which stays
@@ -467,7 +479,7 @@ impl GcRef {
         let n = self.len_of(d) * d.elem_words() * 8;
         // SAFETY: the elements follow the length word inside the live object;
         // the caller guarantees exclusivity and lifetime.
-        unsafe { std::slice::from_raw_parts_mut(self.payload().add(1) as *mut u8, n) }
+        unsafe { std::slice::from_raw_parts_mut(self.payload_in(d).add(1) as *mut u8, n) }
     }
 }
 
@@ -555,10 +567,15 @@ impl<T: GcType> Gc<T> {
     /// Allocate a `T`, or report why not.
     #[inline]
     pub fn try_new(value: T) -> Result<Gc<T>, crate::AllocError> {
-        let r = crate::try_alloc(T::descriptor())?;
-        // SAFETY: the new object's payload is at least size_of::<T>() bytes
-        // (GcType contract), 8-aligned, and not yet visible to anyone else.
-        unsafe { (r.payload() as *mut T).write(value) };
+        let d = T::descriptor();
+        if T::PAYLOAD_OFFSET != d.payload_offset() {
+            payload_offset_mismatch::<T>(d);
+        }
+        let r = crate::try_alloc(d)?;
+        // SAFETY: the new object's payload (at PAYLOAD_OFFSET, checked
+        // above) is at least size_of::<T>() bytes (GcType contract),
+        // 8-aligned, and not yet visible to anyone else.
+        unsafe { (typed_payload::<T>(r) as *mut T).write(value) };
         // The initialising store bypasses the write barrier. While a heap
         // marks, the new object is black (never scanned): its `Member`
         // fields get the barrier's insertion half, so that a value only an
@@ -578,8 +595,29 @@ impl<T: GcType> Gc<T> {
     /// A typed handle from a raw one, checking the descriptor (`None` if it
     /// is not `T`'s; panics if `r` is stale or foreign).
     pub fn from_ref(r: GcRef) -> Option<Gc<T>> {
-        std::ptr::eq(r.descriptor(), T::descriptor()).then_some(Gc { raw: r, _t: PhantomData })
+        let d = T::descriptor();
+        if T::PAYLOAD_OFFSET != d.payload_offset() {
+            payload_offset_mismatch::<T>(d);
+        }
+        std::ptr::eq(r.descriptor(), d).then_some(Gc { raw: r, _t: PhantomData })
     }
+}
+
+/// Payload word 0 of a `T` object: a compile-time offset (`GcType::PAYLOAD_OFFSET`).
+#[inline(always)]
+fn typed_payload<T: GcType>(r: GcRef) -> *mut usize {
+    r.0.as_ptr().wrapping_byte_add(T::PAYLOAD_OFFSET)
+}
+
+#[cold]
+#[inline(never)]
+fn payload_offset_mismatch<T>(d: &Descriptor) -> ! {
+    panic!(
+        "GcType for {}: PAYLOAD_OFFSET disagrees with its descriptor `{}` (payload_offset {}): use gc_type!",
+        std::any::type_name::<T>(),
+        d.name(),
+        d.payload_offset()
+    )
 }
 
 impl<T> Gc<T> {
@@ -636,12 +674,14 @@ fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
     if !std::ptr::eq(d, T::descriptor()) {
         wrong_type(raw, d, std::any::type_name::<T>());
     }
-    // SAFETY: the payload of a live T object is a valid T; mutation of GC
-    // pointer fields goes through Member's UnsafeCell.
-    unsafe { &*(raw.payload() as *const T) }
+    // SAFETY: the payload of a live T object (at T's PAYLOAD_OFFSET: d is
+    // T's descriptor, which Gc::new / from_ref checked against it) is a
+    // valid T; mutation of GC pointer fields goes through Member's
+    // UnsafeCell.
+    unsafe { &*(typed_payload::<T>(raw) as *const T) }
 }
 
-impl<T> Gc<T> {
+impl<T: GcType> Gc<T> {
     /// The object without the liveness and type check of `deref`.
     ///
     /// # Safety
@@ -649,7 +689,7 @@ impl<T> Gc<T> {
     #[inline(always)]
     pub unsafe fn get_unchecked(&self) -> &T {
         // SAFETY: the caller guarantees a live T object.
-        unsafe { &*(self.raw.payload() as *const T) }
+        unsafe { &*(typed_payload::<T>(self.raw) as *const T) }
     }
 }
 

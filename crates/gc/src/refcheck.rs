@@ -67,7 +67,7 @@
 
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE, KIND_LARGE_HEAD, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::sizeclass::{slot_index, split_span_class, CLASS_SIZES};
+use crate::sizeclass::{slot_index, split_span_class, CLASS_SIZES, SC_TYPED};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
@@ -85,6 +85,8 @@ struct Entry {
     hi: usize,
     kinds: *const AtomicU16,
     meta: *const BlockMeta,
+    /// Per block: a typed block's descriptor (`Space::block_desc`).
+    descs: *const AtomicUsize,
     /// The heap's mark generation (`Space::gen`): lives here, in the leaked
     /// entry, so that its address stays valid for a reader racing the
     /// heap's drop.
@@ -291,6 +293,7 @@ pub(crate) fn register(
     hi: usize,
     kinds: *const AtomicU16,
     meta: *const BlockMeta,
+    descs: *const AtomicUsize,
     encoding: crate::encoding::ValueEncoding,
 ) -> std::io::Result<Registration> {
     let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,7 +309,7 @@ pub(crate) fn register(
         shaded_bad_pointers: AtomicUsize::new(0),
         gate_closed: std::sync::atomic::AtomicBool::new(false),
     };
-    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, gen: AtomicU64::new(0), encoding, mark }));
+    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
     SLOTS[slot].store(e, Ordering::Release);
     if slot >= USED.load(Ordering::Relaxed) {
         USED.store(slot + 1, Ordering::Release);
@@ -340,7 +343,7 @@ pub(crate) fn shade(addr: usize) {
         let gen = e.gen.load(Ordering::Acquire);
         let (slot, size, noscan) = match v as u8 {
             KIND_SMALL => {
-                let (c, noscan) = split_span_class((v >> 8) as usize);
+                let (c, noscan) = split_span_class((v >> 8) as usize & !SC_TYPED);
                 let slot = slot_index(c, boff);
                 if slot * CLASS_SIZES[c] != boff {
                     return;
@@ -361,7 +364,10 @@ pub(crate) fn shade(addr: usize) {
         if m.try_mark(((gen + 1) % 2) as usize, slot) {
             e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
             if !noscan {
-                e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr);
+                // Tagged like the markers' own entries (a typed block's
+                // object: bit 0, see `mark.rs`).
+                let tag = (v >> 15) as usize;
+                e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr | tag);
             }
         }
     }
@@ -415,9 +421,54 @@ pub(crate) enum Bad {
 #[inline]
 pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
     match entry_holding(addr) {
-        Some((e, off)) if is_object_start(e, addr, off) => header(addr),
+        Some((e, off)) => match is_object_start(e, addr, off) {
+            // A typed block's object: its block's descriptor (compact
+            // objects have no header, and are never quarantined).
+            // SAFETY: a typed block's word is a &'static Descriptor.
+            Some(bd) if bd != 0 => Ok(unsafe { &*(bd as *const Descriptor) }),
+            Some(_) => header(addr),
+            None => Err(Bad::NotLive),
+        },
         _ => Err(Bad::NotLive),
     }
+}
+
+/// The descriptor and payload address of the object at `addr`, read from
+/// the side tables of the heap holding it (a typed block's descriptor) or
+/// its header, without any liveness check (`GcRef::payload`,
+/// `descriptor_unchecked`, the barrier's shading of a new object). An
+/// address outside every heap is taken for a headered object.
+///
+/// # Safety
+/// `addr` is a live object (the header of a headered one is read).
+#[inline]
+pub(crate) unsafe fn layout_of(addr: usize) -> (&'static Descriptor, usize) {
+    let bd = block_desc_of(addr);
+    // SAFETY: the caller guarantees a live object; bd is its block's word.
+    unsafe { crate::descriptor::object_layout(addr, bd) }
+}
+
+/// The descriptor word of the block holding `addr` (0 outside every heap
+/// and for untyped blocks). Reads side tables only.
+#[inline]
+pub(crate) fn block_desc_of(addr: usize) -> usize {
+    match entry_holding(addr) {
+        Some((e, off)) => {
+            // SAFETY: off < hi - lo, so the block index is < nblocks (see
+            // `is_object_start`).
+            unsafe { &*e.descs.add(off >> BLOCK_SHIFT) }.load(Ordering::Acquire)
+        }
+        None => 0,
+    }
+}
+
+/// Test support: the start of the block holding `addr` and its typed
+/// descriptor (`None` for an untyped block), if `addr` is in a heap.
+pub(crate) fn block_info(addr: usize) -> Option<(usize, Option<&'static Descriptor>)> {
+    let (e, off) = entry_holding(addr)?;
+    let bd = block_desc_of(addr);
+    // SAFETY: a typed block's word is a &'static Descriptor.
+    Some((e.lo + (off & !(BLOCK_SIZE - 1)), (bd != 0).then(|| unsafe { &*(bd as *const Descriptor) })))
 }
 
 /// The value encoding of the heap whose reservation holds `addr`.
@@ -446,21 +497,23 @@ fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
     })
 }
 
-/// `mark::find_exact` on an entry's raw tables.
+/// `mark::find_exact` on an entry's raw tables: if `addr` is the start of
+/// a live object, its block's descriptor word (0: untyped block).
 #[inline(always)]
-fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
+fn is_object_start(e: &Entry, addr: usize, off: usize) -> Option<usize> {
     if addr % 8 != 0 {
-        return false;
+        return None;
     }
     let b = off >> BLOCK_SHIFT;
-    // SAFETY: off < hi - lo, so b < nblocks: the kind and meta maps hold
-    // nblocks entries and stay mapped while the entry is registered.
-    let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+    // SAFETY: off < hi - lo, so b < nblocks: the kind, meta and desc maps
+    // hold nblocks entries and stay mapped while the entry is registered.
+    let (kind, m, desc) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b), &*e.descs.add(b)) };
     let v = kind.load(Ordering::Acquire);
+    let bd = desc.load(Ordering::Acquire);
     let boff = off & (BLOCK_SIZE - 1);
     let live = match v as u8 {
         KIND_SMALL => {
-            let c = split_span_class((v >> 8) as usize).0;
+            let c = split_span_class((v >> 8) as usize & !SC_TYPED).0;
             let slot = slot_index(c, boff);
             slot * CLASS_SIZES[c] == boff && m.is_live(slot, e.gen.load(Ordering::Acquire))
         }
@@ -469,8 +522,30 @@ fn is_object_start(e: &Entry, addr: usize, off: usize) -> bool {
     };
     // The block may have been freed by a lazy sweep and handed out again
     // (another class) between the kind read and the bit read: then the bit
-    // belongs to another layout. See `BlockMeta::is_live` ("Reuse").
-    live && kind.load(Ordering::Acquire) == v
+    // belongs to another layout. See `BlockMeta::is_live` ("Reuse"). Typed
+    // blocks (compact objects): the same for the block's descriptor word,
+    // which its new owner publishes before the kind: a block reused for
+    // another descriptor of the same size class fails here, rather than
+    // answering with the old descriptor for a new object (or the new one
+    // for an old object's address).
+    (live && kind.load(Ordering::Acquire) == v && (desc.load(Ordering::Acquire) == bd || desc_recheck_off()))
+        .then_some(bd)
+}
+
+/// Unit-test switch (negative control of the descriptor word's second
+/// read in [`is_object_start`]); compiled out of the library.
+#[cfg(test)]
+static DESC_RECHECK_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(test)]
+fn desc_recheck_off() -> bool {
+    DESC_RECHECK_OFF.load(Ordering::Relaxed)
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn desc_recheck_off() -> bool {
+    false
 }
 
 /// The descriptor in the header of the published object at `addr`.
@@ -494,8 +569,10 @@ fn header(addr: usize) -> Result<&'static Descriptor, Bad> {
 /// `addr` is a published object of a heap.
 #[inline]
 pub(crate) unsafe fn is_quarantined(addr: usize) -> bool {
+    // (A compact object, in a typed block, has no header and is never
+    // quarantined: its word 0 is payload.)
     // SAFETY: the caller guarantees a published object.
-    unsafe { (addr as *const usize).read() == &QUARANTINED as *const Descriptor as usize }
+    block_desc_of(addr) == 0 && unsafe { (addr as *const usize).read() == &QUARANTINED as *const Descriptor as usize }
 }
 
 #[cold]
@@ -594,6 +671,13 @@ mod tests {
     static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
     static SPACE: AtomicPtr<Space> = AtomicPtr::new(std::ptr::null_mut());
     static REUSED: AtomicUsize = AtomicUsize::new(0);
+    /// What the fault handler plays: 0, reuse for another size class; 1,
+    /// reuse for another compact descriptor of the same class.
+    static MODE: AtomicUsize = AtomicUsize::new(0);
+    static TYPED_A: Descriptor = Descriptor::fixed("A", 3, &[]).compact(&ID_A);
+    static TYPED_B: Descriptor = Descriptor::fixed("B", 3, &[]).compact(&ID_B);
+    static ID_A: crate::descriptor::CompactId = crate::descriptor::CompactId::new();
+    static ID_B: crate::descriptor::CompactId = crate::descriptor::CompactId::new();
     /// The SIGSEGV action this test replaced (restored for foreign faults).
     static OLD: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 
@@ -615,10 +699,19 @@ mod tests {
                 libc::mprotect(page as *mut libc::c_void, size, libc::PROT_READ | libc::PROT_WRITE);
                 FAULT_PAGE.store(0, Ordering::SeqCst);
                 let s = &*SPACE.load(Ordering::SeqCst);
-                // The block was freed and handed out again for the 24-byte
-                // class (span class 2), with objects in slots 0 and 1.
-                s.set_kind(0, KIND_SMALL, 2);
-                s.meta(0).alloc[0].store(0b11, Ordering::Release);
+                if MODE.load(Ordering::SeqCst) == 1 {
+                    // The typed block (24-byte class, descriptor A, slot 0
+                    // dead) was freed and typed with B, same class, with a
+                    // new object in slot 0.
+                    s.set_block_desc(0, &TYPED_B as *const Descriptor as usize);
+                    s.set_kind(0, KIND_SMALL, 2 | SC_TYPED);
+                    s.meta(0).alloc[0].store(0b1, Ordering::Release);
+                } else {
+                    // The block was freed and handed out again for the 24-byte
+                    // class (span class 2), with objects in slots 0 and 1.
+                    s.set_kind(0, KIND_SMALL, 2);
+                    s.meta(0).alloc[0].store(0b11, Ordering::Release);
+                }
             }
             REUSED.fetch_add(1, Ordering::SeqCst);
             return;
@@ -634,6 +727,19 @@ mod tests {
     fn arm(s: &Space) {
         s.set_kind(0, KIND_SMALL, 0);
         s.meta(0).alloc[0].store(0, Ordering::Release);
+        arm_fault(s);
+    }
+
+    /// Block 0 is typed with compact descriptor A, 24-byte class, its
+    /// object in slot 0 dead (start bit clear); arms the fault.
+    fn arm_typed(s: &Space) {
+        s.set_block_desc(0, &TYPED_A as *const Descriptor as usize);
+        s.set_kind(0, KIND_SMALL, 2 | SC_TYPED);
+        s.meta(0).alloc[0].store(0, Ordering::Release);
+        arm_fault(s);
+    }
+
+    fn arm_fault(s: &Space) {
         let page = s.meta(0) as *const BlockMeta as usize;
         FAULT_PAGE.store(page, Ordering::SeqCst);
         let size = PAGE_SIZE.load(Ordering::SeqCst);
@@ -642,12 +748,55 @@ mod tests {
         assert_eq!(rc, 0);
     }
 
+    /// One test (the handler, the Space and the switch are process-wide):
+    /// reuse for another size class, then for another compact descriptor
+    /// of the same class (with its negative control).
     #[test]
-    fn a_lookup_racing_the_reuse_of_its_block_for_another_class_finds_nothing() {
+    fn a_lookup_racing_the_reuse_of_its_block_finds_nothing() {
         // SAFETY: sysconf only reads.
         PAGE_SIZE.store(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize, Ordering::SeqCst);
         let s = Box::leak(Box::new(Space::new(4 * BLOCK_SIZE).unwrap()));
         SPACE.store(s, Ordering::SeqCst);
+        another_class(s);
+        another_descriptor(s);
+        // SAFETY: puts back the action another_class saved.
+        unsafe { libc::sigaction(libc::SIGSEGV, OLD.get().unwrap(), std::ptr::null_mut()) };
+    }
+
+    /// A stale handle to a dead compact `A` object whose typed block is
+    /// reused for compact `B` objects of the same class between the check's
+    /// first reads (kind, descriptor word) and its start-bit read: the
+    /// descriptor word's second read refuses it; without that read (the
+    /// control) the check answers `A` for what is now a `B` object.
+    fn another_descriptor(s: &Space) {
+        let stale = s.lo; // slot 0 of the 24-byte class
+        MODE.store(1, Ordering::SeqCst);
+        let before = REUSED.load(Ordering::SeqCst);
+        arm_typed(s);
+        let checked = check(stale);
+        assert_eq!(REUSED.load(Ordering::SeqCst), before + 1, "the lookup raced the reuse");
+        assert!(
+            matches!(checked, Err(Bad::NotLive)),
+            "the handle check answered {:?} for a block retyped under it",
+            checked.ok().map(|d| d.name())
+        );
+        // After the race: the new object, with the new descriptor.
+        assert!(matches!(check(stale), Ok(d) if std::ptr::eq(d, &TYPED_B)));
+        // Control: without the second read of the descriptor word.
+        DESC_RECHECK_OFF.store(true, Ordering::SeqCst);
+        arm_typed(s);
+        let checked = check(stale);
+        DESC_RECHECK_OFF.store(false, Ordering::SeqCst);
+        assert_eq!(REUSED.load(Ordering::SeqCst), before + 2, "the control's lookup raced the reuse");
+        assert!(
+            matches!(checked, Ok(d) if std::ptr::eq(d, &TYPED_A)),
+            "the control did not read the new object with the old descriptor: {:?}",
+            checked.map(|d| d.name())
+        );
+        MODE.store(0, Ordering::SeqCst);
+    }
+
+    fn another_class(s: &'static Space) {
         let lo = s.lo;
         // The reused block's contents: 24-byte object 0 at lo (its word 2,
         // at lo + 16, looks like a header) and object 1 at lo + 24.
@@ -676,8 +825,6 @@ mod tests {
         let exact = find_exact(s, stale);
         arm(s);
         let containing = find_containing(s, stale + 4);
-        // SAFETY: puts back the action saved above.
-        unsafe { libc::sigaction(libc::SIGSEGV, OLD.get().unwrap(), std::ptr::null_mut()) };
         assert_eq!(REUSED.load(Ordering::SeqCst), 3, "every lookup raced the reuse");
         assert!(
             matches!(checked, Err(Bad::NotLive)),

@@ -23,6 +23,14 @@ pub const NUM_CLASSES: usize = CLASS_SIZES.len();
 /// `2 * class + noscan`, as Go does).
 pub const NUM_SPAN_CLASSES: usize = 2 * NUM_CLASSES;
 
+/// Flag in a small block's span class byte (`Space::kind_raw`): a typed
+/// block of compact objects (its descriptor is `Space::block_desc`).
+/// `Space::kind` masks it off; the markers read it (bit 7 of the byte;
+/// `SPAN_INFO` answers for it as for the plain span class) to tag compact
+/// objects on their stacks (see `mark.rs`).
+pub const SC_TYPED: usize = 0x80;
+const _: () = assert!(NUM_SPAN_CLASSES <= SC_TYPED, "span classes must leave the typed bit free");
+
 /// The span class of size class `c`.
 #[inline(always)]
 pub const fn span_class(c: usize, noscan: bool) -> usize {
@@ -80,16 +88,18 @@ pub fn slot_index(c: usize, off: usize) -> usize {
 }
 
 /// Object size and `RECIP` entry of each span class, indexed by the span
-/// class byte of a block's kind word (`Space::kind`): 256 entries, so an
-/// index read from a `u8` needs no bounds check on the marking path (issue
-/// 9); entries past the last span class are zero (never read: a small
-/// block's span class is valid).
+/// class byte of a block's kind word (`Space::kind_raw`): 256 entries, so
+/// an index read from a `u8` needs no bounds check on the marking path
+/// (issue 9); a typed block's byte (`SC_TYPED` set) gives its span class's
+/// entry; other entries past the last span class are zero (never read: a
+/// small block's span class is valid).
 static SPAN_INFO: [(u64, u64); 256] = {
     let mut t = [(0u64, 0u64); 256];
     let mut sc = 0;
     while sc < NUM_SPAN_CLASSES {
         let c = split_span_class(sc).0;
         t[sc] = (CLASS_SIZES[c] as u64, RECIP[c]);
+        t[sc | SC_TYPED] = t[sc];
         sc += 1;
     }
     t
@@ -100,7 +110,7 @@ static SPAN_INFO: [(u64, u64); 256] = {
 /// [`slot_index`] give them.
 #[inline(always)]
 pub fn span_size_and_slot(sc: u8, off: usize) -> (usize, usize) {
-    debug_assert!((sc as usize) < NUM_SPAN_CLASSES && off < BLOCK_SIZE);
+    debug_assert!((sc as usize & !SC_TYPED) < NUM_SPAN_CLASSES && off < BLOCK_SIZE);
     let (size, recip) = SPAN_INFO[sc as usize];
     (size as usize, ((off as u64 * recip) >> 32) as usize)
 }

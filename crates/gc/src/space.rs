@@ -6,11 +6,15 @@
 //! `BlockMeta` array. Blocks are handed out from a high-water mark or from the
 //! free bitmap; a block that stays free for `DECOMMIT_DELAY` cycles has its
 //! memory returned to the OS with `madvise(MADV_DONTNEED)` (which also zeroes it).
+//!
+//! A third side table holds one word per block: the block's descriptor if
+//! it is a *typed* block of compact objects (see `descriptor.rs`), 0
+//! otherwise ([`Space::block_desc`]).
 
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE};
 use crate::bits::Bitmap;
 use memmap2::{MmapMut, MmapOptions};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Cycles a block must stay free before its memory goes back to the OS.
@@ -24,6 +28,7 @@ pub struct Space {
     _heap_map: MmapMut,
     _meta_map: MmapMut,
     _kind_map: MmapMut,
+    _desc_map: MmapMut,
     /// First heap byte (block aligned).
     pub lo: usize,
     /// One past the last heap byte.
@@ -33,6 +38,16 @@ pub struct Space {
     meta: *const BlockMeta,
     /// Per block: kind (low byte, `KIND_*`) and size class (high byte).
     kinds: *const AtomicU16,
+    /// Per block: the `&'static Descriptor` of a typed block (compact
+    /// objects of that one descriptor), 0 for any other block. Written by
+    /// whoever hands the block out (Release, before its kind is published)
+    /// and by the sweep that frees a typed block (after the kind says
+    /// free); read (Acquire) by lookups and the markers.
+    descs: *const AtomicUsize,
+    /// `descs` biased by the heap's first block number (`lo >> 16`): the
+    /// word of the block holding `addr` is at `descs_by_addr + (addr >>
+    /// 16)` (one shift, no subtraction: the markers' `Space::block_desc_at`).
+    descs_by_addr: *const AtomicUsize,
     pool: Mutex<Pool>,
     /// The number of the last completed mark (0 before the first): its
     /// marks are in buffer `gen % 2`, and a block whose `swept` is below
@@ -60,7 +75,7 @@ pub(crate) fn lookup_ignores_sweep_state() -> bool {
     LOOKUP_IGNORES_SWEEP_STATE.load(Ordering::Relaxed)
 }
 
-// SAFETY: `meta` and `kinds` point into maps owned by the Space and never
+// SAFETY: `meta`, `kinds` and `descs` point into maps owned by the Space and never
 // moved; BlockMeta and the kinds are all atomics.
 unsafe impl Send for Space {}
 // SAFETY: as above; all shared mutation goes through atomics or the pool mutex.
@@ -111,8 +126,10 @@ impl Space {
         let meta = meta_map.as_ptr() as *const BlockMeta;
         let kind_map = MmapOptions::new().len(nblocks * 2).no_reserve_swap().map_anon()?;
         let kinds = kind_map.as_ptr() as *const AtomicU16;
+        let desc_map = MmapOptions::new().len(nblocks * 8).no_reserve_swap().map_anon()?;
+        let descs = desc_map.as_ptr() as *const AtomicUsize;
         let hi = lo + nblocks * BLOCK_SIZE;
-        let _registration = crate::refcheck::register(lo, hi, kinds, meta, encoding)?;
+        let _registration = crate::refcheck::register(lo, hi, kinds, meta, descs, encoding)?;
         let gen = _registration.gen;
         let mark = _registration.mark;
         Ok(Space {
@@ -123,7 +140,10 @@ impl Space {
             _heap_map: heap_map,
             _meta_map: meta_map,
             _kind_map: kind_map,
+            _desc_map: desc_map,
             kinds,
+            descs,
+            descs_by_addr: descs.wrapping_sub(lo >> BLOCK_SHIFT),
             lo,
             hi,
             nblocks,
@@ -166,16 +186,24 @@ impl Space {
         unsafe { &*self.meta.add(i) }
     }
 
-    /// Kind (`KIND_*`) and span class of block `i` (`i < nblocks`). For
-    /// small blocks the span class is `2 * size class + noscan`; for a large
-    /// head it is just the noscan flag.
+    /// Kind (`KIND_*`) and span class of block `i` (`i < nblocks`), the
+    /// typed flag (`sizeclass::SC_TYPED`) masked off. For small blocks the
+    /// span class is `2 * size class + noscan`; for a large head it is just
+    /// the noscan flag.
     #[inline(always)]
     pub fn kind(&self, i: usize) -> (u8, usize) {
+        let v = self.kind_raw(i);
+        (v as u8, (v >> 8) as usize & !crate::sizeclass::SC_TYPED)
+    }
+
+    /// The whole kind word of block `i`: kind byte, and span class byte
+    /// with `SC_TYPED` for a typed block.
+    #[inline(always)]
+    pub fn kind_raw(&self, i: usize) -> u16 {
         debug_assert!(i < self.nblocks);
         // SAFETY: i < nblocks; the kind map holds nblocks zero-initialised
         // AtomicU16 and lives as long as self.
-        let v = unsafe { &*self.kinds.add(i) }.load(Ordering::Acquire);
-        (v as u8, (v >> 8) as usize)
+        unsafe { &*self.kinds.add(i) }.load(Ordering::Acquire)
     }
 
     /// Set the kind and span class of block `i` (Release: the block's
@@ -185,6 +213,50 @@ impl Space {
         assert!(i < self.nblocks && span_class < 256);
         // SAFETY: as in `kind`.
         unsafe { &*self.kinds.add(i) }.store(kind as u16 | (span_class as u16) << 8, Ordering::Release);
+    }
+
+    /// The descriptor word of block `i` (`i < nblocks`): a typed block's
+    /// `&'static Descriptor` as an address, 0 for any other block.
+    #[inline(always)]
+    pub fn block_desc(&self, i: usize) -> usize {
+        debug_assert!(i < self.nblocks);
+        // SAFETY: i < nblocks; the desc map holds nblocks zero-initialised
+        // AtomicUsize and lives as long as self.
+        unsafe { &*self.descs.add(i) }.load(Ordering::Acquire)
+    }
+
+    /// The descriptor word of the block holding heap address `addr` (the
+    /// caller checked `contains(addr)`): [`Space::block_desc`] of its block,
+    /// from the biased table (the markers' hot path).
+    #[inline(always)]
+    pub fn block_desc_at(&self, addr: usize) -> usize {
+        debug_assert!(self.contains(addr));
+        // SAFETY: addr is in the heap, so addr >> BLOCK_SHIFT is a block
+        // number in lo >> BLOCK_SHIFT .. + nblocks, and the biased pointer
+        // plus it lands on that block's entry of the desc map.
+        unsafe { &*self.descs_by_addr.wrapping_add(addr >> BLOCK_SHIFT) }.load(Ordering::Acquire)
+    }
+
+    /// Set the descriptor word of block `i` (Release).
+    #[inline]
+    pub fn set_block_desc(&self, i: usize, d: usize) {
+        assert!(i < self.nblocks);
+        // SAFETY: as in `block_desc`.
+        unsafe { &*self.descs.add(i) }.store(d, Ordering::Release);
+    }
+
+    /// The descriptor and payload address of the published object at
+    /// `obj` (`descriptor::object_layout` with its block's descriptor
+    /// word).
+    ///
+    /// # Safety
+    /// `obj` is a published object of this space whose block is not freed
+    /// meanwhile (during a mark, or in a pause).
+    #[inline(always)]
+    pub unsafe fn object_layout(&self, obj: usize) -> (&'static crate::descriptor::Descriptor, usize) {
+        let bd = self.block_desc(self.block_index(obj));
+        // SAFETY: the caller guarantees a published object; bd is its block's.
+        unsafe { crate::descriptor::object_layout(obj, bd) }
     }
 
     /// Blocks ever handed out (the high-water mark): blocks >= this are untouched.

@@ -3,7 +3,9 @@
 //!
 //! It checks the heap after the cycle: for every live object (object-start
 //! bit set, and in a block the lazy sweep has not reached yet also marked by
-//! the last mark: `BlockMeta::is_live`), its header must be a valid descriptor (inside a readable mapping
+//! the last mark: `BlockMeta::is_live`), its header (for a typed block of
+//! compact objects: the block's descriptor word, which must name a compact
+//! descriptor) must be a valid descriptor (inside a readable mapping
 //! outside the heap, with the right magic, describing an object that fits in
 //! its slot), every pointer field must be null or the start of a live
 //! object that is not quarantined, and every value slot must hold an
@@ -84,24 +86,46 @@ pub fn verify(space: &Space) -> usize {
             }
             _ => continue,
         };
+        // A typed block (compact objects): its descriptor word, checked once.
+        let typed = space.block_desc(b);
+        if typed != 0 {
+            if kind != KIND_SMALL || !desc_ok(typed) {
+                report(format!("block {b}: descriptor word {typed:#x} is not a descriptor of a small block"));
+                continue;
+            }
+            // SAFETY: desc_ok checked the descriptor is readable and valid.
+            if !unsafe { &*(typed as *const Descriptor) }.is_compact() {
+                report(format!("block {b}: typed with a descriptor that is not compact"));
+                continue;
+            }
+        }
         for obj in objs {
-            let p = obj as *const usize;
-            // SAFETY: obj is an allocated object's start inside the heap.
-            let h = unsafe { p.read() };
-            if h == &crate::refcheck::QUARANTINED as *const Descriptor as usize {
+            let h = if typed != 0 {
+                typed
+            } else {
+                // SAFETY: obj is an allocated object's start inside the heap.
+                unsafe { (obj as *const usize).read() }
+            };
+            if typed == 0 && h == &crate::refcheck::QUARANTINED as *const Descriptor as usize {
                 continue; // checkrefs: a freed object a stray word marked
             }
             if !desc_ok(h) {
                 report(format!("object {obj:#x}: header {h:#x} is not a descriptor"));
                 continue;
             }
-            // SAFETY: desc_ok checked the descriptor is readable and valid.
-            let d = unsafe { &*(h as *const Descriptor) };
+            // SAFETY: desc_ok checked the descriptor is readable and valid;
+            // `object_layout` gives the payload (a compact object's at obj).
+            let (d, payload) = unsafe { crate::descriptor::object_layout(obj, typed) };
+            let p = payload as *const usize;
+            if typed == 0 && d.is_compact() {
+                report(format!("object {obj:#x} ({}): a compact descriptor in a header", d.name()));
+                continue;
+            }
             if (sc & 1 != 0) != d.is_pointer_free() {
                 report(format!("object {obj:#x} ({}): pointer-free flag disagrees with its block", d.name()));
             }
             // SAFETY: arrays keep their length in payload word 0.
-            let len = if d.is_array() { unsafe { p.add(1).read() } } else { 0 };
+            let len = if d.is_array() { unsafe { p.read() } } else { 0 };
             match d.object_bytes(len) {
                 Some(n) if n <= cap => {}
                 _ => {
@@ -112,7 +136,7 @@ pub fn verify(space: &Space) -> usize {
             let enc = space.encoding;
             d.for_each_slot(len, |i, value_slot| {
                 // SAFETY: i is a payload word within the object's verified size.
-                let v = unsafe { p.add(1 + i).read() };
+                let v = unsafe { p.add(i).read() };
                 let (a, what) = if value_slot {
                     match decode_value(&enc, v) {
                         Some(a) => (a, "value"),
