@@ -35,6 +35,22 @@ pub(crate) enum Need {
     Collect,
     /// No block left in the reservation.
     Exhausted,
+    /// The lazy sweep for room left for this worker's outstanding
+    /// checkpoint request (a stop waits): pass the cooperative point, then
+    /// retry, rather than take a fresh block (`pacer.rs`, "Leaving for a
+    /// stop").
+    Checkpoint,
+}
+
+/// What [`HeapInner::sweep_for`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SweptFor {
+    /// A block of the span class landed on its partial list.
+    Room,
+    /// Budget spent, or nothing left to sweep: take a fresh block.
+    Nothing,
+    /// Left after a block for an outstanding checkpoint request.
+    LeftForRequest,
 }
 
 /// A registered finalizer. Not a plain `Box<dyn FnOnce>`: calling one of
@@ -2160,24 +2176,24 @@ impl HeapInner {
 
     /// Lazy sweeping by allocation: sweeps blocks from the shared cursor
     /// until one of span class `sc` lands on its partial list, at most
-    /// `budget` blocks. Returns whether one did. Leaves early (false) when
-    /// the worker has a checkpoint request outstanding (see `pacer.rs`).
-    pub(crate) fn sweep_for(&self, sc: usize, budget: usize) -> bool {
+    /// `budget` blocks. Leaves early, after a block, when the worker has a
+    /// checkpoint request outstanding (see `pacer.rs`): the caller then
+    /// passes its cooperative point and sweeps on afterwards.
+    pub(crate) fn sweep_for(&self, sc: usize, budget: usize) -> SweptFor {
         let hwm = self.space.high_water();
         for _ in 0..budget {
             let b = self.sweep_cursor.fetch_add(1, Ordering::AcqRel);
             if b >= hwm {
-                return false;
+                return SweptFor::Nothing;
             }
             if self.sweep_block(b, Sweeper::Allocation) == Swept::Partial(sc) {
-                return true;
+                return SweptFor::Room;
             }
             if crate::pacer::leave_for_request(false) {
-                // A stop (or tick) waits: the refill takes a fresh block.
-                return false;
+                return SweptFor::LeftForRequest;
             }
         }
-        false
+        SweptFor::Nothing
     }
 
     /// Sweep block `b` for the last mark if it is an unswept block of

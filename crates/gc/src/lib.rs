@@ -474,6 +474,7 @@ pub mod internals {
     };
     pub use crate::block::BLOCK_SIZE;
     pub use crate::object::set_read_poll_for_tests;
+    pub use crate::pacer::{fresh_blocks_after_sweep_exits, set_sweep_exit_checkpoint_for_tests};
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;

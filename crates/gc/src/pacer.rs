@@ -52,12 +52,29 @@
 //! of its debt unpaid: `pay_assist_debt` then reaches its cooperative
 //! point, the task parks for the stop, and the assist goes on after it.
 //! The allocation's lazy sweep for room (`HeapInner::sweep_for`, up to 64
-//! blocks) leaves the same way after each block it sweeps (the refill
-//! then takes a fresh block). Without this, a stop waited for the rest of
-//! the assist (up to [`ASSIST_MAX_OBJECTS`]) or of the sweep budget.
-//! [`set_leave_for_requests_for_tests`] turns it off (the negative
-//! control); [`request_exit_counters`] counts both the exits and the
-//! slices or blocks done with a request outstanding (tests/gc_stop_exit.rs).
+//! blocks) leaves the same way after each block it sweeps. Without this, a
+//! stop waited for the rest of the assist (up to [`ASSIST_MAX_OBJECTS`])
+//! or of the sweep budget. [`set_leave_for_requests_for_tests`] turns it
+//! off (the negative control); [`request_exit_counters`] counts both the
+//! exits and the slices or blocks done with a request outstanding
+//! (tests/gc_stop_exit.rs).
+//!
+//! A sweep that left does not make the refill take a fresh block (it used
+//! to): the refill gives up (`Need::Checkpoint`), the slow path passes its
+//! cooperative point (the task parks for the stop, or yields for a tick)
+//! and retries, sweeping on from the shared cursor. A fresh block per exit
+//! grew the footprint by a block per request under frequent requests
+//! (quantum ticks, other stops) while unswept garbage had room, and at the
+//! hard heap limit, with no fresh block left, the refill escalated to the
+//! full sweep (`finish_sweep`) while the stop waited (review, session 6).
+//! Bounded: each round sweeps at least one block and the cursor only
+//! advances, so a request that the cooperative point cannot clear (a
+//! caller's own no-preemption section) costs retries, never a loop. Not in
+//! a pause (the allocation retried in the pause of its collection, which
+//! must not fail for a request). [`set_sweep_exit_checkpoint_for_tests`]
+//! restores the fresh block (the negative control);
+//! [`fresh_blocks_after_sweep_exits`] counts the fresh blocks taken after
+//! an exit.
 //!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
@@ -89,6 +106,38 @@ pub(crate) const TRIGGER_MAX: usize = 950;
 
 static ASSISTS: AtomicBool = AtomicBool::new(true);
 static LEAVE_FOR_REQUESTS: AtomicBool = AtomicBool::new(true);
+static SWEEP_EXIT_CHECKPOINT: AtomicBool = AtomicBool::new(true);
+/// Fresh blocks a refill took after its sweep for room left for a request
+/// (only with [`SWEEP_EXIT_CHECKPOINT`] off, or in a pause).
+static FRESH_AFTER_EXIT: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: `false` makes a refill whose sweep for room left for a
+/// request take a fresh block, as it used to (the negative control of
+/// "Leaving for a stop": the checkpoint first); `true` (the default)
+/// restores it. Process-wide.
+#[doc(hidden)]
+pub fn set_sweep_exit_checkpoint_for_tests(on: bool) {
+    SWEEP_EXIT_CHECKPOINT.store(on, Ordering::SeqCst);
+}
+
+/// Fresh blocks taken by refills right after their sweep for room left for
+/// a request, so far in this process (see the module docs).
+#[doc(hidden)]
+pub fn fresh_blocks_after_sweep_exits() -> u64 {
+    FRESH_AFTER_EXIT.load(Ordering::Relaxed)
+}
+
+/// Whether a refill whose sweep left for a request gives up for the
+/// cooperative point (`Need::Checkpoint`) rather than take a fresh block:
+/// yes, except in a pause (see the module docs) or with the test switch off.
+pub(crate) fn checkpoint_before_fresh_block() -> bool {
+    SWEEP_EXIT_CHECKPOINT.load(Ordering::Relaxed) && !crate::heap::in_pause()
+}
+
+/// A refill took a fresh block after its sweep left for a request.
+pub(crate) fn count_fresh_block_after_exit() {
+    FRESH_AFTER_EXIT.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Process-wide counters of the early exits (see the module docs): assists
 /// that left for a request, mark slices done with a request outstanding
