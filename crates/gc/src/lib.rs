@@ -209,7 +209,9 @@
 //! one the next cycle marks into), publishes the state, then frees the block
 //! or lists it as partial. Blocks are swept by allocation (a refill sweeps
 //! from a shared cursor until a block of its class has room, at most 64
-//! blocks, before taking a fresh block; at exhaustion it sweeps everything
+//! blocks, before taking a fresh block; one that leaves for its worker's
+//! stop request passes its cooperative point and sweeps on, never takes a
+//! fresh block for it (`pacer.rs`); at exhaustion it sweeps everything
 //! before failing), by a background thread per heap (`usurp-gc-sweeper`,
 //! woken after each pause; not stopped by the World: sweeping is safe beside
 //! mutators and lookups), and, for what is left, by the collector before the
