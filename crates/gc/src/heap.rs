@@ -1125,13 +1125,36 @@ impl HeapInner {
     /// since the pacer asked (the pacer asks for none during a mark: assists
     /// pace allocation then), this waits for that cycle to end. Otherwise, with a World that allows it
     /// ([`World::background_collection`]), the cycle is handed to the heap's
-    /// background collector and the allocation goes on at once; else the
-    /// allocating thread runs the cycle.
+    /// background collector and the allocation goes on, after waiting for
+    /// the start stop where the workers and the collector outnumber the
+    /// CPUs (`pacer.rs`, "Start hand-off"); else the allocating thread runs
+    /// the cycle.
     pub(crate) fn collect_for_alloc(self: &Arc<Self>, reason: &'static str) {
         let seen = self.cycle.load(Ordering::Acquire);
         if !self.alloc_black.load(Ordering::Acquire) && self.world().background_collection() {
             let started = self.started.load(Ordering::Acquire);
             self.request_background_cycle();
+            // The start hand-off (pacer.rs): wait for the start stop off the
+            // CPU, counted as stopped, so that the collector thread takes
+            // this CPU rather than a running worker's.
+            let world = self.world();
+            if crate::pacer::start_handoff_on(world.parallelism()) && !world.caller_holds_stop() {
+                let t0 = Instant::now();
+                let mut waits = 0;
+                world.blocking(&mut || {
+                    while self.started.load(Ordering::Acquire) == started
+                        && self.over_goal(0)
+                        && t0.elapsed() < crate::pacer::START_HANDOFF_MAX
+                    {
+                        std::thread::sleep(Duration::from_micros(20));
+                        waits += 1;
+                    }
+                });
+                if waits > 0 {
+                    crate::pacer::count_start_handoff();
+                    self.pacer.start_waits.fetch_add(waits, Ordering::Relaxed);
+                }
+            }
             // At the goal already (the collector has not started the cycle
             // asked for at the trigger): wait until its start stop, after
             // which assists pace allocation; 20 µs sleeps counted as

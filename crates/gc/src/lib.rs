@@ -265,7 +265,10 @@
 //! leaves after the mark slice in which a stop request shows; an assist at the
 //! goal that finds no grey object (and an allocation at the goal before the
 //! collector's start stop) sleeps inside [`World::blocking`] until the
-//! collector donates some. Nobody waits for a whole cycle. At the hard limit a full
+//! collector donates some (where the workers and the collector thread
+//! outnumber the CPUs, an allocation at the trigger waits for the start
+//! stop too, at most 1 ms, so that the collector takes its CPU rather than
+//! a running worker's: `pacer.rs`, "Start hand-off"). Nobody waits for a whole cycle. At the hard limit a full
 //! collection runs and, if still nothing fits, [`try_alloc`] fails and
 //! [`alloc`] panics ("usurp heap limit of N MiB exhausted ..."). Exhaustion
 //! is reported only after a full collection that the failing allocation
@@ -476,7 +479,10 @@ pub mod internals {
     };
     pub use crate::block::BLOCK_SIZE;
     pub use crate::object::set_read_poll_for_tests;
-    pub use crate::pacer::{fresh_blocks_after_sweep_exits, set_sweep_exit_checkpoint_for_tests};
+    pub use crate::pacer::{
+        fresh_blocks_after_sweep_exits, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
+        start_handoffs,
+    };
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;

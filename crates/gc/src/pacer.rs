@@ -76,6 +76,32 @@
 //! [`fresh_blocks_after_sweep_exits`] counts the fresh blocks taken after
 //! an exit.
 //!
+//! **Start hand-off** (issue 9, the start stop). An allocation that finds
+//! the heap at the trigger asks the background collector for a cycle and
+//! then waits for its start stop inside `World::blocking` (counted as
+//! stopped; 20 µs sleeps, counted in `CycleStats::start_waits`), at most
+//! [`START_HANDOFF_MAX`], or until the pacer no longer asks (someone else
+//! collected). Why: the collector is a thread beside the workers. On two
+//! cores with two busy workers (binary-trees) it took a worker's CPU when
+//! it woke for the cycle, and that worker then waited for a CPU through
+//! most of the start stop (the stop trace's `rq`): start stops of two
+//! running workers cost 150-200 µs at p50, against 7-30 µs for
+//! termination stops that find the workers waiting in an assist at the
+//! goal (most of them). Waiting, the allocating worker gives the collector
+//! its CPU; the other workers reach the trigger at their next refill and
+//! wait as well, so the start stop mostly finds them stopped. The workers
+//! lose the collector's wake-up and sweep termination (tens of µs per
+//! cycle), about what the stop of two running workers cost them. Only
+//! where the workers and the collector outnumber the CPUs
+//! (`World::parallelism` + 1 > `available_parallelism`): with a CPU to
+//! spare the collector displaces nobody, and the wait would only cost the
+//! workers its wake-up. Not for
+//! the task that holds the world stopped (`World::caller_holds_stop`: the
+//! start stop would wait for it), and only with a World that collects in
+//! the background. [`set_start_handoff_for_tests`] turns it off (the
+//! negative control); [`start_handoffs`] counts the allocations that
+//! waited (tests/gc_stop_exit.rs).
+//!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
 //! goal; tests/gc_assist.rs). [`set_mark_delay_for_tests`] slows the
@@ -107,6 +133,56 @@ pub(crate) const TRIGGER_MAX: usize = 950;
 static ASSISTS: AtomicBool = AtomicBool::new(true);
 static LEAVE_FOR_REQUESTS: AtomicBool = AtomicBool::new(true);
 static SWEEP_EXIT_CHECKPOINT: AtomicBool = AtomicBool::new(true);
+/// The start hand-off's switch: 0 = where the workers and the collector
+/// outnumber the CPUs (the default), 1 = always, 2 = never (tests).
+static START_HANDOFF: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// Allocations that waited for a start stop at the trigger (see "Start
+/// hand-off" in the module docs), process-wide.
+static START_HANDOFFS: AtomicU64 = AtomicU64::new(0);
+
+/// The longest an allocation at the trigger waits for the start stop (see
+/// "Start hand-off"): past it, it goes on allocating (a collector the OS
+/// keeps off the CPU).
+pub(crate) const START_HANDOFF_MAX: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Test-only: `Some(false)` makes an allocation at the trigger go on at
+/// once after asking for the cycle, as it used to (the negative control of
+/// the start hand-off); `Some(true)` makes it wait whatever the CPU count;
+/// `None` (the default) waits only where the workers and the collector
+/// outnumber the CPUs. Process-wide.
+#[doc(hidden)]
+pub fn set_start_handoff_for_tests(on: Option<bool>) {
+    START_HANDOFF.store(
+        match on {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        },
+        Ordering::SeqCst,
+    );
+}
+
+/// Allocations that waited for a start stop at the trigger so far in this
+/// process (see "Start hand-off" in the module docs).
+#[doc(hidden)]
+pub fn start_handoffs() -> u64 {
+    START_HANDOFFS.load(Ordering::Relaxed)
+}
+
+/// Whether an allocation at the trigger waits for the start stop, with a
+/// World of `workers` workers (see "Start hand-off").
+pub(crate) fn start_handoff_on(workers: usize) -> bool {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match START_HANDOFF.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => workers + 1 > *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+pub(crate) fn count_start_handoff() {
+    START_HANDOFFS.fetch_add(1, Ordering::Relaxed);
+}
 /// Fresh blocks a refill took after its sweep for room left for a request
 /// (only with [`SWEEP_EXIT_CHECKPOINT`] off, or in a pause).
 static FRESH_AFTER_EXIT: AtomicU64 = AtomicU64::new(0);
@@ -250,9 +326,10 @@ pub(crate) struct Pacer {
     /// Waits of assists that found no work at or past the goal (20 µs
     /// each); reset in the start stop.
     pub assist_waits: AtomicU64,
-    /// Waits (20 µs each) of allocations that reached the goal before the
-    /// collector's start stop (`collect_for_alloc`): counted from one start
-    /// stop to the next (read there into the cycle's stats, then reset).
+    /// Waits (20 µs each) of allocations that reached the goal, or the
+    /// trigger (the start hand-off), before the collector's start stop
+    /// (`collect_for_alloc`): counted from one start stop to the next (read
+    /// there into the cycle's stats, then reset).
     pub start_waits: AtomicU64,
     /// Highest heap use (live + allocated) seen by an allocation slow path
     /// during the mark in progress (reset in the start stop).
