@@ -1133,15 +1133,20 @@ impl HeapInner {
         let seen = self.cycle.load(Ordering::Acquire);
         if !self.alloc_black.load(Ordering::Acquire) && self.world().background_collection() {
             let started = self.started.load(Ordering::Acquire);
-            self.request_background_cycle();
             // The start hand-off (pacer.rs): wait for the start stop off the
             // CPU, counted as stopped, so that the collector thread takes
-            // this CPU rather than a running worker's.
+            // this CPU rather than a running worker's. The request is made
+            // inside the wait: the woken collector often takes this CPU at
+            // once (the OS's wake-up preemption), and this worker must
+            // count as stopped by then, not sit preempted in its slow path.
             let world = self.world();
-            if crate::pacer::start_handoff_on(world.parallelism()) && !world.caller_holds_stop() {
+            if !crate::pacer::start_handoff_on(world.parallelism()) || world.caller_holds_stop() {
+                self.request_background_cycle();
+            } else {
                 let t0 = Instant::now();
                 let mut waits = 0;
                 world.blocking(&mut || {
+                    self.request_background_cycle();
                     while self.started.load(Ordering::Acquire) == started
                         && self.over_goal(0)
                         && t0.elapsed() < crate::pacer::START_HANDOFF_MAX
