@@ -12,6 +12,18 @@
 //! stopper sleeps at least once in every stop (none finds the loops
 //! stopped at its first check).
 //!
+//! Since the stopper sleeps at once when it and the workers it waits for
+//! outnumber the CPUs (a spin would hold a CPU one of them needs; see
+//! "How the stopper waits" in `stw.rs`), the tests of the spin itself
+//! make the policy assume 64 CPUs (`hooks::set_stopper_cpus_for_tests`);
+//! the policy has its own tests below, with 2 assumed CPUs: a plain
+//! thread stopping two busy workers never spins (it sleeps at once,
+//! `StwStats::oversubscribed_sleeps`), while a task stopping the one
+//! other worker does spin; with the switch that restores the old policy
+//! (`hooks::set_stopper_spin_when_oversubscribed_for_tests`, the negative
+//! control) the plain thread spins while the workers fill the CPUs
+//! (`StwStats::oversubscribed_spins`).
+//!
 //! The spin-on bound is loose on purpose (some stop within the spin, not
 //! all): a worker the OS keeps off its CPU (a loaded machine, qemu) can
 //! hold a stop past the spin, which then sleeps as before (at load 6 on
@@ -46,6 +58,7 @@ fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
     within(120, "stops of spinning loops", move || {
         usurp_sched::hooks::set_stopper_spin_for_tests(spin_on);
         usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
+        usurp_sched::hooks::set_stopper_cpus_for_tests(64);
         let rt = Runtime::builder().workers(2).build().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let loops: Vec<_> = (0..2)
@@ -69,6 +82,7 @@ fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
         }
         usurp_sched::hooks::set_stopper_spin_for_tests(true);
         usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
+        usurp_sched::hooks::set_stopper_cpus_for_tests(0);
         (
             after.stops - before.stops,
             after.stopper_sleeps - before.stopper_sleeps,
@@ -93,4 +107,83 @@ fn negative_control_without_the_spin_every_stop_sleeps() {
     eprintln!("spin off: {stops} stops, {spun} within the spin, {sleeps} stopper sleeps");
     assert_eq!(stops, 40);
     assert!(sleeps >= stops, "without the spin the stopper slept only {sleeps} times in {stops} stops");
+}
+
+/// The spin policy on 2 assumed CPUs, two workers busy with loops: `n`
+/// stops from a plain thread (it and the two workers outnumber the CPUs),
+/// then `n` from a task (it holds one worker: it and the other fit).
+/// Returns the `(oversubscribed sleeps, oversubscribed spins)` of each
+/// series. `spin_anyway`: the old policy (the negative control).
+fn oversubscribed(spin_anyway: bool, n: u64) -> [(u64, u64); 2] {
+    within(120, "stops on a full machine", move || {
+        usurp_sched::hooks::set_stopper_cpus_for_tests(2);
+        usurp_sched::hooks::set_stopper_spin_when_oversubscribed_for_tests(spin_anyway);
+        usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
+        let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops: Vec<_> = (0..2)
+            .map(|_| {
+                let s = stop.clone();
+                rt.spawn(move || spin(&s))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        let counts = |rt: &Runtime| {
+            let s = rt.stats().stw;
+            (s.oversubscribed_sleeps, s.oversubscribed_spins, s.stops)
+        };
+        let (s0, p0, n0) = counts(&rt);
+        for _ in 0..n {
+            rt.stop_the_world();
+            rt.start_the_world();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (s1, p1, n1) = counts(&rt);
+        assert_eq!(n1 - n0, n);
+        // A task stopper: it holds one worker (its loop's worker is the
+        // other one, or both loops share the other), so only one worker
+        // is waited for.
+        let r = rt.clone();
+        let by_task = rt.spawn(move || {
+            for _ in 0..n {
+                r.stop_the_world();
+                r.start_the_world();
+                usurp::yield_now();
+            }
+        });
+        by_task.join().unwrap();
+        let (s2, p2, n2) = counts(&rt);
+        assert_eq!(n2 - n1, n);
+        stop.store(true, Ordering::SeqCst);
+        for h in loops {
+            h.join().unwrap();
+        }
+        usurp_sched::hooks::set_stopper_spin_when_oversubscribed_for_tests(false);
+        usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
+        usurp_sched::hooks::set_stopper_cpus_for_tests(0);
+        [(s1 - s0, p1 - p0), (s2 - s1, p2 - p1)]
+    })
+}
+
+#[test]
+fn a_stopper_that_would_hold_a_cpu_a_worker_needs_sleeps_instead_of_spinning() {
+    let _g = usurp_testsupport::serial();
+    let [(thread_sleeps, thread_spins), (task_sleeps, task_spins)] = oversubscribed(false, 20);
+    eprintln!(
+        "policy on: plain-thread stopper {thread_sleeps} oversubscribed sleeps, {thread_spins} spins; task \
+         stopper {task_sleeps} sleeps, {task_spins} spins"
+    );
+    assert_eq!(thread_spins, 0, "the stopper spun while it and the workers it waited for outnumbered the CPUs");
+    assert!(thread_sleeps > 0, "the plain-thread stopper never found the machine full: the test exercised nothing");
+    assert_eq!(task_spins, 0);
+    assert_eq!(task_sleeps, 0, "a task stopper waiting for the one other worker counted the machine as full");
+}
+
+#[test]
+fn negative_control_with_the_old_policy_the_stopper_spins_on_a_full_machine() {
+    let _g = usurp_testsupport::serial();
+    let [(thread_sleeps, thread_spins), _] = oversubscribed(true, 20);
+    eprintln!("policy off: plain-thread stopper {thread_sleeps} oversubscribed sleeps, {thread_spins} spins");
+    assert!(thread_spins > 0, "the stopper never spun on a full machine: the control shows nothing");
+    assert_eq!(thread_sleeps, 0);
 }

@@ -35,6 +35,22 @@ pub(crate) enum Need {
     Collect,
     /// No block left in the reservation.
     Exhausted,
+    /// The lazy sweep for room left for this worker's outstanding
+    /// checkpoint request (a stop waits): pass the cooperative point, then
+    /// retry, rather than take a fresh block (`pacer.rs`, "Leaving for a
+    /// stop").
+    Checkpoint,
+}
+
+/// What [`HeapInner::sweep_for`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SweptFor {
+    /// A block of the span class landed on its partial list.
+    Room,
+    /// Budget spent, or nothing left to sweep: take a fresh block.
+    Nothing,
+    /// Left after a block for an outstanding checkpoint request.
+    LeftForRequest,
 }
 
 /// A registered finalizer. Not a plain `Box<dyn FnOnce>`: calling one of
@@ -1145,13 +1161,41 @@ impl HeapInner {
     /// since the pacer asked (the pacer asks for none during a mark: assists
     /// pace allocation then), this waits for that cycle to end. Otherwise, with a World that allows it
     /// ([`World::background_collection`]), the cycle is handed to the heap's
-    /// background collector and the allocation goes on at once; else the
-    /// allocating thread runs the cycle.
+    /// background collector and the allocation goes on, after waiting for
+    /// the start stop where the workers and the collector outnumber the
+    /// CPUs (`pacer.rs`, "Start hand-off"); else the allocating thread runs
+    /// the cycle.
     pub(crate) fn collect_for_alloc(self: &Arc<Self>, reason: &'static str) {
         let seen = self.cycle.load(Ordering::Acquire);
         if !self.alloc_black.load(Ordering::Acquire) && self.world().background_collection() {
             let started = self.started.load(Ordering::Acquire);
-            self.request_background_cycle();
+            // The start hand-off (pacer.rs): wait for the start stop off the
+            // CPU, counted as stopped, so that the collector thread takes
+            // this CPU rather than a running worker's. The request is made
+            // inside the wait: the woken collector often takes this CPU at
+            // once (the OS's wake-up preemption), and this worker must
+            // count as stopped by then, not sit preempted in its slow path.
+            let world = self.world();
+            if !crate::pacer::start_handoff_on(world.parallelism()) || world.caller_holds_stop() {
+                self.request_background_cycle();
+            } else {
+                let t0 = Instant::now();
+                let mut waits = 0;
+                world.blocking(&mut || {
+                    self.request_background_cycle();
+                    while self.started.load(Ordering::Acquire) == started
+                        && self.over_goal(0)
+                        && t0.elapsed() < crate::pacer::START_HANDOFF_MAX
+                    {
+                        std::thread::sleep(Duration::from_micros(20));
+                        waits += 1;
+                    }
+                });
+                if waits > 0 {
+                    crate::pacer::count_start_handoff();
+                    self.pacer.start_waits.fetch_add(waits, Ordering::Relaxed);
+                }
+            }
             // At the goal already (the collector has not started the cycle
             // asked for at the trigger): wait until its start stop, after
             // which assists pace allocation; 20 µs sleeps counted as
@@ -2200,24 +2244,24 @@ impl HeapInner {
     /// Lazy sweeping by allocation: sweeps blocks from the shared cursor
     /// until one lands on the partial list `target` names (`Partial(sc)`:
     /// span class `sc`'s; `Typed(id)`: the compact descriptor's), at most
-    /// `budget` blocks. Returns whether one did. Leaves early (false) when
-    /// the worker has a checkpoint request outstanding (see `pacer.rs`).
-    pub(crate) fn sweep_for(&self, target: Swept, budget: usize) -> bool {
+    /// `budget` blocks. Leaves early, after a block, when the worker has a
+    /// checkpoint request outstanding (see `pacer.rs`): the caller then
+    /// passes its cooperative point and sweeps on afterwards.
+    pub(crate) fn sweep_for(&self, target: Swept, budget: usize) -> SweptFor {
         let hwm = self.space.high_water();
         for _ in 0..budget {
             let b = self.sweep_cursor.fetch_add(1, Ordering::AcqRel);
             if b >= hwm {
-                return false;
+                return SweptFor::Nothing;
             }
             if self.sweep_block(b, Sweeper::Allocation) == target {
-                return true;
+                return SweptFor::Room;
             }
             if crate::pacer::leave_for_request(false) {
-                // A stop (or tick) waits: the refill takes a fresh block.
-                return false;
+                return SweptFor::LeftForRequest;
             }
         }
-        false
+        SweptFor::Nothing
     }
 
     /// Sweep block `b` for the last mark if it is an unswept block of

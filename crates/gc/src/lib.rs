@@ -227,7 +227,9 @@
 //! one the next cycle marks into), publishes the state, then frees the block
 //! or lists it as partial. Blocks are swept by allocation (a refill sweeps
 //! from a shared cursor until a block of its class has room, at most 64
-//! blocks, before taking a fresh block; at exhaustion it sweeps everything
+//! blocks, before taking a fresh block; one that leaves for its worker's
+//! stop request passes its cooperative point and sweeps on, never takes a
+//! fresh block for it (`pacer.rs`); at exhaustion it sweeps everything
 //! before failing), by a background thread per heap (`usurp-gc-sweeper`,
 //! woken after each pause; not stopped by the World: sweeping is safe beside
 //! mutators and lookups), and, for what is left, by the collector before the
@@ -281,7 +283,10 @@
 //! leaves after the mark slice in which a stop request shows; an assist at the
 //! goal that finds no grey object (and an allocation at the goal before the
 //! collector's start stop) sleeps inside [`World::blocking`] until the
-//! collector donates some. Nobody waits for a whole cycle. At the hard limit a full
+//! collector donates some (where the workers and the collector thread
+//! outnumber the CPUs, an allocation at the trigger waits for the start
+//! stop too, at most 1 ms, so that the collector takes its CPU rather than
+//! a running worker's: `pacer.rs`, "Start hand-off"). Nobody waits for a whole cycle. At the hard limit a full
 //! collection runs and, if still nothing fits, [`try_alloc`] fails and
 //! [`alloc`] panics ("usurp heap limit of N MiB exhausted ..."). Exhaustion
 //! is reported only after a full collection that the failing allocation
@@ -492,6 +497,10 @@ pub mod internals {
     };
     pub use crate::block::BLOCK_SIZE;
     pub use crate::object::set_read_poll_for_tests;
+    pub use crate::pacer::{
+        fresh_blocks_after_sweep_exits, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
+        start_handoffs,
+    };
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;

@@ -80,7 +80,7 @@
 
 use crate::block::{BlockMeta, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::heap::{HeapInner, Need, Swept};
+use crate::heap::{HeapInner, Need, Swept, SweptFor};
 use crate::object::GcRef;
 use crate::preempt_glue::no_preempt;
 use crate::sizeclass::{class_of, slots_of, span_class, split_span_class, CLASS_SIZES, MAX_SMALL, NUM_SPAN_CLASSES};
@@ -481,6 +481,7 @@ impl Mutator {
         let nwords = slots.div_ceil(64);
         let last_mask = if slots % 64 == 0 { !0 } else { (1u64 << (slots % 64)) - 1 };
         let mut swept_for_room = false;
+        let mut left_for_request = false;
         let mut finished = false;
         'retry: loop {
             loop {
@@ -490,8 +491,15 @@ impl Mutator {
                     if !swept_for_room {
                         swept_for_room = true;
                         let target = if typed_id != 0 { Swept::Typed(typed_id) } else { Swept::Partial(sc) };
-                        if heap.sweep_for(target, SWEEP_BUDGET) {
-                            continue;
+                        match heap.sweep_for(target, SWEEP_BUDGET) {
+                            SweptFor::Room => continue,
+                            // A stop waits: its cooperative point first,
+                            // then sweep on (not a fresh block: pacer.rs).
+                            SweptFor::LeftForRequest if crate::pacer::checkpoint_before_fresh_block() => {
+                                return Err(Need::Checkpoint);
+                            }
+                            SweptFor::LeftForRequest => left_for_request = true,
+                            SweptFor::Nothing => {}
                         }
                     }
                     break;
@@ -543,6 +551,9 @@ impl Mutator {
                 }
                 None => return Err(Need::Exhausted),
             };
+            if left_for_request {
+                crate::pacer::count_fresh_block_after_exit();
+            }
             let m = heap.space.meta(run.first);
             m.clear_tables();
             m.link.store(0, Ordering::Relaxed);
@@ -817,6 +828,14 @@ fn alloc_slow(desc: &'static Descriptor, bytes: usize, len: Option<usize>) -> Re
         may_trigger = false;
         match need {
             Need::Collect => heap.collect_for_alloc("goal"),
+            Need::Checkpoint => {
+                // The refill's sweep left for a request (no GC lock is
+                // held, no mutator reference alive): pass the cooperative
+                // point, then retry (`pacer.rs`, "Leaving for a stop").
+                if ALLOC_CHECKPOINT.load(Ordering::Relaxed) {
+                    usurp_preempt::checkpoint();
+                }
+            }
             Need::Exhausted => {
                 let failed_at = heap.cycle.load(Ordering::Acquire);
                 let skip_at = (rounds == 0).then_some(failed_at + 2);

@@ -52,12 +52,55 @@
 //! of its debt unpaid: `pay_assist_debt` then reaches its cooperative
 //! point, the task parks for the stop, and the assist goes on after it.
 //! The allocation's lazy sweep for room (`HeapInner::sweep_for`, up to 64
-//! blocks) leaves the same way after each block it sweeps (the refill
-//! then takes a fresh block). Without this, a stop waited for the rest of
-//! the assist (up to [`ASSIST_MAX_OBJECTS`]) or of the sweep budget.
-//! [`set_leave_for_requests_for_tests`] turns it off (the negative
-//! control); [`request_exit_counters`] counts both the exits and the
-//! slices or blocks done with a request outstanding (tests/gc_stop_exit.rs).
+//! blocks) leaves the same way after each block it sweeps. Without this, a
+//! stop waited for the rest of the assist (up to [`ASSIST_MAX_OBJECTS`])
+//! or of the sweep budget. [`set_leave_for_requests_for_tests`] turns it
+//! off (the negative control); [`request_exit_counters`] counts both the
+//! exits and the slices or blocks done with a request outstanding
+//! (tests/gc_stop_exit.rs).
+//!
+//! A sweep that left does not make the refill take a fresh block (it used
+//! to): the refill gives up (`Need::Checkpoint`), the slow path passes its
+//! cooperative point (the task parks for the stop, or yields for a tick)
+//! and retries, sweeping on from the shared cursor. A fresh block per exit
+//! grew the footprint by a block per request under frequent requests
+//! (quantum ticks, other stops) while unswept garbage had room, and at the
+//! hard heap limit, with no fresh block left, the refill escalated to the
+//! full sweep (`finish_sweep`) while the stop waited (review, session 6).
+//! Bounded: each round sweeps at least one block and the cursor only
+//! advances, so a request that the cooperative point cannot clear (a
+//! caller's own no-preemption section) costs retries, never a loop. Not in
+//! a pause (the allocation retried in the pause of its collection, which
+//! must not fail for a request). [`set_sweep_exit_checkpoint_for_tests`]
+//! restores the fresh block (the negative control);
+//! [`fresh_blocks_after_sweep_exits`] counts the fresh blocks taken after
+//! an exit.
+//!
+//! **Start hand-off** (issue 9, the start stop). An allocation that finds
+//! the heap at the trigger asks the background collector for a cycle and
+//! then waits for its start stop inside `World::blocking` (counted as
+//! stopped; 20 µs sleeps, counted in `CycleStats::start_waits`), at most
+//! [`START_HANDOFF_MAX`], or until the pacer no longer asks (someone else
+//! collected). Why: the collector is a thread beside the workers. On two
+//! cores with two busy workers (binary-trees) it took a worker's CPU when
+//! it woke for the cycle, and that worker then waited for a CPU through
+//! most of the start stop (the stop trace's `rq`): start stops of two
+//! running workers cost 150-200 µs at p50, against 7-30 µs for
+//! termination stops that find the workers waiting in an assist at the
+//! goal (most of them). Waiting, the allocating worker gives the collector
+//! its CPU; the other workers reach the trigger at their next refill and
+//! wait as well, so the start stop mostly finds them stopped. The workers
+//! lose the collector's wake-up and sweep termination (tens of µs per
+//! cycle), about what the stop of two running workers cost them. Only
+//! where the workers and the collector outnumber the CPUs
+//! (`World::parallelism` + 1 > `available_parallelism`): with a CPU to
+//! spare the collector displaces nobody, and the wait would only cost the
+//! workers its wake-up. Not for
+//! the task that holds the world stopped (`World::caller_holds_stop`: the
+//! start stop would wait for it), and only with a World that collects in
+//! the background. [`set_start_handoff_for_tests`] turns it off (the
+//! negative control); [`start_handoffs`] counts the allocations that
+//! waited (tests/gc_stop_exit.rs).
 //!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
@@ -89,6 +132,88 @@ pub(crate) const TRIGGER_MAX: usize = 950;
 
 static ASSISTS: AtomicBool = AtomicBool::new(true);
 static LEAVE_FOR_REQUESTS: AtomicBool = AtomicBool::new(true);
+static SWEEP_EXIT_CHECKPOINT: AtomicBool = AtomicBool::new(true);
+/// The start hand-off's switch: 0 = where the workers and the collector
+/// outnumber the CPUs (the default), 1 = always, 2 = never (tests).
+static START_HANDOFF: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// Allocations that waited for a start stop at the trigger (see "Start
+/// hand-off" in the module docs), process-wide.
+static START_HANDOFFS: AtomicU64 = AtomicU64::new(0);
+
+/// The longest an allocation at the trigger waits for the start stop (see
+/// "Start hand-off"): past it, it goes on allocating (a collector the OS
+/// keeps off the CPU).
+pub(crate) const START_HANDOFF_MAX: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Test-only: `Some(false)` makes an allocation at the trigger go on at
+/// once after asking for the cycle, as it used to (the negative control of
+/// the start hand-off); `Some(true)` makes it wait whatever the CPU count;
+/// `None` (the default) waits only where the workers and the collector
+/// outnumber the CPUs. Process-wide.
+#[doc(hidden)]
+pub fn set_start_handoff_for_tests(on: Option<bool>) {
+    START_HANDOFF.store(
+        match on {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        },
+        Ordering::SeqCst,
+    );
+}
+
+/// Allocations that waited for a start stop at the trigger so far in this
+/// process (see "Start hand-off" in the module docs).
+#[doc(hidden)]
+pub fn start_handoffs() -> u64 {
+    START_HANDOFFS.load(Ordering::Relaxed)
+}
+
+/// Whether an allocation at the trigger waits for the start stop, with a
+/// World of `workers` workers (see "Start hand-off").
+pub(crate) fn start_handoff_on(workers: usize) -> bool {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match START_HANDOFF.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => workers + 1 > *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+pub(crate) fn count_start_handoff() {
+    START_HANDOFFS.fetch_add(1, Ordering::Relaxed);
+}
+/// Fresh blocks a refill took after its sweep for room left for a request
+/// (only with [`SWEEP_EXIT_CHECKPOINT`] off, or in a pause).
+static FRESH_AFTER_EXIT: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: `false` makes a refill whose sweep for room left for a
+/// request take a fresh block, as it used to (the negative control of
+/// "Leaving for a stop": the checkpoint first); `true` (the default)
+/// restores it. Process-wide.
+#[doc(hidden)]
+pub fn set_sweep_exit_checkpoint_for_tests(on: bool) {
+    SWEEP_EXIT_CHECKPOINT.store(on, Ordering::SeqCst);
+}
+
+/// Fresh blocks taken by refills right after their sweep for room left for
+/// a request, so far in this process (see the module docs).
+#[doc(hidden)]
+pub fn fresh_blocks_after_sweep_exits() -> u64 {
+    FRESH_AFTER_EXIT.load(Ordering::Relaxed)
+}
+
+/// Whether a refill whose sweep left for a request gives up for the
+/// cooperative point (`Need::Checkpoint`) rather than take a fresh block:
+/// yes, except in a pause (see the module docs) or with the test switch off.
+pub(crate) fn checkpoint_before_fresh_block() -> bool {
+    SWEEP_EXIT_CHECKPOINT.load(Ordering::Relaxed) && !crate::heap::in_pause()
+}
+
+/// A refill took a fresh block after its sweep left for a request.
+pub(crate) fn count_fresh_block_after_exit() {
+    FRESH_AFTER_EXIT.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Process-wide counters of the early exits (see the module docs): assists
 /// that left for a request, mark slices done with a request outstanding
@@ -201,9 +326,10 @@ pub(crate) struct Pacer {
     /// Waits of assists that found no work at or past the goal (20 µs
     /// each); reset in the start stop.
     pub assist_waits: AtomicU64,
-    /// Waits (20 µs each) of allocations that reached the goal before the
-    /// collector's start stop (`collect_for_alloc`): counted from one start
-    /// stop to the next (read there into the cycle's stats, then reset).
+    /// Waits (20 µs each) of allocations that reached the goal, or the
+    /// trigger (the start hand-off), before the collector's start stop
+    /// (`collect_for_alloc`): counted from one start stop to the next (read
+    /// there into the cycle's stats, then reset).
     pub start_waits: AtomicU64,
     /// Highest heap use (live + allocated) seen by an allocation slow path
     /// during the mark in progress (reset in the start stop).

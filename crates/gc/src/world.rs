@@ -174,6 +174,15 @@ pub unsafe trait World: Send + Sync {
     fn background_collection(&self) -> bool {
         false
     }
+    /// Whether the calling thread holds this World stopped (it called
+    /// `stop_the_world` and has not restarted it): it must then not wait
+    /// for a collection, whose start stop would wait for it. The heap asks
+    /// before an allocation at the pacer's trigger hands its CPU to the
+    /// background collector (`HeapInner::collect_for_alloc`). Default:
+    /// false.
+    fn caller_holds_stop(&self) -> bool {
+        false
+    }
     /// Called (with the world running) after a cycle queued finalizers: the
     /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
     fn finalizers_pending(&self) {}
@@ -405,6 +414,10 @@ unsafe impl World for ThreadWorld {
 
     fn background_collection(&self) -> bool {
         true
+    }
+
+    fn caller_holds_stop(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stopper == Some(std::thread::current().id())
     }
 
     fn may_attach(&self) -> Result<(), &'static str> {

@@ -197,7 +197,7 @@ pub mod internals {
     pub use crate::guard::{any_checkpoint_request, checkpoint_requested, set_yield_hook};
     pub use crate::signal::{
         cached_pid, disable_refusal_backoff_for_tests, init, mark_request_pending, old_refusal_retry_for_tests,
-        request_preempt, request_siginfo, set_park_hook, set_preempt_window_for_tests,
+        post_checkpoint_request, request_preempt, request_siginfo, set_park_hook, set_preempt_window_for_tests,
         simulate_larger_spill_frame_for_tests,
     };
     pub use crate::slot::{

@@ -265,25 +265,7 @@ unsafe extern "C" fn spill_hook(frame: *mut archif::SpillFrame) {
 /// refused).
 pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
     init()?;
-    let tid = slot.tid.load(Ordering::Acquire);
-    if tid == 0 || !slot.registered.load(Ordering::Acquire) {
-        return Err(Error::NotAWorker);
-    }
-    slot.set_request();
-    // The worker may have unregistered since we read its tid (then its
-    // `unregister_worker` may have cleared the flag before we set it, and
-    // nobody else would: the pooled slot would keep every poll of the
-    // process on its slow path). Dekker's handshake with `unregister_worker`
-    // (its tid store, a fence, its clearing): after our fence, either we
-    // see the tid change and withdraw the request, or it sees our request
-    // and clears it. A request withdrawn from a slot registered again
-    // meanwhile is lost until its requester re-sends (stops and the timer
-    // monitor do).
-    core::sync::atomic::fence(Ordering::SeqCst);
-    if slot.tid.load(Ordering::Relaxed) != tid || !slot.registered.load(Ordering::Relaxed) {
-        slot.take_request();
-        return Err(Error::NotAWorker);
-    }
+    let tid = post_request(slot)?;
     if slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Ok(false);
     }
@@ -305,6 +287,42 @@ pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
         return Err(Error::Os("rt_tgsigqueueinfo", e));
     }
     Ok(true)
+}
+
+/// Sets `slot`'s checkpoint flag without a signal: its worker stops at its
+/// next poll (allocation, `Gc<T>` deref, `checkpoint()`), with no signal
+/// delivery in between. A stopper posts the flag to every worker first and
+/// then signals them one by one (each signal is a system call of 10-20 µs
+/// on a VM), so that a worker that polls does not wait for the signals
+/// sent before its own (issue 9). Same handshake with
+/// `unregister_worker` as [`request_preempt`].
+pub fn post_checkpoint_request(slot: &WorkerSlot) -> Result<(), Error> {
+    post_request(slot).map(|_| ())
+}
+
+/// The flag half of [`request_preempt`]: sets the checkpoint flag of a
+/// registered slot and returns its thread id.
+fn post_request(slot: &WorkerSlot) -> Result<i32, Error> {
+    let tid = slot.tid.load(Ordering::Acquire);
+    if tid == 0 || !slot.registered.load(Ordering::Acquire) {
+        return Err(Error::NotAWorker);
+    }
+    slot.set_request();
+    // The worker may have unregistered since we read its tid (then its
+    // `unregister_worker` may have cleared the flag before we set it, and
+    // nobody else would: the pooled slot would keep every poll of the
+    // process on its slow path). Dekker's handshake with `unregister_worker`
+    // (its tid store, a fence, its clearing): after our fence, either we
+    // see the tid change and withdraw the request, or it sees our request
+    // and clears it. A request withdrawn from a slot registered again
+    // meanwhile is lost until its requester re-sends (stops and the timer
+    // monitor do).
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if slot.tid.load(Ordering::Relaxed) != tid || !slot.registered.load(Ordering::Relaxed) {
+        slot.take_request();
+        return Err(Error::NotAWorker);
+    }
+    Ok(tid)
 }
 
 /// The siginfo of a request signal for `slot`: `si_code = SI_QUEUE`,

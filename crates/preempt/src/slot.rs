@@ -926,6 +926,27 @@ mod tests {
     }
 
     #[test]
+    fn a_posted_request_sets_the_flag_without_a_signal() {
+        let a: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        // Not registered: refused, no flag left behind.
+        assert_eq!(crate::internals::post_checkpoint_request(a), Err(Error::NotAWorker));
+        assert!(!a.is_requested());
+        std::thread::spawn(move || {
+            register_worker(a, Duration::from_millis(5)).unwrap();
+            let sent = a.stats().requests_sent;
+            assert_eq!(crate::internals::post_checkpoint_request(a), Ok(()));
+            assert!(a.is_requested());
+            assert!(crate::checkpoint_requested(), "the worker's poll does not see the posted request");
+            assert!(!a.is_pending(), "a posted request marked a signal pending");
+            assert_eq!(a.stats().requests_sent, sent, "a posted request sent a signal");
+            assert!(a.take_request());
+            unregister_worker().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn unregister_clears_an_outstanding_request() {
         let a = leaked_slot();
         on_new_thread(move || {

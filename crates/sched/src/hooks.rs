@@ -184,6 +184,24 @@ pub fn set_stopper_spin_for_tests(on: bool) {
     crate::stw::STOPPER_SPIN.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of "no spin on a full machine",
+/// issue 9). `false` (the default): a stopper that, with the workers it
+/// waits for, outnumbers the CPUs sleeps (a parking worker's notification
+/// wakes it) instead of spinning, so a worker waiting for a CPU gets the
+/// stopper's; `true`: it spins anyway, as before. Process-wide.
+#[doc(hidden)]
+pub fn set_stopper_spin_when_oversubscribed_for_tests(on: bool) {
+    crate::stw::SPIN_WHEN_OVERSUBSCRIBED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test-only: the CPU count the stopper's spin policy assumes (0, the
+/// default: the process's, `std::thread::available_parallelism`), so that
+/// a test sees the same policy on any machine. Process-wide.
+#[doc(hidden)]
+pub fn set_stopper_cpus_for_tests(n: usize) {
+    crate::stw::CPUS_FOR_TESTS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Test-only: the stopper's spin budget (`stw::SPIN_FOR`) and the clock
 /// gap that ends the spin as descheduled (`stw::DESCHEDULED`), in µs; 0
 /// restores a default. Under qemu or on a loaded machine a stop of

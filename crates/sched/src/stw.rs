@@ -56,6 +56,42 @@
 //! CPU to reach its safe point gets it. `StwStats::stopper_sleeps` and
 //! `stops_within_spin` count what the waits did.
 //!
+//! **No spin on a full machine** (issue 9, the GC's start stop). The
+//! stopper does not spin at all while it and the workers it still waits
+//! for outnumber the process's CPUs (`available_parallelism`): it sleeps
+//! at once, and spins again once enough workers parked. The GC's cycles
+//! are run by its collector thread, a thread beside the workers: on 2
+//! cores with 2 busy workers (binary-trees) it had taken one worker's CPU
+//! when it woke for the cycle, and then held it through its spin. The
+//! stop trace (`rq`: run-queue wait) showed such stops' workers waiting
+//! for a CPU through most of the stop, then taking the request and
+//! parking within a few µs once they got one; the start stop's p50 was
+//! 150-200 µs against 25-35 µs for termination stops, most of which find
+//! the workers already stopped (in an assist's wait at the goal, a safe
+//! section); termination stops that found two running workers cost as
+//! much as start stops. Sleeping costs the stopper the OS's wake-up
+//! (20-40 µs, seen as `parked@` to `seen@` in the trace) but gives the
+//! worker the CPU at once: in alternating runs of binary-trees 21 at load
+//! 3.8, start stops' p50 was 167-189 µs with the spin and 102-112 µs with
+//! a stopper that never spun and re-sent every 100 µs (what this policy
+//! does in those stops; the tails were the loaded machine's). Likewise a stopper whose every unstopped worker still
+//! has its signal undelivered (`WorkerSlot::is_pending`: at most one is
+//! in flight, a re-send does nothing) sleeps [`RETRY`] rather than
+//! [`FAST_RETRY`]: each early wake-up could take the CPU such a worker
+//! waits for, and its park notifies the stopper anyway.
+//! `StwStats::oversubscribed_sleeps` counts the spins skipped;
+//! `hooks::set_stopper_spin_when_oversubscribed_for_tests` restores the
+//! spin (the negative control, `tests/sched_stop_spin.rs`).
+//!
+//! **Flags first.** Before its first signal, the stopper sets every busy
+//! worker's checkpoint flag without a signal
+//! (`usurp_preempt::internals::post_checkpoint_request`): a signal is a
+//! system call of 10-20 µs on a VM, and the second worker's used to go
+//! out 15-25 µs into the stop; a worker that polls (allocation, `Gc<T>`
+//! deref) now stops at its next poll whatever the signals do. The flag is
+//! the same request as `request_preempt`'s (same withdrawal when the
+//! worker changed, same clearing at the park), only without the signal.
+//!
 //! Tasks inside `blocking` whose worker was handed to another thread are not
 //! on any worker: the worker itself parks on its new thread, and the blocking
 //! thread waits at the exit of `blocking` ([`wait_until_started`]) before the
@@ -236,6 +272,34 @@ fn spin_budget() -> (Duration, Duration) {
     (us(&SPIN_BUDGET_US, SPIN_FOR), us(&DESCHEDULED_US, DESCHEDULED))
 }
 
+/// Test-only switch (negative control of "no spin on a full machine"):
+/// when set, the stopper spins whether or not it and the workers it waits
+/// for outnumber the CPUs, as it used to. Set through
+/// `hooks::set_stopper_spin_when_oversubscribed_for_tests`.
+pub(crate) static SPIN_WHEN_OVERSUBSCRIBED: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: the CPU count the stopper's spin policy assumes (0: the
+/// process's, `std::thread::available_parallelism`). Set through
+/// `hooks::set_stopper_cpus_for_tests`.
+pub(crate) static CPUS_FOR_TESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The CPUs this process may run on (read once: its affinity mask and
+/// cgroup quota at the first stop), or the tests' figure.
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match CPUS_FOR_TESTS.load(Ordering::Relaxed) {
+        0 => *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n => n,
+    }
+}
+
+/// Whether a stopper that waits for `unstopped` workers would hold a CPU
+/// one of them needs if it spun: it and they outnumber the CPUs (see
+/// "How the stopper waits" in the module docs).
+fn oversubscribed(unstopped: usize) -> bool {
+    unstopped + 1 > cpus()
+}
+
 /// Test-only switch (negative control of the stopper's quiet quantum, issue
 /// 12): when set, a task stopper's quantum timer keeps ticking through its
 /// stop (each tick refused: `no_preempt`), as it used to. Set through
@@ -311,6 +375,12 @@ struct Inner {
     /// Stops that waited for some worker and completed without sleeping,
     /// within the spin's budget.
     stops_within_spin: u64,
+    /// Times the stopper slept instead of spinning because it and the
+    /// workers it waited for outnumbered the CPUs, over all stops.
+    oversubscribed_sleeps: u64,
+    /// Times the stopper spun although they did (only with the test
+    /// switch `SPIN_WHEN_OVERSUBSCRIBED`).
+    oversubscribed_spins: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
     /// The last stop that waited at least [`HOLDUP_REPORT`]: which worker
@@ -344,6 +414,15 @@ pub struct StwStats {
     /// first check) and completed without the stopper sleeping: within
     /// its spin.
     pub stops_within_spin: u64,
+    /// Times a stopper slept at once instead of spinning, because it and
+    /// the workers it waited for outnumbered the CPUs (a spin would have
+    /// held a CPU one of them needed to reach its safe point), over all
+    /// stops.
+    pub oversubscribed_sleeps: u64,
+    /// Times a stopper spun although it and the workers it waited for
+    /// outnumbered the CPUs: always 0, except with the test switch that
+    /// restores the old policy (the negative control).
+    pub oversubscribed_spins: u64,
     /// Time-to-safepoint of the last stop.
     pub ttsp_last: Duration,
     /// Median time-to-safepoint over the recent stops (up to 1024).
@@ -434,6 +513,8 @@ impl Stw {
             stops: g.stops,
             stopper_sleeps: g.stopper_sleeps,
             stops_within_spin: g.stops_within_spin,
+            oversubscribed_sleeps: g.oversubscribed_sleeps,
+            oversubscribed_spins: g.oversubscribed_spins,
             ttsp_last: last,
             ttsp_p50: pct(0.5),
             ttsp_p99: pct(0.99),
@@ -536,6 +617,15 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     // One stopper at a time; a waiting stopper counts as stopped itself (its
     // registers spilled and SP recorded, like a task in `blocking`).
     let mut unstopped: Option<Vec<String>> = None;
+    // Traced: the workers' run-queue waits so far (read before the flag is
+    // set, so that the reads do not delay the stop).
+    let worker_tids = || {
+        sh.workers.iter().map(|w| {
+            // SAFETY: slots are `'static`.
+            unsafe { w.slot.load(Ordering::Acquire).as_ref() }.map(|s| s.tid())
+        })
+    };
+    let rq0 = if trace::enabled() { trace::run_delays(worker_tids()) } else { Vec::new() };
     loop {
         if let Some(desc) = unstopped.take() {
             return Err(desc);
@@ -609,7 +699,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     let t0 = Instant::now();
     let mut next_report = REPORT_AFTER;
     let mut tr = trace::enabled().then(|| {
-        trace::StopTrace::new(crate::sys::now_ns(), sh.workers.len(), |i| {
+        trace::StopTrace::new(crate::sys::now_ns(), sh.workers.len(), &rq0, |i| {
             let w = &sh.workers[i];
             if Some(i) == me {
                 return None;
@@ -656,8 +746,22 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     let mut holdups: Vec<(usize, String, Duration, Option<u64>)> = Vec::new();
     let (mut waited_for_some, mut slept) = (false, false);
     let ((budget, descheduled), mut spin_over) = (spin_budget(), false);
+    // Every running worker's checkpoint flag first, then the signals (in
+    // the loop): a worker that polls (allocation, `Gc<T>` deref) stops at
+    // once, not after the signals sent before its own (a signal is a
+    // system call of 10-20 µs on a VM; the second worker's used to go out
+    // 15-25 µs into the stop). Under the stw lock, as every request of a
+    // stop (see `park_worker`).
+    for w in sh.workers.iter() {
+        if Some(w.index) != me && !stw.counts_as_stopped(w) {
+            post_stop_flag(w);
+        }
+    }
     loop {
         let mut all = true;
+        // Workers not stopped yet, and whether each has its last request
+        // still in flight (no use re-sending then: at most one signal is).
+        let (mut unstopped, mut all_in_flight) = (0usize, true);
         let now = Instant::now();
         let waited = now - t0;
         max_gap = max_gap.max(now - last_iter);
@@ -685,10 +789,15 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
                 continue;
             }
             all = false;
+            unstopped += 1;
             if ask_to_stop(w) {
                 if let Some(t) = tr.as_mut() {
                     t.sent(w.index, crate::sys::now_ns());
                 }
+            }
+            // SAFETY: slots are `'static`.
+            if !unsafe { w.slot.load(Ordering::Acquire).as_ref() }.is_some_and(|s| s.is_pending()) {
+                all_in_flight = false;
             }
             if waited >= HOLDUP_REPORT {
                 match holdups.iter_mut().find(|h| h.0 == w.index) {
@@ -723,8 +832,13 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             g = stw.lock();
             continue;
         }
-        let retry = if waited < FAST_RETRY_FOR { FAST_RETRY } else { RETRY };
-        if !spin_over && waited < budget && STOPPER_SPIN.load(Ordering::Relaxed) {
+        let mut retry = if waited < FAST_RETRY_FOR { FAST_RETRY } else { RETRY };
+        let full = oversubscribed(unstopped);
+        let spin_anyway = SPIN_WHEN_OVERSUBSCRIBED.load(Ordering::Relaxed);
+        if !spin_over && waited < budget && STOPPER_SPIN.load(Ordering::Relaxed) && (!full || spin_anyway) {
+            if full {
+                g.oversubscribed_spins += 1;
+            }
             // Spin (see SPIN_FOR) until every worker counts as stopped or
             // the next re-send is due; the states are atomics, re-read
             // under the lock at the top of the loop. No yield: a pause
@@ -759,6 +873,16 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             g = stw.lock();
             continue;
         }
+        if full && !spin_over && waited < budget && STOPPER_SPIN.load(Ordering::Relaxed) {
+            g.oversubscribed_sleeps += 1;
+        }
+        if all_in_flight {
+            // Every worker we wait for has its signal still undelivered
+            // (most likely it waits for a CPU): a re-send would do
+            // nothing, and each early wake-up of ours could take the CPU
+            // it waits for. Its park (or a safe section) notifies us.
+            retry = RETRY;
+        }
         (waited_for_some, slept) = (true, true);
         g.stopper_sleeps += 1;
         let w0 = tr.is_some().then(crate::sys::now_ns);
@@ -770,7 +894,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     }
     let ttsp = t0.elapsed();
     if let Some(t) = tr.take() {
-        t.finish(ttsp.as_nanos() as u64);
+        t.finish(ttsp.as_nanos() as u64, &trace::run_delays(worker_tids()));
     }
     if let Some((wi, mut h, _, rd0)) = holdups.into_iter().max_by_key(|h| h.2) {
         drop(g);
@@ -1054,6 +1178,25 @@ fn ask_to_stop(w: &Worker) -> bool {
         return request_task_preempt(w, slot);
     }
     false
+}
+
+/// Sets the checkpoint flag of the task on `w`'s CPU (if any) without a
+/// signal (`usurp_preempt::internals::post_checkpoint_request`), withdrawn
+/// as in [`request_task_preempt`] if `w` no longer runs a task on that slot.
+fn post_stop_flag(w: &Worker) {
+    if w.running_task.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let slot = w.slot.load(Ordering::Acquire);
+    // SAFETY: slots are `'static` (pooled, never freed).
+    if let Some(slot) = unsafe { slot.as_ref() } {
+        if usurp_preempt::internals::post_checkpoint_request(slot).is_ok() {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if w.running_task.load(Ordering::Relaxed) == 0 || !std::ptr::eq(w.slot.load(Ordering::Relaxed), slot) {
+                slot.withdraw_request();
+            }
+        }
+    }
 }
 
 /// Sends a preemption request for the task on `w`'s CPU to `slot`, read

@@ -197,6 +197,10 @@ unsafe impl World for RuntimeWorld {
         true
     }
 
+    fn caller_holds_stop(&self) -> bool {
+        self.shared.upgrade().is_some_and(|sh| crate::stw::caller_is_stopper(&sh))
+    }
+
     fn begin_concurrent_stack_scan(&self) -> bool {
         self.with(crate::stack_scan::begin).unwrap_or(false)
     }

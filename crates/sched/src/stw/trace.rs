@@ -14,7 +14,19 @@
 //!   and when the stopper first saw it stopped (`seen@t`);
 //! * the stopper's waits: how many, how many ran out their timeout, and
 //!   the largest oversleep past a timeout (the OS's lateness in waking the
-//!   stopper), and how many ended early (a worker's notification).
+//!   stopper), and how many ended early (a worker's notification);
+//! * per worker, `rq X`: how long its thread waited for a CPU (ready, not
+//!   running) from just before the stop flag was set to the end of the
+//!   stop: the growth of `run_delay` in `/proc/self/task/<tid>/schedstat`,
+//!   read by the stopper before it sets the flag and after the stop
+//!   completed (the kernel adds a wait when the thread gets a CPU back, so
+//!   a wait that began just before the stop counts whole; a worker that
+//!   parked got the CPU back before it did, so its wait is in). A worker
+//!   whose `rq` is most of its `parked@` time was held up by the OS, not
+//!   by the runtime; and `flt N`, the minor page faults its thread took
+//!   meanwhile (`minflt` of `/proc/self/task/<tid>/stat`: first touches of
+//!   fresh heap memory, handled in the kernel, where no signal is
+//!   delivered and no poll runs).
 //!
 //! Example: `usurp stoptrace: stop 12 ttsp 41.3 us; stopper waits 2 (timed
 //! out 1, late max 3.1 us; notified 1); w1 task >0.4 ack@9.8
@@ -46,6 +58,9 @@ static STOPS: AtomicU64 = AtomicU64::new(0);
 
 /// One worker's events in a traced stop.
 struct WorkerTrace {
+    /// Its thread's `run_delay` (ns) and minor faults before the stop
+    /// flag was set.
+    rq0: Option<(u64, u64)>,
     /// What it was doing when the stop flag was set.
     at_start: &'static str,
     /// Acks seen so far (the slot's count), to spot a new one.
@@ -67,6 +82,21 @@ pub(crate) struct StopTrace {
     looped_ns: u64,
 }
 
+/// Each thread's `run_delay` (ns waited for a CPU, from
+/// `/proc/self/task/<tid>/schedstat`) and minor faults, by worker index;
+/// `None` where they could not be read.
+pub(crate) fn run_delays(tids: impl Iterator<Item = Option<i32>>) -> Vec<Option<(u64, u64)>> {
+    tids.map(|t| t.and_then(|t| Some((super::thread_run_delay(t)?, minor_faults(t)?)))).collect()
+}
+
+/// A thread's minor page faults so far (`minflt`, field 10 of
+/// `/proc/self/task/<tid>/stat`).
+fn minor_faults(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from after it.
+    s.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
+}
+
 fn us(ns: u64) -> f64 {
     ns as f64 / 1e3
 }
@@ -74,9 +104,24 @@ fn us(ns: u64) -> f64 {
 impl StopTrace {
     /// Starts a trace at `t0_ns` (when the stop flag was set); `state(i)`
     /// describes worker `i` then (`None`: the stopper's own worker).
-    pub(crate) fn new(t0_ns: u64, n: usize, state: impl Fn(usize) -> Option<(&'static str, u64)>) -> StopTrace {
+    /// `rq0[i]` is worker `i`'s `run_delay` read before the flag was set
+    /// ([`run_delays`]).
+    pub(crate) fn new(
+        t0_ns: u64,
+        n: usize,
+        rq0: &[Option<(u64, u64)>],
+        state: impl Fn(usize) -> Option<(&'static str, u64)>,
+    ) -> StopTrace {
         let workers = (0..n)
-            .map(|i| state(i).map(|(at_start, acks)| WorkerTrace { at_start, acks, events: String::new(), seen: false }))
+            .map(|i| {
+                state(i).map(|(at_start, acks)| WorkerTrace {
+                    rq0: rq0.get(i).copied().flatten(),
+                    at_start,
+                    acks,
+                    events: String::new(),
+                    seen: false,
+                })
+            })
             .collect();
         StopTrace { t0_ns, workers, waits: 0, timed_out: 0, late_max_ns: 0, notified: 0, spins: 0, looped_ns: 0 }
     }
@@ -151,8 +196,9 @@ impl StopTrace {
         self.spins += n;
     }
 
-    /// Prints the stop's line (see the module docs).
-    pub(crate) fn finish(self, ttsp_ns: u64) {
+    /// Prints the stop's line (see the module docs); `rq1` are the
+    /// workers' `run_delay`s read now ([`run_delays`]).
+    pub(crate) fn finish(self, ttsp_ns: u64, rq1: &[Option<(u64, u64)>]) {
         let n = STOPS.fetch_add(1, Ordering::Relaxed) + 1;
         let mut out = format!(
             "usurp stoptrace: stop {n} ttsp {:.1} us; stopper loop@{:.1}, spins {}, waits {} (timed out {}, late max {:.1} us; notified {})",
@@ -168,6 +214,9 @@ impl StopTrace {
             match w {
                 Some(w) => {
                     let _ = write!(out, "; w{i} {}{}", w.at_start, w.events);
+                    if let (Some((a, fa)), Some(Some((b, fb)))) = (w.rq0, rq1.get(i)) {
+                        let _ = write!(out, " rq {:.1} flt {}", us(b.saturating_sub(a)), fb.saturating_sub(fa));
+                    }
                 }
                 None => {
                     let _ = write!(out, "; w{i} stopper");

@@ -1,0 +1,87 @@
+//! The start hand-off (issue 9; `crates/gc/src/pacer.rs`, "Start
+//! hand-off"): an allocation that finds the heap at the pacer's trigger
+//! asks the background collector for a cycle and waits for its start stop
+//! inside `World::blocking` (counted as stopped, at most 1 ms), so that the
+//! collector thread takes the allocating worker's CPU rather than a
+//! running worker's. Asserted through the process-wide count of the
+//! allocations that waited (`usurp_gc::internals::start_handoffs`), never
+//! through timing: with the hand-off forced on, allocations waited and the
+//! long-lived data survived every cycle; with it off (the negative
+//! control) none waited. The default (on only where the workers and the
+//! collector outnumber the CPUs) is left to the machine.
+
+use std::time::Duration;
+use usurp::gc::{gc_type, Gc, HeapConfig, Member};
+use usurp::Runtime;
+
+#[repr(C)]
+struct Node {
+    left: Member<Node>,
+    right: Member<Node>,
+}
+gc_type!(Node { left, right });
+
+#[inline(never)]
+fn tree(d: u32) -> Gc<Node> {
+    let (l, r) = if d == 0 { (None, None) } else { (Some(tree(d - 1)), Some(tree(d - 1))) };
+    Gc::new(Node { left: Member::new(l), right: Member::new(r) })
+}
+
+#[inline(never)]
+fn count(n: Gc<Node>) -> usize {
+    1 + n.left.get().map_or(0, count) + n.right.get().map_or(0, count)
+}
+
+/// `(allocations that waited at the trigger, cycles)` over two tasks
+/// building and dropping trees beside a long-lived one.
+fn scenario(handoff: bool) -> (u64, u64) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        usurp_gc::internals::set_start_handoff_for_tests(Some(handoff));
+        let cfg = HeapConfig { max_heap: 1 << 30, gogc: Some(100), min_heap: 4 << 20, ..HeapConfig::default() };
+        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        let before = usurp_gc::internals::start_handoffs();
+        let cycles0 = rt.heap().stats().cycles;
+        // Not scaled down under qemu: fewer rounds make too few cycles.
+        let rounds = 200;
+        rt.block_on(move || {
+            let live = tree(14);
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    usurp::spawn(move || {
+                        for _ in 0..rounds {
+                            assert_eq!(count(tree(10)), (1 << 11) - 1);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            assert_eq!(count(live), (1 << 15) - 1, "the long-lived tree lost nodes");
+        });
+        let waited = usurp_gc::internals::start_handoffs() - before;
+        let cycles = rt.heap().stats().cycles - cycles0;
+        usurp_gc::internals::set_start_handoff_for_tests(None);
+        let _ = tx.send((waited, cycles));
+    });
+    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+}
+
+#[test]
+fn an_allocation_at_the_trigger_waits_for_the_start_stop() {
+    let _g = usurp_testsupport::serial();
+    let (waited, cycles) = scenario(true);
+    eprintln!("hand-off on: {waited} allocations waited for the start stop over {cycles} cycles");
+    assert!(cycles >= 3, "only {cycles} cycles: the scenario exercised nothing");
+    assert!(waited > 0, "no allocation at the trigger waited for the start stop ({cycles} cycles)");
+}
+
+#[test]
+fn negative_control_without_the_handoff_no_allocation_waits_at_the_trigger() {
+    let _g = usurp_testsupport::serial();
+    let (waited, cycles) = scenario(false);
+    eprintln!("hand-off off: {waited} allocations waited for the start stop over {cycles} cycles");
+    assert!(cycles >= 3, "only {cycles} cycles: the scenario exercised nothing");
+    assert_eq!(waited, 0);
+}
