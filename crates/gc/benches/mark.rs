@@ -21,12 +21,14 @@
 //! binary tree of two-pointer nodes (binary-trees' 24-byte node, default
 //! depth 20: 2M objects) as a concurrent cycle does (the stepped mark:
 //! atomic mark bits, the grey stack drained in slices), and prints the
-//! drain's thread CPU time per object, median of `RUNS`. For instructions
+//! drain's thread CPU time per object, median of `RUNS`, with the mark
+//! loop's look-ahead (prefetch) off and on, interleaved. For instructions
 //! per object: `valgrind --tool=callgrind --toggle-collect='*debug_mark_steps*'
 //! target/release/deps/mark-* tree 18` (its Ir over the live objects
 //! printed).
 
 use std::time::Duration;
+use usurp_gc::internals::set_mark_lookahead_for_tests;
 use usurp_gc::{alloc, Descriptor, Heap, HeapConfig, ValueEncoding};
 
 const N: usize = 1 << 20;
@@ -117,7 +119,9 @@ fn build_tree(d: &'static Descriptor, depth: u32) -> usurp_gc::GcRef {
     n
 }
 
-/// The `tree` case: stepped (concurrent-style) marks of one binary tree.
+/// The `tree` case: stepped (concurrent-style) marks of one binary tree,
+/// with the mark loop's look-ahead and prefetch off and on, interleaved
+/// (the same minutes of a shared machine): the median drain CPU of each.
 fn bench_tree(depth: u32) {
     let heap = Heap::new(HeapConfig {
         max_heap: 1 << 31,
@@ -134,20 +138,30 @@ fn bench_tree(depth: u32) {
     let root = heap.add_root(Some(build_tree(d, depth)));
     let n = tree_nodes(depth);
     heap.collect(); // warm up: every block swept, the tree marked once
-    let mut drains = vec![];
+    let mut drains = [vec![], vec![]];
     for _ in 0..RUNS {
-        heap.debug_begin_marking();
-        let c0 = thread_cpu();
-        while !heap.debug_mark_steps(usize::MAX) {}
-        drains.push(thread_cpu() - c0);
-        heap.debug_finish_marking();
-        // (The stepped mark sets the heap's live bytes, not `last`.)
-        let live = heap.stats().heap_live;
-        assert!(live >= n * 24, "{live} live bytes for {n} nodes");
+        for (k, ahead) in [false, true].into_iter().enumerate() {
+            set_mark_lookahead_for_tests(ahead);
+            heap.debug_begin_marking();
+            let c0 = thread_cpu();
+            while !heap.debug_mark_steps(usize::MAX) {}
+            drains[k].push(thread_cpu() - c0);
+            heap.debug_finish_marking();
+            // (The stepped mark sets the heap's live bytes, not `last`.)
+            let live = heap.stats().heap_live;
+            assert!(live >= n * 24, "{live} live bytes for {n} nodes");
+        }
     }
+    set_mark_lookahead_for_tests(true);
     drop(root);
-    let t = median(drains);
-    println!("tree depth {depth}: {n} objects, drain {:.2} ms, {:.2} ns/object", t.as_secs_f64() * 1e3, t.as_secs_f64() * 1e9 / n as f64);
+    for (k, name) in ["look-ahead off", "look-ahead on "].into_iter().enumerate() {
+        let t = median(std::mem::take(&mut drains[k]));
+        println!(
+            "tree depth {depth}, {name}: {n} objects, drain {:.2} ms, {:.2} ns/object",
+            t.as_secs_f64() * 1e3,
+            t.as_secs_f64() * 1e9 / n as f64
+        );
+    }
 }
 
 fn main() {
