@@ -17,15 +17,18 @@
 //!
 //! `cargo bench -p usurp-gc --bench mark`.
 //!
-//! `cargo bench -p usurp-gc --bench mark -- tree [depth]` instead marks a
+//! `cargo bench -p usurp-gc --bench mark -- tree [depth] [post]` instead marks a
 //! binary tree of two-pointer nodes (binary-trees' 24-byte node, default
 //! depth 20: 2M objects) as a concurrent cycle does (the stepped mark:
 //! atomic mark bits, the grey stack drained in slices), and prints the
 //! drain's thread CPU time per object, median of `RUNS`, with the mark
-//! loop's look-ahead (prefetch) off and on, interleaved. For instructions
-//! per object: `valgrind --tool=callgrind --toggle-collect='*debug_mark_steps*'
-//! target/release/deps/mark-* tree 18` (its Ir over the live objects
-//! printed).
+//! loop's look-ahead (prefetch, off by default) off and on, interleaved.
+//! The tree is allocated parent first, or with `post` children first (as
+//! binary-trees allocates: the depth-first mark then walks memory
+//! downwards). For instructions per object: `valgrind --tool=callgrind
+//! --toggle-collect='*debug_mark_steps*' target/release/deps/mark-* tree
+//! 18` (its Ir over `2 * RUNS` times the objects printed: both
+//! settings).
 
 use std::time::Duration;
 use usurp_gc::internals::set_mark_lookahead_for_tests;
@@ -110,11 +113,22 @@ fn tree_nodes(depth: u32) -> usize {
 }
 
 /// A binary tree of `depth` of two-pointer nodes.
-fn build_tree(d: &'static Descriptor, depth: u32) -> usurp_gc::GcRef {
+fn build_tree(d: &'static Descriptor, depth: u32, post: bool) -> usurp_gc::GcRef {
+    if post {
+        // Children first (binary-trees' `create`): a parent follows its
+        // subtrees in memory.
+        let kids = (depth > 0).then(|| (build_tree(d, depth - 1, post), build_tree(d, depth - 1, post)));
+        let n = alloc(d);
+        if let Some((l, r)) = kids {
+            n.set_ptr(0, Some(l));
+            n.set_ptr(1, Some(r));
+        }
+        return n;
+    }
     let n = alloc(d);
     if depth > 0 {
-        n.set_ptr(0, Some(build_tree(d, depth - 1)));
-        n.set_ptr(1, Some(build_tree(d, depth - 1)));
+        n.set_ptr(0, Some(build_tree(d, depth - 1, post)));
+        n.set_ptr(1, Some(build_tree(d, depth - 1, post)));
     }
     n
 }
@@ -122,7 +136,7 @@ fn build_tree(d: &'static Descriptor, depth: u32) -> usurp_gc::GcRef {
 /// The `tree` case: stepped (concurrent-style) marks of one binary tree,
 /// with the mark loop's look-ahead and prefetch off and on, interleaved
 /// (the same minutes of a shared machine): the median drain CPU of each.
-fn bench_tree(depth: u32) {
+fn bench_tree(depth: u32, post: bool) {
     let heap = Heap::new(HeapConfig {
         max_heap: 1 << 31,
         gogc: None,
@@ -135,7 +149,7 @@ fn bench_tree(depth: u32) {
     .expect("heap");
     let _g = heap.attach_thread().unwrap();
     let d = Descriptor::builder(2).name("node").pointer_at(0).pointer_at(1).build().unwrap();
-    let root = heap.add_root(Some(build_tree(d, depth)));
+    let root = heap.add_root(Some(build_tree(d, depth, post)));
     let n = tree_nodes(depth);
     heap.collect(); // warm up: every block swept, the tree marked once
     let mut drains = [vec![], vec![]];
@@ -152,12 +166,13 @@ fn bench_tree(depth: u32) {
             assert!(live >= n * 24, "{live} live bytes for {n} nodes");
         }
     }
-    set_mark_lookahead_for_tests(true);
+    set_mark_lookahead_for_tests(false);
     drop(root);
     for (k, name) in ["look-ahead off", "look-ahead on "].into_iter().enumerate() {
         let t = median(std::mem::take(&mut drains[k]));
         println!(
-            "tree depth {depth}, {name}: {n} objects, drain {:.2} ms, {:.2} ns/object",
+            "tree depth {depth}{}, {name}: {n} objects, drain {:.2} ms, {:.2} ns/object",
+            if post { " (post-order)" } else { "" },
             t.as_secs_f64() * 1e3,
             t.as_secs_f64() * 1e9 / n as f64
         );
@@ -167,7 +182,7 @@ fn bench_tree(depth: u32) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     if args.first().map(String::as_str) == Some("tree") {
-        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20));
+        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20), args.get(2).map(String::as_str) == Some("post"));
         return;
     }
     let ns = |d: Duration| d.as_secs_f64() * 1e9 / N as f64;

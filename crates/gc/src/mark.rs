@@ -56,28 +56,46 @@
 //! bit (the mark bit was already tested with a plain load before the
 //! atomic RMW).
 //!
-//! **Look-ahead with prefetch** (issue 9). What is left per object after
-//! that is mostly memory: the grey object's first line (header and the
-//! fields the scan reads) is usually a cache miss, and with one object
-//! popped and scanned at a time each miss stalls the loop in turn. So a
-//! marker pops grey objects [`AHEAD`] entries ahead of scanning them, into
-//! a small ring (`Marker::ahead`), prefetching each one's first line as it
-//! is popped (`arch::prefetch_read`: `prefetcht0` / `prfm pldl1keep`), and
-//! scans the oldest entry of the ring: up to `AHEAD` misses are in flight
-//! together. (Last session a ring that *loaded* the headers ahead made
-//! marking slower: a load blocks where a prefetch does not.) The ring is
-//! part of the marker's grey set: a draining loop that returns before the
-//! grey set is empty (`drain_budget`) first puts the ring's entries back on
-//! the stack (`park_ahead`), so `stack` alone is the grey set whenever a
-//! caller looks at it or takes it; the loops that run to exhaustion
-//! (`drain_local`, `drain_shared_paced`) end with the ring empty. The
-//! order of scanning changes (within `AHEAD` entries), which marking does
-//! not depend on. `cargo bench -p usurp-gc --bench mark -- tree 20` (2M
-//! 24-byte nodes, thread CPU of the stepped mark's drain, median of 7; a
-//! 2-core machine shared with other builds): 27-29 ns per object with the
-//! look-ahead off, 16-19 with it on; the code before it 30-35 (same
-//! minutes). Instructions per object (callgrind, `tree 18`): 108 before,
-//! 123 with the ring: fewer stalls, not fewer instructions.
+//! **Look-ahead with prefetch** (issue 9; *off by default*, see below).
+//! What is left per object after that is mostly memory: the grey object's
+//! first line (header and the fields the scan reads) may be a cache miss,
+//! and with one object popped and scanned at a time each miss stalls the
+//! loop in turn. With the look-ahead on, an object popped [`NEAR`] bytes or
+//! more from the one popped before enters a small ring (`Marker::ahead`),
+//! its first line prefetched (`arch::prefetch_read`: `prefetcht0` /
+//! `prfm pldl1keep`), and the ring's oldest entry is scanned once the ring
+//! holds [`AHEAD`]: up to `AHEAD` misses are in flight together. (A ring
+//! that *loaded* the headers ahead made marking slower: a load blocks
+//! where a prefetch does not.) An object near the one popped before is
+//! scanned at once: its line is likely cached or fetched by the hardware
+//! prefetchers, and the ring would only cost instructions there. The ring
+//! is part of the marker's grey set: a draining loop that returns before
+//! the grey set is empty (`drain_budget`) first puts the ring's entries
+//! back on the stack (`park_ahead`), so `stack` alone is the grey set
+//! whenever a caller looks at it or takes it, and the next drain of the
+//! same marker takes them back (`unpark`); the loops that run to
+//! exhaustion (`drain_local`, `drain_shared_paced`) end with the ring
+//! empty. The order of scanning changes, which marking does not depend on.
+//!
+//! Figures (`cargo bench -p usurp-gc --bench mark -- tree 20 [post]`: 2M
+//! two-pointer nodes, thread CPU of the stepped mark's drain per object,
+//! median of 7, off and on interleaved; a 2-core machine shared with other
+//! builds, load 4-7): a tree allocated parent first (a right child far
+//! from its parent) 26-29 ns off, 16-18 ns on; allocated children first,
+//! as binary-trees allocates (the depth-first mark walks memory downwards,
+//! which the hardware prefetchers already follow) 8.0-8.4 ns off, 8.7-8.9
+//! ns on. On binary-trees itself (`benches/binarytrees.rs 20`, per-thread
+//! CPU, 3 pairs) the look-ahead cost ~20% more CPU on the collector thread
+//! and ~25% on the workers (assists): once the ring is full, every pop is
+//! compared with a far object that went into the ring, the near test
+//! fails for the rest of the walk, and objects that were cached get
+//! delayed behind the ring. Hence off by default
+//! ([`set_mark_lookahead_for_tests`] turns it on, for measurements) until
+//! a policy wins on both layouts. Instructions per object (callgrind,
+//! `tree 18`): 108 without the ring, 123 with it. For comparison, a plain
+//! (non-atomic) mark-bit store instead of the locked RMW saves 1.4-1.5 ns
+//! of 8 on the children-first tree (18%), 2-2.5 of 17 with the look-ahead
+//! on the parent-first one: what a lock-free marking scheme could gain.
 //!
 //! **Value slots** (issue 14) hold one-word tagged values: `decode_value`
 //! (shared with the verifier) applies the heap's [`ValueEncoding`]: an immediate or a null pointer is
@@ -367,29 +385,47 @@ pub struct Marker<'a> {
     ahead: [usize; AHEAD],
     ahead_head: usize,
     ahead_len: usize,
-    /// How many entries the ring holds at most, less one (ring indices are
-    /// taken modulo it plus one): [`AHEAD`] - 1, or 0 (no look-ahead: one
-    /// entry, popped and scanned at once) when the test switch turned it
-    /// off.
-    ahead_mask: usize,
+    /// The address last popped off `stack` (the look-ahead's [`NEAR`]
+    /// test).
+    last_popped: usize,
+    /// Look-ahead on (off: each object is scanned as it is popped; the
+    /// test switch, read when the marker is made).
+    lookahead: bool,
+    /// How many entries on top of `stack` the last bounded drain parked
+    /// there from the ring (a hint, see `unpark`).
+    parked: usize,
 }
 
-/// How many grey objects a marker pops ahead of scanning them (a power of
-/// two). `benches/mark.rs -- tree 20` (2M objects, thread CPU per object):
-/// 4 ahead gained little, 16 and 32 most; deeper no more.
+/// How many grey objects the look-ahead ring holds (a power of two).
+/// `benches/mark.rs -- tree 20` (2M objects, thread CPU per object): 4
+/// gained little, 16 and 32 most; deeper no more.
 pub(crate) const AHEAD: usize = 16;
 
-/// Test-only switch: the mark loop's look-ahead (off: one object popped
-/// and scanned at a time, as before issue 9's prefetch). For A/B figures.
-static LOOKAHEAD: AtomicBool = AtomicBool::new(true);
+/// An object popped less than this many bytes from the one popped before
+/// skips the look-ahead ring: it is scanned at once (its line is likely
+/// cached already, or fetched by the hardware's adjacent-line and stream
+/// prefetchers), where the ring would only cost instructions and delay.
+/// `benches/mark.rs -- tree 20 post` (binary-trees' layout: a parent right
+/// after its subtrees, marked in descending address order): the ring for
+/// every object cost 7-13% there, 4-8% with this test, and the
+/// parent-first tree (a right child far from its parent) keeps the ring's
+/// gain (128 bytes: 256 lost a third of it; comparing with the object
+/// scanned last instead, or as well, lost all of it).
+pub(crate) const NEAR: usize = 128;
+
+/// Test-only switch: the mark loop's look-ahead and prefetch (see the
+/// module docs; off by default: one object popped and scanned at a time).
+/// For measurements and its tests.
+static LOOKAHEAD: AtomicBool = AtomicBool::new(false);
 
 /// Test-only switch (negative control of `Marker::park_ahead`): when
 /// false, a bounded drain drops its look-ahead ring's entries instead of
 /// putting them back on the stack, so grey objects are lost.
 static PARK_AHEAD: AtomicBool = AtomicBool::new(true);
 
-/// Test-only: turn the mark loop's look-ahead and prefetch off (`false`)
-/// or on again (the default). Process-wide; read when a marker is made.
+/// Test-only: turn the mark loop's look-ahead and prefetch on (`true`) or
+/// off again (`false`, the default). Process-wide; read when a marker is
+/// made.
 #[doc(hidden)]
 pub fn set_mark_lookahead_for_tests(on: bool) {
     LOOKAHEAD.store(on, Ordering::SeqCst);
@@ -434,7 +470,9 @@ impl<'a> Marker<'a> {
             ahead: [0; AHEAD],
             ahead_head: 0,
             ahead_len: 0,
-            ahead_mask: if LOOKAHEAD.load(Ordering::Relaxed) { AHEAD - 1 } else { 0 },
+            last_popped: 0,
+            lookahead: LOOKAHEAD.load(Ordering::Relaxed),
+            parked: 0,
         }
     }
 
@@ -672,35 +710,42 @@ impl<'a> Marker<'a> {
         }
     }
 
-    /// The next object to scan, with its header: the oldest entry of the
-    /// look-ahead ring, after topping the ring up from the stack (each
-    /// entry's first line prefetched as it is popped; see the module docs).
-    /// In the steady state one entry is popped off the stack into the slot
-    /// of the oldest, which is returned.
+    /// The next object to scan, with its header. An object popped within
+    /// [`NEAR`] bytes of the one popped before is scanned at once; any other
+    /// enters the look-ahead ring (prefetched) and the ring's oldest entry
+    /// is scanned once the ring is full (see the module docs).
     #[inline(always)]
     fn next(&mut self) -> Option<(usize, usize)> {
         let o = loop {
             if let Some(o) = self.stack.pop() {
-                crate::arch::prefetch_read(o);
-                if self.ahead_len > self.ahead_mask {
-                    // Full (`ahead_mask + 1` entries, the whole ring): the
-                    // new entry takes the oldest one's slot, becoming the
-                    // newest.
-                    let h = self.ahead_head;
-                    self.ahead_head = (h + 1) & self.ahead_mask;
-                    break std::mem::replace(&mut self.ahead[h % AHEAD], o);
+                if !self.lookahead {
+                    break o;
                 }
-                self.ahead[((self.ahead_head + self.ahead_len) & self.ahead_mask) % AHEAD] = o;
+                let near = o.wrapping_sub(self.last_popped).wrapping_add(NEAR) < 2 * NEAR;
+                self.last_popped = o;
+                if near {
+                    break o;
+                }
+                crate::arch::prefetch_read(o);
+                if self.ahead_len == AHEAD {
+                    // Full: the new entry takes the oldest one's slot,
+                    // becoming the newest.
+                    let h = self.ahead_head % AHEAD;
+                    self.ahead_head = (h + 1) % AHEAD;
+                    break std::mem::replace(&mut self.ahead[h], o);
+                }
+                self.ahead[(self.ahead_head + self.ahead_len) % AHEAD] = o;
                 self.ahead_len += 1;
                 continue;
             }
+            // The stack is empty: the ring's entries, oldest first.
             if self.ahead_len == 0 {
                 return None;
             }
-            let h = self.ahead_head;
-            self.ahead_head = (h + 1) & self.ahead_mask;
+            let h = self.ahead_head % AHEAD;
+            self.ahead_head = (h + 1) % AHEAD;
             self.ahead_len -= 1;
-            break self.ahead[h % AHEAD];
+            break self.ahead[h];
         };
         // SAFETY: o is a marked, published object: its header is readable.
         Some((o, unsafe { (o as *const usize).read() }))
@@ -708,20 +753,45 @@ impl<'a> Marker<'a> {
 
     /// Put the look-ahead ring's entries back on the stack (a drain that
     /// stops before the grey set is empty), so that `stack` is the whole
-    /// grey set again.
+    /// grey set again: newest first, so that the oldest is on top, and
+    /// remembered (`parked`) so that the next drain of this marker takes
+    /// them back into the ring as they were (`unpark`).
     fn park_ahead(&mut self) {
         let park = PARK_AHEAD.load(Ordering::Relaxed);
+        self.parked = if park { self.ahead_len } else { 0 };
         while self.ahead_len > 0 {
-            if park {
-                self.stack.push(self.ahead[self.ahead_head % AHEAD]);
-            }
-            self.ahead_head = (self.ahead_head + 1) & self.ahead_mask;
             self.ahead_len -= 1;
+            if park {
+                self.stack.push(self.ahead[(self.ahead_head + self.ahead_len) % AHEAD]);
+            }
         }
+    }
+
+    /// Take the entries the last bounded drain parked back into the ring
+    /// (oldest first), without counting them as pops: the object popped
+    /// next is compared with the one popped last before the park, as if
+    /// the drain had not stopped. (Without this, each slice of a
+    /// concurrent mark began by scanning a parked entry, far from where
+    /// the depth-first walk had been: on a tree laid out as binary-trees
+    /// lays it out, marking in slices of 256 objects cost 1.6x.) The hint
+    /// may be stale (the caller moved entries since, e.g. donated some):
+    /// whatever the top entries are, they are grey objects, and the ring
+    /// holds grey objects.
+    #[inline]
+    fn unpark(&mut self) {
+        while self.parked > 0 && self.ahead_len < AHEAD {
+            self.parked -= 1;
+            let Some(o) = self.stack.pop() else { break };
+            crate::arch::prefetch_read(o);
+            self.ahead[(self.ahead_head + self.ahead_len) % AHEAD] = o;
+            self.ahead_len += 1;
+        }
+        self.parked = 0;
     }
 
     /// Scan until the local stack is empty (no sharing).
     pub fn drain_local(&mut self) {
+        self.unpark();
         while let Some((o, h)) = self.next() {
             self.scan_object(o, h);
         }
@@ -731,6 +801,7 @@ impl<'a> Marker<'a> {
     /// Scan at most `budget` objects; returns whether the local stack is
     /// empty (the termination stop's bounded drain, and the step API).
     pub fn drain_budget(&mut self, budget: usize) -> bool {
+        self.unpark();
         for _ in 0..budget {
             match self.next() {
                 Some((o, h)) => self.scan_object(o, h),
@@ -753,6 +824,7 @@ impl<'a> Marker<'a> {
     /// the stack (they must stay reachable by some marker or the grey list).
     pub fn drain_shared_paced(&mut self, pool: &WorkPool, slice: usize, mut tick: impl FnMut(&mut Marker<'a>)) {
         let mut scanned = 0usize;
+        self.unpark();
         loop {
             while let Some((o, h)) = self.next() {
                 self.scan_object(o, h);

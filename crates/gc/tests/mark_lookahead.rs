@@ -1,16 +1,18 @@
 //! Issue 9: the mark loop's look-ahead ring (a marker pops grey objects
-//! ahead of scanning them and prefetches their first line; see `mark.rs`).
-//! The ring is part of a marker's grey set, so a bounded drain must put its
-//! entries back on the grey stack when it stops (`Marker::park_ahead`).
+//! ahead of scanning them and prefetches their first line; see `mark.rs`;
+//! off by default, turned on here by its test switch). The ring is part of
+//! a marker's grey set, so a bounded drain must put its entries back on
+//! the grey stack when it stops (`Marker::park_ahead`).
 //!
 //! * A stepped mark in steps of a few objects (each step a bounded drain
 //!   that stops with the ring full) marks every node of a tree, exactly as
 //!   many live bytes as a mark without look-ahead; the negative control
 //!   (test-only switch: the bounded drain drops the ring's entries instead
 //!   of parking them) leaves reachable nodes unmarked, asserted.
-//! * Parallel concurrent marking (three markers sharing work, donating
-//!   stacks, each with its ring) marks exactly the reachable objects (live
-//!   objects and bytes) of many rooted trees, with look-ahead on and off.
+//! * Concurrent marking marks exactly the reachable objects (live objects
+//!   and bytes) of many rooted trees with the look-ahead on: three markers
+//!   sharing work (each with its ring), and one marker draining in slices
+//!   (its ring parked and taken back at every slice); and with it off.
 //!
 //! The switches are process-wide: the tests take `serial()`.
 
@@ -52,7 +54,7 @@ fn stepped_mark(depth: usize, k: usize, on: bool, park: bool) -> (usize, usize, 
         assert!(steps <= 2 * nodes.len(), "the stepped mark does not end");
     }
     set_park_ahead_for_tests(true);
-    set_mark_lookahead_for_tests(true);
+    set_mark_lookahead_for_tests(false);
     let unmarked = nodes.iter().filter(|&&a| !h.debug_is_marked(a)).count();
     h.debug_finish_marking();
     let live = h.stats().heap_live;
@@ -89,9 +91,9 @@ fn bounded_drains_park_their_lookahead_and_lose_objects_without() {
 fn parallel_markers_with_lookahead_mark_exactly_the_reachable_objects() {
     let _serial = serial();
     within(300, "parallel marks", || {
-        for on in [true, false] {
+        for (on, workers) in [(true, 3), (true, 1), (false, 3)] {
             set_mark_lookahead_for_tests(on);
-            let h: Heap = heap_with(HeapConfig { verify: true, mark_workers: Some(3), ..config(512 << 20) });
+            let h: Heap = heap_with(HeapConfig { verify: true, mark_workers: Some(workers), ..config(512 << 20) });
             let _g = h.attach_thread().unwrap();
             // Many rooted trees (the start stop's grey objects, split
             // among the markers), garbage trees between them.
@@ -107,7 +109,7 @@ fn parallel_markers_with_lookahead_mark_exactly_the_reachable_objects() {
                 let st = h.stats();
                 let c = st.last.unwrap();
                 let expect = trees * ((1 << (depth + 1)) - 1);
-                assert_eq!(c.workers, 3, "parallel markers");
+                assert_eq!(c.workers, workers, "markers");
                 assert_eq!(c.live_objects, expect, "look-ahead {on}: live objects");
                 assert_eq!(st.heap_live, expect * 32, "look-ahead {on}: live bytes");
                 assert_eq!(st.verify_failures, 0);
@@ -127,6 +129,6 @@ fn parallel_markers_with_lookahead_mark_exactly_the_reachable_objects() {
             }
             assert_eq!(count, trees);
         }
-        set_mark_lookahead_for_tests(true);
+        set_mark_lookahead_for_tests(false);
     });
 }
