@@ -31,7 +31,7 @@
 //! settings).
 
 use std::time::Duration;
-use usurp_gc::internals::set_mark_lookahead_for_tests;
+use usurp_gc::internals::{set_batched_marks_for_tests, set_mark_lookahead_for_tests};
 use usurp_gc::{alloc, Descriptor, Heap, HeapConfig, ValueEncoding};
 
 const N: usize = 1 << 20;
@@ -152,10 +152,13 @@ fn bench_tree(depth: u32, post: bool) {
     let root = heap.add_root(Some(build_tree(d, depth, post)));
     let n = tree_nodes(depth);
     heap.collect(); // warm up: every block swept, the tree marked once
-    let mut drains = [vec![], vec![]];
+    // (name, look-ahead, batched mark bits)
+    let configs = [("atomic marks", false, false), ("batched marks (default)", false, true), ("batched + look-ahead", true, true)];
+    let mut drains = [vec![], vec![], vec![]];
     for _ in 0..RUNS {
-        for (k, ahead) in [false, true].into_iter().enumerate() {
+        for (k, &(_, ahead, batch)) in configs.iter().enumerate() {
             set_mark_lookahead_for_tests(ahead);
+            set_batched_marks_for_tests(batch);
             heap.debug_begin_marking();
             let c0 = thread_cpu();
             while !heap.debug_mark_steps(usize::MAX) {}
@@ -167,11 +170,12 @@ fn bench_tree(depth: u32, post: bool) {
         }
     }
     set_mark_lookahead_for_tests(false);
+    set_batched_marks_for_tests(true);
     drop(root);
-    for (k, name) in ["look-ahead off", "look-ahead on "].into_iter().enumerate() {
+    for (k, &(name, _, _)) in configs.iter().enumerate() {
         let t = median(std::mem::take(&mut drains[k]));
         println!(
-            "tree depth {depth}{}, {name}: {n} objects, drain {:.2} ms, {:.2} ns/object",
+            "tree depth {depth}{}, {name:<24}: {n} objects, drain {:.2} ms, {:.2} ns/object",
             if post { " (post-order)" } else { "" },
             t.as_secs_f64() * 1e3,
             t.as_secs_f64() * 1e9 / n as f64
