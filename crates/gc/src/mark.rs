@@ -102,7 +102,11 @@
 //! holds more than one bit there, and its OR comes later); with the
 //! look-ahead below, 16 either way. On binary-trees 20 (per-thread CPU of
 //! 3 interleaved pairs, load ~6 on 2 cores) the collector thread's CPU
-//! went from 1.43-1.58 s to 1.32-1.48 s.
+//! went from 1.43-1.58 s to 1.32-1.48 s (a second set: 1.75-2.08 to
+//! 1.58-2.00 s; workers 10.2-12.6 to 9.7-11.8 s). Instructions per object
+//! (callgrind, `tree 18`, either layout): 108 before issue 9's look-ahead
+//! and batching, 114 now with an RMW per object, 120 batched: fewer
+//! stalls, not fewer instructions.
 //!
 //! **Look-ahead with prefetch** (issue 9; *off by default*, see below).
 //! What is left per object after that is mostly memory: the grey object's
@@ -140,7 +144,8 @@
 //! delayed behind the ring. Hence off by default
 //! ([`set_mark_lookahead_for_tests`] turns it on, for measurements) until
 //! a policy wins on both layouts. Instructions per object (callgrind,
-//! `tree 18`): 108 without the ring, 123 with it. For comparison, a plain
+//! `tree 18`): 108 without the ring, 123 with it (a first version: every
+//! object through the ring). For comparison, a plain
 //! (non-atomic) mark-bit store instead of the locked RMW saves 1.4-1.5 ns
 //! of 8 on the children-first tree (18%), 2-2.5 of 17 with the look-ahead
 //! on the parent-first one: what a lock-free marking scheme could gain.
