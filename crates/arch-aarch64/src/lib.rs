@@ -82,7 +82,8 @@
 //!
 //! Also (issue 15): `cycles()` (cntvct_el0), `cycle_hz()` (cntfrq_el0) for
 //! per-task CPU time; `SWITCH_FRAME_RECORD` / `SPILLED_FRAME_RECORD`: where
-//! a saved context's frame record sits, for task dumps.
+//! a saved context's frame record sits, for task dumps. `prefetch_read(addr)`
+//! (`prfm pldl1keep`): a cache prefetch hint for the collector's mark loop.
 //!
 //! What the preemption check should do on aarch64, beyond x86-64: refuse if
 //! `sigctx::vector_state(uc).must_refuse()`; pass the words before the PC
@@ -122,6 +123,10 @@ pub use anchor::preemptible_section_anchor;
 mod cycles;
 #[cfg(target_arch = "aarch64")]
 pub use cycles::{cycle_hz, cycles, SPILLED_FRAME_RECORD, SWITCH_FRAME_RECORD};
+#[cfg(target_arch = "aarch64")]
+mod prefetch;
+#[cfg(target_arch = "aarch64")]
+pub use prefetch::prefetch_read;
 #[cfg(target_arch = "aarch64")]
 mod regs;
 #[cfg(target_arch = "aarch64")]

@@ -42,6 +42,8 @@
 //! * [`cycles`] / [`cycle_hz`] (module `cycles`): the time-stamp counter for
 //!   per-task CPU time (the monotonic clock without an invariant TSC), and [`SWITCH_FRAME_RECORD`] / [`SPILLED_FRAME_RECORD`]:
 //!   where a saved context's frame record sits (task dumps walk from it).
+//! * [`prefetch_read`] (module `prefetch`): a cache prefetch hint
+//!   (`prefetcht0`) for the collector's mark loop.
 //!
 //! The portable parts (the instruction classifier) compile on every host so
 //! that their tests also run on an aarch64 machine; the assembly only on
@@ -79,6 +81,11 @@ pub use spill::{set_spill_hook, spill_stack_needed, xsave_mask, xsave_size};
 mod anchor;
 #[cfg(target_arch = "x86_64")]
 pub use anchor::preemptible_section_anchor;
+
+#[cfg(target_arch = "x86_64")]
+mod prefetch;
+#[cfg(target_arch = "x86_64")]
+pub use prefetch::prefetch_read;
 
 #[cfg(target_arch = "x86_64")]
 mod regs;

@@ -17,17 +17,22 @@
 //!
 //! `cargo bench -p usurp-gc --bench mark`.
 //!
-//! `cargo bench -p usurp-gc --bench mark -- tree [depth] [headered]` instead
-//! marks a binary tree of two-pointer nodes (binary-trees' node: compact,
-//! 16 bytes, or with `headered` the 24-byte headered layout; default
+//! `cargo bench -p usurp-gc --bench mark -- tree [depth] [post] [headered]`
+//! instead marks a binary tree of two-pointer nodes (binary-trees' node:
+//! compact, 16 bytes, or with `headered` the 24-byte headered layout; default
 //! depth 20: 2M objects) as a concurrent cycle does (the stepped mark:
 //! atomic mark bits, the grey stack drained in slices), and prints the
-//! drain's thread CPU time per object, median of `RUNS`. For instructions
-//! per object: `valgrind --tool=callgrind --toggle-collect='*debug_mark_steps*'
-//! target/release/deps/mark-* tree 18` (its Ir over the live objects
-//! printed).
+//! drain's thread CPU time per object, median of `RUNS`, with the mark
+//! loop's look-ahead (prefetch, off by default) off and on, interleaved.
+//! The tree is allocated parent first, or with `post` children first (as
+//! binary-trees allocates: the depth-first mark then walks memory
+//! downwards). For instructions per object: `valgrind --tool=callgrind
+//! --toggle-collect='*debug_mark_steps*' target/release/deps/mark-* tree
+//! 18` (its Ir over `2 * RUNS` times the objects printed: both
+//! settings).
 
 use std::time::Duration;
+use usurp_gc::internals::{set_batched_marks_for_tests, set_mark_lookahead_for_tests};
 use usurp_gc::{alloc, Descriptor, Heap, HeapConfig, ValueEncoding};
 
 const N: usize = 1 << 20;
@@ -109,18 +114,30 @@ fn tree_nodes(depth: u32) -> usize {
 }
 
 /// A binary tree of `depth` of two-pointer nodes.
-fn build_tree(d: &'static Descriptor, depth: u32) -> usurp_gc::GcRef {
+fn build_tree(d: &'static Descriptor, depth: u32, post: bool) -> usurp_gc::GcRef {
+    if post {
+        // Children first (binary-trees' `create`): a parent follows its
+        // subtrees in memory.
+        let kids = (depth > 0).then(|| (build_tree(d, depth - 1, post), build_tree(d, depth - 1, post)));
+        let n = alloc(d);
+        if let Some((l, r)) = kids {
+            n.set_ptr(0, Some(l));
+            n.set_ptr(1, Some(r));
+        }
+        return n;
+    }
     let n = alloc(d);
     if depth > 0 {
-        n.set_ptr(0, Some(build_tree(d, depth - 1)));
-        n.set_ptr(1, Some(build_tree(d, depth - 1)));
+        n.set_ptr(0, Some(build_tree(d, depth - 1, post)));
+        n.set_ptr(1, Some(build_tree(d, depth - 1, post)));
     }
     n
 }
 
-/// The `tree` case: stepped (concurrent-style) marks of one binary tree
-/// of compact (16-byte) or headered (24-byte) nodes.
-fn bench_tree(depth: u32, headered: bool) {
+/// The `tree` case: stepped (concurrent-style) marks of one binary tree,
+/// with the mark loop's look-ahead and prefetch off and on, interleaved
+/// (the same minutes of a shared machine): the median drain CPU of each.
+fn bench_tree(depth: u32, post: bool, headered: bool) {
     let heap = Heap::new(HeapConfig {
         max_heap: 1 << 31,
         gogc: None,
@@ -135,35 +152,46 @@ fn bench_tree(depth: u32, headered: bool) {
     let b = Descriptor::builder(2).name("node").pointer_at(0).pointer_at(1);
     let d = if headered { b } else { b.compact() }.build().unwrap();
     let size = d.object_bytes(0).unwrap();
-    let root = heap.add_root(Some(build_tree(d, depth)));
+    let root = heap.add_root(Some(build_tree(d, depth, post)));
     let n = tree_nodes(depth);
     heap.collect(); // warm up: every block swept, the tree marked once
-    let mut drains = vec![];
+    // (name, look-ahead, batched mark bits)
+    let configs = [("atomic marks", false, false), ("batched marks (default)", false, true), ("batched + look-ahead", true, true)];
+    let mut drains = [vec![], vec![], vec![]];
     for _ in 0..RUNS {
-        heap.debug_begin_marking();
-        let c0 = thread_cpu();
-        while !heap.debug_mark_steps(usize::MAX) {}
-        drains.push(thread_cpu() - c0);
-        heap.debug_finish_marking();
-        // (The stepped mark sets the heap's live bytes, not `last`.)
-        let live = heap.stats().heap_live;
-        assert!(live >= n * size, "{live} live bytes for {n} nodes");
+        for (k, &(_, ahead, batch)) in configs.iter().enumerate() {
+            set_mark_lookahead_for_tests(ahead);
+            set_batched_marks_for_tests(batch);
+            heap.debug_begin_marking();
+            let c0 = thread_cpu();
+            while !heap.debug_mark_steps(usize::MAX) {}
+            drains[k].push(thread_cpu() - c0);
+            heap.debug_finish_marking();
+            // (The stepped mark sets the heap's live bytes, not `last`.)
+            let live = heap.stats().heap_live;
+            assert!(live >= n * size, "{live} live bytes for {n} nodes");
+        }
     }
+    set_mark_lookahead_for_tests(false);
+    set_batched_marks_for_tests(true);
     drop(root);
-    let t = median(drains);
-    println!(
-        "tree depth {depth} ({size}-byte {} nodes): {n} objects, drain {:.2} ms, {:.2} ns/object",
-        if headered { "headered" } else { "compact" },
-        t.as_secs_f64() * 1e3,
-        t.as_secs_f64() * 1e9 / n as f64
-    );
+    for (k, &(name, _, _)) in configs.iter().enumerate() {
+        let t = median(std::mem::take(&mut drains[k]));
+        println!(
+            "tree depth {depth}{} ({size}-byte {} nodes), {name:<24}: {n} objects, drain {:.2} ms, {:.2} ns/object",
+            if post { " (post-order)" } else { "" },
+            if headered { "headered" } else { "compact" },
+            t.as_secs_f64() * 1e3,
+            t.as_secs_f64() * 1e9 / n as f64
+        );
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     if args.first().map(String::as_str) == Some("tree") {
-        let headered = args.iter().any(|a| a == "headered");
-        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20), headered);
+        let flag = |f: &str| args.iter().skip(2).any(|a| a == f);
+        bench_tree(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20), flag("post"), flag("headered"));
         return;
     }
     let ns = |d: Duration| d.as_secs_f64() * 1e9 / N as f64;

@@ -156,6 +156,12 @@ impl BlockMeta {
         w.store(v | bit, Ordering::Relaxed);
         true
     }
+    /// The word of buffer `buf` holding slot `i`'s mark bit, and the bit
+    /// (for a marker that sets bits of one word in a batch, `mark.rs`).
+    #[inline(always)]
+    pub fn mark_word(&self, buf: usize, i: usize) -> (&AtomicU64, u64) {
+        (&self.marks[buf_of(buf)][word_of(i)], 1u64 << (i % 64))
+    }
     /// Whether slot `i` is marked in buffer `buf`.
     #[inline(always)]
     pub fn is_marked(&self, buf: usize, i: usize) -> bool {

@@ -605,6 +605,7 @@ impl Heap {
         inner.scan_finalizer_records(&mut fm);
         let stack = std::mem::take(&mut fm.stack);
         fm.flush();
+        drop((m, fm));
         *lock(&inner.step) = Some(StepMark { stack, counters });
     }
 

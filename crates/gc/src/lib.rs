@@ -496,6 +496,10 @@ pub mod internals {
         barrier_code_range, set_barrier_range_registration_for_tests, set_barrier_shading_for_tests,
     };
     pub use crate::block::BLOCK_SIZE;
+    pub use crate::mark::{
+        set_batched_marks_for_tests, set_mark_lookahead_for_tests, set_park_ahead_for_tests,
+        set_uncount_duplicates_for_tests,
+    };
     pub use crate::object::set_read_poll_for_tests;
     pub use crate::pacer::{
         fresh_blocks_after_sweep_exits, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,

@@ -178,6 +178,9 @@ pub mod conformance {
     /// Per-task CPU time: a counter and its rate (None: unknown).
     pub const CYCLES: fn() -> u64 = arch::cycles;
     pub const CYCLE_HZ: fn() -> Option<u64> = arch::cycle_hz;
+    /// A cache prefetch hint for a read of the line holding an address
+    /// (any address: a hint never faults); the collector's mark loop.
+    pub const PREFETCH_READ: fn(usize) = arch::prefetch_read;
     /// The anchor instruction of the `usurp_preemptible` linker section.
     pub const PREEMPTIBLE_SECTION_ANCHOR: fn() -> usize = arch::preemptible_section_anchor;
 
