@@ -58,14 +58,18 @@
 //!
 //! **Cost per object** (issue 9). Binary-trees' 24-byte node took ~200
 //! instructions per marked object (callgrind on `benches/mark.rs`'s `tree`
-//! case), now ~108: a fixed object with pointer slots only, all in payload
-//! words 0..64, is scanned from bits kept in its descriptor
-//! (`Descriptor::small_pointer_bits`; no shape tests, no bitmap slices,
-//! no copy of the value encoding), every other shape by
+//! case), then ~108 (session 6): a fixed object with pointer slots only,
+//! all in payload words 0..64, is scanned from bits kept in its
+//! descriptor (`Descriptor::small_pointer_bits`; no shape tests, no bitmap
+//! slices, no copy of the value encoding), every other shape by
 //! `scan_object_general`; the precise lookup reads the block's kind, a
 //! span-class table (size and reciprocal, no bounds check) and the start
-//! bit (the mark bit was already tested with a plain load before the
-//! atomic RMW).
+//! bit (the mark bit is tested with a plain load first). Since then the
+//! compact layout's grey-entry tag, the look-ahead ring's checks (off by
+//! default: about 6 instructions per object) and the batched mark bits
+//! brought it to ~120 instructions, with less CPU per object (figures
+//! below: the atomic RMW and the cache misses cost more than the
+//! instructions).
 //!
 //! **Batched mark bits** (issue 9). Setting a mark bit with an atomic RMW
 //! (`lock or` on x86-64, a full barrier) for every newly marked object
