@@ -355,31 +355,3 @@ pub fn timer_spins_for_tests() -> usize {
 pub fn set_timer_spin_blind_for_tests(on: bool) {
     crate::worker::TIMER_SPIN_BLIND.store(on, Ordering::Relaxed);
 }
-
-/// Test-only switch of the owner's take from `runnext` (negative control
-/// of its asymmetric protocol, issue 11 switch costs): `locked` uses the
-/// locked swap as before; `unchecked` skips the check against thieves (a
-/// thief and the owner can then both take a task: only in a child process
-/// that expects to fail); `delay_ns` spins between the owner's load and
-/// store (widens the race window). `(false, false, 0)` restores the normal
-/// take. Process-wide.
-#[doc(hidden)]
-pub fn set_runnext_take_for_tests(locked: bool, unchecked: bool, delay_ns: u64) {
-    let policy = if locked {
-        crate::worker::TAKE_LOCKED
-    } else if unchecked {
-        crate::worker::TAKE_UNCHECKED
-    } else {
-        0
-    };
-    crate::worker::RUNNEXT_TAKE_TEST.store((delay_ns << 2) | policy, Ordering::Relaxed);
-}
-
-/// Test-only: whether `rt`'s workers take from `runnext` without a locked
-/// instruction (more than one worker and `membarrier` available), and the
-/// number of such takes, process-wide, that found a thief had taken the
-/// task.
-#[doc(hidden)]
-pub fn runnext_take_for_tests(rt: &Runtime) -> (bool, usize) {
-    (rt.shared().workers[0].asym_take, crate::worker::TAKES_LOST_TO_THIEF.load(Ordering::Relaxed))
-}

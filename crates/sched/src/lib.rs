@@ -66,13 +66,7 @@
 //! `runnext` go to the ring as before. An idle worker that
 //! finds every ring empty takes the task in another worker's `runnext` if
 //! that worker made no switch for 5 µs (as Go's runnext stealing): the task
-//! that filled it keeps the CPU in code that reaches no switch point. As
-//! such steals are rare, the owner empties its slot with plain loads and
-//! stores (no locked instruction on the switch path), and the thief pays:
-//! it takes the victim's steal lock and runs `membarrier` (an asymmetric
-//! fence) before its CAS; the owner, after a compiler barrier, checks the
-//! lock and a steal count and gives the task up if it was stolen
-//! (`Worker::take_runnext`; the locked swap where `membarrier` is missing). A
+//! that filled it keeps the CPU in code that reaches no switch point. A
 //! spin-locked intrusive global queue takes tasks from outside the runtime
 //! and overflow. Every 61 schedules a worker checks the global queue, its
 //! inbox and timers first (fairness, as in Go).

@@ -1,8 +1,7 @@
 //! Thin wrappers over the few Linux system calls the scheduler needs:
 //! futex wait/wake (idle workers and spare threads sleep on these), the
 //! monotonic clock, the page size, the timer slack of the threads that wait
-//! for timers, the process-wide memory barrier (`membarrier`) of the
-//! `runnext` steal, and raw writes to stderr (usable from a signal handler).
+//! for timers, and raw writes to stderr (usable from a signal handler).
 
 use std::sync::atomic::AtomicU32;
 use std::sync::OnceLock;
@@ -40,41 +39,6 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, n);
     }
-}
-
-/// `membarrier(2)` commands (linux/membarrier.h).
-const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-
-/// Whether [`membarrier`] works in this process: the kernel offers
-/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (Linux 4.14) and the registration
-/// succeeded (once per process, on first use). False under emulators or
-/// sandboxes without it; callers then use locked instructions instead.
-pub(crate) fn membarrier_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        // SAFETY: membarrier with QUERY / REGISTER takes no pointer; it
-        // only reports or registers this process.
-        unsafe {
-            let mask = libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0);
-            mask >= 0
-                && mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED as libc::c_long != 0
-                && libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0
-        }
-    })
-}
-
-/// Makes every thread of this process that is running execute a full
-/// memory barrier before this returns (threads not running pass one in
-/// their next context switch): the heavy side of an asymmetric fence, whose
-/// light side is a compiler barrier. Only after [`membarrier_available`]
-/// returned true. Returns false if the call failed (then nothing is
-/// guaranteed).
-pub(crate) fn membarrier() -> bool {
-    // SAFETY: PRIVATE_EXPEDITED takes no pointer; the process registered
-    // (`membarrier_available`).
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 }
 }
 
 /// Timer slack (ns) of the runtime's threads that wait for timers (workers,

@@ -176,12 +176,6 @@ pub(crate) struct Worker {
     /// there is no idle worker to wake, so its owner uses plain loads and
     /// stores on it (no locked read-modify-write on the wake path).
     pub(super) solo: bool,
-    /// The owner empties `runnext` with a plain load and store instead of
-    /// a locked swap (`take_runnext`), and a thief steals from it only
-    /// under `steal_lock` after a process-wide barrier (`steal_runnext`,
-    /// `sys::membarrier`). Set when the runtime has more than one worker
-    /// and `membarrier` works here. Immutable.
-    pub(crate) asym_take: bool,
     /// Preemption slot of the thread driving this worker (null if that
     /// thread has none: async preemption off). See `preempt_glue.rs`.
     pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
@@ -193,14 +187,11 @@ pub(crate) struct Worker {
     /// thieves with a CAS (`queue.rs`).
     pub(crate) queue: LocalQueue,
     /// The task to run next (LIFO slot for tasks spawned or woken by the
-    /// running task). Written by the owner (swap in `make_runnable`; to
-    /// null in `take_runnext`: a swap, or with `asym_take` a plain load and
-    /// store checked against `steal_lock` and `runnext_steals`); an idle
-    /// worker may take it with a CAS from non-null to null after a grace
-    /// period (`steal_runnext`). Whoever swaps/CASes a task out of the
-    /// slot owns it (with `asym_take`, the owner's plain take owns it
-    /// unless a steal was counted meanwhile). On its own cache line: idle
-    /// workers read it while the owner switches.
+    /// running task). Written by the owner (swap in `make_runnable`, swap to
+    /// null in `next_local`); an idle worker may take it with a CAS from
+    /// non-null to null after a grace period (`steal_runnext`). Whoever
+    /// swaps/CASes a task out of the slot owns it. On its own cache line:
+    /// idle workers read it while the owner switches.
     pub(crate) runnext: CachePadded<AtomicPtr<Task>>,
     // Line break: the owner's per-switch state below shares no cache
     // line with what other workers poll (their reads would pull the line
@@ -251,15 +242,6 @@ pub(crate) struct Worker {
     /// `inbox.len()`, stored (SeqCst) under the `inbox` lock; read without
     /// it for idle and contention checks.
     pub(crate) inbox_len: AtomicUsize,
-    /// Held by a thief stealing from `runnext` (with `asym_take`): taken
-    /// with a CAS (Acquire) before its `membarrier` and released (Release)
-    /// after its CAS on the slot. Read (Acquire) by the owner after each
-    /// plain take (`take_runnext`).
-    pub(crate) steal_lock: AtomicBool,
-    /// Successful `runnext` steals from this worker (with `asym_take`):
-    /// incremented (Release store) by the thief holding `steal_lock`; read
-    /// by the owner before and after each plain take.
-    pub(crate) runnext_steals: AtomicU64,
     /// Registered idle (counted in `Shared::nidle`): set (SeqCst) by the
     /// owner before it sleeps, cleared with a SeqCst CAS by whoever wakes
     /// it (or by itself).
@@ -315,9 +297,6 @@ impl Worker {
             adopt_to: Cell::new(ptr::null()),
             watch: (0..nworkers).map(|_| Cell::new((u64::MAX, 0))).collect(),
             solo: nworkers == 1,
-            asym_take: nworkers > 1 && crate::sys::membarrier_available(),
-            steal_lock: AtomicBool::new(false),
-            runnext_steals: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             sleep_word: AtomicU32::new(0),
             switch_count: AtomicU64::new(0),

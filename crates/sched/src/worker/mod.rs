@@ -46,6 +46,5 @@ pub(crate) use machine::{
 pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
     PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY, TIMER_SPINS, TIMER_SPIN_BLIND,
-    RUNNEXT_TAKE_TEST, TAKES_LOST_TO_THIEF, TAKE_LOCKED, TAKE_UNCHECKED,
 };
 pub(crate) use switch::{machine_main, park_current, preempt_current, task_entry, unpark, yield_current};

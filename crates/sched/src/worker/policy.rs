@@ -8,7 +8,7 @@
 
 use crate::queue::TaskList;
 use crate::sys::{futex_wait, futex_wake, now_ns};
-use crate::tasks::tcb::{Task, TaskRef, state, NO_PIN};
+use crate::tasks::tcb::{TaskRef, state, NO_PIN};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use super::machine::{machine, Worker};
@@ -61,19 +61,6 @@ pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomi
 /// `true`: the spinning worker ignores wakers and new work and spins to
 /// the deadline. Default `false`.
 pub(crate) static TIMER_SPIN_BLIND: AtomicBool = AtomicBool::new(false);
-/// Test-only switch of `Worker::take_runnext` (negative control of its
-/// asymmetric protocol), set through `hooks::set_runnext_take_for_tests`:
-/// 0 normal; else its low 2 bits are a policy ([`TAKE_LOCKED`]: the locked
-/// swap, as before; [`TAKE_UNCHECKED`]: the plain take without the check
-/// against thieves, which lets a thief and the owner both take a task; 0:
-/// the checked plain take) and the rest a delay in ns between the owner's
-/// load and store (to widen the race window).
-pub(crate) static RUNNEXT_TAKE_TEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub(crate) const TAKE_LOCKED: u64 = 1;
-pub(crate) const TAKE_UNCHECKED: u64 = 2;
-/// Plain takes of `runnext` that found a thief had taken the task
-/// (`take_runnext_contended`), process-wide; for tests.
-pub(crate) static TAKES_LOST_TO_THIEF: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Rounds of searching before an idle worker sleeps.
 pub(super) const SPIN_ROUNDS: u32 = 64;
 /// Test-only switch (negative controls of "tick only when someone waits",
@@ -271,112 +258,22 @@ impl Worker {
     }
 
     /// Owner only: empties the runnext slot; returns its task (or `None`).
-    ///
-    /// With `asym_take` (issue 11, workers(2) switch costs) the owner uses
-    /// no locked instruction: it reads the steal count, loads the task,
-    /// stores null, and (after a compiler barrier only) checks that no
-    /// thief holds `steal_lock` and the count did not change. A thief
-    /// takes `steal_lock`, runs `membarrier` (every running thread of the
-    /// process executes a full barrier; a thread not running passes one at
-    /// its next context switch) and only then CASes the slot. So either
-    /// the owner's barrier point came after its check, whose stores (the
-    /// null) the thief then sees: its CAS fails; or it came before the
-    /// check, which then sees the lock held, or the count of a steal that
-    /// ended meanwhile (the Acquire load of the lock synchronizes with its
-    /// Release): the owner then waits for the thief (`take_runnext_contended`)
-    /// and keeps the task only if no steal was counted since its first
-    /// read. A counted steal since then took this very task: only the
-    /// owner fills the slot, so it held this task (or null) throughout.
-    /// Before: a locked swap here (and a SeqCst swap in `make_runnable`),
-    /// two of the four locked instructions a ping-pong round trip made on
-    /// workers(2) and not on workers(1).
     #[inline]
     pub(super) fn take_runnext(&self) -> Option<TaskRef> {
-        if self.solo {
-            let t = self.runnext.0.load(Ordering::Relaxed);
-            if t.is_null() {
-                return None;
-            }
-            self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
-            // SAFETY: `runnext` holds null or a task stored from an owner's
-            // handle (`make_runnable`); only this thread touches a solo
-            // worker's slot.
-            return unsafe { TaskRef::from_raw(t) };
-        }
-        if !self.asym_take || RUNNEXT_TAKE_TEST.load(Ordering::Relaxed) != 0 {
-            return self.take_runnext_other();
-        }
-        let s0 = self.runnext_steals.load(Ordering::Acquire);
         let t = self.runnext.0.load(Ordering::Relaxed);
         if t.is_null() {
             return None;
         }
-        self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
-        // The light side of the asymmetric fence (see above).
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if self.steal_lock.load(Ordering::Acquire) || self.runnext_steals.load(Ordering::Relaxed) != s0 {
-            return self.take_runnext_contended(t, s0);
-        }
-        // SAFETY: `t` was stored from an owner's handle (`make_runnable`);
-        // we emptied the slot and no thief took it (see above).
-        unsafe { TaskRef::from_raw(t) }
-    }
-
-    /// `take_runnext`'s plain take met a thief: waits for it to finish,
-    /// then keeps `t` unless a steal was counted since `s0` (that steal
-    /// took `t`).
-    #[cold]
-    #[inline(never)]
-    fn take_runnext_contended(&self, t: *mut Task, s0: u64) -> Option<TaskRef> {
-        while self.steal_lock.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
-        if self.runnext_steals.load(Ordering::Acquire) != s0 {
-            TAKES_LOST_TO_THIEF.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        // SAFETY: as in `take_runnext`: no thief took `t`.
-        unsafe { TaskRef::from_raw(t) }
-    }
-
-    /// `take_runnext` without `asym_take` (no `membarrier` here), or under
-    /// a test switch ([`RUNNEXT_TAKE_TEST`]).
-    #[cold]
-    #[inline(never)]
-    fn take_runnext_other(&self) -> Option<TaskRef> {
-        let test = RUNNEXT_TAKE_TEST.load(Ordering::Relaxed);
-        let (policy, delay_ns) = (test & 3, test >> 2);
-        if !self.asym_take || policy == TAKE_LOCKED {
-            if self.runnext.0.load(Ordering::Relaxed).is_null() {
-                return None;
-            }
+        let t = if self.solo {
+            self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
+            t
+        } else {
             // The swap decides between the owner and a thief
             // (`steal_runnext`).
-            let t = self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire);
-            // SAFETY: `runnext` holds null or a task stored from an owner's
-            // handle (`make_runnable`); whoever empties the slot owns it.
-            return unsafe { TaskRef::from_raw(t) };
-        }
-        let s0 = self.runnext_steals.load(Ordering::Acquire);
-        let t = self.runnext.0.load(Ordering::Relaxed);
-        if t.is_null() {
-            return None;
-        }
-        // Test-only: widens the window between the load and the store.
-        let until = now_ns().saturating_add(delay_ns);
-        while delay_ns != 0 && now_ns() < until {
-            std::hint::spin_loop();
-        }
-        self.runnext.0.store(ptr::null_mut(), Ordering::Relaxed);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if policy != TAKE_UNCHECKED
-            && (self.steal_lock.load(Ordering::Acquire) || self.runnext_steals.load(Ordering::Relaxed) != s0)
-        {
-            return self.take_runnext_contended(t, s0);
-        }
-        // SAFETY: as in `take_runnext` (under `TAKE_UNCHECKED`, the
-        // negative control, a thief may own `t` too: only for tests that
-        // expect the failure).
+            self.runnext.0.swap(ptr::null_mut(), Ordering::Acquire)
+        };
+        // SAFETY: `runnext` holds null or a task stored from an owner's
+        // handle (`make_runnable`); whoever empties the slot owns it.
         unsafe { TaskRef::from_raw(t) }
     }
 
@@ -621,9 +518,6 @@ impl Worker {
         if t.is_null() {
             return None;
         }
-        if victim.asym_take {
-            return steal_runnext_asym(victim);
-        }
         // Whoever empties the slot owns the task; the pointer becomes a
         // handle only after winning.
         match victim.runnext.0.compare_exchange(t, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed) {
@@ -799,37 +693,6 @@ impl Worker {
             self.idle_sleep();
         }
     }
-}
-
-/// The thief's side of `Worker::take_runnext`'s asymmetric protocol: under
-/// `victim.steal_lock` (one thief at a time; another one gives up), a
-/// process-wide barrier, then the CAS; a successful steal is counted
-/// before the lock is released. Rare: only for a task left in the slot of
-/// a worker that made no switch for `RUNNEXT_GRACE_NS`.
-#[cold]
-#[inline(never)]
-fn steal_runnext_asym(victim: &Worker) -> Option<TaskRef> {
-    if victim.steal_lock.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        return None;
-    }
-    // The lock store is visible to the owner once `membarrier` returns (the
-    // system call orders this thread's accesses, and the owner's barrier
-    // point orders its own); if the call fails, no steal.
-    let mut stolen = None;
-    if crate::sys::membarrier() {
-        let t = victim.runnext.0.load(Ordering::Acquire);
-        if !t.is_null() && victim.runnext.0.compare_exchange(t, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            // Only the lock holder writes the count.
-            let n = victim.runnext_steals.load(Ordering::Relaxed);
-            victim.runnext_steals.store(n.wrapping_add(1), Ordering::Release);
-            // SAFETY: as in `take_runnext`: a task stored from an owner's
-            // handle, ours now that we emptied the slot (the owner's plain
-            // take sees the count and gives it up).
-            stolen = unsafe { TaskRef::from_raw(t) };
-        }
-    }
-    victim.steal_lock.store(false, Ordering::Release);
-    stolen
 }
 
 /// Where a task that used up its quantum (async preemption) while another
