@@ -86,16 +86,28 @@ impl CompactId {
 static COMPACT_REGISTRY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
 
 /// The compact id of `d` (a compact descriptor), assigned now if it has
-/// none yet. Allocation slow path only.
+/// none yet; panics if its `CompactId` already numbers another descriptor
+/// (two descriptors given one id would share one typed allocation cache).
+/// Allocation slow path only (a refill: once per block, so the lock is
+/// cheap).
 pub(crate) fn compact_id_assign(d: &'static Descriptor) -> usize {
     let cid = d.compact.expect("a compact descriptor");
-    let id = cid.get();
-    if id != 0 {
-        return id;
-    }
     let mut r = COMPACT_REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let id = cid.get();
     if id != 0 {
+        let owner = r[id];
+        if owner != d as *const Descriptor as usize {
+            drop(r);
+            // SAFETY: registry entries are the `&'static Descriptor`s that
+            // were given their ids here.
+            let first = unsafe { &*(owner as *const Descriptor) };
+            panic!(
+                "usurp: compact descriptors `{}` and `{}` share one CompactId: each compact \
+                 descriptor needs a `static CompactId` of its own (`Descriptor::compact(&ID)`)",
+                first.name(),
+                d.name()
+            );
+        }
         return id;
     }
     if r.is_empty() {

@@ -143,6 +143,16 @@ struct ClassCache {
     /// start and termination stops flush every cache, so a cache taken
     /// during marking never outlives it and one taken outside never sees it.
     black: *const std::sync::atomic::AtomicU64,
+    /// For a typed cache (`Mutator::typed`): the compact descriptor whose
+    /// id indexes it (set by `refill` with the block, after
+    /// `compact_id_assign` checked that the id is that descriptor's); 0 for
+    /// span-class caches and empty ones. The compact
+    /// fast path allocates only for this descriptor: another one that was
+    /// given the same `CompactId` (a safe mistake: two `static`s naming one
+    /// id) goes to the slow path, whose `compact_id_assign` panics, instead
+    /// of carving its objects out of this block with its own stride
+    /// (overlapping objects: review of the compact layout).
+    owner: usize,
 }
 
 impl ClassCache {
@@ -154,6 +164,7 @@ impl ClassCache {
         nwords: 0,
         last_mask: 0,
         black: std::ptr::null(),
+        owner: 0,
     };
 
     /// Move to the next bitmap word with a free slot; false if the block is used up.
@@ -409,6 +420,9 @@ impl Mutator {
         if desc.is_compact() {
             // (Id 0, not assigned yet, is the empty entry 0.)
             let c = self.typed.get_mut(desc.compact_id())?;
+            if c.owner != desc as *const Descriptor as usize {
+                return None; // see `ClassCache::owner`
+            }
             fast_in::<true>(c, class, desc, bytes, len)
         } else {
             fast_in::<false>(&mut self.caches[sc], class, desc, bytes, len)
@@ -532,7 +546,7 @@ impl Mutator {
                 if !black.is_null() {
                     self.assist_debt += nfree * size;
                 }
-                *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask, black };
+                *c = ClassCache { meta: m, base: heap.space.block_start(b), word: 0, free, nwords, last_mask, black, owner: want_desc };
                 if c.free != 0 || c.advance() {
                     return Ok(());
                 }
@@ -580,6 +594,7 @@ impl Mutator {
                 nwords,
                 last_mask,
                 black,
+                owner: want_desc,
             };
             return Ok(());
         }
