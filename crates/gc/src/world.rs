@@ -170,7 +170,12 @@ pub unsafe trait World: Send + Sync {
     /// background thread of its own (see the trait's `# Safety`), instead
     /// of on the allocating task, whose worker a concurrent mark would
     /// otherwise occupy. Default: false (a World that stops nothing, or one
-    /// that only its own threads may stop).
+    /// that only its own threads may stop). A World that answers true and
+    /// lets a thread hold it stopped (`stop_the_world` outside a
+    /// collection) must also answer [`World::caller_holds_stop`] for that
+    /// thread, or an allocation of it at the pacer's trigger waits for a
+    /// start stop that waits for it (the heap then panics rather than
+    /// hang).
     fn background_collection(&self) -> bool {
         false
     }

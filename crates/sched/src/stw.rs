@@ -74,11 +74,15 @@
 //! worker the CPU at once: in alternating runs of binary-trees 21 at load
 //! 3.8, start stops' p50 was 167-189 µs with the spin and 102-112 µs with
 //! a stopper that never spun and re-sent every 100 µs (what this policy
-//! does in those stops; the tails were the loaded machine's). Likewise a stopper whose every unstopped worker still
-//! has its signal undelivered (`WorkerSlot::is_pending`: at most one is
-//! in flight, a re-send does nothing) sleeps [`RETRY`] rather than
-//! [`FAST_RETRY`]: each early wake-up could take the CPU such a worker
-//! waits for, and its park notifies the stopper anyway.
+//! does in those stops; the tails were the loaded machine's). Likewise a
+//! stopper whose every unstopped worker still has the signal of an
+//! *earlier* pass undelivered (`WorkerSlot::is_pending`, read before the
+//! pass re-sends: at most one is in flight, a re-send does nothing)
+//! sleeps [`RETRY`] rather than [`FAST_RETRY`]: each early wake-up could
+//! take the CPU such a worker waits for, and its park notifies the
+//! stopper anyway. A signal sent in this pass does not count (it is
+//! always still pending right after the send), so a refused signal is
+//! re-sent after [`FAST_RETRY`] in the stop's first millisecond.
 //! `StwStats::oversubscribed_sleeps` counts the spins skipped;
 //! `hooks::set_stopper_spin_when_oversubscribed_for_tests` restores the
 //! spin (the negative control, `tests/sched_stop_spin.rs`).
@@ -790,14 +794,20 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             }
             all = false;
             unstopped += 1;
+            // In flight = sent in an earlier pass and still undelivered,
+            // read before this pass's (re-)send: a signal sent just now is
+            // always still pending when read right after, and counting it
+            // made every wait on a full machine the long one, so a refused
+            // first signal was re-sent only after RETRY (review of the
+            // oversubscribed wait: re-sends at 88, 269, 452 ... µs).
+            // SAFETY: slots are `'static`.
+            if !unsafe { w.slot.load(Ordering::Acquire).as_ref() }.is_some_and(|s| s.is_pending()) {
+                all_in_flight = false;
+            }
             if ask_to_stop(w) {
                 if let Some(t) = tr.as_mut() {
                     t.sent(w.index, crate::sys::now_ns());
                 }
-            }
-            // SAFETY: slots are `'static`.
-            if !unsafe { w.slot.load(Ordering::Acquire).as_ref() }.is_some_and(|s| s.is_pending()) {
-                all_in_flight = false;
             }
             if waited >= HOLDUP_REPORT {
                 match holdups.iter_mut().find(|h| h.0 == w.index) {
