@@ -805,6 +805,19 @@ pub unsafe trait GcType: Sized {
 /// ```
 #[macro_export]
 macro_rules! gc_type {
+    // Both forms' pointer bitmap: one bit per listed field's word, with
+    // the checks every field needs (internal arm).
+    (@bitmap $t:ty { $($field:ident),* }) => {{
+        let mut b = [0u64; 4];
+        $(
+            let off = ::core::mem::offset_of!($t, $field);
+            assert!(off % 8 == 0, "GC pointer field must be word aligned");
+            let w = off / 8;
+            assert!(w < 256, "GC pointer fields must lie in the first 256 words");
+            b[w / 64] |= 1u64 << (w % 64);
+        )*
+        b
+    }};
     (compact $t:ty { $($field:ident),* $(,)? }) => {
         // SAFETY: as in the headered form; PAYLOAD_OFFSET is 0, as the
         // compact descriptor's payload_offset().
@@ -813,17 +826,7 @@ macro_rules! gc_type {
             #[inline(always)]
             fn descriptor() -> &'static $crate::Descriptor {
                 const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
-                const BITMAP: [u64; 4] = {
-                    let mut b = [0u64; 4];
-                    $(
-                        let off = ::core::mem::offset_of!($t, $field);
-                        assert!(off % 8 == 0, "GC pointer field must be word aligned");
-                        let w = off / 8;
-                        assert!(w < 256, "GC pointer fields must lie in the first 256 words");
-                        b[w / 64] |= 1u64 << (w % 64);
-                    )*
-                    b
-                };
+                const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
                 static ID: $crate::descriptor::CompactId = $crate::descriptor::CompactId::new();
                 static DESC: $crate::Descriptor =
@@ -839,17 +842,7 @@ macro_rules! gc_type {
             #[inline(always)]
             fn descriptor() -> &'static $crate::Descriptor {
                 const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
-                const BITMAP: [u64; 4] = {
-                    let mut b = [0u64; 4];
-                    $(
-                        let off = ::core::mem::offset_of!($t, $field);
-                        assert!(off % 8 == 0, "GC pointer field must be word aligned");
-                        let w = off / 8;
-                        assert!(w < 256, "GC pointer fields must lie in the first 256 words");
-                        b[w / 64] |= 1u64 << (w % 64);
-                    )*
-                    b
-                };
+                const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
                 static DESC: $crate::Descriptor =
                     $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP);
