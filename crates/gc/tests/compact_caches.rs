@@ -15,15 +15,7 @@ mod common;
 use common::*;
 use std::hint::black_box;
 use usurp_gc::descriptor::CompactId;
-use usurp_gc::{alloc, gc_type, Descriptor, Gc, Member};
-
-#[repr(C)]
-pub struct CVal {
-    pub next: Member<CVal>,
-    pub a: usize,
-    pub b: usize,
-}
-gc_type!(compact CVal { next });
+use usurp_gc::{alloc, Descriptor, Gc, Member};
 
 #[test]
 fn compact_objects_allocated_after_a_collection_survive_its_lazy_sweep() {

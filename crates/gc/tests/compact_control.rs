@@ -10,23 +10,7 @@ mod common;
 use common::*;
 use std::hint::black_box;
 use usurp_gc::internals::{block_of, set_typed_block_lists_for_tests};
-use usurp_gc::{gc_type, Descriptor, Gc, GcType, Member};
-
-#[repr(C)]
-pub struct CVal {
-    pub next: Member<CVal>,
-    pub a: usize,
-    pub b: usize,
-}
-gc_type!(compact CVal { next });
-
-#[repr(C)]
-pub struct COther {
-    pub x: usize,
-    pub next: Member<COther>,
-    pub y: usize,
-}
-gc_type!(compact COther { next });
+use usurp_gc::{Descriptor, Gc, GcType, Member};
 
 /// Leaves partial blocks typed `CVal` (every other object rooted), then
 /// allocates `COther` objects; returns how many of them read as `CVal`

@@ -5,13 +5,6 @@ mod common;
 use common::*;
 use usurp_gc::{alloc, alloc_array, Descriptor};
 
-fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
-    match e.downcast::<String>() {
-        Ok(s) => *s,
-        Err(e) => e.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default(),
-    }
-}
-
 static LEAF: Descriptor = Descriptor::fixed("leaf", 1, &[]);
 static POINT: Descriptor = Descriptor::fixed("point", 2, &[]);
 

@@ -6,13 +6,6 @@ use common::*;
 use std::hint::black_box;
 use usurp_gc::{alloc_array, Descriptor};
 
-fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
-    match e.downcast::<String>() {
-        Ok(s) => *s,
-        Err(e) => e.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default(),
-    }
-}
-
 /// Issue 10 item 1: the length word of an array is not writable through any
 /// safe call, and the heap stays sound after the attempt.
 #[test]
@@ -50,24 +43,6 @@ fn an_arrays_length_word_cannot_be_forged() {
     black_box((a, p));
 }
 
-fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(panic_message)
-}
-
-/// Silence the default panic hook's output for the many expected panics.
-fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let m = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
-            if !m.contains("GcRef") && !m.contains("stale Gc<") {
-                prev(info);
-            }
-        }));
-    });
-}
-
 /// Issue 10 item 8, the new user's scenario: 1000 handles kept only in a
 /// `Vec` (Rust heap, not scanned), then a collection and more allocation.
 /// Every safe access through a freed handle panics clearly; once memory is
@@ -75,7 +50,7 @@ fn quiet_panics() {
 /// undefined behaviour), which checkrefs (next test) makes visible.
 #[test]
 fn stale_handles_kept_in_a_vec_panic_clearly() {
-    quiet_panics();
+    quiet_panics(&[]);
     let h = heap(16 << 20);
     let d = Descriptor::builder(3).name("Point").build().unwrap();
     // (Made on another thread, which gives its allocation blocks back when it
@@ -127,7 +102,7 @@ fn stale_handles_kept_in_a_vec_panic_clearly() {
 /// A stale `Gc<T>` never derefs to a `&T` over freed or reused memory.
 #[test]
 fn a_stale_typed_handle_never_derefs() {
-    quiet_panics();
+    quiet_panics(&[]);
     let h = heap(16 << 20);
     let raw: Vec<usurp_gc::GcRef> = on_other_thread(&h, |_| (0..500).map(|i| node(i, None, None).raw()).collect());
     let _g = h.attach_thread().unwrap();
@@ -163,7 +138,7 @@ fn a_stale_typed_handle_never_derefs() {
 /// descriptor even after more allocation.
 #[test]
 fn checkrefs_reports_stale_access_with_the_descriptor() {
-    quiet_panics();
+    quiet_panics(&[]);
     let h = heap_with(usurp_gc::HeapConfig { check_refs: true, ..config(16 << 20) });
     let d = Descriptor::builder(3).name("Point").build().unwrap();
     let kept: Vec<usurp_gc::GcRef> = on_other_thread(&h, move |_| (0..1000).map(|_| usurp_gc::alloc(d)).collect());
@@ -219,7 +194,7 @@ fn checkrefs_quarantine_is_bounded() {
 /// RootedVec: elements are precise roots wherever the container lives.
 #[test]
 fn rooted_vec_elements_are_roots() {
-    quiet_panics();
+    quiet_panics(&[]);
     let h = heap(16 << 20);
     // The container lives on the Rust heap; the objects were made on another
     // thread, so nothing but the container refers to them.
@@ -282,7 +257,7 @@ fn rooted_vec_elements_are_roots() {
 /// error.
 #[test]
 fn the_heap_table_tracks_live_heaps_only() {
-    quiet_panics();
+    quiet_panics(&[]);
     let r = {
         let h = heap(1 << 20);
         let _g = h.attach_thread().unwrap();
@@ -417,7 +392,7 @@ fn quarantined_objects_count_as_allocated_memory() {
 /// heap scans the container). Both now refuse it.
 #[test]
 fn a_rooted_vec_refuses_objects_of_another_heap() {
-    quiet_panics();
+    quiet_panics(&[]);
     let h = heap(16 << 20);
     let other = heap(16 << 20);
     let _g = other.attach_thread().unwrap();

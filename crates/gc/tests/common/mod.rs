@@ -12,6 +12,54 @@ pub struct Node {
 }
 gc_type!(Node { left, right });
 
+/// A compact record with a raw word: 24 bytes, the class of a headered
+/// 2-word object.
+#[repr(C)]
+pub struct CVal {
+    pub next: Member<CVal>,
+    pub a: usize,
+    pub b: usize,
+}
+gc_type!(compact CVal { next });
+
+/// Another compact type of the same size class as `CVal`.
+#[repr(C)]
+pub struct COther {
+    pub x: usize,
+    pub next: Member<COther>,
+    pub y: usize,
+}
+gc_type!(compact COther { next });
+
+/// The message of a caught panic (`String` or `&str` payload).
+pub fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
+    match e.downcast::<String>() {
+        Ok(s) => *s,
+        Err(e) => e.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default(),
+    }
+}
+
+/// Runs `f`, returning its panic's message as the error.
+pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(panic_message)
+}
+
+/// Silence the default panic hook's output for the expected panics: those
+/// whose message names a `GcRef`, a stale `Gc<`, or any of `also`. Once
+/// per test binary (the first call's `also` stays).
+pub fn quiet_panics(also: &'static [&'static str]) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let m = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+            if !m.contains("GcRef") && !m.contains("stale Gc<") && !also.iter().any(|a| m.contains(a)) {
+                prev(info);
+            }
+        }));
+    });
+}
+
 pub fn node(val: usize, left: Option<Gc<Node>>, right: Option<Gc<Node>>) -> Gc<Node> {
     Gc::new(Node { left: Member::new(left), right: Member::new(right), val })
 }
