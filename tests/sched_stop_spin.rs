@@ -37,7 +37,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::Runtime;
+use usurp::{JoinHandle, Runtime};
 use usurp_testsupport::within;
 
 
@@ -52,6 +52,44 @@ usurp::preemptible! {
     }
 }
 
+/// Two `spin` loops keeping both workers of a runtime busy.
+struct BusyLoops {
+    stop: Arc<AtomicBool>,
+    loops: Vec<JoinHandle<u64>>,
+}
+
+impl BusyLoops {
+    /// Spawns the loops and gives them 20 ms to be on a CPU before the
+    /// first stop.
+    fn start(rt: &Runtime) -> BusyLoops {
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = (0..2)
+            .map(|_| {
+                let s = stop.clone();
+                rt.spawn(move || spin(&s))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        BusyLoops { stop, loops }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.loops {
+            h.join().unwrap();
+        }
+    }
+}
+
+/// `n` stops of `rt` from this (plain) thread, 1 ms apart.
+fn stops_from_thread(rt: &Runtime, n: u64) {
+    for _ in 0..n {
+        rt.stop_the_world();
+        rt.start_the_world();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// `(stops, stopper sleeps, stops within the spin)` of `n` stops from a plain thread while two
 /// loops keep both workers busy.
 fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
@@ -60,26 +98,11 @@ fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
         usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
         usurp_sched::hooks::set_stopper_cpus_for_tests(64);
         let rt = Runtime::builder().workers(2).build().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let loops: Vec<_> = (0..2)
-            .map(|_| {
-                let s = stop.clone();
-                rt.spawn(move || spin(&s))
-            })
-            .collect();
-        // Both loops on a CPU before the first stop.
-        std::thread::sleep(Duration::from_millis(20));
+        let loops = BusyLoops::start(&rt);
         let before = rt.stats().stw;
-        for _ in 0..n {
-            rt.stop_the_world();
-            rt.start_the_world();
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        stops_from_thread(&rt, n);
         let after = rt.stats().stw;
-        stop.store(true, Ordering::SeqCst);
-        for h in loops {
-            h.join().unwrap();
-        }
+        loops.finish();
         usurp_sched::hooks::set_stopper_spin_for_tests(true);
         usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
         usurp_sched::hooks::set_stopper_cpus_for_tests(0);
@@ -126,24 +149,13 @@ fn oversubscribed(spin_anyway: bool, n: u64) -> [(u64, u64); 2] {
         usurp_sched::hooks::set_stopper_spin_when_oversubscribed_for_tests(spin_anyway);
         usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
         let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
-        let stop = Arc::new(AtomicBool::new(false));
-        let loops: Vec<_> = (0..2)
-            .map(|_| {
-                let s = stop.clone();
-                rt.spawn(move || spin(&s))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(20));
+        let loops = BusyLoops::start(&rt);
         let counts = |rt: &Runtime| {
             let s = rt.stats().stw;
             (s.oversubscribed_sleeps, s.oversubscribed_spins, s.stops)
         };
         let (s0, p0, n0) = counts(&rt);
-        for _ in 0..n {
-            rt.stop_the_world();
-            rt.start_the_world();
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        stops_from_thread(&rt, n);
         let (s1, p1, n1) = counts(&rt);
         assert_eq!(n1 - n0, n);
         // A task stopper: it holds one worker (its loop's worker is the
@@ -160,10 +172,7 @@ fn oversubscribed(spin_anyway: bool, n: u64) -> [(u64, u64); 2] {
         by_task.join().unwrap();
         let (s2, p2, n2) = counts(&rt);
         assert_eq!(n2 - n1, n);
-        stop.store(true, Ordering::SeqCst);
-        for h in loops {
-            h.join().unwrap();
-        }
+        loops.finish();
         usurp_sched::hooks::set_stopper_spin_when_oversubscribed_for_tests(false);
         usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
         usurp_sched::hooks::set_stopper_cpus_for_tests(0);
