@@ -347,12 +347,14 @@ fn a_stop_held_up_by_a_task_names_it() {
     with_watchdog(60, || {
         let rt = Runtime::builder().workers(2).build().unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (s, st) = (stop.clone(), started.clone());
+        // When the hog's current lap began (µs since `epoch`, 0: none yet).
+        let epoch = std::time::Instant::now();
+        let lap_start = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, st) = (stop.clone(), lap_start.clone());
         let hog = crate::join::spawn_in(rt.shared(), Some("the-hog".into()), move || {
             while !s.load(Ordering::Relaxed) {
                 // A lap begins: the hog runs on its worker.
-                st.store(true, Ordering::SeqCst);
+                st.store(epoch.elapsed().as_micros() as u64 + 1, Ordering::SeqCst);
                 let t = std::time::Instant::now();
                 while t.elapsed() < std::time::Duration::from_millis(30) {
                     std::hint::spin_loop();
@@ -361,7 +363,7 @@ fn a_stop_held_up_by_a_task_names_it() {
             }
         })
         .unwrap();
-        while !started.load(Ordering::SeqCst) {
+        while lap_start.load(Ordering::SeqCst) == 0 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // The other worker may still be searching (the spinner that took
@@ -374,16 +376,22 @@ fn a_stop_held_up_by_a_task_names_it() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let mut named = None;
-        for _ in 0..5 {
-            // Stop while the hog runs, not while it waits to be resumed
-            // after the previous start (a stop then finds its worker idle
-            // and ends at once: under qemu in a full parallel run, all 5
-            // stops once did).
-            started.store(false, Ordering::SeqCst);
+        for _ in 0..20 {
+            // Stop while the hog runs, early in a lap: not while it waits
+            // to be resumed after the previous start (a stop then finds its
+            // worker idle and ends at once: under qemu in a full parallel
+            // run, all 5 stops once did), nor when this thread saw the lap
+            // begin so late that it is about to end (all 5 once did, under
+            // qemu again): such a try is skipped.
+            lap_start.store(0, Ordering::SeqCst);
             let t0 = std::time::Instant::now();
-            while !started.load(Ordering::SeqCst) {
+            while lap_start.load(Ordering::SeqCst) == 0 {
                 assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the hog never began a lap");
                 std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let lap_age_us = (epoch.elapsed().as_micros() as u64).saturating_sub(lap_start.load(Ordering::SeqCst) - 1);
+            if lap_age_us > 10_000 {
+                continue;
             }
             let ttsp = rt.stop_the_world();
             rt.start_the_world();
