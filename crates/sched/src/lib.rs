@@ -133,7 +133,9 @@
 //! one idle worker (it holds `Shared::timer_spinner`) sleeps only until `d`
 //! before the earliest timer and spins the rest, leaving the spin at once
 //! when woken for work (`wake_one_idle` wakes it first), at a stop or
-//! shutdown; the other idle workers sleep to the deadline as before.
+//! shutdown. The other idle workers are backups: they sleep until 100 µs
+//! after the deadline (`TIMER_BACKUP_SLACK_NS`), because one woken at the
+//! deadline itself took the spinner's CPU there.
 //!
 //! **Blocking** (`blocking`, `worker/blocking.rs`): like Go's entersyscall/handoff: the worker is
 //! handed to a spare thread (bounded pool, `max_blocking_threads`) which runs

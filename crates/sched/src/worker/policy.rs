@@ -61,6 +61,18 @@ pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomi
 /// `true`: the spinning worker ignores wakers and new work and spins to
 /// the deadline. Default `false`.
 pub(crate) static TIMER_SPIN_BLIND: AtomicBool = AtomicBool::new(false);
+/// How long after the earliest timer's deadline the other idle workers
+/// sleep while one spins for it (`RuntimeBuilder::timer_spin`): they are
+/// backups, for when the spinner leaves for a task or is kept off its CPU.
+/// Waking them at the deadline itself cost the spinner its CPU there: the
+/// woken backup often landed on the spinner's CPU and ran first (idle 1 ms
+/// sleeps: the spin ended 40 µs late on average, one involuntary context
+/// switch in three spins; with 100 µs, none, and the lateness p50 fell from
+/// ~22 to ~5 µs, `cargo bench -p usurp --bench conserve -- --idle
+/// --timer-spin=250`). Much more than 100 µs lands the backup's wake-up in
+/// the spin for the next sleep of a loop of 1 ms sleeps, which hurts again;
+/// and a timer due while the spinner runs a task fires up to this late.
+pub(super) const TIMER_BACKUP_SLACK_NS: u64 = 100_000;
 /// Rounds of searching before an idle worker sleeps.
 pub(super) const SPIN_ROUNDS: u32 = 64;
 /// Test-only switch (negative controls of "tick only when someone waits",
@@ -551,11 +563,16 @@ impl Worker {
             match timeout {
                 // Timer spin (opt-in): one idle worker sleeps until the
                 // spin before the deadline and spins the rest; the others
-                // sleep to the deadline as without it (backups, should the
-                // spinner leave for work and stay busy).
-                Some(left) if sh.timer_spin_ns != 0 && self.claim_timer_spin() => {
-                    self.sleep_then_spin(nt, left);
-                    sh.timer_spinner.store(0, Ordering::Release);
+                // are backups (should the spinner leave for work and stay
+                // busy) and sleep until a little after the deadline, so
+                // that they do not take the spinner's CPU at it.
+                Some(left) if sh.timer_spin_ns != 0 => {
+                    if self.claim_timer_spin() {
+                        self.sleep_then_spin(nt, left);
+                        sh.timer_spinner.store(0, Ordering::Release);
+                    } else {
+                        futex_wait(&self.sleep_word, 0, Some(left.saturating_add(TIMER_BACKUP_SLACK_NS)));
+                    }
                 }
                 _ => futex_wait(&self.sleep_word, 0, timeout),
             }
