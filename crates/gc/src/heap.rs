@@ -1775,7 +1775,7 @@ impl HeapInner {
             self.stop_world(world);
             phase.set(Phase::Verifying);
             let v1 = Instant::now();
-            verify_failures = crate::verify::verify(space);
+            verify_failures = crate::verify::verify(space, world);
             verify = v1.elapsed();
             phase.set(Phase::VerifyRestarting);
             verify_pause = v0.elapsed(); // (ends at the restart's issue)
@@ -2651,7 +2651,7 @@ pub fn fail_next_marking_job() {
 /// runs on the World's threads in a pause (marking and sweeping jobs), where
 /// an unwind would leave the other jobs (and the stopper waiting for them)
 /// with a half-done shared state.
-fn never_unwind(what: &str, f: impl FnOnce()) {
+pub(crate) fn never_unwind(what: &str, f: impl FnOnce()) {
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         pause_abort(what, &*p);
     }

@@ -456,7 +456,8 @@
 //! with gcverify the verifier's own stop apart; [`CycleStats`] and [`GcStats`]
 //! hold the same figures (`GcStats::pauses` and `total_pause` exclude the
 //! verifier's stops). `gcverify=1` verifies the heap after each cycle
-//! in a stop of its own; `checkrefs=1` quarantines freed objects to catch
+//! in a stop of its own, on the World's threads (`World::run_parallel`);
+//! `checkrefs=1` quarantines freed objects to catch
 //! stale handles (see "Handle checks"); [`Heap::stats`] returns the numbers.
 #![deny(unsafe_op_in_unsafe_fn)]
 // `x.is_multiple_of(n)` needs Rust 1.87; the workspace supports 1.80.
