@@ -164,7 +164,7 @@ fn negative_control_a_blind_timer_spin_delays_new_work() {
     hooks::set_timer_spin_blind_for_tests(true);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         within(300, "spawn during a blind timer spin", move || {
-            (0..20).filter_map(|_| spawn_during_spin(&rt)).take(3).collect::<Vec<_>>()
+            (0..50).filter_map(|_| spawn_during_spin(&rt)).take(3).collect::<Vec<_>>()
         })
     }));
     hooks::set_timer_spin_blind_for_tests(false);
@@ -172,7 +172,7 @@ fn negative_control_a_blind_timer_spin_delays_new_work() {
     eprintln!("blind spinner: (early, start - deadline µs) per try: {tries:?}");
     // The spinner runs nothing before the deadline: the mechanism under
     // test (leaving the spin for new work) is what made B start early.
-    assert!(!tries.is_empty(), "the worker never spun for the timer in 20 tries");
+    assert!(!tries.is_empty(), "the worker never spun for the timer (or this thread spawned too late) in 50 tries");
     assert!(
         tries.iter().all(|&(early, _)| !early),
         "with the spinner blind, a task spawned during the spin still started before the \
@@ -215,25 +215,29 @@ fn timer_due_while_a_task_runs(rt: &Runtime) -> Option<(Instant, Instant, Instan
 }
 
 #[test]
-fn a_timer_due_while_the_spinner_runs_a_task_fires_before_the_task_ends() {
+fn a_timer_due_while_the_spinner_runs_a_task_is_fired_by_a_backup() {
     let _g = serial();
-    let rt = Runtime::builder().workers(2).timer_spin(MAX_TIMER_SPIN).build().unwrap();
+    // Without async preemption there is no timer monitor (it would wake a
+    // backup at the deadline itself, review): only the backup's own timeout
+    // can fire L's timer while X runs.
+    let rt = Runtime::builder().workers(2).timer_spin(MAX_TIMER_SPIN).async_preemption(false).build().unwrap();
     let tries = within(120, "timer due while the spinner runs a task", move || {
         (0..30).filter_map(|_| timer_due_while_a_task_runs(&rt)).take(3).collect::<Vec<_>>()
     });
     assert!(!tries.is_empty(), "X never started before L's deadline in 30 tries");
-    // Whichever worker runs X, L's timer must not wait for X's end: the
-    // other worker fires it (the spinner if it was left spinning, else
-    // the backup when its sleep ends 100 µs after the deadline, or when
-    // the timer monitor wakes it). How late is a matter of the machine's
-    // load (a loaded machine kept the backup off a CPU for 4 ms), so only
-    // the order is checked here; the lateness is the bench's.
+    // Whichever worker runs X, the other fires L's timer: the spinner if
+    // it was left spinning, else the backup when its sleep ends, 100 µs
+    // after the deadline. A backup that slept until woken would leave L to
+    // X's end, 49.8 ms after the deadline (checked). The bound is loose:
+    // how late the backup's wake-up comes is the machine's load (a loaded
+    // machine kept it off a CPU for 4 ms); the lateness is the bench's.
     for &(woke, due, x_end) in &tries {
+        let late = woke.saturating_duration_since(due);
         assert!(
-            woke < x_end,
-            "a timer due while a worker ran a 50 ms task, with the other worker idle, fired only \
-             after the task ended ({:?} after its deadline)",
-            woke.saturating_duration_since(due)
+            woke < x_end && late < Duration::from_millis(10),
+            "a timer due while a worker ran a 50 ms task, with the other worker idle, fired {late:?} \
+             after its deadline ({:?} after the task ended)",
+            woke.saturating_duration_since(x_end)
         );
     }
 }

@@ -51,7 +51,8 @@ use std::thread::ThreadId;
 ///   not be written while the world is stopped.
 /// * `run_parallel(n, f)` runs `f(0) .. f(n-1)`, each exactly once, returning
 ///   when all have returned; any degree of concurrency (including sequential)
-///   is correct. The closures never allocate and never unwind (the GC aborts
+///   is correct. The closures never allocate in the GC heap and never
+///   unwind (the GC aborts
 ///   the process with a message if a marking or sweeping job panics).
 /// * Only threads the World stops (and scans) allocate or touch the heap:
 ///   `may_attach` refuses the others, and while a thread counts as stopped

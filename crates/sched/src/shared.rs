@@ -76,9 +76,10 @@ pub(crate) struct Shared {
     /// (`Worker::idle_sleep`). Immutable.
     pub(crate) timer_spin_ns: u64,
     /// The worker that spins for the earliest timer (its index + 1), or 0:
-    /// at most one idle worker spins. Claimed with a CAS from 0 by the idle
+    /// at most one idle worker spins. Claimed with a SeqCst CAS from 0 by the idle
     /// worker about to wait for a timer, cleared (Release) by the same
-    /// worker when its wait ends; read (Acquire) by `wake_one_idle`, which
+    /// worker when its wait ends; read (SeqCst, see `Worker::idle_sleep`)
+    /// by `wake_one_idle`, which
     /// wakes that worker first (it takes work at once, without a futex
     /// wake-up's delay).
     pub(crate) timer_spinner: AtomicUsize,
@@ -338,7 +339,10 @@ impl Shared {
         // The worker spinning for a timer, if any, first: it is awake, so
         // it runs the work within a few loads (a sleeping one only after
         // the kernel's wake-up).
-        let s = self.timer_spinner.load(Ordering::Acquire);
+        // SeqCst: against the claim and `next_timer` re-read in
+        // `Worker::idle_sleep` (a timer's adder stores `next_timer` SeqCst
+        // before it calls here).
+        let s = self.timer_spinner.load(Ordering::SeqCst);
         if s != 0 {
             let w = &self.workers[s - 1];
             if w.idle.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {

@@ -568,7 +568,19 @@ impl Worker {
                 // that they do not take the spinner's CPU at it.
                 Some(left) if sh.timer_spin_ns != 0 => {
                     if self.claim_timer_spin() {
-                        self.sleep_then_spin(nt, left);
+                        // An earlier timer added between our read of
+                        // `next_timer` and the claim: its adder may have
+                        // woken another worker (it saw no claim), which
+                        // then sleeps as a backup past that timer; we
+                        // would spin for the later one. The claim and
+                        // this read are SeqCst, as the adder's store of
+                        // `next_timer` and its read of the claim
+                        // (`wake_one_idle`): either the adder wakes us,
+                        // or we see its timer here and leave to
+                        // recompute (review of the backups' slack).
+                        if sh.next_timer.load(Ordering::SeqCst) == nt {
+                            self.sleep_then_spin(nt, left);
+                        }
                         sh.timer_spinner.store(0, Ordering::Release);
                     } else {
                         futex_wait(&self.sleep_word, 0, Some(left.saturating_add(TIMER_BACKUP_SLACK_NS)));
@@ -595,7 +607,7 @@ impl Worker {
     fn claim_timer_spin(&self) -> bool {
         let sh = self.shared();
         sh.timer_spinner.load(Ordering::Relaxed) == 0
-            && sh.timer_spinner.compare_exchange(0, self.index + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            && sh.timer_spinner.compare_exchange(0, self.index + 1, Ordering::SeqCst, Ordering::Relaxed).is_ok()
     }
 
     /// The timed idle wait with a timer spin (`idle_sleep`, this worker
