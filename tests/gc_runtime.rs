@@ -482,3 +482,46 @@ fn heap_limit_error_while_collections_run_concurrently() {
     }
     assert!(cycles >= 3, "the pacer ran {cycles} cycles");
 }
+
+/// The heap verifier on the runtime's World (its job runs on the stopped
+/// workers and marker threads, `World::run_parallel`): 5 corrupt pointer
+/// fields spread over a 200,000-node list are each reported exactly once,
+/// and the repaired heap verifies clean. (`crates/gc/tests/verify_parallel.rs`
+/// checks the same on the GC's own thread World.)
+#[test]
+fn the_verifier_on_the_runtimes_threads_reports_each_bad_field_once() {
+    let rt = runtime(4, usurp_testsupport_gc::verified_manual(256 << 20));
+    let (failures, after_repair) = within(120, "verifier on the runtime's threads", move || {
+        rt.block_on(|| {
+            let heap = Heap::current().expect("task threads are attached");
+            let len = 200_000;
+            let mut head = node(0, None, None);
+            for i in 1..len {
+                head = node(i, Some(head), None);
+            }
+            let head = black_box(head);
+            let nth = |i: usize| (0..i).fold(head, |n, _| n.left.get().expect("list long enough"));
+            heap.collect();
+            let before = heap.stats().verify_failures;
+            let bad = [0, 1, len / 3, len / 2, len - 2];
+            let target = nth(7);
+            for &i in &bad {
+                // A pointer field holding an interior address (not an
+                // object), written past `Member::set`'s checks.
+                // SAFETY: payload word 1 (`right`) of a live Node.
+                unsafe { nth(i).raw().payload().add(1).write(target.raw().addr() + 8) };
+            }
+            heap.collect();
+            let failures = heap.stats().verify_failures - before;
+            for &i in &bad {
+                nth(i).right.set(None);
+            }
+            heap.collect();
+            let after_repair = heap.stats().verify_failures - before - failures;
+            black_box(head);
+            (failures, after_repair)
+        })
+    });
+    assert_eq!(failures, 5, "the verifier reported {failures} bad fields for 5 corrupt objects");
+    assert_eq!(after_repair, 0, "the repaired heap failed verification");
+}
