@@ -1207,18 +1207,43 @@ impl HeapInner {
             }
             // At the goal already (the collector has not started the cycle
             // asked for at the trigger): wait until its start stop, after
-            // which assists pace allocation; 20 µs sleeps counted as
-            // stopped (`World::blocking`), so the start stop never waits
-            // for this thread.
+            // which assists pace allocation, counted as stopped
+            // (`World::blocking`), so the start stop never waits for this
+            // thread. The wait is on `started_cv`, which the start stop
+            // notifies (`pacer.rs`, "Waiting at the goal"), re-checked every
+            // `GOAL_WAIT_RECHECK` at most.
             if crate::pacer::assists_on() {
-                let world = self.world();
-                while self.started.load(Ordering::Acquire) == started
-                    && !self.alloc_black.load(Ordering::Acquire)
-                    && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed)
-                        >= self.goal.load(Ordering::Relaxed)
-                {
-                    world.blocking(&mut || std::thread::sleep(Duration::from_micros(20)));
-                    self.pacer.start_waits.fetch_add(1, Ordering::Relaxed);
+                let at_goal = || {
+                    self.started.load(Ordering::Acquire) == started
+                        && !self.alloc_black.load(Ordering::Acquire)
+                        && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed)
+                            >= self.goal.load(Ordering::Relaxed)
+                };
+                if at_goal() {
+                    let world = self.world();
+                    let mut waits = 0;
+                    if crate::pacer::goal_wait_on_cv() {
+                        world.blocking(&mut || {
+                            // As in the hand-off: `started` is stored before
+                            // the start stop takes the mutex to notify, and
+                            // read here under it: no wake-up is lost.
+                            let (m, cv) = &self.started_cv;
+                            let mut g = lock(m);
+                            while at_goal() {
+                                g = cv.wait_timeout(g, crate::pacer::goal_wait_recheck()).unwrap_or_else(|p| p.into_inner()).0;
+                                waits += 1;
+                                crate::pacer::count_goal_wake(at_goal());
+                            }
+                        });
+                    } else {
+                        // The negative control: 20 µs sleeps, as before.
+                        while at_goal() {
+                            world.blocking(&mut || std::thread::sleep(Duration::from_micros(20)));
+                            waits += 1;
+                            crate::pacer::count_goal_wake(at_goal());
+                        }
+                    }
+                    self.pacer.start_waits.fetch_add(waits, Ordering::Relaxed);
                 }
             }
             return;
@@ -1253,6 +1278,9 @@ impl HeapInner {
         lock(&self.background.0).requested = false;
         if !world.background_collection() || !self.over_goal(0) {
             return; // someone collected meanwhile
+        }
+        if let Some(d) = crate::pacer::collector_start_delay() {
+            std::thread::sleep(d); // test-only: a collector slow to start
         }
         self.finish_sweep();
         let mut outcome = Ok(false);

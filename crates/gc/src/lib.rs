@@ -502,7 +502,8 @@ pub mod internals {
     };
     pub use crate::object::set_read_poll_for_tests;
     pub use crate::pacer::{
-        fresh_blocks_after_sweep_exits, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
+        fresh_blocks_after_sweep_exits, goal_wait_counters, set_collector_start_delay_for_tests,
+        set_goal_wait_on_cv_for_tests, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
         start_handoffs,
     };
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};

@@ -106,6 +106,22 @@
 //! negative control); [`start_handoffs`] counts the allocations that
 //! waited (tests/gc_start_handoff.rs).
 //!
+//! **Waiting at the goal** (before the start stop). An allocation that
+//! finds the heap at its goal while the cycle asked for at the trigger has
+//! not started yet (the collector thread is late: woken, sweeping, or kept
+//! off the CPU) waits for the start stop inside `World::blocking` (counted
+//! as stopped). It waits on `HeapInner::started_cv` like the hand-off,
+//! re-checking every [`GOAL_WAIT_RECHECK`] at most (a safety net: every
+//! way out of the wait but one is preceded by the start stop, which
+//! notifies; the one exception, the checkrefs quarantine raising the goal
+//! from a sweep, is rare and only costs that re-check). It used to sleep
+//! 20 µs at a time: every poll woke a worker (60-90 µs on this VM) that
+//! took a CPU the late collector needed to start the cycle, and the start
+//! was seen up to a poll late. [`set_goal_wait_on_cv_for_tests`]`(false)`
+//! restores the polls (the negative control); [`goal_wait_counters`]
+//! counts the wake-ups that found the cycle started and those that found
+//! it still not started (tests/gc_goal_wait.rs).
+//!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
 //! goal; tests/gc_assist.rs). [`set_mark_delay_for_tests`] slows the
@@ -187,6 +203,74 @@ pub(crate) fn start_handoff_on(workers: usize) -> bool {
 pub(crate) fn count_start_handoff() {
     START_HANDOFFS.fetch_add(1, Ordering::Relaxed);
 }
+/// The longest an allocation at the goal waits on `started_cv` before it
+/// re-checks (see "Waiting at the goal"); the start stop notifies.
+pub(crate) const GOAL_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The goal wait's switch: on (the default), the wait on `started_cv`;
+/// off, 20 µs sleeps (the negative control).
+static GOAL_WAIT_ON_CV: AtomicBool = AtomicBool::new(true);
+/// Test-only re-check bound in µs (0: [`GOAL_WAIT_RECHECK`]).
+static GOAL_WAIT_RECHECK_US: AtomicU64 = AtomicU64::new(0);
+/// Wake-ups of allocations waiting at the goal: those that found the cycle
+/// started (or the heap under its goal), and those that found it still
+/// not started (a re-check or a poll), process-wide.
+static GOAL_WAKES_DONE: AtomicU64 = AtomicU64::new(0);
+static GOAL_WAKES_EARLY: AtomicU64 = AtomicU64::new(0);
+/// Test-only: the background collector sleeps this long (µs) before it
+/// starts a cycle (0, the default: no delay).
+static COLLECTOR_START_DELAY_US: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: `false` makes an allocation at the goal before the start
+/// stop poll in 20 µs sleeps, as it used to (the negative control of
+/// "Waiting at the goal"); `true` (the default) waits on the start stop's
+/// condvar. `recheck`: its re-check bound (`None`: the default,
+/// [`GOAL_WAIT_RECHECK`]). Process-wide.
+#[doc(hidden)]
+pub fn set_goal_wait_on_cv_for_tests(on: bool, recheck: Option<std::time::Duration>) {
+    GOAL_WAIT_ON_CV.store(on, Ordering::SeqCst);
+    GOAL_WAIT_RECHECK_US.store(recheck.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
+}
+
+/// `[wake-ups that found the cycle started, wake-ups that found it not
+/// started yet]` of allocations waiting at the goal, so far in this
+/// process (see "Waiting at the goal").
+#[doc(hidden)]
+pub fn goal_wait_counters() -> [u64; 2] {
+    [GOAL_WAKES_DONE.load(Ordering::Relaxed), GOAL_WAKES_EARLY.load(Ordering::Relaxed)]
+}
+
+/// Test-only: make the background collector sleep `us` microseconds before
+/// each cycle it runs (0: no delay), so that allocations reach the goal
+/// before its start stop. Process-wide.
+#[doc(hidden)]
+pub fn set_collector_start_delay_for_tests(us: u64) {
+    COLLECTOR_START_DELAY_US.store(us, Ordering::SeqCst);
+}
+
+pub(crate) fn goal_wait_on_cv() -> bool {
+    GOAL_WAIT_ON_CV.load(Ordering::Relaxed)
+}
+
+pub(crate) fn goal_wait_recheck() -> std::time::Duration {
+    match GOAL_WAIT_RECHECK_US.load(Ordering::Relaxed) {
+        0 => GOAL_WAIT_RECHECK,
+        us => std::time::Duration::from_micros(us),
+    }
+}
+
+/// A waiter at the goal woke; `still` = the cycle has not started yet.
+pub(crate) fn count_goal_wake(still: bool) {
+    if still { &GOAL_WAKES_EARLY } else { &GOAL_WAKES_DONE }.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn collector_start_delay() -> Option<std::time::Duration> {
+    match COLLECTOR_START_DELAY_US.load(Ordering::Relaxed) {
+        0 => None,
+        us => Some(std::time::Duration::from_micros(us)),
+    }
+}
+
 /// Fresh blocks a refill took after its sweep for room left for a request
 /// (only with [`SWEEP_EXIT_CHECKPOINT`] off, or in a pause).
 static FRESH_AFTER_EXIT: AtomicU64 = AtomicU64::new(0);
@@ -330,8 +414,8 @@ pub(crate) struct Pacer {
     /// Waits of assists that found no work at or past the goal (20 µs
     /// each); reset in the start stop.
     pub assist_waits: AtomicU64,
-    /// Waits (20 µs each) of allocations that reached the goal, or the
-    /// trigger (the start hand-off), before the collector's start stop
+    /// Wake-ups of allocations waiting at the goal, or at the trigger
+    /// (the start hand-off), before the collector's start stop
     /// (`collect_for_alloc`): counted from one start stop to the next (read
     /// there into the cycle's stats, then reset).
     pub start_waits: AtomicU64,

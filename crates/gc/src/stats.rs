@@ -61,9 +61,10 @@ pub struct CycleStats {
     /// Times an assist at or past the goal found no mark work and slept
     /// (20 µs each) for the collector to donate some.
     pub assist_waits: u64,
-    /// Times an allocation that reached the goal, or the trigger (the
-    /// start hand-off, gc `pacer.rs`), before this cycle's start stop
-    /// slept (20 µs each) until the collector started it.
+    /// Wake-ups of allocations that reached the goal, or the trigger (the
+    /// start hand-off, gc `pacer.rs`), before this cycle's start stop and
+    /// waited (on a condvar the start stop notifies, re-checked every 1 ms
+    /// at most) until the collector started it.
     pub start_waits: u64,
     /// Bytes of the objects the assists marked (part of `heap_after`).
     pub assist_marked: usize,
