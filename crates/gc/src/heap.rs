@@ -956,6 +956,35 @@ impl HeapInner {
                 >= self.goal.load(Ordering::Relaxed)
     }
 
+    /// An assist at the goal that found no mark work waits for some (see
+    /// `pacer.rs`, "Waiting for mark work"): until a notification (a
+    /// donation, a give-back, the mark's end) or the re-check bound. Runs
+    /// inside `World::blocking`.
+    pub(crate) fn wait_for_mark_work(&self) {
+        let p = &self.pacer;
+        let bound = crate::pacer::assist_wait_recheck();
+        p.assist_waiters.fetch_add(1, Ordering::SeqCst);
+        let (m, cv) = &p.assist_wait;
+        let mut g = lock(m);
+        let gen0 = *g;
+        let t0 = Instant::now();
+        // Work published before we registered was seen here (the waker's
+        // fence), work published after notifies us: no wake-up is lost.
+        if lock(&self.space.mark.grey).is_empty() && self.over_goal_while_marking() {
+            let mut notified = true;
+            while *g == gen0 {
+                let Some(left) = bound.checked_sub(t0.elapsed()) else {
+                    notified = false;
+                    break;
+                };
+                g = cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            crate::pacer::count_assist_wait(notified);
+        }
+        drop(g);
+        p.assist_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Mutator assist (see `pacer.rs`): called by a mutator leaving the
     /// allocation slow path with `debt` bytes taken during a concurrent
     /// mark; marks in proportion and lowers the debt by what was paid
@@ -1018,6 +1047,7 @@ impl HeapInner {
         }
         if !m.stack.is_empty() {
             lock(&space.mark.grey).append(&mut m.stack);
+            p.wake_assist_waiters(false);
         }
         m.flush();
         if busy {
@@ -1885,6 +1915,9 @@ impl HeapInner {
         }
         self.alloc_black.store(false, Ordering::Release);
         lock(&self.space.mark.grey).clear();
+        // Assists waiting for mark work at the goal leave (they return to
+        // their worker once the world runs again).
+        self.pacer.wake_assist_waiters(true);
     }
 
     /// The mutators' caches after an abandoned concurrent mark (world
@@ -2018,6 +2051,7 @@ impl HeapInner {
             let top = m.stack.split_off(m.stack.len() / 2);
             let bottom = std::mem::replace(&mut m.stack, top);
             lock(&self.space.mark.grey).extend(bottom);
+            p.wake_assist_waiters(false);
         }
         if let Some(d) = delay {
             std::thread::sleep(d);

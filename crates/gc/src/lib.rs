@@ -282,8 +282,9 @@
 //! way out of the allocation slow path in bounded calls, each of which
 //! leaves after the mark slice in which a stop request shows; an assist at the
 //! goal that finds no grey object (and an allocation at the goal before the
-//! collector's start stop) sleeps inside [`World::blocking`] until the
-//! collector donates some (where the workers and the collector thread
+//! collector's start stop) waits inside [`World::blocking`] until the
+//! collector donates some (or starts the cycle), on a condvar that the
+//! donation (the start stop) notifies (where the workers and the collector thread
 //! outnumber the CPUs, an allocation at the trigger waits for the start
 //! stop too, at most 1 ms, so that the collector takes its CPU rather than
 //! a running worker's: `pacer.rs`, "Start hand-off"). Nobody waits for a whole cycle. At the hard limit a full
@@ -502,7 +503,7 @@ pub mod internals {
     };
     pub use crate::object::set_read_poll_for_tests;
     pub use crate::pacer::{
-        fresh_blocks_after_sweep_exits, goal_wait_counters, set_collector_start_delay_for_tests,
+        assist_wait_counters, fresh_blocks_after_sweep_exits, goal_wait_counters, set_assist_wait_for_tests, set_collector_start_delay_for_tests,
         set_goal_wait_on_cv_for_tests, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
         start_handoffs,
     };

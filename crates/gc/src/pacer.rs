@@ -79,7 +79,7 @@
 //! **Start hand-off** (issue 9, the start stop). An allocation that finds
 //! the heap at the trigger asks the background collector for a cycle and
 //! then waits for its start stop inside `World::blocking` (counted as
-//! stopped; 20 µs sleeps, counted in `CycleStats::start_waits`), at most
+//! stopped; wake-ups counted in `CycleStats::start_waits`), at most
 //! [`START_HANDOFF_MAX`], or until the pacer no longer asks (someone else
 //! collected). Why: the collector is a thread beside the workers. On two
 //! cores with two busy workers (binary-trees) it took a worker's CPU when
@@ -121,6 +121,23 @@
 //! restores the polls (the negative control); [`goal_wait_counters`]
 //! counts the wake-ups that found the cycle started and those that found
 //! it still not started (tests/gc_goal_wait.rs).
+//!
+//! **Waiting for mark work** (at the goal). An assist at or past the goal
+//! that finds the grey list empty (the collector's markers hold all the
+//! grey objects on their private stacks; it asked them to donate) waits
+//! inside `World::blocking` (counted as stopped) on `Pacer::assist_wait`,
+//! which the marker's donation, an assist giving grey objects back, and
+//! the end of the mark notify (one waiter for work: the first taker takes
+//! a donation whole; all at the mark's end), re-checking every
+//! [`ASSIST_WAIT_RECHECK`] at most (objects the write barrier shades onto
+//! the grey list notify nobody). It used to sleep 20 µs at a time:
+//! binary-trees 21 counted 12,000-15,000 such polls per run, each waking a
+//! worker (60-90 µs late on this VM) that took a CPU from the marker whose
+//! donation it waited for, or slept on past the donation.
+//! [`set_assist_wait_for_tests`] turns the notifications off and sets the
+//! re-check bound (the negative control); [`assist_wait_counters`] counts
+//! the waits that ended by a notification and by the bound
+//! (tests/gc_assist_wait.rs).
 //!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
@@ -206,6 +223,49 @@ pub(crate) fn count_start_handoff() {
 /// The longest an allocation at the goal waits on `started_cv` before it
 /// re-checks (see "Waiting at the goal"); the start stop notifies.
 pub(crate) const GOAL_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The longest an assist at the goal waits for mark work before it
+/// looks again (see "Waiting for mark work").
+pub(crate) const ASSIST_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The assist wait's switches: notifications on (the default), and a
+/// test-only re-check bound in µs (0: [`ASSIST_WAIT_RECHECK`]).
+static ASSIST_WAIT_NOTIFY: AtomicBool = AtomicBool::new(true);
+static ASSIST_WAIT_RECHECK_US: AtomicU64 = AtomicU64::new(0);
+/// Assist waits ended by a notification, and by the re-check bound,
+/// process-wide.
+static ASSIST_WAITS_NOTIFIED: AtomicU64 = AtomicU64::new(0);
+static ASSIST_WAITS_TIMED_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: `notify` false makes the wakers of assists waiting for mark
+/// work notify nobody, so that every wait lasts its re-check bound, as
+/// the old 20 µs polls did (the negative control of "Waiting for mark
+/// work"); `recheck`: that bound (`None`: the default,
+/// [`ASSIST_WAIT_RECHECK`]). Process-wide.
+#[doc(hidden)]
+pub fn set_assist_wait_for_tests(notify: bool, recheck: Option<std::time::Duration>) {
+    ASSIST_WAIT_NOTIFY.store(notify, Ordering::SeqCst);
+    ASSIST_WAIT_RECHECK_US.store(recheck.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
+}
+
+/// `[assist waits ended by a notification, assist waits ended by the
+/// re-check bound]` so far in this process (see "Waiting for mark work").
+#[doc(hidden)]
+pub fn assist_wait_counters() -> [u64; 2] {
+    [ASSIST_WAITS_NOTIFIED.load(Ordering::Relaxed), ASSIST_WAITS_TIMED_OUT.load(Ordering::Relaxed)]
+}
+
+pub(crate) fn assist_wait_recheck() -> std::time::Duration {
+    match ASSIST_WAIT_RECHECK_US.load(Ordering::Relaxed) {
+        0 => ASSIST_WAIT_RECHECK,
+        us => std::time::Duration::from_micros(us),
+    }
+}
+
+/// An assist wait ended: by a notification (`notified`) or by the bound.
+pub(crate) fn count_assist_wait(notified: bool) {
+    if notified { &ASSIST_WAITS_NOTIFIED } else { &ASSIST_WAITS_TIMED_OUT }.fetch_add(1, Ordering::Relaxed);
+}
 
 /// The goal wait's switch: on (the default), the wait on `started_cv`;
 /// off, 20 µs sleeps (the negative control).
@@ -411,9 +471,17 @@ pub(crate) struct Pacer {
     /// termination stop.
     pub assist_ns: AtomicU64,
     pub assist_calls: AtomicU64,
-    /// Waits of assists that found no work at or past the goal (20 µs
-    /// each); reset in the start stop.
+    /// Waits of assists that found no work at or past the goal (see
+    /// "Waiting for mark work"); reset in the start stop.
     pub assist_waits: AtomicU64,
+    /// Assists waiting for mark work at the goal right now (incremented
+    /// before a waiter looks at the grey list under `assist_wait`'s mutex,
+    /// decremented when it leaves).
+    pub assist_waiters: AtomicUsize,
+    /// The waiters' generation and condvar: bumped and notified (under the
+    /// mutex) by whoever makes mark work available to them (a marker's
+    /// donation, an assist giving back grey objects) or ends the mark.
+    pub assist_wait: (std::sync::Mutex<u64>, std::sync::Condvar),
     /// Wake-ups of allocations waiting at the goal, or at the trigger
     /// (the start hand-off), before the collector's start stop
     /// (`collect_for_alloc`): counted from one start stop to the next (read
@@ -442,6 +510,31 @@ impl Pacer {
         self.assist_calls.store(0, Ordering::Relaxed);
         self.assist_waits.store(0, Ordering::Relaxed);
         self.peak_during_mark.store(used, Ordering::Relaxed);
+    }
+
+    /// Wake assists waiting for mark work (see "Waiting for mark work"):
+    /// one (`all` false: a donation or a give-back, which the first taker
+    /// takes whole) or all (the mark ended). Costs one load when nobody
+    /// waits. Call after the work was published (the grey list's mutex
+    /// released).
+    pub(crate) fn wake_assist_waiters(&self, all: bool) {
+        if !ASSIST_WAIT_NOTIFY.load(Ordering::Relaxed) {
+            return;
+        }
+        // Against a waiter that registers and then reads the grey list
+        // (Dekker: publication, fence, read of `assist_waiters`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.assist_waiters.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let (m, cv) = &self.assist_wait;
+        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+        *g = g.wrapping_add(1);
+        if all {
+            cv.notify_all();
+        } else {
+            cv.notify_one();
+        }
     }
 
     /// Bytes an assist must mark to pay `debt` allocated bytes: `debt ×

@@ -59,7 +59,8 @@ pub struct CycleStats {
     /// Assist calls that marked something.
     pub assist_calls: u64,
     /// Times an assist at or past the goal found no mark work and slept
-    /// (20 µs each) for the collector to donate some.
+    /// (waited for a donation, a give-back or the mark's end, 200 µs at
+    /// most) for the collector to donate some.
     pub assist_waits: u64,
     /// Wake-ups of allocations that reached the goal, or the trigger (the
     /// start hand-off, gc `pacer.rs`), before this cycle's start stop and
