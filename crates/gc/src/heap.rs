@@ -1774,20 +1774,16 @@ impl HeapInner {
         let mut live = counters.live_bytes.load(Ordering::Relaxed);
         if concurrent {
             // Objects the mutators shaded are live too. Objects allocated
-            // black during the mark are not counted: most are garbage by
-            // now in allocation-heavy programs (counting them, as memory
-            // handed out since the start stop, made the next goal and the
-            // peak heap grow by it: binary-trees 19 max RSS 136-142 MB
-            // against 122-126 MB); those still live are counted by the
-            // next mark, and until then the pacer undercounts the heap by
-            // them (the hard limit is unaffected).
+            // black during the mark are not in `live` (the next mark's
+            // work: most are garbage by then in allocation-heavy
+            // programs); the goal counts them (see below).
             live += space.mark.shaded_bytes.load(Ordering::Relaxed);
             self.end_marking();
         }
         // Memory handed out during the mark (allocated black, surviving
-        // this cycle) counts as already allocated against the next goal
-        // (not as live: that would raise the goal by it too). Binary-trees
-        // 20: max RSS 343 MB against 368 MB without.
+        // this cycle: the heap the sweep leaves is `live + black`) counts
+        // as allocated since the mark, and as marked for the next goal, as
+        // in Go (`pacer.rs`, "Goal").
         let black = if concurrent { self.allocated.load(Ordering::Relaxed).saturating_sub(allocated_at_start) } else { 0 };
         let goal = self.sweep_start(cycle, reason, live, black);
         // Marking is off and the new generation published: shaders that
@@ -1860,6 +1856,7 @@ impl HeapInner {
             assist_waits,
             start_waits,
             assist_marked,
+            allocated_during_mark: black,
             heap_peak,
             mark_goal,
             stops,
@@ -2233,7 +2230,8 @@ impl HeapInner {
     /// on lookups see `alloc & mark` in unswept blocks, and sweepers may
     /// claim them. Sets the pacer's figures (`live` marked bytes; `black`
     /// bytes handed out during a concurrent mark start the next cycle's
-    /// allocation count); returns the new goal.
+    /// allocation count and, as in Go, count as marked for the goal and the
+    /// trigger: `pacer.rs`, "Goal"); returns the new goal.
     fn sweep_start(&self, cycle: u64, reason: &'static str, live: usize, black: usize) -> usize {
         let space = &self.space;
         for &m in lock(&self.mutators).iter() {
@@ -2255,8 +2253,9 @@ impl HeapInner {
         // much, so that checkrefs does not change how often the pacer
         // collects (the quarantine is bounded by a quarter of the limit).
         let quarantined = if self.config.check_refs { lock(&self.quarantine).bytes() } else { 0 };
+        let marked = if crate::pacer::black_counts_as_marked() { live + black } else { live };
         let goal = match self.config.gogc {
-            Some(g) => live.saturating_mul(100 + g as usize) / 100,
+            Some(g) => marked.saturating_mul(100 + g as usize) / 100,
             None => usize::MAX,
         }
         .max(self.config.min_heap)
@@ -2266,7 +2265,7 @@ impl HeapInner {
         self.allocated.store(quarantined + black, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
         let lag = self.pacer.start_lag.load(Ordering::Relaxed);
-        self.pacer.trigger.store(crate::pacer::next_trigger(live, goal, lag), Ordering::Relaxed);
+        self.pacer.trigger.store(crate::pacer::next_trigger(marked, goal, lag), Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
         goal
     }
