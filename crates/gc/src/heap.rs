@@ -1259,8 +1259,9 @@ impl HeapInner {
                             // read here under it: no wake-up is lost.
                             let (m, cv) = &self.started_cv;
                             let mut g = lock(m);
+                            let recheck = crate::pacer::goal_wait_recheck();
                             while at_goal() {
-                                g = cv.wait_timeout(g, crate::pacer::goal_wait_recheck()).unwrap_or_else(|p| p.into_inner()).0;
+                                g = cv.wait_timeout(g, recheck).unwrap_or_else(|p| p.into_inner()).0;
                                 waits += 1;
                                 crate::pacer::count_goal_wake(at_goal());
                             }
