@@ -3,8 +3,9 @@
 //! while the collector has not started the cycle yet waits inside
 //! `World::blocking` on the condvar the start stop notifies, instead of
 //! polling in 20 µs sleeps. The collector is made late on purpose (a
-//! test-only 5 ms sleep before each cycle it runs), so allocations reach
-//! the goal before its start stop in most cycles. Asserted through the
+//! test-only sleep before each cycle it runs), so allocations reach
+//! the goal before its start stop in most cycles (a 30 ms sleep: under
+//! qemu the tasks allocate slowly). Asserted through the
 //! process-wide wake-up counts (`usurp_gc::internals::goal_wait_counters`),
 //! never through timing: with the condvar (its re-check bound raised to
 //! 10 s, so that only the start stop's notification ends a wait) the
@@ -36,12 +37,12 @@ fn count(n: Gc<Node>) -> usize {
 
 /// `(wake-ups that found the cycle started, wake-ups that found it not
 /// started yet, cycles)` over two tasks building and dropping trees beside
-/// a long-lived one, with the collector 5 ms late for every cycle.
+/// a long-lived one, with the collector 30 ms late for every cycle.
 fn scenario(on_cv: bool) -> (u64, u64, u64) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         usurp_gc::internals::set_goal_wait_on_cv_for_tests(on_cv, Some(Duration::from_secs(10)));
-        usurp_gc::internals::set_collector_start_delay_for_tests(5_000);
+        usurp_gc::internals::set_collector_start_delay_for_tests(30_000);
         usurp_gc::internals::set_start_handoff_for_tests(Some(false));
         let cfg = HeapConfig { max_heap: 1 << 30, gogc: Some(100), min_heap: 4 << 20, ..HeapConfig::default() };
         let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
