@@ -39,10 +39,11 @@
 //! mark). Until session 8 the goal was `live × (1 + GOGC/100)` with
 //! `black` counted as already allocated: the growth allowance was then
 //! `live - black`, less than GOGC percent of what the sweep left, and
-//! binary-trees 21 ran 98-102 cycles to Go's 77-78, each marking the whole
-//! live heap; counting `black` ran 77-78 cycles, for a max RSS of 330-339
-//! MB against 319-323 MB (Go beside: 332 MB; all at load 4-6, alternated
-//! runs). `black` stays out of `live` (the assists' estimate of the next
+//! binary-trees 21 ran 98-102 cycles to Go's 75-79, each marking the whole
+//! live heap (10.75 GB marked in all); counting `black` ran 77-79 cycles
+//! (8.29 GB marked), for a max RSS of 323-342 MB against 310-323 MB (Go
+//! beside: 333-403 MB; alternated runs at load 3-6, session 8). `black`
+//! stays out of `live` (the assists' estimate of the next
 //! mark's work: most of it is garbage by then in allocation-heavy
 //! programs). [`set_black_counts_as_marked_for_tests`]`(false)` restores
 //! the old goal (the negative control, tests/gc_goal_black.rs).
