@@ -964,6 +964,9 @@ impl HeapInner {
         let p = &self.pacer;
         let bound = crate::pacer::assist_wait_recheck();
         p.assist_waiters.fetch_add(1, Ordering::SeqCst);
+        // Ask for a donation again: another waiter's request may have been
+        // the one served (one flag for all of them).
+        p.assist_wanted.store(true, Ordering::Relaxed);
         let (m, cv) = &p.assist_wait;
         let mut g = lock(m);
         let gen0 = *g;
@@ -971,15 +974,14 @@ impl HeapInner {
         // Work published before we registered was seen here (the waker's
         // fence), work published after notifies us: no wake-up is lost.
         if lock(&self.space.mark.grey).is_empty() && self.over_goal_while_marking() {
-            let mut notified = true;
+            p.assist_waits.fetch_add(1, Ordering::Relaxed);
             while *g == gen0 {
                 let Some(left) = bound.checked_sub(t0.elapsed()) else {
-                    notified = false;
                     break;
                 };
                 g = cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
             }
-            crate::pacer::count_assist_wait(notified);
+            crate::pacer::count_assist_wait(g.wrapping_sub(gen0));
         }
         drop(g);
         p.assist_waiters.fetch_sub(1, Ordering::SeqCst);

@@ -774,7 +774,6 @@ fn pay_assist_debt(heap: &HeapInner, mut debt: usize) {
                 break;
             }
             heap.world().blocking(&mut || heap.wait_for_mark_work());
-            heap.pacer.assist_waits.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if ALLOC_CHECKPOINT.load(Ordering::Relaxed) {

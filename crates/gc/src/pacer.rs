@@ -144,8 +144,10 @@
 //! grey objects on their private stacks; it asked them to donate) waits
 //! inside `World::blocking` (counted as stopped) on `Pacer::assist_wait`,
 //! which the marker's donation, an assist giving grey objects back, and
-//! the end of the mark notify (one waiter for work: the first taker takes
-//! a donation whole; all at the mark's end), re-checking every
+//! the end of the mark notify (all waiters: an assist takes at most
+//! `ASSIST_TAKE` entries of a donation, and each waiter asks for a
+//! donation again, `assist_wanted`, before it sleeps, so that no waiter
+//! sleeps on while another's request was served), re-checking every
 //! [`ASSIST_WAIT_RECHECK`] at most (objects the write barrier shades onto
 //! the grey list notify nobody). It used to sleep 20 µs at a time:
 //! binary-trees 21 counted 12,000-15,000 such polls per run, each waking a
@@ -153,8 +155,8 @@
 //! donation it waited for, or slept on past the donation.
 //! [`set_assist_wait_for_tests`] turns the notifications off and sets the
 //! re-check bound (the negative control); [`assist_wait_counters`] counts
-//! the waits that ended by a notification and by the bound
-//! (tests/gc_assist_wait.rs).
+//! the waits that ended by a notification of mark work, by the mark's end,
+//! and by the bound (tests/gc_assist_wait.rs).
 //!
 //! **Switch.** [`set_assists_for_tests`] turns assists off (the negative
 //! control: allocation then outruns a slow mark and the heap passes the
@@ -249,10 +251,16 @@ pub(crate) const ASSIST_WAIT_RECHECK: std::time::Duration = std::time::Duration:
 /// test-only re-check bound in µs (0: [`ASSIST_WAIT_RECHECK`]).
 static ASSIST_WAIT_NOTIFY: AtomicBool = AtomicBool::new(true);
 static ASSIST_WAIT_RECHECK_US: AtomicU64 = AtomicU64::new(0);
-/// Assist waits ended by a notification, and by the re-check bound,
-/// process-wide.
-static ASSIST_WAITS_NOTIFIED: AtomicU64 = AtomicU64::new(0);
+/// Assist waits ended by a notification of mark work (a donation, a
+/// give-back), by the mark's end, and by the re-check bound, process-wide.
+static ASSIST_WAITS_WORK: AtomicU64 = AtomicU64::new(0);
+static ASSIST_WAITS_END: AtomicU64 = AtomicU64::new(0);
 static ASSIST_WAITS_TIMED_OUT: AtomicU64 = AtomicU64::new(0);
+/// What `Pacer::assist_wait`'s generation adds for a notification of mark
+/// work (low half) and for the mark's end (high half), so that a waiter
+/// tells which woke it.
+pub(crate) const ASSIST_GEN_WORK: u64 = 1;
+pub(crate) const ASSIST_GEN_END: u64 = 1 << 32;
 
 /// Test-only: `notify` false makes the wakers of assists waiting for mark
 /// work notify nobody, so that every wait lasts its re-check bound, as
@@ -265,11 +273,16 @@ pub fn set_assist_wait_for_tests(notify: bool, recheck: Option<std::time::Durati
     ASSIST_WAIT_RECHECK_US.store(recheck.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
 }
 
-/// `[assist waits ended by a notification, assist waits ended by the
-/// re-check bound]` so far in this process (see "Waiting for mark work").
+/// `[assist waits ended by a notification of mark work, by the mark's
+/// end, by the re-check bound]` so far in this process (see "Waiting for
+/// mark work").
 #[doc(hidden)]
-pub fn assist_wait_counters() -> [u64; 2] {
-    [ASSIST_WAITS_NOTIFIED.load(Ordering::Relaxed), ASSIST_WAITS_TIMED_OUT.load(Ordering::Relaxed)]
+pub fn assist_wait_counters() -> [u64; 3] {
+    [
+        ASSIST_WAITS_WORK.load(Ordering::Relaxed),
+        ASSIST_WAITS_END.load(Ordering::Relaxed),
+        ASSIST_WAITS_TIMED_OUT.load(Ordering::Relaxed),
+    ]
 }
 
 pub(crate) fn assist_wait_recheck() -> std::time::Duration {
@@ -279,9 +292,17 @@ pub(crate) fn assist_wait_recheck() -> std::time::Duration {
     }
 }
 
-/// An assist wait ended: by a notification (`notified`) or by the bound.
-pub(crate) fn count_assist_wait(notified: bool) {
-    if notified { &ASSIST_WAITS_NOTIFIED } else { &ASSIST_WAITS_TIMED_OUT }.fetch_add(1, Ordering::Relaxed);
+/// An assist wait ended: `gen_delta` is how much the waiters' generation
+/// moved while it waited (0: the bound ended it).
+pub(crate) fn count_assist_wait(gen_delta: u64) {
+    let c = if gen_delta & (ASSIST_GEN_END - 1) != 0 {
+        &ASSIST_WAITS_WORK
+    } else if gen_delta != 0 {
+        &ASSIST_WAITS_END
+    } else {
+        &ASSIST_WAITS_TIMED_OUT
+    };
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The goal's arithmetic: black-allocated bytes count as marked (Go's, the
@@ -512,9 +533,10 @@ pub(crate) struct Pacer {
     /// before a waiter looks at the grey list under `assist_wait`'s mutex,
     /// decremented when it leaves).
     pub assist_waiters: AtomicUsize,
-    /// The waiters' generation and condvar: bumped and notified (under the
-    /// mutex) by whoever makes mark work available to them (a marker's
-    /// donation, an assist giving back grey objects) or ends the mark.
+    /// The waiters' generation and condvar: bumped (`ASSIST_GEN_WORK`,
+    /// `ASSIST_GEN_END`) and notified (under the mutex) by whoever makes
+    /// mark work available to them (a marker's donation, an assist giving
+    /// back grey objects) or ends the mark.
     pub assist_wait: (std::sync::Mutex<u64>, std::sync::Condvar),
     /// Wake-ups of allocations waiting at the goal, or at the trigger
     /// (the start hand-off), before the collector's start stop
@@ -546,12 +568,14 @@ impl Pacer {
         self.peak_during_mark.store(used, Ordering::Relaxed);
     }
 
-    /// Wake assists waiting for mark work (see "Waiting for mark work"):
-    /// one (`all` false: a donation or a give-back, which the first taker
-    /// takes whole) or all (the mark ended). Costs one load when nobody
-    /// waits. Call after the work was published (the grey list's mutex
-    /// released).
-    pub(crate) fn wake_assist_waiters(&self, all: bool) {
+    /// Wake the assists waiting for mark work (see "Waiting for mark
+    /// work"): `end` false, mark work was published (a donation or a
+    /// give-back); true, the mark ended. All of them either way (an assist
+    /// takes at most `ASSIST_TAKE` entries, and the one woken first may
+    /// not be the one whose request the donation served). Costs one load
+    /// when nobody waits. Call after the work was published (the grey
+    /// list's mutex released).
+    pub(crate) fn wake_assist_waiters(&self, end: bool) {
         if !ASSIST_WAIT_NOTIFY.load(Ordering::Relaxed) {
             return;
         }
@@ -563,12 +587,8 @@ impl Pacer {
         }
         let (m, cv) = &self.assist_wait;
         let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-        *g = g.wrapping_add(1);
-        if all {
-            cv.notify_all();
-        } else {
-            cv.notify_one();
-        }
+        *g = g.wrapping_add(if end { ASSIST_GEN_END } else { ASSIST_GEN_WORK });
+        cv.notify_all();
     }
 
     /// Bytes an assist must mark to pay `debt` allocated bytes: `debt ×

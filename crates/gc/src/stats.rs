@@ -63,9 +63,11 @@ pub struct CycleStats {
     /// most) for the collector to donate some.
     pub assist_waits: u64,
     /// Wake-ups of allocations that reached the goal, or the trigger (the
-    /// start hand-off, gc `pacer.rs`), before this cycle's start stop and
-    /// waited (on a condvar the start stop notifies, re-checked every 1 ms
-    /// at most) until the collector started it.
+    /// start hand-off, gc `pacer.rs`), before a start stop and waited (on a
+    /// condvar the start stop notifies, re-checked every 1 ms at most)
+    /// until the collector started the cycle. Counted when the waiter
+    /// wakes, so a wait that the start stop of cycle N ended may count in
+    /// cycle N + 1 (its start stop takes the count).
     pub start_waits: u64,
     /// Bytes of the objects the assists marked (part of `heap_after`).
     pub assist_marked: usize,
