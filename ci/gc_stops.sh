@@ -3,8 +3,9 @@
 # benches/binarytrees.rs with USURP_DEBUG=gctrace=1 and the Go anchor with
 # GODEBUG=gctrace=1, and prints each one's stop count, p50 / p99 / max (every
 # stop apart: usurp's start and termination stops, Go's two STW phases), wall
-# time and max RSS. Usage: bash ci/gc_stops.sh [depth] [extra args for the
-# usurp bench, e.g. --preemptible]. Needs golang-go (apt-get install -y golang-go).
+# time, user and system CPU, max RSS and GC cycle count. Usage:
+# bash ci/gc_stops.sh [depth] [extra args for the usurp bench, e.g. --preemptible].
+# Needs golang-go (apt-get install -y golang-go).
 # BENCH_BIN=path runs that binary-trees bench binary instead of building
 # this tree's (a baseline built from another commit, in the same minutes).
 set -euo pipefail
@@ -28,14 +29,14 @@ stats() { # reads one stop in ms per line
     printf "%d stops, p50 %.3f / p99 %.3f / max %.3f ms\n", NR, v[i50], v[i99], v[NR] }'
 }
 t=$(mktemp -d)
-/usr/bin/time -f "wall %e s, max RSS %M KB" -o "$t/usurp.time" env USURP_DEBUG=gctrace=1 "$bench" "$depth" "$@" >/dev/null 2>"$t/usurp.trace"
-/usr/bin/time -f "wall %e s, max RSS %M KB" -o "$t/go.time" env GODEBUG=gctrace=1 "$out/go-binarytrees" "$depth" >/dev/null 2>"$t/go.trace"
-echo "usurp binary-trees $depth $*: $(cat "$t/usurp.time")"
+/usr/bin/time -f "wall %e s, user %U s, sys %S s, max RSS %M KB" -o "$t/usurp.time" env USURP_DEBUG=gctrace=1 "$bench" "$depth" "$@" >/dev/null 2>"$t/usurp.trace"
+/usr/bin/time -f "wall %e s, user %U s, sys %S s, max RSS %M KB" -o "$t/go.time" env GODEBUG=gctrace=1 "$out/go-binarytrees" "$depth" >/dev/null 2>"$t/go.trace"
+echo "usurp binary-trees $depth $*: $(cat "$t/usurp.time"), $(grep -c '^gc ' "$t/usurp.trace") cycles"
 echo -n "  stops: "
 sed -n 's/.*, stops start \([0-9.]*\) + termination \([0-9. +]*\) ms.*/\1 \2/p' "$t/usurp.trace" | tr -s ' +' '\n\n' | grep . | stats
 echo -n "  time-to-safepoint per cycle (all its stops): "
 sed -n 's/.*(ttsp \([0-9.]*\) + .*/\1/p' "$t/usurp.trace" | stats | sed 's/stops/cycles/'
-echo "go binary-trees $depth: $(cat "$t/go.time")"
+echo "go binary-trees $depth: $(cat "$t/go.time"), $(grep -c '^gc ' "$t/go.trace") cycles"
 echo -n "  stops: "
 sed -n 's/^gc [0-9]* @[^:]*: \([0-9.]*\)+[0-9.]*+\([0-9.]*\) ms clock.*/\1\n\2/p' "$t/go.trace" | stats
 rm -rf "$t"

@@ -956,6 +956,37 @@ impl HeapInner {
                 >= self.goal.load(Ordering::Relaxed)
     }
 
+    /// An assist at the goal that found no mark work waits for some (see
+    /// `pacer.rs`, "Waiting for mark work"): until a notification (a
+    /// donation, a give-back, the mark's end) or the re-check bound. Runs
+    /// inside `World::blocking`.
+    pub(crate) fn wait_for_mark_work(&self) {
+        let p = &self.pacer;
+        let bound = crate::pacer::assist_wait_recheck();
+        p.assist_waiters.fetch_add(1, Ordering::SeqCst);
+        // Ask for a donation again: another waiter's request may have been
+        // the one served (one flag for all of them).
+        p.assist_wanted.store(true, Ordering::Relaxed);
+        let (m, cv) = &p.assist_wait;
+        let mut g = lock(m);
+        let gen0 = *g;
+        let t0 = Instant::now();
+        // Work published before we registered was seen here (the waker's
+        // fence), work published after notifies us: no wake-up is lost.
+        if lock(&self.space.mark.grey).is_empty() && self.over_goal_while_marking() {
+            p.assist_waits.fetch_add(1, Ordering::Relaxed);
+            while *g == gen0 {
+                let Some(left) = bound.checked_sub(t0.elapsed()) else {
+                    break;
+                };
+                g = cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            crate::pacer::count_assist_wait(g.wrapping_sub(gen0));
+        }
+        drop(g);
+        p.assist_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Mutator assist (see `pacer.rs`): called by a mutator leaving the
     /// allocation slow path with `debt` bytes taken during a concurrent
     /// mark; marks in proportion and lowers the debt by what was paid
@@ -1018,6 +1049,7 @@ impl HeapInner {
         }
         if !m.stack.is_empty() {
             lock(&space.mark.grey).append(&mut m.stack);
+            p.wake_assist_waiters(false);
         }
         m.flush();
         if busy {
@@ -1207,18 +1239,44 @@ impl HeapInner {
             }
             // At the goal already (the collector has not started the cycle
             // asked for at the trigger): wait until its start stop, after
-            // which assists pace allocation; 20 µs sleeps counted as
-            // stopped (`World::blocking`), so the start stop never waits
-            // for this thread.
+            // which assists pace allocation, counted as stopped
+            // (`World::blocking`), so the start stop never waits for this
+            // thread. The wait is on `started_cv`, which the start stop
+            // notifies (`pacer.rs`, "Waiting at the goal"), re-checked every
+            // `GOAL_WAIT_RECHECK` at most.
             if crate::pacer::assists_on() {
-                let world = self.world();
-                while self.started.load(Ordering::Acquire) == started
-                    && !self.alloc_black.load(Ordering::Acquire)
-                    && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed)
-                        >= self.goal.load(Ordering::Relaxed)
-                {
-                    world.blocking(&mut || std::thread::sleep(Duration::from_micros(20)));
-                    self.pacer.start_waits.fetch_add(1, Ordering::Relaxed);
+                let at_goal = || {
+                    self.started.load(Ordering::Acquire) == started
+                        && !self.alloc_black.load(Ordering::Acquire)
+                        && self.live.load(Ordering::Relaxed) + self.allocated.load(Ordering::Relaxed)
+                            >= self.goal.load(Ordering::Relaxed)
+                };
+                if at_goal() {
+                    let world = self.world();
+                    let mut waits = 0;
+                    if crate::pacer::goal_wait_on_cv() {
+                        world.blocking(&mut || {
+                            // As in the hand-off: `started` is stored before
+                            // the start stop takes the mutex to notify, and
+                            // read here under it: no wake-up is lost.
+                            let (m, cv) = &self.started_cv;
+                            let mut g = lock(m);
+                            let recheck = crate::pacer::goal_wait_recheck();
+                            while at_goal() {
+                                g = cv.wait_timeout(g, recheck).unwrap_or_else(|p| p.into_inner()).0;
+                                waits += 1;
+                                crate::pacer::count_goal_wake(at_goal());
+                            }
+                        });
+                    } else {
+                        // The negative control: 20 µs sleeps, as before.
+                        while at_goal() {
+                            world.blocking(&mut || std::thread::sleep(Duration::from_micros(20)));
+                            waits += 1;
+                            crate::pacer::count_goal_wake(at_goal());
+                        }
+                    }
+                    self.pacer.start_waits.fetch_add(waits, Ordering::Relaxed);
                 }
             }
             return;
@@ -1253,6 +1311,9 @@ impl HeapInner {
         lock(&self.background.0).requested = false;
         if !world.background_collection() || !self.over_goal(0) {
             return; // someone collected meanwhile
+        }
+        if let Some(d) = crate::pacer::collector_start_delay() {
+            std::thread::sleep(d); // test-only: a collector slow to start
         }
         self.finish_sweep();
         let mut outcome = Ok(false);
@@ -1716,20 +1777,16 @@ impl HeapInner {
         let mut live = counters.live_bytes.load(Ordering::Relaxed);
         if concurrent {
             // Objects the mutators shaded are live too. Objects allocated
-            // black during the mark are not counted: most are garbage by
-            // now in allocation-heavy programs (counting them, as memory
-            // handed out since the start stop, made the next goal and the
-            // peak heap grow by it: binary-trees 19 max RSS 136-142 MB
-            // against 122-126 MB); those still live are counted by the
-            // next mark, and until then the pacer undercounts the heap by
-            // them (the hard limit is unaffected).
+            // black during the mark are not in `live` (the next mark's
+            // work: most are garbage by then in allocation-heavy
+            // programs); the goal counts them (see below).
             live += space.mark.shaded_bytes.load(Ordering::Relaxed);
             self.end_marking();
         }
         // Memory handed out during the mark (allocated black, surviving
-        // this cycle) counts as already allocated against the next goal
-        // (not as live: that would raise the goal by it too). Binary-trees
-        // 20: max RSS 343 MB against 368 MB without.
+        // this cycle: the heap the sweep leaves is `live + black`) counts
+        // as allocated since the mark, and as marked for the next goal, as
+        // in Go (`pacer.rs`, "Goal").
         let black = if concurrent { self.allocated.load(Ordering::Relaxed).saturating_sub(allocated_at_start) } else { 0 };
         let goal = self.sweep_start(cycle, reason, live, black);
         // Marking is off and the new generation published: shaders that
@@ -1802,6 +1859,7 @@ impl HeapInner {
             assist_waits,
             start_waits,
             assist_marked,
+            allocated_during_mark: black,
             heap_peak,
             mark_goal,
             stops,
@@ -1857,6 +1915,9 @@ impl HeapInner {
         }
         self.alloc_black.store(false, Ordering::Release);
         lock(&self.space.mark.grey).clear();
+        // Assists waiting for mark work at the goal leave (they return to
+        // their worker once the world runs again).
+        self.pacer.wake_assist_waiters(true);
     }
 
     /// The mutators' caches after an abandoned concurrent mark (world
@@ -1990,6 +2051,7 @@ impl HeapInner {
             let top = m.stack.split_off(m.stack.len() / 2);
             let bottom = std::mem::replace(&mut m.stack, top);
             lock(&self.space.mark.grey).extend(bottom);
+            p.wake_assist_waiters(false);
         }
         if let Some(d) = delay {
             std::thread::sleep(d);
@@ -2171,7 +2233,8 @@ impl HeapInner {
     /// on lookups see `alloc & mark` in unswept blocks, and sweepers may
     /// claim them. Sets the pacer's figures (`live` marked bytes; `black`
     /// bytes handed out during a concurrent mark start the next cycle's
-    /// allocation count); returns the new goal.
+    /// allocation count and, as in Go, count as marked for the goal and the
+    /// trigger: `pacer.rs`, "Goal"); returns the new goal.
     fn sweep_start(&self, cycle: u64, reason: &'static str, live: usize, black: usize) -> usize {
         let space = &self.space;
         for &m in lock(&self.mutators).iter() {
@@ -2193,8 +2256,9 @@ impl HeapInner {
         // much, so that checkrefs does not change how often the pacer
         // collects (the quarantine is bounded by a quarter of the limit).
         let quarantined = if self.config.check_refs { lock(&self.quarantine).bytes() } else { 0 };
+        let marked = if crate::pacer::black_counts_as_marked() { live + black } else { live };
         let goal = match self.config.gogc {
-            Some(g) => live.saturating_mul(100 + g as usize) / 100,
+            Some(g) => marked.saturating_mul(100 + g as usize) / 100,
             None => usize::MAX,
         }
         .max(self.config.min_heap)
@@ -2204,7 +2268,7 @@ impl HeapInner {
         self.allocated.store(quarantined + black, Ordering::Relaxed);
         self.goal.store(goal, Ordering::Relaxed);
         let lag = self.pacer.start_lag.load(Ordering::Relaxed);
-        self.pacer.trigger.store(crate::pacer::next_trigger(live, goal, lag), Ordering::Relaxed);
+        self.pacer.trigger.store(crate::pacer::next_trigger(marked, goal, lag), Ordering::Relaxed);
         self.cycle.store(cycle, Ordering::Release);
         goal
     }

@@ -270,11 +270,12 @@
 //! Each thread attached with [`Heap::attach_thread`] has a [`Mutator`]
 //! (per-class cached block, free bits in a word) — no lock or atomic
 //! read-modify-write on the fast path, which runs in a no-preemption section.
-//! The goal is `live * (1 + GOGC/100)`, the heap being live after the last
-//! mark (marked and shaded bytes; objects allocated black during it are not
-//! counted, most being garbage by then) plus memory handed out since. A
+//! The goal is `(live + black) * (1 + GOGC/100)` (Go's arithmetic), `live`
+//! the bytes the last mark found (marked and shaded) and `black` the memory
+//! handed out during it (allocated black, kept by its sweep); the heap in
+//! use is `live` plus memory handed out since the mark began. A
 //! concurrent cycle starts at the pacer's trigger (`pacer.rs`: 7/8 of the
-//! growth allowance `goal - live`, less what was allocated between the
+//! growth allowance `goal - live - black`, less what was allocated between the
 //! trigger and the start stop last cycle, clamped to 60-95%). While the
 //! mark runs, **mutator assists** pace allocation: each block a mutator
 //! takes is paid for with mark work in proportion (expected live bytes
@@ -282,8 +283,9 @@
 //! way out of the allocation slow path in bounded calls, each of which
 //! leaves after the mark slice in which a stop request shows; an assist at the
 //! goal that finds no grey object (and an allocation at the goal before the
-//! collector's start stop) sleeps inside [`World::blocking`] until the
-//! collector donates some (where the workers and the collector thread
+//! collector's start stop) waits inside [`World::blocking`] until the
+//! collector donates some (or starts the cycle), on a condvar that the
+//! donation (the start stop) notifies (where the workers and the collector thread
 //! outnumber the CPUs, an allocation at the trigger waits for the start
 //! stop too, at most 1 ms, so that the collector takes its CPU rather than
 //! a running worker's: `pacer.rs`, "Start hand-off"). Nobody waits for a whole cycle. At the hard limit a full
@@ -503,7 +505,9 @@ pub mod internals {
     };
     pub use crate::object::set_read_poll_for_tests;
     pub use crate::pacer::{
-        fresh_blocks_after_sweep_exits, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
+        assist_wait_counters, fresh_blocks_after_sweep_exits, goal_wait_counters, set_assist_wait_for_tests,
+        set_black_counts_as_marked_for_tests, set_collector_start_delay_for_tests,
+        set_goal_wait_on_cv_for_tests, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
         start_handoffs,
     };
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};

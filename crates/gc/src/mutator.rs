@@ -754,8 +754,10 @@ pub fn set_alloc_checkpoint_for_tests(on: bool) {
 ///
 /// At or past the goal, an assist that finds no grey object waits for
 /// the collector's marker to donate some (or for the mark to end): it
-/// sleeps 20 µs at a time inside [`World::blocking`](crate::World::blocking)
-/// (counted as stopped: a stop never waits for it), so that allocation
+/// waits inside [`World::blocking`](crate::World::blocking) (counted as
+/// stopped: a stop never waits for it) until a donation, a give-back or
+/// the mark's end notifies it (at most 200 µs: `pacer.rs`, "Waiting for
+/// mark work"), so that allocation
 /// cannot outrun the mark past the goal; below the goal it goes on and
 /// pays the rest later.
 #[inline(never)]
@@ -771,8 +773,7 @@ fn pay_assist_debt(heap: &HeapInner, mut debt: usize) {
             if !heap.over_goal_while_marking() {
                 break;
             }
-            heap.world().blocking(&mut || std::thread::sleep(std::time::Duration::from_micros(20)));
-            heap.pacer.assist_waits.fetch_add(1, Ordering::Relaxed);
+            heap.world().blocking(&mut || heap.wait_for_mark_work());
             continue;
         }
         if ALLOC_CHECKPOINT.load(Ordering::Relaxed) {

@@ -59,14 +59,22 @@ pub struct CycleStats {
     /// Assist calls that marked something.
     pub assist_calls: u64,
     /// Times an assist at or past the goal found no mark work and slept
-    /// (20 µs each) for the collector to donate some.
+    /// (waited for a donation, a give-back or the mark's end, 200 µs at
+    /// most) for the collector to donate some.
     pub assist_waits: u64,
-    /// Times an allocation that reached the goal, or the trigger (the
-    /// start hand-off, gc `pacer.rs`), before this cycle's start stop
-    /// slept (20 µs each) until the collector started it.
+    /// Wake-ups of allocations that reached the goal, or the trigger (the
+    /// start hand-off, gc `pacer.rs`), before a start stop and waited (on a
+    /// condvar the start stop notifies, re-checked every 1 ms at most)
+    /// until the collector started the cycle. Counted when the waiter
+    /// wakes, so a wait that the start stop of cycle N ended may count in
+    /// cycle N + 1 (its start stop takes the count).
     pub start_waits: u64,
     /// Bytes of the objects the assists marked (part of `heap_after`).
     pub assist_marked: usize,
+    /// Memory handed out during the concurrent mark (allocated black; not
+    /// in `heap_after`, but counted with it for `heap_goal`, as Go counts
+    /// it: gc `pacer.rs`, "Goal"); 0 without a concurrent mark.
+    pub allocated_during_mark: usize,
     /// The highest heap use (live + allocated) seen during the concurrent
     /// mark (allocation slow paths and the termination stop), to compare
     /// with the goal the mark was to finish by (0 without a concurrent mark).
@@ -319,7 +327,7 @@ pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String
     let stops = match c.stops.len() {
         0 | 1 => String::new(),
         _ => format!(
-            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms{}, assist {:.3} ms ({} calls, {:.1} MB marked, {} waits, {} start waits), peak {:.1} MB",
+            ", stops start {:.3} + termination {} ms, concurrent mark {:.3} ms{}, assist {:.3} ms ({} calls, {:.1} MB marked, {} waits, {} start waits), peak {:.1} MB, black {:.1} MB",
             ms(c.stops[0]),
             c.stops[1..].iter().map(|d| format!("{:.3}", ms(*d))).collect::<Vec<_>>().join(" + "),
             ms(c.concurrent_mark),
@@ -333,7 +341,8 @@ pub fn trace_line(c: &CycleStats, since_start: Duration, verify: bool) -> String
             mb(c.assist_marked),
             c.assist_waits,
             c.start_waits,
-            mb(c.heap_peak)
+            mb(c.heap_peak),
+            mb(c.allocated_during_mark)
         ),
     };
     format!(
@@ -424,13 +433,14 @@ mod tests {
             start_waits: 5,
             assist_marked: 3 << 19,
             heap_peak: 5 << 20,
+            allocated_during_mark: 1 << 19,
             ..c
         };
         let l = trace_line(&c, Duration::from_millis(1500), false);
         assert!(
             l.contains(
                 "sweep 0.400 ms), stops start 0.300 + termination 1.200 ms, concurrent mark 5.000 ms, assist 2.000 ms (3 \
-                 calls, 1.5 MB marked, 4 waits, 5 start waits), peak 5.0 MB, stop held up"
+                 calls, 1.5 MB marked, 4 waits, 5 start waits), peak 5.0 MB, black 0.5 MB, stop held up"
             ),
             "{l}"
         );
