@@ -568,8 +568,14 @@ fn join_handle_cpu_time_is_monotonic_across_the_exit() {
             for h in again {
                 h.join().unwrap();
             }
+            // Each keeps its final figure, which only a struct reset to
+            // zero would lose for all of them; a 300 µs task of yields may
+            // read 0 on its own (once in CI under qemu, whose emulated
+            // counter advanced none in all of one task's slices).
+            let zero = last.iter().filter(|c| c.is_zero()).count();
+            assert!(zero * 4 <= last.len(), "{zero} of {} tasks that ran 300 µs report no CPU time", last.len());
             for (i, h) in hs.into_iter().enumerate() {
-                assert!(h.cpu_time() >= last[i] && last[i] > Duration::ZERO, "task {}: {:?}", h.id(), last[i]);
+                assert!(h.cpu_time() >= last[i], "task {}: cpu time went down after its exit: {:?}", h.id(), last[i]);
                 h.join().unwrap();
             }
         }

@@ -2,8 +2,9 @@
 //! review, found by the reviewer's check, kept as a regression test): it
 //! calibrated the TSC by sleeping the calling OS thread up to 20 ms, so from
 //! a task `task::current()` (or `JoinHandle::cpu_time`, `task::dump`) held
-//! its worker and every task queued behind it. Now the rate comes from the
-//! interval since the runtime's build, measured without waiting. (On an ISA
+//! its worker and every task queued behind it. Now the first runtime's
+//! build measures the rate (a 200 µs spin in `build`, on the building
+//! thread, not a worker) and it stays fixed. (On an ISA
 //! or CPU whose counter rate is known, aarch64's `cntfrq_el0` or the
 //! monotonic-clock fallback of x86-64, nothing is calibrated and this passes
 //! trivially.)

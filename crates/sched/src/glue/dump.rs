@@ -284,30 +284,50 @@ impl TaskInfo {
 /// (cycles, monotonic ns) when the first runtime was built: the anchor of
 /// the one calibration on ISAs that do not state their counter's rate.
 static ANCHOR: OnceLock<(u64, u64)> = OnceLock::new();
-/// The calibrated rate (Hz), 0 until calibrated.
+/// The calibrated rate (Hz), 0 until calibrated; set once, never changed.
 static HZ: AtomicU64 = AtomicU64::new(0);
-/// Anchor-to-now interval from which the measured rate is kept for good.
-/// Conversions before that use the rate measured over the interval so far
-/// (never a sleep: they run on a task's worker thread, from
-/// `task::current()`, `JoinHandle::cpu_time`, `task::dump`).
-const CALIBRATE_NS: u64 = 20_000_000;
+/// How long the first runtime's build measures the counter's rate (a spin,
+/// once per process). The two clocks are read within a microsecond of each
+/// other (else the pair is read again), so the rate is within ~0.05%.
+/// The rate is then fixed: a conversion must not change with time, or a
+/// running task's CPU time could go down by a nanosecond between two
+/// reads (it did, through `JoinHandle::cpu_time`, when the rate was
+/// re-measured on each call for the first 20 ms of the process).
+const CALIBRATE_NS: u64 = 200_000;
 
-/// Records the calibration anchor (runtime build; cheap after the first).
+/// Calibrates the counter's rate if its ISA does not state it (the first
+/// runtime build spins [`CALIBRATE_NS`]; cheap after the first).
 pub(crate) fn init_clock() {
-    ANCHOR.get_or_init(|| (crate::arch::cycles(), crate::sys::now_ns()));
+    if crate::arch::cycle_hz().is_some() || HZ.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let &(c0, n0) = ANCHOR.get_or_init(|| (crate::arch::cycles(), crate::sys::now_ns()));
+    loop {
+        let n1 = crate::sys::now_ns();
+        let c1 = crate::arch::cycles();
+        let n2 = crate::sys::now_ns();
+        if n2.saturating_sub(n0) < CALIBRATE_NS || n2.saturating_sub(n1) > 1_000 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let (hz, _) = measured_hz(c0, n0, c1, n1);
+        let _ = HZ.compare_exchange(0, hz, Ordering::Relaxed, Ordering::Relaxed);
+        return;
+    }
 }
 
 /// The rate of `arch::cycles()` measured from the anchor `(c0, n0)` to
 /// `(c1, n1)`, and whether the interval is long enough to keep it
-/// ([`CALIBRATE_NS`]). A short interval gives a rougher rate (the two clocks
-/// are read a few tens of ns apart: ~1% over 10 us), good enough for the
-/// CPU times of a process that started a moment ago.
+/// ([`CALIBRATE_NS`]).
 fn measured_hz(c0: u64, n0: u64, c1: u64, n1: u64) -> (u64, bool) {
     let dn = n1.saturating_sub(n0).max(1);
     let hz = (c1.saturating_sub(c0) as u128 * 1_000_000_000 / dn as u128).min(u64::MAX as u128) as u64;
     (hz.max(1), dn >= CALIBRATE_NS)
 }
 
+/// The counter's rate: the ISA's, or the calibrated one (before
+/// `init_clock` finished, only on another thread during the first
+/// runtime's build, a rough rate measured so far).
 fn cycle_hz() -> u64 {
     if let Some(hz) = crate::arch::cycle_hz() {
         return hz;
@@ -321,7 +341,7 @@ fn cycle_hz() -> u64 {
     let c1 = crate::arch::cycles();
     let (hz, keep) = measured_hz(c0, n0, c1, n1);
     if keep {
-        HZ.store(hz, Ordering::Relaxed);
+        let _ = HZ.compare_exchange(0, hz, Ordering::Relaxed, Ordering::Relaxed);
     }
     hz
 }
@@ -559,12 +579,25 @@ mod clock_tests {
 
     #[test]
     fn measured_rate_is_kept_only_over_a_long_interval() {
-        // 3 GHz over 1 ms: the rate, not kept; over 20 ms: kept.
-        assert_eq!(measured_hz(1000, 5_000, 1000 + 3_000_000, 5_000 + 1_000_000), (3_000_000_000, false));
-        assert_eq!(measured_hz(0, 0, 60_000_000, CALIBRATE_NS), (3_000_000_000, true));
+        // 3 GHz over 100 µs: the rate, not kept; over 200 µs: kept.
+        assert_eq!(measured_hz(1000, 5_000, 1000 + 300_000, 5_000 + 100_000), (3_000_000_000, false));
+        assert_eq!(measured_hz(0, 0, 600_000, CALIBRATE_NS), (3_000_000_000, true));
         // Clocks read in the same nanosecond, or a counter that went back:
         // a usable rate, never a division by zero.
         assert!(measured_hz(10, 10, 20, 10).0 >= 1);
         assert_eq!(measured_hz(10, 10, 5, 10_000).0, 1);
+    }
+
+    #[test]
+    fn the_rate_is_fixed_once_a_runtime_was_built() {
+        // The conversion must not change with time (a running task's CPU
+        // time went down by 1 ns between two reads when the rate was
+        // re-measured on each call for the first 20 ms).
+        init_clock();
+        let (a, b) = (cycle_hz(), cycle_hz());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert_eq!((a, b), (cycle_hz(), cycle_hz()), "the counter's rate changed after calibration");
+        let c = 123_456_789;
+        assert!(cycles_to_duration(c + 1) >= cycles_to_duration(c));
     }
 }
