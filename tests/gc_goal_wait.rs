@@ -14,26 +14,9 @@
 //! it started.
 
 use std::time::Duration;
-use usurp::gc::{gc_type, Gc, HeapConfig, Member};
+use usurp::gc::HeapConfig;
 use usurp::Runtime;
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-}
-gc_type!(Node { left, right });
-
-#[inline(never)]
-fn tree(d: u32) -> Gc<Node> {
-    let (l, r) = if d == 0 { (None, None) } else { (Some(tree(d - 1)), Some(tree(d - 1))) };
-    Gc::new(Node { left: Member::new(l), right: Member::new(r) })
-}
-
-#[inline(never)]
-fn count(n: Gc<Node>) -> usize {
-    1 + n.left.get().map_or(0, count) + n.right.get().map_or(0, count)
-}
+use usurp_testsupport_gc::pair::churn_trees;
 
 /// `(wake-ups that found the cycle started, wake-ups that found it not
 /// started yet, cycles, how long it took)` over two tasks building and dropping trees beside
@@ -51,22 +34,7 @@ fn scenario(on_cv: bool) -> (u64, u64, u64, Duration) {
         let cycles0 = rt.heap().stats().cycles;
         // Not scaled down under qemu: fewer rounds make too few cycles.
         let rounds = 400;
-        rt.block_on(move || {
-            let live = tree(14);
-            let hs: Vec<_> = (0..2)
-                .map(|_| {
-                    usurp::spawn(move || {
-                        for _ in 0..rounds {
-                            assert_eq!(count(tree(10)), (1 << 11) - 1);
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
-            assert_eq!(count(live), (1 << 15) - 1, "the long-lived tree lost nodes");
-        });
+        rt.block_on(move || churn_trees(rounds));
         let took = t0.elapsed();
         let [done1, early1] = usurp_gc::internals::goal_wait_counters();
         let cycles = rt.heap().stats().cycles - cycles0;

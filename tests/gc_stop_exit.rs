@@ -26,35 +26,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use usurp::gc::{gc_type, Gc, HeapConfig, Member};
+use usurp::gc::HeapConfig;
 use usurp::Runtime;
-
-#[repr(C)]
-struct Node {
-    left: Member<Node>,
-    right: Member<Node>,
-}
-gc_type!(Node { left, right });
-
-#[inline(never)]
-fn list(n: usize) -> Gc<Node> {
-    let mut head = Gc::new(Node { left: Member::new(None), right: Member::new(None) });
-    for _ in 1..n {
-        head = Gc::new(Node { left: Member::new(Some(head)), right: Member::new(None) });
-    }
-    head
-}
-
-#[inline(never)]
-fn tree(d: u32) -> Gc<Node> {
-    let (l, r) = if d == 0 { (None, None) } else { (Some(tree(d - 1)), Some(tree(d - 1))) };
-    Gc::new(Node { left: Member::new(l), right: Member::new(r) })
-}
-
-#[inline(never)]
-fn count(n: Gc<Node>) -> usize {
-    1 + n.left.get().map_or(0, count) + n.right.get().map_or(0, count)
-}
+use usurp_testsupport_gc::pair::{count, list, tree};
 
 /// Counter growth over the scenario: `[assist exits, assist slices past a
 /// request, sweep exits, sweep blocks past a request, fresh blocks taken
