@@ -247,10 +247,29 @@ pub(crate) const GOAL_WAIT_RECHECK: std::time::Duration = std::time::Duration::f
 /// looks again (see "Waiting for mark work").
 pub(crate) const ASSIST_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// A re-check bound that tests may replace (the two waits' negative
+/// controls and their long-bound tests): the override in µs, 0 for none.
+struct RecheckOverride(AtomicU64);
+
+impl RecheckOverride {
+    /// Replaces the bound (`None`: back to the default). Process-wide.
+    fn set(&self, bound: Option<std::time::Duration>) {
+        self.0.store(bound.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
+    }
+
+    /// The bound in force: the override, else `default`.
+    fn get(&self, default: std::time::Duration) -> std::time::Duration {
+        match self.0.load(Ordering::Relaxed) {
+            0 => default,
+            us => std::time::Duration::from_micros(us),
+        }
+    }
+}
+
 /// The assist wait's switches: notifications on (the default), and a
-/// test-only re-check bound in µs (0: [`ASSIST_WAIT_RECHECK`]).
+/// test-only re-check bound (default [`ASSIST_WAIT_RECHECK`]).
 static ASSIST_WAIT_NOTIFY: AtomicBool = AtomicBool::new(true);
-static ASSIST_WAIT_RECHECK_US: AtomicU64 = AtomicU64::new(0);
+static ASSIST_WAIT_RECHECK_OVERRIDE: RecheckOverride = RecheckOverride(AtomicU64::new(0));
 /// Assist waits ended by a notification of mark work (a donation, a
 /// give-back), by the mark's end, and by the re-check bound, process-wide.
 static ASSIST_WAITS_WORK: AtomicU64 = AtomicU64::new(0);
@@ -270,7 +289,7 @@ pub(crate) const ASSIST_GEN_END: u64 = 1 << 32;
 #[doc(hidden)]
 pub fn set_assist_wait_for_tests(notify: bool, recheck: Option<std::time::Duration>) {
     ASSIST_WAIT_NOTIFY.store(notify, Ordering::SeqCst);
-    ASSIST_WAIT_RECHECK_US.store(recheck.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
+    ASSIST_WAIT_RECHECK_OVERRIDE.set(recheck);
 }
 
 /// `[assist waits ended by a notification of mark work, by the mark's
@@ -286,10 +305,7 @@ pub fn assist_wait_counters() -> [u64; 3] {
 }
 
 pub(crate) fn assist_wait_recheck() -> std::time::Duration {
-    match ASSIST_WAIT_RECHECK_US.load(Ordering::Relaxed) {
-        0 => ASSIST_WAIT_RECHECK,
-        us => std::time::Duration::from_micros(us),
-    }
+    ASSIST_WAIT_RECHECK_OVERRIDE.get(ASSIST_WAIT_RECHECK)
 }
 
 /// An assist wait ended: `gen_delta` is how much the waiters' generation
@@ -325,8 +341,8 @@ pub(crate) fn black_counts_as_marked() -> bool {
 /// The goal wait's switch: on (the default), the wait on `started_cv`;
 /// off, 20 µs sleeps (the negative control).
 static GOAL_WAIT_ON_CV: AtomicBool = AtomicBool::new(true);
-/// Test-only re-check bound in µs (0: [`GOAL_WAIT_RECHECK`]).
-static GOAL_WAIT_RECHECK_US: AtomicU64 = AtomicU64::new(0);
+/// Test-only re-check bound (default [`GOAL_WAIT_RECHECK`]).
+static GOAL_WAIT_RECHECK_OVERRIDE: RecheckOverride = RecheckOverride(AtomicU64::new(0));
 /// Wake-ups of allocations waiting at the goal: those that found the cycle
 /// started (or the heap under its goal), and those that found it still
 /// not started (a re-check or a poll), process-wide.
@@ -344,7 +360,7 @@ static COLLECTOR_START_DELAY_US: AtomicU64 = AtomicU64::new(0);
 #[doc(hidden)]
 pub fn set_goal_wait_on_cv_for_tests(on: bool, recheck: Option<std::time::Duration>) {
     GOAL_WAIT_ON_CV.store(on, Ordering::SeqCst);
-    GOAL_WAIT_RECHECK_US.store(recheck.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
+    GOAL_WAIT_RECHECK_OVERRIDE.set(recheck);
 }
 
 /// `[wake-ups that found the cycle started, wake-ups that found it not
@@ -368,10 +384,7 @@ pub(crate) fn goal_wait_on_cv() -> bool {
 }
 
 pub(crate) fn goal_wait_recheck() -> std::time::Duration {
-    match GOAL_WAIT_RECHECK_US.load(Ordering::Relaxed) {
-        0 => GOAL_WAIT_RECHECK,
-        us => std::time::Duration::from_micros(us),
-    }
+    GOAL_WAIT_RECHECK_OVERRIDE.get(GOAL_WAIT_RECHECK)
 }
 
 /// A waiter at the goal woke; `still` = the cycle has not started yet.
