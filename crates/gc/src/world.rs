@@ -52,8 +52,8 @@ use std::thread::ThreadId;
 /// * `run_parallel(n, f)` runs `f(0) .. f(n-1)`, each exactly once, returning
 ///   when all have returned; any degree of concurrency (including sequential)
 ///   is correct. The closures never allocate in the GC heap and never
-///   unwind (the GC aborts
-///   the process with a message if a marking or sweeping job panics).
+///   unwind (the GC aborts the process with a message if a marking,
+///   sweeping or verifying job panics).
 /// * Only threads the World stops (and scans) allocate or touch the heap:
 ///   `may_attach` refuses the others, and while a thread counts as stopped
 ///   but keeps running (`blocking`), the World takes its mutator away with

@@ -135,9 +135,10 @@ impl RuntimeBuilder {
     /// worker is idle, that worker burns up to `spin` of CPU (one worker:
     /// the others sleep). A timer due while that worker runs a task is
     /// fired by another idle worker up to 100 µs late; with no other idle
-    /// worker, as without the spin (the timer monitor preempts a busy one). A task that
-    /// sleeps 1 ms in a loop with `spin` = 100 µs keeps about a tenth of a
-    /// core busy; while every worker runs tasks nothing spins. Work that
+    /// worker, as without the spin (the timer monitor preempts a busy
+    /// one). A task that sleeps 1 ms in a loop with `spin` = 100 µs keeps
+    /// about a tenth of a core busy; while every worker runs tasks nothing
+    /// spins. Work that
     /// arrives during a spin (a spawn, a wake-up) is not delayed: wakers
     /// pick the spinning worker first, and it leaves the spin at once.
     ///

@@ -76,12 +76,11 @@ pub(crate) struct Shared {
     /// (`Worker::idle_sleep`). Immutable.
     pub(crate) timer_spin_ns: u64,
     /// The worker that spins for the earliest timer (its index + 1), or 0:
-    /// at most one idle worker spins. Claimed with a SeqCst CAS from 0 by the idle
-    /// worker about to wait for a timer, cleared (Release) by the same
-    /// worker when its wait ends; read (SeqCst, see `Worker::idle_sleep`)
-    /// by `wake_one_idle`, which
-    /// wakes that worker first (it takes work at once, without a futex
-    /// wake-up's delay).
+    /// at most one idle worker spins. Claimed with a SeqCst CAS from 0 by
+    /// the idle worker about to wait for a timer, cleared (Release) by the
+    /// same worker when its wait ends; read (SeqCst, see
+    /// `Worker::idle_sleep`) by `wake_one_idle`, which wakes that worker
+    /// first (it takes work at once, without a futex wake-up's delay).
     pub(crate) timer_spinner: AtomicUsize,
     /// Free task structs with their stacks (pages released), at most
     /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
