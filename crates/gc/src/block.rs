@@ -129,6 +129,29 @@ impl BlockMeta {
         }
         crate::space::lookup_ignores_sweep_state()
     }
+    /// `true` only if [`is_live`](Self::is_live) would answer `true`, with
+    /// fewer loads in the common case (the handle check's fast path,
+    /// `refcheck::is_live_as`): the sweep state first, and if the block was
+    /// swept since the last mark, the object-start bit alone (one bitmap
+    /// line, not two); else `alloc & mark`. `false` may be wrong (the caller
+    /// then asks `is_live`): an object published after a sweep that ended
+    /// between the two reads.
+    ///
+    /// Order: the state is read first (Acquire). If it says swept, the sweep
+    /// stored the bits before its Release of the state, so the bit read next
+    /// sees them or a later allocation's (a published object). If it says
+    /// unswept, `alloc & mark` is the same whether `alloc` was read before or
+    /// after a concurrent sweep rewrote it (the sweep stores `alloc & mark`);
+    /// an object allocated after that sweep has no mark bit: a false `false`.
+    /// Reuse of the block: as for `is_live`, the caller reads the kind again.
+    #[inline(always)]
+    pub fn is_live_fast(&self, i: usize, gen: u64) -> bool {
+        let (w, bit) = (word_of(i), 1u64 << (i % 64));
+        if self.swept.load(Ordering::Acquire) == 2 * gen {
+            return self.alloc[w].load(Ordering::Acquire) & bit != 0;
+        }
+        self.alloc[w].load(Ordering::Acquire) & self.marks[(gen % 2) as usize][w].load(Ordering::Acquire) & bit != 0
+    }
     /// Set the mark bit of slot `i` in buffer `buf`; true if this call set it.
     #[inline(always)]
     pub fn try_mark(&self, buf: usize, i: usize) -> bool {

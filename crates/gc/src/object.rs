@@ -639,6 +639,18 @@ impl<T> Gc<T> {
     }
 }
 
+/// `checked_payload`'s general check: returns if `raw` is a live `T` on a
+/// thread with a mutator (a `T` the fast path does not cover: an array, a
+/// large object), panics otherwise.
+#[cold]
+#[inline(never)]
+fn checked_payload_slow<T: GcType>(raw: GcRef) {
+    let d = raw.live_descriptor();
+    if !std::ptr::eq(d, T::descriptor()) {
+        wrong_type(raw, d, std::any::type_name::<T>());
+    }
+}
+
 /// Deref checks (decision for issue 10 item 8): a `Gc<T>` is `Copy` like
 /// `GcRef`, so a stale one kept in Rust heap memory could otherwise hand out
 /// a `&T` over freed or reused memory — undefined behaviour from safe code
@@ -668,11 +680,15 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
 
 /// The payload of `raw` as a `T`, after `deref`'s liveness and type check.
 /// The lifetime is the caller's borrow of the handle.
+///
+/// Two paths: the common case (a small fixed-size `T` on a thread with a
+/// mutator) is `refcheck::is_live_as`, whose constants come from `T`'s
+/// descriptor; anything else, and every failure, goes to the general check
+/// (`GcRef::live_descriptor`), which gives the answer and the panic.
 #[inline]
 fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
-    let d = raw.live_descriptor();
-    if !std::ptr::eq(d, T::descriptor()) {
-        wrong_type(raw, d, std::any::type_name::<T>());
+    if crate::mutator::current_mutator().is_null() || !crate::refcheck::is_live_as(raw.addr(), T::descriptor()) {
+        checked_payload_slow::<T>(raw);
     }
     // SAFETY: the payload of a live T object (at T's PAYLOAD_OFFSET: d is
     // T's descriptor, which Gc::new / from_ref checked against it) is a

@@ -1,0 +1,114 @@
+//! `Gc<T>::deref`'s fast path (`refcheck::is_live_as`): it accepts a live
+//! object of its type in every sweep state of its block (so dereferences
+//! take it: it is not dead code), and it accepts nothing the general check
+//! refuses (a dead object, unswept or swept; a reused slot; another type).
+//! Headered and compact layouts.
+
+mod common;
+use common::*;
+use std::hint::black_box;
+use usurp_gc::{deref_fast_path_for_tests as fast, Descriptor, Gc, GcRef, GcType, HeapConfig, Member};
+
+/// What the general check says of `r` as a `d` object.
+fn general(r: GcRef, d: &'static Descriptor) -> bool {
+    r.is_live() && std::ptr::eq(r.descriptor(), d)
+}
+
+/// The fast path never accepts what the general check refuses.
+fn assert_agrees(rs: &[GcRef], ds: &[&'static Descriptor], when: &str) {
+    for &r in rs {
+        for &d in ds {
+            if fast(r, d) {
+                assert!(general(r, d), "{when}: the fast path accepted {r:?} as a `{}`, the general check refuses", d.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
+    quiet_panics(&[]);
+    let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
+    h.set_background_sweeping(false);
+    let _g = h.attach_thread().unwrap();
+    let (node, cval, cother) = (Node::descriptor(), CVal::descriptor(), COther::descriptor());
+    let ds = [node, cval, cother];
+    // Half of each kind rooted, half dead; built on another thread so that
+    // no stale word on this stack keeps the dead ones.
+    let (live, dead): (Vec<GcRef>, Vec<GcRef>) = on_other_thread(&h, |h| {
+        let (mut live, mut dead) = (Vec::new(), Vec::new());
+        for i in 0..600 {
+            let r = match i % 3 {
+                0 => Gc::new(Node { left: Member::null(), right: Member::null(), val: i }).raw(),
+                1 => Gc::new(CVal { next: Member::null(), a: i, b: i }).raw(),
+                _ => Gc::new(COther { x: i, next: Member::null(), y: i }).raw(),
+            };
+            if i % 2 == 0 {
+                std::mem::forget(h.add_root(Some(r)));
+                live.push(r);
+            } else {
+                dead.push(r);
+            }
+        }
+        (live, dead)
+    });
+    let own = |r: GcRef| ds[ds.iter().position(|d| std::ptr::eq(r.descriptor(), *d)).unwrap()];
+
+    // Fresh blocks (swept for the current generation): every object is
+    // live and taken by the fast path under its own type only.
+    for &r in live.iter().chain(&dead) {
+        let d = own(r);
+        assert!(fast(r, d), "fresh block: the fast path refused a live `{}`", d.name());
+        for &o in &ds {
+            assert!(std::ptr::eq(o, d) || !fast(r, o), "accepted a `{}` as a `{}`", d.name(), o.name());
+        }
+    }
+
+    // After a collection, before any sweep: the rooted objects are marked
+    // (fast path), the dead ones unswept with their start bits still set
+    // (refused by both paths).
+    collect_elsewhere(&h);
+    let st = h.stats();
+    assert_eq!(st.blocks_swept_background + st.blocks_swept_by_allocation, 0, "nothing swept yet");
+    for &r in &live {
+        assert!(fast(r, own(r)), "unswept block: the fast path refused a marked object");
+    }
+    for &r in &dead {
+        assert!(!r.is_live(), "a dead unswept object passed the general check");
+    }
+    assert_agrees(&live, &ds, "unswept");
+    assert_agrees(&dead, &ds, "unswept");
+
+    // Swept: the live ones still pass by their start bit; the dead slots,
+    // once reused by new objects of the other compact type or headered
+    // ones, pass only as what now lives there.
+    h.finish_sweep();
+    for &r in &live {
+        assert!(fast(r, own(r)), "swept block: the fast path refused a live object");
+    }
+    assert_agrees(&dead, &ds, "swept, not reused");
+    let fresh: Vec<GcRef> = (0..2000)
+        .map(|i| match i % 3 {
+            0 => Gc::new(Node { left: Member::null(), right: Member::null(), val: i }).raw(),
+            1 => Gc::new(CVal { next: Member::null(), a: i, b: i }).raw(),
+            _ => Gc::new(COther { x: i, next: Member::null(), y: i }).raw(),
+        })
+        .collect();
+    let reused = dead.iter().filter(|r| r.is_live()).count();
+    assert!(reused > 100, "only {reused} dead slots were reused");
+    assert_agrees(&dead, &ds, "reused");
+    assert_agrees(&fresh, &ds, "fresh after a sweep");
+    for &r in &fresh {
+        assert!(fast(r, own(r)), "an object allocated after the sweep is refused by the fast path");
+    }
+
+    // Arrays and foreign addresses go to the general check.
+    let arr = Descriptor::array_builder(1).name("Words").build().unwrap();
+    let a = usurp_gc::alloc_array(arr, 4);
+    assert!(a.is_live() && !fast(a, arr), "an array took the fixed-size fast path");
+    let x = Box::new([0usize; 4]);
+    // SAFETY: only handed to the check, never dereferenced.
+    let foreign = unsafe { GcRef::from_addr(x.as_ptr() as usize) }.unwrap();
+    assert!(!fast(foreign, node));
+    black_box((live, fresh, a, x));
+}
