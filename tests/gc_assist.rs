@@ -41,8 +41,8 @@ struct Seen {
 
 /// A long-lived tree (marking it takes the slow marker one sleep,
 /// `mark_delay_us`, per 256 objects), and one task allocating garbage
-/// lists until 4
-/// concurrent cycles were sampled. Runs in a child thread with a watchdog.
+/// lists until 4 concurrent cycles were sampled. Runs in a child thread
+/// with a watchdog.
 fn scenario(assists: bool) -> Seen {
     within(300, "the scenario", move || {
         usurp_gc::set_assists_for_tests(assists);
