@@ -639,6 +639,24 @@ impl<T> Gc<T> {
     }
 }
 
+/// The deref fast path's constants for `T` (`None`: a large `T`), from its
+/// size and layout: a compile-time constant per `T`.
+#[inline(always)]
+pub(crate) const fn fast_shape_of<T: GcType>() -> Option<crate::refcheck::FastShape> {
+    Shape::<T>::FAST
+}
+
+struct Shape<T>(PhantomData<T>);
+
+impl<T: GcType> Shape<T> {
+    /// `T`'s object size: its payload rounded up to words (as `gc_type!`
+    /// sizes its descriptor) plus the header, if any.
+    const FAST: Option<crate::refcheck::FastShape> = crate::refcheck::fast_shape(
+        T::PAYLOAD_OFFSET + std::mem::size_of::<T>().div_ceil(8) * 8,
+        T::PAYLOAD_OFFSET == 0,
+    );
+}
+
 /// `checked_payload`'s general check: returns if `raw` is a live `T` on a
 /// thread with a mutator (a `T` the fast path does not cover: an array, a
 /// large object), panics otherwise.
@@ -681,13 +699,18 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
 /// The payload of `raw` as a `T`, after `deref`'s liveness and type check.
 /// The lifetime is the caller's borrow of the handle.
 ///
-/// Two paths: the common case (a small fixed-size `T` on a thread with a
-/// mutator) is `refcheck::is_live_as`, whose constants come from `T`'s
-/// descriptor; anything else, and every failure, goes to the general check
-/// (`GcRef::live_descriptor`), which gives the answer and the panic.
+/// Two paths: the common case (a small `T` on a thread with a mutator) is
+/// `refcheck::is_live_as`, with `T`'s size-class constants
+/// ([`fast_shape_of`]); anything else, and every failure, goes to the
+/// general check (`GcRef::live_descriptor`), which gives the answer and the
+/// panic.
 #[inline]
 fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
-    if crate::mutator::current_mutator().is_null() || !crate::refcheck::is_live_as(raw.addr(), T::descriptor()) {
+    let fast = || match fast_shape_of::<T>() {
+        Some(shape) => crate::refcheck::is_live_as(raw.addr(), T::descriptor(), shape),
+        None => false,
+    };
+    if crate::mutator::current_mutator().is_null() || !fast() {
         checked_payload_slow::<T>(raw);
     }
     // SAFETY: the payload of a live T object (at T's PAYLOAD_OFFSET: d is

@@ -67,9 +67,7 @@
 
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE, KIND_LARGE_HEAD, KIND_SMALL};
 use crate::descriptor::Descriptor;
-use crate::sizeclass::{
-    class_of, slot_index, span_class, span_size_and_slot, split_span_class, CLASS_SIZES, MAX_SMALL, SC_TYPED,
-};
+use crate::sizeclass::{class_of_const, slot_index, span_class, split_span_class, CLASS_SIZES, SC_TYPED};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
@@ -435,37 +433,61 @@ pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
     }
 }
 
-/// Whether `check(addr)` would answer `Ok(d)`, for a small fixed-size `d`,
-/// on a shorter path (`Gc<T>` dereferences, issue 9: `check` was about 30%
-/// of binary-trees' CPU). `check` decodes the block's kind word into a
-/// size class and then loads that class's slot size and reciprocal: a chain
-/// of dependent loads on every dereference. Here the kind word a `d` object's
-/// block must have, the slot size and the reciprocal all follow from `d`
-/// alone (for a `Gc<T>` the descriptor is a static the compiler sees, so
-/// they are constants), and the bitmap word's address from `addr` alone, so
-/// the loads of the kind, the block's descriptor word and the bitmaps do not
-/// wait for each other.
+/// What the deref fast path ([`is_live_as`]) expects of an object of a
+/// given size and layout: its block's kind word (noscan bit cleared: a
+/// `Gc<T>` does not know whether `T`'s descriptor is pointer-free, and
+/// either block holds valid objects of the class) and the class's slot size
+/// and reciprocal. Computed at compile time per `T` (`object.rs`,
+/// `Shape::<T>::FAST`), so none of them is loaded at run time.
+#[derive(Clone, Copy)]
+pub(crate) struct FastShape {
+    kind: u16,
+    size: u64,
+    recip: u64,
+}
+
+/// The kind word's noscan bit (span class `2 * class + noscan`, shifted).
+const KIND_NOSCAN: u16 = 1 << 8;
+
+/// The [`FastShape`] of objects of `bytes` bytes (header included; none for
+/// a compact object) of a compact or headered layout; `None` for large
+/// objects (they take the general check).
+pub(crate) const fn fast_shape(bytes: usize, compact: bool) -> Option<FastShape> {
+    let Some(c) = class_of_const(bytes) else {
+        return None;
+    };
+    let sc = span_class(c, false) | if compact { SC_TYPED } else { 0 };
+    let size = CLASS_SIZES[c] as u64;
+    Some(FastShape { kind: KIND_SMALL as u16 | (sc as u16) << 8, size, recip: (1u64 << 32) / size + 1 })
+}
+
+/// Whether `check(addr)` would answer `Ok(d)`, on a shorter path (`Gc<T>`
+/// dereferences, issue 9: the check was about 30% of binary-trees' CPU, and
+/// a safe walk over a linked list ran 10x slower than Go's). `check`
+/// decodes the block's kind word into a size class and then loads that
+/// class's slot size and reciprocal: a chain of dependent loads and about
+/// 70 instructions on every dereference. Here the kind word, slot size and
+/// reciprocal are constants of `T` (`shape`), the bitmap word's address
+/// follows from `addr` alone, and the object's identity is one comparison
+/// with `d`'s address.
 ///
 /// `true` only where `check` answers `Ok(d)`, with the same reads in the same
-/// order (kind and descriptor word, slot boundary, liveness, the kind and
-/// descriptor word again, then the typed block's descriptor or the header;
-/// liveness by [`BlockMeta::is_live_fast`], which reads the sweep state
-/// first and then one bitmap word where the block was swept since the last
-/// mark, as it usually is); `false` says nothing: an array or large descriptor, another
-/// kind of block, a stale or foreign handle, a quarantined object. The
-/// caller then runs `check` for the answer (and its panic message).
+/// order: kind and descriptor word; slot boundary; liveness (by
+/// [`BlockMeta::is_live_fast`], which reads the sweep state first and then
+/// one bitmap word where the block was swept since the last mark, as it
+/// usually is); the kind and descriptor word again; then the typed block's
+/// descriptor word or the header, which must be `d`. A block whose kind
+/// matches `shape` has the class `shape` was computed for, so the slot
+/// geometry is the block's own; `d`'s identity is checked exactly, so the
+/// cleared noscan bit admits nothing more. If `shape` is not `d`'s (a
+/// hand-written `GcType` whose descriptor is larger than the type), the
+/// kind does not match or the identity check fails: `false`.
+///
+/// `false` says nothing: another kind of block, a stale or foreign handle,
+/// a quarantined object (its header is `QUARANTINED`). The caller then runs
+/// `check` for the answer (and its panic message).
 #[inline(always)]
-pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor) -> bool {
-    if d.is_array() {
-        return false;
-    }
-    let bytes = match d.object_bytes(0) {
-        Some(b) if b <= MAX_SMALL => b,
-        _ => return false,
-    };
-    let typed = if d.is_compact() { SC_TYPED } else { 0 };
-    let sc = span_class(class_of(bytes), d.is_pointer_free()) | typed;
-    let want = KIND_SMALL as u16 | (sc as u16) << 8;
+pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape) -> bool {
     let Some((e, off)) = entry_holding(addr) else {
         return false;
     };
@@ -477,12 +499,12 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor) -> bool {
     let (kind, m, desc) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b), &*e.descs.add(b)) };
     let v = kind.load(Ordering::Acquire);
     let bd = desc.load(Ordering::Acquire);
-    if v != want {
+    if v | KIND_NOSCAN != shape.kind | KIND_NOSCAN {
         return false;
     }
-    let boff = off & (BLOCK_SIZE - 1);
-    let (size, slot) = span_size_and_slot(sc as u8, boff);
-    if slot * size != boff || !m.is_live_fast(slot, e.gen.load(Ordering::Acquire)) {
+    let boff = (off & (BLOCK_SIZE - 1)) as u64;
+    let slot = (boff * shape.recip) >> 32;
+    if slot * shape.size != boff || !m.is_live_fast(slot as usize, e.gen.load(Ordering::Acquire)) {
         return false;
     }
     // The re-reads of `is_object_start` (a lazy sweep may have freed the
@@ -491,7 +513,7 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor) -> bool {
         return false;
     }
     let d_addr = d as *const Descriptor as usize;
-    if typed != 0 {
+    if shape.kind & (SC_TYPED as u16) << 8 != 0 {
         bd == d_addr
     } else {
         // SAFETY: as in `header`: a published object (its start bit was
@@ -502,11 +524,13 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor) -> bool {
 }
 
 /// Test support: whether `Gc<T>::deref`'s fast path accepts `r` as a live
-/// object of descriptor `d` (`is_live_as`; `false` sends a dereference to
-/// the general check).
+/// `T` (`is_live_as`; `false` sends a dereference to the general check).
 #[doc(hidden)]
-pub fn deref_fast_path_for_tests(r: crate::GcRef, d: &'static Descriptor) -> bool {
-    is_live_as(r.addr(), d)
+pub fn deref_fast_path_for_tests<T: crate::GcType>(r: crate::GcRef) -> bool {
+    match crate::object::fast_shape_of::<T>() {
+        Some(shape) => is_live_as(r.addr(), T::descriptor(), shape),
+        None => false,
+    }
 }
 
 /// The descriptor and payload address of the object at `addr`, read from
@@ -565,12 +589,21 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
 }
 
 /// The entry whose reservation holds `addr`, and `addr`'s offset in it.
+/// Slot 0 is tried first, without reading the slot count: most processes
+/// have one heap, registered there, and this runs on every handle check
+/// (a `Gc<T>` dereference); then every slot in use (slot 0 again).
 #[inline(always)]
 fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
-    entries().find_map(|e| {
+    let holds = |e: &'static Entry| {
         let off = addr.wrapping_sub(e.lo);
         (off < e.hi - e.lo).then_some((e, off))
-    })
+    };
+    // SAFETY: as in `entries`: null or a published, immutable entry that
+    // is never freed.
+    if let Some(found) = unsafe { SLOTS[0].load(Ordering::Acquire).as_ref() }.and_then(holds) {
+        return Some(found);
+    }
+    entries().find_map(holds)
 }
 
 /// `mark::find_exact` on an entry's raw tables: if `addr` is the start of
@@ -750,20 +783,17 @@ mod tests {
     /// What the fault handler plays: 0, reuse for another size class; 1,
     /// reuse for another compact descriptor of the same class.
     static MODE: AtomicUsize = AtomicUsize::new(0);
-    // (One pointer word each: their blocks are of span class 2, the
-    // scanned 24-byte class the fault handler and `arm_typed` use, which
-    // `is_live_as` derives from the descriptor.)
-    static TYPED_A: Descriptor = Descriptor::fixed("A", 3, &[1]).compact(&ID_A);
-    static TYPED_B: Descriptor = Descriptor::fixed("B", 3, &[1]).compact(&ID_B);
+    static TYPED_A: Descriptor = Descriptor::fixed("A", 3, &[]).compact(&ID_A);
+    static TYPED_B: Descriptor = Descriptor::fixed("B", 3, &[]).compact(&ID_B);
     static ID_A: crate::descriptor::CompactId = crate::descriptor::CompactId::new();
     static ID_B: crate::descriptor::CompactId = crate::descriptor::CompactId::new();
     /// The SIGSEGV action this test replaced (restored for foreign faults).
     static OLD: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 
     static REAL: Descriptor = Descriptor::fixed("real", 2, &[]);
-    /// A headered object of the 16-byte scanned class (span class 0), as
-    /// `arm` types block 0: what the deref fast path looks for at `lo + 16`.
-    static ONE: Descriptor = Descriptor::fixed("one", 1, &[1]);
+    /// A headered object of the 16-byte class, as `arm` types block 0: what
+    /// the deref fast path looks for at `lo + 16`.
+    static ONE: Descriptor = Descriptor::fixed("one", 1, &[]);
     /// What the reused block holds at the stale address: a payload word of
     /// the new 24-byte object 0, here the address of another descriptor.
     static NOT_A_HEADER: Descriptor = Descriptor::fixed("a payload word, not a header", 0, &[]);
@@ -878,12 +908,12 @@ mod tests {
         // The deref fast path (`is_live_as`) on the same race, and its
         // control: it reads the descriptor word again too.
         arm_typed(s);
-        let fast = is_live_as(stale, &TYPED_A);
+        let fast = is_live_as(stale, &TYPED_A, fast_shape(24, true).unwrap());
         assert_eq!(REUSED.load(Ordering::SeqCst), before + 3, "the fast path raced the reuse");
         assert!(!fast, "the deref fast path accepted a block retyped under it as its old type");
         DESC_RECHECK_OFF.store(true, Ordering::SeqCst);
         arm_typed(s);
-        let fast = is_live_as(stale, &TYPED_A);
+        let fast = is_live_as(stale, &TYPED_A, fast_shape(24, true).unwrap());
         DESC_RECHECK_OFF.store(false, Ordering::SeqCst);
         assert_eq!(REUSED.load(Ordering::SeqCst), before + 4, "the control's fast path raced the reuse");
         assert!(fast, "the control's fast path did not accept the old type for the new object");
@@ -934,7 +964,7 @@ mod tests {
         // The deref fast path, for a 16-byte headered object at the stale
         // address: its second read of the kind refuses the new layout.
         arm(s);
-        let fast = is_live_as(stale, &ONE);
+        let fast = is_live_as(stale, &ONE, fast_shape(16, false).unwrap());
         assert_eq!(REUSED.load(Ordering::SeqCst), 4, "the fast path raced the reuse");
         assert!(!fast, "the deref fast path accepted a stale address inside another object");
     }

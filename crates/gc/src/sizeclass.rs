@@ -67,6 +67,19 @@ pub fn class_of(bytes: usize) -> usize {
     SIZE_TO_CLASS[bytes / 8] as usize
 }
 
+/// [`class_of`] at compile time: the class of an object of `bytes` bytes
+/// (header included), `None` above [`MAX_SMALL`].
+pub const fn class_of_const(bytes: usize) -> Option<usize> {
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        if CLASS_SIZES[c] >= bytes {
+            return Some(c);
+        }
+        c += 1;
+    }
+    None
+}
+
 /// `RECIP[c] = 2^32 / size + 1`: `(off * RECIP[c]) >> 32 == off / size`
 /// exactly for every in-block offset (off < 2^16, size <= 2^13), which
 /// spares marking a division per pointer.

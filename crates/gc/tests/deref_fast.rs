@@ -2,12 +2,33 @@
 //! object of its type in every sweep state of its block (so dereferences
 //! take it: it is not dead code), and it accepts nothing the general check
 //! refuses (a dead object, unswept or swept; a reused slot; another type).
-//! Headered and compact layouts.
+//! Headered and compact layouts; large objects take the general check.
 
 mod common;
 use common::*;
 use std::hint::black_box;
-use usurp_gc::{deref_fast_path_for_tests as fast, Descriptor, Gc, GcRef, GcType, HeapConfig, Member};
+use usurp_gc::{deref_fast_path_for_tests, gc_type, Descriptor, Gc, GcRef, GcType, HeapConfig, Member};
+
+/// Too large for a size class: a large object, never on the fast path.
+#[repr(C)]
+struct Big {
+    next: Member<Big>,
+    words: [usize; 5000],
+}
+gc_type!(Big { next });
+
+/// Whether the fast path accepts `r` as an object of `d` (one of the
+/// three test types).
+fn fast(r: GcRef, d: &'static Descriptor) -> bool {
+    if std::ptr::eq(d, Node::descriptor()) {
+        deref_fast_path_for_tests::<Node>(r)
+    } else if std::ptr::eq(d, CVal::descriptor()) {
+        deref_fast_path_for_tests::<CVal>(r)
+    } else {
+        assert!(std::ptr::eq(d, COther::descriptor()));
+        deref_fast_path_for_tests::<COther>(r)
+    }
+}
 
 /// What the general check says of `r` as a `d` object.
 fn general(r: GcRef, d: &'static Descriptor) -> bool {
@@ -102,13 +123,16 @@ fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
         assert!(fast(r, own(r)), "an object allocated after the sweep is refused by the fast path");
     }
 
-    // Arrays and foreign addresses go to the general check.
+    // Large objects, arrays and foreign addresses go to the general check.
+    let big = Gc::new(Big { next: Member::null(), words: [7; 5000] });
+    assert!(big.raw().is_live() && !deref_fast_path_for_tests::<Big>(big.raw()), "a large object took the fast path");
+    assert_eq!(big.words[4999], 7);
     let arr = Descriptor::array_builder(1).name("Words").build().unwrap();
     let a = usurp_gc::alloc_array(arr, 4);
-    assert!(a.is_live() && !fast(a, arr), "an array took the fixed-size fast path");
+    assert!(a.is_live() && ds.iter().all(|&d| !fast(a, d)), "an array passed for a fixed type");
     let x = Box::new([0usize; 4]);
     // SAFETY: only handed to the check, never dereferenced.
     let foreign = unsafe { GcRef::from_addr(x.as_ptr() as usize) }.unwrap();
     assert!(!fast(foreign, node));
-    black_box((live, fresh, a, x));
+    black_box((live, fresh, big, a, x));
 }
