@@ -1,0 +1,3 @@
+module listwalk
+
+go 1.19
