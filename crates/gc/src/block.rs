@@ -135,14 +135,17 @@ impl BlockMeta {
     /// swept since the last mark, the object-start bit alone (one bitmap
     /// line, not two); else `alloc & mark`. `false` may be wrong (the caller
     /// then asks `is_live`): an object published after a sweep that ended
-    /// between the two reads.
+    /// between the two reads, an unswept object under the test switch
+    /// `LOOKUP_IGNORES_SWEEP_STATE`.
     ///
     /// Order: the state is read first (Acquire). If it says swept, the sweep
     /// stored the bits before its Release of the state, so the bit read next
     /// sees them or a later allocation's (a published object). If it says
     /// unswept, `alloc & mark` is the same whether `alloc` was read before or
-    /// after a concurrent sweep rewrote it (the sweep stores `alloc & mark`);
-    /// an object allocated after that sweep has no mark bit: a false `false`.
+    /// after a concurrent sweep rewrote it (the sweep keeps exactly the
+    /// marked start bits; under checkrefs it keeps the others too, for
+    /// quarantined objects, which `& mark` excludes as before); an object
+    /// allocated after that sweep has no mark bit: a false `false`.
     /// Reuse of the block: as for `is_live`, the caller reads the kind again.
     #[inline(always)]
     pub fn is_live_fast(&self, i: usize, gen: u64) -> bool {

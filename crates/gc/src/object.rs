@@ -713,10 +713,14 @@ fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
     if crate::mutator::current_mutator().is_null() || !fast() {
         checked_payload_slow::<T>(raw);
     }
-    // SAFETY: the payload of a live T object (at T's PAYLOAD_OFFSET: d is
-    // T's descriptor, which Gc::new / from_ref checked against it) is a
-    // valid T; mutation of GC pointer fields goes through Member's
-    // UnsafeCell.
+    // SAFETY: `raw` is a live object whose descriptor is
+    // `T::descriptor()`: `is_live_as` answered true (only where the general
+    // check answers `Ok(T::descriptor())`), or `checked_payload_slow`
+    // returned (it panics otherwise); the thread has a mutator, so no
+    // collection frees it while the caller borrows the handle. Its payload
+    // (at T's PAYLOAD_OFFSET, which Gc::new / from_ref checked against the
+    // descriptor) is a valid T; mutation of GC pointer fields goes through
+    // Member's UnsafeCell.
     unsafe { &*(typed_payload::<T>(raw) as *const T) }
 }
 

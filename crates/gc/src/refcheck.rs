@@ -471,8 +471,9 @@ pub(crate) const fn fast_shape(bytes: usize, compact: bool) -> Option<FastShape>
 /// follows from `addr` alone, and the object's identity is one comparison
 /// with `d`'s address.
 ///
-/// `true` only where `check` answers `Ok(d)`, with the same reads in the same
-/// order: kind and descriptor word; slot boundary; liveness (by
+/// `true` only where `check` answers `Ok(d)`, with the same reads (the
+/// liveness bits in another order): kind and descriptor word; slot
+/// boundary; liveness (by
 /// [`BlockMeta::is_live_fast`], which reads the sweep state first and then
 /// one bitmap word where the block was swept since the last mark, as it
 /// usually is); the kind and descriptor word again; then the typed block's
@@ -860,6 +861,34 @@ mod tests {
         assert_eq!(rc, 0);
     }
 
+    /// `BlockMeta::is_live_fast` answers from the start bit alone only in
+    /// a block swept for the current generation (state `2 * gen`): not
+    /// in one not yet swept (`< 2 * gen`) nor in one being swept
+    /// (`2 * gen + 1`), where a dead object's start bit is still set
+    /// (review: `>=` instead of `==` passed every other test). A dead
+    /// object (start bit set, no mark bit) with the header the fast path
+    /// looks for, at slot 1 of a 16-byte block.
+    #[test]
+    fn the_fast_liveness_test_trusts_the_start_bit_only_in_a_swept_block() {
+        static SHAPE_OF: Descriptor = Descriptor::fixed("dead", 1, &[]);
+        let s = Box::leak(Box::new(Space::new(4 * BLOCK_SIZE).unwrap()));
+        let b = 1;
+        let base = s.lo + b * BLOCK_SIZE;
+        s.set_kind(b, KIND_SMALL, 0);
+        // SAFETY: block 1 of the Space is mapped read-write and unused.
+        unsafe { ((base + 16) as *mut usize).write(&SHAPE_OF as *const Descriptor as usize) };
+        let m = s.meta(b);
+        m.alloc[0].store(0b10, Ordering::Release);
+        let gen = 1;
+        s.gen.store(gen, Ordering::Release);
+        let shape = fast_shape(16, false).unwrap();
+        for (state, want) in [(0, false), (1, false), (2 * gen, true), (2 * gen + 1, false)] {
+            m.swept.store(state, Ordering::Release);
+            assert_eq!(m.is_live_fast(1, gen), want, "sweep state {state}");
+            assert_eq!(is_live_as(base + 16, &SHAPE_OF, shape), want, "fast path, sweep state {state}");
+        }
+    }
+
     /// One test (the handler, the Space and the switch are process-wide):
     /// reuse for another size class, then for another compact descriptor
     /// of the same class (with its negative control).
@@ -962,7 +991,14 @@ mod tests {
         assert_eq!(find_exact(s, stale), None);
         assert!(matches!(check(lo + 24), Ok(d) if std::ptr::eq(d, &REAL)));
         // The deref fast path, for a 16-byte headered object at the stale
-        // address: its second read of the kind refuses the new layout.
+        // address: its second read of the kind refuses the new layout. The
+        // word at the stale address (payload word 1 of the new object 0)
+        // is made to look like a `ONE` header, so that only the kind's
+        // re-read can refuse it (review: with `NOT_A_HEADER` there, the
+        // header comparison refused it whether or not the kind was re-read).
+        // SAFETY: block 0 of the Space is mapped read-write; nothing else
+        // reads this word.
+        unsafe { (stale as *mut usize).write(&ONE as *const Descriptor as usize) };
         arm(s);
         let fast = is_live_as(stale, &ONE, fast_shape(16, false).unwrap());
         assert_eq!(REUSED.load(Ordering::SeqCst), 4, "the fast path raced the reuse");

@@ -9,6 +9,16 @@ use common::*;
 use std::hint::black_box;
 use usurp_gc::{deref_fast_path_for_tests, gc_type, Descriptor, Gc, GcRef, GcType, HeapConfig, Member};
 
+/// A second headered type, of `Node`'s size class: a `Node` handle must
+/// not pass for it (the header comparison).
+#[repr(C)]
+struct Twin {
+    a: usize,
+    next: Member<Twin>,
+    b: usize,
+}
+gc_type!(Twin { next });
+
 /// Too large for a size class: a large object, never on the fast path.
 #[repr(C)]
 struct Big {
@@ -18,10 +28,12 @@ struct Big {
 gc_type!(Big { next });
 
 /// Whether the fast path accepts `r` as an object of `d` (one of the
-/// three test types).
+/// four test types).
 fn fast(r: GcRef, d: &'static Descriptor) -> bool {
     if std::ptr::eq(d, Node::descriptor()) {
         deref_fast_path_for_tests::<Node>(r)
+    } else if std::ptr::eq(d, Twin::descriptor()) {
+        deref_fast_path_for_tests::<Twin>(r)
     } else if std::ptr::eq(d, CVal::descriptor()) {
         deref_fast_path_for_tests::<CVal>(r)
     } else {
@@ -46,25 +58,31 @@ fn assert_agrees(rs: &[GcRef], ds: &[&'static Descriptor], when: &str) {
     }
 }
 
+/// Object `i` of the test: the four types in turn.
+fn new_object(i: usize) -> GcRef {
+    match i % 4 {
+        0 => Gc::new(Node { left: Member::null(), right: Member::null(), val: i }).raw(),
+        1 => Gc::new(Twin { a: i, next: Member::null(), b: i }).raw(),
+        2 => Gc::new(CVal { next: Member::null(), a: i, b: i }).raw(),
+        _ => Gc::new(COther { x: i, next: Member::null(), y: i }).raw(),
+    }
+}
+
 #[test]
 fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
-    quiet_panics(&[]);
+    // (No collection but the one below: the config's `gogc` is `None`.)
     let h = heap_with(HeapConfig { verify: false, ..config(64 << 20) });
     h.set_background_sweeping(false);
     let _g = h.attach_thread().unwrap();
     let (node, cval, cother) = (Node::descriptor(), CVal::descriptor(), COther::descriptor());
-    let ds = [node, cval, cother];
+    let ds = [node, Twin::descriptor(), cval, cother];
     // Half of each kind rooted, half dead; built on another thread so that
     // no stale word on this stack keeps the dead ones.
     let (live, dead): (Vec<GcRef>, Vec<GcRef>) = on_other_thread(&h, |h| {
         let (mut live, mut dead) = (Vec::new(), Vec::new());
-        for i in 0..600 {
-            let r = match i % 3 {
-                0 => Gc::new(Node { left: Member::null(), right: Member::null(), val: i }).raw(),
-                1 => Gc::new(CVal { next: Member::null(), a: i, b: i }).raw(),
-                _ => Gc::new(COther { x: i, next: Member::null(), y: i }).raw(),
-            };
-            if i % 2 == 0 {
+        for i in 0..800 {
+            let r = new_object(i);
+            if (i / 4) % 2 == 0 {
                 std::mem::forget(h.add_root(Some(r)));
                 live.push(r);
             } else {
@@ -109,11 +127,7 @@ fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
     }
     assert_agrees(&dead, &ds, "swept, not reused");
     let fresh: Vec<GcRef> = (0..2000)
-        .map(|i| match i % 3 {
-            0 => Gc::new(Node { left: Member::null(), right: Member::null(), val: i }).raw(),
-            1 => Gc::new(CVal { next: Member::null(), a: i, b: i }).raw(),
-            _ => Gc::new(COther { x: i, next: Member::null(), y: i }).raw(),
-        })
+        .map(new_object)
         .collect();
     let reused = dead.iter().filter(|r| r.is_live()).count();
     assert!(reused > 100, "only {reused} dead slots were reused");
