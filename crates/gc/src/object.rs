@@ -658,8 +658,9 @@ impl<T: GcType> Shape<T> {
 }
 
 /// `checked_payload`'s general check: returns if `raw` is a live `T` on a
-/// thread with a mutator (a `T` the fast path does not cover: an array, a
-/// large object), panics otherwise.
+/// thread with a mutator (a `T` the fast path does not cover: a large
+/// object, an array, a `T` whose descriptor is of another size class than
+/// its size), panics otherwise.
 #[cold]
 #[inline(never)]
 fn checked_payload_slow<T: GcType>(raw: GcRef) {

@@ -481,8 +481,10 @@ pub(crate) const fn fast_shape(bytes: usize, compact: bool) -> Option<FastShape>
 /// matches `shape` has the class `shape` was computed for, so the slot
 /// geometry is the block's own; `d`'s identity is checked exactly, so the
 /// cleared noscan bit admits nothing more. If `shape` is not `d`'s (a
-/// hand-written `GcType` whose descriptor is larger than the type), the
-/// kind does not match or the identity check fails: `false`.
+/// hand-written `GcType` whose descriptor is of a larger size class than
+/// the type), the kind does not match: `false`; within the same class the
+/// geometry is the block's own and the identity check decides, as in
+/// `check`. (`d` is never `QUARANTINED`, which is private to this module.)
 ///
 /// `false` says nothing: another kind of block, a stale or foreign handle,
 /// a quarantined object (its header is `QUARANTINED`). The caller then runs
@@ -791,6 +793,10 @@ mod tests {
     /// The SIGSEGV action this test replaced (restored for foreign faults).
     static OLD: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 
+    // (TYPED_A, TYPED_B and ONE are pointer-free but sit in blocks these
+    // tests type as scanned, which no real heap does: the lookups read the
+    // kind word the tests set, and the fast path, whose shapes are passed
+    // in explicitly, ignores the noscan bit.)
     static REAL: Descriptor = Descriptor::fixed("real", 2, &[]);
     /// A headered object of the 16-byte class, as `arm` types block 0: what
     /// the deref fast path looks for at `lo + 16`.
@@ -859,6 +865,34 @@ mod tests {
         // SAFETY: the page belongs to the Space's metadata map.
         let rc = unsafe { libc::mprotect(page as *mut libc::c_void, size, libc::PROT_NONE) };
         assert_eq!(rc, 0);
+    }
+
+    /// The deref fast path's compile-time shapes agree with the tables the
+    /// allocator and `check` use, for every small size and both layouts
+    /// (review: a wrong class constant only loses speed, silently, and the
+    /// other tests see two classes): the class, the kind word the
+    /// allocator gives the block (noscan bit aside), the slot size and the
+    /// reciprocal.
+    #[test]
+    fn fast_shapes_agree_with_the_allocators_classes() {
+        use crate::sizeclass::{class_of, slot_index, MAX_SMALL};
+        for bytes in (8..=MAX_SMALL).step_by(8) {
+            let c = class_of(bytes);
+            assert_eq!(class_of_const(bytes), Some(c), "{bytes} bytes");
+            for compact in [false, true] {
+                let shape = fast_shape(bytes, compact).unwrap();
+                for noscan in [false, true] {
+                    let sc = span_class(c, noscan) | if compact { SC_TYPED } else { 0 };
+                    let kind = KIND_SMALL as u16 | (sc as u16) << 8;
+                    assert_eq!(kind | KIND_NOSCAN, shape.kind | KIND_NOSCAN, "{bytes} bytes, compact {compact}");
+                }
+                assert_eq!(shape.size, CLASS_SIZES[c] as u64);
+                for off in [0, 8, shape.size as usize, BLOCK_SIZE - 8] {
+                    assert_eq!(((off as u64 * shape.recip) >> 32) as usize, slot_index(c, off), "class {c}, offset {off}");
+                }
+            }
+        }
+        assert!(class_of_const(MAX_SMALL + 8).is_none() && fast_shape(MAX_SMALL + 8, false).is_none());
     }
 
     /// `BlockMeta::is_live_fast` answers from the start bit alone only in

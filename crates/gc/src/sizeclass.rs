@@ -81,7 +81,8 @@ pub const fn class_of_const(bytes: usize) -> Option<usize> {
 }
 
 /// `RECIP[c] = 2^32 / size + 1`: `(off * RECIP[c]) >> 32 == off / size`
-/// exactly for every in-block offset (off < 2^16, size <= 2^13), which
+/// exactly for every in-block offset (off < 2^16, size <= 2^15: exact
+/// while `off * size < 2^32`), which
 /// spares marking a division per pointer.
 static RECIP: [u64; NUM_CLASSES] = {
     let mut r = [0u64; NUM_CLASSES];

@@ -19,6 +19,21 @@ struct Twin {
 }
 gc_type!(Twin { next });
 
+/// Pointer-free types (noscan blocks), headered and compact: they take the
+/// fast path too (its kind comparison ignores the noscan bit).
+#[repr(C)]
+struct Plain {
+    a: usize,
+    b: usize,
+}
+gc_type!(Plain {});
+#[repr(C)]
+struct CPlain {
+    a: usize,
+    b: usize,
+}
+gc_type!(compact CPlain {});
+
 /// Too large for a size class: a large object, never on the fast path.
 #[repr(C)]
 struct Big {
@@ -137,6 +152,14 @@ fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
         assert!(fast(r, own(r)), "an object allocated after the sweep is refused by the fast path");
     }
 
+    // Pointer-free objects (noscan blocks) take the fast path too.
+    let plain = Gc::new(Plain { a: 1, b: 2 });
+    let cplain = Gc::new(CPlain { a: 3, b: 4 });
+    assert!(deref_fast_path_for_tests::<Plain>(plain.raw()), "a pointer-free headered object missed the fast path");
+    assert!(deref_fast_path_for_tests::<CPlain>(cplain.raw()), "a pointer-free compact object missed the fast path");
+    assert!(!deref_fast_path_for_tests::<Plain>(cplain.raw()) && !deref_fast_path_for_tests::<CPlain>(plain.raw()));
+    assert_eq!((plain.a, plain.b, cplain.a, cplain.b), (1, 2, 3, 4));
+
     // Large objects, arrays and foreign addresses go to the general check.
     let big = Gc::new(Big { next: Member::null(), words: [7; 5000] });
     assert!(big.raw().is_live() && !deref_fast_path_for_tests::<Big>(big.raw()), "a large object took the fast path");
@@ -148,5 +171,5 @@ fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
     // SAFETY: only handed to the check, never dereferenced.
     let foreign = unsafe { GcRef::from_addr(x.as_ptr() as usize) }.unwrap();
     assert!(!fast(foreign, node));
-    black_box((live, fresh, big, a, x));
+    black_box((live, fresh, plain, cplain, big, a, x));
 }
