@@ -117,10 +117,20 @@ fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
 #[test]
 fn a_stop_of_preemptible_loops_completes_within_the_stoppers_spin() {
     let _g = usurp_testsupport::serial();
-    let (stops, sleeps, spun) = stops(true, 40);
-    eprintln!("spin on: {stops} stops, {spun} within the spin, {sleeps} stopper sleeps");
-    assert_eq!(stops, 40);
-    assert!(spun > 0, "no stop completed within the stopper's spin ({sleeps} sleeps in {stops} stops)");
+    // Up to three batches of 40: under qemu on a loaded machine a whole
+    // batch once ended with no stop within the spin (0 of 40, 110 sleeps);
+    // with the spin off no batch ever counts one.
+    let (mut stops_all, mut sleeps_all, mut spun_all) = (0, 0, 0);
+    for _ in 0..3 {
+        let (stops, sleeps, spun) = stops(true, 40);
+        eprintln!("spin on: {stops} stops, {spun} within the spin, {sleeps} stopper sleeps");
+        assert_eq!(stops, 40);
+        (stops_all, sleeps_all, spun_all) = (stops_all + stops, sleeps_all + sleeps, spun_all + spun);
+        if spun > 0 {
+            break;
+        }
+    }
+    assert!(spun_all > 0, "no stop completed within the stopper's spin ({sleeps_all} sleeps in {stops_all} stops)");
 }
 
 #[test]
