@@ -9,7 +9,7 @@
 
 use super::mutex::{Mutex, MutexGuard};
 use crate::spin::SpinLock;
-use crate::tasks::wait::{Claim, WaitNode, WaitQueue};
+use crate::tasks::wait::{Claim, WaitNode, WaitQueue, Waker};
 use std::time::{Duration, Instant};
 
 /// Whether a [`Condvar::wait_timeout`] returned because its time ran out,
@@ -54,12 +54,13 @@ impl Condvar {
     /// relocks and returns the guard.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         let mutex: &'a Mutex<T> = guard.mutex;
-        let node = WaitNode::new(());
+        let waker = Waker::current();
+        let task = waker.task();
+        let node = WaitNode::with_waker((), waker);
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { self.waiters.lock().push(&node as *const _ as *mut WaitNode<()>) };
         drop(guard);
-        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CONDVAR, self as *const Self as u64);
-        node.wait();
+        node.wait_noted(task, crate::tasks::tcb::wait_kind::CONDVAR, self as *const Self as u64);
         mutex.lock()
     }
 

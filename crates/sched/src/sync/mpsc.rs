@@ -327,12 +327,14 @@ impl<T> Chan<T> {
                 return r;
             }
         };
-        let node = WaitNode::new(Some(v));
+        // One look-up of the calling context for the whole wait.
+        let waker = Waker::current();
+        let task = waker.task();
+        let node = WaitNode::with_waker(Some(v), waker);
         // SAFETY: the node stays on our stack until dequeued and woken.
         unsafe { st.send_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
         drop(st);
-        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CHAN_SEND, self as *const Self as u64);
-        node.wait();
+        node.wait_noted(task, crate::tasks::tcb::wait_kind::CHAN_SEND, self as *const Self as u64);
         // SAFETY: notified: the waker is done with the node.
         match unsafe { (*node.payload.get()).take() } {
             None => Ok(()),
@@ -369,12 +371,13 @@ impl<T> Chan<T> {
         };
         let mut st = st;
         let Some(d) = deadline else {
-            let node: WaitNode<Option<T>> = WaitNode::new(None);
+            let waker = Waker::current();
+            let task = waker.task();
+            let node: WaitNode<Option<T>> = WaitNode::with_waker(None, waker);
             // SAFETY: the node stays on our stack until dequeued and woken.
             unsafe { st.recv_q.push(&node as *const _ as *mut WaitNode<Option<T>>) };
             drop(st);
-            crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
-            node.wait();
+            node.wait_noted(task, crate::tasks::tcb::wait_kind::CHAN_RECV, self as *const Self as u64);
             // SAFETY: notified: the waker is done with the node.
             return unsafe { (*node.payload.get()).take() }.ok_or(RecvTimeoutError::Disconnected);
         };

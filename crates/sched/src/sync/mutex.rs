@@ -3,7 +3,7 @@
 //! directly to the oldest waiter (FIFO, no barging on the slow path).
 
 use crate::spin::SpinLock;
-use crate::tasks::wait::{WaitNode, WaitQueue};
+use crate::tasks::wait::{WaitNode, WaitQueue, Waker};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -93,7 +93,9 @@ impl<T: ?Sized> Mutex<T> {
 
     #[cold]
     fn lock_slow(&self) {
-        let node = WaitNode::new(());
+        let waker = Waker::current();
+        let task = waker.task();
+        let node = WaitNode::with_waker((), waker);
         {
             let mut q = self.waiters.lock();
             let mut s = self.state.load(Ordering::Relaxed);
@@ -116,8 +118,7 @@ impl<T: ?Sized> Mutex<T> {
             // happens only after it is dequeued.
             unsafe { q.push(&node as *const _ as *mut WaitNode<()>) };
         }
-        crate::tasks::wait::note_wait(crate::tasks::tcb::wait_kind::MUTEX, self as *const Self as *const () as u64);
-        node.wait();
+        node.wait_noted(task, crate::tasks::tcb::wait_kind::MUTEX, self as *const Self as *const () as u64);
         // The unlocker handed the lock to us (state stays locked).
         std::sync::atomic::fence(Ordering::Acquire);
     }

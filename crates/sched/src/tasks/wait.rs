@@ -3,7 +3,7 @@
 //!
 //! A waiter builds a [`WaitNode`] on its own stack, links it into the
 //! primitive's [`WaitQueue`] under the primitive's lock, releases the lock and
-//! calls [`WaitNode::wait`]. A waker removes the node under the same lock and
+//! calls [`WaitNode::wait_noted`]. A waker removes the node under the same lock and
 //! calls [`WaitNode::take_waker`] (still under the lock), then, after
 //! releasing the lock, [`Waker::wake`].
 //!
@@ -249,6 +249,17 @@ impl Waker {
         }
     }
 
+    /// The task this waker unparks (`None`: a thread). For a waker from
+    /// [`Waker::current`]: the calling task, which waiters pass on to
+    /// [`WaitNode::wait_noted`] instead of re-reading the thread-local
+    /// state.
+    pub(crate) fn task(&self) -> Option<TaskRef> {
+        match self {
+            Waker::Task(t) => Some(*t),
+            Waker::Thread(_) => None,
+        }
+    }
+
     pub(crate) fn wake(self) {
         match self {
             Waker::Task(t) => worker::unpark(t),
@@ -292,8 +303,15 @@ pub(crate) struct WaitNode<P> {
 
 impl<P> WaitNode<P> {
     pub(crate) fn new(payload: P) -> WaitNode<P> {
+        WaitNode::with_waker(payload, Waker::current())
+    }
+
+    /// [`WaitNode::new`] with the caller's [`Waker::current`], already at
+    /// hand (one thread-local lookup per wait instead of three: see
+    /// [`WaitNode::wait_noted`]).
+    pub(crate) fn with_waker(payload: P, waker: Waker) -> WaitNode<P> {
         WaitNode {
-            waker: UnsafeCell::new(Some(Waker::current())),
+            waker: UnsafeCell::new(Some(waker)),
             notified: AtomicBool::new(false),
             next: UnsafeCell::new(ptr::null_mut()),
             claim: ptr::null(),
@@ -378,11 +396,22 @@ impl<P> WaitNode<P> {
         }
     }
 
-    /// Waiter side, after enqueuing the node and releasing the lock.
-    pub(crate) fn wait(&self) {
-        // The waker may `take` the node's waker concurrently: decide how to
-        // wait from the calling context (the same one `new` recorded).
-        let task = worker::Current::get().map(|c| c.task());
+    /// Waiter side, after enqueuing the node and releasing the lock: records
+    /// the wait ([`note_wait`]`(kind, arg)`) and waits until notified. The
+    /// node was made with [`WaitNode::with_waker`] from `Waker::current()`
+    /// in this same call and `task` is that waker's [`Waker::task`]: the
+    /// waker may `take` the node's waker concurrently, so how to wait is
+    /// decided from this copy, not from the node, and without re-reading
+    /// the thread-local state: the calling context cannot change in between
+    /// (no switch can make a task a thread or the reverse; `blocking` is
+    /// entered and left by calls, and a task keeps its identity when it
+    /// migrates). A task inside `blocking` (`task` = `None`) still gets its
+    /// wait noted through the thread-local lookup, as before.
+    pub(crate) fn wait_noted(&self, task: Option<TaskRef>, kind: u8, arg: u64) {
+        match task {
+            Some(t) => note_wait_of(t, kind, arg),
+            None => note_wait(kind, arg),
+        }
         wait_until(task, || self.notified.load(Ordering::Acquire));
     }
 }
