@@ -104,8 +104,17 @@ unsafe impl Send for Slot {}
 impl Drop for Slot {
     fn drop(&mut self) {
         if self.registered() {
-            lock().remove(self);
+            self.unregister();
         }
+    }
+}
+
+impl Slot {
+    /// Out of line (the registry's lock inlined cost every drop of an
+    /// unregistered slot, e.g. each spawned task's, register saves).
+    #[inline(never)]
+    fn unregister(&self) {
+        lock().remove(self);
     }
 }
 

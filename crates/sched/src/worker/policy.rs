@@ -844,7 +844,14 @@ pub(crate) fn make_runnable(tr: TaskRef, woken: bool) {
             }
         }
     }
-    let sh = task.shared();
+    push_global_notify(task.shared(), t);
+}
+
+/// `make_runnable` from outside its runtime's workers: `t` goes to the
+/// global queue. Out of line: the global queue's lock, inlined, cost the
+/// worker paths of `make_runnable` register saves.
+#[inline(never)]
+fn push_global_notify(sh: &crate::shared::Shared, t: TaskRef) {
     sh.push_global_one(t);
     sh.notify_global();
 }

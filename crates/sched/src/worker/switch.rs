@@ -120,10 +120,7 @@ pub(crate) fn finish_switch(arg: usize) {
     unsafe {
         if action == A_REQUEUE {
             let prev = TaskRef::new((arg & !A_MASK) as *mut Task);
-            prev.state.store(state::RUNNABLE, Ordering::Relaxed);
-            let sh = prev.shared();
-            sh.push_global_one(prev);
-            sh.notify_global();
+            requeue_global(prev.shared(), prev);
             return;
         }
         let w = &*((arg & !A_MASK) as *const Worker);
@@ -137,12 +134,7 @@ pub(crate) fn finish_switch(arg: usize) {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
                 w.push_local(TaskRef::new(prev));
             }
-            A_PREEMPT_GLOBAL => {
-                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                let sh = w.shared();
-                sh.push_global_one(TaskRef::new(prev));
-                sh.notify_global();
-            }
+            A_PREEMPT_GLOBAL => requeue_global(w.shared(), TaskRef::new(prev)),
             A_PARK => {
                 (*prev).state.store(state::PARKED, Ordering::Relaxed);
                 if (*prev)
@@ -172,6 +164,18 @@ pub(crate) fn finish_switch(arg: usize) {
             _ => {}
         }
     }
+}
+
+/// `finish_switch`'s rare actions `A_REQUEUE` and `A_PREEMPT_GLOBAL`: `prev`
+/// (just switched away from, ours to queue) goes to the global queue of
+/// `sh`. Out of line: the global queue's lock, inlined, cost every switch
+/// register saves in `finish_switch`.
+#[cold]
+#[inline(never)]
+fn requeue_global(sh: &Shared, prev: TaskRef) {
+    prev.state.store(state::RUNNABLE, Ordering::Relaxed);
+    sh.push_global_one(prev);
+    sh.notify_global();
 }
 
 /// Returns a finished task's struct and stack to `w`'s free cache, or to the
