@@ -177,6 +177,8 @@ pub use error::Error;
 pub use fntable::FnStart;
 pub use fntable::{fn_table, preemptible_fn_starts, FnInfo, FnTable, PREEMPTIBLE_FN_SECTION};
 pub use guard::{checkpoint, no_preempt, NoPreempt};
+#[doc(hidden)]
+pub use guard::NoPreemptNoSwitch;
 pub use registry::{
     pc_status, preemptible_code, register_code, register_unsafe_range, CodeHandle, PcStatus, RangeHandle, MAX_CODE_REGIONS,
     MAX_UNSAFE_RANGES, PREEMPTIBLE_SECTION,

@@ -804,6 +804,31 @@ mod tests {
     }
 
     #[test]
+    fn no_switch_guard_counts_on_the_slot_it_began_on() {
+        // Outside a worker: nothing to count, nothing to restore.
+        drop(crate::guard::NoPreemptNoSwitch::new());
+        let a = leaked_slot();
+        on_new_thread(move || {
+            register_worker(a, Duration::from_millis(10)).unwrap();
+            a.switch_in(0x1000, 0x2000, TaskPreemptState::default());
+            let g1 = crate::guard::NoPreemptNoSwitch::new();
+            assert_eq!(a.no_preempt_depth(), 1);
+            // Nests with the plain guard, in either order of drops.
+            let g2 = NoPreempt::new();
+            let g3 = crate::guard::NoPreemptNoSwitch::new();
+            assert_eq!(a.no_preempt_depth(), 3);
+            drop(g2);
+            assert_eq!(a.no_preempt_depth(), 2);
+            drop(g3);
+            assert_eq!(a.no_preempt_depth(), 1);
+            drop(g1);
+            assert_eq!(a.no_preempt_depth(), 0);
+            a.switch_out();
+            unregister_worker().unwrap();
+        });
+    }
+
+    #[test]
     fn no_preempt_depth_travels_with_the_task_across_workers() {
         let a = leaked_slot();
         let b = leaked_slot();

@@ -21,8 +21,11 @@ pub(crate) struct SpinGuard<'a, T> {
     // A spin lock is never held across a preemption: generic code holding one
     // may be inlined into a `preemptible!` function, and a holder parked by an
     // async preemption would make others spin on its worker forever. Declared
-    // after `lock`, so it drops after the unlock in `Drop`.
-    _np: usurp_preempt::NoPreempt,
+    // after `lock`, so it drops after the unlock in `Drop`. The no-switch
+    // kind: a spin lock is never held across a task switch either (see the
+    // module docs), so the section ends on the worker slot it began on,
+    // without a second thread-local lookup.
+    _np: usurp_preempt::NoPreemptNoSwitch,
 }
 
 impl<T> SpinLock<T> {
@@ -32,7 +35,7 @@ impl<T> SpinLock<T> {
 
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
-        let np = usurp_preempt::NoPreempt::new();
+        let np = usurp_preempt::NoPreemptNoSwitch::new();
         if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_slow();
         }
