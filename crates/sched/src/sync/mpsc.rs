@@ -245,11 +245,7 @@ impl<T> State<T> {
                 // it can never receive again (a Receiver is used by one
                 // task at a time), so the channel is disconnected.
                 // SAFETY: as above; the dead waiter never looks at it.
-                unsafe {
-                    if WaitNode::try_claim(n) {
-                        let _ = WaitNode::take_waker(n);
-                    }
-                }
+                unsafe { WaitNode::drop_abandoned(n) };
                 self.receiver_alive = false;
                 return (Err(TrySendError::Disconnected(v)), None);
             }
