@@ -17,17 +17,38 @@ pub struct NoPreempt {
     pub(crate) _not_send: PhantomData<*const ()>,
 }
 
+/// Enters a no-preemption section: finds the calling thread's worker slot
+/// and raises its depth, in one function that is never inlined. Inlined
+/// into a caller's `preemptible!` code, the lookup (an out-of-line call)
+/// and the increment would be separate steps of preemptible code: a tick
+/// between them could move the task to another worker, which would then
+/// raise the depth of the worker it left (that worker's other tasks never
+/// preempted again) and lower its own on exit (review of the scheduler's
+/// spin-lock guard, session 9). Out of line, this code is never a safe
+/// point (it is not registered preemptible), and once it returns the depth
+/// is already raised on the slot the task runs on. Returns that slot (null
+/// outside a worker thread).
+/// (The thread-local is read here directly rather than through
+/// `current_ptr`: this function never switches tasks, so its own read
+/// cannot be a stale cached address, and the section costs one call.)
+#[inline(never)]
+fn enter_section() -> *const crate::slot::WorkerSlot {
+    let slot = crate::slot::current_ptr_here();
+    // SAFETY: CURRENT holds only `&'static WorkerSlot`s (or null).
+    if let Some(s) = unsafe { slot.as_ref() } {
+        // Single writer (this thread); the handler only reads.
+        let d = s.no_preempt.load(Ordering::Relaxed);
+        s.no_preempt.store(d.saturating_add(1), Ordering::Relaxed);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+    slot
+}
+
 impl NoPreempt {
     /// Enters a no-preemption section.
     #[inline]
     pub fn new() -> NoPreempt {
-        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
-        if let Some(slot) = unsafe { current_ptr().as_ref() } {
-            // Single writer (this thread); the handler only reads.
-            let d = slot.no_preempt.load(Ordering::Relaxed);
-            slot.no_preempt.store(d.saturating_add(1), Ordering::Relaxed);
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        }
+        enter_section();
         NoPreempt { _not_send: PhantomData }
     }
 }
@@ -68,23 +89,17 @@ pub struct NoPreemptNoSwitch {
 
 impl NoPreemptNoSwitch {
     /// Enters a no-preemption section that will be left on this thread.
+    ///
+    /// # Safety
+    /// The caller drops the guard on the thread that created it, without
+    /// a task switch in between (no yield, park, block or `blocking` in a
+    /// task while it lives): the exit lowers the depth of the slot found
+    /// on entry, and on another thread that slot is another task's
+    /// (whose no-preemption section, which soundness may rely on, would end
+    /// early). Debug builds check it on exit.
     #[inline]
-    pub fn new() -> NoPreemptNoSwitch {
-        let slot = current_ptr();
-        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
-        if let Some(s) = unsafe { slot.as_ref() } {
-            // Single writer (this thread); the handler only reads.
-            let d = s.no_preempt.load(Ordering::Relaxed);
-            s.no_preempt.store(d.saturating_add(1), Ordering::Relaxed);
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        }
-        NoPreemptNoSwitch { slot }
-    }
-}
-
-impl Default for NoPreemptNoSwitch {
-    fn default() -> Self {
-        Self::new()
+    pub unsafe fn new() -> NoPreemptNoSwitch {
+        NoPreemptNoSwitch { slot: enter_section() }
     }
 }
 
@@ -95,8 +110,10 @@ impl Drop for NoPreemptNoSwitch {
             core::ptr::eq(self.slot, current_ptr()),
             "a NoPreemptNoSwitch section (a scheduler spin lock) switched tasks"
         );
-        // SAFETY: `slot` came from CURRENT (a `&'static WorkerSlot` or
-        // null), and per the type's contract it is still this thread's.
+        // SAFETY: `slot` came from CURRENT: a `&'static WorkerSlot` or
+        // null, so the reference is valid. (That it is still this thread's
+        // slot is `new`'s contract: a correctness condition, checked above
+        // in debug builds.)
         if let Some(s) = unsafe { self.slot.as_ref() } {
             core::sync::atomic::compiler_fence(Ordering::SeqCst);
             let d = s.no_preempt.load(Ordering::Relaxed);

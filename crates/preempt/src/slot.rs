@@ -133,6 +133,15 @@ pub(crate) fn current_ptr() -> *const WorkerSlot {
     CURRENT.try_with(|c| c.get()).unwrap_or(core::ptr::null())
 }
 
+/// [`current_ptr`]'s read, inlined into its caller: only for callers that
+/// are themselves never inlined and never switch tasks (so the address of
+/// the thread-local they compute cannot be reused on another thread), e.g.
+/// `guard::enter_section`.
+#[inline(always)]
+pub(crate) fn current_ptr_here() -> *const WorkerSlot {
+    CURRENT.try_with(|c| c.get()).unwrap_or(core::ptr::null())
+}
+
 /// The calling thread's registered slot, if it is a worker.
 #[inline(never)]
 pub fn current_worker() -> Option<&'static WorkerSlot> {
@@ -805,17 +814,22 @@ mod tests {
 
     #[test]
     fn no_switch_guard_counts_on_the_slot_it_began_on() {
+        // (SAFETY of each `NoPreemptNoSwitch::new` below: every guard is
+        // dropped on the thread that made it, and nothing switches tasks.)
         // Outside a worker: nothing to count, nothing to restore.
-        drop(crate::guard::NoPreemptNoSwitch::new());
+        // SAFETY: see above.
+        drop(unsafe { crate::guard::NoPreemptNoSwitch::new() });
         let a = leaked_slot();
         on_new_thread(move || {
             register_worker(a, Duration::from_millis(10)).unwrap();
             a.switch_in(0x1000, 0x2000, TaskPreemptState::default());
-            let g1 = crate::guard::NoPreemptNoSwitch::new();
+            // SAFETY: see above.
+            let g1 = unsafe { crate::guard::NoPreemptNoSwitch::new() };
             assert_eq!(a.no_preempt_depth(), 1);
             // Nests with the plain guard, in either order of drops.
             let g2 = NoPreempt::new();
-            let g3 = crate::guard::NoPreemptNoSwitch::new();
+            // SAFETY: see above.
+            let g3 = unsafe { crate::guard::NoPreemptNoSwitch::new() };
             assert_eq!(a.no_preempt_depth(), 3);
             drop(g2);
             assert_eq!(a.no_preempt_depth(), 2);

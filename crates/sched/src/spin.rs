@@ -35,7 +35,10 @@ impl<T> SpinLock<T> {
 
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
-        let np = usurp_preempt::NoPreemptNoSwitch::new();
+        // SAFETY: the guard lives in the SpinGuard, and a spin lock is
+        // never held across a task switch (module docs): it is dropped on
+        // this thread, with no switch in between.
+        let np = unsafe { usurp_preempt::NoPreemptNoSwitch::new() };
         if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_slow();
         }

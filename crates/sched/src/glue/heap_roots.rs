@@ -37,7 +37,7 @@
 //!
 //! **Locks in the pause.** The registry lock and channel locks are spin
 //! locks held only for short, non-blocking critical sections, never across
-//! a switch (`SpinGuard` holds a `NoPreempt`): a task stopped for a
+//! a switch (`SpinGuard` holds a no-preemption guard): a task stopped for a
 //! collection never holds one, and a thread outside the runtime holding one
 //! releases it without waiting for anything the collector holds.
 //!
