@@ -98,6 +98,20 @@ struct Entry {
     mark: MarkShared,
 }
 
+impl Entry {
+    /// Block `off >> BLOCK_SHIFT`'s kind word, metadata and descriptor
+    /// word, for an offset `off < hi - lo` (as `entry_holding` returns it).
+    #[inline(always)]
+    fn block_tables(&self, off: usize) -> (&AtomicU16, &BlockMeta, &AtomicUsize) {
+        debug_assert!(off < self.hi - self.lo);
+        let b = off >> BLOCK_SHIFT;
+        // SAFETY: off < hi - lo, so b < nblocks: the kind, meta and desc
+        // maps hold nblocks entries and stay mapped while the entry is
+        // registered.
+        unsafe { (&*self.kinds.add(b), &*self.meta.add(b), &*self.descs.add(b)) }
+    }
+}
+
 /// What the write barrier (and the other shading paths: `Root::set`,
 /// `WeakRef::get`, `Heap::add_root`, `object_at`) needs of a heap while it
 /// marks concurrently: whether it marks, and where shaded objects go.
@@ -335,9 +349,7 @@ pub(crate) fn shade(addr: usize) {
         if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
             return;
         }
-        let b = off >> BLOCK_SHIFT;
-        // SAFETY: as in `is_object_start`.
-        let (kind, m) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b)) };
+        let (kind, m, _) = e.block_tables(off);
         let v = kind.load(Ordering::Acquire);
         let boff = off & (BLOCK_SIZE - 1);
         let gen = e.gen.load(Ordering::Acquire);
@@ -497,9 +509,7 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape) 
     if addr % 8 != 0 {
         return false;
     }
-    let b = off >> BLOCK_SHIFT;
-    // SAFETY: as in `is_object_start`: off < hi - lo, so b < nblocks.
-    let (kind, m, desc) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b), &*e.descs.add(b)) };
+    let (kind, m, desc) = e.block_tables(off);
     let v = kind.load(Ordering::Acquire);
     let bd = desc.load(Ordering::Acquire);
     if v | KIND_NOSCAN != shape.kind | KIND_NOSCAN {
@@ -616,10 +626,7 @@ fn is_object_start(e: &Entry, addr: usize, off: usize) -> Option<usize> {
     if addr % 8 != 0 {
         return None;
     }
-    let b = off >> BLOCK_SHIFT;
-    // SAFETY: off < hi - lo, so b < nblocks: the kind, meta and desc maps
-    // hold nblocks entries and stay mapped while the entry is registered.
-    let (kind, m, desc) = unsafe { (&*e.kinds.add(b), &*e.meta.add(b), &*e.descs.add(b)) };
+    let (kind, m, desc) = e.block_tables(off);
     let v = kind.load(Ordering::Acquire);
     let bd = desc.load(Ordering::Acquire);
     let boff = off & (BLOCK_SIZE - 1);
