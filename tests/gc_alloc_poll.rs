@@ -92,9 +92,16 @@ fn a_refused_stop_request_is_honoured_at_the_next_allocation() {
     eprintln!("allocations inside each stop: with the poll {with:?}, without {without:?}");
     // One allocation may complete between the stopper's count and the
     // signal's delivery, and one more if the delivery comes late (qemu);
-    // the request is then seen at the next allocation's entry.
+    // the request is then seen at the next allocation's entry. The count
+    // starts before `stop_the_world` posts the request, so a stopper the
+    // OS keeps off its CPU in between adds allocations that no poll could
+    // prevent (13 once, natively, in one stop of 20 during a CI run; the
+    // others 0 or 1): most stops must see at most two, none a block
+    // refill's worth (the control's hundreds).
     let max_with = *with.iter().max().unwrap();
-    assert!(max_with <= 8, "a stop waited for {max_with} allocations after its request: {with:?}");
+    assert!(max_with <= 32, "a stop waited for {max_with} allocations after its request: {with:?}");
+    let prompt = with.iter().filter(|&&n| n <= 2).count();
+    assert!(prompt * 4 >= with.len() * 3, "only {prompt} of {} stops came within 2 allocations: {with:?}", with.len());
     let max_without = *without.iter().max().unwrap();
     assert!(
         max_without >= 100,
