@@ -41,9 +41,8 @@ bash "$anchors" preempt
 # ---- binary-trees (benches/binarytrees.rs) beside ../shared/anchors/run.sh binarytrees
 # (issue 4 goals: wall <= 0.8x Go's, max RSS <= Go's)
 depth=${BT_DEPTH:-21}
-cargo bench -q -p usurp --bench binarytrees --no-run 2>/dev/null
-tdir=${CARGO_TARGET_DIR:-target}
-bt=$(ls -t "$tdir"/release/deps/binarytrees-* | grep -v '\.d$' | head -1)
+. ci/lib.sh
+bt=$(bench_bin binarytrees)
 echo
 echo "== binary-trees $depth"
 u=$( { /usr/bin/time -f "usurp binary-trees $depth: wall %e s, max RSS %M KB" "$bt" "$depth" >/dev/null; } 2>&1 | grep '^usurp binary-trees.*RSS')

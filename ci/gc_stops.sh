@@ -12,15 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 depth=${1:-21}
 shift || true
-out=${ANCHOR_OUT:-/tmp/usurp-anchors}
-mkdir -p "$out"
-(cd ../shared/anchors/go && go build -o "$out/go-binarytrees" ./binarytrees)
-if [ -n "${BENCH_BIN:-}" ]; then
-  bench=$BENCH_BIN # a binary built elsewhere (e.g. a baseline from main), run beside Go
-else
-  cargo build --release --bench binarytrees >/dev/null 2>&1
-  bench=$(ls -t target/release/deps/binarytrees-* | grep -v '\.d$' | head -1)
-fi
+. ci/lib.sh
+go=$(go_anchor ../shared/anchors/go/binarytrees go-binarytrees)
+bench=$(bench_bin binarytrees)
 stats() { # reads one stop in ms per line
   sort -g | awk '{ v[NR] = $1 } END {
     if (NR == 0) { print "no stops"; exit }
@@ -30,7 +24,7 @@ stats() { # reads one stop in ms per line
 }
 t=$(mktemp -d)
 /usr/bin/time -f "wall %e s, user %U s, sys %S s, max RSS %M KB" -o "$t/usurp.time" env USURP_DEBUG=gctrace=1 "$bench" "$depth" "$@" >/dev/null 2>"$t/usurp.trace"
-/usr/bin/time -f "wall %e s, user %U s, sys %S s, max RSS %M KB" -o "$t/go.time" env GODEBUG=gctrace=1 "$out/go-binarytrees" "$depth" >/dev/null 2>"$t/go.trace"
+/usr/bin/time -f "wall %e s, user %U s, sys %S s, max RSS %M KB" -o "$t/go.time" env GODEBUG=gctrace=1 "$go" "$depth" >/dev/null 2>"$t/go.trace"
 echo "usurp binary-trees $depth $*: $(cat "$t/usurp.time"), $(grep -c '^gc ' "$t/usurp.trace") cycles"
 echo -n "  stops: "
 sed -n 's/.*, stops start \([0-9.]*\) + termination \([0-9. +]*\) ms.*/\1 \2/p' "$t/usurp.trace" | tr -s ' +' '\n\n' | grep . | stats
