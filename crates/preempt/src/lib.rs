@@ -169,6 +169,14 @@ mod stats;
 /// reach the ISA through it. Internal wiring, not an embedder's API.
 #[doc(hidden)]
 pub use archif::arch;
+/// Whether the first runtime's start-up printed the warning about missing
+/// frame-pointer flags (`rustflags`): the scheduler's own check of the
+/// compiled code (`usurp_sched`'s `fpcheck`) then stays silent, so that a
+/// build without the flags prints one warning, not two. Internal wiring.
+#[doc(hidden)]
+pub fn build_flags_warned() -> bool {
+    rustflags::warning().is_some()
+}
 // The API for code that runs in tasks and for JIT compilers: safe points,
 // code registration, the signal's identity, counters.
 pub use archif::SpillFrame;

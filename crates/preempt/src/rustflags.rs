@@ -66,13 +66,15 @@ fn message(c: FlagCheck) -> Option<&'static str> {
             "usurp: warning: built without `-C force-frame-pointers=yes` (a RUSTFLAGS variable replaces \
              .cargo/config.toml's flags): the frame-pointer chain that the safe-point check and task \
              backtraces rely on is broken. Build with RUSTFLAGS=\"-C force-frame-pointers=yes -C \
-             llvm-args=-enable-shrink-wrap=false\" (see README).",
+             llvm-args=-enable-shrink-wrap=false\" or the same [build] rustflags in your \
+             .cargo/config.toml (usurp's own does not apply to your build). See usurp::embedding.",
         ),
         (true, false) => Some(
             "usurp: warning: built without `-C llvm-args=-enable-shrink-wrap=false` (a RUSTFLAGS variable \
              replaces .cargo/config.toml's flags): a task backtrace taken at an early-exit path may miss a \
              frame. Build with RUSTFLAGS=\"-C force-frame-pointers=yes -C \
-             llvm-args=-enable-shrink-wrap=false\" (see README).",
+             llvm-args=-enable-shrink-wrap=false\" or the same [build] rustflags in your \
+             .cargo/config.toml (usurp's own does not apply to your build). See usurp::embedding.",
         ),
     }
 }

@@ -49,15 +49,24 @@ pub(crate) fn build_has_frame_pointers() -> bool {
 /// Prints one warning if frame pointers are missing. Called once per
 /// process, when the first runtime installs its hooks.
 pub(crate) fn warn_without_frame_pointers() {
-    if !build_has_frame_pointers() {
-        eprintln!(
-            "usurp: warning: this program was built without frame pointers (or with shrink-wrapping): \
-             task dumps and backtraces of preempted tasks may miss frames. Build with \
-             RUSTFLAGS=\"-C force-frame-pointers=yes -C llvm-args=-enable-shrink-wrap=false\" or the same \
-             [build] rustflags in your .cargo/config.toml (usurp's own does not apply to your build; a \
-             RUSTFLAGS variable replaces it). See usurp::embedding."
-        );
+    if let Some(w) = warning(build_has_frame_pointers(), usurp_preempt::build_flags_warned()) {
+        eprintln!("{w}");
     }
+}
+
+/// The warning, if any: none where the probe's prologue links a frame
+/// record, and none where `usurp_preempt` already warned at start-up about
+/// the same flags read from the build (a build without them would
+/// otherwise print two warnings for one cause). The probe still speaks
+/// where the flag check missed (flags that reach the code some other way).
+fn warning(probe_has_frame_pointers: bool, flags_warned: bool) -> Option<&'static str> {
+    (!probe_has_frame_pointers && !flags_warned).then_some(
+        "usurp: warning: this program was built without frame pointers (or with shrink-wrapping): \
+         task dumps and backtraces of preempted tasks may miss frames. Build with \
+         RUSTFLAGS=\"-C force-frame-pointers=yes -C llvm-args=-enable-shrink-wrap=false\" or the same \
+         [build] rustflags in your .cargo/config.toml (usurp's own does not apply to your build; a \
+         RUSTFLAGS variable replaces it). See usurp::embedding.",
+    )
 }
 
 #[cfg(test)]
@@ -69,5 +78,17 @@ mod tests {
     #[test]
     fn the_workspace_build_has_frame_pointers() {
         assert!(super::build_has_frame_pointers(), "preemptible probe without a frame-pointer prologue");
+    }
+
+    /// One cause, one warning: the probe's warning only where the
+    /// start-up flag check (`usurp_preempt`) said nothing.
+    #[test]
+    fn a_build_without_the_flags_is_warned_about_once() {
+        assert!(super::warning(false, false).is_some_and(|w| w.contains("force-frame-pointers")));
+        assert_eq!(super::warning(false, true), None, "the flag check already warned");
+        assert_eq!(super::warning(true, false), None);
+        assert_eq!(super::warning(true, true), None);
+        // This workspace builds with the flags: neither check warns.
+        assert!(!usurp_preempt::build_flags_warned());
     }
 }
