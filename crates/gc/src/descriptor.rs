@@ -772,7 +772,28 @@ impl ArrayDescriptorBuilder {
 /// `PAYLOAD_OFFSET` must equal `Self::descriptor().payload_offset()` (0 for
 /// a compact descriptor); `Gc<T>` uses it as a compile-time constant (and
 /// `Gc::new` / `Gc::from_ref` check it).
-pub unsafe trait GcType: Sized {
+///
+/// **`Sync`** (a supertrait, checked by the compiler): a heap object is
+/// shared by every task that reaches it, and tasks run on several threads
+/// at once; a `GcRef` is `Send` and [`Gc::from_ref`](crate::Gc::from_ref)
+/// is safe, so any thread may hold a `&Self` to any object. A type with
+/// unsynchronised interior mutability (`Cell`, `RefCell`, `Rc`) would let
+/// safe code race on it; use atomics or a lock (`Member` fields are
+/// atomic words):
+///
+/// ```compile_fail,E0277
+/// use usurp_gc::gc_type;
+/// #[repr(C)]
+/// struct Counter { n: std::cell::Cell<u64> } // not Sync: refused
+/// gc_type!(Counter {});
+/// ```
+/// ```
+/// use usurp_gc::gc_type;
+/// #[repr(C)]
+/// struct Counter { n: std::sync::atomic::AtomicU64 } // Sync: accepted
+/// gc_type!(Counter {});
+/// ```
+pub unsafe trait GcType: Sized + Sync {
     /// Bytes from an object's address to its payload (see
     /// [`Descriptor::payload_offset`]).
     const PAYLOAD_OFFSET: usize = 8;

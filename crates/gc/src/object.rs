@@ -536,6 +536,15 @@ pub struct Gc<T> {
     _t: PhantomData<*const T>,
 }
 
+// SAFETY: a `Gc<T>` is an address; on any thread its safe accessors
+// check that it names a live `T` before handing out a `&T`, which other
+// threads may hold at the same time (so `T: Sync`; every `GcType` is).
+// Objects are never moved or dropped through a `Gc`, so `T: Send` is not
+// needed. This is what `GcRef` + `Gc::from_ref` already allowed, typed.
+unsafe impl<T: Sync> Send for Gc<T> {}
+// SAFETY: as above: `Gc<T>` is `Copy`, so sharing one is sending a copy.
+unsafe impl<T: Sync> Sync for Gc<T> {}
+
 impl<T> Clone for Gc<T> {
     fn clone(&self) -> Self {
         *self
@@ -821,6 +830,14 @@ impl<T> Member<T> {
         unsafe { usurp_gc_write_barrier(std::ptr::null_mut(), self.v.get(), v.map_or(0, |g| g.raw.addr())) }
     }
 }
+
+// SAFETY: a `Member` is one word read and written only atomically (`get`
+// an atomic load, `set` the barrier's atomic store), so sharing it between
+// threads races on nothing; the `Gc<T>` it yields needs `T: Sync` to move
+// between threads (above), hence the bound.
+unsafe impl<T: Sync> Sync for Member<T> {}
+// SAFETY: as above; a `Member` owns nothing but the word.
+unsafe impl<T: Sync> Send for Member<T> {}
 
 impl<T> Default for Member<T> {
     fn default() -> Self {
