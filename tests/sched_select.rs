@@ -132,6 +132,79 @@ fn select_panics_on_the_wrong_channel() {
     assert!(msg.contains("not a receive on this channel"), "{msg}");
 }
 
+/// A value that counts its drops (not `Clone`: a lost one cannot be remade).
+struct Counted(u32, Arc<std::sync::atomic::AtomicUsize>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `Selected::take_unsent` gives back the value of a send case that did
+/// not complete, after a timeout (its node was queued and taken back) and
+/// beside a completed case (never offered or polled and refused); `None`
+/// for the completed case and once taken; a retry offers the value again.
+/// Before it, those values could only be dropped with the `Selected`.
+fn take_unsent_cases(ctx: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = sync_channel::<Counted>(0); // nobody receives yet
+    let (btx, brx) = sync_channel::<Counted>(1); // room for one
+    // Timeout: the queued offer comes back whole.
+    let mut sel = Select::new();
+    let a = sel.send(&tx, Counted(7, drops.clone()));
+    sel.timeout(Duration::from_millis(2));
+    let mut s = sel.wait();
+    assert!(s.timed_out(), "{ctx}");
+    let v = s.take_unsent(a, &tx).expect("the timed-out case's value");
+    assert_eq!(v.0, 7, "{ctx}");
+    assert!(s.take_unsent(a, &tx).is_none(), "{ctx}: taken once");
+    drop(s);
+    assert_eq!(drops.load(SeqCst), 0, "{ctx}: the value was dropped");
+    // Beside a completed case (the buffered channel has room).
+    let mut sel = Select::new();
+    let a = sel.send(&tx, v);
+    let b = sel.send(&btx, Counted(8, drops.clone()));
+    let mut s = sel.wait();
+    assert_eq!(s.index(), Some(b), "{ctx}");
+    assert!(s.take_unsent(b, &btx).is_none(), "{ctx}: the completed case's value was sent");
+    let v = s.take_unsent(a, &tx).expect("the case not chosen");
+    s.send(&btx).expect("sent");
+    assert_eq!(brx.try_recv().map(|c| c.0).ok(), Some(8), "{ctx}");
+    // The retry is received.
+    let h = std::thread::spawn(move || rx.recv().map(|c| c.0));
+    let mut sel = Select::new();
+    let a = sel.send(&tx, v);
+    let s = sel.wait();
+    assert_eq!(s.index(), Some(a), "{ctx}");
+    s.send(&tx).expect("received");
+    assert_eq!(h.join().unwrap(), Ok(7), "{ctx}");
+    assert_eq!(drops.load(SeqCst), 2, "{ctx}: each value dropped once, by its receiver");
+}
+
+#[test]
+fn take_unsent_returns_what_a_select_did_not_send() {
+    within(60, "take_unsent", || {
+        take_unsent_cases("plain thread");
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        rt.block_on(|| take_unsent_cases("task"));
+    });
+}
+
+#[test]
+fn take_unsent_panics_on_a_receive_case() {
+    let (tx, rx) = channel::<u32>();
+    tx.send(1).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sel = Select::new();
+        let a = sel.recv(&rx);
+        let mut s = sel.wait();
+        s.take_unsent(a, &tx)
+    }));
+    let msg = *r.unwrap_err().downcast::<String>().unwrap();
+    assert!(msg.contains("not a send on this channel"), "{msg}");
+}
+
 /// Both cases always ready: each is chosen about half the time.
 #[test]
 fn select_chooses_randomly_among_ready_cases() {

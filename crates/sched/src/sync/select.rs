@@ -46,7 +46,8 @@
 //! least a word) registers its case storage in `heap_roots::REGISTRY`, and
 //! every pause scans, conservatively: the values of send cases not yet
 //! offered or taken back (a case not chosen: `wait` moves its value back
-//! out of its node, so it lives until the `Selected` is dropped), the
+//! out of its node, so it lives until the `Selected` is dropped or
+//! [`Selected::take_unsent`] takes it), the
 //! payloads of its wait nodes once notified (a value handed to a receive
 //! case, or returned by a send case whose receiver went away) or once
 //! another case or the timer won the claim (a losing send case's value,
@@ -121,6 +122,10 @@ trait Case<'a> {
     /// The typed outcome slot (`Option<Result<T, RecvError>>` or
     /// `Option<Result<(), SendError<T>>>`).
     fn out(&mut self) -> *mut ();
+    /// A send case's value slot (`Option<T>`: the value while not offered,
+    /// and once `wait` took it back from a losing node); null for a
+    /// receive case.
+    fn unsent(&mut self) -> *mut ();
     /// GC scan (`scan_cases`, storage lock held): reports the bytes of the
     /// values this case holds (see the module docs); nothing for values
     /// smaller than a word.
@@ -302,6 +307,9 @@ impl<'a, T> Case<'a> for RecvCase<'a, T> {
     fn out(&mut self) -> *mut () {
         &mut self.out as *mut _ as *mut ()
     }
+    fn unsent(&mut self) -> *mut () {
+        std::ptr::null_mut()
+    }
     fn gc_ranges(&self, f: RangeFn<'_>) {
         if !crate::join::may_hold_pointer::<T>() {
             return;
@@ -351,6 +359,9 @@ impl<'a, T> Case<'a> for SendCase<'a, T> {
     }
     fn out(&mut self) -> *mut () {
         &mut self.out as *mut _ as *mut ()
+    }
+    fn unsent(&mut self) -> *mut () {
+        &mut self.value as *mut _ as *mut ()
     }
     fn gc_ranges(&self, f: RangeFn<'_>) {
         if !crate::join::may_hold_pointer::<T>() {
@@ -668,5 +679,32 @@ impl<'a> Selected<'a> {
         // SAFETY: as in `recv`, for `Option<Result<(), SendError<T>>>`.
         let out = unsafe { &mut *(c.out() as *mut Option<Result<(), SendError<T>>>) };
         out.take().expect("outcome taken once")
+    }
+
+    /// The value of send case `case` on `tx` back, if that case did not
+    /// complete (another case, the timeout or the default was chosen):
+    /// what to offer again after a timeout, rather than lose a value that
+    /// is not `Clone`. `None` for the completed case (its value was sent,
+    /// or comes back in [`Selected::send`]'s `SendError`) and once taken.
+    /// Values not taken are dropped with the `Selected`.
+    ///
+    /// # Panics
+    /// If case `case` is not a send on `tx`.
+    pub fn take_unsent<T: Send, S: SendHalf<T>>(&mut self, case: usize, tx: &S) -> Option<T> {
+        let addr = tx.chan_erased() as usize;
+        let stg = self.inner.lock.lock();
+        let cases = self.inner.cases_mut(&stg);
+        let Some(c) = cases.get_mut(case) else {
+            panic!("Selected::take_unsent: no case {case} (the select had {})", cases.len())
+        };
+        assert!(
+            !c.is_recv() && c.chan_addr() == addr,
+            "Selected::take_unsent: case {case} is not a send on this channel"
+        );
+        // SAFETY: a send case on this channel address was built from a
+        // `SendHalf<T>` of this very (still borrowed, so live) channel:
+        // its value slot has type `Option<T>`. Written under the storage
+        // lock (`stg`), which the GC scan of the slot takes.
+        unsafe { (*(c.unsent() as *mut Option<T>)).take() }
     }
 }
