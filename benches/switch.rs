@@ -8,8 +8,13 @@
 //! runs per figure (default 7; the warm-up run comes on top), and a filter
 //! argument: `cargo bench --bench switch -- spawn` runs only the benchmarks
 //! whose name contains `spawn` (e.g. `ping-pong`, `workers(1)`).
+//! `USURP_BENCH_CLOCK=cpu` times with the process's CPU time instead of the
+//! wall clock: on a loaded machine the wall time of a run includes the
+//! slices the OS gave other processes, its CPU time does not. Meaningful
+//! for the `workers(1)` rows (one runtime thread busy; the others sleep),
+//! not for `workers(2)` (an idle worker's search counts too). Not
+//! comparable with Go's wall figures: for comparing two builds.
 
-use std::time::Instant;
 use usurp::{spawn, sync_channel, yield_now, Runtime};
 
 const RUNS: usize = 7;
@@ -17,6 +22,30 @@ const RUNS: usize = 7;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// The bench's clock: wall (`Instant`), or the process's CPU time with
+/// `USURP_BENCH_CLOCK=cpu` (see the module docs).
+#[derive(Clone, Copy)]
+struct Instant(u64);
+
+impl Instant {
+    fn cpu() -> bool {
+        static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *CPU.get_or_init(|| std::env::var("USURP_BENCH_CLOCK").is_ok_and(|v| v == "cpu"))
+    }
+
+    fn now() -> Instant {
+        let clock = if Instant::cpu() { libc::CLOCK_PROCESS_CPUTIME_ID } else { libc::CLOCK_MONOTONIC };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the struct we pass; both clocks exist on Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+
+    fn elapsed(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(Instant::now().0 - self.0)
+    }
 }
 
 fn env_usize(var: &str, default: usize) -> usize {
