@@ -707,11 +707,7 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
 /// panic.
 #[inline]
 fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
-    let fast = || match fast_shape_of::<T>() {
-        Some(shape) => crate::refcheck::is_live_as(raw.addr(), T::descriptor(), shape),
-        None => false,
-    };
-    if crate::mutator::current_mutator().is_null() || !fast() {
+    if crate::mutator::current_mutator().is_null() || !crate::refcheck::is_live_as_type::<T>(raw.addr()) {
         checked_payload_slow::<T>(raw);
     }
     // SAFETY: `raw` is a live object whose descriptor is
