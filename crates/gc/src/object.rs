@@ -701,8 +701,8 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
 /// The lifetime is the caller's borrow of the handle.
 ///
 /// Two paths: the common case (a small `T` on a thread with a mutator) is
-/// `refcheck::is_live_as`, with `T`'s size-class constants
-/// ([`fast_shape_of`]); anything else, and every failure, goes to the
+/// `refcheck::is_live_as_type` (`is_live_as` with `T`'s size-class
+/// constants, [`fast_shape_of`]); anything else, and every failure, goes to the
 /// general check (`GcRef::live_descriptor`), which gives the answer and the
 /// panic.
 #[inline]

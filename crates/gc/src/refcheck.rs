@@ -693,9 +693,10 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
 }
 
 /// The entry whose reservation holds `addr`, and `addr`'s offset in it.
-/// Slot 0 is tried first, without reading the slot count: most processes
-/// have one heap, registered there, and this runs on every handle check
-/// (a `Gc<T>` dereference); then every slot in use (slot 0 again).
+/// Slot 0 is tried first ([`FIRST`]: no slot count, no null test), as most
+/// processes have one heap, registered there, and this runs on every
+/// handle check (a `Gc<T>` dereference); then every slot in use (slot 0
+/// again).
 #[inline(always)]
 fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
     let holds = |e: &'static Entry| {
