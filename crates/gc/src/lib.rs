@@ -569,7 +569,7 @@ pub use mutator::{set_alloc_checkpoint_for_tests, set_alloc_poll_for_tests};
 #[doc(hidden)]
 pub use pacer::{request_exit_counters, set_assists_for_tests, set_leave_for_requests_for_tests, set_mark_delay_for_tests};
 #[doc(hidden)]
-pub use refcheck::{deref_fast_path_for_tests, set_shading_gate_for_tests};
+pub use refcheck::{deref_fast_path_for_tests, handle_table_slot_0_for_tests, set_shading_gate_for_tests};
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};

@@ -710,17 +710,13 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
 /// The lifetime is the caller's borrow of the handle.
 ///
 /// Two paths: the common case (a small `T` on a thread with a mutator) is
-/// `refcheck::is_live_as`, with `T`'s size-class constants
-/// ([`fast_shape_of`]); anything else, and every failure, goes to the
+/// `refcheck::is_live_as_type` (`is_live_as` with `T`'s size-class
+/// constants, [`fast_shape_of`]); anything else, and every failure, goes to the
 /// general check (`GcRef::live_descriptor`), which gives the answer and the
 /// panic.
 #[inline]
 fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
-    let fast = || match fast_shape_of::<T>() {
-        Some(shape) => crate::refcheck::is_live_as(raw.addr(), T::descriptor(), shape),
-        None => false,
-    };
-    if crate::mutator::current_mutator().is_null() || !fast() {
+    if crate::mutator::current_mutator().is_null() || !crate::refcheck::is_live_as_type::<T>(raw.addr()) {
         checked_payload_slow::<T>(raw);
     }
     // SAFETY: `raw` is a live object whose descriptor is

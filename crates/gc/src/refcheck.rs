@@ -82,7 +82,8 @@ pub const POISON: usize = 0xdead_f1ee_dead_f1ee;
 
 struct Entry {
     lo: usize,
-    hi: usize,
+    /// The reservation's length (`hi - lo`): it holds `[lo, lo + len)`.
+    len: usize,
     kinds: *const AtomicU16,
     meta: *const BlockMeta,
     /// Per block: a typed block's descriptor (`Space::block_desc`).
@@ -98,14 +99,45 @@ struct Entry {
     mark: MarkShared,
 }
 
+// SAFETY: an entry is immutable once published; its table pointers name
+// atomics (kinds, metadata, descriptor words) that any thread may read, and
+// `MarkShared` is all atomics and a mutex.
+unsafe impl Sync for Entry {}
+
+/// What [`FIRST`] holds while slot 0 is empty: an empty reservation
+/// (`len == 0`), which holds no address, so the fast path's range check
+/// fails and the lookup goes on to the other slots.
+static NO_HEAP: Entry = Entry {
+    lo: 0,
+    len: 0,
+    kinds: std::ptr::null(),
+    meta: std::ptr::null(),
+    descs: std::ptr::null(),
+    gen: AtomicU64::new(0),
+    encoding: crate::encoding::ValueEncoding::untagged(),
+    mark: MarkShared {
+        marking: std::sync::atomic::AtomicBool::new(false),
+        grey: std::sync::Mutex::new(Vec::new()),
+        shaded_bytes: AtomicUsize::new(0),
+        shaded_bad_pointers: AtomicUsize::new(0),
+        gate_closed: std::sync::atomic::AtomicBool::new(false),
+    },
+};
+
+/// Slot 0's entry, or [`NO_HEAP`] while slot 0 is empty: never null, so
+/// that [`entry_holding`]'s first try (every handle check, most processes
+/// having one heap) is a load and a range check, without a null test.
+/// Written under `REGISTER` together with `SLOTS[0]`.
+static FIRST: AtomicPtr<Entry> = AtomicPtr::new(&NO_HEAP as *const Entry as *mut Entry);
+
 impl Entry {
     /// Block `off >> BLOCK_SHIFT`'s kind word, metadata and descriptor
-    /// word, for an offset `off < hi - lo` (as `entry_holding` returns it).
+    /// word, for an offset `off < len` (as `entry_holding` returns it).
     #[inline(always)]
     fn block_tables(&self, off: usize) -> (&AtomicU16, &BlockMeta, &AtomicUsize) {
-        debug_assert!(off < self.hi - self.lo);
+        debug_assert!(off < self.len);
         let b = off >> BLOCK_SHIFT;
-        // SAFETY: off < hi - lo, so b < nblocks: the kind, meta and desc
+        // SAFETY: off < len, so b < nblocks: the kind, meta and desc
         // maps hold nblocks entries and stay mapped while the entry is
         // registered.
         unsafe { (&*self.kinds.add(b), &*self.meta.add(b), &*self.descs.add(b)) }
@@ -277,6 +309,18 @@ thread_local! {
     static IN_SECTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Test support: the first heap address of slot 0's entry and of the entry
+/// the lookups try first (`FIRST`), read together under the registration
+/// lock; 0 for an empty slot and for `NO_HEAP`. Equal, always.
+#[doc(hidden)]
+pub fn handle_table_slot_0_for_tests() -> (usize, usize) {
+    let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: as in `entry_holding` and `entries`.
+    let slot0 = unsafe { SLOTS[0].load(Ordering::Acquire).as_ref() }.map_or(0, |e| e.lo);
+    // SAFETY: as in `entry_holding`.
+    (slot0, unsafe { &*FIRST.load(Ordering::Acquire) }.lo)
+}
+
 /// Slot i: the entry of a live reservation or null. Written under `REGISTER`.
 static SLOTS: [AtomicPtr<Entry>; MAX_HEAPS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HEAPS];
 /// Slots ever used (readers scan `0..USED`). Written under `REGISTER`.
@@ -297,6 +341,9 @@ impl Drop for Registration {
         let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
         // The entry is leaked on purpose: a reader may still hold it.
         SLOTS[self.slot].store(std::ptr::null_mut(), Ordering::Release);
+        if self.slot == 0 {
+            FIRST.store(&NO_HEAP as *const Entry as *mut Entry, Ordering::Release);
+        }
     }
 }
 
@@ -323,8 +370,13 @@ pub(crate) fn register(
         shaded_bad_pointers: AtomicUsize::new(0),
         gate_closed: std::sync::atomic::AtomicBool::new(false),
     };
-    let e = Box::into_raw(Box::new(Entry { lo, hi, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
+    // `is_live_as` relies on it for alignment (no `addr % 8` test).
+    assert!(lo % BLOCK_SIZE == 0 && hi >= lo, "a heap reservation [{lo:#x}, {hi:#x}) not block aligned");
+    let e = Box::into_raw(Box::new(Entry { lo, len: hi - lo, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
     SLOTS[slot].store(e, Ordering::Release);
+    if slot == 0 {
+        FIRST.store(e, Ordering::Release);
+    }
     if slot >= USED.load(Ordering::Relaxed) {
         USED.store(slot + 1, Ordering::Release);
     }
@@ -456,6 +508,28 @@ pub(crate) struct FastShape {
     kind: u16,
     size: u64,
     recip: u64,
+    /// `log2(size)` if `size` is a power of two (the slot index is then a
+    /// shift and the boundary test a mask), else 0 (a multiplication by
+    /// `recip`).
+    shift: u32,
+}
+
+impl FastShape {
+    /// The slot starting at offset `off` of a reservation (`off % BLOCK_SIZE`
+    /// into its block) in a block of this shape's class; `None` if `off` is
+    /// not a slot boundary.
+    #[inline(always)]
+    fn slot_at(self, off: usize) -> Option<usize> {
+        let boff = off & (BLOCK_SIZE - 1);
+        if self.shift != 0 {
+            // A power-of-two slot size (and a block-aligned block): a mask
+            // and a shift.
+            (off & (self.size as usize - 1) == 0).then_some(boff >> self.shift)
+        } else {
+            let slot = ((boff as u64 * self.recip) >> 32) as usize;
+            (slot * self.size as usize == boff).then_some(slot)
+        }
+    }
 }
 
 /// The kind word's noscan bit (span class `2 * class + noscan`, shifted).
@@ -470,7 +544,10 @@ pub(crate) const fn fast_shape(bytes: usize, compact: bool) -> Option<FastShape>
     };
     let sc = span_class(c, false) | if compact { SC_TYPED } else { 0 };
     let size = CLASS_SIZES[c] as u64;
-    Some(FastShape { kind: KIND_SMALL as u16 | (sc as u16) << 8, size, recip: (1u64 << 32) / size + 1 })
+    // `is_live_as` relies on it for alignment (no `addr % 8` test).
+    assert!(size % 8 == 0 && size >= 8);
+    let shift = if size.is_power_of_two() { size.trailing_zeros() } else { 0 };
+    Some(FastShape { kind: KIND_SMALL as u16 | (sc as u16) << 8, size, recip: (1u64 << 32) / size + 1, shift })
 }
 
 /// Whether `check(addr)` would answer `Ok(d)`, on a shorter path (`Gc<T>`
@@ -506,33 +583,50 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape) 
     let Some((e, off)) = entry_holding(addr) else {
         return false;
     };
-    if addr % 8 != 0 {
-        return false;
-    }
+    // (No `addr % 8` test: the slot-boundary test below implies it. `lo`
+    // is block aligned (`register` asserts it) and every class size is a
+    // multiple of 8 (`fast_shape` asserts it), so an offset that is a
+    // whole number of slots into its block is a multiple of 8, and so is
+    // `addr`: the header read at the end is aligned.)
     let (kind, m, desc) = e.block_tables(off);
     let v = kind.load(Ordering::Acquire);
     let bd = desc.load(Ordering::Acquire);
-    if v | KIND_NOSCAN != shape.kind | KIND_NOSCAN {
+    let d_addr = d as *const Descriptor as usize;
+    let typed = shape.kind & (SC_TYPED as u16) << 8 != 0;
+    // The block's descriptor word for a `d` object: `d` in a typed block
+    // (compact objects), 0 in an untyped one (headered objects).
+    let want_bd = if typed { d_addr } else { 0 };
+    if v | KIND_NOSCAN != shape.kind | KIND_NOSCAN || bd != want_bd {
         return false;
     }
-    let boff = (off & (BLOCK_SIZE - 1)) as u64;
-    let slot = (boff * shape.recip) >> 32;
-    if slot * shape.size != boff || !m.is_live_fast(slot as usize, e.gen.load(Ordering::Acquire)) {
+    let Some(slot) = shape.slot_at(off) else {
+        return false;
+    };
+    if !m.is_live_fast(slot, e.gen.load(Ordering::Acquire)) {
         return false;
     }
     // The re-reads of `is_object_start` (a lazy sweep may have freed the
-    // block and another thread handed it out again meanwhile).
-    if kind.load(Ordering::Acquire) != v || (desc.load(Ordering::Acquire) != bd && !desc_recheck_off()) {
+    // block and another thread handed it out again meanwhile). The
+    // descriptor word was `want_bd` on the first read.
+    if kind.load(Ordering::Acquire) != v || (desc.load(Ordering::Acquire) != want_bd && !desc_recheck_off()) {
         return false;
     }
-    let d_addr = d as *const Descriptor as usize;
-    if shape.kind & (SC_TYPED as u16) << 8 != 0 {
-        bd == d_addr
-    } else {
-        // SAFETY: as in `header`: a published object (its start bit was
-        // read with Acquire), so its first word is initialised. A
-        // quarantined object's header is `QUARANTINED`, never `d`.
-        bd == 0 && unsafe { (addr as *const usize).read() } == d_addr
+    // A typed block's descriptor word was `d`, twice: a `d` object. Else
+    // the header decides.
+    // SAFETY: as in `header`: a published object (its start bit was read
+    // with Acquire), so its first word is initialised; `addr` is aligned
+    // (above). A quarantined object's header is `QUARANTINED`, never `d`.
+    typed || unsafe { (addr as *const usize).read() } == d_addr
+}
+
+/// Whether `addr` is a live `T` by [`is_live_as`] with `T`'s compile-time
+/// shape (`Gc<T>::deref`'s fast path); `false` (the general check decides)
+/// for a `T` without one (a large object).
+#[inline(always)]
+pub(crate) fn is_live_as_type<T: crate::GcType>(addr: usize) -> bool {
+    match crate::object::fast_shape_of::<T>() {
+        Some(shape) => is_live_as(addr, T::descriptor(), shape),
+        None => false,
     }
 }
 
@@ -540,10 +634,7 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape) 
 /// `T` (`is_live_as`; `false` sends a dereference to the general check).
 #[doc(hidden)]
 pub fn deref_fast_path_for_tests<T: crate::GcType>(r: crate::GcRef) -> bool {
-    match crate::object::fast_shape_of::<T>() {
-        Some(shape) => is_live_as(r.addr(), T::descriptor(), shape),
-        None => false,
-    }
+    is_live_as_type::<T>(r.addr())
 }
 
 /// The descriptor and payload address of the object at `addr`, read from
@@ -602,18 +693,19 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
 }
 
 /// The entry whose reservation holds `addr`, and `addr`'s offset in it.
-/// Slot 0 is tried first, without reading the slot count: most processes
-/// have one heap, registered there, and this runs on every handle check
-/// (a `Gc<T>` dereference); then every slot in use (slot 0 again).
+/// Slot 0 is tried first ([`FIRST`]: no slot count, no null test), as most
+/// processes have one heap, registered there, and this runs on every
+/// handle check (a `Gc<T>` dereference); then every slot in use (slot 0
+/// again).
 #[inline(always)]
 fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
     let holds = |e: &'static Entry| {
         let off = addr.wrapping_sub(e.lo);
-        (off < e.hi - e.lo).then_some((e, off))
+        (off < e.len).then_some((e, off))
     };
-    // SAFETY: as in `entries`: null or a published, immutable entry that
-    // is never freed.
-    if let Some(found) = unsafe { SLOTS[0].load(Ordering::Acquire).as_ref() }.and_then(holds) {
+    // SAFETY: `FIRST` is never null: `NO_HEAP` or slot 0's entry, published
+    // (Release, after its fields were written), immutable and never freed.
+    if let Some(found) = holds(unsafe { &*FIRST.load(Ordering::Acquire) }) {
         return Some(found);
     }
     entries().find_map(holds)
@@ -897,6 +989,15 @@ mod tests {
                 for off in [0, 8, shape.size as usize, BLOCK_SIZE - 8] {
                     assert_eq!(((off as u64 * shape.recip) >> 32) as usize, slot_index(c, off), "class {c}, offset {off}");
                 }
+                // `slot_at` (shift or reciprocal): every 4th offset of two
+                // blocks, a slot exactly at each slot boundary (not at a
+                // block's unused tail).
+                for off in (0..2 * BLOCK_SIZE).step_by(4) {
+                    let boff = off % BLOCK_SIZE;
+                    let want = (boff % CLASS_SIZES[c] == 0).then_some(boff / CLASS_SIZES[c]);
+                    assert_eq!(shape.slot_at(off), want, "class {c}, offset {off}");
+                }
+                assert_eq!(shape.shift != 0, shape.size.is_power_of_two(), "class {c}");
             }
         }
         assert!(class_of_const(MAX_SMALL + 8).is_none() && fast_shape(MAX_SMALL + 8, false).is_none());

@@ -159,6 +159,28 @@ fn the_deref_fast_path_accepts_exactly_live_objects_of_its_type() {
     assert!(deref_fast_path_for_tests::<CPlain>(cplain.raw()), "a pointer-free compact object missed the fast path");
     assert!(!deref_fast_path_for_tests::<Plain>(cplain.raw()) && !deref_fast_path_for_tests::<CPlain>(plain.raw()));
     assert_eq!((plain.a, plain.b, cplain.a, cplain.b), (1, 2, 3, 4));
+    // Inside a compact object of a power-of-two class (16 bytes: a mask and
+    // a shift find the slot), where no header comparison follows: only the
+    // slot-boundary test refuses these (review: without it, `cplain + 8`
+    // passed as a `CPlain`).
+    for delta in [4, 8, 12] {
+        // SAFETY: only handed to the check, never dereferenced.
+        let inside = unsafe { GcRef::from_addr(cplain.raw().addr() + delta) }.unwrap();
+        assert!(!deref_fast_path_for_tests::<CPlain>(inside), "the fast path accepted a `CPlain` + {delta}");
+    }
+
+    // Addresses inside a live object, 4, 8 and 16 bytes in (the test
+    // types' slots are of 24 and 32 bytes): the fast path has no `addr %
+    // 8` test, its slot-boundary test refuses them.
+    for &r in &live {
+        for delta in [4, 8, 16] {
+            // SAFETY: only handed to the checks, never dereferenced.
+            let inside = unsafe { GcRef::from_addr(r.addr() + delta) }.unwrap();
+            for &d in &ds {
+                assert!(!fast(inside, d), "the fast path accepted {r:?} + {delta} as a `{}`", d.name());
+            }
+        }
+    }
 
     // Large objects, arrays and foreign addresses go to the general check.
     let big = Gc::new(Big { next: Member::null(), words: [7; 5000] });
