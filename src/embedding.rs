@@ -61,6 +61,8 @@
 //! sent through a channel is **not** safe (its elements are on the Rust
 //! heap): send a [`RootedVec`](crate::gc::RootedVec), or the handles one by
 //! one. `std::sync::mpsc` channels and other Rust queues are never scanned.
+//! A handle never leaves its runtime: a task of another `Runtime` (another
+//! heap) that dereferences it panics.
 //!
 //! ## 4. Long builtins
 //!

@@ -1396,7 +1396,7 @@ impl HeapInner {
         // mutator is taken away as in `forbid_allocation` (so the allocation
         // fast path costs nothing more); it is given back only for the
         // allocation retried after the sweep (`in_pause`).
-        let pause = PauseFlag::set();
+        let pause = PauseFlag::set(self.space.handle_entry());
         let no_alloc = crate::mutator::forbid_allocation(IN_PAUSE_REASON);
         let mine = no_alloc.saved_mutator();
         let mut retry = in_pause.map(|f| {
@@ -2620,6 +2620,17 @@ thread_local! {
     /// `collect_with` between its lock and the end of the cycle). Written
     /// only by its own thread.
     static IN_PAUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The handle-check entry of the heap whose pause this thread runs
+    /// (null outside one): the safe accessors accept that heap's objects
+    /// only (`refcheck::own_entry`). Written only by its own thread.
+    static PAUSE_ENTRY: std::cell::Cell<*const crate::refcheck::Entry> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// The entry of the heap whose pause the current thread runs, if any.
+#[inline(never)]
+pub(crate) fn pause_entry() -> Option<&'static crate::refcheck::Entry> {
+    // SAFETY: null or an entry (leaked, never freed) set by `PauseFlag`.
+    PAUSE_ENTRY.with(|c| unsafe { c.get().as_ref() })
 }
 
 /// What an allocation in the pause reports ("usurp heap: allocation ...").
@@ -2630,8 +2641,9 @@ const IN_PAUSE_REASON: &str = "inside a collection's pause (a root scanner, a Wo
 struct PauseFlag;
 
 impl PauseFlag {
-    fn set() -> PauseFlag {
+    fn set(entry: &'static crate::refcheck::Entry) -> PauseFlag {
         IN_PAUSE.with(|c| c.set(true));
+        PAUSE_ENTRY.with(|c| c.set(entry));
         PauseFlag
     }
 }
@@ -2639,6 +2651,7 @@ impl PauseFlag {
 impl Drop for PauseFlag {
     fn drop(&mut self) {
         IN_PAUSE.with(|c| c.set(false));
+        PAUSE_ENTRY.with(|c| c.set(std::ptr::null()));
     }
 }
 

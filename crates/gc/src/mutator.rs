@@ -193,6 +193,10 @@ impl ClassCache {
 /// One thread's allocation cache. Owned by one thread at a time.
 pub struct Mutator {
     pub(crate) heap: Arc<HeapInner>,
+    /// `heap`'s handle-check entry (`refcheck::Registration::entry`): this
+    /// thread's safe accessors accept objects of this heap only
+    /// (`refcheck::check_for`, `is_live_as`). Immutable.
+    pub(crate) entry: &'static crate::refcheck::Entry,
     caches: [ClassCache; NUM_SPAN_CLASSES],
     /// Per compact descriptor (indexed by its compact id; entry 0, for
     /// "no id yet", stays empty): the typed block it allocates from.
@@ -307,6 +311,20 @@ pub fn current_mutator() -> *mut Mutator {
     CURRENT.with(|c| c.get())
 }
 
+/// The handle-check entry of the current thread's mutator's heap (null
+/// without a mutator). Never inlined, like `current_mutator`: a task
+/// preempted in the code that inlined a dereference may resume on another
+/// thread. Entries are leaked, so the pointer stays valid wherever it is
+/// used; and every worker of a runtime has the same heap, so it is the
+/// right one after a migration too.
+#[inline(never)]
+pub(crate) fn current_entry() -> *const crate::refcheck::Entry {
+    let m = CURRENT.with(|c| c.get());
+    // SAFETY: a non-null current mutator is this thread's, alive while it
+    // is installed (we only read its immutable `entry`).
+    if m.is_null() { std::ptr::null() } else { unsafe { (*m).entry } }
+}
+
 #[inline(never)]
 pub(crate) fn set_current_mutator(m: *mut Mutator) -> *mut Mutator {
     CURRENT.with(|c| c.replace(m))
@@ -405,7 +423,14 @@ fn fast_in<const COMPACT: bool>(
 
 impl Mutator {
     pub(crate) fn new(heap: Arc<HeapInner>) -> Mutator {
-        Mutator { heap, caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES], typed: vec![ClassCache::EMPTY], assist_debt: 0 }
+        let entry = heap.space.handle_entry();
+        Mutator {
+            heap,
+            entry,
+            caches: [const { ClassCache::EMPTY }; NUM_SPAN_CLASSES],
+            typed: vec![ClassCache::EMPTY],
+            assist_debt: 0,
+        }
     }
 
     /// Fast path: allocate from the current block of span class `sc` (of

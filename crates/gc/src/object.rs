@@ -115,12 +115,20 @@ impl GcRef {
     /// pointers (hiding objects from the marker) or free the object between
     /// the check and the access (review of issue 10, defect 1). The mutator
     /// test is one more non-inlined TLS read (see `benches/refs.rs`).
+    ///
+    /// And the object must be of that mutator's heap (another heap's
+    /// collections neither stop nor scan this thread): an object of another
+    /// heap panics ("another usurp heap"). Inside a collection's pause, on
+    /// the collecting thread (no mutator), any heap's object is accepted.
     #[inline]
     fn live_descriptor(self) -> &'static Descriptor {
-        if crate::mutator::current_mutator().is_null() {
+        let own = crate::mutator::current_entry();
+        if own.is_null() {
             crate::mutator::access_without_mutator(self.addr());
         }
-        match crate::refcheck::check(self.addr()) {
+        // Without a mutator, only the collecting thread in its pause gets
+        // here: its own heap's objects only (`own_entry`).
+        match crate::refcheck::check_own(self.addr()) {
             Ok(d) => d,
             Err(bad) => crate::refcheck::bad_ref(self.addr(), bad),
         }
@@ -414,7 +422,7 @@ impl GcRef {
     pub fn value_ref(self, i: usize) -> Option<GcRef> {
         let w = self.value(i);
         let a = encoding_of(self).decode(w)?;
-        if let Err(bad) = crate::refcheck::check(a) {
+        if let Err(bad) = crate::refcheck::check_own(a) {
             bad_value(self, i, w, a, bad);
         }
         GcRef::from_heap_addr(a)
@@ -433,7 +441,7 @@ impl GcRef {
         }
         value_slot_check(self, d, i);
         if let Some(a) = encoding_of(self).decode(w) {
-            if let Err(bad) = crate::refcheck::check(a) {
+            if let Err(bad) = crate::refcheck::check_own(a) {
                 bad_value(self, i, w, a, bad);
             }
         }
@@ -513,9 +521,19 @@ fn not_a_value_slot(r: GcRef, d: &Descriptor, i: usize) -> ! {
 fn bad_value(r: GcRef, i: usize, w: usize, a: usize, bad: crate::refcheck::Bad) -> ! {
     let why = match bad {
         crate::refcheck::Bad::NotLive => "not a live object of any usurp heap".to_string(),
+        crate::refcheck::Bad::OtherHeap => "an object of another usurp heap".to_string(),
         crate::refcheck::Bad::Freed(d) => format!("a freed `{}` object (checkrefs)", d.name()),
     };
     panic!("value slot {i} of {r:?}: {w:#x} is pointer-tagged but decodes to {a:#x}, {why}")
+}
+
+#[cold]
+#[inline(never)]
+fn foreign_member_value(v: GcRef) -> ! {
+    match crate::refcheck::check_own(v.addr()) {
+        Err(bad) => crate::refcheck::bad_ref(v.addr(), bad),
+        Ok(_) => unreachable!("a value outside this thread's heap passed its check"),
+    }
 }
 
 #[cold]
@@ -709,21 +727,30 @@ impl<T: GcType> std::ops::Deref for Gc<T> {
 /// The payload of `raw` as a `T`, after `deref`'s liveness and type check.
 /// The lifetime is the caller's borrow of the handle.
 ///
-/// Two paths: the common case (a small `T` on a thread with a mutator) is
-/// `refcheck::is_live_as_type` (`is_live_as` with `T`'s size-class
-/// constants, [`fast_shape_of`]); anything else, and every failure, goes to the
-/// general check (`GcRef::live_descriptor`), which gives the answer and the
-/// panic.
+/// Two paths: the common case (a small `T` of this thread's mutator's heap)
+/// is `refcheck::is_live_as_type` (`is_live_as` with `T`'s size-class
+/// constants, [`fast_shape_of`], against the mutator's heap only); anything
+/// else, and every failure, goes to the general check
+/// (`GcRef::live_descriptor`), which gives the answer and the panic.
 #[inline]
 fn checked_payload<'a, T: GcType>(raw: GcRef) -> &'a T {
-    if crate::mutator::current_mutator().is_null() || !crate::refcheck::is_live_as_type::<T>(raw.addr()) {
+    let own = crate::mutator::current_entry();
+    // SAFETY: `own` is null (not dereferenced: `||`) or an entry, which is
+    // leaked (never freed); the current thread's mutator's when read
+    // (non-inlined), the same for every worker of a runtime should the
+    // task migrate.
+    let fast = !own.is_null() && crate::refcheck::is_live_as_type::<T>(raw.addr(), unsafe { &*own });
+    if !fast {
         checked_payload_slow::<T>(raw);
     }
     // SAFETY: `raw` is a live object whose descriptor is
     // `T::descriptor()`: `is_live_as` answered true (only where the general
     // check answers `Ok(T::descriptor())`), or `checked_payload_slow`
-    // returned (it panics otherwise); the thread has a mutator, so no
-    // collection frees it while the caller borrows the handle. Its payload
+    // returned (it panics otherwise); the object is of the heap of this
+    // thread's mutator (both checks refuse other heaps), which stops and
+    // scans this thread, so no collection frees it while the caller borrows
+    // the handle (or, without a mutator, this is the collecting thread in
+    // its pause, the world stopped). Its payload
     // (at T's PAYLOAD_OFFSET, which Gc::new / from_ref checked against the
     // descriptor) is a valid T; mutation of GC pointer fields goes through
     // Member's UnsafeCell.
@@ -817,9 +844,19 @@ impl<T> Member<T> {
     /// Panics on a thread that the World does not stop (no mutator: a plain
     /// thread, a `blocking` closure), like the `GcRef` accessors.
     #[inline]
+    ///
+    /// Panics if `v` is an object of another heap than this thread's (as
+    /// the accessors do): that heap would not see the reference and could
+    /// free its target, and its barrier would shade from a thread its
+    /// collector does not stop.
     pub fn set(&self, v: Option<Gc<T>>) {
-        if crate::mutator::current_mutator().is_null() {
+        if crate::mutator::current_entry().is_null() {
             crate::mutator::access_without_mutator(self.v.get() as usize);
+        }
+        if let Some(g) = v {
+            if !crate::refcheck::own_entry().is_some_and(|e| e.holds(g.raw.addr())) {
+                foreign_member_value(g.raw);
+            }
         }
         // SAFETY: the slot is this cell; the barrier performs the store. The
         // containing object is not known here: obj = null is allowed.

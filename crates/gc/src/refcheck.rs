@@ -80,7 +80,7 @@ pub static QUARANTINED: Descriptor = Descriptor::fixed("<freed object quarantine
 /// The word written over a quarantined object's payload.
 pub const POISON: usize = 0xdead_f1ee_dead_f1ee;
 
-struct Entry {
+pub(crate) struct Entry {
     lo: usize,
     /// The reservation's length (`hi - lo`): it holds `[lo, lo + len)`.
     len: usize,
@@ -131,6 +131,12 @@ static NO_HEAP: Entry = Entry {
 static FIRST: AtomicPtr<Entry> = AtomicPtr::new(&NO_HEAP as *const Entry as *mut Entry);
 
 impl Entry {
+    /// Whether `addr` lies in this entry's reservation.
+    #[inline(always)]
+    pub(crate) fn holds(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.lo) < self.len
+    }
+
     /// Block `off >> BLOCK_SHIFT`'s kind word, metadata and descriptor
     /// word, for an offset `off < len` (as `entry_holding` returns it).
     #[inline(always)]
@@ -267,9 +273,18 @@ fn backoff(n: &mut u32) {
 ///
 /// Cost outside a stop: a non-inlined TLS read (two in the rare case), and
 /// for threads outside the World two atomic RMWs on one shared word.
+///
+/// A mutator vouches only for its own heap (another heap's stops do not
+/// stop its thread), and `f` may touch any heap (a root, weak reference or
+/// object of another runtime's heap): so a thread with a mutator runs `f`
+/// directly only while one heap is registered; with several, it takes the
+/// gate too (it cannot be inside `f` when its own heap's collector closes
+/// the gate: that collector has stopped it, and `f` has no safe point).
+/// The collecting thread in its pause still runs directly (it holds the
+/// gate closed itself); the accessors refuse it other heaps' objects.
 #[inline(never)]
 pub(crate) fn shading_section<R>(f: impl FnOnce() -> R) -> R {
-    if !crate::mutator::current_mutator().is_null()
+    if (!crate::mutator::current_mutator().is_null() && LIVE_HEAPS.load(Ordering::SeqCst) <= 1)
         || crate::heap::in_pause()
         || !SHADING_GATE.load(Ordering::Relaxed)
     {
@@ -325,11 +340,19 @@ pub fn handle_table_slot_0_for_tests() -> (usize, usize) {
 static SLOTS: [AtomicPtr<Entry>; MAX_HEAPS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HEAPS];
 /// Slots ever used (readers scan `0..USED`). Written under `REGISTER`.
 static USED: AtomicUsize = AtomicUsize::new(0);
+/// Heaps registered now. Written under `REGISTER` (SeqCst), read by
+/// `shading_section`: a thread's mutator vouches for one heap only, so
+/// with several heaps alive every thread takes the gate.
+static LIVE_HEAPS: AtomicUsize = AtomicUsize::new(0);
 static REGISTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A reservation's membership in the table; unregisters on drop.
 pub struct Registration {
     slot: usize,
+    /// The heap's entry (leaked: never freed). A mutator of this heap
+    /// keeps it (`Mutator::entry`): its thread's safe accessors accept
+    /// objects of this entry only (`check_for`, `is_live_as`).
+    pub(crate) entry: &'static Entry,
     /// The entry's mark generation (`Space::gen`).
     pub(crate) gen: &'static AtomicU64,
     /// The entry's marking state (`Space::mark`).
@@ -341,6 +364,7 @@ impl Drop for Registration {
         let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
         // The entry is leaked on purpose: a reader may still hold it.
         SLOTS[self.slot].store(std::ptr::null_mut(), Ordering::Release);
+        LIVE_HEAPS.fetch_sub(1, Ordering::SeqCst);
         if self.slot == 0 {
             FIRST.store(&NO_HEAP as *const Entry as *mut Entry, Ordering::Release);
         }
@@ -374,6 +398,7 @@ pub(crate) fn register(
     assert!(lo % BLOCK_SIZE == 0 && hi >= lo, "a heap reservation [{lo:#x}, {hi:#x}) not block aligned");
     let e = Box::into_raw(Box::new(Entry { lo, len: hi - lo, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
     SLOTS[slot].store(e, Ordering::Release);
+    LIVE_HEAPS.fetch_add(1, Ordering::SeqCst);
     if slot == 0 {
         FIRST.store(e, Ordering::Release);
     }
@@ -381,7 +406,7 @@ pub(crate) fn register(
         USED.store(slot + 1, Ordering::Release);
     }
     // SAFETY: the entry is leaked (never freed).
-    Ok(Registration { slot, gen: unsafe { &(*e).gen }, mark: unsafe { &(*e).mark } })
+    Ok(Registration { slot, entry: unsafe { &*e }, gen: unsafe { &(*e).gen }, mark: unsafe { &(*e).mark } })
 }
 
 /// Shade `addr` (the write barrier's slow path and the other shading paths,
@@ -477,8 +502,45 @@ fn shade_decoded(enc: &crate::encoding::ValueEncoding, old: usize, new: usize) {
 pub(crate) enum Bad {
     /// Not the start of a published object of any heap.
     NotLive,
+    /// An object of another heap than the accessing thread's (`check_for`).
+    OtherHeap,
     /// A quarantined (freed) object that had this descriptor.
     Freed(&'static Descriptor),
+}
+
+/// The heap whose objects the current thread may access: its mutator's,
+/// or, on a collecting thread in its pause, the collected heap's (`None`
+/// on any other thread, which may access no heap's objects).
+#[inline]
+pub(crate) fn own_entry() -> Option<&'static Entry> {
+    // SAFETY: null or an entry, which is leaked (never freed).
+    unsafe { crate::mutator::current_entry().as_ref() }.or_else(crate::heap::pause_entry)
+}
+
+/// [`check_for`] against [`own_entry`] (the general check where it has
+/// none: the caller has refused such threads already).
+pub(crate) fn check_own(addr: usize) -> Result<&'static Descriptor, Bad> {
+    match own_entry() {
+        Some(own) => check_for(addr, own),
+        None => check(addr),
+    }
+}
+
+/// [`check`] for an access by a thread with a mutator of the heap whose
+/// entry is `own`: an object of any other heap is refused
+/// ([`Bad::OtherHeap`]). That heap's collections neither stop nor scan
+/// this thread, so nothing would keep it from freeing the object (or the
+/// whole heap, its side tables unmapped) between the check and the
+/// access; `own` stays registered and mapped while the mutator lives.
+#[inline]
+pub(crate) fn check_for(addr: usize, own: &'static Entry) -> Result<&'static Descriptor, Bad> {
+    if own.holds(addr) {
+        return check(addr);
+    }
+    match entry_holding(addr) {
+        Some(_) => Err(Bad::OtherHeap),
+        None => Err(Bad::NotLive),
+    }
 }
 
 /// The descriptor of the live object starting at `addr`, or why there is none.
@@ -575,14 +637,21 @@ pub(crate) const fn fast_shape(bytes: usize, compact: bool) -> Option<FastShape>
 /// geometry is the block's own and the identity check decides, as in
 /// `check`. (`d` is never `QUARANTINED`, which is private to this module.)
 ///
+/// Only objects of `own`'s heap (the accessing thread's mutator's, as
+/// `check_for`): the range check is against `own` alone, so no table of
+/// heaps is read either.
+///
 /// `false` says nothing: another kind of block, a stale or foreign handle,
-/// a quarantined object (its header is `QUARANTINED`). The caller then runs
-/// `check` for the answer (and its panic message).
+/// an object of another heap, a quarantined object (its header is
+/// `QUARANTINED`). The caller then runs `check_for` for the answer (and
+/// its panic message).
 #[inline(always)]
-pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape) -> bool {
-    let Some((e, off)) = entry_holding(addr) else {
+pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape, own: &'static Entry) -> bool {
+    let e = own;
+    let off = addr.wrapping_sub(e.lo);
+    if off >= e.len {
         return false;
-    };
+    }
     // (No `addr % 8` test: the slot-boundary test below implies it. `lo`
     // is block aligned (`register` asserts it) and every class size is a
     // multiple of 8 (`fast_shape` asserts it), so an offset that is a
@@ -619,22 +688,25 @@ pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape) 
     typed || unsafe { (addr as *const usize).read() } == d_addr
 }
 
-/// Whether `addr` is a live `T` by [`is_live_as`] with `T`'s compile-time
-/// shape (`Gc<T>::deref`'s fast path); `false` (the general check decides)
-/// for a `T` without one (a large object).
+/// Whether `addr` is a live `T` of `own`'s heap by [`is_live_as`] with
+/// `T`'s compile-time shape (`Gc<T>::deref`'s fast path); `false` (the
+/// general check decides) for a `T` without one (a large object).
 #[inline(always)]
-pub(crate) fn is_live_as_type<T: crate::GcType>(addr: usize) -> bool {
+pub(crate) fn is_live_as_type<T: crate::GcType>(addr: usize, own: &'static Entry) -> bool {
     match crate::object::fast_shape_of::<T>() {
-        Some(shape) => is_live_as(addr, T::descriptor(), shape),
+        Some(shape) => is_live_as(addr, T::descriptor(), shape, own),
         None => false,
     }
 }
 
 /// Test support: whether `Gc<T>::deref`'s fast path accepts `r` as a live
-/// `T` (`is_live_as`; `false` sends a dereference to the general check).
+/// `T` (`is_live_as` with the current thread's mutator's heap; `false` on
+/// a thread without a mutator, and wherever it sends a dereference to the
+/// general check).
 #[doc(hidden)]
 pub fn deref_fast_path_for_tests<T: crate::GcType>(r: crate::GcRef) -> bool {
-    is_live_as_type::<T>(r.addr())
+    // SAFETY: null or an entry, which is leaked (never freed).
+    unsafe { crate::mutator::current_entry().as_ref() }.is_some_and(|e| is_live_as_type::<T>(r.addr(), e))
 }
 
 /// The descriptor and payload address of the object at `addr`, read from
@@ -658,7 +730,7 @@ pub(crate) unsafe fn layout_of(addr: usize) -> (&'static Descriptor, usize) {
 pub(crate) fn block_desc_of(addr: usize) -> usize {
     match entry_holding(addr) {
         Some((e, off)) => {
-            // SAFETY: off < hi - lo, so the block index is < nblocks (see
+            // SAFETY: off < len, so the block index is < nblocks (see
             // `is_object_start`).
             unsafe { &*e.descs.add(off >> BLOCK_SHIFT) }.load(Ordering::Acquire)
         }
@@ -790,6 +862,11 @@ pub(crate) unsafe fn is_quarantined(addr: usize) -> bool {
 #[inline(never)]
 pub(crate) fn bad_ref(addr: usize, bad: Bad) -> ! {
     match bad {
+        Bad::OtherHeap => panic!(
+            "GcRef {addr:#x} names an object of another usurp heap than this thread's (another Runtime's, \
+             or another Heap's): a GC handle must not cross runtimes, because that heap neither stops nor \
+             scans this thread and could free the object during the access; copy the data instead"
+        ),
         Bad::NotLive => panic!(
             "stale or foreign GcRef {addr:#x}: not a live object of any usurp heap (a GC reference kept \
              only in Rust heap memory is not a root: keep it on a task's stack, in a Root or a RootedVec)"
@@ -990,8 +1067,9 @@ mod tests {
                     assert_eq!(((off as u64 * shape.recip) >> 32) as usize, slot_index(c, off), "class {c}, offset {off}");
                 }
                 // `slot_at` (shift or reciprocal): every 4th offset of two
-                // blocks, a slot exactly at each slot boundary (not at a
-                // block's unused tail).
+                // blocks, a slot exactly at each multiple of the slot size
+                // (also in a block's unused tail, where no object-start
+                // bit is ever set, so no object is found there).
                 for off in (0..2 * BLOCK_SIZE).step_by(4) {
                     let boff = off % BLOCK_SIZE;
                     let want = (boff % CLASS_SIZES[c] == 0).then_some(boff / CLASS_SIZES[c]);
@@ -1027,7 +1105,7 @@ mod tests {
         for (state, want) in [(0, false), (1, false), (2 * gen, true), (2 * gen + 1, false)] {
             m.swept.store(state, Ordering::Release);
             assert_eq!(m.is_live_fast(1, gen), want, "sweep state {state}");
-            assert_eq!(is_live_as(base + 16, &SHAPE_OF, shape), want, "fast path, sweep state {state}");
+            assert_eq!(is_live_as(base + 16, &SHAPE_OF, shape, s.handle_entry()), want, "fast path, sweep state {state}");
         }
     }
 
@@ -1079,12 +1157,12 @@ mod tests {
         // The deref fast path (`is_live_as`) on the same race, and its
         // control: it reads the descriptor word again too.
         arm_typed(s);
-        let fast = is_live_as(stale, &TYPED_A, fast_shape(24, true).unwrap());
+        let fast = is_live_as(stale, &TYPED_A, fast_shape(24, true).unwrap(), s.handle_entry());
         assert_eq!(REUSED.load(Ordering::SeqCst), before + 3, "the fast path raced the reuse");
         assert!(!fast, "the deref fast path accepted a block retyped under it as its old type");
         DESC_RECHECK_OFF.store(true, Ordering::SeqCst);
         arm_typed(s);
-        let fast = is_live_as(stale, &TYPED_A, fast_shape(24, true).unwrap());
+        let fast = is_live_as(stale, &TYPED_A, fast_shape(24, true).unwrap(), s.handle_entry());
         DESC_RECHECK_OFF.store(false, Ordering::SeqCst);
         assert_eq!(REUSED.load(Ordering::SeqCst), before + 4, "the control's fast path raced the reuse");
         assert!(fast, "the control's fast path did not accept the old type for the new object");
@@ -1142,7 +1220,7 @@ mod tests {
         // reads this word.
         unsafe { (stale as *mut usize).write(&ONE as *const Descriptor as usize) };
         arm(s);
-        let fast = is_live_as(stale, &ONE, fast_shape(16, false).unwrap());
+        let fast = is_live_as(stale, &ONE, fast_shape(16, false).unwrap(), s.handle_entry());
         assert_eq!(REUSED.load(Ordering::SeqCst), 4, "the fast path raced the reuse");
         assert!(!fast, "the deref fast path accepted a stale address inside another object");
     }

@@ -101,6 +101,11 @@ pub struct Run {
 }
 
 impl Space {
+    /// This heap's handle-check entry (see `refcheck::check_for`).
+    pub(crate) fn handle_entry(&self) -> &'static crate::refcheck::Entry {
+        self._registration.entry
+    }
+
     /// Reserve `max_heap` bytes (rounded up to whole blocks), plus alignment
     /// slack and an unused guard block below and above the heap proper.
     ///

@@ -1,0 +1,59 @@
+//! Stores of another heap's object into this heap's objects are refused
+//! (`set_ptr`, `set_value`, `Member::set`): that heap would not see the
+//! reference and could free its target. Before the heap-identity change
+//! `set_value` stored it (found by its review).
+use usurp_gc::{alloc, gc_type, Descriptor, Gc, Heap, HeapConfig, Member};
+
+#[repr(C)]
+struct Link {
+    next: Member<Link>,
+}
+gc_type!(Link { next });
+
+#[test]
+fn set_value_refuses_another_heaps_object_like_set_ptr() {
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let a = Heap::new(cfg()).unwrap();
+    let b = Heap::new(cfg()).unwrap();
+    let d = Descriptor::builder(2).pointer_at(0).value_at(1).name("rev").build().unwrap();
+    let a2 = a.clone();
+    let (x, _root) = std::thread::spawn(move || {
+        let _g = a2.attach_thread().unwrap();
+        let r = alloc(d);
+        (r, a2.add_root(Some(r)))
+    })
+    .join()
+    .unwrap();
+    let _g = b.attach_thread().unwrap();
+    let y = alloc(d);
+    let _ry = b.add_root(Some(y));
+    let ptr = std::panic::catch_unwind(|| y.set_ptr(0, Some(x))).is_err();
+    let val = std::panic::catch_unwind(|| y.set_value(1, x.addr())).is_err();
+    assert!(ptr, "set_ptr stored heap a's object into heap b's");
+    assert!(val, "set_value stored heap a's object into heap b's (set_ptr refuses it)");
+}
+
+#[test]
+fn member_set_refuses_another_heaps_object() {
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let a = Heap::new(cfg()).unwrap();
+    let b = Heap::new(cfg()).unwrap();
+    let a2 = a.clone();
+    let (x, _root) = std::thread::spawn(move || {
+        let _g = a2.attach_thread().unwrap();
+        let x = Gc::new(Link { next: Member::null() });
+        (x, a2.add_root(Some(x.raw())))
+    })
+    .join()
+    .unwrap();
+    let _g = b.attach_thread().unwrap();
+    let y = Gc::new(Link { next: Member::null() });
+    let _ry = b.add_root(Some(y.raw()));
+    let same = Gc::new(Link { next: Member::null() });
+    y.next.set(Some(same)); // this heap's object: fine
+    assert_eq!(y.next.get(), Some(same));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| y.next.set(Some(x))));
+    let msg = r.err().and_then(|p| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+    assert!(msg.contains("another usurp heap"), "Member::set stored heap a's object into heap b's: {msg:?}");
+    assert_eq!(y.next.get(), Some(same), "the refused store changed the field");
+}
