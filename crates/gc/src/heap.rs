@@ -1285,9 +1285,19 @@ impl HeapInner {
                                 waits += 1;
                                 let still = at_goal();
                                 crate::pacer::count_goal_wake(still);
-                                if still && self.goal_wait_stalled(failures0) {
-                                    lost = true;
-                                    break;
+                                if still {
+                                    // Not under the mutex: the look may
+                                    // ask for the cycle again, and a
+                                    // failed spawn then notifies it. No
+                                    // wake-up is lost: the loop re-checks
+                                    // under the mutex before it waits.
+                                    drop(g);
+                                    let stalled = self.goal_wait_stalled(failures0);
+                                    g = lock(m);
+                                    if stalled {
+                                        lost = true;
+                                        break;
+                                    }
                                 }
                             }
                         });
