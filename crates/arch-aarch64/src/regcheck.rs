@@ -754,7 +754,8 @@ mod tests {
         let uc = uc as *mut libc::ucontext_t;
         // SAFETY: the kernel passes a valid ucontext; sp is the routine's
         // frame whenever the PC is inside its check loop, and [sp] holds
-        // the remaining iteration count there.
+        // the remaining iteration count there, [sp + 8] the mismatches the
+        // call has counted (both written by the routine before the loop).
         unsafe {
             let m = &mut (*uc).uc_mcontext;
             let pc = m.pc as usize;
@@ -822,7 +823,11 @@ mod tests {
         let tid = rx.recv().unwrap();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        while HITS.load(Ordering::SeqCst) < 6 {
+        // A watchdog: a corruption the loop never counts (the failure this
+        // test exists to catch) defers every later one; the counts then
+        // fail the assertion below instead of the test hanging.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while HITS.load(Ordering::SeqCst) < 6 && std::time::Instant::now() < deadline {
             let before = ATTEMPTS.load(Ordering::SeqCst);
             // SAFETY: signals a live thread of this process.
             assert_eq!(unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) }, 0);
@@ -839,5 +844,6 @@ mod tests {
         let (hits, deferred) = (HITS.load(Ordering::SeqCst), DEFERRED.load(Ordering::SeqCst));
         eprintln!("{hits} corruptions made, {mismatches} counted, {deferred} signals deferred (one pending)");
         assert_eq!(mismatches, hits, "{deferred} signals deferred");
+        assert_eq!(hits, 6, "only {hits} corruptions made in 60 s ({deferred} signals deferred)");
     }
 }

@@ -1267,6 +1267,12 @@ impl HeapInner {
                 };
                 if at_goal() {
                     let world = self.world();
+                    if world.caller_holds_stop() {
+                        // The start stop would wait for this thread, which
+                        // would wait for it (a `ThreadWorld` stopper hung
+                        // here; a runtime's `blocking` panicked instead).
+                        stopper_at_goal();
+                    }
                     let mut waits = 0;
                     // The collector's losses so far: one more during the
                     // wait means the cycle waited for will not start.
@@ -1420,7 +1426,16 @@ impl HeapInner {
         let world = self.world();
         let guard = lock(&self.collect_lock);
         lock(&self.background.0).requested = false;
-        if !world.background_collection() || !self.over_goal(0) {
+        if !world.background_collection() {
+            // The World declines (a VM turned background collection off
+            // after an allocation asked): a cycle lost for the allocations
+            // waiting at the goal, which run it themselves.
+            if self.over_goal(0) {
+                self.collector_lost("the World declined background collection".to_string(), false);
+            }
+            return;
+        }
+        if !self.over_goal(0) {
             return; // someone collected meanwhile
         }
         if let Some(d) = crate::pacer::collector_start_delay() {
@@ -2788,6 +2803,17 @@ fn space_gate(h: &HeapInner) -> &crate::refcheck::MarkShared {
 /// Whether the current thread is inside a collection's pause.
 pub(crate) fn in_pause() -> bool {
     IN_PAUSE.with(|c| c.get())
+}
+
+/// An allocation at the goal by the thread that holds its World stopped.
+#[cold]
+#[inline(never)]
+fn stopper_at_goal() -> ! {
+    panic!(
+        "usurp heap: an allocation at the heap's goal by the thread or task that holds the world stopped: the \
+         collection it must wait for cannot stop the world, so it would wait for itself forever. Restart the \
+         world before allocating this much"
+    )
 }
 
 #[cold]

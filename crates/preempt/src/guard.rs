@@ -64,9 +64,14 @@ impl NoPreempt {
     /// separate constructor rather than a switch in [`NoPreempt::new`]:
     /// that is on every spin lock's path, and the old form must be inlined
     /// into the test's preemptible code to show its window.
+    ///
+    /// # Safety
+    /// Inside `preemptible!` code the section may run unprotected and the
+    /// depth of another worker stay raised for good (that worker's tasks are
+    /// never preempted again): only for the test that shows it.
     #[doc(hidden)]
     #[inline(always)]
-    pub fn new_inlined_for_tests() -> NoPreempt {
+    pub unsafe fn new_inlined_for_tests() -> NoPreempt {
         // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
         if let Some(slot) = unsafe { current_ptr().as_ref() } {
             let d = slot.no_preempt.load(Ordering::Relaxed);
