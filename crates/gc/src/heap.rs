@@ -239,6 +239,17 @@ struct BackgroundState {
     requested: bool,
     /// The background collector's thread was started.
     started: bool,
+    /// Cycles the collector lost so far: abandoned by a panic (in the
+    /// World's `stop_the_world`, a root scanner, ...), or never to run
+    /// because its thread is gone. An allocation waiting at the goal that
+    /// sees this move runs the cycle itself (`goal_wait_stalled`).
+    failures: u64,
+    /// What the last loss was (for the panic of an allocation whose own
+    /// cycle then fails too).
+    last_failure: Option<String>,
+    /// The collector's thread is gone (it panicked outside a cycle, or
+    /// could not be spawned): allocations run their cycles themselves.
+    gone: bool,
 }
 
 /// A mark driven step by step (test support): the markers' stack and counters.
@@ -1206,7 +1217,10 @@ impl HeapInner {
     /// the cycle.
     pub(crate) fn collect_for_alloc(self: &Arc<Self>, reason: &'static str) {
         let seen = self.cycle.load(Ordering::Acquire);
-        if !self.alloc_black.load(Ordering::Acquire) && self.world().background_collection() {
+        if !self.alloc_black.load(Ordering::Acquire)
+            && self.world().background_collection()
+            && !lock(&self.background.0).gone
+        {
             let started = self.started.load(Ordering::Acquire);
             // The start hand-off (pacer.rs): wait for the start stop off the
             // CPU, counted as stopped, so that the collector thread takes
@@ -1253,7 +1267,17 @@ impl HeapInner {
                 };
                 if at_goal() {
                     let world = self.world();
+                    if world.caller_holds_stop() {
+                        // The start stop would wait for this thread, which
+                        // would wait for it (a `ThreadWorld` stopper hung
+                        // here; a runtime's `blocking` panicked instead).
+                        stopper_at_goal();
+                    }
                     let mut waits = 0;
+                    // The collector's losses so far: one more during the
+                    // wait means the cycle waited for will not start.
+                    let failures0 = lock(&self.background.0).failures;
+                    let mut lost = false;
                     if crate::pacer::goal_wait_on_cv() {
                         world.blocking(&mut || {
                             // As in the hand-off: `started` is stored before
@@ -1265,7 +1289,22 @@ impl HeapInner {
                             while at_goal() {
                                 g = cv.wait_timeout(g, recheck).unwrap_or_else(|p| p.into_inner()).0;
                                 waits += 1;
-                                crate::pacer::count_goal_wake(at_goal());
+                                let still = at_goal();
+                                crate::pacer::count_goal_wake(still);
+                                if still {
+                                    // Not under the mutex: the look may
+                                    // ask for the cycle again, and a
+                                    // failed spawn then notifies it. No
+                                    // wake-up is lost: the loop re-checks
+                                    // under the mutex before it waits.
+                                    drop(g);
+                                    let stalled = self.goal_wait_stalled(failures0);
+                                    g = lock(m);
+                                    if stalled {
+                                        lost = true;
+                                        break;
+                                    }
+                                }
                             }
                         });
                     } else {
@@ -1273,10 +1312,19 @@ impl HeapInner {
                         while at_goal() {
                             world.blocking(&mut || std::thread::sleep(Duration::from_micros(20)));
                             waits += 1;
-                            crate::pacer::count_goal_wake(at_goal());
+                            let still = at_goal();
+                            crate::pacer::count_goal_wake(still);
+                            if still && self.goal_wait_stalled(failures0) {
+                                lost = true;
+                                break;
+                            }
                         }
                     }
                     self.pacer.start_waits.fetch_add(waits, Ordering::Relaxed);
+                    if lost {
+                        crate::pacer::count_goal_wait_takeover();
+                        self.run_lost_cycle(reason, seen);
+                    }
                 }
             }
             return;
@@ -1285,19 +1333,88 @@ impl HeapInner {
     }
 
     /// Ask the background collector for a cycle (starting its thread the
-    /// first time). Cheap when a request is already pending.
+    /// first time). Cheap when a request is already pending. If the thread
+    /// cannot be spawned, the collector is gone (allocations collect
+    /// themselves, see `BackgroundState::gone`).
     fn request_background_cycle(self: &Arc<Self>) {
         let (m, cv) = &*self.background;
         let mut g = lock(m);
-        if g.requested {
+        if g.requested || g.gone {
             return;
         }
         g.requested = true;
         if !g.started {
             g.started = true;
-            start_background_collector(Arc::downgrade(self), self.background.clone());
+            if let Err(e) = start_background_collector(Arc::downgrade(self), self.background.clone()) {
+                drop(g);
+                eprintln!(
+                    "usurp gc: the background collector's thread could not be started ({e}); allocations will run \
+                     the cycles themselves"
+                );
+                self.collector_lost(format!("its thread could not be started: {e}"), true);
+                return;
+            }
         }
         cv.notify_one();
+    }
+
+    /// The background collector lost a cycle (`why`), or its thread
+    /// (`gone`): counted where the allocations waiting at the goal look
+    /// (`goal_wait_stalled`), and those are woken to look now.
+    fn collector_lost(&self, why: String, gone: bool) {
+        {
+            let mut g = lock(&self.background.0);
+            g.failures += 1;
+            g.last_failure = Some(why);
+            if gone {
+                g.gone = true;
+                g.requested = false;
+            }
+        }
+        let _l = lock(&self.started_cv.0);
+        self.started_cv.1.notify_all();
+    }
+
+    /// An allocation waiting at the goal re-checked and the cycle has not
+    /// started (`pacer.rs`, "Waiting at the goal"): whether it waits in vain
+    /// (the collector lost a cycle since the wait began, `failures0`, or its
+    /// thread is gone), in which case it runs the cycle itself. Else, with
+    /// no request pending, asks the collector again (a request taken and
+    /// then abandoned, or declined, is not retried by anyone else).
+    fn goal_wait_stalled(self: &Arc<Self>, failures0: u64) -> bool {
+        if !crate::pacer::goal_wait_takeover_on() {
+            return false; // the negative control: wait as before
+        }
+        let g = lock(&self.background.0);
+        if g.gone || g.failures != failures0 {
+            return true;
+        }
+        let pending = g.requested;
+        drop(g);
+        if !pending {
+            self.request_background_cycle();
+        }
+        false
+    }
+
+    /// The cycle an allocation at the goal waited for was lost by the
+    /// background collector: run it here (skipped if one completed since
+    /// the allocation began, `seen`). If it fails too, panic naming both
+    /// failures: nobody can collect this heap.
+    #[cold]
+    #[inline(never)]
+    fn run_lost_cycle(&self, reason: &'static str, seen: u64) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.collect_with(reason, Some(seen + 1), None);
+        }));
+        if let Err(p) = r {
+            let why = lock(&self.background.0).last_failure.clone().unwrap_or_default();
+            panic!(
+                "usurp gc: the heap is at its goal and the background collector lost its cycle ({why}); the \
+                 allocation that ran the cycle instead failed too: {}",
+                panic_message(&*p)
+            );
+        }
     }
 
     /// The background collector's cycle (its own thread, not a mutator):
@@ -1309,7 +1426,16 @@ impl HeapInner {
         let world = self.world();
         let guard = lock(&self.collect_lock);
         lock(&self.background.0).requested = false;
-        if !world.background_collection() || !self.over_goal(0) {
+        if !world.background_collection() {
+            // The World declines (a VM turned background collection off
+            // after an allocation asked): a cycle lost for the allocations
+            // waiting at the goal, which run it themselves.
+            if self.over_goal(0) {
+                self.collector_lost("the World declined background collection".to_string(), false);
+            }
+            return;
+        }
+        if !self.over_goal(0) {
             return; // someone collected meanwhile
         }
         if let Some(d) = crate::pacer::collector_start_delay() {
@@ -1321,12 +1447,12 @@ impl HeapInner {
         let queued = match outcome {
             Ok(q) => q,
             Err(e) => {
+                let (what, msg) = (e.what.describe(), panic_message(&*e.payload));
                 eprintln!(
-                    "usurp gc: {} panicked during a background collection ({}); the cycle was abandoned (nothing \
-                     freed)",
-                    e.what.describe(),
-                    panic_message(&*e.payload)
+                    "usurp gc: {what} panicked during a background collection ({msg}); the cycle was abandoned \
+                     (nothing freed)"
                 );
+                self.collector_lost(format!("{what} panicked during a background collection: {msg}"), false);
                 false
             }
         };
@@ -2692,6 +2818,17 @@ pub(crate) fn in_pause() -> bool {
     IN_PAUSE.with(|c| c.get())
 }
 
+/// An allocation at the goal by the thread that holds its World stopped.
+#[cold]
+#[inline(never)]
+fn stopper_at_goal() -> ! {
+    panic!(
+        "usurp heap: an allocation at the heap's goal by the thread or task that holds the world stopped: the \
+         collection it must wait for cannot stop the world, so it would wait for itself forever. Restart the \
+         world before allocating this much"
+    )
+}
+
 #[cold]
 #[inline(never)]
 fn in_pause_panic(what: &str) -> ! {
@@ -2739,23 +2876,41 @@ pub(crate) fn never_unwind(what: &str, f: impl FnOnce()) {
 /// pacer asks for, so that no task's worker is taken for a concurrent mark;
 /// it exits once the heap is dropped. It is no mutator: it never allocates
 /// and holds no object across cycles (its own stack is not scanned).
+///
+/// A panic that escapes a cycle (one outside `guarded_cycle`'s guard: a
+/// World call such as `background_collection` or `finalizers_pending`)
+/// ends the thread: the collector is then gone, reported on stderr, and
+/// allocations run the cycles themselves (`BackgroundState::gone`), among
+/// them any waiting at the goal (`HeapInner::goal_wait_stalled`).
 fn start_background_collector(
     heap: std::sync::Weak<HeapInner>,
     wake: Arc<(Mutex<BackgroundState>, std::sync::Condvar)>,
-) {
-    let _ = std::thread::Builder::new().name("usurp-gc".into()).spawn(move || loop {
-        {
-            let (m, cv) = &*wake;
-            let g = lock(m);
-            if !g.requested {
-                let _ = cv.wait_timeout(g, std::time::Duration::from_millis(100));
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("usurp-gc".into())
+        .spawn(move || loop {
+            {
+                let (m, cv) = &*wake;
+                let g = lock(m);
+                if !g.requested {
+                    let _ = cv.wait_timeout(g, std::time::Duration::from_millis(100));
+                }
             }
-        }
-        let Some(h) = heap.upgrade() else { return };
-        if lock(&h.background.0).requested {
-            h.background_cycle();
-        }
-    });
+            let Some(h) = heap.upgrade() else { return };
+            if lock(&h.background.0).requested {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.background_cycle()));
+                if let Err(p) = r {
+                    let msg = panic_message(&*p);
+                    eprintln!(
+                        "usurp gc: the background collector's thread panicked outside a cycle ({msg}); allocations \
+                         will run the cycles themselves"
+                    );
+                    h.collector_lost(format!("its thread panicked: {msg}"), true);
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 /// The background sweeper of a heap: a thread that sweeps the blocks left

@@ -507,8 +507,8 @@ pub mod internals {
     pub use crate::pacer::{
         assist_wait_counters, fresh_blocks_after_sweep_exits, goal_wait_counters, set_assist_wait_for_tests,
         set_black_counts_as_marked_for_tests, set_collector_start_delay_for_tests,
-        set_goal_wait_on_cv_for_tests, set_start_handoff_for_tests, set_sweep_exit_checkpoint_for_tests,
-        start_handoffs,
+        set_goal_wait_on_cv_for_tests, set_goal_wait_takeover_for_tests, set_start_handoff_for_tests,
+        set_sweep_exit_checkpoint_for_tests, start_handoffs, goal_wait_takeovers,
     };
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;

@@ -139,6 +139,23 @@
 //! counts the wake-ups that found the cycle started and those that found
 //! it still not started (tests/gc_goal_wait.rs).
 //!
+//! A waiter whose re-check finds the cycle still not started looks at the
+//! collector (`HeapInner::goal_wait_stalled`): if its cycle failed since
+//! the wait began (a panic in the World's `stop_the_world` or anywhere
+//! else before the start stop: the cycle is abandoned and nothing would
+//! start it again) or its thread is gone (it panicked outside a cycle, or
+//! could not be spawned), the waiter leaves the wait and runs the cycle
+//! itself, as an allocation does with a World that does not collect in the
+//! background; if that cycle fails too, the allocation panics, naming the
+//! collector's failure and its own (never a wait without end). Else, with
+//! no request pending (the collector took it, or declined it), it asks
+//! again (cheap; a cycle the pacer no longer wants is declined at once).
+//! Once the collector's thread is gone, allocations at the trigger run
+//! the cycles themselves. [`set_goal_wait_takeover_for_tests`]`(false)`
+//! restores the endless wait (the negative control);
+//! [`goal_wait_takeovers`] counts the take-overs
+//! (crates/gc/tests/lost_background_cycle.rs).
+//!
 //! **Waiting for mark work** (at the goal). An assist at or past the goal
 //! that finds the grey list empty (the collector's markers hold all the
 //! grey objects on their private stacks; it asked them to donate) waits
@@ -351,6 +368,14 @@ static GOAL_WAKES_EARLY: AtomicU64 = AtomicU64::new(0);
 /// Test-only: the background collector sleeps this long (µs) before it
 /// starts a cycle (0, the default: no delay).
 static COLLECTOR_START_DELAY_US: AtomicU64 = AtomicU64::new(0);
+/// Whether an allocation waiting at the goal runs the cycle itself when the
+/// background collector's cycle was lost (see "Waiting at the goal"); off
+/// only in tests (the negative control: the wait as it was, which never
+/// ends once the cycle is lost).
+static GOAL_WAIT_TAKEOVER: AtomicBool = AtomicBool::new(true);
+/// Allocations at the goal that ran the cycle themselves because the
+/// background collector's was lost, process-wide.
+static GOAL_WAIT_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 
 /// Test-only: `false` makes an allocation at the goal before the start
 /// stop poll in 20 µs sleeps, as it used to (the negative control of
@@ -377,6 +402,32 @@ pub fn goal_wait_counters() -> [u64; 2] {
 #[doc(hidden)]
 pub fn set_collector_start_delay_for_tests(us: u64) {
     COLLECTOR_START_DELAY_US.store(us, Ordering::SeqCst);
+}
+
+/// Test-only: `false` makes an allocation waiting at the goal wait for the
+/// background collector's start stop whatever happened to its cycle, as it
+/// used to (the negative control of the take-over in "Waiting at the
+/// goal"; a lost cycle then leaves it waiting forever); `true` (the
+/// default) restores the take-over. Process-wide, read at each re-check.
+#[doc(hidden)]
+pub fn set_goal_wait_takeover_for_tests(on: bool) {
+    GOAL_WAIT_TAKEOVER.store(on, Ordering::SeqCst);
+}
+
+/// Allocations waiting at the goal that ran the cycle themselves because
+/// the background collector's cycle was lost (failed, or its thread gone),
+/// so far in this process (see "Waiting at the goal").
+#[doc(hidden)]
+pub fn goal_wait_takeovers() -> u64 {
+    GOAL_WAIT_TAKEOVERS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn goal_wait_takeover_on() -> bool {
+    GOAL_WAIT_TAKEOVER.load(Ordering::SeqCst)
+}
+
+pub(crate) fn count_goal_wait_takeover() {
+    GOAL_WAIT_TAKEOVERS.fetch_add(1, Ordering::Relaxed);
 }
 
 pub(crate) fn goal_wait_on_cv() -> bool {

@@ -53,6 +53,35 @@ impl NoPreempt {
     }
 }
 
+impl NoPreempt {
+    /// Test-only: the entry as it was before [`enter_section`] (session 9),
+    /// inlined into the caller: the slot lookup is an out-of-line call and
+    /// the depth is raised in the caller's code after it returns. Inlined
+    /// into `preemptible!` code, a preemption between the two can move the
+    /// task to another worker, which then raises the depth of the worker it
+    /// left and runs its section unprotected (the negative control of
+    /// tests/preempt_no_preempt_entry.rs). Never for use outside tests. A
+    /// separate constructor rather than a switch in [`NoPreempt::new`]:
+    /// that is on every spin lock's path, and the old form must be inlined
+    /// into the test's preemptible code to show its window.
+    ///
+    /// # Safety
+    /// Inside `preemptible!` code the section may run unprotected and the
+    /// depth of another worker stay raised for good (that worker's tasks are
+    /// never preempted again): only for the test that shows it.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub unsafe fn new_inlined_for_tests() -> NoPreempt {
+        // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
+        if let Some(slot) = unsafe { current_ptr().as_ref() } {
+            let d = slot.no_preempt.load(Ordering::Relaxed);
+            slot.no_preempt.store(d.saturating_add(1), Ordering::Relaxed);
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        }
+        NoPreempt { _not_send: PhantomData }
+    }
+}
+
 impl Default for NoPreempt {
     fn default() -> Self {
         Self::new()
