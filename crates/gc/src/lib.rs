@@ -107,9 +107,11 @@
 //! `set_word`, `is_pointer_slot`, `ptr`, `set_ptr` — which also checks the
 //! stored handle — and `Gc<T>`'s `Deref`, which also checks the descriptor is
 //! `T`'s) first checks that the address is the start of a published object of
-//! some usurp heap, through a process-wide table of heap reservations and the
-//! object-start bits (about 3–4 ns), and panics with "stale or foreign GcRef
-//! 0x…: not a live object of any usurp heap" otherwise. `unsafe`
+//! the calling thread's heap (its mutator's; another heap's collections would
+//! neither stop nor scan the thread), through a process-wide table of heap
+//! reservations and the object-start bits (about 3–4 ns), and panics with
+//! "stale or foreign GcRef 0x…: not a live object of any usurp heap"
+//! otherwise ("another usurp heap" for another heap's object). `unsafe`
 //! `*_unchecked` variants and [`Gc::get_unchecked`] skip it. A stale handle
 //! whose memory was already reused passes (it reads the new object within
 //! its bounds); `USURP_DEBUG=checkrefs=1` ([`HeapConfig::check_refs`])

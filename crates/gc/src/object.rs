@@ -104,7 +104,7 @@ impl GcRef {
     pub fn addr(self) -> usize {
         self.0.as_ptr() as usize
     }
-    /// Check that this handle names a live object of some usurp heap and
+    /// Check that this handle names a live object of this thread's heap and
     /// return its descriptor; panics ("stale or foreign GcRef ...") otherwise.
     /// Every safe accessor below runs this check once (see [`crate::refcheck`]
     /// in the crate docs: range check, block table, object-start bit, header).

@@ -8,9 +8,11 @@
 //! object can be freed and its memory reused, and a safe accessor would then
 //! read freed memory or another object's words, or take whatever header now
 //! sits there for a descriptor. Safe accessors therefore first check that the
-//! address is the start of a published object of some usurp heap, and panic
+//! address is the start of a published object of the accessing thread's heap
+//! (`check_for`, against its mutator's entry; another heap neither stops nor
+//! scans the thread, so could free the object under the access), and panic
 //! with "stale or foreign GcRef 0x…: not a live object of any usurp heap"
-//! otherwise. `unsafe` `*_unchecked` variants skip the check for hot paths.
+//! (or "another usurp heap") otherwise. `unsafe` `*_unchecked` variants skip the check for hot paths.
 //!
 //! **The table.** Every [`Space`](crate::space::Space) registers its
 //! reservation here when it is created and unregisters before its mappings go

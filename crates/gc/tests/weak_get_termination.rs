@@ -21,6 +21,12 @@
 //! cycle, verifier off) and many weak references to a rooted object,
 //! registered before W's, make the weak-clearing loop long; the reader waits
 //! for the flag, spins 300 µs (past the short drain) and reads.
+//!
+//! The same with a reader attached to *another* heap (`Reader::OtherHeap`):
+//! a mutator vouches only for its own heap, so with two heaps alive its
+//! reads of this heap's weak references go through the gate too. Without
+//! that (any thread with a mutator bypassed the gate), 4 runs of 4 kept W
+//! and freed C (found by the review of the heap-identity change).
 
 mod common;
 use common::*;
@@ -71,7 +77,19 @@ struct Outcome {
     weak_kept: bool,
 }
 
-fn scenario(read: bool) -> Outcome {
+/// Who reads the weak reference during the termination stop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reader {
+    /// Nobody (the control).
+    None,
+    /// A plain thread (not attached, never stopped).
+    Plain,
+    /// A thread attached to another heap: a mutator, but not one this
+    /// heap's World stops.
+    OtherHeap,
+}
+
+fn scenario(who: Reader) -> Outcome {
     let term = Arc::new(AtomicBool::new(false));
     let restarted = Arc::new(AtomicBool::new(false));
     let world = Arc::new(HookWorld { stops: AtomicUsize::new(0), term: term.clone(), restarted: restarted.clone() });
@@ -94,12 +112,15 @@ fn scenario(read: bool) -> Outcome {
     let reader = {
         let (term, restarted, weak_w, got, in_stop) =
             (term.clone(), restarted.clone(), weak_w.clone(), got.clone(), in_stop.clone());
-        // A plain thread (not attached, never stopped) that only reads the
-        // weak reference.
+        // A thread this heap's World never stops that only reads the weak
+        // reference.
         std::thread::spawn(move || {
-            if !read {
+            if who == Reader::None {
                 return;
             }
+            let other = (who == Reader::OtherHeap)
+                .then(|| Heap::new(HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() }).unwrap());
+            let _attached = other.as_ref().map(|b| b.attach_thread().unwrap());
             let deadline = Instant::now() + Duration::from_secs(30);
             while !term.load(Ordering::SeqCst) {
                 assert!(Instant::now() < deadline, "the termination stop never came");
@@ -125,22 +146,31 @@ fn scenario(read: bool) -> Outcome {
         c_live: h.object_at(c).is_some(),
         weak_kept: weak_w.get().is_some(),
     };
-    eprintln!("read={read}: {o:?}");
+    eprintln!("{who:?}: {o:?}");
     drop(fillers);
     o
 }
 
 #[test]
 fn weak_get_from_a_thread_outside_the_world_during_termination_never_keeps_a_target_without_its_children() {
-    // The two tests flip a process-wide switch: one at a time.
+    readers_never_keep_a_target_without_its_children(Reader::Plain);
+}
+
+#[test]
+fn weak_get_from_a_thread_of_another_heap_during_termination_never_keeps_a_target_without_its_children() {
+    readers_never_keep_a_target_without_its_children(Reader::OtherHeap);
+}
+
+fn readers_never_keep_a_target_without_its_children(reader: Reader) {
+    // The tests flip a process-wide switch: one at a time.
     let _s = serial();
-    within(300, "the scenario", || {
+    within(300, "the scenario", move || {
         // Control: nobody reads: W and C are garbage, the weak ref cleared.
-        let o = scenario(false);
+        let o = scenario(Reader::None);
         assert_eq!((o.w_live, o.c_live, o.weak_kept), (false, false, false), "{o:?}");
         let mut in_stop = 0;
         for attempt in 0..6 {
-            let o = scenario(true);
+            let o = scenario(reader);
             assert!(!o.w_live || o.c_live, "attempt {attempt}: W kept while its child C was freed: {o:?}");
             assert_eq!(o.weak_kept, o.w_live, "attempt {attempt}: weak ref kept iff W lives: {o:?}");
             if o.got_w {
@@ -166,7 +196,7 @@ fn negative_control_without_the_shading_gate_a_weak_get_in_termination_frees_a_k
         set_shading_gate_for_tests(false);
         let mut lost = None;
         for attempt in 0..8 {
-            let o = scenario(true);
+            let o = scenario(Reader::Plain);
             if o.w_live && !o.c_live {
                 lost = Some(o);
                 break;
