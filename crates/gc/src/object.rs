@@ -122,13 +122,16 @@ impl GcRef {
     /// the collecting thread (no mutator), any heap's object is accepted.
     #[inline]
     fn live_descriptor(self) -> &'static Descriptor {
-        let own = crate::mutator::current_entry();
-        if own.is_null() {
-            crate::mutator::access_without_mutator(self.addr());
-        }
-        // Without a mutator, only the collecting thread in its pause gets
-        // here: its own heap's objects only (`own_entry`).
-        match crate::refcheck::check_own(self.addr()) {
+        // The mutator's heap, or in a collection's pause the collected
+        // heap (`own_entry`); no other thread gets past `access_without_mutator`.
+        let checked = match crate::refcheck::own_entry() {
+            Some(own) => crate::refcheck::check_for(self.addr(), own),
+            None => {
+                crate::mutator::access_without_mutator(self.addr());
+                crate::refcheck::check(self.addr())
+            }
+        };
+        match checked {
             Ok(d) => d,
             Err(bad) => crate::refcheck::bad_ref(self.addr(), bad),
         }
@@ -850,11 +853,12 @@ impl<T> Member<T> {
     /// free its target, and its barrier would shade from a thread its
     /// collector does not stop.
     pub fn set(&self, v: Option<Gc<T>>) {
-        if crate::mutator::current_entry().is_null() {
+        let own = crate::refcheck::own_entry();
+        if own.is_none() {
             crate::mutator::access_without_mutator(self.v.get() as usize);
         }
         if let Some(g) = v {
-            if !crate::refcheck::own_entry().is_some_and(|e| e.holds(g.raw.addr())) {
+            if !own.is_some_and(|e| e.holds(g.raw.addr())) {
                 foreign_member_value(g.raw);
             }
         }

@@ -117,13 +117,7 @@ static NO_HEAP: Entry = Entry {
     descs: std::ptr::null(),
     gen: AtomicU64::new(0),
     encoding: crate::encoding::ValueEncoding::untagged(),
-    mark: MarkShared {
-        marking: std::sync::atomic::AtomicBool::new(false),
-        grey: std::sync::Mutex::new(Vec::new()),
-        shaded_bytes: AtomicUsize::new(0),
-        shaded_bad_pointers: AtomicUsize::new(0),
-        gate_closed: std::sync::atomic::AtomicBool::new(false),
-    },
+    mark: MarkShared::NEW,
 };
 
 /// Slot 0's entry, or [`NO_HEAP`] while slot 0 is empty: never null, so
@@ -133,10 +127,17 @@ static NO_HEAP: Entry = Entry {
 static FIRST: AtomicPtr<Entry> = AtomicPtr::new(&NO_HEAP as *const Entry as *mut Entry);
 
 impl Entry {
+    /// `addr`'s offset in this entry's reservation, if it lies there.
+    #[inline(always)]
+    fn offset_of(&self, addr: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(self.lo);
+        (off < self.len).then_some(off)
+    }
+
     /// Whether `addr` lies in this entry's reservation.
     #[inline(always)]
     pub(crate) fn holds(&self, addr: usize) -> bool {
-        addr.wrapping_sub(self.lo) < self.len
+        self.offset_of(addr).is_some()
     }
 
     /// Block `off >> BLOCK_SHIFT`'s kind word, metadata and descriptor
@@ -194,6 +195,16 @@ const GATE_CLOSED: usize = 1 << 32;
 const GATE_INSIDE: usize = GATE_CLOSED - 1;
 
 impl MarkShared {
+    /// Not marking, nothing shaded (a new heap's state, and `NO_HEAP`'s).
+    #[allow(clippy::declare_interior_mutable_const)] // a fresh value at each use
+    const NEW: MarkShared = MarkShared {
+        marking: std::sync::atomic::AtomicBool::new(false),
+        grey: std::sync::Mutex::new(Vec::new()),
+        shaded_bytes: AtomicUsize::new(0),
+        shaded_bad_pointers: AtomicUsize::new(0),
+        gate_closed: std::sync::atomic::AtomicBool::new(false),
+    };
+
     /// The collector, right after stopping the world for a stop in which it
     /// marks (start stop, termination stop): close the gate and wait until
     /// every shader inside has left (a shader inside never blocks on anything
@@ -389,13 +400,7 @@ pub(crate) fn register(
             "more than {MAX_HEAPS} usurp heaps alive at once (the handle-check table is full)"
         )));
     };
-    let mark = MarkShared {
-        marking: std::sync::atomic::AtomicBool::new(false),
-        grey: std::sync::Mutex::new(Vec::new()),
-        shaded_bytes: AtomicUsize::new(0),
-        shaded_bad_pointers: AtomicUsize::new(0),
-        gate_closed: std::sync::atomic::AtomicBool::new(false),
-    };
+    let mark = MarkShared::NEW;
     // `is_live_as` relies on it for alignment (no `addr % 8` test).
     assert!(lo % BLOCK_SIZE == 0 && hi >= lo, "a heap reservation [{lo:#x}, {hi:#x}) not block aligned");
     let e = Box::into_raw(Box::new(Entry { lo, len: hi - lo, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
@@ -536,11 +541,9 @@ pub(crate) fn check_own(addr: usize) -> Result<&'static Descriptor, Bad> {
 /// access; `own` stays registered and mapped while the mutator lives.
 #[inline]
 pub(crate) fn check_for(addr: usize, own: &'static Entry) -> Result<&'static Descriptor, Bad> {
-    if own.holds(addr) {
-        return check(addr);
-    }
-    match entry_holding(addr) {
-        Some(_) => Err(Bad::OtherHeap),
+    match own.offset_of(addr) {
+        Some(off) => check_in(own, addr, off),
+        None if entry_holding(addr).is_some() => Err(Bad::OtherHeap),
         None => Err(Bad::NotLive),
     }
 }
@@ -549,15 +552,21 @@ pub(crate) fn check_for(addr: usize, own: &'static Entry) -> Result<&'static Des
 #[inline]
 pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
     match entry_holding(addr) {
-        Some((e, off)) => match is_object_start(e, addr, off) {
-            // A typed block's object: its block's descriptor (compact
-            // objects have no header, and are never quarantined).
-            // SAFETY: a typed block's word is a &'static Descriptor.
-            Some(bd) if bd != 0 => Ok(unsafe { &*(bd as *const Descriptor) }),
-            Some(_) => header(addr),
-            None => Err(Bad::NotLive),
-        },
-        _ => Err(Bad::NotLive),
+        Some((e, off)) => check_in(e, addr, off),
+        None => Err(Bad::NotLive),
+    }
+}
+
+/// [`check`] in entry `e`, which holds `addr` at offset `off`.
+#[inline]
+fn check_in(e: &Entry, addr: usize, off: usize) -> Result<&'static Descriptor, Bad> {
+    match is_object_start(e, addr, off) {
+        // A typed block's object: its block's descriptor (compact objects
+        // have no header, and are never quarantined).
+        // SAFETY: a typed block's word is a &'static Descriptor.
+        Some(bd) if bd != 0 => Ok(unsafe { &*(bd as *const Descriptor) }),
+        Some(_) => header(addr),
+        None => Err(Bad::NotLive),
     }
 }
 
@@ -650,10 +659,9 @@ pub(crate) const fn fast_shape(bytes: usize, compact: bool) -> Option<FastShape>
 #[inline(always)]
 pub(crate) fn is_live_as(addr: usize, d: &'static Descriptor, shape: FastShape, own: &'static Entry) -> bool {
     let e = own;
-    let off = addr.wrapping_sub(e.lo);
-    if off >= e.len {
+    let Some(off) = e.offset_of(addr) else {
         return false;
-    }
+    };
     // (No `addr % 8` test: the slot-boundary test below implies it. `lo`
     // is block aligned (`register` asserts it) and every class size is a
     // multiple of 8 (`fast_shape` asserts it), so an offset that is a
@@ -773,10 +781,7 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
 /// again).
 #[inline(always)]
 fn entry_holding(addr: usize) -> Option<(&'static Entry, usize)> {
-    let holds = |e: &'static Entry| {
-        let off = addr.wrapping_sub(e.lo);
-        (off < e.len).then_some((e, off))
-    };
+    let holds = |e: &'static Entry| e.offset_of(addr).map(|off| (e, off));
     // SAFETY: `FIRST` is never null: `NO_HEAP` or slot 0's entry, published
     // (Release, after its fields were written), immutable and never freed.
     if let Some(found) = holds(unsafe { &*FIRST.load(Ordering::Acquire) }) {
