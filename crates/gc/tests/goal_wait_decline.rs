@@ -12,49 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use usurp_gc::{Heap, HeapConfig, ThreadWorld, World};
 
-/// A [`ThreadWorld`] whose background collection is off for the heap's
-/// collector thread (`off`: it asked), on for the others: what a VM that
-/// turns it off between an allocation's look and the collector's shows.
-struct DecliningWorld {
-    inner: Arc<ThreadWorld>,
+/// Background collection off for the heap's collector thread (`off`: it
+/// asked), on for the others: what a VM that turns it off between an
+/// allocation's look and the collector's shows.
+struct Declining {
     off: AtomicBool,
 }
 
-// SAFETY: every call is ThreadWorld's, whose contract holds (see its impl);
-// `background_collection` answering false is allowed at any time.
-unsafe impl World for DecliningWorld {
-    fn stop_the_world(&self) {
-        self.inner.stop_the_world()
-    }
-    fn start_the_world(&self) {
-        self.inner.start_the_world()
-    }
-    fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
-        self.inner.for_each_conservative_range(f)
-    }
-    fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-        self.inner.run_parallel(n, f)
-    }
-    fn parallelism(&self) -> usize {
-        self.inner.parallelism()
-    }
-    fn blocking(&self, f: &mut dyn FnMut()) {
-        self.inner.blocking(f)
-    }
-    fn background_collection(&self) -> bool {
+impl WorldHooks for Declining {
+    fn background_collection(&self, inner: &ThreadWorld) -> bool {
         // The collector thread is told no (a VM that turned background
         // collection off just after the allocating thread's own look).
         if std::thread::current().name() == Some("usurp-gc") {
             self.off.store(true, Ordering::SeqCst);
             return false;
         }
-        self.inner.background_collection()
-    }
-    fn caller_holds_stop(&self) -> bool {
-        self.inner.caller_holds_stop()
-    }
-    fn may_attach(&self) -> Result<(), &'static str> {
-        self.inner.may_attach()
+        inner.background_collection()
     }
 }
 
@@ -62,7 +35,7 @@ unsafe impl World for DecliningWorld {
 fn a_waiter_takes_over_a_cycle_the_collector_declines() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let world = Arc::new(DecliningWorld { inner: ThreadWorld::new(1), off: AtomicBool::new(false) });
+        let world = Arc::new(HookedWorld { inner: ThreadWorld::new(1), hooks: Declining { off: AtomicBool::new(false) } });
         let cfg = HeapConfig { gogc: Some(100), min_heap: 2 << 20, verify: false, ..config(1 << 30) };
         let h = Heap::with_world(cfg, world.clone() as Arc<dyn World>).unwrap();
         let _r = world.inner.register();
@@ -72,7 +45,7 @@ fn a_waiter_takes_over_a_cycle_the_collector_declines() {
             assert_eq!(count(tree(10)), 2047);
             world.inner.safepoint();
         }
-        let _ = tx.send((count(long), h.stats().cycles, world.off.load(Ordering::SeqCst)));
+        let _ = tx.send((count(long), h.stats().cycles, world.hooks.off.load(Ordering::SeqCst)));
     });
     let (long, cycles, declined) =
         rx.recv_timeout(Duration::from_secs(60)).expect("the allocating thread hung at the goal (watchdog 60 s)");

@@ -29,16 +29,15 @@ enum Fault {
     EveryStop,
 }
 
-/// A [`ThreadWorld`] whose calls panic as `fault` says, while `armed`.
-struct FaultyWorld {
-    inner: Arc<ThreadWorld>,
+/// World calls that panic as `fault` says, while `armed`.
+struct Faults {
     fault: Fault,
     armed: AtomicBool,
     /// Panics thrown so far.
     thrown: AtomicU64,
 }
 
-impl FaultyWorld {
+impl Faults {
     fn on_collector() -> bool {
         std::thread::current().name() == Some("usurp-gc")
     }
@@ -58,38 +57,14 @@ impl FaultyWorld {
     }
 }
 
-// SAFETY: every call is ThreadWorld's, whose contract holds (see its impl);
-// the faults are panics before the delegated call (nothing half done), which
-// the heap must survive as it survives any World panic.
-unsafe impl World for FaultyWorld {
-    fn stop_the_world(&self) {
+// The faults are panics before the delegated call (nothing half done).
+impl WorldHooks for Faults {
+    fn before_stop(&self) {
         self.maybe_fail(Fault::CollectorStop);
-        self.inner.stop_the_world()
     }
-    fn start_the_world(&self) {
-        self.inner.start_the_world()
-    }
-    fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
-        self.inner.for_each_conservative_range(f)
-    }
-    fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-        self.inner.run_parallel(n, f)
-    }
-    fn parallelism(&self) -> usize {
-        self.inner.parallelism()
-    }
-    fn blocking(&self, f: &mut dyn FnMut()) {
-        self.inner.blocking(f)
-    }
-    fn background_collection(&self) -> bool {
+    fn background_collection(&self, inner: &ThreadWorld) -> bool {
         self.maybe_fail(Fault::CollectorThread);
-        self.inner.background_collection()
-    }
-    fn caller_holds_stop(&self) -> bool {
-        self.inner.caller_holds_stop()
-    }
-    fn may_attach(&self) -> Result<(), &'static str> {
-        self.inner.may_attach()
+        inner.background_collection()
     }
 }
 
@@ -120,11 +95,9 @@ fn scenario(fault: Fault) -> Result<Outcome, String> {
 fn start(fault: Fault) -> std::sync::mpsc::Receiver<Outcome> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let world = Arc::new(FaultyWorld {
+        let world = Arc::new(HookedWorld {
             inner: ThreadWorld::new(1),
-            fault,
-            armed: AtomicBool::new(true),
-            thrown: AtomicU64::new(0),
+            hooks: Faults { fault, armed: AtomicBool::new(true), thrown: AtomicU64::new(0) },
         });
         let cfg = HeapConfig { gogc: Some(100), min_heap: 2 << 20, verify: false, ..config(1 << 30) };
         let h = Heap::with_world(cfg, world.clone() as Arc<dyn World>).unwrap();
@@ -145,12 +118,12 @@ fn start(fault: Fault) -> std::sync::mpsc::Receiver<Outcome> {
             })
             .err()
         };
-        world.armed.store(false, Ordering::SeqCst);
+        world.hooks.armed.store(false, Ordering::SeqCst);
         let out = Outcome {
             panic,
             built,
             cycles: h.stats().cycles,
-            thrown: world.thrown.load(Ordering::SeqCst),
+            thrown: world.hooks.thrown.load(Ordering::SeqCst),
             takeovers: usurp_gc::internals::goal_wait_takeovers() - takeovers0,
         };
         let _ = tx.send(out);

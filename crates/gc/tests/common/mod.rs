@@ -1,7 +1,8 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
-use usurp_gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member};
+use std::sync::Arc;
+use usurp_gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member, ThreadWorld, World};
 
 /// A binary-tree node: two pointer fields and a value.
 #[repr(C)]
@@ -252,4 +253,58 @@ pub fn intact_list(h: &Heap, addr: usize, len: usize) -> bool {
         cur = n.left.get();
     }
     expect == 0
+}
+
+/// What a test changes in a [`ThreadWorld`]: each hook runs on the thread
+/// that made the World call, before (or instead of) the delegated call.
+pub trait WorldHooks: Send + Sync {
+    /// Before every `stop_the_world` (a panic here abandons the call before
+    /// anything is stopped, as a faulty VM World would).
+    fn before_stop(&self) {}
+    /// Answers `background_collection`; `inner` is the ThreadWorld's answer.
+    fn background_collection(&self, inner: &ThreadWorld) -> bool {
+        inner.background_collection()
+    }
+}
+
+/// A [`ThreadWorld`] behind [`WorldHooks`]: every other `World` call is the
+/// ThreadWorld's own.
+pub struct HookedWorld<H> {
+    pub inner: Arc<ThreadWorld>,
+    pub hooks: H,
+}
+
+// SAFETY: every call is ThreadWorld's, whose contract holds (see its impl).
+// The hooks may panic before a delegated `stop_the_world` (nothing half
+// done, which the heap must survive as it survives any World panic) or
+// answer `background_collection` either way, which is allowed at any time.
+unsafe impl<H: WorldHooks> World for HookedWorld<H> {
+    fn stop_the_world(&self) {
+        self.hooks.before_stop();
+        self.inner.stop_the_world()
+    }
+    fn start_the_world(&self) {
+        self.inner.start_the_world()
+    }
+    fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
+        self.inner.for_each_conservative_range(f)
+    }
+    fn run_parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.inner.run_parallel(n, f)
+    }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
+    fn blocking(&self, f: &mut dyn FnMut()) {
+        self.inner.blocking(f)
+    }
+    fn background_collection(&self) -> bool {
+        self.hooks.background_collection(&self.inner)
+    }
+    fn caller_holds_stop(&self) -> bool {
+        self.inner.caller_holds_stop()
+    }
+    fn may_attach(&self) -> Result<(), &'static str> {
+        self.inner.may_attach()
+    }
 }
