@@ -601,6 +601,10 @@ impl<T: GcType> Gc<T> {
         if T::PAYLOAD_OFFSET != d.payload_offset() {
             payload_offset_mismatch::<T>(d);
         }
+        if crate::refcheck::several_heaps() && !d.is_array() {
+            // `value` is laid out as `d`'s payload (GcType contract).
+            crate::refcheck::refuse_foreign_fields(&value as *const T as *const usize, d);
+        }
         let r = crate::try_alloc(d)?;
         // SAFETY: the new object's payload (at PAYLOAD_OFFSET, checked
         // above) is at least size_of::<T>() bytes (GcType contract),

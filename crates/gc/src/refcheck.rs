@@ -524,6 +524,60 @@ pub(crate) fn own_entry() -> Option<&'static Entry> {
     unsafe { crate::mutator::current_entry().as_ref() }.or_else(crate::heap::pause_entry)
 }
 
+/// Whether more than one heap is registered now. Relaxed: a handle of
+/// another heap reached this thread through some synchronisation after
+/// that heap registered, which orders the increment before this load.
+#[inline(always)]
+pub(crate) fn several_heaps() -> bool {
+    LIVE_HEAPS.load(Ordering::Relaxed) > 1
+}
+
+/// With several heaps alive (see [`several_heaps`]): refuse a value about
+/// to become an object of this thread's heap (`Gc::new`) whose reference
+/// fields name another heap's objects, as `Member::set` and `set_value`
+/// refuse such stores. That heap would not see the reference and could
+/// free its target, and this heap's marking never follows it: without
+/// this, the first read of the field would be the first to notice.
+/// `words` is the value's first word, laid out as `d`'s payload; only the
+/// reference words (`Member` fields, value slots) are read. Only the heap
+/// identity is checked (a stale handle is refused when it is read).
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse_foreign_fields(words: *const usize, d: &Descriptor) {
+    // No mutator: the allocation itself reports it.
+    let Some(e) = own_entry() else { return };
+    d.for_each_reference_word(0, |i, value| {
+        // SAFETY: the caller's value spans `d`'s payload words and its
+        // reference words are initialised usize fields (`Member`s, values).
+        let w = unsafe { words.add(i).read() };
+        let a = if value {
+            match e.encoding.decode(w) {
+                Some(a) => a,
+                None => return,
+            }
+        } else {
+            w
+        };
+        if a != 0 && !e.holds(a) {
+            foreign_field(d, i, a);
+        }
+    });
+}
+
+#[cold]
+#[inline(never)]
+fn foreign_field(d: &Descriptor, i: usize, a: usize) -> ! {
+    let why = match check(a) {
+        Err(Bad::NotLive) => "not a live object of any usurp heap",
+        _ => "an object of another usurp heap than this thread's",
+    };
+    panic!(
+        "Gc::new of a `{}`: payload word {i} holds {a:#x}, {why}: a GC handle must not cross runtimes \
+         (that heap neither sees the reference nor stops this thread); copy the data instead",
+        d.name()
+    )
+}
+
 /// [`check_for`] against [`own_entry`] (the general check where it has
 /// none: the caller has refused such threads already).
 pub(crate) fn check_own(addr: usize) -> Result<&'static Descriptor, Bad> {

@@ -57,3 +57,34 @@ fn member_set_refuses_another_heaps_object() {
     assert!(msg.contains("another usurp heap"), "Member::set stored heap a's object into heap b's: {msg:?}");
     assert_eq!(y.next.get(), Some(same), "the refused store changed the field");
 }
+
+/// `Gc::new` of a value whose `Member` field holds another heap's object is
+/// refused at construction (it used to be stored, and only a later read of
+/// the field panicked), naming the type and the word; this heap's own
+/// objects in fields are fine.
+#[test]
+fn gc_new_refuses_another_heaps_object_in_a_field() {
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let a = Heap::new(cfg()).unwrap();
+    let b = Heap::new(cfg()).unwrap();
+    let a2 = a.clone();
+    let (x, _root) = std::thread::spawn(move || {
+        let _g = a2.attach_thread().unwrap();
+        let x = Gc::new(Link { next: Member::null() });
+        (x, a2.add_root(Some(x.raw())))
+    })
+    .join()
+    .unwrap();
+    let _g = b.attach_thread().unwrap();
+    let same = Gc::new(Link { next: Member::null() });
+    let ok = Gc::new(Link { next: Member::new(Some(same)) });
+    assert_eq!(ok.next.get(), Some(same));
+    let before = b.stats().heap_alloc;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Gc::new(Link { next: Member::new(Some(x)) })));
+    let msg = r.err().and_then(|p| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+    assert!(
+        msg.contains("another usurp heap") && msg.contains("Link") && msg.contains("payload word 0"),
+        "Gc::new stored heap a's object in a field of heap b's: {msg:?}"
+    );
+    assert_eq!(b.stats().heap_alloc, before, "the refused value was allocated");
+}
