@@ -540,7 +540,8 @@ pub(crate) fn several_heaps() -> bool {
 /// this, the first read of the field would be the first to notice.
 /// `words` is the value's first word, laid out as `d`'s payload; only the
 /// reference words (`Member` fields, value slots) are read. Only the heap
-/// identity is checked (a stale handle is refused when it is read).
+/// identity is checked (a stale handle, or a word outside every heap, is
+/// refused when it is read).
 #[cold]
 #[inline(never)]
 pub(crate) fn refuse_foreign_fields(words: *const usize, d: &Descriptor) {
@@ -558,7 +559,10 @@ pub(crate) fn refuse_foreign_fields(words: *const usize, d: &Descriptor) {
         } else {
             w
         };
-        if a != 0 && !e.holds(a) {
+        // Another heap's reservation only: a word outside every heap is
+        // what it was before (marking counts it as bad, a read refuses it),
+        // with one heap or several alike.
+        if !e.holds(a) && entry_holding(a).is_some() {
             foreign_field(d, i, a);
         }
     });
@@ -567,13 +571,10 @@ pub(crate) fn refuse_foreign_fields(words: *const usize, d: &Descriptor) {
 #[cold]
 #[inline(never)]
 fn foreign_field(d: &Descriptor, i: usize, a: usize) -> ! {
-    let why = match check(a) {
-        Err(Bad::NotLive) => "not a live object of any usurp heap",
-        _ => "an object of another usurp heap than this thread's",
-    };
     panic!(
-        "Gc::new of a `{}`: payload word {i} holds {a:#x}, {why}: a GC handle must not cross runtimes \
-         (that heap neither sees the reference nor stops this thread); copy the data instead",
+        "Gc::new of a `{}`: payload word {i} holds {a:#x}, an object of another usurp heap than this \
+         thread's: a GC handle must not cross runtimes (that heap neither sees the reference nor stops \
+         this thread); copy the data instead",
         d.name()
     )
 }

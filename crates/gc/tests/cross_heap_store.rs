@@ -88,3 +88,51 @@ fn gc_new_refuses_another_heaps_object_in_a_field() {
     );
     assert_eq!(b.stats().heap_alloc, before, "the refused value was allocated");
 }
+
+/// A type with a value slot, by hand (`gc_type!` lists pointer fields only).
+#[repr(C)]
+struct Tagged {
+    v: std::sync::atomic::AtomicUsize,
+}
+// SAFETY: one word, a value slot, as the descriptor says; headered layout
+// (the default payload offset).
+unsafe impl usurp_gc::GcType for Tagged {
+    fn descriptor() -> &'static Descriptor {
+        static D: std::sync::OnceLock<&'static Descriptor> = std::sync::OnceLock::new();
+        D.get_or_init(|| Box::leak(Box::new(Descriptor::builder(1).value_at(0).name("Tagged").build().unwrap())))
+    }
+}
+
+/// The same for a value slot, decoded with the heap's encoding (the default:
+/// untagged): another heap's object is refused; this heap's object and a
+/// word outside every heap are left as before (the latter is refused only
+/// when read, with one heap or several alike).
+#[test]
+fn gc_new_refuses_another_heaps_object_in_a_value_slot() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let a = Heap::new(cfg()).unwrap();
+    let b = Heap::new(cfg()).unwrap();
+    let a2 = a.clone();
+    let (x, _root) = std::thread::spawn(move || {
+        let _g = a2.attach_thread().unwrap();
+        let x = Gc::new(Link { next: Member::null() });
+        (x, a2.add_root(Some(x.raw())))
+    })
+    .join()
+    .unwrap();
+    let _g = b.attach_thread().unwrap();
+    let same = Gc::new(Link { next: Member::null() });
+    let ok = Gc::new(Tagged { v: AtomicUsize::new(same.raw().addr()) });
+    assert_eq!(ok.v.load(Ordering::Relaxed), same.raw().addr());
+    let outside = Gc::new(Tagged { v: AtomicUsize::new(0x1000) });
+    assert_eq!(outside.v.load(Ordering::Relaxed), 0x1000);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Gc::new(Tagged { v: AtomicUsize::new(x.raw().addr()) })
+    }));
+    let msg = r.err().and_then(|p| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+    assert!(
+        msg.contains("another usurp heap") && msg.contains("Tagged"),
+        "Gc::new stored heap a's object in a value slot of heap b's: {msg:?}"
+    );
+}
