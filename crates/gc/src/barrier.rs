@@ -116,6 +116,7 @@ pub(crate) fn shade_new_object_fields(obj: usize) {
     // not yet visible to others).
     let (d, payload) = unsafe { crate::refcheck::layout_of(obj) };
     let p = payload as *const usize;
+    let own = crate::refcheck::Own::Known(crate::refcheck::own_entry());
     // SAFETY: payload word 0 of an array is its length.
     let len = if d.is_array() { unsafe { p.read() } } else { 0 };
     d.for_each_reference_word(len, |i, value| {
@@ -126,7 +127,7 @@ pub(crate) fn shade_new_object_fields(obj: usize) {
             // immediate shades nothing.
             crate::refcheck::shade_values(obj, 0, w);
         } else {
-            crate::refcheck::shade(w);
+            crate::refcheck::shade_from(own, w);
         }
     });
 }
@@ -141,8 +142,9 @@ unsafe extern "C" fn barrier_slow(slot: *mut usize, value: usize) {
     if SHADING.load(Ordering::Relaxed) {
         // SAFETY: the barrier's caller guarantees slot is a valid word.
         let old = unsafe { (*(slot as *const AtomicUsize)).load(Ordering::Relaxed) };
-        crate::refcheck::shade(old);
-        crate::refcheck::shade(value);
+        let own = crate::refcheck::Own::Known(crate::refcheck::own_entry());
+        crate::refcheck::shade_from(own, old);
+        crate::refcheck::shade_from(own, value);
     }
     // SAFETY: as in `usurp_gc_write_barrier`.
     unsafe { (*(slot as *const AtomicUsize)).store(value, Ordering::Relaxed) }

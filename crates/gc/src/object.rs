@@ -168,7 +168,7 @@ impl GcRef {
     /// caller's unsafe business.
     #[inline]
     pub fn payload(self) -> *mut usize {
-        let off = if crate::refcheck::block_desc_of(self.addr()) != 0 { 0 } else { 8 };
+        let off = if crate::refcheck::block_desc_of_pinned(self.addr()) != 0 { 0 } else { 8 };
         self.0.as_ptr().wrapping_byte_add(off)
     }
     /// Payload word 0 of this object, whose descriptor is `d`.

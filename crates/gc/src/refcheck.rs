@@ -62,16 +62,26 @@
 //! (`heap_alloc` includes them, `heap_live` does not); the pacer's goal
 //! grows by as much, so checkrefs does not change how often it collects.
 //!
-//! The race this module does not close: using a handle concurrently with the
-//! final drop of its heap (the check may read side tables being unmapped).
-//! A heap normally lives as long as the program; dropping one while another
-//! thread still uses its objects is a bug this check does not catch.
+//! **A heap's final drop.** A thread may hold a handle of a heap it does
+//! not keep alive (`Gc<T>` is `Send`; a plain thread may ask `is_live` or
+//! `payload`; roots and weak references are shaded from any thread), and
+//! that heap may be dropped meanwhile, its side tables and reservation
+//! unmapped: such a read once segfaulted from safe code. Every read of a
+//! heap the calling thread does not keep alive pins the heap's entry
+//! ([`with_pinned`]: a reader count beside a `registered` flag), and the
+//! drop clears the flag and waits for the pins before the maps go; the
+//! thread's own heap (its mutator's, or the heap its pause collects) needs
+//! no pin. Entries are leaked, never reused, so a pin never lands on a
+//! later heap at the same addresses. Alternatives rejected: leaving the
+//! maps of dropped heaps mapped (address space and side-table memory for
+//! every heap a process ever made), and pinning on every check (two locked
+//! instructions on every dereference).
 
 use crate::block::{BlockMeta, BLOCK_SHIFT, BLOCK_SIZE, KIND_LARGE_HEAD, KIND_SMALL};
 use crate::descriptor::Descriptor;
 use crate::sizeclass::{class_of_const, slot_index, span_class, split_span_class, CLASS_SIZES, SC_TYPED};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 /// How many heaps may be alive at once.
 pub const MAX_HEAPS: usize = 256;
@@ -99,7 +109,21 @@ pub(crate) struct Entry {
     /// The heap's marking state as the write barrier sees it (see
     /// [`MarkShared`]); in the leaked entry for the same reason.
     mark: MarkShared,
+    /// Whether the heap is registered: set by [`register`], cleared
+    /// (SeqCst) by `Registration::drop` before it waits for `readers`.
+    registered: AtomicBool,
+    /// Threads inside [`with_pinned`] on this entry now (any thread that
+    /// reads a heap it does not keep alive). Incremented (SeqCst) before a
+    /// reader re-checks `registered`, decremented (Release) after its
+    /// reads; the heap's drop waits for 0 after clearing `registered`
+    /// (Acquire), before the maps are unmapped. On a line of its own: the
+    /// fields above are read by every dereference's fast path.
+    readers: ReaderCount,
 }
+
+/// [`Entry::readers`], alone on its cache line.
+#[repr(align(64))]
+struct ReaderCount(AtomicUsize);
 
 // SAFETY: an entry is immutable once published; its table pointers name
 // atomics (kinds, metadata, descriptor words) that any thread may read, and
@@ -118,6 +142,8 @@ static NO_HEAP: Entry = Entry {
     gen: AtomicU64::new(0),
     encoding: crate::encoding::ValueEncoding::untagged(),
     mark: MarkShared::NEW,
+    registered: AtomicBool::new(false),
+    readers: ReaderCount(AtomicUsize::new(0)),
 };
 
 /// Slot 0's entry, or [`NO_HEAP`] while slot 0 is empty: never null, so
@@ -374,12 +400,23 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
-        // The entry is leaked on purpose: a reader may still hold it.
-        SLOTS[self.slot].store(std::ptr::null_mut(), Ordering::Release);
-        LIVE_HEAPS.fetch_sub(1, Ordering::SeqCst);
-        if self.slot == 0 {
-            FIRST.store(&NO_HEAP as *const Entry as *mut Entry, Ordering::Release);
+        {
+            let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
+            // New pins fail from here on (see `with_pinned`).
+            self.entry.registered.store(false, Ordering::SeqCst);
+            // The entry is leaked on purpose: a reader may still hold it.
+            SLOTS[self.slot].store(std::ptr::null_mut(), Ordering::Release);
+            LIVE_HEAPS.fetch_sub(1, Ordering::SeqCst);
+            if self.slot == 0 {
+                FIRST.store(&NO_HEAP as *const Entry as *mut Entry, Ordering::Release);
+            }
+        }
+        // The pins taken while it was registered end before the heap's maps
+        // go (the `Space` unmaps them after this drop): their reads are a
+        // few loads each, never a wait.
+        let mut n = 0;
+        while self.entry.readers.0.load(Ordering::SeqCst) != 0 {
+            backoff(&mut n);
         }
     }
 }
@@ -403,7 +440,18 @@ pub(crate) fn register(
     let mark = MarkShared::NEW;
     // `is_live_as` relies on it for alignment (no `addr % 8` test).
     assert!(lo % BLOCK_SIZE == 0 && hi >= lo, "a heap reservation [{lo:#x}, {hi:#x}) not block aligned");
-    let e = Box::into_raw(Box::new(Entry { lo, len: hi - lo, kinds, meta, descs, gen: AtomicU64::new(0), encoding, mark }));
+    let e = Box::into_raw(Box::new(Entry {
+        lo,
+        len: hi - lo,
+        kinds,
+        meta,
+        descs,
+        gen: AtomicU64::new(0),
+        encoding,
+        mark,
+        registered: AtomicBool::new(true),
+        readers: ReaderCount(AtomicUsize::new(0)),
+    }));
     SLOTS[slot].store(e, Ordering::Release);
     LIVE_HEAPS.fetch_add(1, Ordering::SeqCst);
     if slot == 0 {
@@ -426,6 +474,21 @@ pub(crate) fn register(
 /// across a safe point).
 #[inline(never)]
 pub(crate) fn shade(addr: usize) {
+    shade_from(Own::Unknown, addr)
+}
+
+/// The caller's own heap for [`shade_from`]: looked up when needed, or
+/// already known (`own_entry()`'s answer, for a caller that shades several
+/// words: one thread-local read instead of one per word).
+#[derive(Clone, Copy)]
+pub(crate) enum Own {
+    Unknown,
+    Known(Option<&'static Entry>),
+}
+
+/// [`shade`], with the caller's own heap (see [`Own`]).
+#[inline]
+pub(crate) fn shade_from(own: Own, addr: usize) {
     if addr == 0 {
         return;
     }
@@ -433,6 +496,25 @@ pub(crate) fn shade(addr: usize) {
         if !e.mark.marking.load(Ordering::Acquire) || addr % 8 != 0 {
             return;
         }
+        // The block tables are read next: the thread's own heap is mapped
+        // while its mutator (or pause) lives; any other heap is pinned
+        // (a heap being dropped does not mark: nothing to shade).
+        let own = match own {
+            Own::Known(o) => o,
+            Own::Unknown => own_entry(),
+        };
+        if own.is_some_and(|own| std::ptr::eq(own, e)) {
+            shade_in(e, addr, off);
+        } else {
+            with_pinned(addr, |e, off| shade_in(e, addr, off));
+        }
+    }
+}
+
+/// [`shade`]'s work in entry `e` (marking), which holds `addr` at `off`;
+/// its heap is mapped for the call (own or pinned).
+fn shade_in(e: &Entry, addr: usize, off: usize) {
+    {
         let (kind, m, _) = e.block_tables(off);
         let v = kind.load(Ordering::Acquire);
         let boff = off & (BLOCK_SIZE - 1);
@@ -606,10 +688,9 @@ pub(crate) fn check_for(addr: usize, own: &'static Entry) -> Result<&'static Des
 /// The descriptor of the live object starting at `addr`, or why there is none.
 #[inline]
 pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
-    match entry_holding(addr) {
-        Some((e, off)) => check_in(e, addr, off),
-        None => Err(Bad::NotLive),
-    }
+    // Any heap's object, from a thread that may not keep that heap alive:
+    // pinned (a heap being dropped holds nothing).
+    with_pinned(addr, |e, off| check_in(e, addr, off)).unwrap_or(Err(Bad::NotLive))
 }
 
 /// [`check`] in entry `e`, which holds `addr` at offset `off`.
@@ -790,26 +871,35 @@ pub(crate) unsafe fn layout_of(addr: usize) -> (&'static Descriptor, usize) {
 }
 
 /// The descriptor word of the block holding `addr` (0 outside every heap
-/// and for untyped blocks). Reads side tables only.
+/// and for untyped blocks). Reads side tables only, unpinned: for callers
+/// whose heap stays mapped (a live object's, per their contract).
 #[inline]
 pub(crate) fn block_desc_of(addr: usize) -> usize {
-    match entry_holding(addr) {
-        Some((e, off)) => {
-            // SAFETY: off < len, so the block index is < nblocks (see
-            // `is_object_start`).
-            unsafe { &*e.descs.add(off >> BLOCK_SHIFT) }.load(Ordering::Acquire)
-        }
-        None => 0,
-    }
+    entry_holding(addr).map_or(0, |(e, off)| block_desc_in(e, off))
+}
+
+/// [`block_desc_of`] for any address from any thread: pinned (0 for a heap
+/// being dropped).
+pub(crate) fn block_desc_of_pinned(addr: usize) -> usize {
+    with_pinned(addr, block_desc_in).unwrap_or(0)
+}
+
+/// The descriptor word of the block at offset `off` of `e`.
+#[inline(always)]
+fn block_desc_in(e: &Entry, off: usize) -> usize {
+    // SAFETY: off < len, so the block index is < nblocks (see
+    // `is_object_start`).
+    unsafe { &*e.descs.add(off >> BLOCK_SHIFT) }.load(Ordering::Acquire)
 }
 
 /// Test support: the start of the block holding `addr` and its typed
 /// descriptor (`None` for an untyped block), if `addr` is in a heap.
 pub(crate) fn block_info(addr: usize) -> Option<(usize, Option<&'static Descriptor>)> {
-    let (e, off) = entry_holding(addr)?;
-    let bd = block_desc_of(addr);
-    // SAFETY: a typed block's word is a &'static Descriptor.
-    Some((e.lo + (off & !(BLOCK_SIZE - 1)), (bd != 0).then(|| unsafe { &*(bd as *const Descriptor) })))
+    with_pinned(addr, |e, off| {
+        let bd = block_desc_in(e, off);
+        // SAFETY: a typed block's word is a &'static Descriptor.
+        (e.lo + (off & !(BLOCK_SIZE - 1)), (bd != 0).then(|| unsafe { &*(bd as *const Descriptor) }))
+    })
 }
 
 /// The value encoding of the heap whose reservation holds `addr`.
@@ -827,6 +917,68 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
         // is only cleared, never its entry deallocated).
         unsafe { s.load(Ordering::Acquire).as_ref() }
     })
+}
+
+/// Runs `f` on the entry whose reservation holds `addr` (and `addr`'s
+/// offset), pinned: the heap's final drop does not unmap its tables or its
+/// reservation before `f` returns (see [`Entry::readers`]). `None` if no
+/// registered heap holds `addr`, or its heap is being dropped. For reads
+/// by a thread that may not keep that heap alive (a plain thread's query,
+/// a root or weak reference shaded from any thread); a mutator's own heap
+/// (and the heap a pause collects) needs no pin.
+///
+/// The protocol: the reader increments `readers`, then loads `registered`
+/// (both SeqCst); the drop stores `registered = false`, then loads
+/// `readers` (both SeqCst). In the single order of SeqCst operations,
+/// either the reader's load comes after the drop's store (it sees false
+/// and reads nothing) or its increment comes before the drop's load (the
+/// drop waits for its decrement, a Release that the drop's load acquires,
+/// so the reads happen before the unmapping). The entry is never reused
+/// for another heap (leaked), so a pin cannot land on a successor.
+#[inline]
+fn with_pinned<R>(addr: usize, f: impl FnOnce(&'static Entry, usize) -> R) -> Option<R> {
+    let (e, off) = entry_holding(addr)?;
+    if PIN_OFF.load(Ordering::Relaxed) {
+        // Negative control: no pin (the reads race the drop as before).
+        slow_reader();
+        return Some(f(e, off));
+    }
+    struct Unpin(&'static Entry);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            self.0.readers.0.fetch_sub(1, Ordering::Release);
+        }
+    }
+    e.readers.0.fetch_add(1, Ordering::SeqCst);
+    let _unpin = Unpin(e);
+    if !e.registered.load(Ordering::SeqCst) {
+        return None;
+    }
+    slow_reader();
+    Some(f(e, off))
+}
+
+/// Fault injection (`set_table_pin_for_tests`): a reader slow between its
+/// look-up and its reads, long enough for a drop to come in between.
+#[inline]
+fn slow_reader() {
+    if PIN_SLOW_READER.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Test switches of [`with_pinned`] (`set_table_pin_for_tests`).
+static PIN_OFF: AtomicBool = AtomicBool::new(false);
+static PIN_SLOW_READER: AtomicBool = AtomicBool::new(false);
+
+/// Test support: `pinned = false` turns the pin of [`with_pinned`] off (the
+/// negative control: reads of another thread's heap race its drop again);
+/// `slow_reader` makes every pinned reader sleep 20 ms between its look-up
+/// and its reads, so that a concurrent drop falls in between.
+#[doc(hidden)]
+pub fn set_table_pin_for_tests(pinned: bool, slow_reader: bool) {
+    PIN_OFF.store(!pinned, Ordering::SeqCst);
+    PIN_SLOW_READER.store(slow_reader, Ordering::SeqCst);
 }
 
 /// The entry whose reservation holds `addr`, and `addr`'s offset in it.

@@ -1,0 +1,91 @@
+//! A query of a heap's object from a thread that does not keep that heap
+//! alive (`GcRef::is_live`, `GcRef::payload` on a plain thread: `Gc<T>` is
+//! `Send`) racing the heap's final drop read its side tables while they
+//! were unmapped: a segfault from safe code (a new-user program, two
+//! threads, `is_live` in a loop against heaps built and dropped: 3 crashes
+//! in 3 runs). Such reads now pin the heap's handle-check entry, and the
+//! drop waits for the pins before the maps go (`refcheck::with_pinned`).
+//!
+//! Each scenario runs in a child process (this test binary, re-run on one
+//! test), so that the negative control's segfault fails an assertion
+//! instead of the whole test binary. The fault injection makes the reader
+//! sleep 20 ms between its look-up and its reads, so the drop comes in
+//! between every time.
+mod common;
+use common::run_child;
+use std::sync::mpsc;
+use std::time::Duration;
+use usurp_gc::{gc_type, Gc, Heap, HeapConfig, Member};
+
+#[repr(C)]
+struct Link {
+    next: Member<Link>,
+}
+gc_type!(Link { next });
+
+const CHILD: &str = "USURP_HEAP_DROP_RACE_CHILD";
+
+/// The scenario (in the child): a plain thread asks `is_live` and
+/// `payload` of an object while the main thread drops its heap. Exits 0
+/// with the answers checked; with the pin off, segfaults.
+fn scenario(pinned: bool) {
+    usurp_gc::internals::set_table_pin_for_tests(pinned, true);
+    let h = Heap::new(HeapConfig { max_heap: 4 << 20, ..HeapConfig::default() }).unwrap();
+    let x = {
+        let _g = h.attach_thread().unwrap();
+        Gc::new(Link { next: Member::null() })
+    };
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        tx.send(()).unwrap();
+        // Looks the heap up, sleeps 20 ms (the injected delay), then reads
+        // its tables: the drop below lands in the sleep.
+        let live = x.raw().is_live();
+        let payload = x.raw().payload() as usize;
+        (live, payload)
+    });
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    drop(h);
+    let (live, payload) = reader.join().unwrap();
+    // The heap was registered at the look-up: with the pin, the drop waited
+    // for the reads, which saw the object (live, its payload after the
+    // 8-byte header).
+    assert!(live, "is_live: the object was live when looked up");
+    assert_eq!(payload, x.raw().addr() + 8);
+    // After the drop nothing is live there, and nothing is read.
+    usurp_gc::internals::set_table_pin_for_tests(pinned, false);
+    assert!(!x.raw().is_live(), "is_live after the heap was dropped");
+}
+
+#[test]
+fn queries_racing_a_heap_drop_are_pinned() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("pinned") => scenario(true),
+        Ok(_) => {}
+        Err(_) => {
+            let o = run_child("queries_racing_a_heap_drop_are_pinned", CHILD, "pinned");
+            assert!(o.status.success(), "the pinned scenario failed: {:?}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+        }
+    }
+}
+
+/// The negative control: without the pin, the same scenario reads the
+/// unmapped tables and the child dies of SIGSEGV.
+#[test]
+fn without_the_pin_the_race_segfaults() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("unpinned") => scenario(false),
+        Ok(_) => {}
+        Err(_) => {
+            use std::os::unix::process::ExitStatusExt;
+            let o = run_child("without_the_pin_the_race_segfaults", CHILD, "unpinned");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.signal() == Some(libc::SIGSEGV) || err.contains("Segmentation fault"),
+                "without the pin the child should crash: {:?}\n{err}",
+                o.status
+            );
+        }
+    }
+}
