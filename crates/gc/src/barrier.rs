@@ -62,6 +62,14 @@ use std::sync::Once;
 /// it).
 pub(crate) static MARKING: AtomicUsize = AtomicUsize::new(0);
 
+/// `MARKING` plus the number of heaps registered: above 1 while a heap
+/// marks or several heaps exist, when a new object's initialisation
+/// (`Gc::new`) has work beyond its store (shade its fields; refuse fields
+/// naming another heap's objects). One load on the allocation path for
+/// both. Changed next to `MARKING` (same stops) and by heap registration
+/// (`refcheck::register` and `Registration::drop`, under `REGISTER`).
+pub(crate) static NEW_OBJECT_WORK: AtomicUsize = AtomicUsize::new(0);
+
 /// Test-only switch (negative control of the barrier): when false, the
 /// slow paths (pointer and value barrier) shade nothing (the store still
 /// happens).
@@ -103,8 +111,9 @@ pub(crate) fn shade_insertion(value: usize) {
 
 /// `Gc::new`'s insertion half: the new object `obj` (black if allocated
 /// during a mark, so never scanned) was just initialised with a value that
-/// may hold pointers no barrier saw; shade every pointer field. Called only
-/// after an inlined `MARKING` check.
+/// may hold pointers no barrier saw; shade every pointer field. Called
+/// while a heap marks (`Gc::new`'s `new_object_work`), by the thread that
+/// allocated `obj`.
 #[cold]
 #[inline(never)]
 pub(crate) fn shade_new_object_fields(obj: usize) {
@@ -116,7 +125,7 @@ pub(crate) fn shade_new_object_fields(obj: usize) {
     // not yet visible to others).
     let (d, payload) = unsafe { crate::refcheck::layout_of(obj) };
     let p = payload as *const usize;
-    let own = crate::refcheck::Own::Known(crate::refcheck::own_entry());
+    let own = crate::refcheck::own_of_new_object(obj);
     // SAFETY: payload word 0 of an array is its length.
     let len = if d.is_array() { unsafe { p.read() } } else { 0 };
     d.for_each_reference_word(len, |i, value| {

@@ -2023,6 +2023,7 @@ impl HeapInner {
         lock(&self.space.mark.grey).clear();
         self.space.mark.marking.store(true, Ordering::Release);
         crate::barrier::MARKING.fetch_add(1, Ordering::SeqCst);
+        crate::barrier::NEW_OBJECT_WORK.fetch_add(1, Ordering::SeqCst);
         self.alloc_black.store(true, Ordering::Release);
         for &m in lock(&self.mutators).iter() {
             // SAFETY: registered mutators are alive (the guard's drop
@@ -2038,6 +2039,7 @@ impl HeapInner {
     fn end_marking(&self) {
         if self.space.mark.marking.swap(false, Ordering::AcqRel) {
             crate::barrier::MARKING.fetch_sub(1, Ordering::SeqCst);
+            crate::barrier::NEW_OBJECT_WORK.fetch_sub(1, Ordering::SeqCst);
         }
         self.alloc_black.store(false, Ordering::Release);
         lock(&self.space.mark.grey).clear();

@@ -550,6 +550,23 @@ fn length_write_refused(r: GcRef, d: &Descriptor, what: &str) -> ! {
     )
 }
 
+/// `Gc::try_new`'s work beyond the store (see `barrier::NEW_OBJECT_WORK`).
+///
+/// # Safety
+/// `r` is an object of this thread's heap with descriptor `d` and payload
+/// `payload`, just written and not yet shared.
+#[cold]
+#[inline(never)]
+unsafe fn new_object_work(r: GcRef, d: &Descriptor, payload: *mut usize) {
+    if crate::refcheck::several_heaps() && !d.is_array() {
+        // SAFETY: per the contract.
+        unsafe { crate::refcheck::refuse_foreign_fields(payload, d) };
+    }
+    if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+        crate::barrier::shade_new_object_fields(r.addr());
+    }
+}
+
 /// A typed pointer to a heap object holding a `T` (see [`GcType`]).
 #[repr(transparent)]
 pub struct Gc<T> {
@@ -601,28 +618,28 @@ impl<T: GcType> Gc<T> {
         if T::PAYLOAD_OFFSET != d.payload_offset() {
             payload_offset_mismatch::<T>(d);
         }
-        if crate::refcheck::several_heaps() && !d.is_array() {
-            // `value` is laid out as `d`'s payload (GcType contract).
-            crate::refcheck::refuse_foreign_fields(&value as *const T as *const usize, d);
-        }
         let r = crate::try_alloc(d)?;
         // SAFETY: the new object's payload (at PAYLOAD_OFFSET, checked
         // above) is at least size_of::<T>() bytes (GcType contract),
         // 8-aligned, and not yet visible to anyone else.
         unsafe { (typed_payload::<T>(r) as *mut T).write(value) };
-        // The initialising store bypasses the write barrier. While a heap
-        // marks, the new object is black (never scanned): its `Member`
-        // fields get the barrier's insertion half, so that a value only an
-        // unscanned stack held is not lost (the hybrid barrier's rationale;
-        // today every stack is scanned in the start stop, which also covers
-        // it). Outside a mark: one load and a predicted branch. Inlined into
-        // preemptible guest code, the check and the (out-of-line) shade are
-        // not one no-preemption step: a termination stop could fall between
-        // them. Harmless while every stack is scanned in the start stop;
-        // per-task stack scanning must close that window (e.g. by doing the
-        // check inside the allocation's no-preemption section).
-        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            crate::barrier::shade_new_object_fields(r.addr());
+        // Beyond the store (one load and a predicted branch while no heap
+        // marks and one heap exists, `barrier::NEW_OBJECT_WORK`): with
+        // several heaps, fields naming another heap's objects are refused;
+        // while a heap marks, the new object is black (never scanned), so
+        // its `Member` fields get the barrier's insertion half, so that a
+        // value only an unscanned stack held is not lost (the hybrid
+        // barrier's rationale; today every stack is scanned in the start
+        // stop, which also covers it). Inlined into preemptible guest code,
+        // the check and the (out-of-line) shade are not one no-preemption
+        // step: a termination stop could fall between them. Harmless while
+        // every stack is scanned in the start stop; per-task stack scanning
+        // must close that window (e.g. by doing the check inside the
+        // allocation's no-preemption section).
+        if crate::barrier::NEW_OBJECT_WORK.load(Ordering::Relaxed) > 1 {
+            // SAFETY: `r` was just allocated with `d` and its payload
+            // written (above); nobody else has it.
+            unsafe { new_object_work(r, d, typed_payload::<T>(r)) };
         }
         Ok(Gc { raw: r, _t: PhantomData })
     }

@@ -407,6 +407,7 @@ impl Drop for Registration {
             // The entry is leaked on purpose: a reader may still hold it.
             SLOTS[self.slot].store(std::ptr::null_mut(), Ordering::Release);
             LIVE_HEAPS.fetch_sub(1, Ordering::SeqCst);
+            crate::barrier::NEW_OBJECT_WORK.fetch_sub(1, Ordering::SeqCst);
             if self.slot == 0 {
                 FIRST.store(&NO_HEAP as *const Entry as *mut Entry, Ordering::Release);
             }
@@ -454,6 +455,7 @@ pub(crate) fn register(
     }));
     SLOTS[slot].store(e, Ordering::Release);
     LIVE_HEAPS.fetch_add(1, Ordering::SeqCst);
+    crate::barrier::NEW_OBJECT_WORK.fetch_add(1, Ordering::SeqCst);
     if slot == 0 {
         FIRST.store(e, Ordering::Release);
     }
@@ -484,6 +486,14 @@ pub(crate) fn shade(addr: usize) {
 pub(crate) enum Own {
     Unknown,
     Known(Option<&'static Entry>),
+}
+
+/// The [`Own`] of a thread that just allocated `obj`: the heap holding it
+/// (a range check on the first entry, no thread-local read), which the
+/// allocating thread's mutator keeps alive.
+#[inline]
+pub(crate) fn own_of_new_object(obj: usize) -> Own {
+    Own::Known(entry_holding(obj).map(|(e, _)| e))
 }
 
 /// [`shade`], with the caller's own heap (see [`Own`]).
@@ -614,25 +624,29 @@ pub(crate) fn several_heaps() -> bool {
     LIVE_HEAPS.load(Ordering::Relaxed) > 1
 }
 
-/// With several heaps alive (see [`several_heaps`]): refuse a value about
-/// to become an object of this thread's heap (`Gc::new`) whose reference
-/// fields name another heap's objects, as `Member::set` and `set_value`
-/// refuse such stores. That heap would not see the reference and could
-/// free its target, and this heap's marking never follows it: without
-/// this, the first read of the field would be the first to notice.
-/// `words` is the value's first word, laid out as `d`'s payload; only the
-/// reference words (`Member` fields, value slots) are read. Only the heap
-/// identity is checked (a stale handle, or a word outside every heap, is
-/// refused when it is read).
+/// With several heaps alive (see [`several_heaps`]): refuse a new object
+/// of this thread's heap (`Gc::new`, right after its value was written)
+/// whose reference fields name another heap's objects, as `Member::set`
+/// and `set_value` refuse such stores. That heap would not see the
+/// reference and could free its target, and this heap's marking never
+/// follows it: without this, the first read of the field would be the
+/// first to notice. The offending word is cleared before the panic (the
+/// object is garbage then: its handle never reaches the caller). Only the
+/// heap identity is checked (a stale handle, or a word outside every heap,
+/// is refused when it is read).
+///
+/// # Safety
+/// `payload` is the payload of an object of this thread's heap with
+/// descriptor `d` (not an array), just written and not yet shared.
 #[cold]
 #[inline(never)]
-pub(crate) fn refuse_foreign_fields(words: *const usize, d: &Descriptor) {
-    // No mutator: the allocation itself reports it.
+pub(crate) unsafe fn refuse_foreign_fields(payload: *mut usize, d: &Descriptor) {
+    // No mutator: the allocation would have failed.
     let Some(e) = own_entry() else { return };
     d.for_each_reference_word(0, |i, value| {
-        // SAFETY: the caller's value spans `d`'s payload words and its
-        // reference words are initialised usize fields (`Member`s, values).
-        let w = unsafe { words.add(i).read() };
+        // SAFETY: i is a payload word of the object (its descriptor's).
+        let slot = unsafe { &*(payload.add(i) as *const AtomicUsize) };
+        let w = slot.load(Ordering::Relaxed);
         let a = if value {
             match e.encoding.decode(w) {
                 Some(a) => a,
@@ -645,6 +659,7 @@ pub(crate) fn refuse_foreign_fields(words: *const usize, d: &Descriptor) {
         // what it was before (marking counts it as bad, a read refuses it),
         // with one heap or several alike.
         if !e.holds(a) && entry_holding(a).is_some() {
+            slot.store(0, Ordering::Relaxed);
             foreign_field(d, i, a);
         }
     });
