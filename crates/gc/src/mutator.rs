@@ -254,7 +254,12 @@ impl AllocationForbidden {
 #[inline(never)]
 pub(crate) fn guard_order_abort(what: &str) -> ! {
     eprintln!(
-        "usurp gc: fatal: {what} dropped out of order: the thread's current mutator is not the one this guard          installed (MutatorGuard and AllocationForbidden guards must be dropped in reverse order of creation);          restoring the saved mutator could reinstall a freed one: aborting"
+        "usurp gc: fatal: {what} dropped out of order: the thread's current mutator is not the one this guard \
+         installed (MutatorGuard and AllocationForbidden guards must be dropped in reverse order of creation, \
+         on the thread that created them: a task must not hold one across a yield, a sleep, a channel or lock \
+         wait or a join, after which it may resume on another worker's thread, and other tasks on its thread \
+         would meanwhile run without a mutator); restoring the saved mutator could reinstall a freed one: \
+         aborting"
     );
     std::process::abort()
 }
@@ -266,6 +271,12 @@ pub(crate) fn guard_order_abort(what: &str) -> ! {
 /// blocking(): ..."). For `World` implementations: the scheduler uses it
 /// while a task runs a `blocking` closure, during which the task counts as
 /// stopped and a collection may run.
+///
+/// The guard belongs to the OS thread: in a usurp task, drop it before the
+/// task can switch (a yield, a sleep, a channel or lock wait, a join), or
+/// the other tasks of that worker run without a mutator meanwhile (their
+/// allocations fail with `reason`) and, if the task resumes on another
+/// worker, dropping the guard there aborts the process.
 pub fn forbid_allocation(reason: &'static str) -> AllocationForbidden {
     let prev_reason = FORBIDDEN.with(|c| c.replace(Some(reason)));
     let prev = set_current_mutator(std::ptr::null_mut());
