@@ -338,7 +338,7 @@ fn stopper_parking_aborts_with_a_message() {
     let (out, _) = run_child("stopper_parking_aborts_with_a_message", "USURP_CHILD_STOPPER_PARKS");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "child succeeded: {err}");
-    assert!(err.contains("the task that stopped the world"), "{err}");
+    assert!(err.contains("the task that holds the world stopped parked") && err.contains("Runtime::stop_the_world"), "{err}");
 }
 
 // ---- issue 10 item 5(a): a stop held up by a task blocked in the kernel
@@ -532,4 +532,41 @@ fn stopper_leaving_blocking_aborts_with_a_message() {
         assert!(!out.status.success(), "{mode}: {err}");
         assert!(err.contains("inside blocking() and left the closure"), "{mode}: {err}");
     }
+}
+
+/// A root scanner (run by the collecting task, with the world stopped) that
+/// waits for a `usurp::Mutex` a sleeping task holds: the process aborts,
+/// and the message names that case, not only `stop_the_world`, which this
+/// program never calls (red-team finding F7, session 11: the message
+/// blamed `Runtime::stop_the_world`).
+#[test]
+fn root_scanner_waiting_for_a_task_lock_aborts_naming_the_scanner() {
+    if std::env::var("USURP_CHILD_SCANNER_LOCKS").is_ok() {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("child watchdog: the scanner's wait hung");
+            std::process::exit(99);
+        });
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        rt.block_on(|| {
+            let heap = usurp::gc::Heap::current().unwrap();
+            let m = Arc::new(usurp::Mutex::new(0usize));
+            let m2 = m.clone();
+            heap.add_root_scanner(Box::new(move |_report| {
+                let _g = m2.lock();
+            }));
+            let holder = usurp::spawn(move || {
+                let _g = m.lock();
+                usurp::sleep(Duration::from_secs(5));
+            });
+            usurp::sleep(Duration::from_millis(20));
+            heap.collect();
+            holder.join().unwrap();
+        });
+        unreachable!("the collection whose scanner waited returned");
+    }
+    let (out, _) = run_child("root_scanner_waiting_for_a_task_lock_aborts_naming_the_scanner", "USURP_CHILD_SCANNER_LOCKS");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "child succeeded: {err}");
+    assert!(err.contains("holds the world stopped parked") && err.contains("root scanner"), "{err}");
 }

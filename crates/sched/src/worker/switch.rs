@@ -228,8 +228,11 @@ pub(crate) fn park_current() {
         // would free it under the waker. Parking would wait for a wake-up
         // that needs the world running, which only this task can restart.
         crate::sys::write_stderr(
-            b"usurp: fatal: the task that stopped the world (Runtime::stop_the_world) parked (sleep, join, a \
-              channel or mutex wait) before Runtime::start_the_world: nothing could ever wake it; aborting\n",
+            b"usurp: fatal: the task that holds the world stopped parked (sleep, join, a channel or mutex wait): \
+              nothing could ever wake it, since only it can restart the world; aborting. Either it called \
+              Runtime::stop_the_world and waited before Runtime::start_the_world, or it is running a garbage \
+              collection whose root scanner, finalizer registration or World callback waited (a root scanner \
+              must not take a lock a task may hold)\n",
         );
         std::process::abort();
     }
