@@ -45,3 +45,32 @@ fn join_returns_after_task_local_destructors() {
     assert!(from_task, "join (from a task) returned before the task-local destructor had run");
     assert!(from_thread, "join (from a thread) returned before the task-local destructor had run");
 }
+
+/// A task-local value whose destructor panics aborts the process (as std
+/// does for a thread-local's), with a message that says so, instead of
+/// "panic in a function that cannot unwind" naming nothing (red-team
+/// finding F11, session 11).
+#[test]
+fn a_panicking_task_local_destructor_aborts_naming_it() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("bomb went off");
+        }
+    }
+    usurp::task_local! {
+        static BOMB: Bomb = Bomb;
+    }
+    if std::env::var("USURP_CHILD_TL_PANIC").is_ok() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        rt.block_on(|| {
+            let h = usurp::spawn(|| BOMB.with(|_| ()));
+            let _ = h.join();
+        });
+        std::process::exit(0);
+    }
+    let (out, _) = usurp_testsupport::run_child("a_panicking_task_local_destructor_aborts_naming_it", "USURP_CHILD_TL_PANIC");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "child succeeded: {err}");
+    assert!(err.contains("task-local value's destructor panicked") && err.contains("bomb went off"), "{err}");
+}

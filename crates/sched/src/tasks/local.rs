@@ -40,7 +40,23 @@ pub(crate) unsafe fn drop_locals(t: *mut Task) {
     // Values are dropped one by one; a destructor that touches a key sees
     // AccessError (the map is marked destroyed).
     while let Some(e) = map.entries.pop() {
-        drop(e);
+        // A panic must not unwind out of the task's exit path (it cannot
+        // unwind there: the process would abort with "panic in a function
+        // that cannot unwind", naming nothing). As std does for a
+        // thread-local destructor, abort, but say which destructor.
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(e))) {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(a non-string payload)".to_string());
+            eprintln!(
+                "usurp: fatal: a task-local value's destructor panicked at the end of its task ({msg}); a \
+                 destructor of a task-local value must not panic (nor use another task-local: they are being \
+                 destroyed, `with` panics and `try_with` returns AccessError): aborting"
+            );
+            std::process::abort();
+        }
     }
     map.destroyed = false;
 }
