@@ -315,7 +315,8 @@ pub mod task {
         let t = crate::worker::current_task_ref()?;
         let id = t.id.get();
         let cpu = crate::worker::current_cpu_cycles(t);
-        Some(TaskStats { id, cpu_time: crate::glue::dump::cycles_to_duration(cpu), finished: false })
+        let cpu_time_on = t.shared().cpu_time;
+        Some(TaskStats { id, cpu_time: crate::glue::dump::cycles_to_duration(cpu), cpu_time_on, finished: false })
     }
 
     /// A dump of every live task of the current task's runtime (see

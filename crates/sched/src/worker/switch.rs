@@ -406,7 +406,9 @@ pub(super) fn schedule_loop(m: &Machine) {
         m.current.set(t.as_ptr());
         w.running_task.store(t.as_ptr() as usize, Ordering::Relaxed);
         w.bump_switch();
-        w.run_since.set(arch::cycles());
+        if w.cpu_time {
+            w.run_since.set(arch::cycles());
+        }
         // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
         let r = unsafe {
             if let Some(s) = slot.as_ref() {
