@@ -420,10 +420,11 @@ mod cpu_time_tests {
             crate::blocking(|| std::thread::sleep(Duration::from_millis(1)));
             spin(Duration::from_millis(20));
             stop.store(true, Ordering::Relaxed);
-            let c = Current::get().expect("a task");
-            let (charged, run_since) = (c.task().cpu.load(Ordering::Relaxed), c.worker().run_since.get());
-            let own_cycles = current_cpu_cycles(c.task());
-            drop(c);
+            let (charged, run_since, own_cycles) = {
+                // The guard is not kept across the dump below (it may switch).
+                let c = Current::get().expect("a task");
+                (c.task().cpu.load(Ordering::Relaxed), c.worker().run_since.get(), current_cpu_cycles(c.task()))
+            };
             let own = crate::task::current().expect("a task");
             let dump = crate::task::dump();
             (charged, run_since, own_cycles, own, dump.to_string(), dump.cpu_time_on)
