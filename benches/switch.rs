@@ -131,6 +131,12 @@ fn main() {
     report(filter, "yield, 2 tasks, workers(1)", "ns per yield", || yield_ns(&one, n));
     report(filter, "channel ping-pong round trip, workers(1)", "ns", || pingpong_ns(&one, n));
     report(filter, "spawn+join, workers(1)", "ns", || spawn_join_ns(&one, n));
+    // The same without per-task CPU time (`RuntimeBuilder::task_cpu_time`):
+    // no cycle-counter read per switch.
+    let nocpu = Runtime::builder().workers(1).task_cpu_time(false).build().expect("runtime");
+    report(filter, "yield, 2 tasks, workers(1), task_cpu_time(false)", "ns per yield", || yield_ns(&nocpu, n));
+    report(filter, "channel ping-pong round trip, workers(1), task_cpu_time(false)", "ns", || pingpong_ns(&nocpu, n));
+    drop(nocpu);
     let w = all.workers();
     report(filter, &format!("yield, 2 tasks, workers({w})"), "ns per yield", || yield_ns(&all, n));
     report(filter, &format!("channel ping-pong round trip, workers({w})"), "ns", || pingpong_ns(&all, n));

@@ -19,6 +19,8 @@ num() { grep -m1 "$1" | sed -E "s/.*$2: *([0-9.]+).*/\1/"; }
 u_yield=$(echo "$ours" | num '^yield, 2 tasks, workers(1)' 'workers\(1\)')
 u_ping=$(echo "$ours" | num '^channel ping-pong round trip, workers(1)' 'workers\(1\)')
 u_spawn=$(echo "$ours" | num '^spawn+join, workers(1)' 'workers\(1\)')
+u_yield_nocpu=$(echo "$ours" | num '^yield, 2 tasks, workers(1), task_cpu_time(false)' 'task_cpu_time\(false\)')
+u_ping_nocpu=$(echo "$ours" | num '^channel ping-pong round trip, workers(1), task_cpu_time(false)' 'task_cpu_time\(false\)')
 g_yield=$(echo "$go" | num '^Gosched' 'GOMAXPROCS=[0-9]+')
 g_ping=$(echo "$go" | num '^channel ping-pong' 'round trip')
 g_spawn=$(echo "$go" | num '^spawn+join' 'spawn\+join')
@@ -28,6 +30,8 @@ row() { awk -v n="$1" -v u="$2" -v g="$3" 'BEGIN { printf "%-32s usurp %8.1f ns 
 row "yield (Gosched)" "$u_yield" "$g_yield"
 row "channel ping-pong round trip" "$u_ping" "$g_ping"
 row "spawn+join" "$u_spawn" "$g_spawn"
+row "yield, task_cpu_time(false)" "$u_yield_nocpu" "$g_yield"
+row "ping-pong, task_cpu_time(false)" "$u_ping_nocpu" "$g_ping"
 
 # ---- preemption (benches/preempt.rs) beside ../shared/anchors/run.sh preempt --------
 # (appended by the integration work; goals from issue 3: wake p99 <= quantum +

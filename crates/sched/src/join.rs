@@ -49,8 +49,15 @@ pub struct TaskStats {
     /// OS (page faults, the OS preempting the worker thread) but not the
     /// time inside a `blocking` closure whose worker was handed off. For the
     /// calling task (`task::current`) it is exact to now; for another
-    /// running task, up to its last switch.
+    /// running task, up to its last switch. Zero if the task's runtime was
+    /// built with [`crate::RuntimeBuilder::task_cpu_time`] `(false)` (see
+    /// `cpu_time_on`).
     pub cpu_time: Duration,
+    /// Whether the task's runtime measures CPU time
+    /// ([`crate::RuntimeBuilder::task_cpu_time`], default true). False:
+    /// `cpu_time` is zero because nothing was measured, not because the
+    /// task used no CPU.
+    pub cpu_time_on: bool,
     /// Whether the task has finished.
     pub finished: bool,
 }
@@ -245,14 +252,21 @@ impl<T> JoinHandle<T> {
 
     /// The task's CPU time so far (see [`TaskStats::cpu_time`]): up to its
     /// last switch while it runs, its total once it finished.
+    /// [`Duration::ZERO`] if its runtime does not measure CPU time
+    /// ([`crate::RuntimeBuilder::task_cpu_time`]`(false)`; [`TaskStats::cpu_time_on`]
+    /// tells the two apart).
     pub fn cpu_time(&self) -> Duration {
-        crate::glue::dump::cycles_to_duration(self.packet.cpu().cycles())
+        let link = self.packet.cpu();
+        if !link.on {
+            return Duration::ZERO;
+        }
+        crate::glue::dump::cycles_to_duration(link.cycles())
     }
 
     /// A snapshot of the task's accounting (id, CPU time, finished).
     pub fn stats(&self) -> TaskStats {
         let finished = self.is_finished();
-        TaskStats { id: self.id, cpu_time: self.cpu_time(), finished }
+        TaskStats { id: self.id, cpu_time: self.cpu_time(), cpu_time_on: self.packet.cpu().on, finished }
     }
 
     /// Waits for the task to finish and returns its result, or the payload
@@ -353,7 +367,7 @@ where
     let t = shared.get_task()?;
     let packet = Arc::new(Packet {
         roots: Slot::new(),
-        cpu: CpuLink::new(),
+        cpu: CpuLink::new(shared.cpu_time),
         state: AtomicU8::new(RUNNING),
         waiter: UnsafeCell::new(None),
         f: UnsafeCell::new(Some(f)),

@@ -44,7 +44,9 @@
 //! world, then symbolize. A dump signal (`USURP_DEBUG=dumpsignal=SIGQUIT`,
 //! `RuntimeBuilder::dump_signal`) only flags the request; the `usurp-dumper`
 //! thread takes the dump. CPU time: one cycle-counter read per switch
-//! (`Worker::charge`), converted to time only when read.
+//! (`Worker::charge`), converted to time only when read; none with
+//! `RuntimeBuilder::task_cpu_time(false)` (readers then report zero and
+//! say it is off: `TaskStats::cpu_time_on`, `TaskDump::cpu_time_on`).
 //!
 //! **Queues** (`queue.rs`; the policy in `worker/policy.rs`). Each worker has a 256-slot ring (single producer,
 //! CAS consumers, thieves take half, overflow moves half to the global
@@ -315,7 +317,8 @@ pub mod task {
         let t = crate::worker::current_task_ref()?;
         let id = t.id.get();
         let cpu = crate::worker::current_cpu_cycles(t);
-        Some(TaskStats { id, cpu_time: crate::glue::dump::cycles_to_duration(cpu), finished: false })
+        let cpu_time_on = t.shared().cpu_time;
+        Some(TaskStats { id, cpu_time: crate::glue::dump::cycles_to_duration(cpu), cpu_time_on, finished: false })
     }
 
     /// A dump of every live task of the current task's runtime (see

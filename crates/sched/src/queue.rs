@@ -58,6 +58,21 @@ impl LocalQueue {
         t.wrapping_sub(h)
     }
 
+    /// Owner only. Pushes at the tail if the ring has room (true); false if
+    /// it is full (then [`LocalQueue::push`] moves half of it out). One
+    /// attempt: only the owner pushes, and thieves only make room.
+    #[inline(always)]
+    pub(crate) fn try_push(&self, t: TaskRef) -> bool {
+        let h = self.head.load(Ordering::Acquire);
+        let tl = self.tail.0.load(Ordering::Relaxed);
+        if tl.wrapping_sub(h) < RING {
+            self.slot(tl).store(t.as_ptr(), Ordering::Relaxed);
+            self.tail.0.store(tl.wrapping_add(1), Ordering::Release);
+            return true;
+        }
+        false
+    }
+
     /// Owner only. Pushes at the tail; if the ring is full, returns `t`
     /// together with half of the ring as a list for the global queue.
     #[inline]

@@ -35,6 +35,7 @@ pub struct RuntimeBuilder {
     gogc: Option<Option<u32>>,
     dump_signal: Option<libc::c_int>,
     timer_spin: Duration,
+    task_cpu_time: bool,
 }
 
 impl RuntimeBuilder {
@@ -54,6 +55,7 @@ impl RuntimeBuilder {
             gogc: None,
             dump_signal: None,
             timer_spin: Duration::ZERO,
+            task_cpu_time: true,
         }
     }
 
@@ -146,6 +148,21 @@ impl RuntimeBuilder {
     /// more makes `build` fail with [`Error::InvalidTimerSpin`].
     pub fn timer_spin(mut self, spin: Duration) -> RuntimeBuilder {
         self.timer_spin = spin;
+        self
+    }
+
+    /// Per-task CPU time (default on): every task switch reads the CPU's
+    /// cycle counter (rdtsc / cntvct_el0) and charges the outgoing task
+    /// ([`crate::task::TaskStats::cpu_time`], [`crate::JoinHandle::cpu_time`],
+    /// task dumps). That read is a sizeable part of a switch on some
+    /// machines (a VM where rdtsc costs ~10 ns: about a fifth of a yield).
+    /// With `false` no switch reads the counter, and nothing is measured:
+    /// `cpu_time()` is [`Duration::ZERO`] for every task of this runtime,
+    /// [`crate::task::TaskStats::cpu_time_on`] is false (so a zero is not
+    /// mistaken for an idle task), and a dump prints `cpu off` (its
+    /// `TaskInfo::cpu_time` is zero too; [`crate::TaskDump::cpu_time_on`] says why).
+    pub fn task_cpu_time(mut self, on: bool) -> RuntimeBuilder {
+        self.task_cpu_time = on;
         self
     }
 
@@ -261,6 +278,7 @@ impl RuntimeBuilder {
                 self.thread_name.clone(),
                 crate::glue::gc_world::attach_thread,
                 self.timer_spin.as_nanos() as u64,
+                self.task_cpu_time,
             )
         });
         if preempt_on {
@@ -461,6 +479,12 @@ impl Runtime {
     /// [`Runtime::dump_tasks`] with another limit on the wait for the stop.
     pub fn dump_tasks_timeout(&self, stop_timeout: Duration) -> crate::TaskDump {
         crate::glue::dump::dump(&self.shared, stop_timeout)
+    }
+
+    /// Whether this runtime measures per-task CPU time (see
+    /// [`RuntimeBuilder::task_cpu_time`]).
+    pub fn task_cpu_time(&self) -> bool {
+        self.shared.cpu_time
     }
 
     /// Whether tasks of this runtime are preempted asynchronously.

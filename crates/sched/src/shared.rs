@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     stopped_cv: std::sync::Condvar,
     /// Usable task stack size (whole pages). Immutable.
     pub(crate) stack_size: usize,
+    /// Per-task CPU time on (`RuntimeBuilder::task_cpu_time`; each worker
+    /// keeps a copy, `Worker::cpu_time`). Immutable.
+    pub(crate) cpu_time: bool,
     /// Prefix of the runtime threads' names. Immutable.
     thread_name: String,
     /// Weak self-reference (for threads started later, and to leak the
@@ -141,6 +144,7 @@ impl Shared {
         thread_name: String,
         attach_thread: fn(&Shared) -> Option<usurp_gc::MutatorGuard>,
         timer_spin_ns: u64,
+        cpu_time: bool,
     ) -> Shared {
         let sp = me.as_ptr();
         Shared {
@@ -149,7 +153,7 @@ impl Shared {
             preempt,
             attach_thread,
             sysmon: Default::default(),
-            workers: (0..workers).map(|i| Worker::new(i, workers, sp)).collect(),
+            workers: (0..workers).map(|i| Worker::new(i, workers, sp, cpu_time)).collect(),
             global: SpinLock::new(TaskList::new()),
             global_len: AtomicUsize::new(0),
             nidle: AtomicUsize::new(0),
@@ -169,6 +173,7 @@ impl Shared {
             stopped: std::sync::Mutex::new(0),
             stopped_cv: std::sync::Condvar::new(),
             stack_size,
+            cpu_time,
             thread_name,
             me: me.clone(),
         }

@@ -56,6 +56,12 @@
 //! the interval since the first runtime's build (x86-64), kept once that
 //! interval is long enough. No reader sleeps for it: readers run on task
 //! workers.
+//!
+//! Off (`RuntimeBuilder::task_cpu_time(false)`), no switch reads the
+//! counter: `Worker::charge` returns at once, the scheduler loop does not
+//! stamp `run_since`, every task's `cpu` stays 0, and the readers say so
+//! rather than report a zero as a measurement (`TaskStats::cpu_time_on`,
+//! `TaskDump::cpu_time_on`, `cpu off` in a printed dump).
 
 use crate::shared::Shared;
 use crate::tasks::tcb::{state, wait_kind, Task, TaskRef};
@@ -93,6 +99,11 @@ pub struct TaskDump {
     pub workers: Vec<String>,
     /// How long the dump was willing to wait for the world to stop.
     pub stop_timeout: Duration,
+    /// Whether the runtime measures per-task CPU time
+    /// ([`crate::RuntimeBuilder::task_cpu_time`]): false, every
+    /// `TaskInfo::cpu_time` is zero (not measured) and `Display` prints
+    /// `cpu off`.
+    pub cpu_time_on: bool,
 }
 
 /// One task in a [`TaskDump`].
@@ -105,7 +116,8 @@ pub struct TaskInfo {
     pub name: Option<String>,
     /// What it was doing when the world stopped.
     pub state: TaskState,
-    /// CPU time used (see `TaskStats::cpu_time`).
+    /// CPU time used (see `TaskStats::cpu_time`); zero when the runtime
+    /// does not measure it (`TaskDump::cpu_time_on`).
     pub cpu_time: Duration,
     /// Its backtrace, innermost frame first (inlined functions get a frame
     /// each, with the PC of the machine frame that holds them).
@@ -249,7 +261,11 @@ impl fmt::Display for TaskDump {
             if let Some(n) = &t.name {
                 write!(f, " \"{n}\"")?;
             }
-            writeln!(f, ": {}, cpu {}", t.state, fmt_dur(t.cpu_time))?;
+            if self.cpu_time_on {
+                writeln!(f, ": {}, cpu {}", t.state, fmt_dur(t.cpu_time))?;
+            } else {
+                writeln!(f, ": {}, cpu off", t.state)?;
+            }
             for fr in &t.frames {
                 match &fr.function {
                     Some(name) => writeln!(f, "    {:#018x} {name}", fr.pc)?,
@@ -527,6 +543,7 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
                     stop_timed_out: true,
                     workers,
                     stop_timeout: timeout,
+                    cpu_time_on: sh.cpu_time,
                 };
             }
         }
@@ -552,7 +569,15 @@ pub(crate) fn dump(sh: &Shared, timeout: Duration) -> TaskDump {
             TaskInfo { id: r.id, name: r.name, state: r.state, cpu_time: cycles_to_duration(r.cpu), frames }
         })
         .collect();
-    TaskDump { tasks, stopped, time_to_safepoint: ttsp, stop_timed_out: false, workers: Vec::new(), stop_timeout: timeout }
+    TaskDump {
+        tasks,
+        stopped,
+        time_to_safepoint: ttsp,
+        stop_timed_out: false,
+        workers: Vec::new(),
+        stop_timeout: timeout,
+        cpu_time_on: sh.cpu_time,
+    }
 }
 
 /// Function names and source locations at one address, innermost inlined

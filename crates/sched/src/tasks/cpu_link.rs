@@ -25,11 +25,19 @@ pub(crate) struct CpuLink {
     /// The task's CPU cycles when it finished (written by `retire` before
     /// `task` is cleared).
     final_cycles: AtomicU64,
+    /// The task's runtime measures CPU time (`RuntimeBuilder::task_cpu_time`).
+    /// Off, the task is never charged and `cycles` is not consulted.
+    pub(crate) on: bool,
 }
 
 impl CpuLink {
-    pub(crate) fn new() -> CpuLink {
-        CpuLink { task: AtomicPtr::new(std::ptr::null_mut()), readers: AtomicU32::new(0), final_cycles: AtomicU64::new(0) }
+    pub(crate) fn new(on: bool) -> CpuLink {
+        CpuLink {
+            task: AtomicPtr::new(std::ptr::null_mut()),
+            readers: AtomicU32::new(0),
+            final_cycles: AtomicU64::new(0),
+            on,
+        }
     }
 
     /// The task's CPU cycles: up to its last switch out while it runs, the

@@ -176,6 +176,11 @@ pub(crate) struct Worker {
     /// there is no idle worker to wake, so its owner uses plain loads and
     /// stores on it (no locked read-modify-write on the wake path).
     pub(super) solo: bool,
+    /// Per-task CPU time is on (`RuntimeBuilder::task_cpu_time`, default
+    /// on): [`Worker::charge`] and the scheduler loop read the cycle
+    /// counter at every switch. Off, nothing reads it: `run_since` and
+    /// every task's `cpu` stay 0. Immutable (copied from `Shared`).
+    pub(super) cpu_time: bool,
     /// Preemption slot of the thread driving this worker (null if that
     /// thread has none: async preemption off). See `preempt_glue.rs`.
     pub(crate) slot: AtomicPtr<usurp_preempt::WorkerSlot>,
@@ -278,7 +283,7 @@ unsafe impl Sync for Worker {}
 unsafe impl Send for Worker {}
 
 impl Worker {
-    pub(crate) fn new(index: usize, nworkers: usize, shared: *const Shared) -> Worker {
+    pub(crate) fn new(index: usize, nworkers: usize, shared: *const Shared, cpu_time: bool) -> Worker {
         Worker {
             index,
             shared,
@@ -297,6 +302,7 @@ impl Worker {
             adopt_to: Cell::new(ptr::null()),
             watch: (0..nworkers).map(|_| Cell::new((u64::MAX, 0))).collect(),
             solo: nworkers == 1,
+            cpu_time,
             idle: AtomicBool::new(false),
             sleep_word: AtomicU32::new(0),
             switch_count: AtomicU64::new(0),
@@ -313,9 +319,13 @@ impl Worker {
     /// Adds the CPU time `t` used since it was switched in to `t.cpu`, and
     /// restarts the count (for the next task, or for `t` if it goes on
     /// running). One cycle-counter read, no system call, no locked RMW:
-    /// only the thread running `t` writes `t.cpu`.
+    /// only the thread running `t` writes `t.cpu`. Nothing with per-task
+    /// CPU time off (no counter read: [`Worker::cpu_time`]).
     #[inline]
     pub(super) fn charge(&self, t: TaskRef) {
+        if !self.cpu_time {
+            return;
+        }
         let now = arch::cycles();
         let cpu = &t.cpu;
         let used = now.saturating_sub(self.run_since.get());
@@ -341,11 +351,114 @@ impl Worker {
 
 /// CPU time of task `t` in cycles: what was charged at its switches, plus,
 /// if `t` is the task running on the calling thread's worker, the time since
-/// it was switched in.
+/// it was switched in. Always 0 with per-task CPU time off (nothing is
+/// charged, and `run_since` is never stamped).
 pub(crate) fn current_cpu_cycles(t: TaskRef) -> u64 {
     let base = t.cpu.load(Ordering::Relaxed);
     match Current::get() {
-        Some(c) if c.task() == t => base.wrapping_add(arch::cycles().saturating_sub(c.worker().run_since.get())),
+        Some(c) if c.task() == t && c.worker().cpu_time => base.wrapping_add(arch::cycles().saturating_sub(c.worker().run_since.get())),
         _ => base,
+    }
+}
+
+/// Per-task CPU time off (`RuntimeBuilder::task_cpu_time(false)`): after
+/// thousands of switches (yields against a partner, a `blocking` call whose
+/// worker is handed off, the scheduler loop starting the task) the task was
+/// never charged (`Task::cpu` 0), its worker never stamped `run_since`, and
+/// every reader reports the documented zero and says it is off
+/// (`TaskStats::cpu_time_on`, `TaskDump::cpu_time_on`, `cpu off` in the
+/// printed dump). The same scenario with it on is the control: there each
+/// of these observations sees the charges (so the off run's zeros are not
+/// an artefact of the scenario). Removing any of the guards (in `charge`,
+/// the scheduler loop's stamp, `current_cpu_cycles`) fails the off run.
+#[cfg(test)]
+mod cpu_time_tests {
+    use super::*;
+    use crate::{Runtime, TaskStats};
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+    use usurp_testsupport::within;
+
+    struct Seen {
+        /// `Task::cpu` of the task after its switches.
+        charged: u64,
+        /// Its worker's `run_since` then.
+        run_since: u64,
+        /// `current_cpu_cycles` of itself.
+        own_cycles: u64,
+        /// `task::current()`.
+        own: TaskStats,
+        /// Its join handle's stats once it finished.
+        joined: TaskStats,
+        /// A dump taken by the task, printed, and its flag.
+        dump: String,
+        dump_on: bool,
+    }
+
+    fn scenario(on: bool) -> Seen {
+        let rt = Runtime::builder().workers(1).task_cpu_time(on).build().unwrap();
+        assert_eq!(rt.task_cpu_time(), on);
+        let stop = Arc::new(AtomicBool::new(false));
+        let partner = {
+            let stop = stop.clone();
+            rt.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    crate::yield_now();
+                }
+            })
+        };
+        let h = rt.spawn(move || {
+            let spin = |d: Duration| {
+                let t0 = Instant::now();
+                while t0.elapsed() < d {
+                    crate::yield_now();
+                }
+            };
+            spin(Duration::from_millis(20));
+            // A handoff (one worker, no pinned task: a spare thread takes
+            // the worker over) charges at the handoff.
+            crate::blocking(|| std::thread::sleep(Duration::from_millis(1)));
+            spin(Duration::from_millis(20));
+            stop.store(true, Ordering::Relaxed);
+            let (charged, run_since, own_cycles) = {
+                // The guard is not kept across the dump below (it may switch).
+                let c = Current::get().expect("a task");
+                (c.task().cpu.load(Ordering::Relaxed), c.worker().run_since.get(), current_cpu_cycles(c.task()))
+            };
+            let own = crate::task::current().expect("a task");
+            let dump = crate::task::dump();
+            (charged, run_since, own_cycles, own, dump.to_string(), dump.cpu_time_on)
+        });
+        while !h.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let joined = h.stats();
+        let (charged, run_since, own_cycles, own, dump, dump_on) = h.join().unwrap();
+        partner.join().unwrap();
+        Seen { charged, run_since, own_cycles, own, joined, dump, dump_on }
+    }
+
+    #[test]
+    fn with_cpu_time_off_nothing_is_charged_and_readers_say_off() {
+        let s = within(60, "cpu time off", || scenario(false));
+        assert_eq!(s.charged, 0, "a task was charged with CPU time off");
+        assert_eq!(s.run_since, 0, "the worker read the cycle counter with CPU time off");
+        assert_eq!(s.own_cycles, 0);
+        assert_eq!((s.own.cpu_time, s.own.cpu_time_on), (Duration::ZERO, false));
+        assert_eq!((s.joined.cpu_time, s.joined.cpu_time_on, s.joined.finished), (Duration::ZERO, false, true));
+        assert!(!s.dump_on);
+        assert!(s.dump.contains(", cpu off"), "dump without 'cpu off':\n{}", s.dump);
+    }
+
+    #[test]
+    fn control_with_cpu_time_on_the_same_scenario_is_charged() {
+        let s = within(60, "cpu time on", || scenario(true));
+        assert!(s.charged > 0, "no charge in 40 ms of yields");
+        assert!(s.run_since > 0);
+        assert!(s.own_cycles >= s.charged);
+        assert!(s.own.cpu_time > Duration::ZERO && s.own.cpu_time_on);
+        assert!(s.joined.cpu_time >= s.own.cpu_time && s.joined.cpu_time_on && s.joined.finished);
+        assert!(s.dump_on);
+        assert!(!s.dump.contains("cpu off") && s.dump.contains(", cpu "), "dump:\n{}", s.dump);
     }
 }

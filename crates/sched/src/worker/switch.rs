@@ -108,6 +108,12 @@ unsafe fn switch_raw(m: &Machine, w: &Worker, cur: *mut Task, next: *mut Task, a
 /// context's action to it (see the module comment). `arg` is
 /// `worker | action` (the outgoing task is in `worker.prev`), except for
 /// `A_REQUEUE`, which comes from a thread without a worker: `task | A_REQUEUE`.
+///
+/// Every switch runs it, so it is kept frameless: each action ends in at
+/// most one call, in tail position (the ring's overflow, recycling, the
+/// adoption hand-over and the global queue are out of line), so the
+/// compiler saves no callee-saved register for it (it did, for the inlined
+/// overflow path and the free cache's growth: ~13 instructions per switch).
 #[inline]
 pub(crate) fn finish_switch(arg: usize) {
     if arg == 0 {
@@ -126,13 +132,11 @@ pub(crate) fn finish_switch(arg: usize) {
         let w = &*((arg & !A_MASK) as *const Worker);
         let prev = w.prev.get();
         match action {
-            A_YIELD => {
+            A_YIELD | A_PREEMPT => {
                 (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                w.push_local(TaskRef::new(prev));
-            }
-            A_PREEMPT => {
-                (*prev).state.store(state::RUNNABLE, Ordering::Relaxed);
-                w.push_local(TaskRef::new(prev));
+                if !w.queue.try_push(TaskRef::new(prev)) {
+                    push_local_full(w, TaskRef::new(prev));
+                }
             }
             A_PREEMPT_GLOBAL => requeue_global(w.shared(), TaskRef::new(prev)),
             A_PARK => {
@@ -148,21 +152,42 @@ pub(crate) fn finish_switch(arg: usize) {
                 }
             }
             A_EXIT => recycle(w, prev),
-            A_ADOPT => {
-                // `prev` is saved: record the spill frame as its SP (the
-                // frames above it stay frozen while the closure runs on the
-                // spare thread; a collection scans them from there), count
-                // it as blocking, then give it to the spare.
-                let s = &*w.adopt_to.replace(ptr::null());
-                s.adopt_resume.store(*(*prev).sp.get(), Ordering::Relaxed);
-                *(*prev).sp.get() = s.adopt_sp.load(Ordering::Relaxed);
-                (*prev).state.store(state::BLOCKING, Ordering::SeqCst);
-                s.adopt.store(prev, Ordering::Release);
-                s.spare_word.store(1, Ordering::SeqCst);
-                futex_wake(&s.spare_word, 1);
-            }
+            A_ADOPT => hand_to_spare(w, prev),
             _ => {}
         }
+    }
+}
+
+/// `finish_switch`'s `A_YIELD` / `A_PREEMPT` when `w`'s ring was full:
+/// [`Worker::push_local`] (half the ring to the global queue). Out of line
+/// (see `finish_switch`).
+#[cold]
+#[inline(never)]
+fn push_local_full(w: &Worker, t: TaskRef) {
+    w.push_local(t);
+}
+
+/// `finish_switch`'s `A_ADOPT`: `prev` is saved: record the spill frame as
+/// its SP (the frames above it stay frozen while the closure runs on the
+/// spare thread; a collection scans them from there), count it as
+/// blocking, then give it to the spare in `w.adopt_to`. Out of line (see
+/// `finish_switch`).
+///
+/// # Safety
+/// As `finish_switch`'s: `prev` just switched away from this thread, which
+/// drives `w`; `w.adopt_to` was set by `prev` right before its switch.
+#[cold]
+#[inline(never)]
+unsafe fn hand_to_spare(w: &Worker, prev: *mut Task) {
+    // SAFETY: per the contract; the spare waits for exactly this task.
+    unsafe {
+        let s = &*w.adopt_to.replace(ptr::null());
+        s.adopt_resume.store(*(*prev).sp.get(), Ordering::Relaxed);
+        *(*prev).sp.get() = s.adopt_sp.load(Ordering::Relaxed);
+        (*prev).state.store(state::BLOCKING, Ordering::SeqCst);
+        s.adopt.store(prev, Ordering::Release);
+        s.spare_word.store(1, Ordering::SeqCst);
+        futex_wake(&s.spare_word, 1);
     }
 }
 
@@ -181,9 +206,12 @@ fn requeue_global(sh: &Shared, prev: TaskRef) {
 /// Returns a finished task's struct and stack to `w`'s free cache, or to the
 /// pool.
 ///
+/// Not inlined: `finish_switch` calls it in tail position (see there).
+///
 /// # Safety
 /// `t` is a task that has exited; its stack is no longer in use; this thread
 /// drives `w`.
+#[inline(never)]
 pub(super) unsafe fn recycle(w: &Worker, t: *mut Task) {
     // SAFETY: per the contract we own `t` and `w`'s cache.
     unsafe {
@@ -251,9 +279,25 @@ pub(crate) fn park_current() {
     unsafe { switch_to(c, next, A_PARK) };
 }
 
-/// Yields the current task (see `crate::yield_now`).
+/// Yields the current task (see `crate::yield_now`). A forced-inline shim
+/// over [`yield_raw`], as [`switch_to`] over [`switch_raw`]: the guard
+/// (three words, passed through memory by the Rust ABI) does not cross the
+/// call; its parts go in registers.
+#[inline(always)]
 pub(crate) fn yield_current(c: Current) {
-    let (w, cur) = (c.worker(), c.task());
+    // SAFETY: `c` is the running task with its machine and worker (the
+    // guard's invariant), and is consumed here.
+    unsafe { yield_raw(c.machine(), c.worker(), c.task()) }
+}
+
+/// [`yield_current`]'s body, on the guard's parts.
+///
+/// # Safety
+/// As [`switch_raw`]'s: `cur` is the task running on this thread, `w` its
+/// worker, `m` this thread's machine (as a [`Current`] guard vouches); the
+/// caller does not use `m` and `w` after the call.
+#[inline(never)]
+unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
         stopper_yielded();
     }
@@ -269,8 +313,8 @@ pub(crate) fn yield_current(c: Current) {
         }
     }
     // SAFETY: `next_fast` and `take_global_now` return `None` or a task
-    // claimed for `w`.
-    unsafe { switch_to(c, next, A_YIELD) };
+    // claimed for `w`; the rest per the contract.
+    unsafe { switch_raw(m, w, cur.as_ptr(), TaskRef::ptr_or_null(next), A_YIELD) };
 }
 
 #[cold]
@@ -409,7 +453,9 @@ pub(super) fn schedule_loop(m: &Machine) {
         m.current.set(t.as_ptr());
         w.running_task.store(t.as_ptr() as usize, Ordering::Relaxed);
         w.bump_switch();
-        w.run_since.set(arch::cycles());
+        if w.cpu_time {
+            w.run_since.set(arch::cycles());
+        }
         // SAFETY: `t` is a runnable task claimed for `w`; its SP was saved.
         let r = unsafe {
             if let Some(s) = slot.as_ref() {
