@@ -516,7 +516,9 @@ pub(crate) fn shade_from(own: Own, addr: usize) {
         if own.is_some_and(|own| std::ptr::eq(own, e)) {
             shade_in(e, addr, off);
         } else {
-            with_pinned(addr, |e, off| shade_in(e, addr, off));
+            // The entry whose `marking` was just read (a second look-up
+            // could find a newer heap at the same addresses).
+            pinned(e, || shade_in(e, addr, off));
         }
     }
 }
@@ -630,7 +632,7 @@ pub(crate) fn several_heaps() -> bool {
 /// and `set_value` refuse such stores. That heap would not see the
 /// reference and could free its target, and this heap's marking never
 /// follows it: without this, the first read of the field would be the
-/// first to notice. The offending word is cleared before the panic (the
+/// first to notice. Every offending word is cleared before the panic (the
 /// object is garbage then: its handle never reaches the caller). Only the
 /// heap identity is checked (a stale handle, or a word outside every heap,
 /// is refused when it is read).
@@ -643,6 +645,7 @@ pub(crate) fn several_heaps() -> bool {
 pub(crate) unsafe fn refuse_foreign_fields(payload: *mut usize, d: &Descriptor) {
     // No mutator: the allocation would have failed.
     let Some(e) = own_entry() else { return };
+    let mut first = None;
     d.for_each_reference_word(0, |i, value| {
         // SAFETY: i is a payload word of the object (its descriptor's).
         let slot = unsafe { &*(payload.add(i) as *const AtomicUsize) };
@@ -660,9 +663,12 @@ pub(crate) unsafe fn refuse_foreign_fields(payload: *mut usize, d: &Descriptor) 
         // with one heap or several alike.
         if !e.holds(a) && entry_holding(a).is_some() {
             slot.store(0, Ordering::Relaxed);
-            foreign_field(d, i, a);
+            first.get_or_insert((i, a));
         }
     });
+    if let Some((i, a)) = first {
+        foreign_field(d, i, a);
+    }
 }
 
 #[cold]
@@ -701,10 +707,16 @@ pub(crate) fn check_for(addr: usize, own: &'static Entry) -> Result<&'static Des
 }
 
 /// The descriptor of the live object starting at `addr`, or why there is none.
-#[inline]
+/// Any heap's object, from any thread: the thread's own heap as it is,
+/// another heap pinned (a heap being dropped holds nothing). Never inlined
+/// (see [`with_pinned`]).
+#[inline(never)]
 pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
-    // Any heap's object, from a thread that may not keep that heap alive:
-    // pinned (a heap being dropped holds nothing).
+    if let Some(own) = own_entry() {
+        if let Some(off) = own.offset_of(addr) {
+            return check_in(own, addr, off);
+        }
+    }
     with_pinned(addr, |e, off| check_in(e, addr, off)).unwrap_or(Err(Bad::NotLive))
 }
 
@@ -895,6 +907,7 @@ pub(crate) fn block_desc_of(addr: usize) -> usize {
 
 /// [`block_desc_of`] for any address from any thread: pinned (0 for a heap
 /// being dropped).
+#[inline(never)]
 pub(crate) fn block_desc_of_pinned(addr: usize) -> usize {
     with_pinned(addr, block_desc_in).unwrap_or(0)
 }
@@ -909,6 +922,7 @@ fn block_desc_in(e: &Entry, off: usize) -> usize {
 
 /// Test support: the start of the block holding `addr` and its typed
 /// descriptor (`None` for an untyped block), if `addr` is in a heap.
+#[inline(never)]
 pub(crate) fn block_info(addr: usize) -> Option<(usize, Option<&'static Descriptor>)> {
     with_pinned(addr, |e, off| {
         let bd = block_desc_in(e, off);
@@ -950,13 +964,26 @@ fn entries() -> impl Iterator<Item = &'static Entry> {
 /// drop waits for its decrement, a Release that the drop's load acquires,
 /// so the reads happen before the unmapping). The entry is never reused
 /// for another heap (leaked), so a pin cannot land on a successor.
+///
+/// Its callers are never inlined into the caller's crate (`#[inline(never)]`
+/// or only reached from such functions): inlined into a `preemptible!`
+/// function, a pin could be held across an asynchronous preemption, and a
+/// drop of that heap by another task of the same worker would wait for it
+/// forever (found by the review).
 #[inline]
 fn with_pinned<R>(addr: usize, f: impl FnOnce(&'static Entry, usize) -> R) -> Option<R> {
     let (e, off) = entry_holding(addr)?;
+    pinned(e, || f(e, off))
+}
+
+/// [`with_pinned`] on an entry already looked up (`None` if its heap is
+/// being dropped).
+#[inline]
+fn pinned<R>(e: &'static Entry, f: impl FnOnce() -> R) -> Option<R> {
     if PIN_OFF.load(Ordering::Relaxed) {
         // Negative control: no pin (the reads race the drop as before).
         slow_reader();
-        return Some(f(e, off));
+        return Some(f());
     }
     struct Unpin(&'static Entry);
     impl Drop for Unpin {
@@ -970,7 +997,7 @@ fn with_pinned<R>(addr: usize, f: impl FnOnce(&'static Entry, usize) -> R) -> Op
         return None;
     }
     slow_reader();
-    Some(f(e, off))
+    Some(f())
 }
 
 /// Fault injection (`set_table_pin_for_tests`): a reader slow between its
@@ -978,8 +1005,21 @@ fn with_pinned<R>(addr: usize, f: impl FnOnce(&'static Entry, usize) -> R) -> Op
 #[inline]
 fn slow_reader() {
     if PIN_SLOW_READER.load(Ordering::Relaxed) {
+        SLOW_READERS.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Readers that entered [`slow_reader`]'s sleep so far (test support: the
+/// test drops the heap once its reader is inside).
+static SLOW_READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Test support: how many readers entered the injected sleep of
+/// `set_table_pin_for_tests(_, true)` (after their look-up and, with the
+/// pin on, after pinning).
+#[doc(hidden)]
+pub fn slow_readers_for_tests() -> usize {
+    SLOW_READERS.load(Ordering::SeqCst)
 }
 
 /// Test switches of [`with_pinned`] (`set_table_pin_for_tests`).

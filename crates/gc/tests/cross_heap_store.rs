@@ -134,3 +134,43 @@ fn gc_new_refuses_another_heaps_object_in_a_value_slot() {
         "Gc::new stored heap a's object in a value slot of heap b's: {msg:?}"
     );
 }
+
+#[repr(C)]
+struct Two {
+    a: Member<Two>,
+    b: Member<Two>,
+}
+gc_type!(Two { a, b });
+
+/// A refused `Gc::new` clears every foreign field of the object it had
+/// allocated (garbage, but `object_at` or a conservative word can still
+/// find it), not only the first (found by the review of the refusal: the
+/// second field kept heap a's address).
+#[test]
+fn gc_new_refusal_clears_every_foreign_field() {
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let ha = Heap::new(cfg()).unwrap();
+    let hb = Heap::new(cfg()).unwrap();
+    let ha2 = ha.clone();
+    let (x, _root) = std::thread::spawn(move || {
+        let _g = ha2.attach_thread().unwrap();
+        let x = Gc::new(Two { a: Member::null(), b: Member::null() });
+        (x, ha2.add_root(Some(x.raw())))
+    })
+    .join()
+    .unwrap();
+    let _g = hb.attach_thread().unwrap();
+    let probe = Gc::new(Two { a: Member::null(), b: Member::null() });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Gc::new(Two { a: Member::new(Some(x)), b: Member::new(Some(x)) })
+    }));
+    assert!(r.is_err(), "Gc::new stored heap a's object");
+    // The refused object: the next slot after `probe` in its block.
+    let o = (8..=128)
+        .step_by(8)
+        .find_map(|off| hb.object_at(probe.raw().addr() + off))
+        .expect("the refused object next to the probe");
+    // SAFETY: a live object of this thread's heap (just found by object_at).
+    let (w0, w1) = unsafe { (o.word_unchecked(0), o.word_unchecked(1)) };
+    assert_eq!((w0, w1), (0, 0), "a foreign field of the refused object was kept (x = {:#x})", x.raw().addr());
+}

@@ -9,11 +9,12 @@
 //! Each scenario runs in a child process (this test binary, re-run on one
 //! test), so that the negative control's segfault fails an assertion
 //! instead of the whole test binary. The fault injection makes the reader
-//! sleep 20 ms between its look-up and its reads, so the drop comes in
-//! between every time.
+//! sleep 20 ms between its look-up and its reads, and the drop waits until
+//! the reader is in that sleep (a handshake, not a timing guess: a first
+//! version that slept 5 ms instead flaked at load 4-8, found by the review),
+//! so the drop comes in between every time. Each child has a 60 s watchdog.
 mod common;
 use common::run_child;
-use std::sync::mpsc;
 use std::time::Duration;
 use usurp_gc::{gc_type, Gc, Heap, HeapConfig, Member};
 
@@ -29,23 +30,29 @@ const CHILD: &str = "USURP_HEAP_DROP_RACE_CHILD";
 /// `payload` of an object while the main thread drops its heap. Exits 0
 /// with the answers checked; with the pin off, segfaults.
 fn scenario(pinned: bool) {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(60));
+        eprintln!("child watchdog: the scenario hung (a drop waiting for a pin that is never released?)");
+        std::process::exit(99);
+    });
     usurp_gc::internals::set_table_pin_for_tests(pinned, true);
     let h = Heap::new(HeapConfig { max_heap: 4 << 20, ..HeapConfig::default() }).unwrap();
     let x = {
         let _g = h.attach_thread().unwrap();
         Gc::new(Link { next: Member::null() })
     };
-    let (tx, rx) = mpsc::channel();
+    let readers0 = usurp_gc::internals::slow_readers_for_tests();
     let reader = std::thread::spawn(move || {
-        tx.send(()).unwrap();
-        // Looks the heap up, sleeps 20 ms (the injected delay), then reads
-        // its tables: the drop below lands in the sleep.
+        // Looks the heap up (and pins it), sleeps 20 ms (the injected
+        // delay), then reads its tables: the drop below lands in the sleep.
         let live = x.raw().is_live();
         let payload = x.raw().payload() as usize;
         (live, payload)
     });
-    rx.recv().unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    // Drop once the reader is inside its sleep (past its look-up).
+    while usurp_gc::internals::slow_readers_for_tests() == readers0 {
+        std::thread::yield_now();
+    }
     drop(h);
     let (live, payload) = reader.join().unwrap();
     // The heap was registered at the look-up: with the pin, the drop waited
