@@ -626,6 +626,12 @@ pub(crate) fn several_heaps() -> bool {
     LIVE_HEAPS.load(Ordering::Relaxed) > 1
 }
 
+/// Test support: heaps registered now, and `barrier::NEW_OBJECT_WORK`.
+#[doc(hidden)]
+pub fn live_heaps_for_tests() -> (usize, usize) {
+    (LIVE_HEAPS.load(Ordering::SeqCst), crate::barrier::NEW_OBJECT_WORK.load(Ordering::SeqCst))
+}
+
 /// With several heaps alive (see [`several_heaps`]): refuse a new object
 /// of this thread's heap (`Gc::new`, right after its value was written)
 /// whose reference fields name another heap's objects, as `Member::set`
