@@ -678,7 +678,15 @@ impl Heap {
     }
 
     /// Root `obj` precisely until the returned handle is dropped.
+    ///
+    /// Panics if `obj` is an object of another heap (this heap's collector
+    /// would not keep it alive).
     pub fn add_root(&self, obj: Option<GcRef>) -> Root {
+        if let Some(r) = obj {
+            if !self.contains(r.addr()) {
+                crate::roots::other_heap("Heap::add_root", "this one", r);
+            }
+        }
         // Locks taken by mutators are taken with preemption off, so that no
         // task is ever parked for a collection while holding one.
         no_preempt(|| {
@@ -688,7 +696,7 @@ impl Heap {
             // the insertion and the shade in one shading section (see
             // `Root::set`).
             crate::refcheck::shading_section(|| {
-                let r = Root::new(self.inner.roots.add(a));
+                let r = Root::new(self.inner.roots.add(a), self.inner.space.handle_entry());
                 if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
                     crate::refcheck::shade(a);
                 }
@@ -698,7 +706,14 @@ impl Heap {
     }
 
     /// A weak reference to `obj`.
+    ///
+    /// Panics if `obj` is an object of another heap (this heap's collector
+    /// would never clear the reference: it would name whatever takes the
+    /// object's place once its own heap frees it).
     pub fn weak(&self, obj: GcRef) -> WeakRef {
+        if !self.contains(obj.addr()) {
+            crate::roots::other_heap("Heap::weak", "this one", obj);
+        }
         no_preempt(|| WeakRef::new(self.inner.weaks.add(obj.addr())))
     }
 
