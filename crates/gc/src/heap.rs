@@ -702,6 +702,7 @@ impl Heap {
     ///
     /// Panics if `obj` is an object of another heap (this heap's collector
     /// would not keep it alive).
+    #[track_caller]
     pub fn add_root(&self, obj: Option<GcRef>) -> Root {
         if let Some(r) = obj {
             if !self.contains(r.addr()) {
@@ -731,6 +732,7 @@ impl Heap {
     /// Panics if `obj` is an object of another heap (this heap's collector
     /// would never clear the reference: it would name whatever takes the
     /// object's place once its own heap frees it).
+    #[track_caller]
     pub fn weak(&self, obj: GcRef) -> WeakRef {
         if !self.contains(obj.addr()) {
             crate::roots::other_heap("Heap::weak", "this one", obj);

@@ -61,6 +61,7 @@ pub struct Root {
 /// it, so that heap's collector would neither keep it alive nor clear it.
 #[cold]
 #[inline(never)]
+#[track_caller]
 pub(crate) fn other_heap(what: &str, whose: &str, r: GcRef) -> ! {
     panic!(
         "{what}: {r:?} is an object of another heap than {whose} (it would not be kept alive, and the handle \
@@ -95,6 +96,7 @@ impl Root {
     /// free the object, and the root would later name whatever takes its
     /// place).
     #[inline(never)]
+    #[track_caller]
     pub fn set(&self, v: Option<GcRef>) {
         if let Some(r) = v {
             if !self.heap.holds(r.addr()) {
