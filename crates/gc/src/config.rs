@@ -139,7 +139,7 @@ impl HeapConfig {
         if let Some(e) = &self.env_error {
             return Err(ConfigError::Env(e.clone()));
         }
-        if self.max_heap < 4 * BLOCK_SIZE || self.max_heap > 1 << 46 {
+        if self.max_heap < 4 * BLOCK_SIZE || self.max_heap > crate::descriptor::MAX_HEAP_BYTES {
             return Err(ConfigError::MaxHeap(self.max_heap));
         }
         if self.min_heap > self.max_heap {

@@ -61,6 +61,11 @@ pub const FLAG_COMPACT: u32 = 4;
 /// class (`internals::MAX_SMALL`).
 pub const MAX_COMPACT_BYTES: usize = crate::sizeclass::MAX_SMALL;
 
+/// The largest heap (`HeapConfig::max_heap`, bytes), hence the bound on
+/// any object's size (header included): [`DescriptorBuilder::build`]
+/// refuses a larger fixed object, allocation a larger array.
+pub const MAX_HEAP_BYTES: usize = 1 << 46;
+
 /// Where a compact descriptor keeps its process-wide number (see the module
 /// docs): a `static` beside a `static` descriptor (`gc_type!` declares one),
 /// leaked for a built one. 0 until the descriptor's first allocation; then
@@ -199,6 +204,9 @@ pub enum DescriptorError {
     SlotKindConflict { index: usize },
     /// A compact descriptor's payload exceeds [`MAX_COMPACT_BYTES`].
     CompactTooLarge { size_words: usize },
+    /// The object (payload and header) would exceed the largest heap
+    /// ([`MAX_HEAP_BYTES`]), or its slot bitmaps could not be allocated.
+    TooLarge { size_words: usize },
 }
 
 impl std::fmt::Display for DescriptorError {
@@ -218,6 +226,11 @@ impl std::fmt::Display for DescriptorError {
                 f,
                 "descriptor: a compact object must fit a small size class ({MAX_COMPACT_BYTES} bytes); \
                  {size_words} words do not"
+            ),
+            DescriptorError::TooLarge { size_words } => write!(
+                f,
+                "descriptor: a payload of {size_words} words is too large: an object must fit the largest heap \
+                 ({MAX_HEAP_BYTES} bytes, header included) and its slot bitmaps must fit in memory"
             ),
         }
     }
@@ -644,20 +657,39 @@ impl DescriptorBuilder {
         self
     }
     /// Build and leak the descriptor (it must outlive every object naming it).
+    ///
+    /// Fails with [`DescriptorError::TooLarge`] if an object of this size
+    /// cannot fit the largest heap ([`MAX_HEAP_BYTES`]), or if the memory
+    /// for its slot bitmaps cannot be had, before allocating anything.
     pub fn build(self) -> Result<&'static Descriptor, DescriptorError> {
-        let mut bitmap = vec![0u64; self.size_words.div_ceil(64)];
-        for &i in &self.ptrs {
+        // The object's bytes (payload and header word) must fit a heap:
+        // checked first, so that a huge size is an error rather than an
+        // abort of the bitmap's allocation.
+        if self.size_words >= MAX_HEAP_BYTES / 8 {
+            return Err(DescriptorError::TooLarge { size_words: self.size_words });
+        }
+        for &i in self.ptrs.iter().chain(&self.values) {
             if i >= self.size_words {
                 return Err(DescriptorError::PointerOutOfRange { index: i, size_words: self.size_words });
             }
+        }
+        // Each bitmap up to its highest slot only (what the trimming below
+        // keeps anyway), and allocated fallibly: a slot declared far into a
+        // huge payload needs that many bitmap words.
+        let bitmap_for = |slots: &[usize]| -> Result<Vec<u64>, DescriptorError> {
+            let words = slots.iter().max().map_or(0, |&i| i / 64 + 1);
+            let mut v = Vec::new();
+            v.try_reserve_exact(words).map_err(|_| DescriptorError::TooLarge { size_words: self.size_words })?;
+            v.resize(words, 0u64);
+            Ok(v)
+        };
+        let mut bitmap = bitmap_for(&self.ptrs)?;
+        for &i in &self.ptrs {
             bitmap[i / 64] |= 1 << (i % 64);
         }
-        let mut vbitmap = vec![0u64; self.size_words.div_ceil(64)];
+        let mut vbitmap = bitmap_for(&self.values)?;
         for &i in &self.values {
-            if i >= self.size_words {
-                return Err(DescriptorError::PointerOutOfRange { index: i, size_words: self.size_words });
-            }
-            if bitmap[i / 64] >> (i % 64) & 1 != 0 {
+            if bitmap.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0) {
                 return Err(DescriptorError::SlotKindConflict { index: i });
             }
             vbitmap[i / 64] |= 1 << (i % 64);

@@ -58,6 +58,15 @@ pub(crate) enum SweptFor {
 /// the values it captured once the box has left the scanned lists; `call`
 /// moves the closure onto the running thread's stack first (see
 /// [`Heap::run_pending_finalizers`]).
+/// `HeapInner::finalizers_to_run`'s record: `fin_started` at the end of
+/// the last cycle, and how many cycle ends in a row found finalizers
+/// pending and none started since the previous one.
+#[derive(Default)]
+struct FinalizerWatch {
+    seen: u64,
+    idle_cycles: u32,
+}
+
 trait FinalizerFn: Send {
     fn call(self: Box<Self>, obj: GcRef);
 }
@@ -167,6 +176,15 @@ pub(crate) struct HeapInner {
     /// caller: the count follows the world's state, not a caller's claim.
     world_stopped: std::sync::atomic::AtomicBool,
     pending: Mutex<VecDeque<(usize, Finalizer)>>,
+    /// Finalizers taken off `pending` to run so far (by any runner).
+    fin_started: AtomicU64,
+    /// What the end of the last cycle saw of the runners (see
+    /// `finalizers_to_run`).
+    fin_watch: Mutex<FinalizerWatch>,
+    /// Test-only switch (negative control): when false, a cycle asks for a
+    /// finalizer runner only when it queued finalizers (see
+    /// `Heap::set_stuck_finalizer_runner_kick_for_tests`).
+    fin_stuck_kick: std::sync::atomic::AtomicBool,
     stats: Mutex<StatsAcc>,
     start: Instant,
     /// checkrefs: objects freed but not yet reusable. Pushed to by lazy
@@ -396,6 +414,9 @@ impl Heap {
                 world_stopped: std::sync::atomic::AtomicBool::new(false),
                 fin_shading: std::sync::atomic::AtomicBool::new(true),
                 pending: Mutex::new(VecDeque::new()),
+                fin_started: AtomicU64::new(0),
+                fin_watch: Mutex::new(FinalizerWatch::default()),
+                fin_stuck_kick: std::sync::atomic::AtomicBool::new(true),
                 stats: Mutex::new(StatsAcc::default()),
                 start: Instant::now(),
                 quarantine: Mutex::new(Quarantine::default()),
@@ -672,13 +693,22 @@ impl Heap {
         no_preempt(|| inner.sweep_finalizer_blocks());
         let queued = inner.fin_queued.load(Ordering::Relaxed) - fin_queued_before;
         lock(&inner.stats).weak_cleared += weak_cleared;
-        if queued > 0 {
+        if inner.finalizers_to_run(queued > 0) {
             world.finalizers_pending();
         }
     }
 
     /// Root `obj` precisely until the returned handle is dropped.
+    ///
+    /// Panics if `obj` is an object of another heap (this heap's collector
+    /// would not keep it alive).
+    #[track_caller]
     pub fn add_root(&self, obj: Option<GcRef>) -> Root {
+        if let Some(r) = obj {
+            if !self.contains(r.addr()) {
+                crate::roots::other_heap("Heap::add_root", "this one", r);
+            }
+        }
         // Locks taken by mutators are taken with preemption off, so that no
         // task is ever parked for a collection while holding one.
         no_preempt(|| {
@@ -688,7 +718,7 @@ impl Heap {
             // the insertion and the shade in one shading section (see
             // `Root::set`).
             crate::refcheck::shading_section(|| {
-                let r = Root::new(self.inner.roots.add(a));
+                let r = Root::new(self.inner.roots.add(a), self.inner.space.handle_entry());
                 if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
                     crate::refcheck::shade(a);
                 }
@@ -698,7 +728,15 @@ impl Heap {
     }
 
     /// A weak reference to `obj`.
+    ///
+    /// Panics if `obj` is an object of another heap (this heap's collector
+    /// would never clear the reference: it would name whatever takes the
+    /// object's place once its own heap frees it).
+    #[track_caller]
     pub fn weak(&self, obj: GcRef) -> WeakRef {
+        if !self.contains(obj.addr()) {
+            crate::roots::other_heap("Heap::weak", "this one", obj);
+        }
         no_preempt(|| WeakRef::new(self.inner.weaks.add(obj.addr())))
     }
 
@@ -736,6 +774,17 @@ impl Heap {
     /// lives on as a normal object, its weak references stay cleared, its
     /// finalizer is not re-registered (call `set_finalizer` again to get
     /// another one). Registering several finalizers on one object runs each.
+    ///
+    /// **Panics and blocking.** A finalizer that panics is reported on
+    /// stderr (with `obj`'s descriptor name and the panic's message) and
+    /// the other queued finalizers run on; the panic goes no further. A
+    /// finalizer that blocks holds up the task that runs it, not the
+    /// queue: a collection that finds finalizers still pending and none
+    /// taken over the two intervals between the last three collections
+    /// asks for another runner (so finalizers may run concurrently on
+    /// several tasks). A finalizer
+    /// that never returns keeps its task, and what its frame holds, alive
+    /// for good: do not block in finalizers, hand long work to a task.
     ///
     /// **Order (Go's).** While `obj` has a registered finalizer, every
     /// collection marks what `obj` references (not `obj` itself): those
@@ -839,7 +888,9 @@ impl Heap {
     /// Run the finalizers queued by past collections, on the calling thread
     /// (which must be attached or otherwise a scanned mutator, since each
     /// object is only referenced from its stack while its finalizer runs).
-    /// Returns how many ran. The scheduler calls this from a task after
+    /// Returns how many ran (a finalizer that panicked counts: it is
+    /// reported on stderr and the others run on, see
+    /// [`Heap::set_finalizer`]). The scheduler calls this from a task after
     /// [`World::finalizers_pending`].
     ///
     /// Panics if the calling thread is not attached to this heap (a task of
@@ -861,14 +912,36 @@ impl Heap {
         loop {
             let next = no_preempt(|| lock(&self.inner.pending).pop_front());
             let Some((obj, f)) = next else { break };
+            self.inner.fin_started.fetch_add(1, Ordering::Relaxed);
             let r = GcRef::from_heap_addr(obj).expect("finalizable objects are non-null");
-            // Moves the closure out of its box onto this stack, then runs it.
-            f.call(r);
+            // Moves the closure out of its box onto this stack, then runs
+            // it. Each call isolated: a panicking finalizer is reported and
+            // the queue goes on (it would otherwise unwind out of this
+            // loop, stranding the rest until another cycle queued more).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(r)));
             std::hint::black_box(r);
+            if let Err(p) = ran {
+                // `r` is still on this stack: the object is alive.
+                eprintln!(
+                    "usurp gc: the finalizer of a `{}` object ({:#x}) panicked ({}); the other finalizers run on",
+                    r.descriptor().name(),
+                    obj,
+                    panic_message(&*p)
+                );
+            }
             n += 1;
             no_preempt(|| lock(&self.inner.stats).finalizers_run += 1);
         }
         n
+    }
+
+    /// Test support (negative control): with `false`, a cycle asks the
+    /// world for a finalizer runner only when it queued finalizers, not
+    /// when earlier ones wait behind a runner stuck in a blocking
+    /// finalizer (`true` is the default). Wrong, for tests only.
+    #[doc(hidden)]
+    pub fn set_stuck_finalizer_runner_kick_for_tests(&self, on: bool) {
+        self.inner.fin_stuck_kick.store(on, Ordering::SeqCst);
     }
 
     /// Test support (negative control of finalizer ordering): with `false`,
@@ -1459,9 +1532,40 @@ impl HeapInner {
         let dec = self.space.decommit_idle(self.cycle.load(Ordering::Acquire));
         lock(&self.stats).blocks_decommitted += dec as u64;
         drop(guard);
-        if queued {
+        if self.finalizers_to_run(queued) {
             world.finalizers_pending();
         }
+    }
+
+    /// Whether the cycle that just ended (world running, collection lock
+    /// released) should call `World::finalizers_pending`: it `queued`
+    /// finalizers, or finalizers are pending and no runner has taken one
+    /// over the last two intervals between cycles since the previous
+    /// call. The latter is a runner stuck in a finalizer that blocks (or
+    /// one whose task never started): without a new runner the rest of the
+    /// queue would wait for a cycle that queues more. Two intervals, so
+    /// that a runner just asked for has a whole interval to start. A
+    /// runner that only got slow may thus get company: finalizers may run
+    /// concurrently on several tasks.
+    fn finalizers_to_run(&self, queued: bool) -> bool {
+        let started = self.fin_started.load(Ordering::Relaxed);
+        let mut w = lock(&self.fin_watch);
+        let idle = started == w.seen;
+        w.seen = started;
+        if queued || !idle {
+            w.idle_cycles = 0;
+            return queued;
+        }
+        if !self.fin_stuck_kick.load(Ordering::Relaxed) || no_preempt(|| lock(&self.pending).is_empty()) {
+            w.idle_cycles = 0;
+            return false;
+        }
+        w.idle_cycles += 1;
+        if w.idle_cycles < 2 {
+            return false;
+        }
+        w.idle_cycles = 0;
+        true
     }
 
     /// Collect because an allocation found no room, then retry it with
@@ -1557,7 +1661,7 @@ impl HeapInner {
         let dec = self.space.decommit_idle(cycle);
         lock(&self.stats).blocks_decommitted += dec as u64;
         drop(guard);
-        if queued_finalizers {
+        if self.finalizers_to_run(queued_finalizers) {
             world.finalizers_pending();
         }
         true

@@ -721,7 +721,7 @@ pub fn alloc_array(desc: &'static Descriptor, len: usize) -> GcRef {
 pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, AllocError> {
     assert!(desc.is_array(), "try_alloc_array: {} is not an array descriptor", desc.name());
     let bytes = desc.object_bytes(len).ok_or(AllocError::TooLarge)?;
-    if bytes > 1 << 46 {
+    if bytes > crate::descriptor::MAX_HEAP_BYTES {
         return Err(AllocError::TooLarge);
     }
     alloc_entry(desc, bytes, Some(len))

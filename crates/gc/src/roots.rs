@@ -46,14 +46,32 @@ impl SlotTable {
 }
 
 /// A precise root: keeps its object (if any) alive until dropped or reset.
-/// `Send + Sync`: it may live anywhere.
+/// `Send + Sync`: it may live anywhere. It roots objects of the heap that
+/// made it ([`Heap::add_root`]) only: [`Root::set`] refuses another heap's
+/// object.
 pub struct Root {
     slot: Arc<AtomicUsize>,
+    /// The handle-check entry of the heap whose root table holds `slot`
+    /// (leaked, never freed): `set` accepts that heap's objects only.
+    heap: &'static crate::refcheck::Entry,
+}
+
+/// The refusal of `Heap::add_root`, `Root::set` and `Heap::weak` (as
+/// `RootedVec::check`'s): `r` lies outside the heap whose table would hold
+/// it, so that heap's collector would neither keep it alive nor clear it.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn other_heap(what: &str, whose: &str, r: GcRef) -> ! {
+    panic!(
+        "{what}: {r:?} is an object of another heap than {whose} (it would not be kept alive, and the handle \
+         would later name whatever object takes its place)"
+    )
 }
 
 impl Root {
-    pub(crate) fn new(slot: Arc<AtomicUsize>) -> Root {
-        Root { slot }
+    pub(crate) fn new(slot: Arc<AtomicUsize>, heap: &'static crate::refcheck::Entry) -> Root {
+        Root { slot, heap }
     }
     /// The rooted object.
     pub fn get(&self) -> Option<GcRef> {
@@ -72,8 +90,19 @@ impl Root {
     /// runtime code, out of line, never preempted; on any other thread:
     /// the shading gate), and the order between the two inside does not
     /// matter.
+    ///
+    /// Panics if `v` is an object of another heap than the one that made
+    /// this root (that heap's collector does not scan this root: it would
+    /// free the object, and the root would later name whatever takes its
+    /// place).
     #[inline(never)]
+    #[track_caller]
     pub fn set(&self, v: Option<GcRef>) {
+        if let Some(r) = v {
+            if !self.heap.holds(r.addr()) {
+                other_heap("Root::set", "this Root's", r);
+            }
+        }
         let new = v.map_or(0, |r| r.addr());
         crate::refcheck::shading_section(|| {
             let old = self.slot.swap(new, Ordering::AcqRel);

@@ -189,8 +189,12 @@ pub unsafe trait World: Send + Sync {
     fn caller_holds_stop(&self) -> bool {
         false
     }
-    /// Called (with the world running) after a cycle queued finalizers: the
-    /// scheduler should make a task call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers).
+    /// Called (with the world running) after a cycle queued finalizers, or
+    /// found queued ones that no runner took over the last two intervals
+    /// between cycles (a runner blocked in a finalizer): the scheduler
+    /// should make a task
+    /// call [`Heap::run_pending_finalizers`](crate::Heap::run_pending_finalizers)
+    /// (another one than a runner that may be blocked).
     fn finalizers_pending(&self) {}
     /// Per-task stack scanning (issue 9 item 2). Called by the collector in
     /// the start stop of a concurrent cycle (world stopped, on the

@@ -349,6 +349,13 @@ fn the_world_is_told_when_finalizers_are_queued() {
     assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     collect_elsewhere(&h); // nothing new queued: no second notification
     assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // After a second interval in which no runner took the finalizer the
+    // world is told again (a runner may be stuck in a finalizer that
+    // blocks), then not before two more such intervals.
+    collect_elsewhere(&h);
+    assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    collect_elsewhere(&h);
+    assert_eq!(w.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(on_other_thread(&h, |h| h.run_pending_finalizers()), 1);
     assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
