@@ -56,6 +56,10 @@ pub const FLAG_POINTER_FREE: u32 = 1;
 pub const FLAG_HAS_VALUES: u32 = 2;
 /// Flag: compact layout (no header word; the descriptor is its block's).
 pub const FLAG_COMPACT: u32 = 4;
+/// Flag: the descriptor describes a Rust type ([`Descriptor::rust_type`];
+/// every [`gc_type!`](crate::gc_type) descriptor): its objects are made by
+/// [`Gc::new`](crate::Gc::new) only, and the untyped writes refuse them.
+pub const FLAG_RUST_TYPE: u32 = 8;
 
 /// The largest payload (bytes) of a compact object: the largest small size
 /// class (`internals::MAX_SMALL`).
@@ -326,6 +330,38 @@ impl Descriptor {
         self
     }
 
+    /// This descriptor marked as describing a **Rust type** (the
+    /// descriptor of a [`GcType`]): [`gc_type!`](crate::gc_type) does it,
+    /// and a hand-written `unsafe impl GcType` must (see its `# Safety`).
+    /// The payload of such an object is a Rust value whose fields have
+    /// validity invariants (a `bool`, a `&'static str`, the type of a
+    /// `Member<A>`) that untyped words cannot keep, so the safe untyped API
+    /// refuses these objects with a panic: [`GcRef::set_word`],
+    /// [`GcRef::set_ptr`], [`GcRef::set_value`] (write through the Rust
+    /// type instead: `Member::set`, atomics), and [`alloc`](crate::alloc) /
+    /// [`try_alloc`](crate::try_alloc) (only [`Gc::new`](crate::Gc::new)
+    /// constructs one). Reads (`word`, `ptr`, `value`) stay allowed.
+    ///
+    /// ```
+    /// use usurp_gc::Descriptor;
+    /// static PAIR: Descriptor = Descriptor::fixed("Pair", 2, &[0b01]).rust_type();
+    /// assert!(PAIR.is_rust_type());
+    /// ```
+    ///
+    /// [`GcRef::set_word`]: crate::GcRef::set_word
+    /// [`GcRef::set_ptr`]: crate::GcRef::set_ptr
+    /// [`GcRef::set_value`]: crate::GcRef::set_value
+    pub const fn rust_type(mut self) -> Descriptor {
+        self.flags |= FLAG_RUST_TYPE;
+        self
+    }
+
+    /// Whether this descriptor describes a Rust type ([`Descriptor::rust_type`]).
+    #[inline(always)]
+    pub const fn is_rust_type(&self) -> bool {
+        self.flags & FLAG_RUST_TYPE != 0
+    }
+
     /// Whether objects of this kind have the compact layout (no header).
     #[inline(always)]
     pub const fn is_compact(&self) -> bool {
@@ -356,7 +392,7 @@ impl Descriptor {
 
     /// Start building a fixed-size descriptor at run time (for guest layouts).
     pub fn builder(size_words: usize) -> DescriptorBuilder {
-        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None, compact: false }
+        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None, compact: false, rust_type: false }
     }
 
     /// Start building an array descriptor at run time.
@@ -616,6 +652,7 @@ pub struct DescriptorBuilder {
     values: Vec<usize>,
     name: Option<String>,
     compact: bool,
+    rust_type: bool,
 }
 
 impl DescriptorBuilder {
@@ -641,6 +678,13 @@ impl DescriptorBuilder {
     /// [`MAX_COMPACT_BYTES`].
     pub fn compact(mut self) -> Self {
         self.compact = true;
+        self
+    }
+    /// Mark the descriptor as describing a Rust type (see
+    /// [`Descriptor::rust_type`]): for the descriptor of a hand-written
+    /// `unsafe impl GcType` built at run time.
+    pub fn rust_type(mut self) -> Self {
+        self.rust_type = true;
         self
     }
     /// Build and leak the descriptor (it must outlive every object naming it).
@@ -676,7 +720,9 @@ impl DescriptorBuilder {
             size_words: self.size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if any { 0 } else { FLAG_POINTER_FREE } | if vbitmap.is_empty() { 0 } else { FLAG_HAS_VALUES },
+            flags: if any { 0 } else { FLAG_POINTER_FREE }
+                | if vbitmap.is_empty() { 0 } else { FLAG_HAS_VALUES }
+                | if self.rust_type { FLAG_RUST_TYPE } else { 0 },
             bitmap: Box::leak(bitmap.into_boxed_slice()),
             name,
             elem_vbitmap: 0,
@@ -773,6 +819,15 @@ impl ArrayDescriptorBuilder {
 /// a compact descriptor); `Gc<T>` uses it as a compile-time constant (and
 /// `Gc::new` / `Gc::from_ref` check it).
 ///
+/// The descriptor must be marked as a Rust type ([`Descriptor::rust_type`],
+/// as `gc_type!` does; `Gc::new` / `Gc::from_ref` panic otherwise) and be
+/// used by no other type and by no guest object: that mark is what makes
+/// the safe untyped writes ([`GcRef::set_word`](crate::GcRef::set_word),
+/// `set_ptr`, `set_value`) and [`alloc`](crate::alloc) refuse its objects,
+/// which would otherwise break `Self`'s field invariants from safe code.
+/// The `unsafe` untyped writes (`set_word_unchecked` etc.) do not check it:
+/// their caller must keep every field of `Self` valid.
+///
 /// **`Sync`** (a supertrait, checked by the compiler): a heap object is
 /// shared by every task that reaches it, and tasks run on several threads
 /// at once; a `GcRef` is `Send` and [`Gc::from_ref`](crate::Gc::from_ref)
@@ -851,7 +906,7 @@ macro_rules! gc_type {
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
                 static ID: $crate::descriptor::CompactId = $crate::descriptor::CompactId::new();
                 static DESC: $crate::Descriptor =
-                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).compact(&ID);
+                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).compact(&ID).rust_type();
                 &DESC
             }
         }
@@ -866,7 +921,7 @@ macro_rules! gc_type {
                 const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
                 static DESC: $crate::Descriptor =
-                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP);
+                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).rust_type();
                 &DESC
             }
         }
