@@ -856,6 +856,39 @@ pub unsafe trait GcType: Sized + Sync {
     fn descriptor() -> &'static Descriptor;
 }
 
+/// A field type that [`gc_type!`](crate::gc_type) accepts in its list of
+/// GC-pointer fields: exactly one word, null or an object's address
+/// ([`Member<_>`](crate::Member), [`Gc<_>`](crate::Gc), [`GcRef`](crate::GcRef)
+/// and their `Option`s). Sealed: the macro marks one word per listed field,
+/// so a wider field (an array of `Member`s, a struct holding several)
+/// would have its other words untraced.
+pub trait GcPointerField: sealed::Sealed {}
+mod sealed {
+    pub trait Sealed {}
+}
+impl<T> sealed::Sealed for crate::Member<T> {}
+impl<T> GcPointerField for crate::Member<T> {}
+impl<T> sealed::Sealed for crate::Gc<T> {}
+impl<T> GcPointerField for crate::Gc<T> {}
+impl<T> sealed::Sealed for Option<crate::Gc<T>> {}
+impl<T> GcPointerField for Option<crate::Gc<T>> {}
+impl sealed::Sealed for crate::GcRef {}
+impl GcPointerField for crate::GcRef {}
+impl sealed::Sealed for Option<crate::GcRef> {}
+impl GcPointerField for Option<crate::GcRef> {}
+const _: () = {
+    assert!(std::mem::size_of::<crate::Member<u8>>() == 8);
+    assert!(std::mem::size_of::<crate::Gc<u8>>() == 8);
+    assert!(std::mem::size_of::<Option<crate::Gc<u8>>>() == 8);
+    assert!(std::mem::size_of::<crate::GcRef>() == 8);
+    assert!(std::mem::size_of::<Option<crate::GcRef>>() == 8);
+};
+
+/// `gc_type!`'s per-field check: compiles only for a [`GcPointerField`].
+#[doc(hidden)]
+#[inline(always)]
+pub fn gc_pointer_field<F: GcPointerField>(_: &F) {}
+
 /// Implement [`GcType`] for a struct, listing its GC-pointer fields:
 ///
 /// ```
@@ -864,7 +897,33 @@ pub unsafe trait GcType: Sized + Sync {
 /// struct Node { left: Member<Node>, right: Member<Node>, value: i64 }
 /// gc_type!(Node { left, right });
 /// ```
-/// Each listed field must be one word (a `Member<_>`, `Gc<_>` or `GcRef`).
+/// Each listed field must be one word holding null or an object (a
+/// `Member<_>`, `Gc<_>`, `GcRef`, or an `Option` of the last two: the
+/// sealed [`GcPointerField`](crate::descriptor::GcPointerField)); any other field type is a compile error,
+/// an array of `Member`s among them (only its first word would be traced):
+///
+/// ```compile_fail,E0277
+/// use usurp_gc::{gc_type, Member};
+/// #[repr(C)]
+/// struct Node { kids: [Member<Node>; 2], value: i64 }
+/// gc_type!(Node { kids });
+/// ```
+/// ```compile_fail,E0277
+/// use usurp_gc::gc_type;
+/// #[repr(C)]
+/// struct Word { w: usize }
+/// gc_type!(Word { w });
+/// ```
+/// List each element instead (`struct Node { left: Member<Node>, right:
+/// Member<Node> }`) or use an array object ([`Descriptor::array`]).
+/// Accepted:
+///
+/// ```
+/// use usurp_gc::{gc_type, Gc, GcRef, Member};
+/// #[repr(C)]
+/// struct Any { m: Member<Any>, g: Option<Gc<Any>>, r: Option<GcRef>, n: u64 }
+/// gc_type!(Any { m, g, r });
+/// ```
 /// Pointer fields must lie in the first 256 words of the struct.
 ///
 /// `gc_type!(compact T { .. })` gives `T` the compact layout (no header
@@ -901,6 +960,12 @@ macro_rules! gc_type {
             const PAYLOAD_OFFSET: usize = 0;
             #[inline(always)]
             fn descriptor() -> &'static $crate::Descriptor {
+                // Each listed field is one GC-pointer word (a type check
+                // only; never called).
+                #[allow(dead_code)]
+                fn listed_fields_are_gc_pointers(_v: &$t) {
+                    $( $crate::descriptor::gc_pointer_field(&_v.$field); )*
+                }
                 const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
                 const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
@@ -917,6 +982,12 @@ macro_rules! gc_type {
         unsafe impl $crate::GcType for $t {
             #[inline(always)]
             fn descriptor() -> &'static $crate::Descriptor {
+                // Each listed field is one GC-pointer word (a type check
+                // only; never called).
+                #[allow(dead_code)]
+                fn listed_fields_are_gc_pointers(_v: &$t) {
+                    $( $crate::descriptor::gc_pointer_field(&_v.$field); )*
+                }
                 const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
                 const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
