@@ -862,6 +862,12 @@ pub unsafe trait GcType: Sized + Sync {
 /// and their `Option`s). Sealed: the macro marks one word per listed field,
 /// so a wider field (an array of `Member`s, a struct holding several)
 /// would have its other words untraced.
+#[diagnostic::on_unimplemented(
+    message = "gc_type!: a listed field of type `{Self}` is not one GC-pointer word",
+    label = "a listed field's type is not a GcPointerField",
+    note = "gc_type! traces one word per listed field: list only Member<_>, Gc<_>, GcRef, Option<Gc<_>> or \
+            Option<GcRef> fields (an array's elements as separate fields, or use an array object)"
+)]
 pub trait GcPointerField: sealed::Sealed {}
 mod sealed {
     pub trait Sealed {}
