@@ -47,7 +47,7 @@ fn plain_thread_cannot_allocate_in_a_runtime_heap() {
             let m = panic_text(&*p);
             assert!(m.contains("allocation from a thread outside the runtime"), "{m}");
             assert!(!m.contains("call Heap::attach_thread"), "the message still advises attach_thread: {m}");
-            assert_eq!(usurp::gc::try_alloc(<Link as usurp::gc::GcType>::descriptor()).err(), Some(AllocError::NotAttached));
+            assert_eq!(usurp::gc::Gc::try_new(Link { next: usurp::gc::Member::null(), val: 0 }).err(), Some(AllocError::NotAttached));
         })
         .join()
         .unwrap();
@@ -63,7 +63,7 @@ fn alloc_inside_blocking(rt: &Runtime) {
             .expect_err("allocation inside blocking() succeeded");
         let m = panic_text(&*p);
         assert!(m.contains("inside blocking()"), "{m}");
-        let e = usurp::blocking(|| usurp::gc::try_alloc(<Link as usurp::gc::GcType>::descriptor()).err());
+        let e = usurp::blocking(|| usurp::gc::Gc::try_new(Link { next: usurp::gc::Member::null(), val: 0 }).err());
         assert!(matches!(e, Some(AllocError::Forbidden(_))), "{e:?}");
         // Allocation works again after blocking(), on whatever thread the
         // task resumed.

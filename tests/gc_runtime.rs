@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::gc::{try_alloc, AllocError, Gc, Heap, HeapConfig};
+use usurp::gc::{AllocError, Gc, Heap, HeapConfig, Member};
 use usurp::{preemptible, Runtime};
 use usurp_testsupport::{scale, within};
 use usurp_testsupport::preemptible::hold_spinning;
@@ -163,7 +163,7 @@ fn multi_worker_stress_with_verifier() {
     assert_eq!(st.bad_pointers, 0);
 }
 
-/// Past the heap limit, after a full collection, `try_alloc` fails with an
+/// Past the heap limit, after a full collection, `Gc::try_new` fails with an
 /// error on a task.
 #[test]
 fn heap_limit_error_from_a_task() {
@@ -171,9 +171,8 @@ fn heap_limit_error_from_a_task() {
     let r = rt.block_on(|| {
         let mut head: Option<Gc<Node>> = None;
         for i in 0..10_000_000usize {
-            match try_alloc(<Node as usurp::gc::GcType>::descriptor()) {
-                Ok(r) => {
-                    let n = Gc::<Node>::from_ref(r).unwrap();
+            match Gc::try_new(Node { left: Member::null(), right: Member::null(), val: 0 }) {
+                Ok(n) => {
                     n.left.set(head);
                     head = Some(n);
                 }
@@ -452,14 +451,13 @@ fn heap_limit_error_while_collections_run_concurrently() {
                 let mut head: Option<Gc<Node>> = None;
                 for i in 0.. {
                     // Garbage too, so that the pacer runs cycles on the way
-                    // (through try_alloc as well: `Gc::new` panics at the
+                    // (through Gc::try_new as well: `Gc::new` panics at the
                     // limit, and either allocation may be the one that hits it).
-                    if let Err(e) = try_alloc(<Node as usurp::gc::GcType>::descriptor()).map(black_box) {
+                    if let Err(e) = Gc::try_new(Node { left: Member::null(), right: Member::null(), val: 0 }).map(black_box) {
                         return (i, e);
                     }
-                    match try_alloc(<Node as usurp::gc::GcType>::descriptor()) {
-                        Ok(r) => {
-                            let n = Gc::<Node>::from_ref(r).unwrap();
+                    match Gc::try_new(Node { left: Member::null(), right: Member::null(), val: 0 }) {
+                        Ok(n) => {
                             n.left.set(head);
                             head = Some(n);
                         }

@@ -56,6 +56,10 @@ pub const FLAG_POINTER_FREE: u32 = 1;
 pub const FLAG_HAS_VALUES: u32 = 2;
 /// Flag: compact layout (no header word; the descriptor is its block's).
 pub const FLAG_COMPACT: u32 = 4;
+/// Flag: the descriptor describes a Rust type ([`Descriptor::rust_type`];
+/// every [`gc_type!`](crate::gc_type) descriptor): its objects are made by
+/// [`Gc::new`](crate::Gc::new) only, and the untyped writes refuse them.
+pub const FLAG_RUST_TYPE: u32 = 8;
 
 /// The largest payload (bytes) of a compact object: the largest small size
 /// class (`internals::MAX_SMALL`).
@@ -339,6 +343,38 @@ impl Descriptor {
         self
     }
 
+    /// This descriptor marked as describing a **Rust type** (the
+    /// descriptor of a [`GcType`]): [`gc_type!`](crate::gc_type) does it,
+    /// and a hand-written `unsafe impl GcType` must (see its `# Safety`).
+    /// The payload of such an object is a Rust value whose fields have
+    /// validity invariants (a `bool`, a `&'static str`, the type of a
+    /// `Member<A>`) that untyped words cannot keep, so the safe untyped API
+    /// refuses these objects with a panic: [`GcRef::set_word`],
+    /// [`GcRef::set_ptr`], [`GcRef::set_value`] (write through the Rust
+    /// type instead: `Member::set`, atomics), and [`alloc`](crate::alloc) /
+    /// [`try_alloc`](crate::try_alloc) (only [`Gc::new`](crate::Gc::new)
+    /// constructs one). Reads (`word`, `ptr`, `value`) stay allowed.
+    ///
+    /// ```
+    /// use usurp_gc::Descriptor;
+    /// static PAIR: Descriptor = Descriptor::fixed("Pair", 2, &[0b01]).rust_type();
+    /// assert!(PAIR.is_rust_type());
+    /// ```
+    ///
+    /// [`GcRef::set_word`]: crate::GcRef::set_word
+    /// [`GcRef::set_ptr`]: crate::GcRef::set_ptr
+    /// [`GcRef::set_value`]: crate::GcRef::set_value
+    pub const fn rust_type(mut self) -> Descriptor {
+        self.flags |= FLAG_RUST_TYPE;
+        self
+    }
+
+    /// Whether this descriptor describes a Rust type ([`Descriptor::rust_type`]).
+    #[inline(always)]
+    pub const fn is_rust_type(&self) -> bool {
+        self.flags & FLAG_RUST_TYPE != 0
+    }
+
     /// Whether objects of this kind have the compact layout (no header).
     #[inline(always)]
     pub const fn is_compact(&self) -> bool {
@@ -369,7 +405,7 @@ impl Descriptor {
 
     /// Start building a fixed-size descriptor at run time (for guest layouts).
     pub fn builder(size_words: usize) -> DescriptorBuilder {
-        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None, compact: false }
+        DescriptorBuilder { size_words, ptrs: Vec::new(), values: Vec::new(), name: None, compact: false, rust_type: false }
     }
 
     /// Start building an array descriptor at run time.
@@ -629,6 +665,7 @@ pub struct DescriptorBuilder {
     values: Vec<usize>,
     name: Option<String>,
     compact: bool,
+    rust_type: bool,
 }
 
 impl DescriptorBuilder {
@@ -654,6 +691,13 @@ impl DescriptorBuilder {
     /// [`MAX_COMPACT_BYTES`].
     pub fn compact(mut self) -> Self {
         self.compact = true;
+        self
+    }
+    /// Mark the descriptor as describing a Rust type (see
+    /// [`Descriptor::rust_type`]): for the descriptor of a hand-written
+    /// `unsafe impl GcType` built at run time.
+    pub fn rust_type(mut self) -> Self {
+        self.rust_type = true;
         self
     }
     /// Build and leak the descriptor (it must outlive every object naming it).
@@ -708,7 +752,9 @@ impl DescriptorBuilder {
             size_words: self.size_words,
             elem_words: 0,
             elem_bitmap: 0,
-            flags: if any { 0 } else { FLAG_POINTER_FREE } | if vbitmap.is_empty() { 0 } else { FLAG_HAS_VALUES },
+            flags: if any { 0 } else { FLAG_POINTER_FREE }
+                | if vbitmap.is_empty() { 0 } else { FLAG_HAS_VALUES }
+                | if self.rust_type { FLAG_RUST_TYPE } else { 0 },
             bitmap: Box::leak(bitmap.into_boxed_slice()),
             name,
             elem_vbitmap: 0,
@@ -805,6 +851,15 @@ impl ArrayDescriptorBuilder {
 /// a compact descriptor); `Gc<T>` uses it as a compile-time constant (and
 /// `Gc::new` / `Gc::from_ref` check it).
 ///
+/// The descriptor must be marked as a Rust type ([`Descriptor::rust_type`],
+/// as `gc_type!` does; `Gc::new` / `Gc::from_ref` panic otherwise) and be
+/// used by no other type and by no guest object: that mark is what makes
+/// the safe untyped writes ([`GcRef::set_word`](crate::GcRef::set_word),
+/// `set_ptr`, `set_value`) and [`alloc`](crate::alloc) refuse its objects,
+/// which would otherwise break `Self`'s field invariants from safe code.
+/// The `unsafe` untyped writes (`set_word_unchecked` etc.) do not check it:
+/// their caller must keep every field of `Self` valid.
+///
 /// **`Sync`** (a supertrait, checked by the compiler): a heap object is
 /// shared by every task that reaches it, and tasks run on several threads
 /// at once; a `GcRef` is `Send` and [`Gc::from_ref`](crate::Gc::from_ref)
@@ -833,6 +888,45 @@ pub unsafe trait GcType: Sized + Sync {
     fn descriptor() -> &'static Descriptor;
 }
 
+/// A field type that [`gc_type!`](crate::gc_type) accepts in its list of
+/// GC-pointer fields: exactly one word, null or an object's address
+/// ([`Member<_>`](crate::Member), [`Gc<_>`](crate::Gc), [`GcRef`](crate::GcRef)
+/// and their `Option`s). Sealed: the macro marks one word per listed field,
+/// so a wider field (an array of `Member`s, a struct holding several)
+/// would have its other words untraced.
+#[diagnostic::on_unimplemented(
+    message = "gc_type!: a listed field of type `{Self}` is not one GC-pointer word",
+    label = "a listed field's type is not a GcPointerField",
+    note = "gc_type! traces one word per listed field: list only Member<_>, Gc<_>, GcRef, Option<Gc<_>> or \
+            Option<GcRef> fields (an array's elements as separate fields, or use an array object)"
+)]
+pub trait GcPointerField: sealed::Sealed {}
+mod sealed {
+    pub trait Sealed {}
+}
+impl<T> sealed::Sealed for crate::Member<T> {}
+impl<T> GcPointerField for crate::Member<T> {}
+impl<T> sealed::Sealed for crate::Gc<T> {}
+impl<T> GcPointerField for crate::Gc<T> {}
+impl<T> sealed::Sealed for Option<crate::Gc<T>> {}
+impl<T> GcPointerField for Option<crate::Gc<T>> {}
+impl sealed::Sealed for crate::GcRef {}
+impl GcPointerField for crate::GcRef {}
+impl sealed::Sealed for Option<crate::GcRef> {}
+impl GcPointerField for Option<crate::GcRef> {}
+const _: () = {
+    assert!(std::mem::size_of::<crate::Member<u8>>() == 8);
+    assert!(std::mem::size_of::<crate::Gc<u8>>() == 8);
+    assert!(std::mem::size_of::<Option<crate::Gc<u8>>>() == 8);
+    assert!(std::mem::size_of::<crate::GcRef>() == 8);
+    assert!(std::mem::size_of::<Option<crate::GcRef>>() == 8);
+};
+
+/// `gc_type!`'s per-field check: compiles only for a [`GcPointerField`].
+#[doc(hidden)]
+#[inline(always)]
+pub fn gc_pointer_field<F: GcPointerField>(_: &F) {}
+
 /// Implement [`GcType`] for a struct, listing its GC-pointer fields:
 ///
 /// ```
@@ -841,7 +935,33 @@ pub unsafe trait GcType: Sized + Sync {
 /// struct Node { left: Member<Node>, right: Member<Node>, value: i64 }
 /// gc_type!(Node { left, right });
 /// ```
-/// Each listed field must be one word (a `Member<_>`, `Gc<_>` or `GcRef`).
+/// Each listed field must be one word holding null or an object (a
+/// `Member<_>`, `Gc<_>`, `GcRef`, or an `Option` of the last two: the
+/// sealed [`GcPointerField`](crate::descriptor::GcPointerField)); any other field type is a compile error,
+/// an array of `Member`s among them (only its first word would be traced):
+///
+/// ```compile_fail,E0277
+/// use usurp_gc::{gc_type, Member};
+/// #[repr(C)]
+/// struct Node { kids: [Member<Node>; 2], value: i64 }
+/// gc_type!(Node { kids });
+/// ```
+/// ```compile_fail,E0277
+/// use usurp_gc::gc_type;
+/// #[repr(C)]
+/// struct Word { w: usize }
+/// gc_type!(Word { w });
+/// ```
+/// List each element instead (`struct Node { left: Member<Node>, right:
+/// Member<Node> }`) or use an array object ([`Descriptor::array`]).
+/// Accepted:
+///
+/// ```
+/// use usurp_gc::{gc_type, Gc, GcRef, Member};
+/// #[repr(C)]
+/// struct Any { m: Member<Any>, g: Option<Gc<Any>>, r: Option<GcRef>, n: u64 }
+/// gc_type!(Any { m, g, r });
+/// ```
 /// Pointer fields must lie in the first 256 words of the struct.
 ///
 /// `gc_type!(compact T { .. })` gives `T` the compact layout (no header
@@ -878,12 +998,18 @@ macro_rules! gc_type {
             const PAYLOAD_OFFSET: usize = 0;
             #[inline(always)]
             fn descriptor() -> &'static $crate::Descriptor {
+                // Each listed field is one GC-pointer word (a type check
+                // only; never called).
+                #[allow(dead_code)]
+                fn listed_fields_are_gc_pointers(_v: &$t) {
+                    $( $crate::descriptor::gc_pointer_field(&_v.$field); )*
+                }
                 const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
                 const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
                 static ID: $crate::descriptor::CompactId = $crate::descriptor::CompactId::new();
                 static DESC: $crate::Descriptor =
-                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).compact(&ID);
+                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).compact(&ID).rust_type();
                 &DESC
             }
         }
@@ -894,11 +1020,17 @@ macro_rules! gc_type {
         unsafe impl $crate::GcType for $t {
             #[inline(always)]
             fn descriptor() -> &'static $crate::Descriptor {
+                // Each listed field is one GC-pointer word (a type check
+                // only; never called).
+                #[allow(dead_code)]
+                fn listed_fields_are_gc_pointers(_v: &$t) {
+                    $( $crate::descriptor::gc_pointer_field(&_v.$field); )*
+                }
                 const WORDS: usize = ::core::mem::size_of::<$t>().div_ceil(8);
                 const BITMAP: [u64; 4] = $crate::gc_type!(@bitmap $t { $($field),* });
                 const _: () = assert!(::core::mem::align_of::<$t>() <= 8, "GC types need alignment <= 8");
                 static DESC: $crate::Descriptor =
-                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP);
+                    $crate::Descriptor::fixed(stringify!($t), WORDS, &BITMAP).rust_type();
                 &DESC
             }
         }

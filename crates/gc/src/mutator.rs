@@ -685,7 +685,8 @@ impl Mutator {
 
 /// Allocate a fixed-size object described by `desc` on the current thread's
 /// heap: zeroed, header set. Panics with a clear message if the thread is not
-/// attached or the heap limit is exhausted after a full collection.
+/// attached or the heap limit is exhausted after a full collection, and for
+/// the descriptor of a Rust type (see [`try_alloc`]).
 #[inline]
 pub fn alloc(desc: &'static Descriptor) -> GcRef {
     match try_alloc(desc) {
@@ -701,8 +702,33 @@ fn alloc_failed(e: AllocError) -> ! {
 }
 
 /// Like [`alloc`], returning an error instead of panicking.
+///
+/// Panics (as [`alloc`] does) for the descriptor of a Rust type
+/// ([`Descriptor::is_rust_type`], every `gc_type!` type): its zeroed
+/// payload is no valid value of the type (a null reference); use
+/// [`Gc::new`](crate::Gc::new).
 #[inline]
 pub fn try_alloc(desc: &'static Descriptor) -> Result<GcRef, AllocError> {
+    if desc.is_rust_type() {
+        rust_type_alloc_refused(desc);
+    }
+    try_alloc_fixed(desc)
+}
+
+#[cold]
+#[inline(never)]
+fn rust_type_alloc_refused(desc: &Descriptor) -> ! {
+    panic!(
+        "alloc of `{}`, the descriptor of a Rust type (gc_type!): its zeroed payload is no valid value of the \
+         type; use Gc::new",
+        desc.name()
+    )
+}
+
+/// [`try_alloc`] for any fixed descriptor, a Rust type's included
+/// (`Gc::try_new`, which writes the `T` before the object is seen).
+#[inline(always)]
+pub(crate) fn try_alloc_fixed(desc: &'static Descriptor) -> Result<GcRef, AllocError> {
     assert!(!desc.is_array(), "try_alloc: {} is an array descriptor; use try_alloc_array", desc.name());
     // Header included (none for a compact object).
     let bytes = desc.size_words() * 8 + desc.payload_offset();
@@ -717,8 +743,12 @@ pub fn alloc_array(desc: &'static Descriptor, len: usize) -> GcRef {
     }
 }
 
-/// Like [`alloc_array`], returning an error instead of panicking.
+/// Like [`alloc_array`], returning an error instead of panicking. Panics
+/// for the descriptor of a Rust type, as [`try_alloc`].
 pub fn try_alloc_array(desc: &'static Descriptor, len: usize) -> Result<GcRef, AllocError> {
+    if desc.is_rust_type() {
+        rust_type_alloc_refused(desc);
+    }
     assert!(desc.is_array(), "try_alloc_array: {} is not an array descriptor", desc.name());
     let bytes = desc.object_bytes(len).ok_or(AllocError::TooLarge)?;
     if bytes > crate::descriptor::MAX_HEAP_BYTES {

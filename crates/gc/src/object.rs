@@ -291,9 +291,17 @@ impl GcRef {
     /// Write a raw payload word `i` (panics if out of bounds, if the word is
     /// a pointer slot — use `set_ptr` — or a value slot — use `set_value` —
     /// or an array's length word, or if the handle is stale or foreign).
+    ///
+    /// Panics also if the object is of a Rust type (a
+    /// [`gc_type!`](crate::gc_type) struct, [`Descriptor::is_rust_type`]):
+    /// its words are Rust fields whose validity (a `bool`, a reference)
+    /// untyped bits would break; write through the Rust type instead.
     #[inline]
     pub fn set_word(self, i: usize, v: usize) {
         let d = self.live_descriptor();
+        if d.is_rust_type() {
+            rust_type_write_refused(self, d, "set_word");
+        }
         // SAFETY: just checked live.
         unsafe { self.set_word_in(d, i, v) }
     }
@@ -301,7 +309,9 @@ impl GcRef {
     /// pointer-slot and length-word checks stay.
     ///
     /// # Safety
-    /// `self` is a live object.
+    /// `self` is a live object. If it is of a Rust type
+    /// ([`Descriptor::is_rust_type`]), the write keeps that type's fields
+    /// valid (the safe version refuses such objects; this one does not check).
     #[inline(always)]
     pub unsafe fn set_word_unchecked(self, i: usize, v: usize) {
         // SAFETY: the caller guarantees a live object.
@@ -358,9 +368,17 @@ impl GcRef {
     /// Store a GC pointer into pointer slot `i` through the write barrier
     /// (panics if out of bounds, not a pointer slot, or if `self` or `v` is a
     /// stale or foreign handle).
+    ///
+    /// Panics also if the object is of a Rust type
+    /// ([`Descriptor::is_rust_type`]): its pointer slots are typed fields
+    /// (a `Member<A>` must hold an `A`), which an untyped store cannot
+    /// check; use `Member::set`.
     #[inline]
     pub fn set_ptr(self, i: usize, v: Option<GcRef>) {
         let d = self.live_descriptor();
+        if d.is_rust_type() {
+            rust_type_write_refused(self, d, "set_ptr");
+        }
         if let Some(v) = v {
             v.live_descriptor();
         }
@@ -371,7 +389,9 @@ impl GcRef {
     /// and `v`); the bounds and pointer-slot checks stay.
     ///
     /// # Safety
-    /// `self` is a live object; `v` is `None` or a live object.
+    /// `self` is a live object; `v` is `None` or a live object. If it is of a Rust type
+    /// ([`Descriptor::is_rust_type`]), the write keeps that type's fields
+    /// valid (the safe version refuses such objects; this one does not check).
     #[inline(always)]
     pub unsafe fn set_ptr_unchecked(self, i: usize, v: Option<GcRef>) {
         // SAFETY: the caller guarantees live objects.
@@ -434,10 +454,14 @@ impl GcRef {
     /// barrier ([`usurp_gc_write_barrier_value`]). Panics if out of bounds,
     /// if the word is not a value slot, if `self` is stale or foreign, or if
     /// `w` is pointer-tagged (per the heap's encoding) but does not decode to
-    /// a live object.
+    /// a live object. Panics also if the object is of a Rust type
+    /// ([`Descriptor::is_rust_type`]; write through the Rust type).
     #[inline]
     pub fn set_value(self, i: usize, w: usize) {
         let d = self.live_descriptor();
+        if d.is_rust_type() {
+            rust_type_write_refused(self, d, "set_value");
+        }
         let n = self.payload_words_of(d);
         if i >= n {
             out_of_bounds(self, d, i, n);
@@ -456,7 +480,9 @@ impl GcRef {
     /// stay.
     ///
     /// # Safety
-    /// `self` is a live object. (A pointer-tagged `w` that names no live
+    /// `self` is a live object. If it is of a Rust type
+    /// ([`Descriptor::is_rust_type`]), the write keeps that type's fields
+    /// valid (the safe version refuses such objects; this one does not check). (A pointer-tagged `w` that names no live
     /// object is a VM bug but not undefined behaviour: marking counts it as a
     /// bad value and never follows it, the verifier reports it, and
     /// `value_ref` panics on it.)
@@ -492,6 +518,16 @@ impl GcRef {
         // the caller guarantees exclusivity and lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.payload_in(d).add(1) as *mut u8, n) }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn rust_type_write_refused(r: GcRef, d: &Descriptor, op: &str) -> ! {
+    panic!(
+        "GcRef::{op} on {r:?}, an object of the Rust type `{}` (made by gc_type!): untyped writes could break \
+         its fields' types; write through the Rust type (Gc<T> deref: Member::set, atomics) instead",
+        d.name()
+    )
 }
 
 #[cold]
@@ -615,10 +651,12 @@ impl<T: GcType> Gc<T> {
     #[inline]
     pub fn try_new(value: T) -> Result<Gc<T>, crate::AllocError> {
         let d = T::descriptor();
-        if T::PAYLOAD_OFFSET != d.payload_offset() {
-            payload_offset_mismatch::<T>(d);
+        if T::PAYLOAD_OFFSET != d.payload_offset() || !d.is_rust_type() {
+            bad_gc_type_descriptor::<T>(d);
         }
-        let r = crate::try_alloc(d)?;
+        // (Not `crate::try_alloc`, which refuses a Rust type's descriptor:
+        // here the payload is written with a `T` before anyone sees it.)
+        let r = crate::mutator::try_alloc_fixed(d)?;
         // SAFETY: the new object's payload (at PAYLOAD_OFFSET, checked
         // above) is at least size_of::<T>() bytes (GcType contract),
         // 8-aligned, and not yet visible to anyone else.
@@ -647,8 +685,8 @@ impl<T: GcType> Gc<T> {
     /// is not `T`'s; panics if `r` is stale or foreign).
     pub fn from_ref(r: GcRef) -> Option<Gc<T>> {
         let d = T::descriptor();
-        if T::PAYLOAD_OFFSET != d.payload_offset() {
-            payload_offset_mismatch::<T>(d);
+        if T::PAYLOAD_OFFSET != d.payload_offset() || !d.is_rust_type() {
+            bad_gc_type_descriptor::<T>(d);
         }
         std::ptr::eq(r.descriptor(), d).then_some(Gc { raw: r, _t: PhantomData })
     }
@@ -662,7 +700,14 @@ fn typed_payload<T: GcType>(r: GcRef) -> *mut usize {
 
 #[cold]
 #[inline(never)]
-fn payload_offset_mismatch<T>(d: &Descriptor) -> ! {
+fn bad_gc_type_descriptor<T>(d: &Descriptor) -> ! {
+    if !d.is_rust_type() {
+        panic!(
+            "GcType for {}: its descriptor `{}` is not marked as a Rust type (Descriptor::rust_type): use gc_type!",
+            std::any::type_name::<T>(),
+            d.name()
+        )
+    }
     panic!(
         "GcType for {}: PAYLOAD_OFFSET disagrees with its descriptor `{}` (payload_offset {}): use gc_type!",
         std::any::type_name::<T>(),

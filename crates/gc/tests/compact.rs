@@ -101,15 +101,22 @@ fn accessors_on_compact_objects() {
     }
     assert!(r.is_pointer_slot(0) && !r.is_pointer_slot(1));
     assert_eq!(r.ptr(0), Some(leaf.raw()));
-    r.set_word(2, 0x3333);
+    // The safe untyped writes refuse a Rust type's object; the unsafe ones
+    // (whose caller keeps the fields valid) write at the compact offsets.
+    assert!(catch(|| r.set_word(2, 0x3333)).unwrap_err().contains("Rust type `CVal`"));
+    assert!(catch(|| r.set_ptr(0, None)).unwrap_err().contains("Rust type `CVal`"));
+    // SAFETY: v is alive (on this stack); word 2 is a usize field, and
+    // null is a valid Member<CVal>.
+    unsafe {
+        r.set_word_unchecked(2, 0x3333);
+        r.set_ptr_unchecked(0, None);
+    }
     assert_eq!(v.b, 0x3333);
-    r.set_ptr(0, None);
     assert!(v.next.get().is_none());
     v.next.set(Some(leaf));
     assert_eq!(r.ptr(0), Some(leaf.raw()));
     assert_eq!((v.a, v.next.get().unwrap().a), (0x1111, 1));
     assert!(catch(|| r.word(3)).unwrap_err().contains("out of bounds"));
-    assert!(catch(|| r.set_word(0, 5)).unwrap_err().contains("pointer slot"));
     assert_eq!(Gc::<CVal>::from_ref(r).map(|g| g.raw()), Some(r));
     assert!(Gc::<COther>::from_ref(r).is_none(), "another compact type");
     assert!(Gc::<Node>::from_ref(r).is_none(), "a headered type");
@@ -125,6 +132,7 @@ fn accessors_on_compact_objects() {
     assert_eq!(o.value_ref(2), Some(leaf.raw()));
     o.set_word(1, 9);
     assert_eq!(o.word(1), 9);
+    assert!(catch(|| o.set_word(0, 5)).unwrap_err().contains("pointer slot"));
     black_box((v, leaf, o));
     h.collect();
     assert_eq!((v.a, v.b, v.next.get().unwrap().b), (0x1111, 0x3333, 2));
@@ -433,7 +441,7 @@ fn the_barrier_and_black_allocation_on_compact_objects() {
     head.next.get().unwrap().next.get().unwrap().next.set(None);
     let head2 = head.next.get().unwrap().next.get().unwrap();
     head2.next.set(Some(holder)); // insertion barrier
-    holder.raw().set_ptr(0, tail.map(|t| t.raw()));
+    holder.next.set(tail);
     while !h.debug_mark_steps(7) {}
     h.debug_finish_marking();
     h.finish_sweep();

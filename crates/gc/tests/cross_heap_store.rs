@@ -93,11 +93,11 @@ struct Tagged {
     v: std::sync::atomic::AtomicUsize,
 }
 // SAFETY: one word, a value slot, as the descriptor says; headered layout
-// (the default payload offset).
+// (the default payload offset); marked as a Rust type.
 unsafe impl usurp_gc::GcType for Tagged {
     fn descriptor() -> &'static Descriptor {
         static D: std::sync::OnceLock<&'static Descriptor> = std::sync::OnceLock::new();
-        D.get_or_init(|| Box::leak(Box::new(Descriptor::builder(1).value_at(0).name("Tagged").build().unwrap())))
+        D.get_or_init(|| Box::leak(Box::new(Descriptor::builder(1).value_at(0).name("Tagged").rust_type().build().unwrap())))
     }
 }
 

@@ -26,8 +26,9 @@ struct Boxed {
     v: usize,
 }
 static BOXED_VALUES: [u64; 1] = [1];
-static BOXED: Descriptor = Descriptor::fixed_with_values("Boxed", 1, &[], &BOXED_VALUES);
-// SAFETY: one word, declared as a value slot by BOXED's value bitmap.
+static BOXED: Descriptor = Descriptor::fixed_with_values("Boxed", 1, &[], &BOXED_VALUES).rust_type();
+// SAFETY: one word, declared as a value slot by BOXED's value bitmap; BOXED
+// is marked as a Rust type.
 unsafe impl GcType for Boxed {
     fn descriptor() -> &'static Descriptor {
         &BOXED

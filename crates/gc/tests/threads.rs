@@ -285,9 +285,8 @@ fn racing_allocations_past_the_limit_report_exhaustion() {
                 let mut head: Option<Gc<Node>> = None;
                 loop {
                     w.safepoint();
-                    match usurp_gc::try_alloc(<Node as usurp_gc::GcType>::descriptor()) {
-                        Ok(r) => {
-                            let n = Gc::<Node>::from_ref(r).unwrap();
+                    match Gc::try_new(Node { left: usurp_gc::Member::null(), right: usurp_gc::Member::null(), val: 0 }) {
+                        Ok(n) => {
                             n.left.set(head);
                             head = Some(n);
                         }
