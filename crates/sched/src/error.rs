@@ -52,6 +52,12 @@ pub enum Error {
         /// The value given.
         given: usize,
     },
+    /// `thread_name(s)` was given a name containing a NUL byte (an OS
+    /// thread name cannot hold one).
+    InvalidThreadName {
+        /// The value given.
+        given: String,
+    },
     /// The operating system refused to start a worker thread.
     ThreadSpawn(std::io::Error),
     /// The kernel refused to map (or protect the guard page of) a task stack.
@@ -119,6 +125,10 @@ impl fmt::Display for Error {
             Error::InvalidBlockingThreads { given } => write!(
                 f,
                 "invalid max_blocking_threads {given}: allowed are 0 to {MAX_BLOCKING_THREADS}"
+            ),
+            Error::InvalidThreadName { given } => write!(
+                f,
+                "invalid thread_name {given:?}: it contains a NUL byte, which an OS thread name cannot hold"
             ),
             Error::ThreadSpawn(e) => write!(f, "cannot start a usurp worker thread: {e}"),
             Error::StackMap { op, stack_size, errno, live_stacks, max_map_count } => {

@@ -178,7 +178,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Name prefix of the runtime's threads (default `usurp-worker`).
+    /// Name prefix of the runtime's threads (default `usurp-worker`). A
+    /// name containing a NUL byte makes [`RuntimeBuilder::build`] return
+    /// [`Error::InvalidThreadName`].
     pub fn thread_name(mut self, name: impl Into<String>) -> RuntimeBuilder {
         self.thread_name = name.into();
         self
@@ -206,6 +208,11 @@ impl RuntimeBuilder {
         }
         if self.timer_spin > MAX_TIMER_SPIN {
             return Err(Error::InvalidTimerSpin { given: self.timer_spin });
+        }
+        if self.thread_name.contains('\0') {
+            // std::thread::Builder::spawn would panic on it (worker threads
+            // are named "<prefix>-<n>").
+            return Err(Error::InvalidThreadName { given: self.thread_name });
         }
         let mut hc = self.heap_config.clone().unwrap_or_default();
         if let Some(l) = self.heap_limit {
