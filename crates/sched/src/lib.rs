@@ -10,8 +10,10 @@
 //! under the default `vm.max_map_count` of 65530). Finished tasks are recycled
 //! with their stack: a per-worker cache (64), then a shared pool (256, pages
 //! released with `madvise(MADV_DONTNEED)`), then `munmap`. When the kernel
-//! refuses a stack, `try_spawn` returns `Error::StackMap` saying why and what
-//! to raise; `spawn` panics with that message.
+//! refuses a stack, `try_spawn` returns `Error::StackMap` saying why (from the
+//! errno and the figures at the failure: `vm.max_map_count` reached, the
+//! address-space limit `RLIMIT_AS` reached, or memory) and what to raise;
+//! `spawn` panics with that message.
 //!
 //! **Switching** (`worker/switch.rs`). The arch crate's `switch(save, to, arg)` saves
 //! callee-saved registers on the current stack and resumes another. usurp
