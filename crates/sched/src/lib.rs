@@ -223,9 +223,12 @@
 //!   0  primitives    sys.rs, spin.rs, stack.rs, error.rs, fpcheck.rs
 //! ```
 //!
-//! Two sanctioned exceptions go up: the task floor calls the scheduler's
+//! Three sanctioned exceptions go up: the task floor calls the scheduler's
 //! entry points (`worker::{current_task, Current, park_current, unpark}`),
-//! and `Task` names the hub's type (`Shared`) in its back-pointer. Safe
+//! a thread's wait asks the stop state whether the thread holds a world
+//! stopped (`stw::thread_about_to_wait`, which panics then: the wait would
+//! never end), and `Task` names the hub's type (`Shared`) in its
+//! back-pointer. Safe
 //! functions that dereference a task take a `TaskRef` (validity argued once,
 //! where it is made), and so do the run queues, which hand tasks out as
 //! `TaskRef`s again (raw pointers stay inside the ring's slots, `runnext`
