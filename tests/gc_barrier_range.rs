@@ -80,7 +80,13 @@ fn scenario(registered: bool) -> (usize, usize, u64, u64) {
     let (bs, be) = usurp_gc::internals::barrier_code_range();
     // The barrier as a JIT would have it: preemptible code, unless an
     // unsafe range covers it.
-    let _code = usurp::preempt::register_code(bs, be).expect("register the barrier as code");
+    // SAFETY: the barrier is compiled Rust, not JIT code: registered so that
+    // a preemption may land inside it (the test's point), which is sound only
+    // because it is also an unsafe range (refused there) in the registered
+    // run; the unregistered run is the negative control, in a child process
+    // whose only effect is the observation. The barrier's section is
+    // static, never unmapped.
+    let _code = unsafe { usurp::preempt::register_code(bs, be) }.expect("register the barrier as code");
     let rounds_budget = usurp_testsupport::scale(400).max(100);
     let status = usurp::preempt::pc_status(bs);
     assert_eq!(

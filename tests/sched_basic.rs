@@ -227,6 +227,12 @@ fn invalid_configuration_is_rejected_with_a_reason() {
     assert!(matches!(e, Error::InvalidStackSize { .. }));
     let e = Runtime::builder().max_blocking_threads(1 << 20).build().unwrap_err();
     assert!(e.to_string().contains("max_blocking_threads"), "{e}");
+    // A NUL byte in the thread name: an error, not std's panic from the
+    // worker threads' spawn.
+    let r = std::panic::catch_unwind(|| Runtime::builder().workers(1).thread_name("vm\0worker").build().err());
+    let e = r.expect("build() panicked on a thread name with a NUL byte").expect("a NUL thread name accepted");
+    assert!(matches!(&e, Error::InvalidThreadName { given } if given == "vm\0worker"), "{e:?}");
+    assert!(e.to_string().contains("thread_name") && e.to_string().contains("NUL"), "{e}");
     // Valid odd sizes are rounded up to whole pages.
     let rt = Runtime::builder().workers(1).stack_size(70_000).build().unwrap();
     assert!(rt.stack_size() >= 70_000 && rt.stack_size() % 4096 == 0);

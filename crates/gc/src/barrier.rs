@@ -269,7 +269,9 @@ pub fn register_barrier_range() {
             return;
         }
         let (s, e) = barrier_code_range();
-        crate::preempt_glue::register_unsafe_range(s, e, false);
+        // SAFETY: non-restartable (preemptions there are only refused); the
+        // barrier's linker section is static, mapped for the whole process.
+        unsafe { crate::preempt_glue::register_unsafe_range(s, e, false) };
     });
 }
 

@@ -14,8 +14,14 @@ static UNSAFE_RANGES: Mutex<Vec<(usize, usize, bool)>> = Mutex::new(Vec::new());
 
 /// Declare `[start, end)` as code where asynchronous preemption is refused
 /// (for the rest of the process).
-pub fn register_unsafe_range(start: usize, end: usize, restartable: bool) {
-    match usurp_preempt::register_unsafe_range(start, end, restartable) {
+///
+/// # Safety
+/// As `usurp_preempt::register_unsafe_range`: with `restartable`, the range
+/// must be safe to re-run from `start`; `[start, end)` stays mapped for the
+/// rest of the process.
+pub unsafe fn register_unsafe_range(start: usize, end: usize, restartable: bool) {
+    // SAFETY: per this function's contract.
+    match unsafe { usurp_preempt::register_unsafe_range(start, end, restartable) } {
         Ok(h) => h.keep(),
         // Only a full table or an empty range can fail; the barrier is
         // registered once per process, so this is a bug worth shouting about.

@@ -326,7 +326,22 @@ impl Drop for RangeHandle {
 /// no sequence that must not be suspended unless it is also registered with
 /// [`register_unsafe_range`]. Unregister it (drop the handle) before the
 /// memory is freed.
-pub fn register_code(start: usize, end: usize) -> Result<CodeHandle, Error> {
+///
+/// # Safety
+/// Nothing of this is checked (the registry only records the addresses),
+/// and a preemption inside code that breaks it is undefined behaviour: the
+/// task is suspended and scanned with a wrong frame chain, or in the middle
+/// of a sequence that must not be interrupted. The caller guarantees that
+/// every instruction in `[start, end)` is code as described above (not
+/// ordinary compiled Rust or C code: use [`crate::preemptible!`] for that),
+/// and that the handle is dropped before the region is unmapped or reused.
+///
+/// Calling it from safe code does not compile:
+///
+/// ```compile_fail,E0133
+/// let _h = usurp_preempt::register_code(0x1000, 0x2000);
+/// ```
+pub unsafe fn register_code(start: usize, end: usize) -> Result<CodeHandle, Error> {
     CODE.insert(start, end, 0).map(|idx| CodeHandle { idx })
 }
 
@@ -341,7 +356,22 @@ pub fn register_code(start: usize, end: usize) -> Result<CodeHandle, Error> {
 /// registers that the range recomputes from inputs it does not overwrite, the
 /// stack pointer does not change inside the range, and at most its last
 /// instruction commits (a single store), like Linux restartable sequences.
-pub fn register_unsafe_range(start: usize, end: usize, restartable: bool) -> Result<RangeHandle, Error> {
+///
+/// # Safety
+/// With `restartable`, the caller guarantees the condition above for every
+/// PC in `[start, end)` (it is not checked: an ordinary loop registered as
+/// restartable is rewound at each preemption, repeating its side effects),
+/// that no other restartable range covers those PCs, and that the handle is
+/// dropped before the code is unmapped or reused. A non-restartable range
+/// only refuses preemptions; the function is `unsafe` for the restartable
+/// case, as one entry point.
+///
+/// Calling it from safe code does not compile:
+///
+/// ```compile_fail,E0133
+/// let _h = usurp_preempt::register_unsafe_range(0x1000, 0x2000, true);
+/// ```
+pub unsafe fn register_unsafe_range(start: usize, end: usize, restartable: bool) -> Result<RangeHandle, Error> {
     UNSAFE.insert(start, end, if restartable { RESTARTABLE } else { 0 }).map(|idx| RangeHandle { idx })
 }
 
@@ -451,11 +481,16 @@ mod tests {
     #[test]
     fn unsafe_and_restartable_ranges_inside_jit_code() {
         // Addresses only; nothing is executed.
-        let code = register_code(0x5000_0000, 0x5000_1000).unwrap();
+        // SAFETY: no code is mapped at 0x5000_0000 in this test process (no
+        // task runs there), so no preemption can land in these ranges; the
+        // handles are dropped below.
+        let code = unsafe { register_code(0x5000_0000, 0x5000_1000) }.unwrap();
         assert!(matches!(lookup(0x5000_0800), CodeLookup::Preemptible { restart: None, .. }));
-        let u = register_unsafe_range(0x5000_0100, 0x5000_0200, false).unwrap();
+        // SAFETY: as above.
+        let u = unsafe { register_unsafe_range(0x5000_0100, 0x5000_0200, false) }.unwrap();
         assert!(matches!(lookup(0x5000_0180), CodeLookup::Unsafe));
-        let r = register_unsafe_range(0x5000_0300, 0x5000_0340, true).unwrap();
+        // SAFETY: as above.
+        let r = unsafe { register_unsafe_range(0x5000_0300, 0x5000_0340, true) }.unwrap();
         match lookup(0x5000_0310) {
             CodeLookup::Preemptible { restart, .. } => assert_eq!(restart, Some(0x5000_0300)),
             _ => panic!("restartable range not restartable"),

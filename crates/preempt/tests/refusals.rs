@@ -187,7 +187,10 @@ fn unsafe_ranges_are_refused_and_restartable_ranges_restart() {
     let need = want(50);
 
     // Non-restartable: never parked inside.
-    let h = register_unsafe_range(start, end, false).unwrap();
+    // SAFETY: `[start, end)` is the asm function's range above (in the
+    // preemptible section, frame record kept); non-restartable: preemptions
+    // there are only refused. The handle is dropped before the next case.
+    let h = unsafe { register_unsafe_range(start, end, false) }.unwrap();
     let (parks, st) = run_until(
         RunConfig::default(),
         range_body,
@@ -205,7 +208,11 @@ fn unsafe_ranges_are_refused_and_restartable_ranges_restart() {
     assert_eq!(parks, st.accepted);
 
     // Restartable: parked only at the start, never in the middle.
-    let h = register_unsafe_range(start, end, true).unwrap();
+    // SAFETY: the range recomputes its only output register from an input
+    // it never writes, keeps SP, and commits with its last instruction (one
+    // store): re-running it from `start` is the same as finishing it; no
+    // other range covers it; the handle is dropped below.
+    let h = unsafe { register_unsafe_range(start, end, true) }.unwrap();
     let (parks, st) = run_until(
         RunConfig::default(),
         range_body,
@@ -344,7 +351,11 @@ fn jit_regions_are_preemptible_only_while_registered() {
     assert!(st.refused(Refusal::NotPreemptibleCode) >= need, "{st:?}");
     assert_eq!(usurp_preempt::pc_status(start + JIT_PROBE), usurp_preempt::PcStatus::NotPreemptible);
 
-    let handle = usurp_preempt::register_code(start, end).unwrap();
+    // SAFETY: the mapping holds only the function assembled in `Jit::new`
+    // (frame record through RBP / x29 outside its prologue and epilogue, no
+    // red zone use, nothing that must not be suspended); it is leaked, so
+    // never unmapped while registered.
+    let handle = unsafe { usurp_preempt::register_code(start, end) }.unwrap();
     assert_eq!(usurp_preempt::pc_status(start + JIT_PROBE), usurp_preempt::PcStatus::Preemptible { restart_at: None });
     let (parks, st) = run_until(
         RunConfig::default(),

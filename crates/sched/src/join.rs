@@ -333,7 +333,7 @@ where
 
 /// Like [`spawn`], but returns an error instead of panicking: [`Error::NoRuntime`]
 /// outside a task, [`Error::StackMap`] if the kernel refuses the stack (e.g.
-/// `vm.max_map_count` reached), [`Error::ShutDown`] during shutdown.
+/// `vm.max_map_count` or `ulimit -v` reached), [`Error::ShutDown`] during shutdown.
 pub fn try_spawn<T, F>(f: F) -> Result<JoinHandle<T>, Error>
 where
     F: FnOnce() -> T + Send + 'static,

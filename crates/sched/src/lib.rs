@@ -10,8 +10,10 @@
 //! under the default `vm.max_map_count` of 65530). Finished tasks are recycled
 //! with their stack: a per-worker cache (64), then a shared pool (256, pages
 //! released with `madvise(MADV_DONTNEED)`), then `munmap`. When the kernel
-//! refuses a stack, `try_spawn` returns `Error::StackMap` saying why and what
-//! to raise; `spawn` panics with that message.
+//! refuses a stack, `try_spawn` returns `Error::StackMap` saying why (from the
+//! errno and the figures at the failure: `vm.max_map_count` reached, the
+//! address-space limit `RLIMIT_AS` reached, or memory) and what to raise;
+//! `spawn` panics with that message.
 //!
 //! **Switching** (`worker/switch.rs`). The arch crate's `switch(save, to, arg)` saves
 //! callee-saved registers on the current stack and resumes another. usurp
@@ -223,9 +225,12 @@
 //!   0  primitives    sys.rs, spin.rs, stack.rs, error.rs, fpcheck.rs
 //! ```
 //!
-//! Two sanctioned exceptions go up: the task floor calls the scheduler's
+//! Three sanctioned exceptions go up: the task floor calls the scheduler's
 //! entry points (`worker::{current_task, Current, park_current, unpark}`),
-//! and `Task` names the hub's type (`Shared`) in its back-pointer. Safe
+//! a thread's wait asks the stop state whether the thread holds a world
+//! stopped (`stw::thread_about_to_wait`, which panics then: the wait would
+//! never end), and `Task` names the hub's type (`Shared`) in its
+//! back-pointer. Safe
 //! functions that dereference a task take a `TaskRef` (validity argued once,
 //! where it is made), and so do the run queues, which hand tasks out as
 //! `TaskRef`s again (raw pointers stay inside the ring's slots, `runnext`

@@ -195,7 +195,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Name prefix of the runtime's threads (default `usurp-worker`).
+    /// Name prefix of the runtime's threads (default `usurp-worker`). A
+    /// name containing a NUL byte makes [`RuntimeBuilder::build`] return
+    /// [`Error::InvalidThreadName`].
     pub fn thread_name(mut self, name: impl Into<String>) -> RuntimeBuilder {
         self.thread_name = name.into();
         self
@@ -223,6 +225,11 @@ impl RuntimeBuilder {
         }
         if self.timer_spin > MAX_TIMER_SPIN {
             return Err(Error::InvalidTimerSpin { given: self.timer_spin });
+        }
+        if self.thread_name.contains('\0') {
+            // std::thread::Builder::spawn would panic on it (worker threads
+            // are named "<prefix>-<n>").
+            return Err(Error::InvalidThreadName { given: self.thread_name });
         }
         let mut hc = self.heap_config.clone().unwrap_or_default();
         if let Some(l) = self.heap_limit {
@@ -374,8 +381,10 @@ impl Runtime {
     ///
     /// # Panics
     /// If called from inside a usurp task (it would block a worker thread;
-    /// use [`crate::spawn`] and [`JoinHandle::join`] there), or if the task
-    /// cannot be created (see [`Runtime::try_spawn`]).
+    /// use [`crate::spawn`] and [`JoinHandle::join`] there), by a thread
+    /// that holds a world stopped ([`Runtime::stop_the_world`]: the task
+    /// could not run), or if the task cannot be created (see
+    /// [`Runtime::try_spawn`]).
     pub fn block_on<T, F>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -384,6 +393,8 @@ impl Runtime {
         if !worker::current_task().is_null() {
             panic!("usurp: Runtime::block_on called from inside a usurp task; use spawn(..).join() instead");
         }
+        // Before the spawn: a thread holding a stop would wait for ever.
+        crate::stw::thread_about_to_wait();
         match self.spawn(f).join() {
             Ok(v) => v,
             Err(p) => std::panic::resume_unwind(p),
@@ -445,6 +456,13 @@ impl Runtime {
     /// parking (sleep, join, a channel or mutex wait) aborts the process
     /// with a message (a wait node is already queued, unwinding would free
     /// it). A task exiting while it holds the stop restarts the world.
+    ///
+    /// A plain thread that stops the world must not block on usurp
+    /// primitives either: `block_on`, `JoinHandle::join`, a channel's send
+    /// or receive, `Mutex::lock` that would wait, `Condvar` waits and
+    /// `Select` (timed or not) panic on it while it holds the stop, before
+    /// they wait. A plain thread that exits while it holds the stop
+    /// restarts the world, with a message on stderr.
     ///
     /// # Panics
     /// If the caller already holds the world stopped.
@@ -518,6 +536,12 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         let sh = &self.shared;
+        if crate::stw::caller_is_stopper(sh) {
+            // Dropped (perhaps while a panic unwinds) by the task or thread
+            // that holds the world stopped: workers parked for the stop
+            // would never see the shutdown, and nobody else may restart it.
+            crate::stw::start_the_world(sh);
+        }
         sh.begin_shutdown();
         // If dropped from one of our own tasks, we cannot wait for our own
         // worker to stop (it runs us). A reaper thread owns a reference to

@@ -121,7 +121,7 @@ pub(crate) struct Shared {
     thread_name: String,
     /// Weak self-reference (for threads started later, and to leak the
     /// state on purpose at shutdown). Immutable.
-    me: Weak<Shared>,
+    pub(crate) me: Weak<Shared>,
 }
 
 // SAFETY: raw task and machine pointers are handed between threads under the

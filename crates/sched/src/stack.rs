@@ -9,7 +9,7 @@
 //! with their pages released (`madvise(MADV_DONTNEED)`); beyond that they are
 //! unmapped.
 
-use crate::error::{max_map_count, Error};
+use crate::error::{address_space, address_space_limit, mappings, max_map_count, Error};
 use crate::sys::{errno, page_size};
 use memmap2::{MmapMut, MmapOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +33,9 @@ impl Stack {
             errno,
             live_stacks: LIVE_STACKS.load(Ordering::Relaxed),
             max_map_count: max_map_count(),
+            mappings: mappings(),
+            address_space: address_space(),
+            address_space_limit: address_space_limit(),
         };
         let map = MmapOptions::new()
             .len(size + guard)

@@ -125,6 +125,15 @@
 //!   restarts the world (with a message); a task that stops the world
 //!   inside a `blocking` closure and leaves it still stopped aborts with a
 //!   message (`stopper_left_blocking`);
+//! * a stopper without a worker (a plain thread, or a task inside
+//!   `blocking`) is recorded in a thread-local ([`THREAD_STOPS`]): a
+//!   blocking wait of such a thread on a usurp primitive (`JoinHandle::join`,
+//!   so `Runtime::block_on`, channel send and receive, `Mutex`, `Condvar`,
+//!   `Select`, timed or not) panics before it queues anything
+//!   ([`thread_about_to_wait`], called where the wait takes the thread's
+//!   waker: no unwinding with a node queued); and a plain thread that exits
+//!   holding the stop restarts the world (with a message), as an exiting
+//!   task does;
 //! * only the stopper may `start_the_world` (others panic).
 //!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
@@ -191,6 +200,8 @@ mod trace;
 
 use crate::shared::Shared;
 use crate::worker::Worker;
+use std::cell::RefCell;
+use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -572,6 +583,79 @@ pub(crate) fn task_is_stopper(sh: &Shared, t: *mut crate::tasks::tcb::Task) -> b
     sh.stw.stop.load(Ordering::Relaxed) && sh.stw.stopper.load(Ordering::SeqCst) == t as usize
 }
 
+/// The runtimes whose world the calling thread holds stopped while it runs
+/// no task on a worker: a plain thread, or a task inside `blocking` (it
+/// stays on this thread until `blocking` returns, and must start the world
+/// before that). A task on a worker is checked at its switches instead
+/// (`worker/switch.rs`). Pushed by [`stop_the_world_until`], removed by
+/// [`start_the_world`]; at thread exit the destructor restarts the worlds
+/// still stopped.
+struct ThreadStops(RefCell<Vec<Weak<Shared>>>);
+
+thread_local! {
+    static THREAD_STOPS: ThreadStops = const { ThreadStops(RefCell::new(Vec::new())) };
+}
+
+impl Drop for ThreadStops {
+    fn drop(&mut self) {
+        for weak in std::mem::take(self.0.get_mut()) {
+            let Some(sh) = weak.upgrade() else { continue };
+            if caller_is_stopper(&sh) {
+                // Nobody else may start it: it would stay stopped for ever.
+                crate::sys::write_stderr(
+                    b"usurp: a thread exited while it held the world stopped (Runtime::stop_the_world without \
+                      start_the_world): restarting the world\n",
+                );
+                start_the_world(&sh);
+            }
+        }
+    }
+}
+
+/// Records that the calling thread (no task on a worker) stopped `sh`
+/// (not during the thread-local's destruction, where no wait can follow).
+fn note_thread_stop(sh: &Shared) {
+    let _ = THREAD_STOPS.try_with(|s| s.0.borrow_mut().push(sh.me.clone()));
+}
+
+/// Forgets [`note_thread_stop`]'s record of `sh` (absent: nothing). During
+/// the thread-local's own destruction (its destructor restarting a world)
+/// there is nothing left to forget.
+fn forget_thread_stop(sh: &Shared) {
+    let _ = THREAD_STOPS.try_with(|s| s.0.borrow_mut().retain(|w| !std::ptr::eq(w.as_ptr(), sh)));
+}
+
+/// Whether the calling thread (no task on a worker) holds some runtime's
+/// world stopped.
+pub(crate) fn thread_holds_stop() -> bool {
+    // A copy (empty: no allocation), so that no borrow is held while a
+    // runtime's last reference, upgraded here, may be dropped.
+    let stops = THREAD_STOPS.try_with(|s| s.0.borrow().clone()).unwrap_or_default();
+    !stops.is_empty() && stops.iter().any(|w| w.upgrade().is_some_and(|sh| caller_is_stopper(&sh)))
+}
+
+/// Called by a plain thread (or a task inside `blocking`) about to block on
+/// a usurp primitive, before it queues anything: panics if the thread holds
+/// some runtime's world stopped, which the wait would never see restarted
+/// (what it waits for is a task, stopped, or needs one). One thread-local
+/// read when the thread holds no stop.
+#[inline]
+pub(crate) fn thread_about_to_wait() {
+    if thread_holds_stop() {
+        thread_stopper_waits();
+    }
+}
+
+/// The panic of [`thread_about_to_wait`].
+#[cold]
+#[inline(never)]
+pub(crate) fn thread_stopper_waits() -> ! {
+    stopper_waits_for_itself(
+        "a blocking wait (JoinHandle::join, Runtime::block_on, a channel's send or recv, Mutex::lock, \
+         Condvar::wait, Select) was started",
+    )
+}
+
 #[cold]
 #[inline(never)]
 fn stopper_waits_for_itself(what: &str) -> ! {
@@ -642,6 +726,9 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             g.active = true;
             stw.stopper.store(caller_id(), Ordering::SeqCst);
             stw.stop.store(true, Ordering::SeqCst);
+            if crate::worker::Current::get().is_none() {
+                note_thread_stop(sh);
+            }
             if me.is_some() {
                 // A task holding a worker: not preemptible until it starts
                 // the world (its checkpoint() does nothing meanwhile).
@@ -1252,6 +1339,7 @@ pub(crate) fn start_the_world(sh: &Shared) {
     }
     g.active = false;
     g.job = None;
+    forget_thread_stop(sh);
     let np = g.no_preempt.take();
     let quiet = std::mem::replace(&mut g.quiet_slot, 0) as *const usurp_preempt::WorkerSlot;
     stw.stopper.store(0, Ordering::SeqCst);

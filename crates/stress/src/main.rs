@@ -76,6 +76,10 @@ struct Cli {
     /// never completes
     #[arg(long, hide = true)]
     inject_hang: bool,
+    /// Testing the end of a run that panics: the coordinator's 10th spawn
+    /// fails as if the kernel had refused the task's stack
+    #[arg(long, hide = true)]
+    inject_spawn_failure: bool,
 }
 
 /// "1ms", "100us", "100µs", "2s", "1.5ms", "250000ns".
@@ -182,22 +186,45 @@ fn main() {
 
     let ctx = kinds::Ctx::new(seed);
     let duration = Duration::from_secs_f64(cli.seconds);
+    if cli.inject_spawn_failure {
+        kinds::INJECT_SPAWN_FAILURE.store(true, Ordering::SeqCst);
+    }
     let start = Instant::now();
-    let outcome = std::thread::scope(|s| {
-        let progress = s.spawn(|| report::progress_loop(&rt, &ctx, start, duration));
-        if let Some(secs) = cli.dump_on_hang {
-            let (rt, ctx) = (&rt, &ctx);
-            s.spawn(move || hang_watchdog(rt, ctx, Duration::from_secs_f64(secs)));
+    // A panic (the coordinator's, e.g. a spawn the kernel refused, resumed
+    // here by block_on) ends the run: the guard sets `done` on the way out,
+    // so that the scope's progress and watchdog threads end and the scope
+    // returns the panic to us.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        std::thread::scope(|s| {
+            let done = DoneOnDrop(&ctx.done);
+            let progress = s.spawn(|| report::progress_loop(&rt, &ctx, start, duration));
+            if let Some(secs) = cli.dump_on_hang {
+                let (rt, ctx) = (&rt, &ctx);
+                s.spawn(move || hang_watchdog(rt, ctx, Duration::from_secs_f64(secs)));
+            }
+            if cli.inject_hang {
+                inject_hang(&rt);
+            }
+            let (c, p) = (ctx.clone(), plan.clone());
+            let outcome = rt.block_on(move || kinds::run_all(&c, &p, duration));
+            drop(done);
+            progress.join().ok();
+            outcome
+        })
+    }));
+    let outcome = match run {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(a panic without a message)");
+            eprintln!("\nusurp-stress: the run ended with a panic: {msg}");
+            println!("result: FAILED (panic: {msg})");
+            std::process::exit(1);
         }
-        if cli.inject_hang {
-            inject_hang(&rt);
-        }
-        let (c, p) = (ctx.clone(), plan.clone());
-        let outcome = rt.block_on(move || kinds::run_all(&c, &p, duration));
-        ctx.done.store(true, Ordering::SeqCst);
-        progress.join().ok();
-        outcome
-    });
+    };
     let elapsed = start.elapsed();
     let summary = report::Summary::collect(&rt, &ctx, &cfg, &plan, &outcome, elapsed);
     println!("{}", summary.table());
@@ -217,6 +244,15 @@ fn main() {
     } else {
         println!("result: FAILED ({})", failures.join(", "));
         std::process::exit(1);
+    }
+}
+
+/// Sets the flag when dropped (also while unwinding).
+struct DoneOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for DoneOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 

@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(300);
 
 fn run_stress(args: &[&str]) -> Output {
+    run_stress_within(args, LIMIT)
+}
+
+/// [`run_stress`] with another hang limit.
+fn run_stress_within(args: &[&str], limit: Duration) -> Output {
     let exe = env!("CARGO_BIN_EXE_usurp-stress");
-    let direct = run_with_limit(Command::new(exe).args(args));
+    let direct = run_with_limit(Command::new(exe).args(args), limit);
     // Under qemu-user without binfmt_misc the exec fails: ENOEXEC, or (when
     // spawn is emulated with fork + exec) a silent exit status 127.
     let exec_failed = match &direct {
@@ -30,11 +35,12 @@ fn run_stress(args: &[&str]) -> Output {
     let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
     run_with_limit(
         Command::new(&qemu).arg("-L").arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH)).arg(exe).args(args),
+        limit,
     )
     .unwrap_or_else(|e| panic!("cannot start {exe} directly or through {qemu}: {e}"))
 }
 
-fn run_with_limit(cmd: &mut Command) -> std::io::Result<Output> {
+fn run_with_limit(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -50,11 +56,11 @@ fn run_with_limit(cmd: &mut Command) -> std::io::Result<Output> {
         if let Some(st) = child.try_wait()? {
             break st;
         }
-        if start.elapsed() > LIMIT {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
-            panic!("usurp-stress still running after {LIMIT:?} (hang?); stderr:\n{stderr}");
+            panic!("usurp-stress still running after {limit:?} (hang?); stderr:\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -461,4 +467,24 @@ fn dump_on_hang_prints_a_dump_and_fails() {
     assert!(stderr.contains("could not be stopped"), "{stderr}");
     assert!(stderr.contains("\"injected-hog\": has not reached a safe point"), "{stderr}");
     assert!(stderr.contains("a stop is in force, requested by a thread that is not a task"), "{stderr}");
+}
+
+/// A panic during the run (here the coordinator's, as when the kernel
+/// refuses a task's stack) ends the process with status 1 and the panic's
+/// message. It used to leave the progress thread running for ever: the
+/// panic left `thread::scope`'s closure without setting `done`, and the
+/// scope waited for that thread.
+#[test]
+fn a_panic_during_the_run_ends_it_with_status_1() {
+    let args = ["--seconds", "5", "--workers", "2", "--tasks", "40", "--inject-spawn-failure"];
+    // The run ends at the 10th spawn; 60 s is a hang detector (qemu-user
+    // included), not a speed check.
+    let out = run_stress_within(&args, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("usurp-stress: the run ended with a panic: usurp-stress: cannot spawn task"), "{stderr}");
+    assert!(stderr.contains("injected failure"), "{stderr}");
+    assert!(stdout.contains("result: FAILED (panic: usurp-stress: cannot spawn task"), "{stdout}");
+    assert!(!stdout.contains("result: OK"), "{stdout}");
 }

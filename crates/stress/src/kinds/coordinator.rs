@@ -184,8 +184,15 @@ pub fn run_all(ctx: &Arc<Ctx>, plan: &Plan, duration: Duration) -> Outcome {
 
 type Handle = (String, usize, usurp::JoinHandle<TaskResult>);
 
+/// `--inject-spawn-failure` (testing): the 10th spawn of the run fails.
+pub static INJECT_SPAWN_FAILURE: AtomicBool = AtomicBool::new(false);
+
 fn spawn(kind: Kind, i: usize, group: usize, f: impl FnOnce() -> TaskResult + Send + 'static) -> Handle {
+    static SPAWNS: AtomicU64 = AtomicU64::new(0);
     let name = format!("{}-{i}", kind.task_name());
+    if INJECT_SPAWN_FAILURE.load(Ordering::Relaxed) && SPAWNS.fetch_add(1, Ordering::Relaxed) == 9 {
+        panic!("usurp-stress: cannot spawn task {name}: injected failure (--inject-spawn-failure)");
+    }
     let h = task::Builder::new()
         .name(name.clone())
         .spawn(f)

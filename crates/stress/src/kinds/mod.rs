@@ -29,7 +29,7 @@ mod registers;
 mod rng;
 mod sleepers;
 
-pub use coordinator::{run_all, Ctx, Outcome};
+pub use coordinator::{run_all, Ctx, Outcome, INJECT_SPAWN_FAILURE};
 pub use registers::{regcheck, regcheck_warning};
 
 /// The kinds, in the order tasks are dealt out.
