@@ -506,7 +506,9 @@ pub mod internals {
         set_uncount_duplicates_for_tests,
     };
     pub use crate::object::set_read_poll_for_tests;
-    pub use crate::refcheck::{live_heaps_for_tests, set_table_pin_for_tests, slow_readers_for_tests};
+    pub use crate::refcheck::{
+        live_heaps_for_tests, release_slow_readers_for_tests, set_table_pin_for_tests, slow_readers_for_tests,
+    };
     pub use crate::pacer::{
         assist_wait_counters, fresh_blocks_after_sweep_exits, goal_wait_counters, set_assist_wait_for_tests,
         set_black_counts_as_marked_for_tests, set_collector_start_delay_for_tests,

@@ -1007,13 +1007,28 @@ fn pinned<R>(e: &'static Entry, f: impl FnOnce() -> R) -> Option<R> {
 }
 
 /// Fault injection (`set_table_pin_for_tests`): a reader slow between its
-/// look-up and its reads, long enough for a drop to come in between.
+/// look-up and its reads, until the test releases it
+/// (`release_slow_readers_for_tests`, or 10 s), so that a drop comes in
+/// between.
 #[inline]
 fn slow_reader() {
     if PIN_SLOW_READER.load(Ordering::Relaxed) {
         SLOW_READERS.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t0 = std::time::Instant::now();
+        while !SLOW_READERS_RELEASED.load(Ordering::SeqCst) && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
+}
+
+/// Set by `release_slow_readers_for_tests`, cleared by
+/// `set_table_pin_for_tests`.
+static SLOW_READERS_RELEASED: AtomicBool = AtomicBool::new(false);
+
+/// Test support: lets the readers held in the injected delay go on.
+#[doc(hidden)]
+pub fn release_slow_readers_for_tests() {
+    SLOW_READERS_RELEASED.store(true, Ordering::SeqCst);
 }
 
 /// Readers that entered [`slow_reader`]'s sleep so far (test support: the
@@ -1034,11 +1049,13 @@ static PIN_SLOW_READER: AtomicBool = AtomicBool::new(false);
 
 /// Test support: `pinned = false` turns the pin of [`with_pinned`] off (the
 /// negative control: reads of another thread's heap race its drop again);
-/// `slow_reader` makes every pinned reader sleep 20 ms between its look-up
-/// and its reads, so that a concurrent drop falls in between.
+/// `slow_reader` holds every such reader between its look-up and its reads
+/// until `release_slow_readers_for_tests` (or 10 s), so that a concurrent
+/// drop falls in between.
 #[doc(hidden)]
 pub fn set_table_pin_for_tests(pinned: bool, slow_reader: bool) {
     PIN_OFF.store(!pinned, Ordering::SeqCst);
+    SLOW_READERS_RELEASED.store(false, Ordering::SeqCst);
     PIN_SLOW_READER.store(slow_reader, Ordering::SeqCst);
 }
 

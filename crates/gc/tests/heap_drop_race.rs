@@ -8,10 +8,10 @@
 //!
 //! Each scenario runs in a child process (this test binary, re-run on one
 //! test), so that the negative control's segfault fails an assertion
-//! instead of the whole test binary. The fault injection makes the reader
-//! sleep 20 ms between its look-up and its reads, and the drop waits until
-//! the reader is in that sleep (a handshake, not a timing guess: a first
-//! version that slept 5 ms instead flaked at load 4-8, found by the review),
+//! instead of the whole test binary. The fault injection holds the reader
+//! between its look-up and its reads until the test releases it, which it
+//! does once the heap is unregistered (handshakes, not timing guesses: a
+//! first version that slept 5 ms flaked at load 4-8, found by the review),
 //! so the drop comes in between every time. Each child has a 60 s watchdog.
 mod common;
 use common::run_child;
@@ -26,9 +26,14 @@ gc_type!(Link { next });
 
 const CHILD: &str = "USURP_HEAP_DROP_RACE_CHILD";
 
+/// The unpinned child's exit status when its reads, after the drop, gave a
+/// wrong answer instead of a fault.
+const WRONG_ANSWER: i32 = 42;
+
 /// The scenario (in the child): a plain thread asks `is_live` and
-/// `payload` of an object while the main thread drops its heap. Exits 0
-/// with the answers checked; with the pin off, segfaults.
+/// `payload` of an object while the main thread drops its heap. Returns
+/// with the answers checked; with the pin off, segfaults or exits with
+/// [`WRONG_ANSWER`] (0 if the race did not show).
 fn scenario(pinned: bool) {
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(60));
@@ -41,20 +46,38 @@ fn scenario(pinned: bool) {
         let _g = h.attach_thread().unwrap();
         Gc::new(Link { next: Member::null() })
     };
-    let readers0 = usurp_gc::internals::slow_readers_for_tests();
+    use usurp_gc::internals::{live_heaps_for_tests, release_slow_readers_for_tests, slow_readers_for_tests};
+    let readers0 = slow_readers_for_tests();
     let reader = std::thread::spawn(move || {
-        // Looks the heap up (and pins it), sleeps 20 ms (the injected
-        // delay), then reads its tables: the drop below lands in the sleep.
+        // Looks the heap up (and pins it), waits in the injected delay
+        // until released, then reads its tables.
         let live = x.raw().is_live();
         let payload = x.raw().payload() as usize;
         (live, payload)
     });
-    // Drop once the reader is inside its sleep (past its look-up).
-    while usurp_gc::internals::slow_readers_for_tests() == readers0 {
+    // Once the reader is in its delay (past its look-up), the heap is
+    // dropped on another thread (with the pin, that drop waits for the
+    // reader); the reader is released once the heap is unregistered (its
+    // maps go right after, unless a pin holds them), whichever thread ran
+    // its final drop.
+    while slow_readers_for_tests() == readers0 {
         std::thread::yield_now();
     }
-    drop(h);
+    let dropper = std::thread::spawn(move || drop(h));
+    while live_heaps_for_tests().0 != 0 {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    release_slow_readers_for_tests();
     let (live, payload) = reader.join().unwrap();
+    dropper.join().unwrap();
+    if !pinned {
+        // The control: the reads came after the unmapping. They fault, or
+        // (the range mapped again by something else meanwhile) they answer
+        // from memory that is no longer the heap's: a wrong answer.
+        let wrong = !live || payload != x.raw().addr() + 8;
+        std::process::exit(if wrong { WRONG_ANSWER } else { 0 });
+    }
     // The heap was registered at the look-up: with the pin, the drop waited
     // for the reads, which saw the object (live, its payload after the
     // 8-byte header).
@@ -78,7 +101,8 @@ fn queries_racing_a_heap_drop_are_pinned() {
 }
 
 /// The negative control: without the pin, the same scenario reads the
-/// unmapped tables and the child dies of SIGSEGV.
+/// unmapped tables: the child dies of SIGSEGV, or, if the range was mapped
+/// again meanwhile (seen once at load 4), its answers are wrong.
 #[test]
 fn without_the_pin_the_race_segfaults() {
     match std::env::var(CHILD).as_deref() {
@@ -89,8 +113,10 @@ fn without_the_pin_the_race_segfaults() {
             let o = run_child("without_the_pin_the_race_segfaults", CHILD, "unpinned");
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(
-                o.status.signal() == Some(libc::SIGSEGV) || err.contains("Segmentation fault"),
-                "without the pin the child should crash: {:?}\n{err}",
+                o.status.signal() == Some(libc::SIGSEGV)
+                    || err.contains("Segmentation fault")
+                    || o.status.code() == Some(WRONG_ANSWER),
+                "without the pin the child should crash or answer wrongly: {:?}\n{err}",
                 o.status
             );
         }
