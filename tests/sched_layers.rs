@@ -99,16 +99,9 @@ fn read_tree(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
 
 /// The sanctioned exceptions (see the crate docs, "Layers"): the task
 /// floor calls the scheduler's entry points (`current_task`, `Current`,
-/// `park_current`, `unpark`), a thread's wait asks the stop state whether
-/// the thread holds a stop (`stw::thread_about_to_wait`), and the task
-/// struct names the hub's type in its back-pointer and allocates from the
-/// hub's pool and registry.
-const ALLOWED: &[(&str, &str)] = &[
-    ("tasks/local.rs", "worker"),
-    ("tasks/tcb.rs", "shared"),
-    ("tasks/wait.rs", "stw"),
-    ("tasks/wait.rs", "worker"),
-];
+/// `park_current`, `unpark`), and the task struct names the hub's type in
+/// its back-pointer and allocates from the hub's pool and registry.
+const ALLOWED: &[(&str, &str)] = &[("tasks/local.rs", "worker"), ("tasks/tcb.rs", "shared"), ("tasks/wait.rs", "worker")];
 
 #[test]
 fn sched_imports_only_go_down_the_floors() {

@@ -278,6 +278,12 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T, Box<dyn Any + Send + 'static>> {
         let st = self.packet.state();
         if st.load(Ordering::Acquire) != DONE {
+            if crate::worker::Current::get().is_none() {
+                // A thread holding the world stopped would wait for a task
+                // that cannot run until it starts the world: a panic, before
+                // anything is queued.
+                crate::stw::thread_about_to_wait();
+            }
             let waker = Waker::current();
             let task = match waker {
                 Waker::Task(t) => Some(t),

@@ -225,12 +225,9 @@
 //!   0  primitives    sys.rs, spin.rs, stack.rs, error.rs, fpcheck.rs
 //! ```
 //!
-//! Three sanctioned exceptions go up: the task floor calls the scheduler's
+//! Two sanctioned exceptions go up: the task floor calls the scheduler's
 //! entry points (`worker::{current_task, Current, park_current, unpark}`),
-//! a thread's wait asks the stop state whether the thread holds a world
-//! stopped (`stw::thread_about_to_wait`, which panics then: the wait would
-//! never end), and `Task` names the hub's type (`Shared`) in its
-//! back-pointer. Safe
+//! and `Task` names the hub's type (`Shared`) in its back-pointer. Safe
 //! functions that dereference a task take a `TaskRef` (validity argued once,
 //! where it is made), and so do the run queues, which hand tasks out as
 //! `TaskRef`s again (raw pointers stay inside the ring's slots, `runnext`

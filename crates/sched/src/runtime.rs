@@ -457,12 +457,13 @@ impl Runtime {
     /// with a message (a wait node is already queued, unwinding would free
     /// it). A task exiting while it holds the stop restarts the world.
     ///
-    /// A plain thread that stops the world must not block on usurp
-    /// primitives either: `block_on`, `JoinHandle::join`, a channel's send
-    /// or receive, `Mutex::lock` that would wait, `Condvar` waits and
-    /// `Select` (timed or not) panic on it while it holds the stop, before
-    /// they wait. A plain thread that exits while it holds the stop
-    /// restarts the world, with a message on stderr.
+    /// A plain thread that stops the world must not wait for a task either:
+    /// `block_on` and `JoinHandle::join` of an unfinished task panic on it
+    /// while it holds the stop, before they wait. Its waits on channels,
+    /// `Mutex`, `Condvar` and `Select` are allowed (another plain thread
+    /// may complete them, or they time out), but one that only a task can
+    /// complete never ends. A plain thread that exits while it holds the
+    /// stop restarts the world, with a message on stderr.
     ///
     /// # Panics
     /// If the caller already holds the world stopped.

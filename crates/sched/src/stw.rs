@@ -126,14 +126,16 @@
 //!   inside a `blocking` closure and leaves it still stopped aborts with a
 //!   message (`stopper_left_blocking`);
 //! * a stopper without a worker (a plain thread, or a task inside
-//!   `blocking`) is recorded in a thread-local ([`THREAD_STOPS`]): a
-//!   blocking wait of such a thread on a usurp primitive (`JoinHandle::join`,
-//!   so `Runtime::block_on`, channel send and receive, `Mutex`, `Condvar`,
-//!   `Select`, timed or not) panics before it queues anything
-//!   ([`thread_about_to_wait`], called where the wait takes the thread's
-//!   waker: no unwinding with a node queued); and a plain thread that exits
-//!   holding the stop restarts the world (with a message), as an exiting
-//!   task does;
+//!   `blocking`) is recorded in a thread-local ([`THREAD_STOPS`]): such a
+//!   thread's `JoinHandle::join` of an unfinished task, and so
+//!   `Runtime::block_on`, panics before it queues anything
+//!   ([`thread_about_to_wait`]: what it waits for is a task, which cannot
+//!   run until the world starts). Its waits on channels, `Mutex`, `Condvar`
+//!   and `Select` are not refused: the other side may be another plain
+//!   thread, which a stop does not stop, or the wait may have a deadline
+//!   (the first version refused them all; its review showed both). A plain
+//!   thread that exits holding the stop restarts the world (with a
+//!   message), as an exiting task does;
 //! * only the stopper may `start_the_world` (others panic).
 //!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
@@ -634,11 +636,11 @@ pub(crate) fn thread_holds_stop() -> bool {
     !stops.is_empty() && stops.iter().any(|w| w.upgrade().is_some_and(|sh| caller_is_stopper(&sh)))
 }
 
-/// Called by a plain thread (or a task inside `blocking`) about to block on
-/// a usurp primitive, before it queues anything: panics if the thread holds
-/// some runtime's world stopped, which the wait would never see restarted
-/// (what it waits for is a task, stopped, or needs one). One thread-local
-/// read when the thread holds no stop.
+/// Called by a plain thread (or a task inside `blocking`) about to wait for
+/// a task (`JoinHandle::join`, `Runtime::block_on`), before it queues
+/// anything: panics if the thread holds some runtime's world stopped,
+/// under which no task runs. One thread-local read when the thread holds
+/// no stop.
 #[inline]
 pub(crate) fn thread_about_to_wait() {
     if thread_holds_stop() {
@@ -651,8 +653,7 @@ pub(crate) fn thread_about_to_wait() {
 #[inline(never)]
 pub(crate) fn thread_stopper_waits() -> ! {
     stopper_waits_for_itself(
-        "a blocking wait (JoinHandle::join, Runtime::block_on, a channel's send or recv, Mutex::lock, \
-         Condvar::wait, Select) was started",
+        "a wait for a task (JoinHandle::join, Runtime::block_on) was started",
     )
 }
 

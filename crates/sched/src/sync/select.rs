@@ -592,13 +592,6 @@ impl<'a> Select<'a> {
             return Selected { chosen, inner };
         }
         debug_assert!(wakers.is_empty());
-        if crate::worker::Current::get().is_none() && crate::stw::thread_holds_stop() {
-            // It would panic in `Claim::new`: not with the cases locked by
-            // hand (nothing is queued yet).
-            unlock_all(cases);
-            drop(stg);
-            crate::stw::thread_stopper_waits();
-        }
         let claim = Claim::new();
         for (i, c) in cases.iter_mut().enumerate() {
             c.enqueue(&claim, i);

@@ -74,13 +74,8 @@ pub(crate) struct Claim {
 
 impl Claim {
     /// A claim for the calling context (task holding a worker, or thread).
-    /// Made before any node of the wait is queued: a thread that holds a
-    /// world stopped panics here ([`crate::stw::thread_about_to_wait`]).
     pub(crate) fn new() -> Claim {
         let task = worker::Current::get().map(|c| c.task());
-        if task.is_none() {
-            crate::stw::thread_about_to_wait();
-        }
         Claim { state: AtomicUsize::new(claim::WAITING), task }
     }
 
@@ -246,17 +241,11 @@ pub(crate) enum Waker {
 unsafe impl Send for Waker {}
 
 impl Waker {
-    /// The waker for the calling context. Taken by every wait before it
-    /// queues its node: a thread that holds a world stopped panics here
-    /// ([`crate::stw::thread_about_to_wait`]; the primitives' own guards,
-    /// if held, unlock as the panic unwinds).
+    /// The waker for the calling context.
     pub(crate) fn current() -> Waker {
         match worker::Current::get() {
             Some(c) => Waker::Task(c.task()),
-            None => {
-                crate::stw::thread_about_to_wait();
-                Waker::Thread(std::thread::current())
-            }
+            None => Waker::Thread(std::thread::current()),
         }
     }
 
