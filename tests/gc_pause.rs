@@ -10,18 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use usurp::gc::{AllocError, AttachError, Heap};
 use usurp::Runtime;
-use usurp_testsupport::{run_child, scale, within};
+use usurp_testsupport::{panic_text, run_child, scale, within};
 use usurp_testsupport_gc::{link, Link};
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "<non-string panic>".into()
-    }
-}
 
 // ---- issue 10 items 2 and 9: allocation from threads the World does not stop
 

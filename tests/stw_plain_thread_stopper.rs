@@ -21,17 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use usurp::sync::Select;
 use usurp::Runtime;
-use usurp_testsupport::{run_child, within};
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "<non-string panic>".into()
-    }
-}
+use usurp_testsupport::{panic_text, run_child, within};
 
 /// Runs `f` (a wait) on this plain thread while it holds `rt`'s world
 /// stopped: it must panic clearly; the world is then started again.

@@ -2,13 +2,30 @@
 //! (`set_ptr`, `set_value`, `Member::set`): that heap would not see the
 //! reference and could free its target. Before the heap-identity change
 //! `set_value` stored it (found by its review).
-use usurp_gc::{alloc, gc_type, Descriptor, Gc, Heap, HeapConfig, Member};
+use usurp_gc::{alloc, gc_type, Descriptor, Gc, GcType, Heap, HeapConfig, Member, Root};
 
 #[repr(C)]
 struct Link {
     next: Member<Link>,
 }
 gc_type!(Link { next });
+
+/// Two heaps `a` and `b`, and an object of `a` (made by `make` on a thread
+/// attached to `a`, rooted there): what each test offers to heap `b`.
+fn with_foreign<T: GcType + Send + 'static>(make: fn() -> T) -> (Heap, Heap, Gc<T>, Root) {
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let a = Heap::new(cfg()).unwrap();
+    let b = Heap::new(cfg()).unwrap();
+    let a2 = a.clone();
+    let (x, root) = std::thread::spawn(move || {
+        let _g = a2.attach_thread().unwrap();
+        let x = Gc::new(make());
+        (x, a2.add_root(Some(x.raw())))
+    })
+    .join()
+    .unwrap();
+    (a, b, x, root)
+}
 
 #[test]
 fn set_value_refuses_another_heaps_object_like_set_ptr() {
@@ -35,17 +52,7 @@ fn set_value_refuses_another_heaps_object_like_set_ptr() {
 
 #[test]
 fn member_set_refuses_another_heaps_object() {
-    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
-    let a = Heap::new(cfg()).unwrap();
-    let b = Heap::new(cfg()).unwrap();
-    let a2 = a.clone();
-    let (x, _root) = std::thread::spawn(move || {
-        let _g = a2.attach_thread().unwrap();
-        let x = Gc::new(Link { next: Member::null() });
-        (x, a2.add_root(Some(x.raw())))
-    })
-    .join()
-    .unwrap();
+    let (_a, b, x, _root) = with_foreign(|| Link { next: Member::null() });
     let _g = b.attach_thread().unwrap();
     let y = Gc::new(Link { next: Member::null() });
     let _ry = b.add_root(Some(y.raw()));
@@ -64,17 +71,7 @@ fn member_set_refuses_another_heaps_object() {
 /// objects in fields are fine.
 #[test]
 fn gc_new_refuses_another_heaps_object_in_a_field() {
-    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
-    let a = Heap::new(cfg()).unwrap();
-    let b = Heap::new(cfg()).unwrap();
-    let a2 = a.clone();
-    let (x, _root) = std::thread::spawn(move || {
-        let _g = a2.attach_thread().unwrap();
-        let x = Gc::new(Link { next: Member::null() });
-        (x, a2.add_root(Some(x.raw())))
-    })
-    .join()
-    .unwrap();
+    let (_a, b, x, _root) = with_foreign(|| Link { next: Member::null() });
     let _g = b.attach_thread().unwrap();
     let same = Gc::new(Link { next: Member::null() });
     let ok = Gc::new(Link { next: Member::new(Some(same)) });
@@ -108,17 +105,7 @@ unsafe impl usurp_gc::GcType for Tagged {
 #[test]
 fn gc_new_refuses_another_heaps_object_in_a_value_slot() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
-    let a = Heap::new(cfg()).unwrap();
-    let b = Heap::new(cfg()).unwrap();
-    let a2 = a.clone();
-    let (x, _root) = std::thread::spawn(move || {
-        let _g = a2.attach_thread().unwrap();
-        let x = Gc::new(Link { next: Member::null() });
-        (x, a2.add_root(Some(x.raw())))
-    })
-    .join()
-    .unwrap();
+    let (_a, b, x, _root) = with_foreign(|| Link { next: Member::null() });
     let _g = b.attach_thread().unwrap();
     let same = Gc::new(Link { next: Member::null() });
     let ok = Gc::new(Tagged { v: AtomicUsize::new(same.raw().addr()) });
@@ -148,17 +135,7 @@ gc_type!(Two { a, b });
 /// second field kept heap a's address).
 #[test]
 fn gc_new_refusal_clears_every_foreign_field() {
-    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
-    let ha = Heap::new(cfg()).unwrap();
-    let hb = Heap::new(cfg()).unwrap();
-    let ha2 = ha.clone();
-    let (x, _root) = std::thread::spawn(move || {
-        let _g = ha2.attach_thread().unwrap();
-        let x = Gc::new(Two { a: Member::null(), b: Member::null() });
-        (x, ha2.add_root(Some(x.raw())))
-    })
-    .join()
-    .unwrap();
+    let (_ha, hb, x, _root) = with_foreign(|| Two { a: Member::null(), b: Member::null() });
     let _g = hb.attach_thread().unwrap();
     let probe = Gc::new(Two { a: Member::null(), b: Member::null() });
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

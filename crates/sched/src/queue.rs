@@ -78,12 +78,13 @@ impl LocalQueue {
     #[inline]
     pub(crate) fn push(&self, t: TaskRef) -> Option<TaskList> {
         loop {
+            if self.try_push(t) {
+                return None;
+            }
             let h = self.head.load(Ordering::Acquire);
             let tl = self.tail.0.load(Ordering::Relaxed);
             if tl.wrapping_sub(h) < RING {
-                self.slot(tl).store(t.as_ptr(), Ordering::Relaxed);
-                self.tail.0.store(tl.wrapping_add(1), Ordering::Release);
-                return None;
+                continue; // thieves made room meanwhile
             }
             if let Some(list) = self.push_overflow(t, h, tl) {
                 return Some(list);

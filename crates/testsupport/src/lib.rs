@@ -277,6 +277,18 @@ impl StderrTee {
     }
 }
 
+/// The message of a caught panic's payload (`String` or `&str`; otherwise a
+/// placeholder).
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "<non-string panic>".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
