@@ -526,39 +526,37 @@ pub(crate) fn shade_from(own: Own, addr: usize) {
 /// [`shade`]'s work in entry `e` (marking), which holds `addr` at `off`;
 /// its heap is mapped for the call (own or pinned).
 fn shade_in(e: &Entry, addr: usize, off: usize) {
-    {
-        let (kind, m, _) = e.block_tables(off);
-        let v = kind.load(Ordering::Acquire);
-        let boff = off & (BLOCK_SIZE - 1);
-        let gen = e.gen.load(Ordering::Acquire);
-        let (slot, size, noscan) = match v as u8 {
-            KIND_SMALL => {
-                let (c, noscan) = split_span_class((v >> 8) as usize & !SC_TYPED);
-                let slot = slot_index(c, boff);
-                if slot * CLASS_SIZES[c] != boff {
-                    return;
-                }
-                (slot, CLASS_SIZES[c], noscan)
+    let (kind, m, _) = e.block_tables(off);
+    let v = kind.load(Ordering::Acquire);
+    let boff = off & (BLOCK_SIZE - 1);
+    let gen = e.gen.load(Ordering::Acquire);
+    let (slot, size, noscan) = match v as u8 {
+        KIND_SMALL => {
+            let (c, noscan) = split_span_class((v >> 8) as usize & !SC_TYPED);
+            let slot = slot_index(c, boff);
+            if slot * CLASS_SIZES[c] != boff {
+                return;
             }
-            KIND_LARGE_HEAD if boff == 0 => {
-                (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
-            }
-            _ => return,
-        };
-        // While a heap marks, every block is swept for `gen` and none is
-        // freed (sweeping waits for the next generation), so the kind read
-        // above stays the block's kind.
-        if !m.is_live(slot, gen) {
-            return;
+            (slot, CLASS_SIZES[c], noscan)
         }
-        if m.try_mark(((gen + 1) % 2) as usize, slot) {
-            e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
-            if !noscan {
-                // Tagged like the markers' own entries (a typed block's
-                // object: bit 0, see `mark.rs`).
-                let tag = (v >> 15) as usize;
-                e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr | tag);
-            }
+        KIND_LARGE_HEAD if boff == 0 => {
+            (0, m.link.load(Ordering::Relaxed) as usize * BLOCK_SIZE, (v >> 8) != 0)
+        }
+        _ => return,
+    };
+    // While a heap marks, every block is swept for `gen` and none is
+    // freed (sweeping waits for the next generation), so the kind read
+    // above stays the block's kind.
+    if !m.is_live(slot, gen) {
+        return;
+    }
+    if m.try_mark(((gen + 1) % 2) as usize, slot) {
+        e.mark.shaded_bytes.fetch_add(size, Ordering::Relaxed);
+        if !noscan {
+            // Tagged like the markers' own entries (a typed block's
+            // object: bit 0, see `mark.rs`).
+            let tag = (v >> 15) as usize;
+            e.mark.grey.lock().unwrap_or_else(|p| p.into_inner()).push(addr | tag);
         }
     }
 }
