@@ -4,7 +4,8 @@
 //! (or weak reference) would later name whatever object took its place.
 //! Before the check all three accepted it (red-team finding F3, session 11:
 //! `misc root_other_heap`, `tl weak_other_heap`).
-use usurp_gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member};
+mod common;
+use usurp_gc::{gc_type, Gc, GcRef, Member};
 
 #[repr(C)]
 struct Link {
@@ -14,23 +15,13 @@ gc_type!(Link { next });
 
 /// The panic message of `f`, or `None` if it returned.
 fn panic_message(f: impl FnOnce()) -> Option<String> {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    r.err().map(|p| p.downcast_ref::<String>().cloned().unwrap_or_default())
+    common::catch(f).err()
 }
 
 #[test]
 fn roots_and_weak_refs_refuse_another_heaps_object() {
-    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
-    let a = Heap::new(cfg()).unwrap();
-    let b = Heap::new(cfg()).unwrap();
-    let a2 = a.clone();
-    let (x, _rx) = std::thread::spawn(move || {
-        let _g = a2.attach_thread().unwrap();
-        let x = Gc::new(Link { next: Member::null() }).raw();
-        (x, a2.add_root(Some(x)))
-    })
-    .join()
-    .unwrap();
+    let (_a, b, x, _rx) = common::with_foreign(|| Link { next: Member::null() });
+    let x = x.raw();
     let _g = b.attach_thread().unwrap();
     let y: GcRef = Gc::new(Link { next: Member::null() }).raw();
 

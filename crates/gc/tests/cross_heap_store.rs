@@ -2,30 +2,15 @@
 //! (`set_ptr`, `set_value`, `Member::set`): that heap would not see the
 //! reference and could free its target. Before the heap-identity change
 //! `set_value` stored it (found by its review).
-use usurp_gc::{alloc, gc_type, Descriptor, Gc, GcType, Heap, HeapConfig, Member, Root};
+mod common;
+use common::with_foreign;
+use usurp_gc::{alloc, gc_type, Descriptor, Gc, Heap, HeapConfig, Member};
 
 #[repr(C)]
 struct Link {
     next: Member<Link>,
 }
 gc_type!(Link { next });
-
-/// Two heaps `a` and `b`, and an object of `a` (made by `make` on a thread
-/// attached to `a`, rooted there): what each test offers to heap `b`.
-fn with_foreign<T: GcType + Send + 'static>(make: fn() -> T) -> (Heap, Heap, Gc<T>, Root) {
-    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
-    let a = Heap::new(cfg()).unwrap();
-    let b = Heap::new(cfg()).unwrap();
-    let a2 = a.clone();
-    let (x, root) = std::thread::spawn(move || {
-        let _g = a2.attach_thread().unwrap();
-        let x = Gc::new(make());
-        (x, a2.add_root(Some(x.raw())))
-    })
-    .join()
-    .unwrap();
-    (a, b, x, root)
-}
 
 #[test]
 fn set_value_refuses_another_heaps_object_like_set_ptr() {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use usurp_gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member, ThreadWorld, World};
+use usurp_gc::{gc_type, Gc, GcRef, GcType, Heap, HeapConfig, Member, Root, ThreadWorld, World};
 
 /// A binary-tree node: two pointer fields and a value.
 #[repr(C)]
@@ -307,4 +307,21 @@ unsafe impl<H: WorldHooks> World for HookedWorld<H> {
     fn may_attach(&self) -> Result<(), &'static str> {
         self.inner.may_attach()
     }
+}
+
+/// Two heaps `a` and `b`, and an object of `a` (made by `make` on a thread
+/// attached to `a`, rooted there): what each test offers to heap `b`.
+pub fn with_foreign<T: GcType + Send + 'static>(make: fn() -> T) -> (Heap, Heap, Gc<T>, Root) {
+    let cfg = || HeapConfig { max_heap: 16 << 20, ..HeapConfig::default() };
+    let a = Heap::new(cfg()).unwrap();
+    let b = Heap::new(cfg()).unwrap();
+    let a2 = a.clone();
+    let (x, root) = std::thread::spawn(move || {
+        let _g = a2.attach_thread().unwrap();
+        let x = Gc::new(make());
+        (x, a2.add_root(Some(x.raw())))
+    })
+    .join()
+    .unwrap();
+    (a, b, x, root)
 }
