@@ -36,8 +36,14 @@ fn first_cpu_time_read_does_not_block_the_worker() {
         other_ran_at.load(Ordering::SeqCst)
     );
     // A sleep is a voluntary context switch of the worker's thread; reading
-    // the stats makes none (not a timing check: the count is exact).
-    assert_eq!(slept, 0, "task::current() put the worker thread to sleep ({took:?}: calibration sleep)");
+    // the stats makes none (not a timing check: the count is exact). Only
+    // x86-64 calibrates its counter; on aarch64 (run under qemu-user in CI)
+    // there is nothing to calibrate, and the emulator itself may block the
+    // thread on its own locks (1 switch in 365 µs, once, in a clean-clone
+    // CI run), so the count tests nothing there.
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(slept, 0, "task::current() put the worker thread to sleep ({took:?}: calibration sleep)");
+    }
     assert!(cpu > Duration::ZERO, "the task's CPU time reads 0");
 }
 
