@@ -237,7 +237,12 @@ fn main() {
     let failures = summary.failures();
     if !summary.starved.is_empty() {
         // Not a failure counter (the checks above passed), but worth a line.
-        println!("warning: starved: {} made no progress in {:.1} s", summary.starved.join(", "), summary.seconds);
+        println!(
+            "warning: starved: {} made no progress in {:.1} s ({})",
+            summary.starved.join(", "),
+            summary.seconds,
+            summary.starvation_verdict()
+        );
     }
     if failures.is_empty() {
         println!("result: OK");

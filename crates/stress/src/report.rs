@@ -153,6 +153,9 @@ pub struct Summary {
     pub seconds: f64,
     pub workers: usize,
     pub quantum_us: u64,
+    /// Tasks of the run (`--tasks`): with the quantum, how long a task may
+    /// wait for its first turn (see [`Summary::starvation_judged`]).
+    pub tasks: usize,
     pub accepted: u64,
     pub refused: Vec<(String, u64)>,
     /// Cooperative yields at `checkpoint()`, and how many of them a refused
@@ -193,6 +196,29 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Whether the run was long enough for "made no progress" to say
+    /// anything about the scheduler: a task may wait for its first turn
+    /// while every other task on its worker uses up a quantum, so a run
+    /// shorter than `ceil(tasks / workers)` quanta can starve a kind
+    /// legitimately (e.g. `--quantum 10s --seconds 1`).
+    pub fn starvation_judged(&self) -> bool {
+        let per_worker = self.tasks.div_ceil(self.workers.max(1)) as f64;
+        self.seconds * 1e6 >= per_worker * self.quantum_us as f64
+    }
+
+    /// What a starved kind means for this run (see [`Summary::starvation_judged`]).
+    pub fn starvation_verdict(&self) -> String {
+        if self.starvation_judged() {
+            "a scheduler fairness problem".to_string()
+        } else {
+            let per_worker = self.tasks.div_ceil(self.workers.max(1));
+            format!(
+                "not a fairness verdict: the run ({:.1} s) was shorter than the {per_worker} quanta of {} µs a task may wait for its first turn",
+                self.seconds, self.quantum_us
+            )
+        }
+    }
+
     pub fn collect(
         rt: &Runtime,
         ctx: &Ctx,
@@ -210,6 +236,7 @@ impl Summary {
             seconds: elapsed.as_secs_f64(),
             workers: cfg.workers,
             quantum_us: cfg.quantum.as_micros() as u64,
+            tasks: cfg.tasks,
             accepted: st.preempt.accepted,
             refused: Refusal::ALL.iter().map(|&r| (reason_name(r), st.preempt.refused(r))).collect(),
             checkpoint_yields: st.preempt.checkpoint_yields,
@@ -337,7 +364,7 @@ impl Summary {
             if self.starved.is_empty() {
                 format!("{:>12}", "none")
             } else {
-                format!("{:>12}  (no progress at all: {}; a scheduler fairness problem)", self.starved.len(), self.starved.join(", "))
+                format!("{:>12}  (no progress at all: {}; {})", self.starved.len(), self.starved.join(", "), self.starvation_verdict())
             },
         );
         line("task panics", format!("{:>12}", self.panics.len()));
