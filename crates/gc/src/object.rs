@@ -15,6 +15,13 @@
 //! memory: issue 10 item 8; see `refcheck.rs`); `unsafe` `*_unchecked`
 //! variants skip that check (bounds checks stay).
 //!
+//! **Objects of Rust types** ([`gc_type!`](crate::gc_type), a descriptor
+//! marked [`Descriptor::rust_type`]) are written only through their type
+//! (the untyped writes panic) and read untyped only at their pointer and
+//! value slots: any other word is a Rust field whose bytes an integer load
+//! may not touch (padding, a lock's data, a smaller atomic), so
+//! [`GcRef::word`] / [`GcRef::ptr`] panic there too.
+//!
 //! **Who may touch the heap.** Safe accessors (reads, writes, `Gc<T>`
 //! deref, `Member::set`) also panic on a thread that has no mutator, i.e.
 //! that the heap's World does not stop: a plain thread next to a runtime, or
