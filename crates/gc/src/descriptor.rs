@@ -847,6 +847,15 @@ impl ArrayDescriptorBuilder {
 /// marked; no other word may be marked unless it always holds null or a GC
 /// pointer. The GC never runs `Drop` for heap objects. Use [`gc_type!`](crate::gc_type).
 ///
+/// Every marked word (pointer slot, and value slot of a hand-written
+/// descriptor) is one whole, aligned word of `Self` that is written only
+/// atomically (a [`Member`](crate::Member), an `AtomicUsize`) or never
+/// after [`Gc::new`](crate::Gc::new) (a `Gc<_>` or `GcRef` field): the
+/// collector reads these words while tasks run (a concurrent mark), and the
+/// safe untyped reads ([`GcRef::word`](crate::GcRef::word), `ptr`, `value`)
+/// of a Rust type's object accept exactly these words (any other word
+/// panics: it may be padding, a lock's data or a smaller atomic).
+///
 /// `PAYLOAD_OFFSET` must equal `Self::descriptor().payload_offset()` (0 for
 /// a compact descriptor); `Gc<T>` uses it as a compile-time constant (and
 /// `Gc::new` / `Gc::from_ref` check it).

@@ -207,6 +207,9 @@ pub(crate) struct HeapInner {
     /// The background sweeper's wake-up: the generation it was asked to
     /// sweep for (written in the pause), with its condvar.
     sweeper: Arc<(Mutex<u64>, std::sync::Condvar)>,
+    /// The strong references the background threads (collector, sweeper)
+    /// hold for a while; see `Heap`'s drop.
+    bg_hold: Arc<BgHold>,
     /// Calls of `sweep_block` in progress (any thread). `finish_sweep`
     /// waits for zero, so that a sweep's last steps (kind, pool, partial
     /// list) never overlap the next mark's generation change.
@@ -300,9 +303,143 @@ pub(crate) enum Swept {
 }
 
 /// A garbage-collected heap. Cloning gives another handle to the same heap.
+///
+/// The heap (its address range, its registration in the process-wide
+/// handle table) goes with the last reference: the last `Heap` handle, a
+/// thread's [`MutatorGuard`], or the background collector and sweeper
+/// threads, which hold the heap for the time of a cycle or a sweep. The drop
+/// of the last handle (no guard left either) closes those threads' access
+/// and waits for their work in progress (as a blocking section of the
+/// heap's World), so that the heap is gone when that drop returns (a
+/// runtime's drop relies on it). (Two handles dropped at the same moment
+/// on two threads may both see the other and not wait: the heap then goes
+/// when the background threads let go of it, within a sweep or a cycle.)
 #[derive(Clone)]
 pub struct Heap {
     pub(crate) inner: Arc<HeapInner>,
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        // (At most two background references: the collector's, the
+        // sweeper's. More references: not the last handle; no lock.)
+        if Arc::strong_count(&self.inner) > 3 {
+            return;
+        }
+        let hold = &self.inner.bg_hold;
+        {
+            let mut g = lock(&hold.m);
+            // Under the lock no background thread takes a new reference:
+            // if all the others are theirs, this handle is the last one.
+            // (Not on a background thread: it would wait for itself, e.g.
+            // a handle dropped by a World hook the collector calls.)
+            if g.closed
+                || Arc::strong_count(&self.inner) != g.busy + 1
+                || !RELEASE_BACKGROUND.load(Ordering::Relaxed)
+                || BACKGROUND_THREAD.with(|b| b.get())
+            {
+                return;
+            }
+            g.closed = true;
+            if g.busy == 0 {
+                return;
+            }
+        }
+        // A cycle may need this thread stopped (or to be let through):
+        // wait as a blocking section.
+        let world = self.inner.world();
+        world.blocking(&mut || {
+            let mut g = lock(&hold.m);
+            while g.busy > 0 {
+                g = hold.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        });
+    }
+}
+
+std::thread_local! {
+    /// This thread is a heap's background collector or sweeper.
+    static BACKGROUND_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Test-only switch (negative control of "the last handle's drop waits for
+/// the background threads' references"): `false` makes `Heap`'s drop do
+/// nothing, as before.
+static RELEASE_BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test-only: turns the wait of the last `Heap` handle's drop for the
+/// background threads off (`false`) or on again (the default). Process-wide.
+#[doc(hidden)]
+pub fn set_release_background_for_tests(on: bool) {
+    RELEASE_BACKGROUND.store(on, Ordering::Relaxed);
+}
+
+/// Test-only: the background sweeper sleeps this long (ms) holding its
+/// reference before each sweep (0: not at all, the default).
+static SWEEPER_STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: makes the background sweeper of every heap sleep `ms`
+/// milliseconds holding its reference to the heap before each sweep (0: no
+/// sleep, the default). Process-wide.
+#[doc(hidden)]
+pub fn set_sweeper_stall_for_tests(ms: u64) {
+    SWEEPER_STALL_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The background threads' strong references to a heap (see `Heap`'s
+/// drop): they take one only through [`BgHold::upgrade`], counted in
+/// `busy`, and none once `closed`.
+#[derive(Default)]
+pub(crate) struct BgHold {
+    m: Mutex<BgHoldState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct BgHoldState {
+    /// The last `Heap` handle was dropped: no new references.
+    closed: bool,
+    /// References held by background threads now.
+    busy: usize,
+}
+
+impl BgHold {
+    /// A background thread's strong reference to `heap`, counted; `None`
+    /// if the heap is gone or its last handle was dropped.
+    fn upgrade(self: &Arc<Self>, heap: &std::sync::Weak<HeapInner>) -> Option<BgRef> {
+        let mut g = lock(&self.m);
+        if g.closed {
+            return None;
+        }
+        let h = heap.upgrade()?;
+        g.busy += 1;
+        Some(BgRef { h: Some(h), hold: self.clone() })
+    }
+}
+
+/// See [`BgHold::upgrade`]: the reference is dropped before `busy` counts
+/// it out.
+struct BgRef {
+    h: Option<Arc<HeapInner>>,
+    hold: Arc<BgHold>,
+}
+
+impl std::ops::Deref for BgRef {
+    type Target = Arc<HeapInner>;
+    fn deref(&self) -> &Arc<HeapInner> {
+        self.h.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for BgRef {
+    fn drop(&mut self) {
+        drop(self.h.take());
+        let mut g = lock(&self.hold.m);
+        g.busy -= 1;
+        if g.busy == 0 {
+            self.hold.cv.notify_all();
+        }
+    }
 }
 
 impl std::fmt::Debug for Heap {
@@ -424,6 +561,7 @@ impl Heap {
                 sweep_cursor: AtomicUsize::new(usize::MAX),
                 mutators: Mutex::new(Vec::new()),
                 sweeper: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
+                bg_hold: Arc::new(BgHold::default()),
                 background_sweeping: std::sync::atomic::AtomicBool::new(true),
                 sweepers_in_flight: AtomicUsize::new(0),
                 swept_by: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
@@ -439,7 +577,9 @@ impl Heap {
             }),
         })
         .inspect(|h| h.inner.pacer.trigger.store(crate::pacer::next_trigger(0, goal, 0), Ordering::Relaxed))
-        .inspect(|h| start_background_sweeper(Arc::downgrade(&h.inner), h.inner.sweeper.clone()))
+        .inspect(|h| {
+            start_background_sweeper(Arc::downgrade(&h.inner), h.inner.bg_hold.clone(), h.inner.sweeper.clone())
+        })
     }
 
     /// Give a heap created with a single-thread World ([`Heap::new`]) its
@@ -973,6 +1113,13 @@ impl Heap {
         self.inner.background_sweeping.store(on, Ordering::SeqCst);
     }
 
+    /// Test support: the strong references the background collector and
+    /// sweeper hold now.
+    #[doc(hidden)]
+    pub fn debug_background_refs(&self) -> usize {
+        lock(&self.inner.bg_hold.m).busy
+    }
+
     /// Test support (finalizer sweeping): with `true`, counts one more
     /// sweeper in flight, as if another thread were sweeping a block
     /// without finalizer records and never finished; `false` ends it.
@@ -1418,7 +1565,8 @@ impl HeapInner {
         g.requested = true;
         if !g.started {
             g.started = true;
-            if let Err(e) = start_background_collector(Arc::downgrade(self), self.background.clone()) {
+            if let Err(e) = start_background_collector(Arc::downgrade(self), self.bg_hold.clone(), self.background.clone())
+            {
                 drop(g);
                 eprintln!(
                     "usurp gc: the background collector's thread could not be started ({e}); allocations will run \
@@ -2990,11 +3138,13 @@ pub(crate) fn never_unwind(what: &str, f: impl FnOnce()) {
 /// them any waiting at the goal (`HeapInner::goal_wait_stalled`).
 fn start_background_collector(
     heap: std::sync::Weak<HeapInner>,
+    hold: Arc<BgHold>,
     wake: Arc<(Mutex<BackgroundState>, std::sync::Condvar)>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("usurp-gc".into())
         .spawn(move || loop {
+            BACKGROUND_THREAD.with(|b| b.set(true));
             {
                 let (m, cv) = &*wake;
                 let g = lock(m);
@@ -3002,7 +3152,7 @@ fn start_background_collector(
                     let _ = cv.wait_timeout(g, std::time::Duration::from_millis(100));
                 }
             }
-            let Some(h) = heap.upgrade() else { return };
+            let Some(h) = hold.upgrade(&heap) else { return };
             if lock(&h.background.0).requested {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.background_cycle()));
                 if let Err(p) = r {
@@ -3025,8 +3175,13 @@ fn start_background_collector(
 /// is dropped. It is no mutator (it never allocates nor holds objects) and
 /// the World does not stop it: sweeping is safe concurrently with mutators
 /// and lookups (see `HeapInner::sweep_block`).
-fn start_background_sweeper(heap: std::sync::Weak<HeapInner>, wake: Arc<(Mutex<u64>, std::sync::Condvar)>) {
+fn start_background_sweeper(
+    heap: std::sync::Weak<HeapInner>,
+    hold: Arc<BgHold>,
+    wake: Arc<(Mutex<u64>, std::sync::Condvar)>,
+) {
     let _ = std::thread::Builder::new().name("usurp-gc-sweeper".into()).spawn(move || {
+        BACKGROUND_THREAD.with(|b| b.set(true));
         let mut seen = 0;
         loop {
             {
@@ -3041,9 +3196,13 @@ fn start_background_sweeper(heap: std::sync::Weak<HeapInner>, wake: Arc<(Mutex<u
                 };
                 seen = *g;
             }
-            let Some(h) = heap.upgrade() else { return };
+            let Some(h) = hold.upgrade(&heap) else { return };
             if !h.background_sweeping.load(Ordering::SeqCst) {
                 continue;
+            }
+            let stall = SWEEPER_STALL_MS.load(Ordering::Relaxed);
+            if stall != 0 {
+                std::thread::sleep(Duration::from_millis(stall));
             }
             let hwm = h.space.high_water();
             loop {

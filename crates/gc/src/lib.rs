@@ -506,6 +506,8 @@ pub mod internals {
         set_uncount_duplicates_for_tests,
     };
     pub use crate::object::set_read_poll_for_tests;
+    pub use crate::heap::{set_release_background_for_tests, set_sweeper_stall_for_tests};
+    pub use crate::object::set_rust_type_read_check_for_tests;
     pub use crate::refcheck::{
         live_heaps_for_tests, release_slow_readers_for_tests, set_table_pin_for_tests, slow_readers_for_tests,
     };

@@ -15,6 +15,13 @@
 //! memory: issue 10 item 8; see `refcheck.rs`); `unsafe` `*_unchecked`
 //! variants skip that check (bounds checks stay).
 //!
+//! **Objects of Rust types** ([`gc_type!`](crate::gc_type), a descriptor
+//! marked [`Descriptor::rust_type`]) are written only through their type
+//! (the untyped writes panic) and read untyped only at their pointer and
+//! value slots: any other word is a Rust field whose bytes an integer load
+//! may not touch (padding, a lock's data, a smaller atomic), so
+//! [`GcRef::word`] / [`GcRef::ptr`] panic there too.
+//!
 //! **Who may touch the heap.** Safe accessors (reads, writes, `Gc<T>`
 //! deref, `Member::set`) also panic on a thread that has no mutator, i.e.
 //! that the heap's World does not stop: a plain thread next to a runtime, or
@@ -261,16 +268,38 @@ impl GcRef {
     }
     /// Read payload word `i` (panics if out of bounds, or if the handle is
     /// stale or foreign).
+    ///
+    /// On an object of a Rust type (a [`gc_type!`](crate::gc_type) struct,
+    /// [`Descriptor::is_rust_type`]) only its pointer slots and value slots
+    /// may be read untyped (the words the collector itself reads: one-word
+    /// fields written only atomically, `Member`, or never after `Gc::new`,
+    /// `Gc<_>`/`GcRef`; see [`GcType`]); any other word panics, since it is
+    /// a Rust field whose bytes an integer load may not touch: it may cover
+    /// padding (uninitialised bytes), the data of a lock or `OnceLock`
+    /// written non-atomically by another task (a data race), or a smaller
+    /// atomic (a mixed-size access). Read such fields through the Rust type
+    /// (`Gc<T>` deref).
     #[inline]
     pub fn word(self, i: usize) -> usize {
         let d = self.live_descriptor();
-        // SAFETY: just checked live.
+        if d.is_rust_type() {
+            rust_type_read_check(self, d, i, "word");
+        }
+        // SAFETY: just checked live (and, for a Rust type, that word `i` is
+        // a pointer or value slot, or out of bounds, which panics).
         unsafe { self.word_in(d, i) }
     }
-    /// [`word`](GcRef::word) without the liveness check; the bounds check stays.
+    /// [`word`](GcRef::word) without the liveness check; the bounds check
+    /// stays, the Rust-type check does not.
     ///
     /// # Safety
-    /// `self` is a live object.
+    /// `self` is a live object. If it is of a Rust type
+    /// ([`Descriptor::is_rust_type`]), word `i` is one that may be read as
+    /// an atomic word while tasks run: a pointer or value slot, or a word
+    /// the type keeps fully initialised (no padding), never writes
+    /// non-atomically after `Gc::new` (no lock's data) and never overlaps
+    /// a smaller atomic (the safe version refuses every word but the
+    /// slots; this one does not check).
     #[inline(always)]
     pub unsafe fn word_unchecked(self, i: usize) -> usize {
         // SAFETY: the caller guarantees a live object.
@@ -351,15 +380,22 @@ impl GcRef {
     pub fn is_value_slot(self, i: usize) -> bool {
         self.live_descriptor().slot_kind(i) == SlotKind::Value
     }
-    /// Read pointer slot `i` (panics like [`word`](GcRef::word)).
+    /// Read pointer slot `i` (panics like [`word`](GcRef::word), including
+    /// on a word of a Rust type's object that is neither a pointer nor a
+    /// value slot).
     #[inline]
     pub fn ptr(self, i: usize) -> Option<GcRef> {
-        GcRef::from_heap_addr(self.word(i))
+        let d = self.live_descriptor();
+        if d.is_rust_type() {
+            rust_type_read_check(self, d, i, "ptr");
+        }
+        // SAFETY: as in `word`.
+        GcRef::from_heap_addr(unsafe { self.word_in(d, i) })
     }
     /// [`ptr`](GcRef::ptr) without the liveness check.
     ///
     /// # Safety
-    /// `self` is a live object.
+    /// As [`word_unchecked`](GcRef::word_unchecked).
     #[inline(always)]
     pub unsafe fn ptr_unchecked(self, i: usize) -> Option<GcRef> {
         // SAFETY: the caller guarantees a live object.
@@ -431,7 +467,9 @@ impl GcRef {
     /// stays (the slot-kind check does not: any payload word may be read).
     ///
     /// # Safety
-    /// `self` is a live object.
+    /// As [`word_unchecked`](GcRef::word_unchecked) (on a Rust type's
+    /// object, a word that is not a pointer or value slot is the caller's
+    /// to vouch for).
     #[inline(always)]
     pub unsafe fn value_unchecked(self, i: usize) -> usize {
         // SAFETY: the caller guarantees a live object.
@@ -528,6 +566,39 @@ fn rust_type_write_refused(r: GcRef, d: &Descriptor, op: &str) -> ! {
          its fields' types; write through the Rust type (Gc<T> deref: Member::set, atomics) instead",
         d.name()
     )
+}
+
+/// An untyped read (`op`) of payload word `i` of `r`, an object of the
+/// Rust type `d`: returns if `i` is a pointer or value slot (one-word
+/// fields the collector reads too, see [`GcType`]) or out of bounds (the
+/// bounds check panics then), panics otherwise (see [`GcRef::word`]).
+/// Out of line: the untyped reads of guest objects pay one flag test.
+#[cold]
+#[inline(never)]
+fn rust_type_read_check(r: GcRef, d: &Descriptor, i: usize, op: &str) {
+    if i >= r.payload_words_of(d) || d.slot_kind(i) != SlotKind::Raw || !RUST_TYPE_READ_CHECK.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    panic!(
+        "GcRef::{op}({i}) on {r:?}, an object of the Rust type `{}` (made by gc_type!): payload word {i} is \
+         not a pointer or value slot but a plain Rust field, which an untyped read may not touch (it may \
+         cover padding, a lock's data or a smaller atomic); read it through the Rust type (Gc<T> deref) \
+         instead (only its pointer slots, the Member fields, and value slots are readable untyped)",
+        d.name()
+    )
+}
+
+/// Test-only switch (negative control of the Rust-type read check): `false`
+/// lets the safe untyped reads touch every word of a Rust type's object,
+/// as before. Read on the cold path only.
+static RUST_TYPE_READ_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test-only: turns the refusal of untyped reads of a Rust type's plain
+/// fields off (`false`) or on again (the default). Process-wide.
+#[doc(hidden)]
+pub fn set_rust_type_read_check_for_tests(on: bool) {
+    RUST_TYPE_READ_CHECK.store(on, Ordering::Relaxed);
 }
 
 #[cold]

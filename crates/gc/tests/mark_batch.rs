@@ -17,7 +17,7 @@
 mod common;
 use common::*;
 use usurp_gc::internals::{set_batched_marks_for_tests, set_uncount_duplicates_for_tests};
-use usurp_gc::{alloc_array, Descriptor, Heap, HeapConfig, Root};
+use usurp_gc::{alloc_array, Descriptor, Gc, Heap, HeapConfig, Root};
 use usurp_testsupport::{serial, within};
 
 const PARENTS: usize = 6;
@@ -52,8 +52,8 @@ fn check_leaves(roots: &[Root], n: usize) {
     for r in roots {
         let a = r.get().unwrap();
         for i in (0..n).step_by(97) {
-            let l = a.ptr(1 + i).unwrap();
-            assert_eq!(l.word(2), i, "leaf {i} corrupted (freed while reachable?)");
+            let l = Gc::<Node>::from_ref(a.ptr(1 + i).unwrap()).expect("a leaf is a Node");
+            assert_eq!(l.val, i, "leaf {i} corrupted (freed while reachable?)");
         }
     }
 }

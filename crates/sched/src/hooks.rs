@@ -355,3 +355,12 @@ pub fn timer_spins_for_tests() -> usize {
 pub fn set_timer_spin_blind_for_tests(on: bool) {
     crate::worker::TIMER_SPIN_BLIND.store(on, Ordering::Relaxed);
 }
+
+/// Test-only: turns off (`false`) or on again (the default) the release of
+/// a dropped runtime's threads, and with them its heap, before `Runtime`'s
+/// drop returns (negative control of `tests/gc_runtime_drop_release.rs`).
+/// Process-wide.
+#[doc(hidden)]
+pub fn set_release_on_drop_for_tests(on: bool) {
+    crate::shared::RELEASE_ON_DROP.store(on, std::sync::atomic::Ordering::Relaxed);
+}

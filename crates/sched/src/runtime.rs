@@ -559,6 +559,9 @@ impl Drop for Runtime {
                 reaper.wait_stopped();
                 reaper.abandon_remaining();
             });
+            // (Here the heap goes when the reaper and the runtime's threads
+            // are done, after this drop returned: it cannot wait for the
+            // worker that runs it.)
             if spawned.is_err() {
                 // No thread: never free the shared state (leak it).
                 std::mem::forget(Arc::clone(sh));
@@ -566,7 +569,18 @@ impl Drop for Runtime {
             return;
         }
         sh.wait_stopped();
-        sh.abandon_remaining();
+        // With tasks abandoned, the state (and the heap) is leaked on
+        // purpose, and a thread may still run a `blocking` closure: no join.
+        // Otherwise every runtime thread exits now; joined, none of them
+        // holds the state any more, so the `Arc` dropped after this body is
+        // the last (unless the embedder keeps a `Heap` clone or a
+        // `RuntimeWorld`), and the heap is unregistered and unmapped when
+        // `drop` returns (it used to linger up to ~100 ms, held by a marker
+        // thread waiting for jobs). The GC's own background threads hold
+        // the heap weakly; see `Heap`'s drop.
+        if !sh.abandon_remaining() && crate::shared::RELEASE_ON_DROP.load(std::sync::atomic::Ordering::Relaxed) {
+            sh.join_threads();
+        }
     }
 }
 

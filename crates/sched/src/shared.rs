@@ -122,7 +122,21 @@ pub(crate) struct Shared {
     /// Weak self-reference (for threads started later, and to leak the
     /// state on purpose at shutdown). Immutable.
     pub(crate) me: Weak<Shared>,
+    /// Join handles of the runtime's own threads that hold a strong
+    /// reference to this state while they run (machines, the monitor, the
+    /// marker threads): pushed by whoever starts one, taken by
+    /// `join_threads` (`Runtime`'s drop), so that the last reference, and
+    /// with it the heap, is dropped before `drop` returns. Handles of
+    /// threads that already exited are pruned at each push.
+    threads_to_join: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// Test-only switch (negative control of "a dropped runtime's heap is gone
+/// when `drop` returns"): `false` makes `Runtime`'s drop return without
+/// waking the monitor and marker threads nor joining the runtime's
+/// threads, as before (the heap then goes when the last of them lets go of
+/// the runtime, up to ~100 ms later).
+pub(crate) static RELEASE_ON_DROP: AtomicBool = AtomicBool::new(true);
 
 // SAFETY: raw task and machine pointers are handed between threads under the
 // locks and atomics of the scheduling protocol.
@@ -176,6 +190,35 @@ impl Shared {
             cpu_time,
             thread_name,
             me: me.clone(),
+            threads_to_join: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps `h` (a thread that holds a strong reference to this state while
+    /// it runs) for `join_threads`.
+    pub(crate) fn keep_thread(&self, h: std::thread::JoinHandle<()>) {
+        let mut v = self.threads_to_join.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|h| !h.is_finished());
+        v.push(h);
+    }
+
+    /// After shutdown, every worker stopped and no task left (`Runtime`'s
+    /// drop): joins the runtime's threads (machines, spares, the monitor,
+    /// the marker threads; all exit promptly then), so that none of them
+    /// holds a reference to this state, or a mutator of its heap, any more.
+    /// The calling thread is skipped should it be one of them.
+    pub(crate) fn join_threads(&self) {
+        let me = std::thread::current().id();
+        loop {
+            let v = std::mem::take(&mut *self.threads_to_join.lock().unwrap_or_else(|e| e.into_inner()));
+            if v.is_empty() {
+                return;
+            }
+            for h in v {
+                if h.thread().id() != me {
+                    let _ = h.join();
+                }
+            }
         }
     }
 
@@ -192,11 +235,16 @@ impl Shared {
         let r = std::thread::Builder::new()
             .name(format!("{}-{}", self.thread_name, n))
             .spawn(move || worker::machine_main(me, wp as *const Worker));
-        if let Err(e) = r {
-            self.threads.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
+        match r {
+            Err(e) => {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+            Ok(h) => {
+                self.keep_thread(h);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     pub(crate) fn push_global_one(&self, t: TaskRef) {
@@ -514,6 +562,13 @@ impl Shared {
         for w in self.workers.iter() {
             self.wake_worker(w.index);
         }
+        if RELEASE_ON_DROP.load(Ordering::Relaxed) {
+            // The monitor and the marker threads exit at their next look at
+            // `shutdown`; wake them now (they sleep holding a reference to
+            // this state: up to 10 ms and 100 ms).
+            crate::sysmon::shutdown(self);
+            crate::stw::wake_markers(self);
+        }
         for &s in self.spares.lock().iter() {
             // SAFETY: spares in the list are valid (see `handoff`).
             let s = unsafe { &*s };
@@ -537,7 +592,8 @@ impl Shared {
     /// After all workers stopped: tasks that never finished are abandoned
     /// (their joiners get an error) and leaked, since their stacks may still
     /// be referenced (wait queues, other threads). Free structs are freed.
-    pub(crate) fn abandon_remaining(&self) {
+    /// Returns whether tasks were abandoned (the state is then leaked).
+    pub(crate) fn abandon_remaining(&self) -> bool {
         let live: Vec<*mut Task> = self
             .registry
             .lock()
@@ -547,7 +603,7 @@ impl Shared {
             .filter(|&t| unsafe { (*t).state.load(Ordering::Acquire) } != state::FREE)
             .collect();
         if live.is_empty() {
-            return;
+            return false;
         }
         for &t in &live {
             // SAFETY: no worker runs any more; `t` is suspended or blocking.
@@ -563,6 +619,7 @@ impl Shared {
         if let Some(me) = self.me.upgrade() {
             std::mem::forget(me);
         }
+        true
     }
 
     /// Calls `f(sp, lo, hi)` for every live task that is not running.

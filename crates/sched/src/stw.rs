@@ -1442,8 +1442,19 @@ pub(crate) fn run_parallel(sh: &Shared, n: usize, f: &(dyn Fn(usize) + Sync)) {
 pub(crate) fn start_markers(sh: &std::sync::Arc<Shared>, n: usize) {
     for k in 0..n {
         let weak = std::sync::Arc::downgrade(sh);
-        let _ = std::thread::Builder::new().name(format!("usurp-marker-{k}")).spawn(move || marker_main(weak));
+        if let Ok(h) = std::thread::Builder::new().name(format!("usurp-marker-{k}")).spawn(move || marker_main(weak)) {
+            sh.keep_thread(h);
+        }
     }
+}
+
+/// Shutdown (after `shutdown` was set, SeqCst): wakes the marker threads,
+/// which then exit instead of waiting on (holding a reference to the
+/// runtime, up to 100 ms). Under the lock: a marker checks `shutdown` under
+/// it before it waits.
+pub(crate) fn wake_markers(sh: &Shared) {
+    let _g = sh.stw.lock();
+    sh.stw.cv.notify_all();
 }
 
 fn marker_main(weak: std::sync::Weak<Shared>) {
@@ -1454,6 +1465,9 @@ fn marker_main(weak: std::sync::Weak<Shared>) {
         }
         let stw = &sh.stw;
         let g = stw.serve_jobs(stw.lock());
+        if sh.shutdown.load(Ordering::SeqCst) {
+            return; // (`wake_markers` may have notified before we waited)
+        }
         let _ = stw.cv.wait_timeout(g, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner());
     }
 }

@@ -45,7 +45,16 @@ pub(crate) struct Sysmon {
 /// Starts the monitor thread of `sh`.
 pub(crate) fn start(sh: &Arc<Shared>) {
     let weak = Arc::downgrade(sh);
-    let _ = std::thread::Builder::new().name("usurp-sysmon".into()).spawn(move || run(weak));
+    if let Ok(h) = std::thread::Builder::new().name("usurp-sysmon".into()).spawn(move || run(weak)) {
+        sh.keep_thread(h);
+    }
+}
+
+/// Shutdown (after `shutdown` was set, SeqCst): wakes the monitor, which
+/// then exits instead of sleeping on (holding a reference to the runtime).
+pub(crate) fn shutdown(sh: &Shared) {
+    sh.sysmon.word.store(1, Ordering::SeqCst);
+    futex_wake(&sh.sysmon.word, 1);
 }
 
 /// Called by `sleep` after adding the earliest timer while no worker is idle.
@@ -96,7 +105,12 @@ fn run(weak: Weak<Shared>) {
         if sh.next_timer.load(Ordering::SeqCst) < planned && nt > now {
             continue;
         }
-        // Sleep without keeping the runtime alive.
+        // Shutdown's wake-up may have come before our `word` store above
+        // (it sets `shutdown` first, SeqCst): then we see it here.
+        if sh.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        // Sleep (holding the runtime, `keep`; `shutdown` wakes us).
         let word = &m.word as *const AtomicU32;
         let keep = Arc::clone(&sh);
         drop(sh);
