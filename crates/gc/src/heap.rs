@@ -841,7 +841,10 @@ impl Heap {
     /// Root `obj` precisely until the returned handle is dropped.
     ///
     /// Panics if `obj` is an object of another heap (this heap's collector
-    /// would not keep it alive).
+    /// would not keep it alive) or a stale handle (not a live object: the
+    /// check of the safe accessors, as `RootedVec::push` runs it; from a
+    /// thread the World does not stop, a snapshot): the root would keep
+    /// and later name whatever object takes its place.
     #[track_caller]
     pub fn add_root(&self, obj: Option<GcRef>) -> Root {
         if let Some(r) = obj {
@@ -849,35 +852,55 @@ impl Heap {
                 crate::roots::other_heap("Heap::add_root", "this one", r);
             }
         }
+        let entry = self.inner.space.handle_entry();
         // Locks taken by mutators are taken with preemption off, so that no
         // task is ever parked for a collection while holding one.
-        no_preempt(|| {
+        let made = no_preempt(|| {
             let a = obj.map_or(0, |r| r.addr());
             // A root added while the heap marks: shaded, like a barrier's
             // new value (the start stop scanned the root table before);
-            // the insertion and the shade in one shading section (see
-            // `Root::set`).
+            // the liveness check, the insertion and the shade in one
+            // shading section (see `Root::set`).
             crate::refcheck::shading_section(|| {
-                let r = Root::new(self.inner.roots.add(a), self.inner.space.handle_entry());
+                if let Some(why) = obj.and_then(|r| crate::roots::refusal(entry, r)) {
+                    return Err(why);
+                }
+                let r = Root::new(self.inner.roots.add(a), entry);
                 if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
                     crate::refcheck::shade(a);
                 }
-                r
+                Ok(r)
             })
-        })
+        });
+        match (made, obj) {
+            (Ok(r), _) => r,
+            (Err(why), Some(r)) => crate::roots::refuse("Heap::add_root", "this", r, why),
+            (Err(_), None) => unreachable!("a refusal without an object"),
+        }
     }
 
     /// A weak reference to `obj`.
     ///
     /// Panics if `obj` is an object of another heap (this heap's collector
     /// would never clear the reference: it would name whatever takes the
-    /// object's place once its own heap frees it).
+    /// object's place once its own heap frees it) or a stale handle (as
+    /// [`add_root`](Heap::add_root)).
     #[track_caller]
     pub fn weak(&self, obj: GcRef) -> WeakRef {
         if !self.contains(obj.addr()) {
             crate::roots::other_heap("Heap::weak", "this one", obj);
         }
-        no_preempt(|| WeakRef::new(self.inner.weaks.add(obj.addr())))
+        let entry = self.inner.space.handle_entry();
+        // The check and the insertion in one shading section (a stop in
+        // which the collector marks, or clears weak references, falls
+        // before or after both).
+        let made = no_preempt(|| {
+            crate::refcheck::shading_section(|| match crate::roots::refusal(entry, obj) {
+                Some(why) => Err(why),
+                None => Ok(WeakRef::new(self.inner.weaks.add(obj.addr()), entry)),
+            })
+        });
+        made.unwrap_or_else(|why| crate::roots::refuse("Heap::weak", "this", obj, why))
     }
 
     /// Register a callback that reports precise roots in every pause (e.g. an

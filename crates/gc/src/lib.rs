@@ -517,6 +517,7 @@ pub mod internals {
         set_goal_wait_on_cv_for_tests, set_goal_wait_takeover_for_tests, set_start_handoff_for_tests,
         set_sweep_exit_checkpoint_for_tests, start_handoffs, goal_wait_takeovers,
     };
+    pub use crate::roots::{set_root_heap_check_for_tests, set_root_liveness_check_for_tests};
     pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
     pub use crate::stack::os_thread_stack_bounds;

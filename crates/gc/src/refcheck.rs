@@ -166,6 +166,18 @@ impl Entry {
         self.offset_of(addr).is_some()
     }
 
+    /// Whether this entry's heap is still registered: false from the start
+    /// of its final drop on, forever (an entry is never reused, so a later
+    /// heap mapped at the same addresses has an entry of its own). Relaxed:
+    /// a thread that could hold another heap's object at these addresses
+    /// got it through synchronisation after that heap registered, which
+    /// happens after this entry's drop cleared the flag (both under
+    /// `REGISTER`), so it cannot read `true` here.
+    #[inline(always)]
+    pub(crate) fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
+    }
+
     /// Block `off >> BLOCK_SHIFT`'s kind word, metadata and descriptor
     /// word, for an offset `off < len` (as `entry_holding` returns it).
     #[inline(always)]
@@ -722,6 +734,27 @@ pub(crate) fn check(addr: usize) -> Result<&'static Descriptor, Bad> {
         }
     }
     with_pinned(addr, |e, off| check_in(e, addr, off)).unwrap_or(Err(Bad::NotLive))
+}
+
+/// The check of a handle given to the root and weak-reference APIs
+/// (`Heap::add_root`, `Root::set`, `Heap::weak`) against the one heap whose
+/// table would hold the slot, entry `e`: `None` if that heap was dropped
+/// (or is being dropped), `Some(Err(OtherHeap))` if `addr` lies outside its
+/// reservation, else [`check_in`]'s answer (a stale handle: `NotLive` or
+/// `Freed`). From any thread: `e` as it is if it is the thread's own heap,
+/// pinned otherwise. On a thread the World does not stop the answer is a
+/// snapshot (nothing keeps the object from being freed right after), as
+/// for [`check`]; the callers run it inside their `shading_section`, so it
+/// never reads the tables in the middle of a marking stop.
+#[inline(never)]
+pub(crate) fn check_in_heap(e: &'static Entry, addr: usize) -> Option<Result<&'static Descriptor, Bad>> {
+    let Some(off) = e.offset_of(addr) else {
+        return Some(Err(Bad::OtherHeap));
+    };
+    if own_entry().is_some_and(|own| std::ptr::eq(own, e)) {
+        return Some(check_in(e, addr, off));
+    }
+    pinned(e, || check_in(e, addr, off))
 }
 
 /// [`check`] in entry `e`, which holds `addr` at offset `off`.

@@ -17,7 +17,7 @@
 
 use crate::object::{Gc, GcRef};
 use crate::{GcType, Heap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -48,12 +48,111 @@ impl SlotTable {
 /// A precise root: keeps its object (if any) alive until dropped or reset.
 /// `Send + Sync`: it may live anywhere. It roots objects of the heap that
 /// made it ([`Heap::add_root`]) only: [`Root::set`] refuses another heap's
-/// object.
+/// object, and a stale handle.
+///
+/// A `Root` does not keep its heap alive (a [`RootedVec`] does). Once that
+/// heap is dropped (its runtime dropped, and every `Heap` clone), the root
+/// names nothing: [`get`](Root::get) and [`set`](Root::set) panic ("the
+/// heap of this Root was dropped"), [`heap_is_alive`](Root::heap_is_alive)
+/// says so, and dropping the root is fine. (Before this check, a root kept
+/// past its heap answered with whatever object a later heap, mapped at the
+/// same addresses, had put there.)
 pub struct Root {
     slot: Arc<AtomicUsize>,
     /// The handle-check entry of the heap whose root table holds `slot`
-    /// (leaked, never freed): `set` accepts that heap's objects only.
+    /// (leaked, never freed, never reused for another heap): `set` accepts
+    /// that heap's live objects only, and `get`/`set` refuse to work once
+    /// it is unregistered (its heap dropped).
     heap: &'static crate::refcheck::Entry,
+}
+
+/// Test switches (negative controls): with `false`, a `Root`/`WeakRef`
+/// whose heap was dropped answers from its slot as before
+/// ([`set_root_heap_check_for_tests`]), and `Heap::add_root`, `Root::set`
+/// and `Heap::weak` accept a stale handle ([`set_root_liveness_check_for_tests`]).
+static HEAP_CHECK: AtomicBool = AtomicBool::new(true);
+static LIVENESS_CHECK: AtomicBool = AtomicBool::new(true);
+
+/// Test support: whether `Root::get`/`set` and `WeakRef::get` check that
+/// their heap still exists (default `true`). Off only for negative controls.
+#[doc(hidden)]
+pub fn set_root_heap_check_for_tests(on: bool) {
+    HEAP_CHECK.store(on, Ordering::SeqCst);
+}
+
+/// Test support: whether `Heap::add_root`, `Root::set` and `Heap::weak`
+/// refuse a stale handle (default `true`). Off only for negative controls.
+#[doc(hidden)]
+pub fn set_root_liveness_check_for_tests(on: bool) {
+    LIVENESS_CHECK.store(on, Ordering::SeqCst);
+}
+
+/// Whether `e`'s heap is gone for a root or weak reference of it (its
+/// entry unregistered; always `false` with the check off).
+#[inline(always)]
+fn heap_gone(e: &crate::refcheck::Entry) -> bool {
+    !e.is_registered() && HEAP_CHECK.load(Ordering::Relaxed)
+}
+
+/// The refusal of `Root::get`/`set` once the root's heap was dropped.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn heap_dropped(what: &str) -> ! {
+    panic!(
+        "{what}: the heap of this Root was dropped (its runtime is gone): the root names no object any \
+         more; drop it, or check Root::heap_is_alive first"
+    )
+}
+
+/// Why `Heap::add_root`, `Root::set` or `Heap::weak` refuses `r` for the
+/// heap whose entry is `e` (`None`: accepted): another heap's object,
+/// `e`'s heap dropped, or a stale handle (`refcheck::check_in_heap`, the
+/// check of the safe accessors against that heap). Run inside the
+/// caller's `shading_section`, just before its store, so that on a thread
+/// the World stops nothing frees the object in between (no safe point).
+pub(crate) fn refusal(e: &'static crate::refcheck::Entry, r: GcRef) -> Option<Refusal> {
+    if !e.holds(r.addr()) {
+        return Some(Refusal::OtherHeap);
+    }
+    if !LIVENESS_CHECK.load(Ordering::Relaxed) {
+        return None;
+    }
+    match crate::refcheck::check_in_heap(e, r.addr()) {
+        None => Some(Refusal::HeapDropped),
+        Some(Ok(_)) => None,
+        Some(Err(crate::refcheck::Bad::OtherHeap)) => Some(Refusal::OtherHeap),
+        Some(Err(crate::refcheck::Bad::Freed(d))) => Some(Refusal::Stale(Some(d))),
+        Some(Err(crate::refcheck::Bad::NotLive)) => Some(Refusal::Stale(None)),
+    }
+}
+
+/// See [`refusal`].
+#[derive(Clone, Copy)]
+pub(crate) enum Refusal {
+    OtherHeap,
+    HeapDropped,
+    /// A stale handle (with checkrefs, the freed object's descriptor).
+    Stale(Option<&'static crate::Descriptor>),
+}
+
+/// Panic for `refusal`'s answer about `r` in `what` (`whose`: whose heap).
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn refuse(what: &str, whose: &str, r: GcRef, why: Refusal) -> ! {
+    match why {
+        Refusal::OtherHeap => other_heap(what, whose, r),
+        Refusal::HeapDropped => heap_dropped(what),
+        Refusal::Stale(freed) => {
+            let was = freed.map_or(String::new(), |d| format!(" (its `{}` object was freed by a collection)", d.name()));
+            panic!(
+                "{what}: stale GcRef {r:?}: not a live object of {whose} heap{was}; it would be kept, and would \
+                 later name whatever object takes its place (keep the object reachable: on a task's stack, in \
+                 a Root or a RootedVec, until it is rooted)"
+            )
+        }
+    }
 }
 
 /// The refusal of `Heap::add_root`, `Root::set` and `Heap::weak` (as
@@ -74,12 +173,27 @@ impl Root {
         Root { slot, heap }
     }
     /// The rooted object.
+    ///
+    /// Panics if this root's heap was dropped (see [`Root`]): its slot
+    /// names no object of any live heap, and a heap made since may sit at
+    /// the same addresses.
+    #[track_caller]
     pub fn get(&self) -> Option<GcRef> {
+        if heap_gone(self.heap) {
+            heap_dropped("Root::get");
+        }
         GcRef::from_heap_addr(self.slot.load(Ordering::Acquire))
     }
-    /// The rooted object as a `Gc<T>` if its descriptor is `T`'s.
+    /// The rooted object as a `Gc<T>` if its descriptor is `T`'s (panics
+    /// as [`get`](Root::get) does once the heap was dropped).
+    #[track_caller]
     pub fn get_as<T: GcType>(&self) -> Option<Gc<T>> {
         self.get().and_then(Gc::from_ref)
+    }
+    /// Whether this root's heap still exists (`false` once it was dropped:
+    /// `get` and `set` then panic).
+    pub fn heap_is_alive(&self) -> bool {
+        !heap_gone(self.heap)
     }
     /// Root another object (or none). While a heap marks concurrently, the
     /// object it rooted and the new one are shaded, as the write barrier
@@ -94,28 +208,47 @@ impl Root {
     /// Panics if `v` is an object of another heap than the one that made
     /// this root (that heap's collector does not scan this root: it would
     /// free the object, and the root would later name whatever takes its
-    /// place).
+    /// place), if `v` is a stale handle (not a live object: the check of
+    /// the safe accessors, as `RootedVec::push` runs it; from a thread the
+    /// World does not stop, a snapshot), or if this root's heap was dropped
+    /// (see [`Root`]). The root is unchanged then.
     #[inline(never)]
     #[track_caller]
     pub fn set(&self, v: Option<GcRef>) {
+        if heap_gone(self.heap) {
+            heap_dropped("Root::set");
+        }
         if let Some(r) = v {
             if !self.heap.holds(r.addr()) {
                 other_heap("Root::set", "this Root's", r);
             }
         }
         let new = v.map_or(0, |r| r.addr());
-        crate::refcheck::shading_section(|| {
+        // The check and the store in one section: on a thread the World
+        // stops no collection comes in between (no safe point); on any
+        // other, no marking stop does.
+        let refused = crate::refcheck::shading_section(|| {
+            if let Some(why) = v.and_then(|r| refusal(self.heap, r)) {
+                return Some(why);
+            }
             let old = self.slot.swap(new, Ordering::AcqRel);
             if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
                 crate::refcheck::shade(old);
                 crate::refcheck::shade(new);
             }
-        })
+            None
+        });
+        if let (Some(why), Some(r)) = (refused, v) {
+            refuse("Root::set", "this Root's", r, why);
+        }
     }
 }
 
 impl std::fmt::Debug for Root {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.heap_is_alive() {
+            return write!(f, "Root(<heap dropped>)");
+        }
         write!(f, "Root({:?})", self.get())
     }
 }
@@ -129,13 +262,20 @@ impl std::fmt::Debug for Root {
 /// collector marks the referents of finalizable objects, see
 /// [`Heap::set_finalizer`](crate::Heap::set_finalizer)): its weak
 /// references stay set until a cycle after that finalizer ran.
+///
+/// A `WeakRef` does not keep its heap alive: once that heap is dropped,
+/// `get()` returns `None` forever (its target went with the heap).
 pub struct WeakRef {
     slot: Arc<AtomicUsize>,
+    /// The handle-check entry of the heap whose weak table holds `slot`
+    /// (leaked, never reused): `get` answers `None` once it is
+    /// unregistered (a later heap may sit at the same addresses).
+    heap: &'static crate::refcheck::Entry,
 }
 
 impl WeakRef {
-    pub(crate) fn new(slot: Arc<AtomicUsize>) -> WeakRef {
-        WeakRef { slot }
+    pub(crate) fn new(slot: Arc<AtomicUsize>, heap: &'static crate::refcheck::Entry) -> WeakRef {
+        WeakRef { slot, heap }
     }
     /// The target, if still alive. The returned handle keeps it alive while it
     /// is on a scanned stack or in a root. While its heap marks concurrently
@@ -153,9 +293,14 @@ impl WeakRef {
     /// reached by the mark or shaded before the termination's last drain
     /// (with all it references). On a thread the World does not stop, the
     /// handle is no root afterwards: put it in a [`Root`] to keep it.
+    ///
+    /// `None` once the heap of this weak reference was dropped.
     #[inline(never)]
     pub fn get(&self) -> Option<GcRef> {
         crate::refcheck::shading_section(|| {
+            if heap_gone(self.heap) {
+                return None;
+            }
             let a = self.slot.load(Ordering::Acquire);
             if a != 0 && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
                 crate::refcheck::shade(a);
