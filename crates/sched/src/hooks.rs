@@ -355,3 +355,16 @@ pub fn timer_spins_for_tests() -> usize {
 pub fn set_timer_spin_blind_for_tests(on: bool) {
     crate::worker::TIMER_SPIN_BLIND.store(on, Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control of the per-thread cache of spawn
+/// packet memory, `tasks/packet.rs`): `false` allocates and frees every
+/// packet with the global allocator, as `Arc` did. Default `true`.
+pub fn set_packet_cache_for_tests(enabled: bool) {
+    crate::tasks::packet::set_packet_cache_for_tests(enabled);
+}
+
+/// Test-only: how many spawn packets the calling thread's block cache
+/// served so far (`tasks/packet.rs`).
+pub fn packet_cache_hits_for_tests() -> usize {
+    crate::tasks::packet::packet_cache_hits_for_tests()
+}
