@@ -364,3 +364,35 @@ pub fn set_timer_spin_blind_for_tests(on: bool) {
 pub fn set_release_on_drop_for_tests(on: bool) {
     crate::shared::RELEASE_ON_DROP.store(on, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control of the per-thread cache of spawn
+/// packet memory, `tasks/packet.rs`): `false` allocates and frees every
+/// packet with the global allocator, as `Arc` did. Default `true`.
+pub fn set_packet_cache_for_tests(enabled: bool) {
+    crate::tasks::packet::set_packet_cache_for_tests(enabled);
+}
+
+/// Test-only: how many spawn packets the calling thread's block cache
+/// served so far (`tasks/packet.rs`).
+pub fn packet_cache_hits_for_tests() -> usize {
+    crate::tasks::packet::packet_cache_hits_for_tests()
+}
+
+/// Test-only switch (negative control of the spinning worker's nap,
+/// `worker/policy.rs` `NAP_NS`): `false`: a spin that found nothing always
+/// ends in an idle sleep (and the next hand-off wakes the worker again).
+/// Default `true`.
+pub fn set_spin_nap_for_tests(on: bool) {
+    crate::worker::SPIN_NAP.store(on, Ordering::Relaxed);
+}
+
+/// Naps taken by spinning workers so far, process-wide.
+pub fn spin_naps_for_tests() -> usize {
+    crate::worker::SPIN_NAPS.load(Ordering::Relaxed)
+}
+
+/// Times a waker went to wake an idle worker (it found one idle and none
+/// spinning: `Shared::wake_one_idle`), process-wide.
+pub fn idle_wake_calls_for_tests() -> usize {
+    crate::worker::IDLE_WAKE_CALLS.load(Ordering::Relaxed)
+}

@@ -1,8 +1,9 @@
 //! Spawning and joining.
 //!
 //! A spawn allocates one `Packet` holding the closure, the result slot and
-//! the join state; the task holds it as `Arc<dyn Body>`, the `JoinHandle` as
-//! `Arc<dyn Joinable<T>>`. The task runs the closure under `catch_unwind` at
+//! the join state; the task holds it as `PacketRc<dyn Body>`, the
+//! `JoinHandle` as `PacketRc<dyn Joinable<T>>` (an `Arc` with the count in
+//! the packet and its memory recycled per thread: `tasks/packet.rs`). The task runs the closure under `catch_unwind` at
 //! its root (a panic never unwinds across a context switch), stores the
 //! result, runs the task-local destructors, and only then wakes the joiner
 //! (as std's join returns after thread-local destructors), who may be a task
@@ -30,7 +31,9 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
-use std::sync::Arc;
+use crate::tasks::packet::{Counted, PacketRc};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicUsize;
 
 const RUNNING: u8 = 0;
 const WAITING: u8 = 1;
@@ -62,9 +65,13 @@ pub struct TaskStats {
     pub finished: bool,
 }
 
+#[repr(C)]
 struct Packet<T, F> {
-    /// Registration of `result` as a GC root (see the module docs). First
-    /// field: dropped (unregistered) before `result`.
+    /// Owners: the task and the join handle (`PacketRc`). First field
+    /// (`Counted`).
+    refs: AtomicUsize,
+    /// Registration of `result` as a GC root (see the module docs).
+    /// Declared before `result`: dropped (unregistered) before it.
     roots: Slot,
     cpu: CpuLink,
     state: AtomicU8,
@@ -117,6 +124,9 @@ impl<T: Send, F: FnOnce() -> T + Send> Packet<T, F> {
         }
     }
 }
+
+// SAFETY: `repr(C)`, the count first.
+unsafe impl<T, F> Counted for Packet<T, F> {}
 
 impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
     fn run(&self) {
@@ -182,7 +192,7 @@ impl<T: Send, F: FnOnce() -> T + Send> Body for Packet<T, F> {
     }
 }
 
-trait Joinable<T>: Send + Sync {
+trait Joinable<T>: Send + Sync + Counted {
     fn state(&self) -> &AtomicU8;
     fn cpu(&self) -> &CpuLink;
     /// # Safety
@@ -221,7 +231,7 @@ impl<T: Send, F: FnOnce() -> T + Send> Joinable<T> for Packet<T, F> {
 /// An owned permission to join a task (wait for it to finish and get its
 /// result), like `std::thread::JoinHandle`. Dropping it detaches the task.
 pub struct JoinHandle<T> {
-    packet: Arc<dyn Joinable<T>>,
+    packet: PacketRc<dyn Joinable<T>>,
     id: u64,
 }
 
@@ -235,7 +245,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
 impl<T> JoinHandle<T> {
     /// The packet's address, as registered in `heap_roots` (tests).
     pub(crate) fn packet_addr(&self) -> *const () {
-        Arc::as_ptr(&self.packet) as *const ()
+        self.packet.as_ptr() as *const ()
     }
 }
 
@@ -371,7 +381,8 @@ where
         return Err(Error::ShutDown);
     }
     let t = shared.get_task()?;
-    let packet = Arc::new(Packet {
+    let packet = PacketRc::new(Packet {
+        refs: AtomicUsize::new(1),
         roots: Slot::new(),
         cpu: CpuLink::new(shared.cpu_time),
         state: AtomicU8::new(RUNNING),
@@ -380,7 +391,10 @@ where
         result: UnsafeCell::new(None),
     });
     packet.cpu.task.store(t, Ordering::Relaxed);
-    let body: Arc<dyn Body> = packet.clone();
+    // SAFETY: the cast returns the packet's own address, unsized.
+    let body: PacketRc<dyn Body> = unsafe { packet.clone_as(|p| p as NonNull<dyn Body>) };
+    // SAFETY: as above.
+    let packet: PacketRc<dyn Joinable<T>> = unsafe { packet.cast(|p| p as NonNull<dyn Joinable<T>>) };
     // Hook (stack_scan.rs): the new task's stack starts black; what its
     // closure captured is shaded instead while a heap marks. Not needed
     // from a running task (its stack is black: see `stack_scan::publish`);

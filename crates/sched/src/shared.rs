@@ -387,6 +387,7 @@ impl Shared {
 
     #[cold]
     pub(crate) fn wake_one_idle(&self) {
+        crate::worker::IDLE_WAKE_CALLS.fetch_add(1, Ordering::Relaxed);
         let n = self.workers.len();
         // The worker spinning for a timer, if any, first: it is awake, so
         // it runs the work within a few loads (a sleeping one only after

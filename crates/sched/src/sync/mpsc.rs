@@ -341,6 +341,7 @@ impl<T> Chan<T> {
     /// Receives a value if one is ready now (buffered, or from a blocked
     /// sender), else says why not: `Empty` or `Disconnected`. Called with
     /// the lock held; consumes the guard.
+    #[inline(always)]
     fn recv_ready<'a>(&'a self, mut st: SpinGuard<'a, State<T>>) -> Result<T, (SpinGuard<'a, State<T>>, TryRecvError)> {
         match st.try_recv_locked() {
             (Ok(v), w) => {

@@ -11,5 +11,6 @@
 
 pub(crate) mod cpu_link;
 pub(crate) mod local;
+pub(crate) mod packet;
 pub(crate) mod tcb;
 pub(crate) mod wait;

@@ -17,7 +17,6 @@ use crate::stack::Stack;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 /// `Task::state` values.
 pub(crate) mod state {
@@ -68,7 +67,7 @@ pub(crate) const NO_PIN: usize = usize::MAX;
 
 /// What a task runs: a type-erased packet (closure, result slot and join
 /// state in one allocation; see `join.rs`).
-pub(crate) trait Body: Send + Sync {
+pub(crate) trait Body: Send + Sync + crate::tasks::packet::Counted {
     /// Runs the closure, catching any panic, and stores its result.
     fn run(&self);
     /// Completes the join state (after `run` and the task-local
@@ -99,7 +98,7 @@ pub(crate) struct Task {
     pub(crate) pinned_worker: Cell<usize>,
     pub(crate) id: Cell<u64>,
     pub(crate) name: UnsafeCell<Option<Box<str>>>,
-    pub(crate) body: UnsafeCell<Option<Arc<dyn Body>>>,
+    pub(crate) body: UnsafeCell<Option<crate::tasks::packet::PacketRc<dyn Body>>>,
     pub(crate) locals: UnsafeCell<LocalMap>,
     pub(crate) shared: *const Shared,
     pub(crate) registry_index: Cell<usize>,
@@ -238,7 +237,7 @@ impl Task {
     /// ends the task by switching away for good.
     pub(crate) unsafe fn prepare(
         t: *mut Task,
-        body: Arc<dyn Body>,
+        body: crate::tasks::packet::PacketRc<dyn Body>,
         name: Option<Box<str>>,
         entry: unsafe extern "C" fn(usize, usize) -> !,
     ) -> u64 {

@@ -75,6 +75,39 @@ pub(crate) static TIMER_SPIN_BLIND: AtomicBool = AtomicBool::new(false);
 pub(super) const TIMER_BACKUP_SLACK_NS: u64 = 100_000;
 /// Rounds of searching before an idle worker sleeps.
 pub(super) const SPIN_ROUNDS: u32 = 64;
+/// How long a spinning worker naps when its spin found nothing while other
+/// workers kept switching (`Worker::find_runnable`), and how many rounds it
+/// searches after each nap (at ~1.6 us a round here, more than
+/// `RUNNEXT_GRACE_NS`: a `runnext` task left by a worker that stopped
+/// switching is stolen within them). Before (session 12), the spin ended in
+/// an idle sleep, and the next hand-off into a busy worker's `runnext` (a
+/// ping-pong, spawn+join on `workers(2)`) woke it at once: it spun ~100 us
+/// (64 rounds of 32 pauses, ~49 ns each on this machine) for every futex
+/// wake, and the process used 1.92-1.96 CPUs for one CPU of work (`perf
+/// stat`, the switch bench's `workers(2)` rows), which cost the busy worker
+/// its CPU on a loaded machine.
+pub(super) const NAP_NS: u64 = 50_000;
+pub(super) const NAP_ROUNDS: u32 = 8;
+/// Naps in a row in which no other worker switched before the worker
+/// sleeps after all (about 0.5 ms): on a loaded machine the busy worker's
+/// thread loses its CPU for a while now and then, and the worker would
+/// otherwise sleep and be woken again when it resumes. While other workers
+/// keep switching, a spinner keeps napping: ~8 search rounds (~13 us) per
+/// 50 us nap, about a fifth of a CPU, also when those switches hand it
+/// nothing to wake it for (e.g. tasks that only yield on a worker whose
+/// ring it cannot steal from); before, it slept then.
+pub(super) const NAP_CREDIT: u32 = 8;
+/// Test-only switch (negative control of the spinning nap), set through
+/// `hooks::set_spin_nap_for_tests`: `false`: a spin that found nothing
+/// always ends in an idle sleep, as before.
+pub(crate) static SPIN_NAP: AtomicBool = AtomicBool::new(true);
+/// Calls of `Shared::wake_one_idle` (a waker found an idle worker and no
+/// spinning one), process-wide; read by tests through
+/// `hooks::idle_wake_calls_for_tests`.
+pub(crate) static IDLE_WAKE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Naps taken (`Worker::nap`), process-wide; read by tests through
+/// `hooks::spin_naps_for_tests`.
+pub(crate) static SPIN_NAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Test-only switch (negative controls of "tick only when someone waits",
 /// issue 12), set through `hooks::set_tick_policy_for_tests`: 0 normal;
 /// [`TICK_ALWAYS`]: workers always report themselves contended, so their
@@ -659,12 +692,44 @@ impl Worker {
         }
     }
 
+    /// The sum of the other workers' switch counts (changes while any of
+    /// them switches).
+    fn others_switches(&self) -> u64 {
+        self.shared()
+            .workers
+            .iter()
+            .filter(|v| v.index != self.index)
+            .fold(0u64, |a, v| a.wrapping_add(v.switch_count.load(Ordering::Relaxed)))
+    }
+
+    /// A spinning worker's nap (see `find_runnable`): waits on its futex
+    /// word for at most [`NAP_NS`], still counted in `nspinning`, so work
+    /// published meanwhile waits at most that long for it (`notify` leaves
+    /// work to a spinner). Its inbox wakes it at once (`wake_worker` sets
+    /// the word), and a stop or shutdown is seen when it returns.
+    fn nap(&self) {
+        SPIN_NAPS.fetch_add(1, Ordering::Relaxed);
+        self.sleep_word.store(0, Ordering::SeqCst);
+        // Not past the earliest timer: the search after the nap fires it.
+        let nt = self.shared().next_timer.load(Ordering::SeqCst);
+        let ns = if nt == u64::MAX { NAP_NS } else { NAP_NS.min(nt.saturating_sub(now_ns())) };
+        if ns != 0 && self.inbox_len.load(Ordering::SeqCst) == 0 && !self.stopping() {
+            futex_wait(&self.sleep_word, 0, Some(ns));
+        }
+    }
+
     /// The scheduler's search: local, global, timers, stealing, then spinning
     /// briefly and sleeping. Returns None on shutdown.
     pub(super) fn find_runnable(&self) -> Option<TaskRef> {
         let sh = self.shared();
         let mut spinning = false;
         let mut rounds = 0;
+        // Naps left before an idle sleep (see the nap below): a couple even
+        // if nobody switched during the first spin (the busy worker's
+        // thread may have been waiting for the CPU this one spun on).
+        let mut nap_credit = NAP_CREDIT / 4 + 1;
+        // The other workers' switches at the last look (`others_switches`).
+        let mut switches_seen = self.others_switches();
         loop {
             if sh.shutdown.load(Ordering::Acquire) {
                 if spinning {
@@ -715,6 +780,31 @@ impl Worker {
                     std::hint::spin_loop();
                 }
                 continue;
+            }
+            // Nothing found for a whole spin. If another worker switched
+            // meanwhile, it may be busy handing tasks to itself (a
+            // ping-pong, spawn+join: each hand-off puts a task in its
+            // `runnext` and, with no worker spinning, wakes an idle one,
+            // which finds nothing it may take either, spins and sleeps
+            // again): nap instead of sleeping, still counted as spinning,
+            // so that those hand-offs wake nobody, and look again after
+            // the nap (a few rounds: enough to steal a `runnext` whose
+            // owner stopped switching). Once nobody switched for
+            // `NAP_CREDIT` naps in a row (the busy worker finished, or its
+            // thread lost its CPU for a while), sleep.
+            if SPIN_NAP.load(Ordering::Relaxed) {
+                let switches = self.others_switches();
+                if switches != switches_seen {
+                    switches_seen = switches;
+                    nap_credit = NAP_CREDIT;
+                } else {
+                    nap_credit = nap_credit.saturating_sub(1);
+                }
+                if nap_credit != 0 {
+                    self.nap();
+                    rounds = SPIN_ROUNDS - NAP_ROUNDS;
+                    continue;
+                }
             }
             sh.nspinning.fetch_sub(1, Ordering::SeqCst);
             spinning = false;

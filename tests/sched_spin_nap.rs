@@ -1,0 +1,131 @@
+//! The spinning worker's nap (session 12, `worker/policy.rs` `NAP_NS`):
+//! on `workers(2)`, a ping-pong (or spawn+join) keeps one worker busy
+//! handing tasks to itself through its `runnext`; every hand-off calls
+//! `notify`, which woke the idle worker whenever none was spinning. The
+//! woken worker found nothing it may take (a `runnext` whose owner keeps
+//! switching), spun ~100 us, slept, and was woken by the next hand-off: a
+//! futex wake every ~200 us and a second CPU kept busy for nothing. Now a
+//! spin that found nothing while another worker kept switching ends in a
+//! short nap counted as spinning, so those hand-offs wake nobody.
+//!
+//! Checked: during 300 ms of ping-pong on 2 workers, wakers go to wake an
+//! idle worker only a few times (the first hand-offs, and whenever the
+//! busy worker made no switch for a whole spin and nap, e.g. when the OS
+//! took its CPU); the negative control turns the nap off and sees the
+//! check fail (hundreds of wakes). A third test checks that work
+//! conservation holds while the worker naps: a task spawned by a task that
+//! then runs a loop without switching is taken by the napping worker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use usurp::Runtime;
+use usurp_sched::hooks;
+use usurp_testsupport::within;
+
+/// Serialises the tests (the counters and the switch are process-wide).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Idle-worker wakes during `ms` of channel ping-pong on 2 workers, and
+/// the round trips made.
+fn wakes_during_pingpong(ms: u64) -> (usize, u64) {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    rt.block_on(move || {
+        let (atx, arx) = usurp::sync_channel::<u64>(0);
+        let (btx, brx) = usurp::sync_channel::<u64>(0);
+        let echo = usurp::spawn(move || {
+            for v in arx.iter() {
+                btx.send(v).unwrap();
+            }
+        });
+        // Settle first (the first hand-offs wake the idle worker).
+        for i in 0..1000 {
+            atx.send(i).unwrap();
+            assert_eq!(brx.recv().unwrap(), i);
+        }
+        let before = hooks::idle_wake_calls_for_tests();
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < Duration::from_millis(ms) {
+            for _ in 0..100 {
+                atx.send(n).unwrap();
+                assert_eq!(brx.recv().unwrap(), n);
+                n += 1;
+            }
+        }
+        let wakes = hooks::idle_wake_calls_for_tests() - before;
+        drop(atx);
+        echo.join().unwrap();
+        (wakes, n)
+    })
+}
+
+/// Few enough wakes for 300 ms: without the nap there is one per spin
+/// (~100 us natively) plus the futex round trip.
+const MAX_WAKES: usize = 100;
+
+#[test]
+fn a_busy_hand_off_loop_does_not_keep_waking_the_idle_worker() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let naps = hooks::spin_naps_for_tests();
+    let (wakes, n) = within(120, "ping-pong with nap", || wakes_during_pingpong(300));
+    eprintln!("{wakes} idle-worker wakes in {n} round trips, {} naps", hooks::spin_naps_for_tests() - naps);
+    assert!(n > 0);
+    assert!(wakes <= MAX_WAKES, "{wakes} idle-worker wakes in 300 ms of ping-pong ({n} round trips)");
+}
+
+#[test]
+fn negative_control_without_the_nap_the_idle_worker_is_woken_again_and_again() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (wakes, n) = within(120, "ping-pong without nap", || {
+        hooks::set_spin_nap_for_tests(false);
+        let r = wakes_during_pingpong(300);
+        hooks::set_spin_nap_for_tests(true);
+        r
+    });
+    eprintln!("nap off: {wakes} idle-worker wakes in {n} round trips");
+    assert!(wakes > MAX_WAKES, "the nap was off, yet only {wakes} idle-worker wakes in 300 ms ({n} round trips)");
+}
+
+#[test]
+fn a_task_left_in_runnext_by_a_looping_task_is_taken_by_the_napping_worker() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let naps_before = hooks::spin_naps_for_tests();
+    let (ran_alongside, naps) = within(120, "runnext while napping", move || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        rt.block_on(move || {
+            // Keep the other worker napping: a ping-pong for a while.
+            let (atx, arx) = usurp::sync_channel::<u64>(0);
+            let (btx, brx) = usurp::sync_channel::<u64>(0);
+            let echo = usurp::spawn(move || {
+                for v in arx.iter() {
+                    btx.send(v).unwrap();
+                }
+            });
+            let t = Instant::now();
+            let mut i = 0;
+            while t.elapsed() < Duration::from_millis(50) {
+                atx.send(i).unwrap();
+                assert_eq!(brx.recv().unwrap(), i);
+                i += 1;
+            }
+            drop(atx);
+            echo.join().unwrap();
+            // Now spawn (into this worker's runnext) and loop without a
+            // switch until the child has run: only another worker can run
+            // it before this loop ends (it gives up after 10 s).
+            let flag = Arc::new(AtomicBool::new(false));
+            let f2 = flag.clone();
+            let h = usurp::spawn(move || f2.store(true, Ordering::Release));
+            let t = Instant::now();
+            while !flag.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(10) {
+                std::hint::spin_loop();
+            }
+            let ran = flag.load(Ordering::Acquire);
+            h.join().unwrap();
+            (ran, hooks::spin_naps_for_tests() - naps_before)
+        })
+    });
+    eprintln!("{naps} naps");
+    assert!(ran_alongside, "the spawned task did not run while its spawner looped for 10 s");
+}
