@@ -172,7 +172,13 @@ pub struct SyncSender<T> {
     pub(super) chan: Arc<Chan<T>>,
 }
 
-/// The receiving half of a channel (single consumer).
+/// The receiving half of a channel: there is one (it is not `Clone`), but,
+/// unlike `std::sync::mpsc::Receiver`, it is `Sync`: several tasks or
+/// threads may receive through a shared reference (an `Arc<Receiver<T>>`
+/// work queue); each value goes to one of them (the longest waiting first).
+/// The channel disconnects for senders when the `Receiver` is dropped (not
+/// when a task waiting in it is abandoned by its runtime's shutdown: the
+/// value then goes to another receiver or stays buffered).
 pub struct Receiver<T> {
     pub(super) chan: Arc<Chan<T>>,
 }
