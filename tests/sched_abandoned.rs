@@ -2,11 +2,12 @@
 //! swallow what other threads hand to waiters afterwards: the next unlock
 //! of a Mutex goes to a live waiter (not to a dead task, which would keep it
 //! locked forever), a `notify_one` wakes a live waiter, a value sent to a
-//! receiver blocked in an abandoned task is returned as disconnected, and a
-//! `Sender` captured by a task that never started is dropped (an outside
-//! receiver sees the disconnection).
-//! Left: a wake-up that lands between the start of the shutdown and the
-//! abandonment (while workers are stopping) can still be lost.
+//! receiver blocked in an abandoned task is not handed to it (it stays for
+//! the `Receiver`, which may be shared: session 12, G1, it used to turn the
+//! channel disconnected for everyone), and a `Sender` captured by a task
+//! that never started is dropped (an outside receiver sees the
+//! disconnection). The same during the shutdown, before the abandonment
+//! (session 12, G5): tests/sched_shutdown_handoff.rs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -84,19 +85,24 @@ fn notify_one_after_shutdown_wakes_a_live_waiter() {
 }
 
 #[test]
-fn send_to_a_receiver_in_an_abandoned_task_reports_disconnection() {
-    let r = within(30, "send after shutdown", || {
+fn send_to_a_receiver_in_an_abandoned_task_keeps_the_value() {
+    let (r, rx) = within(30, "send after shutdown", || {
         let rt = Runtime::builder().workers(2).build().unwrap();
         let (tx, rx) = channel::<u32>();
+        let rx = Arc::new(rx);
+        let rx2 = rx.clone();
         let _h = rt.spawn(move || {
-            let _ = rx.recv();
+            let _ = rx2.recv();
         });
         parked(&rt); // in recv
         drop(rt);
-        tx.send(5)
+        (tx.send(5), rx)
     });
-    // Before: Ok(()), and the value vanished with the dead task.
-    assert_eq!(r.map_err(|e| e.0), Err(5));
+    // First: Ok(()), and the value vanished with the dead task. Then (issue
+    // 11): `Err(5)`, the channel disconnected for good although the shared
+    // `Receiver` was alive. Now the value waits for the Receiver.
+    assert_eq!(r.map_err(|e| e.0), Ok(()));
+    assert_eq!(rx.try_recv().ok(), Some(5), "the value went to the abandoned task");
 }
 
 #[test]

@@ -240,12 +240,14 @@
 //! their joiners get an error, their stacks are leaked, never unwound, and
 //! the shared state stays alive for late wake-ups. Dropped from inside one
 //! of its own tasks, a reaper thread does the same once the workers stopped.
-//! Abandoned tasks are skipped by wakers afterwards (`WaitQueue::pop_live`):
-//! a Mutex unlock or `notify_one` goes to a live waiter, a send to a
-//! receiver blocked in an abandoned task returns it as disconnected, and the
-//! closures of tasks that never started are dropped (releasing e.g. their
-//! `Sender`s). A wake-up racing with the shutdown itself (after it began,
-//! before the abandonment) can still be lost.
+//! Abandoned tasks, and parked tasks of a runtime whose shutdown has begun,
+//! are skipped by wakers (`WaitQueue::pop_live`, `WaitNode::is_abandoned`):
+//! a Mutex unlock or `notify_one` goes to a live waiter, a value sent
+//! goes to a live receiver or the buffer (the `Receiver` may be shared; the
+//! channel disconnects only when it is dropped), and the closures of tasks
+//! that never started are dropped (releasing e.g. their `Sender`s). What an
+//! abandoned task holds (a `MutexGuard`, a `Sender`, a `Receiver`) is never
+//! released, since its stack is not unwound: see the `Runtime` docs.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

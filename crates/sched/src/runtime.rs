@@ -336,9 +336,27 @@ pub struct RuntimeStats {
 /// Dropping the runtime stops its workers once they next reach their
 /// scheduler (a task that never yields keeps its worker). Tasks that have not
 /// finished by then are abandoned: their stacks are leaked (never unwound),
-/// joining them returns an error, nothing handed out later (a Mutex, a
-/// notification, a sent value) goes to them, and the closures of those that
-/// never started are dropped. Dropping it from inside one of its own
+/// joining them returns an error, and the closures of those that never
+/// started are dropped. From the moment the drop begins, nothing handed out
+/// (a [`Mutex`](crate::Mutex) unlock, a [`Condvar`](crate::Condvar)
+/// notification, a sent value) goes to a task of this runtime that is
+/// parked waiting for it: it goes to the next live waiter (a plain thread,
+/// a task of another runtime, a task inside `blocking`) or stays available
+/// (the mutex unlocked, the value in the channel for its `Receiver`). A
+/// task that got it before the drop began keeps it.
+///
+/// Since abandoned stacks are never unwound, what an abandoned task holds
+/// is never released: a `MutexGuard` it holds keeps the mutex locked (a
+/// later `lock` waits for ever, `try_lock` fails), a `Sender` or
+/// `SyncSender` it holds (on its stack, in its closure) keeps the channel
+/// connected (a `recv` waits for ever once the buffer is empty instead of
+/// returning `RecvError`), and a `Receiver` it holds keeps it open (sends
+/// succeed and the values stay buffered, never dropped). The same holds for
+/// anything it borrowed or owns (std locks, `Arc`s, files). Tasks that
+/// share such objects with threads or other runtimes should finish (be
+/// joined) before the runtime is dropped.
+///
+/// Dropping it from inside one of its own
 /// tasks returns at once; a background thread completes the same shutdown
 /// once every worker has stopped (the dropping task's worker stops when
 /// that task next switches away).

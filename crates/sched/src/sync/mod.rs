@@ -15,7 +15,7 @@ pub mod mpsc;
 mod mutex;
 mod select;
 
-pub use crate::tasks::wait::set_wait_claim_for_tests;
+pub use crate::tasks::wait::{set_shutdown_skip_for_tests, set_wait_claim_for_tests};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mpsc::{
     channel, sync_channel, Receiver, RecvError, RecvTimeoutError, SendError, Sender, SyncSender, TryRecvError,

@@ -172,7 +172,13 @@ pub struct SyncSender<T> {
     pub(super) chan: Arc<Chan<T>>,
 }
 
-/// The receiving half of a channel (single consumer).
+/// The receiving half of a channel: there is one (it is not `Clone`), but,
+/// unlike `std::sync::mpsc::Receiver`, it is `Sync`: several tasks or
+/// threads may receive through a shared reference (an `Arc<Receiver<T>>`
+/// work queue); each value goes to one of them (the longest waiting first).
+/// The channel disconnects for senders when the `Receiver` is dropped (not
+/// when a task waiting in it is abandoned by its runtime's shutdown: the
+/// value then goes to another receiver or stays buffered).
 pub struct Receiver<T> {
     pub(super) chan: Arc<Chan<T>>,
 }
@@ -241,13 +247,18 @@ impl<T> State<T> {
         while let Some(n) = self.recv_q.pop() {
             // SAFETY: a dequeued receiver node, not yet notified.
             if unsafe { WaitNode::is_abandoned(n) } {
-                // The receiver is blocked in a task its runtime abandoned:
-                // it can never receive again (a Receiver is used by one
-                // task at a time), so the channel is disconnected.
+                // The receiver is blocked in a task its runtime abandoned
+                // (or is shutting down): that task never receives again,
+                // but the `Receiver` is `Sync` and may be shared (an
+                // `Arc<Receiver>` work queue): a live receiver may wait
+                // behind it or come later. So only this node is dropped;
+                // the value goes to the next live receiver or the buffer,
+                // and the channel disconnects only when the `Receiver` is
+                // dropped (G1, session 12: it used to disconnect here, and
+                // every later send failed while a live receiver waited).
                 // SAFETY: as above; the dead waiter never looks at it.
                 unsafe { WaitNode::drop_abandoned(n) };
-                self.receiver_alive = false;
-                return (Err(TrySendError::Disconnected(v)), None);
+                continue;
             }
             // SAFETY: as above. Losing the claim means the receiver timed
             // out (or its select took another case): skip it, the value

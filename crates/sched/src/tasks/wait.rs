@@ -61,6 +61,22 @@ pub fn set_wait_claim_for_tests(enabled: bool) {
     CLAIM_ENABLED.store(enabled, Ordering::SeqCst);
 }
 
+/// Test-only: when false, waiters that are tasks of a runtime whose
+/// shutdown has begun (but which are not abandoned yet) count as live for
+/// hand-offs again ([`WaitNode::is_abandoned`]): the negative control of
+/// tests/sched_shutdown_handoff.rs. Never false in real use.
+pub(crate) static SHUTDOWN_SKIP: AtomicBool = AtomicBool::new(true);
+
+/// Test-only switch for the negative control of the shutdown hand-off rule
+/// (see [`WaitNode::is_abandoned`]): `false` lets a mutex unlock, a
+/// notification or a sent value go to a parked task of a runtime that is
+/// shutting down (which never runs again) until the abandonment. The
+/// default is `true`.
+#[doc(hidden)]
+pub fn set_shutdown_skip_for_tests(enabled: bool) {
+    SHUTDOWN_SKIP.store(enabled, Ordering::SeqCst);
+}
+
 /// The exactly-once arbiter of a timed or multi-node wait (see the module
 /// docs). Lives on the waiter's stack; `state` is written only by the
 /// compare-exchanges in [`Claim::try_win`] and [`Claim::fire_timeout`] and
@@ -381,36 +397,73 @@ impl<P> WaitNode<P> {
 
     /// Waker side, under the queue's lock, on a queued node not yet
     /// notified: whether its waiter is a task abandoned by its runtime's
-    /// shutdown (it will never run again: nothing may be handed to it).
+    /// shutdown, or a task of a runtime whose shutdown has begun (G5,
+    /// session 12): nothing may be handed to it (a lock, a notification, a
+    /// value), since it may never run again.
+    ///
+    /// Why "shutdown begun" already counts: `Shared::begin_shutdown` sets
+    /// the flag, then the workers stop one by one as they reach their
+    /// scheduler, and only after the last one `abandon_remaining` marks
+    /// the leftover tasks ABANDONED. A parked waiter seen in between was
+    /// otherwise handed the lock or notification, made runnable and, in
+    /// general, never run: the mutex stayed locked for everyone, the
+    /// notification or value was lost for the live waiters queued behind
+    /// it. Skipping it instead is sound: the skipped task is parked (or
+    /// about to park) on this node, which we dequeue without marking it
+    /// notified and without a wake, and every park is matched by exactly
+    /// one unpark from the node's dequeuer, so it stays parked until the
+    /// abandonment: it never returns from the wait believing it got what
+    /// the next waiter got instead (no double ownership). What it gives up
+    /// is only a chance to run on its worker's direct-switch path while
+    /// that worker is stopping; the runtime's docs already promise nothing
+    /// to a task that has not finished when its worker stops. A task of
+    /// the dying runtime that is *running* is unaffected when it takes a
+    /// free lock or receives a buffered value, and a task inside
+    /// `blocking` waits as a thread (`Waker::Thread`) and is served as
+    /// before. The flag is read under the primitive's lock: a hand-off
+    /// that read it false happened before the shutdown began (the task
+    /// then holds the lock at the shutdown, like a task that took it and
+    /// was descheduled, and is abandoned holding it: see the `Runtime`
+    /// docs).
     ///
     /// # Safety
     /// `node` is queued (valid, its waker untouched by the waiter).
+    #[inline]
     pub(crate) unsafe fn is_abandoned(node: *mut WaitNode<P>) -> bool {
         // SAFETY: per the contract; a task waker's task is valid (abandoned
-        // tasks are leaked, never freed).
+        // tasks are leaked, never freed), and so is its shared state (a
+        // task never outlives it: `TaskRef::shared`).
         unsafe {
             match &*(*node).waker.get() {
-                Some(Waker::Task(t)) => t.state.load(Ordering::Acquire) == crate::tasks::tcb::state::ABANDONED,
+                Some(Waker::Task(t)) => {
+                    t.state.load(Ordering::Acquire) == crate::tasks::tcb::state::ABANDONED
+                        || (t.shared().shutdown.load(Ordering::Relaxed) && SHUTDOWN_SKIP.load(Ordering::Relaxed))
+                }
                 _ => false,
             }
         }
     }
 
     /// Waker side, under the queue's lock, on a node just dequeued whose
-    /// waiter is an abandoned task ([`WaitNode::is_abandoned`]): claims it
-    /// (if it can) and drops its waker without a wake. Out of line and cold:
-    /// dropping a waker (a thread handle's reference count) inlined into
-    /// the dequeue paths cost every dequeue register saves.
+    /// waiter is abandoned or of a runtime shutting down
+    /// ([`WaitNode::is_abandoned`]): claims it (if it can, so that its
+    /// timer, if any, cannot wake it either) and drops its waker without a
+    /// wake and without marking it notified (should the task ever be
+    /// resumed, it would find its wait unfinished, never a hand-off it did
+    /// not get). Out of line and cold: dropping a waker (a thread handle's
+    /// reference count) inlined into the dequeue paths cost every dequeue
+    /// register saves.
     ///
     /// # Safety
     /// As [`WaitNode::take_waker`].
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn drop_abandoned(node: *mut WaitNode<P>) {
-        // SAFETY: per the contract; the dead waiter never looks at it.
+        // SAFETY: per the contract; the waiter does not touch `waker` until
+        // notified, which it never is by us.
         unsafe {
             if WaitNode::try_claim(node) {
-                let _ = WaitNode::take_waker(node);
+                let _ = (*(*node).waker.get()).take();
             }
         }
     }
