@@ -123,6 +123,7 @@ pub mod gc {
         alloc, alloc_array, forbid_allocation, gc_type, try_alloc, try_alloc_array, usurp_gc_write_barrier,
         usurp_gc_write_barrier_value, AllocError, AllocationForbidden, ArrayDescriptorBuilder, AttachError, BadSlot,
         CompactId, ConfigError, CycleStats, Descriptor, DescriptorBuilder, DescriptorError, Gc, GcRef, GcStats, GcType, Heap,
+        HeapDropped,
         HeapConfig, Member, Mutator, MutatorGuard, Root, RootScanner, RootedVec, ScannerId, SlotKind, SoloWorld,
         ThreadWorld, ValueEncoding, WeakRef, World,
     };

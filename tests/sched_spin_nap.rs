@@ -15,6 +15,11 @@
 //! check fail (hundreds of wakes). A third test checks that work
 //! conservation holds while the worker naps: a task spawned by a task that
 //! then runs a loop without switching is taken by the napping worker.
+//!
+//! Only the sole spinner naps: with 4 workers and one busy, the first
+//! version let all three idle workers nap (each ~a fifth of a CPU for
+//! nothing); now at most one naps at a time (negative control: with the
+//! limit off, several nap at once).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -128,4 +133,69 @@ fn a_task_left_in_runnext_by_a_looping_task_is_taken_by_the_napping_worker() {
     });
     eprintln!("{naps} naps");
     assert!(ran_alongside, "the spawned task did not run while its spawner looped for 10 s");
+}
+
+/// The most workers napping at once during `ms` of ping-pong on 4 workers.
+fn max_nappers_during_pingpong_on_4(ms: u64) -> usize {
+    let rt = Runtime::builder().workers(4).build().unwrap();
+    rt.block_on(move || {
+        let (atx, arx) = usurp::sync_channel::<u64>(0);
+        let (btx, brx) = usurp::sync_channel::<u64>(0);
+        let echo = usurp::spawn(move || {
+            for v in arx.iter() {
+                btx.send(v).unwrap();
+            }
+        });
+        for i in 0..1000 {
+            atx.send(i).unwrap();
+            assert_eq!(brx.recv().unwrap(), i);
+        }
+        hooks::take_max_concurrent_naps_for_tests();
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < Duration::from_millis(ms) {
+            for _ in 0..100 {
+                atx.send(n).unwrap();
+                assert_eq!(brx.recv().unwrap(), n);
+                n += 1;
+            }
+        }
+        let most = hooks::take_max_concurrent_naps_for_tests();
+        drop(atx);
+        echo.join().unwrap();
+        most
+    })
+}
+
+#[test]
+fn only_one_idle_worker_naps_beside_a_busy_one() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let naps = hooks::spin_naps_for_tests();
+    let most = within(120, "ping-pong on 4 workers", || max_nappers_during_pingpong_on_4(300));
+    let naps = hooks::spin_naps_for_tests() - naps;
+    eprintln!("at most {most} workers napping at once, {naps} naps");
+    assert!(most <= 1, "{most} workers napped at once beside one busy worker");
+}
+
+#[test]
+fn negative_control_without_the_sole_spinner_rule_several_workers_nap_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The three idle workers must spin at the same time for the control
+    // to show anything; on a loaded machine they may not within one run:
+    // up to 5 runs.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let most = within(120, "ping-pong on 4 workers, no limit", || {
+            hooks::set_spin_nap_sole_for_tests(false);
+            let r = max_nappers_during_pingpong_on_4(300);
+            hooks::set_spin_nap_sole_for_tests(true);
+            r
+        });
+        seen.push(most);
+        if most >= 2 {
+            break;
+        }
+    }
+    eprintln!("limit off: most workers napping at once per run: {seen:?}");
+    assert!(seen.iter().any(|&m| m >= 2), "the limit was off, yet never two workers napping at once: {seen:?}");
 }

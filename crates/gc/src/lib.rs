@@ -581,6 +581,6 @@ pub use refcheck::{deref_fast_path_for_tests, handle_table_slot_0_for_tests, set
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};
 pub use world::{forbid_allocation, AllocationForbidden};
 pub use object::{Gc, GcRef, Member};
-pub use roots::{Root, RootScanner, RootedVec, ScannerId, WeakRef};
+pub use roots::{HeapDropped, Root, RootScanner, RootedVec, ScannerId, WeakRef};
 pub use stats::{BadSlot, CycleStats, GcStats};
 pub use world::{SoloWorld, ThreadWorld, World};

@@ -52,9 +52,13 @@ impl SlotTable {
 ///
 /// A `Root` does not keep its heap alive (a [`RootedVec`] does). Once that
 /// heap is dropped (its runtime dropped, and every `Heap` clone), the root
-/// names nothing: [`get`](Root::get) and [`set`](Root::set) panic ("the
-/// heap of this Root was dropped"), [`heap_is_alive`](Root::heap_is_alive)
-/// says so, and dropping the root is fine. (Before this check, a root kept
+/// names nothing: [`get`](Root::get) panics ("the heap of this Root was
+/// dropped"), [`try_get`](Root::try_get) answers `Err(HeapDropped)`,
+/// [`set`](Root::set) of an object panics while `set(None)` and dropping
+/// the root are fine (a VM's globals may outlive its runtime).
+/// [`heap_is_alive`](Root::heap_is_alive) says whether the heap exists, but
+/// another thread may drop it just after: `try_get` is the race-free
+/// question. (Before this check, a root kept
 /// past its heap answered with whatever object a later heap, mapped at the
 /// same addresses, had put there.)
 pub struct Root {
@@ -101,9 +105,22 @@ fn heap_gone(e: &crate::refcheck::Entry) -> bool {
 fn heap_dropped(what: &str) -> ! {
     panic!(
         "{what}: the heap of this Root was dropped (its runtime is gone): the root names no object any \
-         more; drop it, or check Root::heap_is_alive first"
+         more; drop it, or use Root::try_get where the heap may be gone"
     )
 }
+
+/// The answer of [`Root::try_get`] once the root's heap was dropped (its
+/// runtime is gone): the root names no object any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapDropped;
+
+impl std::fmt::Display for HeapDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the heap of this Root was dropped")
+    }
+}
+
+impl std::error::Error for HeapDropped {}
 
 /// Why `Heap::add_root`, `Root::set` or `Heap::weak` refuses `r` for the
 /// heap whose entry is `e` (`None`: accepted): another heap's object,
@@ -179,10 +196,20 @@ impl Root {
     /// the same addresses.
     #[track_caller]
     pub fn get(&self) -> Option<GcRef> {
-        if heap_gone(self.heap) {
-            heap_dropped("Root::get");
+        match self.try_get() {
+            Ok(r) => r,
+            Err(HeapDropped) => heap_dropped("Root::get"),
         }
-        GcRef::from_heap_addr(self.slot.load(Ordering::Acquire))
+    }
+    /// The rooted object, or `Err(HeapDropped)` if this root's heap was
+    /// dropped. One check, then the read: unlike `heap_is_alive()`
+    /// followed by `get()`, no drop on another thread can come between
+    /// the answer and a panic.
+    pub fn try_get(&self) -> Result<Option<GcRef>, HeapDropped> {
+        if heap_gone(self.heap) {
+            return Err(HeapDropped);
+        }
+        Ok(GcRef::from_heap_addr(self.slot.load(Ordering::Acquire)))
     }
     /// The rooted object as a `Gc<T>` if its descriptor is `T`'s (panics
     /// as [`get`](Root::get) does once the heap was dropped).
@@ -191,7 +218,9 @@ impl Root {
         self.get().and_then(Gc::from_ref)
     }
     /// Whether this root's heap still exists (`false` once it was dropped:
-    /// `get` and `set` then panic).
+    /// `get` and `set` of an object then panic). Another thread may drop
+    /// the heap right after a `true`: use [`try_get`](Root::try_get) to read
+    /// without that race.
     pub fn heap_is_alive(&self) -> bool {
         !heap_gone(self.heap)
     }
@@ -211,11 +240,16 @@ impl Root {
     /// place), if `v` is a stale handle (not a live object: the check of
     /// the safe accessors, as `RootedVec::push` runs it; from a thread the
     /// World does not stop, a snapshot), or if this root's heap was dropped
-    /// (see [`Root`]). The root is unchanged then.
+    /// (see [`Root`]) and `v` is an object. The root is unchanged then.
+    /// `set(None)` once the heap was dropped does nothing (the root names
+    /// nothing already): a VM may clear its globals after its runtime.
     #[inline(never)]
     #[track_caller]
     pub fn set(&self, v: Option<GcRef>) {
         if heap_gone(self.heap) {
+            if v.is_none() {
+                return;
+            }
             heap_dropped("Root::set");
         }
         if let Some(r) = v {
@@ -246,10 +280,12 @@ impl Root {
 
 impl std::fmt::Debug for Root {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !self.heap_is_alive() {
-            return write!(f, "Root(<heap dropped>)");
+        // One check (`try_get`): a drop on another thread between a
+        // `heap_is_alive` and a `get` would make `get` panic.
+        match self.try_get() {
+            Ok(r) => write!(f, "Root({r:?})"),
+            Err(HeapDropped) => write!(f, "Root(<heap dropped>)"),
         }
-        write!(f, "Root({:?})", self.get())
     }
 }
 

@@ -391,6 +391,19 @@ pub fn spin_naps_for_tests() -> usize {
     crate::worker::SPIN_NAPS.load(Ordering::Relaxed)
 }
 
+/// Test-only switch (negative control of "only the sole spinner naps",
+/// `worker/policy.rs` `find_runnable`): `false`: every spinner that found
+/// nothing naps (all idle workers beside a busy one). Default `true`.
+pub fn set_spin_nap_sole_for_tests(on: bool) {
+    crate::worker::SPIN_NAP_SOLE.store(on, Ordering::Relaxed);
+}
+
+/// The most workers seen napping at once since the last call (process-wide);
+/// resets the figure.
+pub fn take_max_concurrent_naps_for_tests() -> usize {
+    crate::worker::MAX_NAPPING.swap(0, Ordering::Relaxed)
+}
+
 /// Times a waker went to wake an idle worker (it found one idle and none
 /// spinning: `Shared::wake_one_idle`), process-wide.
 pub fn idle_wake_calls_for_tests() -> usize {

@@ -45,6 +45,6 @@ pub(crate) use machine::{
 };
 pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
-    PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, SPIN_NAP, SPIN_NAPS, IDLE_WAKE_CALLS, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY, TIMER_SPINS, TIMER_SPIN_BLIND,
+    PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, SPIN_NAP, SPIN_NAPS, SPIN_NAP_SOLE, MAX_NAPPING, IDLE_WAKE_CALLS, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY, TIMER_SPINS, TIMER_SPIN_BLIND,
 };
 pub(crate) use switch::{machine_main, park_current, preempt_current, task_entry, unpark, yield_current};

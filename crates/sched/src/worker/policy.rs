@@ -108,6 +108,17 @@ pub(crate) static IDLE_WAKE_CALLS: std::sync::atomic::AtomicUsize = std::sync::a
 /// Naps taken (`Worker::nap`), process-wide; read by tests through
 /// `hooks::spin_naps_for_tests`.
 pub(crate) static SPIN_NAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Workers napping right now, and the most seen at once, process-wide
+/// (written by `Worker::nap`; read by tests through
+/// `hooks::max_concurrent_naps_for_tests`).
+pub(crate) static NAPPING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub(crate) static MAX_NAPPING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Test-only switch (negative control of "one napper at most"), set
+/// through `hooks::set_spin_nap_sole_for_tests`: `false`: every spinner
+/// that found nothing may nap, as in the first version, where with `N`
+/// workers and one busy, all `N - 1` idle ones napped (each about a fifth
+/// of a CPU).
+pub(crate) static SPIN_NAP_SOLE: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative controls of "tick only when someone waits",
 /// issue 12), set through `hooks::set_tick_policy_for_tests`: 0 normal;
 /// [`TICK_ALWAYS`]: workers always report themselves contended, so their
@@ -709,6 +720,8 @@ impl Worker {
     /// the word), and a stop or shutdown is seen when it returns.
     fn nap(&self) {
         SPIN_NAPS.fetch_add(1, Ordering::Relaxed);
+        let now_napping = NAPPING.fetch_add(1, Ordering::Relaxed) + 1;
+        MAX_NAPPING.fetch_max(now_napping, Ordering::Relaxed);
         self.sleep_word.store(0, Ordering::SeqCst);
         // Not past the earliest timer: the search after the nap fires it.
         let nt = self.shared().next_timer.load(Ordering::SeqCst);
@@ -716,6 +729,7 @@ impl Worker {
         if ns != 0 && self.inbox_len.load(Ordering::SeqCst) == 0 && !self.stopping() {
             futex_wait(&self.sleep_word, 0, Some(ns));
         }
+        NAPPING.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The scheduler's search: local, global, timers, stealing, then spinning
@@ -791,8 +805,14 @@ impl Worker {
             // the nap (a few rounds: enough to steal a `runnext` whose
             // owner stopped switching). Once nobody switched for
             // `NAP_CREDIT` naps in a row (the busy worker finished, or its
-            // thread lost its CPU for a while), sleep.
-            if SPIN_NAP.load(Ordering::Relaxed) {
+            // thread lost its CPU for a while), sleep. Only the sole
+            // spinner naps (the count includes this worker): one searcher
+            // is enough to keep hand-offs from waking anyone, and with
+            // many workers and one busy, every idle worker would otherwise
+            // nap and burn a fifth of a CPU each. Two spinners that both
+            // see the other both sleep: no napper, as before the nap.
+            let sole = sh.nspinning.load(Ordering::SeqCst) == 1 || !SPIN_NAP_SOLE.load(Ordering::Relaxed);
+            if SPIN_NAP.load(Ordering::Relaxed) && sole {
                 let switches = self.others_switches();
                 if switches != switches_seen {
                     switches_seen = switches;
