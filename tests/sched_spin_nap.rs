@@ -31,10 +31,16 @@ use usurp_testsupport::within;
 /// Serialises the tests (the counters and the switch are process-wide).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Idle-worker wakes during `ms` of channel ping-pong on 2 workers, and
-/// the round trips made.
-fn wakes_during_pingpong(ms: u64) -> (usize, u64) {
-    let rt = Runtime::builder().workers(2).build().unwrap();
+/// What `ms` of channel ping-pong on `workers` workers did: idle-worker
+/// wakes, round trips, and the most workers napping at once.
+struct PingPong {
+    wakes: usize,
+    round_trips: u64,
+    max_nappers: usize,
+}
+
+fn pingpong(workers: usize, ms: u64) -> PingPong {
+    let rt = Runtime::builder().workers(workers).build().unwrap();
     rt.block_on(move || {
         let (atx, arx) = usurp::sync_channel::<u64>(0);
         let (btx, brx) = usurp::sync_channel::<u64>(0);
@@ -49,6 +55,7 @@ fn wakes_during_pingpong(ms: u64) -> (usize, u64) {
             assert_eq!(brx.recv().unwrap(), i);
         }
         let before = hooks::idle_wake_calls_for_tests();
+        hooks::take_max_concurrent_naps_for_tests();
         let t = Instant::now();
         let mut n = 0u64;
         while t.elapsed() < Duration::from_millis(ms) {
@@ -59,10 +66,18 @@ fn wakes_during_pingpong(ms: u64) -> (usize, u64) {
             }
         }
         let wakes = hooks::idle_wake_calls_for_tests() - before;
+        let max_nappers = hooks::take_max_concurrent_naps_for_tests();
         drop(atx);
         echo.join().unwrap();
-        (wakes, n)
+        PingPong { wakes, round_trips: n, max_nappers }
     })
+}
+
+/// Idle-worker wakes during `ms` of ping-pong on 2 workers, and the round
+/// trips made.
+fn wakes_during_pingpong(ms: u64) -> (usize, u64) {
+    let p = pingpong(2, ms);
+    (p.wakes, p.round_trips)
 }
 
 /// Few enough wakes for 300 ms: without the nap there is one per spin
@@ -137,34 +152,7 @@ fn a_task_left_in_runnext_by_a_looping_task_is_taken_by_the_napping_worker() {
 
 /// The most workers napping at once during `ms` of ping-pong on 4 workers.
 fn max_nappers_during_pingpong_on_4(ms: u64) -> usize {
-    let rt = Runtime::builder().workers(4).build().unwrap();
-    rt.block_on(move || {
-        let (atx, arx) = usurp::sync_channel::<u64>(0);
-        let (btx, brx) = usurp::sync_channel::<u64>(0);
-        let echo = usurp::spawn(move || {
-            for v in arx.iter() {
-                btx.send(v).unwrap();
-            }
-        });
-        for i in 0..1000 {
-            atx.send(i).unwrap();
-            assert_eq!(brx.recv().unwrap(), i);
-        }
-        hooks::take_max_concurrent_naps_for_tests();
-        let t = Instant::now();
-        let mut n = 0u64;
-        while t.elapsed() < Duration::from_millis(ms) {
-            for _ in 0..100 {
-                atx.send(n).unwrap();
-                assert_eq!(brx.recv().unwrap(), n);
-                n += 1;
-            }
-        }
-        let most = hooks::take_max_concurrent_naps_for_tests();
-        drop(atx);
-        echo.join().unwrap();
-        most
-    })
+    pingpong(4, ms).max_nappers
 }
 
 #[test]
