@@ -105,6 +105,64 @@ fn send_to_a_receiver_in_an_abandoned_task_keeps_the_value() {
     assert_eq!(rx.try_recv().ok(), Some(5), "the value went to the abandoned task");
 }
 
+/// A `Receiver` owned by the abandoned task (moved into it, so on its own
+/// stack): nobody can ever receive, so a send that meets its parked
+/// receive disconnects the channel (issue 11 item 7). The shutdown merge
+/// of session 12 dropped this to serve shared receivers (the test above)
+/// and a rendezvous or bounded send then waited for ever (the review,
+/// helper-95): `within` catches that hang.
+fn send_to_an_owned_receiver_of_an_abandoned_task(bound: Option<usize>) -> Vec<Result<(), u32>> {
+    within(30, "send to an abandoned owner", move || {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let (send, rx): (Box<dyn Fn(u32) -> Result<(), u32> + Send>, usurp::Receiver<u32>) = match bound {
+            None => {
+                let (tx, rx) = channel::<u32>();
+                (Box::new(move |v| tx.send(v).map_err(|e| e.0)), rx)
+            }
+            Some(b) => {
+                let (tx, rx) = usurp::sync_channel::<u32>(b);
+                (Box::new(move |v| tx.send(v).map_err(|e| e.0)), rx)
+            }
+        };
+        let _h = rt.spawn(move || {
+            let _ = rx.recv();
+        });
+        parked(&rt); // in recv
+        drop(rt);
+        vec![send(5), send(6), send(7)]
+    })
+}
+
+/// Serialises the two tests below (the control's switch is process-wide).
+static OWNER_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn send_to_a_receiver_owned_by_an_abandoned_task_disconnects() {
+    let _g = OWNER_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for bound in [Some(0), Some(1), None] {
+        let r = send_to_an_owned_receiver_of_an_abandoned_task(bound);
+        assert_eq!(r, vec![Err(5), Err(6), Err(7)], "bound {bound:?}");
+    }
+}
+
+/// Negative control: without the owner check, the unbounded channel takes
+/// the values (into a buffer nobody reads) and the rendezvous send waits
+/// for ever (seen from a thread, given 2 s).
+#[test]
+fn negative_control_without_the_owner_check_a_rendezvous_send_hangs() {
+    let _g = OWNER_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    usurp_sched::hooks::set_abandoned_owner_disconnects_for_tests(false);
+    let r = send_to_an_owned_receiver_of_an_abandoned_task(None);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(send_to_an_owned_receiver_of_an_abandoned_task(Some(0)));
+    });
+    let hung = done_rx.recv_timeout(Duration::from_secs(2)).is_err();
+    usurp_sched::hooks::set_abandoned_owner_disconnects_for_tests(true);
+    assert_eq!(r, vec![Ok(()), Ok(()), Ok(())]);
+    assert!(hung, "the rendezvous send returned without the owner check");
+}
+
 #[test]
 fn sender_captured_by_a_task_that_never_ran_is_dropped() {
     within(30, "sender of a never-started task", || {

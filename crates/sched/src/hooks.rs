@@ -409,3 +409,23 @@ pub fn take_max_concurrent_naps_for_tests() -> usize {
 pub fn idle_wake_calls_for_tests() -> usize {
     crate::worker::IDLE_WAKE_CALLS.load(Ordering::Relaxed)
 }
+
+/// Test-only switch (negative control of the owner check of a send that
+/// meets an abandoned receiver, `sync/mpsc.rs`): `false`: such a send
+/// never disconnects the channel, even when the abandoned task owned the
+/// `Receiver` on its stack. Default `true`.
+pub fn set_abandoned_owner_disconnects_for_tests(on: bool) {
+    crate::sync::mpsc::set_abandoned_owner_disconnects_for_tests(on);
+}
+
+/// Test-only: the spinning nap's length in ns (0: the default, 50 µs).
+pub fn set_nap_ns_for_tests(ns: u64) {
+    crate::worker::NAP_NS_FOR_TESTS.store(ns, Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control): `false`: a stopper does not wake
+/// a napping worker, which then parks for the stop only when its nap ends.
+/// Default `true`.
+pub fn set_stop_wakes_nappers_for_tests(on: bool) {
+    crate::worker::STOP_WAKES_NAPPERS.store(on, Ordering::Relaxed);
+}

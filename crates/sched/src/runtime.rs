@@ -341,17 +341,25 @@ pub struct RuntimeStats {
 /// (a [`Mutex`](crate::Mutex) unlock, a [`Condvar`](crate::Condvar)
 /// notification, a sent value) goes to a task of this runtime that is
 /// parked waiting for it: it goes to the next live waiter (a plain thread,
-/// a task of another runtime, a task inside `blocking`) or stays available
-/// (the mutex unlocked, the value in the channel for its `Receiver`). A
-/// task that got it before the drop began keeps it.
+/// a task of another runtime) or stays available (the mutex unlocked, the
+/// value in the channel for its `Receiver`). A task that got it before the
+/// drop began keeps it. A task of this runtime inside `blocking` waits as
+/// a thread and is still served; if the runtime is gone when its closure
+/// returns, the task never resumes and keeps what it got (a lock stays
+/// locked).
 ///
 /// Since abandoned stacks are never unwound, what an abandoned task holds
 /// is never released: a `MutexGuard` it holds keeps the mutex locked (a
 /// later `lock` waits for ever, `try_lock` fails), a `Sender` or
 /// `SyncSender` it holds (on its stack, in its closure) keeps the channel
 /// connected (a `recv` waits for ever once the buffer is empty instead of
-/// returning `RecvError`), and a `Receiver` it holds keeps it open (sends
-/// succeed and the values stay buffered, never dropped). The same holds for
+/// returning `RecvError`). A `Receiver` it owns (moved into it, so on its
+/// stack) is found dead by a send that meets its parked receive: that send
+/// and all later ones return an error, as if it had been dropped; if it
+/// was not parked in a receive, sends succeed into the buffer (on a
+/// bounded channel, until it is full: then a send waits for ever). A
+/// `Receiver` shared through an `Arc` stays open for its other holders.
+/// The same holds for
 /// anything it borrowed or owns (std locks, `Arc`s, files). Tasks that
 /// share such objects with threads or other runtimes should finish (be
 /// joined) before the runtime is dropped.

@@ -34,6 +34,13 @@ pub(super) struct State<T> {
     cap: usize,
     senders: usize,
     receiver_alive: bool,
+    /// The `Receiver`'s address during the latest blocking receive (set
+    /// under the lock by each one that queues a node; the `Receiver` is
+    /// borrowed, so it stays there while that node is queued, and since
+    /// there is one `Receiver`, every queued receive node has the same).
+    /// Tells a sender whether an abandoned receiver task owned the
+    /// `Receiver` on its own stack (see `try_send_locked`).
+    pub(super) receiver_at: usize,
     pub(super) recv_q: WaitQueue<Option<T>>,
     pub(super) send_q: WaitQueue<Option<T>>,
 }
@@ -199,6 +206,17 @@ impl<T> fmt::Debug for Receiver<T> {
     }
 }
 
+/// Test-only switch (negative control of the owner check in
+/// `try_send_locked`): `false`: a send that meets an abandoned receiver
+/// never disconnects the channel, even when that task owned the
+/// `Receiver` (then a bounded send waits for ever). Default `true`.
+static ABANDONED_OWNER_DISCONNECTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sets [`ABANDONED_OWNER_DISCONNECTS`] (`hooks::set_abandoned_owner_disconnects_for_tests`).
+pub(crate) fn set_abandoned_owner_disconnects_for_tests(on: bool) {
+    ABANDONED_OWNER_DISCONNECTS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
     let c = Arc::new(Chan {
         roots: Slot::new(),
@@ -207,6 +225,7 @@ fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
             cap,
             senders: 1,
             receiver_alive: true,
+            receiver_at: 0,
             recv_q: WaitQueue::new(),
             send_q: WaitQueue::new(),
         }),
@@ -248,16 +267,28 @@ impl<T> State<T> {
             // SAFETY: a dequeued receiver node, not yet notified.
             if unsafe { WaitNode::is_abandoned(n) } {
                 // The receiver is blocked in a task its runtime abandoned
-                // (or is shutting down): that task never receives again,
-                // but the `Receiver` is `Sync` and may be shared (an
-                // `Arc<Receiver>` work queue): a live receiver may wait
-                // behind it or come later. So only this node is dropped;
-                // the value goes to the next live receiver or the buffer,
-                // and the channel disconnects only when the `Receiver` is
-                // dropped (G1, session 12: it used to disconnect here, and
-                // every later send failed while a live receiver waited).
-                // SAFETY: as above; the dead waiter never looks at it.
+                // (or is shutting down): that task never receives again.
+                // If the `Receiver` lies on that task's own stack, the
+                // task owned it, and nobody else can (a `Receiver` is not
+                // `Clone`, and that stack is never unwound): the channel
+                // is dead, and a send that waited for room would wait for
+                // ever. Disconnect, as a dropped `Receiver` would (issue
+                // 11 item 7). Otherwise the `Receiver` is shared (it is
+                // `Sync`: an `Arc<Receiver>` work queue) and a live
+                // receiver may wait behind this node or come later: only
+                // this node is dropped, the value goes to the next live
+                // receiver or the buffer (G1, session 12: it used to
+                // disconnect here in every case, and every later send
+                // failed while a live receiver waited).
+                // SAFETY: a queued node, dequeued by us under the lock; its
+                // waiter never looks at it again.
+                let owned_by_dead_stack = unsafe { WaitNode::waiter_stack_holds(n, self.receiver_at) };
+                // SAFETY: as above.
                 unsafe { WaitNode::drop_abandoned(n) };
+                if owned_by_dead_stack && ABANDONED_OWNER_DISCONNECTS.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.receiver_alive = false;
+                    return (Err(TrySendError::Disconnected(v)), None);
+                }
                 continue;
             }
             // SAFETY: as above. Losing the claim means the receiver timed
@@ -368,7 +399,8 @@ impl<T> Chan<T> {
 
     /// Receives; `block` = wait for a value: `None` = no, `Some(None)` =
     /// without a deadline, `Some(Some(d))` = until monotonic time `d`.
-    fn recv(&self, block: Option<Option<u64>>) -> Result<T, RecvTimeoutError> {
+    /// `rx_at`: the address of the `Receiver` this receive borrows.
+    fn recv(&self, block: Option<Option<u64>>, rx_at: usize) -> Result<T, RecvTimeoutError> {
         let st = match self.recv_ready(self.state.lock()) {
             Ok(v) => return Ok(v),
             Err((_, TryRecvError::Disconnected)) => return Err(RecvTimeoutError::Disconnected),
@@ -378,6 +410,7 @@ impl<T> Chan<T> {
             return Err(RecvTimeoutError::Timeout); // = Empty for try_recv
         };
         let mut st = st;
+        st.receiver_at = rx_at;
         let Some(d) = deadline else {
             let waker = Waker::current();
             let task = waker.task();
@@ -500,7 +533,7 @@ impl<T> Receiver<T> {
     /// Receives a value, parking until one arrives. Fails once all senders
     /// are gone and the channel is empty.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv(Some(None)).map_err(|_| RecvError)
+        self.chan.recv(Some(None), self as *const Self as usize).map_err(|_| RecvError)
     }
 
     /// Receives a value if one is available now, like
@@ -508,7 +541,7 @@ impl<T> Receiver<T> {
     /// senders remain), `Err(Disconnected)` if all senders are gone and the
     /// channel is empty. Never blocks.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(None).map_err(|e| match e {
+        self.chan.recv(None, self as *const Self as usize).map_err(|e| match e {
             RecvTimeoutError::Timeout => TryRecvError::Empty,
             RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
         })
@@ -524,7 +557,7 @@ impl<T> Receiver<T> {
     /// monotonic clock; for tasks they fire from the runtime's timers (as
     /// `usurp::sleep`), so they may be late under load, never early.
     pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<T, RecvTimeoutError> {
-        self.chan.recv(Some(Some(crate::tasks::wait::deadline_after(timeout))))
+        self.chan.recv(Some(Some(crate::tasks::wait::deadline_after(timeout))), self as *const Self as usize)
     }
 
     /// [`Receiver::recv_timeout`] with an absolute deadline.

@@ -203,6 +203,8 @@ unsafe fn scan_cases(obj: *const (), f: RangeFn<'_>) {
 
 struct RecvCase<'a, T> {
     chan: &'a Chan<T>,
+    /// The address of the borrowed `Receiver` (`State::receiver_at`).
+    rx_at: usize,
     guard: Option<SpinGuard<'a, State<T>>>,
     st: *mut State<T>,
     node: Option<WaitNode<Option<T>>>,
@@ -297,7 +299,10 @@ impl<'a, T> Case<'a> for RecvCase<'a, T> {
         let n = self.node.insert(WaitNode::with_claim(None, claim, case));
         // SAFETY: the channel is locked by this select; the node (in this
         // boxed case) stays put until dequeued by a winner or by `dequeue`.
-        unsafe { (*self.st).recv_q.push(n as *mut WaitNode<Option<T>>) };
+        unsafe {
+            (*self.st).receiver_at = self.rx_at;
+            (*self.st).recv_q.push(n as *mut WaitNode<Option<T>>)
+        };
     }
     fn complete(&mut self) {
         let n = self.node.as_ref().expect("won case has a node");
@@ -475,7 +480,7 @@ impl<'a> Select<'a> {
     /// disconnected channel is always ready, as in Go a closed channel).
     pub fn recv<T: Send + 'a>(&mut self, rx: &'a Receiver<T>) -> usize {
         let np = usurp_preempt::NoPreempt::new();
-        let case = Box::new(RecvCase { chan: &rx.chan, guard: None, st: std::ptr::null_mut(), node: None, out: None });
+        let case = Box::new(RecvCase { chan: &rx.chan, rx_at: rx as *const Receiver<T> as usize, guard: None, st: std::ptr::null_mut(), node: None, out: None });
         self.push_case(case, crate::join::may_hold_pointer::<T>(), np)
     }
 

@@ -418,13 +418,19 @@ impl<P> WaitNode<P> {
     /// that worker is stopping; the runtime's docs already promise nothing
     /// to a task that has not finished when its worker stops. A task of
     /// the dying runtime that is *running* is unaffected when it takes a
-    /// free lock or receives a buffered value, and a task inside
-    /// `blocking` waits as a thread (`Waker::Thread`) and is served as
-    /// before. The flag is read under the primitive's lock: a hand-off
-    /// that read it false happened before the shutdown began (the task
-    /// then holds the lock at the shutdown, like a task that took it and
-    /// was descheduled, and is abandoned holding it: see the `Runtime`
-    /// docs).
+    /// free lock or receives a buffered value. A task inside `blocking`
+    /// handed to a spare thread waits as a thread (`Waker::Thread`) and is
+    /// served as before (if the runtime is gone when its closure returns,
+    /// it keeps what it got: `Runtime` docs); one whose closure runs in
+    /// place (a pinned task, or no thread to be had) waits as a task and
+    /// is skipped like a parked one. The flag is read with a relaxed load
+    /// under the primitive's lock, which orders it only against other
+    /// hand-offs, not against `begin_shutdown`: a hand-off that read it
+    /// false may race the shutdown's start, and then the task holds what
+    /// it got at the shutdown, like a task that took it just before and
+    /// was descheduled, and is abandoned holding it (see the `Runtime`
+    /// docs); only the ABANDONED state (acquire) says for certain that the
+    /// task never runs again.
     ///
     /// # Safety
     /// `node` is queued (valid, its waker untouched by the waiter).
@@ -439,6 +445,24 @@ impl<P> WaitNode<P> {
                     t.state.load(Ordering::Acquire) == crate::tasks::tcb::state::ABANDONED
                         || (t.shared().shutdown.load(Ordering::Relaxed) && SHUTDOWN_SKIP.load(Ordering::Relaxed))
                 }
+                _ => false,
+            }
+        }
+    }
+
+    /// Waker side, under the queue's lock, on a node just dequeued whose
+    /// waiter is abandoned ([`WaitNode::is_abandoned`]): whether `addr`
+    /// lies on that waiter task's stack (`false` for a thread waiter).
+    ///
+    /// # Safety
+    /// As [`WaitNode::take_waker`].
+    pub(crate) unsafe fn waiter_stack_holds(node: *mut WaitNode<P>, addr: usize) -> bool {
+        // SAFETY: per the contract the node's waker is untouched by its
+        // waiter; an abandoned task is leaked, never freed, and keeps its
+        // stack mapping.
+        unsafe {
+            match &*(*node).waker.get() {
+                Some(Waker::Task(t)) => (t.stack.lo()..t.stack.hi()).contains(&addr),
                 _ => false,
             }
         }

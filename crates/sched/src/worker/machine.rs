@@ -254,6 +254,12 @@ pub(crate) struct Worker {
     /// Futex word the idle owner sleeps on: set to 1 (SeqCst) by wakers
     /// (`wake_worker_word`), reset by the owner.
     pub(crate) sleep_word: AtomicU32,
+    /// In a spinning nap's futex wait (`policy.rs` `Worker::nap`): set
+    /// (SeqCst) by the owner before it checks for a stop and waits, cleared
+    /// after; read by the stopper (`stw.rs` `ask_to_stop`), which wakes a
+    /// napping worker so that it parks for the stop at once instead of
+    /// when its nap times out.
+    pub(crate) napping: AtomicBool,
     // Line break: written by the owner on every switch and read by other
     // workers (runnext stealing's grace period, stops, dumps): alone on
     // their line.
@@ -305,6 +311,7 @@ impl Worker {
             cpu_time,
             idle: AtomicBool::new(false),
             sleep_word: AtomicU32::new(0),
+            napping: AtomicBool::new(false),
             switch_count: AtomicU64::new(0),
             running_task: AtomicUsize::new(0),
             slot: AtomicPtr::new(ptr::null_mut()),

@@ -119,6 +119,14 @@ pub(crate) static MAX_NAPPING: std::sync::atomic::AtomicUsize = std::sync::atomi
 /// workers and one busy, all `N - 1` idle ones napped (each about a fifth
 /// of a CPU).
 pub(crate) static SPIN_NAP_SOLE: AtomicBool = AtomicBool::new(true);
+/// Test-only nap length in ns (0: [`NAP_NS`]), set through
+/// `hooks::set_nap_ns_for_tests`: a long nap makes a stopper that did not
+/// wake the napper wait visibly (negative control of `stw.rs`
+/// `ask_to_stop`'s wake).
+pub(crate) static NAP_NS_FOR_TESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Test-only switch: `false`: the stopper does not wake a napping worker
+/// (`hooks::set_stop_wakes_nappers_for_tests`).
+pub(crate) static STOP_WAKES_NAPPERS: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative controls of "tick only when someone waits",
 /// issue 12), set through `hooks::set_tick_policy_for_tests`: 0 normal;
 /// [`TICK_ALWAYS`]: workers always report themselves contended, so their
@@ -722,13 +730,27 @@ impl Worker {
         SPIN_NAPS.fetch_add(1, Ordering::Relaxed);
         let now_napping = NAPPING.fetch_add(1, Ordering::Relaxed) + 1;
         MAX_NAPPING.fetch_max(now_napping, Ordering::Relaxed);
+        let sh = self.shared();
         self.sleep_word.store(0, Ordering::SeqCst);
+        // Before the checks (SeqCst both sides): a stopper that sets the
+        // stop flag after our check sees `napping` and wakes us (it asks
+        // every unstopped worker again on each pass anyway).
+        self.napping.store(true, Ordering::SeqCst);
         // Not past the earliest timer: the search after the nap fires it.
-        let nt = self.shared().next_timer.load(Ordering::SeqCst);
-        let ns = if nt == u64::MAX { NAP_NS } else { NAP_NS.min(nt.saturating_sub(now_ns())) };
-        if ns != 0 && self.inbox_len.load(Ordering::SeqCst) == 0 && !self.stopping() {
+        let nt = sh.next_timer.load(Ordering::SeqCst);
+        let nap_ns = NAP_NS_FOR_TESTS.load(Ordering::Relaxed);
+        let nap_ns = if nap_ns == 0 { NAP_NS } else { nap_ns };
+        let ns = if nt == u64::MAX { nap_ns } else { nap_ns.min(nt.saturating_sub(now_ns())) };
+        // A shutdown's wake may have come before our store of 0 above
+        // (the review of session 12's nap): look at the flag too.
+        if ns != 0
+            && self.inbox_len.load(Ordering::SeqCst) == 0
+            && !sh.stw.stop.load(Ordering::SeqCst)
+            && !sh.shutdown.load(Ordering::SeqCst)
+        {
             futex_wait(&self.sleep_word, 0, Some(ns));
         }
+        self.napping.store(false, Ordering::Relaxed);
         NAPPING.fetch_sub(1, Ordering::Relaxed);
     }
 
