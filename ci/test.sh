@@ -51,6 +51,43 @@ if [ -z "${USURP_SKIP_AARCH64:-}" ]; then
   echo "== clippy (aarch64-unknown-linux-gnu)"
   cargo clippy --workspace --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
 fi
+# The test hooks (negative controls that break the runtime's guarantees)
+# exist only with the `test-hooks` feature, which the test targets get from
+# their dev-dependencies. Build the libraries as a user's program gets them:
+# no warning (e.g. code only a hook used), no `test-hooks` in the stress
+# binary's build, and a crate calling one hook per crate and path
+# (ci/hooks-probe) fails to compile, one error per hook, while the same
+# calls compile with the feature (the control: the failure is the gate's).
+echo "== no test hooks without the test-hooks feature"
+cargo clippy --workspace --lib -- -D warnings
+if cargo tree -e features -p usurp-stress | grep -q test-hooks; then
+  echo "usurp-stress is built with the test-hooks feature" >&2
+  exit 1
+fi
+if probe=$(cargo clippy -q -p usurp-hooks-probe --features probe 2>&1); then
+  echo "ci/hooks-probe compiled without the test-hooks feature: a hook is exposed" >&2
+  exit 1
+fi
+hooks=(set_barrier_shading_for_tests set_shading_gate_for_tests set_pin_policy_for_tests
+  fake_shadow_stack_for_tests set_wait_claim_for_tests debug_begin_marking
+  set_release_background_for_tests set_sweeper_stall_for_tests set_rust_type_read_check_for_tests
+  set_root_heap_check_for_tests set_root_liveness_check_for_tests set_release_on_drop_for_tests
+  set_packet_cache_for_tests set_spin_nap_for_tests set_spin_nap_sole_for_tests set_shutdown_skip_for_tests
+  debug_background_refs packet_cache_hits_for_tests spin_naps_for_tests take_max_concurrent_naps_for_tests
+  idle_wake_calls_for_tests)
+for hook in "${hooks[@]}"; do
+  if ! grep -q "^error\[E0\(425\|599\)\]: .*\`$hook\`" <<<"$probe"; then
+    echo "$probe" >&2
+    echo "ci/hooks-probe: no 'cannot find' error for $hook" >&2
+    exit 1
+  fi
+done
+if [ "$(grep -c '^error\[' <<<"$probe")" != "${#hooks[@]}" ]; then
+  echo "$probe" >&2
+  echo "ci/hooks-probe: expected exactly ${#hooks[@]} errors" >&2
+  exit 1
+fi
+cargo clippy -q -p usurp-hooks-probe --features probe,test-hooks -- -D warnings
 # Every intra-doc link resolves (the facade's API map links every item).
 echo "== docs"
 RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps

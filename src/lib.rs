@@ -59,7 +59,10 @@
 //! Wiring between the member crates (worker slots, park hooks, heap
 //! layout) is not here; the member crates keep it in `#[doc(hidden)]`
 //! modules named `internals` (and `usurp_sched::hooks`), with no stability
-//! promise.
+//! promise. Their test-only switches (negative controls that break the
+//! runtime's guarantees on purpose) exist only with the `test-hooks` cargo
+//! feature, off by default, which only this workspace's tests and benches
+//! turn on.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod embedding;

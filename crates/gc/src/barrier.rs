@@ -78,6 +78,7 @@ static SHADING: AtomicBool = AtomicBool::new(true);
 /// Test-only: turn the barrier's shading off (`false`) or on again (the
 /// default), to show a test loses an object without it. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_barrier_shading_for_tests(on: bool) {
     SHADING.store(on, Ordering::SeqCst);
 }
@@ -91,6 +92,7 @@ static REGISTER_RANGE: AtomicBool = AtomicBool::new(true);
 /// (`false`); must be called before the first heap of the process is
 /// created. Process-wide: only for a test binary of its own.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_barrier_range_registration_for_tests(on: bool) {
     REGISTER_RANGE.store(on, Ordering::SeqCst);
 }

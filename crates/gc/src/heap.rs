@@ -244,6 +244,7 @@ pub(crate) struct HeapInner {
     started_cv: (Mutex<()>, Condvar),
     /// The step API's mark in progress (test support, see
     /// `Heap::debug_begin_marking`).
+    #[cfg(feature = "test-hooks")]
     step: Mutex<Option<StepMark>>,
     /// The background collector's requests (written by allocating threads
     /// and by the collector under its mutex) and its wake-up.
@@ -274,6 +275,7 @@ struct BackgroundState {
 }
 
 /// A mark driven step by step (test support): the markers' stack and counters.
+#[cfg(feature = "test-hooks")]
 struct StepMark {
     stack: Vec<usize>,
     counters: MarkCounters,
@@ -370,6 +372,7 @@ static RELEASE_BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::At
 /// Test-only: turns the wait of the last `Heap` handle's drop for the
 /// background threads off (`false`) or on again (the default). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_release_background_for_tests(on: bool) {
     RELEASE_BACKGROUND.store(on, Ordering::Relaxed);
 }
@@ -382,6 +385,7 @@ static SWEEPER_STALL_MS: AtomicU64 = AtomicU64::new(0);
 /// milliseconds holding its reference to the heap before each sweep (0: no
 /// sleep, the default). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_sweeper_stall_for_tests(ms: u64) {
     SWEEPER_STALL_MS.store(ms, Ordering::Relaxed);
 }
@@ -570,6 +574,7 @@ impl Heap {
                 alloc_black: std::sync::atomic::AtomicBool::new(false),
                 started: AtomicU64::new(0),
                 started_cv: (Mutex::new(()), Condvar::new()),
+                #[cfg(feature = "test-hooks")]
                 step: Mutex::new(None),
                 background: Arc::new((Mutex::new(BackgroundState::default()), std::sync::Condvar::new())),
                 pacer: crate::pacer::Pacer::default(),
@@ -746,6 +751,7 @@ impl Heap {
     /// object at `addr` is marked by the mark in progress, without shading
     /// it (unlike `object_at`).
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn debug_is_marked(&self, addr: usize) -> bool {
         self.inner.is_marked(addr)
     }
@@ -758,6 +764,7 @@ impl Heap {
     /// [`debug_finish_marking`](Heap::debug_finish_marking). Single-threaded
     /// tests only; no other collection may run meanwhile.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn debug_begin_marking(&self) {
         let inner = &*self.inner;
         let world = inner.world();
@@ -791,6 +798,7 @@ impl Heap {
     /// (taking what the barrier shaded first); returns whether nothing is
     /// left grey.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn debug_mark_steps(&self, k: usize) -> bool {
         let inner = &*self.inner;
         let mut g = lock(&inner.step);
@@ -808,6 +816,7 @@ impl Heap {
     /// (drain everything grey, weak references, finalizers, publish the
     /// generation: lazy sweeping follows).
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn debug_finish_marking(&self) {
         let inner = &*self.inner;
         let world = inner.world();
@@ -1103,6 +1112,7 @@ impl Heap {
     /// when earlier ones wait behind a runner stuck in a blocking
     /// finalizer (`true` is the default). Wrong, for tests only.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn set_stuck_finalizer_runner_kick_for_tests(&self, on: bool) {
         self.inner.fin_stuck_kick.store(on, Ordering::SeqCst);
     }
@@ -1114,6 +1124,7 @@ impl Heap {
     /// the same cycle, and what it references without a finalizer is freed
     /// while its finalizer is pending: wrong, for tests only.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn set_finalizer_referent_marking(&self, on: bool) {
         self.inner.fin_referents.store(on, Ordering::SeqCst);
     }
@@ -1124,6 +1135,7 @@ impl Heap {
     /// a stack into the closure after the mark scanned the records is then
     /// freed by that mark. Wrong, for tests only.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn set_finalizer_registration_shading(&self, on: bool) {
         self.inner.fin_shading.store(on, Ordering::SeqCst);
     }
@@ -1132,6 +1144,7 @@ impl Heap {
     /// test can keep blocks unswept after a collection (allocation and the
     /// next collection still sweep them).
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn set_background_sweeping(&self, on: bool) {
         self.inner.background_sweeping.store(on, Ordering::SeqCst);
     }
@@ -1139,6 +1152,7 @@ impl Heap {
     /// Test support: the strong references the background collector and
     /// sweeper hold now.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn debug_background_refs(&self) -> usize {
         lock(&self.inner.bg_hold.m).busy
     }
@@ -1150,6 +1164,7 @@ impl Heap {
     /// collection's start) waits until then; a cycle's sweep of its
     /// finalizer blocks must not. Calls must pair; single tests only.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn debug_hold_sweeper(&self, on: bool) {
         if on {
             self.inner.sweepers_in_flight.fetch_add(1, Ordering::SeqCst);
@@ -2918,6 +2933,7 @@ pub(crate) fn typed_lists() -> bool {
 /// see `TYPED_LISTS`) or on again (the default). Process-wide: only for a
 /// test binary of its own.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_typed_block_lists_for_tests(on: bool) {
     TYPED_LISTS.store(on, Ordering::Relaxed);
 }
@@ -3122,6 +3138,7 @@ static BLACK_ALLOCATION: std::sync::atomic::AtomicBool = std::sync::atomic::Atom
 /// Test-only: turn black allocation off (`false`) or on again (the
 /// default). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_black_allocation_for_tests(on: bool) {
     BLACK_ALLOCATION.store(on, Ordering::SeqCst);
 }
@@ -3134,6 +3151,7 @@ static FAIL_MARKING_JOB: std::sync::atomic::AtomicBool = std::sync::atomic::Atom
 /// check that a panic on a marking thread aborts with a message instead of
 /// hanging the collection. Not for use outside tests.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn fail_next_marking_job() {
     FAIL_MARKING_JOB.store(true, Ordering::SeqCst);
 }

@@ -494,34 +494,56 @@ pub mod world;
 /// Wiring for usurp's other crates and for this crate's tests: **not part of
 /// the API** (no stability promise; `usurp` does not re-export it). The heap
 /// layout constants that tests check against, the OS thread's stack bounds
-/// the scheduler's World reports, and test-only switches.
+/// the scheduler's World reports, and (with the `test-hooks` feature only)
+/// test-only switches.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::barrier::{
-        barrier_code_range, set_barrier_range_registration_for_tests, set_barrier_shading_for_tests,
-    };
+    pub use crate::barrier::barrier_code_range;
     pub use crate::block::BLOCK_SIZE;
+    // Counters (read-only: they change nothing).
+    pub use crate::pacer::{
+        assist_wait_counters, fresh_blocks_after_sweep_exits, goal_wait_counters, goal_wait_takeovers, start_handoffs,
+    };
+    pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
+    pub use crate::stack::os_thread_stack_bounds;
+
+    // Test-only switches (negative controls that break the collector's
+    // guarantees on purpose) and test probes: compiled only with the
+    // `test-hooks` feature, which the workspace's test suites and benches
+    // enable through their dev-dependencies. A program built against the
+    // library never has them.
+    #[cfg(feature = "test-hooks")]
+    pub use crate::barrier::{set_barrier_range_registration_for_tests, set_barrier_shading_for_tests};
+    #[cfg(feature = "test-hooks")]
+    pub use crate::heap::set_typed_block_lists_for_tests;
+    #[cfg(feature = "test-hooks")]
     pub use crate::mark::{
         set_batched_marks_for_tests, set_mark_lookahead_for_tests, set_park_ahead_for_tests,
         set_uncount_duplicates_for_tests,
     };
+    #[cfg(feature = "test-hooks")]
     pub use crate::object::set_read_poll_for_tests;
+    #[cfg(feature = "test-hooks")]
     pub use crate::heap::{set_release_background_for_tests, set_sweeper_stall_for_tests};
+    #[cfg(feature = "test-hooks")]
     pub use crate::object::set_rust_type_read_check_for_tests;
+    #[cfg(feature = "test-hooks")]
+    pub use crate::pacer::{
+        set_assist_wait_for_tests, set_black_counts_as_marked_for_tests, set_collector_start_delay_for_tests,
+        set_goal_wait_on_cv_for_tests, set_goal_wait_takeover_for_tests, set_start_handoff_for_tests,
+        set_sweep_exit_checkpoint_for_tests,
+    };
+    #[cfg(feature = "test-hooks")]
     pub use crate::refcheck::{
         live_heaps_for_tests, release_slow_readers_for_tests, set_table_pin_for_tests, slow_readers_for_tests,
     };
-    pub use crate::pacer::{
-        assist_wait_counters, fresh_blocks_after_sweep_exits, goal_wait_counters, set_assist_wait_for_tests,
-        set_black_counts_as_marked_for_tests, set_collector_start_delay_for_tests,
-        set_goal_wait_on_cv_for_tests, set_goal_wait_takeover_for_tests, set_start_handoff_for_tests,
-        set_sweep_exit_checkpoint_for_tests, start_handoffs, goal_wait_takeovers,
-    };
+    #[cfg(feature = "test-hooks")]
     pub use crate::roots::{set_root_heap_check_for_tests, set_root_liveness_check_for_tests};
-    pub use crate::sizeclass::{CLASS_SIZES, MAX_SMALL};
+    /// Test-only switch (lookups trust a block's sweep state less): the
+    /// static itself stays (production code reads it, always `false`
+    /// without the feature); only its name is gated.
+    #[cfg(feature = "test-hooks")]
     pub use crate::space::LOOKUP_IGNORES_SWEEP_STATE;
-    pub use crate::stack::os_thread_stack_bounds;
-    pub use crate::heap::set_typed_block_lists_for_tests;
 
     /// Whether any heap of the process is marking (one Relaxed load: the
     /// write barrier's flag). A thread the World stops sees the value of
@@ -571,11 +593,18 @@ pub use descriptor::{ArrayDescriptorBuilder, CompactId, Descriptor, DescriptorBu
 pub use encoding::ValueEncoding;
 pub use heap::{AttachError, Heap, MutatorGuard};
 #[doc(hidden)]
+pub use pacer::request_exit_counters;
+// Test-only switches and probes (see `internals`): `test-hooks` feature only.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
 pub use heap::{fail_next_marking_job, set_black_allocation_for_tests};
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use mutator::{set_alloc_checkpoint_for_tests, set_alloc_poll_for_tests};
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
-pub use pacer::{request_exit_counters, set_assists_for_tests, set_leave_for_requests_for_tests, set_mark_delay_for_tests};
+pub use pacer::{set_assists_for_tests, set_leave_for_requests_for_tests, set_mark_delay_for_tests};
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use refcheck::{deref_fast_path_for_tests, handle_table_slot_0_for_tests, set_shading_gate_for_tests};
 pub use mutator::{alloc, alloc_array, try_alloc, try_alloc_array, AllocError, Mutator};

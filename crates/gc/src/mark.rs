@@ -504,6 +504,7 @@ static BATCH_MARKS: AtomicBool = AtomicBool::new(true);
 /// Test-only: turn batched mark bits off (`false`) or on again (`true`,
 /// the default). Process-wide; change it only between marks.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_batched_marks_for_tests(on: bool) {
     BATCH_MARKS.store(on, Ordering::SeqCst);
 }
@@ -517,6 +518,7 @@ static UNCOUNT_DUPLICATES: AtomicBool = AtomicBool::new(true);
 /// count correction. Process-wide. Breaks the live counts: negative
 /// control only.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_uncount_duplicates_for_tests(on: bool) {
     UNCOUNT_DUPLICATES.store(on, Ordering::SeqCst);
 }
@@ -535,6 +537,7 @@ static PARK_AHEAD: AtomicBool = AtomicBool::new(true);
 /// off again (`false`, the default). Process-wide; read when a marker is
 /// made.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_mark_lookahead_for_tests(on: bool) {
     LOOKAHEAD.store(on, Ordering::SeqCst);
 }
@@ -543,6 +546,7 @@ pub fn set_mark_lookahead_for_tests(on: bool) {
 /// (`false`) instead of putting them back on the grey stack (`true`, the
 /// default). Process-wide. Breaks marking: negative control only.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_park_ahead_for_tests(on: bool) {
     PARK_AHEAD.store(on, Ordering::SeqCst);
 }

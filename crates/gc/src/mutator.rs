@@ -796,6 +796,7 @@ static ALLOC_POLL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// Test-only: turns the allocation fast path's poll of checkpoint requests
 /// off (`false`) or on again (the default).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_alloc_poll_for_tests(on: bool) {
     ALLOC_POLL.store(on, Ordering::Relaxed);
 }
@@ -807,6 +808,7 @@ static ALLOC_CHECKPOINT: std::sync::atomic::AtomicBool = std::sync::atomic::Atom
 /// Test-only: turns the allocation slow path's checkpoint off (`false`) or
 /// on again (the default).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_alloc_checkpoint_for_tests(on: bool) {
     ALLOC_CHECKPOINT.store(on, Ordering::Relaxed);
 }

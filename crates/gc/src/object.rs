@@ -597,6 +597,7 @@ static RUST_TYPE_READ_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::
 /// Test-only: turns the refusal of untyped reads of a Rust type's plain
 /// fields off (`false`) or on again (the default). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_rust_type_read_check_for_tests(on: bool) {
     RUST_TYPE_READ_CHECK.store(on, Ordering::Relaxed);
 }
@@ -941,6 +942,7 @@ static READ_POLL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// Test-only: turns the deref poll off (`false`) or on again (the default).
 /// Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_read_poll_for_tests(on: bool) {
     READ_POLL.store(on, Ordering::Relaxed);
 }

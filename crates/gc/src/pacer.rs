@@ -224,6 +224,7 @@ pub(crate) const START_HANDOFF_MAX: std::time::Duration = std::time::Duration::f
 /// `None` (the default) waits only where the workers and the collector
 /// outnumber the CPUs. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_start_handoff_for_tests(on: Option<bool>) {
     START_HANDOFF.store(
         match on {
@@ -270,6 +271,7 @@ struct RecheckOverride(AtomicU64);
 
 impl RecheckOverride {
     /// Replaces the bound (`None`: back to the default). Process-wide.
+    #[cfg(feature = "test-hooks")]
     fn set(&self, bound: Option<std::time::Duration>) {
         self.0.store(bound.map_or(0, |d| d.as_micros().max(1) as u64), Ordering::SeqCst);
     }
@@ -304,6 +306,7 @@ pub(crate) const ASSIST_GEN_END: u64 = 1 << 32;
 /// work"); `recheck`: that bound (`None`: the default,
 /// [`ASSIST_WAIT_RECHECK`]). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_assist_wait_for_tests(notify: bool, recheck: Option<std::time::Duration>) {
     ASSIST_WAIT_NOTIFY.store(notify, Ordering::SeqCst);
     ASSIST_WAIT_RECHECK_OVERRIDE.set(recheck);
@@ -347,6 +350,7 @@ static BLACK_COUNTS_AS_MARKED: AtomicBool = AtomicBool::new(true);
 /// negative control of "Goal"); `true` (the default) counts it as marked,
 /// as Go does. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_black_counts_as_marked_for_tests(on: bool) {
     BLACK_COUNTS_AS_MARKED.store(on, Ordering::SeqCst);
 }
@@ -383,6 +387,7 @@ static GOAL_WAIT_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 /// condvar. `recheck`: its re-check bound (`None`: the default,
 /// [`GOAL_WAIT_RECHECK`]). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_goal_wait_on_cv_for_tests(on: bool, recheck: Option<std::time::Duration>) {
     GOAL_WAIT_ON_CV.store(on, Ordering::SeqCst);
     GOAL_WAIT_RECHECK_OVERRIDE.set(recheck);
@@ -400,6 +405,7 @@ pub fn goal_wait_counters() -> [u64; 2] {
 /// each cycle it runs (0: no delay), so that allocations reach the goal
 /// before its start stop. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_collector_start_delay_for_tests(us: u64) {
     COLLECTOR_START_DELAY_US.store(us, Ordering::SeqCst);
 }
@@ -410,6 +416,7 @@ pub fn set_collector_start_delay_for_tests(us: u64) {
 /// goal"; a lost cycle then leaves it waiting forever); `true` (the
 /// default) restores the take-over. Process-wide, read at each re-check.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_goal_wait_takeover_for_tests(on: bool) {
     GOAL_WAIT_TAKEOVER.store(on, Ordering::SeqCst);
 }
@@ -459,6 +466,7 @@ static FRESH_AFTER_EXIT: AtomicU64 = AtomicU64::new(0);
 /// "Leaving for a stop": the checkpoint first); `true` (the default)
 /// restores it. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_sweep_exit_checkpoint_for_tests(on: bool) {
     SWEEP_EXIT_CHECKPOINT.store(on, Ordering::SeqCst);
 }
@@ -496,6 +504,7 @@ static SWEEP_BLOCKS_PAST_REQUEST: AtomicU64 = AtomicU64::new(0);
 /// before: the negative control of the early exit); `true` (the default)
 /// restores it. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_leave_for_requests_for_tests(on: bool) {
     LEAVE_FOR_REQUESTS.store(on, Ordering::SeqCst);
 }
@@ -533,6 +542,7 @@ static MARK_DELAY_US: AtomicU64 = AtomicU64::new(0);
 /// marks nor waits: the heap may pass its goal (the negative control of
 /// the assists).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_assists_for_tests(on: bool) {
     ASSISTS.store(on, Ordering::SeqCst);
 }
@@ -541,6 +551,7 @@ pub fn set_assists_for_tests(on: bool) {
 /// microseconds every [`SLICE`] objects (0, the default: no delay).
 /// Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_mark_delay_for_tests(us: u64) {
     MARK_DELAY_US.store(us, Ordering::SeqCst);
 }

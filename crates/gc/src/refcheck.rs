@@ -280,6 +280,7 @@ static SHADING_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 /// Test support: whether threads the World does not stop go through the
 /// shading gate (default `true`). Off, only for negative controls.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_shading_gate_for_tests(on: bool) {
     SHADING_GATE.store(on, Ordering::Relaxed);
 }
@@ -379,6 +380,7 @@ thread_local! {
 /// the lookups try first (`FIRST`), read together under the registration
 /// lock; 0 for an empty slot and for `NO_HEAP`. Equal, always.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn handle_table_slot_0_for_tests() -> (usize, usize) {
     let _g = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: as in `entry_holding` and `entries`.
@@ -638,6 +640,7 @@ pub(crate) fn several_heaps() -> bool {
 
 /// Test support: heaps registered now, and `barrier::NEW_OBJECT_WORK`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn live_heaps_for_tests() -> (usize, usize) {
     (LIVE_HEAPS.load(Ordering::SeqCst), crate::barrier::NEW_OBJECT_WORK.load(Ordering::SeqCst))
 }
@@ -914,6 +917,7 @@ pub(crate) fn is_live_as_type<T: crate::GcType>(addr: usize, own: &'static Entry
 /// a thread without a mutator, and wherever it sends a dereference to the
 /// general check).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn deref_fast_path_for_tests<T: crate::GcType>(r: crate::GcRef) -> bool {
     // SAFETY: null or an entry, which is leaked (never freed).
     unsafe { crate::mutator::current_entry().as_ref() }.is_some_and(|e| is_live_as_type::<T>(r.addr(), e))
@@ -1058,6 +1062,7 @@ static SLOW_READERS_RELEASED: AtomicBool = AtomicBool::new(false);
 
 /// Test support: lets the readers held in the injected delay go on.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn release_slow_readers_for_tests() {
     SLOW_READERS_RELEASED.store(true, Ordering::SeqCst);
 }
@@ -1070,6 +1075,7 @@ static SLOW_READERS: AtomicUsize = AtomicUsize::new(0);
 /// `set_table_pin_for_tests(_, true)` (after their look-up and, with the
 /// pin on, after pinning).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn slow_readers_for_tests() -> usize {
     SLOW_READERS.load(Ordering::SeqCst)
 }
@@ -1084,6 +1090,7 @@ static PIN_SLOW_READER: AtomicBool = AtomicBool::new(false);
 /// until `release_slow_readers_for_tests` (or 10 s), so that a concurrent
 /// drop falls in between.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_table_pin_for_tests(pinned: bool, slow_reader: bool) {
     PIN_OFF.store(!pinned, Ordering::SeqCst);
     SLOW_READERS_RELEASED.store(false, Ordering::SeqCst);

@@ -72,14 +72,15 @@ pub struct Root {
 
 /// Test switches (negative controls): with `false`, a `Root`/`WeakRef`
 /// whose heap was dropped answers from its slot as before
-/// ([`set_root_heap_check_for_tests`]), and `Heap::add_root`, `Root::set`
-/// and `Heap::weak` accept a stale handle ([`set_root_liveness_check_for_tests`]).
+/// (`set_root_heap_check_for_tests`), and `Heap::add_root`, `Root::set`
+/// and `Heap::weak` accept a stale handle (`set_root_liveness_check_for_tests`).
 static HEAP_CHECK: AtomicBool = AtomicBool::new(true);
 static LIVENESS_CHECK: AtomicBool = AtomicBool::new(true);
 
 /// Test support: whether `Root::get`/`set` and `WeakRef::get` check that
 /// their heap still exists (default `true`). Off only for negative controls.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_root_heap_check_for_tests(on: bool) {
     HEAP_CHECK.store(on, Ordering::SeqCst);
 }
@@ -87,6 +88,7 @@ pub fn set_root_heap_check_for_tests(on: bool) {
 /// Test support: whether `Heap::add_root`, `Root::set` and `Heap::weak`
 /// refuse a stale handle (default `true`). Off only for negative controls.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_root_liveness_check_for_tests(on: bool) {
     LIVENESS_CHECK.store(on, Ordering::SeqCst);
 }

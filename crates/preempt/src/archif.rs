@@ -70,6 +70,7 @@ static FAKE_SHADOW_STACK: core::sync::atomic::AtomicBool = core::sync::atomic::A
 
 /// Test-only: makes the safe-point check see an active shadow stack.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn fake_shadow_stack_for_tests(on: bool) {
     FAKE_SHADOW_STACK.store(on, core::sync::atomic::Ordering::Relaxed);
 }

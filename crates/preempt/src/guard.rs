@@ -71,6 +71,7 @@ impl NoPreempt {
     /// never preempted again): only for the test that shows it.
     #[doc(hidden)]
     #[inline(always)]
+    #[cfg(feature = "test-hooks")]
     pub unsafe fn new_inlined_for_tests() -> NoPreempt {
         // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
         if let Some(slot) = unsafe { current_ptr().as_ref() } {

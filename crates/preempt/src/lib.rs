@@ -197,17 +197,24 @@ pub use signal::{
 pub use stats::{PreemptStats, Refusal};
 
 /// The interface a scheduler drives (worker slots, the park and yield hooks,
-/// targeted requests) and test-only switches: **not part of the API** (no
-/// stability promise; `usurp` does not re-export it). `usurp-sched` is its
-/// user; see the crate documentation for the contract.
+/// targeted requests) and, with the `test-hooks` feature only, test-only
+/// switches: **not part of the API** (no stability promise; `usurp` does
+/// not re-export it). `usurp-sched` is its user; see the crate
+/// documentation for the contract.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::archif::fake_shadow_stack_for_tests;
     pub use crate::fntable::fn_table_if_built;
     pub use crate::guard::{any_checkpoint_request, checkpoint_requested, set_yield_hook};
     pub use crate::signal::{
-        cached_pid, disable_refusal_backoff_for_tests, init, mark_request_pending, old_refusal_retry_for_tests,
-        post_checkpoint_request, request_preempt, request_siginfo, set_park_hook, set_preempt_window_for_tests,
+        cached_pid, init, mark_request_pending, post_checkpoint_request, request_preempt, request_siginfo, set_park_hook,
+    };
+    // Test-only switches (negative controls, simulated hardware): compiled
+    // only with the `test-hooks` feature (the test suites' dev-dependencies).
+    #[cfg(feature = "test-hooks")]
+    pub use crate::archif::fake_shadow_stack_for_tests;
+    #[cfg(feature = "test-hooks")]
+    pub use crate::signal::{
+        disable_refusal_backoff_for_tests, old_refusal_retry_for_tests, set_preempt_window_for_tests,
         simulate_larger_spill_frame_for_tests,
     };
     pub use crate::slot::{
@@ -219,10 +226,14 @@ pub mod internals {
 // benchmarks (being reorganised in parallel; new code uses `internals`).
 #[doc(hidden)]
 pub use internals::{
-    altstack_size, cached_pid, checkpoint_requested, current_worker, disable_refusal_backoff_for_tests, fake_shadow_stack_for_tests, init,
-    mark_request_pending, old_refusal_retry_for_tests, register_worker, request_preempt, request_siginfo,
-    set_park_hook, set_preempt_window_for_tests, set_yield_hook, simulate_larger_spill_frame_for_tests,
-    unregister_worker, TaskPreemptState, WorkerSlot,
+    altstack_size, cached_pid, checkpoint_requested, current_worker, init, mark_request_pending, register_worker,
+    request_preempt, request_siginfo, set_park_hook, set_yield_hook, unregister_worker, TaskPreemptState, WorkerSlot,
+};
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use internals::{
+    disable_refusal_backoff_for_tests, fake_shadow_stack_for_tests, old_refusal_retry_for_tests,
+    set_preempt_window_for_tests, simulate_larger_spill_frame_for_tests,
 };
 
 /// Counters summed over every worker slot ever registered.

@@ -37,6 +37,7 @@ static BACKOFF_OFF: AtomicBool = AtomicBool::new(false);
 
 /// Test-only: turns the refused-tick backoff off (`true`) or on again.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn disable_refusal_backoff_for_tests(off: bool) {
     BACKOFF_OFF.store(off, Ordering::Relaxed);
 }
@@ -51,6 +52,7 @@ static TEST_WINDOW: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)
 /// Test-only: accept preemptions only at PCs in `[start, end)` (`(0, 0)`:
 /// no restriction, the default). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_preempt_window_for_tests(start: usize, end: usize) {
     TEST_WINDOW[0].store(start, Ordering::SeqCst);
     TEST_WINDOW[1].store(end, Ordering::SeqCst);
@@ -92,6 +94,7 @@ pub fn min_task_stack() -> usize {
 /// Test-only: pretends this CPU's spill frame is `bytes` larger (only what
 /// [`preempt_stack_needed`] reports changes).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn simulate_larger_spill_frame_for_tests(bytes: usize) {
     EXTRA_NEEDED_FOR_TESTS.store(bytes, Ordering::Relaxed);
 }
@@ -582,6 +585,7 @@ pub(crate) static OLD_RETRY_POLICY: AtomicBool = AtomicBool::new(false);
 /// the next tick, not at the checkpoint yield); `false` restores the current
 /// one.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn old_refusal_retry_for_tests(on: bool) {
     OLD_RETRY_POLICY.store(on, Ordering::Relaxed);
 }

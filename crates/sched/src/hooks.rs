@@ -16,10 +16,15 @@
 //! * [`for_each_task_stack`]: with the world stopped, every task that is not
 //!   running, as (saved SP, stack low, stack high). Tasks inside `blocking`
 //!   report the SP at which they entered it.
-//! * Per-task stack scanning (`stack_scan.rs`), for tests: its negative
-//!   controls ([`set_resume_claim_for_tests`], [`set_send_shading_for_tests`]),
-//!   [`hold_stack_scan_for_tests`] (keeps the collector off one task),
-//!   [`task_stack_scanned`], [`stack_scan_epoch`], [`stack_scan_counts`].
+//! * Per-task stack scanning (`stack_scan.rs`), for tests:
+//!   [`task_stack_scanned`], [`stack_scan_epoch`], [`stack_scan_counts`];
+//!   with the `test-hooks` feature also its negative controls
+//!   (`set_resume_claim_for_tests`, `set_send_shading_for_tests`) and
+//!   `hold_stack_scan_for_tests` (keeps the collector off one task).
+//! * Test-only switches and probes (`*_for_tests`): compiled only with the
+//!   crate's `test-hooks` feature (off by default; the workspace's test
+//!   suites and benches enable it through their dev-dependencies), since
+//!   several break the runtime's guarantees on purpose.
 
 use crate::Runtime;
 use std::sync::atomic::Ordering;
@@ -40,6 +45,7 @@ pub fn park_current_and_reschedule() {
 /// for negative controls), `None` decides by the code, per function (the
 /// default).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_pin_policy_for_tests(p: Option<bool>) {
     let v = match p {
         None => 0,
@@ -55,6 +61,7 @@ pub fn set_pin_policy_for_tests(p: Option<bool>) {
 /// anywhere in the section); `false` restores the default per-function
 /// rule.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_pin_by_section_for_tests(on: bool) {
     let v = if on { crate::glue::preempt_glue::PIN_BY_SECTION } else { 0 };
     crate::glue::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
@@ -65,6 +72,7 @@ pub fn set_pin_by_section_for_tests(on: bool) {
 /// `preemptible!` callers that may hold a thread-local address across
 /// their call; `false` restores the default.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_pin_without_callers_for_tests(on: bool) {
     let v = if on { crate::glue::preempt_glue::PIN_WITHOUT_CALLERS } else { 0 };
     crate::glue::preempt_glue::PIN_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
@@ -94,6 +102,7 @@ pub fn preemptible_fn_touches_tls(pc: usize) -> Option<bool> {
 /// never mark workers contended; only a worker's own scheduling does, so a
 /// task made runnable while every worker runs a loop is never served.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_tick_policy_for_tests(p: Option<bool>) {
     let v = match p {
         None => 0,
@@ -143,6 +152,7 @@ pub unsafe fn for_each_task_stack(rt: &Runtime, f: &mut dyn FnMut(usize, usize, 
 /// `Some(true)`: boosted picks are unbounded (the ring never gets a turn
 /// while woken tasks wait).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_boost_policy_for_tests(p: Option<bool>) {
     let v = match p {
         None => 0,
@@ -159,6 +169,7 @@ pub fn set_boost_policy_for_tests(p: Option<bool>) {
 /// waits forever while a ping-pong pair keeps refilling `runnext`; `false`:
 /// normal (same as `set_boost_policy_for_tests(None)`).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_boost_first_version_for_tests(on: bool) {
     let v = if on { crate::worker::BOOST_FIRST_VERSION } else { 0 };
     crate::worker::BOOST_POLICY.store(v, std::sync::atomic::Ordering::Relaxed);
@@ -169,6 +180,7 @@ pub fn set_boost_first_version_for_tests(on: bool) {
 /// tick refused, reason `no_preempt`), as before; `false` (the default)
 /// disarms it from `stop_the_world` to `start_the_world`. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_stopper_ticks_for_tests(on: bool) {
     crate::stw::STOPPER_TICKS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -180,6 +192,7 @@ pub fn set_stopper_ticks_for_tests(on: bool) {
 /// condvar from the start, as before (a parking worker's notification
 /// wakes it). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_stopper_spin_for_tests(on: bool) {
     crate::stw::STOPPER_SPIN.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -190,6 +203,7 @@ pub fn set_stopper_spin_for_tests(on: bool) {
 /// wakes it) instead of spinning, so a worker waiting for a CPU gets the
 /// stopper's; `true`: it spins anyway, as before. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_stopper_spin_when_oversubscribed_for_tests(on: bool) {
     crate::stw::SPIN_WHEN_OVERSUBSCRIBED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -198,6 +212,7 @@ pub fn set_stopper_spin_when_oversubscribed_for_tests(on: bool) {
 /// default: the process's, `std::thread::available_parallelism`), so that
 /// a test sees the same policy on any machine. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_stopper_cpus_for_tests(n: usize) {
     crate::stw::CPUS_FOR_TESTS.store(n, std::sync::atomic::Ordering::Relaxed);
 }
@@ -209,6 +224,7 @@ pub fn set_stopper_cpus_for_tests(n: usize) {
 /// stopper loses its CPU often, so a test of the spin's mechanism gives
 /// it room. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_stopper_spin_budget_for_tests(budget_us: u64, descheduled_us: u64) {
     crate::stw::SPIN_BUDGET_US.store(budget_us, std::sync::atomic::Ordering::Relaxed);
     crate::stw::DESCHEDULED_US.store(descheduled_us, std::sync::atomic::Ordering::Relaxed);
@@ -220,6 +236,7 @@ pub fn set_stopper_spin_budget_for_tests(budget_us: u64, descheduled_us: u64) {
 /// work). `false`: it wakes one only when the global queue or its own ring
 /// holds more tasks (the behaviour before). Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_spinner_wakep_for_tests(on: bool) {
     crate::worker::SPINNER_WAKEP.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -228,6 +245,7 @@ pub fn set_spinner_wakep_for_tests(on: bool) {
 /// found nothing in their last search round and search again (spinning),
 /// and workers asleep in or going to their idle wait. Racy snapshots.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn spinning_and_idle_workers_for_tests(rt: &Runtime) -> (usize, usize) {
     let sh = rt.shared();
     (sh.nspinning.load(Ordering::SeqCst), sh.nidle.load(Ordering::SeqCst))
@@ -241,6 +259,7 @@ pub fn spinning_and_idle_workers_for_tests(rt: &Runtime) -> (usize, usize) {
 /// before), so a worker running one loop alone keeps it while another
 /// rotates several. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_preempted_to_global_for_tests(on: bool) {
     crate::worker::PREEMPTED_TO_GLOBAL.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -251,6 +270,7 @@ pub fn set_preempted_to_global_for_tests(on: bool) {
 /// running unscanned task as scanned (it cannot read a running stack).
 /// Process-wide; restore `true`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_resume_claim_for_tests(on: bool) {
     crate::stack_scan::set_resume_claim_for_tests(on);
 }
@@ -259,6 +279,7 @@ pub fn set_resume_claim_for_tests(on: bool) {
 /// through runtime memory during a mark: channel and select sends, spawn
 /// closures, join results). Process-wide; restore `true`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_send_shading_for_tests(on: bool) {
     crate::stack_scan::set_send_shading_for_tests(on);
 }
@@ -268,6 +289,7 @@ pub fn set_send_shading_for_tests(on: bool) {
 /// whoever resumes it (or when it leaves `blocking`), and the cycle waits
 /// for that. Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn hold_stack_scan_for_tests(task_id: u64) {
     crate::stack_scan::hold_for_tests(task_id);
 }
@@ -310,6 +332,7 @@ pub fn stack_scan_epoch(rt: &Runtime) -> u64 {
 /// `blocking`) checks whether a heap marks outside the GC's shading gate
 /// and then sends/spawns, as before the fix. Process-wide; restore `true`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_gated_publish_for_tests(on: bool) {
     crate::stack_scan::set_gated_publish_for_tests(on);
 }
@@ -319,6 +342,7 @@ pub fn set_gated_publish_for_tests(on: bool) {
 /// of its value (0: no delay), after setting the flag
 /// [`publish_delayed_for_tests`] reads. Process-wide; restore 0.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_publish_delay_for_tests(ms: u64) {
     crate::stack_scan::set_publish_delay_for_tests(ms);
 }
@@ -326,6 +350,7 @@ pub fn set_publish_delay_for_tests(ms: u64) {
 /// Whether a publication entered the delay of
 /// [`set_publish_delay_for_tests`] since it was set.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn publish_delayed_for_tests() -> bool {
     crate::stack_scan::PUBLISH_DELAYED.load(Ordering::SeqCst)
 }
@@ -335,6 +360,7 @@ pub fn publish_delayed_for_tests() -> bool {
 /// resumers claim without scanning, so a cycle scans no task stack.
 /// Process-wide; restore `false`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_skip_stack_scans_for_tests(on: bool) {
     crate::stack_scan::set_skip_scans_for_tests(on);
 }
@@ -343,6 +369,7 @@ pub fn set_skip_stack_scans_for_tests(on: bool) {
 /// idle worker stopped sleeping and spun for the earliest timer),
 /// process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn timer_spins_for_tests() -> usize {
     crate::worker::TIMER_SPINS.load(Ordering::Relaxed)
 }
@@ -352,6 +379,7 @@ pub fn timer_spins_for_tests() -> usize {
 /// until the deadline (so work arriving during the spin waits for it).
 /// Process-wide; restore `false`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_timer_spin_blind_for_tests(on: bool) {
     crate::worker::TIMER_SPIN_BLIND.store(on, Ordering::Relaxed);
 }
@@ -361,6 +389,7 @@ pub fn set_timer_spin_blind_for_tests(on: bool) {
 /// drop returns (negative control of `tests/gc_runtime_drop_release.rs`).
 /// Process-wide.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_release_on_drop_for_tests(on: bool) {
     crate::shared::RELEASE_ON_DROP.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -368,12 +397,16 @@ pub fn set_release_on_drop_for_tests(on: bool) {
 /// Test-only switch (negative control of the per-thread cache of spawn
 /// packet memory, `tasks/packet.rs`): `false` allocates and frees every
 /// packet with the global allocator, as `Arc` did. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_packet_cache_for_tests(enabled: bool) {
     crate::tasks::packet::set_packet_cache_for_tests(enabled);
 }
 
 /// Test-only: how many spawn packets the calling thread's block cache
 /// served so far (`tasks/packet.rs`).
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn packet_cache_hits_for_tests() -> usize {
     crate::tasks::packet::packet_cache_hits_for_tests()
 }
@@ -382,11 +415,15 @@ pub fn packet_cache_hits_for_tests() -> usize {
 /// `worker/policy.rs` `NAP_NS`): `false`: a spin that found nothing always
 /// ends in an idle sleep (and the next hand-off wakes the worker again).
 /// Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_spin_nap_for_tests(on: bool) {
     crate::worker::SPIN_NAP.store(on, Ordering::Relaxed);
 }
 
 /// Naps taken by spinning workers so far, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn spin_naps_for_tests() -> usize {
     crate::worker::SPIN_NAPS.load(Ordering::Relaxed)
 }
@@ -394,18 +431,24 @@ pub fn spin_naps_for_tests() -> usize {
 /// Test-only switch (negative control of "only the sole spinner naps",
 /// `worker/policy.rs` `find_runnable`): `false`: every spinner that found
 /// nothing naps (all idle workers beside a busy one). Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_spin_nap_sole_for_tests(on: bool) {
     crate::worker::SPIN_NAP_SOLE.store(on, Ordering::Relaxed);
 }
 
 /// The most workers seen napping at once since the last call (process-wide);
 /// resets the figure.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn take_max_concurrent_naps_for_tests() -> usize {
     crate::worker::MAX_NAPPING.swap(0, Ordering::Relaxed)
 }
 
 /// Times a waker went to wake an idle worker (it found one idle and none
 /// spinning: `Shared::wake_one_idle`), process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn idle_wake_calls_for_tests() -> usize {
     crate::worker::IDLE_WAKE_CALLS.load(Ordering::Relaxed)
 }

@@ -137,22 +137,28 @@ static HELD: AtomicU64 = AtomicU64::new(0);
 pub(crate) static BY_COLLECTOR: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static BY_RESUMER: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_resume_claim_for_tests(on: bool) {
     RESUME_CLAIM.store(on, Ordering::SeqCst);
 }
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_send_shading_for_tests(on: bool) {
     SEND_SHADING.store(on, Ordering::SeqCst);
 }
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_gated_publish_for_tests(on: bool) {
     GATED_PUBLISH.store(on, Ordering::SeqCst);
 }
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_publish_delay_for_tests(ms: u64) {
     PUBLISH_DELAYED.store(false, Ordering::SeqCst);
     PUBLISH_DELAY_MS.store(ms, Ordering::SeqCst);
 }
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_skip_scans_for_tests(on: bool) {
     COLLECTOR_SKIPS_SCAN.store(on, Ordering::SeqCst);
 }
+#[cfg(feature = "test-hooks")]
 pub(crate) fn hold_for_tests(task_id: u64) {
     HELD.store(task_id, Ordering::SeqCst);
 }

@@ -15,6 +15,8 @@ pub mod mpsc;
 mod mutex;
 mod select;
 
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
 pub use crate::tasks::wait::{set_shutdown_skip_for_tests, set_wait_claim_for_tests};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mpsc::{

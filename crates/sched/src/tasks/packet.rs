@@ -48,12 +48,14 @@ static CACHE_ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Test-only: turns the per-thread packet block cache off (`false`) or on
 /// (`hooks::set_packet_cache_for_tests`).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_packet_cache_for_tests(enabled: bool) {
     CACHE_ENABLED.store(enabled, Ordering::SeqCst);
 }
 
 /// Test-only: how many packet allocations this thread's cache served so
 /// far (`hooks::packet_cache_hits_for_tests`).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn packet_cache_hits_for_tests() -> usize {
     CACHE.try_with(|c| c.hits.get()).unwrap_or(0)
 }

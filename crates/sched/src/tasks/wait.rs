@@ -57,6 +57,7 @@ pub(crate) static CLAIM_ENABLED: AtomicBool = AtomicBool::new(true);
 /// a timed wait. Unsound for anything but demonstrating that a test
 /// catches the race; the default is `true`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_wait_claim_for_tests(enabled: bool) {
     CLAIM_ENABLED.store(enabled, Ordering::SeqCst);
 }
@@ -73,6 +74,7 @@ pub(crate) static SHUTDOWN_SKIP: AtomicBool = AtomicBool::new(true);
 /// shutting down (which never runs again) until the abandonment. The
 /// default is `true`.
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_shutdown_skip_for_tests(enabled: bool) {
     SHUTDOWN_SKIP.store(enabled, Ordering::SeqCst);
 }

@@ -43,6 +43,9 @@ pub(crate) use blocking::blocking_dyn;
 pub(crate) use machine::{
     current_cpu_cycles, current_task, current_task_ref, machine, machine_in_signal, Current, Machine, Worker,
 };
+// The policy switches and counters among these are named only by `hooks`'
+// test switches (compiled with the `test-hooks` feature).
+#[cfg_attr(not(feature = "test-hooks"), allow(unused_imports))]
 pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
     PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, SPIN_NAP, SPIN_NAPS, SPIN_NAP_SOLE, MAX_NAPPING, NAP_NS_FOR_TESTS, STOP_WAKES_NAPPERS, IDLE_WAKE_CALLS, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY, TIMER_SPINS, TIMER_SPIN_BLIND,

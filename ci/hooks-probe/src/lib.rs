@@ -1,0 +1,42 @@
+//! Compile-time proof that the test hooks are not part of a normal build.
+//!
+//! A doctest cannot show it: doctests are built with the dev-dependencies,
+//! which turn the `test-hooks` feature on. So `ci/test.sh` checks this crate
+//! twice, as a user's crate would be built (normal dependencies only):
+//! with `--features probe` the calls below must fail to compile, one error
+//! naming each hook; with `--features probe,test-hooks` they must compile.
+//! Without `probe` (every other build of the workspace) the crate is empty.
+
+/// One hook of each kind and path a user could reach: a free function of
+/// each member crate's hidden module, the facade's re-exported `sync`
+/// module, and a hidden method of the facade's `Heap`.
+#[cfg(feature = "probe")]
+pub fn call_hooks(heap: &usurp::gc::Heap) {
+    usurp_gc::internals::set_barrier_shading_for_tests(true);
+    usurp_gc::set_shading_gate_for_tests(true);
+    usurp_sched::hooks::set_pin_policy_for_tests(None);
+    usurp_preempt::internals::fake_shadow_stack_for_tests(false);
+    usurp::sync::set_wait_claim_for_tests(true);
+    heap.debug_begin_marking();
+}
+
+/// The hooks added after the feature was introduced, each by its path (one
+/// error each without the feature), so that `ci/test.sh` names every one.
+#[cfg(feature = "probe")]
+pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
+    usurp_gc::internals::set_release_background_for_tests(true);
+    usurp_gc::internals::set_sweeper_stall_for_tests(0);
+    usurp_gc::internals::set_rust_type_read_check_for_tests(true);
+    usurp_gc::internals::set_root_heap_check_for_tests(true);
+    usurp_gc::internals::set_root_liveness_check_for_tests(true);
+    usurp_sched::hooks::set_release_on_drop_for_tests(true);
+    usurp_sched::hooks::set_packet_cache_for_tests(true);
+    usurp_sched::hooks::set_spin_nap_for_tests(true);
+    usurp_sched::hooks::set_spin_nap_sole_for_tests(true);
+    usurp::sync::set_shutdown_skip_for_tests(true);
+    heap.debug_background_refs()
+        + usurp_sched::hooks::packet_cache_hits_for_tests()
+        + usurp_sched::hooks::spin_naps_for_tests()
+        + usurp_sched::hooks::take_max_concurrent_naps_for_tests()
+        + usurp_sched::hooks::idle_wake_calls_for_tests()
+}
