@@ -111,10 +111,12 @@ fn send_to_a_receiver_in_an_abandoned_task_keeps_the_value() {
 /// of session 12 dropped this to serve shared receivers (the test above)
 /// and a rendezvous or bounded send then waited for ever (the review,
 /// helper-95): `within` catches that hang.
+type SendFn = Box<dyn Fn(u32) -> Result<(), u32> + Send>;
+
 fn send_to_an_owned_receiver_of_an_abandoned_task(bound: Option<usize>) -> Vec<Result<(), u32>> {
     within(30, "send to an abandoned owner", move || {
         let rt = Runtime::builder().workers(2).build().unwrap();
-        let (send, rx): (Box<dyn Fn(u32) -> Result<(), u32> + Send>, usurp::Receiver<u32>) = match bound {
+        let (send, rx): (SendFn, usurp::Receiver<u32>) = match bound {
             None => {
                 let (tx, rx) = channel::<u32>();
                 (Box::new(move |v| tx.send(v).map_err(|e| e.0)), rx)

@@ -34,6 +34,9 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_spin_nap_for_tests(true);
     usurp_sched::hooks::set_spin_nap_sole_for_tests(true);
     usurp::sync::set_shutdown_skip_for_tests(true);
+    usurp_sched::hooks::set_abandoned_owner_disconnects_for_tests(true);
+    usurp_sched::hooks::set_nap_ns_for_tests(0);
+    usurp_sched::hooks::set_stop_wakes_nappers_for_tests(true);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
         + usurp_sched::hooks::spin_naps_for_tests()

@@ -457,11 +457,15 @@ pub fn idle_wake_calls_for_tests() -> usize {
 /// meets an abandoned receiver, `sync/mpsc.rs`): `false`: such a send
 /// never disconnects the channel, even when the abandoned task owned the
 /// `Receiver` on its stack. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_abandoned_owner_disconnects_for_tests(on: bool) {
     crate::sync::mpsc::set_abandoned_owner_disconnects_for_tests(on);
 }
 
 /// Test-only: the spinning nap's length in ns (0: the default, 50 µs).
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_nap_ns_for_tests(ns: u64) {
     crate::worker::NAP_NS_FOR_TESTS.store(ns, Ordering::Relaxed);
 }
@@ -469,6 +473,8 @@ pub fn set_nap_ns_for_tests(ns: u64) {
 /// Test-only switch (negative control): `false`: a stopper does not wake
 /// a napping worker, which then parks for the stop only when its nap ends.
 /// Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn set_stop_wakes_nappers_for_tests(on: bool) {
     crate::worker::STOP_WAKES_NAPPERS.store(on, Ordering::Relaxed);
 }

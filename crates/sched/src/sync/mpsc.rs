@@ -213,6 +213,7 @@ impl<T> fmt::Debug for Receiver<T> {
 static ABANDONED_OWNER_DISCONNECTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Sets [`ABANDONED_OWNER_DISCONNECTS`] (`hooks::set_abandoned_owner_disconnects_for_tests`).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_abandoned_owner_disconnects_for_tests(on: bool) {
     ABANDONED_OWNER_DISCONNECTS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
