@@ -256,3 +256,72 @@ fn negative_control_a_stopper_that_does_not_wake_the_napper_waits_for_its_nap() 
     eprintln!("no wake: longest of 5 stops beside a 1 s napper: {longest:?}");
     assert!(longest >= Duration::from_millis(300), "the stops did not wait for the nap ({longest:?}): the control shows nothing");
 }
+
+/// How late a 1 ms sleep ends when the sleeper's worker then runs a task
+/// that never switches (300 ms) and the other worker naps (1 s naps, 1 s
+/// quantum: see `longest_stop_beside_a_napper`). The timer is added while
+/// the other worker naps, timed from the old earliest timer; the monitor's
+/// wake at the deadline leaves the work to that spinner.
+fn sleep_lateness_beside_a_napper() -> Duration {
+    hooks::set_nap_ns_for_tests(1_000_000_000);
+    let rt = Runtime::builder().workers(2).quantum(Duration::from_secs(1)).build().unwrap();
+    let late = rt.block_on(move || {
+        let (atx, arx) = usurp::sync_channel::<u64>(0);
+        let (btx, brx) = usurp::sync_channel::<u64>(0);
+        let echo = usurp::spawn(move || {
+            for v in arx.iter() {
+                btx.send(v).unwrap();
+            }
+        });
+        // The other worker starts napping.
+        let t = Instant::now();
+        let mut i = 0;
+        while t.elapsed() < Duration::from_millis(50) {
+            atx.send(i).unwrap();
+            assert_eq!(brx.recv().unwrap(), i);
+            i += 1;
+        }
+        drop(atx);
+        echo.join().unwrap();
+        let sleeper = usurp::spawn(|| {
+            let t = Instant::now();
+            usurp::sleep(Duration::from_millis(1));
+            t.elapsed().saturating_sub(Duration::from_millis(1))
+        });
+        usurp::yield_now(); // the sleeper runs here and adds its timer
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(300) {
+            std::hint::spin_loop();
+        }
+        sleeper.join().unwrap()
+    });
+    hooks::set_nap_ns_for_tests(0);
+    late
+}
+
+#[test]
+fn a_timer_added_during_a_nap_fires_on_time() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let late = within(120, "sleep beside a napper", sleep_lateness_beside_a_napper);
+    eprintln!("1 ms sleep beside a 1 s napper: {late:?} late");
+    assert!(late < Duration::from_millis(100), "the sleep ended {late:?} late");
+}
+
+#[test]
+fn negative_control_a_timer_that_does_not_wake_the_napper_waits_for_its_nap() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The nap's remaining time at the timer's add is anywhere in 0..1 s:
+    // up to 3 runs for one late by 100 ms or more.
+    let mut seen = Vec::new();
+    hooks::set_timer_wakes_napper_for_tests(false);
+    for _ in 0..3 {
+        let late = within(120, "sleep beside a napper, no wake", sleep_lateness_beside_a_napper);
+        seen.push(late);
+        if late >= Duration::from_millis(100) {
+            break;
+        }
+    }
+    hooks::set_timer_wakes_napper_for_tests(true);
+    eprintln!("no wake: 1 ms sleep beside a 1 s napper, late by {seen:?}");
+    assert!(seen.iter().any(|&l| l >= Duration::from_millis(100)), "no late sleep without the wake: {seen:?}");
+}

@@ -478,3 +478,12 @@ pub fn set_nap_ns_for_tests(ns: u64) {
 pub fn set_stop_wakes_nappers_for_tests(on: bool) {
     crate::worker::STOP_WAKES_NAPPERS.store(on, Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control): `false`: a timer that becomes the
+/// earliest does not wake a napping worker, which then runs it only when
+/// its nap ends. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_timer_wakes_napper_for_tests(on: bool) {
+    crate::worker::TIMER_WAKES_NAPPER.store(on, Ordering::Relaxed);
+}

@@ -29,6 +29,10 @@ use usurp_gc::Heap;
 /// Task structs (with their stacks) kept in the shared pool.
 const POOL_MAX: usize = 256;
 
+/// Thread handles `Shared::keep_thread` keeps before it joins the finished
+/// ones among them.
+const KEEP_THREADS_BEFORE_REAPING: usize = 256;
+
 /// The state shared by all workers and threads of one runtime.
 pub(crate) struct Shared {
     /// The workers (Go's Ps), indexed by `Worker::index`. Immutable (each
@@ -197,9 +201,28 @@ impl Shared {
     /// Keeps `h` (a thread that holds a strong reference to this state while
     /// it runs) for `join_threads`.
     pub(crate) fn keep_thread(&self, h: std::thread::JoinHandle<()>) {
-        let mut v = self.threads_to_join.lock().unwrap_or_else(|e| e.into_inner());
-        v.retain(|h| !h.is_finished());
-        v.push(h);
+        let finished = {
+            let mut v = self.threads_to_join.lock().unwrap_or_else(|e| e.into_inner());
+            v.push(h);
+            if v.len() < KEEP_THREADS_BEFORE_REAPING {
+                return;
+            }
+            let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *v).into_iter().partition(|h| h.is_finished());
+            *v = running;
+            done
+        };
+        // Finished handles are kept for `join_threads`, not dropped:
+        // `is_finished` turns true when the thread's main function
+        // returns, before its thread-local destructors (a task's value in
+        // a std `thread_local!` of a worker thread) have run, and a dropped
+        // handle would let them run after the runtime's drop returned (the
+        // review of session 12's drop). Only a long list is reaped: its
+        // finished threads are joined here, outside the lock (by then
+        // their destructors are long done in practice; the join waits for
+        // them otherwise).
+        for h in finished {
+            let _ = h.join();
+        }
     }
 
     /// After shutdown, every worker stopped and no task left (`Runtime`'s

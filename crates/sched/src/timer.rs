@@ -96,8 +96,23 @@ impl Shared {
     fn timer_is_earliest(&self, deadline: u64) {
         if self.nidle.load(Ordering::SeqCst) > 0 {
             self.wake_one_idle();
-        } else if self.preempt.enabled {
-            crate::sysmon::timer_added(self, deadline);
+        } else {
+            // A spinning worker's nap (`policy.rs` `Worker::nap`) was
+            // timed from the earlier earliest timer, and wakers (the
+            // monitor's included) leave work to a spinner: wake the napper
+            // so it times its nap again (the review of session 12's nap: a
+            // timer due within a nap fired up to the nap's end late). The
+            // napper sets `napping` (SeqCst) before it reads `next_timer`
+            // (SeqCst), which `insert_timer` stored before this read: it
+            // sees the new deadline or we see it napping.
+            if let Some(w) = self.workers.iter().find(|w| w.napping.load(Ordering::SeqCst)) {
+                if crate::worker::TIMER_WAKES_NAPPER.load(Ordering::Relaxed) {
+                    crate::worker::wake_worker_word(w);
+                }
+            }
+            if self.preempt.enabled {
+                crate::sysmon::timer_added(self, deadline);
+            }
         }
     }
 

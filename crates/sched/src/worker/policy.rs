@@ -127,6 +127,10 @@ pub(crate) static NAP_NS_FOR_TESTS: std::sync::atomic::AtomicU64 = std::sync::at
 /// Test-only switch: `false`: the stopper does not wake a napping worker
 /// (`hooks::set_stop_wakes_nappers_for_tests`).
 pub(crate) static STOP_WAKES_NAPPERS: AtomicBool = AtomicBool::new(true);
+/// Test-only switch: `false`: a timer that becomes the earliest does not
+/// wake a napping worker (`timer.rs` `timer_is_earliest`;
+/// `hooks::set_timer_wakes_napper_for_tests`).
+pub(crate) static TIMER_WAKES_NAPPER: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative controls of "tick only when someone waits",
 /// issue 12), set through `hooks::set_tick_policy_for_tests`: 0 normal;
 /// [`TICK_ALWAYS`]: workers always report themselves contended, so their
