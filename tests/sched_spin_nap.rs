@@ -31,6 +31,26 @@ use usurp_testsupport::within;
 /// Serialises the tests (the counters and the switch are process-wide).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs `f` in the calling task with a channel ping-pong partner: `f`'s
+/// argument makes one round trip (a rendezvous send to an echo task and
+/// the echo's reply); the echo task is joined after `f`.
+fn with_echo<R>(f: impl FnOnce(&mut dyn FnMut(u64)) -> R) -> R {
+    let (atx, arx) = usurp::sync_channel::<u64>(0);
+    let (btx, brx) = usurp::sync_channel::<u64>(0);
+    let echo = usurp::spawn(move || {
+        for v in arx.iter() {
+            btx.send(v).unwrap();
+        }
+    });
+    let r = f(&mut |i| {
+        atx.send(i).unwrap();
+        assert_eq!(brx.recv().unwrap(), i);
+    });
+    drop(atx);
+    echo.join().unwrap();
+    r
+}
+
 /// What `ms` of channel ping-pong on `workers` workers did: idle-worker
 /// wakes, round trips, and the most workers napping at once.
 struct PingPong {
@@ -42,35 +62,32 @@ struct PingPong {
 fn pingpong(workers: usize, ms: u64) -> PingPong {
     let rt = Runtime::builder().workers(workers).build().unwrap();
     rt.block_on(move || {
-        let (atx, arx) = usurp::sync_channel::<u64>(0);
-        let (btx, brx) = usurp::sync_channel::<u64>(0);
-        let echo = usurp::spawn(move || {
-            for v in arx.iter() {
-                btx.send(v).unwrap();
+        with_echo(|round_trip| {
+            // Settle first (the first hand-offs wake the idle worker).
+            for i in 0..1000 {
+                round_trip(i);
             }
-        });
-        // Settle first (the first hand-offs wake the idle worker).
-        for i in 0..1000 {
-            atx.send(i).unwrap();
-            assert_eq!(brx.recv().unwrap(), i);
-        }
-        let before = hooks::idle_wake_calls_for_tests();
-        hooks::take_max_concurrent_naps_for_tests();
-        let t = Instant::now();
-        let mut n = 0u64;
-        while t.elapsed() < Duration::from_millis(ms) {
-            for _ in 0..100 {
-                atx.send(n).unwrap();
-                assert_eq!(brx.recv().unwrap(), n);
-                n += 1;
-            }
-        }
-        let wakes = hooks::idle_wake_calls_for_tests() - before;
-        let max_nappers = hooks::take_max_concurrent_naps_for_tests();
-        drop(atx);
-        echo.join().unwrap();
-        PingPong { wakes, round_trips: n, max_nappers }
+            let before = hooks::idle_wake_calls_for_tests();
+            hooks::take_max_concurrent_naps_for_tests();
+            let round_trips = pingpong_for(round_trip, Duration::from_millis(ms));
+            let wakes = hooks::idle_wake_calls_for_tests() - before;
+            let max_nappers = hooks::take_max_concurrent_naps_for_tests();
+            PingPong { wakes, round_trips, max_nappers }
+        })
     })
+}
+
+/// Round trips for `d` (in batches of 100); returns how many.
+fn pingpong_for(round_trip: &mut dyn FnMut(u64), d: Duration) -> u64 {
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < d {
+        for _ in 0..100 {
+            round_trip(n);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Idle-worker wakes during `ms` of ping-pong on 2 workers, and the round
@@ -115,22 +132,7 @@ fn a_task_left_in_runnext_by_a_looping_task_is_taken_by_the_napping_worker() {
         let rt = Runtime::builder().workers(2).build().unwrap();
         rt.block_on(move || {
             // Keep the other worker napping: a ping-pong for a while.
-            let (atx, arx) = usurp::sync_channel::<u64>(0);
-            let (btx, brx) = usurp::sync_channel::<u64>(0);
-            let echo = usurp::spawn(move || {
-                for v in arx.iter() {
-                    btx.send(v).unwrap();
-                }
-            });
-            let t = Instant::now();
-            let mut i = 0;
-            while t.elapsed() < Duration::from_millis(50) {
-                atx.send(i).unwrap();
-                assert_eq!(brx.recv().unwrap(), i);
-                i += 1;
-            }
-            drop(atx);
-            echo.join().unwrap();
+            with_echo(|round_trip| pingpong_for(round_trip, Duration::from_millis(50)));
             // Now spawn (into this worker's runnext) and loop without a
             // switch until the child has run: only another worker can run
             // it before this loop ends (it gives up after 10 s).
@@ -212,21 +214,13 @@ fn longest_stop_beside_a_napper(n: usize) -> Duration {
         longest
     });
     rt.block_on(move || {
-        let (atx, arx) = usurp::sync_channel::<u64>(0);
-        let (btx, brx) = usurp::sync_channel::<u64>(0);
-        let echo = usurp::spawn(move || {
-            for v in arx.iter() {
-                btx.send(v).unwrap();
+        with_echo(|round_trip| {
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                round_trip(i);
+                i += 1;
             }
-        });
-        let mut i = 0;
-        while !stop.load(Ordering::Acquire) {
-            atx.send(i).unwrap();
-            assert_eq!(brx.recv().unwrap(), i);
-            i += 1;
-        }
-        drop(atx);
-        echo.join().unwrap();
+        })
     });
     hooks::set_nap_ns_for_tests(0);
     stopper.join().unwrap()
@@ -266,23 +260,8 @@ fn sleep_lateness_beside_a_napper() -> Duration {
     hooks::set_nap_ns_for_tests(1_000_000_000);
     let rt = Runtime::builder().workers(2).quantum(Duration::from_secs(1)).build().unwrap();
     let late = rt.block_on(move || {
-        let (atx, arx) = usurp::sync_channel::<u64>(0);
-        let (btx, brx) = usurp::sync_channel::<u64>(0);
-        let echo = usurp::spawn(move || {
-            for v in arx.iter() {
-                btx.send(v).unwrap();
-            }
-        });
         // The other worker starts napping.
-        let t = Instant::now();
-        let mut i = 0;
-        while t.elapsed() < Duration::from_millis(50) {
-            atx.send(i).unwrap();
-            assert_eq!(brx.recv().unwrap(), i);
-            i += 1;
-        }
-        drop(atx);
-        echo.join().unwrap();
+        with_echo(|round_trip| pingpong_for(round_trip, Duration::from_millis(50)));
         let sleeper = usurp::spawn(|| {
             let t = Instant::now();
             usurp::sleep(Duration::from_millis(1));
