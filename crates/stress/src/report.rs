@@ -148,13 +148,34 @@ pub fn reason_name(r: Refusal) -> String {
     s
 }
 
+/// Whether a run of `seconds` was long enough for each of `tasks` tasks on
+/// `workers` workers to get a turn even if every task ahead of it held its
+/// worker for a whole quantum (`quantum_us`): only then does a starved
+/// kind say something about the scheduler's fairness.
+fn starvation_judged(seconds: f64, tasks: usize, workers: usize, quantum_us: u64) -> bool {
+    let per_worker = tasks.div_ceil(workers.max(1)) as f64;
+    seconds * 1e6 >= per_worker * quantum_us as f64
+}
+
+/// What a starved kind means for such a run (see [`starvation_judged`]).
+fn starvation_verdict(seconds: f64, tasks: usize, workers: usize, quantum_us: u64) -> String {
+    if starvation_judged(seconds, tasks, workers, quantum_us) {
+        "a scheduler fairness problem".to_string()
+    } else {
+        let per_worker = tasks.div_ceil(workers.max(1));
+        format!(
+            "not a fairness verdict: the run ({seconds:.1} s) was shorter than the {per_worker} quanta of {quantum_us} µs a task may wait for its first turn"
+        )
+    }
+}
+
 /// Everything the summary table and the JSON file report.
 pub struct Summary {
     pub seconds: f64,
     pub workers: usize,
     pub quantum_us: u64,
     /// Tasks of the run (`--tasks`): with the quantum, how long a task may
-    /// wait for its first turn (see [`Summary::starvation_judged`]).
+    /// wait for its first turn (see [`starvation_judged`]).
     pub tasks: usize,
     pub accepted: u64,
     pub refused: Vec<(String, u64)>,
@@ -196,27 +217,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Whether the run was long enough for "made no progress" to say
-    /// anything about the scheduler: a task may wait for its first turn
-    /// while every other task on its worker uses up a quantum, so a run
-    /// shorter than `ceil(tasks / workers)` quanta can starve a kind
-    /// legitimately (e.g. `--quantum 10s --seconds 1`).
-    pub fn starvation_judged(&self) -> bool {
-        let per_worker = self.tasks.div_ceil(self.workers.max(1)) as f64;
-        self.seconds * 1e6 >= per_worker * self.quantum_us as f64
-    }
-
-    /// What a starved kind means for this run (see [`Summary::starvation_judged`]).
+    /// What a starved kind means for this run (see [`starvation_judged`]).
     pub fn starvation_verdict(&self) -> String {
-        if self.starvation_judged() {
-            "a scheduler fairness problem".to_string()
-        } else {
-            let per_worker = self.tasks.div_ceil(self.workers.max(1));
-            format!(
-                "not a fairness verdict: the run ({:.1} s) was shorter than the {per_worker} quanta of {} µs a task may wait for its first turn",
-                self.seconds, self.quantum_us
-            )
-        }
+        starvation_verdict(self.seconds, self.tasks, self.workers, self.quantum_us)
     }
 
     pub fn collect(
@@ -405,6 +408,18 @@ mod tests {
         assert_eq!(reason_name(Refusal::NotPreemptibleCode), "not_preemptible_code");
         assert_eq!(reason_name(Refusal::NotRunning), "not_running");
         assert_eq!(reason_name(Refusal::StackRoom), "stack_room");
+    }
+
+    #[test]
+    fn starvation_is_judged_only_in_runs_longer_than_the_quanta() {
+        // 64 tasks on 2 workers: 32 quanta a worker before the last task's turn.
+        assert!(!starvation_judged(1.0, 64, 2, 10_000_000));
+        assert!(!starvation_judged(0.3, 64, 2, 10_000));
+        assert!(starvation_judged(0.33, 64, 2, 10_000));
+        assert!(starvation_judged(10.0, 64, 2, 1_000));
+        let v = starvation_verdict(1.0, 64, 2, 10_000_000);
+        assert!(v.starts_with("not a fairness verdict") && v.contains("32 quanta of 10000000 µs"), "{v}");
+        assert_eq!(starvation_verdict(10.0, 64, 2, 1_000), "a scheduler fairness problem");
     }
 
     #[test]

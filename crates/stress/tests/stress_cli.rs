@@ -499,12 +499,11 @@ fn starvation_in_a_run_shorter_than_the_quanta_is_not_a_fairness_verdict() {
     let out = run_stress(&["--seconds", "1", "--quantum", "10s", "--workers", "2", "--tasks", "64", "--seed", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    // Natively some kinds never get a turn in that second; under
-    // qemu-user every kind did in a CI run (tasks reach cooperative points
-    // far sooner than a 10 s quantum there), so there the verdict is
-    // checked only when something starved.
+    // Whether a kind starves in that second depends on the run (stops of
+    // the GC preempt tasks whatever the quantum: in CI runs, natively and
+    // under qemu-user, sometimes none did), so the verdict is checked when
+    // one did; the judgement itself is unit-tested in `report.rs`.
     let starved = stdout.contains("warning: starved");
-    assert!(starved || emulated(), "expected starved kinds at a 10 s quantum in 1 s:\n{stdout}");
     assert!(!starved || stdout.contains("not a fairness verdict"), "{stdout}");
     assert!(!stdout.contains("a scheduler fairness problem"), "{stdout}");
 }
