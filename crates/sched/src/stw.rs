@@ -1270,8 +1270,8 @@ fn ask_to_stop(w: &Worker) -> bool {
         // naps (a spinning worker's nap, up to 50 µs on its futex word:
         // wake it; the review of session 12's nap measured a napping
         // worker's park at p50 30 µs into a stop, 2 µs once idle).
-        if w.napping.load(Ordering::SeqCst) && crate::worker::STOP_WAKES_NAPPERS.load(Ordering::Relaxed) {
-            crate::worker::wake_worker_word(w);
+        if crate::worker::STOP_WAKES_NAPPERS.load(Ordering::Relaxed) {
+            w.wake_if_napping();
         }
         return false;
     }

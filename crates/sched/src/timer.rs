@@ -105,10 +105,8 @@ impl Shared {
             // napper sets `napping` (SeqCst) before it reads `next_timer`
             // (SeqCst), which `insert_timer` stored before this read: it
             // sees the new deadline or we see it napping.
-            if let Some(w) = self.workers.iter().find(|w| w.napping.load(Ordering::SeqCst)) {
-                if crate::worker::TIMER_WAKES_NAPPER.load(Ordering::Relaxed) {
-                    crate::worker::wake_worker_word(w);
-                }
+            if crate::worker::TIMER_WAKES_NAPPER.load(Ordering::Relaxed) {
+                self.workers.iter().for_each(|w| w.wake_if_napping());
             }
             if self.preempt.enabled {
                 crate::sysmon::timer_added(self, deadline);

@@ -108,10 +108,9 @@ pub(crate) static IDLE_WAKE_CALLS: std::sync::atomic::AtomicUsize = std::sync::a
 /// Naps taken (`Worker::nap`), process-wide; read by tests through
 /// `hooks::spin_naps_for_tests`.
 pub(crate) static SPIN_NAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-/// Workers napping right now, and the most seen at once, process-wide
-/// (written by `Worker::nap`; read by tests through
-/// `hooks::max_concurrent_naps_for_tests`).
-pub(crate) static NAPPING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The most workers of one runtime seen napping at once (their `napping`
+/// flags, counted by `Worker::nap`), process-wide; read and reset by tests
+/// through `hooks::take_max_concurrent_naps_for_tests`.
 pub(crate) static MAX_NAPPING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Test-only switch (negative control of "one napper at most"), set
 /// through `hooks::set_spin_nap_sole_for_tests`: `false`: every spinner
@@ -732,14 +731,14 @@ impl Worker {
     /// the word), and a stop or shutdown is seen when it returns.
     fn nap(&self) {
         SPIN_NAPS.fetch_add(1, Ordering::Relaxed);
-        let now_napping = NAPPING.fetch_add(1, Ordering::Relaxed) + 1;
-        MAX_NAPPING.fetch_max(now_napping, Ordering::Relaxed);
         let sh = self.shared();
         self.sleep_word.store(0, Ordering::SeqCst);
         // Before the checks (SeqCst both sides): a stopper that sets the
         // stop flag after our check sees `napping` and wakes us (it asks
         // every unstopped worker again on each pass anyway).
         self.napping.store(true, Ordering::SeqCst);
+        let napping = sh.workers.iter().filter(|w| w.napping.load(Ordering::Relaxed)).count();
+        MAX_NAPPING.fetch_max(napping, Ordering::Relaxed);
         // Not past the earliest timer: the search after the nap fires it.
         let nt = sh.next_timer.load(Ordering::SeqCst);
         let nap_ns = NAP_NS_FOR_TESTS.load(Ordering::Relaxed);
@@ -755,7 +754,17 @@ impl Worker {
             futex_wait(&self.sleep_word, 0, Some(ns));
         }
         self.napping.store(false, Ordering::Relaxed);
-        NAPPING.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Wakes this worker if it is in a spinning nap (`nap`), so that it
+    /// looks again at once: at a stop (`stw.rs` `ask_to_stop`) or a new
+    /// earliest timer (`timer.rs`). The napper sets `napping` (SeqCst)
+    /// before its last checks; the caller publishes what it wants seen
+    /// (SeqCst) before calling: one of the two sees the other.
+    pub(crate) fn wake_if_napping(&self) {
+        if self.napping.load(Ordering::SeqCst) {
+            wake_worker_word(self);
+        }
     }
 
     /// The scheduler's search: local, global, timers, stealing, then spinning
