@@ -421,6 +421,24 @@ pub fn set_spin_nap_for_tests(on: bool) {
     crate::worker::SPIN_NAP.store(on, Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of the short search of a worker
+/// whose runtime runs nothing else, `worker/policy.rs` `LONE_SPIN_ROUNDS`):
+/// `false`: an idle worker spins and naps as long whether or not another
+/// worker runs. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_lone_spin_for_tests(on: bool) {
+    crate::worker::LONE_SPIN.store(on, Ordering::Relaxed);
+}
+
+/// Searches that ended early in an idle sleep because no other worker ran
+/// anything, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn lone_spins_for_tests() -> usize {
+    crate::worker::LONE_SPINS.load(Ordering::Relaxed)
+}
+
 /// Naps taken by spinning workers so far, process-wide.
 #[doc(hidden)]
 #[cfg(feature = "test-hooks")]

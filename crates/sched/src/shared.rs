@@ -66,6 +66,13 @@ pub(crate) struct Shared {
     /// Workers searching for work (spinning): SeqCst increments and
     /// decrements by the searching worker only (`find_runnable`).
     pub(crate) nspinning: AtomicUsize,
+    /// Tasks in a handed-off `blocking` call (their return will queue
+    /// them): Relaxed increments by the task's thread before it leaves its
+    /// worker (`blocking_dyn`), decrements once it is queued again
+    /// (`requeue_after_blocking`) or when the handoff failed; read
+    /// (Relaxed) by idle workers as a hint to keep searching
+    /// (`Worker::others_run`). No protocol depends on it.
+    pub(crate) in_blocking: AtomicUsize,
     /// Round-robin start of `wake_one_idle`'s scan. Relaxed counter, any
     /// thread.
     wake_cursor: AtomicUsize,
@@ -176,6 +183,7 @@ impl Shared {
             global_len: AtomicUsize::new(0),
             nidle: AtomicUsize::new(0),
             nspinning: AtomicUsize::new(0),
+            in_blocking: AtomicUsize::new(0),
             wake_cursor: AtomicUsize::new(0),
             timers: SpinLock::new(Timers::new()),
             next_timer: AtomicU64::new(u64::MAX),

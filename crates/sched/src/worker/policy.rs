@@ -75,6 +75,26 @@ pub(crate) static TIMER_SPIN_BLIND: AtomicBool = AtomicBool::new(false);
 pub(super) const TIMER_BACKUP_SLACK_NS: u64 = 100_000;
 /// Rounds of searching before an idle worker sleeps.
 pub(super) const SPIN_ROUNDS: u32 = 64;
+/// Rounds of searching before an idle worker sleeps when no work can come
+/// from inside the runtime soon (every other worker idle or searching, no
+/// task in a handed-off `blocking` call: `Worker::others_run`): then no
+/// run queue fills but by a timer (which the worker that waits for it
+/// fires) or by a thread outside the runtime (which wakes an idle worker),
+/// and a long search only burns the CPU. An idle runtime whose one task
+/// sleeps 1 ms in a loop used 270-320 µs of CPU per sleep on `workers(2)`
+/// (`cargo bench -p usurp --bench conserve -- --idle --timer-spin=50`):
+/// both workers woke at the deadline, and the one that found nothing
+/// searched [`SPIN_ROUNDS`] (~100 µs) and napped twice before it slept
+/// again; now 95-120 µs. A few rounds still catch a thread that answers
+/// at once (a plain thread's reply to a task).
+pub(super) const LONE_SPIN_ROUNDS: u32 = 8;
+/// Test-only switch (negative control of [`LONE_SPIN_ROUNDS`]), set
+/// through `hooks::set_lone_spin_for_tests`: `false`: a worker searches
+/// [`SPIN_ROUNDS`] and naps whether or not work can come, as before.
+pub(crate) static LONE_SPIN: AtomicBool = AtomicBool::new(true);
+/// Searches that ended after [`LONE_SPIN_ROUNDS`] in an idle sleep,
+/// process-wide; read by tests through `hooks::lone_spins_for_tests`.
+pub(crate) static LONE_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// How long a spinning worker naps when its spin found nothing while other
 /// workers kept switching (`Worker::find_runnable`), and how many rounds it
 /// searches after each nap (at ~1.6 us a round here, more than
@@ -714,6 +734,20 @@ impl Worker {
         }
     }
 
+    /// Whether work may soon come from inside the runtime: some other
+    /// worker may be running a task (it is neither idle nor searching; this
+    /// worker counts itself among the searchers), or a task runs a
+    /// `blocking` closure handed off from its worker (it queues itself on
+    /// return). A worker between states (woken, not yet searching) counts
+    /// as running: the answer errs towards the long search. Relaxed loads:
+    /// a heuristic, no protocol depends on it (an idle sleep re-checks for
+    /// work under the wakep protocol, `Shared::has_work`).
+    fn others_run(&self) -> bool {
+        let sh = self.shared();
+        sh.nidle.load(Ordering::Relaxed) + sh.nspinning.load(Ordering::Relaxed) < sh.workers.len()
+            || sh.in_blocking.load(Ordering::Relaxed) != 0
+    }
+
     /// The sum of the other workers' switch counts (changes while any of
     /// them switches).
     fn others_switches(&self) -> u64 {
@@ -824,10 +858,21 @@ impl Worker {
                 sh.nspinning.fetch_add(1, Ordering::SeqCst);
             }
             rounds += 1;
-            if rounds < SPIN_ROUNDS {
+            // No work can come from inside the runtime soon: a short
+            // search, no nap (see `LONE_SPIN_ROUNDS`).
+            let lone = LONE_SPIN.load(Ordering::Relaxed) && !self.others_run();
+            if rounds < if lone { LONE_SPIN_ROUNDS } else { SPIN_ROUNDS } {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }
+                continue;
+            }
+            if lone {
+                LONE_SPINS.fetch_add(1, Ordering::Relaxed);
+                sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                spinning = false;
+                rounds = 0;
+                self.idle_sleep();
                 continue;
             }
             // Nothing found for a whole spin. If another worker switched
