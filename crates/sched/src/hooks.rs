@@ -374,6 +374,22 @@ pub fn timer_spins_for_tests() -> usize {
     crate::worker::TIMER_SPINS.load(Ordering::Relaxed)
 }
 
+/// Test-only switch (negative control of the timer spin's duty cap,
+/// `worker/policy.rs` `TIMER_SPIN_DUTY`): `false`: every spin lasts the
+/// whole `timer_spin`, however recent the last one. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_timer_spin_duty_for_tests(on: bool) {
+    crate::worker::TIMER_SPIN_DUTY_ON.store(on, Ordering::Relaxed);
+}
+
+/// Nanoseconds spent in timer spins so far, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn timer_spin_ns_for_tests() -> u64 {
+    crate::worker::TIMER_SPIN_NS.load(Ordering::Relaxed)
+}
+
 /// Test-only switch (negative control of the timer spin's early exit):
 /// `true` makes a worker spinning for a timer ignore wakers and new work
 /// until the deadline (so work arriving during the spin waits for it).

@@ -93,6 +93,11 @@ pub(crate) struct Shared {
     /// `Worker::idle_sleep`) by `wake_one_idle`, which wakes that worker
     /// first (it takes work at once, without a futex wake-up's delay).
     pub(crate) timer_spinner: AtomicUsize,
+    /// When the last timer spin ended (ns, `now_ns`; 0: none yet): stored
+    /// (Relaxed) by the spinning worker (the `timer_spinner` claim holder:
+    /// one at a time), read by the next one to bound its spin
+    /// (`TIMER_SPIN_DUTY`). A heuristic: no protocol depends on it.
+    pub(crate) timer_spin_end: AtomicU64,
     /// Free task structs with their stacks (pages released), at most
     /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
     /// `get_task`).
@@ -189,6 +194,7 @@ impl Shared {
             next_timer: AtomicU64::new(u64::MAX),
             timer_spin_ns,
             timer_spinner: AtomicUsize::new(0),
+            timer_spin_end: AtomicU64::new(0),
             pool: SpinLock::new(Vec::new()),
             stack_scan: crate::stack_scan::StackScan::new(),
             registry: SpinLock::new(Vec::new()),

@@ -10,7 +10,7 @@ use crate::queue::TaskList;
 use crate::sys::{futex_wait, futex_wake, now_ns};
 use crate::tasks::tcb::{TaskRef, state, NO_PIN};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::machine::{machine, Worker};
 
 /// Every this many schedules a worker goes through its full scheduler loop
@@ -53,6 +53,20 @@ pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
 /// [`preempted_goes_global`] says so; `false`: always to its worker's
 /// ring, as before.
 pub(crate) static PREEMPTED_TO_GLOBAL: AtomicBool = AtomicBool::new(true);
+/// A timer spin lasts at most `1 / TIMER_SPIN_DUTY` of the time between
+/// the end of the previous one and its own start (`Worker::sleep_then_spin`),
+/// so the spinning worker uses at most 1/9 of a core however dense the
+/// timers: with a timer due every 50 µs on an idle runtime, a full 100 µs
+/// spin before each would keep one core busy all the time. A task
+/// sleeping 1 ms in a loop gets the whole default spin (100 µs).
+pub(super) const TIMER_SPIN_DUTY: u64 = 8;
+/// Test-only switch (negative control of [`TIMER_SPIN_DUTY`]), set through
+/// `hooks::set_timer_spin_duty_for_tests`: `false`: every spin is the
+/// whole `timer_spin`, as before.
+pub(crate) static TIMER_SPIN_DUTY_ON: AtomicBool = AtomicBool::new(true);
+/// Nanoseconds spent in timer spins, process-wide; read by tests through
+/// `hooks::timer_spin_ns_for_tests`.
+pub(crate) static TIMER_SPIN_NS: AtomicU64 = AtomicU64::new(0);
 /// Timer spins begun (`Worker::sleep_then_spin` reached its spin),
 /// process-wide; read by tests through `hooks::timer_spins_for_tests`.
 pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -698,7 +712,15 @@ impl Worker {
     /// clock; so it takes no line away from busy workers.
     fn sleep_then_spin(&self, nt: u64, left: u64) {
         let sh = self.shared();
-        let spin = sh.timer_spin_ns;
+        // At most 1/TIMER_SPIN_DUTY of the time from the end of the last
+        // spin to the start of this one (`nt - spin`): `spin <= (nt - end)
+        // / (TIMER_SPIN_DUTY + 1)`.
+        let since = nt.saturating_sub(sh.timer_spin_end.load(Ordering::Relaxed));
+        let spin = if TIMER_SPIN_DUTY_ON.load(Ordering::Relaxed) {
+            sh.timer_spin_ns.min(since / (TIMER_SPIN_DUTY + 1))
+        } else {
+            sh.timer_spin_ns
+        };
         if left > spin {
             futex_wait(&self.sleep_word, 0, Some(left - spin));
             // Woken, or back early (a spurious return): the caller's loop
@@ -708,6 +730,17 @@ impl Worker {
             }
         }
         TIMER_SPINS.fetch_add(1, Ordering::Relaxed);
+        let start = now_ns();
+        self.spin_until(nt);
+        let end = now_ns();
+        sh.timer_spin_end.store(end, Ordering::Relaxed);
+        TIMER_SPIN_NS.fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+    }
+
+    /// The spin of [`Worker::sleep_then_spin`]: returns at the deadline
+    /// `nt` or when anything it must leave for arrives (see there).
+    fn spin_until(&self, nt: u64) {
+        let sh = self.shared();
         let blind = TIMER_SPIN_BLIND.load(Ordering::Relaxed);
         loop {
             for _ in 0..16 {
