@@ -24,7 +24,7 @@
 //!   call or C library call without stalling the worker).
 //! * Task-local storage: [`task_local!`] → [`LocalKey`].
 //! * Limits and defaults: [`MIN_QUANTUM`], [`DEFAULT_QUANTUM`],
-//!   [`MAX_QUANTUM`], [`MAX_TIMER_SPIN`], [`MAX_WORKERS`], [`MIN_STACK_SIZE`],
+//!   [`MAX_QUANTUM`], [`DEFAULT_TIMER_SPIN`], [`MAX_TIMER_SPIN`], [`MAX_WORKERS`], [`MIN_STACK_SIZE`],
 //!   [`DEFAULT_STACK_SIZE`], [`MAX_STACK_SIZE`], [`MAX_BLOCKING_THREADS`].
 //!   Errors: [`Error`].
 //!
@@ -73,8 +73,8 @@ pub mod embedding;
 pub use usurp_sched::{
     blocking, channel, sleep, spawn, sync_channel, try_spawn, yield_now, AccessError, Condvar, Error, JoinHandle,
     LocalKey, Mutex, MutexGuard, Receiver, Runtime, RuntimeBuilder, RuntimeStats, Sender, StwStats, SyncSender,
-    DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_BLOCKING_THREADS, MAX_QUANTUM,
-    MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE, TIMER_SLACK_NS,
+    DEFAULT_MAX_BLOCKING_THREADS, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, DEFAULT_TIMER_SPIN, MAX_BLOCKING_THREADS,
+    MAX_QUANTUM, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE, TIMER_SLACK_NS,
 };
 // Task dumps and per-task CPU time (issue 15): `Runtime::dump_tasks`,
 // `task::dump`, `task::current`, `JoinHandle::stats`.
@@ -145,7 +145,7 @@ pub mod sched {
         blocking, channel, sleep, spawn, sync, sync_channel, task, try_spawn, yield_now, AccessError, Condvar, Error,
         Frame, JoinHandle, LocalKey, Mutex, MutexGuard, Receiver, Runtime, RuntimeBuilder, RuntimeStats, Sender,
         StwStats, SyncSender, TaskDump, TaskInfo, TaskState, TaskStats, WaitOn, DEFAULT_MAX_BLOCKING_THREADS,
-        DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, DUMP_STOP_TIMEOUT, MAX_BLOCKING_THREADS, MAX_FRAMES, MAX_QUANTUM,
+        DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, DEFAULT_TIMER_SPIN, DUMP_STOP_TIMEOUT, MAX_BLOCKING_THREADS, MAX_FRAMES, MAX_QUANTUM,
         MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE, TIMER_SLACK_NS,
     };
 }

@@ -241,3 +241,66 @@ fn a_timer_due_while_the_spinner_runs_a_task_is_fired_by_a_backup() {
         );
     }
 }
+
+/// Timer spins while a task of an otherwise idle 1-worker runtime built
+/// by `b` sleeps 1 ms ten times.
+fn spins_of(b: usurp::RuntimeBuilder) -> usize {
+    let rt = b.workers(1).build().unwrap();
+    within(120, "idle sleeps", move || {
+        rt.block_on(|| {
+            sleep(Duration::from_millis(2)); // settle
+            let before = hooks::timer_spins_for_tests();
+            for _ in 0..10 {
+                sleep(Duration::from_millis(1));
+            }
+            hooks::timer_spins_for_tests() - before
+        })
+    })
+}
+
+#[test]
+fn the_spin_is_on_by_default_and_zero_turns_it_off() {
+    let _g = serial();
+    let default = spins_of(Runtime::builder());
+    let off = spins_of(Runtime::builder().timer_spin(Duration::ZERO));
+    eprintln!("timer spins in 10 idle sleeps: default {default}, timer_spin(0) {off}");
+    assert!(default >= 5, "the default timer spin spun only {default} times in 10 idle sleeps");
+    assert_eq!(off, 0, "timer_spin(0) spun {off} times");
+}
+
+/// Spin time and wall time while a task of an idle 1-worker runtime with
+/// the largest spin (1 ms) sleeps 100 µs `n` times: each sleep is shorter
+/// than the spin, so an uncapped spinner would spin through all of it.
+fn dense_timer_spin(n: usize) -> (u64, u64) {
+    let rt = Runtime::builder().workers(1).timer_spin(MAX_TIMER_SPIN).build().unwrap();
+    within(120, "dense timers", move || {
+        rt.block_on(move || {
+            sleep(Duration::from_millis(2)); // settle
+            let (t0, s0) = (Instant::now(), hooks::timer_spin_ns_for_tests());
+            for _ in 0..n {
+                sleep(Duration::from_micros(100));
+            }
+            (hooks::timer_spin_ns_for_tests() - s0, t0.elapsed().as_nanos() as u64)
+        })
+    })
+}
+
+#[test]
+fn dense_timers_keep_the_spinner_to_a_fraction_of_the_time() {
+    let _g = serial();
+    let (spun, wall) = dense_timer_spin(scale(300));
+    eprintln!("dense timers: spun {} of {} µs", spun / 1000, wall / 1000);
+    // The cap is 1/9 of the time; a third leaves room for a spinner the OS
+    // deschedules in the middle of a spin (the spin is timed by the clock).
+    assert!(spun < wall / 3, "the spinner spun {} of {} µs with timers due every 100 µs", spun / 1000, wall / 1000);
+}
+
+#[test]
+fn negative_control_without_the_cap_dense_timers_keep_the_spinner_busy() {
+    let _g = serial();
+    hooks::set_timer_spin_duty_for_tests(false);
+    let (spun, wall) = dense_timer_spin(scale(300));
+    hooks::set_timer_spin_duty_for_tests(true);
+    eprintln!("dense timers, no cap: spun {} of {} µs", spun / 1000, wall / 1000);
+    assert!(spun > wall / 2, "with the cap off the spinner spun only {} of {} µs", spun / 1000, wall / 1000);
+}

@@ -38,9 +38,13 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_nap_ns_for_tests(0);
     usurp_sched::hooks::set_stop_wakes_nappers_for_tests(true);
     usurp_sched::hooks::set_timer_wakes_napper_for_tests(true);
+    usurp_sched::hooks::set_lone_spin_for_tests(true);
+    usurp_sched::hooks::set_timer_spin_duty_for_tests(true);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
         + usurp_sched::hooks::spin_naps_for_tests()
         + usurp_sched::hooks::take_max_concurrent_naps_for_tests()
         + usurp_sched::hooks::idle_wake_calls_for_tests()
+        + usurp_sched::hooks::lone_spins_for_tests()
+        + usurp_sched::hooks::timer_spin_ns_for_tests() as usize
 }

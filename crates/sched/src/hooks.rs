@@ -374,6 +374,22 @@ pub fn timer_spins_for_tests() -> usize {
     crate::worker::TIMER_SPINS.load(Ordering::Relaxed)
 }
 
+/// Test-only switch (negative control of the timer spin's duty cap,
+/// `worker/policy.rs` `TIMER_SPIN_DUTY`): `false`: every spin lasts the
+/// whole `timer_spin`, however recent the last one. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_timer_spin_duty_for_tests(on: bool) {
+    crate::worker::TIMER_SPIN_DUTY_ON.store(on, Ordering::Relaxed);
+}
+
+/// Nanoseconds spent in timer spins so far, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn timer_spin_ns_for_tests() -> u64 {
+    crate::worker::TIMER_SPIN_NS.load(Ordering::Relaxed)
+}
+
 /// Test-only switch (negative control of the timer spin's early exit):
 /// `true` makes a worker spinning for a timer ignore wakers and new work
 /// until the deadline (so work arriving during the spin waits for it).
@@ -419,6 +435,24 @@ pub fn packet_cache_hits_for_tests() -> usize {
 #[cfg(feature = "test-hooks")]
 pub fn set_spin_nap_for_tests(on: bool) {
     crate::worker::SPIN_NAP.store(on, Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control of the short search of a worker
+/// whose runtime runs nothing else, `worker/policy.rs` `LONE_SPIN_ROUNDS`):
+/// `false`: an idle worker spins and naps as long whether or not another
+/// worker runs. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_lone_spin_for_tests(on: bool) {
+    crate::worker::LONE_SPIN.store(on, Ordering::Relaxed);
+}
+
+/// Searches that ended early in an idle sleep because no other worker ran
+/// anything, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn lone_spins_for_tests() -> usize {
+    crate::worker::LONE_SPINS.load(Ordering::Relaxed)
 }
 
 /// Naps taken by spinning workers so far, process-wide.

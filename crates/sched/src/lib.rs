@@ -286,7 +286,7 @@ pub mod sync;
 
 pub use glue::dump::{Frame, TaskDump, TaskInfo, TaskState, WaitOn, DUMP_STOP_TIMEOUT, MAX_FRAMES};
 pub use error::{
-    Error, DEFAULT_QUANTUM, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM,
+    Error, DEFAULT_QUANTUM, DEFAULT_TIMER_SPIN, MAX_BLOCKING_THREADS, MAX_QUANTUM, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_QUANTUM,
     MIN_STACK_SIZE,
 };
 pub use join::{spawn, try_spawn, JoinHandle, TaskStats};

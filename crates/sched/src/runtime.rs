@@ -2,7 +2,9 @@
 //! start-up, the `Runtime` handle and shutdown. The state shared by all
 //! workers is `shared.rs` (floor 3).
 
-use crate::error::{Error, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_STACK_SIZE};
+use crate::error::{
+    Error, DEFAULT_TIMER_SPIN, MAX_BLOCKING_THREADS, MAX_STACK_SIZE, MAX_TIMER_SPIN, MAX_WORKERS, MIN_STACK_SIZE,
+};
 use crate::join::JoinHandle;
 use crate::shared::Shared;
 use crate::sys::page_size;
@@ -54,7 +56,7 @@ impl RuntimeBuilder {
             heap_limit: None,
             gogc: None,
             dump_signal: None,
-            timer_spin: Duration::ZERO,
+            timer_spin: DEFAULT_TIMER_SPIN,
             task_cpu_time: true,
         }
     }
@@ -121,28 +123,32 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Timer spin (opt-in, default off: `Duration::ZERO`): the idle worker
-    /// that waits for the earliest timer sleeps until `spin` before it is
-    /// due, then spins (a CPU pause loop, reading the clock) until it is
-    /// due, instead of sleeping until the deadline itself. The OS wakes a
-    /// sleeping thread tens of microseconds late (on a loaded VM up to
-    /// ~100 µs at the 99th percentile, even with usurp's 1 ns timer
-    /// slack); a spinning one sees the deadline within a clock read, so
-    /// `sleep` and timed waits on an otherwise idle runtime end that much
-    /// closer to on time. Choose `spin` a little above your machine's
-    /// wake-up lateness (`cargo bench -p usurp --bench conserve -- --idle`
-    /// prints it beside the runtime's); e.g. 100 µs.
+    /// Timer spin (default [`crate::DEFAULT_TIMER_SPIN`], 100 µs;
+    /// `Duration::ZERO` turns it off): the idle worker that waits for the
+    /// earliest timer sleeps until `spin` before it is due, then spins (a
+    /// CPU pause loop, reading the clock) until it is due, instead of
+    /// sleeping until the deadline itself. The OS wakes a sleeping thread
+    /// tens of microseconds late (on a VM ~100 µs at the 99th percentile,
+    /// even with usurp's 1 ns timer slack); a spinning one sees the
+    /// deadline within a clock read, so `sleep` and timed waits on an
+    /// otherwise idle runtime end that much closer to on time. Choose
+    /// `spin` a little above your machine's wake-up lateness (`cargo bench
+    /// -p usurp --bench conserve -- --idle` prints it beside the
+    /// runtime's).
     ///
     /// **CPU cost:** each time the earliest timer comes due while a
     /// worker is idle, that worker burns up to `spin` of CPU (one worker:
-    /// the others sleep). A timer due while that worker runs a task is
-    /// fired by another idle worker up to 100 µs late; with no other idle
-    /// worker, as without the spin (the timer monitor preempts a busy
-    /// one). A task that sleeps 1 ms in a loop with `spin` = 100 µs keeps
-    /// about a tenth of a core busy; while every worker runs tasks nothing
-    /// spins. Work that
-    /// arrives during a spin (a spawn, a wake-up) is not delayed: wakers
-    /// pick the spinning worker first, and it leaves the spin at once.
+    /// the others sleep), and never more than 1/9 of the time between two
+    /// spins (with timers due every few microseconds it spins a little
+    /// before each, not all the time). A task that sleeps 1 ms in a loop on
+    /// an otherwise idle runtime costs about 0.2 ms of CPU per sleep with
+    /// the default spin (about 0.1 ms without it); while every worker runs
+    /// tasks nothing spins. A timer due while the spinning worker runs a
+    /// task is fired by another idle worker up to 100 µs late; with no
+    /// other idle worker, as without the spin (the timer monitor preempts
+    /// a busy one). Work that arrives during a spin (a spawn, a wake-up)
+    /// is not delayed: wakers pick the spinning worker first, and it
+    /// leaves the spin at once.
     ///
     /// Allowed `Duration::ZERO` (off) to [`crate::MAX_TIMER_SPIN`] (1 ms);
     /// more makes `build` fail with [`Error::InvalidTimerSpin`].

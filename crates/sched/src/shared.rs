@@ -66,6 +66,13 @@ pub(crate) struct Shared {
     /// Workers searching for work (spinning): SeqCst increments and
     /// decrements by the searching worker only (`find_runnable`).
     pub(crate) nspinning: AtomicUsize,
+    /// Tasks in a handed-off `blocking` call (their return will queue
+    /// them): Relaxed increments by the task's thread before it leaves its
+    /// worker (`blocking_dyn`), decrements once it is queued again
+    /// (`requeue_after_blocking`) or when the handoff failed; read
+    /// (Relaxed) by idle workers as a hint to keep searching
+    /// (`Worker::others_run`). No protocol depends on it.
+    pub(crate) in_blocking: AtomicUsize,
     /// Round-robin start of `wake_one_idle`'s scan. Relaxed counter, any
     /// thread.
     wake_cursor: AtomicUsize,
@@ -86,6 +93,11 @@ pub(crate) struct Shared {
     /// `Worker::idle_sleep`) by `wake_one_idle`, which wakes that worker
     /// first (it takes work at once, without a futex wake-up's delay).
     pub(crate) timer_spinner: AtomicUsize,
+    /// When the last timer spin ended (ns, `now_ns`; 0: none yet): stored
+    /// (Relaxed) by the spinning worker (the `timer_spinner` claim holder:
+    /// one at a time), read by the next one to bound its spin
+    /// (`TIMER_SPIN_DUTY`). A heuristic: no protocol depends on it.
+    pub(crate) timer_spin_end: AtomicU64,
     /// Free task structs with their stacks (pages released), at most
     /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
     /// `get_task`).
@@ -176,11 +188,13 @@ impl Shared {
             global_len: AtomicUsize::new(0),
             nidle: AtomicUsize::new(0),
             nspinning: AtomicUsize::new(0),
+            in_blocking: AtomicUsize::new(0),
             wake_cursor: AtomicUsize::new(0),
             timers: SpinLock::new(Timers::new()),
             next_timer: AtomicU64::new(u64::MAX),
             timer_spin_ns,
             timer_spinner: AtomicUsize::new(0),
+            timer_spin_end: AtomicU64::new(0),
             pool: SpinLock::new(Vec::new()),
             stack_scan: crate::stack_scan::StackScan::new(),
             registry: SpinLock::new(Vec::new()),

@@ -60,6 +60,10 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     // frame): `f`'s panics are caught and resumed afterwards.
     let mut leave = |sp: usize| {
         let Some(c) = guard.take() else { return };
+        // Counted from before the task leaves its worker until it is queued
+        // again (`requeue_after_blocking`): an idle worker keeps searching
+        // for its return meanwhile (`Worker::others_run`).
+        sh.in_blocking.fetch_add(1, Ordering::Relaxed);
         if !adopt.is_null() {
             let w = c.worker();
             // SAFETY: we popped `adopt` from the spare list: it waits for
@@ -95,6 +99,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
                 cur.state.store(state::RUNNING, Ordering::SeqCst);
                 w.running_task.store(cur.as_ptr() as usize, Ordering::Relaxed);
                 w.slot.store(slot, Ordering::Release);
+                sh.in_blocking.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
             // SAFETY: slots are `'static`.

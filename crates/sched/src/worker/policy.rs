@@ -10,7 +10,7 @@ use crate::queue::TaskList;
 use crate::sys::{futex_wait, futex_wake, now_ns};
 use crate::tasks::tcb::{TaskRef, state, NO_PIN};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::machine::{machine, Worker};
 
 /// Every this many schedules a worker goes through its full scheduler loop
@@ -53,6 +53,20 @@ pub(crate) static SPINNER_WAKEP: AtomicBool = AtomicBool::new(true);
 /// [`preempted_goes_global`] says so; `false`: always to its worker's
 /// ring, as before.
 pub(crate) static PREEMPTED_TO_GLOBAL: AtomicBool = AtomicBool::new(true);
+/// A timer spin lasts at most `1 / TIMER_SPIN_DUTY` of the time between
+/// the end of the previous one and its own start (`Worker::sleep_then_spin`),
+/// so the spinning worker uses at most 1/9 of a core however dense the
+/// timers: with a timer due every 50 µs on an idle runtime, a full 100 µs
+/// spin before each would keep one core busy all the time. A task
+/// sleeping 1 ms in a loop gets the whole default spin (100 µs).
+pub(super) const TIMER_SPIN_DUTY: u64 = 8;
+/// Test-only switch (negative control of [`TIMER_SPIN_DUTY`]), set through
+/// `hooks::set_timer_spin_duty_for_tests`: `false`: every spin is the
+/// whole `timer_spin`, as before.
+pub(crate) static TIMER_SPIN_DUTY_ON: AtomicBool = AtomicBool::new(true);
+/// Nanoseconds spent in timer spins, process-wide; read by tests through
+/// `hooks::timer_spin_ns_for_tests`.
+pub(crate) static TIMER_SPIN_NS: AtomicU64 = AtomicU64::new(0);
 /// Timer spins begun (`Worker::sleep_then_spin` reached its spin),
 /// process-wide; read by tests through `hooks::timer_spins_for_tests`.
 pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -75,6 +89,26 @@ pub(crate) static TIMER_SPIN_BLIND: AtomicBool = AtomicBool::new(false);
 pub(super) const TIMER_BACKUP_SLACK_NS: u64 = 100_000;
 /// Rounds of searching before an idle worker sleeps.
 pub(super) const SPIN_ROUNDS: u32 = 64;
+/// Rounds of searching before an idle worker sleeps when no work can come
+/// from inside the runtime soon (every other worker idle or searching, no
+/// task in a handed-off `blocking` call: `Worker::others_run`): then no
+/// run queue fills but by a timer (which the worker that waits for it
+/// fires) or by a thread outside the runtime (which wakes an idle worker),
+/// and a long search only burns the CPU. An idle runtime whose one task
+/// sleeps 1 ms in a loop used 270-320 µs of CPU per sleep on `workers(2)`
+/// (`cargo bench -p usurp --bench conserve -- --idle --timer-spin=50`):
+/// both workers woke at the deadline, and the one that found nothing
+/// searched [`SPIN_ROUNDS`] (~100 µs) and napped twice before it slept
+/// again; now 95-120 µs. A few rounds still catch a thread that answers
+/// at once (a plain thread's reply to a task).
+pub(super) const LONE_SPIN_ROUNDS: u32 = 8;
+/// Test-only switch (negative control of [`LONE_SPIN_ROUNDS`]), set
+/// through `hooks::set_lone_spin_for_tests`: `false`: a worker searches
+/// [`SPIN_ROUNDS`] and naps whether or not work can come, as before.
+pub(crate) static LONE_SPIN: AtomicBool = AtomicBool::new(true);
+/// Searches that ended after [`LONE_SPIN_ROUNDS`] in an idle sleep,
+/// process-wide; read by tests through `hooks::lone_spins_for_tests`.
+pub(crate) static LONE_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// How long a spinning worker naps when its spin found nothing while other
 /// workers kept switching (`Worker::find_runnable`), and how many rounds it
 /// searches after each nap (at ~1.6 us a round here, more than
@@ -678,7 +712,15 @@ impl Worker {
     /// clock; so it takes no line away from busy workers.
     fn sleep_then_spin(&self, nt: u64, left: u64) {
         let sh = self.shared();
-        let spin = sh.timer_spin_ns;
+        // At most 1/TIMER_SPIN_DUTY of the time from the end of the last
+        // spin to the start of this one (`nt - spin`): `spin <= (nt - end)
+        // / (TIMER_SPIN_DUTY + 1)`.
+        let since = nt.saturating_sub(sh.timer_spin_end.load(Ordering::Relaxed));
+        let spin = if TIMER_SPIN_DUTY_ON.load(Ordering::Relaxed) {
+            sh.timer_spin_ns.min(since / (TIMER_SPIN_DUTY + 1))
+        } else {
+            sh.timer_spin_ns
+        };
         if left > spin {
             futex_wait(&self.sleep_word, 0, Some(left - spin));
             // Woken, or back early (a spurious return): the caller's loop
@@ -688,6 +730,17 @@ impl Worker {
             }
         }
         TIMER_SPINS.fetch_add(1, Ordering::Relaxed);
+        let start = now_ns();
+        self.spin_until(nt);
+        let end = now_ns();
+        sh.timer_spin_end.store(end, Ordering::Relaxed);
+        TIMER_SPIN_NS.fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+    }
+
+    /// The spin of [`Worker::sleep_then_spin`]: returns at the deadline
+    /// `nt` or when anything it must leave for arrives (see there).
+    fn spin_until(&self, nt: u64) {
+        let sh = self.shared();
         let blind = TIMER_SPIN_BLIND.load(Ordering::Relaxed);
         loop {
             for _ in 0..16 {
@@ -712,6 +765,20 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Whether work may soon come from inside the runtime: some other
+    /// worker may be running a task (it is neither idle nor searching; this
+    /// worker counts itself among the searchers), or a task runs a
+    /// `blocking` closure handed off from its worker (it queues itself on
+    /// return). A worker between states (woken, not yet searching) counts
+    /// as running: the answer errs towards the long search. Relaxed loads:
+    /// a heuristic, no protocol depends on it (an idle sleep re-checks for
+    /// work under the wakep protocol, `Shared::has_work`).
+    fn others_run(&self) -> bool {
+        let sh = self.shared();
+        sh.nidle.load(Ordering::Relaxed) + sh.nspinning.load(Ordering::Relaxed) < sh.workers.len()
+            || sh.in_blocking.load(Ordering::Relaxed) != 0
     }
 
     /// The sum of the other workers' switch counts (changes while any of
@@ -824,10 +891,21 @@ impl Worker {
                 sh.nspinning.fetch_add(1, Ordering::SeqCst);
             }
             rounds += 1;
-            if rounds < SPIN_ROUNDS {
+            // No work can come from inside the runtime soon: a short
+            // search, no nap (see `LONE_SPIN_ROUNDS`).
+            let lone = LONE_SPIN.load(Ordering::Relaxed) && !self.others_run();
+            if rounds < if lone { LONE_SPIN_ROUNDS } else { SPIN_ROUNDS } {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }
+                continue;
+            }
+            if lone {
+                LONE_SPINS.fetch_add(1, Ordering::Relaxed);
+                sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                spinning = false;
+                rounds = 0;
+                self.idle_sleep();
                 continue;
             }
             // Nothing found for a whole spin. If another worker switched

@@ -126,7 +126,7 @@ pub(crate) fn finish_switch(arg: usize) {
     unsafe {
         if action == A_REQUEUE {
             let prev = TaskRef::new((arg & !A_MASK) as *mut Task);
-            requeue_global(prev.shared(), prev);
+            requeue_after_blocking(prev.shared(), prev);
             return;
         }
         let w = &*((arg & !A_MASK) as *const Worker);
@@ -191,9 +191,20 @@ unsafe fn hand_to_spare(w: &Worker, prev: *mut Task) {
     }
 }
 
-/// `finish_switch`'s rare actions `A_REQUEUE` and `A_PREEMPT_GLOBAL`: `prev`
-/// (just switched away from, ours to queue) goes to the global queue of
-/// `sh`. Out of line: the global queue's lock, inlined, cost every switch
+/// `finish_switch`'s rare action `A_REQUEUE`: a task back from a
+/// handed-off `blocking` call (`prev`, ours to queue) goes to the global
+/// queue of `sh`; then it no longer counts in `Shared::in_blocking`.
+#[cold]
+#[inline(never)]
+fn requeue_after_blocking(sh: &Shared, prev: TaskRef) {
+    requeue_global(sh, prev);
+    sh.in_blocking.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// `finish_switch`'s rare actions `A_REQUEUE` (through
+/// [`requeue_after_blocking`]) and `A_PREEMPT_GLOBAL`: `prev` (just
+/// switched away from, ours to queue) goes to the global queue of `sh`.
+/// Out of line: the global queue's lock, inlined, cost every switch
 /// register saves in `finish_switch`.
 #[cold]
 #[inline(never)]
