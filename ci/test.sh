@@ -75,7 +75,7 @@ hooks=(set_barrier_shading_for_tests set_shading_gate_for_tests set_pin_policy_f
   set_packet_cache_for_tests set_spin_nap_for_tests set_spin_nap_sole_for_tests set_shutdown_skip_for_tests
   debug_background_refs packet_cache_hits_for_tests spin_naps_for_tests take_max_concurrent_naps_for_tests
   idle_wake_calls_for_tests set_abandoned_owner_disconnects_for_tests set_nap_ns_for_tests
-  set_stop_wakes_nappers_for_tests set_timer_wakes_napper_for_tests)
+  set_stop_wakes_nappers_for_tests set_timer_wakes_napper_for_tests set_attach_pause_for_tests)
 for hook in "${hooks[@]}"; do
   if ! grep -q "^error\[E0\(425\|599\)\]: .*\`$hook\`" <<<"$probe"; then
     echo "$probe" >&2
