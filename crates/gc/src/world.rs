@@ -460,7 +460,7 @@ impl ThreadWorld {
         }
     }
 
-/// Park the current thread (registers spilled, stack published) while
+    /// Park the current thread (registers spilled, stack published) while
     /// running `f`, then wait for any stop in progress to end.
     #[inline(never)]
     fn park(&self, f: &mut dyn FnMut()) {
