@@ -40,6 +40,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_timer_wakes_napper_for_tests(true);
     usurp_sched::hooks::set_lone_spin_for_tests(true);
     usurp_sched::hooks::set_timer_spin_duty_for_tests(true);
+    heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
         + usurp_sched::hooks::spin_naps_for_tests()

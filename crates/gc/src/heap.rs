@@ -246,6 +246,11 @@ pub(crate) struct HeapInner {
     /// `Heap::debug_begin_marking`).
     #[cfg(feature = "test-hooks")]
     step: Mutex<Option<StepMark>>,
+    /// Test support: called by `attach_thread` between reading the World
+    /// (and `may_attach`) and taking the collection lock (see
+    /// `Heap::set_attach_pause_for_tests`).
+    #[cfg(feature = "test-hooks")]
+    attach_pause: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// The background collector's requests (written by allocating threads
     /// and by the collector under its mutex) and its wake-up.
     background: Arc<(Mutex<BackgroundState>, std::sync::Condvar)>,
@@ -576,6 +581,8 @@ impl Heap {
                 started_cv: (Mutex::new(()), Condvar::new()),
                 #[cfg(feature = "test-hooks")]
                 step: Mutex::new(None),
+                #[cfg(feature = "test-hooks")]
+                attach_pause: Mutex::new(None),
                 background: Arc::new((Mutex::new(BackgroundState::default()), std::sync::Condvar::new())),
                 pacer: crate::pacer::Pacer::default(),
                 config,
@@ -592,7 +599,11 @@ impl Heap {
     /// in progress. Panics if the heap already has a World that stops
     /// threads (a runtime's heap, or one from [`Heap::with_world`]):
     /// replacing it could admit threads that World does not stop; and panics
-    /// if a thread is attached (it was admitted by the old World).
+    /// if a thread is attached (it was admitted by the old World). An
+    /// [`attach_thread`](Heap::attach_thread) racing this call is decided
+    /// under the collection lock this call swaps the World under: it either
+    /// attached first (this call panics) or is judged by the new World's
+    /// [`may_attach`](World::may_attach).
     pub fn set_world(&self, world: Arc<dyn World>) {
         let _g = lock(&self.inner.collect_lock);
         let mut w = self.inner.world.write().unwrap_or_else(|p| p.into_inner());
@@ -633,14 +644,31 @@ impl Heap {
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
-        let world = self.inner.world();
-        world.may_attach().map_err(AttachError::Refused)?;
-        let solo = world.single_thread();
-        if solo {
+        let solo = loop {
+            let world = self.inner.world();
+            world.may_attach().map_err(AttachError::Refused)?;
+            if !world.single_thread() {
+                // A World that stops threads is never replaced (set_world
+                // refuses): its answer stands.
+                break false;
+            }
+            #[cfg(feature = "test-hooks")]
+            if let Some(pause) = lock(&self.inner.attach_pause).clone() {
+                pause();
+            }
             // Under the collection lock: no collection runs while the owner
             // changes (waiting for it counts as a safe point).
             let mut g = None;
             world.blocking(&mut || g = Some(lock(&self.inner.collect_lock)));
+            // `set_world` swaps the World under the collection lock: if it
+            // did since we read it, the World that admitted us is not the
+            // heap's any more (the new one may not stop this thread): ask
+            // the new one. Holding the lock from here on, the World cannot
+            // change until we are the recorded owner, which `set_world`
+            // then refuses.
+            if !std::ptr::addr_eq(Arc::as_ptr(&self.inner.world()), Arc::as_ptr(&world)) {
+                continue;
+            }
             let mut owner = lock(&self.inner.solo_owner);
             if owner.is_some() {
                 return Err(AttachError::Refused(
@@ -650,7 +678,8 @@ impl Heap {
                 ));
             }
             *owner = Some(std::thread::current().id());
-        }
+            break true;
+        };
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
         no_preempt(|| lock(&self.inner.mutators).push(&mut *mutator as *mut Mutator as usize));
         let prev = set_current_mutator(&mut *mutator);
@@ -1147,6 +1176,16 @@ impl Heap {
     #[cfg(feature = "test-hooks")]
     pub fn set_background_sweeping(&self, on: bool) {
         self.inner.background_sweeping.store(on, Ordering::SeqCst);
+    }
+
+    /// Test support (the `set_world` / `attach_thread` race, tests/world_registration.rs):
+    /// `attach_thread` on a single-thread World calls `f` after reading the
+    /// World and asking `may_attach`, before taking the collection lock
+    /// (under which `set_world` swaps the World). `None` removes it.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn set_attach_pause_for_tests(&self, f: Option<Arc<dyn Fn() + Send + Sync>>) {
+        *lock(&self.inner.attach_pause) = f;
     }
 
     /// Test support: the strong references the background collector and

@@ -418,7 +418,8 @@
 //! * **Only threads the World stops and scans allocate.** `attach_thread`
 //!   asks [`World::may_attach`]: the scheduler's World admits only the
 //!   runtime's own threads, [`ThreadWorld`] only registered threads
-//!   ([`AttachError::Refused`] otherwise). Allocating on a thread without a
+//!   ([`AttachError::Refused`] otherwise; a registered thread cannot leave
+//!   while attached: dropping its last `Registration` then panics). Allocating on a thread without a
 //!   mutator panics with "allocation from a thread outside the runtime".
 //!   While a task runs a `blocking` closure (it counts as stopped, a
 //!   collection may run), the scheduler takes the thread's mutator away with

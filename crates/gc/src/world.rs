@@ -10,7 +10,7 @@ pub use crate::mutator::{forbid_allocation, AllocationForbidden};
 use crate::stack::{os_thread_stack_bounds, with_registers_spilled};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::ThreadId;
 
 /// Stop-the-world and root enumeration, implemented by the scheduler.
@@ -251,6 +251,31 @@ unsafe impl World for SoloWorld {
 /// guard; at a safe point it spills its registers, publishes `[sp, stack top)`
 /// and waits until the world restarts. Marking runs on `parallelism` scoped
 /// threads.
+///
+/// Membership rules (what the World stops and scans must cover every thread
+/// that uses a heap of it):
+///
+/// * A thread may [`register`](ThreadWorld::register) more than once: the
+///   registrations are counted, and the thread leaves the world when its
+///   last [`Registration`] drops.
+/// * Dropping the last `Registration` while the thread is attached to a
+///   heap of this world ([`Heap::attach_thread`](crate::Heap::attach_thread),
+///   the guard still alive) panics: the thread would keep allocating while
+///   no stop waited for it and no collection scanned its stack. Drop the
+///   `MutatorGuard` first. After that panic (or if the drop happens while
+///   the thread already unwinds, where a panic would abort) the thread stays
+///   a participant, which must keep polling `safepoint`, until it exits.
+///   (The check looks at the heap of the thread's current mutator, whose
+///   World must be this `ThreadWorld` itself: an attachment to a heap whose
+///   World wraps a `ThreadWorld`, or a mutator taken away by
+///   [`forbid_allocation`], is not seen.)
+/// * A thread that exits with a registration outstanding (a leaked or
+///   `mem::forget`ten `Registration`) leaves the world at its exit (from a
+///   thread-local destructor), so later stops do not wait for it.
+/// * Several heaps may share one `ThreadWorld`, and their threads may
+///   collect at the same time: a registered thread that waits for another
+///   thread's stop to end before it stops the world itself counts as parked
+///   meanwhile (its stack published and scanned like at a safe point).
 pub struct ThreadWorld {
     stop_requested: AtomicBool,
     state: Mutex<WorldState>,
@@ -268,9 +293,42 @@ struct WorldState {
 struct Participant {
     parked: bool,
     range: (usize, usize),
+    /// Live `Registration`s of the thread. 0: the thread dropped its last
+    /// one while attached to a heap of this world (the drop panicked) and
+    /// stays until it exits.
+    regs: usize,
 }
 
-/// Membership of the current thread in a [`ThreadWorld`]; leaves on drop.
+/// The worlds the current thread is a participant of, left when the thread
+/// exits (the thread-local's destructor): a `Registration` that is never
+/// dropped must not make every later stop wait for a thread that is gone.
+struct Memberships {
+    /// The thread's id, recorded while `std::thread::current` still works
+    /// (it may not during thread-local destruction).
+    me: std::cell::Cell<Option<ThreadId>>,
+    worlds: std::cell::RefCell<Vec<Weak<ThreadWorld>>>,
+}
+
+impl Drop for Memberships {
+    fn drop(&mut self) {
+        let Some(me) = self.me.get() else { return };
+        for w in self.worlds.get_mut().drain(..) {
+            if let Some(w) = w.upgrade() {
+                w.leave(me);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static MEMBERSHIPS: Memberships = const {
+        Memberships { me: std::cell::Cell::new(None), worlds: std::cell::RefCell::new(Vec::new()) }
+    };
+}
+
+/// Membership of the current thread in a [`ThreadWorld`]; the thread leaves
+/// when its last registration drops (see [`ThreadWorld`] for the rules:
+/// dropping the last one while attached to a heap of the world panics).
 pub struct Registration {
     world: Arc<ThreadWorld>,
     _not_send: std::marker::PhantomData<*const ()>,
@@ -278,21 +336,41 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // Leaving counts as a safe point: wait out a stop in progress.
         let me = std::thread::current().id();
-        let mut st = self.world.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.stopper.is_some() && st.stopper != Some(me) {
-            if let Some(p) = st.threads.get_mut(&me) {
-                // Park with an empty range: the thread is about to leave and
-                // must not hold heap pointers it still needs.
-                p.parked = true;
-                p.range = (0, 0);
+        // Asked before taking the world's lock (it reads the heap's World).
+        let attached = self.world.attached_here();
+        {
+            let mut st = self.world.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(p) = st.threads.get_mut(&me) else {
+                // Already left (the thread-local destructor ran first: this
+                // Registration lives in a thread-local destroyed after it).
+                return;
+            };
+            if p.regs > 1 {
+                p.regs -= 1;
+                return;
             }
-            self.world.cv.notify_all();
-            st = self.world.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            if attached {
+                // Keep the thread a participant (it still allocates); it
+                // leaves at its exit.
+                p.regs = 0;
+                drop(st);
+                if !std::thread::panicking() {
+                    panic!(
+                        "usurp gc: the last ThreadWorld Registration of this thread dropped while the thread is \
+                         attached to a heap of that ThreadWorld (its MutatorGuard is alive): the world would \
+                         neither stop nor scan this thread; drop the MutatorGuard first. The thread stays \
+                         registered (it must keep polling ThreadWorld::safepoint) until it exits"
+                    );
+                }
+                return;
+            }
         }
-        st.threads.remove(&me);
-        self.world.cv.notify_all();
+        let world = Arc::as_ptr(&self.world);
+        // The thread-local may be gone already (a Registration dropped by
+        // another thread-local's destructor): then there is nothing to prune.
+        let _ = MEMBERSHIPS.try_with(|m| m.worlds.borrow_mut().retain(|w| w.strong_count() > 0 && w.as_ptr() != world));
+        self.world.leave(me);
     }
 }
 
@@ -308,15 +386,70 @@ impl ThreadWorld {
     }
 
     /// Make the current thread a participant (it must then poll `safepoint`).
+    /// A thread already registered gets another registration (counted: it
+    /// leaves when the last one drops).
     pub fn register(self: &Arc<Self>) -> Registration {
         let me = std::thread::current().id();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // Joining while stopped would let the new thread run during the pause.
-        while st.stopper.is_some() {
+        if let Some(p) = st.threads.get_mut(&me) {
+            // Already a participant (the stopper, if any, waits for it to
+            // park): nothing to wait for.
+            p.regs += 1;
+        } else {
+            // Joining while stopped would let the new thread run during the pause.
+            while st.stopper.is_some() {
+                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.threads.insert(me, Participant { regs: 1, ..Participant::default() });
+            drop(st);
+            // Leave at thread exit even if the Registration is never dropped.
+            // (A thread whose thread-locals are being destroyed cannot record
+            // it: it exits before long anyway.)
+            let weak = Arc::downgrade(self);
+            let _ = MEMBERSHIPS.try_with(move |m| {
+                m.me.set(Some(me));
+                let mut worlds = m.worlds.borrow_mut();
+                worlds.retain(|w| w.strong_count() > 0);
+                worlds.push(weak);
+            });
+        }
+        Registration { world: self.clone(), _not_send: std::marker::PhantomData }
+    }
+
+    /// Remove thread `me` (the calling thread, possibly during its
+    /// thread-local destruction) from the world. Leaving counts as a safe
+    /// point: wait out a stop in progress, parked with an empty range (the
+    /// thread is about to leave and must not hold heap pointers it still
+    /// needs).
+    fn leave(&self, me: ThreadId) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.threads.contains_key(&me) {
+            return;
+        }
+        while st.stopper.is_some() && st.stopper != Some(me) {
+            if let Some(p) = st.threads.get_mut(&me) {
+                p.parked = true;
+                p.range = (0, 0);
+            }
+            self.cv.notify_all();
             st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        st.threads.insert(me, Participant::default());
-        Registration { world: self.clone(), _not_send: std::marker::PhantomData }
+        st.threads.remove(&me);
+        self.cv.notify_all();
+    }
+
+    /// Whether the current thread is attached to a heap whose World is this
+    /// one (its current mutator's heap). A mutator taken away by
+    /// [`forbid_allocation`] is not seen.
+    fn attached_here(&self) -> bool {
+        let m = crate::mutator::current_mutator();
+        if m.is_null() {
+            return false;
+        }
+        // SAFETY: a non-null current mutator is alive until its guard drops
+        // on this thread; we only read its heap's World.
+        let world = unsafe { (*m).heap.world() };
+        std::ptr::addr_eq(Arc::as_ptr(&world), self as *const ThreadWorld)
     }
 
     /// Poll for a stop request; if there is one, park until the world restarts.
@@ -358,9 +491,12 @@ impl ThreadWorld {
     }
 }
 
-// SAFETY: only registered threads attach (may_attach); stop_the_world
+// SAFETY: only registered threads attach (may_attach), and a registered
+// thread cannot leave while attached (Registration::drop keeps it then; a
+// thread leaves on its own only at its exit); stop_the_world
 // (from any thread, registered or not: background_collection) returns when
-// every other registered thread is parked in `park`, with its
+// every other registered thread is parked in `park` (a registered thread
+// waiting to stop the world itself parks too), with its
 // registers spilled and [sp, stack top) of its own OS stack published, which
 // for_each_conservative_range reports; `blocking` parks likewise and waits
 // out a stop before returning; run_parallel runs each index once on scoped
@@ -374,7 +510,19 @@ unsafe impl World for ThreadWorld {
             panic!("usurp gc: ThreadWorld::stop_the_world called by the thread that holds the world stopped: it would wait for itself forever");
         }
         while st.stopper.is_some() {
-            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            if st.threads.contains_key(&me) {
+                // A participant waiting for another stopper (another heap of
+                // this world collects) counts as parked meanwhile: that
+                // stopper waits for it, and scans its stack (the caller's
+                // frames hold its heap pointers). `park` returns once that
+                // stop has ended; another waiter may have taken the world
+                // since, so check again.
+                drop(st);
+                self.park(&mut || {});
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            } else {
+                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
         }
         st.stopper = Some(me);
         self.stop_requested.store(true, Ordering::Release);

@@ -58,7 +58,10 @@ fn parked_threads_stacks_are_conservative_roots() {
         h.collect();
     }
     stop.store(true, Ordering::Release);
-    drop(_r); // leave the world so the joiners can finish without us polling
+    // Leave the world so the joiners can finish without us polling (detach
+    // first: dropping the Registration while attached panics).
+    drop(_g);
+    drop(_r);
     for t in threads {
         t.join().unwrap();
     }

@@ -1,0 +1,281 @@
+//! `ThreadWorld` membership (red-team session 14, items 1, 1b, 3, 9): every
+//! thread that uses a heap of a `ThreadWorld` stays one the World stops and
+//! scans, and no stop waits for a thread that cannot park.
+//!
+//! Each test fails without its fix (checked by reverting it, see each
+//! test's comment); the ones that could hang run under a watchdog
+//! (`within`).
+
+mod common;
+use common::*;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use usurp_gc::{AttachError, Heap, HeapConfig, ThreadWorld, World};
+use usurp_testsupport::within;
+
+fn world_heap(cfg: HeapConfig) -> (Arc<ThreadWorld>, Heap) {
+    let w = ThreadWorld::new(2);
+    let h = Heap::with_world(cfg, w.clone() as Arc<dyn World>).unwrap();
+    (w, h)
+}
+
+/// Allocates and checks lists on the calling (attached, registered) thread
+/// for `dur`, polling `safepoint`, while other threads collect.
+fn churn(w: &ThreadWorld, dur: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < dur {
+        let keep = list(500);
+        for _ in 0..20 {
+            black_box(list(50));
+            w.safepoint();
+        }
+        check_list(keep, 500);
+    }
+}
+
+/// A registered thread that collects `h` until `stop`, then returns how
+/// many collections it ran.
+fn collector(w: &Arc<ThreadWorld>, h: &Heap, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    let (w, h, stop) = (w.clone(), h.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let _r = w.register();
+        let mut n = 0;
+        while !stop.load(Ordering::Acquire) {
+            h.collect();
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Item 1 (`twice`): a thread that registers a second time and drops its
+/// first registration is still a participant (registrations are counted):
+/// the World still admits it and collections by another thread stop and
+/// scan it while it allocates. Before the fix the second `register`
+/// overwrote the entry and the first drop removed the thread: `may_attach`
+/// refused it (the assertion below), and the red-team's program crashed
+/// (SIGSEGV in the allocation fast path) or saw stale handles.
+#[test]
+fn a_second_registration_is_counted() {
+    within(120, "a_second_registration_is_counted", || {
+        let (w, h) = world_heap(config(64 << 20));
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = collector(&w, &h, &stop);
+        let (w2, h2) = (w.clone(), h.clone());
+        std::thread::spawn(move || {
+            let r1 = w2.register();
+            let _g = h2.attach_thread().unwrap();
+            let r2 = w2.register();
+            drop(r1);
+            assert_eq!(w2.may_attach(), Ok(()), "the thread left the world with a registration outstanding");
+            churn(&w2, Duration::from_millis(500));
+            drop(_g);
+            drop(r2);
+            // The last registration dropped: the thread left.
+            assert!(w2.may_attach().is_err());
+        })
+        .join()
+        .unwrap();
+        stop.store(true, Ordering::Release);
+        assert!(c.join().unwrap() > 0);
+        let st = h.stats();
+        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+    });
+}
+
+/// Item 1 (`drop`): dropping the last Registration while the thread is
+/// attached to a heap of the world panics, naming the remedy, and the
+/// thread stays a participant (stopped and scanned) until it exits, so it
+/// may go on allocating while another thread collects; after it exits a
+/// collection does not wait for it. Before the fix the drop removed the
+/// thread silently (no panic: the first assertion fails), and the
+/// red-team's program then crashed while the thread allocated unstopped.
+#[test]
+fn dropping_the_last_registration_while_attached_panics() {
+    quiet_panics(&["drop the MutatorGuard first"]);
+    within(120, "dropping_the_last_registration_while_attached_panics", || {
+        let (w, h) = world_heap(config(64 << 20));
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = collector(&w, &h, &stop);
+        let (w2, h2) = (w.clone(), h.clone());
+        std::thread::spawn(move || {
+            let r = w2.register();
+            let g = h2.attach_thread().unwrap();
+            let err = catch(move || drop(r)).expect_err("dropping the Registration while attached must panic");
+            assert!(err.contains("drop the MutatorGuard first"), "{err}");
+            assert_eq!(w2.may_attach(), Ok(()), "the thread must stay a participant while attached");
+            churn(&w2, Duration::from_millis(500));
+            drop(g);
+            // Still a participant (until the thread exits): keep polling.
+            w2.safepoint();
+        })
+        .join()
+        .unwrap();
+        // The thread left at its exit: these collections do not wait for it.
+        let before = h.stats().cycles;
+        let _r = w.register();
+        h.collect();
+        h.collect();
+        assert!(h.stats().cycles >= before + 2);
+        stop.store(true, Ordering::Release);
+        drop(_r);
+        assert!(c.join().unwrap() > 0);
+        let st = h.stats();
+        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+    });
+}
+
+/// Item 1, the ordinary order: detach, then drop the Registration: no
+/// panic, and the thread leaves the world.
+#[test]
+fn detaching_before_leaving_is_quiet() {
+    within(60, "detaching_before_leaving_is_quiet", || {
+        let (w, h) = world_heap(config(16 << 20));
+        std::thread::spawn(move || {
+            let r = w.register();
+            let g = h.attach_thread().unwrap();
+            black_box(list(10));
+            drop(g);
+            drop(r);
+            assert!(w.may_attach().is_err());
+            assert!(matches!(h.attach_thread(), Err(AttachError::Refused(_))));
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+/// Item 1b: `Heap::set_world` that swaps the World between an
+/// `attach_thread`'s `may_attach` (asked of the old, single-thread World)
+/// and its taking the collection lock: the attach must be judged by the
+/// new World (a `ThreadWorld` the thread is not registered with: refused).
+/// The interleaving is forced with the attach pause hook. Before the fix
+/// the attach succeeded through the old `SoloWorld` and the thread was
+/// attached to a heap whose World neither stops nor scans it (the
+/// assertion on the attach's result fails).
+#[test]
+fn set_world_between_may_attach_and_the_lock() {
+    within(60, "set_world_between_may_attach_and_the_lock", || {
+        let h = Heap::new(config(16 << 20)).unwrap();
+        let reached = Arc::new(Barrier::new(2));
+        let go = Arc::new(Barrier::new(2));
+        let once = Arc::new(AtomicBool::new(true));
+        let (r2, g2, o2) = (reached.clone(), go.clone(), once.clone());
+        h.set_attach_pause_for_tests(Some(Arc::new(move || {
+            if o2.swap(false, Ordering::AcqRel) {
+                r2.wait();
+                g2.wait();
+            }
+        })));
+        let h2 = h.clone();
+        let t = std::thread::spawn(move || {
+            let g = h2.attach_thread();
+            let refused = matches!(&g, Err(AttachError::Refused(why)) if why.contains("ThreadWorld::register"));
+            (refused, format!("{:?}", g.as_ref().err()))
+        });
+        reached.wait();
+        // The attaching thread has read the old World and passed its check.
+        let w = ThreadWorld::new(1);
+        h.set_world(w.clone() as Arc<dyn World>);
+        go.wait();
+        let (refused, what) = t.join().unwrap();
+        h.set_attach_pause_for_tests(None);
+        assert!(refused, "the thread attached through the replaced SoloWorld ({what})");
+    });
+}
+
+/// Item 1b, the other order: the attach wins the lock, then `set_world`
+/// refuses (a thread is attached).
+#[test]
+fn set_world_after_a_racing_attach_refuses() {
+    quiet_panics(&["Heap::set_world: a thread is attached"]);
+    within(60, "set_world_after_a_racing_attach_refuses", || {
+        let h = Heap::new(config(16 << 20)).unwrap();
+        let attached = Arc::new(Barrier::new(2));
+        let done = Arc::new(Barrier::new(2));
+        let (h2, a2, d2) = (h.clone(), attached.clone(), done.clone());
+        let t = std::thread::spawn(move || {
+            let g = h2.attach_thread().unwrap();
+            a2.wait();
+            d2.wait();
+            drop(g);
+        });
+        attached.wait();
+        let err = catch(|| h.set_world(ThreadWorld::new(1) as Arc<dyn World>)).unwrap_err();
+        assert!(err.contains("a thread is attached"), "{err}");
+        done.wait();
+        t.join().unwrap();
+    });
+}
+
+/// Item 3: two heaps share one `ThreadWorld`; a thread attached to each
+/// collects its own heap over and over. A thread waiting for the other's
+/// stop to end counts as parked (its stack published and scanned), so
+/// neither waits for the other forever, and the list each keeps on its
+/// stack survives. Before the fix both threads hung in
+/// `ThreadWorld::stop_the_world` within the first collections (the
+/// watchdog fires).
+#[test]
+fn two_heaps_share_a_thread_world() {
+    within(120, "two_heaps_share_a_thread_world (deadlock in ThreadWorld::stop_the_world?)", || {
+        let w = ThreadWorld::new(1);
+        let heaps: Vec<Heap> =
+            (0..2).map(|_| Heap::with_world(config(32 << 20), w.clone() as Arc<dyn World>).unwrap()).collect();
+        let done = Arc::new(AtomicUsize::new(0));
+        let ts: Vec<_> = heaps
+            .iter()
+            .map(|h| {
+                let (w, h, done) = (w.clone(), h.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let _r = w.register();
+                    let _g = h.attach_thread().unwrap();
+                    let keep = list(300);
+                    for i in 0..usurp_testsupport::scale(200) {
+                        black_box(list(30));
+                        h.collect();
+                        w.safepoint();
+                        if i % 50 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    check_list(keep, 300);
+                    done.fetch_add(1, Ordering::AcqRel);
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(done.load(Ordering::Acquire), 2);
+        for h in &heaps {
+            let st = h.stats();
+            assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+        }
+    });
+}
+
+/// Item 9: a thread that exits with its Registration forgotten leaves the
+/// world at its exit: a later stop does not wait for it. Before the fix
+/// `collect` waited forever for the dead thread to park (the watchdog
+/// fires).
+#[test]
+fn a_forgotten_registration_leaves_at_thread_exit() {
+    within(60, "a_forgotten_registration_leaves_at_thread_exit (a stop waits for an exited thread?)", || {
+        let (w, h) = world_heap(config(16 << 20));
+        let w2 = w.clone();
+        std::thread::spawn(move || {
+            let r = w2.register();
+            std::mem::forget(r);
+        })
+        .join()
+        .unwrap();
+        let _r = w.register();
+        let _g = h.attach_thread().unwrap();
+        let keep = list(100);
+        h.collect();
+        check_list(keep, 100);
+        assert!(h.stats().cycles >= 1);
+    });
+}
