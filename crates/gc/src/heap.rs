@@ -139,7 +139,6 @@ pub(crate) struct HeapInner {
     roots: SlotTable,
     weaks: SlotTable,
     scanners: Mutex<Vec<(u64, Arc<RootScanner>)>>,
-    next_scanner: AtomicU64,
     /// Registered finalizers, kept per block (see [`FinalizerTable`]).
     /// Locked with preemption off (registration, the collector's scan of
     /// the records, the sweep of a block that has some); lock order:
@@ -546,7 +545,6 @@ impl Heap {
                 roots: SlotTable::default(),
                 weaks: SlotTable::default(),
                 scanners: Mutex::new(Vec::new()),
-                next_scanner: AtomicU64::new(1),
                 finalizers: Mutex::new(FinalizerTable::default()),
                 fin_blocks: (0..fin_words).map(|_| AtomicU64::new(0)).collect(),
                 fin_queued: AtomicU64::new(0),
@@ -918,13 +916,21 @@ impl Heap {
     /// attaching a thread in it panics ("... inside a collection's pause"),
     /// and the collection is then abandoned (nothing freed) and that panic
     /// resumed in the collecting caller.
+    ///
+    /// The id is unique in the process (not per heap): given to another
+    /// heap's [`Heap::remove_root_scanner`], it removes nothing there.
     pub fn add_root_scanner(&self, f: RootScanner) -> ScannerId {
-        let id = self.inner.next_scanner.fetch_add(1, Ordering::Relaxed);
+        // Process-wide (it used to count per heap, and an id of one heap
+        // removed another heap's scanner with the same number, e.g. a
+        // RootedVec's: its elements were then freed while reachable).
+        static NEXT_SCANNER: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_SCANNER.fetch_add(1, Ordering::Relaxed);
         no_preempt(|| lock(&self.inner.scanners).push((id, Arc::new(f))));
         ScannerId(id)
     }
 
-    /// Unregister a root scanner; false if unknown.
+    /// Unregister a root scanner; false if unknown to this heap (never
+    /// registered here, already removed, or registered with another heap).
     pub fn remove_root_scanner(&self, id: ScannerId) -> bool {
         no_preempt(|| {
             let mut v = lock(&self.inner.scanners);
