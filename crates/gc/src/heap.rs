@@ -915,7 +915,10 @@ impl Heap {
     /// not take locks a stopped task may hold; allocating, collecting or
     /// attaching a thread in it panics ("... inside a collection's pause"),
     /// and the collection is then abandoned (nothing freed) and that panic
-    /// resumed in the collecting caller.
+    /// resumed in the collecting caller. In a runtime's heap the scanner
+    /// runs on the task or thread that holds the pause's stop: it may not
+    /// end it (`Runtime::start_the_world` panics there, and a drop of the
+    /// runtime there begins its shutdown only when the pause ends).
     ///
     /// The id is unique in the process (not per heap): given to another
     /// heap's [`Heap::remove_root_scanner`], it removes nothing there.

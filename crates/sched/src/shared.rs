@@ -22,7 +22,7 @@ use crate::tasks::tcb::{state, Task, TaskRef};
 use crate::timer::Timers;
 use crate::worker::{self, Machine, Worker};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use usurp_gc::Heap;
 
@@ -599,6 +599,31 @@ impl Shared {
             s.spare_word.store(1, Ordering::SeqCst);
             futex_wake(&s.spare_word, 1);
         }
+    }
+
+    /// Finishes a shutdown already begun without waiting for it: a reaper
+    /// thread waits for every worker to stop and abandons the tasks left
+    /// (`Runtime`'s drop from one of its own tasks, which cannot wait for
+    /// the worker that runs it). Here the heap goes when the reaper and the
+    /// runtime's threads are done.
+    pub(crate) fn spawn_reaper(self: &Arc<Self>) {
+        let reaper = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("usurp-reaper".into()).spawn(move || {
+            reaper.wait_stopped();
+            reaper.abandon_remaining();
+        });
+        if spawned.is_err() {
+            // No thread: never free the shared state (leak it).
+            std::mem::forget(Arc::clone(self));
+        }
+    }
+
+    /// A `drop(Runtime)` deferred to the end of a collection's pause (by a
+    /// root scanner, `stw::defer_drop_to_pause_end`): begins the shutdown
+    /// and finishes it in the background ([`Shared::spawn_reaper`]).
+    pub(crate) fn shutdown_detached(self: &Arc<Self>) {
+        self.begin_shutdown();
+        self.spawn_reaper();
     }
 
     pub(crate) fn worker_stopped(&self) {
