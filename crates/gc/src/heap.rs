@@ -139,6 +139,9 @@ pub(crate) struct HeapInner {
     roots: SlotTable,
     weaks: SlotTable,
     scanners: Mutex<Vec<(u64, Arc<RootScanner>)>>,
+    /// Counts this heap in `refcheck::CHECK_REFS_HEAPS` under checkrefs
+    /// (`Gc::new` then refuses stale fields).
+    _check_refs: crate::refcheck::CheckRefsHeap,
     /// Registered finalizers, kept per block (see [`FinalizerTable`]).
     /// Locked with preemption off (registration, the collector's scan of
     /// the records, the sweep of a block that has some); lock order:
@@ -542,6 +545,7 @@ impl Heap {
                 live: AtomicUsize::new(0),
                 allocated: AtomicUsize::new(0),
                 goal: AtomicUsize::new(goal),
+                _check_refs: crate::refcheck::CheckRefsHeap::new(config.check_refs),
                 roots: SlotTable::default(),
                 weaks: SlotTable::default(),
                 scanners: Mutex::new(Vec::new()),
