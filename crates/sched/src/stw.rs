@@ -402,6 +402,10 @@ struct Inner {
     /// `start_the_world`. Null when the stopper is not a task holding a
     /// worker (or async preemption is off). Written by the stopper.
     quiet_slot: usize,
+    /// The OS thread id of a stopper that is not a task on a worker (a
+    /// plain thread, a task inside `blocking`), 0 otherwise: named by
+    /// [`stop_holder`] (a `drop(Runtime)` that waits for such a stop).
+    stopper_tid: i32,
     job: Option<Job>,
     stops: u64,
     /// Times a stopper went to sleep on `stopped_cv` while stopping the
@@ -750,6 +754,10 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             stw.stop.store(true, Ordering::SeqCst);
             if crate::worker::Current::get().is_none() {
                 note_thread_stop(sh);
+                // SAFETY: gettid has no preconditions.
+                g.stopper_tid = unsafe { libc::gettid() };
+            } else {
+                g.stopper_tid = 0;
             }
             if me.is_some() {
                 // A task holding a worker: not preemptible until it starts
@@ -1283,6 +1291,30 @@ fn describe_stopper(sh: &Shared, _locked: &MutexGuard<'_, Inner>) -> String {
     }
 }
 
+/// What holds `sh`'s world stopped, in words (`None` if no stop is in
+/// force): the stopper task, or the stopper thread's OS id and name (from
+/// `/proc/self/task/<tid>/comm`). For `drop(Runtime)`'s report after it
+/// waited [`crate::shared::DROP_REPORT_AFTER`] for its workers (RT-gc
+/// item 8).
+pub(crate) fn stop_holder(sh: &Shared) -> Option<String> {
+    let g = sh.stw.lock();
+    if !g.active {
+        return None;
+    }
+    let mut who = describe_stopper(sh, &g);
+    if g.stopper_tid != 0 {
+        let tid = g.stopper_tid;
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+        let name = name.trim_end();
+        if name.is_empty() {
+            who.push_str(&format!(": OS thread {tid}"));
+        } else {
+            who.push_str(&format!(": OS thread {tid} \"{name}\""));
+        }
+    }
+    Some(who)
+}
+
 /// Asks the task on `w`'s CPU (if any) to get off it. True if a signal
 /// was sent (none is while one is in flight).
 fn ask_to_stop(w: &Worker) -> bool {
@@ -1421,6 +1453,7 @@ pub(crate) fn start_the_world(sh: &Shared) {
     }
     g.active = false;
     g.job = None;
+    g.stopper_tid = 0;
     stw.gc_pause.store(false, Ordering::SeqCst);
     forget_thread_stop(sh);
     let np = g.no_preempt.take();
