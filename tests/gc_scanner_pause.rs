@@ -85,7 +85,8 @@ fn start_the_world_in_a_root_scanner_panics() {
         rt.heap().collect(); // from this plain thread: it is the stopper
         let (before, after, panicked) = seen.lock().unwrap().take().expect("the scanner did not run");
         let msg = panicked.expect("Runtime::start_the_world was accepted inside a GC pause");
-        assert!(msg.contains("inside a GC pause") && msg.contains("a root scanner may not restart the world"), "{msg:?}");
+        let expected = msg.contains("inside a GC pause") && msg.contains("a root scanner may not restart the world");
+        assert!(expected, "{msg:?}");
         assert_eq!(before, after, "tasks ran inside the collection's pause");
         // The collector restarted the world at its pause's end.
         let n = count.load(Ordering::SeqCst);
@@ -132,7 +133,10 @@ fn drop_runtime_in_a_root_scanner_waits_for_the_pause_end() {
         heap.collect();
         let (before, after, joined_in_pause) = seen.lock().unwrap().take().expect("the scanner did not run");
         assert_eq!(before, after, "drop(Runtime) in a root scanner let tasks run inside the pause");
-        assert!(!joined_in_pause, "drop(Runtime) in a root scanner restarted the world and shut the runtime down inside the pause");
+        assert!(
+            !joined_in_pause,
+            "drop(Runtime) in a root scanner restarted the world and shut the runtime down inside the pause"
+        );
         // The shutdown then happens: the task is abandoned, the counter stops.
         assert!(joiner.join().unwrap(), "the never-ending task's join did not fail after the shutdown");
         let t0 = Instant::now();
