@@ -2,7 +2,8 @@
 //! accessor call against its `unsafe` unchecked variant, `Gc<T>` deref
 //! against `get_unchecked`, and a `RootedVec` push + pop; and the write
 //! barrier's fast path (no heap marking) against a plain out-of-line store
-//! (what the barrier was before concurrent marking gave it a check).
+//! (what the barrier was before concurrent marking gave it a check), and
+//! `Member::set` (its value's checks and the barrier).
 //!
 //! `cargo bench -p usurp-gc --bench refs`. 4096 live objects are visited in
 //! allocation order, 2000 rounds; no collection runs (pacing off).
@@ -28,14 +29,22 @@ unsafe extern "C" fn store_only(_obj: *mut u8, slot: *mut usize, value: usize) {
 }
 const ROUNDS: usize = 2000;
 
+/// `ROUNDS`, or `REFS_ROUNDS` from the environment (a few for callgrind:
+/// the difference of instruction counts between two builds, divided by
+/// `(rounds + 1) * N`, is the per-call cost of what changed).
+fn rounds() -> usize {
+    std::env::var("REFS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(ROUNDS)
+}
+
 fn time(name: &str, mut f: impl FnMut() -> usize) -> f64 {
     black_box(f()); // warm up
+    let rounds = rounds();
     let t = Instant::now();
     let mut s: usize = 0;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         s = s.wrapping_add(f());
     }
-    let ns = t.elapsed().as_nanos() as f64 / (ROUNDS * N) as f64;
+    let ns = t.elapsed().as_nanos() as f64 / (rounds * N) as f64;
     black_box(s);
     println!("{name:<40} {ns:6.2} ns/op");
     ns
@@ -71,6 +80,13 @@ fn main() {
     let f = time("Gc<T> deref (checked)", || nodes.iter().map(|g| black_box(*g).val).sum());
     // SAFETY: as above.
     let g = time("Gc<T>::get_unchecked", || nodes.iter().map(|g| unsafe { black_box(*g).get_unchecked() }.val).sum());
+    // Member::set of a live value (its liveness checked since RT-gc item 7).
+    let ms = time("Member::set (checked)", || {
+        for (i, n) in nodes.iter().enumerate() {
+            black_box(*n).left.set(Some(nodes[(i + 1) % N]));
+        }
+        0
+    });
     let mut rv = RootedVec::with_capacity(&heap, 16);
     let h = time("RootedVec push + pop", || {
         for r in refs.iter() {
@@ -96,6 +112,7 @@ fn main() {
         0
     });
     println!("barrier fast path: +{:.2} ns over a plain out-of-line store", bar - plain);
+    println!("Member::set: {ms:.2} ns (barrier fast path alone {bar:.2} ns)");
     println!(
         "check cost: word +{:.2} ns, set_word +{:.2} ns, deref +{:.2} ns; RootedVec push+pop {:.1} ns",
         a - b,

@@ -139,7 +139,9 @@ pub(crate) struct HeapInner {
     roots: SlotTable,
     weaks: SlotTable,
     scanners: Mutex<Vec<(u64, Arc<RootScanner>)>>,
-    next_scanner: AtomicU64,
+    /// Counts this heap in `refcheck::CHECK_REFS_HEAPS` under checkrefs
+    /// (`Gc::new` then refuses stale fields).
+    _check_refs: crate::refcheck::CheckRefsHeap,
     /// Registered finalizers, kept per block (see [`FinalizerTable`]).
     /// Locked with preemption off (registration, the collector's scan of
     /// the records, the sweep of a block that has some); lock order:
@@ -548,10 +550,10 @@ impl Heap {
                 live: AtomicUsize::new(0),
                 allocated: AtomicUsize::new(0),
                 goal: AtomicUsize::new(goal),
+                _check_refs: crate::refcheck::CheckRefsHeap::new(config.check_refs),
                 roots: SlotTable::default(),
                 weaks: SlotTable::default(),
                 scanners: Mutex::new(Vec::new()),
-                next_scanner: AtomicU64::new(1),
                 finalizers: Mutex::new(FinalizerTable::default()),
                 fin_blocks: (0..fin_words).map(|_| AtomicU64::new(0)).collect(),
                 fin_queued: AtomicU64::new(0),
@@ -946,14 +948,25 @@ impl Heap {
     /// not take locks a stopped task may hold; allocating, collecting or
     /// attaching a thread in it panics ("... inside a collection's pause"),
     /// and the collection is then abandoned (nothing freed) and that panic
-    /// resumed in the collecting caller.
+    /// resumed in the collecting caller. In a runtime's heap the scanner
+    /// runs on the task or thread that holds the pause's stop: it may not
+    /// end it (`Runtime::start_the_world` panics there, and a drop of the
+    /// runtime there begins its shutdown only when the pause ends).
+    ///
+    /// The id is unique in the process (not per heap): given to another
+    /// heap's [`Heap::remove_root_scanner`], it removes nothing there.
     pub fn add_root_scanner(&self, f: RootScanner) -> ScannerId {
-        let id = self.inner.next_scanner.fetch_add(1, Ordering::Relaxed);
+        // Process-wide (it used to count per heap, and an id of one heap
+        // removed another heap's scanner with the same number, e.g. a
+        // RootedVec's: its elements were then freed while reachable).
+        static NEXT_SCANNER: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_SCANNER.fetch_add(1, Ordering::Relaxed);
         no_preempt(|| lock(&self.inner.scanners).push((id, Arc::new(f))));
         ScannerId(id)
     }
 
-    /// Unregister a root scanner; false if unknown.
+    /// Unregister a root scanner; false if unknown to this heap (never
+    /// registered here, already removed, or registered with another heap).
     pub fn remove_root_scanner(&self, id: ScannerId) -> bool {
         no_preempt(|| {
             let mut v = lock(&self.inner.scanners);

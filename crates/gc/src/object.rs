@@ -640,15 +640,6 @@ fn bad_value(r: GcRef, i: usize, w: usize, a: usize, bad: crate::refcheck::Bad) 
 
 #[cold]
 #[inline(never)]
-fn foreign_member_value(v: GcRef) -> ! {
-    match crate::refcheck::check_own(v.addr()) {
-        Err(bad) => crate::refcheck::bad_ref(v.addr(), bad),
-        Ok(_) => unreachable!("a value outside this thread's heap passed its check"),
-    }
-}
-
-#[cold]
-#[inline(never)]
 fn length_write_refused(r: GcRef, d: &Descriptor, what: &str) -> ! {
     panic!(
         "{what}(0, ..) on {r:?}: payload word 0 of array `{}` is its length ({} elements), which is \
@@ -669,6 +660,10 @@ unsafe fn new_object_work(r: GcRef, d: &Descriptor, payload: *mut usize) {
     if crate::refcheck::several_heaps() && !d.is_array() {
         // SAFETY: per the contract.
         unsafe { crate::refcheck::refuse_foreign_fields(payload, d) };
+    }
+    if crate::refcheck::CHECK_REFS_HEAPS.load(Ordering::Relaxed) != 0 && !d.is_array() {
+        // SAFETY: per the contract.
+        unsafe { crate::refcheck::refuse_stale_fields(payload, d) };
     }
     if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
         crate::barrier::shade_new_object_fields(r.addr());
@@ -736,6 +731,7 @@ impl<T: GcType> Gc<T> {
         // Beyond the store (one load and a predicted branch while no heap
         // marks and one heap exists, `barrier::NEW_OBJECT_WORK`): with
         // several heaps, fields naming another heap's objects are refused;
+        // under checkrefs, fields holding a stale handle are refused;
         // while a heap marks, the new object is black (never scanned), so
         // its `Member` fields get the barrier's insertion half, so that a
         // value only an unscanned stack held is not lost (the hybrid
@@ -965,6 +961,9 @@ impl<T> Member<T> {
     /// A field initialised to `v` (for building a value passed to `Gc::new`,
     /// which shades `v` while a heap marks, as the barrier's insertion half
     /// would; a `Member` is never stored into a heap object otherwise).
+    /// `v` is not checked here: `Gc::new` refuses another heap's object,
+    /// and a stale handle only under checkrefs (`HeapConfig::check_refs`;
+    /// a check per field on every allocation otherwise): pass live handles.
     pub fn new(v: Option<Gc<T>>) -> Member<T> {
         Member { v: UnsafeCell::new(v.map_or(0, |g| g.raw.addr())), _t: PhantomData }
     }
@@ -980,25 +979,35 @@ impl<T> Member<T> {
         let a = unsafe { (*(self.v.get() as *const AtomicUsize)).load(Ordering::Relaxed) };
         GcRef::from_heap_addr(a).map(|raw| Gc { raw, _t: PhantomData })
     }
+}
+
+impl<T: GcType> Member<T> {
     /// Store through the write barrier. The field must be inside a heap object
     /// (a `Member` in a Rust local is not scanned precisely).
     ///
     /// Panics on a thread that the World does not stop (no mutator: a plain
     /// thread, a `blocking` closure), like the `GcRef` accessors.
-    #[inline]
     ///
     /// Panics if `v` is an object of another heap than this thread's (as
     /// the accessors do): that heap would not see the reference and could
     /// free its target, and its barrier would shade from a thread its
-    /// collector does not stop.
+    /// collector does not stop. Panics if `v` is stale (not a live object:
+    /// its object was freed), as `GcRef::set_ptr`, `Root::set` and
+    /// `Heap::add_root` do: stored, it would name whatever object is later
+    /// put at that address (RT-gc item 7, session 14). A stale handle whose
+    /// memory already holds a new object passes (it names that object).
+    #[inline]
     pub fn set(&self, v: Option<Gc<T>>) {
         let own = crate::refcheck::own_entry();
         if own.is_none() {
             crate::mutator::access_without_mutator(self.v.get() as usize);
         }
         if let Some(g) = v {
-            if !own.is_some_and(|e| e.holds(g.raw.addr())) {
-                foreign_member_value(g.raw);
+            // `deref`'s check: the fast path (a live `T` of this thread's
+            // heap, with `T`'s compile-time shape), else the general check,
+            // which panics for a stale, foreign or mistyped handle.
+            if !own.is_some_and(|e| crate::refcheck::is_live_as_type::<T>(g.raw.addr(), e)) {
+                checked_payload_slow::<T>(g.raw);
             }
         }
         // SAFETY: the slot is this cell; the barrier performs the store. The

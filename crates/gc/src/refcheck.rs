@@ -690,6 +690,90 @@ pub(crate) unsafe fn refuse_foreign_fields(payload: *mut usize, d: &Descriptor) 
     }
 }
 
+/// Heaps alive with `checkrefs` (`HeapConfig::check_refs`): while any is,
+/// `Gc::new` also refuses fields holding a stale handle of the thread's
+/// heap ([`refuse_stale_fields`]). Each such heap adds 1 to
+/// `barrier::NEW_OBJECT_WORK` too, so that `Gc::new` takes its slow path
+/// (the default costs nothing more: the same load and branch).
+pub(crate) static CHECK_REFS_HEAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by a heap with `checkrefs` for its lifetime: counts it in
+/// [`CHECK_REFS_HEAPS`] and `NEW_OBJECT_WORK`.
+pub(crate) struct CheckRefsHeap(bool);
+
+impl CheckRefsHeap {
+    pub(crate) fn new(on: bool) -> CheckRefsHeap {
+        if on {
+            CHECK_REFS_HEAPS.fetch_add(1, Ordering::SeqCst);
+            crate::barrier::NEW_OBJECT_WORK.fetch_add(1, Ordering::SeqCst);
+        }
+        CheckRefsHeap(on)
+    }
+}
+
+impl Drop for CheckRefsHeap {
+    fn drop(&mut self) {
+        if self.0 {
+            crate::barrier::NEW_OBJECT_WORK.fetch_sub(1, Ordering::SeqCst);
+            CHECK_REFS_HEAPS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// `Gc::new` under `checkrefs` ([`CHECK_REFS_HEAPS`]): refuses a field
+/// (pointer or value word) holding a stale handle of this thread's heap,
+/// i.e. an address in its reservation that is no live object (its object
+/// was freed; under checkrefs a freed object stays quarantined, so this is
+/// reliable), as `Member::set` and the rooting calls do: stored, the field
+/// would name whatever object is later put there. The field is cleared
+/// first (the new object is garbage then). Without checkrefs the fields of
+/// a new object are not checked for staleness (one check per field on
+/// every allocation; see README "Stale handles").
+///
+/// # Safety
+/// As [`refuse_foreign_fields`].
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn refuse_stale_fields(payload: *mut usize, d: &Descriptor) {
+    let Some(e) = own_entry() else { return };
+    let mut first = None;
+    d.for_each_reference_word(0, |i, value| {
+        // SAFETY: i is a payload word of the object (its descriptor's).
+        let slot = unsafe { &*(payload.add(i) as *const AtomicUsize) };
+        let w = slot.load(Ordering::Relaxed);
+        let a = if value {
+            match e.encoding.decode(w) {
+                Some(a) => a,
+                None => return,
+            }
+        } else {
+            w
+        };
+        if a == 0 {
+            return;
+        }
+        if let Some(off) = e.offset_of(a) {
+            if check_in(e, a, off).is_err() {
+                slot.store(0, Ordering::Relaxed);
+                first.get_or_insert((i, a));
+            }
+        }
+    });
+    if let Some((i, a)) = first {
+        stale_field(d, i, a);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn stale_field(d: &Descriptor, i: usize, a: usize) -> ! {
+    panic!(
+        "Gc::new of a `{}`: payload word {i} holds {a:#x}, a stale handle (not a live object of this heap: its \
+         object was freed); stored, it would name whatever object is put there later",
+        d.name()
+    )
+}
+
 #[cold]
 #[inline(never)]
 fn foreign_field(d: &Descriptor, i: usize, a: usize) -> ! {

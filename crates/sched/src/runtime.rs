@@ -508,9 +508,10 @@ impl Runtime {
     ///
     /// # Panics
     /// If the world is stopped by another task or thread (only the stopper
-    /// restarts it).
+    /// restarts it), or inside a collection's pause (from a root scanner:
+    /// the collection holds the world stopped until its pause ends).
     pub fn start_the_world(&self) {
-        crate::stw::start_the_world(&self.shared)
+        crate::stw::start_the_world_public(&self.shared)
     }
 
     /// A dump of every live task: id, name, state (running, runnable,
@@ -569,6 +570,15 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         let sh = &self.shared;
+        if crate::stw::defer_drop_to_pause_end(sh) {
+            // Dropped by a root scanner inside a collection's pause (on the
+            // collector): restarting the world here would let tasks run in
+            // the middle of the collection, and waiting for the workers
+            // would wait for the pause's end. The shutdown begins when the
+            // collector restarts the world (`RuntimeWorld::start_the_world`),
+            // finished by a reaper thread as below.
+            return;
+        }
         if crate::stw::caller_is_stopper(sh) {
             // Dropped (perhaps while a panic unwinds) by the task or thread
             // that holds the world stopped: workers parked for the stop
@@ -586,18 +596,7 @@ impl Drop for Runtime {
         let t = worker::current_task();
         // SAFETY: a current task is valid while it runs.
         if !t.is_null() && unsafe { (*t).shared } == Arc::as_ptr(sh) {
-            let reaper = Arc::clone(sh);
-            let spawned = std::thread::Builder::new().name("usurp-reaper".into()).spawn(move || {
-                reaper.wait_stopped();
-                reaper.abandon_remaining();
-            });
-            // (Here the heap goes when the reaper and the runtime's threads
-            // are done, after this drop returned: it cannot wait for the
-            // worker that runs it.)
-            if spawned.is_err() {
-                // No thread: never free the shared state (leak it).
-                std::mem::forget(Arc::clone(sh));
-            }
+            sh.spawn_reaper();
             return;
         }
         sh.wait_stopped();

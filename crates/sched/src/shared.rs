@@ -22,7 +22,7 @@ use crate::tasks::tcb::{state, Task, TaskRef};
 use crate::timer::Timers;
 use crate::worker::{self, Machine, Worker};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use usurp_gc::Heap;
 
@@ -146,6 +146,10 @@ pub(crate) struct Shared {
     /// threads that already exited are pruned at each push.
     threads_to_join: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// How long `drop(Runtime)` waits for its workers before it says on
+/// stderr what holds them up ([`Shared::wait_stopped`]).
+pub(crate) const DROP_REPORT_AFTER: Duration = Duration::from_secs(1);
 
 /// Test-only switch (negative control of "a dropped runtime's heap is gone
 /// when `drop` returns"): `false` makes `Runtime`'s drop return without
@@ -615,15 +619,77 @@ impl Shared {
         }
     }
 
+    /// Finishes a shutdown already begun without waiting for it: a reaper
+    /// thread waits for every worker to stop and abandons the tasks left
+    /// (`Runtime`'s drop from one of its own tasks, which cannot wait for
+    /// the worker that runs it). Here the heap goes when the reaper and the
+    /// runtime's threads are done.
+    pub(crate) fn spawn_reaper(self: &Arc<Self>) {
+        let reaper = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("usurp-reaper".into()).spawn(move || {
+            reaper.wait_stopped();
+            reaper.abandon_remaining();
+        });
+        if spawned.is_err() {
+            // No thread: never free the shared state (leak it).
+            std::mem::forget(Arc::clone(self));
+        }
+    }
+
+    /// A `drop(Runtime)` deferred to the end of a collection's pause (by a
+    /// root scanner, `stw::defer_drop_to_pause_end`): begins the shutdown
+    /// and finishes it in the background ([`Shared::spawn_reaper`]).
+    pub(crate) fn shutdown_detached(self: &Arc<Self>) {
+        self.begin_shutdown();
+        self.spawn_reaper();
+    }
+
     pub(crate) fn worker_stopped(&self) {
         *self.stopped.lock().unwrap() += 1;
         self.stopped_cv.notify_all();
     }
 
+    /// Waits until every worker stopped (after [`Shared::begin_shutdown`]).
+    /// After [`DROP_REPORT_AFTER`] still waiting, prints one line to stderr
+    /// saying why, and waits on: the world held stopped by another task or
+    /// thread (`Runtime::stop_the_world`: its workers are parked for that
+    /// stop and see the shutdown only when it restarts the world; named by
+    /// `stw::stop_holder`), or workers that have not reached their
+    /// scheduler (a task that does not yield). It used to wait silently
+    /// (RT-gc item 8, session 14).
     pub(crate) fn wait_stopped(&self) {
+        let t0 = std::time::Instant::now();
+        let mut reported = false;
         let mut n = self.stopped.lock().unwrap();
         while *n < self.workers.len() {
-            n = self.stopped_cv.wait(n).unwrap();
+            if reported {
+                n = self.stopped_cv.wait(n).unwrap();
+                continue;
+            }
+            let left = DROP_REPORT_AFTER.saturating_sub(t0.elapsed());
+            if !left.is_zero() {
+                n = self.stopped_cv.wait_timeout(n, left).unwrap().0;
+                continue;
+            }
+            reported = true;
+            let running = self.workers.len() - *n;
+            drop(n);
+            let line = match crate::stw::stop_holder(self) {
+                Some(who) => format!(
+                    "usurp: dropping the Runtime has waited {:.1} s for its workers: the world is held stopped \
+                     ({who}); the workers see the shutdown only when that stopper restarts the world \
+                     (Runtime::start_the_world) or exits; still waiting\n",
+                    t0.elapsed().as_secs_f64()
+                ),
+                None => format!(
+                    "usurp: dropping the Runtime has waited {:.1} s for its workers: {running} of them still run a \
+                     task that has not reached its scheduler (one that does not yield keeps its worker); still \
+                     waiting\n",
+                    t0.elapsed().as_secs_f64()
+                ),
+            };
+            crate::sys::write_stderr(line.as_bytes());
+            n = self.stopped.lock().unwrap();
         }
     }
 

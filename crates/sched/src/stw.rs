@@ -136,7 +136,12 @@
 //!   (the first version refused them all; its review showed both). A plain
 //!   thread that exits holding the stop restarts the world (with a
 //!   message), as an exiting task does;
-//! * only the stopper may `start_the_world` (others panic).
+//! * only the stopper may `start_the_world` (others panic);
+//! * a collection's pause (the GC's `World::stop_the_world`,
+//!   [`stop_for_collection`]) is marked as the collector's: a root scanner
+//!   runs on its stopper, and `Runtime::start_the_world` there panics, a
+//!   `drop(Runtime)` there defers its shutdown to the pause's end, and
+//!   `yield_now` there panics naming the GC pause (RT-gc item 2).
 //!
 //! While parked, workers serve [`run_parallel`] jobs posted by the stopper
 //! (parallel GC marking): the stopper takes indices too, so a job completes
@@ -340,6 +345,19 @@ pub(crate) struct Stw {
     /// without the lock only to compare with the reader's own id (a reader
     /// can only find its own id there if it wrote it itself).
     stopper: AtomicUsize,
+    /// Set while the stop in force is a collection's pause (taken by the
+    /// GC through `RuntimeWorld::stop_the_world`): written only by the
+    /// stopper, after its stop began and before it ends, and read for the
+    /// stopper checks (a reader finds it meaningful only when it is the
+    /// stopper itself). Root scanners run on the stopper inside that
+    /// pause: `Runtime::start_the_world` there panics, and a
+    /// `drop(Runtime)` there is deferred to the pause's end (RT-gc item 2,
+    /// session 14: both used to restart the world mid-collection).
+    gc_pause: AtomicBool,
+    /// A `drop(Runtime)` by the stopper inside a collection's pause: the
+    /// shutdown begins when the collector restarts the world
+    /// ([`start_after_collection`]). Written and read by the stopper.
+    drop_after_pause: AtomicBool,
     wstate: Box<[AtomicU32]>,
     /// When each worker last parked for a stop (CLOCK_MONOTONIC ns):
     /// written by the worker in [`park_worker`], read by a traced stop's
@@ -384,6 +402,10 @@ struct Inner {
     /// `start_the_world`. Null when the stopper is not a task holding a
     /// worker (or async preemption is off). Written by the stopper.
     quiet_slot: usize,
+    /// The OS thread id of a stopper that is not a task on a worker (a
+    /// plain thread, a task inside `blocking`), 0 otherwise: named by
+    /// [`stop_holder`] (a `drop(Runtime)` that waits for such a stop).
+    stopper_tid: i32,
     job: Option<Job>,
     stops: u64,
     /// Times a stopper went to sleep on `stopped_cv` while stopping the
@@ -463,6 +485,8 @@ impl Stw {
         Stw {
             stop: AtomicBool::new(false),
             stopper: AtomicUsize::new(0),
+            gc_pause: AtomicBool::new(false),
+            drop_after_pause: AtomicBool::new(false),
             wstate: (0..workers).map(|_| AtomicU32::new(RUNNING)).collect(),
             parked_ns: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             inner: Mutex::new(Inner::default()),
@@ -725,10 +749,15 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         let mut g = stw.lock();
         if !g.active {
             g.active = true;
+            stw.gc_pause.store(false, Ordering::SeqCst);
             stw.stopper.store(caller_id(), Ordering::SeqCst);
             stw.stop.store(true, Ordering::SeqCst);
             if crate::worker::Current::get().is_none() {
                 note_thread_stop(sh);
+                // SAFETY: gettid has no preconditions.
+                g.stopper_tid = unsafe { libc::gettid() };
+            } else {
+                g.stopper_tid = 0;
             }
             if me.is_some() {
                 // A task holding a worker: not preemptible until it starts
@@ -1262,6 +1291,30 @@ fn describe_stopper(sh: &Shared, _locked: &MutexGuard<'_, Inner>) -> String {
     }
 }
 
+/// What holds `sh`'s world stopped, in words (`None` if no stop is in
+/// force): the stopper task, or the stopper thread's OS id and name (from
+/// `/proc/self/task/<tid>/comm`). For `drop(Runtime)`'s report after it
+/// waited [`crate::shared::DROP_REPORT_AFTER`] for its workers (RT-gc
+/// item 8).
+pub(crate) fn stop_holder(sh: &Shared) -> Option<String> {
+    let g = sh.stw.lock();
+    if !g.active {
+        return None;
+    }
+    let mut who = describe_stopper(sh, &g);
+    if g.stopper_tid != 0 {
+        let tid = g.stopper_tid;
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+        let name = name.trim_end();
+        if name.is_empty() {
+            who.push_str(&format!(": OS thread {tid}"));
+        } else {
+            who.push_str(&format!(": OS thread {tid} \"{name}\""));
+        }
+    }
+    Some(who)
+}
+
 /// Asks the task on `w`'s CPU (if any) to get off it. True if a signal
 /// was sent (none is while one is in flight).
 fn ask_to_stop(w: &Worker) -> bool {
@@ -1330,6 +1383,59 @@ pub(crate) fn request_task_preempt(w: &Worker, slot: &usurp_preempt::WorkerSlot)
     matches!(r, Ok(true))
 }
 
+/// Stops the world for a collection's pause (the GC's
+/// `World::stop_the_world`): [`stop_the_world`], then marks the stop as the
+/// collector's, so that a root scanner (which runs on the stopper inside
+/// the pause) cannot end it: see [`start_the_world_public`].
+pub(crate) fn stop_for_collection(sh: &Shared) {
+    stop_the_world(sh);
+    sh.stw.drop_after_pause.store(false, Ordering::Relaxed);
+    sh.stw.gc_pause.store(true, Ordering::SeqCst);
+}
+
+/// Ends a collection's pause (the GC's `World::start_the_world`). Returns
+/// whether the runtime was dropped inside it (by a root scanner): the
+/// caller then begins the shutdown that drop deferred.
+pub(crate) fn start_after_collection(sh: &Shared) -> bool {
+    let mine = caller_is_stopper(sh);
+    // (Clears `gc_pause` under the stw lock.)
+    start_the_world(sh);
+    mine && sh.stw.drop_after_pause.swap(false, Ordering::Relaxed)
+}
+
+/// Whether the caller holds `sh`'s world stopped for a collection's pause
+/// (it is the collector: a root scanner or another callback of the GC runs
+/// on it).
+#[inline]
+pub(crate) fn caller_in_collection_pause(sh: &Shared) -> bool {
+    caller_is_stopper(sh) && sh.stw.gc_pause.load(Ordering::SeqCst)
+}
+
+/// Records a `drop(Runtime)` by the collector inside its pause (a root
+/// scanner): the shutdown begins when the pause ends. Returns false (and
+/// records nothing) if the caller is not in a collection's pause.
+pub(crate) fn defer_drop_to_pause_end(sh: &Shared) -> bool {
+    if !caller_in_collection_pause(sh) {
+        return false;
+    }
+    sh.stw.drop_after_pause.store(true, Ordering::Relaxed);
+    true
+}
+
+/// `Runtime::start_the_world`: [`start_the_world`], except inside a
+/// collection's pause, where it panics (a root scanner that restarted the
+/// world let tasks run, and store pointers the collector never saw, in the
+/// middle of its marking: reachable objects were freed).
+pub(crate) fn start_the_world_public(sh: &Shared) {
+    if caller_in_collection_pause(sh) {
+        panic!(
+            "usurp: Runtime::start_the_world called inside a GC pause: a root scanner may not restart the world \
+             (the collection holds it stopped, and restarts it when the pause ends)"
+        );
+    }
+    start_the_world(sh);
+}
+
 /// Restarts the world stopped by [`stop_the_world`]. Only the stopper may;
 /// without a stop in force it does nothing.
 pub(crate) fn start_the_world(sh: &Shared) {
@@ -1347,6 +1453,8 @@ pub(crate) fn start_the_world(sh: &Shared) {
     }
     g.active = false;
     g.job = None;
+    g.stopper_tid = 0;
+    stw.gc_pause.store(false, Ordering::SeqCst);
     forget_thread_stop(sh);
     let np = g.no_preempt.take();
     let quiet = std::mem::replace(&mut g.quiet_slot, 0) as *const usurp_preempt::WorkerSlot;

@@ -119,11 +119,19 @@ impl RuntimeWorld {
 // in place on a thread without a worker and waits out a stop.
 unsafe impl World for RuntimeWorld {
     fn stop_the_world(&self) {
-        self.with(crate::stw::stop_the_world);
+        // Marked as the collector's stop: a root scanner cannot end it.
+        self.with(crate::stw::stop_for_collection);
     }
 
     fn start_the_world(&self) {
-        self.with(crate::stw::start_the_world);
+        if let Some(sh) = self.shared.upgrade() {
+            if crate::stw::start_after_collection(&sh) {
+                // The runtime was dropped inside the pause (by a root
+                // scanner): its shutdown begins now, finished by a reaper
+                // thread as for a drop from one of its own tasks.
+                sh.shutdown_detached();
+            }
+        }
     }
 
     fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {

@@ -310,7 +310,7 @@ pub(crate) fn yield_current(c: Current) {
 #[inline(never)]
 unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
-        stopper_yielded();
+        stopper_yielded(crate::stw::caller_in_collection_pause(w.shared()));
     }
     w.clear_pin(cur);
     let mut next = w.next_fast();
@@ -330,7 +330,16 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
 
 #[cold]
 #[inline(never)]
-pub(super) fn stopper_yielded() -> ! {
+pub(super) fn stopper_yielded(in_collection_pause: bool) -> ! {
+    if in_collection_pause {
+        // A root scanner (or another GC callback) on the collecting task:
+        // the collection's stop is not the caller's to end.
+        panic!(
+            "usurp: yield_now called inside a GC pause (by a root scanner or another callback of the collection, \
+             on the collecting task): its worker would park for the stop and never resume it; a root scanner \
+             must not yield (the world restarts when the collection's pause ends)"
+        )
+    }
     panic!(
         "usurp: yield_now called by the task that holds the world stopped (Runtime::stop_the_world): its worker \
          would park for the stop and never resume it; call Runtime::start_the_world first"
