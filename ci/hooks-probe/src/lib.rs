@@ -38,6 +38,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_nap_ns_for_tests(0);
     usurp_sched::hooks::set_stop_wakes_nappers_for_tests(true);
     usurp_sched::hooks::set_timer_wakes_napper_for_tests(true);
+    usurp_gc::internals::set_heap_quarantine_for_tests(true);
     usurp_sched::hooks::set_lone_spin_for_tests(true);
     usurp_sched::hooks::set_timer_spin_duty_for_tests(true);
     heap.set_attach_pause_for_tests(None);

@@ -484,6 +484,7 @@ mod object;
 mod pacer;
 mod preempt_glue;
 mod refcheck;
+mod reservation;
 mod roots;
 mod sizeclass;
 mod space;
@@ -517,6 +518,8 @@ pub mod internals {
     pub use crate::barrier::{set_barrier_range_registration_for_tests, set_barrier_shading_for_tests};
     #[cfg(feature = "test-hooks")]
     pub use crate::heap::set_typed_block_lists_for_tests;
+    #[cfg(feature = "test-hooks")]
+    pub use crate::reservation::set_heap_quarantine_for_tests;
     #[cfg(feature = "test-hooks")]
     pub use crate::mark::{
         set_batched_marks_for_tests, set_mark_lookahead_for_tests, set_park_ahead_for_tests,

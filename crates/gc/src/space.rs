@@ -25,7 +25,8 @@ pub struct Space {
     /// Membership in the handle-check table (`refcheck`); declared first so
     /// that it is dropped (unregistered) before the maps are unmapped.
     _registration: crate::refcheck::Registration,
-    _heap_map: MmapMut,
+    /// The objects' range; a dropped one is quarantined (`reservation.rs`).
+    _heap_map: crate::reservation::HeapReservation,
     _meta_map: MmapMut,
     _kind_map: MmapMut,
     _desc_map: MmapMut,
@@ -123,7 +124,7 @@ impl Space {
     pub fn with_encoding(max_heap: usize, encoding: crate::encoding::ValueEncoding) -> std::io::Result<Space> {
         let nblocks = max_heap.div_ceil(BLOCK_SIZE).max(1);
         let len = (nblocks + 3) * BLOCK_SIZE;
-        let heap_map = MmapOptions::new().len(len).no_reserve_swap().map_anon()?;
+        let heap_map = crate::reservation::HeapReservation::new(len)?;
         let base = heap_map.as_ptr() as usize;
         let lo = ((base + BLOCK_SIZE - 1) & !(BLOCK_SIZE - 1)) + BLOCK_SIZE;
         let meta_len = nblocks * std::mem::size_of::<BlockMeta>();
