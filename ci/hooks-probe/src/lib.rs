@@ -51,5 +51,6 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
         + usurp_sched::hooks::idle_wake_calls_for_tests()
         + usurp_sched::hooks::lone_spins_for_tests()
         + usurp_sched::hooks::timer_spin_backoffs_for_tests()
+        + usurp_sched::hooks::timer_spin_waits_for_tests()
         + usurp_sched::hooks::timer_spin_ns_for_tests() as usize
 }

@@ -408,6 +408,13 @@ pub fn timer_spin_backoffs_for_tests() -> usize {
     crate::worker::TIMER_SPIN_BACKOFFS.load(Ordering::Relaxed)
 }
 
+/// Timed idle waits planned with a timer spin so far, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn timer_spin_waits_for_tests() -> usize {
+    crate::worker::TIMER_SPIN_WAITS.load(Ordering::Relaxed)
+}
+
 /// Nanoseconds spent in timer spins so far, process-wide.
 #[doc(hidden)]
 #[cfg(feature = "test-hooks")]

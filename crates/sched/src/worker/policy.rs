@@ -91,6 +91,11 @@ pub(crate) static TIMER_SPIN_BACKOFFS: std::sync::atomic::AtomicUsize = std::syn
 /// Nanoseconds spent in timer spins, process-wide; read by tests through
 /// `hooks::timer_spin_ns_for_tests`.
 pub(crate) static TIMER_SPIN_NS: AtomicU64 = AtomicU64::new(0);
+/// Timed idle waits planned with a spin (`Worker::sleep_then_spin` with a
+/// spin above 0), whether or not the spin came to pass (a waker, or a
+/// wake-up later than the spin, ends it first), process-wide; read by
+/// tests through `hooks::timer_spin_waits_for_tests`.
+pub(crate) static TIMER_SPIN_WAITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Timer spins begun (`Worker::sleep_then_spin` reached its spin),
 /// process-wide; read by tests through `hooks::timer_spins_for_tests`.
 pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -752,6 +757,7 @@ impl Worker {
             futex_wait(&self.sleep_word, 0, Some(left));
             return;
         }
+        TIMER_SPIN_WAITS.fetch_add(1, Ordering::Relaxed);
         if left > spin {
             futex_wait(&self.sleep_word, 0, Some(left - spin));
             // Woken, or back early (a spurious return): the caller's loop
