@@ -20,6 +20,23 @@ use usurp::{sleep, sync_channel, Error, Runtime, MAX_TIMER_SPIN};
 use usurp_sched::hooks;
 use usurp_testsupport::{scale, serial, within};
 
+/// Keeps timer spinning on for a test (restored on drop): on a loaded
+/// machine a spin that loses its CPU turns spinning off for 100 ms
+/// (`TIMER_SPIN_BACKOFF_NS`, tested on its own below), and these tests
+/// need the spins to happen.
+struct KeepSpinning;
+impl KeepSpinning {
+    fn new() -> KeepSpinning {
+        hooks::set_timer_spin_backoff_for_tests(false);
+        KeepSpinning
+    }
+}
+impl Drop for KeepSpinning {
+    fn drop(&mut self) {
+        hooks::set_timer_spin_backoff_for_tests(true);
+    }
+}
+
 #[test]
 fn timer_spin_values_are_checked() {
     let too_much = MAX_TIMER_SPIN + Duration::from_micros(1);
@@ -41,6 +58,7 @@ fn timer_spin_values_are_checked() {
 #[test]
 fn sleeps_with_a_timer_spin_last_at_least_their_duration() {
     let _g = serial();
+    let _k = KeepSpinning::new();
     let rt = Runtime::builder().workers(2).timer_spin(Duration::from_micros(200)).build().unwrap();
     let spins_before = hooks::timer_spins_for_tests();
     let rounds = scale(20);
@@ -135,6 +153,7 @@ fn spawn_during_spin(rt: &Runtime) -> Option<(bool, f64)> {
 #[test]
 fn work_arriving_during_a_timer_spin_runs_at_once() {
     let _g = serial();
+    let _k = KeepSpinning::new();
     let rt = Runtime::builder().workers(1).timer_spin(MAX_TIMER_SPIN).build().unwrap();
     let (ok, tries) = within(300, "spawn during a timer spin", move || {
         // Several tries: the spawning thread may itself be descheduled past
@@ -160,6 +179,7 @@ fn work_arriving_during_a_timer_spin_runs_at_once() {
 #[test]
 fn negative_control_a_blind_timer_spin_delays_new_work() {
     let _g = serial();
+    let _k = KeepSpinning::new();
     let rt = Runtime::builder().workers(1).timer_spin(MAX_TIMER_SPIN).build().unwrap();
     hooks::set_timer_spin_blind_for_tests(true);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -217,6 +237,7 @@ fn timer_due_while_a_task_runs(rt: &Runtime) -> Option<(Instant, Instant, Instan
 #[test]
 fn a_timer_due_while_the_spinner_runs_a_task_is_fired_by_a_backup() {
     let _g = serial();
+    let _k = KeepSpinning::new();
     // Without async preemption there is no timer monitor (it would wake a
     // backup at the deadline itself, review): only the backup's own timeout
     // can fire L's timer while X runs.
@@ -242,18 +263,20 @@ fn a_timer_due_while_the_spinner_runs_a_task_is_fired_by_a_backup() {
     }
 }
 
-/// Timer spins while a task of an otherwise idle 1-worker runtime built
-/// by `b` sleeps 1 ms ten times.
-fn spins_of(b: usurp::RuntimeBuilder) -> usize {
+/// Timed idle waits planned with a timer spin while a task of an
+/// otherwise idle 1-worker runtime built by `b` sleeps 1 ms ten times
+/// (counted whether or not the spin came to pass: on a loaded machine the
+/// wake-up before the spin can come later than the deadline).
+fn spin_waits_of(b: usurp::RuntimeBuilder) -> usize {
     let rt = b.workers(1).build().unwrap();
     within(120, "idle sleeps", move || {
         rt.block_on(|| {
             sleep(Duration::from_millis(2)); // settle
-            let before = hooks::timer_spins_for_tests();
+            let before = hooks::timer_spin_waits_for_tests();
             for _ in 0..10 {
                 sleep(Duration::from_millis(1));
             }
-            hooks::timer_spins_for_tests() - before
+            hooks::timer_spin_waits_for_tests() - before
         })
     })
 }
@@ -261,11 +284,12 @@ fn spins_of(b: usurp::RuntimeBuilder) -> usize {
 #[test]
 fn the_spin_is_on_by_default_and_zero_turns_it_off() {
     let _g = serial();
-    let default = spins_of(Runtime::builder());
-    let off = spins_of(Runtime::builder().timer_spin(Duration::ZERO));
-    eprintln!("timer spins in 10 idle sleeps: default {default}, timer_spin(0) {off}");
-    assert!(default >= 5, "the default timer spin spun only {default} times in 10 idle sleeps");
-    assert_eq!(off, 0, "timer_spin(0) spun {off} times");
+    let _k = KeepSpinning::new();
+    let default = spin_waits_of(Runtime::builder());
+    let off = spin_waits_of(Runtime::builder().timer_spin(Duration::ZERO));
+    eprintln!("waits with a timer spin in 10 idle sleeps: default {default}, timer_spin(0) {off}");
+    assert!(default >= 10, "the default planned a timer spin in only {default} of 10 idle sleeps");
+    assert_eq!(off, 0, "timer_spin(0) planned {off} timer spins");
 }
 
 /// Spin time and wall time while a task of an idle 1-worker runtime with
@@ -288,6 +312,7 @@ fn dense_timer_spin(n: usize) -> (u64, u64) {
 #[test]
 fn dense_timers_keep_the_spinner_to_a_fraction_of_the_time() {
     let _g = serial();
+    let _k = KeepSpinning::new();
     let (spun, wall) = dense_timer_spin(scale(300));
     eprintln!("dense timers: spun {} of {} µs", spun / 1000, wall / 1000);
     // The cap is 1/9 of the time; a third leaves room for a spinner the OS
@@ -298,9 +323,57 @@ fn dense_timers_keep_the_spinner_to_a_fraction_of_the_time() {
 #[test]
 fn negative_control_without_the_cap_dense_timers_keep_the_spinner_busy() {
     let _g = serial();
+    let _k = KeepSpinning::new();
     hooks::set_timer_spin_duty_for_tests(false);
     let (spun, wall) = dense_timer_spin(scale(300));
     hooks::set_timer_spin_duty_for_tests(true);
     eprintln!("dense timers, no cap: spun {} of {} µs", spun / 1000, wall / 1000);
     assert!(spun > wall / 2, "with the cap off the spinner spun only {} of {} µs", spun / 1000, wall / 1000);
+}
+
+/// Timed idle waits planned with a timer spin while a task of an idle
+/// 1-worker runtime (default spin) sleeps 1 ms `n` times, every spin
+/// reporting that it lost its CPU, and how long the sleeps took.
+fn spin_waits_when_every_spin_loses_the_cpu(n: usize) -> (usize, Duration) {
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    within(120, "spins that lose the CPU", move || {
+        rt.block_on(move || {
+            sleep(Duration::from_millis(2)); // settle
+            hooks::set_timer_spin_fake_loss_for_tests(true);
+            let (before, t0) = (hooks::timer_spin_waits_for_tests(), Instant::now());
+            for _ in 0..n {
+                sleep(Duration::from_millis(1));
+            }
+            let r = (hooks::timer_spin_waits_for_tests() - before, t0.elapsed());
+            hooks::set_timer_spin_fake_loss_for_tests(false);
+            r
+        })
+    })
+}
+
+/// A spin that lost its CPU (the OS preempted the spinner: the machine's
+/// CPUs are all taken) turns spinning off for a while
+/// (`TIMER_SPIN_BACKOFF_NS`, 100 ms): the next sleeps are plain timed
+/// sleeps, as with the spin off, whose wake-up the OS favours.
+#[test]
+fn a_spin_that_lost_its_cpu_turns_spinning_off_for_a_while() {
+    let _g = serial();
+    let backoffs = hooks::timer_spin_backoffs_for_tests();
+    let (waits, took) = spin_waits_when_every_spin_loses_the_cpu(20);
+    eprintln!("every spin losing its CPU: {waits} waits with a spin in 20 sleeps ({took:?})");
+    assert!(hooks::timer_spin_backoffs_for_tests() > backoffs, "no backoff");
+    // At most one spin per 100 ms of sleeps (the first loses its CPU, the
+    // next 100 ms of sleeps are plain).
+    let most = 1 + (took.as_millis() / 100) as usize;
+    assert!(waits <= most, "{waits} waits with a spin in 20 sleeps ({took:?}) although every spin lost its CPU");
+}
+
+#[test]
+fn negative_control_without_the_backoff_every_sleep_spins() {
+    let _g = serial();
+    hooks::set_timer_spin_backoff_for_tests(false);
+    let (waits, took) = spin_waits_when_every_spin_loses_the_cpu(20);
+    hooks::set_timer_spin_backoff_for_tests(true);
+    eprintln!("backoff off: {waits} waits with a spin in 20 sleeps ({took:?})");
+    assert!(waits >= 20, "with the backoff off only {waits} of 20 sleeps planned a spin");
 }

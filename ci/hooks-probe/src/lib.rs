@@ -41,6 +41,8 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_gc::internals::set_heap_quarantine_for_tests(true);
     usurp_sched::hooks::set_lone_spin_for_tests(true);
     usurp_sched::hooks::set_timer_spin_duty_for_tests(true);
+    usurp_sched::hooks::set_timer_spin_backoff_for_tests(true);
+    usurp_sched::hooks::set_timer_spin_fake_loss_for_tests(false);
     heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
@@ -48,5 +50,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
         + usurp_sched::hooks::take_max_concurrent_naps_for_tests()
         + usurp_sched::hooks::idle_wake_calls_for_tests()
         + usurp_sched::hooks::lone_spins_for_tests()
+        + usurp_sched::hooks::timer_spin_backoffs_for_tests()
+        + usurp_sched::hooks::timer_spin_waits_for_tests()
         + usurp_sched::hooks::timer_spin_ns_for_tests() as usize
 }

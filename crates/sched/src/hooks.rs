@@ -383,6 +383,38 @@ pub fn set_timer_spin_duty_for_tests(on: bool) {
     crate::worker::TIMER_SPIN_DUTY_ON.store(on, Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of the timer spin's backoff,
+/// `worker/policy.rs` `TIMER_SPIN_BACKOFF_NS`): `false`: a spin that lost
+/// its CPU does not turn spinning off. Default `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_timer_spin_backoff_for_tests(on: bool) {
+    crate::worker::TIMER_SPIN_BACKOFF_ON.store(on, Ordering::Relaxed);
+}
+
+/// Test-only switch: `true`: every timer spin reports that the OS took its
+/// CPU (as if two of its clock reads were far apart). Default `false`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_timer_spin_fake_loss_for_tests(on: bool) {
+    crate::worker::TIMER_SPIN_FAKE_LOSS.store(on, Ordering::Relaxed);
+}
+
+/// Times timer spinning was turned off after a spin lost its CPU so far,
+/// process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn timer_spin_backoffs_for_tests() -> usize {
+    crate::worker::TIMER_SPIN_BACKOFFS.load(Ordering::Relaxed)
+}
+
+/// Timed idle waits planned with a timer spin so far, process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn timer_spin_waits_for_tests() -> usize {
+    crate::worker::TIMER_SPIN_WAITS.load(Ordering::Relaxed)
+}
+
 /// Nanoseconds spent in timer spins so far, process-wide.
 #[doc(hidden)]
 #[cfg(feature = "test-hooks")]

@@ -143,7 +143,11 @@ impl RuntimeBuilder {
     /// before each, not all the time). A task that sleeps 1 ms in a loop on
     /// an otherwise idle runtime costs about 0.2 ms of CPU per sleep with
     /// the default spin (about 0.1 ms without it); while every worker runs
-    /// tasks nothing spins. A timer due while the spinning worker runs a
+    /// tasks nothing spins. On a machine whose CPUs are all taken a
+    /// spinning thread is preempted by the OS in the middle of its spin,
+    /// for a whole time slice, while a sleeping one is favoured when it
+    /// wakes: a spin that sees it lost its CPU turns spinning off for
+    /// 100 ms (plain timed sleeps meanwhile). A timer due while the spinning worker runs a
     /// task is fired by another idle worker up to 100 µs late; with no
     /// other idle worker, as without the spin (the timer monitor preempts
     /// a busy one). Work that arrives during a spin (a spawn, a wake-up)

@@ -98,6 +98,10 @@ pub(crate) struct Shared {
     /// one at a time), read by the next one to bound its spin
     /// (`TIMER_SPIN_DUTY`). A heuristic: no protocol depends on it.
     pub(crate) timer_spin_end: AtomicU64,
+    /// Until when (ns, `now_ns`) timer spins are off because one lost its
+    /// CPU (`TIMER_SPIN_BACKOFF_NS`): stored (Relaxed) by the spinning
+    /// worker, read by the next one. A heuristic: no protocol depends on it.
+    pub(crate) timer_spin_off_until: AtomicU64,
     /// Free task structs with their stacks (pages released), at most
     /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
     /// `get_task`).
@@ -199,6 +203,7 @@ impl Shared {
             timer_spin_ns,
             timer_spinner: AtomicUsize::new(0),
             timer_spin_end: AtomicU64::new(0),
+            timer_spin_off_until: AtomicU64::new(0),
             pool: SpinLock::new(Vec::new()),
             stack_scan: crate::stack_scan::StackScan::new(),
             registry: SpinLock::new(Vec::new()),

@@ -64,9 +64,38 @@ pub(super) const TIMER_SPIN_DUTY: u64 = 8;
 /// `hooks::set_timer_spin_duty_for_tests`: `false`: every spin is the
 /// whole `timer_spin`, as before.
 pub(crate) static TIMER_SPIN_DUTY_ON: AtomicBool = AtomicBool::new(true);
+/// A clock gap this long inside a timer spin means the OS took the CPU
+/// from the spinner (`Worker::spin_until`).
+pub(super) const TIMER_SPIN_DESCHEDULED_NS: u64 = 15_000;
+/// How long timer spins stay off after one lost its CPU. On a machine
+/// whose CPUs are all taken, a spinning thread uses up its share and is
+/// preempted in the middle of the spin for a whole time slice, while one
+/// asleep on the futex is favoured when it wakes: a review measured 1 ms
+/// sleeps at load 4-6 with the spin on and off, alternated: p99 66-2900 µs
+/// against 59-660 µs late, 84 sleeps more than 1 ms late against 33. So a
+/// spin that sees it lost the CPU turns spinning off for 100 ms (about a
+/// hundred 1 ms sleeps: a plain timed sleep each, as with the spin off),
+/// then the next spin tries again; on an idle machine spins rarely lose
+/// the CPU and stay on.
+pub(super) const TIMER_SPIN_BACKOFF_NS: u64 = 100_000_000;
+/// Test-only switches (`hooks::set_timer_spin_backoff_for_tests`,
+/// `hooks::set_timer_spin_fake_loss_for_tests`): `TIMER_SPIN_BACKOFF_ON`
+/// `false` (negative control): a spin that lost its CPU does not turn
+/// spinning off; `TIMER_SPIN_FAKE_LOSS` `true`: every spin reports that it
+/// lost its CPU.
+pub(crate) static TIMER_SPIN_BACKOFF_ON: AtomicBool = AtomicBool::new(true);
+pub(crate) static TIMER_SPIN_FAKE_LOSS: AtomicBool = AtomicBool::new(false);
+/// Times spinning was turned off after a spin lost its CPU, process-wide;
+/// read by tests through `hooks::timer_spin_backoffs_for_tests`.
+pub(crate) static TIMER_SPIN_BACKOFFS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Nanoseconds spent in timer spins, process-wide; read by tests through
 /// `hooks::timer_spin_ns_for_tests`.
 pub(crate) static TIMER_SPIN_NS: AtomicU64 = AtomicU64::new(0);
+/// Timed idle waits planned with a spin (`Worker::sleep_then_spin` with a
+/// spin above 0), whether or not the spin came to pass (a waker, or a
+/// wake-up later than the spin, ends it first), process-wide; read by
+/// tests through `hooks::timer_spin_waits_for_tests`.
+pub(crate) static TIMER_SPIN_WAITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Timer spins begun (`Worker::sleep_then_spin` reached its spin),
 /// process-wide; read by tests through `hooks::timer_spins_for_tests`.
 pub(crate) static TIMER_SPINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -721,6 +750,14 @@ impl Worker {
         } else {
             sh.timer_spin_ns
         };
+        // No spin while backing off (`TIMER_SPIN_BACKOFF_NS`): a plain
+        // timed sleep, as with the spin off.
+        let spin = if nt < sh.timer_spin_off_until.load(Ordering::Relaxed) { 0 } else { spin };
+        if spin == 0 {
+            futex_wait(&self.sleep_word, 0, Some(left));
+            return;
+        }
+        TIMER_SPIN_WAITS.fetch_add(1, Ordering::Relaxed);
         if left > spin {
             futex_wait(&self.sleep_word, 0, Some(left - spin));
             // Woken, or back early (a spurious return): the caller's loop
@@ -731,23 +768,34 @@ impl Worker {
         }
         TIMER_SPINS.fetch_add(1, Ordering::Relaxed);
         let start = now_ns();
-        self.spin_until(nt);
+        let lost_cpu = self.spin_until(nt, start);
         let end = now_ns();
         sh.timer_spin_end.store(end, Ordering::Relaxed);
         TIMER_SPIN_NS.fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        if lost_cpu && TIMER_SPIN_BACKOFF_ON.load(Ordering::Relaxed) {
+            TIMER_SPIN_BACKOFFS.fetch_add(1, Ordering::Relaxed);
+            sh.timer_spin_off_until.store(end.saturating_add(TIMER_SPIN_BACKOFF_NS), Ordering::Relaxed);
+        }
     }
 
-    /// The spin of [`Worker::sleep_then_spin`]: returns at the deadline
-    /// `nt` or when anything it must leave for arrives (see there).
-    fn spin_until(&self, nt: u64) {
+    /// The spin of [`Worker::sleep_then_spin`], begun at `start`: returns
+    /// at the deadline `nt` or when anything it must leave for arrives (see
+    /// there); `true` if the OS took the CPU from it meanwhile (two clock
+    /// reads [`TIMER_SPIN_DESCHEDULED_NS`] apart).
+    fn spin_until(&self, nt: u64, start: u64) -> bool {
         let sh = self.shared();
         let blind = TIMER_SPIN_BLIND.load(Ordering::Relaxed);
+        let mut last = start;
+        let mut lost = TIMER_SPIN_FAKE_LOSS.load(Ordering::Relaxed);
         loop {
             for _ in 0..16 {
                 std::hint::spin_loop();
             }
-            if now_ns() >= nt {
-                return;
+            let now = now_ns();
+            lost |= now.saturating_sub(last) > TIMER_SPIN_DESCHEDULED_NS;
+            last = now;
+            if now >= nt {
+                return lost;
             }
             if blind {
                 // Test-only: the negative control spins to the deadline
@@ -762,7 +810,7 @@ impl Worker {
                 || sh.shutdown.load(Ordering::Relaxed)
                 || self.stopping()
             {
-                return;
+                return lost;
             }
         }
     }
