@@ -431,3 +431,38 @@ fn dropping_the_last_registration_inside_forbid_allocation_panics() {
         assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
     });
 }
+
+/// Review B2, nested attachments: inside `forbid_allocation` a thread may
+/// attach again (here to a second heap of the same world); detaching that
+/// one must not count the thread as detached while its first guard is
+/// alive: dropping its last Registration still panics and it stays a
+/// participant until the first guard drops. Guards the count against a
+/// yes/no flag (passes before the fix too, which looked at the current
+/// mutator, back by then).
+#[test]
+fn nested_attachments_are_counted() {
+    quiet_panics(&["drop the MutatorGuard first"]);
+    within(60, "nested_attachments_are_counted", || {
+        let (w, h) = world_heap(config(16 << 20));
+        let h2 = Heap::with_world(config(16 << 20), w.clone() as Arc<dyn World>).unwrap();
+        let w2 = w.clone();
+        std::thread::spawn(move || {
+            let r = w2.register();
+            let g = h.attach_thread().unwrap();
+            {
+                let _f = usurp_gc::world::forbid_allocation("inside the test's forbid_allocation");
+                let g2 = h2.attach_thread().unwrap();
+                black_box(list(10));
+                drop(g2);
+            }
+            assert_eq!(w2.may_attach(), Ok(()));
+            let err = catch(move || drop(r)).expect_err("the first attachment is still alive: the drop must panic");
+            assert!(err.contains("drop the MutatorGuard first"), "{err}");
+            assert_eq!(w2.may_attach(), Ok(()), "the thread must stay a participant while attached");
+            drop(g);
+            assert!(w2.may_attach().is_err(), "the thread must leave when its last attachment ends");
+        })
+        .join()
+        .unwrap();
+    });
+}
