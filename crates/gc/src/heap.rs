@@ -467,6 +467,9 @@ pub struct MutatorGuard {
     prev: *mut Mutator,
     /// This thread is the heap's `solo_owner` (single-thread World).
     solo: bool,
+    /// The World that admitted the attach and was told
+    /// (`World::thread_attached`); told again when the guard drops.
+    world: Arc<dyn World>,
 }
 
 /// Why `attach_thread` failed.
@@ -514,6 +517,10 @@ impl Drop for MutatorGuard {
         }
         drop(g);
         set_current_mutator(self.prev);
+        // The thread allocates in this heap no more: the World may let it
+        // leave now (ThreadWorld: a thread exiting, or whose last
+        // Registration dropped while attached).
+        self.world.thread_detached();
     }
 }
 
@@ -646,13 +653,13 @@ impl Heap {
         if !crate::mutator::current_mutator().is_null() {
             return Err(AttachError::AlreadyAttached);
         }
-        let solo = loop {
+        let (solo, world) = loop {
             let world = self.inner.world();
             world.may_attach().map_err(AttachError::Refused)?;
             if !world.single_thread() {
                 // A World that stops threads is never replaced (set_world
                 // refuses): its answer stands.
-                break false;
+                break (false, world);
             }
             #[cfg(feature = "test-hooks")]
             if let Some(pause) = lock(&self.inner.attach_pause).clone() {
@@ -680,12 +687,17 @@ impl Heap {
                 ));
             }
             *owner = Some(std::thread::current().id());
-            break true;
+            break (true, world);
         };
         let mut mutator = Box::new(Mutator::new(self.inner.clone()));
         no_preempt(|| lock(&self.inner.mutators).push(&mut *mutator as *mut Mutator as usize));
+        // Before the thread can allocate: the World that admitted it counts
+        // it attached (a ThreadWorld then keeps it a participant until the
+        // guard drops; a World that stops threads is never replaced, and a
+        // single-thread one not while we are its recorded owner).
+        world.thread_attached();
         let prev = set_current_mutator(&mut *mutator);
-        Ok(MutatorGuard { mutator, prev, solo })
+        Ok(MutatorGuard { mutator, prev, solo, world })
     }
 
     /// The heap the current thread is attached to, if any.

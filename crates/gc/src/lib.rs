@@ -408,7 +408,8 @@
 //!   `unsafe trait`: its `# Safety` section is the exact contract (stop/start,
 //!   conservative ranges of every stopped task except the caller,
 //!   `run_parallel`, `current_stack_bounds` for task stacks, `blocking`,
-//!   `may_attach`, `single_thread`), which the implementation argues in a
+//!   `may_attach`, `single_thread`; `thread_attached`/`thread_detached` are
+//!   notifications with no-op defaults), which the implementation argues in a
 //!   SAFETY comment.
 //! * Every OS thread that runs tasks (workers and spare threads that may take
 //!   over a worker) calls [`Heap::attach_thread`] when it starts and keeps the
@@ -419,7 +420,9 @@
 //!   asks [`World::may_attach`]: the scheduler's World admits only the
 //!   runtime's own threads, [`ThreadWorld`] only registered threads
 //!   ([`AttachError::Refused`] otherwise; a registered thread cannot leave
-//!   while attached: dropping its last `Registration` then panics). Allocating on a thread without a
+//!   while attached: `attach_thread` and the guard's drop tell the World
+//!   ([`World::thread_attached`], [`World::thread_detached`]), and dropping
+//!   the last `Registration` while attached panics). Allocating on a thread without a
 //!   mutator panics with "allocation from a thread outside the runtime".
 //!   While a task runs a `blocking` closure (it counts as stopped, a
 //!   collection may run), the scheduler takes the thread's mutator away with

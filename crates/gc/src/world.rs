@@ -225,6 +225,27 @@ pub unsafe trait World: Send + Sync {
         let _ = scan;
         true
     }
+    /// Called by [`Heap::attach_thread`](crate::Heap::attach_thread) on the
+    /// attaching thread, after [`may_attach`](World::may_attach) admitted it
+    /// and right before the attach returns its guard (the thread allocates
+    /// from then on), with the world running or with this thread parked
+    /// nowhere (it is a running participant). Every call is paired with one
+    /// [`thread_detached`](World::thread_detached) on the same thread and
+    /// the same World object when that `MutatorGuard` drops; the pairs nest
+    /// (a thread whose mutator [`forbid_allocation`] took away may attach
+    /// again meanwhile, to this heap or another of this World). A World
+    /// that lets its threads leave on their own (e.g. [`ThreadWorld`]'s
+    /// registrations) uses the count to keep an attached thread a
+    /// participant; a World wrapping another must forward both calls.
+    /// Default: nothing.
+    fn thread_attached(&self) {}
+    /// Called by the `MutatorGuard`'s drop on the thread that attached
+    /// (possibly during that thread's thread-local destruction), after its
+    /// mutator is gone (the thread allocates in that heap no more), once
+    /// per [`thread_attached`](World::thread_attached). The World may make
+    /// the thread leave here (waiting out a stop in progress, like a safe
+    /// point: the thread holds no mutator). Default: nothing.
+    fn thread_detached(&self) {}
 }
 
 /// The world of a heap used by one thread at a time: nothing to stop. The
@@ -258,20 +279,31 @@ unsafe impl World for SoloWorld {
 /// * A thread may [`register`](ThreadWorld::register) more than once: the
 ///   registrations are counted, and the thread leaves the world when its
 ///   last [`Registration`] drops.
+/// * The world counts each thread's attachments to its heaps itself
+///   ([`World::thread_attached`], called by
+///   [`Heap::attach_thread`](crate::Heap::attach_thread), and
+///   [`World::thread_detached`], called when the `MutatorGuard` drops): a
+///   thread with an attachment never leaves. The count sees a mutator
+///   taken away by [`forbid_allocation`] (it comes back when the forbid
+///   guard drops) and every attachment, nested ones included. (A World
+///   wrapping a `ThreadWorld` must forward both calls.)
 /// * Dropping the last `Registration` while the thread is attached to a
-///   heap of this world ([`Heap::attach_thread`](crate::Heap::attach_thread),
-///   the guard still alive) panics: the thread would keep allocating while
-///   no stop waited for it and no collection scanned its stack. Drop the
-///   `MutatorGuard` first. After that panic (or if the drop happens while
-///   the thread already unwinds, where a panic would abort) the thread stays
-///   a participant, which must keep polling `safepoint`, until it exits.
-///   (The check looks at the heap of the thread's current mutator, whose
-///   World must be this `ThreadWorld` itself: an attachment to a heap whose
-///   World wraps a `ThreadWorld`, or a mutator taken away by
-///   [`forbid_allocation`], is not seen.)
+///   heap of this world (the guard still alive) panics: the thread would
+///   keep allocating while no stop waited for it and no collection scanned
+///   its stack. Drop the `MutatorGuard` first. After that panic (or if the
+///   drop happens while the thread already unwinds, where a panic would
+///   abort) the thread stays a participant, which must keep polling
+///   `safepoint`, until its last attachment ends; it leaves then.
 /// * A thread that exits with a registration outstanding (a leaked or
-///   `mem::forget`ten `Registration`) leaves the world at its exit (from a
-///   thread-local destructor), so later stops do not wait for it.
+///   `mem::forget`ten `Registration`, or one kept in a thread-local) leaves
+///   the world at its exit (from a thread-local destructor), so later stops
+///   do not wait for it. If it is still attached then (its `MutatorGuard`
+///   lives in a thread-local destroyed later, whose neighbours' destructors
+///   may still allocate), it stays a participant, marked exiting, and
+///   leaves when that guard drops; a `Registration` dropped meanwhile (at
+///   exit) neither panics nor makes it leave. A thread that exits with its
+///   `MutatorGuard` leaked (`mem::forget`) therefore never leaves: every
+///   later stop of the world waits for it. Do not leak a `MutatorGuard`.
 /// * Several heaps may share one `ThreadWorld`, and their threads may
 ///   collect at the same time: a registered thread that waits for another
 ///   thread's stop to end before it stops the world itself counts as parked
@@ -294,14 +326,25 @@ struct Participant {
     parked: bool,
     range: (usize, usize),
     /// Live `Registration`s of the thread. 0: the thread dropped its last
-    /// one while attached to a heap of this world (the drop panicked) and
-    /// stays until it exits.
+    /// one while attached to a heap of this world (the drop panicked, or it
+    /// ran during thread exit) and stays until it detaches.
     regs: usize,
+    /// Live attachments of the thread to heaps of this world
+    /// (`World::thread_attached` minus `thread_detached`): while non-zero
+    /// the thread may allocate, so it never leaves.
+    attached: usize,
+    /// The thread's exit began (its `Memberships` destructor ran) while it
+    /// was attached: it leaves when its last attachment ends (a
+    /// `MutatorGuard` dropped by a later thread-local destructor).
+    exiting: bool,
 }
 
 /// The worlds the current thread is a participant of, left when the thread
 /// exits (the thread-local's destructor): a `Registration` that is never
 /// dropped must not make every later stop wait for a thread that is gone.
+/// A world the thread is still attached to is not left but marked exiting
+/// (its `MutatorGuard`, dropped by a later thread-local destructor, makes
+/// the thread leave in `World::thread_detached`).
 struct Memberships {
     /// The thread's id, recorded while `std::thread::current` still works
     /// (it may not during thread-local destruction).
@@ -314,6 +357,17 @@ impl Drop for Memberships {
         let Some(me) = self.me.get() else { return };
         for w in self.worlds.get_mut().drain(..) {
             if let Some(w) = w.upgrade() {
+                // Thread-locals first touched before `register` are
+                // destroyed after this one: one may still hold the
+                // thread's `MutatorGuard` and allocate. An attached thread
+                // stays (marked exiting); its guard's drop makes it leave.
+                {
+                    let mut st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(p) = st.threads.get_mut(&me).filter(|p| p.attached > 0) {
+                        p.exiting = true;
+                        continue;
+                    }
+                }
                 w.leave(me);
             }
         }
@@ -324,6 +378,22 @@ thread_local! {
     static MEMBERSHIPS: Memberships = const {
         Memberships { me: std::cell::Cell::new(None), worlds: std::cell::RefCell::new(Vec::new()) }
     };
+    /// The thread's id, cached: no destructor, so it stays readable during
+    /// thread-local destruction (where `std::thread::current` may not work),
+    /// when a `MutatorGuard` or `Registration` kept in a thread-local drops.
+    static MY_ID: std::cell::Cell<Option<ThreadId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The calling thread's id (see `MY_ID`).
+fn my_id() -> ThreadId {
+    MY_ID.with(|c| match c.get() {
+        Some(id) => id,
+        None => {
+            let id = std::thread::current().id();
+            c.set(Some(id));
+            id
+        }
+    })
 }
 
 /// Membership of the current thread in a [`ThreadWorld`]; the thread leaves
@@ -336,9 +406,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let me = std::thread::current().id();
-        // Asked before taking the world's lock (it reads the heap's World).
-        let attached = self.world.attached_here();
+        let me = my_id();
         {
             let mut st = self.world.state.lock().unwrap_or_else(|p| p.into_inner());
             let Some(p) = st.threads.get_mut(&me) else {
@@ -350,17 +418,24 @@ impl Drop for Registration {
                 p.regs -= 1;
                 return;
             }
-            if attached {
+            // The World's own count (`thread_attached`), not the current
+            // mutator: one taken away by `forbid_allocation` comes back.
+            if p.attached > 0 {
                 // Keep the thread a participant (it still allocates); it
-                // leaves at its exit.
+                // leaves when its last attachment ends.
                 p.regs = 0;
+                if p.exiting {
+                    // Thread exit (a thread-local destructor): nothing to
+                    // report, and a panic here would abort.
+                    return;
+                }
                 drop(st);
                 if !std::thread::panicking() {
                     panic!(
                         "usurp gc: the last ThreadWorld Registration of this thread dropped while the thread is \
                          attached to a heap of that ThreadWorld (its MutatorGuard is alive): the world would \
                          neither stop nor scan this thread; drop the MutatorGuard first. The thread stays \
-                         registered (it must keep polling ThreadWorld::safepoint) until it exits"
+                         registered (it must keep polling ThreadWorld::safepoint) until that guard drops"
                     );
                 }
                 return;
@@ -389,7 +464,7 @@ impl ThreadWorld {
     /// A thread already registered gets another registration (counted: it
     /// leaves when the last one drops).
     pub fn register(self: &Arc<Self>) -> Registration {
-        let me = std::thread::current().id();
+        let me = my_id();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = st.threads.get_mut(&me) {
             // Already a participant (the stopper, if any, waits for it to
@@ -438,20 +513,6 @@ impl ThreadWorld {
         self.cv.notify_all();
     }
 
-    /// Whether the current thread is attached to a heap whose World is this
-    /// one (its current mutator's heap). A mutator taken away by
-    /// [`forbid_allocation`] is not seen.
-    fn attached_here(&self) -> bool {
-        let m = crate::mutator::current_mutator();
-        if m.is_null() {
-            return false;
-        }
-        // SAFETY: a non-null current mutator is alive until its guard drops
-        // on this thread; we only read its heap's World.
-        let world = unsafe { (*m).heap.world() };
-        std::ptr::addr_eq(Arc::as_ptr(&world), self as *const ThreadWorld)
-    }
-
     /// Poll for a stop request; if there is one, park until the world restarts.
     #[inline]
     pub fn safepoint(&self) {
@@ -464,7 +525,7 @@ impl ThreadWorld {
     /// running `f`, then wait for any stop in progress to end.
     #[inline(never)]
     fn park(&self, f: &mut dyn FnMut()) {
-        let me = std::thread::current().id();
+        let me = my_id();
         with_registers_spilled(&mut |sp| {
             let top = os_thread_stack_bounds().1;
             {
@@ -492,8 +553,11 @@ impl ThreadWorld {
 }
 
 // SAFETY: only registered threads attach (may_attach), and a registered
-// thread cannot leave while attached (Registration::drop keeps it then; a
-// thread leaves on its own only at its exit); stop_the_world
+// thread cannot leave while attached: the world counts its attachments
+// (thread_attached/thread_detached, called by Heap::attach_thread and
+// MutatorGuard::drop on that thread), and neither Registration::drop nor
+// the thread-exit destructor removes a thread whose count is non-zero (it
+// leaves in thread_detached, once it has no mutator of this world); stop_the_world
 // (from any thread, registered or not: background_collection) returns when
 // every other registered thread is parked in `park` (a registered thread
 // waiting to stop the world itself parks too), with its
@@ -503,7 +567,7 @@ impl ThreadWorld {
 // threads and returns when all have finished.
 unsafe impl World for ThreadWorld {
     fn stop_the_world(&self) {
-        let me = std::thread::current().id();
+        let me = my_id();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.stopper == Some(me) {
             drop(st);
@@ -539,7 +603,7 @@ unsafe impl World for ThreadWorld {
     }
 
     fn for_each_conservative_range(&self, f: &mut dyn FnMut(usize, usize)) {
-        let me = std::thread::current().id();
+        let me = my_id();
         let ranges: Vec<(usize, usize)> = {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.threads.iter().filter(|(id, p)| **id != me && p.parked).map(|(_, p)| p.range).collect()
@@ -575,15 +639,42 @@ unsafe impl World for ThreadWorld {
     }
 
     fn caller_holds_stop(&self) -> bool {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).stopper == Some(std::thread::current().id())
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stopper == Some(my_id())
     }
 
     fn may_attach(&self) -> Result<(), &'static str> {
-        let me = std::thread::current().id();
+        let me = my_id();
         if self.state.lock().unwrap_or_else(|p| p.into_inner()).threads.contains_key(&me) {
             Ok(())
         } else {
             Err("the thread is not registered with the heap's ThreadWorld (call ThreadWorld::register first, and poll ThreadWorld::safepoint)")
         }
+    }
+
+    fn thread_attached(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // `may_attach` just admitted the thread, and only the thread itself
+        // leaves (its Registration is not Send): it is a participant.
+        if let Some(p) = st.threads.get_mut(&my_id()) {
+            p.attached += 1;
+        }
+    }
+
+    fn thread_detached(&self) {
+        let me = my_id();
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(p) = st.threads.get_mut(&me) else { return };
+            p.attached = p.attached.saturating_sub(1);
+            // Stay while attached elsewhere in this world, or registered
+            // and not exiting.
+            if p.attached > 0 || (p.regs > 0 && !p.exiting) {
+                return;
+            }
+        }
+        let world = self as *const ThreadWorld;
+        // The thread-local may be gone (thread exit): nothing to prune then.
+        let _ = MEMBERSHIPS.try_with(|m| m.worlds.borrow_mut().retain(|w| w.strong_count() > 0 && w.as_ptr() != world));
+        self.leave(me);
     }
 }

@@ -1,6 +1,7 @@
-//! `ThreadWorld` membership (red-team session 14, items 1, 1b, 3, 9): every
-//! thread that uses a heap of a `ThreadWorld` stays one the World stops and
-//! scans, and no stop waits for a thread that cannot park.
+//! `ThreadWorld` membership (red-team session 14, items 1, 1b, 3, 9, and
+//! the rv-c review's B1 and B2): every thread that uses a heap of a
+//! `ThreadWorld` stays one the World stops and scans, and no stop waits for
+//! a thread that cannot park.
 //!
 //! Each test fails without its fix (checked by reverting it, see each
 //! test's comment); the ones that could hang run under a watchdog
@@ -8,11 +9,13 @@
 
 mod common;
 use common::*;
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use usurp_gc::{AttachError, Heap, HeapConfig, ThreadWorld, World};
+use usurp_gc::world::Registration;
+use usurp_gc::{AttachError, Heap, HeapConfig, MutatorGuard, ThreadWorld, World};
 use usurp_testsupport::within;
 
 fn world_heap(cfg: HeapConfig) -> (Arc<ThreadWorld>, Heap) {
@@ -87,11 +90,11 @@ fn a_second_registration_is_counted() {
 
 /// Item 1 (`drop`): dropping the last Registration while the thread is
 /// attached to a heap of the world panics, naming the remedy, and the
-/// thread stays a participant (stopped and scanned) until it exits, so it
-/// may go on allocating while another thread collects; after it exits a
-/// collection does not wait for it. Before the fix the drop removed the
-/// thread silently (no panic: the first assertion fails), and the
-/// red-team's program then crashed while the thread allocated unstopped.
+/// thread stays a participant (stopped and scanned) until its MutatorGuard
+/// drops, so it may go on allocating while another thread collects; then it
+/// leaves, and a collection does not wait for it. Before the fix the drop
+/// removed the thread silently (no panic: the first assertion fails), and
+/// the red-team's program then crashed while the thread allocated unstopped.
 #[test]
 fn dropping_the_last_registration_while_attached_panics() {
     quiet_panics(&["drop the MutatorGuard first"]);
@@ -108,12 +111,12 @@ fn dropping_the_last_registration_while_attached_panics() {
             assert_eq!(w2.may_attach(), Ok(()), "the thread must stay a participant while attached");
             churn(&w2, Duration::from_millis(500));
             drop(g);
-            // Still a participant (until the thread exits): keep polling.
-            w2.safepoint();
+            // Detached with no registration left: the thread left.
+            assert!(w2.may_attach().is_err(), "the thread must leave when its last attachment ends");
         })
         .join()
         .unwrap();
-        // The thread left at its exit: these collections do not wait for it.
+        // The thread left: these collections do not wait for it.
         let before = h.stats().cycles;
         let _r = w.register();
         h.collect();
@@ -277,5 +280,189 @@ fn a_forgotten_registration_leaves_at_thread_exit() {
         h.collect();
         check_list(keep, 100);
         assert!(h.stats().cycles >= 1);
+    });
+}
+
+/// What the exit tests' late thread-local destructor saw.
+static MEMBER_AT_EXIT: AtomicUsize = AtomicUsize::new(0);
+const MEMBER: usize = 1;
+const NOT_MEMBER: usize = 2;
+
+/// A thread-local value whose destructor uses the heap (a VM's per-thread
+/// state): it allocates and checks lists for `dur`, polling `safepoint`,
+/// if the thread is still a participant of `w` (recorded in
+/// `MEMBER_AT_EXIT`; without the fix it is not, and allocating unstopped
+/// crashed, so it then records that and returns).
+struct AllocAtExit {
+    w: Arc<ThreadWorld>,
+    dur: Duration,
+}
+
+impl Drop for AllocAtExit {
+    fn drop(&mut self) {
+        if self.w.may_attach().is_err() {
+            MEMBER_AT_EXIT.store(NOT_MEMBER, Ordering::SeqCst);
+            return;
+        }
+        MEMBER_AT_EXIT.store(MEMBER, Ordering::SeqCst);
+        churn(&self.w, self.dur);
+    }
+}
+
+/// Review B1: a VM keeps its thread's `(MutatorGuard, Registration)` in a
+/// thread-local first touched before `register`, and another thread-local
+/// (also touched before `register`) whose destructor allocates. At thread
+/// exit the world's own thread-local destructor (registered by `register`,
+/// so destroyed first) runs while the thread is still attached: the thread
+/// must stay a participant (stopped and scanned while that later destructor
+/// allocates and another thread collects) and leave when its guard drops,
+/// after which collections do not wait for it. Before the fix the exit
+/// destructor removed the attached thread: the allocating destructor found
+/// it no participant (the `MEMBER_AT_EXIT` assertion fails; the review's
+/// reproducer, which allocated anyway, crashed with SIGSEGV).
+#[test]
+fn a_thread_exiting_while_attached_stays_until_its_guard_drops() {
+    thread_local! {
+        static CTX: RefCell<Option<(MutatorGuard, Registration)>> = const { RefCell::new(None) };
+        static LATE: RefCell<Option<AllocAtExit>> = const { RefCell::new(None) };
+    }
+    within(120, "a_thread_exiting_while_attached_stays_until_its_guard_drops (a stop waits for an exited thread?)", || {
+        let (w, h) = world_heap(config(64 << 20));
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = collector(&w, &h, &stop);
+        let (w2, h2) = (w.clone(), h.clone());
+        std::thread::spawn(move || {
+            // Both touched before `register`: destroyed after the world's
+            // membership thread-local (LATE first, then CTX).
+            CTX.with(|_| ());
+            LATE.with(|l| *l.borrow_mut() = Some(AllocAtExit { w: w2.clone(), dur: Duration::from_millis(800) }));
+            let r = w2.register();
+            let g = h2.attach_thread().unwrap();
+            CTX.with(|c| *c.borrow_mut() = Some((g, r)));
+            churn(&w2, Duration::from_millis(100));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            MEMBER_AT_EXIT.load(Ordering::SeqCst),
+            MEMBER,
+            "an attached thread left the world at its exit (its later thread-local destructor allocated unstopped)"
+        );
+        stop.store(true, Ordering::Release);
+        assert!(c.join().unwrap() > 0);
+        // The thread left when its guard dropped: these do not wait for it.
+        let before = h.stats().cycles;
+        let _r = w.register();
+        h.collect();
+        h.collect();
+        assert!(h.stats().cycles >= before + 2);
+        let st = h.stats();
+        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+    });
+}
+
+/// Review B1, the other field order: at thread exit the `Registration`
+/// drops before the `MutatorGuard` (both in one thread-local destroyed after
+/// the world's): the thread is still attached and exiting, so the drop
+/// neither panics (a panic in a thread-local destructor aborts the process)
+/// nor makes the thread leave; the guard's drop does. Guards against the B1
+/// fix itself (before it the exit destructor had already removed the
+/// thread, and this drop returned quietly).
+#[test]
+fn a_registration_dropped_at_exit_before_its_guard_is_quiet() {
+    thread_local! {
+        static CTX: RefCell<Option<(Registration, MutatorGuard)>> = const { RefCell::new(None) };
+    }
+    within(60, "a_registration_dropped_at_exit_before_its_guard_is_quiet (a stop waits for an exited thread?)", || {
+        let (w, h) = world_heap(config(16 << 20));
+        let (w2, h2) = (w.clone(), h.clone());
+        std::thread::spawn(move || {
+            CTX.with(|_| ());
+            let r = w2.register();
+            let g = h2.attach_thread().unwrap();
+            CTX.with(|c| *c.borrow_mut() = Some((r, g)));
+        })
+        .join()
+        .unwrap();
+        let _r = w.register();
+        let _g = h.attach_thread().unwrap();
+        let keep = list(100);
+        h.collect();
+        check_list(keep, 100);
+        assert!(h.stats().cycles >= 1);
+    });
+}
+
+/// Review B2: the last Registration dropped inside `forbid_allocation`
+/// (the thread's mutator taken away, so no current mutator) while the
+/// thread is attached: the World counts the attachment itself, so the drop
+/// panics as any other attached drop does, the thread stays a participant
+/// while its mutator comes back and it allocates under another thread's
+/// collections, and it leaves when its guard drops. Before the fix the drop
+/// saw no mutator and removed the thread (no panic: the `expect_err`
+/// fails; the review's reproducer then crashed with SIGSEGV).
+#[test]
+fn dropping_the_last_registration_inside_forbid_allocation_panics() {
+    quiet_panics(&["drop the MutatorGuard first"]);
+    within(120, "dropping_the_last_registration_inside_forbid_allocation_panics", || {
+        let (w, h) = world_heap(config(64 << 20));
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = collector(&w, &h, &stop);
+        let (w2, h2) = (w.clone(), h.clone());
+        std::thread::spawn(move || {
+            let r = w2.register();
+            let g = h2.attach_thread().unwrap();
+            {
+                let _f = usurp_gc::world::forbid_allocation("inside the test's forbid_allocation");
+                let err = catch(move || drop(r))
+                    .expect_err("dropping the last Registration while attached (mutator away) must panic");
+                assert!(err.contains("drop the MutatorGuard first"), "{err}");
+            }
+            assert_eq!(w2.may_attach(), Ok(()), "the thread must stay a participant while attached");
+            churn(&w2, Duration::from_millis(500));
+            drop(g);
+            assert!(w2.may_attach().is_err(), "the thread must leave when its last attachment ends");
+        })
+        .join()
+        .unwrap();
+        stop.store(true, Ordering::Release);
+        assert!(c.join().unwrap() > 0);
+        let st = h.stats();
+        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+    });
+}
+
+/// Review B2, nested attachments: inside `forbid_allocation` a thread may
+/// attach again (here to a second heap of the same world); detaching that
+/// one must not count the thread as detached while its first guard is
+/// alive: dropping its last Registration still panics and it stays a
+/// participant until the first guard drops. Guards the count against a
+/// yes/no flag (passes before the fix too, which looked at the current
+/// mutator, back by then).
+#[test]
+fn nested_attachments_are_counted() {
+    quiet_panics(&["drop the MutatorGuard first"]);
+    within(60, "nested_attachments_are_counted", || {
+        let (w, h) = world_heap(config(16 << 20));
+        let h2 = Heap::with_world(config(16 << 20), w.clone() as Arc<dyn World>).unwrap();
+        let w2 = w.clone();
+        std::thread::spawn(move || {
+            let r = w2.register();
+            let g = h.attach_thread().unwrap();
+            {
+                let _f = usurp_gc::world::forbid_allocation("inside the test's forbid_allocation");
+                let g2 = h2.attach_thread().unwrap();
+                black_box(list(10));
+                drop(g2);
+            }
+            assert_eq!(w2.may_attach(), Ok(()));
+            let err = catch(move || drop(r)).expect_err("the first attachment is still alive: the drop must panic");
+            assert!(err.contains("drop the MutatorGuard first"), "{err}");
+            assert_eq!(w2.may_attach(), Ok(()), "the thread must stay a participant while attached");
+            drop(g);
+            assert!(w2.may_attach().is_err(), "the thread must leave when its last attachment ends");
+        })
+        .join()
+        .unwrap();
     });
 }

@@ -307,6 +307,12 @@ unsafe impl<H: WorldHooks> World for HookedWorld<H> {
     fn may_attach(&self) -> Result<(), &'static str> {
         self.inner.may_attach()
     }
+    fn thread_attached(&self) {
+        self.inner.thread_attached()
+    }
+    fn thread_detached(&self) {
+        self.inner.thread_detached()
+    }
 }
 
 /// Two heaps `a` and `b`, and an object of `a` (made by `make` on a thread
