@@ -225,6 +225,13 @@ pub unsafe trait World: Send + Sync {
         let _ = scan;
         true
     }
+    /// Called at the end of [`Heap::collect`](crate::Heap::collect), on the
+    /// caller's thread, with the world running and no lock of the heap
+    /// held: a cooperative point for a scheduler whose task collected (a
+    /// task looping on collections holds each stop itself, so a scheduler
+    /// that preempts at a quantum's end or fires timers between tasks may
+    /// never get to it otherwise). Default: nothing.
+    fn after_collect(&self) {}
 }
 
 /// The world of a heap used by one thread at a time: nothing to stop. The
