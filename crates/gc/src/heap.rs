@@ -711,10 +711,15 @@ impl Heap {
     /// Run a full collection now: returns after a cycle that started after
     /// this call has completed. Callers that overlap share one cycle (each
     /// waits for the one in progress, if any, and then for one started
-    /// after its call, which the first of them runs).
+    /// after its call, which the first of them runs). It ends with the
+    /// World's cooperative point ([`World::after_collect`]): in a usurp
+    /// task, a switch point (due timers fire, waiting tasks of its worker
+    /// run, the task stops there if its runtime shuts down).
     pub fn collect(&self) {
         let s = self.inner.started.load(Ordering::Acquire);
         self.inner.collect("explicit", Some(s + 1));
+        // A cooperative point (`World::after_collect`), outside every lock.
+        self.inner.world().after_collect();
     }
 
     /// Whether `addr` lies in this heap's reservation.

@@ -246,6 +246,13 @@ pub unsafe trait World: Send + Sync {
     /// the thread leave here (waiting out a stop in progress, like a safe
     /// point: the thread holds no mutator). Default: nothing.
     fn thread_detached(&self) {}
+    /// Called at the end of [`Heap::collect`](crate::Heap::collect), on the
+    /// caller's thread, with the world running and no lock of the heap
+    /// held: a cooperative point for a scheduler whose task collected (a
+    /// task looping on collections holds each stop itself, so a scheduler
+    /// that preempts at a quantum's end or fires timers between tasks may
+    /// never get to it otherwise). Default: nothing.
+    fn after_collect(&self) {}
 }
 
 /// The world of a heap used by one thread at a time: nothing to stop. The

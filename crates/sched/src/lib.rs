@@ -236,7 +236,18 @@
 //! which `switch_to` consumes, so none is used after a switch.
 //!
 //! **Shutdown.** Dropping a [`Runtime`] stops each worker when it next
-//! reaches its scheduler loop; tasks that have not finished are abandoned:
+//! reaches its scheduler loop. So that every worker gets there: the drop
+//! sends each busy worker a preemption request and marks it contended (its
+//! quantum timer ticks until it stops: `Shared::preempt_for_shutdown`); a
+//! task preempted or yielding after the shutdown began switches to the
+//! scheduler loop, never to another task (`preempt_current`, `yield_raw`);
+//! `blocking` run in place at shutdown yields after its closure; and a
+//! collection or task dump run by a task ends with a cooperative point
+//! (`worker::after_stop`: a task looping on them holds every stop itself,
+//! with its quantum off, and the timer monitor sends nothing during a
+//! stop). Only a loop in non-preemptible code that reaches no switch point
+//! and no `checkpoint()` keeps its worker (and the drop waits for it).
+//! Tasks that have not finished are abandoned:
 //! their joiners get an error, their stacks are leaked, never unwound, and
 //! the shared state stays alive for late wake-ups. Dropped from inside one
 //! of its own tasks, a reaper thread does the same once the workers stopped.
@@ -329,7 +340,10 @@ pub mod task {
     /// [`crate::Runtime::dump_tasks`]); the calling task appears as running.
     ///
     /// Called by the task that holds the world stopped
-    /// (`Runtime::stop_the_world`), it dumps within that stop.
+    /// (`Runtime::stop_the_world`), it dumps within that stop. Otherwise it
+    /// is a switch point: after its stop it fires due timers and lets
+    /// waiting tasks of its worker run (a task looping on dumps would
+    /// starve them: its quantum is off during its own stops).
     ///
     /// # Panics
     /// If called outside a usurp task.
@@ -342,7 +356,11 @@ pub mod task {
         // SAFETY: the current task is valid while it runs; its runtime
         // outlives it.
         let sh = unsafe { (*t).shared() };
-        crate::glue::dump::dump(sh, crate::DUMP_STOP_TIMEOUT)
+        let d = crate::glue::dump::dump(sh, crate::DUMP_STOP_TIMEOUT);
+        // A cooperative point after the stop (a task looping on dumps held
+        // every stop itself; see `worker::after_stop`).
+        crate::worker::after_stop();
+        d
     }
 
     /// The name of the current task (set with [`Builder::name`]), if any.

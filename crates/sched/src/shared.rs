@@ -609,6 +609,7 @@ impl Shared {
         for w in self.workers.iter() {
             self.wake_worker(w.index);
         }
+        self.preempt_for_shutdown();
         if RELEASE_ON_DROP.load(Ordering::Relaxed) {
             // The monitor and the marker threads exit at their next look at
             // `shutdown`; wake them now (they sleep holding a reference to
@@ -647,6 +648,36 @@ impl Shared {
     pub(crate) fn shutdown_detached(self: &Arc<Self>) {
         self.begin_shutdown();
         self.spawn_reaper();
+    }
+
+    /// Shutdown (after `shutdown` was set, SeqCst): every busy worker is
+    /// asked to get off its task, as a stop asks (`stw::request_task_preempt`),
+    /// and marked contended, so that its quantum timer ticks until it
+    /// reaches its scheduler loop (which then stops it): a task switched in
+    /// directly after this scan (not through the scheduler loop) is
+    /// preempted at its quantum's end. Without this, a lone runaway loop
+    /// (`preemptible!`, or cooperative with `checkpoint()`) on an
+    /// uncontended worker took no tick and kept its worker for ever:
+    /// `Runtime::drop` never returned (red-team finding droploop, session
+    /// 14). The preempted task goes to the scheduler loop, not to another
+    /// task (`worker::preempt_current` and `yield_raw` check `shutdown`).
+    /// A loop in non-preemptible code without checkpoints still keeps its
+    /// worker (README "Shutdown"). The caller's own worker is left alone
+    /// (a runtime dropped from one of its tasks: that task runs on).
+    fn preempt_for_shutdown(&self) {
+        let me = crate::worker::current_task() as usize;
+        for w in self.workers.iter() {
+            // SAFETY: slots are `'static`.
+            let Some(s) = (unsafe { w.slot.load(Ordering::Acquire).as_ref() }) else { continue };
+            let running = w.running_task.load(Ordering::SeqCst);
+            if me != 0 && running == me {
+                continue;
+            }
+            let _ = s.set_contended(true);
+            if running != 0 {
+                let _ = crate::stw::request_task_preempt(w, s);
+            }
+        }
     }
 
     pub(crate) fn worker_stopped(&self) {

@@ -115,7 +115,10 @@
 //!   world anyway. With the GC's pauses (and the heap verifier's stops) that
 //!   was most of the refused signals of a stress run: 72,552 of 108,996 in
 //!   60 s of `usurp-stress --quantum 100us`, the world being stopped 72% of
-//!   the time. The quantum restarts when the world does;
+//!   the time. The quantum restarts when the world does. So a task
+//!   looping on stops (`Heap::collect`, `task::dump`) would never be
+//!   preempted: those end with a cooperative point after the restart
+//!   (`worker::after_stop`: due timers, waiting tasks, shutdown);
 //! * what would wait for the stopper itself is detected, never a hang:
 //!   `stop_the_world` by the stopper (a second stop, or a collection, which
 //!   stops the world) panics; `safe_region` by the stopper (a wait that

@@ -125,6 +125,8 @@ fn preempt_one(sh: &Shared) {
     if sh.stw.stop.load(Ordering::SeqCst) {
         // A stop is in progress: the stopper asks the other workers itself,
         // and its own worker must not be disturbed (its task is the stopper).
+        // A task that stops the world in a loop (collections, dumps) fires
+        // the due timers itself after each stop (`worker::after_stop`).
         return;
     }
     let n = sh.workers.len();

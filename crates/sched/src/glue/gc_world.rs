@@ -220,4 +220,14 @@ unsafe impl World for RuntimeWorld {
     fn finalizers_pending(&self) {
         self.with(|sh| (self.spawn_finalizers)(sh));
     }
+
+    fn after_collect(&self) {
+        // From a task of this runtime: honour a request, fire due timers,
+        // let waiting tasks run, stop at shutdown (`worker::after_stop`).
+        let t = crate::worker::current_task();
+        // SAFETY: the current task is valid while it runs.
+        if !t.is_null() && std::ptr::eq(unsafe { (*t).shared() }, self.shared.as_ptr()) {
+            crate::worker::after_stop();
+        }
+    }
 }

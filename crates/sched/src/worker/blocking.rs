@@ -2,6 +2,11 @@
 //! thread while the calling thread runs the closure on the task's stack, or
 //! (when the worker holds tasks pinned to its thread) the calling task moves
 //! to a spare thread; when neither is possible the closure runs in place.
+//! After the runtime's shutdown began it always runs in place, and the task
+//! then switches to its scheduler loop (which stops the worker): a task
+//! looping on `blocking` would otherwise never get there, and
+//! `Runtime::drop` waited for it for ever (red-team finding blockloop,
+//! session 14).
 
 use crate::arch;
 use crate::tasks::tcb::state;
@@ -140,6 +145,18 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
         // had, either up front or when the handoff found none. The thread
         // counts as stopped while `f` runs.
         crate::stw::safe_region(sh, f);
+        if sh.shutdown.load(Ordering::Relaxed) {
+            // The runtime shuts down (it did already if that is why `f` ran
+            // in place): the task goes to its scheduler loop, which stops
+            // the worker, and is abandoned like the others. A checkpoint
+            // would find no request, and a task looping on `blocking`
+            // never reached its scheduler: `Runtime::drop` waited for ever
+            // (red-team finding blockloop, session 14).
+            if let Some(c) = Current::get() {
+                super::switch::yield_current(c);
+            }
+            return;
+        }
         // Ran in place on this worker: if the quantum ran out meanwhile (a
         // refused tick set the checkpoint flag), let the others run now.
         usurp_preempt::checkpoint();

@@ -50,4 +50,4 @@ pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
     PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, LONE_SPIN, LONE_SPINS, SPIN_NAP, SPIN_NAPS, SPIN_NAP_SOLE, MAX_NAPPING, NAP_NS_FOR_TESTS, STOP_WAKES_NAPPERS, TIMER_WAKES_NAPPER, IDLE_WAKE_CALLS, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY, TIMER_SPINS, TIMER_SPIN_BLIND, TIMER_SPIN_DUTY_ON, TIMER_SPIN_NS, TIMER_SPIN_WAITS, TIMER_SPIN_BACKOFF_ON, TIMER_SPIN_FAKE_LOSS, TIMER_SPIN_BACKOFFS,
 };
-pub(crate) use switch::{machine_main, park_current, preempt_current, task_entry, unpark, yield_current};
+pub(crate) use switch::{after_stop, machine_main, park_current, preempt_current, task_entry, unpark, yield_current};

@@ -313,19 +313,59 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
         stopper_yielded(crate::stw::caller_in_collection_pause(w.shared()));
     }
     w.clear_pin(cur);
+    let sh = w.shared();
+    if sh.shutdown.load(Ordering::Relaxed) {
+        // The runtime shuts down: to the scheduler loop, which stops the
+        // worker (this task stays queued and is abandoned with the others;
+        // a direct switch, or "nothing else to run: keep going", would keep
+        // the worker running a task nobody waits for: red-team findings
+        // blockloop and droploop, session 14).
+        // SAFETY: per the contract; the null next is the scheduler loop.
+        unsafe { switch_raw(m, w, cur.as_ptr(), ptr::null_mut(), A_YIELD) };
+        return;
+    }
     let mut next = w.next_fast();
     if next.is_none() {
         next = w.take_global_now();
     }
-    if next.is_none() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
-        let sh = w.shared();
-        if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
-            return; // nothing else to run: keep going
-        }
+    if next.is_none()
+        && w.tick.get() % FAIR_TICKS != 0
+        && !w.stopping()
+        && sh.global_len.load(Ordering::Relaxed) == 0
+        && w.inbox_len.load(Ordering::Relaxed) == 0
+    {
+        return; // nothing else to run: keep going
     }
     // SAFETY: `next_fast` and `take_global_now` return `None` or a task
     // claimed for `w`; the rest per the contract.
     unsafe { switch_raw(m, w, cur.as_ptr(), TaskRef::ptr_or_null(next), A_YIELD) };
+}
+
+/// The cooperative point at the end of a collection or task dump a task
+/// ran (`Heap::collect`, `task::dump`; red-team finding collectloop,
+/// session 14). Its worker's quantum timer is off from each stop to its
+/// restart, and the timer monitor sends no request while a stop is on, so
+/// a task looping on collections was never preempted: a sleeper on its
+/// worker never woke, and a shutdown never reached its worker. Here it
+/// honours a pending request (`checkpoint`), fires due timers (woken tasks
+/// go to `runnext`), and yields if anything else waits for its worker, or
+/// to the scheduler loop at shutdown (which stops the worker). Nothing
+/// outside a task (or inside `blocking`), in a no-preemption section, or
+/// while the caller still holds a stop (`Runtime::stop_the_world`).
+#[inline(never)]
+pub(crate) fn after_stop() {
+    usurp_preempt::checkpoint();
+    let Some(c) = Current::get() else { return };
+    let (w, cur) = (c.worker(), c.task());
+    let sh = w.shared();
+    if crate::stw::task_is_stopper(sh, cur.as_ptr()) {
+        return;
+    }
+    if usurp_preempt::current_worker().is_some_and(|s| s.no_preempt_depth() != 0) {
+        return;
+    }
+    sh.run_timers();
+    yield_current(c);
 }
 
 #[cold]
@@ -368,8 +408,11 @@ pub(crate) fn preempt_current(pin: bool) {
     // here, once per quantum, so that sleepers wake within a quantum. Woken
     // tasks go to `runnext` (this task is still current) and run next.
     w.shared().run_timers();
-    let mut next = w.next_fast();
-    if next.is_none() {
+    // At shutdown, straight to the scheduler loop, which stops the worker
+    // (see `yield_raw`).
+    let down = w.shared().shutdown.load(Ordering::Relaxed);
+    let mut next = if down { None } else { w.next_fast() };
+    if next.is_none() && !down {
         next = w.take_global_now();
     }
     let action = if next.is_some() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
