@@ -65,6 +65,12 @@ fn scene(need_same: bool) -> Scene {
         eprintln!("child watchdog: the scenario hung");
         std::process::exit(99);
     });
+    if need_same {
+        // A dropped heap's range is quarantined (`reservation.rs`), so the
+        // next heap is mapped elsewhere: off here, for the scenario that
+        // needs heap b over heap a (this child process only).
+        usurp_gc::internals::set_heap_quarantine_for_tests(false);
+    }
     let (root, weak, empty, a_obj) = {
         let a = common::heap(8 << 20);
         let _g = a.attach_thread().unwrap();
