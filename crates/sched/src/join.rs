@@ -256,8 +256,18 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the task has finished.
+    ///
+    /// When it has not, a pending checkpoint request of the caller's worker
+    /// (its quantum is up, or a stop-the-world waits) is honoured first, as
+    /// `checkpoint()` does: a task polling `is_finished` in a loop
+    /// then lets the others (the one it waits for) run, even on a single
+    /// worker. One load of a global word when no request is pending.
     pub fn is_finished(&self) -> bool {
-        self.packet.state().load(Ordering::Acquire) == DONE
+        let done = self.packet.state().load(Ordering::Acquire) == DONE;
+        if !done {
+            usurp_preempt::checkpoint();
+        }
+        done
     }
 
     /// The task's CPU time so far (see [`TaskStats::cpu_time`]): up to its

@@ -78,11 +78,18 @@ impl<T: ?Sized> Mutex<T> {
     /// `std::sync::Mutex::try_lock`: `Err(TryLockError::WouldBlock)` if
     /// another holds it. Never blocks. (Before, this returned an `Option`;
     /// `.ok()` gives that back.) There is no `Poisoned` case: this mutex
-    /// does not poison.
+    /// does not poison. When the lock is taken, a pending checkpoint
+    /// request (quantum up, a stop waiting) is honoured before returning,
+    /// as `checkpoint()` does, so a task polling `try_lock` in a loop
+    /// lets the holder run even on a single worker (one load of a global
+    /// word when none is pending).
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
         match self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => Ok(MutexGuard { mutex: self }),
-            Err(_) => Err(TryLockError::WouldBlock),
+            Err(_) => {
+                usurp_preempt::checkpoint();
+                Err(TryLockError::WouldBlock)
+            }
         }
     }
 
