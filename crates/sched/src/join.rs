@@ -241,6 +241,16 @@ impl<T> fmt::Debug for JoinHandle<T> {
     }
 }
 
+/// The panic of a task joining its own handle ([`JoinHandle::join`]).
+#[cold]
+#[inline(never)]
+fn joins_itself(id: u64) -> ! {
+    panic!(
+        "usurp: task {id} called JoinHandle::join on its own handle: it would wait for itself forever \
+         (a deadlock; std reports EDEADLK for a thread joining itself)"
+    )
+}
+
 #[cfg(test)]
 impl<T> JoinHandle<T> {
     /// The packet's address, as registered in `heap_roots` (tests).
@@ -295,9 +305,17 @@ impl<T> JoinHandle<T> {
     ///
     /// If the runtime was dropped before the task finished, returns an error
     /// whose payload is a `&'static str` saying so.
+    ///
+    /// # Panics
+    /// If called by the task itself (its own handle, also inside
+    /// `blocking`): it would wait for itself for ever (`std` reports
+    /// `EDEADLK` for a thread joining itself).
     pub fn join(self) -> Result<T, Box<dyn Any + Send + 'static>> {
         let st = self.packet.state();
         if st.load(Ordering::Acquire) != DONE {
+            if crate::worker::current_task_ref().is_some_and(|t| t.id.get() == self.id) {
+                joins_itself(self.id);
+            }
             if crate::worker::Current::get().is_none() {
                 // A thread holding the world stopped would wait for a task
                 // that cannot run until it starts the world: a panic, before
