@@ -600,6 +600,27 @@ impl Drop for Runtime {
             }
             return;
         }
+        if !t.is_null() {
+            // Dropped from a task of another runtime: wait off that task's
+            // worker, as `blocking` does, so that its own runtime can stop
+            // meanwhile (even if it is shutting down: the worker then goes
+            // to a thread that stops it). Runtimes A and B, each dropped
+            // from a task of the other, used to deadlock here, each wait
+            // holding a worker of the runtime the other waited for
+            // (red-team RT-sched finding 2).
+            worker::blocking_leave_worker(&mut || self.finish_drop());
+            return;
+        }
+        self.finish_drop();
+    }
+}
+
+impl Runtime {
+    /// The end of `drop` (not from a task of this runtime): waits for every
+    /// worker to stop, then abandons the unfinished tasks or joins the
+    /// runtime's threads.
+    fn finish_drop(&self) {
+        let sh = &self.shared;
         sh.wait_stopped();
         // With tasks abandoned, the state (and the heap) is leaked on
         // purpose, and a thread may still run a `blocking` closure: no join.
