@@ -412,8 +412,9 @@ impl Runtime {
     /// returning its result. A panic in `f` is resumed on the caller.
     ///
     /// # Panics
-    /// If called from inside a usurp task (it would block a worker thread;
-    /// use [`crate::spawn`] and [`JoinHandle::join`] there), by a thread
+    /// If called from a usurp task on its worker (it would block the worker's
+    /// thread; use [`crate::spawn`] and [`JoinHandle::join`] there; inside
+    /// [`crate::blocking`] it is allowed: the thread may block), by a thread
     /// that holds a world stopped ([`Runtime::stop_the_world`]: the task
     /// could not run), or if the task cannot be created (see
     /// [`Runtime::try_spawn`]).
@@ -422,8 +423,13 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if !worker::current_task().is_null() {
-            panic!("usurp: Runtime::block_on called from inside a usurp task; use spawn(..).join() instead");
+        // Inside `blocking` the task has left its worker (or counts as
+        // stopped on it): its thread may block here, as a plain thread.
+        if worker::Current::get().is_some() {
+            panic!(
+                "usurp: Runtime::block_on called from a usurp task on a worker (it would block the worker's \
+                 thread); use spawn(..).join() instead, or call it inside usurp::blocking(..)"
+            );
         }
         // Before the spawn: a thread holding a stop would wait for ever.
         crate::stw::thread_about_to_wait();
