@@ -295,7 +295,8 @@ impl<T> JoinHandle<T> {
 
     /// A snapshot of the task's accounting (id, CPU time, finished).
     pub fn stats(&self) -> TaskStats {
-        let finished = self.is_finished();
+        // Not `is_finished`: a snapshot is no polling point (no checkpoint).
+        let finished = self.packet.state().load(Ordering::Acquire) == DONE;
         TaskStats { id: self.id, cpu_time: self.cpu_time(), cpu_time_on: self.packet.cpu().on, finished }
     }
 

@@ -184,8 +184,12 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
 
 impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.try_lock() {
-            Ok(g) => f.debug_struct("Mutex").field("data", &&*g).finish(),
+        // Not `try_lock`: formatting is no polling point (no checkpoint).
+        match self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => {
+                let g = MutexGuard { mutex: self };
+                f.debug_struct("Mutex").field("data", &&*g).finish()
+            }
             Err(_) => f.write_str("Mutex { <locked> }"),
         }
     }

@@ -2,6 +2,10 @@
 //! thread while the calling thread runs the closure on the task's stack, or
 //! (when the worker holds tasks pinned to its thread) the calling task moves
 //! to a spare thread; when neither is possible the closure runs in place.
+//! Once the runtime is shutting down, `blocking` runs in place;
+//! `blocking_leave_worker` (a `Runtime::drop` from a task of another
+//! runtime) hands the worker off even then, so that the runtime can stop
+//! while the closure waits.
 
 use crate::arch;
 use crate::tasks::tcb::state;
