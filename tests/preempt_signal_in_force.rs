@@ -17,7 +17,9 @@ fn second_runtime_with_another_signal() {
     }
     let in_force = usurp::preempt::signal();
     let other = if in_force == 40 { 41 } else { 40 };
-    let e = usurp::Runtime::builder().preempt_signal(other).build().err().expect("another signal must be refused");
+    let Err(e) = usurp::Runtime::builder().preempt_signal(other).build() else {
+        panic!("another signal must be refused");
+    };
     let msg = e.to_string();
     assert!(msg.contains(&format!("already {in_force}")), "does not name the signal in force: {msg}");
     assert!(msg.contains(&format!("preempt_signal({in_force})")), "does not name the fix: {msg}");
