@@ -390,7 +390,7 @@ fn stalled_stop_reports_the_straggler() {
     assert!(err.contains("child: collecting"), "{err}");
     assert!(!err.contains("the collection completed"), "{err}");
     assert_eq!(out.status.code(), Some(7), "{err}");
-    let report = err.lines().position(|l| l.starts_with("usurp: stop-the-world has waited")).unwrap_or_else(|| panic!("no report: {err}"));
+    let report = err.lines().position(|l| l.starts_with("usurp: stop-the-world (") && l.contains(") has waited ")).unwrap_or_else(|| panic!("no report: {err}"));
     let rest: Vec<&str> = err.lines().skip(report).collect();
     assert!(
         rest.iter().any(|l| l.contains(&format!("task {id} \"kernel-blocked\" has not reached a safe point"))),

@@ -208,7 +208,7 @@ fn task_calls_outside_a_runtime_fail_clearly() {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt2.block_on(|| ())));
         panic_message(r)
     });
-    assert!(msg.contains("inside a usurp task"), "{msg}");
+    assert!(msg.contains("from a usurp task on a worker"), "{msg}");
 }
 
 #[test]

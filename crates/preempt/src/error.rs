@@ -28,7 +28,18 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidSignal(s) => write!(f, "signal {s} cannot be used for preemption"),
-            Error::AlreadyInitialized => write!(f, "the preemption signal must be chosen before init()"),
+            Error::AlreadyInitialized => {
+                // The signal in force (process-wide, fixed by the first
+                // `init`, e.g. the first runtime's build).
+                let sig = crate::signal::signal();
+                let name = if sig == libc::SIGURG { " (SIGURG, the default)".to_string() } else { String::new() };
+                write!(
+                    f,
+                    "the preemption signal is already {sig}{name}, in force for the whole process since the first \
+                     runtime started (init()); it cannot change: build this runtime with preempt_signal({sig}) or \
+                     without preempt_signal, or choose the signal before the first runtime is built"
+                )
+            }
             Error::InvalidQuantum(d) => write!(f, "quantum {d:?} is below the minimum of 50µs"),
             Error::InvalidRange { start, end } => write!(f, "invalid code range {start:#x}..{end:#x}"),
             Error::TableFull(what) => write!(f, "the {what} table is full"),

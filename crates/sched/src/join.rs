@@ -241,6 +241,16 @@ impl<T> fmt::Debug for JoinHandle<T> {
     }
 }
 
+/// The panic of a task joining its own handle ([`JoinHandle::join`]).
+#[cold]
+#[inline(never)]
+fn joins_itself(id: u64) -> ! {
+    panic!(
+        "usurp: task {id} called JoinHandle::join on its own handle: it would wait for itself forever \
+         (a deadlock; std reports EDEADLK for a thread joining itself)"
+    )
+}
+
 #[cfg(test)]
 impl<T> JoinHandle<T> {
     /// The packet's address, as registered in `heap_roots` (tests).
@@ -256,8 +266,18 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the task has finished.
+    ///
+    /// When it has not, a pending checkpoint request of the caller's worker
+    /// (its quantum is up, or a stop-the-world waits) is honoured first, as
+    /// `checkpoint()` does: a task polling `is_finished` in a loop
+    /// then lets the others (the one it waits for) run, even on a single
+    /// worker. One load of a global word when no request is pending.
     pub fn is_finished(&self) -> bool {
-        self.packet.state().load(Ordering::Acquire) == DONE
+        let done = self.packet.state().load(Ordering::Acquire) == DONE;
+        if !done {
+            usurp_preempt::checkpoint();
+        }
+        done
     }
 
     /// The task's CPU time so far (see [`TaskStats::cpu_time`]): up to its
@@ -275,7 +295,8 @@ impl<T> JoinHandle<T> {
 
     /// A snapshot of the task's accounting (id, CPU time, finished).
     pub fn stats(&self) -> TaskStats {
-        let finished = self.is_finished();
+        // Not `is_finished`: a snapshot is no polling point (no checkpoint).
+        let finished = self.packet.state().load(Ordering::Acquire) == DONE;
         TaskStats { id: self.id, cpu_time: self.cpu_time(), cpu_time_on: self.packet.cpu().on, finished }
     }
 
@@ -285,9 +306,17 @@ impl<T> JoinHandle<T> {
     ///
     /// If the runtime was dropped before the task finished, returns an error
     /// whose payload is a `&'static str` saying so.
+    ///
+    /// # Panics
+    /// If called by the task itself (its own handle, also inside
+    /// `blocking`): it would wait for itself for ever (`std` reports
+    /// `EDEADLK` for a thread joining itself).
     pub fn join(self) -> Result<T, Box<dyn Any + Send + 'static>> {
         let st = self.packet.state();
         if st.load(Ordering::Acquire) != DONE {
+            if crate::worker::current_task_ref().is_some_and(|t| t.id.get() == self.id) {
+                joins_itself(self.id);
+            }
             if crate::worker::Current::get().is_none() {
                 // A thread holding the world stopped would wait for a task
                 // that cannot run until it starts the world: a panic, before

@@ -416,8 +416,9 @@ impl Runtime {
     /// returning its result. A panic in `f` is resumed on the caller.
     ///
     /// # Panics
-    /// If called from inside a usurp task (it would block a worker thread;
-    /// use [`crate::spawn`] and [`JoinHandle::join`] there), by a thread
+    /// If called from a usurp task on its worker (it would block the worker's
+    /// thread; use [`crate::spawn`] and [`JoinHandle::join`] there; inside
+    /// [`crate::blocking`] it is allowed: the thread may block), by a thread
     /// that holds a world stopped ([`Runtime::stop_the_world`]: the task
     /// could not run), or if the task cannot be created (see
     /// [`Runtime::try_spawn`]).
@@ -426,8 +427,13 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if !worker::current_task().is_null() {
-            panic!("usurp: Runtime::block_on called from inside a usurp task; use spawn(..).join() instead");
+        // Inside `blocking` the task has left its worker (or counts as
+        // stopped on it): its thread may block here, as a plain thread.
+        if worker::Current::get().is_some() {
+            panic!(
+                "usurp: Runtime::block_on called from a usurp task on a worker (it would block the worker's \
+                 thread); use spawn(..).join() instead, or call it inside usurp::blocking(..)"
+            );
         }
         // Before the spawn: a thread holding a stop would wait for ever.
         crate::stw::thread_about_to_wait();
@@ -603,6 +609,27 @@ impl Drop for Runtime {
             sh.spawn_reaper();
             return;
         }
+        if !t.is_null() {
+            // Dropped from a task of another runtime: wait off that task's
+            // worker, as `blocking` does, so that its own runtime can stop
+            // meanwhile (even if it is shutting down: the worker then goes
+            // to a thread that stops it). Runtimes A and B, each dropped
+            // from a task of the other, used to deadlock here, each wait
+            // holding a worker of the runtime the other waited for
+            // (red-team RT-sched finding 2).
+            worker::blocking_leave_worker(&mut || self.finish_drop());
+            return;
+        }
+        self.finish_drop();
+    }
+}
+
+impl Runtime {
+    /// The end of `drop` (not from a task of this runtime): waits for every
+    /// worker to stop, then abandons the unfinished tasks or joins the
+    /// runtime's threads.
+    fn finish_drop(&self) {
+        let sh = &self.shared;
         sh.wait_stopped();
         // With tasks abandoned, the state (and the heap) is leaked on
         // purpose, and a thread may still run a `blocking` closure: no join.

@@ -525,8 +525,9 @@ impl Shared {
 
     /// Hands worker `w` to a spare thread (or a new one); false if none can
     /// be had.
-    pub(crate) fn handoff(&self, w: &Worker) -> bool {
-        if self.shutdown.load(Ordering::SeqCst) {
+    pub(crate) fn handoff(&self, w: &Worker, at_shutdown: bool) -> bool {
+        let shutdown = self.shutdown.load(Ordering::SeqCst);
+        if shutdown && !at_shutdown {
             return false;
         }
         if let Some(s) = self.spares.lock().pop() {
@@ -538,7 +539,9 @@ impl Shared {
             futex_wake(&s.spare_word, 1);
             return true;
         }
-        if self.threads.load(Ordering::Acquire) >= self.max_threads {
+        // At shutdown (`worker::blocking_leave_worker`) the new thread only
+        // stops the worker and exits: not bounded by `max_blocking_threads`.
+        if !shutdown && self.threads.load(Ordering::Acquire) >= self.max_threads {
             return false;
         }
         self.start_thread(w).is_ok()

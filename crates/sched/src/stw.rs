@@ -39,6 +39,17 @@
 //! that run long (mark assists, allocation's lazy sweep for room) leave
 //! when the flag shows (`usurp-gc` `pacer.rs`, "Leaving for a stop").
 //!
+//! **A stopper from another runtime** (red-team RT-sched finding 3). A task
+//! of runtime A stopping B's world waits in a safe region of A
+//! ([`safe_region`]: its worker counts as stopped for A) from its request to
+//! the end of its wait, unless it holds A's world stopped itself. Without
+//! it, a task of A stopping B while a task of B stopped A waited for ever,
+//! each holding a worker the other waited for. Leaving the safe region waits
+//! for A's world to start; if a stop of A is on when the stop of B
+//! completes, its stopper may be the crossed one, waiting for B: the stop
+//! of B is withdrawn, and tried again after a pause that differs between
+//! tasks and doubles per round (no lock-step retries).
+//!
 //! **How the stopper waits** (issue 9 item 1). For the first [`SPIN_FOR`]
 //! (60 µs) it spins: re-checks the workers' states (atomics) with a CPU
 //! pause between reads, without the stw lock, and re-sends every
@@ -725,10 +736,61 @@ pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
 /// the error holds what every worker was doing when it gave up
 /// ([`describe_workers_unstopped`]).
 pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Result<Duration, Vec<String>> {
-    let stw = &sh.stw;
     if caller_is_stopper(sh) {
         stopper_waits_for_itself("stop_the_world (or a collection) called");
     }
+    let Some(own) = other_runtime_of_caller(sh) else {
+        return stop_inner(sh, deadline, crate::worker::Current::get().is_some());
+    };
+    // A task of another runtime (`own`) stops this one: it counts as
+    // stopped for its own runtime while it waits (red-team RT-sched finding
+    // 3: a task of A stopping B while a task of B stopped A waited for
+    // ever, each holding a worker the other waited for). Leaving the safe
+    // region waits for `own`'s world to start; if a stop of `own` is on at
+    // that point, its stopper may be waiting for ours (the crossed case),
+    // so ours is withdrawn first and tried again after a pause.
+    // SAFETY: `own` is the runtime of the worker this thread drives; it
+    // outlives its workers, and this task runs on one (and returns to it).
+    let own = unsafe { &*own };
+    let mut round = 0u32;
+    loop {
+        let mut res = None;
+        safe_region(own, &mut || {
+            let r = stop_inner(sh, deadline, true);
+            if r.is_ok() && own.stw.stop.load(Ordering::SeqCst) {
+                start_the_world(sh);
+                // A pause that differs between the tasks and grows, so that
+                // two crossed stoppers do not withdraw in step for ever.
+                let jitter = (caller_id() >> 6) as u32 % 16;
+                std::thread::sleep(Duration::from_micros(u64::from((jitter + 1) << round.min(6))));
+                return;
+            }
+            res = Some(r);
+        });
+        match res {
+            Some(r) => return r,
+            None => round += 1,
+        }
+    }
+}
+
+/// The runtime whose worker the calling thread drives, if it is not `sh`
+/// and the caller does not hold its world stopped (a stopper cannot count
+/// as stopped: only it may start its world).
+fn other_runtime_of_caller(sh: &Shared) -> Option<*const Shared> {
+    let c = crate::worker::Current::get()?;
+    let own = c.worker().shared();
+    if std::ptr::eq(own, sh) || caller_is_stopper(own) {
+        return None;
+    }
+    Some(own as *const Shared)
+}
+
+/// [`stop_the_world_until`]'s body. `on_worker`: the caller is a task on a
+/// worker (then its stop is checked at its switches; otherwise it is noted
+/// for its thread), also when it waits in a safe region of its own runtime.
+fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result<Duration, Vec<String>> {
+    let stw = &sh.stw;
     let me = my_worker(sh);
     // One stopper at a time; a waiting stopper counts as stopped itself (its
     // registers spilled and SP recorded, like a task in `blocking`).
@@ -755,7 +817,7 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             stw.gc_pause.store(false, Ordering::SeqCst);
             stw.stopper.store(caller_id(), Ordering::SeqCst);
             stw.stop.store(true, Ordering::SeqCst);
-            if crate::worker::Current::get().is_none() {
+            if !on_worker {
                 note_thread_stop(sh);
                 // SAFETY: gettid has no preconditions.
                 g.stopper_tid = unsafe { libc::gettid() };
@@ -1060,7 +1122,26 @@ fn all_stopped(sh: &Shared, me: Option<usize>) -> bool {
 fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = write!(out, "usurp: stop-the-world has waited {:.1} s for:", waited.as_secs_f64());
+    // Who waits (the caller is the stopper): a task of this runtime, a task
+    // of another runtime, or a thread outside any runtime.
+    let t = crate::worker::current_task();
+    let by = if t.is_null() {
+        "by a thread that runs no task".to_string()
+    } else {
+        // SAFETY: the current task is valid while it runs; its id was written
+        // before it ran.
+        let (id, ours) = unsafe { ((*t).id.get(), std::ptr::eq((*t).shared, sh)) };
+        if ours {
+            format!("by task {id} of this runtime")
+        } else {
+            format!("by task {id} of another runtime")
+        }
+    };
+    let _ = write!(
+        out,
+        "usurp: stop-the-world ({by}) has waited {:.1} s for these workers to reach a safe point:",
+        waited.as_secs_f64()
+    );
     for w in sh.workers.iter() {
         if Some(w.index) == me || sh.stw.counts_as_stopped(w) {
             continue;
@@ -1081,10 +1162,11 @@ fn report_stragglers(sh: &Shared, me: Option<usize>, waited: Duration) {
         }
     }
     out.push_str(
-        "\nusurp: a task blocked in the kernel outside blocking() (e.g. on a std::sync::Mutex whose holder is \
-         the task collecting) or looping outside preemptible code without checkpoint() holds up every collection; \
-         use usurp::Mutex, wrap kernel-blocking calls in usurp::blocking(), and call usurp::checkpoint() in long \
-         non-preemptible loops\n",
+        "\nusurp: such a task is usually blocked in the kernel outside blocking() (e.g. on a std::sync::Mutex \
+         whose holder is the task collecting, or waiting for another runtime or thread that waits for this stop) \
+         or looping outside preemptible code without checkpoint(); it holds up every collection: use usurp::Mutex, \
+         wrap kernel-blocking calls in usurp::blocking(), and call usurp::checkpoint() in long non-preemptible \
+         loops\n",
     );
     eprint!("{out}");
 }

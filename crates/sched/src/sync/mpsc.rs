@@ -517,8 +517,17 @@ impl<T> SyncSender<T> {
     }
 
     /// Sends a value if there is room (or a waiting receiver) right now.
+    ///
+    /// On failure a pending checkpoint request (quantum up, a stop waiting)
+    /// is honoured before returning, as `checkpoint()` does, so a
+    /// task polling `try_send` in a loop lets the receiver run even on a
+    /// single worker (one load of a global word when none is pending).
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
-        self.chan.send(v, false)
+        let r = self.chan.send(v, false);
+        if r.is_err() {
+            usurp_preempt::checkpoint();
+        }
+        r
     }
 }
 
@@ -540,12 +549,20 @@ impl<T> Receiver<T> {
     /// Receives a value if one is available now, like
     /// `std::sync::mpsc::Receiver::try_recv`: `Err(Empty)` if none is (but
     /// senders remain), `Err(Disconnected)` if all senders are gone and the
-    /// channel is empty. Never blocks.
+    /// channel is empty. Never blocks; but when nothing is received, a
+    /// pending checkpoint request (quantum up, a stop waiting) is honoured
+    /// before returning, as `checkpoint()` does, so a task polling
+    /// `try_recv` in a loop lets the sender run even on a single worker
+    /// (one load of a global word when none is pending).
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(None, self as *const Self as usize).map_err(|e| match e {
+        let r = self.chan.recv(None, self as *const Self as usize).map_err(|e| match e {
             RecvTimeoutError::Timeout => TryRecvError::Empty,
             RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
-        })
+        });
+        if r.is_err() {
+            usurp_preempt::checkpoint();
+        }
+        r
     }
 
     /// Receives a value, parking (or, on a plain thread, blocking) for at

@@ -78,11 +78,18 @@ impl<T: ?Sized> Mutex<T> {
     /// `std::sync::Mutex::try_lock`: `Err(TryLockError::WouldBlock)` if
     /// another holds it. Never blocks. (Before, this returned an `Option`;
     /// `.ok()` gives that back.) There is no `Poisoned` case: this mutex
-    /// does not poison.
+    /// does not poison. When the lock is taken, a pending checkpoint
+    /// request (quantum up, a stop waiting) is honoured before returning,
+    /// as `checkpoint()` does, so a task polling `try_lock` in a loop
+    /// lets the holder run even on a single worker (one load of a global
+    /// word when none is pending).
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError> {
         match self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => Ok(MutexGuard { mutex: self }),
-            Err(_) => Err(TryLockError::WouldBlock),
+            Err(_) => {
+                usurp_preempt::checkpoint();
+                Err(TryLockError::WouldBlock)
+            }
         }
     }
 
@@ -177,8 +184,12 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
 
 impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.try_lock() {
-            Ok(g) => f.debug_struct("Mutex").field("data", &&*g).finish(),
+        // Not `try_lock`: formatting is no polling point (no checkpoint).
+        match self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => {
+                let g = MutexGuard { mutex: self };
+                f.debug_struct("Mutex").field("data", &&*g).finish()
+            }
             Err(_) => f.write_str("Mutex { <locked> }"),
         }
     }

@@ -2,11 +2,13 @@
 //! thread while the calling thread runs the closure on the task's stack, or
 //! (when the worker holds tasks pinned to its thread) the calling task moves
 //! to a spare thread; when neither is possible the closure runs in place.
-//! After the runtime's shutdown began it always runs in place, and the task
-//! then switches to its scheduler loop (which stops the worker): a task
-//! looping on `blocking` would otherwise never get there, and
-//! `Runtime::drop` waited for it for ever (red-team finding blockloop,
-//! session 14).
+//! After the runtime's shutdown began it runs in place, and the task then
+//! switches to its scheduler loop (which stops the worker): a task looping
+//! on `blocking` would otherwise never get there, and `Runtime::drop`
+//! waited for it for ever (red-team finding blockloop, session 14).
+//! `blocking_leave_worker` (a `Runtime::drop` from a task of another
+//! runtime) hands the worker off even then, so that the runtime can stop
+//! while the closure waits.
 
 use crate::arch;
 use crate::tasks::tcb::state;
@@ -26,6 +28,28 @@ use super::switch::{finish_switch, switch_to, A_ADOPT, A_REQUEUE};
 /// closure and its result through its own locals.
 #[inline(never)]
 pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
+    blocking_impl(f, false)
+}
+
+/// [`blocking_dyn`] for a wait that may need this task's own runtime to
+/// finish its shutdown first: `Runtime::drop` of another runtime, called
+/// from a task of this one (red-team RT-sched finding 2: runtimes A and B,
+/// each dropped from a task of the other, used to deadlock, each drop
+/// holding a worker of the runtime the other waits for). Unlike
+/// `blocking`, it also leaves the worker once this runtime is shutting
+/// down: the worker goes to a thread of its own (a spare, or a new one
+/// beyond `max_blocking_threads`), which sees the shutdown and stops it,
+/// so this runtime's shutdown completes while `f` waits (the task is then
+/// abandoned like any other unfinished task: when `f` returns, it is queued
+/// on the stopped runtime and never resumes). Tasks pinned to this worker
+/// do not hold it here: a stopping worker runs no task.
+#[inline(never)]
+pub(crate) fn blocking_leave_worker(f: &mut dyn FnMut()) {
+    blocking_impl(f, true)
+}
+
+#[inline(never)]
+fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
     // A request outstanding (a refused tick, a stop) is honoured first: run
     // in place below (no spare thread), the closure would otherwise keep it,
     // and with it the process-wide request count (every allocation's and
@@ -48,12 +72,16 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
     }
     w.clear_pin(cur);
     let shutdown = sh.shutdown.load(Ordering::Relaxed);
+    // Leaving a shutting-down runtime's worker (`blocking_leave_worker`):
+    // handed off even to a thread beyond the limit, pinned tasks or not (a
+    // worker that sees the shutdown stops at once and runs nothing).
+    let leave = leave_at_shutdown && shutdown;
     // Tasks pinned here must resume on this thread, so the worker cannot be
     // handed off. Move this task to a spare thread instead (issue 11 item
     // 1: running `f` in place would deadlock if it waits for a pinned task).
     let adopt: *const Machine = if w.pinned.get() > 0 && !shutdown { sh.take_spare() } else { ptr::null() };
     // No spare thread to be had for a move: `f` runs in place (below).
-    let in_place = (w.pinned.get() > 0 && adopt.is_null()) || shutdown;
+    let in_place = !leave && ((w.pinned.get() > 0 && adopt.is_null()) || shutdown);
     let mut res: Option<std::thread::Result<()>> = None;
     let mut handed = false;
     let mut guard = Some(c);
@@ -94,7 +122,7 @@ pub(crate) fn blocking_dyn(f: &mut dyn FnMut()) {
             let slot = w.slot.swap(ptr::null_mut(), Ordering::AcqRel);
             w.running_task.store(0, Ordering::Relaxed);
             m.worker.set(ptr::null());
-            if !sh.handoff(w) {
+            if !sh.handoff(w, leave_at_shutdown) {
                 // No spare thread: undo, and run in place below (the guard
                 // is dropped: the in-place path needs no worker reference).
                 // Hook (stack_scan.rs): a collector may have claimed it

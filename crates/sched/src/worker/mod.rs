@@ -39,7 +39,7 @@ mod policy;
 mod switch;
 pub(crate) mod thread;
 
-pub(crate) use blocking::blocking_dyn;
+pub(crate) use blocking::{blocking_dyn, blocking_leave_worker};
 pub(crate) use machine::{
     current_cpu_cycles, current_task, current_task_ref, machine, machine_in_signal, Current, Machine, Worker,
 };
