@@ -50,3 +50,41 @@ fn runtime_dropped_from_its_own_task_abandons_cleanly() {
         drop(guard);
     });
 }
+
+/// The task that drops its own runtime runs on after the drop, through
+/// `yield_now`, `blocking` and `Heap::collect`, as before session 14's
+/// shutdown changes (which send every other task's switches to the
+/// scheduler loop at shutdown: a review found the dropper itself abandoned
+/// at its next yield, the code after it never run). Negative control: with
+/// `Shared::shutting_down_for` reduced to the shutdown flag, this fails
+/// (checked by hand: the flag is never set).
+#[test]
+fn the_task_that_dropped_its_runtime_runs_on() {
+    for call in ["yield", "blocking", "collect"] {
+        let ran_on = within(30, "dropper runs on", move || {
+            let rt = Runtime::builder().workers(2).build().unwrap();
+            let slot = Arc::new(StdMutex::new(None::<Runtime>));
+            let s2 = slot.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            rt.spawn(move || {
+                let rt = loop {
+                    if let Some(rt) = s2.lock().unwrap().take() {
+                        break rt;
+                    }
+                    usurp::yield_now();
+                };
+                let heap = rt.heap().clone();
+                drop(rt); // the last handle, from inside one of its tasks
+                match call {
+                    "yield" => usurp::yield_now(),
+                    "blocking" => usurp::blocking(|| std::thread::sleep(Duration::from_millis(1))),
+                    _ => heap.collect(),
+                }
+                let _ = tx.send(());
+            });
+            *slot.lock().unwrap() = Some(rt);
+            rx.recv_timeout(Duration::from_secs(10)).is_ok()
+        });
+        assert!(ran_on, "the task that dropped its runtime never got past {call} after the drop");
+    }
+}

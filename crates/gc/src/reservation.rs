@@ -17,7 +17,9 @@
 //! FIFO.
 //!
 //! Bounds: [`QUARANTINE_RANGES`] ranges and [`QUARANTINE_BYTES`] of address
-//! space; the oldest is unmapped first. It is a mitigation, not a proof: a
+//! space; the oldest is unmapped first. None at all where the address space
+//! is limited (`RLIMIT_AS` finite): a reservation would count against the
+//! limit and could make any other mapping of the process fail. It is a mitigation, not a proof: a
 //! handle older than the FIFO may still meet a heap mapped over its range
 //! later (then it reads that object, as any stale handle whose memory was
 //! reused; see the README's "Stale handles"). Where address space is
@@ -74,6 +76,20 @@ fn release(addr: usize, len: usize) {
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
 }
 
+/// Whether the process's address space is limited (`RLIMIT_AS` finite):
+/// then no range is quarantined, since a reservation counts against the
+/// limit although it holds no memory, and would take address space from
+/// every other mapping of the process (a `Vec` growing, a thread stack), not
+/// only from the next heap, which alone retries (review of session 14: with
+/// a limit of usage + 6 GiB, a dropped 3 GiB heap made a 3 GiB allocation
+/// fail). Asked at each heap drop (the limit may change meanwhile).
+fn address_space_limited() -> bool {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
+    !ok || r.rlim_cur != libc::RLIM_INFINITY
+}
+
 /// The heap's mapping: `len` bytes, read-write, `MAP_NORESERVE`.
 pub(crate) struct HeapReservation(Option<MmapMut>);
 
@@ -121,7 +137,7 @@ impl Drop for HeapReservation {
     fn drop(&mut self) {
         let Some(m) = self.0.take() else { return };
         let (addr, len) = (m.as_ptr() as usize, m.len());
-        if !QUARANTINE_ON.load(Ordering::Relaxed) || len > QUARANTINE_BYTES {
+        if !QUARANTINE_ON.load(Ordering::Relaxed) || len > QUARANTINE_BYTES || address_space_limited() {
             return; // `m` unmaps
         }
         // SAFETY: `[addr, addr + len)` is `m`'s own mapping, which nobody

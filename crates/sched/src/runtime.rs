@@ -595,6 +595,13 @@ impl Drop for Runtime {
             // would never see the shutdown, and nobody else may restart it.
             crate::stw::start_the_world(sh);
         }
+        let t = worker::current_task();
+        // SAFETY: a current task is valid while it runs.
+        let own = !t.is_null() && unsafe { (*t).shared } == Arc::as_ptr(sh);
+        if own {
+            // It runs on after its drop (`Shared::shutting_down_for`).
+            sh.dropper.store(t as usize, std::sync::atomic::Ordering::SeqCst);
+        }
         sh.begin_shutdown();
         // If dropped from one of our own tasks, we cannot wait for our own
         // worker to stop (it runs us). A reaper thread owns a reference to
@@ -603,9 +610,7 @@ impl Drop for Runtime {
         // joiners get an error) and keep the shared state alive for late
         // wake-ups from other threads (issue 11 item 6: it used to be freed
         // under them).
-        let t = worker::current_task();
-        // SAFETY: a current task is valid while it runs.
-        if !t.is_null() && unsafe { (*t).shared } == Arc::as_ptr(sh) {
+        if own {
             sh.spawn_reaper();
             return;
         }

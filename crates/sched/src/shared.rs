@@ -127,6 +127,11 @@ pub(crate) struct Shared {
     max_threads: usize,
     /// Set once (SeqCst) by `begin_shutdown`; read by everyone.
     pub(crate) shutdown: AtomicBool,
+    /// The task that dropped this runtime from inside it (its address), 0
+    /// if none: stored (SeqCst) by `Runtime`'s drop before it begins the
+    /// shutdown; read (Relaxed, after seeing `shutdown`) by that task's own
+    /// switches ([`Shared::shutting_down_for`]), which let it run on.
+    pub(crate) dropper: AtomicUsize,
     /// Workers stopped after shutdown: under the std mutex, incremented by
     /// each stopping worker (`worker_stopped`) or by a failed start;
     /// `stopped_cv` is signalled at each increment.
@@ -197,6 +202,7 @@ impl Shared {
             nidle: AtomicUsize::new(0),
             nspinning: AtomicUsize::new(0),
             in_blocking: AtomicUsize::new(0),
+            dropper: AtomicUsize::new(0),
             wake_cursor: AtomicUsize::new(0),
             timers: SpinLock::new(Timers::new()),
             next_timer: AtomicU64::new(u64::MAX),
@@ -636,7 +642,7 @@ impl Shared {
     pub(crate) fn spawn_reaper(self: &Arc<Self>) {
         let reaper = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("usurp-reaper".into()).spawn(move || {
-            reaper.wait_stopped();
+            reaper.wait_stopped_reporting(false);
             reaper.abandon_remaining();
         });
         if spawned.is_err() {
@@ -651,6 +657,16 @@ impl Shared {
     pub(crate) fn shutdown_detached(self: &Arc<Self>) {
         self.begin_shutdown();
         self.spawn_reaper();
+    }
+
+    /// Whether task `t`'s switches should go to the scheduler loop (which
+    /// stops the worker) because the runtime shuts down: yes for every task
+    /// but the one that dropped the runtime from inside it, which runs on
+    /// as it did before the shutdown (its drop returned; a reaper finishes
+    /// the shutdown once it parks or ends).
+    #[inline]
+    pub(crate) fn shutting_down_for(&self, t: *const crate::tasks::tcb::Task) -> bool {
+        self.shutdown.load(Ordering::Relaxed) && self.dropper.load(Ordering::Relaxed) != t as usize
     }
 
     /// Shutdown (after `shutdown` was set, SeqCst): every busy worker is
@@ -697,8 +713,15 @@ impl Shared {
     /// scheduler (a task that does not yield). It used to wait silently
     /// (RT-gc item 8, session 14).
     pub(crate) fn wait_stopped(&self) {
+        self.wait_stopped_reporting(true)
+    }
+
+    /// [`Shared::wait_stopped`]; `report`: print the 1 s diagnostic (the
+    /// drop's own wait does; a reaper's does not: its drop returned long
+    /// ago, and a task that dropped its own runtime may run on for seconds).
+    pub(crate) fn wait_stopped_reporting(&self, report: bool) {
         let t0 = std::time::Instant::now();
-        let mut reported = false;
+        let mut reported = !report;
         let mut n = self.stopped.lock().unwrap();
         while *n < self.workers.len() {
             if reported {

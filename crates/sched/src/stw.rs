@@ -1483,9 +1483,13 @@ pub(crate) fn stop_for_collection(sh: &Shared) {
 /// caller then begins the shutdown that drop deferred.
 pub(crate) fn start_after_collection(sh: &Shared) -> bool {
     let mine = caller_is_stopper(sh);
+    // Taken while the world is still ours: once it restarts, another stop
+    // for a collection may begin and reset the flag (`stop_for_collection`),
+    // and the deferred drop would be lost (review of session 14).
+    let dropped = mine && sh.stw.drop_after_pause.swap(false, Ordering::SeqCst);
     // (Clears `gc_pause` under the stw lock.)
     start_the_world(sh);
-    mine && sh.stw.drop_after_pause.swap(false, Ordering::Relaxed)
+    dropped
 }
 
 /// Whether the caller holds `sh`'s world stopped for a collection's pause

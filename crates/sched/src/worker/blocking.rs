@@ -173,7 +173,7 @@ fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
         // had, either up front or when the handoff found none. The thread
         // counts as stopped while `f` runs.
         crate::stw::safe_region(sh, f);
-        if sh.shutdown.load(Ordering::Relaxed) {
+        if sh.shutting_down_for(cur.as_ptr()) {
             // The runtime shuts down (it did already if that is why `f` ran
             // in place): the task goes to its scheduler loop, which stops
             // the worker, and is abandoned like the others. A checkpoint

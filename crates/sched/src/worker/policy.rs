@@ -457,7 +457,12 @@ impl Worker {
         }
         let _ = s.set_contended(false);
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.work_waits() {
+        // A shutdown marks every worker contended (`preempt_for_shutdown`)
+        // so that its quantum ticks until it stops: a clear racing that
+        // mark must not undo it (the shutdown flag is stored SeqCst before
+        // the mark; one of the two fences sees the other), or a lone loop
+        // switched in after it would run with no tick (review of session 14).
+        if self.work_waits() || self.shared().shutdown.load(Ordering::SeqCst) {
             let _ = s.set_contended(true);
         }
     }

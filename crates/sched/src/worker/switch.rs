@@ -314,7 +314,7 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     }
     w.clear_pin(cur);
     let sh = w.shared();
-    if sh.shutdown.load(Ordering::Relaxed) {
+    if sh.shutting_down_for(cur.as_ptr()) {
         // The runtime shuts down: to the scheduler loop, which stops the
         // worker (this task stays queued and is abandoned with the others;
         // a direct switch, or "nothing else to run: keep going", would keep
@@ -410,7 +410,7 @@ pub(crate) fn preempt_current(pin: bool) {
     w.shared().run_timers();
     // At shutdown, straight to the scheduler loop, which stops the worker
     // (see `yield_raw`).
-    let down = w.shared().shutdown.load(Ordering::Relaxed);
+    let down = w.shared().shutting_down_for(cur.as_ptr());
     let mut next = if down { None } else { w.next_fast() };
     if next.is_none() && !down {
         next = w.take_global_now();
