@@ -55,8 +55,16 @@ fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
     // and with it the process-wide request count (every allocation's and
     // `Gc<T>` deref's poll on its slow path), raised until it returns. The
     // checkpoint may move this task to another worker: it comes before the
-    // worker is read.
-    usurp_preempt::checkpoint();
+    // worker is read. Not for `blocking_leave_worker` (a drop of another
+    // runtime): it always hands the worker off (nothing is held while `f`
+    // runs), and at its own runtime's shutdown the checkpoint would switch
+    // to the scheduler loop, which stops the worker, and the task would
+    // never run the drop it is in: with runtimes A and B dropped from each
+    // other's tasks, both tasks were abandoned before either drop waited,
+    // and no one finished either shutdown (their joiners waited for ever).
+    if !leave_at_shutdown {
+        usurp_preempt::checkpoint();
+    }
     let Some(c) = Current::get() else { return f() };
     // The task and its runtime stay valid across the switches below; the
     // machine and worker are borrowed from `c` only until the task leaves

@@ -900,12 +900,14 @@ impl Worker {
         // The other workers' switches at the last look (`others_switches`).
         let mut switches_seen = self.others_switches();
         loop {
-            if sh.shutdown.load(Ordering::Acquire) {
-                if spinning {
-                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
-                }
-                return None;
-            }
+            // A stop first, also at shutdown: a worker that was idle when the
+            // world was stopped (counted as stopped without being woken) and
+            // is woken by the shutdown parks for the stop before it exits,
+            // so that a drop waits for the stopper to restart the world (it
+            // may be reading the tasks the drop abandons). It used to exit
+            // at once, and a drop beside a thread holding the stop returned
+            // in the middle of it (tests/sched_drop_while_stopped.rs, once
+            // idle workers searched briefly and slept more often).
             if self.stopping() {
                 if spinning {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
@@ -913,6 +915,12 @@ impl Worker {
                 }
                 crate::stw::park_worker(self);
                 continue;
+            }
+            if sh.shutdown.load(Ordering::Acquire) {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                return None;
             }
             let mut t = self.find_local_or_global();
             if t.is_none() {
