@@ -314,9 +314,6 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T, Box<dyn Any + Send + 'static>> {
         let st = self.packet.state();
         if st.load(Ordering::Acquire) != DONE {
-            if crate::worker::current_task_ref().is_some_and(|t| t.id.get() == self.id) {
-                joins_itself(self.id);
-            }
             if crate::worker::Current::get().is_none() {
                 // A thread holding the world stopped would wait for a task
                 // that cannot run until it starts the world: a panic, before
@@ -324,9 +321,24 @@ impl<T> JoinHandle<T> {
                 crate::stw::thread_about_to_wait();
             }
             let waker = Waker::current();
+            // A task joining its own handle would wait for itself for ever:
+            // checked on the task the waker names (no second look-up of the
+            // current task on the common path: spawn+join runs +15
+            // instructions with one), or, for a thread, whether it is a task
+            // inside `blocking`.
             let task = match waker {
-                Waker::Task(t) => Some(t),
-                Waker::Thread(_) => None,
+                Waker::Task(t) => {
+                    if t.id.get() == self.id {
+                        joins_itself(self.id);
+                    }
+                    Some(t)
+                }
+                Waker::Thread(_) => {
+                    if crate::worker::current_task_ref().is_some_and(|t| t.id.get() == self.id) {
+                        joins_itself(self.id);
+                    }
+                    None
+                }
             };
             // SAFETY: we are the only join handle; the task reads the waiter
             // only after seeing WAITING.
