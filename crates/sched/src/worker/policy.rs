@@ -65,8 +65,12 @@ pub(super) const TIMER_SPIN_DUTY: u64 = 8;
 /// whole `timer_spin`, as before.
 pub(crate) static TIMER_SPIN_DUTY_ON: AtomicBool = AtomicBool::new(true);
 /// A clock gap this long inside a timer spin means the OS took the CPU
-/// from the spinner (`Worker::spin_until`).
-pub(super) const TIMER_SPIN_DESCHEDULED_NS: u64 = 15_000;
+/// from the spinner for (part of) a time slice (`Worker::spin_until`).
+/// Shorter gaps are interrupts and hypervisor exits: with 15 µs, spins on
+/// this project's quiet VM backed off so often that an idle 1 ms sleep
+/// was as late as without the spin (p50 41-43 µs instead of 6); the
+/// preemptions that hurt last milliseconds.
+pub(super) const TIMER_SPIN_DESCHEDULED_NS: u64 = 500_000;
 /// How long timer spins stay off after one lost its CPU. On a machine
 /// whose CPUs are all taken, a spinning thread uses up its share and is
 /// preempted in the middle of the spin for a whole time slice, while one
