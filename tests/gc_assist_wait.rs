@@ -66,7 +66,17 @@ fn scenario(notify: bool, bound: Duration) -> (u64, u64, u64, u64) {
 #[test]
 fn an_assist_waiting_for_mark_work_is_woken_by_a_notification() {
     let _g = serial();
-    let (work, end, timed_out, cycles) = scenario(true, Duration::from_secs(10));
+    // A scenario whose assists waited only a few times may see none of
+    // those waits end by mark work (a CI run under qemu: 3 waits, all ended
+    // by the mark's end): up to three scenarios, summed, until one did.
+    let (mut work, mut end, mut timed_out, mut cycles) = (0, 0, 0, u64::MAX);
+    for _ in 0..3 {
+        let (w, e, t, c) = scenario(true, Duration::from_secs(10));
+        (work, end, timed_out, cycles) = (work + w, end + e, timed_out + t, cycles.min(c));
+        if work > 0 {
+            break;
+        }
+    }
     eprintln!(
         "notifications on: {work} waits ended by mark work, {end} by the mark's end, {timed_out} lasted the bound, \
          {cycles} cycles"
