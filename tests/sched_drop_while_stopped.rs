@@ -57,12 +57,10 @@ fn drop_while_another_thread_holds_the_stop_says_so() {
     if std::env::var_os(CHILD).is_some() {
         return child();
     }
-    let out = within(90, "drop(Runtime) while another thread holds the stop (child)", || {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "drop_while_another_thread_holds_the_stop_says_so", "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap()
+    // (Through `run_child`: under qemu-user without binfmt_misc the child
+    // must be started through qemu.)
+    let (out, _) = within(90, "drop(Runtime) while another thread holds the stop (child)", || {
+        usurp_testsupport::run_child("drop_while_another_thread_holds_the_stop_says_so", CHILD)
     });
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {:?}\n{err}", out.status);

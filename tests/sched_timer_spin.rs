@@ -363,8 +363,10 @@ fn a_spin_that_lost_its_cpu_turns_spinning_off_for_a_while() {
     eprintln!("every spin losing its CPU: {waits} waits with a spin in 20 sleeps ({took:?})");
     assert!(hooks::timer_spin_backoffs_for_tests() > backoffs, "no backoff");
     // At most one spin per 100 ms of sleeps (the first loses its CPU, the
-    // next 100 ms of sleeps are plain).
-    let most = 1 + (took.as_millis() / 100) as usize;
+    // next 100 ms of sleeps are plain), and one more: a wait can be planned
+    // twice for one sleep (a futex wait that returns early is planned
+    // again; seen under qemu).
+    let most = 2 + (took.as_millis() / 100) as usize;
     assert!(waits <= most, "{waits} waits with a spin in 20 sleeps ({took:?}) although every spin lost its CPU");
 }
 
