@@ -664,6 +664,29 @@ pub fn live_heaps_for_tests() -> (usize, usize) {
 pub(crate) unsafe fn refuse_foreign_fields(payload: *mut usize, d: &Descriptor) {
     // No mutator: the allocation would have failed.
     let Some(e) = own_entry() else { return };
+    // Another heap's reservation only: a word outside every heap is what
+    // it was before (marking counts it as bad, a read refuses it), with one
+    // heap or several alike.
+    // SAFETY: per the contract.
+    if let Some((i, a)) = unsafe { clear_fields_where(payload, d, e, |a| !e.holds(a) && entry_holding(a).is_some()) } {
+        foreign_field(d, i, a);
+    }
+}
+
+/// The reference words (pointer slots, and value slots decoded with the
+/// heap's encoding) of a new object's payload, per its descriptor `d`:
+/// every one holding an address `a` (not null) with `bad(a)` is cleared;
+/// returns the first of them (its word index and address). The walk of
+/// [`refuse_foreign_fields`] and [`refuse_stale_fields`].
+///
+/// # Safety
+/// As [`refuse_foreign_fields`]; `e` is this thread's heap's entry.
+unsafe fn clear_fields_where(
+    payload: *mut usize,
+    d: &Descriptor,
+    e: &Entry,
+    bad: impl Fn(usize) -> bool,
+) -> Option<(usize, usize)> {
     let mut first = None;
     d.for_each_reference_word(0, |i, value| {
         // SAFETY: i is a payload word of the object (its descriptor's).
@@ -677,17 +700,12 @@ pub(crate) unsafe fn refuse_foreign_fields(payload: *mut usize, d: &Descriptor) 
         } else {
             w
         };
-        // Another heap's reservation only: a word outside every heap is
-        // what it was before (marking counts it as bad, a read refuses it),
-        // with one heap or several alike.
-        if !e.holds(a) && entry_holding(a).is_some() {
+        if a != 0 && bad(a) {
             slot.store(0, Ordering::Relaxed);
             first.get_or_insert((i, a));
         }
     });
-    if let Some((i, a)) = first {
-        foreign_field(d, i, a);
-    }
+    first
 }
 
 /// Heaps alive with `checkrefs` (`HeapConfig::check_refs`): while any is,
@@ -736,30 +754,10 @@ impl Drop for CheckRefsHeap {
 #[inline(never)]
 pub(crate) unsafe fn refuse_stale_fields(payload: *mut usize, d: &Descriptor) {
     let Some(e) = own_entry() else { return };
-    let mut first = None;
-    d.for_each_reference_word(0, |i, value| {
-        // SAFETY: i is a payload word of the object (its descriptor's).
-        let slot = unsafe { &*(payload.add(i) as *const AtomicUsize) };
-        let w = slot.load(Ordering::Relaxed);
-        let a = if value {
-            match e.encoding.decode(w) {
-                Some(a) => a,
-                None => return,
-            }
-        } else {
-            w
-        };
-        if a == 0 {
-            return;
-        }
-        if let Some(off) = e.offset_of(a) {
-            if check_in(e, a, off).is_err() {
-                slot.store(0, Ordering::Relaxed);
-                first.get_or_insert((i, a));
-            }
-        }
-    });
-    if let Some((i, a)) = first {
+    // An address in this heap's reservation that is no live object.
+    let stale = |a: usize| e.offset_of(a).is_some_and(|off| check_in(e, a, off).is_err());
+    // SAFETY: per the contract; `e` is this thread's heap's entry.
+    if let Some((i, a)) = unsafe { clear_fields_where(payload, d, e, stale) } {
         stale_field(d, i, a);
     }
 }
