@@ -16,12 +16,11 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 use usurp_testsupport::within;
 
-/// One round: a task of A drops B while a task of B drops A. Both tasks are
+/// One round: a task of A drops B while a task of B drops A, A's task
+/// `a_delay` after B's (to let B's begin A's shutdown first). Both tasks are
 /// abandoned by the drop of their own runtime (it happens while they wait),
 /// so their joins return errors; what matters is that they return.
-fn cross_drop_round(workers: usize) {
-    let a = usurp::Runtime::builder().workers(workers).build().unwrap();
-    let b = usurp::Runtime::builder().workers(workers).build().unwrap();
+fn cross_drop(a: usurp::Runtime, b: usurp::Runtime, a_delay: Duration) {
     let bar = Arc::new(Barrier::new(2));
     let (b1, b2) = (bar.clone(), bar);
     let (txa, rxa) = mpsc::channel::<usurp::Runtime>();
@@ -31,6 +30,9 @@ fn cross_drop_round(workers: usize) {
     let ha = a.spawn(move || {
         let rb = rxb.recv().unwrap();
         b1.wait();
+        if !a_delay.is_zero() {
+            std::thread::sleep(a_delay);
+        }
         drop(rb);
     });
     let hb = b.spawn(move || {
@@ -42,6 +44,13 @@ fn cross_drop_round(workers: usize) {
     txb.send(b).unwrap();
     let _ = ha.join();
     let _ = hb.join();
+}
+
+/// [`cross_drop`] of two runtimes of `workers` workers, at once.
+fn cross_drop_round(workers: usize) {
+    let a = usurp::Runtime::builder().workers(workers).build().unwrap();
+    let b = usurp::Runtime::builder().workers(workers).build().unwrap();
+    cross_drop(a, b, Duration::ZERO);
 }
 
 #[test]
@@ -92,26 +101,8 @@ fn drop_from_task_of_runtime_shutting_down() {
         for _ in 0..5 {
             let a = usurp::Runtime::builder().workers(1).max_blocking_threads(0).build().unwrap();
             let b = usurp::Runtime::builder().workers(1).max_blocking_threads(0).build().unwrap();
-            let bar = Arc::new(Barrier::new(2));
-            let (b1, b2) = (bar.clone(), bar);
-            let (txa, rxa) = mpsc::channel::<usurp::Runtime>();
-            let (txb, rxb) = mpsc::channel::<usurp::Runtime>();
-            let ha = a.spawn(move || {
-                let rb = rxb.recv().unwrap();
-                b1.wait();
-                // Let B's task begin A's shutdown first.
-                std::thread::sleep(Duration::from_millis(50));
-                drop(rb);
-            });
-            let hb = b.spawn(move || {
-                let ra = rxa.recv().unwrap();
-                b2.wait();
-                drop(ra);
-            });
-            txa.send(a).unwrap();
-            txb.send(b).unwrap();
-            let _ = ha.join();
-            let _ = hb.join();
+            // Let B's task begin A's shutdown first.
+            cross_drop(a, b, Duration::from_millis(50));
         }
     });
 }

@@ -38,6 +38,15 @@ fn churn(w: &ThreadWorld, dur: Duration) {
     }
 }
 
+/// Ends a [`collector`]: it must have collected, and the verifier found
+/// nothing wrong meanwhile.
+fn stop_collector(stop: &AtomicBool, c: std::thread::JoinHandle<usize>, h: &Heap) {
+    stop.store(true, Ordering::Release);
+    assert!(c.join().unwrap() > 0);
+    let st = h.stats();
+    assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+}
+
 /// A registered thread that collects `h` until `stop`, then returns how
 /// many collections it ran.
 fn collector(w: &Arc<ThreadWorld>, h: &Heap, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
@@ -81,10 +90,7 @@ fn a_second_registration_is_counted() {
         })
         .join()
         .unwrap();
-        stop.store(true, Ordering::Release);
-        assert!(c.join().unwrap() > 0);
-        let st = h.stats();
-        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+        stop_collector(&stop, c, &h);
     });
 }
 
@@ -122,11 +128,8 @@ fn dropping_the_last_registration_while_attached_panics() {
         h.collect();
         h.collect();
         assert!(h.stats().cycles >= before + 2);
-        stop.store(true, Ordering::Release);
         drop(_r);
-        assert!(c.join().unwrap() > 0);
-        let st = h.stats();
-        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+        stop_collector(&stop, c, &h);
     });
 }
 
@@ -425,10 +428,7 @@ fn dropping_the_last_registration_inside_forbid_allocation_panics() {
         })
         .join()
         .unwrap();
-        stop.store(true, Ordering::Release);
-        assert!(c.join().unwrap() > 0);
-        let st = h.stats();
-        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+        stop_collector(&stop, c, &h);
     });
 }
 
