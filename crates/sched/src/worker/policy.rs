@@ -966,12 +966,8 @@ impl Worker {
                 continue;
             }
             if lone {
+                // Straight to the idle sleep below, no nap.
                 LONE_SPINS.fetch_add(1, Ordering::Relaxed);
-                sh.nspinning.fetch_sub(1, Ordering::SeqCst);
-                spinning = false;
-                rounds = 0;
-                self.idle_sleep();
-                continue;
             }
             // Nothing found for a whole spin. If another worker switched
             // meanwhile, it may be busy handing tasks to itself (a
@@ -990,7 +986,7 @@ impl Worker {
             // nap and burn a fifth of a CPU each. Two spinners that both
             // see the other both sleep: no napper, as before the nap.
             let sole = sh.nspinning.load(Ordering::SeqCst) == 1 || !SPIN_NAP_SOLE.load(Ordering::Relaxed);
-            if SPIN_NAP.load(Ordering::Relaxed) && sole {
+            if !lone && SPIN_NAP.load(Ordering::Relaxed) && sole {
                 let switches = self.others_switches();
                 if switches != switches_seen {
                     switches_seen = switches;
