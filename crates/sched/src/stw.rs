@@ -797,11 +797,19 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
     let mut unstopped: Option<Vec<String>> = None;
     // Traced: the workers' run-queue waits so far (read before the flag is
     // set, so that the reads do not delay the stop).
+    // The workers' threads, then the stopper's own (its run-queue wait is
+    // part of a stop too: a stopper woken late sees the parks late). Only
+    // read with the stop trace on.
     let worker_tids = || {
-        sh.workers.iter().map(|w| {
-            // SAFETY: slots are `'static`.
-            unsafe { w.slot.load(Ordering::Acquire).as_ref() }.map(|s| s.tid())
-        })
+        // SAFETY: gettid has no preconditions.
+        let my_tid = unsafe { libc::gettid() };
+        sh.workers
+            .iter()
+            .map(|w| {
+                // SAFETY: slots are `'static`.
+                unsafe { w.slot.load(Ordering::Acquire).as_ref() }.map(|s| s.tid())
+            })
+            .chain(std::iter::once(Some(my_tid)))
     };
     let rq0 = if trace::enabled() { trace::run_delays(worker_tids()) } else { Vec::new() };
     loop {

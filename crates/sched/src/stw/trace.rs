@@ -26,7 +26,12 @@
 //!   by the runtime; and `flt N`, the minor page faults its thread took
 //!   meanwhile (`minflt` of `/proc/self/task/<tid>/stat`: first touches of
 //!   fresh heap memory, handled in the kernel, where no signal is
-//!   delivered and no poll runs).
+//!   delivered and no poll runs);
+//! * `stopper rq X` at the end: the stopper's own wait for a CPU over the
+//!   stop (same reading). A stopper that slept and was woken late sees
+//!   the parks late: a `seen@` long after the last `parked@` with a large
+//!   stopper `rq` was the OS's (binary-trees 21: a 2 ms stop whose
+//!   workers had both parked by 425 µs).
 //!
 //! Example: `usurp stoptrace: stop 12 ttsp 41.3 us; stopper waits 2 (timed
 //! out 1, late max 3.1 us; notified 1); w1 task >0.4 ack@9.8
@@ -80,6 +85,9 @@ pub(crate) struct StopTrace {
     spins: u32,
     /// When the stopper first held the stw lock in its wait loop.
     looped_ns: u64,
+    /// The stopper's own `run_delay` and minor faults before the flag
+    /// was set (entry `n` of `rq0`).
+    stopper_rq0: Option<(u64, u64)>,
 }
 
 /// Each thread's `run_delay` (ns waited for a CPU, from
@@ -105,7 +113,7 @@ impl StopTrace {
     /// Starts a trace at `t0_ns` (when the stop flag was set); `state(i)`
     /// describes worker `i` then (`None`: the stopper's own worker).
     /// `rq0[i]` is worker `i`'s `run_delay` read before the flag was set
-    /// ([`run_delays`]).
+    /// ([`run_delays`]), `rq0[n]` the stopper's own.
     pub(crate) fn new(
         t0_ns: u64,
         n: usize,
@@ -123,7 +131,17 @@ impl StopTrace {
                 })
             })
             .collect();
-        StopTrace { t0_ns, workers, waits: 0, timed_out: 0, late_max_ns: 0, notified: 0, spins: 0, looped_ns: 0 }
+        StopTrace {
+            t0_ns,
+            workers,
+            waits: 0,
+            timed_out: 0,
+            late_max_ns: 0,
+            notified: 0,
+            spins: 0,
+            looped_ns: 0,
+            stopper_rq0: rq0.get(n).copied().flatten(),
+        }
     }
 
     fn rel(&self, ns: u64) -> f64 {
@@ -197,7 +215,8 @@ impl StopTrace {
     }
 
     /// Prints the stop's line (see the module docs); `rq1` are the
-    /// workers' `run_delay`s read now ([`run_delays`]).
+    /// workers' `run_delay`s read now ([`run_delays`]), then the
+    /// stopper's.
     pub(crate) fn finish(self, ttsp_ns: u64, rq1: &[Option<(u64, u64)>]) {
         let n = STOPS.fetch_add(1, Ordering::Relaxed) + 1;
         let mut out = format!(
@@ -222,6 +241,9 @@ impl StopTrace {
                     let _ = write!(out, "; w{i} stopper");
                 }
             }
+        }
+        if let (Some((a, _)), Some(Some((b, _)))) = (self.stopper_rq0, rq1.get(self.workers.len())) {
+            let _ = write!(out, "; stopper rq {:.1}", us(b.saturating_sub(a)));
         }
         out.push('\n');
         crate::sys::write_stderr(out.as_bytes());
