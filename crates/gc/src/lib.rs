@@ -546,6 +546,8 @@ pub mod internals {
     };
     #[cfg(feature = "test-hooks")]
     pub use crate::roots::{set_root_heap_check_for_tests, set_root_liveness_check_for_tests};
+    #[cfg(feature = "test-hooks")]
+    pub use crate::world::set_exited_thread_check_for_tests;
     /// Test-only switch (lookups trust a block's sweep state less): the
     /// static itself stays (production code reads it, always `false`
     /// without the feature); only its name is gated.

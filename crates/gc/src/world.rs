@@ -309,8 +309,15 @@ unsafe impl World for SoloWorld {
 ///   may still allocate), it stays a participant, marked exiting, and
 ///   leaves when that guard drops; a `Registration` dropped meanwhile (at
 ///   exit) neither panics nor makes it leave. A thread that exits with its
-///   `MutatorGuard` leaked (`mem::forget`) therefore never leaves: every
-///   later stop of the world waits for it. Do not leak a `MutatorGuard`.
+///   `MutatorGuard` leaked (`mem::forget`) never detaches: it stays marked
+///   exiting after its OS thread is gone. A stop of the world that waits for
+///   such a thread checks (every millisecond, only while an exiting
+///   participant has not parked) whether its OS thread still exists, and
+///   once it is gone removes it and prints one line to stderr: a dead thread
+///   touches no heap any more, so there is nothing to wait for or scan. (Its
+///   leaked mutator and the heap it holds stay allocated, a leak; a
+///   collection only gives that mutator's cached blocks back.) Do not leak a
+///   `MutatorGuard`: drop it before the thread exits.
 /// * Several heaps may share one `ThreadWorld`, and their threads may
 ///   collect at the same time: a registered thread that waits for another
 ///   thread's stop to end before it stops the world itself counts as parked
@@ -344,6 +351,41 @@ struct Participant {
     /// was attached: it leaves when its last attachment ends (a
     /// `MutatorGuard` dropped by a later thread-local destructor).
     exiting: bool,
+    /// The OS thread id (`gettid`), recorded by the thread itself in
+    /// `register`: `stop_the_world` checks whether an exiting thread that
+    /// does not park still exists (a leaked `MutatorGuard`).
+    tid: libc::pid_t,
+}
+
+/// Whether `stop_the_world` removes exiting participants whose OS thread is
+/// gone (the default); `false` only for a negative control
+/// ([`set_exited_thread_check_for_tests`]): such a stop then waits for ever,
+/// as before the check.
+static EXITED_THREAD_CHECK: AtomicBool = AtomicBool::new(true);
+
+/// Test-only: turn off (`false`) or on again (the default) the removal of
+/// participants that exited attached (a leaked `MutatorGuard`) from
+/// `ThreadWorld` stops, to show a collection then waits for ever without
+/// it. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_exited_thread_check_for_tests(on: bool) {
+    EXITED_THREAD_CHECK.store(on, Ordering::SeqCst);
+}
+
+/// How often a stop that waits for an exiting participant checks whether
+/// its OS thread still exists (a dying thread notifies nobody).
+const EXITED_THREAD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Whether OS thread `tid` of this process is gone: `tgkill` with signal 0
+/// (which sends nothing, only checks) fails with `ESRCH`. A tid reused by a
+/// new thread of the process counts as alive (the caller then waits on, as
+/// it did before this check existed).
+fn os_thread_gone(tid: libc::pid_t) -> bool {
+    // SAFETY: plain system calls; signal 0 sends no signal (existence and
+    // permission check only).
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// The worlds the current thread is a participant of, left when the thread
@@ -482,7 +524,10 @@ impl ThreadWorld {
             while st.stopper.is_some() {
                 st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            st.threads.insert(me, Participant { regs: 1, ..Participant::default() });
+            // SAFETY: gettid has no preconditions; it is this thread's own
+            // id (the thread registers itself).
+            let tid = unsafe { libc::gettid() };
+            st.threads.insert(me, Participant { regs: 1, tid, ..Participant::default() });
             drop(st);
             // Leave at thread exit even if the Registration is never dropped.
             // (A thread whose thread-locals are being destroyed cannot record
@@ -572,6 +617,28 @@ impl ThreadWorld {
 // for_each_conservative_range reports; `blocking` parks likewise and waits
 // out a stop before returning; run_parallel runs each index once on scoped
 // threads and returns when all have finished.
+// One attached thread is removed without detaching: stop_the_world drops a
+// participant that is exiting (its Memberships destructor ran), attached
+// (its MutatorGuard was leaked, e.g. mem::forget), not parked, and whose OS
+// thread no longer exists (tgkill(getpid(), tid, 0) fails with ESRCH; the
+// tid is the one the thread recorded itself in `register`). Such a thread
+// runs no code any more: it allocates nothing and holds no pointer the
+// collector must see except in memory the collector reads anyway (heap
+// objects, roots); its stack is never reported (only parked participants'
+// ranges are) and nobody will read it again. Its leaked mutator stays in
+// the heap's registry as allocated memory (the leaked guard owns it), so
+// the pause's `release_all`/`flush_caches` on it reads live memory, and no
+// thread races with that (the owner is dead). Ordering: the kernel releases
+// the tid after the thread's last user-space instruction, with full
+// barriers in between (its exit path, e.g. the futex wake of the tid word
+// pthread_join waits on), and stop_the_world issues a SeqCst fence after
+// seeing ESRCH (message passing with barriers on both sides), so the
+// collector sees that thread's last heap writes (an argument about Linux's
+// thread exit, not about the Rust memory model). A tid that still exists
+// counts as alive: a thread still in its thread-local destructors (it may
+// allocate) and one whose tid a new thread of the process got (the stop
+// then waits on, as it did before the check) are both waited for; a thread
+// is never removed while it can run.
 unsafe impl World for ThreadWorld {
     fn stop_the_world(&self) {
         let me = my_id();
@@ -597,8 +664,61 @@ unsafe impl World for ThreadWorld {
         }
         st.stopper = Some(me);
         self.stop_requested.store(true, Ordering::Release);
-        while st.threads.iter().any(|(id, p)| *id != me && !p.parked) {
-            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
+        loop {
+            let mut waiting = false;
+            let mut exiting = false;
+            for (id, p) in st.threads.iter() {
+                if *id != me && !p.parked {
+                    waiting = true;
+                    exiting |= p.exiting && p.attached > 0;
+                }
+            }
+            if !waiting {
+                break;
+            }
+            if !exiting || !EXITED_THREAD_CHECK.load(Ordering::Relaxed) {
+                // The common case: every participant we wait for parks (or
+                // leaves) and notifies.
+                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // An exiting participant that has not parked: it is still in
+            // its thread-local destructors (it may allocate: wait), or its
+            // OS thread exited with its MutatorGuard leaked (it never
+            // parks nor detaches). Nobody notifies when a thread dies:
+            // check for the latter every millisecond meanwhile. A thread
+            // whose tid still exists (destructors done, or a new thread of
+            // the process that got its tid) counts as alive: we wait on.
+            let dead: Vec<(ThreadId, libc::pid_t)> = st
+                .threads
+                .iter()
+                .filter(|(id, p)| **id != me && !p.parked && p.exiting && p.attached > 0 && os_thread_gone(p.tid))
+                .map(|(id, p)| (*id, p.tid))
+                .collect();
+            if dead.is_empty() {
+                st = self.cv.wait_timeout(st, EXITED_THREAD_POLL).unwrap_or_else(|p| p.into_inner()).0;
+                continue;
+            }
+            // The thread ran its last instruction before the kernel
+            // released its tid, with full barriers in between on the
+            // kernel's exit path (e.g. the futex wake of the tid word that
+            // pthread_join waits on); this fence pairs with them (message
+            // passing), so the collector sees the thread's last heap
+            // writes. See the SAFETY comment of this impl.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            for (id, tid) in dead {
+                st.threads.remove(&id);
+                gone.push(tid);
+            }
+        }
+        drop(st);
+        for tid in gone {
+            eprintln!(
+                "usurp gc: thread {tid} exited while attached to a heap of this ThreadWorld (its MutatorGuard \
+                 was leaked, e.g. mem::forget); it no longer counts as a participant. Drop MutatorGuards before \
+                 a thread exits."
+            );
         }
     }
 
