@@ -88,3 +88,49 @@ fn the_task_that_dropped_its_runtime_runs_on() {
         assert!(ran_on, "the task that dropped its runtime never got past {call} after the drop");
     }
 }
+
+/// The dropper runs on on a one-worker runtime through what used to
+/// abandon it (review 107 of session 14's fix): 200 yields (every 61st
+/// went to the scheduler loop, which stopped the worker), 200 yields
+/// beside another task that yields for ever (a yield or preemption switched
+/// to that task, whose next switch stopped the worker with the dropper
+/// queued), and dropping another runtime (its `blocking` wait handed the
+/// worker to a thread that stopped it). Negative control: without
+/// `Shared::runs_on_at_shutdown` in `yield_raw`, `preempt_current` and
+/// `blocking_impl`, all three fail (checked by hand).
+#[test]
+fn the_dropper_runs_on_through_many_yields_a_queued_task_and_another_drop() {
+    for case in ["200 yields", "200 yields beside a yielding task", "dropping another runtime"] {
+        let ran_on = within(30, "dropper runs on", move || {
+            let rt = Runtime::builder().workers(1).build().unwrap();
+            if case == "200 yields beside a yielding task" {
+                rt.spawn(|| loop {
+                    usurp::yield_now();
+                });
+            }
+            let slot = Arc::new(StdMutex::new(None::<Runtime>));
+            let s2 = slot.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            rt.spawn(move || {
+                let rt = loop {
+                    if let Some(rt) = s2.lock().unwrap().take() {
+                        break rt;
+                    }
+                    usurp::yield_now();
+                };
+                drop(rt); // the last handle, from inside one of its tasks
+                if case == "dropping another runtime" {
+                    drop(Runtime::builder().workers(1).build().unwrap());
+                } else {
+                    for _ in 0..200 {
+                        usurp::yield_now();
+                    }
+                }
+                let _ = tx.send(());
+            });
+            *slot.lock().unwrap() = Some(rt);
+            rx.recv_timeout(Duration::from_secs(10)).is_ok()
+        });
+        assert!(ran_on, "the task that dropped its runtime never got past \"{case}\" after the drop");
+    }
+}

@@ -669,6 +669,15 @@ impl Shared {
         self.shutdown.load(Ordering::Relaxed) && self.dropper.load(Ordering::Relaxed) != t as usize
     }
 
+    /// Whether the runtime shuts down and `t` is the task that dropped it
+    /// from inside it: its yields and preemptions keep it running (a switch
+    /// would queue it, and the next visit of the scheduler loop stop the
+    /// worker and abandon it), and its `blocking` runs in place.
+    #[inline]
+    pub(crate) fn runs_on_at_shutdown(&self, t: *const crate::tasks::tcb::Task) -> bool {
+        self.shutdown.load(Ordering::Relaxed) && self.dropper.load(Ordering::Relaxed) == t as usize
+    }
+
     /// Shutdown (after `shutdown` was set, SeqCst): every busy worker is
     /// asked to get off its task, as a stop asks (`stw::request_task_preempt`),
     /// and marked contended, so that its quantum timer ticks until it

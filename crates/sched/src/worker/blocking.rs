@@ -83,7 +83,10 @@ fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
     // Leaving a shutting-down runtime's worker (`blocking_leave_worker`):
     // handed off even to a thread beyond the limit, pinned tasks or not (a
     // worker that sees the shutdown stops at once and runs nothing).
-    let leave = leave_at_shutdown && shutdown;
+    // Not the task that dropped this runtime (it runs on, on this worker:
+    // handed off, the worker would stop and the task be abandoned when the
+    // closure returns; review 107): it runs `f` in place below.
+    let leave = leave_at_shutdown && sh.shutting_down_for(cur.as_ptr());
     // Tasks pinned here must resume on this thread, so the worker cannot be
     // handed off. Move this task to a spare thread instead (issue 11 item
     // 1: running `f` in place would deadlock if it waits for a pinned task).

@@ -328,6 +328,14 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
             return; // nothing else to run: keep going
         }
     }
+    // The task that dropped this runtime from inside it runs on (it is the
+    // one task a shut-down runtime still runs, `Shared::shutting_down_for`):
+    // it must not go to a queue or the scheduler loop, which would stop the
+    // worker and abandon it (review 107: its 61st yield did). Checked only
+    // on the way to a switch: one load while the runtime runs.
+    if w.shared().runs_on_at_shutdown(cur.as_ptr()) {
+        return;
+    }
     // SAFETY: `next_fast` and `take_global_now` return `None` or a task
     // claimed for `w`; the rest per the contract.
     unsafe { switch_raw(m, w, cur.as_ptr(), TaskRef::ptr_or_null(next), A_YIELD) };
@@ -389,6 +397,12 @@ pub(crate) fn preempt_current(pin: bool) {
     if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
         // Cannot happen (the stopper runs in a no-preemption section); if it
         // did, parking would deadlock: keep running.
+        return;
+    }
+    if w.shared().runs_on_at_shutdown(cur.as_ptr()) {
+        // The task that dropped this runtime runs on (see `yield_raw`):
+        // switching to another task would queue it, and that task's next
+        // switch would stop the worker and abandon it (review 107).
         return;
     }
     if pin && cur.pinned_worker.get() == NO_PIN {
