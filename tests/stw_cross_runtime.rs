@@ -70,3 +70,84 @@ fn one_direction_keeps_working() {
         assert!(max < Duration::from_secs(1), "max ttsp {max:?}");
     });
 }
+
+/// A task of A that holds B's world stopped is treated as A's stopper at
+/// its switches until it starts B (review 107 of the cross-runtime stop):
+/// it is not parked by a stop of A (here a plain thread stops A, then B:
+/// the task used to park for A's stop at its next `checkpoint()`, and the
+/// thread then waited for B for ever), and a drop of A does not abandon
+/// it with B stopped (B's `block_on` used to never return). Negative
+/// control: without the held stop in `Task::held_stops` (`stw::task_holds_stop`; and
+/// the no-preemption section the holder takes), the first scenario hangs
+/// (its watchdog fails it; checked by hand).
+#[test]
+fn a_task_holding_another_runtimes_stop_is_not_parked_by_its_own_runtime() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    within(60, "a stop of A, then of B, while a task of A holds B", || {
+        let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let (held_tx, held_rx) = mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let (rb, d2) = (b.clone(), done.clone());
+        let holder = a.spawn(move || {
+            rb.stop_the_world();
+            held_tx.send(()).unwrap();
+            while !d2.load(Ordering::Relaxed) {
+                usurp::checkpoint();
+            }
+            rb.start_the_world();
+        });
+        held_rx.recv().unwrap();
+        let (ra, rb) = (a.clone(), b.clone());
+        let stopper = std::thread::spawn(move || {
+            ra.stop_the_world();
+            rb.stop_the_world();
+            rb.start_the_world();
+            ra.start_the_world();
+        });
+        // The stop of A waits for the holder (it runs on until it starts B).
+        std::thread::sleep(Duration::from_millis(50));
+        done.store(true, Ordering::Relaxed);
+        stopper.join().unwrap();
+        holder.join().unwrap();
+    });
+    within(60, "A dropped while a task of A holds B", || {
+        let a = usurp::Runtime::builder().workers(1).build().unwrap();
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let (held_tx, held_rx) = mpsc::channel();
+        let rb = b.clone();
+        let _holder = a.spawn(move || {
+            rb.stop_the_world();
+            held_tx.send(()).unwrap();
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_millis(300) {
+                usurp::checkpoint();
+            }
+            rb.start_the_world();
+        });
+        held_rx.recv().unwrap();
+        drop(a);
+        assert_eq!(b.block_on(|| 1), 1);
+    });
+}
+
+/// A task that exits holding another runtime's world stopped restarts it
+/// (with a message), as a task exiting with its own runtime's stop does:
+/// nobody else may start it. Negative control: without
+/// `stw::restart_foreign_stops_at_exit` in `exit_current`, B's `block_on`
+/// hangs (the watchdog fails it; checked by hand).
+#[test]
+fn a_task_exiting_with_another_runtimes_stop_restarts_it() {
+    within(60, "exit holding another runtime's stop", || {
+        let a = usurp::Runtime::builder().workers(1).build().unwrap();
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let rb = b.clone();
+        a.spawn(move || {
+            rb.stop_the_world();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(b.block_on(|| 2), 2);
+    });
+}

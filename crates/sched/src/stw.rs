@@ -48,7 +48,18 @@
 //! for A's world to start; if a stop of A is on when the stop of B
 //! completes, its stopper may be the crossed one, waiting for B: the stop
 //! of B is withdrawn, and tried again after a pause that differs between
-//! tasks and doubles per round (no lock-step retries).
+//! tasks and doubles per round (no lock-step retries). The check and the
+//! task's return to running are one step under A's stw lock: a stop of A
+//! found on the way out withdraws the stop of B before the task waits for
+//! A's restart (`safe_region_withdrawing`; review 107: the holder of B
+//! waited for A while A's stopper went on to stop B). **Holding** B's stop,
+//! the task is treated as A's stopper at its switches
+//! (`Task::held_stops`, read by [`task_holds_stop`]) and runs in a
+//! no-preemption section until it starts B: a stop or the shutdown of A
+//! waits for it rather than park or abandon it with B stopped (review 107:
+//! a plain thread stopping A then B waited for ever; a dropped A left B
+//! stopped for good), `yield_now` panics, a park aborts, and a task that
+//! exits holding B restarts it with a message.
 //!
 //! **How the stopper waits** (issue 9 item 1). For the first [`SPIN_FOR`]
 //! (60 µs) it spins: re-checks the workers' states (atomics) with a CPU
@@ -420,6 +431,11 @@ struct Inner {
     /// plain thread, a task inside `blocking`), 0 otherwise: named by
     /// [`stop_holder`] (a `drop(Runtime)` that waits for such a stop).
     stopper_tid: i32,
+    /// The task that holds this world stopped (its own task holding its
+    /// worker, or a task of another runtime; its `Task::held_stops` counts
+    /// this stop), 0 otherwise. Written by that task, in its stop and its
+    /// start.
+    holder_task: usize,
     job: Option<Job>,
     stops: u64,
     /// Times a stopper went to sleep on `stopped_cv` while stopping the
@@ -617,10 +633,14 @@ pub(crate) fn caller_is_stopper(sh: &Shared) -> bool {
     sh.stw.stop.load(Ordering::Relaxed) && sh.stw.stopper.load(Ordering::SeqCst) == caller_id()
 }
 
-/// Whether task `t` holds `sh`'s world stopped (cheap when no stop is on).
+/// Whether task `t` holds some runtime's world stopped (its own, or another
+/// one's: `Task::held_stops`); one load of the task's own line.
 #[inline]
-pub(crate) fn task_is_stopper(sh: &Shared, t: *mut crate::tasks::tcb::Task) -> bool {
-    sh.stw.stop.load(Ordering::Relaxed) && sh.stw.stopper.load(Ordering::SeqCst) == t as usize
+pub(crate) fn task_holds_stop(t: *mut crate::tasks::tcb::Task) -> bool {
+    // SAFETY: `t` is the caller's running task (every caller passes the
+    // task current on its thread), valid while it runs; the count is
+    // written only by that task.
+    unsafe { (*t).held_stops.get() != 0 }
 }
 
 /// The runtimes whose world the calling thread holds stopped while it runs
@@ -638,18 +658,36 @@ thread_local! {
 
 impl Drop for ThreadStops {
     fn drop(&mut self) {
-        for weak in std::mem::take(self.0.get_mut()) {
-            let Some(sh) = weak.upgrade() else { continue };
-            if caller_is_stopper(&sh) {
-                // Nobody else may start it: it would stay stopped for ever.
-                crate::sys::write_stderr(
-                    b"usurp: a thread exited while it held the world stopped (Runtime::stop_the_world without \
-                      start_the_world): restarting the world\n",
-                );
-                start_the_world(&sh);
-            }
+        restart_stops(
+            std::mem::take(self.0.get_mut()),
+            b"usurp: a thread exited while it held the world stopped (Runtime::stop_the_world without \
+              start_the_world): restarting the world\n",
+        );
+    }
+}
+
+/// Restarts (with `message`) each of `stops` the caller still holds:
+/// nobody else may start them, they would stay stopped for ever.
+fn restart_stops(stops: Vec<Weak<Shared>>, message: &[u8]) {
+    for weak in stops {
+        let Some(sh) = weak.upgrade() else { continue };
+        if caller_is_stopper(&sh) {
+            crate::sys::write_stderr(message);
+            start_the_world(&sh);
         }
     }
+}
+
+/// A task exits holding other runtimes' worlds stopped
+/// (`Task::held_stops`; it noted them as its thread's, which it did not
+/// leave since): restart them, with a message.
+pub(crate) fn restart_foreign_stops_at_exit() {
+    let stops = THREAD_STOPS.try_with(|s| std::mem::take(&mut *s.0.borrow_mut())).unwrap_or_default();
+    restart_stops(
+        stops,
+        b"usurp: a task exited while it held another runtime's world stopped (Runtime::stop_the_world without \
+          start_the_world): restarting that world\n",
+    );
 }
 
 /// Records that the calling thread (no task on a worker) stopped `sh`
@@ -753,22 +791,62 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
     // outlives its workers, and this task runs on one (and returns to it).
     let own = unsafe { &*own };
     let mut round = 0u32;
+    // A pause that differs between the tasks and grows, so that two
+    // crossed stoppers do not withdraw in step for ever.
+    let back_off = |round: u32| {
+        let jitter = (caller_id() >> 6) as u32 % 16;
+        std::thread::sleep(Duration::from_micros(u64::from((jitter + 1) << round.min(6))));
+    };
     loop {
         let mut res = None;
-        safe_region(own, &mut || {
-            let r = stop_inner(sh, deadline, true);
-            if r.is_ok() && own.stw.stop.load(Ordering::SeqCst) {
-                start_the_world(sh);
-                // A pause that differs between the tasks and grows, so that
-                // two crossed stoppers do not withdraw in step for ever.
-                let jitter = (caller_id() >> 6) as u32 % 16;
-                std::thread::sleep(Duration::from_micros(u64::from((jitter + 1) << round.min(6))));
-                return;
-            }
-            res = Some(r);
-        });
+        let (held, withdrawn) = (std::cell::Cell::new(false), std::cell::Cell::new(false));
+        safe_region_withdrawing(
+            own,
+            &mut || {
+                let r = stop_inner(sh, deadline, true);
+                if r.is_ok() && own.stw.stop.load(Ordering::SeqCst) {
+                    start_the_world(sh);
+                    back_off(round);
+                    return;
+                }
+                held.set(r.is_ok());
+                res = Some(r);
+            },
+            // A stop of `own` began after the check above (review 107: the
+            // holder then waited for `own`'s restart while holding ours,
+            // and `own`'s stopper, once it stopped `sh` too, for ever):
+            // withdraw before waiting, retry after.
+            &mut || {
+                if held.replace(false) {
+                    start_the_world(sh);
+                    withdrawn.set(true);
+                }
+            },
+        );
+        if withdrawn.get() {
+            res = None;
+        }
         match res {
-            Some(r) => return r,
+            Some(Ok(t)) => {
+                // Held, the task running on `own`'s worker again (`own`
+                // not stopped: checked under its lock as the task left the
+                // safe region). Until it starts `sh`'s world it is treated
+                // as `own`'s stopper at its switches (`task_holds_stop`):
+                // not preempted (a stop or the shutdown of `own` would
+                // otherwise park or abandon it with `sh` stopped: review
+                // 107), no yield, no park; at exit `sh` is restarted.
+                let cur = crate::worker::current_task();
+                let mut g = sh.stw.lock();
+                g.no_preempt = Some(usurp_preempt::NoPreempt::new());
+                g.holder_task = cur as usize;
+                drop(g);
+                // SAFETY: a task of `own` (other_runtime_of_caller found its
+                // worker), running.
+                unsafe { (*cur).held_stops.set((*cur).held_stops.get() + 1) };
+                note_thread_stop(sh);
+                return Ok(t);
+            }
+            Some(Err(e)) => return Err(e),
             None => round += 1,
         }
     }
@@ -834,8 +912,14 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
             }
             if me.is_some() {
                 // A task holding a worker: not preemptible until it starts
-                // the world (its checkpoint() does nothing meanwhile).
+                // the world (its checkpoint() does nothing meanwhile), and
+                // a stopper at its switches (`task_holds_stop`).
                 g.no_preempt = Some(usurp_preempt::NoPreempt::new());
+                let cur = crate::worker::current_task();
+                g.holder_task = cur as usize;
+                // SAFETY: `me` is Some: the caller is the task running on
+                // one of our workers.
+                unsafe { (*cur).held_stops.set((*cur).held_stops.get() + 1) };
                 if !STOPPER_TICKS.load(Ordering::Relaxed) {
                     g.quiet_slot = crate::worker::thread::thread_slot() as usize;
                     // SAFETY: slots are `'static`.
@@ -1551,6 +1635,12 @@ pub(crate) fn start_the_world(sh: &Shared) {
     g.active = false;
     g.job = None;
     g.stopper_tid = 0;
+    let holder = std::mem::replace(&mut g.holder_task, 0) as *const crate::tasks::tcb::Task;
+    // SAFETY: the holder is the caller (checked above: only the stopper
+    // starts the world), a running task.
+    if let Some(t) = unsafe { holder.as_ref() } {
+        t.held_stops.set(t.held_stops.get().saturating_sub(1));
+    }
     stw.gc_pause.store(false, Ordering::SeqCst);
     forget_thread_stop(sh);
     let np = g.no_preempt.take();
@@ -1695,12 +1785,21 @@ pub(crate) fn enter_safe(sh: &Shared, i: usize) {
 
 /// Leaves a safe section: waits while the world is stopped, then marks the
 /// worker running again.
-pub(crate) fn exit_safe(sh: &Shared, i: usize) {
+/// `withdraw` is called (without the lock) first if the world is stopped
+/// when the caller would leave (see [`safe_region_withdrawing`]). The
+/// caller becomes running under the lock, with no stop in force: a stop
+/// that begins after that waits for it like any running worker.
+fn exit_safe(sh: &Shared, i: usize, withdraw: &mut dyn FnMut()) {
     if caller_is_stopper(sh) {
         stopper_left_blocking();
     }
     let stw = &sh.stw;
     let mut g = stw.lock();
+    if g.active {
+        drop(g);
+        withdraw();
+        g = stw.lock();
+    }
     while g.active {
         g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
     }
@@ -1730,6 +1829,14 @@ pub(crate) fn wait_until_started(sh: &Shared) {
 /// registers are spilled onto its stack and, for a task, the SP recorded, so
 /// that a collection in the meantime scans them.
 pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
+    safe_region_withdrawing(sh, f, &mut || {});
+}
+
+/// [`safe_region`], with `withdraw` called (without `sh`'s stw lock) if the
+/// caller, about to leave the region, finds `sh`'s world stopped: before it
+/// waits for the restart (a task of `sh` holding another runtime's world
+/// stopped must release it before it waits: see `stop_the_world_until`).
+pub(crate) fn safe_region_withdrawing(sh: &Shared, f: &mut dyn FnMut(), withdraw: &mut dyn FnMut()) {
     if caller_is_stopper(sh) {
         // Counting as stopped and waiting for the world to start: only the
         // caller could start it.
@@ -1772,7 +1879,7 @@ pub(crate) fn safe_region(sh: &Shared, f: &mut dyn FnMut()) {
                 enter_safe(sh, i);
                 let mask = crate::worker::thread::MaskPreemptSignal::new(sh);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f));
-                exit_safe(sh, i);
+                exit_safe(sh, i, withdraw);
                 // Hook (stack_scan.rs): the frames above `sp` are written
                 // again from here on: scanned for the GC's epoch first.
                 // SAFETY: as above (`cur` is the running task).

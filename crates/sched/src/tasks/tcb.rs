@@ -113,6 +113,15 @@ pub(crate) struct Task {
     /// in `runnext`; read by whoever takes it out of the slot again (the
     /// swap hands the task over with it).
     pub(crate) woken: Cell<bool>,
+    /// How many runtimes' worlds this task holds stopped: its own
+    /// (`Runtime::stop_the_world` or a collection from this task, while it
+    /// holds its worker) and other runtimes' (from this task). While
+    /// non-zero it is a stopper at its switches (`stw::task_holds_stop`):
+    /// not preempted, no yield, no park, and at exit those worlds are
+    /// restarted. Written only by the task itself (`stw::stop_inner`, the
+    /// cross-runtime path of `stw::stop_the_world_until`, and
+    /// `stw::start_the_world`).
+    pub(crate) held_stops: Cell<u32>,
     /// CPU time used, in `arch::cycles()` ticks, up to the task's last
     /// switch out (issue 15). Written only by the thread running the task
     /// (plain load + store in `Worker::charge`, no locked RMW), read by
@@ -194,6 +203,7 @@ impl Task {
             stack,
             preempt_state: Cell::new(Default::default()),
             woken: Cell::new(false),
+            held_stops: Cell::new(0),
             cpu: AtomicU64::new(0),
             wait_kind: AtomicU8::new(wait_kind::NONE),
             wait_arg: AtomicU64::new(0),

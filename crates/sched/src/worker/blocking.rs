@@ -72,14 +72,18 @@ fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
     let cur = c.task();
     let sh = cur.shared();
     let w = c.worker();
-    if crate::stw::task_is_stopper(sh, cur.as_ptr()) {
+    if crate::stw::task_holds_stop(cur.as_ptr()) {
         // The stopper keeps running through its stop: blocking in place is
         // harmless (and handing off or counting as stopped would wait for
         // the start only it can give).
         return f();
     }
     w.clear_pin(cur);
-    let shutdown = sh.shutdown.load(Ordering::Relaxed);
+    // SeqCst: a drop of another runtime from here (`leave_at_shutdown`)
+    // must see a concurrent drop of this one, as that drop's hand-off does
+    // (review 107: on aarch64 a Relaxed load could miss it, and two crossed
+    // drops both ran in place).
+    let shutdown = sh.shutdown.load(Ordering::SeqCst);
     // Leaving a shutting-down runtime's worker (`blocking_leave_worker`):
     // handed off even to a thread beyond the limit, pinned tasks or not (a
     // worker that sees the shutdown stops at once and runs nothing).

@@ -262,7 +262,7 @@ pub(crate) fn unpark(t: TaskRef) {
 pub(crate) fn park_current() {
     let c = Current::get().expect("park_current outside a task");
     let (w, cur) = (c.worker(), c.task());
-    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
+    if crate::stw::task_holds_stop(cur.as_ptr()) {
         // The caller already queued a wait node on its stack: unwinding
         // would free it under the waker. Parking would wait for a wake-up
         // that needs the world running, which only this task can restart.
@@ -309,7 +309,7 @@ pub(crate) fn yield_current(c: Current) {
 /// caller does not use `m` and `w` after the call.
 #[inline(never)]
 unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
-    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
+    if crate::stw::task_holds_stop(cur.as_ptr()) {
         stopper_yielded(crate::stw::caller_in_collection_pause(w.shared()));
     }
     w.clear_pin(cur);
@@ -358,7 +358,7 @@ pub(crate) fn after_stop() {
     let Some(c) = Current::get() else { return };
     let (w, cur) = (c.worker(), c.task());
     let sh = w.shared();
-    if crate::stw::task_is_stopper(sh, cur.as_ptr()) {
+    if crate::stw::task_holds_stop(cur.as_ptr()) {
         return;
     }
     if usurp_preempt::current_worker().is_some_and(|s| s.no_preempt_depth() != 0) {
@@ -394,7 +394,7 @@ pub(super) fn stopper_yielded(in_collection_pause: bool) -> ! {
 pub(crate) fn preempt_current(pin: bool) {
     let Some(c) = Current::get() else { return };
     let (w, cur) = (c.worker(), c.task());
-    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
+    if crate::stw::task_holds_stop(cur.as_ptr()) {
         // Cannot happen (the stopper runs in a no-preemption section); if it
         // did, parking would deadlock: keep running.
         return;
@@ -469,14 +469,20 @@ pub(super) fn exit_current() -> ! {
         std::process::abort();
     };
     let (w, cur) = (c.worker(), c.task());
-    if crate::stw::task_is_stopper(w.shared(), cur.as_ptr()) {
-        // It would switch to its scheduler loop, which parks for the stop:
-        // nobody could restart the world. Restart it (the task is gone).
-        crate::sys::write_stderr(
-            b"usurp: a task exited while it held the world stopped (Runtime::stop_the_world without \
-              start_the_world): restarting the world\n",
-        );
-        crate::stw::start_the_world(w.shared());
+    if crate::stw::task_holds_stop(cur.as_ptr()) {
+        // Other runtimes' worlds, which only this task could restart.
+        crate::stw::restart_foreign_stops_at_exit();
+        if crate::stw::caller_is_stopper(w.shared()) {
+            // It would switch to its scheduler loop, which parks for the
+            // stop: nobody could restart the world. Restart it (the task
+            // is gone).
+            crate::sys::write_stderr(
+                b"usurp: a task exited while it held the world stopped (Runtime::stop_the_world without \
+                  start_the_world): restarting the world\n",
+            );
+            crate::stw::start_the_world(w.shared());
+        }
+        cur.held_stops.set(0);
     }
     w.clear_pin(cur);
     let next = w.next_fast();
