@@ -418,7 +418,12 @@ impl Runtime {
     /// # Panics
     /// If called from a usurp task on its worker (it would block the worker's
     /// thread; use [`crate::spawn`] and [`JoinHandle::join`] there; inside
-    /// [`crate::blocking`] it is allowed: the thread may block), by a thread
+    /// [`crate::blocking`] it is allowed: the thread may block; but a
+    /// `blocking` closure that runs in place, on the task's own worker
+    /// (no thread to hand the worker to: `max_blocking_threads(0)`, or
+    /// tasks pinned to the worker), holds that worker, so a `block_on` of
+    /// the same runtime there waits for ever if no other worker can run
+    /// the new task, as a `JoinHandle::join` there would), by a thread
     /// that holds a world stopped ([`Runtime::stop_the_world`]: the task
     /// could not run), or if the task cannot be created (see
     /// [`Runtime::try_spawn`]).
