@@ -134,3 +134,51 @@ fn the_dropper_runs_on_through_many_yields_a_queued_task_and_another_drop() {
         assert!(ran_on, "the task that dropped its runtime never got past \"{case}\" after the drop");
     }
 }
+
+/// The dropper that runs on still honours a stop of its dropped runtime at
+/// its yields (review 108: its yields kept it running through a stop, so a
+/// collection from a plain thread waited until the dropper parked or
+/// ended, and for ever if the dropper waited for that collection). Here
+/// the dropper yields until a plain thread's `heap.collect()` completes.
+/// Negative control: without the stop check in `dropper_runs_on`, the
+/// dropper gives up after 3 s without seeing the collection end.
+#[test]
+fn the_dropper_honours_a_stop_at_its_yields() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let saw = within(30, "dropper vs a collection from a plain thread", || {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let heap = rt.heap().clone();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(StdMutex::new(None::<Runtime>));
+        let (s2, dr2, dn2) = (slot.clone(), dropped.clone(), done.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(move || {
+            let rt = loop {
+                if let Some(rt) = s2.lock().unwrap().take() {
+                    break rt;
+                }
+                usurp::yield_now();
+            };
+            drop(rt);
+            dr2.store(true, Ordering::SeqCst);
+            let t = std::time::Instant::now();
+            while !dn2.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(3) {
+                usurp::yield_now();
+            }
+            let _ = tx.send(dn2.load(Ordering::SeqCst));
+        });
+        *slot.lock().unwrap() = Some(rt);
+        let collector = std::thread::spawn(move || {
+            while !dropped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            heap.collect();
+            done.store(true, Ordering::SeqCst);
+        });
+        let saw = rx.recv_timeout(Duration::from_secs(10)).unwrap_or(false);
+        collector.join().unwrap();
+        saw
+    });
+    assert!(saw, "the dropper never saw the collection from a plain thread end");
+}

@@ -151,3 +151,97 @@ fn a_task_exiting_with_another_runtimes_stop_restarts_it() {
         assert_eq!(b.block_on(|| 2), 2);
     });
 }
+
+/// A task of A that holds A's world stopped and then stops B takes B
+/// directly (it cannot count as stopped for A): it holds B as the cross
+/// path's holders do (review 108: it held B uncounted, so B was never
+/// restarted at its exit, and with A restarted it parked for the next stop
+/// of A while holding B). Negative control: without `hold_foreign` in
+/// that branch of `stw::stop_the_world_until`, both scenarios hang (their
+/// watchdogs fail them; found by the review's reproducers).
+#[test]
+fn a_stop_of_another_runtime_taken_under_its_own_stop_is_held() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    within(60, "exit holding B, taken under A's stop", || {
+        let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let (ra, rb) = (a.clone(), b.clone());
+        a.spawn(move || {
+            ra.stop_the_world();
+            rb.stop_the_world();
+            ra.start_the_world();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(b.block_on(|| 2), 2);
+    });
+    within(60, "a stop of A, then of B, while a task of A holds B taken under A's stop", || {
+        let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let (held_tx, held_rx) = mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let (ra, rb, d2) = (a.clone(), b.clone(), done.clone());
+        let holder = a.spawn(move || {
+            ra.stop_the_world();
+            rb.stop_the_world();
+            ra.start_the_world();
+            held_tx.send(()).unwrap();
+            while !d2.load(Ordering::Relaxed) {
+                usurp::checkpoint();
+            }
+            rb.start_the_world();
+        });
+        held_rx.recv().unwrap();
+        let (ra, rb) = (a.clone(), b.clone());
+        let stopper = std::thread::spawn(move || {
+            ra.stop_the_world();
+            rb.stop_the_world();
+            rb.start_the_world();
+            ra.start_the_world();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        done.store(true, Ordering::Relaxed);
+        stopper.join().unwrap();
+        holder.join().unwrap();
+    });
+}
+
+/// A task that stops another runtime's world inside `blocking` and leaves
+/// the closure still holding it aborts with a message (review 108: it went
+/// back to its worker holding the stop uncounted, could be preempted or
+/// park with that world stopped, and exited without restarting it), as a
+/// task leaving `blocking` with its own runtime's stop does (child
+/// process; handed off and in place).
+#[test]
+fn leaving_blocking_holding_another_runtimes_stop_aborts_with_a_message() {
+    if std::env::var("USURP_CHILD_FOREIGN_STOP_IN_BLOCKING").is_ok() {
+        let mode = std::env::var("USURP_CHILD_FOREIGN_STOP_MODE").unwrap_or_default();
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("child watchdog: leaving blocking hung");
+            std::process::exit(99);
+        });
+        let in_place = mode == "in-place";
+        let a = usurp::Runtime::builder().workers(1).max_blocking_threads(if in_place { 0 } else { 4 }).build().unwrap();
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let rb = b.clone();
+        a.block_on(move || {
+            usurp::blocking(|| {
+                rb.stop_the_world();
+            });
+        });
+        eprintln!("child: blocking returned");
+        std::process::exit(0);
+    }
+    for mode in ["handoff", "in-place"] {
+        let (out, _) = usurp_testsupport::run_child_env(
+            "leaving_blocking_holding_another_runtimes_stop_aborts_with_a_message",
+            "USURP_CHILD_FOREIGN_STOP_IN_BLOCKING",
+            &[("USURP_CHILD_FOREIGN_STOP_MODE", Some(mode))],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode}: {err}");
+        assert!(err.contains("stopped another runtime's world (Runtime::stop_the_world) inside blocking()"), "{mode}: {err}");
+    }
+}

@@ -682,7 +682,17 @@ fn restart_stops(stops: Vec<Weak<Shared>>, message: &[u8]) {
 /// (`Task::held_stops`; it noted them as its thread's, which it did not
 /// leave since): restart them, with a message.
 pub(crate) fn restart_foreign_stops_at_exit() {
-    let stops = THREAD_STOPS.try_with(|s| std::mem::take(&mut *s.0.borrow_mut())).unwrap_or_default();
+    // Only the stops this task holds: the thread's other records (if any)
+    // stay for their own exit.
+    let held = |w: &Weak<Shared>| w.upgrade().is_some_and(|sh| caller_is_stopper(&sh));
+    let stops = THREAD_STOPS
+        .try_with(|s| {
+            let mut all = s.0.borrow_mut();
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all).into_iter().partition(held);
+            *all = rest;
+            mine
+        })
+        .unwrap_or_default();
     restart_stops(
         stops,
         b"usurp: a task exited while it held another runtime's world stopped (Runtime::stop_the_world without \
@@ -758,6 +768,24 @@ fn stopper_left_blocking() -> ! {
     std::process::abort()
 }
 
+/// Called by a task leaving `blocking` (its closure done, its own
+/// runtime's stop checked already): aborts if the thread still holds some
+/// runtime's world stopped, taken inside the closure (review 108: the
+/// task went back to its worker holding it uncounted, so it could be
+/// preempted or park with that world stopped, and exit without
+/// restarting it). A task holding a stop before the call never gets
+/// here (its `blocking` runs the closure directly).
+pub(crate) fn check_left_blocking_without_stops() {
+    if thread_holds_stop() {
+        crate::sys::write_stderr(
+            b"usurp: fatal: a task stopped another runtime's world (Runtime::stop_the_world) inside blocking() \
+              and left the closure before Runtime::start_the_world: it would run on its worker holding that \
+              stop, unseen by its own runtime; aborting\n",
+        );
+        std::process::abort()
+    }
+}
+
 /// Stops every worker of `sh` except the caller's (see the module docs).
 /// Returns the time-to-safepoint.
 pub(crate) fn stop_the_world(sh: &Shared) -> Duration {
@@ -778,7 +806,15 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
         stopper_waits_for_itself("stop_the_world (or a collection) called");
     }
     let Some(own) = other_runtime_of_caller(sh) else {
-        return stop_inner(sh, deadline, crate::worker::Current::get().is_some());
+        // A task of another runtime that holds its own runtime's world
+        // stopped (it cannot count as stopped there) stops this one
+        // directly: it holds this stop too (review 108).
+        let foreign = crate::worker::Current::get().is_some_and(|c| !std::ptr::eq(c.worker().shared(), sh));
+        let r = stop_inner(sh, deadline, crate::worker::Current::get().is_some());
+        if r.is_ok() && foreign {
+            hold_foreign(sh);
+        }
+        return r;
     };
     // A task of another runtime (`own`) stops this one: it counts as
     // stopped for its own runtime while it waits (red-team RT-sched finding
@@ -830,26 +866,33 @@ pub(crate) fn stop_the_world_until(sh: &Shared, deadline: Option<Instant>) -> Re
             Some(Ok(t)) => {
                 // Held, the task running on `own`'s worker again (`own`
                 // not stopped: checked under its lock as the task left the
-                // safe region). Until it starts `sh`'s world it is treated
-                // as `own`'s stopper at its switches (`task_holds_stop`):
-                // not preempted (a stop or the shutdown of `own` would
-                // otherwise park or abandon it with `sh` stopped: review
-                // 107), no yield, no park; at exit `sh` is restarted.
-                let cur = crate::worker::current_task();
-                let mut g = sh.stw.lock();
-                g.no_preempt = Some(usurp_preempt::NoPreempt::new());
-                g.holder_task = cur as usize;
-                drop(g);
-                // SAFETY: a task of `own` (other_runtime_of_caller found its
-                // worker), running.
-                unsafe { (*cur).held_stops.set((*cur).held_stops.get() + 1) };
-                note_thread_stop(sh);
+                // safe region).
+                hold_foreign(sh);
                 return Ok(t);
             }
             Some(Err(e)) => return Err(e),
             None => round += 1,
         }
     }
+}
+
+/// Records the caller, a task on a worker of another runtime that just
+/// stopped `sh`'s world, as its holder: until it starts `sh`'s world it is
+/// a stopper at its switches (`task_holds_stop`): not preempted (a stop or
+/// the shutdown of its own runtime would otherwise park or abandon it with
+/// `sh` stopped: review 107), no yield, no park; and `sh` is noted as its
+/// thread's stop (it does not leave the thread meanwhile), restarted if
+/// the task exits holding it.
+fn hold_foreign(sh: &Shared) {
+    let cur = crate::worker::current_task();
+    let mut g = sh.stw.lock();
+    g.no_preempt = Some(usurp_preempt::NoPreempt::new());
+    g.holder_task = cur as usize;
+    drop(g);
+    // SAFETY: the caller is a task on a worker (both callers check
+    // `Current`), running.
+    unsafe { (*cur).held_stops.set((*cur).held_stops.get() + 1) };
+    note_thread_stop(sh);
 }
 
 /// The runtime whose worker the calling thread drives, if it is not `sh`

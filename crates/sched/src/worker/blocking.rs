@@ -163,6 +163,7 @@ fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
         res = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *f)));
         // A stopped world must not see this task move: wait here.
         crate::stw::wait_until_started(sh);
+        crate::stw::check_left_blocking_without_stops();
         // Hook (stack_scan.rs): the frames above `sp` are written again
         // from here on: scanned for the GC's epoch first. Still without a
         // mutator, so a scan it does goes through the shading gate (a stop
@@ -188,6 +189,7 @@ fn blocking_impl(f: &mut dyn FnMut(), leave_at_shutdown: bool) {
         // had, either up front or when the handoff found none. The thread
         // counts as stopped while `f` runs.
         crate::stw::safe_region(sh, f);
+        crate::stw::check_left_blocking_without_stops();
         if sh.shutting_down_for(cur.as_ptr()) {
             // The runtime shuts down (it did already if that is why `f` ran
             // in place): the task goes to its scheduler loop, which stops

@@ -312,6 +312,10 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     if crate::stw::task_holds_stop(cur.as_ptr()) {
         stopper_yielded(crate::stw::caller_in_collection_pause(w.shared()));
     }
+    if w.shared().runs_on_at_shutdown(cur.as_ptr()) {
+        dropper_runs_on(w);
+        return;
+    }
     w.clear_pin(cur);
     // No shutdown check here (it cost ~9 instructions a yield): every
     // `FAIR_TICKS`-th yield goes through the scheduler loop (`next_fast`
@@ -328,17 +332,25 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
             return; // nothing else to run: keep going
         }
     }
-    // The task that dropped this runtime from inside it runs on (it is the
-    // one task a shut-down runtime still runs, `Shared::shutting_down_for`):
-    // it must not go to a queue or the scheduler loop, which would stop the
-    // worker and abandon it (review 107: its 61st yield did). Checked only
-    // on the way to a switch: one load while the runtime runs.
-    if w.shared().runs_on_at_shutdown(cur.as_ptr()) {
-        return;
-    }
     // SAFETY: `next_fast` and `take_global_now` return `None` or a task
     // claimed for `w`; the rest per the contract.
     unsafe { switch_raw(m, w, cur.as_ptr(), TaskRef::ptr_or_null(next), A_YIELD) };
+}
+
+/// The task that dropped this runtime from inside it runs on at its yields
+/// and preemptions (it is the one task a shut-down runtime still runs,
+/// `Shared::runs_on_at_shutdown`): a switch would queue it, and the next
+/// visit of the scheduler loop would stop the worker and abandon it
+/// (review 107: its 61st yield did; a switch to another queued task did).
+/// A stop of the runtime in force (a collection from a plain thread) is
+/// waited out here, counted as stopped (review 108: the stop waited for
+/// the dropper to park or end).
+#[cold]
+#[inline(never)]
+fn dropper_runs_on(w: &Worker) {
+    if w.stopping() {
+        crate::stw::safe_region(w.shared(), &mut || {});
+    }
 }
 
 /// The cooperative point at the end of a collection or task dump a task
@@ -400,9 +412,7 @@ pub(crate) fn preempt_current(pin: bool) {
         return;
     }
     if w.shared().runs_on_at_shutdown(cur.as_ptr()) {
-        // The task that dropped this runtime runs on (see `yield_raw`):
-        // switching to another task would queue it, and that task's next
-        // switch would stop the worker and abandon it (review 107).
+        dropper_runs_on(w);
         return;
     }
     if pin && cur.pinned_worker.get() == NO_PIN {
