@@ -68,7 +68,7 @@ if probe=$(cargo clippy -q -p usurp-hooks-probe --features probe 2>&1); then
   echo "ci/hooks-probe compiled without the test-hooks feature: a hook is exposed" >&2
   exit 1
 fi
-hooks=(set_barrier_shading_for_tests set_shading_gate_for_tests set_pin_policy_for_tests
+hooks=(set_stopper_respin_for_tests set_barrier_shading_for_tests set_shading_gate_for_tests set_pin_policy_for_tests
   fake_shadow_stack_for_tests set_wait_claim_for_tests debug_begin_marking
   set_release_background_for_tests set_sweeper_stall_for_tests set_rust_type_read_check_for_tests
   set_root_heap_check_for_tests set_root_liveness_check_for_tests set_release_on_drop_for_tests

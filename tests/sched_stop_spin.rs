@@ -212,3 +212,53 @@ fn negative_control_with_the_old_policy_the_stopper_spins_on_a_full_machine() {
     assert!(thread_spins > 0, "the stopper never spun on a full machine: the control shows nothing");
     assert_eq!(thread_sleeps, 0);
 }
+
+/// `n` stops from a plain thread of two workers busy with `spin` loops,
+/// the policy assuming 2 CPUs (the stopper and the two workers outnumber
+/// them: it sleeps at first): `(stops, respins)`. `respin`: "a park frees
+/// a CPU" on (the default) or off (the negative control).
+fn respins(respin: bool, n: u64) -> (u64, u64) {
+    within(120, "stops with a respin", move || {
+        usurp_sched::hooks::set_stopper_cpus_for_tests(2);
+        usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
+        usurp_sched::hooks::set_stopper_respin_for_tests(respin);
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let loops = BusyLoops::start(&rt);
+        let before = rt.stats().stw;
+        stops_from_thread(&rt, n);
+        let after = rt.stats().stw;
+        loops.finish();
+        usurp_sched::hooks::set_stopper_respin_for_tests(true);
+        usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
+        usurp_sched::hooks::set_stopper_cpus_for_tests(0);
+        (after.stops - before.stops, after.respins - before.respins)
+    })
+}
+
+/// A park frees a CPU (`stw.rs`): a plain-thread stopper of two busy
+/// workers on 2 assumed CPUs sleeps at first (it would hold a CPU one of
+/// them needs), and once the first worker parks and wakes it, the other
+/// fits beside it: it spins again, with a fresh budget, instead of
+/// sleeping until the second park's notification. Counted by
+/// `StwStats::respins`: some in up to three batches of 20 stops (a stop
+/// whose workers both park before the stopper wakes has none); with the
+/// switch off (the negative control), none.
+#[test]
+fn a_stopper_woken_by_a_park_spins_again_when_the_rest_fit() {
+    let _g = usurp_testsupport::serial();
+    let mut total = 0;
+    for _ in 0..3 {
+        let (stops, r) = respins(true, 20);
+        eprintln!("respin on: {stops} stops, {r} respins");
+        assert_eq!(stops, 20);
+        total += r;
+        if total > 0 {
+            break;
+        }
+    }
+    assert!(total > 0, "no stop spun again after a park woke its stopper");
+    let (stops, r) = respins(false, 20);
+    eprintln!("respin off: {stops} stops, {r} respins");
+    assert_eq!(stops, 20);
+    assert_eq!(r, 0, "a respin counted with the switch off");
+}

@@ -37,6 +37,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_abandoned_owner_disconnects_for_tests(true);
     usurp_sched::hooks::set_nap_ns_for_tests(0);
     usurp_sched::hooks::set_stop_wakes_nappers_for_tests(true);
+    usurp_sched::hooks::set_stopper_respin_for_tests(true);
     usurp_sched::hooks::set_timer_wakes_napper_for_tests(true);
     usurp_gc::internals::set_heap_quarantine_for_tests(true);
     usurp_gc::internals::set_exited_thread_check_for_tests(true);

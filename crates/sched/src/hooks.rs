@@ -553,3 +553,14 @@ pub fn set_stop_wakes_nappers_for_tests(on: bool) {
 pub fn set_timer_wakes_napper_for_tests(on: bool) {
     crate::worker::TIMER_WAKES_NAPPER.store(on, Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control of "a park frees a CPU", session
+/// 15). `true` (the default): a stopper woken by a worker's park starts a
+/// new spin budget (`stw::SPIN_FOR`) if the workers it still waits for fit
+/// beside it; `false`: the budget counts from the stop's start only, as
+/// before. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stopper_respin_for_tests(on: bool) {
+    crate::stw::RESPIN.store(on, std::sync::atomic::Ordering::Relaxed);
+}

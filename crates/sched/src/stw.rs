@@ -109,6 +109,18 @@
 //! `hooks::set_stopper_spin_when_oversubscribed_for_tests` restores the
 //! spin (the negative control, `tests/sched_stop_spin.rs`).
 //!
+//! **A park frees a CPU** (session 15). The spin's budget counts from the
+//! stop's start, and again from each wake-up by a worker's notification:
+//! a worker that parks (or enters a safe section) gives its CPU back, so
+//! the stopper, woken, re-checks whether the workers it still waits for
+//! fit beside it, and if so spins [`SPIN_FOR`] again rather than sleeping
+//! until the next park's notification. The stop trace of binary-trees 21
+//! showed the pattern in 22% of the stops over 100 µs: the first park
+//! seen ~40 µs late, the stopper asleep again, the second park seen late
+//! again. `StwStats::respins` counts such spins;
+//! `hooks::set_stopper_respin_for_tests(false)` restores the budget from
+//! the start only (the negative control, `tests/sched_stop_spin.rs`).
+//!
 //! **Flags first.** Before its first signal, the stopper sets every busy
 //! worker's checkpoint flag without a signal
 //! (`usurp_preempt::internals::post_checkpoint_request`): a signal is a
@@ -325,6 +337,11 @@ fn spin_budget() -> (Duration, Duration) {
 /// `hooks::set_stopper_spin_when_oversubscribed_for_tests`.
 pub(crate) static SPIN_WHEN_OVERSUBSCRIBED: AtomicBool = AtomicBool::new(false);
 
+/// Test-only switch (negative control of "a park frees a CPU"): when
+/// cleared, the spin's budget counts from the stop's start only, as it
+/// used to. Set through `hooks::set_stopper_respin_for_tests`.
+pub(crate) static RESPIN: AtomicBool = AtomicBool::new(true);
+
 /// Test-only: the CPU count the stopper's spin policy assumes (0: the
 /// process's, `std::thread::available_parallelism`). Set through
 /// `hooks::set_stopper_cpus_for_tests`.
@@ -450,6 +467,9 @@ struct Inner {
     /// Times the stopper spun although they did (only with the test
     /// switch `SPIN_WHEN_OVERSUBSCRIBED`).
     oversubscribed_spins: u64,
+    /// Spins begun right after a worker's notification woke the stopper
+    /// (see "A park frees a CPU"), over all stops.
+    respins: u64,
     ttsp: Vec<Duration>,
     ttsp_pos: usize,
     /// The last stop that waited at least [`HOLDUP_REPORT`]: which worker
@@ -492,6 +512,11 @@ pub struct StwStats {
     /// outnumbered the CPUs: always 0, except with the test switch that
     /// restores the old policy (the negative control).
     pub oversubscribed_spins: u64,
+    /// Spins a stopper began right after a worker's park (or safe
+    /// section) woke it, with a fresh budget: the parked worker's CPU is
+    /// free, and the workers still running fit beside the stopper, which
+    /// then sees their parks at once instead of after another OS wake-up.
+    pub respins: u64,
     /// Time-to-safepoint of the last stop.
     pub ttsp_last: Duration,
     /// Median time-to-safepoint over the recent stops (up to 1024).
@@ -586,6 +611,7 @@ impl Stw {
             stops_within_spin: g.stops_within_spin,
             oversubscribed_sleeps: g.oversubscribed_sleeps,
             oversubscribed_spins: g.oversubscribed_spins,
+            respins: g.respins,
             ttsp_last: last,
             ttsp_p50: pct(0.5),
             ttsp_p99: pct(0.99),
@@ -1067,6 +1093,10 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
     let mut holdups: Vec<(usize, String, Duration, Option<u64>)> = Vec::new();
     let (mut waited_for_some, mut slept) = (false, false);
     let ((budget, descheduled), mut spin_over) = (spin_budget(), false);
+    // Where the spin's budget counts from: the stop's start, or the last
+    // wake-up by a worker's notification (see "A park frees a CPU").
+    let mut spin_from = t0;
+    let mut woken_by_park = false;
     // Every running worker's checkpoint flag first, then the signals (in
     // the loop): a worker that polls (allocation, `Gc<T>` deref) stops at
     // once, not after the signals sent before its own (a signal is a
@@ -1162,9 +1192,13 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
         let mut retry = if waited < FAST_RETRY_FOR { FAST_RETRY } else { RETRY };
         let full = oversubscribed(unstopped);
         let spin_anyway = SPIN_WHEN_OVERSUBSCRIBED.load(Ordering::Relaxed);
-        if !spin_over && waited < budget && STOPPER_SPIN.load(Ordering::Relaxed) && (!full || spin_anyway) {
+        let spun_for = now.saturating_duration_since(spin_from);
+        if !spin_over && spun_for < budget && STOPPER_SPIN.load(Ordering::Relaxed) && (!full || spin_anyway) {
             if full {
                 g.oversubscribed_spins += 1;
+            }
+            if std::mem::replace(&mut woken_by_park, false) {
+                g.respins += 1;
             }
             // Spin (see SPIN_FOR) until every worker counts as stopped or
             // the next re-send is due; the states are atomics, re-read
@@ -1172,7 +1206,7 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
             // between reads, and the spin ends for good if the clock shows
             // the OS took the CPU away.
             drop(g);
-            let until = now + retry.min(budget - waited);
+            let until = now + retry.min(budget - spun_for);
             let mut spins = 0u32;
             let mut last = Instant::now();
             loop {
@@ -1200,7 +1234,7 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
             g = stw.lock();
             continue;
         }
-        if full && !spin_over && waited < budget && STOPPER_SPIN.load(Ordering::Relaxed) {
+        if full && !spin_over && spun_for < budget && STOPPER_SPIN.load(Ordering::Relaxed) {
             g.oversubscribed_sleeps += 1;
         }
         if all_in_flight {
@@ -1215,6 +1249,14 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
         let w0 = tr.is_some().then(crate::sys::now_ns);
         let (g2, res) = stw.stopped_cv.wait_timeout(g, retry).unwrap_or_else(|p| p.into_inner());
         g = g2;
+        woken_by_park = false;
+        if !res.timed_out() && RESPIN.load(Ordering::Relaxed) {
+            // A worker's stop state changed (it parked, or entered a safe
+            // section): its CPU is free, and the loop re-checks whether the
+            // rest fit beside us. A new spin budget from here.
+            spin_from = Instant::now();
+            woken_by_park = true;
+        }
         if let (Some(t), Some(w0)) = (tr.as_mut(), w0) {
             t.waited(retry.as_nanos() as u64, crate::sys::now_ns() - w0, res.timed_out());
         }
