@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use usurp::gc::{AllocError, AttachError, Heap};
 use usurp::Runtime;
-use usurp_testsupport::{panic_text, run_child, scale, within};
+use usurp_testsupport::{panic_text, run_child, run_child_env, scale, within};
 use usurp_testsupport_gc::{link, Link};
 
 // ---- issue 10 items 2 and 9: allocation from threads the World does not stop
@@ -481,7 +481,8 @@ fn panicking_marking_job_aborts_with_a_message() {
 /// for itself: the process aborts with a message (child processes).
 #[test]
 fn stopper_leaving_blocking_aborts_with_a_message() {
-    if let Ok(v) = std::env::var("USURP_CHILD_STOP_IN_BLOCKING") {
+    if std::env::var("USURP_CHILD_STOP_IN_BLOCKING").is_ok() {
+        let v = std::env::var("USURP_CHILD_STOP_MODE").unwrap_or_default();
         std::thread::spawn(|| {
             std::thread::sleep(Duration::from_secs(30));
             eprintln!("child watchdog: leaving blocking hung");
@@ -499,25 +500,11 @@ fn stopper_leaving_blocking_aborts_with_a_message() {
         std::process::exit(0);
     }
     for mode in ["handoff", "in-place"] {
-        let exe = std::env::current_exe().unwrap();
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["stopper_leaving_blocking_aborts_with_a_message", "--exact", "--nocapture"]);
-        cmd.env("USURP_CHILD_STOP_IN_BLOCKING", mode);
-        let out = match cmd.output() {
-            Ok(o) if !(o.status.code() == Some(127) && o.stdout.is_empty() && o.stderr.is_empty()) => o,
-            _ => {
-                // Emulated without binfmt_misc: start the child through qemu.
-                let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-                std::process::Command::new(&qemu)
-                    .arg("-L")
-                    .arg(format!("/usr/{}-linux-gnu", std::env::consts::ARCH))
-                    .arg(&exe)
-                    .args(["stopper_leaving_blocking_aborts_with_a_message", "--exact", "--nocapture"])
-                    .env("USURP_CHILD_STOP_IN_BLOCKING", mode)
-                    .output()
-                    .unwrap()
-            }
-        };
+        let (out, _) = run_child_env(
+            "stopper_leaving_blocking_aborts_with_a_message",
+            "USURP_CHILD_STOP_IN_BLOCKING",
+            &[("USURP_CHILD_STOP_MODE", Some(mode))],
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{mode}: {err}");
         assert!(err.contains("inside blocking() and left the closure"), "{mode}: {err}");

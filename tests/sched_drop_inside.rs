@@ -8,7 +8,7 @@
 //! outside the runtime: joiners of unfinished tasks get an error, and late
 //! wake-ups find valid memory.
 
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{mpsc, Arc, Mutex as StdMutex};
 use std::time::Duration;
 use usurp::{Mutex, Runtime};
 use usurp_testsupport::within;
@@ -51,6 +51,28 @@ fn runtime_dropped_from_its_own_task_abandons_cleanly() {
     });
 }
 
+/// Spawns on `rt` a task that gets `rt` itself (handed over once the task
+/// runs) and drops it, the runtime's last handle, from inside it, then
+/// runs `after`; the receiver gets `after`'s result if the task got that
+/// far.
+fn drop_from_inside<T: Send + 'static>(rt: Runtime, after: impl FnOnce() -> T + Send + 'static) -> mpsc::Receiver<T> {
+    let slot = Arc::new(StdMutex::new(None::<Runtime>));
+    let s2 = slot.clone();
+    let (tx, rx) = mpsc::channel();
+    rt.spawn(move || {
+        let rt = loop {
+            if let Some(rt) = s2.lock().unwrap().take() {
+                break rt;
+            }
+            usurp::yield_now();
+        };
+        drop(rt); // the last handle, from inside one of its tasks
+        let _ = tx.send(after());
+    });
+    *slot.lock().unwrap() = Some(rt);
+    rx
+}
+
 /// The task that drops its own runtime runs on after the drop, through
 /// `yield_now`, `blocking` and `Heap::collect`, as before session 14's
 /// shutdown changes (which send every other task's switches to the
@@ -63,26 +85,12 @@ fn the_task_that_dropped_its_runtime_runs_on() {
     for call in ["yield", "blocking", "collect"] {
         let ran_on = within(30, "dropper runs on", move || {
             let rt = Runtime::builder().workers(2).build().unwrap();
-            let slot = Arc::new(StdMutex::new(None::<Runtime>));
-            let s2 = slot.clone();
-            let (tx, rx) = std::sync::mpsc::channel();
-            rt.spawn(move || {
-                let rt = loop {
-                    if let Some(rt) = s2.lock().unwrap().take() {
-                        break rt;
-                    }
-                    usurp::yield_now();
-                };
-                let heap = rt.heap().clone();
-                drop(rt); // the last handle, from inside one of its tasks
-                match call {
-                    "yield" => usurp::yield_now(),
-                    "blocking" => usurp::blocking(|| std::thread::sleep(Duration::from_millis(1))),
-                    _ => heap.collect(),
-                }
-                let _ = tx.send(());
+            let heap = rt.heap().clone();
+            let rx = drop_from_inside(rt, move || match call {
+                "yield" => usurp::yield_now(),
+                "blocking" => usurp::blocking(|| std::thread::sleep(Duration::from_millis(1))),
+                _ => heap.collect(),
             });
-            *slot.lock().unwrap() = Some(rt);
             rx.recv_timeout(Duration::from_secs(10)).is_ok()
         });
         assert!(ran_on, "the task that dropped its runtime never got past {call} after the drop");
@@ -108,17 +116,7 @@ fn the_dropper_runs_on_through_many_yields_a_queued_task_and_another_drop() {
                     usurp::yield_now();
                 });
             }
-            let slot = Arc::new(StdMutex::new(None::<Runtime>));
-            let s2 = slot.clone();
-            let (tx, rx) = std::sync::mpsc::channel();
-            rt.spawn(move || {
-                let rt = loop {
-                    if let Some(rt) = s2.lock().unwrap().take() {
-                        break rt;
-                    }
-                    usurp::yield_now();
-                };
-                drop(rt); // the last handle, from inside one of its tasks
+            let rx = drop_from_inside(rt, move || {
                 if case == "dropping another runtime" {
                     drop(Runtime::builder().workers(1).build().unwrap());
                 } else {
@@ -126,9 +124,7 @@ fn the_dropper_runs_on_through_many_yields_a_queued_task_and_another_drop() {
                         usurp::yield_now();
                     }
                 }
-                let _ = tx.send(());
             });
-            *slot.lock().unwrap() = Some(rt);
             rx.recv_timeout(Duration::from_secs(10)).is_ok()
         });
         assert!(ran_on, "the task that dropped its runtime never got past \"{case}\" after the drop");
@@ -150,25 +146,15 @@ fn the_dropper_honours_a_stop_at_its_yields() {
         let heap = rt.heap().clone();
         let dropped = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
-        let slot = Arc::new(StdMutex::new(None::<Runtime>));
-        let (s2, dr2, dn2) = (slot.clone(), dropped.clone(), done.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        rt.spawn(move || {
-            let rt = loop {
-                if let Some(rt) = s2.lock().unwrap().take() {
-                    break rt;
-                }
-                usurp::yield_now();
-            };
-            drop(rt);
+        let (dr2, dn2) = (dropped.clone(), done.clone());
+        let rx = drop_from_inside(rt, move || {
             dr2.store(true, Ordering::SeqCst);
             let t = std::time::Instant::now();
             while !dn2.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(3) {
                 usurp::yield_now();
             }
-            let _ = tx.send(dn2.load(Ordering::SeqCst));
+            dn2.load(Ordering::SeqCst)
         });
-        *slot.lock().unwrap() = Some(rt);
         let collector = std::thread::spawn(move || {
             while !dropped.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));

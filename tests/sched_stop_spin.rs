@@ -37,7 +37,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use usurp::{JoinHandle, Runtime};
+use usurp::{JoinHandle, Runtime, StwStats};
 use usurp_testsupport::within;
 
 
@@ -90,22 +90,32 @@ fn stops_from_thread(rt: &Runtime, n: u64) {
     }
 }
 
+/// The stop statistics of a runtime before and after `n` stops from this
+/// (plain) thread while two `spin` loops keep both its workers busy, the
+/// spin policy assuming `cpus` CPUs, with a 2 ms budget ended as
+/// descheduled after a 1 ms clock gap (see the module docs); both are
+/// restored after.
+fn stats_around_stops(cpus: usize, n: u64) -> (StwStats, StwStats) {
+    usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
+    usurp_sched::hooks::set_stopper_cpus_for_tests(cpus);
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let loops = BusyLoops::start(&rt);
+    let before = rt.stats().stw;
+    stops_from_thread(&rt, n);
+    let after = rt.stats().stw;
+    loops.finish();
+    usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
+    usurp_sched::hooks::set_stopper_cpus_for_tests(0);
+    (before, after)
+}
+
 /// `(stops, stopper sleeps, stops within the spin)` of `n` stops from a plain thread while two
 /// loops keep both workers busy.
 fn stops(spin_on: bool, n: u64) -> (u64, u64, u64) {
     within(120, "stops of spinning loops", move || {
         usurp_sched::hooks::set_stopper_spin_for_tests(spin_on);
-        usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
-        usurp_sched::hooks::set_stopper_cpus_for_tests(64);
-        let rt = Runtime::builder().workers(2).build().unwrap();
-        let loops = BusyLoops::start(&rt);
-        let before = rt.stats().stw;
-        stops_from_thread(&rt, n);
-        let after = rt.stats().stw;
-        loops.finish();
+        let (before, after) = stats_around_stops(64, n);
         usurp_sched::hooks::set_stopper_spin_for_tests(true);
-        usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
-        usurp_sched::hooks::set_stopper_cpus_for_tests(0);
         (
             after.stops - before.stops,
             after.stopper_sleeps - before.stopper_sleeps,
@@ -219,18 +229,9 @@ fn negative_control_with_the_old_policy_the_stopper_spins_on_a_full_machine() {
 /// a CPU" on (the default) or off (the negative control).
 fn respins(respin: bool, n: u64) -> (u64, u64) {
     within(120, "stops with a respin", move || {
-        usurp_sched::hooks::set_stopper_cpus_for_tests(2);
-        usurp_sched::hooks::set_stopper_spin_budget_for_tests(2000, 1000);
         usurp_sched::hooks::set_stopper_respin_for_tests(respin);
-        let rt = Runtime::builder().workers(2).build().unwrap();
-        let loops = BusyLoops::start(&rt);
-        let before = rt.stats().stw;
-        stops_from_thread(&rt, n);
-        let after = rt.stats().stw;
-        loops.finish();
+        let (before, after) = stats_around_stops(2, n);
         usurp_sched::hooks::set_stopper_respin_for_tests(true);
-        usurp_sched::hooks::set_stopper_spin_budget_for_tests(0, 0);
-        usurp_sched::hooks::set_stopper_cpus_for_tests(0);
         (after.stops - before.stops, after.respins - before.respins)
     })
 }

@@ -71,27 +71,57 @@ fn one_direction_keeps_working() {
     });
 }
 
-/// A task of A that holds B's world stopped is treated as A's stopper at
-/// its switches until it starts B (review 107 of the cross-runtime stop):
-/// it is not parked by a stop of A (here a plain thread stops A, then B:
-/// the task used to park for A's stop at its next `checkpoint()`, and the
-/// thread then waited for B for ever), and a drop of A does not abandon
-/// it with B stopped (B's `block_on` used to never return). Negative
-/// control: without the held stop in `Task::held_stops` (`stw::task_holds_stop`; and
-/// the no-preemption section the holder takes), the first scenario hangs
-/// (its watchdog fails it; checked by hand).
-#[test]
-fn a_task_holding_another_runtimes_stop_is_not_parked_by_its_own_runtime() {
+/// How a task of A takes B's world stopped in the scenarios below: by the
+/// cross-runtime path, or while it holds A's own stop (then directly;
+/// A is restarted right after).
+#[derive(Clone, Copy)]
+enum TakeB {
+    Cross,
+    UnderOwnStop,
+}
+
+impl TakeB {
+    fn take(self, a: &usurp::Runtime, b: &usurp::Runtime) {
+        match self {
+            TakeB::Cross => {
+                b.stop_the_world();
+            }
+            TakeB::UnderOwnStop => {
+                a.stop_the_world();
+                b.stop_the_world();
+                a.start_the_world();
+            }
+        }
+    }
+}
+
+/// A task of A takes B (`how`) and exits holding it: B must be restarted
+/// (its `block_on` returns).
+fn exit_holding_b(how: TakeB) {
+    within(60, "exit holding another runtime's stop", move || {
+        let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
+        let (ra, rb) = (a.clone(), b.clone());
+        a.spawn(move || how.take(&ra, &rb)).join().unwrap();
+        assert_eq!(b.block_on(|| 2), 2);
+    });
+}
+
+/// A task of A takes B (`how`) and loops on `checkpoint()` holding it
+/// while a plain thread stops A, then B: the task must not park for A's
+/// stop (the thread would wait for B for ever); A's stop waits for it to
+/// start B.
+fn stop_of_a_then_b_while_a_task_holds_b(how: TakeB) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
-    within(60, "a stop of A, then of B, while a task of A holds B", || {
+    within(60, "a stop of A, then of B, while a task of A holds B", move || {
         let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
         let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
         let (held_tx, held_rx) = mpsc::channel();
         let done = Arc::new(AtomicBool::new(false));
-        let (rb, d2) = (b.clone(), done.clone());
+        let (ra, rb, d2) = (a.clone(), b.clone(), done.clone());
         let holder = a.spawn(move || {
-            rb.stop_the_world();
+            how.take(&ra, &rb);
             held_tx.send(()).unwrap();
             while !d2.load(Ordering::Relaxed) {
                 usurp::checkpoint();
@@ -112,6 +142,21 @@ fn a_task_holding_another_runtimes_stop_is_not_parked_by_its_own_runtime() {
         stopper.join().unwrap();
         holder.join().unwrap();
     });
+}
+
+/// A task of A that holds B's world stopped is treated as A's stopper at
+/// its switches until it starts B (review 107 of the cross-runtime stop):
+/// it is not parked by a stop of A (here a plain thread stops A, then B:
+/// the task used to park for A's stop at its next `checkpoint()`, and the
+/// thread then waited for B for ever), and a drop of A does not abandon
+/// it with B stopped (B's `block_on` used to never return). Negative
+/// control: without the held stop in `Task::held_stops` (`stw::task_holds_stop`; and
+/// the no-preemption section the holder takes), the first scenario hangs
+/// (its watchdog fails it; checked by hand).
+#[test]
+fn a_task_holding_another_runtimes_stop_is_not_parked_by_its_own_runtime() {
+    use std::sync::mpsc;
+    stop_of_a_then_b_while_a_task_holds_b(TakeB::Cross);
     within(60, "A dropped while a task of A holds B", || {
         let a = usurp::Runtime::builder().workers(1).build().unwrap();
         let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
@@ -139,17 +184,7 @@ fn a_task_holding_another_runtimes_stop_is_not_parked_by_its_own_runtime() {
 /// hangs (the watchdog fails it; checked by hand).
 #[test]
 fn a_task_exiting_with_another_runtimes_stop_restarts_it() {
-    within(60, "exit holding another runtime's stop", || {
-        let a = usurp::Runtime::builder().workers(1).build().unwrap();
-        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
-        let rb = b.clone();
-        a.spawn(move || {
-            rb.stop_the_world();
-        })
-        .join()
-        .unwrap();
-        assert_eq!(b.block_on(|| 2), 2);
-    });
+    exit_holding_b(TakeB::Cross);
 }
 
 /// A task of A that holds A's world stopped and then stops B takes B
@@ -161,50 +196,8 @@ fn a_task_exiting_with_another_runtimes_stop_restarts_it() {
 /// watchdogs fail them; found by the review's reproducers).
 #[test]
 fn a_stop_of_another_runtime_taken_under_its_own_stop_is_held() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
-    within(60, "exit holding B, taken under A's stop", || {
-        let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
-        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
-        let (ra, rb) = (a.clone(), b.clone());
-        a.spawn(move || {
-            ra.stop_the_world();
-            rb.stop_the_world();
-            ra.start_the_world();
-        })
-        .join()
-        .unwrap();
-        assert_eq!(b.block_on(|| 2), 2);
-    });
-    within(60, "a stop of A, then of B, while a task of A holds B taken under A's stop", || {
-        let a = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
-        let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());
-        let (held_tx, held_rx) = mpsc::channel();
-        let done = Arc::new(AtomicBool::new(false));
-        let (ra, rb, d2) = (a.clone(), b.clone(), done.clone());
-        let holder = a.spawn(move || {
-            ra.stop_the_world();
-            rb.stop_the_world();
-            ra.start_the_world();
-            held_tx.send(()).unwrap();
-            while !d2.load(Ordering::Relaxed) {
-                usurp::checkpoint();
-            }
-            rb.start_the_world();
-        });
-        held_rx.recv().unwrap();
-        let (ra, rb) = (a.clone(), b.clone());
-        let stopper = std::thread::spawn(move || {
-            ra.stop_the_world();
-            rb.stop_the_world();
-            rb.start_the_world();
-            ra.start_the_world();
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        done.store(true, Ordering::Relaxed);
-        stopper.join().unwrap();
-        holder.join().unwrap();
-    });
+    exit_holding_b(TakeB::UnderOwnStop);
+    stop_of_a_then_b_while_a_task_holds_b(TakeB::UnderOwnStop);
 }
 
 /// A task that stops another runtime's world inside `blocking` and leaves
