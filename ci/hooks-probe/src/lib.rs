@@ -45,6 +45,10 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_timer_spin_duty_for_tests(true);
     usurp_sched::hooks::set_timer_spin_backoff_for_tests(true);
     usurp_sched::hooks::set_timer_spin_fake_loss_for_tests(false);
+    usurp_sched::hooks::set_stand_aside_for_tests(true);
+    usurp_sched::hooks::set_stand_aside_cpus_for_tests(0);
+    usurp_sched::hooks::set_stand_aside_callbacks_for_tests(true);
+    usurp_sched::hooks::set_stand_aside_stop_protocol_for_tests(true);
     heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
@@ -55,4 +59,14 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
         + usurp_sched::hooks::timer_spin_backoffs_for_tests()
         + usurp_sched::hooks::timer_spin_waits_for_tests()
         + usurp_sched::hooks::timer_spin_ns_for_tests() as usize
+        + stand_aside_counts()
+}
+
+/// `stand_aside_for_tests` and `stand_aside_counts_for_tests` need a
+/// runtime (one error each without the feature).
+#[cfg(feature = "probe")]
+fn stand_aside_counts() -> usize {
+    let rt = usurp::Runtime::new().unwrap();
+    usurp_sched::hooks::stand_aside_for_tests(&rt, false);
+    usurp_sched::hooks::stand_aside_counts_for_tests(&rt).0 as usize
 }

@@ -2076,6 +2076,8 @@ impl HeapInner {
         // its tasks' stacks one at a time after the restart, this stop
         // reports only the other ranges (no stop scans every stack).
         let stacks_later = concurrent && world.begin_concurrent_stack_scan();
+        // This cycle runs on the heap's background collector thread.
+        let background = BACKGROUND_THREAD.with(|b| b.get());
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
         phase.set(Phase::Marking);
         words += self.mark_precise_roots(&mut m, phase);
@@ -2103,6 +2105,11 @@ impl HeapInner {
             let t_started = Instant::now();
             stops.push(t_started - t0);
             self.restart_world(world);
+            if background {
+                // The World may take a thread of its own off the CPU while
+                // this one marks (`World::background_marking`).
+                world.background_marking(true);
+            }
             let mut stack = std::mem::take(&mut m.stack);
             if stacks_later {
                 // The tasks' stacks, one at a time, with the world running:
@@ -2296,6 +2303,9 @@ impl HeapInner {
         let t_end = Instant::now();
         stops.push(t_end - last_stop_start);
         self.restart_world(world);
+        if concurrent && background {
+            world.background_marking(false);
+        }
         self.wake_sweeper(cycle);
         // The blocks with finalizer records swept now (world running), so
         // that this cycle's dead finalizable objects are queued when it

@@ -180,6 +180,20 @@ pub unsafe trait World: Send + Sync {
     fn background_collection(&self) -> bool {
         false
     }
+    /// The heap's background collector (see
+    /// [`background_collection`](World::background_collection)) marks
+    /// with the world running from now on (`on`: called right after the
+    /// cycle's start stop restarts the world) or no longer (`!on`: called
+    /// after the cycle's last stop restarts it, before the sweep). Called
+    /// on the collector's own thread, which is not a thread of this World,
+    /// once each per concurrent cycle that thread runs, in that order,
+    /// never nested. A World whose threads fill every CPU may take one of
+    /// them off the CPU meanwhile (the collector then runs in its place
+    /// instead of beside it, and a stop finds every thread it waits for on
+    /// a CPU). Default: nothing.
+    fn background_marking(&self, on: bool) {
+        let _ = on;
+    }
     /// Whether the calling thread holds this World stopped (it called
     /// `stop_the_world` and has not restarted it): it must then not wait
     /// for a collection, whose start stop would wait for it. The heap asks

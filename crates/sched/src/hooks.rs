@@ -564,3 +564,65 @@ pub fn set_timer_wakes_napper_for_tests(on: bool) {
 pub fn set_stopper_respin_for_tests(on: bool) {
     crate::stw::RESPIN.store(on, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Test-only switch (negative control of "a worker stands aside while the
+/// GC's background collector marks", issue 9, `worker/stand_aside.rs`).
+/// `true` (the default): the collector's `World::background_marking(true)`
+/// asks a worker to stand aside where the workers and the collector
+/// outnumber the CPUs; `false`: it asks nothing, as before. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stand_aside_for_tests(on: bool) {
+    crate::worker::STAND_ASIDE.store(on, Ordering::Relaxed);
+}
+
+/// Test-only: the CPU count the stand-aside policy assumes (0: the
+/// process's). Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stand_aside_cpus_for_tests(n: usize) {
+    crate::worker::STAND_ASIDE_CPUS.store(n, Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control of the call-backs). `true` (the
+/// default): a worker standing aside goes back to work for a due timer,
+/// its inbox, or tasks the other workers have not taken for two quanta;
+/// `false`: only when the mark ends. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stand_aside_callbacks_for_tests(on: bool) {
+    crate::worker::STAND_ASIDE_CALLBACKS.store(on, Ordering::Relaxed);
+}
+
+/// Test-only switch (negative control of the stand-aside stop protocol).
+/// `true` (the default): a worker standing aside counts as stopped, and
+/// waits out a stop in force before it goes back to work; `false`: it
+/// counts as running (a stop waits until it goes back) and goes back
+/// without waiting. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stand_aside_stop_protocol_for_tests(on: bool) {
+    crate::worker::STAND_ASIDE_STOP_PROTOCOL.store(on, Ordering::Relaxed);
+}
+
+/// Test-only: what the GC's background collector does when it begins
+/// (`on`) and ends (`!on`) a concurrent mark: asks a worker of `rt` to
+/// stand aside, and lets it go back. Call from a thread that is not one
+/// of `rt`'s workers, begin and end in turn.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn stand_aside_for_tests(rt: &Runtime, on: bool) {
+    if on {
+        crate::worker::stand_aside_begin(rt.shared());
+    } else {
+        crate::worker::stand_aside_end(rt.shared());
+    }
+}
+
+/// Test-only: `rt`'s stand-aside counts so far (asked, claimed, called
+/// back by work) and the worker standing aside now, if any.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn stand_aside_counts_for_tests(rt: &Runtime) -> (u64, u64, u64, Option<usize>) {
+    rt.shared().lend.counts()
+}

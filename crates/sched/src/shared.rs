@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) workers: Box<[Worker]>,
     /// Stop-the-world state; its own locks and atomics (`stw.rs`).
     pub(crate) stw: crate::stw::Stw,
+    /// The worker lent to the GC's background collector while it marks;
+    /// its own atomics (`worker/stand_aside.rs`).
+    pub(crate) lend: crate::worker::Lend,
     /// The runtime's GC heap. Immutable handle.
     pub(crate) heap: Heap,
     /// Whether async preemption is on, and the quantum. Immutable.
@@ -192,6 +195,7 @@ impl Shared {
         let sp = me.as_ptr();
         Shared {
             stw: crate::stw::Stw::new(workers),
+            lend: Default::default(),
             heap,
             preempt,
             attach_thread,

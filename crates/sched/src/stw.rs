@@ -382,6 +382,12 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Stw {
     /// Set while a stop is requested or in force: read on the switch path.
     pub(crate) stop: AtomicBool,
+    /// The GC's background collector wants a worker's place and no worker
+    /// has taken it yet (`worker/stand_aside.rs`): read beside `stop` on
+    /// the switch path (same cache line), which then goes to the scheduler
+    /// loop. Raised by the collector, cleared by it or by the claiming
+    /// worker's CAS.
+    pub(crate) lend_pending: AtomicBool,
     /// Who stopped the world ([`caller_id`]), 0 if nobody. Written under
     /// `inner`'s lock by the stopper when its stop begins and ends; read
     /// without the lock only to compare with the reader's own id (a reader
@@ -539,6 +545,7 @@ impl Stw {
     pub(crate) fn new(workers: usize) -> Stw {
         Stw {
             stop: AtomicBool::new(false),
+            lend_pending: AtomicBool::new(false),
             stopper: AtomicUsize::new(0),
             gc_pause: AtomicBool::new(false),
             drop_after_pause: AtomicBool::new(false),
@@ -1889,6 +1896,13 @@ fn exit_safe(sh: &Shared, i: usize, withdraw: &mut dyn FnMut()) {
         g = stw.cv.wait(g).unwrap_or_else(|p| p.into_inner());
     }
     stw.wstate[i].store(RUNNING, Ordering::SeqCst);
+}
+
+/// Leaves a safe section entered with [`enter_safe`] by a worker in its
+/// scheduler loop (no task, nothing to withdraw): waits while the world is
+/// stopped, then marks the worker running.
+pub(crate) fn leave_safe(sh: &Shared, i: usize) {
+    exit_safe(sh, i, &mut || {});
 }
 
 /// For threads without a worker (leaving `blocking` after a handoff, or any

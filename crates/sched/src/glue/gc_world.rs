@@ -205,6 +205,11 @@ unsafe impl World for RuntimeWorld {
         true
     }
 
+    fn background_marking(&self, on: bool) {
+        // A worker stands aside while the collector marks (`worker/stand_aside.rs`).
+        let _ = self.with(|sh| if on { crate::worker::stand_aside_begin(sh) } else { crate::worker::stand_aside_end(sh) });
+    }
+
     fn caller_holds_stop(&self) -> bool {
         self.shared.upgrade().is_some_and(|sh| crate::stw::caller_is_stopper(&sh))
     }

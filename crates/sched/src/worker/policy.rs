@@ -258,7 +258,7 @@ impl Worker {
     pub(super) fn next_fast(&self) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % FAIR_TICKS == 0 || self.stopping() {
+        if tick % FAIR_TICKS == 0 || self.stopping() || self.lend_pending() {
             return None;
         }
         self.next_local()
@@ -517,7 +517,7 @@ impl Worker {
     #[inline]
     pub(super) fn take_global_now(&self) -> Option<TaskRef> {
         let sh = self.shared();
-        if self.stopping() || sh.global_len.load(Ordering::Relaxed) == 0 {
+        if self.stopping() || self.lend_pending() || sh.global_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
         sh.take_global(self)
@@ -840,7 +840,7 @@ impl Worker {
 
     /// The sum of the other workers' switch counts (changes while any of
     /// them switches).
-    fn others_switches(&self) -> u64 {
+    pub(super) fn others_switches(&self) -> u64 {
         self.shared()
             .workers
             .iter()
@@ -903,6 +903,7 @@ impl Worker {
         let mut nap_credit = NAP_CREDIT / 4 + 1;
         // The other workers' switches at the last look (`others_switches`).
         let mut switches_seen = self.others_switches();
+        let mut called_back = false;
         loop {
             // A stop first, also at shutdown: a worker that was idle when the
             // world was stopped (counted as stopped without being woken) and
@@ -925,6 +926,20 @@ impl Worker {
                     sh.nspinning.fetch_sub(1, Ordering::SeqCst);
                 }
                 return None;
+            }
+            // The GC's collector wants a worker's place while it marks
+            // (`stand_aside.rs`): this one, unless another claimed it.
+            // Not again in this search once called back by work (a due
+            // timer, ...): that work first.
+            if self.lend_pending() && !called_back {
+                if spinning {
+                    sh.nspinning.fetch_sub(1, Ordering::SeqCst);
+                    spinning = false;
+                }
+                if let Some(back) = self.try_stand_aside() {
+                    called_back = back == super::stand_aside::Back::Work;
+                    continue;
+                }
             }
             let mut t = self.find_local_or_global();
             if t.is_none() {

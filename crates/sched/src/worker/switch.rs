@@ -326,7 +326,7 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     if next.is_none() {
         next = w.take_global_now();
     }
-    if next.is_none() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
+    if next.is_none() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() && !w.lend_pending() {
         let sh = w.shared();
         if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
             return; // nothing else to run: keep going

@@ -1,0 +1,291 @@
+//! A worker stands aside while the GC's background collector marks (issue
+//! 9; `crates/sched/src/worker/stand_aside.rs`): where the workers and the
+//! collector outnumber the CPUs, one worker gives the collector its place,
+//! so that the OS never runs more of the runtime's threads than there are
+//! CPUs and a stop finds every worker it waits for on a CPU.
+//!
+//! Asserted through what the workers do, never through timing:
+//! - a worker stands aside (runs no task) while its tasks rotate on the
+//!   other worker, and goes back when the mark ends; with the switch off
+//!   (the negative control) no worker stands aside;
+//! - a due timer calls it back (a sleeper beside a task stuck in long
+//!   non-preemptible code sleeps on); with the call-backs off (the
+//!   negative control) the sleeper waits for the stuck task;
+//! - it counts as stopped: a stop from a plain thread completes while it
+//!   stands aside, and when the mark ends in the middle of that stop it
+//!   waits for the restart before it runs a task; with that protocol off
+//!   (the negative control) the stop waits for the worker;
+//! - a real heap's background cycles ask for it and a worker takes it.
+//!
+//! The policy assumes 2 CPUs (`hooks::set_stand_aside_cpus_for_tests`), as
+//! on the machine where it was measured, whatever this one has.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use usurp::gc::HeapConfig;
+use usurp::{JoinHandle, Runtime};
+use usurp_sched::hooks;
+use usurp_testsupport::{scale_u64, serial, wait_until, within};
+
+usurp::preemptible! {
+    fn spin(stop: &AtomicBool, count: &AtomicU64) {
+        // SAFETY: volatile read of a valid AtomicBool (no call).
+        while unsafe { std::ptr::read_volatile(stop as *const AtomicBool as *const u8) } == 0 {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `n` call-free `preemptible!` loops, each counting its iterations.
+struct Loops {
+    stop: Arc<AtomicBool>,
+    counts: Vec<Arc<AtomicU64>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Loops {
+    fn start(rt: &Runtime, n: usize) -> Loops {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Vec<_> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let handles = counts
+            .iter()
+            .map(|c| {
+                let (s, c) = (stop.clone(), c.clone());
+                rt.spawn(move || spin(&s, &c))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        Loops { stop, counts, handles }
+    }
+
+    fn snapshot(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+    }
+}
+
+/// A runtime with 2 workers under a policy that assumes 2 CPUs, the
+/// stand-aside switches as given; `f` runs on a watchdog.
+fn scenario<T: Send + 'static>(
+    what: &'static str,
+    on: bool,
+    callbacks: bool,
+    stop_protocol: bool,
+    f: impl FnOnce(&Runtime) -> T + Send + 'static,
+) -> T {
+    let _s = serial();
+    hooks::set_stand_aside_cpus_for_tests(2);
+    hooks::set_stand_aside_for_tests(on);
+    hooks::set_stand_aside_callbacks_for_tests(callbacks);
+    hooks::set_stand_aside_stop_protocol_for_tests(stop_protocol);
+    let r = within(120, what, move || {
+        // A small heap, so that churning trees runs cycles.
+        let cfg = HeapConfig { max_heap: 1 << 30, gogc: Some(100), min_heap: 4 << 20, ..HeapConfig::default() };
+        let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
+        let r = f(&rt);
+        hooks::stand_aside_for_tests(&rt, false);
+        r
+    });
+    hooks::set_stand_aside_cpus_for_tests(0);
+    hooks::set_stand_aside_for_tests(true);
+    hooks::set_stand_aside_callbacks_for_tests(true);
+    hooks::set_stand_aside_stop_protocol_for_tests(true);
+    r
+}
+
+/// The worker standing aside, waiting up to 2 s for one (`None`: none).
+fn standing_aside(rt: &Runtime, wait: Duration) -> Option<usize> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(i) = hooks::stand_aside_counts_for_tests(rt).3 {
+            return Some(i);
+        }
+        if t0.elapsed() > wait {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_worker_stands_aside_while_the_tasks_rotate_on_the_other() {
+    scenario("stand aside beside three loops", true, true, true, |rt| {
+        let loops = Loops::start(rt, 3);
+        hooks::stand_aside_for_tests(rt, true);
+        let i = standing_aside(rt, Duration::from_secs(2)).expect("no worker stood aside within 2 s");
+        // For a while: that worker runs no task, and every loop makes
+        // progress on the other (their quanta tick: tasks wait).
+        let before = loops.snapshot();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(scale_u64(300)) {
+            assert_eq!(hooks::worker_running_task(rt, i), 0, "worker {i} ran a task while it stood aside");
+            assert_eq!(hooks::stand_aside_counts_for_tests(rt).3, Some(i), "worker {i} went back before the end");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = loops.snapshot();
+        for (k, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert!(a > b, "loop {k} made no progress while worker {i} stood aside");
+        }
+        // The mark ends: it goes back and runs tasks again.
+        hooks::stand_aside_for_tests(rt, false);
+        wait_until(Duration::from_secs(2), "the worker to go back", || hooks::stand_aside_counts_for_tests(rt).3.is_none());
+        wait_until(Duration::from_secs(2), "the worker to run a task again", || hooks::worker_running_task(rt, i) != 0);
+        let (asked, claimed, early, _) = hooks::stand_aside_counts_for_tests(rt);
+        assert_eq!((asked, claimed, early), (1, 1, 0));
+        loops.finish();
+    });
+}
+
+#[test]
+fn negative_control_with_the_switch_off_no_worker_stands_aside() {
+    scenario("no stand-aside with the switch off", false, true, true, |rt| {
+        let loops = Loops::start(rt, 3);
+        hooks::stand_aside_for_tests(rt, true);
+        assert_eq!(standing_aside(rt, Duration::from_millis(300)), None, "a worker stood aside with the switch off");
+        assert_eq!(hooks::stand_aside_counts_for_tests(rt).1, 0);
+        loops.finish();
+    });
+}
+
+/// A task stuck in non-preemptible code for `stuck` while a worker stands
+/// aside, and a task that sleeps 1 ms 20 times: how many sleeps it did
+/// before the stuck task ended.
+fn sleeps_beside_a_stuck_task(rt: &Runtime) -> u64 {
+    let stuck = Duration::from_millis(scale_u64(800));
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let busy = rt.spawn(move || {
+        // Plain Rust, no allocation, no poll: holds its worker.
+        let t0 = Instant::now();
+        while t0.elapsed() < stuck {
+            std::hint::spin_loop();
+        }
+        d.store(true, Ordering::SeqCst);
+    });
+    wait_until(Duration::from_secs(2), "the stuck task to run", || {
+        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
+    });
+    hooks::stand_aside_for_tests(rt, true);
+    let slept = Arc::new(AtomicU64::new(0));
+    let (s, d) = (slept.clone(), done.clone());
+    let sleeper = rt.spawn(move || {
+        for _ in 0..20 {
+            usurp::sleep(Duration::from_millis(1));
+            if !d.load(Ordering::SeqCst) {
+                s.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    busy.join().unwrap();
+    let before_end = slept.load(Ordering::SeqCst);
+    hooks::stand_aside_for_tests(rt, false);
+    sleeper.join().unwrap();
+    before_end
+}
+
+#[test]
+fn a_due_timer_calls_the_worker_back() {
+    let (slept, counts) = scenario("a sleeper beside a stuck task", true, true, true, |rt| {
+        (sleeps_beside_a_stuck_task(rt), hooks::stand_aside_counts_for_tests(rt))
+    });
+    eprintln!("call-backs on: {slept} of 20 sleeps before the stuck task ended; counts {counts:?}");
+    assert_eq!(slept, 20, "the sleeper waited for the stuck task");
+    assert!(counts.1 >= 1 && counts.2 >= 1, "no worker stood aside and was called back: {counts:?}");
+}
+
+#[test]
+fn negative_control_without_call_backs_the_sleeper_waits_for_the_stuck_task() {
+    let (slept, counts) = scenario("a sleeper beside a stuck task, no call-backs", true, false, true, |rt| {
+        (sleeps_beside_a_stuck_task(rt), hooks::stand_aside_counts_for_tests(rt))
+    });
+    eprintln!("call-backs off: {slept} of 20 sleeps before the stuck task ended; counts {counts:?}");
+    assert!(counts.1 >= 1, "no worker stood aside: {counts:?}");
+    assert_eq!(slept, 0, "the sleeper ran while the worker stood aside without call-backs");
+}
+
+/// Three loops, a worker standing aside, a stop from a plain thread: how
+/// long the stop took to complete (`None`: not within `wait`). When it
+/// completes, the mark ends in the middle of the stop, and no task may run
+/// before the restart (the worker going back waits for it).
+fn stop_while_aside(rt: &Runtime, wait: Duration) -> Option<Duration> {
+    let loops = Loops::start(rt, 3);
+    hooks::stand_aside_for_tests(rt, true);
+    let i = standing_aside(rt, Duration::from_secs(2)).expect("no worker stood aside within 2 s");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let took = std::thread::scope(|s| {
+        s.spawn(move || {
+            let t0 = Instant::now();
+            rt.stop_the_world();
+            let _ = tx.send(t0.elapsed());
+            let _ = go_rx.recv();
+            rt.start_the_world();
+        });
+        let took = rx.recv_timeout(wait).ok();
+        hooks::stand_aside_for_tests(rt, false);
+        if took.is_some() {
+            let frozen = loops.snapshot();
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(loops.snapshot(), frozen, "a task ran during the stop (worker {i} went back into it)");
+        } else {
+            // The stop waited for the worker: it goes back now and parks.
+            rx.recv_timeout(Duration::from_secs(10)).expect("the stop never completed");
+        }
+        let _ = go_tx.send(());
+        took
+    });
+    loops.finish();
+    took
+}
+
+#[test]
+fn a_worker_standing_aside_counts_as_stopped() {
+    let took = scenario("a stop while a worker stands aside", true, true, true, |rt| {
+        stop_while_aside(rt, Duration::from_secs(5))
+    });
+    assert!(took.is_some(), "the stop waited for the worker standing aside");
+}
+
+#[test]
+fn negative_control_without_the_stop_protocol_the_stop_waits_for_the_worker() {
+    // (Without call-backs: a worker that sees the others stuck, as a stop
+    // holds them, would go back after two quanta and park for the stop.)
+    let took = scenario("a stop while a worker stands aside, no stop protocol", true, false, false, |rt| {
+        stop_while_aside(rt, Duration::from_millis(300))
+    });
+    assert_eq!(took, None, "the stop completed while the worker stood aside outside the stop protocol");
+}
+
+/// Two tasks churning trees beside a long-lived one on a real heap: the
+/// stand-aside counts (asked, claimed) over the cycles.
+fn gc_scenario(on: bool) -> (u64, u64, u64) {
+    scenario("background cycles of a real heap", on, true, true, move |rt| {
+        let c0 = rt.heap().stats().cycles;
+        rt.block_on(|| usurp_testsupport_gc::pair::churn_trees(100));
+        let (asked, claimed, _, lent) = hooks::stand_aside_counts_for_tests(rt);
+        assert_eq!(lent, None, "a worker still stood aside after the cycles");
+        (asked, claimed, rt.heap().stats().cycles - c0)
+    })
+}
+
+#[test]
+fn background_cycles_of_a_real_heap_take_a_workers_place() {
+    let (asked, claimed, cycles) = gc_scenario(true);
+    eprintln!("switch on: {asked} asked, {claimed} claimed over {cycles} cycles");
+    assert!(cycles > 0 && asked > 0 && claimed > 0, "{asked} asked, {claimed} claimed over {cycles} cycles");
+}
+
+#[test]
+fn negative_control_background_cycles_with_the_switch_off_ask_for_nothing() {
+    let (asked, claimed, cycles) = gc_scenario(false);
+    eprintln!("switch off: {asked} asked, {claimed} claimed over {cycles} cycles");
+    assert!(cycles > 0, "no cycle ran");
+    assert_eq!((asked, claimed), (0, 0));
+}
