@@ -366,6 +366,18 @@ impl Drop for Heap {
     }
 }
 
+/// Ends the World's [`World::background_marking`] when dropped: after the
+/// cycle's last stop, or when the cycle unwinds in between.
+struct BackgroundMarking<'a>(Option<&'a dyn World>);
+
+impl Drop for BackgroundMarking<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.background_marking(false);
+        }
+    }
+}
+
 std::thread_local! {
     /// This thread is a heap's background collector or sweeper.
     static BACKGROUND_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -2096,6 +2108,7 @@ impl HeapInner {
         let (mut stack_scan, mut stacks_scanned) = (Duration::ZERO, 0usize);
         let mut t_term = t_roots;
         let mut last_stop_start = t0;
+        let mut marking = BackgroundMarking(None);
         if concurrent {
             // Restart the world; mark while tasks run (the collecting task
             // counts as stopped meanwhile: `World::blocking`).
@@ -2107,8 +2120,12 @@ impl HeapInner {
             self.restart_world(world);
             if background {
                 // The World may take a thread of its own off the CPU while
-                // this one marks (`World::background_marking`).
+                // this one marks (`World::background_marking`); ended by
+                // the guard's drop after the last stop, or if the cycle
+                // unwinds (`guarded_cycle` undoes it and the collector
+                // lives on: the World must not stay lent).
                 world.background_marking(true);
+                marking.0 = Some(world);
             }
             let mut stack = std::mem::take(&mut m.stack);
             if stacks_later {
@@ -2303,9 +2320,7 @@ impl HeapInner {
         let t_end = Instant::now();
         stops.push(t_end - last_stop_start);
         self.restart_world(world);
-        if concurrent && background {
-            world.background_marking(false);
-        }
+        drop(marking);
         self.wake_sweeper(cycle);
         // The blocks with finalizer records swept now (world running), so
         // that this cycle's dead finalizable objects are queued when it

@@ -203,7 +203,11 @@
 //! `glue/gc_world.rs` implements the GC's `World` (conservative ranges of stopped
 //! tasks and of the GC values the runtime keeps in Rust heap memory — spawn
 //! closures not started, join results not joined, channel buffers, see
-//! `glue/heap_roots.rs` — marking on parked workers, finalizer tasks). `sysmon.rs` makes a
+//! `glue/heap_roots.rs` — marking on parked workers, finalizer tasks). While the GC's
+//! background collector marks, one worker stands aside where the workers and the collector
+//! outnumber the CPUs, so that the OS never runs one thread more than it has CPUs and a stop
+//! finds every worker it waits for on a CPU (`World::background_marking`,
+//! `worker/stand_aside.rs`). `sysmon.rs` makes a
 //! busy worker look at due timers when nobody else would. Workers and the
 //! sysmon run with a timer slack of [`TIMER_SLACK_NS`] (1 ns, not Linux's
 //! 50 µs), so their timed waits, and so sleeps, end on time.
@@ -219,7 +223,7 @@
 //!   5  public API    lib.rs, runtime.rs, join.rs, sync/, hooks.rs, panic_hook.rs
 //!   4  adapters      glue/: preempt_glue, gc_world, heap_roots, dump, dumpsig
 //!   3  hub, worker   shared.rs, stw.rs, timer.rs, sysmon.rs, stack_scan.rs,
-//!                    worker/: machine, policy, switch, blocking, thread, guard
+//!                    worker/: machine, policy, switch, blocking, stand_aside, thread, guard
 //!   2  queues        queue.rs
 //!   1  tasks         tasks/: tcb (Task, TaskRef), wait, local, cpu_link
 //!   0  primitives    sys.rs, spin.rs, stack.rs, error.rs, fpcheck.rs

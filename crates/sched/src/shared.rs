@@ -195,7 +195,7 @@ impl Shared {
         let sp = me.as_ptr();
         Shared {
             stw: crate::stw::Stw::new(workers),
-            lend: Default::default(),
+            lend: crate::worker::Lend::new(workers),
             heap,
             preempt,
             attach_thread,

@@ -382,12 +382,12 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Stw {
     /// Set while a stop is requested or in force: read on the switch path.
     pub(crate) stop: AtomicBool,
-    /// The GC's background collector wants a worker's place and no worker
-    /// has taken it yet (`worker/stand_aside.rs`): read beside `stop` on
-    /// the switch path (same cache line), which then goes to the scheduler
-    /// loop. Raised by the collector, cleared by it or by the claiming
-    /// worker's CAS.
-    pub(crate) lend_pending: AtomicBool,
+    /// The generation of the lend the GC's background collector offers
+    /// and no worker took yet, or 0 (`worker/stand_aside.rs`): read beside
+    /// `stop` on the switch path, which then goes to the scheduler loop.
+    /// Stored by the collector (`stand_aside::begin`), cleared by it
+    /// (`end`) or by the claiming worker's CAS.
+    pub(crate) lend_offer: AtomicU32,
     /// Who stopped the world ([`caller_id`]), 0 if nobody. Written under
     /// `inner`'s lock by the stopper when its stop begins and ends; read
     /// without the lock only to compare with the reader's own id (a reader
@@ -545,7 +545,7 @@ impl Stw {
     pub(crate) fn new(workers: usize) -> Stw {
         Stw {
             stop: AtomicBool::new(false),
-            lend_pending: AtomicBool::new(false),
+            lend_offer: AtomicU32::new(0),
             stopper: AtomicUsize::new(0),
             gc_pause: AtomicBool::new(false),
             drop_after_pause: AtomicBool::new(false),
@@ -1062,6 +1062,7 @@ fn stop_inner(sh: &Shared, deadline: Option<Instant>, on_worker: bool) -> Result
             let acks = unsafe { w.slot.load(Ordering::Acquire).as_ref() }.map_or(0, |s| s.acks());
             let what = match stw.wstate[i].load(Ordering::SeqCst) {
                 PARKED => "parked",
+                SAFE if sh.lend.is_aside(i) => "aside",
                 SAFE => "safe",
                 _ if w.idle.load(Ordering::SeqCst) => "idle",
                 _ if w.running_task.load(Ordering::SeqCst) == 0 => "sched",
@@ -1502,6 +1503,8 @@ pub(crate) fn describe_workers_unstopped(sh: &Shared, me: Option<usize>) -> Vec<
                 "runs the dumping task".to_string()
             } else if st == PARKED {
                 "parked for the stop".to_string()
+            } else if st == SAFE && sh.lend.is_aside(w.index) {
+                "standing aside while the GC's collector marks (counts as stopped)".to_string()
             } else if st == SAFE {
                 "in a blocking section (counts as stopped)".to_string()
             } else if w.idle.load(Ordering::SeqCst) {

@@ -28,6 +28,8 @@
 //! - `switch.rs`: the switch protocol (`switch_to`/`finish_switch`), the
 //!   park token, and the scheduler loop;
 //! - `blocking.rs`: the blocking handoff, with its in-place fallback;
+//! - `stand_aside.rs`: a worker lent to the GC's background collector while
+//!   it marks, where the workers and the collector outnumber the CPUs;
 //! - `thread.rs`: a runtime thread's preemption slot, its GC mutator (through
 //!   the `Shared::attach_thread` hook) and the signal mask;
 //! - `guard.rs`: guard-page overflow reports and alternate signal stacks.

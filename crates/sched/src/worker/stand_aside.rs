@@ -17,10 +17,10 @@
 //! place: the GC calls `World::background_marking(true)` right after its
 //! start stop restarts the world, and `(false)` after its last stop. If
 //! the workers and the collector outnumber the CPUs and the runtime has two
-//! workers or more, [`begin`] raises `Stw::lend_pending` (on the switch
-//! path's cache line, beside the stop flag: `next_fast` reads both) and
-//! asks one busy worker's task to get off its CPU (a preemption request).
-//! The first worker to reach its scheduler loop with the flag up claims it
+//! workers or more, [`begin`] posts an offer (`Stw::lend_offer`, beside
+//! the stop flag: `next_fast` reads both) and asks the busy workers' tasks
+//! to get off their CPUs (a preemption request each, once a cycle).
+//! The first worker to reach its scheduler loop with the offer up claims it
 //! ([`Worker::try_stand_aside`]): it moves its queued tasks to the global
 //! queue (marking the other workers contended, so their quanta tick and
 //! the tasks rotate), counts as stopped for stops (`stw::enter_safe`), and
@@ -30,12 +30,27 @@
 //!
 //! **Not at any price** (work conservation, issue 11). A worker with tasks
 //! pinned to it does not claim the lend (they could run nowhere else).
-//! The worker standing aside looks every [`CHECK_EVERY`]: it goes back to
-//! work for the rest of the cycle if work waits in the global queue or its
-//! inbox while no other worker has switched tasks since its last look (the
-//! others are stuck in long non-preemptible code or kept off their CPUs:
-//! the queued tasks would wait for the whole mark). At shutdown it leaves
-//! at once.
+//! The worker standing aside looks every [`CHECK_EVERY_NS`] and goes back
+//! to work **for the rest of the cycle** when work needs it: a due timer,
+//! its inbox, tasks in another worker's queues (ring, woken FIFO,
+//! `runnext`) while that worker has not switched tasks for two quanta, or
+//! tasks in the global queue while no other worker has. (A contended
+//! worker switches at least once a quantum, so two quanta without a
+//! switch mean its task is in long non-preemptible code, or the thread is
+//! kept off its CPU: its queued tasks would wait for the whole mark.) It
+//! does not claim again in that cycle: a worker that went back for work
+//! and stood aside again at its next switch kept handing its ring back to
+//! the global queue, and the runtime all but stopped beside a stuck worker
+//! (review 109). During a stop in force nobody counts as stuck. At
+//! shutdown it leaves at once.
+//!
+//! A task that spin-waits in non-preemptible code for a task queued on
+//! its own worker (spawned into its `runnext`) now waits up to two quanta
+//! and a poll for the worker standing aside, where an idle worker would
+//! have stolen it within microseconds; and if a stop begins meanwhile, the
+//! stop waits for the spinning task for ever, as it already did for such a
+//! wait without the lend (a non-preemptible loop without `checkpoint()`
+//! delays a stop, `stw.rs`).
 //!
 //! **Alternatives rejected.** Lowering the collector's OS priority
 //! (`SCHED_IDLE`, nice 19) starves the mark whenever the workers are busy,
@@ -45,17 +60,29 @@
 //! the scheduler, or a job protocol through `World` for what is, here, the
 //! same effect: one fewer runnable thread. Parking a worker only in the
 //! termination stop does not help: the stop is then already waiting.
+//! Lending more than one worker where the workers outnumber the CPUs by
+//! more: not done (one collector thread takes one CPU).
 //!
-//! Who touches what: `Stw::lend_pending` is raised (SeqCst) by [`begin`]
-//! and cleared by [`end`] or by the claiming worker's CAS; [`Lend::active`]
-//! is written by [`begin`]/[`end`] only (the GC's collector thread, one at
-//! a time per heap); [`Lend::lent`] (the standing-aside worker's index + 1)
-//! is written by that worker only, read by [`end`] to wake it.
+//! **Generations.** Each lend has a generation ([`Lend::gen`], never 0).
+//! The offer on the switch path (`Stw::lend_offer`) holds the generation
+//! of the lend not yet claimed, or 0; a worker claims it with a CAS from
+//! that generation to 0, stands aside for that generation only, and leaves
+//! when [`Lend::gen`] no longer holds it. So a mark that ends and a next
+//! one that begins before the worker of the first looks cannot leave two
+//! workers aside (review 109: both stood aside, and the second's record
+//! was overwritten by the first's).
+//!
+//! Who touches what: [`Lend::gen`] is written by [`begin`] and [`end`]
+//! only (the GC's collector thread: one cycle at a time per heap, and one
+//! heap per runtime); `Stw::lend_offer` is stored by [`begin`], cleared by
+//! [`end`] or by the claiming worker's CAS; [`Lend::aside`]`[i]` (the
+//! generation worker `i` stands aside for, or 0) is written by worker `i`
+//! only, read by [`end`] to wake it.
 
 use super::machine::Worker;
 use crate::shared::Shared;
 use crate::sys::{futex_wait, now_ns};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// How often a worker standing aside checks that the others make progress
 /// (see the module docs).
@@ -81,32 +108,49 @@ pub(crate) static STOP_PROTOCOL: AtomicBool = AtomicBool::new(true);
 pub(crate) static CPUS_FOR_TESTS: AtomicUsize = AtomicUsize::new(0);
 
 /// The lend of a worker to the GC's background collector, per runtime.
-#[derive(Default)]
 pub(crate) struct Lend {
-    /// The collector marks and wants a worker's place (between [`begin`]
-    /// and [`end`]). Written by the collector's thread only.
-    active: AtomicBool,
-    /// The worker standing aside (its index + 1), or 0. Written by that
-    /// worker only (set after its claim, cleared when it goes back).
-    lent: AtomicUsize,
+    /// The generation of the lend in force (the collector marks and wants
+    /// a worker's place), or 0 (between [`end`] and the next [`begin`]).
+    gen: AtomicU32,
+    /// The last generation handed out (its successor skips 0). Collector
+    /// only.
+    last: AtomicU32,
+    /// Per worker: the generation it stands aside for, or 0. Written by
+    /// that worker only (set after its claim, cleared when it goes back).
+    aside: Box<[AtomicU32]>,
     /// Lends begun (stats): by [`begin`].
     pub(crate) asked: AtomicU64,
     /// Lends claimed by a worker (stats): by the claiming worker.
     pub(crate) claimed: AtomicU64,
-    /// Workers that went back early because work waited (stats).
+    /// Workers that went back early because work needed them (stats).
     pub(crate) returned_early: AtomicU64,
 }
 
 impl Lend {
-    /// (asked, claimed, called back by work, the worker standing aside).
+    pub(crate) fn new(workers: usize) -> Lend {
+        Lend {
+            gen: AtomicU32::new(0),
+            last: AtomicU32::new(0),
+            aside: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            asked: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            returned_early: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether worker `i` stands aside now (stop reports).
+    pub(crate) fn is_aside(&self, i: usize) -> bool {
+        self.aside[i].load(Ordering::Relaxed) != 0
+    }
+
+    /// (asked, claimed, called back by work, the first worker standing aside).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn counts(&self) -> (u64, u64, u64, Option<usize>) {
-        let l = self.lent.load(Ordering::SeqCst);
         (
             self.asked.load(Ordering::Relaxed),
             self.claimed.load(Ordering::Relaxed),
             self.returned_early.load(Ordering::Relaxed),
-            l.checked_sub(1),
+            self.aside.iter().position(|a| a.load(Ordering::SeqCst) != 0),
         )
     }
 }
@@ -129,17 +173,28 @@ pub(crate) fn begin(sh: &Shared) {
     if n < 2 || n < cpus() || !STAND_ASIDE.load(Ordering::Relaxed) || sh.shutdown.load(Ordering::Relaxed) {
         return;
     }
-    sh.lend.asked.fetch_add(1, Ordering::Relaxed);
-    sh.lend.active.store(true, Ordering::SeqCst);
-    sh.stw.lend_pending.store(true, Ordering::SeqCst);
+    let l = &sh.lend;
+    let g = match l.last.load(Ordering::Relaxed).wrapping_add(1) {
+        0 => 1,
+        g => g,
+    };
+    l.last.store(g, Ordering::Relaxed);
+    l.asked.fetch_add(1, Ordering::Relaxed);
+    l.gen.store(g, Ordering::SeqCst);
+    sh.stw.lend_offer.store(g, Ordering::SeqCst);
     // A worker in its scheduler loop claims at its next look; one running a
-    // task sees the flag at its next switch. A task that runs alone on its
-    // worker is not preempted by its quantum (nobody waits): ask one busy
-    // worker's task to get off its CPU (a no-preemption section defers
-    // the request to its next cooperative point, e.g. an allocation).
+    // task sees the offer at its next switch. A task that runs alone on its
+    // worker is not preempted by its quantum (nobody waits): ask the busy
+    // workers' tasks to get off their CPUs (a no-preemption section defers
+    // the request to its next cooperative point, e.g. an allocation). Not
+    // while the world is stopped (the holder of the stop would refuse it).
+    if sh.stw.stop.load(Ordering::SeqCst) {
+        return;
+    }
     for w in sh.workers.iter() {
         if w.running_task.load(Ordering::SeqCst) == 0 {
-            // In its scheduler loop: it claims by itself.
+            // In its scheduler loop: it claims by itself, or sleeps idle
+            // (no CPU taken); a busy worker claims at its next switch.
             return;
         }
     }
@@ -157,31 +212,35 @@ pub(crate) fn begin(sh: &Shared) {
 }
 
 /// The collector's marking is over (`World::background_marking(false)`,
-/// after its last stop of the cycle): the worker standing aside goes back.
+/// after its last stop of the cycle, or when the cycle unwinds): the
+/// worker standing aside goes back.
 pub(crate) fn end(sh: &Shared) {
-    if !sh.lend.active.load(Ordering::Relaxed) {
+    let l = &sh.lend;
+    let g = l.gen.swap(0, Ordering::SeqCst);
+    if g == 0 {
         return;
     }
-    sh.stw.lend_pending.store(false, Ordering::SeqCst);
-    sh.lend.active.store(false, Ordering::SeqCst);
-    // Dekker with the claimer (`try_stand_aside`: it stores `lent`, then
-    // reads `active`, both SeqCst): we see its `lent`, or it sees `active`
-    // cleared and does not sleep.
-    let l = sh.lend.lent.load(Ordering::SeqCst);
-    if l != 0 {
-        super::policy::wake_worker_word(&sh.workers[l - 1]);
+    // The offer, if still this lend's (nobody claimed it).
+    let _ = sh.stw.lend_offer.compare_exchange(g, 0, Ordering::SeqCst, Ordering::Relaxed);
+    // Dekker with the claimer (`try_stand_aside`: it stores `aside[i]`,
+    // then reads `gen`, both SeqCst): we see its `aside`, or it sees the
+    // generation gone and does not sleep.
+    for (i, a) in l.aside.iter().enumerate() {
+        if a.load(Ordering::SeqCst) == g {
+            super::policy::wake_worker_word(&sh.workers[i]);
+        }
     }
 }
 
 impl Worker {
-    /// Whether the collector asked for a worker's place and nobody took it
-    /// yet (the switch path: then `next_fast` answers `None`).
+    /// Whether the collector offers a lend nobody took yet (the switch
+    /// path: then `next_fast` answers `None`).
     #[inline(always)]
     pub(super) fn lend_pending(&self) -> bool {
-        self.shared().stw.lend_pending.load(Ordering::Relaxed)
+        self.shared().stw.lend_offer.load(Ordering::Relaxed) != 0
     }
 
-    /// In the scheduler loop, with `lend_pending` seen: claims the lend
+    /// In the scheduler loop, with an offer seen: claims the lend
     /// and stands aside until the collector's mark ends or work needs this
     /// worker (see the module docs). `None` if this worker may not or
     /// another claimed first; else why it came back.
@@ -189,8 +248,10 @@ impl Worker {
     #[inline(never)]
     pub(super) fn try_stand_aside(&self) -> Option<Back> {
         let sh = self.shared();
-        if self.pinned.get() != 0
-            || sh.stw.lend_pending.compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed).is_err()
+        let g = sh.stw.lend_offer.load(Ordering::SeqCst);
+        if g == 0
+            || self.pinned.get() != 0
+            || sh.stw.lend_offer.compare_exchange(g, 0, Ordering::SeqCst, Ordering::Relaxed).is_err()
         {
             return None;
         }
@@ -209,56 +270,81 @@ impl Worker {
         if protocol {
             crate::stw::enter_safe(sh, self.index);
         }
+        // No timer signals while aside (as an idle worker: the global
+        // pushes above may have marked this slot contended).
+        let slot = self.slot.load(Ordering::Relaxed);
+        // SAFETY: slots are `'static`.
+        let slot = unsafe { slot.as_ref() };
+        if let Some(s) = slot {
+            let _ = s.set_idle(true);
+        }
         self.sleep_word.store(0, Ordering::SeqCst);
-        sh.lend.lent.store(self.index + 1, Ordering::SeqCst);
-        // No task switch on the other workers for this long while tasks
-        // wait in the global queue: they are stuck (long non-preemptible
-        // code, or off their CPUs), and this worker goes back.
-        let stuck_after = if sh.preempt.enabled { 2 * sh.preempt.quantum.as_nanos() as u64 } else { 2 * CHECK_EVERY_NS };
-        let mut seen = self.others_switches();
-        let mut seen_at = now_ns();
-        let back = loop {
-            if !sh.lend.active.load(Ordering::SeqCst) || sh.shutdown.load(Ordering::SeqCst) {
-                break Back::Ended;
-            }
-            let callbacks = CALLBACKS.load(Ordering::Relaxed);
-            if callbacks && self.inbox_len.load(Ordering::SeqCst) > 0 {
-                break Back::Work;
-            }
-            let now = now_ns();
-            let nt = if callbacks { sh.next_timer.load(Ordering::SeqCst) } else { u64::MAX };
-            if nt <= now {
-                // A sleeper is due: this worker fires it and runs it (the
-                // others may be inside a quantum for a while).
-                break Back::Work;
-            }
-            let sw = self.others_switches();
-            // (A stop in force holds every worker still: not stuck.)
-            if sw != seen || sh.stw.stop.load(Ordering::SeqCst) {
-                (seen, seen_at) = (sw, now);
-            } else if callbacks && now - seen_at >= stuck_after && sh.global_len.load(Ordering::SeqCst) > 0 {
-                break Back::Work;
-            }
-            futex_wait(&self.sleep_word, 0, Some(CHECK_EVERY_NS.min(nt.saturating_sub(now))));
-            self.sleep_word.store(0, Ordering::SeqCst);
-        };
-        sh.lend.lent.store(0, Ordering::SeqCst);
+        sh.lend.aside[self.index].store(g, Ordering::SeqCst);
+        let back = self.aside_until_called(g);
+        sh.lend.aside[self.index].store(0, Ordering::SeqCst);
+        if let Some(s) = slot {
+            let _ = s.set_idle(false);
+        }
         if protocol {
             crate::stw::leave_safe(sh, self.index);
         }
         if back == Back::Work {
             sh.lend.returned_early.fetch_add(1, Ordering::Relaxed);
-            // The mark goes on: a worker may take the collector's side again
-            // once out of work (this one, after it ran what called it back).
-            if sh.lend.active.load(Ordering::SeqCst) {
-                sh.stw.lend_pending.store(true, Ordering::SeqCst);
-                // Cleared by `end` meanwhile: not raised again.
-                if !sh.lend.active.load(Ordering::SeqCst) {
-                    sh.stw.lend_pending.store(false, Ordering::SeqCst);
-                }
-            }
         }
         Some(back)
+    }
+
+    /// The wait of a worker standing aside for lend `g`: until the lend
+    /// ends or work needs this worker (see the module docs).
+    fn aside_until_called(&self, g: u32) -> Back {
+        let sh = self.shared();
+        // Two quanta without a switch: stuck (see the module docs).
+        let stuck_after = if sh.preempt.enabled { 2 * sh.preempt.quantum.as_nanos() as u64 } else { 2 * CHECK_EVERY_NS };
+        // Per worker: (its switch count at the last look, since when).
+        let now = now_ns();
+        let mut watch: Vec<(u64, u64)> =
+            sh.workers.iter().map(|v| (v.switch_count.load(Ordering::Relaxed), now)).collect();
+        loop {
+            if sh.lend.gen.load(Ordering::SeqCst) != g || sh.shutdown.load(Ordering::SeqCst) {
+                return Back::Ended;
+            }
+            let now = now_ns();
+            let callbacks = CALLBACKS.load(Ordering::Relaxed);
+            let nt = if callbacks { sh.next_timer.load(Ordering::SeqCst) } else { u64::MAX };
+            if callbacks {
+                if self.inbox_len.load(Ordering::SeqCst) > 0 || nt <= now {
+                    // Its pinned tasks, or a sleeper due: this worker runs
+                    // them (the others may be inside a quantum for a while).
+                    return Back::Work;
+                }
+                // (A stop in force holds every worker still: not stuck.)
+                let stopped = sh.stw.stop.load(Ordering::SeqCst);
+                let mut all_stuck = true;
+                for (v, w) in sh.workers.iter().zip(watch.iter_mut()) {
+                    if v.index == self.index {
+                        continue;
+                    }
+                    let sw = v.switch_count.load(Ordering::Relaxed);
+                    if sw != w.0 || stopped {
+                        *w = (sw, now);
+                    }
+                    let stuck = now - w.1 >= stuck_after;
+                    all_stuck &= stuck;
+                    if stuck
+                        && (v.queue.len() > 0
+                            || v.woken_len.load(Ordering::Relaxed) > 0
+                            || !v.runnext.0.load(Ordering::Relaxed).is_null())
+                    {
+                        return Back::Work;
+                    }
+                }
+                if all_stuck && sh.global_len.load(Ordering::SeqCst) > 0 {
+                    return Back::Work;
+                }
+            }
+            futex_wait(&self.sleep_word, 0, Some(CHECK_EVERY_NS.min(nt.saturating_sub(now))));
+            self.sleep_word.store(0, Ordering::SeqCst);
+        }
     }
 }
 
@@ -268,6 +354,8 @@ pub(super) enum Back {
     /// The collector's mark ended (or the runtime shuts down).
     Ended,
     /// Work needs it: a due timer, its inbox, or tasks the other workers
-    /// have not taken for two quanta.
+    /// have not taken for two quanta. It does not stand aside again in
+    /// this search (`find_runnable`), nor for this lend (the offer is
+    /// gone).
     Work,
 }
