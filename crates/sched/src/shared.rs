@@ -385,6 +385,12 @@ impl Shared {
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.nidle.load(Ordering::Relaxed) == 0 || self.nspinning.load(Ordering::Relaxed) != 0 {
+            // Nobody idle: a worker standing aside for the GC's collector
+            // looks instead (`worker/stand_aside.rs`; Dekker with its
+            // count's increment before its look at the queues).
+            if self.lend.aside_count.load(Ordering::Relaxed) != 0 && self.nspinning.load(Ordering::Relaxed) == 0 {
+                crate::worker::stand_aside_wake(self);
+            }
             return;
         }
         self.wake_one_idle();
@@ -436,6 +442,10 @@ impl Shared {
     #[inline]
     pub(crate) fn notify_after_seqcst(&self) {
         if self.nidle.load(Ordering::SeqCst) == 0 || self.nspinning.load(Ordering::SeqCst) != 0 {
+            // As in `notify`: a worker standing aside looks instead.
+            if self.lend.aside_count.load(Ordering::Relaxed) != 0 && self.nspinning.load(Ordering::Relaxed) == 0 {
+                crate::worker::stand_aside_wake(self);
+            }
             return;
         }
         self.wake_one_idle();

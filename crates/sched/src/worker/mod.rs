@@ -53,7 +53,7 @@ pub(crate) use policy::{
     make_runnable, wake_worker_word, wakers_contend, BOOST_FIRST_VERSION, BOOST_OFF, BOOST_POLICY, BOOST_UNBOUNDED,
     PREEMPTED_TO_GLOBAL, SPINNER_WAKEP, LONE_SPIN, LONE_SPINS, SPIN_NAP, SPIN_NAPS, SPIN_NAP_SOLE, MAX_NAPPING, NAP_NS_FOR_TESTS, STOP_WAKES_NAPPERS, TIMER_WAKES_NAPPER, IDLE_WAKE_CALLS, TICK_ALWAYS, TICK_NO_WAKE, TICK_POLICY, TIMER_SPINS, TIMER_SPIN_BLIND, TIMER_SPIN_DUTY_ON, TIMER_SPIN_NS, TIMER_SPIN_WAITS, TIMER_SPIN_BACKOFF_ON, TIMER_SPIN_FAKE_LOSS, TIMER_SPIN_BACKOFFS,
 };
-pub(crate) use stand_aside::{begin as stand_aside_begin, end as stand_aside_end, Lend};
+pub(crate) use stand_aside::{begin as stand_aside_begin, end as stand_aside_end, wake_aside as stand_aside_wake, Lend};
 #[cfg_attr(not(feature = "test-hooks"), allow(unused_imports))]
 pub(crate) use stand_aside::{CALLBACKS as STAND_ASIDE_CALLBACKS, CPUS_FOR_TESTS as STAND_ASIDE_CPUS, STAND_ASIDE, STOP_PROTOCOL as STAND_ASIDE_STOP_PROTOCOL};
 pub(crate) use switch::{after_stop, machine_main, park_current, preempt_current, task_entry, unpark, yield_current};

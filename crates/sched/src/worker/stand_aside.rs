@@ -30,27 +30,36 @@
 //!
 //! **Not at any price** (work conservation, issue 11). A worker with tasks
 //! pinned to it does not claim the lend (they could run nowhere else).
-//! The worker standing aside looks every [`CHECK_EVERY_NS`] and goes back
-//! to work **for the rest of the cycle** when work needs it: a due timer,
-//! its inbox, tasks in another worker's queues (ring, woken FIFO,
-//! `runnext`) while that worker has not switched tasks for two quanta, or
-//! tasks in the global queue while no other worker has. (A contended
-//! worker switches at least once a quantum, so two quanta without a
-//! switch mean its task is in long non-preemptible code, or the thread is
-//! kept off its CPU: its queued tasks would wait for the whole mark.) It
-//! does not claim again in that cycle: a worker that went back for work
-//! and stood aside again at its next switch kept handing its ring back to
-//! the global queue, and the runtime all but stopped beside a stuck worker
-//! (review 109). During a stop in force nobody counts as stuck. At
+//! The worker standing aside goes back to work **for the rest of the
+//! cycle** when work needs it:
+//! - a due timer, or its inbox;
+//! - a task in another worker's `runnext` or woken FIFO while that worker
+//!   has not switched for [`BOOSTED_GRACE_NS`] (50 µs; an idle worker
+//!   steals after 5 µs). A task made runnable on a busy worker while no
+//!   worker is idle or searching wakes it to look (`Shared::notify`,
+//!   [`wake_aside`]), as it would wake an idle worker;
+//! - tasks in another worker's ring while that worker has not switched
+//!   for two quanta, or in the global queue while no other worker has (a
+//!   contended worker switches at least once a quantum, so two quanta
+//!   without a switch mean its task is in long non-preemptible code, or its
+//!   thread is kept off its CPU: its queued tasks would wait for the whole
+//!   mark).
+//!
+//! Otherwise it looks every [`CHECK_EVERY_NS`]. It does not claim again
+//! in that cycle: the first version did at its next switch, kept handing
+//! its ring back to the global queue, and the runtime all but stopped
+//! beside a stuck worker (review 109). While a stop is requested or in
+//! force nobody counts as stuck (the workers are held for it). At
 //! shutdown it leaves at once.
 //!
-//! A task that spin-waits in non-preemptible code for a task queued on
-//! its own worker (spawned into its `runnext`) now waits up to two quanta
-//! and a poll for the worker standing aside, where an idle worker would
-//! have stolen it within microseconds; and if a stop begins meanwhile, the
-//! stop waits for the spinning task for ever, as it already did for such a
-//! wait without the lend (a non-preemptible loop without `checkpoint()`
-//! delays a stop, `stw.rs`).
+//! The one hazard it widens: a task that spin-waits, in code that neither
+//! switches nor polls, for a task it made runnable on its own worker. An
+//! idle worker steals that task within 5 µs; the worker standing aside
+//! within 50 µs and its wake-up. A stop requested in between waits for the
+//! spinning task for ever, as it already did when that window was 5 µs
+//! (and always, with one worker); the GC's termination stop is such a
+//! stop (review 110 found the first version's window at two quanta, and
+//! unbounded once a stop was requested).
 //!
 //! **Alternatives rejected.** Lowering the collector's OS priority
 //! (`SCHED_IDLE`, nice 19) starves the mark whenever the workers are busy,
@@ -88,6 +97,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 /// (see the module docs).
 pub(crate) const CHECK_EVERY_NS: u64 = 1_000_000;
 
+/// How long a task may wait in another worker's `runnext` or woken FIFO
+/// while that worker does not switch, before the worker standing aside
+/// goes back for it. Longer than an idle worker's steal grace
+/// (`RUNNEXT_GRACE_NS`, 5 µs): a task that spawns and then joins at once
+/// must not cost the collector its CPU; short enough that a task that
+/// spawns and then waits for its child in code that does not switch gets
+/// it run within a poll or two (see the module docs).
+pub(crate) const BOOSTED_GRACE_NS: u64 = 50_000;
+
 /// Test-only switch (negative control): when cleared, no worker stands
 /// aside, as before. Set through `hooks::set_stand_aside_for_tests`.
 pub(crate) static STAND_ASIDE: AtomicBool = AtomicBool::new(true);
@@ -118,6 +136,11 @@ pub(crate) struct Lend {
     /// Per worker: the generation it stands aside for, or 0. Written by
     /// that worker only (set after its claim, cleared when it goes back).
     aside: Box<[AtomicU32]>,
+    /// Workers standing aside now: incremented (SeqCst) by such a worker
+    /// before its first look at the queues, decremented when it goes
+    /// back; read by `Shared::notify` after its fence, which then wakes
+    /// it (a task made runnable on a busy worker, nobody idle).
+    pub(crate) aside_count: AtomicUsize,
     /// Lends begun (stats): by [`begin`].
     pub(crate) asked: AtomicU64,
     /// Lends claimed by a worker (stats): by the claiming worker.
@@ -132,6 +155,7 @@ impl Lend {
             gen: AtomicU32::new(0),
             last: AtomicU32::new(0),
             aside: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            aside_count: AtomicUsize::new(0),
             asked: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             returned_early: AtomicU64::new(0),
@@ -232,6 +256,23 @@ pub(crate) fn end(sh: &Shared) {
     }
 }
 
+/// A task was made runnable on a busy worker and no worker is idle or
+/// searching (`Shared::notify`): wakes the workers standing aside, which
+/// look at the other workers' queues (one futex wake per sleep of theirs:
+/// a worker's word already set is not woken again).
+#[cold]
+#[inline(never)]
+pub(crate) fn wake_aside(sh: &Shared) {
+    for (i, a) in sh.lend.aside.iter().enumerate() {
+        if a.load(Ordering::Relaxed) != 0 {
+            let w = &sh.workers[i];
+            if w.sleep_word.swap(1, Ordering::SeqCst) == 0 {
+                crate::sys::futex_wake(&w.sleep_word, 1);
+            }
+        }
+    }
+}
+
 impl Worker {
     /// Whether the collector offers a lend nobody took yet (the switch
     /// path: then `next_fast` answers `None`).
@@ -280,7 +321,9 @@ impl Worker {
         }
         self.sleep_word.store(0, Ordering::SeqCst);
         sh.lend.aside[self.index].store(g, Ordering::SeqCst);
+        sh.lend.aside_count.fetch_add(1, Ordering::SeqCst);
         let back = self.aside_until_called(g);
+        sh.lend.aside_count.fetch_sub(1, Ordering::SeqCst);
         sh.lend.aside[self.index].store(0, Ordering::SeqCst);
         if let Some(s) = slot {
             let _ = s.set_idle(false);
@@ -300,10 +343,12 @@ impl Worker {
         let sh = self.shared();
         // Two quanta without a switch: stuck (see the module docs).
         let stuck_after = if sh.preempt.enabled { 2 * sh.preempt.quantum.as_nanos() as u64 } else { 2 * CHECK_EVERY_NS };
-        // Per worker: (its switch count at the last look, since when).
+        // Per worker: its switch count at the last look, since when, and
+        // since when (0: not) a task waits in its `runnext` or woken FIFO
+        // with that count unchanged.
         let now = now_ns();
-        let mut watch: Vec<(u64, u64)> =
-            sh.workers.iter().map(|v| (v.switch_count.load(Ordering::Relaxed), now)).collect();
+        let mut watch: Vec<(u64, u64, u64)> =
+            sh.workers.iter().map(|v| (v.switch_count.load(Ordering::Relaxed), now, 0)).collect();
         loop {
             if sh.lend.gen.load(Ordering::SeqCst) != g || sh.shutdown.load(Ordering::SeqCst) {
                 return Back::Ended;
@@ -311,13 +356,15 @@ impl Worker {
             let now = now_ns();
             let callbacks = CALLBACKS.load(Ordering::Relaxed);
             let nt = if callbacks { sh.next_timer.load(Ordering::SeqCst) } else { u64::MAX };
+            let mut wait = CHECK_EVERY_NS;
             if callbacks {
                 if self.inbox_len.load(Ordering::SeqCst) > 0 || nt <= now {
                     // Its pinned tasks, or a sleeper due: this worker runs
                     // them (the others may be inside a quantum for a while).
                     return Back::Work;
                 }
-                // (A stop in force holds every worker still: not stuck.)
+                // (A stop requested or in force holds every worker still:
+                // not stuck.)
                 let stopped = sh.stw.stop.load(Ordering::SeqCst);
                 let mut all_stuck = true;
                 for (v, w) in sh.workers.iter().zip(watch.iter_mut()) {
@@ -326,15 +373,22 @@ impl Worker {
                     }
                     let sw = v.switch_count.load(Ordering::Relaxed);
                     if sw != w.0 || stopped {
-                        *w = (sw, now);
+                        *w = (sw, now, 0);
+                    }
+                    let boosted = !v.runnext.0.load(Ordering::SeqCst).is_null() || v.woken_len.load(Ordering::SeqCst) > 0;
+                    if !boosted {
+                        w.2 = 0;
+                    } else if w.2 == 0 {
+                        w.2 = now;
+                        wait = BOOSTED_GRACE_NS;
+                    } else if now - w.2 >= BOOSTED_GRACE_NS {
+                        return Back::Work;
+                    } else {
+                        wait = BOOSTED_GRACE_NS;
                     }
                     let stuck = now - w.1 >= stuck_after;
                     all_stuck &= stuck;
-                    if stuck
-                        && (v.queue.len() > 0
-                            || v.woken_len.load(Ordering::Relaxed) > 0
-                            || !v.runnext.0.load(Ordering::Relaxed).is_null())
-                    {
+                    if stuck && v.queue.len() > 0 {
                         return Back::Work;
                     }
                 }
@@ -342,7 +396,7 @@ impl Worker {
                     return Back::Work;
                 }
             }
-            futex_wait(&self.sleep_word, 0, Some(CHECK_EVERY_NS.min(nt.saturating_sub(now))));
+            futex_wait(&self.sleep_word, 0, Some(wait.min(nt.saturating_sub(now))));
             self.sleep_word.store(0, Ordering::SeqCst);
         }
     }
