@@ -383,8 +383,9 @@ pub(crate) struct Stw {
     /// Set while a stop is requested or in force: read on the switch path.
     pub(crate) stop: AtomicBool,
     /// The generation of the lend the GC's background collector offers
-    /// and no worker took yet, or 0 (`worker/stand_aside.rs`): read beside
-    /// `stop` on the switch path, which then goes to the scheduler loop.
+    /// and no worker took yet, or 0 (`worker/stand_aside.rs`): read by the
+    /// preemption and checkpoint paths, which then go to the scheduler
+    /// loop, and by the scheduler loop.
     /// Stored by the collector (`stand_aside::begin`), cleared by it
     /// (`end`) or by the claiming worker's CAS.
     pub(crate) lend_offer: AtomicU32,

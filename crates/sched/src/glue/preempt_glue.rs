@@ -236,7 +236,7 @@ fn yield_hook() {
     // As `crate::yield_now` in a task (this floor does not call up to the
     // public API); inside `blocking` the thread yields.
     match crate::worker::Current::get() {
-        Some(c) => crate::worker::yield_current(c),
+        Some(c) => crate::worker::yield_at_checkpoint(c),
         None if !crate::worker::current_task().is_null() => std::thread::yield_now(),
         None => {}
     }

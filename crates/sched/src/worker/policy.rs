@@ -258,7 +258,7 @@ impl Worker {
     pub(super) fn next_fast(&self) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % FAIR_TICKS == 0 || self.stopping() || self.lend_pending() {
+        if tick % FAIR_TICKS == 0 || self.stopping() {
             return None;
         }
         self.next_local()
@@ -517,7 +517,7 @@ impl Worker {
     #[inline]
     pub(super) fn take_global_now(&self) -> Option<TaskRef> {
         let sh = self.shared();
-        if self.stopping() || self.lend_pending() || sh.global_len.load(Ordering::Relaxed) == 0 {
+        if self.stopping() || sh.global_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
         sh.take_global(self)

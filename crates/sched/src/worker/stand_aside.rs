@@ -17,9 +17,13 @@
 //! place: the GC calls `World::background_marking(true)` right after its
 //! start stop restarts the world, and `(false)` after its last stop. If
 //! the workers and the collector outnumber the CPUs and the runtime has two
-//! workers or more, [`begin`] posts an offer (`Stw::lend_offer`, beside
-//! the stop flag: `next_fast` reads both) and asks the busy workers' tasks
-//! to get off their CPUs (a preemption request each, once a cycle).
+//! workers or more, [`begin`] posts an offer (`Stw::lend_offer`) and asks
+//! the busy workers' tasks to get off their CPUs (a preemption request
+//! each, once a cycle). The paths those requests take read the offer (an
+//! async preemption, `preempt_current`; a checkpoint's yield,
+//! `yield_at_checkpoint`) and go to the scheduler loop; plain yields,
+//! parks and `next_fast` do not read it (they would pay for it on every
+//! switch: +6 instructions a row in callgrind's `workers(1)` yield).
 //! The first worker to reach its scheduler loop with the offer up claims it
 //! ([`Worker::try_stand_aside`]): it moves its queued tasks to the global
 //! queue (marking the other workers contended, so their quanta tick and
@@ -274,8 +278,8 @@ pub(crate) fn wake_aside(sh: &Shared) {
 }
 
 impl Worker {
-    /// Whether the collector offers a lend nobody took yet (the switch
-    /// path: then `next_fast` answers `None`).
+    /// Whether the collector offers a lend nobody took yet (the requests'
+    /// paths: then they go to the scheduler loop).
     #[inline(always)]
     pub(super) fn lend_pending(&self) -> bool {
         self.shared().stw.lend_offer.load(Ordering::Relaxed) != 0

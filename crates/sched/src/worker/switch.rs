@@ -326,7 +326,7 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     if next.is_none() {
         next = w.take_global_now();
     }
-    if next.is_none() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() && !w.lend_pending() {
+    if next.is_none() && w.tick.get() % FAIR_TICKS != 0 && !w.stopping() {
         let sh = w.shared();
         if sh.global_len.load(Ordering::Relaxed) == 0 && w.inbox_len.load(Ordering::Relaxed) == 0 {
             return; // nothing else to run: keep going
@@ -335,6 +335,33 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
     // SAFETY: `next_fast` and `take_global_now` return `None` or a task
     // claimed for `w`; the rest per the contract.
     unsafe { switch_raw(m, w, cur.as_ptr(), TaskRef::ptr_or_null(next), A_YIELD) };
+}
+
+/// The yield of a checkpoint (`usurp_preempt::checkpoint`: a refused
+/// quantum tick, or a request such as a stop's or the GC's collector's):
+/// [`yield_current`], except that while the collector offers a lend
+/// (`stand_aside.rs`) the task is queued and the worker goes to its
+/// scheduler loop, which claims it. Only the requests' path reads the
+/// offer: the collector asks every busy worker's task to get off its CPU
+/// when it posts one (a signal, or this path in code that polls), and
+/// idle workers look in `find_runnable`; plain yields, parks and
+/// `next_fast` do not pay for it (callgrind, `workers(1)` yield: +6
+/// instructions a row when `next_fast` and `yield_raw` read it too).
+pub(crate) fn yield_at_checkpoint(c: Current) {
+    let (w, cur) = (c.worker(), c.task());
+    if w.lend_pending()
+        && !crate::stw::task_holds_stop(cur.as_ptr())
+        && !w.shared().runs_on_at_shutdown(cur.as_ptr())
+        && !w.shared().shutting_down_for(cur.as_ptr())
+    {
+        w.clear_pin(cur);
+        // SAFETY: `c` is the running task with its machine and worker (the
+        // guard's invariant), and is consumed here; `None` sends it to the
+        // scheduler loop, which queues it (`finish_switch`, `A_YIELD`).
+        unsafe { switch_to(c, None, A_YIELD) };
+        return;
+    }
+    yield_current(c)
 }
 
 /// The task that dropped this runtime from inside it runs on at its yields
@@ -427,8 +454,11 @@ pub(crate) fn preempt_current(pin: bool) {
     // At shutdown, straight to the scheduler loop, which stops the worker
     // (see `yield_raw`).
     let down = w.shared().shutting_down_for(cur.as_ptr());
-    let mut next = if down { None } else { w.next_fast() };
-    if next.is_none() && !down {
+    // The GC's collector offers a lend (`stand_aside.rs`): to the
+    // scheduler loop, which claims it (this task is queued first).
+    let to_loop = down || w.lend_pending();
+    let mut next = if to_loop { None } else { w.next_fast() };
+    if next.is_none() && !to_loop {
         next = w.take_global_now();
     }
     let action = if next.is_some() && preempted_goes_global(w, cur) { A_PREEMPT_GLOBAL } else { A_PREEMPT };
