@@ -26,6 +26,7 @@ pub fn call_hooks(heap: &usurp::gc::Heap) {
 pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_gc::internals::set_release_background_for_tests(true);
     usurp_gc::internals::set_sweeper_stall_for_tests(0);
+    usurp_gc::internals::set_collector_placement_for_tests(true);
     usurp_gc::internals::set_rust_type_read_check_for_tests(true);
     usurp_gc::internals::set_root_heap_check_for_tests(true);
     usurp_gc::internals::set_root_liveness_check_for_tests(true);

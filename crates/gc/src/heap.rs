@@ -279,6 +279,12 @@ struct BackgroundState {
     /// The collector's thread is gone (it panicked outside a cycle, or
     /// could not be spawned): allocations run their cycles themselves.
     gone: bool,
+    /// The collector's OS thread id (0 until its thread runs), for the
+    /// start hand-off's placement (`place_collector_here`).
+    tid: libc::pid_t,
+    /// The collector was pinned to the CPU of the allocation that handed
+    /// it the cycle; it restores its own affinity after the start stop.
+    pinned: bool,
 }
 
 /// A mark driven step by step (test support): the markers' stack and counters.
@@ -1574,6 +1580,7 @@ impl HeapInner {
                 let t0 = Instant::now();
                 let mut waits = 0;
                 world.blocking(&mut || {
+                    self.place_collector_here();
                     self.request_background_cycle();
                     // `started` is stored before the notifier takes the
                     // mutex and read here under it: no wake-up is lost.
@@ -1669,6 +1676,51 @@ impl HeapInner {
             return;
         }
         self.collect_with(reason, Some(seen + 1), None);
+    }
+
+    /// The start hand-off (`pacer.rs`): this allocation gives its CPU to
+    /// the collector, so the collector is pinned to it before it is woken
+    /// (the OS tends to wake it on the CPU it last ran on, where a worker
+    /// runs: that worker then waited for a CPU through the start stop while
+    /// this one idled). It restores its affinity after the start stop
+    /// (`unpin_collector`).
+    fn place_collector_here(&self) {
+        if !PLACE_COLLECTOR.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut g = lock(&self.background.0);
+        if g.tid == 0 || g.requested || g.pinned {
+            return;
+        }
+        // SAFETY: sched_getcpu has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 || cpu as usize >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
+        // inside it (cpu checked above); the call reads its size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            if libc::sched_setaffinity(g.tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
+                g.pinned = true;
+            }
+        }
+    }
+
+    /// On the collector, after the start stop: restores its own affinity if
+    /// the hand-off pinned it (`place_collector_here`).
+    fn unpin_collector(&self) {
+        let mut g = lock(&self.background.0);
+        if !g.pinned {
+            return;
+        }
+        g.pinned = false;
+        drop(g);
+        if let Some(set) = COLLECTOR_MASK.with(|c| c.get()) {
+            // SAFETY: `set` is the mask this thread read at its start.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        }
     }
 
     /// Ask the background collector for a cycle (starting its thread the
@@ -2119,6 +2171,7 @@ impl HeapInner {
             stops.push(t_started - t0);
             self.restart_world(world);
             if background {
+                self.unpin_collector();
                 // The World may take a thread of its own off the CPU while
                 // this one marks (`World::background_marking`); ended by
                 // the guard's drop after the last stop, or if the cycle
@@ -3278,8 +3331,21 @@ fn start_background_collector(
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("usurp-gc".into())
-        .spawn(move || loop {
+        .spawn(move || {
             BACKGROUND_THREAD.with(|b| b.set(true));
+            // SAFETY: gettid has no preconditions.
+            lock(&wake.0).tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::pid_t;
+            COLLECTOR_MASK.with(|c| {
+                // SAFETY: a zeroed cpu_set_t is a valid empty set; the call
+                // writes at most its size, into our local.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                        c.set(Some(set));
+                    }
+                }
+            });
+            loop {
             {
                 let (m, cv) = &*wake;
                 let g = lock(m);
@@ -3290,6 +3356,8 @@ fn start_background_collector(
             let Some(h) = hold.upgrade(&heap) else { return };
             if lock(&h.background.0).requested {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.background_cycle()));
+                // (A cycle that skipped its start stop leaves no pin.)
+                h.unpin_collector();
                 if let Err(p) = r {
                     let msg = panic_message(&*p);
                     eprintln!(
@@ -3300,8 +3368,28 @@ fn start_background_collector(
                     return;
                 }
             }
+            }
         })
         .map(|_| ())
+}
+
+std::thread_local! {
+    /// The background collector's own CPU affinity at its start, restored
+    /// after a start stop run pinned (`HeapInner::unpin_collector`).
+    static COLLECTOR_MASK: std::cell::Cell<Option<libc::cpu_set_t>> = const { std::cell::Cell::new(None) };
+}
+
+/// Test-only switch (negative control of the collector's placement): when
+/// cleared, the start hand-off wakes the collector wherever the OS puts
+/// it, as before. Set through [`set_collector_placement_for_tests`].
+static PLACE_COLLECTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Test-only: turns the start hand-off's placement of the collector on its
+/// CPU off (`false`) or on again (the default). Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_collector_placement_for_tests(on: bool) {
+    PLACE_COLLECTOR.store(on, Ordering::Relaxed);
 }
 
 /// The background sweeper of a heap: a thread that sweeps the blocks left

@@ -531,7 +531,9 @@ pub mod internals {
     #[cfg(feature = "test-hooks")]
     pub use crate::object::set_read_poll_for_tests;
     #[cfg(feature = "test-hooks")]
-    pub use crate::heap::{set_release_background_for_tests, set_sweeper_stall_for_tests};
+    pub use crate::heap::{
+        set_collector_placement_for_tests, set_release_background_for_tests, set_sweeper_stall_for_tests,
+    };
     #[cfg(feature = "test-hooks")]
     pub use crate::object::set_rust_type_read_check_for_tests;
     #[cfg(feature = "test-hooks")]
