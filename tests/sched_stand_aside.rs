@@ -97,6 +97,7 @@ fn scenario<T: Send + 'static>(
     hooks::set_stand_aside_for_tests(true);
     hooks::set_stand_aside_callbacks_for_tests(true);
     hooks::set_stand_aside_stop_protocol_for_tests(true);
+    hooks::set_stand_aside_keeps_boosted_for_tests(true);
     r
 }
 
@@ -507,4 +508,74 @@ fn a_stop_soon_after_a_spawn_beside_a_stuck_worker_completes() {
         seen.push(took);
     }
     panic!("B never ran, and each stop waited for the spinner while a worker stood aside: {seen:?}");
+}
+
+/// One worker held by a task stuck in code that never polls (it never
+/// claims); on the other, A spawns B (into its worker's `runnext`) and
+/// then polls `checkpoint()` until B ran. The lend begins after the spawn:
+/// A's checkpoint takes the request to its scheduler loop with B waiting
+/// for a boosted pick. Returns (lends claimed within 300 ms, B ran within
+/// them).
+fn boosted_task_at_the_claim(rt: &Runtime) -> (u64, bool) {
+    let release = Arc::new(AtomicBool::new(false));
+    let r = release.clone();
+    let stuck = rt.spawn(move || {
+        let t0 = Instant::now();
+        while !r.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
+            std::hint::spin_loop();
+        }
+    });
+    wait_until(Duration::from_secs(5), "the stuck task to run", || {
+        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
+    });
+    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let ran = Arc::new(AtomicBool::new(false));
+    let rn = ran.clone();
+    let a = rt.spawn(move || {
+        let r2 = rn.clone();
+        let _b = usurp::spawn(move || r2.store(true, Ordering::SeqCst));
+        let _ = spawned_tx.send(());
+        let _ = go_rx.recv_timeout(Duration::from_secs(5));
+        let t0 = Instant::now();
+        while !rn.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_millis(500) {
+            usurp::checkpoint();
+        }
+    });
+    spawned_rx.recv_timeout(Duration::from_secs(5)).expect("A did not spawn B");
+    hooks::stand_aside_for_tests(rt, true);
+    let _ = go_tx.send(());
+    // B runs at once on A's worker, or (moved to the global queue while
+    // that worker stands aside and the other is stuck) not before the end.
+    let t0 = Instant::now();
+    while !ran.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ran_during_lend = ran.load(Ordering::SeqCst);
+    let claimed = hooks::stand_aside_counts_for_tests(rt).1;
+    hooks::stand_aside_for_tests(rt, false);
+    release.store(true, Ordering::SeqCst);
+    a.join().unwrap();
+    stuck.join().unwrap();
+    (claimed, ran_during_lend)
+}
+
+#[test]
+fn a_worker_with_a_task_waiting_for_a_boosted_pick_does_not_stand_aside() {
+    // Without call-backs: the property is the claim's, not the way back.
+    let (claimed, ran) = scenario("a boosted task at the claim", true, false, true, boosted_task_at_the_claim);
+    eprintln!("keeps boosted: {claimed} claimed, B ran: {ran}");
+    // (A's worker may claim once B and A are done: that is allowed.)
+    assert!(ran, "B, waiting in its worker's runnext, did not run: the worker stood aside ({claimed} claimed)");
+}
+
+#[test]
+fn negative_control_claiming_with_a_boosted_task_moves_it_away() {
+    let (claimed, ran) = scenario("a boosted task at the claim, first version", true, false, true, |rt| {
+        hooks::set_stand_aside_keeps_boosted_for_tests(false);
+        boosted_task_at_the_claim(rt)
+    });
+    eprintln!("first version: {claimed} claimed, B ran: {ran}");
+    assert_eq!(claimed, 1);
+    assert!(!ran, "B ran while its worker stood aside and the other was stuck");
 }

@@ -605,6 +605,16 @@ pub fn set_stand_aside_stop_protocol_for_tests(on: bool) {
     crate::worker::STAND_ASIDE_STOP_PROTOCOL.store(on, Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of "a worker with woken or
+/// just-spawned tasks waiting for a boosted pick does not stand aside").
+/// `true` (the default); `false`: it claims and moves them to the global
+/// queue, as the first version did. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stand_aside_keeps_boosted_for_tests(on: bool) {
+    crate::worker::STAND_ASIDE_KEEPS_BOOSTED.store(on, Ordering::Relaxed);
+}
+
 /// Test-only: what the GC's background collector does when it begins
 /// (`on`) and ends (`!on`) a concurrent mark: asks a worker of `rt` to
 /// stand aside, and lets it go back. Call from a thread that is not one
