@@ -158,7 +158,13 @@
 //!    mark and the allocating task goes on at once; explicit
 //!    [`Heap::collect`] calls, collections at the heap limit, and every
 //!    cycle of other Worlds run on the calling thread, which marks inside
-//!    [`World::blocking`] (it counts as stopped meanwhile).
+//!    [`World::blocking`] (it counts as stopped meanwhile). The background
+//!    collector brackets its concurrent mark with
+//!    [`World::background_marking`], so that a World whose threads fill
+//!    the CPUs can take one of them off meanwhile (the runtime's lends a
+//!    worker: sched `worker/stand_aside.rs`); the start hand-off pins it to
+//!    the CPU the allocating worker gives up, for the start stop
+//!    (`pacer.rs`, "Placement").
 //! 4. *Termination stop*: `stop the world` → drain what the barrier shaded
 //!    since (the heap's grey list; every mutator pushes there directly, so
 //!    there are no per-mutator buffers to flush); if more than
