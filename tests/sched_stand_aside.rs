@@ -579,3 +579,49 @@ fn negative_control_claiming_with_a_boosted_task_moves_it_away() {
     assert_eq!(claimed, 1);
     assert!(!ran, "B ran while its worker stood aside and the other was stuck");
 }
+
+/// Review 111: 600 tasks that spin 20 µs in plain Rust and yield, on two
+/// workers (the global queue never empties): lends claimed within 50 ms,
+/// of 10. The preemption request is refused (plain Rust) and cleared by
+/// the next yield; every 61st yield `next_fast` answers `None`, and
+/// `take_global_now` then handed back a global task without reading the
+/// offer: 0 of 10 were claimed.
+fn lends_claimed_among_yielders(rt: &Runtime) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let hs: Vec<_> = (0..600)
+        .map(|_| {
+            let s = stop.clone();
+            rt.spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(20) {
+                        std::hint::spin_loop();
+                    }
+                    usurp::yield_now();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut claimed = 0;
+    for _ in 0..10 {
+        let c0 = hooks::stand_aside_counts_for_tests(rt).1;
+        hooks::stand_aside_for_tests(rt, true);
+        std::thread::sleep(Duration::from_millis(50));
+        claimed += hooks::stand_aside_counts_for_tests(rt).1 - c0;
+        hooks::stand_aside_for_tests(rt, false);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    claimed
+}
+
+#[test]
+fn plain_yielders_beside_a_full_global_queue_claim_the_lend() {
+    let claimed = scenario("yielders beside a full global queue", true, false, true, lends_claimed_among_yielders);
+    eprintln!("{claimed} of 10 lends claimed among plain yielders");
+    assert!(claimed >= 5, "only {claimed} of 10 lends claimed among plain yielders");
+}

@@ -62,6 +62,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
         + usurp_sched::hooks::timer_spin_waits_for_tests()
         + usurp_sched::hooks::timer_spin_ns_for_tests() as usize
         + stand_aside_counts()
+        + usurp_gc::internals::collector_placements_for_tests() as usize
 }
 
 /// `stand_aside_for_tests` and `stand_aside_counts_for_tests` need a

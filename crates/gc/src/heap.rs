@@ -282,9 +282,10 @@ struct BackgroundState {
     /// The collector's OS thread id (0 until its thread runs), for the
     /// start hand-off's placement (`place_collector_here`).
     tid: libc::pid_t,
-    /// The collector was pinned to the CPU of the allocation that handed
-    /// it the cycle; it restores its own affinity after the start stop.
-    pinned: bool,
+    /// The collector's affinity mask before the hand-off pinned it to the
+    /// handing allocation's CPU (`place_collector_here`), or `None` when
+    /// not pinned; restored by `unpin_collector`.
+    saved: Option<libc::cpu_set_t>,
 }
 
 /// A mark driven step by step (test support): the markers' stack and counters.
@@ -1592,6 +1593,12 @@ impl HeapInner {
                         waits += 1;
                     }
                 });
+                if self.started.load(Ordering::Acquire) == started {
+                    // The wait ended before the start stop (timed out, or
+                    // someone else collected): this allocation goes on, on
+                    // the CPU the collector may be pinned to.
+                    self.unpin_collector();
+                }
                 if waits > 0 {
                     crate::pacer::count_start_handoff();
                     self.pacer.start_waits.fetch_add(waits, Ordering::Relaxed);
@@ -1689,7 +1696,7 @@ impl HeapInner {
             return;
         }
         let mut g = lock(&self.background.0);
-        if g.tid == 0 || g.requested || g.pinned {
+        if g.tid == 0 || g.gone || g.requested || g.saved.is_some() {
             return;
         }
         // SAFETY: sched_getcpu has no preconditions.
@@ -1697,29 +1704,52 @@ impl HeapInner {
         if cpu < 0 || cpu as usize >= libc::CPU_SETSIZE as usize {
             return;
         }
-        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
-        // inside it (cpu checked above); the call reads its size.
+        // The collector's mask now (a `taskset` since its start included),
+        // restored by `unpin_collector`; no pin without it.
+        // SAFETY: zeroed cpu_set_t are valid empty sets; the calls read or
+        // write at most their size; CPU_SET writes inside (cpu checked).
         unsafe {
+            let mut saved: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(g.tid, std::mem::size_of::<libc::cpu_set_t>(), &mut saved) != 0
+                || !libc::CPU_ISSET(cpu as usize, &saved)
+            {
+                return;
+            }
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu as usize, &mut set);
             if libc::sched_setaffinity(g.tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
-                g.pinned = true;
+                g.saved = Some(saved);
+                PLACEMENTS.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// On the collector, after the start stop: restores its own affinity if
-    /// the hand-off pinned it (`place_collector_here`).
+    /// Restores the collector's affinity if the hand-off pinned it
+    /// (`place_collector_here`): called by the collector once its start
+    /// stop holds the world (the pin has done its job; its pause, and any
+    /// thread it starts, must not stay on one CPU), after each cycle, and
+    /// by a hand-off whose wait timed out (the allocation goes on, on the
+    /// CPU the collector is pinned to). If the saved mask is refused (a
+    /// cpuset changed meanwhile), every CPU is asked for, which the kernel
+    /// clamps to what the thread may use.
     fn unpin_collector(&self) {
         let mut g = lock(&self.background.0);
-        if !g.pinned {
+        let Some(saved) = g.saved.take() else { return };
+        let tid = g.tid;
+        drop(g);
+        if tid == 0 {
             return;
         }
-        g.pinned = false;
-        drop(g);
-        if let Some(set) = COLLECTOR_MASK.with(|c| c.get()) {
-            // SAFETY: `set` is the mask this thread read at its start.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        // SAFETY: `saved` is a mask read by sched_getaffinity; a set with
+        // every bit on is a valid mask; the calls read their size.
+        unsafe {
+            if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &saved) != 0 {
+                let mut all: libc::cpu_set_t = std::mem::zeroed();
+                for c in 0..libc::CPU_SETSIZE as usize {
+                    libc::CPU_SET(c, &mut all);
+                }
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &all);
+            }
         }
     }
 
@@ -2077,6 +2107,12 @@ impl HeapInner {
         let t0 = Instant::now();
         phase.set(Phase::Stopping);
         self.stop_world(world);
+        if BACKGROUND_THREAD.with(|b| b.get()) {
+            // The start hand-off's pin has done its job (`pacer.rs`,
+            // "Placement"): the pause, and the threads it may start, must
+            // not stay on one CPU.
+            self.unpin_collector();
+        }
         // Threads the World does not stop shade only outside the stops in
         // which the collector marks (`refcheck::shading_section`).
         space_gate(self).close_gate();
@@ -2171,7 +2207,6 @@ impl HeapInner {
             stops.push(t_started - t0);
             self.restart_world(world);
             if background {
-                self.unpin_collector();
                 // The World may take a thread of its own off the CPU while
                 // this one marks (`World::background_marking`); ended by
                 // the guard's drop after the last stop, or if the cycle
@@ -3335,16 +3370,6 @@ fn start_background_collector(
             BACKGROUND_THREAD.with(|b| b.set(true));
             // SAFETY: gettid has no preconditions.
             lock(&wake.0).tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::pid_t;
-            COLLECTOR_MASK.with(|c| {
-                // SAFETY: a zeroed cpu_set_t is a valid empty set; the call
-                // writes at most its size, into our local.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-                        c.set(Some(set));
-                    }
-                }
-            });
             loop {
             {
                 let (m, cv) = &*wake;
@@ -3353,7 +3378,10 @@ fn start_background_collector(
                     let _ = cv.wait_timeout(g, std::time::Duration::from_millis(100));
                 }
             }
-            let Some(h) = hold.upgrade(&heap) else { return };
+            let Some(h) = hold.upgrade(&heap) else {
+                lock(&wake.0).tid = 0;
+                return;
+            };
             if lock(&h.background.0).requested {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.background_cycle()));
                 // (A cycle that skipped its start stop leaves no pin.)
@@ -3364,6 +3392,7 @@ fn start_background_collector(
                         "usurp gc: the background collector's thread panicked outside a cycle ({msg}); allocations \
                          will run the cycles themselves"
                     );
+                    lock(&wake.0).tid = 0;
                     h.collector_lost(format!("its thread panicked: {msg}"), true);
                     return;
                 }
@@ -3373,16 +3402,23 @@ fn start_background_collector(
         .map(|_| ())
 }
 
-std::thread_local! {
-    /// The background collector's own CPU affinity at its start, restored
-    /// after a start stop run pinned (`HeapInner::unpin_collector`).
-    static COLLECTOR_MASK: std::cell::Cell<Option<libc::cpu_set_t>> = const { std::cell::Cell::new(None) };
-}
-
 /// Test-only switch (negative control of the collector's placement): when
 /// cleared, the start hand-off wakes the collector wherever the OS puts
 /// it, as before. Set through [`set_collector_placement_for_tests`].
 static PLACE_COLLECTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Placements of a collector on its handing allocation's CPU
+/// (`place_collector_here`), process-wide: read by tests through
+/// [`collector_placements_for_tests`].
+static PLACEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Test-only: the start hand-off's placements of a collector so far,
+/// process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn collector_placements_for_tests() -> u64 {
+    PLACEMENTS.load(Ordering::Relaxed)
+}
 
 /// Test-only: turns the start hand-off's placement of the collector on its
 /// CPU off (`false`) or on again (the default). Process-wide.

@@ -538,7 +538,8 @@ pub mod internals {
     pub use crate::object::set_read_poll_for_tests;
     #[cfg(feature = "test-hooks")]
     pub use crate::heap::{
-        set_collector_placement_for_tests, set_release_background_for_tests, set_sweeper_stall_for_tests,
+        collector_placements_for_tests, set_collector_placement_for_tests, set_release_background_for_tests,
+        set_sweeper_stall_for_tests,
     };
     #[cfg(feature = "test-hooks")]
     pub use crate::object::set_rust_type_read_check_for_tests;

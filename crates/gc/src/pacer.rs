@@ -129,9 +129,16 @@
 //! run queue through the start stop (the stop trace: request acknowledged
 //! 65-80 µs into the stop, run-queue wait 300 µs and more) while this CPU
 //! idled. So the waiting allocation pins the collector to its own CPU
-//! (`sched_setaffinity`) before it wakes it, and the collector restores its
-//! affinity once the start stop has restarted the world
-//! (`HeapInner::place_collector_here`, `unpin_collector`). binary-trees
+//! (`sched_setaffinity`) before it wakes it, saving the collector's mask
+//! of that moment, and the collector restores it as soon as its start stop
+//! holds the world (the pause, and any thread it starts, must not stay on
+//! one CPU; review 111 found a stop-the-world mark pinned for its whole
+//! pause); so does an allocation whose wait timed out
+//! (`HeapInner::place_collector_here`, `unpin_collector`). A mask the
+//! kernel refuses on restore (a cpuset changed meanwhile) falls back to
+//! every CPU, which the kernel clamps to the allowed ones. Left: an
+//! affinity change of the process made while the pin is in force (a
+//! millisecond at most) is undone for the collector's thread. binary-trees
 //! 21, three alternated pairs of runs: stops p50 0.050-0.053 ms against
 //! 0.081-0.097 ms. [`set_collector_placement_for_tests`] turns it off (the
 //! negative control, tests/gc_collector_placement.rs).

@@ -517,7 +517,12 @@ impl Worker {
     #[inline]
     pub(super) fn take_global_now(&self) -> Option<TaskRef> {
         let sh = self.shared();
-        if self.stopping() || sh.global_len.load(Ordering::Relaxed) == 0 {
+        // (A lend offered: none, so that the caller goes to the scheduler
+        // loop, which claims it: a worker of plain yielders with the global
+        // queue full used to take a global task here at every 61st yield
+        // and never claim; review 111. Only reached once `next_fast`
+        // answered `None`: plain switches do not read the offer.)
+        if self.stopping() || self.lend_pending() || sh.global_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
         sh.take_global(self)

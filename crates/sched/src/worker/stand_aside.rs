@@ -59,6 +59,11 @@
 //! force nobody counts as stuck (the workers are held for it). At
 //! shutdown it leaves at once.
 //!
+//! So workloads whose tasks hand each other work through `runnext` on
+//! every worker (channel ping-pong pairs on each worker) get no lend: at
+//! every visit of the scheduler loop the partner waits there (review 111).
+//! They keep the CPUs shared with the collector, as before.
+//!
 //! The one hazard it widens: a task that spin-waits, in code that neither
 //! switches nor polls, for a task it made runnable on its own worker. An
 //! idle worker steals that task within 5 µs; the worker standing aside
@@ -229,9 +234,12 @@ pub(crate) fn begin(sh: &Shared) {
         return;
     }
     for w in sh.workers.iter() {
-        if w.running_task.load(Ordering::SeqCst) == 0 {
-            // In its scheduler loop: it claims by itself, or sleeps idle
-            // (no CPU taken); a busy worker claims at its next switch.
+        if w.idle.load(Ordering::SeqCst) {
+            // Asleep (no CPU taken): no thread is one too many. It claims
+            // when it wakes and finds nothing to run; nobody is asked.
+            // (Only idle: a worker in a `blocking` section or between tasks
+            // reads `running_task` 0 too, and waiting for it left most
+            // lends unclaimed: review 111.)
             return;
         }
     }
