@@ -323,14 +323,14 @@ fn negative_control_background_cycles_with_the_switch_off_ask_for_nothing() {
 // Review 109's reproducers (each failed on the first version of the
 // mechanism, c42812f).
 
-/// A task that (once `go`) spawns B into its worker's `runnext` and then
-/// holds its worker in plain (non-preemptible, non-polling) Rust until B
-/// ran or `limit` passed, while the other worker stands aside. How long B
-/// waited (`None`: not within `limit`).
-fn runnext_wait(rt: &Runtime, limit: Duration) -> Option<Duration> {
+/// Task A, once the lend began, spawns B into its worker's `runnext` and
+/// then holds its worker in plain (non-preemptible, non-polling) Rust
+/// until B ran or `limit` passed. Returns A's handle: how long B waited
+/// (`None`: not within `limit`).
+fn spawn_then_spin_for_child(rt: &Runtime, limit: Duration) -> JoinHandle<Option<Duration>> {
     let go = Arc::new(AtomicBool::new(false));
     let g = go.clone();
-    let a: JoinHandle<Option<Duration>> = rt.spawn(move || {
+    let a = rt.spawn(move || {
         while !g.load(Ordering::SeqCst) {
             std::hint::spin_loop();
         }
@@ -351,7 +351,13 @@ fn runnext_wait(rt: &Runtime, limit: Duration) -> Option<Duration> {
     });
     hooks::stand_aside_for_tests(rt, true);
     go.store(true, Ordering::SeqCst);
-    a.join().unwrap()
+    a
+}
+
+/// [`spawn_then_spin_for_child`], while the other worker stands aside:
+/// how long B waited.
+fn runnext_wait(rt: &Runtime, limit: Duration) -> Option<Duration> {
+    spawn_then_spin_for_child(rt, limit).join().unwrap()
 }
 
 #[test]
@@ -459,30 +465,7 @@ fn a_mark_ending_as_the_next_begins_leaves_one_worker_aside() {
 /// Returns whether B ran (`None`: not within 1 s) and how long the stop
 /// took.
 fn runnext_then_stop(rt: &Runtime) -> (Option<Duration>, Duration) {
-    let limit = Duration::from_millis(1000);
-    let go = Arc::new(AtomicBool::new(false));
-    let g = go.clone();
-    let a: JoinHandle<Option<Duration>> = rt.spawn(move || {
-        while !g.load(Ordering::SeqCst) {
-            std::hint::spin_loop();
-        }
-        let ran = Arc::new(AtomicBool::new(false));
-        let r = ran.clone();
-        let t0 = Instant::now();
-        let _b = usurp::spawn(move || r.store(true, Ordering::SeqCst));
-        while !ran.load(Ordering::SeqCst) {
-            if t0.elapsed() > limit {
-                return None;
-            }
-            std::hint::spin_loop();
-        }
-        Some(t0.elapsed())
-    });
-    wait_until(Duration::from_secs(5), "A running", || {
-        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
-    });
-    hooks::stand_aside_for_tests(rt, true);
-    go.store(true, Ordering::SeqCst);
+    let a = spawn_then_spin_for_child(rt, Duration::from_millis(1000));
     std::thread::sleep(Duration::from_millis(12));
     let t0 = Instant::now();
     rt.stop_the_world();

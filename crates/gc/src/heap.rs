@@ -286,6 +286,9 @@ struct BackgroundState {
     /// handing allocation's CPU (`place_collector_here`), or `None` when
     /// not pinned; restored by `unpin_collector`.
     saved: Option<libc::cpu_set_t>,
+    /// The collector is running a cycle (set when it takes a request,
+    /// cleared after the cycle, under this lock): not to be pinned.
+    busy: bool,
 }
 
 /// A mark driven step by step (test support): the markers' stack and counters.
@@ -1696,7 +1699,10 @@ impl HeapInner {
             return;
         }
         let mut g = lock(&self.background.0);
-        if g.tid == 0 || g.gone || g.requested || g.saved.is_some() {
+        // Only a collector waiting for a request: one in a cycle would run
+        // the rest of it pinned (an allocation in `World::blocking` counts
+        // as stopped, so it may get here in the middle of a pause).
+        if g.tid == 0 || g.gone || g.requested || g.busy || g.saved.is_some() {
             return;
         }
         // SAFETY: sched_getcpu has no preconditions.
@@ -3382,10 +3388,16 @@ fn start_background_collector(
                 lock(&wake.0).tid = 0;
                 return;
             };
-            if lock(&h.background.0).requested {
+            let go = {
+                let mut g = lock(&h.background.0);
+                g.busy = g.requested;
+                g.requested
+            };
+            if go {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.background_cycle()));
                 // (A cycle that skipped its start stop leaves no pin.)
                 h.unpin_collector();
+                lock(&h.background.0).busy = false;
                 if let Err(p) = r {
                     let msg = panic_message(&*p);
                     eprintln!(
