@@ -98,6 +98,7 @@ fn scenario<T: Send + 'static>(
     hooks::set_stand_aside_callbacks_for_tests(true);
     hooks::set_stand_aside_stop_protocol_for_tests(true);
     hooks::set_stand_aside_keeps_boosted_for_tests(true);
+    hooks::set_stand_aside_respects_pins_for_tests(true);
     r
 }
 
@@ -607,4 +608,72 @@ fn plain_yielders_beside_a_full_global_queue_claim_the_lend() {
     let claimed = scenario("yielders beside a full global queue", true, false, true, lends_claimed_among_yielders);
     eprintln!("{claimed} of 10 lends claimed among plain yielders");
     assert!(claimed >= 5, "only {claimed} of 10 lends claimed among plain yielders");
+}
+
+/// One worker held by a task stuck in code that never polls (it never
+/// claims); on the other, P pins itself to its worker
+/// (`hooks::park_current_and_reschedule`, as an async preemption in code
+/// that touches thread-locals does) once the lend began: that preemption
+/// takes it to the scheduler loop with the offer up and a task pinned
+/// there. Returns (lends claimed within 300 ms, P resumed within them).
+fn pinned_task_at_the_claim(rt: &Runtime) -> (u64, bool) {
+    let release = Arc::new(AtomicBool::new(false));
+    let r = release.clone();
+    let stuck = rt.spawn(move || {
+        let t0 = Instant::now();
+        while !r.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
+            std::hint::spin_loop();
+        }
+    });
+    wait_until(Duration::from_secs(5), "the stuck task to run", || {
+        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
+    });
+    let go = Arc::new(AtomicBool::new(false));
+    let resumed = Arc::new(AtomicBool::new(false));
+    let (g, res, rel) = (go.clone(), resumed.clone(), release.clone());
+    let p = rt.spawn(move || {
+        while !g.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        hooks::park_current_and_reschedule();
+        res.store(true, Ordering::SeqCst);
+        // Keep the worker (and the pin: no cooperative switch) until the end.
+        while !rel.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+    });
+    wait_until(Duration::from_secs(5), "P to run", || {
+        hooks::worker_running_task(rt, 0) != 0 && hooks::worker_running_task(rt, 1) != 0
+    });
+    hooks::stand_aside_for_tests(rt, true);
+    go.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (claimed, ran) = (hooks::stand_aside_counts_for_tests(rt).1, resumed.load(Ordering::SeqCst));
+    hooks::stand_aside_for_tests(rt, false);
+    release.store(true, Ordering::SeqCst);
+    p.join().unwrap();
+    stuck.join().unwrap();
+    (claimed, ran)
+}
+
+#[test]
+fn a_worker_with_a_pinned_task_does_not_stand_aside() {
+    let (claimed, ran) = scenario("a pinned task at the claim", true, false, true, pinned_task_at_the_claim);
+    eprintln!("respects pins: {claimed} claimed, P resumed: {ran}");
+    assert_eq!(claimed, 0, "the worker stood aside with a task pinned to it");
+    assert!(ran, "P, pinned to its worker, did not resume");
+}
+
+#[test]
+fn negative_control_claiming_with_a_pinned_task_strands_it() {
+    let (claimed, ran) = scenario("a pinned task at the claim, pins ignored", true, false, true, |rt| {
+        hooks::set_stand_aside_respects_pins_for_tests(false);
+        pinned_task_at_the_claim(rt)
+    });
+    eprintln!("pins ignored: {claimed} claimed, P resumed: {ran}");
+    assert_eq!(claimed, 1);
+    assert!(!ran, "P resumed while the only worker it may run on stood aside");
 }

@@ -615,6 +615,15 @@ pub fn set_stand_aside_keeps_boosted_for_tests(on: bool) {
     crate::worker::STAND_ASIDE_KEEPS_BOOSTED.store(on, Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of "a worker with tasks pinned to
+/// it does not stand aside"). `true` (the default); `false`: it claims and
+/// moves them to the global queue. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stand_aside_respects_pins_for_tests(on: bool) {
+    crate::worker::STAND_ASIDE_RESPECTS_PINS.store(on, Ordering::Relaxed);
+}
+
 /// Test-only: what the GC's background collector does when it begins
 /// (`on`) and ends (`!on`) a concurrent mark: asks a worker of `rt` to
 /// stand aside, and lets it go back. Call from a thread that is not one

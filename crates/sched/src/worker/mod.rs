@@ -55,5 +55,5 @@ pub(crate) use policy::{
 };
 pub(crate) use stand_aside::{begin as stand_aside_begin, end as stand_aside_end, wake_aside as stand_aside_wake, Lend};
 #[cfg_attr(not(feature = "test-hooks"), allow(unused_imports))]
-pub(crate) use stand_aside::{CALLBACKS as STAND_ASIDE_CALLBACKS, CPUS_FOR_TESTS as STAND_ASIDE_CPUS, KEEP_BOOSTED as STAND_ASIDE_KEEPS_BOOSTED, STAND_ASIDE, STOP_PROTOCOL as STAND_ASIDE_STOP_PROTOCOL};
+pub(crate) use stand_aside::{CALLBACKS as STAND_ASIDE_CALLBACKS, CPUS_FOR_TESTS as STAND_ASIDE_CPUS, KEEP_BOOSTED as STAND_ASIDE_KEEPS_BOOSTED, RESPECT_PINS as STAND_ASIDE_RESPECTS_PINS, STAND_ASIDE, STOP_PROTOCOL as STAND_ASIDE_STOP_PROTOCOL};
 pub(crate) use switch::{after_stop, machine_main, park_current, preempt_current, task_entry, unpark, yield_at_checkpoint, yield_current};

@@ -127,6 +127,12 @@ pub(crate) static STAND_ASIDE: AtomicBool = AtomicBool::new(true);
 /// `hooks::set_stand_aside_callbacks_for_tests`.
 pub(crate) static CALLBACKS: AtomicBool = AtomicBool::new(true);
 
+/// Test-only switch (negative control of "a worker with pinned tasks does
+/// not claim"): when cleared, it claims anyway, and its pinned tasks go to
+/// the global queue, whence they can only be forwarded back to its inbox.
+/// Set through `hooks::set_stand_aside_respects_pins_for_tests`.
+pub(crate) static RESPECT_PINS: AtomicBool = AtomicBool::new(true);
+
 /// Test-only switch (negative control of "a worker with boosted tasks does
 /// not claim"): when cleared, it claims and moves them to the global
 /// queue, as the first version did. Set through
@@ -320,8 +326,9 @@ impl Worker {
         // ms). Another worker claims, or this one once they ran.
         let boosted = KEEP_BOOSTED.load(Ordering::Relaxed)
             && (!self.runnext.0.load(Ordering::Relaxed).is_null() || self.woken_len.load(Ordering::Relaxed) != 0);
+        let pinned = RESPECT_PINS.load(Ordering::Relaxed) && self.pinned.get() != 0;
         if g == 0
-            || self.pinned.get() != 0
+            || pinned
             || boosted
             || sh.stw.lend_offer.compare_exchange(g, 0, Ordering::SeqCst, Ordering::Relaxed).is_err()
         {
