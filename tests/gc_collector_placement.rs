@@ -28,18 +28,14 @@ use usurp_testsupport_gc::pair::churn_trees;
 
 /// The number of CPUs in the calling thread's affinity mask.
 fn my_cpus() -> usize {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call writes at
-    // most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
-        libc::CPU_COUNT(&set) as usize
-    }
+    cpus_of(0)
 }
 
-/// The CPUs in thread `tid`'s affinity mask (of this process).
+/// The CPUs in thread `tid`'s affinity mask (of this process; 0: the
+/// calling thread).
 fn cpus_of(tid: libc::pid_t) -> usize {
-    // SAFETY: as above.
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call writes at
+    // most its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         assert_eq!(libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);

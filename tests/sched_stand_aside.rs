@@ -71,6 +71,36 @@ impl Loops {
     }
 }
 
+/// A task stuck in plain Rust (no switch, no poll: its worker neither
+/// takes other work nor claims a lend) until released, or `limit` passed.
+struct Stuck {
+    release: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Stuck {
+    /// Spawns it and waits until it runs.
+    fn start(rt: &Runtime, limit: Duration) -> Stuck {
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let handle = rt.spawn(move || {
+            let t0 = Instant::now();
+            while !r.load(Ordering::SeqCst) && t0.elapsed() < limit {
+                std::hint::spin_loop();
+            }
+        });
+        wait_until(Duration::from_secs(5), "the stuck task to run", || {
+            hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
+        });
+        Stuck { release, handle }
+    }
+
+    fn finish(self) {
+        self.release.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap();
+    }
+}
+
 /// A runtime with 2 workers under a policy that assumes 2 CPUs, the
 /// stand-aside switches as given; `f` runs on a watchdog.
 fn scenario<T: Send + 'static>(
@@ -379,17 +409,7 @@ fn negative_control_without_call_backs_a_task_in_a_stuck_workers_runnext_waits()
 /// Short tasks spawned while one worker is stuck in non-preemptible code
 /// and the other stands aside: how many ran within 1 s.
 fn tasks_done_beside_a_stuck_worker(rt: &Runtime) -> u64 {
-    let release = Arc::new(AtomicBool::new(false));
-    let r = release.clone();
-    let stuck = rt.spawn(move || {
-        let t0 = Instant::now();
-        while !r.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(5) {
-            std::hint::spin_loop();
-        }
-    });
-    wait_until(Duration::from_secs(5), "the stuck task to run", || {
-        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
-    });
+    let stuck = Stuck::start(rt, Duration::from_secs(5));
     hooks::stand_aside_for_tests(rt, true);
     std::thread::sleep(Duration::from_millis(20));
     let done = Arc::new(AtomicU64::new(0));
@@ -404,8 +424,7 @@ fn tasks_done_beside_a_stuck_worker(rt: &Runtime) -> u64 {
         .collect();
     std::thread::sleep(Duration::from_millis(1000));
     let n = done.load(Ordering::SeqCst);
-    release.store(true, Ordering::SeqCst);
-    stuck.join().unwrap();
+    stuck.finish();
     hooks::stand_aside_for_tests(rt, false);
     for h in hs {
         h.join().unwrap();
@@ -501,17 +520,7 @@ fn a_stop_soon_after_a_spawn_beside_a_stuck_worker_completes() {
 /// for a boosted pick. Returns (lends claimed within 300 ms, B ran within
 /// them).
 fn boosted_task_at_the_claim(rt: &Runtime) -> (u64, bool) {
-    let release = Arc::new(AtomicBool::new(false));
-    let r = release.clone();
-    let stuck = rt.spawn(move || {
-        let t0 = Instant::now();
-        while !r.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
-            std::hint::spin_loop();
-        }
-    });
-    wait_until(Duration::from_secs(5), "the stuck task to run", || {
-        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
-    });
+    let stuck = Stuck::start(rt, Duration::from_secs(10));
     let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let ran = Arc::new(AtomicBool::new(false));
@@ -538,9 +547,9 @@ fn boosted_task_at_the_claim(rt: &Runtime) -> (u64, bool) {
     let ran_during_lend = ran.load(Ordering::SeqCst);
     let claimed = hooks::stand_aside_counts_for_tests(rt).1;
     hooks::stand_aside_for_tests(rt, false);
-    release.store(true, Ordering::SeqCst);
+    stuck.release.store(true, Ordering::SeqCst);
     a.join().unwrap();
-    stuck.join().unwrap();
+    stuck.finish();
     (claimed, ran_during_lend)
 }
 
@@ -617,20 +626,10 @@ fn plain_yielders_beside_a_full_global_queue_claim_the_lend() {
 /// takes it to the scheduler loop with the offer up and a task pinned
 /// there. Returns (lends claimed within 300 ms, P resumed within them).
 fn pinned_task_at_the_claim(rt: &Runtime) -> (u64, bool) {
-    let release = Arc::new(AtomicBool::new(false));
-    let r = release.clone();
-    let stuck = rt.spawn(move || {
-        let t0 = Instant::now();
-        while !r.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
-            std::hint::spin_loop();
-        }
-    });
-    wait_until(Duration::from_secs(5), "the stuck task to run", || {
-        hooks::worker_running_task(rt, 0) != 0 || hooks::worker_running_task(rt, 1) != 0
-    });
+    let stuck = Stuck::start(rt, Duration::from_secs(10));
     let go = Arc::new(AtomicBool::new(false));
     let resumed = Arc::new(AtomicBool::new(false));
-    let (g, res, rel) = (go.clone(), resumed.clone(), release.clone());
+    let (g, res, rel) = (go.clone(), resumed.clone(), stuck.release.clone());
     let p = rt.spawn(move || {
         while !g.load(Ordering::SeqCst) {
             std::hint::spin_loop();
@@ -653,9 +652,9 @@ fn pinned_task_at_the_claim(rt: &Runtime) -> (u64, bool) {
     }
     let (claimed, ran) = (hooks::stand_aside_counts_for_tests(rt).1, resumed.load(Ordering::SeqCst));
     hooks::stand_aside_for_tests(rt, false);
-    release.store(true, Ordering::SeqCst);
+    stuck.release.store(true, Ordering::SeqCst);
     p.join().unwrap();
-    stuck.join().unwrap();
+    stuck.finish();
     (claimed, ran)
 }
 

@@ -2110,10 +2110,12 @@ impl HeapInner {
         phase: &std::cell::Cell<Phase>,
         in_pause: Option<&mut dyn FnMut()>,
     ) -> bool {
+        // This cycle runs on the heap's background collector thread.
+        let background = BACKGROUND_THREAD.with(|b| b.get());
         let t0 = Instant::now();
         phase.set(Phase::Stopping);
         self.stop_world(world);
-        if BACKGROUND_THREAD.with(|b| b.get()) {
+        if background {
             // The start hand-off's pin has done its job (`pacer.rs`,
             // "Placement"): the pause, and the threads it may start, must
             // not stay on one CPU.
@@ -2182,8 +2184,6 @@ impl HeapInner {
         // its tasks' stacks one at a time after the restart, this stop
         // reports only the other ranges (no stop scans every stack).
         let stacks_later = concurrent && world.begin_concurrent_stack_scan();
-        // This cycle runs on the heap's background collector thread.
-        let background = BACKGROUND_THREAD.with(|b| b.get());
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
         phase.set(Phase::Marking);
         words += self.mark_precise_roots(&mut m, phase);

@@ -385,15 +385,21 @@ impl Shared {
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.nidle.load(Ordering::Relaxed) == 0 || self.nspinning.load(Ordering::Relaxed) != 0 {
-            // Nobody idle: a worker standing aside for the GC's collector
-            // looks instead (`worker/stand_aside.rs`; Dekker with its
-            // count's increment before its look at the queues).
-            if self.lend.aside_count.load(Ordering::Relaxed) != 0 && self.nspinning.load(Ordering::Relaxed) == 0 {
-                crate::worker::stand_aside_wake(self);
-            }
+            self.notify_aside();
             return;
         }
         self.wake_one_idle();
+    }
+
+    /// `notify`'s (and `notify_after_seqcst`'s) case of nobody idle, or a
+    /// worker searching: if nobody searches, the workers standing aside for
+    /// the GC's collector look instead (`worker/stand_aside.rs`; Dekker
+    /// with the count's increment before their look at the queues).
+    #[inline]
+    fn notify_aside(&self) {
+        if self.lend.aside_count.load(Ordering::Relaxed) != 0 && self.nspinning.load(Ordering::Relaxed) == 0 {
+            crate::worker::stand_aside_wake(self);
+        }
     }
 
     /// `notify` after a push to the global queue: wakes an idle worker;
@@ -442,10 +448,7 @@ impl Shared {
     #[inline]
     pub(crate) fn notify_after_seqcst(&self) {
         if self.nidle.load(Ordering::SeqCst) == 0 || self.nspinning.load(Ordering::SeqCst) != 0 {
-            // As in `notify`: a worker standing aside looks instead.
-            if self.lend.aside_count.load(Ordering::Relaxed) != 0 && self.nspinning.load(Ordering::Relaxed) == 0 {
-                crate::worker::stand_aside_wake(self);
-            }
+            self.notify_aside();
             return;
         }
         self.wake_one_idle();

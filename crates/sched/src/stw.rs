@@ -347,12 +347,11 @@ pub(crate) static RESPIN: AtomicBool = AtomicBool::new(true);
 /// `hooks::set_stopper_cpus_for_tests`.
 pub(crate) static CPUS_FOR_TESTS: AtomicUsize = AtomicUsize::new(0);
 
-/// The CPUs this process may run on (read once: its affinity mask and
-/// cgroup quota at the first stop), or the tests' figure.
+/// The CPUs this process may run on (`sys::process_cpus`), or the tests'
+/// figure.
 fn cpus() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match CPUS_FOR_TESTS.load(Ordering::Relaxed) {
-        0 => *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        0 => crate::sys::process_cpus(),
         n => n,
     }
 }

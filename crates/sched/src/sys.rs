@@ -1,6 +1,7 @@
 //! Thin wrappers over the few Linux system calls the scheduler needs:
 //! futex wait/wake (idle workers and spare threads sleep on these), the
-//! monotonic clock, the page size, the timer slack of the threads that wait
+//! monotonic clock, the page size, the process's CPU count, the timer slack
+//! of the threads that wait
 //! for timers, and raw writes to stderr (usable from a signal handler).
 
 use std::sync::atomic::AtomicU32;
@@ -64,6 +65,14 @@ pub(crate) fn now_ns() -> u64 {
     // SAFETY: writes one timespec to a local.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The CPUs this process may run on (its affinity mask and cgroup quota,
+/// read once, at the first call): what the stopper's spin policy and the
+/// stand-aside policy compare the runtime's threads with.
+pub(crate) fn process_cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The system page size.

@@ -203,11 +203,11 @@ impl Lend {
     }
 }
 
-/// The CPUs this process may run on (or the tests' figure).
+/// The CPUs this process may run on (`sys::process_cpus`), or the tests'
+/// figure.
 fn cpus() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match CPUS_FOR_TESTS.load(Ordering::Relaxed) {
-        0 => *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        0 => crate::sys::process_cpus(),
         n => n,
     }
 }
@@ -230,8 +230,9 @@ pub(crate) fn begin(sh: &Shared) {
     l.asked.fetch_add(1, Ordering::Relaxed);
     l.gen.store(g, Ordering::SeqCst);
     sh.stw.lend_offer.store(g, Ordering::SeqCst);
-    // A worker in its scheduler loop claims at its next look; one running a
-    // task sees the offer at its next switch. A task that runs alone on its
+    // A worker in its scheduler loop claims at its next look. A busy one
+    // claims only after a preemption or a checkpoint's yield (plain
+    // switches do not read the offer), and a task that runs alone on its
     // worker is not preempted by its quantum (nobody waits): ask the busy
     // workers' tasks to get off their CPUs (a no-preemption section defers
     // the request to its next cooperative point, e.g. an allocation). Not
@@ -445,8 +446,9 @@ impl Worker {
 pub(super) enum Back {
     /// The collector's mark ended (or the runtime shuts down).
     Ended,
-    /// Work needs it: a due timer, its inbox, or tasks the other workers
-    /// have not taken for two quanta. It does not stand aside again in
+    /// Work needs it: a due timer, its inbox, a task in a busy worker's
+    /// `runnext` or woken FIFO for [`BOOSTED_GRACE_NS`], or tasks the other
+    /// workers have not taken for two quanta. It does not stand aside again in
     /// this search (`find_runnable`), nor for this lend (the offer is
     /// gone).
     Work,
