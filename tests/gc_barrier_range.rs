@@ -196,11 +196,7 @@ fn scenario(registered: bool) -> (usize, usize, u64, u64) {
 fn barrier_range_is_load_bearing() {
     if std::env::var(VAR).is_ok() {
         let mode = std::env::var(MODE).unwrap_or_default();
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(120));
-            eprintln!("child watchdog: the scenario hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(120, "child watchdog: the scenario hung", 99);
         let registered = mode == "registered";
         let (rounds, lost, calls, unsafe_refusals) = scenario(registered);
         println!("RESULT rounds={rounds} lost={lost} calls={calls} unsafe_refusals={unsafe_refusals}");

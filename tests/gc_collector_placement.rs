@@ -47,8 +47,7 @@ fn cpus_of(tid: libc::pid_t) -> usize {
 /// CPUs after the cycles)` over two tasks churning trees, with the start
 /// hand-off forced on and the placement as given.
 fn scenario(place: bool, stw_marking: bool) -> (usize, usize, usize, u64) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    usurp_testsupport::within(300, "the scenario", move || {
         usurp_gc::internals::set_start_handoff_for_tests(Some(true));
         usurp_gc::internals::set_collector_placement_for_tests(place);
         let cfg =
@@ -75,9 +74,8 @@ fn scenario(place: bool, stw_marking: bool) -> (usize, usize, usize, u64) {
         let placed = usurp_gc::internals::collector_placements_for_tests() - placed0;
         usurp_gc::internals::set_start_handoff_for_tests(None);
         usurp_gc::internals::set_collector_placement_for_tests(true);
-        let _ = tx.send((seen.len(), pinned, after, placed));
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+        (seen.len(), pinned, after, placed)
+    })
 }
 
 fn check(place: bool, stw_marking: bool) {

@@ -22,8 +22,7 @@ use usurp_testsupport_gc::pair::churn_trees;
 /// started yet, cycles, how long it took)` over two tasks building and dropping trees beside
 /// a long-lived one, with the collector 30 ms late for every cycle.
 fn scenario(on_cv: bool) -> (u64, u64, u64, Duration) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    usurp_testsupport::within(300, "the scenario", move || {
         usurp_gc::internals::set_goal_wait_on_cv_for_tests(on_cv, Some(Duration::from_secs(10)));
         usurp_gc::internals::set_collector_start_delay_for_tests(30_000);
         usurp_gc::internals::set_start_handoff_for_tests(Some(false));
@@ -42,9 +41,8 @@ fn scenario(on_cv: bool) -> (u64, u64, u64, Duration) {
         usurp_gc::internals::set_start_handoff_for_tests(None);
         usurp_gc::internals::set_collector_start_delay_for_tests(0);
         usurp_gc::internals::set_goal_wait_on_cv_for_tests(true, None);
-        let _ = tx.send((done1 - done0, early1 - early0, cycles, took));
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+        (done1 - done0, early1 - early0, cycles, took)
+    })
 }
 
 #[test]

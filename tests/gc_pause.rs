@@ -312,11 +312,7 @@ fn only_the_stopper_starts_the_world() {
 #[test]
 fn stopper_parking_aborts_with_a_message() {
     if std::env::var("USURP_CHILD_STOPPER_PARKS").is_ok() {
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(30));
-            eprintln!("child watchdog: the stopper's park hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(30, "child watchdog: the stopper's park hung", 99);
         let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
         let r = rt.clone();
         rt.block_on(move || {
@@ -342,11 +338,7 @@ fn stopper_parking_aborts_with_a_message() {
 #[test]
 fn stalled_stop_reports_the_straggler() {
     if std::env::var("USURP_CHILD_STALLED_STOP").is_ok() {
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(8));
-            eprintln!("child: watchdog ends the stalled process");
-            std::process::exit(7);
-        });
+        usurp_testsupport::child_watchdog(8, "child: watchdog ends the stalled process", 7);
         let rt = Runtime::builder().workers(2).build().unwrap();
         let heap = rt.heap().clone();
         // The mutex is held, and the collection run, by this plain thread
@@ -443,11 +435,7 @@ fn racing_tasks_near_the_limit_never_fail_spuriously() {
 #[test]
 fn panicking_marking_job_aborts_with_a_message() {
     if std::env::var("USURP_CHILD_MARKING_JOB").is_ok() {
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(30));
-            eprintln!("child watchdog: the collection hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(30, "child watchdog: the collection hung", 99);
         let rt = Runtime::builder().workers(2).build().unwrap();
         rt.block_on(|| {
             // 64 precise roots, each reaching a 100-node list: the marking
@@ -483,11 +471,7 @@ fn panicking_marking_job_aborts_with_a_message() {
 fn stopper_leaving_blocking_aborts_with_a_message() {
     if std::env::var("USURP_CHILD_STOP_IN_BLOCKING").is_ok() {
         let v = std::env::var("USURP_CHILD_STOP_MODE").unwrap_or_default();
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(30));
-            eprintln!("child watchdog: leaving blocking hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(30, "child watchdog: leaving blocking hung", 99);
         let in_place = v == "in-place";
         let rt = Arc::new(Runtime::builder().workers(1).max_blocking_threads(if in_place { 0 } else { 4 }).build().unwrap());
         let r = rt.clone();
@@ -519,11 +503,7 @@ fn stopper_leaving_blocking_aborts_with_a_message() {
 #[test]
 fn root_scanner_waiting_for_a_task_lock_aborts_naming_the_scanner() {
     if std::env::var("USURP_CHILD_SCANNER_LOCKS").is_ok() {
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(30));
-            eprintln!("child watchdog: the scanner's wait hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(30, "child watchdog: the scanner's wait hung", 99);
         let rt = Runtime::builder().workers(2).build().unwrap();
         rt.block_on(|| {
             let heap = usurp::gc::Heap::current().unwrap();

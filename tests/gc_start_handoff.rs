@@ -10,7 +10,6 @@
 //! control) none waited. The default (on only where the workers and the
 //! collector outnumber the CPUs) is left to the machine.
 
-use std::time::Duration;
 use usurp::gc::HeapConfig;
 use usurp::Runtime;
 use usurp_testsupport_gc::pair::churn_trees;
@@ -18,8 +17,7 @@ use usurp_testsupport_gc::pair::churn_trees;
 /// `(allocations that waited at the trigger, cycles)` over two tasks
 /// building and dropping trees beside a long-lived one.
 fn scenario(handoff: bool) -> (u64, u64) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    usurp_testsupport::within(300, "the scenario", move || {
         usurp_gc::internals::set_start_handoff_for_tests(Some(handoff));
         let cfg = HeapConfig { max_heap: 1 << 30, gogc: Some(100), min_heap: 4 << 20, ..HeapConfig::default() };
         let rt = Runtime::builder().workers(2).heap_config(cfg).build().unwrap();
@@ -31,9 +29,8 @@ fn scenario(handoff: bool) -> (u64, u64) {
         let waited = usurp_gc::internals::start_handoffs() - before;
         let cycles = rt.heap().stats().cycles - cycles0;
         usurp_gc::internals::set_start_handoff_for_tests(None);
-        let _ = tx.send((waited, cycles));
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+        (waited, cycles)
+    })
 }
 
 #[test]

@@ -35,8 +35,7 @@ use usurp_testsupport_gc::pair::{count, list, tree};
 /// after a sweep exit]`. `checkpoint`: a refill whose sweep left passes
 /// the cooperative point first (the default) or takes a fresh block.
 fn scenario(leave: bool, checkpoint: bool) -> [u64; 5] {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    usurp_testsupport::within(300, "the scenario", move || {
         usurp_gc::set_leave_for_requests_for_tests(leave);
         usurp_gc::internals::set_sweep_exit_checkpoint_for_tests(checkpoint);
         usurp_gc::set_mark_delay_for_tests(200);
@@ -83,9 +82,8 @@ fn scenario(leave: bool, checkpoint: bool) -> [u64; 5] {
         usurp_gc::set_mark_delay_for_tests(0);
         usurp_gc::set_leave_for_requests_for_tests(true);
         usurp_gc::internals::set_sweep_exit_checkpoint_for_tests(true);
-        let _ = tx.send(grew);
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("the scenario hung (watchdog: 300 s)")
+        grew
+    })
 }
 
 #[test]

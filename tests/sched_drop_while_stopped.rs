@@ -20,11 +20,7 @@ use usurp_testsupport::within;
 const CHILD: &str = "USURP_TEST_CHILD";
 
 fn child() {
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(30));
-        eprintln!("CHILD WATCHDOG: drop(rt) still blocked after 30 s");
-        std::process::exit(3);
-    });
+    usurp_testsupport::child_watchdog(30, "CHILD WATCHDOG: drop(rt) still blocked after 30 s", 3);
     let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
     let _t = rt.spawn(|| loop {
         usurp::sleep(Duration::from_millis(1));

@@ -3,18 +3,8 @@
 //! test binary re-run with an env var selecting the scenario; each child
 //! has its own watchdog).
 
-use std::time::Duration;
 use usurp::{task, Runtime};
 use usurp_testsupport::run_child_env;
-
-/// Ends a hung child (the parent then sees exit status 99).
-fn child_watchdog() {
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(60));
-        eprintln!("child watchdog: the scenario hung");
-        std::process::exit(99);
-    });
-}
 
 #[inline(never)]
 fn guest_main_that_panics(what: &str) -> u64 {
@@ -34,7 +24,7 @@ fn tasks_child() {
     if std::env::var_os("USURP_CHILD_PANIC_TASKS").is_none() {
         return; // only runs as the child of the tests below
     }
-    child_watchdog();
+    usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung", 99);
     let rt = Runtime::builder().workers(2).build().unwrap();
     rt.block_on(|| {
         let h = task::Builder::new()
@@ -150,7 +140,7 @@ fn plain_thread_child() {
     if std::env::var_os("USURP_CHILD_PANIC_PLAIN").is_none() {
         return;
     }
-    child_watchdog();
+    usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung", 99);
     let rt = Runtime::builder().workers(2).build().unwrap();
     assert_eq!(rt.block_on(|| usurp::spawn(|| 7).join().unwrap()), 7);
     let r = std::thread::Builder::new()
@@ -178,7 +168,7 @@ fn user_hook_before_child() {
     if std::env::var_os("USURP_CHILD_PANIC_HOOK_BEFORE").is_none() {
         return;
     }
-    child_watchdog();
+    usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung", 99);
     std::panic::set_hook(Box::new(|info| {
         eprintln!("user hook saw: {}", payload_text(info.payload()))
     }));
@@ -216,7 +206,7 @@ fn user_hook_after_child() {
     if std::env::var_os("USURP_CHILD_PANIC_HOOK_AFTER").is_none() {
         return;
     }
-    child_watchdog();
+    usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung", 99);
     let rt = Runtime::builder().workers(2).build().unwrap();
     let runtime_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

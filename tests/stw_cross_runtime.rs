@@ -210,11 +210,7 @@ fn a_stop_of_another_runtime_taken_under_its_own_stop_is_held() {
 fn leaving_blocking_holding_another_runtimes_stop_aborts_with_a_message() {
     if std::env::var("USURP_CHILD_FOREIGN_STOP_IN_BLOCKING").is_ok() {
         let mode = std::env::var("USURP_CHILD_FOREIGN_STOP_MODE").unwrap_or_default();
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(30));
-            eprintln!("child watchdog: leaving blocking hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(30, "child watchdog: leaving blocking hung", 99);
         let in_place = mode == "in-place";
         let a = usurp::Runtime::builder().workers(1).max_blocking_threads(if in_place { 0 } else { 4 }).build().unwrap();
         let b = Arc::new(usurp::Runtime::builder().workers(1).build().unwrap());

@@ -111,11 +111,7 @@ fn thread_exits_holding_the_stop_child() {
     if std::env::var_os("USURP_CHILD_THREAD_EXITS_STOPPED").is_none() {
         return; // only runs as the child of the test below
     }
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(60));
-        eprintln!("child watchdog: the world stayed stopped");
-        std::process::exit(99);
-    });
+    usurp_testsupport::child_watchdog(60, "child watchdog: the world stayed stopped", 99);
     let rt = Arc::new(Runtime::builder().workers(2).build().unwrap());
     let r = rt.clone();
     std::thread::spawn(move || {
@@ -144,11 +140,7 @@ fn drop_while_stopped_child() {
     if std::env::var_os("USURP_CHILD_DROP_WHILE_STOPPED").is_none() {
         return; // only runs as the child of the test below
     }
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(60));
-        eprintln!("child watchdog: the drop hung");
-        std::process::exit(99);
-    });
+    usurp_testsupport::child_watchdog(60, "child watchdog: the drop hung", 99);
     let rt = Runtime::builder().workers(2).build().unwrap();
     // Keeps both workers busy, so that they park for the stop (idle
     // workers count as stopped without parking).

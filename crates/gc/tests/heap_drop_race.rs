@@ -35,11 +35,7 @@ const WRONG_ANSWER: i32 = 42;
 /// with the answers checked; with the pin off, segfaults or exits with
 /// [`WRONG_ANSWER`] (0 if the race did not show).
 fn scenario(pinned: bool) {
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(60));
-        eprintln!("child watchdog: the scenario hung (a drop waiting for a pin that is never released?)");
-        std::process::exit(99);
-    });
+    usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung (a drop waiting for a pin that is never released?)", 99);
     usurp_gc::internals::set_table_pin_for_tests(pinned, true);
     let h = Heap::new(HeapConfig { max_heap: 4 << 20, ..HeapConfig::default() }).unwrap();
     let x = {

@@ -60,11 +60,7 @@ struct Scene {
 /// on x86-64, where the kernel maps the next heap there; the control's
 /// wrong-object part needs it). The refusals hold wherever `b` lies.
 fn scene(need_same: bool) -> Scene {
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(60));
-        eprintln!("child watchdog: the scenario hung");
-        std::process::exit(99);
-    });
+    usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung", 99);
     if need_same {
         // A dropped heap's range is quarantined (`reservation.rs`), so the
         // next heap is mapped elsewhere: off here, for the scenario that

@@ -9,7 +9,6 @@
 //! process-wide) turns the check off and shows exactly that.
 mod common;
 use common::{catch, collect_elsewhere};
-use std::time::Duration;
 use usurp_gc::{gc_type, Gc, GcRef, Heap, HeapConfig, Member, Root, RootedVec};
 
 #[repr(C)]
@@ -116,11 +115,7 @@ const CHILD: &str = "USURP_ROOT_STALE_HANDLE_CHILD";
 #[test]
 fn without_the_check_a_root_names_whatever_takes_the_slot() {
     if std::env::var(CHILD).is_ok() {
-        std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_secs(60));
-            eprintln!("child watchdog: the scenario hung");
-            std::process::exit(99);
-        });
+        usurp_testsupport::child_watchdog(60, "child watchdog: the scenario hung", 99);
         usurp_gc::internals::set_root_liveness_check_for_tests(false);
         let (h, _g, x, _y, _keep_y) = stale_handle(common::config(8 << 20));
         let kept = h.add_root(Some(x));

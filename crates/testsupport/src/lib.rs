@@ -11,6 +11,8 @@
 //! * [`run_child`] / [`run_child_env`]: re-run one test of the current test
 //!   binary in a child process (for tests that must crash, abort, or install
 //!   process-wide state), also under qemu-user without binfmt_misc;
+//!   [`child_watchdog`] ends such a child that hangs, with a message and an
+//!   exit code its parent asserts on;
 //! * [`StderrTee`]: lets a child process wait until its own stderr shows
 //!   what another thread prints (a task dump) instead of sleeping a fixed
 //!   time before it exits;
@@ -162,6 +164,19 @@ pub unsafe fn install_host_handler(sig: libc::c_int, handler: usize, flags: libc
 /// qemu-user (no binfmt_misc: we are emulated ourselves).
 pub fn run_child(test: &str, var: &str) -> (Output, bool) {
     run_child_env(test, var, &[])
+}
+
+/// The watchdog of a child process (see [`run_child`]): a thread that, if
+/// the process is still running after `secs` seconds, prints `message` to
+/// stderr and ends the process with exit status `code`. The parent then
+/// sees a failed child whose stderr says what hung, instead of waiting for
+/// CI's limit. Start it first thing in the child's branch of the test.
+pub fn child_watchdog(secs: u64, message: &'static str, code: i32) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("{message}");
+        std::process::exit(code);
+    });
 }
 
 /// [`run_child`] with extra environment: `(name, Some(value))` sets a
@@ -335,6 +350,24 @@ mod tests {
         let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && so.contains("child saw its stderr"), "{so}\n{se}");
         assert!(se.contains("before marker-1234 after"), "the parent reads the child's stderr through the tee: {se}");
+    }
+
+    #[test]
+    fn child_watchdog_ends_a_hung_child_with_its_message_and_code() {
+        if std::env::var_os("USURP_TESTSUPPORT_WATCHDOG_CHILD").is_some() {
+            child_watchdog(1, "child watchdog: the test scenario hung", 42);
+            std::thread::sleep(Duration::from_secs(120));
+            println!("child outlived its watchdog");
+            std::process::exit(0);
+        }
+        let (out, _) = run_child(
+            "tests::child_watchdog_ends_a_hung_child_with_its_message_and_code",
+            "USURP_TESTSUPPORT_WATCHDOG_CHILD",
+        );
+        let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(42), "{so}\n{se}");
+        assert!(se.contains("child watchdog: the test scenario hung"), "{se}");
+        assert!(!so.contains("outlived"), "{so}");
     }
 
     #[test]
