@@ -39,7 +39,13 @@
 //! the global queue.
 //! The worker standing aside goes back to work **for the rest of the
 //! cycle** when work needs it:
-//! - a due timer, or its inbox;
+//! - a due timer, or its inbox (a task pinned to it that another worker
+//!   took from a shared queue). While the pin rule above holds this cannot
+//!   happen: a worker with pinned tasks does not claim, and a worker that
+//!   runs nothing pins nothing. The check stays as a defence for a task
+//!   pinned some other way in the future; it has no test of its own (the
+//!   pin rule's negative control, which claims with a pinned task, shows
+//!   what it guards against);
 //! - a task in another worker's `runnext` or woken FIFO while that worker
 //!   has not switched for [`BOOSTED_GRACE_NS`] (50 µs; an idle worker
 //!   steals after 5 µs). A task made runnable on a busy worker while no
