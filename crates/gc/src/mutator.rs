@@ -345,7 +345,8 @@ pub(crate) fn set_current_mutator(m: *mut Mutator) -> *mut Mutator {
 /// size, so no length word either); the caller publishes it.
 ///
 /// # Safety
-/// `[addr, addr + bytes)` is free heap memory owned by the caller.
+/// `[addr, addr + max(bytes, 16))` is free heap memory owned by the caller
+/// (a slot of a size class: 16 bytes at least).
 #[inline(always)]
 unsafe fn init_compact(addr: usize, bytes: usize) {
     let p = addr as *mut usize;
@@ -354,7 +355,11 @@ unsafe fn init_compact(addr: usize, bytes: usize) {
     unsafe {
         if words <= 8 {
             // Volatile, as in `init_object`: no memset call for a few words.
-            let mut i = 0;
+            // Every size class holds at least two words (16 bytes): those
+            // two are stored outright, without the loop's test per word.
+            p.write_volatile(0);
+            p.add(1).write_volatile(0);
+            let mut i = 2;
             while i < words {
                 p.add(i).write_volatile(0);
                 i += 1;
@@ -368,7 +373,8 @@ unsafe fn init_compact(addr: usize, bytes: usize) {
 /// Write the zeroed object with its header; the caller publishes it.
 ///
 /// # Safety
-/// `[addr, addr + bytes)` is free heap memory owned by the caller.
+/// `[addr, addr + max(bytes, 16))` is free heap memory owned by the caller
+/// (a slot of a size class: 16 bytes at least).
 #[inline(always)]
 unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len: Option<usize>) {
     let p = addr as *mut usize;
@@ -377,8 +383,10 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
     unsafe {
         if words <= 8 {
             // Volatile: otherwise LLVM turns this loop into a memset call,
-            // which costs more than the few stores for small objects.
-            let mut i = 1;
+            // which costs more than the few stores for small objects. Word
+            // 1 exists in every size class (16 bytes at least).
+            p.add(1).write_volatile(0);
+            let mut i = 2;
             while i < words {
                 p.add(i).write_volatile(0);
                 i += 1;
@@ -392,6 +400,9 @@ unsafe fn init_object(addr: usize, desc: &'static Descriptor, bytes: usize, len:
         p.write(desc as *const Descriptor as usize);
     }
 }
+
+// The zeroing above stores two words outright.
+const _: () = assert!(CLASS_SIZES[0] >= 16, "every size class holds two words");
 
 /// The fast path proper on one cache (`COMPACT`: `c` is a typed block's
 /// cache and `desc` compact; see [`Mutator::fast`]).
