@@ -324,7 +324,9 @@ unsafe impl World for SoloWorld {
 ///   leaves when that guard drops; a `Registration` dropped meanwhile (at
 ///   exit) neither panics nor makes it leave. A thread that exits with its
 ///   `MutatorGuard` leaked (`mem::forget`) never detaches: it stays marked
-///   exiting after its OS thread is gone. A stop of the world that waits for
+///   exiting after its OS thread is gone. (A thread that registers from a
+///   thread-local destructor that runs after the world's own, i.e. during
+///   its exit, is marked exiting from the start, with the same effect.) A stop of the world that waits for
 ///   such a thread checks (every millisecond, only while an exiting
 ///   participant has not parked) whether its OS thread still exists, and
 ///   once it is gone removes it and prints one line to stderr: a dead thread
@@ -362,8 +364,9 @@ struct Participant {
     /// the thread may allocate, so it never leaves.
     attached: usize,
     /// The thread's exit began (its `Memberships` destructor ran) while it
-    /// was attached: it leaves when its last attachment ends (a
-    /// `MutatorGuard` dropped by a later thread-local destructor).
+    /// was attached, or it registered after that destructor had run (from
+    /// a later thread-local destructor): it leaves when its last attachment
+    /// ends (a `MutatorGuard` dropped by a later thread-local destructor).
     exiting: bool,
     /// The OS thread id (`gettid`), recorded by the thread itself in
     /// `register`: `stop_the_world` checks whether an exiting thread that
@@ -541,18 +544,27 @@ impl ThreadWorld {
             // SAFETY: gettid has no preconditions; it is this thread's own
             // id (the thread registers itself).
             let tid = unsafe { libc::gettid() };
-            st.threads.insert(me, Participant { regs: 1, tid, ..Participant::default() });
-            drop(st);
             // Leave at thread exit even if the Registration is never dropped.
-            // (A thread whose thread-locals are being destroyed cannot record
-            // it: it exits before long anyway.)
+            // A thread whose thread-locals are being destroyed (`MEMBERSHIPS`
+            // already gone: a destructor of a thread-local first touched
+            // before the thread's first `register` registers again) cannot
+            // record that: it is exiting from the start, so it leaves when
+            // its last attachment ends, and a stop that waits for it after
+            // its OS thread is gone (its `MutatorGuard` leaked) removes it
+            // (`stop_the_world`'s dead-thread check). Before, it was an
+            // ordinary participant for ever: such a leak hung every later
+            // collection (session 15's leftover).
             let weak = Arc::downgrade(self);
-            let _ = MEMBERSHIPS.try_with(move |m| {
-                m.me.set(Some(me));
-                let mut worlds = m.worlds.borrow_mut();
-                worlds.retain(|w| w.strong_count() > 0);
-                worlds.push(weak);
-            });
+            let recorded = MEMBERSHIPS
+                .try_with(move |m| {
+                    m.me.set(Some(me));
+                    let mut worlds = m.worlds.borrow_mut();
+                    worlds.retain(|w| w.strong_count() > 0);
+                    worlds.push(weak);
+                })
+                .is_ok();
+            st.threads.insert(me, Participant { regs: 1, tid, exiting: !recorded, ..Participant::default() });
+            drop(st);
         }
         Registration { world: self.clone(), _not_send: std::marker::PhantomData }
     }

@@ -546,3 +546,69 @@ fn a_leaked_guard_hangs_without_the_exit_check() {
     usurp_gc::internals::set_exited_thread_check_for_tests(true);
     assert!(!finished, "the collection completed with the dead-thread check off: the control shows nothing");
 }
+
+/// Did the registration in [`RegisterAtExit`]'s destructor find the
+/// world's membership thread-local destroyed already (the scenario of the
+/// test below)? 1: yes, 2: no (the scenario did not happen).
+static LATE_REGISTRATION: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread-local value whose destructor registers with `w` (a first
+/// registration, after the world's own thread-local was destroyed),
+/// attaches to `h`, allocates, and leaks both its `MutatorGuard` and its
+/// `Registration` (`mem::forget`).
+struct RegisterAtExit {
+    w: Arc<ThreadWorld>,
+    h: Heap,
+}
+
+impl Drop for RegisterAtExit {
+    fn drop(&mut self) {
+        let r = self.w.register();
+        let g = self.h.attach_thread().unwrap();
+        let keep = list(200);
+        black_box(list(200));
+        check_list(keep, 200);
+        std::mem::forget(g);
+        std::mem::forget(r);
+        LATE_REGISTRATION.store(1, Ordering::SeqCst);
+    }
+}
+
+/// Session 15's leftover: a thread whose thread-local destructor registers
+/// with a `ThreadWorld` *after* the world's membership thread-local was
+/// destroyed (the thread registered and left once before, so that
+/// thread-local was touched after this one and is destroyed before it),
+/// then leaks its guard. Such a registration cannot be recorded for the
+/// exit; it now makes the thread an exiting participant from the start, so
+/// a later collection removes it once its OS thread is gone instead of
+/// waiting for it for ever. Before the fix (checked by reverting it) the
+/// collection below never returned: the watchdog fired.
+#[test]
+fn a_thread_registering_during_its_thread_local_destruction_and_leaking_does_not_hang_collections() {
+    thread_local! {
+        static LATE: RefCell<Option<RegisterAtExit>> = const { RefCell::new(None) };
+    }
+    let _s = usurp_testsupport::serial();
+    within(60, "a registration during thread-local destruction with a leaked guard (a stop waits for a dead thread?)", || {
+        let (w, h) = world_heap(config(16 << 20));
+        let (w2, h2) = (w.clone(), h.clone());
+        std::thread::spawn(move || {
+            // Touched first: destroyed after the world's thread-local,
+            // which the registration below touches.
+            LATE.with(|l| *l.borrow_mut() = Some(RegisterAtExit { w: w2.clone(), h: h2 }));
+            drop(w2.register());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(LATE_REGISTRATION.load(Ordering::SeqCst), 1, "the destructor did not run to its end");
+        let _r = w.register();
+        let _g = h.attach_thread().unwrap();
+        let keep = list(100);
+        h.collect();
+        h.collect();
+        check_list(keep, 100);
+        let st = h.stats();
+        assert!(st.cycles >= 2);
+        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+    });
+}
