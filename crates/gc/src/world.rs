@@ -324,13 +324,16 @@ unsafe impl World for SoloWorld {
 ///   leaves when that guard drops; a `Registration` dropped meanwhile (at
 ///   exit) neither panics nor makes it leave. A thread that exits with its
 ///   `MutatorGuard` leaked (`mem::forget`) never detaches: it stays marked
-///   exiting after its OS thread is gone. (A thread that registers from a
-///   thread-local destructor that runs after the world's own, i.e. during
-///   its exit, is marked exiting from the start, with the same effect.) A stop of the world that waits for
+///   exiting after its OS thread is gone. A stop of the world that waits for
 ///   such a thread checks (every millisecond, only while an exiting
 ///   participant has not parked) whether its OS thread still exists, and
 ///   once it is gone removes it and prints one line to stderr: a dead thread
-///   touches no heap any more, so there is nothing to wait for or scan. (Its
+///   touches no heap any more, so there is nothing to wait for or scan. A
+///   stop that has waited 10 ms for any other participant checks it the
+///   same way: a thread that registered during its exit (from a
+///   thread-local destructor that runs after the world's own, or from a
+///   pthread-key destructor) and leaked its guard or its `Registration`
+///   leaves no trace of its exit otherwise. (Its
 ///   leaked mutator and the heap it holds stay allocated, a leak; a
 ///   collection only gives that mutator's cached blocks back.) Do not leak a
 ///   `MutatorGuard`: drop it before the thread exits.
@@ -364,26 +367,25 @@ struct Participant {
     /// the thread may allocate, so it never leaves.
     attached: usize,
     /// The thread's exit began (its `Memberships` destructor ran) while it
-    /// was attached, or it registered after that destructor had run (from
-    /// a later thread-local destructor): it leaves when its last attachment
-    /// ends (a `MutatorGuard` dropped by a later thread-local destructor).
+    /// was attached: it leaves when its last attachment ends (a
+    /// `MutatorGuard` dropped by a later thread-local destructor).
     exiting: bool,
     /// The OS thread id (`gettid`), recorded by the thread itself in
-    /// `register`: `stop_the_world` checks whether an exiting thread that
-    /// does not park still exists (a leaked `MutatorGuard`).
+    /// `register`: `stop_the_world` checks whether a thread that does not
+    /// park still exists (a leaked `MutatorGuard` or `Registration`).
     tid: libc::pid_t,
 }
 
-/// Whether `stop_the_world` removes exiting participants whose OS thread is
-/// gone (the default); `false` only for a negative control
+/// Whether `stop_the_world` removes participants whose OS thread is gone
+/// (the default); `false` only for a negative control
 /// ([`set_exited_thread_check_for_tests`]): such a stop then waits for ever,
 /// as before the check.
 static EXITED_THREAD_CHECK: AtomicBool = AtomicBool::new(true);
 
 /// Test-only: turn off (`false`) or on again (the default) the removal of
-/// participants that exited attached (a leaked `MutatorGuard`) from
-/// `ThreadWorld` stops, to show a collection then waits for ever without
-/// it. Process-wide.
+/// participants whose OS thread exited without leaving (a leaked
+/// `MutatorGuard` or `Registration`) from `ThreadWorld` stops, to show a
+/// collection then waits for ever without it. Process-wide.
 #[doc(hidden)]
 #[cfg(feature = "test-hooks")]
 pub fn set_exited_thread_check_for_tests(on: bool) {
@@ -393,6 +395,15 @@ pub fn set_exited_thread_check_for_tests(on: bool) {
 /// How often a stop that waits for an exiting participant checks whether
 /// its OS thread still exists (a dying thread notifies nobody).
 const EXITED_THREAD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How long a stop waits for a participant that is not exiting before it
+/// checks, every [`EXITED_THREAD_POLL`], whether that participant's OS
+/// thread still exists: a thread that left no trace of its exit (it
+/// registered too late in its exit to be seen leaving, or leaked its
+/// `Registration` where no destructor ran) is gone without a word. Long
+/// beside an ordinary stop (a participant parks at its next `safepoint`),
+/// so that ordinary stops make no system call.
+const DEAD_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Whether OS thread `tid` of this process is gone: `tgkill` with signal 0
 /// (which sends nothing, only checks) fails with `ESRCH`. A tid reused by a
@@ -544,27 +555,22 @@ impl ThreadWorld {
             // SAFETY: gettid has no preconditions; it is this thread's own
             // id (the thread registers itself).
             let tid = unsafe { libc::gettid() };
-            // Leave at thread exit even if the Registration is never dropped.
-            // A thread whose thread-locals are being destroyed (`MEMBERSHIPS`
-            // already gone: a destructor of a thread-local first touched
-            // before the thread's first `register` registers again) cannot
-            // record that: it is exiting from the start, so it leaves when
-            // its last attachment ends, and a stop that waits for it after
-            // its OS thread is gone (its `MutatorGuard` leaked) removes it
-            // (`stop_the_world`'s dead-thread check). Before, it was an
-            // ordinary participant for ever: such a leak hung every later
-            // collection (session 15's leftover).
-            let weak = Arc::downgrade(self);
-            let recorded = MEMBERSHIPS
-                .try_with(move |m| {
-                    m.me.set(Some(me));
-                    let mut worlds = m.worlds.borrow_mut();
-                    worlds.retain(|w| w.strong_count() > 0);
-                    worlds.push(weak);
-                })
-                .is_ok();
-            st.threads.insert(me, Participant { regs: 1, tid, exiting: !recorded, ..Participant::default() });
+            st.threads.insert(me, Participant { regs: 1, tid, ..Participant::default() });
             drop(st);
+            // Leave at thread exit even if the Registration is never dropped.
+            // A thread whose thread-locals are being destroyed (a destructor
+            // that registers after `MEMBERSHIPS` is gone) or that registers
+            // from a pthread-key destructor (`MEMBERSHIPS` then initialised
+            // but never destroyed) cannot record that: if it exits without
+            // leaving, a stop that waits for it finds its OS thread gone
+            // (`stop_the_world`, "dead participants").
+            let weak = Arc::downgrade(self);
+            let _ = MEMBERSHIPS.try_with(move |m| {
+                m.me.set(Some(me));
+                let mut worlds = m.worlds.borrow_mut();
+                worlds.retain(|w| w.strong_count() > 0);
+                worlds.push(weak);
+            });
         }
         Registration { world: self.clone(), _not_send: std::marker::PhantomData }
     }
@@ -691,6 +697,7 @@ unsafe impl World for ThreadWorld {
         st.stopper = Some(me);
         self.stop_requested.store(true, Ordering::Release);
         let mut gone = Vec::new();
+        let t0 = std::time::Instant::now();
         loop {
             let mut waiting = false;
             let mut exiting = false;
@@ -703,24 +710,35 @@ unsafe impl World for ThreadWorld {
             if !waiting {
                 break;
             }
-            if !exiting || !EXITED_THREAD_CHECK.load(Ordering::Relaxed) {
-                // The common case: every participant we wait for parks (or
-                // leaves) and notifies.
+            let waited = t0.elapsed();
+            if !EXITED_THREAD_CHECK.load(Ordering::Relaxed) {
                 st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            // An exiting participant that has not parked: it is still in
-            // its thread-local destructors (it may allocate: wait), or its
-            // OS thread exited with its MutatorGuard leaked (it never
-            // parks nor detaches). Nobody notifies when a thread dies:
-            // check for the latter every millisecond meanwhile. A thread
-            // whose tid still exists (destructors done, or a new thread of
-            // the process that got its tid) counts as alive: we wait on.
-            let dead: Vec<(ThreadId, libc::pid_t)> = st
+            if !exiting && waited < DEAD_CHECK_AFTER {
+                // The common case: every participant we wait for parks (or
+                // leaves) and notifies, long before the bound.
+                st = self.cv.wait_timeout(st, DEAD_CHECK_AFTER - waited).unwrap_or_else(|p| p.into_inner()).0;
+                continue;
+            }
+            // Dead participants. An exiting participant that has not parked
+            // is still in its thread-local destructors (it may allocate:
+            // wait), or its OS thread exited with its MutatorGuard leaked
+            // (it never parks nor detaches). Any other participant we have
+            // waited `DEAD_CHECK_AFTER` for may be a thread that exited
+            // without leaving: it registered from a thread-local destructor
+            // that ran after the world's own (`MEMBERSHIPS`), or from a
+            // pthread-key destructor (where `MEMBERSHIPS`'s destructor never
+            // runs), and leaked its guard or its Registration (review 113).
+            // Nobody notifies when a thread dies: check every millisecond
+            // meanwhile. A thread whose tid still exists (busy, destructors
+            // not done, or a new thread of the process that got its tid)
+            // counts as alive: we wait on.
+            let dead: Vec<(ThreadId, libc::pid_t, bool)> = st
                 .threads
                 .iter()
-                .filter(|(id, p)| **id != me && !p.parked && p.exiting && p.attached > 0 && os_thread_gone(p.tid))
-                .map(|(id, p)| (*id, p.tid))
+                .filter(|(id, p)| **id != me && !p.parked && os_thread_gone(p.tid))
+                .map(|(id, p)| (*id, p.tid, p.attached > 0))
                 .collect();
             if dead.is_empty() {
                 st = self.cv.wait_timeout(st, EXITED_THREAD_POLL).unwrap_or_else(|p| p.into_inner()).0;
@@ -733,18 +751,26 @@ unsafe impl World for ThreadWorld {
             // passing), so the collector sees the thread's last heap
             // writes. See the SAFETY comment of this impl.
             std::sync::atomic::fence(Ordering::SeqCst);
-            for (id, tid) in dead {
+            for (id, tid, attached) in dead {
                 st.threads.remove(&id);
-                gone.push(tid);
+                gone.push((tid, attached));
             }
         }
         drop(st);
-        for tid in gone {
-            eprintln!(
-                "usurp gc: thread {tid} exited while attached to a heap of this ThreadWorld (its MutatorGuard \
-                 was leaked, e.g. mem::forget); it no longer counts as a participant. Drop MutatorGuards before \
-                 a thread exits."
-            );
+        for (tid, attached) in gone {
+            if attached {
+                eprintln!(
+                    "usurp gc: thread {tid} exited while attached to a heap of this ThreadWorld (its MutatorGuard \
+                     was leaked, e.g. mem::forget); it no longer counts as a participant. Drop MutatorGuards \
+                     before a thread exits."
+                );
+            } else {
+                eprintln!(
+                    "usurp gc: thread {tid} exited while registered with this ThreadWorld without leaving it (its \
+                     Registration was leaked, or made during the thread's exit where no destructor ran); it no \
+                     longer counts as a participant. Drop Registrations before a thread exits."
+                );
+            }
         }
     }
 

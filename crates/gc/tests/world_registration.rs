@@ -547,68 +547,189 @@ fn a_leaked_guard_hangs_without_the_exit_check() {
     assert!(!finished, "the collection completed with the dead-thread check off: the control shows nothing");
 }
 
-/// Did the registration in [`RegisterAtExit`]'s destructor find the
-/// world's membership thread-local destroyed already (the scenario of the
-/// test below)? 1: yes, 2: no (the scenario did not happen).
+/// What [`RegisterAtExit`]'s destructor saw: 1 the scenario (a
+/// thread-local touched after it, as the world's own is by `register`, was
+/// destroyed already), 2 not (the destructor order this test relies on does
+/// not hold here: the test then shows nothing).
 static LATE_REGISTRATION: AtomicUsize = AtomicUsize::new(0);
 
+/// A thread-local touched after `LATE` below and before the world's own,
+/// with a destructor: gone when `LATE`'s destructor runs if thread-local
+/// destructors run last-touched first (glibc), as the world's own then is.
+struct Canary;
+impl Drop for Canary {
+    fn drop(&mut self) {}
+}
+thread_local! {
+    static CANARY: Canary = const { Canary };
+}
+
+/// How [`RegisterAtExit`] ends: leak the guard and the Registration, leak
+/// the Registration without attaching, or drop its guard, attach again
+/// (the Registration alive) and drop both.
+#[derive(Clone, Copy, PartialEq)]
+enum AtExit {
+    LeakGuard,
+    LeakRegistrationOnly,
+    Reattach,
+}
+
 /// A thread-local value whose destructor registers with `w` (a first
-/// registration, after the world's own thread-local was destroyed),
-/// attaches to `h`, allocates, and leaks both its `MutatorGuard` and its
-/// `Registration` (`mem::forget`).
+/// registration after the world's own thread-local was destroyed) and
+/// does `what`.
 struct RegisterAtExit {
     w: Arc<ThreadWorld>,
     h: Heap,
+    what: AtExit,
 }
+
+static REATTACHED: AtomicUsize = AtomicUsize::new(0);
 
 impl Drop for RegisterAtExit {
     fn drop(&mut self) {
+        LATE_REGISTRATION.store(if CANARY.try_with(|_| ()).is_err() { 1 } else { 2 }, Ordering::SeqCst);
         let r = self.w.register();
-        let g = self.h.attach_thread().unwrap();
-        let keep = list(200);
-        black_box(list(200));
-        check_list(keep, 200);
-        std::mem::forget(g);
-        std::mem::forget(r);
-        LATE_REGISTRATION.store(1, Ordering::SeqCst);
+        match self.what {
+            AtExit::LeakRegistrationOnly => std::mem::forget(r),
+            AtExit::LeakGuard => {
+                let g = self.h.attach_thread().unwrap();
+                let keep = list(200);
+                black_box(list(200));
+                check_list(keep, 200);
+                std::mem::forget(g);
+                std::mem::forget(r);
+            }
+            AtExit::Reattach => {
+                drop(self.h.attach_thread().unwrap());
+                let again = self.h.attach_thread();
+                REATTACHED.store(if again.is_ok() { 1 } else { 2 }, Ordering::SeqCst);
+                drop(again);
+                drop(r);
+            }
+        }
     }
+}
+
+/// Runs a thread whose thread-local destructor registers late and ends as
+/// `what` says; asserts the scenario happened.
+fn late_registration(w: &Arc<ThreadWorld>, h: &Heap, what: AtExit) {
+    thread_local! {
+        static LATE: RefCell<Option<RegisterAtExit>> = const { RefCell::new(None) };
+    }
+    let (w2, h2) = (w.clone(), h.clone());
+    std::thread::spawn(move || {
+        // Touched in this order: destroyed in the reverse one (the world's
+        // thread-local, touched by `register`, first; LATE last).
+        LATE.with(|l| *l.borrow_mut() = Some(RegisterAtExit { w: w2.clone(), h: h2, what }));
+        CANARY.with(|_| ());
+        drop(w2.register());
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        LATE_REGISTRATION.swap(0, Ordering::SeqCst),
+        1,
+        "the late destructor ran before the thread-locals touched after it: the scenario did not happen"
+    );
+}
+
+/// Collections of `h` from this thread complete (`within`'s watchdog
+/// fails the test otherwise), and find nothing wrong.
+fn collections_complete(w: &Arc<ThreadWorld>, h: &Heap) {
+    let _r = w.register();
+    let _g = h.attach_thread().unwrap();
+    let keep = list(100);
+    h.collect();
+    h.collect();
+    check_list(keep, 100);
+    let st = h.stats();
+    assert!(st.cycles >= 2);
+    assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
 }
 
 /// Session 15's leftover: a thread whose thread-local destructor registers
 /// with a `ThreadWorld` *after* the world's membership thread-local was
 /// destroyed (the thread registered and left once before, so that
 /// thread-local was touched after this one and is destroyed before it),
-/// then leaks its guard. Such a registration cannot be recorded for the
-/// exit; it now makes the thread an exiting participant from the start, so
-/// a later collection removes it once its OS thread is gone instead of
-/// waiting for it for ever. Before the fix (checked by reverting it) the
-/// collection below never returned: the watchdog fired.
+/// attaches, allocates and leaks its guard. Such a registration cannot be
+/// recorded for the exit: the thread was an ordinary participant for ever,
+/// and the collection below never returned (the watchdog fired). A stop
+/// that has waited 10 ms for a participant now checks that its OS thread
+/// still exists.
 #[test]
 fn a_thread_registering_during_its_thread_local_destruction_and_leaking_does_not_hang_collections() {
-    thread_local! {
-        static LATE: RefCell<Option<RegisterAtExit>> = const { RefCell::new(None) };
-    }
     let _s = usurp_testsupport::serial();
     within(60, "a registration during thread-local destruction with a leaked guard (a stop waits for a dead thread?)", || {
         let (w, h) = world_heap(config(16 << 20));
-        let (w2, h2) = (w.clone(), h.clone());
-        std::thread::spawn(move || {
-            // Touched first: destroyed after the world's thread-local,
-            // which the registration below touches.
-            LATE.with(|l| *l.borrow_mut() = Some(RegisterAtExit { w: w2.clone(), h: h2 }));
-            drop(w2.register());
+        late_registration(&w, &h, AtExit::LeakGuard);
+        collections_complete(&w, &h);
+    });
+}
+
+/// Review 113: the same late registration, never attached, its
+/// Registration leaked: the collection never returned either.
+#[test]
+fn a_late_registration_leaked_without_attaching_does_not_hang_collections() {
+    let _s = usurp_testsupport::serial();
+    within(60, "a late registration leaked without attaching (a stop waits for a dead thread?)", || {
+        let (w, h) = world_heap(config(16 << 20));
+        late_registration(&w, &h, AtExit::LeakRegistrationOnly);
+        collections_complete(&w, &h);
+    });
+}
+
+/// Review 113: a late registration may attach, detach and attach again
+/// while its Registration lives (a first fix, which marked it exiting,
+/// refused the second attachment: "not registered").
+#[test]
+fn a_late_registration_attaches_again() {
+    let _s = usurp_testsupport::serial();
+    within(60, "a late registration attaching twice", || {
+        let (w, h) = world_heap(config(16 << 20));
+        late_registration(&w, &h, AtExit::Reattach);
+        assert_eq!(REATTACHED.load(Ordering::SeqCst), 1, "the second attachment was refused");
+        collections_complete(&w, &h);
+    });
+}
+
+static KEY_CTX: std::sync::OnceLock<(Arc<ThreadWorld>, Heap)> = std::sync::OnceLock::new();
+static KEY_DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// A pthread-key destructor (glibc runs them after the thread-local
+/// destructors) that registers (the world's thread-local is initialised
+/// there, and never destroyed), attaches, allocates and leaks its guard.
+extern "C" fn key_destructor(_: *mut libc::c_void) {
+    let (w, h) = KEY_CTX.get().unwrap();
+    let r = w.register();
+    let g = h.attach_thread().unwrap();
+    black_box(list(50));
+    std::mem::forget(g);
+    std::mem::forget(r);
+    KEY_DONE.store(1, Ordering::SeqCst);
+}
+
+/// Review 113: a first registration from a pthread-key destructor whose
+/// guard leaks. The world's thread-local records it, but its destructor
+/// never runs: the collection never returned.
+#[test]
+fn a_registration_from_a_pthread_key_destructor_does_not_hang_collections() {
+    let _s = usurp_testsupport::serial();
+    within(60, "a registration from a pthread-key destructor with a leaked guard", || {
+        let (w, h) = world_heap(config(16 << 20));
+        KEY_CTX.set((w.clone(), h.clone())).ok().expect("run once");
+        std::thread::spawn(|| {
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is a valid out-pointer; the destructor is an
+            // `extern "C" fn(*mut c_void)`; the value is a non-null marker
+            // never dereferenced (the destructor runs only for non-null).
+            unsafe {
+                assert_eq!(libc::pthread_key_create(&mut key, Some(key_destructor)), 0);
+                assert_eq!(libc::pthread_setspecific(key, std::ptr::NonNull::<u8>::dangling().as_ptr().cast()), 0);
+            }
         })
         .join()
         .unwrap();
-        assert_eq!(LATE_REGISTRATION.load(Ordering::SeqCst), 1, "the destructor did not run to its end");
-        let _r = w.register();
-        let _g = h.attach_thread().unwrap();
-        let keep = list(100);
-        h.collect();
-        h.collect();
-        check_list(keep, 100);
-        let st = h.stats();
-        assert!(st.cycles >= 2);
-        assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+        assert_eq!(KEY_DONE.load(Ordering::SeqCst), 1, "the pthread-key destructor did not run");
+        collections_complete(&w, &h);
     });
 }
