@@ -168,3 +168,71 @@ fn the_dropper_honours_a_stop_at_its_yields() {
     });
     assert!(saw, "the dropper never saw the collection from a plain thread end");
 }
+
+/// Session 15's leftover: a root scanner that drops the runtime (its last
+/// handle) during the pause of a collection a task asked for. The drop
+/// begins the shutdown when the pause ends ("Roots"); the task waiting in
+/// `collect` must run on past it, as the task that drops its runtime in its
+/// own code does. Returns whether it did.
+fn collection_drops_the_runtime(workers: usize, stw: bool, busy: bool) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    within(30, "a task whose collection drops the runtime", move || {
+        let cfg = usurp::gc::HeapConfig { stw_marking: stw, ..usurp::gc::HeapConfig::default() };
+        let rt = Runtime::builder().workers(workers).heap_config(cfg).build().unwrap();
+        let heap = rt.heap().clone();
+        let slot = Arc::new(StdMutex::new(None::<Runtime>));
+        let armed = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (s2, a2, d2) = (slot.clone(), armed.clone(), dropped.clone());
+        heap.add_root_scanner(Box::new(move |_report: &mut dyn FnMut(usurp::gc::GcRef)| {
+            // Only in the collection the task asked for (not a background
+            // cycle before it); `try_lock`: never wait for a lock in a pause.
+            if a2.load(Ordering::SeqCst) {
+                if let Ok(mut s) = s2.try_lock() {
+                    if let Some(rt) = s.take() {
+                        drop(rt);
+                        d2.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+        if busy {
+            // Other tasks wait for the workers: the collecting task's
+            // `after_collect` yields.
+            for _ in 0..workers {
+                rt.spawn(|| loop {
+                    usurp::yield_now();
+                });
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let (h2, s3) = (heap.clone(), slot.clone());
+        rt.spawn(move || {
+            while s3.lock().unwrap().is_none() {
+                usurp::yield_now();
+            }
+            armed.store(true, Ordering::SeqCst);
+            h2.collect();
+            let _ = tx.send(());
+        });
+        *slot.lock().unwrap() = Some(rt);
+        let ran_on = rx.recv_timeout(Duration::from_secs(10)).is_ok();
+        assert!(dropped.load(Ordering::SeqCst), "the scanner never dropped the runtime: the test shows nothing");
+        ran_on
+    })
+}
+
+#[test]
+fn a_task_whose_collection_drops_the_runtime_runs_on() {
+    for workers in [1, 2] {
+        for stw in [false, true] {
+            for busy in [false, true] {
+                assert!(
+                    collection_drops_the_runtime(workers, stw, busy),
+                    "workers({workers}), stw_marking {stw}, busy {busy}: the task whose collection dropped its \
+                     runtime never got past collect"
+                );
+            }
+        }
+    }
+}
