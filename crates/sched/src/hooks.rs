@@ -624,6 +624,16 @@ pub fn set_stand_aside_respects_pins_for_tests(on: bool) {
     crate::worker::STAND_ASIDE_RESPECTS_PINS.store(on, Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of "a checkpoint's yield fires due
+/// timers"): `true` (the default); `false`: it does not, and a sleeper
+/// beside tasks that poll `checkpoint()` wakes only when its worker
+/// reaches its scheduler loop. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_timers_at_checkpoint_for_tests(on: bool) {
+    crate::worker::TIMERS_AT_CHECKPOINT.store(on, Ordering::Relaxed);
+}
+
 /// Test-only: what the GC's background collector does when it begins
 /// (`on`) and ends (`!on`) a concurrent mark: asks a worker of `rt` to
 /// stand aside, and lets it go back. Call from a thread that is not one

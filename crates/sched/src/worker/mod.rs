@@ -57,3 +57,5 @@ pub(crate) use stand_aside::{begin as stand_aside_begin, end as stand_aside_end,
 #[cfg_attr(not(feature = "test-hooks"), allow(unused_imports))]
 pub(crate) use stand_aside::{CALLBACKS as STAND_ASIDE_CALLBACKS, CPUS_FOR_TESTS as STAND_ASIDE_CPUS, KEEP_BOOSTED as STAND_ASIDE_KEEPS_BOOSTED, RESPECT_PINS as STAND_ASIDE_RESPECTS_PINS, STAND_ASIDE, STOP_PROTOCOL as STAND_ASIDE_STOP_PROTOCOL};
 pub(crate) use switch::{after_stop, machine_main, park_current, preempt_current, task_entry, unpark, yield_at_checkpoint, yield_current};
+#[cfg(feature = "test-hooks")]
+pub(crate) use switch::TIMERS_AT_CHECKPOINT;

@@ -347,8 +347,19 @@ unsafe fn yield_raw(m: &Machine, w: &Worker, cur: TaskRef) {
 /// idle workers look in `find_runnable`; plain yields, parks and
 /// `next_fast` do not pay for it (callgrind, `workers(1)` yield: +6
 /// instructions a row when `next_fast` and `yield_raw` read it too).
+///
+/// It also fires due timers first, as a preemption does: a worker whose
+/// tasks poll `checkpoint()` yields here once a quantum and reaches its
+/// scheduler loop (which fires them) only every `FAIR_TICKS`-th yield, so
+/// a sleeper beside two such loops woke 25 ms late at p50 (new-user probe
+/// 112; `yield_now` loops reach the loop no sooner, but go through
+/// `next_fast` far more often, and a `preemptible!` loop's preemption
+/// fired them). Woken tasks go to `runnext` and run next.
 pub(crate) fn yield_at_checkpoint(c: Current) {
     let (w, cur) = (c.worker(), c.task());
+    if TIMERS_AT_CHECKPOINT.load(Ordering::Relaxed) {
+        w.shared().run_timers();
+    }
     if w.lend_pending()
         && !crate::stw::task_holds_stop(cur.as_ptr())
         && !w.shared().runs_on_at_shutdown(cur.as_ptr())
@@ -363,6 +374,11 @@ pub(crate) fn yield_at_checkpoint(c: Current) {
     }
     yield_current(c)
 }
+
+/// Test-only switch (negative control of "a checkpoint's yield fires due
+/// timers"): when cleared, it does not. Set through
+/// `hooks::set_timers_at_checkpoint_for_tests`.
+pub(crate) static TIMERS_AT_CHECKPOINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// The task that dropped this runtime from inside it runs on at its yields
 /// and preemptions (it is the one task a shut-down runtime still runs,
