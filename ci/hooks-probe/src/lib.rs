@@ -53,6 +53,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_stand_aside_keeps_boosted_for_tests(true);
     usurp_sched::hooks::set_stand_aside_respects_pins_for_tests(true);
     usurp_sched::hooks::set_timers_at_checkpoint_for_tests(true);
+    usurp_sched::hooks::set_stack_pool_budget_for_tests(None);
     heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
@@ -73,5 +74,5 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
 fn stand_aside_counts() -> usize {
     let rt = usurp::Runtime::new().unwrap();
     usurp_sched::hooks::stand_aside_for_tests(&rt, false);
-    usurp_sched::hooks::stand_aside_counts_for_tests(&rt).0 as usize
+    usurp_sched::hooks::stand_aside_counts_for_tests(&rt).0 as usize + usurp_sched::hooks::stack_pool_for_tests(&rt).0
 }

@@ -648,6 +648,24 @@ pub fn stand_aside_for_tests(rt: &Runtime, on: bool) {
     }
 }
 
+/// Test-only: the shared task pool's budget of resident stack bytes
+/// (`None`: the default, 16 MiB; `Some(0)`: every stack that joins the pool
+/// has its pages released, as before the budget, the negative control).
+/// Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_stack_pool_budget_for_tests(bytes: Option<usize>) {
+    crate::shared::POOL_BUDGET_FOR_TESTS.store(bytes.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
+
+/// Test-only: `rt`'s shared task pool: `(tasks in it, their resident stack
+/// bytes, stacks released on their way in so far)`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn stack_pool_for_tests(rt: &Runtime) -> (usize, usize, u64) {
+    rt.shared().pool_counts()
+}
+
 /// Test-only: `rt`'s stand-aside counts so far (asked, claimed, called
 /// back by work) and the worker standing aside now, if any.
 #[doc(hidden)]

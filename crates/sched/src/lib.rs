@@ -8,8 +8,9 @@
 //! owns an mmap'd stack (default 256 KiB, committed lazily, one PROT_NONE
 //! guard page below it: two kernel mappings per stack, so 30,000 tasks fit
 //! under the default `vm.max_map_count` of 65530). Finished tasks are recycled
-//! with their stack: a per-worker cache (64), then a shared pool (256, pages
-//! released with `madvise(MADV_DONTNEED)`), then `munmap`. When the kernel
+//! with their stack: a per-worker cache (64), then a shared pool (1024; their
+//! stack pages kept up to 16 MiB resident in all, released with
+//! `madvise(MADV_DONTNEED)` beyond it), then `munmap`. When the kernel
 //! refuses a stack, `try_spawn` returns `Error::StackMap` saying why (from the
 //! errno and the figures at the failure: `vm.max_map_count` reached, the
 //! address-space limit `RLIMIT_AS` reached, or memory) and what to raise;

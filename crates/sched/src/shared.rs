@@ -26,8 +26,37 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use usurp_gc::Heap;
 
-/// Task structs (with their stacks) kept in the shared pool.
-const POOL_MAX: usize = 256;
+/// Task structs (with their stacks) kept in the shared pool: each costs two
+/// kernel mappings (`stack.rs`), and its resident pages up to
+/// [`POOL_RESIDENT_MAX`] for the whole pool.
+const POOL_MAX: usize = 1024;
+
+/// Resident stack memory the shared pool keeps without releasing it (see
+/// `stack.rs`): a stack that would exceed it has its pages released
+/// (`madvise`) before it joins the pool.
+const POOL_RESIDENT_MAX: usize = 16 << 20;
+
+/// The shared pool of free task structs: each with the resident bytes of
+/// its stack when it joined (0 once released), and their sum.
+#[derive(Default)]
+pub(crate) struct TaskPool {
+    tasks: Vec<(*mut Task, usize)>,
+    resident: usize,
+    /// Stacks released (`madvise`) on their way into the pool, for tests.
+    releases: u64,
+}
+
+/// Test-only: the pool's resident budget in bytes, `usize::MAX` for
+/// [`POOL_RESIDENT_MAX`]; 0 releases every pooled stack, as before the
+/// budget (the negative control). Process-wide.
+pub(crate) static POOL_BUDGET_FOR_TESTS: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn pool_resident_max() -> usize {
+    match POOL_BUDGET_FOR_TESTS.load(Ordering::Relaxed) {
+        usize::MAX => POOL_RESIDENT_MAX,
+        b => b,
+    }
+}
 
 /// Thread handles `Shared::keep_thread` keeps before it joins the finished
 /// ones among them.
@@ -105,10 +134,11 @@ pub(crate) struct Shared {
     /// CPU (`TIMER_SPIN_BACKOFF_NS`): stored (Relaxed) by the spinning
     /// worker, read by the next one. A heuristic: no protocol depends on it.
     pub(crate) timer_spin_off_until: AtomicU64,
-    /// Free task structs with their stacks (pages released), at most
-    /// `POOL_MAX`: under its spin lock, any thread (`release_task`,
-    /// `get_task`).
-    pub(crate) pool: SpinLock<Vec<*mut Task>>,
+    /// Free task structs with their stacks, at most `POOL_MAX`, their
+    /// resident stack pages at most `POOL_RESIDENT_MAX`: under its spin
+    /// lock, any thread (`release_task`, `get_task`). No system call is
+    /// made with the lock held.
+    pub(crate) pool: SpinLock<TaskPool>,
     /// Per-task stack scanning for the GC (`stack_scan.rs`): the cycle's
     /// scan epoch, written only by the collector in a start stop (with the
     /// world stopped); the per-task claims live in `Task::scan`
@@ -214,7 +244,7 @@ impl Shared {
             timer_spinner: AtomicUsize::new(0),
             timer_spin_end: AtomicU64::new(0),
             timer_spin_off_until: AtomicU64::new(0),
-            pool: SpinLock::new(Vec::new()),
+            pool: SpinLock::new(TaskPool::default()),
             stack_scan: crate::stack_scan::StackScan::new(),
             registry: SpinLock::new(Vec::new()),
             spares: SpinLock::new(Vec::new()),
@@ -521,24 +551,58 @@ impl Shared {
                 }
             }
         }
-        if let Some(t) = self.pool.lock().pop() {
+        let pooled = {
+            let mut pool = self.pool.lock();
+            let e = pool.tasks.pop();
+            if let Some((_, resident)) = e {
+                pool.resident -= resident;
+            }
+            e
+        };
+        if let Some((t, _)) = pooled {
             return Ok(t);
         }
         Task::alloc(self)
     }
 
-    /// Returns a FREE task whose worker cache is full to the pool (pages
-    /// released), or frees it.
+    /// `(tasks in the pool, their resident stack bytes, stacks released on
+    /// their way in so far)`, for tests.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn pool_counts(&self) -> (usize, usize, u64) {
+        let p = self.pool.lock();
+        (p.tasks.len(), p.resident, p.releases)
+    }
+
+    /// Returns a FREE task whose worker cache is full to the pool: as it is
+    /// while the pool's resident stack pages stay within
+    /// `POOL_RESIDENT_MAX`, else with its pages released; or frees it when
+    /// the pool is full. The system calls (`mincore`, `madvise`, `munmap`)
+    /// run without the pool's lock: a `madvise` flushes the TLB of every
+    /// CPU, and made every spawn spin on the lock meanwhile (see
+    /// `stack.rs`).
     ///
     /// # Safety
     /// `t` is a FREE task of this runtime that nothing refers to.
     pub(crate) unsafe fn release_task(&self, t: *mut Task) {
+        // SAFETY: `t` is ours and unused (per the contract).
+        let stack = unsafe { &(*t).stack };
+        let resident = stack.resident_bytes();
         {
             let mut pool = self.pool.lock();
-            if pool.len() < POOL_MAX {
-                // SAFETY: `t` is ours and unused.
-                unsafe { (*t).stack.release() };
-                pool.push(t);
+            if pool.tasks.len() < POOL_MAX && pool.resident + resident <= pool_resident_max() {
+                pool.resident += resident;
+                pool.tasks.push((t, resident));
+                return;
+            }
+        }
+        if resident != 0 {
+            stack.release();
+        }
+        {
+            let mut pool = self.pool.lock();
+            pool.releases += u64::from(resident != 0);
+            if pool.tasks.len() < POOL_MAX {
+                pool.tasks.push((t, 0));
                 return;
             }
         }

@@ -3,8 +3,9 @@
 //! A `Task` owns its stack and is recycled with it: when a task exits, the
 //! context that runs next puts the struct on its worker's free cache (no
 //! atomics, no syscall), from which the next spawn on that worker takes it.
-//! Overflowing caches spill to a bounded shared pool (stack pages released
-//! with `madvise`), and beyond that tasks are unmapped and freed.
+//! Overflowing caches spill to a bounded shared pool (stack pages kept up
+//! to a resident budget, released with `madvise` beyond it: `stack.rs`),
+//! and beyond that tasks are unmapped and freed.
 //!
 //! Every `Task` ever allocated by a runtime is listed in its registry (a
 //! vector touched only when a struct is allocated or freed, never on the hot
