@@ -54,6 +54,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_stand_aside_respects_pins_for_tests(true);
     usurp_sched::hooks::set_timers_at_checkpoint_for_tests(true);
     usurp_sched::hooks::set_stack_pool_budget_for_tests(None);
+    usurp_sched::hooks::set_cooperative_slots_for_tests(true);
     heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + usurp_sched::hooks::packet_cache_hits_for_tests()

@@ -218,7 +218,8 @@ pub mod internals {
         simulate_larger_spill_frame_for_tests,
     };
     pub use crate::slot::{
-        altstack_size, current_worker, register_worker, unregister_worker, TaskPreemptState, WorkerSlot,
+        altstack_size, current_worker, register_worker, register_worker_cooperative, unregister_worker,
+        TaskPreemptState, WorkerSlot,
         MAX_WORKERS as MAX_WORKER_SLOTS, MIN_QUANTUM as MIN_SLOT_QUANTUM,
     };
 }
@@ -227,7 +228,8 @@ pub mod internals {
 #[doc(hidden)]
 pub use internals::{
     altstack_size, cached_pid, checkpoint_requested, current_worker, init, mark_request_pending, register_worker,
-    request_preempt, request_siginfo, set_park_hook, set_yield_hook, unregister_worker, TaskPreemptState, WorkerSlot,
+    register_worker_cooperative, request_preempt, request_siginfo, set_park_hook, set_yield_hook, unregister_worker,
+    TaskPreemptState, WorkerSlot,
 };
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]

@@ -263,10 +263,17 @@ unsafe extern "C" fn spill_hook(frame: *mut archif::SpillFrame) {
 /// stop-the-world): sets the worker's checkpoint flag, and unless a request
 /// signal is already pending for it, marks one pending and sends the signal
 /// with `rt_tgsigqueueinfo` (see [`request_siginfo`]). Returns `Ok(true)` if
-/// a signal was sent, `Ok(false)` if one was already in flight. Wait for
-/// `slot.acks()` to advance to know that the handler has run (accepted or
-/// refused).
+/// a signal was sent, `Ok(false)` if one was already in flight, or if the
+/// slot takes no signals ([`crate::register_worker_cooperative`]: the flag
+/// alone is the request). Wait for `slot.acks()` to advance to know that
+/// the handler has run (accepted or refused); a cooperative slot never
+/// acknowledges.
 pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
+    if slot.is_cooperative_only() {
+        // No signal (`register_worker_cooperative`): the flag is the request.
+        post_request(slot)?;
+        return Ok(false);
+    }
     init()?;
     let tid = post_request(slot)?;
     if slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {

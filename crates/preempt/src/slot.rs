@@ -104,6 +104,10 @@ pub struct WorkerSlot {
     pub(crate) registered: AtomicBool,
     timer: AtomicPtr<libc::c_void>,
     has_timer: AtomicBool,
+    /// Registered by [`register_worker_cooperative`]: no handler, alternate
+    /// stack or timer; requests set the checkpoint flag without a signal.
+    /// Written at registration only, by the worker's thread.
+    cooperative_only: AtomicBool,
     /// The timer is running (set by whoever arms it: the worker, a thread
     /// calling `set_contended(true)`, or the handler; cleared by whoever
     /// disarms it: `set_idle(true)`, or the handler on an uncontended tick).
@@ -205,6 +209,7 @@ impl WorkerSlot {
             registered: AtomicBool::new(false),
             timer: AtomicPtr::new(core::ptr::null_mut()),
             has_timer: AtomicBool::new(false),
+            cooperative_only: AtomicBool::new(false),
             armed: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             contended: AtomicBool::new(true),
@@ -614,6 +619,33 @@ pub fn altstack_size() -> usize {
 /// `slot.set_idle(false)` when it starts running tasks.
 pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(), Error> {
     crate::signal::init()?;
+    register(slot, quantum, true)
+}
+
+/// [`register_worker`] without signals, for a runtime whose asynchronous
+/// preemption is off (`USURP_DEBUG=asyncpreemptoff=1`, a debugger or
+/// valgrind that must see no signal; or the builder's choice): no signal
+/// handler, alternate stack or timer. The slot carries its checkpoint flag
+/// only: [`crate::request_preempt`] sets it without sending a signal, and
+/// [`crate::checkpoint`] (and the scheduler's other cooperative points)
+/// honour it, so that a stop, or a quantum's end that the scheduler's
+/// monitor asks for, reaches code that polls. Before, such a runtime
+/// registered no slot at all, and a task that called `checkpoint()` held
+/// up every collection for ever (new-user probe 112).
+pub fn register_worker_cooperative(slot: &'static WorkerSlot, quantum: Duration) -> Result<(), Error> {
+    register(slot, quantum, false)
+}
+
+/// Whether `slot` was registered without signals
+/// ([`register_worker_cooperative`]).
+impl WorkerSlot {
+    #[inline]
+    pub fn is_cooperative_only(&self) -> bool {
+        self.cooperative_only.load(Ordering::Acquire)
+    }
+}
+
+fn register(slot: &'static WorkerSlot, quantum: Duration, signals: bool) -> Result<(), Error> {
     if quantum < MIN_QUANTUM {
         return Err(Error::InvalidQuantum(quantum));
     }
@@ -626,9 +658,14 @@ pub fn register_worker(slot: &'static WorkerSlot, quantum: Duration) -> Result<(
     let r = (|| {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        install_altstack(slot)?;
+        slot.cooperative_only.store(!signals, Ordering::Release);
+        if signals {
+            install_altstack(slot)?;
+        }
         slot.set_quantum(quantum)?;
-        create_timer(slot, tid)?;
+        if signals {
+            create_timer(slot, tid)?;
+        }
         publish(slot)?;
         slot.pending.store(0, Ordering::Release);
         // A pooled slot starts contended, like a fresh one (the scheduler

@@ -624,6 +624,17 @@ pub fn set_stand_aside_respects_pins_for_tests(on: bool) {
     crate::worker::STAND_ASIDE_RESPECTS_PINS.store(on, Ordering::Relaxed);
 }
 
+/// Test-only switch (negative control of the cooperative slots of a
+/// runtime without async preemption): `true` (the default); `false`: its
+/// workers register no preemption slot, as before, so `checkpoint()` never
+/// yields there (a stop waits for such a task for ever). Read when a
+/// worker thread starts. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_cooperative_slots_for_tests(on: bool) {
+    crate::worker::thread::COOPERATIVE_SLOTS.store(on, Ordering::Relaxed);
+}
+
 /// Test-only switch (negative control of "a checkpoint's yield fires due
 /// timers"): `true` (the default); `false`: it does not, and a sleeper
 /// beside tasks that poll `checkpoint()` wakes only when its worker

@@ -263,6 +263,8 @@ impl RuntimeBuilder {
         if preempt_on {
             usurp_preempt::init().map_err(Error::Preempt)?;
             crate::glue::preempt_glue::init_hooks();
+        } else {
+            crate::glue::preempt_glue::init_yield_hook();
         }
         if let Some(sig) = self.dump_signal {
             crate::glue::dumpsig::check_signal(sig).map_err(|reason| Error::InvalidDumpSignal { given: sig, reason })?;
@@ -298,9 +300,9 @@ impl RuntimeBuilder {
                 self.task_cpu_time,
             )
         });
-        if preempt_on {
-            crate::sysmon::start(&shared);
-        }
+        // With or without async preemption: without it, the monitor's
+        // requests reach the tasks' cooperative points (`sysmon::retake`).
+        crate::sysmon::start(&shared);
         crate::stw::start_markers(&shared, workers - 1);
         for i in 0..workers {
             if let Err(e) = shared.start_thread(&shared.workers[i]) {

@@ -5,7 +5,7 @@
 //! equal to the time left to the earliest timer. When every worker is busy
 //! running tasks that do not switch (tight loops), nobody would look at the
 //! timers until the next quantum ends: a task sleeping 1 ms would wake up to a
-//! quantum late. So each runtime with async preemption has one monitor
+//! quantum late. So each runtime has one monitor
 //! thread that sleeps until the earliest timer is due (woken early by `sleep`
 //! when it adds an earlier one) and then, if no worker is idle or searching,
 //! sends a preemption request to a busy worker: its task is preempted at the
@@ -15,7 +15,19 @@
 //! timer stays due, the retries back off (50 µs doubling to 2 ms), so a
 //! worker stuck in non-preemptible code gets at most ~500 requests a second.
 //! The monitor uses no CPU when no timer is pending, and never touches the
-//! switch path. Like the workers, it runs with a timer slack of 1 ns
+//! switch path.
+//!
+//! **Without async preemption** (`USURP_DEBUG=asyncpreemptoff=1`, the
+//! builder's `async_preemption(false)`) the workers' slots take no signal
+//! (`worker::thread::ThreadInit`), so nothing else ends a quantum: the
+//! monitor also wakes once a quantum while some worker runs a task and asks
+//! each worker that has not switched since its last look to yield at its
+//! next cooperative point ([`retake`]; a `checkpoint()` poll, an
+//! allocation); the requests, a stop's and the timers' alike, set the
+//! worker's checkpoint flag and send nothing. Before, such a runtime
+//! started no monitor and registered no slot: a task polling
+//! `checkpoint()` held up every collection for ever, and sleepers beside
+//! such tasks starved (new-user probe 112). Like the workers, it runs with a timer slack of 1 ns
 //! (`sys::set_timer_slack`), so its timed futex waits end on time instead
 //! of up to Linux's default 50 µs late.
 
@@ -73,6 +85,10 @@ fn run(weak: Weak<Shared>) {
     // for, and the current retry interval.
     let mut due_for = u64::MAX;
     let mut retry = RETRY_NS;
+    // Without async preemption: each worker's switch count at the last
+    // quantum check (see `retake`), and when that check is next due.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut next_retake = if weak.upgrade().is_some_and(|sh| sh.preempt.enabled) { u64::MAX } else { 0 };
     loop {
         let Some(sh) = weak.upgrade() else { return };
         if sh.shutdown.load(Ordering::Acquire) {
@@ -81,6 +97,18 @@ fn run(weak: Weak<Shared>) {
         let m = &sh.sysmon;
         m.word.store(0, Ordering::SeqCst);
         let now = now_ns();
+        let retake_at = if sh.preempt.enabled || now < next_retake {
+            next_retake
+        } else if retake(&sh, &mut seen) {
+            next_retake = now + sh.preempt.quantum.as_nanos() as u64;
+            next_retake
+        } else {
+            // No worker runs a task: look again at the next wake-up, and
+            // sleep as long as the monitor otherwise would (at most
+            // `MAX_SLEEP_NS`): an idle runtime takes no wake-up per quantum.
+            next_retake = 0;
+            u64::MAX
+        };
         let nt = sh.next_timer.load(Ordering::SeqCst);
         let planned = if nt <= now {
             if sh.nidle.load(Ordering::SeqCst) == 0 && sh.nspinning.load(Ordering::SeqCst) == 0 {
@@ -99,7 +127,8 @@ fn run(weak: Weak<Shared>) {
             now + retry
         } else {
             nt.min(now + MAX_SLEEP_NS)
-        };
+        }
+        .min(retake_at);
         m.planned.store(planned, Ordering::SeqCst);
         // A timer added after our read of next_timer wakes us via `word`.
         if sh.next_timer.load(Ordering::SeqCst) < planned && nt > now {
@@ -121,6 +150,38 @@ fn run(weak: Weak<Shared>) {
 }
 
 /// Asks a worker running a task to get off its CPU (round robin).
+/// Without async preemption (the workers' slots take no signal: see
+/// `worker::thread::ThreadInit`), the quantum's end is this monitor's to
+/// tell: once a quantum, every worker that has run the same task since the
+/// last check (its switch count unchanged, a task on it) is asked to yield
+/// at its next cooperative point (its checkpoint flag, no signal), as
+/// Go's sysmon retakes a P whose goroutine ran past its time slice. A
+/// worker that switched meanwhile is left alone. Not during a stop (the
+/// stopper asks).
+/// Returns whether any worker was running a task.
+fn retake(sh: &Shared, seen: &mut Vec<u64>) -> bool {
+    seen.resize(sh.workers.len(), u64::MAX);
+    let stopping = sh.stw.stop.load(Ordering::SeqCst);
+    let mut busy = false;
+    for (w, last) in sh.workers.iter().zip(seen.iter_mut()) {
+        let switches = w.switch_count.load(Ordering::Relaxed);
+        let same = switches == *last;
+        *last = switches;
+        if w.running_task.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        busy = true;
+        if !same || stopping {
+            continue;
+        }
+        // SAFETY: slots are `'static`.
+        if let Some(s) = unsafe { w.slot.load(Ordering::Acquire).as_ref() } {
+            let _ = crate::stw::request_task_preempt(w, s);
+        }
+    }
+    busy
+}
+
 fn preempt_one(sh: &Shared) {
     if sh.stw.stop.load(Ordering::SeqCst) {
         // A stop is in progress: the stopper asks the other workers itself,

@@ -108,9 +108,10 @@ impl Shared {
             if crate::worker::TIMER_WAKES_NAPPER.load(Ordering::Relaxed) {
                 self.workers.iter().for_each(|w| w.wake_if_napping());
             }
-            if self.preempt.enabled {
-                crate::sysmon::timer_added(self, deadline);
-            }
+            // With or without async preemption: the monitor runs in both
+            // (without it, its requests reach the tasks' cooperative
+            // points).
+            crate::sysmon::timer_added(self, deadline);
         }
     }
 

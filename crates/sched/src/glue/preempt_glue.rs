@@ -159,6 +159,13 @@ pub(crate) fn must_pin(pc: usize, fp: usize, lo: usize, hi: usize) -> bool {
 }
 
 /// Installs the park and yield hooks (once per process).
+/// Installs the yield hook alone, for a runtime without async preemption:
+/// its workers' cooperative slots (`worker::thread::ThreadInit`) take
+/// requests that `checkpoint()` answers through it. Idempotent.
+pub(crate) fn init_yield_hook() {
+    usurp_preempt::set_yield_hook(yield_hook);
+}
+
 pub(crate) fn init_hooks() {
     HOOKS.call_once(|| {
         // Decode the preemptible functions now, off the park path.

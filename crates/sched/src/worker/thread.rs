@@ -21,6 +21,12 @@ fn take_slot() -> &'static WorkerSlot {
     Box::leak(Box::new(WorkerSlot::new()))
 }
 
+/// Test-only switch (negative control of the cooperative slots): when
+/// cleared, a worker of a runtime without async preemption registers no
+/// slot, as before (`checkpoint()` then never yields there). Set through
+/// `hooks::set_cooperative_slots_for_tests`.
+pub(crate) static COOPERATIVE_SLOTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Per-thread integration state of a runtime thread: its registered
 /// preemption slot and its GC mutator. Dropped on the thread before it exits.
 pub(crate) struct ThreadInit {
@@ -29,22 +35,37 @@ pub(crate) struct ThreadInit {
 }
 
 impl ThreadInit {
-    /// Registers a slot (if the runtime uses async preemption) and attaches
-    /// the thread to the runtime's heap.
+    /// Registers a slot and attaches the thread to the runtime's heap. With
+    /// async preemption the slot takes signals (quantum ticks, targeted
+    /// requests); without it (`USURP_DEBUG=asyncpreemptoff=1`,
+    /// `async_preemption(false)`) it is registered cooperative only: no
+    /// signal, timer or alternate stack, its checkpoint flag alone, which
+    /// stops and the timer monitor's quantum requests set and the task's
+    /// cooperative points (`checkpoint()`, allocation, yields) honour.
+    /// Before, such a worker had no slot: a task that polled `checkpoint()`
+    /// never saw a stop's request and held up every collection for ever,
+    /// and a sleeper beside such tasks starved (new-user probe 112).
     pub(crate) fn new(sh: &Shared) -> ThreadInit {
         let mut slot = None;
-        if sh.preempt.enabled {
-            let s = take_slot();
-            match usurp_preempt::register_worker(s, sh.preempt.quantum) {
-                Ok(()) => slot = Some(s),
-                Err(e) => {
-                    // The runtime still works cooperatively; say why once.
-                    POOL.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-                    let mut b = crate::sys::RawBuf::<256>::new();
-                    b.push(b"usurp: async preemption unavailable on a worker thread: ");
-                    b.push(e.to_string().as_bytes()).push(b"\n");
-                    crate::sys::write_stderr(b.as_bytes());
-                }
+        if !sh.preempt.enabled && !COOPERATIVE_SLOTS.load(std::sync::atomic::Ordering::Relaxed) {
+            let mutator = (sh.attach_thread)(sh);
+            return ThreadInit { slot, _mutator: mutator };
+        }
+        let s = take_slot();
+        let r = if sh.preempt.enabled {
+            usurp_preempt::register_worker(s, sh.preempt.quantum)
+        } else {
+            usurp_preempt::internals::register_worker_cooperative(s, sh.preempt.quantum)
+        };
+        match r {
+            Ok(()) => slot = Some(s),
+            Err(e) => {
+                // The runtime still works cooperatively; say why once.
+                POOL.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+                let mut b = crate::sys::RawBuf::<256>::new();
+                b.push(b"usurp: preemption requests unavailable on a worker thread: ");
+                b.push(e.to_string().as_bytes()).push(b"\n");
+                crate::sys::write_stderr(b.as_bytes());
             }
         }
         // Through the hook the runtime installed (`Shared::attach_thread`:
