@@ -1240,6 +1240,15 @@ impl Heap {
         *lock(&self.inner.attach_pause) = f;
     }
 
+    /// Test support: the weak-reference slots the collector still walks in
+    /// each termination stop (live handles to uncleared targets, and
+    /// dropped handles not yet forgotten).
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn debug_weak_slots(&self) -> usize {
+        self.inner.weaks.len()
+    }
+
     /// Test support: the strong references the background collector and
     /// sweeper hold now.
     #[doc(hidden)]
@@ -2820,14 +2829,20 @@ impl HeapInner {
     /// are found by the sweep, not here. Returns the weak references
     /// cleared.
     fn mark_termination(&self) -> u64 {
-        // Weak references: cleared if their target was not reached from roots.
+        // Weak references: cleared if their target was not reached from
+        // roots. A cleared one (0) never names an object again (`WeakRef`
+        // has no setter): it leaves the table, so that later stops do not
+        // walk it (new-user probe 112: 1M cleared weak references cost
+        // every termination stop 1.7-1.9 ms while their handles lived).
         let mut weak_cleared = 0;
-        self.weaks.for_each(|s| {
+        self.weaks.retain(|s| {
             let v = s.load(Ordering::Acquire);
             if v != 0 && !self.is_marked(v) {
                 s.store(0, Ordering::Release);
                 weak_cleared += 1;
+                return false;
             }
+            v != 0
         });
         weak_cleared
     }

@@ -32,6 +32,20 @@ impl SlotTable {
         s
     }
 
+    /// Slots in the table (test support).
+    #[cfg(feature = "test-hooks")]
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap().len()
+    }
+
+    /// Visit every live slot, forgetting slots whose handle was dropped and
+    /// those `f` answers `false` for (a slot that will never name an object
+    /// again: a cleared weak reference).
+    pub fn retain(&self, mut f: impl FnMut(&AtomicUsize) -> bool) {
+        let mut v = self.slots.lock().unwrap();
+        v.retain(|s| Arc::strong_count(s) != 1 && f(s));
+    }
+
     /// Visit every live slot, forgetting slots whose handle was dropped.
     pub fn for_each(&self, mut f: impl FnMut(&AtomicUsize)) {
         let mut v = self.slots.lock().unwrap();
