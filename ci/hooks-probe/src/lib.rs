@@ -55,6 +55,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_sched::hooks::set_timers_at_checkpoint_for_tests(true);
     usurp_sched::hooks::set_stack_pool_budget_for_tests(None);
     usurp_sched::hooks::set_cooperative_slots_for_tests(true);
+    usurp_gc::internals::set_root_table_in_stop_for_tests(false);
     heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + heap.debug_weak_slots()
@@ -68,6 +69,7 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
         + usurp_sched::hooks::timer_spin_ns_for_tests() as usize
         + stand_aside_counts()
         + usurp_gc::internals::collector_placements_for_tests() as usize
+        + usurp_gc::internals::root_table_scans_in_stops_for_tests() as usize
 }
 
 /// `stand_aside_for_tests` and `stand_aside_counts_for_tests` need a

@@ -850,13 +850,18 @@ impl Heap {
         world.for_each_conservative_range(&mut |lo, hi| {
             m.scan_range(lo, hi);
         });
-        inner.mark_precise_roots(&mut m, &std::cell::Cell::new(Phase::Marking));
+        let concurrent_table = ROOT_TABLE_CONCURRENT.load(Ordering::Relaxed);
+        inner.mark_precise_roots(&mut m, &std::cell::Cell::new(Phase::Marking), !concurrent_table);
         let stack = std::mem::take(&mut m.stack);
         m.flush();
         inner.restart_world(&*world);
-        // The finalizer records, world running (as a concurrent cycle).
+        // The `Root` table and the finalizer records, world running (as a
+        // concurrent cycle).
         let mut fm = Marker::new(&inner.space, &counters);
         fm.stack = stack;
+        if concurrent_table {
+            inner.scan_root_table(&mut fm);
+        }
         inner.scan_finalizer_records(&mut fm);
         let stack = std::mem::take(&mut fm.stack);
         fm.flush();
@@ -2195,7 +2200,7 @@ impl HeapInner {
         let stacks_later = concurrent && world.begin_concurrent_stack_scan();
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
         phase.set(Phase::Marking);
-        words += self.mark_precise_roots(&mut m, phase);
+        words += self.mark_precise_roots(&mut m, phase, !concurrent || !ROOT_TABLE_CONCURRENT.load(Ordering::Relaxed));
         if !concurrent {
             // The stop-the-world mark visits the finalizer records in its stop.
             words += self.scan_finalizer_records(&mut m);
@@ -2269,12 +2274,16 @@ impl HeapInner {
                 stack_scan = s0.elapsed();
                 concurrent_mark += stack_scan;
             }
-            // The finalizer records, with the world running (no stop of this cycle visits them).
+            // The finalizer records and the `Root` table, with the world
+            // running (no stop of this cycle visits them).
             let c0 = Instant::now();
             phase.set(Phase::ConcurrentMarking);
             world.blocking(&mut || {
                 never_unwind("scanning finalizer records", || {
                     let mut fm = Marker::new(space, &counters);
+                    if ROOT_TABLE_CONCURRENT.load(Ordering::Relaxed) {
+                        self.scan_root_table(&mut fm);
+                    }
                     words += self.scan_finalizer_records(&mut fm);
                     stack.append(&mut fm.stack);
                     fm.flush();
@@ -2555,10 +2564,15 @@ impl HeapInner {
     }
 
     /// Precise roots, root scanners and finalizer closures (world
-    /// stopped). Returns the conservative words scanned.
-    fn mark_precise_roots(&self, m: &mut Marker<'_>, phase: &std::cell::Cell<Phase>) -> usize {
+    /// stopped). The `Root` table only if `root_table`: a concurrent cycle
+    /// scans it with the world running (`scan_root_table`). Returns the
+    /// conservative words scanned.
+    fn mark_precise_roots(&self, m: &mut Marker<'_>, phase: &std::cell::Cell<Phase>, root_table: bool) -> usize {
         let mut words = 0;
-        self.roots.for_each(|s| m.mark_precise(s.load(Ordering::Acquire)));
+        if root_table {
+            self.roots.for_each(|s| m.mark_precise(s.load(Ordering::Acquire)));
+            ROOTS_VISITED_IN_STOPS.fetch_add(1, Ordering::Relaxed);
+        }
         phase.set(Phase::RootScanner);
         // The scanners are cloned out: a panicking scanner must not poison
         // (or hold) the list's lock.
@@ -2581,6 +2595,13 @@ impl HeapInner {
             words += m.scan_range(lo, hi);
         }
         words
+    }
+
+    /// The `Root` table's part of a concurrent cycle, with the world
+    /// running, before its first concurrent drain (see
+    /// `SlotTable::scan_concurrently` for why no stop needs it).
+    fn scan_root_table(&self, m: &mut Marker<'_>) {
+        self.roots.scan_concurrently(|v| m.mark_precise(v));
     }
 
     /// Concurrent marking, world running, on the collecting thread and
@@ -3332,6 +3353,33 @@ fn in_pause_panic(what: &str) -> ! {
         "usurp gc: {what} requested inside a collection's pause (from a root scanner, a World callback or \
          other code the collector runs while the world is stopped): it would wait for the pause it runs in"
     )
+}
+
+/// Whether a concurrent cycle scans the `Root` table with the world
+/// running (the default) or in its start stop (`false`: as before; the
+/// negative control, `set_root_table_in_stop_for_tests`).
+static ROOT_TABLE_CONCURRENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Scans of the `Root` table made while the world was stopped, process-wide
+/// (a stop-the-world cycle's pause, or a concurrent cycle's start stop with
+/// the switch above off).
+static ROOTS_VISITED_IN_STOPS: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only: `true` makes a concurrent cycle scan the `Root` table in its
+/// start stop, as before (the negative control); `false` (the default)
+/// scans it with the world running. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_root_table_in_stop_for_tests(in_stop: bool) {
+    ROOT_TABLE_CONCURRENT.store(!in_stop, Ordering::SeqCst);
+}
+
+/// Test-only: scans of the `Root` table made in a stop so far in this
+/// process.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn root_table_scans_in_stops_for_tests() -> u64 {
+    ROOTS_VISITED_IN_STOPS.load(Ordering::Relaxed)
 }
 
 /// Test-only switch (negative control of black allocation): when false,

@@ -184,7 +184,10 @@
 //! **Why this is complete.** Hybrid barrier (below) + every root scanned in
 //! the start stop + black allocation: an object reachable at the start stop
 //! is marked (snapshot at the beginning: every heap pointer deleted during
-//! the mark is shaded, every root container was scanned at the start), and
+//! the mark is shaded, every root container was scanned at the start, or,
+//! for the `Root` table, is scanned with the world running while
+//! `Root::set` and a `Root`'s drop shade like the barrier:
+//! `SlotTable::scan_concurrently`), and
 //! an object allocated during the mark is black; nothing else can become
 //! reachable, except through a weak reference or an address turned back
 //! into a handle ([`WeakRef::get`], [`Heap::object_at`],
@@ -366,7 +369,8 @@
 //!    is on in every mutator before the first stack is scanned (else a
 //!    scanned task could load an object that a mutator still running
 //!    without the barrier then unlinks unshaded): the start stays a stop,
-//!    which scans everything but the task stacks. And values that move
+//!    which scans everything but the task stacks and the `Root` table
+//!    (scanned after the restart, see "Why this is complete"). And values that move
 //!    between tasks through memory the runtime owns without a barrier
 //!    (channel buffers, select storage, spawn closures, join results: no
 //!    stop of the mark rescans them) are shaded by the runtime while a heap
@@ -538,8 +542,8 @@ pub mod internals {
     pub use crate::object::set_read_poll_for_tests;
     #[cfg(feature = "test-hooks")]
     pub use crate::heap::{
-        collector_placements_for_tests, set_collector_placement_for_tests, set_release_background_for_tests,
-        set_sweeper_stall_for_tests,
+        collector_placements_for_tests, root_table_scans_in_stops_for_tests, set_collector_placement_for_tests,
+        set_release_background_for_tests, set_root_table_in_stop_for_tests, set_sweeper_stall_for_tests,
     };
     #[cfg(feature = "test-hooks")]
     pub use crate::object::set_rust_type_read_check_for_tests;
