@@ -2200,7 +2200,10 @@ impl HeapInner {
         let stacks_later = concurrent && world.begin_concurrent_stack_scan();
         world.for_each_conservative_range(&mut |lo, hi| words += m.scan_range(lo, hi));
         phase.set(Phase::Marking);
-        words += self.mark_precise_roots(&mut m, phase, !concurrent || !ROOT_TABLE_CONCURRENT.load(Ordering::Relaxed));
+        // Read once per cycle (a test switch): the table is scanned in
+        // exactly one of the two places.
+        let table_later = concurrent && ROOT_TABLE_CONCURRENT.load(Ordering::Relaxed);
+        words += self.mark_precise_roots(&mut m, phase, !table_later);
         if !concurrent {
             // The stop-the-world mark visits the finalizer records in its stop.
             words += self.scan_finalizer_records(&mut m);
@@ -2281,7 +2284,7 @@ impl HeapInner {
             world.blocking(&mut || {
                 never_unwind("scanning finalizer records", || {
                     let mut fm = Marker::new(space, &counters);
-                    if ROOT_TABLE_CONCURRENT.load(Ordering::Relaxed) {
+                    if table_later {
                         self.scan_root_table(&mut fm);
                     }
                     words += self.scan_finalizer_records(&mut fm);

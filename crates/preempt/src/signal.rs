@@ -269,13 +269,16 @@ unsafe extern "C" fn spill_hook(frame: *mut archif::SpillFrame) {
 /// the handler has run (accepted or refused); a cooperative slot never
 /// acknowledges.
 pub fn request_preempt(slot: &WorkerSlot) -> Result<bool, Error> {
+    let tid = post_request(slot)?;
+    // Read after the thread id (`post_request`'s Acquire load), which the
+    // registration publishes after the mode: a slot that went back to the
+    // pool and was registered again without signals is never signalled on
+    // the strength of its previous registration's mode (review 114).
     if slot.is_cooperative_only() {
         // No signal (`register_worker_cooperative`): the flag is the request.
-        post_request(slot)?;
         return Ok(false);
     }
     init()?;
-    let tid = post_request(slot)?;
     if slot.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Ok(false);
     }
@@ -435,6 +438,14 @@ unsafe fn dispatch(info: *mut siginfo_t, uc: *mut c_void) -> bool {
         if !slot_p.is_null() && v == slot_p as usize {
             // SAFETY: CURRENT holds only `&'static WorkerSlot`s.
             let slot = unsafe { &*slot_p };
+            // A signal meant for this slot's previous registration, which
+            // took signals, arriving after a signal-free registration
+            // (`register_worker_cooperative`) took it: ours, but the
+            // runtime asked for no asynchronous preemption; the request's
+            // flag alone stands (review 114).
+            if slot.is_cooperative_only() {
+                return true;
+            }
             // A tick may have served the request already (it overtook this
             // signal): then there is nothing left to do.
             if slot.pending.swap(0, Ordering::AcqRel) == 1 {

@@ -587,13 +587,21 @@ impl Shared {
         // SAFETY: `t` is ours and unused (per the contract).
         let stack = unsafe { &(*t).stack };
         let resident = stack.resident_bytes();
-        {
+        let full = {
             let mut pool = self.pool.lock();
             if pool.tasks.len() < POOL_MAX && pool.resident + resident <= pool_resident_max() {
                 pool.resident += resident;
                 pool.tasks.push((t, resident));
                 return;
             }
+            pool.tasks.len() >= POOL_MAX
+        };
+        // A full pool: no `madvise` before the `munmap` (two TLB flushes
+        // where one does; review 114).
+        if full {
+            // SAFETY: per the contract.
+            unsafe { Task::destroy(self, t) };
+            return;
         }
         if resident != 0 {
             stack.release();
