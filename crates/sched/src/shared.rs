@@ -586,7 +586,7 @@ impl Shared {
     pub(crate) unsafe fn release_task(&self, t: *mut Task) {
         // SAFETY: `t` is ours and unused (per the contract).
         let stack = unsafe { &(*t).stack };
-        let resident = stack.resident_bytes();
+        let resident = stack.pool_charge();
         let full = {
             let mut pool = self.pool.lock();
             if pool.tasks.len() < POOL_MAX && pool.resident + resident <= pool_resident_max() {
