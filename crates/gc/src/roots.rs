@@ -86,11 +86,7 @@ impl SlotTable {
 
     /// Visit every live slot, forgetting slots whose handle was dropped.
     pub fn for_each(&self, mut f: impl FnMut(&AtomicUsize)) {
-        let mut v = self.slots.lock().unwrap();
-        v.retain(|s| {
-            if Arc::strong_count(s) == 1 {
-                return false;
-            }
+        self.retain(|s| {
             f(s);
             true
         });

@@ -88,7 +88,7 @@ fn run(weak: Weak<Shared>) {
     // Without async preemption: each worker's switch count at the last
     // quantum check (see `retake`), and when that check is next due.
     let mut seen: Vec<u64> = Vec::new();
-    let mut next_retake = if weak.upgrade().is_some_and(|sh| sh.preempt.enabled) { u64::MAX } else { 0 };
+    let mut next_retake = 0u64;
     loop {
         let Some(sh) = weak.upgrade() else { return };
         if sh.shutdown.load(Ordering::Acquire) {
@@ -97,7 +97,9 @@ fn run(weak: Weak<Shared>) {
         let m = &sh.sysmon;
         m.word.store(0, Ordering::SeqCst);
         let now = now_ns();
-        let retake_at = if sh.preempt.enabled || now < next_retake {
+        let retake_at = if sh.preempt.enabled {
+            u64::MAX
+        } else if now < next_retake {
             next_retake
         } else if retake(&sh, &mut seen) {
             next_retake = now + sh.preempt.quantum.as_nanos() as u64;
