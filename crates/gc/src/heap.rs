@@ -8,7 +8,7 @@ use crate::mutator::{set_current_mutator, Mutator};
 use crate::object::GcRef;
 use crate::preempt_glue::no_preempt;
 use crate::refcheck::{is_quarantined, Quarantine};
-use crate::roots::{Root, RootScanner, ScannerId, SlotTable, WeakRef};
+use crate::roots::{Root, RootScanner, ScannerId, SlotTable, VecTable, WeakRef};
 use crate::sizeclass::{slots_of, split_span_class, CLASS_SIZES, NUM_SPAN_CLASSES};
 use crate::space::Space;
 use crate::stack::with_registers_spilled;
@@ -138,6 +138,9 @@ pub(crate) struct HeapInner {
     pub goal: AtomicUsize,
     roots: SlotTable,
     weaks: SlotTable,
+    /// The element buffers of this heap's `RootedVec`s (scanned where the
+    /// `Root` table is: `mark_precise_roots` or `scan_root_table`).
+    rooted_vecs: VecTable,
     scanners: Mutex<Vec<(u64, Arc<RootScanner>)>>,
     /// Counts this heap in `refcheck::CHECK_REFS_HEAPS` under checkrefs
     /// (`Gc::new` then refuses stale fields).
@@ -582,6 +585,7 @@ impl Heap {
                 _check_refs: crate::refcheck::CheckRefsHeap::new(config.check_refs),
                 roots: SlotTable::default(),
                 weaks: SlotTable::default(),
+                rooted_vecs: VecTable::default(),
                 scanners: Mutex::new(Vec::new()),
                 finalizers: Mutex::new(FinalizerTable::default()),
                 fin_blocks: (0..fin_words).map(|_| AtomicU64::new(0)).collect(),
@@ -1252,6 +1256,19 @@ impl Heap {
     #[cfg(feature = "test-hooks")]
     pub fn debug_weak_slots(&self) -> usize {
         self.inner.weaks.len()
+    }
+
+    /// Test support: the `RootedVec` buffers this heap's collector scans
+    /// (those of live containers).
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn debug_rooted_vecs(&self) -> usize {
+        self.inner.rooted_vecs.len()
+    }
+
+    /// The table `RootedVec::new` lists its buffer in.
+    pub(crate) fn rooted_vecs(&self) -> &VecTable {
+        &self.inner.rooted_vecs
     }
 
     /// Test support: the strong references the background collector and
@@ -2574,6 +2591,7 @@ impl HeapInner {
         let mut words = 0;
         if root_table {
             self.roots.for_each(|s| m.mark_precise(s.load(Ordering::Acquire)));
+            self.rooted_vecs.for_each(|v| m.mark_precise(v));
             ROOTS_VISITED_IN_STOPS.fetch_add(1, Ordering::Relaxed);
         }
         phase.set(Phase::RootScanner);
@@ -2600,11 +2618,12 @@ impl HeapInner {
         words
     }
 
-    /// The `Root` table's part of a concurrent cycle, with the world
-    /// running, before its first concurrent drain (see
-    /// `SlotTable::scan_concurrently` for why no stop needs it).
+    /// The `Root` table's and the `RootedVec`s' part of a concurrent
+    /// cycle, with the world running, before its first concurrent drain
+    /// (see `roots.rs` for why no stop needs them).
     fn scan_root_table(&self, m: &mut Marker<'_>) {
         self.roots.scan_concurrently(|v| m.mark_precise(v));
+        self.rooted_vecs.scan_concurrently(|v| m.mark_precise(v));
     }
 
     /// Concurrent marking, world running, on the collecting thread and

@@ -185,15 +185,17 @@
 //! the start stop + black allocation: an object reachable at the start stop
 //! is marked (snapshot at the beginning: every heap pointer deleted during
 //! the mark is shaded, every root container was scanned at the start, or,
-//! for the `Root` table, is scanned with the world running while
-//! `Root::set` and a `Root`'s drop shade like the barrier:
-//! `SlotTable::scan_concurrently`), and
+//! for the `Root` table and the `RootedVec` elements, are scanned with the
+//! world running while `Root::set`, a `Root`'s drop and every `RootedVec`
+//! method that removes an element shade like the barrier: `roots.rs`), and
 //! an object allocated during the mark is black; nothing else can become
 //! reachable, except through a weak reference or an address turned back
 //! into a handle ([`WeakRef::get`], [`Heap::object_at`],
 //! [`Heap::find_object`]), which shade what they hand out. Root slots
 //! ([`Root::set`], [`Heap::add_root`], [`RootedVec::push`] /
-//! [`RootedVec::set`]) shade like the barrier, and `Gc::new` shades the
+//! [`RootedVec::set`]; and for removals, a `Root`'s drop and
+//! [`RootedVec::pop`] / [`RootedVec::truncate`] / its drop) shade like the
+//! barrier, and `Gc::new` shades the
 //! pointer fields its initialising store wrote into the new (black) object
 //! (the barrier's insertion half for the stores that bypass it; test:
 //! `tests/insertion_barrier_bypass.rs`).
@@ -558,7 +560,9 @@ pub mod internals {
         live_heaps_for_tests, release_slow_readers_for_tests, set_table_pin_for_tests, slow_readers_for_tests,
     };
     #[cfg(feature = "test-hooks")]
-    pub use crate::roots::{set_root_heap_check_for_tests, set_root_liveness_check_for_tests};
+    pub use crate::roots::{
+        set_root_heap_check_for_tests, set_root_liveness_check_for_tests, set_rooted_vec_deletion_shading_for_tests,
+    };
     #[cfg(feature = "test-hooks")]
     pub use crate::world::set_exited_thread_check_for_tests;
     /// Test-only switch (lookups trust a block's sweep state less): the

@@ -9,11 +9,27 @@
 //!
 //! A [`RootedVec`] is a growable array whose elements are precise roots (an
 //! interpreter's operand stack, values in flight between Rust data
-//! structures): a root scanner reports its elements in every pause. Its
-//! buffer sits behind a mutex that the methods hold briefly, never across a
-//! safe point (they are out-of-line runtime code, which asynchronous
-//! preemption refuses, and they neither allocate in the GC heap nor block),
-//! so the scanner never waits for a stopped task.
+//! structures). Its buffer sits behind a mutex that the methods hold
+//! briefly, never across a safe point (they are out-of-line runtime code,
+//! which asynchronous preemption refuses, and they neither allocate in the
+//! GC heap nor block), so a scan never waits for a stopped task. The heap
+//! lists every buffer in a [`VecTable`]: a stop-the-world cycle scans them
+//! in its pause, a concurrent cycle with the world running, a chunk of
+//! elements per lock, like the `Root` table.
+//!
+//! **Why the tables need no stop.** A concurrent cycle visits a table
+//! after its start stop, while tasks run whose stacks are already black
+//! (scanned, or new). A value the table held at the mark's start must not
+//! leave it for such a stack unseen: so every way a value leaves a table
+//! while a heap marks shades it (the deletion half of the barrier:
+//! `Root::set` and `Root`'s drop; `RootedVec::set`, `pop`, `truncate`
+//! and its drop), and every value put in is shaded (the insertion half:
+//! `Root::set`, `Heap::add_root`, `RootedVec::push` and `set`). Values
+//! never move inside a table (a `RootedVec` has no insert or remove in the
+//! middle), so a scan by index sees each value that stays. Rejected: a
+//! read barrier on `Root::get` / `RootedVec::get` (a shade on every read
+//! of a mark instead of on each removal), and rescanning the tables in
+//! the termination stop (O(n) again).
 
 use crate::object::{Gc, GcRef};
 use crate::{GcType, Heap};
@@ -91,6 +107,102 @@ impl SlotTable {
             true
         });
     }
+}
+
+/// The element buffer of one [`RootedVec`] (shared with its heap's
+/// [`VecTable`]).
+pub(crate) type VecSlots = Arc<Mutex<Vec<usize>>>;
+
+/// Every [`RootedVec`] buffer of a heap, for the collector's scan (see the
+/// module docs). A buffer whose container was dropped (the table holds the
+/// only reference) is forgotten at the next scan.
+#[derive(Default)]
+pub(crate) struct VecTable {
+    vecs: Mutex<Vec<VecSlots>>,
+}
+
+impl VecTable {
+    /// A new, listed buffer with room for `n` elements.
+    pub fn add(&self, n: usize) -> VecSlots {
+        let v = Arc::new(Mutex::new(Vec::with_capacity(n)));
+        self.vecs.lock().unwrap().push(v.clone());
+        v
+    }
+
+    /// The buffers still in use (forgetting the others).
+    fn live(&self) -> Vec<VecSlots> {
+        let mut t = self.vecs.lock().unwrap();
+        t.retain(|v| Arc::strong_count(v) != 1);
+        t.clone()
+    }
+
+    /// Pass every element of every buffer to `f`, with the world running:
+    /// each buffer's lock is held for [`SCAN_CHUNK`] elements at a time, so
+    /// that a task pushing or popping waits for one chunk at most. Sound
+    /// because of the barrier halves listed in the module docs: an element
+    /// present at the mark's start is either still at its index when the
+    /// scan gets there, or was shaded when it left; one put in meanwhile
+    /// was shaded then.
+    pub fn scan_concurrently(&self, mut f: impl FnMut(usize)) {
+        for v in self.live() {
+            let mut i = 0;
+            loop {
+                let g = lock_slots(&v);
+                let Some(chunk) = g.get(i..g.len().min(i + SCAN_CHUNK)).filter(|c| !c.is_empty()) else {
+                    break;
+                };
+                chunk.iter().for_each(|&a| f(a));
+                i += chunk.len();
+            }
+        }
+    }
+
+    /// Pass every element of every buffer to `f` (the world stopped).
+    pub fn for_each(&self, mut f: impl FnMut(usize)) {
+        for v in self.live() {
+            lock_slots(&v).iter().for_each(|&a| f(a));
+        }
+    }
+
+    /// Buffers listed (test support).
+    #[cfg(feature = "test-hooks")]
+    pub fn len(&self) -> usize {
+        self.live().len()
+    }
+}
+
+/// Test switch (negative control of the tables' deletion half): `false`
+/// makes `RootedVec::pop`, `truncate` and its drop shade nothing.
+static VEC_DELETION_SHADING: AtomicBool = AtomicBool::new(true);
+
+/// Test support: whether `RootedVec::pop`, `truncate` and its drop shade
+/// what they remove while a heap marks (default `true`). Off only for
+/// negative controls. Process-wide.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_rooted_vec_deletion_shading_for_tests(on: bool) {
+    VEC_DELETION_SHADING.store(on, Ordering::SeqCst);
+}
+
+/// The deletion half for values leaving a [`RootedVec`] (see the module
+/// docs): shades each of `removed` while a heap marks, in one
+/// `refcheck::shading_section` (as `Root`'s drop: from a thread the World
+/// does not stop, never inside a marking stop). The check comes after the
+/// removal; on a thread the World stops no stop falls in between (runtime
+/// code, out of line, no safe point).
+#[inline(never)]
+fn shade_removed(removed: &[usize]) {
+    if removed.is_empty()
+        || crate::barrier::MARKING.load(Ordering::Relaxed) == 0
+        || !VEC_DELETION_SHADING.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    crate::refcheck::shading_section(|| {
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            removed.iter().for_each(|&a| crate::refcheck::shade(a));
+        }
+    });
 }
 
 /// A precise root: keeps its object (if any) alive until dropped or reset.
@@ -436,20 +548,22 @@ pub type RootScanner = Box<dyn Fn(&mut dyn FnMut(GcRef)) + Send + Sync>;
 /// a global). For a VM's operand stack or for values in flight that Rust heap
 /// memory holds (a plain `Vec<GcRef>` there is not scanned). `Send + Sync`.
 ///
-/// Scanned in every cycle's start stop; while a heap then marks, `push`
-/// and `set` shade what they store (and `set` what it overwrites), as the
-/// write barrier does for heap slots, so a value that only a stack not yet
-/// scanned held is not lost.
+/// A concurrent cycle scans the elements with the world running (no stop
+/// grows with them: 1M elements cost every start stop 9 ms when the start
+/// stop scanned them). While a heap marks, `push` and `set` shade what they
+/// store, and `set`, `pop`, `truncate` and the drop shade what they remove,
+/// as the write barrier does for heap slots: a value read out with `get`
+/// before its element is removed is not lost.
 ///
 /// Each method takes a mutex for a few instructions (the collector takes it
-/// to scan); `push` and `set` check that the handle is live like the `GcRef`
-/// accessors do (so they too must run on a thread the World stops) and that
-/// it is an object of this container's heap. `get`, `pop`, `len` work on any
-/// thread. Dropping the container unregisters it.
+/// to scan, a few thousand elements at a time); `push` and `set` check that
+/// the handle is live like the `GcRef` accessors do (so they too must run
+/// on a thread the World stops) and that it is an object of this
+/// container's heap. `get`, `pop`, `len` work on any thread. Dropping the
+/// container unregisters it.
 pub struct RootedVec {
     heap: Heap,
-    id: ScannerId,
-    slots: Arc<Mutex<Vec<usize>>>,
+    slots: VecSlots,
 }
 
 fn lock_slots(m: &Mutex<Vec<usize>>) -> MutexGuard<'_, Vec<usize>> {
@@ -465,16 +579,8 @@ impl RootedVec {
     /// An empty container with room for `n` elements.
     #[inline(never)]
     pub fn with_capacity(heap: &Heap, n: usize) -> RootedVec {
-        let slots = Arc::new(Mutex::new(Vec::with_capacity(n)));
-        let s = slots.clone();
-        let id = heap.add_root_scanner(Box::new(move |report| {
-            for &a in lock_slots(&s).iter() {
-                if let Some(r) = GcRef::from_heap_addr(a) {
-                    report(r);
-                }
-            }
-        }));
-        RootedVec { heap: heap.clone(), id, slots }
+        let slots = heap.rooted_vecs().add(n);
+        RootedVec { heap: heap.clone(), slots }
     }
     /// Number of elements.
     #[inline(never)]
@@ -513,7 +619,9 @@ impl RootedVec {
     /// Remove and return the last element (`None` if empty).
     #[inline(never)]
     pub fn pop(&mut self) -> Option<Option<GcRef>> {
-        lock_slots(&self.slots).pop().map(GcRef::from_heap_addr)
+        let a = lock_slots(&self.slots).pop()?;
+        shade_removed(&[a]);
+        Some(GcRef::from_heap_addr(a))
     }
     /// Element `i` (panics if `i >= len`).
     #[inline(never)]
@@ -549,7 +657,20 @@ impl RootedVec {
     /// Keep the first `n` elements.
     #[inline(never)]
     pub fn truncate(&mut self, n: usize) {
-        lock_slots(&self.slots).truncate(n);
+        let removed: Vec<usize> = {
+            let mut s = lock_slots(&self.slots);
+            if n >= s.len() {
+                return;
+            }
+            if crate::barrier::MARKING.load(Ordering::Relaxed) == 0 {
+                // No mark to tell (see `shade_removed` for the order).
+                s.truncate(n);
+                Vec::new()
+            } else {
+                s.drain(n..).collect()
+            }
+        };
+        shade_removed(&removed);
     }
     /// Remove every element.
     pub fn clear(&mut self) {
@@ -563,9 +684,14 @@ impl RootedVec {
     }
 }
 
+/// Unregisters the buffer (the heap's table forgets it at its next scan)
+/// after shading its elements while a heap marks (the deletion half).
 impl Drop for RootedVec {
     fn drop(&mut self) {
-        self.heap.remove_root_scanner(self.id);
+        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+            let removed = std::mem::take(&mut *lock_slots(&self.slots));
+            shade_removed(&removed);
+        }
     }
 }
 
