@@ -2294,8 +2294,9 @@ impl HeapInner {
                 stack_scan = s0.elapsed();
                 concurrent_mark += stack_scan;
             }
-            // The finalizer records and the `Root` table, with the world
-            // running (no stop of this cycle visits them).
+            // The finalizer records, the `Root` table and `RootedVec`s, and
+            // the World's deferred ranges, with the world running (no stop
+            // of this cycle visits them).
             let c0 = Instant::now();
             phase.set(Phase::ConcurrentMarking);
             world.blocking(&mut || {
@@ -2303,6 +2304,9 @@ impl HeapInner {
                     let mut fm = Marker::new(space, &counters);
                     if table_later {
                         self.scan_root_table(&mut fm);
+                    }
+                    if stacks_later {
+                        world.for_each_deferred_range(&mut |lo, hi| words += fm.scan_range(lo, hi));
                     }
                     words += self.scan_finalizer_records(&mut fm);
                     stack.append(&mut fm.stack);

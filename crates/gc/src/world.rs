@@ -224,6 +224,27 @@ pub unsafe trait World: Send + Sync {
     fn begin_concurrent_stack_scan(&self) -> bool {
         false
     }
+    /// Ranges of World-owned memory scanned with the world running instead
+    /// of in the start stop (a channel's buffered values: issue 9, 1M of
+    /// them made every start stop 18 ms long). Called once in each
+    /// concurrent cycle whose
+    /// [`begin_concurrent_stack_scan`](World::begin_concurrent_stack_scan)
+    /// returned `true`, by the collecting thread with the world running
+    /// (inside [`blocking`](World::blocking) when that thread is a task),
+    /// after the start stop and before the termination stop; `f(lo, hi)`
+    /// conservatively, each range readable and unchanged while `f` runs
+    /// on it. The World may leave out of that cycle's start-stop
+    /// `for_each_conservative_range` whatever it reports here, provided
+    /// it keeps the deletion half of the barrier for it: a value such a
+    /// range held at the start stop that leaves it, before this call has
+    /// reported it, for anything the GC does not scan later in the cycle
+    /// (a black stack) is shaded
+    /// ([`Heap::shade_conservative_range`](crate::Heap::shade_conservative_range))
+    /// by whoever takes it out, while the heap marks and before any safe
+    /// point of theirs. Default: nothing (every range in the stop).
+    fn for_each_deferred_range(&self, f: &mut dyn FnMut(usize, usize)) {
+        let _ = f;
+    }
     /// Non-blocking: scan what can be claimed now (call `scan(lo, hi)` for
     /// the conservative range of every task of this cycle that is not
     /// running and not yet scanned), make sure the rest will be scanned

@@ -284,6 +284,32 @@ pub fn set_send_shading_for_tests(on: bool) {
     crate::stack_scan::set_send_shading_for_tests(on);
 }
 
+/// Test-only switch (negative control of the receive-side shading of the
+/// channel-buffer walk: a task's receive from a buffer no longer shades
+/// the value while a heap marks). Process-wide; restore `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_recv_shading_for_tests(on: bool) {
+    crate::stack_scan::set_recv_shading_for_tests(on);
+}
+
+/// Test-only switch: `true` makes every start stop scan the channel
+/// buffers, as before, instead of the concurrent cycle walking them with
+/// the world running (the negative control). Process-wide; restore `false`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_channel_buffers_in_stop_for_tests(in_stop: bool) {
+    crate::stack_scan::set_defer_buffers_for_tests(!in_stop);
+}
+
+/// Test-only: ranges of channel buffers reported in stops so far in this
+/// process (all runtimes).
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn channel_buffer_ranges_in_stops_for_tests() -> usize {
+    crate::glue::heap_roots::DEFERRED_RANGES_IN_STOPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Test-only: the collector does not claim the stack of the task with this
 /// id (0: none) for its per-task scan; the task is then scanned only by
 /// whoever resumes it (or when it leaves `blocking`), and the cycle waits

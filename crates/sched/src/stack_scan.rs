@@ -104,11 +104,15 @@ pub(crate) struct StackScan {
     /// Set by `begin` in the start stop, consumed by the same stop's
     /// `for_each_conservative_range` (which then omits the task stacks).
     omit_stacks: AtomicBool,
+    /// Set by the start stop that omitted the channel buffers (`defer_buffers`),
+    /// consumed by the same cycle's `World::for_each_deferred_range`, which
+    /// then walks them.
+    buffers_deferred: AtomicBool,
 }
 
 impl StackScan {
     pub(crate) const fn new() -> StackScan {
-        StackScan { epoch: AtomicU64::new(0), omit_stacks: AtomicBool::new(false) }
+        StackScan { epoch: AtomicU64::new(0), omit_stacks: AtomicBool::new(false), buffers_deferred: AtomicBool::new(false) }
     }
 }
 
@@ -118,6 +122,9 @@ impl StackScan {
 static RESUME_CLAIM: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative control of the send-side shading).
 static SEND_SHADING: AtomicBool = AtomicBool::new(true);
+/// Test-only switch (negative control of the receive-side shading of the
+/// deferred channel-buffer scan, `shade_received`).
+static RECV_SHADING: AtomicBool = AtomicBool::new(true);
 /// Test-only switch (negative control of review finding 1): when false,
 /// threads without a mutator check "a heap marks" outside the shading gate
 /// before publishing (the pre-fix order).
@@ -144,6 +151,10 @@ pub(crate) fn set_resume_claim_for_tests(on: bool) {
 #[cfg(feature = "test-hooks")]
 pub(crate) fn set_send_shading_for_tests(on: bool) {
     SEND_SHADING.store(on, Ordering::SeqCst);
+}
+#[cfg(feature = "test-hooks")]
+pub(crate) fn set_recv_shading_for_tests(on: bool) {
+    RECV_SHADING.store(on, Ordering::SeqCst);
 }
 #[cfg(feature = "test-hooks")]
 pub(crate) fn set_gated_publish_for_tests(on: bool) {
@@ -200,6 +211,33 @@ pub(crate) fn begin(sh: &Shared) -> bool {
 /// stacks (once per `begin`).
 pub(crate) fn omit_stacks_now(sh: &Shared) -> bool {
     sh.stack_scan.omit_stacks.swap(false, Ordering::Relaxed)
+}
+
+/// In a stop's `for_each_conservative_range` (`stacks_omitted`: it omits
+/// the task stacks, a concurrent cycle's start stop): whether it omits the
+/// channel buffers too (the cycle then walks them with the world running,
+/// `heap_roots::for_each_deferred`); records the answer for
+/// [`take_deferred_buffers`]. With stacks omitted, `false` only with the
+/// negative control (`hooks::set_channel_buffers_in_stop_for_tests`).
+pub(crate) fn defer_buffers(sh: &Shared, stacks_omitted: bool) -> bool {
+    let defer = stacks_omitted && DEFER_BUFFERS.load(Ordering::Relaxed);
+    sh.stack_scan.buffers_deferred.store(defer, Ordering::Relaxed);
+    defer
+}
+
+/// Whether this cycle's start stop left the channel buffers for
+/// `World::for_each_deferred_range` (once per cycle).
+pub(crate) fn take_deferred_buffers(sh: &Shared) -> bool {
+    sh.stack_scan.buffers_deferred.swap(false, Ordering::Relaxed)
+}
+
+/// Test-only switch: `false` makes the start stops scan channel buffers,
+/// as before (the negative control of the deferred walk).
+static DEFER_BUFFERS: AtomicBool = AtomicBool::new(true);
+
+#[cfg(feature = "test-hooks")]
+pub(crate) fn set_defer_buffers_for_tests(on: bool) {
+    DEFER_BUFFERS.store(on, Ordering::SeqCst);
 }
 
 /// `[from, hi)`: what a scan of a switched-out task reads (saved SP minus
@@ -414,6 +452,27 @@ fn publish_gated<T, R>(v: T, publish: impl FnOnce(T) -> R) -> R {
         publish_delay_for_tests();
         publish(v)
     })
+}
+
+/// A task took `v` out of a channel's buffer, which a concurrent cycle
+/// scans with the world running (`heap_roots.rs`): while a heap marks,
+/// shade its bytes (the deletion half), before the task reaches a safe
+/// point (the caller holds the channel's lock). Nothing on a thread
+/// without a mutator (a plain thread, a `blocking` closure: its frames
+/// are no roots), and nothing for values too small to hold a pointer.
+#[inline(always)]
+pub(crate) fn shade_received<T>(v: &T) {
+    if may_hold_pointer::<T>() && usurp_gc::internals::any_heap_marking() {
+        shade_received_slow(v as *const T as usize, std::mem::size_of::<T>());
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn shade_received_slow(lo: usize, len: usize) {
+    if RECV_SHADING.load(Ordering::Relaxed) && usurp_gc::internals::has_mutator() {
+        shade_range(lo, lo + len);
+    }
 }
 
 fn shade_value_if_marking<T>(v: &T) {

@@ -39,7 +39,10 @@
 //! started yet (its captured values; from `spawn` until the task takes the
 //! closure onto its own stack), every join result (or panic payload) not
 //! yet joined, and the values buffered in every channel (`usurp::channel`,
-//! `sync_channel`) not yet received. Only the values' own bytes are
+//! `sync_channel`) not yet received. A concurrent cycle's start stop
+//! leaves the channel buffers out: the collector walks them with the world
+//! running (`for_each_deferred_range`, `heap_roots::for_each_deferred`),
+//! while receives on tasks shade what they take out. Only the values' own bytes are
 //! reported, not memory they own (a `Vec<GcRef>` sent, returned or
 //! captured is not scanned element by element).
 //!
@@ -112,7 +115,12 @@ impl RuntimeWorld {
 // scan is done; scan_task_stacks says true only when no live task is
 // unscanned or being scanned; new tasks start scanned, and values moved
 // through runtime memory (channel sends, spawn closures, join results) are
-// shaded while a heap marks.
+// shaded while a heap marks. for_each_deferred_range: the buffers the
+// same cycle's start stop left out (`stack_scan::defer_buffers`), walked
+// under the registry and channel locks a chunk at a time; a receive on a
+// task shades what it takes out of a buffer while a heap marks, under the
+// channel's lock (before any safe point), and values never move inside a
+// buffer but from its front, which `State::popped` counts.
 // background_collection: stop_the_world works from a thread that is no
 // worker (it stops every worker, the caller holding none), the ranges are
 // every parked task's whatever thread asks, and safe_region runs the closure
@@ -155,8 +163,11 @@ unsafe impl World for RuntimeWorld {
                 // GC values the runtime holds in Rust heap memory: closures
                 // of tasks not started yet, join results not yet joined,
                 // values buffered in channels (see `heap_roots.rs`).
+                // Channel buffers too, unless this cycle walks them with
+                // the world running (`for_each_deferred_range`).
                 crate::glue::heap_roots::for_each_spawn_closure(sh, &mut *f);
-                crate::glue::heap_roots::for_each_registered(&mut *f);
+                let later = crate::stack_scan::defer_buffers(sh, omit);
+                crate::glue::heap_roots::for_each_registered(&mut *f, later);
             }
         });
     }
@@ -216,6 +227,12 @@ unsafe impl World for RuntimeWorld {
 
     fn begin_concurrent_stack_scan(&self) -> bool {
         self.with(crate::stack_scan::begin).unwrap_or(false)
+    }
+
+    fn for_each_deferred_range(&self, f: &mut dyn FnMut(usize, usize)) {
+        if self.with(crate::stack_scan::take_deferred_buffers) == Some(true) {
+            crate::glue::heap_roots::for_each_deferred(f);
+        }
     }
 
     fn scan_task_stacks(&self, scan: &mut dyn FnMut(usize, usize)) -> bool {

@@ -35,6 +35,31 @@
 //! closure is on their stack). Task stacks are not part of this: see
 //! `gc_world.rs`.
 //!
+//! **Channel buffers, with the world running** (issue 9: 1M queued
+//! values made every start stop 18 ms long). A channel registers a second
+//! function besides its stop scan: [`DeferredFn`], which reports its
+//! buffer a chunk at a time. In the start stop of a cycle that scans task
+//! stacks one at a time (`stack_scan::omit_stacks_now`), the stop reports
+//! only the stop parts (a channel's blocked senders' offers, results,
+//! select storage), and the collector walks the buffers afterwards
+//! ([`for_each_deferred`], from `World::for_each_deferred_range`), the
+//! registry and the channel locked for one chunk at a time. Sound because
+//! a value leaves a buffer only by a receive, and a receive on a task
+//! shades what it takes from the buffer while a heap marks, under the
+//! channel's lock (`mpsc::State::try_recv_locked`): a value the buffer
+//! held at the stop is either still there when the walk reaches its
+//! position (positions are counted from the channel's first value ever,
+//! `State::popped`, so receives between two chunks do not shift them), or
+//! was shaded when it left. Values sent meanwhile come from black stacks
+//! (every running task's stack is scanned before it runs in the cycle), or
+//! were shaded by `stack_scan::publish`. A receive on a thread without a
+//! mutator (a plain thread, a `blocking` closure) shades nothing: its
+//! frames are no roots (README, "Roots"). While a walk is in progress,
+//! entries removed from the registry leave a tombstone instead of moving
+//! the last entry into their place ([`Registry::remove`]), so that the
+//! walk's index stays valid when it lets the lock go between chunks; the
+//! last walker compacts.
+//!
 //! **Locks in the pause.** The registry lock and channel locks are spin
 //! locks held only for short, non-blocking critical sections, never across
 //! a switch (`SpinGuard` holds a no-preemption guard): a task stopped for a
@@ -51,7 +76,7 @@ use crate::shared::Shared;
 use crate::spin::{SpinGuard, SpinLock};
 use crate::tasks::tcb::state;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Reports `[lo, hi)` byte ranges to scan conservatively.
 pub(crate) type RangeFn<'a> = &'a mut dyn FnMut(usize, usize);
@@ -59,15 +84,30 @@ pub(crate) type RangeFn<'a> = &'a mut dyn FnMut(usize, usize);
 /// Scans the object at the given address (see [`Registry::insert`]).
 pub(crate) type ScanFn = unsafe fn(*const (), RangeFn<'_>);
 
+/// Scans part of what the object at the given address holds that may be
+/// scanned with the world running (a channel's buffer, see the module
+/// docs): from position `*at` (counted from the object's first value ever)
+/// for a bounded number of values, advancing `*at`; `true` once it
+/// reached the end. See [`Registry::insert_deferred`].
+pub(crate) type DeferredFn = unsafe fn(*const (), &mut u64, RangeFn<'_>) -> bool;
+
 struct Entry {
+    /// Null: a tombstone (removed during a walk; see [`Registry::remove`]).
     obj: *const (),
     scan: ScanFn,
+    deferred: Option<DeferredFn>,
     slot: *const Slot,
 }
 
 /// The list behind [`REGISTRY`].
 pub(crate) struct Registry {
     entries: Vec<Entry>,
+    /// Walks of the deferred parts in progress ([`for_each_deferred`]; one
+    /// per heap marking at once). While nonzero, removals leave
+    /// tombstones.
+    walkers: usize,
+    /// Tombstones in `entries`.
+    tombstones: usize,
 }
 
 // SAFETY: the raw pointers are only dereferenced under the registry lock,
@@ -77,7 +117,8 @@ unsafe impl Send for Registry {}
 /// Every registered result and channel of the process (all runtimes: a
 /// pause scans the other runtimes' entries too, whose words are ignored by
 /// the heap's range check).
-pub(crate) static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry { entries: Vec::new() });
+pub(crate) static REGISTRY: SpinLock<Registry> =
+    SpinLock::new(Registry { entries: Vec::new(), walkers: 0, tombstones: 0 });
 
 /// Where a registrable object keeps its registry index. Dropping a
 /// registered slot unregisters it: declare it as the object's *first* field,
@@ -145,14 +186,30 @@ impl Registry {
     /// registry lock is held (writers hold the lock, or the object's own
     /// lock which `scan` takes), and reports only readable ranges.
     pub(crate) unsafe fn insert(&mut self, slot: &Slot, obj: *const (), scan: ScanFn) {
+        // SAFETY: the caller's contract.
+        unsafe { self.insert_deferred(slot, obj, scan, None) }
+    }
+
+    /// [`insert`](Registry::insert), with a part that may be scanned with
+    /// the world running (`deferred`, see the module docs).
+    ///
+    /// # Safety
+    /// As `insert`; besides, `deferred(obj, ..)` reads under the object's
+    /// own lock only memory valid while the registry lock is held, and the
+    /// object's owner keeps the barrier of the module docs: whatever leaves
+    /// the ranges `deferred` reports, while a heap marks, is shaded by
+    /// whoever takes it out, before any safe point of theirs.
+    pub(crate) unsafe fn insert_deferred(&mut self, slot: &Slot, obj: *const (), scan: ScanFn, deferred: Option<DeferredFn>) {
         debug_assert!(!slot.registered());
         // SAFETY: we hold the registry lock (we are `&mut Registry`).
         unsafe { *slot.index.get() = self.entries.len() };
-        self.entries.push(Entry { obj, scan, slot });
+        self.entries.push(Entry { obj, scan, deferred, slot });
         slot.registered.store(true, Ordering::Relaxed);
     }
 
     /// Unregisters the object of `slot` (no-op if it is not registered).
+    /// While a walk is in progress the entry becomes a tombstone (indices
+    /// stay put for the walk); else the last entry moves into its place.
     pub(crate) fn remove(&mut self, slot: &Slot) {
         if !slot.registered() {
             return;
@@ -161,32 +218,116 @@ impl Registry {
         // moved entries' slots are valid (they are still registered).
         unsafe {
             let i = *slot.index.get();
-            self.entries.swap_remove(i);
-            if let Some(moved) = self.entries.get(i) {
-                *(*moved.slot).index.get() = i;
+            if self.walkers > 0 {
+                let e = &mut self.entries[i];
+                e.obj = std::ptr::null();
+                e.slot = std::ptr::null();
+                e.deferred = None;
+                self.tombstones += 1;
+            } else {
+                self.entries.swap_remove(i);
+                if let Some(moved) = self.entries.get(i) {
+                    *(*moved.slot).index.get() = i;
+                }
             }
             *slot.index.get() = usize::MAX;
         }
         slot.registered.store(false, Ordering::Relaxed);
     }
 
+    /// Drops the tombstones (no walk in progress), fixing the indices.
+    fn compact(&mut self) {
+        if self.tombstones == 0 {
+            return;
+        }
+        self.entries.retain(|e| !e.obj.is_null());
+        for (i, e) in self.entries.iter().enumerate() {
+            // SAFETY: registry lock held; a live entry's slot is valid.
+            unsafe { *(*e.slot).index.get() = i };
+        }
+        self.tombstones = 0;
+    }
+
     /// Number of registered objects (tests and statistics).
     #[allow(dead_code)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.tombstones
     }
 }
 
-/// Reports the ranges of every registered result and channel buffer.
+/// Reports the ranges of every registered result and channel buffer: the
+/// stop parts, and the deferred parts too unless `deferred_later` (the
+/// collector then walks them with the world running: [`for_each_deferred`]).
 ///
 /// # Safety
 /// Called by the GC with the world stopped (any thread may call it: it only
 /// reads under the locks described in the module docs).
-pub(crate) unsafe fn for_each_registered(f: RangeFn<'_>) {
+pub(crate) unsafe fn for_each_registered(f: RangeFn<'_>, deferred_later: bool) {
     let reg = lock();
-    for e in reg.entries.iter() {
+    let mut values = 0;
+    for e in reg.entries.iter().filter(|e| !e.obj.is_null()) {
         // SAFETY: per `insert`'s contract, with the lock held.
         unsafe { (e.scan)(e.obj, &mut *f) };
+        if let (Some(d), false) = (e.deferred, deferred_later) {
+            let mut at = 0;
+            // SAFETY: per `insert_deferred`'s contract, with the lock held.
+            while !unsafe { d(e.obj, &mut at, &mut |lo, hi| {
+                values += 1;
+                f(lo, hi)
+            }) } {}
+        }
+    }
+    DEFERRED_RANGES_IN_STOPS.fetch_add(values, Ordering::Relaxed);
+}
+
+/// Ranges of deferred parts reported in stops, process-wide (test
+/// statistics: 0 while every concurrent cycle walks them afterwards).
+pub(crate) static DEFERRED_RANGES_IN_STOPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Ranges reported per registry lock in [`for_each_deferred`] (and
+/// entries without a deferred part visited, one each).
+const WALK_BUDGET: usize = 64;
+
+/// Reports the deferred part of every registered object (channel buffers),
+/// with the world running, holding the registry lock for at most
+/// [`WALK_BUDGET`] chunks or entries at a time (a deferred function scans a
+/// bounded chunk per call): see the module docs for why that is sound.
+/// Objects registered during the walk are visited too (harmless); removed
+/// ones leave tombstones until the last walker finishes.
+pub(crate) fn for_each_deferred(f: RangeFn<'_>) {
+    /// Ends the walk, also if `f` unwinds (tombstones would pile up).
+    struct Walk;
+    impl Drop for Walk {
+        fn drop(&mut self) {
+            let mut reg = lock();
+            reg.walkers -= 1;
+            if reg.walkers == 0 {
+                reg.compact();
+            }
+        }
+    }
+    lock().walkers += 1;
+    let _walk = Walk;
+    let (mut i, mut at) = (0usize, 0u64);
+    loop {
+        let reg = lock();
+        let mut budget = WALK_BUDGET;
+        while budget > 0 && i < reg.entries.len() {
+            budget -= 1;
+            let e = &reg.entries[i];
+            let Some(d) = e.deferred.filter(|_| !e.obj.is_null()) else {
+                i += 1;
+                continue;
+            };
+            // SAFETY: a live entry (not a tombstone) with the registry lock
+            // held: per `insert_deferred`'s contract.
+            if unsafe { d(e.obj, &mut at, &mut *f) } {
+                (i, at) = (i + 1, 0);
+            }
+        }
+        if i >= reg.entries.len() {
+            return;
+        }
     }
 }
 

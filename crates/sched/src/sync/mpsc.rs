@@ -14,11 +14,15 @@
 //! sender's stack, scanned like any task stack, or inside a `Select`). A
 //! channel whose values may
 //! hold a pointer (at least a word in size) registers itself in
-//! `heap_roots::REGISTRY` when created and leaves it when dropped; every GC
-//! pause scans the bytes of its buffered values and of the values its
+//! `heap_roots::REGISTRY` when created and leaves it when dropped. Every
+//! cycle scans the bytes of its buffered values and of the values its
 //! blocked senders offer conservatively, under the channel's lock, so a
 //! `GcRef` (or a struct or tuple holding one) sent to a
-//! task survives collections until it is received. Memory a value owns (a
+//! task survives collections until it is received: the offers in the start
+//! stop, the buffer in the stop of a stop-the-world cycle and a chunk at a
+//! time with the world running in a concurrent one (`heap_roots.rs`; a
+//! receive on a task then shades what it takes out of the buffer while a
+//! heap marks, `State::try_recv_locked`). Memory a value owns (a
 //! `Vec<GcRef>` sent as a whole) is not scanned.
 
 use crate::glue::heap_roots::{self, RangeFn, Slot};
@@ -31,6 +35,10 @@ use std::sync::Arc;
 /// A channel's state; every field is read and written under `Chan::state`.
 pub(super) struct State<T> {
     buf: VecDeque<T>,
+    /// Values ever taken from the front of `buf` (or dropped with it): the
+    /// position of `buf[0]` among every value ever buffered, which the
+    /// deferred scan counts in (`scan_buffer_chunk`).
+    popped: u64,
     cap: usize,
     senders: usize,
     receiver_alive: bool,
@@ -52,19 +60,47 @@ pub(super) struct Chan<T> {
     pub(super) state: SpinLock<State<T>>,
 }
 
-/// The registry's scan function of a channel: its buffered values.
+/// The registry's deferred scan of a channel: up to [`SCAN_CHUNK_BYTES`]
+/// of buffered values (one value at least) from position `*at` (counted as
+/// `State::popped`: values received since the last call are skipped, they
+/// were shaded), advancing `*at`; `true` once the buffer's end was
+/// reached. Values buffered later come from black stacks or were shaded
+/// (`heap_roots.rs`).
 ///
 /// # Safety
 /// `c` is a registered `Chan<T>`; the registry lock is held.
-unsafe fn scan_buffer<T>(c: *const (), f: RangeFn<'_>) {
+unsafe fn scan_buffer_chunk<T>(c: *const (), at: &mut u64, f: RangeFn<'_>) -> bool {
     // SAFETY: per the contract (unregistered before it is dropped).
     let c = unsafe { &*(c as *const Chan<T>) };
     let st = c.state.lock();
+    let from = at.saturating_sub(st.popped).min(st.buf.len() as u64) as usize;
+    let to = st.buf.len().min(from + (SCAN_CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1));
     let (a, b) = st.buf.as_slices();
-    for s in [a, b] {
-        let lo = s.as_ptr() as usize;
-        f(lo, lo + std::mem::size_of_val(s));
+    // `[from, to)` of the buffer, in its two slices.
+    for (s, base) in [(a, 0), (b, a.len())] {
+        let (lo, hi) = (from.max(base) - base, to.min(base + s.len()).saturating_sub(base));
+        if lo < hi {
+            let p = s[lo..hi].as_ptr() as usize;
+            f(p, p + std::mem::size_of_val(&s[lo..hi]));
+        }
     }
+    *at = st.popped + to as u64;
+    to >= st.buf.len()
+}
+
+/// Bytes of buffered values a deferred scan reports per call (see
+/// `heap_roots::WALK_BUDGET`): a receive waits for one chunk at most.
+const SCAN_CHUNK_BYTES: usize = 32 << 10;
+
+/// The registry's stop scan of a channel: the values its blocked senders
+/// offer (the buffer is the deferred part, `scan_buffer_chunk`).
+///
+/// # Safety
+/// `c` is a registered `Chan<T>`; the registry lock is held.
+unsafe fn scan_offers<T>(c: *const (), f: RangeFn<'_>) {
+    // SAFETY: per the contract (unregistered before it is dropped).
+    let c = unsafe { &*(c as *const Chan<T>) };
+    let st = c.state.lock();
     // Values offered by blocked senders: their nodes are on the senders'
     // stacks (scanned anyway for tasks, not for plain threads) or inside a
     // `Select` (Rust heap, issue 11): under this lock, a queued node's
@@ -223,6 +259,7 @@ fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
         roots: Slot::new(),
         state: SpinLock::new(State {
             buf: VecDeque::new(),
+            popped: 0,
             cap,
             senders: 1,
             receiver_alive: true,
@@ -233,9 +270,18 @@ fn new_chan<T>(cap: usize) -> Arc<Chan<T>> {
     });
     if crate::join::may_hold_pointer::<T>() {
         // SAFETY: the channel is in an `Arc` (fixed address) and unregisters
-        // when dropped (`Slot`, its first field); its buffer is only touched
-        // under its lock, which `scan_buffer` takes.
-        unsafe { heap_roots::lock().insert(&c.roots, Arc::as_ptr(&c) as *const (), scan_buffer::<T>) };
+        // when dropped (`Slot`, its first field); its buffer and offers are
+        // only touched under its lock, which both scans take; a value leaves
+        // the buffer only in `try_recv_locked` (shaded there while a heap
+        // marks, on a task) or with the receiver's drop (never to a stack).
+        unsafe {
+            heap_roots::lock().insert_deferred(
+                &c.roots,
+                Arc::as_ptr(&c) as *const (),
+                scan_offers::<T>,
+                Some(scan_buffer_chunk::<T>),
+            )
+        };
     }
     c
 }
@@ -320,6 +366,10 @@ impl<T> State<T> {
     #[inline]
     pub(super) fn try_recv_locked(&mut self) -> (Result<T, TryRecvError>, Option<Waker>) {
         if let Some(v) = self.buf.pop_front() {
+            self.popped += 1;
+            // The deletion half for the deferred buffer scan: under the lock
+            // (a task reaches no safe point before the guard drops).
+            crate::stack_scan::shade_received(&v);
             // Room freed: move one blocked sender's value in.
             let w = self.send_q.pop_live().map(|n| {
                 // SAFETY: a dequeued sender node we won, its value still in it.
@@ -489,6 +539,7 @@ impl<T> Chan<T> {
                     }
                 }
             }
+            st.popped += st.buf.len() as u64;
             std::mem::take(&mut st.buf)
         };
         for w in wakers {

@@ -54,7 +54,7 @@
 //! possibly already dequeued by a counterpart that lost the claim, before
 //! `wait` takes it back), and the outcomes not yet taken with
 //! [`Selected::recv`] / [`Selected::send`]. A send case's value offered in
-//! a queued node is scanned through its channel (`mpsc::scan_buffer` reads
+//! a queued node is scanned through its channel (`mpsc::scan_offers` reads
 //! blocked senders' payloads under the channel lock). Every write to the
 //! scanned fields by the select's owner happens under the storage's own
 //! lock (`Inner::lock`), which the scan takes; the other writer of a node's
