@@ -363,7 +363,7 @@ impl<T> State<T> {
     /// (moving a blocked sender's value into the freed slot) or a live
     /// sender waits (rendezvous); the returned waker must be woken after
     /// unlocking. Else `Empty`, or `Disconnected` if no sender is left.
-    #[inline]
+    #[inline(always)]
     pub(super) fn try_recv_locked(&mut self) -> (Result<T, TryRecvError>, Option<Waker>) {
         if let Some(v) = self.buf.pop_front() {
             self.popped += 1;
