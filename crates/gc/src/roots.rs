@@ -190,12 +190,17 @@ pub fn set_rooted_vec_deletion_shading_for_tests(on: bool) {
 /// does not stop, never inside a marking stop). The check comes after the
 /// removal; on a thread the World stops no stop falls in between (runtime
 /// code, out of line, no safe point).
-#[inline(never)]
+#[inline(always)]
 fn shade_removed(removed: &[usize]) {
-    if removed.is_empty()
-        || crate::barrier::MARKING.load(Ordering::Relaxed) == 0
-        || !VEC_DELETION_SHADING.load(Ordering::Relaxed)
-    {
+    if !removed.is_empty() && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+        shade_removed_slow(removed);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn shade_removed_slow(removed: &[usize]) {
+    if !VEC_DELETION_SHADING.load(Ordering::Relaxed) {
         return;
     }
     crate::refcheck::shading_section(|| {
