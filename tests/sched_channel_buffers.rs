@@ -10,7 +10,8 @@
 //! the verifier on, while tasks send, receive and drop channels during
 //! collections; and a task that receives lists after its own stack was
 //! scanned, before the walk reaches them, keeps them (the negative control,
-//! `set_recv_shading_for_tests(false)`, loses some).
+//! `set_recv_shading_for_tests(false)`, loses some); and a receive on one
+//! runtime while another collects does not deadlock (review 115).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -210,4 +211,58 @@ fn values_received_during_the_mark_are_kept() {
 fn negative_control_without_the_receive_shading_lists_are_lost() {
     let lost = lost_after_receive(false);
     assert!(lost > 0, "nothing was lost without the receive shading: the test does not reach the hazard");
+}
+
+/// Review 115: a receive shaded under the channel's lock through the
+/// shading gate, which, with two heaps live, a thread with a mutator takes
+/// too; another runtime's collector closes the gate in its start stop and
+/// then locks every channel of the process to scan its offers: the two
+/// waited for each other (hung 3 runs of 3, checked by the review at
+/// 46c1aef). A task now shades its own heap's objects without the gate.
+/// Runtime A sends and receives through a buffer while runtime B collects
+/// 200 times; both must finish.
+#[test]
+fn a_receive_while_another_runtime_collects_does_not_deadlock() {
+    let _s = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s1, s2, r1) = (stop.clone(), stop.clone(), received.clone());
+    within(120, "receives beside another runtime's collections", move || {
+        let a = std::thread::spawn(move || {
+            let rt = runtime(1, manual(256 << 20, false));
+            rt.block_on(move || {
+                let (tx, rx) = usurp::channel::<Option<GcRef>>();
+                let keep = make_list(7);
+                while !s2.load(Ordering::SeqCst) {
+                    for _ in 0..64 {
+                        tx.send(Some(keep)).unwrap();
+                    }
+                    for _ in 0..64 {
+                        rx.recv().unwrap();
+                        r1.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A's own collections, now and then (A's start stops
+                    // and marks, beside B's).
+                    if r1.load(Ordering::Relaxed) % (64 * 256) == 0 {
+                        Heap::current().unwrap().collect();
+                    }
+                }
+                assert_eq!(checksum(keep), Some(expected(7)));
+            });
+        });
+        let rt_b = runtime(1, manual(256 << 20, false));
+        rt_b.block_on(move || {
+            let mut keep = usurp::gc::RootedVec::new(&Heap::current().unwrap());
+            for s in 0..2000 {
+                keep.push(Some(make_list(s)));
+            }
+            for _ in 0..scale(200) {
+                Heap::current().unwrap().collect();
+                usurp::yield_now();
+            }
+        });
+        s1.store(true, Ordering::SeqCst);
+        a.join().unwrap();
+    });
+    assert!(received.load(Ordering::Relaxed) > 0, "runtime A received nothing");
 }

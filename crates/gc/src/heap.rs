@@ -1271,6 +1271,11 @@ impl Heap {
         &self.inner.rooted_vecs
     }
 
+    /// This heap's handle-check entry (that of its mutators).
+    pub(crate) fn handle_entry(&self) -> &'static crate::refcheck::Entry {
+        self.inner.space.handle_entry()
+    }
+
     /// Test support: the strong references the background collector and
     /// sweeper hold now.
     #[doc(hidden)]
@@ -3327,29 +3332,45 @@ impl Drop for PauseFlag {
 /// The heap's side of the shading gate (`refcheck::shading_section`).
 /// [`Heap::shade_conservative_range`]'s work: a concurrent (atomic) marker
 /// over the range, its finds pushed on the grey list and counted as shaded.
+///
+/// A thread whose mutator is of this heap shades without the gate: this
+/// heap's stops stop it, so none falls inside the shading, and only this
+/// heap's objects are shaded (`shading_section` takes the gate for such a
+/// thread too when several heaps exist, for callers that may touch another
+/// heap). Review 115: with the gate, a task receiving from a channel (which
+/// shades under the channel's lock) waited at a gate another runtime's
+/// collector had closed, and that collector's stop waited for the
+/// channel's lock.
 #[cold]
 #[inline(never)]
 fn shade_range_slow(h: &HeapInner, lo: usize, hi: usize) {
-    crate::refcheck::shading_section(|| {
-        let space = &h.space;
-        if !space.mark.marking.load(Ordering::Acquire) {
-            return;
-        }
-        let counters = MarkCounters::default();
-        let mut m = Marker::new_small(space, &counters);
-        m.scan_range(lo, hi);
-        let bytes = m.live_bytes();
-        if bytes != 0 {
-            space.mark.shaded_bytes.fetch_add(bytes, Ordering::Relaxed);
-        }
-        let bad = counters.bad_pointers.load(Ordering::Relaxed);
-        if bad != 0 {
-            space.mark.shaded_bad_pointers.fetch_add(bad, Ordering::Relaxed);
-        }
-        if !m.stack.is_empty() {
-            lock(&space.mark.grey).append(&mut m.stack);
-        }
-    })
+    if std::ptr::eq(crate::mutator::current_entry(), h.space.handle_entry()) {
+        shade_range_marking(h, lo, hi);
+    } else {
+        crate::refcheck::shading_section(|| shade_range_marking(h, lo, hi));
+    }
+}
+
+/// [`shade_range_slow`]'s work, where no marking stop of `h` can fall.
+fn shade_range_marking(h: &HeapInner, lo: usize, hi: usize) {
+    let space = &h.space;
+    if !space.mark.marking.load(Ordering::Acquire) {
+        return;
+    }
+    let counters = MarkCounters::default();
+    let mut m = Marker::new_small(space, &counters);
+    m.scan_range(lo, hi);
+    let bytes = m.live_bytes();
+    if bytes != 0 {
+        space.mark.shaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    let bad = counters.bad_pointers.load(Ordering::Relaxed);
+    if bad != 0 {
+        space.mark.shaded_bad_pointers.fetch_add(bad, Ordering::Relaxed);
+    }
+    if !m.stack.is_empty() {
+        lock(&space.mark.grey).append(&mut m.stack);
+    }
 }
 
 fn space_gate(h: &HeapInner) -> &crate::refcheck::MarkShared {

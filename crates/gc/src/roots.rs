@@ -122,10 +122,17 @@ pub(crate) struct VecTable {
 }
 
 impl VecTable {
-    /// A new, listed buffer with room for `n` elements.
+    /// A new, listed buffer with room for `n` elements. Forgets the
+    /// dropped containers' buffers whenever the list's length reaches a
+    /// power of two (so a heap that never collects does not keep them
+    /// all).
     pub fn add(&self, n: usize) -> VecSlots {
         let v = Arc::new(Mutex::new(Vec::with_capacity(n)));
-        self.vecs.lock().unwrap().push(v.clone());
+        let mut t = self.vecs.lock().unwrap();
+        if t.len() >= 64 && t.len().is_power_of_two() {
+            t.retain(|v| Arc::strong_count(v) != 1);
+        }
+        t.push(v.clone());
         v
     }
 
@@ -185,11 +192,9 @@ pub fn set_rooted_vec_deletion_shading_for_tests(on: bool) {
 }
 
 /// The deletion half for values leaving a [`RootedVec`] (see the module
-/// docs): shades each of `removed` while a heap marks, in one
-/// `refcheck::shading_section` (as `Root`'s drop: from a thread the World
-/// does not stop, never inside a marking stop). The check comes after the
-/// removal; on a thread the World stops no stop falls in between (runtime
-/// code, out of line, no safe point).
+/// docs): shades each of `removed` while a heap marks. Called inside
+/// [`RootedVec::removal`], after the removal: no marking stop of the
+/// container's heap falls between the two.
 #[inline(always)]
 fn shade_removed(removed: &[usize]) {
     if !removed.is_empty() && crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
@@ -200,14 +205,9 @@ fn shade_removed(removed: &[usize]) {
 #[cold]
 #[inline(never)]
 fn shade_removed_slow(removed: &[usize]) {
-    if !VEC_DELETION_SHADING.load(Ordering::Relaxed) {
-        return;
+    if VEC_DELETION_SHADING.load(Ordering::Relaxed) {
+        removed.iter().for_each(|&a| crate::refcheck::shade(a));
     }
-    crate::refcheck::shading_section(|| {
-        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            removed.iter().for_each(|&a| crate::refcheck::shade(a));
-        }
-    });
 }
 
 /// A precise root: keeps its object (if any) alive until dropped or reset.
@@ -624,9 +624,28 @@ impl RootedVec {
     /// Remove and return the last element (`None` if empty).
     #[inline(never)]
     pub fn pop(&mut self) -> Option<Option<GcRef>> {
-        let a = lock_slots(&self.slots).pop()?;
-        shade_removed(&[a]);
+        let a = self.removal(|| {
+            let a = lock_slots(&self.slots).pop()?;
+            shade_removed(&[a]);
+            Some(a)
+        })?;
         Some(GcRef::from_heap_addr(a))
+    }
+    /// Runs `f`, a removal of elements and its shading
+    /// ([`shade_removed`]), where no marking stop of this container's heap
+    /// can fall between the two: directly on a thread whose mutator is of
+    /// that heap (its stops stop this thread, and `f` has no safe point),
+    /// inside the shading gate on any other (review 115: a plain thread
+    /// that popped, then lost its CPU before its check, could find the
+    /// mark over and shade nothing while a task kept the value it had read
+    /// with `get`).
+    #[inline(always)]
+    fn removal<R>(&self, f: impl FnOnce() -> R) -> R {
+        if std::ptr::eq(crate::mutator::current_entry(), self.heap.handle_entry()) {
+            f()
+        } else {
+            crate::refcheck::shading_section(f)
+        }
     }
     /// Element `i` (panics if `i >= len`).
     #[inline(never)]
@@ -645,37 +664,33 @@ impl RootedVec {
             self.check(r);
         }
         let a = v.map_or(0, |r| r.addr());
-        let old = {
-            let mut s = lock_slots(&self.slots);
-            let n = s.len();
-            match s.get_mut(i) {
-                Some(slot) => std::mem::replace(slot, a),
-                None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+        // (A removal of the old value: `set(i, None)` works on any thread.)
+        self.removal(|| {
+            let old = {
+                let mut s = lock_slots(&self.slots);
+                let n = s.len();
+                match s.get_mut(i) {
+                    Some(slot) => std::mem::replace(slot, a),
+                    None => panic!("RootedVec::set({i}): index out of bounds (len {n})"),
+                }
+            };
+            // As the barrier does for a heap slot (see `push`).
+            if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
+                crate::barrier::shade_insertion(old);
+                crate::barrier::shade_insertion(a);
             }
-        };
-        // As the barrier does for a heap slot (see `push`).
-        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            crate::barrier::shade_insertion(old);
-            crate::barrier::shade_insertion(a);
-        }
+        })
     }
     /// Keep the first `n` elements.
     #[inline(never)]
     pub fn truncate(&mut self, n: usize) {
-        let removed: Vec<usize> = {
+        self.removal(|| {
             let mut s = lock_slots(&self.slots);
-            if n >= s.len() {
-                return;
-            }
-            if crate::barrier::MARKING.load(Ordering::Relaxed) == 0 {
-                // No mark to tell (see `shade_removed` for the order).
+            if n < s.len() {
+                shade_removed(&s[n..]);
                 s.truncate(n);
-                Vec::new()
-            } else {
-                s.drain(n..).collect()
             }
-        };
-        shade_removed(&removed);
+        })
     }
     /// Remove every element.
     pub fn clear(&mut self) {
@@ -689,14 +704,16 @@ impl RootedVec {
     }
 }
 
-/// Unregisters the buffer (the heap's table forgets it at its next scan)
-/// after shading its elements while a heap marks (the deletion half).
+/// Frees the elements after shading them while a heap marks (the deletion
+/// half); the heap's table forgets the emptied buffer at its next scan or
+/// `RootedVec::new`.
 impl Drop for RootedVec {
     fn drop(&mut self) {
-        if crate::barrier::MARKING.load(Ordering::Relaxed) != 0 {
-            let removed = std::mem::take(&mut *lock_slots(&self.slots));
-            shade_removed(&removed);
-        }
+        self.removal(|| {
+            let mut s = lock_slots(&self.slots);
+            shade_removed(&s);
+            *s = Vec::new();
+        })
     }
 }
 

@@ -467,11 +467,21 @@ pub(crate) fn shade_received<T>(v: &T) {
     }
 }
 
+/// [`shade_received`] for values leaving a buffer together (a
+/// `Receiver`'s drop empties it: a value's `Drop` may hand its references
+/// on, and a send from a task is not shaded).
+#[inline(always)]
+pub(crate) fn shade_received_all<T>(s: &[T]) {
+    if may_hold_pointer::<T>() && !s.is_empty() && usurp_gc::internals::any_heap_marking() {
+        shade_received_slow(s.as_ptr() as usize, std::mem::size_of_val(s));
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn shade_received_slow(lo: usize, len: usize) {
     if RECV_SHADING.load(Ordering::Relaxed) && usurp_gc::internals::has_mutator() {
-        shade_range(lo, lo + len);
+        shade_in_current_runtime(lo, lo + len);
     }
 }
 
@@ -499,9 +509,13 @@ fn publish_delay_for_tests() {
 #[cold]
 #[inline(never)]
 pub(crate) fn shade_range(lo: usize, hi: usize) {
-    if !SEND_SHADING.load(Ordering::Relaxed) {
-        return;
+    if SEND_SHADING.load(Ordering::Relaxed) {
+        shade_in_current_runtime(lo, hi);
     }
+}
+
+/// [`shade_range`] without its test switch (the receive side has its own).
+fn shade_in_current_runtime(lo: usize, hi: usize) {
     let m = crate::worker::machine();
     if m.is_null() {
         return;
@@ -509,7 +523,8 @@ pub(crate) fn shade_range(lo: usize, hi: usize) {
     // SAFETY: a machine lives as long as its thread (we are on it), and
     // keeps its runtime alive.
     let sh: &Shared = unsafe { &(*m).shared };
-    shade_range_in(sh, lo, hi);
+    // SAFETY: the caller guarantees the range.
+    unsafe { sh.heap.shade_conservative_range(lo, hi) };
 }
 
 /// [`shade_range`] with the heap of runtime `sh` (a spawn into `sh`).

@@ -540,6 +540,9 @@ impl<T> Chan<T> {
                 }
             }
             st.popped += st.buf.len() as u64;
+            let (a, b) = st.buf.as_slices();
+            crate::stack_scan::shade_received_all(a);
+            crate::stack_scan::shade_received_all(b);
             std::mem::take(&mut st.buf)
         };
         for w in wakers {
