@@ -466,8 +466,10 @@ mod tests {
 
     // An entry removed while the walk is part way through it (review 115):
     // the walk goes on with the next entry from its beginning. Fake
-    // entries: X's deferred part is 2M chunks long and reports nothing, Y
-    // records the position its first call gets.
+    // entries: X's deferred part never ends and reports nothing (a walk
+    // leaves it only once it is removed, so the removal always falls in
+    // the middle of it; under qemu a remover racing a 2M-chunk part lost),
+    // Y records the position its first call gets.
     static X_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     static Y_FIRST_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
@@ -475,7 +477,7 @@ mod tests {
     unsafe fn x_chunk(_: *const (), at: &mut u64, _: RangeFn<'_>) -> bool {
         X_CALLS.fetch_add(1, Ordering::SeqCst);
         *at += 1;
-        *at >= 2_000_000
+        false
     }
 
     // SAFETY (of the fn): reads nothing.
@@ -504,7 +506,6 @@ mod tests {
         for_each_deferred(&mut |_, _| {});
         remover.join().unwrap();
         lock().remove(sy);
-        assert!(X_CALLS.load(Ordering::SeqCst) < 2_000_000, "inconclusive: X was walked to its end before its removal");
         assert_eq!(Y_FIRST_AT.load(Ordering::SeqCst), 0, "the next entry's walk started at the removed entry's position");
     }
 }
