@@ -85,7 +85,8 @@ hooks=(set_stopper_respin_for_tests set_barrier_shading_for_tests set_shading_ga
   set_timers_at_checkpoint_for_tests set_stack_pool_budget_for_tests stack_pool_for_tests
   set_cooperative_slots_for_tests debug_weak_slots set_root_table_in_stop_for_tests
   root_table_scans_in_stops_for_tests set_rooted_vec_deletion_shading_for_tests debug_rooted_vecs
-  set_recv_shading_for_tests set_channel_buffers_in_stop_for_tests channel_buffer_ranges_in_stops_for_tests)
+  set_recv_shading_for_tests set_runtime_roots_in_stop_for_tests runtime_roots_in_stops_for_tests
+  set_closures_with_stacks_for_tests)
 for hook in "${hooks[@]}"; do
   if ! grep -q "^error\[E0\(425\|599\)\]: .*\`$hook\`" <<<"$probe"; then
     echo "$probe" >&2

@@ -5,7 +5,7 @@
 //! `heap_roots.rs`, `mpsc::State::try_recv_locked`).
 //!
 //! Asserted: no stop of a concurrent cycle reports a buffer (the negative
-//! control, `set_channel_buffers_in_stop_for_tests(true)`, reports them in
+//! control, `set_runtime_roots_in_stop_for_tests(true)`, reports them in
 //! the start stop as before); lists held only by buffers stay intact, with
 //! the verifier on, while tasks send, receive and drop channels during
 //! collections; and a task that receives lists after its own stack was
@@ -28,7 +28,7 @@ const LISTS: usize = 2000;
 /// buffer ranges reported in stops, and the lists intact.
 fn scans(in_stop: bool) -> (usize, usize) {
     let _s = serial();
-    hooks::set_channel_buffers_in_stop_for_tests(in_stop);
+    hooks::set_runtime_roots_in_stop_for_tests(in_stop);
     let r = within(120, "channel buffer scans", || {
         let rt = runtime(2, verified_manual(256 << 20));
         let r = rt.block_on(move || {
@@ -36,9 +36,9 @@ fn scans(in_stop: bool) -> (usize, usize) {
             for s in 0..LISTS {
                 tx.send((make_list(s), s)).unwrap();
             }
-            let s0 = hooks::channel_buffer_ranges_in_stops_for_tests();
+            let s0 = hooks::runtime_roots_in_stops_for_tests();
             collect_and_churn();
-            let in_stops = hooks::channel_buffer_ranges_in_stops_for_tests() - s0;
+            let in_stops = hooks::runtime_roots_in_stops_for_tests() - s0;
             drop(tx);
             (in_stops, rx.iter().filter(|&(r, s)| checksum(r) == Some(expected(s))).count())
         });
@@ -46,7 +46,7 @@ fn scans(in_stop: bool) -> (usize, usize) {
         assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
         r
     });
-    hooks::set_channel_buffers_in_stop_for_tests(false);
+    hooks::set_runtime_roots_in_stop_for_tests(false);
     r
 }
 

@@ -58,12 +58,13 @@ pub fn call_later_hooks(heap: &usurp::gc::Heap) -> usize {
     usurp_gc::internals::set_root_table_in_stop_for_tests(false);
     usurp_gc::internals::set_rooted_vec_deletion_shading_for_tests(true);
     usurp_sched::hooks::set_recv_shading_for_tests(true);
-    usurp_sched::hooks::set_channel_buffers_in_stop_for_tests(false);
+    usurp_sched::hooks::set_closures_with_stacks_for_tests(true);
+    usurp_sched::hooks::set_runtime_roots_in_stop_for_tests(false);
     heap.set_attach_pause_for_tests(None);
     heap.debug_background_refs()
         + heap.debug_weak_slots()
         + heap.debug_rooted_vecs()
-        + usurp_sched::hooks::channel_buffer_ranges_in_stops_for_tests()
+        + usurp_sched::hooks::runtime_roots_in_stops_for_tests()
         + usurp_sched::hooks::packet_cache_hits_for_tests()
         + usurp_sched::hooks::spin_naps_for_tests()
         + usurp_sched::hooks::take_max_concurrent_naps_for_tests()

@@ -294,19 +294,21 @@ pub fn set_recv_shading_for_tests(on: bool) {
 }
 
 /// Test-only switch: `true` makes every start stop scan the channel
-/// buffers, as before, instead of the concurrent cycle walking them with
-/// the world running (the negative control). Process-wide; restore `false`.
+/// buffers and the spawn closures of tasks not started, as before, instead
+/// of the concurrent cycle walking the buffers with the world running and
+/// scanning each closure with its task's stack (the negative control).
+/// Process-wide; restore `false`.
 #[doc(hidden)]
 #[cfg(feature = "test-hooks")]
-pub fn set_channel_buffers_in_stop_for_tests(in_stop: bool) {
+pub fn set_runtime_roots_in_stop_for_tests(in_stop: bool) {
     crate::stack_scan::set_defer_buffers_for_tests(!in_stop);
 }
 
-/// Test-only: ranges of channel buffers reported in stops so far in this
-/// process (all runtimes).
+/// Test-only: ranges of channel buffers and spawn closures reported in
+/// stops so far in this process (all runtimes).
 #[doc(hidden)]
 #[cfg(feature = "test-hooks")]
-pub fn channel_buffer_ranges_in_stops_for_tests() -> usize {
+pub fn runtime_roots_in_stops_for_tests() -> usize {
     crate::glue::heap_roots::DEFERRED_RANGES_IN_STOPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -709,4 +711,14 @@ pub fn stack_pool_for_tests(rt: &Runtime) -> (usize, usize, u64) {
 #[cfg(feature = "test-hooks")]
 pub fn stand_aside_counts_for_tests(rt: &Runtime) -> (u64, u64, u64, Option<usize>) {
     rt.shared().lend.counts()
+}
+
+/// Test-only switch (negative control of scanning a task's spawn closure
+/// with its stack, `stack_scan::closure_of`): `false` leaves the closures
+/// of tasks not started unscanned in a concurrent cycle. Process-wide;
+/// restore `true`.
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+pub fn set_closures_with_stacks_for_tests(on: bool) {
+    crate::stack_scan::set_closures_with_stacks_for_tests(on);
 }

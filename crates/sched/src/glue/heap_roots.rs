@@ -280,8 +280,9 @@ pub(crate) unsafe fn for_each_registered(f: RangeFn<'_>, deferred_later: bool) {
     DEFERRED_RANGES_IN_STOPS.fetch_add(values, Ordering::Relaxed);
 }
 
-/// Ranges of deferred parts reported in stops, process-wide (test
-/// statistics: 0 while every concurrent cycle walks them afterwards).
+/// Ranges of deferred parts and spawn closures reported in stops,
+/// process-wide (test statistics: 0 while every concurrent cycle walks
+/// the former afterwards and scans the latter with the task stacks).
 pub(crate) static DEFERRED_RANGES_IN_STOPS: AtomicUsize = AtomicUsize::new(0);
 
 /// Entries [`for_each_deferred`] looks at per registry lock, at most.
@@ -364,6 +365,7 @@ pub(crate) unsafe fn for_each_spawn_closure(sh: &Shared, f: RangeFn<'_>) {
             if let Some(body) = (*(*t).body.get()).as_ref() {
                 let (lo, hi) = body.closure_range();
                 if lo < hi {
+                    DEFERRED_RANGES_IN_STOPS.fetch_add(1, Ordering::Relaxed);
                     f(lo, hi);
                 }
             }
