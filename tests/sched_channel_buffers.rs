@@ -266,3 +266,61 @@ fn a_receive_while_another_runtime_collects_does_not_deadlock() {
     });
     assert!(received.load(Ordering::Relaxed) > 0, "runtime A received nothing");
 }
+
+/// Review 116, the same deadlock by another path: a `blocking` closure
+/// that attached a heap of its own has a mutator, but not of its runtime's
+/// heap, so the receive's shading went through the gate under the
+/// channel's lock (hung 3 runs of 3 in the review). Such a thread's frames
+/// are no roots of the runtime's heap: its receives shade nothing now.
+#[test]
+fn a_blocking_closure_with_its_own_heap_receives_beside_another_runtimes_collections() {
+    let _s = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s1, s2, s3, r1) = (stop.clone(), stop.clone(), stop.clone(), received.clone());
+    within(120, "blocking receives with a heap of its own beside another runtime's collections", move || {
+        let a = std::thread::spawn(move || {
+            let rt = runtime(2, manual(256 << 20, false));
+            rt.block_on(move || {
+                let (tx, rx) = usurp::sync_channel::<usize>(1024);
+                let sender = usurp::spawn(move || {
+                    let mut i = 0usize;
+                    while !s2.load(Ordering::SeqCst) {
+                        for _ in 0..64 {
+                            let _ = tx.send(i);
+                            i += 1;
+                        }
+                        usurp::yield_now();
+                    }
+                });
+                usurp::blocking(move || {
+                    let own = Heap::new(manual(16 << 20, false)).unwrap();
+                    let _g = own.attach_thread().unwrap();
+                    while !s3.load(Ordering::SeqCst) {
+                        if rx.try_recv().is_ok() {
+                            r1.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                sender.join().unwrap();
+            });
+        });
+        let rt_b = runtime(1, manual(256 << 20, false));
+        rt_b.block_on(move || {
+            let mut keep = usurp::gc::RootedVec::new(&Heap::current().unwrap());
+            for s in 0..2000 {
+                keep.push(Some(make_list(s)));
+            }
+            // Until A has received (it has started), then 400 collections.
+            while received.load(Ordering::Relaxed) == 0 {
+                usurp::sleep(std::time::Duration::from_millis(1));
+            }
+            for _ in 0..scale(400) {
+                Heap::current().unwrap().collect();
+                usurp::yield_now();
+            }
+        });
+        s1.store(true, Ordering::SeqCst);
+        a.join().unwrap();
+    });
+}

@@ -605,6 +605,15 @@ pub mod internals {
         !crate::mutator::current_mutator().is_null()
     }
 
+    /// Whether the calling thread's mutator is one of `heap` (`heap`'s
+    /// stops stop this thread; its shading then takes no gate, see
+    /// [`Heap::shade_conservative_range`](crate::Heap::shade_conservative_range)).
+    /// `false` without a mutator, or with one of another heap (a
+    /// `blocking` closure that attached a heap of its own).
+    pub fn is_mutator_of(heap: &crate::Heap) -> bool {
+        std::ptr::eq(crate::mutator::current_entry(), heap.handle_entry())
+    }
+
     /// The block holding heap address `addr`: its start, and the compact
     /// descriptor it is typed with (`None`: an untyped block, headered
     /// objects or free). `None` outside every heap. Reads side tables only.

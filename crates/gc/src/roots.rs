@@ -118,29 +118,39 @@ pub(crate) type VecSlots = Arc<Mutex<Vec<usize>>>;
 /// only reference) is forgotten at the next scan.
 #[derive(Default)]
 pub(crate) struct VecTable {
-    vecs: Mutex<Vec<VecSlots>>,
+    vecs: Mutex<VecList>,
+}
+
+#[derive(Default)]
+struct VecList {
+    vecs: Vec<VecSlots>,
+    /// `add` forgets dropped buffers when the list reaches this length:
+    /// twice what was left after the last time (at least 64), so the
+    /// forgetting costs O(1) per `add` amortised (review 116: at a power of
+    /// two, a program holding 2^k - 1 containers and making and dropping
+    /// one paid a whole pass per `RootedVec::new`).
+    prune_at: usize,
 }
 
 impl VecTable {
     /// A new, listed buffer with room for `n` elements. Forgets the
-    /// dropped containers' buffers whenever the list's length reaches a
-    /// power of two (so a heap that never collects does not keep them
-    /// all).
+    /// dropped containers' buffers when the list has doubled since the
+    /// last time (so a heap that never collects does not keep them all).
     pub fn add(&self, n: usize) -> VecSlots {
         let v = Arc::new(Mutex::new(Vec::with_capacity(n)));
         let mut t = self.vecs.lock().unwrap();
-        if t.len() >= 64 && t.len().is_power_of_two() {
-            t.retain(|v| Arc::strong_count(v) != 1);
+        if t.vecs.len() >= t.prune_at {
+            t.forget_dropped();
         }
-        t.push(v.clone());
+        t.vecs.push(v.clone());
         v
     }
 
     /// The buffers still in use (forgetting the others).
     fn live(&self) -> Vec<VecSlots> {
         let mut t = self.vecs.lock().unwrap();
-        t.retain(|v| Arc::strong_count(v) != 1);
-        t.clone()
+        t.forget_dropped();
+        t.vecs.clone()
     }
 
     /// Pass every element of every buffer to `f`, with the world running:
@@ -175,6 +185,13 @@ impl VecTable {
     #[cfg(feature = "test-hooks")]
     pub fn len(&self) -> usize {
         self.live().len()
+    }
+}
+
+impl VecList {
+    fn forget_dropped(&mut self) {
+        self.vecs.retain(|v| Arc::strong_count(v) != 1);
+        self.prune_at = (2 * self.vecs.len()).max(64);
     }
 }
 
@@ -705,8 +722,8 @@ impl RootedVec {
 }
 
 /// Frees the elements after shading them while a heap marks (the deletion
-/// half); the heap's table forgets the emptied buffer at its next scan or
-/// `RootedVec::new`.
+/// half); the heap's table forgets the emptied buffer at its next scan, or
+/// when a `RootedVec::new` finds its list doubled.
 impl Drop for RootedVec {
     fn drop(&mut self) {
         self.removal(|| {

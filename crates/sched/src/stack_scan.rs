@@ -521,11 +521,28 @@ pub(crate) fn shade_received_all<T>(s: &[T]) {
     }
 }
 
+/// Only on a thread whose mutator is of its runtime's heap: the shading
+/// then takes no gate, which must not be waited for under the channel's
+/// lock (review 116: a `blocking` closure that attached a heap of its own
+/// went through the gate here, and another runtime's start stop, holding
+/// the gate closed, waited for the channel's lock). Any other thread's
+/// frames are no roots.
 #[cold]
 #[inline(never)]
 fn shade_received_slow(lo: usize, len: usize) {
-    if RECV_SHADING.load(Ordering::Relaxed) && usurp_gc::internals::has_mutator() {
-        shade_in_current_runtime(lo, lo + len);
+    if !RECV_SHADING.load(Ordering::Relaxed) {
+        return;
+    }
+    let m = crate::worker::machine();
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: a machine lives as long as its thread (we are on it), and
+    // keeps its runtime alive.
+    let sh: &Shared = unsafe { &(*m).shared };
+    if usurp_gc::internals::is_mutator_of(&sh.heap) {
+        // SAFETY: the caller guarantees the range.
+        unsafe { sh.heap.shade_conservative_range(lo, lo + len) };
     }
 }
 

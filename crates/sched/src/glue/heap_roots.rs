@@ -86,10 +86,25 @@ pub(crate) type ScanFn = unsafe fn(*const (), RangeFn<'_>);
 
 /// Scans part of what the object at the given address holds that may be
 /// scanned with the world running (a channel's buffer, see the module
-/// docs): from position `*at` (counted from the object's first value ever)
-/// for a bounded number of values, advancing `*at`; `true` once it
-/// reached the end. See [`Registry::insert_deferred`].
-pub(crate) type DeferredFn = unsafe fn(*const (), &mut u64, RangeFn<'_>) -> bool;
+/// docs): from position `pos.at` (counted from the object's first value
+/// ever) for a bounded number of values, advancing it; `true` once it
+/// reached `pos.end`, which the first call sets to the end of that moment
+/// (values added later need no scan: a walk does not chase a channel that
+/// is sent to faster than it scans, review 116). See
+/// [`Registry::insert_deferred`].
+pub(crate) type DeferredFn = unsafe fn(*const (), &mut WalkPos, RangeFn<'_>) -> bool;
+
+/// A walk's position in one object's deferred part (see [`DeferredFn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WalkPos {
+    pub(crate) at: u64,
+    /// `u64::MAX` until the first call.
+    pub(crate) end: u64,
+}
+
+impl WalkPos {
+    pub(crate) const START: WalkPos = WalkPos { at: 0, end: u64::MAX };
+}
 
 struct Entry {
     /// Null: a tombstone (removed during a walk; see [`Registry::remove`]).
@@ -269,7 +284,7 @@ pub(crate) unsafe fn for_each_registered(f: RangeFn<'_>, deferred_later: bool) {
         // SAFETY: per `insert`'s contract, with the lock held.
         unsafe { (e.scan)(e.obj, &mut *f) };
         if let (Some(d), false) = (e.deferred, deferred_later) {
-            let mut at = 0;
+            let mut at = WalkPos::START;
             // SAFETY: per `insert_deferred`'s contract, with the lock held.
             while !unsafe { d(e.obj, &mut at, &mut |lo, hi| {
                 values += 1;
@@ -309,7 +324,7 @@ pub(crate) fn for_each_deferred(f: RangeFn<'_>) {
     }
     lock().walkers += 1;
     let _walk = Walk;
-    let (mut i, mut at) = (0usize, 0u64);
+    let (mut i, mut at) = (0usize, WalkPos::START);
     loop {
         let reg = lock();
         let mut budget = WALK_BUDGET;
@@ -321,7 +336,7 @@ pub(crate) fn for_each_deferred(f: RangeFn<'_>) {
                 // through: the next one starts at its beginning. Review
                 // 115: carried over, the position skipped the next
                 // channel's values.)
-                (i, at) = (i + 1, 0);
+                (i, at) = (i + 1, WalkPos::START);
                 continue;
             };
             let mut reported = false;
@@ -333,7 +348,7 @@ pub(crate) fn for_each_deferred(f: RangeFn<'_>) {
                     f(lo, hi)
                 })
             } {
-                (i, at) = (i + 1, 0);
+                (i, at) = (i + 1, WalkPos::START);
             }
             if reported {
                 break;
@@ -476,15 +491,15 @@ mod tests {
     static Y_FIRST_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
     // SAFETY (of the fn): reads nothing.
-    unsafe fn x_chunk(_: *const (), at: &mut u64, _: RangeFn<'_>) -> bool {
+    unsafe fn x_chunk(_: *const (), pos: &mut WalkPos, _: RangeFn<'_>) -> bool {
         X_CALLS.fetch_add(1, Ordering::SeqCst);
-        *at += 1;
+        pos.at += 1;
         false
     }
 
     // SAFETY (of the fn): reads nothing.
-    unsafe fn y_chunk(_: *const (), at: &mut u64, _: RangeFn<'_>) -> bool {
-        let _ = Y_FIRST_AT.compare_exchange(u64::MAX, *at, Ordering::SeqCst, Ordering::SeqCst);
+    unsafe fn y_chunk(_: *const (), pos: &mut WalkPos, _: RangeFn<'_>) -> bool {
+        let _ = Y_FIRST_AT.compare_exchange(u64::MAX, pos.at, Ordering::SeqCst, Ordering::SeqCst);
         true
     }
 

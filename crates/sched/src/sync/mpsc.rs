@@ -25,7 +25,7 @@
 //! heap marks, `State::try_recv_locked`). Memory a value owns (a
 //! `Vec<GcRef>` sent as a whole) is not scanned.
 
-use crate::glue::heap_roots::{self, RangeFn, Slot};
+use crate::glue::heap_roots::{self, RangeFn, Slot, WalkPos};
 use crate::spin::{SpinGuard, SpinLock};
 use crate::tasks::wait::{Claim, WaitNode, WaitQueue, Waker};
 use std::collections::VecDeque;
@@ -61,20 +61,26 @@ pub(super) struct Chan<T> {
 }
 
 /// The registry's deferred scan of a channel: up to [`SCAN_CHUNK_BYTES`]
-/// of buffered values (one value at least) from position `*at` (counted as
-/// `State::popped`: values received since the last call are skipped, they
-/// were shaded), advancing `*at`; `true` once the buffer's end was
-/// reached. Values buffered later come from black stacks or were shaded
-/// (`heap_roots.rs`).
+/// of buffered values (one value at least) from position `pos.at` (counted
+/// as `State::popped`: values received since the last call are skipped,
+/// they were shaded), advancing it; `true` once it reached `pos.end`, the
+/// buffer's end at the first call. Values buffered later come from black
+/// stacks or were shaded (`heap_roots.rs`).
 ///
 /// # Safety
 /// `c` is a registered `Chan<T>`; the registry lock is held.
-unsafe fn scan_buffer_chunk<T>(c: *const (), at: &mut u64, f: RangeFn<'_>) -> bool {
+unsafe fn scan_buffer_chunk<T>(c: *const (), pos: &mut WalkPos, f: RangeFn<'_>) -> bool {
     // SAFETY: per the contract (unregistered before it is dropped).
     let c = unsafe { &*(c as *const Chan<T>) };
     let st = c.state.lock();
-    let from = at.saturating_sub(st.popped).min(st.buf.len() as u64) as usize;
-    let to = st.buf.len().min(from + (SCAN_CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1));
+    if pos.end == u64::MAX {
+        // Values buffered from now on come from black stacks or were
+        // shaded: the walk stops at this end.
+        pos.end = st.popped + st.buf.len() as u64;
+    }
+    let limit = pos.end.saturating_sub(st.popped).min(st.buf.len() as u64) as usize;
+    let from = pos.at.saturating_sub(st.popped).min(limit as u64) as usize;
+    let to = limit.min(from + (SCAN_CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1));
     let (a, b) = st.buf.as_slices();
     // `[from, to)` of the buffer, in its two slices.
     for (s, base) in [(a, 0), (b, a.len())] {
@@ -84,8 +90,8 @@ unsafe fn scan_buffer_chunk<T>(c: *const (), at: &mut u64, f: RangeFn<'_>) -> bo
             f(p, p + std::mem::size_of_val(&s[lo..hi]));
         }
     }
-    *at = st.popped + to as u64;
-    to >= st.buf.len()
+    pos.at = st.popped + to as u64;
+    to >= limit
 }
 
 /// Bytes of buffered values a deferred scan reports per call (see
@@ -527,23 +533,32 @@ impl<T> Chan<T> {
     fn drop_receiver(&self) {
         let mut wakers: Vec<Waker> = Vec::new();
         let buf = {
-            let mut st = self.state.lock();
-            st.receiver_alive = false;
-            while let Some(n) = st.send_q.pop() {
-                // SAFETY: dequeued by us; the value stays in the node, which
-                // the sender reads as "disconnected" (a sender whose claim
-                // we lose sees the disconnection itself).
-                unsafe {
-                    if WaitNode::try_claim(n) {
-                        wakers.push(WaitNode::take_waker(n));
+            // One no-preemption section from the buffer's removal to its
+            // shading (no safe point in between), with the shading outside
+            // the channel's lock (review 116: a buffer of 1M values shaded
+            // under it held up other runtimes' start stops, which lock
+            // every channel). The values are dropped after the section.
+            let _np = usurp_preempt::NoPreempt::new();
+            let buf = {
+                let mut st = self.state.lock();
+                st.receiver_alive = false;
+                while let Some(n) = st.send_q.pop() {
+                    // SAFETY: dequeued by us; the value stays in the node, which
+                    // the sender reads as "disconnected" (a sender whose claim
+                    // we lose sees the disconnection itself).
+                    unsafe {
+                        if WaitNode::try_claim(n) {
+                            wakers.push(WaitNode::take_waker(n));
+                        }
                     }
                 }
-            }
-            st.popped += st.buf.len() as u64;
-            let (a, b) = st.buf.as_slices();
+                st.popped += st.buf.len() as u64;
+                std::mem::take(&mut st.buf)
+            };
+            let (a, b) = buf.as_slices();
             crate::stack_scan::shade_received_all(a);
             crate::stack_scan::shade_received_all(b);
-            std::mem::take(&mut st.buf)
+            buf
         };
         for w in wakers {
             w.wake();
