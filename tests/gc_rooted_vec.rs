@@ -17,9 +17,9 @@ use usurp::gc::{GcRef, Heap, RootedVec};
 use usurp_gc::internals::{
     root_table_scans_in_stops_for_tests, set_root_table_in_stop_for_tests, set_rooted_vec_deletion_shading_for_tests,
 };
-use usurp_testsupport::{serial, within};
+use usurp_testsupport::{scale, serial, within};
 use usurp_testsupport_gc::seeded::{checksum, collect_and_churn, expected, make_list};
-use usurp_testsupport_gc::{runtime, verified_manual};
+use usurp_testsupport_gc::{manual, runtime, verified_manual};
 
 const LISTS: usize = 2000;
 
@@ -147,11 +147,14 @@ fn lost_after_removal(shading: bool) -> usize {
     let _s = serial();
     set_rooted_vec_deletion_shading_for_tests(shading);
     let lost = within(300, "elements removed during the mark", move || {
-        let rt = runtime(2, verified_manual(512 << 20));
+        // No verifier: its pause in every cycle would leave few cycles in
+        // which the hazard can fall (a CI run under load once saw none);
+        // the lists' checksums tell the loss.
+        let rt = runtime(2, manual(512 << 20, false));
         let heap = rt.heap().clone();
         let lost = rt.block_on(move || {
-            let mut bulk = RootedVec::with_capacity(&heap, 100_000);
-            for _ in 0..100_000 {
+            let mut bulk = RootedVec::with_capacity(&heap, 1_000_000);
+            for _ in 0..1_000_000 {
                 bulk.push(None);
             }
             let stop = Arc::new(AtomicBool::new(false));
@@ -163,16 +166,15 @@ fn lost_after_removal(shading: bool) -> usize {
                 }
             });
             let mut lost = 0;
-            for round in 0..1500usize {
+            for round in 0..scale(3000) {
                 lost += hold_removed(&heap, &mut bulk, round);
             }
             stop.store(true, Ordering::SeqCst);
             collector.join().unwrap();
             lost
         });
-        let st = rt.stats().gc;
         if shading {
-            assert_eq!((st.verify_failures, st.bad_pointers), (0, 0));
+            assert_eq!(rt.stats().gc.bad_pointers, 0);
         }
         lost
     });
@@ -195,7 +197,12 @@ fn hold_removed(heap: &Heap, bulk: &mut RootedVec, round: usize) -> usize {
             bulk.push(Some(make_list(s)));
         }
     }
-    usurp::yield_now();
+    // A window of 200 us for a start stop to fall in; the table scan then
+    // takes a few ms to reach the victims (behind 1M elements).
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_micros(200) {
+        usurp::yield_now();
+    }
     let held: [Option<GcRef>; 8] = match round % 3 {
         0 => {
             let h = std::array::from_fn(|k| bulk.get(base + k));
