@@ -605,6 +605,15 @@ pub mod internals {
         !crate::mutator::current_mutator().is_null()
     }
 
+    /// Whether the calling thread has a mutator and only one heap is
+    /// registered, so that the mutator is of every heap the caller can
+    /// name (one load beside [`has_mutator`]'s; the cheap first test
+    /// before [`is_mutator_of`]).
+    #[inline(always)]
+    pub fn has_mutator_of_sole_heap() -> bool {
+        !crate::refcheck::several_heaps() && has_mutator()
+    }
+
     /// Whether the calling thread's mutator is one of `heap` (`heap`'s
     /// stops stop this thread; its shading then takes no gate, see
     /// [`Heap::shade_conservative_range`](crate::Heap::shade_conservative_range)).

@@ -441,7 +441,7 @@ where
     // from a running task (its stack is black: see `stack_scan::publish`);
     // on a thread without a mutator (inside `blocking`) the check, the
     // shading and the publication run as one step against the start stop.
-    let id = crate::stack_scan::publish(body, |body| {
+    let id = crate::stack_scan::publish_in(shared, body, |body| {
         if usurp_gc::internals::any_heap_marking() {
             // SAFETY: the task is not published yet: nobody takes the
             // closure.

@@ -267,7 +267,12 @@ unsafe fn range_of(t: *mut Task) -> Option<(usize, usize)> {
 ///
 /// # Safety
 /// As [`range_of`]: `t` is live, not running, and cannot resume meanwhile
-/// (nobody takes its closure), and not FREE (its body is set).
+/// (nobody takes its closure), and not FREE (its body is set). One
+/// exception, as in the stop's walk before: a runtime's shutdown marks its
+/// remaining tasks ABANDONED and drops their closures (`Shared::abandon_remaining`)
+/// from a thread no stop waits for; a scan racing it reads words of a
+/// closure being dropped, conservatively (at worst an object kept one
+/// cycle more; review 117).
 unsafe fn closure_of(t: *mut Task) -> Option<(usize, usize)> {
     if !CLOSURES_WITH_STACKS.load(Ordering::Relaxed) {
         return None;
@@ -458,8 +463,8 @@ fn claim_slow(sh: &Shared, t: TaskRef) {
 /// `publish(v)`, shading its bytes if a heap marks, atomically with
 /// respect to the start stop (review finding 1).
 ///
-/// * On a thread the World stops (a task running on its worker): nothing
-///   to shade. Its stack is black (scanned before it resumed in this
+/// * On a thread the World stops (a task running on its worker, whose
+///   mutator is of its runtime's heap): nothing to shade. Its stack is black (scanned before it resumed in this
 ///   cycle, or a new task), so `v` came from a scanned stack, from the
 ///   heap after that scan (then reachable from a grey object or shaded by
 ///   the barrier when its heap copy is overwritten), or was allocated
@@ -472,13 +477,42 @@ fn claim_slow(sh: &Shared, t: TaskRef) {
 ///   scans roots. So either the value is published before the start stop
 ///   scans the runtime-owned ranges (a buffer, or the receiver's stack),
 ///   or the check sees marking on and the value is shaded. `publish` must
-///   not block (a full channel's wait comes after it returns).
+///   not block (a full channel's wait comes after it returns). So does a
+///   thread whose mutator is of another heap (a `blocking` closure that
+///   attached a heap of its own, a task of another runtime): this
+///   runtime's stops do not stop it (review 117; it used to take the fast
+///   path on having *a* mutator).
 #[inline(always)]
 pub(crate) fn publish<T, R>(v: T, publish: impl FnOnce(T) -> R) -> R {
-    if !may_hold_pointer::<T>() || usurp_gc::internals::has_mutator() {
+    if !may_hold_pointer::<T>() || usurp_gc::internals::has_mutator_of_sole_heap() || stopped_by_own_runtime() {
         return publish(v);
     }
     publish_gated(v, publish)
+}
+
+/// [`publish`] for runtime `sh` (a spawn into `sh`, maybe from a task of
+/// another runtime).
+#[inline(always)]
+pub(crate) fn publish_in<T, R>(sh: &Shared, v: T, publish: impl FnOnce(T) -> R) -> R {
+    if !may_hold_pointer::<T>() || usurp_gc::internals::is_mutator_of(&sh.heap) {
+        return publish(v);
+    }
+    publish_gated(v, publish)
+}
+
+/// Whether the calling thread's mutator is of its runtime's heap (so that
+/// runtime's stops stop it). Out of line: a task may migrate between OS
+/// threads, so its thread's state is read afresh.
+#[inline(never)]
+fn stopped_by_own_runtime() -> bool {
+    let m = crate::worker::machine();
+    if m.is_null() {
+        return false;
+    }
+    // SAFETY: a machine lives as long as its thread (we are on it), and
+    // keeps its runtime alive.
+    let sh: &Shared = unsafe { &(*m).shared };
+    usurp_gc::internals::is_mutator_of(&sh.heap)
 }
 
 #[cold]
