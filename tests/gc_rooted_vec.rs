@@ -18,7 +18,7 @@ use usurp_gc::internals::{
     root_table_scans_in_stops_for_tests, set_root_table_in_stop_for_tests, set_rooted_vec_deletion_shading_for_tests,
 };
 use usurp_testsupport::{scale, serial, within};
-use usurp_testsupport_gc::seeded::{checksum, collect_and_churn, expected, make_list};
+use usurp_testsupport_gc::seeded::{checksum, collect_and_churn, expected, hazard_rounds, hazard_window, make_list};
 use usurp_testsupport_gc::{manual, runtime, verified_manual};
 
 const LISTS: usize = 2000;
@@ -157,28 +157,7 @@ fn lost_after_removal(shading: bool) -> usize {
             for _ in 0..1_000_000 {
                 bulk.push(None);
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            let s2 = stop.clone();
-            let collector = usurp::spawn(move || {
-                while !s2.load(Ordering::SeqCst) {
-                    Heap::current().unwrap().collect();
-                    usurp::yield_now();
-                }
-            });
-            let mut lost = 0;
-            // With the shading, a fixed number of rounds; without it (the
-            // control), until the first loss, at most 20000 rounds at any
-            // scale (under qemu in CI, 750 rounds once saw none).
-            let rounds = if shading { scale(3000) } else { 20_000 };
-            for round in 0..rounds {
-                if !shading && lost > 0 {
-                    break;
-                }
-                lost += hold_removed(&heap, &mut bulk, round);
-            }
-            stop.store(true, Ordering::SeqCst);
-            collector.join().unwrap();
-            lost
+            hazard_rounds(shading, scale(3000), |round| hold_removed(&heap, &mut bulk, round))
         });
         if shading {
             assert_eq!(rt.stats().gc.bad_pointers, 0);
@@ -204,12 +183,7 @@ fn hold_removed(heap: &Heap, bulk: &mut RootedVec, round: usize) -> usize {
             bulk.push(Some(make_list(s)));
         }
     }
-    // A window of 200 us for a start stop to fall in; the table scan then
-    // takes a few ms to reach the victims (behind 1M elements).
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < std::time::Duration::from_micros(200) {
-        usurp::yield_now();
-    }
+    hazard_window();
     let held: [Option<GcRef>; 8] = match round % 3 {
         0 => {
             let h = std::array::from_fn(|k| bulk.get(base + k));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use usurp::gc::{GcRef, Heap};
 use usurp_sched::hooks;
 use usurp_testsupport::{scale, serial, within};
-use usurp_testsupport_gc::seeded::{checksum, collect_and_churn, expected, make_list};
+use usurp_testsupport_gc::seeded::{checksum, collect_and_churn, expected, hazard_rounds, hazard_window, make_list};
 use usurp_testsupport_gc::{manual, runtime, verified_manual};
 
 const LISTS: usize = 2000;
@@ -147,28 +147,7 @@ fn lost_after_receive(shading: bool) -> usize {
             for _ in 0..1_000_000 {
                 bulk_tx.send(None).unwrap();
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            let s2 = stop.clone();
-            let collector = usurp::spawn(move || {
-                while !s2.load(Ordering::SeqCst) {
-                    Heap::current().unwrap().collect();
-                    usurp::yield_now();
-                }
-            });
-            let mut lost = 0;
-            // With the shading, a fixed number of rounds; without it (the
-            // control), until the first loss, at most 20000 rounds at any
-            // scale.
-            let rounds = if shading { scale(3000) } else { 20_000 };
-            for round in 0..rounds {
-                if !shading && lost > 0 {
-                    break;
-                }
-                lost += hold_received(round);
-            }
-            stop.store(true, Ordering::SeqCst);
-            collector.join().unwrap();
-            lost
+            hazard_rounds(shading, scale(3000), hold_received)
         });
         if shading {
             assert_eq!(rt.stats().gc.bad_pointers, 0);
@@ -189,13 +168,9 @@ fn hold_received(round: usize) -> usize {
     for &s in &seeds {
         tx.send(make_list(s)).unwrap();
     }
-    // A window of 200 us for a start stop to fall in; the walk then takes
-    // a few ms to reach this channel (behind 1M values). With one yield,
-    // the control saw no loss in 2 of 4 runs of the whole file (review 117).
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < std::time::Duration::from_micros(200) {
-        usurp::yield_now();
-    }
+    // (With one yield instead, the control saw no loss in 2 of 4 runs of
+    // the whole file: review 117.)
+    hazard_window();
     // Odd rounds receive through a select (its receive case takes the
     // value out of the buffer into the select's storage).
     let held: [GcRef; 8] = std::array::from_fn(|_| {

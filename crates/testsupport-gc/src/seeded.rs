@@ -80,3 +80,41 @@ pub fn check_heap(rt: &Runtime) {
 pub fn runtime() -> Runtime {
     crate::runtime(1, crate::verified_manual(128 << 20))
 }
+
+/// The harness of the deletion-barrier hazard tests (`tests/gc_rooted_vec.rs`,
+/// `tests/sched_channel_buffers.rs`): a task collects in a loop while
+/// `round(k)` runs for k = 0, 1, ... and returns the lists it found lost;
+/// the total is returned. With the mechanism under test on (`all`), all
+/// `rounds` run; for its negative control (`all` false), until the first
+/// loss, at most 20000 rounds (at any scale: the hazard is a matter of
+/// timing, and under qemu a fixed count once saw none). Call from a task.
+pub fn hazard_rounds(all: bool, rounds: usize, mut round: impl FnMut(usize) -> usize) -> usize {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let collector = usurp_sched::spawn(move || {
+        while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+            Heap::current().unwrap().collect();
+            usurp_sched::yield_now();
+        }
+    });
+    let mut lost = 0;
+    for k in 0..if all { rounds } else { 20_000 } {
+        if !all && lost > 0 {
+            break;
+        }
+        lost += round(k);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    collector.join().unwrap();
+    lost
+}
+
+/// Yields for 200 µs: the window, in a hazard round, for a start stop to
+/// fall in before the round reads its lists back (the scan that would
+/// find them is behind a large table, a few ms long).
+pub fn hazard_window() {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_micros(200) {
+        usurp_sched::yield_now();
+    }
+}
