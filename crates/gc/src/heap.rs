@@ -3344,7 +3344,7 @@ impl Drop for PauseFlag {
 #[cold]
 #[inline(never)]
 fn shade_range_slow(h: &HeapInner, lo: usize, hi: usize) {
-    if std::ptr::eq(crate::mutator::current_entry(), h.space.handle_entry()) {
+    if crate::mutator::current_is_of(h.space.handle_entry()) {
         shade_range_marking(h, lo, hi);
     } else {
         crate::refcheck::shading_section(|| shade_range_marking(h, lo, hi));

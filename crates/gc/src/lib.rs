@@ -74,10 +74,13 @@
 //!   running — in a concurrent cycle not in the stop but one task at a
 //!   time after it, each before it next runs ([`World::scan_task_stacks`];
 //!   values moved through the places below meanwhile are shaded as they
-//!   move); the captured values of every spawn closure not started yet;
-//!   every join result or panic payload not yet joined; the values buffered
-//!   in every `usurp` channel not yet received (see `usurp-sched`'s
-//!   `gc_world.rs`). With [`ThreadWorld`]: the stacks of parked threads;
+//!   move); the captured values of every spawn closure not started yet
+//!   (in a concurrent cycle with its task's stack); every join result or
+//!   panic payload not yet joined; the values buffered in every `usurp`
+//!   channel not yet received (in a concurrent cycle after the stop, with
+//!   the world running: [`World::for_each_deferred_range`]; see
+//!   `usurp-sched`'s `gc_world.rs`). With [`ThreadWorld`]: the stacks of
+//!   parked threads;
 //! * the captured values of every finalizer closure, registered or pending
 //!   ([`Heap::set_finalizer`]; registered ones with the world running,
 //!   after the start stop); while one runs it is on its thread's stack.
@@ -128,8 +131,9 @@
 //!    scan the roots: the collecting thread's stack and spilled registers,
 //!    every range the [`World`] reports (with a World that scans task
 //!    stacks one at a time, [`World::begin_concurrent_stack_scan`], not
-//!    the task stacks), precise roots, root scanners, pending finalizers →
-//!    `start the world`.
+//!    the task stacks, nor what it defers), precise roots (not the `Root`
+//!    table nor `RootedVec` elements: scanned after the restart), root
+//!    scanners, pending finalizers → `start the world`.
 //!
 //!    *Stack scan* (such a World only), world running: the collector asks
 //!    the World ([`World::scan_task_stacks`], non-blocking) for every task
@@ -620,7 +624,7 @@ pub mod internals {
     /// `false` without a mutator, or with one of another heap (a
     /// `blocking` closure that attached a heap of its own).
     pub fn is_mutator_of(heap: &crate::Heap) -> bool {
-        std::ptr::eq(crate::mutator::current_entry(), heap.handle_entry())
+        crate::mutator::current_is_of(heap.handle_entry())
     }
 
     /// The block holding heap address `addr`: its start, and the compact

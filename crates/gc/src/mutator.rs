@@ -336,6 +336,14 @@ pub(crate) fn current_entry() -> *const crate::refcheck::Entry {
     if m.is_null() { std::ptr::null() } else { unsafe { (*m).entry } }
 }
 
+/// Whether the calling thread's mutator is of the heap whose handle-check
+/// entry is `e` (that heap's stops stop this thread). `false` without a
+/// mutator.
+#[inline]
+pub(crate) fn current_is_of(e: &'static crate::refcheck::Entry) -> bool {
+    std::ptr::eq(current_entry(), e)
+}
+
 #[inline(never)]
 pub(crate) fn set_current_mutator(m: *mut Mutator) -> *mut Mutator {
     CURRENT.with(|c| c.replace(m))

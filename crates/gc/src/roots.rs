@@ -658,7 +658,7 @@ impl RootedVec {
     /// with `get`).
     #[inline(always)]
     fn removal<R>(&self, f: impl FnOnce() -> R) -> R {
-        if std::ptr::eq(crate::mutator::current_entry(), self.heap.handle_entry()) {
+        if crate::mutator::current_is_of(self.heap.handle_entry()) {
             f()
         } else {
             crate::refcheck::shading_section(f)
