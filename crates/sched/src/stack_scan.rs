@@ -215,10 +215,12 @@ pub(crate) fn omit_stacks_now(sh: &Shared) -> bool {
 
 /// In a stop's `for_each_conservative_range` (`stacks_omitted`: it omits
 /// the task stacks, a concurrent cycle's start stop): whether it omits the
-/// channel buffers too (the cycle then walks them with the world running,
+/// spawn closures (scanned with the stacks, [`closure_of`]) and the channel
+/// buffers too (the cycle then walks them with the world running,
 /// `heap_roots::for_each_deferred`); records the answer for
 /// [`take_deferred_buffers`]. With stacks omitted, `false` only with the
-/// negative control (`hooks::set_runtime_roots_in_stop_for_tests`).
+/// negative control (`hooks::set_runtime_roots_in_stop_for_tests`, which
+/// puts both back in the stop).
 pub(crate) fn defer_buffers(sh: &Shared, stacks_omitted: bool) -> bool {
     let defer = stacks_omitted && DEFER_BUFFERS.load(Ordering::Relaxed);
     sh.stack_scan.buffers_deferred.store(defer, Ordering::Relaxed);
@@ -289,14 +291,6 @@ static CLOSURES_WITH_STACKS: AtomicBool = AtomicBool::new(true);
 #[cfg(feature = "test-hooks")]
 pub(crate) fn set_closures_with_stacks_for_tests(on: bool) {
     CLOSURES_WITH_STACKS.store(on, Ordering::SeqCst);
-}
-
-/// Whether a start stop that omits the task stacks omits the spawn
-/// closures too (they are scanned with the stacks); `false` only with the
-/// negative control (`hooks::set_runtime_roots_in_stop_for_tests`, which
-/// puts both back in the stop).
-pub(crate) fn closures_with_stacks() -> bool {
-    DEFER_BUFFERS.load(Ordering::Relaxed)
 }
 
 /// Tasks the collector visits per hold of the registry lock (a spawn that
@@ -505,14 +499,19 @@ pub(crate) fn publish_in<T, R>(sh: &Shared, v: T, publish: impl FnOnce(T) -> R) 
 /// threads, so its thread's state is read afresh.
 #[inline(never)]
 fn stopped_by_own_runtime() -> bool {
+    with_own_runtime(|sh| usurp_gc::internals::is_mutator_of(&sh.heap)).unwrap_or(false)
+}
+
+/// `f` with the runtime of the calling thread's machine (a worker's, also
+/// inside `blocking`); `None` on a thread without one.
+fn with_own_runtime<R>(f: impl FnOnce(&Shared) -> R) -> Option<R> {
     let m = crate::worker::machine();
     if m.is_null() {
-        return false;
+        return None;
     }
     // SAFETY: a machine lives as long as its thread (we are on it), and
     // keeps its runtime alive.
-    let sh: &Shared = unsafe { &(*m).shared };
-    usurp_gc::internals::is_mutator_of(&sh.heap)
+    Some(f(unsafe { &(*m).shared }))
 }
 
 #[cold]
@@ -567,17 +566,12 @@ fn shade_received_slow(lo: usize, len: usize) {
     if !RECV_SHADING.load(Ordering::Relaxed) {
         return;
     }
-    let m = crate::worker::machine();
-    if m.is_null() {
-        return;
-    }
-    // SAFETY: a machine lives as long as its thread (we are on it), and
-    // keeps its runtime alive.
-    let sh: &Shared = unsafe { &(*m).shared };
-    if usurp_gc::internals::is_mutator_of(&sh.heap) {
-        // SAFETY: the caller guarantees the range.
-        unsafe { sh.heap.shade_conservative_range(lo, lo + len) };
-    }
+    with_own_runtime(|sh| {
+        if usurp_gc::internals::is_mutator_of(&sh.heap) {
+            // SAFETY: the caller guarantees the range.
+            unsafe { sh.heap.shade_conservative_range(lo, lo + len) };
+        }
+    });
 }
 
 fn shade_value_if_marking<T>(v: &T) {
@@ -605,21 +599,9 @@ fn publish_delay_for_tests() {
 #[inline(never)]
 pub(crate) fn shade_range(lo: usize, hi: usize) {
     if SEND_SHADING.load(Ordering::Relaxed) {
-        shade_in_current_runtime(lo, hi);
+        // SAFETY: the caller guarantees the range.
+        with_own_runtime(|sh| unsafe { sh.heap.shade_conservative_range(lo, hi) });
     }
-}
-
-/// [`shade_range`] without its test switch (the receive side has its own).
-fn shade_in_current_runtime(lo: usize, hi: usize) {
-    let m = crate::worker::machine();
-    if m.is_null() {
-        return;
-    }
-    // SAFETY: a machine lives as long as its thread (we are on it), and
-    // keeps its runtime alive.
-    let sh: &Shared = unsafe { &(*m).shared };
-    // SAFETY: the caller guarantees the range.
-    unsafe { sh.heap.shade_conservative_range(lo, hi) };
 }
 
 /// [`shade_range`] with the heap of runtime `sh` (a spawn into `sh`).

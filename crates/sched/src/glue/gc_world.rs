@@ -163,17 +163,17 @@ unsafe impl World for RuntimeWorld {
                         }
                     });
                 }
-                // GC values the runtime holds in Rust heap memory: closures
-                // of tasks not started yet, join results not yet joined,
-                // values buffered in channels (see `heap_roots.rs`).
-                // Spawn closures of tasks not started yet, unless they are
-                // scanned with the stacks (`stack_scan::closure_of`); and
-                // channel buffers, unless this cycle walks them with the
-                // world running (`for_each_deferred_range`).
-                if !(omit && crate::stack_scan::closures_with_stacks()) {
+                // GC values the runtime holds in Rust heap memory (see
+                // `heap_roots.rs`): join results not yet joined, blocked
+                // senders' offers, select storage; and, unless this cycle
+                // scans them later, the closures of tasks not started yet
+                // (with their stacks, `stack_scan::closure_of`) and the
+                // values buffered in channels (with the world running,
+                // `for_each_deferred_range`).
+                let later = crate::stack_scan::defer_buffers(sh, omit);
+                if !later {
                     crate::glue::heap_roots::for_each_spawn_closure(sh, &mut *f);
                 }
-                let later = crate::stack_scan::defer_buffers(sh, omit);
                 crate::glue::heap_roots::for_each_registered(&mut *f, later);
             }
         });
